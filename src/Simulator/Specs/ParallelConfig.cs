@@ -1,0 +1,179 @@
+namespace Harness.Simulator.Specs;
+
+/// <summary>Megatron's --recompute-granularity.</summary>
+public enum RecomputeGranularity
+{
+    /// <summary>Keep every activation autograd saves.</summary>
+    None,
+    /// <summary>Megatron's selective recompute: the core attention (softmax, dropout, QK^T·V) is recomputed.</summary>
+    Selective,
+    /// <summary>Whole layers recomputed from their input (see <see cref="RecomputeMethod"/>).</summary>
+    Full,
+}
+
+/// <summary>Megatron's --recompute-method for full recomputation.</summary>
+public enum RecomputeMethod
+{
+    /// <summary>Layers split into groups of num-layers; each group's input is kept, the rest recomputed.</summary>
+    Uniform,
+    /// <summary>The first num-layers layers of each pipeline stage are recomputed, the others keep everything.</summary>
+    Block,
+}
+
+/// <summary>
+/// Activation recomputation. <see cref="NormOutputs"/> and <see cref="MlpActivation"/> are Megatron-Kwai's
+/// --kaimm-recompute-norm and --kaimm-recompute-mlp-activation-func: drop and recompute the norm outputs and
+/// the SwiGLU output, keeping every GEMM output and the flash-attention state.
+/// </summary>
+public sealed record RecomputeSpec(
+    RecomputeGranularity Granularity = RecomputeGranularity.None,
+    RecomputeMethod Method = RecomputeMethod.Uniform,
+    int NumLayers = 1,
+    bool NormOutputs = false,
+    bool MlpActivation = false)
+{
+    public static RecomputeSpec None { get; } = new();
+    public static RecomputeSpec Selective { get; } = new(RecomputeGranularity.Selective);
+    public static RecomputeSpec FullUniform(int numLayers = 1) => new(RecomputeGranularity.Full, RecomputeMethod.Uniform, numLayers);
+    /// <summary>Megatron-Kwai's "ckpt=ours": norm outputs and SwiGLU output.</summary>
+    public static RecomputeSpec Kwai { get; } = new(NormOutputs: true, MlpActivation: true);
+}
+
+/// <summary>Overlap switches: TP communication with GEMMs, DP gradient reduction with backward, pipeline p2p with compute.</summary>
+public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = true, bool PipelineP2p = true)
+{
+    public static OverlapSpec Default { get; } = new();
+}
+
+/// <summary>Parameter and activation precision (--bf16 / --fp16, or neither: fp32).</summary>
+public enum Precision { Bf16, Fp16, Fp32 }
+
+/// <summary>
+/// One hybrid-parallel training configuration, in Megatron-LM's terms. World size = dp·tp·pp·cp.
+/// </summary>
+/// <param name="LayersPerVirtualStage">Megatron's --num-layers-per-virtual-pipeline-stage; null means no interleaving.</param>
+/// <param name="OffloadRatio">Megatron-Kwai's alpha: fraction of saved activations offloaded to host memory.</param>
+/// <param name="ZeroStage">0: replicated optimizer; 1: optimizer states sharded (Megatron's distributed optimizer);
+/// 2: plus gradients; 3: plus parameters.</param>
+/// <param name="SyncFactor">CAAT-Net's p: the fraction of hidden channels all-reduced after row-parallel linears.</param>
+public sealed record ParallelConfig(
+    int DataParallel = 1,
+    int TensorParallel = 1,
+    int PipelineParallel = 1,
+    int? LayersPerVirtualStage = null,
+    int ContextParallel = 1,
+    bool SequenceParallel = false,
+    int MicroBatch = 1,
+    int GlobalBatch = 1,
+    RecomputeSpec? Recompute = null,
+    double OffloadRatio = 0,
+    int ZeroStage = 0,
+    double SyncFactor = 1.0,
+    OverlapSpec? Overlap = null,
+    Precision Precision = Precision.Bf16,
+    bool FlashAttention = true)
+{
+    public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
+    public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
+
+    /// <summary>Megatron's distributed optimizer is ZeRO stage 1.</summary>
+    public bool DistributedOptimizer => ZeroStage >= 1;
+
+    public int WorldSize => DataParallel * TensorParallel * PipelineParallel * ContextParallel;
+
+    /// <summary>Micro-batches each pipeline processes per iteration (m).</summary>
+    public int NumMicroBatches => GlobalBatch / (MicroBatch * DataParallel);
+
+    /// <summary>Model chunks per pipeline rank (v); 1 without interleaving.</summary>
+    public int VirtualStages(ModelSpec model) =>
+        LayersPerVirtualStage is int l && l > 0 ? model.NumLayers / (PipelineParallel * l) : 1;
+
+    /// <summary>Every reason this config is invalid for the model and world size, in words; empty when valid.</summary>
+    public IReadOnlyList<string> Validate(ModelSpec model, int worldSize)
+    {
+        var e = new List<string>();
+        void Positive(string flag, int value)
+        {
+            if (value < 1) e.Add($"{flag} is {value}; it must be at least 1.");
+        }
+        Positive("data-parallel size", DataParallel);
+        Positive("--tensor-model-parallel-size", TensorParallel);
+        Positive("--pipeline-model-parallel-size", PipelineParallel);
+        Positive("--context-parallel-size", ContextParallel);
+        Positive("--micro-batch-size", MicroBatch);
+        Positive("--global-batch-size", GlobalBatch);
+        if (e.Count > 0) return e;
+
+        if (WorldSize != worldSize)
+            e.Add($"world size {worldSize} != data {DataParallel} x tensor {TensorParallel} x pipeline {PipelineParallel} x context {ContextParallel} = {WorldSize}.");
+        if (model.NumAttentionHeads % TensorParallel != 0)
+            e.Add($"--num-attention-heads {model.NumAttentionHeads} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
+        if (model.NumQueryGroups % TensorParallel != 0)
+            e.Add($"--num-query-groups {model.NumQueryGroups} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
+        if (model.FfnHiddenSize % TensorParallel != 0)
+            e.Add($"--ffn-hidden-size {model.FfnHiddenSize} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
+        if (model.NumLayers % PipelineParallel != 0)
+            e.Add($"--num-layers {model.NumLayers} is not divisible by --pipeline-model-parallel-size {PipelineParallel}.");
+        if (LayersPerVirtualStage is int l)
+        {
+            if (l < 1)
+                e.Add($"--num-layers-per-virtual-pipeline-stage is {l}; it must be at least 1.");
+            else if (model.NumLayers % (PipelineParallel * l) != 0)
+                e.Add($"--num-layers {model.NumLayers} is not divisible by pipeline {PipelineParallel} x layers per virtual stage {l}.");
+            else if (PipelineParallel < 2)
+                e.Add("--num-layers-per-virtual-pipeline-stage needs --pipeline-model-parallel-size of at least 2.");
+            else if (model.NumLayers / (PipelineParallel * l) < 2)
+                e.Add($"--num-layers-per-virtual-pipeline-stage {l} gives one model chunk per pipeline rank; interleaving needs at least 2.");
+            else if (GlobalBatch % (MicroBatch * DataParallel) == 0 && NumMicroBatches % PipelineParallel != 0)
+                e.Add($"the interleaved schedule needs the number of micro-batches ({NumMicroBatches}) to be a multiple of --pipeline-model-parallel-size {PipelineParallel}.");
+        }
+        if (GlobalBatch % (MicroBatch * DataParallel) != 0)
+            e.Add($"--global-batch-size {GlobalBatch} is not divisible by --micro-batch-size {MicroBatch} x data-parallel size {DataParallel}.");
+        if (SequenceParallel && TensorParallel < 2)
+            e.Add("--sequence-parallel needs --tensor-model-parallel-size of at least 2.");
+        int cpChunks = 2 * ContextParallel; // causal load balancing splits the sequence in 2·cp chunks
+        if (ContextParallel > 1 && model.SeqLength % cpChunks != 0)
+            e.Add($"--seq-length {model.SeqLength} is not divisible by 2 x --context-parallel-size {ContextParallel} (causal load balancing).");
+        if (SequenceParallel && (model.SeqLength / ContextParallel) % TensorParallel != 0)
+            e.Add($"--seq-length {model.SeqLength} per context rank is not divisible by --tensor-model-parallel-size {TensorParallel} (sequence parallel).");
+        if (OffloadRatio is < 0 or > 1 || double.IsNaN(OffloadRatio))
+            e.Add($"offload ratio {OffloadRatio} is outside [0, 1].");
+        else if (OffloadRatio > 0)
+        {
+            if (LayersPerVirtualStage is null)
+                e.Add("activation offload (Megatron-Kwai) needs the interleaved schedule (--num-layers-per-virtual-pipeline-stage).");
+            if (PipelineParallel < 3)
+                e.Add($"activation offload (Megatron-Kwai) needs --pipeline-model-parallel-size of at least 3, not {PipelineParallel}.");
+        }
+        if (ZeroStage is < 0 or > 3)
+            e.Add($"ZeRO stage {ZeroStage} is not one of 0, 1, 2, 3.");
+        if (SyncFactor is < 0 or > 1 || double.IsNaN(SyncFactor))
+            e.Add($"sync factor p {SyncFactor} is outside [0, 1].");
+        else if (SyncFactor < 1 && TensorParallel < 2)
+            e.Add($"sync factor p {SyncFactor} < 1 needs --tensor-model-parallel-size of at least 2.");
+        else if (SyncFactor < 1 && SequenceParallel)
+            e.Add("partial synchronization (p < 1) replaces the full all-reduce and cannot be combined with --sequence-parallel.");
+        var r = RecomputeOrNone;
+        if (r.Granularity == RecomputeGranularity.Full)
+        {
+            int layersPerStage = model.NumLayers / Math.Max(1, PipelineParallel * VirtualStagesOrOne(model));
+            if (r.NumLayers < 1)
+                e.Add($"--recompute-num-layers is {r.NumLayers}; it must be at least 1.");
+            else if (r.Method == RecomputeMethod.Block && r.NumLayers > layersPerStage)
+                e.Add($"--recompute-num-layers {r.NumLayers} exceeds the {layersPerStage} layers of a pipeline stage's model chunk.");
+            else if (r.Method == RecomputeMethod.Uniform && layersPerStage % r.NumLayers != 0)
+                e.Add($"--recompute-num-layers {r.NumLayers} does not divide the {layersPerStage} layers of a model chunk (uniform method).");
+        }
+        if ((r.NormOutputs || r.MlpActivation) && r.Granularity == RecomputeGranularity.Full)
+            e.Add("Megatron-Kwai's norm/activation recompute cannot be combined with full recomputation.");
+        if (r.MlpActivation && model.Activation != Activation.SwiGlu)
+            e.Add("--kaimm-recompute-mlp-activation-func needs a SwiGLU model (--swiglu).");
+        if (r.NormOutputs && !SequenceParallel && TensorParallel > 1)
+            e.Add("--kaimm-recompute-norm needs --sequence-parallel when tensor parallelism is on.");
+        return e;
+    }
+
+    private int VirtualStagesOrOne(ModelSpec model) =>
+        LayersPerVirtualStage is int l && l > 0 && model.NumLayers % (PipelineParallel * l) == 0
+            ? model.NumLayers / (PipelineParallel * l) : 1;
+}
