@@ -1,0 +1,28 @@
+namespace Harness.Cli;
+
+/// <summary>The subcommands of `harness`, by name. One line per command.</summary>
+public static class CommandTable
+{
+    private static readonly (string Name, string Summary, Func<string[], int> Run)[] Commands =
+    {
+    };
+
+    public static int Dispatch(string[] args)
+    {
+        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+        {
+            PrintUsage(Console.Out);
+            return args.Length == 0 ? 2 : 0;
+        }
+        foreach (var (name, _, run) in Commands)
+            if (name == args[0]) return run(args[1..]);
+        Console.Error.WriteLine($"harness: unknown command '{args[0]}'. Valid commands: {string.Join(", ", Commands.Select(c => c.Name))}.");
+        return 2;
+    }
+
+    private static void PrintUsage(TextWriter w)
+    {
+        w.WriteLine("usage: harness <command> [options]   (harness <command> --help for its options)");
+        foreach (var (name, summary, _) in Commands) w.WriteLine($"  {name,-12} {summary}");
+    }
+}
