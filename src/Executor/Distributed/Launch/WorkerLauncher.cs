@@ -1,0 +1,77 @@
+using System.Diagnostics;
+
+namespace Harness.Executor.Distributed.Launch;
+
+/// <summary>
+/// `harness run --nproc-per-node N` on one node: starts N copies of a command with torchrun's variables
+/// (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), one per GPU, forwards their
+/// output line by line (rank 0's standard output as is, everything else prefixed "[rank r]"), and waits.
+/// When a rank fails, the others get a grace period (their NCCL watchdogs abort) and are then killed, so the
+/// job ends with every rank's errors shown and the first failure's exit code.
+/// </summary>
+public static class WorkerLauncher
+{
+    public static int Run(int processes, string fileName, IReadOnlyList<string> arguments, int masterPort,
+        TextWriter stdout, TextWriter stderr, TimeSpan? grace = null)
+    {
+        if (processes < 1) throw new ArgumentOutOfRangeException(nameof(processes), processes, "at least one process.");
+        var gate = new object();
+        var children = new List<Process>();
+        try
+        {
+            for (int rank = 0; rank < processes; rank++)
+            {
+                var psi = new ProcessStartInfo(fileName)
+                {
+                    RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+                };
+                foreach (var a in arguments) psi.ArgumentList.Add(a);
+                psi.Environment["RANK"] = psi.Environment["LOCAL_RANK"] = rank.ToString();
+                psi.Environment["WORLD_SIZE"] = psi.Environment["LOCAL_WORLD_SIZE"] = processes.ToString();
+                psi.Environment["MASTER_ADDR"] = "127.0.0.1";
+                psi.Environment["MASTER_PORT"] = masterPort.ToString();
+                var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
+                int r = rank;
+                p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (gate) stdout.WriteLine(r == 0 ? e.Data : $"[rank {r}] {e.Data}"); };
+                p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (gate) stderr.WriteLine($"[rank {r}] {e.Data}"); };
+                p.Start();
+                p.BeginOutputReadLine();
+                p.BeginErrorReadLine();
+                children.Add(p);
+            }
+            return Supervise(children, grace ?? TimeSpan.FromSeconds(30), stderr, gate);
+        }
+        finally
+        {
+            foreach (var p in children)
+            {
+                if (!p.HasExited) p.Kill(entireProcessTree: true);
+                p.WaitForExit();
+                p.Dispose();
+            }
+        }
+    }
+
+    private static int Supervise(List<Process> children, TimeSpan grace, TextWriter stderr, object gate)
+    {
+        var exits = children.Select(p => p.WaitForExitAsync()).ToList();
+        var pending = new List<Task>(exits);
+        while (pending.Count > 0)
+        {
+            var done = Task.WhenAny(pending).GetAwaiter().GetResult();
+            pending.Remove(done);
+            int rank = exits.IndexOf((Task)done);
+            int code = children[rank].ExitCode;
+            if (code == 0) continue;
+            // First failure: let the others notice (their watchdogs abort) and then stop them.
+            Task.WhenAll(pending).Wait(grace);
+            foreach (var p in children.Where(p => !p.HasExited)) p.Kill(entireProcessTree: true);
+            foreach (var p in children) p.WaitForExit(); // drains the redirected output too
+            lock (gate)
+                stderr.WriteLine($"harness: rank {rank} exited with code {code}; the other ranks were stopped. Its errors are above, prefixed [rank {rank}].");
+            return code;
+        }
+        foreach (var p in children) p.WaitForExit();
+        return 0;
+    }
+}

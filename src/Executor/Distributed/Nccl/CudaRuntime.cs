@@ -1,0 +1,41 @@
+using System.Runtime.InteropServices;
+
+namespace Harness.Executor.Distributed.Nccl;
+
+/// <summary>
+/// The few CUDA runtime calls TorchSharp does not expose: the current device (NCCL binds a communicator to it)
+/// and events, which time each NCCL call on the GPU and tell the watchdog when it finished. The runtime is the
+/// one libtorch's CUDA build already loaded (libcudart by soname).
+/// </summary>
+internal static unsafe class CudaRuntime
+{
+    private static readonly Lazy<IntPtr> Handle = new(Load);
+
+    private static IntPtr Export(string name) => NativeLibrary.GetExport(Handle.Value, name);
+
+    /// <summary>cudaErrorNotReady: the event's work has not finished yet.</summary>
+    public const int NotReady = 600;
+
+    public static readonly delegate* unmanaged<int, int> SetDevice = (delegate* unmanaged<int, int>)Export("cudaSetDevice");
+    public static readonly delegate* unmanaged<IntPtr*, int> EventCreate = (delegate* unmanaged<IntPtr*, int>)Export("cudaEventCreate");
+    public static readonly delegate* unmanaged<IntPtr, IntPtr, int> EventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)Export("cudaEventRecord");
+    public static readonly delegate* unmanaged<IntPtr, int> EventQuery = (delegate* unmanaged<IntPtr, int>)Export("cudaEventQuery");
+    public static readonly delegate* unmanaged<float*, IntPtr, IntPtr, int> EventElapsedTime = (delegate* unmanaged<float*, IntPtr, IntPtr, int>)Export("cudaEventElapsedTime");
+    public static readonly delegate* unmanaged<IntPtr, int> EventDestroy = (delegate* unmanaged<IntPtr, int>)Export("cudaEventDestroy");
+    public static readonly delegate* unmanaged<IntPtr, int> StreamSynchronize = (delegate* unmanaged<IntPtr, int>)Export("cudaStreamSynchronize");
+    public static readonly delegate* unmanaged<int, IntPtr> GetErrorString = (delegate* unmanaged<int, IntPtr>)Export("cudaGetErrorString");
+
+    public static void Check(int error, string call)
+    {
+        if (error != 0)
+            throw new CommunicatorException($"{call} failed: {Marshal.PtrToStringAnsi(GetErrorString(error)) ?? error.ToString()}.");
+    }
+
+    private static IntPtr Load()
+    {
+        string[] names = ["libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"];
+        foreach (var n in names)
+            if (NativeLibrary.TryLoad(n, out var h)) return h;
+        throw new CommunicatorException($"the CUDA runtime ({string.Join(", ", names)}) is not loaded; initialize libtorch with CUDA before creating an NCCL communicator.");
+    }
+}

@@ -1,0 +1,207 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Distributed.Nccl;
+
+/// <summary>
+/// A process group over NCCL (one process per GPU). Calls are enqueued on CUDA stream 0, the legacy default
+/// stream TorchSharp's kernels run on, so they are ordered with the model's kernels without extra syncs.
+/// Each call is watched by an <see cref="NcclWatchdog"/>.
+/// </summary>
+public sealed unsafe class NcclCommunicator : ICommunicator
+{
+    private readonly IntPtr comm;
+    private readonly int device;
+    private readonly TimeSpan timeout;
+    private readonly Action<string> onFailure;
+    private readonly NcclWatchdog watchdog;
+    private int groupDepth;
+    private IntPtr groupStart;
+    private long groupBytes;
+
+    private NcclCommunicator(IntPtr comm, int rank, int size, int device, string name, TimeSpan timeout, Action<string> onFailure)
+    {
+        (this.comm, Rank, Size, this.device, Name, this.timeout, this.onFailure) = (comm, rank, size, device, name, timeout, onFailure);
+        watchdog = new NcclWatchdog(comm, device, $"rank {rank} of group {name}", timeout, Stats, onFailure);
+    }
+
+    /// <summary>
+    /// The world communicator: rank 0 makes the NCCL unique id, <paramref name="shareId"/> gives it to every rank
+    /// (the TCP rendezvous), and all ranks join with ncclCommInitRank on CUDA device <paramref name="device"/>.
+    /// </summary>
+    public static NcclCommunicator CreateWorld(int rank, int size, int device, Func<byte[]?, byte[]> shareId, TimeSpan timeout, Action<string>? onFailure = null)
+    {
+        try
+        {
+            CudaRuntime.Check(CudaRuntime.SetDevice(device), $"cudaSetDevice({device})");
+            NcclUniqueId id;
+            byte[]? mine = null;
+            if (rank == 0)
+            {
+                NcclLibrary.Check(NcclLibrary.GetUniqueId(&id), "ncclGetUniqueId", IntPtr.Zero);
+                mine = new Span<byte>(id.Internal, NcclUniqueId.Bytes).ToArray();
+            }
+            byte[] shared = shareId(mine);
+            if (shared.Length != NcclUniqueId.Bytes)
+                throw new CommunicatorException($"rank {rank} received a {shared.Length}-byte NCCL unique id; it must be {NcclUniqueId.Bytes} bytes.");
+            shared.CopyTo(new Span<byte>(id.Internal, NcclUniqueId.Bytes));
+            IntPtr comm;
+            NcclLibrary.Check(NcclLibrary.CommInitRank(&comm, size, id, rank), $"ncclCommInitRank(rank {rank} of {size})", IntPtr.Zero);
+            return new NcclCommunicator(comm, rank, size, device, "world", timeout, onFailure ?? ExitWithMessage);
+        }
+        catch (TypeInitializationException e) when (e.InnerException is CommunicatorException c)
+        {
+            throw c;
+        }
+    }
+
+    /// <summary>NCCL's version code, e.g. 22809 for 2.28.9.</summary>
+    public static int Version => NcclLibrary.Version();
+
+    public int Rank { get; }
+    public int Size { get; }
+    public string Name { get; }
+    public CommunicationStats Stats { get; } = new();
+
+    public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum) =>
+        Issue("all-reduce", tensor, () => NcclLibrary.AllReduce(Ptr(tensor), Ptr(tensor), Count(tensor), Type(tensor), (int)op, comm, IntPtr.Zero));
+
+    public void AllGather(Tensor input, Tensor output)
+    {
+        RequireElements("all-gather output", output, input.numel() * Size);
+        RequireSameType(input, output);
+        Issue("all-gather", input, () => NcclLibrary.AllGather(Ptr(input), Ptr(output), Count(input), Type(input), comm, IntPtr.Zero));
+    }
+
+    public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
+    {
+        RequireElements("reduce-scatter input", input, output.numel() * Size);
+        RequireSameType(input, output);
+        Issue("reduce-scatter", input, () => NcclLibrary.ReduceScatter(Ptr(input), Ptr(output), Count(output), Type(output), (int)op, comm, IntPtr.Zero));
+    }
+
+    public void Broadcast(Tensor tensor, int root)
+    {
+        RequireRank(root);
+        Issue("broadcast", tensor, () => NcclLibrary.Broadcast(Ptr(tensor), Ptr(tensor), Count(tensor), Type(tensor), root, comm, IntPtr.Zero));
+    }
+
+    public void Send(Tensor tensor, int peer)
+    {
+        RequireRank(peer);
+        Issue($"send to {peer}", tensor, () => NcclLibrary.Send(Ptr(tensor), Count(tensor), Type(tensor), peer, comm, IntPtr.Zero));
+    }
+
+    public void Recv(Tensor tensor, int peer)
+    {
+        RequireRank(peer);
+        Issue($"recv from {peer}", tensor, () => NcclLibrary.Recv(Ptr(tensor), Count(tensor), Type(tensor), peer, comm, IntPtr.Zero));
+    }
+
+    public IDisposable Group()
+    {
+        if (groupDepth++ == 0)
+        {
+            groupStart = watchdog.Begin();
+            groupBytes = 0;
+        }
+        NcclLibrary.Check(NcclLibrary.GroupStart(), "ncclGroupStart", comm);
+        return new GroupScope(this);
+    }
+
+    public void Barrier()
+    {
+        using var one = torch.ones(1, dtype: ScalarType.Float32, device: new Device(DeviceType.CUDA, device));
+        AllReduce(one);
+        CudaRuntime.Check(CudaRuntime.StreamSynchronize(IntPtr.Zero), "cudaStreamSynchronize");
+    }
+
+    public ICommunicator? Split(int color, int key, string name)
+    {
+        IntPtr sub;
+        NcclLibrary.Check(NcclLibrary.CommSplit(comm, color, key, &sub, IntPtr.Zero), $"ncclCommSplit({name})", comm);
+        if (sub == IntPtr.Zero) return null; // NCCL_SPLIT_NOCOLOR
+        int rank = 0, size = 0;
+        NcclLibrary.Check(NcclLibrary.CommUserRank(sub, &rank), "ncclCommUserRank", sub);
+        NcclLibrary.Check(NcclLibrary.CommCount(sub, &size), "ncclCommCount", sub);
+        return new NcclCommunicator(sub, rank, size, device, name, timeout, onFailure);
+    }
+
+    /// <summary>Waits for this group's calls (stream 0), stops its watchdog and destroys the communicator.</summary>
+    public void Dispose()
+    {
+        CudaRuntime.StreamSynchronize(IntPtr.Zero);
+        watchdog.Dispose();
+        NcclLibrary.CommDestroy(comm);
+    }
+
+    private void Issue(string call, Tensor tensor, Func<NcclResult> enqueue)
+    {
+        if (!tensor.is_contiguous())
+            throw new CommunicatorException($"rank {Rank} of group {Name}: NCCL {call} needs a contiguous tensor.");
+        if (tensor.device_type != DeviceType.CUDA)
+            throw new CommunicatorException($"rank {Rank} of group {Name}: NCCL {call} needs a CUDA tensor, not {tensor.device}.");
+        long bytes = tensor.numel() * tensor.element_size();
+        if (groupDepth > 0)
+        {
+            NcclLibrary.Check(enqueue(), $"NCCL {call} on group {Name}", comm);
+            groupBytes += bytes;
+            return;
+        }
+        var start = watchdog.Begin();
+        NcclLibrary.Check(enqueue(), $"NCCL {call} on group {Name}", comm);
+        watchdog.End(start, call, bytes);
+    }
+
+    private void EndGroup()
+    {
+        NcclLibrary.Check(NcclLibrary.GroupEnd(), "ncclGroupEnd", comm);
+        if (--groupDepth == 0) watchdog.End(groupStart, "group of send/recv", groupBytes);
+    }
+
+    private static IntPtr Ptr(Tensor t) => TensorPointer.Of(t);
+    private static nuint Count(Tensor t) => (nuint)t.numel();
+
+    private NcclDataType Type(Tensor t) => t.dtype switch
+    {
+        ScalarType.Int8 => NcclDataType.Int8,
+        ScalarType.Byte or ScalarType.Bool => NcclDataType.Uint8,
+        ScalarType.Int32 => NcclDataType.Int32,
+        ScalarType.Int64 => NcclDataType.Int64,
+        ScalarType.Float16 => NcclDataType.Float16,
+        ScalarType.Float32 => NcclDataType.Float32,
+        ScalarType.Float64 => NcclDataType.Float64,
+        ScalarType.BFloat16 => NcclDataType.Bfloat16,
+        var other => throw new CommunicatorException($"rank {Rank} of group {Name}: NCCL has no data type for {other}; use int8/uint8/int32/int64/float16/bfloat16/float32/float64."),
+    };
+
+    private void RequireRank(int r)
+    {
+        if (r < 0 || r >= Size)
+            throw new CommunicatorException($"rank {Rank} of group {Name}: rank {r} is not in this {Size}-rank group.");
+    }
+
+    private void RequireElements(string what, Tensor t, long expected)
+    {
+        if (t.numel() != expected)
+            throw new CommunicatorException($"rank {Rank} of group {Name}: {what} has {t.numel()} elements; it must have {expected} (group size {Size} x input).");
+    }
+
+    private void RequireSameType(Tensor a, Tensor b)
+    {
+        if (a.dtype != b.dtype)
+            throw new CommunicatorException($"rank {Rank} of group {Name}: input is {a.dtype} but output is {b.dtype}.");
+    }
+
+    /// <summary>The default failure action: the message on stderr, then exit, as a dead rank must not hang the job.</summary>
+    private static void ExitWithMessage(string message)
+    {
+        Console.Error.WriteLine($"harness: {message}");
+        Environment.Exit(3);
+    }
+
+    private sealed class GroupScope(NcclCommunicator owner) : IDisposable
+    {
+        public void Dispose() => owner.EndGroup();
+    }
+}
