@@ -35,7 +35,8 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
 
     public void Broadcast(Tensor tensor, int root)
     {
-        RequirePeer(root);
+        if (root < 0 || root >= Size)
+            throw new CommunicatorException($"{What("broadcast")}: root {root} is not a rank of this {Size}-rank group.");
         Collective("broadcast", tensor, tensor, all => ((Tensor)all[root]!).reshape(-1).clone());
     }
 
