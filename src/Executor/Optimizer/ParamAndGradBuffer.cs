@@ -1,0 +1,97 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Optimizer;
+
+/// <summary>
+/// Megatron's mixed-precision layout (distributed/param_and_grad_buffer.py, Micikevicius et al. 2018) over flat,
+/// contiguous buffers, so the optimizer is a handful of kernels per step instead of a loop over parameters:
+/// - <see cref="Params"/>: the model's weights in the compute type (bf16); every parameter is a view into it;
+/// - <see cref="Grads"/>: where autograd accumulates one micro-batch's gradients (each parameter's .grad is a view);
+/// - <see cref="MainGrads"/>: float32 gradients accumulated over the micro-batches of a step;
+/// - <see cref="Master"/>: float32 master weights the optimizer updates, then casts back into <see cref="Params"/>.
+/// Under float32 (or float64) compute the buffers coincide: Params is Master and Grads is MainGrads.
+/// Weights with two or more dimensions come first, so weight decay (not applied to biases and norm weights, as
+/// in Megatron) touches the prefix [0, <see cref="DecayedCount"/>).
+/// </summary>
+public sealed class ParamAndGradBuffer : IDisposable
+{
+    public Tensor Params { get; }
+    public Tensor Grads { get; }
+    public Tensor MainGrads { get; }
+    public Tensor Master { get; }
+    public long DecayedCount { get; }
+    public long Count { get; }
+    public bool MixedPrecision { get; }
+
+    /// <summary>Names and shapes in buffer order (checkpoints and gradient checks use them).</summary>
+    public IReadOnlyList<(string Name, Parameter Parameter, long Offset)> Layout { get; }
+
+    public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype)
+    {
+        var named = module.named_parameters().ToList();
+        var ordered = named.Where(p => p.parameter.dim() >= 2).Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
+        var masterDtype = named[0].parameter.dtype;
+        var device = named[0].parameter.device;
+        Count = ordered.Sum(p => p.parameter.numel());
+        DecayedCount = ordered.Where(p => p.parameter.dim() >= 2).Sum(p => p.parameter.numel());
+        MixedPrecision = computeDtype != masterDtype;
+        Master = empty(Count, dtype: masterDtype, device: device);
+        MainGrads = zeros(Count, dtype: masterDtype, device: device);
+        Params = MixedPrecision ? empty(Count, dtype: computeDtype, device: device) : Master;
+        Grads = MixedPrecision ? zeros(Count, dtype: computeDtype, device: device) : MainGrads;
+        var layout = new List<(string, Parameter, long)>();
+        long offset = 0;
+        using (no_grad())
+        {
+            foreach (var (name, p) in ordered)
+            {
+                long n = p.numel();
+                Master.narrow(0, offset, n).copy_(p.reshape(-1));
+                var paramView = Params.narrow(0, offset, n).view(p.shape);
+                if (MixedPrecision) paramView.copy_(p);
+                p.set_(paramView);
+                p.grad = Grads.narrow(0, offset, n).view(p.shape);
+                layout.Add((name, p, offset));
+                offset += n;
+            }
+        }
+        Layout = layout;
+    }
+
+    /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator.</summary>
+    public void AccumulateMicroBatch()
+    {
+        if (!MixedPrecision) return;
+        using (no_grad())
+        {
+            MainGrads.add_(Grads);
+            Grads.zero_();
+        }
+    }
+
+    /// <summary>Start of a step: clear the accumulated gradients.</summary>
+    public void ZeroGrads()
+    {
+        using (no_grad()) MainGrads.zero_();
+    }
+
+    /// <summary>After the optimizer: cast the master weights into the model's weights.</summary>
+    public void CopyMasterToParams()
+    {
+        if (!MixedPrecision) return;
+        using (no_grad()) Params.copy_(Master);
+    }
+
+    public void Dispose()
+    {
+        if (MixedPrecision)
+        {
+            Params.Dispose();
+            Grads.Dispose();
+        }
+        Master.Dispose();
+        MainGrads.Dispose();
+    }
+}

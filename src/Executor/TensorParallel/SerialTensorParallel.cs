@@ -1,0 +1,46 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.TensorParallel;
+
+/// <summary>The tensor-parallel seam for one rank: plain linears, embedding lookup and cross-entropy.</summary>
+public sealed class SerialTensorParallel : ITensorParallel
+{
+    public static SerialTensorParallel Instance { get; } = new();
+
+    public int WorldSize => 1;
+
+    public nn.Module<Tensor, Tensor> ColumnParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init, int stride = 1) =>
+        new DenseLinear(init(new[] { outFeatures, inFeatures }), bias);
+
+    public nn.Module<Tensor, Tensor> RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init) =>
+        new DenseLinear(init(new[] { outFeatures, inFeatures }), bias);
+
+    public Parameter VocabParallelWeight(long vocabSize, long hiddenSize, InitMethod init) =>
+        new(init(new[] { vocabSize, hiddenSize }));
+
+    public Tensor EmbeddingLookup(Tensor tokens, Tensor weight) =>
+        weight.index_select(0, tokens.reshape(-1)).reshape(tokens.shape.Append(weight.shape[1]).ToArray());
+
+    public Tensor Logits(Tensor hidden, Tensor weight) => nn.functional.linear(hidden, weight);
+
+    public Tensor CrossEntropy(Tensor logits, Tensor labels) =>
+        nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]).to(ScalarType.Float32), labels.reshape(-1), reduction: nn.Reduction.None);
+}
+
+/// <summary>y = x·Wᵀ + b with the given weight (and a zero bias when asked), as Megatron's linears initialize biases.</summary>
+public sealed class DenseLinear : nn.Module<Tensor, Tensor>
+{
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+
+    public DenseLinear(Tensor weight, bool bias) : base(nameof(DenseLinear))
+    {
+        if (bias) this.bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device));
+        this.weight = new Parameter(weight); // takes over the tensor's handle
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor input) => nn.functional.linear(input, weight, bias);
+}

@@ -1,0 +1,81 @@
+using Harness.Simulator.Specs;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Transformer;
+
+/// <summary>
+/// A decoder-only language model from a <see cref="ModelSpec"/> (Megatron-core models/gpt/gpt_model.py): GPT
+/// (learned positions, LayerNorm, GeLU, tied output) and Llama (rotary, RMSNorm, SwiGLU, untied) are the same
+/// class. Every linear, the vocabulary tables and the loss come from <see cref="TransformerConfig.TensorParallel"/>
+/// (the seam: see ITensorParallel). <see cref="Embed"/>, <see cref="Decode"/> and <see cref="Loss"/> are the
+/// pieces a pipeline stage composes (pre_process, layers, post_process); <see cref="forward"/> runs them all.
+/// Tensors are batch-first: tokens [b, s], hidden [b, s, h].
+/// </summary>
+public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
+{
+    private readonly TransformerConfig config;
+    private readonly Parameter word_embeddings;
+    private readonly Parameter? position_embeddings;
+    private readonly ModuleList<TransformerLayer> layers;
+    private readonly nn.Module<Tensor, Tensor> final_layernorm;
+    private readonly Parameter? output_layer;
+    private readonly RotaryEmbedding? rotary;
+
+    public GptModel(TransformerConfig config) : base(nameof(GptModel))
+    {
+        this.config = config;
+        var m = config.Model;
+        var tp = config.TensorParallel;
+        word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+        if (m.PositionEmbedding == PositionEmbedding.Learned)
+            position_embeddings = new Parameter(config.Init(new long[] { m.SeqLength, m.HiddenSize }));
+        else
+            rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device);
+        layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, m.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
+        final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.MasterDtype, config.Device);
+        if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+        RegisterComponents();
+    }
+
+    public ModelSpec Spec => config.Model;
+
+    /// <summary>Word (plus learned position) embeddings of tokens [b, s].</summary>
+    public Tensor Embed(Tensor tokens)
+    {
+        var h = config.TensorParallel.EmbeddingLookup(tokens, word_embeddings);
+        if (position_embeddings is not null) h = h + position_embeddings[..(int)tokens.shape[1]];
+        return h;
+    }
+
+    /// <summary>The decoder layers (each recomputed in backward under full recompute) and the final norm.</summary>
+    public Tensor Decode(Tensor hidden)
+    {
+        foreach (var layer in layers)
+            hidden = config.Recompute == Recompute.Full
+                ? CheckpointFunction.Apply(x => layer.forward(x[0]), hidden)
+                : layer.forward(hidden);
+        return final_layernorm.forward(hidden);
+    }
+
+    /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s].</summary>
+    public Tensor Loss(Tensor hidden, Tensor labels)
+    {
+        var tp = config.TensorParallel;
+        var logits = tp.Logits(hidden, output_layer ?? word_embeddings);
+        return tp.CrossEntropy(logits, labels).mean();
+    }
+
+    /// <summary>The loss of one micro-batch: tokens and labels [b, s].</summary>
+    public override Tensor forward(Tensor tokens, Tensor labels)
+    {
+        using var scope = NewDisposeScope();
+        return Loss(Decode(Embed(tokens)), labels).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) rotary?.Dispose();
+        base.Dispose(disposing);
+    }
+}

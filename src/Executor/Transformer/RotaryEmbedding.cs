@@ -1,0 +1,42 @@
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Transformer;
+
+/// <summary>
+/// Rotary position embedding (Su et al. 2021, RoFormer), in Llama's rotate-half layout: channel i pairs with
+/// i + d/2 and both turn by angle pos·θ^(-2i/d), θ = 10000. Tables are precomputed once per sequence length:
+/// x' = x·cos + roll(x, d/2)·sin±, where sin± carries rotate-half's sign (−sin on the first half).
+/// </summary>
+public sealed class RotaryEmbedding : IDisposable
+{
+    private readonly Tensor cos, signedSin;
+    private readonly long half;
+
+    public RotaryEmbedding(long headDim, long seqLength, ScalarType dtype, Device device, double theta = 10000)
+    {
+        half = headDim / 2;
+        using var scope = NewDisposeScope();
+        var inverse = pow(theta, arange(0, half, dtype: ScalarType.Float64) * (-2.0 / headDim));
+        var angles = outer(arange(seqLength, dtype: ScalarType.Float64), inverse);     // [s, d/2]
+        var full = cat(new[] { angles, angles }, -1);                                       // [s, d]
+        cos = full.cos().to(dtype, device).MoveToOuterDisposeScope();
+        var sin = full.sin();
+        signedSin = cat(new[] { -sin[.., ..(int)half], sin[.., (int)half..] }, -1).to(dtype, device).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Rotates x of shape [b, heads, s, d] by its positions 0..s-1.</summary>
+    public Tensor Apply(Tensor x)
+    {
+        long s = x.shape[2];
+        using var scope = NewDisposeScope();
+        var c = cos[..(int)s];
+        var sn = signedSin[..(int)s];
+        return (x * c).addcmul_(x.roll(half, -1), sn, 1).MoveToOuterDisposeScope();
+    }
+
+    public void Dispose()
+    {
+        cos.Dispose();
+        signedSin.Dispose();
+    }
+}

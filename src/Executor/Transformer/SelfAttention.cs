@@ -1,0 +1,63 @@
+using Harness.Executor.TensorParallel;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Transformer;
+
+/// <summary>
+/// Causal self-attention (Megatron-core transformer/attention.py): a fused QKV projection (column-parallel),
+/// rotary positions when the model has them, grouped-query attention (Ainslie et al. 2023) by expanding each
+/// key/value group to its query heads, scaled_dot_product_attention (flash kernels on GPU), and the output
+/// projection (row-parallel). The QKV output is laid out per query group, [q heads of the group | k | v], as in
+/// Megatron, so a contiguous column shard holds whole groups.
+/// </summary>
+public sealed class SelfAttention : nn.Module<Tensor, Tensor>
+{
+    private readonly nn.Module<Tensor, Tensor> linear_qkv, linear_proj;
+    private readonly RotaryEmbedding? rotary;
+    private readonly long localGroups, headsPerGroup, headDim;
+    private readonly bool selectiveRecompute;
+
+    public SelfAttention(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(SelfAttention))
+    {
+        var m = config.Model;
+        var tp = config.TensorParallel;
+        headDim = m.HeadDim;
+        headsPerGroup = m.NumAttentionHeads / m.NumQueryGroups;
+        localGroups = m.NumQueryGroups / tp.WorldSize;
+        linear_qkv = tp.ColumnParallelLinear(m.HiddenSize, m.QkvWidth, config.Bias, config.Init);
+        linear_proj = tp.RowParallelLinear(m.HiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
+        this.rotary = rotary;
+        selectiveRecompute = config.Recompute == Recompute.Selective;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        long b = x.shape[0], s = x.shape[1], heads = localGroups * headsPerGroup;
+        using var scope = NewDisposeScope();
+        var qkv = linear_qkv.forward(x).view(b, s, localGroups, headsPerGroup + 2, headDim);
+        var parts = qkv.split(new[] { headsPerGroup, 1, 1 }, dim: 3);
+        var q = parts[0].reshape(b, s, heads, headDim).transpose(1, 2);     // [b, heads, s, d]
+        var k = parts[1].squeeze(3).transpose(1, 2);                         // [b, groups, s, d]
+        var v = parts[2].squeeze(3).transpose(1, 2);
+        if (rotary is not null)
+        {
+            q = rotary.Apply(q);
+            k = rotary.Apply(k);
+        }
+        if (headsPerGroup > 1)
+        {
+            k = k.unsqueeze(2).expand(b, localGroups, headsPerGroup, s, headDim).reshape(b, heads, s, headDim);
+            v = v.unsqueeze(2).expand(b, localGroups, headsPerGroup, s, headDim).reshape(b, heads, s, headDim);
+        }
+        var context = selectiveRecompute
+            ? CheckpointFunction.Apply(CoreAttention, q, k, v)
+            : CoreAttention(new[] { q, k, v });
+        var merged = context.transpose(1, 2).reshape(b, s, heads * headDim);
+        return linear_proj.forward(merged).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>softmax(QKᵀ/√d + causal mask)·V.</summary>
+    private static Tensor CoreAttention(Tensor[] qkv) =>
+        nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_casual: true);
+}

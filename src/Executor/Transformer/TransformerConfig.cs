@@ -1,0 +1,34 @@
+using Harness.Executor.TensorParallel;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Transformer;
+
+/// <summary>Which activations are recomputed in backward (Korthikanti et al. 2022): none, core attention, or whole layers.</summary>
+public enum Recompute { None, Selective, Full }
+
+/// <summary>
+/// What the blocks need besides the <see cref="ModelSpec"/>: where and in what precision they live, the
+/// tensor-parallel seam, and the recompute choice. Parameters are made in <see cref="MasterDtype"/> (float32, or
+/// float64 for gradient checks); the optimizer's buffers cast them to <see cref="ComputeDtype"/>.
+/// </summary>
+public sealed record TransformerConfig(
+    ModelSpec Model,
+    Device Device,
+    ScalarType ComputeDtype,
+    ITensorParallel TensorParallel,
+    Recompute Recompute = Recompute.None,
+    double InitStd = 0.02)
+{
+    /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
+    public ScalarType MasterDtype => ComputeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : ComputeDtype;
+
+    /// <summary>Megatron's init_method_normal: N(0, σ²) with σ = 0.02.</summary>
+    public InitMethod Init => shape => normal(0, InitStd, shape, dtype: MasterDtype, device: Device);
+
+    /// <summary>Megatron's scaled_init_method_normal for the layers that write into the residual stream: σ/√(2L).</summary>
+    public InitMethod OutputInit => shape => normal(0, InitStd / Math.Sqrt(2.0 * Model.NumLayers), shape, dtype: MasterDtype, device: Device);
+
+    /// <summary>GPT's linears carry biases (Megatron's add_bias_linear); Llama's do not.</summary>
+    public bool Bias => Model.Normalization == Normalization.LayerNorm;
+}

@@ -1,0 +1,49 @@
+using Harness.Executor.Native;
+using Harness.Executor.Optimizer;
+using Harness.Executor.TensorParallel;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Executor;
+
+public class ModelTests
+{
+    internal static ModelSpec Tiny(Activation act = Activation.SwiGlu, Normalization norm = Normalization.RmsNorm,
+        PositionEmbedding pos = PositionEmbedding.Rotary, bool tied = false, int groups = 2) =>
+        new("tiny", 2, 32, 4, groups, 48, 64, 16, act, norm, pos, tied, Dropout: false);
+
+    internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, Recompute recompute = Recompute.None, int seed = 1)
+    {
+        TorchRuntime.Initialize();
+        manual_seed(seed);
+        var model = new GptModel(new TransformerConfig(spec, CPU, dtype, SerialTensorParallel.Instance, recompute));
+        return (model, new ParamAndGradBuffer(model, dtype));
+    }
+
+    [Fact]
+    public void ParameterCountMatchesTheSpecAndParametersAreViewsOfTheFlatBuffer()
+    {
+        foreach (var spec in new[] { Tiny(), Tiny(Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, tied: true, groups: 4) })
+        {
+            var (model, buffer) = Build(spec, ScalarType.Float32);
+            Assert.Equal(spec.TotalParameters, buffer.Count);
+            Assert.Equal(spec.TotalParameters, model.parameters().Sum(p => p.numel()));
+            // Writing the flat buffer changes the model's parameters: they share its storage.
+            using (no_grad()) buffer.Params.fill_(0.5f);
+            Assert.All(model.parameters(), p => Assert.Equal(0.5f, p.mean().item<float>()));
+        }
+    }
+
+    [Fact]
+    public void GradientsLandInTheFlatBuffer()
+    {
+        var (model, buffer) = Build(Tiny(), ScalarType.Float32);
+        var tokens = randint(0, 64, new long[] { 2, 16 });
+        model.forward(tokens, tokens).backward();
+        Assert.True(buffer.MainGrads.abs().sum().item<float>() > 0);
+        // Each parameter's .grad is still the view autograd accumulated into.
+        foreach (var (_, p, offset) in buffer.Layout)
+            Assert.True(p.grad!.reshape(-1).equal(buffer.MainGrads.narrow(0, offset, p.numel())).all().item<bool>());
+    }
+}
