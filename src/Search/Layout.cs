@@ -1,0 +1,51 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Search;
+
+/// <summary>
+/// The part of a configuration that fixes how ranks are laid out and how a batch is cut: data, tensor,
+/// pipeline and context parallel sizes, interleaving, sequence parallelism, micro-batch and the sync factor p.
+/// Under one layout the search varies the ZeRO stage, the recomputation and the offload ratio.
+/// </summary>
+public readonly record struct Layout(
+    int DataParallel,
+    int TensorParallel,
+    int PipelineParallel,
+    int ContextParallel,
+    int? LayersPerVirtualStage,
+    bool SequenceParallel,
+    int MicroBatch,
+    double SyncFactor)
+{
+    /// <summary>Model chunks per pipeline rank (v).</summary>
+    public int VirtualStages(ModelSpec model) =>
+        LayersPerVirtualStage is int l ? model.NumLayers / (PipelineParallel * l) : 1;
+
+    /// <summary>Layers of one model chunk: L/(p·v).</summary>
+    public int LayersPerModelChunk(ModelSpec model) => model.NumLayers / (PipelineParallel * VirtualStages(model));
+
+    /// <summary>Micro-batches per pipeline per iteration (m).</summary>
+    public int NumMicroBatches(int globalBatch) => globalBatch / (MicroBatch * DataParallel);
+
+    /// <summary>Megatron-Kwai's offload needs the interleaved schedule and at least 3 pipeline stages (REFERENCE.md).</summary>
+    public bool AllowsOffload => LayersPerVirtualStage is not null && PipelineParallel >= 3;
+
+    /// <summary>The full configuration at one ZeRO stage, recomputation and offload ratio.</summary>
+    public ParallelConfig ToConfig(int globalBatch, int zeroStage, RecomputeSpec recompute, double offloadRatio) => new(
+        DataParallel: DataParallel,
+        TensorParallel: TensorParallel,
+        PipelineParallel: PipelineParallel,
+        LayersPerVirtualStage: LayersPerVirtualStage,
+        ContextParallel: ContextParallel,
+        SequenceParallel: SequenceParallel,
+        MicroBatch: MicroBatch,
+        GlobalBatch: globalBatch,
+        Recompute: recompute,
+        OffloadRatio: offloadRatio,
+        ZeroStage: zeroStage,
+        SyncFactor: SyncFactor);
+
+    /// <summary>The layout of a configuration.</summary>
+    public static Layout Of(ParallelConfig c) => new(c.DataParallel, c.TensorParallel, c.PipelineParallel,
+        c.ContextParallel, c.LayersPerVirtualStage, c.SequenceParallel, c.MicroBatch, c.SyncFactor);
+}

@@ -1,0 +1,78 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Search;
+
+/// <summary>Why a subtree of the space was skipped without evaluating its configurations.</summary>
+public enum PruneRule
+{
+    /// <summary>Weights, gradients and optimizer states alone exceed the memory limit (every recompute and offload).</summary>
+    WeightsExceedMemory,
+    /// <summary>The layout's compute-only time bound (<see cref="ISearchCostModel.StepTimeLowerBound"/>) already loses to the top K and the Pareto front.</summary>
+    ComputeOnlyBound,
+    /// <summary>The layout's time with no recomputation and the least offload already loses.</summary>
+    NoRecomputeBound,
+    /// <summary>This recomputation's time at the least offload, with the memory at the most offload, already loses.</summary>
+    RecomputeBound,
+    /// <summary>Does not fit: memory at a larger offload ratio already exceeds the limit, and memory only falls as offload grows.</summary>
+    OffloadMemoryBound,
+    /// <summary>Larger offload ratios are only slower, and already lose.</summary>
+    OffloadTimeBound,
+}
+
+/// <summary>How much of the space the search enumerated, pruned (by rule) and evaluated, and how long it took.</summary>
+public sealed record SearchCounts(
+    long Enumerated,
+    long Evaluated,
+    long BoundEvaluations,
+    IReadOnlyDictionary<PruneRule, long> Pruned,
+    long BoundViolations,
+    IReadOnlyList<string> ViolationExamples,
+    int Layouts,
+    TimeSpan WallTime)
+{
+    public long PrunedTotal => Pruned.Values.Sum();
+
+    /// <summary>Configurations settled (evaluated or proven unable to matter) per second of wall time.</summary>
+    public double ConfigsPerSecond => Enumerated / Math.Max(WallTime.TotalSeconds, 1e-9);
+
+    /// <summary>Full evaluations per second of wall time.</summary>
+    public double EvaluationsPerSecond => (Evaluated + BoundEvaluations) / Math.Max(WallTime.TotalSeconds, 1e-9);
+}
+
+/// <summary>The smallest weights-plus-optimizer footprint seen among layouts pruned for it (the why of "nothing fits").</summary>
+public sealed record StaticMemoryMiss(ParallelConfig Config, long StaticBytes);
+
+/// <summary>The outcome of a search: the top K, the Pareto front, the near misses and the counts.</summary>
+public sealed record SearchResult(
+    SearchSpace Space,
+    IReadOnlyList<Evaluated> Top,
+    IReadOnlyList<Evaluated> ParetoFront,
+    IReadOnlyList<Evaluated> NearMisses,
+    StaticMemoryMiss? SmallestStaticMiss,
+    IReadOnlyList<Evaluated> Evaluations,
+    SearchCounts Counts)
+{
+    public Evaluated? Best => Top.Count > 0 ? Top[0] : null;
+}
+
+/// <summary>How the search runs (not what it searches).</summary>
+public sealed record SearchOptions
+{
+    /// <summary>How many of the best configurations to return.</summary>
+    public int TopK { get; init; } = 10;
+    /// <summary>The Pareto front holds configs with at least this fraction of the best throughput (0: all).</summary>
+    public double ParetoMinThroughputFraction { get; init; }
+    /// <summary>Worker threads; default every core.</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>Keep every evaluated configuration (for the CSV); off for benchmarks.</summary>
+    public bool KeepEvaluations { get; init; } = true;
+}
+
+/// <summary>Layouts done out of the total, readable while the search runs (for a progress bar).</summary>
+public sealed class SearchProgress
+{
+    private long _done;
+    public long Total { get; internal set; }
+    public long Done => Interlocked.Read(ref _done);
+    internal void Step() => Interlocked.Increment(ref _done);
+}

@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using Harness.Simulator.Specs;
+
+namespace Harness.Search;
+
+/// <summary>
+/// Branch and bound over the space of <see cref="SpaceEnumerator"/>: layouts (best compute bound first) are
+/// handed to worker threads; under each layout and ZeRO stage the search evaluates only what could still enter
+/// the top K or the Pareto front, using the bounds of <see cref="ISearchCostModel"/>:
+/// <code>
+/// layout x ZeRO stage   weights alone exceed memory?        -> prune (WeightsExceedMemory)
+///                       compute-only bound loses?           -> prune (ComputeOnlyBound)
+///                       evaluate recompute none, least offload: loses?  -> prune (NoRecomputeBound)
+///   recomputation r     evaluate r at the least offload: loses? -> prune (RecomputeBound)
+///                       evaluate r at the most offload (the memory floor): does not fit? -> prune (OffloadMemoryBound)
+///     offload ratio     binary search the smallest ratio that fits (smaller ones cannot fit),
+///                       then ascend until the time loses (larger ones are slower)      -> prune (OffloadTimeBound)
+/// </code>
+/// "Loses" means: slower than the K-th best and dominated on the Pareto front. Every evaluation is checked against
+/// the bound that let it through; a violation means the cost model broke one of its stated properties, and is
+/// counted and reported.
+/// </summary>
+public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = null)
+{
+    private readonly SearchOptions _options = options ?? new SearchOptions();
+
+    private sealed record WorkItem(Layout Layout, double ComputeBound, IReadOnlyList<RecomputeSpec> Recompute, IReadOnlyList<double> Offload);
+
+    public SearchResult Run(SearchSpace space, SearchProgress? progress = null)
+    {
+        var clock = Stopwatch.StartNew();
+        var enumerator = new SpaceEnumerator(space);
+        var items = new List<WorkItem>();
+        long enumerated = 0;
+        foreach (var layout in enumerator.Layouts())
+        {
+            var r = enumerator.RecomputeOptions(layout);
+            var a = enumerator.OffloadOptions(layout);
+            long leaves = (long)enumerator.ZeroStages.Count * r.Count * a.Count;
+            if (leaves == 0) continue;
+            enumerated += leaves;
+            var probe = layout.ToConfig(space.GlobalBatch, enumerator.ZeroStages[0], RecomputeSpec.None, a[0]);
+            items.Add(new WorkItem(layout, cost.StepTimeLowerBound(space.Model, space.Cluster, probe), r, a));
+        }
+        // Promising layouts first: a good K-th best early prunes more later.
+        items.Sort((x, y) => x.ComputeBound.CompareTo(y.ComputeBound));
+        progress ??= new SearchProgress();
+        progress.Total = items.Count;
+
+        var board = new Leaderboard(_options.TopK, _options.ParetoMinThroughputFraction);
+        var workers = new Worker[Math.Max(1, _options.Threads)];
+        int next = -1;
+        Parallel.For(0, workers.Length, new ParallelOptions { MaxDegreeOfParallelism = workers.Length }, w =>
+        {
+            var worker = workers[w] = new Worker(cost, space, enumerator.ZeroStages, board, _options.KeepEvaluations);
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < items.Count)
+            {
+                var item = items[i];
+                worker.Layout(item.Layout, item.ComputeBound, item.Recompute, item.Offload);
+                progress.Step();
+            }
+        });
+        clock.Stop();
+
+        var pruned = Enum.GetValues<PruneRule>().ToDictionary(rule => rule, rule => workers.Sum(w => w.Pruned[(int)rule]));
+        var counts = new SearchCounts(
+            enumerated,
+            workers.Sum(w => w.Evaluated),
+            workers.Sum(w => w.BoundEvaluations),
+            pruned,
+            workers.Sum(w => w.Violations.Count),
+            workers.SelectMany(w => w.Violations).Take(5).ToList(),
+            items.Count,
+            clock.Elapsed);
+        var staticMiss = workers.Select(w => w.SmallestStaticMiss).OfType<StaticMemoryMiss>().MinBy(m => m.StaticBytes);
+        return new SearchResult(space, board.Top, board.Front, board.NearMisses, staticMiss,
+            workers.SelectMany(w => w.Kept).ToList(), counts);
+    }
+
+    /// <summary>One thread's walk: its own counters and kept evaluations, the shared leaderboard.</summary>
+    private sealed class Worker(ISearchCostModel cost, SearchSpace space, IReadOnlyList<int> zeroStages, Leaderboard board, bool keep)
+    {
+        // Bounds are compared with a relative slack: the cost model's float sums may round differently.
+        private const double Slack = 1e-9;
+        private readonly long _limit = space.MemoryLimitBytes;
+        public readonly long[] Pruned = new long[Enum.GetValues<PruneRule>().Length];
+        public long Evaluated, BoundEvaluations;
+        public readonly List<Evaluated> Kept = [];
+        public readonly List<string> Violations = [];
+        public StaticMemoryMiss? SmallestStaticMiss;
+
+        private void Prune(PruneRule rule, long configs) => Pruned[(int)rule] += configs;
+
+        private Evaluated Evaluate(ParallelConfig config, bool inSpace)
+        {
+            var c = cost.Evaluate(space.Model, space.Cluster, config);
+            var e = new Evaluated(config, c, c.PeakMemoryBytes <= _limit);
+            if (!inSpace) { BoundEvaluations++; return e; }
+            Evaluated++;
+            if (keep) Kept.Add(e);
+            board.Offer(e);
+            return e;
+        }
+
+        private void Expect(bool holds, string property, ParallelConfig config)
+        {
+            if (!holds) Violations.Add($"{property}: {MegatronArgs.Short(config)}");
+        }
+
+        public void Layout(Layout layout, double computeBound, IReadOnlyList<RecomputeSpec> recompute, IReadOnlyList<double> offload)
+        {
+            long perZero = (long)recompute.Count * offload.Count;
+            bool noneInSpace = recompute[0] == RecomputeSpec.None;
+            foreach (int zero in zeroStages)
+            {
+                var probe = layout.ToConfig(space.GlobalBatch, zero, RecomputeSpec.None, offload[0]);
+                long staticBytes = cost.StaticMemoryLowerBound(space.Model, space.Cluster, probe);
+                if (staticBytes > _limit)
+                {
+                    Prune(PruneRule.WeightsExceedMemory, perZero);
+                    if (SmallestStaticMiss is null || staticBytes < SmallestStaticMiss.StaticBytes)
+                        SmallestStaticMiss = new StaticMemoryMiss(probe, staticBytes);
+                    continue;
+                }
+                if (board.CannotImprove(computeBound, staticBytes, layout.SyncFactor))
+                {
+                    Prune(PruneRule.ComputeOnlyBound, perZero);
+                    continue;
+                }
+                var none = Evaluate(probe, noneInSpace);
+                Expect(none.Cost.StepTimeSeconds >= computeBound * (1 - Slack), "step time below the layout's time bound", probe);
+                Expect(none.Cost.PeakMemoryBytes >= staticBytes, "peak memory below the weights-and-optimizer bound", probe);
+                if (board.CannotImprove(none.Cost.StepTimeSeconds, staticBytes, layout.SyncFactor))
+                {
+                    Prune(PruneRule.NoRecomputeBound, perZero - (noneInSpace ? 1 : 0));
+                    continue;
+                }
+                foreach (var r in recompute)
+                    Sweep(layout, zero, r, offload, staticBytes, none, r == RecomputeSpec.None ? none : null);
+            }
+        }
+
+        /// <summary>The offload ratios of one (layout, ZeRO stage, recomputation), ascending.</summary>
+        private void Sweep(Layout layout, int zero, RecomputeSpec r, IReadOnlyList<double> offload, long staticBytes, Evaluated none, Evaluated? known)
+        {
+            int n = offload.Count;
+            double p = layout.SyncFactor;
+            var at = new Evaluated?[n];
+            Evaluated Eval(int i) => at[i] ??= Evaluate(layout.ToConfig(space.GlobalBatch, zero, r, offload[i]), inSpace: true);
+            long Unevaluated(int from, int to) // in [from, to)
+            {
+                long c = 0;
+                for (int i = from; i < to; i++) if (at[i] is null) c++;
+                return c;
+            }
+
+            at[0] = known;
+            var first = Eval(0);
+            Expect(first.Cost.StepTimeSeconds >= none.Cost.StepTimeSeconds * (1 - Slack), "a recomputation faster than none", first.Config);
+            if (n == 1) return;
+            if (board.CannotImprove(first.Cost.StepTimeSeconds, staticBytes, p))
+            {
+                Prune(PruneRule.RecomputeBound, n - 1);
+                return;
+            }
+            var last = Eval(n - 1);
+            long floor = last.Cost.PeakMemoryBytes;
+            Expect(last.Cost.StepTimeSeconds >= first.Cost.StepTimeSeconds * (1 - Slack), "more offload faster", last.Config);
+            Expect(floor <= first.Cost.PeakMemoryBytes, "more offload uses more memory", last.Config);
+            if (!last.Fits)
+            {
+                Prune(PruneRule.OffloadMemoryBound, n - 2);
+                return;
+            }
+            if (board.CannotImprove(first.Cost.StepTimeSeconds, floor, p))
+            {
+                Prune(PruneRule.RecomputeBound, n - 2);
+                return;
+            }
+            // Smallest fitting ratio: memory does not grow with the ratio, so binary search; smaller ratios cannot fit.
+            int lo = first.Fits ? -1 : 0, hi = first.Fits ? 0 : n - 1;
+            while (hi - lo > 1)
+            {
+                int mid = (lo + hi) / 2;
+                if (Eval(mid).Fits) hi = mid; else lo = mid;
+            }
+            Prune(PruneRule.OffloadMemoryBound, Unevaluated(1, hi));
+            // Ascend: once a ratio loses, every larger one (slower, at least the floor's memory) loses too.
+            var previous = Eval(hi);
+            for (int i = hi; i < n - 1; i++)
+            {
+                var e = Eval(i);
+                Expect(e.Cost.StepTimeSeconds >= previous.Cost.StepTimeSeconds * (1 - Slack), "more offload faster", e.Config);
+                Expect(e.Cost.PeakMemoryBytes >= floor, "more offload uses more memory", e.Config);
+                previous = e;
+                if (board.CannotImprove(e.Cost.StepTimeSeconds, floor, p))
+                {
+                    Prune(PruneRule.OffloadTimeBound, Unevaluated(i + 1, n - 1));
+                    return;
+                }
+            }
+        }
+    }
+}

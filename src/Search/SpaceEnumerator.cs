@@ -1,0 +1,105 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Search;
+
+/// <summary>
+/// Every valid configuration of a <see cref="SearchSpace"/>, generated valid by construction: each rule of
+/// <see cref="ParallelConfig.Validate"/> is applied at the level of the tree where its values are fixed, so no
+/// invalid subtree is ever walked. Tests prove the set equal to "every combination that Validate accepts".
+/// Tree: layout (dp, tp, pp, cp, interleaving, sp, micro-batch, p) -> ZeRO stage -> recomputation -> offload ratio.
+/// </summary>
+public sealed class SpaceEnumerator
+{
+    private readonly SearchSpace _space;
+    private readonly IReadOnlyList<double> _offloadGrid;
+
+    public SpaceEnumerator(SearchSpace space)
+    {
+        _space = space;
+        _offloadGrid = space.Constraints.OffloadGrid();
+        ZeroStages = (space.Constraints.ZeroStage ?? [0, 1, 2, 3]).Distinct().Order().ToArray();
+    }
+
+    private ModelSpec Model => _space.Model;
+    private SearchConstraints C => _space.Constraints;
+
+    /// <summary>The ZeRO stages searched (0 replicated; 1 Megatron's distributed optimizer; 2; 3).</summary>
+    public IReadOnlyList<int> ZeroStages { get; }
+
+    private static bool Allowed<T>(IReadOnlyList<T>? only, T value) => only is null || only.Contains(value);
+
+    private static IEnumerable<int> Divisors(int n) => Enumerable.Range(1, n).Where(d => n % d == 0);
+
+    /// <summary>Every valid layout.</summary>
+    public IEnumerable<Layout> Layouts()
+    {
+        var m = Model;
+        int world = _space.Cluster.WorldSize, gbs = _space.GlobalBatch;
+        foreach (int tp in Divisors(world))
+        {
+            if (!Allowed(C.TensorParallel, tp)) continue;
+            if (m.NumAttentionHeads % tp != 0 || m.NumQueryGroups % tp != 0 || m.FfnHiddenSize % tp != 0) continue;
+            if (C.TensorParallelWithinNode && _space.Cluster.GpusPerNode % tp != 0) continue;
+            foreach (int pp in Divisors(world / tp))
+            {
+                if (!Allowed(C.PipelineParallel, pp) || m.NumLayers % pp != 0) continue;
+                foreach (int cp in Divisors(world / (tp * pp)))
+                {
+                    if (!Allowed(C.ContextParallel, cp)) continue;
+                    if (cp > 1 && m.SeqLength % (2 * cp) != 0) continue; // causal load balancing: 2·cp chunks
+                    int dp = world / (tp * pp * cp);
+                    if (!Allowed(C.DataParallel, dp) || gbs % dp != 0) continue;
+                    foreach (int mb in Divisors(gbs / dp))
+                    {
+                        if (!Allowed(C.MicroBatch, mb)) continue;
+                        int microBatches = gbs / (mb * dp);
+                        foreach (int? l in VirtualStageOptions(pp, microBatches))
+                            foreach (bool sp in SequenceParallelOptions(tp, cp))
+                                foreach (double p in C.SyncFactors)
+                                {
+                                    if (p < 1 && (tp < 2 || sp)) continue; // partial sync needs TP and replaces SP's collectives
+                                    yield return new Layout(dp, tp, pp, cp, l, sp, mb, p);
+                                }
+                    }
+                }
+            }
+        }
+    }
+
+    private IEnumerable<int?> VirtualStageOptions(int pp, int microBatches)
+    {
+        if (Allowed(C.LayersPerVirtualStage, 0)) yield return null;
+        // Interleaving: pp >= 2, at least 2 chunks per rank, micro-batches a multiple of pp (Megatron's schedule).
+        if (pp < 2 || microBatches % pp != 0) yield break;
+        int layersPerRank = Model.NumLayers / pp;
+        foreach (int l in Divisors(layersPerRank))
+            if (layersPerRank / l >= 2 && Allowed(C.LayersPerVirtualStage, l)) yield return l;
+    }
+
+    private IEnumerable<bool> SequenceParallelOptions(int tp, int cp)
+    {
+        if (Allowed(C.SequenceParallel, false)) yield return false;
+        if (tp >= 2 && (Model.SeqLength / cp) % tp == 0 && Allowed(C.SequenceParallel, true)) yield return true;
+    }
+
+    /// <summary>Valid recomputations of a layout, none first.</summary>
+    public IReadOnlyList<RecomputeSpec> RecomputeOptions(Layout layout) => RecomputeChoices.Options(Model, layout, C);
+
+    /// <summary>Valid offload ratios of a layout, ascending: the grid where offload is allowed, else only 0 (if searched).</summary>
+    public IReadOnlyList<double> OffloadOptions(Layout layout) =>
+        layout.AllowsOffload ? _offloadGrid : _offloadGrid.Where(a => a == 0).ToArray();
+
+    /// <summary>How many configurations a layout holds.</summary>
+    public long LeafCount(Layout layout) =>
+        (long)ZeroStages.Count * RecomputeOptions(layout).Count * OffloadOptions(layout).Count;
+
+    /// <summary>Every valid configuration of the space (for brute force and tests; the search never lists them all).</summary>
+    public IEnumerable<ParallelConfig> All()
+    {
+        foreach (var layout in Layouts())
+            foreach (int zero in ZeroStages)
+                foreach (var r in RecomputeOptions(layout))
+                    foreach (double a in OffloadOptions(layout))
+                        yield return layout.ToConfig(_space.GlobalBatch, zero, r, a);
+    }
+}

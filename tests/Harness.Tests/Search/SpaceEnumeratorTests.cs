@@ -1,0 +1,93 @@
+using Harness.Search;
+using Harness.Simulator.Specs;
+using static Harness.Tests.Search.SearchTestSpaces;
+
+namespace Harness.Tests.Search;
+
+public class SpaceEnumeratorTests
+{
+    private static string Key(ParallelConfig c) => $"{c.DataParallel} {MegatronArgs.Format(c)} z{c.ZeroStage} r{c.RecomputeOrNone}";
+
+    public static TheoryData<string, int, int> Spaces => new()
+    {
+        { "tiny-gpt", 8, 8 },
+        { "tiny-llama", 12, 6 },
+    };
+
+    private static ModelSpec Model(string name) => name == "tiny-gpt" ? TinyGpt : TinyLlama;
+
+    [Theory]
+    [MemberData(nameof(Spaces))]
+    public void EnumeratesExactlyTheConfigsValidateAccepts(string model, int world, int gbs)
+    {
+        var space = Space(Model(model), world, gbs, new SearchConstraints { OffloadStep = 0.5 });
+        var expected = ValidByValidate(space).Select(Key).Order().ToList();
+        var enumerated = new SpaceEnumerator(space).All().Select(Key).ToList();
+        Assert.Equal(enumerated.Count, enumerated.Distinct().Count());
+        Assert.Equal(expected, enumerated.Order().ToList());
+        Assert.True(expected.Count > 1000, $"only {expected.Count} configs: the space is too small to test anything");
+    }
+
+    [Fact]
+    public void LeafCountsAddUpToTheEnumeration()
+    {
+        var space = Space(TinyLlama, 12, 6);
+        var e = new SpaceEnumerator(space);
+        Assert.Equal(e.All().LongCount(), e.Layouts().Sum(e.LeafCount));
+    }
+
+    [Fact]
+    public void ConstraintsNarrowEveryDimension()
+    {
+        var c = new SearchConstraints
+        {
+            TensorParallel = [2], PipelineParallel = [2, 4], ContextParallel = [1], MicroBatch = [1], SequenceParallel = [true],
+            Recompute = [RecomputeKind.Full], RecomputeMethod = [RecomputeMethod.Block], ZeroStage = [1],
+            LayersPerVirtualStage = [0], OffloadRatios = [0], TensorParallelWithinNode = true,
+        };
+        var all = new SpaceEnumerator(Space(TinyGpt, 8, 8, c)).All().ToList();
+        Assert.NotEmpty(all);
+        Assert.All(all, x =>
+        {
+            Assert.Equal(2, x.TensorParallel);
+            Assert.Contains(x.PipelineParallel, new[] { 2, 4 });
+            Assert.Equal(1, x.ContextParallel);
+            Assert.Equal(1, x.MicroBatch);
+            Assert.True(x.SequenceParallel);
+            Assert.Equal(RecomputeGranularity.Full, x.RecomputeOrNone.Granularity);
+            Assert.Equal(RecomputeMethod.Block, x.RecomputeOrNone.Method);
+            Assert.Equal(1, x.ZeroStage);
+            Assert.Null(x.LayersPerVirtualStage);
+            Assert.Equal(0, x.OffloadRatio);
+        });
+        // Block num-layers 1..L/p: pp 2 gives 2 layers per stage, pp 4 gives 1; dp = 8/(2·pp) = 2 or 1.
+        Assert.Equal(2 + 1, all.Count);
+    }
+
+    [Fact]
+    public void TensorParallelWithinNodeKeepsTpAtMostTheNode()
+    {
+        var c = new SearchConstraints { TensorParallelWithinNode = true, OffloadRatios = [0] };
+        var tps = new SpaceEnumerator(Space(TinyGpt, 8, 8, c, gpusPerNode: 2)).All().Select(x => x.TensorParallel).Distinct().Order();
+        Assert.Equal(new[] { 1, 2 }, tps);
+    }
+
+    [Fact]
+    public void OffloadGridHasTheStepAndBothEnds()
+    {
+        var grid = new SearchConstraints().OffloadGrid();
+        Assert.Equal(21, grid.Count);
+        Assert.Equal(0, grid[0]);
+        Assert.Equal(0.05, grid[1]);
+        Assert.Equal(0.65, grid[13]);
+        Assert.Equal(1, grid[^1]);
+    }
+
+    [Fact]
+    public void OffloadOnlyWithInterleavingAndThreeStages()
+    {
+        var all = new SpaceEnumerator(Space(TinyLlama, 12, 6)).All().Where(c => c.OffloadRatio > 0).ToList();
+        Assert.NotEmpty(all);
+        Assert.All(all, c => { Assert.NotNull(c.LayersPerVirtualStage); Assert.True(c.PipelineParallel >= 3); });
+    }
+}

@@ -1,0 +1,62 @@
+using Harness.Search;
+using Harness.Simulator.Specs;
+
+namespace Harness.Tests.Search;
+
+/// <summary>
+/// A small analytic cost model for testing the search engine alone (the real one is the simulator): it has the
+/// properties <see cref="ISearchCostModel"/> states, trade-offs in every dimension (recomputation and offload
+/// buy memory with time, TP and CP cost communication, ZeRO stages trade memory for traffic), and it is cheap
+/// enough to brute-force.
+/// </summary>
+internal sealed class ToyCostModel : ISearchCostModel
+{
+    public int Calls;
+
+    private static double ZeroBytesPerParameter(int zero, int dp) => zero switch
+    {
+        0 => 18,
+        1 => 6 + 12.0 / dp,
+        2 => 2 + 16.0 / dp,
+        _ => 18.0 / dp,
+    };
+
+    public long StaticMemoryLowerBound(ModelSpec m, ClusterSpec cluster, ParallelConfig c) =>
+        (long)((double)m.ParametersPerLayer * m.NumLayers / c.PipelineParallel / c.TensorParallel * ZeroBytesPerParameter(c.ZeroStage, c.DataParallel));
+
+    public double StepTimeLowerBound(ModelSpec m, ClusterSpec cluster, ParallelConfig c) => ComputeBound.StepTimeLowerBound(m, cluster, c);
+
+    private static (double Time, double Memory) Recompute(RecomputeSpec r, int chunkLayers)
+    {
+        if (r.Granularity == RecomputeGranularity.Full)
+            return r.Method == RecomputeMethod.Uniform
+                ? (0.33, 0.1 + 0.03 * r.NumLayers)
+                : (0.33 * r.NumLayers / chunkLayers, 1 - 0.85 * r.NumLayers / chunkLayers);
+        double t = 0, mem = 1;
+        if (r.Granularity == RecomputeGranularity.Selective) { t += 0.05; mem *= 0.7; }
+        if (r.NormOutputs) { t += 0.02; mem *= 0.9; }
+        if (r.MlpActivation) { t += 0.03; mem *= 0.85; }
+        return (t, mem);
+    }
+
+    public CostPoint Evaluate(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    {
+        Interlocked.Increment(ref Calls);
+        var layout = Layout.Of(c);
+        double compute = ComputeBound.StepTimeLowerBound(m, cluster, c);
+        var (recomputeTime, activationFactor) = Recompute(c.RecomputeOrNone, layout.LayersPerModelChunk(m));
+        double tpComm = 0.06 * Math.Log2(c.TensorParallel) * (c.TensorParallel > cluster.GpusPerNode ? 5 : 1) * (c.SequenceParallel ? 0.9 : 1) * c.SyncFactor;
+        double cpComm = 0.04 * Math.Log2(c.ContextParallel);
+        double zeroComm = c.ZeroStage switch { 0 => 0.02, 1 => 0.01, 2 => 0.015, _ => 0.05 };
+        double v = c.VirtualStages(m);
+        double inFlight = c.PipelineParallel * (1 + (c.PipelineParallel - 1) / (c.PipelineParallel * v));
+        double activations = 40.0 * c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
+            / (c.SequenceParallel ? c.TensorParallel : Math.Sqrt(c.TensorParallel))
+            * m.NumLayers / c.PipelineParallel * Math.Min(inFlight, c.NumMicroBatches) * activationFactor;
+        double offloadStall = Math.Max(0, c.OffloadRatio - 0.3) * activations / cluster.Gpu.HostLinkBytesPerSecond;
+        double time = compute * (1 + recomputeTime + tpComm + cpComm + zeroComm) + offloadStall;
+        long memory = StaticMemoryLowerBound(m, cluster, c) + (long)(activations * (1 - 0.9 * c.OffloadRatio));
+        double tokensPerGpu = (double)c.GlobalBatch * m.SeqLength / time / cluster.WorldSize;
+        return new CostPoint(time, memory, tokensPerGpu, compute / time, recomputeTime > tpComm ? "recompute" : "compute");
+    }
+}
