@@ -41,6 +41,9 @@ public interface ITensorParallel
     /// <summary>Looks token ids up in a vocab-parallel table; returns full embeddings on every rank.</summary>
     Tensor EmbeddingLookup(Tensor tokens, Tensor weight);
 
+    /// <summary>What the embeddings pass through before the first layer (sequence-parallel scatter, CAAT-Net's f; serial: nothing).</summary>
+    Tensor EnterDecoder(Tensor embeddings);
+
     /// <summary>Output layer: logits over this rank's vocabulary slice, [.., vocab/t].</summary>
     Tensor Logits(Tensor hidden, Tensor weight);
 

@@ -23,6 +23,8 @@ public sealed class SerialTensorParallel : ITensorParallel
     public Tensor EmbeddingLookup(Tensor tokens, Tensor weight) =>
         weight.index_select(0, tokens.reshape(-1)).reshape(tokens.shape.Append(weight.shape[1]).ToArray());
 
+    public Tensor EnterDecoder(Tensor embeddings) => embeddings;
+
     public Tensor Logits(Tensor hidden, Tensor weight) => nn.functional.linear(hidden, weight);
 
     public Tensor CrossEntropy(Tensor logits, Tensor labels) =>

@@ -45,7 +45,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     {
         var h = config.TensorParallel.EmbeddingLookup(tokens, word_embeddings);
         if (position_embeddings is not null) h = h + position_embeddings[..(int)tokens.shape[1]];
-        return h;
+        return config.TensorParallel.EnterDecoder(h);
     }
 
     /// <summary>The decoder layers (each recomputed in backward under full recompute) and the final norm.</summary>

@@ -33,9 +33,10 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x)
     {
-        long b = x.shape[0], s = x.shape[1], heads = localGroups * headsPerGroup;
         using var scope = NewDisposeScope();
-        var qkv = linear_qkv.forward(x).view(b, s, localGroups, headsPerGroup + 2, headDim);
+        var projected = linear_qkv.forward(x); // the full sequence, also when x is a sequence-parallel block
+        long b = projected.shape[0], s = projected.shape[1], heads = localGroups * headsPerGroup;
+        var qkv = projected.view(b, s, localGroups, headsPerGroup + 2, headDim);
         var parts = qkv.split(new[] { headsPerGroup, 1, 1 }, dim: 3);
         var q = parts[0].reshape(b, s, heads, headDim).transpose(1, 2);     // [b, heads, s, d]
         var k = parts[1].squeeze(3).transpose(1, 2);                         // [b, groups, s, d]

@@ -1,0 +1,80 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.TensorParallel;
+
+/// <summary>
+/// Megatron's ColumnParallelLinear (tensor_parallel/layers.py): weight rows (output features) split over the
+/// tensor-parallel group, bias split likewise. <see cref="inputMap"/> is what runs on the input first: f
+/// (all-reduce in backward), the sequence-parallel all-gather, or nothing under CAAT-Net's partial sync.
+/// </summary>
+public sealed class ColumnParallelLinear : nn.Module<Tensor, Tensor>
+{
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+    private readonly Func<Tensor, Tensor> inputMap;
+
+    public ColumnParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap) : base(nameof(ColumnParallelLinear))
+    {
+        weight = new Parameter(weightShard);
+        if (bias) this.bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device));
+        this.inputMap = inputMap;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        return nn.functional.linear(inputMap(input), weight, bias).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// Megatron's RowParallelLinear: weight columns (input features) split over the group; each rank's partial
+/// product goes through <see cref="outputMap"/> (g's all-reduce, the sequence-parallel reduce-scatter, or
+/// CAAT-Net's partial all-reduce) and the replicated bias is added after it, once.
+/// </summary>
+public sealed class RowParallelLinear : nn.Module<Tensor, Tensor>
+{
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+    private readonly Func<Tensor, Tensor> outputMap;
+
+    public RowParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> outputMap) : base(nameof(RowParallelLinear))
+    {
+        weight = new Parameter(weightShard);
+        if (bias) this.bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device));
+        this.outputMap = outputMap;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        var y = outputMap(nn.functional.linear(input, weight));
+        return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Slices of full weights: what rank r of t keeps.</summary>
+public static class Shards
+{
+    /// <summary>
+    /// Rows of a [out, in] weight for a column-parallel rank; with Megatron's <paramref name="stride"/> the
+    /// rows form that many equal parts (SwiGLU's gate and up) and the rank keeps its slice of each, in order.
+    /// </summary>
+    public static Tensor Rows(Tensor full, int rank, int size, int stride = 1)
+    {
+        using var scope = NewDisposeScope();
+        var parts = full.chunk(stride, 0).Select(part => part.chunk(size, 0)[rank]).ToArray();
+        return (parts.Length == 1 ? parts[0] : cat(parts, 0)).contiguous().clone().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Columns (input features) of a [out, in] weight for a row-parallel rank.</summary>
+    public static Tensor Columns(Tensor full, int rank, int size)
+    {
+        using var scope = NewDisposeScope();
+        return full.chunk(size, 1)[rank].contiguous().clone().MoveToOuterDisposeScope();
+    }
+}

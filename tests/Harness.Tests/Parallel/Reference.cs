@@ -1,0 +1,130 @@
+using Harness.Executor.Native;
+using Harness.Executor.Optimizer;
+using Harness.Executor.TensorParallel;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>
+/// The serial run parallel layouts must reproduce, and the comparison: a tiny float32 model trained a few steps
+/// with AdamW on fixed batches; losses per step and every gradient of the last step, by parameter name.
+/// </summary>
+internal static class Reference
+{
+    /// <summary>Model construction draws from libtorch's one global generator: ranks build one at a time from the same seed.</summary>
+    public static readonly object InitLock = new();
+
+    public const int Seed = 7;
+    public const double Lr = 1e-2;
+    public static readonly AdamWOptions Adam = new(ClipGrad: 0);
+
+    /// <summary>L2 h32 a4 g4 ffn48 V64 s16: divisible by tp 4, by 2·cp for cp 2, and by tp for sequence parallel.</summary>
+    public static ModelSpec Llama(int layers = 2) =>
+        new("tiny-llama", layers, 32, 4, 4, 48, 64, 16, Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, false, Dropout: false);
+
+    public static ModelSpec Gpt(int layers = 2) =>
+        new("tiny-gpt", layers, 32, 4, 4, 64, 64, 16, Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, true, Dropout: false);
+
+    /// <summary>
+    /// Token batches [b, s + 1] for each step (inputs are [.., :s], labels [.., 1:]): the same batch every step, so
+    /// the loss must fall and a layout whose updates went wrong shows in the later steps' losses.
+    /// </summary>
+    public static Tensor[] Batches(ModelSpec spec, int steps, int batch)
+    {
+        TorchRuntime.Initialize();
+        var tokens = randint(0, spec.VocabSize, [batch, spec.SeqLength + 1], generator: new Generator(1234));
+        return Enumerable.Repeat(tokens, steps).ToArray();
+    }
+
+    public static GptModel Build(ModelSpec spec, ITensorParallel tp, Recompute recompute = Recompute.None)
+    {
+        lock (InitLock)
+        {
+            manual_seed(Seed);
+            return new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, tp, recompute));
+        }
+    }
+
+    public sealed record Run(float[] Losses, Dictionary<string, float[]> LastGrads);
+
+    public static Run Serial(ModelSpec spec, Tensor[] batches, Recompute recompute = Recompute.None)
+    {
+        using var model = Build(spec, SerialTensorParallel.Instance, recompute);
+        using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
+        using var adam = new AdamW(buffer, Adam);
+        var losses = new List<float>();
+        Dictionary<string, float[]> grads = new();
+        foreach (var batch in batches)
+        {
+            using var scope = NewDisposeScope();
+            buffer.ZeroGrads();
+            long s = spec.SeqLength;
+            var loss = model.forward(batch[.., ..(int)s], batch[.., 1..]);
+            loss.backward();
+            losses.Add(loss.item<float>());
+            grads = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.grad!.data<float>().ToArray());
+            adam.ClipAndStep(Lr);
+        }
+        return new Run([.. losses], grads);
+    }
+
+    /// <summary>‖a − b‖ / ‖b‖ (b nonzero), the comparison of the 1e-5 relative bound.</summary>
+    public static double RelativeError(float[] a, float[] b)
+    {
+        Assert.Equal(b.Length, a.Length);
+        double diff = 0, norm = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            diff += (a[i] - (double)b[i]) * (a[i] - (double)b[i]);
+            norm += (double)b[i] * b[i];
+        }
+        return norm == 0 ? Math.Sqrt(diff) : Math.Sqrt(diff / norm);
+    }
+
+    public static void AssertClose(float[] actual, float[] expected, string what, double tolerance = 1e-5)
+    {
+        double e = RelativeError(actual, expected);
+        Assert.True(e <= tolerance, $"{what}: relative error {e:E2} > {tolerance:E0}");
+    }
+
+    /// <summary>
+    /// The part of a serial gradient that tensor-parallel rank r of t holds, by the parameter's role in the
+    /// model: column-parallel rows (SwiGLU's fc1 with stride 2), row-parallel columns, vocabulary rows, or all of it.
+    /// </summary>
+    public static float[] ShardOf(string name, float[] serial, ModelSpec spec, int rank, int size)
+    {
+        var shape = ShapeOf(name, spec);
+        using var scope = NewDisposeScope();
+        var full = tensor(serial).reshape(shape);
+        Tensor part = name switch
+        {
+            _ when name.EndsWith("linear_fc1.weight") || name.EndsWith("linear_fc1.bias") =>
+                Shards.Rows(full, rank, size, spec.Activation == Activation.SwiGlu ? 2 : 1),
+            _ when name.EndsWith("linear_qkv.weight") || name.EndsWith("linear_qkv.bias") || name is "word_embeddings" or "output_layer" =>
+                Shards.Rows(full, rank, size),
+            _ when name.EndsWith("linear_proj.weight") || name.EndsWith("linear_fc2.weight") => Shards.Columns(full, rank, size),
+            _ => full,
+        };
+        return part.contiguous().data<float>().ToArray();
+    }
+
+    private static long[] ShapeOf(string name, ModelSpec spec)
+    {
+        long h = spec.HiddenSize, f = spec.FfnHiddenSize, fc1 = spec.Activation == Activation.SwiGlu ? 2 * f : f;
+        return name switch
+        {
+            "word_embeddings" or "output_layer" => [spec.VocabSize, h],
+            "position_embeddings" => [spec.SeqLength, h],
+            _ when name.EndsWith("linear_qkv.weight") => [spec.QkvWidth, h],
+            _ when name.EndsWith("linear_qkv.bias") => [spec.QkvWidth],
+            _ when name.EndsWith("linear_proj.weight") => [h, h],
+            _ when name.EndsWith("linear_fc1.weight") => [fc1, h],
+            _ when name.EndsWith("linear_fc1.bias") => [fc1],
+            _ when name.EndsWith("linear_fc2.weight") => [h, f],
+            _ => [-1],
+        };
+    }
+}
