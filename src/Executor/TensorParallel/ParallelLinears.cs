@@ -5,54 +5,37 @@ using static TorchSharp.torch;
 namespace Harness.Executor.TensorParallel;
 
 /// <summary>
-/// Megatron's ColumnParallelLinear (tensor_parallel/layers.py): weight rows (output features) split over the
-/// tensor-parallel group, bias split likewise. <see cref="inputMap"/> is what runs on the input first: f
-/// (all-reduce in backward), the sequence-parallel all-gather, or nothing under CAAT-Net's partial sync.
+/// Megatron's parallel linears (tensor_parallel/layers.py), y = outputMap(inputMap(x)·Wᵀ) + b, holding this
+/// rank's shard of W and a zero-initialized bias when asked:
+/// - <see cref="Column"/> (ColumnParallelLinear): W's rows (output features) and the bias split over the group;
+///   inputMap is f (all-reduce in backward), the sequence-parallel all-gather, or nothing under CAAT-Net's
+///   partial sync; no outputMap.
+/// - <see cref="Row"/> (RowParallelLinear): W's columns (input features) split; each rank's partial product
+///   goes through outputMap (g's all-reduce, the sequence-parallel reduce-scatter, or CAAT-Net's partial
+///   all-reduce) and the replicated bias is added after it, once.
 /// </summary>
-public sealed class ColumnParallelLinear : nn.Module<Tensor, Tensor>
+public sealed class ParallelLinear : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
-    private readonly Func<Tensor, Tensor> inputMap;
+    private readonly Func<Tensor, Tensor> inputMap, outputMap;
 
-    public ColumnParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap) : base(nameof(ColumnParallelLinear))
+    private ParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap, Func<Tensor, Tensor> outputMap) : base(nameof(ParallelLinear))
     {
         weight = new Parameter(weightShard);
         if (bias) this.bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device));
-        this.inputMap = inputMap;
+        (this.inputMap, this.outputMap) = (inputMap, outputMap);
         RegisterComponents();
     }
+
+    public static ParallelLinear Column(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap) => new(weightShard, bias, inputMap, y => y);
+
+    public static ParallelLinear Row(Tensor weightShard, bool bias, Func<Tensor, Tensor> outputMap) => new(weightShard, bias, x => x, outputMap);
 
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        return nn.functional.linear(inputMap(input), weight, bias).MoveToOuterDisposeScope();
-    }
-}
-
-/// <summary>
-/// Megatron's RowParallelLinear: weight columns (input features) split over the group; each rank's partial
-/// product goes through <see cref="outputMap"/> (g's all-reduce, the sequence-parallel reduce-scatter, or
-/// CAAT-Net's partial all-reduce) and the replicated bias is added after it, once.
-/// </summary>
-public sealed class RowParallelLinear : nn.Module<Tensor, Tensor>
-{
-    private readonly Parameter weight;
-    private readonly Parameter? bias;
-    private readonly Func<Tensor, Tensor> outputMap;
-
-    public RowParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> outputMap) : base(nameof(RowParallelLinear))
-    {
-        weight = new Parameter(weightShard);
-        if (bias) this.bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device));
-        this.outputMap = outputMap;
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor input)
-    {
-        using var scope = NewDisposeScope();
-        var y = outputMap(nn.functional.linear(input, weight));
+        var y = outputMap(nn.functional.linear(inputMap(input), weight));
         return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
     }
 }

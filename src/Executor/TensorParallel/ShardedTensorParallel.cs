@@ -48,7 +48,7 @@ public sealed class ShardedTensorParallel : ITensorParallel
         Func<Tensor, Tensor> inputMap = SequenceParallel ? x => Mappings.GatherFromSequenceParallelRegion(x, tp)
             : SyncFactor is null ? x => Mappings.CopyToTensorParallelRegion(x, tp)
             : x => x;
-        return Track(new ColumnParallelLinear(Shards.Rows(full, tp.Rank, tp.Size, stride), bias, inputMap));
+        return Track(ParallelLinear.Column(Shards.Rows(full, tp.Rank, tp.Size, stride), bias, inputMap));
     }
 
     public nn.Module<Tensor, Tensor> RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init)
@@ -59,7 +59,7 @@ public sealed class ShardedTensorParallel : ITensorParallel
         Func<Tensor, Tensor> outputMap = SequenceParallel ? y => Mappings.ReduceScatterToSequenceParallelRegion(y, tp)
             : SyncFactor is null ? y => Mappings.ReduceFromTensorParallelRegion(y, tp)
             : y => tp.Size == 1 ? y : PartialAllReduce.Apply(y, tp, synchronized);
-        var linear = new RowParallelLinear(Shards.Columns(full, tp.Rank, tp.Size), bias, outputMap);
+        var linear = ParallelLinear.Row(Shards.Columns(full, tp.Rank, tp.Size), bias, outputMap);
         // Only the weight is a shard; the bias is replicated and added after the reduction.
         foreach (var (name, p) in linear.named_parameters())
             if (name == "weight") shards.Add(p);
