@@ -12,6 +12,21 @@ public static class GpuPresets
     private const long MiB = 1L << 20;
     private const double Gbps = 1e9 / 8;
 
+    // Kernel efficiencies (EfficiencySpec). Volta has no flash attention: Megatron's unfused attention runs
+    // its score matmuls at the (lower, head-dim-shaped) GEMM rate plus a memory-bound softmax.
+    private static readonly EfficiencySpec Volta = new(Gemm: 0.60, Attention: 0.30, Hbm: 0.80);
+    // Ampere: cuBLAS bf16 GEMMs sustain ~250 of 312 TFLOP/s in training (Narayanan et al. 2021 reach 52% of
+    // peak end to end, bubbles and communication included); FlashAttention-2 reaches 50-73% of peak forward
+    // and backward on A100 (Dao 2023, figures 4-5).
+    private static readonly EfficiencySpec Ampere = new(Gemm: 0.80, Attention: 0.60, Hbm: 0.80);
+    // Hopper: a bf16 MLP forward+backward+AdamW measured 611 of 989 TFLOP/s on an H100 (shared/GPU.md);
+    // FlashAttention-2, which does not use Hopper's TMA/WGMMA, reaches 35-45% of peak (Shah et al. 2024,
+    // FlashAttention-3, figure 5).
+    private static readonly EfficiencySpec Hopper = new(Gemm: 0.62, Attention: 0.40, Hbm: 0.80);
+    // Gaudi: Intel's published Llama training MFU on Gaudi 2 is ~50-60%; Gaudi 3 lower at launch.
+    private static readonly EfficiencySpec Gaudi2 = new(Gemm: 0.70, Attention: 0.40, Hbm: 0.80);
+    private static readonly EfficiencySpec Gaudi3 = new(Gemm: 0.60, Attention: 0.35, Hbm: 0.80);
+
     /// <summary>Every preset, keyed by its name.</summary>
     public static IReadOnlyDictionary<string, GpuSpec> All { get; } = new[]
     {
@@ -20,37 +35,37 @@ public static class GpuPresets
         // we take 1000 GB/s); NVSwitch, 6 NVLink2 links x 25 GB/s = 150 GB/s per direction;
         // 8 x 100 Gb/s InfiniBand EDR per 16 GPUs = 6.25 GB/s per GPU; PCIe Gen3 x16 ~ 12 GB/s achievable.
         new GpuSpec("v100-32gb", 130e12, 130e12, 32 * GiB, 1000 * GB,
-            new LinkSpec(150 * GB, 5e-6), new LinkSpec(100 * Gbps * 8 / 16, 10e-6), 12 * GB, 16),
+            new LinkSpec(150 * GB, 5e-6), new LinkSpec(100 * Gbps * 8 / 16, 10e-6), 12 * GB, 16, Volta),
         // NVIDIA A100 SXM4 80GB datasheet: 312 TFLOP/s bf16/fp16 dense, 2039 GB/s HBM2e, NVLink3 600 GB/s
         // bidirectional = 300 GB/s per direction. Selene/DGX A100: 8 GPUs, 8 x HDR 200 Gb/s (25 GB/s per GPU),
         // PCIe Gen4 x16 ~ 25 GB/s achievable.
         new GpuSpec("a100-80gb", 312e12, 312e12, 81920 * MiB, 2039 * GB,
-            new LinkSpec(300 * GB, 4e-6), new LinkSpec(200 * Gbps, 8e-6), 25 * GB, 8),
+            new LinkSpec(300 * GB, 4e-6), new LinkSpec(200 * Gbps, 8e-6), 25 * GB, 8, Ampere),
         // NVIDIA A800 SXM 80GB: the A100 with NVLink capped at 400 GB/s bidirectional (200 per direction).
         // Megatron-Kwai's cluster: 8 x 100 Gb/s NICs per node (12.5 GB/s per GPU).
         new GpuSpec("a800-80gb", 312e12, 312e12, 81920 * MiB, 2039 * GB,
-            new LinkSpec(200 * GB, 4e-6), new LinkSpec(100 * Gbps, 8e-6), 25 * GB, 8),
+            new LinkSpec(200 * GB, 4e-6), new LinkSpec(100 * Gbps, 8e-6), 25 * GB, 8, Ampere),
         // NVIDIA H100 SXM5 80GB datasheet: 989 TFLOP/s bf16/fp16 dense, 3.35 TB/s HBM3, NVLink4 900 GB/s
         // bidirectional = 450 per direction; DGX H100: 8 GPUs, one 400 Gb/s ConnectX-7 per GPU (50 GB/s);
         // PCIe Gen5 x16 ~ 55 GB/s achievable. Driver-reported memory 81559 MiB.
         new GpuSpec("h100-sxm", 989e12, 989e12, 81559 * MiB, 3350 * GB,
-            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8),
+            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8, Hopper),
         // NVIDIA H800 SXM5 80GB: the H100 with NVLink capped at 400 GB/s bidirectional (200 per direction).
         // Megatron-Kwai ATC'24 cluster: 8 per node, 8 x 100 Gb/s NICs per node, PCIe 5.0 x16 per GPU.
         new GpuSpec("h800", 989e12, 989e12, 81559 * MiB, 3350 * GB,
-            new LinkSpec(200 * GB, 3e-6), new LinkSpec(100 * Gbps, 6e-6), 55 * GB, 8),
+            new LinkSpec(200 * GB, 3e-6), new LinkSpec(100 * Gbps, 6e-6), 55 * GB, 8, Hopper),
         // NVIDIA H200 SXM 141GB datasheet: 989 TFLOP/s bf16 dense, 4.8 TB/s HBM3e, NVLink4 450 GB/s per
         // direction; HGX H200 with one 400 Gb/s NIC per GPU. Driver-reported memory 143771 MiB.
         new GpuSpec("h200", 989e12, 989e12, 143771 * MiB, 4800 * GB,
-            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8),
+            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8, Hopper),
         // Intel Gaudi 2 (HL-225H) white paper: 432 TFLOP/s bf16 (MME), 96 GB HBM2e at 2.46 TB/s, 24 x 100 GbE
         // RoCE ports: 21 connect the 8 chips of a node all-to-all (3 ports = 37.5 GB/s to each peer, 262.5 GB/s
         // in all), 3 face the scale-out network (37.5 GB/s); PCIe Gen4 x16.
         new GpuSpec("gaudi2", 432e12, 432e12, 96 * GiB, 2460 * GB,
-            new LinkSpec(21 * 100 * Gbps, 6e-6), new LinkSpec(3 * 100 * Gbps, 10e-6), 25 * GB, 8),
+            new LinkSpec(21 * 100 * Gbps, 6e-6), new LinkSpec(3 * 100 * Gbps, 10e-6), 25 * GB, 8, Gaudi2),
         // Intel Gaudi 3 (HL-325L) white paper: 1835 TFLOP/s bf16 (MME), 128 GB HBM2e at 3.7 TB/s, 24 x 200 GbE:
         // 21 intra-node (525 GB/s), 3 scale-out (75 GB/s); PCIe Gen5 x16.
         new GpuSpec("gaudi3", 1835e12, 1835e12, 128 * GiB, 3700 * GB,
-            new LinkSpec(21 * 200 * Gbps, 6e-6), new LinkSpec(3 * 200 * Gbps, 10e-6), 55 * GB, 8),
+            new LinkSpec(21 * 200 * Gbps, 6e-6), new LinkSpec(3 * 200 * Gbps, 10e-6), 55 * GB, 8, Gaudi3),
     }.ToDictionary(g => g.Name, StringComparer.OrdinalIgnoreCase);
 }

@@ -13,6 +13,7 @@ public sealed record LinkSpec(double BandwidthBytesPerSecond, double LatencySeco
 /// <param name="MemoryBytes">HBM capacity as the driver reports it.</param>
 /// <param name="HbmBandwidthBytesPerSecond">Peak HBM bandwidth.</param>
 /// <param name="HostLinkBytesPerSecond">Host-device bandwidth per direction (PCIe), for offload.</param>
+/// <param name="Efficiency">How close kernels get to the peaks above in a training step.</param>
 public sealed record GpuSpec(
     string Name,
     double PeakBf16Flops,
@@ -22,7 +23,18 @@ public sealed record GpuSpec(
     LinkSpec IntraNode,
     LinkSpec InterNode,
     double HostLinkBytesPerSecond,
-    int GpusPerNode);
+    int GpusPerNode,
+    EfficiencySpec Efficiency)
+{
+    /// <summary>Dense tensor-core peak for a precision. fp32 training runs on TF32 tensor cores at half the
+    /// bf16 rate (A100: 156 vs 312 TFLOP/s; H100 SXM: 494.7 vs 989).</summary>
+    public double PeakFlops(Precision precision) => precision switch
+    {
+        Precision.Bf16 => PeakBf16Flops,
+        Precision.Fp16 => PeakFp16Flops,
+        _ => PeakBf16Flops / 2,
+    };
+}
 
 /// <summary>A cluster: <see cref="WorldSize"/> GPUs of one kind, <see cref="GpusPerNode"/> to a node.</summary>
 public sealed record ClusterSpec(GpuSpec Gpu, int WorldSize, int GpusPerNode)

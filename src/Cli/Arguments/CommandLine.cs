@@ -1,0 +1,97 @@
+using System.Globalization;
+
+namespace Harness.Cli.Arguments;
+
+/// <summary>
+/// Megatron-style arguments (<c>--name value</c>, <c>--name=value</c>, <c>--switch</c>) parsed against the
+/// flags a command knows. Unknown flags are kept as <see cref="Ignored"/> (with the value that follows them,
+/// if the next token is not a flag), so a user can paste a whole Megatron launch line. Readers collect every
+/// problem in <see cref="Errors"/> instead of stopping at the first.
+/// </summary>
+public sealed class CommandLine
+{
+    private readonly Dictionary<string, string?> values = new(StringComparer.Ordinal);
+    private readonly List<string> ignored = new();
+
+    public List<string> Errors { get; } = new();
+
+    /// <summary>Unknown flags, as written (with their value), in order.</summary>
+    public IReadOnlyList<string> Ignored => ignored;
+
+    /// <summary>True when any of the given flags appeared.</summary>
+    public bool HasAny(IEnumerable<Flag> flags) => flags.Any(f => values.ContainsKey(f.Name));
+
+    public static CommandLine Parse(string[] args, IEnumerable<Flag> known)
+    {
+        var byName = known.ToDictionary(f => f.Name, StringComparer.Ordinal);
+        var cl = new CommandLine();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string arg = args[i];
+            if (!arg.StartsWith("--", StringComparison.Ordinal))
+            {
+                cl.Errors.Add($"unexpected argument '{arg}': options are written --name value.");
+                continue;
+            }
+            string name = arg;
+            string? inline = null;
+            int eq = arg.IndexOf('=');
+            if (eq > 0) { name = arg[..eq]; inline = arg[(eq + 1)..]; }
+            if (!byName.TryGetValue(name, out var flag))
+            {
+                // Unknown: take the next token as its value unless it is another flag.
+                if (inline is null && i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal))
+                    cl.ignored.Add($"{arg} {args[++i]}");
+                else
+                    cl.ignored.Add(arg);
+                continue;
+            }
+            if (!flag.TakesValue)
+            {
+                if (inline is not null) cl.Errors.Add($"{name} is a switch and takes no value (got '{inline}').");
+                cl.values[name] = null;
+                continue;
+            }
+            if (inline is null)
+            {
+                if (i + 1 >= args.Length) { cl.Errors.Add($"{name} needs a value."); continue; }
+                inline = args[++i];
+            }
+            cl.values[name] = inline;
+        }
+        return cl;
+    }
+
+    public bool Switch(string name) => values.ContainsKey(name);
+
+    public string? String(string name) => values.TryGetValue(name, out var v) ? v : null;
+
+    public int? Int(string name)
+    {
+        var s = String(name);
+        if (s is null) return null;
+        if (int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v)) return v;
+        Errors.Add($"{name} expects an integer, not '{s}'.");
+        return null;
+    }
+
+    public double? Double(string name)
+    {
+        var s = String(name);
+        if (s is null) return null;
+        if (double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v)) return v;
+        Errors.Add($"{name} expects a number, not '{s}'.");
+        return null;
+    }
+
+    /// <summary>One of <paramref name="choices"/> (case-insensitive), or null when absent or invalid (with an error).</summary>
+    public string? Choice(string name, params string[] choices)
+    {
+        var s = String(name);
+        if (s is null) return null;
+        foreach (var c in choices)
+            if (string.Equals(c, s, StringComparison.OrdinalIgnoreCase)) return c;
+        Errors.Add($"{name} '{s}' is not one of: {string.Join(", ", choices)}.");
+        return null;
+    }
+}

@@ -1,0 +1,102 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Cli.Arguments;
+
+/// <summary>
+/// The model, from <c>--model PRESET|FILE</c> and/or Megatron-LM's model flags. Flags override the preset or
+/// file; without <c>--model</c> the flags describe the whole model, with Megatron's defaults (ffn 4h, or
+/// int(8h/3/64)·64 with --swiglu; LayerNorm; learned positions; tied embeddings; dropout 0.1).
+/// </summary>
+public static class ModelArguments
+{
+    public const string DefaultPreset = "llama-7b";
+
+    public static readonly Flag[] Flags =
+    {
+        new("--model", true, $"model preset ({string.Join(", ", ModelPresets.All.Keys)}) or JSON file"),
+        new("--num-layers", true, "transformer layers"),
+        new("--hidden-size", true, "hidden size h"),
+        new("--ffn-hidden-size", true, "MLP hidden size"),
+        new("--num-attention-heads", true, "attention heads a"),
+        new("--group-query-attention", false, "grouped-query attention (with --num-query-groups)"),
+        new("--num-query-groups", true, "key/value groups"),
+        new("--seq-length", true, "sequence length s"),
+        new("--vocab-size", true, "vocabulary size V (default 50257, GPT-2 BPE)"),
+        new("--swiglu", false, "SwiGLU MLP"),
+        new("--normalization", true, "LayerNorm or RMSNorm"),
+        new("--position-embedding-type", true, "learned_absolute or rope"),
+        new("--use-rotary-position-embeddings", false, "rotary positions (older Megatron flag)"),
+        new("--untie-embeddings-and-output-weights", false, "separate output layer weights"),
+        new("--attention-dropout", true, "attention dropout probability (default 0.1)"),
+        new("--hidden-dropout", true, "hidden dropout probability (default 0.1)"),
+    };
+
+    /// <summary>The model the flags describe, or null with the reasons in <see cref="CommandLine.Errors"/>.</summary>
+    public static ModelSpec? Read(CommandLine cl)
+    {
+        ModelSpec? baseModel = null;
+        var name = cl.String("--model");
+        if (name is not null)
+        {
+            if (ModelPresets.All.TryGetValue(name, out var preset)) baseModel = preset;
+            else if (File.Exists(name))
+            {
+                try { baseModel = SpecJson.ReadModel(name); }
+                catch (SpecFileException e) { cl.Errors.Add(e.Message); return null; }
+            }
+            else
+            {
+                cl.Errors.Add($"--model '{name}' is neither a preset ({string.Join(", ", ModelPresets.All.Keys)}) nor an existing JSON file.");
+                return null;
+            }
+        }
+
+        int? layers = cl.Int("--num-layers"), hidden = cl.Int("--hidden-size"), ffn = cl.Int("--ffn-hidden-size");
+        int? heads = cl.Int("--num-attention-heads"), groups = cl.Int("--num-query-groups");
+        int? seq = cl.Int("--seq-length"), vocab = cl.Int("--vocab-size");
+        double? attentionDropout = cl.Double("--attention-dropout"), hiddenDropout = cl.Double("--hidden-dropout");
+        string? norm = cl.Choice("--normalization", "LayerNorm", "RMSNorm");
+        string? positions = cl.Choice("--position-embedding-type", "learned_absolute", "rope");
+        bool swiglu = cl.Switch("--swiglu");
+        if (groups is not null && !cl.Switch("--group-query-attention"))
+            cl.Errors.Add("--num-query-groups needs --group-query-attention (as in Megatron-LM).");
+
+        if (baseModel is null)
+        {
+            if (!cl.HasAny(Flags))
+                baseModel = ModelPresets.All[DefaultPreset];
+            else
+            {
+                foreach (var (flag, value) in new[] { ("--num-layers", layers), ("--hidden-size", hidden), ("--num-attention-heads", heads), ("--seq-length", seq) })
+                    if (value is null) cl.Errors.Add($"{flag} is needed to describe the model (or pass --model PRESET|FILE).");
+                if (layers is null || hidden is null || heads is null || seq is null) return null;
+                int h = hidden.Value;
+                baseModel = new ModelSpec("custom", layers.Value, h, heads.Value, heads.Value,
+                    swiglu ? (int)(4.0 * h * 2 / 3 / 64) * 64 : 4 * h, 50257, seq.Value,
+                    Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, TiedEmbeddings: true, Dropout: true);
+            }
+        }
+
+        var m = baseModel;
+        if (layers is int l) m = m with { NumLayers = l };
+        if (hidden is int hs) m = m with { HiddenSize = hs };
+        if (heads is int a) m = m with { NumAttentionHeads = a, NumQueryGroups = groups ?? (m.IsGroupedQuery ? m.NumQueryGroups : a) };
+        if (groups is int g) m = m with { NumQueryGroups = g };
+        if (ffn is int f) m = m with { FfnHiddenSize = f };
+        if (seq is int s) m = m with { SeqLength = s };
+        if (vocab is int v) m = m with { VocabSize = v };
+        if (swiglu) m = m with { Activation = Activation.SwiGlu };
+        if (norm is not null) m = m with { Normalization = norm == "RMSNorm" ? Normalization.RmsNorm : Normalization.LayerNorm };
+        if (positions == "rope" || cl.Switch("--use-rotary-position-embeddings")) m = m with { PositionEmbedding = PositionEmbedding.Rotary };
+        else if (positions == "learned_absolute") m = m with { PositionEmbedding = PositionEmbedding.Learned };
+        if (cl.Switch("--untie-embeddings-and-output-weights")) m = m with { TiedEmbeddings = false };
+        if (attentionDropout is not null || hiddenDropout is not null)
+            m = m with { Dropout = (attentionDropout ?? 0.1) > 0 || (hiddenDropout ?? 0.1) > 0 };
+        foreach (var (flag, p) in new[] { ("--attention-dropout", attentionDropout), ("--hidden-dropout", hiddenDropout) })
+            if (p is < 0 or >= 1) cl.Errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
+
+        var errors = m.Validate();
+        cl.Errors.AddRange(errors);
+        return errors.Count == 0 ? m : null;
+    }
+}

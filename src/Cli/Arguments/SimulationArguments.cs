@@ -1,0 +1,29 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Cli.Arguments;
+
+/// <summary>A model, a cluster and a parallel configuration read from one command line.</summary>
+public sealed record SimulationInput(ModelSpec Model, ClusterSpec Cluster, ParallelConfig Config);
+
+/// <summary>
+/// Reads the model, cluster and parallel flags together, the way `harness simulate`, `run` and `search` take
+/// them: <see cref="Flags"/> lists them all (add a command's own flags when parsing), <see cref="Read"/> returns
+/// the input or null with every reason in <see cref="CommandLine.Errors"/>.
+/// </summary>
+public static class SimulationArguments
+{
+    public static IEnumerable<Flag> Flags =>
+        ModelArguments.Flags.Concat(ClusterArguments.Flags).Concat(ParallelArguments.Flags).Concat(ParallelArguments.Unsupported);
+
+    public static SimulationInput? Read(CommandLine cl)
+    {
+        var model = ModelArguments.Read(cl);
+        var cluster = ClusterArguments.Read(cl);
+        if (model is null || cluster is null) return null;
+        var config = ParallelArguments.Read(cl, cluster.WorldSize);
+        // A world size that does not divide is reported already; validate the rest against the layout's own size.
+        var validateOn = config.WorldSize == cluster.WorldSize ? cluster : cluster with { WorldSize = config.WorldSize };
+        cl.Errors.AddRange(Harness.Simulator.Estimator.Validate(model, validateOn, config));
+        return cl.Errors.Count == 0 ? new SimulationInput(model, cluster, config) : null;
+    }
+}

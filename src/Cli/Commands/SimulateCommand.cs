@@ -1,0 +1,62 @@
+using Harness.Cli.Arguments;
+using Harness.Cli.Output;
+using Harness.Simulator;
+using Harness.Simulator.Costs;
+
+namespace Harness.Cli.Commands;
+
+/// <summary>`harness simulate`: estimate one training iteration of a Megatron-style configuration.</summary>
+public static class SimulateCommand
+{
+    /// <summary>What `harness simulate` with no configuration flags runs: Llama-7B on one node of 8 H100s.</summary>
+    public static readonly string[] DefaultConfiguration =
+    {
+        "--model", "llama-7b", "--gpu", "h100-sxm", "--gpus", "8", "--tensor-model-parallel-size", "2",
+        "--sequence-parallel", "--use-distributed-optimizer", "--micro-batch-size", "1", "--global-batch-size", "128",
+    };
+
+    private static readonly Flag[] OwnFlags =
+    {
+        new("--json", false, "print one JSON object instead of tables"),
+        new("--attention-flops", true, "how MFU counts attention: causal (default, Megatron-Kwai) or full (Narayanan et al.)"),
+        new("--help", false, "this help"),
+    };
+
+    public static int Run(string[] args)
+    {
+        var flags = SimulationArguments.Flags.Concat(OwnFlags).ToArray();
+        var cl = CommandLine.Parse(args, flags);
+        if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
+        bool usedDefault = !cl.HasAny(SimulationArguments.Flags);
+        if (usedDefault)
+        {
+            var merged = CommandLine.Parse(DefaultConfiguration.Concat(args).ToArray(), flags);
+            cl = merged;
+        }
+        var counting = cl.Choice("--attention-flops", "causal", "full") == "full" ? AttentionFlopCounting.Full : AttentionFlopCounting.Causal;
+        var input = SimulationArguments.Read(cl);
+        if (input is null)
+        {
+            Console.Error.WriteLine("harness simulate: invalid configuration:");
+            foreach (var e in cl.Errors) Console.Error.WriteLine($"  - {e}");
+            return 2;
+        }
+        var estimate = Estimator.Estimate(input.Model, input.Cluster, input.Config, counting);
+        if (cl.Switch("--json"))
+            Console.WriteLine(EstimateJson.Write(input, estimate, cl.Ignored));
+        else
+        {
+            if (usedDefault) Console.WriteLine($"No configuration given; simulating the default: {string.Join(' ', DefaultConfiguration)}");
+            EstimateReport.Print(input, estimate, cl.Ignored);
+        }
+        return 0;
+    }
+
+    private static void PrintHelp(IEnumerable<Flag> flags)
+    {
+        Console.WriteLine("usage: harness simulate [Megatron-LM model and parallel flags] [--json]");
+        Console.WriteLine("Estimates one training iteration: step time, tokens/s/GPU, MFU, peak memory per GPU, with breakdowns.");
+        Console.WriteLine("Unknown flags (the rest of a Megatron launch line) are accepted and listed as ignored.");
+        foreach (var f in flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-44} {f.Help}");
+    }
+}

@@ -1,0 +1,94 @@
+using System.Text;
+using System.Text.Json;
+using Harness.Cli.Arguments;
+using Harness.Simulator;
+
+namespace Harness.Cli.Output;
+
+/// <summary>`harness simulate --json`: one object, snake_case keys, SI units (seconds, bytes).</summary>
+public static class EstimateJson
+{
+    public static string Write(SimulationInput input, StepEstimate e, IReadOnlyList<string> ignored)
+    {
+        using var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            var (m, cl, c) = (input.Model, input.Cluster, input.Config);
+            w.WriteStartObject();
+            w.WriteNumber("step_time_s", e.StepTimeSeconds);
+            w.WriteNumber("tokens_per_s_per_gpu", e.TokensPerSecondPerGpu);
+            w.WriteNumber("model_tflops_per_gpu", e.ModelTflopsPerGpu);
+            w.WriteNumber("mfu", e.Mfu);
+            w.WriteNumber("hfu", e.Hfu);
+            w.WriteNumber("peak_memory_bytes", e.PeakMemoryBytes);
+            w.WriteNumber("gpu_memory_bytes", e.GpuMemoryBytes);
+            w.WriteBoolean("fits", e.Fits);
+            w.WriteNumber("bubble_fraction", e.BubbleFraction);
+            w.WriteNumber("critical_stage", e.CriticalStage);
+            w.WriteNumber("peak_memory_stage", e.PeakStage);
+
+            w.WriteStartObject("breakdown");
+            w.WriteStartObject("time_s");
+            var t = e.Time;
+            w.WriteNumber("compute", t.Compute);
+            w.WriteNumber("recompute", t.Recompute);
+            w.WriteNumber("tp_comm", t.TensorParallelComm);
+            w.WriteNumber("cp_comm", t.ContextParallelComm);
+            w.WriteNumber("pp_comm", t.PipelineComm);
+            w.WriteNumber("dp_comm", t.DataParallelComm);
+            w.WriteNumber("bubble", t.Bubble);
+            w.WriteNumber("optimizer", t.Optimizer);
+            w.WriteNumber("offload_stall", t.OffloadStall);
+            w.WriteEndObject();
+            w.WritePropertyName("memory_bytes");
+            WriteMemory(w, e.Memory);
+            w.WriteStartArray("stages");
+            foreach (var s in e.Stages)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("stage", s.Stage);
+                w.WritePropertyName("memory_bytes");
+                WriteMemory(w, s.Memory);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+
+            w.WriteStartObject("config");
+            w.WriteString("model", m.Name);
+            w.WriteString("gpu", cl.Gpu.Name);
+            w.WriteNumber("gpus", cl.WorldSize);
+            w.WriteNumber("gpus_per_node", cl.GpusPerNode);
+            w.WriteNumber("data_parallel", c.DataParallel);
+            w.WriteNumber("tensor_parallel", c.TensorParallel);
+            w.WriteNumber("pipeline_parallel", c.PipelineParallel);
+            w.WriteNumber("virtual_stages", c.VirtualStages(m));
+            w.WriteNumber("context_parallel", c.ContextParallel);
+            w.WriteBoolean("sequence_parallel", c.SequenceParallel);
+            w.WriteNumber("micro_batch", c.MicroBatch);
+            w.WriteNumber("global_batch", c.GlobalBatch);
+            w.WriteNumber("micro_batches", c.NumMicroBatches);
+            w.WriteNumber("seq_length", m.SeqLength);
+            w.WriteString("precision", c.Precision.ToString().ToLowerInvariant());
+            w.WriteEndObject();
+
+            w.WriteStartArray("ignored_flags");
+            foreach (var f in ignored) w.WriteStringValue(f);
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    private static void WriteMemory(Utf8JsonWriter w, MemoryBreakdown m)
+    {
+        w.WriteStartObject();
+        w.WriteNumber("weights", Math.Round(m.Weights));
+        w.WriteNumber("gradients", Math.Round(m.Gradients));
+        w.WriteNumber("optimizer", Math.Round(m.Optimizer));
+        w.WriteNumber("activations", Math.Round(m.Activations));
+        w.WriteNumber("buffers", Math.Round(m.Buffers));
+        w.WriteNumber("total", Math.Round(m.Total));
+        w.WriteEndObject();
+    }
+}

@@ -1,0 +1,54 @@
+using Harness.Cli.Arguments;
+using Harness.Simulator;
+using Spectre.Console;
+
+namespace Harness.Cli.Output;
+
+/// <summary>`harness simulate`'s readable report: headline numbers, where the time goes, where the memory goes.</summary>
+public static class EstimateReport
+{
+    private const double GiB = 1024.0 * 1024 * 1024;
+
+    public static void Print(SimulationInput input, StepEstimate e, IReadOnlyList<string> ignored)
+    {
+        var (m, cl, c) = (input.Model, input.Cluster, input.Config);
+        var console = AnsiConsole.Console;
+        console.MarkupLine($"[bold]{Markup.Escape(m.Name)}[/] (L{m.NumLayers} h{m.HiddenSize} a{m.NumAttentionHeads} s{m.SeqLength}) on "
+            + $"{cl.WorldSize} x {Markup.Escape(cl.Gpu.Name)} ({cl.GpusPerNode} per node)");
+        console.MarkupLine($"dp {c.DataParallel} tp {c.TensorParallel} pp {c.PipelineParallel} v {c.VirtualStages(m)} cp {c.ContextParallel}"
+            + $" sp {(c.SequenceParallel ? "on" : "off")}, micro-batch {c.MicroBatch} x {c.NumMicroBatches}, global batch {c.GlobalBatch}");
+        console.WriteLine();
+        console.MarkupLine($"step time            [bold]{e.StepTimeSeconds:F3} s[/]");
+        console.MarkupLine($"tokens/s per GPU     [bold]{e.TokensPerSecondPerGpu:F0}[/]");
+        console.MarkupLine($"model TFLOP/s per GPU {e.ModelTflopsPerGpu:F1}   MFU [bold]{e.Mfu:P1}[/]   HFU {e.Hfu:P1}");
+        string fits = e.Fits ? "[green]fits[/]" : "[red]does not fit[/]";
+        console.MarkupLine($"peak memory per GPU  [bold]{e.PeakMemoryBytes / GiB:F1} GiB[/] of {e.GpuMemoryBytes / GiB:F1} GiB: {fits} (stage {e.PeakStage})");
+        console.WriteLine();
+
+        var time = new Table().Title($"time on the critical stage ({e.CriticalStage})").AddColumns("part", "seconds", "share");
+        var t = e.Time;
+        foreach (var (name, v) in new[]
+                 {
+                     ("compute", t.Compute), ("recompute", t.Recompute), ("TP communication", t.TensorParallelComm),
+                     ("CP communication", t.ContextParallelComm), ("PP communication", t.PipelineComm),
+                     ("DP communication", t.DataParallelComm), ("pipeline bubble", t.Bubble),
+                     ("optimizer", t.Optimizer), ("offload stalls", t.OffloadStall),
+                 })
+            time.AddRow(name, v.ToString("F3"), (v / e.StepTimeSeconds).ToString("P1"));
+        console.Write(time);
+
+        var memory = new Table().Title("memory per GPU by pipeline stage (GiB)")
+            .AddColumns("stage", "weights", "gradients", "optimizer", "activations", "buffers", "total");
+        foreach (var s in e.Stages)
+        {
+            var mm = s.Memory;
+            memory.AddRow(s.Stage.ToString(), G(mm.Weights), G(mm.Gradients), G(mm.Optimizer), G(mm.Activations), G(mm.Buffers),
+                s.Stage == e.PeakStage ? $"[bold]{G(mm.Total)}[/]" : G(mm.Total));
+        }
+        console.Write(memory);
+        if (ignored.Count > 0)
+            console.MarkupLine($"ignored flags (they do not change the estimate): {Markup.Escape(string.Join(" ", ignored))}");
+    }
+
+    private static string G(double bytes) => (bytes / GiB).ToString("F2");
+}

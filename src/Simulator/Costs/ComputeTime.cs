@@ -1,0 +1,125 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Simulator.Costs;
+
+/// <summary>Seconds one transformer layer computes for one micro-batch on one rank.</summary>
+/// <param name="GemmForward">QKV, output projection and MLP GEMMs, forward.</param>
+/// <param name="AttentionForward">Score and context matmuls (flash attention, or unfused with its softmax).</param>
+/// <param name="ElementwiseForward">Memory-bound work: norms, rotary, activation function, residual adds, kernel gaps.</param>
+/// <param name="Backward">The whole backward pass (GEMM dgrad + wgrad, attention backward, element-wise).</param>
+/// <param name="Recompute">Forward work repeated during backward by selective or Megatron-Kwai recomputation
+/// (full recomputation repeats <see cref="Forward"/> and is applied per layer group by the caller).</param>
+public readonly record struct LayerComputeTime(
+    double GemmForward, double AttentionForward, double ElementwiseForward, double Backward, double Recompute)
+{
+    public double Forward => GemmForward + AttentionForward + ElementwiseForward;
+    /// <summary>Weight-gradient GEMMs: half of the backward GEMM work, what async TP communication hides behind.</summary>
+    public double WeightGradGemm => GemmForward;
+}
+
+/// <summary>
+/// Compute time as FLOPs over (peak x efficiency) plus memory-bound bytes over (HBM bandwidth x efficiency).
+/// GEMM efficiency falls when a dimension is small: each dimension d contributes d/(d + d½), d½ the GPU's
+/// <see cref="EfficiencySpec.GemmHalfDim"/> (partly filled tiles and waves). Backward GEMMs are two GEMMs of the
+/// forward's shape (data and weight gradients); FlashAttention's backward does 5 matmuls to the forward's 2
+/// (it recomputes the scores: Dao 2023), i.e. 2.5 times the forward's FLOPs.
+/// </summary>
+public static class ComputeTime
+{
+    /// <summary>Flash attention backward / forward FLOPs (Dao 2023, FlashAttention-2 section 3.1.2).</summary>
+    public const double FlashBackwardRatio = 2.5;
+
+    /// <summary>Kernels a transformer layer launches forward (norms, GEMMs, rotary, attention, activation,
+    /// adds, communication); backward launches about twice as many.</summary>
+    public const int KernelsPerLayerForward = 20;
+
+    /// <summary>Seconds for an (m x k)·(k x n) GEMM: 2·m·k·n FLOPs.</summary>
+    public static double Gemm(double m, double k, double n, GpuSpec gpu, Precision precision)
+    {
+        var e = gpu.Efficiency;
+        double shape = m / (m + e.GemmHalfDim) * (k / (k + e.GemmHalfDim)) * (n / (n + e.GemmHalfDim));
+        return 2 * m * k * n / (gpu.PeakFlops(precision) * e.Gemm * shape);
+    }
+
+    /// <summary>Seconds to stream <paramref name="bytes"/> through HBM in element-wise kernels.</summary>
+    public static double MemoryBound(double bytes, GpuSpec gpu) =>
+        bytes / (gpu.HbmBandwidthBytesPerSecond * gpu.Efficiency.Hbm);
+
+    public static LayerComputeTime Layer(ModelSpec m, ParallelConfig c, GpuSpec gpu)
+    {
+        var prec = c.Precision;
+        double e = Activations.BytesPerElement(prec);
+        double t = c.TensorParallel, sp = c.SequenceParallel ? t : 1;
+        double T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;  // tokens on this rank before SP
+        double h = m.HiddenSize, f = m.FfnHiddenSize, kv = (double)m.NumQueryGroups * m.HeadDim;
+        double s = m.SeqLength, a = m.NumAttentionHeads;
+        bool swiglu = m.Activation == Activation.SwiGlu;
+
+        // Column-parallel GEMMs split N, row-parallel GEMMs split K (Shoeybi et al. 2019).
+        double gemm = Gemm(T, h, m.QkvWidth / t, gpu, prec)
+                    + Gemm(T, h / t, h, gpu, prec)
+                    + Gemm(T, h, (swiglu ? 2 : 1) * f / t, gpu, prec)
+                    + Gemm(T, f / t, h, gpu, prec);
+
+        // Causal attention: this rank's T queries against s keys, half the square on average (with context
+        // parallelism, Megatron's load balancing gives every rank the same half). Flash skips the masked half;
+        // the unfused kernels compute the whole square and run softmax and dropout over it in memory.
+        double attention, attentionBackward;
+        if (c.FlashAttention)
+        {
+            double flops = 2 * T * s * h / t;
+            attention = flops / (gpu.PeakFlops(prec) * gpu.Efficiency.Attention);
+            attentionBackward = FlashBackwardRatio * attention;
+        }
+        else
+        {
+            double heads = a / t, hd = m.HeadDim;
+            double matmuls = 2 * heads * Gemm(T, hd, s, gpu, prec);               // Q·K^T and P·V
+            double scores = heads * T * s;                                          // score elements
+            double softmaxBytes = scores * (m.Dropout ? 4 * e + 1 : 2 * e);         // scale-mask-softmax r/w, dropout r/w + mask
+            attention = matmuls + MemoryBound(softmaxBytes, gpu);
+            attentionBackward = 2 * matmuls + MemoryBound(2 * softmaxBytes, gpu);
+        }
+
+        // Element-wise bytes per token, forward (reads + writes).
+        double perToken = m.Normalization == Normalization.RmsNorm || !m.Dropout
+            // Llama: 2 norms (read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
+            // (read + write), unfused SwiGLU (SiLU: read f, write f; product: read 2f, write f).
+            ? (2 * 2 * e * h + 2 * 3 * e * h) / sp
+              + ((m.PositionEmbedding == PositionEmbedding.Rotary ? 2 * e * (h + kv) : 0) + (swiglu ? 5 * e * f : 2 * e * f)) / t
+            // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask), fused bias-GeLU.
+            : (2 * 2 * e * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t;
+        double kernelGap = KernelsPerLayerForward * gpu.Efficiency.KernelOverheadSeconds;
+        double elementwise = MemoryBound(T * perToken, gpu) + kernelGap;
+
+        double backward = 2 * gemm + attentionBackward + 2 * elementwise;
+
+        // Recomputation repeated in backward (full recomputation is handled per layer group by the caller).
+        var r = c.RecomputeOrNone;
+        double recompute = 0;
+        if (r.Granularity == RecomputeGranularity.Selective && !c.FlashAttention)
+            recompute += attention;                                                   // the core attention
+        if (r.NormOutputs)
+            recompute += MemoryBound(T * 2 * 2 * e * h / sp, gpu);                    // both norms again
+        if (r.MlpActivation)
+            recompute += MemoryBound(T * (swiglu ? 5 * e * f : 2 * e * f) / t, gpu);  // the activation function
+        return new LayerComputeTime(gemm, attention, elementwise, backward, recompute);
+    }
+
+    /// <summary>Output layer and loss for one micro-batch on the last stage: the logits GEMM (vocabulary split t
+    /// ways), and Megatron's vocabulary-parallel cross-entropy in fp32 (cast, max, exp, sum, divide: ~5 passes
+    /// of 4 B over the logits). Returns (forward, backward) seconds.</summary>
+    public static (double Forward, double Backward) OutputLayer(ModelSpec m, ParallelConfig c, GpuSpec gpu)
+    {
+        double T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
+        double logits = T * m.VocabSize / c.TensorParallel;
+        double gemm = Gemm(T, m.HiddenSize, (double)m.VocabSize / c.TensorParallel, gpu, c.Precision);
+        double loss = MemoryBound(logits * 5 * 4, gpu);
+        return (gemm + loss, 2 * gemm + MemoryBound(logits * 3 * 4, gpu));
+    }
+
+    /// <summary>Embedding lookup for one micro-batch on the first stage (write T x h; backward scatters the same).</summary>
+    public static double Embedding(ModelSpec m, ParallelConfig c, GpuSpec gpu) =>
+        MemoryBound((double)c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
+                    * Activations.BytesPerElement(c.Precision) * 2, gpu);
+}

@@ -1,0 +1,70 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Simulator.Costs;
+
+/// <summary>Bytes of weights, gradients and optimizer states one rank holds.</summary>
+public readonly record struct ModelStateBytes(double Weights, double Gradients, double Optimizer)
+{
+    public double Total => Weights + Gradients + Optimizer;
+}
+
+/// <summary>
+/// Parameters per rank and the bytes they cost. Mixed precision with Adam (REFERENCE.md): bf16/fp16 weights
+/// 2 B, fp32 main gradients 4 B (Megatron accumulates gradients in fp32), fp32 master weights, Adam m and v
+/// 12 B: 18 B per parameter. Megatron's distributed optimizer (ZeRO stage 1) shards the 12 B over the
+/// data-parallel group (with context parallelism: data x context ranks, which hold the same weights):
+/// 6 + 12/d B. ZeRO 2 also shards the gradients, ZeRO 3 the weights. fp32 training: 4 B weights,
+/// 4 B gradients, 8 B for m and v.
+/// </summary>
+public static class ModelState
+{
+    /// <summary>Parameters of one transformer layer on one tensor-parallel rank: GEMM weights and the
+    /// column-parallel biases are split t ways; norms and row-parallel biases are replicated.</summary>
+    public static double LayerParametersPerRank(ModelSpec m, int tensorParallel)
+    {
+        double h = m.HiddenSize;
+        bool bias = m.Normalization == Normalization.LayerNorm; // GPT has biased linears, Llama none
+        double replicated = (m.Normalization == Normalization.LayerNorm ? 4 * h : 2 * h) + (bias ? 2 * h : 0);
+        return (m.ParametersPerLayer - replicated) / tensorParallel + replicated;
+    }
+
+    /// <summary>Embedding parameters on the first pipeline stage: the vocabulary-parallel word table plus the
+    /// replicated learned position table.</summary>
+    public static double EmbeddingParametersPerRank(ModelSpec m, int tensorParallel) =>
+        (double)m.VocabSize * m.HiddenSize / tensorParallel
+        + (m.PositionEmbedding == PositionEmbedding.Learned ? (double)m.SeqLength * m.HiddenSize : 0);
+
+    /// <summary>Output-layer parameters on the last stage: its own vocabulary-parallel weight, or, when tied
+    /// and the pipeline has more than one stage, Megatron's copy of the word embedding; plus the final norm.</summary>
+    public static double OutputParametersPerRank(ModelSpec m, int tensorParallel, int pipelineParallel)
+    {
+        double output = !m.TiedEmbeddings || pipelineParallel > 1 ? (double)m.VocabSize * m.HiddenSize / tensorParallel : 0;
+        return output + m.FinalNormParameters;
+    }
+
+    /// <summary>Parameters held by pipeline rank <paramref name="pipelineRank"/> (all its model chunks).</summary>
+    public static double RankParameters(ModelSpec m, ParallelConfig c, int pipelineRank)
+    {
+        int p = c.PipelineParallel;
+        double layers = (double)m.NumLayers / p;
+        double total = layers * LayerParametersPerRank(m, c.TensorParallel);
+        if (pipelineRank == 0) total += EmbeddingParametersPerRank(m, c.TensorParallel);
+        if (pipelineRank == p - 1) total += OutputParametersPerRank(m, c.TensorParallel, p);
+        return total;
+    }
+
+    /// <summary>Weights, gradients and optimizer states of <paramref name="parameters"/> parameters.</summary>
+    public static ModelStateBytes Bytes(double parameters, ParallelConfig c)
+    {
+        double d = c.DataParallel * c.ContextParallel;
+        bool fp32 = c.Precision == Precision.Fp32;
+        double weights = fp32 ? 4 : 2, grads = 4, optimizer = fp32 ? 8 : 12;
+        if (c.ZeroStage >= 1) optimizer /= d;
+        if (c.ZeroStage >= 2) grads /= d;
+        if (c.ZeroStage >= 3) weights /= d;
+        return new ModelStateBytes(parameters * weights, parameters * grads, parameters * optimizer);
+    }
+
+    /// <summary>Bytes per parameter: 18 replicated, 6 + 12/d with the distributed optimizer (bf16).</summary>
+    public static double BytesPerParameter(ParallelConfig c) => Bytes(1, c).Total;
+}

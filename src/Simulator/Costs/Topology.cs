@@ -1,0 +1,45 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Simulator.Costs;
+
+/// <summary>
+/// Where the members of one process group sit: <see cref="Size"/> ranks, <see cref="PerNode"/> of them in
+/// each node. PerNode = Size: the group talks over NVLink/NVSwitch only; PerNode = 1: every hop crosses the
+/// network; in between, hierarchical (inside each node, then across nodes).
+/// </summary>
+public readonly record struct GroupPlacement(int Size, int PerNode)
+{
+    public int Nodes => Size / PerNode;
+    public bool IntraNode => PerNode >= Size;
+}
+
+/// <summary>
+/// Megatron-LM's rank order (parallel_state: tensor fastest, then context, data, pipeline): a group whose
+/// consecutive members are <c>stride</c> ranks apart shares a node with as many members as fit in a node.
+/// </summary>
+public static class Topology
+{
+    /// <summary>Placement of a group of <paramref name="size"/> ranks, <paramref name="stride"/> global ranks apart.</summary>
+    public static GroupPlacement Place(int size, int stride, int gpusPerNode)
+    {
+        if (size <= 1) return new GroupPlacement(1, 1);
+        int perNode = stride >= gpusPerNode ? 1 : Math.Min(size, Math.Max(1, gpusPerNode / stride));
+        // A group must split evenly over nodes for the hierarchical algorithm; otherwise treat it as flat inter-node.
+        if (size % perNode != 0) perNode = 1;
+        return new GroupPlacement(size, perNode);
+    }
+
+    public static GroupPlacement TensorGroup(ParallelConfig c, int gpusPerNode) =>
+        Place(c.TensorParallel, 1, gpusPerNode);
+
+    public static GroupPlacement ContextGroup(ParallelConfig c, int gpusPerNode) =>
+        Place(c.ContextParallel, c.TensorParallel, gpusPerNode);
+
+    /// <summary>The group gradients are reduced over: data- and context-parallel ranks hold the same weights.</summary>
+    public static GroupPlacement DataWithContextGroup(ParallelConfig c, int gpusPerNode) =>
+        Place(c.DataParallel * c.ContextParallel, c.TensorParallel, gpusPerNode);
+
+    /// <summary>Adjacent pipeline stages are tensor·context·data ranks apart.</summary>
+    public static bool PipelineNeighboursShareNode(ParallelConfig c, int gpusPerNode) =>
+        c.TensorParallel * c.ContextParallel * c.DataParallel < gpusPerNode;
+}

@@ -1,0 +1,61 @@
+namespace Harness.Simulator.Schedule;
+
+/// <summary>
+/// The pipeline schedule in closed form, for screening many configurations. With every chunk alike (no
+/// embedding or output-layer extras, free p2p) the makespan of (interleaved) 1F1B is (m·v + p − 1)·(F + B) for
+/// a chunk's forward F and backward B, i.e. a bubble of (p − 1)/(v·m) (Narayanan et al. 2021, section 2.2):
+/// exact, as the simulator's tests show. Otherwise the slowest rank's work, plus the fill and drain of the
+/// uniform chunks and the first and last stage extras, plus two p2p hops per stage boundary.
+/// </summary>
+public static class ClosedForm
+{
+    /// <summary>Seconds from the first forward to the last backward on the slowest rank.</summary>
+    public static double PipelineTime(in PipelineCosts k)
+    {
+        double chunk = k.ChunkForward + k.ChunkBackward;
+        double work = k.M * Math.Max(k.RankWorkPerMicroBatch(0), k.RankWorkPerMicroBatch(k.P - 1));
+        if (k.P == 1) return work + MicroStalls(k, 0);
+        double fill = (k.P - 1) * (chunk + 2 * k.P2p);
+        double ends = k.FirstForwardExtra + k.FirstBackwardExtra + k.LastForwardExtra + k.LastBackwardExtra
+                      - Math.Max(k.FirstForwardExtra + k.FirstBackwardExtra, k.LastForwardExtra + k.LastBackwardExtra);
+        return work + fill + ends + MicroStalls(k, 0);
+    }
+
+    /// <summary>Offload stalls and non-overlapped p2p sends of one rank over the iteration.</summary>
+    public static double MicroStalls(in PipelineCosts k, int rank)
+    {
+        double stalls = 0;
+        if (k.OffloadRatio > 0)
+            stalls += k.M * k.V * (Math.Max(0, k.OffloadTransfer - k.ChunkForward) + Math.Max(0, k.OffloadTransfer - k.ChunkBackward));
+        if (!k.P2pOverlapped && k.P > 1)
+            stalls += k.M * (2 * k.V - (rank == 0 || rank == k.P - 1 ? 1 : 0)) * k.P2p;
+        return stalls;
+    }
+
+    /// <summary>Data-parallel gradient reduction left exposed after the last backward of a rank.</summary>
+    public static double ExposedGradientReduce(in PipelineCosts k, int rank)
+    {
+        double total = k.V * k.ChunkGradientReduce
+                       + (rank == 0 ? k.FirstExtraGradientReduce : 0) + (rank == k.P - 1 ? k.LastExtraGradientReduce : 0);
+        double after = k.Rank(rank).GradientReduceAfter;
+        if (!k.GradientReduceOverlapped) return total + after;
+        // Chunks become final one after another in the cool-down: p micro-batch backwards apart.
+        double window = (k.V - 1) * k.P * k.ChunkBackward;
+        double lastChunk = k.ChunkGradientReduce + (rank == 0 ? k.FirstExtraGradientReduce : 0);
+        return Math.Max(lastChunk, total - window) + after;
+    }
+
+    /// <summary>Peak activation bytes of a rank: the micro-batches in flight at its first backward (Megatron's
+    /// warm-up plus one), each kept (1 − alpha) when offloaded, plus the one being reloaded and the temporaries.</summary>
+    public static double ActivationPeak(in PipelineCosts k, int rank)
+    {
+        int inFlight = Math.Min(PipelineSimulator.Warmup(k.P, k.V, k.M, rank) + 1, k.M * k.V);
+        bool last = rank == k.P - 1;
+        double alpha = k.OffloadRatio;
+        double chunk = k.ChunkActivations;
+        double kept = inFlight * chunk * (1 - alpha) + alpha * chunk;
+        if (rank == 0) kept += Math.Min(inFlight, k.M) * k.FirstExtraActivations;
+        if (last) kept += k.LastExtraActivations + (alpha > 0 ? alpha * chunk : 0);
+        return kept + k.BackwardTransient + (last ? k.LastBackwardTransient : 0);
+    }
+}

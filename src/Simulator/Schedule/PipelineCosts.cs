@@ -1,0 +1,179 @@
+using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
+
+namespace Harness.Simulator.Schedule;
+
+/// <summary>Per-rank quantities that differ between the first, middle and last pipeline stage.</summary>
+/// <param name="Parameters">Parameters held (all model chunks of the rank).</param>
+/// <param name="GradientReduceAfter">Data-parallel gradient sync that cannot overlap backward (tied embedding
+/// all-reduce between first and last stage).</param>
+/// <param name="ParameterGather">All-gather of the updated weights after the optimizer step.</param>
+public readonly record struct RankCosts(
+    double Parameters, ModelStateBytes State, double Optimizer, double ParameterGather, double GradientReduceAfter);
+
+/// <summary>
+/// Everything the pipeline schedule needs, for one configuration: the duration of a model chunk's forward
+/// and backward on one micro-batch (with its exposed tensor/context-parallel communication and
+/// recomputation), the extra work of the first chunk (embedding) and the last (output layer and loss), p2p
+/// transfer times, offload transfers, activation bytes and the per-stage state. Built once per configuration
+/// by <see cref="Build"/>; a pure function of (model, cluster, config).
+/// </summary>
+public readonly struct PipelineCosts
+{
+    public int P { get; init; }
+    public int V { get; init; }
+    public int M { get; init; }
+
+    // Generic chunk (layers only), one micro-batch.
+    public double ChunkForward { get; init; }
+    public double ChunkBackward { get; init; }
+    public double ChunkCompute { get; init; }
+    public double ChunkRecompute { get; init; }
+    public double ChunkTensorParallel { get; init; }
+    public double ChunkContextParallel { get; init; }
+
+    // First chunk (embedding) and last chunk (final norm, output layer, loss) extras, one micro-batch.
+    public double FirstForwardExtra { get; init; }
+    public double FirstBackwardExtra { get; init; }
+    public double FirstExtraTensorParallel { get; init; }
+    public double LastForwardExtra { get; init; }
+    public double LastBackwardExtra { get; init; }
+    public double LastExtraTensorParallel { get; init; }
+
+    /// <summary>One activation (or gradient) transfer between adjacent stages.</summary>
+    public double P2p { get; init; }
+    /// <summary>Whether the p2p transfer overlaps the sender's next compute (else the sender waits for it).</summary>
+    public bool P2pOverlapped { get; init; }
+
+    /// <summary>Megatron-Kwai alpha and the seconds to copy alpha of a chunk's activations over the host link.</summary>
+    public double OffloadRatio { get; init; }
+    public double OffloadTransfer { get; init; }
+
+    // Activation bytes of one micro-batch kept from forward to backward.
+    public double ChunkActivations { get; init; }
+    public double FirstExtraActivations { get; init; }
+    public double LastExtraActivations { get; init; }
+    // Temporaries alive only during an op.
+    public double BackwardTransient { get; init; }
+    public double LastForwardTransient { get; init; }
+    public double LastBackwardTransient { get; init; }
+
+    // Data-parallel gradient reduction of one chunk's parameters.
+    public double ChunkGradientReduce { get; init; }
+    public double FirstExtraGradientReduce { get; init; }
+    public double LastExtraGradientReduce { get; init; }
+    public bool GradientReduceOverlapped { get; init; }
+
+    public RankCosts First { get; init; }
+    public RankCosts Middle { get; init; }
+    public RankCosts Last { get; init; }
+
+    public RankCosts Rank(int r) => r == P - 1 ? Last : r == 0 ? First : Middle;
+
+    /// <summary>Work (seconds) one rank's compute stream does per micro-batch, excluding bubbles.</summary>
+    public double RankWorkPerMicroBatch(int r) =>
+        V * (ChunkForward + ChunkBackward)
+        + (r == 0 ? FirstForwardExtra + FirstBackwardExtra : 0)
+        + (r == P - 1 ? LastForwardExtra + LastBackwardExtra : 0);
+
+    public static PipelineCosts Build(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    {
+        var gpu = cluster.Gpu;
+        int p = c.PipelineParallel, v = c.VirtualStages(m);
+        int layersPerChunk = m.NumLayers / (p * v);
+        var overlap = c.OverlapOrDefault;
+        var r = c.RecomputeOrNone;
+
+        // One layer: compute, then the communication it cannot hide.
+        var layer = ComputeTime.Layer(m, c, gpu);
+        var tp = TensorParallelComm.Layer(m, c, cluster);
+        var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
+        double tpF = overlap.TensorParallelComm ? Math.Max(0, tp.Forward - layer.GemmForward) : tp.Forward;
+        double tpB = overlap.TensorParallelComm
+            ? Math.Max(0, tp.BackwardBlocking + tp.BackwardAsync - 2 * layer.GemmForward)
+            : tp.BackwardBlocking + Math.Max(0, tp.BackwardAsync - layer.WeightGradGemm);
+        double attentionBackward = layer.AttentionForward * (c.FlashAttention ? ComputeTime.FlashBackwardRatio : 2);
+        double cpFx = Math.Max(0, cpF - layer.AttentionForward), cpBx = Math.Max(0, cpB - attentionBackward);
+
+        // Full recomputation repeats the forward (with its communication) of the recomputed layers.
+        double recomputedLayers = Flops.RecomputedLayerFraction(m, c) * layersPerChunk;
+        double layerForward = layer.Forward + tpF + cpFx;
+
+        // First chunk: embedding, plus its TP reduction (all-reduce, or reduce-scatter with SP) and CAAT's entry all-reduce.
+        var tpGroup = Topology.TensorGroup(c, cluster.GpusPerNode);
+        double S = TensorParallelComm.ActivationMessageBytes(m, c);
+        double embedTp = c.TensorParallel <= 1 ? 0
+            : (c.SequenceParallel ? Collectives.ReduceScatter(S, tpGroup, gpu) : Collectives.AllReduce(S, tpGroup, gpu))
+              + TensorParallelComm.PartialSyncEntry(m, c, cluster);
+        double embed = ComputeTime.Embedding(m, c, gpu);
+
+        // Last chunk: with SP the final hidden state is all-gathered before the logits GEMM (reduce-scattered back
+        // in backward); the vocabulary-parallel cross-entropy all-reduces three per-token fp32 values.
+        double tokens = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
+        var (outF, outB) = ComputeTime.OutputLayer(m, c, gpu);
+        double lossTp = c.TensorParallel <= 1 ? 0 : 3 * Collectives.AllReduce(tokens * 4, tpGroup, gpu);
+        double gatherTp = c.SequenceParallel ? Collectives.AllGather(S, tpGroup, gpu) : 0;
+
+        // Activations.
+        var act = Activations.Layer(m, c);
+        double e = Activations.BytesPerElement(c.Precision);
+        double sp = c.SequenceParallel ? c.TensorParallel : 1;
+        double logits = tokens * m.VocabSize / c.TensorParallel;
+        double gradientBuffers = tokens * 2.0 * m.FfnHiddenSize / c.TensorParallel * e * 2;
+        double recomputeWorkspace = r.Granularity == RecomputeGranularity.Full
+            ? Activations.RecomputeWorkspace(act, r)
+            : act.AllTensors - act.Saved;
+        double chunkActivations = layersPerChunk * Activations.PerLayerKept(act, r, layersPerChunk);
+
+        // Pipeline p2p: Megatron sends b·(s/cp)·h/t per TP rank (scatter-gather, or the SP shard).
+        bool p2pSameNode = Topology.PipelineNeighboursShareNode(c, cluster.GpusPerNode);
+        double p2p = p > 1 ? Collectives.SendRecv(S / c.TensorParallel, p2pSameNode, gpu) : 0;
+
+        double chunkParams = layersPerChunk * ModelState.LayerParametersPerRank(m, c.TensorParallel);
+        double embedParams = ModelState.EmbeddingParametersPerRank(m, c.TensorParallel);
+        double outParams = ModelState.OutputParametersPerRank(m, c.TensorParallel, p);
+        double tiedSync = m.TiedEmbeddings && p > 1
+            ? Collectives.SendRecv(4 * (double)m.VocabSize * m.HiddenSize / c.TensorParallel, false, gpu) : 0;
+
+        RankCosts Rank(int rank, double after)
+        {
+            double parameters = ModelState.RankParameters(m, c, rank);
+            return new RankCosts(parameters, ModelState.Bytes(parameters, c), OptimizerTime.Step(parameters, c, gpu),
+                DataParallelComm.ParameterGather(parameters, c, cluster), after);
+        }
+
+        return new PipelineCosts
+        {
+            P = p, V = v, M = c.NumMicroBatches,
+            ChunkForward = layersPerChunk * layerForward,
+            ChunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward,
+            ChunkCompute = layersPerChunk * (layer.Forward + layer.Backward),
+            ChunkRecompute = layersPerChunk * layer.Recompute + recomputedLayers * layer.Forward,
+            ChunkTensorParallel = layersPerChunk * (tpF + tpB) + recomputedLayers * tpF,
+            ChunkContextParallel = layersPerChunk * (cpFx + cpBx) + recomputedLayers * cpFx,
+            FirstForwardExtra = embed + embedTp,
+            FirstBackwardExtra = embed + embedTp,
+            FirstExtraTensorParallel = 2 * embedTp,
+            LastForwardExtra = outF + gatherTp + lossTp,
+            LastBackwardExtra = outB + gatherTp,
+            LastExtraTensorParallel = 2 * gatherTp + lossTp,
+            P2p = p2p,
+            P2pOverlapped = overlap.PipelineP2p,
+            OffloadRatio = c.OffloadRatio,
+            OffloadTransfer = c.OffloadRatio * chunkActivations / gpu.HostLinkBytesPerSecond,
+            ChunkActivations = chunkActivations,
+            FirstExtraActivations = m.Dropout ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
+            LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + 4 * logits,               // final norm in/out, fp32 softmax
+            BackwardTransient = recomputeWorkspace + gradientBuffers,
+            LastForwardTransient = (e + 4) * logits,                                              // logits and their fp32 copy
+            LastBackwardTransient = (4 + e) * logits,                                             // fp32 and bf16 logit gradients
+            ChunkGradientReduce = DataParallelComm.GradientReduce(chunkParams, c, cluster),
+            FirstExtraGradientReduce = DataParallelComm.GradientReduce(embedParams, c, cluster),
+            LastExtraGradientReduce = DataParallelComm.GradientReduce(outParams, c, cluster),
+            GradientReduceOverlapped = overlap.GradientReduce,
+            First = Rank(0, tiedSync),
+            Middle = Rank(Math.Min(1, p - 1), 0),
+            Last = Rank(p - 1, tiedSync),
+        };
+    }
+}

@@ -1,0 +1,91 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Harness.Simulator.Specs;
+
+/// <summary>A spec file that cannot be read, with one sentence saying what is wrong and where.</summary>
+public sealed class SpecFileException(string message) : Exception(message);
+
+/// <summary>
+/// JSON files for the vocabulary: a user's model (<c>--model my.json</c>) or cluster (<c>--cluster my.json</c>).
+/// Property names are Megatron's argument names in snake case (<c>num_layers</c>, <c>hidden_size</c>, ...),
+/// enum values likewise (<c>swi_glu</c>, <c>rms_norm</c>, <c>rotary</c>). Every constructor parameter is
+/// required and unknown properties are errors, so a typo cannot silently become a default.
+/// </summary>
+public static class SpecJson
+{
+    public static JsonSerializerOptions Options { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        PropertyNameCaseInsensitive = true,
+        WriteIndented = true,
+        RespectRequiredConstructorParameters = true,
+        RespectNullableAnnotations = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false) },
+    };
+
+    public static string Write(ModelSpec model) => JsonSerializer.Serialize(model, Options);
+    public static string Write(ClusterSpec cluster) => JsonSerializer.Serialize(cluster, Options);
+    public static string Write(GpuSpec gpu) => JsonSerializer.Serialize(gpu, Options);
+
+    /// <summary>Reads and validates a model; throws <see cref="SpecFileException"/> naming the problem.</summary>
+    public static ModelSpec ParseModel(string json, string source)
+    {
+        var model = Deserialize<ModelSpec>(json, source);
+        var errors = model.Validate();
+        if (errors.Count > 0) throw new SpecFileException($"{source}: {string.Join(" ", errors)}");
+        return model;
+    }
+
+    /// <summary>Reads a cluster (with its GPU); throws <see cref="SpecFileException"/> naming the problem.</summary>
+    public static ClusterSpec ParseCluster(string json, string source)
+    {
+        var cluster = Deserialize<ClusterSpec>(json, source);
+        var g = cluster.Gpu;
+        var errors = new List<string>();
+        void Positive(string name, double value)
+        {
+            if (!(value > 0)) errors.Add($"{name} is {value}; it must be positive.");
+        }
+        Positive("world_size", cluster.WorldSize);
+        Positive("gpus_per_node", cluster.GpusPerNode);
+        Positive("gpu.peak_bf16_flops", g.PeakBf16Flops);
+        Positive("gpu.peak_fp16_flops", g.PeakFp16Flops);
+        Positive("gpu.memory_bytes", g.MemoryBytes);
+        Positive("gpu.hbm_bandwidth_bytes_per_second", g.HbmBandwidthBytesPerSecond);
+        Positive("gpu.intra_node.bandwidth_bytes_per_second", g.IntraNode.BandwidthBytesPerSecond);
+        Positive("gpu.inter_node.bandwidth_bytes_per_second", g.InterNode.BandwidthBytesPerSecond);
+        Positive("gpu.host_link_bytes_per_second", g.HostLinkBytesPerSecond);
+        foreach (var (name, value) in new[] { ("gemm", g.Efficiency.Gemm), ("attention", g.Efficiency.Attention), ("hbm", g.Efficiency.Hbm) })
+            if (!(value > 0 && value <= 1)) errors.Add($"gpu.efficiency.{name} is {value}; it must be in (0, 1].");
+        if (errors.Count > 0) throw new SpecFileException($"{source}: {string.Join(" ", errors)}");
+        return cluster;
+    }
+
+    public static ModelSpec ReadModel(string path) => ParseModel(ReadFile(path), path);
+    public static ClusterSpec ReadCluster(string path) => ParseCluster(ReadFile(path), path);
+
+    private static string ReadFile(string path)
+    {
+        try { return File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SpecFileException($"cannot read {path}: {e.Message}");
+        }
+    }
+
+    private static T Deserialize<T>(string json, string source) where T : class
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<T>(json, Options)
+                   ?? throw new SpecFileException($"{source}: the file holds null, not a {typeof(T).Name} object.");
+        }
+        catch (JsonException e)
+        {
+            string where = e.LineNumber is long line ? $" (line {line + 1})" : "";
+            throw new SpecFileException($"{source}{where}: {e.Message}");
+        }
+    }
+}

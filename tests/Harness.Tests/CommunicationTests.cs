@@ -1,0 +1,62 @@
+using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
+
+namespace Harness.Tests;
+
+public class CommunicationTests
+{
+    private static readonly GpuSpec H800 = GpuPresets.All["h800"];
+
+    [Fact]
+    public void RingAllGatherAndAllReduceFollowTheAlphaBetaFormula()
+    {
+        // Inside a node: (n−1)/n·S/B + (n−1)α for all-gather, twice that for all-reduce (a 1 GB ring beats the tree's 2·S/B).
+        var g = new GroupPlacement(8, 8);
+        double S = 1e9, B = H800.IntraNode.BandwidthBytesPerSecond * Collectives.IntraNodeBusEfficiency, alpha = H800.IntraNode.LatencySeconds;
+        double ag = 7.0 / 8 * S / B + 7 * alpha;
+        Assert.Equal(ag, Collectives.AllGather(S, g, H800), 12);
+        Assert.Equal(ag, Collectives.ReduceScatter(S, g, H800), 12);
+        Assert.Equal(2 * ag, Collectives.AllReduce(S, g, H800), 12);
+    }
+
+    [Fact]
+    public void GroupsSpanningNodesAreSlowerThanGroupsInsideOne()
+    {
+        double inside = Collectives.AllReduce(1e9, new GroupPlacement(8, 8), H800);
+        double hierarchical = Collectives.AllReduce(1e9, new GroupPlacement(16, 8), H800);
+        double across = Collectives.AllReduce(1e9, new GroupPlacement(16, 1), H800);
+        Assert.True(inside < hierarchical && hierarchical < across, $"{inside} {hierarchical} {across}");
+    }
+
+    [Fact]
+    public void MegatronRankOrderPlacesGroups()
+    {
+        // 256 GPUs, 8 per node, t 4, cp 1, dp 8: TP inside a node, DP ranks 4 apart (2 per node), PP across nodes.
+        var c = new ParallelConfig(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8);
+        Assert.True(Topology.TensorGroup(c, 8).IntraNode);
+        Assert.Equal(new GroupPlacement(8, 2), Topology.DataWithContextGroup(c, 8));
+        Assert.False(Topology.PipelineNeighboursShareNode(c, 8));
+    }
+
+    [Fact]
+    public void TensorParallelBytesFallLinearlyWithTheSyncFactor()
+    {
+        var m = ModelPresets.All["caat-1b"];
+        var c = new ParallelConfig(TensorParallel: 8);
+        double half = TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0.5 });
+        double quarter = TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0.25 });
+        double eighth = TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0.125 });
+        Assert.Equal(half / 2, quarter, 6);
+        Assert.Equal(quarter / 2, eighth, 6);
+        Assert.Equal(0, TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0 }));
+    }
+
+    [Fact]
+    public void TensorParallelMovesFourActivationsPerLayer()
+    {
+        // 2 all-reduces forward and 2 backward of b·s·h (REFERENCE.md).
+        var m = ModelPresets.All["llama-7b"];
+        double S = 1.0 * m.SeqLength * m.HiddenSize * 2;
+        Assert.Equal(4 * S, TensorParallelComm.BytesPerLayer(m, new ParallelConfig(TensorParallel: 4)), 6);
+    }
+}

@@ -1,0 +1,96 @@
+using Harness.Simulator.Schedule;
+
+namespace Harness.Tests;
+
+public class PipelineScheduleTests
+{
+    /// <summary>Uniform chunks: forward 1 s, backward 2 s, no extras, free p2p, nothing else.</summary>
+    private static PipelineCosts Uniform(int p, int v, int m, double forward = 1, double backward = 2) => new()
+    {
+        P = p, V = v, M = m, ChunkForward = forward, ChunkBackward = backward, ChunkCompute = forward + backward,
+        P2pOverlapped = true, GradientReduceOverlapped = true,
+    };
+
+    private static double Makespan(PipelineCosts k)
+    {
+        var result = ScheduleResult.Allocate(k.P);
+        PipelineSimulator.Run(k, result);
+        return result.ComputeEnd.Max();
+    }
+
+    [Theory]
+    [InlineData(4, 8)]
+    [InlineData(8, 32)]
+    [InlineData(2, 1)]
+    [InlineData(5, 3)]
+    public void OneFOneBBubbleIsPMinusOneOverM(int p, int m)
+    {
+        // Ideal time m·(F+B) per rank; the bubble adds (p−1)·(F+B): fraction (p−1)/m of the ideal.
+        var k = Uniform(p, 1, m);
+        double ideal = m * 3.0;
+        Assert.Equal((p - 1.0) / m, (Makespan(k) - ideal) / ideal, 12);
+    }
+
+    [Theory]
+    [InlineData(4, 2, 8)]
+    [InlineData(8, 6, 32)]
+    [InlineData(4, 4, 4)]
+    [InlineData(3, 2, 9)]
+    public void InterleavedBubbleIsPMinusOneOverVM(int p, int v, int m)
+    {
+        // Chunks of 1/v of a stage: ideal m·v·(F+B)/v per rank, bubble fraction (p−1)/(v·m).
+        var k = Uniform(p, v, m, 1.0 / v, 2.0 / v);
+        double ideal = m * 3.0;
+        Assert.Equal((p - 1.0) / (v * m), (Makespan(k) - ideal) / ideal, 12);
+    }
+
+    [Theory]
+    [InlineData(4, 1, 8)]
+    [InlineData(8, 6, 32)]
+    [InlineData(16, 6, 64)]
+    public void ClosedFormIsExactForUniformStages(int p, int v, int m)
+    {
+        var k = Uniform(p, v, m, 0.7, 1.9);
+        Assert.Equal(Makespan(k), ClosedForm.PipelineTime(k), 9);
+    }
+
+    [Fact]
+    public void WarmupMatchesMegatron()
+    {
+        // schedules.py: 1F1B warm-up p − r − 1; interleaved (p − r − 1)·2 + (v − 1)·p, capped at m·v.
+        Assert.Equal(3, PipelineSimulator.Warmup(4, 1, 8, 0));
+        Assert.Equal(0, PipelineSimulator.Warmup(4, 1, 8, 3));
+        Assert.Equal(7 * 2 + 5 * 8, PipelineSimulator.Warmup(8, 6, 32, 0));
+        Assert.Equal(5 * 8, PipelineSimulator.Warmup(8, 6, 32, 7));
+        Assert.Equal(8, PipelineSimulator.Warmup(4, 2, 4, 0));
+    }
+
+    [Fact]
+    public void FirstStageHoldsPMicroBatchesIn1F1BAndMoreWhenInterleaved()
+    {
+        // Korthikanti et al. 2022: activations of p micro-batches in flight on the first stage; interleaving
+        // multiplies that by 1 + (p−1)/(p·v). One unit of activation per stage-micro-batch.
+        int p = 8, v = 6, m = 32;
+        var plain = Uniform(p, 1, m) with { ChunkActivations = 1 };
+        var run = ScheduleResult.Allocate(p);
+        PipelineSimulator.Run(plain, run);
+        Assert.Equal(p, run.ActivationPeak[0], 12);
+
+        var interleaved = Uniform(p, v, m) with { ChunkActivations = 1.0 / v };
+        PipelineSimulator.Run(interleaved, run);
+        Assert.Equal(p * (1 + (p - 1.0) / (p * v)), run.ActivationPeak[0], 9);
+    }
+
+    [Fact]
+    public void OffloadKeepsOneMinusAlphaOfEachMicroBatch()
+    {
+        int p = 4, m = 8;
+        var k = Uniform(p, 2, m) with { ChunkActivations = 1, OffloadRatio = 0.5 };
+        var run = ScheduleResult.Allocate(p);
+        PipelineSimulator.Run(k, run);
+        int inFlight = PipelineSimulator.Warmup(p, 2, m, 0) + 1;
+        // Every in-flight chunk keeps half, and the one being reloaded for its backward is whole again.
+        Assert.Equal(inFlight * 0.5 + 0.5, run.ActivationPeak[0], 9);
+        Assert.Equal(run.ActivationPeak[0], ClosedForm.ActivationPeak(k, 0), 9);
+    }
+}

@@ -1,0 +1,116 @@
+using System.Text.Json;
+using Harness.Cli.Arguments;
+using Harness.Cli.Commands;
+
+namespace Harness.Tests;
+
+[CollectionDefinition("Console", DisableParallelization = true)]
+public class ConsoleCollection;
+
+/// <summary>`harness simulate` end to end: exit codes, JSON keys, ignored flags, every validation reason.</summary>
+[Collection("Console")]
+public class SimulateCommandTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        Console.SetOut(o);
+        Console.SetError(e);
+        try { return (SimulateCommand.Run(args), o.ToString(), e.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+    }
+
+    private const string Table8Theirs =
+        "--model llama-175b --gpu h800 --gpus 256 --seq-length 8192 --global-batch-size 256 --tensor-model-parallel-size 4 " +
+        "--pipeline-model-parallel-size 8 --num-layers-per-virtual-pipeline-stage 2 --sequence-parallel --kaimm-recompute-norm " +
+        "--kaimm-recompute-mlp-activation-func --offload-ratio 0.63 --use-distributed-optimizer --json";
+
+    [Fact]
+    public void TheIssueCommandPrintsASensibleJsonEstimate()
+    {
+        var (code, output, _) = Run(Table8Theirs.Split(' '));
+        Assert.Equal(0, code);
+        using var doc = JsonDocument.Parse(output);
+        var root = doc.RootElement;
+        foreach (var key in new[] { "step_time_s", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "hfu", "peak_memory_bytes", "fits", "breakdown" })
+            Assert.True(root.TryGetProperty(key, out _), key);
+        Assert.InRange(root.GetProperty("tokens_per_s_per_gpu").GetDouble(), 387 * 0.85, 387 * 1.15);
+        Assert.InRange(root.GetProperty("mfu").GetDouble(), 0.432 * 0.85, 0.432 * 1.15);
+        Assert.True(root.GetProperty("fits").GetBoolean());
+    }
+
+    [Fact]
+    public void NoArgumentsRunsTheDefault()
+    {
+        var (code, output, _) = Run();
+        Assert.Equal(0, code);
+        Assert.Contains("llama-7b", output);
+        Assert.Contains("h100-sxm", output);
+    }
+
+    [Fact]
+    public void UnknownMegatronFlagsAreListedAsIgnored()
+    {
+        var (code, output, _) = Run("--model", "llama-7b", "--gpus", "8", "--lr", "3e-4", "--use-mcore-models", "--train-iters", "10", "--json");
+        Assert.Equal(0, code);
+        using var doc = JsonDocument.Parse(output);
+        var ignored = doc.RootElement.GetProperty("ignored_flags").EnumerateArray().Select(x => x.GetString()).ToList();
+        Assert.Equal(new[] { "--lr 3e-4", "--use-mcore-models", "--train-iters 10" }, ignored);
+    }
+
+    [Fact]
+    public void AnInvalidConfigurationPrintsEveryReasonAndExitsWithTwo()
+    {
+        var (code, _, err) = Run("--model", "llama-7b", "--gpus", "8", "--tensor-model-parallel-size", "3",
+            "--sequence-parallel", "--offload-ratio", "1.5");
+        Assert.Equal(2, code);
+        Assert.Contains("world size 8 is not divisible by tensor 3", err);
+        Assert.Contains("offload ratio 1.5 is outside [0, 1]", err);
+        Assert.DoesNotContain("   at ", err); // no stack trace
+    }
+
+    [Fact]
+    public void BadValuesAndUnknownPresetsAreUserErrors()
+    {
+        Assert.Equal(2, Run("--model", "llama-8b").Code);
+        Assert.Equal(2, Run("--gpu", "b200").Code);
+        Assert.Equal(2, Run("--tensor-model-parallel-size", "two").Code);
+        Assert.Equal(2, Run("--num-experts", "8").Code);
+        var (_, _, err) = Run("--num-layers", "24");
+        Assert.Contains("--hidden-size is needed", err);
+    }
+
+    [Fact]
+    public void ModelFlagsOverrideAPreset()
+    {
+        var cl = CommandLine.Parse(["--model", "llama-7b", "--seq-length", "12288", "--num-layers", "8"], SimulationArguments.Flags);
+        var model = ModelArguments.Read(cl)!;
+        Assert.Equal(12288, model.SeqLength);
+        Assert.Equal(8, model.NumLayers);
+        Assert.Equal(11008, model.FfnHiddenSize);
+    }
+
+    [Fact]
+    public void AModelFromFlagsUsesMegatronDefaults()
+    {
+        var cl = CommandLine.Parse(["--num-layers", "24", "--hidden-size", "2048", "--num-attention-heads", "16",
+            "--seq-length", "2048", "--swiglu", "--normalization", "RMSNorm"], SimulationArguments.Flags);
+        var model = ModelArguments.Read(cl)!;
+        Assert.Equal(5440, model.FfnHiddenSize); // int(4h·2/3/64)·64
+        Assert.Equal(16, model.NumQueryGroups);
+        Assert.Empty(cl.Errors);
+    }
+
+    [Fact]
+    public void ParallelFlagsBecomeAConfig()
+    {
+        var cl = CommandLine.Parse(Table8Theirs.Split(' '), SimulationArguments.Flags.Append(new Flag("--json", false, "")));
+        var input = SimulationArguments.Read(cl)!;
+        var c = input.Config;
+        Assert.Equal((8, 4, 8, 2, 1), (c.DataParallel, c.TensorParallel, c.PipelineParallel, c.LayersPerVirtualStage!.Value, c.ZeroStage));
+        Assert.True(c.SequenceParallel && c.RecomputeOrNone.NormOutputs && c.RecomputeOrNone.MlpActivation);
+        Assert.Equal(0.63, c.OffloadRatio);
+        Assert.Equal(32, c.NumMicroBatches);
+    }
+}
