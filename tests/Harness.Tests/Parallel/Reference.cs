@@ -14,9 +14,6 @@ namespace Harness.Tests.Parallel;
 /// </summary>
 internal static class Reference
 {
-    /// <summary>Model construction draws from libtorch's one global generator: ranks build one at a time from the same seed.</summary>
-    public static readonly object InitLock = new();
-
     public const int Seed = 7;
     public const double Lr = 1e-2;
     public static readonly AdamWOptions Adam = new(ClipGrad: 0);
@@ -39,20 +36,28 @@ internal static class Reference
         return Enumerable.Repeat(tokens, steps).ToArray();
     }
 
-    public static GptModel Build(ModelSpec spec, ITensorParallel tp, Recompute recompute = Recompute.None)
+    /// <summary>
+    /// A model whose weights are the serial model's (<paramref name="initial"/>, by name), sliced for tensor-parallel
+    /// rank <paramref name="tpRank"/>. Copying rather than re-seeding keeps the runs independent of libtorch's one
+    /// global generator, which other tests running in parallel also draw from.
+    /// </summary>
+    public static GptModel Build(ModelSpec spec, ITensorParallel tp, Dictionary<string, float[]> initial, int tpRank,
+        Recompute recompute = Recompute.None)
     {
-        lock (InitLock)
-        {
-            manual_seed(Seed);
-            return new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, tp, recompute));
-        }
+        var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, tp, recompute));
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+            p.copy_(tensor(ShardOf(name, initial[name], spec, tpRank, tp.WorldSize)).view(p.shape));
+        return model;
     }
 
-    public sealed record Run(float[] Losses, Dictionary<string, float[]> LastGrads);
+    public sealed record Run(float[] Losses, Dictionary<string, float[]> LastGrads, Dictionary<string, float[]> Initial);
 
     public static Run Serial(ModelSpec spec, Tensor[] batches, Recompute recompute = Recompute.None)
     {
-        using var model = Build(spec, SerialTensorParallel.Instance, recompute);
+        manual_seed(Seed);
+        using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, recompute));
+        var initial = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
         using var adam = new AdamW(buffer, Adam);
         var losses = new List<float>();
@@ -68,7 +73,7 @@ internal static class Reference
             grads = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.grad!.data<float>().ToArray());
             adam.ClipAndStep(Lr);
         }
-        return new Run([.. losses], grads);
+        return new Run([.. losses], grads, initial);
     }
 
     /// <summary>‖a − b‖ / ‖b‖ (b nonzero), the comparison of the 1e-5 relative bound.</summary>

@@ -12,9 +12,9 @@ public class TensorParallelTests
     private const int Steps = 3;
 
     /// <summary>Trains one tensor-parallel rank like <see cref="Reference.Serial"/>; returns its losses and last gradients.</summary>
-    private static Reference.Run Rank(ModelSpec spec, Tensor[] batches, ShardedTensorParallel tp)
+    private static Reference.Run Rank(ModelSpec spec, Tensor[] batches, ShardedTensorParallel tp, Dictionary<string, float[]> initial)
     {
-        using var model = Reference.Build(spec, tp);
+        using var model = Reference.Build(spec, tp, initial, tp.Group.Rank);
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
         using var adam = new AdamW(buffer, Reference.Adam);
         var losses = new List<float>();
@@ -30,14 +30,14 @@ public class TensorParallelTests
             grads = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.grad!.data<float>().ToArray());
             adam.ClipAndStep(Reference.Lr);
         }
-        return new Reference.Run([.. losses], grads);
+        return new Reference.Run([.. losses], grads, initial);
     }
 
     private static void AssertMatchesSerial(ModelSpec spec, int size, bool sequenceParallel = false, double? syncFactor = null)
     {
         var batches = Reference.Batches(spec, Steps, batch: 2);
         var serial = Reference.Serial(spec, batches);
-        var ranks = InProcessJob.Run(size, c => Rank(spec, batches, new ShardedTensorParallel(c, sequenceParallel, syncFactor)));
+        var ranks = InProcessJob.Run(size, c => Rank(spec, batches, new ShardedTensorParallel(c, sequenceParallel, syncFactor), serial.Initial));
         for (int r = 0; r < size; r++)
         {
             Reference.AssertClose(ranks[r].Losses, serial.Losses, $"rank {r} losses");
@@ -78,7 +78,7 @@ public class TensorParallelTests
         var spec = Reference.Llama();
         var batches = Reference.Batches(spec, 4, batch: 2);
         var serial = Reference.Serial(spec, batches);
-        Reference.Run[] Train() => InProcessJob.Run(2, c => Rank(spec, batches, new ShardedTensorParallel(c, syncFactor: p)));
+        Reference.Run[] Train() => InProcessJob.Run(2, c => Rank(spec, batches, new ShardedTensorParallel(c, syncFactor: p), serial.Initial));
         var first = Train();
         var second = Train();
         Assert.Equal(first[0].Losses, second[0].Losses);          // bit for bit
