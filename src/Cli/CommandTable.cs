@@ -6,6 +6,7 @@ public static class CommandTable
     private static readonly (string Name, string Summary, Func<string[], int> Run)[] Commands =
     {
         ("simulate", "estimate step time, MFU and memory of a training configuration", Harness.Cli.Commands.SimulateCommand.Run),
+        ("reproduce", "simulate published tables (experiments/) and compare with their numbers", Harness.Cli.Commands.ReproduceCommand.Run),
     };
 
     public static int Dispatch(string[] args)
