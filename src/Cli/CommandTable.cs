@@ -7,6 +7,8 @@ public static class CommandTable
     {
         ("simulate", "estimate step time, MFU and memory of a training configuration", Harness.Cli.Commands.SimulateCommand.Run),
         ("reproduce", "simulate published tables (experiments/) and compare with their numbers", Harness.Cli.Commands.ReproduceCommand.Run),
+        ("run", "train on CPU or one GPU (TorchSharp); metrics.csv, summary.json, plots, checkpoints", Harness.Cli.Commands.RunCommand.Run),
+        ("preprocess", "text or JSON lines -> Megatron .bin/.idx with GPT-2 BPE", Harness.Cli.Commands.PreprocessCommand.Run),
     };
 
     public static int Dispatch(string[] args)

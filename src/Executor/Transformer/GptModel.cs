@@ -52,7 +52,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     public Tensor Decode(Tensor hidden)
     {
         foreach (var layer in layers)
-            hidden = config.Recompute == Recompute.Full
+            hidden = config.Recompute == RecomputeGranularity.Full
                 ? CheckpointFunction.Apply(x => layer.forward(x[0]), hidden)
                 : layer.forward(hidden);
         return final_layernorm.forward(hidden);

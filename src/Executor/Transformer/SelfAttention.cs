@@ -1,3 +1,4 @@
+using Harness.Simulator.Specs;
 using Harness.Executor.TensorParallel;
 using static TorchSharp.torch;
 
@@ -27,7 +28,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         linear_qkv = tp.ColumnParallelLinear(m.HiddenSize, m.QkvWidth, config.Bias, config.Init);
         linear_proj = tp.RowParallelLinear(m.HiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
         this.rotary = rotary;
-        selectiveRecompute = config.Recompute == Recompute.Selective;
+        selectiveRecompute = config.Recompute == RecomputeGranularity.Selective;
         RegisterComponents();
     }
 

@@ -4,9 +4,6 @@ using static TorchSharp.torch;
 
 namespace Harness.Executor.Transformer;
 
-/// <summary>Which activations are recomputed in backward (Korthikanti et al. 2022): none, core attention, or whole layers.</summary>
-public enum Recompute { None, Selective, Full }
-
 /// <summary>
 /// What the blocks need besides the <see cref="ModelSpec"/>: where and in what precision they live, the
 /// tensor-parallel seam, and the recompute choice. Parameters are made in <see cref="MasterDtype"/> (float32, or
@@ -17,7 +14,7 @@ public sealed record TransformerConfig(
     Device Device,
     ScalarType ComputeDtype,
     ITensorParallel TensorParallel,
-    Recompute Recompute = Recompute.None,
+    RecomputeGranularity Recompute = RecomputeGranularity.None,
     double InitStd = 0.02)
 {
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>

@@ -13,7 +13,7 @@ public class ModelTests
         PositionEmbedding pos = PositionEmbedding.Rotary, bool tied = false, int groups = 2) =>
         new("tiny", 2, 32, 4, groups, 48, 64, 16, act, norm, pos, tied, Dropout: false);
 
-    internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, Recompute recompute = Recompute.None, int seed = 1)
+    internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, RecomputeGranularity recompute = RecomputeGranularity.None, int seed = 1)
     {
         TorchRuntime.Initialize();
         manual_seed(seed);

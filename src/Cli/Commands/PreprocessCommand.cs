@@ -1,0 +1,53 @@
+using Harness.Executor.Data;
+
+namespace Harness.Cli.Commands;
+
+/// <summary>
+/// `harness preprocess --input FILE... --output-prefix PREFIX [--json-keys text]`: Megatron's preprocess_data.py —
+/// documents (JSON lines, or plain text split at blank lines) to a GPT-2-BPE indexed dataset PREFIX.bin/.idx.
+/// </summary>
+public static class PreprocessCommand
+{
+    public static int Run(string[] args)
+    {
+        var inputs = new List<string>();
+        string? prefix = null, key = "text";
+        for (int i = 0; i < args.Length; i++)
+        {
+            string? Next() => i + 1 < args.Length ? args[++i] : null;
+            switch (args[i])
+            {
+                case "--input": inputs.Add(Next() ?? ""); break;
+                case "--output-prefix": prefix = Next(); break;
+                case "--json-keys": key = Next(); break;
+                case "--help" or "-h":
+                    Console.WriteLine("usage: harness preprocess --input FILE [--input FILE...] --output-prefix PREFIX [--json-keys text]");
+                    return 0;
+                default:
+                    Console.Error.WriteLine($"harness preprocess: unknown option '{args[i]}'; valid: --input, --output-prefix, --json-keys.");
+                    return 2;
+            }
+        }
+        if (inputs.Count == 0 || prefix is null || key is null)
+        {
+            Console.Error.WriteLine("harness preprocess: give --input FILE (one or more) and --output-prefix PREFIX.");
+            return 2;
+        }
+        if (inputs.FirstOrDefault(f => !File.Exists(f)) is string missing)
+        {
+            Console.Error.WriteLine($"harness preprocess: --input '{missing}' does not exist.");
+            return 2;
+        }
+        try
+        {
+            var result = Preprocessor.Run(inputs, prefix, key);
+            Console.WriteLine($"harness preprocess: {result.Documents} documents, {result.Tokens:N0} tokens -> {prefix}.bin/.idx");
+            return 0;
+        }
+        catch (InvalidDataException e)
+        {
+            Console.Error.WriteLine($"harness preprocess: {e.Message}");
+            return 2;
+        }
+    }
+}

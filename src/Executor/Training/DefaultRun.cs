@@ -1,0 +1,22 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// What `harness run` trains with no arguments: a tiny GPT-2-style model (GPT-2 BPE vocabulary, so the shipped corpus
+/// tokenizes as-is) on the shipped corpus, on CPU, sized to finish in about a minute on two cores.
+/// </summary>
+public static class DefaultRun
+{
+    public static ModelSpec Model { get; } = new("tiny-gpt2", NumLayers: 2, HiddenSize: 64, NumAttentionHeads: 4, NumQueryGroups: 4,
+        FfnHiddenSize: 256, VocabSize: 50257, SeqLength: 64, Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned,
+        TiedEmbeddings: true, Dropout: false);
+
+    public const int MicroBatchSize = 4;
+    public const long TrainIters = 150;
+    public const double Lr = 3e-3, MinLr = 3e-4;
+    public const long WarmupIters = 10;
+
+    /// <summary>The shipped corpus, copied next to the program at build time.</summary>
+    public static string DataPath => Path.Combine(AppContext.BaseDirectory, "corpus", "factbook_text_document");
+}

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using Harness.Executor.Data;
+using Harness.Executor.Native;
+using Harness.Executor.Optimizer;
+using Harness.Executor.TensorParallel;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Costs;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// Single-device training, visible top to bottom (nanoGPT's taste, Megatron's pieces): for each iteration, zero the
+/// float32 gradients; for each micro-batch, forward, backward and fold its gradients in; clip, AdamW step at the
+/// scheduled rate; one device sync to read loss and gradient norm. Each micro-batch runs in its own dispose scope so
+/// no temporary outlives it on the GPU.
+/// </summary>
+public sealed class Trainer : IDisposable
+{
+    private readonly TrainingOptions options;
+    private readonly Device device;
+    private readonly GptModel model;
+    private readonly ParamAndGradBuffer buffer;
+    private readonly AdamW adam;
+    private readonly ITokenSource source;
+    private readonly GptSampler sampler;
+    private readonly long[] hostTokens;
+    private readonly double flopsPerIteration;
+    private long lastSyncEnd = Stopwatch.GetTimestamp();
+    private long peakMemory;
+
+    /// <summary>Which libtorch runs it, and on what device (for the summary).</summary>
+    public string Runtime { get; }
+    public string DeviceName { get; }
+    public long Iteration { get; private set; }
+    public long ParameterCount => buffer.Count;
+    public TrainingOptions Options => options;
+
+    public Trainer(TrainingOptions options)
+    {
+        this.options = options;
+        Runtime = TorchRuntime.Initialize(options.Device, options.Libtorch);
+        device = options.Device == ExecutionDevice.Cuda ? CUDA : CPU;
+        DeviceName = options.Device == ExecutionDevice.Cuda ? Nvml.DeviceName(0) ?? "CUDA device 0" : $"CPU ({Environment.ProcessorCount} threads)";
+        var m = options.Model;
+        source = options.MockData ? new MockTokenSource(m.VocabSize, options.Seed) : new IndexedDataset(options.DataPath!);
+        sampler = new GptSampler(source, m.SeqLength, options.Seed);
+        manual_seed(options.Seed);
+        var dtype = options.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute));
+        buffer = new ParamAndGradBuffer(model, dtype);
+        adam = new AdamW(buffer, options.AdamOptions);
+        hostTokens = new long[options.MicroBatchSize * (m.SeqLength + 1)];
+        flopsPerIteration = Flops.ModelFlopsPerToken(m) * options.GlobalBatchSize * m.SeqLength;
+        if (options.Load is not null)
+            Iteration = Checkpoint.Load(options.Load, m.Name, buffer, adam, sampler).Iteration;
+    }
+
+    /// <summary>Runs iterations until --train-iters or cancellation, reporting each; saves at the interval and at the end.</summary>
+    public void Run(Action<IterationRecord> onIteration, CancellationToken cancel = default)
+    {
+        lastSyncEnd = Stopwatch.GetTimestamp();
+        while (Iteration < options.TrainIters && !cancel.IsCancellationRequested)
+        {
+            onIteration(Step());
+            if (options.Save is not null && options.SaveInterval > 0 && Iteration % options.SaveInterval == 0) SaveCheckpoint();
+        }
+        if (options.Save is not null && (options.SaveInterval == 0 || Iteration % options.SaveInterval != 0)) SaveCheckpoint();
+    }
+
+    public string SaveCheckpoint() =>
+        Checkpoint.Save(options.Save!, Iteration, options.Seed, options.Model.Name, buffer, adam, sampler);
+
+    /// <summary>One iteration: GlobalBatch / MicroBatch micro-batches, then one optimizer step.</summary>
+    public IterationRecord Step()
+    {
+        long start = Stopwatch.GetTimestamp();
+        double hostGapMs = Stopwatch.GetElapsedTime(lastSyncEnd, start).TotalMilliseconds;
+        int s = options.Model.SeqLength, b = options.MicroBatchSize, steps = options.AccumulationSteps;
+        double lr = options.LearningRate.At(Iteration);
+        float[] stats;
+        long enqueued;
+        using (var step = NewDisposeScope())
+        {
+            buffer.ZeroGrads();
+            var lossSum = zeros(1, dtype: ScalarType.Float32, device: device);
+            for (int i = 0; i < steps; i++)
+            {
+                using var micro = NewDisposeScope();
+                var (tokens, labels) = NextMicroBatch(b, s);
+                var loss = model.forward(tokens, labels) / steps;
+                loss.backward();
+                buffer.AccumulateMicroBatch();
+                lossSum.add_(loss.detach());
+            }
+            var norm = adam.ClipAndStep(lr);
+            enqueued = Stopwatch.GetTimestamp();
+            stats = cat(new[] { lossSum, norm.reshape(1).to(ScalarType.Float32) }).cpu().data<float>().ToArray();
+        }
+        long end = Stopwatch.GetTimestamp();
+        double elapsed = Stopwatch.GetElapsedTime(lastSyncEnd, end).TotalSeconds;
+        lastSyncEnd = end;
+        Iteration++;
+        long memory = options.Device == ExecutionDevice.Cuda ? Nvml.UsedBytes(0) ?? 0 : Environment.WorkingSet;
+        peakMemory = Math.Max(peakMemory, memory);
+        double tokensPerSecond = (double)options.GlobalBatchSize * s / elapsed;
+        double tflops = flopsPerIteration / elapsed / 1e12;
+        double? mfu = options.Device == ExecutionDevice.Cuda && options.Gpu is not null ? tflops * 1e12 / options.Gpu.PeakBf16Flops : null;
+        return new IterationRecord(Iteration, elapsed * 1e3, tokensPerSecond, tflops, mfu, stats[0], stats[1], lr, memory, peakMemory,
+            hostGapMs, Stopwatch.GetElapsedTime(start, enqueued).TotalMilliseconds);
+    }
+
+    private (Tensor Tokens, Tensor Labels) NextMicroBatch(int b, int s)
+    {
+        sampler.Next(b, hostTokens);
+        long vocab = options.Model.VocabSize;
+        foreach (var t in hostTokens)
+            if (t < 0 || t >= vocab)
+                throw new InvalidDataException($"the data holds token id {t}, outside --vocab-size {vocab}; use a model whose vocabulary covers the tokenizer's ({Gpt2Tokenizer.VocabSize} for GPT-2 BPE).");
+        var all = tensor(hostTokens, new long[] { b, s + 1 }).to(device);
+        return (all[.., ..s], all[.., 1..]);
+    }
+
+    public void Dispose()
+    {
+        adam.Dispose();
+        buffer.Dispose();
+        model.Dispose();
+        (source as IDisposable)?.Dispose();
+    }
+}

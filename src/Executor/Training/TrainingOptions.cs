@@ -1,0 +1,51 @@
+using Harness.Executor.Native;
+using Harness.Executor.Optimizer;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// One training run on one device, in Megatron's terms: the model, the batch (global = micro × accumulation
+/// steps), the schedule, the data and where checkpoints go. Immutable; the CLI fills it from flags.
+/// </summary>
+public sealed record TrainingOptions(
+    ModelSpec Model,
+    ExecutionDevice Device = ExecutionDevice.Cpu,
+    bool Bf16 = false,
+    int MicroBatchSize = 1,
+    int GlobalBatchSize = 1,
+    long TrainIters = 10,
+    LearningRateSchedule? Schedule = null,
+    AdamWOptions? Adam = null,
+    int Seed = 1234,
+    RecomputeGranularity Recompute = RecomputeGranularity.None,
+    string? DataPath = null,
+    bool MockData = false,
+    string? Save = null,
+    string? Load = null,
+    long SaveInterval = 0,
+    GpuSpec? Gpu = null,
+    string? Libtorch = null)
+{
+    /// <summary>Micro-batches per iteration (gradient accumulation steps).</summary>
+    public int AccumulationSteps => GlobalBatchSize / MicroBatchSize;
+
+    public LearningRateSchedule LearningRate => Schedule ?? new LearningRateSchedule(1e-4, 1e-5, 0, TrainIters);
+
+    public AdamWOptions AdamOptions => Adam ?? new AdamWOptions();
+
+    /// <summary>Every reason these options cannot run, as sentences naming the flag.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>(Model.Validate());
+        if (MicroBatchSize < 1) errors.Add($"--micro-batch-size is {MicroBatchSize}; it must be at least 1.");
+        if (GlobalBatchSize < 1 || GlobalBatchSize % Math.Max(1, MicroBatchSize) != 0)
+            errors.Add($"--global-batch-size {GlobalBatchSize} must be a positive multiple of --micro-batch-size {MicroBatchSize}.");
+        if (TrainIters < 1) errors.Add($"--train-iters is {TrainIters}; it must be at least 1.");
+        if (DataPath is null == !MockData) errors.Add("Give exactly one of --data-path PREFIX and --mock-data.");
+        if (Save is not null && SaveInterval < 0) errors.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
+        if (Bf16 && Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
+        return errors;
+    }
+}
