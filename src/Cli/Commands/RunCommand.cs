@@ -1,4 +1,5 @@
 using System.Globalization;
+using Harness.Cli.Arguments;
 using Harness.Executor.Native;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Records;
@@ -14,51 +15,50 @@ namespace Harness.Cli.Commands;
 /// </summary>
 public static class RunCommand
 {
-    private static readonly (string Flag, bool Value, string Help)[] Flags =
+    private static readonly Flag[] OwnFlags =
     {
-        ("--model", true, $"model preset ({string.Join(", ", ModelPresets.All.Keys)}); default: a tiny GPT-2-style model"),
-        ("--num-layers", true, "override the model's layers"), ("--hidden-size", true, "override h"),
-        ("--ffn-hidden-size", true, "override the MLP size"), ("--num-attention-heads", true, "override the heads"),
-        ("--num-query-groups", true, "override the key/value groups"), ("--seq-length", true, "override s"),
-        ("--vocab-size", true, "override V"),
-        ("--micro-batch-size", true, "samples per micro-batch (default 8 for the tiny model, else 1)"),
-        ("--global-batch-size", true, "samples per iteration; a multiple of the micro-batch (default: the micro-batch)"),
-        ("--train-iters", true, "iterations (default 150)"), ("--lr", true, "peak learning rate"), ("--min-lr", true, "final learning rate"),
-        ("--lr-warmup-iters", true, "linear warm-up iterations"), ("--lr-decay-iters", true, "cosine decay length (default --train-iters)"),
-        ("--weight-decay", true, "AdamW decay (default 0.01)"), ("--clip-grad", true, "gradient norm limit (default 1.0; 0 = off)"),
-        ("--adam-beta1", true, "default 0.9"), ("--adam-beta2", true, "default 0.999"), ("--adam-eps", true, "default 1e-8"),
-        ("--recompute-granularity", true, "full or selective (default: none)"),
-        ("--bf16", false, "bf16 weights and activations, fp32 master weights and gradients (GPU)"),
-        ("--device", true, "cpu or cuda (default cpu)"), ("--libtorch", true, "folder of libtorch's .so files (default: the bundled CPU build, or python3's PyTorch)"),
-        ("--gpu", true, $"GPU preset whose peak gives MFU ({string.Join(", ", GpuPresets.All.Keys)}; default h100-sxm)"),
-        ("--data-path", true, "prefix of a Megatron .bin/.idx dataset (default: the shipped corpus)"),
-        ("--mock-data", false, "synthetic tokens instead of a dataset"),
-        ("--save", true, "checkpoint folder"), ("--load", true, "resume from this checkpoint folder"),
-        ("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
-        ("--seed", true, "random seed (default 1234)"), ("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
-        ("--log-interval", true, "print progress every N iterations (default 1)"),
+        new("--micro-batch-size", true, "samples per micro-batch (default 4 for the tiny model, else 1)"),
+        new("--global-batch-size", true, "samples per iteration; a multiple of the micro-batch (default: the micro-batch)"),
+        new("--train-iters", true, "iterations (default 150)"),
+        new("--lr", true, "peak learning rate"), new("--min-lr", true, "final learning rate"),
+        new("--lr-warmup-iters", true, "linear warm-up iterations"), new("--lr-decay-iters", true, "cosine decay length (default --train-iters)"),
+        new("--weight-decay", true, "AdamW decay (default 0.01)"), new("--clip-grad", true, "gradient norm limit (default 1.0; 0 = off)"),
+        new("--adam-beta1", true, "default 0.9"), new("--adam-beta2", true, "default 0.999"), new("--adam-eps", true, "default 1e-8"),
+        new("--recompute-granularity", true, "full or selective (default: none)"),
+        new("--bf16", false, "bf16 weights and activations, fp32 master weights and gradients (GPU)"),
+        new("--device", true, "cpu or cuda (default cpu)"),
+        new("--libtorch", true, "folder of libtorch's .so files (default: the bundled CPU build, or python3's PyTorch)"),
+        new("--gpu", true, $"GPU preset whose peak gives MFU ({string.Join(", ", GpuPresets.All.Keys)}; default h100-sxm)"),
+        new("--data-path", true, "prefix of a Megatron .bin/.idx dataset (default: the shipped corpus)"),
+        new("--mock-data", false, "synthetic tokens instead of a dataset"),
+        new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
+        new("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
+        new("--seed", true, "random seed (default 1234)"),
+        new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
+        new("--log-interval", true, "print progress every N iterations (default 1)"),
+        new("--help", false, "this help"),
     };
 
     public static int Run(string[] args)
     {
-        if (args.Contains("--help") || args.Contains("-h"))
+        var flags = ModelArguments.Flags.Concat(OwnFlags).ToArray();
+        var cl = CommandLine.Parse(args, flags);
+        if (cl.Switch("--help"))
         {
-            Console.WriteLine("usage: harness run [options]   (no options: train a tiny model on the shipped corpus on CPU)");
-            foreach (var (flag, value, help) in Flags) Console.WriteLine($"  {flag + (value ? " X" : ""),-28} {help}");
+            Console.WriteLine("usage: harness run [Megatron-LM model flags] [options]   (no options: a tiny model on the shipped corpus, on CPU)");
+            foreach (var f in flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-44} {f.Help}");
             return 0;
         }
-        var errors = new List<string>();
-        var values = Parse(args, errors);
-        var options = errors.Count == 0 ? Build(values, errors) : null;
-        if (options is not null) errors.AddRange(options.Validate());
-        if (errors.Count > 0 || options is null)
+        var options = Build(cl);
+        if (options is not null) cl.Errors.AddRange(options.Validate());
+        if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness run --help.");
+        if (cl.Errors.Count > 0 || options is null)
         {
-            foreach (var e in errors) Console.Error.WriteLine($"harness run: {e}");
+            foreach (var e in cl.Errors) Console.Error.WriteLine($"harness run: {e}");
             return 2;
         }
-        string output = values.GetValueOrDefault("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
-        int logInterval = int.TryParse(values.GetValueOrDefault("--log-interval"), out var li) && li > 0 ? li : 1;
-        return Train(options, output, logInterval);
+        string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        return Train(options, output, Math.Max(1, cl.Int("--log-interval") ?? 1));
     }
 
     private static int Train(TrainingOptions options, string output, int logInterval)
@@ -78,6 +78,7 @@ public static class RunCommand
         var m = options.Model;
         Console.WriteLine($"harness run: {m.Name} ({trainer.ParameterCount:N0} parameters) on {trainer.DeviceName}, {(options.Bf16 ? "bf16" : "fp32")}, " +
                           $"global batch {options.GlobalBatchSize} x s {m.SeqLength}; {trainer.Runtime}");
+        if (m.Dropout) Console.WriteLine("harness run: note: the executor trains without dropout (the model spec asks for it).");
         try
         {
             using var csv = new MetricsCsv(Path.Combine(output, "metrics.csv"), append: options.Load is not null);
@@ -112,96 +113,34 @@ public static class RunCommand
         return r.Mfu is double mfu ? line + string.Create(c, $" | {r.ModelTflopsPerGpu:F1} TFLOP/s | MFU {100 * mfu:F1}%") : line;
     }
 
-    private static Dictionary<string, string?> Parse(string[] args, List<string> errors)
+    private static TrainingOptions? Build(CommandLine cl)
     {
-        var known = Flags.ToDictionary(f => f.Flag, f => f.Value);
-        var values = new Dictionary<string, string?>();
-        for (int i = 0; i < args.Length; i++)
+        bool tiny = !cl.HasAny(ModelArguments.Flags);
+        var model = tiny ? DefaultRun.Model : ModelArguments.Read(cl);
+        if (model is null) return null;
+        var device = cl.Choice("--device", "cpu", "cuda") == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
+        var recompute = cl.Choice("--recompute-granularity", "full", "selective") switch
         {
-            string arg = args[i], name = arg;
-            string? value = null;
-            int eq = arg.IndexOf('=');
-            if (eq > 0) (name, value) = (arg[..eq], arg[(eq + 1)..]);
-            if (!known.TryGetValue(name, out bool takesValue)) { errors.Add($"unknown option '{arg}'; see harness run --help."); continue; }
-            if (takesValue && value is null)
-            {
-                if (i + 1 >= args.Length) { errors.Add($"{name} needs a value."); continue; }
-                value = args[++i];
-            }
-            values[name] = value;
-        }
-        return values;
-    }
-
-    private static TrainingOptions? Build(Dictionary<string, string?> v, List<string> errors)
-    {
-        long? Long(string flag)
-        {
-            if (v.GetValueOrDefault(flag) is not string s) return null;
-            if (long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out long x)) return x;
-            errors.Add($"{flag} expects an integer, not '{s}'.");
-            return null;
-        }
-        double? Double(string flag)
-        {
-            if (v.GetValueOrDefault(flag) is not string s) return null;
-            if (double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double x) && double.IsFinite(x)) return x;
-            errors.Add($"{flag} expects a number, not '{s}'.");
-            return null;
-        }
-        int? Int(string flag) => Long(flag) is long l ? (int)Math.Clamp(l, int.MinValue, int.MaxValue) : null;
-
-        var model = DefaultRun.Model;
-        bool tiny = true;
-        if (v.GetValueOrDefault("--model") is string name)
-        {
-            if (!ModelPresets.All.TryGetValue(name, out var preset))
-            {
-                errors.Add($"--model '{name}' is not a preset; valid: {string.Join(", ", ModelPresets.All.Keys)}.");
-                return null;
-            }
-            (model, tiny) = (preset, false);
-        }
-        if (Int("--num-layers") is int l) model = model with { NumLayers = l };
-        if (Int("--hidden-size") is int h) model = model with { HiddenSize = h };
-        if (Int("--ffn-hidden-size") is int f) model = model with { FfnHiddenSize = f };
-        if (Int("--num-attention-heads") is int a) model = model with { NumAttentionHeads = a, NumQueryGroups = model.IsGroupedQuery ? model.NumQueryGroups : a };
-        if (Int("--num-query-groups") is int g) model = model with { NumQueryGroups = g };
-        if (Int("--seq-length") is int sl) model = model with { SeqLength = sl };
-        if (Int("--vocab-size") is int vs) model = model with { VocabSize = vs };
-
-        var device = ExecutionDevice.Cpu;
-        switch (v.GetValueOrDefault("--device"))
-        {
-            case null or "cpu": break;
-            case "cuda": device = ExecutionDevice.Cuda; break;
-            case var d: errors.Add($"--device '{d}' is not cpu or cuda."); break;
-        }
-        var recompute = RecomputeGranularity.None;
-        switch (v.GetValueOrDefault("--recompute-granularity"))
-        {
-            case null: break;
-            case "full": recompute = RecomputeGranularity.Full; break;
-            case "selective": recompute = RecomputeGranularity.Selective; break;
-            case var r: errors.Add($"--recompute-granularity '{r}' is not full or selective."); break;
-        }
-        GpuSpec? gpu = null;
-        string gpuName = v.GetValueOrDefault("--gpu") ?? "h100-sxm";
-        if (!GpuPresets.All.TryGetValue(gpuName, out gpu)) errors.Add($"--gpu '{gpuName}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
-
-        int micro = Int("--micro-batch-size") ?? (tiny ? DefaultRun.MicroBatchSize : 1);
-        long iters = Long("--train-iters") ?? DefaultRun.TrainIters;
-        double lr = Double("--lr") ?? (tiny ? DefaultRun.Lr : 1e-4);
-        var schedule = new LearningRateSchedule(lr, Double("--min-lr") ?? (tiny ? DefaultRun.MinLr : lr / 10),
-            Long("--lr-warmup-iters") ?? (tiny ? DefaultRun.WarmupIters : 0), Long("--lr-decay-iters") ?? iters);
-        var adamDefaults = new AdamWOptions();
-        var adam = new AdamWOptions(Double("--adam-beta1") ?? adamDefaults.Beta1, Double("--adam-beta2") ?? adamDefaults.Beta2,
-            Double("--adam-eps") ?? adamDefaults.Epsilon, Double("--weight-decay") ?? adamDefaults.WeightDecay, Double("--clip-grad") ?? adamDefaults.ClipGrad);
-        bool mock = v.ContainsKey("--mock-data");
-        string? data = v.GetValueOrDefault("--data-path") ?? (mock ? null : DefaultRun.DataPath);
-        if (errors.Count > 0) return null;
-        return new TrainingOptions(model, device, v.ContainsKey("--bf16"), micro, Int("--global-batch-size") ?? micro, iters, schedule, adam,
-            Int("--seed") ?? 1234, recompute, data, mock, v.GetValueOrDefault("--save"), v.GetValueOrDefault("--load"),
-            Long("--save-interval") ?? 0, device == ExecutionDevice.Cuda ? gpu : null, v.GetValueOrDefault("--libtorch"));
+            "full" => RecomputeGranularity.Full,
+            "selective" => RecomputeGranularity.Selective,
+            _ => RecomputeGranularity.None,
+        };
+        string gpuName = cl.String("--gpu") ?? "h100-sxm";
+        if (!GpuPresets.All.TryGetValue(gpuName, out var gpu))
+            cl.Errors.Add($"--gpu '{gpuName}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
+        int micro = cl.Int("--micro-batch-size") ?? (tiny ? DefaultRun.MicroBatchSize : 1);
+        long iters = cl.Int("--train-iters") ?? DefaultRun.TrainIters;
+        double lr = cl.Double("--lr") ?? (tiny ? DefaultRun.Lr : 1e-4);
+        var schedule = new LearningRateSchedule(lr, cl.Double("--min-lr") ?? (tiny ? DefaultRun.MinLr : lr / 10),
+            cl.Int("--lr-warmup-iters") ?? (tiny ? DefaultRun.WarmupIters : 0), cl.Int("--lr-decay-iters") ?? iters);
+        var d = new AdamWOptions();
+        var adam = new AdamWOptions(cl.Double("--adam-beta1") ?? d.Beta1, cl.Double("--adam-beta2") ?? d.Beta2,
+            cl.Double("--adam-eps") ?? d.Epsilon, cl.Double("--weight-decay") ?? d.WeightDecay, cl.Double("--clip-grad") ?? d.ClipGrad);
+        bool mock = cl.Switch("--mock-data");
+        string? data = cl.String("--data-path") ?? (mock ? null : DefaultRun.DataPath);
+        if (cl.Errors.Count > 0) return null;
+        return new TrainingOptions(model, device, cl.Switch("--bf16"), micro, cl.Int("--global-batch-size") ?? micro, iters, schedule, adam,
+            cl.Int("--seed") ?? 1234, recompute, data, mock, cl.String("--save"), cl.String("--load"),
+            cl.Int("--save-interval") ?? 0, device == ExecutionDevice.Cuda ? gpu : null, cl.String("--libtorch"));
     }
 }

@@ -42,7 +42,7 @@ internal static class Reference
     /// global generator, which other tests running in parallel also draw from.
     /// </summary>
     public static GptModel Build(ModelSpec spec, ITensorParallel tp, Dictionary<string, float[]> initial, int tpRank,
-        Recompute recompute = Recompute.None)
+        RecomputeGranularity recompute = RecomputeGranularity.None)
     {
         var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, tp, recompute));
         using var _ = no_grad();
@@ -53,7 +53,7 @@ internal static class Reference
 
     public sealed record Run(float[] Losses, Dictionary<string, float[]> LastGrads, Dictionary<string, float[]> Initial);
 
-    public static Run Serial(ModelSpec spec, Tensor[] batches, Recompute recompute = Recompute.None)
+    public static Run Serial(ModelSpec spec, Tensor[] batches, RecomputeGranularity recompute = RecomputeGranularity.None)
     {
         manual_seed(Seed);
         using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, recompute));
