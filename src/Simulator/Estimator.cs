@@ -92,7 +92,7 @@ public static class Estimator
                                  k.Last.State.Total + ClosedForm.ActivationPeak(k, k.P - 1));
         double tokens = Tokens(model, config) / step / cluster.WorldSize;
         double mfu = tokens * Flops.ModelFlopsPerToken(model, counting) / cluster.Gpu.PeakFlops(config.Precision);
-        return new ScreeningEstimate(step, tokens, mfu, memory, memory <= cluster.Gpu.MemoryBytes);
+        return new ScreeningEstimate(step, tokens, mfu, memory, MemoryBudget.Fits(memory, cluster.Gpu));
     }
 
     /// <summary>
@@ -122,7 +122,7 @@ public static class Estimator
         double modelFlops = tokensPerGpu * Flops.ModelFlopsPerToken(model, counting);
         double hardwareFlops = tokensPerGpu * Flops.HardwareFlopsPerToken(model, config, counting);
         return new StepEstimate(step, tokensPerGpu, modelFlops / 1e12, modelFlops / peakFlops, hardwareFlops / peakFlops,
-            peak, cluster.Gpu.MemoryBytes, peak <= cluster.Gpu.MemoryBytes, bubble / step, critical, peakStage,
+            peak, cluster.Gpu.MemoryBytes, MemoryBudget.Fits(peak, cluster.Gpu), bubble / step, critical, peakStage,
             time, memory, stages);
     }
 }
