@@ -29,30 +29,43 @@ public sealed class AdamW : IDisposable
     /// <summary>
     /// Clips the accumulated gradients to the global norm limit and applies one update at the learning rate.
     /// Returns the gradient norm before clipping, as a device scalar (reading it is the caller's one sync).
+    /// <paramref name="gradNorm"/> computes the norm when it spans several ranks (model parallelism).
     /// </summary>
-    public Tensor ClipAndStep(double lr)
+    public Tensor ClipAndStep(double lr, Func<Tensor, Tensor>? gradNorm = null)
     {
-        var o = Options;
         var g = buffer.MainGrads;
-        var w = buffer.Master;
         Step++;
         using (no_grad())
         {
-            var norm = g.norm();
-            if (o.ClipGrad > 0)
-            {
-                using var coefficient = (o.ClipGrad / (norm + 1e-6)).clamp_max_(1.0);
-                g.mul_(coefficient);
-            }
-            double bias1 = 1 - Math.Pow(o.Beta1, Step), bias2 = 1 - Math.Pow(o.Beta2, Step);
-            if (o.WeightDecay > 0) w.narrow(0, 0, buffer.DecayedCount).mul_(1 - lr * o.WeightDecay);
-            ExpAvg.lerp_(g, 1 - o.Beta1);
-            ExpAvgSq.mul_(o.Beta2).addcmul_(g, g, 1 - o.Beta2);
-            using var denominator = ExpAvgSq.sqrt().div_(Math.Sqrt(bias2)).add_(o.Epsilon);
-            w.addcdiv_(ExpAvg, denominator, -lr / bias1);
+            var norm = gradNorm?.Invoke(g) ?? g.norm();
+            Clip(g, norm, Options);
+            Update(buffer.Master, g, ExpAvg, ExpAvgSq, buffer.DecayedCount, Options, lr, Step);
             buffer.CopyMasterToParams();
             return norm;
         }
+    }
+
+    /// <summary>Scales <paramref name="grads"/> so that their global norm is at most the clipping limit.</summary>
+    public static void Clip(Tensor grads, Tensor norm, AdamWOptions o)
+    {
+        if (o.ClipGrad <= 0) return;
+        using var coefficient = (o.ClipGrad / (norm + 1e-6)).clamp_max_(1.0);
+        grads.mul_(coefficient);
+    }
+
+    /// <summary>
+    /// One AdamW update of flat weights <paramref name="w"/> with gradients <paramref name="g"/> and moments
+    /// <paramref name="m"/>, <paramref name="v"/> (step counted from 1); weight decay on the first
+    /// <paramref name="decayedCount"/> elements. Elementwise, so a shard of the buffers updates like the whole.
+    /// </summary>
+    public static void Update(Tensor w, Tensor g, Tensor m, Tensor v, long decayedCount, AdamWOptions o, double lr, long step)
+    {
+        double bias1 = 1 - Math.Pow(o.Beta1, step), bias2 = 1 - Math.Pow(o.Beta2, step);
+        if (o.WeightDecay > 0 && decayedCount > 0) w.narrow(0, 0, decayedCount).mul_(1 - lr * o.WeightDecay);
+        m.lerp_(g, 1 - o.Beta1);
+        v.mul_(o.Beta2).addcmul_(g, g, 1 - o.Beta2);
+        using var denominator = v.sqrt().div_(Math.Sqrt(bias2)).add_(o.Epsilon);
+        w.addcdiv_(m, denominator, -lr / bias1);
     }
 
     public void Dispose()

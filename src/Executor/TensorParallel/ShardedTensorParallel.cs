@@ -15,7 +15,7 @@ namespace Harness.Executor.TensorParallel;
 /// - CAAT-Net partial sync with factor p (<see cref="PartialAllReduce"/>): the row-parallel output is partially
 ///   all-reduced, column-parallel inputs (and the output layer's) take no f, and one f enters the decoder.
 /// Weights are made at full shape by the caller's init and sliced here, so rank r holds exactly its slice of the
-/// serial model built from the same seed. <see cref="ReplicatedInDecoder"/> names the parameters whose gradients
+/// serial model built from the same seed. <see cref="NeedsGradAllReduce"/> names the parameters whose gradients
 /// are partial per rank under sequence parallelism or partial sync (norms, row-parallel biases) and must be
 /// all-reduced over the group before the optimizer (Megatron's finalize_model_grads for sequence_parallel params;
 /// CAAT-Net's norm-weight all-reduce).
@@ -118,12 +118,12 @@ public sealed class ShardedTensorParallel : ITensorParallel
     public bool IsShard(Parameter p) => shards.Contains(p);
 
     /// <summary>
-    /// Replicated decoder parameters whose gradients differ per rank in this regime (sequence parallel or partial
-    /// sync): everything that is not a shard except the position table, whose gradient arrives already summed.
+    /// Whether a replicated decoder parameter's gradient differs per rank in this regime (sequence parallel or
+    /// partial sync) and must be summed over the group: everything that is not a shard except the position
+    /// table, whose gradient arrives already summed.
     /// </summary>
-    public IEnumerable<Parameter> ReplicatedInDecoder(nn.Module model) =>
-        !SequenceParallel && SyncFactor is null || tp.Size == 1 ? []
-        : model.named_parameters().Where(n => !IsShard(n.parameter) && !n.name.Contains("position_embeddings")).Select(n => n.parameter);
+    public bool NeedsGradAllReduce(string name, Parameter p) =>
+        (SequenceParallel || SyncFactor is not null) && tp.Size > 1 && !IsShard(p) && !name.EndsWith("position_embeddings");
 
     private T Track<T>(T module) where T : nn.Module
     {

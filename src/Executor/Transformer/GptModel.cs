@@ -1,3 +1,4 @@
+using Harness.Executor.PipelineParallel;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -15,26 +16,35 @@ namespace Harness.Executor.Transformer;
 public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly TransformerConfig config;
-    private readonly Parameter word_embeddings;
+    private readonly Parameter? word_embeddings;
     private readonly Parameter? position_embeddings;
     private readonly ModuleList<TransformerLayer> layers;
-    private readonly nn.Module<Tensor, Tensor> final_layernorm;
+    private readonly nn.Module<Tensor, Tensor>? final_layernorm;
     private readonly Parameter? output_layer;
     private readonly RotaryEmbedding? rotary;
 
-    public GptModel(TransformerConfig config) : base(nameof(GptModel))
+    /// <param name="chunk">The layers and ends this model holds as a pipeline model chunk; null: the whole model.</param>
+    public GptModel(TransformerConfig config, PipelineChunk? chunk = null) : base(nameof(GptModel))
     {
         this.config = config;
         var m = config.Model;
         var tp = config.TensorParallel;
-        word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+        var c = chunk ?? PipelineChunk.Whole(m);
+        // The last chunk of a pipeline keeps its own copy of a tied word embedding (Megatron's shared output weight).
+        if (c.PreProcess || (c.PostProcess && m.TiedEmbeddings))
+            word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
         if (m.PositionEmbedding == PositionEmbedding.Learned)
-            position_embeddings = new Parameter(config.Init(new long[] { m.SeqLength, m.HiddenSize }));
+        {
+            if (c.PreProcess) position_embeddings = new Parameter(config.Init(new long[] { m.SeqLength, m.HiddenSize }));
+        }
         else
             rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device);
-        layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, m.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
-        final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.MasterDtype, config.Device);
-        if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+        layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
+        if (c.PostProcess)
+        {
+            final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.MasterDtype, config.Device);
+            if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+        }
         RegisterComponents();
     }
 
@@ -43,7 +53,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>Word (plus learned position) embeddings of tokens [b, s].</summary>
     public Tensor Embed(Tensor tokens)
     {
-        var h = config.TensorParallel.EmbeddingLookup(tokens, word_embeddings);
+        var h = config.TensorParallel.EmbeddingLookup(tokens, word_embeddings!);
         if (position_embeddings is not null) h = h + position_embeddings[..(int)tokens.shape[1]];
         return config.TensorParallel.EnterDecoder(h);
     }
@@ -55,14 +65,14 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
             hidden = config.Recompute == RecomputeGranularity.Full
                 ? CheckpointFunction.Apply(x => layer.forward(x[0]), hidden)
                 : layer.forward(hidden);
-        return final_layernorm.forward(hidden);
+        return final_layernorm is null ? hidden : final_layernorm.forward(hidden);
     }
 
     /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s].</summary>
     public Tensor Loss(Tensor hidden, Tensor labels)
     {
         var tp = config.TensorParallel;
-        var logits = tp.Logits(hidden, output_layer ?? word_embeddings);
+        var logits = tp.Logits(hidden, output_layer ?? word_embeddings!);
         return tp.CrossEntropy(logits, labels).mean();
     }
 

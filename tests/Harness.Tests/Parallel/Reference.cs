@@ -15,8 +15,9 @@ namespace Harness.Tests.Parallel;
 internal static class Reference
 {
     public const int Seed = 7;
-    public const double Lr = 1e-2;
-    public static readonly AdamWOptions Adam = new(ClipGrad: 0);
+    public const double Lr = 1e-3;
+    /// <summary>A clipping limit the tiny model's gradients exceed, so the global norm over ranks is exercised.</summary>
+    public static readonly AdamWOptions Adam = new(ClipGrad: 0.5);
 
     /// <summary>L2 h32 a4 g4 ffn48 V64 s16: divisible by tp 4, by 2·cp for cp 2, and by tp for sequence parallel.</summary>
     public static ModelSpec Llama(int layers = 2) =>
@@ -36,24 +37,14 @@ internal static class Reference
         return Enumerable.Repeat(tokens, steps).ToArray();
     }
 
+    /// <summary>Losses per step; the last step's (clipped) gradients and the final weights by serial name; the initial weights.</summary>
+    public sealed record Run(float[] Losses, Dictionary<string, float[]> LastGrads, Dictionary<string, float[]> Final, Dictionary<string, float[]> Initial);
+
     /// <summary>
-    /// A model whose weights are the serial model's (<paramref name="initial"/>, by name), sliced for tensor-parallel
-    /// rank <paramref name="tpRank"/>. Copying rather than re-seeding keeps the runs independent of libtorch's one
-    /// global generator, which other tests running in parallel also draw from.
+    /// The single-device run: gradients accumulated over micro-batches of <paramref name="microBatch"/> rows (each
+    /// loss divided by their number), as the executor's trainer and Megatron do; the full batch when null.
     /// </summary>
-    public static GptModel Build(ModelSpec spec, ITensorParallel tp, Dictionary<string, float[]> initial, int tpRank,
-        RecomputeGranularity recompute = RecomputeGranularity.None)
-    {
-        var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, tp, recompute));
-        using var _ = no_grad();
-        foreach (var (name, p) in model.named_parameters())
-            p.copy_(tensor(ShardOf(name, initial[name], spec, tpRank, tp.WorldSize)).view(p.shape));
-        return model;
-    }
-
-    public sealed record Run(float[] Losses, Dictionary<string, float[]> LastGrads, Dictionary<string, float[]> Initial);
-
-    public static Run Serial(ModelSpec spec, Tensor[] batches, RecomputeGranularity recompute = RecomputeGranularity.None)
+    public static Run Serial(ModelSpec spec, Tensor[] batches, RecomputeGranularity recompute = RecomputeGranularity.None, int? microBatch = null)
     {
         manual_seed(Seed);
         using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, recompute));
@@ -66,14 +57,21 @@ internal static class Reference
         {
             using var scope = NewDisposeScope();
             buffer.ZeroGrads();
-            long s = spec.SeqLength;
-            var loss = model.forward(batch[.., ..(int)s], batch[.., 1..]);
-            loss.backward();
-            losses.Add(loss.item<float>());
-            grads = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.grad!.data<float>().ToArray());
+            int s = spec.SeqLength, b = microBatch ?? (int)batch.shape[0], m = (int)batch.shape[0] / b;
+            float loss = 0;
+            for (int i = 0; i < m; i++)
+            {
+                var rows = batch.narrow(0, i * b, b);
+                var part = model.forward(rows[.., ..s], rows[.., 1..]) / m;
+                part.backward();
+                loss += part.item<float>();
+            }
+            losses.Add(loss);
             adam.ClipAndStep(Lr);
+            grads = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.grad!.data<float>().ToArray());
         }
-        return new Run([.. losses], grads, initial);
+        var final = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
+        return new Run([.. losses], grads, final, initial);
     }
 
     /// <summary>‖a − b‖ / ‖b‖ (b nonzero), the comparison of the 1e-5 relative bound.</summary>
@@ -88,6 +86,9 @@ internal static class Reference
         }
         return norm == 0 ? Math.Sqrt(diff) : Math.Sqrt(diff / norm);
     }
+
+    /// <summary>All tensors of a run as one vector (Adam turns float noise in near-zero gradients into updates of size lr, so single zero-initialized biases are compared only as part of the whole).</summary>
+    public static float[] Concatenated(IEnumerable<float[]> parts) => parts.SelectMany(p => p).ToArray();
 
     public static void AssertClose(float[] actual, float[] expected, string what, double tolerance = 1e-5)
     {

@@ -88,7 +88,7 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
         var members = Enumerable.Range(0, Size).Where(r => pairs[r].Color == color)
             .OrderBy(r => pairs[r].Key).ThenBy(r => r).ToArray();
         var globalRanks = members.Select(r => group.GlobalRanks[r]).ToArray();
-        var sub = world.Group($"{string.Join(',', group.GlobalRanks)}/{splitIndex}/{color}", globalRanks);
+        var sub = world.Group($"{group.Id}/{splitIndex}/{color}", globalRanks);
         return new InProcessCommunicator(world, sub, Array.IndexOf(members, Rank), name);
     }
 

@@ -10,8 +10,9 @@ internal sealed class InProcessGroup
     private readonly object?[] slots;
     private readonly System.Collections.Concurrent.BlockingCollection<TorchSharp.torch.Tensor>[,] channels;
 
-    public InProcessGroup(int[] globalRanks)
+    public InProcessGroup(string id, int[] globalRanks)
     {
+        Id = id;
         GlobalRanks = globalRanks;
         int n = globalRanks.Length;
         barrier = new Barrier(n);
@@ -21,6 +22,9 @@ internal sealed class InProcessGroup
             for (int j = 0; j < n; j++)
                 channels[i, j] = new();
     }
+
+    /// <summary>Unique in the world: the parent's id, the split's index and color.</summary>
+    public string Id { get; }
 
     /// <summary>World ranks of the members, in group-rank order.</summary>
     public int[] GlobalRanks { get; }

@@ -41,5 +41,5 @@ public sealed class InProcessWorld
     }
 
     internal InProcessGroup Group(string key, int[] globalRanks) =>
-        groups.GetOrAdd(key, _ => new Lazy<InProcessGroup>(() => new InProcessGroup(globalRanks))).Value;
+        groups.GetOrAdd(key, _ => new Lazy<InProcessGroup>(() => new InProcessGroup(key, globalRanks))).Value;
 }

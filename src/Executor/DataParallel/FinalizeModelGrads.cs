@@ -1,0 +1,54 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Optimizer;
+using Harness.Executor.TensorParallel;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.DataParallel;
+
+/// <summary>
+/// What Megatron's finalize_model_grads (distributed/finalize_model_grads.py) does between the last backward of
+/// an iteration and the optimizer, on the float32 gradients of a <see cref="ParamAndGradBuffer"/>.
+/// </summary>
+public static class FinalizeModelGrads
+{
+    /// <summary>
+    /// Sums over the tensor-parallel group the gradients of replicated parameters that each rank saw only part of:
+    /// under sequence parallelism (its sequence block; Megatron's _allreduce_layernorm_grads) and under CAAT-Net
+    /// partial sync (its own partial sums: "norm weights stay replicated, their gradients are all-reduced").
+    /// </summary>
+    public static void AllReduceReplicatedGrads(ShardedTensorParallel tp, ParamAndGradBuffer buffer) =>
+        AllReduceCoalesced(buffer, buffer.Layout.Where(l => tp.NeedsGradAllReduce(l.Name, l.Parameter)).ToList(), tp.Group);
+
+    /// <summary>
+    /// Sums the word-embedding gradients of the first and last pipeline stage, which both hold the tied table
+    /// (Megatron's _allreduce_word_embedding_grads); null group: no tied table across stages.
+    /// </summary>
+    public static void AllReduceEmbeddingGrads(ICommunicator? embedding, ParamAndGradBuffer buffer)
+    {
+        if (embedding is null) return;
+        AllReduceCoalesced(buffer, buffer.Layout.Where(l => l.Name.EndsWith("word_embeddings")).ToList(), embedding);
+    }
+
+    /// <summary>Averages every gradient over the data-parallel (with context parallelism: data and context) group in one call.</summary>
+    public static void AllReduceDataParallel(ICommunicator dataParallel, ParamAndGradBuffer buffer)
+    {
+        if (dataParallel.Size > 1) dataParallel.AllReduce(buffer.MainGrads, ReduceOp.Avg);
+    }
+
+    /// <summary>Sums the gradients of <paramref name="parameters"/> over <paramref name="group"/> through one flat buffer.</summary>
+    private static void AllReduceCoalesced(ParamAndGradBuffer buffer, IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Parameter, long Offset)> parameters, ICommunicator group)
+    {
+        if (parameters.Count == 0 || group.Size == 1) return;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var slices = parameters.Select(p => buffer.MainGrads.narrow(0, p.Offset, p.Parameter.numel())).ToList();
+        var flat = cat(slices);
+        group.AllReduce(flat);
+        long offset = 0;
+        foreach (var slice in slices)
+        {
+            slice.copy_(flat.narrow(0, offset, slice.numel()));
+            offset += slice.numel();
+        }
+    }
+}

@@ -1,0 +1,39 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Optimizer;
+using Harness.Executor.TensorParallel;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.DataParallel;
+
+/// <summary>
+/// The global gradient norm for clipping when the model is spread over ranks (Megatron's
+/// get_grad_norm_fp32): each rank sums the squares of the gradients it owns, counting a replicated tensor once
+/// (tensor-parallel rank 0 counts the replicated norms and biases, the first stage the tied word embedding that
+/// the last stage also holds), and the sums are added over the model-parallel group (and, when gradients are
+/// sharded by the distributed optimizer, over the data-parallel group too).
+/// </summary>
+public sealed class GradientNorm(IReadOnlyList<(long Offset, long Count)> excluded, IReadOnlyList<ICommunicator> sumOver)
+{
+    /// <summary>What rank (tp rank, pipeline position) does not count, by the roles of its parameters.</summary>
+    public static IReadOnlyList<(long Offset, long Count)> Duplicates(ParamAndGradBuffer buffer, ITensorParallel tp, int tensorRank, bool holdsEmbeddingCopy) =>
+        buffer.Layout.Where(l =>
+                (tensorRank > 0 && !(tp is ShardedTensorParallel s && s.IsShard(l.Parameter))) ||
+                (holdsEmbeddingCopy && l.Name.EndsWith("word_embeddings")))
+            .Select(l => (l.Offset, l.Parameter.numel())).ToList();
+
+    /// <summary>‖g‖ over every rank, for gradients <paramref name="grads"/> that start at <paramref name="offset"/> of the buffer.</summary>
+    public Tensor Compute(Tensor grads, long offset = 0)
+    {
+        using var scope = NewDisposeScope();
+        var squares = grads.square().sum(type: ScalarType.Float32);
+        foreach (var (start, count) in excluded)
+        {
+            long lo = Math.Max(start, offset), hi = Math.Min(start + count, offset + grads.numel());
+            if (hi > lo) squares.sub_(grads.narrow(0, lo - offset, hi - lo).square().sum(type: ScalarType.Float32));
+        }
+        var total = squares.reshape(1).contiguous();
+        foreach (var group in sumOver)
+            if (group.Size > 1) group.AllReduce(total);
+        return total.sqrt().reshape([]).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,162 @@
+using Harness.Executor.DataParallel;
+using Harness.Executor.Optimizer;
+using Harness.Executor.PipelineParallel;
+using Harness.Executor.TensorParallel;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using AdamW = Harness.Executor.Optimizer.AdamW;
+
+namespace Harness.Executor.Distributed;
+
+/// <summary>
+/// One rank's training step under a <see cref="ParallelConfig"/> (Megatron's train_step): the rank builds its
+/// model chunks (tensor-parallel shards of its pipeline stages), one flat gradient buffer over them, and per
+/// iteration runs the pipeline schedule over its data-parallel share of the batch, finalizes the gradients
+/// (tensor-parallel replicated parameters, tied embeddings across stages, data-parallel average), and steps
+/// AdamW (replicated) or the distributed optimizer. Loss and gradient norm come back on every rank.
+/// </summary>
+public sealed class ParallelTrainer : IDisposable
+{
+    private readonly ProcessGroups groups;
+    private readonly ParallelConfig parallel;
+    private readonly ModelSpec spec;
+    private readonly Device device;
+    private readonly ScalarType dtype;
+    private readonly ShardedTensorParallel tp;
+    private readonly List<ModelChunk> chunks = new();
+    private readonly ChunkList container;
+    private readonly P2PCommunication? p2p;
+    private readonly AdamW? adam;
+    private readonly DistributedOptimizer? distributedOptimizer;
+    private readonly GradientNorm gradientNorm;
+
+    public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
+        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None)
+    {
+        (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
+        var errors = parallel.Validate(spec, groups.World.Size);
+        if (errors.Count > 0) throw new ArgumentException(errors[0]);
+        tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
+        var config = new TransformerConfig(spec, device, dtype, tp, recompute);
+        int v = parallel.VirtualStages(spec);
+        for (int c = 0; c < v; c++)
+        {
+            var part = PipelineChunk.Of(spec, parallel.PipelineParallel, groups.PipelineRank, v, c);
+            chunks.Add(new ModelChunk(new GptModel(config, part), part));
+        }
+        container = new ChunkList(chunks.Select(c => c.Model).ToArray());
+        Buffer = new ParamAndGradBuffer(container, dtype);
+        if (parallel.PipelineParallel > 1)
+            p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
+        bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;
+        var excluded = GradientNorm.Duplicates(Buffer, tp, groups.TensorRank, embeddingCopy);
+        var sumOver = new List<ICommunicator> { groups.ModelParallel };
+        if (parallel.DistributedOptimizer) sumOver.Add(groups.DataWithContext);
+        gradientNorm = new GradientNorm(excluded, sumOver);
+        SyncTiedEmbedding();
+        if (parallel.DistributedOptimizer) distributedOptimizer = new DistributedOptimizer(Buffer, groups.DataWithContext, adamOptions, gradientNorm);
+        else adam = new AdamW(Buffer, adamOptions);
+    }
+
+    public ParamAndGradBuffer Buffer { get; }
+
+    /// <summary>Micro-batches this rank's pipeline runs per iteration.</summary>
+    public int MicroBatches => parallel.NumMicroBatches;
+
+    private bool TiedAcrossStages => spec.TiedEmbeddings && parallel.PipelineParallel > 1;
+
+    /// <summary>
+    /// This rank's parameters under the names they have in the serial model (global layer numbers), so weights
+    /// can be loaded from, and gradients compared with, a single-device run.
+    /// </summary>
+    public IEnumerable<(string SerialName, Parameter Parameter)> NamedParameters()
+    {
+        for (int c = 0; c < chunks.Count; c++)
+            foreach (var (name, p) in chunks[c].Model.named_parameters())
+                yield return (SerialName(name, chunks[c].Part), p);
+    }
+
+    /// <summary>
+    /// Sets every parameter from <paramref name="source"/> (given its serial name and this rank's shape) and
+    /// refreshes what the optimizer derived from the weights.
+    /// </summary>
+    public void LoadWeights(Func<string, Parameter, Tensor> source)
+    {
+        using (no_grad())
+            foreach (var (name, p) in NamedParameters())
+                p.copy_(source(name, p));
+        if (Buffer.MixedPrecision)
+            using (no_grad())
+                foreach (var (_, p, offset) in Buffer.Layout)
+                    Buffer.Master.narrow(0, offset, p.numel()).copy_(p.reshape(-1));
+        distributedOptimizer?.ReloadMaster();
+    }
+
+    private static string SerialName(string name, PipelineChunk part)
+    {
+        if (!name.StartsWith("layers.")) return name;
+        int dot = name.IndexOf('.', 7);
+        return $"layers.{part.FirstLayer + int.Parse(name[7..dot])}{name[dot..]}";
+    }
+
+    /// <summary>
+    /// One iteration. <paramref name="microBatch"/> gives this rank's tokens and labels [b, s] of micro-batch i
+    /// (its data-parallel share). Returns the mean loss and the gradient norm, as host values on every rank.
+    /// </summary>
+    public (float Loss, float GradNorm) Step(double lr, Func<int, (Tensor Tokens, Tensor Labels)> microBatch)
+    {
+        using var scope = NewDisposeScope();
+        Buffer.ZeroGrads();
+        int sequence = spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1);
+        long[] shape = [parallel.MicroBatch, sequence, spec.HiddenSize];
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, microBatch, shape, dtype, device, Buffer.AccumulateMicroBatch)
+            ?? zeros(1, dtype: ScalarType.Float32, device: device);
+        FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer);
+        FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer);
+        if (distributedOptimizer is null) FinalizeModelGrads.AllReduceDataParallel(groups.DataWithContext, Buffer);
+        var norm = distributedOptimizer?.ClipAndStep(lr) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
+        // Report the loss everywhere: from the last stage, averaged over data (and context) replicas.
+        var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
+        if (parallel.PipelineParallel > 1) groups.Pipeline.Broadcast(reported, parallel.PipelineParallel - 1);
+        if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
+        var host = cat([reported, norm.reshape(1).to(ScalarType.Float32)]).cpu().data<float>().ToArray();
+        return (host[0], host[1]);
+    }
+
+    /// <summary>The last stage's copy of a tied word embedding starts equal to the first stage's (Megatron zeroes it and all-reduces).</summary>
+    private void SyncTiedEmbedding()
+    {
+        if (!TiedAcrossStages || groups.Embedding is null) return;
+        using var _ = no_grad();
+        foreach (var (_, p, offset) in Buffer.Layout.Where(l => l.Name.EndsWith("word_embeddings")))
+        {
+            var flat = Buffer.Master.narrow(0, offset, p.numel());
+            if (groups.IsLastStage && !groups.IsFirstStage) flat.zero_();
+            groups.Embedding.AllReduce(flat);
+        }
+        Buffer.CopyMasterToParams();
+    }
+
+    public void Dispose()
+    {
+        adam?.Dispose();
+        distributedOptimizer?.Dispose();
+        Buffer.Dispose();
+        container.Dispose();
+        p2p?.Dispose();
+    }
+}
+
+/// <summary>This rank's model chunks as one module, so one flat buffer holds all their parameters ("chunks.i.*").</summary>
+internal sealed class ChunkList : nn.Module
+{
+    private readonly ModuleList<GptModel> chunks;
+
+    public ChunkList(GptModel[] models) : base(nameof(ChunkList))
+    {
+        chunks = new ModuleList<GptModel>(models);
+        RegisterComponents();
+    }
+}

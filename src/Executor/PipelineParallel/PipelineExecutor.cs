@@ -1,0 +1,80 @@
+using Harness.Executor.Transformer;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.PipelineParallel;
+
+/// <summary>One model chunk of this pipeline rank: the module and which ends of the model it holds.</summary>
+public sealed record ModelChunk(GptModel Model, PipelineChunk Part);
+
+/// <summary>
+/// Megatron's forward_backward_func: runs one iteration's micro-batches through this rank's model chunks in the
+/// order of <see cref="PipelineSchedule"/>, receiving each chunk's input from the previous stage and sending its
+/// output to the next, and the gradients the other way. Without pipeline parallelism (one rank, one chunk) it is
+/// forward, backward, forward, backward. Each micro-batch's loss is divided by the number of micro-batches, so
+/// the accumulated gradients are those of the mean loss.
+/// </summary>
+public static class PipelineExecutor
+{
+    /// <param name="microBatch">Tokens and labels [b, s] of micro-batch i, on the device.</param>
+    /// <param name="activationShape">What travels between stages: [b, s, h] of this rank's sequence block.</param>
+    /// <param name="afterBackward">Run after each micro-batch's backward (fold bf16 gradients into float32).</param>
+    /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached); null elsewhere.</returns>
+    public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
+        Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
+        Action? afterBackward = null)
+    {
+        int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
+        var alive = new Dictionary<(int Micro, int Chunk), (Tensor? Input, Tensor Output)>();
+        Tensor? lossSum = null;
+        try
+        {
+            foreach (var op in PipelineSchedule.Order(size, rank, chunks.Count, microBatches))
+            {
+                var chunk = chunks[op.Chunk];
+                if (op.Forward)
+                {
+                    using var scope = NewDisposeScope();
+                    Tensor? input = chunk.Part.PreProcess ? null
+                        : p2p!.RecvForward(activationShape, dtype, device).requires_grad_(true);
+                    var (tokens, labels) = microBatch(op.MicroBatch);
+                    var hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens));
+                    Tensor output;
+                    if (chunk.Part.PostProcess)
+                    {
+                        output = chunk.Model.Loss(hidden, labels) / microBatches;
+                        var detached = output.detach();
+                        lossSum = lossSum is null ? detached.clone().DetachFromDisposeScope() : lossSum.add_(detached);
+                    }
+                    else
+                    {
+                        output = hidden;
+                        p2p!.SendForward(hidden);
+                    }
+                    alive[(op.MicroBatch, op.Chunk)] = (input?.DetachFromDisposeScope(), output.DetachFromDisposeScope());
+                }
+                else
+                {
+                    using var scope = NewDisposeScope();
+                    var (input, output) = alive[(op.MicroBatch, op.Chunk)];
+                    alive.Remove((op.MicroBatch, op.Chunk));
+                    if (chunk.Part.PostProcess) output.backward();
+                    else autograd.backward([output], [p2p!.RecvBackward(activationShape, dtype, device)]);
+                    afterBackward?.Invoke();
+                    if (input is not null) p2p!.SendBackward(input.grad!);
+                    input?.Dispose();
+                    output.Dispose();
+                }
+            }
+            p2p?.Flush();
+            return lossSum;
+        }
+        finally
+        {
+            foreach (var (input, output) in alive.Values)
+            {
+                input?.Dispose();
+                output.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>Pipeline, data-parallel and combined layouts reproduce the serial run's losses, gradients and weights.</summary>
+public class LayoutTests
+{
+    private static ParallelConfig Config(int dp = 1, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int micro = 1, int microBatches = 4, int zero = 0) =>
+        new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage,
+            MicroBatch: micro, GlobalBatch: micro * microBatches * dp, ZeroStage: zero, Precision: Precision.Fp32);
+
+    [Fact]
+    public void Dp2MatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(dp: 2, microBatches: 2));
+
+    [Fact]
+    public void Dp2DistributedOptimizerMatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(dp: 2, microBatches: 2, zero: 1));
+
+    [Fact]
+    public void Pp2OneFOneBMatchesSerial()
+    {
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(pp: 2));
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(pp: 2)); // tied embedding on both ends
+    }
+
+    [Fact]
+    public void Pp4OneFOneBMatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Gpt(layers: 4), Config(pp: 4));
+
+    [Fact]
+    public void Pp2InterleavedMatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Gpt(layers: 4), Config(pp: 2, layersPerVirtualStage: 1));
+
+    [Fact]
+    public void Pp4InterleavedMatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Llama(layers: 8), Config(pp: 4, layersPerVirtualStage: 1));
+
+    [Fact]
+    public void Tp2Pp2Dp2MatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(dp: 2, tp: 2, pp: 2, microBatches: 2));
+
+    [Fact]
+    public void RecomputeMatchesSerialUnderTensorAndPipelineParallelism()
+    {
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, pp: 2, microBatches: 2), RecomputeGranularity.Full);
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, dp: 2, microBatches: 2) with { SequenceParallel = true }, RecomputeGranularity.Selective);
+    }
+}

@@ -1,0 +1,64 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Distributed.InProcess;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>Runs a layout on in-process ranks through <see cref="ParallelTrainer"/> and compares it with <see cref="Reference.Serial"/>.</summary>
+internal static class ParallelRun
+{
+    public const int Steps = 3;
+
+    /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name.</summary>
+    public static Reference.Run[] Train(ModelSpec spec, ParallelConfig config, Tensor[] batches, Dictionary<string, float[]> initial,
+        RecomputeGranularity recompute = RecomputeGranularity.None) =>
+        InProcessJob.Run(config.WorldSize, world =>
+        {
+            var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+            using var groups = ProcessGroups.Create(world, layout);
+            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, recompute);
+            int tpRank = groups.TensorRank, tpSize = config.TensorParallel;
+            trainer.LoadWeights((name, p) => tensor(Reference.ShardOf(name, initial[name], spec, tpRank, tpSize)).view(p.shape));
+            var losses = new List<float>();
+            foreach (var batch in batches)
+            {
+                using var scope = NewDisposeScope();
+                int b = config.MicroBatch, s = spec.SeqLength, dp = config.DataParallel;
+                var (loss, _) = trainer.Step(Reference.Lr, i =>
+                {
+                    // Megatron's sampler: micro-batch i of the global batch, data-parallel rank d's b rows of it.
+                    var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
+                    return (rows[.., ..s], rows[.., 1..]);
+                });
+                losses.Add(loss);
+            }
+            var named = trainer.NamedParameters().ToList();
+            return new Reference.Run([.. losses],
+                config.DistributedOptimizer ? new() : named.ToDictionary(n => n.SerialName, n => n.Parameter.grad!.data<float>().ToArray()),
+                named.ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()), initial);
+        });
+
+    /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
+    public static void AssertMatchesSerial(ModelSpec spec, ParallelConfig config, RecomputeGranularity recompute = RecomputeGranularity.None)
+    {
+        var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
+        var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch); // without recompute: it must not change the numbers
+        var ranks = Train(spec, config, batches, serial.Initial, recompute);
+        var layout = RankLayout.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+        for (int r = 0; r < ranks.Length; r++)
+        {
+            int tpRank = layout.Coordinates(r).Tp;
+            Reference.AssertClose(ranks[r].Losses, serial.Losses, $"rank {r} losses");
+            foreach (var (name, grad) in ranks[r].LastGrads)
+                Reference.AssertClose(grad, Reference.ShardOf(name, serial.LastGrads[name], spec, tpRank, config.TensorParallel), $"rank {r} gradient of {name}");
+            var names = ranks[r].Final.Keys.Order().ToList();
+            Reference.AssertClose(Reference.Concatenated(names.Select(n => ranks[r].Final[n])),
+                Reference.Concatenated(names.Select(n => Reference.ShardOf(n, serial.Final[n], spec, tpRank, config.TensorParallel))), $"rank {r} final weights");
+        }
+        // Every serial parameter lives somewhere in the layout.
+        Assert.Equal(serial.Final.Keys.Order(), ranks.SelectMany(r => r.Final.Keys).Distinct().Order());
+        Assert.True(serial.Losses[^1] < serial.Losses[0], "the reference run does not train");
+    }
+}
