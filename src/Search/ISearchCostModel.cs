@@ -3,7 +3,7 @@ using Harness.Simulator.Specs;
 namespace Harness.Search;
 
 /// <summary>What the search needs to know of one evaluated configuration.</summary>
-/// <param name="BiggestCost">The largest named entry of the step-time breakdown (e.g. "compute", "bubble").</param>
+/// <param name="BiggestCost">The largest named entry of the step-time breakdown besides compute (e.g. "bubble 12%").</param>
 public readonly record struct CostPoint(
     double StepTimeSeconds,
     long PeakMemoryBytes,
@@ -11,17 +11,15 @@ public readonly record struct CostPoint(
     double Mfu,
     string BiggestCost);
 
+/// <summary>Lower bounds on step time and peak memory (see <see cref="ISearchCostModel.Bounds"/> for what they cover).</summary>
+public readonly record struct CostBounds(double StepTimeSeconds, long PeakMemoryBytes);
+
 /// <summary>
-/// The search's cost function. The search is exhaustive (it returns the best of its space, not a local optimum)
-/// as long as these hold; <see cref="Searcher"/> checks each at run time on every evaluation it makes and
-/// reports any violation:
-/// <list type="number">
-/// <item>step time is at least <see cref="StepTimeLowerBound"/>;</item>
-/// <item>peak memory is at least <see cref="StaticMemoryLowerBound"/>;</item>
-/// <item>with everything else fixed, no recomputation is faster than none (recomputation only adds work);</item>
-/// <item>with everything else fixed, step time does not decrease and peak memory does not increase as the
-/// offload ratio grows (offload only moves bytes off the GPU, and its transfers can only stall).</item>
-/// </list>
+/// The search's cost function and its bounds. The search is exhaustive (it returns the best of its space, not a
+/// local optimum) as long as the bounds hold and, with everything else fixed, step time does not decrease and
+/// peak memory does not increase as the offload ratio grows (offload only moves bytes off the GPU, and its
+/// transfers can only stall). <see cref="Searcher"/> checks all of this on every evaluation it makes and reports
+/// any violation.
 /// </summary>
 public interface ISearchCostModel
 {
@@ -29,16 +27,15 @@ public interface ISearchCostModel
     CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
 
     /// <summary>
-    /// A lower bound on the step time of every configuration sharing this one's layout (any ZeRO stage,
-    /// recomputation and offload ratio); at least <see cref="ComputeBound"/>. Must be cheap: it orders and prunes
-    /// layouts before any evaluation.
+    /// Lower bounds for <paramref name="config"/> and every configuration that differs from it only by a larger
+    /// offload ratio. When <paramref name="config"/> has no recomputation, the time bound also holds for every
+    /// recomputation (recomputation only adds work). Must be cheap: it prunes before evaluating.
     /// </summary>
-    double StepTimeLowerBound(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
+    CostBounds Bounds(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
 
     /// <summary>
     /// A lower bound on the peak memory of every configuration sharing this one's layout and ZeRO stage
     /// (any recomputation, offload ratio and sync factor): weights, gradients and optimizer states.
-    /// Must be cheap: it prunes before any evaluation.
     /// </summary>
     long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
 }

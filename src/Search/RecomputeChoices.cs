@@ -17,40 +17,42 @@ public enum RecomputeKind
 /// <summary>Names and specs of <see cref="RecomputeKind"/>, and the valid recomputation options of a layout.</summary>
 public static class RecomputeChoices
 {
-    private static readonly (RecomputeKind Kind, string Name)[] Names =
+    private static readonly RecomputeSpec Full = RecomputeSpec.FullUniform();
+
+    // Each kind with its word and its spec (full recomputation: uniform, 1 layer, stands for all of them).
+    private static readonly (RecomputeKind Kind, string Name, RecomputeSpec Spec)[] Table =
     [
-        (RecomputeKind.None, "none"), (RecomputeKind.Selective, "selective"), (RecomputeKind.Full, "full"),
-        (RecomputeKind.KwaiNorm, "kwai-norm"), (RecomputeKind.KwaiActivation, "kwai-act"), (RecomputeKind.Kwai, "kwai"),
-        (RecomputeKind.SelectiveKwaiNorm, "selective+kwai-norm"), (RecomputeKind.SelectiveKwaiActivation, "selective+kwai-act"),
-        (RecomputeKind.SelectiveKwai, "selective+kwai"),
+        (RecomputeKind.None, "none", RecomputeSpec.None),
+        (RecomputeKind.Selective, "selective", RecomputeSpec.Selective),
+        (RecomputeKind.Full, "full", Full),
+        (RecomputeKind.KwaiNorm, "kwai-norm", new(NormOutputs: true)),
+        (RecomputeKind.KwaiActivation, "kwai-act", new(MlpActivation: true)),
+        (RecomputeKind.Kwai, "kwai", RecomputeSpec.Kwai),
+        (RecomputeKind.SelectiveKwaiNorm, "selective+kwai-norm", RecomputeSpec.Selective with { NormOutputs = true }),
+        (RecomputeKind.SelectiveKwaiActivation, "selective+kwai-act", RecomputeSpec.Selective with { MlpActivation = true }),
+        (RecomputeKind.SelectiveKwai, "selective+kwai", RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true }),
     ];
 
     /// <summary>Every word `--recompute` accepts.</summary>
-    public static IEnumerable<string> AllNames => Names.Select(n => n.Name);
+    public static IEnumerable<string> AllNames => Table.Select(n => n.Name);
 
-    public static string Name(RecomputeKind kind) => Names.First(n => n.Kind == kind).Name;
+    public static string Name(RecomputeKind kind) => Table.First(n => n.Kind == kind).Name;
+
+    /// <summary>The spec of a kind (full recomputation: uniform with 1 layer).</summary>
+    public static RecomputeSpec Representative(RecomputeKind kind) => Table.First(n => n.Kind == kind).Spec;
 
     public static bool TryParse(string word, out RecomputeKind kind)
     {
-        foreach (var (k, n) in Names)
+        foreach (var (k, n, _) in Table)
             if (string.Equals(n, word, StringComparison.OrdinalIgnoreCase)) { kind = k; return true; }
         kind = default;
         return false;
     }
 
     /// <summary>The kind a spec belongs to.</summary>
-    public static RecomputeKind KindOf(RecomputeSpec r)
-    {
-        if (r.Granularity == RecomputeGranularity.Full) return RecomputeKind.Full;
-        bool sel = r.Granularity == RecomputeGranularity.Selective;
-        return (r.NormOutputs, r.MlpActivation) switch
-        {
-            (false, false) => sel ? RecomputeKind.Selective : RecomputeKind.None,
-            (true, false) => sel ? RecomputeKind.SelectiveKwaiNorm : RecomputeKind.KwaiNorm,
-            (false, true) => sel ? RecomputeKind.SelectiveKwaiActivation : RecomputeKind.KwaiActivation,
-            _ => sel ? RecomputeKind.SelectiveKwai : RecomputeKind.Kwai,
-        };
-    }
+    public static RecomputeKind KindOf(RecomputeSpec r) => r.Granularity == RecomputeGranularity.Full
+        ? RecomputeKind.Full
+        : Table.First(n => n.Spec.Granularity == r.Granularity && n.Spec.NormOutputs == r.NormOutputs && n.Spec.MlpActivation == r.MlpActivation).Kind;
 
     /// <summary>A short label: the kind's name, and for full recomputation its method and num-layers ("full-block-3").</summary>
     public static string Label(RecomputeSpec r) => r.Granularity == RecomputeGranularity.Full
@@ -68,15 +70,13 @@ public static class RecomputeChoices
     {
         var options = new List<RecomputeSpec>();
         bool Allowed(RecomputeKind k) => c.Recompute is null || c.Recompute.Contains(k);
-        foreach (var granularity in new[] { RecomputeGranularity.None, RecomputeGranularity.Selective })
-            foreach (var (norm, act) in new[] { (false, false), (true, false), (false, true), (true, true) })
-            {
-                var spec = new RecomputeSpec(granularity, NormOutputs: norm, MlpActivation: act);
-                if (!Allowed(KindOf(spec))) continue;
-                if (act && model.Activation != Activation.SwiGlu) continue;
-                if (norm && layout.TensorParallel > 1 && !layout.SequenceParallel) continue;
-                options.Add(spec);
-            }
+        foreach (var (kind, _, spec) in Table)
+        {
+            if (kind == RecomputeKind.Full || !Allowed(kind)) continue;
+            if (spec.MlpActivation && model.Activation != Activation.SwiGlu) continue;
+            if (spec.NormOutputs && layout.TensorParallel > 1 && !layout.SequenceParallel) continue;
+            options.Add(spec);
+        }
         if (!Allowed(RecomputeKind.Full)) return options;
         int chunkLayers = layout.LayersPerModelChunk(model);
         foreach (var method in new[] { RecomputeMethod.Uniform, RecomputeMethod.Block })

@@ -7,11 +7,10 @@ public enum PruneRule
 {
     /// <summary>Weights, gradients and optimizer states alone exceed the memory limit (every recompute and offload).</summary>
     WeightsExceedMemory,
-    /// <summary>The layout's compute-only time bound (<see cref="ISearchCostModel.StepTimeLowerBound"/>) already loses to the top K and the Pareto front.</summary>
-    ComputeOnlyBound,
-    /// <summary>The layout's time with no recomputation and the least offload already loses.</summary>
-    NoRecomputeBound,
-    /// <summary>This recomputation's time at the least offload, with the memory at the most offload, already loses.</summary>
+    /// <summary>The time bound of the layout and ZeRO stage with no recomputation and the least offload, with the
+    /// weights-and-optimizer memory, already loses to the top K and the Pareto front.</summary>
+    LayoutTimeBound,
+    /// <summary>This recomputation's time and memory bounds (or its evaluation at the least offload) already lose.</summary>
     RecomputeBound,
     /// <summary>Does not fit: memory at a larger offload ratio already exceeds the limit, and memory only falls as offload grows.</summary>
     OffloadMemoryBound,
@@ -45,6 +44,7 @@ public sealed record StaticMemoryMiss(ParallelConfig Config, long StaticBytes);
 /// <summary>The outcome of a search: the top K, the Pareto front, the near misses and the counts.</summary>
 public sealed record SearchResult(
     SearchSpace Space,
+    SearchOptions Options,
     IReadOnlyList<Evaluated> Top,
     IReadOnlyList<Evaluated> ParetoFront,
     IReadOnlyList<Evaluated> NearMisses,
@@ -60,8 +60,12 @@ public sealed record SearchOptions
 {
     /// <summary>How many of the best configurations to return.</summary>
     public int TopK { get; init; } = 10;
-    /// <summary>The Pareto front holds configs with at least this fraction of the best throughput (0: all).</summary>
-    public double ParetoMinThroughputFraction { get; init; }
+    /// <summary>
+    /// The Pareto front holds configs with at least this fraction of the best throughput (0: the whole front).
+    /// Default one half: the trade-offs a user weighs, without exact work on layouts at a few percent MFU whose
+    /// only merit is a tiny footprint. The top K is exact whatever this is.
+    /// </summary>
+    public double ParetoMinThroughputFraction { get; init; } = 0.5;
     /// <summary>Worker threads; default every core.</summary>
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Keep every evaluated configuration (for the CSV); off for benchmarks.</summary>

@@ -4,27 +4,27 @@ using Harness.Simulator.Specs;
 namespace Harness.Search;
 
 /// <summary>
-/// Branch and bound over the space of <see cref="SpaceEnumerator"/>: layouts (best compute bound first) are
+/// Branch and bound over the space of <see cref="SpaceEnumerator"/>: layouts (smallest time bound first) are
 /// handed to worker threads; under each layout and ZeRO stage the search evaluates only what could still enter
 /// the top K or the Pareto front, using the bounds of <see cref="ISearchCostModel"/>:
 /// <code>
-/// layout x ZeRO stage   weights alone exceed memory?        -> prune (WeightsExceedMemory)
-///                       compute-only bound loses?           -> prune (ComputeOnlyBound)
-///                       evaluate recompute none, least offload: loses?  -> prune (NoRecomputeBound)
-///   recomputation r     evaluate r at the least offload: loses? -> prune (RecomputeBound)
+/// layout x ZeRO stage   weights alone exceed memory?                         -> prune (WeightsExceedMemory)
+///                       time bound with no recomputation loses?              -> prune (LayoutTimeBound)
+///   recomputation r     time and memory bounds of r lose?                    -> prune (RecomputeBound)
+///                       evaluate r at the least offload: loses?              -> prune (RecomputeBound)
 ///                       evaluate r at the most offload (the memory floor): does not fit? -> prune (OffloadMemoryBound)
 ///     offload ratio     binary search the smallest ratio that fits (smaller ones cannot fit),
-///                       then ascend until the time loses (larger ones are slower)      -> prune (OffloadTimeBound)
+///                       then ascend until the time loses (larger ones are slower)        -> prune (OffloadTimeBound)
 /// </code>
-/// "Loses" means: slower than the K-th best and dominated on the Pareto front. Every evaluation is checked against
-/// the bound that let it through; a violation means the cost model broke one of its stated properties, and is
-/// counted and reported.
+/// "Loses" means: slower than the K-th best and dominated on the Pareto front (or beyond its throughput cutoff).
+/// Every evaluation is checked against the bounds that let it through; a violation means the cost model broke a
+/// property it states, and is counted and reported.
 /// </summary>
 public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = null)
 {
     private readonly SearchOptions _options = options ?? new SearchOptions();
 
-    private sealed record WorkItem(Layout Layout, double ComputeBound, IReadOnlyList<RecomputeSpec> Recompute, IReadOnlyList<double> Offload);
+    private sealed record WorkItem(Layout Layout, double TimeBound, IReadOnlyList<RecomputeSpec> Recompute, IReadOnlyList<double> Offload);
 
     public SearchResult Run(SearchSpace space, SearchProgress? progress = null)
     {
@@ -40,10 +40,10 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             if (leaves == 0) continue;
             enumerated += leaves;
             var probe = layout.ToConfig(space.GlobalBatch, enumerator.ZeroStages[0], RecomputeSpec.None, a[0]);
-            items.Add(new WorkItem(layout, cost.StepTimeLowerBound(space.Model, space.Cluster, probe), r, a));
+            items.Add(new WorkItem(layout, cost.Bounds(space.Model, space.Cluster, probe).StepTimeSeconds, r, a));
         }
         // Promising layouts first: a good K-th best early prunes more later.
-        items.Sort((x, y) => x.ComputeBound.CompareTo(y.ComputeBound));
+        items.Sort((x, y) => x.TimeBound.CompareTo(y.TimeBound));
         progress ??= new SearchProgress();
         progress.Total = items.Count;
 
@@ -57,7 +57,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             while ((i = Interlocked.Increment(ref next)) < items.Count)
             {
                 var item = items[i];
-                worker.Layout(item.Layout, item.ComputeBound, item.Recompute, item.Offload);
+                worker.Layout(item.Layout, item.Recompute, item.Offload);
                 progress.Step();
             }
         });
@@ -74,7 +74,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             items.Count,
             clock.Elapsed);
         var staticMiss = workers.Select(w => w.SmallestStaticMiss).OfType<StaticMemoryMiss>().MinBy(m => m.StaticBytes);
-        return new SearchResult(space, board.Top, board.Front, board.NearMisses, staticMiss,
+        return new SearchResult(space, _options, board.Top, board.Front, board.NearMisses, staticMiss,
             workers.SelectMany(w => w.Kept).ToList(), counts);
     }
 
@@ -108,10 +108,10 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             if (!holds) Violations.Add($"{property}: {MegatronArgs.Short(config)}");
         }
 
-        public void Layout(Layout layout, double computeBound, IReadOnlyList<RecomputeSpec> recompute, IReadOnlyList<double> offload)
+        public void Layout(Layout layout, IReadOnlyList<RecomputeSpec> recompute, IReadOnlyList<double> offload)
         {
             long perZero = (long)recompute.Count * offload.Count;
-            bool noneInSpace = recompute[0] == RecomputeSpec.None;
+            double p = layout.SyncFactor;
             foreach (int zero in zeroStages)
             {
                 var probe = layout.ToConfig(space.GlobalBatch, zero, RecomputeSpec.None, offload[0]);
@@ -123,31 +123,46 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                         SmallestStaticMiss = new StaticMemoryMiss(probe, staticBytes);
                     continue;
                 }
-                if (board.CannotImprove(computeBound, staticBytes, layout.SyncFactor))
+                // No recomputation bounds the time of every recomputation.
+                var layoutBounds = cost.Bounds(space.Model, space.Cluster, probe);
+                if (board.CannotImprove(layoutBounds.StepTimeSeconds, staticBytes, p))
                 {
-                    Prune(PruneRule.ComputeOnlyBound, perZero);
-                    continue;
-                }
-                var none = Evaluate(probe, noneInSpace);
-                Expect(none.Cost.StepTimeSeconds >= computeBound * (1 - Slack), "step time below the layout's time bound", probe);
-                Expect(none.Cost.PeakMemoryBytes >= staticBytes, "peak memory below the weights-and-optimizer bound", probe);
-                if (board.CannotImprove(none.Cost.StepTimeSeconds, staticBytes, layout.SyncFactor))
-                {
-                    Prune(PruneRule.NoRecomputeBound, perZero - (noneInSpace ? 1 : 0));
+                    Prune(PruneRule.LayoutTimeBound, perZero);
                     continue;
                 }
                 foreach (var r in recompute)
-                    Sweep(layout, zero, r, offload, staticBytes, none, r == RecomputeSpec.None ? none : null);
+                {
+                    var bounds = r == RecomputeSpec.None ? layoutBounds
+                        : cost.Bounds(space.Model, space.Cluster, layout.ToConfig(space.GlobalBatch, zero, r, offload[0]));
+                    var floor = bounds with
+                    {
+                        StepTimeSeconds = Math.Max(bounds.StepTimeSeconds, layoutBounds.StepTimeSeconds),
+                        PeakMemoryBytes = Math.Max(bounds.PeakMemoryBytes, staticBytes),
+                    };
+                    if (board.CannotImprove(floor.StepTimeSeconds, floor.PeakMemoryBytes, p))
+                    {
+                        Prune(PruneRule.RecomputeBound, offload.Count);
+                        continue;
+                    }
+                    Sweep(layout, zero, r, offload, floor);
+                }
             }
         }
 
         /// <summary>The offload ratios of one (layout, ZeRO stage, recomputation), ascending.</summary>
-        private void Sweep(Layout layout, int zero, RecomputeSpec r, IReadOnlyList<double> offload, long staticBytes, Evaluated none, Evaluated? known)
+        private void Sweep(Layout layout, int zero, RecomputeSpec r, IReadOnlyList<double> offload, CostBounds bounds)
         {
             int n = offload.Count;
             double p = layout.SyncFactor;
             var at = new Evaluated?[n];
-            Evaluated Eval(int i) => at[i] ??= Evaluate(layout.ToConfig(space.GlobalBatch, zero, r, offload[i]), inSpace: true);
+            Evaluated Eval(int i)
+            {
+                if (at[i] is Evaluated known) return known;
+                var e = at[i] = Evaluate(layout.ToConfig(space.GlobalBatch, zero, r, offload[i]), inSpace: true);
+                Expect(e.Cost.StepTimeSeconds >= bounds.StepTimeSeconds * (1 - Slack), "step time below its bound", e.Config);
+                Expect(e.Cost.PeakMemoryBytes >= bounds.PeakMemoryBytes, "peak memory below its bound", e.Config);
+                return e;
+            }
             long Unevaluated(int from, int to) // in [from, to)
             {
                 long c = 0;
@@ -155,11 +170,9 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                 return c;
             }
 
-            at[0] = known;
             var first = Eval(0);
-            Expect(first.Cost.StepTimeSeconds >= none.Cost.StepTimeSeconds * (1 - Slack), "a recomputation faster than none", first.Config);
             if (n == 1) return;
-            if (board.CannotImprove(first.Cost.StepTimeSeconds, staticBytes, p))
+            if (board.CannotImprove(first.Cost.StepTimeSeconds, bounds.PeakMemoryBytes, p))
             {
                 Prune(PruneRule.RecomputeBound, n - 1);
                 return;

@@ -37,7 +37,7 @@ public class SearcherTests
         Assert.Contains(brute, e => e.Fits);
         Assert.Contains(brute, e => !e.Fits);
 
-        var result = new Searcher(cost, new SearchOptions { TopK = k, Threads = threads }).Run(space);
+        var result = new Searcher(cost, new SearchOptions { TopK = k, Threads = threads, ParetoMinThroughputFraction = 0 }).Run(space);
         AssertSameAsBruteForce(brute, result, k);
     }
 
@@ -69,7 +69,7 @@ public class SearcherTests
         long limit = atNoOffload[atNoOffload.Count / 2];
         var space = probe with { Constraints = probe.Constraints with { MemoryLimitBytes = limit } };
         var brute = BruteForce(space, cost);
-        var result = new Searcher(cost, new SearchOptions { TopK = 10 }).Run(space);
+        var result = new Searcher(cost, new SearchOptions { TopK = 10, ParetoMinThroughputFraction = 0 }).Run(space);
         AssertSameAsBruteForce(brute, result, 10);
         Assert.True(result.Counts.Pruned[PruneRule.OffloadMemoryBound] > 0);
         Assert.True(result.Counts.Pruned[PruneRule.OffloadTimeBound] > 0);

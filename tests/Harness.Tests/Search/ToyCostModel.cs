@@ -24,7 +24,14 @@ internal sealed class ToyCostModel : ISearchCostModel
     public long StaticMemoryLowerBound(ModelSpec m, ClusterSpec cluster, ParallelConfig c) =>
         (long)((double)m.ParametersPerLayer * m.NumLayers / c.PipelineParallel / c.TensorParallel * ZeroBytesPerParameter(c.ZeroStage, c.DataParallel));
 
-    public double StepTimeLowerBound(ModelSpec m, ClusterSpec cluster, ParallelConfig c) => ComputeBound.StepTimeLowerBound(m, cluster, c);
+    // Compute at peak with the recomputation's extra work; the weights and optimizer with the activations that
+    // survive the largest offload (the model below keeps 10% of them at alpha 1).
+    public CostBounds Bounds(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    {
+        var (recomputeTime, _) = Recompute(c.RecomputeOrNone, Layout.Of(c).LayersPerModelChunk(m));
+        return new CostBounds(ComputeBound.StepTimeLowerBound(m, cluster, c) * (1 + recomputeTime),
+            StaticMemoryLowerBound(m, cluster, c) + (long)(0.0999 * Activations(m, cluster, c)));
+    }
 
     private static (double Time, double Memory) Recompute(RecomputeSpec r, int chunkLayers)
     {
@@ -39,20 +46,26 @@ internal sealed class ToyCostModel : ISearchCostModel
         return (t, mem);
     }
 
+    private static double Activations(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    {
+        var (_, activationFactor) = Recompute(c.RecomputeOrNone, Layout.Of(c).LayersPerModelChunk(m));
+        double v = c.VirtualStages(m);
+        double inFlight = c.PipelineParallel * (1 + (c.PipelineParallel - 1) / (c.PipelineParallel * v));
+        return 40.0 * c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
+            / (c.SequenceParallel ? c.TensorParallel : Math.Sqrt(c.TensorParallel))
+            * m.NumLayers / c.PipelineParallel * Math.Min(inFlight, c.NumMicroBatches) * activationFactor;
+    }
+
     public CostPoint Evaluate(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
     {
         Interlocked.Increment(ref Calls);
         var layout = Layout.Of(c);
         double compute = ComputeBound.StepTimeLowerBound(m, cluster, c);
-        var (recomputeTime, activationFactor) = Recompute(c.RecomputeOrNone, layout.LayersPerModelChunk(m));
+        var (recomputeTime, _) = Recompute(c.RecomputeOrNone, layout.LayersPerModelChunk(m));
         double tpComm = 0.06 * Math.Log2(c.TensorParallel) * (c.TensorParallel > cluster.GpusPerNode ? 5 : 1) * (c.SequenceParallel ? 0.9 : 1) * c.SyncFactor;
         double cpComm = 0.04 * Math.Log2(c.ContextParallel);
         double zeroComm = c.ZeroStage switch { 0 => 0.02, 1 => 0.01, 2 => 0.015, _ => 0.05 };
-        double v = c.VirtualStages(m);
-        double inFlight = c.PipelineParallel * (1 + (c.PipelineParallel - 1) / (c.PipelineParallel * v));
-        double activations = 40.0 * c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
-            / (c.SequenceParallel ? c.TensorParallel : Math.Sqrt(c.TensorParallel))
-            * m.NumLayers / c.PipelineParallel * Math.Min(inFlight, c.NumMicroBatches) * activationFactor;
+        double activations = Activations(m, cluster, c);
         double offloadStall = Math.Max(0, c.OffloadRatio - 0.3) * activations / cluster.Gpu.HostLinkBytesPerSecond;
         double time = compute * (1 + recomputeTime + tpComm + cpComm + zeroComm) + offloadStall;
         long memory = StaticMemoryLowerBound(m, cluster, c) + (long)(activations * (1 - 0.9 * c.OffloadRatio));

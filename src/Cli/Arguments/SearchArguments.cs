@@ -1,0 +1,145 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Harness.Search;
+using Harness.Simulator.Specs;
+
+namespace Harness.Cli.Arguments;
+
+/// <summary>What `harness search` reads besides the model and cluster: the space's constraints and how to run.</summary>
+public sealed record SearchInput(SearchSpace Space, SearchOptions Options, bool Json, string OutputDirectory);
+
+/// <summary>
+/// `harness search`'s own flags. Megatron's parallel flags take comma-separated lists here (each narrows that
+/// dimension of the space): <c>--tensor-model-parallel-size 2,4,8</c>.
+/// </summary>
+public static partial class SearchArguments
+{
+    public static readonly Flag[] Flags =
+    {
+        new("--global-batch-size", true, "global batch size (required)"),
+        new("--tensor-model-parallel-size", true, "only these tensor-parallel sizes (list)"),
+        new("--pipeline-model-parallel-size", true, "only these pipeline-parallel sizes (list)"),
+        new("--context-parallel-size", true, "only these context-parallel sizes (list)"),
+        new("--data-parallel-size", true, "only these data-parallel sizes (list)"),
+        new("--micro-batch-size", true, "only these micro-batch sizes (list)"),
+        new("--num-layers-per-virtual-pipeline-stage", true, "only these layers per virtual stage (list; 'none' = no interleaving)"),
+        new("--sequence-parallel", false, "only configs with sequence parallelism"),
+        new("--no-sequence-parallel", false, "only configs without sequence parallelism"),
+        new("--recompute", true, $"only these recomputations (list of {string.Join(", ", RecomputeChoices.AllNames)})"),
+        new("--recompute-method", true, "full recomputation: only these methods (uniform, block)"),
+        new("--recompute-num-layers", true, "full recomputation: only these num-layers (list)"),
+        new("--no-offload", false, "no activation offload (alpha 0)"),
+        new("--offload-ratio", true, "only these offload ratios (list)"),
+        new("--offload-step", true, "offload ratio grid step (default 0.05)"),
+        new("--zero-stage", true, "only these ZeRO stages (list of 0-3)"),
+        new("--use-distributed-optimizer", false, "only Megatron's distributed optimizer (ZeRO stage 1)"),
+        new("--sync-factor", true, "CAAT-Net sync factors p to try (list; default 1)"),
+        new("--memory-limit", true, "a config fits under this peak memory, e.g. 70GiB (default: the GPU's memory)"),
+        new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
+        new("--top", true, "how many of the best configs to print (default 10)"),
+        new("--pareto-min-throughput", true, "Pareto front within this fraction of the best throughput (default 0.5; 0 = the whole front)"),
+        new("--threads", true, "worker threads (default: every core)"),
+        new("--out", true, "folder for the CSV and plots (default runs/search)"),
+        new("--json", false, "print the top K as JSON"),
+        new("--help", false, "this help"),
+    };
+
+    public static SearchInput? Read(CommandLine cl, ModelSpec model, ClusterSpec cluster)
+    {
+        int? gbs = cl.Int("--global-batch-size");
+        if (gbs is null && cl.String("--global-batch-size") is null)
+            cl.Errors.Add("--global-batch-size is required: the search keeps the global batch fixed.");
+        else if (gbs < 1)
+            cl.Errors.Add($"--global-batch-size is {gbs}; it must be at least 1.");
+        if (cl.Switch("--sequence-parallel") && cl.Switch("--no-sequence-parallel"))
+            cl.Errors.Add("--sequence-parallel and --no-sequence-parallel contradict each other; pass at most one.");
+        if (cl.Switch("--no-offload") && cl.String("--offload-ratio") is not null)
+            cl.Errors.Add("--no-offload and --offload-ratio contradict each other; pass at most one.");
+        if (cl.Switch("--use-distributed-optimizer") && cl.String("--zero-stage") is not null)
+            cl.Errors.Add("--use-distributed-optimizer (ZeRO stage 1) and --zero-stage contradict each other; pass at most one.");
+
+        var constraints = new SearchConstraints
+        {
+            TensorParallel = Ints(cl, "--tensor-model-parallel-size"),
+            PipelineParallel = Ints(cl, "--pipeline-model-parallel-size"),
+            ContextParallel = Ints(cl, "--context-parallel-size"),
+            DataParallel = Ints(cl, "--data-parallel-size"),
+            MicroBatch = Ints(cl, "--micro-batch-size"),
+            LayersPerVirtualStage = Ints(cl, "--num-layers-per-virtual-pipeline-stage", allowNone: true),
+            SequenceParallel = cl.Switch("--sequence-parallel") ? [true] : cl.Switch("--no-sequence-parallel") ? [false] : null,
+            Recompute = List<RecomputeKind>(cl, "--recompute", w => RecomputeChoices.TryParse(w, out var k) ? k : null,
+                $"one of {string.Join(", ", RecomputeChoices.AllNames)}"),
+            RecomputeMethod = List<RecomputeMethod>(cl, "--recompute-method",
+                w => Enum.TryParse<RecomputeMethod>(w, ignoreCase: true, out var m) ? m : null, "uniform or block"),
+            RecomputeNumLayers = Ints(cl, "--recompute-num-layers"),
+            OffloadRatios = cl.Switch("--no-offload") ? [0.0] : Doubles(cl, "--offload-ratio"),
+            OffloadStep = cl.Double("--offload-step") ?? 0.05,
+            ZeroStage = cl.Switch("--use-distributed-optimizer") ? [1] : Ints(cl, "--zero-stage"),
+            SyncFactors = Doubles(cl, "--sync-factor") ?? [1.0],
+            MemoryLimitBytes = Bytes(cl, "--memory-limit"),
+            TensorParallelWithinNode = cl.Switch("--max-tp-per-node"),
+        };
+        cl.Errors.AddRange(constraints.Validate());
+        int top = cl.Int("--top") ?? 10;
+        if (top < 1) cl.Errors.Add($"--top is {top}; it must be at least 1.");
+        int threads = cl.Int("--threads") ?? Environment.ProcessorCount;
+        if (threads < 1) cl.Errors.Add($"--threads is {threads}; it must be at least 1.");
+        double pareto = cl.Double("--pareto-min-throughput") ?? new SearchOptions().ParetoMinThroughputFraction;
+        if (pareto is < 0 or > 1) cl.Errors.Add($"--pareto-min-throughput {pareto} is outside [0, 1].");
+        if (cl.Errors.Count > 0 || gbs is null) return null;
+        return new SearchInput(
+            new SearchSpace(model, cluster, gbs.Value, constraints),
+            new SearchOptions { TopK = top, Threads = threads, ParetoMinThroughputFraction = pareto },
+            cl.Switch("--json"),
+            cl.String("--out") ?? Path.Combine("runs", "search"));
+    }
+
+    private static IReadOnlyList<T>? List<T>(CommandLine cl, string flag, Func<string, T?> parse, string valid) where T : struct
+    {
+        var text = cl.String(flag);
+        if (text is null) return null;
+        var values = new List<T>();
+        foreach (var word in text.Split(',', StringSplitOptions.TrimEntries))
+        {
+            if (parse(word) is T v) values.Add(v);
+            else cl.Errors.Add($"{flag} value '{word}' is not valid; expected {valid}, separated by commas.");
+        }
+        return values;
+    }
+
+    private static IReadOnlyList<int>? Ints(CommandLine cl, string flag, bool allowNone = false) =>
+        List<int>(cl, flag, w => allowNone && w.Equals("none", StringComparison.OrdinalIgnoreCase) ? 0
+            : int.TryParse(w, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) ? v : null,
+            allowNone ? "integers or 'none'" : "integers");
+
+    private static IReadOnlyList<double>? Doubles(CommandLine cl, string flag) =>
+        List<double>(cl, flag, w => double.TryParse(w, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v) ? v : null,
+            "numbers");
+
+    [GeneratedRegex(@"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", RegexOptions.IgnoreCase)]
+    private static partial Regex SizePattern();
+
+    /// <summary>A size such as 70GiB, 80GB, 75000MiB or a plain byte count.</summary>
+    public static long? ParseBytes(string text)
+    {
+        var m = SizePattern().Match(text);
+        if (!m.Success) return null;
+        double n = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        double unit = m.Groups[2].Value.ToUpperInvariant() switch
+        {
+            "KB" => 1e3, "MB" => 1e6, "GB" => 1e9, "TB" => 1e12,
+            "KIB" => 1L << 10, "MIB" => 1L << 20, "GIB" => 1L << 30, "TIB" => 1L << 40,
+            _ => 1,
+        };
+        return (long)(n * unit);
+    }
+
+    private static long? Bytes(CommandLine cl, string flag)
+    {
+        var text = cl.String(flag);
+        if (text is null) return null;
+        var bytes = ParseBytes(text);
+        if (bytes is null) cl.Errors.Add($"{flag} '{text}' is not a size; write it like 70GiB, 80GB or 75000MiB.");
+        return bytes;
+    }
+}

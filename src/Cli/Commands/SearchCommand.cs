@@ -1,0 +1,101 @@
+using Harness.Cli.Arguments;
+using Harness.Cli.Output;
+using Harness.Search;
+using Spectre.Console;
+
+namespace Harness.Cli.Commands;
+
+/// <summary>`harness search`: the fastest configurations that fit, exhaustively over the stated space.</summary>
+public static class SearchCommand
+{
+    private static Flag[] ModelAndCluster => ModelArguments.Flags.Concat(ClusterArguments.Flags).ToArray();
+
+    public static int Run(string[] args)
+    {
+        var flags = ModelAndCluster.Concat(SearchArguments.Flags).ToArray();
+        var cl = CommandLine.Parse(args, flags);
+        if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
+        var model = ModelArguments.Read(cl);
+        var cluster = ClusterArguments.Read(cl);
+        var input = model is null || cluster is null ? null : SearchArguments.Read(cl, model, cluster);
+        if (input is null)
+        {
+            Console.Error.WriteLine("harness search: invalid arguments:");
+            foreach (var e in cl.Errors) Console.Error.WriteLine($"  - {e}");
+            return 2;
+        }
+        if (cl.Ignored.Count > 0) Console.Error.WriteLine($"ignored (not search flags): {string.Join(' ', cl.Ignored)}");
+
+        var result = RunWithProgress(input);
+        if (result.Counts.Enumerated == 0)
+        {
+            SearchReport.PrintEmptySpace(input.Space);
+            return 2;
+        }
+        string csv = Path.Combine(input.OutputDirectory, "evaluated.csv");
+        SearchCsv.Write(csv, result);
+        if (result.Best is not Evaluated best)
+        {
+            SearchReport.PrintNothingFits(result);
+            Console.Error.WriteLine($"  every evaluated configuration: {csv}");
+            return 2;
+        }
+        var plots = SearchPlots.Write(input.OutputDirectory, result);
+        if (input.Json)
+        {
+            Console.WriteLine(SearchJson.Write(result, cl.Ignored));
+            return 0;
+        }
+        SearchReport.PrintTop(result);
+        SearchReport.PrintCounts(result);
+        AnsiConsole.MarkupLine("Simulate the winner:");
+        Console.WriteLine("  " + SimulateCommandLine(args, input.Space.GlobalBatch, best));
+        AnsiConsole.MarkupLine($"Every evaluated configuration: {Markup.Escape(csv)}; plots: {Markup.Escape(string.Join(", ", plots))}");
+        return 0;
+    }
+
+    private static SearchResult RunWithProgress(SearchInput input)
+    {
+        var progress = new SearchProgress();
+        var search = Task.Run(() => new Searcher(EstimatorCostModel.Instance, input.Options).Run(input.Space, progress));
+        // A progress bar only for searches longer than a second, and only on a terminal.
+        if (!search.Wait(TimeSpan.FromSeconds(1)) && !input.Json && !Console.IsOutputRedirected)
+            AnsiConsole.Progress().Start(ctx =>
+            {
+                var bar = ctx.AddTask("searching layouts");
+                while (!search.Wait(TimeSpan.FromMilliseconds(100)))
+                {
+                    bar.MaxValue = Math.Max(1, progress.Total);
+                    bar.Value = progress.Done;
+                }
+                bar.Value = bar.MaxValue;
+            });
+        return search.GetAwaiter().GetResult();
+    }
+
+    /// <summary>The user's model and cluster flags as written, then the winner's parallel flags.</summary>
+    private static string SimulateCommandLine(string[] args, int globalBatch, Evaluated best)
+    {
+        var kept = new List<string> { "harness", "simulate" };
+        var known = ModelAndCluster.ToDictionary(f => f.Name);
+        for (int i = 0; i < args.Length; i++)
+        {
+            string name = args[i].Split('=')[0];
+            if (!known.TryGetValue(name, out var flag)) continue;
+            kept.Add(args[i]);
+            if (flag.TakesValue && !args[i].Contains('=') && i + 1 < args.Length) kept.Add(args[++i]);
+        }
+        kept.Add($"--global-batch-size {globalBatch}");
+        kept.Add(MegatronArgs.Format(best.Config));
+        return string.Join(' ', kept);
+    }
+
+    private static void PrintHelp(IEnumerable<Flag> flags)
+    {
+        Console.WriteLine("usage: harness search --model PRESET --gpu PRESET --gpus N --global-batch-size B [constraints] [--top K] [--json]");
+        Console.WriteLine("Finds the fastest configurations that fit, over every valid data/tensor/pipeline/context-parallel layout,");
+        Console.WriteLine("interleaving, sequence parallelism, micro-batch, recomputation, offload ratio, ZeRO stage and sync factor p,");
+        Console.WriteLine("pruning by proven bounds (exhaustive over the stated space). Lists are comma-separated.");
+        foreach (var f in flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-44} {f.Help}");
+    }
+}

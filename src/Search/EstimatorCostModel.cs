@@ -1,0 +1,60 @@
+using Harness.Simulator;
+using Harness.Simulator.Schedule;
+using Harness.Simulator.Specs;
+
+namespace Harness.Search;
+
+/// <summary>
+/// The simulator as the search's cost function: <see cref="Estimator.Estimate"/> (the stage-by-stage schedule)
+/// evaluates; the bounds come from the same per-chunk costs (<see cref="PipelineCosts"/>) the schedule runs on.
+/// </summary>
+public sealed class EstimatorCostModel : ISearchCostModel
+{
+    public static EstimatorCostModel Instance { get; } = new();
+
+    public CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, ParallelConfig config) =>
+        ToCostPoint(Estimator.Estimate(model, cluster, config));
+
+    public static CostPoint ToCostPoint(StepEstimate e) =>
+        new(e.StepTimeSeconds, e.PeakMemoryBytes, e.TokensPerSecondPerGpu, e.Mfu, BiggestCost(e.Time, e.StepTimeSeconds));
+
+    public long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, ParallelConfig config)
+    {
+        var k = PipelineCosts.Build(model, cluster, config);
+        return (long)Math.Floor(Math.Max(k.First.State.Total, k.Last.State.Total));
+    }
+
+    /// <summary>
+    /// Time: the last pipeline rank cannot start before micro-batch 1 has gone forward through a chunk on each of
+    /// the p−1 ranks before it, then does all its own work (m micro-batches of v chunks plus the output layer),
+    /// and the step cannot end before the last micro-batch's gradient has gone back through a chunk on each of
+    /// them and the optimizer has stepped: T ≥ m·work(last) + (p−1)·(F + B) + optimizer + weight all-gather
+    /// (Narayanan et al. 2021, §2.2: with uniform chunks the schedule's makespan is exactly (m·v + p − 1)·(F + B)).
+    /// Offload only adds stalls. Also at least the FLOP count at peak (<see cref="ComputeBound"/>).
+    /// Memory: the weights, gradients and optimizer states, and the backward temporaries, which are live at the
+    /// peak whatever the offload ratio.
+    /// </summary>
+    public CostBounds Bounds(ModelSpec model, ClusterSpec cluster, ParallelConfig config)
+    {
+        var k = PipelineCosts.Build(model, cluster, config);
+        int last = k.P - 1;
+        double pipeline = k.M * k.RankWorkPerMicroBatch(last) + last * (k.ChunkForward + k.ChunkBackward);
+        double time = Math.Max(pipeline + k.Last.Optimizer + k.Last.ParameterGather, ComputeBound.StepTimeLowerBound(model, cluster, config));
+        double memory = k.ChunkActivations + Math.Max(k.First.State.Total + k.BackwardTransient,
+            k.Last.State.Total + k.BackwardTransient + k.LastBackwardTransient);
+        return new CostBounds(time, (long)Math.Floor(memory));
+    }
+
+    /// <summary>The largest entry of the step-time breakdown besides compute, with its share: "bubble 12%".</summary>
+    public static string BiggestCost(TimeBreakdown t, double step)
+    {
+        (string Name, double Seconds)[] parts =
+        [
+            ("recompute", t.Recompute), ("tp-comm", t.TensorParallelComm), ("cp-comm", t.ContextParallelComm),
+            ("pp-comm", t.PipelineComm), ("dp-comm", t.DataParallelComm), ("bubble", t.Bubble),
+            ("optimizer", t.Optimizer), ("offload-stall", t.OffloadStall),
+        ];
+        var (name, seconds) = parts.MaxBy(p => p.Seconds);
+        return $"{name} {100 * seconds / step:0}%";
+    }
+}

@@ -1,0 +1,116 @@
+using Harness.Search;
+using Harness.Simulator;
+using Harness.Simulator.Specs;
+
+namespace Harness.Tests.Search;
+
+/// <summary>
+/// The search with the simulator as its cost function: the Megatron-Kwai Table 8 setting (REFERENCE.md:
+/// Llama-175B, 256 H800, s 8192, global batch 256) over the full default space, and a small space brute-forced.
+/// </summary>
+public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
+{
+    private static readonly ModelSpec Llama175b = ModelPresets.All["llama-175b"] with { SeqLength = 8192 };
+    private static readonly ClusterSpec H800x256 = ClusterSpec.Of(GpuPresets.All["h800"], 256);
+
+    /// <summary>Megatron-Kwai's published best: t4 c1 p8 l2, their recompute, alpha 0.63, SP, distributed optimizer.</summary>
+    private static readonly ParallelConfig KwaiBest = new(8, 4, 8, 2, 1, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
+        Recompute: RecomputeSpec.Kwai, OffloadRatio: 0.63, ZeroStage: 1);
+
+    /// <summary>Their baseline: t2 c2 p16 l1, full recomputation, no offload, SP, distributed optimizer.</summary>
+    private static readonly ParallelConfig KwaiBaseline = new(4, 2, 16, 1, 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
+        Recompute: RecomputeSpec.FullUniform(), ZeroStage: 1);
+
+    /// <summary>One search of the full default space, shared by the tests below (it takes a few seconds).</summary>
+    public sealed class Table8
+    {
+        public SearchResult Result { get; } = new Searcher(EstimatorCostModel.Instance)
+            .Run(new SearchSpace(Llama175b, H800x256, 256, new SearchConstraints()));
+    }
+
+    private readonly SearchResult _table8;
+
+    public EstimatorSearchTests(Table8 table8) => _table8 = table8.Result;
+
+    private static double Simulated(ParallelConfig c) => Estimator.Estimate(Llama175b, H800x256, c).TokensPerSecondPerGpu;
+
+    [Fact]
+    public void Table8BestIsAtLeastKwaisPublishedBestSimulatedTheSameWay()
+    {
+        Assert.True(Estimator.Estimate(Llama175b, H800x256, KwaiBest).Fits);
+        Assert.True(_table8.Best!.Cost.TokensPerSecondPerGpu >= Simulated(KwaiBest),
+            $"search best {_table8.Best.Cost.TokensPerSecondPerGpu:F1} < Kwai's best {Simulated(KwaiBest):F1} tokens/s/GPU");
+        Assert.Equal(0, _table8.Counts.BoundViolations);
+        // The search proved most of the space irrelevant without evaluating it.
+        Assert.True(_table8.Counts.Evaluated < _table8.Counts.Enumerated / 100);
+    }
+
+    [Fact]
+    public void Table8TopValidatesFitsAndTopOneIsTheMaximumOverEvaluations()
+    {
+        Assert.Equal(10, _table8.Top.Count);
+        Assert.All(_table8.Top.Concat(_table8.ParetoFront), e =>
+        {
+            Assert.Empty(Estimator.Validate(Llama175b, H800x256, e.Config));
+            var estimate = Estimator.Estimate(Llama175b, H800x256, e.Config);
+            Assert.True(estimate.Fits);
+            Assert.Equal(estimate.StepTimeSeconds, e.Cost.StepTimeSeconds);
+        });
+        Assert.Equal(_table8.Evaluations.Where(e => e.Fits).Max(e => e.Cost.TokensPerSecondPerGpu), _table8.Best!.Cost.TokensPerSecondPerGpu);
+    }
+
+    [Fact]
+    public void BaselineSpaceReturnsTheirBaselineOrFaster()
+    {
+        var baselineSpace = new SearchConstraints { OffloadRatios = [0], Recompute = [RecomputeKind.Full] };
+        var space = new SearchSpace(Llama175b, H800x256, 256, baselineSpace);
+        Assert.Contains(KwaiBaseline, new SpaceEnumerator(space).All());
+        var result = new Searcher(EstimatorCostModel.Instance).Run(space);
+        Assert.All(result.Top, e =>
+        {
+            Assert.Equal(RecomputeGranularity.Full, e.Config.RecomputeOrNone.Granularity);
+            Assert.Equal(0, e.Config.OffloadRatio);
+        });
+        Assert.True(result.Best!.Config == KwaiBaseline || result.Best.Cost.TokensPerSecondPerGpu >= Simulated(KwaiBaseline));
+        Assert.Equal(0, result.Counts.BoundViolations);
+    }
+
+    [Fact]
+    public void SmallSpaceMatchesBruteForceWithTheSimulator()
+    {
+        var model = ModelPresets.All["caat-1b"];
+        var space = new SearchSpace(model, ClusterSpec.Of(GpuPresets.All["h800"], 8), 16,
+            new SearchConstraints { OffloadStep = 0.5, SyncFactors = [1.0, 0.5], MemoryLimitBytes = 12L << 30 });
+        var brute = SearchTestSpaces.BruteForce(space, EstimatorCostModel.Instance);
+        Assert.Contains(brute, e => e.Fits);
+        Assert.Contains(brute, e => !e.Fits);
+        var result = new Searcher(EstimatorCostModel.Instance, new SearchOptions { TopK = 5, ParetoMinThroughputFraction = 0 }).Run(space);
+        Assert.Equal(brute.Count, result.Counts.Enumerated);
+        Assert.Equal(0, result.Counts.BoundViolations);
+        var rank = Comparer<Evaluated>.Create(Evaluated.Rank);
+        Assert.Equal(brute.Where(e => e.Fits).Order(rank).Take(5).Select(e => e.Config), result.Top.Select(e => e.Config));
+        var fits = brute.Where(e => e.Fits).ToList();
+        var front = fits.Where(e => !fits.Any(q => ParetoFront.StrictlyDominates(q, e))).Order(rank).Select(e => e.Config);
+        Assert.Equal(front, result.ParetoFront.Select(e => e.Config));
+    }
+
+    [Fact]
+    public void BoundsHoldOnASampleOfTheTable8Space()
+    {
+        var cost = EstimatorCostModel.Instance;
+        var all = new SpaceEnumerator(new SearchSpace(Llama175b, H800x256, 256, new SearchConstraints())).All();
+        int checkedCount = 0;
+        foreach (var c in all.Where((_, i) => i % 2003 == 0))
+        {
+            var e = cost.Evaluate(Llama175b, H800x256, c);
+            var b = cost.Bounds(Llama175b, H800x256, c);
+            var none = cost.Bounds(Llama175b, H800x256, c with { Recompute = RecomputeSpec.None, OffloadRatio = 0 });
+            Assert.True(e.StepTimeSeconds >= b.StepTimeSeconds * (1 - 1e-9), $"time bound {MegatronArgs.Short(c)}");
+            Assert.True(e.StepTimeSeconds >= none.StepTimeSeconds * (1 - 1e-9), $"layout time bound {MegatronArgs.Short(c)}");
+            Assert.True(e.PeakMemoryBytes >= b.PeakMemoryBytes, $"memory bound {MegatronArgs.Short(c)}");
+            Assert.True(e.PeakMemoryBytes >= cost.StaticMemoryLowerBound(Llama175b, H800x256, c), $"static bound {MegatronArgs.Short(c)}");
+            checkedCount++;
+        }
+        Assert.True(checkedCount > 1000);
+    }
+}
