@@ -1,3 +1,4 @@
+using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 
 namespace Harness.Search;
@@ -36,7 +37,8 @@ public sealed record SearchConstraints
     public IReadOnlyList<int>? ZeroStage { get; init; }
     /// <summary>--sync-factor: CAAT-Net's p values to try (default only 1.0).</summary>
     public IReadOnlyList<double> SyncFactors { get; init; } = [1.0];
-    /// <summary>--memory-limit: a config fits when its peak memory is at most this; null = the GPU's memory.</summary>
+    /// <summary>--memory-limit: a config fits when its peak (allocated) memory is at most this; null = the simulator's
+    /// budget for the GPU (<see cref="MemoryBudget.UsableAllocatedBytes"/>).</summary>
     public long? MemoryLimitBytes { get; init; }
     /// <summary>--max-tp-per-node: keep each tensor-parallel group inside one node.</summary>
     public bool TensorParallelWithinNode { get; init; }
@@ -83,6 +85,7 @@ public sealed record SearchConstraints
 /// <summary>One search problem: the model (its sequence length included), the cluster, the global batch and the constraints.</summary>
 public sealed record SearchSpace(ModelSpec Model, ClusterSpec Cluster, int GlobalBatch, SearchConstraints Constraints)
 {
-    /// <summary>The memory a config must fit in: the user's limit, or the GPU's memory.</summary>
-    public long MemoryLimitBytes => Constraints.MemoryLimitBytes ?? Cluster.Gpu.MemoryBytes;
+    /// <summary>The peak memory a config must stay within: the user's limit, or what the simulator deems usable on the
+    /// GPU (its memory less what lives outside PyTorch's allocator and the allocator's fragmentation).</summary>
+    public long MemoryLimitBytes => Constraints.MemoryLimitBytes ?? (long)Math.Floor(MemoryBudget.UsableAllocatedBytes(Cluster.Gpu));
 }

@@ -34,7 +34,7 @@ public static partial class SearchArguments
         new("--zero-stage", true, "only these ZeRO stages (list of 0-3)"),
         new("--use-distributed-optimizer", false, "only Megatron's distributed optimizer (ZeRO stage 1)"),
         new("--sync-factor", true, "CAAT-Net sync factors p to try (list; default 1)"),
-        new("--memory-limit", true, "a config fits under this peak memory, e.g. 70GiB (default: the GPU's memory)"),
+        new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
         new("--top", true, "how many of the best configs to print (default 10)"),
         new("--pareto-min-throughput", true, "Pareto front within this fraction of the best throughput (default 0.5; 0 = the whole front)"),

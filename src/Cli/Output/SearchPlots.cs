@@ -21,9 +21,6 @@ public static class SearchPlots
         return paths;
     }
 
-    private static string Title(SearchResult r) =>
-        $"{r.Space.Model.Name} on {r.Space.Cluster.WorldSize} x {r.Space.Cluster.Gpu.Name}, s {r.Space.Model.SeqLength}, global batch {r.Space.GlobalBatch}";
-
     private static void Points(Plot plot, IEnumerable<Evaluated> points, Color color, float size, string label)
     {
         var list = points.ToList();
@@ -60,8 +57,13 @@ public static class SearchPlots
         double xMax = 1.5 * r.Space.MemoryLimitBytes / GiB;
         int beyond = r.Evaluations.Count(e => e.Cost.PeakMemoryBytes / GiB > xMax);
         plot.Axes.SetLimits(0, xMax, 0, 1.05 * r.Evaluations.Where(e => e.Cost.PeakMemoryBytes / GiB <= xMax).Select(e => e.Cost.TokensPerSecondPerGpu).DefaultIfEmpty(1).Max());
-        plot.Title(Title(r));
-        plot.XLabel(beyond > 0 ? $"peak memory per GPU (GiB; {beyond} configs above {xMax:0} GiB not shown)" : "peak memory per GPU (GiB)");
+        return Save(plot, r, path, beyond > 0 ? $"peak memory per GPU (GiB; {beyond} configs above {xMax:0} GiB not shown)" : "peak memory per GPU (GiB)");
+    }
+
+    private static string Save(Plot plot, SearchResult r, string path, string xLabel)
+    {
+        plot.Title($"{r.Space.Model.Name} on {r.Space.Cluster.WorldSize} x {r.Space.Cluster.Gpu.Name}, s {r.Space.Model.SeqLength}, global batch {r.Space.GlobalBatch}");
+        plot.XLabel(xLabel);
         plot.YLabel("tokens/s per GPU");
         plot.ShowLegend(Alignment.LowerRight);
         plot.SavePng(path, 1000, 650);
@@ -83,11 +85,6 @@ public static class SearchPlots
             line.MarkerSize = 8;
             line.LegendText = "best at each p";
         }
-        plot.Title(Title(r));
-        plot.XLabel("sync factor p (fraction of hidden channels all-reduced)");
-        plot.YLabel("tokens/s per GPU");
-        plot.ShowLegend(Alignment.LowerRight);
-        plot.SavePng(path, 1000, 650);
-        return path;
+        return Save(plot, r, path, "sync factor p (fraction of hidden channels all-reduced)");
     }
 }
