@@ -23,11 +23,13 @@ run() { # name, then harness run flags
 run smoke-fp32 --train-iters 30 --log-interval 10
 run smoke-bf16 --train-iters 30 --log-interval 10 --bf16
 # 2. caat-1b (L22 h2048 ffn5632 a32, 8 KV groups, s 2048), bf16, synthetic tokens.
-run caat-1b --model caat-1b --bf16 --mock-data --micro-batch-size ${CAAT_MBS:-8} --global-batch-size ${CAAT_GBS:-32} --train-iters ${CAAT_ITERS:-20} --log-interval 5
+for mbs in ${CAAT_MBS:-4 8}; do
+  run caat-1b-mbs$mbs --model caat-1b --bf16 --mock-data --micro-batch-size $mbs --global-batch-size ${CAAT_GBS:-64} --train-iters ${CAAT_ITERS:-15} --log-interval 5
+done
 # 3. gpt2-large, s 1024, micro-batch 32 (the seed ablation's one-GPU baseline).
 run gpt2-large --model gpt2-large --bf16 --mock-data --micro-batch-size 32 --global-batch-size 32 --train-iters ${GPT2_ITERS:-15} --log-interval 5
-if ! [ -s "$out/gpt2-large/summary.json" ]; then
-  run gpt2-large-selective --model gpt2-large --bf16 --mock-data --micro-batch-size 32 --global-batch-size 32 --train-iters ${GPT2_ITERS:-15} --log-interval 5 --recompute-granularity selective
+if ! [ -s "$out/gpt2-large/summary.json" ]; then  # too big for the card without recomputation
+  run gpt2-large-full-recompute --model gpt2-large --bf16 --mock-data --micro-batch-size 32 --global-batch-size 32 --train-iters ${GPT2_ITERS:-15} --log-interval 5 --recompute-granularity full
 fi
 # 4. Host overhead: a model so small the GPU finishes each kernel at once, so the step time is the host's.
 run host-overhead --num-layers 2 --hidden-size 64 --num-attention-heads 4 --seq-length 64 --vocab-size 512 --mock-data --micro-batch-size 1 --train-iters 200 --log-interval 50 --bf16

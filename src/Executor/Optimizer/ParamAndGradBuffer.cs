@@ -32,7 +32,9 @@ public sealed class ParamAndGradBuffer : IDisposable
     {
         var named = module.named_parameters().ToList();
         var ordered = named.Where(p => p.parameter.dim() >= 2).Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
-        var masterDtype = named[0].parameter.dtype;
+        var masterDtype = computeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : computeDtype;
+        if (named.FirstOrDefault(p => p.parameter.dtype != computeDtype) is { name: not null } odd)
+            throw new ArgumentException($"parameter {odd.name} is {odd.parameter.dtype}; every parameter must be {computeDtype}.");
         var device = named[0].parameter.device;
         Count = ordered.Sum(p => p.parameter.numel());
         DecayedCount = ordered.Where(p => p.parameter.dim() >= 2).Sum(p => p.parameter.numel());
@@ -51,7 +53,7 @@ public sealed class ParamAndGradBuffer : IDisposable
                 Master.narrow(0, offset, n).copy_(p.reshape(-1));
                 var paramView = Params.narrow(0, offset, n).view(p.shape);
                 if (MixedPrecision) paramView.copy_(p);
-                p.set_(paramView);
+                p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
                 p.grad = Grads.narrow(0, offset, n).view(p.shape);
                 layout.Add((name, p, offset));
                 offset += n;

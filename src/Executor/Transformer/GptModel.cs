@@ -42,7 +42,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
         if (c.PostProcess)
         {
-            final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.MasterDtype, config.Device);
+            final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.ComputeDtype, config.Device);
             if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
         }
         RegisterComponents();

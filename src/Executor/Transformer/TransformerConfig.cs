@@ -6,8 +6,9 @@ namespace Harness.Executor.Transformer;
 
 /// <summary>
 /// What the blocks need besides the <see cref="ModelSpec"/>: where and in what precision they live, the
-/// tensor-parallel seam, and the recompute choice. Parameters are made in <see cref="MasterDtype"/> (float32, or
-/// float64 for gradient checks); the optimizer's buffers cast them to <see cref="ComputeDtype"/>.
+/// tensor-parallel seam, and the recompute choice. Parameters live in <see cref="ComputeDtype"/> (bf16 for mixed
+/// precision; float64 for gradient checks); weights are drawn in float32 and cast, and the optimizer's float32
+/// master weights start as copies of the bf16 parameters, as in Megatron's Float16OptimizerWithFloat16Params.
 /// </summary>
 public sealed record TransformerConfig(
     ModelSpec Model,
@@ -21,10 +22,16 @@ public sealed record TransformerConfig(
     public ScalarType MasterDtype => ComputeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : ComputeDtype;
 
     /// <summary>Megatron's init_method_normal: N(0, σ²) with σ = 0.02.</summary>
-    public InitMethod Init => shape => normal(0, InitStd, shape, dtype: MasterDtype, device: Device);
+    public InitMethod Init => shape => Normal(InitStd, shape);
 
     /// <summary>Megatron's scaled_init_method_normal for the layers that write into the residual stream: σ/√(2L).</summary>
-    public InitMethod OutputInit => shape => normal(0, InitStd / Math.Sqrt(2.0 * Model.NumLayers), shape, dtype: MasterDtype, device: Device);
+    public InitMethod OutputInit => shape => Normal(InitStd / Math.Sqrt(2.0 * Model.NumLayers), shape);
+
+    private Tensor Normal(double std, long[] shape)
+    {
+        var w = normal(0, std, shape, dtype: MasterDtype, device: Device);
+        return w.dtype == ComputeDtype ? w : w.to(ComputeDtype);
+    }
 
     /// <summary>GPT's linears carry biases (Megatron's add_bias_linear); Llama's do not.</summary>
     public bool Bias => Model.Normalization == Normalization.LayerNorm;

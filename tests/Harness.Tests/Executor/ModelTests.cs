@@ -47,3 +47,31 @@ public class ModelTests
             Assert.True(p.grad!.reshape(-1).equal(buffer.MainGrads.narrow(0, offset, p.numel())).all().item<bool>());
     }
 }
+
+public class MixedPrecisionTests
+{
+    [Fact]
+    public void Bf16ParametersFloat32MasterAndGradientAccumulation()
+    {
+        var (model, buffer) = ModelTests.Build(ModelTests.Tiny(), ScalarType.BFloat16);
+        Assert.True(buffer.MixedPrecision);
+        Assert.Equal(ScalarType.Float32, buffer.Master.dtype);
+        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
+        // The master weights start as exact copies of the bf16 parameters (Megatron's Float16OptimizerWithFloat16Params).
+        Assert.True(buffer.Master.to(ScalarType.BFloat16).equal(buffer.Params).all().item<bool>());
+        var a = randint(0, 64, new long[] { 2, 16 });
+        var b = randint(0, 64, new long[] { 2, 16 });
+        model.forward(a, a).backward();
+        var first = buffer.Grads.to(ScalarType.Float32);
+        buffer.AccumulateMicroBatch();
+        Assert.Equal(0f, buffer.Grads.abs().sum().to(ScalarType.Float32).item<float>());
+        model.forward(b, b).backward();
+        var second = buffer.Grads.to(ScalarType.Float32);
+        buffer.AccumulateMicroBatch();
+        // Float32 accumulation of the two micro-batches' bf16 gradients.
+        Assert.True(buffer.MainGrads.equal(first + second).all().item<bool>());
+        using var adam = new AdamW(buffer, new AdamWOptions());
+        adam.ClipAndStep(1e-3);
+        Assert.True(buffer.Master.to(ScalarType.BFloat16).equal(buffer.Params).all().item<bool>());
+    }
+}
