@@ -80,7 +80,8 @@ public sealed record SystemProfile(
     [property: JsonPropertyName("description")] string Description,
     [property: JsonPropertyName("overlap-tensor-parallel-comm")] bool OverlapTensorParallelComm,
     [property: JsonPropertyName("overlap-grad-reduce")] bool OverlapGradReduce,
-    [property: JsonPropertyName("overlap-p2p-communication")] bool OverlapP2pCommunication);
+    [property: JsonPropertyName("overlap-p2p-communication")] bool OverlapP2pCommunication,
+    [property: JsonPropertyName("async-tensor-parallel-allreduce")] bool AsyncTensorParallelAllreduce = true);
 
 /// <summary>
 /// Knobs the paper does not give, with the values the reproduction tries; it keeps the fastest configuration

@@ -74,9 +74,11 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
             Overlap: system is null ? null : new OverlapSpec(
                 TensorParallelComm: system.OverlapTensorParallelComm,
                 GradientReduce: system.OverlapGradReduce,
-                PipelineP2p: system.OverlapP2pCommunication),
+                PipelineP2p: system.OverlapP2pCommunication,
+                TensorParallelBackwardAsync: system.AsyncTensorParallelAllreduce),
             Precision: a.Fp16 == true ? Precision.Fp16 : a.Bf16 == false ? Precision.Fp32 : Precision.Bf16,
-            FlashAttention: a.UseFlashAttn ?? false);
+            FlashAttention: a.UseFlashAttn ?? false,
+            GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true);
     }
 
     private static RecomputeSpec ToRecompute(MegatronArgs a, string where)

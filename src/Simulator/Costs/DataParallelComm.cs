@@ -15,7 +15,7 @@ public static class DataParallelComm
     public static double GradientReduce(double parameters, ParallelConfig c, ClusterSpec cluster)
     {
         var g = Topology.DataWithContextGroup(c, cluster.GpusPerNode);
-        double bytes = 4 * parameters;
+        double bytes = (c.GradientsInFp32 || c.Precision == Precision.Fp32 ? 4 : 2) * parameters;
         return c.ZeroStage >= 1
             ? Collectives.ReduceScatter(bytes, g, cluster.Gpu)
             : Collectives.AllReduce(bytes, g, cluster.Gpu);

@@ -58,7 +58,7 @@ public static class ModelState
     {
         double d = c.DataParallel * c.ContextParallel;
         bool fp32 = c.Precision == Precision.Fp32;
-        double weights = fp32 ? 4 : 2, grads = 4, optimizer = fp32 ? 8 : 12;
+        double weights = fp32 ? 4 : 2, grads = fp32 || c.GradientsInFp32 ? 4 : 2, optimizer = fp32 ? 8 : 12;
         if (c.ZeroStage >= 1) optimizer /= d;
         if (c.ZeroStage >= 2) grads /= d;
         if (c.ZeroStage >= 3) weights /= d;

@@ -85,6 +85,18 @@ public readonly struct PipelineCosts
     /// </summary>
     public const int OffloadWindowChunks = 4;
 
+    /// <summary>
+    /// Share of the GPU's SMs NCCL's kernels occupy while a collective runs: NVLink all-gather, reduce-scatter
+    /// and all-reduce use one CTA per channel, 16-32 channels on A100/H100 (108/132 SMs). Communication hidden
+    /// behind compute is not free: the compute it overlaps runs on the remaining SMs.
+    /// </summary>
+    public const double NcclSmShare = 0.2;
+
+    /// <summary>Time a collective of <paramref name="comm"/> seconds adds when it runs beside <paramref name="compute"/>
+    /// seconds of kernels: what sticks out, plus the overlapped compute slowed by NCCL's share of the SMs.</summary>
+    public static double Overlapped(double comm, double compute) =>
+        Math.Max(0, comm - compute) + NcclSmShare * Math.Min(comm, compute);
+
     public static PipelineCosts Build(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
     {
         var gpu = cluster.Gpu;
@@ -97,12 +109,12 @@ public readonly struct PipelineCosts
         var layer = ComputeTime.Layer(m, c, gpu);
         var tp = TensorParallelComm.Layer(m, c, cluster);
         var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
-        double tpF = overlap.TensorParallelComm ? Math.Max(0, tp.Forward - layer.GemmForward) : tp.Forward;
+        double tpF = overlap.TensorParallelComm ? Overlapped(tp.Forward, layer.GemmForward) : tp.Forward;
         double tpB = overlap.TensorParallelComm
-            ? Math.Max(0, tp.BackwardBlocking + tp.BackwardAsync - 2 * layer.GemmForward)
-            : tp.BackwardBlocking + Math.Max(0, tp.BackwardAsync - layer.WeightGradGemm);
+            ? Overlapped(tp.BackwardBlocking + tp.BackwardAsync, 2 * layer.GemmForward)
+            : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);
         double attentionBackward = layer.AttentionForward * (c.FlashAttention ? ComputeTime.FlashBackwardRatio : 2);
-        double cpFx = Math.Max(0, cpF - layer.AttentionForward), cpBx = Math.Max(0, cpB - attentionBackward);
+        double cpFx = Overlapped(cpF, layer.AttentionForward), cpBx = Overlapped(cpB, attentionBackward);
 
         // Full recomputation repeats the forward (with its communication) of the recomputed layers.
         double recomputedLayers = Flops.RecomputedLayerFraction(m, c) * layersPerChunk;

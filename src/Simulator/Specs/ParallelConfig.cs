@@ -40,7 +40,10 @@ public sealed record RecomputeSpec(
 }
 
 /// <summary>Overlap switches: TP communication with GEMMs, DP gradient reduction with backward, pipeline p2p with compute.</summary>
-public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = true, bool PipelineP2p = true)
+/// <param name="TensorParallelBackwardAsync">Megatron's asynchronous all-reduce (or reduce-scatter) of the column-parallel
+/// input gradient behind the weight-gradient GEMM (since late 2021); Megatron-LM of 2019-2021 ran it on the compute stream.</param>
+public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = true, bool PipelineP2p = true,
+    bool TensorParallelBackwardAsync = true)
 {
     public static OverlapSpec Default { get; } = new();
 }
@@ -56,6 +59,8 @@ public enum Precision { Bf16, Fp16, Fp32 }
 /// <param name="ZeroStage">0: replicated optimizer; 1: optimizer states sharded (Megatron's distributed optimizer);
 /// 2: plus gradients; 3: plus parameters.</param>
 /// <param name="SyncFactor">CAAT-Net's p: the fraction of hidden channels all-reduced after row-parallel linears.</param>
+/// <param name="GradientsInFp32">Megatron's --accumulate-allreduce-grads-in-fp32: main gradients kept and reduced in
+/// fp32 (forced with bf16 and the distributed optimizer); Megatron-LM 2019-2021 fp16 runs kept and all-reduced fp16 gradients.</param>
 public sealed record ParallelConfig(
     int DataParallel = 1,
     int TensorParallel = 1,
@@ -71,7 +76,8 @@ public sealed record ParallelConfig(
     double SyncFactor = 1.0,
     OverlapSpec? Overlap = null,
     Precision Precision = Precision.Bf16,
-    bool FlashAttention = true)
+    bool FlashAttention = true,
+    bool GradientsInFp32 = true)
 {
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
