@@ -58,11 +58,11 @@ public class PipelineScheduleTests
     public void WarmupMatchesMegatron()
     {
         // schedules.py: 1F1B warm-up p − r − 1; interleaved (p − r − 1)·2 + (v − 1)·p, capped at m·v.
-        Assert.Equal(3, PipelineSimulator.Warmup(4, 1, 8, 0));
-        Assert.Equal(0, PipelineSimulator.Warmup(4, 1, 8, 3));
-        Assert.Equal(7 * 2 + 5 * 8, PipelineSimulator.Warmup(8, 6, 32, 0));
-        Assert.Equal(5 * 8, PipelineSimulator.Warmup(8, 6, 32, 7));
-        Assert.Equal(8, PipelineSimulator.Warmup(4, 2, 4, 0));
+        Assert.Equal(3, ScheduleOrder.Warmup(4, 1, 8, 0));
+        Assert.Equal(0, ScheduleOrder.Warmup(4, 1, 8, 3));
+        Assert.Equal(7 * 2 + 5 * 8, ScheduleOrder.Warmup(8, 6, 32, 0));
+        Assert.Equal(5 * 8, ScheduleOrder.Warmup(8, 6, 32, 7));
+        Assert.Equal(8, ScheduleOrder.Warmup(4, 2, 4, 0));
     }
 
     [Fact]
@@ -88,7 +88,7 @@ public class PipelineScheduleTests
         var k = Uniform(p, 2, m) with { ChunkActivations = 1, OffloadRatio = 0.5 };
         var run = ScheduleResult.Allocate(p);
         PipelineSimulator.Run(k, run);
-        int inFlight = PipelineSimulator.Warmup(p, 2, m, 0) + 1;
+        int inFlight = ScheduleOrder.Warmup(p, 2, m, 0) + 1;
         // Every in-flight chunk keeps half, and the one being reloaded for its backward is whole again.
         Assert.Equal(inFlight * 0.5 + 0.5, run.ActivationPeak[0], 9);
         Assert.Equal(run.ActivationPeak[0], ClosedForm.ActivationPeak(k, 0), 9);

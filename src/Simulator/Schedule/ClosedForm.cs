@@ -49,7 +49,7 @@ public static class ClosedForm
     /// warm-up plus one), each kept (1 − alpha) when offloaded, plus the one being reloaded and the temporaries.</summary>
     public static double ActivationPeak(in PipelineCosts k, int rank)
     {
-        int inFlight = Math.Min(PipelineSimulator.Warmup(k.P, k.V, k.M, rank) + 1, k.M * k.V);
+        int inFlight = Math.Min(ScheduleOrder.Warmup(k.P, k.V, k.M, rank) + 1, k.M * k.V);
         bool last = rank == k.P - 1;
         double alpha = k.OffloadRatio;
         double chunk = k.ChunkActivations;

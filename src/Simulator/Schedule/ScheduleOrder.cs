@@ -1,0 +1,143 @@
+namespace Harness.Simulator.Schedule;
+
+/// <summary>One op of a pipeline schedule: forward or backward of one micro-batch on one virtual stage.</summary>
+/// <param name="Input">Slot (see <see cref="ScheduleOrder.Slot"/>) holding when the op's input is ready:
+/// the previous stage's forward, the next stage's backward, or on the last stage its own forward; slot 0 (time
+/// zero) for the first stage's forward.</param>
+/// <param name="Output">Slot the op writes its finish time to.</param>
+/// <param name="Kind">Bits: 1 forward, 2 first virtual stage, 4 last virtual stage (<see cref="ScheduleOrder"/> constants).</param>
+public readonly record struct PipelineOp(int Input, int Output, int Rank, int Kind);
+
+/// <summary>
+/// Every op of one iteration in an order in which each op comes after the ops it depends on: its
+/// predecessor on the same rank (Megatron's per-rank order) and its input from the neighbouring stage.
+/// Which op may run next depends only on which ops have run, not on how long they took, so the order is a
+/// function of (p, v, m) alone: computed once per shape and replayed for every configuration of that shape.
+/// </summary>
+public sealed class ScheduleOrder
+{
+    public int P { get; }
+    public int V { get; }
+    public int M { get; }
+    public PipelineOp[] Ops { get; }
+
+    public const int ForwardBit = 1, FirstBit = 2, LastBit = 4, Kinds = 8;
+
+    /// <summary>Finish-time slots: 0 is time zero, then forward cells, then backward cells
+    /// (cell = micro-batch·(p·v) + virtual stage).</summary>
+    public static int Slot(int cell, bool forward, int cells) => 1 + cell + (forward ? 0 : cells);
+
+    [ThreadStatic] private static Dictionary<(int, int, int), ScheduleOrder>? cache;
+    private const int CacheLimit = 256;
+
+    private ScheduleOrder(int p, int v, int m, PipelineOp[] ops) => (P, V, M, Ops) = (p, v, m, ops);
+
+    /// <summary>The order for p ranks, v chunks per rank and m micro-batches (cached per thread).</summary>
+    public static ScheduleOrder For(int p, int v, int m)
+    {
+        cache ??= new();
+        if (cache.TryGetValue((p, v, m), out var order)) return order;
+        if (cache.Count >= CacheLimit) cache.Clear();
+        order = Build(p, v, m);
+        cache[(p, v, m)] = order;
+        return order;
+    }
+
+    /// <summary>Forward ops a rank runs before its first backward (Megatron's num_warmup_microbatches).</summary>
+    public static int Warmup(int p, int v, int m, int rank) =>
+        v == 1 ? Math.Min(p - rank - 1, m) : Math.Min((p - rank - 1) * 2 + (v - 1) * p, m * v);
+
+    /// <summary>
+    /// Megatron's schedules (schedules.py): rank r runs Warmup(r) forwards, then alternates one forward and one
+    /// backward, then the remaining backwards. Interleaved, the i-th forward takes micro-batches in groups of p
+    /// through chunk 0, 1, ..., v−1 (the i-th backward through v−1, ..., 0). Ranks run until an input is
+    /// missing; the rank producing it wakes them (a worklist).
+    /// </summary>
+    private static ScheduleOrder Build(int p, int v, int m)
+    {
+        int stages = p * v, n = m * v, cells = m * stages;
+        var (fCell, fStage) = Sequence(p, v, m, backward: false);
+        var (bCell, bStage) = Sequence(p, v, m, backward: true);
+        var forwardDone = new bool[cells];
+        var backwardDone = new bool[cells];
+        var ops = new PipelineOp[2 * n * p];
+        var nf = new int[p];
+        var nb = new int[p];
+        var queued = new bool[p];
+        var work = new Stack<int>();
+        for (int r = p - 1; r >= 0; r--) { work.Push(r); queued[r] = true; }
+        int count = 0;
+        while (work.Count > 0)
+        {
+            int r = work.Pop();
+            queued[r] = false;
+            int warmup = Warmup(p, v, m, r);
+            while (nb[r] < n)
+            {
+                bool forward = nf[r] < n && nf[r] - nb[r] <= warmup;
+                int cell = (forward ? fCell[nf[r]] : bCell[nb[r]]) + r;
+                int stage = (forward ? fStage[nf[r]] : bStage[nb[r]]) + r;
+                bool ready = forward
+                    ? stage == 0 || forwardDone[cell - 1]
+                    : stage == stages - 1 ? forwardDone[cell] : backwardDone[cell + 1];
+                if (!ready) break;
+                bool first = stage == 0, last = stage == stages - 1;
+                int input = forward
+                    ? first ? 0 : Slot(cell - 1, true, cells)
+                    : last ? Slot(cell, true, cells) : Slot(cell + 1, false, cells);
+                int kind = (forward ? ForwardBit : 0) | (first ? FirstBit : 0) | (last ? LastBit : 0);
+                ops[count++] = new PipelineOp(input, Slot(cell, forward, cells), r, kind);
+                int consumer;
+                if (forward) { forwardDone[cell] = true; nf[r]++; consumer = stage == stages - 1 ? -1 : (r + 1) % p; }
+                else { backwardDone[cell] = true; nb[r]++; consumer = stage == 0 ? -1 : (r + p - 1) % p; }
+                if (consumer >= 0 && !queued[consumer]) { work.Push(consumer); queued[consumer] = true; }
+            }
+        }
+        if (count != ops.Length)
+            throw new InvalidOperationException($"pipeline schedule p {p} v {v} m {m} deadlocked: the op order is inconsistent.");
+        return new ScheduleOrder(p, v, m, InterleaveRanks(ops, p, cells));
+    }
+
+    /// <summary>
+    /// Reorders the ops by their start time in the uniform schedule (forward 1, backward 2, free p2p), ranks in
+    /// turn at equal times. Still a dependency order (an op starts after its inputs end), and ops next to each
+    /// other are mostly on different ranks, so the simulator's loop has independent work to overlap.
+    /// </summary>
+    private static PipelineOp[] InterleaveRanks(PipelineOp[] ops, int p, int cells)
+    {
+        var finish = new double[1 + 2 * cells];
+        var clock = new double[p];
+        var start = new double[ops.Length];
+        for (int i = 0; i < ops.Length; i++)
+        {
+            var op = ops[i];
+            start[i] = Math.Max(clock[op.Rank], finish[op.Input]);
+            finish[op.Output] = clock[op.Rank] = start[i] + ((op.Kind & ForwardBit) != 0 ? 1 : 2);
+        }
+        var index = Enumerable.Range(0, ops.Length).ToArray();
+        Array.Sort(index, (a, b) => start[a] != start[b] ? start[a].CompareTo(start[b]) : ops[a].Rank.CompareTo(ops[b].Rank));
+        return index.Select(i => ops[i]).ToArray();
+    }
+
+    /// <summary>The i-th forward (or backward) op of any rank: its cell and stage, less the rank.</summary>
+    private static (int[] Cell, int[] Stage) Sequence(int p, int v, int m, bool backward)
+    {
+        int stages = p * v, n = m * v;
+        var cell = new int[n];
+        var stage = new int[n];
+        if (v == 1)
+        {
+            for (int i = 0; i < m; i++) cell[i] = i * stages;
+            return (cell, stage);
+        }
+        int j = 0;
+        for (int group = 0; group < m / p; group++)
+            for (int chunk = 0; chunk < v; chunk++)
+                for (int lane = 0; lane < p; lane++, j++)
+                {
+                    stage[j] = (backward ? v - 1 - chunk : chunk) * p;
+                    cell[j] = (group * p + lane) * stages + stage[j];
+                }
+        return (cell, stage);
+    }
+}
