@@ -11,8 +11,9 @@ namespace Harness.Search;
 /// layout x ZeRO stage   weights alone exceed memory?                         -> prune (WeightsExceedMemory)
 ///                       time bound with no recomputation loses?              -> prune (LayoutTimeBound)
 ///   recomputation r     time and memory bounds of r lose?                    -> prune (RecomputeBound)
-///                       evaluate r at the least offload: loses?              -> prune (RecomputeBound)
 ///                       evaluate r at the most offload (the memory floor): does not fit? -> prune (OffloadMemoryBound)
+///                       r's time bound with that floor loses?                -> prune (RecomputeBound)
+///                       evaluate r at the least offload: loses?              -> prune (RecomputeBound)
 ///     offload ratio     binary search the smallest ratio that fits (smaller ones cannot fit),
 ///                       then ascend until the time loses (larger ones are slower)        -> prune (OffloadTimeBound)
 /// </code>
@@ -170,22 +171,27 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                 return c;
             }
 
-            var first = Eval(0);
-            if (n == 1) return;
-            if (board.CannotImprove(first.Cost.StepTimeSeconds, bounds.PeakMemoryBytes, p))
+            if (n == 1)
+            {
+                Eval(0);
+                return;
+            }
+            // The most offload first: its memory is the sweep's floor, exact where the bound is loose.
+            var last = Eval(n - 1);
+            long floor = last.Cost.PeakMemoryBytes;
+            if (!last.Fits)
+            {
+                Prune(PruneRule.OffloadMemoryBound, n - 1);
+                return;
+            }
+            if (board.CannotImprove(bounds.StepTimeSeconds, floor, p))
             {
                 Prune(PruneRule.RecomputeBound, n - 1);
                 return;
             }
-            var last = Eval(n - 1);
-            long floor = last.Cost.PeakMemoryBytes;
+            var first = Eval(0);
             Expect(last.Cost.StepTimeSeconds >= first.Cost.StepTimeSeconds * (1 - Slack), "more offload faster", last.Config);
             Expect(floor <= first.Cost.PeakMemoryBytes, "more offload uses more memory", last.Config);
-            if (!last.Fits)
-            {
-                Prune(PruneRule.OffloadMemoryBound, n - 2);
-                return;
-            }
             if (board.CannotImprove(first.Cost.StepTimeSeconds, floor, p))
             {
                 Prune(PruneRule.RecomputeBound, n - 2);
