@@ -17,6 +17,8 @@ public sealed class Leaderboard
     // only larger, which prunes less, never wrongly).
     private double _kthTime = double.PositiveInfinity;
     private double _bestTime = double.PositiveInfinity;
+    // The best step time at each sync factor p, kept exact so "what each step of p buys" is exact too.
+    private readonly Dictionary<double, double> _bestTimeBySyncFactor = [];
 
     /// <param name="paretoMinThroughputFraction">The front holds configs with at least this fraction of the best
     /// throughput (0: the whole front).</param>
@@ -37,6 +39,8 @@ public sealed class Leaderboard
                 return;
             }
             _bestTime = Math.Min(_bestTime, e.Cost.StepTimeSeconds);
+            double p = e.Config.SyncFactor;
+            _bestTimeBySyncFactor[p] = Math.Min(e.Cost.StepTimeSeconds, _bestTimeBySyncFactor.GetValueOrDefault(p, double.PositiveInfinity));
             if (_top.Count < _k || Evaluated.Rank(e, _top[^1]) < 0)
             {
                 Insert(_top, e, Evaluated.Rank);
@@ -58,13 +62,16 @@ public sealed class Leaderboard
 
     /// <summary>
     /// True when no configuration with step time at least <paramref name="time"/>, peak memory at least
-    /// <paramref name="memory"/> and sync factor <paramref name="p"/> can enter the top K or the Pareto front.
+    /// <paramref name="memory"/> and sync factor <paramref name="p"/> can enter the top K, the Pareto front or
+    /// be the fastest at its p.
     /// Strict comparisons: ties are kept, so the answer does not depend on the order threads finish in.
     /// </summary>
     public bool CannotImprove(double time, long memory, double p)
     {
         if (!(time > Volatile.Read(ref _kthTime))) return false;
-        lock (_gate) return BeyondParetoCutoff(time) || _front.Dominates(time, memory, p);
+        lock (_gate)
+            return time > _bestTimeBySyncFactor.GetValueOrDefault(p, double.PositiveInfinity)
+                && (BeyondParetoCutoff(time) || _front.Dominates(time, memory, p));
     }
 
     public IReadOnlyList<Evaluated> Top { get { lock (_gate) return _top.ToList(); } }

@@ -11,11 +11,10 @@ public static class SearchReport
 
     private static string F(double x, string format) => x.ToString(format, CultureInfo.InvariantCulture);
 
-    private static Table ConfigTable(string title, IEnumerable<Evaluated> rows, bool withP)
+    private static Table ConfigTable(string title, IEnumerable<Evaluated> rows)
     {
         var table = new Table().Title(title).Border(TableBorder.Rounded);
         table.AddColumns("#", "config", "tokens/s/GPU", "MFU", "peak GiB", "biggest cost");
-        if (withP) table.AddColumn("p");
         int i = 0;
         Evaluated? previous = null;
         foreach (var e in rows)
@@ -30,7 +29,6 @@ public static class SearchReport
                 F(e.Cost.TokensPerSecondPerGpu, "0"), F(100 * e.Cost.Mfu, "0.0") + "%",
                 F(e.Cost.PeakMemoryBytes / GiB, "0.0"), Markup.Escape(e.Cost.BiggestCost),
             };
-            if (withP) cells.Add(F(e.Config.SyncFactor, "0.##"));
             table.AddRow(cells.ToArray());
         }
         return table;
@@ -39,13 +37,13 @@ public static class SearchReport
     public static void PrintTop(SearchResult r)
     {
         bool withP = r.Space.Constraints.SyncFactors.Count > 1;
-        AnsiConsole.Write(ConfigTable($"Top {r.Top.Count} of {r.Counts.Enumerated:N0} configurations (limit {F(r.Space.MemoryLimitBytes / GiB, "0.#")} GiB)", r.Top, withP));
-        AnsiConsole.MarkupLine("[grey]config: data d, tensor t, context c, pipeline p, layers per virtual stage l, micro-batch mb, sequence parallel sp, recomputation, offload ratio a, ZeRO stage z[/]");
+        AnsiConsole.Write(ConfigTable($"Top {r.Top.Count} of {r.Counts.Enumerated:N0} configurations (limit {F(r.Space.MemoryLimitBytes / GiB, "0.#")} GiB)", r.Top));
+        AnsiConsole.MarkupLine("[grey]config: data d, tensor t, context c, pipeline p, layers per virtual stage l, micro-batch mb, sequence parallel sp, recomputation, offload ratio a, ZeRO stage z, sync factor p if below 1 (sync)[/]");
         const int shown = 12;
         string cutoff = r.Options.ParetoMinThroughputFraction > 0
             ? $", within {F(100 * r.Options.ParetoMinThroughputFraction, "0")}% of the best throughput" : "";
         AnsiConsole.Write(ConfigTable($"Pareto front: throughput, memory headroom{(withP ? ", sync factor p" : "")} ({r.ParetoFront.Count} configs{cutoff}, fastest first)",
-            r.ParetoFront.Take(shown), withP));
+            r.ParetoFront.Take(shown)));
         if (r.ParetoFront.Count > shown) AnsiConsole.MarkupLine($"[grey](the front's other {r.ParetoFront.Count - shown} configs, down to {F(r.ParetoFront.Min(e => e.Cost.PeakMemoryBytes) / GiB, "0.0")} GiB, are in the CSV: column pareto)[/]");
     }
 

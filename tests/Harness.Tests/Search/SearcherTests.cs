@@ -39,6 +39,8 @@ public class SearcherTests
 
         var result = new Searcher(cost, new SearchOptions { TopK = k, Threads = threads, ParetoMinThroughputFraction = 0 }).Run(space);
         AssertSameAsBruteForce(brute, result, k);
+        // It did not evaluate everything: the bounds pruned.
+        Assert.True(result.Counts.Evaluated < brute.Count / 2, $"evaluated {result.Counts.Evaluated} of {brute.Count}");
     }
 
     private static void AssertSameAsBruteForce(List<Evaluated> brute, SearchResult result, int k)
@@ -51,8 +53,10 @@ public class SearcherTests
         var expectedTop = brute.Where(e => e.Fits).Order(ByRank).Take(k).Select(e => e.Config).ToList();
         Assert.Equal(expectedTop, result.Top.Select(e => e.Config).ToList());
         Assert.Equal(BruteFront(brute, 0).Select(e => e.Config).ToList(), result.ParetoFront.Select(e => e.Config).ToList());
-        // It did not evaluate everything: the bounds pruned.
-        Assert.True(result.Counts.Evaluated < brute.Count / 2, $"evaluated {result.Counts.Evaluated} of {brute.Count}");
+        // The fastest config at each sync factor p is among the evaluations (the throughput-vs-p plot is exact).
+        foreach (var atP in brute.Where(e => e.Fits).GroupBy(e => e.Config.SyncFactor))
+            Assert.Equal(atP.Min(e => e.Cost.StepTimeSeconds),
+                result.Evaluations.Where(e => e.Fits && e.Config.SyncFactor == atP.Key).Min(e => e.Cost.StepTimeSeconds));
     }
 
     [Fact]
@@ -74,6 +78,21 @@ public class SearcherTests
         Assert.True(result.Counts.Pruned[PruneRule.OffloadMemoryBound] > 0);
         Assert.True(result.Counts.Pruned[PruneRule.OffloadTimeBound] > 0);
         Assert.Contains(result.ParetoFront, e => e.Config.OffloadRatio > 0);
+    }
+
+    [Fact]
+    public void FastestAtEachSyncFactorIsExactEvenWhenDominated()
+    {
+        // In the toy model p 0.95 cannot use sequence parallelism, which cuts TP traffic by 10% and activations by
+        // t/sqrt(t) at p 1: its configs are dominated (slower, bigger, lower p), yet its fastest must be found.
+        var space = Space(TinyGpt, 16, 16, new SearchConstraints { OffloadStep = 0.25, SyncFactors = [1.0, 0.95], TensorParallel = [4, 8] });
+        var cost = new ToyCostModel();
+        var brute = BruteForce(space, cost);
+        var fits = brute.Where(e => e.Fits).ToList();
+        var fastestAtLowP = fits.Where(e => e.Config.SyncFactor < 1).MinBy(e => e.Cost.StepTimeSeconds)!;
+        Assert.Contains(fits, q => ParetoFront.StrictlyDominates(q, fastestAtLowP));
+        var result = new Searcher(cost, new SearchOptions { ParetoMinThroughputFraction = 0 }).Run(space);
+        AssertSameAsBruteForce(brute, result, 10);
     }
 
     [Fact]
