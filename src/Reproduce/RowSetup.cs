@@ -78,7 +78,8 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
                 TensorParallelBackwardAsync: system.AsyncTensorParallelAllreduce),
             Precision: a.Fp16 == true ? Precision.Fp16 : a.Bf16 == false ? Precision.Fp32 : Precision.Bf16,
             FlashAttention: a.UseFlashAttn ?? false,
-            GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true);
+            GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true,
+            FusedNorm: system?.FusedNorm ?? true);
     }
 
     private static RecomputeSpec ToRecompute(MegatronArgs a, string where)

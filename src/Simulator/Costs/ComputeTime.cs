@@ -45,6 +45,14 @@ public static class ComputeTime
     public static double MemoryBound(double bytes, GpuSpec gpu) =>
         bytes / (gpu.HbmBandwidthBytesPerSecond * gpu.Efficiency.Hbm);
 
+    /// <summary>
+    /// Forward bytes per element of one norm. Fused (Apex/Transformer Engine kernels): read the input, write the
+    /// output. Unfused (Megatron-LM's legacy RMSNorm, PyTorch ops in fp32 as of early 2024): x.float() (r 2, w 4),
+    /// pow (r 4, w 4), mean (r 4), x·rsqrt (r 4, w 4), cast back (r 4, w 2), ·weight (r 2, w 2): 36 B.
+    /// </summary>
+    public static double NormBytesPerElement(ParallelConfig c, double bytesPerElement) =>
+        c.FusedNorm ? 2 * bytesPerElement : 36;
+
     public static LayerComputeTime Layer(ModelSpec m, ParallelConfig c, GpuSpec gpu)
     {
         var prec = c.Precision;
@@ -82,13 +90,14 @@ public static class ComputeTime
         }
 
         // Element-wise bytes per token, forward (reads + writes).
+        double norm = NormBytesPerElement(c, e);
         double perToken = m.Normalization == Normalization.RmsNorm || !m.Dropout
-            // Llama: 2 norms (read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
+            // Llama: 2 norms (fused: read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
             // (read + write), unfused SwiGLU (SiLU: read f, write f; product: read 2f, write f).
-            ? (2 * 2 * e * h + 2 * 3 * e * h) / sp
+            ? (2 * norm * h + 2 * 3 * e * h) / sp
               + ((m.PositionEmbedding == PositionEmbedding.Rotary ? 2 * e * (h + kv) : 0) + (swiglu ? 5 * e * f : 2 * e * f)) / t
             // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask), fused bias-GeLU.
-            : (2 * 2 * e * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t;
+            : (2 * norm * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t;
         double kernelGap = KernelsPerLayerForward * gpu.Efficiency.KernelOverheadSeconds;
         double elementwise = MemoryBound(T * perToken, gpu) + kernelGap;
 
@@ -100,7 +109,7 @@ public static class ComputeTime
         if (r.Granularity == RecomputeGranularity.Selective && !c.FlashAttention)
             recompute += attention;                                                   // the core attention
         if (r.NormOutputs)
-            recompute += MemoryBound(T * 2 * 2 * e * h / sp, gpu);                    // both norms again
+            recompute += MemoryBound(T * 2 * norm * h / sp, gpu);                     // both norms again
         if (r.MlpActivation)
             recompute += MemoryBound(T * (swiglu ? 5 * e * f : 2 * e * f) / t, gpu);  // the activation function
         return new LayerComputeTime(gemm, attention, elementwise, backward, recompute);
