@@ -41,7 +41,7 @@ public static class RunCommand
 
     public static int Run(string[] args)
     {
-        var flags = ModelArguments.Flags.Concat(OwnFlags).ToArray();
+        var flags = ModelArguments.Flags.Concat(OwnFlags).Concat(DistributedRun.Flags).ToArray();
         var cl = CommandLine.Parse(args, flags);
         if (cl.Switch("--help"))
         {
@@ -58,6 +58,7 @@ public static class RunCommand
             return 2;
         }
         string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        if (DistributedRun.Requested(cl)) return DistributedRun.Run(cl, args, options, output, Math.Max(1, cl.Int("--log-interval") ?? 1));
         return Train(options, output, Math.Max(1, cl.Int("--log-interval") ?? 1));
     }
 

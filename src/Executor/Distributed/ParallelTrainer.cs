@@ -32,19 +32,28 @@ public sealed class ParallelTrainer : IDisposable
     private readonly DistributedOptimizer? distributedOptimizer;
     private readonly GradientNorm gradientNorm;
 
+    /// <param name="seed">When given, libtorch's generator is seeded with it plus 100 x the pipeline rank (Megatron's
+    /// offset) before the model is built, so tensor- and data-parallel peers draw the same full weights.</param>
+    /// <param name="constructionGate">Held while building the model: in-process ranks share one generator.</param>
     public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
-        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None)
+        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, object? constructionGate = null)
     {
         (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
         var errors = parallel.Validate(spec, groups.World.Size);
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
+        if (parallel.ContextParallel > 1)
+            throw new ArgumentException($"--context-parallel-size {parallel.ContextParallel}: the executor does not run context parallelism yet (the simulator models it); use 1.");
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         var config = new TransformerConfig(spec, device, dtype, tp, recompute);
         int v = parallel.VirtualStages(spec);
-        for (int c = 0; c < v; c++)
+        lock (constructionGate ?? new object())
         {
-            var part = PipelineChunk.Of(spec, parallel.PipelineParallel, groups.PipelineRank, v, c);
-            chunks.Add(new ModelChunk(new GptModel(config, part), part));
+            if (seed is int s) manual_seed(s + 100 * groups.PipelineRank);
+            for (int c = 0; c < v; c++)
+            {
+                var part = PipelineChunk.Of(spec, parallel.PipelineParallel, groups.PipelineRank, v, c);
+                chunks.Add(new ModelChunk(new GptModel(config, part), part));
+            }
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
         Buffer = new ParamAndGradBuffer(container, dtype);
@@ -61,6 +70,10 @@ public sealed class ParallelTrainer : IDisposable
     }
 
     public ParamAndGradBuffer Buffer { get; }
+
+    /// <summary>Time this rank has spent communicating, over all its groups, since it started.</summary>
+    public TimeSpan CommunicationTime =>
+        groups.All.Aggregate(p2p?.CommunicationTime ?? TimeSpan.Zero, (sum, g) => sum + g.Stats.Time);
 
     /// <summary>Micro-batches this rank's pipeline runs per iteration.</summary>
     public int MicroBatches => parallel.NumMicroBatches;

@@ -57,10 +57,13 @@ public sealed class ProcessGroups : IDisposable
     private ICommunicator SplitAlong(ParallelDims dims, string name) =>
         World.Split(Layout.GroupColor(World.Rank, dims), World.Rank, name)!;
 
+    /// <summary>Every communicator of this rank, the world first.</summary>
+    public IEnumerable<ICommunicator> All =>
+        new[] { World, Tensor, Context, Data, DataWithContext, Pipeline, ModelParallel, Embedding }.OfType<ICommunicator>();
+
     /// <summary>Frees the split groups; the world communicator belongs to the caller.</summary>
     public void Dispose()
     {
-        foreach (var g in new[] { Tensor, Context, Data, DataWithContext, Pipeline, ModelParallel, Embedding })
-            g?.Dispose();
+        foreach (var g in All.Skip(1)) g.Dispose();
     }
 }

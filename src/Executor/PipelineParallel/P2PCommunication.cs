@@ -15,6 +15,7 @@ public sealed class P2PCommunication(ICommunicator activations, ICommunicator gr
     private readonly List<(ICommunicator Group, Tensor Tensor, int Peer)> pending = new();
 
     public int Rank => activations.Rank;
+    public TimeSpan CommunicationTime => activations.Stats.Time + gradients.Stats.Time;
     public int Size => activations.Size;
     private int Next => (Rank + 1) % Size;
     private int Previous => (Rank + Size - 1) % Size;

@@ -16,7 +16,7 @@ public sealed class MetricsCsv : IDisposable
     public static readonly string[] Columns =
     {
         "iteration", "elapsed_ms", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "loss", "grad_norm",
-        "learning_rate", "memory_used_bytes", "memory_peak_bytes", "host_gap_ms", "enqueue_ms",
+        "learning_rate", "memory_used_bytes", "memory_peak_bytes", "host_gap_ms", "enqueue_ms", "communication_ms",
     };
 
     public MetricsCsv(string path, bool append)
@@ -36,6 +36,7 @@ public sealed class MetricsCsv : IDisposable
             r.ModelTflopsPerGpu.ToString("F4", c), r.Mfu?.ToString("F4", c) ?? "", r.Loss.ToString("R", c),
             r.GradNorm.ToString("R", c), r.LearningRate.ToString("R", c), r.MemoryUsedBytes.ToString(c),
             r.MemoryPeakBytes.ToString(c), r.HostGapMs.ToString("F3", c), r.EnqueueMs.ToString("F3", c),
+            r.CommunicationMs?.ToString("F3", c) ?? "",
         });
     }
 

@@ -6,6 +6,8 @@ namespace Harness.Executor.Training;
 /// HostGapMs is the part of it before the first kernel of this iteration was enqueued (the device idles then);
 /// EnqueueMs is how long the host took to enqueue the whole iteration (when it nears ElapsedMs, the loop is
 /// launch-bound). Memory is NVML's used bytes on a GPU, the process working set on CPU.
+/// In parallel runs (rank 0 writes the row) MemoryPeakBytes is the maximum over ranks and CommunicationMs the
+/// time rank 0 spent in communication during the iteration (null for single-device runs).
 /// </summary>
 public sealed record IterationRecord(
     long Iteration,
@@ -19,4 +21,5 @@ public sealed record IterationRecord(
     long MemoryUsedBytes,
     long MemoryPeakBytes,
     double HostGapMs,
-    double EnqueueMs);
+    double EnqueueMs,
+    double? CommunicationMs = null);

@@ -1,0 +1,206 @@
+using System.Diagnostics;
+using System.Globalization;
+using Harness.Cli.Arguments;
+using Harness.Executor.Data;
+using Harness.Executor.Distributed;
+using Harness.Executor.Distributed.InProcess;
+using Harness.Executor.Distributed.Launch;
+using Harness.Executor.Distributed.Nccl;
+using Harness.Executor.Native;
+using Harness.Executor.Records;
+using Harness.Executor.Training;
+using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Cli.Commands;
+
+/// <summary>
+/// `harness run` over several ranks, by Megatron's parallel flags:
+/// - `--device cpu --nproc-per-node N`: N ranks as threads of this process (the in-process backend);
+/// - `--device cuda --nproc-per-node N`: this process launches N copies of itself, one per GPU, with torchrun's
+///   variables, and waits (every rank's errors reach the user);
+/// - started by torchrun, Slurm or the launcher above (RANK/SLURM_PROCID set): one rank over NCCL, the unique id
+///   shared through MASTER_ADDR:MASTER_PORT.
+/// Rank 0 writes metrics.csv (memory: the maximum over ranks), summary.json (with every rank's peak) and the plots.
+/// </summary>
+public static class DistributedRun
+{
+    // Declared before Flags, which reads it during static initialization.
+    private static readonly HashSet<string> LayoutFlags =
+    [
+        "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-layers-per-virtual-pipeline-stage",
+        "--context-parallel-size", "--sequence-parallel", "--use-distributed-optimizer", "--sync-factor",
+    ];
+
+    /// <summary>The launch flags, and the layout flags `harness simulate` takes (the same names and help).</summary>
+    public static readonly Flag[] Flags =
+    [
+        new("--nproc-per-node", true, "ranks to run on this node: threads on CPU, one process per GPU on CUDA"),
+        new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
+        .. ParallelArguments.Flags.Where(f => LayoutFlags.Contains(f.Name)),
+    ];
+
+    /// <summary>Whether the command line or the environment asks for more than one rank or a parallel layout.</summary>
+    public static bool Requested(CommandLine cl) =>
+        cl.HasAny(Flags) || Environment.GetEnvironmentVariable("RANK") is { Length: > 0 } || Environment.GetEnvironmentVariable("SLURM_PROCID") is { Length: > 0 };
+
+    public static int Run(CommandLine cl, string[] args, TrainingOptions options, string output, int logInterval)
+    {
+        LaunchEnvironment env;
+        try { env = LaunchEnvironment.FromProcess(); }
+        catch (ArgumentException e) { return UserError(e.Message); }
+        bool cuda = options.Device == ExecutionDevice.Cuda;
+        int nproc = cl.Int("--nproc-per-node") ?? 1;
+        if (nproc < 1) return UserError($"--nproc-per-node is {nproc}; it must be at least 1.");
+        if (!cuda && env.IsDistributed) return UserError("--device cpu runs every rank as a thread of one process; start it once, without RANK/SLURM_PROCID.");
+        int world = env.IsDistributed ? env.WorldSize : nproc;
+        var parallel = Config(cl, options, world, out var model);
+        if (cl.Errors.Count > 0) return UserError(cl.Errors[0]);
+        var errors = parallel.Validate(model, world);
+        if (errors.Count > 0) return UserError(errors[0]);
+        if (parallel.ContextParallel > 1)
+            return UserError($"--context-parallel-size {parallel.ContextParallel}: the executor does not run context parallelism yet (the simulator models it); use 1.");
+
+        if (cuda && !env.IsDistributed && nproc > 1)
+        {
+            int port = cl.Int("--master-port") ?? (int.TryParse(Environment.GetEnvironmentVariable("MASTER_PORT"), out int p) ? p : LaunchEnvironment.DefaultPort);
+            var (file, prefix) = SelfCommand();
+            return WorkerLauncher.Run(nproc, file, [.. prefix, "run", .. args], port, Console.Out, Console.Error);
+        }
+        string runtime;
+        try { runtime = TorchRuntime.Initialize(options.Device, options.Libtorch); }
+        catch (NativeLoadException e) { return UserError(e.Message); }
+        var job = new Job(options, parallel, model, output, logInterval, runtime);
+        try
+        {
+            if (!cuda)
+            {
+                set_num_threads(Math.Max(1, Environment.ProcessorCount / world));
+                InProcessJob.Run(world, comm => job.Rank(comm, CPU, 0));
+            }
+            else
+            {
+                var timeout = TimeSpan.FromMinutes(10);
+                using var comm = NcclCommunicator.CreateWorld(env.Rank, env.WorldSize, env.LocalRank, id => TcpRendezvous.Share(env, id, timeout), timeout);
+                job.Rank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank);
+            }
+        }
+        catch (RankFailuresException e)
+        {
+            foreach (var (rank, error) in e.Failures) Console.Error.WriteLine($"harness run: rank {rank}: {error.Message}");
+            return 1;
+        }
+        catch (CommunicatorException e)
+        {
+            Console.Error.WriteLine($"harness run: rank {env.Rank}: {e.Message}");
+            return 1;
+        }
+        return 0;
+    }
+
+    /// <summary>The parallel layout from the flags; Megatron pads the vocabulary to a multiple of 128·t so it splits evenly.</summary>
+    private static ParallelConfig Config(CommandLine cl, TrainingOptions o, int world, out ModelSpec model)
+    {
+        int t = cl.Int("--tensor-model-parallel-size") ?? 1, p = cl.Int("--pipeline-model-parallel-size") ?? 1, c = cl.Int("--context-parallel-size") ?? 1;
+        int divisor = Math.Max(1, t * p * c);
+        if (world % divisor != 0) cl.Errors.Add($"--nproc-per-node {world} is not divisible by tensor {t} x pipeline {p} x context {c}.");
+        int dp = Math.Max(1, world / divisor);
+        model = o.Model.VocabSize % t == 0 ? o.Model : o.Model with { VocabSize = (o.Model.VocabSize + 128 * t - 1) / (128 * t) * (128 * t) };
+        double syncFactor = cl.Double("--sync-factor") ?? 1.0;
+        return new ParallelConfig(dp, t, p, cl.Int("--num-layers-per-virtual-pipeline-stage"), c, cl.Switch("--sequence-parallel"),
+            o.MicroBatchSize, o.GlobalBatchSize, ZeroStage: cl.Switch("--use-distributed-optimizer") ? 1 : 0, SyncFactor: syncFactor,
+            Precision: o.Bf16 ? Precision.Bf16 : Precision.Fp32);
+    }
+
+    /// <summary>How to start this program again: the apphost itself, or `dotnet harness.dll`.</summary>
+    private static (string File, string[] Prefix) SelfCommand()
+    {
+        string path = Environment.ProcessPath ?? "dotnet";
+        return Path.GetFileNameWithoutExtension(path) == "dotnet" ? (path, [Environment.GetCommandLineArgs()[0]]) : (path, []);
+    }
+
+    private static int UserError(string message)
+    {
+        Console.Error.WriteLine($"harness run: {message}");
+        return 2;
+    }
+
+    /// <summary>What every rank runs: build its part of the model, train, and (rank 0) record.</summary>
+    private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime)
+    {
+        /// <summary>In-process ranks share libtorch's one generator: they build their models one at a time.</summary>
+        private readonly object constructionGate = new();
+
+        public void Rank(ICommunicator world, Device device, int localDevice)
+        {
+            var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
+            using var groups = ProcessGroups.Create(world, layout);
+            var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, constructionGate);
+            ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
+            using var disposeSource = source as IDisposable;
+            var sampler = new GptSampler(source, model.SeqLength, o.Seed);
+            int s = model.SeqLength, g = o.GlobalBatchSize, b = parallel.MicroBatch, dp = parallel.DataParallel;
+            var host = new long[g * (s + 1)];
+            double flopsPerIteration = Flops.ModelFlopsPerToken(model) * g * s;
+            bool cuda = device.type == DeviceType.CUDA;
+            string deviceName = cuda ? Nvml.DeviceName(localDevice) ?? $"CUDA device {localDevice}" : $"CPU ({Environment.ProcessorCount} threads)";
+            bool writer = world.Rank == 0;
+            if (writer)
+            {
+                Directory.CreateDirectory(output);
+                Console.WriteLine($"harness run: {model.Name} on {world.Size} x {deviceName}: tp {parallel.TensorParallel} pp {parallel.PipelineParallel}" +
+                    $"{(parallel.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "")} cp {parallel.ContextParallel} dp {parallel.DataParallel}" +
+                    $"{(parallel.SequenceParallel ? " sp" : "")}{(parallel.DistributedOptimizer ? " distributed-optimizer" : "")}" +
+                    $"{(parallel.SyncFactor < 1 ? $" p {parallel.SyncFactor}" : "")}, global batch {g} x s {s}; {runtime}");
+            }
+            using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: false) : null;
+            var records = new List<IterationRecord>();
+            long peak = 0;
+            var lastEnd = Stopwatch.GetTimestamp();
+            for (long iteration = 0; iteration < o.TrainIters; iteration++)
+            {
+                using var scope = NewDisposeScope();
+                long start = Stopwatch.GetTimestamp();
+                var comm0 = trainer.CommunicationTime;
+                sampler.Next(g, host);
+                var batch = tensor(host, [g, s + 1]).to(device);
+                double lr = o.LearningRate.At(iteration);
+                var (loss, norm) = trainer.Step(lr, i =>
+                {
+                    var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
+                    return (rows[.., ..s], rows[.., 1..]);
+                });
+                long end = Stopwatch.GetTimestamp();
+                double elapsed = Stopwatch.GetElapsedTime(lastEnd, end).TotalSeconds;
+                double hostGapMs = Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds;
+                lastEnd = end;
+                long used = cuda ? Nvml.UsedBytes(localDevice) ?? 0 : Environment.WorkingSet;
+                peak = Math.Max(peak, used);
+                var peaks = tensor(new[] { (double)peak }, device: device);
+                world.AllReduce(peaks, ReduceOp.Max);
+                double tflops = flopsPerIteration / elapsed / world.Size / 1e12;
+                var r = new IterationRecord(iteration + 1, elapsed * 1e3, (double)g * s / elapsed / world.Size, tflops,
+                    cuda && o.Gpu is not null ? tflops * 1e12 / o.Gpu.PeakBf16Flops : null, loss, norm, lr, used, (long)peaks.cpu().item<double>(),
+                    hostGapMs, Stopwatch.GetElapsedTime(start, end).TotalMilliseconds,
+                    (trainer.CommunicationTime - comm0).TotalMilliseconds);
+                if (!writer) continue;
+                csv!.Append(r);
+                records.Add(r);
+                if (r.Iteration % logInterval == 0 || r.Iteration == o.TrainIters)
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"iter {r.Iteration,6}/{o.TrainIters} | loss {r.Loss,8:F4} | grad norm {r.GradNorm,7:F3} | {r.ElapsedMs,8:F1} ms | {r.TokensPerSecondPerGpu,10:N0} tok/s/GPU | comm {r.CommunicationMs,7:F1} ms | peak {r.MemoryPeakBytes / 1048576.0:F0} MiB (max over ranks)"));
+            }
+            // Every rank's peak to rank 0, for the summary.
+            var all = zeros(world.Size, dtype: ScalarType.Float64, device: device);
+            world.AllGather(tensor(new[] { (double)peak }, device: device), all);
+            if (!writer) return;
+            var perRank = all.cpu().data<double>().Select(v => (long)v).ToList();
+            RunSummary.From(o with { Model = model }, deviceName, runtime, trainer.Buffer.Count, records, parallel, perRank).Write(Path.Combine(output, "summary.json"));
+            Plots.Write(output, records, $"{model.Name} on {world.Size} x {deviceName}");
+            Console.WriteLine($"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png");
+        }
+    }
+}

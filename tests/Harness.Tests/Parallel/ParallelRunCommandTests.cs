@@ -1,0 +1,43 @@
+using System.Text.Json;
+using Harness.Cli.Commands;
+
+namespace Harness.Tests.Parallel;
+
+public class ParallelRunCommandTests
+{
+    private static readonly string[] Tiny =
+    [
+        "--num-layers", "2", "--hidden-size", "32", "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
+        "--vocab-size", "101", "--mock-data", "--train-iters", "3", "--micro-batch-size", "1", "--global-batch-size", "4", "--device", "cpu",
+    ];
+
+    [Fact]
+    public void CpuRanksTrainAndRank0RecordsEveryRanksPeakMemoryAndCommunicationTime()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        int code = RunCommand.Run([.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2", "--out", dir]);
+        Assert.Equal(0, code);
+        var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
+        Assert.Equal(4, lines.Length); // header + 3 iterations
+        Assert.EndsWith("communication_ms", lines[0]);
+        Assert.All(lines.Skip(1), l => Assert.True(double.Parse(l.Split(',')[^1]) > 0, "no communication time recorded"));
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+        var peaks = summary.RootElement.GetProperty("PeakMemoryBytesPerRank").EnumerateArray().Select(e => e.GetInt64()).ToList();
+        Assert.Equal(4, peaks.Count);
+        Assert.Equal(peaks.Max(), summary.RootElement.GetProperty("PeakMemoryBytes").GetInt64());
+        // vocabulary 101 is padded to 256 (Megatron: a multiple of 128·t) so it splits over two ranks
+        Assert.Equal(256, summary.RootElement.GetProperty("Config").GetProperty("Model").GetProperty("VocabSize").GetInt32());
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
+    public void ALayoutThatDoesNotDivideTheRanksIsAUserError()
+    {
+        var err = new StringWriter();
+        var old = Console.Error;
+        Console.SetError(err);
+        try { Assert.Equal(2, RunCommand.Run([.. Tiny, "--nproc-per-node", "3", "--tensor-model-parallel-size", "2"])); }
+        finally { Console.SetError(old); }
+        Assert.Equal("harness run: --nproc-per-node 3 is not divisible by tensor 2 x pipeline 1 x context 1.", err.ToString().Trim());
+    }
+}
