@@ -1,0 +1,69 @@
+using Harness.Reproduce;
+
+namespace Harness.Tests;
+
+/// <summary>
+/// The simulator against the published tables (issue 4's targets), so that a change to the model that makes a
+/// reproduction worse fails CI. Where a target is not met yet, the test pins today's accuracy instead and says so:
+/// it fails on any regression, and is tightened as the model improves.
+/// </summary>
+public class ReproductionTargetTests
+{
+    private static readonly Lazy<ReproductionSummary> All = new(() =>
+        new Reproducer(SimulatorSteps.Estimate).Run(ExperimentLoader.Resolve("all", ExperimentFileTests.ExperimentsDir)));
+
+    private static TableResult Table(string name) => All.Value.Tables.Single(t => t.Experiment.Name == name);
+
+    [Fact]
+    public void EveryFitAndOomDecisionIsRight()
+    {
+        var wrong = All.Value.Tables.SelectMany(t => t.Rows).Where(r => !r.FitDecisionRight).Select(r => r.Row.Label);
+        Assert.Empty(wrong);
+        Assert.Equal(46, All.Value.FitDecisions);
+    }
+
+    [Fact]
+    public void MethodsComeOutInThePublishedOrder()
+    {
+        // Kwai's method > their baseline > NVIDIA Megatron-LM, on A800 and H800 (7B) and at 175B.
+        foreach (var t in All.Value.Tables)
+            Assert.True(t.Order.Right, $"{t.Experiment.Name}: {string.Join("; ", t.Order.Violations)}");
+    }
+
+    [Fact]
+    public void Kwai7bDemoMeetsTheThroughputTarget()
+    {
+        var t = Table("kwai-atc24-7b-demo");
+        Assert.InRange(t.Errors.Mape, 0, 0.03);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.06);
+    }
+
+    [Fact]
+    public void Figure7MemoryIsWithinTwoPercentOnAverage()
+    {
+        var t = Table("kwai-atc24-fig7-memory");
+        Assert.Equal(19, t.Errors.Count);
+        Assert.InRange(t.Errors.Mape, 0, 0.02);
+        // Target: every point within 2%. Today four points are 2.0-3.0% low (the worst at recompute none, alpha 0.8).
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.031);
+    }
+
+    [Theory]
+    // Today's accuracy where the issue's target (MAPE <= 3%, every row within 6%) is not met yet; see README, Reproduce.
+    [InlineData("kwai-atc24-table8", 0.101, 0.142)]
+    [InlineData("narayanan-2021-table1", 0.052, 0.093)]
+    [InlineData("shoeybi-2019-scaling", 0.139, 0.209)]
+    public void ThroughputDoesNotRegress(string table, double mape, double max)
+    {
+        var t = Table(table);
+        Assert.InRange(t.Errors.Mape, 0, mape);
+        Assert.InRange(t.Errors.MaxAbs, 0, max);
+    }
+
+    [Fact]
+    public void OverallThroughputDoesNotRegress()
+    {
+        Assert.Equal(21, All.Value.Throughput.Count);
+        Assert.InRange(All.Value.Throughput.Mape, 0, 0.057);
+    }
+}
