@@ -9,6 +9,7 @@ public static class CommandTable
         ("reproduce", "simulate published tables (experiments/) and compare with their numbers", Harness.Cli.Commands.ReproduceCommand.Run),
         ("run", "train on CPU or one GPU (TorchSharp); metrics.csv, summary.json, plots, checkpoints", Harness.Cli.Commands.RunCommand.Run),
         ("preprocess", "text or JSON lines -> Megatron .bin/.idx with GPT-2 BPE", Harness.Cli.Commands.PreprocessCommand.Run),
+        ("nccl-check", "check every NCCL call the executor uses on this machine's GPUs, and all-reduce bandwidth", Harness.Cli.Commands.NcclCheckCommand.Run),
         ("search", "the fastest configurations that fit, exhaustively over a stated space", Harness.Cli.Commands.SearchCommand.Run),
     };
 

@@ -115,7 +115,7 @@ public static class DistributedRun
     }
 
     /// <summary>How to start this program again: the apphost itself, or `dotnet harness.dll`.</summary>
-    private static (string File, string[] Prefix) SelfCommand()
+    internal static (string File, string[] Prefix) SelfCommand()
     {
         string path = Environment.ProcessPath ?? "dotnet";
         return Path.GetFileNameWithoutExtension(path) == "dotnet" ? (path, [Environment.GetCommandLineArgs()[0]]) : (path, []);

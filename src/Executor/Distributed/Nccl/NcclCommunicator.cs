@@ -130,9 +130,9 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     /// <summary>Waits for this group's calls (stream 0), stops its watchdog and destroys the communicator.</summary>
     public void Dispose()
     {
-        CudaRuntime.StreamSynchronize(IntPtr.Zero);
+        if (!watchdog.Aborted) CudaRuntime.StreamSynchronize(IntPtr.Zero);
         watchdog.Dispose();
-        NcclLibrary.CommDestroy(comm);
+        if (!watchdog.Aborted) NcclLibrary.CommDestroy(comm);
     }
 
     private void Issue(string call, Tensor tensor, Func<NcclResult> enqueue)

@@ -23,7 +23,10 @@ internal sealed unsafe class NcclWatchdog : IDisposable
     private readonly CommunicationStats stats;
     private readonly Action<string> onFailure;
     private readonly Thread thread;
-    private volatile bool stopping;
+    private volatile bool stopping, aborted;
+
+    /// <summary>True once the communicator was aborted: it must not be used or destroyed again.</summary>
+    public bool Aborted => aborted;
 
     public NcclWatchdog(IntPtr comm, int device, string who, TimeSpan timeout, CommunicationStats stats, Action<string> onFailure)
     {
@@ -95,6 +98,7 @@ internal sealed unsafe class NcclWatchdog : IDisposable
 
     private void Abort(string message)
     {
+        aborted = true;
         NcclLibrary.CommAbort(comm);
         onFailure(message);
     }
@@ -103,7 +107,7 @@ internal sealed unsafe class NcclWatchdog : IDisposable
     public void Dispose()
     {
         stopping = true;
-        thread.Join();
+        if (Thread.CurrentThread != thread) thread.Join();
         foreach (var p in pending) { freeEvents.Add(p.Start); freeEvents.Add(p.End); }
         while (freeEvents.TryTake(out var e)) CudaRuntime.EventDestroy(e);
     }
