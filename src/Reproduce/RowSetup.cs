@@ -79,7 +79,8 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
             Precision: a.Fp16 == true ? Precision.Fp16 : a.Bf16 == false ? Precision.Fp32 : Precision.Bf16,
             FlashAttention: a.UseFlashAttn ?? false,
             GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true,
-            FusedNorm: system?.FusedNorm ?? true);
+            FusedNorm: system?.FusedNorm ?? true,
+            FusedElementwise: system?.FusedElementwise ?? true);
     }
 
     private static RecomputeSpec ToRecompute(MegatronArgs a, string where)

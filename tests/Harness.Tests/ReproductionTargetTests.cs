@@ -39,6 +39,14 @@ public class ReproductionTargetTests
     }
 
     [Fact]
+    public void Shoeybi2019MeetsTheThroughputTarget()
+    {
+        var t = Table("shoeybi-2019-scaling");
+        Assert.InRange(t.Errors.Mape, 0, 0.03);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.06);
+    }
+
+    [Fact]
     public void Figure7MemoryIsWithinTwoPercentOnAverage()
     {
         var t = Table("kwai-atc24-fig7-memory");
@@ -52,7 +60,6 @@ public class ReproductionTargetTests
     // Today's accuracy where the target (MAPE <= 3%, every row within 6%) is not met yet; see README, Reproduce.
     [InlineData("kwai-atc24-table8", 0.101, 0.142)]
     [InlineData("narayanan-2021-table1", 0.052, 0.093)]
-    [InlineData("shoeybi-2019-scaling", 0.139, 0.209)]
     public void ThroughputDoesNotRegress(string table, double mape, double max)
     {
         var t = Table(table);
@@ -64,6 +71,6 @@ public class ReproductionTargetTests
     public void OverallThroughputDoesNotRegress()
     {
         Assert.Equal(21, All.Value.Throughput.Count);
-        Assert.InRange(All.Value.Throughput.Mape, 0, 0.057);
+        Assert.InRange(All.Value.Throughput.Mape, 0, 0.046);
     }
 }

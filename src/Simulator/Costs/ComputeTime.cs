@@ -84,7 +84,9 @@ public static class ComputeTime
             double heads = a / t, hd = m.HeadDim;
             double matmuls = 2 * heads * Gemm(T, hd, s, gpu, prec);               // Q·K^T and P·V
             double scores = heads * T * s;                                          // score elements
-            double softmaxBytes = scores * (m.Dropout ? 4 * e + 1 : 2 * e);         // scale-mask-softmax r/w, dropout r/w + mask
+            // Fused scale-mask-softmax (r/w) and dropout (r/w + mask); unfused (Megatron 2019): scale, masked fill
+            // (+ mask read), softmax, dropout as separate kernels, each reading and writing the scores.
+            double softmaxBytes = scores * (c.FusedElementwise ? (m.Dropout ? 4 * e + 1 : 2 * e) : (m.Dropout ? 8 * e + 2 : 6 * e + 1));
             attention = matmuls + MemoryBound(softmaxBytes, gpu);
             attentionBackward = 2 * matmuls + MemoryBound(2 * softmaxBytes, gpu);
         }
@@ -97,7 +99,11 @@ public static class ComputeTime
             ? (2 * norm * h + 2 * 3 * e * h) / sp
               + ((m.PositionEmbedding == PositionEmbedding.Rotary ? 2 * e * (h + kv) : 0) + (swiglu ? 5 * e * f : 2 * e * f)) / t
             // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask), fused bias-GeLU.
-            : (2 * norm * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t;
+            : c.FusedElementwise
+                ? (2 * norm * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t
+                // Unfused (Megatron 2019): bias add, dropout (+ mask), residual add as three kernels; GeLU's tanh
+                // formula as eight element-wise kernels after the bias add, each reading and writing f.
+                : (2 * norm * h + 2 * (7 * e + 1) * h) / sp + 9 * 2 * e * f / t;
         double kernelGap = KernelsPerLayerForward * gpu.Efficiency.KernelOverheadSeconds;
         double elementwise = MemoryBound(T * perToken, gpu) + kernelGap;
 

@@ -59,6 +59,8 @@ public enum Precision { Bf16, Fp16, Fp32 }
 /// <param name="ZeroStage">0: replicated optimizer; 1: optimizer states sharded (Megatron's distributed optimizer);
 /// 2: plus gradients; 3: plus parameters.</param>
 /// <param name="SyncFactor">CAAT-Net's p: the fraction of hidden channels all-reduced after row-parallel linears.</param>
+/// <param name="FusedElementwise">Megatron's bias-GeLU, bias-dropout-add and scale-mask-softmax fusions (2020 on); false: the
+/// separate PyTorch kernels of Megatron-LM 2019.</param>
 /// <param name="FusedNorm">LayerNorm/RMSNorm as one fused kernel (Apex, Transformer Engine); false: PyTorch ops in fp32,
 /// as Megatron-LM's legacy RMSNorm ran them in early 2024.</param>
 /// <param name="GradientsInFp32">Megatron's --accumulate-allreduce-grads-in-fp32: main gradients kept and reduced in
@@ -80,7 +82,8 @@ public sealed record ParallelConfig(
     Precision Precision = Precision.Bf16,
     bool FlashAttention = true,
     bool GradientsInFp32 = true,
-    bool FusedNorm = true)
+    bool FusedNorm = true,
+    bool FusedElementwise = true)
 {
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
