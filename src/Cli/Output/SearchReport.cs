@@ -69,7 +69,7 @@ public static class SearchReport
     public static void PrintNothingFits(SearchResult r)
     {
         var w = Console.Error;
-        w.WriteLine($"harness search: none of the {r.Counts.Enumerated:N0} valid configurations fits in {F(r.Space.MemoryLimitBytes / GiB, "0.#")} GiB per GPU.");
+        w.WriteLine($"harness search: none of the {r.Counts.Enumerated:N0} valid configurations fits in {F(r.Space.MemoryLimitBytes / GiB, "0.##")} GiB per GPU.");
         if (r.SmallestStaticMiss is { } s && (r.NearMisses.Count == 0 || s.StaticBytes < r.NearMisses[0].Cost.PeakMemoryBytes))
             w.WriteLine($"  weights, gradients and optimizer states alone need at least {F(s.StaticBytes / GiB, "0.0")} GiB ({MegatronArgs.Short(s.Config)}).");
         if (r.NearMisses.Count > 0)

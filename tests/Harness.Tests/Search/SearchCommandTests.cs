@@ -1,0 +1,96 @@
+using System.Globalization;
+using System.Text.Json;
+using Harness.Cli.Arguments;
+using Harness.Cli.Commands;
+
+namespace Harness.Tests.Search;
+
+/// <summary>`harness search` end to end: JSON, the CSV of every evaluation, exit codes and messages.</summary>
+[Collection("Console")]
+public class SearchCommandTests : IDisposable
+{
+    private readonly string _out = Path.Combine(Path.GetTempPath(), "harness-search-test-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_out)) Directory.Delete(_out, recursive: true);
+    }
+
+    private static (int Code, string Out, string Err) Run(string args)
+    {
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        Console.SetOut(o);
+        Console.SetError(e);
+        try { return (SearchCommand.Run(args.Split(' ', StringSplitOptions.RemoveEmptyEntries)), o.ToString(), e.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+    }
+
+    [Fact]
+    public void JsonTopOneIsTheMaximumOverTheCsv()
+    {
+        var (code, output, err) = Run($"--model caat-130m --gpu h800 --gpus 8 --global-batch-size 16 --top 3 --json --out {_out}");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        var top = doc.RootElement.GetProperty("top");
+        Assert.Equal(3, top.GetArrayLength());
+        foreach (var entry in top.EnumerateArray())
+        {
+            foreach (var key in new[] { "step_time_s", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "hfu", "peak_memory_bytes", "fits", "breakdown" })
+                Assert.True(entry.TryGetProperty(key, out _), key);
+            Assert.True(entry.GetProperty("fits").GetBoolean());
+            Assert.StartsWith("--tensor-model-parallel-size", entry.GetProperty("config").GetProperty("megatron_args").GetString());
+        }
+        var search = doc.RootElement.GetProperty("search");
+        Assert.Equal(0, search.GetProperty("bound_violations").GetInt64());
+
+        var lines = File.ReadAllLines(Path.Combine(_out, "evaluated.csv"));
+        var header = lines[0].Split(',').ToList();
+        int tokens = header.IndexOf("tokens_per_s_per_gpu"), fits = header.IndexOf("fits");
+        Assert.True(tokens >= 0 && fits >= 0, lines[0]);
+        Assert.Equal(search.GetProperty("evaluated").GetInt64(), lines.Length - 1);
+        double maxOverCsv = lines.Skip(1).Select(l => l.Split(','))
+            .Where(f => bool.Parse(f[fits])).Max(f => double.Parse(f[tokens], CultureInfo.InvariantCulture));
+        Assert.Equal(maxOverCsv, top[0].GetProperty("tokens_per_s_per_gpu").GetDouble(), 1e-9 * maxOverCsv);
+        Assert.True(File.Exists(Path.Combine(_out, "throughput-vs-memory.png")));
+    }
+
+    [Fact]
+    public void NoValidFactorizationSaysWhyAndExits2()
+    {
+        var (code, _, err) = Run($"--model llama-175b --gpu h800 --gpus 7 --global-batch-size 256 --out {_out}");
+        Assert.Equal(2, code);
+        Assert.Contains("no valid configuration", err);
+        Assert.Contains("--global-batch-size 256 is not divisible by --micro-batch-size 1 x data-parallel size 7", err);
+        Assert.Contains("--num-layers 96 is not divisible by --pipeline-model-parallel-size 7", err);
+    }
+
+    [Fact]
+    public void NothingFitsNamesTheNearMissesAndExits2()
+    {
+        var (code, _, err) = Run($"--model caat-1b --gpu h800 --gpus 8 --global-batch-size 16 --memory-limit 2500MiB --out {_out}");
+        Assert.Equal(2, code);
+        Assert.Contains("fits in 2.44 GiB per GPU", err);
+        Assert.Contains("closest to fitting", err);
+    }
+
+    [Fact]
+    public void BadArgumentsNameTheValueAndExit2()
+    {
+        var (code, _, err) = Run("--model caat-1b --gpus 8 --tensor-model-parallel-size 2,x --recompute fulll --memory-limit 70QB --top 0");
+        Assert.Equal(2, code);
+        Assert.Contains("--global-batch-size is required", err);
+        Assert.Contains("--tensor-model-parallel-size value 'x' is not valid", err);
+        Assert.Contains("--recompute value 'fulll' is not valid", err);
+        Assert.Contains("--memory-limit '70QB' is not a size", err);
+        Assert.Contains("--top is 0", err);
+    }
+
+    [Theory]
+    [InlineData("70GiB", 70L << 30)]
+    [InlineData("80GB", 80_000_000_000L)]
+    [InlineData("7.5MiB", 7L * (1 << 20) + (1 << 19))]
+    [InlineData("123", 123L)]
+    [InlineData("12 kib", 12L << 10)]
+    public void MemorySizesParse(string text, long bytes) => Assert.Equal(bytes, SearchArguments.ParseBytes(text));
+}
