@@ -3,6 +3,7 @@ using Harness.Cli.Commands;
 namespace Harness.Tests;
 
 /// <summary>`harness reproduce` rejects bad input with exit code 2 and writes its files where asked.</summary>
+[Collection("Console")]
 public class ReproduceCommandTests
 {
     [Theory]

@@ -3,6 +3,7 @@ using Harness.Cli.Commands;
 
 namespace Harness.Tests.Parallel;
 
+[Collection("Console")]
 public class ParallelRunCommandTests
 {
     private static readonly string[] Tiny =
