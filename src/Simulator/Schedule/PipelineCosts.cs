@@ -152,6 +152,9 @@ public readonly struct PipelineCosts
         // Pipeline p2p: Megatron sends b·(s/cp)·h/t per TP rank (scatter-gather, or the SP shard).
         bool p2pSameNode = Topology.PipelineNeighboursShareNode(c, cluster.GpusPerNode);
         double p2p = p > 1 ? Collectives.SendRecv(S / c.TensorParallel, p2pSameNode, gpu) : 0;
+        // Without sequence parallelism each TP rank sends only its 1/t slice (Narayanan et al. 2021, section 4.1,
+        // scatter/gather); the receiver all-gathers the full activation over NVLink before it can compute.
+        double p2pGather = p > 1 && c.TensorParallel > 1 && !c.SequenceParallel ? Collectives.AllGather(S, tpGroup, gpu) : 0;
 
         double chunkParams = layersPerChunk * ModelState.LayerParametersPerRank(m, c.TensorParallel);
         double embedParams = ModelState.EmbeddingParametersPerRank(m, c.TensorParallel);
@@ -169,17 +172,17 @@ public readonly struct PipelineCosts
         return new PipelineCosts
         {
             P = p, V = v, M = c.NumMicroBatches,
-            ChunkForward = layersPerChunk * layerForward,
-            ChunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward,
+            ChunkForward = layersPerChunk * layerForward + p2pGather,
+            ChunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward + p2pGather,
             ChunkCompute = layersPerChunk * (layer.Forward + layer.Backward),
             ChunkRecompute = layersPerChunk * layer.Recompute + recomputedLayers * layer.Forward,
             ChunkTensorParallel = layersPerChunk * (tpF + tpB) + recomputedLayers * tpF,
             ChunkContextParallel = layersPerChunk * (cpFx + cpBx) + recomputedLayers * cpFx,
-            FirstForwardExtra = embed + embedTp,
+            FirstForwardExtra = embed + embedTp - p2pGather,     // the first stage receives nothing forward
             FirstBackwardExtra = embed + embedTp,
             FirstExtraTensorParallel = 2 * embedTp,
             LastForwardExtra = outF + gatherTp + lossTp,
-            LastBackwardExtra = outB + gatherTp,
+            LastBackwardExtra = outB + gatherTp - p2pGather,     // nor the last stage backward
             LastExtraTensorParallel = 2 * gatherTp + lossTp,
             P2p = p2p,
             P2pOverlapped = overlap.PipelineP2p,
