@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Megatron-LM's two-GPU ablation with gpt2-large (s 1024, bf16, synthetic tokens), on a machine with 2 GPUs, from
+# an unpacked bundle (scripts/gpu/bundle.sh): one GPU with micro-batch 32; DP2 with global batch 64; TP2, TP2+SP,
+# CP2 and PP2 with micro-batch 64. Megatron-LM measured on two H200s: DP2's step equal to one GPU's, TP2 about
+# 1.24x and PP2 about 1.87x the one-GPU step (for twice the work per replica); results.md gives our ratios.
+# Usage: scripts/gpu/run-parallel-ablation.sh HARNESS_BINARY OUT_DIR   (results go under results/parallel/)
+set -uo pipefail
+harness=$1
+out=$2
+iters=${ITERS:-20}
+mkdir -p "$out"
+log="$out/ablation.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+common=(--model gpt2-large --bf16 --mock-data --device cuda --train-iters "$iters" --log-interval 5)
+run() { # name, then harness run flags
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$log"
+  "$harness" run "${common[@]}" --out "$out/$name" "$@" 2>&1 | tee -a "$log" | grep -vE '^(\[rank [0-9]+\] )?iter +[0-9]+/' || true
+}
+run 1gpu    --micro-batch-size 32 --global-batch-size 32
+run dp2     --nproc-per-node 2 --micro-batch-size 32 --global-batch-size 64
+run tp2     --nproc-per-node 2 --tensor-model-parallel-size 2 --micro-batch-size 64 --global-batch-size 64
+run tp2-sp  --nproc-per-node 2 --tensor-model-parallel-size 2 --sequence-parallel --micro-batch-size 64 --global-batch-size 64
+run cp2     --nproc-per-node 2 --context-parallel-size 2 --micro-batch-size 64 --global-batch-size 64
+run pp2     --nproc-per-node 2 --pipeline-model-parallel-size 2 --micro-batch-size 64 --global-batch-size 64
+python3 "$(dirname "$0")/parallel-summary.py" "$out" 1gpu | tee "$out/results.md"
