@@ -1,0 +1,90 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Tests;
+
+/// <summary>Every reason ParallelConfig.Validate and ModelSpec.Validate give, each triggered on its own.</summary>
+public class ValidationTests
+{
+    // Llama-7B (L32 h4096 a32 ffn11008) on 8 GPUs, t 2, p 2, dp 2: valid as is.
+    private static readonly ModelSpec Llama = ModelPresets.All["llama-7b"];
+    private static readonly ParallelConfig Valid = new(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2,
+        SequenceParallel: true, MicroBatch: 1, GlobalBatch: 16);
+
+    public static TheoryData<string, ParallelConfig, ModelSpec, string> Cases()
+    {
+        var gpt = ModelPresets.All["gpt-1.7b"];
+        return new()
+        {
+            { "positive sizes", Valid with { MicroBatch = 0 }, Llama, "--micro-batch-size is 0; it must be at least 1." },
+            { "world size", Valid with { DataParallel = 4 }, Llama, "world size 8 != data 4 x tensor 2 x pipeline 2 x context 1 = 16." },
+            { "heads", Valid with { TensorParallel = 3, DataParallel = 1, PipelineParallel = 1, SequenceParallel = false, GlobalBatch = 8 },
+                Llama with { FfnHiddenSize = 11010 }, "--num-attention-heads 32 is not divisible by --tensor-model-parallel-size 3." },
+            { "groups", Valid, ModelPresets.All["llama-7b"] with { NumAttentionHeads = 32, NumQueryGroups = 1 },
+                "--num-query-groups 1 is not divisible by --tensor-model-parallel-size 2." },
+            { "ffn", Valid, Llama with { FfnHiddenSize = 11009 }, "--ffn-hidden-size 11009 is not divisible by --tensor-model-parallel-size 2." },
+            { "layers", Valid, Llama with { NumLayers = 31 }, "--num-layers 31 is not divisible by --pipeline-model-parallel-size 2." },
+            { "virtual at least 1", Valid with { LayersPerVirtualStage = 0 }, Llama, "--num-layers-per-virtual-pipeline-stage is 0; it must be at least 1." },
+            { "virtual divides", Valid with { LayersPerVirtualStage = 5 }, Llama, "--num-layers 32 is not divisible by pipeline 2 x layers per virtual stage 5." },
+            { "virtual needs pp", Valid with { PipelineParallel = 1, DataParallel = 4, LayersPerVirtualStage = 4 }, Llama,
+                "--num-layers-per-virtual-pipeline-stage needs --pipeline-model-parallel-size of at least 2." },
+            { "virtual two chunks", Valid with { LayersPerVirtualStage = 16 }, Llama,
+                "--num-layers-per-virtual-pipeline-stage 16 gives one model chunk per pipeline rank; interleaving needs at least 2." },
+            { "interleaved micro-batches", Valid with { LayersPerVirtualStage = 4, GlobalBatch = 6 }, Llama,
+                "the interleaved schedule needs the number of micro-batches (3) to be a multiple of --pipeline-model-parallel-size 2." },
+            { "global batch", Valid with { GlobalBatch = 15 }, Llama, "--global-batch-size 15 is not divisible by --micro-batch-size 1 x data-parallel size 2." },
+            { "sp needs tp", Valid with { TensorParallel = 1, DataParallel = 4 }, Llama, "--sequence-parallel needs --tensor-model-parallel-size of at least 2." },
+            { "cp divides s", Valid with { ContextParallel = 2, DataParallel = 1 }, Llama with { SeqLength = 4098 },
+                "--seq-length 4098 is not divisible by 2 x --context-parallel-size 2 (causal load balancing)." },
+            { "sp divides s", Valid with { TensorParallel = 8, DataParallel = 1, PipelineParallel = 1 }, Llama with { SeqLength = 4100 },
+                "--seq-length 4100 per context rank is not divisible by --tensor-model-parallel-size 8 (sequence parallel)." },
+            { "alpha range", Valid with { OffloadRatio = 1.5 }, Llama, "offload ratio 1.5 is outside [0, 1]." },
+            { "alpha interleaved", Valid with { OffloadRatio = 0.5 }, Llama,
+                "activation offload (Megatron-Kwai) needs the interleaved schedule (--num-layers-per-virtual-pipeline-stage)." },
+            { "alpha p3", Valid with { OffloadRatio = 0.5, LayersPerVirtualStage = 4 }, Llama,
+                "activation offload (Megatron-Kwai) needs --pipeline-model-parallel-size of at least 3, not 2." },
+            { "zero", Valid with { ZeroStage = 4 }, Llama, "ZeRO stage 4 is not one of 0, 1, 2, 3." },
+            { "p range", Valid with { SyncFactor = -0.5 }, Llama, "sync factor p -0.5 is outside [0, 1]." },
+            { "p needs tp", Valid with { SyncFactor = 0.5, TensorParallel = 1, DataParallel = 4, SequenceParallel = false }, Llama,
+                "sync factor p 0.5 < 1 needs --tensor-model-parallel-size of at least 2." },
+            { "p without sp", Valid with { SyncFactor = 0.5 }, Llama,
+                "partial synchronization (p < 1) replaces the full all-reduce and cannot be combined with --sequence-parallel." },
+            { "recompute layers positive", Valid with { Recompute = RecomputeSpec.FullUniform(0) }, Llama, "--recompute-num-layers is 0; it must be at least 1." },
+            { "block too many", Valid with { Recompute = new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 17) }, Llama,
+                "--recompute-num-layers 17 exceeds the 16 layers of a pipeline stage's model chunk." },
+            { "uniform divides", Valid with { Recompute = RecomputeSpec.FullUniform(3) }, Llama,
+                "--recompute-num-layers 3 does not divide the 16 layers of a model chunk (uniform method)." },
+            { "kwai with full", Valid with { Recompute = RecomputeSpec.FullUniform() with { NormOutputs = true } }, Llama,
+                "Megatron-Kwai's norm/activation recompute cannot be combined with full recomputation." },
+            { "kwai swiglu", new ParallelConfig(DataParallel: 8, GlobalBatch: 8, Recompute: RecomputeSpec.Kwai), gpt,
+                "--kaimm-recompute-mlp-activation-func needs a SwiGLU model (--swiglu)." },
+            { "kwai norm sp", Valid with { SequenceParallel = false, Recompute = RecomputeSpec.Kwai }, Llama,
+                "--kaimm-recompute-norm needs --sequence-parallel when tensor parallelism is on." },
+        };
+    }
+
+    [Fact]
+    public void TheBaseConfigIsValid() => Assert.Empty(Valid.Validate(Llama, 8));
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EachReasonIsGiven(string label, ParallelConfig config, ModelSpec model, string reason)
+    {
+        var reasons = config.Validate(model, 8);
+        Assert.True(reasons.Contains(reason), $"{label}: got [{string.Join(" | ", reasons)}]");
+    }
+
+    [Fact]
+    public void EveryReasonIsGivenAtOnce()
+    {
+        var bad = Valid with { GlobalBatch = 15, OffloadRatio = 2, ZeroStage = 7 };
+        Assert.Equal(3, bad.Validate(Llama, 8).Count);
+    }
+
+    [Fact]
+    public void ModelReasons()
+    {
+        Assert.Contains("--num-layers is 0; it must be a positive integer.", (Llama with { NumLayers = 0 }).Validate());
+        Assert.Contains("--hidden-size 4096 is not divisible by --num-attention-heads 30.", (Llama with { NumAttentionHeads = 30, NumQueryGroups = 30 }).Validate());
+        Assert.Contains("--num-attention-heads 32 is not divisible by --num-query-groups 5.", (Llama with { NumQueryGroups = 5 }).Validate());
+    }
+}
