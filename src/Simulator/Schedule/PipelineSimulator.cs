@@ -15,22 +15,26 @@ namespace Harness.Simulator.Schedule;
 public static class PipelineSimulator
 {
     [ThreadStatic] private static double[]? slotScratch;
-    [ThreadStatic] private static double[]? rankScratch;
+    [ThreadStatic] private static RankState[]? rankScratch;
+
+    private readonly record struct KindCost(
+        double Duration, double InputDelay, double SendWait, double AddBefore, double RemoveAfter, double Transient, double Stall);
+
+    /// <summary>A rank while the schedule runs: when it is free, activation bytes held, their peak.</summary>
+    private struct RankState
+    {
+        public double Clock, Live, Peak;
+    }
 
     public static void Run(in PipelineCosts k, ScheduleResult result)
     {
-        int p = k.P, v = k.V, m = k.M, stages = p * v, cells = m * stages;
-        var order = ScheduleOrder.For(p, v, m).Ops;
+        int p = k.P, v = k.V, m = k.M, stages = p * v;
+        var schedule = ScheduleOrder.For(p, v, m);
+        var order = schedule.Ops;
 
         // Per kind of op: duration, p2p delay on its input, bytes kept before / released after, temporaries,
         // offload stall, and time its rank waits for its own send.
-        Span<double> duration = stackalloc double[ScheduleOrder.Kinds];
-        Span<double> inputDelay = stackalloc double[ScheduleOrder.Kinds];
-        Span<double> addBefore = stackalloc double[ScheduleOrder.Kinds];
-        Span<double> removeAfter = stackalloc double[ScheduleOrder.Kinds];
-        Span<double> transient = stackalloc double[ScheduleOrder.Kinds];
-        Span<double> stall = stackalloc double[ScheduleOrder.Kinds];
-        Span<double> sendWait = stackalloc double[ScheduleOrder.Kinds];
+        Span<KindCost> kinds = stackalloc KindCost[ScheduleOrder.Kinds];
         for (int kind = 0; kind < ScheduleOrder.Kinds; kind++)
         {
             bool forward = (kind & ScheduleOrder.ForwardBit) != 0;
@@ -43,65 +47,67 @@ public static class PipelineSimulator
             // backward, overlapped with compute; the last stage's last chunk is not offloaded.
             double offload = k.OffloadRatio > 0 && !last ? k.OffloadRatio * bytes : 0;
             double busy = offload > 0 ? Math.Max(work, k.OffloadTransfer) : work;
-            duration[kind] = busy;
-            stall[kind] = busy - work;
             bool receives = forward ? !first : !last;
             bool sends = forward ? !last : !first;
-            inputDelay[kind] = receives ? k.P2p : 0;
-            sendWait[kind] = sends && !k.P2pOverlapped ? k.P2p : 0;
-            addBefore[kind] = forward ? bytes : offload;
-            removeAfter[kind] = forward ? offload : bytes;
-            transient[kind] = (forward ? 0 : k.BackwardTransient)
-                              + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0);
+            kinds[kind] = new KindCost(
+                Duration: busy,
+                InputDelay: receives ? k.P2p : 0,
+                SendWait: sends && !k.P2pOverlapped ? k.P2p : 0,
+                AddBefore: forward ? bytes : offload,
+                RemoveAfter: forward ? offload : bytes,
+                Transient: (forward ? 0 : k.BackwardTransient) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),
+                Stall: busy - work);
         }
 
-        var slots = Rent(ref slotScratch, 1 + 2 * cells);
+        var slots = Rent(ref slotScratch, 1 + order.Length);
         slots[0] = 0;
-        var rs = Rent(ref rankScratch, 2 * p);
-        var clock = rs.AsSpan(0, p);
-        var live = rs.AsSpan(p, p);
-        clock.Clear(); live.Clear();
-        var peaks = result.ActivationPeak;
+        var ranks = rankScratch is { Length: var n } && n >= p ? rankScratch : rankScratch = new RankState[Math.Max(p, 16)];
+        Array.Clear(ranks, 0, p);
+
+        for (int i = 0; i < order.Length; i++)
+        {
+            var op = order[i];
+            ref readonly var c = ref kinds[op.Kind];
+            ref var rank = ref ranks[op.Rank];
+            double ready = slots[op.Input] + c.InputDelay;
+            double end = (rank.Clock > ready ? rank.Clock : ready) + c.Duration;
+            slots[i + 1] = end;
+            rank.Clock = end + c.SendWait;
+            double live = rank.Live + c.AddBefore, high = live + c.Transient;
+            rank.Peak = high > rank.Peak ? high : rank.Peak;
+            rank.Live = live - c.RemoveAfter;
+        }
+
         var stalls = result.OffloadStall;
         var blocked = result.P2pBusy;
-        Array.Clear(peaks); Array.Clear(stalls); Array.Clear(blocked);
-
-        foreach (var op in order)
-        {
-            int r = op.Rank, kind = op.Kind;
-            double ready = slots[op.Input] + inputDelay[kind];
-            double end = Math.Max(clock[r], ready) + duration[kind];
-            slots[op.Output] = end;
-            clock[r] = end + sendWait[kind];
-            double lv = live[r] + addBefore[kind];
-            peaks[r] = Math.Max(peaks[r], lv + transient[kind]);
-            live[r] = lv - removeAfter[kind];
-        }
-
         for (int r = 0; r < p; r++)
         {
-            result.ComputeEnd[r] = clock[r];
+            double clock = ranks[r].Clock;
+            result.ComputeEnd[r] = clock;
+            result.ActivationPeak[r] = ranks[r].Peak;
+            stalls[r] = 0;
+            blocked[r] = 0;
             // Every rank runs m forwards and m backwards of each of its chunks: stalls and send waits add up per kind.
             for (int chunk = 0; chunk < v; chunk++)
             {
                 int stage = chunk * p + r;
                 int bits = (stage == 0 ? ScheduleOrder.FirstBit : 0) | (stage == stages - 1 ? ScheduleOrder.LastBit : 0);
-                stalls[r] += m * (stall[bits] + stall[bits | ScheduleOrder.ForwardBit]);
-                blocked[r] += m * (sendWait[bits] + sendWait[bits | ScheduleOrder.ForwardBit]);
+                stalls[r] += m * (kinds[bits].Stall + kinds[bits | ScheduleOrder.ForwardBit].Stall);
+                blocked[r] += m * (kinds[bits].SendWait + kinds[bits | ScheduleOrder.ForwardBit].SendWait);
             }
             // Gradient reduction of each chunk on the data-parallel stream, in the order chunks become final
             // (backward runs chunks from last to first): when the backward of the last micro-batch ends.
-            double stream = k.GradientReduceOverlapped ? 0 : clock[r];
+            double stream = k.GradientReduceOverlapped ? 0 : clock;
             for (int chunk = v - 1; chunk >= 0; chunk--)
             {
                 int stage = chunk * p + r;
                 double reduce = k.ChunkGradientReduce
                     + (stage == 0 ? k.FirstExtraGradientReduce : 0)
                     + (stage == stages - 1 ? k.LastExtraGradientReduce : 0);
-                double final = slots[ScheduleOrder.Slot((m - 1) * stages + stage, false, cells)];
+                double final = slots[schedule.FinalBackwardSlot[stage]];
                 stream = Math.Max(stream, k.GradientReduceOverlapped ? final : 0) + reduce;
             }
-            result.Finish[r] = Math.Max(clock[r], stream) + k.Rank(r).GradientReduceAfter;
+            result.Finish[r] = Math.Max(clock, stream) + k.Rank(r).GradientReduceAfter;
         }
     }
 

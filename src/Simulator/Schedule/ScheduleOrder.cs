@@ -1,12 +1,11 @@
 namespace Harness.Simulator.Schedule;
 
 /// <summary>One op of a pipeline schedule: forward or backward of one micro-batch on one virtual stage.</summary>
-/// <param name="Input">Slot (see <see cref="ScheduleOrder.Slot"/>) holding when the op's input is ready:
-/// the previous stage's forward, the next stage's backward, or on the last stage its own forward; slot 0 (time
-/// zero) for the first stage's forward.</param>
-/// <param name="Output">Slot the op writes its finish time to.</param>
+/// <param name="Input">Finish-time slot of the op that produces this op's input: the previous stage's forward,
+/// the next stage's backward, or on the last stage its own forward; slot 0 (time zero) for the first stage's
+/// forward. The i-th op of <see cref="ScheduleOrder.Ops"/> writes its finish time to slot i + 1.</param>
 /// <param name="Kind">Bits: 1 forward, 2 first virtual stage, 4 last virtual stage (<see cref="ScheduleOrder"/> constants).</param>
-public readonly record struct PipelineOp(int Input, int Output, int Rank, int Kind);
+public readonly record struct PipelineOp(int Input, int Rank, int Kind);
 
 /// <summary>
 /// Every op of one iteration in an order in which each op comes after the ops it depends on: its
@@ -21,16 +20,20 @@ public sealed class ScheduleOrder
     public int M { get; }
     public PipelineOp[] Ops { get; }
 
+    /// <summary>Per virtual stage, the slot of its last backward (the last micro-batch): its gradients are final.</summary>
+    public int[] FinalBackwardSlot { get; }
+
     public const int ForwardBit = 1, FirstBit = 2, LastBit = 4, Kinds = 8;
 
-    /// <summary>Finish-time slots: 0 is time zero, then forward cells, then backward cells
-    /// (cell = micro-batch·(p·v) + virtual stage).</summary>
-    public static int Slot(int cell, bool forward, int cells) => 1 + cell + (forward ? 0 : cells);
+    /// <summary>Finish-time slots while the order is built: 0 is time zero, then forward cells, then backward
+    /// cells (cell = micro-batch·(p·v) + virtual stage). The final order renumbers them by position.</summary>
+    private static int Slot(int cell, bool forward, int cells) => 1 + cell + (forward ? 0 : cells);
 
     [ThreadStatic] private static Dictionary<(int, int, int), ScheduleOrder>? cache;
     private const int CacheLimit = 256;
 
-    private ScheduleOrder(int p, int v, int m, PipelineOp[] ops) => (P, V, M, Ops) = (p, v, m, ops);
+    private ScheduleOrder(int p, int v, int m, PipelineOp[] ops, int[] finalBackwardSlot) =>
+        (P, V, M, Ops, FinalBackwardSlot) = (p, v, m, ops, finalBackwardSlot);
 
     /// <summary>The order for p ranks, v chunks per rank and m micro-batches (cached per thread).</summary>
     public static ScheduleOrder For(int p, int v, int m)
@@ -61,6 +64,7 @@ public sealed class ScheduleOrder
         var forwardDone = new bool[cells];
         var backwardDone = new bool[cells];
         var ops = new PipelineOp[2 * n * p];
+        var outputs = new int[ops.Length];
         var nf = new int[p];
         var nb = new int[p];
         var queued = new bool[p];
@@ -86,7 +90,8 @@ public sealed class ScheduleOrder
                     ? first ? 0 : Slot(cell - 1, true, cells)
                     : last ? Slot(cell, true, cells) : Slot(cell + 1, false, cells);
                 int kind = (forward ? ForwardBit : 0) | (first ? FirstBit : 0) | (last ? LastBit : 0);
-                ops[count++] = new PipelineOp(input, Slot(cell, forward, cells), r, kind);
+                outputs[count] = Slot(cell, forward, cells);
+                ops[count++] = new PipelineOp(input, r, kind);
                 int consumer;
                 if (forward) { forwardDone[cell] = true; nf[r]++; consumer = stage == stages - 1 ? -1 : (r + 1) % p; }
                 else { backwardDone[cell] = true; nb[r]++; consumer = stage == 0 ? -1 : (r + p - 1) % p; }
@@ -95,7 +100,14 @@ public sealed class ScheduleOrder
         }
         if (count != ops.Length)
             throw new InvalidOperationException($"pipeline schedule p {p} v {v} m {m} deadlocked: the op order is inconsistent.");
-        return new ScheduleOrder(p, v, m, InterleaveRanks(ops, p, cells));
+        var sorted = InterleaveRanks(ops, outputs, cells);
+        // Renumber slots by position, so the loop writes finish times in sequence and reads recent ones.
+        var position = new int[1 + 2 * cells];
+        for (int i = 0; i < sorted.Length; i++) position[outputs[sorted[i]]] = i + 1;
+        var final = sorted.Select(i => ops[i] with { Input = position[ops[i].Input] }).ToArray();
+        var finalBackward = new int[stages];
+        for (int stage = 0; stage < stages; stage++) finalBackward[stage] = position[Slot((m - 1) * stages + stage, false, cells)];
+        return new ScheduleOrder(p, v, m, final, finalBackward);
     }
 
     /// <summary>
@@ -103,20 +115,20 @@ public sealed class ScheduleOrder
     /// turn at equal times. Still a dependency order (an op starts after its inputs end), and ops next to each
     /// other are mostly on different ranks, so the simulator's loop has independent work to overlap.
     /// </summary>
-    private static PipelineOp[] InterleaveRanks(PipelineOp[] ops, int p, int cells)
+    private static int[] InterleaveRanks(PipelineOp[] ops, int[] outputs, int cells)
     {
         var finish = new double[1 + 2 * cells];
-        var clock = new double[p];
+        var clock = new double[ops.Max(o => o.Rank) + 1];
         var start = new double[ops.Length];
         for (int i = 0; i < ops.Length; i++)
         {
             var op = ops[i];
             start[i] = Math.Max(clock[op.Rank], finish[op.Input]);
-            finish[op.Output] = clock[op.Rank] = start[i] + ((op.Kind & ForwardBit) != 0 ? 1 : 2);
+            finish[outputs[i]] = clock[op.Rank] = start[i] + ((op.Kind & ForwardBit) != 0 ? 1 : 2);
         }
         var index = Enumerable.Range(0, ops.Length).ToArray();
         Array.Sort(index, (a, b) => start[a] != start[b] ? start[a].CompareTo(start[b]) : ops[a].Rank.CompareTo(ops[b].Rank));
-        return index.Select(i => ops[i]).ToArray();
+        return index;
     }
 
     /// <summary>The i-th forward (or backward) op of any rank: its cell and stage, less the rank.</summary>
