@@ -51,7 +51,9 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var meanSquare = x.square().mean(new long[] { -1 }, keepdim: true, type: ScalarType.Float32);
+        // Accumulate in float32 at least (bf16 inputs), in float64 for float64 inputs (gradient checks).
+        var accumulate = x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+        var meanSquare = x.square().mean(new long[] { -1 }, keepdim: true, type: accumulate);
         var inverseRms = meanSquare.add_(Norms.Epsilon).rsqrt_().to(x.dtype);
         return (x * inverseRms * weight).MoveToOuterDisposeScope();
     }
