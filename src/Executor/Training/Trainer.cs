@@ -26,6 +26,7 @@ public sealed class Trainer : IDisposable
     private readonly GptSampler sampler;
     private readonly long[] hostTokens;
     private readonly double flopsPerIteration;
+    private readonly Generator initGenerator;
     private long lastSyncEnd = Stopwatch.GetTimestamp();
     private long peakMemory;
 
@@ -46,8 +47,9 @@ public sealed class Trainer : IDisposable
         source = options.MockData ? new MockTokenSource(m.VocabSize, options.Seed) : new IndexedDataset(options.DataPath!);
         sampler = new GptSampler(source, m.SeqLength, options.Seed);
         manual_seed(options.Seed);
+        initGenerator = new Generator((ulong)options.Seed, device);
         var dtype = options.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-        model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute));
+        model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator));
         buffer = new ParamAndGradBuffer(model, dtype);
         adam = new AdamW(buffer, options.AdamOptions);
         hostTokens = new long[options.MicroBatchSize * (m.SeqLength + 1)];
@@ -125,6 +127,7 @@ public sealed class Trainer : IDisposable
     {
         adam.Dispose();
         buffer.Dispose();
+        initGenerator.Dispose();
         model.Dispose();
         (source as IDisposable)?.Dispose();
     }

@@ -9,6 +9,8 @@ namespace Harness.Executor.Transformer;
 /// tensor-parallel seam, and the recompute choice. Parameters live in <see cref="ComputeDtype"/> (bf16 for mixed
 /// precision; float64 for gradient checks); weights are drawn in float32 and cast, and the optimizer's float32
 /// master weights start as copies of the bf16 parameters, as in Megatron's Float16OptimizerWithFloat16Params.
+/// Weights come from <see cref="InitGenerator"/> when given (a run's own seeded generator, so concurrent runs in one
+/// process do not share libtorch's global one), else from the global generator.
 /// </summary>
 public sealed record TransformerConfig(
     ModelSpec Model,
@@ -16,7 +18,8 @@ public sealed record TransformerConfig(
     ScalarType ComputeDtype,
     ITensorParallel TensorParallel,
     RecomputeGranularity Recompute = RecomputeGranularity.None,
-    double InitStd = 0.02)
+    double InitStd = 0.02,
+    Generator? InitGenerator = null)
 {
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public ScalarType MasterDtype => ComputeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : ComputeDtype;
@@ -29,7 +32,7 @@ public sealed record TransformerConfig(
 
     private Tensor Normal(double std, long[] shape)
     {
-        var w = normal(0, std, shape, dtype: MasterDtype, device: Device);
+        var w = normal(0, std, shape, dtype: MasterDtype, device: Device, generator: InitGenerator);
         return w.dtype == ComputeDtype ? w : w.to(ComputeDtype);
     }
 

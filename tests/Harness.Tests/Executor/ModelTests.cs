@@ -16,8 +16,9 @@ public class ModelTests
     internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, RecomputeGranularity recompute = RecomputeGranularity.None, int seed = 1)
     {
         TorchRuntime.Initialize();
-        manual_seed(seed);
-        var model = new GptModel(new TransformerConfig(spec, CPU, dtype, SerialTensorParallel.Instance, recompute));
+        // A generator of the test's own: other tests draw from libtorch's global one concurrently.
+        var model = new GptModel(new TransformerConfig(spec, CPU, dtype, SerialTensorParallel.Instance, recompute,
+            InitGenerator: new Generator((ulong)seed)));
         return (model, new ParamAndGradBuffer(model, dtype));
     }
 
