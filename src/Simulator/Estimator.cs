@@ -109,7 +109,7 @@ public static class Estimator
     }
 
     private static double BuffersAtPeak(in PipelineCosts k, int rank) =>
-        k.BackwardTransient + (rank == k.P - 1 ? k.LastBackwardTransient : 0);
+        k.BackwardTransient + (rank == 0 ? k.FirstBackwardTransient : 0) + (rank == k.P - 1 ? k.LastBackwardTransient : 0);
 
     private static double Tokens(ModelSpec model, ParallelConfig config) => (double)config.GlobalBatch * model.SeqLength;
 

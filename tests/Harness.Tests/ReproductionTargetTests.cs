@@ -47,13 +47,16 @@ public class ReproductionTargetTests
     }
 
     [Fact]
-    public void Figure7MemoryIsWithinTwoPercentOnAverage()
+    public void Figure7MemoryIsWithinTwoPercent()
     {
         var t = Table("kwai-atc24-fig7-memory");
         Assert.Equal(19, t.Errors.Count);
-        Assert.InRange(t.Errors.Mape, 0, 0.02);
-        // Target: every point within 2%. Today four points are 2.0-3.0% low (the worst at recompute none, alpha 0.8).
-        Assert.InRange(t.Errors.MaxAbs, 0, 0.031);
+        Assert.InRange(t.Errors.Mape, 0, 0.01);
+        // Target: every point within 2%. Today 17 of the 19 measured points are; recompute none at alpha 0.8 is
+        // 2.5% low (the published curve dips there) and recompute ours at alpha 0.9 2.0% low.
+        var within = t.Rows.Count(r => r.Error is { } e && Math.Abs(e) <= 0.02);
+        Assert.True(within >= 17, $"{within} of 19 points within 2%");
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.025);
     }
 
     [Theory]

@@ -56,6 +56,6 @@ public static class ClosedForm
         double kept = inFlight * chunk * (1 - alpha) + alpha * chunk;
         if (rank == 0) kept += Math.Min(inFlight, k.M) * k.FirstExtraActivations;
         if (last) kept += k.LastExtraActivations + (alpha > 0 ? alpha * chunk : 0);
-        return kept + k.BackwardTransient + (last ? k.LastBackwardTransient : 0);
+        return kept + k.BackwardTransient + (rank == 0 ? k.FirstBackwardTransient : 0) + (last ? k.LastBackwardTransient : 0);
     }
 }

@@ -55,6 +55,7 @@ public readonly struct PipelineCosts
     public double LastExtraActivations { get; init; }
     // Temporaries alive only during an op.
     public double BackwardTransient { get; init; }
+    public double FirstBackwardTransient { get; init; }
     public double LastForwardTransient { get; init; }
     public double LastBackwardTransient { get; init; }
 
@@ -193,6 +194,9 @@ public readonly struct PipelineCosts
             LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + 4 * logits,               // final norm in/out, fp32 softmax
             BackwardTransient = recomputeWorkspace + gradientBuffers + offloadWindow,
             LastForwardTransient = (e + 4) * logits,                                              // logits and their fp32 copy
+            // The vocabulary-parallel embedding's backward materializes a dense V/t x h weight gradient in the
+            // parameter dtype before it is added to the fp32 main gradient.
+            FirstBackwardTransient = e * m.VocabSize * m.HiddenSize / c.TensorParallel,
             LastBackwardTransient = (4 + e) * logits,                                             // fp32 and bf16 logit gradients
             ChunkGradientReduce = DataParallelComm.GradientReduce(chunkParams, c, cluster),
             FirstExtraGradientReduce = DataParallelComm.GradientReduce(embedParams, c, cluster),

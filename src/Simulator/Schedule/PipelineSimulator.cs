@@ -55,7 +55,7 @@ public static class PipelineSimulator
                 SendWait: sends && !k.P2pOverlapped ? k.P2p : 0,
                 AddBefore: forward ? bytes : offload,
                 RemoveAfter: forward ? offload : bytes,
-                Transient: (forward ? 0 : k.BackwardTransient) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),
+                Transient: (forward ? 0 : k.BackwardTransient + (first ? k.FirstBackwardTransient : 0)) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),
                 Stall: busy - work);
         }
 
