@@ -22,7 +22,6 @@ public enum PruneRule
 public sealed record SearchCounts(
     long Enumerated,
     long Evaluated,
-    long BoundEvaluations,
     IReadOnlyDictionary<PruneRule, long> Pruned,
     long BoundViolations,
     IReadOnlyList<string> ViolationExamples,
@@ -35,7 +34,7 @@ public sealed record SearchCounts(
     public double ConfigsPerSecond => Enumerated / Math.Max(WallTime.TotalSeconds, 1e-9);
 
     /// <summary>Full evaluations per second of wall time.</summary>
-    public double EvaluationsPerSecond => (Evaluated + BoundEvaluations) / Math.Max(WallTime.TotalSeconds, 1e-9);
+    public double EvaluationsPerSecond => Evaluated / Math.Max(WallTime.TotalSeconds, 1e-9);
 }
 
 /// <summary>The smallest weights-plus-optimizer footprint seen among layouts pruned for it (the why of "nothing fits").</summary>

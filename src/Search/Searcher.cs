@@ -68,7 +68,6 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
         var counts = new SearchCounts(
             enumerated,
             workers.Sum(w => w.Evaluated),
-            workers.Sum(w => w.BoundEvaluations),
             pruned,
             workers.Sum(w => w.Violations.Count),
             workers.SelectMany(w => w.Violations).Take(5).ToList(),
@@ -86,18 +85,17 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
         private const double Slack = 1e-9;
         private readonly long _limit = space.MemoryLimitBytes;
         public readonly long[] Pruned = new long[Enum.GetValues<PruneRule>().Length];
-        public long Evaluated, BoundEvaluations;
+        public long Evaluated;
         public readonly List<Evaluated> Kept = [];
         public readonly List<string> Violations = [];
         public StaticMemoryMiss? SmallestStaticMiss;
 
         private void Prune(PruneRule rule, long configs) => Pruned[(int)rule] += configs;
 
-        private Evaluated Evaluate(ParallelConfig config, bool inSpace)
+        private Evaluated Evaluate(ParallelConfig config)
         {
             var c = cost.Evaluate(space.Model, space.Cluster, config);
             var e = new Evaluated(config, c, c.PeakMemoryBytes <= _limit);
-            if (!inSpace) { BoundEvaluations++; return e; }
             Evaluated++;
             if (keep) Kept.Add(e);
             board.Offer(e);
@@ -159,7 +157,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             Evaluated Eval(int i)
             {
                 if (at[i] is Evaluated known) return known;
-                var e = at[i] = Evaluate(layout.ToConfig(space.GlobalBatch, zero, r, offload[i]), inSpace: true);
+                var e = at[i] = Evaluate(layout.ToConfig(space.GlobalBatch, zero, r, offload[i]));
                 Expect(e.Cost.StepTimeSeconds >= bounds.StepTimeSeconds * (1 - Slack), "step time below its bound", e.Config);
                 Expect(e.Cost.PeakMemoryBytes >= bounds.PeakMemoryBytes, "peak memory below its bound", e.Config);
                 return e;

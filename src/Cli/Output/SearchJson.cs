@@ -41,7 +41,6 @@ public static class SearchJson
                 ["enumerated"] = counts.Enumerated,
                 ["layouts"] = counts.Layouts,
                 ["evaluated"] = counts.Evaluated,
-                ["bound_evaluations"] = counts.BoundEvaluations,
                 ["pruned"] = new JsonObject(counts.Pruned.Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),
                 ["bound_violations"] = counts.BoundViolations,
                 ["wall_time_s"] = counts.WallTime.TotalSeconds,

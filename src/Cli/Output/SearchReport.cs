@@ -53,7 +53,7 @@ public static class SearchReport
         AnsiConsole.MarkupLine($"Searched [bold]{c.Enumerated:N0}[/] valid configurations ({c.Layouts:N0} layouts) in [bold]{F(c.WallTime.TotalSeconds, "0.000")} s[/] " +
             $"on {r.Space.Cluster.WorldSize} x {Markup.Escape(r.Space.Cluster.Gpu.Name)}: [bold]{F(c.ConfigsPerSecond, "N0")}[/] configurations/s, " +
             $"{F(c.EvaluationsPerSecond, "N0")} full evaluations/s.");
-        AnsiConsole.MarkupLine($"  fully evaluated {c.Evaluated:N0} (+{c.BoundEvaluations:N0} outside the space, for bounds); pruned {c.PrunedTotal:N0}:");
+        AnsiConsole.MarkupLine($"  fully evaluated {c.Evaluated:N0}; pruned {c.PrunedTotal:N0}:");
         foreach (var (rule, n) in c.Pruned.Where(kv => kv.Value > 0).OrderByDescending(kv => kv.Value))
             AnsiConsole.MarkupLine($"    {rule,-22} {n,14:N0}");
         if (c.BoundViolations == 0)
