@@ -6,7 +6,8 @@ namespace Harness.Search;
 
 /// <summary>
 /// The simulator as the search's cost function: <see cref="Estimator.Estimate"/> (the stage-by-stage schedule)
-/// evaluates; the bounds come from the same per-chunk costs (<see cref="PipelineCosts"/>) the schedule runs on.
+/// evaluates, <see cref="Estimator.EstimateClosedForm"/> screens; the bounds come from the same per-chunk costs
+/// (<see cref="PipelineCosts"/>) the schedule runs on.
 /// </summary>
 public sealed class EstimatorCostModel : ISearchCostModel
 {
@@ -14,6 +15,9 @@ public sealed class EstimatorCostModel : ISearchCostModel
 
     public CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, ParallelConfig config) =>
         ToCostPoint(Estimator.Estimate(model, cluster, config));
+
+    public double Screen(ModelSpec model, ClusterSpec cluster, ParallelConfig config) =>
+        Estimator.EstimateClosedForm(model, cluster, config).StepTimeSeconds;
 
     public static CostPoint ToCostPoint(StepEstimate e) =>
         new(e.StepTimeSeconds, e.PeakMemoryBytes, e.TokensPerSecondPerGpu, e.Mfu, BiggestCost(e.Time, e.StepTimeSeconds));

@@ -27,6 +27,12 @@ public interface ISearchCostModel
     CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
 
     /// <summary>
+    /// A quick estimate of a valid configuration's step time, used only to order the search (promising layouts
+    /// first, so the bounds bite early): its accuracy changes how fast the search is, never what it returns.
+    /// </summary>
+    double Screen(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
+
+    /// <summary>
     /// Lower bounds for <paramref name="config"/> and every configuration that differs from it only by a larger
     /// offload ratio. When <paramref name="config"/> has no recomputation, the time bound also holds for every
     /// recomputation (recomputation only adds work). Must be cheap: it prunes before evaluating.

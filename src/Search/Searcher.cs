@@ -4,8 +4,8 @@ using Harness.Simulator.Specs;
 namespace Harness.Search;
 
 /// <summary>
-/// Branch and bound over the space of <see cref="SpaceEnumerator"/>: layouts (smallest time bound first) are
-/// handed to worker threads; under each layout and ZeRO stage the search evaluates only what could still enter
+/// Branch and bound over the space of <see cref="SpaceEnumerator"/>: layouts (screened: the most promising first)
+/// are handed to worker threads; under each layout and ZeRO stage the search evaluates only what could still enter
 /// the top K or the Pareto front, using the bounds of <see cref="ISearchCostModel"/>:
 /// <code>
 /// layout x ZeRO stage   weights alone exceed memory?                         -> prune (WeightsExceedMemory)
@@ -25,7 +25,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
 {
     private readonly SearchOptions _options = options ?? new SearchOptions();
 
-    private sealed record WorkItem(Layout Layout, double TimeBound, IReadOnlyList<RecomputeSpec> Recompute, IReadOnlyList<double> Offload);
+    private sealed record WorkItem(Layout Layout, double Screened, IReadOnlyList<RecomputeSpec> Recompute, IReadOnlyList<double> Offload);
 
     public SearchResult Run(SearchSpace space, SearchProgress? progress = null)
     {
@@ -40,11 +40,12 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             long leaves = (long)enumerator.ZeroStages.Count * r.Count * a.Count;
             if (leaves == 0) continue;
             enumerated += leaves;
-            var probe = layout.ToConfig(space.GlobalBatch, enumerator.ZeroStages[0], RecomputeSpec.None, a[0]);
-            items.Add(new WorkItem(layout, cost.Bounds(space.Model, space.Cluster, probe).StepTimeSeconds, r, a));
+            // Screen the layout at its most frugal memory (largest ZeRO stage and offload ratio), which is likelier to fit.
+            var probe = layout.ToConfig(space.GlobalBatch, enumerator.ZeroStages[^1], RecomputeSpec.None, a[^1]);
+            items.Add(new WorkItem(layout, cost.Screen(space.Model, space.Cluster, probe), r, a));
         }
-        // Promising layouts first: a good K-th best early prunes more later.
-        items.Sort((x, y) => x.TimeBound.CompareTo(y.TimeBound));
+        // Promising layouts first: a good K-th best and front early prune more later.
+        items.Sort((x, y) => x.Screened.CompareTo(y.Screened));
         progress ??= new SearchProgress();
         progress.Total = items.Count;
 

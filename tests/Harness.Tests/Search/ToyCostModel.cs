@@ -56,6 +56,8 @@ internal sealed class ToyCostModel : ISearchCostModel
             * m.NumLayers / c.PipelineParallel * Math.Min(inFlight, c.NumMicroBatches) * activationFactor;
     }
 
+    public double Screen(ModelSpec m, ClusterSpec cluster, ParallelConfig c) => Evaluate(m, cluster, c).StepTimeSeconds;
+
     public CostPoint Evaluate(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
     {
         Interlocked.Increment(ref Calls);
