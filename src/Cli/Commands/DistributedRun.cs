@@ -60,8 +60,6 @@ public static class DistributedRun
         if (cl.Errors.Count > 0) return UserError(cl.Errors[0]);
         var errors = parallel.Validate(model, world);
         if (errors.Count > 0) return UserError(errors[0]);
-        if (parallel.ContextParallel > 1)
-            return UserError($"--context-parallel-size {parallel.ContextParallel}: the executor does not run context parallelism yet (the simulator models it); use 1.");
 
         if (cuda && !env.IsDistributed && nproc > 1)
         {

@@ -1,3 +1,4 @@
+using Harness.Executor.ContextParallel;
 using Harness.Executor.DataParallel;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
@@ -25,6 +26,7 @@ public sealed class ParallelTrainer : IDisposable
     private readonly Device device;
     private readonly ScalarType dtype;
     private readonly ShardedTensorParallel tp;
+    private readonly ContextParallelism? contextParallel;
     private readonly List<ModelChunk> chunks = new();
     private readonly ChunkList container;
     private readonly P2PCommunication? p2p;
@@ -41,10 +43,9 @@ public sealed class ParallelTrainer : IDisposable
         (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
         var errors = parallel.Validate(spec, groups.World.Size);
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
-        if (parallel.ContextParallel > 1)
-            throw new ArgumentException($"--context-parallel-size {parallel.ContextParallel}: the executor does not run context parallelism yet (the simulator models it); use 1.");
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
-        var config = new TransformerConfig(spec, device, dtype, tp, recompute);
+        contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context) : null;
+        var config = new TransformerConfig(spec, device, dtype, tp, recompute, ContextParallel: contextParallel);
         int v = parallel.VirtualStages(spec);
         lock (constructionGate ?? new object())
         {
@@ -124,7 +125,13 @@ public sealed class ParallelTrainer : IDisposable
         Buffer.ZeroGrads();
         int sequence = spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1);
         long[] shape = [parallel.MicroBatch, sequence, spec.HiddenSize];
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, microBatch, shape, dtype, device, Buffer.AccumulateMicroBatch)
+        // Under context parallelism each rank takes its two chunks of every sequence (causal load balancing).
+        var local = contextParallel is null ? microBatch : i =>
+        {
+            var (tokens, labels) = microBatch(i);
+            return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
+        };
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, Buffer.AccumulateMicroBatch)
             ?? zeros(1, dtype: ScalarType.Float32, device: device);
         FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer);
         FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer);

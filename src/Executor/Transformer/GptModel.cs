@@ -54,7 +54,10 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     public Tensor Embed(Tensor tokens)
     {
         var h = config.TensorParallel.EmbeddingLookup(tokens, word_embeddings!);
-        if (position_embeddings is not null) h = h + position_embeddings[..(int)tokens.shape[1]];
+        if (position_embeddings is not null)
+            h = h + (config.ContextParallel is { } cp
+                ? position_embeddings.index_select(0, cp.Positions(tokens.shape[1], tokens.device))
+                : position_embeddings[..(int)tokens.shape[1]]);
         return config.TensorParallel.EnterDecoder(h);
     }
 

@@ -24,13 +24,13 @@ public sealed class RotaryEmbedding : IDisposable
         signedSin = cat(new[] { -sin[.., ..(int)half], sin[.., (int)half..] }, -1).to(dtype, device).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Rotates x of shape [b, heads, s, d] by its positions 0..s-1.</summary>
-    public Tensor Apply(Tensor x)
+    /// <summary>Rotates x of shape [b, heads, s, d] by its positions: 0..s-1, or the given global ones (context parallelism).</summary>
+    public Tensor Apply(Tensor x, Tensor? positions = null)
     {
         long s = x.shape[2];
         using var scope = NewDisposeScope();
-        var c = cos[..(int)s];
-        var sn = signedSin[..(int)s];
+        var c = positions is null ? cos[..(int)s] : cos.index_select(0, positions);
+        var sn = positions is null ? signedSin[..(int)s] : signedSin.index_select(0, positions);
         return (x * c).addcmul_(x.roll(half, -1), sn, 1).MoveToOuterDisposeScope();
     }
 

@@ -1,4 +1,5 @@
 using Harness.Simulator.Specs;
+using Harness.Executor.ContextParallel;
 using Harness.Executor.TensorParallel;
 using static TorchSharp.torch;
 
@@ -15,6 +16,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> linear_qkv, linear_proj;
     private readonly RotaryEmbedding? rotary;
+    private readonly ContextParallelism? contextParallel;
     private readonly long localGroups, headsPerGroup, headDim;
     private readonly bool selectiveRecompute;
 
@@ -28,6 +30,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         linear_qkv = tp.ColumnParallelLinear(m.HiddenSize, m.QkvWidth, config.Bias, config.Init);
         linear_proj = tp.RowParallelLinear(m.HiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
         this.rotary = rotary;
+        contextParallel = config.ContextParallel;
         selectiveRecompute = config.Recompute == RecomputeGranularity.Selective;
         RegisterComponents();
     }
@@ -44,8 +47,9 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         var v = parts[2].squeeze(3).transpose(1, 2);
         if (rotary is not null)
         {
-            q = rotary.Apply(q);
-            k = rotary.Apply(k);
+            var positions = contextParallel?.Positions(s, x.device);
+            q = rotary.Apply(q, positions);
+            k = rotary.Apply(k, positions);
         }
         if (headsPerGroup > 1)
         {
@@ -59,7 +63,8 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         return linear_proj.forward(merged).MoveToOuterDisposeScope();
     }
 
-    /// <summary>softmax(QKᵀ/√d + causal mask)·V.</summary>
-    private static Tensor CoreAttention(Tensor[] qkv) =>
-        nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_casual: true);
+    /// <summary>softmax(QKᵀ/√d + causal mask)·V; under context parallelism over every rank's keys and values.</summary>
+    private Tensor CoreAttention(Tensor[] qkv) =>
+        contextParallel?.Attention(qkv[0], qkv[1], qkv[2])
+        ?? nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_casual: true);
 }

@@ -1,3 +1,4 @@
+using Harness.Executor.ContextParallel;
 using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
@@ -19,7 +20,8 @@ public sealed record TransformerConfig(
     ITensorParallel TensorParallel,
     RecomputeGranularity Recompute = RecomputeGranularity.None,
     double InitStd = 0.02,
-    Generator? InitGenerator = null)
+    Generator? InitGenerator = null,
+    ContextParallelism? ContextParallel = null)
 {
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public ScalarType MasterDtype => ComputeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : ComputeDtype;

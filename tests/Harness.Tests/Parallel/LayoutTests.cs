@@ -6,8 +6,8 @@ namespace Harness.Tests.Parallel;
 /// <summary>Pipeline, data-parallel and combined layouts reproduce the serial run's losses, gradients and weights.</summary>
 public class LayoutTests
 {
-    private static ParallelConfig Config(int dp = 1, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int micro = 1, int microBatches = 4, int zero = 0) =>
-        new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage,
+    private static ParallelConfig Config(int dp = 1, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int micro = 1, int microBatches = 4, int zero = 0, int cp = 1) =>
+        new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage, ContextParallel: cp,
             MicroBatch: micro, GlobalBatch: micro * microBatches * dp, ZeroStage: zero, Precision: Precision.Fp32);
 
     [Fact]
@@ -40,5 +40,19 @@ public class LayoutTests
     {
         ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, pp: 2, microBatches: 2), RecomputeGranularity.Full);
         ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, dp: 2, microBatches: 2) with { SequenceParallel = true }, RecomputeGranularity.Selective);
+    }
+
+    [Fact]
+    public void Cp2MatchesSerial()
+    {
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(cp: 2, microBatches: 2)); // rotary at global positions
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(cp: 2, microBatches: 2));   // learned positions
+    }
+
+    [Fact]
+    public void Cp2WithTensorPipelineAndDataParallelismMatchesSerial()
+    {
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(cp: 2, tp: 2, microBatches: 2) with { SequenceParallel = true });
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(cp: 2, pp: 2, dp: 2, microBatches: 2, zero: 1));
     }
 }

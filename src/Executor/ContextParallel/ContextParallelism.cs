@@ -1,0 +1,51 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.TensorParallel;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.ContextParallel;
+
+/// <summary>
+/// Context parallelism (Megatron-core's context_parallel): the sequence is cut into 2·cp chunks and rank c keeps
+/// chunks c and 2cp − 1 − c, so under the causal mask every rank has the same attention work (causal load
+/// balancing). Positions (rotary or learned) are the tokens' global ones. Attention all-gathers the keys and values
+/// of every rank (reduce-scatter of their gradients in backward) and masks by global position: query i sees key j
+/// when j ≤ i. Everything else in a layer is per token and needs no communication.
+/// </summary>
+public sealed class ContextParallelism(ICommunicator cp)
+{
+    public ICommunicator Group => cp;
+
+    /// <summary>Global positions of rank <paramref name="rank"/>'s tokens in a sequence of <paramref name="length"/>.</summary>
+    public static long[] GlobalPositions(long length, int rank, int size)
+    {
+        long chunk = length / (2 * size);
+        return [.. Range(rank * chunk, chunk), .. Range((2 * size - 1 - rank) * chunk, chunk)];
+        static IEnumerable<long> Range(long start, long count) => Enumerable.Range(0, (int)count).Select(i => start + i);
+    }
+
+    /// <summary>This rank's global positions when it holds <paramref name="localLength"/> tokens.</summary>
+    public Tensor Positions(long localLength, Device device) =>
+        tensor(GlobalPositions(localLength * cp.Size, cp.Rank, cp.Size), device: device);
+
+    /// <summary>This rank's tokens of a full-sequence batch [b, s] (or labels).</summary>
+    public Tensor Slice(Tensor fullSequence)
+    {
+        using var scope = NewDisposeScope();
+        var index = tensor(GlobalPositions(fullSequence.shape[1], cp.Rank, cp.Size), device: fullSequence.device);
+        return fullSequence.index_select(1, index).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>softmax(QKᵀ/√d + mask)·V over the keys and values of every rank; q, k, v [b, heads, s/cp, d].</summary>
+    public Tensor Attention(Tensor q, Tensor k, Tensor v)
+    {
+        using var scope = NewDisposeScope();
+        long local = q.shape[2];
+        Tensor Gather(Tensor x) => Mappings.GatherFromSequenceParallelRegion(x.transpose(1, 2).contiguous(), cp).transpose(1, 2);
+        var keys = Gather(k);
+        var values = Gather(v);
+        // Gathered keys come in rank order, each rank's two chunks: their global positions, in the same order.
+        var keyPositions = tensor(Enumerable.Range(0, cp.Size).SelectMany(r => GlobalPositions(local * cp.Size, r, cp.Size)).ToArray(), device: q.device);
+        var mask = keyPositions.unsqueeze(0).le(Positions(local, q.device).unsqueeze(1)); // [s/cp, s]: true where attended
+        return nn.functional.scaled_dot_product_attention(q, keys, values, mask).MoveToOuterDisposeScope();
+    }
+}
