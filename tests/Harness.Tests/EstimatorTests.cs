@@ -101,6 +101,30 @@ public class EstimatorTests
     }
 
     [Fact]
+    public void ClosedFormTracksTheSimulationAcrossLayouts()
+    {
+        // Every valid layout of Llama-65B on 256 H800s over t, p, cp, interleaving, recomputation and offload.
+        var m = ModelPresets.All["llama-65b"];
+        int compared = 0;
+        foreach (int t in new[] { 1, 2, 4, 8 })
+        foreach (int p in new[] { 1, 2, 4, 8, 16 })
+        foreach (int cp in new[] { 1, 2 })
+        foreach (int? l in new int?[] { null, 1, 2, 5 })
+        foreach (var r in new[] { RecomputeSpec.None, RecomputeSpec.FullUniform(), RecomputeSpec.Kwai })
+        foreach (double alpha in new[] { 0.0, 0.5 })
+        {
+            var c = new ParallelConfig(256 / (t * p * cp), t, p, l, cp, t > 1, 1, 256, r, alpha, 1);
+            if (Estimator.Validate(m, H800x256, c).Count > 0) continue;
+            var full = Estimator.Estimate(m, H800x256, c);
+            var fast = Estimator.EstimateClosedForm(m, H800x256, c);
+            Assert.InRange(fast.StepTimeSeconds / full.StepTimeSeconds, 0.92, 1.08);
+            Assert.InRange(fast.PeakMemoryBytes / full.PeakMemoryBytes, 0.97, 1.03);
+            compared++;
+        }
+        Assert.True(compared > 100, $"only {compared} layouts compared");
+    }
+
+    [Fact]
     public void InvalidConfigurationsThrowWithEveryReason()
     {
         var bad = Theirs with { TensorParallel = 5, GlobalBatch = 255 };

@@ -82,6 +82,35 @@ public class SimulateCommandTests
     }
 
     [Fact]
+    public void ModelAndClusterFilesRoundTripThroughTheCommand()
+    {
+        string dir = Directory.CreateTempSubdirectory("harness-sim-").FullName;
+        try
+        {
+            var (code, model, _) = Run("--model", "llama2-70b", "--print-model-json");
+            Assert.Equal(0, code);
+            File.WriteAllText(Path.Combine(dir, "m.json"), model);
+            var (code2, cluster, _) = Run("--gpu", "h800", "--gpus", "64", "--print-cluster-json");
+            Assert.Equal(0, code2);
+            File.WriteAllText(Path.Combine(dir, "c.json"), cluster);
+
+            string[] layout = ["--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "4", "--sequence-parallel",
+                "--use-distributed-optimizer", "--global-batch-size", "64", "--json"];
+            var (a, fromFiles, _) = Run([.. layout, "--model", Path.Combine(dir, "m.json"), "--cluster", Path.Combine(dir, "c.json")]);
+            var (b, fromPresets, _) = Run([.. layout, "--model", "llama2-70b", "--gpu", "h800", "--gpus", "64"]);
+            Assert.Equal((0, 0), (a, b));
+            double Step(string json) => JsonDocument.Parse(json).RootElement.GetProperty("step_time_s").GetDouble();
+            Assert.Equal(Step(fromPresets), Step(fromFiles));
+
+            File.WriteAllText(Path.Combine(dir, "bad.json"), model.Replace("\"num_layers\"", "\"layers\""));
+            var (bad, _, err) = Run("--model", Path.Combine(dir, "bad.json"));
+            Assert.Equal(2, bad);
+            Assert.Contains("bad.json", err);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void ModelFlagsOverrideAPreset()
     {
         var cl = CommandLine.Parse(["--model", "llama-7b", "--seq-length", "12288", "--num-layers", "8"], SimulationArguments.Flags);

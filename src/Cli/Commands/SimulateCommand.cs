@@ -2,6 +2,7 @@ using Harness.Cli.Arguments;
 using Harness.Cli.Output;
 using Harness.Simulator;
 using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Commands;
 
@@ -19,6 +20,8 @@ public static class SimulateCommand
     {
         new("--json", false, "print one JSON object instead of tables"),
         new("--attention-flops", true, "how MFU counts attention: causal (default, Megatron-Kwai) or full (Narayanan et al.)"),
+        new("--print-model-json", false, "print the model as a JSON file for --model FILE, and stop"),
+        new("--print-cluster-json", false, "print the cluster as a JSON file for --cluster FILE, and stop"),
         new("--help", false, "this help"),
     };
 
@@ -40,6 +43,12 @@ public static class SimulateCommand
             Console.Error.WriteLine("harness simulate: invalid configuration:");
             foreach (var e in cl.Errors) Console.Error.WriteLine($"  - {e}");
             return 2;
+        }
+        if (cl.Switch("--print-model-json") || cl.Switch("--print-cluster-json"))
+        {
+            if (cl.Switch("--print-model-json")) Console.WriteLine(SpecJson.Write(input.Model));
+            if (cl.Switch("--print-cluster-json")) Console.WriteLine(SpecJson.Write(input.Cluster));
+            return 0;
         }
         var estimate = Estimator.Estimate(input.Model, input.Cluster, input.Config, counting);
         if (cl.Switch("--json"))

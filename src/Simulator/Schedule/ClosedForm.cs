@@ -5,7 +5,7 @@ namespace Harness.Simulator.Schedule;
 /// embedding or output-layer extras, free p2p) the makespan of (interleaved) 1F1B is (m·v + p − 1)·(F + B) for
 /// a chunk's forward F and backward B, i.e. a bubble of (p − 1)/(v·m) (Narayanan et al. 2021, section 2.2):
 /// exact, as the simulator's tests show. Otherwise the slowest rank's work, plus the fill and drain of the
-/// uniform chunks and the first and last stage extras, plus two p2p hops per stage boundary.
+/// uniform chunks and the first and last stage extras, plus the p2p latency the schedule exposes.
 /// </summary>
 public static class ClosedForm
 {
@@ -15,10 +15,25 @@ public static class ClosedForm
         double chunk = k.ChunkForward + k.ChunkBackward;
         double work = k.M * Math.Max(k.RankWorkPerMicroBatch(0), k.RankWorkPerMicroBatch(k.P - 1));
         if (k.P == 1) return work + MicroStalls(k, 0);
-        double fill = (k.P - 1) * (chunk + 2 * k.P2p);
+        double fill = (k.P - 1) * chunk;
         double ends = k.FirstForwardExtra + k.FirstBackwardExtra + k.LastForwardExtra + k.LastBackwardExtra
                       - Math.Max(k.FirstForwardExtra + k.FirstBackwardExtra, k.LastForwardExtra + k.LastBackwardExtra);
-        return work + fill + ends + MicroStalls(k, 0);
+        return work + fill + ends + P2pExposure(k, chunk) + MicroStalls(k, 0);
+    }
+
+    /// <summary>
+    /// Pipeline p2p latency d on the critical path, as the simulator finds it with uniform chunks. 1F1B: each
+    /// steady-state micro-batch waits 2d(p−1)/p (the loop forward through p stages and back spans p periods),
+    /// plus 2(p−2)·d in fill and drain. Interleaved: while d is below a chunk's forward plus backward the deeper
+    /// warm-up hides it in steady state, leaving 2(p·v − 1)·d of fill and drain through every virtual stage;
+    /// beyond that, each of the m·v forward/backward pairs waits about 0.7·(2d − F − B) more.
+    /// </summary>
+    private static double P2pExposure(in PipelineCosts k, double chunk)
+    {
+        double d = k.P2p;
+        if (d <= 0) return 0;
+        if (k.V == 1) return d * (2.0 * (k.P - 1) / k.P * k.M + 2.0 * (k.P - 2));
+        return 2.0 * (k.P * k.V - 1) * d + 0.7 * k.M * k.V * Math.Max(0, 2 * d - chunk);
     }
 
     /// <summary>Offload stalls and non-overlapped p2p sends of one rank over the iteration.</summary>
