@@ -128,15 +128,12 @@ public static class DistributedRun
     /// <summary>What every rank runs: build its part of the model, train, and (rank 0) record.</summary>
     private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime)
     {
-        /// <summary>In-process ranks share libtorch's one generator: they build their models one at a time.</summary>
-        private readonly object constructionGate = new();
-
         public void Rank(ICommunicator world, Device device, int localDevice)
         {
             var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, constructionGate);
+            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed);
             ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;
             var sampler = new GptSampler(source, model.SeqLength, o.Seed);

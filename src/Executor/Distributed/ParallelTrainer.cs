@@ -27,6 +27,7 @@ public sealed class ParallelTrainer : IDisposable
     private readonly ScalarType dtype;
     private readonly ShardedTensorParallel tp;
     private readonly ContextParallelism? contextParallel;
+    private readonly Generator? initGenerator;
     private readonly List<ModelChunk> chunks = new();
     private readonly ChunkList container;
     private readonly P2PCommunication? p2p;
@@ -34,27 +35,24 @@ public sealed class ParallelTrainer : IDisposable
     private readonly DistributedOptimizer? distributedOptimizer;
     private readonly GradientNorm gradientNorm;
 
-    /// <param name="seed">When given, libtorch's generator is seeded with it plus 100 x the pipeline rank (Megatron's
-    /// offset) before the model is built, so tensor- and data-parallel peers draw the same full weights.</param>
-    /// <param name="constructionGate">Held while building the model: in-process ranks share one generator.</param>
+    /// <param name="seed">When given, weights are drawn from a generator of this seed plus 100 x the pipeline rank
+    /// (Megatron's offset), so tensor- and data-parallel peers draw the same full weights, independently of
+    /// libtorch's global generator (in-process ranks run concurrently).</param>
     public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
-        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, object? constructionGate = null)
+        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null)
     {
         (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
         var errors = parallel.Validate(spec, groups.World.Size);
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context) : null;
-        var config = new TransformerConfig(spec, device, dtype, tp, recompute, ContextParallel: contextParallel);
+        initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank), device) : null;
+        var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel);
         int v = parallel.VirtualStages(spec);
-        lock (constructionGate ?? new object())
+        for (int c = 0; c < v; c++)
         {
-            if (seed is int s) manual_seed(s + 100 * groups.PipelineRank);
-            for (int c = 0; c < v; c++)
-            {
-                var part = PipelineChunk.Of(spec, parallel.PipelineParallel, groups.PipelineRank, v, c);
-                chunks.Add(new ModelChunk(new GptModel(config, part), part));
-            }
+            var part = PipelineChunk.Of(spec, parallel.PipelineParallel, groups.PipelineRank, v, c);
+            chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
         Buffer = new ParamAndGradBuffer(container, dtype);
@@ -166,6 +164,7 @@ public sealed class ParallelTrainer : IDisposable
         Buffer.Dispose();
         container.Dispose();
         p2p?.Dispose();
+        initGenerator?.Dispose();
     }
 }
 

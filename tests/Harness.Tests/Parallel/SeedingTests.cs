@@ -1,0 +1,34 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Distributed.InProcess;
+using Harness.Executor.Native;
+using Harness.Executor.TensorParallel;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Parallel;
+
+public class SeedingTests
+{
+    [Fact]
+    public void RanksBuiltFromASeedHoldTheSlicesOfTheSerialModelFromThatSeed()
+    {
+        TorchRuntime.Initialize();
+        var spec = Reference.Gpt();
+        const int seed = 42;
+        using var generator = new Generator(seed);
+        using var serial = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, InitGenerator: generator));
+        var full = serial.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
+        var config = new ParallelConfig(DataParallel: 2, TensorParallel: 2, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
+        // Four concurrent ranks (tensor 2 x data 2): each draws its weights from its own generator.
+        var ranks = InProcessJob.Run(4, world =>
+        {
+            using var groups = ProcessGroups.Create(world, RankLayout.For(4, 2, 1, 1));
+            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: seed);
+            return (groups.TensorRank, Weights: trainer.NamedParameters().ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()));
+        });
+        foreach (var (tpRank, weights) in ranks)
+            foreach (var (name, w) in weights)
+                Assert.Equal(Reference.ShardOf(name, full[name], spec, tpRank, 2), w);
+    }
+}
