@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Harness.Cli.Arguments;
 using Harness.Simulator;
+using Harness.Simulator.Costs;
 
 namespace Harness.Cli.Output;
 
@@ -22,6 +23,7 @@ public static class EstimateJson
             w.WriteNumber("hfu", e.Hfu);
             w.WriteNumber("peak_memory_bytes", e.PeakMemoryBytes);
             w.WriteNumber("gpu_memory_bytes", e.GpuMemoryBytes);
+            w.WriteNumber("usable_memory_bytes", Math.Floor(MemoryBudget.UsableAllocatedBytes(cl.Gpu)));
             w.WriteBoolean("fits", e.Fits);
             w.WriteNumber("bubble_fraction", e.BubbleFraction);
             w.WriteNumber("critical_stage", e.CriticalStage);

@@ -1,5 +1,6 @@
 using Harness.Cli.Arguments;
 using Harness.Simulator;
+using Harness.Simulator.Costs;
 using Spectre.Console;
 
 namespace Harness.Cli.Output;
@@ -22,7 +23,9 @@ public static class EstimateReport
         console.MarkupLine($"tokens/s per GPU     [bold]{e.TokensPerSecondPerGpu:F0}[/]");
         console.MarkupLine($"model TFLOP/s per GPU {e.ModelTflopsPerGpu:F1}   MFU [bold]{e.Mfu:P1}[/]   HFU {e.Hfu:P1}");
         string fits = e.Fits ? "[green]fits[/]" : "[red]does not fit[/]";
-        console.MarkupLine($"peak memory per GPU  [bold]{e.PeakMemoryBytes / GiB:F1} GiB[/] of {e.GpuMemoryBytes / GiB:F1} GiB: {fits} (stage {e.PeakStage})");
+        double usable = MemoryBudget.UsableAllocatedBytes(cl.Gpu);
+        console.MarkupLine($"peak memory per GPU  [bold]{e.PeakMemoryBytes / GiB:F1} GiB[/] of {usable / GiB:F1} GiB usable"
+            + $" ({e.GpuMemoryBytes / GiB:F1} GiB on the GPU): {fits} (stage {e.PeakStage})");
         console.WriteLine();
 
         var time = new Table().Title($"time on the critical stage ({e.CriticalStage})").AddColumns("part", "seconds", "share");
