@@ -30,7 +30,11 @@ public sealed class ScheduleOrder
     private static int Slot(int cell, bool forward, int cells) => 1 + cell + (forward ? 0 : cells);
 
     [ThreadStatic] private static Dictionary<(int, int, int), ScheduleOrder>? cache;
-    private const int CacheLimit = 256;
+    [ThreadStatic] private static long cachedOps;
+
+    /// <summary>Ops kept per thread (12 bytes each plus the slot map: ~16 MB), so a search with one thread per core
+    /// stays within a few hundred MB however many pipeline shapes it visits.</summary>
+    private const long CacheLimitOps = 1 << 20;
 
     private ScheduleOrder(int p, int v, int m, PipelineOp[] ops, int[] finalBackwardSlot) =>
         (P, V, M, Ops, FinalBackwardSlot) = (p, v, m, ops, finalBackwardSlot);
@@ -40,9 +44,10 @@ public sealed class ScheduleOrder
     {
         cache ??= new();
         if (cache.TryGetValue((p, v, m), out var order)) return order;
-        if (cache.Count >= CacheLimit) cache.Clear();
         order = Build(p, v, m);
+        if (cachedOps + order.Ops.Length > CacheLimitOps) { cache.Clear(); cachedOps = 0; }
         cache[(p, v, m)] = order;
+        cachedOps += order.Ops.Length;
         return order;
     }
 
