@@ -142,4 +142,60 @@ public class SimulateCommandTests
         Assert.Equal(0.63, c.OffloadRatio);
         Assert.Equal(32, c.NumMicroBatches);
     }
+
+    /// <summary>The published tables' systems, as `harness simulate` flags: the CLI must build the very config the
+    /// reproduction simulates (Megatron-LM 2019 for Shoeybi's 8.3B row, NVIDIA Megatron-LM of January 2024 for Table 8).</summary>
+    [Theory]
+    [InlineData("shoeybi-2019-scaling", "8.3B on 512 GPUs",
+        "--gpus 512 --tensor-model-parallel-size 8 --micro-batch-size 8 --global-batch-size 512 --fp16 " +
+        "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --no-flash-attention " +
+        "--no-overlap-grad-reduce --no-overlap-p2p-communication --no-async-tensor-model-parallel-allreduce " +
+        "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion")]
+    [InlineData("kwai-atc24-table8", "NVIDIA Megatron-LM",
+        "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
+        "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +
+        "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --use-distributed-optimizer " +
+        "--use-flash-attn --no-overlap-grad-reduce --no-overlap-p2p-communication --no-norm-fusion")]
+    public void MegatronImplementationFlagsBuildTheReproducedConfig(string table, string row, string flags)
+    {
+        var e = Harness.Reproduce.ExperimentLoader.Resolve(table, ExperimentFileTests.ExperimentsDir).Single();
+        var expected = Harness.Reproduce.RowSetup.Resolve(e, e.Rows.Single(r => r.Label == row)).Config;
+        var cl = CommandLine.Parse(flags.Split(' '), SimulationArguments.Flags);
+        var config = SimulationArguments.Read(cl)!.Config;
+        Assert.Empty(cl.Errors);
+        Assert.Equal(expected, config);
+    }
+
+    [Fact]
+    public void GradientPrecisionFollowsMegatron()
+    {
+        Harness.Simulator.Specs.ParallelConfig Read(string flags) =>
+            SimulationArguments.Read(CommandLine.Parse(flags.Split(' ', StringSplitOptions.RemoveEmptyEntries), SimulationArguments.Flags))!.Config;
+        Assert.True(Read("--gpus 8").GradientsInFp32);                                          // bf16 forces fp32 main gradients
+        Assert.False(Read("--gpus 8 --fp16").GradientsInFp32);                                  // fp16 keeps fp16 gradients
+        Assert.True(Read("--gpus 8 --fp16 --accumulate-allreduce-grads-in-fp32").GradientsInFp32);
+        Assert.True(Read("--gpus 8 --fp32").GradientsInFp32);
+    }
+
+    [Fact]
+    public void ImplementationFlagsChangeTheEstimate()
+    {
+        // Unfused fp32 RMSNorm ops are slower than the fused kernel; the JSON says which implementation was simulated.
+        var (fusedCode, fused, _) = Run("--model", "llama-7b", "--gpus", "8", "--json");
+        var (unfusedCode, unfused, _) = Run("--model", "llama-7b", "--gpus", "8", "--no-norm-fusion", "--json");
+        Assert.Equal((0, 0), (fusedCode, unfusedCode));
+        using var a = JsonDocument.Parse(fused);
+        using var b = JsonDocument.Parse(unfused);
+        Assert.True(a.RootElement.GetProperty("config").GetProperty("fused_norm").GetBoolean());
+        Assert.False(b.RootElement.GetProperty("config").GetProperty("fused_norm").GetBoolean());
+        Assert.True(b.RootElement.GetProperty("step_time_s").GetDouble() > a.RootElement.GetProperty("step_time_s").GetDouble());
+    }
+
+    [Fact]
+    public void SomeButNotAllElementwiseFusionFlagsAreAUserError()
+    {
+        var (code, _, err) = Run("--model", "gpt2-large", "--gpus", "8", "--no-bias-gelu-fusion");
+        Assert.Equal(2, code);
+        Assert.Contains("pass all three or none", err);
+    }
 }

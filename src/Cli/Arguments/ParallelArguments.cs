@@ -5,7 +5,7 @@ namespace Harness.Cli.Arguments;
 /// <summary>
 /// The parallel layout and training knobs, by Megatron-LM's (and Megatron-Kwai's) argument names, plus
 /// Harness's own: <c>--offload-ratio</c> (= Kwai's alpha), <c>--sync-factor</c> (CAAT-Net's p),
-/// <c>--zero-stage</c>, <c>--fp32</c>, <c>--no-flash-attention</c>, <c>--no-overlap-grad-reduce</c>.
+/// <c>--zero-stage</c>, <c>--fp32</c>, <c>--no-flash-attention</c>, <c>--no-overlap-grad-reduce</c>, <c>--no-norm-fusion</c>.
 /// The data-parallel size is the world size over tensor x pipeline x context, as in Megatron.
 /// Precision defaults to bf16 (Megatron's own default is fp32: pass --fp32 for that).
 /// </summary>
@@ -41,7 +41,18 @@ public static class ParallelArguments
         new("--tp-comm-overlap", false, "overlap tensor-parallel communication with GEMMs"),
         new("--overlap-p2p-communication", false, "overlap pipeline p2p with compute (the default)"),
         new("--no-overlap-p2p-communication", false, "pipeline sends block the sender"),
+        new("--no-async-tensor-model-parallel-allreduce", false,
+            "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
+        new("--accumulate-allreduce-grads-in-fp32", false,
+            "keep and reduce gradients in fp32 (always with bf16 and fp32; with --fp16 gradients are fp16 without it)"),
+        new("--no-masked-softmax-fusion", false, "unfused scale-mask-softmax (pass with the two below: Megatron-LM 2019)"),
+        new("--no-bias-gelu-fusion", false, "unfused bias + GeLU"),
+        new("--no-bias-dropout-fusion", false, "unfused bias + dropout + residual add"),
+        new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
     };
+
+    /// <summary>Megatron's three element-wise fusion switches, which the simulator models together.</summary>
+    private static readonly string[] ElementwiseFusions = ["--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"];
 
     /// <summary>Flags that change the estimate but are not modelled: refusing beats a silently wrong number.</summary>
     public static readonly Flag[] Unsupported =
@@ -101,14 +112,23 @@ public static class ParallelArguments
         if (cl.Switch("--overlap-p2p-communication") && cl.Switch("--no-overlap-p2p-communication"))
             cl.Errors.Add("--overlap-p2p-communication and --no-overlap-p2p-communication contradict each other.");
 
+        int unfused = ElementwiseFusions.Count(cl.Switch);
+        if (unfused is > 0 and < 3)
+            cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
+
         var config = new ParallelConfig(
             DataParallel: dp, TensorParallel: t, PipelineParallel: p, LayersPerVirtualStage: l, ContextParallel: cp,
             SequenceParallel: cl.Switch("--sequence-parallel"), MicroBatch: b, GlobalBatch: gbs,
             Recompute: recompute, OffloadRatio: alpha ?? kwaiAlpha ?? 0, ZeroStage: zero,
             SyncFactor: cl.Double("--sync-factor") ?? 1.0,
             Overlap: new OverlapSpec(cl.Switch("--tp-comm-overlap"), !cl.Switch("--no-overlap-grad-reduce"),
-                !cl.Switch("--no-overlap-p2p-communication")),
-            Precision: precision, FlashAttention: !cl.Switch("--no-flash-attention"));
+                !cl.Switch("--no-overlap-p2p-communication"), !cl.Switch("--no-async-tensor-model-parallel-allreduce")),
+            Precision: precision, FlashAttention: !cl.Switch("--no-flash-attention"),
+            // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
+            // without it keep and all-reduce fp16 gradients.
+            GradientsInFp32: precision != Precision.Fp16 || cl.Switch("--accumulate-allreduce-grads-in-fp32"),
+            FusedNorm: !cl.Switch("--no-norm-fusion"),
+            FusedElementwise: unfused == 0);
         return config;
     }
 }

@@ -72,6 +72,10 @@ public static class EstimateJson
             w.WriteNumber("micro_batches", c.NumMicroBatches);
             w.WriteNumber("seq_length", m.SeqLength);
             w.WriteString("precision", c.Precision.ToString().ToLowerInvariant());
+            w.WriteBoolean("gradients_in_fp32", c.GradientsInFp32);
+            w.WriteBoolean("fused_norm", c.FusedNorm);
+            w.WriteBoolean("fused_elementwise", c.FusedElementwise);
+            w.WriteBoolean("async_tensor_parallel_allreduce", c.OverlapOrDefault.TensorParallelBackwardAsync);
             w.WriteEndObject();
 
             w.WriteStartArray("ignored_flags");
