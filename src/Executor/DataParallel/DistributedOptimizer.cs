@@ -9,7 +9,9 @@ namespace Harness.Executor.DataParallel;
 /// one contiguous 1/d shard of the flat buffer. A step reduce-scatters the float32 gradients (each rank gets the
 /// average of its shard), clips by the global norm, runs AdamW on its shard of float32 master weights and moments
 /// only, and all-gathers the updated weights into every rank's model. Master weights and moments take 12/d bytes
-/// per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16 weights and float32 gradients).
+/// per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16 weights and float32 gradients; here 8 + 12/d, as
+/// the buffer also keeps one micro-batch's bf16 gradients before folding them into float32). The buffer then holds
+/// no full master copy of its own.
 /// </summary>
 public sealed class DistributedOptimizer : IDisposable
 {
@@ -30,17 +32,17 @@ public sealed class DistributedOptimizer : IDisposable
         padded = shard * d;
         start = Math.Min(buffer.Count, dataParallel.Rank * shard);
         length = Math.Min(buffer.Count, start + shard) - start;
-        master = zeros(length, dtype: ScalarType.Float32, device: buffer.Master.device);
+        master = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
         ReloadMaster();
-        expAvg = zeros(length, dtype: ScalarType.Float32, device: buffer.Master.device);
-        expAvgSq = zeros(length, dtype: ScalarType.Float32, device: buffer.Master.device);
+        expAvg = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
+        expAvgSq = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
     }
 
-    /// <summary>Takes this rank's shard of the float32 master weights from the buffer (after weights were loaded).</summary>
+    /// <summary>Takes this rank's shard of the master weights from the model's weights (at start and after loading).</summary>
     public void ReloadMaster()
     {
         using var _ = no_grad();
-        master.copy_(buffer.Master.narrow(0, start, length));
+        master.copy_(buffer.Params.narrow(0, start, length));
     }
 
     /// <summary>Reduce-scatter, clip, AdamW on this rank's shard, all-gather. Returns the global gradient norm (device scalar).</summary>

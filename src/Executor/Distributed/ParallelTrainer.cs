@@ -55,7 +55,7 @@ public sealed class ParallelTrainer : IDisposable
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
-        Buffer = new ParamAndGradBuffer(container, dtype);
+        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer);
         if (parallel.PipelineParallel > 1)
             p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
         bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;
@@ -99,7 +99,7 @@ public sealed class ParallelTrainer : IDisposable
         using (no_grad())
             foreach (var (name, p) in NamedParameters())
                 p.copy_(source(name, p));
-        if (Buffer.MixedPrecision)
+        if (Buffer.MixedPrecision && Buffer.Master.numel() == Buffer.Count)
             using (no_grad())
                 foreach (var (_, p, offset) in Buffer.Layout)
                     Buffer.Master.narrow(0, offset, p.numel()).copy_(p.reshape(-1));
@@ -150,11 +150,12 @@ public sealed class ParallelTrainer : IDisposable
         using var _ = no_grad();
         foreach (var (_, p, offset) in Buffer.Layout.Where(l => l.Name.EndsWith("word_embeddings")))
         {
-            var flat = Buffer.Master.narrow(0, offset, p.numel());
+            // The weights themselves: an all-reduce of bf16 zeros and one copy is exact.
+            var flat = Buffer.Params.narrow(0, offset, p.numel());
             if (groups.IsLastStage && !groups.IsFirstStage) flat.zero_();
             groups.Embedding.AllReduce(flat);
+            if (Buffer.Master.numel() == Buffer.Count && Buffer.MixedPrecision) Buffer.Master.narrow(0, offset, p.numel()).copy_(flat);
         }
-        Buffer.CopyMasterToParams();
     }
 
     public void Dispose()

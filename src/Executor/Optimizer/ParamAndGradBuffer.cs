@@ -28,7 +28,9 @@ public sealed class ParamAndGradBuffer : IDisposable
     /// <summary>Names and shapes in buffer order (checkpoints and gradient checks use them).</summary>
     public IReadOnlyList<(string Name, Parameter Parameter, long Offset)> Layout { get; }
 
-    public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype)
+    /// <param name="masterWeights">False when an optimizer keeps its own (sharded) float32 master weights, as
+    /// Megatron's distributed optimizer does: then, under mixed precision, <see cref="Master"/> is empty.</param>
+    public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype, bool masterWeights = true)
     {
         var named = module.named_parameters().ToList();
         var ordered = named.Where(p => p.parameter.dim() >= 2).Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
@@ -39,7 +41,7 @@ public sealed class ParamAndGradBuffer : IDisposable
         Count = ordered.Sum(p => p.parameter.numel());
         DecayedCount = ordered.Where(p => p.parameter.dim() >= 2).Sum(p => p.parameter.numel());
         MixedPrecision = computeDtype != masterDtype;
-        Master = empty(Count, dtype: masterDtype, device: device);
+        Master = empty(masterWeights || !MixedPrecision ? Count : 0, dtype: masterDtype, device: device);
         MainGrads = zeros(Count, dtype: masterDtype, device: device);
         Params = MixedPrecision ? empty(Count, dtype: computeDtype, device: device) : Master;
         Grads = MixedPrecision ? zeros(Count, dtype: computeDtype, device: device) : MainGrads;
@@ -50,7 +52,7 @@ public sealed class ParamAndGradBuffer : IDisposable
             foreach (var (name, p) in ordered)
             {
                 long n = p.numel();
-                Master.narrow(0, offset, n).copy_(p.reshape(-1));
+                if (Master.numel() == Count) Master.narrow(0, offset, n).copy_(p.reshape(-1));
                 var paramView = Params.narrow(0, offset, n).view(p.shape);
                 if (MixedPrecision) paramView.copy_(p);
                 p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
@@ -82,7 +84,7 @@ public sealed class ParamAndGradBuffer : IDisposable
     /// <summary>After the optimizer: cast the master weights into the model's weights.</summary>
     public void CopyMasterToParams()
     {
-        if (!MixedPrecision) return;
+        if (!MixedPrecision || Master.numel() != Count) return;
         using (no_grad()) Params.copy_(Master);
     }
 

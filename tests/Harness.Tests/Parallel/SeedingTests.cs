@@ -32,3 +32,30 @@ public class SeedingTests
                 Assert.Equal(Reference.ShardOf(name, full[name], spec, tpRank, 2), w);
     }
 }
+
+public class MixedPrecisionParallelTests
+{
+    [Fact]
+    public void Bf16DistributedOptimizerKeepsNoFullMasterCopyTrainsAndKeepsReplicasEqual()
+    {
+        TorchRuntime.Initialize();
+        var spec = Reference.Llama();
+        var batches = Reference.Batches(spec, 4, batch: 4);
+        var config = new ParallelConfig(DataParallel: 2, MicroBatch: 1, GlobalBatch: 4, ZeroStage: 1, Precision: Precision.Bf16);
+        var ranks = InProcessJob.Run(2, world =>
+        {
+            using var groups = ProcessGroups.Create(world, RankLayout.For(2, 1, 1, 1));
+            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.BFloat16, Reference.Adam with { ClipGrad = 1.0 }, seed: 3);
+            Assert.Equal(0, trainer.Buffer.Master.numel()); // the optimizer's 1/d shard is the only float32 copy
+            var losses = batches.Select(batch => trainer.Step(1e-2, i =>
+            {
+                var rows = batch.narrow(0, (i * 2 + groups.DataRank) * 1, 1);
+                return (rows[.., ..spec.SeqLength], rows[.., 1..]);
+            }).Loss).ToArray();
+            return (losses, trainer.Buffer.Params.to(ScalarType.Float32).data<float>().ToArray());
+        });
+        Assert.Equal(ranks[0].Item1, ranks[1].Item1);
+        Assert.Equal(ranks[0].Item2, ranks[1].Item2);
+        Assert.True(ranks[0].Item1[^1] < ranks[0].Item1[0] - 0.05, $"bf16 does not train: {string.Join(", ", ranks[0].Item1)}");
+    }
+}
