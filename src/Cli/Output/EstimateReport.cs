@@ -24,8 +24,8 @@ public static class EstimateReport
         console.MarkupLine($"model TFLOP/s per GPU {e.ModelTflopsPerGpu:F1}   MFU [bold]{e.Mfu:P1}[/]   HFU {e.Hfu:P1}");
         string fits = e.Fits ? "[green]fits[/]" : "[red]does not fit[/]";
         double usable = MemoryBudget.UsableAllocatedBytes(cl.Gpu);
-        console.MarkupLine($"peak memory per GPU  [bold]{e.PeakMemoryBytes / GiB:F1} GiB[/] of {usable / GiB:F1} GiB usable"
-            + $" ({e.GpuMemoryBytes / GiB:F1} GiB on the GPU): {fits} (stage {e.PeakStage})");
+        console.MarkupLine($"peak memory per GPU  [bold]{e.PeakMemoryBytes / GiB:F1} GiB[/] (stage {e.PeakStage}): {fits}"
+            + $" ({usable / GiB:F1} of {e.GpuMemoryBytes / GiB:F1} GiB usable)");
         console.WriteLine();
 
         var time = new Table().Title($"time on the critical stage ({e.CriticalStage})").AddColumns("part", "seconds", "share");
