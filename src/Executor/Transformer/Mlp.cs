@@ -28,11 +28,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var h = linear_fc1.forward(x);
         Tensor activated;
-        if (swiglu)
-        {
-            var gateUp = h.chunk(2, -1);
-            activated = nn.functional.silu(gateUp[0]).mul_(gateUp[1]);
-        }
+        if (swiglu) activated = ScriptedKernels.SwiGlu(h);
         else activated = nn.functional.gelu(h);
         return linear_fc2.forward(activated).MoveToOuterDisposeScope();
     }

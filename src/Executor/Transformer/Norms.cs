@@ -34,10 +34,7 @@ public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => nn.functional.layer_norm(x, shape, weight, bias, Norms.Epsilon);
 }
 
-/// <summary>
-/// RMSNorm (Zhang and Sennrich 2019): y = x / sqrt(mean(x²) + eps) · w. libtorch's fused rms_norm is not exposed by
-/// TorchSharp, so it is a square, a float32 mean over the row and two multiplies: four full-size kernels forward.
-/// </summary>
+/// <summary>RMSNorm (Zhang and Sennrich 2019): y = x / sqrt(mean(x²) + eps) · w, through libtorch's rms_norm (see <see cref="ScriptedKernels"/>).</summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
@@ -48,13 +45,5 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        // Accumulate in float32 at least (bf16 inputs), in float64 for float64 inputs (gradient checks).
-        var accumulate = x.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        var meanSquare = x.square().mean(new long[] { -1 }, keepdim: true, type: accumulate);
-        var inverseRms = meanSquare.add_(Norms.Epsilon).rsqrt_().to(x.dtype);
-        return (x * inverseRms * weight).MoveToOuterDisposeScope();
-    }
+    public override Tensor forward(Tensor x) => ScriptedKernels.RmsNorm(x, weight, Norms.Epsilon);
 }

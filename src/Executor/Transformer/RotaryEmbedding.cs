@@ -24,14 +24,22 @@ public sealed class RotaryEmbedding : IDisposable
         signedSin = cat(new[] { -sin[.., ..(int)half], sin[.., (int)half..] }, -1).to(dtype, device).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Rotates x of shape [b, heads, s, d] by its positions: 0..s-1, or the given global ones (context parallelism).</summary>
+    /// <summary>
+    /// Rotates x of shape [b, s, (head dims...), d] by its positions: 0..s-1, or the given global ones (context
+    /// parallelism). The result is contiguous in x's shape: sequence-first, attention rotates the QKV projection's
+    /// views before any transpose or copy.
+    /// </summary>
     public Tensor Apply(Tensor x, Tensor? positions = null)
     {
-        long s = x.shape[2];
+        long s = x.shape[1];
         using var scope = NewDisposeScope();
+        var shape = new long[x.dim() - 1];
+        Array.Fill(shape, 1L);
+        shape[0] = s;
+        shape[^1] = cos.shape[1];
         var c = positions is null ? cos[..(int)s] : cos.index_select(0, positions);
         var sn = positions is null ? signedSin[..(int)s] : signedSin.index_select(0, positions);
-        return (x * c).addcmul_(x.roll(half, -1), sn, 1).MoveToOuterDisposeScope();
+        return ScriptedKernels.Rotary(x, c.view(shape), sn.view(shape), half).MoveToOuterDisposeScope();
     }
 
     public void Dispose()

@@ -7,8 +7,9 @@ namespace Harness.Executor.Transformer;
 
 /// <summary>
 /// Causal self-attention (Megatron-core transformer/attention.py): a fused QKV projection (column-parallel),
-/// rotary positions when the model has them, grouped-query attention (Ainslie et al. 2023) by expanding each
-/// key/value group to its query heads, scaled_dot_product_attention (flash kernels on GPU), and the output
+/// rotary positions when the model has them, grouped-query attention (Ainslie et al. 2023) through
+/// scaled_dot_product_attention with enable_gqa (flash kernels on GPU read each key/value group for its query heads;
+/// nothing is expanded except under context parallelism), and the output
 /// projection (row-parallel). The QKV output is laid out per query group, [q heads of the group | k | v], as in
 /// Megatron, so a contiguous column shard holds whole groups.
 /// </summary>
@@ -42,20 +43,17 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         long b = projected.shape[0], s = projected.shape[1], heads = localGroups * headsPerGroup;
         var qkv = projected.view(b, s, localGroups, headsPerGroup + 2, headDim);
         var parts = qkv.split(new[] { headsPerGroup, 1, 1 }, dim: 3);
-        var q = parts[0].reshape(b, s, heads, headDim).transpose(1, 2);     // [b, heads, s, d]
-        var k = parts[1].squeeze(3).transpose(1, 2);                         // [b, groups, s, d]
-        var v = parts[2].squeeze(3).transpose(1, 2);
+        Tensor q = parts[0], k = parts[1];                                   // views of [b, s, groups, ·, d]
         if (rotary is not null)
         {
+            // Rotated straight from the projection's views; the results are contiguous, so the reshapes below are free.
             var positions = contextParallel?.Positions(s, x.device);
             q = rotary.Apply(q, positions);
             k = rotary.Apply(k, positions);
         }
-        if (headsPerGroup > 1)
-        {
-            k = k.unsqueeze(2).expand(b, localGroups, headsPerGroup, s, headDim).reshape(b, heads, s, headDim);
-            v = v.unsqueeze(2).expand(b, localGroups, headsPerGroup, s, headDim).reshape(b, heads, s, headDim);
-        }
+        q = q.reshape(b, s, heads, headDim).transpose(1, 2);                // [b, heads, s, d]
+        k = k.reshape(b, s, localGroups, headDim).transpose(1, 2);          // [b, groups, s, d]
+        var v = parts[2].squeeze(3).transpose(1, 2);
         var context = selectiveRecompute
             ? CheckpointFunction.Apply(CoreAttention, q, k, v)
             : CoreAttention(new[] { q, k, v });
@@ -63,8 +61,21 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         return linear_proj.forward(merged).MoveToOuterDisposeScope();
     }
 
-    /// <summary>softmax(QKᵀ/√d + causal mask)·V; under context parallelism over every rank's keys and values.</summary>
-    private Tensor CoreAttention(Tensor[] qkv) =>
-        contextParallel?.Attention(qkv[0], qkv[1], qkv[2])
-        ?? nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_casual: true);
+    /// <summary>
+    /// softmax(QKᵀ/√d + causal mask)·V, each key/value group serving its query heads; under context parallelism over
+    /// every rank's keys and values (expanded to one per query head there).
+    /// </summary>
+    private Tensor CoreAttention(Tensor[] qkv)
+    {
+        if (contextParallel is null) return ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2]);
+        return contextParallel.Attention(qkv[0], ExpandGroups(qkv[1]), ExpandGroups(qkv[2]));
+    }
+
+    /// <summary>[b, groups, s, d] to [b, heads, s, d]: group g serves query heads g·(a/g) .. (g+1)·(a/g) − 1.</summary>
+    private Tensor ExpandGroups(Tensor kv)
+    {
+        if (headsPerGroup == 1) return kv;
+        long b = kv.shape[0], s = kv.shape[2];
+        return kv.unsqueeze(2).expand(b, localGroups, headsPerGroup, s, headDim).reshape(b, localGroups * headsPerGroup, s, headDim);
+    }
 }

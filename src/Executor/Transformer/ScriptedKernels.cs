@@ -1,0 +1,43 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Transformer;
+
+/// <summary>
+/// libtorch operators TorchSharp does not bind, reached through a small TorchScript compilation unit (compiled once,
+/// from the source below): aten::rms_norm (one fused kernel forward and backward on CUDA instead of five),
+/// scaled_dot_product_attention with enable_gqa (flash attention reads each key/value group for its query heads,
+/// no expanded copies), and the rotary and SwiGLU element-wise chains (which TorchScript's GPU fuser may fuse).
+/// Autograd runs through scripted functions as through any operator.
+/// </summary>
+public static class ScriptedKernels
+{
+    private const string Source = @"
+def rms_norm(x: Tensor, weight: Tensor, eps: float):
+    return torch.rms_norm(x, [x.size(-1)], weight, eps)
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor):
+    return torch.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+def rotary(x: Tensor, cos: Tensor, signed_sin: Tensor, half: int):
+    return x * cos + torch.roll(x, half, -1) * signed_sin
+
+def swiglu(x: Tensor):
+    gate, up = x.chunk(2, -1)
+    return torch.silu(gate) * up
+";
+
+    private static readonly Lazy<jit.CompilationUnit> Unit = new(() => jit.compile(Source));
+
+    /// <summary>x / sqrt(mean(x²) + eps) · weight over the last dimension (Zhang and Sennrich 2019).</summary>
+    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps) => (Tensor)Unit.Value.invoke("rms_norm", x, weight, eps);
+
+    /// <summary>Causal softmax(QKᵀ/√d)·V; k and v may have fewer heads (groups) than q.</summary>
+    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => (Tensor)Unit.Value.invoke("causal_attention", q, k, v);
+
+    /// <summary>x·cos + roll(x, half)·sin± (rotate-half rotary).</summary>
+    public static Tensor Rotary(Tensor x, Tensor cos, Tensor signedSin, long half) => (Tensor)Unit.Value.invoke("rotary", x, cos, signedSin, half);
+
+    /// <summary>silu(gate)·up of the two halves of the last dimension.</summary>
+    public static Tensor SwiGlu(Tensor x) => (Tensor)Unit.Value.invoke("swiglu", x);
+}
