@@ -47,7 +47,7 @@ public sealed class Trainer : IDisposable
         source = options.MockData ? new MockTokenSource(m.VocabSize, options.Seed) : new IndexedDataset(options.DataPath!);
         sampler = new GptSampler(source, m.SeqLength, options.Seed);
         manual_seed(options.Seed);
-        initGenerator = new Generator((ulong)options.Seed, device);
+        initGenerator = new Generator((ulong)options.Seed);
         var dtype = options.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator));
         buffer = new ParamAndGradBuffer(model, dtype);

@@ -10,8 +10,9 @@ namespace Harness.Executor.Transformer;
 /// tensor-parallel seam, and the recompute choice. Parameters live in <see cref="ComputeDtype"/> (bf16 for mixed
 /// precision; float64 for gradient checks); weights are drawn in float32 and cast, and the optimizer's float32
 /// master weights start as copies of the bf16 parameters, as in Megatron's Float16OptimizerWithFloat16Params.
-/// Weights come from <see cref="InitGenerator"/> when given (a run's own seeded generator, so concurrent runs in one
-/// process do not share libtorch's global one), else from the global generator.
+/// Weights come from <see cref="InitGenerator"/> when given (a run's own seeded CPU generator, so concurrent runs in
+/// one process do not share libtorch's global one, and a seed means the same weights on CPU and GPU), else from the
+/// global generator on the device.
 /// </summary>
 public sealed record TransformerConfig(
     ModelSpec Model,
@@ -34,7 +35,10 @@ public sealed record TransformerConfig(
 
     private Tensor Normal(double std, long[] shape)
     {
-        var w = normal(0, std, shape, dtype: MasterDtype, device: Device, generator: InitGenerator);
+        // A run's own generator is a CPU one: the same seed gives the same weights on every device.
+        var w = InitGenerator is null
+            ? normal(0, std, shape, dtype: MasterDtype, device: Device)
+            : normal(0, std, shape, dtype: MasterDtype, generator: InitGenerator).to(Device);
         return w.dtype == ComputeDtype ? w : w.to(ComputeDtype);
     }
 
