@@ -46,7 +46,7 @@ public sealed class ParallelTrainer : IDisposable
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context) : null;
-        initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank), device) : null;
+        initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank)) : null; // a CPU generator (TransformerConfig)
         var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
