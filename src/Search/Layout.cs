@@ -24,9 +24,6 @@ public readonly record struct Layout(
     /// <summary>Layers of one model chunk: L/(p·v).</summary>
     public int LayersPerModelChunk(ModelSpec model) => model.NumLayers / (PipelineParallel * VirtualStages(model));
 
-    /// <summary>Micro-batches per pipeline per iteration (m).</summary>
-    public int NumMicroBatches(int globalBatch) => globalBatch / (MicroBatch * DataParallel);
-
     /// <summary>Megatron-Kwai's offload needs the interleaved schedule and at least 3 pipeline stages (REFERENCE.md).</summary>
     public bool AllowsOffload => LayersPerVirtualStage is not null && PipelineParallel >= 3;
 
@@ -44,8 +41,4 @@ public readonly record struct Layout(
         OffloadRatio: offloadRatio,
         ZeroStage: zeroStage,
         SyncFactor: SyncFactor);
-
-    /// <summary>The layout of a configuration.</summary>
-    public static Layout Of(ParallelConfig c) => new(c.DataParallel, c.TensorParallel, c.PipelineParallel,
-        c.ContextParallel, c.LayersPerVirtualStage, c.SequenceParallel, c.MicroBatch, c.SyncFactor);
 }

@@ -11,8 +11,6 @@ namespace Harness.Tests.Search;
 /// </summary>
 internal sealed class ToyCostModel : ISearchCostModel
 {
-    public int Calls;
-
     private static double ZeroBytesPerParameter(int zero, int dp) => zero switch
     {
         0 => 18,
@@ -28,7 +26,7 @@ internal sealed class ToyCostModel : ISearchCostModel
     // survive the largest offload (the model below keeps 10% of them at alpha 1).
     public CostBounds Bounds(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
     {
-        var (recomputeTime, _) = Recompute(c.RecomputeOrNone, Layout.Of(c).LayersPerModelChunk(m));
+        var (recomputeTime, _) = Recompute(c.RecomputeOrNone, ChunkLayers(m, c));
         return new CostBounds(ComputeBound.StepTimeLowerBound(m, cluster, c) * (1 + recomputeTime),
             StaticMemoryLowerBound(m, cluster, c) + (long)(0.0999 * Activations(m, cluster, c)));
     }
@@ -46,9 +44,11 @@ internal sealed class ToyCostModel : ISearchCostModel
         return (t, mem);
     }
 
+    private static int ChunkLayers(ModelSpec m, ParallelConfig c) => m.NumLayers / (c.PipelineParallel * c.VirtualStages(m));
+
     private static double Activations(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
     {
-        var (_, activationFactor) = Recompute(c.RecomputeOrNone, Layout.Of(c).LayersPerModelChunk(m));
+        var (_, activationFactor) = Recompute(c.RecomputeOrNone, ChunkLayers(m, c));
         double v = c.VirtualStages(m);
         double inFlight = c.PipelineParallel * (1 + (c.PipelineParallel - 1) / (c.PipelineParallel * v));
         return 40.0 * c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
@@ -60,10 +60,8 @@ internal sealed class ToyCostModel : ISearchCostModel
 
     public CostPoint Evaluate(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
     {
-        Interlocked.Increment(ref Calls);
-        var layout = Layout.Of(c);
         double compute = ComputeBound.StepTimeLowerBound(m, cluster, c);
-        var (recomputeTime, _) = Recompute(c.RecomputeOrNone, layout.LayersPerModelChunk(m));
+        var (recomputeTime, _) = Recompute(c.RecomputeOrNone, ChunkLayers(m, c));
         double tpComm = 0.06 * Math.Log2(c.TensorParallel) * (c.TensorParallel > cluster.GpusPerNode ? 5 : 1) * (c.SequenceParallel ? 0.9 : 1) * c.SyncFactor;
         double cpComm = 0.04 * Math.Log2(c.ContextParallel);
         double zeroComm = c.ZeroStage switch { 0 => 0.02, 1 => 0.01, 2 => 0.015, _ => 0.05 };
