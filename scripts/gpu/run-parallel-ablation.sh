@@ -17,6 +17,9 @@ run() { # name, then harness run flags
   local name=$1; shift
   echo "== $name: $*" | tee -a "$log"
   "$harness" run "${common[@]}" --out "$out/$name" "$@" 2>&1 | tee -a "$log" | grep -vE '^(\[rank [0-9]+\] )?iter +[0-9]+/' || true
+  if ! [ -s "$out/$name/summary.json" ] && [ -z "${RETRY:-}" ]; then # out of memory: once more with selective recompute
+    RETRY=1 run "$name-selective" "$@" --recompute-granularity selective
+  fi
 }
 run 1gpu    --micro-batch-size 32 --global-batch-size 32
 run dp2     --nproc-per-node 2 --micro-batch-size 32 --global-batch-size 64

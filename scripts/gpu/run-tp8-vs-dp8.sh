@@ -14,6 +14,9 @@ run() {
   local name=$1; shift
   echo "== $name: $*" | tee -a "$log"
   "$harness" run "${common[@]}" --out "$out/$name" "$@" 2>&1 | tee -a "$log" | grep -vE '^(\[rank [0-9]+\] )?iter +[0-9]+/' || true
+  if ! [ -s "$out/$name/summary.json" ] && [ -z "${RETRY:-}" ]; then # out of memory: once more with selective recompute
+    RETRY=1 run "$name-selective" "$@" --recompute-granularity selective
+  fi
 }
 run tp8          --tensor-model-parallel-size 8 --micro-batch-size 8 --global-batch-size 32
 run tp8-sp       --tensor-model-parallel-size 8 --sequence-parallel --micro-batch-size 8 --global-batch-size 32
