@@ -18,6 +18,13 @@ public class LaunchEnvironmentTests
     }
 
     [Fact]
+    public void UnderTorchrunTheRendezvousUsesThePortAboveTorchrunsOwnStore()
+    {
+        var e = LaunchEnvironment.From(Vars(("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "6000"), ("TORCHELASTIC_RUN_ID", "none")));
+        Assert.Equal(6001, e.MasterPort);
+    }
+
+    [Fact]
     public void ReadsSlurmVariablesWithTheFirstNodeAsMaster()
     {
         var e = LaunchEnvironment.From(Vars(("SLURM_PROCID", "9"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1"), ("SLURM_NODELIST", "gpu[07-09,12],login1")));

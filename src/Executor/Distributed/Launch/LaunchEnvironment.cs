@@ -26,7 +26,9 @@ public sealed record LaunchEnvironment(int Rank, int WorldSize, int LocalRank, s
             int r = Int(get, "RANK", rank);
             int world = Int(get, "WORLD_SIZE", get("WORLD_SIZE") ?? throw new ArgumentException("RANK is set but WORLD_SIZE is not; a torchrun-style launch sets both."));
             int local = get("LOCAL_RANK") is { Length: > 0 } l ? Int(get, "LOCAL_RANK", l) : r;
-            return Checked(new LaunchEnvironment(r, world, local, get("MASTER_ADDR") is { Length: > 0 } a ? a : "127.0.0.1", Port(get), "torchrun variables"));
+            // torchrun's own agent store already listens on MASTER_PORT (rank 0's host): rendezvous one port above it.
+            int port = Port(get) + (get("TORCHELASTIC_RUN_ID") is { Length: > 0 } ? 1 : 0);
+            return Checked(new LaunchEnvironment(r, world, local, get("MASTER_ADDR") is { Length: > 0 } a ? a : "127.0.0.1", port, "torchrun variables"));
         }
         if (get("SLURM_PROCID") is { Length: > 0 } procId)
         {
