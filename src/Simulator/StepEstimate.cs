@@ -7,8 +7,7 @@ namespace Harness.Simulator;
 /// <param name="Recompute">Forward work repeated in backward by recomputation.</param>
 /// <param name="TensorParallelComm">Tensor-parallel collectives not hidden behind GEMMs.</param>
 /// <param name="ContextParallelComm">Context-parallel (ring attention) transfers not hidden behind attention.</param>
-/// <param name="PipelineComm">Time the rank's compute lost to its own p2p sends: waiting for them, or (overlapped)
-/// slowed by their NCCL kernels.</param>
+/// <param name="PipelineComm">Time the rank waited on its own p2p sends (when they do not overlap).</param>
 /// <param name="DataParallelComm">Gradient reduction not hidden behind backward, and the weight all-gather.</param>
 /// <param name="Bubble">Pipeline idle time: waiting for other stages (fill, drain, p2p latency, imbalance).</param>
 /// <param name="Optimizer">The optimizer step.</param>

@@ -36,14 +36,14 @@ public static class ClosedForm
         return 2.0 * (k.P * k.V - 1) * d + 0.7 * k.M * k.V * Math.Max(0, 2 * d - chunk);
     }
 
-    /// <summary>Offload stalls and p2p sends' cost to the compute stream of one rank over the iteration.</summary>
+    /// <summary>Offload stalls and non-overlapped p2p sends of one rank over the iteration.</summary>
     public static double MicroStalls(in PipelineCosts k, int rank)
     {
         double stalls = 0;
         if (k.OffloadRatio > 0)
             stalls += k.M * k.V * (Math.Max(0, k.OffloadTransfer - k.ChunkForward) + Math.Max(0, k.OffloadTransfer - k.ChunkBackward));
-        if (k.P > 1)
-            stalls += k.M * (2 * k.V - (rank == 0 || rank == k.P - 1 ? 1 : 0)) * k.P2pSendCost;
+        if (!k.P2pOverlapped && k.P > 1)
+            stalls += k.M * (2 * k.V - (rank == 0 || rank == k.P - 1 ? 1 : 0)) * k.P2p;
         return stalls;
     }
 

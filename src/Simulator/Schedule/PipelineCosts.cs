@@ -45,13 +45,6 @@ public readonly struct PipelineCosts
     /// <summary>Whether the p2p transfer overlaps the sender's next compute (else the sender waits for it).</summary>
     public bool P2pOverlapped { get; init; }
 
-    /// <summary>
-    /// Seconds a send costs its rank's compute stream: the whole transfer when the sender waits for it; overlapped
-    /// (Megatron's --overlap-p2p-communication), the transfer's NCCL send/recv kernel still holds SMs while the next
-    /// chunk computes, slowing it by <see cref="NcclSmShare"/> of the transfer, as overlapped TP and CP collectives do.
-    /// </summary>
-    public double P2pSendCost => P2pOverlapped ? NcclSmShare * P2p : P2p;
-
     /// <summary>Megatron-Kwai alpha and the seconds to copy alpha of a chunk's activations over the host link.</summary>
     public double OffloadRatio { get; init; }
     public double OffloadTransfer { get; init; }

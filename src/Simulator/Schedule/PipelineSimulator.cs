@@ -52,7 +52,7 @@ public static class PipelineSimulator
             kinds[kind] = new KindCost(
                 Duration: busy,
                 InputDelay: receives ? k.P2p : 0,
-                SendWait: sends ? k.P2pSendCost : 0,
+                SendWait: sends && !k.P2pOverlapped ? k.P2p : 0,
                 AddBefore: forward ? bytes : offload,
                 RemoveAfter: forward ? offload : bytes,
                 Transient: (forward ? 0 : k.BackwardTransient + (first ? k.FirstBackwardTransient : 0)) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),

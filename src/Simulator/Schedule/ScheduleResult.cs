@@ -5,7 +5,7 @@ namespace Harness.Simulator.Schedule;
 /// <param name="Finish">When its gradients are reduced as well (data-parallel sync after or overlapped).</param>
 /// <param name="ActivationPeak">Peak bytes of activations and temporaries during the iteration.</param>
 /// <param name="OffloadStall">Seconds ops waited for offload transfers.</param>
-/// <param name="P2pBusy">Seconds the compute stream lost to its own p2p sends (waiting, or slowed when overlapped).</param>
+/// <param name="P2pBusy">Seconds the compute stream waited for its own p2p sends (when not overlapped).</param>
 public sealed record ScheduleResult(
     double[] ComputeEnd, double[] Finish, double[] ActivationPeak, double[] OffloadStall, double[] P2pBusy)
 {
