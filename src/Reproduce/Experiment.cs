@@ -83,7 +83,8 @@ public sealed record SystemProfile(
     [property: JsonPropertyName("overlap-p2p-communication")] bool OverlapP2pCommunication,
     [property: JsonPropertyName("async-tensor-parallel-allreduce")] bool AsyncTensorParallelAllreduce = true,
     [property: JsonPropertyName("fused-norm")] bool FusedNorm = true,
-    [property: JsonPropertyName("fused-elementwise")] bool FusedElementwise = true);
+    [property: JsonPropertyName("fused-elementwise")] bool FusedElementwise = true,
+    [property: JsonPropertyName("gradient-accumulation-fusion")] bool GradientAccumulationFusion = true);
 
 /// <summary>
 /// Knobs the paper does not give, with the values the reproduction tries; it keeps the fastest configuration

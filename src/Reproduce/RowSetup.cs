@@ -80,7 +80,8 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
             FlashAttention: a.UseFlashAttn ?? false,
             GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true,
             FusedNorm: system?.FusedNorm ?? true,
-            FusedElementwise: system?.FusedElementwise ?? true);
+            FusedElementwise: system?.FusedElementwise ?? true,
+            GradientAccumulationFusion: system?.GradientAccumulationFusion ?? true);
     }
 
     private static RecomputeSpec ToRecompute(MegatronArgs a, string where)

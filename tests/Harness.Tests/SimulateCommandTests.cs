@@ -150,7 +150,7 @@ public class SimulateCommandTests
         "--gpus 512 --tensor-model-parallel-size 8 --micro-batch-size 8 --global-batch-size 512 --fp16 " +
         "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --no-flash-attention " +
         "--no-overlap-grad-reduce --no-overlap-p2p-communication --no-async-tensor-model-parallel-allreduce " +
-        "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion")]
+        "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion --no-gradient-accumulation-fusion")]
     [InlineData("kwai-atc24-table8", "NVIDIA Megatron-LM",
         "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
         "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +

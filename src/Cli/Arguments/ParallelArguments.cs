@@ -48,6 +48,8 @@ public static class ParallelArguments
         new("--no-masked-softmax-fusion", false, "unfused scale-mask-softmax (pass with the two below: Megatron-LM 2019)"),
         new("--no-bias-gelu-fusion", false, "unfused bias + GeLU"),
         new("--no-bias-dropout-fusion", false, "unfused bias + dropout + residual add"),
+        new("--no-gradient-accumulation-fusion", false,
+            "add each micro-batch's weight gradients to the main gradients in a separate kernel (Megatron-LM before late 2021)"),
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
     };
 
@@ -128,7 +130,8 @@ public static class ParallelArguments
             // without it keep and all-reduce fp16 gradients.
             GradientsInFp32: precision != Precision.Fp16 || cl.Switch("--accumulate-allreduce-grads-in-fp32"),
             FusedNorm: !cl.Switch("--no-norm-fusion"),
-            FusedElementwise: unfused == 0);
+            FusedElementwise: unfused == 0,
+            GradientAccumulationFusion: !cl.Switch("--no-gradient-accumulation-fusion"));
         return config;
     }
 }

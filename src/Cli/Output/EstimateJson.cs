@@ -75,6 +75,7 @@ public static class EstimateJson
             w.WriteBoolean("gradients_in_fp32", c.GradientsInFp32);
             w.WriteBoolean("fused_norm", c.FusedNorm);
             w.WriteBoolean("fused_elementwise", c.FusedElementwise);
+            w.WriteBoolean("gradient_accumulation_fusion", c.GradientAccumulationFusion);
             w.WriteBoolean("async_tensor_parallel_allreduce", c.OverlapOrDefault.TensorParallelBackwardAsync);
             w.WriteEndObject();
 

@@ -41,6 +41,24 @@ public static class ComputeTime
         return 2 * m * k * n / (gpu.PeakFlops(precision) * e.Gemm * shape);
     }
 
+    /// <summary>
+    /// Seconds per micro-batch, averaged over the m of an iteration, to add the weight gradients of
+    /// <paramref name="parameters"/> parameters to the accumulated gradients when the weight-gradient GEMM does not
+    /// accumulate itself (<see cref="ParallelConfig.GradientAccumulationFusion"/> off). PyTorch's AccumulateGrad stores the
+    /// first micro-batch's gradient and, for each of the m − 1 others, reads the fresh gradient (parameter dtype) and reads
+    /// and writes the accumulated one: a full pass over the rank's weights per micro-batch. Megatron fused it into the GEMM
+    /// (--gradient-accumulation-fusion, late 2021) for that reason; with the many small micro-batches of a pipeline
+    /// (Narayanan et al. 2021: up to 512 per iteration) it costs a few percent of the step.
+    /// </summary>
+    public static double GradientAccumulation(double parameters, ParallelConfig c, GpuSpec gpu)
+    {
+        int m = c.NumMicroBatches;
+        if (c.GradientAccumulationFusion || parameters <= 0 || m <= 1) return 0;
+        double e = Activations.BytesPerElement(c.Precision);
+        double accumulated = c.GradientsInFp32 ? 4 : e;
+        return MemoryBound(parameters * (e + 2 * accumulated), gpu) * (m - 1) / m;
+    }
+
     /// <summary>Seconds to stream <paramref name="bytes"/> through HBM in element-wise kernels.</summary>
     public static double MemoryBound(double bytes, GpuSpec gpu) =>
         bytes / (gpu.HbmBandwidthBytesPerSecond * gpu.Efficiency.Hbm);

@@ -174,16 +174,18 @@ public readonly struct PipelineCosts
         {
             P = p, V = v, M = c.NumMicroBatches,
             ChunkForward = layersPerChunk * layerForward + p2pGather,
-            ChunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward + p2pGather,
+            ChunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward + p2pGather
+                            + ComputeTime.GradientAccumulation(chunkParams, c, gpu),
             ChunkCompute = layersPerChunk * (layer.Forward + layer.Backward),
             ChunkRecompute = layersPerChunk * layer.Recompute + recomputedLayers * layer.Forward,
             ChunkTensorParallel = layersPerChunk * (tpF + tpB) + recomputedLayers * tpF,
             ChunkContextParallel = layersPerChunk * (cpFx + cpBx) + recomputedLayers * cpFx,
             FirstForwardExtra = embed + embedTp - p2pGather,     // the first stage receives nothing forward
-            FirstBackwardExtra = embed + embedTp,
+            FirstBackwardExtra = embed + embedTp + ComputeTime.GradientAccumulation(embedParams, c, gpu),
             FirstExtraTensorParallel = 2 * embedTp,
             LastForwardExtra = outF + gatherTp + lossTp,
-            LastBackwardExtra = outB + gatherTp - p2pGather,     // nor the last stage backward
+            LastBackwardExtra = outB + gatherTp - p2pGather      // nor the last stage backward
+                                + ComputeTime.GradientAccumulation(outParams, c, gpu),
             LastExtraTensorParallel = 2 * gatherTp + lossTp,
             P2p = p2p,
             P2pOverlapped = overlap.PipelineP2p,

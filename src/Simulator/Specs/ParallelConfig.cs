@@ -65,6 +65,9 @@ public enum Precision { Bf16, Fp16, Fp32 }
 /// as Megatron-LM's legacy RMSNorm ran them in early 2024.</param>
 /// <param name="GradientsInFp32">Megatron's --accumulate-allreduce-grads-in-fp32: main gradients kept and reduced in
 /// fp32 (forced with bf16 and the distributed optimizer); Megatron-LM 2019-2021 fp16 runs kept and all-reduced fp16 gradients.</param>
+/// <param name="GradientAccumulationFusion">Megatron's --gradient-accumulation-fusion (on unless --no-gradient-accumulation-fusion,
+/// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
+/// gradient and autograd adds it to the accumulated one every micro-batch after the first, as Megatron-LM 2019-2021 did.</param>
 public sealed record ParallelConfig(
     int DataParallel = 1,
     int TensorParallel = 1,
@@ -83,7 +86,8 @@ public sealed record ParallelConfig(
     bool FlashAttention = true,
     bool GradientsInFp32 = true,
     bool FusedNorm = true,
-    bool FusedElementwise = true)
+    bool FusedElementwise = true,
+    bool GradientAccumulationFusion = true)
 {
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
