@@ -39,6 +39,7 @@ public static class DistributedRun
     [
         new("--nproc-per-node", true, "ranks to run on this node: threads on CPU, one process per GPU on CUDA"),
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
+        new("--cp-comm-type", true, "context parallelism: all_gather (default) or p2p (ring attention)"),
         .. ParallelArguments.Flags.Where(f => LayoutFlags.Contains(f.Name)),
     ];
 
@@ -70,7 +71,9 @@ public static class DistributedRun
         string runtime;
         try { runtime = TorchRuntime.Initialize(options.Device, options.Libtorch); }
         catch (NativeLoadException e) { return UserError(e.Message); }
-        var job = new Job(options, parallel, model, output, logInterval, runtime);
+        bool ring = cl.Choice("--cp-comm-type", "all_gather", "p2p") == "p2p";
+        if (cl.Errors.Count > 0) return UserError(cl.Errors[0]);
+        var job = new Job(options, parallel, model, output, logInterval, runtime, ring);
         try
         {
             if (!cuda)
@@ -126,14 +129,14 @@ public static class DistributedRun
     }
 
     /// <summary>What every rank runs: build its part of the model, train, and (rank 0) record.</summary>
-    private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime)
+    private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention)
     {
         public void Rank(ICommunicator world, Device device, int localDevice)
         {
             var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed);
+            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention);
             ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;
             var sampler = new GptSampler(source, model.SeqLength, o.Seed);

@@ -11,7 +11,8 @@ namespace Harness.Executor.ContextParallel;
 /// of every rank (reduce-scatter of their gradients in backward) and masks by global position: query i sees key j
 /// when j ≤ i. Everything else in a layer is per token and needs no communication.
 /// </summary>
-public sealed class ContextParallelism(ICommunicator cp)
+/// <param name="ring">Attention by <see cref="RingAttention"/> (Megatron's --cp-comm-type p2p) instead of all-gathered keys and values.</param>
+public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
 {
     public ICommunicator Group => cp;
 
@@ -38,6 +39,7 @@ public sealed class ContextParallelism(ICommunicator cp)
     /// <summary>softmax(QKᵀ/√d + mask)·V over the keys and values of every rank; q, k, v [b, heads, s/cp, d].</summary>
     public Tensor Attention(Tensor q, Tensor k, Tensor v)
     {
+        if (ring) return RingAttention.Apply(q, k, v, this);
         using var scope = NewDisposeScope();
         long local = q.shape[2];
         Tensor Gather(Tensor x) => Mappings.GatherFromSequenceParallelRegion(x.transpose(1, 2).contiguous(), cp).transpose(1, 2);

@@ -38,14 +38,15 @@ public sealed class ParallelTrainer : IDisposable
     /// <param name="seed">When given, weights are drawn from a generator of this seed plus 100 x the pipeline rank
     /// (Megatron's offset), so tensor- and data-parallel peers draw the same full weights, independently of
     /// libtorch's global generator (in-process ranks run concurrently).</param>
+    /// <param name="ringAttention">Context parallelism passes keys and values around a ring instead of gathering them.</param>
     public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
-        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null)
+        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false)
     {
         (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
         var errors = parallel.Validate(spec, groups.World.Size);
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
-        contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context) : null;
+        contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context, ringAttention) : null;
         initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank)) : null; // a CPU generator (TransformerConfig)
         var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel);
         int v = parallel.VirtualStages(spec);

@@ -55,4 +55,11 @@ public class LayoutTests
         ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(cp: 2, tp: 2, microBatches: 2) with { SequenceParallel = true });
         ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(cp: 2, pp: 2, dp: 2, microBatches: 2, zero: 1));
     }
+
+    [Fact]
+    public void RingAttentionMatchesSerial()
+    {
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(cp: 2, microBatches: 2), ringAttention: true);
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(cp: 4, microBatches: 1), RecomputeGranularity.Selective, ringAttention: true);
+    }
 }

@@ -1,0 +1,101 @@
+using Harness.Executor.Distributed;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.ContextParallel;
+
+/// <summary>
+/// Ring attention (Liu et al. 2023; Megatron's context parallelism with cp_comm_type "p2p"): instead of gathering
+/// every rank's keys and values, each rank passes its block around the ring, cp steps in all, and merges the
+/// partial attention of each block with its log-sum-exp (online softmax), so only two blocks are resident at a
+/// time. Backward runs the ring again: the gradients of each key/value block travel with it and arrive back at
+/// their owner after the last step. Computed in float32 from explicit scores (TorchSharp's fused attention gives
+/// no log-sum-exp); masked by global position like <see cref="ContextParallelism.Attention"/>.
+/// Inputs q, k, v [b, heads, s/cp, d]; output [b, heads, s/cp, d].
+/// </summary>
+public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
+{
+    public override string Name => "ring_attention";
+
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v, ContextParallelism cp) => apply(q, k, v, cp)[0];
+
+    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (q, k, v, cp) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (ContextParallelism)vars[3]);
+        using var scope = NewDisposeScope();
+        var group = cp.Group;
+        var q32 = q.to(ScalarType.Float32);
+        var queryPositions = cp.Positions(q.shape[2], q.device);
+        Tensor? output = null, lse = null;
+        var (keys, values) = (k.to(ScalarType.Float32).contiguous(), v.to(ScalarType.Float32).contiguous());
+        for (int step = 0; step < group.Size; step++)
+        {
+            var (scores, _) = Scores(q32, keys, queryPositions, Source(group, step), cp);
+            var blockLse = scores.logsumexp(-1);                                          // [b, h, sq]
+            var blockOut = scores.softmax(-1).nan_to_num(0).matmul(values);               // fully masked rows give 0
+            if (output is null) (output, lse) = (blockOut, blockLse);                      // own block: every query sees itself
+            else
+            {
+                var merged = logaddexp(lse!, blockLse);
+                output = output.mul((lse! - merged).exp().unsqueeze(-1)).add_(blockOut.mul((blockLse - merged).exp().unsqueeze(-1)));
+                lse = merged;
+            }
+            if (step < group.Size - 1) (keys, values) = (Pass(group, keys), Pass(group, values));
+        }
+        ctx.save_for_backward([q, k, v, output!.MoveToOuterDisposeScope(), lse!.MoveToOuterDisposeScope()]);
+        ctx.save_data("cp", cp);
+        return [output!.to(q.dtype).MoveToOuterDisposeScope()];
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    {
+        using var scope = NewDisposeScope();
+        var saved = ctx.get_saved_variables();
+        var (q, k, v, output, lse) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
+        var cp = (ContextParallelism)ctx.get_data("cp");
+        var group = cp.Group;
+        var q32 = q.to(ScalarType.Float32);
+        var dOut = grads[0].to(ScalarType.Float32);
+        var delta = (dOut * output).sum(-1, keepdim: true);                                // D = rowsum(dO ∘ O)
+        var queryPositions = cp.Positions(q.shape[2], q.device);
+        var dq = zeros_like(q32);
+        var (keys, values) = (k.to(ScalarType.Float32).contiguous(), v.to(ScalarType.Float32).contiguous());
+        var (dKeys, dValues) = (zeros_like(keys), zeros_like(values));
+        for (int step = 0; step < group.Size; step++)
+        {
+            var (scores, scale) = Scores(q32, keys, queryPositions, Source(group, step), cp);
+            var p = (scores - lse.unsqueeze(-1)).exp();                                     // masked entries: exp(-inf) = 0
+            dValues.add_(p.transpose(-2, -1).matmul(dOut));
+            var dScores = p.mul(dOut.matmul(values.transpose(-2, -1)).sub_(delta)).mul_(scale);
+            dq.add_(dScores.matmul(keys));
+            dKeys.add_(dScores.transpose(-2, -1).matmul(q32));
+            // The block and its gradients move on; after the last step the gradients reach their owner.
+            if (step < group.Size - 1) (keys, values) = (Pass(group, keys), Pass(group, values));
+            (dKeys, dValues) = (Pass(group, dKeys), Pass(group, dValues));
+        }
+        return [dq.to(q.dtype).MoveToOuterDisposeScope(), dKeys.to(k.dtype).MoveToOuterDisposeScope(), dValues.to(v.dtype).MoveToOuterDisposeScope(), null!];
+    }
+
+    /// <summary>The rank whose block this rank holds at <paramref name="step"/> of the ring.</summary>
+    private static int Source(ICommunicator group, int step) => (group.Rank - step + group.Size) % group.Size;
+
+    /// <summary>Scaled scores of the queries against rank <paramref name="source"/>'s keys, −inf where the key is in the future.</summary>
+    private static (Tensor Scores, double Scale) Scores(Tensor q, Tensor keys, Tensor queryPositions, int source, ContextParallelism cp)
+    {
+        double scale = 1 / Math.Sqrt(q.shape[^1]);
+        var keyPositions = tensor(ContextParallelism.GlobalPositions(keys.shape[2] * cp.Group.Size, source, cp.Group.Size), device: q.device);
+        var future = keyPositions.unsqueeze(0).gt(queryPositions.unsqueeze(1));
+        return (q.matmul(keys.transpose(-2, -1)).mul_(scale).masked_fill_(future, double.NegativeInfinity), scale);
+    }
+
+    /// <summary>Sends <paramref name="block"/> to the next rank and receives the previous rank's.</summary>
+    private static Tensor Pass(ICommunicator group, Tensor block)
+    {
+        var received = empty_like(block);
+        using (group.Group())
+        {
+            group.Send(block, (group.Rank + 1) % group.Size);
+            group.Recv(received, (group.Rank - 1 + group.Size) % group.Size);
+        }
+        return received;
+    }
+}
