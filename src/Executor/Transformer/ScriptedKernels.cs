@@ -7,7 +7,8 @@ namespace Harness.Executor.Transformer;
 /// libtorch operators TorchSharp does not bind, reached through a small TorchScript compilation unit (compiled once,
 /// from the source below): aten::rms_norm (one fused kernel forward and backward on CUDA instead of five),
 /// scaled_dot_product_attention with enable_gqa (flash attention reads each key/value group for its query heads,
-/// no expanded copies), and the rotary and SwiGLU element-wise chains (which TorchScript's GPU fuser may fuse).
+/// no expanded copies), and the rotary and SwiGLU element-wise chains, which TorchScript's GPU fuser (NNC, on by
+/// default in libtorch) compiles into fused kernels, forward and backward, after a profiling run.
 /// Autograd runs through scripted functions as through any operator.
 /// </summary>
 public static class ScriptedKernels
@@ -20,7 +21,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor):
     return torch.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
 def rotary(x: Tensor, cos: Tensor, signed_sin: Tensor, half: int):
-    return x * cos + torch.roll(x, half, -1) * signed_sin
+    first, second = x.split(half, -1)
+    return x * cos + torch.cat([second, first], -1) * signed_sin
 
 def swiglu(x: Tensor):
     gate, up = x.chunk(2, -1)
@@ -35,7 +37,11 @@ def swiglu(x: Tensor):
     /// <summary>Causal softmax(QKᵀ/√d)·V; k and v may have fewer heads (groups) than q.</summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => (Tensor)Unit.Value.invoke("causal_attention", q, k, v);
 
-    /// <summary>x·cos + roll(x, half)·sin± (rotate-half rotary).</summary>
+    /// <summary>
+    /// x·cos + rotate(x)·sin±, rotate(x) = [second half | first half] (rotate-half rotary). Written with split and cat
+    /// rather than roll: TorchScript's GPU fuser (NNC) fuses cat with the products, so forward and backward run as
+    /// fused kernels (caat-1b on an H100: 2157 -> 2123 ms per step).
+    /// </summary>
     public static Tensor Rotary(Tensor x, Tensor cos, Tensor signedSin, long half) => (Tensor)Unit.Value.invoke("rotary", x, cos, signedSin, half);
 
     /// <summary>silu(gate)·up of the two halves of the last dimension.</summary>
