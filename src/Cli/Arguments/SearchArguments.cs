@@ -26,6 +26,8 @@ public static partial class SearchArguments
         new("--sequence-parallel", false, "only configs with sequence parallelism"),
         new("--no-sequence-parallel", false, "only configs without sequence parallelism"),
         new("--recompute", true, $"only these recomputations (list of {string.Join(", ", RecomputeChoices.AllNames)})"),
+        new("--recompute-granularity", true, "Megatron's word for --recompute: only full or only selective recomputation (list)"),
+        new("--recompute-activations", false, "Megatron's older switch for --recompute-granularity selective"),
         new("--recompute-method", true, "full recomputation: only these methods (uniform, block)"),
         new("--recompute-num-layers", true, "full recomputation: only these num-layers (list)"),
         new("--no-offload", false, "no activation offload (alpha 0)"),
@@ -67,8 +69,7 @@ public static partial class SearchArguments
             MicroBatch = Ints(cl, "--micro-batch-size"),
             LayersPerVirtualStage = Ints(cl, "--num-layers-per-virtual-pipeline-stage", allowNone: true),
             SequenceParallel = cl.Switch("--sequence-parallel") ? [true] : cl.Switch("--no-sequence-parallel") ? [false] : null,
-            Recompute = List<RecomputeKind>(cl, "--recompute", w => RecomputeChoices.TryParse(w, out var k) ? k : null,
-                $"one of {string.Join(", ", RecomputeChoices.AllNames)}"),
+            Recompute = RecomputeKinds(cl),
             RecomputeMethod = List<RecomputeMethod>(cl, "--recompute-method",
                 w => Enum.TryParse<RecomputeMethod>(w, ignoreCase: true, out var m) ? m : null, "uniform or block"),
             RecomputeNumLayers = Ints(cl, "--recompute-num-layers"),
@@ -92,6 +93,32 @@ public static partial class SearchArguments
             new SearchOptions { TopK = top, Threads = threads, ParetoMinThroughputFraction = pareto },
             cl.Switch("--json"),
             cl.String("--out") ?? Path.Combine("runs", "search"));
+    }
+
+    /// <summary>
+    /// The recomputation constraint from `--recompute` or, as pasted from a Megatron launch line,
+    /// `--recompute-granularity full|selective` (or `--recompute-activations`, which means selective).
+    /// Megatron rejects `--recompute-method` without full granularity, and so does this when no full recomputation is left.
+    /// </summary>
+    private static IReadOnlyList<RecomputeKind>? RecomputeKinds(CommandLine cl)
+    {
+        var kinds = List<RecomputeKind>(cl, "--recompute", w => RecomputeChoices.TryParse(w, out var k) ? k : null,
+            $"one of {string.Join(", ", RecomputeChoices.AllNames)}");
+        var granularity = List<RecomputeKind>(cl, "--recompute-granularity", w => w.ToLowerInvariant() switch
+        {
+            "full" => RecomputeKind.Full,
+            "selective" => RecomputeKind.Selective,
+            _ => null,
+        }, "full or selective");
+        if (granularity is null && cl.Switch("--recompute-activations")) granularity = [RecomputeKind.Selective];
+        if (kinds is not null && granularity is not null)
+            cl.Errors.Add("--recompute and --recompute-granularity (or --recompute-activations) both narrow recomputation; pass one of them.");
+        var chosen = kinds ?? granularity;
+        if (chosen is not null && !chosen.Contains(RecomputeKind.Full))
+            foreach (var flag in new[] { "--recompute-method", "--recompute-num-layers" })
+                if (cl.String(flag) is not null)
+                    cl.Errors.Add($"{flag} applies only to full recomputation, which the recompute constraint excludes.");
+        return chosen;
     }
 
     private static IReadOnlyList<T>? List<T>(CommandLine cl, string flag, Func<string, T?> parse, string valid) where T : struct

@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Text.Json;
 using Harness.Cli.Arguments;
 using Harness.Cli.Commands;
+using Harness.Search;
+using Harness.Simulator.Specs;
 
 namespace Harness.Tests.Search;
 
@@ -84,6 +86,45 @@ public class SearchCommandTests : IDisposable
         Assert.Contains("--recompute value 'fulll' is not valid", err);
         Assert.Contains("--memory-limit '70QB' is not a size", err);
         Assert.Contains("--top is 0", err);
+    }
+
+    private static (SearchInput? Input, CommandLine Cl) Read(string args)
+    {
+        var flags = ModelArguments.Flags.Concat(ClusterArguments.Flags).Concat(SearchArguments.Flags).ToArray();
+        var cl = CommandLine.Parse(args.Split(' ', StringSplitOptions.RemoveEmptyEntries), flags);
+        var model = ModelArguments.Read(cl)!;
+        var cluster = ClusterArguments.Read(cl)!;
+        return (SearchArguments.Read(cl, model, cluster), cl);
+    }
+
+    [Theory]
+    [InlineData("--recompute-granularity full", RecomputeKind.Full)]
+    [InlineData("--recompute-granularity selective", RecomputeKind.Selective)]
+    [InlineData("--recompute-activations", RecomputeKind.Selective)]
+    public void PastedMegatronRecomputeGranularityNarrowsTheSpace(string flag, RecomputeKind kind)
+    {
+        var (input, cl) = Read($"--model caat-1b --gpus 8 --global-batch-size 16 {flag} --recompute-method block");
+        if (kind != RecomputeKind.Full)
+        {
+            Assert.Null(input);
+            Assert.Contains("--recompute-method applies only to full recomputation, which the recompute constraint excludes.", cl.Errors);
+            (input, cl) = Read($"--model caat-1b --gpus 8 --global-batch-size 16 {flag}");
+        }
+        Assert.NotNull(input);
+        Assert.Empty(cl.Ignored);
+        Assert.Equal([kind], input.Space.Constraints.Recompute);
+        var options = RecomputeChoices.Options(input.Space.Model, new Layout(8, 1, 1, 1, null, false, 1, 1.0), input.Space.Constraints);
+        Assert.NotEmpty(options);
+        Assert.All(options, r => Assert.Equal(kind, RecomputeChoices.KindOf(r)));
+        if (kind == RecomputeKind.Full) Assert.All(options, r => Assert.Equal(RecomputeMethod.Block, r.Method));
+    }
+
+    [Fact]
+    public void RecomputeAndRecomputeGranularityTogetherAreRejected()
+    {
+        var (input, cl) = Read("--model caat-1b --gpus 8 --global-batch-size 16 --recompute none --recompute-granularity full");
+        Assert.Null(input);
+        Assert.Contains(cl.Errors, e => e.StartsWith("--recompute and --recompute-granularity"));
     }
 
     [Theory]
