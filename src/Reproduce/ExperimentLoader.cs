@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Harness.Simulator.Specs;
 
 namespace Harness.Reproduce;
 
@@ -56,7 +57,7 @@ public static class ExperimentLoader
         }
         catch (JsonException ex)
         {
-            throw new ExperimentException($"{path}: {ex.Message}");
+            throw new ExperimentException($"{path}{SpecJson.Describe(ex)}");
         }
         if (e is null) throw new ExperimentException($"{path}: the file holds no experiment.");
         Check(e, path);

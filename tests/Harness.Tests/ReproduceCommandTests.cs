@@ -19,6 +19,21 @@ public class ReproduceCommandTests
     }
 
     [Fact]
+    public void AnUnusableOutFolderIsOneSentenceBeforeAnyWork()
+    {
+        string file = Path.GetTempFileName();
+        var (savedErr, err) = (Console.Error, new StringWriter());
+        Console.SetError(err);
+        try
+        {
+            Assert.Equal(2, ReproduceCommand.Run(["kwai-atc24-table8", "--experiments", ExperimentFileTests.ExperimentsDir, "--out", file]));
+            Assert.StartsWith($"harness reproduce: --out '{file}' cannot be used as a folder", err.ToString());
+            Assert.DoesNotContain("   at ", err.ToString());
+        }
+        finally { Console.SetError(savedErr); File.Delete(file); }
+    }
+
+    [Fact]
     public void WritesACsvAndAPngPerTable()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"harness-repro-{Guid.NewGuid():N}");

@@ -82,6 +82,14 @@ public class SimulateCommandTests
     }
 
     [Fact]
+    public void ZeroGpusIsOneSentenceNotItsEchoes()
+    {
+        var (code, _, err) = Run("--model", "llama-7b", "--gpus", "0");
+        Assert.Equal(2, code);
+        Assert.Equal("harness simulate: invalid configuration:\n  - --gpus is 0; it must be at least 1.\n", err.ReplaceLineEndings("\n"));
+    }
+
+    [Fact]
     public void ModelAndClusterFilesRoundTripThroughTheCommand()
     {
         string dir = Directory.CreateTempSubdirectory("harness-sim-").FullName;

@@ -31,6 +31,18 @@ public class SpecJsonTests
         Assert.Contains("num_layers", e.Message);
     }
 
+    [Theory]
+    [InlineData("{bad", "my.json (line 1): 'b' is an invalid start of a property name.")]
+    [InlineData("[1, 2]", "my.json (line 1): The JSON value could not be converted to ModelSpec.")]
+    [InlineData("{\"num_layers\": \"x\"}", "my.json (line 1, at $.num_layers): The JSON value could not be converted to")]
+    public void AMalformedFileIsOneSentenceWithoutTheReadersInternals(string json, string start)
+    {
+        var e = Assert.Throws<SpecFileException>(() => SpecJson.ParseModel(json, "my.json"));
+        Assert.StartsWith(start, e.Message);
+        Assert.DoesNotContain("Path:", e.Message);
+        Assert.DoesNotContain("Harness.", e.Message);
+    }
+
     [Fact]
     public void AnUnknownFieldIsAnError()
     {

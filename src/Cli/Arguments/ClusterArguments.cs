@@ -41,6 +41,7 @@ public static class ClusterArguments
         if (gpus is int w) cluster = cluster with { WorldSize = w };
         if (cluster.WorldSize < 1) cl.Errors.Add($"--gpus is {cluster.WorldSize}; it must be at least 1.");
         if (cluster.GpusPerNode < 1) cl.Errors.Add($"--gpus-per-node is {cluster.GpusPerNode}; it must be at least 1.");
-        return cluster;
+        // No cluster to validate a layout against: what would follow are echoes of this one mistake.
+        return cluster.WorldSize < 1 || cluster.GpusPerNode < 1 ? null : cluster;
     }
 }

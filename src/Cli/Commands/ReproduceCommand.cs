@@ -1,3 +1,4 @@
+using Harness.Cli.Output;
 using Harness.Reproduce;
 using Spectre.Console;
 
@@ -43,6 +44,8 @@ public static class ReproduceCommand
         if (spec is null) return Fail("which tables? give NAME, FILE or all.");
 
         experimentsDir ??= ExperimentLoader.FindExperimentsDirectory();
+        outDir ??= Path.Combine(Path.GetDirectoryName(Path.GetFullPath(experimentsDir ?? "experiments"))!, "results", "reproductions");
+        if (files && OutputFolder.Create(outDir) is string outError) return Fail(outError);
         ReproductionSummary summary;
         try
         {
@@ -56,7 +59,6 @@ public static class ReproduceCommand
 
         if (files)
         {
-            outDir ??= Path.Combine(Path.GetDirectoryName(Path.GetFullPath(experimentsDir ?? "experiments"))!, "results", "reproductions");
             foreach (var t in summary.Tables)
             {
                 ReproductionCsv.Write(t, Path.Combine(outDir, t.Experiment.Name + ".csv"));

@@ -24,6 +24,11 @@ public static class SearchCommand
             foreach (var e in cl.Errors) Console.Error.WriteLine($"  - {e}");
             return 2;
         }
+        if (OutputFolder.Create(input.OutputDirectory) is string outError)
+        {
+            Console.Error.WriteLine($"harness search: {outError}");
+            return 2;
+        }
         if (cl.Ignored.Count > 0) Console.Error.WriteLine($"ignored (not search flags): {string.Join(' ', cl.Ignored)}");
 
         var result = RunWithProgress(input);

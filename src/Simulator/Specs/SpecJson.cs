@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using System.Text.Json.Serialization;
 
 namespace Harness.Simulator.Specs;
@@ -12,7 +13,7 @@ public sealed class SpecFileException(string message) : Exception(message);
 /// enum values likewise (<c>swi_glu</c>, <c>rms_norm</c>, <c>rotary</c>). Every constructor parameter is
 /// required and unknown properties are errors, so a typo cannot silently become a default.
 /// </summary>
-public static class SpecJson
+public static partial class SpecJson
 {
     public static JsonSerializerOptions Options { get; } = new()
     {
@@ -84,8 +85,26 @@ public static class SpecJson
         }
         catch (JsonException e)
         {
-            string where = e.LineNumber is long line ? $" (line {line + 1})" : "";
-            throw new SpecFileException($"{source}{where}: {e.Message}");
+            throw new SpecFileException($"{source}{Describe(e)}");
         }
     }
+
+    /// <summary>
+    /// A JSON reader's complaint as a user reads it: " (line N, at $.path): what is wrong", without the reader's
+    /// own position suffix or the .NET namespaces of the target types.
+    /// </summary>
+    public static string Describe(JsonException e)
+    {
+        string message = e.Message;
+        int suffix = message.IndexOf(" Path: ", StringComparison.Ordinal);
+        if (suffix >= 0) message = message[..suffix];
+        message = QualifiedTypeName().Replace(message, "$1");
+        var where = new List<string>();
+        if (e.LineNumber is long line) where.Add($"line {line + 1}");
+        if (e.Path is string path && path != "$") where.Add($"at {path}");
+        return (where.Count > 0 ? $" ({string.Join(", ", where)})" : "") + ": " + message;
+    }
+
+    [GeneratedRegex(@"\bHarness(?:\.\w+)*\.(\w+)")]
+    private static partial Regex QualifiedTypeName();
 }

@@ -127,6 +127,20 @@ public class SearchCommandTests : IDisposable
         Assert.Contains(cl.Errors, e => e.StartsWith("--recompute and --recompute-granularity"));
     }
 
+    [Fact]
+    public void AnUnusableOutFolderIsOneSentenceBeforeTheSearch()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            var (code, _, err) = Run($"--model caat-130m --gpus 8 --global-batch-size 16 --out {file}");
+            Assert.Equal(2, code);
+            Assert.StartsWith($"harness search: --out '{file}' cannot be used as a folder", err);
+            Assert.DoesNotContain("   at ", err);
+        }
+        finally { File.Delete(file); }
+    }
+
     [Theory]
     [InlineData("70GiB", 70L << 30)]
     [InlineData("80GB", 80_000_000_000L)]
