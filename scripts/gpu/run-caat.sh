@@ -5,13 +5,7 @@
 # memory over ranks) and summary.json; results.md tabulates them. Needs a machine with 8 GPUs (TP 8), or set TPS.
 # Usage: scripts/gpu/run-caat.sh HARNESS_BINARY OUT_DIR
 set -uo pipefail
-harness=$1
-out=$2
-iters=${ITERS:-300}
-mkdir -p "$out"
-log="$out/caat.log"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
-export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+source "$(dirname "$0")/preamble.sh" "$1" "$2" caat.log 300
 for model in caat-130m caat-1b; do
   if [ "$model" = caat-130m ]; then batch=(--micro-batch-size 16 --global-batch-size 64); else batch=(--micro-batch-size 4 --global-batch-size 32); fi
   for tp in ${TPS:-2 4 8}; do

@@ -5,22 +5,8 @@
 # 1.24x and PP2 about 1.87x the one-GPU step (for twice the work per replica); results.md gives our ratios.
 # Usage: scripts/gpu/run-parallel-ablation.sh HARNESS_BINARY OUT_DIR   (results go under results/parallel/)
 set -uo pipefail
-harness=$1
-out=$2
-iters=${ITERS:-20}
-mkdir -p "$out"
-log="$out/ablation.log"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
-export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+source "$(dirname "$0")/preamble.sh" "$1" "$2" ablation.log 20
 common=(--model gpt2-large --bf16 --mock-data --device cuda --train-iters "$iters" --log-interval 5)
-run() { # name, then harness run flags
-  local name=$1; shift
-  echo "== $name: $*" | tee -a "$log"
-  "$harness" run "${common[@]}" --out "$out/$name" "$@" 2>&1 | tee -a "$log" | grep -vE '^(\[rank [0-9]+\] )?iter +[0-9]+/' || true
-  if ! [ -s "$out/$name/summary.json" ] && [ -z "${RETRY:-}" ]; then # out of memory: once more with selective recompute
-    RETRY=1 run "$name-selective" "$@" --recompute-granularity selective
-  fi
-}
 run 1gpu    --micro-batch-size 32 --global-batch-size 32
 run dp2     --nproc-per-node 2 --micro-batch-size 32 --global-batch-size 64
 run tp2     --nproc-per-node 2 --tensor-model-parallel-size 2 --micro-batch-size 64 --global-batch-size 64
