@@ -51,13 +51,14 @@ public static class RunCommand
         }
         var options = Build(cl);
         if (options is not null) cl.Errors.AddRange(options.Validate());
+        string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        if (File.Exists(output)) cl.Errors.Add($"--out '{output}' is a file; it must name a folder for the run's records (new or existing).");
         if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness run --help.");
         if (cl.Errors.Count > 0 || options is null)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness run: {e}");
             return 2;
         }
-        string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         if (DistributedRun.Requested(cl)) return DistributedRun.Run(cl, args, options, output, Math.Max(1, cl.Int("--log-interval") ?? 1));
         return Train(options, output, Math.Max(1, cl.Int("--log-interval") ?? 1));
     }

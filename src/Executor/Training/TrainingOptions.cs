@@ -44,6 +44,7 @@ public sealed record TrainingOptions(
             errors.Add($"--global-batch-size {GlobalBatchSize} must be a positive multiple of --micro-batch-size {MicroBatchSize}.");
         if (TrainIters < 1) errors.Add($"--train-iters is {TrainIters}; it must be at least 1.");
         if (DataPath is null == !MockData) errors.Add("Give exactly one of --data-path PREFIX and --mock-data.");
+        if (Save is not null && File.Exists(Save)) errors.Add($"--save '{Save}' is a file; it must name a checkpoint folder (new or existing).");
         if (Save is not null && SaveInterval < 0) errors.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (Bf16 && Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
         return errors;

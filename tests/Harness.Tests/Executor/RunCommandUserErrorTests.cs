@@ -1,0 +1,52 @@
+using Harness.Cli.Commands;
+
+namespace Harness.Tests.Executor;
+
+/// <summary>`harness run` paths that name a file where a folder belongs: one sentence and exit 2 before training, not an
+/// IOException after it.</summary>
+[Collection("Console")]
+public class RunCommandUserErrorTests
+{
+    private static readonly string[] Tiny =
+    [
+        "--num-layers", "1", "--hidden-size", "16", "--num-attention-heads", "2", "--seq-length", "8",
+        "--vocab-size", "64", "--mock-data", "--train-iters", "1", "--micro-batch-size", "1", "--device", "cpu",
+    ];
+
+    private static (int Code, string Error) Run(params string[] extra)
+    {
+        var err = new StringWriter();
+        var old = Console.Error;
+        Console.SetError(err);
+        try { return (RunCommand.Run([.. Tiny, .. extra]), err.ToString().Trim()); }
+        finally { Console.SetError(old); }
+    }
+
+    [Fact]
+    public void OutNamingAnExistingFileIsAUserError()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            var (code, error) = Run("--out", file);
+            Assert.Equal(2, code);
+            Assert.Equal($"harness run: --out '{file}' is a file; it must name a folder for the run's records (new or existing).", error);
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
+    public void SaveNamingAnExistingFileIsAUserError()
+    {
+        string file = Path.GetTempFileName();
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        try
+        {
+            var (code, error) = Run("--out", dir, "--save", file);
+            Assert.Equal(2, code);
+            Assert.Equal($"harness run: --save '{file}' is a file; it must name a checkpoint folder (new or existing).", error);
+            Assert.False(Directory.Exists(dir), "nothing should run, so no records folder");
+        }
+        finally { File.Delete(file); }
+    }
+}
