@@ -144,7 +144,7 @@ public static class DistributedRun
             var host = new long[g * (s + 1)];
             double flopsPerIteration = Flops.ModelFlopsPerToken(model) * g * s;
             bool cuda = device.type == DeviceType.CUDA;
-            string deviceName = cuda ? Nvml.DeviceName(localDevice) ?? $"CUDA device {localDevice}" : $"CPU ({Environment.ProcessorCount} threads)";
+            string deviceName = DeviceProbe.Name(cuda, localDevice);
             bool writer = world.Rank == 0;
             if (writer)
             {
@@ -175,13 +175,13 @@ public static class DistributedRun
                 double elapsed = Stopwatch.GetElapsedTime(lastEnd, end).TotalSeconds;
                 double hostGapMs = Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds;
                 lastEnd = end;
-                long used = cuda ? Nvml.UsedBytes(localDevice) ?? 0 : Environment.WorkingSet;
+                long used = DeviceProbe.UsedBytes(cuda, localDevice);
                 peak = Math.Max(peak, used);
                 var peaks = tensor(new[] { (double)peak }, device: device);
                 world.AllReduce(peaks, ReduceOp.Max);
                 double tflops = flopsPerIteration / elapsed / world.Size / 1e12;
                 var r = new IterationRecord(iteration + 1, elapsed * 1e3, (double)g * s / elapsed / world.Size, tflops,
-                    cuda && o.Gpu is not null ? tflops * 1e12 / o.Gpu.PeakBf16Flops : null, loss, norm, lr, used, (long)peaks.cpu().item<double>(),
+                    o.Mfu(tflops), loss, norm, lr, used, (long)peaks.cpu().item<double>(),
                     hostGapMs, Stopwatch.GetElapsedTime(start, end).TotalMilliseconds,
                     (trainer.CommunicationTime - comm0).TotalMilliseconds);
                 if (!writer) continue;

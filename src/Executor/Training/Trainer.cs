@@ -42,7 +42,7 @@ public sealed class Trainer : IDisposable
         this.options = options;
         Runtime = TorchRuntime.Initialize(options.Device, options.Libtorch);
         device = options.Device == ExecutionDevice.Cuda ? CUDA : CPU;
-        DeviceName = options.Device == ExecutionDevice.Cuda ? Nvml.DeviceName(0) ?? "CUDA device 0" : $"CPU ({Environment.ProcessorCount} threads)";
+        DeviceName = DeviceProbe.Name(options.Device == ExecutionDevice.Cuda, 0);
         var m = options.Model;
         source = options.MockData ? new MockTokenSource(m.VocabSize, options.Seed) : new IndexedDataset(options.DataPath!);
         sampler = new GptSampler(source, m.SeqLength, options.Seed);
@@ -103,12 +103,11 @@ public sealed class Trainer : IDisposable
         double elapsed = Stopwatch.GetElapsedTime(lastSyncEnd, end).TotalSeconds;
         lastSyncEnd = end;
         Iteration++;
-        long memory = options.Device == ExecutionDevice.Cuda ? Nvml.UsedBytes(0) ?? 0 : Environment.WorkingSet;
+        long memory = DeviceProbe.UsedBytes(options.Device == ExecutionDevice.Cuda, 0);
         peakMemory = Math.Max(peakMemory, memory);
         double tokensPerSecond = (double)options.GlobalBatchSize * s / elapsed;
         double tflops = flopsPerIteration / elapsed / 1e12;
-        double? mfu = options.Device == ExecutionDevice.Cuda && options.Gpu is not null ? tflops * 1e12 / options.Gpu.PeakBf16Flops : null;
-        return new IterationRecord(Iteration, elapsed * 1e3, tokensPerSecond, tflops, mfu, stats[0], stats[1], lr, memory, peakMemory,
+        return new IterationRecord(Iteration, elapsed * 1e3, tokensPerSecond, tflops, options.Mfu(tflops), stats[0], stats[1], lr, memory, peakMemory,
             hostGapMs, Stopwatch.GetElapsedTime(start, enqueued).TotalMilliseconds);
     }
 

@@ -35,6 +35,10 @@ public sealed record TrainingOptions(
 
     public AdamWOptions AdamOptions => Adam ?? new AdamWOptions();
 
+    /// <summary>MFU of an iteration at <paramref name="tflopsPerGpu"/> model TFLOP/s, against the --gpu preset's dense bf16
+    /// peak; none on CPU, which has no such peak.</summary>
+    public double? Mfu(double tflopsPerGpu) => Device == ExecutionDevice.Cuda && Gpu is not null ? tflopsPerGpu * 1e12 / Gpu.PeakBf16Flops : null;
+
     /// <summary>Every reason these options cannot run, as sentences naming the flag.</summary>
     public IReadOnlyList<string> Validate()
     {
