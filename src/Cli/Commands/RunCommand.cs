@@ -1,5 +1,6 @@
 using System.Globalization;
 using Harness.Cli.Arguments;
+using Harness.Cli.Output;
 using Harness.Executor.Native;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Records;
@@ -51,9 +52,9 @@ public static class RunCommand
         }
         var options = Build(cl);
         if (options is not null) cl.Errors.AddRange(options.Validate());
-        string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
-        if (File.Exists(output)) cl.Errors.Add($"--out '{output}' is a file; it must name a folder for the run's records (new or existing).");
         if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness run --help.");
+        string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
+        if (cl.Errors.Count == 0 && options is not null && OutputFolder.Create(output) is string outError) cl.Errors.Add(outError);
         if (cl.Errors.Count > 0 || options is null)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness run: {e}");
@@ -73,7 +74,6 @@ public static class RunCommand
             return 2;
         }
         using var _ = trainer;
-        Directory.CreateDirectory(output);
         var records = new List<IterationRecord>();
         using var cancel = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
