@@ -100,10 +100,7 @@ public sealed class ParallelTrainer : IDisposable
         using (no_grad())
             foreach (var (name, p) in NamedParameters())
                 p.copy_(source(name, p));
-        if (Buffer.MixedPrecision && Buffer.Master.numel() == Buffer.Count)
-            using (no_grad())
-                foreach (var (_, p, offset) in Buffer.Layout)
-                    Buffer.Master.narrow(0, offset, p.numel()).copy_(p.reshape(-1));
+        Buffer.CopyParamsToMaster(0, Buffer.Count);
         distributedOptimizer?.ReloadMaster();
     }
 
@@ -155,7 +152,7 @@ public sealed class ParallelTrainer : IDisposable
             var flat = Buffer.Params.narrow(0, offset, p.numel());
             if (groups.IsLastStage && !groups.IsFirstStage) flat.zero_();
             groups.Embedding.AllReduce(flat);
-            if (Buffer.Master.numel() == Buffer.Count && Buffer.MixedPrecision) Buffer.Master.narrow(0, offset, p.numel()).copy_(flat);
+            Buffer.CopyParamsToMaster(offset, p.numel());
         }
     }
 

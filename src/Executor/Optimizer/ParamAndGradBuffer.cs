@@ -84,9 +84,20 @@ public sealed class ParamAndGradBuffer : IDisposable
     /// <summary>After the optimizer: cast the master weights into the model's weights.</summary>
     public void CopyMasterToParams()
     {
-        if (!MixedPrecision || Master.numel() != Count) return;
+        if (!KeepsSeparateMaster) return;
         using (no_grad()) Params.copy_(Master);
     }
+
+    /// <summary>After weights in [offset, offset + count) of <see cref="Params"/> were set directly (loading weights, the
+    /// tied embedding's first copy): refresh the float32 master weights there, when this buffer keeps its own.</summary>
+    public void CopyParamsToMaster(long offset, long count)
+    {
+        if (!KeepsSeparateMaster) return;
+        using (no_grad()) Master.narrow(0, offset, count).copy_(Params.narrow(0, offset, count));
+    }
+
+    /// <summary>Float32 master weights apart from <see cref="Params"/> (mixed precision, not the distributed optimizer's shards).</summary>
+    private bool KeepsSeparateMaster => MixedPrecision && Master.numel() == Count;
 
     public void Dispose()
     {
