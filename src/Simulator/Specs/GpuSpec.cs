@@ -41,6 +41,4 @@ public sealed record ClusterSpec(GpuSpec Gpu, int WorldSize, int GpusPerNode)
 {
     /// <summary>A cluster of <paramref name="worldSize"/> GPUs in the preset's usual nodes.</summary>
     public static ClusterSpec Of(GpuSpec gpu, int worldSize) => new(gpu, worldSize, gpu.GpusPerNode);
-
-    public int NumNodes => (WorldSize + GpusPerNode - 1) / GpusPerNode;
 }
