@@ -81,12 +81,14 @@ public class SimulateCommandTests
         Assert.Contains("--hidden-size is needed", err);
     }
 
-    [Fact]
-    public void ZeroGpusIsOneSentenceNotItsEchoes()
+    [Theory]
+    [InlineData("--gpus", "0", "--gpus is 0; it must be at least 1.")]
+    [InlineData("--micro-batch-size", "0", "--micro-batch-size is 0; it must be at least 1.")]
+    public void AZeroSizeIsOneSentenceNotItsEchoes(string flag, string value, string sentence)
     {
-        var (code, _, err) = Run("--model", "llama-7b", "--gpus", "0");
+        var (code, _, err) = Run("--model", "llama-7b", "--gpus", "8", flag, value);
         Assert.Equal(2, code);
-        Assert.Equal("harness simulate: invalid configuration:\n  - --gpus is 0; it must be at least 1.\n", err.ReplaceLineEndings("\n"));
+        Assert.Equal($"harness simulate: invalid configuration:\n  - {sentence}\n", err.ReplaceLineEndings("\n"));
     }
 
     [Fact]

@@ -83,7 +83,8 @@ public static class ParallelArguments
         if (divisor > 0 && worldSize % divisor == 0) dp = (int)(worldSize / divisor);
         else if (divisor > 0)
             cl.Errors.Add($"world size {worldSize} is not divisible by tensor {t} x pipeline {p} x context {cp} = {divisor}; choose sizes whose product divides --gpus.");
-        int gbs = cl.Int("--global-batch-size") ?? b * dp;
+        // A micro-batch below 1 is reported as such; the default global batch must not echo it as a second mistake.
+        int gbs = cl.Int("--global-batch-size") ?? Math.Max(b, 1) * dp;
 
         var granularity = cl.Choice("--recompute-granularity", "full", "selective") switch
         {
