@@ -20,7 +20,7 @@ public static class Checkpoint
 
     public static string Save(string root, long iteration, int seed, string model, ParamAndGradBuffer buffer, AdamW adam, GptSampler sampler)
     {
-        string dir = Path.Combine(root, $"iter_{iteration:D7}");
+        string dir = IterationFolder(root, iteration);
         Directory.CreateDirectory(dir);
         WriteTensor(Path.Combine(dir, "master.bin"), buffer.Master);
         WriteTensor(Path.Combine(dir, "exp_avg.bin"), adam.ExpAvg);
@@ -40,9 +40,14 @@ public static class Checkpoint
     {
         string tracker = Path.Combine(root, Tracker);
         if (!File.Exists(tracker)) throw new FileNotFoundException($"--load {root} has no {Tracker}; it is not a checkpoint folder written by --save.", tracker);
-        string dir = Path.Combine(root, $"iter_{long.Parse(File.ReadAllText(tracker).Trim()):D7}");
-        var meta = JsonSerializer.Deserialize<CheckpointMeta>(File.ReadAllText(Path.Combine(dir, "meta.json")))
-                   ?? throw new InvalidDataException($"{dir}/meta.json is empty.");
+        string latest = File.ReadAllText(tracker).Trim();
+        if (!long.TryParse(latest, out long iteration) || iteration < 0)
+            throw new InvalidDataException($"{tracker} holds '{latest}', not an iteration number; it is not a checkpoint folder written by --save.");
+        string dir = IterationFolder(root, iteration);
+        CheckpointMeta? meta;
+        try { meta = JsonSerializer.Deserialize<CheckpointMeta>(File.ReadAllText(Path.Combine(dir, "meta.json"))); }
+        catch (JsonException) { throw new InvalidDataException($"{dir}/meta.json is not the JSON --save writes; the checkpoint is damaged."); }
+        if (meta is null) throw new InvalidDataException($"{dir}/meta.json is empty.");
         if (meta.Model != model || meta.Parameters != buffer.Count)
             throw new InvalidDataException($"The checkpoint in {dir} is of model {meta.Model} with {meta.Parameters} parameters; this run builds {model} with {buffer.Count}.");
         using (no_grad())
@@ -61,6 +66,8 @@ public static class Checkpoint
         sampler.Position = meta.DataPosition;
         return meta;
     }
+
+    private static string IterationFolder(string root, long iteration) => Path.Combine(root, $"iter_{iteration:D7}");
 
     private static void WriteTensor(string path, Tensor t)
     {

@@ -51,4 +51,27 @@ public class RunCommandUserErrorTests
         }
         finally { File.Delete(file); }
     }
+
+    [Fact]
+    public void LoadWithADamagedTrackerOrMetaIsAUserError()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-load-{Guid.NewGuid():N}");
+        string outDir = Path.Combine(root, "out");
+        Directory.CreateDirectory(Path.Combine(root, "iter_0000002"));
+        try
+        {
+            File.WriteAllText(Path.Combine(root, "latest_checkpointed_iteration.txt"), "garbage\n");
+            var (code, error) = Run("--out", outDir, "--load", root);
+            Assert.Equal(2, code);
+            Assert.Equal($"harness run: {Path.Combine(root, "latest_checkpointed_iteration.txt")} holds 'garbage', not an iteration number; " +
+                         "it is not a checkpoint folder written by --save.", error);
+
+            File.WriteAllText(Path.Combine(root, "latest_checkpointed_iteration.txt"), "2");
+            File.WriteAllText(Path.Combine(root, "iter_0000002", "meta.json"), "{ not json");
+            (code, error) = Run("--out", outDir, "--load", root);
+            Assert.Equal(2, code);
+            Assert.Equal($"harness run: {Path.Combine(root, "iter_0000002")}/meta.json is not the JSON --save writes; the checkpoint is damaged.", error);
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
 }
