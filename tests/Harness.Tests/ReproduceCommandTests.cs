@@ -12,45 +12,38 @@ public class ReproduceCommandTests
     [InlineData("all", "--out")]
     public void BadInputExitsWithTwo(params string[] args)
     {
-        var saved = Console.Error;
-        Console.SetError(TextWriter.Null);
-        try { Assert.Equal(2, ReproduceCommand.Run([.. args, "--experiments", ExperimentFileTests.ExperimentsDir])); }
-        finally { Console.SetError(saved); }
+        Assert.Equal(2, ConsoleCapture.Run(ReproduceCommand.Run, [.. args, "--experiments", ExperimentFileTests.ExperimentsDir]).Code);
     }
 
     [Fact]
     public void AnUnusableOutFolderIsOneSentenceBeforeAnyWork()
     {
         string file = Path.GetTempFileName();
-        var (savedErr, err) = (Console.Error, new StringWriter());
-        Console.SetError(err);
         try
         {
-            Assert.Equal(2, ReproduceCommand.Run(["kwai-atc24-table8", "--experiments", ExperimentFileTests.ExperimentsDir, "--out", file]));
-            Assert.StartsWith($"harness reproduce: --out '{file}' cannot be used as a folder", err.ToString());
-            Assert.DoesNotContain("   at ", err.ToString());
+            var (code, _, err) = ConsoleCapture.Run(ReproduceCommand.Run, "kwai-atc24-table8", "--experiments", ExperimentFileTests.ExperimentsDir, "--out", file);
+            Assert.Equal(2, code);
+            Assert.StartsWith($"harness reproduce: --out '{file}' cannot be used as a folder", err);
+            Assert.DoesNotContain("   at ", err);
         }
-        finally { Console.SetError(savedErr); File.Delete(file); }
+        finally { File.Delete(file); }
     }
 
     [Fact]
     public void WritesACsvAndAPngPerTable()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"harness-repro-{Guid.NewGuid():N}");
-        var saved = Console.Out;
-        var captured = new StringWriter();
-        Console.SetOut(captured);
         try
         {
-            Assert.Equal(0, ReproduceCommand.Run(["kwai-atc24-table8", "--json", "--experiments", ExperimentFileTests.ExperimentsDir, "--out", dir]));
+            var (code, output, _) = ConsoleCapture.Run(ReproduceCommand.Run, "kwai-atc24-table8", "--json", "--experiments", ExperimentFileTests.ExperimentsDir, "--out", dir);
+            Assert.Equal(0, code);
             Assert.True(File.Exists(Path.Combine(dir, "kwai-atc24-table8.csv")));
             Assert.True(new FileInfo(Path.Combine(dir, "kwai-atc24-table8.png")).Length > 1000);
-            using var doc = System.Text.Json.JsonDocument.Parse(captured.ToString());
+            using var doc = System.Text.Json.JsonDocument.Parse(output);
             Assert.Equal(4, doc.RootElement.GetProperty("tables")[0].GetProperty("rows").GetInt32());
         }
         finally
         {
-            Console.SetOut(saved);
             if (Directory.Exists(dir)) Directory.Delete(dir, true);
         }
     }

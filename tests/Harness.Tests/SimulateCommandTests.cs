@@ -4,22 +4,11 @@ using Harness.Cli.Commands;
 
 namespace Harness.Tests;
 
-[CollectionDefinition("Console", DisableParallelization = true)]
-public class ConsoleCollection;
-
 /// <summary>`harness simulate` end to end: exit codes, JSON keys, ignored flags, every validation reason.</summary>
 [Collection("Console")]
 public class SimulateCommandTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (SimulateCommand.Run(args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => ConsoleCapture.Run(SimulateCommand.Run, args);
 
     private const string Table8Theirs =
         "--model llama-175b --gpu h800 --gpus 256 --seq-length 8192 --global-batch-size 256 --tensor-model-parallel-size 4 " +

@@ -18,15 +18,8 @@ public class SearchCommandTests : IDisposable
         if (Directory.Exists(_out)) Directory.Delete(_out, recursive: true);
     }
 
-    private static (int Code, string Out, string Err) Run(string args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (SearchCommand.Run(args.Split(' ', StringSplitOptions.RemoveEmptyEntries)), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    private static (int Code, string Out, string Err) Run(string args) =>
+        ConsoleCapture.Run(SearchCommand.Run, args.Split(' ', StringSplitOptions.RemoveEmptyEntries));
 
     [Fact]
     public void JsonTopOneIsTheMaximumOverTheCsv()
