@@ -20,6 +20,20 @@ public class CommunicationTests
     }
 
     [Fact]
+    public void AllToAllSendsAllButItsOwnShareOverTheSlowerLink()
+    {
+        // Each rank keeps 1/n of S and sends (n−1)/n: inside one node of 8 that is 7/8·S/B + 7α over NVLink;
+        // over 16 ranks, 8 per node, the 8/16 bound for the other node go out on the NIC, which is the bottleneck.
+        double S = 1e9;
+        double bIn = H800.IntraNode.BandwidthBytesPerSecond * Collectives.IntraNodeBusEfficiency;
+        double bOut = H800.InterNode.BandwidthBytesPerSecond * Collectives.InterNodeBusEfficiency;
+        Assert.Equal(7.0 / 8 * S / bIn + 7 * H800.IntraNode.LatencySeconds,
+            Collectives.AllToAll(S, new GroupPlacement(8, 8), H800), 12);
+        Assert.Equal(8.0 / 16 * S / bOut + 8 * H800.InterNode.LatencySeconds,
+            Collectives.AllToAll(S, new GroupPlacement(16, 8), H800), 12);
+    }
+
+    [Fact]
     public void GroupsSpanningNodesAreSlowerThanGroupsInsideOne()
     {
         double inside = Collectives.AllReduce(1e9, new GroupPlacement(8, 8), H800);

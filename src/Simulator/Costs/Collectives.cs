@@ -36,6 +36,19 @@ public static class Collectives
         return bytes / bw + lat;
     }
 
+    /// <summary>All-to-all: each rank keeps 1/n and sends (n−1)/n of its <paramref name="bytes"/>.</summary>
+    public static double AllToAll(double bytes, GroupPlacement g, GpuSpec gpu)
+    {
+        if (g.Size <= 1 || bytes <= 0) return 0;
+        double n = g.Size;
+        // Intra-node traffic (share (k−1)/n) and inter-node traffic (share (n−k)/n) go out on different links.
+        var (bwIn, latIn) = Link(gpu, true);
+        var (bwOut, latOut) = Link(gpu, false);
+        double k = g.PerNode;
+        return Math.Max((k - 1) / n * bytes / bwIn + (k - 1) * latIn,
+                        (n - k) / n * bytes / bwOut + (n - k) * latOut);
+    }
+
     private static double Hierarchical(double bytes, GroupPlacement g, GpuSpec gpu, bool allReduce)
     {
         if (g.Size <= 1 || bytes <= 0) return 0;
