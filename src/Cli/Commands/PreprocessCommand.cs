@@ -35,7 +35,9 @@ public static class PreprocessCommand
         }
         if (inputs.FirstOrDefault(f => !File.Exists(f)) is string missing)
         {
-            Console.Error.WriteLine($"harness preprocess: --input '{missing}' does not exist.");
+            Console.Error.WriteLine(Directory.Exists(missing)
+                ? $"harness preprocess: --input '{missing}' is a folder; give a file of JSON lines (.jsonl) or plain text."
+                : $"harness preprocess: --input '{missing}' does not exist.");
             return 2;
         }
         try
@@ -47,6 +49,11 @@ public static class PreprocessCommand
         catch (InvalidDataException e)
         {
             Console.Error.WriteLine($"harness preprocess: {e.Message}");
+            return 2;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"harness preprocess: {e.Message.TrimEnd('.')}; --output-prefix must name a writable path.");
             return 2;
         }
     }

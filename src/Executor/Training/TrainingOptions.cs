@@ -44,7 +44,7 @@ public sealed record TrainingOptions(
     {
         var errors = new List<string>(Model.Validate());
         if (MicroBatchSize < 1) errors.Add($"--micro-batch-size is {MicroBatchSize}; it must be at least 1.");
-        if (GlobalBatchSize < 1 || GlobalBatchSize % Math.Max(1, MicroBatchSize) != 0)
+        else if (GlobalBatchSize < 1 || GlobalBatchSize % MicroBatchSize != 0)
             errors.Add($"--global-batch-size {GlobalBatchSize} must be a positive multiple of --micro-batch-size {MicroBatchSize}.");
         if (TrainIters < 1) errors.Add($"--train-iters is {TrainIters}; it must be at least 1.");
         if (DataPath is null == !MockData) errors.Add("Give exactly one of --data-path PREFIX and --mock-data.");
