@@ -62,6 +62,18 @@ public static class DistributedRun
         var errors = parallel.Validate(model, world);
         if (errors.Count > 0) return UserError(errors[0]);
 
+        // The dataset opened once here, so that a missing or damaged one, or one shorter than a sample, is one sentence
+        // and exit 2 rather than the same failure from every rank.
+        if (!options.MockData)
+        {
+            try
+            {
+                using var data = new IndexedDataset(options.DataPath!);
+                _ = new GptSampler(data, model.SeqLength, options.Seed);
+            }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException) { return UserError(e.Message); }
+        }
+
         if (cuda && !env.IsDistributed && nproc > 1)
         {
             int port = cl.Int("--master-port") ?? (int.TryParse(Environment.GetEnvironmentVariable("MASTER_PORT"), out int p) ? p : LaunchEnvironment.DefaultPort);
@@ -87,6 +99,12 @@ public static class DistributedRun
                 using var comm = NcclCommunicator.CreateWorld(env.Rank, env.WorldSize, env.LocalRank, id => TcpRendezvous.Share(env, id, timeout), timeout);
                 job.Rank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank);
             }
+        }
+        catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException))
+        {
+            // The data did not fit the model (every rank reads the same batch): one sentence, not one per rank.
+            foreach (var message in e.Failures.Select(f => f.Error.Message).Distinct()) Console.Error.WriteLine($"harness run: {message}");
+            return 2;
         }
         catch (RankFailuresException e)
         {
@@ -164,6 +182,7 @@ public static class DistributedRun
                 long start = Stopwatch.GetTimestamp();
                 var comm0 = trainer.CommunicationTime;
                 sampler.Next(g, host);
+                TokenRange.Check(host, model.VocabSize);
                 var batch = tensor(host, [g, s + 1]).to(device);
                 double lr = o.LearningRate.At(iteration);
                 var (loss, norm) = trainer.Step(lr, i =>

@@ -114,10 +114,7 @@ public sealed class Trainer : IDisposable
     private (Tensor Tokens, Tensor Labels) NextMicroBatch(int b, int s)
     {
         sampler.Next(b, hostTokens);
-        long vocab = options.Model.VocabSize;
-        foreach (var t in hostTokens)
-            if (t < 0 || t >= vocab)
-                throw new InvalidDataException($"the data holds token id {t}, outside --vocab-size {vocab}; use a model whose vocabulary covers the tokenizer's ({Gpt2Tokenizer.VocabSize} for GPT-2 BPE).");
+        TokenRange.Check(hostTokens, options.Model.VocabSize);
         var all = tensor(hostTokens, new long[] { b, s + 1 }).to(device);
         return (all[.., ..s], all[.., 1..]);
     }

@@ -1,4 +1,5 @@
 using Harness.Cli.Commands;
+using Harness.Executor.Training;
 
 namespace Harness.Tests.Executor;
 
@@ -93,5 +94,59 @@ public class RunCommandUserErrorTests
         Assert.Equal(2, code);
         Assert.Equal("harness run: --save and --load checkpoint single-device runs only; drop them, or the parallel flags (--nproc-per-node and the layout).", error);
         Assert.False(Directory.Exists(dir), "nothing should run");
+    }
+
+    /// <summary>Tiny's flags with the shipped corpus in place of synthetic tokens.</summary>
+    private static string[] OnCorpus(params string[] extra) =>
+        [.. Tiny.Where(a => a != "--mock-data"), "--data-path", DefaultRun.DataPath, .. extra];
+
+    private static (int Code, string Error) RunExactly(string[] args)
+    {
+        var err = new StringWriter();
+        var old = Console.Error;
+        Console.SetError(err);
+        try { return (RunCommand.Run(args), err.ToString().Trim()); }
+        finally { Console.SetError(old); }
+    }
+
+    [Fact]
+    public void GptTwoDataUnderASmallVocabularyIsOneSentenceOnEveryLayout()
+    {
+        // The first sample's first id past 64 (which id depends on the sample's length): one sentence naming it.
+        const string pattern = @"^harness run: the data holds token id \d{3,5}, outside --vocab-size 64; " +
+                               @"use a model whose vocabulary covers the tokenizer's \(50257 for GPT-2 BPE\)\.";
+        string serial = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        var (code, error) = RunExactly(OnCorpus("--out", serial));
+        Assert.Equal(2, code);
+        Assert.Matches(pattern + @" \(the 0 iterations done are in .*metrics\.csv\)$", error);
+        Directory.Delete(serial, recursive: true);
+
+        // Two data-parallel ranks read the same batch: the same sentence once, not a libtorch index error per rank.
+        string parallel = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        (code, error) = RunExactly(OnCorpus("--nproc-per-node", "2", "--global-batch-size", "2", "--out", parallel));
+        Assert.Equal(2, code);
+        Assert.Matches(pattern + "$", error);
+        Directory.Delete(parallel, recursive: true);
+    }
+
+    [Fact]
+    public void ADamagedIndexOnAParallelRunIsOneSentence()
+    {
+        string prefix = Path.Combine(Path.GetTempPath(), $"harness-bad-{Guid.NewGuid():N}");
+        File.WriteAllBytes(prefix + ".idx", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        File.WriteAllBytes(prefix + ".bin", new byte[64]);
+        try
+        {
+            var args = Tiny.Where(a => a != "--mock-data").Concat(["--data-path", prefix, "--nproc-per-node", "2", "--global-batch-size", "2",
+                "--out", Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}")]).ToArray();
+            var (code, error) = RunExactly(args);
+            Assert.Equal(2, code);
+            Assert.Equal($"harness run: {prefix}.idx is not a Megatron indexed dataset index: its first 9 bytes are not MMIDIDX\\0\\0.", error);
+        }
+        finally
+        {
+            File.Delete(prefix + ".idx");
+            File.Delete(prefix + ".bin");
+        }
     }
 }
