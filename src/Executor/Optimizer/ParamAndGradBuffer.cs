@@ -34,7 +34,7 @@ public sealed class ParamAndGradBuffer : IDisposable
     {
         var named = module.named_parameters().ToList();
         var ordered = named.Where(p => p.parameter.dim() >= 2).Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
-        var masterDtype = computeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : computeDtype;
+        var masterDtype = MasterDtypeOf(computeDtype);
         if (named.FirstOrDefault(p => p.parameter.dtype != computeDtype) is { name: not null } odd)
             throw new ArgumentException($"parameter {odd.name} is {odd.parameter.dtype}; every parameter must be {computeDtype}.");
         var device = named[0].parameter.device;
@@ -63,6 +63,10 @@ public sealed class ParamAndGradBuffer : IDisposable
         }
         Layout = layout;
     }
+
+    /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
+    public static ScalarType MasterDtypeOf(ScalarType computeDtype) =>
+        computeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : computeDtype;
 
     /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator.</summary>
     public void AccumulateMicroBatch()

@@ -70,7 +70,7 @@ public sealed class Trainer : IDisposable
         if (options.Save is not null && (options.SaveInterval == 0 || Iteration % options.SaveInterval != 0)) SaveCheckpoint();
     }
 
-    public string SaveCheckpoint() =>
+    private void SaveCheckpoint() =>
         Checkpoint.Save(options.Save!, Iteration, options.Seed, options.Model.Name, buffer, adam, sampler);
 
     /// <summary>One iteration: GlobalBatch / MicroBatch micro-batches, then one optimizer step.</summary>

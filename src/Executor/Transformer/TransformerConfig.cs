@@ -1,4 +1,5 @@
 using Harness.Executor.ContextParallel;
+using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
@@ -25,7 +26,7 @@ public sealed record TransformerConfig(
     ContextParallelism? ContextParallel = null)
 {
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
-    public ScalarType MasterDtype => ComputeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : ComputeDtype;
+    public ScalarType MasterDtype => ParamAndGradBuffer.MasterDtypeOf(ComputeDtype);
 
     /// <summary>Megatron's init_method_normal: N(0, σ²) with σ = 0.02.</summary>
     public InitMethod Init => shape => Normal(InitStd, shape);
