@@ -76,7 +76,7 @@ public sealed class ParallelTrainer : IDisposable
         groups.All.Aggregate(p2p?.CommunicationTime ?? TimeSpan.Zero, (sum, g) => sum + g.Stats.Time);
 
     /// <summary>Micro-batches this rank's pipeline runs per iteration.</summary>
-    public int MicroBatches => parallel.NumMicroBatches;
+    private int MicroBatches => parallel.NumMicroBatches;
 
     private bool TiedAcrossStages => spec.TiedEmbeddings && parallel.PipelineParallel > 1;
 
