@@ -10,6 +10,7 @@ public static class CommandTable
         ("run", "train on CPU or one GPU (TorchSharp); metrics.csv, summary.json, plots, checkpoints", Harness.Cli.Commands.RunCommand.Run),
         ("preprocess", "text or JSON lines -> Megatron .bin/.idx with GPT-2 BPE", Harness.Cli.Commands.PreprocessCommand.Run),
         ("nccl-check", "check every NCCL call the executor uses on this machine's GPUs, and all-reduce bandwidth", Harness.Cli.Commands.NcclCheckCommand.Run),
+        ("kernel-check", "check the executor's fused CUDA kernels against libtorch on this GPU, and time both", Harness.Cli.Commands.KernelCheckCommand.Run),
         ("search", "the fastest configurations that fit, exhaustively over a stated space", Harness.Cli.Commands.SearchCommand.Run),
     };
 

@@ -37,6 +37,11 @@ public static class RunCommand
         new("--seed", true, "random seed (default 1234)"),
         new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
         new("--log-interval", true, "print progress every N iterations (default 1)"),
+        new("--no-fused-kernels", false, "on a GPU, libtorch's operators instead of the harness's fused SwiGLU, cross-entropy and AdamW kernels"),
+        new("--no-gradient-accumulation-fusion", false, "fold bf16 weight gradients after each micro-batch instead of accumulating them in the GEMM (GPU)"),
+        new("--profile", false, "open a CUDA profiler range (nsys --capture-range=cudaProfilerApi, ncu --profile-from-start off)"),
+        new("--profile-step-start", true, "the range starts before iteration start + 1 (default 10)"),
+        new("--profile-step-end", true, "and ends after iteration end (default 12)"),
         new("--help", false, "this help"),
     };
 
@@ -83,6 +88,7 @@ public static class RunCommand
         var m = options.Model;
         Console.WriteLine($"harness run: {m.Name} ({trainer.ParameterCount:N0} parameters) on {trainer.DeviceName}, {(options.Bf16 ? "bf16" : "fp32")}, " +
                           $"global batch {options.GlobalBatchSize} x s {m.SeqLength}; {trainer.Runtime}");
+        foreach (var note in trainer.FusionNotes) Console.WriteLine($"harness run: note: {note}");
         if (m.Dropout) Console.WriteLine("harness run: note: the executor trains without dropout (the model spec asks for it).");
         try
         {
@@ -152,6 +158,20 @@ public static class RunCommand
         if (cl.Errors.Count > 0) return null;
         return new TrainingOptions(model, device, cl.Switch("--bf16"), micro, cl.Int("--global-batch-size") ?? micro, iters, schedule, adam,
             cl.Int("--seed") ?? 1234, recompute, data, mock, cl.String("--save"), cl.String("--load"),
-            cl.Int("--save-interval") ?? 0, device == ExecutionDevice.Cuda ? gpu : null, cl.String("--libtorch"));
+            cl.Int("--save-interval") ?? 0, device == ExecutionDevice.Cuda ? gpu : null, cl.String("--libtorch"), Profile(cl),
+            !cl.Switch("--no-fused-kernels"), !cl.Switch("--no-gradient-accumulation-fusion"));
+    }
+
+    /// <summary>Megatron's --profile with its step range; the step flags alone are an error, as they would do nothing.</summary>
+    private static ProfileRange? Profile(CommandLine cl)
+    {
+        long? start = cl.Int("--profile-step-start"), end = cl.Int("--profile-step-end");
+        if (!cl.Switch("--profile"))
+        {
+            if (start is not null || end is not null) cl.Errors.Add("--profile-step-start/--profile-step-end need --profile.");
+            return null;
+        }
+        var d = new ProfileRange();
+        return new ProfileRange(start ?? d.StepStart, end ?? d.StepEnd);
     }
 }

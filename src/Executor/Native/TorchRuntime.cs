@@ -27,6 +27,10 @@ public static class TorchRuntime
     private static readonly Dictionary<string, IntPtr> Loaded = new(StringComparer.Ordinal);
     private static string? _description;
 
+    /// <summary>The folder libtorch was loaded from (null before <see cref="Initialize"/>): its neighbours hold the CUDA
+    /// libraries PyTorch's wheels ship, NVRTC among them.</summary>
+    public static string? LibtorchDirectory { get; private set; }
+
     /// <summary>libtorch libraries in dependency order (each after the ones it links to).</summary>
     private static readonly string[] CpuLibraries = { "libc10.so", "libtorch_cpu.so", "libtorch.so" };
     private static readonly string[] CudaLibraries = { "libc10.so", "libc10_cuda.so", "libtorch_cpu.so", "libtorch_cuda.so", "libtorch.so" };
@@ -55,6 +59,7 @@ public static class TorchRuntime
                         "No CPU libtorch was found: this build carries no TorchSharp-cpu libraries and python3 has no PyTorch; pass --libtorch DIR (a folder holding libtorch_cpu.so).");
                 var libraries = device == ExecutionDevice.Cuda ? CudaLibraries : CpuLibraries;
                 foreach (var name in libraries) LoadFrom(dir, name, device);
+                LibtorchDirectory = dir;
                 string bridge = LoadBridge();
                 NativeLibrary.SetDllImportResolver(typeof(torch).Assembly, Resolve);
                 _description = $"libtorch from {dir}; bridge {bridge}";
@@ -139,7 +144,7 @@ public static class TorchRuntime
         return target;
     }
 
-    private static string CacheRoot()
+    internal static string CacheRoot()
     {
         string? xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
         string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);

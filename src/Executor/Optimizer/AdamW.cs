@@ -1,3 +1,4 @@
+using Harness.Executor.Fused;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Optimizer;
@@ -8,19 +9,24 @@ public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.999, doub
 /// <summary>
 /// AdamW (Loshchilov and Hutter 2019: decoupled weight decay) on the flat float32 buffers of a
 /// <see cref="ParamAndGradBuffer"/>, with global-norm gradient clipping (Pascanu et al. 2013). About ten kernels
-/// per step whatever the number of parameters. The moments are flat too, so a checkpoint is three tensors.
+/// per step whatever the number of parameters, or one (<see cref="FusedKernels.AdamW"/>, which also writes the bf16
+/// weights) when fused kernels are on and the buffers live on a GPU. The moments are flat too, so a checkpoint is
+/// three tensors.
 /// </summary>
 public sealed class AdamW : IDisposable
 {
     private readonly ParamAndGradBuffer buffer;
+    private readonly bool fused;
     public AdamWOptions Options { get; }
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
     public long Step { get; set; }
 
-    public AdamW(ParamAndGradBuffer buffer, AdamWOptions options)
+    /// <param name="fused">One fused kernel per step (the caller checked that the kernels run on this device).</param>
+    public AdamW(ParamAndGradBuffer buffer, AdamWOptions options, bool fused = false)
     {
         this.buffer = buffer;
+        this.fused = fused && buffer.Master.is_cuda && buffer.Master.dtype == ScalarType.Float32;
         Options = options;
         ExpAvg = zeros_like(buffer.Master);
         ExpAvgSq = zeros_like(buffer.Master);
@@ -38,11 +44,26 @@ public sealed class AdamW : IDisposable
         using (no_grad())
         {
             var norm = gradNorm?.Invoke(g) ?? g.norm();
+            if (fused)
+            {
+                using var norm32 = norm.to(ScalarType.Float32);
+                FusedKernels.AdamW(buffer.Master, g, ExpAvg, ExpAvgSq, buffer.MixedPrecision ? buffer.Params : null, buffer.DecayedCount,
+                    norm32, Scalars(Options, lr, Step));
+                return norm;
+            }
             Clip(g, norm, Options);
             Update(buffer.Master, g, ExpAvg, ExpAvgSq, buffer.DecayedCount, Options, lr, Step);
             buffer.CopyMasterToParams();
             return norm;
         }
+    }
+
+    /// <summary>The fused kernel's scalars: the same double-precision values the reference path hands libtorch.</summary>
+    internal static FusedKernels.AdamWScalars Scalars(AdamWOptions o, double lr, long step)
+    {
+        double bias1 = 1 - Math.Pow(o.Beta1, step), bias2 = 1 - Math.Pow(o.Beta2, step);
+        return new((float)o.ClipGrad, (float)(o.WeightDecay > 0 ? 1 - lr * o.WeightDecay : 1), (float)(1 - o.Beta1), (float)o.Beta2,
+            (float)(1 - o.Beta2), (float)(1 / Math.Sqrt(bias2)), (float)o.Epsilon, (float)(-lr / bias1));
     }
 
     /// <summary>Scales <paramref name="grads"/> so that their global norm is at most the clipping limit.</summary>

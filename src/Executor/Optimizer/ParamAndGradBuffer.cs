@@ -13,7 +13,9 @@ namespace Harness.Executor.Optimizer;
 /// - <see cref="Master"/>: float32 master weights the optimizer updates, then casts back into <see cref="Params"/>.
 /// Under float32 (or float64) compute the buffers coincide: Params is Master and Grads is MainGrads.
 /// Weights with two or more dimensions come first, so weight decay (not applied to biases and norm weights, as
-/// in Megatron) touches the prefix [0, <see cref="DecayedCount"/>).
+/// in Megatron) touches the prefix [0, <see cref="DecayedCount"/>). With gradient-accumulation fusion the weights of
+/// <see cref="IMainGradWeight"/> layers come first of all, [0, <see cref="FusedCount"/>): their GEMMs add straight into
+/// <see cref="MainGrads"/>, so only the rest is folded after each micro-batch.
 /// </summary>
 public sealed class ParamAndGradBuffer : IDisposable
 {
@@ -22,6 +24,7 @@ public sealed class ParamAndGradBuffer : IDisposable
     public Tensor MainGrads { get; }
     public Tensor Master { get; }
     public long DecayedCount { get; }
+    public long FusedCount { get; }
     public long Count { get; }
     public bool MixedPrecision { get; }
 
@@ -30,16 +33,25 @@ public sealed class ParamAndGradBuffer : IDisposable
 
     /// <param name="masterWeights">False when an optimizer keeps its own (sharded) float32 master weights, as
     /// Megatron's distributed optimizer does: then, under mixed precision, <see cref="Master"/> is empty.</param>
-    public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype, bool masterWeights = true)
+    /// <param name="gradientAccumulationFusion">Under mixed precision, let <see cref="IMainGradWeight"/> layers add their
+    /// weight gradients into the main gradients themselves (the caller checked that the device supports it).</param>
+    public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype, bool masterWeights = true, bool gradientAccumulationFusion = false)
     {
-        var named = module.named_parameters().ToList();
-        var ordered = named.Where(p => p.parameter.dim() >= 2).Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
         var masterDtype = MasterDtypeOf(computeDtype);
+        var fusedLayers = gradientAccumulationFusion && computeDtype != masterDtype
+            ? module.modules().OfType<IMainGradWeight>().ToList()
+            : [];
+        bool IsFused(Parameter p) => fusedLayers.Any(l => ReferenceEquals(l.Weight, p));
+        var named = module.named_parameters().ToList();
+        var ordered = named.Where(p => IsFused(p.parameter))
+            .Concat(named.Where(p => p.parameter.dim() >= 2 && !IsFused(p.parameter)))
+            .Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
         if (named.FirstOrDefault(p => p.parameter.dtype != computeDtype) is { name: not null } odd)
             throw new ArgumentException($"parameter {odd.name} is {odd.parameter.dtype}; every parameter must be {computeDtype}.");
         var device = named[0].parameter.device;
         Count = ordered.Sum(p => p.parameter.numel());
         DecayedCount = ordered.Where(p => p.parameter.dim() >= 2).Sum(p => p.parameter.numel());
+        FusedCount = ordered.Where(p => IsFused(p.parameter)).Sum(p => p.parameter.numel());
         MixedPrecision = computeDtype != masterDtype;
         Master = empty(masterWeights || !MixedPrecision ? Count : 0, dtype: masterDtype, device: device);
         MainGrads = zeros(Count, dtype: masterDtype, device: device);
@@ -56,7 +68,10 @@ public sealed class ParamAndGradBuffer : IDisposable
                 var paramView = Params.narrow(0, offset, n).view(p.shape);
                 if (MixedPrecision) paramView.copy_(p);
                 p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
-                p.grad = Grads.narrow(0, offset, n).view(p.shape);
+                if (fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
+                    layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape));
+                else
+                    p.grad = Grads.narrow(0, offset, n).view(p.shape);
                 layout.Add((name, p, offset));
                 offset += n;
             }
@@ -68,14 +83,17 @@ public sealed class ParamAndGradBuffer : IDisposable
     public static ScalarType MasterDtypeOf(ScalarType computeDtype) =>
         computeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : computeDtype;
 
-    /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator.</summary>
+    /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator (all but the
+    /// fused layers' weights, whose GEMMs accumulated there already).</summary>
     public void AccumulateMicroBatch()
     {
         if (!MixedPrecision) return;
         using (no_grad())
         {
-            MainGrads.add_(Grads);
-            Grads.zero_();
+            using var grads = Grads.narrow(0, FusedCount, Count - FusedCount);
+            using var main = MainGrads.narrow(0, FusedCount, Count - FusedCount);
+            main.add_(grads);
+            grads.zero_();
         }
     }
 

@@ -1,3 +1,5 @@
+using Harness.Executor.Fused;
+using Harness.Executor.Optimizer;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -31,11 +33,20 @@ public sealed class SerialTensorParallel : ITensorParallel
         nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]).to(ScalarType.Float32), labels.reshape(-1), reduction: nn.Reduction.None);
 }
 
-/// <summary>y = x·Wᵀ + b with the given weight (and a zero bias when asked), as Megatron's linears initialize biases.</summary>
-public sealed class DenseLinear : nn.Module<Tensor, Tensor>
+/// <summary>
+/// y = x·Wᵀ + b with the given weight (and a zero bias when asked), as Megatron's linears initialize biases. Once the
+/// gradient buffer hands it a float32 main gradient (<see cref="IMainGradWeight"/>), backward adds the weight gradient
+/// there directly (<see cref="LinearWithGradAccumulation"/>).
+/// </summary>
+public sealed class DenseLinear : nn.Module<Tensor, Tensor>, IMainGradWeight
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
+    private Tensor? mainGrad;
+
+    public Parameter Weight => weight;
+
+    public void AccumulateInto(Tensor mainGradient) => mainGrad = mainGradient;
 
     public DenseLinear(Tensor weight, bool bias) : base(nameof(DenseLinear))
     {
@@ -44,5 +55,10 @@ public sealed class DenseLinear : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor input) => nn.functional.linear(input, weight, bias);
+    public override Tensor forward(Tensor input)
+    {
+        if (mainGrad is null) return nn.functional.linear(input, weight, bias);
+        var y = LinearWithGradAccumulation.Apply(input, weight, mainGrad);
+        return bias is null ? y : y + bias;
+    }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Harness.Executor.Data;
+using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
@@ -33,6 +34,8 @@ public sealed class Trainer : IDisposable
     /// <summary>Which libtorch runs it, and on what device (for the summary).</summary>
     public string Runtime { get; }
     public string DeviceName { get; }
+    /// <summary>Fusions that were asked for but are off on this machine, each with why (no NVRTC, an older libtorch).</summary>
+    public IReadOnlyList<string> FusionNotes { get; }
     public long Iteration { get; private set; }
     public long ParameterCount => buffer.Count;
     public TrainingOptions Options => options;
@@ -49,13 +52,26 @@ public sealed class Trainer : IDisposable
         manual_seed(options.Seed);
         initGenerator = new Generator((ulong)options.Seed);
         var dtype = options.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-        model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator));
-        buffer = new ParamAndGradBuffer(model, dtype);
-        adam = new AdamW(buffer, options.AdamOptions);
+        var notes = new List<string>();
+        bool cuda = options.Device == ExecutionDevice.Cuda;
+        bool fused = cuda && options.FusedKernels && Enabled(FusedKernels.Probe(0), "fused kernels", notes);
+        bool accumulationFusion = cuda && options.Bf16 && options.GradientAccumulationFusion &&
+                                  Enabled(WeightGradient.Probe(device), "gradient-accumulation fusion", notes);
+        FusionNotes = notes;
+        model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator,
+            UseFusedKernels: fused));
+        buffer = new ParamAndGradBuffer(model, dtype, gradientAccumulationFusion: accumulationFusion);
+        adam = new AdamW(buffer, options.AdamOptions, fused);
         hostTokens = new long[options.MicroBatchSize * (m.SeqLength + 1)];
         flopsPerIteration = Flops.ModelFlopsPerToken(m) * options.GlobalBatchSize * m.SeqLength;
         if (options.Load is not null)
             Iteration = Checkpoint.Load(options.Load, m.Name, buffer, adam, sampler).Iteration;
+    }
+
+    private static bool Enabled(string? unavailable, string what, List<string> notes)
+    {
+        if (unavailable is not null) notes.Add($"{what} off, libtorch's operators run instead: {unavailable}");
+        return unavailable is null;
     }
 
     /// <summary>Runs iterations until --train-iters or cancellation, reporting each; saves at the interval and at the end.</summary>
@@ -64,7 +80,10 @@ public sealed class Trainer : IDisposable
         lastSyncEnd = Stopwatch.GetTimestamp();
         while (Iteration < options.TrainIters && !cancel.IsCancellationRequested)
         {
-            onIteration(Step());
+            if (Iteration == options.Profile?.StepStart) CudaProfiler.Start();
+            var record = Step();
+            if (Iteration == options.Profile?.StepEnd) CudaProfiler.Stop();
+            onIteration(record);
             if (options.Save is not null && options.SaveInterval > 0 && Iteration % options.SaveInterval == 0) SaveCheckpoint();
         }
         if (options.Save is not null && (options.SaveInterval == 0 || Iteration % options.SaveInterval != 0)) SaveCheckpoint();

@@ -8,6 +8,10 @@ namespace Harness.Executor.Training;
 /// <summary>
 /// One training run on one device, in Megatron's terms: the model, the batch (global = micro × accumulation
 /// steps), the schedule, the data and where checkpoints go. Immutable; the CLI fills it from flags.
+/// <see cref="FusedKernels"/>: on a GPU, the executor's own CUDA kernels (src/Executor/Fused) replace libtorch's
+/// operator chains for SwiGLU, the cross-entropy and AdamW (--no-fused-kernels keeps libtorch's, for comparison);
+/// <see cref="GradientAccumulationFusion"/>: under bf16 on a GPU, weight-gradient GEMMs add into the float32 main
+/// gradients (Megatron's default; --no-gradient-accumulation-fusion folds bf16 gradients after each micro-batch).
 /// </summary>
 public sealed record TrainingOptions(
     ModelSpec Model,
@@ -26,7 +30,10 @@ public sealed record TrainingOptions(
     string? Load = null,
     long SaveInterval = 0,
     GpuSpec? Gpu = null,
-    string? Libtorch = null)
+    string? Libtorch = null,
+    ProfileRange? Profile = null,
+    bool FusedKernels = true,
+    bool GradientAccumulationFusion = true)
 {
     /// <summary>Micro-batches per iteration (gradient accumulation steps).</summary>
     public int AccumulationSteps => GlobalBatchSize / MicroBatchSize;
@@ -51,6 +58,7 @@ public sealed record TrainingOptions(
         if (Save is not null && File.Exists(Save)) errors.Add($"--save '{Save}' is a file; it must name a checkpoint folder (new or existing).");
         if (Save is not null && SaveInterval < 0) errors.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (Bf16 && Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
+        if (Profile is not null) errors.AddRange(Profile.Validate(Device, TrainIters));
         return errors;
     }
 }

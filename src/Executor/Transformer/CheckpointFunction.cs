@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -42,8 +43,7 @@ public sealed class CheckpointFunction : autograd.SingleTensorFunction<Checkpoin
             var output = run(detached);
             autograd.backward(new[] { output }, new[] { gradOutput });
         }
-        var grads = new List<Tensor> { null! }; // no gradient for the function argument
-        foreach (var d in detached) grads.Add(d.requires_grad ? d.grad!.MoveToOuterDisposeScope() : null!);
-        return grads;
+        // No gradient for the function argument, then one per input that requires it.
+        return GradientHandOver.Return(gradOutput, [null, .. detached.Select(d => d.requires_grad ? d.grad!.MoveToOuterDisposeScope() : null)]);
     }
 }

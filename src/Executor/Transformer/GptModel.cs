@@ -1,3 +1,4 @@
+using Harness.Executor.Fused;
 using Harness.Executor.PipelineParallel;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
@@ -71,12 +72,14 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         return final_layernorm is null ? hidden : final_layernorm.forward(hidden);
     }
 
-    /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s].</summary>
+    /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s]; on one
+    /// tensor-parallel rank with fused kernels, straight from the bf16 logits (<see cref="CrossEntropyFunction"/>).</summary>
     public Tensor Loss(Tensor hidden, Tensor labels)
     {
         var tp = config.TensorParallel;
         var logits = tp.Logits(hidden, output_layer ?? word_embeddings!);
-        return tp.CrossEntropy(logits, labels).mean();
+        bool fused = config.UseFusedKernels && tp.WorldSize == 1 && FusedKernels.Applies(logits);
+        return (fused ? CrossEntropyFunction.Apply(logits, labels) : tp.CrossEntropy(logits, labels)).mean();
     }
 
     /// <summary>The loss of one micro-batch: tokens and labels [b, s].</summary>

@@ -13,7 +13,8 @@ namespace Harness.Executor.Transformer;
 /// master weights start as copies of the bf16 parameters, as in Megatron's Float16OptimizerWithFloat16Params.
 /// Weights come from <see cref="InitGenerator"/> when given (a run's own seeded CPU generator, so concurrent runs in
 /// one process do not share libtorch's global one, and a seed means the same weights on CPU and GPU), else from the
-/// global generator on the device.
+/// global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
+/// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device.
 /// </summary>
 public sealed record TransformerConfig(
     ModelSpec Model,
@@ -23,7 +24,8 @@ public sealed record TransformerConfig(
     RecomputeGranularity Recompute = RecomputeGranularity.None,
     double InitStd = 0.02,
     Generator? InitGenerator = null,
-    ContextParallelism? ContextParallel = null)
+    ContextParallelism? ContextParallel = null,
+    bool UseFusedKernels = false)
 {
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public ScalarType MasterDtype => ParamAndGradBuffer.MasterDtypeOf(ComputeDtype);

@@ -3,8 +3,9 @@ using System.Runtime.InteropServices;
 namespace Harness.Executor.Distributed.Nccl;
 
 /// <summary>
-/// The few CUDA runtime calls TorchSharp does not expose: the current device (NCCL binds a communicator to it)
-/// and events, which time each NCCL call on the GPU and tell the watchdog when it finished. The runtime is the
+/// The few CUDA runtime calls TorchSharp does not expose: the current device (NCCL binds a communicator to it),
+/// events, which time each NCCL call on the GPU and tell the watchdog when it finished, and the profiler range
+/// (Megatron's --profile: what Nsight Systems and Nsight Compute capture with --capture-range=cudaProfilerApi). The runtime is the
 /// one libtorch's CUDA build already loaded (libcudart by soname).
 /// </summary>
 internal static unsafe class CudaRuntime
@@ -23,6 +24,8 @@ internal static unsafe class CudaRuntime
     public static readonly delegate* unmanaged<float*, IntPtr, IntPtr, int> EventElapsedTime = (delegate* unmanaged<float*, IntPtr, IntPtr, int>)Export("cudaEventElapsedTime");
     public static readonly delegate* unmanaged<IntPtr, int> EventDestroy = (delegate* unmanaged<IntPtr, int>)Export("cudaEventDestroy");
     public static readonly delegate* unmanaged<IntPtr, int> StreamSynchronize = (delegate* unmanaged<IntPtr, int>)Export("cudaStreamSynchronize");
+    public static readonly delegate* unmanaged<int> ProfilerStart = (delegate* unmanaged<int>)Export("cudaProfilerStart");
+    public static readonly delegate* unmanaged<int> ProfilerStop = (delegate* unmanaged<int>)Export("cudaProfilerStop");
     public static readonly delegate* unmanaged<int, IntPtr> GetErrorString = (delegate* unmanaged<int, IntPtr>)Export("cudaGetErrorString");
 
     public static void Check(int error, string call)

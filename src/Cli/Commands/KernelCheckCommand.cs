@@ -1,0 +1,63 @@
+using System.Globalization;
+using Harness.Cli.Arguments;
+using Harness.Executor.Fused;
+using Harness.Executor.Native;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Cli.Commands;
+
+/// <summary>
+/// `harness kernel-check`: compiles the executor's fused CUDA kernels for this machine's GPU, checks each against
+/// libtorch's operators computing the same function, and times both side by side at caat-1b's shapes.
+/// Prints one PASS/FAIL line per check and one timing line per kernel; exit code 1 when any check fails.
+/// </summary>
+public static class KernelCheckCommand
+{
+    private static readonly Flag[] Flags =
+    {
+        new("--libtorch", true, "folder of libtorch's .so files (default: python3's PyTorch)"),
+        new("--no-timing", false, "only the correctness checks"),
+        new("--help", false, "this help"),
+    };
+
+    public static int Run(string[] args)
+    {
+        var cl = CommandLine.Parse(args, Flags);
+        if (cl.Switch("--help"))
+        {
+            Console.WriteLine("usage: harness kernel-check [options]");
+            foreach (var f in Flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-24} {f.Help}");
+            return 0;
+        }
+        if (cl.Ignored.Count > 0)
+        {
+            Console.Error.WriteLine($"harness kernel-check: unknown options: {string.Join(' ', cl.Ignored)}; see harness kernel-check --help.");
+            return 2;
+        }
+        try { Console.WriteLine(TorchRuntime.Initialize(ExecutionDevice.Cuda, cl.String("--libtorch"))); }
+        catch (NativeLoadException e)
+        {
+            Console.Error.WriteLine($"harness kernel-check: {e.Message}");
+            return 2;
+        }
+        if (FusedKernels.Probe(0) is { } reason)
+        {
+            Console.Error.WriteLine($"harness kernel-check: the fused kernels did not load: {reason}");
+            return 1;
+        }
+        var device = new Device(DeviceType.CUDA, 0);
+        Console.WriteLine($"fused kernels on {Nvml.DeviceName(0) ?? device.ToString()}");
+        int failures = 0;
+        foreach (var c in KernelCheck.Compare(device))
+        {
+            if (!c.Passed) failures++;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{(c.Passed ? "PASS" : "FAIL")} {c.Name}: max error {c.MaxError:E2} (tolerance {c.Tolerance:E1})"));
+        }
+        if (!cl.Switch("--no-timing"))
+            foreach (var t in KernelCheck.Time(device))
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"time {t.Name}: fused {t.FusedMs:F3} ms, libtorch {t.LibtorchMs:F3} ms ({t.Speedup:F2}x)"));
+        Console.WriteLine(failures == 0 ? "all checks passed" : $"{failures} check(s) FAILED");
+        return failures == 0 ? 0 : 1;
+    }
+}

@@ -1,0 +1,120 @@
+using System.Reflection;
+using Harness.Executor.Distributed.Nccl;
+using Harness.Executor.Native.Cuda;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Fused;
+
+/// <summary>
+/// The executor's own CUDA kernels (kernels.cu, compiled by NVRTC at run time): SwiGLU, cross-entropy over bf16
+/// logits and the AdamW step, each one pass over HBM where libtorch's operators make several. They run on the
+/// legacy default stream, in order with libtorch's kernels. Every entry point takes contiguous CUDA tensors;
+/// the callers keep libtorch's operators for everything else (CPU, other dtypes), which is also the reference the
+/// kernels are checked against (`harness kernel-check`).
+/// </summary>
+public static unsafe class FusedKernels
+{
+    private const int Threads = 256;
+    private const uint MaxBlocks = 1u << 16;
+
+    private static readonly CudaModule Module = new("harness_fused", Source());
+
+    /// <summary>Compiles and loads the kernels on <paramref name="device"/>; null when they are ready, else why not,
+    /// in one sentence (no NVRTC, no driver, a compile error).</summary>
+    public static string? Probe(int device)
+    {
+        try
+        {
+            Module.Function(device, "swiglu_forward_v8");
+            return null;
+        }
+        catch (Exception e) when (e is CudaException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            return e.Message;
+        }
+    }
+
+    /// <summary>Where the fused kernels can take over: contiguous-able bf16 tensors on a GPU.</summary>
+    public static bool Applies(Tensor t) => t.is_cuda && t.dtype == ScalarType.BFloat16;
+
+    /// <summary>y = silu(gate) · up of x = [gate | up] (last dimension 2f), into y [.., f].</summary>
+    public static void SwiGluForward(Tensor x, Tensor y)
+    {
+        IntPtr px = TensorPointer.Of(x), py = TensorPointer.Of(y);
+        long f = y.shape[^1], rows = y.numel() / f;
+        int v = Vector(f, px, py);
+        void** args = stackalloc void*[] { &px, &py, &rows, &f };
+        Launch(x, $"swiglu_forward_v{v}", Blocks(rows * f / v), Threads, args);
+    }
+
+    /// <summary>dx [.., 2f] from dy [.., f] and the forward's input x.</summary>
+    public static void SwiGluBackward(Tensor dy, Tensor x, Tensor dx)
+    {
+        IntPtr pdy = TensorPointer.Of(dy), px = TensorPointer.Of(x), pdx = TensorPointer.Of(dx);
+        long f = dy.shape[^1], rows = dy.numel() / f;
+        int v = Vector(f, pdy, px, pdx);
+        void** args = stackalloc void*[] { &pdy, &px, &pdx, &rows, &f };
+        Launch(x, $"swiglu_backward_v{v}", Blocks(rows * f / v), Threads, args);
+    }
+
+    /// <summary>Per-row loss and log-sum-exp (float32 [rows]) of bf16 logits [rows, vocab] against int64 labels [rows].</summary>
+    public static void CrossEntropyForward(Tensor logits, Tensor labels, Tensor loss, Tensor lse)
+    {
+        IntPtr px = TensorPointer.Of(logits), pl = TensorPointer.Of(labels), ploss = TensorPointer.Of(loss), plse = TensorPointer.Of(lse);
+        long vocab = logits.shape[^1];
+        int v = Vector(vocab, px);
+        void** args = stackalloc void*[] { &px, &pl, &ploss, &plse, &vocab };
+        Launch(logits, $"cross_entropy_forward_v{v}", (uint)(logits.numel() / vocab), Threads, args);
+    }
+
+    /// <summary>d logits (bf16 [rows, vocab]) from the per-row loss gradient (float32 [rows]).</summary>
+    public static void CrossEntropyBackward(Tensor logits, Tensor labels, Tensor lse, Tensor dloss, Tensor dlogits)
+    {
+        IntPtr px = TensorPointer.Of(logits), pl = TensorPointer.Of(labels), plse = TensorPointer.Of(lse),
+            pd = TensorPointer.Of(dloss), pdx = TensorPointer.Of(dlogits);
+        long vocab = logits.shape[^1];
+        int v = Vector(vocab, px, pdx);
+        void** args = stackalloc void*[] { &px, &pl, &plse, &pd, &pdx, &vocab };
+        Launch(logits, $"cross_entropy_backward_v{v}", (uint)(logits.numel() / vocab), Threads, args);
+    }
+
+    /// <summary>The scalars of one AdamW step, computed in double on the host as the reference path's scalars are.</summary>
+    public readonly record struct AdamWScalars(float Clip, float DecayFactor, float OneMinusBeta1, float Beta2, float OneMinusBeta2,
+        float InverseSqrtBias2, float Epsilon, float StepSize);
+
+    /// <summary>
+    /// One clipped AdamW step over flat float32 weights, gradients and moments (gradients read, not scaled in place);
+    /// when <paramref name="param"/> is given, the new weights are also written into it in bf16. Weight decay on the first
+    /// <paramref name="decayed"/> elements; <paramref name="norm"/> is the gradients' global norm (a device scalar).
+    /// </summary>
+    public static void AdamW(Tensor w, Tensor g, Tensor m, Tensor v, Tensor? param, long decayed, Tensor norm, AdamWScalars s)
+    {
+        IntPtr pw = TensorPointer.Of(w), pg = TensorPointer.Of(g), pm = TensorPointer.Of(m), pv = TensorPointer.Of(v),
+            pp = param is null ? IntPtr.Zero : TensorPointer.Of(param), pn = TensorPointer.Of(norm);
+        long n = w.numel();
+        float clip = s.Clip, decay = s.DecayFactor, b1 = s.OneMinusBeta1, b2 = s.Beta2, ob2 = s.OneMinusBeta2,
+            bias2 = s.InverseSqrtBias2, eps = s.Epsilon, step = s.StepSize;
+        void** args = stackalloc void*[] { &pw, &pg, &pm, &pv, &pp, &n, &decayed, &pn, &clip, &decay, &b1, &b2, &ob2, &bias2, &eps, &step };
+        Launch(w, "adamw_step", Blocks(n), Threads, args);
+    }
+
+    /// <summary>8-wide (16-byte) accesses when every row starts 16-byte aligned, else one element at a time.</summary>
+    private static int Vector(long rowLength, params IntPtr[] pointers) =>
+        rowLength % 8 == 0 && pointers.All(p => p % 16 == 0) ? 8 : 1;
+
+    private static uint Blocks(long units) => (uint)Math.Clamp((units + Threads - 1) / Threads, 1, MaxBlocks);
+
+    private static void Launch(Tensor on, string kernel, uint blocks, int threads, void** args)
+    {
+        int device = on.device_index;
+        CudaDriver.Launch(Module.Function(device, kernel), blocks, (uint)threads, 0, args, kernel);
+    }
+
+    private static string Source()
+    {
+        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("Harness.Executor.Fused.kernels.cu")
+            ?? throw new InvalidOperationException("the fused kernels' source is not embedded in Harness.Executor.");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+}

@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using Harness.Executor.Optimizer;
+using Harness.Executor.Transformer;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Fused;
+
+/// <summary>One comparison of a fused kernel with libtorch's operators: the largest error against the tolerance.</summary>
+public sealed record KernelComparison(string Name, double MaxError, double Tolerance)
+{
+    public bool Passed => MaxError <= Tolerance;
+}
+
+/// <summary>Fused and libtorch time of the same work, side by side (medians of repeated runs).</summary>
+public sealed record KernelTiming(string Name, double FusedMs, double LibtorchMs)
+{
+    public double Speedup => LibtorchMs / FusedMs;
+}
+
+/// <summary>
+/// Checks every fused kernel on a GPU against libtorch's operators computing the same function in float32 (both
+/// vector widths: a shape whose rows are 16-byte multiples and one whose rows are not), and times both at caat-1b's
+/// shapes (micro-batch 8, s 2048: 16384 tokens, ffn 5632, vocabulary 32000).
+/// Tolerances: outputs are rounded to bf16 (relative step 2^-8), so an error up to one bf16 step of the value passes.
+/// </summary>
+public static class KernelCheck
+{
+    private const double Bf16Step = 1.0 / 256;
+
+    public static IEnumerable<KernelComparison> Compare(Device device)
+    {
+        foreach (var (rows, f) in new[] { (1024L, 704L), (77L, 45L) })
+            foreach (var c in SwiGlu(device, rows, f)) yield return c;
+        foreach (var (rows, vocab) in new[] { (512L, 32000L), (67L, 50257L) })
+            foreach (var c in CrossEntropy(device, rows, vocab)) yield return c;
+        foreach (var c in AdamWStep(device, 1_000_003)) yield return c;
+        yield return WeightGradientAccumulation(device, 4096, 704, 2048);
+    }
+
+    /// <summary>main += dyᵀ·x through the fused GEMM against the float32 product (error relative to its largest value).</summary>
+    private static KernelComparison WeightGradientAccumulation(Device device, long tokens, long outFeatures, long inFeatures)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new Generator(17);
+        var dy = randn(new[] { tokens, outFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
+        var x = randn(new[] { tokens, inFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
+        var main = randn(new[] { outFeatures, inFeatures }, generator: generator).to(device);
+        var expected = main + dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32));
+        WeightGradient.Accumulate(main, dy, x);
+        double error = (main - expected).abs().max().item<float>() / expected.abs().max().item<float>();
+        return new($"gradient-accumulation GEMM [{outFeatures} x {tokens}] x [{tokens} x {inFeatures}] into float32", error, 1e-5);
+    }
+
+    private static IEnumerable<KernelComparison> SwiGlu(Device device, long rows, long f)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new Generator(7);
+        var x = (randn(new[] { rows, 2 * f }, generator: generator) * 3).to(ScalarType.BFloat16).to(device).requires_grad_();
+        var dy = randn(new[] { rows, f }, generator: generator).to(ScalarType.BFloat16).to(device);
+        var y = SwiGluFunction.Apply(x);
+        y.backward(new[] { dy });
+        var x32 = x.detach().to(ScalarType.Float32).requires_grad_();
+        var halves = x32.chunk(2, -1);
+        var reference = nn.functional.silu(halves[0]) * halves[1];
+        reference.backward(new[] { dy.to(ScalarType.Float32) });
+        yield return new($"swiglu forward [{rows} x {2 * f}]", RelativeError(y, reference), Bf16Step);
+        yield return new($"swiglu backward [{rows} x {2 * f}]", RelativeError(x.grad!, x32.grad!), Bf16Step);
+    }
+
+    private static IEnumerable<KernelComparison> CrossEntropy(Device device, long rows, long vocab)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new Generator(11);
+        var logits = (randn(new[] { rows, vocab }, generator: generator) * 4).to(ScalarType.BFloat16).to(device).requires_grad_();
+        var labels = randint(0, vocab, new[] { rows }, generator: generator).to(device);
+        var dloss = rand(new[] { rows }, generator: generator).to(device);
+        var loss = CrossEntropyFunction.Apply(logits, labels);
+        loss.backward(new[] { dloss });
+        var logits32 = logits.detach().to(ScalarType.Float32).requires_grad_();
+        var reference = nn.functional.cross_entropy(logits32, labels, reduction: nn.Reduction.None);
+        reference.backward(new[] { dloss });
+        // The loss is float32 both ways (only the summation order differs); the gradient is rounded to bf16.
+        yield return new($"cross-entropy forward [{rows} x {vocab}]", RelativeError(loss, reference), 1e-5);
+        yield return new($"cross-entropy backward [{rows} x {vocab}]", AbsoluteError(logits.grad!, logits32.grad!) / logits32.grad!.abs().max().item<float>(), Bf16Step);
+    }
+
+    private static IEnumerable<KernelComparison> AdamWStep(Device device, long n)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new Generator(13);
+        Tensor Draw(double scale, bool positive = false) =>
+            ((positive ? rand(n, generator: generator) : randn(n, generator: generator)) * scale).to(device);
+        var options = new AdamWOptions(ClipGrad: 0.5);
+        Tensor w = Draw(0.02), g = Draw(1e-3), m = Draw(1e-4), v = Draw(1e-8, positive: true);
+        Tensor w2 = w.clone(), m2 = m.clone(), v2 = v.clone(), g2 = g.clone(), param = empty(n, dtype: ScalarType.BFloat16, device: device);
+        long decayed = n / 2;
+        const double lr = 3e-4;
+        const long step = 7;
+        var norm = g.norm();
+        FusedKernels.AdamW(w, g, m, v, param, decayed, norm, AdamW.Scalars(options, lr, step));
+        AdamW.Clip(g2, norm, options);
+        AdamW.Update(w2, g2, m2, v2, decayed, options, lr, step);
+        // float32 against libtorch's float32 arithmetic (fused multiply-adds, a reciprocal for the division by a scalar)
+        double error = new[] { RelativeError(w, w2), RelativeError(m, m2), RelativeError(v, v2) }.Max();
+        yield return new($"adamw step ({n:N0} parameters)", error, 1e-5);
+        // The bf16 weights are the new float32 ones rounded to nearest even, exactly as libtorch casts them.
+        yield return new("adamw step: bf16 weights = the float32 ones cast", AbsoluteError(param, w.to(ScalarType.BFloat16)), 0);
+    }
+
+    public static IEnumerable<KernelTiming> Time(Device device)
+    {
+        const long tokens = 16384, f = 5632, vocab = 32000, parameters = 256L << 20;
+        using (var scope = NewDisposeScope())
+        {
+            var x = randn(new[] { tokens, 2 * f }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var dy = randn(new[] { tokens, f }, dtype: ScalarType.BFloat16, device: device);
+            yield return new($"swiglu forward + backward [{tokens} x {2 * f}] bf16",
+                Median(() => SwiGluFunction.Apply(x).backward(new[] { dy })), Median(() => ScriptedKernels.SwiGlu(x).backward(new[] { dy })));
+        }
+        using (var scope = NewDisposeScope())
+        {
+            var logits = randn(new[] { tokens, vocab }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var labels = randint(0, vocab, new[] { tokens }, device: device);
+            yield return new($"cross-entropy forward + backward [{tokens} x {vocab}] bf16 logits",
+                Median(() => CrossEntropyFunction.Apply(logits, labels).mean().backward()),
+                Median(() => nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels).backward()));
+        }
+        using (var scope = NewDisposeScope())
+        {
+            Tensor w = randn(parameters, device: device), g = randn(parameters, device: device) * 1e-3,
+                m = zeros(parameters, device: device), v = zeros(parameters, device: device), p = empty(parameters, dtype: ScalarType.BFloat16, device: device);
+            var o = new AdamWOptions();
+            yield return new($"adamw step + bf16 copy ({parameters:N0} parameters)",
+                Median(() => FusedKernels.AdamW(w, g, m, v, p, parameters, g.norm(), AdamW.Scalars(o, 1e-4, 3))),
+                Median(() =>
+                {
+                    using var norm = g.norm();
+                    AdamW.Clip(g, norm, o);
+                    AdamW.Update(w, g, m, v, parameters, o, 1e-4, 3);
+                    p.copy_(w);
+                }));
+        }
+    }
+
+    /// <summary>Median wall time of <paramref name="work"/> with the device drained before and after, after warm-up.</summary>
+    private static double Median(Action work)
+    {
+        var times = new List<double>();
+        for (int i = 0; i < 13; i++)
+        {
+            using var scope = NewDisposeScope();
+            cuda.synchronize();
+            long start = Stopwatch.GetTimestamp();
+            work();
+            cuda.synchronize();
+            if (i >= 3) times.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+
+    private static double AbsoluteError(Tensor actual, Tensor expected) =>
+        (actual.to(ScalarType.Float32) - expected.to(ScalarType.Float32)).abs().max().item<float>();
+
+    /// <summary>Largest |actual - expected| / max(|expected|, 1e-3): relative where values are not tiny.</summary>
+    private static double RelativeError(Tensor actual, Tensor expected)
+    {
+        var e = expected.to(ScalarType.Float32);
+        return ((actual.to(ScalarType.Float32) - e).abs() / e.abs().clamp_min(1e-3)).max().item<float>();
+    }
+}

@@ -1,0 +1,85 @@
+using System.Runtime.InteropServices;
+using Harness.Executor.Autograd;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Fused;
+
+/// <summary>
+/// Megatron's gradient-accumulation fusion (--gradient-accumulation-fusion, on by default since late 2021): the
+/// weight gradient of y = x·Wᵀ is added by the GEMM itself into the weight's float32 main gradient (cuBLAS with
+/// bf16 inputs, float32 output and β = 1: aten::addmm.dtype_out), so no bf16 weight gradient is written and no
+/// separate pass folds it into the main gradients after each micro-batch. The weight gets no .grad.
+/// </summary>
+public sealed class LinearWithGradAccumulation : autograd.SingleTensorFunction<LinearWithGradAccumulation>
+{
+    public override string Name => nameof(LinearWithGradAccumulation);
+
+    /// <summary>x·Wᵀ; backward returns dL/dx and adds dL/dW into <paramref name="mainGrad"/> (float32, W's shape).</summary>
+    public static Tensor Apply(Tensor input, Tensor weight, Tensor mainGrad) => apply(input, weight, mainGrad);
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        Tensor input = (Tensor)vars[0], weight = (Tensor)vars[1];
+        ctx.save_for_backward(new List<Tensor> { input, weight });
+        ctx.save_data("main_grad", new MainGradient((Tensor)vars[2]));
+        return nn.functional.linear(input, weight);
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    {
+        using var scope = NewDisposeScope();
+        var saved = ctx.get_saved_variables();
+        Tensor input = saved[0], weight = saved[1];
+        WeightGradient.Accumulate(((MainGradient)ctx.get_data("main_grad")).Tensor, gradOutput, input);
+        return GradientHandOver.Return(gradOutput, gradOutput.matmul(weight).MoveToOuterDisposeScope(), null, null);
+    }
+}
+
+/// <summary>The float32 buffer a weight's gradient accumulates into: a buffer the layer owns, not a tensor autograd saves
+/// (TorchSharp's save_data warns about tensors, meant for save_for_backward).</summary>
+internal sealed record MainGradient(Tensor Tensor);
+
+/// <summary>mainGrad += dyᵀ·x in one GEMM with float32 output (aten::addmm.dtype_out through TorchScript: TorchSharp
+/// does not bind it), for <see cref="LinearWithGradAccumulation"/>. libtorch has that overload on CUDA only; on CPU
+/// (tests) the same float32 product is formed from float32 copies.</summary>
+public static class WeightGradient
+{
+    private const string Source = @"
+def accumulate(main_grad: Tensor, grad_output: Tensor, input: Tensor):
+    g = grad_output.reshape(-1, grad_output.size(-1))
+    x = input.reshape(-1, input.size(-1))
+    if main_grad.is_cuda:
+        torch.addmm(main_grad, g.t(), x, main_grad.dtype, out=main_grad)
+    else:
+        main_grad.addmm_(g.t().to(main_grad.dtype), x.to(main_grad.dtype))
+";
+
+    // A unit of its own: a libtorch without the dtype overload fails here, not in the other scripted kernels.
+    private static readonly Lazy<jit.CompilationUnit> Unit = new(() => jit.compile(Source));
+
+    public static void Accumulate(Tensor mainGrad, Tensor gradOutput, Tensor input) =>
+        Unit.Value.invoke("accumulate", mainGrad, gradOutput, input);
+
+    /// <summary>Runs one small accumulation on <paramref name="device"/> against a float32 product; null when it
+    /// works, else why not (an older libtorch, a device without the overload), in one sentence.</summary>
+    public static string? Probe(Device device)
+    {
+        try
+        {
+            using var scope = NewDisposeScope();
+            var generator = new Generator(5);
+            var dy = randn(new long[] { 64, 48 }, generator: generator).to(ScalarType.BFloat16).to(device);
+            var x = randn(new long[] { 64, 32 }, generator: generator).to(ScalarType.BFloat16).to(device);
+            var main = ones(48, 32, device: device);
+            Accumulate(main, dy, x);
+            var expected = 1 + dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32));
+            double error = (main - expected).abs().max().item<float>();
+            return error < 1e-3 ? null : $"aten::addmm.dtype_out gave an error of {error:E2} against a float32 product.";
+        }
+        catch (Exception e) when (e is ExternalException or ArgumentException or InvalidOperationException)
+        {
+            return $"aten::addmm.dtype_out is not usable here ({e.Message}).";
+        }
+    }
+}

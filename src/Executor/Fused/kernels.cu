@@ -1,0 +1,188 @@
+// The executor's fused CUDA kernels, compiled at run time by NVRTC (src/Executor/Native/Cuda) for the GPU at hand.
+// Each replaces a chain of libtorch kernels that would each make a full pass over HBM; all are bandwidth-bound,
+// so the gain is the bytes not moved. bf16 is handled as its bit pattern (no headers needed); arithmetic is float32.
+typedef unsigned short bf16;
+typedef long long i64;
+
+__device__ __forceinline__ float to_float(bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
+
+// Round to nearest even, as c10::BFloat16 does; NaN stays NaN.
+__device__ __forceinline__ bf16 to_bf16(float f)
+{
+    unsigned u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)0x7fc0u;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+// V consecutive bf16 values; V = 8 is one 16-byte access (the caller guarantees the alignment).
+template <int V> __device__ __forceinline__ void load(const bf16* p, float* out)
+{
+    if constexpr (V == 8) {
+        uint4 raw = *reinterpret_cast<const uint4*>(p);
+        const bf16* h = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+        for (int i = 0; i < 8; i++) out[i] = to_float(h[i]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; i++) out[i] = to_float(p[i]);
+    }
+}
+
+template <int V> __device__ __forceinline__ void store(bf16* p, const float* in)
+{
+    if constexpr (V == 8) {
+        uint4 raw;
+        bf16* h = reinterpret_cast<bf16*>(&raw);
+#pragma unroll
+        for (int i = 0; i < 8; i++) h[i] = to_bf16(in[i]);
+        *reinterpret_cast<uint4*>(p) = raw;
+    } else {
+#pragma unroll
+        for (int i = 0; i < V; i++) p[i] = to_bf16(in[i]);
+    }
+}
+
+__device__ __forceinline__ i64 first_index() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ i64 grid_stride() { return (i64)gridDim.x * blockDim.x; }
+
+// ---- SwiGLU (Shazeer 2020): x = [gate | up] along the last dimension (f each), y = silu(gate) * up. ----
+
+template <int V> __device__ void swiglu_forward(const bf16* __restrict__ x, bf16* __restrict__ y, i64 rows, i64 f)
+{
+    for (i64 u = first_index(), units = rows * f / V; u < units; u += grid_stride()) {
+        i64 e = u * V, row = e / f, col = e - row * f;
+        const bf16* gate = x + row * 2 * f + col;
+        float g[V], up[V], out[V];
+        load<V>(gate, g);
+        load<V>(gate + f, up);
+#pragma unroll
+        for (int i = 0; i < V; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * up[i];
+        store<V>(y + e, out);
+    }
+}
+
+// d gate = dy * up * s * (1 + gate * (1 - s)), d up = dy * silu(gate), s = sigmoid(gate).
+template <int V> __device__ void swiglu_backward(const bf16* __restrict__ dy, const bf16* __restrict__ x, bf16* __restrict__ dx, i64 rows, i64 f)
+{
+    for (i64 u = first_index(), units = rows * f / V; u < units; u += grid_stride()) {
+        i64 e = u * V, row = e / f, col = e - row * f, at = row * 2 * f + col;
+        float d[V], g[V], up[V], dg[V], du[V];
+        load<V>(dy + e, d);
+        load<V>(x + at, g);
+        load<V>(x + at + f, up);
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+            float s = 1.0f / (1.0f + expf(-g[i]));
+            dg[i] = d[i] * up[i] * s * (1.0f + g[i] * (1.0f - s));
+            du[i] = d[i] * g[i] * s;
+        }
+        store<V>(dx + at, dg);
+        store<V>(dx + at + f, du);
+    }
+}
+
+extern "C" __global__ void swiglu_forward_v8(const bf16* x, bf16* y, i64 rows, i64 f) { swiglu_forward<8>(x, y, rows, f); }
+extern "C" __global__ void swiglu_forward_v1(const bf16* x, bf16* y, i64 rows, i64 f) { swiglu_forward<1>(x, y, rows, f); }
+extern "C" __global__ void swiglu_backward_v8(const bf16* dy, const bf16* x, bf16* dx, i64 rows, i64 f) { swiglu_backward<8>(dy, x, dx, rows, f); }
+extern "C" __global__ void swiglu_backward_v1(const bf16* dy, const bf16* x, bf16* dx, i64 rows, i64 f) { swiglu_backward<1>(dy, x, dx, rows, f); }
+
+// ---- Cross-entropy over bf16 logits [rows, vocab] in float32, one block per row. ----
+// Forward: log-sum-exp in one pass (online softmax: Milakov and Gimelshein 2018), loss = lse - logit[label].
+// Backward: d logit = (exp(logit - lse) - [j == label]) * d loss. No float32 copy of the logits is ever made.
+
+__device__ __forceinline__ float negative_infinity() { return __int_as_float((int)0xff800000u); }
+
+// (m, s) stands for s * exp(m): merge two partial sums of exponentials.
+__device__ __forceinline__ void merge(float& m, float& s, float m2, float s2)
+{
+    float top = fmaxf(m, m2);
+    if (top == negative_infinity()) return;
+    s = s * expf(m - top) + s2 * expf(m2 - top);
+    m = top;
+}
+
+__device__ __forceinline__ void warp_merge(float& m, float& s)
+{
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1)
+        merge(m, s, __shfl_xor_sync(0xffffffffu, m, offset), __shfl_xor_sync(0xffffffffu, s, offset));
+}
+
+template <int V> __device__ void cross_entropy_forward(const bf16* __restrict__ logits, const i64* __restrict__ labels,
+                                                       float* __restrict__ loss, float* __restrict__ lse, i64 vocab)
+{
+    __shared__ float shared_m[32], shared_s[32];
+    const bf16* x = logits + (i64)blockIdx.x * vocab;
+    float m = negative_infinity(), s = 0.0f;
+    for (i64 j = (i64)threadIdx.x * V; j < vocab; j += (i64)blockDim.x * V) {
+        float v[V];
+        load<V>(x + j, v);
+        float top = v[0];
+#pragma unroll
+        for (int i = 1; i < V; i++) top = fmaxf(top, v[i]);
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; i++) sum += expf(v[i] - top);
+        merge(m, s, top, sum);
+    }
+    warp_merge(m, s);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    if (lane == 0) { shared_m[warp] = m; shared_s[warp] = s; }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < warps ? shared_m[lane] : negative_infinity();
+        s = lane < warps ? shared_s[lane] : 0.0f;
+        warp_merge(m, s);
+        if (lane == 0) {
+            float l = m + logf(s);
+            lse[blockIdx.x] = l;
+            loss[blockIdx.x] = l - to_float(x[labels[blockIdx.x]]);
+        }
+    }
+}
+
+template <int V> __device__ void cross_entropy_backward(const bf16* __restrict__ logits, const i64* __restrict__ labels,
+                                                        const float* __restrict__ lse, const float* __restrict__ dloss,
+                                                        bf16* __restrict__ dlogits, i64 vocab)
+{
+    i64 row = blockIdx.x, label = labels[row];
+    float l = lse[row], d = dloss[row];
+    const bf16* x = logits + row * vocab;
+    bf16* dx = dlogits + row * vocab;
+    for (i64 j = (i64)threadIdx.x * V; j < vocab; j += (i64)blockDim.x * V) {
+        float v[V];
+        load<V>(x + j, v);
+#pragma unroll
+        for (int i = 0; i < V; i++) v[i] = (expf(v[i] - l) - (j + i == label ? 1.0f : 0.0f)) * d;
+        store<V>(dx + j, v);
+    }
+}
+
+extern "C" __global__ void cross_entropy_forward_v8(const bf16* x, const i64* labels, float* loss, float* lse, i64 vocab) { cross_entropy_forward<8>(x, labels, loss, lse, vocab); }
+extern "C" __global__ void cross_entropy_forward_v1(const bf16* x, const i64* labels, float* loss, float* lse, i64 vocab) { cross_entropy_forward<1>(x, labels, loss, lse, vocab); }
+extern "C" __global__ void cross_entropy_backward_v8(const bf16* x, const i64* labels, const float* lse, const float* dloss, bf16* dx, i64 vocab) { cross_entropy_backward<8>(x, labels, lse, dloss, dx, vocab); }
+extern "C" __global__ void cross_entropy_backward_v1(const bf16* x, const i64* labels, const float* lse, const float* dloss, bf16* dx, i64 vocab) { cross_entropy_backward<1>(x, labels, lse, dloss, dx, vocab); }
+
+// ---- AdamW (Loshchilov and Hutter 2019) with global-norm clipping, one pass over the flat float32 buffers. ----
+// The same arithmetic as the reference path in Optimizer/AdamW.cs (clip, decay, lerp, addcmul, sqrt, addcdiv),
+// and, when param is not null, the cast of the new master weights into the bf16 model weights.
+extern "C" __global__ void adamw_step(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
+                                      bf16* __restrict__ param, i64 n, i64 decayed, const float* __restrict__ norm, float clip,
+                                      float decay_factor, float one_minus_beta1, float beta2, float one_minus_beta2,
+                                      float inv_sqrt_bias2, float eps, float step_size)
+{
+    float coefficient = 1.0f;
+    if (clip > 0.0f) coefficient = fminf(clip / (*norm + 1e-6f), 1.0f);
+    for (i64 i = first_index(); i < n; i += grid_stride()) {
+        float gi = g[i] * coefficient, wi = w[i], mi = m[i];
+        if (i < decayed) wi *= decay_factor;
+        mi = mi + one_minus_beta1 * (gi - mi);
+        float vi = v[i] * beta2 + one_minus_beta2 * gi * gi;
+        wi = wi + step_size * (mi / (sqrtf(vi) * inv_sqrt_bias2 + eps));
+        w[i] = wi;
+        m[i] = mi;
+        v[i] = vi;
+        if (param != nullptr) param[i] = to_bf16(wi);
+    }
+}
