@@ -42,7 +42,8 @@ public readonly struct PipelineCosts
 
     /// <summary>One activation (or gradient) transfer between adjacent stages.</summary>
     public double P2p { get; init; }
-    /// <summary>Whether the p2p transfer overlaps the sender's next compute (else the sender waits for it).</summary>
+    /// <summary>Whether the p2p transfer overlaps the sender's next compute in the steady state of the interleaved schedule
+    /// (else the sender waits for it after every op).</summary>
     public bool P2pOverlapped { get; init; }
 
     /// <summary>Megatron-Kwai alpha and the seconds to copy alpha of a chunk's activations over the host link.</summary>

@@ -20,10 +20,10 @@ public static class PipelineSimulator
     private readonly record struct KindCost(
         double Duration, double InputDelay, double SendWait, double AddBefore, double RemoveAfter, double Transient, double Stall);
 
-    /// <summary>A rank while the schedule runs: when it is free, activation bytes held, their peak.</summary>
+    /// <summary>A rank while the schedule runs: when it is free, activation bytes held, their peak, time waited on its sends.</summary>
     private struct RankState
     {
-        public double Clock, Live, Peak;
+        public double Clock, Live, Peak, SendWaits;
     }
 
     public static void Run(in PipelineCosts k, ScheduleResult result)
@@ -39,6 +39,7 @@ public static class PipelineSimulator
         {
             bool forward = (kind & ScheduleOrder.ForwardBit) != 0;
             bool first = (kind & ScheduleOrder.FirstBit) != 0, last = (kind & ScheduleOrder.LastBit) != 0;
+            bool blocking = (kind & ScheduleOrder.BlockingBit) != 0;
             double work = forward
                 ? k.ChunkForward + (first ? k.FirstForwardExtra : 0) + (last ? k.LastForwardExtra : 0)
                 : k.ChunkBackward + (first ? k.FirstBackwardExtra : 0) + (last ? k.LastBackwardExtra : 0);
@@ -52,7 +53,7 @@ public static class PipelineSimulator
             kinds[kind] = new KindCost(
                 Duration: busy,
                 InputDelay: receives ? k.P2p : 0,
-                SendWait: sends && !k.P2pOverlapped ? k.P2p : 0,
+                SendWait: sends && (blocking || !k.P2pOverlapped) ? k.P2p : 0,
                 AddBefore: forward ? bytes : offload,
                 RemoveAfter: forward ? offload : bytes,
                 Transient: (forward ? 0 : k.BackwardTransient + (first ? k.FirstBackwardTransient : 0)) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),
@@ -73,6 +74,7 @@ public static class PipelineSimulator
             double end = (rank.Clock > ready ? rank.Clock : ready) + c.Duration;
             slots[i + 1] = end;
             rank.Clock = end + c.SendWait;
+            rank.SendWaits += c.SendWait;
             double live = rank.Live + c.AddBefore, high = live + c.Transient;
             rank.Peak = high > rank.Peak ? high : rank.Peak;
             rank.Live = live - c.RemoveAfter;
@@ -86,14 +88,13 @@ public static class PipelineSimulator
             result.ComputeEnd[r] = clock;
             result.ActivationPeak[r] = ranks[r].Peak;
             stalls[r] = 0;
-            blocked[r] = 0;
-            // Every rank runs m forwards and m backwards of each of its chunks: stalls and send waits add up per kind.
+            blocked[r] = ranks[r].SendWaits;
+            // Every rank runs m forwards and m backwards of each of its chunks: stalls add up per kind.
             for (int chunk = 0; chunk < v; chunk++)
             {
                 int stage = chunk * p + r;
                 int bits = (stage == 0 ? ScheduleOrder.FirstBit : 0) | (stage == stages - 1 ? ScheduleOrder.LastBit : 0);
                 stalls[r] += m * (kinds[bits].Stall + kinds[bits | ScheduleOrder.ForwardBit].Stall);
-                blocked[r] += m * (kinds[bits].SendWait + kinds[bits | ScheduleOrder.ForwardBit].SendWait);
             }
             // Gradient reduction of each chunk on the data-parallel stream, in the order chunks become final
             // (backward runs chunks from last to first): when the backward of the last micro-batch ends.
