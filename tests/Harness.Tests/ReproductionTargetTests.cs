@@ -62,7 +62,7 @@ public class ReproductionTargetTests
     [Theory]
     // Today's accuracy where the target (MAPE <= 3%, every row within 6%) is not met yet; see README, Reproduce.
     [InlineData("kwai-atc24-table8", 0.101, 0.142)]
-    [InlineData("narayanan-2021-table1", 0.019, 0.059)]
+    [InlineData("narayanan-2021-table1", 0.021, 0.059)]
     public void ThroughputDoesNotRegress(string table, double mape, double max)
     {
         var t = Table(table);

@@ -57,10 +57,13 @@ public static class ClosedForm
                        + (rank == 0 ? k.FirstExtraGradientReduce : 0) + (rank == k.P - 1 ? k.LastExtraGradientReduce : 0);
         double after = k.Rank(rank).GradientReduceAfter;
         if (!k.GradientReduceOverlapped) return total + after;
-        // Chunks become final one after another in the cool-down: p micro-batch backwards apart.
-        double window = (k.V - 1) * k.P * k.ChunkBackward;
+        // Chunks become final one after another in the cool-down, p micro-batch backwards apart, and each chunk's
+        // buckets during its own final backward: all but the last layer's share can hide.
+        double layers = Math.Max(1, k.LayersPerChunk);
+        double window = (k.V - 1) * k.P * k.ChunkBackward + k.ChunkBackward * (layers - 1) / layers;
         double lastChunk = k.ChunkGradientReduce + (rank == 0 ? k.FirstExtraGradientReduce : 0);
-        return Math.Max(lastChunk, total - window) + after;
+        double exposed = Math.Max(lastChunk / layers, total - window);
+        return Math.Max(exposed, PipelineCosts.NcclSmShare * (total - exposed)) + after;
     }
 
     /// <summary>Peak activation bytes of a rank: the micro-batches in flight at its first backward (Megatron's

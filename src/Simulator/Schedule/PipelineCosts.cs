@@ -65,6 +65,9 @@ public readonly struct PipelineCosts
     public double FirstExtraGradientReduce { get; init; }
     public double LastExtraGradientReduce { get; init; }
     public bool GradientReduceOverlapped { get; init; }
+    /// <summary>Transformer layers per model chunk: overlapped gradient reduction proceeds in buckets that become ready
+    /// layer by layer during the chunk's final backward.</summary>
+    public int LayersPerChunk { get; init; }
 
     public RankCosts First { get; init; }
     public RankCosts Middle { get; init; }
@@ -205,6 +208,7 @@ public readonly struct PipelineCosts
             FirstExtraGradientReduce = DataParallelComm.GradientReduce(embedParams, c, cluster),
             LastExtraGradientReduce = DataParallelComm.GradientReduce(outParams, c, cluster),
             GradientReduceOverlapped = overlap.GradientReduce,
+            LayersPerChunk = layersPerChunk,
             First = Rank(0, tiedSync),
             Middle = Rank(Math.Min(1, p - 1), 0),
             Last = Rank(p - 1, tiedSync),

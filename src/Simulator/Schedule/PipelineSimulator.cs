@@ -97,18 +97,27 @@ public static class PipelineSimulator
                 stalls[r] += m * (kinds[bits].Stall + kinds[bits | ScheduleOrder.ForwardBit].Stall);
             }
             // Gradient reduction of each chunk on the data-parallel stream, in the order chunks become final
-            // (backward runs chunks from last to first): when the backward of the last micro-batch ends.
-            double stream = k.GradientReduceOverlapped ? 0 : clock;
+            // (backward runs chunks from last to first). Overlapped (PyTorch DDP, Megatron's --overlap-grad-reduce), the
+            // gradients are reduced in buckets as the chunk's final backward runs through its layers: bucket i of L is
+            // ready at start + i/L of that backward, so the stream ends at the latest of (previous end + all of it), (the
+            // first layer's gradients + all of it) and (the backward's end + the last layer's share).
+            double stream = k.GradientReduceOverlapped ? 0 : clock, total = 0;
             for (int chunk = v - 1; chunk >= 0; chunk--)
             {
                 int stage = chunk * p + r;
                 double reduce = k.ChunkGradientReduce
                     + (stage == 0 ? k.FirstExtraGradientReduce : 0)
                     + (stage == stages - 1 ? k.LastExtraGradientReduce : 0);
+                total += reduce;
+                if (!k.GradientReduceOverlapped) { stream += reduce; continue; }
+                int bits = (stage == 0 ? ScheduleOrder.FirstBit : 0) | (stage == stages - 1 ? ScheduleOrder.LastBit : 0);
                 double final = slots[schedule.FinalBackwardSlot[stage]];
-                stream = Math.Max(stream, k.GradientReduceOverlapped ? final : 0) + reduce;
+                double start = final - kinds[bits].Duration, layers = Math.Max(1, k.LayersPerChunk);
+                stream = Math.Max(stream + reduce, Math.Max(start + (final - start) / layers + reduce, final + reduce / layers));
             }
-            result.Finish[r] = Math.Max(clock, stream) + k.Rank(r).GradientReduceAfter;
+            // What hides behind the backward slows it by NCCL's share of the SMs, as overlapped TP and CP collectives do.
+            double hidden = k.GradientReduceOverlapped ? total - Math.Max(0, stream - clock) : 0;
+            result.Finish[r] = Math.Max(clock + PipelineCosts.NcclSmShare * hidden, stream) + k.Rank(r).GradientReduceAfter;
         }
     }
 
