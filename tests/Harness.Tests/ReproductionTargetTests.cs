@@ -47,6 +47,15 @@ public class ReproductionTargetTests
     }
 
     [Fact]
+    public void Narayanan2021MeetsTheThroughputTarget()
+    {
+        // With the authors' micro-batch sizes and interleaving; pinned tighter than the target (2.0%, worst 76.1B +5.8%).
+        var t = Table("narayanan-2021-table1");
+        Assert.InRange(t.Errors.Mape, 0, 0.021);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.059);
+    }
+
+    [Fact]
     public void Figure7MemoryIsWithinTwoPercent()
     {
         var t = Table("kwai-atc24-fig7-memory");
@@ -61,8 +70,7 @@ public class ReproductionTargetTests
 
     [Theory]
     // Today's accuracy where the target (MAPE <= 3%, every row within 6%) is not met yet; see README, Reproduce.
-    [InlineData("kwai-atc24-table8", 0.101, 0.142)]
-    [InlineData("narayanan-2021-table1", 0.021, 0.059)]
+    [InlineData("kwai-atc24-table8", 0.100, 0.142)]
     public void ThroughputDoesNotRegress(string table, double mape, double max)
     {
         var t = Table(table);
