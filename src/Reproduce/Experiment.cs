@@ -6,7 +6,8 @@ namespace Harness.Reproduce;
 /// One published table as data (a file under experiments/): where it comes from, the model and cluster,
 /// each row's configuration in Megatron-LM's argument names and the published values, and the convention
 /// the paper counts FLOPs by. Knobs the paper leaves out are listed in <see cref="Unknowns"/> and, where the
-/// reproduction must pick them, in <see cref="Choose"/>.
+/// reproduction must pick them, in <see cref="Choose"/>. A <see cref="HeldOut"/> table checks that the model
+/// generalizes: published measurements no constant was set from, reported beside the targets but not pooled into them.
 /// </summary>
 public sealed record Experiment(
     [property: JsonPropertyName("name")] string Name,
@@ -23,7 +24,8 @@ public sealed record Experiment(
     [property: JsonPropertyName("systems")] IReadOnlyDictionary<string, SystemProfile>? Systems = null,
     [property: JsonPropertyName("unknowns")] IReadOnlyList<string>? Unknowns = null,
     [property: JsonPropertyName("order")] IReadOnlyList<string>? Order = null,
-    [property: JsonPropertyName("measured_as")] string? MeasuredAs = null)
+    [property: JsonPropertyName("measured_as")] string? MeasuredAs = null,
+    [property: JsonPropertyName("held_out")] bool HeldOut = false)
 {
     /// <summary>What the table reports, parsed from <see cref="Metric"/>.</summary>
     [JsonIgnore]
@@ -111,6 +113,7 @@ public sealed record ExperimentRow(
 /// <summary>What the paper reports for a row; <see cref="Oom"/> marks a configuration that ran out of memory.</summary>
 public sealed record PublishedValues(
     [property: JsonPropertyName("tokens_per_s_per_gpu")] double? TokensPerSecondPerGpu = null,
+    [property: JsonPropertyName("tokens_per_s")] double? TokensPerSecond = null,
     [property: JsonPropertyName("mfu")] double? Mfu = null,
     [property: JsonPropertyName("tflops_per_gpu")] double? TflopsPerGpu = null,
     [property: JsonPropertyName("percent_of_peak")] double? PercentOfPeak = null,

@@ -8,6 +8,8 @@ public enum PaperMetric
 {
     /// <summary>Training throughput, tokens per second per GPU (MFU follows from it by the paper's FLOP counter).</summary>
     TokensPerSecondPerGpu,
+    /// <summary>Training throughput of the whole job, tokens per second (tables that compare different GPU counts).</summary>
+    TokensPerSecond,
     /// <summary>Achieved TFLOP/s per GPU as the paper counts FLOPs.</summary>
     TflopsPerGpu,
     /// <summary>Peak allocated memory per GPU, maximum over ranks, bytes.</summary>
@@ -19,6 +21,7 @@ public static class PaperMetrics
     private static readonly Dictionary<string, PaperMetric> Names = new()
     {
         ["tokens_per_s_per_gpu"] = PaperMetric.TokensPerSecondPerGpu,
+        ["tokens_per_s"] = PaperMetric.TokensPerSecond,
         ["tflops_per_gpu"] = PaperMetric.TflopsPerGpu,
         ["peak_memory_bytes"] = PaperMetric.PeakMemoryBytes,
     };
@@ -36,6 +39,7 @@ public static class PaperMetrics
     public static string Unit(this PaperMetric m) => m switch
     {
         PaperMetric.TokensPerSecondPerGpu => "tokens/s/GPU",
+        PaperMetric.TokensPerSecond => "tokens/s",
         PaperMetric.TflopsPerGpu => "TFLOP/s/GPU",
         _ => "GB",
     };
@@ -44,6 +48,7 @@ public static class PaperMetrics
     public static double? Published(this PaperMetric m, PublishedValues p) => m switch
     {
         PaperMetric.TokensPerSecondPerGpu => p.TokensPerSecondPerGpu,
+        PaperMetric.TokensPerSecond => p.TokensPerSecond,
         PaperMetric.TflopsPerGpu => p.TflopsPerGpu,
         _ => p.PeakMemoryBytes,
     };

@@ -39,6 +39,7 @@ public sealed class Reproducer(StepSimulator simulate)
         double value = e.PaperMetric switch
         {
             PaperMetric.TokensPerSecondPerGpu => tokens,
+            PaperMetric.TokensPerSecond => tokens * setup.Cluster.WorldSize,
             PaperMetric.TflopsPerGpu => counter.TflopsPerGpu(chosen.Model, chosen.Config, tokens),
             _ => best.Step.PeakMemoryBytes,
         };

@@ -12,6 +12,7 @@ public static class ReproductionJson
             tables = s.Tables.Select(t => new
             {
                 name = t.Experiment.Name,
+                held_out = t.Experiment.HeldOut,
                 metric = t.Experiment.Metric,
                 rows = t.Rows.Count,
                 compared = t.Errors.Count,
@@ -36,6 +37,7 @@ public static class ReproductionJson
             {
                 throughput = new { rows = s.Throughput.Count, mape = s.Throughput.Mape, max_abs_error = s.Throughput.MaxAbs, worst_row = s.Throughput.Worst },
                 memory = new { points = s.Memory.Count, mape = s.Memory.Mape, max_abs_error = s.Memory.MaxAbs, worst_row = s.Memory.Worst },
+                held_out = new { rows = s.HeldOut.Count, mape = s.HeldOut.Mape, max_abs_error = s.HeldOut.MaxAbs, worst_row = s.HeldOut.Worst },
                 fit_decisions_right = s.FitDecisionsRight,
                 fit_decisions = s.FitDecisions,
                 order_right = s.OrderRight,

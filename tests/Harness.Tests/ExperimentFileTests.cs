@@ -17,7 +17,7 @@ public class ExperimentFileTests
     public void AllFilesLoad()
     {
         var names = ExperimentLoader.Resolve("all", ExperimentsDir).Select(e => e.Name).ToList();
-        Assert.Equal(new[] { "kwai-atc24-7b-demo", "kwai-atc24-fig7-memory", "kwai-atc24-table8", "narayanan-2021-table1", "shoeybi-2019-scaling" }, names);
+        Assert.Equal(new[] { "kwai-atc24-7b-demo", "kwai-atc24-fig7-memory", "kwai-atc24-fig9", "kwai-atc24-table8", "narayanan-2021-table1", "shoeybi-2019-scaling" }, names);
     }
 
     [Fact]
@@ -27,6 +27,11 @@ public class ExperimentFileTests
         Assert.Equal(new double[] { 137, 138, 142, 135, 138, 140, 148, 155, 163, 163 }, e.Rows.Select(r => r.Published.TflopsPerGpu!.Value));
         var last = RowSetup.Resolve(e, e.Rows[^1]);
         Assert.Equal((8, 64, 6), (last.Config.TensorParallel, last.Config.PipelineParallel, last.Config.DataParallel));
+        // The authors' launch script (examples/sc21/run_table_1.sh): micro-batch 16/16/16/8/4/2/2/1/1/1, interleaved
+        // with 5, 5, 3 and 1 layers per virtual stage for 76.1B-529.6B, plain 1F1B for 39.1B and 1T.
+        var configs = e.Rows.Select(r => RowSetup.Resolve(e, r).Config).ToList();
+        Assert.Equal(new[] { 16, 16, 16, 8, 4, 2, 2, 1, 1, 1 }, configs.Select(c => c.MicroBatch));
+        Assert.Equal(new int?[] { null, null, null, null, null, 5, 5, 3, 1, null }, configs.Select(c => c.LayersPerVirtualStage));
         // TFLOP/s per GPU counts F = 96 B s L h^2 (1 + s/(6h) + V/(16 L h)) per iteration: per token, for the 1T model.
         double L = 128, h = 25600, s = 2048, V = 51200;
         double f = 96 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h));
@@ -52,6 +57,23 @@ public class ExperimentFileTests
         var counter = PaperFlopCounter.For(e, baseline.Cluster.Gpu);
         Assert.Equal(0.334, counter.FractionOfPeak(baseline.Model, baseline.Config, 299), 3);
         Assert.Equal(0.432, counter.FractionOfPeak(theirs.Model, theirs.Config, 387), 3);
+    }
+
+    [Fact]
+    public void KwaiFigure9IsHeldOutWithFortyOneRuns()
+    {
+        var e = Load("kwai-atc24-fig9");
+        Assert.True(e.HeldOut);
+        Assert.Equal(PaperMetric.TokensPerSecond, e.PaperMetric);
+        Assert.Equal(41, e.Rows.Count);
+        Assert.DoesNotContain(e.Rows, r => r.Published.Oom);
+        // Llama2-70B on 224 GPUs: t2 c4 p4 l4 (v 5), global batch 252, 'ours' recompute, alpha 0.352.
+        var s = RowSetup.Resolve(e, e.Rows.Single(r => r.Label == "Llama2-70B s8192 224 GPUs"));
+        Assert.Equal((2, 4, 4, 7, 5, 252), (s.Config.TensorParallel, s.Config.ContextParallel, s.Config.PipelineParallel,
+            s.Config.DataParallel, s.Config.VirtualStages(s.Model), s.Config.GlobalBatch));
+        Assert.Equal(0.352, s.Config.OffloadRatio);
+        Assert.True(s.Config.RecomputeOrNone is { NormOutputs: true, MlpActivation: true });
+        Assert.Equal((8, 8192), (s.Model.NumQueryGroups, s.Model.SeqLength));
     }
 
     [Fact]

@@ -66,6 +66,34 @@ public class PipelineScheduleTests
     }
 
     [Fact]
+    public void OverlappedP2pBlocksInTheWarmupAndCooldownOnly()
+    {
+        // p 4, v 2, m 8: rank 0 warms up with 10 forwards, each waiting for its exchange; its steady state overlaps;
+        // the last steady-state backward (index 16 − 10 − 1 = 5) and the cool-down's wait. 1F1B always waits.
+        Assert.Equal(Enumerable.Range(0, 16).Select(i => i < 10), Enumerable.Range(0, 16).Select(i => ScheduleOrder.BlocksOnItsExchange(4, 2, 8, 0, true, i)));
+        Assert.Equal(Enumerable.Range(0, 16).Select(i => i >= 5), Enumerable.Range(0, 16).Select(i => ScheduleOrder.BlocksOnItsExchange(4, 2, 8, 0, false, i)));
+        Assert.True(ScheduleOrder.BlocksOnItsExchange(4, 1, 8, 1, true, 5));
+        // Non-interleaved, --overlap-p2p-communication changes nothing: Megatron's 1F1B waits for every exchange.
+        var overlapped = Uniform(4, 1, 8) with { P2p = 0.25 };
+        Assert.Equal(Makespan(overlapped with { P2pOverlapped = false }), Makespan(overlapped), 12);
+    }
+
+    [Theory]
+    [InlineData(0.5, 6.125)]   // hides behind the last backward but for the last of 4 layers' share: 6 + 0.5/4
+    [InlineData(2.0, 6.5)]     // longer than 3/4 of the 2 s backward: 6 + 2 − 1.5
+    [InlineData(0.05, 6.0125)] // so short that only the last layer's share shows
+    public void OverlappedGradientReductionRunsInBucketsDuringTheLastBackward(double reduce, double finish)
+    {
+        // One stage, two micro-batches (forward 1 s, backward 2 s: compute ends at 6 s), 4 layers; the hidden part slows
+        // the backward by NCCL's SM share, which stays below what sticks out here.
+        var k = Uniform(1, 1, 2) with { ChunkGradientReduce = reduce, LayersPerChunk = 4 };
+        var result = ScheduleResult.Allocate(1);
+        PipelineSimulator.Run(k, result);
+        Assert.Equal(finish, result.Finish[0], 12);
+        Assert.Equal(finish - 6, ClosedForm.ExposedGradientReduce(k, 0), 12);
+    }
+
+    [Fact]
     public void FirstStageHoldsPMicroBatchesIn1F1BAndMoreWhenInterleaved()
     {
         // Korthikanti et al. 2022: activations of p micro-batches in flight on the first stage; interleaving

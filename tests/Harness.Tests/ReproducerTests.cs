@@ -41,14 +41,31 @@ public class ReproducerTests
     [Fact]
     public void UnknownKnobsTakeTheFastestConfigurationThatFits()
     {
-        // Narayanan's 145.6B row (p 8, 10 layers per rank): throughput grows with micro-batch and chunks, but
-        // only micro-batch <= 2 fits; the choice must be micro-batch 2 and 1 layer per virtual stage (v = 10).
+        // Narayanan's 145.6B row (p 8, 10 layers per rank) with its micro-batch and interleaving left out: throughput
+        // grows with micro-batch and chunks, but only micro-batch <= 2 fits; the choice must be micro-batch 2 and
+        // 1 layer per virtual stage (v = 10).
         var e = Load("narayanan-2021-table1");
-        var row = e with { Rows = [e.Rows[6]] };
-        var t = new Reproducer((m, c, p) => new SimulatedStep(1, 100 * p.MicroBatch + p.VirtualStages(m), 1, p.MicroBatch <= 2)).Run(row);
+        var row = e.Rows[6];
+        var open = e with
+        {
+            Choose = new ChoiceSpace([1, 2, 4, 8, 16], "divisors"),
+            Rows = [row with { Args = row.Args! with { MicroBatchSize = null, NumLayersPerVirtualPipelineStage = null } }],
+        };
+        var t = new Reproducer((m, c, p) => new SimulatedStep(1, 100 * p.MicroBatch + p.VirtualStages(m), 1, p.MicroBatch <= 2)).Run(open);
         var r = t.Rows.Single();
         Assert.Equal((2, 1), (r.Setup.Config.MicroBatch, r.Setup.Config.LayersPerVirtualStage));
         Assert.Equal("micro-batch 2, 1 layer per virtual stage (v = 10)", r.Choice);
+    }
+
+    [Fact]
+    public void WholeJobThroughputIsPerGpuThroughputTimesTheGpus()
+    {
+        // Figure 9's first row ran on 256 GPUs: 300 tokens/s/GPU is 76,800 tokens/s.
+        var e = Load("kwai-atc24-fig9");
+        var t = new Reproducer((m, c, p) => new SimulatedStep(1, 300, 1, true)).Run(e with { Rows = [e.Rows[0]] });
+        var r = t.Rows.Single();
+        Assert.Equal(300 * 256, r.Simulated, 9);
+        Assert.Equal((300.0 * 256 - 97577) / 97577, r.Error!.Value, 12);
     }
 
     [Fact]

@@ -19,7 +19,7 @@ public class ReproductionTargetTests
     {
         var wrong = All.Value.Tables.SelectMany(t => t.Rows).Where(r => !r.FitDecisionRight).Select(r => r.Row.Label);
         Assert.Empty(wrong);
-        Assert.Equal(46, All.Value.FitDecisions);
+        Assert.Equal(87, All.Value.FitDecisions);
     }
 
     [Fact]
@@ -47,6 +47,15 @@ public class ReproductionTargetTests
     }
 
     [Fact]
+    public void Narayanan2021MeetsTheThroughputTarget()
+    {
+        // With the authors' micro-batch sizes and interleaving; pinned tighter than the target (2.0%, worst 76.1B +5.8%).
+        var t = Table("narayanan-2021-table1");
+        Assert.InRange(t.Errors.Mape, 0, 0.021);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.059);
+    }
+
+    [Fact]
     public void Figure7MemoryIsWithinTwoPercent()
     {
         var t = Table("kwai-atc24-fig7-memory");
@@ -61,8 +70,7 @@ public class ReproductionTargetTests
 
     [Theory]
     // Today's accuracy where the target (MAPE <= 3%, every row within 6%) is not met yet; see README, Reproduce.
-    [InlineData("kwai-atc24-table8", 0.101, 0.142)]
-    [InlineData("narayanan-2021-table1", 0.031, 0.067)]
+    [InlineData("kwai-atc24-table8", 0.100, 0.142)]
     public void ThroughputDoesNotRegress(string table, double mape, double max)
     {
         var t = Table(table);
@@ -74,6 +82,17 @@ public class ReproductionTargetTests
     public void OverallThroughputDoesNotRegress()
     {
         Assert.Equal(21, All.Value.Throughput.Count);
-        Assert.InRange(All.Value.Throughput.Mape, 0, 0.036);
+        Assert.InRange(All.Value.Throughput.Mape, 0, 0.031);
+    }
+
+    [Fact]
+    public void HeldOutKwaiFigure9DoesNotRegress()
+    {
+        // Megatron-Kwai's Figure 9 (41 runs on 32-256 H800): a generalization check, no constant set from it. Pinned at
+        // today's accuracy so that a change fitted to the target tables and worse here fails.
+        var t = Table("kwai-atc24-fig9");
+        Assert.Equal(41, All.Value.HeldOut.Count);
+        Assert.InRange(t.Errors.Mape, 0, 0.121);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.210);
     }
 }

@@ -103,7 +103,7 @@ public static class ReproduceCommand
                     r.FitDecisionRight ? fits : $"[red]{fits}[/]");
             }
             console.Write(table);
-            console.MarkupLine($"  MAPE [bold]{t.Errors.Mape:P2}[/], max {t.Errors.MaxAbs:P2} ({Markup.Escape(t.Errors.Worst ?? "-")}); " +
+            console.MarkupLine($"  {(e.HeldOut ? "held out: " : "")}MAPE [bold]{t.Errors.Mape:P2}[/], max {t.Errors.MaxAbs:P2} ({Markup.Escape(t.Errors.Worst ?? "-")}); " +
                 $"fit decisions right {t.FitDecisionsRight}/{t.Rows.Count}" +
                 (e.Order is null ? "" : t.Order.Right ? "; method order right" : $"; [red]method order wrong: {Markup.Escape(string.Join("; ", t.Order.Violations))}[/]"));
             console.MarkupLine($"  source: {Markup.Escape(e.Source.Paper)}, {Markup.Escape(e.Source.Where)} ({Markup.Escape(e.Source.Url)})");
@@ -112,6 +112,9 @@ public static class ReproduceCommand
         console.MarkupLine($"[bold]overall[/] throughput: MAPE {summary.Throughput.Mape:P2}, max {summary.Throughput.MaxAbs:P2} over {summary.Throughput.Count} rows; " +
             $"memory: MAPE {summary.Memory.Mape:P2}, max {summary.Memory.MaxAbs:P2} over {summary.Memory.Count} points; " +
             $"fit decisions right {summary.FitDecisionsRight}/{summary.FitDecisions}; method order {(summary.OrderRight ? "right" : "[red]wrong[/]")}");
+        if (summary.HeldOut.Count > 0)
+            console.MarkupLine($"[bold]held out[/] (generalization, not pooled above): throughput MAPE {summary.HeldOut.Mape:P2}, " +
+                $"max {summary.HeldOut.MaxAbs:P2} ({Markup.Escape(summary.HeldOut.Worst ?? "-")}) over {summary.HeldOut.Count} rows");
         if (outDir is not null) console.MarkupLine($"wrote CSV and PNG per table to {Markup.Escape(outDir)}");
     }
 

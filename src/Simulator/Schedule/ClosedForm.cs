@@ -36,13 +36,16 @@ public static class ClosedForm
         return 2.0 * (k.P * k.V - 1) * d + 0.7 * k.M * k.V * Math.Max(0, 2 * d - chunk);
     }
 
-    /// <summary>Offload stalls and non-overlapped p2p sends of one rank over the iteration.</summary>
+    /// <summary>Offload stalls and the p2p sends one rank waits for over the iteration: every send without overlap (the
+    /// non-interleaved 1F1B schedule never overlaps). With overlap the interleaved schedule still waits for the warm-up's
+    /// and cool-down's exchanges (<see cref="ScheduleOrder.BlocksOnItsExchange"/>), but those ranks wait for their inputs
+    /// there anyway: the simulation finds them absorbed, so the closed form counts none.</summary>
     public static double MicroStalls(in PipelineCosts k, int rank)
     {
         double stalls = 0;
         if (k.OffloadRatio > 0)
             stalls += k.M * k.V * (Math.Max(0, k.OffloadTransfer - k.ChunkForward) + Math.Max(0, k.OffloadTransfer - k.ChunkBackward));
-        if (!k.P2pOverlapped && k.P > 1)
+        if (k.P > 1 && !(k.P2pOverlapped && k.V > 1))
             stalls += k.M * (2 * k.V - (rank == 0 || rank == k.P - 1 ? 1 : 0)) * k.P2p;
         return stalls;
     }
@@ -54,10 +57,13 @@ public static class ClosedForm
                        + (rank == 0 ? k.FirstExtraGradientReduce : 0) + (rank == k.P - 1 ? k.LastExtraGradientReduce : 0);
         double after = k.Rank(rank).GradientReduceAfter;
         if (!k.GradientReduceOverlapped) return total + after;
-        // Chunks become final one after another in the cool-down: p micro-batch backwards apart.
-        double window = (k.V - 1) * k.P * k.ChunkBackward;
+        // Chunks become final one after another in the cool-down, p micro-batch backwards apart, and each chunk's
+        // buckets during its own final backward: all but the last layer's share can hide.
+        double layers = Math.Max(1, k.LayersPerChunk);
+        double window = (k.V - 1) * k.P * k.ChunkBackward + k.ChunkBackward * (layers - 1) / layers;
         double lastChunk = k.ChunkGradientReduce + (rank == 0 ? k.FirstExtraGradientReduce : 0);
-        return Math.Max(lastChunk, total - window) + after;
+        double exposed = Math.Max(lastChunk / layers, total - window);
+        return Math.Max(exposed, PipelineCosts.NcclSmShare * (total - exposed)) + after;
     }
 
     /// <summary>Peak activation bytes of a rank: the micro-batches in flight at its first backward (Megatron's

@@ -42,7 +42,8 @@ public readonly struct PipelineCosts
 
     /// <summary>One activation (or gradient) transfer between adjacent stages.</summary>
     public double P2p { get; init; }
-    /// <summary>Whether the p2p transfer overlaps the sender's next compute (else the sender waits for it).</summary>
+    /// <summary>Whether the p2p transfer overlaps the sender's next compute in the steady state of the interleaved schedule
+    /// (else the sender waits for it after every op).</summary>
     public bool P2pOverlapped { get; init; }
 
     /// <summary>Megatron-Kwai alpha and the seconds to copy alpha of a chunk's activations over the host link.</summary>
@@ -64,6 +65,9 @@ public readonly struct PipelineCosts
     public double FirstExtraGradientReduce { get; init; }
     public double LastExtraGradientReduce { get; init; }
     public bool GradientReduceOverlapped { get; init; }
+    /// <summary>Transformer layers per model chunk: overlapped gradient reduction proceeds in buckets that become ready
+    /// layer by layer during the chunk's final backward.</summary>
+    public int LayersPerChunk { get; init; }
 
     public RankCosts First { get; init; }
     public RankCosts Middle { get; init; }
@@ -204,6 +208,7 @@ public readonly struct PipelineCosts
             FirstExtraGradientReduce = DataParallelComm.GradientReduce(embedParams, c, cluster),
             LastExtraGradientReduce = DataParallelComm.GradientReduce(outParams, c, cluster),
             GradientReduceOverlapped = overlap.GradientReduce,
+            LayersPerChunk = layersPerChunk,
             First = Rank(0, tiedSync),
             Middle = Rank(Math.Min(1, p - 1), 0),
             Last = Rank(p - 1, tiedSync),

@@ -20,10 +20,10 @@ public static class PipelineSimulator
     private readonly record struct KindCost(
         double Duration, double InputDelay, double SendWait, double AddBefore, double RemoveAfter, double Transient, double Stall);
 
-    /// <summary>A rank while the schedule runs: when it is free, activation bytes held, their peak.</summary>
+    /// <summary>A rank while the schedule runs: when it is free, activation bytes held, their peak, time waited on its sends.</summary>
     private struct RankState
     {
-        public double Clock, Live, Peak;
+        public double Clock, Live, Peak, SendWaits;
     }
 
     public static void Run(in PipelineCosts k, ScheduleResult result)
@@ -39,6 +39,7 @@ public static class PipelineSimulator
         {
             bool forward = (kind & ScheduleOrder.ForwardBit) != 0;
             bool first = (kind & ScheduleOrder.FirstBit) != 0, last = (kind & ScheduleOrder.LastBit) != 0;
+            bool blocking = (kind & ScheduleOrder.BlockingBit) != 0;
             double work = forward
                 ? k.ChunkForward + (first ? k.FirstForwardExtra : 0) + (last ? k.LastForwardExtra : 0)
                 : k.ChunkBackward + (first ? k.FirstBackwardExtra : 0) + (last ? k.LastBackwardExtra : 0);
@@ -52,7 +53,7 @@ public static class PipelineSimulator
             kinds[kind] = new KindCost(
                 Duration: busy,
                 InputDelay: receives ? k.P2p : 0,
-                SendWait: sends && !k.P2pOverlapped ? k.P2p : 0,
+                SendWait: sends && (blocking || !k.P2pOverlapped) ? k.P2p : 0,
                 AddBefore: forward ? bytes : offload,
                 RemoveAfter: forward ? offload : bytes,
                 Transient: (forward ? 0 : k.BackwardTransient + (first ? k.FirstBackwardTransient : 0)) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),
@@ -73,6 +74,7 @@ public static class PipelineSimulator
             double end = (rank.Clock > ready ? rank.Clock : ready) + c.Duration;
             slots[i + 1] = end;
             rank.Clock = end + c.SendWait;
+            rank.SendWaits += c.SendWait;
             double live = rank.Live + c.AddBefore, high = live + c.Transient;
             rank.Peak = high > rank.Peak ? high : rank.Peak;
             rank.Live = live - c.RemoveAfter;
@@ -86,28 +88,36 @@ public static class PipelineSimulator
             result.ComputeEnd[r] = clock;
             result.ActivationPeak[r] = ranks[r].Peak;
             stalls[r] = 0;
-            blocked[r] = 0;
-            // Every rank runs m forwards and m backwards of each of its chunks: stalls and send waits add up per kind.
+            blocked[r] = ranks[r].SendWaits;
+            // Every rank runs m forwards and m backwards of each of its chunks: stalls add up per kind.
             for (int chunk = 0; chunk < v; chunk++)
             {
                 int stage = chunk * p + r;
                 int bits = (stage == 0 ? ScheduleOrder.FirstBit : 0) | (stage == stages - 1 ? ScheduleOrder.LastBit : 0);
                 stalls[r] += m * (kinds[bits].Stall + kinds[bits | ScheduleOrder.ForwardBit].Stall);
-                blocked[r] += m * (kinds[bits].SendWait + kinds[bits | ScheduleOrder.ForwardBit].SendWait);
             }
             // Gradient reduction of each chunk on the data-parallel stream, in the order chunks become final
-            // (backward runs chunks from last to first): when the backward of the last micro-batch ends.
-            double stream = k.GradientReduceOverlapped ? 0 : clock;
+            // (backward runs chunks from last to first). Overlapped (PyTorch DDP, Megatron's --overlap-grad-reduce), the
+            // gradients are reduced in buckets as the chunk's final backward runs through its layers: bucket i of L is
+            // ready at start + i/L of that backward, so the stream ends at the latest of (previous end + all of it), (the
+            // first layer's gradients + all of it) and (the backward's end + the last layer's share).
+            double stream = k.GradientReduceOverlapped ? 0 : clock, total = 0;
             for (int chunk = v - 1; chunk >= 0; chunk--)
             {
                 int stage = chunk * p + r;
                 double reduce = k.ChunkGradientReduce
                     + (stage == 0 ? k.FirstExtraGradientReduce : 0)
                     + (stage == stages - 1 ? k.LastExtraGradientReduce : 0);
+                total += reduce;
+                if (!k.GradientReduceOverlapped) { stream += reduce; continue; }
+                int bits = (stage == 0 ? ScheduleOrder.FirstBit : 0) | (stage == stages - 1 ? ScheduleOrder.LastBit : 0);
                 double final = slots[schedule.FinalBackwardSlot[stage]];
-                stream = Math.Max(stream, k.GradientReduceOverlapped ? final : 0) + reduce;
+                double start = final - kinds[bits].Duration, layers = Math.Max(1, k.LayersPerChunk);
+                stream = Math.Max(stream + reduce, Math.Max(start + (final - start) / layers + reduce, final + reduce / layers));
             }
-            result.Finish[r] = Math.Max(clock, stream) + k.Rank(r).GradientReduceAfter;
+            // What hides behind the backward slows it by NCCL's share of the SMs, as overlapped TP and CP collectives do.
+            double hidden = k.GradientReduceOverlapped ? total - Math.Max(0, stream - clock) : 0;
+            result.Finish[r] = Math.Max(clock + PipelineCosts.NcclSmShare * hidden, stream) + k.Rank(r).GradientReduceAfter;
         }
     }
 

@@ -4,7 +4,8 @@ namespace Harness.Simulator.Schedule;
 /// <param name="Input">Finish-time slot of the op that produces this op's input: the previous stage's forward,
 /// the next stage's backward, or on the last stage its own forward; slot 0 (time zero) for the first stage's
 /// forward. The i-th op of <see cref="ScheduleOrder.Ops"/> writes its finish time to slot i + 1.</param>
-/// <param name="Kind">Bits: 1 forward, 2 first virtual stage, 4 last virtual stage (<see cref="ScheduleOrder"/> constants).</param>
+/// <param name="Kind">Bits: 1 forward, 2 first virtual stage, 4 last virtual stage, 8 the rank waits for this op's p2p
+/// exchange before its next op even when p2p overlaps compute (<see cref="ScheduleOrder"/> constants).</param>
 public readonly record struct PipelineOp(int Input, int Rank, int Kind);
 
 /// <summary>
@@ -23,7 +24,7 @@ public sealed class ScheduleOrder
     /// <summary>Per virtual stage, the slot of its last backward (the last micro-batch): its gradients are final.</summary>
     public int[] FinalBackwardSlot { get; }
 
-    public const int ForwardBit = 1, FirstBit = 2, LastBit = 4, Kinds = 8;
+    public const int ForwardBit = 1, FirstBit = 2, LastBit = 4, BlockingBit = 8, Kinds = 16;
 
     /// <summary>Finish-time slots while the order is built: 0 is time zero, then forward cells, then backward
     /// cells (cell = micro-batch·(p·v) + virtual stage). The final order renumbers them by position.</summary>
@@ -49,6 +50,23 @@ public sealed class ScheduleOrder
         cache[(p, v, m)] = order;
         cachedOps += order.Ops.Length;
         return order;
+    }
+
+    /// <summary>
+    /// Whether rank r waits for the p2p exchange that follows this op before it starts its next op, even with
+    /// --overlap-p2p-communication. Megatron's interleaved schedule (schedules.py, Jan 2024) overlaps an exchange only
+    /// in the steady state, where a forward's exchange is waited for after the next backward and vice versa. In the
+    /// warm-up each iteration waits for the previous forward's exchange before its forward (the last warm-up
+    /// exchange before the first steady-state forward); the last steady-state backward's exchange is waited for
+    /// before the cool-down, and every cool-down exchange is blocking (send_backward_recv_backward without
+    /// overlap), the last one before the rank's backward pass ends. The non-interleaved 1F1B schedule has no
+    /// overlapped variant: every exchange blocks.
+    /// </summary>
+    public static bool BlocksOnItsExchange(int p, int v, int m, int rank, bool forward, int index)
+    {
+        if (v == 1) return true;
+        int warmup = Warmup(p, v, m, rank);
+        return forward ? index < warmup : index >= m * v - warmup - 1;
     }
 
     /// <summary>Forward ops a rank runs before its first backward (Megatron's num_warmup_microbatches).</summary>
@@ -94,7 +112,8 @@ public sealed class ScheduleOrder
                 int input = forward
                     ? first ? 0 : Slot(cell - 1, true, cells)
                     : last ? Slot(cell, true, cells) : Slot(cell + 1, false, cells);
-                int kind = (forward ? ForwardBit : 0) | (first ? FirstBit : 0) | (last ? LastBit : 0);
+                int kind = (forward ? ForwardBit : 0) | (first ? FirstBit : 0) | (last ? LastBit : 0)
+                           | (BlocksOnItsExchange(p, v, m, r, forward, forward ? nf[r] : nb[r]) ? BlockingBit : 0);
                 outputs[count] = Slot(cell, forward, cells);
                 ops[count++] = new PipelineOp(input, r, kind);
                 int consumer;
