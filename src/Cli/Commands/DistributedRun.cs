@@ -73,6 +73,16 @@ public static class DistributedRun
             }
             catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException) { return UserError(e.Message); }
         }
+        // A checkpoint of another model or weight split is refused once, before any rank starts.
+        if (options.Load is not null)
+        {
+            try
+            {
+                var (dir, meta) = Checkpoint.Latest(options.Load);
+                Checkpoint.RequireCompatible(dir, meta, model.Name, CheckpointLayout.Of(parallel, model));
+            }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException) { return UserError(e.Message); }
+        }
 
         if (cuda && !env.IsDistributed && nproc > 1)
         {
@@ -100,6 +110,7 @@ public static class DistributedRun
                 job.Rank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank);
             }
         }
+        catch (InvalidDataException e) { return UserError(e.Message); } // this GPU rank's data or checkpoint files
         catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException))
         {
             // The data did not fit the model (every rank reads the same batch): one sentence, not one per rank.
@@ -172,11 +183,12 @@ public static class DistributedRun
                     $"{(parallel.SequenceParallel ? " sp" : "")}{(parallel.DistributedOptimizer ? " distributed-optimizer" : "")}" +
                     $"{(parallel.SyncFactor < 1 ? $" p {parallel.SyncFactor}" : "")}, global batch {g} x s {s}; {runtime}");
             }
-            using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: false) : null;
+            long first = o.Load is null ? 0 : DistributedCheckpoint.Load(o.Load, trainer, sampler).Iteration;
+            using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: o.Load is not null) : null;
             var records = new List<IterationRecord>();
             long peak = 0;
             var lastEnd = Stopwatch.GetTimestamp();
-            for (long iteration = 0; iteration < o.TrainIters; iteration++)
+            for (long iteration = first; iteration < o.TrainIters; iteration++)
             {
                 using var scope = NewDisposeScope();
                 long start = Stopwatch.GetTimestamp();
@@ -203,6 +215,7 @@ public static class DistributedRun
                     o.Mfu(tflops), loss, norm, lr, used, (long)peaks.cpu().item<double>(),
                     hostGapMs, Stopwatch.GetElapsedTime(start, end).TotalMilliseconds,
                     (trainer.CommunicationTime - comm0).TotalMilliseconds);
+                if (o.CheckpointDue(r.Iteration)) DistributedCheckpoint.Save(o.Save!, r.Iteration, o.Seed, trainer, sampler);
                 if (!writer) continue;
                 csv!.Append(r);
                 records.Add(r);
@@ -213,11 +226,11 @@ public static class DistributedRun
             // Every rank's peak to rank 0, for the summary.
             var all = zeros(world.Size, dtype: ScalarType.Float64, device: device);
             world.AllGather(tensor(new[] { (double)peak }, device: device), all);
-            if (!writer) return;
+            if (!writer || records.Count == 0) return;
             var perRank = all.cpu().data<double>().Select(v => (long)v).ToList();
             RunSummary.From(o with { Model = model }, deviceName, runtime, trainer.Buffer.Count, records, parallel, perRank).Write(Path.Combine(output, "summary.json"));
             Plots.Write(output, records, $"{model.Name} on {world.Size} x {deviceName}");
-            Console.WriteLine($"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png");
+            Console.WriteLine($"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png" + (o.Save is null ? "" : $"; checkpoint in {o.Save}"));
         }
     }
 }

@@ -13,16 +13,19 @@ namespace Harness.Executor.DataParallel;
 /// the buffer also keeps one micro-batch's bf16 gradients before folding them into float32). The buffer then holds
 /// no full master copy of its own.
 /// </summary>
-public sealed class DistributedOptimizer : IDisposable
+public sealed class DistributedOptimizer : IOptimizerState, IDisposable
 {
     private readonly ParamAndGradBuffer buffer;
     private readonly ICommunicator dataParallel;
     private readonly GradientNorm norm;
-    private readonly long shard, start, length, padded;
-    private readonly Tensor master, expAvg, expAvgSq;
+    private readonly long shard, length, padded;
 
     public AdamWOptions Options { get; }
-    public long Step { get; private set; }
+    public long Step { get; set; }
+    public long Start { get; }
+    public Tensor Master { get; }
+    public Tensor ExpAvg { get; }
+    public Tensor ExpAvgSq { get; }
 
     public DistributedOptimizer(ParamAndGradBuffer buffer, ICommunicator dataParallel, AdamWOptions options, GradientNorm norm)
     {
@@ -30,19 +33,19 @@ public sealed class DistributedOptimizer : IDisposable
         int d = dataParallel.Size;
         shard = (buffer.Count + d - 1) / d;
         padded = shard * d;
-        start = Math.Min(buffer.Count, dataParallel.Rank * shard);
-        length = Math.Min(buffer.Count, start + shard) - start;
-        master = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
+        Start = Math.Min(buffer.Count, dataParallel.Rank * shard);
+        length = Math.Min(buffer.Count, Start + shard) - Start;
+        Master = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
         ReloadMaster();
-        expAvg = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
-        expAvgSq = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
+        ExpAvg = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
+        ExpAvgSq = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
     }
 
     /// <summary>Takes this rank's shard of the master weights from the model's weights (at start and after loading).</summary>
     public void ReloadMaster()
     {
         using var _ = no_grad();
-        master.copy_(buffer.Params.narrow(0, start, length));
+        Master.copy_(buffer.Params.narrow(0, Start, length));
     }
 
     /// <summary>Reduce-scatter, clip, AdamW on this rank's shard, all-gather. Returns the global gradient norm (device scalar).</summary>
@@ -55,17 +58,24 @@ public sealed class DistributedOptimizer : IDisposable
         var myGrads = zeros(shard, dtype: grads.dtype, device: grads.device);
         dataParallel.ReduceScatter(grads, myGrads, ReduceOp.Avg);
         var g = myGrads.narrow(0, 0, length);
-        var total = norm.Compute(g, start);
+        var total = norm.Compute(g, Start);
         AdamW.Clip(g, total, Options);
-        long decayed = Math.Clamp(buffer.DecayedCount - start, 0, length);
-        AdamW.Update(master, g, expAvg, expAvgSq, decayed, Options, lr, Step);
-        // Every rank's weights from the owners' shards, in the model's dtype.
+        long decayed = Math.Clamp(buffer.DecayedCount - Start, 0, length);
+        AdamW.Update(Master, g, ExpAvg, ExpAvgSq, decayed, Options, lr, Step);
+        CopyMasterToParams();
+        return total.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Every rank's weights from the owners' shards of master weights, in the model's dtype (an all-gather).</summary>
+    public void CopyMasterToParams()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
         var mine = zeros(shard, dtype: buffer.Params.dtype, device: buffer.Params.device);
-        mine.narrow(0, 0, length).copy_(master);
+        mine.narrow(0, 0, length).copy_(Master);
         var gathered = empty(padded, dtype: buffer.Params.dtype, device: buffer.Params.device);
         dataParallel.AllGather(mine, gathered);
         buffer.Params.copy_(gathered.narrow(0, 0, buffer.Count));
-        return total.MoveToOuterDisposeScope();
     }
 
     private Tensor Padded(Tensor flat)
@@ -78,8 +88,8 @@ public sealed class DistributedOptimizer : IDisposable
 
     public void Dispose()
     {
-        master.Dispose();
-        expAvg.Dispose();
-        expAvgSq.Dispose();
+        Master.Dispose();
+        ExpAvg.Dispose();
+        ExpAvgSq.Dispose();
     }
 }

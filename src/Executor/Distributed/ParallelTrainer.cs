@@ -3,6 +3,7 @@ using Harness.Executor.DataParallel;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
+using Harness.Executor.Training;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
@@ -70,6 +71,17 @@ public sealed class ParallelTrainer : IDisposable
     }
 
     public ParamAndGradBuffer Buffer { get; }
+
+    public ProcessGroups Groups => groups;
+
+    /// <summary>The model this rank holds part of (its vocabulary padded for tensor parallelism).</summary>
+    public ModelSpec Model => spec;
+
+    /// <summary>The optimizer's state over this rank's part of the buffer: all of it, or its data-parallel shard.</summary>
+    public IOptimizerState Optimizer => (IOptimizerState?)distributedOptimizer ?? adam!;
+
+    /// <summary>How this run's checkpoints are split into files.</summary>
+    public CheckpointLayout CheckpointLayout => CheckpointLayout.Of(parallel, spec);
 
     /// <summary>Time this rank has spent communicating, over all its groups, since it started.</summary>
     public TimeSpan CommunicationTime =>

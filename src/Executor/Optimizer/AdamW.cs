@@ -10,13 +10,15 @@ public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.999, doub
 /// <see cref="ParamAndGradBuffer"/>, with global-norm gradient clipping (Pascanu et al. 2013). About ten kernels
 /// per step whatever the number of parameters. The moments are flat too, so a checkpoint is three tensors.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizerState, IDisposable
 {
     private readonly ParamAndGradBuffer buffer;
     public AdamWOptions Options { get; }
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
     public long Step { get; set; }
+    public long Start => 0;
+    public Tensor Master => buffer.Master;
 
     public AdamW(ParamAndGradBuffer buffer, AdamWOptions options)
     {
@@ -67,6 +69,8 @@ public sealed class AdamW : IDisposable
         using var denominator = v.sqrt().div_(Math.Sqrt(bias2)).add_(o.Epsilon);
         w.addcdiv_(m, denominator, -lr / bias1);
     }
+
+    public void CopyMasterToParams() => buffer.CopyMasterToParams();
 
     public void Dispose()
     {
