@@ -38,7 +38,7 @@ public static class DistributedCheckpoint
         var (dir, meta) = Checkpoint.Latest(root);
         Checkpoint.RequireCompatible(dir, meta, trainer.Model.Name, trainer.CheckpointLayout, parameters);
         string rankDir = Path.Combine(dir, meta.Layout.RankFolder(groups.TensorRank, groups.PipelineRank));
-        Checkpoint.ReadOptimizer(rankDir, meta, trainer.Buffer.Count, trainer.Optimizer);
+        Checkpoint.ReadOptimizer(rankDir, meta, trainer.Optimizer);
         trainer.Optimizer.CopyMasterToParams();
         Checkpoint.ReadRng(rankDir);
         sampler.Position = meta.DataPosition;

@@ -17,7 +17,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
     public long Step { get; set; }
-    public long Start => 0;
+    public IReadOnlyList<(long Offset, long Length)> Segments => [(0, buffer.Count)];
     public Tensor Master => buffer.Master;
 
     public AdamW(ParamAndGradBuffer buffer, AdamWOptions options)

@@ -3,14 +3,14 @@ using static TorchSharp.torch;
 namespace Harness.Executor.Optimizer;
 
 /// <summary>
-/// What an Adam-type optimizer carries from one step to the next over its part of the flat buffer,
-/// [<see cref="Start"/>, Start + Master.numel()): all of it for a replicated optimizer, one data-parallel shard for
-/// the distributed optimizer. A checkpoint is these tensors and the step count; the model's weights follow from them.
+/// What an Adam-type optimizer carries from one step to the next over its part of the flat buffer: all of it for a
+/// replicated optimizer, this rank's piece of every bucket for the distributed optimizer. A checkpoint is these
+/// tensors and the step count; the model's weights follow from them.
 /// </summary>
 public interface IOptimizerState
 {
-    /// <summary>Where this optimizer's part starts in the flat buffer.</summary>
-    long Start { get; }
+    /// <summary>The ranges of the flat buffer whose elements the state tensors hold, concatenated in this order.</summary>
+    IReadOnlyList<(long Offset, long Length)> Segments { get; }
 
     /// <summary>Float32 master weights of the part (Megatron's main params).</summary>
     Tensor Master { get; }

@@ -69,13 +69,18 @@ public sealed class ParamAndGradBuffer : IDisposable
         computeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : computeDtype;
 
     /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator.</summary>
-    public void AccumulateMicroBatch()
+    public void AccumulateMicroBatch() => AccumulateRange(0, Count);
+
+    /// <summary>Folds the bf16 gradients in [offset, offset + count) into the float32 accumulator (one bucket's, when its gradients are final).</summary>
+    public void AccumulateRange(long offset, long count)
     {
         if (!MixedPrecision) return;
         using (no_grad())
         {
-            MainGrads.add_(Grads);
-            Grads.zero_();
+            using var grads = Grads.narrow(0, offset, count);
+            using var main = MainGrads.narrow(0, offset, count);
+            main.add_(grads);
+            grads.zero_();
         }
     }
 

@@ -13,8 +13,8 @@ public sealed record CheckpointMeta(long Iteration, long OptimizerStep, long Dat
 /// Checkpoints in Megatron's folder layout: SAVE/latest_checkpointed_iteration.txt names the newest SAVE/iter_0000100/,
 /// which holds meta.json (iteration, optimizer step, data position, layout) and one folder per tensor x pipeline rank,
 /// mp_rank_TT[_PPP] (<see cref="CheckpointLayout"/>), with that rank's float32 master weights and both Adam moments
-/// (flat buffers, raw little-endian) and its CPU random generator. The distributed optimizer's shards lie in
-/// dp_rank_DDD/ below it, one per data-parallel rank. The bf16 weights are the master weights cast, so they are not
+/// (flat buffers, raw little-endian; segments.json names the ranges of the flat buffer they hold) and its CPU random
+/// generator. The distributed optimizer's shards lie in dp_rank_DDD/ below it, one per data-parallel rank. The bf16 weights are the master weights cast, so they are not
 /// stored; resuming restores exactly the state an uninterrupted run would have. Single-device runs use it directly
 /// (<see cref="Save"/>, <see cref="Load"/>); parallel runs through DistributedCheckpoint, from the same pieces.
 /// </summary>
@@ -22,6 +22,7 @@ public static class Checkpoint
 {
     private const string Tracker = "latest_checkpointed_iteration.txt";
     private const string Meta = "meta.json";
+    private const string SegmentsFile = "segments.json";
     private static readonly (string File, Func<IOptimizerState, Tensor> Of)[] OptimizerTensors =
         [("master.bin", o => o.Master), ("exp_avg.bin", o => o.ExpAvg), ("exp_avg_sq.bin", o => o.ExpAvgSq)];
 
@@ -46,7 +47,7 @@ public static class Checkpoint
         var (dir, meta) = Latest(root);
         RequireCompatible(dir, meta, model, CheckpointLayout.SingleDevice, buffer.Count);
         string rankDir = Path.Combine(dir, meta.Layout.RankFolder(0, 0));
-        ReadOptimizer(rankDir, meta, buffer.Count, adam);
+        ReadOptimizer(rankDir, meta, adam);
         adam.CopyMasterToParams();
         ReadRng(rankDir);
         sampler.Position = meta.DataPosition;
@@ -57,36 +58,56 @@ public static class Checkpoint
     public static string RankFolder(string root, long iteration, CheckpointLayout layout, int tensorRank, int pipelineRank) =>
         Path.Combine(IterationFolder(root, iteration), layout.RankFolder(tensorRank, pipelineRank));
 
-    /// <summary>Writes optimizer shard <paramref name="shard"/> (0 when replicated) into its rank folder.</summary>
+    /// <summary>Writes optimizer shard <paramref name="shard"/> (0 when replicated) into its rank folder, with the buffer ranges it holds.</summary>
     public static void WriteOptimizer(string rankDir, CheckpointLayout layout, int shard, IOptimizerState optimizer)
     {
         string dir = Path.Combine(rankDir, layout.ShardFolder(shard));
         Directory.CreateDirectory(dir);
         foreach (var (file, of) in OptimizerTensors) WriteTensor(Path.Combine(dir, file), of(optimizer));
+        File.WriteAllText(Path.Combine(dir, SegmentsFile), JsonSerializer.Serialize(optimizer.Segments.Select(s => new[] { s.Offset, s.Length })));
     }
 
     /// <summary>
-    /// Fills <paramref name="optimizer"/>'s part of the flat buffer (<paramref name="count"/> elements on this rank) from
-    /// a rank folder, whatever the number of shards it was saved in: each saved shard d of n covers elements
-    /// [d·⌈count/n⌉, (d+1)·⌈count/n⌉), as the distributed optimizer cuts them, so any part can be read from them.
+    /// Fills <paramref name="optimizer"/>'s part of the flat buffer from a rank folder, whatever the shards it was saved
+    /// in: each saved shard names the buffer ranges it holds, so every range this rank needs is read from the files
+    /// that hold it.
     /// </summary>
-    public static void ReadOptimizer(string rankDir, CheckpointMeta meta, long count, IOptimizerState optimizer)
+    public static void ReadOptimizer(string rankDir, CheckpointMeta meta, IOptimizerState optimizer)
     {
-        int shards = meta.Layout.OptimizerShards;
-        long shardLength = (count + shards - 1) / shards;
         using var _ = no_grad();
-        foreach (var (file, of) in OptimizerTensors)
+        for (int d = 0; d < meta.Layout.OptimizerShards; d++)
         {
-            var into = of(optimizer);
-            long start = optimizer.Start, end = start + into.numel();
-            for (int d = 0; d < shards; d++)
+            string dir = Path.Combine(rankDir, meta.Layout.ShardFolder(d));
+            var saved = SavedSegments(dir);
+            long fileElements = saved.Sum(s => s.Length);
+            foreach (var (file, of) in OptimizerTensors)
             {
-                long lo = Math.Min(count, d * shardLength), hi = Math.Min(count, lo + shardLength);
-                long from = Math.Max(lo, start), to = Math.Min(hi, end);
-                if (to > from) ReadTensor(Path.Combine(rankDir, meta.Layout.ShardFolder(d), file), hi - lo, from - lo, into.narrow(0, from - start, to - from));
+                var into = of(optimizer);
+                long savedAt = 0;
+                foreach (var (savedOffset, savedLength) in saved)
+                {
+                    long at = 0;
+                    foreach (var (offset, length) in optimizer.Segments)
+                    {
+                        long from = Math.Max(offset, savedOffset), to = Math.Min(offset + length, savedOffset + savedLength);
+                        if (to > from) ReadTensor(Path.Combine(dir, file), fileElements, savedAt + from - savedOffset, into.narrow(0, at + from - offset, to - from));
+                        at += length;
+                    }
+                    savedAt += savedLength;
+                }
             }
         }
         optimizer.Step = meta.OptimizerStep;
+    }
+
+    private static IReadOnlyList<(long Offset, long Length)> SavedSegments(string dir)
+    {
+        string path = Path.Combine(dir, SegmentsFile);
+        try { return JsonSerializer.Deserialize<long[][]>(File.ReadAllText(path))!.Select(s => (s[0], s[1])).ToList(); }
+        catch (Exception e) when (e is IOException or JsonException or NullReferenceException or IndexOutOfRangeException)
+        {
+            throw new InvalidDataException($"{path} is missing or damaged; the checkpoint is incomplete.");
+        }
     }
 
     public static void WriteRng(string rankDir)
@@ -175,7 +196,7 @@ public static class Checkpoint
         long size = into.element_size();
         using var file = File.Exists(path) ? File.OpenRead(path) : throw new InvalidDataException($"{path} is missing; the checkpoint is damaged.");
         if (file.Length != fileElements * size)
-            throw new InvalidDataException($"{path} holds {file.Length} bytes; this model needs {fileElements * size}.");
+            throw new InvalidDataException($"{path} holds {file.Length} bytes, not the {fileElements * size} this checkpoint describes; the checkpoint is damaged.");
         file.Position = skip * size;
         for (long offset = 0; offset < into.numel(); offset += ChunkElements)
         {
