@@ -21,8 +21,8 @@ public sealed class GradientNorm(IReadOnlyList<(long Offset, long Count)> exclud
                 (holdsEmbeddingCopy && l.Name.EndsWith("word_embeddings")))
             .Select(l => (l.Offset, l.Parameter.numel())).ToList();
 
-    /// <summary>‖g‖ over every rank, for gradients <paramref name="grads"/> that start at <paramref name="offset"/> of the buffer.</summary>
-    public Tensor Compute(Tensor grads, long offset = 0) => Compute([(grads, offset)]);
+    /// <summary>‖g‖ over every rank, for the gradients <paramref name="grads"/> of the whole buffer.</summary>
+    public Tensor Compute(Tensor grads) => Compute([(grads, 0)]);
 
     /// <summary>‖g‖ over every rank, for this rank's gradients in pieces, each starting at its offset of the buffer.</summary>
     public Tensor Compute(IReadOnlyList<(Tensor Grads, long Offset)> parts)

@@ -46,8 +46,6 @@ public sealed class GradientSync
         Reset();
     }
 
-    public bool Overlaps => stream is not null;
-
     /// <summary>
     /// In the last micro-batch's forward: <paramref name="hidden"/> through a marker that, in backward, releases the
     /// parameters final at (chunk, point); unchanged without overlap or when nothing is final there.
