@@ -19,7 +19,8 @@ for name, s in rows.items():
     gpus = p.get("WorldSize", 1)
     layout = (f'tp{p.get("TensorParallel", 1)} pp{p.get("PipelineParallel", 1)} dp{p.get("DataParallel", 1)} cp{p.get("ContextParallel", 1)}'
               + (" sp" if p.get("SequenceParallel") else "") + (" dist-opt" if p.get("ZeroStage", 0) >= 1 else "")
-              + (f' p{p.get("SyncFactor")}' if p.get("SyncFactor", 1) < 1 else "")) if p else "single device"
+              + (f' p{p.get("SyncFactor")}' if p.get("SyncFactor", 1) < 1 else "")
+              + (" overlap-grad-reduce" if (p.get("Overlap") or {}).get("GradientReduce") and p.get("DataParallel", 1) * p.get("ContextParallel", 1) > 1 else "")) if p else "single device"
     ratio = f'{s["MedianStepMs"] / base:.2f}x' if base else ""
     mfu = "" if s.get("Mfu") is None else f'{100 * s["Mfu"]:.1f}%'
     comm = "" if s.get("MedianCommunicationMs") is None else f'{s["MedianCommunicationMs"]:.1f}'

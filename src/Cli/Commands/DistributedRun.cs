@@ -40,6 +40,8 @@ public static class DistributedRun
         new("--nproc-per-node", true, "ranks to run on this node: threads on CPU, one process per GPU on CUDA"),
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
         new("--cp-comm-type", true, "context parallelism: all_gather (default) or p2p (ring attention)"),
+        new("--overlap-grad-reduce", false, "reduce gradient buckets during backward, on their own CUDA stream (off by default, as in Megatron)"),
+        new("--ddp-bucket-size", true, "elements per gradient bucket (default max(40M, 1M x data-parallel size))"),
         .. ParallelArguments.Flags.Where(f => LayoutFlags.Contains(f.Name)),
     ];
 
@@ -61,6 +63,8 @@ public static class DistributedRun
         if (cl.Errors.Count > 0) return UserError(cl.Errors[0]);
         var errors = parallel.Validate(model, world);
         if (errors.Count > 0) return UserError(errors[0]);
+        int? bucketSize = cl.Int("--ddp-bucket-size");
+        if (bucketSize < 1) return UserError($"--ddp-bucket-size is {bucketSize}; it must be at least 1 (elements).");
 
         // The dataset opened once here, so that a missing or damaged one, or one shorter than a sample, is one sentence
         // and exit 2 rather than the same failure from every rank.
@@ -72,6 +76,16 @@ public static class DistributedRun
                 _ = new GptSampler(data, model.SeqLength, options.Seed);
             }
             catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException) { return UserError(e.Message); }
+        }
+        // A checkpoint of another model or weight split is refused once, before any rank starts.
+        if (options.Load is not null)
+        {
+            try
+            {
+                var (dir, meta) = Checkpoint.Latest(options.Load);
+                Checkpoint.RequireCompatible(dir, meta, model.Name, CheckpointLayout.Of(parallel, model));
+            }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException) { return UserError(e.Message); }
         }
 
         if (cuda && !env.IsDistributed && nproc > 1)
@@ -85,7 +99,7 @@ public static class DistributedRun
         catch (NativeLoadException e) { return UserError(e.Message); }
         bool ring = cl.Choice("--cp-comm-type", "all_gather", "p2p") == "p2p";
         if (cl.Errors.Count > 0) return UserError(cl.Errors[0]);
-        var job = new Job(options, parallel, model, output, logInterval, runtime, ring);
+        var job = new Job(options, parallel, model, output, logInterval, runtime, ring, bucketSize);
         try
         {
             if (!cuda)
@@ -100,6 +114,7 @@ public static class DistributedRun
                 job.Rank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank);
             }
         }
+        catch (InvalidDataException e) { return UserError(e.Message); } // this GPU rank's data or checkpoint files
         catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException))
         {
             // The data did not fit the model (every rank reads the same batch): one sentence, not one per rank.
@@ -130,7 +145,7 @@ public static class DistributedRun
         double syncFactor = cl.Double("--sync-factor") ?? 1.0;
         return new ParallelConfig(dp, t, p, cl.Int("--num-layers-per-virtual-pipeline-stage"), c, cl.Switch("--sequence-parallel"),
             o.MicroBatchSize, o.GlobalBatchSize, ZeroStage: cl.Switch("--use-distributed-optimizer") ? 1 : 0, SyncFactor: syncFactor,
-            Precision: o.Bf16 ? Precision.Bf16 : Precision.Fp32);
+            Precision: o.Bf16 ? Precision.Bf16 : Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: cl.Switch("--overlap-grad-reduce")));
     }
 
     /// <summary>How to start this program again: the apphost itself, or `dotnet harness.dll`.</summary>
@@ -147,14 +162,14 @@ public static class DistributedRun
     }
 
     /// <summary>What every rank runs: build its part of the model, train, and (rank 0) record.</summary>
-    private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention)
+    private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention, long? bucketSize)
     {
         public void Rank(ICommunicator world, Device device, int localDevice)
         {
             var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention);
+            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize);
             ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;
             var sampler = new GptSampler(source, model.SeqLength, o.Seed);
@@ -170,13 +185,14 @@ public static class DistributedRun
                 Console.WriteLine($"harness run: {model.Name} on {world.Size} x {deviceName}: tp {parallel.TensorParallel} pp {parallel.PipelineParallel}" +
                     $"{(parallel.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "")} cp {parallel.ContextParallel} dp {parallel.DataParallel}" +
                     $"{(parallel.SequenceParallel ? " sp" : "")}{(parallel.DistributedOptimizer ? " distributed-optimizer" : "")}" +
-                    $"{(parallel.SyncFactor < 1 ? $" p {parallel.SyncFactor}" : "")}, global batch {g} x s {s}; {runtime}");
+                    $"{(parallel.SyncFactor < 1 ? $" p {parallel.SyncFactor}" : "")}{(parallel.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "")}, global batch {g} x s {s}; {runtime}");
             }
-            using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: false) : null;
+            long first = o.Load is null ? 0 : DistributedCheckpoint.Load(o.Load, trainer, sampler).Iteration;
+            using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: o.Load is not null) : null;
             var records = new List<IterationRecord>();
             long peak = 0;
             var lastEnd = Stopwatch.GetTimestamp();
-            for (long iteration = 0; iteration < o.TrainIters; iteration++)
+            for (long iteration = first; iteration < o.TrainIters; iteration++)
             {
                 using var scope = NewDisposeScope();
                 long start = Stopwatch.GetTimestamp();
@@ -203,6 +219,7 @@ public static class DistributedRun
                     o.Mfu(tflops), loss, norm, lr, used, (long)peaks.cpu().item<double>(),
                     hostGapMs, Stopwatch.GetElapsedTime(start, end).TotalMilliseconds,
                     (trainer.CommunicationTime - comm0).TotalMilliseconds);
+                if (o.CheckpointDue(r.Iteration)) DistributedCheckpoint.Save(o.Save!, r.Iteration, o.Seed, trainer, sampler);
                 if (!writer) continue;
                 csv!.Append(r);
                 records.Add(r);
@@ -213,11 +230,11 @@ public static class DistributedRun
             // Every rank's peak to rank 0, for the summary.
             var all = zeros(world.Size, dtype: ScalarType.Float64, device: device);
             world.AllGather(tensor(new[] { (double)peak }, device: device), all);
-            if (!writer) return;
+            if (!writer || records.Count == 0) return;
             var perRank = all.cpu().data<double>().Select(v => (long)v).ToList();
             RunSummary.From(o with { Model = model }, deviceName, runtime, trainer.Buffer.Count, records, parallel, perRank).Write(Path.Combine(output, "summary.json"));
             Plots.Write(output, records, $"{model.Name} on {world.Size} x {deviceName}");
-            Console.WriteLine($"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png");
+            Console.WriteLine($"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png" + (o.Save is null ? "" : $"; checkpoint in {o.Save}"));
         }
     }
 }

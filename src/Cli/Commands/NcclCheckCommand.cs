@@ -112,6 +112,17 @@ public static class NcclCheckCommand
             var members = On([1]); half.AllReduce(members);
             yield return Check("split by parity", [half.Size, Host(members)[0]], [(n + 1 - r % 2) / 2, (n + 1 - r % 2) / 2]);
         }
+        using (var side = c.CreateCommunicationStream())
+        {
+            // --overlap-grad-reduce's ordering: 64 MiB written by a kernel on the default stream, all-reduced on the
+            // non-blocking stream after an event wait, read by a kernel after the default stream waited in turn.
+            var x = ones(1 << 24, device: device).mul_(r + 1);
+            side.WaitForCompute();
+            using (side.Enqueue(c)) c.AllReduce(x);
+            side.JoinCompute();
+            var range = stack([x.min(), x.max()]);
+            yield return Check("all-reduce on a communication stream, ordered by events", Host(range), [triangle, triangle]);
+        }
         c.Barrier();
         yield return Check("statistics count calls", [c.Stats.Calls > 0 ? 1 : 0], [1]);
     }

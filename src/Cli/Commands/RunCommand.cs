@@ -59,8 +59,6 @@ public static class RunCommand
         if (options is not null) cl.Errors.AddRange(options.Validate());
         if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness run --help.");
         bool distributed = DistributedRun.Requested(cl);
-        if (distributed && (cl.String("--save") ?? cl.String("--load")) is not null)
-            cl.Errors.Add("--save and --load checkpoint single-device runs only; drop them, or the parallel flags (--nproc-per-node and the layout).");
         string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         if (cl.Errors.Count == 0 && options is not null && OutputFolder.Create(output) is string outError) cl.Errors.Add(outError);
         if (cl.Errors.Count > 0 || options is null)

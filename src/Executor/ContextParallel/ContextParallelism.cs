@@ -1,5 +1,6 @@
 using Harness.Executor.Distributed;
 using Harness.Executor.TensorParallel;
+using Harness.Executor.Transformer;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.ContextParallel;
@@ -8,8 +9,8 @@ namespace Harness.Executor.ContextParallel;
 /// Context parallelism (Megatron-core's context_parallel): the sequence is cut into 2·cp chunks and rank c keeps
 /// chunks c and 2cp − 1 − c, so under the causal mask every rank has the same attention work (causal load
 /// balancing). Positions (rotary or learned) are the tokens' global ones. Attention all-gathers the keys and values
-/// of every rank (reduce-scatter of their gradients in backward) and masks by global position: query i sees key j
-/// when j ≤ i. Everything else in a layer is per token and needs no communication.
+/// of every rank before grouped-query expansion (reduce-scatter of their gradients in backward) and masks by global
+/// position: query i sees key j when j ≤ i. Everything else in a layer is per token and needs no communication.
 /// </summary>
 /// <param name="ring">Attention by <see cref="RingAttention"/> (Megatron's --cp-comm-type p2p) instead of all-gathered keys and values.</param>
 public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
@@ -36,7 +37,11 @@ public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
         return fullSequence.index_select(1, index).MoveToOuterDisposeScope();
     }
 
-    /// <summary>softmax(QKᵀ/√d + mask)·V over the keys and values of every rank; q, k, v [b, heads, s/cp, d].</summary>
+    /// <summary>
+    /// softmax(QKᵀ/√d + mask)·V over the keys and values of every rank; q [b, heads, s/cp, d], k and v
+    /// [b, groups, s/cp, d]: under grouped-query attention only the groups' keys and values travel, heads/groups
+    /// times less than expanded ones.
+    /// </summary>
     public Tensor Attention(Tensor q, Tensor k, Tensor v)
     {
         if (ring) return RingAttention.Apply(q, k, v, this);
@@ -48,6 +53,6 @@ public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
         // Gathered keys come in rank order, each rank's two chunks: their global positions, in the same order.
         var keyPositions = tensor(Enumerable.Range(0, cp.Size).SelectMany(r => GlobalPositions(local * cp.Size, r, cp.Size)).ToArray(), device: q.device);
         var mask = keyPositions.unsqueeze(0).le(Positions(local, q.device).unsqueeze(1)); // [s/cp, s]: true where attended
-        return nn.functional.scaled_dot_product_attention(q, keys, values, mask).MoveToOuterDisposeScope();
+        return ScriptedKernels.MaskedAttention(q, keys, values, mask).MoveToOuterDisposeScope();
     }
 }

@@ -9,8 +9,10 @@ namespace Harness.Executor.ContextParallel;
 /// partial attention of each block with its log-sum-exp (online softmax), so only two blocks are resident at a
 /// time. Backward runs the ring again: the gradients of each key/value block travel with it and arrive back at
 /// their owner after the last step. Computed in float32 from explicit scores (TorchSharp's fused attention gives
-/// no log-sum-exp); masked by global position like <see cref="ContextParallelism.Attention"/>.
-/// Inputs q, k, v [b, heads, s/cp, d]; output [b, heads, s/cp, d].
+/// no log-sum-exp); masked by global position like <see cref="ContextParallelism.Attention"/>. Under grouped-query
+/// attention the blocks travel as their groups' keys and values: queries are viewed per group, [b, g, heads/g, s, d],
+/// so each group's keys serve its heads by broadcasting, and the heads' key/value gradients are summed per group.
+/// Inputs q [b, heads, s/cp, d], k and v [b, groups, s/cp, d]; output [b, heads, s/cp, d].
 /// </summary>
 public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
 {
@@ -23,14 +25,14 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         var (q, k, v, cp) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (ContextParallelism)vars[3]);
         using var scope = NewDisposeScope();
         var group = cp.Group;
-        var q32 = q.to(ScalarType.Float32);
+        var q32 = Grouped(q, k.shape[1]);
         var queryPositions = cp.Positions(q.shape[2], q.device);
         Tensor? output = null, lse = null;
-        var (keys, values) = (k.to(ScalarType.Float32).contiguous(), v.to(ScalarType.Float32).contiguous());
+        var (keys, values) = (Block(k), Block(v));
         for (int step = 0; step < group.Size; step++)
         {
             var (scores, _) = Scores(q32, keys, queryPositions, Source(group, step), cp);
-            var blockLse = scores.logsumexp(-1);                                          // [b, h, sq]
+            var blockLse = scores.logsumexp(-1);                                          // [b, g, h/g, sq]
             var blockOut = scores.softmax(-1).nan_to_num(0).matmul(values);               // fully masked rows give 0
             if (output is null) (output, lse) = (blockOut, blockLse);                      // own block: every query sees itself
             else
@@ -43,7 +45,7 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         }
         ctx.save_for_backward([q, k, v, output!.MoveToOuterDisposeScope(), lse!.MoveToOuterDisposeScope()]);
         ctx.save_data("cp", cp);
-        return [output!.to(q.dtype).MoveToOuterDisposeScope()];
+        return [output!.reshape(q.shape).to(q.dtype).MoveToOuterDisposeScope()];
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
@@ -53,27 +55,35 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         var (q, k, v, output, lse) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
         var cp = (ContextParallelism)ctx.get_data("cp");
         var group = cp.Group;
-        var q32 = q.to(ScalarType.Float32);
-        var dOut = grads[0].to(ScalarType.Float32);
+        var q32 = Grouped(q, k.shape[1]);
+        var dOut = Grouped(grads[0], k.shape[1]);
         var delta = (dOut * output).sum(-1, keepdim: true);                                // D = rowsum(dO ∘ O)
         var queryPositions = cp.Positions(q.shape[2], q.device);
         var dq = zeros_like(q32);
-        var (keys, values) = (k.to(ScalarType.Float32).contiguous(), v.to(ScalarType.Float32).contiguous());
+        var (keys, values) = (Block(k), Block(v));
         var (dKeys, dValues) = (zeros_like(keys), zeros_like(values));
         for (int step = 0; step < group.Size; step++)
         {
             var (scores, scale) = Scores(q32, keys, queryPositions, Source(group, step), cp);
             var p = (scores - lse.unsqueeze(-1)).exp();                                     // masked entries: exp(-inf) = 0
-            dValues.add_(p.transpose(-2, -1).matmul(dOut));
+            dValues.add_(p.transpose(-2, -1).matmul(dOut).sum(2, keepdim: true));           // the group's heads, summed
             var dScores = p.mul(dOut.matmul(values.transpose(-2, -1)).sub_(delta)).mul_(scale);
             dq.add_(dScores.matmul(keys));
-            dKeys.add_(dScores.transpose(-2, -1).matmul(q32));
+            dKeys.add_(dScores.transpose(-2, -1).matmul(q32).sum(2, keepdim: true));
             // The block and its gradients move on; after the last step the gradients reach their owner.
             if (step < group.Size - 1) (keys, values) = (Pass(group, keys), Pass(group, values));
             (dKeys, dValues) = (Pass(group, dKeys), Pass(group, dValues));
         }
-        return [dq.to(q.dtype).MoveToOuterDisposeScope(), dKeys.to(k.dtype).MoveToOuterDisposeScope(), dValues.to(v.dtype).MoveToOuterDisposeScope(), null!];
+        return [dq.reshape(q.shape).to(q.dtype).MoveToOuterDisposeScope(), dKeys.squeeze(2).to(k.dtype).MoveToOuterDisposeScope(),
+            dValues.squeeze(2).to(v.dtype).MoveToOuterDisposeScope(), null!];
     }
+
+    /// <summary>Queries (or their gradients) [b, heads, s, d] in float32 as [b, groups, heads/groups, s, d].</summary>
+    private static Tensor Grouped(Tensor x, long groups) =>
+        x.to(ScalarType.Float32).reshape(x.shape[0], groups, x.shape[1] / groups, x.shape[2], x.shape[3]);
+
+    /// <summary>A key or value block [b, groups, s, d] in float32 as [b, groups, 1, s, d], which broadcasts over the group's heads.</summary>
+    private static Tensor Block(Tensor x) => x.to(ScalarType.Float32).unsqueeze(2).contiguous();
 
     /// <summary>The rank whose block this rank holds at <paramref name="step"/> of the ring.</summary>
     private static int Source(ICommunicator group, int step) => (group.Rank - step + group.Size) % group.Size;
@@ -82,7 +92,7 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
     private static (Tensor Scores, double Scale) Scores(Tensor q, Tensor keys, Tensor queryPositions, int source, ContextParallelism cp)
     {
         double scale = 1 / Math.Sqrt(q.shape[^1]);
-        var keyPositions = tensor(ContextParallelism.GlobalPositions(keys.shape[2] * cp.Group.Size, source, cp.Group.Size), device: q.device);
+        var keyPositions = tensor(ContextParallelism.GlobalPositions(keys.shape[^2] * cp.Group.Size, source, cp.Group.Size), device: q.device);
         var future = keyPositions.unsqueeze(0).gt(queryPositions.unsqueeze(1));
         return (q.matmul(keys.transpose(-2, -1)).mul_(scale).masked_fill_(future, double.NegativeInfinity), scale);
     }

@@ -5,81 +5,122 @@ using static TorchSharp.torch;
 namespace Harness.Executor.DataParallel;
 
 /// <summary>
-/// Megatron's distributed optimizer (ZeRO stage 1; optimizer/distrib_optimizer.py): each data-parallel rank owns
-/// one contiguous 1/d shard of the flat buffer. A step reduce-scatters the float32 gradients (each rank gets the
-/// average of its shard), clips by the global norm, runs AdamW on its shard of float32 master weights and moments
-/// only, and all-gathers the updated weights into every rank's model. Master weights and moments take 12/d bytes
-/// per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16 weights and float32 gradients; here 8 + 12/d, as
-/// the buffer also keeps one micro-batch's bf16 gradients before folding them into float32). The buffer then holds
-/// no full master copy of its own.
+/// Megatron's distributed optimizer (ZeRO stage 1; optimizer/distrib_optimizer.py): each of the d data-parallel
+/// ranks owns the r-th 1/d of every <see cref="GradBucket"/> of the flat buffer (the bucket padded to a multiple of
+/// d). The gradients arrive by one reduce-scatter per bucket (<see cref="GradientSync"/>) into this rank's
+/// <see cref="GradShard"/>s, averaged; a step clips by the global norm, runs AdamW on this rank's float32 master
+/// weights and moments only, and all-gathers the updated weights of every bucket into every rank's model. Master
+/// weights and moments take 12/d bytes per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16 weights and
+/// float32 gradients; here 8 + 12/d, as the buffer also keeps one micro-batch's bf16 gradients before folding them
+/// into float32). The buffer then holds no full master copy of its own.
 /// </summary>
-public sealed class DistributedOptimizer : IDisposable
+public sealed class DistributedOptimizer : IOptimizerState, IDisposable
 {
     private readonly ParamAndGradBuffer buffer;
     private readonly ICommunicator dataParallel;
     private readonly GradientNorm norm;
-    private readonly long shard, start, length, padded;
-    private readonly Tensor master, expAvg, expAvgSq;
+    private readonly IReadOnlyList<GradBucket> buckets;
+    private readonly Tensor gradShards;
+    private readonly long[] pieceOffsets, stateOffsets;
 
     public AdamWOptions Options { get; }
-    public long Step { get; private set; }
+    public long Step { get; set; }
 
-    public DistributedOptimizer(ParamAndGradBuffer buffer, ICommunicator dataParallel, AdamWOptions options, GradientNorm norm)
+    /// <summary>The part of each bucket this rank owns, in bucket order: where its state's elements lie in the buffer.</summary>
+    public IReadOnlyList<(long Offset, long Length)> Segments { get; }
+
+    public Tensor Master { get; }
+    public Tensor ExpAvg { get; }
+    public Tensor ExpAvgSq { get; }
+
+    public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, AdamWOptions options, GradientNorm norm)
     {
-        (this.buffer, this.dataParallel, Options, this.norm) = (buffer, dataParallel, options, norm);
-        int d = dataParallel.Size;
-        shard = (buffer.Count + d - 1) / d;
-        padded = shard * d;
-        start = Math.Min(buffer.Count, dataParallel.Rank * shard);
-        length = Math.Min(buffer.Count, start + shard) - start;
-        master = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
+        (this.buffer, this.buckets, this.dataParallel, Options, this.norm) = (buffer, buckets, dataParallel, options, norm);
+        int d = dataParallel.Size, r = dataParallel.Rank;
+        var segments = new List<(long, long)>();
+        pieceOffsets = new long[buckets.Count];
+        stateOffsets = new long[buckets.Count];
+        long pieces = 0, state = 0;
+        foreach (var b in buckets)
+        {
+            long piece = b.PaddedCount(d) / d, start = b.Offset + r * piece;
+            long length = Math.Clamp(b.Offset + b.Count - start, 0, piece);
+            (pieceOffsets[b.Index], stateOffsets[b.Index]) = (pieces, state);
+            segments.Add((Math.Min(start, b.Offset + b.Count), length));
+            pieces += piece;
+            state += length;
+        }
+        Segments = segments;
+        var device = buffer.Params.device;
+        gradShards = zeros(pieces, dtype: ScalarType.Float32, device: device);
+        Master = zeros(state, dtype: ScalarType.Float32, device: device);
         ReloadMaster();
-        expAvg = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
-        expAvgSq = zeros(length, dtype: ScalarType.Float32, device: buffer.Params.device);
+        ExpAvg = zeros(state, dtype: ScalarType.Float32, device: device);
+        ExpAvgSq = zeros(state, dtype: ScalarType.Float32, device: device);
     }
+
+    /// <summary>Where bucket <paramref name="bucket"/>'s reduce-scatter leaves this rank's averaged piece of it.</summary>
+    public Tensor GradShard(GradBucket bucket) => gradShards.narrow(0, pieceOffsets[bucket.Index], bucket.PaddedCount(dataParallel.Size) / dataParallel.Size);
 
     /// <summary>Takes this rank's shard of the master weights from the model's weights (at start and after loading).</summary>
     public void ReloadMaster()
     {
+        using var scope = NewDisposeScope();
         using var _ = no_grad();
-        master.copy_(buffer.Params.narrow(0, start, length));
+        for (int k = 0; k < buckets.Count; k++)
+        {
+            var (offset, length) = Segments[k];
+            Master.narrow(0, stateOffsets[k], length).copy_(buffer.Params.narrow(0, offset, length));
+        }
     }
 
-    /// <summary>Reduce-scatter, clip, AdamW on this rank's shard, all-gather. Returns the global gradient norm (device scalar).</summary>
+    /// <summary>
+    /// Once every bucket was reduce-scattered: clip, AdamW on this rank's shard, all-gather. Returns the global
+    /// gradient norm (device scalar).
+    /// </summary>
     public Tensor ClipAndStep(double lr)
     {
         Step++;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var grads = Padded(buffer.MainGrads);
-        var myGrads = zeros(shard, dtype: grads.dtype, device: grads.device);
-        dataParallel.ReduceScatter(grads, myGrads, ReduceOp.Avg);
-        var g = myGrads.narrow(0, 0, length);
-        var total = norm.Compute(g, start);
-        AdamW.Clip(g, total, Options);
-        long decayed = Math.Clamp(buffer.DecayedCount - start, 0, length);
-        AdamW.Update(master, g, expAvg, expAvgSq, decayed, Options, lr, Step);
-        // Every rank's weights from the owners' shards, in the model's dtype.
-        var mine = zeros(shard, dtype: buffer.Params.dtype, device: buffer.Params.device);
-        mine.narrow(0, 0, length).copy_(master);
-        var gathered = empty(padded, dtype: buffer.Params.dtype, device: buffer.Params.device);
-        dataParallel.AllGather(mine, gathered);
-        buffer.Params.copy_(gathered.narrow(0, 0, buffer.Count));
+        var grads = buckets.Select(b => (Grads: gradShards.narrow(0, pieceOffsets[b.Index], Segments[b.Index].Length), Segments[b.Index].Offset)).ToList();
+        var total = norm.Compute(grads);
+        for (int k = 0; k < buckets.Count; k++)
+        {
+            var (offset, length) = Segments[k];
+            if (length == 0) continue;
+            var g = grads[k].Grads;
+            AdamW.Clip(g, total, Options);
+            long decayed = Math.Clamp(buffer.DecayedCount - offset, 0, length);
+            AdamW.Update(Master.narrow(0, stateOffsets[k], length), g, ExpAvg.narrow(0, stateOffsets[k], length),
+                ExpAvgSq.narrow(0, stateOffsets[k], length), decayed, Options, lr, Step);
+        }
+        CopyMasterToParams();
         return total.MoveToOuterDisposeScope();
     }
 
-    private Tensor Padded(Tensor flat)
+    /// <summary>Every rank's weights from the owners' pieces of master weights, in the model's dtype: an all-gather per bucket.</summary>
+    public void CopyMasterToParams()
     {
-        if (padded == flat.numel()) return flat;
-        var p = zeros(padded, dtype: flat.dtype, device: flat.device);
-        p.narrow(0, 0, flat.numel()).copy_(flat);
-        return p;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        int d = dataParallel.Size;
+        foreach (var b in buckets)
+        {
+            var (_, length) = Segments[b.Index];
+            var mine = zeros(b.PaddedCount(d) / d, dtype: buffer.Params.dtype, device: buffer.Params.device);
+            mine.narrow(0, 0, length).copy_(Master.narrow(0, stateOffsets[b.Index], length));
+            var gathered = empty(b.PaddedCount(d), dtype: buffer.Params.dtype, device: buffer.Params.device);
+            dataParallel.AllGather(mine, gathered);
+            buffer.Params.narrow(0, b.Offset, b.Count).copy_(gathered.narrow(0, 0, b.Count));
+        }
     }
 
     public void Dispose()
     {
-        master.Dispose();
-        expAvg.Dispose();
-        expAvgSq.Dispose();
+        gradShards.Dispose();
+        Master.Dispose();
+        ExpAvg.Dispose();
+        ExpAvgSq.Dispose();
     }
 }

@@ -7,33 +7,33 @@ namespace Harness.Executor.DataParallel;
 
 /// <summary>
 /// What Megatron's finalize_model_grads (distributed/finalize_model_grads.py) does between the last backward of
-/// an iteration and the optimizer, on the float32 gradients of a <see cref="ParamAndGradBuffer"/>.
+/// an iteration and the optimizer, on the float32 gradients of a <see cref="ParamAndGradBuffer"/>, one
+/// <see cref="GradBucket"/> at a time, before the bucket's data-parallel reduction (<see cref="GradientSync"/>).
 /// </summary>
 public static class FinalizeModelGrads
 {
     /// <summary>
-    /// Sums over the tensor-parallel group the gradients of replicated parameters that each rank saw only part of:
-    /// under sequence parallelism (its sequence block; Megatron's _allreduce_layernorm_grads) and under CAAT-Net
-    /// partial sync (its own partial sums: "norm weights stay replicated, their gradients are all-reduced").
+    /// Sums over the tensor-parallel group the gradients of replicated parameters in <paramref name="bucket"/> that each
+    /// rank saw only part of: under sequence parallelism (its sequence block; Megatron's _allreduce_layernorm_grads)
+    /// and under CAAT-Net partial sync (its own partial sums: "norm weights stay replicated, their gradients are
+    /// all-reduced").
     /// </summary>
-    public static void AllReduceReplicatedGrads(ShardedTensorParallel tp, ParamAndGradBuffer buffer) =>
-        AllReduceCoalesced(buffer, buffer.Layout.Where(l => tp.NeedsGradAllReduce(l.Name, l.Parameter)).ToList(), tp.Group);
+    public static void AllReduceReplicatedGrads(ShardedTensorParallel tp, ParamAndGradBuffer buffer, GradBucket bucket) =>
+        AllReduceCoalesced(buffer, InBucket(buffer, bucket).Where(l => tp.NeedsGradAllReduce(l.Name, l.Parameter)).ToList(), tp.Group);
 
     /// <summary>
     /// Sums the word-embedding gradients of the first and last pipeline stage, which both hold the tied table
-    /// (Megatron's _allreduce_word_embedding_grads); null group: no tied table across stages.
+    /// (Megatron's _allreduce_word_embedding_grads), when the table is in <paramref name="bucket"/>; null group: no
+    /// tied table across stages.
     /// </summary>
-    public static void AllReduceEmbeddingGrads(ICommunicator? embedding, ParamAndGradBuffer buffer)
+    public static void AllReduceEmbeddingGrads(ICommunicator? embedding, ParamAndGradBuffer buffer, GradBucket bucket)
     {
         if (embedding is null) return;
-        AllReduceCoalesced(buffer, buffer.Layout.Where(l => l.Name.EndsWith("word_embeddings")).ToList(), embedding);
+        AllReduceCoalesced(buffer, InBucket(buffer, bucket).Where(l => l.Name.EndsWith("word_embeddings")).ToList(), embedding);
     }
 
-    /// <summary>Averages every gradient over the data-parallel (with context parallelism: data and context) group in one call.</summary>
-    public static void AllReduceDataParallel(ICommunicator dataParallel, ParamAndGradBuffer buffer)
-    {
-        if (dataParallel.Size > 1) dataParallel.AllReduce(buffer.MainGrads, ReduceOp.Avg);
-    }
+    private static IEnumerable<(string Name, TorchSharp.Modules.Parameter Parameter, long Offset)> InBucket(ParamAndGradBuffer buffer, GradBucket bucket) =>
+        buffer.Layout.Where(l => l.Offset >= bucket.Offset && l.Offset < bucket.Offset + bucket.Count);
 
     /// <summary>Sums the gradients of <paramref name="parameters"/> over <paramref name="group"/> through one flat buffer.</summary>
     private static void AllReduceCoalesced(ParamAndGradBuffer buffer, IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Parameter, long Offset)> parameters, ICommunicator group)

@@ -21,19 +21,25 @@ public sealed class GradientNorm(IReadOnlyList<(long Offset, long Count)> exclud
                 (holdsEmbeddingCopy && l.Name.EndsWith("word_embeddings")))
             .Select(l => (l.Offset, l.Parameter.numel())).ToList();
 
-    /// <summary>‖g‖ over every rank, for gradients <paramref name="grads"/> that start at <paramref name="offset"/> of the buffer.</summary>
-    public Tensor Compute(Tensor grads, long offset = 0)
+    /// <summary>‖g‖ over every rank, for the gradients <paramref name="grads"/> of the whole buffer.</summary>
+    public Tensor Compute(Tensor grads) => Compute([(grads, 0)]);
+
+    /// <summary>‖g‖ over every rank, for this rank's gradients in pieces, each starting at its offset of the buffer.</summary>
+    public Tensor Compute(IReadOnlyList<(Tensor Grads, long Offset)> parts)
     {
         using var scope = NewDisposeScope();
-        var squares = grads.square().sum(type: ScalarType.Float32);
-        foreach (var (start, count) in excluded)
+        var squares = zeros(1, dtype: ScalarType.Float32, device: parts[0].Grads.device);
+        foreach (var (grads, offset) in parts)
         {
-            long lo = Math.Max(start, offset), hi = Math.Min(start + count, offset + grads.numel());
-            if (hi > lo) squares.sub_(grads.narrow(0, lo - offset, hi - lo).square().sum(type: ScalarType.Float32));
+            squares.add_(grads.square().sum(type: ScalarType.Float32));
+            foreach (var (start, count) in excluded)
+            {
+                long lo = Math.Max(start, offset), hi = Math.Min(start + count, offset + grads.numel());
+                if (hi > lo) squares.sub_(grads.narrow(0, lo - offset, hi - lo).square().sum(type: ScalarType.Float32));
+            }
         }
-        var total = squares.reshape(1).contiguous();
         foreach (var group in sumOver)
-            if (group.Size > 1) group.AllReduce(total);
-        return total.sqrt().reshape([]).MoveToOuterDisposeScope();
+            if (group.Size > 1) group.AllReduce(squares);
+        return squares.sqrt().reshape([]).MoveToOuterDisposeScope();
     }
 }

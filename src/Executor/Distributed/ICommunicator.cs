@@ -52,6 +52,12 @@ public interface ICommunicator : IDisposable
     void Barrier();
 
     /// <summary>
+    /// A stream on which this backend's calls can overlap compute: a non-blocking CUDA stream for NCCL; the compute
+    /// stream itself for the in-process backend, whose calls complete before they return.
+    /// </summary>
+    ICommunicationStream CreateCommunicationStream();
+
+    /// <summary>
     /// Collective over this group: ranks that pass the same non-negative <paramref name="color"/> form a new group,
     /// ordered by <paramref name="key"/>; ranks passing <see cref="NoColor"/> get null (ncclCommSplit's contract).
     /// </summary>

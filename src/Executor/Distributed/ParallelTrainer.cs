@@ -3,6 +3,7 @@ using Harness.Executor.DataParallel;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
+using Harness.Executor.Training;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
@@ -14,9 +15,10 @@ namespace Harness.Executor.Distributed;
 /// <summary>
 /// One rank's training step under a <see cref="ParallelConfig"/> (Megatron's train_step): the rank builds its
 /// model chunks (tensor-parallel shards of its pipeline stages), one flat gradient buffer over them, and per
-/// iteration runs the pipeline schedule over its data-parallel share of the batch, finalizes the gradients
-/// (tensor-parallel replicated parameters, tied embeddings across stages, data-parallel average), and steps
-/// AdamW (replicated) or the distributed optimizer. Loss and gradient norm come back on every rank.
+/// iteration runs the pipeline schedule over its data-parallel share of the batch, finalizes the gradients bucket by
+/// bucket (tensor-parallel replicated parameters, tied embeddings across stages, data-parallel average; during
+/// backward with --overlap-grad-reduce: <see cref="GradientSync"/>), and steps AdamW (replicated) or the
+/// distributed optimizer. Loss and gradient norm come back on every rank.
 /// </summary>
 public sealed class ParallelTrainer : IDisposable
 {
@@ -34,13 +36,17 @@ public sealed class ParallelTrainer : IDisposable
     private readonly AdamW? adam;
     private readonly DistributedOptimizer? distributedOptimizer;
     private readonly GradientNorm gradientNorm;
+    private readonly ICommunicationStream? communicationStream;
+    private readonly GradientSync gradSync;
 
     /// <param name="seed">When given, weights are drawn from a generator of this seed plus 100 x the pipeline rank
     /// (Megatron's offset), so tensor- and data-parallel peers draw the same full weights, independently of
     /// libtorch's global generator (in-process ranks run concurrently).</param>
     /// <param name="ringAttention">Context parallelism passes keys and values around a ring instead of gathering them.</param>
+    /// <param name="bucketSize">Elements per data-parallel gradient bucket (Megatron's --ddp-bucket-size); default max(40M, 1M·d).</param>
     public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
-        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false)
+        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false,
+        long? bucketSize = null)
     {
         (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
         var errors = parallel.Validate(spec, groups.World.Size);
@@ -65,11 +71,29 @@ public sealed class ParallelTrainer : IDisposable
         if (parallel.DistributedOptimizer) sumOver.Add(groups.DataWithContext);
         gradientNorm = new GradientNorm(excluded, sumOver);
         SyncTiedEmbedding();
-        if (parallel.DistributedOptimizer) distributedOptimizer = new DistributedOptimizer(Buffer, groups.DataWithContext, adamOptions, gradientNorm);
+        var buckets = GradBucket.Of(Buffer, bucketSize ?? GradBucket.DefaultSize(groups.DataWithContext.Size));
+        if (parallel.DistributedOptimizer) distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adamOptions, gradientNorm);
         else adam = new AdamW(Buffer, adamOptions);
+        communicationStream = parallel.OverlapOrDefault.GradientReduce ? groups.DataWithContext.CreateCommunicationStream() : null;
+        gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, b =>
+        {
+            FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer, b);
+            FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer, b);
+        }, FinalAfter, communicationStream);
     }
 
     public ParamAndGradBuffer Buffer { get; }
+
+    public ProcessGroups Groups => groups;
+
+    /// <summary>The model this rank holds part of (its vocabulary padded for tensor parallelism).</summary>
+    public ModelSpec Model => spec;
+
+    /// <summary>The optimizer's state over this rank's part of the buffer: all of it, or its data-parallel shard.</summary>
+    public IOptimizerState Optimizer => (IOptimizerState?)distributedOptimizer ?? adam!;
+
+    /// <summary>How this run's checkpoints are split into files.</summary>
+    public CheckpointLayout CheckpointLayout => CheckpointLayout.Of(parallel, spec);
 
     /// <summary>Time this rank has spent communicating, over all its groups, since it started.</summary>
     public TimeSpan CommunicationTime =>
@@ -127,11 +151,9 @@ public sealed class ParallelTrainer : IDisposable
             var (tokens, labels) = microBatch(i);
             return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
         };
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, Buffer.AccumulateMicroBatch)
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync)
             ?? zeros(1, dtype: ScalarType.Float32, device: device);
-        FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer);
-        FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer);
-        if (distributedOptimizer is null) FinalizeModelGrads.AllReduceDataParallel(groups.DataWithContext, Buffer);
+        gradSync.Finish();
         var norm = distributedOptimizer?.ClipAndStep(lr) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
         // Report the loss everywhere: from the last stage, averaged over data (and context) replicas.
         var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
@@ -139,6 +161,23 @@ public sealed class ParallelTrainer : IDisposable
         if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
         var host = cat([reported, norm.reshape(1).to(ScalarType.Float32)]).cpu().data<float>().ToArray();
         return (host[0], host[1]);
+    }
+
+    /// <summary>
+    /// Where backward finishes a parameter's gradient, for <see cref="GradientSync"/>'s markers: a layer's at the layer's
+    /// input, the final norm's and output layer's at the final norm's input (by chunk, "chunks.c.*" in the buffer);
+    /// the embeddings' only once backward is over (a tied table is used at both ends).
+    /// </summary>
+    private (int Chunk, int Point)? FinalAfter(string name)
+    {
+        var parts = name.Split('.');
+        int c = int.Parse(parts[1]);
+        return parts[2] switch
+        {
+            "layers" => (c, int.Parse(parts[3])),
+            "final_layernorm" or "output_layer" => (c, chunks[c].Part.NumLayers),
+            _ => null,
+        };
     }
 
     /// <summary>The last stage's copy of a tied word embedding starts equal to the first stage's (Megatron zeroes it and all-reduces).</summary>
@@ -158,6 +197,7 @@ public sealed class ParallelTrainer : IDisposable
 
     public void Dispose()
     {
+        communicationStream?.Dispose();
         adam?.Dispose();
         distributedOptimizer?.Dispose();
         Buffer.Dispose();

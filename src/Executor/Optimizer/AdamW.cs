@@ -13,7 +13,7 @@ public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.999, doub
 /// weights) when fused kernels are on and the buffers live on a GPU. The moments are flat too, so a checkpoint is
 /// three tensors.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizerState, IDisposable
 {
     private readonly ParamAndGradBuffer buffer;
     private readonly bool fused;
@@ -21,6 +21,8 @@ public sealed class AdamW : IDisposable
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
     public long Step { get; set; }
+    public IReadOnlyList<(long Offset, long Length)> Segments => [(0, buffer.Count)];
+    public Tensor Master => buffer.Master;
 
     /// <param name="fused">One fused kernel per step (the caller checked that the kernels run on this device).</param>
     public AdamW(ParamAndGradBuffer buffer, AdamWOptions options, bool fused = false)
@@ -88,6 +90,8 @@ public sealed class AdamW : IDisposable
         using var denominator = v.sqrt().div_(Math.Sqrt(bias2)).add_(o.Epsilon);
         w.addcdiv_(m, denominator, -lr / bias1);
     }
+
+    public void CopyMasterToParams() => buffer.CopyMasterToParams();
 
     public void Dispose()
     {

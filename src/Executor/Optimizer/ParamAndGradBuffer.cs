@@ -85,13 +85,16 @@ public sealed class ParamAndGradBuffer : IDisposable
 
     /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator (all but the
     /// fused layers' weights, whose GEMMs accumulated there already).</summary>
-    public void AccumulateMicroBatch()
+    public void AccumulateMicroBatch() => AccumulateRange(FusedCount, Count - FusedCount);
+
+    /// <summary>Folds the bf16 gradients in [offset, offset + count) into the float32 accumulator (one bucket's, when its gradients are final).</summary>
+    public void AccumulateRange(long offset, long count)
     {
         if (!MixedPrecision) return;
         using (no_grad())
         {
-            using var grads = Grads.narrow(0, FusedCount, Count - FusedCount);
-            using var main = MainGrads.narrow(0, FusedCount, Count - FusedCount);
+            using var grads = Grads.narrow(0, offset, count);
+            using var main = MainGrads.narrow(0, offset, count);
             main.add_(grads);
             grads.zero_();
         }

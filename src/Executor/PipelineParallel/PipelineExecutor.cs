@@ -1,3 +1,4 @@
+using Harness.Executor.DataParallel;
 using Harness.Executor.Transformer;
 using static TorchSharp.torch;
 
@@ -17,11 +18,12 @@ public static class PipelineExecutor
 {
     /// <param name="microBatch">Tokens and labels [b, s] of micro-batch i, on the device.</param>
     /// <param name="activationShape">What travels between stages: [b, s, h] of this rank's sequence block.</param>
-    /// <param name="afterBackward">Run after each micro-batch's backward (fold bf16 gradients into float32).</param>
+    /// <param name="gradSync">Folds each micro-batch's bf16 gradients into float32 after its backward, and with overlap
+    /// marks the layers of each chunk's last micro-batch so their gradients are reduced as backward passes them.</param>
     /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached); null elsewhere.</returns>
     public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
         Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
-        Action? afterBackward = null)
+        GradientSync gradSync)
     {
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
         var alive = new Dictionary<(int Micro, int Chunk), (Tensor? Input, Tensor Output)>();
@@ -37,7 +39,8 @@ public static class PipelineExecutor
                     Tensor? input = chunk.Part.PreProcess ? null
                         : p2p!.RecvForward(activationShape, dtype, device).requires_grad_(true);
                     var (tokens, labels) = microBatch(op.MicroBatch);
-                    var hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens));
+                    bool last = op.MicroBatch == microBatches - 1;
+                    var hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens), last ? (h, layer) => gradSync.Mark(h, op.Chunk, layer) : null);
                     Tensor output;
                     if (chunk.Part.PostProcess)
                     {
@@ -59,7 +62,7 @@ public static class PipelineExecutor
                     alive.Remove((op.MicroBatch, op.Chunk));
                     if (chunk.Part.PostProcess) output.backward();
                     else autograd.backward([output], [p2p!.RecvBackward(activationShape, dtype, device)]);
-                    afterBackward?.Invoke();
+                    gradSync.AfterBackward();
                     if (input is not null) p2p!.SendBackward(input.grad!);
                     input?.Dispose();
                     output.Dispose();

@@ -5,38 +5,148 @@ using static TorchSharp.torch;
 
 namespace Harness.Executor.Training;
 
-/// <summary>What a checkpoint records besides the tensors.</summary>
-public sealed record CheckpointMeta(long Iteration, long OptimizerStep, long DataPosition, int Seed, string Model, long Parameters, string Dtype);
+/// <summary>What a checkpoint records besides the tensors. <see cref="Parameters"/> counts one model replica as the layout holds it.</summary>
+public sealed record CheckpointMeta(long Iteration, long OptimizerStep, long DataPosition, int Seed, string Model, long Parameters, string Dtype,
+    CheckpointLayout Layout);
 
 /// <summary>
-/// Checkpoints in Megatron's folder layout: SAVE/iter_0000100/ with the state, and SAVE/latest_checkpointed_iteration.txt
-/// naming the newest. The state is the float32 master weights and both Adam moments (flat buffers, raw little-endian),
-/// the CPU random generator, and meta.json (iteration, optimizer step, data position). The bf16 weights are the master
-/// weights cast, so they are not stored; resuming restores exactly the state an uninterrupted run would have.
+/// Checkpoints in Megatron's folder layout: SAVE/latest_checkpointed_iteration.txt names the newest SAVE/iter_0000100/,
+/// which holds meta.json (iteration, optimizer step, data position, layout) and one folder per tensor x pipeline rank,
+/// mp_rank_TT[_PPP] (<see cref="CheckpointLayout"/>), with that rank's float32 master weights and both Adam moments
+/// (flat buffers, raw little-endian; segments.json names the ranges of the flat buffer they hold) and its CPU random
+/// generator. The distributed optimizer's shards lie in dp_rank_DDD/ below it, one per data-parallel rank. The bf16 weights are the master weights cast, so they are not
+/// stored; resuming restores exactly the state an uninterrupted run would have. Single-device runs use it directly
+/// (<see cref="Save"/>, <see cref="Load"/>); parallel runs through DistributedCheckpoint, from the same pieces.
 /// </summary>
 public static class Checkpoint
 {
     private const string Tracker = "latest_checkpointed_iteration.txt";
+    private const string Meta = "meta.json";
+    private const string SegmentsFile = "segments.json";
+    private static readonly (string File, Func<IOptimizerState, Tensor> Of)[] OptimizerTensors =
+        [("master.bin", o => o.Master), ("exp_avg.bin", o => o.ExpAvg), ("exp_avg_sq.bin", o => o.ExpAvgSq)];
+
+    /// <summary>Read chunk of at most this many elements: memory stays bounded and no array nears 2 GB.</summary>
+    private const long ChunkElements = 1 << 24;
+
+    /// <summary>In-process ranks share libtorch's one CPU generator: its state is read and set under this lock.</summary>
+    private static readonly Lock RngLock = new();
 
     public static string Save(string root, long iteration, int seed, string model, ParamAndGradBuffer buffer, AdamW adam, GptSampler sampler)
     {
-        string dir = IterationFolder(root, iteration);
-        Directory.CreateDirectory(dir);
-        WriteTensor(Path.Combine(dir, "master.bin"), buffer.Master);
-        WriteTensor(Path.Combine(dir, "exp_avg.bin"), adam.ExpAvg);
-        WriteTensor(Path.Combine(dir, "exp_avg_sq.bin"), adam.ExpAvgSq);
-        using (var rng = get_rng_state()) WriteTensor(Path.Combine(dir, "rng_state.bin"), rng);
-        var meta = new CheckpointMeta(iteration, adam.Step, sampler.Position, seed, model, buffer.Count, buffer.Master.dtype.ToString());
-        File.WriteAllText(Path.Combine(dir, "meta.json"), JsonSerializer.Serialize(meta, new JsonSerializerOptions { WriteIndented = true }));
-        // The tracker is written last and atomically: a crash mid-save leaves the previous checkpoint current.
-        string temp = Path.Combine(root, Tracker + ".tmp");
-        File.WriteAllText(temp, iteration.ToString());
-        File.Move(temp, Path.Combine(root, Tracker), overwrite: true);
-        return dir;
+        var layout = CheckpointLayout.SingleDevice;
+        string rankDir = RankFolder(root, iteration, layout, 0, 0);
+        WriteOptimizer(rankDir, layout, 0, adam);
+        WriteRng(rankDir);
+        return Commit(root, new CheckpointMeta(iteration, adam.Step, sampler.Position, seed, model, buffer.Count, adam.Master.dtype.ToString(), layout));
     }
 
     /// <summary>Restores the newest checkpoint under root; returns its metadata. Throws InvalidDataException naming a mismatch.</summary>
     public static CheckpointMeta Load(string root, string model, ParamAndGradBuffer buffer, AdamW adam, GptSampler sampler)
+    {
+        var (dir, meta) = Latest(root);
+        RequireCompatible(dir, meta, model, CheckpointLayout.SingleDevice, buffer.Count);
+        string rankDir = Path.Combine(dir, meta.Layout.RankFolder(0, 0));
+        ReadOptimizer(rankDir, meta, adam);
+        adam.CopyMasterToParams();
+        ReadRng(rankDir);
+        sampler.Position = meta.DataPosition;
+        return meta;
+    }
+
+    /// <summary>The folder of tensor rank t, pipeline rank p in iteration <paramref name="iteration"/>'s checkpoint.</summary>
+    public static string RankFolder(string root, long iteration, CheckpointLayout layout, int tensorRank, int pipelineRank) =>
+        Path.Combine(IterationFolder(root, iteration), layout.RankFolder(tensorRank, pipelineRank));
+
+    /// <summary>Writes optimizer shard <paramref name="shard"/> (0 when replicated) into its rank folder, with the buffer ranges it holds.</summary>
+    public static void WriteOptimizer(string rankDir, CheckpointLayout layout, int shard, IOptimizerState optimizer)
+    {
+        string dir = Path.Combine(rankDir, layout.ShardFolder(shard));
+        Directory.CreateDirectory(dir);
+        foreach (var (file, of) in OptimizerTensors) WriteTensor(Path.Combine(dir, file), of(optimizer));
+        File.WriteAllText(Path.Combine(dir, SegmentsFile), JsonSerializer.Serialize(optimizer.Segments.Select(s => new[] { s.Offset, s.Length })));
+    }
+
+    /// <summary>
+    /// Fills <paramref name="optimizer"/>'s part of the flat buffer from a rank folder, whatever the shards it was saved
+    /// in: each saved shard names the buffer ranges it holds, so every range this rank needs is read from the files
+    /// that hold it.
+    /// </summary>
+    public static void ReadOptimizer(string rankDir, CheckpointMeta meta, IOptimizerState optimizer)
+    {
+        using var _ = no_grad();
+        for (int d = 0; d < meta.Layout.OptimizerShards; d++)
+        {
+            string dir = Path.Combine(rankDir, meta.Layout.ShardFolder(d));
+            var saved = SavedSegments(dir);
+            long fileElements = saved.Sum(s => s.Length);
+            foreach (var (file, of) in OptimizerTensors)
+            {
+                var into = of(optimizer);
+                long savedAt = 0;
+                foreach (var (savedOffset, savedLength) in saved)
+                {
+                    long at = 0;
+                    foreach (var (offset, length) in optimizer.Segments)
+                    {
+                        long from = Math.Max(offset, savedOffset), to = Math.Min(offset + length, savedOffset + savedLength);
+                        if (to > from) ReadTensor(Path.Combine(dir, file), fileElements, savedAt + from - savedOffset, into.narrow(0, at + from - offset, to - from));
+                        at += length;
+                    }
+                    savedAt += savedLength;
+                }
+            }
+        }
+        optimizer.Step = meta.OptimizerStep;
+    }
+
+    private static IReadOnlyList<(long Offset, long Length)> SavedSegments(string dir)
+    {
+        string path = Path.Combine(dir, SegmentsFile);
+        try { return JsonSerializer.Deserialize<long[][]>(File.ReadAllText(path))!.Select(s => (s[0], s[1])).ToList(); }
+        catch (Exception e) when (e is IOException or JsonException or NullReferenceException or IndexOutOfRangeException)
+        {
+            throw new InvalidDataException($"{path} is missing or damaged; the checkpoint is incomplete.");
+        }
+    }
+
+    public static void WriteRng(string rankDir)
+    {
+        Directory.CreateDirectory(rankDir);
+        lock (RngLock)
+        {
+            using var rng = get_rng_state();
+            WriteTensor(Path.Combine(rankDir, "rng_state.bin"), rng);
+        }
+    }
+
+    public static void ReadRng(string rankDir)
+    {
+        lock (RngLock)
+        {
+            using var rng = get_rng_state();
+            ReadTensor(Path.Combine(rankDir, "rng_state.bin"), rng.numel(), 0, rng);
+            set_rng_state(rng);
+        }
+    }
+
+    /// <summary>
+    /// Makes the checkpoint of meta.Iteration current, once every rank has written its files: meta.json, then the
+    /// tracker, written atomically, so a crash mid-save leaves the previous checkpoint current. Returns the folder.
+    /// </summary>
+    public static string Commit(string root, CheckpointMeta meta)
+    {
+        string dir = IterationFolder(root, meta.Iteration);
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, Meta), JsonSerializer.Serialize(meta, new JsonSerializerOptions { WriteIndented = true }));
+        string temp = Path.Combine(root, Tracker + ".tmp");
+        File.WriteAllText(temp, meta.Iteration.ToString());
+        File.Move(temp, Path.Combine(root, Tracker), overwrite: true);
+        return dir;
+    }
+
+    /// <summary>The newest checkpoint under root: its folder and metadata. Throws naming what is missing or damaged.</summary>
+    public static (string Dir, CheckpointMeta Meta) Latest(string root)
     {
         string tracker = Path.Combine(root, Tracker);
         if (!File.Exists(tracker)) throw new FileNotFoundException($"--load {root} has no {Tracker}; it is not a checkpoint folder written by --save.", tracker);
@@ -45,44 +155,57 @@ public static class Checkpoint
             throw new InvalidDataException($"{tracker} holds '{latest}', not an iteration number; it is not a checkpoint folder written by --save.");
         string dir = IterationFolder(root, iteration);
         CheckpointMeta? meta;
-        try { meta = JsonSerializer.Deserialize<CheckpointMeta>(File.ReadAllText(Path.Combine(dir, "meta.json"))); }
-        catch (JsonException) { throw new InvalidDataException($"{dir}/meta.json is not the JSON --save writes; the checkpoint is damaged."); }
-        if (meta is null) throw new InvalidDataException($"{dir}/meta.json is empty.");
-        if (meta.Model != model || meta.Parameters != buffer.Count)
-            throw new InvalidDataException($"The checkpoint in {dir} is of model {meta.Model} with {meta.Parameters} parameters; this run builds {model} with {buffer.Count}.");
-        using (no_grad())
-        {
-            ReadTensor(Path.Combine(dir, "master.bin"), buffer.Master);
-            ReadTensor(Path.Combine(dir, "exp_avg.bin"), adam.ExpAvg);
-            ReadTensor(Path.Combine(dir, "exp_avg_sq.bin"), adam.ExpAvgSq);
-            buffer.CopyMasterToParams();
-        }
-        using (var rng = get_rng_state())
-        {
-            ReadTensor(Path.Combine(dir, "rng_state.bin"), rng);
-            set_rng_state(rng);
-        }
-        adam.Step = meta.OptimizerStep;
-        sampler.Position = meta.DataPosition;
-        return meta;
+        try { meta = JsonSerializer.Deserialize<CheckpointMeta>(File.ReadAllText(Path.Combine(dir, Meta))); }
+        catch (JsonException) { throw new InvalidDataException($"{dir}/{Meta} is not the JSON --save writes; the checkpoint is damaged."); }
+        catch (IOException) { throw new InvalidDataException($"{dir}/{Meta} is missing; the checkpoint is incomplete."); }
+        if (meta?.Layout is null) throw new InvalidDataException($"{dir}/{Meta} names no model or layout; the checkpoint is damaged.");
+        return (dir, meta);
+    }
+
+    /// <summary>
+    /// Throws InvalidDataException unless the checkpoint in <paramref name="dir"/> is of <paramref name="model"/>, its
+    /// weights are split as <paramref name="layout"/> splits them, and one model replica has <paramref name="parameters"/>
+    /// parameters (unchecked when null: before the model is built).
+    /// </summary>
+    public static void RequireCompatible(string dir, CheckpointMeta meta, string model, CheckpointLayout layout, long? parameters = null)
+    {
+        if (meta.Model != model)
+            throw new InvalidDataException($"The checkpoint in {dir} is of model {meta.Model}; this run builds {model}.");
+        if (!meta.Layout.SplitsWeightsLike(layout))
+            throw new InvalidDataException($"The checkpoint in {dir} was saved with {meta.Layout} and this run is {layout}; load it with the layout it was saved with.");
+        if (parameters is not null && meta.Parameters != parameters)
+            throw new InvalidDataException($"The checkpoint in {dir} is of model {meta.Model} with {meta.Parameters} parameters; this run builds {model} with {parameters}.");
     }
 
     private static string IterationFolder(string root, long iteration) => Path.Combine(root, $"iter_{iteration:D7}");
 
+    /// <summary>A flat tensor's raw bytes, in chunks.</summary>
     private static void WriteTensor(string path, Tensor t)
     {
-        using var cpu = t.cpu().contiguous();
         using var file = File.Create(path);
-        file.Write(cpu.bytes);
+        for (long offset = 0; offset < t.numel(); offset += ChunkElements)
+        {
+            using var part = t.narrow(0, offset, Math.Min(ChunkElements, t.numel() - offset)).cpu().contiguous();
+            file.Write(part.bytes);
+        }
     }
 
-    private static void ReadTensor(string path, Tensor into)
+    /// <summary>Elements [skip, skip + into.numel()) of a file that holds <paramref name="fileElements"/> of into's dtype, into a flat tensor.</summary>
+    private static void ReadTensor(string path, long fileElements, long skip, Tensor into)
     {
-        byte[] bytes = File.ReadAllBytes(path);
-        using var cpu = empty(into.shape, dtype: into.dtype);
-        if (bytes.Length != cpu.bytes.Length)
-            throw new InvalidDataException($"{path} holds {bytes.Length} bytes; this model needs {cpu.bytes.Length}.");
-        cpu.bytes = bytes;
-        into.copy_(cpu);
+        long size = into.element_size();
+        using var file = File.Exists(path) ? File.OpenRead(path) : throw new InvalidDataException($"{path} is missing; the checkpoint is damaged.");
+        if (file.Length != fileElements * size)
+            throw new InvalidDataException($"{path} holds {file.Length} bytes, not the {fileElements * size} this checkpoint describes; the checkpoint is damaged.");
+        file.Position = skip * size;
+        for (long offset = 0; offset < into.numel(); offset += ChunkElements)
+        {
+            long n = Math.Min(ChunkElements, into.numel() - offset);
+            using var cpu = empty(n, dtype: into.dtype);
+            var bytes = new byte[n * size];
+            file.ReadExactly(bytes);
+            cpu.bytes = bytes;
+            into.narrow(0, offset, n).copy_(cpu);
+        }
     }
 }

@@ -84,9 +84,10 @@ public sealed class Trainer : IDisposable
             var record = Step();
             if (Iteration == options.Profile?.StepEnd) CudaProfiler.Stop();
             onIteration(record);
-            if (options.Save is not null && options.SaveInterval > 0 && Iteration % options.SaveInterval == 0) SaveCheckpoint();
+            if (options.CheckpointDue(Iteration)) SaveCheckpoint();
         }
-        if (options.Save is not null && (options.SaveInterval == 0 || Iteration % options.SaveInterval != 0)) SaveCheckpoint();
+        // Stopped early (cancelled): what was trained is saved too.
+        if (options.Save is not null && !options.CheckpointDue(Iteration)) SaveCheckpoint();
     }
 
     private void SaveCheckpoint() =>

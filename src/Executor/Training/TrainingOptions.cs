@@ -42,6 +42,9 @@ public sealed record TrainingOptions(
 
     public AdamWOptions AdamOptions => Adam ?? new AdamWOptions();
 
+    /// <summary>Whether to save a checkpoint once <paramref name="iterations"/> are done: every --save-interval, and after the last.</summary>
+    public bool CheckpointDue(long iterations) => Save is not null && (iterations == TrainIters || (SaveInterval > 0 && iterations % SaveInterval == 0));
+
     /// <summary>MFU of an iteration at <paramref name="tflopsPerGpu"/> model TFLOP/s, against the --gpu preset's dense bf16
     /// peak; none on CPU, which has no such peak.</summary>
     public double? Mfu(double tflopsPerGpu) => Device == ExecutionDevice.Cuda && Gpu is not null ? tflopsPerGpu * 1e12 / Gpu.PeakBf16Flops : null;

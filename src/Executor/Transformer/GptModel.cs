@@ -63,12 +63,19 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     }
 
     /// <summary>The decoder layers (each recomputed in backward under full recompute) and the final norm.</summary>
-    public Tensor Decode(Tensor hidden)
+    /// <param name="atLayerInput">Applied to the input of layer i (i = the number of layers: the final norm's input) when
+    /// given: where data-parallel gradient sync marks that backward has passed a layer.</param>
+    public Tensor Decode(Tensor hidden, Func<Tensor, int, Tensor>? atLayerInput = null)
     {
-        foreach (var layer in layers)
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var layer = layers[i];
+            if (atLayerInput is not null) hidden = atLayerInput(hidden, i);
             hidden = config.Recompute == RecomputeGranularity.Full
                 ? CheckpointFunction.Apply(x => layer.forward(x[0]), hidden)
                 : layer.forward(hidden);
+        }
+        if (atLayerInput is not null) hidden = atLayerInput(hidden, layers.Count);
         return final_layernorm is null ? hidden : final_layernorm.forward(hidden);
     }
 

@@ -7,7 +7,7 @@ namespace Harness.Executor.Transformer;
 /// libtorch operators TorchSharp does not bind, reached through a small TorchScript compilation unit (compiled once,
 /// from the source below): aten::rms_norm (one fused kernel forward and backward on CUDA instead of five),
 /// scaled_dot_product_attention with enable_gqa (flash attention reads each key/value group for its query heads,
-/// no expanded copies), and the rotary and SwiGLU element-wise chains, which TorchScript's GPU fuser (NNC, on by
+/// no expanded copies; also under a mask, for context parallelism), and the rotary and SwiGLU element-wise chains, which TorchScript's GPU fuser (NNC, on by
 /// default in libtorch) compiles into fused kernels, forward and backward, after a profiling run.
 /// Autograd runs through scripted functions as through any operator.
 /// </summary>
@@ -19,6 +19,9 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float):
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor):
     return torch.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor):
+    return torch.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 def rotary(x: Tensor, cos: Tensor, signed_sin: Tensor, half: int):
     first, second = x.split(half, -1)
@@ -36,6 +39,9 @@ def swiglu(x: Tensor):
 
     /// <summary>Causal softmax(QKᵀ/√d)·V; k and v may have fewer heads (groups) than q.</summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => (Tensor)Unit.Value.invoke("causal_attention", q, k, v);
+
+    /// <summary>softmax(QKᵀ/√d)·V where <paramref name="mask"/> is true (attended); k and v may have fewer heads (groups) than q.</summary>
+    public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask) => (Tensor)Unit.Value.invoke("masked_attention", q, k, v, mask);
 
     /// <summary>
     /// x·cos + rotate(x)·sin±, rotate(x) = [second half | first half] (rotate-half rotary). Written with split and cat

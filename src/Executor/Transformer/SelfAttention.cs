@@ -9,7 +9,7 @@ namespace Harness.Executor.Transformer;
 /// Causal self-attention (Megatron-core transformer/attention.py): a fused QKV projection (column-parallel),
 /// rotary positions when the model has them, grouped-query attention (Ainslie et al. 2023) through
 /// scaled_dot_product_attention with enable_gqa (flash kernels on GPU read each key/value group for its query heads;
-/// nothing is expanded except under context parallelism), and the output
+/// nothing is expanded), and the output
 /// projection (row-parallel). The QKV output is laid out per query group, [q heads of the group | k | v], as in
 /// Megatron, so a contiguous column shard holds whole groups.
 /// </summary>
@@ -63,19 +63,8 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// softmax(QKᵀ/√d + causal mask)·V, each key/value group serving its query heads; under context parallelism over
-    /// every rank's keys and values (expanded to one per query head there).
+    /// every rank's keys and values, which travel as groups.
     /// </summary>
-    private Tensor CoreAttention(Tensor[] qkv)
-    {
-        if (contextParallel is null) return ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2]);
-        return contextParallel.Attention(qkv[0], ExpandGroups(qkv[1]), ExpandGroups(qkv[2]));
-    }
-
-    /// <summary>[b, groups, s, d] to [b, heads, s, d]: group g serves query heads g·(a/g) .. (g+1)·(a/g) − 1.</summary>
-    private Tensor ExpandGroups(Tensor kv)
-    {
-        if (headsPerGroup == 1) return kv;
-        long b = kv.shape[0], s = kv.shape[2];
-        return kv.unsqueeze(2).expand(b, localGroups, headsPerGroup, s, headDim).reshape(b, localGroups * headsPerGroup, s, headDim);
-    }
+    private Tensor CoreAttention(Tensor[] qkv) =>
+        contextParallel is null ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2]) : contextParallel.Attention(qkv[0], qkv[1], qkv[2]);
 }

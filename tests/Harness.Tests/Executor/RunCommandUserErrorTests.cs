@@ -84,18 +84,6 @@ public class RunCommandUserErrorTests
         Assert.Equal("harness run: --micro-batch-size is 0; it must be at least 1.", error);
     }
 
-    [Theory]
-    [InlineData("--save")]
-    [InlineData("--load")]
-    public void CheckpointFlagsOnAParallelRunAreRejectedNotIgnored(string flag)
-    {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
-        var (code, error) = Run("--nproc-per-node", "2", "--global-batch-size", "2", "--out", dir, flag, Path.Combine(dir, "checkpoints"));
-        Assert.Equal(2, code);
-        Assert.Equal("harness run: --save and --load checkpoint single-device runs only; drop them, or the parallel flags (--nproc-per-node and the layout).", error);
-        Assert.False(Directory.Exists(dir), "nothing should run");
-    }
-
     /// <summary>Tiny's flags with the shipped corpus in place of synthetic tokens.</summary>
     private static string[] OnCorpus(params string[] extra) =>
         [.. Tiny.Where(a => a != "--mock-data"), "--data-path", DefaultRun.DataPath, .. extra];

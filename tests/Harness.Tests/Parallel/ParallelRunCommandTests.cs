@@ -32,6 +32,20 @@ public class ParallelRunCommandTests
     }
 
     [Fact]
+    public void OverlappedGradientReductionRunsFromTheCommandLineAndABucketSizeBelowOneIsAUserError()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        var (code, output, _) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--nproc-per-node", "2", "--overlap-grad-reduce", "--ddp-bucket-size", "2000", "--out", dir]);
+        Assert.Equal(0, code);
+        Assert.Contains("dp 2 overlap-grad-reduce,", output);
+        Assert.Equal(4, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
+        Directory.Delete(dir, recursive: true);
+        var (bad, _, error) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--nproc-per-node", "2", "--ddp-bucket-size", "0", "--out", dir]);
+        Assert.Equal(2, bad);
+        Assert.Equal("harness run: --ddp-bucket-size is 0; it must be at least 1 (elements).", error.Trim());
+    }
+
+    [Fact]
     public void ALayoutThatDoesNotDivideTheRanksIsAUserError()
     {
         var err = new StringWriter();

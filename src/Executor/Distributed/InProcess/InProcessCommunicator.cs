@@ -77,6 +77,8 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
     /// <summary>Sends never block here, so a group needs no deferral.</summary>
     public IDisposable Group() => NoScope.Instance;
 
+    public ICommunicationStream CreateCommunicationStream() => ComputeStream.Instance;
+
     public void Barrier() => group.Exchange<object?>(Rank, null, _ => null, world, What("barrier"));
 
     public ICommunicator? Split(int color, int key, string name)

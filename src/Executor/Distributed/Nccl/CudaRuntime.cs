@@ -4,8 +4,9 @@ namespace Harness.Executor.Distributed.Nccl;
 
 /// <summary>
 /// The few CUDA runtime calls TorchSharp does not expose: the current device (NCCL binds a communicator to it),
-/// events, which time each NCCL call on the GPU and tell the watchdog when it finished, and the profiler range
-/// (Megatron's --profile: what Nsight Systems and Nsight Compute capture with --capture-range=cudaProfilerApi). The runtime is the
+/// events, which time each NCCL call on the GPU and tell the watchdog when it finished, and the streams and
+/// cross-stream waits that let communication overlap compute (<see cref="CudaCommunicationStream"/>), and the profiler
+/// range (Megatron's --profile: what Nsight captures with --capture-range=cudaProfilerApi). The runtime is the
 /// one libtorch's CUDA build already loaded (libcudart by soname).
 /// </summary>
 internal static unsafe class CudaRuntime
@@ -17,12 +18,22 @@ internal static unsafe class CudaRuntime
     /// <summary>cudaErrorNotReady: the event's work has not finished yet.</summary>
     public const int NotReady = 600;
 
+    /// <summary>cudaStreamNonBlocking: the stream does not synchronize implicitly with the legacy default stream.</summary>
+    public const uint StreamNonBlocking = 1;
+
+    /// <summary>cudaEventDisableTiming: an event used only for ordering, which records faster.</summary>
+    public const uint EventDisableTiming = 2;
+
     public static readonly delegate* unmanaged<int, int> SetDevice = (delegate* unmanaged<int, int>)Export("cudaSetDevice");
     public static readonly delegate* unmanaged<IntPtr*, int> EventCreate = (delegate* unmanaged<IntPtr*, int>)Export("cudaEventCreate");
     public static readonly delegate* unmanaged<IntPtr, IntPtr, int> EventRecord = (delegate* unmanaged<IntPtr, IntPtr, int>)Export("cudaEventRecord");
     public static readonly delegate* unmanaged<IntPtr, int> EventQuery = (delegate* unmanaged<IntPtr, int>)Export("cudaEventQuery");
     public static readonly delegate* unmanaged<float*, IntPtr, IntPtr, int> EventElapsedTime = (delegate* unmanaged<float*, IntPtr, IntPtr, int>)Export("cudaEventElapsedTime");
     public static readonly delegate* unmanaged<IntPtr, int> EventDestroy = (delegate* unmanaged<IntPtr, int>)Export("cudaEventDestroy");
+    public static readonly delegate* unmanaged<IntPtr*, uint, int> StreamCreateWithFlags = (delegate* unmanaged<IntPtr*, uint, int>)Export("cudaStreamCreateWithFlags");
+    public static readonly delegate* unmanaged<IntPtr, IntPtr, uint, int> StreamWaitEvent = (delegate* unmanaged<IntPtr, IntPtr, uint, int>)Export("cudaStreamWaitEvent");
+    public static readonly delegate* unmanaged<IntPtr, int> StreamDestroy = (delegate* unmanaged<IntPtr, int>)Export("cudaStreamDestroy");
+    public static readonly delegate* unmanaged<IntPtr*, uint, int> EventCreateWithFlags = (delegate* unmanaged<IntPtr*, uint, int>)Export("cudaEventCreateWithFlags");
     public static readonly delegate* unmanaged<IntPtr, int> StreamSynchronize = (delegate* unmanaged<IntPtr, int>)Export("cudaStreamSynchronize");
     public static readonly delegate* unmanaged<int> ProfilerStart = (delegate* unmanaged<int>)Export("cudaProfilerStart");
     public static readonly delegate* unmanaged<int> ProfilerStop = (delegate* unmanaged<int>)Export("cudaProfilerStop");

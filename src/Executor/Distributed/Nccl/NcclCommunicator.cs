@@ -5,7 +5,8 @@ namespace Harness.Executor.Distributed.Nccl;
 
 /// <summary>
 /// A process group over NCCL (one process per GPU). Calls are enqueued on CUDA stream 0, the legacy default
-/// stream TorchSharp's kernels run on, so they are ordered with the model's kernels without extra syncs.
+/// stream TorchSharp's kernels run on, so they are ordered with the model's kernels without extra syncs; within a
+/// <see cref="CudaCommunicationStream"/>'s scope they go to that stream instead, to overlap compute.
 /// Each call is watched by an <see cref="NcclWatchdog"/>.
 /// </summary>
 public sealed unsafe class NcclCommunicator : ICommunicator
@@ -15,6 +16,7 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     private readonly TimeSpan timeout;
     private readonly Action<string> onFailure;
     private readonly NcclWatchdog watchdog;
+    private IntPtr stream; // 0: the legacy default stream
     private int groupDepth;
     private IntPtr groupStart;
     private long groupBytes;
@@ -64,45 +66,45 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     public CommunicationStats Stats { get; } = new();
 
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum) =>
-        Issue("all-reduce", tensor, () => NcclLibrary.AllReduce(Ptr(tensor), Ptr(tensor), Count(tensor), Type(tensor), (int)op, comm, IntPtr.Zero));
+        Issue("all-reduce", tensor, () => NcclLibrary.AllReduce(Ptr(tensor), Ptr(tensor), Count(tensor), Type(tensor), (int)op, comm, stream));
 
     public void AllGather(Tensor input, Tensor output)
     {
         RequireElements("all-gather output", output, input.numel() * Size);
         RequireSameType(input, output);
-        Issue("all-gather", input, () => NcclLibrary.AllGather(Ptr(input), Ptr(output), Count(input), Type(input), comm, IntPtr.Zero));
+        Issue("all-gather", input, () => NcclLibrary.AllGather(Ptr(input), Ptr(output), Count(input), Type(input), comm, stream));
     }
 
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum)
     {
         RequireElements("reduce-scatter input", input, output.numel() * Size);
         RequireSameType(input, output);
-        Issue("reduce-scatter", input, () => NcclLibrary.ReduceScatter(Ptr(input), Ptr(output), Count(output), Type(output), (int)op, comm, IntPtr.Zero));
+        Issue("reduce-scatter", input, () => NcclLibrary.ReduceScatter(Ptr(input), Ptr(output), Count(output), Type(output), (int)op, comm, stream));
     }
 
     public void Broadcast(Tensor tensor, int root)
     {
         RequireRank(root);
-        Issue("broadcast", tensor, () => NcclLibrary.Broadcast(Ptr(tensor), Ptr(tensor), Count(tensor), Type(tensor), root, comm, IntPtr.Zero));
+        Issue("broadcast", tensor, () => NcclLibrary.Broadcast(Ptr(tensor), Ptr(tensor), Count(tensor), Type(tensor), root, comm, stream));
     }
 
     public void Send(Tensor tensor, int peer)
     {
         RequireRank(peer);
-        Issue($"send to {peer}", tensor, () => NcclLibrary.Send(Ptr(tensor), Count(tensor), Type(tensor), peer, comm, IntPtr.Zero));
+        Issue($"send to {peer}", tensor, () => NcclLibrary.Send(Ptr(tensor), Count(tensor), Type(tensor), peer, comm, stream));
     }
 
     public void Recv(Tensor tensor, int peer)
     {
         RequireRank(peer);
-        Issue($"recv from {peer}", tensor, () => NcclLibrary.Recv(Ptr(tensor), Count(tensor), Type(tensor), peer, comm, IntPtr.Zero));
+        Issue($"recv from {peer}", tensor, () => NcclLibrary.Recv(Ptr(tensor), Count(tensor), Type(tensor), peer, comm, stream));
     }
 
     public IDisposable Group()
     {
         if (groupDepth++ == 0)
         {
-            groupStart = watchdog.Begin();
+            groupStart = watchdog.Begin(stream);
             groupBytes = 0;
         }
         NcclLibrary.Check(NcclLibrary.GroupStart(), "ncclGroupStart", comm);
@@ -114,6 +116,16 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         using var one = torch.ones(1, dtype: ScalarType.Float32, device: new Device(DeviceType.CUDA, device));
         AllReduce(one);
         CudaRuntime.Check(CudaRuntime.StreamSynchronize(IntPtr.Zero), "cudaStreamSynchronize");
+    }
+
+    public ICommunicationStream CreateCommunicationStream() => new CudaCommunicationStream(device);
+
+    /// <summary>Within the returned scope, this group's calls are enqueued on <paramref name="cudaStream"/> instead of stream 0.</summary>
+    internal IDisposable UseStream(IntPtr cudaStream)
+    {
+        var previous = stream;
+        stream = cudaStream;
+        return new StreamScope(this, previous);
     }
 
     public ICommunicator? Split(int color, int key, string name)
@@ -148,15 +160,15 @@ public sealed unsafe class NcclCommunicator : ICommunicator
             groupBytes += bytes;
             return;
         }
-        var start = watchdog.Begin();
+        var start = watchdog.Begin(stream);
         NcclLibrary.Check(enqueue(), $"NCCL {call} on group {Name}", comm);
-        watchdog.End(start, call, bytes);
+        watchdog.End(start, call, bytes, stream);
     }
 
     private void EndGroup()
     {
         NcclLibrary.Check(NcclLibrary.GroupEnd(), "ncclGroupEnd", comm);
-        if (--groupDepth == 0) watchdog.End(groupStart, "group of send/recv", groupBytes);
+        if (--groupDepth == 0) watchdog.End(groupStart, "group of send/recv", groupBytes, stream);
     }
 
     private static IntPtr Ptr(Tensor t) => TensorPointer.Of(t);
@@ -203,5 +215,10 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     private sealed class GroupScope(NcclCommunicator owner) : IDisposable
     {
         public void Dispose() => owner.EndGroup();
+    }
+
+    private sealed class StreamScope(NcclCommunicator owner, IntPtr previous) : IDisposable
+    {
+        public void Dispose() => owner.stream = previous;
     }
 }

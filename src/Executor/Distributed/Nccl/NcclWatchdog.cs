@@ -4,7 +4,7 @@ namespace Harness.Executor.Distributed.Nccl;
 
 /// <summary>
 /// Watches one NCCL communicator's calls the way PyTorch's ProcessGroupNCCL watchdog does: each call is
-/// bracketed by CUDA events on stream 0; a background thread polls them, adds each finished call's GPU time to
+/// bracketed by CUDA events on the stream it runs on; a background thread polls them, adds each finished call's GPU time to
 /// the group's <see cref="CommunicationStats"/>, and when a call has not finished within the timeout, or NCCL
 /// reports an asynchronous error, aborts the communicator (ncclCommAbort, which unblocks the GPU) and calls
 /// <see cref="onFailure"/> with a message naming the rank, group and call (by default: print it and exit, so the
@@ -35,18 +35,18 @@ internal sealed unsafe class NcclWatchdog : IDisposable
         thread.Start();
     }
 
-    /// <summary>Records the start event on stream 0; pass the result to <see cref="End"/> after enqueuing the call.</summary>
-    public IntPtr Begin()
+    /// <summary>Records the start event on the call's stream; pass the result to <see cref="End"/> after enqueuing the call.</summary>
+    public IntPtr Begin(IntPtr stream)
     {
         var start = Event();
-        CudaRuntime.Check(CudaRuntime.EventRecord(start, IntPtr.Zero), "cudaEventRecord");
+        CudaRuntime.Check(CudaRuntime.EventRecord(start, stream), "cudaEventRecord");
         return start;
     }
 
-    public void End(IntPtr start, string call, long bytes)
+    public void End(IntPtr start, string call, long bytes, IntPtr stream)
     {
         var end = Event();
-        CudaRuntime.Check(CudaRuntime.EventRecord(end, IntPtr.Zero), "cudaEventRecord");
+        CudaRuntime.Check(CudaRuntime.EventRecord(end, stream), "cudaEventRecord");
         pending.Enqueue(new Pending(call, bytes, start, end, DateTime.UtcNow));
     }
 

@@ -1,0 +1,121 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Optimizer;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.DataParallel;
+
+/// <summary>
+/// Megatron's data-parallel gradient synchronization (DistributedDataParallel's start_grad_sync / finish_grad_sync):
+/// each <see cref="GradBucket"/> of the flat buffer goes through <c>beforeReduce</c> (the tensor-parallel and
+/// tied-embedding sums of finalize_model_grads, on the compute stream) and one collective over the data-parallel
+/// group: an all-reduce that averages it in place, or, under the distributed optimizer, a reduce-scatter into the
+/// optimizer's gradient shard. Buckets are launched strictly in order, so every rank makes the same calls in the
+/// same order.
+/// With overlap (--overlap-grad-reduce), <see cref="Mark"/> puts a <see cref="GradReadyMarker"/> at each layer's input
+/// in the last micro-batch's forward; when backward passes it, that layer's gradients are final, and every bucket
+/// whose parameters are all final is launched on the communication stream, which first waits for the compute
+/// stream. What is only final once backward is over (the embeddings) and everything without overlap is launched by
+/// <see cref="Finish"/>, after which the compute stream waits for the communication stream. The calls and their order
+/// are the same either way, so overlapping does not change a single bit of the result.
+/// </summary>
+public sealed class GradientSync
+{
+    private readonly ParamAndGradBuffer buffer;
+    private readonly IReadOnlyList<GradBucket> buckets;
+    private readonly ICommunicator dataParallel;
+    private readonly DistributedOptimizer? sharded;
+    private readonly Action<GradBucket> beforeReduce;
+    private readonly ICommunicationStream? stream;
+    private readonly int[] bucketOf;
+    private readonly Dictionary<(int Chunk, int Point), int[]> finalAt;
+    private readonly int[] pending;
+    private readonly List<Tensor> staging = new();
+    private int launched;
+
+    /// <param name="finalAfter">Where backward finishes a parameter's gradient, by its name in the buffer: (model chunk,
+    /// marker point), or null for parameters final only once backward is over.</param>
+    /// <param name="overlapOn">The communication stream to overlap on; null: no overlap.</param>
+    public GradientSync(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, DistributedOptimizer? sharded,
+        Action<GradBucket> beforeReduce, Func<string, (int Chunk, int Point)?> finalAfter, ICommunicationStream? overlapOn)
+    {
+        (this.buffer, this.buckets, this.dataParallel, this.sharded, this.beforeReduce, stream) = (buffer, buckets, dataParallel, sharded, beforeReduce, overlapOn);
+        bucketOf = buffer.Layout.Select(l => buckets.Single(b => l.Offset >= b.Offset && l.Offset < b.Offset + b.Count).Index).ToArray();
+        finalAt = buffer.Layout.Select((l, i) => (Point: finalAfter(l.Name), Index: i)).Where(p => p.Point is not null)
+            .GroupBy(p => p.Point!.Value, p => p.Index).ToDictionary(g => g.Key, g => g.ToArray());
+        pending = new int[buckets.Count];
+        Reset();
+    }
+
+    /// <summary>
+    /// In the last micro-batch's forward: <paramref name="hidden"/> through a marker that, in backward, releases the
+    /// parameters final at (chunk, point); unchanged without overlap or when nothing is final there.
+    /// </summary>
+    public Tensor Mark(Tensor hidden, int chunk, int point) =>
+        stream is not null && finalAt.TryGetValue((chunk, point), out var parameters)
+            ? GradReadyMarker.Apply(hidden, () => Release(parameters))
+            : hidden;
+
+    /// <summary>After a micro-batch's backward: fold its bf16 gradients into float32, except in buckets already launched.</summary>
+    public void AfterBackward()
+    {
+        if (launched == 0) buffer.AccumulateMicroBatch();
+        else
+            foreach (var b in buckets.Skip(launched)) buffer.AccumulateRange(b.Offset, b.Count);
+    }
+
+    /// <summary>Once the pipeline has run: launches the buckets not launched yet and makes compute wait for all of them.</summary>
+    public void Finish()
+    {
+        while (launched < buckets.Count) Launch(buckets[launched++], fold: false);
+        stream?.JoinCompute();
+        foreach (var t in staging) t.Dispose();
+        staging.Clear();
+        Reset();
+    }
+
+    private void Reset()
+    {
+        launched = 0;
+        Array.Clear(pending);
+        foreach (int b in bucketOf) pending[b]++;
+    }
+
+    /// <summary>A marker was passed in backward: its parameters are final; launch, in order, every bucket that is complete.</summary>
+    private void Release(int[] parameters)
+    {
+        foreach (int p in parameters) pending[bucketOf[p]]--;
+        while (launched < buckets.Count && pending[launched] == 0) Launch(buckets[launched++], fold: true);
+    }
+
+    /// <param name="fold">Mid-backward: the last micro-batch's bf16 gradients of the bucket are not folded yet.</param>
+    private void Launch(GradBucket bucket, bool fold)
+    {
+        using var scope = NewDisposeScope(); // mid-backward this may run on libtorch's autograd thread, outside any scope
+        using var _ = no_grad();
+        if (fold) buffer.AccumulateRange(bucket.Offset, bucket.Count);
+        beforeReduce(bucket);
+        var grads = buffer.MainGrads.narrow(0, bucket.Offset, bucket.Count);
+        Tensor? input = null;
+        if (sharded is not null)
+        {
+            long padded = bucket.PaddedCount(dataParallel.Size);
+            // A bucket that does not split evenly goes through a zero-padded copy, kept until the streams join.
+            input = padded == bucket.Count ? grads : Padded(grads, padded);
+        }
+        else if (dataParallel.Size == 1) return;
+        stream?.WaitForCompute();
+        using (stream?.Enqueue(dataParallel))
+        {
+            if (input is null) dataParallel.AllReduce(grads, ReduceOp.Avg);
+            else dataParallel.ReduceScatter(input, sharded!.GradShard(bucket), ReduceOp.Avg);
+        }
+    }
+
+    private Tensor Padded(Tensor grads, long padded)
+    {
+        var copy = zeros(padded, dtype: grads.dtype, device: grads.device).DetachFromDisposeScope();
+        copy.narrow(0, 0, grads.numel()).copy_(grads);
+        staging.Add(copy);
+        return copy;
+    }
+}

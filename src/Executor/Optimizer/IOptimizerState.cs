@@ -1,0 +1,26 @@
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Optimizer;
+
+/// <summary>
+/// What an Adam-type optimizer carries from one step to the next over its part of the flat buffer: all of it for a
+/// replicated optimizer, this rank's piece of every bucket for the distributed optimizer. A checkpoint is these
+/// tensors and the step count; the model's weights follow from them.
+/// </summary>
+public interface IOptimizerState
+{
+    /// <summary>The ranges of the flat buffer whose elements the state tensors hold, concatenated in this order.</summary>
+    IReadOnlyList<(long Offset, long Length)> Segments { get; }
+
+    /// <summary>Float32 master weights of the part (Megatron's main params).</summary>
+    Tensor Master { get; }
+
+    Tensor ExpAvg { get; }
+    Tensor ExpAvgSq { get; }
+
+    /// <summary>Optimizer steps taken (Adam's bias correction counts them).</summary>
+    long Step { get; set; }
+
+    /// <summary>After the master weights were set (a checkpoint was loaded): the model's weights from them, on every rank.</summary>
+    void CopyMasterToParams();
+}

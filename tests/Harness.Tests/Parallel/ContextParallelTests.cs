@@ -1,0 +1,54 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Distributed.InProcess;
+using Harness.Executor.Native;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>Context parallelism under grouped-query attention: the groups' keys and values travel, not expanded ones, and the result is the serial run's.</summary>
+public class ContextParallelTests
+{
+    /// <summary>Four query heads sharing two key/value groups.</summary>
+    private static ModelSpec Gqa() => Reference.Llama() with { NumQueryGroups = 2 };
+
+    private static ParallelConfig Config(int cp, int tp = 1) =>
+        new(ContextParallel: cp, TensorParallel: tp, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
+
+    [Fact]
+    public void GroupedQueryAttentionMatchesSerial()
+    {
+        ParallelRun.AssertMatchesSerial(Gqa(), Config(cp: 2));
+        ParallelRun.AssertMatchesSerial(Gqa(), Config(cp: 2, tp: 2) with { SequenceParallel = true }); // one group per tensor rank
+        ParallelRun.AssertMatchesSerial(Gqa(), Config(cp: 2), ringAttention: true);
+        ParallelRun.AssertMatchesSerial(Gqa() with { NumAttentionHeads = 4, NumQueryGroups = 1 }, Config(cp: 4), ringAttention: true);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void KeysAndValuesTravelAsTheirGroups(bool ring)
+    {
+        // Everything the context-parallel group moves is keys and values (and their gradients): half the groups, half the bytes.
+        Assert.Equal(0.5, (double)ContextParallelBytes(Gqa(), ring) / ContextParallelBytes(Reference.Llama(), ring));
+    }
+
+    private static long ContextParallelBytes(ModelSpec spec, bool ring)
+    {
+        TorchRuntime.Initialize();
+        var config = Config(cp: 2);
+        var batch = Reference.Batches(spec, 1, config.GlobalBatch)[0];
+        return InProcessJob.Run(config.WorldSize, world =>
+        {
+            using var groups = ProcessGroups.Create(world, RankLayout.For(world.Size, 1, 2, 1));
+            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: 1, ringAttention: ring);
+            using var scope = NewDisposeScope();
+            trainer.Step(Reference.Lr, i =>
+            {
+                var rows = batch.narrow(0, i, 1);
+                return (rows[.., ..spec.SeqLength], rows[.., 1..]);
+            });
+            return groups.Context.Stats.Bytes;
+        })[0];
+    }
+}

@@ -1,0 +1,106 @@
+using System.Globalization;
+using Harness.Cli.Commands;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>
+/// `harness run --save/--load` on CPU ranks: a run resumed from its checkpoint continues with the uninterrupted run's
+/// losses and gradient norms, bit for bit; a checkpoint resumes under another data-parallel sharding of the optimizer
+/// (within 1e-5: the reduction order changes); one saved under another weight split is one sentence and exit 2.
+/// </summary>
+[Collection("Console")]
+public class ParallelCheckpointTests
+{
+    private static readonly string[] Tiny =
+    [
+        "--num-layers", "2", "--hidden-size", "32", "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
+        "--vocab-size", "128", "--mock-data", "--micro-batch-size", "1", "--global-batch-size", "4", "--device", "cpu",
+        "--lr", "3e-3", "--lr-warmup-iters", "1", "--seed", "5",
+    ];
+
+    private const int Iterations = 4, SavedAt = 2;
+
+    /// <summary>(loss, gradient norm) of each iteration in an --out folder's metrics.csv, by iteration.</summary>
+    private static List<(long Iteration, double Loss, double GradNorm)> Metrics(string outDir) =>
+        File.ReadAllLines(Path.Combine(outDir, "metrics.csv")).Skip(1).Select(l => l.Split(','))
+            .Select(f => (long.Parse(f[0], CultureInfo.InvariantCulture), double.Parse(f[5], CultureInfo.InvariantCulture), double.Parse(f[6], CultureInfo.InvariantCulture)))
+            .ToList();
+
+    private static (int Code, string Err) Run(string[] layout, params string[] extra)
+    {
+        var (code, _, err) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, .. layout, .. extra]);
+        return (code, err.Trim());
+    }
+
+    /// <summary>Trains <see cref="Iterations"/> straight, then <see cref="SavedAt"/> with --save and the rest with --load
+    /// (<paramref name="resumeLayout"/>, by default the same); returns both runs' metrics (the resumed run's out folder
+    /// holds the first part's rows too, appended).</summary>
+    private static (List<(long Iteration, double Loss, double GradNorm)> Straight, List<(long Iteration, double Loss, double GradNorm)> Resumed)
+        StraightAndResumed(string[] layout, string[]? resumeLayout = null, string[]? rankFolders = null)
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        try
+        {
+            string ckpt = Path.Combine(root, "ckpt");
+            Assert.Equal((0, ""), Run(layout, "--train-iters", $"{Iterations}", "--out", Path.Combine(root, "straight")));
+            Assert.Equal((0, ""), Run(layout, "--train-iters", $"{SavedAt}", "--save", ckpt, "--out", Path.Combine(root, "resumed")));
+            Assert.Equal($"{SavedAt}", File.ReadAllText(Path.Combine(ckpt, "latest_checkpointed_iteration.txt")));
+            string saved = Path.Combine(ckpt, $"iter_{SavedAt:D7}");
+            foreach (var folder in rankFolders ?? [])
+                Assert.True(File.Exists(Path.Combine(saved, folder, "exp_avg.bin")), $"no {folder}/exp_avg.bin in {saved}");
+            Assert.Equal((0, ""), Run(resumeLayout ?? layout, "--train-iters", $"{Iterations}", "--load", ckpt, "--out", Path.Combine(root, "resumed")));
+            return (Metrics(Path.Combine(root, "straight")), Metrics(Path.Combine(root, "resumed")));
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
+    [Fact]
+    public void Tp2Pp2ResumesBitForBit()
+    {
+        string[] layout = ["--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2"];
+        var (straight, resumed) = StraightAndResumed(layout, rankFolders: ["mp_rank_00_000", "mp_rank_01_000", "mp_rank_00_001", "mp_rank_01_001"]);
+        Assert.Equal(Enumerable.Range(1, Iterations).Select(i => (long)i), resumed.Select(r => r.Iteration));
+        Assert.Equal(straight, resumed);
+        // Every iteration differs (new data, new weights), so a resume that restored too little could not match.
+        Assert.Equal(Iterations, straight.Select(r => r.Loss).Distinct().Count());
+    }
+
+    [Fact]
+    public void Dp2DistributedOptimizerResumesBitForBitAndItsShardsResumeUnderAnotherSharding()
+    {
+        string[] dp2 = ["--nproc-per-node", "2", "--use-distributed-optimizer"];
+        var (straight, resumed) = StraightAndResumed(dp2, rankFolders: ["mp_rank_00/dp_rank_000", "mp_rank_00/dp_rank_001"]);
+        Assert.Equal(straight, resumed);
+        // The two shards re-cut into one replicated optimizer (a single-device run), and into four shards (dp 4).
+        foreach (var other in new[] { [], new[] { "--nproc-per-node", "4", "--use-distributed-optimizer" } })
+        {
+            var (_, elsewhere) = StraightAndResumed(dp2, other);
+            for (int i = SavedAt; i < Iterations; i++)
+            {
+                Assert.Equal(straight[i].Iteration, elsewhere[i].Iteration);
+                Assert.True(Math.Abs(elsewhere[i].Loss - straight[i].Loss) <= 1e-5 * straight[i].Loss, $"{string.Join(' ', other)}: loss {elsewhere[i].Loss} vs {straight[i].Loss}");
+                Assert.True(Math.Abs(elsewhere[i].GradNorm - straight[i].GradNorm) <= 1e-5 * straight[i].GradNorm, $"{string.Join(' ', other)}: grad norm {elsewhere[i].GradNorm} vs {straight[i].GradNorm}");
+            }
+        }
+    }
+
+    [Fact]
+    public void ACheckpointOfAnotherWeightSplitIsOneSentence()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        try
+        {
+            string ckpt = Path.Combine(root, "ckpt");
+            Assert.Equal((0, ""), Run(["--nproc-per-node", "2", "--tensor-model-parallel-size", "2"], "--train-iters", "1", "--save", ckpt, "--out", Path.Combine(root, "a")));
+            var (code, err) = Run(["--nproc-per-node", "2", "--pipeline-model-parallel-size", "2"], "--train-iters", "2", "--load", ckpt, "--out", Path.Combine(root, "b"));
+            Assert.Equal(2, code);
+            Assert.Equal($"harness run: The checkpoint in {Path.Combine(ckpt, "iter_0000001")} was saved with tensor 2 x pipeline 1 and this run is " +
+                         "tensor 1 x pipeline 2; load it with the layout it was saved with.", err);
+            // A single-device run is tensor 1 x pipeline 1.
+            (code, err) = Run([], "--train-iters", "2", "--load", ckpt, "--out", Path.Combine(root, "c"));
+            Assert.Equal(2, code);
+            Assert.Contains("was saved with tensor 2 x pipeline 1 and this run is tensor 1 x pipeline 1;", err);
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+}
