@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using static TorchSharp.torch;
 
@@ -74,8 +75,8 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
             if (step < group.Size - 1) (keys, values) = (Pass(group, keys), Pass(group, values));
             (dKeys, dValues) = (Pass(group, dKeys), Pass(group, dValues));
         }
-        return [dq.reshape(q.shape).to(q.dtype).MoveToOuterDisposeScope(), dKeys.squeeze(2).to(k.dtype).MoveToOuterDisposeScope(),
-            dValues.squeeze(2).to(v.dtype).MoveToOuterDisposeScope(), null!];
+        return GradientHandOver.Return(grads, dq.reshape(q.shape).to(q.dtype).MoveToOuterDisposeScope(), dKeys.squeeze(2).to(k.dtype).MoveToOuterDisposeScope(),
+            dValues.squeeze(2).to(v.dtype).MoveToOuterDisposeScope(), null);
     }
 
     /// <summary>Queries (or their gradients) [b, heads, s, d] in float32 as [b, groups, heads/groups, s, d].</summary>

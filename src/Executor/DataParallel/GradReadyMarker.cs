@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.DataParallel;
@@ -25,6 +26,6 @@ public sealed class GradReadyMarker : autograd.SingleTensorFunction<GradReadyMar
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
         ((Action)ctx.get_data("ready"))();
-        return [grad, null!];
+        return GradientHandOver.Return(grad, grad, null);
     }
 }

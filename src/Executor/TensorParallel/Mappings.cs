@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using static TorchSharp.torch;
 
@@ -45,7 +46,7 @@ public static class Mappings
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) =>
-            [Backward(grad, (ICommunicator)ctx.get_data("tp")), null!];
+            GradientHandOver.Return(grad, Backward(grad, (ICommunicator)ctx.get_data("tp")), null);
     }
 
     public sealed class CopyToRegion : Operator<CopyToRegion>

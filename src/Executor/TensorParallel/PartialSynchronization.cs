@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using static TorchSharp.torch;
 
@@ -36,7 +37,7 @@ public sealed class PartialAllReduce : autograd.SingleTensorFunction<PartialAllR
     {
         var tp = (ICommunicator)ctx.get_data("tp");
         long k = (long)ctx.get_data("k");
-        return [Map(grad, tp, k, _ => ScalarType.Float32), null!, null!];
+        return GradientHandOver.Return(grad, Map(grad, tp, k, _ => ScalarType.Float32), null, null);
     }
 
     /// <summary>[all-reduce(x[..., :k]) | √t·x[..., k:]], the all-reduce done in <paramref name="reduceType"/>.</summary>

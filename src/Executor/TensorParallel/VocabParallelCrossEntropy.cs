@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using static TorchSharp.torch;
 
@@ -46,6 +47,6 @@ public sealed class VocabParallelCrossEntropy : autograd.SingleTensorFunction<Vo
         var (softmax, local, outside) = (saved[0], saved[1], saved[2]);
         var hit = outside.logical_not().to(ScalarType.Float32).unsqueeze(-1);
         var g = softmax.clone().scatter_add_(-1, local.unsqueeze(-1), hit.neg()).mul_(grad.unsqueeze(-1));
-        return [g.to((ScalarType)ctx.get_data("dtype")).MoveToOuterDisposeScope(), null!, null!];
+        return GradientHandOver.Return(grad, g.to((ScalarType)ctx.get_data("dtype")).MoveToOuterDisposeScope(), null, null);
     }
 }

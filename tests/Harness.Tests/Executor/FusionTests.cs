@@ -88,3 +88,35 @@ public class FusionTests
         Assert.Contains(new ProfileRange(10, 12).Validate(ExecutionDevice.Cuda, 11), e => e.Contains("past --train-iters 11"));
     }
 }
+
+public class GradientHandOverTests
+{
+    [Fact]
+    public void IncomingGradientsAreReleasedAtOnceAndReturnedOnesAtTheNextHandOver()
+    {
+        Harness.Executor.Native.TorchRuntime.Initialize();
+        // A fresh thread: the hand-over keeps one function's gradients per thread.
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+            using var keep = ones(3);
+            Tensor incoming = ones(3), returned = ones(3) * 2, passedThrough = ones(3);
+            var first = Harness.Executor.Autograd.GradientHandOver.Return(new[] { incoming, passedThrough }, returned, passedThrough, null);
+            Assert.Equal(3, first.Count);
+            Assert.Null(first[2]);
+            Assert.True(incoming.IsInvalid);                       // backward is done with it
+            Assert.False(passedThrough.IsInvalid);                 // returned as is: libtorch still has to copy it
+            Assert.Equal(6f, returned.sum().item<float>());
+            Harness.Executor.Autograd.GradientHandOver.Return(keep.alias(), [null]);
+            Assert.True(returned.IsInvalid && passedThrough.IsInvalid); // copied by libtorch by then
+            Assert.False(keep.IsInvalid);
+            }
+            catch (Exception e) { failure = e; }
+        });
+        thread.Start();
+        thread.Join();
+        Assert.Null(failure);
+    }
+}
