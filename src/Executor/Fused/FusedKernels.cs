@@ -78,6 +78,38 @@ public static unsafe class FusedKernels
         Launch(logits, $"cross_entropy_backward_v{v}", (uint)(logits.numel() / vocab), Threads, args);
     }
 
+    /// <summary>A [b, s, n, d] bf16 tensor as the QKV kernel reads it: its address and element strides (the last is 1).</summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private readonly struct Strided(Tensor t)
+    {
+        public readonly IntPtr Data = TensorPointer.Of(t);
+        public readonly long Batch = t.stride(0), Sequence = t.stride(1), Head = t.stride(2);
+    }
+
+    /// <summary>
+    /// Splits the QKV projection [b, s, groups·(hpg + 2)·d] into q [b, s, groups·hpg, d] and k, v [b, s, groups, d],
+    /// rotating q and k by the rows 0..s-1 of the cos and sin± tables ([≥ s, d], bf16).
+    /// </summary>
+    public static void QkvRotaryForward(Tensor projected, Tensor cos, Tensor signedSin, Tensor q, Tensor k, Tensor v)
+    {
+        IntPtr px = TensorPointer.Of(projected), pc = TensorPointer.Of(cos), ps = TensorPointer.Of(signedSin),
+            pq = TensorPointer.Of(q), pk = TensorPointer.Of(k), pv = TensorPointer.Of(v);
+        long b = q.shape[0], seq = q.shape[1], groups = k.shape[2], hpg = q.shape[2] / groups, d = q.shape[3], tokens = b * seq;
+        void** args = stackalloc void*[] { &px, &pc, &ps, &pq, &pk, &pv, &tokens, &seq, &groups, &hpg, &d };
+        Launch(q, "qkv_rotary_forward", Blocks(tokens * groups * (hpg + 2) * d / 2), Threads, args);
+    }
+
+    /// <summary>The projection's gradient [b, s, groups·(hpg + 2)·d] from dq, dk, dv ([b, s, n, d], any strides with a
+    /// unit last stride), through the transposed rotation.</summary>
+    public static void QkvRotaryBackward(Tensor dq, Tensor dk, Tensor dv, Tensor cos, Tensor signedSin, Tensor dprojected)
+    {
+        Strided sq = new(dq), sk = new(dk), sv = new(dv);
+        IntPtr pc = TensorPointer.Of(cos), ps = TensorPointer.Of(signedSin), pdx = TensorPointer.Of(dprojected);
+        long b = dq.shape[0], seq = dq.shape[1], groups = dk.shape[2], hpg = dq.shape[2] / groups, d = dq.shape[3], tokens = b * seq;
+        void** args = stackalloc void*[] { &sq, &sk, &sv, &pc, &ps, &pdx, &tokens, &seq, &groups, &hpg, &d };
+        Launch(dq, "qkv_rotary_backward", Blocks(tokens * groups * (hpg + 2) * d / 2), Threads, args);
+    }
+
     /// <summary>The scalars of one AdamW step, computed in double on the host as the reference path's scalars are.</summary>
     public readonly record struct AdamWScalars(float Clip, float DecayFactor, float OneMinusBeta1, float Beta2, float OneMinusBeta2,
         float InverseSqrtBias2, float Epsilon, float StepSize);

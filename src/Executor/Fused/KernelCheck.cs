@@ -35,7 +35,36 @@ public static class KernelCheck
         foreach (var (rows, vocab) in new[] { (512L, 32000L), (67L, 50257L) })
             foreach (var c in CrossEntropy(device, rows, vocab)) yield return c;
         foreach (var c in AdamWStep(device, 1_000_003)) yield return c;
+        foreach (var c in QkvRotary(device, batch: 2, seq: 96, groups: 2, headsPerGroup: 4, headDim: 64)) yield return c;
         yield return WeightGradientAccumulation(device, 4096, 704, 2048);
+    }
+
+    /// <summary>
+    /// The fused QKV split with rotary positions against the projection's views rotated by libtorch (TorchScript), forward
+    /// and backward; the incoming gradients are transposed views, as attention's backward leaves them.
+    /// </summary>
+    private static IEnumerable<KernelComparison> QkvRotary(Device device, long batch, long seq, long groups, long headsPerGroup, long headDim)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new Generator(19);
+        long heads = groups * headsPerGroup, width = groups * (headsPerGroup + 2) * headDim;
+        using var rotary = new RotaryEmbedding(headDim, 2 * seq, ScalarType.BFloat16, device);
+        var projected = randn(new[] { batch, seq, width }, generator: generator).to(ScalarType.BFloat16).to(device).requires_grad_();
+        Tensor Upstream(long n) => randn(new[] { batch, n, seq, headDim }, generator: generator).to(ScalarType.BFloat16).to(device).transpose(1, 2);
+        Tensor dq = Upstream(heads), dk = Upstream(groups), dv = Upstream(groups);
+        var (cos, signedSin) = rotary.Tables;
+        var (q, k, v) = QkvRotaryFunction.Apply(projected, cos, signedSin, groups, headsPerGroup, headDim);
+        autograd.backward(new[] { q, k, v }, new[] { dq, dk, dv });
+        var reference = projected.detach().clone().requires_grad_();
+        var parts = reference.view(batch, seq, groups, headsPerGroup + 2, headDim).split(new[] { headsPerGroup, 1, 1 }, dim: 3);
+        var q0 = rotary.Apply(parts[0]).reshape(batch, seq, heads, headDim);
+        var k0 = rotary.Apply(parts[1]).reshape(batch, seq, groups, headDim);
+        var v0 = parts[2].reshape(batch, seq, groups, headDim);
+        autograd.backward(new[] { q0, k0, v0 }, new[] { dq, dk, dv });
+        string shape = $"[{batch} x {seq} x {width}], {groups} groups of {headsPerGroup} heads";
+        // Against the largest value: a rotation sums two products, so a small result may carry its inputs' rounding.
+        yield return new($"qkv split + rotary forward {shape}", new[] { ScaledError(q, q0), ScaledError(k, k0), ScaledError(v, v0) }.Max(), Bf16Step);
+        yield return new($"qkv split + rotary backward {shape}", ScaledError(projected.grad!, reference.grad!), Bf16Step);
     }
 
     /// <summary>main += dyᵀ·x through the fused GEMM against the float32 product (error relative to its largest value).</summary>
@@ -82,7 +111,7 @@ public static class KernelCheck
         reference.backward(new[] { dloss });
         // The loss is float32 both ways (only the summation order differs); the gradient is rounded to bf16.
         yield return new($"cross-entropy forward [{rows} x {vocab}]", RelativeError(loss, reference), 1e-5);
-        yield return new($"cross-entropy backward [{rows} x {vocab}]", AbsoluteError(logits.grad!, logits32.grad!) / logits32.grad!.abs().max().item<float>(), Bf16Step);
+        yield return new($"cross-entropy backward [{rows} x {vocab}]", ScaledError(logits.grad!, logits32.grad!), Bf16Step);
     }
 
     private static IEnumerable<KernelComparison> AdamWStep(Device device, long n)
@@ -159,6 +188,10 @@ public static class KernelCheck
         times.Sort();
         return times[times.Count / 2];
     }
+
+    /// <summary>Largest |actual - expected| over the largest |expected|.</summary>
+    private static double ScaledError(Tensor actual, Tensor expected) =>
+        AbsoluteError(actual, expected) / expected.to(ScalarType.Float32).abs().max().item<float>();
 
     private static double AbsoluteError(Tensor actual, Tensor expected) =>
         (actual.to(ScalarType.Float32) - expected.to(ScalarType.Float32)).abs().max().item<float>();

@@ -186,3 +186,71 @@ extern "C" __global__ void adamw_step(float* __restrict__ w, const float* __rest
         if (param != nullptr) param[i] = to_bf16(wi);
     }
 }
+
+// ---- The QKV projection's split with rotary positions (Su et al. 2021, rotate-half), one pass each way. ----
+// projected [tokens = b·s, groups, hpg + 2, d] holds per key/value group its hpg query heads, its key, its value
+// (Megatron's layout). Forward writes q [tokens, groups·hpg, d], k and v [tokens, groups, d], contiguous: the
+// [b, s, heads, d] layout attention reads. q and k are rotated: y = x·cos + rotate(x)·sin± with rotate(x) = [x2 | x1]
+// and sin± = [-sin | sin] (the tables' rows are positions 0..s-1, d entries each). Backward applies the transposed
+// rotation to dq and dk (read through their strides, as attention's backward leaves them) and writes the whole
+// gradient of the projection, dv included, in one pass: no split/cat copies, no transposes made contiguous.
+
+struct Strided { const bf16* p; i64 b, s, n; };  // element (b, s, n, i) at p[b·b + s·s + n·n + i]
+
+__device__ __forceinline__ void qkv_indices(i64 u, i64 half, i64 slots, i64 groups, i64& i, i64& j, i64& g, i64& t)
+{
+    i = u % half; u /= half;
+    j = u % slots; u /= slots;
+    g = u % groups;
+    t = u / groups;
+}
+
+extern "C" __global__ void qkv_rotary_forward(const bf16* __restrict__ projected, const bf16* __restrict__ cos_table,
+                                              const bf16* __restrict__ sin_table, bf16* __restrict__ q, bf16* __restrict__ k,
+                                              bf16* __restrict__ v, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d)
+{
+    i64 half = d / 2, slots = hpg + 2;
+    for (i64 u = first_index(), n = tokens * groups * slots * half; u < n; u += grid_stride()) {
+        i64 i, j, g, t;
+        qkv_indices(u, half, slots, groups, i, j, g, t);
+        const bf16* x = projected + ((t * groups + g) * slots + j) * d;
+        if (j == hpg + 1) {
+            bf16* out = v + (t * groups + g) * d;
+            out[i] = x[i];
+            out[i + half] = x[i + half];
+            continue;
+        }
+        i64 row = (t % seq) * d;
+        float x1 = to_float(x[i]), x2 = to_float(x[i + half]);
+        float y1 = x1 * to_float(cos_table[row + i]) + x2 * to_float(sin_table[row + i]);
+        float y2 = x2 * to_float(cos_table[row + i + half]) + x1 * to_float(sin_table[row + i + half]);
+        bf16* out = j < hpg ? q + ((t * groups + g) * hpg + j) * d : k + (t * groups + g) * d;
+        out[i] = to_bf16(y1);
+        out[i + half] = to_bf16(y2);
+    }
+}
+
+extern "C" __global__ void qkv_rotary_backward(Strided dq, Strided dk, Strided dv, const bf16* __restrict__ cos_table,
+                                               const bf16* __restrict__ sin_table, bf16* __restrict__ dprojected,
+                                               i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d)
+{
+    i64 half = d / 2, slots = hpg + 2;
+    for (i64 u = first_index(), n = tokens * groups * slots * half; u < n; u += grid_stride()) {
+        i64 i, j, g, t;
+        qkv_indices(u, half, slots, groups, i, j, g, t);
+        i64 b = t / seq, s = t % seq;
+        const Strided& src = j < hpg ? dq : (j == hpg ? dk : dv);
+        const bf16* dy = src.p + b * src.b + s * src.s + (j < hpg ? g * hpg + j : g) * src.n;
+        bf16* dx = dprojected + ((t * groups + g) * slots + j) * d;
+        float dy1 = to_float(dy[i]), dy2 = to_float(dy[i + half]);
+        if (j == hpg + 1) {
+            dx[i] = dy[i];
+            dx[i + half] = dy[i + half];
+            continue;
+        }
+        i64 row = s * d;
+        // The transpose of y1 = c1·x1 + s1·x2, y2 = c2·x2 + s2·x1.
+        dx[i] = to_bf16(dy1 * to_float(cos_table[row + i]) + dy2 * to_float(sin_table[row + i + half]));
+        dx[i + half] = to_bf16(dy1 * to_float(sin_table[row + i]) + dy2 * to_float(cos_table[row + i + half]));
+    }
+}

@@ -42,6 +42,9 @@ public sealed class RotaryEmbedding : IDisposable
         return ScriptedKernels.Rotary(x, c.view(shape), sn.view(shape), half).MoveToOuterDisposeScope();
     }
 
+    /// <summary>The cos and sin± tables, one row of d entries per position (for the fused QKV kernel).</summary>
+    public (Tensor Cos, Tensor SignedSin) Tables => (cos, signedSin);
+
     public void Dispose()
     {
         cos.Dispose();

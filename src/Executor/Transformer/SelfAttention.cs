@@ -1,5 +1,6 @@
 using Harness.Simulator.Specs;
 using Harness.Executor.ContextParallel;
+using Harness.Executor.Fused;
 using Harness.Executor.TensorParallel;
 using static TorchSharp.torch;
 
@@ -19,7 +20,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     private readonly RotaryEmbedding? rotary;
     private readonly ContextParallelism? contextParallel;
     private readonly long localGroups, headsPerGroup, headDim;
-    private readonly bool selectiveRecompute;
+    private readonly bool selectiveRecompute, fused;
 
     public SelfAttention(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(SelfAttention))
     {
@@ -33,6 +34,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         this.rotary = rotary;
         contextParallel = config.ContextParallel;
         selectiveRecompute = config.Recompute == RecomputeGranularity.Selective;
+        fused = config.UseFusedKernels;
         RegisterComponents();
     }
 
@@ -41,24 +43,38 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var projected = linear_qkv.forward(x); // the full sequence, also when x is a sequence-parallel block
         long b = projected.shape[0], s = projected.shape[1], heads = localGroups * headsPerGroup;
+        Tensor q, k, v;
+        if (fused && rotary is not null && contextParallel is null && FusedKernels.Applies(projected))
+        {
+            var (cos, signedSin) = rotary.Tables;
+            (q, k, v) = QkvRotaryFunction.Apply(projected, cos, signedSin, localGroups, headsPerGroup, headDim);
+            (q, k, v) = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
+        }
+        else (q, k, v) = SplitRotated(projected, x.device);
+        var context = selectiveRecompute
+            ? CheckpointFunction.Apply(CoreAttention, q, k, v)
+            : CoreAttention(new[] { q, k, v });
+        var merged = context.transpose(1, 2).reshape(b, s, heads * headDim);
+        return linear_proj.forward(merged).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>q [b, heads, s, d] and k, v [b, groups, s, d] from the projection's views, q and k rotated (libtorch's operators).</summary>
+    private (Tensor Q, Tensor K, Tensor V) SplitRotated(Tensor projected, Device device)
+    {
+        long b = projected.shape[0], s = projected.shape[1], heads = localGroups * headsPerGroup;
         var qkv = projected.view(b, s, localGroups, headsPerGroup + 2, headDim);
         var parts = qkv.split(new[] { headsPerGroup, 1, 1 }, dim: 3);
         Tensor q = parts[0], k = parts[1];                                   // views of [b, s, groups, ·, d]
         if (rotary is not null)
         {
             // Rotated straight from the projection's views; the results are contiguous, so the reshapes below are free.
-            var positions = contextParallel?.Positions(s, x.device);
+            var positions = contextParallel?.Positions(s, device);
             q = rotary.Apply(q, positions);
             k = rotary.Apply(k, positions);
         }
         q = q.reshape(b, s, heads, headDim).transpose(1, 2);                // [b, heads, s, d]
         k = k.reshape(b, s, localGroups, headDim).transpose(1, 2);          // [b, groups, s, d]
-        var v = parts[2].squeeze(3).transpose(1, 2);
-        var context = selectiveRecompute
-            ? CheckpointFunction.Apply(CoreAttention, q, k, v)
-            : CoreAttention(new[] { q, k, v });
-        var merged = context.transpose(1, 2).reshape(b, s, heads * headDim);
-        return linear_proj.forward(merged).MoveToOuterDisposeScope();
+        return (q, k, parts[2].squeeze(3).transpose(1, 2));
     }
 
     /// <summary>
