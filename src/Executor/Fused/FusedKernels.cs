@@ -95,8 +95,10 @@ public static unsafe class FusedKernels
         IntPtr px = TensorPointer.Of(projected), pc = TensorPointer.Of(cos), ps = TensorPointer.Of(signedSin),
             pq = TensorPointer.Of(q), pk = TensorPointer.Of(k), pv = TensorPointer.Of(v);
         long b = q.shape[0], seq = q.shape[1], groups = k.shape[2], hpg = q.shape[2] / groups, d = q.shape[3], tokens = b * seq;
+        // 8-wide when each half of a head starts 16-byte aligned.
+        int v8 = Vector(d / 2, px, pc, ps, pq, pk, pv);
         void** args = stackalloc void*[] { &px, &pc, &ps, &pq, &pk, &pv, &tokens, &seq, &groups, &hpg, &d };
-        Launch(q, "qkv_rotary_forward", Blocks(tokens * groups * (hpg + 2) * d / 2), Threads, args);
+        Launch(q, $"qkv_rotary_forward_v{v8}", Blocks(tokens * groups * (hpg + 2) * d / 2 / v8), Threads, args);
     }
 
     /// <summary>The projection's gradient [b, s, groups·(hpg + 2)·d] from dq, dk, dv ([b, s, n, d], any strides with a
@@ -106,8 +108,10 @@ public static unsafe class FusedKernels
         Strided sq = new(dq), sk = new(dk), sv = new(dv);
         IntPtr pc = TensorPointer.Of(cos), ps = TensorPointer.Of(signedSin), pdx = TensorPointer.Of(dprojected);
         long b = dq.shape[0], seq = dq.shape[1], groups = dk.shape[2], hpg = dq.shape[2] / groups, d = dq.shape[3], tokens = b * seq;
+        bool stridesAligned = new[] { dq, dk, dv }.All(t => t.stride(0) % 8 == 0 && t.stride(1) % 8 == 0 && t.stride(2) % 8 == 0);
+        int v8 = stridesAligned ? Vector(d / 2, sq.Data, sk.Data, sv.Data, pc, ps, pdx) : 1;
         void** args = stackalloc void*[] { &sq, &sk, &sv, &pc, &ps, &pdx, &tokens, &seq, &groups, &hpg, &d };
-        Launch(dq, "qkv_rotary_backward", Blocks(tokens * groups * (hpg + 2) * d / 2), Threads, args);
+        Launch(dq, $"qkv_rotary_backward_v{v8}", Blocks(tokens * groups * (hpg + 2) * d / 2 / v8), Threads, args);
     }
 
     /// <summary>The scalars of one AdamW step, computed in double on the host as the reference path's scalars are.</summary>

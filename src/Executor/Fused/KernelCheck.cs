@@ -35,7 +35,9 @@ public static class KernelCheck
         foreach (var (rows, vocab) in new[] { (512L, 32000L), (67L, 50257L) })
             foreach (var c in CrossEntropy(device, rows, vocab)) yield return c;
         foreach (var c in AdamWStep(device, 1_000_003)) yield return c;
-        foreach (var c in QkvRotary(device, batch: 2, seq: 96, groups: 2, headsPerGroup: 4, headDim: 64)) yield return c;
+        // Head dim 64: 16-byte accesses; 20: halves of 10 channels, one element at a time.
+        foreach (var headDim in new long[] { 64, 20 })
+            foreach (var c in QkvRotary(device, batch: 2, seq: 96, groups: 2, headsPerGroup: 4, headDim)) yield return c;
         yield return WeightGradientAccumulation(device, 4096, 704, 2048);
     }
 

@@ -197,60 +197,88 @@ extern "C" __global__ void adamw_step(float* __restrict__ w, const float* __rest
 
 struct Strided { const bf16* p; i64 b, s, n; };  // element (b, s, n, i) at p[b·b + s·s + n·n + i]
 
-__device__ __forceinline__ void qkv_indices(i64 u, i64 half, i64 slots, i64 groups, i64& i, i64& j, i64& g, i64& t)
+// Unit u covers V consecutive channels of the first half of one slot (and the V matching ones of the second half).
+__device__ __forceinline__ void qkv_indices(i64 u, i64 chunks, i64 slots, i64 groups, i64& c, i64& j, i64& g, i64& t)
 {
-    i = u % half; u /= half;
+    c = u % chunks; u /= chunks;
     j = u % slots; u /= slots;
     g = u % groups;
     t = u / groups;
 }
 
-extern "C" __global__ void qkv_rotary_forward(const bf16* __restrict__ projected, const bf16* __restrict__ cos_table,
-                                              const bf16* __restrict__ sin_table, bf16* __restrict__ q, bf16* __restrict__ k,
-                                              bf16* __restrict__ v, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d)
+template <int V> __device__ void qkv_rotary_forward(const bf16* __restrict__ projected, const bf16* __restrict__ cos_table,
+                                                    const bf16* __restrict__ sin_table, bf16* __restrict__ q, bf16* __restrict__ k,
+                                                    bf16* __restrict__ v, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d)
 {
-    i64 half = d / 2, slots = hpg + 2;
-    for (i64 u = first_index(), n = tokens * groups * slots * half; u < n; u += grid_stride()) {
-        i64 i, j, g, t;
-        qkv_indices(u, half, slots, groups, i, j, g, t);
+    i64 half = d / 2, chunks = half / V, slots = hpg + 2;
+    for (i64 u = first_index(), n = tokens * groups * slots * chunks; u < n; u += grid_stride()) {
+        i64 c, j, g, t;
+        qkv_indices(u, chunks, slots, groups, c, j, g, t);
+        i64 i = c * V;
         const bf16* x = projected + ((t * groups + g) * slots + j) * d;
-        if (j == hpg + 1) {
+        float x1[V], x2[V];
+        load<V>(x + i, x1);
+        load<V>(x + i + half, x2);
+        if (j == hpg + 1) {  // the value: copied (bf16 -> float -> bf16 is exact)
             bf16* out = v + (t * groups + g) * d;
-            out[i] = x[i];
-            out[i + half] = x[i + half];
+            store<V>(out + i, x1);
+            store<V>(out + i + half, x2);
             continue;
         }
         i64 row = (t % seq) * d;
-        float x1 = to_float(x[i]), x2 = to_float(x[i + half]);
-        float y1 = x1 * to_float(cos_table[row + i]) + x2 * to_float(sin_table[row + i]);
-        float y2 = x2 * to_float(cos_table[row + i + half]) + x1 * to_float(sin_table[row + i + half]);
+        float c1[V], c2[V], s1[V], s2[V], y1[V], y2[V];
+        load<V>(cos_table + row + i, c1);
+        load<V>(cos_table + row + i + half, c2);
+        load<V>(sin_table + row + i, s1);
+        load<V>(sin_table + row + i + half, s2);
+#pragma unroll
+        for (int e = 0; e < V; e++) {
+            y1[e] = x1[e] * c1[e] + x2[e] * s1[e];
+            y2[e] = x2[e] * c2[e] + x1[e] * s2[e];
+        }
         bf16* out = j < hpg ? q + ((t * groups + g) * hpg + j) * d : k + (t * groups + g) * d;
-        out[i] = to_bf16(y1);
-        out[i + half] = to_bf16(y2);
+        store<V>(out + i, y1);
+        store<V>(out + i + half, y2);
     }
 }
 
-extern "C" __global__ void qkv_rotary_backward(Strided dq, Strided dk, Strided dv, const bf16* __restrict__ cos_table,
-                                               const bf16* __restrict__ sin_table, bf16* __restrict__ dprojected,
-                                               i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d)
+template <int V> __device__ void qkv_rotary_backward(Strided dq, Strided dk, Strided dv, const bf16* __restrict__ cos_table,
+                                                     const bf16* __restrict__ sin_table, bf16* __restrict__ dprojected,
+                                                     i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d)
 {
-    i64 half = d / 2, slots = hpg + 2;
-    for (i64 u = first_index(), n = tokens * groups * slots * half; u < n; u += grid_stride()) {
-        i64 i, j, g, t;
-        qkv_indices(u, half, slots, groups, i, j, g, t);
-        i64 b = t / seq, s = t % seq;
+    i64 half = d / 2, chunks = half / V, slots = hpg + 2;
+    for (i64 u = first_index(), n = tokens * groups * slots * chunks; u < n; u += grid_stride()) {
+        i64 c, j, g, t;
+        qkv_indices(u, chunks, slots, groups, c, j, g, t);
+        i64 i = c * V, b = t / seq, s = t % seq;
         const Strided& src = j < hpg ? dq : (j == hpg ? dk : dv);
         const bf16* dy = src.p + b * src.b + s * src.s + (j < hpg ? g * hpg + j : g) * src.n;
         bf16* dx = dprojected + ((t * groups + g) * slots + j) * d;
-        float dy1 = to_float(dy[i]), dy2 = to_float(dy[i + half]);
+        float dy1[V], dy2[V];
+        load<V>(dy + i, dy1);
+        load<V>(dy + i + half, dy2);
         if (j == hpg + 1) {
-            dx[i] = dy[i];
-            dx[i + half] = dy[i + half];
+            store<V>(dx + i, dy1);
+            store<V>(dx + i + half, dy2);
             continue;
         }
         i64 row = s * d;
-        // The transpose of y1 = c1·x1 + s1·x2, y2 = c2·x2 + s2·x1.
-        dx[i] = to_bf16(dy1 * to_float(cos_table[row + i]) + dy2 * to_float(sin_table[row + i + half]));
-        dx[i + half] = to_bf16(dy1 * to_float(sin_table[row + i]) + dy2 * to_float(cos_table[row + i + half]));
+        float c1[V], c2[V], s1[V], s2[V], dx1[V], dx2[V];
+        load<V>(cos_table + row + i, c1);
+        load<V>(cos_table + row + i + half, c2);
+        load<V>(sin_table + row + i, s1);
+        load<V>(sin_table + row + i + half, s2);
+#pragma unroll
+        for (int e = 0; e < V; e++) {  // the transpose of y1 = c1·x1 + s1·x2, y2 = c2·x2 + s2·x1
+            dx1[e] = dy1[e] * c1[e] + dy2[e] * s2[e];
+            dx2[e] = dy1[e] * s1[e] + dy2[e] * c2[e];
+        }
+        store<V>(dx + i, dx1);
+        store<V>(dx + i + half, dx2);
     }
 }
+
+extern "C" __global__ void qkv_rotary_forward_v8(const bf16* x, const bf16* c, const bf16* sn, bf16* q, bf16* k, bf16* v, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d) { qkv_rotary_forward<8>(x, c, sn, q, k, v, tokens, seq, groups, hpg, d); }
+extern "C" __global__ void qkv_rotary_forward_v1(const bf16* x, const bf16* c, const bf16* sn, bf16* q, bf16* k, bf16* v, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d) { qkv_rotary_forward<1>(x, c, sn, q, k, v, tokens, seq, groups, hpg, d); }
+extern "C" __global__ void qkv_rotary_backward_v8(Strided dq, Strided dk, Strided dv, const bf16* c, const bf16* sn, bf16* dx, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d) { qkv_rotary_backward<8>(dq, dk, dv, c, sn, dx, tokens, seq, groups, hpg, d); }
+extern "C" __global__ void qkv_rotary_backward_v1(Strided dq, Strided dk, Strided dv, const bf16* c, const bf16* sn, bf16* dx, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d) { qkv_rotary_backward<1>(dq, dk, dv, c, sn, dx, tokens, seq, groups, hpg, d); }
