@@ -3,12 +3,13 @@
 --profile range: GPU time per kernel class and the kernels that take the most, so a step's time can be set
 against the simulator's breakdown (GEMMs, attention, element-wise, optimizer).
 Usage: kernel-summary.py NCU_CSV [ITERATIONS]"""
-import csv, re, sys
+import csv, gzip, re, sys
 from collections import defaultdict
 
-CLASSES = [  # first match wins; kernel names of cuBLAS/cuDNN/flash/ATen/NNC on Hopper
+CLASSES = [  # first match wins; kernel names of the harness, cuDNN/flash attention, cuBLAS, ATen and NNC on Hopper
+    ("harness fused", r"^(swiglu_|cross_entropy_|adamw_step|qkv_rotary_)"),
+    ("attention", r"flash|fmha|attention|sdpa|compute_dot_do_o|convert_dq"),
     ("gemm", r"gemm|nvjet|cutlass|xmma|sm90_|sm80_|ampere_|cublas"),
-    ("attention", r"flash|fmha|attention|sdpa"),
     ("cross-entropy", r"softmax|nll_loss|cross_entropy"),
     ("norm", r"rms_norm|layer_norm|RowwiseMoments|LayerNorm|RmsNorm"),
     ("fused (NNC)", r"^fused_|tensorexpr|nvfuser"),
@@ -28,7 +29,8 @@ def main():
     path = sys.argv[1]
     iterations = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     rows = []
-    with open(path, newline="") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
         lines = [l for l in f if l.startswith('"')]  # ncu prefixes the CSV with its own log lines
     reader = csv.DictReader(lines)
     for r in reader:

@@ -16,3 +16,4 @@ ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/
   --csv --page raw --log-file "$out/kernels.csv" \
   "$harness" run --device cuda --train-iters 4 --profile --profile-step-start 2 --profile-step-end 4 --out "$out/run" "$@"
 python3 "$(dirname "$0")/kernel-summary.py" "$out/kernels.csv" 2 | tee "$out/kernels.md"
+gzip -9f "$out/kernels.csv"
