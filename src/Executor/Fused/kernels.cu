@@ -206,6 +206,16 @@ __device__ __forceinline__ void qkv_indices(i64 u, i64 chunks, i64 slots, i64 gr
     t = u / groups;
 }
 
+// cos and sin± of V channels from `at` (a position's row plus a channel) and of their partners half a head further.
+template <int V> __device__ __forceinline__ void load_angles(const bf16* cos_table, const bf16* sin_table, i64 at, i64 half,
+                                                             float* c1, float* c2, float* s1, float* s2)
+{
+    load<V>(cos_table + at, c1);
+    load<V>(cos_table + at + half, c2);
+    load<V>(sin_table + at, s1);
+    load<V>(sin_table + at + half, s2);
+}
+
 template <int V> __device__ void qkv_rotary_forward(const bf16* __restrict__ projected, const bf16* __restrict__ cos_table,
                                                     const bf16* __restrict__ sin_table, bf16* __restrict__ q, bf16* __restrict__ k,
                                                     bf16* __restrict__ v, i64 tokens, i64 seq, i64 groups, i64 hpg, i64 d)
@@ -225,12 +235,8 @@ template <int V> __device__ void qkv_rotary_forward(const bf16* __restrict__ pro
             store<V>(out + i + half, x2);
             continue;
         }
-        i64 row = (t % seq) * d;
         float c1[V], c2[V], s1[V], s2[V], y1[V], y2[V];
-        load<V>(cos_table + row + i, c1);
-        load<V>(cos_table + row + i + half, c2);
-        load<V>(sin_table + row + i, s1);
-        load<V>(sin_table + row + i + half, s2);
+        load_angles<V>(cos_table, sin_table, (t % seq) * d + i, half, c1, c2, s1, s2);
 #pragma unroll
         for (int e = 0; e < V; e++) {
             y1[e] = x1[e] * c1[e] + x2[e] * s1[e];
@@ -262,12 +268,8 @@ template <int V> __device__ void qkv_rotary_backward(Strided dq, Strided dk, Str
             store<V>(dx + i + half, dy2);
             continue;
         }
-        i64 row = s * d;
         float c1[V], c2[V], s1[V], s2[V], dx1[V], dx2[V];
-        load<V>(cos_table + row + i, c1);
-        load<V>(cos_table + row + i + half, c2);
-        load<V>(sin_table + row + i, s1);
-        load<V>(sin_table + row + i + half, s2);
+        load_angles<V>(cos_table, sin_table, s * d + i, half, c1, c2, s1, s2);
 #pragma unroll
         for (int e = 0; e < V; e++) {  // the transpose of y1 = c1·x1 + s1·x2, y2 = c2·x2 + s2·x1
             dx1[e] = dy1[e] * c1[e] + dy2[e] * s2[e];
