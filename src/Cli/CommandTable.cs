@@ -7,6 +7,7 @@ public static class CommandTable
     {
         ("simulate", "estimate step time, MFU and memory of a training configuration", Harness.Cli.Commands.SimulateCommand.Run),
         ("reproduce", "simulate published tables (experiments/) and compare with their numbers", Harness.Cli.Commands.ReproduceCommand.Run),
+        ("validate", "real runs (harness run) beside the simulator's estimate of the same configuration", Harness.Cli.Commands.ValidateCommand.Run),
         ("run", "train on CPU or one GPU (TorchSharp); metrics.csv, summary.json, plots, checkpoints", Harness.Cli.Commands.RunCommand.Run),
         ("preprocess", "text or JSON lines -> Megatron .bin/.idx with GPT-2 BPE", Harness.Cli.Commands.PreprocessCommand.Run),
         ("nccl-check", "check every NCCL call the executor uses on this machine's GPUs, and all-reduce bandwidth", Harness.Cli.Commands.NcclCheckCommand.Run),

@@ -1,0 +1,134 @@
+using System.Globalization;
+using System.Text.Json;
+using Harness.Cli.Arguments;
+using Harness.Executor.Validation;
+using Harness.Simulator.Specs;
+using Spectre.Console;
+
+namespace Harness.Cli.Commands;
+
+/// <summary>
+/// `harness validate RUN...`: real runs (harness run --out folders, or folders holding them) beside the simulator's
+/// estimate of the same configuration: step time, MFU and memory, the error per run and the mean absolute error.
+/// </summary>
+public static class ValidateCommand
+{
+    private static readonly Flag[] Flags =
+    {
+        new("--gpu", true, $"simulate on this preset instead of the one each run named ({string.Join(", ", GpuPresets.All.Keys)})"),
+        new("--csv", true, "also write the comparison to this CSV file"),
+        new("--json", false, "print the comparison as JSON"),
+        new("--help", false, "this help"),
+    };
+
+    public static int Run(string[] args)
+    {
+        var (paths, options) = SplitFolders(args);
+        var cl = CommandLine.Parse(options, Flags);
+        if (cl.Switch("--help"))
+        {
+            Console.WriteLine("usage: harness validate RUN_FOLDER... [options]   (a folder holding run folders takes them all)");
+            foreach (var f in Flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-24} {f.Help}");
+            return 0;
+        }
+        GpuSpec? gpu = null;
+        if (cl.String("--gpu") is string name && !GpuPresets.All.TryGetValue(name, out gpu))
+            cl.Errors.Add($"--gpu '{name}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
+        if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness validate --help.");
+        if (paths.Count == 0) cl.Errors.Add("name at least one run folder (harness run --out DIR), or a folder holding run folders.");
+        foreach (var p in paths.Where(p => !Directory.Exists(p))) cl.Errors.Add($"'{p}' is not a folder.");
+        if (cl.Errors.Count > 0)
+        {
+            foreach (var e in cl.Errors) Console.Error.WriteLine($"harness validate: {e}");
+            return 2;
+        }
+        var rows = new List<RunValidation>();
+        foreach (var folder in paths.SelectMany(RunFolders))
+        {
+            try { rows.Add(RunValidation.Of(folder, gpu)); }
+            catch (RunValidationException e) { Console.Error.WriteLine($"harness validate: skipped: {e.Message}"); }
+        }
+        if (rows.Count == 0)
+        {
+            Console.Error.WriteLine("harness validate: no GPU run to compare under the folders given.");
+            return 2;
+        }
+        if (cl.String("--csv") is string csv) WriteCsv(rows, csv);
+        if (cl.Switch("--json")) Console.WriteLine(JsonSerializer.Serialize(rows.Select(Flat), new JsonSerializerOptions { WriteIndented = true }));
+        else Render(rows);
+        return 0;
+    }
+
+    /// <summary>Run folders (the arguments that are neither flags nor a flag's value) apart from the options.</summary>
+    private static (List<string> Folders, string[] Options) SplitFolders(string[] args)
+    {
+        var folders = new List<string>();
+        var options = new List<string>();
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (!args[i].StartsWith("--", StringComparison.Ordinal)) { folders.Add(args[i]); continue; }
+            options.Add(args[i]);
+            bool takesValue = Flags.Any(f => f.Name == args[i] && f.TakesValue);
+            if (takesValue && i + 1 < args.Length) options.Add(args[++i]);
+        }
+        return (folders, options.ToArray());
+    }
+
+    /// <summary>The folder itself when it holds a summary, else its sub-folders (two levels) that do, in name order.</summary>
+    private static IEnumerable<string> RunFolders(string path) =>
+        File.Exists(Path.Combine(path, "summary.json"))
+            ? [path]
+            : Directory.EnumerateDirectories(path).Order(StringComparer.Ordinal)
+                .SelectMany(d => File.Exists(Path.Combine(d, "summary.json")) ? [d] : Directory.EnumerateDirectories(d).Order(StringComparer.Ordinal)
+                    .Where(s => File.Exists(Path.Combine(s, "summary.json"))));
+
+    private static void Render(IReadOnlyList<RunValidation> rows)
+    {
+        var console = AnsiConsole.Console;
+        if (Console.IsOutputRedirected) console.Profile.Width = Math.Max(console.Profile.Width, 160);
+        var table = new Table().Title("[bold]measured (harness run) vs simulated (harness simulate)[/]")
+            .AddColumn("run").AddColumn("model, layout").AddColumn("GPU")
+            .AddColumn(new TableColumn("step ms run / sim").RightAligned()).AddColumn(new TableColumn("throughput error").RightAligned())
+            .AddColumn(new TableColumn("MFU run / sim").RightAligned())
+            .AddColumn(new TableColumn("GiB in use (run) / allocated peak (sim)").RightAligned());
+        foreach (var r in rows)
+            table.AddRow(Markup.Escape(r.Run), Markup.Escape(Layout(r)), Markup.Escape(r.Gpu),
+                $"{r.MeasuredStepSeconds * 1e3:F0} / {r.Estimate.StepTimeSeconds * 1e3:F0}",
+                r.LaunchBound ? "(launch-bound)" : $"{r.Error:+0.0%;-0.0%}",
+                $"{(r.MeasuredMfu is double m ? m.ToString("P1", CultureInfo.InvariantCulture) : "-")} / {r.Estimate.Mfu:P1}",
+                $"{r.MeasuredMemoryBytes / 1073741824.0:F1} / {r.Estimate.PeakMemoryBytes / 1073741824.0:F1}");
+        console.Write(table);
+        var compared = rows.Where(r => !r.LaunchBound).ToList();
+        if (compared.Count > 0)
+        {
+            var worst = compared.MaxBy(r => Math.Abs(r.Error))!;
+            console.MarkupLine($"throughput: mean absolute error [bold]{compared.Average(r => Math.Abs(r.Error)):P1}[/] over {compared.Count} run(s), " +
+                               $"worst {worst.Error:+0.0%;-0.0%} ({Markup.Escape(worst.Run)}); positive: the simulator expects more than the run did.");
+        }
+        if (compared.Count < rows.Count)
+            console.MarkupLine($"{rows.Count - compared.Count} launch-bound run(s) (under 1% MFU: the host's loop, not the GPU, sets their pace) listed, not averaged.");
+    }
+
+    private static string Layout(RunValidation r)
+    {
+        var c = r.Config;
+        string layout = $"{r.Model.Name} d{c.DataParallel} t{c.TensorParallel} p{c.PipelineParallel} c{c.ContextParallel} b{c.MicroBatch} x{c.NumMicroBatches}";
+        return c.RecomputeOrNone.Granularity == RecomputeGranularity.None ? layout : $"{layout} {c.RecomputeOrNone.Granularity.ToString().ToLowerInvariant()} recompute";
+    }
+
+    private static object Flat(RunValidation r) => new
+    {
+        r.Run, r.Device, r.Gpu, Model = r.Model.Name, Layout = Layout(r), r.MeasuredStepSeconds, SimulatedStepSeconds = r.Estimate.StepTimeSeconds,
+        r.Error, r.LaunchBound, r.MeasuredMfu, SimulatedMfu = r.Estimate.Mfu, r.MeasuredMemoryBytes, SimulatedPeakMemoryBytes = r.Estimate.PeakMemoryBytes,
+    };
+
+    private static void WriteCsv(IReadOnlyList<RunValidation> rows, string path)
+    {
+        var c = CultureInfo.InvariantCulture;
+        var lines = new List<string> { "run,device,gpu,model,layout,measured_step_s,simulated_step_s,throughput_error,launch_bound,measured_mfu,simulated_mfu,measured_memory_bytes,simulated_peak_bytes" };
+        lines.AddRange(rows.Select(r => string.Join(',', r.Run, $"\"{r.Device}\"", r.Gpu, r.Model.Name, $"\"{Layout(r)}\"",
+            r.MeasuredStepSeconds.ToString("R", c), r.Estimate.StepTimeSeconds.ToString("R", c), r.Error.ToString("R", c), r.LaunchBound,
+            r.MeasuredMfu?.ToString("R", c) ?? "", r.Estimate.Mfu.ToString("R", c), r.MeasuredMemoryBytes.ToString(c), r.Estimate.PeakMemoryBytes.ToString(c))));
+        File.WriteAllLines(path, lines);
+    }
+}
