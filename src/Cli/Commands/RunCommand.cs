@@ -59,6 +59,8 @@ public static class RunCommand
         if (options is not null) cl.Errors.AddRange(options.Validate());
         if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness run --help.");
         bool distributed = DistributedRun.Requested(cl);
+        if (distributed && options?.Profile is not null)
+            cl.Errors.Add("--profile opens the profiler range in single-device runs; profile a parallel run's ranks with nsys or ncu from the start instead.");
         string output = cl.String("--out") ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture));
         if (cl.Errors.Count == 0 && options is not null && OutputFolder.Create(output) is string outError) cl.Errors.Add(outError);
         if (cl.Errors.Count > 0 || options is null)

@@ -24,6 +24,16 @@ public class RunCommandUserErrorTests
     }
 
     [Fact]
+    public void ProfileFlagsAreCheckedBeforeAnythingRuns()
+    {
+        Assert.Equal((2, "harness run: --profile marks a CUDA profiler range; it needs --device cuda."), Run("--profile", "--profile-step-end", "1", "--profile-step-start", "0"));
+        Assert.Equal((2, "harness run: --profile-step-start/--profile-step-end need --profile."), Run("--profile-step-start", "3"));
+        var (code, error) = Run("--profile", "--nproc-per-node", "2");
+        Assert.Equal(2, code);
+        Assert.Contains("--profile opens the profiler range in single-device runs", error);
+    }
+
+    [Fact]
     public void OutNamingAnExistingFileIsAUserError()
     {
         string file = Path.GetTempFileName();
