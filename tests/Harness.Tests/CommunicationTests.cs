@@ -67,6 +67,17 @@ public class CommunicationTests
     }
 
     [Fact]
+    public void StagesStraddlingTwoNodesReduceGradientsAcrossTheNetwork()
+    {
+        // t2 d3: six ranks per stage on 8-GPU nodes; stage 1 (ranks 6-11) spans two nodes, and so do its groups.
+        var c = new ParallelConfig(DataParallel: 3, TensorParallel: 2, PipelineParallel: 8);
+        Assert.Equal(new GroupPlacement(3, 1), Topology.DataWithContextGroup(c, 8));
+        Assert.False(Topology.PipelineNeighboursShareNode(c, 8));
+        Assert.Equal(new GroupPlacement(2, 2), Topology.DataWithContextGroup(c with { DataParallel = 2 }, 8));
+        Assert.True(Topology.PipelineNeighboursShareNode(c with { DataParallel = 2 }, 8));
+    }
+
+    [Fact]
     public void KwaiSequenceParallelOverlapLeavesTheForwardReduceScatterOnTheComputeStream()
     {
         // Table 8's "theirs": the forward all-gathers hide behind the GEMMs (costing NCCL's SM share), the two
