@@ -84,6 +84,7 @@ public sealed record SystemProfile(
     [property: JsonPropertyName("overlap-grad-reduce")] bool OverlapGradReduce,
     [property: JsonPropertyName("overlap-p2p-communication")] bool OverlapP2pCommunication,
     [property: JsonPropertyName("async-tensor-parallel-allreduce")] bool AsyncTensorParallelAllreduce = true,
+    [property: JsonPropertyName("overlap-forward-reduce-scatter")] bool OverlapForwardReduceScatter = true,
     [property: JsonPropertyName("fused-norm")] bool FusedNorm = true,
     [property: JsonPropertyName("fused-elementwise")] bool FusedElementwise = true,
     [property: JsonPropertyName("gradient-accumulation-fusion")] bool GradientAccumulationFusion = true);

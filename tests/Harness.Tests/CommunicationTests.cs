@@ -1,4 +1,5 @@
 using Harness.Simulator.Costs;
+using Harness.Simulator.Schedule;
 using Harness.Simulator.Specs;
 
 namespace Harness.Tests;
@@ -63,6 +64,34 @@ public class CommunicationTests
         Assert.Equal(half / 2, quarter, 6);
         Assert.Equal(quarter / 2, eighth, 6);
         Assert.Equal(0, TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0 }));
+    }
+
+    [Fact]
+    public void StagesStraddlingTwoNodesReduceGradientsAcrossTheNetwork()
+    {
+        // t2 d3: six ranks per stage on 8-GPU nodes; stage 1 (ranks 6-11) spans two nodes, and so do its groups.
+        var c = new ParallelConfig(DataParallel: 3, TensorParallel: 2, PipelineParallel: 8);
+        Assert.Equal(new GroupPlacement(3, 1), Topology.DataWithContextGroup(c, 8));
+        Assert.False(Topology.PipelineNeighboursShareNode(c, 8));
+        Assert.Equal(new GroupPlacement(2, 2), Topology.DataWithContextGroup(c with { DataParallel = 2 }, 8));
+        Assert.True(Topology.PipelineNeighboursShareNode(c with { DataParallel = 2 }, 8));
+    }
+
+    [Fact]
+    public void KwaiSequenceParallelOverlapLeavesTheForwardReduceScatterOnTheComputeStream()
+    {
+        // Table 8's "theirs": the forward all-gathers hide behind the GEMMs (costing NCCL's SM share), the two
+        // reduce-scatters after the row-parallel GEMMs are added whole (Megatron-Kwai's layers.py).
+        var m = ModelPresets.All["llama-175b"] with { SeqLength = 8192 };
+        var cluster = ClusterSpec.Of(H800, 256);
+        var te = new ParallelConfig(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8, LayersPerVirtualStage: 2,
+            SequenceParallel: true, GlobalBatch: 256, FlashAttention: true, Overlap: new OverlapSpec(TensorParallelComm: true));
+        var kwai = te with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) };
+        var tp = TensorParallelComm.Layer(m, te, cluster);
+        Assert.Equal(2 * Collectives.ReduceScatter(TensorParallelComm.ActivationMessageBytes(m, te),
+            Topology.TensorGroup(te, cluster.GpusPerNode), H800), tp.ForwardReduceScatter, 12);
+        double extra = PipelineCosts.Build(m, cluster, kwai).ChunkForward - PipelineCosts.Build(m, cluster, te).ChunkForward;
+        Assert.Equal(2 * (1 - PipelineCosts.NcclSmShare) * tp.ForwardReduceScatter, extra, 9);
     }
 
     [Fact]

@@ -30,6 +30,21 @@ public class SimulateCommandTests
     }
 
     [Fact]
+    public void KwaiSequenceParallelOverlapKeepsTheForwardReduceScatterExposed()
+    {
+        double Step(params string[] extra)
+        {
+            var (code, output, _) = Run([.. Table8Theirs.Split(' '), .. extra]);
+            Assert.Equal(0, code);
+            return JsonDocument.Parse(output).RootElement.GetProperty("step_time_s").GetDouble();
+        }
+        double none = Step(), te = Step("--tp-comm-overlap"), kwai = Step("--overlap-sp-ag", "--overlap-sp-rs");
+        Assert.True(te < kwai && kwai < none, $"TE {te}, Kwai {kwai}, none {none}");
+        Assert.Equal(2, Run([.. Table8Theirs.Split(' '), "--overlap-sp-ag"]).Code);
+        Assert.Equal(2, Run([.. Table8Theirs.Split(' '), "--overlap-sp-ag", "--overlap-sp-rs", "--tp-comm-overlap"]).Code);
+    }
+
+    [Fact]
     public void NoArgumentsRunsTheDefault()
     {
         var (code, output, _) = Run();

@@ -38,7 +38,11 @@ public static class ParallelArguments
         new("--no-flash-attention", false, "unfused attention (materializes the s x s scores)"),
         new("--overlap-grad-reduce", false, "overlap the gradient reduction with backward (the default)"),
         new("--no-overlap-grad-reduce", false, "reduce gradients after the last backward"),
-        new("--tp-comm-overlap", false, "overlap tensor-parallel communication with GEMMs"),
+        new("--tp-comm-overlap", false, "overlap tensor-parallel communication with GEMMs (Transformer Engine userbuffers)"),
+        new("--overlap-sp-ag", false,
+            "Megatron-Kwai: overlap the sequence-parallel all-gathers with GEMMs (pass with --overlap-sp-rs)"),
+        new("--overlap-sp-rs", false,
+            "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
         new("--overlap-p2p-communication", false, "overlap pipeline p2p with compute (the default)"),
         new("--no-overlap-p2p-communication", false, "pipeline sends block the sender"),
         new("--no-async-tensor-model-parallel-allreduce", false,
@@ -115,6 +119,12 @@ public static class ParallelArguments
         if (cl.Switch("--overlap-p2p-communication") && cl.Switch("--no-overlap-p2p-communication"))
             cl.Errors.Add("--overlap-p2p-communication and --no-overlap-p2p-communication contradict each other.");
 
+        bool kwaiOverlap = cl.Switch("--overlap-sp-ag") || cl.Switch("--overlap-sp-rs");
+        if (cl.Switch("--overlap-sp-ag") != cl.Switch("--overlap-sp-rs"))
+            cl.Errors.Add("the simulator models Megatron-Kwai's --overlap-sp-ag and --overlap-sp-rs together (its launch scripts pass both); pass both or neither.");
+        if (kwaiOverlap && cl.Switch("--tp-comm-overlap"))
+            cl.Errors.Add("--tp-comm-overlap (Transformer Engine) and Megatron-Kwai's --overlap-sp-ag --overlap-sp-rs are different implementations; pass one.");
+
         int unfused = ElementwiseFusions.Count(cl.Switch);
         if (unfused is > 0 and < 3)
             cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
@@ -124,8 +134,9 @@ public static class ParallelArguments
             SequenceParallel: cl.Switch("--sequence-parallel"), MicroBatch: b, GlobalBatch: gbs,
             Recompute: recompute, OffloadRatio: alpha ?? kwaiAlpha ?? 0, ZeroStage: zero,
             SyncFactor: cl.Double("--sync-factor") ?? 1.0,
-            Overlap: new OverlapSpec(cl.Switch("--tp-comm-overlap"), !cl.Switch("--no-overlap-grad-reduce"),
-                !cl.Switch("--no-overlap-p2p-communication"), !cl.Switch("--no-async-tensor-model-parallel-allreduce")),
+            Overlap: new OverlapSpec(cl.Switch("--tp-comm-overlap") || kwaiOverlap, !cl.Switch("--no-overlap-grad-reduce"),
+                !cl.Switch("--no-overlap-p2p-communication"), !cl.Switch("--no-async-tensor-model-parallel-allreduce"),
+                TensorParallelForwardReduceScatter: !kwaiOverlap),
             Precision: precision, FlashAttention: !cl.Switch("--no-flash-attention"),
             // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
             // without it keep and all-reduce fp16 gradients.

@@ -3,11 +3,14 @@ using Harness.Simulator.Specs;
 namespace Harness.Simulator.Costs;
 
 /// <summary>Seconds of tensor-parallel communication per layer and micro-batch.</summary>
-/// <param name="Forward">Blocking collectives of the forward pass.</param>
+/// <param name="Forward">Collectives of the forward pass (blocking unless TP communication is overlapped).</param>
+/// <param name="ForwardReduceScatter">The part of <see cref="Forward"/> that reduce-scatters the row-parallel GEMMs'
+/// outputs (sequence parallelism only).</param>
 /// <param name="BackwardBlocking">Backward collectives the next GEMM waits for.</param>
 /// <param name="BackwardAsync">Backward collectives Megatron issues asynchronously, overlapped with the
 /// weight-gradient GEMMs (column-parallel input gradients).</param>
-public readonly record struct TensorParallelTime(double Forward, double BackwardBlocking, double BackwardAsync);
+public readonly record struct TensorParallelTime(double Forward, double BackwardBlocking, double BackwardAsync,
+    double ForwardReduceScatter = 0);
 
 /// <summary>
 /// Megatron tensor parallelism (Shoeybi et al. 2019; Korthikanti et al. 2022). Per layer, with S = b·s·h
@@ -55,7 +58,7 @@ public static class TensorParallelComm
         if (c.SequenceParallel)
         {
             double ag = Collectives.AllGather(S, g, gpu), rs = Collectives.ReduceScatter(S, g, gpu);
-            return new TensorParallelTime(2 * (ag + rs), 2 * ag, 2 * (rs + ag));
+            return new TensorParallelTime(2 * (ag + rs), 2 * ag, 2 * (rs + ag), 2 * rs);
         }
         double ar = Collectives.AllReduce(S, g, gpu);
         return new TensorParallelTime(2 * ar, 0, 2 * ar);

@@ -35,11 +35,24 @@ public static class Topology
     public static GroupPlacement ContextGroup(ParallelConfig c, int gpusPerNode) =>
         Place(c.ContextParallel, c.TensorParallel, gpusPerNode);
 
-    /// <summary>The group gradients are reduced over: data- and context-parallel ranks hold the same weights.</summary>
+    /// <summary>
+    /// The group gradients are reduced over: data- and context-parallel ranks hold the same weights. When a stage's
+    /// tensor·context·data block of consecutive ranks is smaller than a node and does not divide it (t2 d3: 6 ranks on
+    /// 8-GPU nodes), some stages' blocks straddle two nodes and so do their groups: those stages reduce across the
+    /// network, and every stage waits for the slowest before the optimizer step (its gradient norm is global).
+    /// </summary>
     public static GroupPlacement DataWithContextGroup(ParallelConfig c, int gpusPerNode) =>
-        Place(c.DataParallel * c.ContextParallel, c.TensorParallel, gpusPerNode);
+        StageBlockStraddlesNodes(c, gpusPerNode)
+            ? new GroupPlacement(c.DataParallel * c.ContextParallel, 1)
+            : Place(c.DataParallel * c.ContextParallel, c.TensorParallel, gpusPerNode);
 
-    /// <summary>Adjacent pipeline stages are tensor·context·data ranks apart.</summary>
+    /// <summary>Adjacent pipeline stages are tensor·context·data ranks apart: neighbours share a node when stages' blocks
+    /// tile the nodes; where a block straddles two nodes, some neighbours are on different nodes.</summary>
     public static bool PipelineNeighboursShareNode(ParallelConfig c, int gpusPerNode) =>
-        c.TensorParallel * c.ContextParallel * c.DataParallel < gpusPerNode;
+        StageBlock(c) < gpusPerNode && !StageBlockStraddlesNodes(c, gpusPerNode);
+
+    private static int StageBlock(ParallelConfig c) => c.TensorParallel * c.ContextParallel * c.DataParallel;
+
+    private static bool StageBlockStraddlesNodes(ParallelConfig c, int gpusPerNode) =>
+        StageBlock(c) < gpusPerNode && gpusPerNode % StageBlock(c) != 0;
 }

@@ -114,7 +114,9 @@ public readonly struct PipelineCosts
         var layer = ComputeTime.Layer(m, c, gpu);
         var tp = TensorParallelComm.Layer(m, c, cluster);
         var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
-        double tpF = overlap.TensorParallelComm ? Overlapped(tp.Forward, layer.GemmForward) : tp.Forward;
+        double tpF = !overlap.TensorParallelComm ? tp.Forward
+            : overlap.TensorParallelForwardReduceScatter ? Overlapped(tp.Forward, layer.GemmForward)
+            : Overlapped(tp.Forward - tp.ForwardReduceScatter, layer.GemmForward) + tp.ForwardReduceScatter;
         double tpB = overlap.TensorParallelComm
             ? Overlapped(tp.BackwardBlocking + tp.BackwardAsync, 2 * layer.GemmForward)
             : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);

@@ -42,8 +42,14 @@ public sealed record RecomputeSpec(
 /// <summary>Overlap switches: TP communication with GEMMs, DP gradient reduction with backward, pipeline p2p with compute.</summary>
 /// <param name="TensorParallelBackwardAsync">Megatron's asynchronous all-reduce (or reduce-scatter) of the column-parallel
 /// input gradient behind the weight-gradient GEMM (since late 2021); Megatron-LM of 2019-2021 ran it on the compute stream.</param>
+/// <param name="TensorParallelForwardReduceScatter">With <paramref name="TensorParallelComm"/>, whether the forward
+/// reduce-scatter after the row-parallel GEMMs (attention output projection, MLP second linear) is overlapped too.
+/// Transformer Engine's userbuffers (--tp-comm-overlap) split the GEMM and reduce-scatter each chunk as it finishes.
+/// Megatron-Kwai's --overlap-sp-ag --overlap-sp-rs (ATC'24 artifact, branch atc24ae) overlap only the all-gathers in
+/// forward: its row-parallel linears get all-gather userbuffers (transformer.py: "hacked, should be reduce_scatter,
+/// coupled with layers.py") and layers.py runs their GEMM whole, then a NCCL reduce-scatter on the compute stream.</param>
 public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = true, bool PipelineP2p = true,
-    bool TensorParallelBackwardAsync = true)
+    bool TensorParallelBackwardAsync = true, bool TensorParallelForwardReduceScatter = true)
 {
     public static OverlapSpec Default { get; } = new();
 }
