@@ -6,6 +6,7 @@ using Harness.Executor.Distributed;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Distributed.Launch;
 using Harness.Executor.Distributed.Nccl;
+using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using Harness.Executor.Records;
 using Harness.Executor.Training;
@@ -169,7 +170,8 @@ public static class DistributedRun
             var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize);
+            var fusions = Fusions.Resolve(kernels: false, o.GradientAccumulationFusion, device, dtype);
+            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize, fusions);
             ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;
             var sampler = new GptSampler(source, model.SeqLength, o.Seed);
@@ -186,6 +188,7 @@ public static class DistributedRun
                     $"{(parallel.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "")} cp {parallel.ContextParallel} dp {parallel.DataParallel}" +
                     $"{(parallel.SequenceParallel ? " sp" : "")}{(parallel.DistributedOptimizer ? " distributed-optimizer" : "")}" +
                     $"{(parallel.SyncFactor < 1 ? $" p {parallel.SyncFactor}" : "")}{(parallel.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "")}, global batch {g} x s {s}; {runtime}");
+                foreach (var note in fusions.Notes) Console.WriteLine($"harness run: note: {note}");
             }
             long first = o.Load is null ? 0 : DistributedCheckpoint.Load(o.Load, trainer, sampler).Iteration;
             using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: o.Load is not null) : null;

@@ -1,5 +1,6 @@
 using Harness.Executor.ContextParallel;
 using Harness.Executor.DataParallel;
+using Harness.Executor.Fused;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
@@ -44,10 +45,13 @@ public sealed class ParallelTrainer : IDisposable
     /// libtorch's global generator (in-process ranks run concurrently).</param>
     /// <param name="ringAttention">Context parallelism passes keys and values around a ring instead of gathering them.</param>
     /// <param name="bucketSize">Elements per data-parallel gradient bucket (Megatron's --ddp-bucket-size); default max(40M, 1M·d).</param>
+    /// <param name="fusions">The fusions this rank uses (<see cref="Fusions.Resolve"/> checked that they work on its device);
+    /// default none.</param>
     public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
         AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false,
-        long? bucketSize = null)
+        long? bucketSize = null, Fusions? fusions = null)
     {
+        fusions ??= Fusions.None;
         (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
         var errors = parallel.Validate(spec, groups.World.Size);
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
@@ -62,7 +66,7 @@ public sealed class ParallelTrainer : IDisposable
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
-        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer);
+        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: fusions.GradientAccumulation);
         if (parallel.PipelineParallel > 1)
             p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
         bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;

@@ -25,20 +25,20 @@ internal static class ParallelRun
             foreach (var batch in batches)
             {
                 using var scope = NewDisposeScope();
-                int b = config.MicroBatch, s = spec.SeqLength, dp = config.DataParallel;
-                var (loss, _) = trainer.Step(Reference.Lr, i =>
-                {
-                    // Megatron's sampler: micro-batch i of the global batch, data-parallel rank d's b rows of it.
-                    var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
-                    return (rows[.., ..s], rows[.., 1..]);
-                });
-                losses.Add(loss);
+                losses.Add(trainer.Step(Reference.Lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength)).Loss);
             }
             var named = trainer.NamedParameters().ToList();
             return new Reference.Run([.. losses],
                 config.DistributedOptimizer ? new() : named.ToDictionary(n => n.SerialName, n => n.Parameter.grad!.data<float>().ToArray()),
                 named.ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()), initial);
         });
+
+    /// <summary>Megatron's sampler: micro-batch i of the global batch [g, s + 1] is data-parallel rank d's b rows of it, as tokens and labels.</summary>
+    public static Func<int, (Tensor Tokens, Tensor Labels)> MicroBatches(Tensor batch, ParallelConfig config, int dataRank, int s) => i =>
+    {
+        var rows = batch.narrow(0, (i * config.DataParallel + dataRank) * config.MicroBatch, config.MicroBatch);
+        return (rows[.., ..s], rows[.., 1..]);
+    };
 
     /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
     public static void AssertMatchesSerial(ModelSpec spec, ParallelConfig config, RecomputeGranularity recompute = RecomputeGranularity.None,
