@@ -170,7 +170,7 @@ public static class DistributedRun
             var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-            var fusions = Fusions.Resolve(kernels: false, o.GradientAccumulationFusion, device, dtype);
+            var fusions = Fusions.Resolve(o.FusedKernels, o.GradientAccumulationFusion, device, dtype);
             using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize, fusions);
             ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;

@@ -58,7 +58,10 @@ public sealed class ParallelTrainer : IDisposable
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context, ringAttention) : null;
         initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank)) : null; // a CPU generator (TransformerConfig)
-        var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel);
+        // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
+        // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
+        var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
+            UseFusedKernels: fusions.Kernels);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
         {
@@ -76,8 +79,9 @@ public sealed class ParallelTrainer : IDisposable
         gradientNorm = new GradientNorm(excluded, sumOver);
         SyncTiedEmbedding();
         var buckets = GradBucket.Of(Buffer, bucketSize ?? GradBucket.DefaultSize(groups.DataWithContext.Size));
-        if (parallel.DistributedOptimizer) distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adamOptions, gradientNorm);
-        else adam = new AdamW(Buffer, adamOptions);
+        if (parallel.DistributedOptimizer)
+            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adamOptions, gradientNorm, fusions.Kernels);
+        else adam = new AdamW(Buffer, adamOptions, fusions.Kernels);
         communicationStream = parallel.OverlapOrDefault.GradientReduce ? groups.DataWithContext.CreateCommunicationStream() : null;
         gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, b =>
         {

@@ -23,7 +23,7 @@ public class GradientAccumulationFusionTests
     /// <summary>
     /// Relative L2 error per parameter. bf16 keeps 8 significant bits (2^-9 relative rounding per element); the fused
     /// weights' main gradients differ by up to 3e-3, and so do, from run to run, the norm weights' under partial sync
-    /// (libtorch's multi-threaded bf16 CPU kernels are not deterministic there).
+    /// (libtorch's bf16 CPU kernels on concurrent rank threads are not deterministic: bf16 runs compare within tolerance).
     /// </summary>
     private const double Bf16Tolerance = 1e-2;
     private static readonly Fusions Accumulation = new(Kernels: false, GradientAccumulation: true, []);
@@ -36,14 +36,18 @@ public class GradientAccumulationFusionTests
             ZeroStage: zero, SyncFactor: p, Precision: Precision.Bf16, Overlap: new OverlapSpec(GradientReduce: overlap));
 
     private static RankRun[] Train(ModelSpec spec, ParallelConfig config, bool fused, Tensor[] batches) =>
+        Train(spec, config, fused ? Accumulation : Fusions.None, batches);
+
+    private static RankRun[] Train(ModelSpec spec, ParallelConfig config, Fusions fusions, Tensor[] batches) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
             var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.BFloat16, Reference.Adam, seed: 5, bucketSize: 3000,
-                fusions: fused ? Accumulation : Fusions.None);
+            var dtype = config.Precision == Precision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+            using var trainer = new ParallelTrainer(groups, config, spec, CPU, dtype, Reference.Adam, seed: 5, bucketSize: 3000, fusions: fusions);
             var linears = trainer.Buffer.Layout.Where(l => l.Name.Contains("linear_")).Where(l => l.Name.EndsWith(".weight")).ToList();
             // Fusion really is on (or off): the linears' weights take no autograd gradient, and only they are fused.
+            bool fused = fusions.GradientAccumulation && dtype == ScalarType.BFloat16;
             Assert.Equal(fused ? linears.Sum(l => l.Parameter.numel()) : 0, trainer.Buffer.FusedCount);
             Assert.All(linears, l => Assert.Equal(fused, l.Parameter.grad is null));
             var buffer = trainer.Buffer;
@@ -56,6 +60,8 @@ public class GradientAccumulationFusionTests
                 var (loss, norm) = trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, spec.SeqLength));
                 losses.Add(loss);
                 norms.Add(norm);
+                // Every bf16 gradient was folded into the main gradients (whether its bucket went mid-backward or after).
+                if (buffer.MixedPrecision) Assert.Equal(0, buffer.Grads.count_nonzero().item<long>());
                 firstGrads ??= buffer.Layout.ToDictionary(l => l.Name, l => Slice(buffer.MainGrads, l.Offset, l.Parameter.numel()));
             }
             var serialNames = trainer.NamedParameters().ToDictionary(n => (object)n.Parameter, n => n.SerialName, ReferenceEqualityComparer.Instance);
@@ -98,18 +104,32 @@ public class GradientAccumulationFusionTests
     public void Pp2TiedEmbedding() => AssertFusionMatchesUnfused(Reference.Gpt(), Config(pp: 2));
 
     [Fact]
-    public void Dp2DistributedOptimizerOverlappedChangesNoBit()
-    {
+    public void Dp2DistributedOptimizerOverlapped() =>
         // Buckets launched mid-backward (as each layer's marker fires) fold only the unfused parts; the fused weights'
         // main gradients are complete by then, as the linear's backward wrote them before its input's gradient.
-        var overlapped = AssertFusionMatchesUnfused(Reference.Llama(), Config(dp: 2, zero: 1, overlap: true));
-        var batches = Reference.Batches(Reference.Llama(), Steps, Config(dp: 2).GlobalBatch);
-        var after = Train(Reference.Llama(), Config(dp: 2, zero: 1), fused: true, batches);
-        for (int r = 0; r < after.Length; r++)
+        AssertFusionMatchesUnfused(Reference.Llama(), Config(dp: 2, zero: 1, overlap: true));
+
+    [Theory]
+    [InlineData(2, 2, 1)]
+    [InlineData(1, 2, 0)]
+    public void FusedKernelsLeaveCpuRanksUnchanged(int tp, int dp, int zero)
+    {
+        // The kernels are CUDA-only: asked for on CPU ranks (SwiGLU, QKV rotary, cross-entropy at tp 1, the replicated
+        // and the sharded AdamW), every step still runs libtorch's operators. Float32, whose CPU runs agree to the last
+        // bits or so (four concurrent rank threads are not always bit-reproducible).
+        TorchRuntime.Initialize();
+        var spec = Reference.Llama();
+        var config = Config(tp: tp, dp: dp, zero: zero) with { Precision = Precision.Fp32 };
+        var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
+        var plain = Train(spec, config, Fusions.None, batches);
+        var kernels = Train(spec, config, new Fusions(Kernels: true, GradientAccumulation: true, []), batches);
+        for (int r = 0; r < plain.Length; r++)
         {
-            Assert.Equal(after[r].Losses, overlapped[r].Losses);
-            Assert.Equal(after[r].Norms, overlapped[r].Norms);
-            foreach (var (name, w) in after[r].Weights) Assert.Equal(w, overlapped[r].Weights[name]);
+            Reference.AssertClose(kernels[r].Losses, plain[r].Losses, $"rank {r} losses", 1e-6);
+            Reference.AssertClose(kernels[r].Norms, plain[r].Norms, $"rank {r} gradient norms", 1e-6);
+            var names = plain[r].Weights.Keys.Order().ToList();
+            Reference.AssertClose(Reference.Concatenated(names.Select(n => kernels[r].Weights[n])),
+                Reference.Concatenated(names.Select(n => plain[r].Weights[n])), $"rank {r} final weights", 1e-6);
         }
     }
 }
