@@ -80,10 +80,11 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     }
 
     /// <summary>
-    /// Once every bucket was reduce-scattered: clip, AdamW on this rank's shard, all-gather. Returns the global
-    /// gradient norm (device scalar).
+    /// Once every bucket was reduce-scattered: clip, AdamW on this rank's shard, all-gather (unless
+    /// <paramref name="gatherParams"/> is false: <see cref="ParamGather"/> does it during the next forward). Returns the
+    /// global gradient norm (device scalar).
     /// </summary>
-    public Tensor ClipAndStep(double lr)
+    public Tensor ClipAndStep(double lr, bool gatherParams = true)
     {
         Step++;
         using var scope = NewDisposeScope();
@@ -99,25 +100,48 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
             AdamW.ClipAndUpdate(Master.narrow(0, stateOffsets[k], length), grads[k].Grads, ExpAvg.narrow(0, stateOffsets[k], length),
                 ExpAvgSq.narrow(0, stateOffsets[k], length), null, decayed, total, Options, lr, Step, fused);
         }
-        CopyMasterToParams();
+        if (gatherParams) CopyMasterToParams();
         return total.MoveToOuterDisposeScope();
     }
 
     /// <summary>Every rank's weights from the owners' pieces of master weights, in the model's dtype: an all-gather per bucket.</summary>
     public void CopyMasterToParams()
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        int d = dataParallel.Size;
         foreach (var b in buckets)
         {
-            var (_, length) = Segments[b.Index];
-            var mine = zeros(b.PaddedCount(d) / d, dtype: buffer.Params.dtype, device: buffer.Params.device);
-            mine.narrow(0, 0, length).copy_(Master.narrow(0, stateOffsets[b.Index], length));
-            var gathered = empty(b.PaddedCount(d), dtype: buffer.Params.dtype, device: buffer.Params.device);
-            dataParallel.AllGather(mine, gathered);
-            buffer.Params.narrow(0, b.Offset, b.Count).copy_(gathered.narrow(0, 0, b.Count));
+            var (mine, gathered) = GatherParams(b, ComputeStream.Instance);
+            CopyGathered(b, gathered);
+            mine.Dispose();
+            gathered.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Enqueues on <paramref name="stream"/> the all-gather of bucket <paramref name="bucket"/>'s updated weights: this
+    /// rank's piece of master weights in the model's dtype (made on the compute stream) from every owner. Returns that
+    /// piece and the gathered bucket (padded), which the caller keeps until the stream is joined, then disposes.
+    /// </summary>
+    internal (Tensor Mine, Tensor Gathered) GatherParams(GradBucket bucket, ICommunicationStream stream)
+    {
+        using var scope = NewDisposeScope(); // for the views; the two results leave it
+        using var _ = no_grad();
+        int d = dataParallel.Size;
+        var (_, length) = Segments[bucket.Index];
+        var mine = zeros(bucket.PaddedCount(d) / d, dtype: buffer.Params.dtype, device: buffer.Params.device).DetachFromDisposeScope();
+        mine.narrow(0, 0, length).copy_(Master.narrow(0, stateOffsets[bucket.Index], length));
+        var gathered = empty(bucket.PaddedCount(d), dtype: buffer.Params.dtype, device: buffer.Params.device).DetachFromDisposeScope();
+        stream.WaitForCompute();
+        using (stream.Enqueue(dataParallel)) dataParallel.AllGather(mine, gathered);
+        return (mine, gathered);
+    }
+
+    /// <summary>Bucket <paramref name="bucket"/>'s gathered weights into the model, on the compute stream (after joining the gather's stream).</summary>
+    internal void CopyGathered(GradBucket bucket, Tensor gathered)
+    {
+        using var _ = no_grad();
+        using var into = buffer.Params.narrow(0, bucket.Offset, bucket.Count);
+        using var from = gathered.narrow(0, 0, bucket.Count);
+        into.copy_(from);
     }
 
     public void Dispose()
