@@ -6,6 +6,7 @@ using Harness.Executor.Distributed;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Distributed.Launch;
 using Harness.Executor.Distributed.Nccl;
+using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using Harness.Executor.Records;
 using Harness.Executor.Training;
@@ -41,6 +42,7 @@ public static class DistributedRun
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
         new("--cp-comm-type", true, "context parallelism: all_gather (default) or p2p (ring attention)"),
         new("--overlap-grad-reduce", false, "reduce gradient buckets during backward, on their own CUDA stream (off by default, as in Megatron)"),
+        new("--overlap-param-gather", false, "all-gather each bucket's updated weights as the next forward first needs them, on a CUDA stream of its own (with --use-distributed-optimizer)"),
         new("--ddp-bucket-size", true, "elements per gradient bucket (default max(40M, 1M x data-parallel size))"),
         .. ParallelArguments.Flags.Where(f => LayoutFlags.Contains(f.Name)),
     ];
@@ -65,6 +67,9 @@ public static class DistributedRun
         if (errors.Count > 0) return UserError(errors[0]);
         int? bucketSize = cl.Int("--ddp-bucket-size");
         if (bucketSize < 1) return UserError($"--ddp-bucket-size is {bucketSize}; it must be at least 1 (elements).");
+        bool overlapParamGather = cl.Switch("--overlap-param-gather");
+        if (overlapParamGather && !parallel.DistributedOptimizer)
+            return UserError("--overlap-param-gather needs --use-distributed-optimizer: it overlaps that optimizer's all-gather of the weights.");
 
         // The dataset opened once here, so that a missing or damaged one, or one shorter than a sample, is one sentence
         // and exit 2 rather than the same failure from every rank.
@@ -99,7 +104,7 @@ public static class DistributedRun
         catch (NativeLoadException e) { return UserError(e.Message); }
         bool ring = cl.Choice("--cp-comm-type", "all_gather", "p2p") == "p2p";
         if (cl.Errors.Count > 0) return UserError(cl.Errors[0]);
-        var job = new Job(options, parallel, model, output, logInterval, runtime, ring, bucketSize);
+        var job = new Job(options, parallel, model, output, logInterval, runtime, ring, bucketSize, overlapParamGather);
         try
         {
             if (!cuda)
@@ -162,14 +167,17 @@ public static class DistributedRun
     }
 
     /// <summary>What every rank runs: build its part of the model, train, and (rank 0) record.</summary>
-    private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention, long? bucketSize)
+    private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention,
+        long? bucketSize, bool overlapParamGather)
     {
         public void Rank(ICommunicator world, Device device, int localDevice)
         {
             var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize);
+            var fusions = Fusions.Resolve(o.FusedKernels, o.GradientAccumulationFusion, device, dtype);
+            using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize, fusions,
+                overlapParamGather);
             ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;
             var sampler = new GptSampler(source, model.SeqLength, o.Seed);
@@ -185,7 +193,8 @@ public static class DistributedRun
                 Console.WriteLine($"harness run: {model.Name} on {world.Size} x {deviceName}: tp {parallel.TensorParallel} pp {parallel.PipelineParallel}" +
                     $"{(parallel.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "")} cp {parallel.ContextParallel} dp {parallel.DataParallel}" +
                     $"{(parallel.SequenceParallel ? " sp" : "")}{(parallel.DistributedOptimizer ? " distributed-optimizer" : "")}" +
-                    $"{(parallel.SyncFactor < 1 ? $" p {parallel.SyncFactor}" : "")}{(parallel.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "")}, global batch {g} x s {s}; {runtime}");
+                    $"{(parallel.SyncFactor < 1 ? $" p {parallel.SyncFactor}" : "")}{(parallel.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "")}{(overlapParamGather ? " overlap-param-gather" : "")}, global batch {g} x s {s}; {runtime}");
+                foreach (var note in fusions.Notes) Console.WriteLine($"harness run: note: {note}");
             }
             long first = o.Load is null ? 0 : DistributedCheckpoint.Load(o.Load, trainer, sampler).Iteration;
             using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: o.Load is not null) : null;

@@ -9,7 +9,8 @@ namespace Harness.Executor.DataParallel;
 /// ranks owns the r-th 1/d of every <see cref="GradBucket"/> of the flat buffer (the bucket padded to a multiple of
 /// d). The gradients arrive by one reduce-scatter per bucket (<see cref="GradientSync"/>) into this rank's
 /// <see cref="GradShard"/>s, averaged; a step clips by the global norm, runs AdamW on this rank's float32 master
-/// weights and moments only, and all-gathers the updated weights of every bucket into every rank's model. Master
+/// weights and moments only (with fused kernels on a GPU, one <see cref="Fused.FusedKernels.AdamW"/> per bucket's
+/// shard, which writes no bf16 weights), and all-gathers the updated weights of every bucket into every rank's model. Master
 /// weights and moments take 12/d bytes per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16 weights and
 /// float32 gradients; here 8 + 12/d, as the buffer also keeps one micro-batch's bf16 gradients before folding them
 /// into float32). The buffer then holds no full master copy of its own.
@@ -22,6 +23,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     private readonly IReadOnlyList<GradBucket> buckets;
     private readonly Tensor gradShards;
     private readonly long[] pieceOffsets, stateOffsets;
+    private readonly bool fused;
 
     public AdamWOptions Options { get; }
     public long Step { get; set; }
@@ -33,7 +35,9 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
 
-    public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, AdamWOptions options, GradientNorm norm)
+    /// <param name="fused">Update each shard with the fused AdamW kernel (the caller checked that the kernels load on this device).</param>
+    public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, AdamWOptions options, GradientNorm norm,
+        bool fused = false)
     {
         (this.buffer, this.buckets, this.dataParallel, Options, this.norm) = (buffer, buckets, dataParallel, options, norm);
         int d = dataParallel.Size, r = dataParallel.Rank;
@@ -57,6 +61,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
         ReloadMaster();
         ExpAvg = zeros(state, dtype: ScalarType.Float32, device: device);
         ExpAvgSq = zeros(state, dtype: ScalarType.Float32, device: device);
+        this.fused = fused && AdamW.Fusable(Master);
     }
 
     /// <summary>Where bucket <paramref name="bucket"/>'s reduce-scatter leaves this rank's averaged piece of it.</summary>
@@ -75,10 +80,11 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     }
 
     /// <summary>
-    /// Once every bucket was reduce-scattered: clip, AdamW on this rank's shard, all-gather. Returns the global
-    /// gradient norm (device scalar).
+    /// Once every bucket was reduce-scattered: clip, AdamW on this rank's shard, all-gather (unless
+    /// <paramref name="gatherParams"/> is false: <see cref="ParamGather"/> does it during the next forward). Returns the
+    /// global gradient norm (device scalar).
     /// </summary>
-    public Tensor ClipAndStep(double lr)
+    public Tensor ClipAndStep(double lr, bool gatherParams = true)
     {
         Step++;
         using var scope = NewDisposeScope();
@@ -89,31 +95,53 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
         {
             var (offset, length) = Segments[k];
             if (length == 0) continue;
-            var g = grads[k].Grads;
-            AdamW.Clip(g, total, Options);
             long decayed = Math.Clamp(buffer.DecayedCount - offset, 0, length);
-            AdamW.Update(Master.narrow(0, stateOffsets[k], length), g, ExpAvg.narrow(0, stateOffsets[k], length),
-                ExpAvgSq.narrow(0, stateOffsets[k], length), decayed, Options, lr, Step);
+            // No bf16 weights to write here: every rank's come back by the all-gather below.
+            AdamW.ClipAndUpdate(Master.narrow(0, stateOffsets[k], length), grads[k].Grads, ExpAvg.narrow(0, stateOffsets[k], length),
+                ExpAvgSq.narrow(0, stateOffsets[k], length), null, decayed, total, Options, lr, Step, fused);
         }
-        CopyMasterToParams();
+        if (gatherParams) CopyMasterToParams();
         return total.MoveToOuterDisposeScope();
     }
 
     /// <summary>Every rank's weights from the owners' pieces of master weights, in the model's dtype: an all-gather per bucket.</summary>
     public void CopyMasterToParams()
     {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        int d = dataParallel.Size;
         foreach (var b in buckets)
         {
-            var (_, length) = Segments[b.Index];
-            var mine = zeros(b.PaddedCount(d) / d, dtype: buffer.Params.dtype, device: buffer.Params.device);
-            mine.narrow(0, 0, length).copy_(Master.narrow(0, stateOffsets[b.Index], length));
-            var gathered = empty(b.PaddedCount(d), dtype: buffer.Params.dtype, device: buffer.Params.device);
-            dataParallel.AllGather(mine, gathered);
-            buffer.Params.narrow(0, b.Offset, b.Count).copy_(gathered.narrow(0, 0, b.Count));
+            var (mine, gathered) = GatherParams(b, ComputeStream.Instance);
+            CopyGathered(b, gathered);
+            mine.Dispose();
+            gathered.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Enqueues on <paramref name="stream"/> the all-gather of bucket <paramref name="bucket"/>'s updated weights: this
+    /// rank's piece of master weights in the model's dtype (made on the compute stream) from every owner. Returns that
+    /// piece and the gathered bucket (padded), which the caller keeps until the stream is joined, then disposes.
+    /// </summary>
+    internal (Tensor Mine, Tensor Gathered) GatherParams(GradBucket bucket, ICommunicationStream stream)
+    {
+        using var scope = NewDisposeScope(); // for the views; the two results leave it
+        using var _ = no_grad();
+        int d = dataParallel.Size;
+        var (_, length) = Segments[bucket.Index];
+        var mine = zeros(bucket.PaddedCount(d) / d, dtype: buffer.Params.dtype, device: buffer.Params.device).DetachFromDisposeScope();
+        mine.narrow(0, 0, length).copy_(Master.narrow(0, stateOffsets[bucket.Index], length));
+        var gathered = empty(bucket.PaddedCount(d), dtype: buffer.Params.dtype, device: buffer.Params.device).DetachFromDisposeScope();
+        stream.WaitForCompute();
+        using (stream.Enqueue(dataParallel)) dataParallel.AllGather(mine, gathered);
+        return (mine, gathered);
+    }
+
+    /// <summary>Bucket <paramref name="bucket"/>'s gathered weights into the model, on the compute stream (after joining the gather's stream).</summary>
+    internal void CopyGathered(GradBucket bucket, Tensor gathered)
+    {
+        using var _ = no_grad();
+        using var into = buffer.Params.narrow(0, bucket.Offset, bucket.Count);
+        using var from = gathered.narrow(0, 0, bucket.Count);
+        into.copy_(from);
     }
 
     public void Dispose()

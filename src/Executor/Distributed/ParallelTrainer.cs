@@ -1,5 +1,6 @@
 using Harness.Executor.ContextParallel;
 using Harness.Executor.DataParallel;
+using Harness.Executor.Fused;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
@@ -38,23 +39,34 @@ public sealed class ParallelTrainer : IDisposable
     private readonly GradientNorm gradientNorm;
     private readonly ICommunicationStream? communicationStream;
     private readonly GradientSync gradSync;
+    private readonly ParamGather? paramGather;
 
     /// <param name="seed">When given, weights are drawn from a generator of this seed plus 100 x the pipeline rank
     /// (Megatron's offset), so tensor- and data-parallel peers draw the same full weights, independently of
     /// libtorch's global generator (in-process ranks run concurrently).</param>
     /// <param name="ringAttention">Context parallelism passes keys and values around a ring instead of gathering them.</param>
     /// <param name="bucketSize">Elements per data-parallel gradient bucket (Megatron's --ddp-bucket-size); default max(40M, 1M·d).</param>
+    /// <param name="fusions">The fusions this rank uses (<see cref="Fusions.Resolve"/> checked that they work on its device);
+    /// default none.</param>
+    /// <param name="overlapParamGather">Megatron's --overlap-param-gather: the distributed optimizer's all-gather of the
+    /// updated weights runs bucket by bucket during the next forward (<see cref="ParamGather"/>).</param>
     public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
         AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false,
-        long? bucketSize = null)
+        long? bucketSize = null, Fusions? fusions = null, bool overlapParamGather = false)
     {
+        fusions ??= Fusions.None;
+        if (overlapParamGather && !parallel.DistributedOptimizer)
+            throw new ArgumentException("--overlap-param-gather needs --use-distributed-optimizer: it overlaps that optimizer's all-gather of the weights.");
         (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
         var errors = parallel.Validate(spec, groups.World.Size);
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context, ringAttention) : null;
         initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank)) : null; // a CPU generator (TransformerConfig)
-        var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel);
+        // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
+        // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
+        var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
+            UseFusedKernels: fusions.Kernels);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
         {
@@ -62,7 +74,7 @@ public sealed class ParallelTrainer : IDisposable
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
-        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer);
+        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: fusions.GradientAccumulation);
         if (parallel.PipelineParallel > 1)
             p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
         bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;
@@ -72,14 +84,17 @@ public sealed class ParallelTrainer : IDisposable
         gradientNorm = new GradientNorm(excluded, sumOver);
         SyncTiedEmbedding();
         var buckets = GradBucket.Of(Buffer, bucketSize ?? GradBucket.DefaultSize(groups.DataWithContext.Size));
-        if (parallel.DistributedOptimizer) distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adamOptions, gradientNorm);
-        else adam = new AdamW(Buffer, adamOptions);
-        communicationStream = parallel.OverlapOrDefault.GradientReduce ? groups.DataWithContext.CreateCommunicationStream() : null;
+        if (parallel.DistributedOptimizer)
+            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adamOptions, gradientNorm, fusions.Kernels);
+        else adam = new AdamW(Buffer, adamOptions, fusions.Kernels);
+        bool overlapGradReduce = parallel.OverlapOrDefault.GradientReduce;
+        communicationStream = overlapGradReduce || overlapParamGather ? groups.DataWithContext.CreateCommunicationStream() : null;
         gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, b =>
         {
             FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer, b);
             FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer, b);
-        }, FinalAfter, communicationStream);
+        }, FinalAfter, overlapGradReduce ? communicationStream : null);
+        if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, buckets, FirstUse, communicationStream!);
     }
 
     public ParamAndGradBuffer Buffer { get; }
@@ -121,12 +136,20 @@ public sealed class ParallelTrainer : IDisposable
     /// </summary>
     public void LoadWeights(Func<string, Parameter, Tensor> source)
     {
+        FinishParamSync(); // a pending all-gather would overwrite what is loaded
         using (no_grad())
             foreach (var (name, p) in NamedParameters())
                 p.copy_(source(name, p));
         Buffer.CopyParamsToMaster(0, Buffer.Count);
         distributedOptimizer?.ReloadMaster();
     }
+
+    /// <summary>
+    /// With --overlap-param-gather, the last step's all-gathers of the weights finish in the next forward: this waits for
+    /// them, so that the model's weights are the optimizer's (before reading them; Megatron's param sync at the end of
+    /// training). Without, nothing is pending.
+    /// </summary>
+    public void FinishParamSync() => paramGather?.Finish();
 
     private static string SerialName(string name, PipelineChunk part)
     {
@@ -151,14 +174,16 @@ public sealed class ParallelTrainer : IDisposable
             var (tokens, labels) = microBatch(i);
             return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
         };
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync)
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather)
             ?? zeros(1, dtype: ScalarType.Float32, device: device);
         gradSync.Finish();
-        var norm = distributedOptimizer?.ClipAndStep(lr) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
+        var norm = distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
         // Report the loss everywhere: from the last stage, averaged over data (and context) replicas.
         var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
         if (parallel.PipelineParallel > 1) groups.Pipeline.Broadcast(reported, parallel.PipelineParallel - 1);
         if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
+        // After the loss's all-reduce on the same group, so the two never run on two streams at once.
+        paramGather?.Start();
         var host = cat([reported, norm.reshape(1).to(ScalarType.Float32)]).cpu().data<float>().ToArray();
         return (host[0], host[1]);
     }
@@ -180,6 +205,13 @@ public sealed class ParallelTrainer : IDisposable
         };
     }
 
+    /// <summary>
+    /// Where the forward first uses a parameter, for <see cref="ParamGather"/>: where backward finishes it (a layer's at
+    /// the layer's input, the final norm's and output layer's at the final norm's input), the embeddings' before the first
+    /// layer (the last stage's copy of a tied table is used only at the end, but waiting early costs only some overlap).
+    /// </summary>
+    private (int Chunk, int Point) FirstUse(string name) => FinalAfter(name) ?? (int.Parse(name.Split('.')[1]), 0);
+
     /// <summary>The last stage's copy of a tied word embedding starts equal to the first stage's (Megatron zeroes it and all-reduces).</summary>
     private void SyncTiedEmbedding()
     {
@@ -197,7 +229,8 @@ public sealed class ParallelTrainer : IDisposable
 
     public void Dispose()
     {
-        communicationStream?.Dispose();
+        communicationStream?.Dispose(); // synchronizes the stream: a gather still in flight is done with its buffers
+        paramGather?.Dispose();
         adam?.Dispose();
         distributedOptimizer?.Dispose();
         Buffer.Dispose();

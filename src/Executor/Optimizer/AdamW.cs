@@ -28,7 +28,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     public AdamW(ParamAndGradBuffer buffer, AdamWOptions options, bool fused = false)
     {
         this.buffer = buffer;
-        this.fused = fused && buffer.Master.is_cuda && buffer.Master.dtype == ScalarType.Float32;
+        this.fused = fused && Fusable(buffer.Master);
         Options = options;
         ExpAvg = zeros_like(buffer.Master);
         ExpAvgSq = zeros_like(buffer.Master);
@@ -46,19 +46,34 @@ public sealed class AdamW : IOptimizerState, IDisposable
         using (no_grad())
         {
             var norm = gradNorm?.Invoke(g) ?? g.norm();
-            if (fused)
-            {
-                using var norm32 = norm.to(ScalarType.Float32);
-                FusedKernels.AdamW(buffer.Master, g, ExpAvg, ExpAvgSq, buffer.MixedPrecision ? buffer.Params : null, buffer.DecayedCount,
-                    norm32, Scalars(Options, lr, Step));
-                return norm;
-            }
-            Clip(g, norm, Options);
-            Update(buffer.Master, g, ExpAvg, ExpAvgSq, buffer.DecayedCount, Options, lr, Step);
-            buffer.CopyMasterToParams();
+            ClipAndUpdate(buffer.Master, g, ExpAvg, ExpAvgSq, fused && buffer.MixedPrecision ? buffer.Params : null, buffer.DecayedCount,
+                norm, Options, lr, Step, fused);
+            if (!fused) buffer.CopyMasterToParams();
             return norm;
         }
     }
+
+    /// <summary>
+    /// Clips and updates flat float32 weights <paramref name="w"/> (a whole buffer, or a shard of one: the step is
+    /// elementwise), by the fused kernel, which reads the gradients without scaling them and, given
+    /// <paramref name="param"/>, also writes the bf16 weights there; else by libtorch's operators (gradients clipped in
+    /// place). <paramref name="fused"/> only where the kernels run: float32 tensors on a GPU.
+    /// </summary>
+    internal static void ClipAndUpdate(Tensor w, Tensor g, Tensor m, Tensor v, Tensor? param, long decayedCount, Tensor norm, AdamWOptions o,
+        double lr, long step, bool fused)
+    {
+        if (fused)
+        {
+            using var norm32 = norm.to(ScalarType.Float32);
+            FusedKernels.AdamW(w, g, m, v, param, decayedCount, norm32, Scalars(o, lr, step));
+            return;
+        }
+        Clip(g, norm, o);
+        Update(w, g, m, v, decayedCount, o, lr, step);
+    }
+
+    /// <summary>Whether the fused kernel can update <paramref name="master"/>: float32 on a GPU (the caller checked that the kernels load).</summary>
+    internal static bool Fusable(Tensor master) => master.is_cuda && master.dtype == ScalarType.Float32;
 
     /// <summary>The fused kernel's scalars: the same double-precision values the reference path hands libtorch.</summary>
     internal static FusedKernels.AdamWScalars Scalars(AdamWOptions o, double lr, long step)

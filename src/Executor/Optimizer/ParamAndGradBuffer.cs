@@ -13,9 +13,12 @@ namespace Harness.Executor.Optimizer;
 /// - <see cref="Master"/>: float32 master weights the optimizer updates, then casts back into <see cref="Params"/>.
 /// Under float32 (or float64) compute the buffers coincide: Params is Master and Grads is MainGrads.
 /// Weights with two or more dimensions come first, so weight decay (not applied to biases and norm weights, as
-/// in Megatron) touches the prefix [0, <see cref="DecayedCount"/>). With gradient-accumulation fusion the weights of
-/// <see cref="IMainGradWeight"/> layers come first of all, [0, <see cref="FusedCount"/>): their GEMMs add straight into
-/// <see cref="MainGrads"/>, so only the rest is folded after each micro-batch.
+/// in Megatron) touches the prefix [0, <see cref="DecayedCount"/>). With gradient-accumulation fusion the GEMMs of
+/// <see cref="IMainGradWeight"/> layers add their weights' gradients straight into <see cref="MainGrads"/>, so only the
+/// <see cref="Folded"/> ranges (everything else) are folded after each micro-batch. The layout itself does not depend
+/// on fusion: a checkpoint (flat buffers) loads with fusion on or off, the data-parallel buckets and the order in which
+/// backward completes them stay those of the unfused run, and ranks whose devices disagree on fusion still agree on
+/// every offset their collectives use.
 /// </summary>
 public sealed class ParamAndGradBuffer : IDisposable
 {
@@ -24,7 +27,11 @@ public sealed class ParamAndGradBuffer : IDisposable
     public Tensor MainGrads { get; }
     public Tensor Master { get; }
     public long DecayedCount { get; }
+    /// <summary>Elements whose gradients the fused layers' GEMMs accumulate themselves (their bf16 <see cref="Grads"/> stay zero).</summary>
     public long FusedCount { get; }
+    /// <summary>The ranges autograd writes into <see cref="Grads"/> and the folds add into <see cref="MainGrads"/>, in order:
+    /// the whole buffer less the fused layers' weights.</summary>
+    public IReadOnlyList<(long Offset, long Count)> Folded { get; }
     public long Count { get; }
     public bool MixedPrecision { get; }
 
@@ -43,9 +50,7 @@ public sealed class ParamAndGradBuffer : IDisposable
             : [];
         bool IsFused(Parameter p) => fusedLayers.Any(l => ReferenceEquals(l.Weight, p));
         var named = module.named_parameters().ToList();
-        var ordered = named.Where(p => IsFused(p.parameter))
-            .Concat(named.Where(p => p.parameter.dim() >= 2 && !IsFused(p.parameter)))
-            .Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
+        var ordered = named.Where(p => p.parameter.dim() >= 2).Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
         if (named.FirstOrDefault(p => p.parameter.dtype != computeDtype) is { name: not null } odd)
             throw new ArgumentException($"parameter {odd.name} is {odd.parameter.dtype}; every parameter must be {computeDtype}.");
         var device = named[0].parameter.device;
@@ -58,6 +63,7 @@ public sealed class ParamAndGradBuffer : IDisposable
         Params = MixedPrecision ? empty(Count, dtype: computeDtype, device: device) : Master;
         Grads = MixedPrecision ? zeros(Count, dtype: computeDtype, device: device) : MainGrads;
         var layout = new List<(string, Parameter, long)>();
+        var folded = new List<(long Offset, long Count)>();
         long offset = 0;
         using (no_grad())
         {
@@ -71,12 +77,18 @@ public sealed class ParamAndGradBuffer : IDisposable
                 if (fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
                     layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape));
                 else
+                {
                     p.grad = Grads.narrow(0, offset, n).view(p.shape);
+                    // Adjacent unfused parameters make one range, so a fold is a few kernels, not one per parameter.
+                    if (folded.Count > 0 && folded[^1].Offset + folded[^1].Count == offset) folded[^1] = (folded[^1].Offset, folded[^1].Count + n);
+                    else folded.Add((offset, n));
+                }
                 layout.Add((name, p, offset));
                 offset += n;
             }
         }
         Layout = layout;
+        Folded = folded;
     }
 
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
@@ -85,18 +97,25 @@ public sealed class ParamAndGradBuffer : IDisposable
 
     /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator (all but the
     /// fused layers' weights, whose GEMMs accumulated there already).</summary>
-    public void AccumulateMicroBatch() => AccumulateRange(FusedCount, Count - FusedCount);
+    public void AccumulateMicroBatch() => AccumulateRange(0, Count);
 
-    /// <summary>Folds the bf16 gradients in [offset, offset + count) into the float32 accumulator (one bucket's, when its gradients are final).</summary>
+    /// <summary>Folds the bf16 gradients in [offset, offset + count) into the float32 accumulator (one bucket's, when its
+    /// gradients are final), skipping the fused layers' weights: their main gradients are complete already, and adding
+    /// their (zero) bf16 gradients would only cost a pass over memory.</summary>
     public void AccumulateRange(long offset, long count)
     {
         if (!MixedPrecision) return;
         using (no_grad())
         {
-            using var grads = Grads.narrow(0, offset, count);
-            using var main = MainGrads.narrow(0, offset, count);
-            main.add_(grads);
-            grads.zero_();
+            foreach (var (start, length) in Folded)
+            {
+                long from = Math.Max(start, offset), to = Math.Min(start + length, offset + count);
+                if (to <= from) continue;
+                using var grads = Grads.narrow(0, from, to - from);
+                using var main = MainGrads.narrow(0, from, to - from);
+                main.add_(grads);
+                grads.zero_();
+            }
         }
     }
 

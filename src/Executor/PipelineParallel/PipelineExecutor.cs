@@ -20,10 +20,12 @@ public static class PipelineExecutor
     /// <param name="activationShape">What travels between stages: [b, s, h] of this rank's sequence block.</param>
     /// <param name="gradSync">Folds each micro-batch's bf16 gradients into float32 after its backward, and with overlap
     /// marks the layers of each chunk's last micro-batch so their gradients are reduced as backward passes them.</param>
+    /// <param name="paramGather">With --overlap-param-gather: what each chunk's first micro-batch waits for before each
+    /// layer (the weights the last step's all-gathers bring).</param>
     /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached); null elsewhere.</returns>
     public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
         Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
-        GradientSync gradSync)
+        GradientSync gradSync, ParamGather? paramGather = null)
     {
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
         var alive = new Dictionary<(int Micro, int Chunk), (Tensor? Input, Tensor Output)>();
@@ -40,7 +42,15 @@ public static class PipelineExecutor
                         : p2p!.RecvForward(activationShape, dtype, device).requires_grad_(true);
                     var (tokens, labels) = microBatch(op.MicroBatch);
                     bool last = op.MicroBatch == microBatches - 1;
-                    var hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens), last ? (h, layer) => gradSync.Mark(h, op.Chunk, layer) : null);
+                    // The first micro-batch waits, layer by layer, for the weights the last step's all-gathers bring.
+                    var gather = op.MicroBatch == 0 ? paramGather : null;
+                    gather?.WaitFor(op.Chunk, 0);
+                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !last ? null : (h, layer) =>
+                    {
+                        gather?.WaitFor(op.Chunk, layer);
+                        return last ? gradSync.Mark(h, op.Chunk, layer) : h;
+                    };
+                    var hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens), atLayerInput);
                     Tensor output;
                     if (chunk.Part.PostProcess)
                     {

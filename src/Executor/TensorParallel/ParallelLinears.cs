@@ -1,3 +1,5 @@
+using Harness.Executor.Fused;
+using Harness.Executor.Optimizer;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -13,12 +15,21 @@ namespace Harness.Executor.TensorParallel;
 /// - <see cref="Row"/> (RowParallelLinear): W's columns (input features) split; each rank's partial product
 ///   goes through outputMap (g's all-reduce, the sequence-parallel reduce-scatter, or CAAT-Net's partial
 ///   all-reduce) and the replicated bias is added after it, once.
+/// Once the gradient buffer hands it a float32 main gradient (<see cref="IMainGradWeight"/>, gradient-accumulation
+/// fusion), the shard's gradient is added there by <see cref="LinearWithGradAccumulation"/>, which saves the GEMM's
+/// input as libtorch's linear does: after inputMap, so under sequence parallelism the all-gathered sequence, which the
+/// weight gradient needs (Megatron instead saves the local block and gathers it again in backward, to save memory).
 /// </summary>
-public sealed class ParallelLinear : nn.Module<Tensor, Tensor>
+public sealed class ParallelLinear : nn.Module<Tensor, Tensor>, IMainGradWeight
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
     private readonly Func<Tensor, Tensor> inputMap, outputMap;
+    private Tensor? mainGrad;
+
+    public Parameter Weight => weight;
+
+    public void AccumulateInto(Tensor mainGradient) => mainGrad = mainGradient;
 
     private ParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap, Func<Tensor, Tensor> outputMap) : base(nameof(ParallelLinear))
     {
@@ -35,7 +46,8 @@ public sealed class ParallelLinear : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var y = outputMap(nn.functional.linear(inputMap(input), weight));
+        var x = inputMap(input);
+        var y = outputMap(mainGrad is null ? nn.functional.linear(x, weight) : LinearWithGradAccumulation.Apply(x, weight, mainGrad));
         return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
     }
 }

@@ -52,26 +52,16 @@ public sealed class Trainer : IDisposable
         manual_seed(options.Seed);
         initGenerator = new Generator((ulong)options.Seed);
         var dtype = options.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-        var notes = new List<string>();
-        bool cuda = options.Device == ExecutionDevice.Cuda;
-        bool fused = cuda && options.FusedKernels && Enabled(FusedKernels.Probe(0), "fused kernels", notes);
-        bool accumulationFusion = cuda && options.Bf16 && options.GradientAccumulationFusion &&
-                                  Enabled(WeightGradient.Probe(device), "gradient-accumulation fusion", notes);
-        FusionNotes = notes;
+        var fusions = Fusions.Resolve(options.FusedKernels, options.GradientAccumulationFusion, device, dtype);
+        FusionNotes = fusions.Notes;
         model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator,
-            UseFusedKernels: fused));
-        buffer = new ParamAndGradBuffer(model, dtype, gradientAccumulationFusion: accumulationFusion);
-        adam = new AdamW(buffer, options.AdamOptions, fused);
+            UseFusedKernels: fusions.Kernels));
+        buffer = new ParamAndGradBuffer(model, dtype, gradientAccumulationFusion: fusions.GradientAccumulation);
+        adam = new AdamW(buffer, options.AdamOptions, fusions.Kernels);
         hostTokens = new long[options.MicroBatchSize * (m.SeqLength + 1)];
         flopsPerIteration = Flops.ModelFlopsPerToken(m) * options.GlobalBatchSize * m.SeqLength;
         if (options.Load is not null)
             Iteration = Checkpoint.Load(options.Load, m.Name, buffer, adam, sampler).Iteration;
-    }
-
-    private static bool Enabled(string? unavailable, string what, List<string> notes)
-    {
-        if (unavailable is not null) notes.Add($"{what} off, libtorch's operators run instead: {unavailable}");
-        return unavailable is null;
     }
 
     /// <summary>Runs iterations until --train-iters or cancellation, reporting each; saves at the interval and at the end.</summary>

@@ -17,20 +17,30 @@ namespace Harness.Tests.Executor;
 public class FusionTests
 {
     [Fact]
-    public void FusedLinearWeightsComeFirstAndGetNoAutogradGradient()
+    public void FusedLinearWeightsKeepTheirPlaceGetNoAutogradGradientAndAreNotFolded()
     {
         TorchRuntime.Initialize();
         var spec = ModelTests.Tiny();
-        var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.BFloat16, SerialTensorParallel.Instance, InitGenerator: new Generator(3)));
-        using var buffer = new ParamAndGradBuffer(model, ScalarType.BFloat16, gradientAccumulationFusion: true);
+        var buffers = new[] { false, true }.Select(fusion =>
+        {
+            var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.BFloat16, SerialTensorParallel.Instance, InitGenerator: new Generator(3)));
+            return (Model: model, Buffer: new ParamAndGradBuffer(model, ScalarType.BFloat16, gradientAccumulationFusion: fusion));
+        }).ToArray();
+        var (unfused, (model, buffer)) = (buffers[0].Buffer, buffers[1]);
+        // The same layout with and without fusion: checkpoints and data-parallel buckets do not depend on it.
+        Assert.Equal(unfused.Layout.Select(e => (e.Name, e.Offset)), buffer.Layout.Select(e => (e.Name, e.Offset)));
+        Assert.Equal(unfused.DecayedCount, buffer.DecayedCount);
+        Assert.Equal(spec.TotalParameters - 2 * spec.NumLayers * spec.HiddenSize - spec.HiddenSize, buffer.DecayedCount); // norms are not decayed
         var linears = model.modules().OfType<IMainGradWeight>().ToList();
         // Per layer: QKV, attention output, fc1, fc2; the embedding and output tables are not linears.
         Assert.Equal(4 * spec.NumLayers, linears.Count);
         Assert.Equal(linears.Sum(l => l.Weight.numel()), buffer.FusedCount);
-        long OffsetOf(IMainGradWeight l) => buffer.Layout.Single(e => ReferenceEquals(e.Parameter, l.Weight)).Offset;
-        Assert.All(linears, l => Assert.True(OffsetOf(l) < buffer.FusedCount));
         Assert.All(linears, l => Assert.Null(l.Weight.grad));
-        Assert.Equal(spec.TotalParameters - 2 * spec.NumLayers * spec.HiddenSize - spec.HiddenSize, buffer.DecayedCount); // norms are not decayed
+        Assert.Equal([(0L, unfused.Count)], unfused.Folded);
+        // The folds cover exactly the parameters that have an autograd gradient.
+        var folded = buffer.Layout.Where(e => e.Parameter.grad is not null).Select(e => (e.Offset, e.Parameter.numel()));
+        Assert.Equal(buffer.Count - buffer.FusedCount, buffer.Folded.Sum(r => r.Count));
+        Assert.All(folded, p => Assert.Contains(buffer.Folded, r => r.Offset <= p.Item1 && p.Item1 + p.Item2 <= r.Offset + r.Count));
     }
 
     [Fact]

@@ -13,40 +13,42 @@ internal static class ParallelRun
 
     /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name.</summary>
     public static Reference.Run[] Train(ModelSpec spec, ParallelConfig config, Tensor[] batches, Dictionary<string, float[]> initial,
-        RecomputeGranularity recompute = RecomputeGranularity.None, bool ringAttention = false, long? bucketSize = null) =>
+        RecomputeGranularity recompute = RecomputeGranularity.None, bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
             var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, recompute, ringAttention: ringAttention, bucketSize: bucketSize);
+            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, recompute, ringAttention: ringAttention,
+                bucketSize: bucketSize, overlapParamGather: overlapParamGather);
             int tpRank = groups.TensorRank, tpSize = config.TensorParallel;
             trainer.LoadWeights((name, p) => tensor(Reference.ShardOf(name, initial[name], spec, tpRank, tpSize)).view(p.shape));
             var losses = new List<float>();
             foreach (var batch in batches)
             {
                 using var scope = NewDisposeScope();
-                int b = config.MicroBatch, s = spec.SeqLength, dp = config.DataParallel;
-                var (loss, _) = trainer.Step(Reference.Lr, i =>
-                {
-                    // Megatron's sampler: micro-batch i of the global batch, data-parallel rank d's b rows of it.
-                    var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
-                    return (rows[.., ..s], rows[.., 1..]);
-                });
-                losses.Add(loss);
+                losses.Add(trainer.Step(Reference.Lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength)).Loss);
             }
+            trainer.FinishParamSync();
             var named = trainer.NamedParameters().ToList();
             return new Reference.Run([.. losses],
                 config.DistributedOptimizer ? new() : named.ToDictionary(n => n.SerialName, n => n.Parameter.grad!.data<float>().ToArray()),
                 named.ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()), initial);
         });
 
+    /// <summary>Megatron's sampler: micro-batch i of the global batch [g, s + 1] is data-parallel rank d's b rows of it, as tokens and labels.</summary>
+    public static Func<int, (Tensor Tokens, Tensor Labels)> MicroBatches(Tensor batch, ParallelConfig config, int dataRank, int s) => i =>
+    {
+        var rows = batch.narrow(0, (i * config.DataParallel + dataRank) * config.MicroBatch, config.MicroBatch);
+        return (rows[.., ..s], rows[.., 1..]);
+    };
+
     /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
     public static void AssertMatchesSerial(ModelSpec spec, ParallelConfig config, RecomputeGranularity recompute = RecomputeGranularity.None,
-        bool ringAttention = false, long? bucketSize = null)
+        bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false)
     {
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
         var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch); // without recompute: it must not change the numbers
-        var ranks = Train(spec, config, batches, serial.Initial, recompute, ringAttention, bucketSize);
+        var ranks = Train(spec, config, batches, serial.Initial, recompute, ringAttention, bucketSize, overlapParamGather);
         var layout = RankLayout.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
         for (int r = 0; r < ranks.Length; r++)
         {

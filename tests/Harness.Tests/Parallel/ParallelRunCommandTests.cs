@@ -46,6 +46,22 @@ public class ParallelRunCommandTests
     }
 
     [Fact]
+    public void OverlappedParamGatherRunsFromTheCommandLineWithTheDistributedOptimizerOnly()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        var (code, output, _) = ConsoleCapture.Run(RunCommand.Run,
+            [.. Tiny, "--nproc-per-node", "2", "--use-distributed-optimizer", "--overlap-param-gather", "--ddp-bucket-size", "2000", "--out", dir]);
+        Assert.Equal(0, code);
+        Assert.Contains("dp 2 distributed-optimizer overlap-param-gather,", output);
+        Assert.Equal(4, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
+        Directory.Delete(dir, recursive: true);
+        var (bad, _, error) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--nproc-per-node", "2", "--overlap-param-gather", "--out", dir]);
+        Assert.Equal(2, bad);
+        Assert.Equal("harness run: --overlap-param-gather needs --use-distributed-optimizer: it overlaps that optimizer's all-gather of the weights.", error.Trim());
+        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+    }
+
+    [Fact]
     public void ALayoutThatDoesNotDivideTheRanksIsAUserError()
     {
         var err = new StringWriter();

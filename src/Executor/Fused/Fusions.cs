@@ -1,0 +1,37 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Fused;
+
+/// <summary>
+/// Which of the executor's fusions a run (or a rank) uses: <see cref="Kernels"/>, its own CUDA kernels
+/// (<see cref="FusedKernels"/>: SwiGLU, the QKV split with rotary positions, cross-entropy, AdamW), and
+/// <see cref="GradientAccumulation"/>, Megatron's gradient-accumulation fusion (<see cref="LinearWithGradAccumulation"/>).
+/// </summary>
+/// <param name="Notes">Fusions that were asked for but are off on this device, each with why, in one sentence.</param>
+public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyList<string> Notes)
+{
+    /// <summary>libtorch's operators only.</summary>
+    public static Fusions None { get; } = new(false, false, []);
+
+    /// <summary>
+    /// The fusions asked for (--no-fused-kernels, --no-gradient-accumulation-fusion turn them off) that work here: both
+    /// only on a GPU, where they compile and load (the probes), gradient-accumulation fusion only under bf16, where there
+    /// are bf16 gradients to avoid. CPU runs keep libtorch's operators.
+    /// </summary>
+    public static Fusions Resolve(bool kernels, bool gradientAccumulation, Device device, ScalarType computeDtype)
+    {
+        var notes = new List<string>();
+        bool cuda = device.type == DeviceType.CUDA; // "cuda" without an index is device 0
+        bool useKernels = cuda && kernels && Enabled(FusedKernels.Probe(Math.Max(device.index, 0)), "fused kernels", notes);
+        bool useAccumulation = cuda && computeDtype == ScalarType.BFloat16 && gradientAccumulation &&
+                               Enabled(WeightGradient.Probe(device), "gradient-accumulation fusion", notes);
+        return new Fusions(useKernels, useAccumulation, notes);
+    }
+
+    private static bool Enabled(string? unavailable, string what, List<string> notes)
+    {
+        if (unavailable is not null) notes.Add($"{what} off, libtorch's operators run instead: {unavailable}");
+        return unavailable is null;
+    }
+}

@@ -1,0 +1,135 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Distributed.InProcess;
+using Harness.Executor.Fused;
+using Harness.Executor.Native;
+using Harness.Executor.Optimizer;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>
+/// Gradient-accumulation fusion in parallel layouts, on CPU: bf16 ranks whose column- and row-parallel linears add their
+/// weight gradients into the float32 main gradients (the CPU fallback forms the same float32 product from float32
+/// copies) against the same ranks folding bf16 gradients after each micro-batch. In the first step, from equal weights,
+/// the two differ only by the bf16 rounding of each micro-batch's weight gradient, so every main gradient the optimizer
+/// sees (after the tensor-parallel, tied-embedding and data-parallel sums) agrees within bf16 precision, while a weight
+/// gradient lost, or added twice, would be off by all of itself; losses, gradient norms and the weights after the
+/// second step agree as closely.
+/// </summary>
+public class GradientAccumulationFusionTests
+{
+    private const int Steps = 2;
+    /// <summary>
+    /// Relative L2 error per parameter. bf16 keeps 8 significant bits (2^-9 relative rounding per element); the fused
+    /// weights' main gradients differ by up to 3e-3, and so do, from run to run, the norm weights' under partial sync
+    /// (libtorch's bf16 CPU kernels on concurrent rank threads are not deterministic: bf16 runs compare within tolerance).
+    /// </summary>
+    private const double Bf16Tolerance = 1e-2;
+    private static readonly Fusions Accumulation = new(Kernels: false, GradientAccumulation: true, []);
+
+    /// <summary>One rank's run: losses and gradient norms per step, its first step's main gradients and final weights by serial name.</summary>
+    private sealed record RankRun(float[] Losses, float[] Norms, Dictionary<string, float[]> MainGrads, Dictionary<string, float[]> Weights);
+
+    private static ParallelConfig Config(int dp = 1, int tp = 1, int pp = 1, bool sp = false, int zero = 0, double p = 1, bool overlap = false) =>
+        new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, SequenceParallel: sp, MicroBatch: 1, GlobalBatch: 2 * dp * pp,
+            ZeroStage: zero, SyncFactor: p, Precision: Precision.Bf16, Overlap: new OverlapSpec(GradientReduce: overlap));
+
+    private static RankRun[] Train(ModelSpec spec, ParallelConfig config, bool fused, Tensor[] batches) =>
+        Train(spec, config, fused ? Accumulation : Fusions.None, batches);
+
+    private static RankRun[] Train(ModelSpec spec, ParallelConfig config, Fusions fusions, Tensor[] batches) =>
+        InProcessJob.Run(config.WorldSize, world =>
+        {
+            var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+            using var groups = ProcessGroups.Create(world, layout);
+            var dtype = config.Precision == Precision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+            using var trainer = new ParallelTrainer(groups, config, spec, CPU, dtype, Reference.Adam, seed: 5, bucketSize: 3000, fusions: fusions);
+            var linears = trainer.Buffer.Layout.Where(l => l.Name.Contains("linear_")).Where(l => l.Name.EndsWith(".weight")).ToList();
+            // Fusion really is on (or off): the linears' weights take no autograd gradient, and only they are fused.
+            bool fused = fusions.GradientAccumulation && dtype == ScalarType.BFloat16;
+            Assert.Equal(fused ? linears.Sum(l => l.Parameter.numel()) : 0, trainer.Buffer.FusedCount);
+            Assert.All(linears, l => Assert.Equal(fused, l.Parameter.grad is null));
+            var buffer = trainer.Buffer;
+            float[] Slice(Tensor flat, long offset, long n) => flat.narrow(0, offset, n).to(ScalarType.Float32).data<float>().ToArray();
+            var (losses, norms) = (new List<float>(), new List<float>());
+            Dictionary<string, float[]>? firstGrads = null;
+            foreach (var batch in batches)
+            {
+                using var scope = NewDisposeScope();
+                var (loss, norm) = trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, spec.SeqLength));
+                losses.Add(loss);
+                norms.Add(norm);
+                // Every bf16 gradient was folded into the main gradients (whether its bucket went mid-backward or after).
+                if (buffer.MixedPrecision) Assert.Equal(0, buffer.Grads.count_nonzero().item<long>());
+                firstGrads ??= buffer.Layout.ToDictionary(l => l.Name, l => Slice(buffer.MainGrads, l.Offset, l.Parameter.numel()));
+            }
+            var serialNames = trainer.NamedParameters().ToDictionary(n => (object)n.Parameter, n => n.SerialName, ReferenceEqualityComparer.Instance);
+            return new RankRun([.. losses], [.. norms],
+                buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => firstGrads![l.Name]),
+                buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => Slice(buffer.Params, l.Offset, l.Parameter.numel())));
+        });
+
+    /// <summary>Fused and unfused runs of the layout agree on every rank within bf16 precision, and the model trains.</summary>
+    private static RankRun[] AssertFusionMatchesUnfused(ModelSpec spec, ParallelConfig config)
+    {
+        TorchRuntime.Initialize();
+        var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
+        var unfused = Train(spec, config, fused: false, batches);
+        var fused = Train(spec, config, fused: true, batches);
+        for (int r = 0; r < fused.Length; r++)
+        {
+            Reference.AssertClose(fused[r].Losses, unfused[r].Losses, $"rank {r} losses", Bf16Tolerance);
+            Reference.AssertClose(fused[r].Norms, unfused[r].Norms, $"rank {r} gradient norms", Bf16Tolerance);
+            foreach (var (name, grad) in unfused[r].MainGrads)
+                Reference.AssertClose(fused[r].MainGrads[name], grad, $"rank {r} main gradient of {name}", Bf16Tolerance);
+            var names = unfused[r].Weights.Keys.Order().ToList();
+            Reference.AssertClose(Reference.Concatenated(names.Select(n => fused[r].Weights[n])),
+                Reference.Concatenated(names.Select(n => unfused[r].Weights[n])), $"rank {r} final weights", Bf16Tolerance);
+            Assert.True(fused[r].Losses[^1] < fused[r].Losses[0], $"rank {r} does not train: {string.Join(", ", fused[r].Losses)}");
+        }
+        return fused;
+    }
+
+    [Fact]
+    public void Tp2() => AssertFusionMatchesUnfused(Reference.Llama(), Config(tp: 2));
+
+    [Fact]
+    public void Tp2SequenceParallelWithBiases() => AssertFusionMatchesUnfused(Reference.Gpt(), Config(tp: 2, sp: true));
+
+    [Fact]
+    public void Tp2PartialSync() => AssertFusionMatchesUnfused(Reference.Llama(), Config(tp: 2, p: 0.5));
+
+    [Fact]
+    public void Pp2TiedEmbedding() => AssertFusionMatchesUnfused(Reference.Gpt(), Config(pp: 2));
+
+    [Fact]
+    public void Dp2DistributedOptimizerOverlapped() =>
+        // Buckets launched mid-backward (as each layer's marker fires) fold only the unfused parts; the fused weights'
+        // main gradients are complete by then, as the linear's backward wrote them before its input's gradient.
+        AssertFusionMatchesUnfused(Reference.Llama(), Config(dp: 2, zero: 1, overlap: true));
+
+    [Theory]
+    [InlineData(2, 2, 1)]
+    [InlineData(1, 2, 0)]
+    public void FusedKernelsLeaveCpuRanksUnchanged(int tp, int dp, int zero)
+    {
+        // The kernels are CUDA-only: asked for on CPU ranks (SwiGLU, QKV rotary, cross-entropy at tp 1, the replicated
+        // and the sharded AdamW), every step still runs libtorch's operators. Float32, whose CPU runs agree to the last
+        // bits or so (four concurrent rank threads are not always bit-reproducible).
+        TorchRuntime.Initialize();
+        var spec = Reference.Llama();
+        var config = Config(tp: tp, dp: dp, zero: zero) with { Precision = Precision.Fp32 };
+        var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
+        var plain = Train(spec, config, Fusions.None, batches);
+        var kernels = Train(spec, config, new Fusions(Kernels: true, GradientAccumulation: true, []), batches);
+        for (int r = 0; r < plain.Length; r++)
+        {
+            Reference.AssertClose(kernels[r].Losses, plain[r].Losses, $"rank {r} losses", 1e-6);
+            Reference.AssertClose(kernels[r].Norms, plain[r].Norms, $"rank {r} gradient norms", 1e-6);
+            var names = plain[r].Weights.Keys.Order().ToList();
+            Reference.AssertClose(Reference.Concatenated(names.Select(n => kernels[r].Weights[n])),
+                Reference.Concatenated(names.Select(n => plain[r].Weights[n])), $"rank {r} final weights", 1e-6);
+        }
+    }
+}
