@@ -47,7 +47,7 @@ public static class KernelCheckCommand
             return 1;
         }
         var device = new Device(DeviceType.CUDA, 0);
-        Console.WriteLine($"fused kernels on {Nvml.DeviceName(0) ?? device.ToString()}");
+        Console.WriteLine($"fused kernels on {Nvml.DeviceName(0) ?? device.ToString()}, compiled by {FusedKernels.Compiler}");
         int failures = 0;
         foreach (var c in KernelCheck.Compare(device))
         {

@@ -34,6 +34,9 @@ public static unsafe class FusedKernels
         }
     }
 
+    /// <summary>The run-time compiler that built the kernels, and where it was found (after <see cref="Probe"/> succeeded).</summary>
+    public static string Compiler => $"NVRTC {Nvrtc.Version} from {Nvrtc.Location}";
+
     /// <summary>Where the fused kernels can take over: contiguous-able bf16 tensors on a GPU.</summary>
     public static bool Applies(Tensor t) => t.is_cuda && t.dtype == ScalarType.BFloat16;
 
