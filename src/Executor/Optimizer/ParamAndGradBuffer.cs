@@ -9,6 +9,7 @@ namespace Harness.Executor.Optimizer;
 /// contiguous buffers, so the optimizer is a handful of kernels per step instead of a loop over parameters:
 /// - <see cref="Params"/>: the model's weights in the compute type (bf16); every parameter is a view into it;
 /// - <see cref="Grads"/>: where autograd accumulates one micro-batch's gradients (each parameter's .grad is a view);
+///   under gradient-accumulation fusion it holds only the unfused parameters, packed (see <see cref="Folded"/>);
 /// - <see cref="MainGrads"/>: float32 gradients accumulated over the micro-batches of a step;
 /// - <see cref="Master"/>: float32 master weights the optimizer updates, then casts back into <see cref="Params"/>.
 /// Under float32 (or float64) compute the buffers coincide: Params is Master and Grads is MainGrads.
@@ -30,8 +31,9 @@ public sealed class ParamAndGradBuffer : IDisposable
     /// <summary>Elements whose gradients the fused layers' GEMMs accumulate themselves (their bf16 <see cref="Grads"/> stay zero).</summary>
     public long FusedCount { get; }
     /// <summary>The ranges autograd writes into <see cref="Grads"/> and the folds add into <see cref="MainGrads"/>, in order:
-    /// the whole buffer less the fused layers' weights.</summary>
-    public IReadOnlyList<(long Offset, long Count)> Folded { get; }
+    /// the whole buffer less the fused layers' weights. Offset is the range's place in the buffer, GradOffset its place in
+    /// <see cref="Grads"/>, which skips the fused weights (they need no bf16 gradient: 2 bytes per parameter saved).</summary>
+    public IReadOnlyList<(long Offset, long Count, long GradOffset)> Folded { get; }
     public long Count { get; }
     public bool MixedPrecision { get; }
 
@@ -61,10 +63,10 @@ public sealed class ParamAndGradBuffer : IDisposable
         Master = empty(masterWeights || !MixedPrecision ? Count : 0, dtype: masterDtype, device: device);
         MainGrads = zeros(Count, dtype: masterDtype, device: device);
         Params = MixedPrecision ? empty(Count, dtype: computeDtype, device: device) : Master;
-        Grads = MixedPrecision ? zeros(Count, dtype: computeDtype, device: device) : MainGrads;
+        Grads = MixedPrecision ? zeros(Count - FusedCount, dtype: computeDtype, device: device) : MainGrads;
         var layout = new List<(string, Parameter, long)>();
-        var folded = new List<(long Offset, long Count)>();
-        long offset = 0;
+        var folded = new List<(long Offset, long Count, long GradOffset)>();
+        long offset = 0, gradOffset = 0;
         using (no_grad())
         {
             foreach (var (name, p) in ordered)
@@ -78,10 +80,12 @@ public sealed class ParamAndGradBuffer : IDisposable
                     layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape));
                 else
                 {
-                    p.grad = Grads.narrow(0, offset, n).view(p.shape);
+                    p.grad = Grads.narrow(0, gradOffset, n).view(p.shape);
                     // Adjacent unfused parameters make one range, so a fold is a few kernels, not one per parameter.
-                    if (folded.Count > 0 && folded[^1].Offset + folded[^1].Count == offset) folded[^1] = (folded[^1].Offset, folded[^1].Count + n);
-                    else folded.Add((offset, n));
+                    if (folded.Count > 0 && folded[^1].Offset + folded[^1].Count == offset)
+                        folded[^1] = folded[^1] with { Count = folded[^1].Count + n };
+                    else folded.Add((offset, n, gradOffset));
+                    gradOffset += n;
                 }
                 layout.Add((name, p, offset));
                 offset += n;
@@ -107,11 +111,11 @@ public sealed class ParamAndGradBuffer : IDisposable
         if (!MixedPrecision) return;
         using (no_grad())
         {
-            foreach (var (start, length) in Folded)
+            foreach (var (start, length, gradStart) in Folded)
             {
                 long from = Math.Max(start, offset), to = Math.Min(start + length, offset + count);
                 if (to <= from) continue;
-                using var grads = Grads.narrow(0, from, to - from);
+                using var grads = Grads.narrow(0, gradStart + from - start, to - from);
                 using var main = MainGrads.narrow(0, from, to - from);
                 main.add_(grads);
                 grads.zero_();

@@ -36,11 +36,20 @@ public class FusionTests
         Assert.Equal(4 * spec.NumLayers, linears.Count);
         Assert.Equal(linears.Sum(l => l.Weight.numel()), buffer.FusedCount);
         Assert.All(linears, l => Assert.Null(l.Weight.grad));
-        Assert.Equal([(0L, unfused.Count)], unfused.Folded);
+        Assert.Equal([(0L, unfused.Count, 0L)], unfused.Folded);
         // The folds cover exactly the parameters that have an autograd gradient.
         var folded = buffer.Layout.Where(e => e.Parameter.grad is not null).Select(e => (e.Offset, e.Parameter.numel()));
         Assert.Equal(buffer.Count - buffer.FusedCount, buffer.Folded.Sum(r => r.Count));
         Assert.All(folded, p => Assert.Contains(buffer.Folded, r => r.Offset <= p.Item1 && p.Item1 + p.Item2 <= r.Offset + r.Count));
+        // The bf16 gradients hold only those parameters, packed in buffer order.
+        Assert.Equal(buffer.Count - buffer.FusedCount, buffer.Grads.numel());
+        Assert.Equal(unfused.Count, unfused.Grads.numel());
+        long packed = 0;
+        foreach (var r in buffer.Folded)
+        {
+            Assert.Equal(packed, r.GradOffset);
+            packed += r.Count;
+        }
     }
 
     [Fact]
