@@ -82,7 +82,8 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
             GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true,
             FusedNorm: system?.FusedNorm ?? true,
             FusedElementwise: system?.FusedElementwise ?? true,
-            GradientAccumulationFusion: system?.GradientAccumulationFusion ?? true);
+            GradientAccumulationFusion: system?.GradientAccumulationFusion ?? true,
+            MaxSplitSizeMb: system?.MaxSplitSizeMb);
     }
 
     private static RecomputeSpec ToRecompute(MegatronArgs a, string where)

@@ -110,15 +110,16 @@ public class PipelineScheduleTests
     }
 
     [Fact]
-    public void OffloadKeepsOneMinusAlphaOfEachMicroBatch()
+    public void OffloadKeepsWhatEachMicroBatchDidNotOffload()
     {
         int p = 4, m = 8;
-        var k = Uniform(p, 2, m) with { ChunkActivations = 1, OffloadRatio = 0.5 };
+        var k = Uniform(p, 2, m) with { ChunkActivations = 1, OffloadRatio = 0.5, ChunkOffloaded = 0.5, ChunkStranded = 0.125 };
         var run = ScheduleResult.Allocate(p);
         PipelineSimulator.Run(k, run);
         int inFlight = ScheduleOrder.Warmup(p, 2, m, 0) + 1;
-        // Every in-flight chunk keeps half, and the one being reloaded for its backward is whole again.
-        Assert.Equal(inFlight * 0.5 + 0.5, run.ActivationPeak[0], 9);
+        // Every in-flight chunk keeps the half it did not offload and the allocator's stranded bytes, and the one being
+        // reloaded for its backward is whole again.
+        Assert.Equal(inFlight * 0.625 + 0.375, run.ActivationPeak[0], 9);
         Assert.Equal(run.ActivationPeak[0], ClosedForm.ActivationPeak(k, 0), 9);
     }
 }

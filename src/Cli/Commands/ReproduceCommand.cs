@@ -98,7 +98,7 @@ public static class ReproduceCommand
                     Markup.Escape(Configuration(r)),
                     r.Published is { } p ? Format(metric, p) : "OOM",
                     Format(metric, r.Simulated),
-                    r.Error is { } err ? Colour(err, $"{err:+0.0%;-0.0%}") : "",
+                    r.Error is { } err ? Colour(err, $"{Math.Round(err, 3):+0.0%;-0.0%;0.0%}") : "",
                     metric.IsThroughput() ? $"{r.SimulatedFractionOfPeak:P1}" : "",
                     r.FitDecisionRight ? fits : $"[red]{fits}[/]");
             }

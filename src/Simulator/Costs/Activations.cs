@@ -10,6 +10,17 @@ namespace Harness.Simulator.Costs;
 /// <param name="Input">The layer's input (residual stream): all that full recomputation keeps.</param>
 public readonly record struct LayerActivationBytes(double Saved, double AllTensors, double Input);
 
+/// <summary>One tensor a transformer layer materializes in forward, on one rank for one micro-batch.</summary>
+/// <param name="Bytes">Its size.</param>
+/// <param name="Storage">The allocation it views: larger than <paramref name="Bytes"/> for a strided slice of a wider
+/// output (the halves of the SwiGLU FC1 output, torch.chunk along the last dimension).</param>
+/// <param name="Kept">Whether autograd keeps it for backward under the configured selective / Megatron-Kwai
+/// recomputation; otherwise backward recomputes it.</param>
+public readonly record struct LayerTensor(double Bytes, double Storage, bool Kept)
+{
+    public bool Strided => Storage > Bytes;
+}
+
 /// <summary>
 /// Activation memory counted tensor by tensor: which tensors autograd saves in a GPT block (LayerNorm, GeLU,
 /// dropout; Korthikanti et al. 2022, arXiv 2205.05198, section 4.1) and in a Llama block (RMSNorm, SwiGLU,
@@ -20,60 +31,104 @@ public readonly record struct LayerActivationBytes(double Saved, double AllTenso
 /// </summary>
 public static class Activations
 {
-    /// <summary>Per-layer activation bytes of one micro-batch on one rank.</summary>
-    public static LayerActivationBytes Layer(ModelSpec m, ParallelConfig c)
+    /// <summary>The most tensors <see cref="LayerTensors"/> lists for one layer.</summary>
+    public const int MaxLayerTensors = 16;
+
+    /// <summary>
+    /// Writes the tensors one layer materializes in forward into <paramref name="into"/> (at least
+    /// <see cref="MaxLayerTensors"/> long), in the order forward creates them, and returns how many.
+    /// </summary>
+    public static int LayerTensors(ModelSpec m, ParallelConfig c, Span<LayerTensor> into)
     {
         double e = BytesPerElement(c.Precision);
-        double t = c.TensorParallel;
         double tokens = (double)c.MicroBatch * m.SeqLength / c.ContextParallel; // s·b on this context rank
-        double sp = c.SequenceParallel ? t : 1;      // residual-stream tensors are split only by SP
+        double residual = tokens / (c.SequenceParallel ? c.TensorParallel : 1); // residual-stream tensors: split only by SP
+        double sharded = tokens / c.TensorParallel;
         double h = m.HiddenSize, f = m.FfnHiddenSize, kv = (double)m.NumQueryGroups * m.HeadDim;
         double a = m.NumAttentionHeads, s = m.SeqLength;
         var r = c.RecomputeOrNone;
         bool selective = r.Granularity == RecomputeGranularity.Selective;
-
-        double residual = 0, sharded = 0;            // bytes per token, before dividing by sp or t
-        double droppedByKwai = 0;                    // sharded-by-t part Kwai drops (SwiGLU outputs)
-        double droppedNormOutputs = 0;               // residual part Kwai drops (norm outputs)
+        int n = 0;
 
         // Attention block.
-        residual += e * h;                           // norm 1 input (needed by the norm's backward)
-        droppedNormOutputs += e * h;                 // norm 1 output = QKV GEMM input
-        sharded += e * (h + kv);                     // Q and K (after rotary: rotary itself saves only cos/sin)
-        sharded += e * kv;                           // V
+        Add(into, ref n, residual * e * h);                       // norm 1 input (needed by the norm's backward)
+        Add(into, ref n, residual * e * h, !r.NormOutputs);       // norm 1 output = QKV GEMM input; Kwai's norm recompute drops it
+        Add(into, ref n, sharded * e * h);                        // Q (after rotary: rotary itself saves only cos/sin)
+        if (c.ContextParallel > 1)
+            // Megatron-Kwai's context parallelism keeps this rank's shard of the all-gathered [K; V] as one tensor
+            // (ATC'24 artifact, megatron/core/context_parallel/dattention.py, ShardSaveForBackwardFunction).
+            Add(into, ref n, sharded * e * 2 * kv);
+        else
+        {
+            Add(into, ref n, sharded * e * kv);                   // K
+            Add(into, ref n, sharded * e * kv);                   // V
+        }
         if (c.FlashAttention)
-            sharded += 4 * a;                        // flash attention's fp32 log-sum-exp per head
-        else if (!selective)
+            Add(into, ref n, sharded * 4 * a);                    // flash attention's fp32 log-sum-exp per head
+        else
+        {
             // Unfused core attention: softmax output (2·a·s), its dropout mask (a·s) and dropout output (2·a·s)
             // per token: Korthikanti's 5·a·s²·b. Selective recomputation drops exactly these.
-            sharded += m.Dropout ? (2 * e + 1) * a * s : e * a * s;
-        sharded += e * h;                            // context = output-projection input (also flash's O)
-        if (m.Dropout) residual += h;                // attention dropout mask, 1 byte
+            Add(into, ref n, sharded * e * a * s, !selective);
+            if (m.Dropout)
+            {
+                Add(into, ref n, sharded * a * s, !selective);
+                Add(into, ref n, sharded * e * a * s, !selective);
+            }
+        }
+        Add(into, ref n, sharded * e * h);                        // context = output-projection input (also flash's O)
+        if (m.Dropout) Add(into, ref n, residual * h);            // attention dropout mask, 1 byte
 
         // MLP block.
-        residual += e * h;                           // norm 2 input
-        droppedNormOutputs += e * h;                 // norm 2 output = FC1 input
+        Add(into, ref n, residual * e * h);                       // norm 2 input
+        Add(into, ref n, residual * e * h, !r.NormOutputs);       // norm 2 output = FC1 input
         if (m.Activation == Activation.SwiGlu)
         {
-            // FC1 output (gate and up, 2·ffn) feeds SiLU and the product; Megatron's unfused swiglu also saves
-            // SiLU's output (ffn) for the product and the product itself (ffn) as FC2's input. Megatron-Kwai's
-            // MLP-activation recompute drops the last two and recomputes them from the FC1 output.
-            sharded += e * 2 * f;
-            droppedByKwai += e * 2 * f;
+            // FC1 output (gate and up, 2·ffn) feeds SiLU and the product; Megatron's unfused swiglu (torch.chunk,
+            // then silu(x[0]) * x[1]) saves the two halves as strided views, SiLU's output (ffn) for the product and
+            // the product itself (ffn) as FC2's input. Megatron-Kwai's MLP-activation recompute keeps the FC1 output
+            // whole (FC2's linear saves it) and recomputes the last two from it.
+            double fc1 = sharded * e * 2 * f, half = fc1 / 2;
+            if (r.MlpActivation)
+                Add(into, ref n, fc1);
+            else
+            {
+                Add(into, ref n, half, storage: fc1);
+                Add(into, ref n, half, storage: fc1);
+            }
+            Add(into, ref n, half, !r.MlpActivation);             // SiLU output
+            Add(into, ref n, half, !r.MlpActivation);             // product = FC2 input
         }
         else
         {
-            sharded += e * f;                        // GeLU input (FC1 output)
-            sharded += e * f;                        // GeLU output = FC2 input
+            Add(into, ref n, sharded * e * f);                    // GeLU input (FC1 output)
+            Add(into, ref n, sharded * e * f);                    // GeLU output = FC2 input
         }
-        if (m.Dropout) residual += h;                // MLP dropout mask, 1 byte
+        if (m.Dropout) Add(into, ref n, residual * h);            // MLP dropout mask, 1 byte
+        return n;
+    }
 
-        double all = tokens * ((residual + droppedNormOutputs) / sp + (sharded + droppedByKwai) / t);
-        double saved = tokens * ((residual + (r.NormOutputs ? 0 : droppedNormOutputs)) / sp
-                                 + (sharded + (r.MlpActivation ? 0 : droppedByKwai)) / t);
-        if (!c.FlashAttention && selective)
-            all += tokens * (m.Dropout ? (2 * e + 1) * a * s : e * a * s) / t;
-        double input = tokens * e * h / sp;
+    private static void Add(Span<LayerTensor> into, ref int n, double bytes, bool kept = true, double storage = 0) =>
+        into[n++] = new LayerTensor(bytes, Math.Max(bytes, storage), kept);
+
+    /// <summary>Per-layer activation bytes of one micro-batch on one rank.</summary>
+    public static LayerActivationBytes Layer(ModelSpec m, ParallelConfig c)
+    {
+        Span<LayerTensor> tensors = stackalloc LayerTensor[MaxLayerTensors];
+        return Layer(m, c, tensors[..LayerTensors(m, c, tensors)]);
+    }
+
+    /// <summary>Per-layer activation bytes from the layer's <see cref="LayerTensors"/>.</summary>
+    public static LayerActivationBytes Layer(ModelSpec m, ParallelConfig c, ReadOnlySpan<LayerTensor> tensors)
+    {
+        double saved = 0, all = 0;
+        foreach (var t in tensors)
+        {
+            all += t.Bytes;
+            if (t.Kept) saved += t.Bytes;
+        }
+        double input = (double)c.MicroBatch * m.SeqLength / c.ContextParallel * BytesPerElement(c.Precision) * m.HiddenSize
+                       / (c.SequenceParallel ? c.TensorParallel : 1);
         return new LayerActivationBytes(saved, all, input);
     }
 

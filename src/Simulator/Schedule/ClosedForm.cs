@@ -67,16 +67,15 @@ public static class ClosedForm
     }
 
     /// <summary>Peak activation bytes of a rank: the micro-batches in flight at its first backward (Megatron's
-    /// warm-up plus one), each kept (1 − alpha) when offloaded, plus the one being reloaded and the temporaries.</summary>
+    /// warm-up plus one), each less what it offloaded, plus the one being reloaded and the temporaries.</summary>
     public static double ActivationPeak(in PipelineCosts k, int rank)
     {
         int inFlight = Math.Min(ScheduleOrder.Warmup(k.P, k.V, k.M, rank) + 1, k.M * k.V);
         bool last = rank == k.P - 1;
-        double alpha = k.OffloadRatio;
-        double chunk = k.ChunkActivations;
-        double kept = inFlight * chunk * (1 - alpha) + alpha * chunk;
+        double freed = k.ChunkOffloaded - k.ChunkStranded;
+        double kept = inFlight * (k.ChunkActivations - freed) + freed;
         if (rank == 0) kept += Math.Min(inFlight, k.M) * k.FirstExtraActivations;
-        if (last) kept += k.LastExtraActivations + (alpha > 0 ? alpha * chunk : 0);
+        if (last) kept += k.LastExtraActivations + freed;
         return kept + k.BackwardTransient + (rank == 0 ? k.FirstBackwardTransient : 0) + (last ? k.LastBackwardTransient : 0);
     }
 }

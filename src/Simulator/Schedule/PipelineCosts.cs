@@ -46,9 +46,13 @@ public readonly struct PipelineCosts
     /// (else the sender waits for it after every op).</summary>
     public bool P2pOverlapped { get; init; }
 
-    /// <summary>Megatron-Kwai alpha and the seconds to copy alpha of a chunk's activations over the host link.</summary>
+    /// <summary>Megatron-Kwai alpha and the seconds to copy a chunk's offloaded activations over the host link.</summary>
     public double OffloadRatio { get; init; }
     public double OffloadTransfer { get; init; }
+    /// <summary>A chunk's activations copied to host memory and freed after its forward (<see cref="Offload.Chunk"/>).</summary>
+    public double ChunkOffloaded { get; init; }
+    /// <summary>What the caching allocator holds beyond a chunk's kept activations while it waits for its backward.</summary>
+    public double ChunkStranded { get; init; }
 
     // Activation bytes of one micro-batch kept from forward to backward.
     public double ChunkActivations { get; init; }
@@ -82,11 +86,12 @@ public readonly struct PipelineCosts
         + (r == P - 1 ? LastForwardExtra + LastBackwardExtra : 0);
 
     /// <summary>
-    /// Chunks whose offloadable activations are on the GPU together under Megatron-Kwai's offload: the chunk in use,
-    /// the previous forward's whose copy to pinned host memory is still in flight (memory is released when the copy
-    /// completes), and the next two backwards' being brought back ahead of use. The ATC'24 artifact does not state
-    /// its prefetch depth; its Figure 7 does: from alpha 0 to 1 the peak falls by 43 of the 47 in-flight chunks'
-    /// activations at both recompute settings (t2 c2 p8 v5), i.e. about 4 stay resident.
+    /// Chunks whose offloaded activations are on the GPU together under Megatron-Kwai's offload (ATC'24 artifact,
+    /// schedules.py forward_backward_pipelining_with_interleaving and offload.py): the forward in progress, whose offload
+    /// starts after it; the previous forward's, whose tensors the copy tasks hold until offload_async exits after the next
+    /// forward; and the two persistent reload buffers (onload_ping and onload_pong, get_persistent_gpu_buffer, never freed):
+    /// the backward in use and the next one being prefetched. Figure 7 agrees: from alpha 0 to 1 the peak falls by 43 of the
+    /// 47 in-flight chunks' activations at both recompute settings (t2 c2 p8 v5).
     /// </summary>
     public const int OffloadWindowChunks = 4;
 
@@ -143,7 +148,9 @@ public readonly struct PipelineCosts
         double gatherTp = c.SequenceParallel ? Collectives.AllGather(S, tpGroup, gpu) : 0;
 
         // Activations.
-        var act = Activations.Layer(m, c);
+        Span<LayerTensor> tensors = stackalloc LayerTensor[Activations.MaxLayerTensors];
+        tensors = tensors[..Activations.LayerTensors(m, c, tensors)];
+        var act = Activations.Layer(m, c, tensors);
         double e = Activations.BytesPerElement(c.Precision);
         double sp = c.SequenceParallel ? c.TensorParallel : 1;
         double logits = tokens * m.VocabSize / c.TensorParallel;
@@ -154,7 +161,8 @@ public readonly struct PipelineCosts
         double chunkActivations = layersPerChunk * Activations.PerLayerKept(act, r, layersPerChunk);
         // Megatron-Kwai's offload runs one chunk ahead and behind the compute stream: at any moment the offloaded
         // part of further chunks is still (or already again) on the GPU besides the chunk in use.
-        double offloadWindow = c.OffloadRatio * chunkActivations * (OffloadWindowChunks - 1);
+        var offload = Offload.Chunk(tensors, c, layersPerChunk, chunkActivations);
+        double offloadWindow = offload.Offloaded * (OffloadWindowChunks - 1);
 
         // Pipeline p2p: Megatron sends b·(s/cp)·h/t per TP rank (scatter-gather, or the SP shard).
         bool p2pSameNode = Topology.PipelineNeighboursShareNode(c, cluster.GpusPerNode);
@@ -196,7 +204,9 @@ public readonly struct PipelineCosts
             P2p = p2p,
             P2pOverlapped = overlap.PipelineP2p,
             OffloadRatio = c.OffloadRatio,
-            OffloadTransfer = c.OffloadRatio * chunkActivations / gpu.HostLinkBytesPerSecond,
+            OffloadTransfer = offload.Offloaded / gpu.HostLinkBytesPerSecond,
+            ChunkOffloaded = offload.Offloaded,
+            ChunkStranded = offload.Stranded,
             ChunkActivations = chunkActivations,
             FirstExtraActivations = m.Dropout ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
             LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + 4 * logits,               // final norm in/out, fp32 softmax

@@ -44,9 +44,10 @@ public static class PipelineSimulator
                 ? k.ChunkForward + (first ? k.FirstForwardExtra : 0) + (last ? k.LastForwardExtra : 0)
                 : k.ChunkBackward + (first ? k.FirstBackwardExtra : 0) + (last ? k.LastBackwardExtra : 0);
             double bytes = k.ChunkActivations + (first ? k.FirstExtraActivations : 0) + (last ? k.LastExtraActivations : 0);
-            // Megatron-Kwai offloads alpha of a chunk's activations after its forward and reloads them before its
+            // Megatron-Kwai offloads part of a chunk's activations after its forward and reloads it before its
             // backward, overlapped with compute; the last stage's last chunk is not offloaded.
-            double offload = k.OffloadRatio > 0 && !last ? k.OffloadRatio * bytes : 0;
+            double offload = k.OffloadRatio > 0 && !last
+                ? k.ChunkOffloaded - k.ChunkStranded + (first ? k.OffloadRatio * k.FirstExtraActivations : 0) : 0;
             double busy = offload > 0 ? Math.Max(work, k.OffloadTransfer) : work;
             bool receives = forward ? !first : !last;
             bool sends = forward ? !last : !first;

@@ -74,6 +74,9 @@ public enum Precision { Bf16, Fp16, Fp32 }
 /// <param name="GradientAccumulationFusion">Megatron's --gradient-accumulation-fusion (on unless --no-gradient-accumulation-fusion,
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
 /// gradient and autograd adds it to the accumulated one every micro-batch after the first, as Megatron-LM 2019-2021 did.</param>
+/// <param name="MaxSplitSizeMb">PyTorch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: the caching allocator neither splits
+/// cached blocks of at least this size nor serves smaller requests from them; null: PyTorch's default (no limit).
+/// Megatron-Kwai's ATC'24 launch script sets 21.</param>
 public sealed record ParallelConfig(
     int DataParallel = 1,
     int TensorParallel = 1,
@@ -93,7 +96,8 @@ public sealed record ParallelConfig(
     bool GradientsInFp32 = true,
     bool FusedNorm = true,
     bool FusedElementwise = true,
-    bool GradientAccumulationFusion = true)
+    bool GradientAccumulationFusion = true,
+    int? MaxSplitSizeMb = null)
 {
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
@@ -169,6 +173,8 @@ public sealed record ParallelConfig(
         }
         if (ZeroStage is < 0 or > 3)
             e.Add($"ZeRO stage {ZeroStage} is not one of 0, 1, 2, 3.");
+        if (MaxSplitSizeMb is <= 20)
+            e.Add($"max_split_size_mb {MaxSplitSizeMb} must be above 20 (PyTorch's kLargeBuffer, 20 MiB).");
         if (SyncFactor is < 0 or > 1 || double.IsNaN(SyncFactor))
             e.Add($"sync factor p {SyncFactor} is outside [0, 1].");
         else if (SyncFactor < 1 && TensorParallel < 2)

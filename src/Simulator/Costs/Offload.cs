@@ -1,0 +1,98 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Simulator.Costs;
+
+/// <summary>What Megatron-Kwai's activation offload does to one model chunk's activations of one micro-batch.</summary>
+/// <param name="Offloaded">Bytes copied to pinned host memory after the chunk's forward and freed on the GPU
+/// (brought back before its backward).</param>
+/// <param name="Stranded">Bytes the caching allocator holds beyond what stays on the GPU: the block that serves the
+/// clone of the tensor the offload boundary splits is larger than the clone.</param>
+public readonly record struct ChunkOffload(double Offloaded, double Stranded);
+
+/// <summary>
+/// Megatron-Kwai's choice of what to offload for a ratio alpha (ATC'24 artifact, branch atc24ae,
+/// megatron/core/pipeline_parallel/offload.py). record(): a saved-tensors pack hook collects the tensors autograd
+/// saves during a chunk's forward, leaving out parameters, rotary frequencies and tensors under 1 MiB.
+/// ActivationGroup: sorts them contiguous first, then by size, largest first, and reverses that order when alpha
+/// is above 0.5 ("avoid offloading half FC1 output": the strided halves go first, then the smallest). offload_prologue:
+/// counts each storage once, lays the tensors end to end, offloads the first ceil(alpha x total) bytes rounded up to
+/// a MiB; the tensor that straddles that boundary is split: its head is offloaded, its tail cloned and kept
+/// (remained_not_offloaded). With the artifact's PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:21 (examples/atc24,
+/// pretrain_llama.sh), PyTorch's caching allocator (c10/cuda/CUDACachingAllocator.cpp) serves a request of at least
+/// max_split_size from the smallest cached block that fits, whole and unsplit, if that block is less than kLargeBuffer
+/// (20 MiB) larger, else from a new segment rounded up to 2 MiB; it counts the whole block as allocated. In the measured
+/// iteration the cache holds blocks of every size the layers allocated, so the tail's clone costs its block, not its size,
+/// for as long as the chunk waits for its backward. Not modelled: the clones of a split base's other views while the
+/// copy is in flight (one chunk at a time).
+/// </summary>
+public static class Offload
+{
+    public const double MiB = 1 << 20;
+
+    /// <summary>pack_hook leaves tensors under 1 MiB on the GPU.</summary>
+    public const double MinTensorBytes = MiB;
+
+    /// <summary>Above this ratio the order is reversed (ActivationGroup.__init__).</summary>
+    public const double ReverseAbove = 0.5;
+
+    /// <summary>PyTorch's kLargeBuffer: how much larger than a request an unsplit cached block may be.</summary>
+    public const double LargeBuffer = 20 * MiB;
+
+    /// <summary>PyTorch's kRoundLarge: new segments for large requests are rounded up to 2 MiB.</summary>
+    public const double RoundLarge = 2 * MiB;
+
+    /// <summary>
+    /// The offload of one chunk of <paramref name="layers"/> layers, each materializing <paramref name="tensors"/>
+    /// (<see cref="Activations.LayerTensors"/>), holding <paramref name="chunkBytes"/> of saved activations. Under full
+    /// recomputation the saved tensors are whole layer inputs, offloaded as alpha of the bytes.
+    /// </summary>
+    public static ChunkOffload Chunk(ReadOnlySpan<LayerTensor> tensors, ParallelConfig c, int layers, double chunkBytes)
+    {
+        double alpha = c.OffloadRatio;
+        if (alpha <= 0) return default;
+        if (c.RecomputeOrNone.Granularity == RecomputeGranularity.Full)
+            return new ChunkOffload(RoundUp(Math.Ceiling(alpha * chunkBytes), MiB), 0);
+
+        Span<LayerTensor> order = stackalloc LayerTensor[Activations.MaxLayerTensors];
+        int k = 0;
+        double total = 0;
+        foreach (var t in tensors)
+        {
+            if (!t.Kept || t.Bytes < MinTensorBytes) continue;
+            // Stable insertion by (strided, larger first): the chunk's layers are alike, so each entry stands for its
+            // copies in every layer of the chunk, adjacent in the sorted order.
+            int i = k++;
+            while (i > 0 && Before(t, order[i - 1])) { order[i] = order[i - 1]; i--; }
+            order[i] = t;
+            total += layers * t.Bytes;
+        }
+        double offloaded = RoundUp(Math.Ceiling(alpha * total), MiB);
+        double done = 0;
+        for (int j = 0; j < k; j++)
+        {
+            var t = order[alpha > ReverseAbove ? k - 1 - j : j];
+            double group = layers * t.Bytes;
+            if (done + group <= offloaded) { done += group; continue; }
+            double head = (offloaded - done) % t.Bytes;
+            return new ChunkOffload(offloaded, head > 0 ? Stranded(t.Bytes - head, c.MaxSplitSizeMb, tensors) : 0);
+        }
+        return new ChunkOffload(Math.Min(offloaded, total), 0);
+    }
+
+    /// <summary>Bytes the caching allocator counts beyond a request of <paramref name="bytes"/>: nothing below
+    /// max_split_size (the block is split to size), else the smallest cached block of the layer's sizes that is less
+    /// than kLargeBuffer larger, else a new segment rounded up to 2 MiB.</summary>
+    public static double Stranded(double bytes, int? maxSplitSizeMb, ReadOnlySpan<LayerTensor> cached)
+    {
+        if (maxSplitSizeMb is not int split || bytes < split * MiB) return 0;
+        double best = double.PositiveInfinity;
+        foreach (var t in cached)
+            if (t.Storage >= bytes && t.Storage < best) best = t.Storage;
+        return best < bytes + LargeBuffer ? best - bytes : RoundUp(bytes, RoundLarge) - bytes;
+    }
+
+    private static bool Before(LayerTensor a, LayerTensor b) =>
+        a.Strided != b.Strided ? !a.Strided : a.Bytes > b.Bytes;
+
+    private static double RoundUp(double bytes, double unit) => Math.Ceiling(bytes / unit) * unit;
+}
