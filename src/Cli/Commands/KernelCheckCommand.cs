@@ -27,7 +27,7 @@ public static class KernelCheckCommand
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness kernel-check [options]");
-            foreach (var f in Flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-24} {f.Help}");
+            Flag.PrintHelp(Flags, 24);
             return 0;
         }
         if (cl.Ignored.Count > 0)

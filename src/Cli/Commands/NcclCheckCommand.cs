@@ -33,7 +33,7 @@ public static class NcclCheckCommand
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness nccl-check [options]");
-            foreach (var f in Flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-24} {f.Help}");
+            Flag.PrintHelp(Flags, 24);
             return 0;
         }
         int nproc = cl.Int("--nproc-per-node") ?? 1;

@@ -52,7 +52,7 @@ public static class RunCommand
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness run [Megatron-LM model flags] [options]   (no options: a tiny model on the shipped corpus, on CPU)");
-            foreach (var f in flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-44} {f.Help}");
+            Flag.PrintHelp(flags, 44);
             return 0;
         }
         var options = Build(cl);

@@ -101,6 +101,6 @@ public static class SearchCommand
         Console.WriteLine("Finds the fastest configurations that fit, over every valid data/tensor/pipeline/context-parallel layout,");
         Console.WriteLine("interleaving, sequence parallelism, micro-batch, recomputation, offload ratio, ZeRO stage and sync factor p,");
         Console.WriteLine("pruning by proven bounds (exhaustive over the stated space). Lists are comma-separated.");
-        foreach (var f in flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-44} {f.Help}");
+        Flag.PrintHelp(flags, 44);
     }
 }

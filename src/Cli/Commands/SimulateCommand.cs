@@ -66,6 +66,6 @@ public static class SimulateCommand
         Console.WriteLine("usage: harness simulate [Megatron-LM model and parallel flags] [--json]");
         Console.WriteLine("Estimates one training iteration: step time, tokens/s/GPU, MFU, peak memory per GPU, with breakdowns.");
         Console.WriteLine("Unknown flags (the rest of a Megatron launch line) are accepted and listed as ignored.");
-        foreach (var f in flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-44} {f.Help}");
+        Flag.PrintHelp(flags, 44);
     }
 }

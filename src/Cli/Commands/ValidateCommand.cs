@@ -28,7 +28,7 @@ public static class ValidateCommand
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness validate RUN_FOLDER... [options]   (a folder holding run folders takes them all)");
-            foreach (var f in Flags) Console.WriteLine($"  {f.Name + (f.TakesValue ? " X" : ""),-24} {f.Help}");
+            Flag.PrintHelp(Flags, 24);
             return 0;
         }
         GpuSpec? gpu = null;
