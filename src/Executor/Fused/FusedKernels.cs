@@ -1,5 +1,5 @@
 using System.Reflection;
-using Harness.Executor.Distributed.Nccl;
+using Harness.Executor.Native;
 using Harness.Executor.Native.Cuda;
 using static TorchSharp.torch;
 

@@ -1,4 +1,3 @@
-using Harness.Executor.Distributed.Nccl;
 
 namespace Harness.Executor.Native;
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 namespace Harness.Executor.Distributed.Nccl;
 
 /// <summary>

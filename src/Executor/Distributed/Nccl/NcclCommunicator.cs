@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using System.Collections.Concurrent;
 
 namespace Harness.Executor.Distributed.Nccl;

@@ -1,11 +1,12 @@
+using Harness.Executor.Distributed;
 using System.Runtime.InteropServices;
 
-namespace Harness.Executor.Distributed.Nccl;
+namespace Harness.Executor.Native;
 
 /// <summary>
 /// The few CUDA runtime calls TorchSharp does not expose: the current device (NCCL binds a communicator to it),
 /// events, which time each NCCL call on the GPU and tell the watchdog when it finished, and the streams and
-/// cross-stream waits that let communication overlap compute (<see cref="CudaCommunicationStream"/>), and the profiler
+/// cross-stream waits that let communication overlap compute (<see cref="Distributed.Nccl.CudaCommunicationStream"/>), and the profiler
 /// range (Megatron's --profile: what Nsight captures with --capture-range=cudaProfilerApi). The runtime is the
 /// one libtorch's CUDA build already loaded (libcudart by soname).
 /// </summary>

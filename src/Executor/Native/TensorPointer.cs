@@ -1,7 +1,8 @@
+using Harness.Executor.Distributed;
 using System.Runtime.InteropServices;
 using TorchSharp;
 
-namespace Harness.Executor.Distributed.Nccl;
+namespace Harness.Executor.Native;
 
 /// <summary>
 /// The device address of a tensor's first element, for NCCL. TorchSharp's storage&lt;T&gt;().data_ptr() copies
