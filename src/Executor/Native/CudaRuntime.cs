@@ -1,5 +1,5 @@
-using Harness.Executor.Distributed;
 using System.Runtime.InteropServices;
+using Harness.Executor.Distributed;
 
 namespace Harness.Executor.Native;
 

@@ -1,4 +1,5 @@
 using Harness.Executor.Native;
+
 namespace Harness.Executor.Distributed.Nccl;
 
 /// <summary>

@@ -1,5 +1,5 @@
-using Harness.Executor.Native;
 using System.Collections.Concurrent;
+using Harness.Executor.Native;
 
 namespace Harness.Executor.Distributed.Nccl;
 
