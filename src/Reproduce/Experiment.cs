@@ -88,7 +88,8 @@ public sealed record SystemProfile(
     [property: JsonPropertyName("fused-norm")] bool FusedNorm = true,
     [property: JsonPropertyName("fused-elementwise")] bool FusedElementwise = true,
     [property: JsonPropertyName("gradient-accumulation-fusion")] bool GradientAccumulationFusion = true,
-    [property: JsonPropertyName("max-split-size-mb")] int? MaxSplitSizeMb = null);
+    [property: JsonPropertyName("max-split-size-mb")] int? MaxSplitSizeMb = null,
+    [property: JsonPropertyName("cuda-device-max-connections")] int? CudaDeviceMaxConnections = null);
 
 /// <summary>
 /// Knobs the paper does not give, with the values the reproduction tries; it keeps the fastest configuration

@@ -74,7 +74,17 @@ public class CommunicationTests
         Assert.Equal(new GroupPlacement(3, 1), Topology.DataWithContextGroup(c, 8));
         Assert.False(Topology.PipelineNeighboursShareNode(c, 8));
         Assert.Equal(new GroupPlacement(2, 2), Topology.DataWithContextGroup(c with { DataParallel = 2 }, 8));
-        Assert.True(Topology.PipelineNeighboursShareNode(c with { DataParallel = 2 }, 8));
+    }
+
+    [Fact]
+    public void PipelineNeighboursShareANodeOnlyWhenTheWholePipelineDoes()
+    {
+        // t2 d2: four ranks per stage, two stages per 8-GPU node. With p 2 both stages sit in node 0; with p 8 the boundary
+        // between stages 1 and 2 (ranks 7 and 8) and every second one after it cross the network.
+        var c = new ParallelConfig(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2);
+        Assert.True(Topology.PipelineNeighboursShareNode(c, 8));
+        Assert.False(Topology.PipelineNeighboursShareNode(c with { PipelineParallel = 8 }, 8));
+        Assert.True(Topology.PipelineNeighboursShareNode(c with { DataParallel = 1, PipelineParallel = 4 }, 8));
     }
 
     [Fact]

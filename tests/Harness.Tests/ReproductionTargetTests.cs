@@ -5,7 +5,7 @@ namespace Harness.Tests;
 /// <summary>
 /// The simulator against the published tables (issue 4's targets), so that a change to the model that makes a
 /// reproduction worse fails CI. Where a target is not met yet, the test pins today's accuracy instead and says so:
-/// it fails on any regression, and is tightened as the model improves.
+/// it fails on any regression, and is tightened as the model improves. Every target is met today.
 /// </summary>
 public class ReproductionTargetTests
 {
@@ -66,21 +66,23 @@ public class ReproductionTargetTests
         Assert.InRange(t.Errors.MaxAbs, 0, 0.0085);
     }
 
-    [Theory]
-    // Today's accuracy where the issue's target (MAPE <= 3%, every row within 6%) is not met yet; see README, Reproduce.
-    [InlineData("kwai-atc24-table8", 0.083, 0.123)]
-    public void ThroughputDoesNotRegress(string table, double mape, double max)
+    [Fact]
+    public void Table8MeetsTheThroughputTarget()
     {
-        var t = Table(table);
-        Assert.InRange(t.Errors.Mape, 0, mape);
-        Assert.InRange(t.Errors.MaxAbs, 0, max);
+        // 175B on 256 H800 (MAPE 2.7%, worst NVIDIA Megatron-LM +3.7%): within the target, pinned at today's accuracy.
+        var t = Table("kwai-atc24-table8");
+        Assert.InRange(t.Errors.Mape, 0, 0.028);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.038);
     }
 
     [Fact]
-    public void OverallThroughputDoesNotRegress()
+    public void OverallThroughputMeetsTheTarget()
     {
+        // Issue 4: mean absolute error <= 3% and no row worse than 6% over all the target tables (today 2.1%, worst
+        // Narayanan's 76.1B row at +5.8%).
         Assert.Equal(21, All.Value.Throughput.Count);
-        Assert.InRange(All.Value.Throughput.Mape, 0, 0.029);
+        Assert.InRange(All.Value.Throughput.Mape, 0, 0.022);
+        Assert.InRange(All.Value.Throughput.MaxAbs, 0, 0.06);
     }
 
     [Fact]
@@ -90,7 +92,7 @@ public class ReproductionTargetTests
         // today's accuracy so that a change fitted to the target tables and worse here fails.
         var t = Table("kwai-atc24-fig9");
         Assert.Equal(41, All.Value.HeldOut.Count);
-        Assert.InRange(t.Errors.Mape, 0, 0.097);
-        Assert.InRange(t.Errors.MaxAbs, 0, 0.143);
+        Assert.InRange(t.Errors.Mape, 0, 0.027);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.107);
     }
 }

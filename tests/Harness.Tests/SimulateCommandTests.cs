@@ -87,6 +87,8 @@ public class SimulateCommandTests
 
     [Theory]
     [InlineData("--gpus", "0", "--gpus is 0; it must be at least 1.")]
+    [InlineData("--cuda-device-max-connections", "0",
+        "--cuda-device-max-connections 0 is out of range; CUDA accepts 1 to 32 hardware work queues.")]
     [InlineData("--micro-batch-size", "0", "--micro-batch-size is 0; it must be at least 1.")]
     public void AZeroSizeIsOneSentenceNotItsEchoes(string flag, string value, string sentence)
     {
@@ -169,7 +171,13 @@ public class SimulateCommandTests
         "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
         "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +
         "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --use-distributed-optimizer " +
-        "--use-flash-attn --no-overlap-grad-reduce --no-overlap-p2p-communication --no-norm-fusion")]
+        "--use-flash-attn --no-overlap-grad-reduce --no-overlap-p2p-communication --no-norm-fusion --cuda-device-max-connections 1")]
+    [InlineData("kwai-atc24-table8", "their baseline",
+        "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
+        "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +
+        "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --use-distributed-optimizer " +
+        "--use-flash-attn --no-overlap-grad-reduce --overlap-p2p-communication --overlap-sp-ag --overlap-sp-rs " +
+        "--cuda-device-max-connections 1")]
     public void MegatronImplementationFlagsBuildTheReproducedConfig(string table, string row, string flags)
     {
         var e = Harness.Reproduce.ExperimentLoader.Resolve(table, ExperimentFileTests.ExperimentsDir).Single();
@@ -177,7 +185,8 @@ public class SimulateCommandTests
         var cl = CommandLine.Parse(flags.Split(' '), SimulationArguments.Flags);
         var config = SimulationArguments.Read(cl)!.Config;
         Assert.Empty(cl.Errors);
-        Assert.Equal(expected, config);
+        // PYTORCH_CUDA_ALLOC_CONF's max_split_size_mb only moves memory, and the command line does not take it.
+        Assert.Equal(expected with { MaxSplitSizeMb = null }, config);
     }
 
     [Fact]

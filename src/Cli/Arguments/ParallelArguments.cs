@@ -45,6 +45,8 @@ public static class ParallelArguments
             "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
         new("--overlap-p2p-communication", false, "overlap pipeline p2p with compute (the default)"),
         new("--no-overlap-p2p-communication", false, "pipeline sends block the sender"),
+        new("--cuda-device-max-connections", true,
+            "the launch's CUDA_DEVICE_MAX_CONNECTIONS, 1-32 (default: 1 with tensor parallelism, as Megatron-LM requires; else 8); under 1, p2p cannot overlap"),
         new("--no-async-tensor-model-parallel-allreduce", false,
             "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
         new("--accumulate-allreduce-grads-in-fp32", false,
@@ -119,6 +121,10 @@ public static class ParallelArguments
         if (cl.Switch("--overlap-p2p-communication") && cl.Switch("--no-overlap-p2p-communication"))
             cl.Errors.Add("--overlap-p2p-communication and --no-overlap-p2p-communication contradict each other.");
 
+        int? connections = cl.Int("--cuda-device-max-connections");
+        if (connections is < 1 or > 32)
+            cl.Errors.Add($"--cuda-device-max-connections {connections} is out of range; CUDA accepts 1 to 32 hardware work queues.");
+
         bool kwaiOverlap = cl.Switch("--overlap-sp-ag") || cl.Switch("--overlap-sp-rs");
         if (cl.Switch("--overlap-sp-ag") != cl.Switch("--overlap-sp-rs"))
             cl.Errors.Add("the simulator models Megatron-Kwai's --overlap-sp-ag and --overlap-sp-rs together (its launch scripts pass both); pass both or neither.");
@@ -136,7 +142,7 @@ public static class ParallelArguments
             SyncFactor: cl.Double("--sync-factor") ?? 1.0,
             Overlap: new OverlapSpec(cl.Switch("--tp-comm-overlap") || kwaiOverlap, !cl.Switch("--no-overlap-grad-reduce"),
                 !cl.Switch("--no-overlap-p2p-communication"), !cl.Switch("--no-async-tensor-model-parallel-allreduce"),
-                TensorParallelForwardReduceScatter: !kwaiOverlap),
+                TensorParallelForwardReduceScatter: !kwaiOverlap, DeviceMaxConnections: connections),
             Precision: precision, FlashAttention: !cl.Switch("--no-flash-attention"),
             // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
             // without it keep and all-reduce fp16 gradients.

@@ -46,10 +46,13 @@ public static class Topology
             ? new GroupPlacement(c.DataParallel * c.ContextParallel, 1)
             : Place(c.DataParallel * c.ContextParallel, c.TensorParallel, gpusPerNode);
 
-    /// <summary>Adjacent pipeline stages are tensor·context·data ranks apart: neighbours share a node when stages' blocks
-    /// tile the nodes; where a block straddles two nodes, some neighbours are on different nodes.</summary>
+    /// <summary>Adjacent pipeline stages are tensor·context·data ranks apart, so every pair of neighbours shares a node only
+    /// when the whole pipeline does. Otherwise some pairs talk across the network (with 4-rank stages on 8-GPU nodes,
+    /// every second boundary, and the interleaved schedule's wrap from the last stage to the first), and the pipeline
+    /// runs at the pace of its slowest link: every micro-batch crosses every boundary, and in Megatron's exchanges
+    /// (send_forward_recv_forward and the rest) a rank waits for its transfers on both sides.</summary>
     public static bool PipelineNeighboursShareNode(ParallelConfig c, int gpusPerNode) =>
-        StageBlock(c) < gpusPerNode && !StageBlockStraddlesNodes(c, gpusPerNode);
+        StageBlock(c) * c.PipelineParallel <= gpusPerNode;
 
     private static int StageBlock(ParallelConfig c) => c.TensorParallel * c.ContextParallel * c.DataParallel;
 

@@ -33,6 +33,7 @@ public static class ClosedForm
         double d = k.P2p;
         if (d <= 0) return 0;
         if (k.V == 1) return d * (2.0 * (k.P - 1) / k.P * k.M + 2.0 * (k.P - 2));
+        if (!k.P2pOverlapped) return 0;
         return 2.0 * (k.P * k.V - 1) * d + 0.7 * k.M * k.V * Math.Max(0, 2 * d - chunk);
     }
 

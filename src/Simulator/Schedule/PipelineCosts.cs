@@ -202,7 +202,7 @@ public readonly struct PipelineCosts
                                 + ComputeTime.GradientAccumulation(outParams, c, gpu),
             LastExtraTensorParallel = 2 * gatherTp + lossTp,
             P2p = p2p,
-            P2pOverlapped = overlap.PipelineP2p,
+            P2pOverlapped = c.PipelineP2pHidden,
             OffloadRatio = c.OffloadRatio,
             OffloadTransfer = offload.Offloaded / gpu.HostLinkBytesPerSecond,
             ChunkOffloaded = offload.Offloaded,

@@ -48,9 +48,22 @@ public sealed record RecomputeSpec(
 /// Megatron-Kwai's --overlap-sp-ag --overlap-sp-rs (ATC'24 artifact, branch atc24ae) overlap only the all-gathers in
 /// forward: its row-parallel linears get all-gather userbuffers (transformer.py: "hacked, should be reduce_scatter,
 /// coupled with layers.py") and layers.py runs their GEMM whole, then a NCCL reduce-scatter on the compute stream.</param>
+/// <param name="DeviceMaxConnections">The processes' CUDA_DEVICE_MAX_CONNECTIONS: how many hardware work queues feed the GPU
+/// (CUDA's default 8). Megatron-LM (2022 to early 2024, arguments.py) refuses to start with sequence parallelism or the
+/// asynchronous TP all-reduce unless it is 1, so that a communication kernel launched before a GEMM is scheduled before
+/// it; null means that rule: 1 with tensor parallelism, else 8. With one queue, every stream's work enters the GPU in
+/// launch order, and kernels launched after a NCCL operation on a side stream wait for it to finish even when they do
+/// not depend on it (traced for data-parallel reduce-scatters: alibaba/Megatron-LLaMA issues 26 and 43; for
+/// pipeline p2p: NVIDIA/nccl issue 2238). Megatron's TP and CP overlaps are built for that (the collective is launched
+/// just before the one GEMM or attention kernel it hides behind); a pipeline p2p transfer is not: it waits for its peer
+/// and spans whole model chunks, so under one queue --overlap-p2p-communication hides nothing
+/// (<see cref="ParallelConfig.PipelineP2pHidden"/>).</param>
 public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = true, bool PipelineP2p = true,
-    bool TensorParallelBackwardAsync = true, bool TensorParallelForwardReduceScatter = true)
+    bool TensorParallelBackwardAsync = true, bool TensorParallelForwardReduceScatter = true, int? DeviceMaxConnections = null)
 {
+    /// <summary>CUDA's default number of hardware work queues per device.</summary>
+    public const int CudaDefaultConnections = 8;
+
     public static OverlapSpec Default { get; } = new();
 }
 
@@ -101,6 +114,13 @@ public sealed record ParallelConfig(
 {
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
+
+    /// <summary>CUDA_DEVICE_MAX_CONNECTIONS as given, else as Megatron-LM requires it (<see cref="OverlapSpec.DeviceMaxConnections"/>).</summary>
+    public int DeviceMaxConnections => OverlapOrDefault.DeviceMaxConnections ?? (TensorParallel > 1 ? 1 : OverlapSpec.CudaDefaultConnections);
+
+    /// <summary>Whether pipeline p2p transfers hide behind compute: --overlap-p2p-communication with more than one hardware
+    /// work queue (under one, the kernels launched after a p2p wait for it: <see cref="OverlapSpec.DeviceMaxConnections"/>).</summary>
+    public bool PipelineP2pHidden => OverlapOrDefault.PipelineP2p && DeviceMaxConnections > 1;
 
     /// <summary>Megatron's distributed optimizer is ZeRO stage 1.</summary>
     public bool DistributedOptimizer => ZeroStage >= 1;
