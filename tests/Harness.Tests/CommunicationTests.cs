@@ -77,6 +77,20 @@ public class CommunicationTests
     }
 
     [Fact]
+    public void AGroupSpreadUnevenlyOverNodesReducesAtThePaceOfItsSparsestNode()
+    {
+        // t2 c2 d9: 36-rank stages on 8-GPU nodes. Stage 1 starts 4 ranks into a node: its 18 data x context members
+        // (every second rank) sit 2 on the first node, 4 on each full node, 2 on the last. t2 d6: 12-rank stages, 4 + 2.
+        var c = new ParallelConfig(DataParallel: 9, TensorParallel: 2, ContextParallel: 2, PipelineParallel: 4);
+        Assert.Equal(new GroupPlacement(18, 2), Topology.DataWithContextGroup(c, 8));
+        Assert.Equal(new GroupPlacement(6, 2), Topology.DataWithContextGroup(new ParallelConfig(DataParallel: 6, TensorParallel: 2, PipelineParallel: 8), 8));
+        // One stage only (p 1) starts at a node boundary: 4 members on each of four nodes and 2 on the fifth.
+        Assert.Equal(new GroupPlacement(18, 2), Topology.DataWithContextGroup(c with { PipelineParallel = 1 }, 8));
+        var h800 = GpuPresets.All["h800"];
+        Assert.True(Collectives.ReduceScatter(1e9, new GroupPlacement(18, 2), h800) < Collectives.ReduceScatter(1e9, new GroupPlacement(18, 1), h800) / 1.8);
+    }
+
+    [Fact]
     public void PipelineNeighboursShareANodeOnlyWhenTheWholePipelineDoes()
     {
         // t2 d2: four ranks per stage, two stages per 8-GPU node. With p 2 both stages sit in node 0; with p 8 the boundary

@@ -122,4 +122,18 @@ public class PipelineScheduleTests
         Assert.Equal(inFlight * 0.625 + 0.375, run.ActivationPeak[0], 9);
         Assert.Equal(run.ActivationPeak[0], ClosedForm.ActivationPeak(k, 0), 9);
     }
+
+    [Fact]
+    public void OffloadCopiesStallPerOpInWarmupAndCooldownAndPerPairInTheSteadyState()
+    {
+        // p 4, v 2, m 8, forward 1 s, backward 2 s, each chunk's copy 2.5 s. Rank 0 runs (4 - 0 - 1)·2 + (2 - 1)·4 = 10
+        // warm-up forwards, each waiting for the previous one's offload (1.5 s), then 16 - 10 - 1 = 5 steady-state
+        // forward/backward pairs whose offload and reload both fit in the pair's 3 s, then 11 cool-down backwards, each
+        // waiting for its reload (0.5 s): 10·1.5 + 11·0.5 = 20.5 s (Megatron-Kwai's schedules.py).
+        var k = Uniform(4, 2, 8) with { ChunkActivations = 1, OffloadRatio = 0.5, ChunkOffloaded = 0.5, OffloadTransfer = 2.5 };
+        var run = ScheduleResult.Allocate(4);
+        PipelineSimulator.Run(k, run);
+        Assert.Equal(20.5, run.OffloadStall[0], 9);
+        Assert.Equal(20.5, ClosedForm.MicroStalls(k, 0), 9);
+    }
 }

@@ -36,15 +36,39 @@ public static class Topology
         Place(c.ContextParallel, c.TensorParallel, gpusPerNode);
 
     /// <summary>
-    /// The group gradients are reduced over: data- and context-parallel ranks hold the same weights. When a stage's
-    /// tensor·context·data block of consecutive ranks is smaller than a node and does not divide it (t2 d3: 6 ranks on
-    /// 8-GPU nodes), some stages' blocks straddle two nodes and so do their groups: those stages reduce across the
-    /// network, and every stage waits for the slowest before the optimizer step (its gradient norm is global).
+    /// The group gradients are reduced over: data- and context-parallel ranks hold the same weights, t ranks apart in
+    /// each stage's block of t·c·d consecutive ranks. Where that block does not tile the nodes (t2 d3: 6 ranks on 8-GPU
+    /// nodes; t2 c2 d9: 36), stages' blocks straddle node boundaries and their groups have members on nodes unevenly
+    /// (4 + 2, or 4 on most nodes and 2 on the edge ones). NCCL's rings leave each node through a different NIC per
+    /// channel, one NIC per member, so such a group reduces at the pace of the node with the fewest members: it is placed
+    /// as that many per node. Every stage waits for the slowest group before the optimizer step (its gradient norm is global).
     /// </summary>
-    public static GroupPlacement DataWithContextGroup(ParallelConfig c, int gpusPerNode) =>
-        StageBlockStraddlesNodes(c, gpusPerNode)
-            ? new GroupPlacement(c.DataParallel * c.ContextParallel, 1)
-            : Place(c.DataParallel * c.ContextParallel, c.TensorParallel, gpusPerNode);
+    public static GroupPlacement DataWithContextGroup(ParallelConfig c, int gpusPerNode)
+    {
+        int size = c.DataParallel * c.ContextParallel, stride = c.TensorParallel;
+        if (size <= 1) return new GroupPlacement(1, 1);
+        if (stride >= gpusPerNode) return new GroupPlacement(size, 1);
+        int block = StageBlock(c), fewest = size;
+        // Stage s's block starts s·block ranks in; the offsets within a node repeat after gpusPerNode stages.
+        for (int s = 0; s < Math.Min(c.PipelineParallel, gpusPerNode); s++)
+            fewest = Math.Min(fewest, FewestMembersOnANode(s * block % gpusPerNode, stride, size, gpusPerNode));
+        return new GroupPlacement(size, fewest);
+    }
+
+    /// <summary>Members on the node that holds the fewest of a group of <paramref name="size"/> ranks
+    /// <paramref name="stride"/> apart whose first member is <paramref name="offset"/> ranks into a node.</summary>
+    private static int FewestMembersOnANode(int offset, int stride, int size, int gpusPerNode)
+    {
+        int fewest = size, node = -1, count = 0;
+        for (int i = 0; i < size; i++)
+        {
+            int n = (offset + i * stride) / gpusPerNode;
+            if (n != node && count > 0) { fewest = Math.Min(fewest, count); count = 0; }
+            node = n;
+            count++;
+        }
+        return Math.Min(fewest, count);
+    }
 
     /// <summary>Adjacent pipeline stages are tensor·context·data ranks apart, so every pair of neighbours shares a node only
     /// when the whole pipeline does. Otherwise some pairs talk across the network (with 4-rank stages on 8-GPU nodes,
@@ -55,7 +79,4 @@ public static class Topology
         StageBlock(c) * c.PipelineParallel <= gpusPerNode;
 
     private static int StageBlock(ParallelConfig c) => c.TensorParallel * c.ContextParallel * c.DataParallel;
-
-    private static bool StageBlockStraddlesNodes(ParallelConfig c, int gpusPerNode) =>
-        StageBlock(c) < gpusPerNode && gpusPerNode % StageBlock(c) != 0;
 }

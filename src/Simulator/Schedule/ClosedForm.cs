@@ -44,8 +44,17 @@ public static class ClosedForm
     public static double MicroStalls(in PipelineCosts k, int rank)
     {
         double stalls = 0;
-        if (k.OffloadRatio > 0)
-            stalls += k.M * k.V * (Math.Max(0, k.OffloadTransfer - k.ChunkForward) + Math.Max(0, k.OffloadTransfer - k.ChunkBackward));
+        if (k.OffloadRatio > 0 && k.V == 1)
+            stalls += k.M * (Math.Max(0, k.OffloadTransfer - k.ChunkForward) + Math.Max(0, k.OffloadTransfer - k.ChunkBackward));
+        else if (k.OffloadRatio > 0)
+        {
+            // Interleaved (PipelineSimulator): the warm-up's forwards and the cool-down's backwards wait for their copy
+            // one by one; in the steady state a forward and a backward share one offload and one reload.
+            int warmup = ScheduleOrder.Warmup(k.P, k.V, k.M, rank);
+            stalls += warmup * Math.Max(0, k.OffloadTransfer - k.ChunkForward)
+                      + (warmup + 1) * Math.Max(0, k.OffloadTransfer - k.ChunkBackward)
+                      + (k.M * k.V - warmup - 1) * Math.Max(0, k.OffloadTransfer - k.ChunkForward - k.ChunkBackward);
+        }
         if (k.P > 1 && !(k.P2pOverlapped && k.V > 1))
             stalls += k.M * (2 * k.V - (rank == 0 || rank == k.P - 1 ? 1 : 0)) * k.P2p;
         return stalls;

@@ -20,10 +20,11 @@ public static class PipelineSimulator
     private readonly record struct KindCost(
         double Duration, double InputDelay, double SendWait, double AddBefore, double RemoveAfter, double Transient, double Stall);
 
-    /// <summary>A rank while the schedule runs: when it is free, activation bytes held, their peak, time waited on its sends.</summary>
+    /// <summary>A rank while the schedule runs: when it is free, activation bytes held, their peak, time waited on its sends
+    /// and on offload copies.</summary>
     private struct RankState
     {
-        public double Clock, Live, Peak, SendWaits;
+        public double Clock, Live, Peak, SendWaits, Stalls;
     }
 
     public static void Run(in PipelineCosts k, ScheduleResult result)
@@ -48,7 +49,14 @@ public static class PipelineSimulator
             // backward, overlapped with compute; the last stage's last chunk is not offloaded.
             double offload = k.OffloadRatio > 0 && !last
                 ? k.ChunkOffloaded - k.ChunkStranded + (first ? k.OffloadRatio * k.FirstExtraActivations : 0) : 0;
-            double busy = offload > 0 ? Math.Max(work, k.OffloadTransfer) : work;
+            // Megatron-Kwai's schedule (ATC'24 artifact, schedules.py) makes the compute stream wait for the copies at
+            // different points by phase: in the warm-up each forward waits for the previous forward's offload, in the
+            // cool-down each backward for the next one's reload; in the interleaved steady state one offload and one
+            // reload (PCIe is full duplex) run from one backward's start to the next's, across a forward and a backward.
+            bool pairs = k.V > 1 && !blocking;
+            double busy = offload <= 0 ? work
+                : !pairs ? Math.Max(work, k.OffloadTransfer)
+                : forward ? work : Math.Max(work, k.OffloadTransfer - k.ChunkForward);
             bool receives = forward ? !first : !last;
             bool sends = forward ? !last : !first;
             kinds[kind] = new KindCost(
@@ -76,6 +84,7 @@ public static class PipelineSimulator
             slots[i + 1] = end;
             rank.Clock = end + c.SendWait;
             rank.SendWaits += c.SendWait;
+            rank.Stalls += c.Stall;
             double live = rank.Live + c.AddBefore, high = live + c.Transient;
             rank.Peak = high > rank.Peak ? high : rank.Peak;
             rank.Live = live - c.RemoveAfter;
@@ -88,15 +97,8 @@ public static class PipelineSimulator
             double clock = ranks[r].Clock;
             result.ComputeEnd[r] = clock;
             result.ActivationPeak[r] = ranks[r].Peak;
-            stalls[r] = 0;
+            stalls[r] = ranks[r].Stalls;
             blocked[r] = ranks[r].SendWaits;
-            // Every rank runs m forwards and m backwards of each of its chunks: stalls add up per kind.
-            for (int chunk = 0; chunk < v; chunk++)
-            {
-                int stage = chunk * p + r;
-                int bits = (stage == 0 ? ScheduleOrder.FirstBit : 0) | (stage == stages - 1 ? ScheduleOrder.LastBit : 0);
-                stalls[r] += m * (kinds[bits].Stall + kinds[bits | ScheduleOrder.ForwardBit].Stall);
-            }
             // Gradient reduction of each chunk on the data-parallel stream, in the order chunks become final
             // (backward runs chunks from last to first). Overlapped (PyTorch DDP, Megatron's --overlap-grad-reduce), the
             // gradients are reduced in buckets as the chunk's final backward runs through its layers: bucket i of L is
