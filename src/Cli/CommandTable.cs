@@ -12,6 +12,7 @@ public static class CommandTable
         ("preprocess", "text or JSON lines -> Megatron .bin/.idx with GPT-2 BPE", Harness.Cli.Commands.PreprocessCommand.Run),
         ("nccl-check", "check every NCCL call the executor uses on this machine's GPUs, and all-reduce bandwidth", Harness.Cli.Commands.NcclCheckCommand.Run),
         ("kernel-check", "check the executor's fused CUDA kernels against libtorch on this GPU, and time both", Harness.Cli.Commands.KernelCheckCommand.Run),
+        ("calibrate", "measure this GPU's GEMM, attention and memory rates; write its simulator constants", Harness.Cli.Commands.CalibrateCommand.Run),
         ("search", "the fastest configurations that fit, exhaustively over a stated space", Harness.Cli.Commands.SearchCommand.Run),
     };
 

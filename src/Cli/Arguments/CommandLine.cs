@@ -21,6 +21,17 @@ public sealed class CommandLine
     /// <summary>True when any of the given flags appeared.</summary>
     public bool HasAny(IEnumerable<Flag> flags) => flags.Any(f => values.ContainsKey(f.Name));
 
+    /// <summary>Parses <paramref name="args"/>; with --help prints <paramref name="usage"/> and the flags instead and
+    /// returns null (the command then exits 0).</summary>
+    public static CommandLine? ParseOrHelp(string[] args, IReadOnlyList<Flag> known, string usage)
+    {
+        var cl = Parse(args, known);
+        if (!cl.Switch("--help")) return cl;
+        Console.WriteLine(usage);
+        Flag.PrintHelp(known, 24);
+        return null;
+    }
+
     public static CommandLine Parse(string[] args, IEnumerable<Flag> known)
     {
         var byName = known.ToDictionary(f => f.Name, StringComparer.Ordinal);

@@ -23,13 +23,7 @@ public static class KernelCheckCommand
 
     public static int Run(string[] args)
     {
-        var cl = CommandLine.Parse(args, Flags);
-        if (cl.Switch("--help"))
-        {
-            Console.WriteLine("usage: harness kernel-check [options]");
-            Flag.PrintHelp(Flags, 24);
-            return 0;
-        }
+        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness kernel-check [options]") is not { } cl) return 0;
         if (cl.Ignored.Count > 0)
         {
             Console.Error.WriteLine($"harness kernel-check: unknown options: {string.Join(' ', cl.Ignored)}; see harness kernel-check --help.");

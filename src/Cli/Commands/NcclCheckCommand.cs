@@ -29,13 +29,7 @@ public static class NcclCheckCommand
 
     public static int Run(string[] args)
     {
-        var cl = CommandLine.Parse(args, Flags);
-        if (cl.Switch("--help"))
-        {
-            Console.WriteLine("usage: harness nccl-check [options]");
-            Flag.PrintHelp(Flags, 24);
-            return 0;
-        }
+        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness nccl-check [options]") is not { } cl) return 0;
         int nproc = cl.Int("--nproc-per-node") ?? 1;
         if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness nccl-check --help.");
         if (nproc < 1) cl.Errors.Add($"--nproc-per-node is {nproc}; it must be at least 1.");

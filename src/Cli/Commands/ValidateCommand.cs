@@ -16,6 +16,7 @@ public static class ValidateCommand
     private static readonly Flag[] Flags =
     {
         new("--gpu", true, $"simulate on this preset instead of the one each run named ({string.Join(", ", GpuPresets.All.Keys)})"),
+        new("--cluster", true, "simulate on this cluster file's GPU instead (harness calibrate --out writes one with measured constants)"),
         new("--csv", true, "also write the comparison to this CSV file"),
         new("--json", false, "print the comparison as JSON"),
         new("--help", false, "this help"),
@@ -34,6 +35,12 @@ public static class ValidateCommand
         GpuSpec? gpu = null;
         if (cl.String("--gpu") is string name && !GpuPresets.All.TryGetValue(name, out gpu))
             cl.Errors.Add($"--gpu '{name}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
+        if (cl.String("--cluster") is string file)
+        {
+            if (gpu is not null) cl.Errors.Add("--gpu and --cluster both name the GPU; pass one.");
+            try { gpu = SpecJson.ReadCluster(file).Gpu; }
+            catch (SpecFileException e) { cl.Errors.Add(e.Message); }
+        }
         if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness validate --help.");
         if (paths.Count == 0) cl.Errors.Add("name at least one run folder (harness run --out DIR), or a folder holding run folders.");
         foreach (var p in paths.Where(p => !Directory.Exists(p))) cl.Errors.Add($"'{p}' is not a folder.");

@@ -17,6 +17,12 @@ public readonly record struct LayerComputeTime(
     public double WeightGradGemm => GemmForward;
 }
 
+/// <summary>An (M x K)·(K x N) matrix product.</summary>
+public readonly record struct GemmShape(double M, double K, double N)
+{
+    public double Flops => 2 * M * K * N;
+}
+
 /// <summary>
 /// Compute time as FLOPs over (peak x efficiency) plus memory-bound bytes over (HBM bandwidth x efficiency).
 /// GEMM efficiency falls when a dimension is small: each dimension d contributes d/(d + d½), d½ the GPU's
@@ -34,11 +40,29 @@ public static class ComputeTime
     public const int KernelsPerLayerForward = 20;
 
     /// <summary>Seconds for an (m x k)·(k x n) GEMM: 2·m·k·n FLOPs.</summary>
-    public static double Gemm(double m, double k, double n, GpuSpec gpu, Precision precision)
+    public static double Gemm(double m, double k, double n, GpuSpec gpu, Precision precision) =>
+        2 * m * k * n / (gpu.PeakFlops(precision) * gpu.Efficiency.Gemm * ShapeFactor(new GemmShape(m, k, n), gpu.Efficiency));
+
+    /// <summary>The share of the large-shape GEMM rate a GEMM of this shape reaches: d/(d + d½) per dimension.</summary>
+    public static double ShapeFactor(GemmShape g, EfficiencySpec e) =>
+        g.M / (g.M + e.GemmHalfDim) * (g.K / (g.K + e.GemmHalfDim)) * (g.N / (g.N + e.GemmHalfDim));
+
+    /// <summary>GEMMs of one transformer layer's forward on one rank.</summary>
+    public const int LayerGemmCount = 4;
+
+    /// <summary>
+    /// The forward GEMMs of one layer on one rank for one micro-batch, (tokens x K)·(K x N): QKV, attention output
+    /// projection, MLP first and second linear. Column-parallel GEMMs split N, row-parallel GEMMs split K (Shoeybi et
+    /// al. 2019). Backward runs two GEMMs of each shape (data gradient (M x N)·(N x K), weight gradient (K x M)·(M x N)).
+    /// </summary>
+    public static void LayerGemms(ModelSpec m, ParallelConfig c, Span<GemmShape> into)
     {
-        var e = gpu.Efficiency;
-        double shape = m / (m + e.GemmHalfDim) * (k / (k + e.GemmHalfDim)) * (n / (n + e.GemmHalfDim));
-        return 2 * m * k * n / (gpu.PeakFlops(precision) * e.Gemm * shape);
+        double t = c.TensorParallel, T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
+        double h = m.HiddenSize, f = m.FfnHiddenSize;
+        into[0] = new GemmShape(T, h, m.QkvWidth / t);
+        into[1] = new GemmShape(T, h / t, h);
+        into[2] = new GemmShape(T, h, (m.Activation == Activation.SwiGlu ? 2 : 1) * f / t);
+        into[3] = new GemmShape(T, f / t, h);
     }
 
     /// <summary>
@@ -81,11 +105,10 @@ public static class ComputeTime
         double s = m.SeqLength, a = m.NumAttentionHeads;
         bool swiglu = m.Activation == Activation.SwiGlu;
 
-        // Column-parallel GEMMs split N, row-parallel GEMMs split K (Shoeybi et al. 2019).
-        double gemm = Gemm(T, h, m.QkvWidth / t, gpu, prec)
-                    + Gemm(T, h / t, h, gpu, prec)
-                    + Gemm(T, h, (swiglu ? 2 : 1) * f / t, gpu, prec)
-                    + Gemm(T, f / t, h, gpu, prec);
+        Span<GemmShape> shapes = stackalloc GemmShape[LayerGemmCount];
+        LayerGemms(m, c, shapes);
+        double gemm = 0;
+        foreach (var g in shapes) gemm += Gemm(g.M, g.K, g.N, gpu, prec);
 
         // Causal attention: this rank's T queries against s keys, half the square on average (with context
         // parallelism, Megatron's load balancing gives every rank the same half). Flash skips the masked half;

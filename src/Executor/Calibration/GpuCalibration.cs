@@ -1,0 +1,43 @@
+using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
+
+namespace Harness.Executor.Calibration;
+
+/// <summary>
+/// What `harness calibrate` measured on one GPU, and the <see cref="EfficiencySpec"/> it implies: the constants with
+/// which the simulator's own cost model (<see cref="ComputeTime"/>) gives the measured time of each kernel family.
+/// GEMM: the rate that reproduces the total time of all the GEMMs timed, with the simulator's shape curve applied per
+/// shape (Σ flops/(peak·shape) over Σ seconds). Attention: the same for causal flash attention forward and backward,
+/// counted as the simulator counts it (the causal forward's FLOPs times 1 + <see cref="ComputeTime.FlashBackwardRatio"/>).
+/// HBM: bytes moved by a streaming add over the datasheet bandwidth.
+/// </summary>
+public sealed record GpuCalibration(
+    GpuSpec Preset,
+    string DeviceName,
+    double ColdGemmFlopsPerSecond,
+    double HeldGemmFlopsPerSecond,
+    IReadOnlyList<GemmRate> Gemms,
+    IReadOnlyList<AttentionRate> Attention,
+    MemoryRate Memory)
+{
+    private double Peak => Preset.PeakBf16Flops;
+
+    /// <summary>The efficiency that makes the simulator's GEMM model give exactly this GEMM's measured time.</summary>
+    public double GemmEfficiency(GemmRate r) => r.FlopsPerSecond / (Peak * ComputeTime.ShapeFactor(r.Shape, Preset.Efficiency));
+
+    /// <summary>The efficiency that makes the simulator's attention model give this measurement's forward plus backward time.</summary>
+    public double AttentionEfficiency(AttentionRate a) =>
+        (1 + ComputeTime.FlashBackwardRatio) * a.CausalForwardFlops / ((a.ForwardSeconds + a.BackwardSeconds) * Peak);
+
+    public EfficiencySpec Measured => Preset.Efficiency with
+    {
+        Gemm = Math.Min(1, Gemms.Sum(r => r.Shape.Flops / (Peak * ComputeTime.ShapeFactor(r.Shape, Preset.Efficiency))) / Gemms.Sum(r => r.Seconds)),
+        Attention = Math.Min(1, Attention.Sum(a => (1 + ComputeTime.FlashBackwardRatio) * a.CausalForwardFlops / Peak)
+                                / Attention.Sum(a => a.ForwardSeconds + a.BackwardSeconds)),
+        Hbm = Math.Min(1, Memory.BytesPerSecond / Preset.HbmBandwidthBytesPerSecond),
+    };
+
+    /// <summary>The preset with the measured efficiencies: a GPU the simulator, the search and validate can take as a
+    /// cluster file.</summary>
+    public GpuSpec Calibrated => Preset with { Efficiency = Measured };
+}

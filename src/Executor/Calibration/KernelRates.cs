@@ -1,0 +1,155 @@
+using System.Diagnostics;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Calibration;
+
+/// <summary>One GEMM timed on the GPU: which layer and pass it stands for, its shape and seconds per call.</summary>
+public sealed record GemmRate(string Layer, string Pass, GemmShape Shape, double Seconds)
+{
+    public double FlopsPerSecond => Shape.Flops / Seconds;
+}
+
+/// <summary>One rank's causal attention for one micro-batch: query heads, key/value groups, sequence, head dimension.</summary>
+public readonly record struct AttentionShape(long Batch, long Heads, long Groups, long SeqLength, long HeadDim)
+{
+    /// <summary>The unmasked half of the score and context matmuls, 2·b·heads·s²·head_dim: what the simulator charges a
+    /// causal forward (<see cref="ComputeTime"/>).</summary>
+    public double CausalForwardFlops => 2.0 * Batch * Heads * SeqLength * SeqLength * HeadDim;
+
+    /// <summary>The attention of one layer of <paramref name="m"/> on one rank of <paramref name="c"/> (heads and groups
+    /// split over tensor parallelism).</summary>
+    public static AttentionShape Of(ModelSpec m, ParallelConfig c) => new(c.MicroBatch, m.NumAttentionHeads / c.TensorParallel,
+        Math.Max(1, m.NumQueryGroups / c.TensorParallel), m.SeqLength, m.HeadDim);
+}
+
+/// <summary>Causal flash attention (the executor's scaled_dot_product_attention) timed forward and backward.</summary>
+public sealed record AttentionRate(AttentionShape Shape, double ForwardSeconds, double BackwardSeconds)
+{
+    public double CausalForwardFlops => Shape.CausalForwardFlops;
+}
+
+/// <summary>A memory-bound element-wise kernel: bytes read plus written, seconds per call.</summary>
+public sealed record MemoryRate(string Kernel, double Bytes, double Seconds)
+{
+    public double BytesPerSecond => Bytes / Seconds;
+}
+
+/// <summary>
+/// Times the kernels whose rates the simulator's <see cref="Harness.Simulator.Specs.EfficiencySpec"/> stands for, on
+/// one CUDA device, in bf16: GEMMs of given shapes in the three passes a linear layer runs (forward y = x·Wᵀ, data
+/// gradient dy·W, weight gradient dyᵀ·x, as nn.Linear lays them out), causal flash attention forward and backward,
+/// and a streaming element-wise add. Each rate is the mean over a batch of calls long enough (≥ 0.3 s) that launch
+/// gaps and timer resolution vanish, after warm-up calls, between two device synchronizations.
+/// </summary>
+public static class KernelRates
+{
+    private const double MinBatchSeconds = 0.3;
+
+    /// <summary>
+    /// Runs a large GEMM back to back for <paramref name="seconds"/>, so that what follows is measured on a GPU at its
+    /// sustained clocks under power load, as in training, not at the boost clocks of a cold one. Returns the 8192³
+    /// GEMM's FLOP/s at the start and at the end of the hold.
+    /// </summary>
+    public static (double Cold, double Held) HoldAtLoad(Device device, double seconds)
+    {
+        var shape = new GemmShape(8192, 8192, 8192);
+        double cold = Gemm(device, shape, "forward");
+        var clock = Stopwatch.StartNew();
+        using (var scope = NewDisposeScope())
+        {
+            var (x, w, _) = Operands(device, shape);
+            while (clock.Elapsed.TotalSeconds < seconds)
+            {
+                for (int i = 0; i < 20; i++) nn.functional.linear(x, w).Dispose();
+                Synchronize(device);
+            }
+        }
+        return (shape.Flops / cold, shape.Flops / Gemm(device, shape, "forward"));
+    }
+
+    /// <summary>Seconds per call of the GEMM a linear layer of this (tokens x K)·(K x N) forward shape runs in
+    /// <paramref name="pass"/>: "forward", "data gradient" or "weight gradient".</summary>
+    public static double Gemm(Device device, GemmShape shape, string pass)
+    {
+        using var scope = NewDisposeScope();
+        var (x, w, dy) = Operands(device, shape);
+        Action call = pass switch
+        {
+            "forward" => () => nn.functional.linear(x, w).Dispose(),
+            "data gradient" => () => matmul(dy, w).Dispose(),
+            "weight gradient" => () => matmul(dy.t(), x).Dispose(),
+            _ => throw new ArgumentException($"pass '{pass}' is not forward, data gradient or weight gradient", nameof(pass)),
+        };
+        return SecondsPerCall(device, call);
+    }
+
+    /// <summary>Every layer's GEMMs in all three passes.</summary>
+    public static IReadOnlyList<GemmRate> Gemms(Device device, IEnumerable<(string Layer, GemmShape Shape)> shapes) =>
+        shapes.SelectMany(s => new[] { "forward", "data gradient", "weight gradient" }
+                .Select(pass => new GemmRate(s.Layer, pass, s.Shape, Gemm(device, s.Shape, pass))))
+            .ToList();
+
+    /// <summary>Causal attention of a [batch, heads, s, head_dim] query over key and value tensors of
+    /// <paramref name="groups"/> heads (grouped-query attention when fewer), forward then backward, as the executor runs it.</summary>
+    public static AttentionRate Attention(Device device, AttentionShape a)
+    {
+        using var scope = NewDisposeScope();
+        long[] dims = { a.Batch, a.Heads, a.SeqLength, a.HeadDim }, kvDims = { a.Batch, a.Groups, a.SeqLength, a.HeadDim };
+        var q = randn(dims, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+        var k = randn(kvDims, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+        var v = randn(kvDims, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+        var dy = randn(dims, dtype: ScalarType.BFloat16, device: device);
+        double forward = SecondsPerCall(device, () => ScriptedKernels.CausalAttention(q, k, v).Dispose());
+        double both = SecondsPerCall(device, () =>
+        {
+            using var y = ScriptedKernels.CausalAttention(q, k, v);
+            y.backward(new[] { dy });
+            foreach (var t in new[] { q, k, v }) t.grad?.Dispose();
+            foreach (var t in new[] { q, k, v }) t.grad = null;
+        });
+        return new AttentionRate(a, forward, both - forward);
+    }
+
+    /// <summary>c = a + b over <paramref name="elements"/> bf16 elements: reads two, writes one.</summary>
+    public static MemoryRate ElementwiseAdd(Device device, long elements)
+    {
+        using var scope = NewDisposeScope();
+        var a = randn(elements, dtype: ScalarType.BFloat16, device: device);
+        var b = randn(elements, dtype: ScalarType.BFloat16, device: device);
+        return new MemoryRate($"bf16 add, {elements:N0} elements", 3.0 * 2 * elements, SecondsPerCall(device, () => (a + b).Dispose()));
+    }
+
+    private static (Tensor X, Tensor W, Tensor Dy) Operands(Device device, GemmShape s)
+    {
+        long m = (long)s.M, k = (long)s.K, n = (long)s.N;
+        return (randn(new[] { m, k }, dtype: ScalarType.BFloat16, device: device),
+                randn(new[] { n, k }, dtype: ScalarType.BFloat16, device: device),
+                randn(new[] { m, n }, dtype: ScalarType.BFloat16, device: device));
+    }
+
+    /// <summary>Mean seconds per call over a batch of at least <see cref="MinBatchSeconds"/>, after three warm-up calls.</summary>
+    private static double SecondsPerCall(Device device, Action call)
+    {
+        for (int i = 0; i < 3; i++) call();
+        Synchronize(device);
+        long start = Stopwatch.GetTimestamp();
+        call();
+        Synchronize(device);
+        double one = Math.Max(Stopwatch.GetElapsedTime(start).TotalSeconds, 1e-6);
+        int calls = (int)Math.Clamp(Math.Ceiling(MinBatchSeconds / one), 3, 10_000);
+        start = Stopwatch.GetTimestamp();
+        for (int i = 0; i < calls; i++) call();
+        Synchronize(device);
+        return Stopwatch.GetElapsedTime(start).TotalSeconds / calls;
+    }
+
+    /// <summary>Waits for the device's queued work (CPU work is synchronous).</summary>
+    private static void Synchronize(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize();
+    }
+}
