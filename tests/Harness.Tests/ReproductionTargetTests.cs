@@ -19,7 +19,7 @@ public class ReproductionTargetTests
     {
         var wrong = All.Value.Tables.SelectMany(t => t.Rows).Where(r => !r.FitDecisionRight).Select(r => r.Row.Label);
         Assert.Empty(wrong);
-        Assert.Equal(87, All.Value.FitDecisions);
+        Assert.Equal(95, All.Value.FitDecisions);
     }
 
     [Fact]
@@ -86,12 +86,24 @@ public class ReproductionTargetTests
     }
 
     [Fact]
+    public void HeldOutKorthikanti2022DoesNotRegress()
+    {
+        // Korthikanti et al.'s iteration times (GPT 22B-1T on 8-512 A100, full recomputation vs sequence parallelism with
+        // selective recomputation), Calculon's own validation set (3.65% mean, 8.87% worst for Calculon): no constant set
+        // from it. Today 2.1%, worst 22B with sequence parallelism at +4.0%.
+        var t = Table("korthikanti-2022-table4");
+        Assert.Equal(8, t.Errors.Count);
+        Assert.InRange(t.Errors.Mape, 0, 0.022);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.041);
+    }
+
+    [Fact]
     public void HeldOutKwaiFigure9DoesNotRegress()
     {
         // Megatron-Kwai's Figure 9 (41 runs on 32-256 H800): a generalization check, no constant set from it. Pinned at
         // today's accuracy so that a change fitted to the target tables and worse here fails.
         var t = Table("kwai-atc24-fig9");
-        Assert.Equal(41, All.Value.HeldOut.Count);
+        Assert.Equal(49, All.Value.HeldOut.Count);
         Assert.InRange(t.Errors.Mape, 0, 0.020);
         Assert.InRange(t.Errors.MaxAbs, 0, 0.058);
     }
