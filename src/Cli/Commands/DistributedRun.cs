@@ -10,6 +10,7 @@ using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using Harness.Executor.Records;
 using Harness.Executor.Training;
+using Harness.Executor.Transformer;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using TorchSharp;
@@ -139,14 +140,14 @@ public static class DistributedRun
         return 0;
     }
 
-    /// <summary>The parallel layout from the flags; Megatron pads the vocabulary to a multiple of 128·t so it splits evenly.</summary>
+    /// <summary>The parallel layout from the flags, and the model with its tables padded as Megatron pads them (<see cref="VocabPadding"/>).</summary>
     private static ParallelConfig Config(CommandLine cl, TrainingOptions o, int world, out ModelSpec model)
     {
         int t = cl.Int("--tensor-model-parallel-size") ?? 1, p = cl.Int("--pipeline-model-parallel-size") ?? 1, c = cl.Int("--context-parallel-size") ?? 1;
         int divisor = Math.Max(1, t * p * c);
         if (world % divisor != 0) cl.Errors.Add($"--nproc-per-node {world} is not divisible by tensor {t} x pipeline {p} x context {c}.");
         int dp = Math.Max(1, world / divisor);
-        model = o.Model.VocabSize % t == 0 ? o.Model : o.Model with { VocabSize = (o.Model.VocabSize + 128 * t - 1) / (128 * t) * (128 * t) };
+        model = VocabPadding.Pad(o.Model, o.MakeVocabSizeDivisibleBy, t);
         double syncFactor = cl.Double("--sync-factor") ?? 1.0;
         return new ParallelConfig(dp, t, p, cl.Int("--num-layers-per-virtual-pipeline-stage"), c, cl.Switch("--sequence-parallel"),
             o.MicroBatchSize, o.GlobalBatchSize, ZeroStage: cl.Switch("--use-distributed-optimizer") ? 1 : 0, SyncFactor: syncFactor,
@@ -178,7 +179,7 @@ public static class DistributedRun
             var fusions = Fusions.Resolve(o.FusedKernels, o.GradientAccumulationFusion, device, dtype);
             using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize, fusions,
                 overlapParamGather);
-            ITokenSource source = o.MockData ? new MockTokenSource(model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
+            ITokenSource source = o.MockData ? new MockTokenSource(o.Model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;
             var sampler = new GptSampler(source, model.SeqLength, o.Seed);
             int s = model.SeqLength, g = o.GlobalBatchSize, b = parallel.MicroBatch, dp = parallel.DataParallel;
@@ -207,7 +208,7 @@ public static class DistributedRun
                 long start = Stopwatch.GetTimestamp();
                 var comm0 = trainer.CommunicationTime;
                 sampler.Next(g, host);
-                TokenRange.Check(host, model.VocabSize);
+                TokenRange.Check(host, o.Model.VocabSize);
                 var batch = tensor(host, [g, s + 1]).to(device);
                 double lr = o.LearningRate.At(iteration);
                 var (loss, norm) = trainer.Step(lr, i =>

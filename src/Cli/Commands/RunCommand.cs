@@ -5,6 +5,7 @@ using Harness.Executor.Native;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Records;
 using Harness.Executor.Training;
+using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Commands;
@@ -39,6 +40,7 @@ public static class RunCommand
         new("--log-interval", true, "print progress every N iterations (default 1)"),
         new("--no-fused-kernels", false, "on a GPU, libtorch's operators instead of the harness's fused SwiGLU, cross-entropy and AdamW kernels"),
         new("--no-gradient-accumulation-fusion", false, "fold bf16 weight gradients after each micro-batch instead of accumulating them in the GEMM (GPU)"),
+        new("--make-vocab-size-divisible-by", true, "pad the embedding and output tables to a multiple of this times t, as Megatron does (default 128)"),
         new("--profile", false, "open a CUDA profiler range (nsys --capture-range=cudaProfilerApi, ncu --profile-from-start off)"),
         new("--profile-step-start", true, "the range starts before iteration start + 1 (default 10)"),
         new("--profile-step-end", true, "and ends after iteration end (default 12)"),
@@ -159,7 +161,8 @@ public static class RunCommand
         return new TrainingOptions(model, device, cl.Switch("--bf16"), micro, cl.Int("--global-batch-size") ?? micro, iters, schedule, adam,
             cl.Int("--seed") ?? 1234, recompute, data, mock, cl.String("--save"), cl.String("--load"),
             cl.Int("--save-interval") ?? 0, device == ExecutionDevice.Cuda ? gpu : null, cl.String("--libtorch"), Profile(cl),
-            !cl.Switch("--no-fused-kernels"), !cl.Switch("--no-gradient-accumulation-fusion"));
+            !cl.Switch("--no-fused-kernels"), !cl.Switch("--no-gradient-accumulation-fusion"),
+            cl.Int("--make-vocab-size-divisible-by") ?? VocabPadding.MegatronDefault);
     }
 
     /// <summary>Megatron's --profile with its step range; the step flags alone are an error, as they would do nothing.</summary>

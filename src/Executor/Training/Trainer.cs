@@ -54,7 +54,7 @@ public sealed class Trainer : IDisposable
         var dtype = options.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         var fusions = Fusions.Resolve(options.FusedKernels, options.GradientAccumulationFusion, device, dtype);
         FusionNotes = fusions.Notes;
-        model = new GptModel(new TransformerConfig(m, device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator,
+        model = new GptModel(new TransformerConfig(VocabPadding.Pad(m, options.MakeVocabSizeDivisibleBy, 1), device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator,
             UseFusedKernels: fusions.Kernels));
         buffer = new ParamAndGradBuffer(model, dtype, gradientAccumulationFusion: fusions.GradientAccumulation);
         adam = new AdamW(buffer, options.AdamOptions, fusions.Kernels);

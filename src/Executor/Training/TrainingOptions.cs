@@ -12,6 +12,8 @@ namespace Harness.Executor.Training;
 /// operator chains for SwiGLU, the cross-entropy and AdamW (--no-fused-kernels keeps libtorch's, for comparison);
 /// <see cref="GradientAccumulationFusion"/>: under bf16 on a GPU, weight-gradient GEMMs add into the float32 main
 /// gradients (Megatron's default; --no-gradient-accumulation-fusion folds bf16 gradients after each micro-batch).
+/// <see cref="MakeVocabSizeDivisibleBy"/>: the tables' rows padded as Megatron pads them (<see cref="VocabPadding"/>);
+/// <see cref="Model"/> keeps the tokenizer's vocabulary, which the data is checked against.
 /// </summary>
 public sealed record TrainingOptions(
     ModelSpec Model,
@@ -33,7 +35,8 @@ public sealed record TrainingOptions(
     string? Libtorch = null,
     ProfileRange? Profile = null,
     bool FusedKernels = true,
-    bool GradientAccumulationFusion = true)
+    bool GradientAccumulationFusion = true,
+    int MakeVocabSizeDivisibleBy = VocabPadding.MegatronDefault)
 {
     /// <summary>Micro-batches per iteration (gradient accumulation steps).</summary>
     public int AccumulationSteps => GlobalBatchSize / MicroBatchSize;
@@ -62,6 +65,7 @@ public sealed record TrainingOptions(
         if (Save is not null && SaveInterval < 0) errors.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (Bf16 && Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
         if (Profile is not null) errors.AddRange(Profile.Validate(Device, TrainIters));
+        if (MakeVocabSizeDivisibleBy < 1) errors.Add($"--make-vocab-size-divisible-by is {MakeVocabSizeDivisibleBy}; it must be at least 1.");
         return errors;
     }
 }

@@ -48,6 +48,21 @@ public class TrainingTests
     }
 
     [Fact]
+    public void TheTablesArePaddedAsMegatronPadsThem()
+    {
+        Assert.Equal(50304, VocabPadding.Padded(50257, 128, 1));   // GPT-2's vocabulary
+        Assert.Equal(50432, VocabPadding.Padded(50257, 128, 2));
+        Assert.Equal(32256, VocabPadding.Padded(32004, 128, 2));   // Megatron-Kwai's Llama vocabulary at t 2
+        Assert.Equal(32000, VocabPadding.Padded(32000, 128, 1));
+        // The tiny default model (50257 entries, h 128, tied): padding adds 47 rows of the one table; the data is still
+        // checked against the tokenizer's 50257.
+        using var padded = new Trainer(Options(1));
+        using var unpadded = new Trainer(Options(1) with { MakeVocabSizeDivisibleBy = 1 });
+        Assert.Equal(47L * Small.HiddenSize, padded.ParameterCount - unpadded.ParameterCount);
+        Assert.Contains("--make-vocab-size-divisible-by is 0", (Options(1) with { MakeVocabSizeDivisibleBy = 0 }).Validate().Single());
+    }
+
+    [Fact]
     public void EveryRecordedRowIsOnDiskBeforeTheRunEnds()
     {
         string path = Path.Combine(Path.GetTempPath(), $"harness-metrics-{Guid.NewGuid():N}.csv");
