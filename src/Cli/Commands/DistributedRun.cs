@@ -151,7 +151,11 @@ public static class DistributedRun
         double syncFactor = cl.Double("--sync-factor") ?? 1.0;
         return new ParallelConfig(dp, t, p, cl.Int("--num-layers-per-virtual-pipeline-stage"), c, cl.Switch("--sequence-parallel"),
             o.MicroBatchSize, o.GlobalBatchSize, ZeroStage: cl.Switch("--use-distributed-optimizer") ? 1 : 0, SyncFactor: syncFactor,
-            Precision: o.Bf16 ? Precision.Bf16 : Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: cl.Switch("--overlap-grad-reduce")));
+            Precision: o.Bf16 ? Precision.Bf16 : Precision.Fp32,
+            // As the executor runs it, for `harness validate`: pipeline sends go out grouped with the next receive and
+            // are waited for (P2PCommunication), and the process has the hardware queues its environment gives it.
+            Overlap: new OverlapSpec(GradientReduce: cl.Switch("--overlap-grad-reduce"), PipelineP2p: false,
+                DeviceMaxConnections: int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : OverlapSpec.CudaDefaultConnections));
     }
 
     /// <summary>How to start this program again: the apphost itself, or `dotnet harness.dll`.</summary>

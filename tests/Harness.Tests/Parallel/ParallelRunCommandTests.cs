@@ -28,6 +28,8 @@ public class ParallelRunCommandTests
         Assert.Equal(peaks.Max(), summary.RootElement.GetProperty("PeakMemoryBytes").GetInt64());
         // vocabulary 101 is padded to 256 (Megatron: a multiple of 128·t) so it splits over two ranks
         Assert.Equal(256, summary.RootElement.GetProperty("Config").GetProperty("Model").GetProperty("VocabSize").GetInt32());
+        // The layout as the executor ran it, for harness validate: its pipeline p2p waits (no overlap).
+        Assert.False(summary.RootElement.GetProperty("Parallel").GetProperty("Overlap").GetProperty("PipelineP2p").GetBoolean());
         Directory.Delete(dir, recursive: true);
     }
 
