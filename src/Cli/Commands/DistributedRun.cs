@@ -182,7 +182,7 @@ public static class DistributedRun
             var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
             var fusions = Fusions.Resolve(o.FusedKernels, o.GradientAccumulationFusion, device, dtype);
             using var trainer = new ParallelTrainer(groups, parallel, model, device, dtype, o.AdamOptions, o.Recompute, o.Seed, ringAttention, bucketSize, fusions,
-                overlapParamGather);
+                overlapParamGather, o.HiddenDropout, o.AttentionDropout);
             ITokenSource source = o.MockData ? new MockTokenSource(o.Model.VocabSize, o.Seed) : new IndexedDataset(o.DataPath!);
             using var disposeSource = source as IDisposable;
             var sampler = new GptSampler(source, model.SeqLength, o.Seed);
@@ -219,7 +219,7 @@ public static class DistributedRun
                 {
                     var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
                     return (rows[.., ..s], rows[.., 1..]);
-                });
+                }, iteration);
                 long end = Stopwatch.GetTimestamp();
                 double elapsed = Stopwatch.GetElapsedTime(lastEnd, end).TotalSeconds;
                 double hostGapMs = Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds;

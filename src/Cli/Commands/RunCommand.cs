@@ -17,6 +17,9 @@ namespace Harness.Cli.Commands;
 /// </summary>
 public static class RunCommand
 {
+    /// <summary>Megatron's --hidden-dropout and --attention-dropout default, for models whose spec has dropout (GPT).</summary>
+    private const double DefaultDropout = 0.1;
+
     private static readonly Flag[] OwnFlags =
     {
         new("--micro-batch-size", true, "samples per micro-batch (default 4 for the tiny model, else 1)"),
@@ -91,7 +94,6 @@ public static class RunCommand
         Console.WriteLine($"harness run: {m.Name} ({trainer.ParameterCount:N0} parameters) on {trainer.DeviceName}, {(options.Bf16 ? "bf16" : "fp32")}, " +
                           $"global batch {options.GlobalBatchSize} x s {m.SeqLength}; {trainer.Runtime}");
         foreach (var note in trainer.FusionNotes) Console.WriteLine($"harness run: note: {note}");
-        if (m.Dropout) Console.WriteLine("harness run: note: the executor trains without dropout (the model spec asks for it).");
         try
         {
             using var csv = new MetricsCsv(Path.Combine(output, "metrics.csv"), append: options.Load is not null);
@@ -162,7 +164,8 @@ public static class RunCommand
             cl.Int("--seed") ?? 1234, recompute, data, mock, cl.String("--save"), cl.String("--load"),
             cl.Int("--save-interval") ?? 0, device == ExecutionDevice.Cuda ? gpu : null, cl.String("--libtorch"), Profile(cl),
             !cl.Switch("--no-fused-kernels"), !cl.Switch("--no-gradient-accumulation-fusion"),
-            cl.Int("--make-vocab-size-divisible-by") ?? VocabPadding.MegatronDefault);
+            cl.Int("--make-vocab-size-divisible-by") ?? VocabPadding.MegatronDefault,
+            cl.Double("--hidden-dropout") ?? (model.Dropout ? DefaultDropout : 0), cl.Double("--attention-dropout") ?? (model.Dropout ? DefaultDropout : 0));
     }
 
     /// <summary>Megatron's --profile with its step range; the step flags alone are an error, as they would do nothing.</summary>

@@ -31,6 +31,7 @@ public sealed class ParallelTrainer : IDisposable
     private readonly ShardedTensorParallel tp;
     private readonly ContextParallelism? contextParallel;
     private readonly Generator? initGenerator;
+    private readonly DropoutRng? dropout;
     private readonly List<ModelChunk> chunks = new();
     private readonly ChunkList container;
     private readonly P2PCommunication? p2p;
@@ -52,7 +53,7 @@ public sealed class ParallelTrainer : IDisposable
     /// updated weights runs bucket by bucket during the next forward (<see cref="ParamGather"/>).</param>
     public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
         AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false,
-        long? bucketSize = null, Fusions? fusions = null, bool overlapParamGather = false)
+        long? bucketSize = null, Fusions? fusions = null, bool overlapParamGather = false, double hiddenDropout = 0, double attentionDropout = 0)
     {
         fusions ??= Fusions.None;
         if (overlapParamGather && !parallel.DistributedOptimizer)
@@ -65,8 +66,13 @@ public sealed class ParallelTrainer : IDisposable
         initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank)) : null; // a CPU generator (TransformerConfig)
         // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
+        if (attentionDropout > 0 && contextParallel is not null)
+            throw new ArgumentException($"--attention-dropout {attentionDropout} with --context-parallel-size {parallel.ContextParallel}: context-parallel attention runs without dropout; pass --attention-dropout 0.");
+        if (attentionDropout > 0 && recompute != RecomputeGranularity.None && device.type == TorchSharp.DeviceType.CUDA)
+            throw new ArgumentException(TrainingOptions.AttentionDropoutUnderRecompute(attentionDropout, recompute));
+        dropout = hiddenDropout > 0 || attentionDropout > 0 ? new DropoutRng(seed ?? 1234, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
         var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
-            UseFusedKernels: fusions.Kernels);
+            UseFusedKernels: fusions.Kernels, HiddenDropout: hiddenDropout, AttentionDropout: attentionDropout, Dropout: dropout);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
         {
@@ -162,8 +168,10 @@ public sealed class ParallelTrainer : IDisposable
     /// One iteration. <paramref name="microBatch"/> gives this rank's tokens and labels [b, s] of micro-batch i
     /// (its data-parallel share). Returns the mean loss and the gradient norm, as host values on every rank.
     /// </summary>
-    public (float Loss, float GradNorm) Step(double lr, Func<int, (Tensor Tokens, Tensor Labels)> microBatch)
+    /// <param name="iteration">Iterations done before this one (the dropout streams are seeded per iteration).</param>
+    public (float Loss, float GradNorm) Step(double lr, Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long iteration = 0)
     {
+        dropout?.StartIteration(iteration);
         using var scope = NewDisposeScope();
         Buffer.ZeroGrads();
         int sequence = spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1);
@@ -237,6 +245,7 @@ public sealed class ParallelTrainer : IDisposable
         container.Dispose();
         p2p?.Dispose();
         initGenerator?.Dispose();
+        dropout?.Dispose();
     }
 }
 

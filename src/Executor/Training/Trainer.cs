@@ -28,6 +28,7 @@ public sealed class Trainer : IDisposable
     private readonly long[] hostTokens;
     private readonly double flopsPerIteration;
     private readonly Generator initGenerator;
+    private readonly DropoutRng? dropout;
     private long lastSyncEnd = Stopwatch.GetTimestamp();
     private long peakMemory;
 
@@ -54,8 +55,9 @@ public sealed class Trainer : IDisposable
         var dtype = options.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         var fusions = Fusions.Resolve(options.FusedKernels, options.GradientAccumulationFusion, device, dtype);
         FusionNotes = fusions.Notes;
+        dropout = options.HiddenDropout > 0 || options.AttentionDropout > 0 ? new DropoutRng(options.Seed, 0, 0, sequenceParallel: false, device) : null;
         model = new GptModel(new TransformerConfig(VocabPadding.Pad(m, options.MakeVocabSizeDivisibleBy, 1), device, dtype, SerialTensorParallel.Instance, options.Recompute, InitGenerator: initGenerator,
-            UseFusedKernels: fusions.Kernels));
+            UseFusedKernels: fusions.Kernels, HiddenDropout: options.HiddenDropout, AttentionDropout: options.AttentionDropout, Dropout: dropout));
         buffer = new ParamAndGradBuffer(model, dtype, gradientAccumulationFusion: fusions.GradientAccumulation);
         adam = new AdamW(buffer, options.AdamOptions, fusions.Kernels);
         hostTokens = new long[options.MicroBatchSize * (m.SeqLength + 1)];
@@ -90,6 +92,7 @@ public sealed class Trainer : IDisposable
         double hostGapMs = Stopwatch.GetElapsedTime(lastSyncEnd, start).TotalMilliseconds;
         int s = options.Model.SeqLength, b = options.MicroBatchSize, steps = options.AccumulationSteps;
         double lr = options.LearningRate.At(Iteration);
+        dropout?.StartIteration(Iteration);
         float[] stats;
         long enqueued;
         using (var step = NewDisposeScope())
@@ -134,6 +137,7 @@ public sealed class Trainer : IDisposable
         adam.Dispose();
         buffer.Dispose();
         initGenerator.Dispose();
+        dropout?.Dispose();
         model.Dispose();
         (source as IDisposable)?.Dispose();
     }

@@ -14,6 +14,8 @@ namespace Harness.Executor.Training;
 /// gradients (Megatron's default; --no-gradient-accumulation-fusion folds bf16 gradients after each micro-batch).
 /// <see cref="MakeVocabSizeDivisibleBy"/>: the tables' rows padded as Megatron pads them (<see cref="VocabPadding"/>);
 /// <see cref="Model"/> keeps the tokenizer's vocabulary, which the data is checked against.
+/// <see cref="HiddenDropout"/> and <see cref="AttentionDropout"/>: Megatron's --hidden-dropout and --attention-dropout
+/// (the CLI's default: 0.1 each for models whose spec has dropout, as Megatron's GPT; 0 for Llama-style ones).
 /// </summary>
 public sealed record TrainingOptions(
     ModelSpec Model,
@@ -36,7 +38,9 @@ public sealed record TrainingOptions(
     ProfileRange? Profile = null,
     bool FusedKernels = true,
     bool GradientAccumulationFusion = true,
-    int MakeVocabSizeDivisibleBy = VocabPadding.MegatronDefault)
+    int MakeVocabSizeDivisibleBy = VocabPadding.MegatronDefault,
+    double HiddenDropout = 0,
+    double AttentionDropout = 0)
 {
     /// <summary>Micro-batches per iteration (gradient accumulation steps).</summary>
     public int AccumulationSteps => GlobalBatchSize / MicroBatchSize;
@@ -52,6 +56,11 @@ public sealed record TrainingOptions(
     /// peak; none on CPU, which has no such peak.</summary>
     public double? Mfu(double tflopsPerGpu) => Device == ExecutionDevice.Cuda && Gpu is not null ? tflopsPerGpu * 1e12 / Gpu.PeakBf16Flops : null;
 
+    /// <summary>Why a GPU run cannot recompute attention dropout: the flash kernel draws its mask from libtorch's CUDA
+    /// generator, whose state TorchSharp cannot save, so a recomputation would draw another mask.</summary>
+    public static string AttentionDropoutUnderRecompute(double p, RecomputeGranularity r) =>
+        $"--attention-dropout {p} with --recompute-granularity {r.ToString().ToLowerInvariant()} on a GPU: the attention kernel draws its mask from libtorch's generator, which the recomputation cannot rewind to draw it again; pass --attention-dropout 0 or run without recomputation.";
+
     /// <summary>Every reason these options cannot run, as sentences naming the flag.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -65,6 +74,10 @@ public sealed record TrainingOptions(
         if (Save is not null && SaveInterval < 0) errors.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (Bf16 && Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
         if (Profile is not null) errors.AddRange(Profile.Validate(Device, TrainIters));
+        foreach (var (flag, p) in new[] { ("--hidden-dropout", HiddenDropout), ("--attention-dropout", AttentionDropout) })
+            if (p is < 0 or >= 1) errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
+        if (AttentionDropout > 0 && Recompute != RecomputeGranularity.None && Device == ExecutionDevice.Cuda)
+            errors.Add(AttentionDropoutUnderRecompute(AttentionDropout, Recompute));
         if (MakeVocabSizeDivisibleBy < 1) errors.Add($"--make-vocab-size-divisible-by is {MakeVocabSizeDivisibleBy}; it must be at least 1.");
         return errors;
     }

@@ -9,23 +9,27 @@ namespace Harness.Executor.Transformer;
 /// without building a graph and keeps only its inputs; backward runs it again with grad enabled and back-propagates
 /// through that fresh graph, which also accumulates the parameter gradients. Used for full recompute (a whole
 /// layer) and selective recompute (core attention, Korthikanti et al. 2022).
-/// The function must be deterministic (no dropout here: the harness runs without dropout under recompute).
+/// Dropout inside the function draws from <see cref="DropoutRng"/>'s streams: forward notes their states, backward rewinds
+/// them for the recomputation, so it draws the same masks, and puts them back after (Megatron's CheckpointFunction does
+/// the same with its CUDA RNG tracker).
 /// Backward runs on libtorch's autograd thread, so it owns its own dispose scope.
 /// </summary>
 public sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFunction>
 {
     public override string Name => nameof(CheckpointFunction);
 
-    /// <summary>run(inputs) with only the inputs kept for backward.</summary>
-    public static Tensor Apply(Func<Tensor[], Tensor> run, params Tensor[] inputs) =>
-        apply(new object[] { run }.Concat(inputs).ToArray());
+    /// <summary>run(inputs) with only the inputs kept for backward; <paramref name="dropout"/>: the streams its dropout draws from.</summary>
+    public static Tensor Apply(Func<Tensor[], Tensor> run, DropoutRng? dropout, params Tensor[] inputs) =>
+        apply(new object[] { run, (object?)dropout ?? false }.Concat(inputs).ToArray());
 
     public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
         var run = (Func<Tensor[], Tensor>)vars[0];
-        var inputs = vars.Skip(1).Cast<Tensor>().ToList();
+        var inputs = vars.Skip(2).Cast<Tensor>().ToList();
         ctx.save_for_backward(inputs);
         ctx.save_data("run", run);
+        ctx.save_data("rng", vars[1]);
+        if (vars[1] is DropoutRng rng) ctx.save_data("states", rng.States());
         // The intermediates of this no-grad pass are freed here, not at the end of the caller's scope:
         // keeping them alive until the micro-batch ends would defeat the purpose.
         using var scope = NewDisposeScope();
@@ -38,12 +42,21 @@ public sealed class CheckpointFunction : autograd.SingleTensorFunction<Checkpoin
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();
         var detached = saved.Select(t => t.detach().requires_grad_(t.requires_grad)).ToArray();
+        var rng = ctx.get_data("rng") as DropoutRng;
+        var now = rng?.States();
+        var rewindTo = rng is null ? null : (Tensor[])ctx.get_data("states");
+        if (rng is not null) rng.Restore(rewindTo!);
         using (var enable = enable_grad())
         {
             var output = run(detached);
             autograd.backward(new[] { output }, new[] { gradOutput });
         }
-        // No gradient for the function argument, then one per input that requires it.
-        return GradientHandOver.Return(gradOutput, [null, .. detached.Select(d => d.requires_grad ? d.grad!.MoveToOuterDisposeScope() : null)]);
+        if (rng is not null)
+        {
+            rng.Restore(now!);
+            foreach (var t in rewindTo!.Concat(now!)) t.Dispose();
+        }
+        // No gradient for the function nor the streams, then one per input that requires it.
+        return GradientHandOver.Return(gradOutput, [null, null, .. detached.Select(d => d.requires_grad ? d.grad!.MoveToOuterDisposeScope() : null)]);
     }
 }

@@ -59,7 +59,9 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
             h = h + (config.ContextParallel is { } cp
                 ? position_embeddings.index_select(0, cp.Positions(tokens.shape[1], tokens.device))
                 : position_embeddings[..(int)tokens.shape[1]]);
-        return config.TensorParallel.EnterDecoder(h);
+        // Megatron's embedding dropout, after the sequence-parallel scatter (on this rank's block, from its own stream).
+        h = config.TensorParallel.EnterDecoder(h);
+        return config.Dropout is { } rng ? DropoutOp.Apply(h, config.HiddenDropout, rng.Hidden) : h;
     }
 
     /// <summary>The decoder layers (each recomputed in backward under full recompute) and the final norm.</summary>
@@ -72,7 +74,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
             var layer = layers[i];
             if (atLayerInput is not null) hidden = atLayerInput(hidden, i);
             hidden = config.Recompute == RecomputeGranularity.Full
-                ? CheckpointFunction.Apply(x => layer.forward(x[0]), hidden)
+                ? CheckpointFunction.Apply(x => layer.forward(x[0]), config.Dropout, hidden)
                 : layer.forward(hidden);
         }
         if (atLayerInput is not null) hidden = atLayerInput(hidden, layers.Count);

@@ -20,6 +20,9 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float):
 def causal_attention(q: Tensor, k: Tensor, v: Tensor):
     return torch.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
+def causal_attention_dropout(q: Tensor, k: Tensor, v: Tensor, p: float):
+    return torch.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=True)
+
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor):
     return torch.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
@@ -39,6 +42,10 @@ def swiglu(x: Tensor):
 
     /// <summary>Causal softmax(QKᵀ/√d)·V; k and v may have fewer heads (groups) than q.</summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => (Tensor)Unit.Value.invoke("causal_attention", q, k, v);
+
+    /// <summary>Causal attention with dropout <paramref name="p"/> on the probabilities, inside the kernel (libtorch's
+    /// global generator draws the mask).</summary>
+    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, double p) => (Tensor)Unit.Value.invoke("causal_attention_dropout", q, k, v, p);
 
     /// <summary>softmax(QKᵀ/√d)·V where <paramref name="mask"/> is true (attended); k and v may have fewer heads (groups) than q.</summary>
     public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask) => (Tensor)Unit.Value.invoke("masked_attention", q, k, v, mask);

@@ -21,6 +21,8 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     private readonly ContextParallelism? contextParallel;
     private readonly long localGroups, headsPerGroup, headDim;
     private readonly bool selectiveRecompute, fused;
+    private readonly double attentionDropout;
+    private readonly DropoutRng? dropout;
 
     public SelfAttention(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(SelfAttention))
     {
@@ -35,6 +37,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         contextParallel = config.ContextParallel;
         selectiveRecompute = config.Recompute == RecomputeGranularity.Selective;
         fused = config.UseFusedKernels;
+        (attentionDropout, dropout) = (config.AttentionDropout, config.Dropout);
         RegisterComponents();
     }
 
@@ -52,7 +55,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         }
         else (q, k, v) = SplitRotated(projected, x.device);
         var context = selectiveRecompute
-            ? CheckpointFunction.Apply(CoreAttention, q, k, v)
+            ? CheckpointFunction.Apply(CoreAttention, dropout, q, k, v)
             : CoreAttention(new[] { q, k, v });
         var merged = context.transpose(1, 2).reshape(b, s, heads * headDim);
         return linear_proj.forward(merged).MoveToOuterDisposeScope();
@@ -78,9 +81,12 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// softmax(QKᵀ/√d + causal mask)·V, each key/value group serving its query heads; under context parallelism over
-    /// every rank's keys and values, which travel as groups.
+    /// dropout(softmax(QKᵀ/√d + causal mask))·V, each key/value group serving its query heads; under context parallelism
+    /// over every rank's keys and values, which travel as groups (without attention dropout: the options refuse it there).
     /// </summary>
     private Tensor CoreAttention(Tensor[] qkv) =>
-        contextParallel is null ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2]) : contextParallel.Attention(qkv[0], qkv[1], qkv[2]);
+        contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2])
+        : attentionDropout <= 0 ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2])
+        : qkv[0].device.type == TorchSharp.DeviceType.CUDA ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], attentionDropout)
+        : AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, dropout!.Attention);
 }

@@ -15,6 +15,9 @@ namespace Harness.Executor.Transformer;
 /// one process do not share libtorch's global one, and a seed means the same weights on CPU and GPU), else from the
 /// global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
 /// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device.
+/// <see cref="HiddenDropout"/> (after the attention and MLP outputs, and on the embeddings) draws its masks from
+/// <see cref="Dropout"/>'s streams; <see cref="AttentionDropout"/> (on the attention probabilities, inside the fused
+/// attention kernel) from libtorch's generator, which recomputation cannot rewind (the options refuse that pairing).
 /// </summary>
 public sealed record TransformerConfig(
     ModelSpec Model,
@@ -25,7 +28,10 @@ public sealed record TransformerConfig(
     double InitStd = 0.02,
     Generator? InitGenerator = null,
     ContextParallelism? ContextParallel = null,
-    bool UseFusedKernels = false)
+    bool UseFusedKernels = false,
+    double HiddenDropout = 0,
+    double AttentionDropout = 0,
+    DropoutRng? Dropout = null)
 {
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public ScalarType MasterDtype => ParamAndGradBuffer.MasterDtypeOf(ComputeDtype);
@@ -48,3 +54,4 @@ public sealed record TransformerConfig(
     /// <summary>GPT's linears carry biases (Megatron's add_bias_linear); Llama's do not.</summary>
     public bool Bias => Model.Normalization == Normalization.LayerNorm;
 }
+

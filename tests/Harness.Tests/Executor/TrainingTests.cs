@@ -120,7 +120,7 @@ public class RecomputeTests
         var x = randn(new long[] { 1, Tiny.SeqLength, Tiny.HiddenSize }, dtype: ScalarType.Float64, generator: g);
         var weight = randn(new long[] { 1, Tiny.SeqLength, Tiny.HiddenSize }, dtype: ScalarType.Float64, generator: g);
         // f(x) = sum(Decode(x) · r), through the custom function (each layer recomputed in backward).
-        Tensor F(Tensor input) => (CheckpointFunction.Apply(h => model.Decode(h[0]), input) * weight).sum();
+        Tensor F(Tensor input) => (CheckpointFunction.Apply(h => model.Decode(h[0]), null, input) * weight).sum();
         var leaf = x.clone().requires_grad_(true);
         F(leaf).backward();
         var analytic = leaf.grad!.reshape(-1);

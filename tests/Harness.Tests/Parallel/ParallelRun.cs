@@ -13,20 +13,21 @@ internal static class ParallelRun
 
     /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name.</summary>
     public static Reference.Run[] Train(ModelSpec spec, ParallelConfig config, Tensor[] batches, Dictionary<string, float[]> initial,
-        RecomputeGranularity recompute = RecomputeGranularity.None, bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false) =>
+        RecomputeGranularity recompute = RecomputeGranularity.None, bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false,
+        double hiddenDropout = 0) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
             var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, recompute, ringAttention: ringAttention,
-                bucketSize: bucketSize, overlapParamGather: overlapParamGather);
+                bucketSize: bucketSize, overlapParamGather: overlapParamGather, hiddenDropout: hiddenDropout);
             int tpRank = groups.TensorRank, tpSize = config.TensorParallel;
             trainer.LoadWeights((name, p) => tensor(Reference.ShardOf(name, initial[name], spec, tpRank, tpSize)).view(p.shape));
             var losses = new List<float>();
             foreach (var batch in batches)
             {
                 using var scope = NewDisposeScope();
-                losses.Add(trainer.Step(Reference.Lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength)).Loss);
+                losses.Add(trainer.Step(Reference.Lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength), losses.Count).Loss);
             }
             trainer.FinishParamSync();
             var named = trainer.NamedParameters().ToList();
@@ -44,11 +45,12 @@ internal static class ParallelRun
 
     /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
     public static void AssertMatchesSerial(ModelSpec spec, ParallelConfig config, RecomputeGranularity recompute = RecomputeGranularity.None,
-        bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false)
+        bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false, double hiddenDropout = 0)
     {
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
-        var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch); // without recompute: it must not change the numbers
-        var ranks = Train(spec, config, batches, serial.Initial, recompute, ringAttention, bucketSize, overlapParamGather);
+        // Without recompute: it must not change the numbers.
+        var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch, hiddenDropout: hiddenDropout);
+        var ranks = Train(spec, config, batches, serial.Initial, recompute, ringAttention, bucketSize, overlapParamGather, hiddenDropout);
         var layout = RankLayout.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
         for (int r = 0; r < ranks.Length; r++)
         {

@@ -44,10 +44,14 @@ internal static class Reference
     /// The single-device run: gradients accumulated over micro-batches of <paramref name="microBatch"/> rows (each
     /// loss divided by their number), as the executor's trainer and Megatron do; the full batch when null.
     /// </summary>
-    public static Run Serial(ModelSpec spec, Tensor[] batches, RecomputeGranularity recompute = RecomputeGranularity.None, int? microBatch = null)
+    /// <param name="hiddenDropout">Hidden dropout from the streams a trainer seeds with 1234 (the default seed), step by step.</param>
+    public static Run Serial(ModelSpec spec, Tensor[] batches, RecomputeGranularity recompute = RecomputeGranularity.None, int? microBatch = null,
+        double hiddenDropout = 0)
     {
         manual_seed(Seed);
-        using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, recompute));
+        using var dropout = hiddenDropout > 0 ? new DropoutRng(1234, 0, 0, sequenceParallel: false, CPU) : null;
+        using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, recompute,
+            HiddenDropout: hiddenDropout, Dropout: dropout));
         var initial = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
         using var adam = new AdamW(buffer, Adam);
@@ -56,6 +60,7 @@ internal static class Reference
         foreach (var batch in batches)
         {
             using var scope = NewDisposeScope();
+            dropout?.StartIteration(losses.Count);
             buffer.ZeroGrads();
             int s = spec.SeqLength, b = microBatch ?? (int)batch.shape[0], m = (int)batch.shape[0] / b;
             float loss = 0;

@@ -1,0 +1,84 @@
+using Harness.Executor.Native;
+using Harness.Executor.TensorParallel;
+using Harness.Executor.Training;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+using Harness.Tests.Parallel;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Executor;
+
+/// <summary>
+/// Dropout as Megatron trains GPT: the masks' statistics, their streams, recomputation drawing the same masks again, a
+/// resumed iteration drawing what the uninterrupted one drew, and tensor parallelism without sequence parallelism
+/// dropping exactly what the serial model drops.
+/// </summary>
+[Collection("training")]
+public class DropoutTests
+{
+    private static bool Equal(Tensor a, Tensor b) => a.allclose(b, rtol: 0, atol: 0);
+
+    [Fact]
+    public void KeepsOneMinusPScaledAndDrawsTheSameMaskFromTheSameSeed()
+    {
+        TorchRuntime.Initialize();
+        var x = ones(200_000, dtype: ScalarType.Float64).requires_grad_();
+        using var a = new DropoutRng(3, 0, 0, false, CPU);
+        using var b = new DropoutRng(3, 0, 0, false, CPU);
+        a.StartIteration(5);
+        b.StartIteration(5);
+        var y = DropoutOp.Apply(x, 0.25, a.Hidden);
+        double dropped = y.eq(0).to(ScalarType.Float64).mean().item<double>();
+        Assert.InRange(dropped, 0.245, 0.255);                         // 200k draws: 5 standard deviations is 0.5%
+        Assert.Equal(1 / 0.75, y.max().item<double>(), 12);            // the kept ones, scaled
+        Assert.True(Equal(y, DropoutOp.Apply(x, 0.25, b.Hidden)));      // same seed and iteration, same mask
+        y.sum().backward();
+        Assert.True(Equal(x.grad!, y.detach()));                          // d/dx (mask·x/(1-p)) = mask/(1-p)
+        Assert.Same(x, DropoutOp.Apply(x, 0, a.Hidden));                 // p = 0 is the identity
+        // Another iteration, another tensor-parallel rank's model-parallel stream, another mask.
+        b.StartIteration(6);
+        Assert.False(Equal(DropoutOp.Apply(x, 0.25, a.Hidden), DropoutOp.Apply(x, 0.25, b.Hidden)));
+        using var rank1 = new DropoutRng(3, 1, 0, true, CPU);
+        rank1.StartIteration(5);
+        a.StartIteration(5);
+        Assert.False(Equal(DropoutOp.Apply(x, 0.25, a.Attention), DropoutOp.Apply(x, 0.25, rank1.Attention)));
+    }
+
+    [Theory]
+    [InlineData(RecomputeGranularity.Full)]
+    [InlineData(RecomputeGranularity.Selective)]
+    public void RecomputationDrawsTheSameMasksAgain(RecomputeGranularity recompute)
+    {
+        // GPT with hidden and attention dropout (CPU: attention's mask from the harness's stream), float64: the gradients
+        // with recomputation equal those without, which they could not if the recomputed forward dropped other elements.
+        var spec = Reference.Gpt();
+        var batch = Reference.Batches(spec, 1, 2)[0];
+        Dictionary<string, double[]> Gradients(RecomputeGranularity r)
+        {
+            using var rng = new DropoutRng(11, 0, 0, false, CPU);
+            using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float64, SerialTensorParallel.Instance, r,
+                InitGenerator: new Generator(4), HiddenDropout: 0.3, AttentionDropout: 0.3, Dropout: rng));
+            rng.StartIteration(0);
+            int s = spec.SeqLength;
+            model.forward(batch[.., ..s], batch[.., 1..]).backward();
+            return model.named_parameters().ToDictionary(n => n.name, n => n.parameter.grad!.data<double>().ToArray());
+        }
+        var plain = Gradients(RecomputeGranularity.None);
+        var recomputed = Gradients(recompute);
+        foreach (var (name, g) in plain)
+            Assert.True(g.Zip(recomputed[name]).All(p => Math.Abs(p.First - p.Second) <= 1e-12 * (1 + Math.Abs(p.First))), name);
+    }
+
+    [Fact]
+    public void Tp2WithoutSequenceParallelDropsWhatTheSerialModelDrops() =>
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), new ParallelConfig(TensorParallel: 2, MicroBatch: 1, GlobalBatch: 4, Precision: Precision.Fp32),
+            hiddenDropout: 0.2);
+
+    [Fact]
+    public void AttentionDropoutUnderRecomputationOnAGpuIsOneSentence()
+    {
+        var o = new TrainingOptions(Reference.Gpt(), ExecutionDevice.Cuda, Recompute: RecomputeGranularity.Full, AttentionDropout: 0.1, MockData: true);
+        Assert.Equal(TrainingOptions.AttentionDropoutUnderRecompute(0.1, RecomputeGranularity.Full), o.Validate().Single());
+        Assert.Contains("--hidden-dropout is 1", (o with { Device = ExecutionDevice.Cpu, HiddenDropout = 1 }).Validate().Single());
+    }
+}
