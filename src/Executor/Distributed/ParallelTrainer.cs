@@ -68,8 +68,6 @@ public sealed class ParallelTrainer : IDisposable
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
         if (attentionDropout > 0 && contextParallel is not null)
             throw new ArgumentException($"--attention-dropout {attentionDropout} with --context-parallel-size {parallel.ContextParallel}: context-parallel attention runs without dropout; pass --attention-dropout 0.");
-        if (attentionDropout > 0 && recompute != RecomputeGranularity.None && device.type == TorchSharp.DeviceType.CUDA)
-            throw new ArgumentException(TrainingOptions.AttentionDropoutUnderRecompute(attentionDropout, recompute));
         dropout = hiddenDropout > 0 || attentionDropout > 0 ? new DropoutRng(seed ?? 1234, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
         var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
             UseFusedKernels: fusions.Kernels, HiddenDropout: hiddenDropout, AttentionDropout: attentionDropout, Dropout: dropout);

@@ -56,11 +56,6 @@ public sealed record TrainingOptions(
     /// peak; none on CPU, which has no such peak.</summary>
     public double? Mfu(double tflopsPerGpu) => Device == ExecutionDevice.Cuda && Gpu is not null ? tflopsPerGpu * 1e12 / Gpu.PeakBf16Flops : null;
 
-    /// <summary>Why a GPU run cannot recompute attention dropout: the flash kernel draws its mask from libtorch's CUDA
-    /// generator, whose state TorchSharp cannot save, so a recomputation would draw another mask.</summary>
-    public static string AttentionDropoutUnderRecompute(double p, RecomputeGranularity r) =>
-        $"--attention-dropout {p} with --recompute-granularity {r.ToString().ToLowerInvariant()} on a GPU: the attention kernel draws its mask from libtorch's generator, which the recomputation cannot rewind to draw it again; pass --attention-dropout 0 or run without recomputation.";
-
     /// <summary>Every reason these options cannot run, as sentences naming the flag.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -76,8 +71,6 @@ public sealed record TrainingOptions(
         if (Profile is not null) errors.AddRange(Profile.Validate(Device, TrainIters));
         foreach (var (flag, p) in new[] { ("--hidden-dropout", HiddenDropout), ("--attention-dropout", AttentionDropout) })
             if (p is < 0 or >= 1) errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
-        if (AttentionDropout > 0 && Recompute != RecomputeGranularity.None && Device == ExecutionDevice.Cuda)
-            errors.Add(AttentionDropoutUnderRecompute(AttentionDropout, Recompute));
         if (MakeVocabSizeDivisibleBy < 1) errors.Add($"--make-vocab-size-divisible-by is {MakeVocabSizeDivisibleBy}; it must be at least 1.");
         return errors;
     }

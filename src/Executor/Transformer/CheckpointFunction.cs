@@ -9,9 +9,9 @@ namespace Harness.Executor.Transformer;
 /// without building a graph and keeps only its inputs; backward runs it again with grad enabled and back-propagates
 /// through that fresh graph, which also accumulates the parameter gradients. Used for full recompute (a whole
 /// layer) and selective recompute (core attention, Korthikanti et al. 2022).
-/// Dropout inside the function draws from <see cref="DropoutRng"/>'s streams: forward notes their states, backward rewinds
-/// them for the recomputation, so it draws the same masks, and puts them back after (Megatron's CheckpointFunction does
-/// the same with its CUDA RNG tracker).
+/// Dropout inside the function draws from <see cref="DropoutRng"/>'s streams: forward notes where they are, backward
+/// rewinds them there for the recomputation, so it draws the same masks, and puts them back after (Megatron's
+/// CheckpointFunction does the same with its CUDA RNG tracker).
 /// Backward runs on libtorch's autograd thread, so it owns its own dispose scope.
 /// </summary>
 public sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFunction>
@@ -29,7 +29,7 @@ public sealed class CheckpointFunction : autograd.SingleTensorFunction<Checkpoin
         ctx.save_for_backward(inputs);
         ctx.save_data("run", run);
         ctx.save_data("rng", vars[1]);
-        if (vars[1] is DropoutRng rng) ctx.save_data("states", rng.States());
+        if (vars[1] is DropoutRng rng) ctx.save_data("draws", rng.Draws);
         // The intermediates of this no-grad pass are freed here, not at the end of the caller's scope:
         // keeping them alive until the micro-batch ends would defeat the purpose.
         using var scope = NewDisposeScope();
@@ -43,19 +43,14 @@ public sealed class CheckpointFunction : autograd.SingleTensorFunction<Checkpoin
         var saved = ctx.get_saved_variables();
         var detached = saved.Select(t => t.detach().requires_grad_(t.requires_grad)).ToArray();
         var rng = ctx.get_data("rng") as DropoutRng;
-        var now = rng?.States();
-        var rewindTo = rng is null ? null : (Tensor[])ctx.get_data("states");
-        if (rng is not null) rng.Restore(rewindTo!);
+        var now = rng?.Draws;
+        if (rng is not null) rng.Rewind(((long, long))ctx.get_data("draws"));
         using (var enable = enable_grad())
         {
             var output = run(detached);
             autograd.backward(new[] { output }, new[] { gradOutput });
         }
-        if (rng is not null)
-        {
-            rng.Restore(now!);
-            foreach (var t in rewindTo!.Concat(now!)) t.Dispose();
-        }
+        if (now is { } draws) rng!.Rewind(draws);
         // No gradient for the function nor the streams, then one per input that requires it.
         return GradientHandOver.Return(gradOutput, [null, null, .. detached.Select(d => d.requires_grad ? d.grad!.MoveToOuterDisposeScope() : null)]);
     }

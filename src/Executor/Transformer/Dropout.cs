@@ -1,3 +1,4 @@
+using Harness.Executor.Data;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Transformer;
@@ -6,73 +7,76 @@ namespace Harness.Executor.Transformer;
 /// The random streams dropout draws from, as Megatron keeps them (tensor_parallel/random.py): a default stream seeded
 /// alike on the tensor-parallel ranks of a pipeline stage (seed + 100·pipeline rank), for regions every rank holds in
 /// full, and a model-parallel stream seeded per tensor-parallel rank (+ 2718 + tensor rank), for regions each rank holds
-/// a different part of (a sequence-parallel block). Hidden and embedding dropout draw from the second under sequence
-/// parallelism, else from the first, so a tensor-parallel model without it drops exactly what the serial model drops.
-/// The streams are the run's own generators on its device (not libtorch's global one, which concurrent in-process ranks
-/// would share), so recomputation can rewind them (<see cref="CheckpointFunction"/>) and replay the same masks.
+/// a different part of (attention's heads, a sequence-parallel block). Hidden and embedding dropout draw from the second
+/// under sequence parallelism, else from the first, so a tensor-parallel model without it drops exactly what the serial
+/// model drops; attention dropout draws from the second.
+/// Each draw is keyed by (stream, iteration, draw number within the iteration): <see cref="Next"/> seeds the generator
+/// the draw uses from that key, so a resumed run draws what the uninterrupted one drew and recomputation rewinds a
+/// stream by resetting its draw number (<see cref="Draws"/>, <see cref="Rewind"/>). On a GPU the generator is libtorch's
+/// CUDA one (the flash attention kernel draws from it; TorchSharp cannot give a kernel another), reseeded per draw; on
+/// the CPU each stream has its own generator, as concurrent in-process ranks must not share libtorch's global one.
 /// </summary>
 public sealed class DropoutRng : IDisposable
 {
-    private readonly Generator replicated, modelParallel;
-    private readonly long replicatedSeed, modelParallelSeed;
-    private readonly bool sequenceParallel, onGpu;
-
     /// <summary>Megatron's offset of the model-parallel seed (model_parallel_cuda_manual_seed).</summary>
     public const int ModelParallelOffset = 2718;
 
-    /// <summary>Seeds between iterations: each iteration's masks come from its own seeds, so a run resumed from a
-    /// checkpoint draws what the uninterrupted run drew without the generators' states being saved.</summary>
-    private const long IterationStride = 1_000_003;
+    private readonly long replicatedSeed, modelParallelSeed;
+    private readonly Generator? replicated, modelParallel;
+    private readonly bool sequenceParallel;
+    private long iteration, replicatedDraws, modelParallelDraws;
 
     public DropoutRng(int seed, int tensorRank, int pipelineRank, bool sequenceParallel, Device device)
     {
         replicatedSeed = seed + 100L * pipelineRank;
         modelParallelSeed = replicatedSeed + ModelParallelOffset + tensorRank;
-        replicated = new Generator((ulong)replicatedSeed, device);
-        modelParallel = new Generator((ulong)modelParallelSeed, device);
-        (this.sequenceParallel, onGpu) = (sequenceParallel, device.type == TorchSharp.DeviceType.CUDA);
+        this.sequenceParallel = sequenceParallel;
+        if (device.type != TorchSharp.DeviceType.CUDA)
+            (replicated, modelParallel) = (new Generator((ulong)replicatedSeed), new Generator((ulong)modelParallelSeed));
     }
 
-    /// <summary>The stream of hidden and embedding dropout.</summary>
-    public Generator Hidden => sequenceParallel ? modelParallel : replicated;
+    /// <summary>Starts <paramref name="i"/>'s draws (each iteration's masks are its own, whatever ran before).</summary>
+    public void StartIteration(long i) => (iteration, replicatedDraws, modelParallelDraws) = (i, 0, 0);
 
-    /// <summary>The stream of attention dropout where the harness draws its mask (CPU: <see cref="AttentionWithDropout"/>).</summary>
-    public Generator Attention => modelParallel;
+    /// <summary>Seeds the generator for the next draw of hidden or embedding dropout and returns it (null: libtorch's CUDA one).</summary>
+    public Generator? NextHidden() => sequenceParallel ? NextModelParallel() : Next(replicated, replicatedSeed, ref replicatedDraws);
 
-    /// <summary>Seeds every stream for <paramref name="iteration"/>; on a GPU also libtorch's CUDA generator, from which the
-    /// flash attention kernel draws its mask, with the model-parallel seed (attention is a model-parallel region).</summary>
-    public void StartIteration(long iteration)
+    /// <summary>Seeds the generator for the next draw of attention dropout and returns it (null: libtorch's CUDA one).</summary>
+    public Generator? NextModelParallel() => Next(modelParallel, modelParallelSeed, ref modelParallelDraws);
+
+    /// <summary>Where each stream is within the iteration, to <see cref="Rewind"/> to.</summary>
+    public (long Replicated, long ModelParallel) Draws => (replicatedDraws, modelParallelDraws);
+
+    public void Rewind((long Replicated, long ModelParallel) draws) => (replicatedDraws, modelParallelDraws) = draws;
+
+    private Generator? Next(Generator? own, long seed, ref long draws)
     {
-        long offset = iteration * IterationStride;
-        replicated.manual_seed(replicatedSeed + offset);
-        modelParallel.manual_seed(modelParallelSeed + offset);
-        if (onGpu) cuda.manual_seed(modelParallelSeed + offset);
+        long key = Mix(seed, iteration, draws++);
+        if (own is null) { cuda.manual_seed(key); return null; }
+        own.manual_seed(key);
+        return own;
     }
 
-    /// <summary>Every stream's state, to rewind them for recomputation: outside any dispose scope (a recomputation runs
-    /// after the forward's scope has ended), so the caller disposes them.</summary>
-    public Tensor[] States() => [replicated.get_state().DetachFromDisposeScope(), modelParallel.get_state().DetachFromDisposeScope()];
-
-    public void Restore(Tensor[] states)
-    {
-        replicated.set_state(states[0]);
-        modelParallel.set_state(states[1]);
-    }
+    /// <summary>A 63-bit seed from (stream seed, iteration, draw): SplitMix64 over their combination, so nearby keys give
+    /// unrelated seeds.</summary>
+    private static long Mix(long seed, long iteration, long draw) => unchecked((long)(SplitMix64.Hash(
+        (ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)iteration * 0xD1B54A32D192ED03UL + (ulong)draw * 0x8CB92BA72F3D8DD7UL) >> 1));
 
     public void Dispose()
     {
-        replicated.Dispose();
-        modelParallel.Dispose();
+        replicated?.Dispose();
+        modelParallel?.Dispose();
     }
 }
 
 /// <summary>
 /// Dropout (Srivastava et al. 2014) as in training: each element kept with probability 1 − p and scaled by 1/(1 − p),
-/// the mask drawn from <paramref name="generator"/>. Autograd keeps the mask (one byte per element) for backward.
+/// the mask drawn from <paramref name="generator"/> (null: libtorch's generator of the tensor's device). Autograd keeps
+/// the mask (one byte per element) for backward.
 /// </summary>
 public static class DropoutOp
 {
-    public static Tensor Apply(Tensor x, double p, Generator generator)
+    public static Tensor Apply(Tensor x, double p, Generator? generator)
     {
         if (p <= 0) return x;
         using var draw = rand(x.shape, dtype: ScalarType.Float32, device: x.device, generator: generator);

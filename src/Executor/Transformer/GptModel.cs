@@ -61,7 +61,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
                 : position_embeddings[..(int)tokens.shape[1]]);
         // Megatron's embedding dropout, after the sequence-parallel scatter (on this rank's block, from its own stream).
         h = config.TensorParallel.EnterDecoder(h);
-        return config.Dropout is { } rng ? DropoutOp.Apply(h, config.HiddenDropout, rng.Hidden) : h;
+        return config.Dropout is { } rng && config.HiddenDropout > 0 ? DropoutOp.Apply(h, config.HiddenDropout, rng.NextHidden()) : h;
     }
 
     /// <summary>The decoder layers (each recomputed in backward under full recompute) and the final norm.</summary>

@@ -87,6 +87,6 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     private Tensor CoreAttention(Tensor[] qkv) =>
         contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2])
         : attentionDropout <= 0 ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2])
-        : qkv[0].device.type == TorchSharp.DeviceType.CUDA ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], attentionDropout)
-        : AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, dropout!.Attention);
+        : dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, own)
+        : ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], attentionDropout);
 }

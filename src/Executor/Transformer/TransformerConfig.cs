@@ -16,8 +16,8 @@ namespace Harness.Executor.Transformer;
 /// global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
 /// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device.
 /// <see cref="HiddenDropout"/> (after the attention and MLP outputs, and on the embeddings) draws its masks from
-/// <see cref="Dropout"/>'s streams; <see cref="AttentionDropout"/> (on the attention probabilities, inside the fused
-/// attention kernel) from libtorch's generator, which recomputation cannot rewind (the options refuse that pairing).
+/// <see cref="Dropout"/>'s streams, and so does <see cref="AttentionDropout"/> (on the attention probabilities, inside the
+/// flash kernel on a GPU).
 /// </summary>
 public sealed record TransformerConfig(
     ModelSpec Model,

@@ -19,7 +19,7 @@ public class DropoutTests
     private static bool Equal(Tensor a, Tensor b) => a.allclose(b, rtol: 0, atol: 0);
 
     [Fact]
-    public void KeepsOneMinusPScaledAndDrawsTheSameMaskFromTheSameSeed()
+    public void KeepsOneMinusPScaledAndDrawsTheSameMaskForTheSameDraw()
     {
         TorchRuntime.Initialize();
         var x = ones(200_000, dtype: ScalarType.Float64).requires_grad_();
@@ -27,21 +27,30 @@ public class DropoutTests
         using var b = new DropoutRng(3, 0, 0, false, CPU);
         a.StartIteration(5);
         b.StartIteration(5);
-        var y = DropoutOp.Apply(x, 0.25, a.Hidden);
+        var y = DropoutOp.Apply(x, 0.25, a.NextHidden());
         double dropped = y.eq(0).to(ScalarType.Float64).mean().item<double>();
-        Assert.InRange(dropped, 0.245, 0.255);                         // 200k draws: 5 standard deviations is 0.5%
-        Assert.Equal(1 / 0.75, y.max().item<double>(), 12);            // the kept ones, scaled
-        Assert.True(Equal(y, DropoutOp.Apply(x, 0.25, b.Hidden)));      // same seed and iteration, same mask
+        Assert.InRange(dropped, 0.245, 0.255);                          // 200k draws: 5 standard deviations is 0.5%
+        Assert.Equal(1 / 0.75, y.max().item<double>(), 12);             // the kept ones, scaled
+        Assert.True(Equal(y, DropoutOp.Apply(x, 0.25, b.NextHidden()))); // same seed, iteration and draw: same mask
         y.sum().backward();
-        Assert.True(Equal(x.grad!, y.detach()));                          // d/dx (mask·x/(1-p)) = mask/(1-p)
-        Assert.Same(x, DropoutOp.Apply(x, 0, a.Hidden));                 // p = 0 is the identity
-        // Another iteration, another tensor-parallel rank's model-parallel stream, another mask.
+        Assert.True(Equal(x.grad!, y.detach()));                         // d/dx (mask·x/(1-p)) = mask/(1-p)
+        Assert.Same(x, DropoutOp.Apply(x, 0, a.NextHidden()));            // p = 0 is the identity
+        // The next draw, another iteration, another tensor-parallel rank's model-parallel stream: other masks.
+        var second = DropoutOp.Apply(x, 0.25, a.NextHidden());
+        Assert.False(Equal(y, second));
         b.StartIteration(6);
-        Assert.False(Equal(DropoutOp.Apply(x, 0.25, a.Hidden), DropoutOp.Apply(x, 0.25, b.Hidden)));
+        Assert.False(Equal(y, DropoutOp.Apply(x, 0.25, b.NextHidden())));
         using var rank1 = new DropoutRng(3, 1, 0, true, CPU);
-        rank1.StartIteration(5);
         a.StartIteration(5);
-        Assert.False(Equal(DropoutOp.Apply(x, 0.25, a.Attention), DropoutOp.Apply(x, 0.25, rank1.Attention)));
+        rank1.StartIteration(5);
+        Assert.False(Equal(DropoutOp.Apply(x, 0.25, a.NextModelParallel()), DropoutOp.Apply(x, 0.25, rank1.NextModelParallel())));
+        // Rewound to where it was, a stream draws the same mask again; a resumed iteration starts where the first run did.
+        a.StartIteration(5);
+        var draws = a.Draws;
+        var first = DropoutOp.Apply(x, 0.25, a.NextHidden());
+        a.Rewind(draws);
+        Assert.True(Equal(first, DropoutOp.Apply(x, 0.25, a.NextHidden())));
+        Assert.True(Equal(first, y));
     }
 
     [Theory]
@@ -75,10 +84,6 @@ public class DropoutTests
             hiddenDropout: 0.2);
 
     [Fact]
-    public void AttentionDropoutUnderRecomputationOnAGpuIsOneSentence()
-    {
-        var o = new TrainingOptions(Reference.Gpt(), ExecutionDevice.Cuda, Recompute: RecomputeGranularity.Full, AttentionDropout: 0.1, MockData: true);
-        Assert.Equal(TrainingOptions.AttentionDropoutUnderRecompute(0.1, RecomputeGranularity.Full), o.Validate().Single());
-        Assert.Contains("--hidden-dropout is 1", (o with { Device = ExecutionDevice.Cpu, HiddenDropout = 1 }).Validate().Single());
-    }
+    public void ProbabilitiesOutsideZeroToOneAreUserErrors() =>
+        Assert.Contains("--hidden-dropout is 1", new TrainingOptions(Reference.Gpt(), HiddenDropout: 1, MockData: true).Validate().Single());
 }
