@@ -79,6 +79,9 @@ public static class DropoutOp
     public static Tensor Apply(Tensor x, double p, Generator? generator)
     {
         if (p <= 0) return x;
+        // libtorch's own generator (a GPU, reseeded for this draw by DropoutRng): its fused dropout kernel draws, masks and
+        // scales in one pass and keeps a one-byte mask.
+        if (generator is null) return nn.functional.dropout(x, p, training: true);
         using var draw = rand(x.shape, dtype: ScalarType.Float32, device: x.device, generator: generator);
         using var keep = draw.ge(p);
         return x.mul(keep).mul_(1 / (1 - p));
