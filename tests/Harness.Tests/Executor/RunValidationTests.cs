@@ -49,6 +49,19 @@ public class RunValidationTests
     }
 
     [Fact]
+    public void ARunIsSimulatedWithTheDropoutItApplied()
+    {
+        // gpt2-large's spec has dropout; a run with --hidden-dropout 0 --attention-dropout 0 (or recorded before the executor
+        // had dropout, without those fields) trained without it, and the simulator's element-wise work follows the run.
+        var gpt = Caat with { Model = ModelPresets.All["gpt2-large"], MicroBatchSize = 32, GlobalBatchSize = 32, Recompute = RecomputeGranularity.None };
+        var with = RunValidation.Of(WriteRun(gpt with { HiddenDropout = 0.1, AttentionDropout = 0.1 }, 400));
+        var without = RunValidation.Of(WriteRun(gpt, 400));
+        Assert.True(with.Model.Dropout);
+        Assert.False(without.Model.Dropout);
+        Assert.True(with.Estimate.StepTimeSeconds > without.Estimate.StepTimeSeconds);
+    }
+
+    [Fact]
     public void CpuRunsAndFoldersWithoutASummaryAreOneSentence()
     {
         var cpu = WriteRun(Caat with { Device = ExecutionDevice.Cpu, Bf16 = false, Gpu = null }, 2000);
