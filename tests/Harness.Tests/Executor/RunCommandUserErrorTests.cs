@@ -34,6 +34,13 @@ public class RunCommandUserErrorTests
     }
 
     [Fact]
+    public void DropoutAndVocabularyPaddingOutOfRangeAreOneSentence()
+    {
+        Assert.Equal((2, "harness run: --hidden-dropout is 1.5; a dropout probability is in [0, 1)."), Run("--hidden-dropout", "1.5"));
+        Assert.Equal((2, "harness run: --make-vocab-size-divisible-by is 0; it must be at least 1."), Run("--make-vocab-size-divisible-by", "0"));
+    }
+
+    [Fact]
     public void OutNamingAnExistingFileIsAUserError()
     {
         string file = Path.GetTempFileName();
