@@ -27,8 +27,9 @@ public readonly record struct Layout(
     /// <summary>Megatron-Kwai's offload needs the interleaved schedule and at least 3 pipeline stages (REFERENCE.md).</summary>
     public bool AllowsOffload => LayersPerVirtualStage is not null && PipelineParallel >= 3;
 
-    /// <summary>The full configuration at one ZeRO stage, recomputation and offload ratio.</summary>
-    public ParallelConfig ToConfig(int globalBatch, int zeroStage, RecomputeSpec recompute, double offloadRatio) => new(
+    /// <summary>The full configuration at one ZeRO stage, recomputation and offload ratio, run by the implementation
+    /// <paramref name="overlap"/> describes (null: the simulator's default).</summary>
+    public ParallelConfig ToConfig(int globalBatch, int zeroStage, RecomputeSpec recompute, double offloadRatio, OverlapSpec? overlap = null) => new(
         DataParallel: DataParallel,
         TensorParallel: TensorParallel,
         PipelineParallel: PipelineParallel,
@@ -40,5 +41,6 @@ public readonly record struct Layout(
         Recompute: recompute,
         OffloadRatio: offloadRatio,
         ZeroStage: zeroStage,
-        SyncFactor: SyncFactor);
+        SyncFactor: SyncFactor,
+        Overlap: overlap);
 }

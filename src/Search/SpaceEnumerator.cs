@@ -100,6 +100,6 @@ public sealed class SpaceEnumerator
             foreach (int zero in ZeroStages)
                 foreach (var r in RecomputeOptions(layout))
                     foreach (double a in OffloadOptions(layout))
-                        yield return layout.ToConfig(_space.GlobalBatch, zero, r, a);
+                        yield return layout.ToConfig(_space.GlobalBatch, zero, r, a, _space.Constraints.Overlap);
     }
 }

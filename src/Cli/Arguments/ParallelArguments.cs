@@ -11,6 +11,10 @@ namespace Harness.Cli.Arguments;
 /// </summary>
 public static class ParallelArguments
 {
+    /// <summary>The flag of the launch's CUDA_DEVICE_MAX_CONNECTIONS, in 1-32 (null: not given).</summary>
+    public static readonly Flag DeviceMaxConnectionsFlag = new("--cuda-device-max-connections", true,
+        "the launch's CUDA_DEVICE_MAX_CONNECTIONS, 1-32 (default: 1 with tensor parallelism, as Megatron-LM requires; else 8); under 1, p2p cannot overlap");
+
     public static readonly Flag[] Flags =
     {
         new("--tensor-model-parallel-size", true, "tensor-parallel size t"),
@@ -45,8 +49,7 @@ public static class ParallelArguments
             "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
         new("--overlap-p2p-communication", false, "overlap pipeline p2p with compute (the default)"),
         new("--no-overlap-p2p-communication", false, "pipeline sends block the sender"),
-        new("--cuda-device-max-connections", true,
-            "the launch's CUDA_DEVICE_MAX_CONNECTIONS, 1-32 (default: 1 with tensor parallelism, as Megatron-LM requires; else 8); under 1, p2p cannot overlap"),
+        DeviceMaxConnectionsFlag,
         new("--no-async-tensor-model-parallel-allreduce", false,
             "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
         new("--accumulate-allreduce-grads-in-fp32", false,
@@ -58,6 +61,15 @@ public static class ParallelArguments
             "add each micro-batch's weight gradients to the main gradients in a separate kernel (Megatron-LM before late 2021)"),
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
     };
+
+    /// <summary>--cuda-device-max-connections, checked to be a number of hardware work queues CUDA accepts.</summary>
+    public static int? DeviceMaxConnections(CommandLine cl)
+    {
+        int? connections = cl.Int(DeviceMaxConnectionsFlag.Name);
+        if (connections is < 1 or > 32)
+            cl.Errors.Add($"--cuda-device-max-connections {connections} is out of range; CUDA accepts 1 to 32 hardware work queues.");
+        return connections;
+    }
 
     /// <summary>Megatron's three element-wise fusion switches, which the simulator models together.</summary>
     private static readonly string[] ElementwiseFusions = ["--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"];
@@ -121,9 +133,7 @@ public static class ParallelArguments
         if (cl.Switch("--overlap-p2p-communication") && cl.Switch("--no-overlap-p2p-communication"))
             cl.Errors.Add("--overlap-p2p-communication and --no-overlap-p2p-communication contradict each other.");
 
-        int? connections = cl.Int("--cuda-device-max-connections");
-        if (connections is < 1 or > 32)
-            cl.Errors.Add($"--cuda-device-max-connections {connections} is out of range; CUDA accepts 1 to 32 hardware work queues.");
+        int? connections = DeviceMaxConnections(cl);
 
         bool kwaiOverlap = cl.Switch("--overlap-sp-ag") || cl.Switch("--overlap-sp-rs");
         if (cl.Switch("--overlap-sp-ag") != cl.Switch("--overlap-sp-rs"))

@@ -36,6 +36,7 @@ public static partial class SearchArguments
         new("--zero-stage", true, "only these ZeRO stages (list of 0-3)"),
         new("--use-distributed-optimizer", false, "only Megatron's distributed optimizer (ZeRO stage 1)"),
         new("--sync-factor", true, "CAAT-Net sync factors p to try (list; default 1)"),
+        ParallelArguments.DeviceMaxConnectionsFlag,
         new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
         new("--top", true, "how many of the best configs to print (default 10)"),
@@ -79,6 +80,7 @@ public static partial class SearchArguments
             SyncFactors = Doubles(cl, "--sync-factor") ?? [1.0],
             MemoryLimitBytes = Bytes(cl, "--memory-limit"),
             TensorParallelWithinNode = cl.Switch("--max-tp-per-node"),
+            Overlap = ParallelArguments.DeviceMaxConnections(cl) is int q ? new OverlapSpec(DeviceMaxConnections: q) : null,
         };
         cl.Errors.AddRange(constraints.Validate());
         int top = cl.Int("--top") ?? 10;
