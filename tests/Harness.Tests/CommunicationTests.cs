@@ -91,6 +91,25 @@ public class CommunicationTests
     }
 
     [Fact]
+    public void TheSparsestNodeIsWhatCountingEveryMemberGives()
+    {
+        // Brute force: place every member of every stage's group (Megatron's rank order) and count per node.
+        foreach (int t in new[] { 1, 2, 4, 8 })
+        foreach (int c in new[] { 1, 2, 4 })
+        foreach (int d in Enumerable.Range(1, 20))
+        foreach (int p in new[] { 1, 2, 3, 5, 8, 16 })
+        {
+            var config = new ParallelConfig(DataParallel: d, TensorParallel: t, ContextParallel: c, PipelineParallel: p);
+            int size = d * c, fewest = size;
+            for (int stage = 0; stage < p; stage++)
+                foreach (var count in Enumerable.Range(0, size).Select(i => (stage * t * c * d + i * t) / 8).GroupBy(n => n).Select(g => g.Count()))
+                    fewest = Math.Min(fewest, count);
+            var placed = Topology.DataWithContextGroup(config, 8);
+            Assert.Equal(size <= 1 ? 1 : t >= 8 ? 1 : fewest, placed.PerNode);
+        }
+    }
+
+    [Fact]
     public void PipelineNeighboursShareANodeOnlyWhenTheWholePipelineDoes()
     {
         // t2 d2: four ranks per stage, two stages per 8-GPU node. With p 2 both stages sit in node 0; with p 8 the boundary

@@ -56,9 +56,19 @@ public static class Topology
     }
 
     /// <summary>Members on the node that holds the fewest of a group of <paramref name="size"/> ranks
-    /// <paramref name="stride"/> apart whose first member is <paramref name="offset"/> ranks into a node.</summary>
+    /// <paramref name="stride"/> apart whose first member is <paramref name="offset"/> ranks into a node (in closed form
+    /// where the stride tiles the node, as the search evaluates this for every configuration; else member by member).</summary>
     private static int FewestMembersOnANode(int offset, int stride, int size, int gpusPerNode)
     {
+        if (gpusPerNode % stride == 0 && offset % stride == 0)
+        {
+            // Members fill the rest of the first node, then whole nodes of gpusPerNode/stride, then a last part.
+            int perNode = gpusPerNode / stride, first = Math.Min(size, (gpusPerNode - offset) / stride), rest = size - first;
+            int least = first;
+            if (rest >= perNode) least = Math.Min(least, perNode);
+            if (rest % perNode > 0) least = Math.Min(least, rest % perNode);
+            return least;
+        }
         int fewest = size, node = -1, count = 0;
         for (int i = 0; i < size; i++)
         {
