@@ -7,8 +7,7 @@
 # Usage: scripts/gpu/run-parallel-ablation.sh HARNESS_BINARY OUT_DIR   (results go under results/parallel/)
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" ablation.log 20
-# Without dropout in every layout: context-parallel attention has none, and the comparison is of the layouts alone.
-common=(--model gpt2-large --bf16 --mock-data --device cuda --train-iters "$iters" --log-interval 5 --hidden-dropout 0 --attention-dropout 0)
+common=(--model gpt2-large --bf16 --mock-data --device cuda --train-iters "$iters" --log-interval 5)
 run 1gpu    --micro-batch-size 32 --global-batch-size 32
 run dp2     --nproc-per-node 2 --micro-batch-size 32 --global-batch-size 64
 run dp2-overlap --nproc-per-node 2 --overlap-grad-reduce --micro-batch-size 32 --global-batch-size 64

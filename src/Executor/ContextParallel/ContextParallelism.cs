@@ -38,13 +38,14 @@ public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
     }
 
     /// <summary>
-    /// softmax(QKᵀ/√d + mask)·V over the keys and values of every rank; q [b, heads, s/cp, d], k and v
+    /// dropout(softmax(QKᵀ/√d + mask))·V over the keys and values of every rank; q [b, heads, s/cp, d], k and v
     /// [b, groups, s/cp, d]: under grouped-query attention only the groups' keys and values travel, heads/groups
     /// times less than expanded ones.
     /// </summary>
-    public Tensor Attention(Tensor q, Tensor k, Tensor v)
+    /// <param name="dropout">Attention dropout on the probabilities, drawn from <paramref name="rng"/>'s model-parallel stream.</param>
+    public Tensor Attention(Tensor q, Tensor k, Tensor v, double dropout = 0, DropoutRng? rng = null)
     {
-        if (ring) return RingAttention.Apply(q, k, v, this);
+        if (ring) return RingAttention.Apply(q, k, v, this, dropout, rng);
         using var scope = NewDisposeScope();
         long local = q.shape[2];
         Tensor Gather(Tensor x) => Mappings.GatherFromSequenceParallelRegion(x.transpose(1, 2).contiguous(), cp).transpose(1, 2);
@@ -53,6 +54,9 @@ public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
         // Gathered keys come in rank order, each rank's two chunks: their global positions, in the same order.
         var keyPositions = tensor(Enumerable.Range(0, cp.Size).SelectMany(r => GlobalPositions(local * cp.Size, r, cp.Size)).ToArray(), device: q.device);
         var mask = keyPositions.unsqueeze(0).le(Positions(local, q.device).unsqueeze(1)); // [s/cp, s]: true where attended
-        return ScriptedKernels.MaskedAttention(q, keys, values, mask).MoveToOuterDisposeScope();
+        var attention = dropout <= 0 ? ScriptedKernels.MaskedAttention(q, keys, values, mask)
+            : rng!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(q, keys, values, dropout, own, mask)
+            : ScriptedKernels.MaskedAttention(q, keys, values, mask, dropout);
+        return attention.MoveToOuterDisposeScope();
     }
 }

@@ -1,5 +1,6 @@
 using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
+using Harness.Executor.Transformer;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.ContextParallel;
@@ -19,11 +20,27 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
 {
     public override string Name => "ring_attention";
 
-    public static Tensor Apply(Tensor q, Tensor k, Tensor v, ContextParallelism cp) => apply(q, k, v, cp)[0];
+    /// <param name="dropout">Attention dropout on the probabilities, and the streams it draws from: one draw, each block's
+    /// mask seeded from its key and the block's source rank, so backward regenerates the masks forward used.</param>
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v, ContextParallelism cp, double dropout = 0, DropoutRng? rng = null) =>
+        apply(q, k, v, cp, new BlockDropout(dropout, rng, dropout > 0 ? rng!.NextModelParallelKey() : 0))[0];
+
+    /// <summary>Dropout of one ring attention: probability, streams and the draw's key.</summary>
+    private sealed record BlockDropout(double P, DropoutRng? Rng, long Key)
+    {
+        /// <summary>Rank <paramref name="source"/>'s block of the probabilities, dropped and scaled (unchanged without dropout).</summary>
+        public Tensor Apply(Tensor probabilities, int source)
+        {
+            if (P <= 0) return probabilities;
+            using var draw = rand(probabilities.shape, dtype: ScalarType.Float32, device: probabilities.device, generator: Rng!.Seed(Key, source + 1));
+            using var keep = draw.ge(P);
+            return probabilities.mul(keep).mul_(1 / (1 - P));
+        }
+    }
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        var (q, k, v, cp) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (ContextParallelism)vars[3]);
+        var (q, k, v, cp, dropout) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (ContextParallelism)vars[3], (BlockDropout)vars[4]);
         using var scope = NewDisposeScope();
         var group = cp.Group;
         var q32 = Grouped(q, k.shape[1]);
@@ -32,9 +49,12 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         var (keys, values) = (Block(k), Block(v));
         for (int step = 0; step < group.Size; step++)
         {
-            var (scores, _) = Scores(q32, keys, queryPositions, Source(group, step), cp);
+            int source = Source(group, step);
+            var (scores, _) = Scores(q32, keys, queryPositions, source, cp);
             var blockLse = scores.logsumexp(-1);                                          // [b, g, h/g, sq]
-            var blockOut = scores.softmax(-1).nan_to_num(0).matmul(values);               // fully masked rows give 0
+            // Fully masked rows give 0. Dropout acts on the normalized probabilities, so each block's dropped
+            // probabilities merge by the same log-sum-exp weights as undropped ones.
+            var blockOut = dropout.Apply(scores.softmax(-1).nan_to_num(0), source).matmul(values);
             if (output is null) (output, lse) = (blockOut, blockLse);                      // own block: every query sees itself
             else
             {
@@ -46,6 +66,7 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         }
         ctx.save_for_backward([q, k, v, output!.MoveToOuterDisposeScope(), lse!.MoveToOuterDisposeScope()]);
         ctx.save_data("cp", cp);
+        ctx.save_data("dropout", dropout);
         return [output!.reshape(q.shape).to(q.dtype).MoveToOuterDisposeScope()];
     }
 
@@ -55,6 +76,7 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         var saved = ctx.get_saved_variables();
         var (q, k, v, output, lse) = (saved[0], saved[1], saved[2], saved[3], saved[4]);
         var cp = (ContextParallelism)ctx.get_data("cp");
+        var dropout = (BlockDropout)ctx.get_data("dropout");
         var group = cp.Group;
         var q32 = Grouped(q, k.shape[1]);
         var dOut = Grouped(grads[0], k.shape[1]);
@@ -65,10 +87,13 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         var (dKeys, dValues) = (zeros_like(keys), zeros_like(values));
         for (int step = 0; step < group.Size; step++)
         {
-            var (scores, scale) = Scores(q32, keys, queryPositions, Source(group, step), cp);
+            int source = Source(group, step);
+            var (scores, scale) = Scores(q32, keys, queryPositions, source, cp);
             var p = (scores - lse.unsqueeze(-1)).exp();                                     // masked entries: exp(-inf) = 0
-            dValues.add_(p.transpose(-2, -1).matmul(dOut).sum(2, keepdim: true));           // the group's heads, summed
-            var dScores = p.mul(dOut.matmul(values.transpose(-2, -1)).sub_(delta)).mul_(scale);
+            // With dropout, O = (M ∘ P)·V/(1 − p): V's gradient goes through the dropped probabilities and P's through the
+            // mask; D = rowsum(dO ∘ O) is still rowsum(dP ∘ P) (Dao et al. 2022, FlashAttention's backward with dropout).
+            dValues.add_(dropout.Apply(p, source).transpose(-2, -1).matmul(dOut).sum(2, keepdim: true)); // the group's heads, summed
+            var dScores = p.mul(dropout.Apply(dOut.matmul(values.transpose(-2, -1)), source).sub_(delta)).mul_(scale);
             dq.add_(dScores.matmul(keys));
             dKeys.add_(dScores.transpose(-2, -1).matmul(q32).sum(2, keepdim: true));
             // The block and its gradients move on; after the last step the gradients reach their owner.
@@ -76,7 +101,7 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
             (dKeys, dValues) = (Pass(group, dKeys), Pass(group, dValues));
         }
         return GradientHandOver.Return(grads, dq.reshape(q.shape).to(q.dtype).MoveToOuterDisposeScope(), dKeys.squeeze(2).to(k.dtype).MoveToOuterDisposeScope(),
-            dValues.squeeze(2).to(v.dtype).MoveToOuterDisposeScope(), null);
+            dValues.squeeze(2).to(v.dtype).MoveToOuterDisposeScope(), null, null);
     }
 
     /// <summary>Queries (or their gradients) [b, heads, s, d] in float32 as [b, groups, heads/groups, s, d].</summary>

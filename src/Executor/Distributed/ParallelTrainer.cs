@@ -66,8 +66,6 @@ public sealed class ParallelTrainer : IDisposable
         initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank)) : null; // a CPU generator (TransformerConfig)
         // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
-        if (attentionDropout > 0 && contextParallel is not null)
-            throw new ArgumentException($"--attention-dropout {attentionDropout} with --context-parallel-size {parallel.ContextParallel}: context-parallel attention runs without dropout; pass --attention-dropout 0.");
         dropout = hiddenDropout > 0 || attentionDropout > 0 ? new DropoutRng(seed ?? 1234, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
         var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
             UseFusedKernels: fusions.Kernels, HiddenDropout: hiddenDropout, AttentionDropout: attentionDropout, Dropout: dropout);

@@ -42,7 +42,21 @@ public sealed class DropoutRng : IDisposable
     public Generator? NextHidden() => sequenceParallel ? NextModelParallel() : Next(replicated, replicatedSeed, ref replicatedDraws);
 
     /// <summary>Seeds the generator for the next draw of attention dropout and returns it (null: libtorch's CUDA one).</summary>
-    public Generator? NextModelParallel() => Next(modelParallel, modelParallelSeed, ref modelParallelDraws);
+    public Generator? NextModelParallel() => Seed(NextModelParallelKey(), 0);
+
+    /// <summary>The key of the model-parallel stream's next draw, for a draw made of parts (ring attention's blocks), each
+    /// seeded by <see cref="Seed"/> from the key and its part number, in forward and again in backward.</summary>
+    public long NextModelParallelKey() => Mix(modelParallelSeed, iteration, modelParallelDraws++);
+
+    /// <summary>Seeds the model-parallel stream's generator for part <paramref name="part"/> of the draw
+    /// <paramref name="key"/> names and returns it (null: libtorch's CUDA one, seeded).</summary>
+    public Generator? Seed(long key, long part)
+    {
+        long seed = part == 0 ? key : Mix(key, part, 0);
+        if (modelParallel is null) { cuda.manual_seed(seed); return null; }
+        modelParallel.manual_seed(seed);
+        return modelParallel;
+    }
 
     /// <summary>Where each stream is within the iteration, to <see cref="Rewind"/> to.</summary>
     public (long Replicated, long ModelParallel) Draws => (replicatedDraws, modelParallelDraws);
@@ -95,15 +109,16 @@ public static class DropoutOp
 /// </summary>
 public static class AttentionWithDropout
 {
-    /// <summary>q [b, heads, s, d]; k and v [b, groups, s, d], each group serving heads/groups query heads.</summary>
-    public static Tensor Apply(Tensor q, Tensor k, Tensor v, double p, Generator generator)
+    /// <summary>q [b, heads, sq, d]; k and v [b, groups, sk, d], each group serving heads/groups query heads;
+    /// <paramref name="attended"/> [sq, sk] true where a query sees a key (null: causal, sq = sk).</summary>
+    public static Tensor Apply(Tensor q, Tensor k, Tensor v, double p, Generator generator, Tensor? attended = null)
     {
         using var scope = NewDisposeScope();
-        long heads = q.shape[1], groups = k.shape[1], s = q.shape[2], d = q.shape[3];
+        long heads = q.shape[1], groups = k.shape[1], d = q.shape[3];
         if (groups != heads) (k, v) = (k.repeat_interleave(heads / groups, dim: 1), v.repeat_interleave(heads / groups, dim: 1));
         var scores = matmul(q, k.transpose(-2, -1)).mul_(1 / Math.Sqrt(d));
-        using var future = ones(new[] { s, s }, dtype: ScalarType.Bool, device: q.device).triu(1);
-        var probabilities = scores.masked_fill(future, double.NegativeInfinity).softmax(-1);
+        var hidden = attended is null ? ones(new[] { q.shape[2], k.shape[2] }, dtype: ScalarType.Bool, device: q.device).triu(1) : attended.logical_not();
+        var probabilities = scores.masked_fill(hidden, double.NegativeInfinity).softmax(-1);
         return matmul(DropoutOp.Apply(probabilities, p, generator), v).MoveToOuterDisposeScope();
     }
 }

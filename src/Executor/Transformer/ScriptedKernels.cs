@@ -26,6 +26,9 @@ def causal_attention_dropout(q: Tensor, k: Tensor, v: Tensor, p: float):
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor):
     return torch.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
+def masked_attention_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float):
+    return torch.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=True)
+
 def rotary(x: Tensor, cos: Tensor, signed_sin: Tensor, half: int):
     first, second = x.split(half, -1)
     return x * cos + torch.cat([second, first], -1) * signed_sin
@@ -46,6 +49,11 @@ def swiglu(x: Tensor):
     /// <summary>Causal attention with dropout <paramref name="p"/> on the probabilities, inside the kernel (libtorch's
     /// global generator draws the mask).</summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, double p) => (Tensor)Unit.Value.invoke("causal_attention_dropout", q, k, v, p);
+
+    /// <summary>Masked attention with dropout <paramref name="p"/> on the probabilities, inside the kernel (libtorch's
+    /// generator draws the mask).</summary>
+    public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask, double p) =>
+        (Tensor)Unit.Value.invoke("masked_attention_dropout", q, k, v, mask, p);
 
     /// <summary>softmax(QKᵀ/√d)·V where <paramref name="mask"/> is true (attended); k and v may have fewer heads (groups) than q.</summary>
     public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask) => (Tensor)Unit.Value.invoke("masked_attention", q, k, v, mask);

@@ -82,10 +82,10 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// dropout(softmax(QKᵀ/√d + causal mask))·V, each key/value group serving its query heads; under context parallelism
-    /// over every rank's keys and values, which travel as groups (without attention dropout: the options refuse it there).
+    /// over every rank's keys and values, which travel as groups.
     /// </summary>
     private Tensor CoreAttention(Tensor[] qkv) =>
-        contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2])
+        contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2], attentionDropout, dropout)
         : attentionDropout <= 0 ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2])
         : dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, own)
         : ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], attentionDropout);

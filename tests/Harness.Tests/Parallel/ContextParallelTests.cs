@@ -27,6 +27,31 @@ public class ContextParallelTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
+    public void AttentionDropoutIsDrawnAgainAlikeWhenTheCoreAttentionIsRecomputed(bool ring)
+    {
+        // Context parallelism with hidden and attention dropout: selective recomputation re-runs the core attention (the
+        // gathered keys' masked attention, or the ring) and must draw the same masks, so the run's losses and weights
+        // are those without recomputation; with dropout they differ from the run without it.
+        var spec = Gqa();
+        var config = Config(cp: 2);
+        var batches = Reference.Batches(spec, ParallelRun.Steps, config.GlobalBatch);
+        var initial = Reference.Serial(spec, batches).Initial;
+        Reference.Run[] Train(RecomputeGranularity r, double p) =>
+            ParallelRun.Train(spec, config, batches, initial, r, ringAttention: ring, hiddenDropout: p, attentionDropout: p);
+        var plain = Train(RecomputeGranularity.None, 0.2);
+        var recomputed = Train(RecomputeGranularity.Selective, 0.2);
+        var undropped = Train(RecomputeGranularity.None, 0);
+        for (int r = 0; r < plain.Length; r++)
+        {
+            Reference.AssertClose(recomputed[r].Losses, plain[r].Losses, $"rank {r} losses");
+            foreach (var (name, w) in plain[r].Final) Reference.AssertClose(recomputed[r].Final[name], w, $"rank {r} {name}");
+            Assert.NotEqual(undropped[r].Losses[0], plain[r].Losses[0]);
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
     public void KeysAndValuesTravelAsTheirGroups(bool ring)
     {
         // Everything the context-parallel group moves is keys and values (and their gradients): half the groups, half the bytes.

@@ -14,13 +14,13 @@ internal static class ParallelRun
     /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name.</summary>
     public static Reference.Run[] Train(ModelSpec spec, ParallelConfig config, Tensor[] batches, Dictionary<string, float[]> initial,
         RecomputeGranularity recompute = RecomputeGranularity.None, bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false,
-        double hiddenDropout = 0) =>
+        double hiddenDropout = 0, double attentionDropout = 0) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
             var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, recompute, ringAttention: ringAttention,
-                bucketSize: bucketSize, overlapParamGather: overlapParamGather, hiddenDropout: hiddenDropout);
+                bucketSize: bucketSize, overlapParamGather: overlapParamGather, hiddenDropout: hiddenDropout, attentionDropout: attentionDropout);
             int tpRank = groups.TensorRank, tpSize = config.TensorParallel;
             trainer.LoadWeights((name, p) => tensor(Reference.ShardOf(name, initial[name], spec, tpRank, tpSize)).view(p.shape));
             var losses = new List<float>();
