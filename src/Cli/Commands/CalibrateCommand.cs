@@ -73,7 +73,8 @@ public static class CalibrateCommand
         var attention = layers.Select(l => AttentionShape.Of(l.Model, l.Config)).Distinct()
             .Select(a => KernelRates.Attention(device, a)).ToList();
         var memory = KernelRates.ElementwiseAdd(device, 1L << 29);
-        var calibration = new GpuCalibration(preset, deviceName, cold, held, gemms, attention, memory);
+        var (toDevice, toHost) = KernelRates.HostLink(device, 1L << 30);
+        var calibration = new GpuCalibration(preset, deviceName, cold, held, gemms, attention, memory, toDevice, toHost);
         Report(calibration);
 
         if (cl.String("--out") is string path)
@@ -95,8 +96,10 @@ public static class CalibrateCommand
         foreach (var a in c.Attention)
             Console.WriteLine(Invariant($"  b {a.Shape.Batch} x {a.Shape.Heads} heads ({a.Shape.Groups} kv) x {a.Shape.HeadDim} s {a.Shape.SeqLength}: forward {a.ForwardSeconds * 1e3:F3} ms ({a.CausalForwardFlops / a.ForwardSeconds / 1e12:F0} TFLOP/s), backward {a.BackwardSeconds * 1e3:F3} ms  implied {c.AttentionEfficiency(a):F3}"));
         Console.WriteLine(Invariant($"{c.Memory.Kernel}: {c.Memory.BytesPerSecond / 1e9:F0} GB/s of {c.Preset.HbmBandwidthBytesPerSecond / 1e9:F0} (preset {e.Hbm:F2})"));
+        foreach (var link in new[] { c.HostToDevice, c.DeviceToHost }.OfType<MemoryRate>())
+            Console.WriteLine(Invariant($"{link.Kernel}: {link.BytesPerSecond / 1e9:F1} GB/s (preset host link {c.Preset.HostLinkBytesPerSecond / 1e9:F0} GB/s)"));
         var m = c.Measured;
-        Console.WriteLine(Invariant($"measured efficiency: gemm {m.Gemm:F3}, attention {m.Attention:F3}, hbm {m.Hbm:F3}   (preset {c.Preset.Name}: {e.Gemm:F2}, {e.Attention:F2}, {e.Hbm:F2})"));
+        Console.WriteLine(Invariant($"measured efficiency: gemm {m.Gemm:F3}, attention {m.Attention:F3}, hbm {m.Hbm:F3}, host link {c.HostLinkBytesPerSecond / 1e9:F1} GB/s   (preset {c.Preset.Name}: {e.Gemm:F2}, {e.Attention:F2}, {e.Hbm:F2}, {c.Preset.HostLinkBytesPerSecond / 1e9:F0} GB/s)"));
     }
 
     /// <summary>The layers to measure: the one --model names, else <see cref="ReproducedLayers"/>.</summary>

@@ -9,7 +9,7 @@ namespace Harness.Executor.Calibration;
 /// GEMM: the rate that reproduces the total time of all the GEMMs timed, with the simulator's shape curve applied per
 /// shape (Σ flops/(peak·shape) over Σ seconds). Attention: the same for causal flash attention forward and backward,
 /// counted as the simulator counts it (the causal forward's FLOPs times 1 + <see cref="ComputeTime.FlashBackwardRatio"/>).
-/// HBM: bytes moved by a streaming add over the datasheet bandwidth.
+/// HBM: bytes moved by a streaming add over the datasheet bandwidth. Host link: pinned copies to and from the device.
 /// </summary>
 public sealed record GpuCalibration(
     GpuSpec Preset,
@@ -18,7 +18,9 @@ public sealed record GpuCalibration(
     double HeldGemmFlopsPerSecond,
     IReadOnlyList<GemmRate> Gemms,
     IReadOnlyList<AttentionRate> Attention,
-    MemoryRate Memory)
+    MemoryRate Memory,
+    MemoryRate? HostToDevice = null,
+    MemoryRate? DeviceToHost = null)
 {
     private double Peak => Preset.PeakBf16Flops;
 
@@ -37,7 +39,12 @@ public sealed record GpuCalibration(
         Hbm = Math.Min(1, Memory.BytesPerSecond / Preset.HbmBandwidthBytesPerSecond),
     };
 
-    /// <summary>The preset with the measured efficiencies: a GPU the simulator, the search and validate can take as a
-    /// cluster file.</summary>
-    public GpuSpec Calibrated => Preset with { Efficiency = Measured };
+    /// <summary>The host link offload streams over: the slower direction of the pinned copies (offload and reload each
+    /// move a chunk's activations one way), or the preset's when not measured.</summary>
+    public double HostLinkBytesPerSecond =>
+        HostToDevice is { } up && DeviceToHost is { } down ? Math.Min(up.BytesPerSecond, down.BytesPerSecond) : Preset.HostLinkBytesPerSecond;
+
+    /// <summary>The preset with the measured efficiencies and host link: a GPU the simulator, the search and validate can
+    /// take as a cluster file.</summary>
+    public GpuSpec Calibrated => Preset with { Efficiency = Measured, HostLinkBytesPerSecond = HostLinkBytesPerSecond };
 }

@@ -123,6 +123,20 @@ public static class KernelRates
         return new MemoryRate($"bf16 add, {elements:N0} elements", 3.0 * 2 * elements, SecondsPerCall(device, () => (a + b).Dispose()));
     }
 
+    /// <summary>Copies of <paramref name="bytes"/> between pinned host memory and the device, each way: the host link
+    /// activation offload streams over.</summary>
+    public static (MemoryRate ToDevice, MemoryRate ToHost) HostLink(Device device, long bytes)
+    {
+        using var scope = NewDisposeScope();
+        var onHost = empty(bytes, dtype: ScalarType.Byte);
+        if (device.type == DeviceType.CUDA) onHost = onHost.pin_memory();
+        var onDevice = empty(bytes, dtype: ScalarType.Byte, device: device);
+        var back = device.type == DeviceType.CUDA ? empty(bytes, dtype: ScalarType.Byte).pin_memory() : empty(bytes, dtype: ScalarType.Byte);
+        double toDevice = SecondsPerCall(device, () => onDevice.copy_(onHost, true));
+        double toHost = SecondsPerCall(device, () => back.copy_(onDevice, true));
+        return (new MemoryRate("host -> device, pinned", bytes, toDevice), new MemoryRate("device -> host, pinned", bytes, toHost));
+    }
+
     private static (Tensor X, Tensor W, Tensor Dy) Operands(Device device, GemmShape s)
     {
         long m = (long)s.M, k = (long)s.K, n = (long)s.N;

@@ -45,6 +45,10 @@ public class CalibrationTests
         // With the calibrated GPU the simulator's GEMM model gives back the measured total.
         var gpu = c.Calibrated;
         Assert.Equal(tBig + tSmall, ComputeTime.Gemm(big.M, big.K, big.N, gpu, Precision.Bf16) + ComputeTime.Gemm(small.M, small.K, small.N, gpu, Precision.Bf16), 12);
+        // The host link is the slower direction of the pinned copies; unmeasured, the preset's.
+        var linked = c with { HostToDevice = new MemoryRate("up", 50e9, 1), DeviceToHost = new MemoryRate("down", 40e9, 1) };
+        Assert.Equal(40e9, linked.Calibrated.HostLinkBytesPerSecond);
+        Assert.Equal(H200.HostLinkBytesPerSecond, gpu.HostLinkBytesPerSecond);
         // The cluster file `--out` writes reads back as the same GPU.
         var file = SpecJson.ParseCluster(SpecJson.Write(new ClusterSpec(gpu, 8, 8)), "calibration.json");
         Assert.Equal(gpu, file.Gpu);
@@ -65,5 +69,7 @@ public class CalibrationTests
         Assert.Equal(2.0 * 2 * 8 * 32 * 32 * 64, attention.CausalForwardFlops);
         var add = KernelRates.ElementwiseAdd(CPU, 1024);
         Assert.Equal(3 * 2 * 1024, add.Bytes);
+        var (toDevice, toHost) = KernelRates.HostLink(CPU, 4096);
+        Assert.True(toDevice.Bytes == 4096 && toHost.Bytes == 4096 && toDevice.Seconds > 0 && toHost.Seconds > 0);
     }
 }
