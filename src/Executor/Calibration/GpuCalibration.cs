@@ -25,19 +25,23 @@ public sealed record GpuCalibration(
     private double Peak => Preset.PeakBf16Flops;
 
     /// <summary>The efficiency that makes the simulator's GEMM model give exactly this GEMM's measured time.</summary>
-    public double GemmEfficiency(GemmRate r) => r.FlopsPerSecond / (Peak * ComputeTime.ShapeFactor(r.Shape, Preset.Efficiency));
+    public double GemmEfficiency(GemmRate r) => AtFullEfficiency(r) / r.Seconds;
 
     /// <summary>The efficiency that makes the simulator's attention model give this measurement's forward plus backward time.</summary>
-    public double AttentionEfficiency(AttentionRate a) =>
-        (1 + ComputeTime.FlashBackwardRatio) * a.CausalForwardFlops / ((a.ForwardSeconds + a.BackwardSeconds) * Peak);
+    public double AttentionEfficiency(AttentionRate a) => AtFullEfficiency(a) / (a.ForwardSeconds + a.BackwardSeconds);
 
     public EfficiencySpec Measured => Preset.Efficiency with
     {
-        Gemm = Math.Min(1, Gemms.Sum(r => r.Shape.Flops / (Peak * ComputeTime.ShapeFactor(r.Shape, Preset.Efficiency))) / Gemms.Sum(r => r.Seconds)),
-        Attention = Math.Min(1, Attention.Sum(a => (1 + ComputeTime.FlashBackwardRatio) * a.CausalForwardFlops / Peak)
-                                / Attention.Sum(a => a.ForwardSeconds + a.BackwardSeconds)),
+        Gemm = Math.Min(1, Gemms.Sum(AtFullEfficiency) / Gemms.Sum(r => r.Seconds)),
+        Attention = Math.Min(1, Attention.Sum(AtFullEfficiency) / Attention.Sum(a => a.ForwardSeconds + a.BackwardSeconds)),
         Hbm = Math.Min(1, Memory.BytesPerSecond / Preset.HbmBandwidthBytesPerSecond),
     };
+
+    /// <summary>Seconds the simulator charges this GEMM at efficiency 1 (its shape curve applied).</summary>
+    private double AtFullEfficiency(GemmRate r) => r.Shape.Flops / (Peak * ComputeTime.ShapeFactor(r.Shape, Preset.Efficiency));
+
+    /// <summary>Seconds the simulator charges this attention, forward and backward, at efficiency 1.</summary>
+    private double AtFullEfficiency(AttentionRate a) => (1 + ComputeTime.FlashBackwardRatio) * a.CausalForwardFlops / Peak;
 
     /// <summary>The host link offload streams over: the slower direction of the pinned copies (offload and reload each
     /// move a chunk's activations one way), or the preset's when not measured.</summary>

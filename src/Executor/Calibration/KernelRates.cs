@@ -57,41 +57,36 @@ public static class KernelRates
     public static (double Cold, double Held) HoldAtLoad(Device device, double seconds)
     {
         var shape = new GemmShape(8192, 8192, 8192);
-        double cold = Gemm(device, shape, "forward");
+        using var scope = NewDisposeScope();
+        var (x, w, _) = Operands(device, shape);
+        void Forward() => nn.functional.linear(x, w).Dispose();
+        double cold = SecondsPerCall(device, Forward);
         var clock = Stopwatch.StartNew();
-        using (var scope = NewDisposeScope())
+        while (clock.Elapsed.TotalSeconds < seconds)
         {
-            var (x, w, _) = Operands(device, shape);
-            while (clock.Elapsed.TotalSeconds < seconds)
-            {
-                for (int i = 0; i < 20; i++) nn.functional.linear(x, w).Dispose();
-                Synchronize(device);
-            }
+            for (int i = 0; i < 20; i++) Forward();
+            Synchronize(device);
         }
-        return (shape.Flops / cold, shape.Flops / Gemm(device, shape, "forward"));
+        return (shape.Flops / cold, shape.Flops / SecondsPerCall(device, Forward));
     }
 
-    /// <summary>Seconds per call of the GEMM a linear layer of this (tokens x K)·(K x N) forward shape runs in
-    /// <paramref name="pass"/>: "forward", "data gradient" or "weight gradient".</summary>
-    public static double Gemm(Device device, GemmShape shape, string pass)
+    /// <summary>The GEMMs a linear layer of this (tokens x K)·(K x N) forward shape runs, each timed on the same operands:
+    /// forward y = x·Wᵀ, data gradient dy·W, weight gradient dyᵀ·x.</summary>
+    public static IEnumerable<(string Pass, double Seconds)> Gemm(Device device, GemmShape shape)
     {
         using var scope = NewDisposeScope();
         var (x, w, dy) = Operands(device, shape);
-        Action call = pass switch
+        return new (string, Action)[]
         {
-            "forward" => () => nn.functional.linear(x, w).Dispose(),
-            "data gradient" => () => matmul(dy, w).Dispose(),
-            "weight gradient" => () => matmul(dy.t(), x).Dispose(),
-            _ => throw new ArgumentException($"pass '{pass}' is not forward, data gradient or weight gradient", nameof(pass)),
-        };
-        return SecondsPerCall(device, call);
+            ("forward", () => nn.functional.linear(x, w).Dispose()),
+            ("data gradient", () => matmul(dy, w).Dispose()),
+            ("weight gradient", () => matmul(dy.t(), x).Dispose()),
+        }.Select(p => (p.Item1, SecondsPerCall(device, p.Item2))).ToList();
     }
 
     /// <summary>Every layer's GEMMs in all three passes.</summary>
     public static IReadOnlyList<GemmRate> Gemms(Device device, IEnumerable<(string Layer, GemmShape Shape)> shapes) =>
-        shapes.SelectMany(s => new[] { "forward", "data gradient", "weight gradient" }
-                .Select(pass => new GemmRate(s.Layer, pass, s.Shape, Gemm(device, s.Shape, pass))))
-            .ToList();
+        shapes.SelectMany(s => Gemm(device, s.Shape).Select(p => new GemmRate(s.Layer, p.Pass, s.Shape, p.Seconds))).ToList();
 
     /// <summary>Causal attention of a [batch, heads, s, head_dim] query over key and value tensors of
     /// <paramref name="groups"/> heads (grouped-query attention when fewer), forward then backward, as the executor runs it.</summary>

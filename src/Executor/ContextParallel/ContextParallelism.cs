@@ -54,8 +54,7 @@ public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
         // Gathered keys come in rank order, each rank's two chunks: their global positions, in the same order.
         var keyPositions = tensor(Enumerable.Range(0, cp.Size).SelectMany(r => GlobalPositions(local * cp.Size, r, cp.Size)).ToArray(), device: q.device);
         var mask = keyPositions.unsqueeze(0).le(Positions(local, q.device).unsqueeze(1)); // [s/cp, s]: true where attended
-        var attention = dropout <= 0 ? ScriptedKernels.MaskedAttention(q, keys, values, mask)
-            : rng!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(q, keys, values, dropout, own, mask)
+        var attention = dropout > 0 && rng!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(q, keys, values, dropout, own, mask)
             : ScriptedKernels.MaskedAttention(q, keys, values, mask, dropout);
         return attention.MoveToOuterDisposeScope();
     }

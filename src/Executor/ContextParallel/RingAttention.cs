@@ -29,13 +29,8 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
     private sealed record BlockDropout(double P, DropoutRng? Rng, long Key)
     {
         /// <summary>Rank <paramref name="source"/>'s block of the probabilities, dropped and scaled (unchanged without dropout).</summary>
-        public Tensor Apply(Tensor probabilities, int source)
-        {
-            if (P <= 0) return probabilities;
-            using var draw = rand(probabilities.shape, dtype: ScalarType.Float32, device: probabilities.device, generator: Rng!.Seed(Key, source + 1));
-            using var keep = draw.ge(P);
-            return probabilities.mul(keep).mul_(1 / (1 - P));
-        }
+        public Tensor Apply(Tensor probabilities, int source) =>
+            P <= 0 ? probabilities : DropoutOp.Drawn(probabilities, P, Rng!.Seed(Key, source + 1));
     }
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)

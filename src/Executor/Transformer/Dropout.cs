@@ -39,7 +39,7 @@ public sealed class DropoutRng : IDisposable
     public void StartIteration(long i) => (iteration, replicatedDraws, modelParallelDraws) = (i, 0, 0);
 
     /// <summary>Seeds the generator for the next draw of hidden or embedding dropout and returns it (null: libtorch's CUDA one).</summary>
-    public Generator? NextHidden() => sequenceParallel ? NextModelParallel() : Next(replicated, replicatedSeed, ref replicatedDraws);
+    public Generator? NextHidden() => sequenceParallel ? NextModelParallel() : Reseed(replicated, Mix(replicatedSeed, iteration, replicatedDraws++));
 
     /// <summary>Seeds the generator for the next draw of attention dropout and returns it (null: libtorch's CUDA one).</summary>
     public Generator? NextModelParallel() => Seed(NextModelParallelKey(), 0);
@@ -50,24 +50,18 @@ public sealed class DropoutRng : IDisposable
 
     /// <summary>Seeds the model-parallel stream's generator for part <paramref name="part"/> of the draw
     /// <paramref name="key"/> names and returns it (null: libtorch's CUDA one, seeded).</summary>
-    public Generator? Seed(long key, long part)
-    {
-        long seed = part == 0 ? key : Mix(key, part, 0);
-        if (modelParallel is null) { cuda.manual_seed(seed); return null; }
-        modelParallel.manual_seed(seed);
-        return modelParallel;
-    }
+    public Generator? Seed(long key, long part) => Reseed(modelParallel, part == 0 ? key : Mix(key, part, 0));
 
     /// <summary>Where each stream is within the iteration, to <see cref="Rewind"/> to.</summary>
     public (long Replicated, long ModelParallel) Draws => (replicatedDraws, modelParallelDraws);
 
     public void Rewind((long Replicated, long ModelParallel) draws) => (replicatedDraws, modelParallelDraws) = draws;
 
-    private Generator? Next(Generator? own, long seed, ref long draws)
+    /// <summary>Seeds a stream's own generator, or on a GPU libtorch's CUDA one (returning null), for one draw.</summary>
+    private static Generator? Reseed(Generator? own, long seed)
     {
-        long key = Mix(seed, iteration, draws++);
-        if (own is null) { cuda.manual_seed(key); return null; }
-        own.manual_seed(key);
+        if (own is null) { cuda.manual_seed(seed); return null; }
+        own.manual_seed(seed);
         return own;
     }
 
@@ -95,7 +89,15 @@ public static class DropoutOp
         if (p <= 0) return x;
         // libtorch's own generator (a GPU, reseeded for this draw by DropoutRng): its fused dropout kernel draws, masks and
         // scales in one pass and keeps a one-byte mask.
-        if (generator is null) return nn.functional.dropout(x, p, training: true);
+        return generator is null ? nn.functional.dropout(x, p, training: true) : Drawn(x, p, generator);
+    }
+
+    /// <summary>Dropout with the mask drawn as float32 uniforms from <paramref name="generator"/> (null: the device's libtorch
+    /// generator): the same seed and shape give the same mask, also for another tensor of that shape (ring attention's
+    /// backward applies its forward's masks to gradients).</summary>
+    public static Tensor Drawn(Tensor x, double p, Generator? generator)
+    {
+        if (p <= 0) return x;
         using var draw = rand(x.shape, dtype: ScalarType.Float32, device: x.device, generator: generator);
         using var keep = draw.ge(p);
         return x.mul(keep).mul_(1 / (1 - p));

@@ -17,16 +17,10 @@ public static class ScriptedKernels
 def rms_norm(x: Tensor, weight: Tensor, eps: float):
     return torch.rms_norm(x, [x.size(-1)], weight, eps)
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor):
-    return torch.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-
-def causal_attention_dropout(q: Tensor, k: Tensor, v: Tensor, p: float):
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, p: float):
     return torch.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=True)
 
-def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor):
-    return torch.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-
-def masked_attention_dropout(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float):
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float):
     return torch.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=True)
 
 def rotary(x: Tensor, cos: Tensor, signed_sin: Tensor, half: int):
@@ -43,20 +37,15 @@ def swiglu(x: Tensor):
     /// <summary>x / sqrt(mean(x²) + eps) · weight over the last dimension (Zhang and Sennrich 2019).</summary>
     public static Tensor RmsNorm(Tensor x, Tensor weight, double eps) => (Tensor)Unit.Value.invoke("rms_norm", x, weight, eps);
 
-    /// <summary>Causal softmax(QKᵀ/√d)·V; k and v may have fewer heads (groups) than q.</summary>
-    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v) => (Tensor)Unit.Value.invoke("causal_attention", q, k, v);
+    /// <summary>Causal softmax(QKᵀ/√d)·V, with dropout <paramref name="dropout"/> on the probabilities inside the kernel
+    /// (libtorch's generator draws the mask); k and v may have fewer heads (groups) than q.</summary>
+    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, double dropout = 0) =>
+        (Tensor)Unit.Value.invoke("causal_attention", q, k, v, dropout);
 
-    /// <summary>Causal attention with dropout <paramref name="p"/> on the probabilities, inside the kernel (libtorch's
-    /// global generator draws the mask).</summary>
-    public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, double p) => (Tensor)Unit.Value.invoke("causal_attention_dropout", q, k, v, p);
-
-    /// <summary>Masked attention with dropout <paramref name="p"/> on the probabilities, inside the kernel (libtorch's
-    /// generator draws the mask).</summary>
-    public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask, double p) =>
-        (Tensor)Unit.Value.invoke("masked_attention_dropout", q, k, v, mask, p);
-
-    /// <summary>softmax(QKᵀ/√d)·V where <paramref name="mask"/> is true (attended); k and v may have fewer heads (groups) than q.</summary>
-    public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask) => (Tensor)Unit.Value.invoke("masked_attention", q, k, v, mask);
+    /// <summary>softmax(QKᵀ/√d)·V where <paramref name="mask"/> is true (attended), with dropout as in
+    /// <see cref="CausalAttention"/>; k and v may have fewer heads (groups) than q.</summary>
+    public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask, double dropout = 0) =>
+        (Tensor)Unit.Value.invoke("masked_attention", q, k, v, mask, dropout);
 
     /// <summary>
     /// x·cos + rotate(x)·sin±, rotate(x) = [second half | first half] (rotate-half rotary). Written with split and cat

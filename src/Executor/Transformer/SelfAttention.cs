@@ -86,7 +86,6 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     /// </summary>
     private Tensor CoreAttention(Tensor[] qkv) =>
         contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2], attentionDropout, dropout)
-        : attentionDropout <= 0 ? ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2])
-        : dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, own)
+        : attentionDropout > 0 && dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, own)
         : ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], attentionDropout);
 }
