@@ -16,7 +16,7 @@ namespace Harness.Executor.ContextParallel;
 /// so each group's keys serve its heads by broadcasting, and the heads' key/value gradients are summed per group.
 /// Inputs q [b, heads, s/cp, d], k and v [b, groups, s/cp, d]; output [b, heads, s/cp, d].
 /// </summary>
-public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
+public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
 {
     public override string Name => "ring_attention";
 
@@ -33,7 +33,7 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
             P <= 0 ? probabilities : DropoutOp.Drawn(probabilities, P, Rng!.Seed(Key, source + 1));
     }
 
-    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override List<Tensor> Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var (q, k, v, cp, dropout) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (ContextParallelism)vars[3], (BlockDropout)vars[4]);
         using var scope = NewDisposeScope();
@@ -65,7 +65,7 @@ public sealed class RingAttention : autograd.MultiTensorFunction<RingAttention>
         return [output!.reshape(q.shape).to(q.dtype).MoveToOuterDisposeScope()];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();

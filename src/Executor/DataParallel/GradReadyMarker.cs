@@ -11,19 +11,19 @@ namespace Harness.Executor.DataParallel;
 /// the per-parameter post-accumulation hooks Megatron registers, which TorchSharp does not expose.
 /// Backward may run on libtorch's autograd thread.
 /// </summary>
-public sealed class GradReadyMarker : autograd.SingleTensorFunction<GradReadyMarker>
+public sealed class GradReadyMarker : GuardedSingleTensorFunction<GradReadyMarker>
 {
     public override string Name => "grad_ready_marker";
 
     public static Tensor Apply(Tensor x, Action onReady) => apply(x, onReady);
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         ctx.save_data("ready", vars[1]);
         return ((Tensor)vars[0]).alias();
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         ((Action)ctx.get_data("ready"))();
         return GradientHandOver.Return(grad, grad, null);

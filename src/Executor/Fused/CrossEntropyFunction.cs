@@ -11,14 +11,14 @@ namespace Harness.Executor.Fused;
 /// is exact in float32, and only the summation order of the log-sum-exp differs. Saves the bf16 logits and one
 /// float per token for backward.
 /// </summary>
-public sealed class CrossEntropyFunction : autograd.SingleTensorFunction<CrossEntropyFunction>
+public sealed class CrossEntropyFunction : GuardedSingleTensorFunction<CrossEntropyFunction>
 {
     public override string Name => nameof(CrossEntropyFunction);
 
     /// <summary>Per-token losses (float32, [tokens]) of logits [.., vocab] (bf16 on a GPU) against int64 labels [..].</summary>
     public static Tensor Apply(Tensor logits, Tensor labels) => apply(logits, labels);
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var logits = (Tensor)vars[0];
         logits = logits.reshape(-1, logits.shape[^1]).contiguous();
@@ -32,7 +32,7 @@ public sealed class CrossEntropyFunction : autograd.SingleTensorFunction<CrossEn
         return loss;
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();

@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using System.Diagnostics;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Transformer;
@@ -56,7 +57,7 @@ public static class KernelCheck
         Tensor dq = Upstream(heads), dk = Upstream(groups), dv = Upstream(groups);
         var (cos, signedSin) = rotary.Tables;
         var (q, k, v) = QkvRotaryFunction.Apply(projected, cos, signedSin, groups, headsPerGroup, headDim);
-        autograd.backward(new[] { q, k, v }, new[] { dq, dk, dv });
+        BackwardFailure.Run(() => autograd.backward(new[] { q, k, v }, new[] { dq, dk, dv }));
         var reference = projected.detach().clone().requires_grad_();
         var parts = reference.view(batch, seq, groups, headsPerGroup + 2, headDim).split(new[] { headsPerGroup, 1, 1 }, dim: 3);
         var q0 = rotary.Apply(parts[0]).reshape(batch, seq, heads, headDim);
@@ -91,7 +92,7 @@ public static class KernelCheck
         var x = (randn(new[] { rows, 2 * f }, generator: generator) * 3).to(ScalarType.BFloat16).to(device).requires_grad_();
         var dy = randn(new[] { rows, f }, generator: generator).to(ScalarType.BFloat16).to(device);
         var y = SwiGluFunction.Apply(x);
-        y.backward(new[] { dy });
+        BackwardFailure.Run(() => y.backward(new[] { dy }));
         var x32 = x.detach().to(ScalarType.Float32).requires_grad_();
         var halves = x32.chunk(2, -1);
         var reference = nn.functional.silu(halves[0]) * halves[1];
@@ -108,7 +109,7 @@ public static class KernelCheck
         var labels = randint(0, vocab, new[] { rows }, generator: generator).to(device);
         var dloss = rand(new[] { rows }, generator: generator).to(device);
         var loss = CrossEntropyFunction.Apply(logits, labels);
-        loss.backward(new[] { dloss });
+        BackwardFailure.Run(() => loss.backward(new[] { dloss }));
         var logits32 = logits.detach().to(ScalarType.Float32).requires_grad_();
         var reference = nn.functional.cross_entropy(logits32, labels, reduction: nn.Reduction.None);
         reference.backward(new[] { dloss });
@@ -148,14 +149,14 @@ public static class KernelCheck
             var x = randn(new[] { tokens, 2 * f }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
             var dy = randn(new[] { tokens, f }, dtype: ScalarType.BFloat16, device: device);
             yield return new($"swiglu forward + backward [{tokens} x {2 * f}] bf16",
-                Median(() => SwiGluFunction.Apply(x).backward(new[] { dy })), Median(() => ScriptedKernels.SwiGlu(x).backward(new[] { dy })));
+                Median(() => BackwardFailure.Run(() => SwiGluFunction.Apply(x).backward(new[] { dy }))), Median(() => ScriptedKernels.SwiGlu(x).backward(new[] { dy })));
         }
         using (var scope = NewDisposeScope())
         {
             var logits = randn(new[] { tokens, vocab }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
             var labels = randint(0, vocab, new[] { tokens }, device: device);
             yield return new($"cross-entropy forward + backward [{tokens} x {vocab}] bf16 logits",
-                Median(() => CrossEntropyFunction.Apply(logits, labels).mean().backward()),
+                Median(() => BackwardFailure.Run(() => CrossEntropyFunction.Apply(logits, labels).mean().backward())),
                 Median(() => nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels).backward()));
         }
         using (var scope = NewDisposeScope())

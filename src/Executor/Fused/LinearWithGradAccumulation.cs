@@ -11,14 +11,14 @@ namespace Harness.Executor.Fused;
 /// bf16 inputs, float32 output and β = 1: aten::addmm.dtype_out), so no bf16 weight gradient is written and no
 /// separate pass folds it into the main gradients after each micro-batch. The weight gets no .grad.
 /// </summary>
-public sealed class LinearWithGradAccumulation : autograd.SingleTensorFunction<LinearWithGradAccumulation>
+public sealed class LinearWithGradAccumulation : GuardedSingleTensorFunction<LinearWithGradAccumulation>
 {
     public override string Name => nameof(LinearWithGradAccumulation);
 
     /// <summary>x·Wᵀ; backward returns dL/dx and adds dL/dW into <paramref name="mainGrad"/> (float32, W's shape).</summary>
     public static Tensor Apply(Tensor input, Tensor weight, Tensor mainGrad) => apply(input, weight, mainGrad);
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         Tensor input = (Tensor)vars[0], weight = (Tensor)vars[1];
         ctx.save_for_backward(new List<Tensor> { input, weight });
@@ -26,7 +26,7 @@ public sealed class LinearWithGradAccumulation : autograd.SingleTensorFunction<L
         return nn.functional.linear(input, weight);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();

@@ -12,7 +12,7 @@ namespace Harness.Executor.Fused;
 /// Outputs are [b, s, heads, d] (queries) and [b, s, groups, d] (keys, values), contiguous; attention takes them
 /// transposed, which is the layout flash attention reads.
 /// </summary>
-public sealed class QkvRotaryFunction : autograd.MultiTensorFunction<QkvRotaryFunction>
+public sealed class QkvRotaryFunction : GuardedMultiTensorFunction<QkvRotaryFunction>
 {
     public override string Name => nameof(QkvRotaryFunction);
 
@@ -23,7 +23,7 @@ public sealed class QkvRotaryFunction : autograd.MultiTensorFunction<QkvRotaryFu
         return (outputs[0], outputs[1], outputs[2]);
     }
 
-    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override List<Tensor> Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var projected = ((Tensor)vars[0]).contiguous();
         Tensor cos = (Tensor)vars[1], signedSin = (Tensor)vars[2];
@@ -37,7 +37,7 @@ public sealed class QkvRotaryFunction : autograd.MultiTensorFunction<QkvRotaryFu
         return [q, k, v];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();

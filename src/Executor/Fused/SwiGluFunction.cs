@@ -10,14 +10,14 @@ namespace Harness.Executor.Fused;
 /// pass. libtorch's graph (TorchScript-fused on CUDA) took ~0.5 ms forward and ~0.76 ms backward per caat-1b layer
 /// at micro-batch 8 on an H200, about a third of HBM bandwidth.
 /// </summary>
-public sealed class SwiGluFunction : autograd.SingleTensorFunction<SwiGluFunction>
+public sealed class SwiGluFunction : GuardedSingleTensorFunction<SwiGluFunction>
 {
     public override string Name => nameof(SwiGluFunction);
 
     /// <summary>silu(gate)·up of x = [gate | up] along the last dimension; x bf16 on a GPU.</summary>
     public static Tensor Apply(Tensor x) => apply(x);
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var x = ((Tensor)vars[0]).contiguous();
         var shape = x.shape.ToArray();
@@ -28,7 +28,7 @@ public sealed class SwiGluFunction : autograd.SingleTensorFunction<SwiGluFunctio
         return y;
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         using var scope = NewDisposeScope();
         var x = ctx.get_saved_variables()[0];

@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using Harness.Executor.DataParallel;
 using Harness.Executor.Transformer;
 using static TorchSharp.torch;
@@ -70,8 +71,12 @@ public static class PipelineExecutor
                     using var scope = NewDisposeScope();
                     var (input, output) = alive[(op.MicroBatch, op.Chunk)];
                     alive.Remove((op.MicroBatch, op.Chunk));
-                    if (chunk.Part.PostProcess) output.backward();
-                    else autograd.backward([output], [p2p!.RecvBackward(activationShape, dtype, device)]);
+                    if (chunk.Part.PostProcess) BackwardFailure.Run(() => output.backward());
+                    else
+                    {
+                        var grad = p2p!.RecvBackward(activationShape, dtype, device);
+                        BackwardFailure.Run(() => autograd.backward([output], [grad]));
+                    }
                     gradSync.AfterBackward();
                     if (input is not null) p2p!.SendBackward(input.grad!);
                     input?.Dispose();

@@ -33,19 +33,19 @@ public static class Mappings
         tp.Size == 1 ? x : ReduceScatterToSequence.apply(x, tp);
 
     /// <summary>Base of the five operators: forward and backward are each one collective (or none) on one tensor.</summary>
-    public abstract class Operator<T> : autograd.SingleTensorFunction<T> where T : Operator<T>, new()
+    public abstract class Operator<T> : GuardedSingleTensorFunction<T> where T : Operator<T>, new()
     {
         protected abstract Tensor Forward(Tensor x, ICommunicator tp);
         protected abstract Tensor Backward(Tensor grad, ICommunicator tp);
 
-        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
         {
             var tp = (ICommunicator)vars[1];
             ctx.save_data("tp", tp);
             return Forward((Tensor)vars[0], tp);
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) =>
+        protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad) =>
             GradientHandOver.Return(grad, Backward(grad, (ICommunicator)ctx.get_data("tp")), null);
     }
 

@@ -14,7 +14,7 @@ namespace Harness.Executor.TensorParallel;
 /// first layer, norm-weight gradients all-reduced) lives in <see cref="ShardedTensorParallel"/> and
 /// DataParallel's gradient finalization.
 /// </summary>
-public sealed class PartialAllReduce : autograd.SingleTensorFunction<PartialAllReduce>
+public sealed class PartialAllReduce : GuardedSingleTensorFunction<PartialAllReduce>
 {
     public override string Name => "partial_all_reduce";
 
@@ -24,7 +24,7 @@ public sealed class PartialAllReduce : autograd.SingleTensorFunction<PartialAllR
     public static Tensor Apply(Tensor x, ICommunicator tp, long synchronizedChannels) =>
         apply(x, tp, synchronizedChannels);
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var tp = (ICommunicator)vars[1];
         long k = (long)vars[2];
@@ -33,7 +33,7 @@ public sealed class PartialAllReduce : autograd.SingleTensorFunction<PartialAllR
         return Map((Tensor)vars[0], tp, k, x => x.dtype);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         var tp = (ICommunicator)ctx.get_data("tp");
         long k = (long)ctx.get_data("k");

@@ -11,13 +11,13 @@ namespace Harness.Executor.TensorParallel;
 /// Backward: softmax − onehot(label) on the local slice, times the incoming gradient. Float32 throughout.
 /// Inputs: logits [N, V/t], labels [N]; output: per-token loss [N].
 /// </summary>
-public sealed class VocabParallelCrossEntropy : autograd.SingleTensorFunction<VocabParallelCrossEntropy>
+public sealed class VocabParallelCrossEntropy : GuardedSingleTensorFunction<VocabParallelCrossEntropy>
 {
     public override string Name => "vocab_parallel_cross_entropy";
 
     public static Tensor Apply(Tensor logits, Tensor labels, ICommunicator tp) => apply(logits, labels, tp);
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var (logits, labels, tp) = ((Tensor)vars[0], (Tensor)vars[1], (ICommunicator)vars[2]);
         long partition = logits.shape[^1], start = tp.Rank * partition;
@@ -40,7 +40,7 @@ public sealed class VocabParallelCrossEntropy : autograd.SingleTensorFunction<Vo
         return loss.MoveToOuterDisposeScope();
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();

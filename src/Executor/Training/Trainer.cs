@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using System.Diagnostics;
 using Harness.Executor.Data;
 using Harness.Executor.Fused;
@@ -104,7 +105,7 @@ public sealed class Trainer : IDisposable
                 using var micro = NewDisposeScope();
                 var (tokens, labels) = NextMicroBatch(b, s);
                 var loss = model.forward(tokens, labels) / steps;
-                loss.backward();
+                BackwardFailure.Run(() => loss.backward());
                 buffer.AccumulateMicroBatch();
                 lossSum.add_(loss.detach());
             }

@@ -14,7 +14,7 @@ namespace Harness.Executor.Transformer;
 /// CheckpointFunction does the same with its CUDA RNG tracker).
 /// Backward runs on libtorch's autograd thread, so it owns its own dispose scope.
 /// </summary>
-public sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFunction>
+public sealed class CheckpointFunction : GuardedSingleTensorFunction<CheckpointFunction>
 {
     public override string Name => nameof(CheckpointFunction);
 
@@ -22,7 +22,7 @@ public sealed class CheckpointFunction : autograd.SingleTensorFunction<Checkpoin
     public static Tensor Apply(Func<Tensor[], Tensor> run, DropoutRng? dropout, params Tensor[] inputs) =>
         apply(new object[] { run, (object?)dropout ?? false }.Concat(inputs).ToArray());
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var run = (Func<Tensor[], Tensor>)vars[0];
         var inputs = vars.Skip(2).Cast<Tensor>().ToList();
@@ -36,7 +36,7 @@ public sealed class CheckpointFunction : autograd.SingleTensorFunction<Checkpoin
         return run(inputs.ToArray()).MoveToOuterDisposeScope();
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor gradOutput)
     {
         var run = (Func<Tensor[], Tensor>)ctx.get_data("run");
         using var scope = NewDisposeScope();
@@ -48,7 +48,7 @@ public sealed class CheckpointFunction : autograd.SingleTensorFunction<Checkpoin
         using (var enable = enable_grad())
         {
             var output = run(detached);
-            autograd.backward(new[] { output }, new[] { gradOutput });
+            BackwardFailure.Run(() => autograd.backward(new[] { output }, new[] { gradOutput }));
         }
         if (now is { } draws) rng!.Rewind(draws);
         // No gradient for the function nor the streams, then one per input that requires it.
