@@ -109,9 +109,15 @@ public static class ReproduceCommand
             console.MarkupLine($"  source: {Markup.Escape(e.Source.Paper)}, {Markup.Escape(e.Source.Where)} ({Markup.Escape(e.Source.Url)})");
             console.WriteLine();
         }
-        console.MarkupLine($"[bold]overall[/] throughput: MAPE {summary.Throughput.Mape:P2}, max {summary.Throughput.MaxAbs:P2} over {summary.Throughput.Count} rows; " +
-            $"memory: MAPE {summary.Memory.Mape:P2}, max {summary.Memory.MaxAbs:P2} over {summary.Memory.Count} points; " +
-            $"fit decisions right {summary.FitDecisionsRight}/{summary.FitDecisions}; method order {(summary.OrderRight ? "right" : "[red]wrong[/]")}");
+        // Only what the selection has: a held-out table alone pools no throughput row and no memory point.
+        var overall = new List<string>();
+        if (summary.Throughput.Count > 0)
+            overall.Add($"throughput: MAPE {summary.Throughput.Mape:P2}, max {summary.Throughput.MaxAbs:P2} over {summary.Throughput.Count} rows");
+        if (summary.Memory.Count > 0)
+            overall.Add($"memory: MAPE {summary.Memory.Mape:P2}, max {summary.Memory.MaxAbs:P2} over {summary.Memory.Count} points");
+        overall.Add($"fit decisions right {summary.FitDecisionsRight}/{summary.FitDecisions}");
+        overall.Add($"method order {(summary.OrderRight ? "right" : "[red]wrong[/]")}");
+        console.MarkupLine($"[bold]overall[/] {string.Join("; ", overall)}");
         if (summary.HeldOut.Count > 0)
             console.MarkupLine($"[bold]held out[/] (generalization, not pooled above): throughput MAPE {summary.HeldOut.Mape:P2}, " +
                 $"max {summary.HeldOut.MaxAbs:P2} ({Markup.Escape(summary.HeldOut.Worst ?? "-")}) over {summary.HeldOut.Count} rows");
