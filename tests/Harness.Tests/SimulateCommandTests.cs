@@ -90,6 +90,8 @@ public class SimulateCommandTests
     [InlineData("--cuda-device-max-connections", "0",
         "--cuda-device-max-connections 0 is out of range; CUDA accepts 1 to 32 hardware work queues.")]
     [InlineData("--micro-batch-size", "0", "--micro-batch-size is 0; it must be at least 1.")]
+    [InlineData("--tensor-model-parallel-size", "0", "--tensor-model-parallel-size is 0; it must be at least 1.")]
+    [InlineData("--context-parallel-size", "-1", "--context-parallel-size is -1; it must be at least 1.")]
     public void AZeroSizeIsOneSentenceNotItsEchoes(string flag, string value, string sentence)
     {
         var (code, _, err) = Run("--model", "llama-7b", "--gpus", "8", flag, value);

@@ -21,8 +21,9 @@ public static class SimulationArguments
         var cluster = ClusterArguments.Read(cl);
         if (model is null || cluster is null) return null;
         var config = ParallelArguments.Read(cl, cluster.WorldSize);
-        // A world size that does not divide is reported already; validate the rest against the layout's own size.
-        var validateOn = config.WorldSize == cluster.WorldSize ? cluster : cluster with { WorldSize = config.WorldSize };
+        // A world size that does not divide is reported already; validate the rest against the layout's own size
+        // (unless a size below 1 made it empty: that is reported as the size itself, not as an empty cluster).
+        var validateOn = config.WorldSize == cluster.WorldSize || config.WorldSize < 1 ? cluster : cluster with { WorldSize = config.WorldSize };
         cl.Errors.AddRange(Harness.Simulator.Estimator.Validate(model, validateOn, config));
         return cl.Errors.Count == 0 ? new SimulationInput(model, cluster, config) : null;
     }
