@@ -35,8 +35,8 @@ public class ReproduceCommandTests
         // Figure 9 is held out: nothing of it is pooled into the overall throughput, so the overall line says what it has.
         var (code, output, _) = ConsoleCapture.Run(ReproduceCommand.Run, "kwai-atc24-fig9", "--experiments", ExperimentFileTests.ExperimentsDir);
         Assert.Equal(0, code);
-        string overall = output.Split('\n').Single(l => l.StartsWith("overall", StringComparison.Ordinal));
-        Assert.Equal("overall fit decisions right 41/41; method order right", overall.TrimEnd());
+        Assert.Contains("overall fit decisions right 41/41; method order right", output);
+        Assert.DoesNotContain("over 0 rows", output);
         Assert.Contains("held out (generalization, not pooled above): throughput MAPE 1.94 %", output);
     }
 

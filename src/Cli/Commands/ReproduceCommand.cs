@@ -79,7 +79,7 @@ public static class ReproduceCommand
 
     private static void Render(ReproductionSummary summary, string? outDir)
     {
-        var console = AnsiConsole.Console;
+        var console = Terminal.Out;
         // Piped to a file or CI log, Spectre assumes 80 columns; the tables need about 140.
         if (Console.IsOutputRedirected) console.Profile.Width = Math.Max(console.Profile.Width, 150);
         foreach (var t in summary.Tables)

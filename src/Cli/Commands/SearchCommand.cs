@@ -53,9 +53,9 @@ public static class SearchCommand
         }
         SearchReport.PrintTop(result);
         SearchReport.PrintCounts(result);
-        AnsiConsole.MarkupLine("Simulate the winner:");
+        Terminal.Out.MarkupLine("Simulate the winner:");
         Console.WriteLine("  " + SimulateCommandLine(args, input.Space.GlobalBatch, best));
-        AnsiConsole.MarkupLine($"Every evaluated configuration: {Markup.Escape(csv)}; plots: {Markup.Escape(string.Join(", ", plots))}");
+        Terminal.Out.MarkupLine($"Every evaluated configuration: {Markup.Escape(csv)}; plots: {Markup.Escape(string.Join(", ", plots))}");
         return 0;
     }
 
@@ -65,7 +65,7 @@ public static class SearchCommand
         var search = Task.Run(() => new Searcher(EstimatorCostModel.Instance, input.Options).Run(input.Space, progress));
         // A progress bar only for searches longer than a second, and only on a terminal.
         if (!search.Wait(TimeSpan.FromSeconds(1)) && !input.Json && !Console.IsOutputRedirected)
-            AnsiConsole.Progress().Start(ctx =>
+            Terminal.Out.Progress().Start(ctx =>
             {
                 var bar = ctx.AddTask("searching layouts");
                 while (!search.Wait(TimeSpan.FromMilliseconds(100)))

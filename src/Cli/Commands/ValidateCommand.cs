@@ -1,3 +1,4 @@
+using Harness.Cli.Output;
 using System.Globalization;
 using System.Text.Json;
 using Harness.Cli.Arguments;
@@ -91,7 +92,7 @@ public static class ValidateCommand
 
     private static void Render(IReadOnlyList<RunValidation> rows)
     {
-        var console = AnsiConsole.Console;
+        var console = Terminal.Out;
         if (Console.IsOutputRedirected) console.Profile.Width = Math.Max(console.Profile.Width, 160);
         var table = new Table().Title("[bold]measured (harness run) vs simulated (harness simulate)[/]")
             .AddColumn("run").AddColumn("model, layout").AddColumn("GPU")

@@ -13,7 +13,7 @@ public static class EstimateReport
     public static void Print(SimulationInput input, StepEstimate e, IReadOnlyList<string> ignored)
     {
         var (m, cl, c) = (input.Model, input.Cluster, input.Config);
-        var console = AnsiConsole.Console;
+        var console = Terminal.Out;
         console.MarkupLine($"[bold]{Markup.Escape(m.Name)}[/] (L{m.NumLayers} h{m.HiddenSize} a{m.NumAttentionHeads} s{m.SeqLength}) on "
             + $"{cl.WorldSize} x {Markup.Escape(cl.Gpu.Name)} ({cl.GpusPerNode} per node)");
         console.MarkupLine($"dp {c.DataParallel} tp {c.TensorParallel} pp {c.PipelineParallel} v {c.VirtualStages(m)} cp {c.ContextParallel}"

@@ -37,31 +37,31 @@ public static class SearchReport
     public static void PrintTop(SearchResult r)
     {
         bool withP = r.Space.Constraints.SyncFactors.Count > 1;
-        AnsiConsole.Write(ConfigTable($"Top {r.Top.Count} of {r.Counts.Enumerated:N0} configurations (limit {F(r.Space.MemoryLimitBytes / GiB, "0.#")} GiB)", r.Top));
-        AnsiConsole.MarkupLine("[grey]config: data d, tensor t, context c, pipeline p, layers per virtual stage l, micro-batch mb, sequence parallel sp, recomputation, offload ratio a, ZeRO stage z, sync factor p if below 1 (sync)[/]");
+        Terminal.Out.Write(ConfigTable($"Top {r.Top.Count} of {r.Counts.Enumerated:N0} configurations (limit {F(r.Space.MemoryLimitBytes / GiB, "0.#")} GiB)", r.Top));
+        Terminal.Out.MarkupLine("[grey]config: data d, tensor t, context c, pipeline p, layers per virtual stage l, micro-batch mb, sequence parallel sp, recomputation, offload ratio a, ZeRO stage z, sync factor p if below 1 (sync)[/]");
         const int shown = 12;
         string cutoff = r.Options.ParetoMinThroughputFraction > 0
             ? $", within {F(100 * r.Options.ParetoMinThroughputFraction, "0")}% of the best throughput" : "";
-        AnsiConsole.Write(ConfigTable($"Pareto front: throughput, memory headroom{(withP ? ", sync factor p" : "")} ({r.ParetoFront.Count} configs{cutoff}, fastest first)",
+        Terminal.Out.Write(ConfigTable($"Pareto front: throughput, memory headroom{(withP ? ", sync factor p" : "")} ({r.ParetoFront.Count} configs{cutoff}, fastest first)",
             r.ParetoFront.Take(shown)));
-        if (r.ParetoFront.Count > shown) AnsiConsole.MarkupLine($"[grey](the front's other {r.ParetoFront.Count - shown} configs, down to {F(r.ParetoFront.Min(e => e.Cost.PeakMemoryBytes) / GiB, "0.0")} GiB, are in the CSV: column pareto)[/]");
+        if (r.ParetoFront.Count > shown) Terminal.Out.MarkupLine($"[grey](the front's other {r.ParetoFront.Count - shown} configs, down to {F(r.ParetoFront.Min(e => e.Cost.PeakMemoryBytes) / GiB, "0.0")} GiB, are in the CSV: column pareto)[/]");
     }
 
     public static void PrintCounts(SearchResult r)
     {
         var c = r.Counts;
-        AnsiConsole.MarkupLine($"Searched [bold]{c.Enumerated:N0}[/] valid configurations ({c.Layouts:N0} layouts) in [bold]{F(c.WallTime.TotalSeconds, "0.000")} s[/] " +
+        Terminal.Out.MarkupLine($"Searched [bold]{c.Enumerated:N0}[/] valid configurations ({c.Layouts:N0} layouts) in [bold]{F(c.WallTime.TotalSeconds, "0.000")} s[/] " +
             $"on {r.Space.Cluster.WorldSize} x {Markup.Escape(r.Space.Cluster.Gpu.Name)}: [bold]{F(c.ConfigsPerSecond, "N0")}[/] configurations/s, " +
             $"{F(c.EvaluationsPerSecond, "N0")} full evaluations/s.");
-        AnsiConsole.MarkupLine($"  fully evaluated {c.Evaluated:N0}; pruned {c.PrunedTotal:N0}:");
+        Terminal.Out.MarkupLine($"  fully evaluated {c.Evaluated:N0}; pruned {c.PrunedTotal:N0}:");
         foreach (var (rule, n) in c.Pruned.Where(kv => kv.Value > 0).OrderByDescending(kv => kv.Value))
-            AnsiConsole.MarkupLine($"    {rule,-22} {n,14:N0}");
+            Terminal.Out.MarkupLine($"    {rule,-22} {n,14:N0}");
         if (c.BoundViolations == 0)
-            AnsiConsole.MarkupLine("  exhaustive: every pruned configuration was proven unable to enter the top K or the Pareto front (0 bound violations).");
+            Terminal.Out.MarkupLine("  exhaustive: every pruned configuration was proven unable to enter the top K or the Pareto front (0 bound violations).");
         else
         {
-            AnsiConsole.MarkupLine($"  [red]{c.BoundViolations} bound violations: the cost model broke a property the pruning relies on; the result may not be the best.[/]");
-            foreach (var v in c.ViolationExamples) AnsiConsole.MarkupLine($"    [red]{Markup.Escape(v)}[/]");
+            Terminal.Out.MarkupLine($"  [red]{c.BoundViolations} bound violations: the cost model broke a property the pruning relies on; the result may not be the best.[/]");
+            foreach (var v in c.ViolationExamples) Terminal.Out.MarkupLine($"    [red]{Markup.Escape(v)}[/]");
         }
     }
 

@@ -84,6 +84,14 @@ public static class TorchRuntime
             throw new NativeLoadException("--device cuda was asked for but libtorch sees no CUDA device on this machine; use --device cpu.");
     }
 
+    /// <summary>The address of <paramref name="symbol"/> in the loaded libtorch library <paramref name="library"/> (its stem,
+    /// e.g. "torch_cpu"), or zero when that library was not loaded here or does not export it.</summary>
+    internal static IntPtr Export(string library, string symbol)
+    {
+        lock (Gate)
+            return Loaded.TryGetValue(library, out var handle) && NativeLibrary.TryGetExport(handle, symbol, out var address) ? address : IntPtr.Zero;
+    }
+
     private static IntPtr Resolve(string name, Assembly assembly, DllImportSearchPath? path) =>
         Loaded.TryGetValue(Stem(name), out var handle) ? handle : IntPtr.Zero;
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -34,26 +35,34 @@ def swiglu(x: Tensor):
 
     private static readonly Lazy<jit.CompilationUnit> Unit = new(() => jit.compile(Source));
 
+    /// <summary>Calls a function of the unit with the calling thread's graph optimizer set for <paramref name="x"/>'s device
+    /// (<see cref="GraphExecutorOptimization"/>: off on the CPU, where it would make results depend on earlier calls).</summary>
+    private static Tensor Invoke(string name, Tensor x, params object[] rest)
+    {
+        GraphExecutorOptimization.For(x.device_type);
+        return (Tensor)Unit.Value.invoke(name, [x, .. rest]);
+    }
+
     /// <summary>x / sqrt(mean(x²) + eps) · weight over the last dimension (Zhang and Sennrich 2019).</summary>
-    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps) => (Tensor)Unit.Value.invoke("rms_norm", x, weight, eps);
+    public static Tensor RmsNorm(Tensor x, Tensor weight, double eps) => Invoke("rms_norm", x, weight, eps);
 
     /// <summary>Causal softmax(QKᵀ/√d)·V, with dropout <paramref name="dropout"/> on the probabilities inside the kernel
     /// (libtorch's generator draws the mask); k and v may have fewer heads (groups) than q.</summary>
     public static Tensor CausalAttention(Tensor q, Tensor k, Tensor v, double dropout = 0) =>
-        (Tensor)Unit.Value.invoke("causal_attention", q, k, v, dropout);
+        Invoke("causal_attention", q, k, v, dropout);
 
     /// <summary>softmax(QKᵀ/√d)·V where <paramref name="mask"/> is true (attended), with dropout as in
     /// <see cref="CausalAttention"/>; k and v may have fewer heads (groups) than q.</summary>
     public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask, double dropout = 0) =>
-        (Tensor)Unit.Value.invoke("masked_attention", q, k, v, mask, dropout);
+        Invoke("masked_attention", q, k, v, mask, dropout);
 
     /// <summary>
     /// x·cos + rotate(x)·sin±, rotate(x) = [second half | first half] (rotate-half rotary). Written with split and cat
     /// rather than roll: TorchScript's GPU fuser (NNC) fuses cat with the products, so forward and backward run as
     /// fused kernels (caat-1b on an H100: 2157 -> 2123 ms per step).
     /// </summary>
-    public static Tensor Rotary(Tensor x, Tensor cos, Tensor signedSin, long half) => (Tensor)Unit.Value.invoke("rotary", x, cos, signedSin, half);
+    public static Tensor Rotary(Tensor x, Tensor cos, Tensor signedSin, long half) => Invoke("rotary", x, cos, signedSin, half);
 
     /// <summary>silu(gate)·up of the two halves of the last dimension.</summary>
-    public static Tensor SwiGlu(Tensor x) => (Tensor)Unit.Value.invoke("swiglu", x);
+    public static Tensor SwiGlu(Tensor x) => Invoke("swiglu", x);
 }

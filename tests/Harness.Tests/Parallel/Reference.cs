@@ -48,10 +48,12 @@ internal static class Reference
     public static Run Serial(ModelSpec spec, Tensor[] batches, RecomputeGranularity recompute = RecomputeGranularity.None, int? microBatch = null,
         double hiddenDropout = 0)
     {
-        manual_seed(Seed);
+        // Weights from the run's own generator: libtorch's global one is shared with every test running at the same time,
+        // and a draw of theirs between seeding and initializing would start this run from other weights.
+        using var init = new Generator(Seed);
         using var dropout = hiddenDropout > 0 ? new DropoutRng(1234, 0, 0, sequenceParallel: false, CPU) : null;
         using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, recompute,
-            HiddenDropout: hiddenDropout, Dropout: dropout));
+            InitGenerator: init, HiddenDropout: hiddenDropout, Dropout: dropout));
         var initial = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
         using var adam = new AdamW(buffer, Adam);
