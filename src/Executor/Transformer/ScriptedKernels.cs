@@ -35,12 +35,27 @@ def swiglu(x: Tensor):
 
     private static readonly Lazy<jit.CompilationUnit> Unit = new(() => jit.compile(Source));
 
-    /// <summary>Calls a function of the unit with the calling thread's graph optimizer set for <paramref name="x"/>'s device
-    /// (<see cref="GraphExecutorOptimization"/>: off on the CPU, where it would make results depend on earlier calls).</summary>
+    /// <summary>
+    /// Calls a function of the unit with the calling thread's graph optimizer set for <paramref name="x"/>'s device
+    /// (<see cref="GraphExecutorOptimization"/>: off on the CPU, where it would make results depend on earlier calls).
+    /// Numbers go in as Scalars this call owns until the function has returned: given a double or a long, TorchSharp
+    /// makes a temporary Scalar and passes only its native handle, so a garbage collection before libtorch reads it
+    /// finalizes it and libtorch reads freed memory (seen under concurrent in-process ranks: "Expected false to be
+    /// true" from c10::Scalar::toLong, ending that rank's step).
+    /// </summary>
     private static Tensor Invoke(string name, Tensor x, params object[] rest)
     {
         GraphExecutorOptimization.For(x.device_type);
-        return (Tensor)Unit.Value.invoke(name, [x, .. rest]);
+        var scalars = new List<Scalar>();
+        object Owned(object argument)
+        {
+            if (argument is not (double or long)) return argument;
+            var scalar = argument is double d ? d.ToScalar() : ((long)argument).ToScalar();
+            scalars.Add(scalar);
+            return scalar;
+        }
+        try { return (Tensor)Unit.Value.invoke(name, [x, .. rest.Select(Owned)]); }
+        finally { scalars.ForEach(s => s.Dispose()); }
     }
 
     /// <summary>x / sqrt(mean(x²) + eps) · weight over the last dimension (Zhang and Sennrich 2019).</summary>
