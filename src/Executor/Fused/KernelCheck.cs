@@ -49,7 +49,7 @@ public static class KernelCheck
     private static IEnumerable<KernelComparison> QkvRotary(Device device, long batch, long seq, long groups, long headsPerGroup, long headDim)
     {
         using var scope = NewDisposeScope();
-        var generator = new Generator(19);
+        using var generator = new Generator(19);
         long heads = groups * headsPerGroup, width = groups * (headsPerGroup + 2) * headDim;
         using var rotary = new RotaryEmbedding(headDim, 2 * seq, ScalarType.BFloat16, device);
         var projected = randn(new[] { batch, seq, width }, generator: generator).to(ScalarType.BFloat16).to(device).requires_grad_();
@@ -75,7 +75,7 @@ public static class KernelCheck
     private static KernelComparison WeightGradientAccumulation(Device device, long tokens, long outFeatures, long inFeatures)
     {
         using var scope = NewDisposeScope();
-        var generator = new Generator(17);
+        using var generator = new Generator(17);
         var dy = randn(new[] { tokens, outFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
         var x = randn(new[] { tokens, inFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
         var main = randn(new[] { outFeatures, inFeatures }, generator: generator).to(device);
@@ -88,7 +88,7 @@ public static class KernelCheck
     private static IEnumerable<KernelComparison> SwiGlu(Device device, long rows, long f)
     {
         using var scope = NewDisposeScope();
-        var generator = new Generator(7);
+        using var generator = new Generator(7);
         var x = (randn(new[] { rows, 2 * f }, generator: generator) * 3).to(ScalarType.BFloat16).to(device).requires_grad_();
         var dy = randn(new[] { rows, f }, generator: generator).to(ScalarType.BFloat16).to(device);
         var y = SwiGluFunction.Apply(x);
@@ -104,7 +104,7 @@ public static class KernelCheck
     private static IEnumerable<KernelComparison> CrossEntropy(Device device, long rows, long vocab)
     {
         using var scope = NewDisposeScope();
-        var generator = new Generator(11);
+        using var generator = new Generator(11);
         var logits = (randn(new[] { rows, vocab }, generator: generator) * 4).to(ScalarType.BFloat16).to(device).requires_grad_();
         var labels = randint(0, vocab, new[] { rows }, generator: generator).to(device);
         var dloss = rand(new[] { rows }, generator: generator).to(device);
@@ -121,7 +121,7 @@ public static class KernelCheck
     private static IEnumerable<KernelComparison> AdamWStep(Device device, long n)
     {
         using var scope = NewDisposeScope();
-        var generator = new Generator(13);
+        using var generator = new Generator(13);
         Tensor Draw(double scale, bool positive = false) =>
             ((positive ? rand(n, generator: generator) : randn(n, generator: generator)) * scale).to(device);
         var options = new AdamWOptions(ClipGrad: 0.5);

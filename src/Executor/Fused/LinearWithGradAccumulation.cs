@@ -68,7 +68,7 @@ def accumulate(main_grad: Tensor, grad_output: Tensor, input: Tensor):
         try
         {
             using var scope = NewDisposeScope();
-            var generator = new Generator(5);
+            using var generator = new Generator(5);
             var dy = randn(new long[] { 64, 48 }, generator: generator).to(ScalarType.BFloat16).to(device);
             var x = randn(new long[] { 64, 32 }, generator: generator).to(ScalarType.BFloat16).to(device);
             var main = ones(48, 32, device: device);

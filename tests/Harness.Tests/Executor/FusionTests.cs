@@ -63,7 +63,7 @@ public class FusionTests
         {
             var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.BFloat16, SerialTensorParallel.Instance, InitGenerator: new Generator(3)));
             var buffer = new ParamAndGradBuffer(model, ScalarType.BFloat16, gradientAccumulationFusion: fusion);
-            var generator = new Generator(9);
+            using var generator = new Generator(9);
             buffer.ZeroGrads();
             for (int micro = 0; micro < 2; micro++)
             {

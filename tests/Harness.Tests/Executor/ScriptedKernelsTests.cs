@@ -13,7 +13,7 @@ public class ScriptedKernelsTests
     private static float[] ChainGradient()
     {
         using var scope = NewDisposeScope();
-        var g = new Generator(3);
+        using var g = new Generator(3);
         var x = randn(new long[] { 3, 10, 36 }, generator: g).requires_grad_();
         var w = randn(new long[] { 36 }, generator: g) + 1;
         var cos = randn(new long[] { 10, 18 }, generator: g);

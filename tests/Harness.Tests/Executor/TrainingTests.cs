@@ -98,7 +98,8 @@ public class RecomputeTests
     private static Tensor Gradients(RecomputeGranularity recompute)
     {
         var (model, buffer) = ModelTests.Build(Tiny, ScalarType.Float64, recompute, seed: 11);
-        var tokens = randint(0, Tiny.VocabSize, new long[] { 2, Tiny.SeqLength }, generator: new Generator(3));
+        using var generator = new Generator(3);
+        var tokens = randint(0, Tiny.VocabSize, new long[] { 2, Tiny.SeqLength }, generator: generator);
         model.forward(tokens, tokens.roll(1, 1)).backward();
         return buffer.MainGrads.clone();
     }
@@ -116,7 +117,7 @@ public class RecomputeTests
     public void CheckpointFunctionMatchesFiniteDifferences()
     {
         var (model, _) = ModelTests.Build(Tiny, ScalarType.Float64);
-        var g = new Generator(5);
+        using var g = new Generator(5);
         var x = randn(new long[] { 1, Tiny.SeqLength, Tiny.HiddenSize }, dtype: ScalarType.Float64, generator: g);
         var weight = randn(new long[] { 1, Tiny.SeqLength, Tiny.HiddenSize }, dtype: ScalarType.Float64, generator: g);
         // f(x) = sum(Decode(x) · r), through the custom function (each layer recomputed in backward).

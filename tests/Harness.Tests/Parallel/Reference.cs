@@ -33,7 +33,9 @@ internal static class Reference
     public static Tensor[] Batches(ModelSpec spec, int steps, int batch)
     {
         TorchRuntime.Initialize();
-        var tokens = randint(0, spec.VocabSize, [batch, spec.SeqLength + 1], generator: new Generator(1234));
+        // A generator held until the call returns: a temporary one could be finalized while libtorch still draws from it.
+        using var generator = new Generator(1234);
+        var tokens = randint(0, spec.VocabSize, [batch, spec.SeqLength + 1], generator: generator);
         return Enumerable.Repeat(tokens, steps).ToArray();
     }
 

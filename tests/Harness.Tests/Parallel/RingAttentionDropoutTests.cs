@@ -26,12 +26,13 @@ public class RingAttentionDropoutTests
         {
             using var pgs = ProcessGroups.Create(world, RankLayout.For(world.Size, 1, world.Size, 1));
             var cp = new ContextParallelism(pgs.Context, ring: true);
-            var g = new Generator(21);
+            using var g = new Generator(21);
             // The full sequence, alike on every rank, and this rank's two load-balanced chunks of it.
             var qFull = randn(new[] { b, heads, s, d }, dtype: ScalarType.Float64, generator: g);
             var kFull = randn(new[] { b, groups, s, d }, dtype: ScalarType.Float64, generator: g);
             var vFull = randn(new[] { b, groups, s, d }, dtype: ScalarType.Float64, generator: g);
-            var dOut = randn(new[] { b, heads, 2 * chunk, d }, dtype: ScalarType.Float64, generator: new Generator(5 + (ulong)world.Rank));
+            using var own = new Generator(5 + (ulong)world.Rank);
+            var dOut = randn(new[] { b, heads, 2 * chunk, d }, dtype: ScalarType.Float64, generator: own);
             Tensor Local(Tensor x) => cp.Slice(x.transpose(1, 2)).transpose(1, 2).contiguous();
 
             using var ringRng = new DropoutRng(9, 0, 0, false, CPU);
