@@ -150,6 +150,10 @@ public sealed unsafe class NcclCommunicator : ICommunicator
 
     private void Issue(string call, Tensor tensor, Func<NcclResult> enqueue)
     {
+        // After a failure in a gradient hook backward goes on to its end (BackwardFailure): its later calls must not
+        // reach a communicator the watchdog has aborted.
+        if (watchdog.Aborted)
+            throw new CommunicatorException($"rank {Rank} of group {Name}: NCCL {call} after the communicator was aborted by an earlier failure.");
         if (!tensor.is_contiguous())
             throw new CommunicatorException($"rank {Rank} of group {Name}: NCCL {call} needs a contiguous tensor.");
         if (tensor.device_type != DeviceType.CUDA)
