@@ -25,7 +25,8 @@ public sealed record MegatronArgs(
     [property: JsonPropertyName("use-flash-attn")] bool? UseFlashAttn = null,
     [property: JsonPropertyName("bf16")] bool? Bf16 = null,
     [property: JsonPropertyName("fp16")] bool? Fp16 = null,
-    [property: JsonPropertyName("accumulate-allreduce-grads-in-fp32")] bool? AccumulateAllreduceGradsInFp32 = null)
+    [property: JsonPropertyName("accumulate-allreduce-grads-in-fp32")] bool? AccumulateAllreduceGradsInFp32 = null,
+    [property: JsonPropertyName("no-context-parallel-comm-overlap-gemm")] bool? NoContextParallelCommOverlapGemm = null)
 {
     /// <summary>These arguments with every one <paramref name="over"/> sets replaced (a row over its table's defaults).</summary>
     public MegatronArgs Over(MegatronArgs? over) => over is null ? this : new(
@@ -46,5 +47,6 @@ public sealed record MegatronArgs(
         over.UseFlashAttn ?? UseFlashAttn,
         over.Bf16 ?? Bf16,
         over.Fp16 ?? Fp16,
-        over.AccumulateAllreduceGradsInFp32 ?? AccumulateAllreduceGradsInFp32);
+        over.AccumulateAllreduceGradsInFp32 ?? AccumulateAllreduceGradsInFp32,
+        over.NoContextParallelCommOverlapGemm ?? NoContextParallelCommOverlapGemm);
 }

@@ -71,13 +71,7 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
             Recompute: ToRecompute(a, where),
             OffloadRatio: a.KaimmOffloadActivationRatio ?? 0,
             ZeroStage: a.UseDistributedOptimizer == true ? 1 : 0,
-            Overlap: system is null ? null : new OverlapSpec(
-                TensorParallelComm: system.OverlapTensorParallelComm,
-                GradientReduce: system.OverlapGradReduce,
-                PipelineP2p: system.OverlapP2pCommunication,
-                TensorParallelBackwardAsync: system.AsyncTensorParallelAllreduce,
-                TensorParallelForwardReduceScatter: system.OverlapForwardReduceScatter,
-                DeviceMaxConnections: system.CudaDeviceMaxConnections),
+            Overlap: ToOverlap(system, a),
             Precision: a.Fp16 == true ? Precision.Fp16 : a.Bf16 == false ? Precision.Fp32 : Precision.Bf16,
             FlashAttention: a.UseFlashAttn ?? false,
             GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true,
@@ -85,6 +79,20 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
             FusedElementwise: system?.FusedElementwise ?? true,
             GradientAccumulationFusion: system?.GradientAccumulationFusion ?? true,
             MaxSplitSizeMb: system?.MaxSplitSizeMb);
+    }
+
+    /// <summary>The system's overlaps (null: the simulator's defaults), with the row's own Megatron-Kwai
+    /// --no-context-parallel-comm-overlap-gemm (its launch script's argument for grouped-query attention).</summary>
+    private static OverlapSpec? ToOverlap(SystemProfile? system, MegatronArgs a)
+    {
+        var overlap = system is null ? null : new OverlapSpec(
+            TensorParallelComm: system.OverlapTensorParallelComm,
+            GradientReduce: system.OverlapGradReduce,
+            PipelineP2p: system.OverlapP2pCommunication,
+            TensorParallelBackwardAsync: system.AsyncTensorParallelAllreduce,
+            TensorParallelForwardReduceScatter: system.OverlapForwardReduceScatter,
+            DeviceMaxConnections: system.CudaDeviceMaxConnections);
+        return a.NoContextParallelCommOverlapGemm == true ? (overlap ?? OverlapSpec.Default) with { ContextParallelComm = false } : overlap;
     }
 
     private static RecomputeSpec ToRecompute(MegatronArgs a, string where)

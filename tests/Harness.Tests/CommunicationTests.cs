@@ -9,6 +9,31 @@ public class CommunicationTests
     private static readonly GpuSpec H800 = GpuPresets.All["h800"];
 
     [Fact]
+    public void KwaisContextParallelExchangeWithoutOverlapIsOnTheCriticalPath()
+    {
+        // Llama2-70B (8 key/value groups of head dim 128), s 8192, t2 c4 on one H800 node: a rank's keys and values of one
+        // layer are 2048 tokens x 2 x 8/2 groups x 128 x 2 B = 4 MiB. Megatron-Kwai without --context-parallel-comm-
+        // overlap-gemm all-gathers the 16 MiB over the 4 ranks in forward (NVLink 200 GB/s at NCCL's 80%, 3 us a step):
+        // 3/4 x 16 MiB / 160 GB/s + 3 x 3 us = 87.6 us, and reduce-scatters their gradients in backward in as long.
+        double exchange = 0.75 * 16777216 / 160e9 + 3 * 3e-6;
+        Assert.Equal(87.6e-6, exchange, 7);
+        var m = Harness.Simulator.Specs.ModelPresets.All["llama2-70b"] with { SeqLength = 8192 };
+        var cluster = ClusterSpec.Of(H800, 8);
+        var c = new ParallelConfig(TensorParallel: 2, ContextParallel: 4, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
+            ZeroStage: 1, Overlap: new OverlapSpec(ContextParallelComm: false));
+        var (forward, backward) = ContextParallelComm.Exposed(m, c, cluster);
+        Assert.Equal(exchange, forward, 12);
+        Assert.Equal(exchange, backward, 12);
+        // On the critical path of every layer of every micro-batch: 4 micro-batches x 80 layers x both directions.
+        var exposed = Harness.Simulator.Estimator.Estimate(m, cluster, c);
+        Assert.Equal(4 * 80 * 2 * exchange, exposed.Time.ContextParallelComm, 9);
+        // Overlapped (Megatron's ring, Kwai's QKV-split all-gather), most of it hides behind attention.
+        var hidden = Harness.Simulator.Estimator.Estimate(m, cluster, c with { Overlap = new OverlapSpec() });
+        Assert.True(hidden.Time.ContextParallelComm < 0.5 * exposed.Time.ContextParallelComm);
+        Assert.True(hidden.StepTimeSeconds < exposed.StepTimeSeconds);
+    }
+
+    [Fact]
     public void RingAllGatherAndAllReduceFollowTheAlphaBetaFormula()
     {
         // Inside a node: (n−1)/n·S/B + (n−1)α for all-gather, twice that for all-reduce (a 1 GB ring beats the tree's 2·S/B).

@@ -82,10 +82,11 @@ public class ReproductionTargetTests
     public void HeldOutKwaiFigure9DoesNotRegress()
     {
         // Megatron-Kwai's Figure 9 (41 runs on 32-256 H800): a generalization check, no constant set from it. Pinned at
-        // today's accuracy so that a change fitted to the target tables and worse here fails.
+        // today's accuracy so that a change fitted to the target tables and worse here fails: 1.8%, worst Llama-175B on
+        // 64 GPUs at -5.5%.
         var t = Table("kwai-atc24-fig9");
         Assert.Equal(49, All.Value.HeldOut.Count);
-        Assert.InRange(t.Errors.Mape, 0, 0.020);
-        Assert.InRange(t.Errors.MaxAbs, 0, 0.058);
+        Assert.InRange(t.Errors.Mape, 0, 0.019);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.056);
     }
 }

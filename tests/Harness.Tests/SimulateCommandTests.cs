@@ -202,17 +202,23 @@ public class SimulateCommandTests
         Assert.True(Read("--gpus 8 --fp32").GradientsInFp32);
     }
 
-    [Fact]
-    public void ImplementationFlagsChangeTheEstimate()
+    [Theory]
+    // Unfused fp32 RMSNorm ops are slower than the fused kernel.
+    [InlineData("--no-norm-fusion", "fused_norm", "--model llama-7b --gpus 8")]
+    // Megatron-Kwai without its QKV-split overlap: the context-parallel K/V all-gather and reduce-scatter are exposed.
+    [InlineData("--no-context-parallel-comm-overlap-gemm", "context_parallel_comm_overlap",
+        "--model llama2-70b --seq-length 8192 --gpu h800 --gpus 8 --tensor-model-parallel-size 2 --context-parallel-size 4 --sequence-parallel")]
+    public void ImplementationFlagsChangeTheEstimate(string flag, string property, string layout)
     {
-        // Unfused fp32 RMSNorm ops are slower than the fused kernel; the JSON says which implementation was simulated.
-        var (fusedCode, fused, _) = Run("--model", "llama-7b", "--gpus", "8", "--json");
-        var (unfusedCode, unfused, _) = Run("--model", "llama-7b", "--gpus", "8", "--no-norm-fusion", "--json");
-        Assert.Equal((0, 0), (fusedCode, unfusedCode));
-        using var a = JsonDocument.Parse(fused);
-        using var b = JsonDocument.Parse(unfused);
-        Assert.True(a.RootElement.GetProperty("config").GetProperty("fused_norm").GetBoolean());
-        Assert.False(b.RootElement.GetProperty("config").GetProperty("fused_norm").GetBoolean());
+        // The JSON says which implementation was simulated, and the flag's is the slower one.
+        string[] args = [.. layout.Split(' '), "--json"];
+        var (withoutCode, without, _) = Run(args);
+        var (withCode, with, _) = Run([.. args, flag]);
+        Assert.Equal((0, 0), (withoutCode, withCode));
+        using var a = JsonDocument.Parse(without);
+        using var b = JsonDocument.Parse(with);
+        Assert.True(a.RootElement.GetProperty("config").GetProperty(property).GetBoolean());
+        Assert.False(b.RootElement.GetProperty("config").GetProperty(property).GetBoolean());
         Assert.True(b.RootElement.GetProperty("step_time_s").GetDouble() > a.RootElement.GetProperty("step_time_s").GetDouble());
     }
 

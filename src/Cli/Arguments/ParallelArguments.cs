@@ -47,6 +47,8 @@ public static class ParallelArguments
             "Megatron-Kwai: overlap the sequence-parallel all-gathers with GEMMs (pass with --overlap-sp-rs)"),
         new("--overlap-sp-rs", false,
             "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
+        new("--no-context-parallel-comm-overlap-gemm", false,
+            "Megatron-Kwai: the context-parallel K/V all-gather and its gradients' reduce-scatter on the critical path (its scripts pass it for grouped-query attention)"),
         new("--overlap-p2p-communication", false, "overlap pipeline p2p with compute (the default)"),
         new("--no-overlap-p2p-communication", false, "pipeline sends block the sender"),
         DeviceMaxConnectionsFlag,
@@ -152,7 +154,8 @@ public static class ParallelArguments
             SyncFactor: cl.Double("--sync-factor") ?? 1.0,
             Overlap: new OverlapSpec(cl.Switch("--tp-comm-overlap") || kwaiOverlap, !cl.Switch("--no-overlap-grad-reduce"),
                 !cl.Switch("--no-overlap-p2p-communication"), !cl.Switch("--no-async-tensor-model-parallel-allreduce"),
-                TensorParallelForwardReduceScatter: !kwaiOverlap, DeviceMaxConnections: connections),
+                TensorParallelForwardReduceScatter: !kwaiOverlap, DeviceMaxConnections: connections,
+                ContextParallelComm: !cl.Switch("--no-context-parallel-comm-overlap-gemm")),
             Precision: precision, FlashAttention: !cl.Switch("--no-flash-attention"),
             // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
             // without it keep and all-reduce fp16 gradients.

@@ -77,6 +77,7 @@ public static class EstimateJson
             w.WriteBoolean("fused_elementwise", c.FusedElementwise);
             w.WriteBoolean("gradient_accumulation_fusion", c.GradientAccumulationFusion);
             w.WriteBoolean("async_tensor_parallel_allreduce", c.OverlapOrDefault.TensorParallelBackwardAsync);
+            w.WriteBoolean("context_parallel_comm_overlap", c.OverlapOrDefault.ContextParallelComm);
             w.WriteEndObject();
 
             w.WriteStartArray("ignored_flags");

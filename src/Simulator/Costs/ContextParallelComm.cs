@@ -13,11 +13,29 @@ public static class ContextParallelComm
     public static (double Forward, double Backward) Layer(ModelSpec m, ParallelConfig c, ClusterSpec cluster)
     {
         if (c.ContextParallel <= 1) return (0, 0);
-        double tokens = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
-        double kvBytes = tokens * 2.0 * m.NumQueryGroups * m.HeadDim / c.TensorParallel * Activations.BytesPerElement(c.Precision);
+        double kvBytes = KeyValueBytes(m, c);
         bool sameNode = Topology.ContextGroup(c, cluster.GpusPerNode).IntraNode;
         double step = Collectives.SendRecv(kvBytes, sameNode, cluster.Gpu);
         double steps = c.ContextParallel - 1;
         return (steps * step, steps * 2 * step);
     }
+
+    /// <summary>
+    /// The exchange as Megatron-Kwai runs it without overlap (--no-context-parallel-comm-overlap-gemm, dattention.py): an
+    /// all-gather of every rank's key/value block over the context-parallel group in forward and a reduce-scatter of
+    /// their gradients in backward, each on the critical path. Returns (forward, backward) exposed seconds per layer
+    /// and micro-batch.
+    /// </summary>
+    public static (double Forward, double Backward) Exposed(ModelSpec m, ParallelConfig c, ClusterSpec cluster)
+    {
+        if (c.ContextParallel <= 1) return (0, 0);
+        double gathered = c.ContextParallel * KeyValueBytes(m, c);
+        var group = Topology.ContextGroup(c, cluster.GpusPerNode);
+        return (Collectives.AllGather(gathered, group, cluster.Gpu), Collectives.ReduceScatter(gathered, group, cluster.Gpu));
+    }
+
+    /// <summary>One rank's keys and values of a layer: its s/c tokens x 2 x the key/value groups it holds x head dim.</summary>
+    private static double KeyValueBytes(ModelSpec m, ParallelConfig c) =>
+        (double)c.MicroBatch * m.SeqLength / c.ContextParallel * 2.0 * m.NumQueryGroups * m.HeadDim / c.TensorParallel
+        * Activations.BytesPerElement(c.Precision);
 }

@@ -118,7 +118,6 @@ public readonly struct PipelineCosts
         // One layer: compute, then the communication it cannot hide.
         var layer = ComputeTime.Layer(m, c, gpu);
         var tp = TensorParallelComm.Layer(m, c, cluster);
-        var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
         double tpF = !overlap.TensorParallelComm ? tp.Forward
             : overlap.TensorParallelForwardReduceScatter ? Overlapped(tp.Forward, layer.GemmForward)
             : Overlapped(tp.Forward - tp.ForwardReduceScatter, layer.GemmForward) + tp.ForwardReduceScatter;
@@ -126,7 +125,11 @@ public readonly struct PipelineCosts
             ? Overlapped(tp.BackwardBlocking + tp.BackwardAsync, 2 * layer.GemmForward)
             : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);
         double attentionBackward = layer.AttentionForward * (c.FlashAttention ? ComputeTime.FlashBackwardRatio : 2);
-        double cpFx = Overlapped(cpF, layer.AttentionForward), cpBx = Overlapped(cpB, attentionBackward);
+        // Context parallelism: the exchange hides behind attention, or (Megatron-Kwai without overlap) is on the critical path.
+        var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
+        var (cpFx, cpBx) = overlap.ContextParallelComm
+            ? (Overlapped(cpF, layer.AttentionForward), Overlapped(cpB, attentionBackward))
+            : ContextParallelComm.Exposed(m, c, cluster);
 
         // Full recomputation repeats the forward (with its communication) of the recomputed layers.
         double recomputedLayers = Flops.RecomputedLayerFraction(m, c) * layersPerChunk;

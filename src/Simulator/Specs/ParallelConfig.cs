@@ -58,8 +58,15 @@ public sealed record RecomputeSpec(
 /// just before the one GEMM or attention kernel it hides behind); a pipeline p2p transfer is not: it waits for its peer
 /// and spans whole model chunks, so under one queue --overlap-p2p-communication hides nothing
 /// (<see cref="ParallelConfig.PipelineP2pHidden"/>).</param>
+/// <param name="ContextParallelComm">Whether the context-parallel exchange of keys and values hides behind compute: Megatron's
+/// and Transformer Engine's ring overlaps each step with attention, Megatron-Kwai's all-gather with the QKV GEMM
+/// (layers.py splits it into its V, K and Q parts). Megatron-Kwai's --no-context-parallel-comm-overlap-gemm, which its
+/// ATC'24 launch script passes for grouped-query attention (pretrain_llama.sh, GQA_ARGS; the split assumes Q, K and V of
+/// one size), runs the all-gather of K and V in forward and the reduce-scatter of their gradients in backward
+/// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.</param>
 public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = true, bool PipelineP2p = true,
-    bool TensorParallelBackwardAsync = true, bool TensorParallelForwardReduceScatter = true, int? DeviceMaxConnections = null)
+    bool TensorParallelBackwardAsync = true, bool TensorParallelForwardReduceScatter = true, int? DeviceMaxConnections = null,
+    bool ContextParallelComm = true)
 {
     /// <summary>CUDA's default number of hardware work queues per device.</summary>
     public const int CudaDefaultConnections = 8;
