@@ -4,10 +4,6 @@ using static TorchSharp.torch;
 
 namespace Harness.Tests.Executor;
 
-/// <summary>Alone: its collecting thread would make every concurrently running test collect too.</summary>
-[CollectionDefinition("Collector", DisableParallelization = true)]
-public sealed class CollectorCollection;
-
 [Collection("Collector")]
 public class ScriptedKernelArgumentsTests
 {
@@ -20,9 +16,6 @@ public class ScriptedKernelArgumentsTests
         // TorchSharp's temporary Scalars, a collection in between made libtorch read freed memory ("Expected false to
         // be true", 33 of 80,000 calls on 4 threads here).
         var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
-        bool stop = false;
-        var collector = new Thread(() => { while (!Volatile.Read(ref stop)) { GC.Collect(); GC.WaitForPendingFinalizers(); } });
-        collector.Start();
         var callers = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
         {
             using var scope = NewDisposeScope();
@@ -38,10 +31,11 @@ public class ScriptedKernelArgumentsTests
                 catch (Exception e) { failures.Add(e.Message.Split('\n')[0]); }
             }
         })).ToList();
-        callers.ForEach(t => t.Start());
-        callers.ForEach(t => t.Join());
-        Volatile.Write(ref stop, true);
-        collector.Join();
+        using (new ConstantCollection())
+        {
+            callers.ForEach(t => t.Start());
+            callers.ForEach(t => t.Join());
+        }
         Assert.Empty(failures);
     }
 }
