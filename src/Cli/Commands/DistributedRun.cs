@@ -120,21 +120,28 @@ public static class DistributedRun
                 job.Rank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank);
             }
         }
-        catch (InvalidDataException e) { return UserError(e.Message); } // this GPU rank's data or checkpoint files
+        catch (InvalidDataException e) { return UserError(e.Message + job.Kept); } // this GPU rank's data or checkpoint files
+        catch (System.Runtime.InteropServices.ExternalException e) when (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
+        {
+            // This GPU rank ran out of memory (the launcher stops the others).
+            return UserError($"rank {env.Rank}: micro-batch {parallel.MicroBatch} x s {model.SeqLength} of {model.Name} in this layout does not fit in the " +
+                             $"device's memory; use a smaller --micro-batch-size, more model parallelism or --recompute-granularity full.{job.Kept}");
+        }
         catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException))
         {
             // The data did not fit the model (every rank reads the same batch): one sentence, not one per rank.
-            foreach (var message in e.Failures.Select(f => f.Error.Message).Distinct()) Console.Error.WriteLine($"harness run: {message}");
+            foreach (var message in e.Failures.Select(f => f.Error.Message).Distinct()) Console.Error.WriteLine($"harness run: {message}{job.Kept}");
             return 2;
         }
         catch (RankFailuresException e)
         {
-            foreach (var (rank, error) in e.Failures) Console.Error.WriteLine($"harness run: rank {rank}: {error.Message}");
+            foreach (var (rank, error) in e.Failures)
+                Console.Error.WriteLine($"harness run: rank {rank}: {error.Message}{(rank == e.Failures[^1].Rank ? job.Kept : "")}");
             return 1;
         }
         catch (CommunicatorException e)
         {
-            Console.Error.WriteLine($"harness run: rank {env.Rank}: {e.Message}");
+            Console.Error.WriteLine($"harness run: rank {env.Rank}: {e.Message}{job.Kept}");
             return 1;
         }
         return 0;
@@ -175,6 +182,13 @@ public static class DistributedRun
     private sealed class Job(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention,
         long? bucketSize, bool overlapParamGather)
     {
+        /// <summary>Iterations rank 0 recorded (metrics.csv, summary.json, plots) before a step failed; 0 if none did.</summary>
+        public int RecordedBeforeFailure { get; private set; }
+
+        /// <summary>What a failure message adds when iterations were recorded before it.</summary>
+        public string Kept => RecordedBeforeFailure == 0 ? ""
+            : $" (the {RecordedBeforeFailure} iterations done are in {output}: metrics.csv, summary.json, plots)";
+
         public void Rank(ICommunicator world, Device device, int localDevice)
         {
             var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
@@ -205,50 +219,65 @@ public static class DistributedRun
             using var csv = writer ? new MetricsCsv(Path.Combine(output, "metrics.csv"), append: o.Load is not null) : null;
             var records = new List<IterationRecord>();
             long peak = 0;
-            var lastEnd = Stopwatch.GetTimestamp();
-            for (long iteration = first; iteration < o.TrainIters; iteration++)
+            try
             {
-                using var scope = NewDisposeScope();
-                long start = Stopwatch.GetTimestamp();
-                var comm0 = trainer.CommunicationTime;
-                sampler.Next(g, host);
-                TokenRange.Check(host, o.Model.VocabSize);
-                var batch = tensor(host, [g, s + 1]).to(device);
-                double lr = o.LearningRate.At(iteration);
-                var (loss, norm) = trainer.Step(lr, i =>
+                var lastEnd = Stopwatch.GetTimestamp();
+                for (long iteration = first; iteration < o.TrainIters; iteration++)
                 {
-                    var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
-                    return (rows[.., ..s], rows[.., 1..]);
-                }, iteration);
-                long end = Stopwatch.GetTimestamp();
-                double elapsed = Stopwatch.GetElapsedTime(lastEnd, end).TotalSeconds;
-                double hostGapMs = Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds;
-                lastEnd = end;
-                long used = DeviceProbe.UsedBytes(cuda, localDevice);
-                peak = Math.Max(peak, used);
-                var peaks = tensor(new[] { (double)peak }, device: device);
-                world.AllReduce(peaks, ReduceOp.Max);
-                double tflops = flopsPerIteration / elapsed / world.Size / 1e12;
-                var r = new IterationRecord(iteration + 1, elapsed * 1e3, (double)g * s / elapsed / world.Size, tflops,
-                    o.Mfu(tflops), loss, norm, lr, used, (long)peaks.cpu().item<double>(),
-                    hostGapMs, Stopwatch.GetElapsedTime(start, end).TotalMilliseconds,
-                    (trainer.CommunicationTime - comm0).TotalMilliseconds);
-                if (o.CheckpointDue(r.Iteration)) DistributedCheckpoint.Save(o.Save!, r.Iteration, o.Seed, trainer, sampler);
-                if (!writer) continue;
-                csv!.Append(r);
-                records.Add(r);
-                if (r.Iteration % logInterval == 0 || r.Iteration == o.TrainIters)
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"iter {r.Iteration,6}/{o.TrainIters} | loss {r.Loss,8:F4} | grad norm {r.GradNorm,7:F3} | {r.ElapsedMs,8:F1} ms | {r.TokensPerSecondPerGpu,10:N0} tok/s/GPU | comm {r.CommunicationMs,7:F1} ms | peak {r.MemoryPeakBytes / 1048576.0:F0} MiB (max over ranks)"));
+                    using var scope = NewDisposeScope();
+                    long start = Stopwatch.GetTimestamp();
+                    var comm0 = trainer.CommunicationTime;
+                    sampler.Next(g, host);
+                    TokenRange.Check(host, o.Model.VocabSize);
+                    var batch = tensor(host, [g, s + 1]).to(device);
+                    double lr = o.LearningRate.At(iteration);
+                    var (loss, norm) = trainer.Step(lr, i =>
+                    {
+                        var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
+                        return (rows[.., ..s], rows[.., 1..]);
+                    }, iteration);
+                    long end = Stopwatch.GetTimestamp();
+                    double elapsed = Stopwatch.GetElapsedTime(lastEnd, end).TotalSeconds;
+                    double hostGapMs = Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds;
+                    lastEnd = end;
+                    long used = DeviceProbe.UsedBytes(cuda, localDevice);
+                    peak = Math.Max(peak, used);
+                    var peaks = tensor(new[] { (double)peak }, device: device);
+                    world.AllReduce(peaks, ReduceOp.Max);
+                    double tflops = flopsPerIteration / elapsed / world.Size / 1e12;
+                    var r = new IterationRecord(iteration + 1, elapsed * 1e3, (double)g * s / elapsed / world.Size, tflops,
+                        o.Mfu(tflops), loss, norm, lr, used, (long)peaks.cpu().item<double>(),
+                        hostGapMs, Stopwatch.GetElapsedTime(start, end).TotalMilliseconds,
+                        (trainer.CommunicationTime - comm0).TotalMilliseconds);
+                    if (o.CheckpointDue(r.Iteration)) DistributedCheckpoint.Save(o.Save!, r.Iteration, o.Seed, trainer, sampler);
+                    if (!writer) continue;
+                    csv!.Append(r);
+                    records.Add(r);
+                    if (r.Iteration % logInterval == 0 || r.Iteration == o.TrainIters)
+                        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                            $"iter {r.Iteration,6}/{o.TrainIters} | loss {r.Loss,8:F4} | grad norm {r.GradNorm,7:F3} | {r.ElapsedMs,8:F1} ms | {r.TokensPerSecondPerGpu,10:N0} tok/s/GPU | comm {r.CommunicationMs,7:F1} ms | peak {r.MemoryPeakBytes / 1048576.0:F0} MiB (max over ranks)"));
+                }
+            }
+            catch when (writer && records.Count > 0)
+            {
+                // A failed step ends the job; what the finished iterations measured stays: summary.json and the plots
+                // from metrics.csv's rows (every rank's own peak is unknown then: the others may be gone).
+                Record(records, peakPerRank: null);
+                RecordedBeforeFailure = records.Count;
+                throw;
             }
             // Every rank's peak to rank 0, for the summary.
             var all = zeros(world.Size, dtype: ScalarType.Float64, device: device);
             world.AllGather(tensor(new[] { (double)peak }, device: device), all);
             if (!writer || records.Count == 0) return;
-            var perRank = all.cpu().data<double>().Select(v => (long)v).ToList();
-            RunSummary.From(o with { Model = model }, deviceName, runtime, trainer.Buffer.Count, records, parallel, perRank).Write(Path.Combine(output, "summary.json"));
-            Plots.Write(output, records, $"{model.Name} on {world.Size} x {deviceName}");
+            Record(records, all.cpu().data<double>().Select(v => (long)v).ToList());
             Console.WriteLine($"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png" + (o.Save is null ? "" : $"; checkpoint in {o.Save}"));
+
+            void Record(IReadOnlyList<IterationRecord> done, IReadOnlyList<long>? peakPerRank)
+            {
+                RunSummary.From(o with { Model = model }, deviceName, runtime, trainer.Buffer.Count, done, parallel, peakPerRank).Write(Path.Combine(output, "summary.json"));
+                Plots.Write(output, done, $"{model.Name} on {world.Size} x {deviceName}");
+            }
         }
     }
 }

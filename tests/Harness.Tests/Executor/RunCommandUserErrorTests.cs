@@ -135,6 +135,32 @@ public class RunCommandUserErrorTests
     }
 
     [Fact]
+    public void AParallelRunFailingMidwayKeepsWhatItRecorded()
+    {
+        // Under a 45000-entry vocabulary the corpus's batches are in range for 7 iterations, then one holds id 50256: the
+        // job ends with that sentence, and rank 0 has kept the 7 iterations' rows, summary.json and plots.
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        try
+        {
+            string[] args = [.. OnCorpus("--nproc-per-node", "2", "--global-batch-size", "2", "--out", dir)];
+            args[Array.IndexOf(args, "--vocab-size") + 1] = "45000";
+            args[Array.IndexOf(args, "--train-iters") + 1] = "30";
+            var (code, error) = RunExactly(args);
+            Assert.Equal(2, code);
+            Assert.EndsWith($"outside --vocab-size 45000; use a model whose vocabulary covers the tokenizer's (50257 for GPT-2 BPE). " +
+                            $"(the 7 iterations done are in {dir}: metrics.csv, summary.json, plots)", error);
+            Assert.Equal(1 + 7, File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Length);
+            using var summary = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+            Assert.Equal(7, summary.RootElement.GetProperty("Iterations").GetInt64());
+            Assert.True(File.Exists(Path.Combine(dir, "loss.png")));
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void ADamagedIndexOnAParallelRunIsOneSentence()
     {
         string prefix = Path.Combine(Path.GetTempPath(), $"harness-bad-{Guid.NewGuid():N}");
