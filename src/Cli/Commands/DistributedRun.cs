@@ -1,17 +1,12 @@
-using System.Diagnostics;
-using System.Globalization;
 using Harness.Cli.Arguments;
 using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Distributed.Launch;
 using Harness.Executor.Distributed.Nccl;
-using Harness.Executor.Fused;
 using Harness.Executor.Native;
-using Harness.Executor.Records;
 using Harness.Executor.Training;
 using Harness.Executor.Transformer;
-using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using TorchSharp;
 using static TorchSharp.torch;

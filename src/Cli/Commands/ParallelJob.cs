@@ -6,7 +6,6 @@ using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using Harness.Executor.Records;
 using Harness.Executor.Training;
-using Harness.Executor.Transformer;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using TorchSharp;
