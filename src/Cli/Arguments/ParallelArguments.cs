@@ -12,6 +12,10 @@ namespace Harness.Cli.Arguments;
 public static class ParallelArguments
 {
     /// <summary>The flag of the launch's CUDA_DEVICE_MAX_CONNECTIONS, in 1-32 (null: not given).</summary>
+    /// <summary>Megatron-Kwai's switch for its context-parallel exchange without overlap (<see cref="OverlapSpec.ContextParallelComm"/>).</summary>
+    public static readonly Flag ContextParallelNoOverlapFlag = new("--no-context-parallel-comm-overlap-gemm", false,
+        "Megatron-Kwai: the context-parallel K/V all-gather and its gradients' reduce-scatter on the critical path (its scripts pass it for grouped-query attention)");
+
     public static readonly Flag DeviceMaxConnectionsFlag = new("--cuda-device-max-connections", true,
         "the launch's CUDA_DEVICE_MAX_CONNECTIONS, 1-32 (default: 1 with tensor parallelism, as Megatron-LM requires; else 8); under 1, p2p cannot overlap");
 
@@ -47,8 +51,7 @@ public static class ParallelArguments
             "Megatron-Kwai: overlap the sequence-parallel all-gathers with GEMMs (pass with --overlap-sp-rs)"),
         new("--overlap-sp-rs", false,
             "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
-        new("--no-context-parallel-comm-overlap-gemm", false,
-            "Megatron-Kwai: the context-parallel K/V all-gather and its gradients' reduce-scatter on the critical path (its scripts pass it for grouped-query attention)"),
+        ContextParallelNoOverlapFlag,
         new("--overlap-p2p-communication", false, "overlap pipeline p2p with compute (the default)"),
         new("--no-overlap-p2p-communication", false, "pipeline sends block the sender"),
         DeviceMaxConnectionsFlag,
@@ -155,7 +158,7 @@ public static class ParallelArguments
             Overlap: new OverlapSpec(cl.Switch("--tp-comm-overlap") || kwaiOverlap, !cl.Switch("--no-overlap-grad-reduce"),
                 !cl.Switch("--no-overlap-p2p-communication"), !cl.Switch("--no-async-tensor-model-parallel-allreduce"),
                 TensorParallelForwardReduceScatter: !kwaiOverlap, DeviceMaxConnections: connections,
-                ContextParallelComm: !cl.Switch("--no-context-parallel-comm-overlap-gemm")),
+                ContextParallelComm: !cl.Switch(ContextParallelNoOverlapFlag.Name)),
             Precision: precision, FlashAttention: !cl.Switch("--no-flash-attention"),
             // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
             // without it keep and all-reduce fp16 gradients.

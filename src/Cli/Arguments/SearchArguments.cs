@@ -37,6 +37,7 @@ public static partial class SearchArguments
         new("--use-distributed-optimizer", false, "only Megatron's distributed optimizer (ZeRO stage 1)"),
         new("--sync-factor", true, "CAAT-Net sync factors p to try (list; default 1)"),
         ParallelArguments.DeviceMaxConnectionsFlag,
+        ParallelArguments.ContextParallelNoOverlapFlag,
         new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
         new("--top", true, "how many of the best configs to print (default 10)"),
@@ -80,7 +81,7 @@ public static partial class SearchArguments
             SyncFactors = Doubles(cl, "--sync-factor") ?? [1.0],
             MemoryLimitBytes = Bytes(cl, "--memory-limit"),
             TensorParallelWithinNode = cl.Switch("--max-tp-per-node"),
-            Overlap = ParallelArguments.DeviceMaxConnections(cl) is int q ? new OverlapSpec(DeviceMaxConnections: q) : null,
+            Overlap = Overlap(cl),
         };
         cl.Errors.AddRange(constraints.Validate());
         int top = cl.Int("--top") ?? 10;
@@ -170,5 +171,14 @@ public static partial class SearchArguments
         var bytes = ParseBytes(text);
         if (bytes is null) cl.Errors.Add($"{flag} '{text}' is not a size; write it like 70GiB, 80GB or 75000MiB.");
         return bytes;
+    }
+
+    /// <summary>The launch's overlaps applied to every configuration (null: the simulator's defaults).</summary>
+    private static OverlapSpec? Overlap(CommandLine cl)
+    {
+        int? queues = ParallelArguments.DeviceMaxConnections(cl);
+        bool exposedContextParallel = cl.Switch(ParallelArguments.ContextParallelNoOverlapFlag.Name);
+        return queues is null && !exposedContextParallel ? null
+            : new OverlapSpec(DeviceMaxConnections: queues, ContextParallelComm: !exposedContextParallel);
     }
 }

@@ -72,6 +72,22 @@ public class SearchCommandTests : IDisposable
     }
 
     [Fact]
+    public void KwaisExposedContextParallelExchangeReachesEveryConfiguration()
+    {
+        // Context-parallel layouts only: with Megatron-Kwai's --no-context-parallel-comm-overlap-gemm the K/V exchange is
+        // on the critical path of every one of them, so the best of the same space is slower.
+        double Best(string extra)
+        {
+            var (code, output, err) = Run($"--model llama2-70b --seq-length 8192 --gpu h800 --gpus 64 --global-batch-size 128 " +
+                                          $"--context-parallel-size 2,4 --top 1 --json --out {_out} {extra}");
+            Assert.True(code == 0, err);
+            using var doc = JsonDocument.Parse(output);
+            return doc.RootElement.GetProperty("top")[0].GetProperty("tokens_per_s_per_gpu").GetDouble();
+        }
+        Assert.True(Best("--no-context-parallel-comm-overlap-gemm") < Best(""));
+    }
+
+    [Fact]
     public void NoValidFactorizationSaysWhyAndExits2()
     {
         var (code, _, err) = Run($"--model llama-175b --gpu h800 --gpus 7 --global-batch-size 256 --out {_out}");
