@@ -50,19 +50,22 @@ public class SearchCommandTests : IDisposable
         Assert.True(File.Exists(Path.Combine(_out, "throughput-vs-memory.png")));
     }
 
+    /// <summary>The winner's tokens/s per GPU of a search over <paramref name="space"/>.</summary>
+    private double BestThroughput(string space)
+    {
+        var (code, output, err) = Run($"{space} --top 1 --json --out {_out}");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        return doc.RootElement.GetProperty("top")[0].GetProperty("tokens_per_s_per_gpu").GetDouble();
+    }
+
     [Fact]
     public void TheLaunchsHardwareQueuesReachEveryConfiguration()
     {
         // Pipelined tensor-parallel layouts only: with Megatron's one queue their overlapped p2p hides nothing, with CUDA's
         // eight it does, so the best of the same space is no slower, and faster where pipeline transfers cross nodes.
-        double Best(string extra)
-        {
-            var (code, output, err) = Run($"--model llama-65b --gpu h800 --gpus 64 --global-batch-size 64 --tensor-model-parallel-size 4 " +
-                                          $"--pipeline-model-parallel-size 8 --top 1 --json --out {_out} {extra}");
-            Assert.True(code == 0, err);
-            using var doc = JsonDocument.Parse(output);
-            return doc.RootElement.GetProperty("top")[0].GetProperty("tokens_per_s_per_gpu").GetDouble();
-        }
+        double Best(string extra) => BestThroughput(
+            $"--model llama-65b --gpu h800 --gpus 64 --global-batch-size 64 --tensor-model-parallel-size 4 --pipeline-model-parallel-size 8 {extra}");
         double oneQueue = Best(""), eight = Best("--cuda-device-max-connections 8");
         Assert.True(eight > oneQueue, $"{eight} vs {oneQueue}");
         Assert.Equal(oneQueue, Best("--cuda-device-max-connections 1"), 9);
@@ -76,14 +79,8 @@ public class SearchCommandTests : IDisposable
     {
         // Context-parallel layouts only: with Megatron-Kwai's --no-context-parallel-comm-overlap-gemm the K/V exchange is
         // on the critical path of every one of them, so the best of the same space is slower.
-        double Best(string extra)
-        {
-            var (code, output, err) = Run($"--model llama2-70b --seq-length 8192 --gpu h800 --gpus 64 --global-batch-size 128 " +
-                                          $"--context-parallel-size 2,4 --top 1 --json --out {_out} {extra}");
-            Assert.True(code == 0, err);
-            using var doc = JsonDocument.Parse(output);
-            return doc.RootElement.GetProperty("top")[0].GetProperty("tokens_per_s_per_gpu").GetDouble();
-        }
+        double Best(string extra) => BestThroughput(
+            $"--model llama2-70b --seq-length 8192 --gpu h800 --gpus 64 --global-batch-size 128 --context-parallel-size 2,4 {extra}");
         Assert.True(Best("--no-context-parallel-comm-overlap-gemm") < Best(""));
     }
 
