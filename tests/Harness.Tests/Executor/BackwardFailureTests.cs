@@ -60,3 +60,23 @@ public class BackwardFailureTests
         Assert.Equal("rank 0: rank 0 ran out of data", e.Message);
     }
 }
+
+/// <summary>On a GPU, backward runs on libtorch's device threads, where no <see cref="BackwardFailure.Run"/> is active: a
+/// failure recorded there is the process's and reaches the run that started the backward. Alone: any run would take it.</summary>
+[Collection("Alone")]
+public class BackwardFailureOffThreadTests
+{
+    [Fact]
+    public void AFailureOnAThreadWithoutARunReachesTheRunOnceAndOnlyOnce()
+    {
+        List<TorchSharp.torch.Tensor>? handedToLibtorch = null;
+        var device = new Thread(() => handedToLibtorch = BackwardFailure.Guard(2, () => throw new InvalidOperationException("device thread broke")));
+        device.Start();
+        device.Join();
+        // One undefined gradient per forward argument, as TorchSharp checks.
+        Assert.Equal(new TorchSharp.torch.Tensor?[] { null, null }, handedToLibtorch!);
+        var e = Assert.Throws<InvalidOperationException>(() => BackwardFailure.Run(() => { }));
+        Assert.Equal("device thread broke", e.Message);
+        BackwardFailure.Run(() => { }); // taken: the next backward starts clean
+    }
+}

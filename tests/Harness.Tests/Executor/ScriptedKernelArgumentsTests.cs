@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace Harness.Tests.Executor;
 
-[Collection("Collector")]
+[Collection("Alone")]
 public class ScriptedKernelArgumentsTests
 {
     public ScriptedKernelArgumentsTests() => TorchRuntime.Initialize(ExecutionDevice.Cpu);

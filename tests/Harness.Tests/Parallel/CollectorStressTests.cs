@@ -7,7 +7,7 @@ namespace Harness.Tests.Parallel;
 /// A layout trained while another thread collects garbage without pause: every native handle the executor passes to
 /// libtorch (tensors, Scalars, generators) must stay alive until libtorch has read it, or a finalizer frees it first.
 /// </summary>
-[Collection("Collector")]
+[Collection("Alone")]
 public class CollectorStressTests
 {
     [Fact]

@@ -1,11 +1,12 @@
 namespace Harness.Tests;
 
 /// <summary>
-/// Tests that run a thread collecting garbage without pause, to catch native handles freed by a finalizer before
-/// libtorch read them. They run alone: their collections would reach every test running beside them.
+/// Tests that must run with no other test beside them: those that collect garbage without pause (to catch native
+/// handles freed by a finalizer before libtorch read them; their collections would reach every test running beside
+/// them), and those that use process-wide state other tests' runs would see.
 /// </summary>
-[CollectionDefinition("Collector", DisableParallelization = true)]
-public sealed class CollectorCollection;
+[CollectionDefinition("Alone", DisableParallelization = true)]
+public sealed class AloneCollection;
 
 /// <summary>A thread that collects garbage and runs finalizers back to back until disposed.</summary>
 public sealed class ConstantCollection : IDisposable
