@@ -116,7 +116,7 @@ public static class DistributedRun
             }
         }
         catch (InvalidDataException e) { return UserError(e.Message + job.Kept); } // this GPU rank's data or checkpoint files
-        catch (System.Runtime.InteropServices.ExternalException e) when (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
+        catch (Exception e) when (OutOfMemory.Is(e))
         {
             // This GPU rank ran out of memory (the launcher stops the others).
             return UserError($"rank {env.Rank}: micro-batch {parallel.MicroBatch} x s {model.SeqLength} of {model.Name} in this layout does not fit in the " +

@@ -109,7 +109,7 @@ public static class RunCommand
             Console.Error.WriteLine($"harness run: {e.Message} (the {records.Count} iterations done are in {output}/metrics.csv)");
             return 2;
         }
-        catch (System.Runtime.InteropServices.ExternalException e) when (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
+        catch (Exception e) when (OutOfMemory.Is(e))
         {
             Console.Error.WriteLine($"harness run: micro-batch {options.MicroBatchSize} x s {m.SeqLength} of {m.Name} does not fit in the device's memory; " +
                                     "use a smaller --micro-batch-size or --recompute-granularity full.");
