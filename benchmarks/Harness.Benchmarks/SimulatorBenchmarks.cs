@@ -15,19 +15,19 @@ public class SimulatorBenchmarks
 {
     private static readonly ModelSpec Model = ModelPresets.All["llama-175b"];
     private static readonly ClusterSpec Cluster = ClusterSpec.Of(GpuPresets.All["h800"], 256);
-    private ParallelConfig[] configs = [];
+    private RunDescription[] configs = [];
 
     public const int Layouts = 16;
 
     [GlobalSetup]
     public void Setup()
     {
-        var list = new List<ParallelConfig>();
+        var list = new List<RunDescription>();
         foreach (var (t, cp, p, l) in new[] { (4, 1, 8, 2), (2, 2, 16, 1), (8, 1, 4, 4), (4, 2, 8, 1), (8, 1, 8, 2), (2, 1, 16, 2), (4, 1, 16, 1), (8, 2, 4, 2) })
             foreach (var r in new[] { RecomputeSpec.Kwai, RecomputeSpec.FullUniform() })
             {
                 int dp = 256 / (t * cp * p);
-                list.Add(new ParallelConfig(dp, t, p, l, cp, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
+                list.Add(new RunDescription(dp, t, p, l, cp, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
                     Recompute: r, OffloadRatio: r == RecomputeSpec.Kwai ? 0.5 : 0, ZeroStage: 1));
             }
         configs = list.ToArray();

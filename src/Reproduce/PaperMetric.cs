@@ -79,15 +79,15 @@ public sealed record PaperFlopCounter(AttentionFlopCounting Attention, bool Reco
     }
 
     /// <summary>FLOPs per token as the paper counts them for this model and configuration.</summary>
-    public double FlopsPerToken(ModelSpec model, ParallelConfig config) => RecomputeCounted
+    public double FlopsPerToken(ModelSpec model, RunDescription config) => RecomputeCounted
         ? Flops.HardwareFlopsPerToken(model, config, Attention)
         : Flops.ModelFlopsPerToken(model, Attention);
 
     /// <summary>TFLOP/s per GPU at the given throughput.</summary>
-    public double TflopsPerGpu(ModelSpec model, ParallelConfig config, double tokensPerSecondPerGpu) =>
+    public double TflopsPerGpu(ModelSpec model, RunDescription config, double tokensPerSecondPerGpu) =>
         tokensPerSecondPerGpu * FlopsPerToken(model, config) / 1e12;
 
     /// <summary>Fraction of the paper's peak at the given throughput (MFU when recomputation is not counted).</summary>
-    public double FractionOfPeak(ModelSpec model, ParallelConfig config, double tokensPerSecondPerGpu) =>
+    public double FractionOfPeak(ModelSpec model, RunDescription config, double tokensPerSecondPerGpu) =>
         tokensPerSecondPerGpu * FlopsPerToken(model, config) / PeakFlops;
 }

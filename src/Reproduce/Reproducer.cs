@@ -48,7 +48,7 @@ public sealed class Reproducer(StepSimulator simulate)
     }
 
     /// <summary>The configurations to simulate: the row's own, or one per combination of the knobs left to choose.</summary>
-    private static IEnumerable<ParallelConfig> Candidates(Experiment e, RowSetup s)
+    private static IEnumerable<RunDescription> Candidates(Experiment e, RowSetup s)
     {
         var micro = s.Args.MicroBatchSize is null && e.Choose?.MicroBatchSizes is { } list
             ? list : [s.Config.MicroBatch];
@@ -73,7 +73,7 @@ public sealed class Reproducer(StepSimulator simulate)
         return Enumerable.Range(1, perRank / 2).Where(l => perRank % l == 0).Select(l => (int?)l).ToList();
     }
 
-    private static string DescribeChoice(Experiment e, RowSetup s, ParallelConfig c)
+    private static string DescribeChoice(Experiment e, RowSetup s, RunDescription c)
     {
         var parts = new List<string>();
         if (s.Args.MicroBatchSize is null && e.Choose?.MicroBatchSizes is not null)

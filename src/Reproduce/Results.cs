@@ -5,7 +5,7 @@ public sealed record SimulatedStep(double StepTimeSeconds, double TokensPerSecon
 
 /// <summary>The simulator as a reproduction sees it: one configuration in, one prediction out.</summary>
 public delegate SimulatedStep StepSimulator(Harness.Simulator.Specs.ModelSpec model,
-    Harness.Simulator.Specs.ClusterSpec cluster, Harness.Simulator.Specs.ParallelConfig config);
+    Harness.Simulator.Specs.ClusterSpec cluster, Harness.Simulator.Specs.RunDescription config);
 
 /// <summary>
 /// One row reproduced: the configuration simulated (with any knob the reproduction chose, in <see cref="Choice"/>),

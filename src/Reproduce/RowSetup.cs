@@ -7,7 +7,7 @@ namespace Harness.Reproduce;
 /// defaults and the row's system (what it overlaps) applied. Knobs the paper leaves out are filled in by
 /// <see cref="Reproducer"/> from <see cref="Experiment.Choose"/>.
 /// </summary>
-public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConfig Config, string SystemName, MegatronArgs Args)
+public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescription Config, string SystemName, MegatronArgs Args)
 {
     /// <summary>Resolves row <paramref name="row"/> of <paramref name="e"/>.</summary>
     public static RowSetup Resolve(Experiment e, ExperimentRow row)
@@ -54,12 +54,12 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, ParallelConf
         return m;
     }
 
-    private static ParallelConfig ToConfig(MegatronArgs a, SystemProfile? system, int gpus, string where)
+    private static RunDescription ToConfig(MegatronArgs a, SystemProfile? system, int gpus, string where)
     {
         int t = a.TensorModelParallelSize ?? 1, p = a.PipelineModelParallelSize ?? 1, cp = a.ContextParallelSize ?? 1;
         if (t < 1 || p < 1 || cp < 1 || gpus % (t * p * cp) != 0)
             throw new ExperimentException($"{where}: {gpus} GPUs are not divisible by tensor {t} x pipeline {p} x context {cp}.");
-        return new ParallelConfig(
+        return new RunDescription(
             DataParallel: gpus / (t * p * cp),
             TensorParallel: t,
             PipelineParallel: p,

@@ -16,7 +16,7 @@ namespace Harness.Search;
 /// </summary>
 public static class ComputeBound
 {
-    public static double StepTimeLowerBound(ModelSpec model, ClusterSpec cluster, ParallelConfig c)
+    public static double StepTimeLowerBound(ModelSpec model, ClusterSpec cluster, RunDescription c)
     {
         // The fastest dense peak of the GPU, whatever the precision: a valid bound for all of them.
         double peak = Math.Max(cluster.Gpu.PeakFp16Flops, cluster.Gpu.PeakBf16Flops);

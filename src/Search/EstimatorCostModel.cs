@@ -13,16 +13,16 @@ public sealed class EstimatorCostModel : ISearchCostModel
 {
     public static EstimatorCostModel Instance { get; } = new();
 
-    public CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, ParallelConfig config) =>
+    public CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, RunDescription config) =>
         ToCostPoint(Estimator.Estimate(model, cluster, config));
 
-    public double Screen(ModelSpec model, ClusterSpec cluster, ParallelConfig config) =>
+    public double Screen(ModelSpec model, ClusterSpec cluster, RunDescription config) =>
         Estimator.EstimateClosedForm(model, cluster, config).StepTimeSeconds;
 
     public static CostPoint ToCostPoint(StepEstimate e) =>
         new(e.StepTimeSeconds, e.PeakMemoryBytes, e.TokensPerSecondPerGpu, e.Mfu, BiggestCost(e.Time, e.StepTimeSeconds));
 
-    public long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, ParallelConfig config)
+    public long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
         var k = PipelineCosts.Build(model, cluster, config);
         return (long)Math.Floor(Math.Max(k.First.State.Total, k.Last.State.Total));
@@ -38,7 +38,7 @@ public sealed class EstimatorCostModel : ISearchCostModel
     /// Memory: the weights, gradients and optimizer states, and the backward temporaries, which are live at the
     /// peak whatever the offload ratio.
     /// </summary>
-    public CostBounds Bounds(ModelSpec model, ClusterSpec cluster, ParallelConfig config)
+    public CostBounds Bounds(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
         var k = PipelineCosts.Build(model, cluster, config);
         int last = k.P - 1;

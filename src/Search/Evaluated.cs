@@ -3,7 +3,7 @@ using Harness.Simulator.Specs;
 namespace Harness.Search;
 
 /// <summary>One fully evaluated configuration and whether it fits the memory limit.</summary>
-public sealed record Evaluated(ParallelConfig Config, CostPoint Cost, bool Fits)
+public sealed record Evaluated(RunDescription Config, CostPoint Cost, bool Fits)
 {
     /// <summary>
     /// The search's ranking: shorter step time first (same world size and batch, so higher tokens/s/GPU),

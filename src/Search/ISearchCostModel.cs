@@ -24,24 +24,24 @@ public readonly record struct CostBounds(double StepTimeSeconds, long PeakMemory
 public interface ISearchCostModel
 {
     /// <summary>The full evaluation of one valid configuration.</summary>
-    CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
+    CostPoint Evaluate(ModelSpec model, ClusterSpec cluster, RunDescription config);
 
     /// <summary>
     /// A quick estimate of a valid configuration's step time, used only to order the search (promising layouts
     /// first, so the bounds bite early): its accuracy changes how fast the search is, never what it returns.
     /// </summary>
-    double Screen(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
+    double Screen(ModelSpec model, ClusterSpec cluster, RunDescription config);
 
     /// <summary>
     /// Lower bounds for <paramref name="config"/> and every configuration that differs from it only by a larger
     /// offload ratio. When <paramref name="config"/> has no recomputation, the time bound also holds for every
     /// recomputation (recomputation only adds work). Must be cheap: it prunes before evaluating.
     /// </summary>
-    CostBounds Bounds(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
+    CostBounds Bounds(ModelSpec model, ClusterSpec cluster, RunDescription config);
 
     /// <summary>
     /// A lower bound on the peak memory of every configuration sharing this one's layout and ZeRO stage
     /// (any recomputation, offload ratio and sync factor): weights, gradients and optimizer states.
     /// </summary>
-    long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, ParallelConfig config);
+    long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, RunDescription config);
 }

@@ -29,7 +29,7 @@ public readonly record struct Layout(
 
     /// <summary>The full configuration at one ZeRO stage, recomputation and offload ratio, run by the implementation
     /// <paramref name="overlap"/> describes (null: the simulator's default).</summary>
-    public ParallelConfig ToConfig(int globalBatch, int zeroStage, RecomputeSpec recompute, double offloadRatio, OverlapSpec? overlap = null) => new(
+    public RunDescription ToConfig(int globalBatch, int zeroStage, RecomputeSpec recompute, double offloadRatio, OverlapSpec? overlap = null) => new(
         DataParallel: DataParallel,
         TensorParallel: TensorParallel,
         PipelineParallel: PipelineParallel,

@@ -9,7 +9,7 @@ public static class MegatronArgs
     private static string F(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
     /// <summary>The parallel part of a Megatron command line; data-parallel size is implied by the world size.</summary>
-    public static string Format(ParallelConfig c)
+    public static string Format(RunDescription c)
     {
         var a = new List<string>
         {
@@ -34,7 +34,7 @@ public static class MegatronArgs
     }
 
     /// <summary>The papers' short notation: "d8 t4 c1 p8 l2 mb1 sp kwai a0.63 z1".</summary>
-    public static string Short(ParallelConfig c)
+    public static string Short(RunDescription c)
     {
         string l = c.LayersPerVirtualStage is int n ? $" l{n}" : "";
         string sp = c.SequenceParallel ? " sp" : "";

@@ -61,7 +61,7 @@ public static class RecomputeChoices
 
     /// <summary>
     /// Every recomputation valid for a layout under the constraints, in the order the search tries them
-    /// (none first: it is the fastest, and its time bounds the others). The rules are ParallelConfig.Validate's:
+    /// (none first: it is the fastest, and its time bounds the others). The rules are RunDescription.Validate's:
     /// the SwiGLU-output recompute needs a SwiGLU model; the norm recompute needs sequence parallelism when
     /// tensor parallelism is on; full uniform num-layers divides a model chunk's layers; full block num-layers
     /// is at most a chunk's layers.

@@ -38,7 +38,7 @@ public sealed record SearchCounts(
 }
 
 /// <summary>The smallest weights-plus-optimizer footprint seen among layouts pruned for it (the why of "nothing fits").</summary>
-public sealed record StaticMemoryMiss(ParallelConfig Config, long StaticBytes);
+public sealed record StaticMemoryMiss(RunDescription Config, long StaticBytes);
 
 /// <summary>The outcome of a search: the top K, the Pareto front, the near misses and the counts.</summary>
 public sealed record SearchResult(

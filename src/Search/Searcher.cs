@@ -93,7 +93,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
 
         private void Prune(PruneRule rule, long configs) => Pruned[(int)rule] += configs;
 
-        private Evaluated Evaluate(ParallelConfig config)
+        private Evaluated Evaluate(RunDescription config)
         {
             var c = cost.Evaluate(space.Model, space.Cluster, config);
             var e = new Evaluated(config, c, c.PeakMemoryBytes <= _limit);
@@ -103,7 +103,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             return e;
         }
 
-        private void Expect(bool holds, string property, ParallelConfig config)
+        private void Expect(bool holds, string property, RunDescription config)
         {
             if (!holds) Violations.Add($"{property}: {MegatronArgs.Short(config)}");
         }

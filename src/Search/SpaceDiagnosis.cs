@@ -2,8 +2,8 @@ using Harness.Simulator.Specs;
 
 namespace Harness.Search;
 
-/// <summary>A configuration close to the space, and every reason ParallelConfig.Validate gives against it.</summary>
-public sealed record NearMissConfig(ParallelConfig Config, IReadOnlyList<string> Reasons);
+/// <summary>A configuration close to the space, and every reason RunDescription.Validate gives against it.</summary>
+public sealed record NearMissConfig(RunDescription Config, IReadOnlyList<string> Reasons);
 
 /// <summary>
 /// Why a space holds no valid configuration: the factorizations of the world size (within the constraints)
@@ -31,7 +31,7 @@ public static class SpaceDiagnosis
                     if (c.DataParallel is { Count: > 0 } dps) dp = dps[0];
                     foreach (double p in c.SyncFactors)
                     {
-                        var config = new ParallelConfig(dp, tp, pp, l, cp, sp, mb, space.GlobalBatch, recompute, alpha, zero, p, space.Constraints.Overlap);
+                        var config = new RunDescription(dp, tp, pp, l, cp, sp, mb, space.GlobalBatch, recompute, alpha, zero, p, space.Constraints.Overlap);
                         var reasons = config.Validate(space.Model, world).ToList();
                         if (c.TensorParallelWithinNode && space.Cluster.GpusPerNode % tp != 0)
                             reasons.Add($"--max-tp-per-node keeps tensor parallelism inside a node of {space.Cluster.GpusPerNode} GPUs; {tp} does not divide it.");

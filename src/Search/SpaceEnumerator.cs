@@ -4,7 +4,7 @@ namespace Harness.Search;
 
 /// <summary>
 /// Every valid configuration of a <see cref="SearchSpace"/>, generated valid by construction: each rule of
-/// <see cref="ParallelConfig.Validate"/> is applied at the level of the tree where its values are fixed, so no
+/// <see cref="RunDescription.Validate"/> is applied at the level of the tree where its values are fixed, so no
 /// invalid subtree is ever walked. Tests prove the set equal to "every combination that Validate accepts".
 /// Tree: layout (dp, tp, pp, cp, interleaving, sp, micro-batch, p) -> ZeRO stage -> recomputation -> offload ratio.
 /// </summary>
@@ -94,7 +94,7 @@ public sealed class SpaceEnumerator
         (long)ZeroStages.Count * RecomputeOptions(layout).Count * OffloadOptions(layout).Count;
 
     /// <summary>Every valid configuration of the space (for brute force and tests; the search never lists them all).</summary>
-    public IEnumerable<ParallelConfig> All()
+    public IEnumerable<RunDescription> All()
     {
         foreach (var layout in Layouts())
             foreach (int zero in ZeroStages)

@@ -19,7 +19,7 @@ public sealed class InvalidConfigException(IReadOnlyList<string> reasons)
 public static class Estimator
 {
     /// <summary>Every reason (model, cluster, config) cannot be estimated; empty when it can.</summary>
-    public static IReadOnlyList<string> Validate(ModelSpec model, ClusterSpec cluster, ParallelConfig config)
+    public static IReadOnlyList<string> Validate(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
         var reasons = new List<string>(model.Validate());
         if (reasons.Count > 0) return reasons;
@@ -30,7 +30,7 @@ public static class Estimator
     }
 
     /// <summary>Simulates the schedule stage by stage. Throws <see cref="InvalidConfigException"/> for an invalid config.</summary>
-    public static StepEstimate Estimate(ModelSpec model, ClusterSpec cluster, ParallelConfig config,
+    public static StepEstimate Estimate(ModelSpec model, ClusterSpec cluster, RunDescription config,
         AttentionFlopCounting counting = AttentionFlopCounting.Causal)
     {
         var reasons = Validate(model, cluster, config);
@@ -80,7 +80,7 @@ public static class Estimator
     /// The closed-form estimate for screening: exact where every chunk is alike; no breakdown and no allocation.
     /// The caller passes a configuration that <see cref="Validate"/> accepts.
     /// </summary>
-    public static ScreeningEstimate EstimateClosedForm(ModelSpec model, ClusterSpec cluster, ParallelConfig config,
+    public static ScreeningEstimate EstimateClosedForm(ModelSpec model, ClusterSpec cluster, RunDescription config,
         AttentionFlopCounting counting = AttentionFlopCounting.Causal)
     {
         var k = PipelineCosts.Build(model, cluster, config);
@@ -100,7 +100,7 @@ public static class Estimator
     /// (no bubble, no communication, no optimizer), and no rank needs less than its weights, gradients and
     /// optimizer states.
     /// </summary>
-    public static EstimateBounds Bounds(ModelSpec model, ClusterSpec cluster, ParallelConfig config)
+    public static EstimateBounds Bounds(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
         var k = PipelineCosts.Build(model, cluster, config);
         double compute = k.M * (k.V * k.ChunkCompute);
@@ -111,9 +111,9 @@ public static class Estimator
     private static double BuffersAtPeak(in PipelineCosts k, int rank) =>
         k.BackwardTransient + (rank == 0 ? k.FirstBackwardTransient : 0) + (rank == k.P - 1 ? k.LastBackwardTransient : 0);
 
-    private static double Tokens(ModelSpec model, ParallelConfig config) => (double)config.GlobalBatch * model.SeqLength;
+    private static double Tokens(ModelSpec model, RunDescription config) => (double)config.GlobalBatch * model.SeqLength;
 
-    private static StepEstimate Summarize(ModelSpec model, ClusterSpec cluster, ParallelConfig config,
+    private static StepEstimate Summarize(ModelSpec model, ClusterSpec cluster, RunDescription config,
         AttentionFlopCounting counting, double step, long peak, double bubble, int critical, int peakStage,
         TimeBreakdown time, MemoryBreakdown memory, IReadOnlyList<StageMemory> stages)
     {

@@ -9,12 +9,12 @@ public class EstimatorTests
     private static readonly ClusterSpec H800x256 = ClusterSpec.Of(GpuPresets.All["h800"], 256);
 
     /// <summary>Megatron-Kwai Table 8, "theirs": t4 c1 p8 l2, ckpt=ours, alpha 0.63, distributed optimizer, SP.</summary>
-    private static readonly ParallelConfig Theirs = new(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8,
+    private static readonly RunDescription Theirs = new(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8,
         LayersPerVirtualStage: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256, Recompute: RecomputeSpec.Kwai,
         OffloadRatio: 0.63, ZeroStage: 1);
 
     /// <summary>Table 8, "their baseline": t2 c2 p16 l1, full recomputation.</summary>
-    private static readonly ParallelConfig Baseline = new(DataParallel: 4, TensorParallel: 2, PipelineParallel: 16,
+    private static readonly RunDescription Baseline = new(DataParallel: 4, TensorParallel: 2, PipelineParallel: 16,
         LayersPerVirtualStage: 1, ContextParallel: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
         Recompute: RecomputeSpec.FullUniform(), ZeroStage: 1);
 
@@ -25,7 +25,7 @@ public class EstimatorTests
         // the network (16-rank stages) at 12.5 GB/s: 4.03 ms. Per iteration a middle rank sends m·2v = 64·12 = 768 of them.
         double message = 8192 / 4 * 12288 * 2 / 12.5e9 + 6e-6;
         Assert.Equal(0.004033, message, 6);
-        Harness.Simulator.Specs.ParallelConfig With(bool overlap, int queues) =>
+        Harness.Simulator.Specs.RunDescription With(bool overlap, int queues) =>
             Baseline with { Overlap = new OverlapSpec(GradientReduce: false, PipelineP2p: overlap, DeviceMaxConnections: queues) };
         double oneQueue = Estimator.Estimate(Llama175, H800x256, With(true, 1)).StepTimeSeconds;
         double blocking = Estimator.Estimate(Llama175, H800x256, With(false, 1)).StepTimeSeconds;
@@ -95,7 +95,7 @@ public class EstimatorTests
     {
         var m = ModelPresets.All["caat-7b"];
         var cluster = ClusterSpec.Of(GpuPresets.All["h100-sxm"], 8);
-        var c = new ParallelConfig(TensorParallel: 8, GlobalBatch: 8);
+        var c = new RunDescription(TensorParallel: 8, GlobalBatch: 8);
         var full = Estimator.Estimate(m, cluster, c);
         var half = Estimator.Estimate(m, cluster, c with { SyncFactor = 0.5 });
         var quarter = Estimator.Estimate(m, cluster, c with { SyncFactor = 0.25 });
@@ -133,7 +133,7 @@ public class EstimatorTests
         foreach (var r in new[] { RecomputeSpec.None, RecomputeSpec.FullUniform(), RecomputeSpec.Kwai })
         foreach (double alpha in new[] { 0.0, 0.5 })
         {
-            var c = new ParallelConfig(256 / (t * p * cp), t, p, l, cp, t > 1, 1, 256, r, alpha, 1);
+            var c = new RunDescription(256 / (t * p * cp), t, p, l, cp, t > 1, 1, 256, r, alpha, 1);
             if (Estimator.Validate(m, H800x256, c).Count > 0) continue;
             var full = Estimator.Estimate(m, H800x256, c);
             var fast = Estimator.EstimateClosedForm(m, H800x256, c);

@@ -16,7 +16,7 @@ public class FlopsTests
         double model = 72 * L * h * h * (1 + s / (6 * h)) + 6 * h * V;
         double full = 96 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h));
         Assert.Equal(model, Flops.ModelFlopsPerToken(m, AttentionFlopCounting.Full), 1e-9 * model);
-        var cfg = new ParallelConfig(Recompute: RecomputeSpec.FullUniform());
+        var cfg = new RunDescription(Recompute: RecomputeSpec.FullUniform());
         Assert.Equal(full, Flops.HardwareFlopsPerToken(m, cfg, AttentionFlopCounting.Full), 1e-9 * full);
     }
 

@@ -14,7 +14,7 @@ public class GradientAccumulationTests
     public void EachMicroBatchAfterTheFirstReadsTheFreshGradientAndReadsAndWritesTheAccumulatedOne()
     {
         // fp16 weights and fp16 accumulated gradients: 2 + 2·2 = 6 B per parameter, 3 of 4 micro-batches, averaged over 4.
-        var fp16 = new ParallelConfig(GlobalBatch: 4, Precision: Precision.Fp16, GradientsInFp32: false, GradientAccumulationFusion: false);
+        var fp16 = new RunDescription(GlobalBatch: 4, Precision: Precision.Fp16, GradientsInFp32: false, GradientAccumulationFusion: false);
         Assert.Equal(1e9 * 6 / Hbm * 3 / 4, ComputeTime.GradientAccumulation(1e9, fp16, A100), 12);
         // bf16 weights, fp32 main gradients: 2 + 2·4 = 10 B.
         var bf16 = fp16 with { Precision = Precision.Bf16, GradientsInFp32 = true };
@@ -29,7 +29,7 @@ public class GradientAccumulationTests
     {
         var model = ModelPresets.All["gpt-18.4b"];
         var cluster = ClusterSpec.Of(A100, 64);
-        var fused = new ParallelConfig(DataParallel: 2, TensorParallel: 8, PipelineParallel: 4, GlobalBatch: 64,
+        var fused = new RunDescription(DataParallel: 2, TensorParallel: 8, PipelineParallel: 4, GlobalBatch: 64,
             Precision: Precision.Fp16, GradientsInFp32: false, FlashAttention: false);
         var unfused = fused with { GradientAccumulationFusion = false };
         double slower = Estimator.Estimate(model, cluster, unfused).StepTimeSeconds - Estimator.Estimate(model, cluster, fused).StepTimeSeconds;

@@ -10,12 +10,12 @@ public class OffloadTests
     private const double MiB = 1 << 20;
     private static readonly ModelSpec Llama65b = ModelPresets.All["llama-65b"] with { SeqLength = 8192 };
 
-    private static ParallelConfig Config(double alpha, RecomputeSpec recompute, int? maxSplit = 21) => new(
+    private static RunDescription Config(double alpha, RecomputeSpec recompute, int? maxSplit = 21) => new(
         TensorParallel: 2, ContextParallel: 2, PipelineParallel: 8, DataParallel: 8, LayersPerVirtualStage: 2,
         SequenceParallel: true, GlobalBatch: 256, Recompute: recompute, OffloadRatio: alpha, ZeroStage: 1,
         MaxSplitSizeMb: maxSplit);
 
-    private static ChunkOffload Chunk(ParallelConfig c)
+    private static ChunkOffload Chunk(RunDescription c)
     {
         Span<LayerTensor> tensors = stackalloc LayerTensor[Activations.MaxLayerTensors];
         tensors = tensors[..Activations.LayerTensors(Llama65b, c, tensors)];

@@ -194,7 +194,7 @@ public class SimulateCommandTests
     [Fact]
     public void GradientPrecisionFollowsMegatron()
     {
-        Harness.Simulator.Specs.ParallelConfig Read(string flags) =>
+        Harness.Simulator.Specs.RunDescription Read(string flags) =>
             SimulationArguments.Read(CommandLine.Parse(flags.Split(' ', StringSplitOptions.RemoveEmptyEntries), SimulationArguments.Flags))!.Config;
         Assert.True(Read("--gpus 8").GradientsInFp32);                                          // bf16 forces fp32 main gradients
         Assert.False(Read("--gpus 8 --fp16").GradientsInFp32);                                  // fp16 keeps fp16 gradients

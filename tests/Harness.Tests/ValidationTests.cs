@@ -2,15 +2,15 @@ using Harness.Simulator.Specs;
 
 namespace Harness.Tests;
 
-/// <summary>Every reason ParallelConfig.Validate and ModelSpec.Validate give, each triggered on its own.</summary>
+/// <summary>Every reason RunDescription.Validate and ModelSpec.Validate give, each triggered on its own.</summary>
 public class ValidationTests
 {
     // Llama-7B (L32 h4096 a32 ffn11008) on 8 GPUs, t 2, p 2, dp 2: valid as is.
     private static readonly ModelSpec Llama = ModelPresets.All["llama-7b"];
-    private static readonly ParallelConfig Valid = new(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2,
+    private static readonly RunDescription Valid = new(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2,
         SequenceParallel: true, MicroBatch: 1, GlobalBatch: 16);
 
-    public static TheoryData<string, ParallelConfig, ModelSpec, string> Cases()
+    public static TheoryData<string, RunDescription, ModelSpec, string> Cases()
     {
         var gpt = ModelPresets.All["gpt-1.7b"];
         return new()
@@ -55,7 +55,7 @@ public class ValidationTests
                 "--recompute-num-layers 3 does not divide the 16 layers of a model chunk (uniform method)." },
             { "kwai with full", Valid with { Recompute = RecomputeSpec.FullUniform() with { NormOutputs = true } }, Llama,
                 "Megatron-Kwai's norm/activation recompute cannot be combined with full recomputation." },
-            { "kwai swiglu", new ParallelConfig(DataParallel: 8, GlobalBatch: 8, Recompute: RecomputeSpec.Kwai), gpt,
+            { "kwai swiglu", new RunDescription(DataParallel: 8, GlobalBatch: 8, Recompute: RecomputeSpec.Kwai), gpt,
                 "--kaimm-recompute-mlp-activation-func needs a SwiGLU model (--swiglu)." },
             { "kwai norm sp", Valid with { SequenceParallel = false, Recompute = RecomputeSpec.Kwai }, Llama,
                 "--kaimm-recompute-norm needs --sequence-parallel when tensor parallelism is on." },
@@ -67,7 +67,7 @@ public class ValidationTests
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void EachReasonIsGiven(string label, ParallelConfig config, ModelSpec model, string reason)
+    public void EachReasonIsGiven(string label, RunDescription config, ModelSpec model, string reason)
     {
         var reasons = config.Validate(model, 8);
         Assert.True(reasons.Contains(reason), $"{label}: got [{string.Join(" | ", reasons)}]");

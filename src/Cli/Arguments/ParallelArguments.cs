@@ -89,8 +89,8 @@ public static class ParallelArguments
 
     /// <summary>The configuration the flags describe. Problems go to <see cref="CommandLine.Errors"/>; the config is
     /// still returned (with data-parallel size 1 when the world size does not divide) so that its own
-    /// <see cref="ParallelConfig.Validate"/> can add every further reason.</summary>
-    public static ParallelConfig Read(CommandLine cl, int worldSize)
+    /// <see cref="RunDescription.Validate"/> can add every further reason.</summary>
+    public static RunDescription Read(CommandLine cl, int worldSize)
     {
         foreach (var f in Unsupported)
             if (cl.String(f.Name) is not null || cl.Switch(f.Name))
@@ -150,7 +150,7 @@ public static class ParallelArguments
         if (unfused is > 0 and < 3)
             cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
 
-        var config = new ParallelConfig(
+        var config = new RunDescription(
             DataParallel: dp, TensorParallel: t, PipelineParallel: p, LayersPerVirtualStage: l, ContextParallel: cp,
             SequenceParallel: cl.Switch("--sequence-parallel"), MicroBatch: b, GlobalBatch: gbs,
             Recompute: recompute, OffloadRatio: alpha ?? kwaiAlpha ?? 0, ZeroStage: zero,

@@ -3,7 +3,7 @@ using Harness.Simulator.Specs;
 namespace Harness.Cli.Arguments;
 
 /// <summary>A model, a cluster and a parallel configuration read from one command line.</summary>
-public sealed record SimulationInput(ModelSpec Model, ClusterSpec Cluster, ParallelConfig Config);
+public sealed record SimulationInput(ModelSpec Model, ClusterSpec Cluster, RunDescription Config);
 
 /// <summary>
 /// Reads the model, cluster and parallel flags together, the way `harness simulate`, `run` and `search` take

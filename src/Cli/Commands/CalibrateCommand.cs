@@ -31,12 +31,12 @@ public static class CalibrateCommand
     };
 
     /// <summary>The default layers: those of the reproduced tables' Llama and GPT layouts (attention head dim 128).</summary>
-    private static readonly (string Label, string Model, int SeqLength, ParallelConfig Config)[] ReproducedLayers =
+    private static readonly (string Label, string Model, int SeqLength, RunDescription Config)[] ReproducedLayers =
     {
-        ("llama-7b s4096", "llama-7b", 4096, new ParallelConfig(GlobalBatch: 1)),
-        ("llama-65b s4096 t2", "llama-65b", 4096, new ParallelConfig(TensorParallel: 2, SequenceParallel: true, GlobalBatch: 1)),
-        ("llama-175b s8192 t4", "llama-175b", 8192, new ParallelConfig(TensorParallel: 4, SequenceParallel: true, GlobalBatch: 1)),
-        ("gpt-18.4b b8 t8", "gpt-18.4b", 2048, new ParallelConfig(TensorParallel: 8, MicroBatch: 8, GlobalBatch: 8)),
+        ("llama-7b s4096", "llama-7b", 4096, new RunDescription(GlobalBatch: 1)),
+        ("llama-65b s4096 t2", "llama-65b", 4096, new RunDescription(TensorParallel: 2, SequenceParallel: true, GlobalBatch: 1)),
+        ("llama-175b s8192 t4", "llama-175b", 8192, new RunDescription(TensorParallel: 4, SequenceParallel: true, GlobalBatch: 1)),
+        ("gpt-18.4b b8 t8", "gpt-18.4b", 2048, new RunDescription(TensorParallel: 8, MicroBatch: 8, GlobalBatch: 8)),
     };
 
     public static int Run(string[] args)
@@ -103,7 +103,7 @@ public static class CalibrateCommand
     }
 
     /// <summary>The layers to measure: the one --model names, else <see cref="ReproducedLayers"/>.</summary>
-    private static List<(string Label, ModelSpec Model, ParallelConfig Config)> Layers(CommandLine cl)
+    private static List<(string Label, ModelSpec Model, RunDescription Config)> Layers(CommandLine cl)
     {
         if (cl.String("--model") is not string name)
         {
@@ -125,7 +125,7 @@ public static class CalibrateCommand
         if (model is not null && (t < 1 || model.NumAttentionHeads % t != 0 || model.NumQueryGroups % t != 0 || model.FfnHiddenSize % t != 0))
             cl.Errors.Add($"--tensor-model-parallel-size {t} must divide the heads ({model.NumAttentionHeads}), key/value groups ({model.NumQueryGroups}) and FFN size ({model.FfnHiddenSize}).");
         if (model is null || cl.Errors.Count > 0) return [];
-        var config = new ParallelConfig(TensorParallel: t, SequenceParallel: t > 1, MicroBatch: b, GlobalBatch: b);
+        var config = new RunDescription(TensorParallel: t, SequenceParallel: t > 1, MicroBatch: b, GlobalBatch: b);
         return [($"{name} s{s} b{b}" + (t > 1 ? $" t{t}" : ""), model with { SeqLength = s }, config)];
     }
 

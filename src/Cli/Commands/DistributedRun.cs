@@ -143,7 +143,7 @@ public static class DistributedRun
     }
 
     /// <summary>The parallel layout from the flags, and the model with its tables padded as Megatron pads them (<see cref="VocabPadding"/>).</summary>
-    private static ParallelConfig Config(CommandLine cl, TrainingOptions o, int world, out ModelSpec model)
+    private static RunDescription Config(CommandLine cl, TrainingOptions o, int world, out ModelSpec model)
     {
         int t = cl.Int("--tensor-model-parallel-size") ?? 1, p = cl.Int("--pipeline-model-parallel-size") ?? 1, c = cl.Int("--context-parallel-size") ?? 1;
         int divisor = Math.Max(1, t * p * c);
@@ -151,7 +151,7 @@ public static class DistributedRun
         int dp = Math.Max(1, world / divisor);
         model = VocabPadding.Pad(o.Model, o.MakeVocabSizeDivisibleBy, t);
         double syncFactor = cl.Double("--sync-factor") ?? 1.0;
-        return new ParallelConfig(dp, t, p, cl.Int("--num-layers-per-virtual-pipeline-stage"), c, cl.Switch("--sequence-parallel"),
+        return new RunDescription(dp, t, p, cl.Int("--num-layers-per-virtual-pipeline-stage"), c, cl.Switch("--sequence-parallel"),
             o.MicroBatchSize, o.GlobalBatchSize, ZeroStage: cl.Switch("--use-distributed-optimizer") ? 1 : 0, SyncFactor: syncFactor,
             Precision: o.Bf16 ? Precision.Bf16 : Precision.Fp32,
             // As the executor runs it, for `harness validate`: pipeline sends go out grouped with the next receive and

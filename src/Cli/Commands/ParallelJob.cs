@@ -14,7 +14,7 @@ using static TorchSharp.torch;
 namespace Harness.Cli.Commands;
 
 /// <summary>What every rank runs: build its part of the model, train, and (rank 0) record.</summary>
-internal sealed class ParallelJob(TrainingOptions o, ParallelConfig parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention,
+internal sealed class ParallelJob(TrainingOptions o, RunDescription parallel, ModelSpec model, string output, int logInterval, string runtime, bool ringAttention,
     long? bucketSize, bool overlapParamGather)
 {
     /// <summary>Iterations rank 0 recorded (metrics.csv, summary.json, plots) before a step failed; 0 if none did.</summary>

@@ -22,7 +22,7 @@ public readonly record struct AttentionShape(long Batch, long Heads, long Groups
 
     /// <summary>The attention of one layer of <paramref name="m"/> on one rank of <paramref name="c"/> (heads and groups
     /// split over tensor parallelism).</summary>
-    public static AttentionShape Of(ModelSpec m, ParallelConfig c) => new(c.MicroBatch, m.NumAttentionHeads / c.TensorParallel,
+    public static AttentionShape Of(ModelSpec m, RunDescription c) => new(c.MicroBatch, m.NumAttentionHeads / c.TensorParallel,
         Math.Max(1, m.NumQueryGroups / c.TensorParallel), m.SeqLength, m.HeadDim);
 }
 

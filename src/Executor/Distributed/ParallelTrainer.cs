@@ -14,7 +14,7 @@ using AdamW = Harness.Executor.Optimizer.AdamW;
 namespace Harness.Executor.Distributed;
 
 /// <summary>
-/// One rank's training step under a <see cref="ParallelConfig"/> (Megatron's train_step): the rank builds its
+/// One rank's training step under a <see cref="RunDescription"/> (Megatron's train_step): the rank builds its
 /// model chunks (tensor-parallel shards of its pipeline stages), one flat gradient buffer over them, and per
 /// iteration runs the pipeline schedule over its data-parallel share of the batch, finalizes the gradients bucket by
 /// bucket (tensor-parallel replicated parameters, tied embeddings across stages, data-parallel average; during
@@ -24,7 +24,7 @@ namespace Harness.Executor.Distributed;
 public sealed class ParallelTrainer : IDisposable
 {
     private readonly ProcessGroups groups;
-    private readonly ParallelConfig parallel;
+    private readonly RunDescription parallel;
     private readonly ModelSpec spec;
     private readonly Device device;
     private readonly ScalarType dtype;
@@ -51,7 +51,7 @@ public sealed class ParallelTrainer : IDisposable
     /// default none.</param>
     /// <param name="overlapParamGather">Megatron's --overlap-param-gather: the distributed optimizer's all-gather of the
     /// updated weights runs bucket by bucket during the next forward (<see cref="ParamGather"/>).</param>
-    public ParallelTrainer(ProcessGroups groups, ParallelConfig parallel, ModelSpec spec, Device device, ScalarType dtype,
+    public ParallelTrainer(ProcessGroups groups, RunDescription parallel, ModelSpec spec, Device device, ScalarType dtype,
         AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false,
         long? bucketSize = null, Fusions? fusions = null, bool overlapParamGather = false, double hiddenDropout = 0, double attentionDropout = 0)
     {

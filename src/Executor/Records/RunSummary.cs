@@ -26,7 +26,7 @@ public sealed record RunSummary(
     double MedianHostGapMs,
     double MedianEnqueueMs,
     double FinalLoss,
-    ParallelConfig? Parallel = null,
+    RunDescription? Parallel = null,
     IReadOnlyList<long>? PeakMemoryBytesPerRank = null,
     double? MedianCommunicationMs = null)
 {
@@ -38,7 +38,7 @@ public sealed record RunSummary(
     /// of its world) and every rank's peak memory (PeakMemoryBytes is their maximum).
     /// </summary>
     public static RunSummary From(TrainingOptions o, string device, string runtime, long parameters, IReadOnlyList<IterationRecord> records,
-        ParallelConfig? parallel = null, IReadOnlyList<long>? peakPerRank = null)
+        RunDescription? parallel = null, IReadOnlyList<long>? peakPerRank = null)
     {
         int warmup = Math.Min(records.Count - 1, Math.Max(1, records.Count / 10));
         var steady = records.Skip(warmup).ToList();

@@ -14,7 +14,7 @@ public sealed record CheckpointLayout(int TensorParallel, int PipelineParallel, 
     public static CheckpointLayout SingleDevice { get; } = new(1, 1, 1, 1);
 
     /// <summary>The layout of a parallel run; the distributed optimizer shards over data and context ranks together.</summary>
-    public static CheckpointLayout Of(ParallelConfig parallel, ModelSpec model) =>
+    public static CheckpointLayout Of(RunDescription parallel, ModelSpec model) =>
         new(parallel.TensorParallel, parallel.PipelineParallel, parallel.VirtualStages(model),
             parallel.DistributedOptimizer ? parallel.DataParallel * parallel.ContextParallel : 1);
 

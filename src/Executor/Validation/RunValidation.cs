@@ -20,7 +20,7 @@ public sealed record RunValidation(
     string Device,
     string Gpu,
     ModelSpec Model,
-    ParallelConfig Config,
+    RunDescription Config,
     double MeasuredStepSeconds,
     double? MeasuredMfu,
     long MeasuredMemoryBytes,
@@ -92,13 +92,13 @@ public sealed record RunValidation(
             : throw new RunValidationException($"{folder}: the run's GPU '{name}' is not a preset; pass --gpu ({string.Join(", ", GpuPresets.All.Keys)}).");
     }
 
-    /// <summary>The layout as run: a parallel run records its ParallelConfig; a single-device run is one rank with its
+    /// <summary>The layout as run: a parallel run records its RunDescription; a single-device run is one rank with its
     /// micro-batch, global batch, recomputation and precision. Gradient-accumulation fusion as recorded (runs made before
     /// it existed folded their gradients).</summary>
-    private static ParallelConfig Layout(JsonElement root, JsonElement config)
+    private static RunDescription Layout(JsonElement root, JsonElement config)
     {
         if (root.TryGetProperty("Parallel", out var parallel) && parallel.ValueKind == JsonValueKind.Object)
-            return parallel.Deserialize<ParallelConfig>(Json)!;
+            return parallel.Deserialize<RunDescription>(Json)!;
         var recompute = config.GetProperty("Recompute").GetString() switch
         {
             "Full" => RecomputeSpec.FullUniform(),
@@ -106,7 +106,7 @@ public sealed record RunValidation(
             _ => RecomputeSpec.None,
         };
         bool fused = config.TryGetProperty("GradientAccumulationFusion", out var f) && f.GetBoolean();
-        return new ParallelConfig(MicroBatch: config.GetProperty("MicroBatchSize").GetInt32(), GlobalBatch: config.GetProperty("GlobalBatchSize").GetInt32(),
+        return new RunDescription(MicroBatch: config.GetProperty("MicroBatchSize").GetInt32(), GlobalBatch: config.GetProperty("GlobalBatchSize").GetInt32(),
             Recompute: recompute, Precision: config.GetProperty("Bf16").GetBoolean() ? Precision.Bf16 : Precision.Fp32, GradientAccumulationFusion: fused);
     }
 }

@@ -38,7 +38,7 @@ public static class Activations
     /// Writes the tensors one layer materializes in forward into <paramref name="into"/> (at least
     /// <see cref="MaxLayerTensors"/> long), in the order forward creates them, and returns how many.
     /// </summary>
-    public static int LayerTensors(ModelSpec m, ParallelConfig c, Span<LayerTensor> into)
+    public static int LayerTensors(ModelSpec m, RunDescription c, Span<LayerTensor> into)
     {
         double e = BytesPerElement(c.Precision);
         double tokens = (double)c.MicroBatch * m.SeqLength / c.ContextParallel; // s·b on this context rank
@@ -112,14 +112,14 @@ public static class Activations
         into[n++] = new LayerTensor(bytes, Math.Max(bytes, storage), kept);
 
     /// <summary>Per-layer activation bytes of one micro-batch on one rank.</summary>
-    public static LayerActivationBytes Layer(ModelSpec m, ParallelConfig c)
+    public static LayerActivationBytes Layer(ModelSpec m, RunDescription c)
     {
         Span<LayerTensor> tensors = stackalloc LayerTensor[MaxLayerTensors];
         return Layer(m, c, tensors[..LayerTensors(m, c, tensors)]);
     }
 
     /// <summary>Per-layer activation bytes from the layer's <see cref="LayerTensors"/>.</summary>
-    public static LayerActivationBytes Layer(ModelSpec m, ParallelConfig c, ReadOnlySpan<LayerTensor> tensors)
+    public static LayerActivationBytes Layer(ModelSpec m, RunDescription c, ReadOnlySpan<LayerTensor> tensors)
     {
         double saved = 0, all = 0;
         foreach (var t in tensors)

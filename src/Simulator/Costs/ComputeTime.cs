@@ -55,7 +55,7 @@ public static class ComputeTime
     /// projection, MLP first and second linear. Column-parallel GEMMs split N, row-parallel GEMMs split K (Shoeybi et
     /// al. 2019). Backward runs two GEMMs of each shape (data gradient (M x N)·(N x K), weight gradient (K x M)·(M x N)).
     /// </summary>
-    public static void LayerGemms(ModelSpec m, ParallelConfig c, Span<GemmShape> into)
+    public static void LayerGemms(ModelSpec m, RunDescription c, Span<GemmShape> into)
     {
         double t = c.TensorParallel, T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
         double h = m.HiddenSize, f = m.FfnHiddenSize;
@@ -68,13 +68,13 @@ public static class ComputeTime
     /// <summary>
     /// Seconds per micro-batch, averaged over the m of an iteration, to add the weight gradients of
     /// <paramref name="parameters"/> parameters to the accumulated gradients when the weight-gradient GEMM does not
-    /// accumulate itself (<see cref="ParallelConfig.GradientAccumulationFusion"/> off). PyTorch's AccumulateGrad stores the
+    /// accumulate itself (<see cref="RunDescription.GradientAccumulationFusion"/> off). PyTorch's AccumulateGrad stores the
     /// first micro-batch's gradient and, for each of the m − 1 others, reads the fresh gradient (parameter dtype) and reads
     /// and writes the accumulated one: a full pass over the rank's weights per micro-batch. Megatron fused it into the GEMM
     /// (--gradient-accumulation-fusion, late 2021) for that reason; with the many small micro-batches of a pipeline
     /// (Narayanan et al. 2021: up to 512 per iteration) it costs a few percent of the step.
     /// </summary>
-    public static double GradientAccumulation(double parameters, ParallelConfig c, GpuSpec gpu)
+    public static double GradientAccumulation(double parameters, RunDescription c, GpuSpec gpu)
     {
         int m = c.NumMicroBatches;
         if (c.GradientAccumulationFusion || parameters <= 0 || m <= 1) return 0;
@@ -92,10 +92,10 @@ public static class ComputeTime
     /// output. Unfused (Megatron-LM's legacy RMSNorm, PyTorch ops in fp32 as of early 2024): x.float() (r 2, w 4),
     /// pow (r 4, w 4), mean (r 4), x·rsqrt (r 4, w 4), cast back (r 4, w 2), ·weight (r 2, w 2): 36 B.
     /// </summary>
-    public static double NormBytesPerElement(ParallelConfig c, double bytesPerElement) =>
+    public static double NormBytesPerElement(RunDescription c, double bytesPerElement) =>
         c.FusedNorm ? 2 * bytesPerElement : 36;
 
-    public static LayerComputeTime Layer(ModelSpec m, ParallelConfig c, GpuSpec gpu)
+    public static LayerComputeTime Layer(ModelSpec m, RunDescription c, GpuSpec gpu)
     {
         var prec = c.Precision;
         double e = Activations.BytesPerElement(prec);
@@ -165,7 +165,7 @@ public static class ComputeTime
     /// <summary>Output layer and loss for one micro-batch on the last stage: the logits GEMM (vocabulary split t
     /// ways), and Megatron's vocabulary-parallel cross-entropy in fp32 (cast, max, exp, sum, divide: ~5 passes
     /// of 4 B over the logits). Returns (forward, backward) seconds.</summary>
-    public static (double Forward, double Backward) OutputLayer(ModelSpec m, ParallelConfig c, GpuSpec gpu)
+    public static (double Forward, double Backward) OutputLayer(ModelSpec m, RunDescription c, GpuSpec gpu)
     {
         double T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
         double logits = T * m.VocabSize / c.TensorParallel;
@@ -175,7 +175,7 @@ public static class ComputeTime
     }
 
     /// <summary>Embedding lookup for one micro-batch on the first stage (write T x h; backward scatters the same).</summary>
-    public static double Embedding(ModelSpec m, ParallelConfig c, GpuSpec gpu) =>
+    public static double Embedding(ModelSpec m, RunDescription c, GpuSpec gpu) =>
         MemoryBound((double)c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
                     * Activations.BytesPerElement(c.Precision) * 2, gpu);
 }

@@ -10,7 +10,7 @@ namespace Harness.Simulator.Costs;
 /// </summary>
 public static class ContextParallelComm
 {
-    public static (double Forward, double Backward) Layer(ModelSpec m, ParallelConfig c, ClusterSpec cluster)
+    public static (double Forward, double Backward) Layer(ModelSpec m, RunDescription c, ClusterSpec cluster)
     {
         if (c.ContextParallel <= 1) return (0, 0);
         double kvBytes = KeyValueBytes(m, c);
@@ -26,7 +26,7 @@ public static class ContextParallelComm
     /// their gradients in backward, each on the critical path. Returns (forward, backward) exposed seconds per layer
     /// and micro-batch.
     /// </summary>
-    public static (double Forward, double Backward) Exposed(ModelSpec m, ParallelConfig c, ClusterSpec cluster)
+    public static (double Forward, double Backward) Exposed(ModelSpec m, RunDescription c, ClusterSpec cluster)
     {
         if (c.ContextParallel <= 1) return (0, 0);
         double gathered = c.ContextParallel * KeyValueBytes(m, c);
@@ -35,7 +35,7 @@ public static class ContextParallelComm
     }
 
     /// <summary>One rank's keys and values of a layer: its s/c tokens x 2 x the key/value groups it holds x head dim.</summary>
-    private static double KeyValueBytes(ModelSpec m, ParallelConfig c) =>
+    private static double KeyValueBytes(ModelSpec m, RunDescription c) =>
         (double)c.MicroBatch * m.SeqLength / c.ContextParallel * 2.0 * m.NumQueryGroups * m.HeadDim / c.TensorParallel
         * Activations.BytesPerElement(c.Precision);
 }

@@ -12,7 +12,7 @@ namespace Harness.Simulator.Costs;
 public static class DataParallelComm
 {
     /// <summary>Seconds to reduce the gradients of <paramref name="parameters"/> parameters (can overlap backward).</summary>
-    public static double GradientReduce(double parameters, ParallelConfig c, ClusterSpec cluster)
+    public static double GradientReduce(double parameters, RunDescription c, ClusterSpec cluster)
     {
         var g = Topology.DataWithContextGroup(c, cluster.GpusPerNode);
         double bytes = (c.GradientsInFp32 || c.Precision == Precision.Fp32 ? 4 : 2) * parameters;
@@ -23,7 +23,7 @@ public static class DataParallelComm
 
     /// <summary>Seconds to all-gather updated weights after the optimizer step (distributed optimizer), plus
     /// ZeRO 3's two further gathers per step.</summary>
-    public static double ParameterGather(double parameters, ParallelConfig c, ClusterSpec cluster)
+    public static double ParameterGather(double parameters, RunDescription c, ClusterSpec cluster)
     {
         if (c.ZeroStage < 1) return 0;
         var g = Topology.DataWithContextGroup(c, cluster.GpusPerNode);

@@ -56,7 +56,7 @@ public static class Flops
     /// selective repeats the core attention; Megatron-Kwai's norm/activation recompute repeats only
     /// element-wise work (no matmul FLOPs).
     /// </summary>
-    public static double RecomputeFlopsPerToken(ModelSpec m, ParallelConfig c, AttentionFlopCounting counting = AttentionFlopCounting.Causal)
+    public static double RecomputeFlopsPerToken(ModelSpec m, RunDescription c, AttentionFlopCounting counting = AttentionFlopCounting.Causal)
     {
         var r = c.RecomputeOrNone;
         return r.Granularity switch
@@ -68,14 +68,14 @@ public static class Flops
     }
 
     /// <summary>Hardware FLOPs per token: model FLOPs plus what recomputation repeats.</summary>
-    public static double HardwareFlopsPerToken(ModelSpec m, ParallelConfig c, AttentionFlopCounting counting = AttentionFlopCounting.Causal) =>
+    public static double HardwareFlopsPerToken(ModelSpec m, RunDescription c, AttentionFlopCounting counting = AttentionFlopCounting.Causal) =>
         ModelFlopsPerToken(m, counting) + RecomputeFlopsPerToken(m, c, counting);
 
     /// <summary>
     /// Fraction of layers that full recomputation recomputes. Uniform recomputes every layer (it keeps only each
     /// group's input); block recomputes the first num-layers of each model chunk.
     /// </summary>
-    public static double RecomputedLayerFraction(ModelSpec m, ParallelConfig c)
+    public static double RecomputedLayerFraction(ModelSpec m, RunDescription c)
     {
         var r = c.RecomputeOrNone;
         if (r.Granularity != RecomputeGranularity.Full) return 0;

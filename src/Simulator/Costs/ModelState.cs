@@ -43,7 +43,7 @@ public static class ModelState
     }
 
     /// <summary>Parameters held by pipeline rank <paramref name="pipelineRank"/> (all its model chunks).</summary>
-    public static double RankParameters(ModelSpec m, ParallelConfig c, int pipelineRank)
+    public static double RankParameters(ModelSpec m, RunDescription c, int pipelineRank)
     {
         int p = c.PipelineParallel;
         double layers = (double)m.NumLayers / p;
@@ -54,7 +54,7 @@ public static class ModelState
     }
 
     /// <summary>Weights, gradients and optimizer states of <paramref name="parameters"/> parameters.</summary>
-    public static ModelStateBytes Bytes(double parameters, ParallelConfig c)
+    public static ModelStateBytes Bytes(double parameters, RunDescription c)
     {
         double d = c.DataParallel * c.ContextParallel;
         bool fp32 = c.Precision == Precision.Fp32;
@@ -66,5 +66,5 @@ public static class ModelState
     }
 
     /// <summary>Bytes per parameter: 18 replicated, 6 + 12/d with the distributed optimizer (bf16).</summary>
-    public static double BytesPerParameter(ParallelConfig c) => Bytes(1, c).Total;
+    public static double BytesPerParameter(RunDescription c) => Bytes(1, c).Total;
 }

@@ -46,7 +46,7 @@ public static class Offload
     /// (<see cref="Activations.LayerTensors"/>), holding <paramref name="chunkBytes"/> of saved activations. Under full
     /// recomputation the saved tensors are whole layer inputs, offloaded as alpha of the bytes.
     /// </summary>
-    public static ChunkOffload Chunk(ReadOnlySpan<LayerTensor> tensors, ParallelConfig c, int layers, double chunkBytes)
+    public static ChunkOffload Chunk(ReadOnlySpan<LayerTensor> tensors, RunDescription c, int layers, double chunkBytes)
     {
         double alpha = c.OffloadRatio;
         if (alpha <= 0) return default;

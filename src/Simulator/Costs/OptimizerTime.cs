@@ -11,7 +11,7 @@ public static class OptimizerTime
 {
     public const double BytesPerParameter = 34;
 
-    public static double Step(double parameters, ParallelConfig c, GpuSpec gpu)
+    public static double Step(double parameters, RunDescription c, GpuSpec gpu)
     {
         double shard = c.ZeroStage >= 1 ? c.DataParallel * c.ContextParallel : 1;
         return ComputeTime.MemoryBound(parameters / shard * BytesPerParameter, gpu);

@@ -26,11 +26,11 @@ public readonly record struct TensorParallelTime(double Forward, double Backward
 public static class TensorParallelComm
 {
     /// <summary>Full activation message of one micro-batch on one context rank, S = b·(s/cp)·h·bytes.</summary>
-    public static double ActivationMessageBytes(ModelSpec m, ParallelConfig c) =>
+    public static double ActivationMessageBytes(ModelSpec m, RunDescription c) =>
         (double)c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize * Activations.BytesPerElement(c.Precision);
 
     /// <summary>Bytes this layer's TP collectives carry (message sizes, forward plus backward), for one micro-batch.</summary>
-    public static double BytesPerLayer(ModelSpec m, ParallelConfig c)
+    public static double BytesPerLayer(ModelSpec m, RunDescription c)
     {
         if (c.TensorParallel <= 1) return 0;
         double S = ActivationMessageBytes(m, c);
@@ -41,7 +41,7 @@ public static class TensorParallelComm
             : 2 * S + 2 * S;    // forward 2 AR; backward 2 AR
     }
 
-    public static TensorParallelTime Layer(ModelSpec m, ParallelConfig c, ClusterSpec cluster)
+    public static TensorParallelTime Layer(ModelSpec m, RunDescription c, ClusterSpec cluster)
     {
         if (c.TensorParallel <= 1) return default;
         var g = Topology.TensorGroup(c, cluster.GpusPerNode);
@@ -65,11 +65,11 @@ public static class TensorParallelComm
     }
 
     /// <summary>CAAT-Net's extra full all-reduce before the first layer, on the first stage, per micro-batch.</summary>
-    public static double PartialSyncEntry(ModelSpec m, ParallelConfig c, ClusterSpec cluster) =>
+    public static double PartialSyncEntry(ModelSpec m, RunDescription c, ClusterSpec cluster) =>
         c.SyncFactor < 1 && c.TensorParallel > 1
             ? Collectives.AllReduce(ActivationMessageBytes(m, c), Topology.TensorGroup(c, cluster.GpusPerNode), cluster.Gpu)
             : 0;
 
     /// <summary>The CAAT-Net fork all-reduces the partial gradient in fp32: 4 B instead of the activation's 2.</summary>
-    private static double PartialBackwardWidening(ParallelConfig c) => 4 / Activations.BytesPerElement(c.Precision);
+    private static double PartialBackwardWidening(RunDescription c) => 4 / Activations.BytesPerElement(c.Precision);
 }

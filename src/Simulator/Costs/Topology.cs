@@ -29,10 +29,10 @@ public static class Topology
         return new GroupPlacement(size, perNode);
     }
 
-    public static GroupPlacement TensorGroup(ParallelConfig c, int gpusPerNode) =>
+    public static GroupPlacement TensorGroup(RunDescription c, int gpusPerNode) =>
         Place(c.TensorParallel, 1, gpusPerNode);
 
-    public static GroupPlacement ContextGroup(ParallelConfig c, int gpusPerNode) =>
+    public static GroupPlacement ContextGroup(RunDescription c, int gpusPerNode) =>
         Place(c.ContextParallel, c.TensorParallel, gpusPerNode);
 
     /// <summary>
@@ -43,7 +43,7 @@ public static class Topology
     /// channel, one NIC per member, so such a group reduces at the pace of the node with the fewest members: it is placed
     /// as that many per node. Every stage waits for the slowest group before the optimizer step (its gradient norm is global).
     /// </summary>
-    public static GroupPlacement DataWithContextGroup(ParallelConfig c, int gpusPerNode)
+    public static GroupPlacement DataWithContextGroup(RunDescription c, int gpusPerNode)
     {
         int size = c.DataParallel * c.ContextParallel, stride = c.TensorParallel;
         if (size <= 1) return new GroupPlacement(1, 1);
@@ -85,8 +85,8 @@ public static class Topology
     /// every second boundary, and the interleaved schedule's wrap from the last stage to the first), and the pipeline
     /// runs at the pace of its slowest link: every micro-batch crosses every boundary, and in Megatron's exchanges
     /// (send_forward_recv_forward and the rest) a rank waits for its transfers on both sides.</summary>
-    public static bool PipelineNeighboursShareNode(ParallelConfig c, int gpusPerNode) =>
+    public static bool PipelineNeighboursShareNode(RunDescription c, int gpusPerNode) =>
         StageBlock(c) * c.PipelineParallel <= gpusPerNode;
 
-    private static int StageBlock(ParallelConfig c) => c.TensorParallel * c.ContextParallel * c.DataParallel;
+    private static int StageBlock(RunDescription c) => c.TensorParallel * c.ContextParallel * c.DataParallel;
 }

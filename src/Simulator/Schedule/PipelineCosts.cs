@@ -107,7 +107,7 @@ public readonly struct PipelineCosts
     public static double Overlapped(double comm, double compute) =>
         Math.Max(0, comm - compute) + NcclSmShare * Math.Min(comm, compute);
 
-    public static PipelineCosts Build(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    public static PipelineCosts Build(ModelSpec m, ClusterSpec cluster, RunDescription c)
     {
         var gpu = cluster.Gpu;
         int p = c.PipelineParallel, v = c.VirtualStages(m);

@@ -62,7 +62,7 @@ public class CalibrationTests
         Assert.Equal(["forward", "data gradient", "weight gradient"], rates.Select(r => r.Pass));
         Assert.All(rates, r => Assert.True(r.Seconds > 0 && r.FlopsPerSecond > 0));
         // caat-1b's grouped-query attention (32 heads, 8 groups, head dim 64) on one rank of t 4, at s 32.
-        var shape = AttentionShape.Of(ModelPresets.All["caat-1b"] with { SeqLength = 32 }, new ParallelConfig(TensorParallel: 4, MicroBatch: 2, GlobalBatch: 2));
+        var shape = AttentionShape.Of(ModelPresets.All["caat-1b"] with { SeqLength = 32 }, new RunDescription(TensorParallel: 4, MicroBatch: 2, GlobalBatch: 2));
         Assert.Equal(new AttentionShape(2, 8, 2, 32, 64), shape);
         var attention = KernelRates.Attention(CPU, shape);
         Assert.True(attention.ForwardSeconds > 0);

@@ -80,7 +80,7 @@ public class DropoutTests
 
     [Fact]
     public void Tp2WithoutSequenceParallelDropsWhatTheSerialModelDrops() =>
-        ParallelRun.AssertMatchesSerial(Reference.Gpt(), new ParallelConfig(TensorParallel: 2, MicroBatch: 1, GlobalBatch: 4, Precision: Precision.Fp32),
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), new RunDescription(TensorParallel: 2, MicroBatch: 1, GlobalBatch: 4, Precision: Precision.Fp32),
             hiddenDropout: 0.2);
 
     [Fact]

@@ -16,7 +16,7 @@ public class CollectorStressTests
         using var collection = new ConstantCollection();
         // Tensor-parallel mappings and sequence parallelism, the distributed optimizer's overlapped bucket
         // reduce-scatters (gradient hooks in backward), selective recomputation, and the scripted kernels' scalars.
-        var config = new ParallelConfig(DataParallel: 2, TensorParallel: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
+        var config = new RunDescription(DataParallel: 2, TensorParallel: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
             ZeroStage: 1, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: true));
         ParallelRun.AssertMatchesSerial(Reference.Llama(), config, RecomputeGranularity.Selective, bucketSize: 3000);
     }

@@ -12,7 +12,7 @@ public class ContextParallelTests
     /// <summary>Four query heads sharing two key/value groups.</summary>
     private static ModelSpec Gqa() => Reference.Llama() with { NumQueryGroups = 2 };
 
-    private static ParallelConfig Config(int cp, int tp = 1) =>
+    private static RunDescription Config(int cp, int tp = 1) =>
         new(ContextParallel: cp, TensorParallel: tp, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
 
     [Fact]

@@ -31,14 +31,14 @@ public class GradientAccumulationFusionTests
     /// <summary>One rank's run: losses and gradient norms per step, its first step's main gradients and final weights by serial name.</summary>
     private sealed record RankRun(float[] Losses, float[] Norms, Dictionary<string, float[]> MainGrads, Dictionary<string, float[]> Weights);
 
-    private static ParallelConfig Config(int dp = 1, int tp = 1, int pp = 1, bool sp = false, int zero = 0, double p = 1, bool overlap = false) =>
+    private static RunDescription Config(int dp = 1, int tp = 1, int pp = 1, bool sp = false, int zero = 0, double p = 1, bool overlap = false) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, SequenceParallel: sp, MicroBatch: 1, GlobalBatch: 2 * dp * pp,
             ZeroStage: zero, SyncFactor: p, Precision: Precision.Bf16, Overlap: new OverlapSpec(GradientReduce: overlap));
 
-    private static RankRun[] Train(ModelSpec spec, ParallelConfig config, bool fused, Tensor[] batches) =>
+    private static RankRun[] Train(ModelSpec spec, RunDescription config, bool fused, Tensor[] batches) =>
         Train(spec, config, fused ? Accumulation : Fusions.None, batches);
 
-    private static RankRun[] Train(ModelSpec spec, ParallelConfig config, Fusions fusions, Tensor[] batches) =>
+    private static RankRun[] Train(ModelSpec spec, RunDescription config, Fusions fusions, Tensor[] batches) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
             var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
@@ -71,7 +71,7 @@ public class GradientAccumulationFusionTests
         });
 
     /// <summary>Fused and unfused runs of the layout agree on every rank within bf16 precision, and the model trains.</summary>
-    private static RankRun[] AssertFusionMatchesUnfused(ModelSpec spec, ParallelConfig config)
+    private static RankRun[] AssertFusionMatchesUnfused(ModelSpec spec, RunDescription config)
     {
         TorchRuntime.Initialize();
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);

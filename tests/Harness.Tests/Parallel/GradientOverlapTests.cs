@@ -15,11 +15,11 @@ public class GradientOverlapTests
     /// <summary>Small enough that the tiny models' weight matrices fall into several buckets.</summary>
     private const long BucketSize = 3000;
 
-    private static ParallelConfig Config(bool overlap, int dp = 2, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int zero = 0, bool sp = false) =>
+    private static RunDescription Config(bool overlap, int dp = 2, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int zero = 0, bool sp = false) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage, SequenceParallel: sp,
             MicroBatch: 1, GlobalBatch: 2 * dp * pp, ZeroStage: zero, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: overlap));
 
-    private static void AssertOverlapChangesNoBit(ModelSpec spec, Func<bool, ParallelConfig> config)
+    private static void AssertOverlapChangesNoBit(ModelSpec spec, Func<bool, RunDescription> config)
     {
         var batches = Reference.Batches(spec, ParallelRun.Steps, config(true).GlobalBatch);
         var serial = Reference.Serial(spec, batches, microBatch: 1);

@@ -6,7 +6,7 @@ namespace Harness.Tests.Parallel;
 /// <summary>Pipeline, data-parallel and combined layouts reproduce the serial run's losses, gradients and weights.</summary>
 public class LayoutTests
 {
-    private static ParallelConfig Config(int dp = 1, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int micro = 1, int microBatches = 4, int zero = 0, int cp = 1) =>
+    private static RunDescription Config(int dp = 1, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int micro = 1, int microBatches = 4, int zero = 0, int cp = 1) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage, ContextParallel: cp,
             MicroBatch: micro, GlobalBatch: micro * microBatches * dp, ZeroStage: zero, Precision: Precision.Fp32);
 

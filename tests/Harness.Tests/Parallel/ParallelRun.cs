@@ -12,7 +12,7 @@ internal static class ParallelRun
     public const int Steps = 3;
 
     /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name.</summary>
-    public static Reference.Run[] Train(ModelSpec spec, ParallelConfig config, Tensor[] batches, Dictionary<string, float[]> initial,
+    public static Reference.Run[] Train(ModelSpec spec, RunDescription config, Tensor[] batches, Dictionary<string, float[]> initial,
         RecomputeGranularity recompute = RecomputeGranularity.None, bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false,
         double hiddenDropout = 0, double attentionDropout = 0) =>
         InProcessJob.Run(config.WorldSize, world =>
@@ -37,14 +37,14 @@ internal static class ParallelRun
         });
 
     /// <summary>Megatron's sampler: micro-batch i of the global batch [g, s + 1] is data-parallel rank d's b rows of it, as tokens and labels.</summary>
-    public static Func<int, (Tensor Tokens, Tensor Labels)> MicroBatches(Tensor batch, ParallelConfig config, int dataRank, int s) => i =>
+    public static Func<int, (Tensor Tokens, Tensor Labels)> MicroBatches(Tensor batch, RunDescription config, int dataRank, int s) => i =>
     {
         var rows = batch.narrow(0, (i * config.DataParallel + dataRank) * config.MicroBatch, config.MicroBatch);
         return (rows[.., ..s], rows[.., 1..]);
     };
 
     /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
-    public static void AssertMatchesSerial(ModelSpec spec, ParallelConfig config, RecomputeGranularity recompute = RecomputeGranularity.None,
+    public static void AssertMatchesSerial(ModelSpec spec, RunDescription config, RecomputeGranularity recompute = RecomputeGranularity.None,
         bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false, double hiddenDropout = 0)
     {
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);

@@ -16,11 +16,11 @@ public class ParamGatherTests
     /// <summary>Small enough that the tiny models' weight matrices fall into several buckets.</summary>
     private const long BucketSize = 3000;
 
-    private static ParallelConfig Config(int dp = 2, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, bool sp = false, bool overlapGradReduce = false) =>
+    private static RunDescription Config(int dp = 2, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, bool sp = false, bool overlapGradReduce = false) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage, SequenceParallel: sp,
             MicroBatch: 1, GlobalBatch: 2 * dp * pp, ZeroStage: 1, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: overlapGradReduce));
 
-    private static void AssertOverlapChangesNoBit(ModelSpec spec, ParallelConfig config)
+    private static void AssertOverlapChangesNoBit(ModelSpec spec, RunDescription config)
     {
         var batches = Reference.Batches(spec, ParallelRun.Steps, config.GlobalBatch);
         var serial = Reference.Serial(spec, batches, microBatch: 1);

@@ -32,7 +32,7 @@ public class PartialSyncTests
         // p = 1 through the partial-sync path (no f before column-parallel linears, g's all-reduce in both
         // directions, one f before the first layer, norm gradients all-reduced) gives the serial numbers. The
         // trainer takes that path for p < 1, so p is 1 − 1e-12, for which floor(p·h) = h: every channel is synced.
-        var p1 = new ParallelConfig(TensorParallel: 2, SyncFactor: 1.0, MicroBatch: 2, GlobalBatch: 2, Precision: Precision.Fp32);
+        var p1 = new RunDescription(TensorParallel: 2, SyncFactor: 1.0, MicroBatch: 2, GlobalBatch: 2, Precision: Precision.Fp32);
         ParallelRun.AssertMatchesSerial(Reference.Llama(), p1 with { SyncFactor = 1.0 - 1e-12 });
         ParallelRun.AssertMatchesSerial(Reference.Gpt(), p1 with { TensorParallel = 4, SyncFactor = 1.0 - 1e-12 });
     }
@@ -43,7 +43,7 @@ public class PartialSyncTests
     public void PartialSyncIsDeterministicAndTrains(double p)
     {
         var spec = Reference.Llama();
-        var config = new ParallelConfig(TensorParallel: 2, SyncFactor: p, MicroBatch: 2, GlobalBatch: 2, Precision: Precision.Fp32);
+        var config = new RunDescription(TensorParallel: 2, SyncFactor: p, MicroBatch: 2, GlobalBatch: 2, Precision: Precision.Fp32);
         var batches = Reference.Batches(spec, 4, batch: 2);
         var serial = Reference.Serial(spec, batches);
         var first = ParallelRun.Train(spec, config, batches, serial.Initial);

@@ -19,7 +19,7 @@ public class SeedingTests
         using var generator = new Generator(seed);
         using var serial = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, InitGenerator: generator));
         var full = serial.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
-        var config = new ParallelConfig(DataParallel: 2, TensorParallel: 2, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
+        var config = new RunDescription(DataParallel: 2, TensorParallel: 2, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
         // Four concurrent ranks (tensor 2 x data 2): each draws its weights from its own generator.
         var ranks = InProcessJob.Run(4, world =>
         {
@@ -41,7 +41,7 @@ public class MixedPrecisionParallelTests
         TorchRuntime.Initialize();
         var spec = Reference.Llama();
         var batches = Reference.Batches(spec, 4, batch: 4);
-        var config = new ParallelConfig(DataParallel: 2, MicroBatch: 1, GlobalBatch: 4, ZeroStage: 1, Precision: Precision.Bf16);
+        var config = new RunDescription(DataParallel: 2, MicroBatch: 1, GlobalBatch: 4, ZeroStage: 1, Precision: Precision.Bf16);
         var ranks = InProcessJob.Run(2, world =>
         {
             using var groups = ProcessGroups.Create(world, RankLayout.For(2, 1, 1, 1));

@@ -4,7 +4,7 @@ namespace Harness.Tests.Parallel;
 
 public class TensorParallelTests
 {
-    private static ParallelConfig Tp(int t, bool sp = false, double p = 1.0) =>
+    private static RunDescription Tp(int t, bool sp = false, double p = 1.0) =>
         new(TensorParallel: t, SequenceParallel: sp, SyncFactor: p, MicroBatch: 2, GlobalBatch: 2, Precision: Precision.Fp32);
 
     [Fact]

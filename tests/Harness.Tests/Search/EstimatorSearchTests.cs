@@ -14,11 +14,11 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
     private static readonly ClusterSpec H800x256 = ClusterSpec.Of(GpuPresets.All["h800"], 256);
 
     /// <summary>Megatron-Kwai's published best: t4 c1 p8 l2, their recompute, alpha 0.63, SP, distributed optimizer.</summary>
-    private static readonly ParallelConfig KwaiBest = new(8, 4, 8, 2, 1, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
+    private static readonly RunDescription KwaiBest = new(8, 4, 8, 2, 1, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
         Recompute: RecomputeSpec.Kwai, OffloadRatio: 0.63, ZeroStage: 1);
 
     /// <summary>Their baseline: t2 c2 p16 l1, full recomputation, no offload, SP, distributed optimizer.</summary>
-    private static readonly ParallelConfig KwaiBaseline = new(4, 2, 16, 1, 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
+    private static readonly RunDescription KwaiBaseline = new(4, 2, 16, 1, 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
         Recompute: RecomputeSpec.FullUniform(), ZeroStage: 1);
 
     /// <summary>One search of the full default space, shared by the tests below (it takes a few seconds).</summary>
@@ -32,7 +32,7 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
 
     public EstimatorSearchTests(Table8 table8) => _table8 = table8.Result;
 
-    private static double Simulated(ParallelConfig c) => Estimator.Estimate(Llama175b, H800x256, c).TokensPerSecondPerGpu;
+    private static double Simulated(RunDescription c) => Estimator.Estimate(Llama175b, H800x256, c).TokensPerSecondPerGpu;
 
     [Fact]
     public void Table8BestIsAtLeastKwaisPublishedBestSimulatedTheSameWay()

@@ -24,9 +24,9 @@ internal static class SearchTestSpaces
     /// <summary>
     /// Every combination of the configuration's fields that could be valid (world size = dp·tp·pp·cp, every
     /// interleaving, micro-batch, recomputation, offload ratio, ZeRO stage and p), filtered by
-    /// ParallelConfig.Validate alone: the definition the enumerator must match.
+    /// RunDescription.Validate alone: the definition the enumerator must match.
     /// </summary>
-    public static List<ParallelConfig> ValidByValidate(SearchSpace s)
+    public static List<RunDescription> ValidByValidate(SearchSpace s)
     {
         var m = s.Model;
         int world = s.Cluster.WorldSize;
@@ -38,7 +38,7 @@ internal static class SearchTestSpaces
         foreach (var method in new[] { RecomputeMethod.Uniform, RecomputeMethod.Block })
             for (int n = 1; n <= m.NumLayers; n++)
                 recomputes.Add(new RecomputeSpec(RecomputeGranularity.Full, method, n));
-        var result = new List<ParallelConfig>();
+        var result = new List<RunDescription>();
         for (int tp = 1; tp <= world; tp++)
             for (int pp = 1; pp <= world / tp; pp++)
                 for (int cp = 1; cp <= world / (tp * pp); cp++)
@@ -53,7 +53,7 @@ internal static class SearchTestSpaces
                                         for (int zero = 0; zero <= 3; zero++)
                                             foreach (double p in s.Constraints.SyncFactors)
                                             {
-                                                var c = new ParallelConfig(dp, tp, pp, l, cp, sp, mb, s.GlobalBatch, r, a, zero, p);
+                                                var c = new RunDescription(dp, tp, pp, l, cp, sp, mb, s.GlobalBatch, r, a, zero, p);
                                                 if (c.Validate(m, world).Count == 0) result.Add(c);
                                             }
                 }

@@ -6,7 +6,7 @@ namespace Harness.Tests.Search;
 
 public class SpaceEnumeratorTests
 {
-    private static string Key(ParallelConfig c) => $"{c.DataParallel} {MegatronArgs.Format(c)} z{c.ZeroStage} r{c.RecomputeOrNone}";
+    private static string Key(RunDescription c) => $"{c.DataParallel} {MegatronArgs.Format(c)} z{c.ZeroStage} r{c.RecomputeOrNone}";
 
     public static TheoryData<string, int, int> Spaces => new()
     {

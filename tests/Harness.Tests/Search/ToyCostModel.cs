@@ -19,12 +19,12 @@ internal sealed class ToyCostModel : ISearchCostModel
         _ => 18.0 / dp,
     };
 
-    public long StaticMemoryLowerBound(ModelSpec m, ClusterSpec cluster, ParallelConfig c) =>
+    public long StaticMemoryLowerBound(ModelSpec m, ClusterSpec cluster, RunDescription c) =>
         (long)((double)m.ParametersPerLayer * m.NumLayers / c.PipelineParallel / c.TensorParallel * ZeroBytesPerParameter(c.ZeroStage, c.DataParallel));
 
     // Compute at peak with the recomputation's extra work; the weights and optimizer with the activations that
     // survive the largest offload (the model below keeps 10% of them at alpha 1).
-    public CostBounds Bounds(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    public CostBounds Bounds(ModelSpec m, ClusterSpec cluster, RunDescription c)
     {
         var (recomputeTime, _) = Recompute(c.RecomputeOrNone, ChunkLayers(m, c));
         return new CostBounds(ComputeBound.StepTimeLowerBound(m, cluster, c) * (1 + recomputeTime),
@@ -44,9 +44,9 @@ internal sealed class ToyCostModel : ISearchCostModel
         return (t, mem);
     }
 
-    private static int ChunkLayers(ModelSpec m, ParallelConfig c) => m.NumLayers / (c.PipelineParallel * c.VirtualStages(m));
+    private static int ChunkLayers(ModelSpec m, RunDescription c) => m.NumLayers / (c.PipelineParallel * c.VirtualStages(m));
 
-    private static double Activations(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    private static double Activations(ModelSpec m, ClusterSpec cluster, RunDescription c)
     {
         var (_, activationFactor) = Recompute(c.RecomputeOrNone, ChunkLayers(m, c));
         double v = c.VirtualStages(m);
@@ -56,9 +56,9 @@ internal sealed class ToyCostModel : ISearchCostModel
             * m.NumLayers / c.PipelineParallel * Math.Min(inFlight, c.NumMicroBatches) * activationFactor;
     }
 
-    public double Screen(ModelSpec m, ClusterSpec cluster, ParallelConfig c) => Evaluate(m, cluster, c).StepTimeSeconds;
+    public double Screen(ModelSpec m, ClusterSpec cluster, RunDescription c) => Evaluate(m, cluster, c).StepTimeSeconds;
 
-    public CostPoint Evaluate(ModelSpec m, ClusterSpec cluster, ParallelConfig c)
+    public CostPoint Evaluate(ModelSpec m, ClusterSpec cluster, RunDescription c)
     {
         double compute = ComputeBound.StepTimeLowerBound(m, cluster, c);
         var (recomputeTime, _) = Recompute(c.RecomputeOrNone, ChunkLayers(m, c));

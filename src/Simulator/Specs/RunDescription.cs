@@ -57,7 +57,7 @@ public sealed record RecomputeSpec(
 /// pipeline p2p: NVIDIA/nccl issue 2238). Megatron's TP and CP overlaps are built for that (the collective is launched
 /// just before the one GEMM or attention kernel it hides behind); a pipeline p2p transfer is not: it waits for its peer
 /// and spans whole model chunks, so under one queue --overlap-p2p-communication hides nothing
-/// (<see cref="ParallelConfig.PipelineP2pHidden"/>).</param>
+/// (<see cref="RunDescription.PipelineP2pHidden"/>).</param>
 /// <param name="ContextParallelComm">Whether the context-parallel exchange of keys and values hides behind compute: Megatron's
 /// and Transformer Engine's ring overlaps each step with attention, Megatron-Kwai's all-gather with the QKV GEMM
 /// (layers.py splits it into its V, K and Q parts). Megatron-Kwai's --no-context-parallel-comm-overlap-gemm, which its
@@ -97,7 +97,7 @@ public enum Precision { Bf16, Fp16, Fp32 }
 /// <param name="MaxSplitSizeMb">PyTorch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: the caching allocator neither splits
 /// cached blocks of at least this size nor serves smaller requests from them; null: PyTorch's default (no limit).
 /// Megatron-Kwai's ATC'24 launch script sets 21.</param>
-public sealed record ParallelConfig(
+public sealed record RunDescription(
     int DataParallel = 1,
     int TensorParallel = 1,
     int PipelineParallel = 1,
