@@ -11,7 +11,7 @@ public class FlopsTests
         // GPT-3 175B: L 96, h 12288, a 96, s 2048, V 51200. Narayanan et al. 2021: model FLOPs per token
         // 72·L·h²·(1 + s/(6h)) + 6·h·V, and with full recomputation 96·L·h²·(1 + s/(6h) + V/(16·L·h)).
         var m = new ModelSpec("gpt-175b", 96, 12288, 96, 96, 4 * 12288, 51200, 2048,
-            Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, true, true);
+            Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, true, 0.1, 0.1);
         double L = 96, h = 12288, s = 2048, V = 51200;
         double model = 72 * L * h * h * (1 + s / (6 * h)) + 6 * h * V;
         double full = 96 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h));

@@ -73,7 +73,7 @@ public static class ModelArguments
                 int h = hidden.Value;
                 baseModel = new ModelSpec("custom", layers.Value, h, heads.Value, heads.Value,
                     swiglu ? (int)(4.0 * h * 2 / 3 / 64) * 64 : 4 * h, 50257, seq.Value,
-                    Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, TiedEmbeddings: true, Dropout: true);
+                    Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, TiedEmbeddings: true, HiddenDropout: 0.1, AttentionDropout: 0.1);
             }
         }
 
@@ -90,10 +90,8 @@ public static class ModelArguments
         if (positions == "rope" || cl.Switch("--use-rotary-position-embeddings")) m = m with { PositionEmbedding = PositionEmbedding.Rotary };
         else if (positions == "learned_absolute") m = m with { PositionEmbedding = PositionEmbedding.Learned };
         if (cl.Switch("--untie-embeddings-and-output-weights")) m = m with { TiedEmbeddings = false };
-        if (attentionDropout is not null || hiddenDropout is not null)
-            m = m with { Dropout = (attentionDropout ?? 0.1) > 0 || (hiddenDropout ?? 0.1) > 0 };
-        foreach (var (flag, p) in new[] { ("--attention-dropout", attentionDropout), ("--hidden-dropout", hiddenDropout) })
-            if (p is < 0 or >= 1) cl.Errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
+        if (attentionDropout is double ad) m = m with { AttentionDropout = ad };
+        if (hiddenDropout is double hd) m = m with { HiddenDropout = hd };
 
         var errors = m.Validate();
         cl.Errors.AddRange(errors);

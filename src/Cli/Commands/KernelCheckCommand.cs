@@ -1,3 +1,4 @@
+using Harness.Simulator.Specs;
 using System.Globalization;
 using Harness.Cli.Arguments;
 using Harness.Executor.Fused;

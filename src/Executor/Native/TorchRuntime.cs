@@ -2,12 +2,10 @@ using System.Diagnostics;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using Harness.Simulator.Specs;
 using TorchSharp;
 
 namespace Harness.Executor.Native;
-
-/// <summary>Where training runs.</summary>
-public enum ExecutionDevice { Cpu, Cuda }
 
 /// <summary>A native library could not be loaded; the message is one sentence for the user.</summary>
 public sealed class NativeLoadException(string message) : Exception(message);

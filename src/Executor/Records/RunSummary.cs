@@ -53,7 +53,7 @@ public sealed record RunSummary(
         double? mfu = records.Count > 0 && records[0].Mfu is not null ? Median(r => r.Mfu!.Value) : null;
         return new RunSummary(o, device, runtime, parameters, records.Count, warmup, stepMs, tokens, tflops, mfu,
             records.Count == 0 ? 0 : records.Max(r => r.MemoryPeakBytes),
-            o.Device == Native.ExecutionDevice.Cuda ? "NVML device memory used (CUDA context + caching allocator reserve)" : "process working set",
+            o.Device == ExecutionDevice.Cuda ? "NVML device memory used (CUDA context + caching allocator reserve)" : "process working set",
             Median(r => r.HostGapMs), Median(r => r.EnqueueMs), records.Count == 0 ? double.NaN : records[^1].Loss,
             parallel, peakPerRank, records.Any(r => r.CommunicationMs is not null) ? Median(r => r.CommunicationMs ?? 0) : null);
     }

@@ -10,7 +10,7 @@ public static class DefaultRun
 {
     public static ModelSpec Model { get; } = new("tiny-gpt2", NumLayers: 2, HiddenSize: 64, NumAttentionHeads: 4, NumQueryGroups: 4,
         FfnHiddenSize: 256, VocabSize: 50257, SeqLength: 64, Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned,
-        TiedEmbeddings: true, Dropout: false);
+        TiedEmbeddings: true, HiddenDropout: 0, AttentionDropout: 0);
 
     public const int MicroBatchSize = 4;
     public const long TrainIters = 150;

@@ -1,3 +1,4 @@
+using Harness.Simulator.Specs;
 using Harness.Executor.Autograd;
 using System.Diagnostics;
 using Harness.Executor.Data;

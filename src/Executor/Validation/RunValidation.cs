@@ -57,7 +57,7 @@ public sealed record RunValidation(
             var config = root.GetProperty("Config");
             if (config.GetProperty("Device").GetString() != "Cuda")
                 throw new RunValidationException($"{folder} ran on CPU; the simulator models GPUs, so there is nothing to compare.");
-            var model = config.GetProperty("Model").Deserialize<ModelSpec>(Json)! with { Dropout = TrainedWithDropout(config) };
+            var model = config.GetProperty("Model").Deserialize<ModelSpec>(Json)! with { HiddenDropout = Probability(config, "HiddenDropout"), AttentionDropout = Probability(config, "AttentionDropout") };
             var preset = gpu ?? Preset(config, folder);
             var layout = Layout(root, config);
             var cluster = new ClusterSpec(preset, layout.WorldSize, Math.Min(layout.WorldSize, preset.GpusPerNode));
@@ -78,8 +78,8 @@ public sealed record RunValidation(
 
     /// <summary>Whether the run applied dropout (its --hidden-dropout or --attention-dropout above 0); runs recorded before
     /// the executor had dropout trained without it, whatever their model spec said.</summary>
-    private static bool TrainedWithDropout(JsonElement config) =>
-        new[] { "HiddenDropout", "AttentionDropout" }.Any(p => config.TryGetProperty(p, out var v) && v.ValueKind == JsonValueKind.Number && v.GetDouble() > 0);
+    private static double Probability(JsonElement config, string name) =>
+        config.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : 0;
 
     /// <summary>The GPU preset the run's MFU was counted against, by name, with today's constants.</summary>
     private static GpuSpec Preset(JsonElement config, string folder)

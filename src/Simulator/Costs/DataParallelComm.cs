@@ -23,11 +23,23 @@ public static class DataParallelComm
 
     /// <summary>Seconds to all-gather updated weights after the optimizer step (distributed optimizer), plus
     /// ZeRO 3's two further gathers per step.</summary>
-    public static double ParameterGather(double parameters, RunDescription c, ClusterSpec cluster)
+    /// <param name="forwardSeconds">One micro-batch's forward through this rank's layers: with --overlap-param-gather
+    /// (Megatron's param_and_grad_buffer: each bucket's all-gather is launched as the forward reaches the bucket before it)
+    /// the step's gather hides behind it, except the first bucket's, which the forward waits for.</param>
+    public static double ParameterGather(double parameters, RunDescription c, ClusterSpec cluster, double forwardSeconds)
     {
         if (c.ZeroStage < 1) return 0;
         var g = Topology.DataWithContextGroup(c, cluster.GpusPerNode);
         double gather = Collectives.AllGather(parameters * Activations.BytesPerElement(c.Precision), g, cluster.Gpu);
-        return c.ZeroStage >= 3 ? 3 * gather : gather;
+        if (c.OverlapOrDefault.ParamGather)
+        {
+            double buckets = Math.Max(1, Math.Ceiling(parameters / BucketSize(c)));
+            gather = Math.Max(gather / buckets, gather - forwardSeconds);
+        }
+        return c.ZeroStage >= 3 ? gather + 2 * Collectives.AllGather(parameters * Activations.BytesPerElement(c.Precision), g, cluster.Gpu) : gather;
     }
+
+    /// <summary>Elements per gradient bucket: --ddp-bucket-size, else Megatron's max(40M, 1M x data-parallel size)
+    /// (megatron/core/distributed/distributed_data_parallel.py).</summary>
+    public static double BucketSize(RunDescription c) => c.DdpBucketSize ?? Math.Max(40_000_000, 1_000_000.0 * c.DataParallel * c.ContextParallel);
 }

@@ -125,9 +125,10 @@ public readonly struct PipelineCosts
             ? Overlapped(tp.BackwardBlocking + tp.BackwardAsync, 2 * layer.GemmForward)
             : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);
         double attentionBackward = layer.AttentionForward * (c.FlashAttention ? ComputeTime.FlashBackwardRatio : 2);
-        // Context parallelism: the exchange hides behind attention, or (Megatron-Kwai without overlap) is on the critical path.
+        // Context parallelism: the ring's exchange hides behind attention; an all-gather (Transformer Engine's
+        // AttnFuncWithCPAndKVAllGather, or Megatron-Kwai's without its GEMM overlap) is on the critical path.
         var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
-        var (cpFx, cpBx) = overlap.ContextParallelComm
+        var (cpFx, cpBx) = overlap.ContextParallelComm && c.ContextParallelComm == ContextParallelCommType.P2p
             ? (Overlapped(cpF, layer.AttentionForward), Overlapped(cpB, attentionBackward))
             : ContextParallelComm.Exposed(m, c, cluster);
 
@@ -184,7 +185,7 @@ public readonly struct PipelineCosts
         {
             double parameters = ModelState.RankParameters(m, c, rank);
             return new RankCosts(parameters, ModelState.Bytes(parameters, c), OptimizerTime.Step(parameters, c, gpu),
-                DataParallelComm.ParameterGather(parameters, c, cluster), after);
+                DataParallelComm.ParameterGather(parameters, c, cluster, v * layersPerChunk * layerForward), after);
         }
 
         return new PipelineCosts

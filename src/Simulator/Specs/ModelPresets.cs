@@ -7,12 +7,12 @@ public static class ModelPresets
     // learned positions, tied embeddings, s 2048, V 51200.
     private static ModelSpec Gpt(string name, int layers, int hidden, int heads, int seq = 2048, int vocab = 51200) =>
         new(name, layers, hidden, heads, heads, 4 * hidden, vocab, seq,
-            Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, TiedEmbeddings: true, Dropout: true);
+            Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, TiedEmbeddings: true, HiddenDropout: 0.1, AttentionDropout: 0.1);
 
     // Llama as in the Megatron-Kwai ATC'24 artifact: SwiGLU, RMSNorm, rotary, untied embeddings, V 32004.
     private static ModelSpec Llama(string name, int layers, int hidden, int ffn, int heads, int groups, int seq, int vocab = 32004) =>
         new(name, layers, hidden, heads, groups, ffn, vocab, seq,
-            Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, TiedEmbeddings: false, Dropout: false);
+            Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, TiedEmbeddings: false, HiddenDropout: 0, AttentionDropout: 0);
 
     /// <summary>Every preset, keyed by its name.</summary>
     public static IReadOnlyDictionary<string, ModelSpec> All { get; } = new[]

@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace Harness.Simulator.Specs;
 
 /// <summary>MLP activation: GeLU with a 4h-style single up-projection, or SwiGLU (gate and up projections).</summary>
@@ -14,7 +16,9 @@ public enum PositionEmbedding { Learned, Rotary }
 /// Immutable; presets live in <see cref="ModelPresets"/>, user files are read by <see cref="SpecJson"/>.
 /// </summary>
 /// <param name="NumQueryGroups">Key/value groups (GQA). Equal to <paramref name="NumAttentionHeads"/> for multi-head attention.</param>
-/// <param name="Dropout">Whether the block applies dropout (GPT as in Korthikanti et al. 2022); Llama-style models do not.</param>
+/// <param name="HiddenDropout">Megatron's --hidden-dropout: after the attention projection and the MLP (GPT as in
+/// Korthikanti et al. 2022: 0.1); Llama-style models train without dropout.</param>
+/// <param name="AttentionDropout">Megatron's --attention-dropout: on the attention probabilities.</param>
 public sealed record ModelSpec(
     string Name,
     int NumLayers,
@@ -28,8 +32,13 @@ public sealed record ModelSpec(
     Normalization Normalization,
     PositionEmbedding PositionEmbedding,
     bool TiedEmbeddings,
-    bool Dropout)
+    double HiddenDropout,
+    double AttentionDropout)
 {
+    /// <summary>Whether the block applies dropout at all (its masks are saved for backward).</summary>
+    [JsonIgnore]
+    public bool Dropout => HiddenDropout > 0 || AttentionDropout > 0;
+
     /// <summary>Channels per attention head (Megatron's kv_channels).</summary>
     public int HeadDim => HiddenSize / NumAttentionHeads;
 
@@ -84,6 +93,8 @@ public sealed record ModelSpec(
         Positive("--ffn-hidden-size", FfnHiddenSize);
         Positive("--vocab-size", VocabSize);
         Positive("--seq-length", SeqLength);
+        foreach (var (flag, p) in new[] { ("--hidden-dropout", HiddenDropout), ("--attention-dropout", AttentionDropout) })
+            if (p is < 0 or >= 1 || double.IsNaN(p)) errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
         if (errors.Count > 0) return errors;
         if (HiddenSize % NumAttentionHeads != 0)
             errors.Add($"--hidden-size {HiddenSize} is not divisible by --num-attention-heads {NumAttentionHeads}.");

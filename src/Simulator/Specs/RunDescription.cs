@@ -64,9 +64,13 @@ public sealed record RecomputeSpec(
 /// ATC'24 launch script passes for grouped-query attention (pretrain_llama.sh, GQA_ARGS; the split assumes Q, K and V of
 /// one size), runs the all-gather of K and V in forward and the reduce-scatter of their gradients in backward
 /// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.</param>
-public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = true, bool PipelineP2p = true,
+/// <param name="GradientReduce">Megatron's --overlap-grad-reduce (off unless given): gradient buckets reduced during the last
+/// micro-batch's backward.</param>
+/// <param name="ParamGather">Megatron's --overlap-param-gather (off unless given; with the distributed optimizer): each bucket's
+/// updated weights all-gathered during the next forward, just before its first layer needs them.</param>
+public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = false, bool PipelineP2p = true,
     bool TensorParallelBackwardAsync = true, bool TensorParallelForwardReduceScatter = true, int? DeviceMaxConnections = null,
-    bool ContextParallelComm = true)
+    bool ContextParallelComm = true, bool ParamGather = false)
 {
     /// <summary>CUDA's default number of hardware work queues per device.</summary>
     public const int CudaDefaultConnections = 8;
@@ -76,6 +80,17 @@ public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientR
 
 /// <summary>Parameter and activation precision (--bf16 / --fp16, or neither: fp32).</summary>
 public enum Precision { Bf16, Fp16, Fp32 }
+
+/// <summary>How context-parallel ranks exchange keys and values (Megatron's --cp-comm-type).</summary>
+public enum ContextParallelCommType
+{
+    /// <summary>Ring attention: key/value blocks passed around the ring, each step overlapped with an attention block
+    /// (Megatron's default; Transformer Engine's AttnFuncWithCPAndKVP2P).</summary>
+    P2p,
+    /// <summary>Every rank's keys and values all-gathered before attention and their gradients reduce-scattered after it,
+    /// on the critical path (Transformer Engine's AttnFuncWithCPAndKVAllGather).</summary>
+    AllGather,
+}
 
 /// <summary>
 /// One hybrid-parallel training configuration, in Megatron-LM's terms. World size = dp·tp·pp·cp.
@@ -94,6 +109,11 @@ public enum Precision { Bf16, Fp16, Fp32 }
 /// <param name="GradientAccumulationFusion">Megatron's --gradient-accumulation-fusion (on unless --no-gradient-accumulation-fusion,
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
 /// gradient and autograd adds it to the accumulated one every micro-batch after the first, as Megatron-LM 2019-2021 did.</param>
+/// <param name="ContextParallelComm">Megatron's --cp-comm-type.</param>
+/// <param name="FusedKernels">The executor's own CUDA kernels (SwiGLU, QKV with rotary, cross-entropy, AdamW) in place of
+/// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator models Megatron's kernels either way.</param>
+/// <param name="DdpBucketSize">Megatron's --ddp-bucket-size: elements per data-parallel gradient bucket; null: Megatron's
+/// default, max(40M, 1M x data-parallel size).</param>
 /// <param name="MaxSplitSizeMb">PyTorch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: the caching allocator neither splits
 /// cached blocks of at least this size nor serves smaller requests from them; null: PyTorch's default (no limit).
 /// Megatron-Kwai's ATC'24 launch script sets 21.</param>
@@ -117,7 +137,10 @@ public sealed record RunDescription(
     bool FusedNorm = true,
     bool FusedElementwise = true,
     bool GradientAccumulationFusion = true,
-    int? MaxSplitSizeMb = null)
+    int? MaxSplitSizeMb = null,
+    ContextParallelCommType ContextParallelComm = ContextParallelCommType.P2p,
+    bool FusedKernels = true,
+    long? DdpBucketSize = null)
 {
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
@@ -200,6 +223,10 @@ public sealed record RunDescription(
         }
         if (ZeroStage is < 0 or > 3)
             e.Add($"ZeRO stage {ZeroStage} is not one of 0, 1, 2, 3.");
+        if (DdpBucketSize is < 1)
+            e.Add($"--ddp-bucket-size is {DdpBucketSize}; it must be at least 1 (elements).");
+        if (OverlapOrDefault.ParamGather && !DistributedOptimizer)
+            e.Add("--overlap-param-gather needs --use-distributed-optimizer: it overlaps that optimizer's all-gather of the weights.");
         if (MaxSplitSizeMb is <= 20)
             e.Add($"max_split_size_mb {MaxSplitSizeMb} must be above 20 (PyTorch's kLargeBuffer, 20 MiB).");
         if (SyncFactor is < 0 or > 1 || double.IsNaN(SyncFactor))

@@ -1,3 +1,4 @@
+using Harness.Simulator.Specs;
 using Harness.Executor.Distributed;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Native;

@@ -11,7 +11,7 @@ public class ModelTests
 {
     internal static ModelSpec Tiny(Activation act = Activation.SwiGlu, Normalization norm = Normalization.RmsNorm,
         PositionEmbedding pos = PositionEmbedding.Rotary, bool tied = false, int groups = 2) =>
-        new("tiny", 2, 32, 4, groups, 48, 64, 16, act, norm, pos, tied, Dropout: false);
+        new("tiny", 2, 32, 4, groups, 48, 64, 16, act, norm, pos, tied, HiddenDropout: 0, AttentionDropout: 0);
 
     internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, RecomputeGranularity recompute = RecomputeGranularity.None, int seed = 1)
     {

@@ -1,3 +1,4 @@
+using Harness.Simulator.Specs;
 using Harness.Executor.Native;
 using Harness.Executor.Transformer;
 using static TorchSharp.torch;

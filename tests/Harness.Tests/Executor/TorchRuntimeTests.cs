@@ -1,3 +1,4 @@
+using Harness.Simulator.Specs;
 using Harness.Executor.Native;
 using TorchSharp;
 using static TorchSharp.torch;

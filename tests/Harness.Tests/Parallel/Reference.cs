@@ -21,10 +21,10 @@ internal static class Reference
 
     /// <summary>L2 h32 a4 g4 ffn48 V64 s16: divisible by tp 4, by 2·cp for cp 2, and by tp for sequence parallel.</summary>
     public static ModelSpec Llama(int layers = 2) =>
-        new("tiny-llama", layers, 32, 4, 4, 48, 64, 16, Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, false, Dropout: false);
+        new("tiny-llama", layers, 32, 4, 4, 48, 64, 16, Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, false, HiddenDropout: 0, AttentionDropout: 0);
 
     public static ModelSpec Gpt(int layers = 2) =>
-        new("tiny-gpt", layers, 32, 4, 4, 64, 64, 16, Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, true, Dropout: false);
+        new("tiny-gpt", layers, 32, 4, 4, 64, 64, 16, Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, true, HiddenDropout: 0, AttentionDropout: 0);
 
     /// <summary>
     /// Token batches [b, s + 1] for each step (inputs are [.., :s], labels [.., 1:]): the same batch every step, so

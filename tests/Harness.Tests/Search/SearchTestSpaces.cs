@@ -8,11 +8,11 @@ internal static class SearchTestSpaces
 {
     /// <summary>GPT-style (GeLU, LayerNorm, MHA): Kwai's SwiGLU recompute does not apply.</summary>
     public static ModelSpec TinyGpt { get; } = new("tiny-gpt", 4, 256, 8, 8, 1024, 1000, 128,
-        Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, TiedEmbeddings: true, Dropout: true);
+        Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, TiedEmbeddings: true, HiddenDropout: 0.1, AttentionDropout: 0.1);
 
     /// <summary>Llama-style with GQA (2 KV groups) and 6 layers: uneven divisors, TP capped by the groups.</summary>
     public static ModelSpec TinyLlama { get; } = new("tiny-llama", 6, 256, 8, 2, 768, 1000, 96,
-        Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, TiedEmbeddings: false, Dropout: false);
+        Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, TiedEmbeddings: false, HiddenDropout: 0, AttentionDropout: 0);
 
     /// <summary>A GPU with little memory, so memory limits bite on the tiny models: 40 MiB usable after the
     /// simulator's 2 GiB outside the allocator and 10% fragmentation.</summary>
