@@ -32,7 +32,7 @@ public static class ModelState
     /// replicated learned position table.</summary>
     public static double EmbeddingParametersPerRank(ModelSpec m, int tensorParallel) =>
         (double)m.VocabSize * m.HiddenSize / tensorParallel
-        + (m.PositionEmbedding == PositionEmbedding.Learned ? (double)m.SeqLength * m.HiddenSize : 0);
+        + (m.PositionEmbedding == PositionEmbedding.Learned ? (double)m.PositionTableRows * m.HiddenSize : 0);
 
     /// <summary>Output-layer parameters on the last stage: its own vocabulary-parallel weight, or, when tied
     /// and the pipeline has more than one stage, Megatron's copy of the word embedding; plus the final norm.</summary>

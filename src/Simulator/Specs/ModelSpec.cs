@@ -19,6 +19,8 @@ public enum PositionEmbedding { Learned, Rotary }
 /// <param name="HiddenDropout">Megatron's --hidden-dropout: after the attention projection and the MLP (GPT as in
 /// Korthikanti et al. 2022: 0.1); Llama-style models train without dropout.</param>
 /// <param name="AttentionDropout">Megatron's --attention-dropout: on the attention probabilities.</param>
+/// <param name="MaxPositionEmbeddings">Megatron's --max-position-embeddings: rows of the learned position table (at least the
+/// sequence length); null: the sequence length.</param>
 public sealed record ModelSpec(
     string Name,
     int NumLayers,
@@ -33,8 +35,12 @@ public sealed record ModelSpec(
     PositionEmbedding PositionEmbedding,
     bool TiedEmbeddings,
     double HiddenDropout,
-    double AttentionDropout)
+    double AttentionDropout,
+    int? MaxPositionEmbeddings = null)
 {
+    /// <summary>Rows of the learned position table (none with rotary positions).</summary>
+    public int PositionTableRows => MaxPositionEmbeddings ?? SeqLength;
+
     /// <summary>Whether the block applies dropout at all (its masks are saved for backward).</summary>
     [JsonIgnore]
     public bool Dropout => HiddenDropout > 0 || AttentionDropout > 0;
@@ -66,7 +72,7 @@ public sealed record ModelSpec(
 
     /// <summary>Word embedding (plus a learned position table) parameters.</summary>
     public long EmbeddingParameters =>
-        (long)VocabSize * HiddenSize + (PositionEmbedding == PositionEmbedding.Learned ? (long)SeqLength * HiddenSize : 0);
+        (long)VocabSize * HiddenSize + (PositionEmbedding == PositionEmbedding.Learned ? (long)PositionTableRows * HiddenSize : 0);
 
     /// <summary>The output layer's own weights: zero when tied to the word embedding.</summary>
     public long OutputLayerParameters => TiedEmbeddings ? 0 : (long)VocabSize * HiddenSize;
@@ -95,6 +101,8 @@ public sealed record ModelSpec(
         Positive("--seq-length", SeqLength);
         foreach (var (flag, p) in new[] { ("--hidden-dropout", HiddenDropout), ("--attention-dropout", AttentionDropout) })
             if (p is < 0 or >= 1 || double.IsNaN(p)) errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
+        if (MaxPositionEmbeddings is int rows && rows < SeqLength)
+            errors.Add($"--max-position-embeddings {rows} is below --seq-length {SeqLength}; the position table needs a row per position.");
         if (errors.Count > 0) return errors;
         if (HiddenSize % NumAttentionHeads != 0)
             errors.Add($"--hidden-size {HiddenSize} is not divisible by --num-attention-heads {NumAttentionHeads}.");
