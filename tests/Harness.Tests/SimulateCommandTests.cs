@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using System.Text.Json;
 using Harness.Cli.Arguments;
 using Harness.Cli.Commands;
@@ -131,8 +132,8 @@ public class SimulateCommandTests
     [Fact]
     public void ModelFlagsOverrideAPreset()
     {
-        var cl = CommandLine.Parse(["--model", "llama-7b", "--seq-length", "12288", "--num-layers", "8"], SimulationArguments.Flags);
-        var model = ModelArguments.Read(cl)!;
+        var cl = CommandLine.Parse(["--model", "llama-7b", "--seq-length", "12288", "--num-layers", "8"], SimulationFlags.Flags);
+        var model = ModelFlags.Read(cl)!;
         Assert.Equal(12288, model.SeqLength);
         Assert.Equal(8, model.NumLayers);
         Assert.Equal(11008, model.FfnHiddenSize);
@@ -142,8 +143,8 @@ public class SimulateCommandTests
     public void AModelFromFlagsUsesMegatronDefaults()
     {
         var cl = CommandLine.Parse(["--num-layers", "24", "--hidden-size", "2048", "--num-attention-heads", "16",
-            "--seq-length", "2048", "--swiglu", "--normalization", "RMSNorm"], SimulationArguments.Flags);
-        var model = ModelArguments.Read(cl)!;
+            "--seq-length", "2048", "--swiglu", "--normalization", "RMSNorm"], SimulationFlags.Flags);
+        var model = ModelFlags.Read(cl)!;
         Assert.Equal(5440, model.FfnHiddenSize); // int(4h·2/3/64)·64
         Assert.Equal(16, model.NumQueryGroups);
         Assert.Empty(cl.Errors);
@@ -152,8 +153,8 @@ public class SimulateCommandTests
     [Fact]
     public void ParallelFlagsBecomeAConfig()
     {
-        var cl = CommandLine.Parse(Table8Theirs.Split(' '), SimulationArguments.Flags.Append(new Flag("--json", false, "")));
-        var input = SimulationArguments.Read(cl)!;
+        var cl = CommandLine.Parse(Table8Theirs.Split(' '), SimulationFlags.Flags.Append(new Flag("--json", false, "")));
+        var input = SimulationFlags.Read(cl)!;
         var c = input.Config;
         Assert.Equal((8, 4, 8, 2, 1), (c.DataParallel, c.TensorParallel, c.PipelineParallel, c.LayersPerVirtualStage!.Value, c.ZeroStage));
         Assert.True(c.SequenceParallel && c.RecomputeOrNone.NormOutputs && c.RecomputeOrNone.MlpActivation);
@@ -184,8 +185,8 @@ public class SimulateCommandTests
     {
         var e = Harness.Reproduce.ExperimentLoader.Resolve(table, ExperimentFileTests.ExperimentsDir).Single();
         var expected = Harness.Reproduce.RowSetup.Resolve(e, e.Rows.Single(r => r.Label == row)).Config;
-        var cl = CommandLine.Parse(flags.Split(' '), SimulationArguments.Flags);
-        var config = SimulationArguments.Read(cl)!.Config;
+        var cl = CommandLine.Parse(flags.Split(' '), SimulationFlags.Flags);
+        var config = SimulationFlags.Read(cl)!.Config;
         Assert.Empty(cl.Errors);
         // PYTORCH_CUDA_ALLOC_CONF's max_split_size_mb only moves memory, and the command line does not take it.
         Assert.Equal(expected with { MaxSplitSizeMb = null }, config);
@@ -195,7 +196,7 @@ public class SimulateCommandTests
     public void GradientPrecisionFollowsMegatron()
     {
         Harness.Simulator.Specs.RunDescription Read(string flags) =>
-            SimulationArguments.Read(CommandLine.Parse(flags.Split(' ', StringSplitOptions.RemoveEmptyEntries), SimulationArguments.Flags))!.Config;
+            SimulationFlags.Read(CommandLine.Parse(flags.Split(' ', StringSplitOptions.RemoveEmptyEntries), SimulationFlags.Flags))!.Config;
         Assert.True(Read("--gpus 8").GradientsInFp32);                                          // bf16 forces fp32 main gradients
         Assert.False(Read("--gpus 8 --fp16").GradientsInFp32);                                  // fp16 keeps fp16 gradients
         Assert.True(Read("--gpus 8 --fp16 --accumulate-allreduce-grads-in-fp32").GradientsInFp32);

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Harness.Search;
@@ -36,8 +37,8 @@ public static partial class SearchArguments
         new("--zero-stage", true, "only these ZeRO stages (list of 0-3)"),
         new("--use-distributed-optimizer", false, "only Megatron's distributed optimizer (ZeRO stage 1)"),
         new("--sync-factor", true, "CAAT-Net sync factors p to try (list; default 1)"),
-        ParallelArguments.DeviceMaxConnectionsFlag,
-        ParallelArguments.ContextParallelNoOverlapFlag,
+        RunDescriptionFlags.DeviceMaxConnectionsFlag,
+        RunDescriptionFlags.ContextParallelNoOverlapFlag,
         new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
         new("--top", true, "how many of the best configs to print (default 10)"),
@@ -176,8 +177,8 @@ public static partial class SearchArguments
     /// <summary>The launch's overlaps applied to every configuration (null: the simulator's defaults).</summary>
     private static OverlapSpec? Overlap(CommandLine cl)
     {
-        int? queues = ParallelArguments.DeviceMaxConnections(cl);
-        bool exposedContextParallel = cl.Switch(ParallelArguments.ContextParallelNoOverlapFlag.Name);
+        int? queues = RunDescriptionFlags.DeviceMaxConnections(cl);
+        bool exposedContextParallel = cl.Switch(RunDescriptionFlags.ContextParallelNoOverlapFlag.Name);
         return queues is null && !exposedContextParallel ? null
             : new OverlapSpec(DeviceMaxConnections: queues, ContextParallelComm: !exposedContextParallel);
     }

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using System.Globalization;
 using Harness.Cli.Arguments;
 using Harness.Executor.Calibration;

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Cli.Arguments;
 using Harness.Executor.Data;
 using Harness.Executor.Distributed;
@@ -40,7 +41,7 @@ public static class DistributedRun
         new("--overlap-grad-reduce", false, "reduce gradient buckets during backward, on their own CUDA stream (off by default, as in Megatron)"),
         new("--overlap-param-gather", false, "all-gather each bucket's updated weights as the next forward first needs them, on a CUDA stream of its own (with --use-distributed-optimizer)"),
         new("--ddp-bucket-size", true, "elements per gradient bucket (default max(40M, 1M x data-parallel size))"),
-        .. ParallelArguments.Flags.Where(f => LayoutFlags.Contains(f.Name)),
+        .. RunDescriptionFlags.Flags.Where(f => LayoutFlags.Contains(f.Name)),
     ];
 
     /// <summary>Whether the command line or the environment asks for more than one rank or a parallel layout.</summary>

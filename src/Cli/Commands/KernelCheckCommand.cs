@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Simulator.Specs;
 using System.Globalization;
 using Harness.Cli.Arguments;

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Simulator.Specs;
 using System.Diagnostics;
 using System.Globalization;

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using System.Globalization;
 using Harness.Cli.Arguments;
 using Harness.Cli.Output;
@@ -52,7 +53,7 @@ public static class RunCommand
 
     public static int Run(string[] args)
     {
-        var flags = ModelArguments.Flags.Concat(OwnFlags).Concat(DistributedRun.Flags).ToArray();
+        var flags = ModelFlags.Flags.Concat(OwnFlags).Concat(DistributedRun.Flags).ToArray();
         var cl = CommandLine.Parse(args, flags);
         if (cl.Switch("--help"))
         {
@@ -136,8 +137,8 @@ public static class RunCommand
 
     private static TrainingOptions? Build(CommandLine cl)
     {
-        bool tiny = !cl.HasAny(ModelArguments.Flags);
-        var model = tiny ? DefaultRun.Model : ModelArguments.Read(cl);
+        bool tiny = !cl.HasAny(ModelFlags.Flags);
+        var model = tiny ? DefaultRun.Model : ModelFlags.Read(cl);
         if (model is null) return null;
         var device = cl.Choice("--device", "cpu", "cuda") == "cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
         var recompute = cl.Choice("--recompute-granularity", "full", "selective") switch

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Cli.Arguments;
 using Harness.Cli.Output;
 using Harness.Search;
@@ -8,15 +9,15 @@ namespace Harness.Cli.Commands;
 /// <summary>`harness search`: the fastest configurations that fit, exhaustively over the stated space.</summary>
 public static class SearchCommand
 {
-    private static Flag[] ModelAndCluster => ModelArguments.Flags.Concat(ClusterArguments.Flags).ToArray();
+    private static Flag[] ModelAndCluster => ModelFlags.Flags.Concat(ClusterFlags.Flags).ToArray();
 
     public static int Run(string[] args)
     {
         var flags = ModelAndCluster.Concat(SearchArguments.Flags).ToArray();
         var cl = CommandLine.Parse(args, flags);
         if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
-        var model = ModelArguments.Read(cl);
-        var cluster = ClusterArguments.Read(cl);
+        var model = ModelFlags.Read(cl);
+        var cluster = ClusterFlags.Read(cl);
         var input = model is null || cluster is null ? null : SearchArguments.Read(cl, model, cluster);
         if (input is null)
         {

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Cli.Arguments;
 using Harness.Cli.Output;
 using Harness.Simulator;
@@ -27,17 +28,17 @@ public static class SimulateCommand
 
     public static int Run(string[] args)
     {
-        var flags = SimulationArguments.Flags.Concat(OwnFlags).ToArray();
+        var flags = SimulationFlags.Flags.Concat(OwnFlags).ToArray();
         var cl = CommandLine.Parse(args, flags);
         if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
-        bool usedDefault = !cl.HasAny(SimulationArguments.Flags);
+        bool usedDefault = !cl.HasAny(SimulationFlags.Flags);
         if (usedDefault)
         {
             var merged = CommandLine.Parse(DefaultConfiguration.Concat(args).ToArray(), flags);
             cl = merged;
         }
         var counting = cl.Choice("--attention-flops", "causal", "full") == "full" ? AttentionFlopCounting.Full : AttentionFlopCounting.Causal;
-        var input = SimulationArguments.Read(cl);
+        var input = SimulationFlags.Read(cl);
         if (input is null)
         {
             Console.Error.WriteLine("harness simulate: invalid configuration:");

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Cli.Output;
 using System.Globalization;
 using System.Text.Json;

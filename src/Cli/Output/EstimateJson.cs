@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using System.Text;
 using System.Text.Json;
 using Harness.Cli.Arguments;

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Cli.Arguments;
 using Harness.Simulator;
 using Harness.Simulator.Costs;

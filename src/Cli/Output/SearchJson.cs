@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Harness.Cli.Arguments;

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using System.Globalization;
 using System.Text.Json;
 using Harness.Cli.Arguments;
@@ -117,10 +118,10 @@ public class SearchCommandTests : IDisposable
 
     private static (SearchInput? Input, CommandLine Cl) Read(string args)
     {
-        var flags = ModelArguments.Flags.Concat(ClusterArguments.Flags).Concat(SearchArguments.Flags).ToArray();
+        var flags = ModelFlags.Flags.Concat(ClusterFlags.Flags).Concat(SearchArguments.Flags).ToArray();
         var cl = CommandLine.Parse(args.Split(' ', StringSplitOptions.RemoveEmptyEntries), flags);
-        var model = ModelArguments.Read(cl)!;
-        var cluster = ClusterArguments.Read(cl)!;
+        var model = ModelFlags.Read(cl)!;
+        var cluster = ClusterFlags.Read(cl)!;
         return (SearchArguments.Read(cl, model, cluster), cl);
     }
 

@@ -1,6 +1,7 @@
+using Harness.Megatron;
 using Harness.Simulator.Specs;
 
-namespace Harness.Cli.Arguments;
+namespace Harness.Megatron;
 
 /// <summary>A model, a cluster and a parallel configuration read from one command line.</summary>
 public sealed record SimulationInput(ModelSpec Model, ClusterSpec Cluster, RunDescription Config);
@@ -10,17 +11,17 @@ public sealed record SimulationInput(ModelSpec Model, ClusterSpec Cluster, RunDe
 /// them: <see cref="Flags"/> lists them all (add a command's own flags when parsing), <see cref="Read"/> returns
 /// the input or null with every reason in <see cref="CommandLine.Errors"/>.
 /// </summary>
-public static class SimulationArguments
+public static class SimulationFlags
 {
     public static IEnumerable<Flag> Flags =>
-        ModelArguments.Flags.Concat(ClusterArguments.Flags).Concat(ParallelArguments.Flags).Concat(ParallelArguments.Unsupported);
+        ModelFlags.Flags.Concat(ClusterFlags.Flags).Concat(RunDescriptionFlags.Flags).Concat(RunDescriptionFlags.Unsupported);
 
     public static SimulationInput? Read(CommandLine cl)
     {
-        var model = ModelArguments.Read(cl);
-        var cluster = ClusterArguments.Read(cl);
+        var model = ModelFlags.Read(cl);
+        var cluster = ClusterFlags.Read(cl);
         if (model is null || cluster is null) return null;
-        var config = ParallelArguments.Read(cl, cluster.WorldSize);
+        var config = RunDescriptionFlags.Read(cl, cluster.WorldSize);
         // A world size that does not divide is reported already; validate the rest against the layout's own size
         // (unless a size below 1 made it empty: that is reported as the size itself, not as an empty cluster).
         var validateOn = config.WorldSize == cluster.WorldSize || config.WorldSize < 1 ? cluster : cluster with { WorldSize = config.WorldSize };

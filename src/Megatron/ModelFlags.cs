@@ -1,13 +1,13 @@
 using Harness.Simulator.Specs;
 
-namespace Harness.Cli.Arguments;
+namespace Harness.Megatron;
 
 /// <summary>
 /// The model, from <c>--model PRESET|FILE</c> and/or Megatron-LM's model flags. Flags override the preset or
 /// file; without <c>--model</c> the flags describe the whole model, with Megatron's defaults (ffn 4h, or
 /// int(8h/3/64)·64 with --swiglu; LayerNorm; learned positions; tied embeddings; dropout 0.1).
 /// </summary>
-public static class ModelArguments
+public static class ModelFlags
 {
     public const string DefaultPreset = "llama-7b";
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Harness.Cli.Arguments;
+namespace Harness.Megatron;
 
 /// <summary>
 /// Megatron-style arguments (<c>--name value</c>, <c>--name=value</c>, <c>--switch</c>) parsed against the

@@ -1,4 +1,4 @@
-namespace Harness.Cli.Arguments;
+namespace Harness.Megatron;
 
 /// <summary>One command-line flag: its name as written (<c>--tensor-model-parallel-size</c>), whether a value
 /// follows it, and a line of help.</summary>

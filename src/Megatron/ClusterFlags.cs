@@ -1,10 +1,10 @@
 using Harness.Simulator.Specs;
 
-namespace Harness.Cli.Arguments;
+namespace Harness.Megatron;
 
 /// <summary>The cluster: <c>--cluster FILE</c>, or <c>--gpu PRESET</c> with <c>--gpus N</c> and
 /// <c>--gpus-per-node N</c> (both default to one node of the preset; either overrides the file).</summary>
-public static class ClusterArguments
+public static class ClusterFlags
 {
     public const string DefaultGpu = "h100-sxm";
 

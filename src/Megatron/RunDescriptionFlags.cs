@@ -1,6 +1,6 @@
 using Harness.Simulator.Specs;
 
-namespace Harness.Cli.Arguments;
+namespace Harness.Megatron;
 
 /// <summary>
 /// The parallel layout and training knobs, by Megatron-LM's (and Megatron-Kwai's) argument names, plus
@@ -9,7 +9,7 @@ namespace Harness.Cli.Arguments;
 /// The data-parallel size is the world size over tensor x pipeline x context, as in Megatron.
 /// Precision defaults to bf16 (Megatron's own default is fp32: pass --fp32 for that).
 /// </summary>
-public static class ParallelArguments
+public static class RunDescriptionFlags
 {
     /// <summary>The flag of the launch's CUDA_DEVICE_MAX_CONNECTIONS, in 1-32 (null: not given).</summary>
     /// <summary>Megatron-Kwai's switch for its context-parallel exchange without overlap (<see cref="OverlapSpec.ContextParallelComm"/>).</summary>
