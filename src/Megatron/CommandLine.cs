@@ -3,10 +3,12 @@ using System.Globalization;
 namespace Harness.Megatron;
 
 /// <summary>
-/// Megatron-style arguments (<c>--name value</c>, <c>--name=value</c>, <c>--switch</c>) parsed against the
-/// flags a command knows. Unknown flags are kept as <see cref="Ignored"/> (with the value that follows them,
-/// if the next token is not a flag), so a user can paste a whole Megatron launch line. Readers collect every
-/// problem in <see cref="Errors"/> instead of stopping at the first.
+/// Megatron-style arguments (<c>--name value</c>, <c>--name=value</c>, <c>--switch</c>) parsed against the flags a command
+/// knows. A flag the command does not take is looked up in Megatron-LM's own (<see cref="MegatronVocabulary"/>), so a whole
+/// launch line can be pasted: Megatron's settings (logging, checkpoints, data, the learning-rate schedule) are kept as
+/// <see cref="Ignored"/> with their values, to be listed; Megatron's flags that change what the command computes and flags
+/// nobody defines become errors, a misspelling with the closest valid spelling. Readers collect every problem in
+/// <see cref="Errors"/> instead of stopping at the first.
 /// </summary>
 public sealed class CommandLine
 {
@@ -15,7 +17,7 @@ public sealed class CommandLine
 
     public List<string> Errors { get; } = new();
 
-    /// <summary>Unknown flags, as written (with their value), in order.</summary>
+    /// <summary>Megatron-LM's settings the command does not use, as written (with their value), in order.</summary>
     public IReadOnlyList<string> Ignored => ignored;
 
     /// <summary>True when any of the given flags appeared.</summary>
@@ -23,16 +25,18 @@ public sealed class CommandLine
 
     /// <summary>Parses <paramref name="args"/>; with --help prints <paramref name="usage"/> and the flags instead and
     /// returns null (the command then exits 0).</summary>
-    public static CommandLine? ParseOrHelp(string[] args, IReadOnlyList<Flag> known, string usage)
+    public static CommandLine? ParseOrHelp(string[] args, IReadOnlyList<Flag> known, string usage, string computes)
     {
-        var cl = Parse(args, known);
+        var cl = Parse(args, known, computes);
         if (!cl.Switch("--help")) return cl;
         Console.WriteLine(usage);
         Flag.PrintHelp(known, 24);
         return null;
     }
 
-    public static CommandLine Parse(string[] args, IEnumerable<Flag> known)
+    /// <param name="computes">What the command computes, for the sentence refusing a Megatron flag that would change it
+    /// ("the estimate", "the run").</param>
+    public static CommandLine Parse(string[] args, IEnumerable<Flag> known, string computes = "what this command computes")
     {
         var byName = known.ToDictionary(f => f.Name, StringComparer.Ordinal);
         var cl = new CommandLine();
@@ -50,11 +54,19 @@ public sealed class CommandLine
             if (eq > 0) { name = arg[..eq]; inline = arg[(eq + 1)..]; }
             if (!byName.TryGetValue(name, out var flag))
             {
-                // Unknown: take the next token as its value unless it is another flag.
-                if (inline is null && i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal))
-                    cl.ignored.Add($"{arg} {args[++i]}");
+                var megatron = MegatronVocabulary.Find(name);
+                // Its value goes with it: Megatron's arity where known, else the next token unless it is another flag.
+                bool takesValue = megatron?.TakesValue ?? (i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal));
+                if (inline is null && takesValue && i + 1 < args.Length) arg = $"{arg} {args[++i]}";
+                if (megatron is { IsSetting: true }) cl.ignored.Add(arg);
+                else if (megatron is not null)
+                    cl.Errors.Add($"{name} is a Megatron-LM flag that changes {computes}, which Harness does not model; remove it.");
                 else
-                    cl.ignored.Add(arg);
+                {
+                    var closest = Spelling.Closest(name, byName.Keys) ?? Spelling.Closest(name, MegatronVocabulary.All.Keys);
+                    cl.Errors.Add(closest is null ? $"unknown option {name}; the command's --help lists its options."
+                        : $"unknown option {name}; did you mean {closest}?");
+                }
                 continue;
             }
             if (!flag.TakesValue)

@@ -1,60 +1,70 @@
+using System.Globalization;
 using Harness.Simulator.Specs;
 
 namespace Harness.Megatron;
 
 /// <summary>
-/// The parallel layout and training knobs, by Megatron-LM's (and Megatron-Kwai's) argument names, plus
-/// Harness's own: <c>--offload-ratio</c> (= Kwai's alpha), <c>--sync-factor</c> (CAAT-Net's p),
-/// <c>--zero-stage</c>, <c>--fp32</c>, <c>--no-flash-attention</c>, <c>--no-overlap-grad-reduce</c>, <c>--no-norm-fusion</c>.
+/// The <see cref="RunDescription"/> by Megatron-LM's (and Megatron-Kwai's) argument names, plus Harness's own where Megatron
+/// has none: <c>--offload-ratio</c> (= Kwai's alpha), <c>--sync-factor</c> (CAAT-Net's p), <c>--zero-stage</c>, <c>--fp32</c>,
+/// <c>--no-norm-fusion</c>, <c>--no-fused-kernels</c>, and the launch environment's <c>--cuda-device-max-connections</c> and
+/// <c>--max-split-size-mb</c>. Every default is the record's own (<c>new RunDescription()</c>), which is Megatron-LM's
+/// (megatron/training/arguments.py) except precision: bf16 unless <c>--fp16</c> or <c>--fp32</c> (Megatron's own default is fp32).
 /// The data-parallel size is the world size over tensor x pipeline x context, as in Megatron.
-/// Precision defaults to bf16 (Megatron's own default is fp32: pass --fp32 for that).
 /// </summary>
 public static class RunDescriptionFlags
 {
-    /// <summary>The flag of the launch's CUDA_DEVICE_MAX_CONNECTIONS, in 1-32 (null: not given).</summary>
-    /// <summary>Megatron-Kwai's switch for its context-parallel exchange without overlap (<see cref="OverlapSpec.ContextParallelComm"/>).</summary>
-    public static readonly Flag ContextParallelNoOverlapFlag = new("--no-context-parallel-comm-overlap-gemm", false,
+    public static readonly Flag ContextParallelNoOverlap = new("--no-context-parallel-comm-overlap-gemm", false,
         "Megatron-Kwai: the context-parallel K/V all-gather and its gradients' reduce-scatter on the critical path (its scripts pass it for grouped-query attention)");
 
-    public static readonly Flag DeviceMaxConnectionsFlag = new("--cuda-device-max-connections", true,
+    public static readonly Flag DeviceMaxConnections = new("--cuda-device-max-connections", true,
         "the launch's CUDA_DEVICE_MAX_CONNECTIONS, 1-32 (default: 1 with tensor parallelism, as Megatron-LM requires; else 8); under 1, p2p cannot overlap");
 
-    public static readonly Flag[] Flags =
+    public static readonly Flag MaxSplitSize = new("--max-split-size-mb", true,
+        "the launch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb (above 20; default: none)");
+
+    /// <summary>The layout, recomputation, offload and optimizer sharding: what `harness search` varies (it takes lists of them).</summary>
+    public static readonly Flag[] LayoutFlags =
     {
         new("--tensor-model-parallel-size", true, "tensor-parallel size t"),
         new("--pipeline-model-parallel-size", true, "pipeline-parallel size p"),
         new("--num-layers-per-virtual-pipeline-stage", true, "layers per virtual stage (interleaved 1F1B)"),
-        new("--context-parallel-size", true, "context-parallel size"),
+        new("--context-parallel-size", true, "context-parallel size c"),
         new("--sequence-parallel", false, "sequence parallelism (needs t > 1)"),
         new("--micro-batch-size", true, "micro-batch size b (default 1)"),
         new("--global-batch-size", true, "global batch size (default: micro-batch x data-parallel size)"),
         new("--recompute-granularity", true, "full or selective"),
-        new("--recompute-method", true, "uniform or block (full recomputation)"),
-        new("--recompute-num-layers", true, "layers per recomputed group (uniform) or recomputed per stage (block)"),
+        new("--recompute-method", true, "uniform or block (full recomputation; default uniform)"),
+        new("--recompute-num-layers", true, "layers per recomputed group (uniform) or recomputed per chunk (block); default 1"),
+        new("--offload-ratio", true, "activation offload ratio alpha in [0, 1] (Megatron-Kwai's --kaimm-offload-activation-ratio)"),
+        new("--zero-stage", true, "ZeRO stage 0-3 (1 = --use-distributed-optimizer)"),
+        new("--sync-factor", true, "CAAT-Net partial synchronization p in [0, 1] (default 1)"),
         new("--recompute-activations", false, "selective recomputation (older Megatron flag)"),
         new("--kaimm-recompute-norm", false, "Megatron-Kwai: recompute the norm outputs"),
         new("--kaimm-recompute-mlp-activation-func", false, "Megatron-Kwai: recompute the SwiGLU output"),
         new("--kaimm-offload-activation-ratio", true, "Megatron-Kwai: offload ratio alpha"),
-        new("--offload-ratio", true, "offload ratio alpha in [0, 1] (same as Kwai's)"),
         new("--use-distributed-optimizer", false, "Megatron's distributed optimizer (ZeRO stage 1)"),
-        new("--zero-stage", true, "ZeRO stage 0-3 (1 = distributed optimizer)"),
-        new("--sync-factor", true, "CAAT-Net partial synchronization p in [0, 1] (default 1)"),
-        new("--bf16", false, "bf16 mixed precision (the default)"),
+    };
+
+    /// <summary>The rest: the implementation a layout runs on (precision, kernels, overlaps, the launch environment); `harness
+    /// search` applies them to every configuration.</summary>
+    public static readonly Flag[] ImplementationFlags =
+    {
+        new("--bf16", false, "bf16 mixed precision (Harness's default)"),
         new("--fp16", false, "fp16 mixed precision"),
-        new("--fp32", false, "fp32 training"),
-        new("--use-flash-attn", false, "flash attention (the default)"),
-        new("--no-flash-attention", false, "unfused attention (materializes the s x s scores)"),
-        new("--overlap-grad-reduce", false, "overlap the gradient reduction with backward (the default)"),
-        new("--no-overlap-grad-reduce", false, "reduce gradients after the last backward"),
+        new("--fp32", false, "fp32 training (Megatron's default)"),
+        new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default) or allgather"),
+        new("--attention-backend", true, "flash, fused, unfused, local or auto (default auto: flash or cuDNN's fused attention)"),
+        new("--use-flash-attn", false, "flash attention (older Megatron flag; the default)"),
+        new("--overlap-grad-reduce", false, "reduce gradient buckets during backward (off by default, as in Megatron)"),
+        new("--overlap-param-gather", false, "all-gather each bucket's updated weights during the next forward (with the distributed optimizer)"),
+        new("--ddp-bucket-size", true, "elements per data-parallel gradient bucket (default max(40M, 1M x data-parallel size))"),
         new("--tp-comm-overlap", false, "overlap tensor-parallel communication with GEMMs (Transformer Engine userbuffers)"),
-        new("--overlap-sp-ag", false,
-            "Megatron-Kwai: overlap the sequence-parallel all-gathers with GEMMs (pass with --overlap-sp-rs)"),
-        new("--overlap-sp-rs", false,
-            "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
-        ContextParallelNoOverlapFlag,
-        new("--overlap-p2p-communication", false, "overlap pipeline p2p with compute (the default)"),
-        new("--no-overlap-p2p-communication", false, "pipeline sends block the sender"),
-        DeviceMaxConnectionsFlag,
+        new("--overlap-sp-ag", false, "Megatron-Kwai: overlap the sequence-parallel all-gathers with GEMMs (pass with --overlap-sp-rs)"),
+        new("--overlap-sp-rs", false, "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
+        ContextParallelNoOverlap,
+        new("--no-overlap-p2p-communication", false, "pipeline sends block the sender (Megatron overlaps them by default)"),
+        DeviceMaxConnections,
+        MaxSplitSize,
         new("--no-async-tensor-model-parallel-allreduce", false,
             "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
         new("--accumulate-allreduce-grads-in-fp32", false,
@@ -65,50 +75,107 @@ public static class RunDescriptionFlags
         new("--no-gradient-accumulation-fusion", false,
             "add each micro-batch's weight gradients to the main gradients in a separate kernel (Megatron-LM before late 2021)"),
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
+        new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, cross-entropy and AdamW kernels"),
     };
 
+    public static IEnumerable<Flag> Flags => LayoutFlags.Concat(ImplementationFlags);
+
+    /// <summary>Megatron's three element-wise fusion switches, which the simulator models together.</summary>
+    private static readonly string[] ElementwiseFusions = ["--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"];
+
     /// <summary>--cuda-device-max-connections, checked to be a number of hardware work queues CUDA accepts.</summary>
-    public static int? DeviceMaxConnections(CommandLine cl)
+    public static int? ReadDeviceMaxConnections(CommandLine cl)
     {
-        int? connections = cl.Int(DeviceMaxConnectionsFlag.Name);
+        int? connections = cl.Int(DeviceMaxConnections.Name);
         if (connections is < 1 or > 32)
             cl.Errors.Add($"--cuda-device-max-connections {connections} is out of range; CUDA accepts 1 to 32 hardware work queues.");
         return connections;
     }
 
-    /// <summary>Megatron's three element-wise fusion switches, which the simulator models together.</summary>
-    private static readonly string[] ElementwiseFusions = ["--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"];
-
-    /// <summary>Flags that change the estimate but are not modelled: refusing beats a silently wrong number.</summary>
-    public static readonly Flag[] Unsupported =
-    {
-        new("--num-experts", true, "mixture of experts"),
-        new("--expert-model-parallel-size", true, "expert parallelism"),
-        new("--fp8-format", true, "fp8 training"),
-    };
-
-    /// <summary>The configuration the flags describe. Problems go to <see cref="CommandLine.Errors"/>; the config is
-    /// still returned (with data-parallel size 1 when the world size does not divide) so that its own
-    /// <see cref="RunDescription.Validate"/> can add every further reason.</summary>
+    /// <summary>The run description the flags give on <paramref name="worldSize"/> ranks. Problems go to
+    /// <see cref="CommandLine.Errors"/>; the description is still returned (with data-parallel size 1 when the world size
+    /// does not divide) so that its own <see cref="RunDescription.Validate"/> can add every further reason.</summary>
     public static RunDescription Read(CommandLine cl, int worldSize)
     {
-        foreach (var f in Unsupported)
-            if (cl.String(f.Name) is not null || cl.Switch(f.Name))
-                cl.Errors.Add($"{f.Name} ({f.Help}) changes the estimate but the simulator does not model it; remove it.");
-
-        int t = cl.Int("--tensor-model-parallel-size") ?? 1;
-        int p = cl.Int("--pipeline-model-parallel-size") ?? 1;
-        int cp = cl.Int("--context-parallel-size") ?? 1;
+        var d = new RunDescription();
+        int t = cl.Int("--tensor-model-parallel-size") ?? d.TensorParallel;
+        int p = cl.Int("--pipeline-model-parallel-size") ?? d.PipelineParallel;
+        int cp = cl.Int("--context-parallel-size") ?? d.ContextParallel;
         int? l = cl.Int("--num-layers-per-virtual-pipeline-stage");
-        int b = cl.Int("--micro-batch-size") ?? 1;
+        int b = cl.Int("--micro-batch-size") ?? d.MicroBatch;
         int dp = 1;
         long divisor = (long)t * p * cp;
         if (divisor > 0 && worldSize % divisor == 0) dp = (int)(worldSize / divisor);
         else if (divisor > 0)
-            cl.Errors.Add($"world size {worldSize} is not divisible by tensor {t} x pipeline {p} x context {cp} = {divisor}; choose sizes whose product divides --gpus.");
+            cl.Errors.Add($"world size {worldSize} is not divisible by tensor {t} x pipeline {p} x context {cp} = {divisor}; choose sizes whose product divides the number of GPUs.");
         // A micro-batch below 1 is reported as such; the default global batch must not echo it as a second mistake.
         int gbs = cl.Int("--global-batch-size") ?? Math.Max(b, 1) * dp;
 
+        double? kwaiAlpha = cl.Double("--kaimm-offload-activation-ratio"), alpha = cl.Double("--offload-ratio");
+        if (kwaiAlpha is double ka && alpha is double aa && ka != aa)
+            cl.Errors.Add($"--offload-ratio {aa} and --kaimm-offload-activation-ratio {ka} disagree; pass one.");
+        int zero = cl.Int("--zero-stage") ?? (cl.Switch("--use-distributed-optimizer") ? 1 : d.ZeroStage);
+        if (cl.Switch("--use-distributed-optimizer") && zero < 1)
+            cl.Errors.Add($"--use-distributed-optimizer is ZeRO stage 1 and contradicts --zero-stage {zero}.");
+
+        return ReadImplementation(cl, d with
+        {
+            DataParallel = dp, TensorParallel = t, PipelineParallel = p, LayersPerVirtualStage = l, ContextParallel = cp,
+            SequenceParallel = cl.Switch("--sequence-parallel"), MicroBatch = b, GlobalBatch = gbs,
+            Recompute = ReadRecompute(cl),
+            OffloadRatio = alpha ?? kwaiAlpha ?? d.OffloadRatio, ZeroStage = zero,
+            SyncFactor = cl.Double("--sync-factor") ?? d.SyncFactor,
+        });
+    }
+
+    /// <summary><paramref name="layout"/> on the implementation the <see cref="ImplementationFlags"/> describe.</summary>
+    public static RunDescription ReadImplementation(CommandLine cl, RunDescription layout)
+    {
+        var d = new RunDescription();
+        int precisions = (cl.Switch("--bf16") ? 1 : 0) + (cl.Switch("--fp16") ? 1 : 0) + (cl.Switch("--fp32") ? 1 : 0);
+        if (precisions > 1) cl.Errors.Add("pass at most one of --bf16, --fp16, --fp32.");
+        var precision = cl.Switch("--fp16") ? Precision.Fp16 : cl.Switch("--fp32") ? Precision.Fp32 : cl.Switch("--bf16") ? Precision.Bf16 : d.Precision;
+        bool kwaiOverlap = cl.Switch("--overlap-sp-ag") || cl.Switch("--overlap-sp-rs");
+        if (cl.Switch("--overlap-sp-ag") != cl.Switch("--overlap-sp-rs"))
+            cl.Errors.Add("the simulator models Megatron-Kwai's --overlap-sp-ag and --overlap-sp-rs together (its launch scripts pass both); pass both or neither.");
+        if (kwaiOverlap && cl.Switch("--tp-comm-overlap"))
+            cl.Errors.Add("--tp-comm-overlap (Transformer Engine) and Megatron-Kwai's --overlap-sp-ag --overlap-sp-rs are different implementations; pass one.");
+        int unfused = ElementwiseFusions.Count(cl.Switch);
+        if (unfused is > 0 and < 3)
+            cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
+        int? maxSplit = cl.Int(MaxSplitSize.Name);
+
+        var o = d.OverlapOrDefault;
+        return layout with
+        {
+            Overlap = o with
+            {
+                TensorParallelComm = cl.Switch("--tp-comm-overlap") || kwaiOverlap || o.TensorParallelComm,
+                TensorParallelForwardReduceScatter = !kwaiOverlap && o.TensorParallelForwardReduceScatter,
+                GradientReduce = cl.Switch("--overlap-grad-reduce") || o.GradientReduce,
+                ParamGather = cl.Switch("--overlap-param-gather") || o.ParamGather,
+                PipelineP2p = !cl.Switch("--no-overlap-p2p-communication") && o.PipelineP2p,
+                TensorParallelBackwardAsync = !cl.Switch("--no-async-tensor-model-parallel-allreduce") && o.TensorParallelBackwardAsync,
+                DeviceMaxConnections = ReadDeviceMaxConnections(cl) ?? o.DeviceMaxConnections,
+                ContextParallelComm = !cl.Switch(ContextParallelNoOverlap.Name) && o.ContextParallelComm,
+            },
+            Precision = precision,
+            FlashAttention = ReadFlashAttention(cl, d.FlashAttention),
+            // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
+            // without it keep and all-reduce fp16 gradients.
+            GradientsInFp32 = precision != Precision.Fp16 || cl.Switch("--accumulate-allreduce-grads-in-fp32"),
+            FusedNorm = !cl.Switch("--no-norm-fusion") && d.FusedNorm,
+            FusedElementwise = unfused == 0 && d.FusedElementwise,
+            GradientAccumulationFusion = !cl.Switch("--no-gradient-accumulation-fusion") && d.GradientAccumulationFusion,
+            MaxSplitSizeMb = maxSplit ?? d.MaxSplitSizeMb,
+            ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
+            FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
+            DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
+        };
+    }
+
+    private static RecomputeSpec ReadRecompute(CommandLine cl)
+    {
         var granularity = cl.Choice("--recompute-granularity", "full", "selective") switch
         {
             "full" => RecomputeGranularity.Full,
@@ -118,54 +185,90 @@ public static class RunDescriptionFlags
         var method = cl.Choice("--recompute-method", "uniform", "block") == "block" ? RecomputeMethod.Block : RecomputeMethod.Uniform;
         if (cl.String("--recompute-method") is not null && granularity != RecomputeGranularity.Full)
             cl.Errors.Add("--recompute-method applies only with --recompute-granularity full.");
-        var recompute = new RecomputeSpec(granularity, method, cl.Int("--recompute-num-layers") ?? 1,
+        var none = RecomputeSpec.None;
+        return new RecomputeSpec(granularity, method, cl.Int("--recompute-num-layers") ?? none.NumLayers,
             cl.Switch("--kaimm-recompute-norm"), cl.Switch("--kaimm-recompute-mlp-activation-func"));
+    }
 
-        double? kwaiAlpha = cl.Double("--kaimm-offload-activation-ratio"), alpha = cl.Double("--offload-ratio");
-        if (kwaiAlpha is double ka && alpha is double aa && ka != aa)
-            cl.Errors.Add($"--offload-ratio {aa} and --kaimm-offload-activation-ratio {ka} disagree; pass one.");
-        int zero = cl.Int("--zero-stage") ?? (cl.Switch("--use-distributed-optimizer") ? 1 : 0);
-        if (cl.Switch("--use-distributed-optimizer") && zero < 1)
-            cl.Errors.Add($"--use-distributed-optimizer is ZeRO stage 1 and contradicts --zero-stage {zero}.");
+    /// <summary>Megatron-core's --attention-backend (auto picks flash or cuDNN's fused attention, neither of which keeps the
+    /// s x s scores), or the older --use-flash-attn.</summary>
+    private static bool ReadFlashAttention(CommandLine cl, bool byDefault)
+    {
+        var backend = cl.Choice("--attention-backend", "flash", "fused", "unfused", "local", "auto");
+        if (backend is "unfused" or "local" && cl.Switch("--use-flash-attn"))
+            cl.Errors.Add($"--use-flash-attn and --attention-backend {backend} contradict each other.");
+        return backend switch
+        {
+            "unfused" or "local" => false,
+            null => byDefault,
+            _ => true,
+        };
+    }
 
-        int precisions = (cl.Switch("--bf16") ? 1 : 0) + (cl.Switch("--fp16") ? 1 : 0) + (cl.Switch("--fp32") ? 1 : 0);
-        if (precisions > 1) cl.Errors.Add("pass at most one of --bf16, --fp16, --fp32.");
-        var precision = cl.Switch("--fp16") ? Precision.Fp16 : cl.Switch("--fp32") ? Precision.Fp32 : Precision.Bf16;
-        if (cl.Switch("--use-flash-attn") && cl.Switch("--no-flash-attention"))
-            cl.Errors.Add("--use-flash-attn and --no-flash-attention contradict each other.");
-        if (cl.Switch("--overlap-grad-reduce") && cl.Switch("--no-overlap-grad-reduce"))
-            cl.Errors.Add("--overlap-grad-reduce and --no-overlap-grad-reduce contradict each other.");
-        if (cl.Switch("--overlap-p2p-communication") && cl.Switch("--no-overlap-p2p-communication"))
-            cl.Errors.Add("--overlap-p2p-communication and --no-overlap-p2p-communication contradict each other.");
+    /// <summary>Megatron's --cp-comm-type: one type for every layer (a list of per-layer types is refused).</summary>
+    private static ContextParallelCommType? ReadContextParallelComm(CommandLine cl)
+    {
+        var s = cl.String("--cp-comm-type");
+        if (s is null) return null;
+        switch (s.ToLowerInvariant())
+        {
+            case "p2p": return ContextParallelCommType.P2p;
+            case "allgather" or "all_gather": return ContextParallelCommType.AllGather;
+            case "a2a" or "a2a+p2p":
+                cl.Errors.Add($"--cp-comm-type {s} (DeepSpeed-Ulysses' all-to-all) is not modelled yet; use p2p or allgather.");
+                return null;
+            default:
+                cl.Errors.Add($"--cp-comm-type '{s}' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.");
+                return null;
+        }
+    }
 
-        int? connections = DeviceMaxConnections(cl);
+    private static string F(double x) => x.ToString("R", CultureInfo.InvariantCulture);
 
-        bool kwaiOverlap = cl.Switch("--overlap-sp-ag") || cl.Switch("--overlap-sp-rs");
-        if (cl.Switch("--overlap-sp-ag") != cl.Switch("--overlap-sp-rs"))
-            cl.Errors.Add("the simulator models Megatron-Kwai's --overlap-sp-ag and --overlap-sp-rs together (its launch scripts pass both); pass both or neither.");
-        if (kwaiOverlap && cl.Switch("--tp-comm-overlap"))
-            cl.Errors.Add("--tp-comm-overlap (Transformer Engine) and Megatron-Kwai's --overlap-sp-ag --overlap-sp-rs are different implementations; pass one.");
-
-        int unfused = ElementwiseFusions.Count(cl.Switch);
-        if (unfused is > 0 and < 3)
-            cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
-
-        var config = new RunDescription(
-            DataParallel: dp, TensorParallel: t, PipelineParallel: p, LayersPerVirtualStage: l, ContextParallel: cp,
-            SequenceParallel: cl.Switch("--sequence-parallel"), MicroBatch: b, GlobalBatch: gbs,
-            Recompute: recompute, OffloadRatio: alpha ?? kwaiAlpha ?? 0, ZeroStage: zero,
-            SyncFactor: cl.Double("--sync-factor") ?? 1.0,
-            Overlap: new OverlapSpec(cl.Switch("--tp-comm-overlap") || kwaiOverlap, !cl.Switch("--no-overlap-grad-reduce"),
-                !cl.Switch("--no-overlap-p2p-communication"), !cl.Switch("--no-async-tensor-model-parallel-allreduce"),
-                TensorParallelForwardReduceScatter: !kwaiOverlap, DeviceMaxConnections: connections,
-                ContextParallelComm: !cl.Switch(ContextParallelNoOverlapFlag.Name)),
-            Precision: precision, FlashAttention: !cl.Switch("--no-flash-attention"),
-            // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
-            // without it keep and all-reduce fp16 gradients.
-            GradientsInFp32: precision != Precision.Fp16 || cl.Switch("--accumulate-allreduce-grads-in-fp32"),
-            FusedNorm: !cl.Switch("--no-norm-fusion"),
-            FusedElementwise: unfused == 0,
-            GradientAccumulationFusion: !cl.Switch("--no-gradient-accumulation-fusion"));
-        return config;
+    /// <summary>The flags that give <paramref name="r"/> back (with the world size it ran on): every field that differs
+    /// from the default, by the flag <see cref="Read"/> takes it from. Data-parallel size is implied by the world size.</summary>
+    public static IReadOnlyList<string> Format(RunDescription r)
+    {
+        var d = new RunDescription();
+        var a = new List<string>();
+        void Value(string flag, object value) { a.Add(flag); a.Add(Convert.ToString(value, CultureInfo.InvariantCulture)!); }
+        if (r.TensorParallel != d.TensorParallel) Value("--tensor-model-parallel-size", r.TensorParallel);
+        if (r.PipelineParallel != d.PipelineParallel) Value("--pipeline-model-parallel-size", r.PipelineParallel);
+        if (r.LayersPerVirtualStage is int l) Value("--num-layers-per-virtual-pipeline-stage", l);
+        if (r.ContextParallel != d.ContextParallel) Value("--context-parallel-size", r.ContextParallel);
+        if (r.SequenceParallel) a.Add("--sequence-parallel");
+        Value("--micro-batch-size", r.MicroBatch);
+        Value("--global-batch-size", r.GlobalBatch);
+        var rc = r.RecomputeOrNone;
+        if (rc.Granularity != RecomputeGranularity.None) Value("--recompute-granularity", rc.Granularity.ToString().ToLowerInvariant());
+        if (rc.Granularity == RecomputeGranularity.Full && rc.Method != RecomputeSpec.None.Method) Value("--recompute-method", rc.Method.ToString().ToLowerInvariant());
+        if (rc.NumLayers != RecomputeSpec.None.NumLayers) Value("--recompute-num-layers", rc.NumLayers);
+        if (rc.NormOutputs) a.Add("--kaimm-recompute-norm");
+        if (rc.MlpActivation) a.Add("--kaimm-recompute-mlp-activation-func");
+        if (r.OffloadRatio != d.OffloadRatio) Value("--offload-ratio", F(r.OffloadRatio));
+        if (r.ZeroStage == 1) a.Add("--use-distributed-optimizer");
+        else if (r.ZeroStage != d.ZeroStage) Value("--zero-stage", r.ZeroStage);
+        if (r.SyncFactor != d.SyncFactor) Value("--sync-factor", F(r.SyncFactor));
+        if (r.Precision != d.Precision) a.Add(r.Precision == Precision.Fp16 ? "--fp16" : r.Precision == Precision.Fp32 ? "--fp32" : "--bf16");
+        if (r.Precision == Precision.Fp16 && r.GradientsInFp32) a.Add("--accumulate-allreduce-grads-in-fp32");
+        if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", r.ContextParallelComm == ContextParallelCommType.AllGather ? "allgather" : "p2p");
+        if (r.FlashAttention != d.FlashAttention) Value("--attention-backend", r.FlashAttention ? "flash" : "unfused");
+        var o = r.OverlapOrDefault;
+        var od = d.OverlapOrDefault;
+        if (o.GradientReduce != od.GradientReduce) a.Add("--overlap-grad-reduce");
+        if (o.ParamGather != od.ParamGather) a.Add("--overlap-param-gather");
+        if (r.DdpBucketSize is long bucket) Value("--ddp-bucket-size", bucket);
+        if (o.TensorParallelComm)
+            a.AddRange(o.TensorParallelForwardReduceScatter ? ["--tp-comm-overlap"] : ["--overlap-sp-ag", "--overlap-sp-rs"]);
+        if (!o.ContextParallelComm) a.Add(ContextParallelNoOverlap.Name);
+        if (!o.PipelineP2p) a.Add("--no-overlap-p2p-communication");
+        if (o.DeviceMaxConnections is int q) Value(DeviceMaxConnections.Name, q);
+        if (r.MaxSplitSizeMb is int mb) Value(MaxSplitSize.Name, mb);
+        if (!o.TensorParallelBackwardAsync) a.Add("--no-async-tensor-model-parallel-allreduce");
+        if (!r.FusedElementwise) a.AddRange(ElementwiseFusions);
+        if (!r.GradientAccumulationFusion) a.Add("--no-gradient-accumulation-fusion");
+        if (!r.FusedNorm) a.Add("--no-norm-fusion");
+        if (!r.FusedKernels) a.Add("--no-fused-kernels");
+        return a;
     }
 }

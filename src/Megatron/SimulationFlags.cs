@@ -14,7 +14,7 @@ public sealed record SimulationInput(ModelSpec Model, ClusterSpec Cluster, RunDe
 public static class SimulationFlags
 {
     public static IEnumerable<Flag> Flags =>
-        ModelFlags.Flags.Concat(ClusterFlags.Flags).Concat(RunDescriptionFlags.Flags).Concat(RunDescriptionFlags.Unsupported);
+        ModelFlags.Flags.Concat(ClusterFlags.Flags).Concat(RunDescriptionFlags.Flags);
 
     public static SimulationInput? Read(CommandLine cl)
     {

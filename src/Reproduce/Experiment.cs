@@ -18,7 +18,7 @@ public sealed record Experiment(
     [property: JsonPropertyName("rows")] IReadOnlyList<ExperimentRow> Rows,
     [property: JsonPropertyName("flop_counting")] FlopCounting? FlopCounting = null,
     [property: JsonPropertyName("model")] ModelRef? Model = null,
-    [property: JsonPropertyName("defaults")] MegatronArgs? Defaults = null,
+    [property: JsonPropertyName("defaults")] ExperimentArgs? Defaults = null,
     [property: JsonPropertyName("choose")] ChoiceSpace? Choose = null,
     [property: JsonPropertyName("system")] string? System = null,
     [property: JsonPropertyName("systems")] IReadOnlyDictionary<string, SystemProfile>? Systems = null,
@@ -104,7 +104,7 @@ public sealed record ChoiceSpace(
 public sealed record ExperimentRow(
     [property: JsonPropertyName("label")] string Label,
     [property: JsonPropertyName("published")] PublishedValues Published,
-    [property: JsonPropertyName("args")] MegatronArgs? Args = null,
+    [property: JsonPropertyName("args")] ExperimentArgs? Args = null,
     [property: JsonPropertyName("model")] ModelRef? Model = null,
     [property: JsonPropertyName("gpu")] string? Gpu = null,
     [property: JsonPropertyName("gpus")] int? Gpus = null,

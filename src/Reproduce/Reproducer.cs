@@ -50,9 +50,9 @@ public sealed class Reproducer(StepSimulator simulate)
     /// <summary>The configurations to simulate: the row's own, or one per combination of the knobs left to choose.</summary>
     private static IEnumerable<RunDescription> Candidates(Experiment e, RowSetup s)
     {
-        var micro = s.Args.MicroBatchSize is null && e.Choose?.MicroBatchSizes is { } list
+        var micro = !s.Args.Sets("micro-batch-size") && e.Choose?.MicroBatchSizes is { } list
             ? list : [s.Config.MicroBatch];
-        var layers = s.Args.NumLayersPerVirtualPipelineStage is null && e.Choose?.LayersPerVirtualStage == "divisors"
+        var layers = !s.Args.Sets("num-layers-per-virtual-pipeline-stage") && e.Choose?.LayersPerVirtualStage == "divisors"
             ? InterleavingChoices(s.Model, s.Config.PipelineParallel) : [s.Config.LayersPerVirtualStage];
         foreach (int b in micro)
             foreach (int? l in layers)
@@ -76,9 +76,9 @@ public sealed class Reproducer(StepSimulator simulate)
     private static string DescribeChoice(Experiment e, RowSetup s, RunDescription c)
     {
         var parts = new List<string>();
-        if (s.Args.MicroBatchSize is null && e.Choose?.MicroBatchSizes is not null)
+        if (!s.Args.Sets("micro-batch-size") && e.Choose?.MicroBatchSizes is not null)
             parts.Add($"micro-batch {c.MicroBatch}");
-        if (s.Args.NumLayersPerVirtualPipelineStage is null && e.Choose?.LayersPerVirtualStage is not null && c.LayersPerVirtualStage is int l)
+        if (!s.Args.Sets("num-layers-per-virtual-pipeline-stage") && e.Choose?.LayersPerVirtualStage is not null && c.LayersPerVirtualStage is int l)
             parts.Add($"{l} layer{(l > 1 ? "s" : "")} per virtual stage (v = {c.VirtualStages(s.Model)})");
         return string.Join(", ", parts);
     }

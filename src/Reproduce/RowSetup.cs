@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Simulator.Specs;
 
 namespace Harness.Reproduce;
@@ -7,7 +8,7 @@ namespace Harness.Reproduce;
 /// defaults and the row's system (what it overlaps) applied. Knobs the paper leaves out are filled in by
 /// <see cref="Reproducer"/> from <see cref="Experiment.Choose"/>.
 /// </summary>
-public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescription Config, string SystemName, MegatronArgs Args)
+public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescription Config, string SystemName, ExperimentArgs Args)
 {
     /// <summary>Resolves row <paramref name="row"/> of <paramref name="e"/>.</summary>
     public static RowSetup Resolve(Experiment e, ExperimentRow row)
@@ -27,7 +28,7 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescripti
         if (systemName.Length > 0 && (e.Systems is null || !e.Systems.TryGetValue(systemName, out system)))
             throw new ExperimentException($"{where}: system '{systemName}' is not described under 'systems'.");
 
-        var args = (e.Defaults ?? new MegatronArgs()).Over(row.Args);
+        var args = (e.Defaults ?? ExperimentArgs.None).Over(row.Args);
         return new RowSetup(model, cluster, ToConfig(args, system, gpus, where), systemName, args);
     }
 
@@ -54,63 +55,32 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescripti
         return m;
     }
 
-    private static RunDescription ToConfig(MegatronArgs a, SystemProfile? system, int gpus, string where)
+    /// <summary>The row's arguments read by the command line's codec, on the implementation its system describes.</summary>
+    private static RunDescription ToConfig(ExperimentArgs a, SystemProfile? system, int gpus, string where)
     {
-        int t = a.TensorModelParallelSize ?? 1, p = a.PipelineModelParallelSize ?? 1, cp = a.ContextParallelSize ?? 1;
-        if (t < 1 || p < 1 || cp < 1 || gpus % (t * p * cp) != 0)
-            throw new ExperimentException($"{where}: {gpus} GPUs are not divisible by tensor {t} x pipeline {p} x context {cp}.");
-        return new RunDescription(
-            DataParallel: gpus / (t * p * cp),
-            TensorParallel: t,
-            PipelineParallel: p,
-            LayersPerVirtualStage: a.NumLayersPerVirtualPipelineStage,
-            ContextParallel: cp,
-            SequenceParallel: a.SequenceParallel ?? false,
-            MicroBatch: a.MicroBatchSize ?? 1,
-            GlobalBatch: a.GlobalBatchSize ?? throw new ExperimentException($"{where}: no global-batch-size."),
-            Recompute: ToRecompute(a, where),
-            OffloadRatio: a.KaimmOffloadActivationRatio ?? 0,
-            ZeroStage: a.UseDistributedOptimizer == true ? 1 : 0,
-            Overlap: ToOverlap(system, a),
-            Precision: a.Fp16 == true ? Precision.Fp16 : a.Bf16 == false ? Precision.Fp32 : Precision.Bf16,
-            FlashAttention: a.UseFlashAttn ?? false,
-            GradientsInFp32: a.AccumulateAllreduceGradsInFp32 ?? true,
-            FusedNorm: system?.FusedNorm ?? true,
-            FusedElementwise: system?.FusedElementwise ?? true,
-            GradientAccumulationFusion: system?.GradientAccumulationFusion ?? true,
-            MaxSplitSizeMb: system?.MaxSplitSizeMb);
-    }
-
-    /// <summary>The system's overlaps (null: the simulator's defaults), with the row's own Megatron-Kwai
-    /// --no-context-parallel-comm-overlap-gemm (its launch script's argument for grouped-query attention).</summary>
-    private static OverlapSpec? ToOverlap(SystemProfile? system, MegatronArgs a)
-    {
-        var overlap = system is null ? null : new OverlapSpec(
-            TensorParallelComm: system.OverlapTensorParallelComm,
-            GradientReduce: system.OverlapGradReduce,
-            PipelineP2p: system.OverlapP2pCommunication,
-            TensorParallelBackwardAsync: system.AsyncTensorParallelAllreduce,
-            TensorParallelForwardReduceScatter: system.OverlapForwardReduceScatter,
-            DeviceMaxConnections: system.CudaDeviceMaxConnections);
-        return a.NoContextParallelCommOverlapGemm == true ? (overlap ?? OverlapSpec.Default) with { ContextParallelComm = false } : overlap;
-    }
-
-    private static RecomputeSpec ToRecompute(MegatronArgs a, string where)
-    {
-        var granularity = a.RecomputeGranularity switch
+        var cl = CommandLine.Parse(a.ToCommandLine(), RunDescriptionFlags.Flags, "the estimate");
+        if (!a.Sets("global-batch-size")) cl.Errors.Add("no global-batch-size.");
+        var c = RunDescriptionFlags.Read(cl, gpus);
+        if (cl.Errors.Count > 0) throw new ExperimentException($"{where}: {cl.Errors[0]}");
+        if (system is null) return c;
+        var o = c.OverlapOrDefault;
+        return c with
         {
-            null => RecomputeGranularity.None,
-            "full" => RecomputeGranularity.Full,
-            "selective" => RecomputeGranularity.Selective,
-            var g => throw new ExperimentException($"{where}: recompute-granularity '{g}' is not 'full' or 'selective'."),
+            // The system's overlaps, keeping the row's own Megatron-Kwai --no-context-parallel-comm-overlap-gemm (its
+            // launch script's argument for grouped-query attention).
+            Overlap = o with
+            {
+                TensorParallelComm = system.OverlapTensorParallelComm,
+                GradientReduce = system.OverlapGradReduce,
+                PipelineP2p = system.OverlapP2pCommunication,
+                TensorParallelBackwardAsync = system.AsyncTensorParallelAllreduce,
+                TensorParallelForwardReduceScatter = system.OverlapForwardReduceScatter,
+                DeviceMaxConnections = system.CudaDeviceMaxConnections,
+            },
+            FusedNorm = system.FusedNorm,
+            FusedElementwise = system.FusedElementwise,
+            GradientAccumulationFusion = system.GradientAccumulationFusion,
+            MaxSplitSizeMb = system.MaxSplitSizeMb,
         };
-        var method = a.RecomputeMethod switch
-        {
-            null or "uniform" => RecomputeMethod.Uniform,
-            "block" => RecomputeMethod.Block,
-            var m => throw new ExperimentException($"{where}: recompute-method '{m}' is not 'uniform' or 'block'."),
-        };
-        return new RecomputeSpec(granularity, method, a.RecomputeNumLayers ?? 1,
-            NormOutputs: a.KaimmRecomputeNorm ?? false, MlpActivation: a.KaimmRecomputeMlpActivationFunc ?? false);
     }
 }

@@ -28,19 +28,23 @@ public readonly record struct Layout(
     public bool AllowsOffload => LayersPerVirtualStage is not null && PipelineParallel >= 3;
 
     /// <summary>The full configuration at one ZeRO stage, recomputation and offload ratio, run by the implementation
-    /// <paramref name="overlap"/> describes (null: the simulator's default).</summary>
-    public RunDescription ToConfig(int globalBatch, int zeroStage, RecomputeSpec recompute, double offloadRatio, OverlapSpec? overlap = null) => new(
-        DataParallel: DataParallel,
-        TensorParallel: TensorParallel,
-        PipelineParallel: PipelineParallel,
-        LayersPerVirtualStage: LayersPerVirtualStage,
-        ContextParallel: ContextParallel,
-        SequenceParallel: SequenceParallel,
-        MicroBatch: MicroBatch,
-        GlobalBatch: globalBatch,
-        Recompute: recompute,
-        OffloadRatio: offloadRatio,
-        ZeroStage: zeroStage,
-        SyncFactor: SyncFactor,
-        Overlap: overlap);
+    /// <paramref name="implementation"/> describes (default: Megatron-LM's).</summary>
+    public RunDescription ToConfig(int globalBatch, int zeroStage, RecomputeSpec recompute, double offloadRatio, RunDescription? implementation = null) =>
+        (implementation ?? Default) with
+        {
+            DataParallel = DataParallel,
+            TensorParallel = TensorParallel,
+            PipelineParallel = PipelineParallel,
+            LayersPerVirtualStage = LayersPerVirtualStage,
+            ContextParallel = ContextParallel,
+            SequenceParallel = SequenceParallel,
+            MicroBatch = MicroBatch,
+            GlobalBatch = globalBatch,
+            Recompute = recompute,
+            OffloadRatio = offloadRatio,
+            ZeroStage = zeroStage,
+            SyncFactor = SyncFactor,
+        };
+
+    private static readonly RunDescription Default = new();
 }

@@ -35,9 +35,9 @@ public sealed record SearchConstraints
     public double OffloadStep { get; init; } = 0.05;
     /// <summary>--zero-stage 0,1,2,3 (--use-distributed-optimizer is stage 1 only).</summary>
     public IReadOnlyList<int>? ZeroStage { get; init; }
-    /// <summary>The implementation every configuration runs on (what it overlaps, CUDA_DEVICE_MAX_CONNECTIONS); null: the
-    /// simulator's default (Megatron-LM's, <see cref="OverlapSpec"/>).</summary>
-    public OverlapSpec? Overlap { get; init; }
+    /// <summary>The implementation every configuration runs on: precision, kernels, what it overlaps, the launch environment
+    /// (its layout fields are ignored: the search sets them); by default Megatron-LM's, as <see cref="RunDescription"/> defines it.</summary>
+    public RunDescription Implementation { get; init; } = new();
     /// <summary>--sync-factor: CAAT-Net's p values to try (default only 1.0).</summary>
     public IReadOnlyList<double> SyncFactors { get; init; } = [1.0];
     /// <summary>--memory-limit: a config fits when its peak (allocated) memory is at most this; null = the simulator's

@@ -41,7 +41,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             if (leaves == 0) continue;
             enumerated += leaves;
             // Screen the layout at its most frugal memory (largest ZeRO stage and offload ratio), which is likelier to fit.
-            var probe = layout.ToConfig(space.GlobalBatch, enumerator.ZeroStages[^1], RecomputeSpec.None, a[^1], space.Constraints.Overlap);
+            var probe = layout.ToConfig(space.GlobalBatch, enumerator.ZeroStages[^1], RecomputeSpec.None, a[^1], space.Constraints.Implementation);
             items.Add(new WorkItem(layout, cost.Screen(space.Model, space.Cluster, probe), r, a));
         }
         // Promising layouts first: a good K-th best and front early prune more later.
@@ -114,7 +114,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             double p = layout.SyncFactor;
             foreach (int zero in zeroStages)
             {
-                var probe = layout.ToConfig(space.GlobalBatch, zero, RecomputeSpec.None, offload[0], space.Constraints.Overlap);
+                var probe = layout.ToConfig(space.GlobalBatch, zero, RecomputeSpec.None, offload[0], space.Constraints.Implementation);
                 long staticBytes = cost.StaticMemoryLowerBound(space.Model, space.Cluster, probe);
                 if (staticBytes > _limit)
                 {
@@ -133,7 +133,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                 foreach (var r in recompute)
                 {
                     var bounds = r == RecomputeSpec.None ? layoutBounds
-                        : cost.Bounds(space.Model, space.Cluster, layout.ToConfig(space.GlobalBatch, zero, r, offload[0], space.Constraints.Overlap));
+                        : cost.Bounds(space.Model, space.Cluster, layout.ToConfig(space.GlobalBatch, zero, r, offload[0], space.Constraints.Implementation));
                     var floor = bounds with
                     {
                         StepTimeSeconds = Math.Max(bounds.StepTimeSeconds, layoutBounds.StepTimeSeconds),
@@ -158,7 +158,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             Evaluated Eval(int i)
             {
                 if (at[i] is Evaluated known) return known;
-                var e = at[i] = Evaluate(layout.ToConfig(space.GlobalBatch, zero, r, offload[i], space.Constraints.Overlap));
+                var e = at[i] = Evaluate(layout.ToConfig(space.GlobalBatch, zero, r, offload[i], space.Constraints.Implementation));
                 Expect(e.Cost.StepTimeSeconds >= bounds.StepTimeSeconds * (1 - Slack), "step time below its bound", e.Config);
                 Expect(e.Cost.PeakMemoryBytes >= bounds.PeakMemoryBytes, "peak memory below its bound", e.Config);
                 return e;

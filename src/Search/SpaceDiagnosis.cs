@@ -31,7 +31,12 @@ public static class SpaceDiagnosis
                     if (c.DataParallel is { Count: > 0 } dps) dp = dps[0];
                     foreach (double p in c.SyncFactors)
                     {
-                        var config = new RunDescription(dp, tp, pp, l, cp, sp, mb, space.GlobalBatch, recompute, alpha, zero, p, space.Constraints.Overlap);
+                        var config = space.Constraints.Implementation with
+                        {
+                            DataParallel = dp, TensorParallel = tp, PipelineParallel = pp, LayersPerVirtualStage = l, ContextParallel = cp,
+                            SequenceParallel = sp, MicroBatch = mb, GlobalBatch = space.GlobalBatch, Recompute = recompute, OffloadRatio = alpha,
+                            ZeroStage = zero, SyncFactor = p,
+                        };
                         var reasons = config.Validate(space.Model, world).ToList();
                         if (c.TensorParallelWithinNode && space.Cluster.GpusPerNode % tp != 0)
                             reasons.Add($"--max-tp-per-node keeps tensor parallelism inside a node of {space.Cluster.GpusPerNode} GPUs; {tp} does not divide it.");

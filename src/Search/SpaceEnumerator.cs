@@ -17,7 +17,9 @@ public sealed class SpaceEnumerator
     {
         _space = space;
         _offloadGrid = space.Constraints.OffloadGrid();
-        ZeroStages = (space.Constraints.ZeroStage ?? [0, 1, 2, 3]).Distinct().Order().ToArray();
+        // --overlap-param-gather overlaps the distributed optimizer's gather: it leaves only the stages that have one.
+        ZeroStages = (space.Constraints.ZeroStage ?? [0, 1, 2, 3]).Distinct().Order()
+            .Where(z => z >= 1 || !space.Constraints.Implementation.OverlapOrDefault.ParamGather).ToArray();
     }
 
     private ModelSpec Model => _space.Model;
@@ -100,6 +102,6 @@ public sealed class SpaceEnumerator
             foreach (int zero in ZeroStages)
                 foreach (var r in RecomputeOptions(layout))
                     foreach (double a in OffloadOptions(layout))
-                        yield return layout.ToConfig(_space.GlobalBatch, zero, r, a, _space.Constraints.Overlap);
+                        yield return layout.ToConfig(_space.GlobalBatch, zero, r, a, _space.Constraints.Implementation);
     }
 }

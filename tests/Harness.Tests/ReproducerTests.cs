@@ -49,7 +49,7 @@ public class ReproducerTests
         var open = e with
         {
             Choose = new ChoiceSpace([1, 2, 4, 8, 16], "divisors"),
-            Rows = [row with { Args = row.Args! with { MicroBatchSize = null, NumLayersPerVirtualPipelineStage = null } }],
+            Rows = [row with { Args = row.Args!.Without("micro-batch-size", "num-layers-per-virtual-pipeline-stage") }],
         };
         var t = new Reproducer((m, c, p) => new SimulatedStep(1, 100 * p.MicroBatch + p.VirtualStages(m), 1, p.MicroBatch <= 2)).Run(open);
         var r = t.Rows.Single();

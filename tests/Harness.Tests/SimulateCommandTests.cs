@@ -167,19 +167,19 @@ public class SimulateCommandTests
     [Theory]
     [InlineData("shoeybi-2019-scaling", "8.3B on 512 GPUs",
         "--gpus 512 --tensor-model-parallel-size 8 --micro-batch-size 8 --global-batch-size 512 --fp16 " +
-        "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --no-flash-attention " +
-        "--no-overlap-grad-reduce --no-overlap-p2p-communication --no-async-tensor-model-parallel-allreduce " +
+        "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --attention-backend unfused " +
+        "--no-overlap-p2p-communication --no-async-tensor-model-parallel-allreduce " +
         "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion --no-gradient-accumulation-fusion")]
     [InlineData("kwai-atc24-table8", "NVIDIA Megatron-LM",
         "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
         "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +
         "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --use-distributed-optimizer " +
-        "--use-flash-attn --no-overlap-grad-reduce --no-overlap-p2p-communication --no-norm-fusion --cuda-device-max-connections 1")]
+        "--use-flash-attn --no-overlap-p2p-communication --no-norm-fusion --cuda-device-max-connections 1")]
     [InlineData("kwai-atc24-table8", "their baseline",
         "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
         "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +
         "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --use-distributed-optimizer " +
-        "--use-flash-attn --no-overlap-grad-reduce --overlap-p2p-communication --overlap-sp-ag --overlap-sp-rs " +
+        "--use-flash-attn --overlap-sp-ag --overlap-sp-rs " +
         "--cuda-device-max-connections 1")]
     public void MegatronImplementationFlagsBuildTheReproducedConfig(string table, string row, string flags)
     {

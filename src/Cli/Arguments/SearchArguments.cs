@@ -16,7 +16,7 @@ public sealed record SearchInput(SearchSpace Space, SearchOptions Options, bool 
 public static partial class SearchArguments
 {
     public static readonly Flag[] Flags =
-    {
+    [
         new("--global-batch-size", true, "global batch size (required)"),
         new("--tensor-model-parallel-size", true, "only these tensor-parallel sizes (list)"),
         new("--pipeline-model-parallel-size", true, "only these pipeline-parallel sizes (list)"),
@@ -37,8 +37,6 @@ public static partial class SearchArguments
         new("--zero-stage", true, "only these ZeRO stages (list of 0-3)"),
         new("--use-distributed-optimizer", false, "only Megatron's distributed optimizer (ZeRO stage 1)"),
         new("--sync-factor", true, "CAAT-Net sync factors p to try (list; default 1)"),
-        RunDescriptionFlags.DeviceMaxConnectionsFlag,
-        RunDescriptionFlags.ContextParallelNoOverlapFlag,
         new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
         new("--top", true, "how many of the best configs to print (default 10)"),
@@ -47,7 +45,9 @@ public static partial class SearchArguments
         new("--out", true, "folder for the CSV and plots (default runs/search)"),
         new("--json", false, "print the top K as JSON"),
         new("--help", false, "this help"),
-    };
+        // The implementation every configuration runs on: precision, kernels, overlaps, the launch environment.
+        .. RunDescriptionFlags.ImplementationFlags,
+    ];
 
     public static SearchInput? Read(CommandLine cl, ModelSpec model, ClusterSpec cluster)
     {
@@ -82,7 +82,7 @@ public static partial class SearchArguments
             SyncFactors = Doubles(cl, "--sync-factor") ?? [1.0],
             MemoryLimitBytes = Bytes(cl, "--memory-limit"),
             TensorParallelWithinNode = cl.Switch("--max-tp-per-node"),
-            Overlap = Overlap(cl),
+            Implementation = RunDescriptionFlags.ReadImplementation(cl, new RunDescription()),
         };
         cl.Errors.AddRange(constraints.Validate());
         int top = cl.Int("--top") ?? 10;
@@ -172,14 +172,5 @@ public static partial class SearchArguments
         var bytes = ParseBytes(text);
         if (bytes is null) cl.Errors.Add($"{flag} '{text}' is not a size; write it like 70GiB, 80GB or 75000MiB.");
         return bytes;
-    }
-
-    /// <summary>The launch's overlaps applied to every configuration (null: the simulator's defaults).</summary>
-    private static OverlapSpec? Overlap(CommandLine cl)
-    {
-        int? queues = RunDescriptionFlags.DeviceMaxConnections(cl);
-        bool exposedContextParallel = cl.Switch(RunDescriptionFlags.ContextParallelNoOverlapFlag.Name);
-        return queues is null && !exposedContextParallel ? null
-            : new OverlapSpec(DeviceMaxConnections: queues, ContextParallelComm: !exposedContextParallel);
     }
 }

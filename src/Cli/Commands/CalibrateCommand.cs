@@ -42,10 +42,10 @@ public static class CalibrateCommand
 
     public static int Run(string[] args)
     {
-        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness calibrate [options]") is not { } cl) return 0;
+        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness calibrate [options]", "the measurement") is not { } cl) return 0;
         double hold = cl.Double("--hold-seconds") ?? 10;
         if (hold is < 0 or > 600) cl.Errors.Add($"--hold-seconds {hold} is out of range; give 0 to 600 seconds.");
-        if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness calibrate --help.");
+        if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness calibrate --help.");
         GpuSpec? named = null;
         if (cl.String("--gpu") is string name && !GpuPresets.All.TryGetValue(name, out named))
             cl.Errors.Add($"--gpu '{name}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");

@@ -131,8 +131,8 @@ public static class ReproduceCommand
         var a = r.Setup.Args;
         bool chose = r.Choice.Length > 0;
         string s = $"t{c.TensorParallel} c{c.ContextParallel} p{c.PipelineParallel} d{c.DataParallel}";
-        if (c.LayersPerVirtualStage is int l) s += $" l{l}{(chose && a.NumLayersPerVirtualPipelineStage is null ? "*" : "")}";
-        s += $" b{c.MicroBatch}{(chose && a.MicroBatchSize is null ? "*" : "")}";
+        if (c.LayersPerVirtualStage is int l) s += $" l{l}{(chose && !a.Sets("num-layers-per-virtual-pipeline-stage") ? "*" : "")}";
+        s += $" b{c.MicroBatch}{(chose && !a.Sets("micro-batch-size") ? "*" : "")}";
         if (c.OffloadRatio > 0) s += $" α{c.OffloadRatio:0.##}";
         return s;
     }

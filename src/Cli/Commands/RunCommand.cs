@@ -54,7 +54,7 @@ public static class RunCommand
     public static int Run(string[] args)
     {
         var flags = ModelFlags.Flags.Concat(OwnFlags).Concat(DistributedRun.Flags).ToArray();
-        var cl = CommandLine.Parse(args, flags);
+        var cl = CommandLine.Parse(args, flags, "the run");
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness run [Megatron-LM model flags] [options]   (no options: a tiny model on the shipped corpus, on CPU)");
@@ -63,7 +63,7 @@ public static class RunCommand
         }
         var options = Build(cl);
         if (options is not null) cl.Errors.AddRange(options.Validate());
-        if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness run --help.");
+        if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness run --help.");
         bool distributed = DistributedRun.Requested(cl);
         if (distributed && options?.Profile is not null)
             cl.Errors.Add("--profile opens the profiler range in single-device runs; profile a parallel run's ranks with nsys or ncu from the start instead.");

@@ -14,7 +14,7 @@ public static class SearchCommand
     public static int Run(string[] args)
     {
         var flags = ModelAndCluster.Concat(SearchArguments.Flags).ToArray();
-        var cl = CommandLine.Parse(args, flags);
+        var cl = CommandLine.Parse(args, flags, "the search's estimates");
         if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
         var model = ModelFlags.Read(cl);
         var cluster = ClusterFlags.Read(cl);
@@ -30,7 +30,7 @@ public static class SearchCommand
             Console.Error.WriteLine($"harness search: {outError}");
             return 2;
         }
-        if (cl.Ignored.Count > 0) Console.Error.WriteLine($"ignored (not search flags): {string.Join(' ', cl.Ignored)}");
+        if (cl.Ignored.Count > 0) Console.Error.WriteLine($"Megatron-LM settings accepted (they do not change the estimates): {string.Join(' ', cl.Ignored)}");
 
         var result = RunWithProgress(input);
         if (result.Counts.Enumerated == 0)

@@ -29,12 +29,12 @@ public static class SimulateCommand
     public static int Run(string[] args)
     {
         var flags = SimulationFlags.Flags.Concat(OwnFlags).ToArray();
-        var cl = CommandLine.Parse(args, flags);
+        var cl = CommandLine.Parse(args, flags, "the estimate");
         if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
         bool usedDefault = !cl.HasAny(SimulationFlags.Flags);
         if (usedDefault)
         {
-            var merged = CommandLine.Parse(DefaultConfiguration.Concat(args).ToArray(), flags);
+            var merged = CommandLine.Parse(DefaultConfiguration.Concat(args).ToArray(), flags, "the estimate");
             cl = merged;
         }
         var counting = cl.Choice("--attention-flops", "causal", "full") == "full" ? AttentionFlopCounting.Full : AttentionFlopCounting.Causal;
@@ -66,7 +66,7 @@ public static class SimulateCommand
     {
         Console.WriteLine("usage: harness simulate [Megatron-LM model and parallel flags] [--json]");
         Console.WriteLine("Estimates one training iteration: step time, tokens/s/GPU, MFU, peak memory per GPU, with breakdowns.");
-        Console.WriteLine("Unknown flags (the rest of a Megatron launch line) are accepted and listed as ignored.");
+        Console.WriteLine("Megatron-LM's settings (logging, checkpoints, data, the learning-rate schedule) are accepted and listed; its flags that change the estimate but are not modelled, and unknown flags, are refused.");
         Flag.PrintHelp(flags, 44);
     }
 }

@@ -27,7 +27,7 @@ public static class ValidateCommand
     public static int Run(string[] args)
     {
         var (paths, options) = SplitFolders(args);
-        var cl = CommandLine.Parse(options, Flags);
+        var cl = CommandLine.Parse(options, Flags, "the comparison");
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness validate RUN_FOLDER... [options]   (a folder holding run folders takes them all)");
@@ -43,7 +43,7 @@ public static class ValidateCommand
             try { gpu = SpecJson.ReadCluster(file).Gpu; }
             catch (SpecFileException e) { cl.Errors.Add(e.Message); }
         }
-        if (cl.Ignored.Count > 0) cl.Errors.Add($"unknown options: {string.Join(' ', cl.Ignored)}; see harness validate --help.");
+        if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness validate --help.");
         if (paths.Count == 0) cl.Errors.Add("name at least one run folder (harness run --out DIR), or a folder holding run folders.");
         foreach (var p in paths.Where(p => !Directory.Exists(p))) cl.Errors.Add($"'{p}' is not a folder.");
         if (cl.Errors.Count > 0)

@@ -51,7 +51,7 @@ public static class EstimateReport
         }
         console.Write(memory);
         if (ignored.Count > 0)
-            console.MarkupLine($"ignored flags (they do not change the estimate): {Markup.Escape(string.Join(" ", ignored))}");
+            console.MarkupLine($"Megatron-LM settings accepted (they do not change the estimate): {Markup.Escape(string.Join(" ", ignored))}");
     }
 
     private static string G(double bytes) => (bytes / GiB).ToString("F2");
