@@ -36,7 +36,9 @@ public sealed class CommandLine
 
     /// <param name="computes">What the command computes, for the sentence refusing a Megatron flag that would change it
     /// ("the estimate", "the run").</param>
-    public static CommandLine Parse(string[] args, IEnumerable<Flag> known, string computes = "what this command computes")
+    /// <param name="estimates">The command estimates cost: Megatron's flags that change only a run's numbers (an epsilon, the
+    /// rotary base) are accepted and listed, not refused.</param>
+    public static CommandLine Parse(string[] args, IEnumerable<Flag> known, string computes = "what this command computes", bool estimates = false)
     {
         var byName = known.ToDictionary(f => f.Name, StringComparer.Ordinal);
         var cl = new CommandLine();
@@ -58,7 +60,7 @@ public sealed class CommandLine
                 // Its value goes with it: Megatron's arity where known, else the next token unless it is another flag.
                 bool takesValue = megatron?.TakesValue ?? (i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal));
                 if (inline is null && takesValue && i + 1 < args.Length) arg = $"{arg} {args[++i]}";
-                if (megatron is { IsSetting: true }) cl.ignored.Add(arg);
+                if (megatron is { IsSetting: true } || (estimates && megatron is { NumbersOnly: true })) cl.ignored.Add(arg);
                 else if (megatron is not null)
                     cl.Errors.Add($"{name} is a Megatron-LM flag that changes {computes}, which Harness does not model; remove it.");
                 else

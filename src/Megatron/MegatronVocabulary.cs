@@ -6,7 +6,8 @@ namespace Harness.Megatron;
 /// <param name="TakesValue">Whether a value follows the flag (one, or a list of them).</param>
 /// <param name="SettingKind">For a flag that changes neither the cost nor the arithmetic of a training step (logging,
 /// checkpointing, data, the learning-rate schedule, ...), its kind; null for one that changes either.</param>
-public sealed record MegatronFlag(string Name, bool TakesValue, string? SettingKind)
+/// <param name="NumbersOnly">A flag that changes a run's numbers (an epsilon, the rotary base) but not its cost.</param>
+public sealed record MegatronFlag(string Name, bool TakesValue, string? SettingKind, bool NumbersOnly)
 {
     public bool IsSetting => SettingKind is not null;
 }
@@ -35,7 +36,8 @@ public static class MegatronVocabulary
         {
             if (line.Length == 0 || line[0] == '#') continue;
             var f = line.Split('\t');
-            flags[f[0]] = new MegatronFlag(f[0], f[1] != "switch", f[2].StartsWith("setting:", StringComparison.Ordinal) ? f[2]["setting:".Length..] : null);
+            flags[f[0]] = new MegatronFlag(f[0], f[1] != "switch", f[2].StartsWith("setting:", StringComparison.Ordinal) ? f[2]["setting:".Length..] : null,
+                f[2] == "numerics");
         }
         return flags;
     }

@@ -29,6 +29,10 @@ public static class ModelFlags
         new("--untie-embeddings-and-output-weights", false, "separate output layer weights"),
         new("--attention-dropout", true, "attention dropout probability (default 0.1)"),
         new("--hidden-dropout", true, "hidden dropout probability (default 0.1)"),
+        new("--max-position-embeddings", true, "rows of the learned position table (default: --seq-length)"),
+        new("--disable-bias-linear", false, "linears without biases (as every RMSNorm model here; GPT's LayerNorm models keep them)"),
+        new("--no-position-embedding", false, "no learned position table (with rotary positions)"),
+        new("--kv-channels", true, "channels per attention head (must be --hidden-size / --num-attention-heads)"),
     };
 
     /// <summary>The model the flags describe, or null with the reasons in <see cref="CommandLine.Errors"/>.</summary>
@@ -93,6 +97,14 @@ public static class ModelFlags
         if (attentionDropout is double ad) m = m with { AttentionDropout = ad };
         if (hiddenDropout is double hd) m = m with { HiddenDropout = hd };
 
+        if (cl.Int("--max-position-embeddings") is int rows) m = m with { MaxPositionEmbeddings = rows };
+        // The model's linears carry biases exactly when it normalizes with LayerNorm (GPT) (ModelSpec.ParametersPerLayer).
+        if (cl.Switch("--disable-bias-linear") && m.Normalization == Normalization.LayerNorm)
+            cl.Errors.Add("--disable-bias-linear with LayerNorm is not modelled: GPT-style models here keep their biases, RMSNorm ones have none.");
+        if (cl.Switch("--no-position-embedding") && m.PositionEmbedding == PositionEmbedding.Learned)
+            cl.Errors.Add("--no-position-embedding without rotary positions (--position-embedding-type rope) leaves the model no positions; that is not modelled.");
+        if (cl.Int("--kv-channels") is int kv && kv * m.NumAttentionHeads != m.HiddenSize)
+            cl.Errors.Add($"--kv-channels {kv} differs from --hidden-size / --num-attention-heads = {m.HiddenSize / Math.Max(1, m.NumAttentionHeads)}; other head widths are not modelled.");
         var errors = m.Validate();
         cl.Errors.AddRange(errors);
         return errors.Count == 0 ? m : null;

@@ -75,6 +75,8 @@ public static class RunDescriptionFlags
         new("--no-gradient-accumulation-fusion", false,
             "add each micro-batch's weight gradients to the main gradients in a separate kernel (Megatron-LM before late 2021)"),
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
+        new("--optimizer", true, "adam (Megatron's default; the only one modelled)"),
+        new("--transformer-impl", true, "transformer_engine (Megatron's default; the kernels modelled)"),
         new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, cross-entropy and AdamW kernels"),
     };
 
@@ -144,6 +146,10 @@ public static class RunDescriptionFlags
         if (unfused is > 0 and < 3)
             cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
         int? maxSplit = cl.Int(MaxSplitSize.Name);
+        if (cl.String("--optimizer") is string optimizer && optimizer != "adam")
+            cl.Errors.Add($"--optimizer {optimizer} is not modelled yet (its optimizer states differ from Adam's); use adam.");
+        if (cl.String("--transformer-impl") is string impl && impl != "transformer_engine")
+            cl.Errors.Add($"--transformer-impl {impl} (Megatron's own kernels in place of Transformer Engine's) is not modelled; use transformer_engine.");
 
         var o = d.OverlapOrDefault;
         return layout with

@@ -1,4 +1,5 @@
 using Harness.Executor.Data;
+using Harness.Megatron;
 
 namespace Harness.Cli.Commands;
 
@@ -8,6 +9,8 @@ namespace Harness.Cli.Commands;
 /// </summary>
 public static class PreprocessCommand
 {
+    private static readonly string[] Options = ["--input", "--output-prefix", "--json-keys", "--help"];
+
     public static int Run(string[] args)
     {
         var inputs = new List<string>();
@@ -24,7 +27,9 @@ public static class PreprocessCommand
                     Console.WriteLine("usage: harness preprocess --input FILE [--input FILE...] --output-prefix PREFIX [--json-keys text]");
                     return 0;
                 default:
-                    Console.Error.WriteLine($"harness preprocess: unknown option '{args[i]}'; valid: --input, --output-prefix, --json-keys.");
+                    Console.Error.WriteLine(Spelling.Closest(args[i], Options) is string closest
+                        ? $"harness preprocess: unknown option '{args[i]}'; did you mean {closest}?"
+                        : $"harness preprocess: unknown option '{args[i]}'; valid: {string.Join(", ", Options)}.");
                     return 2;
             }
         }

@@ -1,4 +1,5 @@
 using Harness.Cli.Output;
+using Harness.Megatron;
 using Harness.Reproduce;
 using Spectre.Console;
 
@@ -19,6 +20,8 @@ public static class ReproduceCommand
         "  --out         folder for NAME.csv and NAME.png (default: results/reproductions next to experiments/)\n" +
         "  --no-files    do not write CSV and PNG files";
 
+    private static readonly string[] Options = ["--json", "--experiments", "--out", "--no-files", "--help"];
+
     public static int Run(string[] args)
     {
         string? spec = null, experimentsDir = null, outDir = null;
@@ -35,7 +38,9 @@ public static class ReproduceCommand
                 case "--experiments" when i + 1 < args.Length: experimentsDir = args[++i]; break;
                 case "--out" when i + 1 < args.Length: outDir = args[++i]; break;
                 case var a when a.StartsWith("--", StringComparison.Ordinal):
-                    return Fail($"unknown or incomplete option '{a}'; valid: --json, --experiments DIR, --out DIR, --no-files.");
+                    return Fail(Spelling.Closest(a, Options) is string closest && closest != a
+                        ? $"unknown option '{a}'; did you mean {closest}?"
+                        : $"unknown or incomplete option '{a}'; valid: {string.Join(", ", Options)}.");
                 case var a when spec is null: spec = a; break;
                 default:
                     return Fail($"unexpected argument '{args[i]}'; give one of NAME, FILE or all.");

@@ -142,6 +142,10 @@ public sealed record RunDescription(
     bool FusedKernels = true,
     long? DdpBucketSize = null)
 {
+    // Null stands for the default, so that a description equals another that spells the default out.
+    public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
+    public OverlapSpec? Overlap { get; init; } = Overlap ?? OverlapSpec.Default;
+
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
 

@@ -46,7 +46,7 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// <param name="Gpu">The GPU preset whose dense peak gives a GPU run's MFU (and that `validate` simulates on).</param>
 /// <param name="MakeVocabSizeDivisibleBy">Megatron's padding of the embedding and output tables to a multiple of this times t.</param>
 public sealed record RunSettings(
-    long TrainIters = 10,
+    long TrainIters = 150,
     int Seed = 1234,
     LearningRateSettings? LearningRate = null,
     AdamSettings? Adam = null,
@@ -67,6 +67,38 @@ public sealed record RunSettings(
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();
+
+    /// <summary>Every reason these settings cannot run, as sentences naming the flag.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var e = new List<string>();
+        var l = LearningRateOrDefault;
+        var a = AdamOrDefault;
+        static bool Finite(double x) => double.IsFinite(x);
+        if (TrainIters < 1) e.Add($"--train-iters is {TrainIters}; it must be at least 1.");
+        if (!Finite(l.Lr) || l.Lr < 0) e.Add($"--lr is {l.Lr}; a learning rate is a finite number of at least 0.");
+        if (!Finite(l.MinLr) || l.MinLr < 0 || l.MinLr > l.Lr) e.Add($"--min-lr {l.MinLr} must be in [0, --lr {l.Lr}].");
+        if (l.WarmupIters < 0) e.Add($"--lr-warmup-iters is {l.WarmupIters}; it must be at least 0.");
+        if (l.WarmupFraction is double f && (f is < 0 or > 1 || double.IsNaN(f))) e.Add($"--lr-warmup-fraction {f} is outside [0, 1].");
+        // Megatron's validate_args: "can only specify one of lr-warmup-fraction and lr-warmup-iters".
+        if (l.WarmupFraction is not null && l.WarmupIters != 0) e.Add("pass one of --lr-warmup-fraction and --lr-warmup-iters, not both.");
+        long decay = l.DecayIters ?? TrainIters;
+        if (l.DecayIters is < 1) e.Add($"--lr-decay-iters is {l.DecayIters}; it must be at least 1.");
+        else if (l.WarmupIters > decay) e.Add($"--lr-warmup-iters {l.WarmupIters} exceeds the {decay} decay iterations (--lr-decay-iters, default --train-iters).");
+        if (a.Beta1 is < 0 or >= 1 || double.IsNaN(a.Beta1)) e.Add($"--adam-beta1 {a.Beta1} is outside [0, 1).");
+        if (a.Beta2 is < 0 or >= 1 || double.IsNaN(a.Beta2)) e.Add($"--adam-beta2 {a.Beta2} is outside [0, 1).");
+        if (!Finite(a.Epsilon) || a.Epsilon <= 0) e.Add($"--adam-eps is {a.Epsilon}; it must be above 0.");
+        if (!Finite(a.WeightDecay) || a.WeightDecay < 0) e.Add($"--weight-decay is {a.WeightDecay}; it must be at least 0.");
+        if (!Finite(a.ClipGrad) || a.ClipGrad < 0) e.Add($"--clip-grad is {a.ClipGrad}; it must be at least 0 (0 = off).");
+        if (DataPath is not null && MockData) e.Add("Give one of --data-path PREFIX and --mock-data, not both.");
+        if (SaveInterval < 0) e.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
+        if (LogInterval < 1) e.Add($"--log-interval is {LogInterval}; it must be at least 1.");
+        if (MakeVocabSizeDivisibleBy < 1) e.Add($"--make-vocab-size-divisible-by is {MakeVocabSizeDivisibleBy}; it must be at least 1.");
+        if (NprocPerNode < 1) e.Add($"--nproc-per-node is {NprocPerNode}; it must be at least 1.");
+        if (MasterPort is < 1 or > 65535) e.Add($"--master-port {MasterPort} is not a TCP port (1 to 65535).");
+        if (Profile is not null) e.AddRange(Profile.Validate(Device, TrainIters));
+        return e;
+    }
 
     /// <summary>Whether to save a checkpoint once <paramref name="iterations"/> are done: every --save-interval, and after the last.</summary>
     public bool CheckpointDue(long iterations) => Save is not null && (iterations == TrainIters || (SaveInterval > 0 && iterations % SaveInterval == 0));

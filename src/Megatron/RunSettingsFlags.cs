@@ -1,0 +1,173 @@
+using System.Globalization;
+using Harness.Simulator.Specs;
+
+namespace Harness.Megatron;
+
+/// <summary>
+/// <see cref="RunSettings"/> by Megatron-LM's argument names (the learning-rate schedule, Adam, data, checkpoints, logging,
+/// profiling; megatron/training/arguments.py) and Harness's launch flags (<c>--device</c>, <c>--libtorch</c>, <c>--gpu</c>,
+/// <c>--nproc-per-node</c>, <c>--master-port</c>, <c>--out</c>). Every default is the record's own (<c>new RunSettings()</c>),
+/// Megatron's where Megatron has one.
+/// </summary>
+public static class RunSettingsFlags
+{
+    public static readonly Flag[] Flags =
+    {
+        new("--train-iters", true, "iterations (default 150)"),
+        new("--seed", true, "random seed (default 1234)"),
+        new("--lr", true, "peak learning rate (default 1e-4; Megatron has none)"),
+        new("--min-lr", true, "final learning rate (default 0)"),
+        new("--lr-decay-style", true, "constant, linear (default), cosine or inverse-square-root"),
+        new("--lr-warmup-iters", true, "linear warm-up iterations (default 0)"),
+        new("--lr-warmup-fraction", true, "warm-up as a fraction of the decay iterations (instead of --lr-warmup-iters)"),
+        new("--lr-decay-iters", true, "decay length (default --train-iters)"),
+        new("--weight-decay", true, "AdamW decay (default 0.01)"),
+        new("--adam-beta1", true, "default 0.9"), new("--adam-beta2", true, "default 0.999"), new("--adam-eps", true, "default 1e-8"),
+        new("--clip-grad", true, "gradient norm limit (default 1.0; 0 = off)"),
+        new("--data-path", true, "prefix of a Megatron .bin/.idx dataset (default: the shipped corpus)"),
+        new("--mock-data", false, "synthetic tokens instead of a dataset"),
+        new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
+        new("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
+        new("--log-interval", true, "print progress every N iterations (default 100, as Megatron)"),
+        new("--make-vocab-size-divisible-by", true, "pad the embedding and output tables to a multiple of this times t, as Megatron does (default 128)"),
+        new("--profile", false, "open a CUDA profiler range (nsys --capture-range=cudaProfilerApi, ncu --profile-from-start off)"),
+        new("--profile-step-start", true, "the range starts before iteration start + 1 (default 10)"),
+        new("--profile-step-end", true, "and ends after iteration end (default 12)"),
+        new("--device", true, "cpu or cuda (default cpu)"),
+        new("--libtorch", true, "folder of libtorch's .so files (default: the bundled CPU build, or python3's PyTorch)"),
+        new("--gpu", true, $"GPU preset whose peak gives MFU ({string.Join(", ", GpuPresets.All.Keys)}; default h100-sxm)"),
+        new("--nproc-per-node", true, "ranks to run on this node: threads on CPU, one process per GPU on CUDA (default 1)"),
+        new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
+        new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
+    };
+
+    /// <summary>Megatron's settings that `harness run` does not apply yet but that a run is expected to honour: refused in
+    /// one sentence each rather than accepted without effect.</summary>
+    public static readonly IReadOnlyDictionary<string, string> NotYetRun = new Dictionary<string, string>
+    {
+        ["--split"] = "--split (train/validation/test split) arrives with the validation loss; remove it for now.",
+        ["--eval-interval"] = "--eval-interval (validation loss) is not run yet; remove it for now.",
+        ["--eval-iters"] = "--eval-iters (validation loss) is not run yet; remove it for now.",
+    };
+
+    private static readonly string[] DecayStyles = ["constant", "linear", "cosine", "inverse-square-root"];
+
+    /// <summary>The settings the flags give; problems go to <see cref="CommandLine.Errors"/>.</summary>
+    public static RunSettings Read(CommandLine cl)
+    {
+        var d = new RunSettings();
+        var dl = d.LearningRateOrDefault;
+        var da = d.AdamOrDefault;
+        foreach (var line in cl.Ignored)
+            if (NotYetRun.TryGetValue(line.Split(' ')[0], out var sentence)) cl.Errors.Add(sentence);
+        string? style = cl.String("--lr-decay-style");
+        if (style is not null && !DecayStyles.Contains(style))
+            cl.Errors.Add(style.Equals("WSD", StringComparison.OrdinalIgnoreCase)
+                ? "--lr-decay-style WSD (warmup-stable-decay) is not run yet; use constant, linear, cosine or inverse-square-root."
+                : $"--lr-decay-style '{style}' is not one of {string.Join(", ", DecayStyles)}.");
+        var schedule = new LearningRateSettings(
+            cl.Double("--lr") ?? dl.Lr, cl.Double("--min-lr") ?? dl.MinLr,
+            style switch
+            {
+                "constant" => LearningRateDecayStyle.Constant,
+                "cosine" => LearningRateDecayStyle.Cosine,
+                "inverse-square-root" => LearningRateDecayStyle.InverseSquareRoot,
+                "linear" => LearningRateDecayStyle.Linear,
+                _ => dl.DecayStyle,
+            },
+            cl.Int("--lr-warmup-iters") ?? dl.WarmupIters, cl.Double("--lr-warmup-fraction") ?? dl.WarmupFraction,
+            cl.Int("--lr-decay-iters") ?? dl.DecayIters);
+        var adam = new AdamSettings(cl.Double("--adam-beta1") ?? da.Beta1, cl.Double("--adam-beta2") ?? da.Beta2,
+            cl.Double("--adam-eps") ?? da.Epsilon, cl.Double("--weight-decay") ?? da.WeightDecay, cl.Double("--clip-grad") ?? da.ClipGrad);
+        var device = cl.Choice("--device", "cpu", "cuda") == "cuda" ? ExecutionDevice.Cuda : d.Device;
+        string gpu = cl.String("--gpu") ?? d.Gpu;
+        if (!GpuPresets.All.ContainsKey(gpu))
+            cl.Errors.Add($"--gpu '{gpu}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
+        var settings = d with
+        {
+            TrainIters = cl.Int("--train-iters") ?? d.TrainIters,
+            Seed = cl.Int("--seed") ?? d.Seed,
+            LearningRate = schedule,
+            Adam = adam,
+            DataPath = cl.String("--data-path") ?? d.DataPath,
+            MockData = cl.Switch("--mock-data") || d.MockData,
+            Save = cl.String("--save") ?? d.Save,
+            Load = cl.String("--load") ?? d.Load,
+            SaveInterval = cl.Int("--save-interval") ?? d.SaveInterval,
+            LogInterval = cl.Int("--log-interval") ?? d.LogInterval,
+            Out = cl.String("--out") ?? d.Out,
+            Profile = ReadProfile(cl),
+            MakeVocabSizeDivisibleBy = cl.Int("--make-vocab-size-divisible-by") ?? d.MakeVocabSizeDivisibleBy,
+            Device = device,
+            Libtorch = cl.String("--libtorch") ?? d.Libtorch,
+            Gpu = gpu,
+            NprocPerNode = cl.Int("--nproc-per-node") ?? d.NprocPerNode,
+            MasterPort = cl.Int("--master-port") ?? d.MasterPort,
+        };
+        cl.Errors.AddRange(settings.Validate());
+        return settings;
+    }
+
+    /// <summary>Megatron's --profile with its step range; the step flags alone are an error, as they would do nothing.</summary>
+    private static ProfileRange? ReadProfile(CommandLine cl)
+    {
+        long? start = cl.Int("--profile-step-start"), end = cl.Int("--profile-step-end");
+        if (!cl.Switch("--profile"))
+        {
+            if (start is not null || end is not null) cl.Errors.Add("--profile-step-start/--profile-step-end need --profile.");
+            return null;
+        }
+        var d = new ProfileRange();
+        return new ProfileRange(start ?? d.StepStart, end ?? d.StepEnd);
+    }
+
+    private static string F(double x) => x.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>The flags that give <paramref name="s"/> back: every field that differs from the default.</summary>
+    public static IReadOnlyList<string> Format(RunSettings s)
+    {
+        var d = new RunSettings();
+        var a = new List<string>();
+        void Value(string flag, string value) { a.Add(flag); a.Add(value); }
+        void Long(string flag, long value, long byDefault) { if (value != byDefault) Value(flag, value.ToString(CultureInfo.InvariantCulture)); }
+        void Double(string flag, double value, double byDefault) { if (value != byDefault) Value(flag, F(value)); }
+        void Text(string flag, string? value, string? byDefault) { if (value is not null && value != byDefault) Value(flag, value); }
+        Long("--train-iters", s.TrainIters, d.TrainIters);
+        Long("--seed", s.Seed, d.Seed);
+        var l = s.LearningRateOrDefault;
+        var dl = d.LearningRateOrDefault;
+        Double("--lr", l.Lr, dl.Lr);
+        Double("--min-lr", l.MinLr, dl.MinLr);
+        if (l.DecayStyle != dl.DecayStyle) Value("--lr-decay-style", DecayStyles[(int)l.DecayStyle]);
+        Long("--lr-warmup-iters", l.WarmupIters, dl.WarmupIters);
+        if (l.WarmupFraction is double fraction) Value("--lr-warmup-fraction", F(fraction));
+        if (l.DecayIters is long decay) Value("--lr-decay-iters", decay.ToString(CultureInfo.InvariantCulture));
+        var o = s.AdamOrDefault;
+        var da = d.AdamOrDefault;
+        Double("--adam-beta1", o.Beta1, da.Beta1);
+        Double("--adam-beta2", o.Beta2, da.Beta2);
+        Double("--adam-eps", o.Epsilon, da.Epsilon);
+        Double("--weight-decay", o.WeightDecay, da.WeightDecay);
+        Double("--clip-grad", o.ClipGrad, da.ClipGrad);
+        Text("--data-path", s.DataPath, d.DataPath);
+        if (s.MockData) a.Add("--mock-data");
+        Text("--save", s.Save, d.Save);
+        Text("--load", s.Load, d.Load);
+        Long("--save-interval", s.SaveInterval, d.SaveInterval);
+        Long("--log-interval", s.LogInterval, d.LogInterval);
+        Text("--out", s.Out, d.Out);
+        if (s.Profile is { } p)
+        {
+            a.Add("--profile");
+            Value("--profile-step-start", p.StepStart.ToString(CultureInfo.InvariantCulture));
+            Value("--profile-step-end", p.StepEnd.ToString(CultureInfo.InvariantCulture));
+        }
+        Long("--make-vocab-size-divisible-by", s.MakeVocabSizeDivisibleBy, d.MakeVocabSizeDivisibleBy);
+        if (s.Device != d.Device) Value("--device", s.Device.ToString().ToLowerInvariant());
+        Text("--libtorch", s.Libtorch, d.Libtorch);
+        Text("--gpu", s.Gpu, d.Gpu);
+        Long("--nproc-per-node", s.NprocPerNode, d.NprocPerNode);
+        if (s.MasterPort is int port) Value("--master-port", port.ToString(CultureInfo.InvariantCulture));
+        return a;
+    }
+}

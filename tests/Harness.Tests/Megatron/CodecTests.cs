@@ -1,0 +1,200 @@
+using System.Reflection;
+using Harness.Megatron;
+using Harness.Simulator.Specs;
+
+namespace Harness.Tests.Megatron;
+
+/// <summary>
+/// The flag codec: every field of a <see cref="RunDescription"/> and of <see cref="RunSettings"/> is reached by some
+/// flag, and formatting a description back into flags and parsing them gives the same description (parse(format(x)) = x),
+/// for each flag alone and for random combinations of them.
+/// </summary>
+public class CodecTests
+{
+    private const int World = 64;
+
+    /// <summary>One way to set each field of the run description away from its default (the layout ones valid on 64 ranks).</summary>
+    public static readonly string[] DescriptionAtoms =
+    [
+        "--tensor-model-parallel-size 4", "--pipeline-model-parallel-size 4", "--num-layers-per-virtual-pipeline-stage 2",
+        "--context-parallel-size 2", "--sequence-parallel", "--micro-batch-size 2", "--global-batch-size 512",
+        "--recompute-granularity selective", "--recompute-granularity full --recompute-method block --recompute-num-layers 2",
+        "--kaimm-recompute-norm", "--kaimm-recompute-mlp-activation-func", "--offload-ratio 0.35", "--use-distributed-optimizer",
+        "--zero-stage 3", "--sync-factor 0.5", "--fp16", "--fp16 --accumulate-allreduce-grads-in-fp32", "--fp32",
+        "--cp-comm-type allgather", "--attention-backend unfused", "--overlap-grad-reduce", "--overlap-param-gather",
+        "--ddp-bucket-size 1000000", "--tp-comm-overlap", "--overlap-sp-ag --overlap-sp-rs", "--no-context-parallel-comm-overlap-gemm",
+        "--no-overlap-p2p-communication", "--cuda-device-max-connections 1", "--max-split-size-mb 21",
+        "--no-async-tensor-model-parallel-allreduce", "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion",
+        "--no-gradient-accumulation-fusion", "--no-norm-fusion", "--no-fused-kernels",
+    ];
+
+    private static RunDescription Parse(IEnumerable<string> args, int world = World)
+    {
+        var cl = CommandLine.Parse(args.ToArray(), RunDescriptionFlags.Flags);
+        var d = RunDescriptionFlags.Read(cl, world);
+        Assert.Empty(cl.Errors);
+        return d;
+    }
+
+    private static RunDescription Parse(string line, int world = World) => Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries), world);
+
+    [Theory]
+    [MemberData(nameof(Atoms))]
+    public void EachFlagChangesTheDescriptionAndFormatsBackToItself(string line)
+    {
+        var x = Parse(line);
+        Assert.NotEqual(Parse(""), x);
+        Assert.Equal(x, Parse(RunDescriptionFlags.Format(x), x.WorldSize));
+    }
+
+    public static TheoryData<string> Atoms() => new(DescriptionAtoms);
+
+    [Fact]
+    public void RandomCombinationsFormatBackToThemselves()
+    {
+        var random = new Random(7);
+        int checkedCount = 0;
+        for (int trial = 0; trial < 400; trial++)
+        {
+            var line = string.Join(' ', DescriptionAtoms.Where(_ => random.NextDouble() < 0.3));
+            var cl = CommandLine.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries), RunDescriptionFlags.Flags);
+            var x = RunDescriptionFlags.Read(cl, World);
+            if (cl.Errors.Count > 0) continue; // contradictory atoms (two precisions, two TP overlaps, ...)
+            Assert.Equal(x, Parse(RunDescriptionFlags.Format(x), x.WorldSize));
+            checkedCount++;
+        }
+        Assert.True(checkedCount > 100, $"only {checkedCount} combinations were free of contradictions");
+    }
+
+    /// <summary>Every property of the description (its overlap and recompute records included) is moved by some atom, so no
+    /// field is left that no flag can set.</summary>
+    [Fact]
+    public void EveryFieldIsReachedByAFlag()
+    {
+        var baseline = Parse("");
+        var reached = new HashSet<string>();
+        foreach (var atom in DescriptionAtoms.Append("--tensor-model-parallel-size 2"))
+            foreach (var name in Differences(baseline, Parse(atom), ""))
+                reached.Add(name);
+        var all = Leaves(typeof(RunDescription), "").ToList();
+        Assert.Empty(all.Except(reached));
+    }
+
+    private static readonly Type[] Records = [typeof(RunDescription), typeof(OverlapSpec), typeof(RecomputeSpec)];
+
+    private static IEnumerable<PropertyInfo> Settable(Type t) =>
+        t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite && p.Name != "EqualityContract");
+
+    private static IEnumerable<string> Leaves(Type t, string prefix) =>
+        Settable(t).SelectMany(p =>
+        {
+            var type = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;
+            return Records.Contains(type) ? Leaves(type, prefix + p.Name + ".") : [prefix + p.Name];
+        });
+
+    private static IEnumerable<string> Differences(object a, object b, string prefix)
+    {
+        foreach (var p in Settable(a.GetType()))
+        {
+            var (x, y) = (p.GetValue(a), p.GetValue(b));
+            var type = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;
+            if (Records.Contains(type))
+            {
+                var d = type == typeof(OverlapSpec) ? OverlapSpec.Default : (object)RecomputeSpec.None;
+                foreach (var n in Differences(x ?? d, y ?? d, prefix + p.Name + ".")) yield return n;
+            }
+            else if (!Equals(x, y)) yield return prefix + p.Name;
+        }
+    }
+
+    public static readonly string[] SettingsAtoms =
+    [
+        "--train-iters 40", "--seed 7", "--lr 3e-4", "--min-lr 3e-5", "--lr-decay-style cosine", "--lr-warmup-iters 4",
+        "--lr-warmup-fraction 0.1", "--lr-decay-iters 30", "--weight-decay 0.1", "--adam-beta1 0.8", "--adam-beta2 0.95",
+        "--adam-eps 1e-5", "--clip-grad 0.5", "--data-path /data/x_text_document", "--mock-data", "--save ck", "--load ck",
+        "--save-interval 5", "--log-interval 10", "--make-vocab-size-divisible-by 64", "--device cuda --profile --profile-step-start 2 --profile-step-end 4",
+        "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--master-port 29600", "--out runs/x",
+    ];
+
+    private static RunSettings Settings(IEnumerable<string> args)
+    {
+        var cl = CommandLine.Parse(args.ToArray(), RunSettingsFlags.Flags);
+        var s = RunSettingsFlags.Read(cl);
+        Assert.Empty(cl.Errors);
+        return s;
+    }
+
+    [Theory]
+    [MemberData(nameof(Settings_))]
+    public void EachSettingFormatsBackToItself(string line)
+    {
+        var x = Settings(line.Split(' '));
+        Assert.NotEqual(Settings([]), x);
+        Assert.Equal(x, Settings(RunSettingsFlags.Format(x)));
+    }
+
+    public static TheoryData<string> Settings_() => new(SettingsAtoms);
+
+    [Theory]
+    [InlineData("--lr -1", "--lr is -1")]
+    [InlineData("--adam-beta2 1", "--adam-beta2 1 is outside [0, 1)")]
+    [InlineData("--adam-eps 0", "--adam-eps is 0")]
+    [InlineData("--clip-grad -0.5", "--clip-grad is -0.5")]
+    [InlineData("--lr-warmup-iters 200 --train-iters 100", "--lr-warmup-iters 200 exceeds the 100 decay iterations")]
+    [InlineData("--lr-warmup-fraction 0.1 --lr-warmup-iters 3", "pass one of --lr-warmup-fraction and --lr-warmup-iters")]
+    [InlineData("--lr-decay-style WSD", "--lr-decay-style WSD (warmup-stable-decay) is not run yet")]
+    [InlineData("--mock-data --data-path x", "Give one of --data-path PREFIX and --mock-data")]
+    public void OutOfRangeSettingsAreOneSentence(string line, string expected)
+    {
+        var cl = CommandLine.Parse(line.Split(' '), RunSettingsFlags.Flags);
+        RunSettingsFlags.Read(cl);
+        Assert.Contains(cl.Errors, e => e.StartsWith(expected, StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("--tensor-model-paralel-size 8", "unknown option --tensor-model-paralel-size; did you mean --tensor-model-parallel-size?")]
+    [InlineData("--sequence-paralel", "unknown option --sequence-paralel; did you mean --sequence-parallel?")]
+    [InlineData("--moe-router-topk 2", "--moe-router-topk is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
+    [InlineData("--fp8-format hybrid", "--fp8-format is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
+    [InlineData("--decoder-first-pipeline-num-layers 6", "--decoder-first-pipeline-num-layers is a Megatron-LM flag that changes the estimate")]
+    [InlineData("--optimizer sgd", "--optimizer sgd is not modelled yet")]
+    [InlineData("--cp-comm-type a2a", "--cp-comm-type a2a (DeepSpeed-Ulysses' all-to-all) is not modelled yet")]
+    [InlineData("--cp-comm-type ring", "--cp-comm-type 'ring' is not one of p2p, allgather")]
+    public void MisspelledAndUnmodelledFlagsAreRefused(string line, string expected)
+    {
+        var cl = CommandLine.Parse(line.Split(' '), RunDescriptionFlags.Flags, "the estimate", estimates: true);
+        RunDescriptionFlags.Read(cl, World);
+        Assert.Contains(cl.Errors, e => e.StartsWith(expected, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void MegatronSettingsAreAcceptedAndNumbersOnlyFlagsOnlyByEstimates()
+    {
+        string[] line = ["--lr", "3e-4", "--tensorboard-dir", "tb", "--use-mcore-models", "--rotary-base", "500000", "--save-interval", "100"];
+        var estimate = CommandLine.Parse(line, RunDescriptionFlags.Flags, "the estimate", estimates: true);
+        Assert.Empty(estimate.Errors);
+        Assert.Equal(["--lr 3e-4", "--tensorboard-dir tb", "--use-mcore-models", "--rotary-base 500000", "--save-interval 100"], estimate.Ignored);
+        var run = CommandLine.Parse(line, RunDescriptionFlags.Flags, "the run");
+        Assert.Equal("--rotary-base is a Megatron-LM flag that changes the run, which Harness does not model; remove it.", Assert.Single(run.Errors));
+    }
+
+    [Fact]
+    public void MegatronDefaultsAreTheRecordsDefaults()
+    {
+        // Megatron-LM (megatron/training/arguments.py): --overlap-grad-reduce and --overlap-param-gather off, pipeline p2p
+        // overlapped, --cp-comm-type p2p, --attention-backend auto (flash or cuDNN's fused attention), gradient-accumulation
+        // fusion on, dropout 0.1; Harness's one departure: bf16 rather than fp32.
+        var d = Parse("");
+        Assert.Equal(new RunDescription(DataParallel: World, GlobalBatch: World), d); // Megatron: global batch = micro-batch x data-parallel size
+        var o = d.OverlapOrDefault;
+        Assert.False(o.GradientReduce || o.ParamGather);
+        Assert.True(o.PipelineP2p && d.FlashAttention && d.GradientAccumulationFusion);
+        Assert.Equal(ContextParallelCommType.P2p, d.ContextParallelComm);
+        Assert.Equal(Precision.Bf16, d.Precision);
+        // Passing a default's value changes nothing.
+        Assert.Equal(d, Parse("--attention-backend auto --cp-comm-type p2p --use-flash-attn --bf16 --optimizer adam --transformer-impl transformer_engine"));
+        var s = new RunSettings();
+        Assert.Equal((1234, 100, 128, 0.0, LearningRateDecayStyle.Linear), (s.Seed, s.LogInterval, s.MakeVocabSizeDivisibleBy, s.LearningRateOrDefault.MinLr, s.LearningRateOrDefault.DecayStyle));
+        Assert.Equal(new AdamSettings(0.9, 0.999, 1e-8, 0.01, 1.0), s.AdamOrDefault);
+    }
+}
