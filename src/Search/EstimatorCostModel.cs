@@ -52,13 +52,7 @@ public sealed class EstimatorCostModel : ISearchCostModel
     /// <summary>The largest entry of the step-time breakdown besides compute, with its share: "bubble 12%".</summary>
     public static string BiggestCost(TimeBreakdown t, double step)
     {
-        (string Name, double Seconds)[] parts =
-        [
-            ("recompute", t.Recompute), ("tp-comm", t.TensorParallelComm), ("cp-comm", t.ContextParallelComm),
-            ("pp-comm", t.PipelineComm), ("dp-comm", t.DataParallelComm), ("bubble", t.Bubble),
-            ("optimizer", t.Optimizer), ("offload-stall", t.OffloadStall),
-        ];
-        var (name, seconds) = parts.MaxBy(p => p.Seconds);
+        var (name, seconds) = t.Parts.Where(p => p.Name != "compute").MaxBy(p => p.Seconds);
         return $"{name} {100 * seconds / step:0}%";
     }
 }

@@ -18,6 +18,15 @@ public sealed record TimeBreakdown(
 {
     public double Total => Compute + Recompute + TensorParallelComm + ContextParallelComm + PipelineComm
                            + DataParallelComm + Bubble + Optimizer + OffloadStall;
+
+    /// <summary>The parts by their one name, in every output (tables, JSON, CSV): compute, recompute, tp_comm, cp_comm,
+    /// pp_comm, dp_comm, bubble, optimizer, offload_stall.</summary>
+    public IEnumerable<(string Name, double Seconds)> Parts =>
+    [
+        ("compute", Compute), ("recompute", Recompute), ("tp_comm", TensorParallelComm), ("cp_comm", ContextParallelComm),
+        ("pp_comm", PipelineComm), ("dp_comm", DataParallelComm), ("bubble", Bubble), ("optimizer", Optimizer),
+        ("offload_stall", OffloadStall),
+    ];
 }
 
 /// <summary>Peak memory of one rank, by kind. <see cref="Activations"/> are those kept for backward at the

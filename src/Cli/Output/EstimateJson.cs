@@ -33,15 +33,7 @@ public static class EstimateJson
             w.WriteStartObject("breakdown");
             w.WriteStartObject("time_s");
             var t = e.Time;
-            w.WriteNumber("compute", t.Compute);
-            w.WriteNumber("recompute", t.Recompute);
-            w.WriteNumber("tp_comm", t.TensorParallelComm);
-            w.WriteNumber("cp_comm", t.ContextParallelComm);
-            w.WriteNumber("pp_comm", t.PipelineComm);
-            w.WriteNumber("dp_comm", t.DataParallelComm);
-            w.WriteNumber("bubble", t.Bubble);
-            w.WriteNumber("optimizer", t.Optimizer);
-            w.WriteNumber("offload_stall", t.OffloadStall);
+            foreach (var (name, seconds) in t.Parts) w.WriteNumber(name, seconds);
             w.WriteEndObject();
             w.WritePropertyName("memory_bytes");
             WriteMemory(w, e.Memory);

@@ -31,13 +31,7 @@ public static class EstimateReport
 
         var time = new Table().Title($"time on the critical stage ({e.CriticalStage})").AddColumns("part", "seconds", "share");
         var t = e.Time;
-        foreach (var (name, v) in new[]
-                 {
-                     ("compute", t.Compute), ("recompute", t.Recompute), ("TP communication", t.TensorParallelComm),
-                     ("CP communication", t.ContextParallelComm), ("PP communication", t.PipelineComm),
-                     ("DP communication", t.DataParallelComm), ("pipeline bubble", t.Bubble),
-                     ("optimizer", t.Optimizer), ("offload stalls", t.OffloadStall),
-                 })
+        foreach (var (name, v) in t.Parts)
             time.AddRow(name, v.ToString("F3"), (v / e.StepTimeSeconds).ToString("P1"));
         console.Write(time);
 
