@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Simulator.Specs;
 
 namespace Harness.Search;
@@ -14,6 +15,6 @@ public sealed record Evaluated(RunDescription Config, CostPoint Cost, bool Fits)
         int c = a.Cost.StepTimeSeconds.CompareTo(b.Cost.StepTimeSeconds);
         if (c != 0) return c;
         c = a.Cost.PeakMemoryBytes.CompareTo(b.Cost.PeakMemoryBytes);
-        return c != 0 ? c : string.CompareOrdinal(MegatronArgs.Format(a.Config), MegatronArgs.Format(b.Config));
+        return c != 0 ? c : string.CompareOrdinal(string.Join(' ', RunDescriptionFlags.Format(a.Config)), string.Join(' ', RunDescriptionFlags.Format(b.Config)));
     }
 }

@@ -105,7 +105,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
 
         private void Expect(bool holds, string property, RunDescription config)
         {
-            if (!holds) Violations.Add($"{property}: {MegatronArgs.Short(config)}");
+            if (!holds) Violations.Add($"{property}: {PaperNotation.Short(config)}");
         }
 
         public void Layout(Layout layout, IReadOnlyList<RecomputeSpec> recompute, IReadOnlyList<double> offload)

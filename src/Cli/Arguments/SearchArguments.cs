@@ -15,28 +15,33 @@ public sealed record SearchInput(SearchSpace Space, SearchOptions Options, bool 
 /// </summary>
 public static partial class SearchArguments
 {
+    /// <summary>A flag of the run description by its one name (<see cref="RunDescriptionFlags.LayoutFlags"/>), with the help
+    /// saying how the search reads it.</summary>
+    private static Flag Narrow(string name, string help) =>
+        RunDescriptionFlags.LayoutFlags.Single(f => f.Name == name) with { Help = help };
+
     public static readonly Flag[] Flags =
     [
-        new("--global-batch-size", true, "global batch size (required)"),
-        new("--tensor-model-parallel-size", true, "only these tensor-parallel sizes (list)"),
-        new("--pipeline-model-parallel-size", true, "only these pipeline-parallel sizes (list)"),
-        new("--context-parallel-size", true, "only these context-parallel sizes (list)"),
+        Narrow("--global-batch-size", "global batch size (required)"),
+        Narrow("--tensor-model-parallel-size", "only these tensor-parallel sizes (list)"),
+        Narrow("--pipeline-model-parallel-size", "only these pipeline-parallel sizes (list)"),
+        Narrow("--context-parallel-size", "only these context-parallel sizes (list)"),
         new("--data-parallel-size", true, "only these data-parallel sizes (list)"),
-        new("--micro-batch-size", true, "only these micro-batch sizes (list)"),
-        new("--num-layers-per-virtual-pipeline-stage", true, "only these layers per virtual stage (list; 'none' = no interleaving)"),
-        new("--sequence-parallel", false, "only configs with sequence parallelism"),
+        Narrow("--micro-batch-size", "only these micro-batch sizes (list)"),
+        Narrow("--num-layers-per-virtual-pipeline-stage", "only these layers per virtual stage (list; 'none' = no interleaving)"),
+        Narrow("--sequence-parallel", "only configs with sequence parallelism"),
         new("--no-sequence-parallel", false, "only configs without sequence parallelism"),
         new("--recompute", true, $"only these recomputations (list of {string.Join(", ", RecomputeChoices.AllNames)})"),
-        new("--recompute-granularity", true, "Megatron's word for --recompute: only full or only selective recomputation (list)"),
-        new("--recompute-activations", false, "Megatron's older switch for --recompute-granularity selective"),
-        new("--recompute-method", true, "full recomputation: only these methods (uniform, block)"),
-        new("--recompute-num-layers", true, "full recomputation: only these num-layers (list)"),
+        Narrow("--recompute-granularity", "Megatron's word for --recompute: only full or only selective recomputation (list)"),
+        Narrow("--recompute-activations", "Megatron's older switch for --recompute-granularity selective"),
+        Narrow("--recompute-method", "full recomputation: only these methods (uniform, block)"),
+        Narrow("--recompute-num-layers", "full recomputation: only these num-layers (list)"),
         new("--no-offload", false, "no activation offload (alpha 0)"),
-        new("--offload-ratio", true, "only these offload ratios (list)"),
+        Narrow("--offload-ratio", "only these offload ratios (list)"),
         new("--offload-step", true, "offload ratio grid step (default 0.05)"),
-        new("--zero-stage", true, "only these ZeRO stages (list of 0-3)"),
-        new("--use-distributed-optimizer", false, "only Megatron's distributed optimizer (ZeRO stage 1)"),
-        new("--sync-factor", true, "CAAT-Net sync factors p to try (list; default 1)"),
+        Narrow("--zero-stage", "only these ZeRO stages (list of 0-3)"),
+        Narrow("--use-distributed-optimizer", "only Megatron's distributed optimizer (ZeRO stage 1)"),
+        Narrow("--sync-factor", "CAAT-Net sync factors p to try (list; default 1)"),
         new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
         new("--top", true, "how many of the best configs to print (default 10)"),

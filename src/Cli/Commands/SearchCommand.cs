@@ -55,7 +55,7 @@ public static class SearchCommand
         SearchReport.PrintTop(result);
         SearchReport.PrintCounts(result);
         Terminal.Out.MarkupLine("Simulate the winner:");
-        Console.WriteLine("  " + SimulateCommandLine(args, input.Space.GlobalBatch, best));
+        Console.WriteLine("  " + SimulateCommandLine(args, best));
         Terminal.Out.MarkupLine($"Every evaluated configuration: {Markup.Escape(csv)}; plots: {Markup.Escape(string.Join(", ", plots))}");
         return 0;
     }
@@ -79,8 +79,8 @@ public static class SearchCommand
         return search.GetAwaiter().GetResult();
     }
 
-    /// <summary>The user's model and cluster flags as written, then the winner's parallel flags.</summary>
-    private static string SimulateCommandLine(string[] args, int globalBatch, Evaluated best)
+    /// <summary>The user's model and cluster flags as written, then the winner's run description as flags.</summary>
+    private static string SimulateCommandLine(string[] args, Evaluated best)
     {
         var kept = new List<string> { "harness", "simulate" };
         var known = ModelAndCluster.ToDictionary(f => f.Name);
@@ -91,8 +91,7 @@ public static class SearchCommand
             kept.Add(args[i]);
             if (flag.TakesValue && !args[i].Contains('=') && i + 1 < args.Length) kept.Add(args[++i]);
         }
-        kept.Add($"--global-batch-size {globalBatch}");
-        kept.Add(MegatronArgs.Format(best.Config));
+        kept.AddRange(RunDescriptionFlags.Format(best.Config));
         return string.Join(' ', kept);
     }
 

@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using CsvHelper;
 using Harness.Search;
 
@@ -42,7 +43,7 @@ public static partial class SearchCsv
             return new Row(c.DataParallel, c.TensorParallel, c.PipelineParallel, c.LayersPerVirtualStage, c.VirtualStages(m),
                 c.ContextParallel, c.SequenceParallel, c.MicroBatch, RecomputeChoices.Label(c.RecomputeOrNone), c.OffloadRatio,
                 c.ZeroStage, c.SyncFactor, e.Cost.StepTimeSeconds, e.Cost.TokensPerSecondPerGpu, e.Cost.Mfu,
-                e.Cost.PeakMemoryBytes, e.Fits, top.Contains(c), front.Contains(c), e.Cost.BiggestCost, Harness.Search.MegatronArgs.Format(c));
+                e.Cost.PeakMemoryBytes, e.Fits, top.Contains(c), front.Contains(c), e.Cost.BiggestCost, string.Join(' ', RunDescriptionFlags.Format(c)));
         });
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         using var writer = new StreamWriter(path);

@@ -29,7 +29,7 @@ public static class SearchJson
             config["offload_ratio"] = c.OffloadRatio;
             config["zero_stage"] = c.ZeroStage;
             config["sync_factor"] = c.SyncFactor;
-            config["megatron_args"] = MegatronArgs.Format(c);
+            config["megatron_args"] = string.Join(' ', RunDescriptionFlags.Format(c));
             node["pareto"] = r.ParetoFront.Any(f => f.Config == c);
             top.Add(node);
         }

@@ -49,7 +49,7 @@ public static class SearchPlots
         if (r.Best is Evaluated best)
         {
             var star = plot.Add.Marker(best.Cost.PeakMemoryBytes / GiB, best.Cost.TokensPerSecondPerGpu, MarkerShape.FilledDiamond, 12, Colors.Black);
-            star.LegendText = "best: " + MegatronArgs.Short(best.Config);
+            star.LegendText = "best: " + PaperNotation.Short(best.Config);
         }
         var limit = plot.Add.VerticalLine(r.Space.MemoryLimitBytes / GiB, 1, Colors.Gray, LinePattern.Dashed);
         limit.LegendText = "memory limit";

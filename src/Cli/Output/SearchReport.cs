@@ -25,7 +25,7 @@ public static class SearchReport
             previous = e;
             var cells = new List<string>
             {
-                (++i).ToString(CultureInfo.InvariantCulture) + (tie ? "=" : ""), Markup.Escape(MegatronArgs.Short(e.Config)),
+                (++i).ToString(CultureInfo.InvariantCulture) + (tie ? "=" : ""), Markup.Escape(PaperNotation.Short(e.Config)),
                 F(e.Cost.TokensPerSecondPerGpu, "0"), F(100 * e.Cost.Mfu, "0.0") + "%",
                 F(e.Cost.PeakMemoryBytes / GiB, "0.0"), Markup.Escape(e.Cost.BiggestCost),
             };
@@ -71,12 +71,12 @@ public static class SearchReport
         var w = Console.Error;
         w.WriteLine($"harness search: none of the {r.Counts.Enumerated:N0} valid configurations fits in {F(r.Space.MemoryLimitBytes / GiB, "0.##")} GiB per GPU.");
         if (r.SmallestStaticMiss is { } s && (r.NearMisses.Count == 0 || s.StaticBytes < r.NearMisses[0].Cost.PeakMemoryBytes))
-            w.WriteLine($"  weights, gradients and optimizer states alone need at least {F(s.StaticBytes / GiB, "0.0")} GiB ({MegatronArgs.Short(s.Config)}).");
+            w.WriteLine($"  weights, gradients and optimizer states alone need at least {F(s.StaticBytes / GiB, "0.0")} GiB ({PaperNotation.Short(s.Config)}).");
         if (r.NearMisses.Count > 0)
         {
             w.WriteLine("  closest to fitting (peak memory per GPU):");
             foreach (var e in r.NearMisses.Take(5))
-                w.WriteLine($"    {F(e.Cost.PeakMemoryBytes / GiB, "0.0"),7} GiB  {MegatronArgs.Short(e.Config)}");
+                w.WriteLine($"    {F(e.Cost.PeakMemoryBytes / GiB, "0.0"),7} GiB  {PaperNotation.Short(e.Config)}");
         }
         w.WriteLine("  More GPUs, a larger --memory-limit, or widening the constraints (offload, recompute, ZeRO stage) may help.");
     }
@@ -88,7 +88,7 @@ public static class SearchReport
         w.WriteLine($"harness search: no valid configuration of {space.Model.Name} on {space.Cluster.WorldSize} GPUs with global batch {space.GlobalBatch} within the constraints.");
         foreach (var miss in SpaceDiagnosis.WhyEmpty(space))
         {
-            w.WriteLine($"  {MegatronArgs.Short(miss.Config)}:");
+            w.WriteLine($"  {PaperNotation.Short(miss.Config)}:");
             foreach (var reason in miss.Reasons) w.WriteLine($"    - {reason}");
         }
     }

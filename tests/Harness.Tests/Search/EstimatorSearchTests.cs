@@ -105,10 +105,10 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
             var e = cost.Evaluate(Llama175b, H800x256, c);
             var b = cost.Bounds(Llama175b, H800x256, c);
             var none = cost.Bounds(Llama175b, H800x256, c with { Recompute = RecomputeSpec.None, OffloadRatio = 0 });
-            Assert.True(e.StepTimeSeconds >= b.StepTimeSeconds * (1 - 1e-9), $"time bound {MegatronArgs.Short(c)}");
-            Assert.True(e.StepTimeSeconds >= none.StepTimeSeconds * (1 - 1e-9), $"layout time bound {MegatronArgs.Short(c)}");
-            Assert.True(e.PeakMemoryBytes >= b.PeakMemoryBytes, $"memory bound {MegatronArgs.Short(c)}");
-            Assert.True(e.PeakMemoryBytes >= cost.StaticMemoryLowerBound(Llama175b, H800x256, c), $"static bound {MegatronArgs.Short(c)}");
+            Assert.True(e.StepTimeSeconds >= b.StepTimeSeconds * (1 - 1e-9), $"time bound {PaperNotation.Short(c)}");
+            Assert.True(e.StepTimeSeconds >= none.StepTimeSeconds * (1 - 1e-9), $"layout time bound {PaperNotation.Short(c)}");
+            Assert.True(e.PeakMemoryBytes >= b.PeakMemoryBytes, $"memory bound {PaperNotation.Short(c)}");
+            Assert.True(e.PeakMemoryBytes >= cost.StaticMemoryLowerBound(Llama175b, H800x256, c), $"static bound {PaperNotation.Short(c)}");
             checkedCount++;
         }
         Assert.True(checkedCount > 1000);

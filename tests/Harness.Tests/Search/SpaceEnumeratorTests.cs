@@ -1,3 +1,4 @@
+using Harness.Megatron;
 using Harness.Search;
 using Harness.Simulator.Specs;
 using static Harness.Tests.Search.SearchTestSpaces;
@@ -6,7 +7,7 @@ namespace Harness.Tests.Search;
 
 public class SpaceEnumeratorTests
 {
-    private static string Key(RunDescription c) => $"{c.DataParallel} {MegatronArgs.Format(c)} z{c.ZeroStage} r{c.RecomputeOrNone}";
+    private static string Key(RunDescription c) => $"{c.DataParallel} {string.Join(' ', RunDescriptionFlags.Format(c))} z{c.ZeroStage} r{c.RecomputeOrNone}";
 
     public static TheoryData<string, int, int> Spaces => new()
     {

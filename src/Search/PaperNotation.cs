@@ -1,0 +1,20 @@
+using System.Globalization;
+using Harness.Simulator.Specs;
+
+namespace Harness.Search;
+
+/// <summary>A configuration in the papers' short notation (Megatron-Kwai's tables: d, t, c, p, l, ...).</summary>
+public static class PaperNotation
+{
+    private static string F(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
+
+    /// <summary>The papers' short notation: "d8 t4 c1 p8 l2 mb1 sp kwai a0.63 z1".</summary>
+    public static string Short(RunDescription c)
+    {
+        string l = c.LayersPerVirtualStage is int n ? $" l{n}" : "";
+        string sp = c.SequenceParallel ? " sp" : "";
+        string a = c.OffloadRatio > 0 ? $" a{F(c.OffloadRatio)}" : "";
+        string p = c.SyncFactor < 1 ? $" sync{F(c.SyncFactor)}" : "";
+        return $"d{c.DataParallel} t{c.TensorParallel} c{c.ContextParallel} p{c.PipelineParallel}{l} mb{c.MicroBatch}{sp} {RecomputeChoices.Label(c.RecomputeOrNone)}{a} z{c.ZeroStage}{p}";
+    }
+}
