@@ -26,9 +26,10 @@ public static class KernelCheckCommand
     public static int Run(string[] args)
     {
         if (CommandLine.ParseOrHelp(args, Flags, "usage: harness kernel-check [options]", "the check") is not { } cl) return 0;
-        if (cl.Ignored.Count > 0)
+        if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness kernel-check --help.");
+        if (cl.Errors.Count > 0)
         {
-            Console.Error.WriteLine($"harness kernel-check: options it does not take: {string.Join(' ', cl.Ignored)}; see harness kernel-check --help.");
+            foreach (var e in cl.Errors) Console.Error.WriteLine($"harness kernel-check: {e}");
             return 2;
         }
         try { Console.WriteLine(TorchRuntime.Initialize(ExecutionDevice.Cuda, cl.String("--libtorch"))); }
