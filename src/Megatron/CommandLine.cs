@@ -96,7 +96,9 @@ public sealed class CommandLine
         var s = String(name);
         if (s is null) return null;
         if (int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v)) return v;
-        Errors.Add($"{name} expects an integer, not '{s}'.");
+        Errors.Add(long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out _) || System.Numerics.BigInteger.TryParse(s, out _)
+            ? $"{name} {s} is out of range; it takes an integer up to {int.MaxValue}."
+            : $"{name} expects an integer, not '{s}'.");
         return null;
     }
 

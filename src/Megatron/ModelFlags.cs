@@ -71,8 +71,14 @@ public static class ModelFlags
                 baseModel = ModelPresets.All[DefaultPreset];
             else
             {
-                foreach (var (flag, value) in new[] { ("--num-layers", layers), ("--hidden-size", hidden), ("--num-attention-heads", heads), ("--seq-length", seq) })
-                    if (value is null) cl.Errors.Add($"{flag} is needed to describe the model (or pass --model PRESET|FILE).");
+                var missing = new[] { ("--num-layers", layers), ("--hidden-size", hidden), ("--num-attention-heads", heads), ("--seq-length", seq) }
+                    .Where(f => f.Item2 is null).Select(f => f.Item1).ToList();
+                if (missing.Count > 0)
+                {
+                    var given = Flags.Select(f => f.Name).First(n => cl.String(n) is not null || cl.Switch(n));
+                    cl.Errors.Add($"{given} without --model describes a model of its own, which also needs {string.Join(", ", missing)}; " +
+                                  $"to change only that of a preset, add --model PRESET (the default is {DefaultPreset}).");
+                }
                 if (layers is null || hidden is null || heads is null || seq is null) return null;
                 int h = hidden.Value;
                 baseModel = new ModelSpec("custom", layers.Value, h, heads.Value, heads.Value,

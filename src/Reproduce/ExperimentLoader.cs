@@ -34,8 +34,10 @@ public static class ExperimentLoader
     {
         if (spec == "all")
         {
-            if (directory is null || !Directory.Exists(directory))
+            if (directory is null)
                 throw new ExperimentException("no experiments folder found here or above; run from the repository or pass --experiments DIR.");
+            if (!Directory.Exists(directory))
+                throw new ExperimentException($"--experiments {directory} is not a folder of experiment files.");
             return Directory.GetFiles(directory, "*.json").Order(StringComparer.Ordinal).Select(Load).ToList();
         }
         if (File.Exists(spec)) return [Load(spec)];

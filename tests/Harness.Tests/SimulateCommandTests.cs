@@ -83,7 +83,12 @@ public class SimulateCommandTests
         Assert.Equal(2, Run("--tensor-model-parallel-size", "two").Code);
         Assert.Equal(2, Run("--num-experts", "8").Code);
         var (_, _, err) = Run("--num-layers", "24");
-        Assert.Contains("--hidden-size is needed", err);
+        Assert.Contains("--num-layers without --model describes a model of its own, which also needs --hidden-size, --num-attention-heads, " +
+                        "--seq-length; to change only that of a preset, add --model PRESET (the default is llama-7b).", err);
+        Assert.Contains("--gpus 99999999999999 is out of range; it takes an integer up to 2147483647.", Run("--gpus", "99999999999999").Err);
+        Assert.Contains("is not divisible by 2 x --context-parallel-size 2147483647",
+            Run("--gpus", "2147483647", "--context-parallel-size", "2147483647").Err);
+        Assert.Contains("is a folder; give a JSON file.", Run("--cluster", Path.GetTempPath()).Err);
     }
 
     [Theory]

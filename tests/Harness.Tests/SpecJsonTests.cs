@@ -52,6 +52,14 @@ public class SpecJsonTests
     }
 
     [Fact]
+    public void AnUnknownEnumValueListsTheValidOnes()
+    {
+        string json = SpecJson.Write(ModelPresets.All["llama-7b"]).Replace("\"swi_glu\"", "\"relu2\"");
+        var e = Assert.Throws<SpecFileException>(() => SpecJson.ParseModel(json, "my.json"));
+        Assert.EndsWith("Valid activation values: gelu, swi_glu.", e.Message);
+    }
+
+    [Fact]
     public void AnInvalidModelIsRejectedWithItsReason()
     {
         string json = SpecJson.Write(ModelPresets.All["llama-7b"]).Replace("\"num_attention_heads\": 32", "\"num_attention_heads\": 30");

@@ -184,7 +184,7 @@ public sealed record RunDescription(
         Positive("--global-batch-size", GlobalBatch);
         if (e.Count > 0) return e;
 
-        if (WorldSize != worldSize)
+        if ((long)DataParallel * TensorParallel * PipelineParallel * ContextParallel != worldSize)
             e.Add($"world size {worldSize} != data {DataParallel} x tensor {TensorParallel} x pipeline {PipelineParallel} x context {ContextParallel} = {WorldSize}.");
         if (model.NumAttentionHeads % TensorParallel != 0)
             e.Add($"--num-attention-heads {model.NumAttentionHeads} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
@@ -211,7 +211,7 @@ public sealed record RunDescription(
             e.Add($"--global-batch-size {GlobalBatch} is not divisible by --micro-batch-size {MicroBatch} x data-parallel size {DataParallel}.");
         if (SequenceParallel && TensorParallel < 2)
             e.Add("--sequence-parallel needs --tensor-model-parallel-size of at least 2.");
-        int cpChunks = 2 * ContextParallel; // causal load balancing splits the sequence in 2·cp chunks
+        long cpChunks = 2L * ContextParallel; // causal load balancing splits the sequence in 2·cp chunks
         if (ContextParallel > 1 && model.SeqLength % cpChunks != 0)
             e.Add($"--seq-length {model.SeqLength} is not divisible by 2 x --context-parallel-size {ContextParallel} (causal load balancing).");
         if (SequenceParallel && (model.SeqLength / ContextParallel) % TensorParallel != 0)

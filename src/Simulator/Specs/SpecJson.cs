@@ -69,6 +69,7 @@ public static partial class SpecJson
 
     private static string ReadFile(string path)
     {
+        if (Directory.Exists(path)) throw new SpecFileException($"{path} is a folder; give a JSON file.");
         try { return File.ReadAllText(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -85,8 +86,20 @@ public static partial class SpecJson
         }
         catch (JsonException e)
         {
-            throw new SpecFileException($"{source}{Describe(e)}");
+            throw new SpecFileException($"{source}{Describe(e)}{ValidValues<T>(e.Path)}");
         }
+    }
+
+    /// <summary>For a value of an enumerated field (a JSON path "$.activation"), the values the field takes.</summary>
+    private static string ValidValues<T>(string? path)
+    {
+        if (path is null || !path.StartsWith("$.", StringComparison.Ordinal)) return "";
+        string name = path[2..];
+        var property = typeof(T).GetProperties().FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == name);
+        var type = property is null ? null : Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+        return type is { IsEnum: true }
+            ? $" Valid {name} values: {string.Join(", ", Enum.GetNames(type).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName))}."
+            : "";
     }
 
     /// <summary>
