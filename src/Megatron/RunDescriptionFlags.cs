@@ -8,7 +8,7 @@ namespace Harness.Megatron;
 /// has none: <c>--offload-ratio</c> (= Kwai's alpha), <c>--sync-factor</c> (CAAT-Net's p), <c>--zero-stage</c>, <c>--fp32</c>,
 /// <c>--no-norm-fusion</c>, <c>--no-fused-kernels</c>, and the launch environment's <c>--cuda-device-max-connections</c> and
 /// <c>--max-split-size-mb</c>. Every default is the record's own (<c>new RunDescription()</c>), which is Megatron-LM's
-/// (megatron/training/arguments.py) except precision: bf16 unless <c>--fp16</c> or <c>--fp32</c> (Megatron's own default is fp32).
+/// (megatron/training/arguments.py): fp32 unless <c>--bf16</c> or <c>--fp16</c>, as in Megatron.
 /// The data-parallel size is the world size over tensor x pipeline x context, as in Megatron.
 /// </summary>
 public static class RunDescriptionFlags
@@ -49,9 +49,9 @@ public static class RunDescriptionFlags
     /// search` applies them to every configuration.</summary>
     public static readonly Flag[] ImplementationFlags =
     {
-        new("--bf16", false, "bf16 mixed precision (Harness's default)"),
+        new("--bf16", false, "bf16 mixed precision"),
         new("--fp16", false, "fp16 mixed precision"),
-        new("--fp32", false, "fp32 training (Megatron's default)"),
+        new("--fp32", false, "fp32 training (the default, as in Megatron; the flag only says so)"),
         new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default) or allgather"),
         new("--attention-backend", true, "flash, fused, unfused, local or auto (default auto: flash or cuDNN's fused attention)"),
         new("--use-flash-attn", false, "flash attention (older Megatron flag; the default)"),
@@ -238,8 +238,9 @@ public static class RunDescriptionFlags
         var d = new RunDescription();
         var a = new List<string>();
         void Value(string flag, object value) { a.Add(flag); a.Add(Convert.ToString(value, CultureInfo.InvariantCulture)!); }
-        if (r.TensorParallel != d.TensorParallel) Value("--tensor-model-parallel-size", r.TensorParallel);
-        if (r.PipelineParallel != d.PipelineParallel) Value("--pipeline-model-parallel-size", r.PipelineParallel);
+        // The layout's sizes always, as a Megatron launch line writes them.
+        Value("--tensor-model-parallel-size", r.TensorParallel);
+        Value("--pipeline-model-parallel-size", r.PipelineParallel);
         if (r.LayersPerVirtualStage is int l) Value("--num-layers-per-virtual-pipeline-stage", l);
         if (r.ContextParallel != d.ContextParallel) Value("--context-parallel-size", r.ContextParallel);
         if (r.SequenceParallel) a.Add("--sequence-parallel");

@@ -9,7 +9,7 @@ public class ActivationsTests
     // GPT-3 175B shape (Korthikanti's own example): s 2048, h 12288, a 96; b 1, t 8; no flash attention.
     private static readonly ModelSpec Gpt = ModelPresets.All["gpt-145.6b"];
     private const double s = 2048, b = 1, h = 12288, a = 96, t = 8;
-    private static readonly RunDescription NoFlash = new(FlashAttention: false);
+    private static readonly RunDescription NoFlash = new(FlashAttention: false, Precision: Precision.Bf16);
 
     private static double Bytes(RunDescription c) =>
         Activations.PerLayerKept(Activations.Layer(Gpt, c), c.RecomputeOrNone, 10);
@@ -44,7 +44,7 @@ public class ActivationsTests
     public void FlashAttentionRemovesTheScoreTerms()
     {
         // With flash attention only the fp32 log-sum-exp per head and token remains of the a·s² terms.
-        var c = new RunDescription(TensorParallel: 8, FlashAttention: true);
+        var c = new RunDescription(TensorParallel: 8, FlashAttention: true, Precision: Precision.Bf16);
         Exact(s * b * h * (10 + 24 / t) + 4 * a / t * s * b, Bytes(c));
     }
 
@@ -55,10 +55,10 @@ public class ActivationsTests
         // SiLU output 2f, product 2f, plus the fp32 log-sum-exp 4a: 16h + 8f + 4a bytes per token.
         var m = ModelPresets.All["llama-7b"];
         double hh = 4096, f = 11008, aa = 32, ss = 4096;
-        var layer = Activations.Layer(m, new RunDescription());
+        var layer = Activations.Layer(m, new RunDescription(Precision: Precision.Bf16));
         Exact(ss * (16 * hh + 8 * f + 4 * aa), layer.Saved);
         // Megatron-Kwai's recompute drops the two norm outputs (2·2h) and the two SwiGLU outputs (2·2f).
-        var kwai = Activations.Layer(m, new RunDescription(Recompute: RecomputeSpec.Kwai));
+        var kwai = Activations.Layer(m, new RunDescription(Recompute: RecomputeSpec.Kwai, Precision: Precision.Bf16));
         Exact(ss * (12 * hh + 4 * f + 4 * aa), kwai.Saved);
         Exact(layer.Saved, kwai.AllTensors);
     }
@@ -69,7 +69,7 @@ public class ActivationsTests
         // Llama2-70B: 8 KV groups of head size 128 instead of 64: K and V are 2·1024 instead of 2·8192 wide.
         var m = ModelPresets.All["llama2-70b"];
         var mha = m with { NumQueryGroups = m.NumAttentionHeads };
-        double diff = Activations.Layer(mha, new RunDescription()).Saved - Activations.Layer(m, new RunDescription()).Saved;
+        double diff = Activations.Layer(mha, new RunDescription(Precision: Precision.Bf16)).Saved - Activations.Layer(m, new RunDescription(Precision: Precision.Bf16)).Saved;
         Exact(m.SeqLength * 2.0 * 2 * (8192 - 1024), diff);
     }
 
@@ -77,7 +77,7 @@ public class ActivationsTests
     public void BlockRecomputeKeepsEverythingOfTheOtherLayers()
     {
         var m = ModelPresets.All["llama-7b"];
-        var c = new RunDescription(Recompute: new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2));
+        var c = new RunDescription(Recompute: new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2), Precision: Precision.Bf16);
         var layer = Activations.Layer(m, c);
         Exact((2 * layer.Input + 6 * layer.Saved) / 8, Activations.PerLayerKept(layer, c.RecomputeOrNone, 8));
     }

@@ -20,7 +20,7 @@ public class CommunicationTests
         var m = Harness.Simulator.Specs.ModelPresets.All["llama2-70b"] with { SeqLength = 8192 };
         var cluster = ClusterSpec.Of(H800, 8);
         var c = new RunDescription(TensorParallel: 2, ContextParallel: 4, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
-            ZeroStage: 1, Overlap: new OverlapSpec(ContextParallelComm: false));
+            ZeroStage: 1, Overlap: new OverlapSpec(ContextParallelComm: false), Precision: Precision.Bf16);
         var (forward, backward) = ContextParallelComm.Exposed(m, c, cluster);
         Assert.Equal(exchange, forward, 12);
         Assert.Equal(exchange, backward, 12);
@@ -72,7 +72,7 @@ public class CommunicationTests
     public void MegatronRankOrderPlacesGroups()
     {
         // 256 GPUs, 8 per node, t 4, cp 1, dp 8: TP inside a node, DP ranks 4 apart (2 per node), PP across nodes.
-        var c = new RunDescription(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8);
+        var c = new RunDescription(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8, Precision: Precision.Bf16);
         Assert.True(Topology.TensorGroup(c, 8).IntraNode);
         Assert.Equal(new GroupPlacement(8, 2), Topology.DataWithContextGroup(c, 8));
         Assert.False(Topology.PipelineNeighboursShareNode(c, 8));
@@ -82,7 +82,7 @@ public class CommunicationTests
     public void TensorParallelBytesFallLinearlyWithTheSyncFactor()
     {
         var m = ModelPresets.All["caat-1b"];
-        var c = new RunDescription(TensorParallel: 8);
+        var c = new RunDescription(TensorParallel: 8, Precision: Precision.Bf16);
         double half = TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0.5 });
         double quarter = TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0.25 });
         double eighth = TensorParallelComm.BytesPerLayer(m, c with { SyncFactor = 0.125 });
@@ -95,7 +95,7 @@ public class CommunicationTests
     public void StagesStraddlingTwoNodesReduceGradientsAcrossTheNetwork()
     {
         // t2 d3: six ranks per stage on 8-GPU nodes; stage 1 (ranks 6-11) spans two nodes, and so do its groups.
-        var c = new RunDescription(DataParallel: 3, TensorParallel: 2, PipelineParallel: 8);
+        var c = new RunDescription(DataParallel: 3, TensorParallel: 2, PipelineParallel: 8, Precision: Precision.Bf16);
         Assert.Equal(new GroupPlacement(3, 1), Topology.DataWithContextGroup(c, 8));
         Assert.False(Topology.PipelineNeighboursShareNode(c, 8));
         Assert.Equal(new GroupPlacement(2, 2), Topology.DataWithContextGroup(c with { DataParallel = 2 }, 8));
@@ -106,9 +106,9 @@ public class CommunicationTests
     {
         // t2 c2 d9: 36-rank stages on 8-GPU nodes. Stage 1 starts 4 ranks into a node: its 18 data x context members
         // (every second rank) sit 2 on the first node, 4 on each full node, 2 on the last. t2 d6: 12-rank stages, 4 + 2.
-        var c = new RunDescription(DataParallel: 9, TensorParallel: 2, ContextParallel: 2, PipelineParallel: 4);
+        var c = new RunDescription(DataParallel: 9, TensorParallel: 2, ContextParallel: 2, PipelineParallel: 4, Precision: Precision.Bf16);
         Assert.Equal(new GroupPlacement(18, 2), Topology.DataWithContextGroup(c, 8));
-        Assert.Equal(new GroupPlacement(6, 2), Topology.DataWithContextGroup(new RunDescription(DataParallel: 6, TensorParallel: 2, PipelineParallel: 8), 8));
+        Assert.Equal(new GroupPlacement(6, 2), Topology.DataWithContextGroup(new RunDescription(DataParallel: 6, TensorParallel: 2, PipelineParallel: 8, Precision: Precision.Bf16), 8));
         // One stage only (p 1) starts at a node boundary: 4 members on each of four nodes and 2 on the fifth.
         Assert.Equal(new GroupPlacement(18, 2), Topology.DataWithContextGroup(c with { PipelineParallel = 1 }, 8));
         var h800 = GpuPresets.All["h800"];
@@ -124,7 +124,7 @@ public class CommunicationTests
         foreach (int d in Enumerable.Range(1, 20))
         foreach (int p in new[] { 1, 2, 3, 5, 8, 16 })
         {
-            var config = new RunDescription(DataParallel: d, TensorParallel: t, ContextParallel: c, PipelineParallel: p);
+            var config = new RunDescription(DataParallel: d, TensorParallel: t, ContextParallel: c, PipelineParallel: p, Precision: Precision.Bf16);
             int size = d * c, fewest = size;
             for (int stage = 0; stage < p; stage++)
                 foreach (var count in Enumerable.Range(0, size).Select(i => (stage * t * c * d + i * t) / 8).GroupBy(n => n).Select(g => g.Count()))
@@ -139,7 +139,7 @@ public class CommunicationTests
     {
         // t2 d2: four ranks per stage, two stages per 8-GPU node. With p 2 both stages sit in node 0; with p 8 the boundary
         // between stages 1 and 2 (ranks 7 and 8) and every second one after it cross the network.
-        var c = new RunDescription(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2);
+        var c = new RunDescription(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2, Precision: Precision.Bf16);
         Assert.True(Topology.PipelineNeighboursShareNode(c, 8));
         Assert.False(Topology.PipelineNeighboursShareNode(c with { PipelineParallel = 8 }, 8));
         Assert.True(Topology.PipelineNeighboursShareNode(c with { DataParallel = 1, PipelineParallel = 4 }, 8));
@@ -153,7 +153,7 @@ public class CommunicationTests
         var m = ModelPresets.All["llama-175b"] with { SeqLength = 8192 };
         var cluster = ClusterSpec.Of(H800, 256);
         var te = new RunDescription(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8, LayersPerVirtualStage: 2,
-            SequenceParallel: true, GlobalBatch: 256, FlashAttention: true, Overlap: new OverlapSpec(TensorParallelComm: true));
+            SequenceParallel: true, GlobalBatch: 256, FlashAttention: true, Overlap: new OverlapSpec(TensorParallelComm: true), Precision: Precision.Bf16);
         var kwai = te with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) };
         var tp = TensorParallelComm.Layer(m, te, cluster);
         Assert.Equal(2 * Collectives.ReduceScatter(TensorParallelComm.ActivationMessageBytes(m, te),
@@ -168,6 +168,6 @@ public class CommunicationTests
         // 2 all-reduces forward and 2 backward of b·s·h (REFERENCE.md).
         var m = ModelPresets.All["llama-7b"];
         double S = 1.0 * m.SeqLength * m.HiddenSize * 2;
-        Assert.Equal(4 * S, TensorParallelComm.BytesPerLayer(m, new RunDescription(TensorParallel: 4)), 6);
+        Assert.Equal(4 * S, TensorParallelComm.BytesPerLayer(m, new RunDescription(TensorParallel: 4, Precision: Precision.Bf16)), 6);
     }
 }

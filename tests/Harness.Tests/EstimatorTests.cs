@@ -11,12 +11,12 @@ public class EstimatorTests
     /// <summary>Megatron-Kwai Table 8, "theirs": t4 c1 p8 l2, ckpt=ours, alpha 0.63, distributed optimizer, SP.</summary>
     private static readonly RunDescription Theirs = new(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8,
         LayersPerVirtualStage: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256, Recompute: RecomputeSpec.Kwai,
-        OffloadRatio: 0.63, ZeroStage: 1);
+        OffloadRatio: 0.63, ZeroStage: 1, Precision: Precision.Bf16);
 
     /// <summary>Table 8, "their baseline": t2 c2 p16 l1, full recomputation.</summary>
     private static readonly RunDescription Baseline = new(DataParallel: 4, TensorParallel: 2, PipelineParallel: 16,
         LayersPerVirtualStage: 1, ContextParallel: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
-        Recompute: RecomputeSpec.FullUniform(), ZeroStage: 1);
+        Recompute: RecomputeSpec.FullUniform(), ZeroStage: 1, Precision: Precision.Bf16);
 
     [Fact]
     public void UnderOneHardwareQueueOverlappedP2pCostsWhatBlockingP2pCosts()
@@ -95,7 +95,7 @@ public class EstimatorTests
     {
         var m = ModelPresets.All["caat-7b"];
         var cluster = ClusterSpec.Of(GpuPresets.All["h100-sxm"], 8);
-        var c = new RunDescription(TensorParallel: 8, GlobalBatch: 8);
+        var c = new RunDescription(TensorParallel: 8, GlobalBatch: 8, Precision: Precision.Bf16);
         var full = Estimator.Estimate(m, cluster, c);
         var half = Estimator.Estimate(m, cluster, c with { SyncFactor = 0.5 });
         var quarter = Estimator.Estimate(m, cluster, c with { SyncFactor = 0.25 });
@@ -133,7 +133,7 @@ public class EstimatorTests
         foreach (var r in new[] { RecomputeSpec.None, RecomputeSpec.FullUniform(), RecomputeSpec.Kwai })
         foreach (double alpha in new[] { 0.0, 0.5 })
         {
-            var c = new RunDescription(256 / (t * p * cp), t, p, l, cp, t > 1, 1, 256, r, alpha, 1);
+            var c = new RunDescription(256 / (t * p * cp), t, p, l, cp, t > 1, 1, 256, r, alpha, 1, Precision: Precision.Bf16);
             if (Estimator.Validate(m, H800x256, c).Count > 0) continue;
             var full = Estimator.Estimate(m, H800x256, c);
             var fast = Estimator.EstimateClosedForm(m, H800x256, c);

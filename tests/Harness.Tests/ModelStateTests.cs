@@ -11,20 +11,20 @@ public class ModelStateTests
     [InlineData(64)]
     public void DistributedOptimizerCostsSixPlusTwelveOverDBytesPerParameter(int d)
     {
-        var c = new RunDescription(DataParallel: d, ZeroStage: 1);
+        var c = new RunDescription(DataParallel: d, ZeroStage: 1, Precision: Precision.Bf16);
         Assert.Equal(6 + 12.0 / d, ModelState.BytesPerParameter(c), 12);
     }
 
     [Fact]
     public void ContextParallelRanksShareTheOptimizerShards()
     {
-        var c = new RunDescription(DataParallel: 4, ContextParallel: 2, ZeroStage: 1);
+        var c = new RunDescription(DataParallel: 4, ContextParallel: 2, ZeroStage: 1, Precision: Precision.Bf16);
         Assert.Equal(6 + 12.0 / 8, ModelState.BytesPerParameter(c), 12);
     }
 
     [Fact]
     public void ReplicatedMixedPrecisionAdamCostsEighteenBytes() =>
-        Assert.Equal(18, ModelState.BytesPerParameter(new RunDescription(DataParallel: 8)), 12);
+        Assert.Equal(18, ModelState.BytesPerParameter(new RunDescription(DataParallel: 8, Precision: Precision.Bf16)), 12);
 
     [Fact]
     public void MoreTensorParallelismMeansFewerWeightBytesPerGpu()
@@ -33,7 +33,7 @@ public class ModelStateTests
         double previous = double.MaxValue;
         foreach (int t in new[] { 1, 2, 4, 8 })
         {
-            double weights = ModelState.Bytes(ModelState.RankParameters(m, new RunDescription(TensorParallel: t), 0), new RunDescription()).Weights;
+            double weights = ModelState.Bytes(ModelState.RankParameters(m, new RunDescription(TensorParallel: t, Precision: Precision.Bf16), 0), new RunDescription(Precision: Precision.Bf16)).Weights;
             Assert.True(weights < previous, $"t {t}: {weights} not below {previous}");
             previous = weights;
         }
@@ -44,7 +44,7 @@ public class ModelStateTests
     {
         // Untied Llama: every parameter lives on exactly one pipeline rank (t = 1).
         var m = ModelPresets.All["llama-7b"];
-        var c = new RunDescription(PipelineParallel: 4);
+        var c = new RunDescription(PipelineParallel: 4, Precision: Precision.Bf16);
         double sum = Enumerable.Range(0, 4).Sum(r => ModelState.RankParameters(m, c, r));
         Assert.Equal(m.TotalParameters, sum, 1e-6);
     }

@@ -14,7 +14,7 @@ public class SimulateCommandTests
     private const string Table8Theirs =
         "--model llama-175b --gpu h800 --gpus 256 --seq-length 8192 --global-batch-size 256 --tensor-model-parallel-size 4 " +
         "--pipeline-model-parallel-size 8 --num-layers-per-virtual-pipeline-stage 2 --sequence-parallel --kaimm-recompute-norm " +
-        "--kaimm-recompute-mlp-activation-func --offload-ratio 0.63 --use-distributed-optimizer --json";
+        "--kaimm-recompute-mlp-activation-func --offload-ratio 0.63 --use-distributed-optimizer --bf16 --json";
 
     [Fact]
     public void TheIssueCommandPrintsASensibleJsonEstimate()

@@ -14,7 +14,7 @@ public static class SimulateCommand
     public static readonly string[] DefaultConfiguration =
     {
         "--model", "llama-7b", "--gpu", "h100-sxm", "--gpus", "8", "--tensor-model-parallel-size", "2",
-        "--sequence-parallel", "--use-distributed-optimizer", "--micro-batch-size", "1", "--global-batch-size", "128",
+        "--sequence-parallel", "--use-distributed-optimizer", "--bf16", "--micro-batch-size", "1", "--global-batch-size", "128",
     };
 
     private static readonly Flag[] OwnFlags =

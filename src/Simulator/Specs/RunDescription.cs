@@ -131,7 +131,7 @@ public sealed record RunDescription(
     int ZeroStage = 0,
     double SyncFactor = 1.0,
     OverlapSpec? Overlap = null,
-    Precision Precision = Precision.Bf16,
+    Precision Precision = Precision.Fp32,
     bool FlashAttention = true,
     bool GradientsInFp32 = true,
     bool FusedNorm = true,

@@ -30,7 +30,7 @@ public class RunValidationTests
     {
         var v = RunValidation.Of(WriteRun(Caat, 2000));
         var expected = Estimator.Estimate(ModelPresets.All["caat-1b"], new ClusterSpec(GpuPresets.All["h200"], 1, 1),
-            new RunDescription(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective, GradientAccumulationFusion: true));
+            new RunDescription(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective, GradientAccumulationFusion: true, Precision: Precision.Bf16));
         Assert.Equal(expected.StepTimeSeconds, v.Estimate.StepTimeSeconds, 12);
         Assert.Equal(2.0, v.MeasuredStepSeconds, 12);
         Assert.Equal("h200", v.Gpu);

@@ -14,18 +14,21 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
     private static readonly ClusterSpec H800x256 = ClusterSpec.Of(GpuPresets.All["h800"], 256);
 
     /// <summary>Megatron-Kwai's published best: t4 c1 p8 l2, their recompute, alpha 0.63, SP, distributed optimizer.</summary>
+    /// <summary>Megatron-Kwai's runs are bf16 (Megatron's own default precision is fp32).</summary>
+    private static readonly RunDescription Bf16 = new(Precision: Precision.Bf16);
+
     private static readonly RunDescription KwaiBest = new(8, 4, 8, 2, 1, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
-        Recompute: RecomputeSpec.Kwai, OffloadRatio: 0.63, ZeroStage: 1);
+        Recompute: RecomputeSpec.Kwai, OffloadRatio: 0.63, ZeroStage: 1, Precision: Precision.Bf16);
 
     /// <summary>Their baseline: t2 c2 p16 l1, full recomputation, no offload, SP, distributed optimizer.</summary>
     private static readonly RunDescription KwaiBaseline = new(4, 2, 16, 1, 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 256,
-        Recompute: RecomputeSpec.FullUniform(), ZeroStage: 1);
+        Recompute: RecomputeSpec.FullUniform(), ZeroStage: 1, Precision: Precision.Bf16);
 
     /// <summary>One search of the full default space, shared by the tests below (it takes a few seconds).</summary>
     public sealed class Table8
     {
         public SearchResult Result { get; } = new Searcher(EstimatorCostModel.Instance)
-            .Run(new SearchSpace(Llama175b, H800x256, 256, new SearchConstraints()));
+            .Run(new SearchSpace(Llama175b, H800x256, 256, new SearchConstraints { Implementation = Bf16 }));
     }
 
     private readonly SearchResult _table8;
@@ -62,7 +65,7 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
     [Fact]
     public void BaselineSpaceReturnsTheirBaselineOrFaster()
     {
-        var baselineSpace = new SearchConstraints { OffloadRatios = [0], Recompute = [RecomputeKind.Full] };
+        var baselineSpace = new SearchConstraints { OffloadRatios = [0], Recompute = [RecomputeKind.Full], Implementation = Bf16 };
         var space = new SearchSpace(Llama175b, H800x256, 256, baselineSpace);
         Assert.Contains(KwaiBaseline, new SpaceEnumerator(space).All());
         var result = new Searcher(EstimatorCostModel.Instance).Run(space);
@@ -80,7 +83,7 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
     {
         var model = ModelPresets.All["caat-1b"];
         var space = new SearchSpace(model, ClusterSpec.Of(GpuPresets.All["h800"], 8), 16,
-            new SearchConstraints { OffloadStep = 0.5, SyncFactors = [1.0, 0.5], MemoryLimitBytes = 12L << 30 });
+            new SearchConstraints { OffloadStep = 0.5, SyncFactors = [1.0, 0.5], MemoryLimitBytes = 12L << 30, Implementation = Bf16 });
         var brute = SearchTestSpaces.BruteForce(space, EstimatorCostModel.Instance);
         Assert.Contains(brute, e => e.Fits);
         Assert.Contains(brute, e => !e.Fits);
@@ -98,7 +101,7 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
     public void BoundsHoldOnASampleOfTheTable8Space()
     {
         var cost = EstimatorCostModel.Instance;
-        var all = new SpaceEnumerator(new SearchSpace(Llama175b, H800x256, 256, new SearchConstraints())).All();
+        var all = new SpaceEnumerator(new SearchSpace(Llama175b, H800x256, 256, new SearchConstraints { Implementation = Bf16 })).All();
         int checkedCount = 0;
         foreach (var c in all.Where((_, i) => i % 2003 == 0))
         {

@@ -25,7 +25,7 @@ public class SearchCommandTests : IDisposable
     [Fact]
     public void JsonTopOneIsTheMaximumOverTheCsv()
     {
-        var (code, output, err) = Run($"--model caat-130m --gpu h800 --gpus 8 --global-batch-size 16 --top 3 --json --out {_out}");
+        var (code, output, err) = Run($"--model caat-130m --gpu h800 --gpus 8 --global-batch-size 16 --bf16 --top 3 --json --out {_out}");
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         var top = doc.RootElement.GetProperty("top");
@@ -98,7 +98,7 @@ public class SearchCommandTests : IDisposable
     [Fact]
     public void NothingFitsNamesTheNearMissesAndExits2()
     {
-        var (code, _, err) = Run($"--model caat-1b --gpu h800 --gpus 8 --global-batch-size 16 --memory-limit 2500MiB --out {_out}");
+        var (code, _, err) = Run($"--model caat-1b --gpu h800 --gpus 8 --global-batch-size 16 --bf16 --memory-limit 2500MiB --out {_out}");
         Assert.Equal(2, code);
         Assert.Contains("fits in 2.44 GiB per GPU", err);
         Assert.Contains("closest to fitting", err);
