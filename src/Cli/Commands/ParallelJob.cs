@@ -26,7 +26,7 @@ internal sealed class ParallelJob(TrainingOptions o, RunDescription parallel, Mo
 
     public void Rank(ICommunicator world, Device device, int localDevice)
     {
-        var layout = RankLayout.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
+        var layout = RankOrder.For(world.Size, parallel.TensorParallel, parallel.ContextParallel, parallel.PipelineParallel);
         using var groups = ProcessGroups.Create(world, layout);
         var dtype = o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         var fusions = Fusions.Resolve(o.FusedKernels, o.GradientAccumulationFusion, device, dtype);

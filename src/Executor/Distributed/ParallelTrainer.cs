@@ -6,6 +6,7 @@ using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
 using Harness.Executor.Training;
 using Harness.Executor.Transformer;
+using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -85,7 +86,7 @@ public sealed class ParallelTrainer : IDisposable
         if (parallel.DistributedOptimizer) sumOver.Add(groups.DataWithContext);
         gradientNorm = new GradientNorm(excluded, sumOver);
         SyncTiedEmbedding();
-        var buckets = GradBucket.Of(Buffer, bucketSize ?? GradBucket.DefaultSize(groups.DataWithContext.Size));
+        var buckets = GradBucket.Of(Buffer, bucketSize ?? DataParallelComm.BucketSize(parallel));
         if (parallel.DistributedOptimizer)
             distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adamOptions, gradientNorm, fusions.Kernels);
         else adam = new AdamW(Buffer, adamOptions, fusions.Kernels);

@@ -65,7 +65,7 @@ public class ContextParallelTests
         var batch = Reference.Batches(spec, 1, config.GlobalBatch)[0];
         return InProcessJob.Run(config.WorldSize, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(world.Size, 1, 2, 1));
+            using var groups = ProcessGroups.Create(world, RankOrder.For(world.Size, 1, 2, 1));
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: 1, ringAttention: ring);
             using var scope = NewDisposeScope();
             trainer.Step(Reference.Lr, i =>

@@ -41,7 +41,7 @@ public class GradientAccumulationFusionTests
     private static RankRun[] Train(ModelSpec spec, RunDescription config, Fusions fusions, Tensor[] batches) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
-            var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+            var layout = RankOrder.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = config.Precision == Precision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, dtype, Reference.Adam, seed: 5, bucketSize: 3000, fusions: fusions);

@@ -62,7 +62,7 @@ public class GradientOverlapTests
         var logs = InProcessJob.Run(config.WorldSize, world =>
         {
             var log = new List<string>();
-            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankLayout.For(world.Size, 2, 1, 1));
+            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankOrder.For(world.Size, 2, 1, 1));
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: 1, bucketSize: BucketSize);
             log.Clear();
             using var scope = NewDisposeScope();

@@ -17,7 +17,7 @@ internal static class ParallelRun
         double hiddenDropout = 0, double attentionDropout = 0) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
-            var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+            var layout = RankOrder.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, recompute, ringAttention: ringAttention,
                 bucketSize: bucketSize, overlapParamGather: overlapParamGather, hiddenDropout: hiddenDropout, attentionDropout: attentionDropout);
@@ -51,7 +51,7 @@ internal static class ParallelRun
         // Without recompute: it must not change the numbers.
         var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch, hiddenDropout: hiddenDropout);
         var ranks = Train(spec, config, batches, serial.Initial, recompute, ringAttention, bucketSize, overlapParamGather, hiddenDropout);
-        var layout = RankLayout.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+        var layout = RankOrder.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
         for (int r = 0; r < ranks.Length; r++)
         {
             int tpRank = layout.Coordinates(r).Tp;

@@ -56,7 +56,7 @@ public class ParamGatherTests
         TorchRuntime.Initialize();
         var e = Assert.Throws<RankFailuresException>(() => InProcessJob.Run(2, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(2, 1, 1, 1));
+            using var groups = ProcessGroups.Create(world, RankOrder.For(2, 1, 1, 1));
             using var trainer = new ParallelTrainer(groups, Config() with { ZeroStage = 0 }, Reference.Llama(), CPU, ScalarType.Float32, Reference.Adam,
                 overlapParamGather: true);
             return 0;
@@ -73,7 +73,7 @@ public class ParamGatherTests
         var logs = InProcessJob.Run(config.WorldSize, world =>
         {
             var log = new List<string>();
-            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankLayout.For(world.Size, 2, 1, 1));
+            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankOrder.For(world.Size, 2, 1, 1));
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: 1, bucketSize: BucketSize,
                 overlapParamGather: overlap);
             using var scope = NewDisposeScope();

@@ -23,7 +23,7 @@ public class SeedingTests
         // Four concurrent ranks (tensor 2 x data 2): each draws its weights from its own generator.
         var ranks = InProcessJob.Run(4, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(4, 2, 1, 1));
+            using var groups = ProcessGroups.Create(world, RankOrder.For(4, 2, 1, 1));
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: seed);
             return (groups.TensorRank, Weights: trainer.NamedParameters().ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()));
         });
@@ -44,7 +44,7 @@ public class MixedPrecisionParallelTests
         var config = new RunDescription(DataParallel: 2, MicroBatch: 1, GlobalBatch: 4, ZeroStage: 1, Precision: Precision.Bf16);
         var ranks = InProcessJob.Run(2, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(2, 1, 1, 1));
+            using var groups = ProcessGroups.Create(world, RankOrder.For(2, 1, 1, 1));
             using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.BFloat16, Reference.Adam with { ClipGrad = 1.0 }, seed: 3);
             Assert.Equal(0, trainer.Buffer.Master.numel()); // the optimizer's 1/d shard is the only float32 copy
             var losses = batches.Select(batch => trainer.Step(1e-2, i =>
