@@ -1,6 +1,7 @@
 using Harness.Simulator.Specs;
 using System.Globalization;
 using Harness.Cli.Arguments;
+using Harness.Executor.Diagnostics;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using TorchSharp;

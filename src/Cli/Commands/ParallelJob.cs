@@ -4,7 +4,7 @@ using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
-using Harness.Executor.Records;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Training;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;

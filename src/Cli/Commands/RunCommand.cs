@@ -3,7 +3,7 @@ using Harness.Cli.Arguments;
 using Harness.Cli.Output;
 using Harness.Executor.Native;
 using Harness.Executor.Optimizer;
-using Harness.Executor.Records;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Training;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;

@@ -4,6 +4,7 @@ using System.Diagnostics;
 using Harness.Executor.Data;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
 using Harness.Executor.Transformer;

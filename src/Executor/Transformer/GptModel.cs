@@ -1,5 +1,4 @@
 using Harness.Executor.Fused;
-using Harness.Executor.PipelineParallel;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

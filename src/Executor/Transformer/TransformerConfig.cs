@@ -1,4 +1,3 @@
-using Harness.Executor.ContextParallel;
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
@@ -27,7 +26,7 @@ public sealed record TransformerConfig(
     RecomputeGranularity Recompute = RecomputeGranularity.None,
     double InitStd = 0.02,
     Generator? InitGenerator = null,
-    ContextParallelism? ContextParallel = null,
+    IContextParallel? ContextParallel = null,
     bool UseFusedKernels = false,
     double HiddenDropout = 0,
     double AttentionDropout = 0,

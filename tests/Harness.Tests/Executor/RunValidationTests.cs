@@ -1,6 +1,6 @@
 using Harness.Cli.Commands;
 using Harness.Executor.Native;
-using Harness.Executor.Records;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Training;
 using Harness.Executor.Validation;
 using Harness.Simulator;

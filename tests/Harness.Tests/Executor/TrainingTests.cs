@@ -1,6 +1,6 @@
 using System.Globalization;
 using Harness.Executor.Optimizer;
-using Harness.Executor.Records;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Training;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;

@@ -4,15 +4,15 @@ using Harness.Executor.Fused;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
-using Harness.Executor.Training;
 using Harness.Executor.Transformer;
+using Harness.Executor.Distributed;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using AdamW = Harness.Executor.Optimizer.AdamW;
 
-namespace Harness.Executor.Distributed;
+namespace Harness.Executor.Training;
 
 /// <summary>
 /// One rank's training step under a <see cref="RunDescription"/> (Megatron's train_step): the rank builds its

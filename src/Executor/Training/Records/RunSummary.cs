@@ -3,7 +3,7 @@ using System.Text.Json.Serialization;
 using Harness.Executor.Training;
 using Harness.Simulator.Specs;
 
-namespace Harness.Executor.Records;
+namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// summary.json: the run's configuration, device, and its steady-state figures: medians over the iterations after

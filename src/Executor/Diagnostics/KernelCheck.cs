@@ -1,11 +1,12 @@
 using Harness.Executor.Autograd;
 using System.Diagnostics;
 using Harness.Executor.Optimizer;
+using Harness.Executor.Fused;
 using Harness.Executor.Transformer;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Harness.Executor.Fused;
+namespace Harness.Executor.Diagnostics;
 
 /// <summary>One comparison of a fused kernel with libtorch's operators: the largest error against the tolerance.</summary>
 public sealed record KernelComparison(string Name, double MaxError, double Tolerance)
