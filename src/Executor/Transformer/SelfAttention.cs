@@ -34,7 +34,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         linear_proj = tp.RowParallelLinear(m.HiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
         this.rotary = rotary;
         contextParallel = config.ContextParallel;
-        selectiveRecompute = config.Recompute == RecomputeGranularity.Selective;
+        selectiveRecompute = config.RecomputeOrNone.Granularity == RecomputeGranularity.Selective;
         fused = config.UseFusedKernels;
         (attentionDropout, dropout) = (config.AttentionDropout, config.Dropout);
         RegisterComponents();

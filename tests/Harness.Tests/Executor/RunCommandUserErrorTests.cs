@@ -123,7 +123,7 @@ public class RunCommandUserErrorTests
         string serial = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
         var (code, error) = RunExactly(OnCorpus("--out", serial));
         Assert.Equal(2, code);
-        Assert.Matches(pattern + @" \(the 0 iterations done are in .*metrics\.csv\)$", error);
+        Assert.Matches(pattern + "$", error); // no iteration was recorded, so nothing is kept
         Directory.Delete(serial, recursive: true);
 
         // Two data-parallel ranks read the same batch: the same sentence once, not a libtorch index error per rank.

@@ -12,16 +12,14 @@ internal static class ParallelRun
 {
     public const int Steps = 3;
 
-    /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name.</summary>
-    public static Reference.Run[] Train(ModelSpec spec, RunDescription config, Tensor[] batches, Dictionary<string, float[]> initial,
-        RecomputeGranularity recompute = RecomputeGranularity.None, bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false,
-        double hiddenDropout = 0, double attentionDropout = 0) =>
+    /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name. Dropout
+    /// from the streams of seed 1234, as <see cref="Reference.Serial"/> draws it.</summary>
+    public static Reference.Run[] Train(ModelSpec spec, RunDescription config, Tensor[] batches, Dictionary<string, float[]> initial) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
             var layout = RankOrder.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, recompute, ringAttention: ringAttention,
-                bucketSize: bucketSize, overlapParamGather: overlapParamGather, hiddenDropout: hiddenDropout, attentionDropout: attentionDropout);
+            using var trainer = new ParallelTrainer(groups, spec, config, CPU, Reference.DropoutSeed, Reference.Adam);
             int tpRank = groups.TensorRank, tpSize = config.TensorParallel;
             trainer.LoadWeights((name, p) => tensor(Reference.ShardOf(name, initial[name], spec, tpRank, tpSize)).view(p.shape));
             var losses = new List<float>();
@@ -45,13 +43,12 @@ internal static class ParallelRun
     };
 
     /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
-    public static void AssertMatchesSerial(ModelSpec spec, RunDescription config, RecomputeGranularity recompute = RecomputeGranularity.None,
-        bool ringAttention = false, long? bucketSize = null, bool overlapParamGather = false, double hiddenDropout = 0)
+    public static void AssertMatchesSerial(ModelSpec spec, RunDescription config)
     {
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
         // Without recompute: it must not change the numbers.
-        var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch, hiddenDropout: hiddenDropout);
-        var ranks = Train(spec, config, batches, serial.Initial, recompute, ringAttention, bucketSize, overlapParamGather, hiddenDropout);
+        var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch);
+        var ranks = Train(spec, config, batches, serial.Initial);
         var layout = RankOrder.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
         for (int r = 0; r < ranks.Length; r++)
         {

@@ -27,9 +27,16 @@ public class ParallelRunCommandTests
         Assert.Equal(4, peaks.Count);
         Assert.Equal(peaks.Max(), summary.RootElement.GetProperty("PeakMemoryBytes").GetInt64());
         // vocabulary 101 is padded to 256 (Megatron: a multiple of 128·t) so it splits over two ranks
-        Assert.Equal(256, summary.RootElement.GetProperty("Config").GetProperty("Model").GetProperty("VocabSize").GetInt32());
-        // The layout as the executor ran it, for harness validate: its pipeline p2p waits (no overlap).
-        Assert.False(summary.RootElement.GetProperty("Parallel").GetProperty("Overlap").GetProperty("PipelineP2p").GetBoolean());
+        Assert.Equal(256, summary.RootElement.GetProperty("Model").GetProperty("VocabSize").GetInt32());
+        // The description as the executor ran it, for harness validate: its pipeline p2p waits (no overlap), and a note says why.
+        var description = summary.RootElement.GetProperty("Description");
+        Assert.Equal((2, 2, 1), (description.GetProperty("TensorParallel").GetInt32(), description.GetProperty("PipelineParallel").GetInt32(),
+            description.GetProperty("DataParallel").GetInt32()));
+        Assert.False(description.GetProperty("Overlap").GetProperty("PipelineP2p").GetBoolean());
+        Assert.Contains(summary.RootElement.GetProperty("Notes").EnumerateArray(), n => n.GetString()!.StartsWith("pipeline p2p is not overlapped"));
+        // Stored once: no second copy of the layout or of the recomputation.
+        Assert.False(summary.RootElement.TryGetProperty("Parallel", out _));
+        Assert.False(description.TryGetProperty("RecomputeOrNone", out _));
         Directory.Delete(dir, recursive: true);
     }
 
