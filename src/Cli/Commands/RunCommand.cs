@@ -3,6 +3,7 @@ using Harness.Cli.Output;
 using Harness.Executor.Distributed.Launch;
 using Harness.Executor.Native;
 using Harness.Executor.Training;
+using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Commands;
 
@@ -41,7 +42,7 @@ public static class RunCommand
     }
 
     /// <summary>One device, in this process.</summary>
-    private static int Train(TrainingRun job, Simulator.Specs.ModelSpec model, Simulator.Specs.RunDescription description)
+    private static int Train(TrainingRun job, ModelSpec model, RunDescription description)
     {
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler stop = (_, e) => { e.Cancel = true; cancel.Cancel(); };
