@@ -87,6 +87,23 @@ public static class ParallelArguments
         new("--fp8-format", true, "fp8 training"),
     };
 
+    /// <summary>Megatron's --recompute-granularity (or the older --recompute-activations), --recompute-method and
+    /// --recompute-num-layers, and Megatron-Kwai's recompute flags.</summary>
+    public static RecomputeSpec Recompute(CommandLine cl)
+    {
+        var granularity = cl.Choice("--recompute-granularity", "full", "selective") switch
+        {
+            "full" => RecomputeGranularity.Full,
+            "selective" => RecomputeGranularity.Selective,
+            _ => cl.Switch("--recompute-activations") ? RecomputeGranularity.Selective : RecomputeGranularity.None,
+        };
+        var method = cl.Choice("--recompute-method", "uniform", "block") == "block" ? RecomputeMethod.Block : RecomputeMethod.Uniform;
+        if (cl.String("--recompute-method") is not null && granularity != RecomputeGranularity.Full)
+            cl.Errors.Add("--recompute-method applies only with --recompute-granularity full.");
+        return new RecomputeSpec(granularity, method, cl.Int("--recompute-num-layers") ?? 1,
+            cl.Switch("--kaimm-recompute-norm"), cl.Switch("--kaimm-recompute-mlp-activation-func"));
+    }
+
     /// <summary>The configuration the flags describe. Problems go to <see cref="CommandLine.Errors"/>; the config is
     /// still returned (with data-parallel size 1 when the world size does not divide) so that its own
     /// <see cref="RunDescription.Validate"/> can add every further reason.</summary>
@@ -109,17 +126,7 @@ public static class ParallelArguments
         // A micro-batch below 1 is reported as such; the default global batch must not echo it as a second mistake.
         int gbs = cl.Int("--global-batch-size") ?? Math.Max(b, 1) * dp;
 
-        var granularity = cl.Choice("--recompute-granularity", "full", "selective") switch
-        {
-            "full" => RecomputeGranularity.Full,
-            "selective" => RecomputeGranularity.Selective,
-            _ => cl.Switch("--recompute-activations") ? RecomputeGranularity.Selective : RecomputeGranularity.None,
-        };
-        var method = cl.Choice("--recompute-method", "uniform", "block") == "block" ? RecomputeMethod.Block : RecomputeMethod.Uniform;
-        if (cl.String("--recompute-method") is not null && granularity != RecomputeGranularity.Full)
-            cl.Errors.Add("--recompute-method applies only with --recompute-granularity full.");
-        var recompute = new RecomputeSpec(granularity, method, cl.Int("--recompute-num-layers") ?? 1,
-            cl.Switch("--kaimm-recompute-norm"), cl.Switch("--kaimm-recompute-mlp-activation-func"));
+        var recompute = Recompute(cl);
 
         double? kwaiAlpha = cl.Double("--kaimm-offload-activation-ratio"), alpha = cl.Double("--offload-ratio");
         if (kwaiAlpha is double ka && alpha is double aa && ka != aa)

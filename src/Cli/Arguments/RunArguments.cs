@@ -66,17 +66,8 @@ public static class RunArguments
         int micro = cl.Int("--micro-batch-size") ?? (tiny ? DefaultRun.MicroBatchSize : 1);
         // A micro-batch below 1 is reported as such; the default global batch must not echo it as a second mistake.
         int global = cl.Int("--global-batch-size") ?? Math.Max(micro, 1) * dp;
-        var granularity = cl.Choice("--recompute-granularity", "full", "selective") switch
-        {
-            "full" => RecomputeGranularity.Full,
-            "selective" => RecomputeGranularity.Selective,
-            _ => RecomputeGranularity.None,
-        };
-        var method = cl.Choice("--recompute-method", "uniform", "block") == "block" ? RecomputeMethod.Block : RecomputeMethod.Uniform;
-        if ((cl.String("--recompute-method") is not null || cl.String("--recompute-num-layers") is not null) && granularity != RecomputeGranularity.Full)
-            cl.Errors.Add("--recompute-method and --recompute-num-layers apply only with --recompute-granularity full.");
         var description = new RunDescription(dp, t, p, cl.Int("--num-layers-per-virtual-pipeline-stage"), c, cl.Switch("--sequence-parallel"),
-            micro, global, new RecomputeSpec(granularity, method, cl.Int("--recompute-num-layers") ?? 1),
+            micro, global, ParallelArguments.Recompute(cl),
             ZeroStage: cl.Switch("--use-distributed-optimizer") ? 1 : 0, SyncFactor: cl.Double("--sync-factor") ?? 1.0,
             Overlap: new OverlapSpec(GradientReduce: cl.Switch("--overlap-grad-reduce"), ParamGather: cl.Switch("--overlap-param-gather")),
             Precision: cl.Switch("--bf16") ? Precision.Bf16 : Precision.Fp32,

@@ -11,9 +11,6 @@ namespace Harness.Executor.Fused;
 /// <param name="Notes">Fusions that were asked for but are off on this device, each with why, in one sentence.</param>
 public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyList<string> Notes)
 {
-    /// <summary>libtorch's operators only.</summary>
-    public static Fusions None { get; } = new(false, false, []);
-
     /// <summary>
     /// The fusions asked for (--no-fused-kernels, --no-gradient-accumulation-fusion turn them off) that work here: on a GPU
     /// where they compile and load (the probes); gradient-accumulation fusion only under bf16, where there are bf16 gradients

@@ -64,7 +64,7 @@ public class ExecutorSupportTests
             n => Assert.StartsWith("gradient-accumulation fusion has no bf16 weight gradients to fuse in fp32", n));
         // One rank, nothing asked for that does not run: no note.
         var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false);
-        var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, Fusions.None, null);
+        var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
         Assert.Equal(serial, same);
         Assert.Empty(none);
     }
