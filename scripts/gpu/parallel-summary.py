@@ -15,12 +15,13 @@ base = rows.get(baseline, {}).get("MedianStepMs") if baseline else None
 print("| run | device | GPUs | layout | step ms (median) | vs baseline | tokens/s/GPU | MFU | comm ms (rank 0) | peak GiB (max over ranks) | final loss |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for name, s in rows.items():
-    p = s.get("Parallel") or {}
-    gpus = p.get("WorldSize", 1)
+    # The run description as run ("Description"; summaries written before it held the layout in "Parallel").
+    p = s.get("Description") or s.get("Parallel") or {}
+    gpus = p.get("DataParallel", 1) * p.get("TensorParallel", 1) * p.get("PipelineParallel", 1) * p.get("ContextParallel", 1)
     layout = (f'tp{p.get("TensorParallel", 1)} pp{p.get("PipelineParallel", 1)} dp{p.get("DataParallel", 1)} cp{p.get("ContextParallel", 1)}'
               + (" sp" if p.get("SequenceParallel") else "") + (" dist-opt" if p.get("ZeroStage", 0) >= 1 else "")
               + (f' p{p.get("SyncFactor")}' if p.get("SyncFactor", 1) < 1 else "")
-              + (" overlap-grad-reduce" if (p.get("Overlap") or {}).get("GradientReduce") and p.get("DataParallel", 1) * p.get("ContextParallel", 1) > 1 else "")) if p else "single device"
+              + (" overlap-grad-reduce" if (p.get("Overlap") or {}).get("GradientReduce") and p.get("DataParallel", 1) * p.get("ContextParallel", 1) > 1 else "")) if gpus > 1 else "single device"
     ratio = f'{s["MedianStepMs"] / base:.2f}x' if base else ""
     mfu = "" if s.get("Mfu") is None else f'{100 * s["Mfu"]:.1f}%'
     comm = "" if s.get("MedianCommunicationMs") is None else f'{s["MedianCommunicationMs"]:.1f}'

@@ -52,7 +52,8 @@ public static class RunSettingsFlags
 
     private static readonly string[] DecayStyles = ["constant", "linear", "cosine", "inverse-square-root"];
 
-    /// <summary>The settings the flags give; problems go to <see cref="CommandLine.Errors"/>.</summary>
+    /// <summary>The settings the flags give; problems of reading go to <see cref="CommandLine.Errors"/>, those of range come
+    /// from <see cref="RunSettings.Validate"/>, which the executor applies.</summary>
     public static RunSettings Read(CommandLine cl)
     {
         var d = new RunSettings();
@@ -81,8 +82,6 @@ public static class RunSettingsFlags
             cl.Double("--adam-eps") ?? da.Epsilon, cl.Double("--weight-decay") ?? da.WeightDecay, cl.Double("--clip-grad") ?? da.ClipGrad);
         var device = cl.Choice("--device", "cpu", "cuda") == "cuda" ? ExecutionDevice.Cuda : d.Device;
         string gpu = cl.String("--gpu") ?? d.Gpu;
-        if (!GpuPresets.All.ContainsKey(gpu))
-            cl.Errors.Add($"--gpu '{gpu}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
         var settings = d with
         {
             TrainIters = cl.Int("--train-iters") ?? d.TrainIters,
@@ -104,7 +103,6 @@ public static class RunSettingsFlags
             NprocPerNode = cl.Int("--nproc-per-node") ?? d.NprocPerNode,
             MasterPort = cl.Int("--master-port") ?? d.MasterPort,
         };
-        cl.Errors.AddRange(settings.Validate());
         return settings;
     }
 

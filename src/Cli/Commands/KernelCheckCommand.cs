@@ -2,6 +2,7 @@ using Harness.Megatron;
 using Harness.Simulator.Specs;
 using System.Globalization;
 using Harness.Cli.Arguments;
+using Harness.Executor.Diagnostics;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using TorchSharp;

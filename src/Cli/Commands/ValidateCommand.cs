@@ -3,7 +3,7 @@ using Harness.Cli.Output;
 using System.Globalization;
 using System.Text.Json;
 using Harness.Cli.Arguments;
-using Harness.Executor.Validation;
+using Harness.Reproduce;
 using Harness.Simulator.Specs;
 using Spectre.Console;
 

@@ -13,7 +13,7 @@ namespace Harness.Executor.ContextParallel;
 /// position: query i sees key j when j ≤ i. Everything else in a layer is per token and needs no communication.
 /// </summary>
 /// <param name="ring">Attention by <see cref="RingAttention"/> (Megatron's --cp-comm-type p2p) instead of all-gathered keys and values.</param>
-public sealed class ContextParallelism(ICommunicator cp, bool ring = false)
+public sealed class ContextParallelism(ICommunicator cp, bool ring = false) : IContextParallel
 {
     public ICommunicator Group => cp;
 

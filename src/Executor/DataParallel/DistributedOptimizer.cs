@@ -1,5 +1,6 @@
 using Harness.Executor.Distributed;
 using Harness.Executor.Optimizer;
+using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.DataParallel;
@@ -25,7 +26,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     private readonly long[] pieceOffsets, stateOffsets;
     private readonly bool fused;
 
-    public AdamWOptions Options { get; }
+    public AdamSettings Options { get; }
     public long Step { get; set; }
 
     /// <summary>The part of each bucket this rank owns, in bucket order: where its state's elements lie in the buffer.</summary>
@@ -36,7 +37,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     public Tensor ExpAvgSq { get; }
 
     /// <param name="fused">Update each shard with the fused AdamW kernel (the caller checked that the kernels load on this device).</param>
-    public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, AdamWOptions options, GradientNorm norm,
+    public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, AdamSettings options, GradientNorm norm,
         bool fused = false)
     {
         (this.buffer, this.buckets, this.dataParallel, Options, this.norm) = (buffer, buckets, dataParallel, options, norm);

@@ -9,16 +9,13 @@ namespace Harness.Executor.DataParallel;
 /// </summary>
 public sealed record GradBucket(int Index, long Offset, long Count)
 {
-    /// <summary>Megatron's default bucket size, max(40M, 1M·d) elements (distributed_data_parallel.py).</summary>
-    public static long DefaultSize(int dataParallel) => Math.Max(40_000_000L, 1_000_000L * dataParallel);
-
     /// <summary>The bucket's length rounded up to a multiple of <paramref name="ranks"/>.</summary>
     public long PaddedCount(int ranks) => (Count + ranks - 1) / ranks * ranks;
 
     /// <summary>
     /// Megatron's bucketing (param_and_grad_buffer.py) over this buffer's order: the weight matrices, which come first
     /// in module order, are walked from their end, where the last layers and the output layer lie, and cut at
-    /// parameter boundaries once a bucket holds <paramref name="bucketSize"/> elements, so buckets come in the order
+    /// parameter boundaries once a bucket holds <paramref name="bucketSize"/> elements (DataParallelComm.BucketSize: --ddp-bucket-size or Megatron's default), so buckets come in the order
     /// backward finishes their gradients; the vectors (norms and biases, the rest of the buffer, a small fraction
     /// of it) form the last bucket.
     /// </summary>

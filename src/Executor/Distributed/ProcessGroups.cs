@@ -1,13 +1,15 @@
+using Harness.Simulator.Specs;
+
 namespace Harness.Executor.Distributed;
 
 /// <summary>
 /// This rank's process groups, like Megatron-core's parallel_state: one communicator per kind of parallelism,
-/// split from the world communicator along <see cref="RankLayout"/>'s grid. Group ranks follow world-rank order,
+/// split from the world communicator along <see cref="RankOrder"/>'s grid. Group ranks follow world-rank order,
 /// so a group's rank is the rank's coordinate along that dimension.
 /// </summary>
 public sealed class ProcessGroups : IDisposable
 {
-    private ProcessGroups(ICommunicator world, RankLayout layout)
+    private ProcessGroups(ICommunicator world, RankOrder layout)
     {
         if (world.Size != layout.WorldSize)
             throw new ArgumentException($"world size {world.Size} != tensor {layout.TensorParallel} x context {layout.ContextParallel} x data {layout.DataParallel} x pipeline {layout.PipelineParallel}.");
@@ -28,10 +30,10 @@ public sealed class ProcessGroups : IDisposable
     }
 
     /// <summary>Splits <paramref name="world"/> into the groups of <paramref name="layout"/>; collective over the world.</summary>
-    public static ProcessGroups Create(ICommunicator world, RankLayout layout) => new(world, layout);
+    public static ProcessGroups Create(ICommunicator world, RankOrder layout) => new(world, layout);
 
     public ICommunicator World { get; }
-    public RankLayout Layout { get; }
+    public RankOrder Layout { get; }
     public int TensorRank { get; }
     public int ContextRank { get; }
     public int DataRank { get; }

@@ -11,21 +11,20 @@ namespace Harness.Executor.Fused;
 /// <param name="Notes">Fusions that were asked for but are off on this device, each with why, in one sentence.</param>
 public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyList<string> Notes)
 {
-    /// <summary>libtorch's operators only.</summary>
-    public static Fusions None { get; } = new(false, false, []);
-
     /// <summary>
-    /// The fusions asked for (--no-fused-kernels, --no-gradient-accumulation-fusion turn them off) that work here: both
-    /// only on a GPU, where they compile and load (the probes), gradient-accumulation fusion only under bf16, where there
-    /// are bf16 gradients to avoid. CPU runs keep libtorch's operators.
+    /// The fusions asked for (--no-fused-kernels, --no-gradient-accumulation-fusion turn them off) that work here: on a GPU
+    /// where they compile and load (the probes); gradient-accumulation fusion only under bf16, where there are bf16 gradients
+    /// to avoid. A CPU needs no probe: each kernel's call site runs libtorch's operators for tensors the kernel does not apply
+    /// to (<see cref="FusedKernels.Applies"/>), so a CPU run computes the same bits with the kernels asked for or not, and
+    /// gradient-accumulation fusion has a CPU form (<see cref="WeightGradient"/>, for bf16 CPU ranks in tests).
     /// </summary>
     public static Fusions Resolve(bool kernels, bool gradientAccumulation, Device device, ScalarType computeDtype)
     {
         var notes = new List<string>();
         bool cuda = device.type == DeviceType.CUDA; // "cuda" without an index is device 0
-        bool useKernels = cuda && kernels && Enabled(FusedKernels.Probe(Math.Max(device.index, 0)), "fused kernels", notes);
-        bool useAccumulation = cuda && computeDtype == ScalarType.BFloat16 && gradientAccumulation &&
-                               Enabled(WeightGradient.Probe(device), "gradient-accumulation fusion", notes);
+        bool useKernels = kernels && (!cuda || Enabled(FusedKernels.Probe(Math.Max(device.index, 0)), "fused kernels", notes));
+        bool useAccumulation = computeDtype == ScalarType.BFloat16 && gradientAccumulation &&
+                               (!cuda || Enabled(WeightGradient.Probe(device), "gradient-accumulation fusion", notes));
         return new Fusions(useKernels, useAccumulation, notes);
     }
 

@@ -1,12 +1,11 @@
 using System.Runtime.InteropServices;
-using Harness.Executor.Distributed;
 
 namespace Harness.Executor.Native;
 
 /// <summary>
 /// The few CUDA runtime calls TorchSharp does not expose: the current device (NCCL binds a communicator to it),
 /// events, which time each NCCL call on the GPU and tell the watchdog when it finished, and the streams and
-/// cross-stream waits that let communication overlap compute (<see cref="Distributed.Nccl.CudaCommunicationStream"/>), and the profiler
+/// cross-stream waits that let communication overlap compute (the NCCL backend's communication stream), and the profiler
 /// range (Megatron's --profile: what Nsight captures with --capture-range=cudaProfilerApi). The runtime is the
 /// one libtorch's CUDA build already loaded (libcudart by soname).
 /// </summary>
@@ -43,7 +42,7 @@ internal static unsafe class CudaRuntime
     public static void Check(int error, string call)
     {
         if (error != 0)
-            throw new CommunicatorException($"{call} failed: {Marshal.PtrToStringAnsi(GetErrorString(error)) ?? error.ToString()}.");
+            throw new CudaException($"{call} failed: {Marshal.PtrToStringAnsi(GetErrorString(error)) ?? error.ToString()}.");
     }
 
     private static IntPtr Load()
@@ -51,6 +50,6 @@ internal static unsafe class CudaRuntime
         string[] names = ["libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"];
         foreach (var n in names)
             if (NativeLibrary.TryLoad(n, out var h)) return h;
-        throw new CommunicatorException($"the CUDA runtime ({string.Join(", ", names)}) is not loaded; initialize libtorch with CUDA before creating an NCCL communicator.");
+        throw new CudaException($"the CUDA runtime ({string.Join(", ", names)}) is not loaded; initialize libtorch with CUDA before creating an NCCL communicator.");
     }
 }

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Harness.Executor.Distributed;
 using TorchSharp;
 
 namespace Harness.Executor.Native;
@@ -15,7 +14,7 @@ internal static unsafe class TensorPointer
     {
         // The bridge is loaded by then (TorchSharp is initialized), and its soname finds the loaded copy.
         if (!NativeLibrary.TryLoad("libLibTorchSharp.so", out var bridge))
-            throw new CommunicatorException("TorchSharp's native bridge (libLibTorchSharp.so) is not loaded; initialize libtorch first.");
+            throw new CudaException("TorchSharp's native bridge (libLibTorchSharp.so) is not loaded; initialize libtorch first.");
         return NativeLibrary.GetExport(bridge, "THSTensor_data");
     });
 

@@ -1,10 +1,8 @@
 using Harness.Executor.Fused;
+using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Optimizer;
-
-/// <summary>Adam hyper-parameters, Megatron's flag defaults (--adam-beta1 0.9, --adam-beta2 0.999, --adam-eps 1e-8, --weight-decay 0.01, --clip-grad 1.0).</summary>
-public sealed record AdamWOptions(double Beta1 = 0.9, double Beta2 = 0.999, double Epsilon = 1e-8, double WeightDecay = 0.01, double ClipGrad = 1.0);
 
 /// <summary>
 /// AdamW (Loshchilov and Hutter 2019: decoupled weight decay) on the flat float32 buffers of a
@@ -17,7 +15,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
 {
     private readonly ParamAndGradBuffer buffer;
     private readonly bool fused;
-    public AdamWOptions Options { get; }
+    public AdamSettings Options { get; }
     public Tensor ExpAvg { get; }
     public Tensor ExpAvgSq { get; }
     public long Step { get; set; }
@@ -25,7 +23,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     public Tensor Master => buffer.Master;
 
     /// <param name="fused">One fused kernel per step (the caller checked that the kernels run on this device).</param>
-    public AdamW(ParamAndGradBuffer buffer, AdamWOptions options, bool fused = false)
+    public AdamW(ParamAndGradBuffer buffer, AdamSettings options, bool fused = false)
     {
         this.buffer = buffer;
         this.fused = fused && Fusable(buffer.Master);
@@ -59,7 +57,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     /// <paramref name="param"/>, also writes the bf16 weights there; else by libtorch's operators (gradients clipped in
     /// place). <paramref name="fused"/> only where the kernels run: float32 tensors on a GPU.
     /// </summary>
-    internal static void ClipAndUpdate(Tensor w, Tensor g, Tensor m, Tensor v, Tensor? param, long decayedCount, Tensor norm, AdamWOptions o,
+    internal static void ClipAndUpdate(Tensor w, Tensor g, Tensor m, Tensor v, Tensor? param, long decayedCount, Tensor norm, AdamSettings o,
         double lr, long step, bool fused)
     {
         if (fused)
@@ -76,7 +74,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     internal static bool Fusable(Tensor master) => master.is_cuda && master.dtype == ScalarType.Float32;
 
     /// <summary>The fused kernel's scalars: the same double-precision values the reference path hands libtorch.</summary>
-    internal static FusedKernels.AdamWScalars Scalars(AdamWOptions o, double lr, long step)
+    internal static FusedKernels.AdamWScalars Scalars(AdamSettings o, double lr, long step)
     {
         double bias1 = 1 - Math.Pow(o.Beta1, step), bias2 = 1 - Math.Pow(o.Beta2, step);
         return new((float)o.ClipGrad, (float)(o.WeightDecay > 0 ? 1 - lr * o.WeightDecay : 1), (float)(1 - o.Beta1), (float)o.Beta2,
@@ -84,7 +82,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     }
 
     /// <summary>Scales <paramref name="grads"/> so that their global norm is at most the clipping limit.</summary>
-    public static void Clip(Tensor grads, Tensor norm, AdamWOptions o)
+    public static void Clip(Tensor grads, Tensor norm, AdamSettings o)
     {
         if (o.ClipGrad <= 0) return;
         using var coefficient = (o.ClipGrad / (norm + 1e-6)).clamp_max_(1.0);
@@ -96,7 +94,7 @@ public sealed class AdamW : IOptimizerState, IDisposable
     /// <paramref name="m"/>, <paramref name="v"/> (step counted from 1); weight decay on the first
     /// <paramref name="decayedCount"/> elements. Elementwise, so a shard of the buffers updates like the whole.
     /// </summary>
-    public static void Update(Tensor w, Tensor g, Tensor m, Tensor v, long decayedCount, AdamWOptions o, double lr, long step)
+    public static void Update(Tensor w, Tensor g, Tensor m, Tensor v, long decayedCount, AdamSettings o, double lr, long step)
     {
         double bias1 = 1 - Math.Pow(o.Beta1, step), bias2 = 1 - Math.Pow(o.Beta2, step);
         if (o.WeightDecay > 0 && decayedCount > 0) w.narrow(0, 0, decayedCount).mul_(1 - lr * o.WeightDecay);

@@ -12,10 +12,12 @@ public static class DefaultRun
         FfnHiddenSize: 256, VocabSize: 50257, SeqLength: 64, Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned,
         TiedEmbeddings: true, HiddenDropout: 0, AttentionDropout: 0);
 
-    public const int MicroBatchSize = 4;
-    public const long TrainIters = 150;
-    public const double Lr = 3e-3, MinLr = 3e-4;
-    public const long WarmupIters = 10;
+    /// <summary>Its batch and schedule as flags, which a user's flags override.</summary>
+    public static IReadOnlyList<string> Arguments { get; } =
+    [
+        "--micro-batch-size", "4", "--lr", "3e-3", "--min-lr", "3e-4", "--lr-warmup-iters", "10", "--lr-decay-style", "cosine",
+        "--log-interval", "10",
+    ];
 
     /// <summary>The shipped corpus, copied next to the program at build time.</summary>
     public static string DataPath => Path.Combine(AppContext.BaseDirectory, "corpus", "factbook_text_document");

@@ -1,5 +1,4 @@
 using Harness.Executor.Fused;
-using Harness.Executor.PipelineParallel;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -23,6 +22,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor>? final_layernorm;
     private readonly Parameter? output_layer;
     private readonly RotaryEmbedding? rotary;
+    private readonly IReadOnlyList<LayerGroup> groups;
 
     /// <param name="chunk">The layers and ends this model holds as a pipeline model chunk; null: the whole model.</param>
     public GptModel(TransformerConfig config, PipelineChunk? chunk = null) : base(nameof(GptModel))
@@ -41,6 +41,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         else
             rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device);
         layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
+        groups = RecomputeGroups.Of(c.NumLayers, config.RecomputeOrNone);
         if (c.PostProcess)
         {
             final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.ComputeDtype, config.Device);
@@ -64,21 +65,31 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         return config.Dropout is { } rng && config.HiddenDropout > 0 ? DropoutOp.Apply(h, config.HiddenDropout, rng.NextHidden()) : h;
     }
 
-    /// <summary>The decoder layers (each recomputed in backward under full recompute) and the final norm.</summary>
+    /// <summary>The decoder layers, group by group (<see cref="RecomputeGroups"/>: under full recomputation a group keeps only its
+    /// input and runs again in backward), and the final norm.</summary>
     /// <param name="atLayerInput">Applied to the input of layer i (i = the number of layers: the final norm's input) when
-    /// given: where data-parallel gradient sync marks that backward has passed a layer.</param>
+    /// given: where data-parallel gradient sync marks that backward has passed a layer, and where the forward waits for the
+    /// layer's gathered weights. A recomputed group's layers are all applied at the group's input, outside the recomputed
+    /// function: their weights are waited for before the group runs, and their gradients are final once backward has
+    /// passed the group (the recomputation computes them before the group's input gradient).</param>
     public Tensor Decode(Tensor hidden, Func<Tensor, int, Tensor>? atLayerInput = null)
     {
-        for (int i = 0; i < layers.Count; i++)
+        foreach (var group in groups)
         {
-            var layer = layers[i];
-            if (atLayerInput is not null) hidden = atLayerInput(hidden, i);
-            hidden = config.Recompute == RecomputeGranularity.Full
-                ? CheckpointFunction.Apply(x => layer.forward(x[0]), config.Dropout, hidden)
-                : layer.forward(hidden);
+            if (atLayerInput is not null)
+                for (int i = group.First; i < group.First + group.Count; i++) hidden = atLayerInput(hidden, i);
+            hidden = group.Recomputed
+                ? CheckpointFunction.Apply(x => Run(group, x[0]), config.Dropout, hidden)
+                : Run(group, hidden);
         }
         if (atLayerInput is not null) hidden = atLayerInput(hidden, layers.Count);
         return final_layernorm is null ? hidden : final_layernorm.forward(hidden);
+    }
+
+    private Tensor Run(LayerGroup group, Tensor hidden)
+    {
+        for (int i = group.First; i < group.First + group.Count; i++) hidden = layers[i].forward(hidden);
+        return hidden;
     }
 
     /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s]; on one

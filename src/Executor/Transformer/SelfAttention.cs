@@ -1,5 +1,4 @@
 using Harness.Simulator.Specs;
-using Harness.Executor.ContextParallel;
 using Harness.Executor.Fused;
 using Harness.Executor.TensorParallel;
 using static TorchSharp.torch;
@@ -18,7 +17,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> linear_qkv, linear_proj;
     private readonly RotaryEmbedding? rotary;
-    private readonly ContextParallelism? contextParallel;
+    private readonly IContextParallel? contextParallel;
     private readonly long localGroups, headsPerGroup, headDim;
     private readonly bool selectiveRecompute, fused;
     private readonly double attentionDropout;
@@ -35,7 +34,7 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         linear_proj = tp.RowParallelLinear(m.HiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
         this.rotary = rotary;
         contextParallel = config.ContextParallel;
-        selectiveRecompute = config.Recompute == RecomputeGranularity.Selective;
+        selectiveRecompute = config.RecomputeOrNone.Granularity == RecomputeGranularity.Selective;
         fused = config.UseFusedKernels;
         (attentionDropout, dropout) = (config.AttentionDropout, config.Dropout);
         RegisterComponents();

@@ -1,4 +1,3 @@
-using Harness.Executor.ContextParallel;
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
@@ -8,7 +7,7 @@ namespace Harness.Executor.Transformer;
 
 /// <summary>
 /// What the blocks need besides the <see cref="ModelSpec"/>: where and in what precision they live, the
-/// tensor-parallel seam, and the recompute choice. Parameters live in <see cref="ComputeDtype"/> (bf16 for mixed
+/// tensor-parallel seam, and the recomputation (Megatron's granularity, method and number of layers). Parameters live in <see cref="ComputeDtype"/> (bf16 for mixed
 /// precision; float64 for gradient checks); weights are drawn in float32 and cast, and the optimizer's float32
 /// master weights start as copies of the bf16 parameters, as in Megatron's Float16OptimizerWithFloat16Params.
 /// Weights come from <see cref="InitGenerator"/> when given (a run's own seeded CPU generator, so concurrent runs in
@@ -24,15 +23,17 @@ public sealed record TransformerConfig(
     Device Device,
     ScalarType ComputeDtype,
     ITensorParallel TensorParallel,
-    RecomputeGranularity Recompute = RecomputeGranularity.None,
+    RecomputeSpec? Recompute = null,
     double InitStd = 0.02,
     Generator? InitGenerator = null,
-    ContextParallelism? ContextParallel = null,
+    IContextParallel? ContextParallel = null,
     bool UseFusedKernels = false,
     double HiddenDropout = 0,
     double AttentionDropout = 0,
     DropoutRng? Dropout = null)
 {
+    public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
+
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public ScalarType MasterDtype => ParamAndGradBuffer.MasterDtypeOf(ComputeDtype);
 

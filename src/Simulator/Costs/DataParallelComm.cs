@@ -40,6 +40,7 @@ public static class DataParallelComm
     }
 
     /// <summary>Elements per gradient bucket: --ddp-bucket-size, else Megatron's max(40M, 1M x data-parallel size)
-    /// (megatron/core/distributed/distributed_data_parallel.py).</summary>
-    public static double BucketSize(RunDescription c) => c.DdpBucketSize ?? Math.Max(40_000_000, 1_000_000.0 * c.DataParallel * c.ContextParallel);
+    /// (megatron/core/distributed/distributed_data_parallel.py), the data-parallel group holding the context ranks too.
+    /// The executor cuts its buckets (GradBucket) by the same rule.</summary>
+    public static long BucketSize(RunDescription c) => c.DdpBucketSize ?? Math.Max(40_000_000L, 1_000_000L * c.DataParallel * c.ContextParallel);
 }

@@ -14,7 +14,7 @@ public readonly record struct GroupPlacement(int Size, int PerNode)
 }
 
 /// <summary>
-/// Megatron-LM's rank order (parallel_state: tensor fastest, then context, data, pipeline): a group whose
+/// Megatron-LM's rank order (<see cref="RankOrder"/>: tensor fastest, then context, data, pipeline): a group whose
 /// consecutive members are <c>stride</c> ranks apart shares a node with as many members as fit in a node.
 /// </summary>
 public static class Topology
@@ -30,10 +30,10 @@ public static class Topology
     }
 
     public static GroupPlacement TensorGroup(RunDescription c, int gpusPerNode) =>
-        Place(c.TensorParallel, 1, gpusPerNode);
+        Place(c.TensorParallel, RankOrder.Of(c).Stride(ParallelDims.Tensor), gpusPerNode);
 
     public static GroupPlacement ContextGroup(RunDescription c, int gpusPerNode) =>
-        Place(c.ContextParallel, c.TensorParallel, gpusPerNode);
+        Place(c.ContextParallel, RankOrder.Of(c).Stride(ParallelDims.Context), gpusPerNode);
 
     /// <summary>
     /// The group gradients are reduced over: data- and context-parallel ranks hold the same weights, t ranks apart in
@@ -45,7 +45,8 @@ public static class Topology
     /// </summary>
     public static GroupPlacement DataWithContextGroup(RunDescription c, int gpusPerNode)
     {
-        int size = c.DataParallel * c.ContextParallel, stride = c.TensorParallel;
+        // Context ranks come first, then data ranks, so the group's members are the context stride apart throughout.
+        int size = c.DataParallel * c.ContextParallel, stride = RankOrder.Of(c).Stride(ParallelDims.Context);
         if (size <= 1) return new GroupPlacement(1, 1);
         if (stride >= gpusPerNode) return new GroupPlacement(size, 1);
         int block = StageBlock(c), fewest = size;
@@ -88,5 +89,5 @@ public static class Topology
     public static bool PipelineNeighboursShareNode(RunDescription c, int gpusPerNode) =>
         StageBlock(c) * c.PipelineParallel <= gpusPerNode;
 
-    private static int StageBlock(RunDescription c) => c.TensorParallel * c.ContextParallel * c.DataParallel;
+    private static int StageBlock(RunDescription c) => RankOrder.Of(c).Stride(ParallelDims.Pipeline);
 }

@@ -1,5 +1,5 @@
-using Harness.Simulator.Specs;
 using Harness.Executor.Distributed;
+using Harness.Simulator.Specs;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Native;
 using TorchSharp;
@@ -137,7 +137,7 @@ public class InProcessCommunicatorTests
     [Fact]
     public void ProcessGroupsMatchTheLayout()
     {
-        var layout = new RankLayout(TensorParallel: 2, ContextParallel: 1, DataParallel: 2, PipelineParallel: 2);
+        var layout = new RankOrder(TensorParallel: 2, ContextParallel: 1, DataParallel: 2, PipelineParallel: 2);
         var seen = InProcessJob.Run(8, world =>
         {
             using var g = ProcessGroups.Create(world, layout);

@@ -13,7 +13,7 @@ public class ModelTests
         PositionEmbedding pos = PositionEmbedding.Rotary, bool tied = false, int groups = 2) =>
         new("tiny", 2, 32, 4, groups, 48, 64, 16, act, norm, pos, tied, HiddenDropout: 0, AttentionDropout: 0);
 
-    internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, RecomputeGranularity recompute = RecomputeGranularity.None, int seed = 1)
+    internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, RecomputeSpec? recompute = null, int seed = 1)
     {
         TorchRuntime.Initialize();
         // A generator of the test's own: other tests draw from libtorch's global one concurrently.
@@ -71,7 +71,7 @@ public class MixedPrecisionTests
         buffer.AccumulateMicroBatch();
         // Float32 accumulation of the two micro-batches' bf16 gradients.
         Assert.True(buffer.MainGrads.equal(first + second).all().item<bool>());
-        using var adam = new AdamW(buffer, new AdamWOptions());
+        using var adam = new AdamW(buffer, new AdamSettings());
         adam.ClipAndStep(1e-3);
         Assert.True(buffer.Master.to(ScalarType.BFloat16).equal(buffer.Params).all().item<bool>());
     }

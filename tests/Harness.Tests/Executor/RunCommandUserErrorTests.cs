@@ -28,7 +28,7 @@ public class RunCommandUserErrorTests
     {
         Assert.Equal((2, "harness run: --profile marks a CUDA profiler range; it needs --device cuda."), Run("--profile", "--profile-step-end", "1", "--profile-step-start", "0"));
         Assert.Equal((2, "harness run: --profile-step-start/--profile-step-end need --profile."), Run("--profile-step-start", "3"));
-        var (code, error) = Run("--profile", "--nproc-per-node", "2");
+        var (code, error) = Run("--profile", "--device", "cuda", "--nproc-per-node", "2");
         Assert.Equal(2, code);
         Assert.Contains("--profile opens the profiler range in single-device runs", error);
     }
@@ -123,7 +123,7 @@ public class RunCommandUserErrorTests
         string serial = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
         var (code, error) = RunExactly(OnCorpus("--out", serial));
         Assert.Equal(2, code);
-        Assert.Matches(pattern + @" \(the 0 iterations done are in .*metrics\.csv\)$", error);
+        Assert.Matches(pattern + "$", error); // no iteration was recorded, so nothing is kept
         Directory.Delete(serial, recursive: true);
 
         // Two data-parallel ranks read the same batch: the same sentence once, not a libtorch index error per rank.

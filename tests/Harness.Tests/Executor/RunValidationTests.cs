@@ -1,37 +1,37 @@
 using Harness.Cli.Commands;
-using Harness.Executor.Native;
-using Harness.Executor.Records;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Training;
-using Harness.Executor.Validation;
+using Harness.Reproduce;
 using Harness.Simulator;
 using Harness.Simulator.Specs;
 
 namespace Harness.Tests.Executor;
 
-/// <summary>harness validate: a run's summary against the simulator's estimate of exactly its configuration.</summary>
+/// <summary>harness validate: a run's summary against the simulator's estimate of exactly its run description.</summary>
 [Collection("Console")]
 public class RunValidationTests
 {
-    /// <summary>A summary.json as harness run writes it, for a run that stepped in <paramref name="stepMs"/>.</summary>
-    private static string WriteRun(TrainingOptions options, double stepMs)
+    /// <summary>A summary.json as harness run writes it, for a run of (model, description as run, settings) that stepped in <paramref name="stepMs"/>.</summary>
+    private static string WriteRun(ModelSpec model, RunDescription description, RunSettings settings, double stepMs)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"harness-validate-{Guid.NewGuid():N}", "run-a");
         Directory.CreateDirectory(dir);
         var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs)).ToList();
-        RunSummary.From(options, "NVIDIA H200", "test", 1, records).Write(Path.Combine(dir, "summary.json"));
+        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1), records).Write(Path.Combine(dir, "summary.json"));
         return dir;
     }
 
-    private static readonly TrainingOptions Caat = new(ModelPresets.All["caat-1b"], ExecutionDevice.Cuda, Bf16: true, MicroBatchSize: 8,
-        GlobalBatchSize: 64, MockData: true, Gpu: GpuPresets.All["h200"], Recompute: RecomputeGranularity.Selective);
+    private static readonly ModelSpec Caat = ModelPresets.All["caat-1b"];
+    private static readonly RunDescription CaatRun = new(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective);
+    private static readonly RunSettings OnH200 = new(MockData: true, Device: ExecutionDevice.Cuda, Gpu: "h200");
 
     [Fact]
-    public void TheEstimateIsTheSimulatorsForTheSameConfiguration()
+    public void TheEstimateIsTheSimulatorsForTheSameDescription()
     {
-        var v = RunValidation.Of(WriteRun(Caat, 2000));
-        var expected = Estimator.Estimate(ModelPresets.All["caat-1b"], new ClusterSpec(GpuPresets.All["h200"], 1, 1),
-            new RunDescription(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective, GradientAccumulationFusion: true, Precision: Precision.Bf16));
+        var v = RunValidation.Of(WriteRun(Caat, CaatRun, OnH200, 2000));
+        var expected = Estimator.Estimate(Caat, new ClusterSpec(GpuPresets.All["h200"], 1, 1), CaatRun);
         Assert.Equal(expected.StepTimeSeconds, v.Estimate.StepTimeSeconds, 12);
+        Assert.Equal(CaatRun, v.Config);
         Assert.Equal(2.0, v.MeasuredStepSeconds, 12);
         Assert.Equal("h200", v.Gpu);
         // Throughput error as reproduce counts it: the simulator's tokens/s over the run's, minus one.
@@ -40,9 +40,25 @@ public class RunValidationTests
     }
 
     [Fact]
-    public void AnotherPresetCanBeNamedAndRunsBeforeTheFusionFoldedTheirGradients()
+    public void AParallelRunIsEstimatedAsItRanOnItsWorld()
     {
-        var folder = WriteRun(Caat with { GradientAccumulationFusion = false }, 2000);
+        // Every field of the description as run reaches the simulator: layout, interleaving, recomputation by block, the
+        // distributed optimizer, and the overlaps the executor recorded as not run (pipeline p2p).
+        var model = ModelPresets.All["gpt2-large"] with { HiddenDropout = 0, AttentionDropout = 0 };
+        var asRun = new RunDescription(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2, LayersPerVirtualStage: 9, MicroBatch: 2, GlobalBatch: 16,
+            Recompute: new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2), ZeroStage: 1,
+            Overlap: new OverlapSpec(PipelineP2p: false, TensorParallelBackwardAsync: false, DeviceMaxConnections: 8));
+        var v = RunValidation.Of(WriteRun(model, asRun, OnH200, 900));
+        var expected = Estimator.Estimate(model, new ClusterSpec(GpuPresets.All["h200"], 8, 8), asRun);
+        Assert.Equal(asRun, v.Config);
+        Assert.Equal(expected.StepTimeSeconds, v.Estimate.StepTimeSeconds, 12);
+        Assert.NotEqual(expected.StepTimeSeconds, Estimator.Estimate(model, new ClusterSpec(GpuPresets.All["h200"], 8, 8), asRun with { Overlap = null }).StepTimeSeconds);
+    }
+
+    [Fact]
+    public void AnotherPresetCanBeNamedAndRunsWithoutTheFusionFoldTheirGradients()
+    {
+        var folder = WriteRun(Caat, CaatRun with { GradientAccumulationFusion = false }, OnH200, 2000);
         var v = RunValidation.Of(folder, GpuPresets.All["h100-sxm"]);
         Assert.Equal("h100-sxm", v.Gpu);
         Assert.False(v.Config.GradientAccumulationFusion);
@@ -51,11 +67,12 @@ public class RunValidationTests
     [Fact]
     public void ARunIsSimulatedWithTheDropoutItApplied()
     {
-        // gpt2-large's spec has dropout; a run with --hidden-dropout 0 --attention-dropout 0 (or recorded before the executor
-        // had dropout, without those fields) trained without it, and the simulator's element-wise work follows the run.
-        var gpt = Caat with { Model = ModelPresets.All["gpt2-large"], MicroBatchSize = 32, GlobalBatchSize = 32, Recompute = RecomputeGranularity.None };
-        var with = RunValidation.Of(WriteRun(gpt with { HiddenDropout = 0.1, AttentionDropout = 0.1 }, 400));
-        var without = RunValidation.Of(WriteRun(gpt, 400));
+        // gpt2-large's spec has dropout; a run with --hidden-dropout 0 --attention-dropout 0 trained without it, and the
+        // simulator's element-wise work follows the run.
+        var gpt = ModelPresets.All["gpt2-large"];
+        var description = new RunDescription(MicroBatch: 32, GlobalBatch: 32);
+        var with = RunValidation.Of(WriteRun(gpt with { HiddenDropout = 0.1, AttentionDropout = 0.1 }, description, OnH200, 400));
+        var without = RunValidation.Of(WriteRun(gpt with { HiddenDropout = 0, AttentionDropout = 0 }, description, OnH200, 400));
         Assert.True(with.Model.Dropout);
         Assert.False(without.Model.Dropout);
         Assert.True(with.Estimate.StepTimeSeconds > without.Estimate.StepTimeSeconds);
@@ -64,16 +81,42 @@ public class RunValidationTests
     [Fact]
     public void CpuRunsAndFoldersWithoutASummaryAreOneSentence()
     {
-        var cpu = WriteRun(Caat with { Device = ExecutionDevice.Cpu, Bf16 = false, Gpu = null }, 2000);
+        var cpu = WriteRun(Caat, CaatRun with { Precision = Precision.Fp32 }, OnH200 with { Device = ExecutionDevice.Cpu }, 2000);
         Assert.Contains("ran on CPU", Assert.Throws<RunValidationException>(() => RunValidation.Of(cpu)).Message);
         var empty = Directory.CreateTempSubdirectory().FullName;
         Assert.Contains("holds no summary.json", Assert.Throws<RunValidationException>(() => RunValidation.Of(empty)).Message);
     }
 
+    /// <summary>The results/ folder of the repository, where the runs made before summaries held the description are committed.</summary>
+    private static string Results => Path.Combine(Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(ExperimentFileTests.ExperimentsDir))!, "results");
+
+    [Fact]
+    public void SummariesCommittedBeforeTheDescriptionWasRecordedAreStillRead()
+    {
+        // A single-device run (its options in "Config": micro-batch 16, global 64, bf16, no recomputation, fused gradient
+        // accumulation, no dropout field: trained without dropout) on the h200 preset it named.
+        var single = RunValidation.Of(Path.Combine(Results, "executor", "nvidia-h200", "caat-1b-mbs16"));
+        var expected = new RunDescription(MicroBatch: 16, GlobalBatch: 64, Recompute: RecomputeSpec.None, Precision: Precision.Bf16, GradientAccumulationFusion: true);
+        Assert.Equal(expected, single.Config);
+        Assert.Equal("h200", single.Gpu);
+        Assert.False(single.Model.Dropout);
+        Assert.Equal(Estimator.Estimate(single.Model, new ClusterSpec(GpuPresets.All["h200"], 1, 1), expected).StepTimeSeconds, single.Estimate.StepTimeSeconds, 12);
+        // A parallel run: its layout in "Parallel".
+        var parallel = RunValidation.Of(Path.Combine(Results, "parallel", "h100-1rank"));
+        Assert.Equal((4, 8), (parallel.Config.MicroBatch, parallel.Config.GlobalBatch));
+        Assert.Equal("h100-sxm", parallel.Gpu);
+        // Every committed summary reads: compared, or skipped with a sentence (CPU runs).
+        foreach (var folder in Directory.EnumerateFiles(Results, "summary.json", SearchOption.AllDirectories).Select(Path.GetDirectoryName))
+        {
+            try { RunValidation.Of(folder!); }
+            catch (RunValidationException e) { Assert.Contains("ran on CPU", e.Message); }
+        }
+    }
+
     [Fact]
     public void TheCommandComparesEveryRunUnderAFolderAndRejectsBadInput()
     {
-        var run = WriteRun(Caat, 2000);
+        var run = WriteRun(Caat, CaatRun, OnH200, 2000);
         string parent = Path.GetDirectoryName(run)!, csv = Path.Combine(parent, "v.csv");
         var (code, output, _) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--csv", csv);
         Assert.Equal(0, code);

@@ -1,6 +1,7 @@
 using System.Globalization;
+using System.Text.Json;
 using Harness.Executor.Optimizer;
-using Harness.Executor.Records;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Training;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
@@ -8,28 +9,26 @@ using static TorchSharp.torch;
 
 namespace Harness.Tests.Executor;
 
-/// <summary>Real training on CPU with the shipped corpus. Runs one at a time: they share libtorch's global generator.</summary>
+/// <summary>Real training on CPU with the shipped corpus, through the executor's one loop. Runs one at a time: they share libtorch's global generator.</summary>
 [Collection("training")]
 public class TrainingTests
 {
     private static readonly ModelSpec Small = DefaultRun.Model with { SeqLength = 32 };
+    private static readonly RunDescription Description = new(MicroBatch: 4, GlobalBatch: 4, Precision: Precision.Fp32);
 
-    private static TrainingOptions Options(long iters, string? save = null, string? load = null) =>
-        new(Small, MicroBatchSize: 4, GlobalBatchSize: 4, TrainIters: iters,
-            Schedule: new LearningRateSchedule(3e-3, 3e-4, 3, 30), DataPath: DefaultRun.DataPath, Save: save, Load: load, Seed: 7);
+    private static RunSettings Settings(long iters, string? save = null, string? load = null) =>
+        new(TrainIters: iters, Seed: 7, LearningRate: new LearningRateSettings(3e-3, 3e-4, LearningRateDecayStyle.Cosine, WarmupIters: 3, DecayIters: 30),
+            DataPath: DefaultRun.DataPath, Save: save, Load: load, LogInterval: 1);
 
-    private static List<IterationRecord> Train(TrainingOptions o)
-    {
-        var records = new List<IterationRecord>();
-        using var trainer = new Trainer(o);
-        trainer.Run(records.Add);
-        return records;
-    }
+    private static string NewFolder() => Path.Combine(Path.GetTempPath(), $"harness-train-{Guid.NewGuid():N}");
+
+    private static IReadOnlyList<IterationRecord> Train(RunSettings settings, Action<string>? log = null, CancellationToken cancel = default) =>
+        new TrainingRun(Small, Description, settings, NewFolder(), log ?? (_ => { })).RunSingleDevice(cancel);
 
     [Fact]
     public void LossFallsOnTheShippedCorpus()
     {
-        var records = Train(Options(20));
+        var records = Train(Settings(20));
         // ln(50257) = 10.8 at initialization; the tiny model learns the corpus's unigram statistics within 20 steps.
         Assert.InRange(records[0].Loss, 10.6, 11.0);
         Assert.True(records.TakeLast(5).Average(r => r.Loss) < records[0].Loss - 1.5, string.Join(", ", records.Select(r => r.Loss)));
@@ -38,13 +37,37 @@ public class TrainingTests
     [Fact]
     public void ResumingFromACheckpointReproducesTheUninterruptedLossesBitForBit()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-ckpt-{Guid.NewGuid():N}");
-        var straight = Train(Options(6));
-        Train(Options(3, save: dir));
-        var resumed = Train(Options(6, load: dir));
+        string dir = NewFolder();
+        var straight = Train(Settings(6));
+        Train(Settings(3, save: dir));
+        var resumed = Train(Settings(6, load: dir));
         Assert.Equal(new long[] { 4, 5, 6 }, resumed.Select(r => r.Iteration));
         Assert.Equal(straight.Skip(3).Select(r => r.Loss), resumed.Select(r => r.Loss));
         Assert.Equal(straight.Skip(3).Select(r => r.GradNorm), resumed.Select(r => r.GradNorm));
+    }
+
+    [Fact]
+    public void CtrlCStopsTheRunSavesWhatWasTrainedAndSaysSo()
+    {
+        // Cancelled while iteration 2 is reported: the next step reads it and is the last; its state is saved, the run says
+        // so, its records are written, and resuming from the checkpoint continues with the uninterrupted run's numbers.
+        string ckpt = NewFolder(), output = NewFolder();
+        var straight = Train(Settings(6));
+        using var cancel = new CancellationTokenSource();
+        var lines = new List<string>();
+        var run = new TrainingRun(Small, Description, Settings(6, save: ckpt), output, line =>
+        {
+            lines.Add(line);
+            if (line.StartsWith("iter      2/")) cancel.Cancel();
+        });
+        var stopped = run.RunSingleDevice(cancel.Token);
+        Assert.Equal(new long[] { 1, 2, 3 }, stopped.Select(r => r.Iteration));
+        Assert.Contains($"harness run: stopped (Ctrl-C) after iteration 3 of 6; saved a checkpoint of it in {ckpt}.", lines);
+        Assert.Equal("3", File.ReadAllText(Path.Combine(ckpt, "latest_checkpointed_iteration.txt")));
+        using (var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json"))))
+            Assert.Equal(3, summary.RootElement.GetProperty("Iterations").GetInt64());
+        var resumed = Train(Settings(6, load: ckpt));
+        Assert.Equal(straight.Skip(3).Select(r => r.Loss), resumed.Select(r => r.Loss));
     }
 
     [Fact]
@@ -56,36 +79,48 @@ public class TrainingTests
         Assert.Equal(32000, VocabPadding.Padded(32000, 128, 1));
         // The tiny default model (50257 entries, h 128, tied): padding adds 47 rows of the one table; the data is still
         // checked against the tokenizer's 50257.
-        using var padded = new Trainer(Options(1));
-        using var unpadded = new Trainer(Options(1) with { MakeVocabSizeDivisibleBy = 1 });
-        Assert.Equal(47L * Small.HiddenSize, padded.ParameterCount - unpadded.ParameterCount);
-        Assert.Contains("--make-vocab-size-divisible-by is 0", (Options(1) with { MakeVocabSizeDivisibleBy = 0 }).Validate().Single());
+        using var padded = new Trainer(Small, Description, Settings(1));
+        using var unpadded = new Trainer(Small, Description, Settings(1) with { MakeVocabSizeDivisibleBy = 1 });
+        Assert.Equal(47L * Small.HiddenSize, padded.Parameters - unpadded.Parameters);
+        Assert.Equal(50304, padded.Model.VocabSize);
+        Assert.Contains("--make-vocab-size-divisible-by is 0", TrainingRun.Check(Small, Description, Settings(1) with { MakeVocabSizeDivisibleBy = 0 }, 1).Single());
     }
 
     [Fact]
     public void EveryRecordedRowIsOnDiskBeforeTheRunEnds()
     {
-        string path = Path.Combine(Path.GetTempPath(), $"harness-metrics-{Guid.NewGuid():N}.csv");
-        var csv = new MetricsCsv(path, append: false);
-        using var trainer = new Trainer(Options(10));
+        // A failure after the third iteration: its rows are in metrics.csv, and so are its summary and plots.
+        string output = NewFolder();
         int seen = 0;
-        // A crash after the third iteration: the writer is never closed, as when the process dies.
-        Assert.Throws<InvalidOperationException>(() => trainer.Run(r =>
+        var run = new TrainingRun(Small, Description, Settings(10), output, line =>
         {
-            csv.Append(r);
-            if (++seen == 3) throw new InvalidOperationException("crash");
-        }));
-        using var reader = new StreamReader(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
-        var lines = reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(string.Join(',', MetricsCsv.Columns), lines[0].TrimEnd('\r'));
+            if (line.StartsWith("iter ") && ++seen == 3) throw new InvalidOperationException("crash");
+        });
+        Assert.Throws<InvalidOperationException>(() => run.RunSingleDevice());
+        Assert.Equal(3, run.RecordedBeforeFailure);
+        Assert.EndsWith($"(the 3 iterations done are in {output}: metrics.csv, summary.json, plots)", run.Kept);
+        var lines = File.ReadAllLines(Path.Combine(output, "metrics.csv"));
+        Assert.Equal(string.Join(',', MetricsCsv.Columns), lines[0]);
         Assert.Equal(4, lines.Length);
         for (int i = 1; i <= 3; i++)
         {
-            var fields = lines[i].TrimEnd('\r').Split(',');
+            var fields = lines[i].Split(',');
             Assert.Equal(MetricsCsv.Columns.Length, fields.Length);
             Assert.Equal(i, int.Parse(fields[0], CultureInfo.InvariantCulture));
             Assert.InRange(double.Parse(fields[5], CultureInfo.InvariantCulture), 5, 12);
         }
+        using (var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json"))))
+            Assert.Equal(3, summary.RootElement.GetProperty("Iterations").GetInt64());
+        Assert.True(File.Exists(Path.Combine(output, "loss.png")));
+
+        // Each row is flushed as it is written: a writer never closed, as when the process dies, has left it on disk.
+        string path = Path.Combine(NewFolder() + ".csv");
+        var csv = new MetricsCsv(path, append: false);
+        csv.Append(new IterationRecord(1, 10, 100, 0.1, null, 9.5, 1.5, 1e-3, 1 << 20, 1 << 20, 0.1, 5));
+        using var reader = new StreamReader(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
+        var written = reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, written.Length);
+        Assert.StartsWith("1,10.000,100.0,", written[1]);
     }
 }
 
@@ -95,11 +130,12 @@ public class RecomputeTests
 {
     private static readonly ModelSpec Tiny = ModelTests.Tiny() with { NumLayers = 2, HiddenSize = 16, FfnHiddenSize = 24, VocabSize = 32, SeqLength = 8 };
 
-    private static Tensor Gradients(RecomputeGranularity recompute)
+    private static Tensor Gradients(RecomputeSpec recompute, ModelSpec? spec = null)
     {
-        var (model, buffer) = ModelTests.Build(Tiny, ScalarType.Float64, recompute, seed: 11);
+        spec ??= Tiny;
+        var (model, buffer) = ModelTests.Build(spec, ScalarType.Float64, recompute, seed: 11);
         using var generator = new Generator(3);
-        var tokens = randint(0, Tiny.VocabSize, new long[] { 2, Tiny.SeqLength }, generator: generator);
+        var tokens = randint(0, spec.VocabSize, new long[] { 2, spec.SeqLength }, generator: generator);
         model.forward(tokens, tokens.roll(1, 1)).backward();
         return buffer.MainGrads.clone();
     }
@@ -107,10 +143,34 @@ public class RecomputeTests
     [Fact]
     public void FullAndSelectiveRecomputeGiveTheSameGradientsAsNone()
     {
-        var reference = Gradients(RecomputeGranularity.None);
+        var reference = Gradients(RecomputeSpec.None);
         Assert.True(reference.abs().sum().item<double>() > 0);
-        foreach (var mode in new[] { RecomputeGranularity.Selective, RecomputeGranularity.Full })
+        foreach (var mode in new[] { RecomputeSpec.Selective, RecomputeSpec.FullUniform() })
             Assert.True(Gradients(mode).allclose(reference, rtol: 1e-12, atol: 1e-14), $"{mode} recompute changed the gradients");
+    }
+
+    [Fact]
+    public void EveryRecomputeMethodGivesTheSameGradientsAsNone()
+    {
+        // Five layers: uniform groups of 2 leave a last group of 1 (Megatron's min(start + n, layers)); block recomputes the
+        // first 3 and keeps the last 2 whole.
+        var five = Tiny with { NumLayers = 5 };
+        var reference = Gradients(RecomputeSpec.None, five);
+        foreach (var r in new[] { RecomputeSpec.FullUniform(2), RecomputeSpec.FullUniform(5), new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 3),
+                     new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 5) })
+            Assert.True(Gradients(r, five).allclose(reference, rtol: 1e-12, atol: 1e-14), $"{r} changed the gradients");
+    }
+
+    [Fact]
+    public void RecomputeGroupsAreMegatronsUniformAndBlockMethods()
+    {
+        LayerGroup G(int first, int count, bool recomputed) => new(first, count, recomputed);
+        Assert.Equal([G(0, 2, true), G(2, 2, true), G(4, 1, true)], RecomputeGroups.Of(5, RecomputeSpec.FullUniform(2)));
+        Assert.Equal([G(0, 1, true), G(1, 1, true), G(2, 1, true)], RecomputeGroups.Of(3, RecomputeSpec.FullUniform()));
+        Assert.Equal([G(0, 1, true), G(1, 1, true), G(2, 1, false), G(3, 1, false)],
+            RecomputeGroups.Of(4, new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2)));
+        Assert.Equal([G(0, 1, false), G(1, 1, false)], RecomputeGroups.Of(2, RecomputeSpec.Selective));
+        Assert.Equal([G(0, 1, false), G(1, 1, false)], RecomputeGroups.Of(2, RecomputeSpec.None with { NumLayers = 2 }));
     }
 
     [Fact]

@@ -147,8 +147,8 @@ public class CodecTests
     public void OutOfRangeSettingsAreOneSentence(string line, string expected)
     {
         var cl = CommandLine.Parse(line.Split(' '), RunSettingsFlags.Flags);
-        RunSettingsFlags.Read(cl);
-        Assert.Contains(cl.Errors, e => e.StartsWith(expected, StringComparison.Ordinal));
+        var errors = cl.Errors.Concat(RunSettingsFlags.Read(cl).Validate()).ToList();
+        Assert.Contains(errors, e => e.StartsWith(expected, StringComparison.Ordinal));
     }
 
     [Theory]

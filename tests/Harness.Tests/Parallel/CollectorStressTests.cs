@@ -18,6 +18,6 @@ public class CollectorStressTests
         // reduce-scatters (gradient hooks in backward), selective recomputation, and the scripted kernels' scalars.
         var config = new RunDescription(DataParallel: 2, TensorParallel: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
             ZeroStage: 1, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: true));
-        ParallelRun.AssertMatchesSerial(Reference.Llama(), config, RecomputeGranularity.Selective, bucketSize: 3000);
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), config with { Recompute = RecomputeSpec.Selective, DdpBucketSize = 3000 });
     }
 }

@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Executor.Training;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Native;
 using Harness.Simulator.Specs;
@@ -13,15 +14,18 @@ public class ContextParallelTests
     private static ModelSpec Gqa() => Reference.Llama() with { NumQueryGroups = 2 };
 
     private static RunDescription Config(int cp, int tp = 1) =>
-        new(ContextParallel: cp, TensorParallel: tp, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
+        new(ContextParallel: cp, TensorParallel: tp, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.AllGather);
+
+    /// <summary>Megatron's --cp-comm-type: p2p (ring attention) or all_gather.</summary>
+    private static ContextParallelCommType Comm(bool ring) => ring ? ContextParallelCommType.P2p : ContextParallelCommType.AllGather;
 
     [Fact]
     public void GroupedQueryAttentionMatchesSerial()
     {
         ParallelRun.AssertMatchesSerial(Gqa(), Config(cp: 2));
         ParallelRun.AssertMatchesSerial(Gqa(), Config(cp: 2, tp: 2) with { SequenceParallel = true }); // one group per tensor rank
-        ParallelRun.AssertMatchesSerial(Gqa(), Config(cp: 2), ringAttention: true);
-        ParallelRun.AssertMatchesSerial(Gqa() with { NumAttentionHeads = 4, NumQueryGroups = 1 }, Config(cp: 4), ringAttention: true);
+        ParallelRun.AssertMatchesSerial(Gqa(), Config(cp: 2) with { ContextParallelComm = Comm(ring: true) });
+        ParallelRun.AssertMatchesSerial(Gqa() with { NumAttentionHeads = 4, NumQueryGroups = 1 }, Config(cp: 4) with { ContextParallelComm = Comm(ring: true) });
     }
 
     [Theory]
@@ -37,7 +41,8 @@ public class ContextParallelTests
         var batches = Reference.Batches(spec, ParallelRun.Steps, config.GlobalBatch);
         var initial = Reference.Serial(spec, batches).Initial;
         Reference.Run[] Train(RecomputeGranularity r, double p) =>
-            ParallelRun.Train(spec, config, batches, initial, r, ringAttention: ring, hiddenDropout: p, attentionDropout: p);
+            ParallelRun.Train(spec with { HiddenDropout = p, AttentionDropout = p }, config with { Recompute = new RecomputeSpec(r), ContextParallelComm = Comm(ring) },
+                batches, initial);
         var plain = Train(RecomputeGranularity.None, 0.2);
         var recomputed = Train(RecomputeGranularity.Selective, 0.2);
         var undropped = Train(RecomputeGranularity.None, 0);
@@ -65,8 +70,8 @@ public class ContextParallelTests
         var batch = Reference.Batches(spec, 1, config.GlobalBatch)[0];
         return InProcessJob.Run(config.WorldSize, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(world.Size, 1, 2, 1));
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: 1, ringAttention: ring);
+            using var groups = ProcessGroups.Create(world, RankOrder.For(world.Size, 1, 2, 1));
+            using var trainer = new ParallelTrainer(groups, spec, config with { ContextParallelComm = Comm(ring) }, CPU, 1, Reference.Adam);
             using var scope = NewDisposeScope();
             trainer.Step(Reference.Lr, i =>
             {

@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Executor.Training;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
@@ -26,30 +27,30 @@ public class GradientAccumulationFusionTests
     /// (libtorch's bf16 CPU kernels on concurrent rank threads are not deterministic: bf16 runs compare within tolerance).
     /// </summary>
     private const double Bf16Tolerance = 1e-2;
-    private static readonly Fusions Accumulation = new(Kernels: false, GradientAccumulation: true, []);
 
     /// <summary>One rank's run: losses and gradient norms per step, its first step's main gradients and final weights by serial name.</summary>
-    private sealed record RankRun(float[] Losses, float[] Norms, Dictionary<string, float[]> MainGrads, Dictionary<string, float[]> Weights);
+    private sealed record RankRun(float[] Losses, float[] Norms, Dictionary<string, float[]> MainGrads, Dictionary<string, float[]> Weights, bool KernelsOn);
 
     private static RunDescription Config(int dp = 1, int tp = 1, int pp = 1, bool sp = false, int zero = 0, double p = 1, bool overlap = false) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, SequenceParallel: sp, MicroBatch: 1, GlobalBatch: 2 * dp * pp,
-            ZeroStage: zero, SyncFactor: p, Precision: Precision.Bf16, Overlap: new OverlapSpec(GradientReduce: overlap));
+            ZeroStage: zero, SyncFactor: p, Precision: Precision.Bf16, Overlap: new OverlapSpec(GradientReduce: overlap), FusedKernels: false);
 
+    /// <summary>The layout's ranks with gradient-accumulation fusion as <paramref name="fused"/> says (and the kernels as the config says).</summary>
     private static RankRun[] Train(ModelSpec spec, RunDescription config, bool fused, Tensor[] batches) =>
-        Train(spec, config, fused ? Accumulation : Fusions.None, batches);
-
-    private static RankRun[] Train(ModelSpec spec, RunDescription config, Fusions fusions, Tensor[] batches) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
-            var layout = RankLayout.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+            var layout = RankOrder.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
             using var groups = ProcessGroups.Create(world, layout);
             var dtype = config.Precision == Precision.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, dtype, Reference.Adam, seed: 5, bucketSize: 3000, fusions: fusions);
+            using var trainer = new ParallelTrainer(groups, spec, config with { GradientAccumulationFusion = fused, DdpBucketSize = 3000 }, CPU, 5, Reference.Adam);
+            var fusions = trainer.Fusions;
             var linears = trainer.Buffer.Layout.Where(l => l.Name.Contains("linear_")).Where(l => l.Name.EndsWith(".weight")).ToList();
-            // Fusion really is on (or off): the linears' weights take no autograd gradient, and only they are fused.
-            bool fused = fusions.GradientAccumulation && dtype == ScalarType.BFloat16;
-            Assert.Equal(fused ? linears.Sum(l => l.Parameter.numel()) : 0, trainer.Buffer.FusedCount);
-            Assert.All(linears, l => Assert.Equal(fused, l.Parameter.grad is null));
+            // Fusion really is on (or off): asked for under bf16, it runs on CPU ranks too (WeightGradient's CPU form); the
+            // linears' weights take no autograd gradient, and only they are fused.
+            bool on = fused && dtype == ScalarType.BFloat16;
+            Assert.Equal(on, fusions.GradientAccumulation);
+            Assert.Equal(on ? linears.Sum(l => l.Parameter.numel()) : 0, trainer.Buffer.FusedCount);
+            Assert.All(linears, l => Assert.Equal(on, l.Parameter.grad is null));
             var buffer = trainer.Buffer;
             float[] Slice(Tensor flat, long offset, long n) => flat.narrow(0, offset, n).to(ScalarType.Float32).data<float>().ToArray();
             var (losses, norms) = (new List<float>(), new List<float>());
@@ -67,7 +68,7 @@ public class GradientAccumulationFusionTests
             var serialNames = trainer.NamedParameters().ToDictionary(n => (object)n.Parameter, n => n.SerialName, ReferenceEqualityComparer.Instance);
             return new RankRun([.. losses], [.. norms],
                 buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => firstGrads![l.Name]),
-                buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => Slice(buffer.Params, l.Offset, l.Parameter.numel())));
+                buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => Slice(buffer.Params, l.Offset, l.Parameter.numel())), fusions.Kernels);
         });
 
     /// <summary>Fused and unfused runs of the layout agree on every rank within bf16 precision, and the model trains.</summary>
@@ -121,8 +122,9 @@ public class GradientAccumulationFusionTests
         var spec = Reference.Llama();
         var config = Config(tp: tp, dp: dp, zero: zero) with { Precision = Precision.Fp32 };
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
-        var plain = Train(spec, config, Fusions.None, batches);
-        var kernels = Train(spec, config, new Fusions(Kernels: true, GradientAccumulation: true, []), batches);
+        var plain = Train(spec, config with { FusedKernels = false }, fused: false, batches);
+        var kernels = Train(spec, config with { FusedKernels = true }, fused: true, batches);
+        Assert.True(kernels[0].KernelsOn, "the kernels were not asked for");
         for (int r = 0; r < plain.Length; r++)
         {
             Assert.Equal(plain[r].Losses, kernels[r].Losses);

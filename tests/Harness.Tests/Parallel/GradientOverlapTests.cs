@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Executor.Training;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Native;
 using Harness.Simulator.Specs;
@@ -17,21 +18,22 @@ public class GradientOverlapTests
 
     private static RunDescription Config(bool overlap, int dp = 2, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int zero = 0, bool sp = false) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage, SequenceParallel: sp,
-            MicroBatch: 1, GlobalBatch: 2 * dp * pp, ZeroStage: zero, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: overlap));
+            MicroBatch: 1, GlobalBatch: 2 * dp * pp, ZeroStage: zero, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: overlap),
+            DdpBucketSize: BucketSize);
 
     private static void AssertOverlapChangesNoBit(ModelSpec spec, Func<bool, RunDescription> config)
     {
         var batches = Reference.Batches(spec, ParallelRun.Steps, config(true).GlobalBatch);
         var serial = Reference.Serial(spec, batches, microBatch: 1);
-        var overlapped = ParallelRun.Train(spec, config(true), batches, serial.Initial, bucketSize: BucketSize);
-        var after = ParallelRun.Train(spec, config(false), batches, serial.Initial, bucketSize: BucketSize);
+        var overlapped = ParallelRun.Train(spec, config(true), batches, serial.Initial);
+        var after = ParallelRun.Train(spec, config(false), batches, serial.Initial);
         for (int r = 0; r < overlapped.Length; r++)
         {
             Assert.Equal(after[r].Losses, overlapped[r].Losses);
             foreach (var (name, w) in after[r].Final) Assert.Equal(w, overlapped[r].Final[name]);
             foreach (var (name, g) in after[r].LastGrads) Assert.Equal(g, overlapped[r].LastGrads[name]);
         }
-        ParallelRun.AssertMatchesSerial(spec, config(true), bucketSize: BucketSize);
+        ParallelRun.AssertMatchesSerial(spec, config(true));
     }
 
     [Fact]
@@ -62,8 +64,8 @@ public class GradientOverlapTests
         var logs = InProcessJob.Run(config.WorldSize, world =>
         {
             var log = new List<string>();
-            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankLayout.For(world.Size, 2, 1, 1));
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: 1, bucketSize: BucketSize);
+            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankOrder.For(world.Size, 2, 1, 1));
+            using var trainer = new ParallelTrainer(groups, spec, config, CPU, 1, Reference.Adam);
             log.Clear();
             using var scope = NewDisposeScope();
             trainer.Step(Reference.Lr, i =>

@@ -8,7 +8,10 @@ public class LayoutTests
 {
     private static RunDescription Config(int dp = 1, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, int micro = 1, int microBatches = 4, int zero = 0, int cp = 1) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage, ContextParallel: cp,
-            MicroBatch: micro, GlobalBatch: micro * microBatches * dp, ZeroStage: zero, Precision: Precision.Fp32);
+            MicroBatch: micro, GlobalBatch: micro * microBatches * dp, ZeroStage: zero, Precision: Precision.Fp32,
+            ContextParallelComm: ContextParallelCommType.AllGather);
+
+    private static readonly ContextParallelCommType Ring = ContextParallelCommType.P2p;
 
     [Fact]
     public void Dp2MatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(dp: 2, microBatches: 2));
@@ -38,8 +41,8 @@ public class LayoutTests
     [Fact]
     public void RecomputeMatchesSerialUnderTensorAndPipelineParallelism()
     {
-        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, pp: 2, microBatches: 2), RecomputeGranularity.Full);
-        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, dp: 2, microBatches: 2) with { SequenceParallel = true }, RecomputeGranularity.Selective);
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, pp: 2, microBatches: 2) with { Recompute = RecomputeSpec.FullUniform() });
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(tp: 2, dp: 2, microBatches: 2) with { SequenceParallel = true, Recompute = RecomputeSpec.Selective });
     }
 
     [Fact]
@@ -59,7 +62,7 @@ public class LayoutTests
     [Fact]
     public void RingAttentionMatchesSerial()
     {
-        ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(cp: 2, microBatches: 2), ringAttention: true);
-        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(cp: 4, microBatches: 1), RecomputeGranularity.Selective, ringAttention: true);
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(cp: 2, microBatches: 2) with { ContextParallelComm = Ring });
+        ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(cp: 4, microBatches: 1) with { Recompute = RecomputeSpec.Selective, ContextParallelComm = Ring });
     }
 }

@@ -27,9 +27,16 @@ public class ParallelRunCommandTests
         Assert.Equal(4, peaks.Count);
         Assert.Equal(peaks.Max(), summary.RootElement.GetProperty("PeakMemoryBytes").GetInt64());
         // vocabulary 101 is padded to 256 (Megatron: a multiple of 128·t) so it splits over two ranks
-        Assert.Equal(256, summary.RootElement.GetProperty("Config").GetProperty("Model").GetProperty("VocabSize").GetInt32());
-        // The layout as the executor ran it, for harness validate: its pipeline p2p waits (no overlap).
-        Assert.False(summary.RootElement.GetProperty("Parallel").GetProperty("Overlap").GetProperty("PipelineP2p").GetBoolean());
+        Assert.Equal(256, summary.RootElement.GetProperty("Model").GetProperty("VocabSize").GetInt32());
+        // The description as the executor ran it, for harness validate: its pipeline p2p waits (no overlap), and a note says why.
+        var description = summary.RootElement.GetProperty("Description");
+        Assert.Equal((2, 2, 1), (description.GetProperty("TensorParallel").GetInt32(), description.GetProperty("PipelineParallel").GetInt32(),
+            description.GetProperty("DataParallel").GetInt32()));
+        Assert.False(description.GetProperty("Overlap").GetProperty("PipelineP2p").GetBoolean());
+        Assert.Contains(summary.RootElement.GetProperty("Notes").EnumerateArray(), n => n.GetString()!.StartsWith("pipeline p2p is not overlapped"));
+        // Stored once: no second copy of the layout or of the recomputation.
+        Assert.False(summary.RootElement.TryGetProperty("Parallel", out _));
+        Assert.False(description.TryGetProperty("RecomputeOrNone", out _));
         Directory.Delete(dir, recursive: true);
     }
 
@@ -71,6 +78,6 @@ public class ParallelRunCommandTests
         Console.SetError(err);
         try { Assert.Equal(2, RunCommand.Run([.. Tiny, "--nproc-per-node", "3", "--tensor-model-parallel-size", "2"])); }
         finally { Console.SetError(old); }
-        Assert.Equal("harness run: --nproc-per-node 3 is not divisible by tensor 2 x pipeline 1 x context 1.", err.ToString().Trim());
+        Assert.Equal("harness run: world size 3 is not divisible by tensor 2 x pipeline 1 x context 1 = 2; choose sizes whose product divides the number of GPUs.", err.ToString().Trim());
     }
 }

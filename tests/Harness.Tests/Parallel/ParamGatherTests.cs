@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Executor.Training;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Native;
 using Harness.Simulator.Specs;
@@ -18,20 +19,24 @@ public class ParamGatherTests
 
     private static RunDescription Config(int dp = 2, int tp = 1, int pp = 1, int? layersPerVirtualStage = null, bool sp = false, bool overlapGradReduce = false) =>
         new(DataParallel: dp, TensorParallel: tp, PipelineParallel: pp, LayersPerVirtualStage: layersPerVirtualStage, SequenceParallel: sp,
-            MicroBatch: 1, GlobalBatch: 2 * dp * pp, ZeroStage: 1, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: overlapGradReduce));
+            MicroBatch: 1, GlobalBatch: 2 * dp * pp, ZeroStage: 1, Precision: Precision.Fp32, Overlap: new OverlapSpec(GradientReduce: overlapGradReduce),
+            DdpBucketSize: BucketSize);
+
+    /// <summary>The config with --overlap-param-gather.</summary>
+    private static RunDescription Gathered(RunDescription config) => config with { Overlap = config.OverlapOrDefault with { ParamGather = true } };
 
     private static void AssertOverlapChangesNoBit(ModelSpec spec, RunDescription config)
     {
         var batches = Reference.Batches(spec, ParallelRun.Steps, config.GlobalBatch);
         var serial = Reference.Serial(spec, batches, microBatch: 1);
-        var overlapped = ParallelRun.Train(spec, config, batches, serial.Initial, bucketSize: BucketSize, overlapParamGather: true);
-        var after = ParallelRun.Train(spec, config, batches, serial.Initial, bucketSize: BucketSize);
+        var overlapped = ParallelRun.Train(spec, Gathered(config), batches, serial.Initial);
+        var after = ParallelRun.Train(spec, config, batches, serial.Initial);
         for (int r = 0; r < overlapped.Length; r++)
         {
             Assert.Equal(after[r].Losses, overlapped[r].Losses);
             foreach (var (name, w) in after[r].Final) Assert.Equal(w, overlapped[r].Final[name]);
         }
-        ParallelRun.AssertMatchesSerial(spec, config, bucketSize: BucketSize, overlapParamGather: true);
+        ParallelRun.AssertMatchesSerial(spec, Gathered(config));
     }
 
     [Fact]
@@ -56,9 +61,9 @@ public class ParamGatherTests
         TorchRuntime.Initialize();
         var e = Assert.Throws<RankFailuresException>(() => InProcessJob.Run(2, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(2, 1, 1, 1));
-            using var trainer = new ParallelTrainer(groups, Config() with { ZeroStage = 0 }, Reference.Llama(), CPU, ScalarType.Float32, Reference.Adam,
-                overlapParamGather: true);
+            using var groups = ProcessGroups.Create(world, RankOrder.For(2, 1, 1, 1));
+            using var trainer = new ParallelTrainer(groups, Reference.Llama(), Config() with { ZeroStage = 0, Overlap = new OverlapSpec(ParamGather: true) },
+                CPU, 1, Reference.Adam);
             return 0;
         }));
         Assert.All(e.Failures, f => Assert.Contains("--overlap-param-gather needs --use-distributed-optimizer", f.Error.Message));
@@ -73,9 +78,8 @@ public class ParamGatherTests
         var logs = InProcessJob.Run(config.WorldSize, world =>
         {
             var log = new List<string>();
-            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankLayout.For(world.Size, 2, 1, 1));
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: 1, bucketSize: BucketSize,
-                overlapParamGather: overlap);
+            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankOrder.For(world.Size, 2, 1, 1));
+            using var trainer = new ParallelTrainer(groups, spec, overlap ? Gathered(config) : config, CPU, 1, Reference.Adam);
             using var scope = NewDisposeScope();
             trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, spec.SeqLength));
             log.Clear();

@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
 namespace Harness.Tests.Parallel;

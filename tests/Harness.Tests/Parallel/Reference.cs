@@ -15,9 +15,11 @@ namespace Harness.Tests.Parallel;
 internal static class Reference
 {
     public const int Seed = 7;
+    /// <summary>The seed of the dropout streams, serial and parallel alike (a run's default seed).</summary>
+    public const int DropoutSeed = 1234;
     public const double Lr = 1e-3;
     /// <summary>A clipping limit the tiny model's gradients exceed, so the global norm over ranks is exercised.</summary>
-    public static readonly AdamWOptions Adam = new(ClipGrad: 0.5);
+    public static readonly AdamSettings Adam = new(ClipGrad: 0.5);
 
     /// <summary>L2 h32 a4 g4 ffn48 V64 s16: divisible by tp 4, by 2·cp for cp 2, and by tp for sequence parallel.</summary>
     public static ModelSpec Llama(int layers = 2) =>
@@ -46,15 +48,15 @@ internal static class Reference
     /// The single-device run: gradients accumulated over micro-batches of <paramref name="microBatch"/> rows (each
     /// loss divided by their number), as the executor's trainer and Megatron do; the full batch when null.
     /// </summary>
-    /// <param name="hiddenDropout">Hidden dropout from the streams a trainer seeds with 1234 (the default seed), step by step.</param>
-    public static Run Serial(ModelSpec spec, Tensor[] batches, RecomputeGranularity recompute = RecomputeGranularity.None, int? microBatch = null,
-        double hiddenDropout = 0)
+    /// <param name="spec">With its hidden dropout (only) drawn from the streams a trainer seeds with <see cref="DropoutSeed"/>, step by step.</param>
+    public static Run Serial(ModelSpec spec, Tensor[] batches, int? microBatch = null)
     {
+        double hiddenDropout = spec.HiddenDropout;
         // Weights from the run's own generator: libtorch's global one is shared with every test running at the same time,
         // and a draw of theirs between seeding and initializing would start this run from other weights.
         using var init = new Generator(Seed);
-        using var dropout = hiddenDropout > 0 ? new DropoutRng(1234, 0, 0, sequenceParallel: false, CPU) : null;
-        using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, recompute,
+        using var dropout = hiddenDropout > 0 ? new DropoutRng(DropoutSeed, 0, 0, sequenceParallel: false, CPU) : null;
+        using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance,
             InitGenerator: init, HiddenDropout: hiddenDropout, Dropout: dropout));
         var initial = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);

@@ -1,5 +1,6 @@
 using Harness.Executor.ContextParallel;
 using Harness.Executor.Distributed;
+using Harness.Simulator.Specs;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Native;
 using Harness.Executor.Transformer;
@@ -24,7 +25,7 @@ public class RingAttentionDropoutTests
         long s = 2 * chunk * cpSize;
         var results = InProcessJob.Run(cpSize, world =>
         {
-            using var pgs = ProcessGroups.Create(world, RankLayout.For(world.Size, 1, world.Size, 1));
+            using var pgs = ProcessGroups.Create(world, RankOrder.For(world.Size, 1, world.Size, 1));
             var cp = new ContextParallelism(pgs.Context, ring: true);
             using var g = new Generator(21);
             // The full sequence, alike on every rank, and this rank's two load-balanced chunks of it.

@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Executor.Training;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Native;
 using Harness.Executor.TensorParallel;
@@ -23,8 +24,8 @@ public class SeedingTests
         // Four concurrent ranks (tensor 2 x data 2): each draws its weights from its own generator.
         var ranks = InProcessJob.Run(4, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(4, 2, 1, 1));
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.Float32, Reference.Adam, seed: seed);
+            using var groups = ProcessGroups.Create(world, RankOrder.For(4, 2, 1, 1));
+            using var trainer = new ParallelTrainer(groups, spec, config, CPU, seed, Reference.Adam);
             return (groups.TensorRank, Weights: trainer.NamedParameters().ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()));
         });
         foreach (var (tpRank, weights) in ranks)
@@ -41,11 +42,11 @@ public class MixedPrecisionParallelTests
         TorchRuntime.Initialize();
         var spec = Reference.Llama();
         var batches = Reference.Batches(spec, 4, batch: 4);
-        var config = new RunDescription(DataParallel: 2, MicroBatch: 1, GlobalBatch: 4, ZeroStage: 1, Precision: Precision.Bf16);
+        var config = new RunDescription(DataParallel: 2, MicroBatch: 1, GlobalBatch: 4, ZeroStage: 1, Precision: Precision.Bf16, GradientAccumulationFusion: false);
         var ranks = InProcessJob.Run(2, world =>
         {
-            using var groups = ProcessGroups.Create(world, RankLayout.For(2, 1, 1, 1));
-            using var trainer = new ParallelTrainer(groups, config, spec, CPU, ScalarType.BFloat16, Reference.Adam with { ClipGrad = 1.0 }, seed: 3);
+            using var groups = ProcessGroups.Create(world, RankOrder.For(2, 1, 1, 1));
+            using var trainer = new ParallelTrainer(groups, spec, config, CPU, 3, Reference.Adam with { ClipGrad = 1.0 });
             Assert.Equal(0, trainer.Buffer.Master.numel()); // the optimizer's 1/d shard is the only float32 copy
             var losses = batches.Select(batch => trainer.Step(1e-2, i =>
             {

@@ -2,9 +2,6 @@ using System.Runtime.InteropServices;
 
 namespace Harness.Executor.Native.Cuda;
 
-/// <summary>A CUDA driver call failed, or the driver is missing; the message is one sentence.</summary>
-public sealed class CudaException(string message) : Exception(message);
-
 /// <summary>
 /// The CUDA driver API (libcuda.so.1, shipped with the NVIDIA driver) for what the runtime that libtorch uses does
 /// not offer: loading a module compiled at run time and launching its kernels. Kernels are launched on the legacy

@@ -1,6 +1,5 @@
-using Harness.Executor.Training;
 
-namespace Harness.Executor.Records;
+namespace Harness.Executor.Training.Records;
 
 /// <summary>PNG plots of a run (ScottPlot): loss and throughput per iteration.</summary>
 public static class Plots

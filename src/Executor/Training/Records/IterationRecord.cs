@@ -1,4 +1,4 @@
-namespace Harness.Executor.Training;
+namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// What one iteration measured: one metrics.csv row.

@@ -4,14 +4,15 @@ using Harness.Executor.Fused;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
-using Harness.Executor.Training;
 using Harness.Executor.Transformer;
+using Harness.Executor.Distributed;
+using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 using AdamW = Harness.Executor.Optimizer.AdamW;
 
-namespace Harness.Executor.Distributed;
+namespace Harness.Executor.Training;
 
 /// <summary>
 /// One rank's training step under a <see cref="RunDescription"/> (Megatron's train_step): the rank builds its
@@ -30,7 +31,7 @@ public sealed class ParallelTrainer : IDisposable
     private readonly ScalarType dtype;
     private readonly ShardedTensorParallel tp;
     private readonly ContextParallelism? contextParallel;
-    private readonly Generator? initGenerator;
+    private readonly Generator initGenerator;
     private readonly DropoutRng? dropout;
     private readonly List<ModelChunk> chunks = new();
     private readonly ChunkList container;
@@ -42,33 +43,32 @@ public sealed class ParallelTrainer : IDisposable
     private readonly GradientSync gradSync;
     private readonly ParamGather? paramGather;
 
-    /// <param name="seed">When given, weights are drawn from a generator of this seed plus 100 x the pipeline rank
-    /// (Megatron's offset), so tensor- and data-parallel peers draw the same full weights, independently of
-    /// libtorch's global generator (in-process ranks run concurrently).</param>
-    /// <param name="ringAttention">Context parallelism passes keys and values around a ring instead of gathering them.</param>
-    /// <param name="bucketSize">Elements per data-parallel gradient bucket (Megatron's --ddp-bucket-size); default max(40M, 1M·d).</param>
-    /// <param name="fusions">The fusions this rank uses (<see cref="Fusions.Resolve"/> checked that they work on its device);
-    /// default none.</param>
-    /// <param name="overlapParamGather">Megatron's --overlap-param-gather: the distributed optimizer's all-gather of the
-    /// updated weights runs bucket by bucket during the next forward (<see cref="ParamGather"/>).</param>
-    public ParallelTrainer(ProcessGroups groups, RunDescription parallel, ModelSpec spec, Device device, ScalarType dtype,
-        AdamWOptions adamOptions, RecomputeGranularity recompute = RecomputeGranularity.None, int? seed = null, bool ringAttention = false,
-        long? bucketSize = null, Fusions? fusions = null, bool overlapParamGather = false, double hiddenDropout = 0, double attentionDropout = 0)
+    /// <summary>
+    /// Builds this rank's part of <paramref name="model"/> (its vocabulary padded for tensor parallelism) under
+    /// <paramref name="description"/>, which sets everything: the layout, precision, recomputation, context-parallel
+    /// exchange (--cp-comm-type), bucket size, gradient-reduce and param-gather overlap, the fusions (resolved for
+    /// <paramref name="device"/>: <see cref="Fusions"/>); dropout is the model's. Throws ArgumentException with the first
+    /// reason it cannot run it.
+    /// </summary>
+    /// <param name="seed">Weights are drawn from a generator of this seed plus 100 x the pipeline rank (Megatron's offset), so
+    /// tensor- and data-parallel peers draw the same full weights, independently of libtorch's global generator (in-process
+    /// ranks run concurrently); dropout streams are seeded by it too.</param>
+    public ParallelTrainer(ProcessGroups groups, ModelSpec model, RunDescription description, Device device, int seed, AdamSettings adam)
     {
-        fusions ??= Fusions.None;
-        if (overlapParamGather && !parallel.DistributedOptimizer)
-            throw new ArgumentException("--overlap-param-gather needs --use-distributed-optimizer: it overlaps that optimizer's all-gather of the weights.");
-        (this.groups, this.parallel, this.spec, this.device, this.dtype) = (groups, parallel, spec, device, dtype);
-        var errors = parallel.Validate(spec, groups.World.Size);
+        var errors = description.Validate(model, groups.World.Size).Concat(ExecutorSupport.Refusals(description)).ToList();
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
+        (this.groups, parallel, spec, this.device) = (groups, description, model, device);
+        dtype = ExecutorSupport.ComputeDtype(description.Precision);
+        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype);
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
-        contextParallel = parallel.ContextParallel > 1 ? new ContextParallelism(groups.Context, ringAttention) : null;
-        initGenerator = seed is int s ? new Generator((ulong)(s + 100 * groups.PipelineRank)) : null; // a CPU generator (TransformerConfig)
+        contextParallel = parallel.ContextParallel > 1
+            ? new ContextParallelism(groups.Context, ring: parallel.ContextParallelComm == ContextParallelCommType.P2p) : null;
+        initGenerator = new Generator((ulong)(seed + 100 * groups.PipelineRank)); // a CPU generator (TransformerConfig)
         // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
-        dropout = hiddenDropout > 0 || attentionDropout > 0 ? new DropoutRng(seed ?? 1234, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
-        var config = new TransformerConfig(spec, device, dtype, tp, recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
-            UseFusedKernels: fusions.Kernels, HiddenDropout: hiddenDropout, AttentionDropout: attentionDropout, Dropout: dropout);
+        dropout = model.Dropout ? new DropoutRng(seed, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
+        var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
+            UseFusedKernels: Fusions.Kernels, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
         {
@@ -76,7 +76,7 @@ public sealed class ParallelTrainer : IDisposable
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
-        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: fusions.GradientAccumulation);
+        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: Fusions.GradientAccumulation);
         if (parallel.PipelineParallel > 1)
             p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
         bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;
@@ -85,11 +85,11 @@ public sealed class ParallelTrainer : IDisposable
         if (parallel.DistributedOptimizer) sumOver.Add(groups.DataWithContext);
         gradientNorm = new GradientNorm(excluded, sumOver);
         SyncTiedEmbedding();
-        var buckets = GradBucket.Of(Buffer, bucketSize ?? GradBucket.DefaultSize(groups.DataWithContext.Size));
+        var buckets = GradBucket.Of(Buffer, DataParallelComm.BucketSize(parallel));
         if (parallel.DistributedOptimizer)
-            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adamOptions, gradientNorm, fusions.Kernels);
-        else adam = new AdamW(Buffer, adamOptions, fusions.Kernels);
-        bool overlapGradReduce = parallel.OverlapOrDefault.GradientReduce;
+            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adam, gradientNorm, Fusions.Kernels);
+        else this.adam = new AdamW(Buffer, adam, Fusions.Kernels);
+        bool overlapGradReduce = parallel.OverlapOrDefault.GradientReduce, overlapParamGather = parallel.OverlapOrDefault.ParamGather;
         communicationStream = overlapGradReduce || overlapParamGather ? groups.DataWithContext.CreateCommunicationStream() : null;
         gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, b =>
         {
@@ -98,6 +98,9 @@ public sealed class ParallelTrainer : IDisposable
         }, FinalAfter, overlapGradReduce ? communicationStream : null);
         if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, buckets, FirstUse, communicationStream!);
     }
+
+    /// <summary>The fusions this rank runs: those the description asks for that work on its device.</summary>
+    public Fusions Fusions { get; }
 
     public ParamAndGradBuffer Buffer { get; }
 
@@ -240,7 +243,7 @@ public sealed class ParallelTrainer : IDisposable
         Buffer.Dispose();
         container.Dispose();
         p2p?.Dispose();
-        initGenerator?.Dispose();
+        initGenerator.Dispose();
         dropout?.Dispose();
     }
 }

@@ -1,11 +1,13 @@
 using Harness.Executor.Autograd;
 using System.Diagnostics;
 using Harness.Executor.Optimizer;
+using Harness.Executor.Fused;
 using Harness.Executor.Transformer;
 using TorchSharp;
+using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
-namespace Harness.Executor.Fused;
+namespace Harness.Executor.Diagnostics;
 
 /// <summary>One comparison of a fused kernel with libtorch's operators: the largest error against the tolerance.</summary>
 public sealed record KernelComparison(string Name, double MaxError, double Tolerance)
@@ -124,7 +126,7 @@ public static class KernelCheck
         using var generator = new Generator(13);
         Tensor Draw(double scale, bool positive = false) =>
             ((positive ? rand(n, generator: generator) : randn(n, generator: generator)) * scale).to(device);
-        var options = new AdamWOptions(ClipGrad: 0.5);
+        var options = new AdamSettings(ClipGrad: 0.5);
         Tensor w = Draw(0.02), g = Draw(1e-3), m = Draw(1e-4), v = Draw(1e-8, positive: true);
         Tensor w2 = w.clone(), m2 = m.clone(), v2 = v.clone(), g2 = g.clone(), param = empty(n, dtype: ScalarType.BFloat16, device: device);
         long decayed = n / 2;
@@ -163,7 +165,7 @@ public static class KernelCheck
         {
             Tensor w = randn(parameters, device: device), g = randn(parameters, device: device) * 1e-3,
                 m = zeros(parameters, device: device), v = zeros(parameters, device: device), p = empty(parameters, dtype: ScalarType.BFloat16, device: device);
-            var o = new AdamWOptions();
+            var o = new AdamSettings();
             yield return new($"adamw step + bf16 copy ({parameters:N0} parameters)",
                 Median(() => FusedKernels.AdamW(w, g, m, v, p, parameters, g.norm(), AdamW.Scalars(o, 1e-4, 3))),
                 Median(() =>

@@ -1,6 +1,6 @@
 using Harness.Simulator.Specs;
 
-namespace Harness.Executor.PipelineParallel;
+namespace Harness.Executor.Transformer;
 
 /// <summary>
 /// The part of the model one pipeline model chunk holds (Megatron's pre_process / post_process and its layer

@@ -1,8 +1,8 @@
 using Harness.Executor.Data;
-using Harness.Executor.Training;
+using Harness.Executor.Distributed;
 using static TorchSharp.torch;
 
-namespace Harness.Executor.Distributed;
+namespace Harness.Executor.Training;
 
 /// <summary>
 /// Checkpoints of a parallel run (Megatron's checkpointing.py save_checkpoint / load_checkpoint), in the folders of

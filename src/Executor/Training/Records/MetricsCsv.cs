@@ -1,8 +1,7 @@
 using System.Globalization;
 using CsvHelper;
-using Harness.Executor.Training;
 
-namespace Harness.Executor.Records;
+namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// metrics.csv: one row per iteration, written and flushed to the file as soon as the iteration ends, so a crash

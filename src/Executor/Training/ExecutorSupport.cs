@@ -1,0 +1,99 @@
+using Harness.Executor.Fused;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// What of a <see cref="RunDescription"/> this executor runs, in one place. A field it does not implement is refused, in one
+/// sentence naming the flag (<see cref="Refusals"/>), never ignored. Where it runs an implementation detail otherwise and
+/// refusing would refuse Megatron's defaults (pipeline p2p not overlapped, the column-parallel input-gradient all-reduce
+/// on the compute stream, the environment's CUDA_DEVICE_MAX_CONNECTIONS, a fusion that does not apply on this device or
+/// rank), the run's record holds the description as run, with a note per change (<see cref="AsRun"/>), so that
+/// `harness validate` simulates what ran.
+/// </summary>
+public static class ExecutorSupport
+{
+    /// <summary>Every field of <paramref name="d"/> the executor does not run, as sentences naming the flag; empty when it runs all.</summary>
+    public static IReadOnlyList<string> Refusals(RunDescription d)
+    {
+        var refused = new List<string>();
+        var r = d.RecomputeOrNone;
+        var overlap = d.OverlapOrDefault;
+        if (d.OffloadRatio > 0) refused.Add("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).");
+        if (r.NormOutputs) refused.Add("--kaimm-recompute-norm (Megatron-Kwai) is not run by the executor yet.");
+        if (r.MlpActivation) refused.Add("--kaimm-recompute-mlp-activation-func (Megatron-Kwai) is not run by the executor yet.");
+        if (d.ZeroStage >= 2) refused.Add($"--zero-stage {d.ZeroStage} is not run by the executor yet; it runs stage 0 and stage 1 (--use-distributed-optimizer).");
+        if (d.Precision == Precision.Fp16) refused.Add("--fp16 is not run by the executor yet; train in bf16 (--bf16) or fp32.");
+        else if (!d.GradientsInFp32) refused.Add("reduced-precision main gradients (no --accumulate-allreduce-grads-in-fp32) are not run by the executor: it keeps and reduces them in fp32.");
+        if (overlap.TensorParallelComm)
+            refused.Add(overlap.TensorParallelForwardReduceScatter
+                ? "--tp-comm-overlap is not run by the executor yet."
+                : "--overlap-sp-ag and --overlap-sp-rs (Megatron-Kwai) are not run by the executor yet.");
+        if (!d.FlashAttention) refused.Add("--no-flash-attention is not run by the executor: its attention is always libtorch's fused scaled_dot_product_attention.");
+        if (!d.FusedElementwise) refused.Add("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion are not run by the executor yet.");
+        if (!d.FusedNorm) refused.Add("--no-norm-fusion is not run by the executor yet.");
+        if (d.MaxSplitSizeMb is int mb) refused.Add($"max_split_size_mb {mb} is not set by the executor yet; set PYTORCH_CUDA_ALLOC_CONF in the environment and leave it out of the description.");
+        return refused;
+    }
+
+    /// <summary>libtorch's type for the parameters and activations of a precision the executor runs (bf16 or fp32).</summary>
+    public static ScalarType ComputeDtype(Precision precision) => precision switch
+    {
+        Precision.Bf16 => ScalarType.BFloat16,
+        Precision.Fp32 => ScalarType.Float32,
+        _ => throw new ArgumentException($"{precision} is not run by the executor; see {nameof(Refusals)}."),
+    };
+
+    /// <summary>
+    /// <paramref name="d"/> as the executor ran it on <paramref name="device"/> with <paramref name="fusions"/> (resolved
+    /// there), and one note per field it changed, saying why. <paramref name="deviceMaxConnections"/>: the process's
+    /// CUDA_DEVICE_MAX_CONNECTIONS on a GPU (null: unset, CUDA's default).
+    /// </summary>
+    public static (RunDescription AsRun, IReadOnlyList<string> Notes) AsRun(RunDescription d, ExecutionDevice device, Fusions fusions, int? deviceMaxConnections)
+    {
+        var notes = new List<string>();
+        var overlap = d.OverlapOrDefault;
+        if (d.PipelineParallel > 1 && overlap.PipelineP2p)
+        {
+            overlap = overlap with { PipelineP2p = false };
+            notes.Add("pipeline p2p is not overlapped with compute: each send goes out grouped with the next receive and is waited for (P2PCommunication).");
+        }
+        if (d.TensorParallel > 1 && overlap.TensorParallelBackwardAsync)
+        {
+            overlap = overlap with { TensorParallelBackwardAsync = false };
+            notes.Add("the column-parallel input-gradient all-reduce runs on the compute stream, not behind the weight-gradient GEMM (Megatron's asynchronous all-reduce).");
+        }
+        if (d.ContextParallel > 1 && overlap.ContextParallelComm)
+        {
+            overlap = overlap with { ContextParallelComm = false };
+            notes.Add(d.ContextParallelComm == ContextParallelCommType.P2p
+                ? "ring attention passes each key/value block before computing on it: the exchange is not overlapped with attention."
+                : "the context-parallel key/value all-gather and its gradients' reduce-scatter run on the critical path, not behind the QKV GEMM.");
+        }
+        if (device == ExecutionDevice.Cuda)
+        {
+            int queues = deviceMaxConnections ?? OverlapSpec.CudaDefaultConnections;
+            if (queues != d.DeviceMaxConnections)
+                notes.Add($"CUDA_DEVICE_MAX_CONNECTIONS is {queues} in this process{(deviceMaxConnections is null ? " (unset: CUDA's default)" : "")}, " +
+                          $"not the description's {d.DeviceMaxConnections}; the executor takes it from the environment.");
+            overlap = overlap with { DeviceMaxConnections = queues };
+        }
+        // On CPU the kernels' call sites run libtorch's operators (Fusions.Resolve): none of them ran.
+        bool kernelsRan = fusions.Kernels && device == ExecutionDevice.Cuda;
+        var asRun = d with
+        {
+            Overlap = overlap == d.OverlapOrDefault ? d.Overlap : overlap, FusedKernels = kernelsRan, GradientAccumulationFusion = fusions.GradientAccumulation,
+        };
+        notes.AddRange(fusions.Notes);
+        if (d.FusedKernels && device == ExecutionDevice.Cpu)
+            notes.Add("the executor's fused kernels are CUDA kernels; on CPU libtorch's operators run.");
+        if (kernelsRan && d.TensorParallel > 1)
+            notes.Add("the fused cross-entropy runs over an unsplit vocabulary only; with tensor parallelism the vocabulary-parallel cross-entropy of libtorch's operators runs.");
+        if (kernelsRan && d.ContextParallel > 1)
+            notes.Add("the fused QKV split with rotary positions does not run under context parallelism (its tokens' positions are not 0..s-1); libtorch's operators run.");
+        if (d.GradientAccumulationFusion && !fusions.GradientAccumulation && d.Precision == Precision.Fp32)
+            notes.Add("gradient-accumulation fusion has no bf16 weight gradients to fuse in fp32: autograd adds each micro-batch's fp32 weight gradients to the main gradients.");
+        return (asRun, notes);
+    }
+}

@@ -1,0 +1,45 @@
+using Harness.Executor.Fused;
+using Harness.Simulator.Specs;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// What one process does per iteration (Megatron's train_step) behind the one loop (<see cref="TrainingLoop"/>): a single
+/// device (<see cref="Trainer"/>) or one rank of many (<see cref="ParallelRank"/>). The loop times and records; the step
+/// owns the model, optimizer, data and checkpoints, and the agreement between ranks.
+/// </summary>
+public interface ITrainStep : IDisposable
+{
+    /// <summary>The model as built: its tables padded as Megatron pads them.</summary>
+    ModelSpec Model { get; }
+
+    /// <summary>The fusions this process runs (those asked for that work on its device).</summary>
+    Fusions Fusions { get; }
+
+    string DeviceName { get; }
+
+    /// <summary>Parameters of this process's part of the model.</summary>
+    long Parameters { get; }
+
+    /// <summary>Whether this process writes the run's records (rank 0).</summary>
+    bool Writer { get; }
+
+    /// <summary>Restores the newest checkpoint under <paramref name="root"/>; returns its iteration.</summary>
+    long Resume(string root);
+
+    /// <summary>Saves the state after <paramref name="iteration"/> iterations under <paramref name="root"/> (collective).</summary>
+    void Save(string root, long iteration);
+
+    /// <summary>Iteration <paramref name="iteration"/> (0-based) at rate <paramref name="lr"/>: one host sync at its end.
+    /// <paramref name="cancel"/> is read after it; the returned <see cref="StepResult.Stop"/> is the same on every rank.</summary>
+    StepResult Step(long iteration, double lr, CancellationToken cancel);
+
+    /// <summary>Every rank's peak memory, in rank order (collective); null for a single device.</summary>
+    IReadOnlyList<long>? PeakMemoryPerRank();
+}
+
+/// <summary>What a step returns to the loop: host values read at its one sync, and the timestamps (Stopwatch ticks) at which
+/// its work was enqueued and its results reached the host. <see cref="MemoryPeakBytes"/> is the maximum over ranks;
+/// <see cref="CommunicationMs"/> the time this rank spent communicating (null for a single device).</summary>
+public readonly record struct StepResult(float Loss, float GradNorm, long EnqueuedAt, long SyncedAt, long MemoryUsedBytes, long MemoryPeakBytes,
+    double? CommunicationMs, bool Stop);

@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using Harness.Executor.Data;
+using Harness.Executor.Distributed;
+using Harness.Executor.Fused;
+using Harness.Executor.Native;
+using Harness.Executor.Transformer;
+using Harness.Simulator.Specs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// One rank of a parallel run behind the loop: its <see cref="ParallelTrainer"/>, the data (every rank reads the same
+/// global batch with the same sampler and takes its data-parallel share, as Megatron's samplers do), checkpoints
+/// (<see cref="DistributedCheckpoint"/>), and what the loop needs agreed over the ranks: the peak memory, and whether to
+/// stop, in one all-reduce per iteration (a rank that stopped alone would leave the others waiting in a collective).
+/// </summary>
+public sealed class ParallelRank : ITrainStep
+{
+    private readonly ICommunicator world;
+    private readonly RunDescription description;
+    private readonly RunSettings settings;
+    private readonly int tokenizerVocab, localDevice;
+    private readonly Device device;
+    private readonly ProcessGroups groups;
+    private readonly ParallelTrainer trainer;
+    private readonly ITokenSource source;
+    private readonly GptSampler sampler;
+    private readonly long[] host;
+    private long peakMemory;
+
+    /// <param name="model">The model with the tokenizer's vocabulary; the tables are padded for the tensor-parallel size.</param>
+    public ParallelRank(ICommunicator world, Device device, int localDevice, ModelSpec model, RunDescription description, RunSettings settings)
+    {
+        (this.world, this.device, this.localDevice, this.description, this.settings, tokenizerVocab) = (world, device, localDevice, description, settings, model.VocabSize);
+        groups = ProcessGroups.Create(world, RankOrder.For(world.Size, description.TensorParallel, description.ContextParallel, description.PipelineParallel));
+        Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, description.TensorParallel);
+        trainer = new ParallelTrainer(groups, Model, description, device, settings.Seed, settings.AdamOrDefault);
+        source = settings.MockData ? new MockTokenSource(model.VocabSize, settings.Seed) : new IndexedDataset(settings.DataPath!);
+        sampler = new GptSampler(source, model.SeqLength, settings.Seed);
+        host = new long[description.GlobalBatch * (model.SeqLength + 1)];
+        DeviceName = DeviceProbe.Name(device.type == DeviceType.CUDA, localDevice);
+    }
+
+    public ModelSpec Model { get; }
+    public Fusions Fusions => trainer.Fusions;
+    public string DeviceName { get; }
+    public long Parameters => trainer.Buffer.Count;
+    public bool Writer => world.Rank == 0;
+
+    public long Resume(string root) => DistributedCheckpoint.Load(root, trainer, sampler).Iteration;
+
+    public void Save(string root, long iteration) => DistributedCheckpoint.Save(root, iteration, settings.Seed, trainer, sampler);
+
+    public StepResult Step(long iteration, double lr, CancellationToken cancel)
+    {
+        using var scope = NewDisposeScope();
+        int s = Model.SeqLength, g = description.GlobalBatch, b = description.MicroBatch, dp = description.DataParallel;
+        var comm0 = trainer.CommunicationTime;
+        sampler.Next(g, host);
+        TokenRange.Check(host, tokenizerVocab);
+        var batch = tensor(host, [g, s + 1]).to(device);
+        var (loss, norm) = trainer.Step(lr, i =>
+        {
+            var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
+            return (rows[.., ..s], rows[.., 1..]);
+        }, iteration);
+        long end = Stopwatch.GetTimestamp();
+        double communicationMs = (trainer.CommunicationTime - comm0).TotalMilliseconds;
+        long used = DeviceProbe.UsedBytes(device.type == DeviceType.CUDA, localDevice);
+        peakMemory = Math.Max(peakMemory, used);
+        var agreed = tensor(new[] { (double)peakMemory, cancel.IsCancellationRequested ? 1 : 0 }, device: device);
+        world.AllReduce(agreed, ReduceOp.Max);
+        var maxima = agreed.cpu().data<double>().ToArray();
+        // The step's loss and norm reached the host inside it (its one sync), so it was enqueued and synced by its end.
+        return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, maxima[1] > 0);
+    }
+
+    public IReadOnlyList<long> PeakMemoryPerRank()
+    {
+        using var scope = NewDisposeScope();
+        var all = zeros(world.Size, dtype: ScalarType.Float64, device: device);
+        world.AllGather(tensor(new[] { (double)peakMemory }, device: device), all);
+        return all.cpu().data<double>().Select(v => (long)v).ToList();
+    }
+
+    public void Dispose()
+    {
+        trainer.Dispose();
+        groups.Dispose();
+        (source as IDisposable)?.Dispose();
+    }
+}

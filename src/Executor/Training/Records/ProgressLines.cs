@@ -1,0 +1,45 @@
+using System.Globalization;
+using Harness.Simulator.Specs;
+
+namespace Harness.Executor.Training.Records;
+
+/// <summary>The lines a run prints, one format whatever the number of ranks (rank 0 prints them).</summary>
+public static class ProgressLines
+{
+    /// <summary>What runs: model, device, precision, layout and batch, and the libtorch that runs it.</summary>
+    public static string Start(RunRecord run)
+    {
+        var d = run.Description;
+        var r = d.RecomputeOrNone;
+        string layout = $"tp {d.TensorParallel} pp {d.PipelineParallel}" +
+            (d.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "") + $" cp {d.ContextParallel} dp {d.DataParallel}" +
+            (d.SequenceParallel ? " sp" : "") + (d.DistributedOptimizer ? " distributed-optimizer" : "") +
+            (d.SyncFactor < 1 ? string.Create(CultureInfo.InvariantCulture, $" p {d.SyncFactor}") : "") +
+            (d.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "") + (d.OverlapOrDefault.ParamGather ? " overlap-param-gather" : "") +
+            (r.Granularity == RecomputeGranularity.None ? ""
+                : r.Granularity == RecomputeGranularity.Selective ? " selective-recompute"
+                : $" full-recompute {r.Method.ToString().ToLowerInvariant()} {r.NumLayers}");
+        return $"harness run: {run.Model.Name} ({run.Parameters:N0} parameters{(d.WorldSize > 1 ? " on rank 0" : "")}) on {run.Devices()}, " +
+               $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}; {run.Runtime}";
+    }
+
+    /// <summary>One iteration: loss, gradient norm, rate, time, throughput per GPU (and TFLOP/s with MFU on a GPU), time in
+    /// communication (parallel runs) and peak memory (the maximum over ranks).</summary>
+    public static string Iteration(IterationRecord r, RunRecord run)
+    {
+        var c = CultureInfo.InvariantCulture;
+        string line = string.Create(c, $"iter {r.Iteration,6}/{run.Settings.TrainIters} | loss {r.Loss,8:F4} | grad norm {r.GradNorm,7:F3} | lr {r.LearningRate:E2} | {r.ElapsedMs,8:F1} ms | {r.TokensPerSecondPerGpu,10:N0} tok/s/GPU");
+        if (r.Mfu is double mfu) line += string.Create(c, $" | {r.ModelTflopsPerGpu:F1} TFLOP/s | MFU {100 * mfu:F1}%");
+        if (r.CommunicationMs is double comm) line += string.Create(c, $" | comm {comm,7:F1} ms");
+        return line + string.Create(c, $" | peak {r.MemoryPeakBytes / 1048576.0:F0} MiB{(run.Description.WorldSize > 1 ? " (max over ranks)" : "")}");
+    }
+
+    /// <summary>A run stopped by cancellation (Ctrl-C) before --train-iters.</summary>
+    public static string Stopped(long iteration, RunRecord run) =>
+        $"harness run: stopped (Ctrl-C) after iteration {iteration} of {run.Settings.TrainIters}" +
+        (run.Settings.Save is null ? "." : $"; saved a checkpoint of it in {run.Settings.Save}.");
+
+    /// <summary>What a finished (or stopped) run wrote.</summary>
+    public static string Wrote(string output, RunRecord run) =>
+        $"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png" + (run.Settings.Save is null ? "" : $"; checkpoint in {run.Settings.Save}");
+}

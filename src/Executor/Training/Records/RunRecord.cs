@@ -1,0 +1,20 @@
+using Harness.Simulator.Specs;
+
+namespace Harness.Executor.Training.Records;
+
+/// <summary>
+/// What ran, apart from what it measured: the model as built (its tables padded as Megatron pads them), the
+/// <see cref="RunDescription"/> as run (<see cref="ExecutorSupport.AsRun"/>) with a note per field the executor changed,
+/// the settings, and where: the device, the libtorch that ran it, the parameters of rank 0's part of the model.
+/// </summary>
+public sealed record RunRecord(ModelSpec Model, RunDescription Description, RunSettings Settings, IReadOnlyList<string> Notes,
+    string Device, string Runtime, long Parameters)
+{
+    /// <summary>MFU of <paramref name="tflopsPerGpu"/> model TFLOP/s against the GPU preset's dense bf16 peak; none on CPU,
+    /// which has no such peak.</summary>
+    public double? Mfu(double tflopsPerGpu) =>
+        Settings.Device == ExecutionDevice.Cuda && GpuPresets.All.TryGetValue(Settings.Gpu, out var gpu) ? tflopsPerGpu * 1e12 / gpu.PeakBf16Flops : null;
+
+    /// <summary>The device of every rank, as the records name it: "NVIDIA H100", or "4 x NVIDIA H100".</summary>
+    public string Devices() => Description.WorldSize > 1 ? $"{Description.WorldSize} x {Device}" : Device;
+}

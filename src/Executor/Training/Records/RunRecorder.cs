@@ -1,0 +1,56 @@
+namespace Harness.Executor.Training.Records;
+
+/// <summary>
+/// The one writer of a run's records (rank 0 of a parallel run): metrics.csv row by row as each iteration ends (appended
+/// to when the run resumes with --load), a progress line every --log-interval iterations and after the last, and
+/// summary.json with the loss and throughput plots once the run ends, or fails after recording some iterations.
+/// </summary>
+public sealed class RunRecorder : IDisposable
+{
+    private readonly string output;
+    private readonly RunRecord run;
+    private readonly Action<string> log;
+    private readonly MetricsCsv csv;
+    private readonly List<IterationRecord> rows = new();
+
+    public RunRecorder(string output, RunRecord run, Action<string> log)
+    {
+        (this.output, this.run, this.log) = (output, run, log);
+        Directory.CreateDirectory(output);
+        csv = new MetricsCsv(Path.Combine(output, "metrics.csv"), append: run.Settings.Load is not null);
+    }
+
+    /// <summary>The iterations recorded so far.</summary>
+    public IReadOnlyList<IterationRecord> Rows => rows;
+
+    public void Append(IterationRecord r)
+    {
+        csv.Append(r);
+        rows.Add(r);
+        if (r.Iteration % Math.Max(1, run.Settings.LogInterval) == 0 || r.Iteration == run.Settings.TrainIters) log(ProgressLines.Iteration(r, run));
+    }
+
+    /// <summary>Once the run ended: summary.json (with every rank's peak memory, null for a single device) and the plots,
+    /// and says what it wrote.</summary>
+    public void Finish(IReadOnlyList<long>? peakPerRank)
+    {
+        if (rows.Count == 0) return;
+        Write(peakPerRank);
+        log(ProgressLines.Wrote(output, run));
+    }
+
+    /// <summary>When a step failed: summary.json and the plots of the iterations recorded before it (the other ranks' peaks are
+    /// unknown then: they may be gone).</summary>
+    public void KeepOnFailure()
+    {
+        if (rows.Count > 0) Write(peakPerRank: null);
+    }
+
+    private void Write(IReadOnlyList<long>? peakPerRank)
+    {
+        RunSummary.From(run, rows, peakPerRank).Write(Path.Combine(output, "summary.json"));
+        Plots.Write(output, rows, $"{run.Model.Name} on {run.Devices()}");
+    }
+
+    public void Dispose() => csv.Dispose();
+}

@@ -1,0 +1,78 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
+using Harness.Simulator.Specs;
+
+namespace Harness.Executor.Training.Records;
+
+/// <summary>
+/// summary.json: what ran (<see cref="RunRecord"/>: the model, the run description as run, the settings, the notes, the
+/// device and runtime), each once, and its steady-state figures: medians over the iterations after warm-up (the first
+/// <see cref="WarmupIterations"/> are left out: allocator growth and kernel selection), so they compare directly with a
+/// simulator estimate of the same description (`harness validate`). For a parallel run, tokens per second are per GPU of
+/// its world and <see cref="PeakMemoryBytesPerRank"/> holds every rank's peak (<see cref="PeakMemoryBytes"/> is their maximum).
+/// </summary>
+public sealed record RunSummary(
+    ModelSpec Model,
+    RunDescription Description,
+    RunSettings Settings,
+    IReadOnlyList<string> Notes,
+    string Device,
+    string Runtime,
+    long Parameters,
+    long Iterations,
+    int WarmupIterations,
+    double MedianStepMs,
+    double TokensPerSecondPerGpu,
+    double ModelTflopsPerGpu,
+    double? Mfu,
+    long PeakMemoryBytes,
+    string MemoryMeasure,
+    double MedianHostGapMs,
+    double MedianEnqueueMs,
+    double FinalLoss,
+    IReadOnlyList<long>? PeakMemoryBytesPerRank = null,
+    double? MedianCommunicationMs = null)
+{
+    public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null)
+    {
+        int warmup = Math.Min(records.Count - 1, Math.Max(1, records.Count / 10));
+        var steady = records.Skip(warmup).ToList();
+        double Median(Func<IterationRecord, double> f)
+        {
+            var v = steady.Select(f).OrderBy(x => x).ToArray();
+            return v.Length == 0 ? double.NaN : v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+        }
+        var d = run.Description;
+        double stepMs = Median(r => r.ElapsedMs);
+        double tokens = d.GlobalBatch * (double)run.Model.SeqLength / (stepMs / 1e3) / d.WorldSize;
+        double? mfu = records.Count > 0 && records[0].Mfu is not null ? Median(r => r.Mfu!.Value) : null;
+        return new RunSummary(run.Model, d, run.Settings, run.Notes, run.Device, run.Runtime, run.Parameters, records.Count, warmup,
+            stepMs, tokens, Median(r => r.ModelTflopsPerGpu), mfu, records.Count == 0 ? 0 : records.Max(r => r.MemoryPeakBytes),
+            run.Settings.Device == ExecutionDevice.Cuda ? "NVML device memory used (CUDA context + caching allocator reserve)" : "process working set",
+            Median(r => r.HostGapMs), Median(r => r.EnqueueMs), records.Count == 0 ? double.NaN : records[^1].Loss,
+            peakPerRank, records.Any(r => r.CommunicationMs is not null) ? Median(r => r.CommunicationMs ?? 0) : null);
+    }
+
+    public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
+
+    /// <summary>Each record as it is made: the properties its constructor sets, not those computed from them
+    /// (RunDescription's RecomputeOrNone, ModelSpec's HeadDim and the like would be second copies).</summary>
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new JsonStringEnumConverter() },
+        TypeInfoResolver = new DefaultJsonTypeInfoResolver
+        {
+            Modifiers =
+            {
+                info =>
+                {
+                    if (info.Kind != JsonTypeInfoKind.Object) return;
+                    foreach (var computed in info.Properties.Where(p => p.Set is null).ToList()) info.Properties.Remove(computed);
+                },
+            },
+        },
+    };
+}

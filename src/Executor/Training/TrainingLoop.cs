@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using Harness.Executor.Native;
+using Harness.Executor.Optimizer;
+using Harness.Executor.Training.Records;
+using Harness.Simulator.Costs;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// The training loop (Megatron's train()), the same for one device and for every rank of many: resume from --load, then
+/// per iteration the scheduled rate, one step, its record (time, throughput, TFLOP/s and MFU, loss, gradient norm, memory),
+/// a checkpoint every --save-interval and after the last iteration, the CUDA profiler range of --profile; until
+/// --train-iters or cancellation (Ctrl-C), after which what was trained is saved too. Rank 0 records
+/// (<see cref="RunRecorder"/>); when a step fails after some iterations were recorded, their summary and plots are written
+/// before the failure goes on.
+/// </summary>
+public static class TrainingLoop
+{
+    /// <param name="recorder">The writer's records (rank 0); null on the other ranks.</param>
+    /// <returns>The iterations recorded (none on ranks that do not record).</returns>
+    public static IReadOnlyList<IterationRecord> Run(ITrainStep step, RunRecord run, RunRecorder? recorder, Action<string> log, CancellationToken cancel)
+    {
+        var settings = run.Settings;
+        var d = run.Description;
+        long iteration = settings.Load is null ? 0 : step.Resume(settings.Load);
+        var schedule = new LearningRateSchedule(settings.LearningRateOrDefault, settings.TrainIters, d.GlobalBatch);
+        double tokens = (double)d.GlobalBatch * run.Model.SeqLength, flopsPerIteration = Flops.ModelFlopsPerToken(run.Model) * tokens;
+        bool stopped = false;
+        try
+        {
+            long lastEnd = Stopwatch.GetTimestamp();
+            while (iteration < settings.TrainIters && !stopped)
+            {
+                if (iteration == settings.Profile?.StepStart) CudaProfiler.Start();
+                long start = Stopwatch.GetTimestamp();
+                double lr = schedule.At(iteration);
+                var r = step.Step(iteration, lr, cancel);
+                iteration++;
+                if (iteration == settings.Profile?.StepEnd) CudaProfiler.Stop();
+                // The period runs from the previous iteration's end to this one's: host time between steps included.
+                double elapsed = Stopwatch.GetElapsedTime(lastEnd, r.SyncedAt).TotalSeconds;
+                double tflops = flopsPerIteration / elapsed / d.WorldSize / 1e12;
+                recorder?.Append(new IterationRecord(iteration, elapsed * 1e3, tokens / elapsed / d.WorldSize, tflops, run.Mfu(tflops), r.Loss, r.GradNorm, lr,
+                    r.MemoryUsedBytes, r.MemoryPeakBytes, Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds,
+                    Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs));
+                lastEnd = r.SyncedAt;
+                stopped = r.Stop && iteration < settings.TrainIters;
+                if (settings.CheckpointDue(iteration) || (stopped && settings.Save is not null)) step.Save(settings.Save!, iteration);
+            }
+        }
+        catch when (recorder is { Rows.Count: > 0 })
+        {
+            // A failed step ends the run; what the finished iterations measured stays: summary.json and the plots from
+            // metrics.csv's rows (every rank's own peak is unknown then: the others may be gone).
+            recorder.KeepOnFailure();
+            throw;
+        }
+        var peaks = step.PeakMemoryPerRank();
+        if (recorder is null) return [];
+        if (stopped) log(ProgressLines.Stopped(iteration, run));
+        recorder.Finish(peaks);
+        return recorder.Rows;
+    }
+}

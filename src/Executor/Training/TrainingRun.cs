@@ -1,0 +1,95 @@
+using Harness.Executor.Data;
+using Harness.Executor.Distributed;
+using Harness.Executor.Native;
+using Harness.Executor.Training.Records;
+using Harness.Executor.Optimizer;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Training;
+
+/// <summary>
+/// A run of the executor, from the three records that describe it: the model (its tokenizer's vocabulary; the tables are
+/// padded when built), the <see cref="RunDescription"/> and the <see cref="RunSettings"/>. <see cref="Check"/> says up front
+/// why it cannot run; <see cref="Prepare"/> opens the data and the checkpoint to load once; then one device runs it
+/// (<see cref="RunSingleDevice"/>) or every rank of a world does (<see cref="RunRank"/>), through the one
+/// <see cref="TrainingLoop"/>. Lines for the user go to <c>log</c> (rank 0's only); records go to <c>output</c>.
+/// </summary>
+public sealed class TrainingRun(ModelSpec model, RunDescription description, RunSettings settings, string output, Action<string> log)
+{
+    /// <summary>Iterations rank 0 recorded (metrics.csv, summary.json, plots) before a step failed; 0 if none did.</summary>
+    public int RecordedBeforeFailure { get; private set; }
+
+    /// <summary>What a failure message adds when iterations were recorded before it.</summary>
+    public string Kept => RecordedBeforeFailure == 0 ? ""
+        : $" (the {RecordedBeforeFailure} iterations done are in {output}: metrics.csv, summary.json, plots)";
+
+    /// <summary>Every reason the executor cannot run these records on <paramref name="worldSize"/> ranks, as sentences naming
+    /// the flag: the model's and the description's own, the description fields it does not run (<see cref="ExecutorSupport"/>),
+    /// and the settings'.</summary>
+    public static IReadOnlyList<string> Check(ModelSpec model, RunDescription description, RunSettings settings, int worldSize)
+    {
+        var errors = new List<string>(model.Validate());
+        if (errors.Count == 0) errors.AddRange(description.Validate(model, worldSize));
+        errors.AddRange(ExecutorSupport.Refusals(description));
+        errors.AddRange(settings.Validate());
+        if (settings.DataPath is null == !settings.MockData) errors.Add("Give exactly one of --data-path PREFIX and --mock-data.");
+        if (settings.Save is not null && File.Exists(settings.Save)) errors.Add($"--save '{settings.Save}' is a file; it must name a checkpoint folder (new or existing).");
+        if (description.Precision == Precision.Bf16 && settings.Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
+        if (settings.Profile is not null && worldSize > 1)
+            errors.Add("--profile opens the profiler range in single-device runs; profile a parallel run's ranks with nsys or ncu from the start instead.");
+        if (!GpuPresets.All.ContainsKey(settings.Gpu)) errors.Add($"--gpu '{settings.Gpu}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
+        return errors;
+    }
+
+    /// <summary>
+    /// Opens the dataset and reads the checkpoint to load once, before any rank starts, so that a missing or damaged one, a
+    /// dataset shorter than a sample, or a checkpoint of another model or weight split is one sentence rather than the same
+    /// failure from every rank. Throws FileNotFoundException, InvalidDataException or ArgumentException with it.
+    /// </summary>
+    public void Prepare()
+    {
+        if (!settings.MockData)
+        {
+            using var data = new IndexedDataset(settings.DataPath!);
+            _ = new GptSampler(data, model.SeqLength, settings.Seed);
+        }
+        if (settings.Load is not null)
+        {
+            var (dir, meta) = Checkpoint.Latest(settings.Load);
+            Checkpoint.RequireCompatible(dir, meta, model.Name, CheckpointLayout.Of(description, model));
+        }
+    }
+
+    /// <summary>Trains on the settings' device; returns the iterations recorded.</summary>
+    public IReadOnlyList<IterationRecord> RunSingleDevice(CancellationToken cancel = default)
+    {
+        using var step = new Trainer(model, description, settings);
+        return Run(step, cancel);
+    }
+
+    /// <summary>This process's rank of <paramref name="world"/>, on <paramref name="device"/> (CUDA device <paramref name="localDevice"/>
+    /// of its node); collective: every rank calls it.</summary>
+    public void RunRank(ICommunicator world, Device device, int localDevice, CancellationToken cancel = default)
+    {
+        using var step = new ParallelRank(world, device, localDevice, model, description, settings);
+        Run(step, cancel);
+    }
+
+    private IReadOnlyList<IterationRecord> Run(ITrainStep step, CancellationToken cancel)
+    {
+        int? queues = int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : null;
+        var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues);
+        var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters);
+        if (!step.Writer) return TrainingLoop.Run(step, run, recorder: null, log, cancel);
+        log(ProgressLines.Start(run));
+        foreach (var note in notes) log($"harness run: note: {note}");
+        using var recorder = new RunRecorder(output, run, log);
+        try { return TrainingLoop.Run(step, run, recorder, log, cancel); }
+        catch when (recorder.Rows.Count > 0)
+        {
+            RecordedBeforeFailure = recorder.Rows.Count;
+            throw;
+        }
+    }
+}

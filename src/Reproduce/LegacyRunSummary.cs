@@ -1,0 +1,45 @@
+using System.Text.Json;
+using Harness.Simulator.Specs;
+
+namespace Harness.Reproduce;
+
+/// <summary>
+/// The summaries `harness run` wrote before it recorded the run description as run (those committed under results/): the
+/// executor's options in "Config" (model, device, bf16, batch sizes, recomputation granularity, GPU preset, fusions,
+/// dropout) and, for parallel runs, the layout in "Parallel". Read here only, into what a summary says today.
+/// </summary>
+internal static class LegacyRunSummary
+{
+    public static SummaryRun Read(JsonElement root, JsonElement config)
+    {
+        // Runs recorded before the executor had dropout trained without it, whatever their model spec said.
+        var model = config.GetProperty("Model").Deserialize<ModelSpec>(RunValidation.Json)! with
+        {
+            HiddenDropout = Probability(config, "HiddenDropout"), AttentionDropout = Probability(config, "AttentionDropout"),
+        };
+        var device = config.GetProperty("Device").GetString() == "Cuda" ? ExecutionDevice.Cuda : ExecutionDevice.Cpu;
+        string? gpu = config.TryGetProperty("Gpu", out var g) && g.ValueKind == JsonValueKind.Object ? g.GetProperty("Name").GetString() ?? "" : null;
+        return new SummaryRun(model, Layout(root, config), device, gpu);
+    }
+
+    private static double Probability(JsonElement config, string name) =>
+        config.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : 0;
+
+    /// <summary>The layout as run: a parallel run recorded its RunDescription; a single-device run is one rank with its
+    /// micro-batch, global batch, recomputation and precision. Gradient-accumulation fusion as recorded (runs made before
+    /// it existed folded their gradients).</summary>
+    private static RunDescription Layout(JsonElement root, JsonElement config)
+    {
+        if (root.TryGetProperty("Parallel", out var parallel) && parallel.ValueKind == JsonValueKind.Object)
+            return parallel.Deserialize<RunDescription>(RunValidation.Json)!;
+        var recompute = config.GetProperty("Recompute").GetString() switch
+        {
+            "Full" => RecomputeSpec.FullUniform(),
+            "Selective" => RecomputeSpec.Selective,
+            _ => RecomputeSpec.None,
+        };
+        bool fused = config.TryGetProperty("GradientAccumulationFusion", out var f) && f.GetBoolean();
+        return new RunDescription(MicroBatch: config.GetProperty("MicroBatchSize").GetInt32(), GlobalBatch: config.GetProperty("GlobalBatchSize").GetInt32(),
+            Recompute: recompute, Precision: config.GetProperty("Bf16").GetBoolean() ? Precision.Bf16 : Precision.Fp32, GradientAccumulationFusion: fused);
+    }
+}

@@ -1,0 +1,98 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Harness.Simulator;
+using Harness.Simulator.Specs;
+
+namespace Harness.Reproduce;
+
+/// <summary>A run folder that cannot be compared, with one sentence saying why.</summary>
+public sealed class RunValidationException(string message) : Exception(message);
+
+/// <summary>
+/// A real run beside the simulator's estimate of the same run: does the model of the machine match what the machine did?
+/// Reads the run's summary.json (medians after warm-up; written by `harness run`), takes its model and its run description
+/// as run, and estimates exactly that description on the GPU preset its settings name (or the one given), with today's
+/// constants. Memory compares two different measures: the run records the device memory in use (NVML: CUDA context plus
+/// the caching allocator's reserve), the simulator the allocated peak.
+/// </summary>
+public sealed record RunValidation(
+    string Run,
+    string Device,
+    string Gpu,
+    ModelSpec Model,
+    RunDescription Config,
+    double MeasuredStepSeconds,
+    double? MeasuredMfu,
+    long MeasuredMemoryBytes,
+    StepEstimate Estimate)
+{
+    /// <summary>Simulated over measured throughput, minus one, as `harness reproduce` counts errors: positive when the
+    /// simulator expects the run to be faster than it was.</summary>
+    public double Error => MeasuredStepSeconds / Estimate.StepTimeSeconds - 1;
+
+    /// <summary>
+    /// The GPU idled most of the step (under 1% MFU): the step is the host's loop launching kernels, which the
+    /// simulator, a model of the GPUs and their links, does not describe. Such runs are listed, not averaged.
+    /// </summary>
+    public bool LaunchBound => MeasuredMfu is double m && m < 0.01;
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNameCaseInsensitive = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new JsonStringEnumConverter() },
+    };
+
+    /// <summary>Compares the run in <paramref name="folder"/> (its summary.json) with its estimate; <paramref name="gpu"/>
+    /// replaces the preset the run named.</summary>
+    public static RunValidation Of(string folder, GpuSpec? gpu = null)
+    {
+        string path = Path.Combine(folder, "summary.json");
+        if (!File.Exists(path)) throw new RunValidationException($"{folder} holds no summary.json (a harness run --out folder has one).");
+        JsonElement root;
+        try { root = JsonDocument.Parse(File.ReadAllText(path)).RootElement; }
+        catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{SpecJson.Describe(e)}"); }
+        try
+        {
+            var ran = root.TryGetProperty("Config", out var config) ? LegacyRunSummary.Read(root, config) : SummaryRun.Read(root);
+            if (ran.Device != ExecutionDevice.Cuda)
+                throw new RunValidationException($"{folder} ran on CPU; the simulator models GPUs, so there is nothing to compare.");
+            var preset = gpu ?? Preset(ran.Gpu, folder);
+            int world = ran.Description.WorldSize;
+            var estimate = Estimator.Estimate(ran.Model, new ClusterSpec(preset, world, Math.Min(world, preset.GpusPerNode)), ran.Description);
+            double? mfu = root.GetProperty("Mfu").ValueKind == JsonValueKind.Number ? root.GetProperty("Mfu").GetDouble() : null;
+            return new RunValidation(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), root.GetProperty("Device").GetString() ?? "?",
+                preset.Name, ran.Model, ran.Description, root.GetProperty("MedianStepMs").GetDouble() / 1e3, mfu, root.GetProperty("PeakMemoryBytes").GetInt64(), estimate);
+        }
+        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or JsonException or NullReferenceException)
+        {
+            throw new RunValidationException($"{path} is not a harness run summary ({e.Message.Split('\n')[0]}).");
+        }
+        catch (InvalidConfigException e)
+        {
+            throw new RunValidationException($"{path}: the simulator cannot estimate this run: {e.Message}");
+        }
+    }
+
+    /// <summary>The GPU preset the run's MFU was counted against, by name, with today's constants.</summary>
+    private static GpuSpec Preset(string? name, string folder)
+    {
+        if (name is null)
+            throw new RunValidationException($"{folder}: the run names no GPU preset; pass --gpu ({string.Join(", ", GpuPresets.All.Keys)}).");
+        return GpuPresets.All.TryGetValue(name, out var preset)
+            ? preset
+            : throw new RunValidationException($"{folder}: the run's GPU '{name}' is not a preset; pass --gpu ({string.Join(", ", GpuPresets.All.Keys)}).");
+    }
+}
+
+/// <summary>What a summary says ran: the model, the run description as run, the device kind and the GPU preset named.</summary>
+internal sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu)
+{
+    /// <summary>A summary as `harness run` writes it: its Model, Description (as run) and Settings, each once.</summary>
+    public static SummaryRun Read(JsonElement root)
+    {
+        var settings = root.GetProperty("Settings").Deserialize<RunSettings>(RunValidation.Json)!;
+        return new SummaryRun(root.GetProperty("Model").Deserialize<ModelSpec>(RunValidation.Json)!,
+            root.GetProperty("Description").Deserialize<RunDescription>(RunValidation.Json)!, settings.Device, settings.Gpu);
+    }
+}

@@ -1,0 +1,89 @@
+using Harness.Executor.Fused;
+using Harness.Executor.Training;
+using Harness.Simulator.Specs;
+
+namespace Harness.Tests.Executor;
+
+/// <summary>What of a run description the executor runs: refused fields as one sentence naming the flag each, and the
+/// description as run, with a note per field the executor changed.</summary>
+public class ExecutorSupportTests
+{
+    [Fact]
+    public void MegatronsDefaultsAndWhatTheExecutorImplementsAreNotRefused()
+    {
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription()));
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2, LayersPerVirtualStage: 1,
+            ContextParallel: 2, SequenceParallel: true, Recompute: new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2), ZeroStage: 1,
+            Overlap: new OverlapSpec(GradientReduce: true, ParamGather: true), Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.AllGather,
+            FusedKernels: false, GradientAccumulationFusion: false, DdpBucketSize: 1000)));
+    }
+
+    [Fact]
+    public void EachFieldItDoesNotRunIsOneSentenceNamingTheFlag()
+    {
+        string Refused(RunDescription d) => Assert.Single(ExecutorSupport.Refusals(d));
+        var d = new RunDescription();
+        Assert.Equal("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).", Refused(d with { OffloadRatio = 0.5 }));
+        Assert.StartsWith("--kaimm-recompute-norm ", Refused(d with { Recompute = new RecomputeSpec(NormOutputs: true) }));
+        Assert.StartsWith("--kaimm-recompute-mlp-activation-func ", Refused(d with { Recompute = new RecomputeSpec(MlpActivation: true) }));
+        Assert.StartsWith("--zero-stage 2 ", Refused(d with { ZeroStage = 2 }));
+        Assert.StartsWith("--zero-stage 3 ", Refused(d with { ZeroStage = 3 }));
+        Assert.StartsWith("--fp16 ", Refused(d with { Precision = Precision.Fp16, GradientsInFp32 = false }));
+        Assert.StartsWith("reduced-precision main gradients (no --accumulate-allreduce-grads-in-fp32)", Refused(d with { GradientsInFp32 = false }));
+        Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));
+        Assert.StartsWith("--overlap-sp-ag and --overlap-sp-rs ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) }));
+        Assert.StartsWith("--no-flash-attention ", Refused(d with { FlashAttention = false }));
+        Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
+        Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
+        Assert.StartsWith("max_split_size_mb 21 ", Refused(d with { MaxSplitSizeMb = 21 }));
+        // The executor's checks include them, beside the description's own.
+        var errors = TrainingRun.Check(Reference(), d with { OffloadRatio = 0.5, Precision = Precision.Fp32 }, new RunSettings(MockData: true), 1);
+        Assert.Contains("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).", errors);
+    }
+
+    private static ModelSpec Reference() => Parallel.Reference.Gpt();
+
+    [Fact]
+    public void OnCpuTheDescriptionAsRunHasWhatRanAndANotePerChange()
+    {
+        var d = new RunDescription(TensorParallel: 2, PipelineParallel: 2, ContextParallel: 2, MicroBatch: 1, GlobalBatch: 1, Precision: Precision.Fp32);
+        var (asRun, notes) = ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, new Fusions(Kernels: true, GradientAccumulation: false, []), deviceMaxConnections: null);
+        var overlap = asRun.OverlapOrDefault;
+        Assert.False(overlap.PipelineP2p);
+        Assert.False(overlap.TensorParallelBackwardAsync);
+        Assert.False(overlap.ContextParallelComm);
+        Assert.False(asRun.FusedKernels);
+        Assert.False(asRun.GradientAccumulationFusion);
+        Assert.Null(overlap.DeviceMaxConnections); // no GPU queues on CPU
+        Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false }, asRun); // nothing else changed
+        Assert.Collection(notes,
+            n => Assert.StartsWith("pipeline p2p is not overlapped", n),
+            n => Assert.StartsWith("the column-parallel input-gradient all-reduce runs on the compute stream", n),
+            n => Assert.StartsWith("ring attention passes each key/value block before computing on it", n),
+            n => Assert.StartsWith("the executor's fused kernels are CUDA kernels; on CPU", n),
+            n => Assert.StartsWith("gradient-accumulation fusion has no bf16 weight gradients to fuse in fp32", n));
+        // One rank, nothing asked for that does not run: no note.
+        var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false);
+        var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
+        Assert.Equal(serial, same);
+        Assert.Empty(none);
+    }
+
+    [Fact]
+    public void OnAGpuTheQueuesAreTheEnvironmentsAndKernelsThatApplyNowhereAreNoted()
+    {
+        // Tensor parallelism: Megatron wants one hardware queue; the process has CUDA's default 8 (unset).
+        var d = new RunDescription(TensorParallel: 2, ContextParallel: 2, MicroBatch: 1, GlobalBatch: 1);
+        var probe = "fused kernels off, libtorch's operators run instead: no NVRTC.";
+        var (asRun, notes) = ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, new Fusions(Kernels: true, GradientAccumulation: true, [probe]), deviceMaxConnections: null);
+        Assert.Equal(8, asRun.OverlapOrDefault.DeviceMaxConnections);
+        Assert.Contains(notes, n => n.StartsWith("CUDA_DEVICE_MAX_CONNECTIONS is 8 in this process (unset: CUDA's default), not the description's 1"));
+        Assert.Contains(probe, notes);
+        Assert.Contains(notes, n => n.StartsWith("the fused cross-entropy runs over an unsplit vocabulary only"));
+        Assert.Contains(notes, n => n.StartsWith("the fused QKV split with rotary positions does not run under context parallelism"));
+        Assert.True(asRun.FusedKernels && asRun.GradientAccumulationFusion);
+        // As the description asks: no note on the queues.
+        var (_, agreeing) = ExecutorSupport.AsRun(d with { ContextParallel = 1 }, ExecutionDevice.Cuda, new Fusions(false, true, []), deviceMaxConnections: 1);
+        Assert.DoesNotContain(agreeing, n => n.StartsWith("CUDA_DEVICE_MAX_CONNECTIONS"));
+    }
+}
