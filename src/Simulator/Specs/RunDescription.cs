@@ -98,7 +98,7 @@ public enum ContextParallelCommType
 /// <param name="LayersPerVirtualStage">Megatron's --num-layers-per-virtual-pipeline-stage; null means no interleaving.</param>
 /// <param name="OffloadRatio">Megatron-Kwai's alpha: fraction of saved activations offloaded to host memory.</param>
 /// <param name="ZeroStage">0: replicated optimizer; 1: optimizer states sharded (Megatron's distributed optimizer);
-/// 2: plus gradients; 3: plus parameters.</param>
+/// 2: plus gradients; 3: plus parameters (stages 2 and 3 as DeepSpeed runs them, without pipeline parallelism).</param>
 /// <param name="SyncFactor">CAAT-Net's p: the fraction of hidden channels all-reduced after row-parallel linears.</param>
 /// <param name="FusedElementwise">Megatron's bias-GeLU, bias-dropout-add and scale-mask-softmax fusions (2020 on); false: the
 /// separate PyTorch kernels of Megatron-LM 2019.</param>
@@ -227,6 +227,13 @@ public sealed record RunDescription(
         }
         if (ZeroStage is < 0 or > 3)
             e.Add($"ZeRO stage {ZeroStage} is not one of 0, 1, 2, 3.");
+        // Stages 2 and 3 are DeepSpeed's (Costs/ZeroMicroBatchComm.cs). Megatron-core's own sharded data parallelism
+        // (--use-megatron-fsdp, megatron/core/distributed/fsdp, at Megatron-LM d98e8a6) has no such check in its default
+        // version 1 (training/arguments.py), though its optim_grads and optim_grads_params strategies also reduce-scatter
+        // after every micro-batch's backward (megatron_fsdp.py, grad_reduce_every_bprop); its version 2 refuses pipeline,
+        // tensor and context parallelism (mcore_fsdp_adapter.py, _validate_config). Its rules are not modelled here.
+        else if (ZeroStage >= 2 && PipelineParallel > 1)
+            e.Add($"ZeRO stage {ZeroStage} cannot run with --pipeline-model-parallel-size {PipelineParallel}: DeepSpeed's pipeline engine refuses stages 2 and 3 (deepspeed/runtime/pipe/engine.py asserts stage < 2) because their per-micro-batch gradient reduce-scatters, and stage 3's weight gathers, would repeat for every micro-batch on every pipeline stage.");
         if (DdpBucketSize is < 1)
             e.Add($"--ddp-bucket-size is {DdpBucketSize}; it must be at least 1 (elements).");
         if (OverlapOrDefault.ParamGather && !DistributedOptimizer)
