@@ -95,6 +95,11 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
 
         private void Prune(PruneRule rule, long configs) => Pruned[(int)rule] += configs;
 
+        /// <summary>Whether a subtree whose step times are at least <paramref name="timeBound"/> loses. A bound can equal the
+        /// time it bounds (without a pipeline, the work of its micro-batches is the step) yet come out above it in the last
+        /// bit, summed in another order: the slack keeps such a subtree, which may tie with the K-th best, in the search.</summary>
+        private bool BoundLoses(double timeBound, long memoryBound, double p) => board.CannotImprove(timeBound * (1 - Slack), memoryBound, p);
+
         private Evaluated Evaluate(RunDescription config)
         {
             var c = cost.Evaluate(space.Model, space.Cluster, config);
@@ -127,7 +132,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                 }
                 // No recomputation bounds the time of every recomputation.
                 var layoutBounds = cost.Bounds(space.Model, space.Cluster, probe);
-                if (board.CannotImprove(layoutBounds.StepTimeSeconds, staticBytes, p))
+                if (BoundLoses(layoutBounds.StepTimeSeconds, staticBytes, p))
                 {
                     Prune(PruneRule.LayoutTimeBound, perZero);
                     continue;
@@ -141,7 +146,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                         StepTimeSeconds = Math.Max(bounds.StepTimeSeconds, layoutBounds.StepTimeSeconds),
                         PeakMemoryBytes = Math.Max(bounds.PeakMemoryBytes, staticBytes),
                     };
-                    if (board.CannotImprove(floor.StepTimeSeconds, floor.PeakMemoryBytes, p))
+                    if (BoundLoses(floor.StepTimeSeconds, floor.PeakMemoryBytes, p))
                     {
                         Prune(PruneRule.RecomputeBound, offload.Count);
                         continue;
@@ -185,7 +190,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                 Prune(PruneRule.OffloadMemoryBound, n - 1);
                 return;
             }
-            if (board.CannotImprove(bounds.StepTimeSeconds, floor, p))
+            if (BoundLoses(bounds.StepTimeSeconds, floor, p))
             {
                 Prune(PruneRule.RecomputeBound, n - 1);
                 return;

@@ -65,7 +65,7 @@ public sealed record RecomputeSpec(
 /// one size), runs the all-gather of K and V in forward and the reduce-scatter of their gradients in backward
 /// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.</param>
 /// <param name="GradientReduce">Megatron's --overlap-grad-reduce (off unless given): gradient buckets reduced during the last
-/// micro-batch's backward.</param>
+/// micro-batch's backward; with ZeRO 2 and 3, DeepSpeed's overlap_comm: during every micro-batch's backward.</param>
 /// <param name="ParamGather">Megatron's --overlap-param-gather (off unless given; with the distributed optimizer): each bucket's
 /// updated weights all-gathered during the next forward, just before its first layer needs them.</param>
 public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = false, bool PipelineP2p = true,
@@ -113,7 +113,7 @@ public enum ContextParallelCommType
 /// <param name="FusedKernels">The executor's own CUDA kernels (SwiGLU, QKV with rotary, cross-entropy, AdamW) in place of
 /// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator models Megatron's kernels either way.</param>
 /// <param name="DdpBucketSize">Megatron's --ddp-bucket-size: elements per data-parallel gradient bucket; null: Megatron's
-/// default, max(40M, 1M x data-parallel size).</param>
+/// default, max(40M, 1M x data-parallel size). With ZeRO 2 and 3 it sets DeepSpeed's reduce_bucket_size (default 5e8).</param>
 /// <param name="MaxSplitSizeMb">PyTorch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: the caching allocator neither splits
 /// cached blocks of at least this size nor serves smaller requests from them; null: PyTorch's default (no limit).
 /// Megatron-Kwai's ATC'24 launch script sets 21.</param>

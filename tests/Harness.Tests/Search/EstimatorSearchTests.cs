@@ -83,15 +83,19 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
         Assert.Equal(0, result.Counts.BoundViolations);
     }
 
-    [Fact]
-    public void SmallSpaceMatchesBruteForceWithTheSimulator()
+    [Theory]
+    [InlineData(false, null)]
+    [InlineData(true, 20_000_000L)] // gradient buckets reduced during every backward (ZeRO 2 and 3) or the last (0 and 1)
+    public void SmallSpaceMatchesBruteForceWithTheSimulator(bool overlapGradReduce, long? bucket)
     {
         var model = ModelPresets.All["caat-1b"];
+        var implementation = new RunDescription(Overlap: new OverlapSpec(GradientReduce: overlapGradReduce), DdpBucketSize: bucket);
         var space = new SearchSpace(model, ClusterSpec.Of(GpuPresets.All["h800"], 8), 16,
-            new SearchConstraints { OffloadStep = 0.5, SyncFactors = [1.0, 0.5], MemoryLimitBytes = 12L << 30 });
+            new SearchConstraints { OffloadStep = 0.5, SyncFactors = [1.0, 0.5], MemoryLimitBytes = 12L << 30, Implementation = implementation });
         var brute = SearchTestSpaces.BruteForce(space, EstimatorCostModel.Instance);
         Assert.Contains(brute, e => e.Fits);
         Assert.Contains(brute, e => !e.Fits);
+        Assert.Contains(brute, e => e.Fits && e.Config.ZeroStage == 3);
         var result = new Searcher(EstimatorCostModel.Instance, new SearchOptions { TopK = 5, ParetoMinThroughputFraction = 0 }).Run(space);
         Assert.Equal(brute.Count, result.Counts.Enumerated);
         Assert.Equal(0, result.Counts.BoundViolations);
