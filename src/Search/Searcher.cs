@@ -25,7 +25,8 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
 {
     private readonly SearchOptions _options = options ?? new SearchOptions();
 
-    private sealed record WorkItem(Layout Layout, double Screened, IReadOnlyList<RecomputeSpec> Recompute, IReadOnlyList<double> Offload);
+    private sealed record WorkItem(Layout Layout, double Screened, IReadOnlyList<int> Zero, IReadOnlyList<RecomputeSpec> Recompute,
+        IReadOnlyList<double> Offload);
 
     public SearchResult Run(SearchSpace space, SearchProgress? progress = null)
     {
@@ -35,14 +36,15 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
         long enumerated = 0;
         foreach (var layout in enumerator.Layouts())
         {
+            var z = enumerator.ZeroOptions(layout);
             var r = enumerator.RecomputeOptions(layout);
             var a = enumerator.OffloadOptions(layout);
-            long leaves = (long)enumerator.ZeroStages.Count * r.Count * a.Count;
+            long leaves = (long)z.Count * r.Count * a.Count;
             if (leaves == 0) continue;
             enumerated += leaves;
             // Screen the layout at its most frugal memory (largest ZeRO stage and offload ratio), which is likelier to fit.
-            var probe = layout.ToConfig(space.GlobalBatch, enumerator.ZeroStages[^1], RecomputeSpec.None, a[^1], space.Constraints.Implementation);
-            items.Add(new WorkItem(layout, cost.Screen(space.Model, space.Cluster, probe), r, a));
+            var probe = layout.ToConfig(space.GlobalBatch, z[^1], RecomputeSpec.None, a[^1], space.Constraints.Implementation);
+            items.Add(new WorkItem(layout, cost.Screen(space.Model, space.Cluster, probe), z, r, a));
         }
         // Promising layouts first: a good K-th best and front early prune more later.
         items.Sort((x, y) => x.Screened.CompareTo(y.Screened));
@@ -54,12 +56,12 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
         int next = -1;
         Parallel.For(0, workers.Length, new ParallelOptions { MaxDegreeOfParallelism = workers.Length }, w =>
         {
-            var worker = workers[w] = new Worker(cost, space, enumerator.ZeroStages, board, _options.KeepEvaluations);
+            var worker = workers[w] = new Worker(cost, space, board, _options.KeepEvaluations);
             int i;
             while ((i = Interlocked.Increment(ref next)) < items.Count)
             {
                 var item = items[i];
-                worker.Layout(item.Layout, item.Recompute, item.Offload);
+                worker.Layout(item.Layout, item.Zero, item.Recompute, item.Offload);
                 progress.Step();
             }
         });
@@ -80,7 +82,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
     }
 
     /// <summary>One thread's walk: its own counters and kept evaluations, the shared leaderboard.</summary>
-    private sealed class Worker(ISearchCostModel cost, SearchSpace space, IReadOnlyList<int> zeroStages, Leaderboard board, bool keep)
+    private sealed class Worker(ISearchCostModel cost, SearchSpace space, Leaderboard board, bool keep)
     {
         // Bounds are compared with a relative slack: the cost model's float sums may round differently.
         private const double Slack = 1e-9;
@@ -92,6 +94,11 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
         public StaticMemoryMiss? SmallestStaticMiss;
 
         private void Prune(PruneRule rule, long configs) => Pruned[(int)rule] += configs;
+
+        /// <summary>Whether a subtree whose step times are at least <paramref name="timeBound"/> loses. A bound can equal the
+        /// time it bounds (without a pipeline, the work of its micro-batches is the step) yet come out above it in the last
+        /// bit, summed in another order: the slack keeps such a subtree, which may tie with the K-th best, in the search.</summary>
+        private bool BoundLoses(double timeBound, long memoryBound, double p) => board.CannotImprove(timeBound * (1 - Slack), memoryBound, p);
 
         private Evaluated Evaluate(RunDescription config)
         {
@@ -108,7 +115,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             if (!holds) Violations.Add($"{property}: {PaperNotation.Short(config)}");
         }
 
-        public void Layout(Layout layout, IReadOnlyList<RecomputeSpec> recompute, IReadOnlyList<double> offload)
+        public void Layout(Layout layout, IReadOnlyList<int> zeroStages, IReadOnlyList<RecomputeSpec> recompute, IReadOnlyList<double> offload)
         {
             long perZero = (long)recompute.Count * offload.Count;
             double p = layout.SyncFactor;
@@ -125,7 +132,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                 }
                 // No recomputation bounds the time of every recomputation.
                 var layoutBounds = cost.Bounds(space.Model, space.Cluster, probe);
-                if (board.CannotImprove(layoutBounds.StepTimeSeconds, staticBytes, p))
+                if (BoundLoses(layoutBounds.StepTimeSeconds, staticBytes, p))
                 {
                     Prune(PruneRule.LayoutTimeBound, perZero);
                     continue;
@@ -139,7 +146,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                         StepTimeSeconds = Math.Max(bounds.StepTimeSeconds, layoutBounds.StepTimeSeconds),
                         PeakMemoryBytes = Math.Max(bounds.PeakMemoryBytes, staticBytes),
                     };
-                    if (board.CannotImprove(floor.StepTimeSeconds, floor.PeakMemoryBytes, p))
+                    if (BoundLoses(floor.StepTimeSeconds, floor.PeakMemoryBytes, p))
                     {
                         Prune(PruneRule.RecomputeBound, offload.Count);
                         continue;
@@ -183,7 +190,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                 Prune(PruneRule.OffloadMemoryBound, n - 1);
                 return;
             }
-            if (board.CannotImprove(bounds.StepTimeSeconds, floor, p))
+            if (BoundLoses(bounds.StepTimeSeconds, floor, p))
             {
                 Prune(PruneRule.RecomputeBound, n - 1);
                 return;

@@ -6,12 +6,14 @@ namespace Harness.Search;
 /// Every valid configuration of a <see cref="SearchSpace"/>, generated valid by construction: each rule of
 /// <see cref="RunDescription.Validate"/> is applied at the level of the tree where its values are fixed, so no
 /// invalid subtree is ever walked. Tests prove the set equal to "every combination that Validate accepts".
-/// Tree: layout (dp, tp, pp, cp, interleaving, sp, micro-batch, p) -> ZeRO stage -> recomputation -> offload ratio.
+/// Tree: layout (dp, tp, pp, cp, interleaving, sp, micro-batch, p) -> ZeRO stage (2 and 3 only where pp = 1) ->
+/// recomputation -> offload ratio.
 /// </summary>
 public sealed class SpaceEnumerator
 {
     private readonly SearchSpace _space;
     private readonly IReadOnlyList<double> _offloadGrid;
+    private readonly IReadOnlyList<int> _zeroWithPipeline;
 
     public SpaceEnumerator(SearchSpace space)
     {
@@ -20,6 +22,7 @@ public sealed class SpaceEnumerator
         // --overlap-param-gather overlaps the distributed optimizer's gather: it leaves only the stages that have one.
         ZeroStages = (space.Constraints.ZeroStage ?? [0, 1, 2, 3]).Distinct().Order()
             .Where(z => z >= 1 || !space.Constraints.Implementation.OverlapOrDefault.ParamGather).ToArray();
+        _zeroWithPipeline = ZeroStages.Where(z => z < 2).ToArray();
     }
 
     private ModelSpec Model => _space.Model;
@@ -27,6 +30,11 @@ public sealed class SpaceEnumerator
 
     /// <summary>The ZeRO stages searched (0 replicated; 1 Megatron's distributed optimizer; 2; 3).</summary>
     public IReadOnlyList<int> ZeroStages { get; }
+
+    /// <summary>The ZeRO stages valid for a layout, ascending: stages 2 and 3 only without pipeline parallelism
+    /// (RunDescription.Validate: DeepSpeed's pipeline engine refuses them).</summary>
+    public IReadOnlyList<int> ZeroOptions(Layout layout) =>
+        layout.PipelineParallel == 1 ? ZeroStages : _zeroWithPipeline;
 
     private static bool Allowed<T>(IReadOnlyList<T>? only, T value) => only is null || only.Contains(value);
 
@@ -93,13 +101,13 @@ public sealed class SpaceEnumerator
 
     /// <summary>How many configurations a layout holds.</summary>
     public long LeafCount(Layout layout) =>
-        (long)ZeroStages.Count * RecomputeOptions(layout).Count * OffloadOptions(layout).Count;
+        (long)ZeroOptions(layout).Count * RecomputeOptions(layout).Count * OffloadOptions(layout).Count;
 
     /// <summary>Every valid configuration of the space (for brute force and tests; the search never lists them all).</summary>
     public IEnumerable<RunDescription> All()
     {
         foreach (var layout in Layouts())
-            foreach (int zero in ZeroStages)
+            foreach (int zero in ZeroOptions(layout))
                 foreach (var r in RecomputeOptions(layout))
                     foreach (double a in OffloadOptions(layout))
                         yield return layout.ToConfig(_space.GlobalBatch, zero, r, a, _space.Constraints.Implementation);

@@ -14,7 +14,8 @@ public sealed class InvalidConfigException(IReadOnlyList<string> reasons)
 /// <summary>
 /// The simulator's entry point: one training iteration of (model, cluster, config), from the per-layer costs
 /// (src/Simulator/Costs) through the pipeline schedule (src/Simulator/Schedule) to a <see cref="StepEstimate"/>.
-/// Step = slowest rank's pipeline (with its exposed gradient reduction) + optimizer step + weight all-gather.
+/// Step = slowest rank's pipeline (with its exposed gradient reduction; ZeRO 2 and 3's per-micro-batch collectives inside
+/// its forwards and backwards) + optimizer step + weight all-gather.
 /// </summary>
 public static class Estimator
 {
@@ -54,12 +55,13 @@ public static class Estimator
         double tp = k.M * (k.V * k.ChunkTensorParallel + (c == 0 ? k.FirstExtraTensorParallel : 0) + (c == k.P - 1 ? k.LastExtraTensorParallel : 0));
         double cp = k.M * k.V * k.ChunkContextParallel;
         double recompute = k.M * k.V * k.ChunkRecompute;
-        double compute = k.M * k.RankWorkPerMicroBatch(c) - tp - cp - recompute;
-        double busy = compute + recompute + tp + cp + run.OffloadStall[c] + run.P2pBusy[c];
-        double bubble = run.ComputeEnd[c] - busy;
+        double zero = k.M * (k.V * k.ChunkDataParallel + (c == 0 ? k.FirstExtraDataParallel : 0) + (c == k.P - 1 ? k.LastExtraDataParallel : 0));
+        double compute = k.M * k.RankWorkPerMicroBatch(c) - tp - cp - recompute - zero;
+        double busy = compute + recompute + tp + cp + zero + run.OffloadStall[c] + run.P2pBusy[c];
+        double bubble = Math.Max(0, run.ComputeEnd[c] - busy); // rounding leaves -1e-15 where there is none
         var after = k.Rank(afterRank);
         var time = new TimeBreakdown(compute, recompute, tp, cp, run.P2pBusy[c],
-            run.Finish[c] - run.ComputeEnd[c] + after.ParameterGather, bubble, after.Optimizer, run.OffloadStall[c]);
+            zero + run.Finish[c] - run.ComputeEnd[c] + after.ParameterGather, bubble, after.Optimizer, run.OffloadStall[c]);
 
         var stages = new StageMemory[k.P];
         int peakStage = 0;

@@ -8,7 +8,8 @@ namespace Harness.Simulator;
 /// <param name="TensorParallelComm">Tensor-parallel collectives not hidden behind GEMMs.</param>
 /// <param name="ContextParallelComm">Context-parallel (ring attention) transfers not hidden behind attention.</param>
 /// <param name="PipelineComm">Time the rank waited on its own p2p sends (when they do not overlap).</param>
-/// <param name="DataParallelComm">Gradient reduction not hidden behind backward, and the weight all-gather.</param>
+/// <param name="DataParallelComm">Gradient reduction not hidden behind backward, and the weight all-gather; with ZeRO 2 and
+/// 3, every micro-batch's gradient reduce-scatters and ZeRO 3's weight all-gathers not hidden behind compute.</param>
 /// <param name="Bubble">Pipeline idle time: waiting for other stages (fill, drain, p2p latency, imbalance).</param>
 /// <param name="Optimizer">The optimizer step.</param>
 /// <param name="OffloadStall">Ops waiting for Megatron-Kwai's activation offload/reload transfers.</param>

@@ -43,6 +43,8 @@ public class ValidationTests
             { "alpha p3", Valid with { OffloadRatio = 0.5, LayersPerVirtualStage = 4 }, Llama,
                 "activation offload (Megatron-Kwai) needs --pipeline-model-parallel-size of at least 3, not 2." },
             { "zero", Valid with { ZeroStage = 4 }, Llama, "ZeRO stage 4 is not one of 0, 1, 2, 3." },
+            { "zero 2 pipelined", Valid with { ZeroStage = 2 }, Llama, ZeroWithPipeline(2, 2) },
+            { "zero 3 pipelined", Valid with { ZeroStage = 3, DataParallel = 1, PipelineParallel = 4 }, Llama, ZeroWithPipeline(3, 4) },
             { "p range", Valid with { SyncFactor = -0.5 }, Llama, "sync factor p -0.5 is outside [0, 1]." },
             { "p needs tp", Valid with { SyncFactor = 0.5, TensorParallel = 1, DataParallel = 4, SequenceParallel = false }, Llama,
                 "sync factor p 0.5 < 1 needs --tensor-model-parallel-size of at least 2." },
@@ -62,8 +64,24 @@ public class ValidationTests
         };
     }
 
+    private static string ZeroWithPipeline(int stage, int p) =>
+        $"ZeRO stage {stage} cannot run with --pipeline-model-parallel-size {p}: DeepSpeed's pipeline engine refuses stages 2 and 3 "
+        + "(deepspeed/runtime/pipe/engine.py asserts stage < 2) because their per-micro-batch gradient reduce-scatters, and stage 3's "
+        + "weight gathers, would repeat for every micro-batch on every pipeline stage.";
+
     [Fact]
     public void TheBaseConfigIsValid() => Assert.Empty(Valid.Validate(Llama, 8));
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void EveryZeroStageRunsWithoutPipelineParallelism(int stage) =>
+        Assert.Empty((Valid with { PipelineParallel = 1, DataParallel = 4, ZeroStage = stage }).Validate(Llama, 8));
+
+    [Fact]
+    public void ZeroStageOneRunsWithPipelineParallelism() => Assert.Empty((Valid with { ZeroStage = 1 }).Validate(Llama, 8));
 
     [Theory]
     [MemberData(nameof(Cases))]

@@ -6,6 +6,9 @@ namespace Harness.Simulator.Costs;
 public readonly record struct ModelStateBytes(double Weights, double Gradients, double Optimizer)
 {
     public double Total => Weights + Gradients + Optimizer;
+
+    public static ModelStateBytes operator +(ModelStateBytes a, ModelStateBytes b) =>
+        new(a.Weights + b.Weights, a.Gradients + b.Gradients, a.Optimizer + b.Optimizer);
 }
 
 /// <summary>
@@ -13,8 +16,8 @@ public readonly record struct ModelStateBytes(double Weights, double Gradients, 
 /// 2 B, fp32 main gradients 4 B (Megatron accumulates gradients in fp32), fp32 master weights, Adam m and v
 /// 12 B: 18 B per parameter. Megatron's distributed optimizer (ZeRO stage 1) shards the 12 B over the
 /// data-parallel group (with context parallelism: data x context ranks, which hold the same weights):
-/// 6 + 12/d B. ZeRO 2 also shards the gradients, ZeRO 3 the weights. fp32 training: 4 B weights,
-/// 4 B gradients, 8 B for m and v.
+/// 6 + 12/d B. ZeRO 2 also shards the gradients (2 + 16/d B), ZeRO 3 the weights (18/d B), and both hold a working set
+/// beyond their shards (<see cref="ZeroWorkingSet"/>). fp32 training: 4 B weights, 4 B gradients, 8 B for m and v.
 /// </summary>
 public static class ModelState
 {
@@ -63,6 +66,33 @@ public static class ModelState
         if (c.ZeroStage >= 2) grads /= d;
         if (c.ZeroStage >= 3) weights /= d;
         return new ModelStateBytes(parameters * weights, parameters * grads, parameters * optimizer);
+    }
+
+    /// <summary>Weights, gradients and optimizer states pipeline rank <paramref name="pipelineRank"/> holds at its peak:
+    /// its shards of them and ZeRO's working set.</summary>
+    public static ModelStateBytes RankBytes(ModelSpec m, RunDescription c, int pipelineRank) =>
+        Bytes(RankParameters(m, c, pipelineRank), c) + ZeroWorkingSet(m, c, pipelineRank);
+
+    /// <summary>
+    /// What ZeRO 2 and 3 hold beyond their shards during a backward, as DeepSpeed allocates it (edaa722). Gradients: the
+    /// reduce buckets, reduce_bucket_size elements each in the parameter dtype, allocated whole whatever the model's size:
+    /// stage 2 one, two under overlap_comm so that one fills while the other is reduced (zero/stage_1_and_2.py,
+    /// setup_buckets); stage 3 one (zero/stage3.py). Weights (stage 3): the gathered full weights in use, about two layers
+    /// (the one computing and the one being prefetched, zero/partitioned_param_coordinator.py) and, on the ranks that
+    /// hold them, the embedding or the output layer, gathered at the turn from forward to backward where activations peak.
+    /// </summary>
+    public static ModelStateBytes ZeroWorkingSet(ModelSpec m, RunDescription c, int pipelineRank)
+    {
+        if (c.ZeroStage < 2) return default;
+        double e = Activations.BytesPerElement(c.Precision);
+        int bucketCount = c.ZeroStage == 2 && c.OverlapOrDefault.GradientReduce ? 2 : 1;
+        double buckets = bucketCount * ZeroMicroBatchComm.ReduceBucketSize(c) * e;
+        if (c.ZeroStage < 3) return new ModelStateBytes(0, buckets, 0);
+        int p = c.PipelineParallel;
+        double layers = Math.Min(2, (double)m.NumLayers / p) * LayerParametersPerRank(m, c.TensorParallel);
+        double ends = Math.Max(pipelineRank == 0 ? EmbeddingParametersPerRank(m, c.TensorParallel) : 0,
+                               pipelineRank == p - 1 ? OutputParametersPerRank(m, c.TensorParallel, p) : 0);
+        return new ModelStateBytes((layers + ends) * e, buckets, 0);
     }
 
     /// <summary>Bytes per parameter: 18 replicated, 6 + 12/d with the distributed optimizer (bf16).</summary>

@@ -31,14 +31,20 @@ public readonly struct PipelineCosts
     public double ChunkRecompute { get; init; }
     public double ChunkTensorParallel { get; init; }
     public double ChunkContextParallel { get; init; }
+    /// <summary>ZeRO 2 and 3's collectives of a micro-batch (<see cref="ZeroMicroBatchComm"/>) that a chunk's forward and
+    /// backward do not hide, and the compute they slow where they hide; part of <see cref="ChunkForward"/> and
+    /// <see cref="ChunkBackward"/>.</summary>
+    public double ChunkDataParallel { get; init; }
 
     // First chunk (embedding) and last chunk (final norm, output layer, loss) extras, one micro-batch.
     public double FirstForwardExtra { get; init; }
     public double FirstBackwardExtra { get; init; }
     public double FirstExtraTensorParallel { get; init; }
+    public double FirstExtraDataParallel { get; init; }
     public double LastForwardExtra { get; init; }
     public double LastBackwardExtra { get; init; }
     public double LastExtraTensorParallel { get; init; }
+    public double LastExtraDataParallel { get; init; }
 
     /// <summary>One activation (or gradient) transfer between adjacent stages.</summary>
     public double P2p { get; init; }
@@ -181,30 +187,46 @@ public readonly struct PipelineCosts
         double tiedSync = m.TiedEmbeddings && p > 1
             ? Collectives.SendRecv(4 * (double)m.VocabSize * m.HiddenSize / c.TensorParallel, false, gpu) : 0;
 
+        double chunkForward = layersPerChunk * layerForward + p2pGather;
+        double chunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward + p2pGather
+                               + ComputeTime.GradientAccumulation(chunkParams, c, gpu);
+        // ZeRO 2 and 3: every micro-batch's collectives beside the chunk's compute; the embedding's and output layer's,
+        // gathered first and reduced last or on their own, are counted exposed.
+        var zero = ZeroMicroBatchComm.Collectives(chunkParams, c, cluster);
+        var zeroExposed = ZeroMicroBatchComm.Exposed(zero, chunkForward, chunkBackward, layersPerChunk,
+            ZeroMicroBatchComm.Buckets(chunkParams, c), overlap.GradientReduce);
+        double zeroForward = zeroExposed.Forward + NcclSmShare * (zero.Forward - zeroExposed.Forward);
+        double zeroBackward = zeroExposed.Backward + NcclSmShare * (zero.Backward - zeroExposed.Backward);
+        var embedZero = ZeroMicroBatchComm.Collectives(embedParams, c, cluster);
+        var outZero = ZeroMicroBatchComm.Collectives(outParams, c, cluster);
+
         RankCosts Rank(int rank, double after)
         {
             double parameters = ModelState.RankParameters(m, c, rank);
-            return new RankCosts(parameters, ModelState.Bytes(parameters, c), OptimizerTime.Step(parameters, c, gpu),
+            return new RankCosts(parameters, ModelState.RankBytes(m, c, rank), OptimizerTime.Step(parameters, c, gpu),
                 DataParallelComm.ParameterGather(parameters, c, cluster, v * layersPerChunk * layerForward), after);
         }
 
         return new PipelineCosts
         {
             P = p, V = v, M = c.NumMicroBatches,
-            ChunkForward = layersPerChunk * layerForward + p2pGather,
-            ChunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward + p2pGather
-                            + ComputeTime.GradientAccumulation(chunkParams, c, gpu),
+            ChunkForward = chunkForward + zeroForward,
+            ChunkBackward = chunkBackward + zeroBackward,
             ChunkCompute = layersPerChunk * (layer.Forward + layer.Backward),
             ChunkRecompute = layersPerChunk * layer.Recompute + recomputedLayers * layer.Forward,
             ChunkTensorParallel = layersPerChunk * (tpF + tpB) + recomputedLayers * tpF,
             ChunkContextParallel = layersPerChunk * (cpFx + cpBx) + recomputedLayers * cpFx,
-            FirstForwardExtra = embed + embedTp - p2pGather,     // the first stage receives nothing forward
-            FirstBackwardExtra = embed + embedTp + ComputeTime.GradientAccumulation(embedParams, c, gpu),
+            ChunkDataParallel = zeroForward + zeroBackward,
+            FirstForwardExtra = embed + embedTp - p2pGather     // the first stage receives nothing forward
+                                + embedZero.Forward,
+            FirstBackwardExtra = embed + embedTp + ComputeTime.GradientAccumulation(embedParams, c, gpu) + embedZero.Backward,
             FirstExtraTensorParallel = 2 * embedTp,
-            LastForwardExtra = outF + gatherTp + lossTp,
+            FirstExtraDataParallel = embedZero.Forward + embedZero.Backward,
+            LastForwardExtra = outF + gatherTp + lossTp + outZero.Forward,
             LastBackwardExtra = outB + gatherTp - p2pGather      // nor the last stage backward
-                                + ComputeTime.GradientAccumulation(outParams, c, gpu),
+                                + ComputeTime.GradientAccumulation(outParams, c, gpu) + outZero.Backward,
             LastExtraTensorParallel = 2 * gatherTp + lossTp,
+            LastExtraDataParallel = outZero.Forward + outZero.Backward,
             P2p = p2p,
             P2pOverlapped = c.PipelineP2pHidden,
             OffloadRatio = c.OffloadRatio,

@@ -65,7 +65,7 @@ public sealed record RecomputeSpec(
 /// one size), runs the all-gather of K and V in forward and the reduce-scatter of their gradients in backward
 /// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.</param>
 /// <param name="GradientReduce">Megatron's --overlap-grad-reduce (off unless given): gradient buckets reduced during the last
-/// micro-batch's backward.</param>
+/// micro-batch's backward; with ZeRO 2 and 3, DeepSpeed's overlap_comm: during every micro-batch's backward.</param>
 /// <param name="ParamGather">Megatron's --overlap-param-gather (off unless given; with the distributed optimizer): each bucket's
 /// updated weights all-gathered during the next forward, just before its first layer needs them.</param>
 public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientReduce = false, bool PipelineP2p = true,
@@ -98,7 +98,7 @@ public enum ContextParallelCommType
 /// <param name="LayersPerVirtualStage">Megatron's --num-layers-per-virtual-pipeline-stage; null means no interleaving.</param>
 /// <param name="OffloadRatio">Megatron-Kwai's alpha: fraction of saved activations offloaded to host memory.</param>
 /// <param name="ZeroStage">0: replicated optimizer; 1: optimizer states sharded (Megatron's distributed optimizer);
-/// 2: plus gradients; 3: plus parameters.</param>
+/// 2: plus gradients; 3: plus parameters (stages 2 and 3 as DeepSpeed runs them, without pipeline parallelism).</param>
 /// <param name="SyncFactor">CAAT-Net's p: the fraction of hidden channels all-reduced after row-parallel linears.</param>
 /// <param name="FusedElementwise">Megatron's bias-GeLU, bias-dropout-add and scale-mask-softmax fusions (2020 on); false: the
 /// separate PyTorch kernels of Megatron-LM 2019.</param>
@@ -113,7 +113,7 @@ public enum ContextParallelCommType
 /// <param name="FusedKernels">The executor's own CUDA kernels (SwiGLU, QKV with rotary, cross-entropy, AdamW) in place of
 /// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator models Megatron's kernels either way.</param>
 /// <param name="DdpBucketSize">Megatron's --ddp-bucket-size: elements per data-parallel gradient bucket; null: Megatron's
-/// default, max(40M, 1M x data-parallel size).</param>
+/// default, max(40M, 1M x data-parallel size). With ZeRO 2 and 3 it sets DeepSpeed's reduce_bucket_size (default 5e8).</param>
 /// <param name="MaxSplitSizeMb">PyTorch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: the caching allocator neither splits
 /// cached blocks of at least this size nor serves smaller requests from them; null: PyTorch's default (no limit).
 /// Megatron-Kwai's ATC'24 launch script sets 21.</param>
@@ -227,6 +227,13 @@ public sealed record RunDescription(
         }
         if (ZeroStage is < 0 or > 3)
             e.Add($"ZeRO stage {ZeroStage} is not one of 0, 1, 2, 3.");
+        // Stages 2 and 3 are DeepSpeed's (Costs/ZeroMicroBatchComm.cs). Megatron-core's own sharded data parallelism
+        // (--use-megatron-fsdp, megatron/core/distributed/fsdp, at Megatron-LM d98e8a6) has no such check in its default
+        // version 1 (training/arguments.py), though its optim_grads and optim_grads_params strategies also reduce-scatter
+        // after every micro-batch's backward (megatron_fsdp.py, grad_reduce_every_bprop); its version 2 refuses pipeline,
+        // tensor and context parallelism (mcore_fsdp_adapter.py, _validate_config). Its rules are not modelled here.
+        else if (ZeroStage >= 2 && PipelineParallel > 1)
+            e.Add($"ZeRO stage {ZeroStage} cannot run with --pipeline-model-parallel-size {PipelineParallel}: DeepSpeed's pipeline engine refuses stages 2 and 3 (deepspeed/runtime/pipe/engine.py asserts stage < 2) because their per-micro-batch gradient reduce-scatters, and stage 3's weight gathers, would repeat for every micro-batch on every pipeline stage.");
         if (DdpBucketSize is < 1)
             e.Add($"--ddp-bucket-size is {DdpBucketSize}; it must be at least 1 (elements).");
         if (OverlapOrDefault.ParamGather && !DistributedOptimizer)

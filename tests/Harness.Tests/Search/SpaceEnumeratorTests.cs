@@ -85,6 +85,19 @@ public class SpaceEnumeratorTests
     }
 
     [Fact]
+    public void ZeroStagesTwoAndThreeOnlyWithoutPipelineParallelism()
+    {
+        var e = new SpaceEnumerator(Space(TinyLlama, 12, 6));
+        var all = e.All().ToList();
+        Assert.DoesNotContain(all, c => c.ZeroStage >= 2 && c.PipelineParallel > 1);
+        Assert.Contains(all, c => c.ZeroStage == 3 && c.PipelineParallel == 1);
+        Assert.Contains(all, c => c.ZeroStage == 1 && c.PipelineParallel > 1);
+        // Asked for stage 2 alone, the pipelined layouts hold nothing.
+        var only2 = new SpaceEnumerator(Space(TinyLlama, 12, 6, new SearchConstraints { ZeroStage = [2] }));
+        Assert.All(only2.Layouts(), l => Assert.Equal(l.PipelineParallel == 1, only2.LeafCount(l) > 0));
+    }
+
+    [Fact]
     public void OffloadOnlyWithInterleavingAndThreeStages()
     {
         var all = new SpaceEnumerator(Space(TinyLlama, 12, 6)).All().Where(c => c.OffloadRatio > 0).ToList();
