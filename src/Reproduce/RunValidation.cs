@@ -54,7 +54,7 @@ public sealed record RunValidation(
         catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{SpecJson.Describe(e)}"); }
         try
         {
-            var ran = root.TryGetProperty("Config", out var config) ? LegacyRunSummary.Read(root, config) : SummaryRun.Read(root);
+            var ran = SummaryRun.Of(root);
             if (ran.Device != ExecutionDevice.Cuda)
                 throw new RunValidationException($"{folder} ran on CPU; the simulator models GPUs, so there is nothing to compare.");
             var preset = gpu ?? Preset(ran.Gpu, folder);
@@ -86,10 +86,15 @@ public sealed record RunValidation(
 }
 
 /// <summary>What a summary says ran: the model, the run description as run, the device kind and the GPU preset named.</summary>
-internal sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu)
+public sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu)
 {
+    /// <summary>What a summary.json's root says ran: a summary as `harness run` writes it, or one recorded before the run
+    /// description (<see cref="LegacyRunSummary"/>).</summary>
+    public static SummaryRun Of(JsonElement root) =>
+        root.TryGetProperty("Config", out var config) ? LegacyRunSummary.Read(root, config) : Read(root);
+
     /// <summary>A summary as `harness run` writes it: its Model, Description (as run) and Settings, each once.</summary>
-    public static SummaryRun Read(JsonElement root)
+    private static SummaryRun Read(JsonElement root)
     {
         var settings = root.GetProperty("Settings").Deserialize<RunSettings>(RunValidation.Json)!;
         return new SummaryRun(root.GetProperty("Model").Deserialize<ModelSpec>(RunValidation.Json)!,

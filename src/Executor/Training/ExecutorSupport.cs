@@ -30,7 +30,7 @@ public static class ExecutorSupport
             refused.Add(overlap.TensorParallelForwardReduceScatter
                 ? "--tp-comm-overlap is not run by the executor yet."
                 : "--overlap-sp-ag and --overlap-sp-rs (Megatron-Kwai) are not run by the executor yet.");
-        if (!d.FlashAttention) refused.Add("--no-flash-attention is not run by the executor: its attention is always libtorch's fused scaled_dot_product_attention.");
+        if (!d.FlashAttention) refused.Add("--attention-backend unfused is not run by the executor: its attention is always libtorch's scaled_dot_product_attention (flash or cuDNN's fused kernel on GPUs).");
         if (!d.FusedElementwise) refused.Add("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion are not run by the executor yet.");
         if (!d.FusedNorm) refused.Add("--no-norm-fusion is not run by the executor yet.");
         if (d.MaxSplitSizeMb is int mb) refused.Add($"max_split_size_mb {mb} is not set by the executor yet; set PYTORCH_CUDA_ALLOC_CONF in the environment and leave it out of the description.");

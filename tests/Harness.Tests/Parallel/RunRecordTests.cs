@@ -1,0 +1,61 @@
+using System.Text.Json;
+using Harness.Cli.Commands;
+using Harness.Executor.Fused;
+using Harness.Executor.Training;
+using Harness.Megatron;
+using Harness.Reproduce;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>
+/// The loop that makes one product: for every flag `harness run` accepts of the run description, a CPU run's summary.json,
+/// read back by the code `harness validate` uses (<see cref="SummaryRun.Of"/>), holds the description `harness simulate`
+/// builds from the same flags, as the executor ran it (<see cref="ExecutorSupport.AsRun"/>: its p2p, TP and CP exchanges
+/// are not overlapped, and on CPU its fused kernels are libtorch's operators, each with a note in the record).
+/// </summary>
+[Collection("Console")]
+public class RunRecordTests
+{
+    private static readonly string[] Model =
+    [
+        "--num-layers", "4", "--hidden-size", "32", "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
+        "--vocab-size", "101",
+    ];
+
+    [Theory]
+    [InlineData(1, "")]
+    [InlineData(1, "--recompute-granularity full --recompute-method block --recompute-num-layers 2 --no-gradient-accumulation-fusion --no-fused-kernels")]
+    [InlineData(1, "--recompute-granularity full --recompute-num-layers 2 --micro-batch-size 2 --global-batch-size 4 --attention-backend flash --optimizer adam")]
+    [InlineData(2, "--tensor-model-parallel-size 2 --sequence-parallel --recompute-granularity selective")]
+    [InlineData(2, "--tensor-model-parallel-size 2 --sync-factor 0.5")]
+    [InlineData(4, "--pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 1 --global-batch-size 4 --no-overlap-p2p-communication")]
+    [InlineData(2, "--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather --ddp-bucket-size 1000")]
+    [InlineData(2, "--context-parallel-size 2 --cp-comm-type allgather")]
+    [InlineData(2, "--context-parallel-size 2 --cp-comm-type p2p --fp32 --transformer-impl transformer_engine")]
+    public void ARunRecordsWhatSimulateReadsFromTheSameFlags(int ranks, string flags)
+    {
+        string[] description = flags.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var cl = CommandLine.Parse([.. Model, "--gpus", $"{ranks}", .. description], SimulationFlags.Flags, "the estimate", estimates: true);
+        var simulated = SimulationFlags.Read(cl);
+        Assert.Empty(cl.Errors);
+
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-record-{Guid.NewGuid():N}");
+        try
+        {
+            var (code, _, err) = ConsoleCapture.Run(RunCommand.Run,
+                [.. Model, .. description, "--mock-data", "--train-iters", "2", "--nproc-per-node", $"{ranks}", "--out", dir]);
+            Assert.True(code == 0, err);
+            using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+            var ran = SummaryRun.Of(summary.RootElement);
+            var d = simulated!.Config;
+            var fusions = Fusions.Resolve(d.FusedKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision));
+            Assert.Equal(ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, fusions, null).AsRun, ran.Description);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+}
