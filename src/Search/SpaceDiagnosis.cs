@@ -31,12 +31,7 @@ public static class SpaceDiagnosis
                     if (c.DataParallel is { Count: > 0 } dps) dp = dps[0];
                     foreach (double p in c.SyncFactors)
                     {
-                        var config = space.Constraints.Implementation with
-                        {
-                            DataParallel = dp, TensorParallel = tp, PipelineParallel = pp, LayersPerVirtualStage = l, ContextParallel = cp,
-                            SequenceParallel = sp, MicroBatch = mb, GlobalBatch = space.GlobalBatch, Recompute = recompute, OffloadRatio = alpha,
-                            ZeroStage = zero, SyncFactor = p,
-                        };
+                        var config = new Layout(dp, tp, pp, cp, l, sp, mb, p).ToConfig(space.GlobalBatch, zero, recompute, alpha, space.Constraints.Implementation);
                         var reasons = config.Validate(space.Model, world).ToList();
                         if (c.TensorParallelWithinNode && space.Cluster.GpusPerNode % tp != 0)
                             reasons.Add($"--max-tp-per-node keeps tensor parallelism inside a node of {space.Cluster.GpusPerNode} GPUs; {tp} does not divide it.");
