@@ -36,7 +36,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
             word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
         if (m.PositionEmbedding == PositionEmbedding.Learned)
         {
-            if (c.PreProcess) position_embeddings = new Parameter(config.Init(new long[] { m.SeqLength, m.HiddenSize }));
+            if (c.PreProcess) position_embeddings = new Parameter(config.Init(new long[] { m.PositionTableRows, m.HiddenSize }));
         }
         else
             rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device);

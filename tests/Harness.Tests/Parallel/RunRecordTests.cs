@@ -58,4 +58,29 @@ public class RunRecordTests
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         }
     }
+
+    /// <summary>Megatron's --max-position-embeddings sizes the learned position table: 32 rows instead of the sequence's 16
+    /// add 16 x h parameters, and the record's model says so (validate simulates the same table).</summary>
+    [Fact]
+    public void MaxPositionEmbeddingsSizesThePositionTable()
+    {
+        long Parameters(params string[] extra)
+        {
+            string dir = Path.Combine(Path.GetTempPath(), $"harness-record-{Guid.NewGuid():N}");
+            try
+            {
+                var (code, _, err) = ConsoleCapture.Run(RunCommand.Run, [.. Model, .. extra, "--mock-data", "--train-iters", "1", "--out", dir]);
+                Assert.True(code == 0, err);
+                using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+                var ran = SummaryRun.Of(summary.RootElement);
+                Assert.Equal(ran.Model.TotalParameters, summary.RootElement.GetProperty("Parameters").GetInt64());
+                return ran.Model.TotalParameters;
+            }
+            finally
+            {
+                if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            }
+        }
+        Assert.Equal(16 * 32, Parameters("--max-position-embeddings", "32") - Parameters());
+    }
 }
