@@ -32,7 +32,7 @@ public class ExecutorSupportTests
         Assert.StartsWith("reduced-precision main gradients (no --accumulate-allreduce-grads-in-fp32)", Refused(d with { GradientsInFp32 = false }));
         Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));
         Assert.StartsWith("--overlap-sp-ag and --overlap-sp-rs ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) }));
-        Assert.StartsWith("--no-flash-attention ", Refused(d with { FlashAttention = false }));
+        Assert.StartsWith("--attention-backend unfused ", Refused(d with { FlashAttention = false }));
         Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
         Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
         Assert.StartsWith("max_split_size_mb 21 ", Refused(d with { MaxSplitSizeMb = 21 }));
