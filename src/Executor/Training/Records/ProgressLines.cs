@@ -24,15 +24,20 @@ public static class ProgressLines
     }
 
     /// <summary>One iteration: loss, gradient norm, rate, time, throughput per GPU (and TFLOP/s with MFU on a GPU), time in
-    /// communication (parallel runs) and peak memory (the maximum over ranks).</summary>
-    public static string Iteration(IterationRecord r, RunRecord run)
+    /// communication (parallel runs), peak memory (the maximum over ranks) and the time the rest of the run should take.</summary>
+    public static string Iteration(IterationRecord r, RunRecord run, TimeSpan remaining)
     {
         var c = CultureInfo.InvariantCulture;
         string line = string.Create(c, $"iter {r.Iteration,6}/{run.Settings.TrainIters} | loss {r.Loss,8:F4} | grad norm {r.GradNorm,7:F3} | lr {r.LearningRate:E2} | {r.ElapsedMs,8:F1} ms | {r.TokensPerSecondPerGpu,10:N0} tok/s/GPU");
         if (r.Mfu is double mfu) line += string.Create(c, $" | {r.ModelTflopsPerGpu:F1} TFLOP/s | MFU {100 * mfu:F1}%");
         if (r.CommunicationMs is double comm) line += string.Create(c, $" | comm {comm,7:F1} ms");
-        return line + string.Create(c, $" | peak {r.MemoryPeakBytes / 1048576.0:F0} MiB{(run.Description.WorldSize > 1 ? " (max over ranks)" : "")}");
+        return line + string.Create(c, $" | peak {r.MemoryPeakBytes / 1048576.0:F0} MiB{(run.Description.WorldSize > 1 ? " (max over ranks)" : "")}")
+            + (r.Iteration < run.Settings.TrainIters ? $" | ETA {Duration(remaining)}" : "");
     }
+
+    /// <summary>A duration as a person reads it: 45s, 3m20s, 2h05m.</summary>
+    public static string Duration(TimeSpan t) =>
+        t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m" : t.TotalMinutes >= 1 ? $"{(int)t.TotalMinutes}m{t.Seconds:00}s" : $"{Math.Ceiling(t.TotalSeconds):0}s";
 
     /// <summary>A run stopped by cancellation (Ctrl-C) before --train-iters.</summary>
     public static string Stopped(long iteration, RunRecord run) =>

@@ -27,7 +27,16 @@ public sealed class RunRecorder : IDisposable
     {
         csv.Append(r);
         rows.Add(r);
-        if (r.Iteration % Math.Max(1, run.Settings.LogInterval) == 0 || r.Iteration == run.Settings.TrainIters) log(ProgressLines.Iteration(r, run));
+        if (r.Iteration % Math.Max(1, run.Settings.LogInterval) == 0 || r.Iteration == run.Settings.TrainIters)
+            log(ProgressLines.Iteration(r, run, Remaining(r.Iteration)));
+    }
+
+    /// <summary>The time the iterations left should take at the median pace of the last ten (the first, with its allocator
+    /// growth and kernel selection, counts only while it is alone).</summary>
+    private TimeSpan Remaining(long iteration)
+    {
+        var recent = rows.TakeLast(10).Skip(rows.Count > 1 && rows.Count <= 10 ? 1 : 0).Select(x => x.ElapsedMs).Order().ToArray();
+        return TimeSpan.FromMilliseconds(recent[recent.Length / 2] * Math.Max(0, run.Settings.TrainIters - iteration));
     }
 
     /// <summary>Once the run ended: summary.json (with every rank's peak memory, null for a single device) and the plots,
