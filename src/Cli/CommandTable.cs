@@ -18,6 +18,13 @@ public static class CommandTable
 
     public static int Dispatch(string[] args)
     {
+        if (args.Length > 0 && args[0] is "--version" or "-V")
+        {
+            var assembly = typeof(CommandTable).Assembly;
+            Console.WriteLine($"harness {assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+                .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? assembly.GetName().Version?.ToString()}");
+            return 0;
+        }
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
             PrintUsage(Console.Out);
