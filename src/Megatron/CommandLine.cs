@@ -10,6 +10,9 @@ namespace Harness.Megatron;
 /// nobody defines become errors, a misspelling with the closest valid spelling. Readers collect every problem in
 /// <see cref="Errors"/> instead of stopping at the first.
 /// </summary>
+/// <summary>Who reads a command line (<see cref="CommandLine.Parse"/>).</summary>
+public enum FlagReader { Estimate, Run, Tool }
+
 public sealed class CommandLine
 {
     private readonly Dictionary<string, string?> values = new(StringComparer.Ordinal);
@@ -25,20 +28,19 @@ public sealed class CommandLine
 
     /// <summary>Parses <paramref name="args"/>; with --help prints <paramref name="usage"/> and the flags instead and
     /// returns null (the command then exits 0).</summary>
-    public static CommandLine? ParseOrHelp(string[] args, IReadOnlyList<Flag> known, string usage, string computes)
+    public static CommandLine? ParseOrHelp(string[] args, IReadOnlyList<Flag> known, string usage)
     {
-        var cl = Parse(args, known, computes);
+        var cl = Parse(args, known, FlagReader.Tool);
         if (!cl.Switch("--help")) return cl;
         Console.WriteLine(usage);
         Flag.PrintHelp(known, 24);
         return null;
     }
 
-    /// <param name="computes">What the command computes, for the sentence refusing a Megatron flag that would change it
-    /// ("the estimate", "the run").</param>
-    /// <param name="estimates">The command estimates cost: Megatron's flags that change only a run's numbers (an epsilon, the
-    /// rotary base) are accepted and listed, not refused.</param>
-    public static CommandLine Parse(string[] args, IEnumerable<Flag> known, string computes = "what this command computes", bool estimates = false)
+    /// <param name="reader">Who reads the line: an estimate takes Megatron's settings and its flags that change only a run's
+    /// numbers, and lists them; a run takes the settings that do not shape its training and refuses the rest until it applies
+    /// them; a tool of Harness's own takes none of Megatron's flags.</param>
+    public static CommandLine Parse(string[] args, IEnumerable<Flag> known, FlagReader reader = FlagReader.Tool)
     {
         var byName = known.ToDictionary(f => f.Name, StringComparer.Ordinal);
         var cl = new CommandLine();
@@ -56,19 +58,26 @@ public sealed class CommandLine
             if (eq > 0) { name = arg[..eq]; inline = arg[(eq + 1)..]; }
             if (!byName.TryGetValue(name, out var flag))
             {
-                var megatron = MegatronVocabulary.Find(name);
-                // Its value goes with it: Megatron's arity where known, else the next token unless it is another flag.
+                var megatron = reader == FlagReader.Tool ? null : MegatronVocabulary.Find(name);
+                // Its values go with it: Megatron's arity where known (a list runs on to the next flag), else the next token
+                // unless it is another flag.
                 bool takesValue = megatron?.TakesValue ?? (i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal));
                 if (inline is null && takesValue && i + 1 < args.Length) arg = $"{arg} {args[++i]}";
-                if (megatron is { IsSetting: true } || (estimates && megatron is { NumbersOnly: true })) cl.ignored.Add(arg);
-                else if (megatron is not null)
-                    cl.Errors.Add($"{name} is a Megatron-LM flag that changes {computes}, which Harness does not model; remove it.");
-                else
+                while (megatron is { TakesList: true } && i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal))
+                    arg = $"{arg} {args[++i]}";
+                string computes = reader == FlagReader.Estimate ? "the estimate" : "the run";
+                if (megatron is null)
                 {
-                    var closest = Spelling.Closest(name, byName.Keys) ?? Spelling.Closest(name, MegatronVocabulary.All.Keys);
+                    var closest = Spelling.Closest(name, byName.Keys) ?? (reader == FlagReader.Tool ? null : Spelling.Closest(name, MegatronVocabulary.All.Keys));
                     cl.Errors.Add(closest is null ? $"unknown option {name}; the command's --help lists its options."
                         : $"unknown option {name}; did you mean {closest}?");
                 }
+                else if (reader == FlagReader.Estimate ? megatron.IsSetting || megatron.NumbersOnly : megatron is { IsSetting: true, ShapesTraining: false })
+                    cl.ignored.Add(arg);
+                else if (reader == FlagReader.Run && (megatron.ShapesTraining || megatron.NumbersOnly))
+                    cl.Errors.Add($"{name} changes what harness run trains, and harness run does not apply it yet; remove it.");
+                else
+                    cl.Errors.Add($"{name} is a Megatron-LM flag that changes {computes}, which Harness does not model; remove it.");
                 continue;
             }
             if (!flag.TakesValue)

@@ -4,12 +4,17 @@ namespace Harness.Megatron;
 
 /// <summary>How a Megatron-LM flag is written and what it sets.</summary>
 /// <param name="TakesValue">Whether a value follows the flag (one, or a list of them).</param>
+/// <param name="TakesList">Whether the values run on to the next flag (argparse's nargs '+' or '*').</param>
 /// <param name="SettingKind">For a flag that changes neither the cost nor the arithmetic of a training step (logging,
 /// checkpointing, data, the learning-rate schedule, ...), its kind; null for one that changes either.</param>
 /// <param name="NumbersOnly">A flag that changes a run's numbers (an epsilon, the rotary base) but not its cost.</param>
-public sealed record MegatronFlag(string Name, bool TakesValue, string? SettingKind, bool NumbersOnly)
+public sealed record MegatronFlag(string Name, bool TakesValue, bool TakesList, string? SettingKind, bool NumbersOnly)
 {
     public bool IsSetting => SettingKind is not null;
+
+    /// <summary>A setting that changes what a run trains (its schedule, initialization, length or exit) without changing the
+    /// cost of a step: an estimate takes it, a run must apply it.</summary>
+    public bool ShapesTraining => SettingKind is "schedule" or "optimizer-hparam" or "init" or "run-length" or "exit" or "eval";
 }
 
 /// <summary>
@@ -36,8 +41,8 @@ public static class MegatronVocabulary
         {
             if (line.Length == 0 || line[0] == '#') continue;
             var f = line.Split('\t');
-            flags[f[0]] = new MegatronFlag(f[0], f[1] != "switch", f[2].StartsWith("setting:", StringComparison.Ordinal) ? f[2]["setting:".Length..] : null,
-                f[2] == "numerics");
+            flags[f[0]] = new MegatronFlag(f[0], f[1] != "switch", f[1] == "list",
+                f[2].StartsWith("setting:", StringComparison.Ordinal) ? f[2]["setting:".Length..] : null, f[2] == "numerics");
         }
         return flags;
     }

@@ -58,7 +58,7 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescripti
     /// <summary>The row's arguments read by the command line's codec, on the implementation its system describes.</summary>
     private static RunDescription ToConfig(ExperimentArgs a, SystemProfile? system, int gpus, string where)
     {
-        var cl = CommandLine.Parse(a.ToCommandLine(), RunDescriptionFlags.Flags, "the estimate");
+        var cl = CommandLine.Parse(a.ToCommandLine(), RunDescriptionFlags.Flags, FlagReader.Estimate);
         if (!a.Sets("global-batch-size")) cl.Errors.Add("no global-batch-size.");
         var c = RunDescriptionFlags.Read(cl, gpus);
         if (cl.Errors.Count > 0) throw new ExperimentException($"{where}: {cl.Errors[0]}");

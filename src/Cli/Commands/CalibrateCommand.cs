@@ -42,7 +42,7 @@ public static class CalibrateCommand
 
     public static int Run(string[] args)
     {
-        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness calibrate [options]", "the measurement") is not { } cl) return 0;
+        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness calibrate [options]") is not { } cl) return 0;
         double hold = cl.Double("--hold-seconds") ?? 10;
         if (hold is < 0 or > 600) cl.Errors.Add($"--hold-seconds {hold} is out of range; give 0 to 600 seconds.");
         if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness calibrate --help.");

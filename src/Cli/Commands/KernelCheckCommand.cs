@@ -26,7 +26,7 @@ public static class KernelCheckCommand
 
     public static int Run(string[] args)
     {
-        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness kernel-check [options]", "the check") is not { } cl) return 0;
+        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness kernel-check [options]") is not { } cl) return 0;
         if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness kernel-check --help.");
         if (cl.Errors.Count > 0)
         {

@@ -31,7 +31,7 @@ public static class NcclCheckCommand
 
     public static int Run(string[] args)
     {
-        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness nccl-check [options]", "the check") is not { } cl) return 0;
+        if (CommandLine.ParseOrHelp(args, Flags, "usage: harness nccl-check [options]") is not { } cl) return 0;
         int nproc = cl.Int("--nproc-per-node") ?? 1;
         if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness nccl-check --help.");
         if (nproc < 1) cl.Errors.Add($"--nproc-per-node is {nproc}; it must be at least 1.");

@@ -14,7 +14,7 @@ public static class SearchCommand
     public static int Run(string[] args)
     {
         var flags = ModelAndCluster.Concat(SearchArguments.Flags).ToArray();
-        var cl = CommandLine.Parse(args, flags, "the search's estimates", estimates: true);
+        var cl = CommandLine.Parse(args, flags, FlagReader.Estimate);
         if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
         var model = ModelFlags.Read(cl);
         var cluster = ClusterFlags.Read(cl);

@@ -29,12 +29,12 @@ public static class SimulateCommand
     public static int Run(string[] args)
     {
         var flags = SimulationFlags.Flags.Concat(OwnFlags).ToArray();
-        var cl = CommandLine.Parse(args, flags, "the estimate", estimates: true);
+        var cl = CommandLine.Parse(args, flags, FlagReader.Estimate);
         if (cl.Switch("--help")) { PrintHelp(flags); return 0; }
         bool usedDefault = !cl.HasAny(SimulationFlags.Flags);
         if (usedDefault)
         {
-            var merged = CommandLine.Parse(DefaultConfiguration.Concat(args).ToArray(), flags, "the estimate", estimates: true);
+            var merged = CommandLine.Parse(DefaultConfiguration.Concat(args).ToArray(), flags, FlagReader.Estimate);
             cl = merged;
         }
         var counting = cl.Choice("--attention-flops", "causal", "full") == "full" ? AttentionFlopCounting.Full : AttentionFlopCounting.Causal;

@@ -27,7 +27,7 @@ public static class ValidateCommand
     public static int Run(string[] args)
     {
         var (paths, options) = SplitFolders(args);
-        var cl = CommandLine.Parse(options, Flags, "the comparison");
+        var cl = CommandLine.Parse(options, Flags);
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness validate RUN_FOLDER... [options]   (a folder holding run folders takes them all)");

@@ -162,20 +162,33 @@ public class CodecTests
     [InlineData("--cp-comm-type ring", "--cp-comm-type 'ring' is not one of p2p, allgather")]
     public void MisspelledAndUnmodelledFlagsAreRefused(string line, string expected)
     {
-        var cl = CommandLine.Parse(line.Split(' '), RunDescriptionFlags.Flags, "the estimate", estimates: true);
+        var cl = CommandLine.Parse(line.Split(' '), RunDescriptionFlags.Flags, FlagReader.Estimate);
         RunDescriptionFlags.Read(cl, World);
         Assert.Contains(cl.Errors, e => e.StartsWith(expected, StringComparison.Ordinal));
     }
 
     [Fact]
-    public void MegatronSettingsAreAcceptedAndNumbersOnlyFlagsOnlyByEstimates()
+    public void MegatronSettingsAreAcceptedAndFlagsThatShapeTrainingOnlyByEstimates()
     {
-        string[] line = ["--lr", "3e-4", "--tensorboard-dir", "tb", "--use-mcore-models", "--rotary-base", "500000", "--save-interval", "100"];
-        var estimate = CommandLine.Parse(line, RunDescriptionFlags.Flags, "the estimate", estimates: true);
+        string[] line = ["--lr", "3e-4", "--tensorboard-dir", "tb", "--use-mcore-models", "--rotary-base", "500000", "--save-interval", "100",
+            "--data-path", "0.7", "a_text_document", "0.3", "b_text_document", "--train-samples", "1000", "--init-method-std", "0.006"];
+        var estimate = CommandLine.Parse(line, RunDescriptionFlags.Flags, FlagReader.Estimate);
         Assert.Empty(estimate.Errors);
-        Assert.Equal(["--lr 3e-4", "--tensorboard-dir tb", "--use-mcore-models", "--rotary-base 500000", "--save-interval 100"], estimate.Ignored);
-        var run = CommandLine.Parse(line, RunDescriptionFlags.Flags, "the run");
-        Assert.Equal("--rotary-base is a Megatron-LM flag that changes the run, which Harness does not model; remove it.", Assert.Single(run.Errors));
+        Assert.Equal(["--lr 3e-4", "--tensorboard-dir tb", "--use-mcore-models", "--rotary-base 500000", "--save-interval 100",
+            "--data-path 0.7 a_text_document 0.3 b_text_document", "--train-samples 1000", "--init-method-std 0.006"], estimate.Ignored);
+        // A run applies its own schedule flags (not in this flag list) and refuses those that would shape training unapplied.
+        var run = CommandLine.Parse(line, RunDescriptionFlags.Flags, FlagReader.Run);
+        Assert.Equal(["--tensorboard-dir tb", "--use-mcore-models", "--save-interval 100", "--data-path 0.7 a_text_document 0.3 b_text_document"], run.Ignored);
+        Assert.Equal(
+        [
+            "--lr changes what harness run trains, and harness run does not apply it yet; remove it.",
+            "--rotary-base changes what harness run trains, and harness run does not apply it yet; remove it.",
+            "--train-samples changes what harness run trains, and harness run does not apply it yet; remove it.",
+            "--init-method-std changes what harness run trains, and harness run does not apply it yet; remove it.",
+        ], run.Errors);
+        // Harness's own tools take no Megatron flag, and suggest only their own.
+        var tool = CommandLine.Parse(["--tensor-model-paralel-size", "2"], [new Flag("--json", false, "")]);
+        Assert.Equal(["unknown option --tensor-model-paralel-size; the command's --help lists its options."], tool.Errors);
     }
 
     [Fact]

@@ -37,7 +37,7 @@ public class RunRecordTests
     public void ARunRecordsWhatSimulateReadsFromTheSameFlags(int ranks, string flags)
     {
         string[] description = flags.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        var cl = CommandLine.Parse([.. Model, "--gpus", $"{ranks}", .. description], SimulationFlags.Flags, "the estimate", estimates: true);
+        var cl = CommandLine.Parse([.. Model, "--gpus", $"{ranks}", .. description], SimulationFlags.Flags, FlagReader.Estimate);
         var simulated = SimulationFlags.Read(cl);
         Assert.Empty(cl.Errors);
 
