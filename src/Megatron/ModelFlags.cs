@@ -36,7 +36,9 @@ public static class ModelFlags
     };
 
     /// <summary>The model the flags describe, or null with the reasons in <see cref="CommandLine.Errors"/>.</summary>
-    public static ModelSpec? Read(CommandLine cl)
+    /// <param name="defaultPreset">The model the command uses when no model flag is given, named in the sentence about a model
+    /// given by flags alone.</param>
+    public static ModelSpec? Read(CommandLine cl, string defaultPreset = DefaultPreset)
     {
         ModelSpec? baseModel = null;
         var name = cl.String("--model");
@@ -71,13 +73,15 @@ public static class ModelFlags
                 baseModel = ModelPresets.All[DefaultPreset];
             else
             {
+                if (vocab is null && cl.Ignored.FirstOrDefault(a => a.StartsWith("--tokenizer-", StringComparison.Ordinal) || a.StartsWith("--vocab-file", StringComparison.Ordinal)) is string tokenizer)
+                    cl.Errors.Add($"{tokenizer.Split(' ')[0]} sets the vocabulary in Megatron, but Harness does not read tokenizer files for its size; add --vocab-size.");
                 var missing = new[] { ("--num-layers", layers), ("--hidden-size", hidden), ("--num-attention-heads", heads), ("--seq-length", seq) }
                     .Where(f => f.Item2 is null).Select(f => f.Item1).ToList();
                 if (missing.Count > 0)
                 {
                     var given = Flags.Select(f => f.Name).First(n => cl.String(n) is not null || cl.Switch(n));
                     cl.Errors.Add($"{given} without --model describes a model of its own, which also needs {string.Join(", ", missing)}; " +
-                                  $"to change only that of a preset, add --model PRESET (the default is {DefaultPreset}).");
+                                  $"to change only that of a preset, add --model PRESET (the default is {defaultPreset}).");
                 }
                 if (layers is null || hidden is null || heads is null || seq is null) return null;
                 int h = hidden.Value;

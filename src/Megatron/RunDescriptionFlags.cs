@@ -63,6 +63,7 @@ public static class RunDescriptionFlags
         new("--overlap-sp-rs", false, "Megatron-Kwai: overlap backward's collectives too; the forward reduce-scatter stays on the compute stream"),
         ContextParallelNoOverlap,
         new("--no-overlap-p2p-communication", false, "pipeline sends block the sender (Megatron overlaps them by default)"),
+        new("--overlap-p2p-communication", false, "older Megatron's switch for the default (Megatron-Kwai's scripts pass it)"),
         DeviceMaxConnections,
         MaxSplitSize,
         new("--no-async-tensor-model-parallel-allreduce", false,
@@ -143,9 +144,15 @@ public static class RunDescriptionFlags
         if (kwaiOverlap && cl.Switch("--tp-comm-overlap"))
             cl.Errors.Add("--tp-comm-overlap (Transformer Engine) and Megatron-Kwai's --overlap-sp-ag --overlap-sp-rs are different implementations; pass one.");
         int unfused = ElementwiseFusions.Count(cl.Switch);
-        if (unfused is > 0 and < 3)
+        bool flash = ReadFlashAttention(cl, d.FlashAttention);
+        // Under flash attention the masked-softmax kernel never runs, so --no-masked-softmax-fusion alone (common in Llama
+        // launch lines) changes nothing; otherwise the three switches are modelled together.
+        bool softmaxOnly = unfused == 1 && cl.Switch(ElementwiseFusions[0]) && flash;
+        if (unfused is > 0 and < 3 && !softmaxOnly)
             cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
         int? maxSplit = cl.Int(MaxSplitSize.Name);
+        if (cl.Switch("--overlap-p2p-communication") && cl.Switch("--no-overlap-p2p-communication"))
+            cl.Errors.Add("--overlap-p2p-communication and --no-overlap-p2p-communication contradict each other.");
         if (cl.String("--optimizer") is string optimizer && optimizer != "adam")
             cl.Errors.Add($"--optimizer {optimizer} is not modelled yet (its optimizer states differ from Adam's); use adam.");
         if (cl.String("--transformer-impl") is string impl && impl != "transformer_engine")
@@ -160,13 +167,13 @@ public static class RunDescriptionFlags
                 TensorParallelForwardReduceScatter = !kwaiOverlap && o.TensorParallelForwardReduceScatter,
                 GradientReduce = cl.Switch("--overlap-grad-reduce") || o.GradientReduce,
                 ParamGather = cl.Switch("--overlap-param-gather") || o.ParamGather,
-                PipelineP2p = !cl.Switch("--no-overlap-p2p-communication") && o.PipelineP2p,
+                PipelineP2p = (!cl.Switch("--no-overlap-p2p-communication") || cl.Switch("--overlap-p2p-communication")) && o.PipelineP2p,
                 TensorParallelBackwardAsync = !cl.Switch("--no-async-tensor-model-parallel-allreduce") && o.TensorParallelBackwardAsync,
                 DeviceMaxConnections = ReadDeviceMaxConnections(cl) ?? o.DeviceMaxConnections,
                 ContextParallelComm = !cl.Switch(ContextParallelNoOverlap.Name) && o.ContextParallelComm,
             },
             Precision = precision,
-            FlashAttention = ReadFlashAttention(cl, d.FlashAttention),
+            FlashAttention = flash,
             // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
             // without it keep and all-reduce fp16 gradients.
             GradientsInFp32 = precision != Precision.Fp16 || cl.Switch("--accumulate-allreduce-grads-in-fp32"),

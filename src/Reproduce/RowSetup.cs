@@ -55,6 +55,14 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescripti
         return m;
     }
 
+    /// <summary>The flags whose fields a system's profile sets (its overlaps, fusions and launch environment).</summary>
+    private static readonly string[] SystemFlags =
+    [
+        "tp-comm-overlap", "overlap-sp-ag", "overlap-sp-rs", "overlap-grad-reduce", "no-overlap-p2p-communication", "overlap-p2p-communication",
+        "no-async-tensor-model-parallel-allreduce", "no-norm-fusion", "no-masked-softmax-fusion", "no-bias-gelu-fusion", "no-bias-dropout-fusion",
+        "no-gradient-accumulation-fusion", "max-split-size-mb", "cuda-device-max-connections",
+    ];
+
     /// <summary>The row's arguments read by the command line's codec, on the implementation its system describes.</summary>
     private static RunDescription ToConfig(ExperimentArgs a, SystemProfile? system, int gpus, string where)
     {
@@ -63,6 +71,8 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescripti
         var c = RunDescriptionFlags.Read(cl, gpus);
         if (cl.Errors.Count > 0) throw new ExperimentException($"{where}: {cl.Errors[0]}");
         if (system is null) return c;
+        if (SystemFlags.FirstOrDefault(a.Sets) is string owned)
+            throw new ExperimentException($"{where}: sets {owned}, which its system also sets; say it in one place (the system, or the arguments without a system).");
         var o = c.OverlapOrDefault;
         return c with
         {

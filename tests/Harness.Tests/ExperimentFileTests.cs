@@ -20,6 +20,21 @@ public class ExperimentFileTests
         Assert.Equal(new[] { "korthikanti-2022-table4", "kwai-atc24-7b-demo", "kwai-atc24-fig7-memory", "kwai-atc24-fig9", "kwai-atc24-table8", "narayanan-2021-table1", "shoeybi-2019-scaling" }, names);
     }
 
+    /// <summary>A row's implementation flag where its system sets the same field would be overwritten silently: refused.</summary>
+    [Fact]
+    public void ARowCannotSetWhatItsSystemSets()
+    {
+        var e = Load("kwai-atc24-table8");
+        var row = e.Rows[0];
+        var json = System.Text.Json.JsonSerializer.Serialize(row.Args!.Over(new ExperimentArgs(new Dictionary<string, System.Text.Json.JsonElement>
+        {
+            ["tp-comm-overlap"] = System.Text.Json.JsonDocument.Parse("true").RootElement,
+        })));
+        var args = System.Text.Json.JsonSerializer.Deserialize<ExperimentArgs>(json)!;
+        var error = Assert.Throws<ExperimentException>(() => RowSetup.Resolve(e, row with { Args = args }));
+        Assert.Contains("sets tp-comm-overlap, which its system also sets", error.Message);
+    }
+
     [Fact]
     public void NarayananTable1HoldsTheTenRowsAndCountsFWithRecompute()
     {

@@ -12,14 +12,34 @@ namespace Harness.Cli.Arguments;
 /// </summary>
 public static class RunArguments
 {
-    public static IReadOnlyList<Flag> Flags { get; } =
-        [.. ModelFlags.Flags, .. RunDescriptionFlags.Flags, .. RunSettingsFlags.Flags, new Flag("--help", false, "this help")];
+    /// <summary>`harness simulate`'s flags that describe a cluster or an output rather than a run, each with what a run takes
+    /// instead.</summary>
+    private static readonly (Flag Flag, string Instead)[] SimulateOnly =
+    [
+        (new("--gpus", true, ""), "a run's ranks are --nproc-per-node (or the launcher's WORLD_SIZE)"),
+        (new("--gpus-per-node", true, ""), "a run's ranks on this node are --nproc-per-node"),
+        (new("--cluster", true, ""), "a run names its GPU preset with --gpu"),
+        (new("--json", false, ""), "a run writes summary.json to --out"),
+        (new("--attention-flops", true, ""), "a run's MFU counts causal attention, as simulate's default"),
+        (new("--print-model-json", false, ""), "harness simulate --print-model-json prints it"),
+        (new("--print-cluster-json", false, ""), "harness simulate --print-cluster-json prints it"),
+    ];
 
-    /// <summary>The command line with the default run's flags before it when it names no model (later flags win).</summary>
+    public static IReadOnlyList<Flag> Flags { get; } =
+        [.. ModelFlags.Flags, .. RunDescriptionFlags.Flags, .. RunSettingsFlags.Flags, new Flag("--help", false, "this help"), .. SimulateOnly.Select(s => s.Flag)];
+
+    /// <summary>The command line with the default run's flags before it when it names no model (later flags win; a warm-up
+    /// the user gives replaces the default's, whichever of --lr-warmup-iters and --lr-warmup-fraction it is).</summary>
     public static string[] WithDefaults(string[] args)
     {
         var modelFlags = ModelFlags.Flags.Select(f => f.Name).ToHashSet();
-        return args.Any(a => modelFlags.Contains(a.Split('=')[0])) ? args : [.. DefaultRun.Arguments, .. args];
+        if (args.Any(a => modelFlags.Contains(a.Split('=')[0]))) return args;
+        string[] warmup = ["--lr-warmup-iters", "--lr-warmup-fraction"];
+        bool ownWarmup = args.Any(a => warmup.Contains(a.Split('=')[0]));
+        var defaults = new List<string>();
+        for (int i = 0; i < DefaultRun.Arguments.Count; i += 2)
+            if (!(ownWarmup && warmup.Contains(DefaultRun.Arguments[i]))) defaults.AddRange([DefaultRun.Arguments[i], DefaultRun.Arguments[i + 1]]);
+        return [.. defaults, .. args];
     }
 
     /// <summary>
@@ -28,8 +48,10 @@ public static class RunArguments
     /// </summary>
     public static (ModelSpec Model, RunDescription Description, RunSettings Settings)? Read(CommandLine cl, int? launchedWorldSize)
     {
-        bool tiny = !cl.HasAny(ModelFlags.Flags);
-        var model = tiny ? DefaultRun.Model : ModelFlags.Read(cl);
+        foreach (var (flag, instead) in SimulateOnly)
+            if (cl.String(flag.Name) is not null || cl.Switch(flag.Name))
+                cl.Errors.Add($"{flag.Name} is harness simulate's; {instead}.");
+        var model = ModelFlags.Read(cl, DefaultRun.Model.Name);
         var settings = RunSettingsFlags.Read(cl);
         var description = RunDescriptionFlags.Read(cl, launchedWorldSize ?? settings.NprocPerNode);
         settings = settings with

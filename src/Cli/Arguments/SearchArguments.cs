@@ -40,6 +40,9 @@ public static partial class SearchArguments
         Narrow("--offload-ratio", "only these offload ratios (list)"),
         new("--offload-step", true, "offload ratio grid step (default 0.05)"),
         Narrow("--zero-stage", "only these ZeRO stages (list of 0-3)"),
+        Narrow("--kaimm-recompute-norm", "only Megatron-Kwai's norm recompute (with --kaimm-recompute-mlp-activation-func: both)"),
+        Narrow("--kaimm-recompute-mlp-activation-func", "only Megatron-Kwai's SwiGLU-output recompute"),
+        Narrow("--kaimm-offload-activation-ratio", "Megatron-Kwai's name of --offload-ratio (list)"),
         Narrow("--use-distributed-optimizer", "only Megatron's distributed optimizer (ZeRO stage 1)"),
         Narrow("--sync-factor", "CAAT-Net sync factors p to try (list; default 1)"),
         new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
@@ -81,7 +84,7 @@ public static partial class SearchArguments
             RecomputeMethod = List<RecomputeMethod>(cl, "--recompute-method",
                 w => Enum.TryParse<RecomputeMethod>(w, ignoreCase: true, out var m) ? m : null, "uniform or block"),
             RecomputeNumLayers = Ints(cl, "--recompute-num-layers"),
-            OffloadRatios = cl.Switch("--no-offload") ? [0.0] : Doubles(cl, "--offload-ratio"),
+            OffloadRatios = cl.Switch("--no-offload") ? [0.0] : Doubles(cl, "--offload-ratio") ?? Doubles(cl, "--kaimm-offload-activation-ratio"),
             OffloadStep = cl.Double("--offload-step") ?? 0.05,
             ZeroStage = cl.Switch("--use-distributed-optimizer") ? [1] : Ints(cl, "--zero-stage"),
             SyncFactors = Doubles(cl, "--sync-factor") ?? [1.0],
@@ -120,6 +123,17 @@ public static partial class SearchArguments
             _ => null,
         }, "full or selective");
         if (granularity is null && cl.Switch("--recompute-activations")) granularity = [RecomputeKind.Selective];
+        // Megatron-Kwai's switches, as pasted from its launch line: only that recomputation (with selective if also given).
+        bool norm = cl.Switch("--kaimm-recompute-norm"), activation = cl.Switch("--kaimm-recompute-mlp-activation-func");
+        if (norm || activation)
+        {
+            bool selective = granularity is [RecomputeKind.Selective];
+            if (granularity is not null && !selective)
+                cl.Errors.Add("Megatron-Kwai's --kaimm-recompute-* switches cannot be combined with full recomputation.");
+            var kwai = norm && activation ? RecomputeKind.Kwai : norm ? RecomputeKind.KwaiNorm : RecomputeKind.KwaiActivation;
+            var kwaiSelective = norm && activation ? RecomputeKind.SelectiveKwai : norm ? RecomputeKind.SelectiveKwaiNorm : RecomputeKind.SelectiveKwaiActivation;
+            granularity = [selective ? kwaiSelective : kwai];
+        }
         if (kinds is not null && granularity is not null)
             cl.Errors.Add("--recompute and --recompute-granularity (or --recompute-activations) both narrow recomputation; pass one of them.");
         var chosen = kinds ?? granularity;

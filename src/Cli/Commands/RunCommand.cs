@@ -23,7 +23,7 @@ public static class RunCommand
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness run [Megatron-LM model flags] [options]   (no options: a tiny model on the shipped corpus, on CPU)");
-            Flag.PrintHelp(flags, 44);
+            Flag.PrintHelp(flags.Where(f => f.Help.Length > 0), 44);
             return 0;
         }
         var env = LaunchEnvironment.Single;
@@ -39,6 +39,10 @@ public static class RunCommand
             return 2;
         }
         var (m, d, s) = run.Value;
+        // The launch environment the description names, for this process's CUDA context and the ranks it starts (CUDA reads
+        // it when the context is created).
+        if (d.OverlapOrDefault.DeviceMaxConnections is int queues)
+            Environment.SetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS", queues.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (cl.Ignored.Count > 0) Console.WriteLine($"harness run: Megatron-LM settings accepted but not applied by harness run: {string.Join(' ', cl.Ignored)}");
         return DistributedRun.Requested(cl) ? DistributedRun.Run(m, d, s, args, env) : Train(new TrainingRun(m, d, s, s.Out!, Console.WriteLine), m, d);
     }

@@ -1,3 +1,4 @@
+using Harness.Search;
 using Harness.Megatron;
 using System.Text;
 using System.Text.Json;
@@ -58,12 +59,18 @@ public static class EstimateJson
             w.WriteNumber("tensor_parallel", c.TensorParallel);
             w.WriteNumber("pipeline_parallel", c.PipelineParallel);
             w.WriteNumber("virtual_stages", c.VirtualStages(m));
+            if (c.LayersPerVirtualStage is int l) w.WriteNumber("layers_per_virtual_stage", l);
+            else w.WriteNull("layers_per_virtual_stage");
             w.WriteNumber("context_parallel", c.ContextParallel);
             w.WriteBoolean("sequence_parallel", c.SequenceParallel);
             w.WriteNumber("micro_batch", c.MicroBatch);
             w.WriteNumber("global_batch", c.GlobalBatch);
             w.WriteNumber("micro_batches", c.NumMicroBatches);
             w.WriteNumber("seq_length", m.SeqLength);
+            w.WriteString("recompute", RecomputeChoices.Label(c.RecomputeOrNone));
+            w.WriteNumber("offload_ratio", c.OffloadRatio);
+            w.WriteNumber("zero_stage", c.ZeroStage);
+            w.WriteNumber("sync_factor", c.SyncFactor);
             w.WriteString("precision", c.Precision.ToString().ToLowerInvariant());
             w.WriteBoolean("gradients_in_fp32", c.GradientsInFp32);
             w.WriteBoolean("fused_norm", c.FusedNorm);
@@ -71,6 +78,8 @@ public static class EstimateJson
             w.WriteBoolean("gradient_accumulation_fusion", c.GradientAccumulationFusion);
             w.WriteBoolean("async_tensor_parallel_allreduce", c.OverlapOrDefault.TensorParallelBackwardAsync);
             w.WriteBoolean("context_parallel_comm_overlap", c.OverlapOrDefault.ContextParallelComm);
+            // The whole run description, as the flags that give it back (every field that differs from Megatron's default).
+            w.WriteString("megatron_args", string.Join(' ', RunDescriptionFlags.Format(c)));
             w.WriteEndObject();
 
             w.WriteStartArray("ignored_flags");

@@ -22,15 +22,7 @@ public static class SearchJson
             var input = new SimulationInput(r.Space.Model, r.Space.Cluster, e.Config);
             var node = JsonNode.Parse(EstimateJson.Write(input, Estimator.Estimate(input.Model, input.Cluster, input.Config), ignored))!.AsObject();
             node.Insert(0, "rank", ++rank);
-            var c = e.Config;
-            var config = node["config"]!.AsObject();
-            config["layers_per_virtual_stage"] = c.LayersPerVirtualStage;
-            config["recompute"] = RecomputeChoices.Label(c.RecomputeOrNone);
-            config["offload_ratio"] = c.OffloadRatio;
-            config["zero_stage"] = c.ZeroStage;
-            config["sync_factor"] = c.SyncFactor;
-            config["megatron_args"] = string.Join(' ', RunDescriptionFlags.Format(c));
-            node["pareto"] = r.ParetoFront.Any(f => f.Config == c);
+            node["pareto"] = r.ParetoFront.Any(f => f.Config == e.Config);
             top.Add(node);
         }
         var counts = r.Counts;

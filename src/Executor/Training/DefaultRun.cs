@@ -8,15 +8,13 @@ namespace Harness.Executor.Training;
 /// </summary>
 public static class DefaultRun
 {
-    public static ModelSpec Model { get; } = new("tiny-gpt2", NumLayers: 2, HiddenSize: 64, NumAttentionHeads: 4, NumQueryGroups: 4,
-        FfnHiddenSize: 256, VocabSize: 50257, SeqLength: 64, Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned,
-        TiedEmbeddings: true, HiddenDropout: 0, AttentionDropout: 0);
+    public static ModelSpec Model => ModelPresets.All["tiny-gpt2"];
 
     /// <summary>Its batch and schedule as flags, which a user's flags override.</summary>
     public static IReadOnlyList<string> Arguments { get; } =
     [
-        "--micro-batch-size", "4", "--lr", "3e-3", "--min-lr", "3e-4", "--lr-warmup-iters", "10", "--lr-decay-style", "cosine",
-        "--log-interval", "10",
+        "--model", "tiny-gpt2", "--micro-batch-size", "4", "--lr", "3e-3", "--min-lr", "3e-4", "--lr-warmup-fraction", "0.07",
+        "--lr-decay-style", "cosine", "--log-interval", "10",
     ];
 
     /// <summary>The shipped corpus, copied next to the program at build time.</summary>

@@ -33,7 +33,7 @@ public static class ExecutorSupport
         if (!d.FlashAttention) refused.Add("--attention-backend unfused is not run by the executor: its attention is always libtorch's scaled_dot_product_attention (flash or cuDNN's fused kernel on GPUs).");
         if (!d.FusedElementwise) refused.Add("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion are not run by the executor yet.");
         if (!d.FusedNorm) refused.Add("--no-norm-fusion is not run by the executor yet.");
-        if (d.MaxSplitSizeMb is int mb) refused.Add($"max_split_size_mb {mb} is not set by the executor yet; set PYTORCH_CUDA_ALLOC_CONF in the environment and leave it out of the description.");
+        if (d.MaxSplitSizeMb is int mb) refused.Add($"--max-split-size-mb {mb} is not set by the executor yet; set PYTORCH_CUDA_ALLOC_CONF in the environment and leave it out of the description.");
         return refused;
     }
 

@@ -30,6 +30,9 @@ public static class ModelPresets
         // GPT-2 (Radford et al. 2019) sizes at s 1024 and the GPT-2 BPE vocabulary.
         Gpt("gpt2-large", 36, 1280, 20, seq: 1024, vocab: 50257),
         Gpt("gpt2-xl", 48, 1600, 25, seq: 1024, vocab: 50257),
+        // What `harness run` trains with no arguments: small enough for a minute on two CPU cores, GPT-2 BPE so the shipped
+        // corpus tokenizes as is, without dropout.
+        Gpt("tiny-gpt2", 2, 64, 4, seq: 64, vocab: 50257) with { HiddenDropout = 0, AttentionDropout = 0 },
         // Megatron-Kwai ATC'24 artifact configurations (REFERENCE.md); s is set per experiment.
         Llama("llama-7b", 32, 4096, 11008, 32, 32, seq: 4096),
         Llama("llama-65b", 80, 8192, 22016, 64, 64, seq: 8192),

@@ -239,7 +239,7 @@ public sealed record RunDescription(
         if (OverlapOrDefault.ParamGather && !DistributedOptimizer)
             e.Add("--overlap-param-gather needs --use-distributed-optimizer: it overlaps that optimizer's all-gather of the weights.");
         if (MaxSplitSizeMb is <= 20)
-            e.Add($"max_split_size_mb {MaxSplitSizeMb} must be above 20 (PyTorch's kLargeBuffer, 20 MiB).");
+            e.Add($"--max-split-size-mb {MaxSplitSizeMb} must be above 20 (PyTorch's kLargeBuffer, 20 MiB).");
         if (SyncFactor is < 0 or > 1 || double.IsNaN(SyncFactor))
             e.Add($"sync factor p {SyncFactor} is outside [0, 1].");
         else if (SyncFactor < 1 && TensorParallel < 2)

@@ -35,7 +35,7 @@ public class ExecutorSupportTests
         Assert.StartsWith("--attention-backend unfused ", Refused(d with { FlashAttention = false }));
         Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
         Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
-        Assert.StartsWith("max_split_size_mb 21 ", Refused(d with { MaxSplitSizeMb = 21 }));
+        Assert.StartsWith("--max-split-size-mb 21 ", Refused(d with { MaxSplitSizeMb = 21 }));
         // The executor's checks include them, beside the description's own.
         var errors = TrainingRun.Check(Reference(), d with { OffloadRatio = 0.5, Precision = Precision.Fp32 }, new RunSettings(MockData: true), 1);
         Assert.Contains("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).", errors);
