@@ -39,7 +39,8 @@ public static class ClusterFlags
         }
         if (perNode is int n) cluster = cluster with { GpusPerNode = n, WorldSize = gpus ?? (file is null ? n : cluster.WorldSize) };
         if (gpus is int w) cluster = cluster with { WorldSize = w };
-        if (cluster.WorldSize < 1) cl.Errors.Add($"--gpus is {cluster.WorldSize}; it must be at least 1.");
+        // A world size that only echoes --gpus-per-node's mistake is not reported again.
+        if (cluster.WorldSize < 1 && (gpus is not null || cluster.GpusPerNode >= 1)) cl.Errors.Add($"--gpus is {cluster.WorldSize}; it must be at least 1.");
         if (cluster.GpusPerNode < 1) cl.Errors.Add($"--gpus-per-node is {cluster.GpusPerNode}; it must be at least 1.");
         // No cluster to validate a layout against: what would follow are echoes of this one mistake.
         return cluster.WorldSize < 1 || cluster.GpusPerNode < 1 ? null : cluster;

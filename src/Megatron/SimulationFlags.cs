@@ -1,14 +1,12 @@
-using Harness.Megatron;
 using Harness.Simulator.Specs;
 
 namespace Harness.Megatron;
 
-/// <summary>A model, a cluster and a parallel configuration read from one command line.</summary>
+/// <summary>A model, a cluster and a run description read from one command line.</summary>
 public sealed record SimulationInput(ModelSpec Model, ClusterSpec Cluster, RunDescription Config);
 
 /// <summary>
-/// Reads the model, cluster and parallel flags together, the way `harness simulate`, `run` and `search` take
-/// them: <see cref="Flags"/> lists them all (add a command's own flags when parsing), <see cref="Read"/> returns
+/// Reads the model, cluster and run-description flags together, the way `harness simulate` takes them: <see cref="Flags"/> lists them all (add a command's own flags when parsing), <see cref="Read"/> returns
 /// the input or null with every reason in <see cref="CommandLine.Errors"/>.
 /// </summary>
 public static class SimulationFlags
