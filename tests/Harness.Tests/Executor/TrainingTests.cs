@@ -149,6 +149,29 @@ public class RecomputeTests
             Assert.True(Gradients(mode).allclose(reference, rtol: 1e-12, atol: 1e-14), $"{mode} recompute changed the gradients");
     }
 
+    /// <summary>
+    /// Megatron-Kwai's recomputation changes what is kept, not what is computed. The SwiGLU recompute gives the same bits,
+    /// and so does the norm recompute with LayerNorm (one libtorch operator, one input gradient: GPT here, with its biased
+    /// linears, the bias inside the GEMM). libtorch's RMSNorm on the CPU is composite (x·rsqrt(mean(x²) + eps)·w), so the
+    /// norm's input gets two gradients of its own, which the recomputation sums before the residual's is added, where
+    /// autograd adds all three in arrival order: float64 rounding, 1e-12 relative.
+    /// </summary>
+    [Fact]
+    public void KwaiRecomputeGivesTheGradientsOfNone()
+    {
+        var reference = Gradients(RecomputeSpec.None);
+        foreach (var r in new[] { new RecomputeSpec(MlpActivation: true), RecomputeSpec.Selective with { MlpActivation = true } })
+            Assert.True(Gradients(r).equal(reference).all().item<bool>(), $"{r} changed the gradients");
+        foreach (var r in new[] { new RecomputeSpec(NormOutputs: true), RecomputeSpec.Kwai, RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true } })
+        {
+            var g = Gradients(r);
+            Assert.False(g.equal(reference).all().item<bool>(), "the RMSNorm's input gradients are summed in another order; if libtorch's CPU RMSNorm became one operator, assert equality");
+            Assert.True(g.allclose(reference, rtol: 1e-12, atol: 1e-16), $"{r} changed the gradients");
+        }
+        var gpt = ModelTests.Tiny(Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, tied: true) with { NumLayers = 2, HiddenSize = 16, FfnHiddenSize = 24, VocabSize = 32, SeqLength = 8 };
+        Assert.True(Gradients(new RecomputeSpec(NormOutputs: true), gpt).equal(Gradients(RecomputeSpec.None, gpt)).all().item<bool>(), "the norm recompute changed GPT's gradients");
+    }
+
     [Fact]
     public void EveryRecomputeMethodGivesTheSameGradientsAsNone()
     {
