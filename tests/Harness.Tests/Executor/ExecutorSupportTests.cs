@@ -16,6 +16,9 @@ public class ExecutorSupportTests
             ContextParallel: 2, SequenceParallel: true, Recompute: new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2), ZeroStage: 1,
             Overlap: new OverlapSpec(GradientReduce: true, ParamGather: true), Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.AllGather,
             FusedKernels: false, GradientAccumulationFusion: false, DdpBucketSize: 1000)));
+        // Megatron-Kwai's recomputation, alone and beside selective.
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(Recompute: RecomputeSpec.Kwai)));
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(TensorParallel: 2, SequenceParallel: true, Recompute: RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true })));
     }
 
     [Fact]
@@ -24,15 +27,13 @@ public class ExecutorSupportTests
         string Refused(RunDescription d) => Assert.Single(ExecutorSupport.Refusals(d));
         var d = new RunDescription();
         Assert.Equal("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).", Refused(d with { OffloadRatio = 0.5 }));
-        Assert.StartsWith("--kaimm-recompute-norm ", Refused(d with { Recompute = new RecomputeSpec(NormOutputs: true) }));
-        Assert.StartsWith("--kaimm-recompute-mlp-activation-func ", Refused(d with { Recompute = new RecomputeSpec(MlpActivation: true) }));
         Assert.StartsWith("--zero-stage 2 ", Refused(d with { ZeroStage = 2 }));
         Assert.StartsWith("--zero-stage 3 ", Refused(d with { ZeroStage = 3 }));
         Assert.StartsWith("--fp16 ", Refused(d with { Precision = Precision.Fp16, GradientsInFp32 = false }));
         Assert.StartsWith("reduced-precision main gradients (no --accumulate-allreduce-grads-in-fp32)", Refused(d with { GradientsInFp32 = false }));
         Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));
         Assert.StartsWith("--overlap-sp-ag and --overlap-sp-rs ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) }));
-        Assert.StartsWith("--no-flash-attention ", Refused(d with { FlashAttention = false }));
+        Assert.StartsWith("--attention-backend unfused ", Refused(d with { FlashAttention = false }));
         Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
         Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
         Assert.StartsWith("max_split_size_mb 21 ", Refused(d with { MaxSplitSizeMb = 21 }));
