@@ -7,7 +7,7 @@ namespace Harness.Executor.TensorParallel;
 
 /// <summary>
 /// y = input(source)·Wᵀ (+ b) keeping <c>source</c> for backward instead of the GEMM's input, which backward computes again:
-/// Megatron-Kwai's activation rematerialization (Wang et al., USENIX ATC'24; kwai/Megatron-Kwai atc24ae,
+/// Megatron-Kwai's activation rematerialization (Yuan et al., USENIX ATC'24; kwai/Megatron-Kwai atc24ae,
 /// megatron/core/tensor_parallel/layers.py, LinearWithGradAccumulationAndAsyncCommunication with recompute_norm or
 /// recompute_mlp_activation_func). There the QKV and FC1 linears take the norm's input and run the RMSNorm inside
 /// (--kaimm-recompute-norm), and FC2 takes FC1's output and runs the activation inside (--kaimm-recompute-mlp-activation-func),
@@ -19,7 +19,9 @@ namespace Harness.Executor.TensorParallel;
 /// <c>CheckpointFunction</c>.
 /// The GEMM's gradients are formed as libtorch's linear backward forms them (mm of the flattened tokens: dX = dY·W,
 /// dW = dYᵀ·X, the bias gradient a sum over tokens), and with a main gradient as <see cref="LinearWithGradAccumulation"/>
-/// does, so a run computes the same bits with and without the recomputation.
+/// does, so they are the same bits as without the recomputation. Only a source that gets several gradients inside the input
+/// function and one outside it can round differently: autograd would add all of them in arrival order, here the inner ones
+/// are added first (libtorch's composite RMSNorm on the CPU, whose input feeds both x² and x·rsqrt(·), beside the residual).
 /// Backward runs on libtorch's autograd thread, so it owns its own dispose scope.
 /// </summary>
 public sealed class RecomputedInputLinear : GuardedSingleTensorFunction<RecomputedInputLinear>

@@ -62,11 +62,14 @@ public sealed class DenseLinear : LinearLayer
         return bias is null ? y : y + bias;
     }
 
-    /// <summary>As <see cref="forward(Tensor)"/>: the bias inside the GEMM without a main gradient, added after it with one.</summary>
+    /// <summary>As <see cref="forward(Tensor)"/>: the bias inside the GEMM without a main gradient, added after it with one. In a
+    /// scope of its own: TorchSharp's custom functions keep an empty tensor of each output's shape (for gradients that never
+    /// come) in the current scope, freed here rather than at the end of the caller's block.</summary>
     protected override Tensor OfRecomputed(Tensor source, Func<Tensor, Tensor> input)
     {
-        if (mainGrad is null) return RecomputedInputLinear.Apply(input, source, weight, bias);
+        using var scope = NewDisposeScope();
+        if (mainGrad is null) return RecomputedInputLinear.Apply(input, source, weight, bias).MoveToOuterDisposeScope();
         var y = RecomputedInputLinear.Apply(input, source, weight, mainGrad: mainGrad);
-        return bias is null ? y : y + bias;
+        return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
     }
 }
