@@ -25,6 +25,7 @@ public class KwaiRecomputeTests
         "norm" => Norm,
         "activation" => Activation,
         "kwai" => RecomputeSpec.Kwai,
+        "selective+activation" => RecomputeSpec.Selective with { MlpActivation = true },
         _ => SelectiveKwai,
     };
 
@@ -38,6 +39,18 @@ public class KwaiRecomputeTests
     public void Tp2SequenceParallelMatches(string mode) =>
         // The norm runs on each rank's sequence block; the recomputation all-gathers its output again in backward.
         AssertRecomputedAsWithout(new RunDescription(TensorParallel: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32), Mode(mode));
+
+    [Theory]
+    [InlineData("activation")]
+    [InlineData("selective+activation")]
+    public void Tp2WithoutSequenceParallelMatches(string mode) =>
+        // The norm recompute needs sequence parallelism under t > 1 (RunDescription.Validate); the SwiGLU one does not.
+        AssertRecomputedAsWithout(new RunDescription(TensorParallel: 2, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32), Mode(mode));
+
+    [Fact]
+    public void Tp2SequenceParallelPp2OneFOneBMatches() =>
+        AssertRecomputedAsWithout(new RunDescription(TensorParallel: 2, PipelineParallel: 2, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
+            Precision: Precision.Fp32), RecomputeSpec.Kwai, layers: 4);
 
     [Theory]
     [InlineData("kwai")]
