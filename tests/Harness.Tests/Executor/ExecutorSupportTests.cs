@@ -45,6 +45,23 @@ public class ExecutorSupportTests
     private static ModelSpec Reference() => Parallel.Reference.Gpt();
 
     [Fact]
+    public void KwaiRecomputeRunsUnderTheSimulatorsRules()
+    {
+        // RunDescription.Validate's rules hold for runs: not with full recomputation, SwiGLU for the activation one, sequence
+        // parallelism for the norm one under tensor parallelism.
+        var settings = new RunSettings(MockData: true);
+        var d = new RunDescription(MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
+        Assert.Empty(TrainingRun.Check(Parallel.Reference.Llama(), d with { Recompute = RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true } }, settings, 1));
+        Assert.Empty(TrainingRun.Check(Parallel.Reference.Gpt(), d with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) }, settings, 2));
+        Assert.Contains("Megatron-Kwai's norm/activation recompute cannot be combined with full recomputation.",
+            TrainingRun.Check(Parallel.Reference.Llama(), d with { Recompute = RecomputeSpec.FullUniform() with { NormOutputs = true } }, settings, 1));
+        Assert.Contains("--kaimm-recompute-mlp-activation-func needs a SwiGLU model (--swiglu).",
+            TrainingRun.Check(Parallel.Reference.Gpt(), d with { Recompute = new RecomputeSpec(MlpActivation: true) }, settings, 1));
+        Assert.Contains("--kaimm-recompute-norm needs --sequence-parallel when tensor parallelism is on.",
+            TrainingRun.Check(Parallel.Reference.Llama(), d with { TensorParallel = 2, Recompute = new RecomputeSpec(NormOutputs: true) }, settings, 2));
+    }
+
+    [Fact]
     public void OnCpuTheDescriptionAsRunHasWhatRanAndANotePerChange()
     {
         var d = new RunDescription(TensorParallel: 2, PipelineParallel: 2, ContextParallel: 2, MicroBatch: 1, GlobalBatch: 1, Precision: Precision.Fp32);
