@@ -12,9 +12,6 @@ namespace Harness.Tests.Parallel;
 /// </summary>
 public class KwaiRecomputeTests
 {
-    private static readonly RecomputeSpec Norm = new(NormOutputs: true), Activation = new(MlpActivation: true);
-    private static readonly RecomputeSpec SelectiveKwai = RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true };
-
     private static void AssertRecomputedAsWithout(RunDescription config, RecomputeSpec recompute, int layers = 2) =>
         ParallelRun.AssertRecomputedAsWithout(Reference.Llama(layers), config, recompute, recompute.NormOutputs ? 1e-6 : 0);
 
@@ -22,11 +19,12 @@ public class KwaiRecomputeTests
 
     private static RecomputeSpec Mode(string name) => name switch
     {
-        "norm" => Norm,
-        "activation" => Activation,
+        "norm" => new(NormOutputs: true),
+        "activation" => new(MlpActivation: true),
         "kwai" => RecomputeSpec.Kwai,
         "selective+activation" => RecomputeSpec.Selective with { MlpActivation = true },
-        _ => SelectiveKwai,
+        "selective+kwai" => RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true },
+        _ => throw new ArgumentException(name),
     };
 
     [Theory]
