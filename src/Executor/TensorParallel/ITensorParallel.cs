@@ -30,10 +30,10 @@ public interface ITensorParallel
     /// the output is made of that many equal parts (e.g. SwiGLU's gate and up), and each part is split separately
     /// so every rank holds its slice of each part, in the same order.
     /// </summary>
-    nn.Module<Tensor, Tensor> ColumnParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init, int stride = 1);
+    LinearLayer ColumnParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init, int stride = 1);
 
     /// <summary>Linear whose input features are split over the group; the output is summed over the group.</summary>
-    nn.Module<Tensor, Tensor> RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init);
+    LinearLayer RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init);
 
     /// <summary>This rank's rows of a [vocab, hidden] table (word embedding or untied output layer).</summary>
     Parameter VocabParallelWeight(long vocabSize, long hiddenSize, InitMethod init);

@@ -19,17 +19,19 @@ namespace Harness.Executor.TensorParallel;
 /// fusion), the shard's gradient is added there by <see cref="LinearWithGradAccumulation"/>, which saves the GEMM's
 /// input as libtorch's linear does: after inputMap, so under sequence parallelism the all-gathered sequence, which the
 /// weight gradient needs (Megatron instead saves the local block and gathers it again in backward, to save memory).
+/// Of a recomputed input (<see cref="LinearLayer.forward(Tensor, Func{Tensor, Tensor})"/>) it keeps what the input is computed
+/// from, before inputMap: under sequence parallelism the local block, gathered again in backward, as in Megatron.
 /// </summary>
-public sealed class ParallelLinear : nn.Module<Tensor, Tensor>, IMainGradWeight
+public sealed class ParallelLinear : LinearLayer
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
     private readonly Func<Tensor, Tensor> inputMap, outputMap;
     private Tensor? mainGrad;
 
-    public Parameter Weight => weight;
+    public override Parameter Weight => weight;
 
-    public void AccumulateInto(Tensor mainGradient) => mainGrad = mainGradient;
+    public override void AccumulateInto(Tensor mainGradient) => mainGrad = mainGradient;
 
     private ParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap, Func<Tensor, Tensor> outputMap) : base(nameof(ParallelLinear))
     {
@@ -48,6 +50,13 @@ public sealed class ParallelLinear : nn.Module<Tensor, Tensor>, IMainGradWeight
         using var scope = NewDisposeScope();
         var x = inputMap(input);
         var y = outputMap(mainGrad is null ? nn.functional.linear(x, weight) : LinearWithGradAccumulation.Apply(x, weight, mainGrad));
+        return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
+    }
+
+    protected override Tensor OfRecomputed(Tensor source, Func<Tensor, Tensor> input)
+    {
+        using var scope = NewDisposeScope();
+        var y = outputMap(RecomputedInputLinear.Apply(x => inputMap(input(x)), source, weight, mainGrad: mainGrad));
         return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
     }
 }

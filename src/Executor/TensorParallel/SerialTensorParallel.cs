@@ -13,10 +13,10 @@ public sealed class SerialTensorParallel : ITensorParallel
 
     public int WorldSize => 1;
 
-    public nn.Module<Tensor, Tensor> ColumnParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init, int stride = 1) =>
+    public LinearLayer ColumnParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init, int stride = 1) =>
         new DenseLinear(init(new[] { outFeatures, inFeatures }), bias);
 
-    public nn.Module<Tensor, Tensor> RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init) =>
+    public LinearLayer RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init) =>
         new DenseLinear(init(new[] { outFeatures, inFeatures }), bias);
 
     public Parameter VocabParallelWeight(long vocabSize, long hiddenSize, InitMethod init) =>
@@ -38,15 +38,15 @@ public sealed class SerialTensorParallel : ITensorParallel
 /// gradient buffer hands it a float32 main gradient (<see cref="IMainGradWeight"/>), backward adds the weight gradient
 /// there directly (<see cref="LinearWithGradAccumulation"/>).
 /// </summary>
-public sealed class DenseLinear : nn.Module<Tensor, Tensor>, IMainGradWeight
+public sealed class DenseLinear : LinearLayer
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
     private Tensor? mainGrad;
 
-    public Parameter Weight => weight;
+    public override Parameter Weight => weight;
 
-    public void AccumulateInto(Tensor mainGradient) => mainGrad = mainGradient;
+    public override void AccumulateInto(Tensor mainGradient) => mainGrad = mainGradient;
 
     public DenseLinear(Tensor weight, bool bias) : base(nameof(DenseLinear))
     {
@@ -60,5 +60,16 @@ public sealed class DenseLinear : nn.Module<Tensor, Tensor>, IMainGradWeight
         if (mainGrad is null) return nn.functional.linear(input, weight, bias);
         var y = LinearWithGradAccumulation.Apply(input, weight, mainGrad);
         return bias is null ? y : y + bias;
+    }
+
+    /// <summary>As <see cref="forward(Tensor)"/>: the bias inside the GEMM without a main gradient, added after it with one. In a
+    /// scope of its own: TorchSharp's custom functions keep an empty tensor of each output's shape (for gradients that never
+    /// come) in the current scope, freed here rather than at the end of the caller's block.</summary>
+    protected override Tensor OfRecomputed(Tensor source, Func<Tensor, Tensor> input)
+    {
+        using var scope = NewDisposeScope();
+        if (mainGrad is null) return RecomputedInputLinear.Apply(input, source, weight, bias).MoveToOuterDisposeScope();
+        var y = RecomputedInputLinear.Apply(input, source, weight, mainGrad: mainGrad);
+        return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
     }
 }

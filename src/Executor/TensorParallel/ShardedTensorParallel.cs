@@ -41,7 +41,7 @@ public sealed class ShardedTensorParallel : ITensorParallel
     public double? SyncFactor { get; }
     public ICommunicator Group => tp;
 
-    public nn.Module<Tensor, Tensor> ColumnParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init, int stride = 1)
+    public LinearLayer ColumnParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init, int stride = 1)
     {
         RequireDivisible("output features", outFeatures / stride);
         using var full = init([outFeatures, inFeatures]);
@@ -51,7 +51,7 @@ public sealed class ShardedTensorParallel : ITensorParallel
         return Track(ParallelLinear.Column(Shards.Rows(full, tp.Rank, tp.Size, stride), bias, inputMap));
     }
 
-    public nn.Module<Tensor, Tensor> RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init)
+    public LinearLayer RowParallelLinear(long inFeatures, long outFeatures, bool bias, InitMethod init)
     {
         RequireDivisible("input features", inFeatures);
         using var full = init([outFeatures, inFeatures]);

@@ -18,11 +18,8 @@ public static class ExecutorSupport
     public static IReadOnlyList<string> Refusals(RunDescription d)
     {
         var refused = new List<string>();
-        var r = d.RecomputeOrNone;
         var overlap = d.OverlapOrDefault;
         if (d.OffloadRatio > 0) refused.Add("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).");
-        if (r.NormOutputs) refused.Add("--kaimm-recompute-norm (Megatron-Kwai) is not run by the executor yet.");
-        if (r.MlpActivation) refused.Add("--kaimm-recompute-mlp-activation-func (Megatron-Kwai) is not run by the executor yet.");
         if (d.ZeroStage >= 2) refused.Add($"--zero-stage {d.ZeroStage} is not run by the executor yet; it runs stage 0 and stage 1 (--use-distributed-optimizer).");
         if (d.Precision == Precision.Fp16) refused.Add("--fp16 is not run by the executor yet; train in bf16 (--bf16) or fp32.");
         else if (!d.GradientsInFp32) refused.Add("reduced-precision main gradients (no --accumulate-allreduce-grads-in-fp32) are not run by the executor: it keeps and reduces them in fp32.");

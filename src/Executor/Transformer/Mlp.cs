@@ -1,4 +1,5 @@
 using Harness.Executor.Fused;
+using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
@@ -7,11 +8,13 @@ namespace Harness.Executor.Transformer;
 /// <summary>
 /// The MLP (Megatron-core transformer/mlp.py): linear_fc1 (column-parallel) → GeLU, or SwiGLU (Shazeer 2020:
 /// silu(gate)·up, with gate and up as the two halves of fc1's output, stride 2) → linear_fc2 (row-parallel).
+/// Under Megatron-Kwai's --kaimm-recompute-mlp-activation-func the activation runs inside linear_fc2, which keeps fc1's
+/// output rather than the activation's (backward recomputes it).
 /// </summary>
 public sealed class Mlp : nn.Module<Tensor, Tensor>
 {
-    private readonly nn.Module<Tensor, Tensor> linear_fc1, linear_fc2;
-    private readonly bool swiglu, fused;
+    private readonly LinearLayer linear_fc1, linear_fc2;
+    private readonly bool swiglu, fused, recomputeActivation;
 
     public Mlp(TransformerConfig config) : base(nameof(Mlp))
     {
@@ -22,16 +25,25 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         long fc1 = swiglu ? 2L * m.FfnHiddenSize : m.FfnHiddenSize;
         linear_fc1 = tp.ColumnParallelLinear(m.HiddenSize, fc1, config.Bias, config.Init, stride: swiglu ? 2 : 1);
         linear_fc2 = tp.RowParallelLinear(m.FfnHiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
+        recomputeActivation = config.RecomputeOrNone.MlpActivation;
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => forward(x, recomputedNorm: null);
+
+    /// <param name="recomputedNorm">When given, x is the norm's input and the norm runs inside linear_fc1, which keeps x
+    /// rather than the norm's output (Megatron-Kwai's --kaimm-recompute-norm: backward recomputes the norm).</param>
+    public Tensor forward(Tensor x, Func<Tensor, Tensor>? recomputedNorm)
     {
         using var scope = NewDisposeScope();
-        var h = linear_fc1.forward(x);
-        Tensor activated;
-        if (swiglu) activated = fused && FusedKernels.Applies(h) ? SwiGluFunction.Apply(h) : ScriptedKernels.SwiGlu(h);
-        else activated = nn.functional.gelu(h);
-        return linear_fc2.forward(activated).MoveToOuterDisposeScope();
+        var h = linear_fc1.forward(x, recomputedNorm);
+        var y = recomputeActivation ? linear_fc2.forward(h, Activate) : linear_fc2.forward(Activate(h));
+        return y.MoveToOuterDisposeScope();
     }
+
+    /// <summary>The activation of fc1's output: the fused SwiGLU kernel where it applies (a GPU), else libtorch's operators.</summary>
+    private Tensor Activate(Tensor h) =>
+        !swiglu ? nn.functional.gelu(h)
+        : fused && FusedKernels.Applies(h) ? SwiGluFunction.Apply(h)
+        : ScriptedKernels.SwiGlu(h);
 }

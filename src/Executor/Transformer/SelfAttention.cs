@@ -15,7 +15,7 @@ namespace Harness.Executor.Transformer;
 /// </summary>
 public sealed class SelfAttention : nn.Module<Tensor, Tensor>
 {
-    private readonly nn.Module<Tensor, Tensor> linear_qkv, linear_proj;
+    private readonly LinearLayer linear_qkv, linear_proj;
     private readonly RotaryEmbedding? rotary;
     private readonly IContextParallel? contextParallel;
     private readonly long localGroups, headsPerGroup, headDim;
@@ -40,10 +40,14 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => forward(x, recomputedNorm: null);
+
+    /// <param name="recomputedNorm">When given, x is the norm's input and the norm runs inside the QKV linear, which keeps x
+    /// rather than the norm's output (Megatron-Kwai's --kaimm-recompute-norm: backward recomputes the norm).</param>
+    public Tensor forward(Tensor x, Func<Tensor, Tensor>? recomputedNorm)
     {
         using var scope = NewDisposeScope();
-        var projected = linear_qkv.forward(x); // the full sequence, also when x is a sequence-parallel block
+        var projected = linear_qkv.forward(x, recomputedNorm); // the full sequence, also when x is a sequence-parallel block
         long b = projected.shape[0], s = projected.shape[1], heads = localGroups * headsPerGroup;
         Tensor q, k, v;
         if (fused && rotary is not null && contextParallel is null && FusedKernels.Applies(projected))

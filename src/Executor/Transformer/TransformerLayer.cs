@@ -3,7 +3,9 @@ using static TorchSharp.torch;
 namespace Harness.Executor.Transformer;
 
 /// <summary>A pre-norm decoder layer (Megatron-core transformer/transformer_layer.py): x + dropout(attn(norm(x))), then
-/// + dropout(mlp(norm(x))).</summary>
+/// + dropout(mlp(norm(x))). Under Megatron-Kwai's --kaimm-recompute-norm each norm runs inside the first linear of its
+/// block, which keeps the norm's input rather than its output (kwai/Megatron-Kwai atc24ae, megatron/model/transformer.py:
+/// the layer passes norm_input and norm_module to the attention and the MLP instead of the norm's output).</summary>
 public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> input_layernorm, pre_mlp_layernorm;
@@ -11,6 +13,7 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     private readonly Mlp mlp;
     private readonly double hiddenDropout;
     private readonly DropoutRng? dropout;
+    private readonly bool recomputeNorm;
 
     public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(TransformerLayer))
     {
@@ -20,14 +23,17 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         pre_mlp_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.ComputeDtype, config.Device);
         mlp = new Mlp(config);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
+        recomputeNorm = config.RecomputeOrNone.NormOutputs;
         RegisterComponents();
     }
 
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = x + Drop(self_attention.forward(input_layernorm.forward(x)));
-        return (h + Drop(mlp.forward(pre_mlp_layernorm.forward(h)))).MoveToOuterDisposeScope();
+        var attention = recomputeNorm ? self_attention.forward(x, input_layernorm.forward) : self_attention.forward(input_layernorm.forward(x));
+        var h = x + Drop(attention);
+        var mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(pre_mlp_layernorm.forward(h));
+        return (h + Drop(mlpOutput)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Megatron's bias-dropout-add: dropout on a sublayer's output (its bias included) before the residual add.</summary>

@@ -16,6 +16,9 @@ public class ExecutorSupportTests
             ContextParallel: 2, SequenceParallel: true, Recompute: new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2), ZeroStage: 1,
             Overlap: new OverlapSpec(GradientReduce: true, ParamGather: true), Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.AllGather,
             FusedKernels: false, GradientAccumulationFusion: false, DdpBucketSize: 1000)));
+        // Megatron-Kwai's recomputation, alone and beside selective.
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(Recompute: RecomputeSpec.Kwai)));
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(TensorParallel: 2, SequenceParallel: true, Recompute: RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true })));
     }
 
     [Fact]
@@ -24,8 +27,6 @@ public class ExecutorSupportTests
         string Refused(RunDescription d) => Assert.Single(ExecutorSupport.Refusals(d));
         var d = new RunDescription();
         Assert.Equal("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).", Refused(d with { OffloadRatio = 0.5 }));
-        Assert.StartsWith("--kaimm-recompute-norm ", Refused(d with { Recompute = new RecomputeSpec(NormOutputs: true) }));
-        Assert.StartsWith("--kaimm-recompute-mlp-activation-func ", Refused(d with { Recompute = new RecomputeSpec(MlpActivation: true) }));
         Assert.StartsWith("--zero-stage 2 ", Refused(d with { ZeroStage = 2 }));
         Assert.StartsWith("--zero-stage 3 ", Refused(d with { ZeroStage = 3 }));
         Assert.StartsWith("--fp16 ", Refused(d with { Precision = Precision.Fp16, GradientsInFp32 = false }));
@@ -42,6 +43,23 @@ public class ExecutorSupportTests
     }
 
     private static ModelSpec Reference() => Parallel.Reference.Gpt();
+
+    [Fact]
+    public void KwaiRecomputeRunsUnderTheSimulatorsRules()
+    {
+        // RunDescription.Validate's rules hold for runs: not with full recomputation, SwiGLU for the activation one, sequence
+        // parallelism for the norm one under tensor parallelism.
+        var settings = new RunSettings(MockData: true);
+        var d = new RunDescription(MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
+        Assert.Empty(TrainingRun.Check(Parallel.Reference.Llama(), d with { Recompute = RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true } }, settings, 1));
+        Assert.Empty(TrainingRun.Check(Parallel.Reference.Gpt(), d with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) }, settings, 2));
+        Assert.Contains("Megatron-Kwai's norm/activation recompute cannot be combined with full recomputation.",
+            TrainingRun.Check(Parallel.Reference.Llama(), d with { Recompute = RecomputeSpec.FullUniform() with { NormOutputs = true } }, settings, 1));
+        Assert.Contains("--kaimm-recompute-mlp-activation-func needs a SwiGLU model (--swiglu).",
+            TrainingRun.Check(Parallel.Reference.Gpt(), d with { Recompute = new RecomputeSpec(MlpActivation: true) }, settings, 1));
+        Assert.Contains("--kaimm-recompute-norm needs --sequence-parallel when tensor parallelism is on.",
+            TrainingRun.Check(Parallel.Reference.Llama(), d with { TensorParallel = 2, Recompute = new RecomputeSpec(NormOutputs: true) }, settings, 2));
+    }
 
     [Fact]
     public void OnCpuTheDescriptionAsRunHasWhatRanAndANotePerChange()

@@ -13,13 +13,14 @@ public class ModelTests
         PositionEmbedding pos = PositionEmbedding.Rotary, bool tied = false, int groups = 2) =>
         new("tiny", 2, 32, 4, groups, 48, 64, 16, act, norm, pos, tied, HiddenDropout: 0, AttentionDropout: 0);
 
-    internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, RecomputeSpec? recompute = null, int seed = 1)
+    internal static (GptModel Model, ParamAndGradBuffer Buffer) Build(ModelSpec spec, ScalarType dtype, RecomputeSpec? recompute = null, int seed = 1,
+        bool gradientAccumulationFusion = false)
     {
         TorchRuntime.Initialize();
         // A generator of the test's own: other tests draw from libtorch's global one concurrently.
         var model = new GptModel(new TransformerConfig(spec, CPU, dtype, SerialTensorParallel.Instance, recompute,
             InitGenerator: new Generator((ulong)seed)));
-        return (model, new ParamAndGradBuffer(model, dtype));
+        return (model, new ParamAndGradBuffer(model, dtype, gradientAccumulationFusion: gradientAccumulationFusion));
     }
 
     [Fact]

@@ -32,4 +32,28 @@ public class RunCommandTests
         Assert.Equal(1e-4 + 9e-4 / 3, lr[3], 15);
         Directory.Delete(dir, recursive: true);
     }
+
+    [Fact]
+    public void KwaiRecomputeFlagsTrainALlamaStyleModelAndReachItsRecord()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, "--device", "cpu",
+            "--num-layers", "2", "--hidden-size", "32", "--ffn-hidden-size", "48", "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "64",
+            "--swiglu", "--normalization", "RMSNorm", "--position-embedding-type", "rope", "--untie-embeddings-and-output-weights", "--mock-data",
+            "--micro-batch-size", "2", "--global-batch-size", "4", "--train-iters", "6", "--lr", "3e-3",
+            "--kaimm-recompute-norm", "--kaimm-recompute-mlp-activation-func", "--out", dir);
+        Assert.True(code == 0, error);
+        Assert.Contains("kwai-recompute-norm kwai-recompute-mlp-activation", output);
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+        var run = summary.RootElement;
+        var recompute = run.GetProperty("Description").GetProperty("Recompute");
+        Assert.True(recompute.GetProperty("NormOutputs").GetBoolean() && recompute.GetProperty("MlpActivation").GetBoolean());
+        Assert.Equal("None", recompute.GetProperty("Granularity").GetString());
+        Assert.Equal(("SwiGlu", "RmsNorm"), (run.GetProperty("Model").GetProperty("Activation").GetString(), run.GetProperty("Model").GetProperty("Normalization").GetString()));
+        // It trains: the loss of the last iteration is below the first's.
+        var losses = File.ReadAllLines(Path.Combine(dir, "metrics.csv")).Skip(1).Select(l => double.Parse(l.Split(',')[5], CultureInfo.InvariantCulture)).ToArray();
+        Assert.Equal(6, losses.Length);
+        Assert.True(losses[^1] < losses[0], string.Join(", ", losses));
+        Directory.Delete(dir, recursive: true);
+    }
 }

@@ -124,19 +124,21 @@ public class TrainingTests
     }
 }
 
-/// <summary>Gradients of the recompute paths, in float64.</summary>
+/// <summary>Gradients of the recompute paths, in float64 (and bf16 with gradient-accumulation fusion).</summary>
 [Collection("training")]
 public class RecomputeTests
 {
     private static readonly ModelSpec Tiny = ModelTests.Tiny() with { NumLayers = 2, HiddenSize = 16, FfnHiddenSize = 24, VocabSize = 32, SeqLength = 8 };
 
-    private static Tensor Gradients(RecomputeSpec recompute, ModelSpec? spec = null)
+    private static Tensor Gradients(RecomputeSpec recompute, ModelSpec? spec = null, ScalarType dtype = ScalarType.Float64, bool gradientAccumulationFusion = false)
     {
         spec ??= Tiny;
-        var (model, buffer) = ModelTests.Build(spec, ScalarType.Float64, recompute, seed: 11);
+        var (model, buffer) = ModelTests.Build(spec, dtype, recompute, seed: 11, gradientAccumulationFusion);
+        Assert.Equal(gradientAccumulationFusion, buffer.FusedCount > 0);
         using var generator = new Generator(3);
         var tokens = randint(0, spec.VocabSize, new long[] { 2, spec.SeqLength }, generator: generator);
         model.forward(tokens, tokens.roll(1, 1)).backward();
+        buffer.AccumulateMicroBatch();
         return buffer.MainGrads.clone();
     }
 
@@ -147,6 +149,43 @@ public class RecomputeTests
         Assert.True(reference.abs().sum().item<double>() > 0);
         foreach (var mode in new[] { RecomputeSpec.Selective, RecomputeSpec.FullUniform() })
             Assert.True(Gradients(mode).allclose(reference, rtol: 1e-12, atol: 1e-14), $"{mode} recompute changed the gradients");
+    }
+
+    /// <summary>
+    /// Megatron-Kwai's recomputation changes what is kept, not what is computed. The SwiGLU recompute gives the same bits,
+    /// and so does the norm recompute with LayerNorm (one libtorch operator, one input gradient: GPT here, with its biased
+    /// linears, the bias inside the GEMM). libtorch's RMSNorm on the CPU is composite (x·rsqrt(mean(x²) + eps)·w), so the
+    /// norm's input gets two gradients of its own, which the recomputation sums before the residual's is added, where
+    /// autograd adds all three in arrival order: float64 rounding, 1e-12 relative.
+    /// </summary>
+    [Fact]
+    public void KwaiRecomputeGivesTheGradientsOfNone()
+    {
+        var reference = Gradients(RecomputeSpec.None);
+        foreach (var r in new[] { new RecomputeSpec(MlpActivation: true), RecomputeSpec.Selective with { MlpActivation = true } })
+            Assert.True(Gradients(r).equal(reference).all().item<bool>(), $"{r} changed the gradients");
+        foreach (var r in new[] { new RecomputeSpec(NormOutputs: true), RecomputeSpec.Kwai, RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true } })
+        {
+            var g = Gradients(r);
+            Assert.False(g.equal(reference).all().item<bool>(), "the RMSNorm's input gradients are summed in another order; if libtorch's CPU RMSNorm became one operator, assert equality");
+            Assert.True(g.allclose(reference, rtol: 1e-12, atol: 1e-16), $"{r} changed the gradients");
+        }
+        var gpt = ModelTests.Tiny(Activation.Gelu, Normalization.LayerNorm, PositionEmbedding.Learned, tied: true) with { NumLayers = 2, HiddenSize = 16, FfnHiddenSize = 24, VocabSize = 32, SeqLength = 8 };
+        Assert.True(Gradients(new RecomputeSpec(NormOutputs: true), gpt).equal(Gradients(RecomputeSpec.None, gpt)).all().item<bool>(), "the norm recompute changed GPT's gradients");
+    }
+
+    /// <summary>
+    /// Under bf16 with gradient-accumulation fusion the recomputing linears add their weight gradients into the float32 main
+    /// gradients as the plain ones do, and the same bits come out, the RMSNorm's included: it computes in float32, so its input
+    /// gets one bf16 gradient (the cast's) beside the residual's, and the sum of two does not depend on their order.
+    /// </summary>
+    [Fact]
+    public void KwaiRecomputeUnderGradientAccumulationFusionGivesTheSameMainGradients()
+    {
+        var reference = Gradients(RecomputeSpec.None, dtype: ScalarType.BFloat16, gradientAccumulationFusion: true);
+        Assert.True(reference.abs().sum().item<float>() > 0);
+        foreach (var r in new[] { RecomputeSpec.Kwai, RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true } })
+            Assert.True(Gradients(r, dtype: ScalarType.BFloat16, gradientAccumulationFusion: true).equal(reference).all().item<bool>(), $"{r} changed the main gradients");
     }
 
     [Fact]

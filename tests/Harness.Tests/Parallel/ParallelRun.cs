@@ -42,6 +42,34 @@ internal static class ParallelRun
         return (rows[.., ..s], rows[.., 1..]);
     };
 
+    /// <summary>
+    /// Trains the layout without recomputation and with <paramref name="recompute"/> from the same weights on the same batches
+    /// and asserts, on every rank, the same losses to the bit and gradients and final weights within <paramref name="tolerance"/>
+    /// (relative; 0: the same bits); then that the recomputed layout matches the serial run.
+    /// </summary>
+    public static void AssertRecomputedAsWithout(ModelSpec spec, RunDescription config, RecomputeSpec recompute, double tolerance)
+    {
+        var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
+        var initial = Reference.Serial(spec, batches, microBatch: config.MicroBatch).Initial;
+        var plain = Train(spec, config, batches, initial);
+        var recomputed = Train(spec, config with { Recompute = recompute }, batches, initial);
+        for (int r = 0; r < plain.Length; r++)
+        {
+            Assert.Equal(plain[r].Losses, recomputed[r].Losses);
+            foreach (var (name, g) in plain[r].LastGrads) AssertSame(recomputed[r].LastGrads[name], g, $"{recompute}: rank {r} gradient of {name}");
+            var names = plain[r].Final.Keys.Order().ToList();
+            AssertSame(Reference.Concatenated(names.Select(n => recomputed[r].Final[n])), Reference.Concatenated(names.Select(n => plain[r].Final[n])),
+                $"{recompute}: rank {r} final weights");
+        }
+        AssertMatchesSerial(spec, config with { Recompute = recompute });
+
+        void AssertSame(float[] actual, float[] expected, string what)
+        {
+            if (tolerance == 0) Assert.True(actual.AsSpan().SequenceEqual(expected), $"{what}: not the same bits");
+            else Reference.AssertClose(actual, expected, what, tolerance);
+        }
+    }
+
     /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
     /// <param name="gradientTolerance">Relative agreement of each gradient tensor; 1e-5 unless a test says why float32's
     /// summation order needs more.</param>

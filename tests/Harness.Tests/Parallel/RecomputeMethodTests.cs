@@ -5,26 +5,12 @@ namespace Harness.Tests.Parallel;
 /// <summary>
 /// Megatron's --recompute-method uniform and block with --recompute-num-layers, in parallel layouts: recomputation changes
 /// what is kept, not what is computed, so the losses are those without it to the bit and the gradients and weights agree
-/// within 1e-6 (relative), on every rank; the layouts still match the serial run.
+/// within 1e-6 (relative), on every rank; the layouts still match the serial run (<see cref="ParallelRun.AssertRecomputedAsWithout"/>).
 /// </summary>
 public class RecomputeMethodTests
 {
-    private static void AssertRecomputedAsWithout(ModelSpec spec, RunDescription config, RecomputeSpec recompute)
-    {
-        var batches = Reference.Batches(spec, ParallelRun.Steps, config.GlobalBatch);
-        var initial = Reference.Serial(spec, batches, microBatch: config.MicroBatch).Initial;
-        var plain = ParallelRun.Train(spec, config, batches, initial);
-        var recomputed = ParallelRun.Train(spec, config with { Recompute = recompute }, batches, initial);
-        for (int r = 0; r < plain.Length; r++)
-        {
-            Assert.Equal(plain[r].Losses, recomputed[r].Losses);
-            foreach (var (name, g) in plain[r].LastGrads) Reference.AssertClose(recomputed[r].LastGrads[name], g, $"{recompute}: rank {r} gradient of {name}", 1e-6);
-            var names = plain[r].Final.Keys.Order().ToList();
-            Reference.AssertClose(Reference.Concatenated(names.Select(n => recomputed[r].Final[n])),
-                Reference.Concatenated(names.Select(n => plain[r].Final[n])), $"{recompute}: rank {r} final weights", 1e-6);
-        }
-        ParallelRun.AssertMatchesSerial(spec, config with { Recompute = recompute });
-    }
+    private static void AssertRecomputedAsWithout(ModelSpec spec, RunDescription config, RecomputeSpec recompute) =>
+        ParallelRun.AssertRecomputedAsWithout(spec, config, recompute, 1e-6);
 
     /// <summary>For four layers per model chunk: groups of 2 or all 4, and the first 1 or 3 recomputed.</summary>
     public static TheoryData<RecomputeMethod, int> Methods => new() { { RecomputeMethod.Uniform, 2 }, { RecomputeMethod.Uniform, 4 }, { RecomputeMethod.Block, 1 }, { RecomputeMethod.Block, 3 } };

@@ -29,6 +29,7 @@ public class RunRecordTests
     [InlineData(1, "--recompute-granularity full --recompute-method block --recompute-num-layers 2 --no-gradient-accumulation-fusion --no-fused-kernels")]
     [InlineData(1, "--recompute-granularity full --recompute-num-layers 2 --micro-batch-size 2 --global-batch-size 4 --attention-backend flash --optimizer adam")]
     [InlineData(2, "--tensor-model-parallel-size 2 --sequence-parallel --recompute-granularity selective")]
+    [InlineData(2, "--tensor-model-parallel-size 2 --sequence-parallel --recompute-granularity selective --kaimm-recompute-norm --swiglu --kaimm-recompute-mlp-activation-func")]
     [InlineData(2, "--tensor-model-parallel-size 2 --sync-factor 0.5")]
     [InlineData(4, "--pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 1 --global-batch-size 4 --no-overlap-p2p-communication")]
     [InlineData(2, "--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather --ddp-bucket-size 1000")]

@@ -18,7 +18,8 @@ public static class ProgressLines
             (d.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "") + (d.OverlapOrDefault.ParamGather ? " overlap-param-gather" : "") +
             (r.Granularity == RecomputeGranularity.None ? ""
                 : r.Granularity == RecomputeGranularity.Selective ? " selective-recompute"
-                : $" full-recompute {r.Method.ToString().ToLowerInvariant()} {r.NumLayers}");
+                : $" full-recompute {r.Method.ToString().ToLowerInvariant()} {r.NumLayers}") +
+            (r.NormOutputs ? " kwai-recompute-norm" : "") + (r.MlpActivation ? " kwai-recompute-mlp-activation" : "");
         return $"harness run: {run.Model.Name} ({run.Parameters:N0} parameters{(d.WorldSize > 1 ? " on rank 0" : "")}) on {run.Devices()}, " +
                $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}; {run.Runtime}";
     }
