@@ -32,6 +32,8 @@ public static class ModelFlags
         new("--max-position-embeddings", true, "rows of the learned position table (default: --seq-length)"),
         new("--disable-bias-linear", false, "linears without biases (as every RMSNorm model here; GPT's LayerNorm models keep them)"),
         new("--no-position-embedding", false, "no learned position table (with rotary positions)"),
+        new("--norm-epsilon", true, "epsilon of every LayerNorm/RMSNorm (default 1e-5)"),
+        new("--rotary-base", true, "θ of rotary positions (default 10000)"),
         new("--kv-channels", true, "channels per attention head (must be --hidden-size / --num-attention-heads)"),
     };
 
@@ -108,6 +110,8 @@ public static class ModelFlags
         if (hiddenDropout is double hd) m = m with { HiddenDropout = hd };
 
         if (cl.Int("--max-position-embeddings") is int rows) m = m with { MaxPositionEmbeddings = rows };
+        if (cl.Double("--norm-epsilon") is double eps) m = m with { NormEpsilon = eps };
+        if (cl.Double("--rotary-base") is double theta) m = m with { RotaryBase = theta };
         // The model's linears carry biases exactly when it normalizes with LayerNorm (GPT) (ModelSpec.ParametersPerLayer).
         if (cl.Switch("--disable-bias-linear") && m.Normalization == Normalization.LayerNorm)
             cl.Errors.Add("--disable-bias-linear with LayerNorm is not modelled: GPT-style models here keep their biases, RMSNorm ones have none.");

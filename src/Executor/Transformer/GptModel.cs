@@ -39,12 +39,12 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
             if (c.PreProcess) position_embeddings = new Parameter(config.Init(new long[] { m.PositionTableRows, m.HiddenSize }));
         }
         else
-            rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device);
+            rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device, m.RotaryBase);
         layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
         groups = RecomputeGroups.Of(c.NumLayers, config.RecomputeOrNone);
         if (c.PostProcess)
         {
-            final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.ComputeDtype, config.Device);
+            final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
             if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
         }
         RegisterComponents();

@@ -4,7 +4,7 @@ namespace Harness.Executor.Transformer;
 
 /// <summary>
 /// Rotary position embedding (Su et al. 2021, RoFormer), in Llama's rotate-half layout: channel i pairs with
-/// i + d/2 and both turn by angle pos·θ^(-2i/d), θ = 10000. Tables are precomputed once per sequence length:
+/// i + d/2 and both turn by angle pos·θ^(-2i/d), θ = --rotary-base (ModelSpec.RotaryBase, Megatron's default 10000). Tables are precomputed once per sequence length:
 /// x' = x·cos + roll(x, d/2)·sin±, where sin± carries rotate-half's sign (−sin on the first half).
 /// </summary>
 public sealed class RotaryEmbedding : IDisposable

@@ -18,9 +18,9 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(TransformerLayer))
     {
         var m = config.Model;
-        input_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.ComputeDtype, config.Device);
+        input_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
         self_attention = new SelfAttention(config, rotary);
-        pre_mlp_layernorm = Norms.Create(m.Normalization, m.HiddenSize, config.ComputeDtype, config.Device);
+        pre_mlp_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
         mlp = new Mlp(config);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;

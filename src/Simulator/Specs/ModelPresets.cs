@@ -41,7 +41,7 @@ public static class ModelPresets
         // CAAT-Net fork's training scripts (arXiv 2506.19645): 130M, 1B (TinyLlama shape), 7B (Llama-2 7B);
         // Llama-2 tokenizer, V 32000.
         Llama("caat-130m", 12, 768, 2048, 16, 16, seq: 1024, vocab: 32000),
-        Llama("caat-1b", 22, 2048, 5632, 32, 8, seq: 2048, vocab: 32000),
+        Llama("caat-1b", 22, 2048, 5632, 32, 8, seq: 2048, vocab: 32000) with { RotaryBase = 500000 }, // its script's --rotary-base
         Llama("caat-7b", 32, 4096, 11008, 32, 32, seq: 4096, vocab: 32000),
     }.ToDictionary(m => m.Name, StringComparer.OrdinalIgnoreCase);
 }

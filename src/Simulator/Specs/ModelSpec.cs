@@ -21,6 +21,9 @@ public enum PositionEmbedding { Learned, Rotary }
 /// <param name="AttentionDropout">Megatron's --attention-dropout: on the attention probabilities.</param>
 /// <param name="MaxPositionEmbeddings">Megatron's --max-position-embeddings: rows of the learned position table (at least the
 /// sequence length); null: the sequence length.</param>
+/// <param name="NormEpsilon">Megatron's --norm-epsilon: the epsilon of every LayerNorm/RMSNorm (default 1e-5).</param>
+/// <param name="RotaryBase">Megatron's --rotary-base: θ of rotary positions (default 10000; Llama 3 and TinyLlama-style
+/// models use 500000).</param>
 public sealed record ModelSpec(
     string Name,
     int NumLayers,
@@ -36,7 +39,9 @@ public sealed record ModelSpec(
     bool TiedEmbeddings,
     double HiddenDropout,
     double AttentionDropout,
-    int? MaxPositionEmbeddings = null)
+    int? MaxPositionEmbeddings = null,
+    double NormEpsilon = 1e-5,
+    double RotaryBase = 10000)
 {
     /// <summary>Rows of the learned position table (none with rotary positions).</summary>
     public int PositionTableRows => MaxPositionEmbeddings ?? SeqLength;
@@ -101,6 +106,8 @@ public sealed record ModelSpec(
         Positive("--seq-length", SeqLength);
         foreach (var (flag, p) in new[] { ("--hidden-dropout", HiddenDropout), ("--attention-dropout", AttentionDropout) })
             if (p is < 0 or >= 1 || double.IsNaN(p)) errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
+        if (!(NormEpsilon > 0) || double.IsInfinity(NormEpsilon)) errors.Add($"--norm-epsilon is {NormEpsilon}; it must be above 0.");
+        if (!(RotaryBase > 1) || double.IsInfinity(RotaryBase)) errors.Add($"--rotary-base is {RotaryBase}; it must be above 1.");
         if (MaxPositionEmbeddings is int rows && rows < SeqLength)
             errors.Add($"--max-position-embeddings {rows} is below --seq-length {SeqLength}; the position table needs a row per position.");
         if (errors.Count > 0) return errors;

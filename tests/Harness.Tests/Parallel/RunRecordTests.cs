@@ -84,4 +84,36 @@ public class RunRecordTests
         }
         Assert.Equal(16 * 32, Parameters("--max-position-embeddings", "32") - Parameters());
     }
+
+    /// <summary>Megatron's --rotary-base and --norm-epsilon reach the model a run trains: the record carries them, and the
+    /// loss after a few steps moves with them (at initialization the attention is near uniform whatever the angles).</summary>
+    [Fact]
+    public void RotaryBaseAndNormEpsilonAreApplied()
+    {
+        string[] llama = [.. Model, "--swiglu", "--normalization", "RMSNorm", "--position-embedding-type", "rope", "--disable-bias-linear",
+            "--untie-embeddings-and-output-weights", "--mock-data", "--train-iters", "4", "--lr", "0.01"];
+        (double Loss, ModelSpec Model) Run(params string[] extra)
+        {
+            string dir = Path.Combine(Path.GetTempPath(), $"harness-record-{Guid.NewGuid():N}");
+            try
+            {
+                var (code, _, err) = ConsoleCapture.Run(RunCommand.Run, [.. llama, .. extra, "--out", dir]);
+                Assert.True(code == 0, err);
+                using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+                return (summary.RootElement.GetProperty("FinalLoss").GetDouble(), SummaryRun.Of(summary.RootElement).Model);
+            }
+            finally
+            {
+                if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            }
+        }
+        var plain = Run();
+        var rotary = Run("--rotary-base", "500000");
+        var epsilon = Run("--norm-epsilon", "0.5");
+        Assert.Equal((10000.0, 1e-5), (plain.Model.RotaryBase, plain.Model.NormEpsilon));
+        Assert.Equal(500000, rotary.Model.RotaryBase);
+        Assert.Equal(0.5, epsilon.Model.NormEpsilon);
+        Assert.NotEqual(plain.Loss, rotary.Loss);
+        Assert.NotEqual(plain.Loss, epsilon.Loss);
+    }
 }
