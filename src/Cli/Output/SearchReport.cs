@@ -37,7 +37,7 @@ public static class SearchReport
     public static void PrintTop(SearchResult r)
     {
         bool withP = r.Space.Constraints.SyncFactors.Count > 1;
-        Terminal.Out.Write(ConfigTable($"Top {r.Top.Count} of {r.Counts.Enumerated:N0} configurations (limit {F(r.Space.MemoryLimitBytes / GiB, "0.#")} GiB)", r.Top));
+        Terminal.Out.Write(ConfigTable($"Top {r.Top.Count} of {r.Counts.Enumerated:N0} configurations ({r.Space.Constraints.Implementation.Precision.ToString().ToLowerInvariant()}, limit {F(r.Space.MemoryLimitBytes / GiB, "0.#")} GiB)", r.Top));
         Terminal.Out.MarkupLine("[grey]config: data d, tensor t, context c, pipeline p, layers per virtual stage l, micro-batch mb, sequence parallel sp, recomputation, offload ratio a, ZeRO stage z, sync factor p if below 1 (sync)[/]");
         const int shown = 12;
         string cutoff = r.Options.ParetoMinThroughputFraction > 0
