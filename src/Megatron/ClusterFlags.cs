@@ -6,11 +6,9 @@ namespace Harness.Megatron;
 /// <c>--gpus-per-node N</c> (both default to one node of the preset; either overrides the file).</summary>
 public static class ClusterFlags
 {
-    public const string DefaultGpu = "h100-sxm";
-
     public static readonly Flag[] Flags =
     {
-        new("--gpu", true, $"GPU preset ({string.Join(", ", GpuPresets.All.Keys)}; default {DefaultGpu})"),
+        new("--gpu", true, $"GPU preset ({string.Join(", ", GpuPresets.All.Keys)}; default {GpuPresets.DefaultName})"),
         new("--cluster", true, "cluster JSON file (GPU, world size, GPUs per node)"),
         new("--gpus", true, "world size: number of GPUs (default: one node)"),
         new("--gpus-per-node", true, "GPUs per node (default: the preset's)"),
@@ -29,7 +27,7 @@ public static class ClusterFlags
         }
         else
         {
-            gpuName ??= DefaultGpu;
+            gpuName ??= GpuPresets.DefaultName;
             if (!GpuPresets.All.TryGetValue(gpuName, out var gpu))
             {
                 cl.Errors.Add($"--gpu '{gpuName}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)} (or --cluster FILE).");

@@ -82,8 +82,7 @@ public static class DistributedRun
         catch (Exception e) when (OutOfMemory.Is(e))
         {
             // This GPU rank ran out of memory (the launcher stops the others).
-            return RunCommand.UserError($"rank {env.Rank}: micro-batch {description.MicroBatch} x s {model.SeqLength} of {model.Name} in this layout does not fit in the " +
-                             $"device's memory; use a smaller --micro-batch-size, more model parallelism or --recompute-granularity full.{job.Kept}");
+            return RunCommand.UserError(OutOfMemory.Sentence(model, description, env.Rank) + job.Kept);
         }
         catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException))
         {

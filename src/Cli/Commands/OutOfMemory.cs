@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Commands;
 
@@ -7,4 +8,9 @@ namespace Harness.Cli.Commands;
 internal static class OutOfMemory
 {
     public static bool Is(Exception e) => e is ExternalException && e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>The one sentence: what did not fit and what would; <paramref name="rank"/> for a rank of a parallel run.</summary>
+    public static string Sentence(ModelSpec model, RunDescription d, int? rank) =>
+        $"{(rank is int r ? $"rank {r}: " : "")}micro-batch {d.MicroBatch} x s {model.SeqLength} of {model.Name}{(rank is null ? "" : " in this layout")} " +
+        $"does not fit in the device's memory; use a smaller --micro-batch-size{(rank is null ? "" : ", more model parallelism")} or --recompute-granularity full.";
 }

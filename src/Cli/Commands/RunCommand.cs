@@ -63,8 +63,7 @@ public static class RunCommand
         catch (InvalidDataException e) { return UserError(e.Message + job.Kept); }
         catch (Exception e) when (OutOfMemory.Is(e))
         {
-            return UserError($"micro-batch {description.MicroBatch} x s {model.SeqLength} of {model.Name} does not fit in the device's memory; " +
-                             $"use a smaller --micro-batch-size or --recompute-granularity full.{job.Kept}");
+            return UserError(OutOfMemory.Sentence(model, description, rank: null) + job.Kept);
         }
         finally { Console.CancelKeyPress -= stop; }
     }

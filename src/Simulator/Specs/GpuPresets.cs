@@ -7,6 +7,9 @@ namespace Harness.Simulator.Specs;
 /// </summary>
 public static class GpuPresets
 {
+    /// <summary>The GPU a command assumes when none is named (simulate's cluster, a run's MFU).</summary>
+    public const string DefaultName = "h100-sxm";
+
     private const double GB = 1e9;
     private const long GiB = 1L << 30;
     private const long MiB = 1L << 20;

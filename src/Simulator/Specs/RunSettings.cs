@@ -61,7 +61,7 @@ public sealed record RunSettings(
     int MakeVocabSizeDivisibleBy = 128,
     ExecutionDevice Device = ExecutionDevice.Cpu,
     string? Libtorch = null,
-    string Gpu = "h100-sxm",
+    string Gpu = GpuPresets.DefaultName,
     int NprocPerNode = 1,
     int? MasterPort = null)
 {
