@@ -42,8 +42,11 @@ public class KwaiRecomputeMemoryTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The median over five forwards of the bytes one layer keeps for backward on each tensor-parallel rank (sequence parallel
+    /// The least over seven forwards of the bytes one layer keeps for backward on each tensor-parallel rank (sequence parallel
     /// when <paramref name="d"/>'s t > 1: every rank's forward runs in the measured window, so the window holds t ranks' bytes).
+    /// The least, not the median: what else lands in a window (a scripted kernel the graph executor specializes again, the
+    /// runtime's own native allocations on another thread) only adds bytes, and garbage is collected before each window so
+    /// no finalizer frees in it; one clean window of seven gives the layer's own bytes.
     /// </summary>
     private static long KeptBytes(RunDescription d)
     {
@@ -58,14 +61,14 @@ public class KwaiRecomputeMemoryTests(ITestOutputHelper output)
             using var layer = new TransformerLayer(config, rotary);
             using var data = new Generator(2);
             using var x = randn([d.MicroBatch, Spec.SeqLength / t, Spec.HiddenSize], generator: data).requires_grad_();
-            // Two steps first: the scripted kernels compile and the allocator settles.
-            for (int warm = 0; warm < 2; warm++)
+            // Three steps first: the scripted kernels compile and the allocator settles.
+            for (int warm = 0; warm < 3; warm++)
             {
                 using var scope = NewDisposeScope();
                 layer.forward(x).sum().backward();
             }
             var kept = new List<long>();
-            for (int i = 0; i < 5; i++)
+            for (int i = 0; i < 7; i++)
             {
                 long before = 0;
                 if (comm.Rank == 0)
@@ -85,7 +88,7 @@ public class KwaiRecomputeMemoryTests(ITestOutputHelper output)
             }
             return kept;
         });
-        return perRank[0].Order().ElementAt(2);
+        return perRank[0].Min();
     }
 
     /// <summary>What the simulator says one layer of <see cref="Spec"/> keeps under <paramref name="d"/> on one rank.</summary>
