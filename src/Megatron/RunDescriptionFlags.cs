@@ -75,6 +75,7 @@ public static class RunDescriptionFlags
         new("--no-bias-dropout-fusion", false, "unfused bias + dropout + residual add"),
         new("--no-gradient-accumulation-fusion", false,
             "add each micro-batch's weight gradients to the main gradients in a separate kernel (Megatron-LM before late 2021)"),
+        new("--no-bias-swiglu-fusion", false, "SwiGLU as torch.chunk, silu and a product, which keep SiLU's output too (Megatron-LM through 2023)"),
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
         new("--optimizer", true, "adam (Megatron's default; the only one modelled)"),
         new("--transformer-impl", true, "transformer_engine (Megatron's default; the kernels modelled)"),
@@ -178,6 +179,7 @@ public static class RunDescriptionFlags
             // without it keep and all-reduce fp16 gradients.
             GradientsInFp32 = precision != Precision.Fp16 || cl.Switch("--accumulate-allreduce-grads-in-fp32"),
             FusedNorm = !cl.Switch("--no-norm-fusion") && d.FusedNorm,
+            FusedSwiGlu = !cl.Switch("--no-bias-swiglu-fusion") && d.FusedSwiGlu,
             FusedElementwise = unfused == 0 && d.FusedElementwise,
             GradientAccumulationFusion = !cl.Switch("--no-gradient-accumulation-fusion") && d.GradientAccumulationFusion,
             MaxSplitSizeMb = maxSplit ?? d.MaxSplitSizeMb,
@@ -282,6 +284,7 @@ public static class RunDescriptionFlags
         if (!r.FusedElementwise) a.AddRange(ElementwiseFusions);
         if (!r.GradientAccumulationFusion) a.Add("--no-gradient-accumulation-fusion");
         if (!r.FusedNorm) a.Add("--no-norm-fusion");
+        if (!r.FusedSwiGlu) a.Add("--no-bias-swiglu-fusion");
         if (!r.FusedKernels) a.Add("--no-fused-kernels");
         return a;
     }

@@ -51,16 +51,23 @@ public class ActivationsTests
     [Fact]
     public void LlamaBlockCountedTensorByTensor()
     {
-        // Llama-7B, s 4096, b 1, no TP: norm inputs and outputs 4·2h, Q K V 3·2h (MHA), context 2h, FC1 output 2·2f,
-        // SiLU output 2f, product 2f, plus the fp32 log-sum-exp 4a: 16h + 8f + 4a bytes per token.
+        // Llama-7B, s 4096, b 1, no TP, Megatron's unfused SwiGLU (--no-bias-swiglu-fusion): norm inputs and outputs 4·2h,
+        // Q K V 3·2h (MHA), context 2h, FC1 output 2·2f, SiLU output 2f, product 2f, plus the fp32 log-sum-exp 4a:
+        // 16h + 8f + 4a bytes per token.
         var m = ModelPresets.All["llama-7b"];
         double hh = 4096, f = 11008, aa = 32, ss = 4096;
-        var layer = Activations.Layer(m, new RunDescription(Precision: Precision.Bf16));
+        var unfused = new RunDescription(Precision: Precision.Bf16, FusedSwiGlu: false);
+        var layer = Activations.Layer(m, unfused);
         Exact(ss * (16 * hh + 8 * f + 4 * aa), layer.Saved);
         // Megatron-Kwai's recompute drops the two norm outputs (2·2h) and the two SwiGLU outputs (2·2f).
-        var kwai = Activations.Layer(m, new RunDescription(Recompute: RecomputeSpec.Kwai, Precision: Precision.Bf16));
+        var kwai = Activations.Layer(m, unfused with { Recompute = RecomputeSpec.Kwai });
         Exact(ss * (12 * hh + 4 * f + 4 * aa), kwai.Saved);
         Exact(layer.Saved, kwai.AllTensors);
+        // Megatron's fused SwiGLU (its default) keeps FC1's output and, as FC2's input, the product, not SiLU's output:
+        // 2f bytes fewer per token; under Megatron-Kwai's recompute it keeps the same FC1 output and drops the product.
+        var fused = new RunDescription(Precision: Precision.Bf16);
+        Exact(ss * (16 * hh + 6 * f + 4 * aa), Activations.Layer(m, fused).Saved);
+        Exact(ss * (12 * hh + 4 * f + 4 * aa), Activations.Layer(m, fused with { Recompute = RecomputeSpec.Kwai }).Saved);
     }
 
     [Fact]

@@ -179,13 +179,13 @@ public class SimulateCommandTests
         "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
         "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +
         "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --use-distributed-optimizer " +
-        "--use-flash-attn --no-overlap-p2p-communication --no-norm-fusion --cuda-device-max-connections 1")]
+        "--use-flash-attn --no-overlap-p2p-communication --no-norm-fusion --cuda-device-max-connections 1 --no-bias-swiglu-fusion")]
     [InlineData("kwai-atc24-table8", "their baseline",
         "--gpus 256 --tensor-model-parallel-size 2 --context-parallel-size 2 --pipeline-model-parallel-size 16 " +
         "--num-layers-per-virtual-pipeline-stage 1 --sequence-parallel --micro-batch-size 1 --global-batch-size 256 --bf16 " +
         "--recompute-granularity full --recompute-method uniform --recompute-num-layers 1 --use-distributed-optimizer " +
         "--use-flash-attn --overlap-sp-ag --overlap-sp-rs " +
-        "--cuda-device-max-connections 1")]
+        "--cuda-device-max-connections 1 --no-bias-swiglu-fusion")]
     public void MegatronImplementationFlagsBuildTheReproducedConfig(string table, string row, string flags)
     {
         var e = Harness.Reproduce.ExperimentLoader.Resolve(table, ExperimentFileTests.ExperimentsDir).Single();

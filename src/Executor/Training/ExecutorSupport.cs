@@ -81,10 +81,15 @@ public static class ExecutorSupport
         var asRun = d with
         {
             Overlap = overlap == d.OverlapOrDefault ? d.Overlap : overlap, FusedKernels = kernelsRan, GradientAccumulationFusion = fusions.GradientAccumulation,
+            // The fused SwiGLU kernel runs on bf16 GPU tensors only (FusedKernels.Applies); elsewhere libtorch's chunk, silu and
+            // product run, which keep what Megatron's --no-bias-swiglu-fusion keeps.
+            FusedSwiGlu = d.FusedSwiGlu && kernelsRan && d.Precision == Precision.Bf16,
         };
         notes.AddRange(fusions.Notes);
         if (d.FusedKernels && device == ExecutionDevice.Cpu)
             notes.Add("the executor's fused kernels are CUDA kernels; on CPU libtorch's operators run.");
+        if (d.FusedSwiGlu && !asRun.FusedSwiGlu)
+            notes.Add("SwiGLU ran as libtorch's chunk, silu and product, which keep SiLU's output (--no-bias-swiglu-fusion): the fused SwiGLU kernel runs on bf16 GPU tensors with the executor's fused kernels.");
         if (kernelsRan && d.TensorParallel > 1)
             notes.Add("the fused cross-entropy runs over an unsplit vocabulary only; with tensor parallelism the vocabulary-parallel cross-entropy of libtorch's operators runs.");
         if (kernelsRan && d.ContextParallel > 1)

@@ -56,7 +56,7 @@ public sealed class Trainer : ITrainStep
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
         this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitGenerator: initGenerator,
-            UseFusedKernels: Fusions.Kernels, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
+            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
         buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation);
         adam = new AdamW(buffer, settings.AdamOrDefault, Fusions.Kernels);
         hostTokens = new long[description.MicroBatch * (model.SeqLength + 1)];

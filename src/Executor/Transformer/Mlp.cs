@@ -21,7 +21,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         var m = config.Model;
         var tp = config.TensorParallel;
         swiglu = m.Activation == Activation.SwiGlu;
-        fused = config.UseFusedKernels;
+        fused = config.UseFusedKernels && config.FusedSwiGlu;
         long fc1 = swiglu ? 2L * m.FfnHiddenSize : m.FfnHiddenSize;
         linear_fc1 = tp.ColumnParallelLinear(m.HiddenSize, fc1, config.Bias, config.Init, stride: swiglu ? 2 : 1);
         linear_fc2 = tp.RowParallelLinear(m.FfnHiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
@@ -41,7 +41,8 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         return y.MoveToOuterDisposeScope();
     }
 
-    /// <summary>The activation of fc1's output: the fused SwiGLU kernel where it applies (a GPU), else libtorch's operators.</summary>
+    /// <summary>The activation of fc1's output: the fused SwiGLU kernel where it applies (bf16 on a GPU) and is asked for, else
+    /// libtorch's operators, which keep SiLU's output as Megatron's unfused SwiGLU does.</summary>
     private Tensor Activate(Tensor h) =>
         !swiglu ? nn.functional.gelu(h)
         : fused && FusedKernels.Applies(h) ? SwiGluFunction.Apply(h)

@@ -13,7 +13,8 @@ namespace Harness.Executor.Transformer;
 /// Weights come from <see cref="InitGenerator"/> when given (a run's own seeded CPU generator, so concurrent runs in
 /// one process do not share libtorch's global one, and a seed means the same weights on CPU and GPU), else from the
 /// global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
-/// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device.
+/// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device. <see cref="FusedSwiGlu"/>
+/// (Megatron's --bias-swiglu-fusion) lets the MLP use the fused SwiGLU kernel among them.
 /// <see cref="HiddenDropout"/> (after the attention and MLP outputs, and on the embeddings) draws its masks from
 /// <see cref="Dropout"/>'s streams, and so does <see cref="AttentionDropout"/> (on the attention probabilities, inside the
 /// flash kernel on a GPU).
@@ -28,6 +29,7 @@ public sealed record TransformerConfig(
     Generator? InitGenerator = null,
     IContextParallel? ContextParallel = null,
     bool UseFusedKernels = false,
+    bool FusedSwiGlu = true,
     double HiddenDropout = 0,
     double AttentionDropout = 0,
     DropoutRng? Dropout = null)

@@ -84,20 +84,21 @@ public static class Activations
         Add(into, ref n, residual * e * h, !r.NormOutputs);       // norm 2 output = FC1 input
         if (m.Activation == Activation.SwiGlu)
         {
-            // FC1 output (gate and up, 2·ffn) feeds SiLU and the product; Megatron's unfused swiglu (torch.chunk,
-            // then silu(x[0]) * x[1]) saves the two halves as strided views, SiLU's output (ffn) for the product and
-            // the product itself (ffn) as FC2's input. Megatron-Kwai's MLP-activation recompute keeps the FC1 output
-            // whole (FC2's linear saves it) and recomputes the last two from it.
+            // FC1 output (gate and up, 2·ffn) and the product silu(gate)·up (ffn), FC2's input. Megatron's fused SwiGLU
+            // (fused_bias_swiglu.py) keeps FC1's output whole and recomputes the product's operands in backward. Its
+            // unfused form (torch.chunk, then silu(x[0]) * x[1]) keeps the two halves as strided views and SiLU's output
+            // (ffn) too. Megatron-Kwai's MLP-activation recompute keeps the FC1 output whole (FC2's linear saves it) and
+            // recomputes what follows it: SiLU's output and the product.
             double fc1 = sharded * e * 2 * f, half = fc1 / 2;
-            if (r.MlpActivation)
+            if (r.MlpActivation || c.FusedSwiGlu)
                 Add(into, ref n, fc1);
             else
             {
                 Add(into, ref n, half, storage: fc1);
                 Add(into, ref n, half, storage: fc1);
             }
-            Add(into, ref n, half, !r.MlpActivation);             // SiLU output
-            Add(into, ref n, half, !r.MlpActivation);             // product = FC2 input
+            if (!c.FusedSwiGlu) Add(into, ref n, half, !r.MlpActivation);  // SiLU output
+            Add(into, ref n, half, !r.MlpActivation);                     // product = FC2 input
         }
         else
         {

@@ -136,9 +136,9 @@ public static class ComputeTime
         double norm = NormBytesPerElement(c, e);
         double perToken = m.Normalization == Normalization.RmsNorm || !m.Dropout
             // Llama: 2 norms (fused: read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
-            // (read + write), unfused SwiGLU (SiLU: read f, write f; product: read 2f, write f).
+            // (read + write), SwiGLU (SwiGluBytes).
             ? (2 * norm * h + 2 * 3 * e * h) / sp
-              + ((m.PositionEmbedding == PositionEmbedding.Rotary ? 2 * e * (h + kv) : 0) + (swiglu ? 5 * e * f : 2 * e * f)) / t
+              + ((m.PositionEmbedding == PositionEmbedding.Rotary ? 2 * e * (h + kv) : 0) + (swiglu ? SwiGluBytes(c, e) * f : 2 * e * f)) / t
             // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask), fused bias-GeLU.
             : c.FusedElementwise
                 ? (2 * norm * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t
@@ -158,9 +158,13 @@ public static class ComputeTime
         if (r.NormOutputs)
             recompute += MemoryBound(T * 2 * norm * h / sp, gpu);                     // both norms again
         if (r.MlpActivation)
-            recompute += MemoryBound(T * (swiglu ? 5 * e * f : 2 * e * f) / t, gpu);  // the activation function
+            recompute += MemoryBound(T * (swiglu ? SwiGluBytes(c, e) : 2 * e) * f / t, gpu);  // the activation function
         return new LayerComputeTime(gemm, attention, elementwise, backward, recompute);
     }
+
+    /// <summary>Bytes SwiGLU moves per FFN channel and token, forward: fused, one kernel reads gate and up and writes the
+    /// product (3 elements); unfused, SiLU reads and writes f, the product reads 2f and writes f (5).</summary>
+    private static double SwiGluBytes(RunDescription c, double e) => (c.FusedSwiGlu ? 3 : 5) * e;
 
     /// <summary>Output layer and loss for one micro-batch on the last stage: the logits GEMM (vocabulary split t
     /// ways), and Megatron's vocabulary-parallel cross-entropy in fp32 (cast, max, exp, sum, divide: ~5 passes

@@ -102,6 +102,10 @@ public enum ContextParallelCommType
 /// <param name="SyncFactor">CAAT-Net's p: the fraction of hidden channels all-reduced after row-parallel linears.</param>
 /// <param name="FusedElementwise">Megatron's bias-GeLU, bias-dropout-add and scale-mask-softmax fusions (2020 on); false: the
 /// separate PyTorch kernels of Megatron-LM 2019.</param>
+/// <param name="FusedSwiGlu">Megatron's --bias-swiglu-fusion (on unless --no-bias-swiglu-fusion, since early 2024): SwiGLU as one
+/// kernel each way (megatron/core/fusions/fused_bias_swiglu.py, SwiGLUFunction) that keeps only its input, FC1's output, and
+/// recomputes the activation in backward; false: torch.chunk, silu and a product (Megatron-LM through 2023, Megatron-Kwai),
+/// which keep SiLU's output too and make two more passes over the activations.</param>
 /// <param name="FusedNorm">LayerNorm/RMSNorm as one fused kernel (Apex, Transformer Engine); false: PyTorch ops in fp32,
 /// as Megatron-LM's legacy RMSNorm ran them in early 2024.</param>
 /// <param name="GradientsInFp32">Megatron's --accumulate-allreduce-grads-in-fp32: main gradients kept and reduced in
@@ -140,7 +144,8 @@ public sealed record RunDescription(
     int? MaxSplitSizeMb = null,
     ContextParallelCommType ContextParallelComm = ContextParallelCommType.P2p,
     bool FusedKernels = true,
-    long? DdpBucketSize = null)
+    long? DdpBucketSize = null,
+    bool FusedSwiGlu = true)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;

@@ -73,15 +73,16 @@ public class ExecutorSupportTests
         Assert.False(asRun.FusedKernels);
         Assert.False(asRun.GradientAccumulationFusion);
         Assert.Null(overlap.DeviceMaxConnections); // no GPU queues on CPU
-        Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false }, asRun); // nothing else changed
+        Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false, FusedSwiGlu = false }, asRun); // nothing else changed
         Assert.Collection(notes,
             n => Assert.StartsWith("pipeline p2p is not overlapped", n),
             n => Assert.StartsWith("the column-parallel input-gradient all-reduce runs on the compute stream", n),
             n => Assert.StartsWith("ring attention passes each key/value block before computing on it", n),
             n => Assert.StartsWith("the executor's fused kernels are CUDA kernels; on CPU", n),
+            n => Assert.StartsWith("SwiGLU ran as libtorch's chunk, silu and product", n),
             n => Assert.StartsWith("gradient-accumulation fusion has no bf16 weight gradients to fuse in fp32", n));
         // One rank, nothing asked for that does not run: no note.
-        var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false);
+        var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false);
         var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
         Assert.Equal(serial, same);
         Assert.Empty(none);

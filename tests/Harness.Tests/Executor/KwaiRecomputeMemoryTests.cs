@@ -22,7 +22,8 @@ public class KwaiRecomputeMemoryTests(ITestOutputHelper output)
     /// <summary>A Llama layer whose activations are whole MiBs: s·b·h·4 B = 1 MiB, ffn 2h.</summary>
     private static readonly ModelSpec Spec =
         new("llama-mem", 1, 256, 4, 4, 512, 64, 512, Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, false, HiddenDropout: 0, AttentionDropout: 0);
-    private static readonly RunDescription Description = new(MicroBatch: 2, GlobalBatch: 2, Precision: Precision.Fp32);
+    /// <summary>On the CPU the executor runs SwiGLU as libtorch's chunk, silu and product: Megatron's unfused SwiGLU.</summary>
+    private static readonly RunDescription Description = new(MicroBatch: 2, GlobalBatch: 2, Precision: Precision.Fp32, FusedSwiGlu: false);
 
     [StructLayout(LayoutKind.Sequential)]
     private struct MallInfo2

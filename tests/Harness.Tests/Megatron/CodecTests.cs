@@ -25,7 +25,7 @@ public class CodecTests
         "--ddp-bucket-size 1000000", "--tp-comm-overlap", "--overlap-sp-ag --overlap-sp-rs", "--no-context-parallel-comm-overlap-gemm",
         "--no-overlap-p2p-communication", "--cuda-device-max-connections 1", "--max-split-size-mb 21",
         "--no-async-tensor-model-parallel-allreduce", "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion",
-        "--no-gradient-accumulation-fusion", "--no-norm-fusion", "--no-fused-kernels",
+        "--no-gradient-accumulation-fusion", "--no-norm-fusion", "--no-fused-kernels", "--no-bias-swiglu-fusion",
     ];
 
     private static RunDescription Parse(IEnumerable<string> args, int world = World)
