@@ -70,6 +70,12 @@ public static class RunDescriptionFlags
             "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
         new("--accumulate-allreduce-grads-in-fp32", false,
             "keep and reduce gradients in fp32 (always with bf16 and fp32; with --fp16 gradients are fp16 without it)"),
+        new("--grad-reduce-in-bf16", false, "keep and reduce the main gradients in bf16 (2 B each instead of 4)"),
+        new("--use-precision-aware-optimizer", false, "Transformer Engine's FusedAdam keeps the optimizer states in the dtypes below (fp32 masters as 16-bit remainders beside bf16 weights)"),
+        new("--main-grads-dtype", true, "fp32 or bf16: the main gradients' dtype (bf16: as --grad-reduce-in-bf16)"),
+        new("--main-params-dtype", true, "fp32 or fp16: the master weights' dtype with the precision-aware optimizer"),
+        new("--exp-avg-dtype", true, "fp32, fp16, bf16 or fp8: Adam's first moment with the precision-aware optimizer"),
+        new("--exp-avg-sq-dtype", true, "fp32, fp16, bf16 or fp8: Adam's second moment with the precision-aware optimizer"),
         new("--no-masked-softmax-fusion", false, "unfused scale-mask-softmax (pass with the two below: Megatron-LM 2019)"),
         new("--no-bias-gelu-fusion", false, "unfused bias + GeLU"),
         new("--no-bias-dropout-fusion", false, "unfused bias + dropout + residual add"),
@@ -175,9 +181,8 @@ public static class RunDescriptionFlags
             },
             Precision = precision,
             FlashAttention = flash,
-            // Megatron: main gradients are fp32 with --accumulate-allreduce-grads-in-fp32, which bf16 forces; fp16 runs
-            // without it keep and all-reduce fp16 gradients.
-            GradientsInFp32 = precision != Precision.Fp16 || cl.Switch("--accumulate-allreduce-grads-in-fp32"),
+            GradientsInFp32 = ReadGradientsInFp32(cl, precision),
+            Adam = ReadAdamStates(cl),
             FusedNorm = !cl.Switch("--no-norm-fusion") && d.FusedNorm,
             FusedSwiGlu = !cl.Switch("--no-bias-swiglu-fusion") && d.FusedSwiGlu,
             FusedElementwise = unfused == 0 && d.FusedElementwise,
@@ -187,6 +192,40 @@ public static class RunDescriptionFlags
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
         };
+    }
+
+    /// <summary>
+    /// Megatron's main-gradient dtype (megatron/training/arguments.py): fp32 with --accumulate-allreduce-grads-in-fp32, which
+    /// bf16 turns on unless --grad-reduce-in-bf16 or --main-grads-dtype bf16; fp16 runs without it keep fp16 gradients.
+    /// </summary>
+    private static bool ReadGradientsInFp32(CommandLine cl, Precision precision)
+    {
+        bool accumulate = cl.Switch("--accumulate-allreduce-grads-in-fp32");
+        bool bf16Grads = cl.Switch("--grad-reduce-in-bf16") || cl.Choice("--main-grads-dtype", "fp32", "bf16") == "bf16";
+        if (bf16Grads && accumulate)
+            cl.Errors.Add("--accumulate-allreduce-grads-in-fp32 contradicts --grad-reduce-in-bf16 and --main-grads-dtype bf16; pass one.");
+        if (bf16Grads && precision != Precision.Bf16)
+            cl.Errors.Add("--grad-reduce-in-bf16 and --main-grads-dtype bf16 need --bf16.");
+        return precision switch
+        {
+            Precision.Fp16 => accumulate,
+            Precision.Bf16 => !bf16Grads,
+            _ => true,
+        };
+    }
+
+    /// <summary>Megatron's --use-precision-aware-optimizer and the state dtypes it takes.</summary>
+    private static AdamStates ReadAdamStates(CommandLine cl)
+    {
+        StateDtype Dtype(string flag, params string[] choices) => cl.Choice(flag, choices) switch
+        {
+            "fp16" => StateDtype.Fp16,
+            "bf16" => StateDtype.Bf16,
+            "fp8" => StateDtype.Fp8,
+            _ => StateDtype.Fp32,
+        };
+        return new AdamStates(cl.Switch("--use-precision-aware-optimizer"), Dtype("--main-params-dtype", "fp32", "fp16"),
+            Dtype("--exp-avg-dtype", "fp32", "fp16", "bf16", "fp8"), Dtype("--exp-avg-sq-dtype", "fp32", "fp16", "bf16", "fp8"));
     }
 
     private static RecomputeSpec ReadRecompute(CommandLine cl)
@@ -267,6 +306,13 @@ public static class RunDescriptionFlags
         if (r.SyncFactor != d.SyncFactor) Value("--sync-factor", F(r.SyncFactor));
         if (r.Precision != d.Precision) a.Add(r.Precision == Precision.Fp16 ? "--fp16" : r.Precision == Precision.Fp32 ? "--fp32" : "--bf16");
         if (r.Precision == Precision.Fp16 && r.GradientsInFp32) a.Add("--accumulate-allreduce-grads-in-fp32");
+        if (r.Precision == Precision.Bf16 && !r.GradientsInFp32) a.Add("--grad-reduce-in-bf16");
+        var adam = r.AdamOrDefault;
+        if (adam.PrecisionAware) a.Add("--use-precision-aware-optimizer");
+        void Dtype(string flag, StateDtype dtype) { if (dtype != StateDtype.Fp32) Value(flag, dtype.ToString().ToLowerInvariant()); }
+        Dtype("--main-params-dtype", adam.MainParams);
+        Dtype("--exp-avg-dtype", adam.ExpAvg);
+        Dtype("--exp-avg-sq-dtype", adam.ExpAvgSq);
         if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", r.ContextParallelComm == ContextParallelCommType.AllGather ? "allgather" : "p2p");
         if (r.FlashAttention != d.FlashAttention) Value("--attention-backend", r.FlashAttention ? "flash" : "unfused");
         var o = r.OverlapOrDefault;

@@ -26,6 +26,38 @@ public class ModelStateTests
     public void ReplicatedMixedPrecisionAdamCostsEighteenBytes() =>
         Assert.Equal(18, ModelState.BytesPerParameter(new RunDescription(DataParallel: 8, Precision: Precision.Bf16)), 12);
 
+    /// <summary>
+    /// Megatron's --grad-reduce-in-bf16 keeps 2 B gradients: 4 + 12/d. Its precision-aware optimizer with bf16 weights keeps
+    /// the fp32 master as a 2 B remainder (store_param_remainders): 4 + 10/d with fp32 moments, 4 + 6/d with bf16 ones, and
+    /// 4 + 4/d with fp8 moments; with fp16 master weights, 4 + 10/d again.
+    /// </summary>
+    [Theory]
+    [InlineData(false, StateDtype.Fp32, StateDtype.Fp32, StateDtype.Fp32, 12)]
+    [InlineData(true, StateDtype.Fp32, StateDtype.Fp32, StateDtype.Fp32, 10)]
+    [InlineData(true, StateDtype.Fp32, StateDtype.Bf16, StateDtype.Bf16, 6)]
+    [InlineData(true, StateDtype.Fp32, StateDtype.Fp8, StateDtype.Fp8, 4)]
+    [InlineData(true, StateDtype.Fp16, StateDtype.Fp32, StateDtype.Fp32, 10)]
+    public void Bf16GradientsAndThePrecisionAwareOptimizerShrinkTheState(bool aware, StateDtype main, StateDtype m, StateDtype v, double optimizer)
+    {
+        const int d = 8;
+        var c = new RunDescription(DataParallel: d, GlobalBatch: d, ZeroStage: 1, Precision: Precision.Bf16, GradientsInFp32: false, Adam: new AdamStates(aware, main, m, v));
+        Assert.Empty(c.Validate(ModelPresets.All["llama-7b"], d));
+        Assert.Equal(4 + optimizer / d, ModelState.BytesPerParameter(c), 12);
+    }
+
+    /// <summary>The Adam step's traffic per parameter: read and write the states, read the gradient twice (update and the
+    /// clip's norm), write the weight: 2·12 + 2·4 + 2 = 34 B in bf16 with fp32 states; 2·8 + 2·4 + 2·4 (weights are the master)
+    /// = 32 B in fp32; fp16 gradients copied to fp32 first: 2·12 + (2 + 4 + 2·4) + 2 = 40 B; with bf16 gradients read as they are
+    /// and 16-bit remainders 2·10 + 2·2 + 2·2 (the bf16 weight read and written) = 28 B.</summary>
+    [Fact]
+    public void TheAdamStepMovesItsStatesGradientsAndWeights()
+    {
+        Assert.Equal(34, OptimizerTime.BytesPerParameter(new RunDescription(Precision: Precision.Bf16)));
+        Assert.Equal(32, OptimizerTime.BytesPerParameter(new RunDescription(Precision: Precision.Fp32)));
+        Assert.Equal(40, OptimizerTime.BytesPerParameter(new RunDescription(Precision: Precision.Fp16, GradientsInFp32: false)));
+        Assert.Equal(28, OptimizerTime.BytesPerParameter(new RunDescription(Precision: Precision.Bf16, GradientsInFp32: false, Adam: new AdamStates(PrecisionAware: true))));
+    }
+
     [Fact]
     public void MoreTensorParallelismMeansFewerWeightBytesPerGpu()
     {

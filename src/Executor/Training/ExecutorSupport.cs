@@ -22,7 +22,9 @@ public static class ExecutorSupport
         if (d.OffloadRatio > 0) refused.Add("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).");
         if (d.ZeroStage >= 2) refused.Add($"--zero-stage {d.ZeroStage} is not run by the executor yet; it runs stage 0 and stage 1 (--use-distributed-optimizer).");
         if (d.Precision == Precision.Fp16) refused.Add("--fp16 is not run by the executor yet; train in bf16 (--bf16) or fp32.");
-        else if (!d.GradientsInFp32) refused.Add("reduced-precision main gradients (no --accumulate-allreduce-grads-in-fp32) are not run by the executor: it keeps and reduces them in fp32.");
+        else if (!d.GradientsInFp32) refused.Add("reduced-precision main gradients (--grad-reduce-in-bf16, or --fp16 without --accumulate-allreduce-grads-in-fp32) are not run by the executor: it keeps and reduces them in fp32.");
+        if (d.AdamOrDefault.PrecisionAware)
+            refused.Add("--use-precision-aware-optimizer is not run by the executor: its Adam keeps fp32 master weights and moments.");
         if (overlap.TensorParallelComm)
             refused.Add(overlap.TensorParallelForwardReduceScatter
                 ? "--tp-comm-overlap is not run by the executor yet."

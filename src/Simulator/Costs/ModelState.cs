@@ -17,7 +17,8 @@ public readonly record struct ModelStateBytes(double Weights, double Gradients, 
 /// 12 B: 18 B per parameter. Megatron's distributed optimizer (ZeRO stage 1) shards the 12 B over the
 /// data-parallel group (with context parallelism: data x context ranks, which hold the same weights):
 /// 6 + 12/d B. ZeRO 2 also shards the gradients (2 + 16/d B), ZeRO 3 the weights (18/d B), and both hold a working set
-/// beyond their shards (<see cref="ZeroWorkingSet"/>). fp32 training: 4 B weights, 4 B gradients, 8 B for m and v.
+/// beyond their shards (<see cref="ZeroWorkingSet"/>). fp32 training: 4 B weights, 4 B gradients, 8 B for m and v. Megatron's
+/// --grad-reduce-in-bf16 keeps 2 B gradients; its precision-aware optimizer stores the states smaller (<see cref="AdamStates"/>).
 /// </summary>
 public static class ModelState
 {
@@ -61,7 +62,7 @@ public static class ModelState
     {
         double d = c.DataParallel * c.ContextParallel;
         bool fp32 = c.Precision == Precision.Fp32;
-        double weights = fp32 ? 4 : 2, grads = fp32 || c.GradientsInFp32 ? 4 : 2, optimizer = fp32 ? 8 : 12;
+        double weights = fp32 ? 4 : 2, grads = DataParallelComm.GradientBytesPerParameter(c), optimizer = c.AdamOrDefault.BytesPerParameter(c.Precision);
         if (c.ZeroStage >= 1) optimizer /= d;
         if (c.ZeroStage >= 2) grads /= d;
         if (c.ZeroStage >= 3) weights /= d;

@@ -3,17 +3,31 @@ using Harness.Simulator.Specs;
 namespace Harness.Simulator.Costs;
 
 /// <summary>
-/// The Adam step is memory-bound: per parameter it reads and writes the fp32 master weight, m and v (24 B),
-/// reads the fp32 gradient (4 B), writes the bf16 weight (2 B), and the gradient-norm clip reads the gradient
-/// once more (4 B): 34 B. With the distributed optimizer each rank updates its 1/d shard.
+/// The Adam step is memory-bound: per parameter it reads and writes the optimizer states (fp32 master weight, m and v:
+/// 24 B), reads the gradient for the update and once more for the gradient-norm clip (2 x 4 B with fp32 main gradients), and
+/// writes the bf16 weight (2 B): 34 B. 16-bit main gradients are first copied to fp32 ones the step reads (Megatron's
+/// _copy_model_grads_to_main_grads, and the distributed optimizer's shard_model_grad.float(): read 2 B, write 4 B), except under
+/// the precision-aware optimizer, whose FusedAdam reads them as they are. With parameter remainders it also reads the bf16
+/// weight (the master weight's high half); in fp32 training the weights are the master. With the distributed optimizer each
+/// rank updates its 1/d shard.
 /// </summary>
 public static class OptimizerTime
 {
-    public const double BytesPerParameter = 34;
+    public static double BytesPerParameter(RunDescription c)
+    {
+        var p = c.Precision;
+        var adam = c.AdamOrDefault;
+        double weight = Activations.BytesPerElement(p);
+        double states = adam.BytesPerParameter(p) + (p == Precision.Fp32 ? weight : 0);
+        double weightTraffic = p == Precision.Fp32 ? 0 : adam.ParamRemainders(p) ? 2 * weight : weight;
+        double grad = DataParallelComm.GradientBytesPerParameter(c);
+        double gradTraffic = grad == 4 || adam.PrecisionAware ? 2 * grad : grad + 4 + 2 * 4;
+        return 2 * states + gradTraffic + weightTraffic;
+    }
 
     public static double Step(double parameters, RunDescription c, GpuSpec gpu)
     {
         double shard = c.ZeroStage >= 1 ? c.DataParallel * c.ContextParallel : 1;
-        return ComputeTime.MemoryBound(parameters / shard * BytesPerParameter, gpu);
+        return ComputeTime.MemoryBound(parameters / shard * BytesPerParameter(c), gpu);
     }
 }

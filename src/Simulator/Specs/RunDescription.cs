@@ -109,7 +109,9 @@ public enum ContextParallelCommType
 /// <param name="FusedNorm">LayerNorm/RMSNorm as one fused kernel (Apex, Transformer Engine); false: PyTorch ops in fp32,
 /// as Megatron-LM's legacy RMSNorm ran them in early 2024.</param>
 /// <param name="GradientsInFp32">Megatron's --accumulate-allreduce-grads-in-fp32: main gradients kept and reduced in
-/// fp32 (forced with bf16 and the distributed optimizer); Megatron-LM 2019-2021 fp16 runs kept and all-reduced fp16 gradients.</param>
+/// fp32 (Megatron turns it on with bf16 unless --grad-reduce-in-bf16 or the precision-aware optimizer's --main-grads-dtype
+/// bf16); Megatron-LM 2019-2021 fp16 runs kept and all-reduced fp16 gradients.</param>
+/// <param name="Adam">How Adam's master weights and moments are stored (<see cref="AdamStates"/>); null: fp32.</param>
 /// <param name="GradientAccumulationFusion">Megatron's --gradient-accumulation-fusion (on unless --no-gradient-accumulation-fusion,
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
 /// gradient and autograd adds it to the accumulated one every micro-batch after the first, as Megatron-LM 2019-2021 did.</param>
@@ -145,11 +147,15 @@ public sealed record RunDescription(
     ContextParallelCommType ContextParallelComm = ContextParallelCommType.P2p,
     bool FusedKernels = true,
     long? DdpBucketSize = null,
-    bool FusedSwiGlu = true)
+    bool FusedSwiGlu = true,
+    AdamStates? Adam = null)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
     public OverlapSpec? Overlap { get; init; } = Overlap ?? OverlapSpec.Default;
+    public AdamStates? Adam { get; init; } = Adam ?? AdamStates.Default;
+
+    public AdamStates AdamOrDefault => Adam ?? AdamStates.Default;
 
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
@@ -188,6 +194,7 @@ public sealed record RunDescription(
         Positive("--micro-batch-size", MicroBatch);
         Positive("--global-batch-size", GlobalBatch);
         if (e.Count > 0) return e;
+        e.AddRange(AdamOrDefault.Validate(Precision));
 
         if ((long)DataParallel * TensorParallel * PipelineParallel * ContextParallel != worldSize)
             e.Add($"world size {worldSize} != data {DataParallel} x tensor {TensorParallel} x pipeline {PipelineParallel} x context {ContextParallel} = {WorldSize}.");

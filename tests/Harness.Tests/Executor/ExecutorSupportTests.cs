@@ -30,7 +30,8 @@ public class ExecutorSupportTests
         Assert.StartsWith("--zero-stage 2 ", Refused(d with { ZeroStage = 2 }));
         Assert.StartsWith("--zero-stage 3 ", Refused(d with { ZeroStage = 3 }));
         Assert.StartsWith("--fp16 ", Refused(d with { Precision = Precision.Fp16, GradientsInFp32 = false }));
-        Assert.StartsWith("reduced-precision main gradients (no --accumulate-allreduce-grads-in-fp32)", Refused(d with { GradientsInFp32 = false }));
+        Assert.StartsWith("reduced-precision main gradients (--grad-reduce-in-bf16, ", Refused(d with { Precision = Precision.Bf16, GradientsInFp32 = false }));
+        Assert.StartsWith("--use-precision-aware-optimizer ", Refused(d with { Precision = Precision.Bf16, Adam = new AdamStates(PrecisionAware: true) }));
         Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));
         Assert.StartsWith("--overlap-sp-ag and --overlap-sp-rs ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) }));
         Assert.StartsWith("--attention-backend unfused ", Refused(d with { FlashAttention = false }));

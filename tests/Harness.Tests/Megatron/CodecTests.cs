@@ -26,6 +26,9 @@ public class CodecTests
         "--no-overlap-p2p-communication", "--cuda-device-max-connections 1", "--max-split-size-mb 21",
         "--no-async-tensor-model-parallel-allreduce", "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion",
         "--no-gradient-accumulation-fusion", "--no-norm-fusion", "--no-fused-kernels", "--no-bias-swiglu-fusion",
+        "--bf16 --grad-reduce-in-bf16", "--bf16 --main-grads-dtype bf16 --use-precision-aware-optimizer", "--bf16 --use-precision-aware-optimizer",
+        "--fp16 --use-precision-aware-optimizer --main-params-dtype fp16", "--bf16 --use-precision-aware-optimizer --exp-avg-dtype bf16",
+        "--bf16 --use-precision-aware-optimizer --exp-avg-sq-dtype fp8",
     ];
 
     private static RunDescription Parse(IEnumerable<string> args, int world = World)
@@ -80,7 +83,7 @@ public class CodecTests
         Assert.Empty(all.Except(reached));
     }
 
-    private static readonly Type[] Records = [typeof(RunDescription), typeof(OverlapSpec), typeof(RecomputeSpec)];
+    private static readonly Type[] Records = [typeof(RunDescription), typeof(OverlapSpec), typeof(RecomputeSpec), typeof(AdamStates)];
 
     private static IEnumerable<PropertyInfo> Settable(Type t) =>
         t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite && p.Name != "EqualityContract");
