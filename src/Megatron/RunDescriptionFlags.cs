@@ -6,8 +6,8 @@ namespace Harness.Megatron;
 /// <summary>
 /// The <see cref="RunDescription"/> by Megatron-LM's (and Megatron-Kwai's) argument names, plus Harness's own where Megatron
 /// has none: <c>--offload-ratio</c> (= Kwai's alpha), <c>--sync-factor</c> (CAAT-Net's p), <c>--zero-stage</c>, <c>--fp32</c>,
-/// <c>--no-norm-fusion</c>, <c>--no-fused-kernels</c>, and the launch environment's <c>--cuda-device-max-connections</c> and
-/// <c>--max-split-size-mb</c>. Every default is the record's own (<c>new RunDescription()</c>), which is Megatron-LM's
+/// <c>--no-norm-fusion</c>, <c>--no-fused-kernels</c>, and the launch environment's <c>--cuda-device-max-connections</c>,
+/// <c>--max-split-size-mb</c> and <c>--expandable-segments</c>. Every default is the record's own (<c>new RunDescription()</c>), which is Megatron-LM's
 /// (megatron/training/arguments.py): fp32 unless <c>--bf16</c> or <c>--fp16</c>, as in Megatron.
 /// The data-parallel size is the world size over tensor x pipeline x context, as in Megatron.
 /// </summary>
@@ -21,6 +21,9 @@ public static class RunDescriptionFlags
 
     public static readonly Flag MaxSplitSize = new("--max-split-size-mb", true,
         "the launch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb (above 20; default: none)");
+
+    public static readonly Flag ExpandableSegments = new("--expandable-segments", false,
+        "the launch's PYTORCH_CUDA_ALLOC_CONF expandable_segments:True (NeMo's performance scripts set it): no fragmentation of the step's allocations");
 
     /// <summary>The layout, recomputation, offload and optimizer sharding: what `harness search` varies (it takes lists of them).</summary>
     public static readonly Flag[] LayoutFlags =
@@ -66,6 +69,7 @@ public static class RunDescriptionFlags
         new("--overlap-p2p-communication", false, "older Megatron's switch for the default (Megatron-Kwai's scripts pass it)"),
         DeviceMaxConnections,
         MaxSplitSize,
+        ExpandableSegments,
         new("--no-async-tensor-model-parallel-allreduce", false,
             "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
         new("--accumulate-allreduce-grads-in-fp32", false,
@@ -188,6 +192,7 @@ public static class RunDescriptionFlags
             FusedElementwise = unfused == 0 && d.FusedElementwise,
             GradientAccumulationFusion = !cl.Switch("--no-gradient-accumulation-fusion") && d.GradientAccumulationFusion,
             MaxSplitSizeMb = maxSplit ?? d.MaxSplitSizeMb,
+            ExpandableSegments = cl.Switch(ExpandableSegments.Name) || d.ExpandableSegments,
             ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
@@ -326,6 +331,7 @@ public static class RunDescriptionFlags
         if (!o.PipelineP2p) a.Add("--no-overlap-p2p-communication");
         if (o.DeviceMaxConnections is int q) Value(DeviceMaxConnections.Name, q);
         if (r.MaxSplitSizeMb is int mb) Value(MaxSplitSize.Name, mb);
+        if (r.ExpandableSegments) a.Add(ExpandableSegments.Name);
         if (!o.TensorParallelBackwardAsync) a.Add("--no-async-tensor-model-parallel-allreduce");
         if (!r.FusedElementwise) a.AddRange(ElementwiseFusions);
         if (!r.GradientAccumulationFusion) a.Add("--no-gradient-accumulation-fusion");

@@ -1,4 +1,5 @@
 using Harness.Simulator;
+using Harness.Simulator.Costs;
 using Harness.Simulator.Schedule;
 using Harness.Simulator.Specs;
 
@@ -20,7 +21,7 @@ public sealed class EstimatorCostModel : ISearchCostModel
         Estimator.EstimateClosedForm(model, cluster, config).StepTimeSeconds;
 
     public static CostPoint ToCostPoint(StepEstimate e) =>
-        new(e.StepTimeSeconds, e.PeakMemoryBytes, e.TokensPerSecondPerGpu, e.Mfu, BiggestCost(e.Time, e.StepTimeSeconds));
+        new(e.StepTimeSeconds, e.ReservedBytes, e.TokensPerSecondPerGpu, e.Mfu, BiggestCost(e.Time, e.StepTimeSeconds));
 
     public long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
@@ -36,7 +37,7 @@ public sealed class EstimatorCostModel : ISearchCostModel
     /// (Narayanan et al. 2021, §2.2: with uniform chunks the schedule's makespan is exactly (m·v + p − 1)·(F + B)).
     /// Offload only adds stalls. Also at least the FLOP count at peak (<see cref="ComputeBound"/>).
     /// Memory: the weights, gradients and optimizer states, and the backward temporaries, which are live at the
-    /// peak whatever the offload ratio.
+    /// peak whatever the offload ratio, as the allocator reserves them.
     /// </summary>
     public CostBounds Bounds(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
@@ -44,8 +45,8 @@ public sealed class EstimatorCostModel : ISearchCostModel
         int last = k.P - 1;
         double pipeline = k.M * k.RankWorkPerMicroBatch(last) + last * (k.ChunkForward + k.ChunkBackward);
         double time = Math.Max(pipeline + k.Last.Optimizer + k.Last.ParameterGather, ComputeBound.StepTimeLowerBound(model, cluster, config));
-        double memory = k.ChunkActivations + Math.Max(k.First.State.Total + k.BackwardTransient,
-            k.Last.State.Total + k.BackwardTransient + k.LastBackwardTransient);
+        double memory = Math.Max(MemoryBudget.ReservedBytes(k.First.State.Total, k.ChunkActivations + k.BackwardTransient, config),
+            MemoryBudget.ReservedBytes(k.Last.State.Total, k.ChunkActivations + k.BackwardTransient + k.LastBackwardTransient, config));
         return new CostBounds(time, (long)Math.Floor(memory));
     }
 

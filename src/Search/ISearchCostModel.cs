@@ -2,7 +2,9 @@ using Harness.Simulator.Specs;
 
 namespace Harness.Search;
 
-/// <summary>What the search needs to know of one evaluated configuration.</summary>
+/// <summary>What the search needs to know of one evaluated configuration. <paramref name="PeakMemoryBytes"/> is what the
+/// caching allocator reserves at the peak (the allocated peak with its fragmentation, Costs.MemoryBudget.ReservedBytes): the
+/// figure a GPU's memory, and the search's memory limit, must hold.</summary>
 /// <param name="BiggestCost">The largest named entry of the step-time breakdown besides compute (e.g. "bubble 12%").</param>
 public readonly record struct CostPoint(
     double StepTimeSeconds,
@@ -11,7 +13,7 @@ public readonly record struct CostPoint(
     double Mfu,
     string BiggestCost);
 
-/// <summary>Lower bounds on step time and peak memory (see <see cref="ISearchCostModel.Bounds"/> for what they cover).</summary>
+/// <summary>Lower bounds on step time and reserved peak memory (see <see cref="ISearchCostModel.Bounds"/> for what they cover).</summary>
 public readonly record struct CostBounds(double StepTimeSeconds, long PeakMemoryBytes);
 
 /// <summary>

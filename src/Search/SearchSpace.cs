@@ -40,8 +40,8 @@ public sealed record SearchConstraints
     public RunDescription Implementation { get; init; } = new();
     /// <summary>--sync-factor: CAAT-Net's p values to try (default only 1.0).</summary>
     public IReadOnlyList<double> SyncFactors { get; init; } = [1.0];
-    /// <summary>--memory-limit: a config fits when its peak (allocated) memory is at most this; null = the simulator's
-    /// budget for the GPU (<see cref="MemoryBudget.UsableAllocatedBytes"/>).</summary>
+    /// <summary>--memory-limit: a config fits when what the allocator reserves at its peak is at most this; null = what the
+    /// allocator can reserve on the GPU (<see cref="MemoryBudget.UsableBytes"/>).</summary>
     public long? MemoryLimitBytes { get; init; }
     /// <summary>--max-tp-per-node: keep each tensor-parallel group inside one node.</summary>
     public bool TensorParallelWithinNode { get; init; }
@@ -90,5 +90,5 @@ public sealed record SearchSpace(ModelSpec Model, ClusterSpec Cluster, int Globa
 {
     /// <summary>The peak memory a config must stay within: the user's limit, or what the simulator deems usable on the
     /// GPU (its memory less what lives outside PyTorch's allocator and the allocator's fragmentation).</summary>
-    public long MemoryLimitBytes => Constraints.MemoryLimitBytes ?? (long)Math.Floor(MemoryBudget.UsableAllocatedBytes(Cluster.Gpu));
+    public long MemoryLimitBytes => Constraints.MemoryLimitBytes ?? (long)Math.Floor(MemoryBudget.UsableBytes(Cluster.Gpu));
 }

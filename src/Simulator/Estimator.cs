@@ -75,7 +75,8 @@ public static class Estimator
         }
         var memory = stages[peakStage].Memory;
         long peak = (long)Math.Ceiling(memory.Total);
-        return Summarize(model, cluster, config, counting, step, peak, bubble, critical, peakStage, time, memory, stages);
+        long reserved = (long)Math.Ceiling(stages.Max(s => MemoryBudget.ReservedBytes(s.Memory, config)));
+        return Summarize(model, cluster, config, counting, step, peak, reserved, bubble, critical, peakStage, time, memory, stages);
     }
 
     /// <summary>
@@ -90,11 +91,13 @@ public static class Estimator
         double dp = Math.Max(ClosedForm.ExposedGradientReduce(k, 0), ClosedForm.ExposedGradientReduce(k, k.P - 1));
         double after = Math.Max(k.First.Optimizer + k.First.ParameterGather, k.Last.Optimizer + k.Last.ParameterGather);
         double step = pipeline + dp + after;
-        double memory = Math.Max(k.First.State.Total + ClosedForm.ActivationPeak(k, 0),
-                                 k.Last.State.Total + ClosedForm.ActivationPeak(k, k.P - 1));
+        double first = ClosedForm.ActivationPeak(k, 0), last = ClosedForm.ActivationPeak(k, k.P - 1);
+        double memory = Math.Max(k.First.State.Total + first, k.Last.State.Total + last);
+        double reserved = Math.Max(MemoryBudget.ReservedBytes(k.First.State.Total, first, config),
+                                   MemoryBudget.ReservedBytes(k.Last.State.Total, last, config));
         double tokens = Tokens(model, config) / step / cluster.WorldSize;
         double mfu = tokens * Flops.ModelFlopsPerToken(model, counting) / cluster.Gpu.PeakFlops(config.Precision);
-        return new ScreeningEstimate(step, tokens, mfu, memory, MemoryBudget.Fits(memory, cluster.Gpu));
+        return new ScreeningEstimate(step, tokens, mfu, memory, reserved, MemoryBudget.Fits(reserved, cluster.Gpu));
     }
 
     /// <summary>
@@ -116,7 +119,7 @@ public static class Estimator
     private static double Tokens(ModelSpec model, RunDescription config) => (double)config.GlobalBatch * model.SeqLength;
 
     private static StepEstimate Summarize(ModelSpec model, ClusterSpec cluster, RunDescription config,
-        AttentionFlopCounting counting, double step, long peak, double bubble, int critical, int peakStage,
+        AttentionFlopCounting counting, double step, long peak, long reserved, double bubble, int critical, int peakStage,
         TimeBreakdown time, MemoryBreakdown memory, IReadOnlyList<StageMemory> stages)
     {
         double tokensPerGpu = Tokens(model, config) / step / cluster.WorldSize;
@@ -124,7 +127,7 @@ public static class Estimator
         double modelFlops = tokensPerGpu * Flops.ModelFlopsPerToken(model, counting);
         double hardwareFlops = tokensPerGpu * Flops.HardwareFlopsPerToken(model, config, counting);
         return new StepEstimate(step, tokensPerGpu, modelFlops / 1e12, modelFlops / peakFlops, hardwareFlops / peakFlops,
-            peak, cluster.Gpu.MemoryBytes, MemoryBudget.Fits(peak, cluster.Gpu), bubble / step, critical, peakStage,
-            time, memory, stages);
+            peak, cluster.Gpu.MemoryBytes, MemoryBudget.Fits(reserved, cluster.Gpu), bubble / step, critical, peakStage,
+            time, memory, stages, reserved);
     }
 }

@@ -47,8 +47,8 @@ public sealed record StageMemory(int Stage, MemoryBreakdown Memory);
 /// <param name="ModelTflopsPerGpu">Model FLOPs (recomputation not counted) per second per GPU, in TFLOP/s.</param>
 /// <param name="Mfu">Model FLOPs utilization: model FLOP/s per GPU over the dense peak.</param>
 /// <param name="Hfu">Hardware FLOPs utilization: with recomputed FLOPs.</param>
-/// <param name="PeakMemoryBytes">Maximum over ranks of the peak memory.</param>
-/// <param name="Fits">Whether that peak fits the GPU's memory.</param>
+/// <param name="PeakMemoryBytes">Maximum over ranks of the peak allocated memory.</param>
+/// <param name="Fits">Whether every rank's reservation at its peak fits the GPU's memory (<see cref="Costs.MemoryBudget"/>).</param>
 /// <param name="BubbleFraction">Pipeline bubble over step time on the critical rank.</param>
 /// <param name="CriticalStage">The pipeline stage that finishes last.</param>
 /// <param name="PeakStage">The pipeline stage with the highest memory.</param>
@@ -66,11 +66,13 @@ public sealed record StepEstimate(
     int PeakStage,
     TimeBreakdown Time,
     MemoryBreakdown Memory,
-    IReadOnlyList<StageMemory> Stages);
+    IReadOnlyList<StageMemory> Stages,
+    long ReservedBytes);
 
-/// <summary>What the closed form gives a search to screen with: no breakdown, no allocation.</summary>
+/// <summary>What the closed form gives a search to screen with: no breakdown, no allocation. <paramref name="ReservedBytes"/>:
+/// what the caching allocator reserves at the peak, which decides <paramref name="Fits"/>.</summary>
 public readonly record struct ScreeningEstimate(
-    double StepTimeSeconds, double TokensPerSecondPerGpu, double Mfu, double PeakMemoryBytes, bool Fits);
+    double StepTimeSeconds, double TokensPerSecondPerGpu, double Mfu, double PeakMemoryBytes, double ReservedBytes, bool Fits);
 
 /// <summary>Bounds no configuration's estimate goes below: for pruning before estimating.</summary>
 public readonly record struct EstimateBounds(double MinStepTimeSeconds, double MinPeakMemoryBytes);

@@ -45,7 +45,7 @@ public static partial class SearchArguments
         Narrow("--kaimm-offload-activation-ratio", "Megatron-Kwai's name of --offload-ratio (list)"),
         Narrow("--use-distributed-optimizer", "only Megatron's distributed optimizer (ZeRO stage 1)"),
         Narrow("--sync-factor", "CAAT-Net sync factors p to try (list; default 1)"),
-        new("--memory-limit", true, "a config fits when its peak allocated memory is at most this, e.g. 70GiB (default: the simulator's usable budget of the GPU)"),
+        new("--memory-limit", true, "a config fits when the allocator's reservation at its peak is at most this, e.g. 70GiB (default: the GPU's memory less 2 GiB outside PyTorch)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
         new("--top", true, "how many of the best configs to print (default 10)"),
         new("--pareto-min-throughput", true, "Pareto front within this fraction of the best throughput (default 0.5; 0 = the whole front)"),

@@ -25,7 +25,8 @@ public static class EstimateJson
             w.WriteNumber("hfu", e.Hfu);
             w.WriteNumber("peak_memory_bytes", e.PeakMemoryBytes);
             w.WriteNumber("gpu_memory_bytes", e.GpuMemoryBytes);
-            w.WriteNumber("usable_memory_bytes", Math.Floor(MemoryBudget.UsableAllocatedBytes(cl.Gpu)));
+            w.WriteNumber("reserved_memory_bytes", e.ReservedBytes);
+            w.WriteNumber("usable_memory_bytes", Math.Floor(MemoryBudget.UsableBytes(cl.Gpu)));
             w.WriteBoolean("fits", e.Fits);
             w.WriteNumber("bubble_fraction", e.BubbleFraction);
             w.WriteNumber("critical_stage", e.CriticalStage);
@@ -73,6 +74,7 @@ public static class EstimateJson
             w.WriteNumber("sync_factor", c.SyncFactor);
             w.WriteString("precision", c.Precision.ToString().ToLowerInvariant());
             w.WriteBoolean("gradients_in_fp32", c.GradientsInFp32);
+            w.WriteBoolean("expandable_segments", c.ExpandableSegments);
             w.WriteBoolean("fused_norm", c.FusedNorm);
             w.WriteBoolean("fused_elementwise", c.FusedElementwise);
             w.WriteBoolean("gradient_accumulation_fusion", c.GradientAccumulationFusion);

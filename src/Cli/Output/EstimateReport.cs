@@ -24,9 +24,9 @@ public static class EstimateReport
         console.MarkupLine($"tokens/s per GPU     [bold]{e.TokensPerSecondPerGpu:F0}[/]");
         console.MarkupLine($"model TFLOP/s per GPU {e.ModelTflopsPerGpu:F1}   MFU [bold]{e.Mfu:P1}[/]   HFU {e.Hfu:P1}");
         string fits = e.Fits ? "[green]fits[/]" : "[red]does not fit[/]";
-        double usable = MemoryBudget.UsableAllocatedBytes(cl.Gpu);
-        console.MarkupLine($"peak memory per GPU  [bold]{e.PeakMemoryBytes / GiB:F1} GiB[/] (stage {e.PeakStage}): {fits}"
-            + $" ({usable / GiB:F1} of {e.GpuMemoryBytes / GiB:F1} GiB usable)");
+        double usable = MemoryBudget.UsableBytes(cl.Gpu);
+        console.MarkupLine($"peak memory per GPU  [bold]{e.PeakMemoryBytes / GiB:F1} GiB[/] allocated (stage {e.PeakStage}), {e.ReservedBytes / GiB:F1} GiB reserved");
+        console.MarkupLine($"                     {fits}: {usable / GiB:F1} of {e.GpuMemoryBytes / GiB:F1} GiB usable by the allocator");
         console.WriteLine();
 
         var time = new Table().Title($"time on the critical stage ({e.CriticalStage})").AddColumns("part", "seconds", "share");

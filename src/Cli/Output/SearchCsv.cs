@@ -25,7 +25,7 @@ public static partial class SearchCsv
         [CsvColumn("step_time_s")] double StepTimeS,
         [CsvColumn("tokens_per_s_per_gpu")] double TokensPerSPerGpu,
         [CsvColumn("mfu")] double Mfu,
-        [CsvColumn("peak_memory_bytes")] long PeakMemoryBytes,
+        [CsvColumn("reserved_memory_bytes")] long PeakMemoryBytes,
         [CsvColumn("fits")] bool Fits,
         [CsvColumn("top")] bool Top,
         [CsvColumn("pareto")] bool Pareto,

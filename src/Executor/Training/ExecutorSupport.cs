@@ -32,7 +32,6 @@ public static class ExecutorSupport
         if (!d.FlashAttention) refused.Add("--attention-backend unfused is not run by the executor: its attention is always libtorch's scaled_dot_product_attention (flash or cuDNN's fused kernel on GPUs).");
         if (!d.FusedElementwise) refused.Add("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion are not run by the executor yet.");
         if (!d.FusedNorm) refused.Add("--no-norm-fusion is not run by the executor yet.");
-        if (d.MaxSplitSizeMb is int mb) refused.Add($"--max-split-size-mb {mb} is not set by the executor yet; set PYTORCH_CUDA_ALLOC_CONF in the environment and leave it out of the description.");
         return refused;
     }
 
@@ -49,7 +48,8 @@ public static class ExecutorSupport
     /// there), and one note per field it changed, saying why. <paramref name="deviceMaxConnections"/>: the process's
     /// CUDA_DEVICE_MAX_CONNECTIONS on a GPU (null: unset, CUDA's default).
     /// </summary>
-    public static (RunDescription AsRun, IReadOnlyList<string> Notes) AsRun(RunDescription d, ExecutionDevice device, Fusions fusions, int? deviceMaxConnections)
+    public static (RunDescription AsRun, IReadOnlyList<string> Notes) AsRun(RunDescription d, ExecutionDevice device, Fusions fusions, int? deviceMaxConnections,
+        string? allocatorConf = null)
     {
         var notes = new List<string>();
         var overlap = d.OverlapOrDefault;
@@ -79,6 +79,13 @@ public static class ExecutorSupport
             overlap = overlap with { DeviceMaxConnections = queues };
         }
         // On CPU the kernels' call sites run libtorch's operators (Fusions.Resolve): none of them ran.
+        // The caching allocator's settings: the process's PYTORCH_CUDA_ALLOC_CONF on a GPU (harness run sets it from the
+        // description); on a CPU there is no caching allocator.
+        var allocator = AllocatorConf.Apply(d, device == ExecutionDevice.Cuda ? allocatorConf : null);
+        if (allocator.ExpandableSegments != d.ExpandableSegments || allocator.MaxSplitSizeMb != d.MaxSplitSizeMb)
+            notes.Add(device == ExecutionDevice.Cuda
+                ? $"{AllocatorConf.Variable} is '{allocatorConf}' in this process, not the description's '{AllocatorConf.For(d)}'; the allocator takes it from the environment."
+                : "--expandable-segments and --max-split-size-mb set the CUDA caching allocator; a CPU run has none.");
         bool kernelsRan = fusions.Kernels && device == ExecutionDevice.Cuda;
         var asRun = d with
         {
@@ -86,6 +93,7 @@ public static class ExecutorSupport
             // The fused SwiGLU kernel runs on bf16 GPU tensors only (FusedKernels.Applies); elsewhere libtorch's chunk, silu and
             // product run, which keep what Megatron's --no-bias-swiglu-fusion keeps.
             FusedSwiGlu = d.FusedSwiGlu && kernelsRan && d.Precision == Precision.Bf16,
+            ExpandableSegments = allocator.ExpandableSegments, MaxSplitSizeMb = allocator.MaxSplitSizeMb,
         };
         notes.AddRange(fusions.Notes);
         if (d.FusedKernels && device == ExecutionDevice.Cpu)

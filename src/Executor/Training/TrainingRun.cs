@@ -79,7 +79,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
     private IReadOnlyList<IterationRecord> Run(ITrainStep step, CancellationToken cancel)
     {
         int? queues = int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : null;
-        var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues);
+        var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues, Environment.GetEnvironmentVariable(AllocatorConf.Variable));
         var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters);
         if (!step.Writer) return TrainingLoop.Run(step, run, recorder: null, log, cancel);
         log(ProgressLines.Start(run));

@@ -111,6 +111,8 @@ public enum ContextParallelCommType
 /// <param name="GradientsInFp32">Megatron's --accumulate-allreduce-grads-in-fp32: main gradients kept and reduced in
 /// fp32 (Megatron turns it on with bf16 unless --grad-reduce-in-bf16 or the precision-aware optimizer's --main-grads-dtype
 /// bf16); Megatron-LM 2019-2021 fp16 runs kept and all-reduced fp16 gradients.</param>
+/// <param name="ExpandableSegments">PyTorch's PYTORCH_CUDA_ALLOC_CONF expandable_segments:True: the caching allocator grows one
+/// segment per stream by mapping pages, so freed memory is not stranded (<see cref="Costs.MemoryBudget.Fragmentation"/>).</param>
 /// <param name="Adam">How Adam's master weights and moments are stored (<see cref="AdamStates"/>); null: fp32.</param>
 /// <param name="GradientAccumulationFusion">Megatron's --gradient-accumulation-fusion (on unless --no-gradient-accumulation-fusion,
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
@@ -148,7 +150,8 @@ public sealed record RunDescription(
     bool FusedKernels = true,
     long? DdpBucketSize = null,
     bool FusedSwiGlu = true,
-    AdamStates? Adam = null)
+    AdamStates? Adam = null,
+    bool ExpandableSegments = false)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
@@ -250,6 +253,8 @@ public sealed record RunDescription(
             e.Add($"--ddp-bucket-size is {DdpBucketSize}; it must be at least 1 (elements).");
         if (OverlapOrDefault.ParamGather && !DistributedOptimizer)
             e.Add("--overlap-param-gather needs --use-distributed-optimizer: it overlaps that optimizer's all-gather of the weights.");
+        if (ExpandableSegments && MaxSplitSizeMb is int split)
+            e.Add($"--max-split-size-mb {split} does not apply with --expandable-segments: PyTorch's expandable segments split no cached blocks.");
         if (MaxSplitSizeMb is <= 20)
             e.Add($"--max-split-size-mb {MaxSplitSizeMb} must be above 20 (PyTorch's kLargeBuffer, 20 MiB).");
         if (SyncFactor is < 0 or > 1 || double.IsNaN(SyncFactor))

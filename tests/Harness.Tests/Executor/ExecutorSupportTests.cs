@@ -37,7 +37,6 @@ public class ExecutorSupportTests
         Assert.StartsWith("--attention-backend unfused ", Refused(d with { FlashAttention = false }));
         Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
         Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
-        Assert.StartsWith("--max-split-size-mb 21 ", Refused(d with { MaxSplitSizeMb = 21 }));
         // The executor's checks include them, beside the description's own.
         var errors = TrainingRun.Check(Reference(), d with { OffloadRatio = 0.5, Precision = Precision.Fp32 }, new RunSettings(MockData: true), 1);
         Assert.Contains("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).", errors);
@@ -105,5 +104,26 @@ public class ExecutorSupportTests
         // As the description asks: no note on the queues.
         var (_, agreeing) = ExecutorSupport.AsRun(d with { ContextParallel = 1 }, ExecutionDevice.Cuda, new Fusions(false, true, []), deviceMaxConnections: 1);
         Assert.DoesNotContain(agreeing, n => n.StartsWith("CUDA_DEVICE_MAX_CONNECTIONS"));
+    }
+
+    /// <summary>The allocator settings are the process's PYTORCH_CUDA_ALLOC_CONF on a GPU (harness run sets it from the
+    /// description), and none on a CPU.</summary>
+    [Fact]
+    public void TheAllocatorSettingsAreTheEnvironmentsOnAGpuAndNoneOnACpu()
+    {
+        var d = new RunDescription(ExpandableSegments: true);
+        Assert.Equal("expandable_segments:True", AllocatorConf.For(d));
+        Assert.Equal("max_split_size_mb:21", AllocatorConf.For(new RunDescription(MaxSplitSizeMb: 21)));
+        Assert.Null(AllocatorConf.For(new RunDescription()));
+        var none = new Fusions(false, false, []);
+        var (same, quiet) = ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, none, null, "expandable_segments:True,garbage_collection_threshold:0.6");
+        Assert.True(same.ExpandableSegments);
+        Assert.DoesNotContain(quiet, n => n.StartsWith(AllocatorConf.Variable));
+        var (split, noted) = ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, none, null, "max_split_size_mb:64");
+        Assert.Equal((false, 64), (split.ExpandableSegments, split.MaxSplitSizeMb));
+        Assert.Contains(noted, n => n.StartsWith("PYTORCH_CUDA_ALLOC_CONF is 'max_split_size_mb:64' in this process, not the description's 'expandable_segments:True'"));
+        var (cpu, cpuNotes) = ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, none, null, "expandable_segments:True");
+        Assert.False(cpu.ExpandableSegments);
+        Assert.Contains(cpuNotes, n => n.StartsWith("--expandable-segments and --max-split-size-mb set the CUDA caching allocator"));
     }
 }
