@@ -60,7 +60,7 @@ public class GradientAccumulationFusionTests
                 using var scope = NewDisposeScope();
                 var (loss, norm) = trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, spec.SeqLength));
                 losses.Add(loss);
-                norms.Add(norm);
+                norms.Add(norm!.Value);
                 // Every bf16 gradient was folded into the main gradients (whether its bucket went mid-backward or after).
                 if (buffer.MixedPrecision) Assert.Equal(0, buffer.Grads.count_nonzero().item<long>());
                 firstGrads ??= buffer.Layout.ToDictionary(l => l.Name, l => Slice(buffer.MainGrads, l.Offset, l.Parameter.numel()));
