@@ -41,7 +41,7 @@ public class Fp16Tests
             return new RankRun([.. losses], [.. norms], [.. scales], trainer.Optimizer.Step, final);
         });
 
-    public static TheoryData<string> Layouts() => new("serial", "dp2", "dp2-distributed-optimizer", "tp2", "pp2", "cp2");
+    public static TheoryData<string> Layouts() => new("serial", "dp2", "dp2-distributed-optimizer", "dp2-distributed-optimizer-overlapped", "tp2", "pp2", "cp2");
 
     /// <summary>GPT (biases, LayerNorm, a tied embedding, which pipeline stages share); under context parallelism Llama
     /// (rotary positions, which context parallelism needs).</summary>
@@ -51,6 +51,8 @@ public class Fp16Tests
     {
         "dp2" => Config(dp: 2),
         "dp2-distributed-optimizer" => Config(dp: 2, zero: 1),
+        // A skipped step still starts the next forward's all-gathers, of the unchanged master weights.
+        "dp2-distributed-optimizer-overlapped" => Config(dp: 2, zero: 1) with { Overlap = new OverlapSpec(GradientReduce: true, ParamGather: true) },
         "tp2" => Config(tp: 2),
         "pp2" => Config(pp: 2),
         "cp2" => Config(cp: 2),
@@ -87,6 +89,25 @@ public class Fp16Tests
     }
 
     /// <summary>
+    /// The overflow flag is max-reduced over Megatron's grad-stats group: the tensor x pipeline ranks of the replicated
+    /// optimizer (its data-parallel replicas hold the same averaged gradients), every rank under the distributed optimizer
+    /// (each data-parallel rank steps its own shard). Here only the last of 2 (tp) x 2 (dp) ranks overflowed.
+    /// </summary>
+    [Fact]
+    public void AnOverflowOnOneRankIsEveryRanksInItsGradStatsGroup()
+    {
+        bool[][] Found(bool distributedOptimizer) => InProcessJob.Run(4, world =>
+        {
+            using var groups = ProcessGroups.Create(world, RankOrder.For(4, 2, 1, 1));
+            var sumOver = distributedOptimizer ? new[] { groups.ModelParallel, groups.DataWithContext } : new[] { groups.ModelParallel };
+            using var flag = tensor(new[] { world.Rank == 3 ? 1f : 0f });
+            return new[] { new Harness.Executor.DataParallel.GradientNorm([], sumOver).FoundInf(flag) };
+        });
+        Assert.Equal([false, false, true, true], Found(distributedOptimizer: false).Select(f => f[0]));
+        Assert.Equal([true, true, true, true], Found(distributedOptimizer: true).Select(f => f[0]));
+    }
+
+    /// <summary>
     /// With a scale the gradients do not overflow at (2^12), the fp16 run's gradient norm is the fp32 run's from the same
     /// weights: unscaled once, before the norm and the clipping. Missing or doubled unscaling would be off by 4096. The
     /// runs differ by fp16's rounding of the activations and gradients (unit roundoff 2^-11 = 4.9e-4 per operation;
@@ -111,19 +132,22 @@ public class Fp16Tests
     /// <summary>
     /// Parallel fp16 layouts against the one-rank fp16 run from the same weights, with a scale that does not overflow.
     /// Data parallelism computes the same fp16 micro-batches (each loss divided by a power of two the other way) and sums
-    /// them in another order in float32; tensor parallelism splits the GEMMs and sums the row-parallel halves in fp16. Both
-    /// leave errors far below fp16's unit roundoff 2^-11 = 4.9e-4 on the losses and norms (measured at most 1.7e-6 and
-    /// 7.4e-5): 1e-4 and 1e-3 bound them. The final fp16 weights are the float32 master weights rounded, and master
-    /// weights that differ by Adam's noise can round to neighbouring fp16 values, one ulp (up to 2^-10 relative) apart
-    /// (measured 3.9e-4 under TP2, 9.9e-5 under DP2): 2e-3 bounds them.
+    /// them in another order in float32; tensor parallelism splits the GEMMs and sums the row-parallel halves in fp16;
+    /// pipeline parallelism passes fp16 activations and gradients between stages; context parallelism's ring attention
+    /// combines its blocks in float32. All leave errors far below fp16's unit roundoff 2^-11 = 4.9e-4 on the losses and
+    /// norms (measured at most 1.7e-6 and 7.4e-5): 1e-4 and 1e-3 bound them. The final fp16 weights are the float32
+    /// master weights rounded, and master weights that differ by Adam's noise can round to neighbouring fp16 values, one
+    /// ulp (up to 2^-10 relative) apart (measured 3.9e-4 under TP2, 3.6e-4 under CP2, 9.9e-5 under DP2): 2e-3 bounds them.
     /// </summary>
     [Theory]
     [InlineData("dp2")]
     [InlineData("tp2")]
     [InlineData("dp2-distributed-optimizer")]
+    [InlineData("pp2")]
+    [InlineData("cp2")]
     public void ParallelFp16MatchesTheOneRankFp16Run(string layout)
     {
-        var spec = Reference.Gpt();
+        var spec = Model(layout);
         var config = Layout(layout);
         var batches = Reference.Batches(spec, 3, config.GlobalBatch);
         var initial = Reference.Serial(spec, batches.Take(1).ToArray()).Initial;
