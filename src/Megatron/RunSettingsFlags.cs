@@ -4,7 +4,7 @@ using Harness.Simulator.Specs;
 namespace Harness.Megatron;
 
 /// <summary>
-/// <see cref="RunSettings"/> by Megatron-LM's argument names (the learning-rate schedule, Adam, data, checkpoints, logging,
+/// <see cref="RunSettings"/> by Megatron-LM's argument names (the learning-rate schedule, Adam, loss scaling, data, checkpoints, logging,
 /// profiling; megatron/training/arguments.py) and Harness's launch flags (<c>--device</c>, <c>--libtorch</c>, <c>--gpu</c>,
 /// <c>--nproc-per-node</c>, <c>--master-port</c>, <c>--out</c>). Every default is the record's own (<c>new RunSettings()</c>),
 /// Megatron's where Megatron has one.
@@ -24,6 +24,11 @@ public static class RunSettingsFlags
         new("--weight-decay", true, "AdamW decay (default 0.01)"),
         new("--adam-beta1", true, "default 0.9"), new("--adam-beta2", true, "default 0.999"), new("--adam-eps", true, "default 1e-8"),
         new("--clip-grad", true, "gradient norm limit (default 1.0; 0 = off)"),
+        new("--loss-scale", true, "constant loss scale (default: none; dynamic loss scaling under --fp16)"),
+        new("--initial-loss-scale", true, "dynamic loss scaling's first scale (default 4294967296 = 2^32)"),
+        new("--min-loss-scale", true, "dynamic loss scaling's floor (default 1)"),
+        new("--loss-scale-window", true, "overflow-free iterations before the scale doubles (default 1000)"),
+        new("--hysteresis", true, "overflowing iterations before the scale halves (default 2)"),
         new("--data-path", true, "prefix of a Megatron .bin/.idx dataset (default: the shipped corpus)"),
         new("--mock-data", false, "synthetic tokens instead of a dataset"),
         new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
@@ -80,6 +85,9 @@ public static class RunSettingsFlags
             cl.Int("--lr-decay-iters") ?? dl.DecayIters);
         var adam = new AdamSettings(cl.Double("--adam-beta1") ?? da.Beta1, cl.Double("--adam-beta2") ?? da.Beta2,
             cl.Double("--adam-eps") ?? da.Epsilon, cl.Double("--weight-decay") ?? da.WeightDecay, cl.Double("--clip-grad") ?? da.ClipGrad);
+        var ds = d.LossScaleOrDefault;
+        var lossScale = new LossScaleSettings(cl.Double("--loss-scale") ?? ds.Constant, cl.Double("--initial-loss-scale") ?? ds.Initial,
+            cl.Double("--min-loss-scale") ?? ds.Min, cl.Int("--loss-scale-window") ?? ds.Window, cl.Int("--hysteresis") ?? ds.Hysteresis);
         var device = cl.Choice("--device", "cpu", "cuda") == "cuda" ? ExecutionDevice.Cuda : d.Device;
         string gpu = cl.String("--gpu") ?? d.Gpu;
         var settings = d with
@@ -88,6 +96,7 @@ public static class RunSettingsFlags
             Seed = cl.Int("--seed") ?? d.Seed,
             LearningRate = schedule,
             Adam = adam,
+            LossScale = lossScale,
             DataPath = cl.String("--data-path") ?? d.DataPath,
             MockData = cl.Switch("--mock-data") || d.MockData,
             Save = cl.String("--save") ?? d.Save,
@@ -147,6 +156,13 @@ public static class RunSettingsFlags
         Double("--adam-eps", o.Epsilon, da.Epsilon);
         Double("--weight-decay", o.WeightDecay, da.WeightDecay);
         Double("--clip-grad", o.ClipGrad, da.ClipGrad);
+        var ls = s.LossScaleOrDefault;
+        var dls = d.LossScaleOrDefault;
+        if (ls.Constant is double constant) Value("--loss-scale", F(constant));
+        Double("--initial-loss-scale", ls.Initial, dls.Initial);
+        Double("--min-loss-scale", ls.Min, dls.Min);
+        Long("--loss-scale-window", ls.Window, dls.Window);
+        Long("--hysteresis", ls.Hysteresis, dls.Hysteresis);
         Text("--data-path", s.DataPath, d.DataPath);
         if (s.MockData) a.Add("--mock-data");
         Text("--save", s.Save, d.Save);

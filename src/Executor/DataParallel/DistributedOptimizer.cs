@@ -80,6 +80,11 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
         }
     }
 
+    /// <summary>This rank's averaged gradients, bucket by bucket (its pieces without their padding), each with its offset
+    /// in the flat buffer: what its step reads, and what a loss scaler unscales.</summary>
+    public IReadOnlyList<(Tensor Grads, long Offset)> GradShards() =>
+        buckets.Select(b => (gradShards.narrow(0, pieceOffsets[b.Index], Segments[b.Index].Length), Segments[b.Index].Offset)).ToList();
+
     /// <summary>
     /// Once every bucket was reduce-scattered: clip, AdamW on this rank's shard, all-gather (unless
     /// <paramref name="gatherParams"/> is false: <see cref="ParamGather"/> does it during the next forward). Returns the
@@ -90,7 +95,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
         Step++;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var grads = buckets.Select(b => (Grads: gradShards.narrow(0, pieceOffsets[b.Index], Segments[b.Index].Length), Segments[b.Index].Offset)).ToList();
+        var grads = GradShards();
         var total = norm.Compute(grads);
         for (int k = 0; k < buckets.Count; k++)
         {

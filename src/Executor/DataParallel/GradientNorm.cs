@@ -10,7 +10,8 @@ namespace Harness.Executor.DataParallel;
 /// get_grad_norm_fp32): each rank sums the squares of the gradients it owns, counting a replicated tensor once
 /// (tensor-parallel rank 0 counts the replicated norms and biases, the first stage the tied word embedding that
 /// the last stage also holds), and the sums are added over the model-parallel group (and, when gradients are
-/// sharded by the distributed optimizer, over the data-parallel group too).
+/// sharded by the distributed optimizer, over the data-parallel group too). The same group, Megatron's
+/// get_grad_stats_parallel_group, agrees on whether any gradient overflowed (<see cref="FoundInf"/>).
 /// </summary>
 public sealed class GradientNorm(IReadOnlyList<(long Offset, long Count)> excluded, IReadOnlyList<ICommunicator> sumOver)
 {
@@ -41,5 +42,19 @@ public sealed class GradientNorm(IReadOnlyList<(long Offset, long Count)> exclud
         foreach (var group in sumOver)
             if (group.Size > 1) group.AllReduce(squares);
         return squares.sqrt().reshape([]).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Whether any rank's gradients hold an inf or a NaN, from this rank's flag (<see cref="MainGradUnscale"/>): an all-reduce
+    /// MAX over the group the norm sums over, then one read on the host (Megatron's _unscale_main_grads_and_check_for_nan).
+    /// Data-parallel replicas of the replicated optimizer hold the same averaged gradients, so the model-parallel group
+    /// suffices there; the distributed optimizer's shards differ, so its group spans the data-parallel ranks too.
+    /// </summary>
+    public bool FoundInf(Tensor flag)
+    {
+        foreach (var group in sumOver)
+            if (group.Size > 1) group.AllReduce(flag, ReduceOp.Max);
+        using var host = flag.cpu();
+        return host.item<float>() > 0;
     }
 }

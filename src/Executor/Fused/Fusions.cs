@@ -13,8 +13,9 @@ public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyL
 {
     /// <summary>
     /// The fusions asked for (--no-fused-kernels, --no-gradient-accumulation-fusion turn them off) that work here: on a GPU
-    /// where they compile and load (the probes); gradient-accumulation fusion only under bf16, where there are bf16 gradients
-    /// to avoid. A CPU needs no probe: each kernel's call site runs libtorch's operators for tensors the kernel does not apply
+    /// where they compile and load (the probes); the kernels not under fp16 (they are bf16 kernels, and the AdamW kernel
+    /// writes bf16 weights); gradient-accumulation fusion only under bf16 or fp16, where there are half-precision gradients
+    /// to avoid (Megatron fuses both). A CPU needs no probe: each kernel's call site runs libtorch's operators for tensors the kernel does not apply
     /// to (<see cref="FusedKernels.Applies"/>), so a CPU run computes the same bits with the kernels asked for or not, and
     /// gradient-accumulation fusion has a CPU form (<see cref="WeightGradient"/>, for bf16 CPU ranks in tests).
     /// </summary>
@@ -22,9 +23,11 @@ public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyL
     {
         var notes = new List<string>();
         bool cuda = device.type == DeviceType.CUDA; // "cuda" without an index is device 0
-        bool useKernels = kernels && (!cuda || Enabled(FusedKernels.Probe(Math.Max(device.index, 0)), "fused kernels", notes));
-        bool useAccumulation = computeDtype == ScalarType.BFloat16 && gradientAccumulation &&
-                               (!cuda || Enabled(WeightGradient.Probe(device), "gradient-accumulation fusion", notes));
+        bool fp16 = computeDtype == ScalarType.Float16;
+        if (kernels && fp16 && cuda) notes.Add("fused kernels off under fp16, libtorch's operators run instead: the executor's kernels are bf16 kernels.");
+        bool useKernels = kernels && !fp16 && (!cuda || Enabled(FusedKernels.Probe(Math.Max(device.index, 0)), "fused kernels", notes));
+        bool useAccumulation = computeDtype is ScalarType.BFloat16 or ScalarType.Float16 && gradientAccumulation &&
+                               (!cuda || Enabled(WeightGradient.Probe(device, computeDtype), "gradient-accumulation fusion", notes));
         return new Fusions(useKernels, useAccumulation, notes);
     }
 

@@ -61,16 +61,17 @@ def accumulate(main_grad: Tensor, grad_output: Tensor, input: Tensor):
     public static void Accumulate(Tensor mainGrad, Tensor gradOutput, Tensor input) =>
         Unit.Value.invoke("accumulate", mainGrad, gradOutput, input);
 
-    /// <summary>Runs one small accumulation on <paramref name="device"/> against a float32 product; null when it
-    /// works, else why not (an older libtorch, a device without the overload), in one sentence.</summary>
-    public static string? Probe(Device device)
+    /// <summary>Runs one small accumulation of <paramref name="dtype"/> (bf16 or fp16) inputs on <paramref name="device"/>
+    /// against a float32 product; null when it works, else why not (an older libtorch, a device without the overload), in
+    /// one sentence.</summary>
+    public static string? Probe(Device device, ScalarType dtype = ScalarType.BFloat16)
     {
         try
         {
             using var scope = NewDisposeScope();
             using var generator = new Generator(5);
-            var dy = randn(new long[] { 64, 48 }, generator: generator).to(ScalarType.BFloat16).to(device);
-            var x = randn(new long[] { 64, 32 }, generator: generator).to(ScalarType.BFloat16).to(device);
+            var dy = randn(new long[] { 64, 48 }, generator: generator).to(dtype).to(device);
+            var x = randn(new long[] { 64, 32 }, generator: generator).to(dtype).to(device);
             var main = ones(48, 32, device: device);
             Accumulate(main, dy, x);
             var expected = 1 + dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32));

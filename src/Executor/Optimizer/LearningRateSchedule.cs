@@ -30,7 +30,8 @@ public sealed class LearningRateSchedule
         warmupSteps = settings.WarmupFraction is double f ? f * decaySteps : (double)settings.WarmupIters * globalBatch;
     }
 
-    /// <summary>The rate of iteration <paramref name="iteration"/> (0-based: the iterations done before it).</summary>
+    /// <summary>The rate of iteration <paramref name="iteration"/> (0-based: the iterations done before it). Megatron steps its
+    /// scheduler only after an update, so a run whose loss scaler skipped steps passes the iterations that updated.</summary>
     public double At(long iteration)
     {
         double steps = (double)iteration * globalBatch, max = settings.Lr, min = settings.MinLr;

@@ -23,10 +23,12 @@ public static class PipelineExecutor
     /// marks the layers of each chunk's last micro-batch so their gradients are reduced as backward passes them.</param>
     /// <param name="paramGather">With --overlap-param-gather: what each chunk's first micro-batch waits for before each
     /// layer (the weights the last step's all-gathers bring).</param>
-    /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached); null elsewhere.</returns>
+    /// <param name="lossScale">What the last stage's backward starts from, times the loss (Megatron's backward_step applies
+    /// the optimizer's loss scale there); the other stages receive gradients scaled by it.</param>
+    /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached, unscaled); null elsewhere.</returns>
     public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
         Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
-        GradientSync gradSync, ParamGather? paramGather = null)
+        GradientSync gradSync, ParamGather? paramGather = null, double lossScale = 1)
     {
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
         var alive = new Dictionary<(int Micro, int Chunk), (Tensor? Input, Tensor Output)>();
@@ -71,7 +73,7 @@ public static class PipelineExecutor
                     using var scope = NewDisposeScope();
                     var (input, output) = alive[(op.MicroBatch, op.Chunk)];
                     alive.Remove((op.MicroBatch, op.Chunk));
-                    if (chunk.Part.PostProcess) BackwardFailure.Run(() => output.backward());
+                    if (chunk.Part.PostProcess) BackwardFailure.Run(() => (lossScale == 1 ? output : output * lossScale).backward());
                     else
                     {
                         var grad = p2p!.RecvBackward(activationShape, dtype, device);

@@ -5,9 +5,16 @@ using static TorchSharp.torch;
 
 namespace Harness.Executor.Training;
 
-/// <summary>What a checkpoint records besides the tensors. <see cref="Parameters"/> counts one model replica as the layout holds it.</summary>
+/// <summary>What a checkpoint records besides the tensors. <see cref="Parameters"/> counts one model replica as the layout holds it.
+/// <see cref="OptimizerStep"/> counts the iterations that stepped: the others were skipped on overflow, so they are
+/// <see cref="SkippedIterations"/>. <see cref="GradScaler"/> is the loss scaler's state (Megatron keeps it in the
+/// optimizer's state dict); null when the run scaled no loss.</summary>
 public sealed record CheckpointMeta(long Iteration, long OptimizerStep, long DataPosition, int Seed, string Model, long Parameters, string Dtype,
-    CheckpointLayout Layout);
+    CheckpointLayout Layout, GradScaler? GradScaler = null)
+{
+    [System.Text.Json.Serialization.JsonIgnore]
+    public long SkippedIterations => Iteration - OptimizerStep;
+}
 
 /// <summary>
 /// Checkpoints in Megatron's folder layout: SAVE/latest_checkpointed_iteration.txt names the newest SAVE/iter_0000100/,
@@ -32,13 +39,13 @@ public static class Checkpoint
     /// <summary>In-process ranks share libtorch's one CPU generator: its state is read and set under this lock.</summary>
     private static readonly Lock RngLock = new();
 
-    public static string Save(string root, long iteration, int seed, string model, ParamAndGradBuffer buffer, AdamW adam, GptSampler sampler)
+    public static string Save(string root, long iteration, int seed, string model, ParamAndGradBuffer buffer, AdamW adam, GradScaler? scaler, GptSampler sampler)
     {
         var layout = CheckpointLayout.SingleDevice;
         string rankDir = RankFolder(root, iteration, layout, 0, 0);
         WriteOptimizer(rankDir, layout, 0, adam);
         WriteRng(rankDir);
-        return Commit(root, new CheckpointMeta(iteration, adam.Step, sampler.Position, seed, model, buffer.Count, adam.Master.dtype.ToString(), layout));
+        return Commit(root, new CheckpointMeta(iteration, adam.Step, sampler.Position, seed, model, buffer.Count, adam.Master.dtype.ToString(), layout, scaler));
     }
 
     /// <summary>Restores the newest checkpoint under root; returns its metadata. Throws InvalidDataException naming a mismatch.</summary>

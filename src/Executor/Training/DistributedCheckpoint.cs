@@ -27,7 +27,7 @@ public static class DistributedCheckpoint
         groups.World.Barrier();
         if (groups.World.Rank == 0)
             Checkpoint.Commit(root, new CheckpointMeta(iteration, trainer.Optimizer.Step, sampler.Position, seed, trainer.Model.Name, parameters,
-                trainer.Optimizer.Master.dtype.ToString(), layout));
+                trainer.Optimizer.Master.dtype.ToString(), layout, trainer.GradScaler));
     }
 
     /// <summary>Restores this rank's part of the newest checkpoint under root; returns its metadata. Throws InvalidDataException naming a mismatch.</summary>
@@ -41,6 +41,7 @@ public static class DistributedCheckpoint
         Checkpoint.ReadOptimizer(rankDir, meta, trainer.Optimizer);
         trainer.Optimizer.CopyMasterToParams();
         Checkpoint.ReadRng(rankDir);
+        if (meta.GradScaler is { } saved) trainer.GradScaler = trainer.GradScaler?.Restore(saved);
         sampler.Position = meta.DataPosition;
         return meta;
     }

@@ -21,8 +21,11 @@ public static class ExecutorSupport
         var overlap = d.OverlapOrDefault;
         if (d.OffloadRatio > 0) refused.Add("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).");
         if (d.ZeroStage >= 2) refused.Add($"--zero-stage {d.ZeroStage} is not run by the executor yet; it runs stage 0 and stage 1 (--use-distributed-optimizer).");
-        if (d.Precision == Precision.Fp16) refused.Add("--fp16 is not run by the executor yet; train in bf16 (--bf16) or fp32.");
-        else if (!d.GradientsInFp32) refused.Add("reduced-precision main gradients (--grad-reduce-in-bf16, or --fp16 without --accumulate-allreduce-grads-in-fp32) are not run by the executor: it keeps and reduces them in fp32.");
+        if (!d.GradientsInFp32)
+            refused.Add(d.Precision == Precision.Fp16
+                ? "--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +
+                  "(it keeps and reduces them in fp32); add --accumulate-allreduce-grads-in-fp32."
+                : "reduced-precision main gradients (--grad-reduce-in-bf16, --main-grads-dtype bf16) are not run by the executor: it keeps and reduces them in fp32.");
         if (d.AdamOrDefault.PrecisionAware)
             refused.Add("--use-precision-aware-optimizer is not run by the executor: its Adam keeps fp32 master weights and moments.");
         if (overlap.TensorParallelComm)
@@ -35,12 +38,12 @@ public static class ExecutorSupport
         return refused;
     }
 
-    /// <summary>libtorch's type for the parameters and activations of a precision the executor runs (bf16 or fp32).</summary>
+    /// <summary>libtorch's type for the parameters and activations of a precision.</summary>
     public static ScalarType ComputeDtype(Precision precision) => precision switch
     {
         Precision.Bf16 => ScalarType.BFloat16,
-        Precision.Fp32 => ScalarType.Float32,
-        _ => throw new ArgumentException($"{precision} is not run by the executor; see {nameof(Refusals)}."),
+        Precision.Fp16 => ScalarType.Float16,
+        _ => ScalarType.Float32,
     };
 
     /// <summary>

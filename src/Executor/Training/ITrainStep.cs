@@ -24,8 +24,9 @@ public interface ITrainStep : IDisposable
     /// <summary>Whether this process writes the run's records (rank 0).</summary>
     bool Writer { get; }
 
-    /// <summary>Restores the newest checkpoint under <paramref name="root"/>; returns its iteration.</summary>
-    long Resume(string root);
+    /// <summary>Restores the newest checkpoint under <paramref name="root"/>; returns what it records (its iteration, the
+    /// optimizer steps taken).</summary>
+    CheckpointMeta Resume(string root);
 
     /// <summary>Saves the state after <paramref name="iteration"/> iterations under <paramref name="root"/> (collective).</summary>
     void Save(string root, long iteration);
@@ -39,7 +40,13 @@ public interface ITrainStep : IDisposable
 }
 
 /// <summary>What a step returns to the loop: host values read at its one sync, and the timestamps (Stopwatch ticks) at which
-/// its work was enqueued and its results reached the host. <see cref="MemoryPeakBytes"/> is the maximum over ranks;
-/// <see cref="CommunicationMs"/> the time this rank spent communicating (null for a single device).</summary>
-public readonly record struct StepResult(float Loss, float GradNorm, long EnqueuedAt, long SyncedAt, long MemoryUsedBytes, long MemoryPeakBytes,
-    double? CommunicationMs, bool Stop);
+/// its work was enqueued and its results reached the host. <see cref="GradNorm"/> is null when the step was skipped (its
+/// gradients overflowed: Megatron reports no norm then); <see cref="LossScale"/> is the loss scaler's scale after the step,
+/// null when the run scales no loss. <see cref="MemoryPeakBytes"/> is the maximum over ranks; <see cref="CommunicationMs"/>
+/// the time this rank spent communicating (null for a single device).</summary>
+public readonly record struct StepResult(float Loss, float? GradNorm, long EnqueuedAt, long SyncedAt, long MemoryUsedBytes, long MemoryPeakBytes,
+    double? CommunicationMs, bool Stop, double? LossScale = null)
+{
+    /// <summary>Whether the optimizer step was skipped on an overflow.</summary>
+    public bool Skipped => GradNorm is null;
+}

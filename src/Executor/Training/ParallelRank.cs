@@ -36,7 +36,7 @@ public sealed class ParallelRank : ITrainStep
         (this.world, this.device, this.localDevice, this.description, this.settings, tokenizerVocab) = (world, device, localDevice, description, settings, model.VocabSize);
         groups = ProcessGroups.Create(world, RankOrder.For(world.Size, description.TensorParallel, description.ContextParallel, description.PipelineParallel));
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, description.TensorParallel);
-        trainer = new ParallelTrainer(groups, Model, description, device, settings.Seed, settings.AdamOrDefault);
+        trainer = new ParallelTrainer(groups, Model, description, device, settings.Seed, settings.AdamOrDefault, settings.LossScaleOrDefault);
         source = settings.MockData ? new MockTokenSource(model.VocabSize, settings.Seed) : new IndexedDataset(settings.DataPath!);
         sampler = new GptSampler(source, model.SeqLength, settings.Seed);
         host = new long[description.GlobalBatch * (model.SeqLength + 1)];
@@ -49,7 +49,7 @@ public sealed class ParallelRank : ITrainStep
     public long Parameters => trainer.Buffer.Count;
     public bool Writer => world.Rank == 0;
 
-    public long Resume(string root) => DistributedCheckpoint.Load(root, trainer, sampler).Iteration;
+    public CheckpointMeta Resume(string root) => DistributedCheckpoint.Load(root, trainer, sampler);
 
     public void Save(string root, long iteration) => DistributedCheckpoint.Save(root, iteration, settings.Seed, trainer, sampler);
 
@@ -74,7 +74,7 @@ public sealed class ParallelRank : ITrainStep
         world.AllReduce(agreed, ReduceOp.Max);
         var maxima = agreed.cpu().data<double>().ToArray();
         // The step's loss and norm reached the host inside it (its one sync), so it was enqueued and synced by its end.
-        return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, maxima[1] > 0);
+        return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, maxima[1] > 0, trainer.GradScaler?.Scale);
     }
 
     public IReadOnlyList<long> PeakMemoryPerRank()

@@ -20,7 +20,10 @@ namespace Harness.Executor.Training;
 /// iteration runs the pipeline schedule over its data-parallel share of the batch, finalizes the gradients bucket by
 /// bucket (tensor-parallel replicated parameters, tied embeddings across stages, data-parallel average; during
 /// backward with --overlap-grad-reduce: <see cref="GradientSync"/>), and steps AdamW (replicated) or the
-/// distributed optimizer. Loss and gradient norm come back on every rank.
+/// distributed optimizer. With a loss scaler (<see cref="Optimizer.GradScaler"/>: fp16, or --loss-scale) the last stage's
+/// backward starts from the scaled loss, and before the step every rank unscales the main gradients it steps and the
+/// ranks agree on whether any overflowed (Megatron's MixedPrecisionOptimizer.prepare_grads); if so, every rank skips
+/// the step. Loss and gradient norm (none when skipped) come back on every rank.
 /// </summary>
 public sealed class ParallelTrainer : IDisposable
 {
@@ -53,7 +56,9 @@ public sealed class ParallelTrainer : IDisposable
     /// <param name="seed">Weights are drawn from a generator of this seed plus 100 x the pipeline rank (Megatron's offset), so
     /// tensor- and data-parallel peers draw the same full weights, independently of libtorch's global generator (in-process
     /// ranks run concurrently); dropout streams are seeded by it too.</param>
-    public ParallelTrainer(ProcessGroups groups, ModelSpec model, RunDescription description, Device device, int seed, AdamSettings adam)
+    /// <param name="lossScale">The loss-scaling settings, which apply by Megatron's rule (<see cref="GradScaler.For"/>).</param>
+    public ParallelTrainer(ProcessGroups groups, ModelSpec model, RunDescription description, Device device, int seed, AdamSettings adam,
+        LossScaleSettings? lossScale = null)
     {
         var errors = description.Validate(model, groups.World.Size).Concat(ExecutorSupport.Refusals(description)).ToList();
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
@@ -89,6 +94,7 @@ public sealed class ParallelTrainer : IDisposable
         if (parallel.DistributedOptimizer)
             distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adam, gradientNorm, Fusions.Kernels);
         else this.adam = new AdamW(Buffer, adam, Fusions.Kernels);
+        GradScaler = GradScaler.For(description, lossScale ?? new LossScaleSettings());
         bool overlapGradReduce = parallel.OverlapOrDefault.GradientReduce, overlapParamGather = parallel.OverlapOrDefault.ParamGather;
         communicationStream = overlapGradReduce || overlapParamGather ? groups.DataWithContext.CreateCommunicationStream() : null;
         gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, b =>
@@ -103,6 +109,9 @@ public sealed class ParallelTrainer : IDisposable
     public Fusions Fusions { get; }
 
     public ParamAndGradBuffer Buffer { get; }
+
+    /// <summary>The loss scaler's state after the last step (the same on every rank); null when the run scales no loss.</summary>
+    public GradScaler? GradScaler { get; internal set; }
 
     public ProcessGroups Groups => groups;
 
@@ -165,10 +174,11 @@ public sealed class ParallelTrainer : IDisposable
 
     /// <summary>
     /// One iteration. <paramref name="microBatch"/> gives this rank's tokens and labels [b, s] of micro-batch i
-    /// (its data-parallel share). Returns the mean loss and the gradient norm, as host values on every rank.
+    /// (its data-parallel share). Returns the mean loss and the gradient norm, as host values on every rank; the norm is
+    /// null when the step was skipped because a gradient overflowed.
     /// </summary>
     /// <param name="iteration">Iterations done before this one (the dropout streams are seeded per iteration).</param>
-    public (float Loss, float GradNorm) Step(double lr, Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long iteration = 0)
+    public (float Loss, float? GradNorm) Step(double lr, Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long iteration = 0)
     {
         dropout?.StartIteration(iteration);
         using var scope = NewDisposeScope();
@@ -181,18 +191,28 @@ public sealed class ParallelTrainer : IDisposable
             var (tokens, labels) = microBatch(i);
             return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
         };
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather)
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, GradScaler?.Scale ?? 1)
             ?? zeros(1, dtype: ScalarType.Float32, device: device);
         gradSync.Finish();
-        var norm = distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
+        bool skipped = false;
+        if (GradScaler is { } scaler)
+        {
+            IEnumerable<Tensor> grads = distributedOptimizer is null ? [Buffer.MainGrads] : distributedOptimizer.GradShards().Select(g => g.Grads);
+            using var flag = MainGradUnscale.UnscaleAndFindInf(grads, scaler.InverseScale, device);
+            skipped = gradientNorm.FoundInf(flag);
+            GradScaler = scaler.Update(skipped);
+        }
+        // A skipped step leaves the weights, the master weights and Adam's state as they were, on every rank alike.
+        var norm = skipped ? null
+            : distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
         // Report the loss everywhere: from the last stage, averaged over data (and context) replicas.
         var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
         if (parallel.PipelineParallel > 1) groups.Pipeline.Broadcast(reported, parallel.PipelineParallel - 1);
         if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
         // After the loss's all-reduce on the same group, so the two never run on two streams at once.
         paramGather?.Start();
-        var host = cat([reported, norm.reshape(1).to(ScalarType.Float32)]).cpu().data<float>().ToArray();
-        return (host[0], host[1]);
+        var host = (norm is null ? reported : cat([reported, norm.reshape(1).to(ScalarType.Float32)])).cpu().data<float>().ToArray();
+        return (host[0], norm is null ? null : host[1]);
     }
 
     /// <summary>

@@ -13,8 +13,10 @@ namespace Harness.Executor.Training;
 
 /// <summary>
 /// Single-device training step, visible top to bottom (nanoGPT's taste, Megatron's pieces): zero the float32 gradients;
-/// for each micro-batch, forward, backward and fold its gradients in; clip, AdamW step at the scheduled rate; one device
-/// sync to read loss and gradient norm. Each micro-batch runs in its own dispose scope so no temporary outlives it on the
+/// for each micro-batch, forward, backward (of the loss times the loss scale, when the run scales it:
+/// <see cref="Optimizer.GradScaler"/>) and fold its gradients in; unscale them and skip the step if any overflowed; clip,
+/// AdamW step at the scheduled rate; one device sync to read loss and gradient norm (two with a loss scaler, whose
+/// overflow check is read first, as Megatron reads it). Each micro-batch runs in its own dispose scope so no temporary outlives it on the
 /// GPU. The model is the serial one (<see cref="SerialTensorParallel"/>), with no communication at all.
 /// </summary>
 public sealed class Trainer : ITrainStep
@@ -31,6 +33,7 @@ public sealed class Trainer : ITrainStep
     private readonly long[] hostTokens;
     private readonly Generator initGenerator;
     private readonly DropoutRng? dropout;
+    private GradScaler? scaler;
     private long peakMemory;
 
     /// <summary>
@@ -59,6 +62,7 @@ public sealed class Trainer : ITrainStep
             UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
         buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation);
         adam = new AdamW(buffer, settings.AdamOrDefault, Fusions.Kernels);
+        scaler = GradScaler.For(description, settings.LossScaleOrDefault);
         hostTokens = new long[description.MicroBatch * (model.SeqLength + 1)];
     }
 
@@ -68,9 +72,14 @@ public sealed class Trainer : ITrainStep
     public long Parameters => buffer.Count;
     public bool Writer => true;
 
-    public long Resume(string root) => Checkpoint.Load(root, Model.Name, buffer, adam, sampler).Iteration;
+    public CheckpointMeta Resume(string root)
+    {
+        var meta = Checkpoint.Load(root, Model.Name, buffer, adam, sampler);
+        if (meta.GradScaler is { } saved) scaler = scaler?.Restore(saved);
+        return meta;
+    }
 
-    public void Save(string root, long iteration) => Checkpoint.Save(root, iteration, settings.Seed, Model.Name, buffer, adam, sampler);
+    public void Save(string root, long iteration) => Checkpoint.Save(root, iteration, settings.Seed, Model.Name, buffer, adam, scaler, sampler);
 
     public IReadOnlyList<long>? PeakMemoryPerRank() => null;
 
@@ -81,6 +90,7 @@ public sealed class Trainer : ITrainStep
         dropout?.StartIteration(iteration);
         float[] stats;
         long enqueued;
+        bool skipped = false;
         using (var step = NewDisposeScope())
         {
             buffer.ZeroGrads();
@@ -90,18 +100,27 @@ public sealed class Trainer : ITrainStep
                 using var micro = NewDisposeScope();
                 var (tokens, labels) = NextMicroBatch(b, s);
                 var loss = model.forward(tokens, labels) / steps;
-                BackwardFailure.Run(() => loss.backward());
+                var scaled = scaler is null ? loss : loss * scaler.Scale;
+                BackwardFailure.Run(() => scaled.backward());
                 buffer.AccumulateMicroBatch();
                 lossSum.add_(loss.detach());
             }
-            var norm = adam.ClipAndStep(lr);
+            if (scaler is not null)
+            {
+                using var flag = MainGradUnscale.UnscaleAndFindInf([buffer.MainGrads], scaler.InverseScale, device);
+                using var host = flag.cpu();
+                skipped = host.item<float>() > 0;
+                scaler = scaler.Update(skipped);
+            }
+            // A skipped step has no norm (Megatron computes none) and leaves the weights and Adam's state as they were.
+            var reported = skipped ? lossSum : cat(new[] { lossSum, adam.ClipAndStep(lr).reshape(1).to(ScalarType.Float32) });
             enqueued = Stopwatch.GetTimestamp();
-            stats = cat(new[] { lossSum, norm.reshape(1).to(ScalarType.Float32) }).cpu().data<float>().ToArray();
+            stats = reported.cpu().data<float>().ToArray();
         }
         long synced = Stopwatch.GetTimestamp();
         long memory = DeviceProbe.UsedBytes(settings.Device == ExecutionDevice.Cuda, 0);
         peakMemory = Math.Max(peakMemory, memory);
-        return new StepResult(stats[0], stats[1], enqueued, synced, memory, peakMemory, null, cancel.IsCancellationRequested);
+        return new StepResult(stats[0], skipped ? null : stats[1], enqueued, synced, memory, peakMemory, null, cancel.IsCancellationRequested, scaler?.Scale);
     }
 
     private (Tensor Tokens, Tensor Labels) NextMicroBatch(int b, int s)

@@ -8,7 +8,8 @@ namespace Harness.Executor.Training;
 
 /// <summary>
 /// The training loop (Megatron's train()), the same for one device and for every rank of many: resume from --load, then
-/// per iteration the scheduled rate, one step, its record (time, throughput, TFLOP/s and MFU, loss, gradient norm, memory),
+/// per iteration the scheduled rate, one step, its record (time, throughput, TFLOP/s and MFU, loss, gradient norm, memory,
+/// the loss scale and the iterations skipped so far),
 /// a checkpoint every --save-interval and after the last iteration, the CUDA profiler range of --profile; until
 /// --train-iters or cancellation (Ctrl-C), after which what was trained is saved too. Rank 0 records
 /// (<see cref="RunRecorder"/>); when a step fails after some iterations were recorded, their summary and plots are written
@@ -22,7 +23,8 @@ public static class TrainingLoop
     {
         var settings = run.Settings;
         var d = run.Description;
-        long iteration = settings.Load is null ? 0 : step.Resume(settings.Load);
+        var resumed = settings.Load is null ? null : step.Resume(settings.Load);
+        long iteration = resumed?.Iteration ?? 0, skipped = resumed?.SkippedIterations ?? 0;
         var schedule = new LearningRateSchedule(settings.LearningRateOrDefault, settings.TrainIters, d.GlobalBatch);
         double tokens = (double)d.GlobalBatch * run.Model.SeqLength, flopsPerIteration = Flops.ModelFlopsPerToken(run.Model) * tokens;
         bool stopped = false;
@@ -33,16 +35,18 @@ public static class TrainingLoop
             {
                 if (iteration == settings.Profile?.StepStart) CudaProfiler.Start();
                 long start = Stopwatch.GetTimestamp();
-                double lr = schedule.At(iteration);
+                // Megatron steps its scheduler only after a successful update (train_step): skipped iterations hold the rate.
+                double lr = schedule.At(iteration - skipped);
                 var r = step.Step(iteration, lr, cancel);
                 iteration++;
+                if (r.Skipped) skipped++;
                 if (iteration == settings.Profile?.StepEnd) CudaProfiler.Stop();
                 // The period runs from the previous iteration's end to this one's: host time between steps included.
                 double elapsed = Stopwatch.GetElapsedTime(lastEnd, r.SyncedAt).TotalSeconds;
                 double tflops = flopsPerIteration / elapsed / d.WorldSize / 1e12;
                 recorder?.Append(new IterationRecord(iteration, elapsed * 1e3, tokens / elapsed / d.WorldSize, tflops, run.Mfu(tflops), r.Loss, r.GradNorm, lr,
                     r.MemoryUsedBytes, r.MemoryPeakBytes, Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds,
-                    Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs));
+                    Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs, r.LossScale, skipped));
                 lastEnd = r.SyncedAt;
                 stopped = r.Stop && iteration < settings.TrainIters;
                 if (settings.CheckpointDue(iteration) || (stopped && settings.Save is not null)) step.Save(settings.Save!, iteration);

@@ -22,6 +22,32 @@ public sealed record LearningRateSettings(
 public sealed record AdamSettings(double Beta1 = 0.9, double Beta2 = 0.999, double Epsilon = 1e-8, double WeightDecay = 0.01, double ClipGrad = 1.0);
 
 /// <summary>
+/// Megatron's loss-scaling flags (megatron/training/arguments.py, _add_mixed_precision_args, NVIDIA/Megatron-LM d98e8a6):
+/// --loss-scale, a constant scale (none: dynamic scaling under fp16), and the dynamic scaler's --initial-loss-scale (2^32),
+/// --min-loss-scale (1), --loss-scale-window (1000 overflow-free iterations before the scale doubles) and --hysteresis (2
+/// overflowing iterations before it halves). Which runs scale their loss is Megatron's rule, applied by the executor.
+/// </summary>
+public sealed record LossScaleSettings(
+    double? Constant = null,
+    double Initial = 4294967296,
+    double Min = 1,
+    int Window = 1000,
+    int Hysteresis = 2)
+{
+    /// <summary>Every reason these settings cannot run, as sentences naming the flag (Megatron's DynamicGradScaler asserts the
+    /// same bounds: a positive scale, 0 &lt; min &lt;= initial, a positive window and hysteresis).</summary>
+    public IEnumerable<string> Validate()
+    {
+        if (Constant is double c && !(double.IsFinite(c) && c > 0)) yield return $"--loss-scale is {c}; a loss scale is a finite number above 0.";
+        if (!(double.IsFinite(Initial) && Initial > 0)) yield return $"--initial-loss-scale is {Initial}; a loss scale is a finite number above 0.";
+        if (!(double.IsFinite(Min) && Min > 0)) yield return $"--min-loss-scale is {Min}; a loss scale is a finite number above 0.";
+        else if (Min > Initial) yield return $"--min-loss-scale {Min} exceeds --initial-loss-scale {Initial}.";
+        if (Window < 1) yield return $"--loss-scale-window is {Window}; it must be at least 1 iteration.";
+        if (Hysteresis < 1) yield return $"--hysteresis is {Hysteresis}; it must be at least 1 iteration.";
+    }
+}
+
+/// <summary>
 /// Megatron-LM's --profile, --profile-step-start and --profile-step-end: the CUDA profiler range is opened
 /// (cudaProfilerStart) before iteration <see cref="StepStart"/> + 1 and closed (cudaProfilerStop) after iteration
 /// <see cref="StepEnd"/>, so `nsys profile --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`
@@ -50,6 +76,7 @@ public sealed record RunSettings(
     int Seed = 1234,
     LearningRateSettings? LearningRate = null,
     AdamSettings? Adam = null,
+    LossScaleSettings? LossScale = null,
     string? DataPath = null,
     bool MockData = false,
     string? Save = null,
@@ -67,6 +94,7 @@ public sealed record RunSettings(
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();
+    public LossScaleSettings LossScaleOrDefault => LossScale ?? new();
 
     /// <summary>Every reason these settings cannot run, as sentences naming the flag.</summary>
     public IReadOnlyList<string> Validate()
@@ -90,6 +118,7 @@ public sealed record RunSettings(
         if (!Finite(a.Epsilon) || a.Epsilon <= 0) e.Add($"--adam-eps is {a.Epsilon}; it must be above 0.");
         if (!Finite(a.WeightDecay) || a.WeightDecay < 0) e.Add($"--weight-decay is {a.WeightDecay}; it must be at least 0.");
         if (!Finite(a.ClipGrad) || a.ClipGrad < 0) e.Add($"--clip-grad is {a.ClipGrad}; it must be at least 0 (0 = off).");
+        e.AddRange(LossScaleOrDefault.Validate());
         if (DataPath is not null && MockData) e.Add("Give one of --data-path PREFIX and --mock-data, not both.");
         if (SaveInterval < 0) e.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (LogInterval < 1) e.Add($"--log-interval is {LogInterval}; it must be at least 1.");

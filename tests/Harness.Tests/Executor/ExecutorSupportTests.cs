@@ -18,6 +18,8 @@ public class ExecutorSupportTests
             FusedKernels: false, GradientAccumulationFusion: false, DdpBucketSize: 1000)));
         // Megatron-Kwai's recomputation, alone and beside selective.
         Assert.Empty(ExecutorSupport.Refusals(new RunDescription(Recompute: RecomputeSpec.Kwai)));
+        // fp16 with fp32 main gradients (the loss scaler is RunSettings', not the description's).
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(DataParallel: 2, ZeroStage: 1, Precision: Precision.Fp16, GradientsInFp32: true)));
         Assert.Empty(ExecutorSupport.Refusals(new RunDescription(TensorParallel: 2, SequenceParallel: true, Recompute: RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true })));
     }
 
@@ -29,7 +31,8 @@ public class ExecutorSupportTests
         Assert.Equal("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).", Refused(d with { OffloadRatio = 0.5 }));
         Assert.StartsWith("--zero-stage 2 ", Refused(d with { ZeroStage = 2 }));
         Assert.StartsWith("--zero-stage 3 ", Refused(d with { ZeroStage = 3 }));
-        Assert.StartsWith("--fp16 ", Refused(d with { Precision = Precision.Fp16, GradientsInFp32 = false }));
+        Assert.Equal("--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +
+                     "(it keeps and reduces them in fp32); add --accumulate-allreduce-grads-in-fp32.", Refused(d with { Precision = Precision.Fp16, GradientsInFp32 = false }));
         Assert.StartsWith("reduced-precision main gradients (--grad-reduce-in-bf16, ", Refused(d with { Precision = Precision.Bf16, GradientsInFp32 = false }));
         Assert.StartsWith("--use-precision-aware-optimizer ", Refused(d with { Precision = Precision.Bf16, Adam = new AdamStates(PrecisionAware: true) }));
         Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));

@@ -114,7 +114,8 @@ public class CodecTests
     [
         "--train-iters 40", "--seed 7", "--lr 3e-4", "--min-lr 3e-5", "--lr-decay-style cosine", "--lr-warmup-iters 4",
         "--lr-warmup-fraction 0.1", "--lr-decay-iters 30", "--weight-decay 0.1", "--adam-beta1 0.8", "--adam-beta2 0.95",
-        "--adam-eps 1e-5", "--clip-grad 0.5", "--data-path /data/x_text_document", "--mock-data", "--save ck", "--load ck",
+        "--adam-eps 1e-5", "--clip-grad 0.5", "--loss-scale 4096", "--initial-loss-scale 65536", "--min-loss-scale 2",
+        "--loss-scale-window 100", "--hysteresis 1", "--data-path /data/x_text_document", "--mock-data", "--save ck", "--load ck",
         "--save-interval 5", "--log-interval 10", "--make-vocab-size-divisible-by 64", "--device cuda --profile --profile-step-start 2 --profile-step-end 4",
         "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--master-port 29600", "--out runs/x",
     ];
@@ -145,6 +146,12 @@ public class CodecTests
     [InlineData("--clip-grad -0.5", "--clip-grad is -0.5")]
     [InlineData("--lr-warmup-iters 200 --train-iters 100", "--lr-warmup-iters 200 exceeds the 100 decay iterations")]
     [InlineData("--lr-warmup-fraction 0.1 --lr-warmup-iters 3", "pass one of --lr-warmup-fraction and --lr-warmup-iters")]
+    [InlineData("--loss-scale 0", "--loss-scale is 0; a loss scale is a finite number above 0.")]
+    [InlineData("--initial-loss-scale -1", "--initial-loss-scale is -1; a loss scale is a finite number above 0.")]
+    [InlineData("--min-loss-scale 0", "--min-loss-scale is 0; a loss scale is a finite number above 0.")]
+    [InlineData("--initial-loss-scale 1024 --min-loss-scale 2048", "--min-loss-scale 2048 exceeds --initial-loss-scale 1024.")]
+    [InlineData("--loss-scale-window 0", "--loss-scale-window is 0; it must be at least 1 iteration.")]
+    [InlineData("--hysteresis 0", "--hysteresis is 0; it must be at least 1 iteration.")]
     [InlineData("--lr-decay-style WSD", "--lr-decay-style WSD (warmup-stable-decay) is not run yet")]
     [InlineData("--mock-data --data-path x", "Give one of --data-path PREFIX and --mock-data")]
     public void OutOfRangeSettingsAreOneSentence(string line, string expected)
@@ -212,5 +219,7 @@ public class CodecTests
         var s = new RunSettings();
         Assert.Equal((1234, 100, 128, 0.0, LearningRateDecayStyle.Linear), (s.Seed, s.LogInterval, s.MakeVocabSizeDivisibleBy, s.LearningRateOrDefault.MinLr, s.LearningRateOrDefault.DecayStyle));
         Assert.Equal(new AdamSettings(0.9, 0.999, 1e-8, 0.01, 1.0), s.AdamOrDefault);
+        // Megatron's _add_mixed_precision_args: no constant scale, 2^32, 1, 1000, 2.
+        Assert.Equal(new LossScaleSettings(null, Math.Pow(2, 32), 1, 1000, 2), s.LossScaleOrDefault);
     }
 }

@@ -87,6 +87,38 @@ public class ParallelCheckpointTests
         }
     }
 
+    /// <summary>
+    /// fp16 on two ranks with the distributed optimizer and a scale that doubles after every clean iteration (window 1,
+    /// from 1024): the checkpoint keeps the loss scaler's state, so the resumed run goes on from the saved scale; its
+    /// rows (loss, norm, scale, skipped count) are the uninterrupted run's to the character. Restarting the scaler would
+    /// show in the loss_scale column.
+    /// </summary>
+    [Fact]
+    public void Fp16ResumesTheLossScaleBitForBit()
+    {
+        string[] layout = ["--nproc-per-node", "2", "--use-distributed-optimizer", "--fp16", "--accumulate-allreduce-grads-in-fp32",
+            "--initial-loss-scale", "1024", "--loss-scale-window", "1"];
+        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        try
+        {
+            string ckpt = Path.Combine(root, "ckpt");
+            Assert.Equal((0, ""), Run(layout, "--train-iters", $"{Iterations}", "--out", Path.Combine(root, "straight")));
+            Assert.Equal((0, ""), Run(layout, "--train-iters", $"{SavedAt}", "--save", ckpt, "--out", Path.Combine(root, "resumed")));
+            Assert.Equal((0, ""), Run(layout, "--train-iters", $"{Iterations}", "--load", ckpt, "--out", Path.Combine(root, "resumed")));
+            string[][] Rows(string run)
+            {
+                var lines = File.ReadAllLines(Path.Combine(root, run, "metrics.csv"));
+                var header = lines[0].Split(',').ToList();
+                int[] columns = [.. new[] { "iteration", "loss", "grad_norm", "learning_rate", "loss_scale", "skipped_iterations" }.Select(name => header.IndexOf(name))];
+                return [.. lines.Skip(1).Select(l => columns.Select(c => l.Split(',')[c]).ToArray())];
+            }
+            var straight = Rows("straight");
+            Assert.Equal(["2048", "4096", "8192", "16384"], straight.Select(r => r[4]));
+            Assert.Equal(straight, Rows("resumed"));
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
     [Fact]
     public void ACheckpointOfAnotherWeightSplitIsOneSentence()
     {

@@ -20,8 +20,9 @@ public class ParallelRunCommandTests
         Assert.Equal(0, code);
         var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
         Assert.Equal(4, lines.Length); // header + 3 iterations
-        Assert.EndsWith("communication_ms", lines[0]);
-        Assert.All(lines.Skip(1), l => Assert.True(double.Parse(l.Split(',')[^1]) > 0, "no communication time recorded"));
+        int communication = Array.IndexOf(lines[0].Split(','), "communication_ms");
+        Assert.True(communication >= 0, lines[0]);
+        Assert.All(lines.Skip(1), l => Assert.True(double.Parse(l.Split(',')[communication]) > 0, "no communication time recorded"));
         using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
         var peaks = summary.RootElement.GetProperty("PeakMemoryBytesPerRank").EnumerateArray().Select(e => e.GetInt64()).ToList();
         Assert.Equal(4, peaks.Count);
@@ -38,6 +39,41 @@ public class ParallelRunCommandTests
         Assert.False(summary.RootElement.TryGetProperty("Parallel", out _));
         Assert.False(description.TryGetProperty("RecomputeOrNone", out _));
         Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>
+    /// fp16 on two CPU ranks with Megatron's default initial scale 2^32, which overflows the tiny model's fp16 gradients at
+    /// once (Fp16Tests): each of the three iterations is skipped (no norm), the scale goes 2^32 (hysteresis 2 spends one),
+    /// 2^31, 2^30, and the learning rate holds at the schedule's first (linear decay over 3 iterations from 1e-3; Megatron
+    /// steps its scheduler only after an update). The progress line counts the skipped iterations since the previous line,
+    /// as Megatron's does; summary.json says fp16 ran.
+    /// </summary>
+    [Fact]
+    public void Fp16RanksSkipOverflowingStepsAndRecordTheLossScaleAndTheSkippedIterations()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        var (code, output, error) = ConsoleCapture.Run(RunCommand.Run,
+            [.. Tiny, "--nproc-per-node", "2", "--fp16", "--accumulate-allreduce-grads-in-fp32", "--lr", "1e-3", "--min-lr", "0", "--log-interval", "2", "--out", dir]);
+        Assert.True(code == 0, error);
+        var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
+        var header = lines[0].Split(',').ToList();
+        string[] Column(string name) => lines.Skip(1).Select(l => l.Split(',')[header.IndexOf(name)]).ToArray();
+        Assert.Equal(["4294967296", "2147483648", "1073741824"], Column("loss_scale"));
+        Assert.Equal(["1", "2", "3"], Column("skipped_iterations"));
+        Assert.Equal(["", "", ""], Column("grad_norm"));
+        Assert.Equal(["0.001", "0.001", "0.001"], Column("learning_rate"));
+        Assert.Contains("| loss scale 2147483648.0 | number of skipped iterations   2 |", output);
+        Assert.Contains("| loss scale 1073741824.0 | number of skipped iterations   1 |", output);
+        Assert.DoesNotContain("grad norm", output);
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+        Assert.Equal("Fp16", summary.RootElement.GetProperty("Description").GetProperty("Precision").GetString());
+        Assert.Equal(3, summary.RootElement.GetProperty("SkippedIterations").GetInt64());
+        Assert.Equal(1073741824, summary.RootElement.GetProperty("FinalLossScale").GetDouble());
+        Directory.Delete(dir, recursive: true);
+        // Megatron's fp16 gradients (without --accumulate-allreduce-grads-in-fp32) are refused in one sentence.
+        var (refused, _, sentence) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--fp16", "--out", dir]);
+        Assert.Equal(2, refused);
+        Assert.Contains("--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients", sentence);
     }
 
     [Fact]

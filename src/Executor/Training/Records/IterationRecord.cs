@@ -8,6 +8,9 @@ namespace Harness.Executor.Training.Records;
 /// launch-bound). Memory is NVML's used bytes on a GPU, the process working set on CPU.
 /// In parallel runs (rank 0 writes the row) MemoryPeakBytes is the maximum over ranks and CommunicationMs the
 /// time rank 0 spent in communication during the iteration (null for single-device runs).
+/// GradNorm is null when the iteration skipped its optimizer step (its gradients overflowed); LossScale is the loss scaler's
+/// scale after the iteration (null when the run scales no loss), and SkippedIterations counts the run's skipped iterations
+/// up to and including this one (those before a resume too).
 /// </summary>
 public sealed record IterationRecord(
     long Iteration,
@@ -16,10 +19,12 @@ public sealed record IterationRecord(
     double ModelTflopsPerGpu,
     double? Mfu,
     double Loss,
-    double GradNorm,
+    double? GradNorm,
     double LearningRate,
     long MemoryUsedBytes,
     long MemoryPeakBytes,
     double HostGapMs,
     double EnqueueMs,
-    double? CommunicationMs = null);
+    double? CommunicationMs = null,
+    double? LossScale = null,
+    long SkippedIterations = 0);

@@ -5,7 +5,8 @@ namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// metrics.csv: one row per iteration, written and flushed to the file as soon as the iteration ends, so a crash
-/// or Ctrl-C loses no recorded row. A resumed run (--load) appends to the file it finds.
+/// or Ctrl-C loses no recorded row. A resumed run (--load) appends to the file it finds. Empty fields: no gradient norm
+/// for a skipped iteration, no loss scale for a run that scales none, no communication for a single device.
 /// </summary>
 public sealed class MetricsCsv : IDisposable
 {
@@ -16,6 +17,7 @@ public sealed class MetricsCsv : IDisposable
     {
         "iteration", "elapsed_ms", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "loss", "grad_norm",
         "learning_rate", "memory_used_bytes", "memory_peak_bytes", "host_gap_ms", "enqueue_ms", "communication_ms",
+        "loss_scale", "skipped_iterations",
     };
 
     public MetricsCsv(string path, bool append)
@@ -33,9 +35,9 @@ public sealed class MetricsCsv : IDisposable
         {
             r.Iteration.ToString(c), r.ElapsedMs.ToString("F3", c), r.TokensPerSecondPerGpu.ToString("F1", c),
             r.ModelTflopsPerGpu.ToString("F4", c), r.Mfu?.ToString("F4", c) ?? "", r.Loss.ToString("R", c),
-            r.GradNorm.ToString("R", c), r.LearningRate.ToString("R", c), r.MemoryUsedBytes.ToString(c),
+            r.GradNorm?.ToString("R", c) ?? "", r.LearningRate.ToString("R", c), r.MemoryUsedBytes.ToString(c),
             r.MemoryPeakBytes.ToString(c), r.HostGapMs.ToString("F3", c), r.EnqueueMs.ToString("F3", c),
-            r.CommunicationMs?.ToString("F3", c) ?? "",
+            r.CommunicationMs?.ToString("F3", c) ?? "", r.LossScale?.ToString("R", c) ?? "", r.SkippedIterations.ToString(c),
         });
     }
 

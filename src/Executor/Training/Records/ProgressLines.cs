@@ -24,14 +24,19 @@ public static class ProgressLines
                $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}; {run.Runtime}";
     }
 
-    /// <summary>One iteration: loss, gradient norm, rate, time, throughput per GPU (and TFLOP/s with MFU on a GPU), time in
-    /// communication (parallel runs), peak memory (the maximum over ranks) and the time the rest of the run should take.</summary>
-    public static string Iteration(IterationRecord r, RunRecord run, TimeSpan remaining)
+    /// <summary>One iteration: loss, gradient norm (none when the step was skipped, as Megatron prints none), rate, time,
+    /// throughput per GPU (and TFLOP/s with MFU on a GPU), time in communication (parallel runs), peak memory (the maximum
+    /// over ranks), the time the rest of the run should take; with a loss scaler, Megatron's "loss scale" and "number of
+    /// skipped iterations" (<paramref name="skippedSinceLastLine"/>: over the iterations since the previous line, as
+    /// Megatron counts them).</summary>
+    public static string Iteration(IterationRecord r, RunRecord run, TimeSpan remaining, long skippedSinceLastLine)
     {
         var c = CultureInfo.InvariantCulture;
-        string line = string.Create(c, $"iter {r.Iteration,6}/{run.Settings.TrainIters} | loss {r.Loss,8:F4} | grad norm {r.GradNorm,7:F3} | lr {r.LearningRate:E2} | {r.ElapsedMs,8:F1} ms | {r.TokensPerSecondPerGpu,10:N0} tok/s/GPU");
+        string norm = r.GradNorm is double g ? string.Create(c, $" | grad norm {g,7:F3}") : "";
+        string line = string.Create(c, $"iter {r.Iteration,6}/{run.Settings.TrainIters} | loss {r.Loss,8:F4}{norm} | lr {r.LearningRate:E2} | {r.ElapsedMs,8:F1} ms | {r.TokensPerSecondPerGpu,10:N0} tok/s/GPU");
         if (r.Mfu is double mfu) line += string.Create(c, $" | {r.ModelTflopsPerGpu:F1} TFLOP/s | MFU {100 * mfu:F1}%");
         if (r.CommunicationMs is double comm) line += string.Create(c, $" | comm {comm,7:F1} ms");
+        if (r.LossScale is double scale) line += string.Create(c, $" | loss scale {scale:F1} | number of skipped iterations {skippedSinceLastLine,3}");
         return line + string.Create(c, $" | peak {r.MemoryPeakBytes / 1048576.0:F0} MiB{(run.Description.WorldSize > 1 ? " (max over ranks)" : "")}")
             + (r.Iteration < run.Settings.TrainIters ? $" | ETA {Duration(remaining)}" : "");
     }

@@ -12,6 +12,7 @@ public sealed class RunRecorder : IDisposable
     private readonly Action<string> log;
     private readonly MetricsCsv csv;
     private readonly List<IterationRecord> rows = new();
+    private long skippedAtLastLine;
 
     public RunRecorder(string output, RunRecord run, Action<string> log)
     {
@@ -26,9 +27,14 @@ public sealed class RunRecorder : IDisposable
     public void Append(IterationRecord r)
     {
         csv.Append(r);
+        // Before this process's first row, the count the run resumed with.
+        if (rows.Count == 0) skippedAtLastLine = r.SkippedIterations - (r.GradNorm is null ? 1 : 0);
         rows.Add(r);
         if (r.Iteration % Math.Max(1, run.Settings.LogInterval) == 0 || r.Iteration == run.Settings.TrainIters)
-            log(ProgressLines.Iteration(r, run, Remaining(r.Iteration)));
+        {
+            log(ProgressLines.Iteration(r, run, Remaining(r.Iteration), r.SkippedIterations - skippedAtLastLine));
+            skippedAtLastLine = r.SkippedIterations;
+        }
     }
 
     /// <summary>The time the iterations left should take at the median pace of the last ten (the first, with its allocator
