@@ -70,6 +70,8 @@ public static class RunDescriptionFlags
         DeviceMaxConnections,
         MaxSplitSize,
         ExpandableSegments,
+        new("--no-scatter-gather-tensors-in-pipeline", false,
+            "every tensor-parallel rank sends the whole activation to the next stage (Megatron-LM 2021-2026's switch; DeepSpeed's pipeline engine)"),
         new("--no-async-tensor-model-parallel-allreduce", false,
             "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
         new("--accumulate-allreduce-grads-in-fp32", false,
@@ -193,6 +195,7 @@ public static class RunDescriptionFlags
             GradientAccumulationFusion = !cl.Switch("--no-gradient-accumulation-fusion") && d.GradientAccumulationFusion,
             MaxSplitSizeMb = maxSplit ?? d.MaxSplitSizeMb,
             ExpandableSegments = cl.Switch(ExpandableSegments.Name) || d.ExpandableSegments,
+            PipelineScatterGather = !cl.Switch("--no-scatter-gather-tensors-in-pipeline") && d.PipelineScatterGather,
             ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
@@ -332,6 +335,7 @@ public static class RunDescriptionFlags
         if (o.DeviceMaxConnections is int q) Value(DeviceMaxConnections.Name, q);
         if (r.MaxSplitSizeMb is int mb) Value(MaxSplitSize.Name, mb);
         if (r.ExpandableSegments) a.Add(ExpandableSegments.Name);
+        if (!r.PipelineScatterGather) a.Add("--no-scatter-gather-tensors-in-pipeline");
         if (!o.TensorParallelBackwardAsync) a.Add("--no-async-tensor-model-parallel-allreduce");
         if (!r.FusedElementwise) a.AddRange(ElementwiseFusions);
         if (!r.GradientAccumulationFusion) a.Add("--no-gradient-accumulation-fusion");

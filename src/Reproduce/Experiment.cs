@@ -88,6 +88,7 @@ public sealed record SystemProfile(
     [property: JsonPropertyName("fused-norm")] bool FusedNorm = true,
     [property: JsonPropertyName("fused-elementwise")] bool FusedElementwise = true,
     [property: JsonPropertyName("bias-swiglu-fusion")] bool FusedSwiGlu = true,
+    [property: JsonPropertyName("scatter-gather-tensors-in-pipeline")] bool PipelineScatterGather = true,
     [property: JsonPropertyName("gradient-accumulation-fusion")] bool GradientAccumulationFusion = true,
     [property: JsonPropertyName("max-split-size-mb")] int? MaxSplitSizeMb = null,
     [property: JsonPropertyName("cuda-device-max-connections")] int? CudaDeviceMaxConnections = null);

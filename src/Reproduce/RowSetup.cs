@@ -60,7 +60,7 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescripti
     [
         "tp-comm-overlap", "overlap-sp-ag", "overlap-sp-rs", "overlap-grad-reduce", "no-overlap-p2p-communication", "overlap-p2p-communication",
         "no-async-tensor-model-parallel-allreduce", "no-norm-fusion", "no-masked-softmax-fusion", "no-bias-gelu-fusion", "no-bias-dropout-fusion",
-        "no-bias-swiglu-fusion", "no-gradient-accumulation-fusion", "max-split-size-mb", "cuda-device-max-connections",
+        "no-bias-swiglu-fusion", "no-scatter-gather-tensors-in-pipeline", "no-gradient-accumulation-fusion", "max-split-size-mb", "cuda-device-max-connections",
     ];
 
     /// <summary>The row's arguments read by the command line's codec, on the implementation its system describes.</summary>
@@ -90,6 +90,7 @@ public sealed record RowSetup(ModelSpec Model, ClusterSpec Cluster, RunDescripti
             FusedNorm = system.FusedNorm,
             FusedElementwise = system.FusedElementwise,
             FusedSwiGlu = system.FusedSwiGlu,
+            PipelineScatterGather = system.PipelineScatterGather,
             GradientAccumulationFusion = system.GradientAccumulationFusion,
             MaxSplitSizeMb = system.MaxSplitSizeMb,
         };

@@ -7,6 +7,7 @@ namespace Harness.Tests;
 public class CommunicationTests
 {
     private static readonly GpuSpec H800 = GpuPresets.All["h800"];
+    private static readonly GpuSpec A100 = GpuPresets.All["a100-80gb"];
 
     [Fact]
     public void KwaisContextParallelExchangeWithoutOverlapIsOnTheCriticalPath()
@@ -143,6 +144,23 @@ public class CommunicationTests
         Assert.True(Topology.PipelineNeighboursShareNode(c, 8));
         Assert.False(Topology.PipelineNeighboursShareNode(c with { PipelineParallel = 8 }, 8));
         Assert.True(Topology.PipelineNeighboursShareNode(c with { DataParallel = 1, PipelineParallel = 4 }, 8));
+    }
+
+    [Fact]
+    public void WithoutScatterGatherEveryTensorParallelRankSendsTheWholeActivation()
+    {
+        // GPT 530B, t8 p35 on 8-GPU nodes: each stage fills a node, so every p2p crosses the network. Megatron's
+        // scatter/gather sends S/t per rank and all-gathers S over NVLink on the receiver (Narayanan et al. 2021, 4.1);
+        // --no-scatter-gather-tensors-in-pipeline sends S from every rank and gathers nothing.
+        var m = ModelPresets.All["gpt-529.6b"];
+        var cluster = ClusterSpec.Of(A100, 2240);
+        var sliced = new RunDescription(DataParallel: 8, TensorParallel: 8, PipelineParallel: 35, GlobalBatch: 1920, Precision: Precision.Fp16);
+        var whole = sliced with { PipelineScatterGather = false };
+        double S = 1.0 * m.SeqLength * m.HiddenSize * 2;
+        Assert.Equal(Collectives.SendRecv(S / 8, false, A100), PipelineCosts.Build(m, cluster, sliced).P2p, 12);
+        Assert.Equal(Collectives.SendRecv(S, false, A100), PipelineCosts.Build(m, cluster, whole).P2p, 12);
+        double gather = Collectives.AllGather(S, Topology.TensorGroup(sliced, 8), A100);
+        Assert.Equal(gather, PipelineCosts.Build(m, cluster, sliced).ChunkForward - PipelineCosts.Build(m, cluster, whole).ChunkForward, 9);
     }
 
     [Fact]

@@ -19,7 +19,7 @@ public class ReproductionTargetTests
     {
         var wrong = All.Value.Tables.SelectMany(t => t.Rows).Where(r => !r.FitDecisionRight).Select(r => r.Row.Label);
         Assert.Empty(wrong);
-        Assert.Equal(95, All.Value.FitDecisions);
+        Assert.Equal(98, All.Value.FitDecisions);
     }
 
     [Fact]
@@ -85,7 +85,7 @@ public class ReproductionTargetTests
         // today's accuracy so that a change fitted to the target tables and worse here fails: 1.8%, worst Llama-175B on
         // 64 GPUs at -5.5%.
         var t = Table("kwai-atc24-fig9");
-        Assert.Equal(49, All.Value.HeldOut.Count);
+        Assert.Equal(52, All.Value.HeldOut.Count);
         Assert.InRange(t.Errors.Mape, 0, 0.019);
         Assert.InRange(t.Errors.MaxAbs, 0, 0.056);
     }

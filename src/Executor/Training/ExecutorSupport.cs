@@ -61,6 +61,12 @@ public static class ExecutorSupport
             overlap = overlap with { PipelineP2p = false };
             notes.Add("pipeline p2p is not overlapped with compute: each send goes out grouped with the next receive and is waited for (P2PCommunication).");
         }
+        bool scatterGather = d.PipelineScatterGather;
+        if (d.PipelineParallel > 1 && d.TensorParallel > 1 && !d.SequenceParallel && scatterGather)
+        {
+            scatterGather = false;
+            notes.Add("every tensor-parallel rank sends the whole activation to the next pipeline stage (--no-scatter-gather-tensors-in-pipeline), not Megatron's 1/t slice all-gathered by the receivers.");
+        }
         if (d.TensorParallel > 1 && overlap.TensorParallelBackwardAsync)
         {
             overlap = overlap with { TensorParallelBackwardAsync = false };
@@ -96,7 +102,7 @@ public static class ExecutorSupport
             // The fused SwiGLU kernel runs on bf16 GPU tensors only (FusedKernels.Applies); elsewhere libtorch's chunk, silu and
             // product run, which keep what Megatron's --no-bias-swiglu-fusion keeps.
             FusedSwiGlu = d.FusedSwiGlu && kernelsRan && d.Precision == Precision.Bf16,
-            ExpandableSegments = allocator.ExpandableSegments, MaxSplitSizeMb = allocator.MaxSplitSizeMb,
+            ExpandableSegments = allocator.ExpandableSegments, MaxSplitSizeMb = allocator.MaxSplitSizeMb, PipelineScatterGather = scatterGather,
         };
         notes.AddRange(fusions.Notes);
         if (d.FusedKernels && device == ExecutionDevice.Cpu)

@@ -174,12 +174,14 @@ public readonly struct PipelineCosts
         var offload = Offload.Chunk(tensors, c, layersPerChunk, chunkActivations);
         double offloadWindow = offload.Offloaded * (OffloadWindowChunks - 1);
 
-        // Pipeline p2p: Megatron sends b·(s/cp)·h/t per TP rank (scatter-gather, or the SP shard).
+        // Pipeline p2p: Megatron sends b·(s/cp)·h/t per TP rank (scatter-gather, or the SP shard). Without sequence
+        // parallelism each TP rank sends only its 1/t slice (Narayanan et al. 2021, section 4.1, scatter/gather) and the
+        // receiver all-gathers the full activation over NVLink before it can compute; without scatter/gather every TP rank
+        // sends the whole activation over its own link.
         bool p2pSameNode = Topology.PipelineNeighboursShareNode(c, cluster.GpusPerNode);
-        double p2p = p > 1 ? Collectives.SendRecv(S / c.TensorParallel, p2pSameNode, gpu) : 0;
-        // Without sequence parallelism each TP rank sends only its 1/t slice (Narayanan et al. 2021, section 4.1,
-        // scatter/gather); the receiver all-gathers the full activation over NVLink before it can compute.
-        double p2pGather = p > 1 && c.TensorParallel > 1 && !c.SequenceParallel ? Collectives.AllGather(S, tpGroup, gpu) : 0;
+        bool scatterGather = c.TensorParallel > 1 && !c.SequenceParallel && c.PipelineScatterGather;
+        double p2p = p > 1 ? Collectives.SendRecv(c.SequenceParallel || scatterGather ? S / c.TensorParallel : S, p2pSameNode, gpu) : 0;
+        double p2pGather = p > 1 && scatterGather ? Collectives.AllGather(S, tpGroup, gpu) : 0;
 
         double chunkParams = layersPerChunk * ModelState.LayerParametersPerRank(m, c.TensorParallel);
         double embedParams = ModelState.EmbeddingParametersPerRank(m, c.TensorParallel);

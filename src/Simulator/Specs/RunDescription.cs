@@ -113,6 +113,10 @@ public enum ContextParallelCommType
 /// bf16); Megatron-LM 2019-2021 fp16 runs kept and all-reduced fp16 gradients.</param>
 /// <param name="ExpandableSegments">PyTorch's PYTORCH_CUDA_ALLOC_CONF expandable_segments:True: the caching allocator grows one
 /// segment per stream by mapping pages, so freed memory is not stranded (<see cref="Costs.MemoryBudget.Fragmentation"/>).</param>
+/// <param name="PipelineScatterGather">Megatron-LM's scatter/gather of pipeline p2p tensors without sequence parallelism
+/// (on unless --no-scatter-gather-tensors-in-pipeline, 2021 to 2026; Narayanan et al. 2021, section 4.1): each tensor-parallel
+/// rank sends a 1/t slice, the receivers all-gather it over NVLink; false: every rank sends the whole activation, as DeepSpeed's
+/// pipeline engine did.</param>
 /// <param name="Adam">How Adam's master weights and moments are stored (<see cref="AdamStates"/>); null: fp32.</param>
 /// <param name="GradientAccumulationFusion">Megatron's --gradient-accumulation-fusion (on unless --no-gradient-accumulation-fusion,
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
@@ -151,7 +155,8 @@ public sealed record RunDescription(
     long? DdpBucketSize = null,
     bool FusedSwiGlu = true,
     AdamStates? Adam = null,
-    bool ExpandableSegments = false)
+    bool ExpandableSegments = false,
+    bool PipelineScatterGather = true)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;

@@ -76,9 +76,11 @@ public class ExecutorSupportTests
         Assert.False(asRun.FusedKernels);
         Assert.False(asRun.GradientAccumulationFusion);
         Assert.Null(overlap.DeviceMaxConnections); // no GPU queues on CPU
-        Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false, FusedSwiGlu = false }, asRun); // nothing else changed
+        Assert.False(asRun.PipelineScatterGather);
+        Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false, FusedSwiGlu = false, PipelineScatterGather = false }, asRun); // nothing else changed
         Assert.Collection(notes,
             n => Assert.StartsWith("pipeline p2p is not overlapped", n),
+            n => Assert.StartsWith("every tensor-parallel rank sends the whole activation to the next pipeline stage", n),
             n => Assert.StartsWith("the column-parallel input-gradient all-reduce runs on the compute stream", n),
             n => Assert.StartsWith("ring attention passes each key/value block before computing on it", n),
             n => Assert.StartsWith("the executor's fused kernels are CUDA kernels; on CPU", n),

@@ -26,6 +26,7 @@ public class CodecTests
         "--no-overlap-p2p-communication", "--cuda-device-max-connections 1", "--max-split-size-mb 21",
         "--no-async-tensor-model-parallel-allreduce", "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion",
         "--no-gradient-accumulation-fusion", "--no-norm-fusion", "--no-fused-kernels", "--no-bias-swiglu-fusion", "--expandable-segments",
+        "--no-scatter-gather-tensors-in-pipeline",
         "--bf16 --grad-reduce-in-bf16", "--bf16 --main-grads-dtype bf16 --use-precision-aware-optimizer", "--bf16 --use-precision-aware-optimizer",
         "--fp16 --use-precision-aware-optimizer --main-params-dtype fp16", "--bf16 --use-precision-aware-optimizer --exp-avg-dtype bf16",
         "--bf16 --use-precision-aware-optimizer --exp-avg-sq-dtype fp8",
