@@ -55,7 +55,7 @@ public static class RunDescriptionFlags
         new("--bf16", false, "bf16 mixed precision"),
         new("--fp16", false, "fp16 mixed precision"),
         new("--fp32", false, "fp32 training (the default, as in Megatron; the flag only says so)"),
-        new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default) or allgather"),
+        new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default), allgather or a2a (DeepSpeed-Ulysses)"),
         new("--attention-backend", true, "flash, fused, unfused, local or auto (default auto: flash or cuDNN's fused attention)"),
         new("--use-flash-attn", false, "flash attention (older Megatron flag; the default)"),
         new("--overlap-grad-reduce", false, "reduce gradient buckets during backward (off by default, as in Megatron)"),
@@ -273,14 +273,23 @@ public static class RunDescriptionFlags
         {
             case "p2p": return ContextParallelCommType.P2p;
             case "allgather" or "all_gather": return ContextParallelCommType.AllGather;
-            case "a2a" or "a2a+p2p":
-                cl.Errors.Add($"--cp-comm-type {s} (DeepSpeed-Ulysses' all-to-all) is not modelled yet; use p2p or allgather.");
+            case "a2a": return ContextParallelCommType.A2a;
+            case "a2a+p2p":
+                cl.Errors.Add($"--cp-comm-type {s} (all-to-all inside --hierarchical-context-parallel-sizes' first level, ring across it) is not modelled yet; use p2p, allgather or a2a.");
                 return null;
             default:
                 cl.Errors.Add($"--cp-comm-type '{s}' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.");
                 return null;
         }
     }
+
+    /// <summary>Megatron's spelling of a --cp-comm-type (all_gather written as the codec's allgather).</summary>
+    public static string CommTypeName(ContextParallelCommType t) => t switch
+    {
+        ContextParallelCommType.AllGather => "allgather",
+        ContextParallelCommType.A2a => "a2a",
+        _ => "p2p",
+    };
 
     private static string F(double x) => x.ToString("R", CultureInfo.InvariantCulture);
 
@@ -318,7 +327,7 @@ public static class RunDescriptionFlags
         Dtype("--main-params-dtype", adam.MainParams);
         Dtype("--exp-avg-dtype", adam.ExpAvg);
         Dtype("--exp-avg-sq-dtype", adam.ExpAvgSq);
-        if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", r.ContextParallelComm == ContextParallelCommType.AllGather ? "allgather" : "p2p");
+        if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", CommTypeName(r.ContextParallelComm));
         if (r.FlashAttention != d.FlashAttention) Value("--attention-backend", r.FlashAttention ? "flash" : "unfused");
         var o = r.OverlapOrDefault;
         var od = d.OverlapOrDefault;

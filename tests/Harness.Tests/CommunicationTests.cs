@@ -34,6 +34,27 @@ public class CommunicationTests
     }
 
     [Fact]
+    public void UlyssesAllToAllsQueriesKeysValuesAndOutputOnTheCriticalPath()
+    {
+        // Llama2-70B (64 heads, 8 key/value groups of head dim 128), s 8192, t2 c4 on one H800 node, bf16: a rank's queries
+        // (and output) of one layer are 2048 tokens x 32 heads x 128 x 2 B = 16 MiB, its keys (and values) 2048 x 4 x 128 x 2 B
+        // = 2 MiB. Each all-to-all sends 3/4 of a rank's tensor over NVLink (200 GB/s at NCCL's 80%, 3 us to each of 3 peers):
+        // forward Q, K, V and O, backward dO, dQ, dK and dV.
+        double AllToAll(double bytes) => 0.75 * bytes / 160e9 + 3 * 3e-6;
+        double layer = 2 * AllToAll(16777216) + 2 * AllToAll(2097152);
+        Assert.Equal(212.95e-6, layer, 8);
+        var m = Harness.Simulator.Specs.ModelPresets.All["llama2-70b"] with { SeqLength = 8192 };
+        var cluster = ClusterSpec.Of(H800, 8);
+        var c = new RunDescription(TensorParallel: 2, ContextParallel: 4, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
+            ZeroStage: 1, Precision: Precision.Bf16, ContextParallelComm: ContextParallelCommType.A2a);
+        var (forward, backward) = ContextParallelComm.AllToAll(m, c, cluster);
+        Assert.Equal(layer, forward, 12);
+        Assert.Equal(layer, backward, 12);
+        // Not hidden behind attention (Megatron's overlap switch is the ring's): every layer of every micro-batch, both ways.
+        Assert.Equal(4 * 80 * 2 * layer, Harness.Simulator.Estimator.Estimate(m, cluster, c).Time.ContextParallelComm, 9);
+    }
+
+    [Fact]
     public void RingAllGatherAndAllReduceFollowTheAlphaBetaFormula()
     {
         // Inside a node: (n−1)/n·S/B + (n−1)α for all-gather, twice that for all-reduce (a 1 GB ring beats the tree's 2·S/B).

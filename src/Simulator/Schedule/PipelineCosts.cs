@@ -132,9 +132,11 @@ public readonly struct PipelineCosts
             : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);
         double attentionBackward = layer.AttentionForward * (c.FlashAttention ? ComputeTime.FlashBackwardRatio : 2);
         // Context parallelism: the ring's exchange hides behind attention; an all-gather (Transformer Engine's
-        // AttnFuncWithCPAndKVAllGather, or Megatron-Kwai's without its GEMM overlap) is on the critical path.
+        // AttnFuncWithCPAndKVAllGather, or Megatron-Kwai's without its GEMM overlap) and Ulysses' all-to-alls are on the
+        // critical path.
         var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
-        var (cpFx, cpBx) = overlap.ContextParallelComm && c.ContextParallelComm == ContextParallelCommType.P2p
+        var (cpFx, cpBx) = c.ContextParallelComm == ContextParallelCommType.A2a ? ContextParallelComm.AllToAll(m, c, cluster)
+            : overlap.ContextParallelComm && c.ContextParallelComm == ContextParallelCommType.P2p
             ? (Overlapped(cpF, layer.AttentionForward), Overlapped(cpB, attentionBackward))
             : ContextParallelComm.Exposed(m, c, cluster);
 

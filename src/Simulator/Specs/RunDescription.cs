@@ -90,6 +90,11 @@ public enum ContextParallelCommType
     /// <summary>Every rank's keys and values all-gathered before attention and their gradients reduce-scattered after it,
     /// on the critical path (Transformer Engine's AttnFuncWithCPAndKVAllGather).</summary>
     AllGather,
+    /// <summary>DeepSpeed-Ulysses (Jacobs et al. 2023, arXiv 2309.14509): queries, keys and values all-to-all from
+    /// sequence-sharded to head-sharded before attention, which then sees the whole sequence for 1/c of the heads and
+    /// query groups, and its output all-to-all back; backward in reverse. Four all-to-alls each way per layer, on the
+    /// critical path (Transformer Engine's AttnFuncWithCPAndQKVOA2A waits for them before attention).</summary>
+    A2a,
 }
 
 /// <summary>
@@ -229,6 +234,11 @@ public sealed record RunDescription(
         long cpChunks = 2L * ContextParallel; // causal load balancing splits the sequence in 2·cp chunks
         if (ContextParallel > 1 && model.SeqLength % cpChunks != 0)
             e.Add($"--seq-length {model.SeqLength} is not divisible by 2 x --context-parallel-size {ContextParallel} (causal load balancing).");
+        if (ContextParallel > 1 && ContextParallelComm == ContextParallelCommType.A2a
+            && model.NumAttentionHeads % TensorParallel == 0 && model.NumQueryGroups % TensorParallel == 0
+            && (model.NumAttentionHeads / TensorParallel % ContextParallel != 0 || model.NumQueryGroups / TensorParallel % ContextParallel != 0))
+            // Transformer Engine's AttnFuncWithCPAndQKVOA2A asserts num_heads % cp_size == 0 for q and for k, v.
+            e.Add($"--cp-comm-type a2a splits each tensor-parallel rank's attention heads ({model.NumAttentionHeads / TensorParallel}) and query groups ({model.NumQueryGroups / TensorParallel}) over the context-parallel ranks; both must be divisible by --context-parallel-size {ContextParallel}.");
         if (SequenceParallel && (model.SeqLength / ContextParallel) % TensorParallel != 0)
             e.Add($"--seq-length {model.SeqLength} per context rank is not divisible by --tensor-model-parallel-size {TensorParallel} (sequence parallel).");
         if (OffloadRatio is < 0 or > 1 || double.IsNaN(OffloadRatio))
