@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Simulator.Specs;
 using Harness.Executor.TensorParallel;
 using Harness.Executor.Transformer;
 using static TorchSharp.torch;
@@ -12,8 +13,9 @@ namespace Harness.Executor.ContextParallel;
 /// of every rank before grouped-query expansion (reduce-scatter of their gradients in backward) and masks by global
 /// position: query i sees key j when j ≤ i. Everything else in a layer is per token and needs no communication.
 /// </summary>
-/// <param name="ring">Attention by <see cref="RingAttention"/> (Megatron's --cp-comm-type p2p) instead of all-gathered keys and values.</param>
-public sealed class ContextParallelism(ICommunicator cp, bool ring = false) : IContextParallel
+/// <param name="comm">Megatron's --cp-comm-type: all-gathered keys and values (all_gather), <see cref="RingAttention"/>
+/// (p2p) or <see cref="UlyssesAttention"/> (a2a).</param>
+public sealed class ContextParallelism(ICommunicator cp, ContextParallelCommType comm = ContextParallelCommType.AllGather) : IContextParallel
 {
     public ICommunicator Group => cp;
 
@@ -45,7 +47,8 @@ public sealed class ContextParallelism(ICommunicator cp, bool ring = false) : IC
     /// <param name="dropout">Attention dropout on the probabilities, drawn from <paramref name="rng"/>'s model-parallel stream.</param>
     public Tensor Attention(Tensor q, Tensor k, Tensor v, double dropout = 0, DropoutRng? rng = null)
     {
-        if (ring) return RingAttention.Apply(q, k, v, this, dropout, rng);
+        if (comm == ContextParallelCommType.P2p) return RingAttention.Apply(q, k, v, this, dropout, rng);
+        if (comm == ContextParallelCommType.A2a) return UlyssesAttention.Apply(q, k, v, this, dropout, rng);
         using var scope = NewDisposeScope();
         long local = q.shape[2];
         Tensor Gather(Tensor x) => Mappings.GatherFromSequenceParallelRegion(x.transpose(1, 2).contiguous(), cp).transpose(1, 2);

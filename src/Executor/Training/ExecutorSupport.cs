@@ -66,7 +66,8 @@ public static class ExecutorSupport
             overlap = overlap with { TensorParallelBackwardAsync = false };
             notes.Add("the column-parallel input-gradient all-reduce runs on the compute stream, not behind the weight-gradient GEMM (Megatron's asynchronous all-reduce).");
         }
-        if (d.ContextParallel > 1 && overlap.ContextParallelComm)
+        // Ulysses' all-to-alls are on the critical path in Megatron too: the switch does not apply to them.
+        if (d.ContextParallel > 1 && overlap.ContextParallelComm && d.ContextParallelComm != ContextParallelCommType.A2a)
         {
             overlap = overlap with { ContextParallelComm = false };
             notes.Add(d.ContextParallelComm == ContextParallelCommType.P2p

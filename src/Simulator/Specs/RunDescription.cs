@@ -63,7 +63,8 @@ public sealed record RecomputeSpec(
 /// (layers.py splits it into its V, K and Q parts). Megatron-Kwai's --no-context-parallel-comm-overlap-gemm, which its
 /// ATC'24 launch script passes for grouped-query attention (pretrain_llama.sh, GQA_ARGS; the split assumes Q, K and V of
 /// one size), runs the all-gather of K and V in forward and the reduce-scatter of their gradients in backward
-/// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.</param>
+/// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.
+/// Ulysses' all-to-alls (--cp-comm-type a2a) are exposed either way.</param>
 /// <param name="GradientReduce">Megatron's --overlap-grad-reduce (off unless given): gradient buckets reduced during the last
 /// micro-batch's backward; with ZeRO 2 and 3, DeepSpeed's overlap_comm: during every micro-batch's backward.</param>
 /// <param name="ParamGather">Megatron's --overlap-param-gather (off unless given; with the distributed optimizer): each bucket's
