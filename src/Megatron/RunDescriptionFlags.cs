@@ -32,6 +32,7 @@ public static class RunDescriptionFlags
         new("--pipeline-model-parallel-size", true, "pipeline-parallel size p"),
         new("--num-layers-per-virtual-pipeline-stage", true, "layers per virtual stage (interleaved 1F1B)"),
         new("--context-parallel-size", true, "context-parallel size c"),
+        new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default), allgather (all_gather) or a2a (DeepSpeed-Ulysses)"),
         new("--sequence-parallel", false, "sequence parallelism (needs t > 1)"),
         new("--micro-batch-size", true, "micro-batch size b (default 1)"),
         new("--global-batch-size", true, "global batch size (default: micro-batch x data-parallel size)"),
@@ -55,7 +56,6 @@ public static class RunDescriptionFlags
         new("--bf16", false, "bf16 mixed precision"),
         new("--fp16", false, "fp16 mixed precision"),
         new("--fp32", false, "fp32 training (the default, as in Megatron; the flag only says so)"),
-        new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default), allgather or a2a (DeepSpeed-Ulysses)"),
         new("--attention-backend", true, "flash, fused, unfused, local or auto (default auto: flash or cuDNN's fused attention)"),
         new("--use-flash-attn", false, "flash attention (older Megatron flag; the default)"),
         new("--overlap-grad-reduce", false, "reduce gradient buckets during backward (off by default, as in Megatron)"),
@@ -135,6 +135,7 @@ public static class RunDescriptionFlags
         return ReadImplementation(cl, d with
         {
             DataParallel = dp, TensorParallel = t, PipelineParallel = p, LayersPerVirtualStage = l, ContextParallel = cp,
+            ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
             SequenceParallel = cl.Switch("--sequence-parallel"), MicroBatch = b, GlobalBatch = gbs,
             Recompute = ReadRecompute(cl),
             OffloadRatio = alpha ?? kwaiAlpha ?? d.OffloadRatio, ZeroStage = zero,
@@ -193,7 +194,6 @@ public static class RunDescriptionFlags
             GradientAccumulationFusion = !cl.Switch("--no-gradient-accumulation-fusion") && d.GradientAccumulationFusion,
             MaxSplitSizeMb = maxSplit ?? d.MaxSplitSizeMb,
             ExpandableSegments = cl.Switch(ExpandableSegments.Name) || d.ExpandableSegments,
-            ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
         };
@@ -265,20 +265,22 @@ public static class RunDescriptionFlags
     }
 
     /// <summary>Megatron's --cp-comm-type: one type for every layer (a list of per-layer types is refused).</summary>
-    private static ContextParallelCommType? ReadContextParallelComm(CommandLine cl)
+    private static ContextParallelCommType? ReadContextParallelComm(CommandLine cl) =>
+        cl.String("--cp-comm-type") is string s ? ParseContextParallelComm(s, cl.Errors) : null;
+
+    /// <summary>One of Megatron's --cp-comm-type words (all_gather also as allgather), or null with the reason in <paramref name="errors"/>.</summary>
+    public static ContextParallelCommType? ParseContextParallelComm(string word, List<string> errors)
     {
-        var s = cl.String("--cp-comm-type");
-        if (s is null) return null;
-        switch (s.ToLowerInvariant())
+        switch (word.ToLowerInvariant())
         {
             case "p2p": return ContextParallelCommType.P2p;
             case "allgather" or "all_gather": return ContextParallelCommType.AllGather;
             case "a2a": return ContextParallelCommType.A2a;
             case "a2a+p2p":
-                cl.Errors.Add($"--cp-comm-type {s} (all-to-all inside --hierarchical-context-parallel-sizes' first level, ring across it) is not modelled yet; use p2p, allgather or a2a.");
+                errors.Add($"--cp-comm-type {word} (all-to-all inside --hierarchical-context-parallel-sizes' first level, ring across it) is not modelled yet; use p2p, allgather or a2a.");
                 return null;
             default:
-                cl.Errors.Add($"--cp-comm-type '{s}' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.");
+                errors.Add($"--cp-comm-type '{word}' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.");
                 return null;
         }
     }

@@ -31,7 +31,8 @@ public static class SpaceDiagnosis
                     if (c.DataParallel is { Count: > 0 } dps) dp = dps[0];
                     foreach (double p in c.SyncFactors)
                     {
-                        var config = new Layout(dp, tp, pp, cp, l, sp, mb, p).ToConfig(space.GlobalBatch, zero, recompute, alpha, space.Constraints.Implementation);
+                        var comm = cp > 1 && c.ContextParallelComm is { Count: > 0 } comms ? comms[0] : ContextParallelCommType.P2p;
+                        var config = new Layout(dp, tp, pp, cp, l, sp, mb, p, comm).ToConfig(space.GlobalBatch, zero, recompute, alpha, space.Constraints.Implementation);
                         var reasons = config.Validate(space.Model, world).ToList();
                         if (c.TensorParallelWithinNode && space.Cluster.GpusPerNode % tp != 0)
                             reasons.Add($"--max-tp-per-node keeps tensor parallelism inside a node of {space.Cluster.GpusPerNode} GPUs; {tp} does not divide it.");
