@@ -5,7 +5,8 @@ namespace Harness.Search;
 /// <summary>
 /// The part of a configuration that fixes how ranks are laid out and how a batch is cut: data, tensor,
 /// pipeline and context parallel sizes, interleaving, sequence parallelism, micro-batch, the sync factor p and how
-/// context-parallel ranks exchange attention's inputs (Megatron's default p2p where c = 1, which has no exchange).
+/// context-parallel ranks exchange attention's inputs (Megatron's default p2p where c = 1, which has no exchange), with
+/// the all-to-all level's size under a2a+p2p.
 /// Under one layout the search varies the ZeRO stage, the recomputation and the offload ratio.
 /// </summary>
 public readonly record struct Layout(
@@ -17,7 +18,8 @@ public readonly record struct Layout(
     bool SequenceParallel,
     int MicroBatch,
     double SyncFactor,
-    ContextParallelCommType ContextParallelComm = ContextParallelCommType.P2p)
+    ContextParallelCommType ContextParallelComm = ContextParallelCommType.P2p,
+    int? HierarchicalAllToAllSize = null)
 {
     /// <summary>Model chunks per pipeline rank (v).</summary>
     public int VirtualStages(ModelSpec model) =>
@@ -40,6 +42,7 @@ public readonly record struct Layout(
             LayersPerVirtualStage = LayersPerVirtualStage,
             ContextParallel = ContextParallel,
             ContextParallelComm = ContextParallelComm,
+            HierarchicalAllToAllSize = HierarchicalAllToAllSize,
             SequenceParallel = SequenceParallel,
             MicroBatch = MicroBatch,
             GlobalBatch = globalBatch,

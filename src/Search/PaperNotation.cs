@@ -10,11 +10,13 @@ public static class PaperNotation
     private static string F(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
     /// <summary>The papers' short notation: "d8 t4 c1 p8 l2 mb1 sp kwai a0.63 z1"; a context-parallel exchange other than
-    /// Megatron's default ring follows c as Megatron's --cp-comm-type word ("c4:a2a").</summary>
+    /// Megatron's default ring follows c as Megatron's --cp-comm-type word ("c4:a2a"; "c8:a2a+p2p(4x2)" with the all-to-all
+    /// and ring sizes).</summary>
     public static string Short(RunDescription c)
     {
         string comm = c.ContextParallel > 1 && c.ContextParallelComm != ContextParallelCommType.P2p
-            ? ":" + RunDescriptionFlags.CommTypeName(c.ContextParallelComm) : "";
+            ? ":" + RunDescriptionFlags.CommTypeName(c.ContextParallelComm)
+              + (c.HierarchicalAllToAllSize is int a2a ? $"({a2a}x{c.ContextParallel / Math.Max(1, a2a)})" : "") : "";
         string l = c.LayersPerVirtualStage is int n ? $" l{n}" : "";
         string sp = c.SequenceParallel ? " sp" : "";
         string a = c.OffloadRatio > 0 ? $" a{F(c.OffloadRatio)}" : "";

@@ -59,7 +59,7 @@ public sealed class SpaceEnumerator
                     if (cp > 1 && m.SeqLength % (2 * cp) != 0) continue; // causal load balancing: 2·cp chunks
                     int dp = world / (tp * pp * cp);
                     if (!Allowed(C.DataParallel, dp) || gbs % dp != 0) continue;
-                    foreach (var comm in ContextParallelCommOptions(tp, cp))
+                    foreach (var (comm, a2a) in ContextParallelCommOptions(tp, cp))
                         foreach (int mb in Divisors(gbs / dp))
                         {
                             if (!Allowed(C.MicroBatch, mb)) continue;
@@ -69,7 +69,7 @@ public sealed class SpaceEnumerator
                                     foreach (double p in C.SyncFactors)
                                     {
                                         if (p < 1 && (tp < 2 || sp)) continue; // partial sync needs TP and replaces SP's collectives
-                                        yield return new Layout(dp, tp, pp, cp, l, sp, mb, p, comm);
+                                        yield return new Layout(dp, tp, pp, cp, l, sp, mb, p, comm, a2a);
                                     }
                         }
                 }
@@ -79,18 +79,26 @@ public sealed class SpaceEnumerator
 
     private static readonly ContextParallelCommType[] AllContextParallelComms = Enum.GetValues<ContextParallelCommType>();
 
-    /// <summary>The exchanges tried: none to choose without context parallelism (Megatron's default stands); otherwise
-    /// those asked for, Ulysses only where every tensor-parallel rank's heads and query groups split c ways.</summary>
-    private IEnumerable<ContextParallelCommType> ContextParallelCommOptions(int tp, int cp)
+    /// <summary>The exchanges tried, with a2a+p2p's all-to-all size: none to choose without context parallelism (Megatron's
+    /// default stands); otherwise those asked for, the all-to-all over only as many ranks as every tensor-parallel rank's
+    /// heads and query groups split over (Ulysses over all c; a2a+p2p over each proper divisor above 1).</summary>
+    private IEnumerable<(ContextParallelCommType Comm, int? AllToAll)> ContextParallelCommOptions(int tp, int cp)
     {
         if (cp == 1)
         {
-            yield return ContextParallelCommType.P2p;
+            yield return (ContextParallelCommType.P2p, null);
             yield break;
         }
+        bool HeadsSplit(int ways) => Model.NumAttentionHeads / tp % ways == 0 && Model.NumQueryGroups / tp % ways == 0;
         foreach (var comm in C.ContextParallelComm ?? AllContextParallelComms)
-            if (comm != ContextParallelCommType.A2a || (Model.NumAttentionHeads / tp % cp == 0 && Model.NumQueryGroups / tp % cp == 0))
-                yield return comm;
+        {
+            if (comm == ContextParallelCommType.A2aP2p)
+            {
+                foreach (int a2a in Divisors(cp))
+                    if (a2a > 1 && a2a < cp && HeadsSplit(a2a)) yield return (comm, a2a);
+            }
+            else if (comm != ContextParallelCommType.A2a || HeadsSplit(cp)) yield return (comm, null);
+        }
     }
 
     private IEnumerable<int?> VirtualStageOptions(int pp, int microBatches)

@@ -55,6 +55,29 @@ public class CommunicationTests
     }
 
     [Fact]
+    public void HierarchicalAllToAllInsideTheNodeRingAcrossNodes()
+    {
+        // Llama2-70B, s 8192, t2 c8 on two H800 nodes, --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 4 2: the
+        // all-to-all groups are 4 consecutive context ranks (2 apart: one node), the rings pair ranks 8 apart (two nodes).
+        // A rank holds 1024 tokens: Q and O 1024 x 32 x 128 x 2 B = 8 MiB, K and V 1 MiB, all-to-all over 4 on NVLink
+        // (160 GB/s, 3 us to each of 3 peers); then one ring step of its 2 MiB of keys and values (s/2 tokens of 1 of the 4
+        // groups, twice) over a 100 Gb/s NIC at NCCL's 90% with 6 us latency, and in backward their gradients with them.
+        double AllToAll(double bytes) => 0.75 * bytes / 160e9 + 3 * 3e-6;
+        double a2a = 2 * AllToAll(8388608) + 2 * AllToAll(1048576), step = 2097152 / 11.25e9 + 6e-6;
+        var m = Harness.Simulator.Specs.ModelPresets.All["llama2-70b"] with { SeqLength = 8192 };
+        var cluster = ClusterSpec.Of(H800, 16);
+        var c = new RunDescription(TensorParallel: 2, ContextParallel: 8, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
+            ZeroStage: 1, Precision: Precision.Bf16, ContextParallelComm: ContextParallelCommType.A2aP2p, HierarchicalAllToAllSize: 4);
+        Assert.Empty(c.Validate(m, 16));
+        var (a2aForward, a2aBackward) = ContextParallelComm.AllToAll(m, c, cluster);
+        Assert.Equal(a2a, a2aForward, 12);
+        Assert.Equal(a2a, a2aBackward, 12);
+        var (ringForward, ringBackward) = ContextParallelComm.Layer(m, c, cluster);
+        Assert.Equal(step, ringForward, 12);
+        Assert.Equal(2 * step, ringBackward, 12);
+    }
+
+    [Fact]
     public void RingAllGatherAndAllReduceFollowTheAlphaBetaFormula()
     {
         // Inside a node: (n−1)/n·S/B + (n−1)α for all-gather, twice that for all-reduce (a 1 GB ring beats the tree's 2·S/B).

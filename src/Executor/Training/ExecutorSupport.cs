@@ -70,7 +70,7 @@ public static class ExecutorSupport
         if (d.ContextParallel > 1 && overlap.ContextParallelComm && d.ContextParallelComm != ContextParallelCommType.A2a)
         {
             overlap = overlap with { ContextParallelComm = false };
-            notes.Add(d.ContextParallelComm == ContextParallelCommType.P2p
+            notes.Add(d.ContextParallelComm is ContextParallelCommType.P2p or ContextParallelCommType.A2aP2p
                 ? "ring attention passes each key/value block before computing on it: the exchange is not overlapped with attention."
                 : "the context-parallel key/value all-gather and its gradients' reduce-scatter run on the critical path, not behind the QKV GEMM.");
         }

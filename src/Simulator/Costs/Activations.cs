@@ -57,8 +57,9 @@ public static class Activations
         // Ulysses (--cp-comm-type a2a): attention keeps Q, K, V and O after their all-to-alls, all s tokens of 1/c of the
         // heads (as many bytes as s/c tokens of every head), and its log-sum-exp per head and token likewise; its O is a
         // tensor of its own beside the output projection's input, which the all-to-all back makes
-        // (AttnFuncWithCPAndQKVOA2A saves q_part, k_part, v_part, out_part; Transformer Engine at d0067d0).
-        bool ulysses = c.ContextParallel > 1 && c.ContextParallelComm == ContextParallelCommType.A2a;
+        // (AttnFuncWithCPAndQKVOA2A saves q_part, k_part, v_part, out_part; Transformer Engine at d0067d0). Under a2a+p2p
+        // the ring's attention keeps the all-to-all's Q, K, V and its own O likewise (AttnFuncWithCPAndKVP2P).
+        bool ulysses = c.ContextParallelLevels.AllToAll > 1; // a2a, and a2a+p2p's first level (its ring keeps the same)
         if (c.ContextParallel > 1 && !ulysses)
             // Megatron-Kwai's context parallelism keeps this rank's shard of the all-gathered [K; V] as one tensor
             // (ATC'24 artifact, megatron/core/context_parallel/dattention.py, ShardSaveForBackwardFunction).

@@ -40,6 +40,16 @@ public class ContextParallelTests
         ParallelRun.AssertMatchesSerial(Gqa8(), Config(cp: 2, tp: 2) with { SequenceParallel = true, ContextParallelComm = Ulysses });
     }
 
+    [Fact]
+    public void HierarchicalAllToAllAndRingMatchSerial()
+    {
+        // --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 2 2: Ulysses inside context ranks {0, 1} and {2, 3},
+        // the ring across them on half the heads and groups.
+        var hierarchical = Config(cp: 4) with { ContextParallelComm = ContextParallelCommType.A2aP2p, HierarchicalAllToAllSize = 2 };
+        ParallelRun.AssertMatchesSerial(Gqa8(), hierarchical);
+        ParallelRun.AssertMatchesSerial(Gqa8(), hierarchical with { TensorParallel = 2, SequenceParallel = true });
+    }
+
     [Theory]
     [InlineData(ContextParallelCommType.AllGather)]
     [InlineData(ContextParallelCommType.P2p)]
