@@ -26,7 +26,8 @@ public static partial class SearchArguments
         Narrow("--tensor-model-parallel-size", "only these tensor-parallel sizes (list)"),
         Narrow("--pipeline-model-parallel-size", "only these pipeline-parallel sizes (list)"),
         Narrow("--context-parallel-size", "only these context-parallel sizes (list)"),
-        Narrow("--cp-comm-type", "only these context-parallel exchanges where c > 1 (list of p2p, allgather, a2a; default all three)"),
+        Narrow("--cp-comm-type", "only these context-parallel exchanges where c > 1 (list of p2p, allgather, a2a, a2a+p2p; default all)"),
+        Narrow("--hierarchical-context-parallel-sizes", "not a constraint: a2a+p2p is searched with every all-to-all size the heads split over"),
         new("--data-parallel-size", true, "only these data-parallel sizes (list)"),
         Narrow("--micro-batch-size", "only these micro-batch sizes (list)"),
         Narrow("--num-layers-per-virtual-pipeline-stage", "only these layers per virtual stage (list; 'none' = no interleaving)"),
@@ -69,6 +70,8 @@ public static partial class SearchArguments
             cl.Errors.Add("--sequence-parallel and --no-sequence-parallel contradict each other; pass at most one.");
         if (cl.Switch("--no-offload") && cl.String("--offload-ratio") is not null)
             cl.Errors.Add("--no-offload and --offload-ratio contradict each other; pass at most one.");
+        if (cl.String(RunDescriptionFlags.HierarchicalSizes.Name) is string sizes)
+            cl.Errors.Add($"{RunDescriptionFlags.HierarchicalSizes.Name} {sizes} does not narrow the search: it tries a2a+p2p with every all-to-all size that divides c and the heads; narrow with --cp-comm-type and --context-parallel-size.");
         if (cl.Switch("--use-distributed-optimizer") && cl.String("--zero-stage") is not null)
             cl.Errors.Add("--use-distributed-optimizer (ZeRO stage 1) and --zero-stage contradict each other; pass at most one.");
 

@@ -94,6 +94,9 @@ public class SearchCommandTests : IDisposable
         var (bad, badCl) = Read("--model caat-1b --gpus 8 --global-batch-size 16 --cp-comm-type a2a,ring");
         Assert.Null(bad);
         Assert.Contains("--cp-comm-type 'ring' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.", badCl.Errors);
+        var (pasted, pastedCl) = Read("--model caat-1b --gpus 8 --global-batch-size 16 --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 2 2");
+        Assert.Null(pasted);
+        Assert.Contains("--hierarchical-context-parallel-sizes 2 2 does not narrow the search: it tries a2a+p2p with every all-to-all size that divides c and the heads; narrow with --cp-comm-type and --context-parallel-size.", pastedCl.Errors);
     }
 
     [Fact]
