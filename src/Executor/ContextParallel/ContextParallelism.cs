@@ -9,9 +9,10 @@ namespace Harness.Executor.ContextParallel;
 /// <summary>
 /// Context parallelism (Megatron-core's context_parallel): the sequence is cut into 2·cp chunks and rank c keeps
 /// chunks c and 2cp − 1 − c, so under the causal mask every rank has the same attention work (causal load
-/// balancing). Positions (rotary or learned) are the tokens' global ones. Attention all-gathers the keys and values
-/// of every rank before grouped-query expansion (reduce-scatter of their gradients in backward) and masks by global
-/// position: query i sees key j when j ≤ i. Everything else in a layer is per token and needs no communication.
+/// balancing). Positions (rotary or learned) are the tokens' global ones. Attention goes by --cp-comm-type: all_gather
+/// all-gathers the keys and values of every rank before grouped-query expansion (reduce-scatter of their gradients in
+/// backward) and masks by global position, query i seeing key j when j ≤ i; p2p passes them around a ring; a2a and
+/// a2a+p2p exchange heads for tokens. Everything else in a layer is per token and needs no communication.
 /// </summary>
 public sealed class ContextParallelism : IContextParallel, IDisposable
 {

@@ -36,9 +36,8 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
     public void AllToAll(Tensor input, Tensor output)
     {
         long n = input.numel() / Size;
-        RequireElements("all-to-all output", output, n * Size);
-        if (n * Size != input.numel())
-            throw new CommunicatorException($"{What("all-to-all")}: input has {input.numel()} elements, not a multiple of the group size {Size}.");
+        if (n * Size != input.numel() || output.numel() != input.numel())
+            throw new CommunicatorException($"{What("all-to-all")}: input has {input.numel()} elements and output {output.numel()}; both must have the same multiple of the group size {Size}.");
         Collective("all-to-all", input, output, all => torch.cat(all.Select(t => ((Tensor)t!).reshape(-1).narrow(0, Rank * n, n)).ToArray()));
     }
 

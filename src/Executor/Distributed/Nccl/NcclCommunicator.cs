@@ -88,9 +88,8 @@ public sealed unsafe class NcclCommunicator : ICommunicator
     public void AllToAll(Tensor input, Tensor output)
     {
         long n = input.numel() / Size;
-        if (n * Size != input.numel())
-            throw new CommunicatorException($"rank {Rank} of group {Name}: all-to-all input has {input.numel()} elements, not a multiple of the group size {Size}.");
-        RequireElements("all-to-all output", output, input.numel());
+        if (n * Size != input.numel() || output.numel() != input.numel())
+            throw new CommunicatorException($"rank {Rank} of group {Name}: all-to-all input has {input.numel()} elements and output {output.numel()}; both must have the same multiple of the group size {Size}.");
         RequireSameType(input, output);
         using var blocks = NewDisposeScope();
         var (from, to) = (input.view(-1), output.view(-1));
