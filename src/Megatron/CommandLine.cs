@@ -91,6 +91,8 @@ public sealed class CommandLine
                 if (i + 1 >= args.Length) { cl.Errors.Add($"{name} needs a value."); continue; }
                 inline = args[++i];
             }
+            while (flag.TakesList && i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal))
+                inline = $"{inline} {args[++i]}";
             cl.values[name] = inline;
         }
         return cl;

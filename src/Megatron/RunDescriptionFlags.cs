@@ -19,6 +19,9 @@ public static class RunDescriptionFlags
     public static readonly Flag DeviceMaxConnections = new("--cuda-device-max-connections", true,
         "the launch's CUDA_DEVICE_MAX_CONNECTIONS, 1-32 (default: 1 with tensor parallelism, as Megatron-LM requires; else 8); under 1, p2p cannot overlap");
 
+    public static readonly Flag HierarchicalSizes = new("--hierarchical-context-parallel-sizes", true,
+        "a2a+p2p: the all-to-all and the ring level's sizes, e.g. 8 2 (their product is c)", TakesList: true);
+
     public static readonly Flag MaxSplitSize = new("--max-split-size-mb", true,
         "the launch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb (above 20; default: none)");
 
@@ -32,6 +35,8 @@ public static class RunDescriptionFlags
         new("--pipeline-model-parallel-size", true, "pipeline-parallel size p"),
         new("--num-layers-per-virtual-pipeline-stage", true, "layers per virtual stage (interleaved 1F1B)"),
         new("--context-parallel-size", true, "context-parallel size c"),
+        new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default), allgather (all_gather), a2a (DeepSpeed-Ulysses) or a2a+p2p"),
+        HierarchicalSizes,
         new("--sequence-parallel", false, "sequence parallelism (needs t > 1)"),
         new("--micro-batch-size", true, "micro-batch size b (default 1)"),
         new("--global-batch-size", true, "global batch size (default: micro-batch x data-parallel size)"),
@@ -55,7 +60,6 @@ public static class RunDescriptionFlags
         new("--bf16", false, "bf16 mixed precision"),
         new("--fp16", false, "fp16 mixed precision"),
         new("--fp32", false, "fp32 training (the default, as in Megatron; the flag only says so)"),
-        new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default) or allgather"),
         new("--attention-backend", true, "flash, fused, unfused, local or auto (default auto: flash or cuDNN's fused attention)"),
         new("--use-flash-attn", false, "flash attention (older Megatron flag; the default)"),
         new("--overlap-grad-reduce", false, "reduce gradient buckets during backward (off by default, as in Megatron)"),
@@ -137,6 +141,8 @@ public static class RunDescriptionFlags
         return ReadImplementation(cl, d with
         {
             DataParallel = dp, TensorParallel = t, PipelineParallel = p, LayersPerVirtualStage = l, ContextParallel = cp,
+            ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
+            HierarchicalAllToAllSize = ReadHierarchicalSizes(cl, cp),
             SequenceParallel = cl.Switch("--sequence-parallel"), MicroBatch = b, GlobalBatch = gbs,
             Recompute = ReadRecompute(cl),
             OffloadRatio = alpha ?? kwaiAlpha ?? d.OffloadRatio, ZeroStage = zero,
@@ -196,7 +202,6 @@ public static class RunDescriptionFlags
             MaxSplitSizeMb = maxSplit ?? d.MaxSplitSizeMb,
             ExpandableSegments = cl.Switch(ExpandableSegments.Name) || d.ExpandableSegments,
             PipelineScatterGather = !cl.Switch("--no-scatter-gather-tensors-in-pipeline") && d.PipelineScatterGather,
-            ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
         };
@@ -268,22 +273,48 @@ public static class RunDescriptionFlags
     }
 
     /// <summary>Megatron's --cp-comm-type: one type for every layer (a list of per-layer types is refused).</summary>
-    private static ContextParallelCommType? ReadContextParallelComm(CommandLine cl)
+    private static ContextParallelCommType? ReadContextParallelComm(CommandLine cl) =>
+        cl.String("--cp-comm-type") is string s ? ParseContextParallelComm(s, cl.Errors) : null;
+
+    /// <summary>One of Megatron's --cp-comm-type words (all_gather also as allgather), or null with the reason in <paramref name="errors"/>.</summary>
+    public static ContextParallelCommType? ParseContextParallelComm(string word, List<string> errors)
     {
-        var s = cl.String("--cp-comm-type");
-        if (s is null) return null;
-        switch (s.ToLowerInvariant())
+        switch (word.ToLowerInvariant())
         {
             case "p2p": return ContextParallelCommType.P2p;
             case "allgather" or "all_gather": return ContextParallelCommType.AllGather;
-            case "a2a" or "a2a+p2p":
-                cl.Errors.Add($"--cp-comm-type {s} (DeepSpeed-Ulysses' all-to-all) is not modelled yet; use p2p or allgather.");
-                return null;
+            case "a2a": return ContextParallelCommType.A2a;
+            case "a2a+p2p": return ContextParallelCommType.A2aP2p;
             default:
-                cl.Errors.Add($"--cp-comm-type '{s}' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.");
+                errors.Add($"--cp-comm-type '{word}' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.");
                 return null;
         }
     }
+
+    /// <summary>Megatron's --hierarchical-context-parallel-sizes as the all-to-all level's size: two sizes whose product is
+    /// <paramref name="cp"/> (Megatron asserts the product; a2a+p2p uses the first two levels).</summary>
+    private static int? ReadHierarchicalSizes(CommandLine cl, int cp)
+    {
+        var text = cl.String(HierarchicalSizes.Name);
+        if (text is null) return null;
+        var words = text.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var sizes = words.Select(w => int.TryParse(w, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v > 0 ? v : 0).ToArray();
+        if (sizes.Length != 2 || sizes.Contains(0) || sizes[0] * sizes[1] != cp)
+        {
+            cl.Errors.Add($"--hierarchical-context-parallel-sizes {text} is not two positive sizes (all-to-all, ring) whose product is --context-parallel-size {cp}.");
+            return null;
+        }
+        return sizes[0];
+    }
+
+    /// <summary>Megatron's spelling of a --cp-comm-type (all_gather written as the codec's allgather).</summary>
+    public static string CommTypeName(ContextParallelCommType t) => t switch
+    {
+        ContextParallelCommType.AllGather => "allgather",
+        ContextParallelCommType.A2a => "a2a",
+        ContextParallelCommType.A2aP2p => "a2a+p2p",
+        _ => "p2p",
+    };
 
     private static string F(double x) => x.ToString("R", CultureInfo.InvariantCulture);
 
@@ -321,7 +352,9 @@ public static class RunDescriptionFlags
         Dtype("--main-params-dtype", adam.MainParams);
         Dtype("--exp-avg-dtype", adam.ExpAvg);
         Dtype("--exp-avg-sq-dtype", adam.ExpAvgSq);
-        if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", r.ContextParallelComm == ContextParallelCommType.AllGather ? "allgather" : "p2p");
+        if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", CommTypeName(r.ContextParallelComm));
+        if (r.HierarchicalAllToAllSize is int a2a)
+            a.AddRange([HierarchicalSizes.Name, $"{a2a}", $"{(a2a > 0 ? r.ContextParallel / a2a : 0)}"]);
         if (r.FlashAttention != d.FlashAttention) Value("--attention-backend", r.FlashAttention ? "flash" : "unfused");
         var o = r.OverlapOrDefault;
         var od = d.OverlapOrDefault;

@@ -4,7 +4,9 @@ namespace Harness.Search;
 
 /// <summary>
 /// The part of a configuration that fixes how ranks are laid out and how a batch is cut: data, tensor,
-/// pipeline and context parallel sizes, interleaving, sequence parallelism, micro-batch and the sync factor p.
+/// pipeline and context parallel sizes, interleaving, sequence parallelism, micro-batch, the sync factor p and how
+/// context-parallel ranks exchange attention's inputs (Megatron's default p2p where c = 1, which has no exchange), with
+/// the all-to-all level's size under a2a+p2p.
 /// Under one layout the search varies the ZeRO stage, the recomputation and the offload ratio.
 /// </summary>
 public readonly record struct Layout(
@@ -15,7 +17,9 @@ public readonly record struct Layout(
     int? LayersPerVirtualStage,
     bool SequenceParallel,
     int MicroBatch,
-    double SyncFactor)
+    double SyncFactor,
+    ContextParallelCommType ContextParallelComm = ContextParallelCommType.P2p,
+    int? HierarchicalAllToAllSize = null)
 {
     /// <summary>Model chunks per pipeline rank (v).</summary>
     public int VirtualStages(ModelSpec model) =>
@@ -37,6 +41,8 @@ public readonly record struct Layout(
             PipelineParallel = PipelineParallel,
             LayersPerVirtualStage = LayersPerVirtualStage,
             ContextParallel = ContextParallel,
+            ContextParallelComm = ContextParallelComm,
+            HierarchicalAllToAllSize = HierarchicalAllToAllSize,
             SequenceParallel = SequenceParallel,
             MicroBatch = MicroBatch,
             GlobalBatch = globalBatch,

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Harness.Megatron;
 using Harness.Simulator.Specs;
 
 namespace Harness.Search;
@@ -8,13 +9,18 @@ public static class PaperNotation
 {
     private static string F(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
-    /// <summary>The papers' short notation: "d8 t4 c1 p8 l2 mb1 sp kwai a0.63 z1".</summary>
+    /// <summary>The papers' short notation: "d8 t4 c1 p8 l2 mb1 sp kwai a0.63 z1"; a context-parallel exchange other than
+    /// Megatron's default ring follows c as Megatron's --cp-comm-type word ("c4:a2a"; "c8:a2a+p2p(4x2)" with the all-to-all
+    /// and ring sizes).</summary>
     public static string Short(RunDescription c)
     {
+        string comm = c.ContextParallel > 1 && c.ContextParallelComm != ContextParallelCommType.P2p
+            ? ":" + RunDescriptionFlags.CommTypeName(c.ContextParallelComm)
+              + (c.HierarchicalAllToAllSize is int a2a ? $"({a2a}x{c.ContextParallel / Math.Max(1, a2a)})" : "") : "";
         string l = c.LayersPerVirtualStage is int n ? $" l{n}" : "";
         string sp = c.SequenceParallel ? " sp" : "";
         string a = c.OffloadRatio > 0 ? $" a{F(c.OffloadRatio)}" : "";
         string p = c.SyncFactor < 1 ? $" sync{F(c.SyncFactor)}" : "";
-        return $"d{c.DataParallel} t{c.TensorParallel} c{c.ContextParallel} p{c.PipelineParallel}{l} mb{c.MicroBatch}{sp} {RecomputeChoices.Label(c.RecomputeOrNone)}{a} z{c.ZeroStage}{p}";
+        return $"d{c.DataParallel} t{c.TensorParallel} c{c.ContextParallel}{comm} p{c.PipelineParallel}{l} mb{c.MicroBatch}{sp} {RecomputeChoices.Label(c.RecomputeOrNone)}{a} z{c.ZeroStage}{p}";
     }
 }

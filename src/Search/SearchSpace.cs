@@ -15,6 +15,9 @@ public sealed record SearchConstraints
     public IReadOnlyList<int>? PipelineParallel { get; init; }
     /// <summary>--context-parallel-size</summary>
     public IReadOnlyList<int>? ContextParallel { get; init; }
+    /// <summary>--cp-comm-type p2p,allgather,a2a,a2a+p2p: the context-parallel exchanges tried where c > 1 (null: all four; a2a+p2p
+    /// with every all-to-all size that applies).</summary>
+    public IReadOnlyList<ContextParallelCommType>? ContextParallelComm { get; init; }
     /// <summary>--data-parallel-size</summary>
     public IReadOnlyList<int>? DataParallel { get; init; }
     /// <summary>--micro-batch-size</summary>

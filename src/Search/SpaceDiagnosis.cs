@@ -31,7 +31,10 @@ public static class SpaceDiagnosis
                     if (c.DataParallel is { Count: > 0 } dps) dp = dps[0];
                     foreach (double p in c.SyncFactors)
                     {
-                        var config = new Layout(dp, tp, pp, cp, l, sp, mb, p).ToConfig(space.GlobalBatch, zero, recompute, alpha, space.Constraints.Implementation);
+                        var comm = cp > 1 && c.ContextParallelComm is { Count: > 0 } comms ? comms[0] : ContextParallelCommType.P2p;
+                        // a2a+p2p's smallest all-to-all level above 1 (Validate names what is wrong with it).
+                        int? a2a = comm == ContextParallelCommType.A2aP2p ? Enumerable.Range(2, Math.Max(0, cp - 2)).FirstOrDefault(d => cp % d == 0, cp) : null;
+                        var config = new Layout(dp, tp, pp, cp, l, sp, mb, p, comm, a2a).ToConfig(space.GlobalBatch, zero, recompute, alpha, space.Constraints.Implementation);
                         var reasons = config.Validate(space.Model, world).ToList();
                         if (c.TensorParallelWithinNode && space.Cluster.GpusPerNode % tp != 0)
                             reasons.Add($"--max-tp-per-node keeps tensor parallelism inside a node of {space.Cluster.GpusPerNode} GPUs; {tp} does not divide it.");

@@ -6,7 +6,7 @@ namespace Harness.Search;
 /// Every valid configuration of a <see cref="SearchSpace"/>, generated valid by construction: each rule of
 /// <see cref="RunDescription.Validate"/> is applied at the level of the tree where its values are fixed, so no
 /// invalid subtree is ever walked. Tests prove the set equal to "every combination that Validate accepts".
-/// Tree: layout (dp, tp, pp, cp, interleaving, sp, micro-batch, p) -> ZeRO stage (2 and 3 only where pp = 1) ->
+/// Tree: layout (dp, tp, pp, cp, cp exchange, interleaving, sp, micro-batch, p) -> ZeRO stage (2 and 3 only where pp = 1) ->
 /// recomputation -> offload ratio.
 /// </summary>
 public sealed class SpaceEnumerator
@@ -59,20 +59,45 @@ public sealed class SpaceEnumerator
                     if (cp > 1 && m.SeqLength % (2 * cp) != 0) continue; // causal load balancing: 2·cp chunks
                     int dp = world / (tp * pp * cp);
                     if (!Allowed(C.DataParallel, dp) || gbs % dp != 0) continue;
-                    foreach (int mb in Divisors(gbs / dp))
-                    {
-                        if (!Allowed(C.MicroBatch, mb)) continue;
-                        int microBatches = gbs / (mb * dp);
-                        foreach (int? l in VirtualStageOptions(pp, microBatches))
-                            foreach (bool sp in SequenceParallelOptions(tp, cp))
-                                foreach (double p in C.SyncFactors)
-                                {
-                                    if (p < 1 && (tp < 2 || sp)) continue; // partial sync needs TP and replaces SP's collectives
-                                    yield return new Layout(dp, tp, pp, cp, l, sp, mb, p);
-                                }
-                    }
+                    foreach (var (comm, a2a) in ContextParallelCommOptions(tp, cp))
+                        foreach (int mb in Divisors(gbs / dp))
+                        {
+                            if (!Allowed(C.MicroBatch, mb)) continue;
+                            int microBatches = gbs / (mb * dp);
+                            foreach (int? l in VirtualStageOptions(pp, microBatches))
+                                foreach (bool sp in SequenceParallelOptions(tp, cp))
+                                    foreach (double p in C.SyncFactors)
+                                    {
+                                        if (p < 1 && (tp < 2 || sp)) continue; // partial sync needs TP and replaces SP's collectives
+                                        yield return new Layout(dp, tp, pp, cp, l, sp, mb, p, comm, a2a);
+                                    }
+                        }
                 }
             }
+        }
+    }
+
+    private static readonly ContextParallelCommType[] AllContextParallelComms = Enum.GetValues<ContextParallelCommType>();
+
+    /// <summary>The exchanges tried, with a2a+p2p's all-to-all size: none to choose without context parallelism (Megatron's
+    /// default stands); otherwise those asked for, the all-to-all over only as many ranks as every tensor-parallel rank's
+    /// heads and query groups split over (Ulysses over all c; a2a+p2p over each proper divisor above 1).</summary>
+    private IEnumerable<(ContextParallelCommType Comm, int? AllToAll)> ContextParallelCommOptions(int tp, int cp)
+    {
+        if (cp == 1)
+        {
+            yield return (ContextParallelCommType.P2p, null);
+            yield break;
+        }
+        bool HeadsSplit(int ways) => Model.NumAttentionHeads / tp % ways == 0 && Model.NumQueryGroups / tp % ways == 0;
+        foreach (var comm in C.ContextParallelComm ?? AllContextParallelComms)
+        {
+            if (comm == ContextParallelCommType.A2aP2p)
+            {
+                foreach (int a2a in Divisors(cp))
+                    if (a2a > 1 && a2a < cp && HeadsSplit(a2a)) yield return (comm, a2a);
+            }
+            else if (comm != ContextParallelCommType.A2a || HeadsSplit(cp)) yield return (comm, null);
         }
     }
 

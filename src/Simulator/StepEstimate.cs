@@ -6,7 +6,7 @@ namespace Harness.Simulator;
 /// <param name="Compute">Forward and backward of layers, embedding, output layer and loss (model work).</param>
 /// <param name="Recompute">Forward work repeated in backward by recomputation.</param>
 /// <param name="TensorParallelComm">Tensor-parallel collectives not hidden behind GEMMs.</param>
-/// <param name="ContextParallelComm">Context-parallel (ring attention) transfers not hidden behind attention.</param>
+/// <param name="ContextParallelComm">Context-parallel exchanges (ring, all-gather, Ulysses' all-to-alls) not hidden behind attention.</param>
 /// <param name="PipelineComm">Time the rank waited on its own p2p sends (when they do not overlap).</param>
 /// <param name="DataParallelComm">Gradient reduction not hidden behind backward, and the weight all-gather; with ZeRO 2 and
 /// 3, every micro-batch's gradient reduce-scatters and ZeRO 3's weight all-gathers not hidden behind compute.</param>

@@ -49,6 +49,20 @@ public class ActivationsTests
     }
 
     [Fact]
+    public void UlyssesKeepsAttentionsOwnOutputBesideTheProjectionsInput()
+    {
+        // Llama-7B, s 4096, b 1, t 1, c 4: each rank holds s/4 tokens. The block is the one counted tensor by tensor below
+        // with Megatron's fused SwiGLU (16h + 6f + 4a bytes per token) on s/4 tokens; Ulysses' attention keeps Q, K, V, O and
+        // the log-sum-exp of all s tokens of a/4 heads, as many bytes, and its O is a tensor apart from the output
+        // projection's input: 2h more.
+        var m = ModelPresets.All["llama-7b"];
+        double hh = 4096, f = 11008, aa = 32, tokens = 4096 / 4.0;
+        var c = new RunDescription(ContextParallel: 4, Precision: Precision.Bf16);
+        Exact(tokens * (16 * hh + 6 * f + 4 * aa), Activations.Layer(m, c).Saved);
+        Exact(tokens * (18 * hh + 6 * f + 4 * aa), Activations.Layer(m, c with { ContextParallelComm = ContextParallelCommType.A2a }).Saved);
+    }
+
+    [Fact]
     public void LlamaBlockCountedTensorByTensor()
     {
         // Llama-7B, s 4096, b 1, no TP, Megatron's unfused SwiGLU (--no-bias-swiglu-fusion): norm inputs and outputs 4·2h,

@@ -35,6 +35,50 @@ public class CommunicationTests
     }
 
     [Fact]
+    public void UlyssesAllToAllsQueriesKeysValuesAndOutputOnTheCriticalPath()
+    {
+        // Llama2-70B (64 heads, 8 key/value groups of head dim 128), s 8192, t2 c4 on one H800 node, bf16: a rank's queries
+        // (and output) of one layer are 2048 tokens x 32 heads x 128 x 2 B = 16 MiB, its keys (and values) 2048 x 4 x 128 x 2 B
+        // = 2 MiB. Each all-to-all sends 3/4 of a rank's tensor over NVLink (200 GB/s at NCCL's 80%, 3 us to each of 3 peers):
+        // forward Q, K, V and O, backward dO, dQ, dK and dV.
+        double AllToAll(double bytes) => 0.75 * bytes / 160e9 + 3 * 3e-6;
+        double layer = 2 * AllToAll(16777216) + 2 * AllToAll(2097152);
+        Assert.Equal(212.95e-6, layer, 8);
+        var m = Harness.Simulator.Specs.ModelPresets.All["llama2-70b"] with { SeqLength = 8192 };
+        var cluster = ClusterSpec.Of(H800, 8);
+        var c = new RunDescription(TensorParallel: 2, ContextParallel: 4, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
+            ZeroStage: 1, Precision: Precision.Bf16, ContextParallelComm: ContextParallelCommType.A2a);
+        var (forward, backward) = ContextParallelComm.AllToAll(m, c, cluster);
+        Assert.Equal(layer, forward, 12);
+        Assert.Equal(layer, backward, 12);
+        // Not hidden behind attention (Megatron's overlap switch is the ring's): every layer of every micro-batch, both ways.
+        Assert.Equal(4 * 80 * 2 * layer, Harness.Simulator.Estimator.Estimate(m, cluster, c).Time.ContextParallelComm, 9);
+    }
+
+    [Fact]
+    public void HierarchicalAllToAllInsideTheNodeRingAcrossNodes()
+    {
+        // Llama2-70B, s 8192, t2 c8 on two H800 nodes, --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 4 2: the
+        // all-to-all groups are 4 consecutive context ranks (2 apart: one node), the rings pair ranks 8 apart (two nodes).
+        // A rank holds 1024 tokens: Q and O 1024 x 32 x 128 x 2 B = 8 MiB, K and V 1 MiB, all-to-all over 4 on NVLink
+        // (160 GB/s, 3 us to each of 3 peers); then one ring step of its 2 MiB of keys and values (s/2 tokens of 1 of the 4
+        // groups, twice) over a 100 Gb/s NIC at NCCL's 90% with 6 us latency, and in backward their gradients with them.
+        double AllToAll(double bytes) => 0.75 * bytes / 160e9 + 3 * 3e-6;
+        double a2a = 2 * AllToAll(8388608) + 2 * AllToAll(1048576), step = 2097152 / 11.25e9 + 6e-6;
+        var m = Harness.Simulator.Specs.ModelPresets.All["llama2-70b"] with { SeqLength = 8192 };
+        var cluster = ClusterSpec.Of(H800, 16);
+        var c = new RunDescription(TensorParallel: 2, ContextParallel: 8, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 4,
+            ZeroStage: 1, Precision: Precision.Bf16, ContextParallelComm: ContextParallelCommType.A2aP2p, HierarchicalAllToAllSize: 4);
+        Assert.Empty(c.Validate(m, 16));
+        var (a2aForward, a2aBackward) = ContextParallelComm.AllToAll(m, c, cluster);
+        Assert.Equal(a2a, a2aForward, 12);
+        Assert.Equal(a2a, a2aBackward, 12);
+        var (ringForward, ringBackward) = ContextParallelComm.Layer(m, c, cluster);
+        Assert.Equal(step, ringForward, 12);
+        Assert.Equal(2 * step, ringBackward, 12);
+    }
+
+    [Fact]
     public void RingAllGatherAndAllReduceFollowTheAlphaBetaFormula()
     {
         // Inside a node: (n−1)/n·S/B + (n−1)α for all-gather, twice that for all-reduce (a 1 GB ring beats the tree's 2·S/B).

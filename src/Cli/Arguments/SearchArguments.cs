@@ -26,6 +26,8 @@ public static partial class SearchArguments
         Narrow("--tensor-model-parallel-size", "only these tensor-parallel sizes (list)"),
         Narrow("--pipeline-model-parallel-size", "only these pipeline-parallel sizes (list)"),
         Narrow("--context-parallel-size", "only these context-parallel sizes (list)"),
+        Narrow("--cp-comm-type", "only these context-parallel exchanges where c > 1 (list of p2p, allgather, a2a, a2a+p2p; default all)"),
+        Narrow("--hierarchical-context-parallel-sizes", "not a constraint: a2a+p2p is searched with every all-to-all size the heads split over"),
         new("--data-parallel-size", true, "only these data-parallel sizes (list)"),
         Narrow("--micro-batch-size", "only these micro-batch sizes (list)"),
         Narrow("--num-layers-per-virtual-pipeline-stage", "only these layers per virtual stage (list; 'none' = no interleaving)"),
@@ -68,6 +70,8 @@ public static partial class SearchArguments
             cl.Errors.Add("--sequence-parallel and --no-sequence-parallel contradict each other; pass at most one.");
         if (cl.Switch("--no-offload") && cl.String("--offload-ratio") is not null)
             cl.Errors.Add("--no-offload and --offload-ratio contradict each other; pass at most one.");
+        if (cl.String(RunDescriptionFlags.HierarchicalSizes.Name) is string sizes)
+            cl.Errors.Add($"{RunDescriptionFlags.HierarchicalSizes.Name} {sizes} does not narrow the search: it tries a2a+p2p with every all-to-all size that divides c and the heads; narrow with --cp-comm-type and --context-parallel-size.");
         if (cl.Switch("--use-distributed-optimizer") && cl.String("--zero-stage") is not null)
             cl.Errors.Add("--use-distributed-optimizer (ZeRO stage 1) and --zero-stage contradict each other; pass at most one.");
 
@@ -76,6 +80,7 @@ public static partial class SearchArguments
             TensorParallel = Ints(cl, "--tensor-model-parallel-size"),
             PipelineParallel = Ints(cl, "--pipeline-model-parallel-size"),
             ContextParallel = Ints(cl, "--context-parallel-size"),
+            ContextParallelComm = ContextParallelComms(cl),
             DataParallel = Ints(cl, "--data-parallel-size"),
             MicroBatch = Ints(cl, "--micro-batch-size"),
             LayersPerVirtualStage = Ints(cl, "--num-layers-per-virtual-pipeline-stage", allowNone: true),
@@ -142,6 +147,15 @@ public static partial class SearchArguments
                 if (cl.String(flag) is not null)
                     cl.Errors.Add($"{flag} applies only to full recomputation, which the recompute constraint excludes.");
         return chosen;
+    }
+
+    /// <summary>--cp-comm-type as a list of Megatron's words; each wrong one is reported as the codec reports it.</summary>
+    private static IReadOnlyList<ContextParallelCommType>? ContextParallelComms(CommandLine cl)
+    {
+        var text = cl.String("--cp-comm-type");
+        if (text is null) return null;
+        var comms = text.Split(',', StringSplitOptions.TrimEntries).Select(w => RunDescriptionFlags.ParseContextParallelComm(w, cl.Errors));
+        return comms.OfType<ContextParallelCommType>().Distinct().ToArray();
     }
 
     private static IReadOnlyList<T>? List<T>(CommandLine cl, string flag, Func<string, T?> parse, string valid) where T : struct

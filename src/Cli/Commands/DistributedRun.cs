@@ -29,7 +29,7 @@ public static class DistributedRun
     [
         "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-layers-per-virtual-pipeline-stage",
         "--context-parallel-size", "--sequence-parallel", "--use-distributed-optimizer", "--zero-stage", "--sync-factor",
-        "--cp-comm-type", "--overlap-grad-reduce", "--overlap-param-gather", "--ddp-bucket-size", "--nproc-per-node", "--master-port",
+        "--cp-comm-type", "--hierarchical-context-parallel-sizes", "--overlap-grad-reduce", "--overlap-param-gather", "--ddp-bucket-size", "--nproc-per-node", "--master-port",
     ];
 
     /// <summary>Whether the command line or the environment asks for more than one rank or a parallel layout.</summary>

@@ -94,6 +94,9 @@ public static class NcclCheckCommand
         yield return Check("all-gather", Host(gathered), Enumerable.Range(0, n).SelectMany(k => new float[] { 10 * k, 10 * k + 1 }).ToArray());
         var block = empty(2, device: device); c.ReduceScatter(On(Enumerable.Range(0, 2 * n).Select(i => (float)i * (r + 1)).ToArray()), block);
         yield return Check("reduce-scatter", Host(block), [2 * r * triangle, (2 * r + 1) * triangle]);
+        // All-to-all (grouped send/recv, this rank's own block included): block k comes from rank k, its elements 2r and 2r + 1.
+        var exchanged = empty(2 * n, device: device); c.AllToAll(On(Enumerable.Range(0, 2 * n).Select(i => 100f * r + i).ToArray()), exchanged);
+        yield return Check("all-to-all", Host(exchanged), Enumerable.Range(0, n).SelectMany(k => new float[] { 100 * k + 2 * r, 100 * k + 2 * r + 1 }).ToArray());
         var b = On([r, r]); c.Broadcast(b, n - 1);
         yield return Check("broadcast from the last rank", Host(b), [n - 1, n - 1]);
         var received = empty(1, device: device);

@@ -63,6 +63,7 @@ public static class EstimateJson
             if (c.LayersPerVirtualStage is int l) w.WriteNumber("layers_per_virtual_stage", l);
             else w.WriteNull("layers_per_virtual_stage");
             w.WriteNumber("context_parallel", c.ContextParallel);
+            w.WriteString("cp_comm_type", RunDescriptionFlags.CommTypeName(c.ContextParallelComm));
             w.WriteBoolean("sequence_parallel", c.SequenceParallel);
             w.WriteNumber("micro_batch", c.MicroBatch);
             w.WriteNumber("global_batch", c.GlobalBatch);

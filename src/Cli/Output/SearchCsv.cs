@@ -16,6 +16,7 @@ public static partial class SearchCsv
         [CsvColumn("layers_per_virtual_stage")] int? LayersPerVirtualStage,
         [CsvColumn("virtual_stages")] int VirtualStages,
         [CsvColumn("context_parallel")] int ContextParallel,
+        [CsvColumn("cp_comm_type")] string ContextParallelComm,
         [CsvColumn("sequence_parallel")] bool SequenceParallel,
         [CsvColumn("micro_batch")] int MicroBatch,
         [CsvColumn("recompute")] string Recompute,
@@ -41,7 +42,7 @@ public static partial class SearchCsv
         {
             var c = e.Config;
             return new Row(c.DataParallel, c.TensorParallel, c.PipelineParallel, c.LayersPerVirtualStage, c.VirtualStages(m),
-                c.ContextParallel, c.SequenceParallel, c.MicroBatch, RecomputeChoices.Label(c.RecomputeOrNone), c.OffloadRatio,
+                c.ContextParallel, RunDescriptionFlags.CommTypeName(c.ContextParallelComm), c.SequenceParallel, c.MicroBatch, RecomputeChoices.Label(c.RecomputeOrNone), c.OffloadRatio,
                 c.ZeroStage, c.SyncFactor, e.Cost.StepTimeSeconds, e.Cost.TokensPerSecondPerGpu, e.Cost.Mfu,
                 e.Cost.PeakMemoryBytes, e.Fits, top.Contains(c), front.Contains(c), e.Cost.BiggestCost, string.Join(' ', RunDescriptionFlags.Format(c)));
         });

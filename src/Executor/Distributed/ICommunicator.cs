@@ -7,7 +7,8 @@ namespace Harness.Executor.Distributed;
 /// TorchSharp tensors of any dtype. Ranks are numbered within the group (0 .. Size-1). Every member must make
 /// the same collective calls in the same order, as with NCCL.
 /// Shapes follow NCCL: <see cref="AllGather"/> writes Size copies of the input's element count into the output,
-/// rank r's block at offset r·numel; <see cref="ReduceScatter"/> reduces the input and keeps block Rank. Tensors
+/// rank r's block at offset r·numel; <see cref="ReduceScatter"/> reduces the input and keeps block Rank; <see cref="AllToAll"/>
+/// exchanges blocks of numel/Size. Tensors
 /// must be contiguous.
 /// </summary>
 public interface ICommunicator : IDisposable
@@ -32,6 +33,13 @@ public interface ICommunicator : IDisposable
 
     /// <summary>Reduces <paramref name="input"/> (Size·numel(output) elements) and writes this rank's block into <paramref name="output"/>.</summary>
     void ReduceScatter(torch.Tensor input, torch.Tensor output, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary>
+    /// Cuts <paramref name="input"/> into Size equal blocks in rank order and sends block r to rank r; block r of
+    /// <paramref name="output"/> (as many elements as the input) is what rank r sent this rank (torch.distributed's
+    /// all_to_all_single with equal splits).
+    /// </summary>
+    void AllToAll(torch.Tensor input, torch.Tensor output);
 
     /// <summary>Copies <paramref name="root"/>'s <paramref name="tensor"/> into every rank's, in place.</summary>
     void Broadcast(torch.Tensor tensor, int root);

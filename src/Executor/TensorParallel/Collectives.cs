@@ -43,6 +43,16 @@ internal static class Collectives
         return block.transpose(0, dim).contiguous().MoveToOuterDisposeScope();
     }
 
+    /// <summary>Sends block r of <paramref name="x"/>'s first dimension (Size blocks) to rank r; block r of the result came
+    /// from rank r.</summary>
+    public static Tensor AllToAll(Tensor x, ICommunicator group)
+    {
+        var input = x.contiguous();
+        var exchanged = empty_like(input);
+        group.AllToAll(input, exchanged);
+        return exchanged;
+    }
+
     /// <summary>This rank's block of <paramref name="dim"/>, no communication.</summary>
     public static Tensor Split(Tensor x, ICommunicator group, int dim = SequenceDim) =>
         x.chunk(group.Size, dim)[group.Rank].contiguous();

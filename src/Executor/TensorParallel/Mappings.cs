@@ -13,6 +13,7 @@ namespace Harness.Executor.TensorParallel;
 /// | ScatterToSequenceParallelRegion | keep own sequence block | all-gather |
 /// | GatherFromSequenceParallelRegion | all-gather sequence | reduce-scatter |
 /// | ReduceScatterToSequenceParallelRegion | reduce-scatter sequence | all-gather |
+/// | AllToAll | block r of the first dimension to rank r | the same all-to-all (_AllToAll with equal splits) |
 /// Backward runs outside the caller's dispose scopes (libtorch's autograd), so results leave no scope behind.
 /// </summary>
 public static class Mappings
@@ -32,7 +33,12 @@ public static class Mappings
     public static Tensor ReduceScatterToSequenceParallelRegion(Tensor x, ICommunicator tp) =>
         tp.Size == 1 ? x : ReduceScatterToSequence.apply(x, tp);
 
-    /// <summary>Base of the five operators: forward and backward are each one collective (or none) on one tensor.</summary>
+    /// <summary>Blocks of the first dimension exchanged over <paramref name="group"/> (block r to rank r): the all-to-all is its
+    /// own adjoint, as block r of the result came from rank r's block of this rank.</summary>
+    public static Tensor AllToAll(Tensor x, ICommunicator group) =>
+        group.Size == 1 ? x : AllToAllExchange.apply(x, group);
+
+    /// <summary>Base of the six operators: forward and backward are each one collective (or none) on one tensor.</summary>
     public abstract class Operator<T> : GuardedSingleTensorFunction<T> where T : Operator<T>, new()
     {
         protected abstract Tensor Forward(Tensor x, ICommunicator tp);
@@ -75,6 +81,13 @@ public static class Mappings
         public override string Name => "gather_from_sequence_parallel_region";
         protected override Tensor Forward(Tensor x, ICommunicator tp) => Collectives.AllGather(x, tp);
         protected override Tensor Backward(Tensor grad, ICommunicator tp) => Collectives.ReduceScatter(grad, tp);
+    }
+
+    public sealed class AllToAllExchange : Operator<AllToAllExchange>
+    {
+        public override string Name => "all_to_all";
+        protected override Tensor Forward(Tensor x, ICommunicator group) => Collectives.AllToAll(x, group);
+        protected override Tensor Backward(Tensor grad, ICommunicator group) => Collectives.AllToAll(grad, group);
     }
 
     public sealed class ReduceScatterToSequence : Operator<ReduceScatterToSequence>

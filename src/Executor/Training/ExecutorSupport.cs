@@ -72,10 +72,11 @@ public static class ExecutorSupport
             overlap = overlap with { TensorParallelBackwardAsync = false };
             notes.Add("the column-parallel input-gradient all-reduce runs on the compute stream, not behind the weight-gradient GEMM (Megatron's asynchronous all-reduce).");
         }
-        if (d.ContextParallel > 1 && overlap.ContextParallelComm)
+        // Ulysses' all-to-alls are on the critical path in Megatron too: the switch does not apply to them.
+        if (d.ContextParallel > 1 && overlap.ContextParallelComm && d.ContextParallelComm != ContextParallelCommType.A2a)
         {
             overlap = overlap with { ContextParallelComm = false };
-            notes.Add(d.ContextParallelComm == ContextParallelCommType.P2p
+            notes.Add(d.ContextParallelComm is ContextParallelCommType.P2p or ContextParallelCommType.A2aP2p
                 ? "ring attention passes each key/value block before computing on it: the exchange is not overlapped with attention."
                 : "the context-parallel key/value all-gather and its gradients' reduce-scatter run on the critical path, not behind the QKV GEMM.");
         }

@@ -67,7 +67,7 @@ public sealed class ParallelTrainer : IDisposable
         Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype);
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1
-            ? new ContextParallelism(groups.Context, ring: parallel.ContextParallelComm == ContextParallelCommType.P2p) : null;
+            ? new ContextParallelism(groups.Context, parallel.ContextParallelComm, parallel.ContextParallelLevels.AllToAll) : null;
         initGenerator = new Generator((ulong)(seed + 100 * groups.PipelineRank)); // a CPU generator (TransformerConfig)
         // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
@@ -263,6 +263,7 @@ public sealed class ParallelTrainer : IDisposable
         Buffer.Dispose();
         container.Dispose();
         p2p?.Dispose();
+        contextParallel?.Dispose();
         initGenerator.Dispose();
         dropout?.Dispose();
     }

@@ -32,7 +32,7 @@ public readonly record struct LayerTensor(double Bytes, double Storage, bool Kep
 public static class Activations
 {
     /// <summary>The most tensors <see cref="LayerTensors"/> lists for one layer.</summary>
-    public const int MaxLayerTensors = 16;
+    public const int MaxLayerTensors = 18;
 
     /// <summary>
     /// Writes the tensors one layer materializes in forward into <paramref name="into"/> (at least
@@ -54,7 +54,13 @@ public static class Activations
         Add(into, ref n, residual * e * h);                       // norm 1 input (needed by the norm's backward)
         Add(into, ref n, residual * e * h, !r.NormOutputs);       // norm 1 output = QKV GEMM input; Kwai's norm recompute drops it
         Add(into, ref n, sharded * e * h);                        // Q (after rotary: rotary itself saves only cos/sin)
-        if (c.ContextParallel > 1)
+        // Ulysses (--cp-comm-type a2a): attention keeps Q, K, V and O after their all-to-alls, all s tokens of 1/c of the
+        // heads (as many bytes as s/c tokens of every head), and its log-sum-exp per head and token likewise; its O is a
+        // tensor of its own beside the output projection's input, which the all-to-all back makes
+        // (AttnFuncWithCPAndQKVOA2A saves q_part, k_part, v_part, out_part; Transformer Engine at d0067d0). Under a2a+p2p
+        // the ring's attention keeps the all-to-all's Q, K, V and its own O likewise (AttnFuncWithCPAndKVP2P).
+        bool ulysses = c.ContextParallelLevels.AllToAll > 1; // a2a, and a2a+p2p's first level (its ring keeps the same)
+        if (c.ContextParallel > 1 && !ulysses)
             // Megatron-Kwai's context parallelism keeps this rank's shard of the all-gathered [K; V] as one tensor
             // (ATC'24 artifact, megatron/core/context_parallel/dattention.py, ShardSaveForBackwardFunction).
             Add(into, ref n, sharded * e * 2 * kv);
@@ -77,6 +83,7 @@ public static class Activations
             }
         }
         Add(into, ref n, sharded * e * h);                        // context = output-projection input (also flash's O)
+        if (ulysses) Add(into, ref n, sharded * e * h);           // attention's own O, head-sharded
         if (m.Dropout) Add(into, ref n, residual * h);            // attention dropout mask, 1 byte
 
         // MLP block.

@@ -35,6 +35,16 @@ public static class Topology
     public static GroupPlacement ContextGroup(RunDescription c, int gpusPerNode) =>
         Place(c.ContextParallel, RankOrder.Of(c).Stride(ParallelDims.Context), gpusPerNode);
 
+    /// <summary>The context-parallel ranks that exchange heads by all-to-all: consecutive context ranks (Megatron's first
+    /// level of create_hierarchical_groups, parallel_state.py); the whole context group under --cp-comm-type a2a.</summary>
+    public static GroupPlacement ContextAllToAllGroup(RunDescription c, int gpusPerNode) =>
+        Place(c.ContextParallelLevels.AllToAll, RankOrder.Of(c).Stride(ParallelDims.Context), gpusPerNode);
+
+    /// <summary>The context-parallel ranks of one ring: the whole context group, or under a2a+p2p every all-to-all group's
+    /// rank of the same index (Megatron's second level, all-to-all size context ranks apart).</summary>
+    public static GroupPlacement ContextRingGroup(RunDescription c, int gpusPerNode) =>
+        Place(c.ContextParallelLevels.Ring, RankOrder.Of(c).Stride(ParallelDims.Context) * c.ContextParallelLevels.AllToAll, gpusPerNode);
+
     /// <summary>
     /// The group gradients are reduced over: data- and context-parallel ranks hold the same weights, t ranks apart in
     /// each stage's block of t·c·d consecutive ranks. Where that block does not tile the nodes (t2 d3: 6 ranks on 8-GPU

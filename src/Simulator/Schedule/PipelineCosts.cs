@@ -132,11 +132,16 @@ public readonly struct PipelineCosts
             : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);
         double attentionBackward = layer.AttentionForward * (c.FlashAttention ? ComputeTime.FlashBackwardRatio : 2);
         // Context parallelism: the ring's exchange hides behind attention; an all-gather (Transformer Engine's
-        // AttnFuncWithCPAndKVAllGather, or Megatron-Kwai's without its GEMM overlap) is on the critical path.
-        var (cpF, cpB) = ContextParallelComm.Layer(m, c, cluster);
-        var (cpFx, cpBx) = overlap.ContextParallelComm && c.ContextParallelComm == ContextParallelCommType.P2p
-            ? (Overlapped(cpF, layer.AttentionForward), Overlapped(cpB, attentionBackward))
-            : ContextParallelComm.Exposed(m, c, cluster);
+        // AttnFuncWithCPAndKVAllGather, or Megatron-Kwai's without its GEMM overlap) and Ulysses' all-to-alls are on the
+        // critical path; a2a+p2p runs both the all-to-alls and the ring.
+        var (ringF, ringB) = ContextParallelComm.Layer(m, c, cluster);
+        var (a2aF, a2aB) = ContextParallelComm.AllToAll(m, c, cluster);
+        var (cpFx, cpBx) = c.ContextParallelComm == ContextParallelCommType.AllGather
+                           || (c.ContextParallelComm == ContextParallelCommType.P2p && !overlap.ContextParallelComm)
+            ? ContextParallelComm.Exposed(m, c, cluster)
+            : overlap.ContextParallelComm
+            ? (a2aF + Overlapped(ringF, layer.AttentionForward), a2aB + Overlapped(ringB, attentionBackward))
+            : (a2aF + ringF, a2aB + ringB);
 
         // Full recomputation repeats the forward (with its communication) of the recomputed layers.
         double recomputedLayers = Flops.RecomputedLayerFraction(m, c) * layersPerChunk;

@@ -63,7 +63,8 @@ public sealed record RecomputeSpec(
 /// (layers.py splits it into its V, K and Q parts). Megatron-Kwai's --no-context-parallel-comm-overlap-gemm, which its
 /// ATC'24 launch script passes for grouped-query attention (pretrain_llama.sh, GQA_ARGS; the split assumes Q, K and V of
 /// one size), runs the all-gather of K and V in forward and the reduce-scatter of their gradients in backward
-/// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.</param>
+/// synchronously (dattention.py), exposed; the asynchronous re-gather of the saved K/V shard in backward still hides.
+/// Ulysses' all-to-alls (--cp-comm-type a2a) are exposed either way.</param>
 /// <param name="GradientReduce">Megatron's --overlap-grad-reduce (off unless given): gradient buckets reduced during the last
 /// micro-batch's backward; with ZeRO 2 and 3, DeepSpeed's overlap_comm: during every micro-batch's backward.</param>
 /// <param name="ParamGather">Megatron's --overlap-param-gather (off unless given; with the distributed optimizer): each bucket's
@@ -90,6 +91,15 @@ public enum ContextParallelCommType
     /// <summary>Every rank's keys and values all-gathered before attention and their gradients reduce-scattered after it,
     /// on the critical path (Transformer Engine's AttnFuncWithCPAndKVAllGather).</summary>
     AllGather,
+    /// <summary>DeepSpeed-Ulysses (Jacobs et al. 2023, arXiv 2309.14509): queries, keys and values all-to-all from
+    /// sequence-sharded to head-sharded before attention, which then sees the whole sequence for 1/c of the heads and
+    /// query groups, and its output all-to-all back; backward in reverse. Four all-to-alls each way per layer, on the
+    /// critical path (Transformer Engine's AttnFuncWithCPAndQKVOA2A waits for them before attention).</summary>
+    A2a,
+    /// <summary>Hierarchical: Ulysses' all-to-alls inside groups of consecutive context-parallel ranks (the first of
+    /// --hierarchical-context-parallel-sizes, meant for NVLink), then ring attention across the groups (the second) on the
+    /// heads the all-to-all left each rank (Transformer Engine's AttnFuncWithCPAndKVP2P with a list of two groups).</summary>
+    A2aP2p,
 }
 
 /// <summary>
@@ -122,6 +132,9 @@ public enum ContextParallelCommType
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
 /// gradient and autograd adds it to the accumulated one every micro-batch after the first, as Megatron-LM 2019-2021 did.</param>
 /// <param name="ContextParallelComm">Megatron's --cp-comm-type.</param>
+/// <param name="HierarchicalAllToAllSize">The first of Megatron's --hierarchical-context-parallel-sizes under --cp-comm-type
+/// a2a+p2p: how many consecutive context-parallel ranks exchange heads by all-to-all (the ring runs over c / it of
+/// them); null for every other exchange.</param>
 /// <param name="FusedKernels">The executor's own CUDA kernels (SwiGLU, QKV with rotary, cross-entropy, AdamW) in place of
 /// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator models Megatron's kernels either way.</param>
 /// <param name="DdpBucketSize">Megatron's --ddp-bucket-size: elements per data-parallel gradient bucket; null: Megatron's
@@ -156,7 +169,8 @@ public sealed record RunDescription(
     bool FusedSwiGlu = true,
     AdamStates? Adam = null,
     bool ExpandableSegments = false,
-    bool PipelineScatterGather = true)
+    bool PipelineScatterGather = true,
+    int? HierarchicalAllToAllSize = null)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
@@ -179,6 +193,15 @@ public sealed record RunDescription(
     public bool DistributedOptimizer => ZeroStage >= 1;
 
     public int WorldSize => DataParallel * TensorParallel * PipelineParallel * ContextParallel;
+
+    /// <summary>The context-parallel ranks that exchange heads by all-to-all and those that pass keys and values around a
+    /// ring, their product c: (c, 1) for Ulysses, (1, c) for the ring and the all-gather.</summary>
+    public (int AllToAll, int Ring) ContextParallelLevels => ContextParallelComm switch
+    {
+        ContextParallelCommType.A2a => (ContextParallel, 1),
+        ContextParallelCommType.A2aP2p when HierarchicalAllToAllSize is int a && a > 0 && ContextParallel % a == 0 => (a, ContextParallel / a),
+        _ => (1, ContextParallel),
+    };
 
     /// <summary>Micro-batches each pipeline processes per iteration (m).</summary>
     public int NumMicroBatches => GlobalBatch / (MicroBatch * DataParallel);
@@ -234,6 +257,19 @@ public sealed record RunDescription(
         long cpChunks = 2L * ContextParallel; // causal load balancing splits the sequence in 2·cp chunks
         if (ContextParallel > 1 && model.SeqLength % cpChunks != 0)
             e.Add($"--seq-length {model.SeqLength} is not divisible by 2 x --context-parallel-size {ContextParallel} (causal load balancing).");
+        bool hierarchical = ContextParallelComm == ContextParallelCommType.A2aP2p;
+        if (hierarchical && HierarchicalAllToAllSize is not int)
+            e.Add("--cp-comm-type a2a+p2p needs --hierarchical-context-parallel-sizes (the all-to-all and ring sizes), as Megatron asserts.");
+        else if (!hierarchical && HierarchicalAllToAllSize is int)
+            e.Add($"--hierarchical-context-parallel-sizes applies only with --cp-comm-type a2a+p2p, not {ContextParallelComm.ToString().ToLowerInvariant()}.");
+        else if (HierarchicalAllToAllSize is int a2a && (a2a < 2 || ContextParallel % a2a != 0 || ContextParallel / a2a < 2))
+            e.Add($"--hierarchical-context-parallel-sizes has an all-to-all level of {a2a} for --context-parallel-size {ContextParallel}; a2a+p2p needs both levels above 1 and their product c (one level is --cp-comm-type a2a or p2p).");
+        int allToAll = ContextParallelLevels.AllToAll;
+        if (allToAll > 1 && model.NumAttentionHeads % TensorParallel == 0 && model.NumQueryGroups % TensorParallel == 0
+            && (model.NumAttentionHeads / TensorParallel % allToAll != 0 || model.NumQueryGroups / TensorParallel % allToAll != 0))
+            // Transformer Engine's AttnFuncWithCPAndQKVOA2A (and the a2a level of AttnFuncWithCPAndKVP2P) asserts
+            // num_heads % cp_size == 0 for q and for k, v.
+            e.Add($"--cp-comm-type {(hierarchical ? "a2a+p2p" : "a2a")} splits each tensor-parallel rank's attention heads ({model.NumAttentionHeads / TensorParallel}) and query groups ({model.NumQueryGroups / TensorParallel}) over {allToAll} context-parallel ranks; both must be divisible by {allToAll}.");
         if (SequenceParallel && (model.SeqLength / ContextParallel) % TensorParallel != 0)
             e.Add($"--seq-length {model.SeqLength} per context rank is not divisible by --tensor-model-parallel-size {TensorParallel} (sequence parallel).");
         if (OffloadRatio is < 0 or > 1 || double.IsNaN(OffloadRatio))

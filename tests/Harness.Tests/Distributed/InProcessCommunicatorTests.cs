@@ -27,7 +27,8 @@ public class InProcessCommunicatorTests
             var gathered = zeros(12); c.AllGather(Own(c.Rank), gathered);
             var scattered = zeros(3); c.ReduceScatter(arange(12, dtype: ScalarType.Float32) * (c.Rank + 1), scattered);
             var bcast = Own(c.Rank); c.Broadcast(bcast, root: 2);
-            return new[] { sum, max, avg, gathered, scattered, bcast }.Select(t => t.data<float>().ToArray()).ToArray();
+            var exchanged = zeros(8); c.AllToAll(arange(8, dtype: ScalarType.Float32) + 100 * c.Rank, exchanged);
+            return new[] { sum, max, avg, gathered, scattered, bcast, exchanged }.Select(t => t.data<float>().ToArray()).ToArray();
         });
         for (int r = 0; r < 4; r++)
         {
@@ -39,6 +40,8 @@ public class InProcessCommunicatorTests
             // Block r of arange(12)·(1+2+3+4): elements 3r..3r+2 times 10.
             Assert.Equal(new float[] { 30 * r, 30 * r + 10, 30 * r + 20 }, x[4]);
             Assert.Equal(new float[] { 3, 30, 300 }, x[5]);
+            // Block j comes from rank j: its elements 2r and 2r + 1, arange(8) + 100j.
+            Assert.Equal(Enumerable.Range(0, 4).SelectMany(j => new float[] { 100 * j + 2 * r, 100 * j + 2 * r + 1 }), x[6]);
         }
     }
 

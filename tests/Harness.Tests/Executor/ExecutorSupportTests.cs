@@ -86,6 +86,17 @@ public class ExecutorSupportTests
             n => Assert.StartsWith("the executor's fused kernels are CUDA kernels; on CPU", n),
             n => Assert.StartsWith("SwiGLU ran as libtorch's chunk, silu and product", n),
             n => Assert.StartsWith("gradient-accumulation fusion has no bf16 weight gradients to fuse in fp32", n));
+        // Ulysses' all-to-alls are on the critical path in Megatron too: the overlap switch is left as asked, with no note;
+        // a2a+p2p's ring is not overlapped, as p2p's.
+        var ulysses = new RunDescription(ContextParallel: 2, Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.A2a,
+            FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false);
+        var (ulyssesRan, ulyssesNotes) = ExecutorSupport.AsRun(ulysses, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
+        Assert.Equal(ulysses, ulyssesRan);
+        Assert.Empty(ulyssesNotes);
+        var hierarchical = ulysses with { ContextParallel = 4, ContextParallelComm = ContextParallelCommType.A2aP2p, HierarchicalAllToAllSize = 2 };
+        var (hierarchicalRan, hierarchicalNotes) = ExecutorSupport.AsRun(hierarchical, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
+        Assert.False(hierarchicalRan.OverlapOrDefault.ContextParallelComm);
+        Assert.StartsWith("ring attention passes each key/value block before computing on it", Assert.Single(hierarchicalNotes));
         // One rank, nothing asked for that does not run: no note.
         var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false);
         var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, []), null);

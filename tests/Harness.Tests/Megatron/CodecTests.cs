@@ -21,7 +21,8 @@ public class CodecTests
         "--recompute-granularity selective", "--recompute-granularity full --recompute-method block --recompute-num-layers 2",
         "--kaimm-recompute-norm", "--kaimm-recompute-mlp-activation-func", "--offload-ratio 0.35", "--use-distributed-optimizer",
         "--zero-stage 3", "--sync-factor 0.5", "--fp16", "--fp16 --accumulate-allreduce-grads-in-fp32", "--bf16",
-        "--cp-comm-type allgather", "--attention-backend unfused", "--overlap-grad-reduce", "--overlap-param-gather",
+        "--cp-comm-type allgather", "--cp-comm-type a2a",
+        "--context-parallel-size 4 --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 2 2", "--attention-backend unfused", "--overlap-grad-reduce", "--overlap-param-gather",
         "--ddp-bucket-size 1000000", "--tp-comm-overlap", "--overlap-sp-ag --overlap-sp-rs", "--no-context-parallel-comm-overlap-gemm",
         "--no-overlap-p2p-communication", "--cuda-device-max-connections 1", "--max-split-size-mb 21",
         "--no-async-tensor-model-parallel-allreduce", "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion",
@@ -163,13 +164,26 @@ public class CodecTests
     }
 
     [Theory]
+    [InlineData("p2p", ContextParallelCommType.P2p)]
+    [InlineData("allgather", ContextParallelCommType.AllGather)]
+    [InlineData("all_gather", ContextParallelCommType.AllGather)]
+    [InlineData("a2a", ContextParallelCommType.A2a)]
+    [InlineData("a2a+p2p --hierarchical-context-parallel-sizes 2 1", ContextParallelCommType.A2aP2p)]
+    public void MegatronsCpCommTypeSpellingsAreRead(string word, ContextParallelCommType expected)
+    {
+        var d = Parse($"--context-parallel-size 2 --cp-comm-type {word}");
+        Assert.Equal(expected, d.ContextParallelComm);
+        Assert.Equal(d, Parse(RunDescriptionFlags.Format(d), d.WorldSize));
+    }
+
+    [Theory]
     [InlineData("--tensor-model-paralel-size 8", "unknown option --tensor-model-paralel-size; did you mean --tensor-model-parallel-size?")]
     [InlineData("--sequence-paralel", "unknown option --sequence-paralel; did you mean --sequence-parallel?")]
     [InlineData("--moe-router-topk 2", "--moe-router-topk is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
     [InlineData("--fp8-format hybrid", "--fp8-format is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
     [InlineData("--decoder-first-pipeline-num-layers 6", "--decoder-first-pipeline-num-layers is a Megatron-LM flag that changes the estimate")]
     [InlineData("--optimizer sgd", "--optimizer sgd is not modelled yet")]
-    [InlineData("--cp-comm-type a2a", "--cp-comm-type a2a (DeepSpeed-Ulysses' all-to-all) is not modelled yet")]
+    [InlineData("--context-parallel-size 4 --hierarchical-context-parallel-sizes 2 3", "--hierarchical-context-parallel-sizes 2 3 is not two positive sizes (all-to-all, ring) whose product is --context-parallel-size 4.")]
     [InlineData("--cp-comm-type ring", "--cp-comm-type 'ring' is not one of p2p, allgather")]
     public void MisspelledAndUnmodelledFlagsAreRefused(string line, string expected)
     {

@@ -15,6 +15,7 @@ internal sealed class RecordingCommunicator(ICommunicator inner, List<string> lo
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum) { Log("all-reduce"); inner.AllReduce(tensor, op); }
     public void AllGather(Tensor input, Tensor output) { Log("all-gather"); inner.AllGather(input, output); }
     public void ReduceScatter(Tensor input, Tensor output, ReduceOp op = ReduceOp.Sum) { Log("reduce-scatter"); inner.ReduceScatter(input, output, op); }
+    public void AllToAll(Tensor input, Tensor output) { Log("all-to-all"); inner.AllToAll(input, output); }
     public void Broadcast(Tensor tensor, int root) { Log("broadcast"); inner.Broadcast(tensor, root); }
     public void Send(Tensor tensor, int peer) { Log("send"); inner.Send(tensor, peer); }
     public void Recv(Tensor tensor, int peer) { Log("recv"); inner.Recv(tensor, peer); }

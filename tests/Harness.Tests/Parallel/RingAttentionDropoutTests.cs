@@ -26,7 +26,7 @@ public class RingAttentionDropoutTests
         var results = InProcessJob.Run(cpSize, world =>
         {
             using var pgs = ProcessGroups.Create(world, RankOrder.For(world.Size, 1, world.Size, 1));
-            var cp = new ContextParallelism(pgs.Context, ring: true);
+            var cp = new ContextParallelism(pgs.Context, ContextParallelCommType.P2p);
             using var g = new Generator(21);
             // The full sequence, alike on every rank, and this rank's two load-balanced chunks of it.
             var qFull = randn(new[] { b, heads, s, d }, dtype: ScalarType.Float64, generator: g);

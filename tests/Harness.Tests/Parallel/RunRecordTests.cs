@@ -34,6 +34,8 @@ public class RunRecordTests
     [InlineData(4, "--pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 1 --global-batch-size 4 --no-overlap-p2p-communication")]
     [InlineData(2, "--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather --ddp-bucket-size 1000")]
     [InlineData(2, "--context-parallel-size 2 --cp-comm-type allgather")]
+    [InlineData(2, "--context-parallel-size 2 --cp-comm-type a2a")]
+    [InlineData(4, "--context-parallel-size 4 --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 2 2")]
     [InlineData(2, "--context-parallel-size 2 --cp-comm-type p2p --fp32 --transformer-impl transformer_engine")]
     public void ARunRecordsWhatSimulateReadsFromTheSameFlags(int ranks, string flags)
     {

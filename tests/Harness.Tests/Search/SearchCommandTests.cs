@@ -86,6 +86,20 @@ public class SearchCommandTests : IDisposable
     }
 
     [Fact]
+    public void CpCommTypeListNarrowsTheExchangesAndAWrongWordIsNamed()
+    {
+        var (input, cl) = Read("--model caat-1b --gpus 8 --global-batch-size 16 --cp-comm-type a2a,all_gather");
+        Assert.Empty(cl.Errors);
+        Assert.Equal([ContextParallelCommType.A2a, ContextParallelCommType.AllGather], input!.Space.Constraints.ContextParallelComm);
+        var (bad, badCl) = Read("--model caat-1b --gpus 8 --global-batch-size 16 --cp-comm-type a2a,ring");
+        Assert.Null(bad);
+        Assert.Contains("--cp-comm-type 'ring' is not one of p2p, allgather (all_gather), a2a, a2a+p2p.", badCl.Errors);
+        var (pasted, pastedCl) = Read("--model caat-1b --gpus 8 --global-batch-size 16 --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 2 2");
+        Assert.Null(pasted);
+        Assert.Contains("--hierarchical-context-parallel-sizes 2 2 does not narrow the search: it tries a2a+p2p with every all-to-all size that divides c and the heads; narrow with --cp-comm-type and --context-parallel-size.", pastedCl.Errors);
+    }
+
+    [Fact]
     public void NoValidFactorizationSaysWhyAndExits2()
     {
         var (code, _, err) = Run($"--model llama-175b --gpu h800 --gpus 7 --global-batch-size 256 --out {_out}");

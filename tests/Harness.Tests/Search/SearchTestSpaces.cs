@@ -45,6 +45,9 @@ internal static class SearchTestSpaces
                 {
                     if (world % (tp * pp * cp) != 0) continue;
                     int dp = world / (tp * pp * cp);
+                    // Without context parallelism there is no exchange to choose: Megatron's default stands.
+                    foreach (var comm in cp == 1 ? [ContextParallelCommType.P2p] : Enum.GetValues<ContextParallelCommType>())
+                    foreach (int? a2a in comm == ContextParallelCommType.A2aP2p ? Enumerable.Range(1, cp).Select(i => (int?)i) : [null])
                     foreach (int? l in new int?[] { null }.Concat(Enumerable.Range(1, m.NumLayers).Select(i => (int?)i)))
                         foreach (bool sp in new[] { false, true })
                             for (int mb = 1; mb <= s.GlobalBatch; mb++)
@@ -53,7 +56,7 @@ internal static class SearchTestSpaces
                                         for (int zero = 0; zero <= 3; zero++)
                                             foreach (double p in s.Constraints.SyncFactors)
                                             {
-                                                var c = new RunDescription(dp, tp, pp, l, cp, sp, mb, s.GlobalBatch, r, a, zero, p);
+                                                var c = new RunDescription(dp, tp, pp, l, cp, sp, mb, s.GlobalBatch, r, a, zero, p) { ContextParallelComm = comm, HierarchicalAllToAllSize = a2a };
                                                 if (c.Validate(m, world).Count == 0) result.Add(c);
                                             }
                 }

@@ -66,6 +66,26 @@ public class SpaceEnumeratorTests
     }
 
     [Fact]
+    public void ContextParallelExchangesAreSearchedOnlyWhereThereIsOneAndUlyssesOnlyWhereHeadsSplit()
+    {
+        // Tiny Llama: 8 heads, 2 query groups. Ulysses needs the groups of a tensor-parallel rank to split c ways: t 1, c 2 only.
+        var all = new SpaceEnumerator(Space(TinyLlama, 12, 6)).All().ToList();
+        Assert.All(all.Where(x => x.ContextParallel == 1), x => Assert.Equal(ContextParallelCommType.P2p, x.ContextParallelComm));
+        var withCp = all.Where(x => x.ContextParallel > 1).ToList();
+        foreach (var comm in new[] { ContextParallelCommType.P2p, ContextParallelCommType.AllGather })
+            Assert.Contains(withCp, x => x.ContextParallelComm == comm);
+        Assert.Equal([(1, 2)], withCp.Where(x => x.ContextParallelComm == ContextParallelCommType.A2a)
+            .Select(x => (x.TensorParallel, x.ContextParallel)).Distinct());
+        // a2a+p2p: an all-to-all level of 2 (t 1) and a ring of at least 2 more: c 4, 6 and 12 (s 96 splits 2c ways).
+        Assert.Equal([(1, 4, 2), (1, 6, 2), (1, 12, 2)], withCp.Where(x => x.ContextParallelComm == ContextParallelCommType.A2aP2p)
+            .Select(x => (x.TensorParallel, x.ContextParallel, x.HierarchicalAllToAllSize ?? 0)).Distinct().Order());
+        // Asked for Ulysses alone: the context-parallel layouts hold only it; those without context parallelism stay.
+        var only = new SpaceEnumerator(Space(TinyLlama, 12, 6, new SearchConstraints { OffloadStep = 0.25, ContextParallelComm = [ContextParallelCommType.A2a] })).All().ToList();
+        Assert.All(only.Where(x => x.ContextParallel > 1), x => Assert.Equal(ContextParallelCommType.A2a, x.ContextParallelComm));
+        Assert.Equal(all.Count(x => x.ContextParallel == 1), only.Count(x => x.ContextParallel == 1));
+    }
+
+    [Fact]
     public void TensorParallelWithinNodeKeepsTpAtMostTheNode()
     {
         var c = new SearchConstraints { TensorParallelWithinNode = true, OffloadRatios = [0] };

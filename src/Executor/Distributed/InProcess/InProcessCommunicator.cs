@@ -33,6 +33,14 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
         Collective("reduce-scatter", input, output, all => Reduce(all.Select(t => ((Tensor)t!).reshape(-1).narrow(0, Rank * n, n)), op));
     }
 
+    public void AllToAll(Tensor input, Tensor output)
+    {
+        long n = input.numel() / Size;
+        if (n * Size != input.numel() || output.numel() != input.numel())
+            throw new CommunicatorException($"{What("all-to-all")}: input has {input.numel()} elements and output {output.numel()}; both must have the same multiple of the group size {Size}.");
+        Collective("all-to-all", input, output, all => torch.cat(all.Select(t => ((Tensor)t!).reshape(-1).narrow(0, Rank * n, n)).ToArray()));
+    }
+
     public void Broadcast(Tensor tensor, int root)
     {
         if (root < 0 || root >= Size)

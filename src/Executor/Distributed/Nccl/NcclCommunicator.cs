@@ -83,6 +83,24 @@ public sealed unsafe class NcclCommunicator : ICommunicator
         Issue("reduce-scatter", input, () => NcclLibrary.ReduceScatter(Ptr(input), Ptr(output), Count(output), Type(output), (int)op, comm, stream));
     }
 
+    /// <summary>NCCL has no all-to-all of its own: a group of one send and one receive per rank, this rank's own block
+    /// included (as PyTorch's ProcessGroupNCCL runs all_to_all_single).</summary>
+    public void AllToAll(Tensor input, Tensor output)
+    {
+        long n = input.numel() / Size;
+        if (n * Size != input.numel() || output.numel() != input.numel())
+            throw new CommunicatorException($"rank {Rank} of group {Name}: all-to-all input has {input.numel()} elements and output {output.numel()}; both must have the same multiple of the group size {Size}.");
+        RequireSameType(input, output);
+        using var blocks = NewDisposeScope();
+        var (from, to) = (input.view(-1), output.view(-1));
+        using (Group())
+            for (int r = 0; r < Size; r++)
+            {
+                Send(from.narrow(0, r * n, n), r);
+                Recv(to.narrow(0, r * n, n), r);
+            }
+    }
+
     public void Broadcast(Tensor tensor, int root)
     {
         RequireRank(root);
