@@ -50,10 +50,11 @@ public class ReproductionTargetTests
     {
         var t = Table("kwai-atc24-fig7-memory");
         Assert.Equal(19, t.Errors.Count);
-        // Issue 4's target, every point within 2%, pinned tighter at today's accuracy (MAPE 0.40%, worst 0.82%).
+        // Issue 4's target, every point within 2%, pinned tighter at today's accuracy (MAPE 0.43%, worst 1.15%: recompute
+        // none at alpha 1, whose peak is the last stage's, at the loss).
         Assert.All(t.Rows.Where(r => r.Error is not null), r => Assert.InRange(Math.Abs(r.Error!.Value), 0, 0.02));
         Assert.InRange(t.Errors.Mape, 0, 0.0045);
-        Assert.InRange(t.Errors.MaxAbs, 0, 0.0085);
+        Assert.InRange(t.Errors.MaxAbs, 0, 0.012);
     }
 
     [Fact]

@@ -244,11 +244,16 @@ public readonly struct PipelineCosts
             FirstExtraActivations = m.Dropout ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
             LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + 4 * logits,               // final norm in/out, fp32 softmax
             BackwardTransient = recomputeWorkspace + gradientBuffers + offloadWindow,
-            LastForwardTransient = (e + 4) * logits,                                              // logits and their fp32 copy
+            // Megatron's vocabulary-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py) casts the logits to
+            // fp32, turns that copy into the softmax in place and saves it (counted above); beside it, while the loss forms,
+            // the bf16 logits.
+            LastForwardTransient = e * logits,
             // The vocabulary-parallel embedding's backward materializes a dense V/t x h weight gradient in the
             // parameter dtype before it is added to the fp32 main gradient.
             FirstBackwardTransient = e * m.VocabSize * m.HiddenSize / c.TensorParallel,
-            LastBackwardTransient = (4 + e) * logits,                                             // fp32 and bf16 logit gradients
+            // Its backward writes the logits' gradient into the saved softmax in place (prepare_gradient_calculation_operands:
+            // grad_input = softmax); the output layer casts it to the parameter dtype (tensor_parallel/layers.py).
+            LastBackwardTransient = e * logits,
             ChunkGradientReduce = DataParallelComm.GradientReduce(chunkParams, c, cluster),
             FirstExtraGradientReduce = DataParallelComm.GradientReduce(embedParams, c, cluster),
             LastExtraGradientReduce = DataParallelComm.GradientReduce(outParams, c, cluster),
