@@ -20,7 +20,6 @@ public static class ExecutorSupport
         var refused = new List<string>();
         var overlap = d.OverlapOrDefault;
         if (d.OffloadRatio > 0) refused.Add("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).");
-        if (d.ZeroStage >= 2) refused.Add($"--zero-stage {d.ZeroStage} is not run by the executor yet; it runs stage 0 and stage 1 (--use-distributed-optimizer).");
         if (!d.GradientsInFp32)
             refused.Add(d.Precision == Precision.Fp16
                 ? "--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +
