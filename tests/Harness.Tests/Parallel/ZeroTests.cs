@@ -75,6 +75,44 @@ public class ZeroTests
         Assert.Equal(modeled - 4 * (ends + 32 + 2 * 2 * 32) + 4 * vectors * (1 - 1.0 / d), expected, 6);
     }
 
+    [Fact]
+    public void CollectivesComeWithEveryMicroBatchAsDeepSpeedMakesThem()
+    {
+        // Two micro-batches per step. ZeRO 2 reduce-scatters ZeRO 1's buckets once per micro-batch instead of once per step, and
+        // all-gathers them once after the step, as ZeRO 1 does. ZeRO 3 (tiny Llama, 2 layers: units embeddings, layer 0,
+        // layer 1, output layer, and the vectors) gathers per micro-batch the embeddings, both layers and the output layer in
+        // the forward and both layers again in the backward (the output layer is kept from the forward, the embeddings'
+        // backward needs no weights): 6, so 12 per step, and the vectors once after the step; it reduce-scatters its 5
+        // buckets per micro-batch.
+        var zero1 = Collectives(Config(1, dp: 2) with { GlobalBatch = 4 });
+        var zero2 = Collectives(Config(2, dp: 2) with { GlobalBatch = 4 });
+        var zero3 = Collectives(Config(3, dp: 2) with { GlobalBatch = 4 });
+        Assert.True(zero1["dp-cp reduce-scatter"] > 2, "the buckets do not split the model");
+        Assert.Equal(2 * zero1["dp-cp reduce-scatter"], zero2["dp-cp reduce-scatter"]);
+        Assert.Equal(zero1["dp-cp all-gather"], zero2["dp-cp all-gather"]);
+        Assert.Equal(2 * 5, zero3["dp-cp reduce-scatter"]);
+        Assert.Equal(2 * 6 + 1, zero3["dp-cp all-gather"]);
+    }
+
+    /// <summary>How many of each collective rank 0 makes in the second step of <paramref name="config"/> (tiny Llama).</summary>
+    private static Dictionary<string, int> Collectives(RunDescription config)
+    {
+        var spec = Reference.Llama();
+        var batch = Reference.Batches(spec, 1, config.GlobalBatch)[0];
+        var logs = InProcessJob.Run(config.WorldSize, world =>
+        {
+            var log = new List<string>();
+            using var groups = ProcessGroups.Create(new RecordingCommunicator(world, log), RankOrder.For(world.Size, 1, 1, 1));
+            using var trainer = new ParallelTrainer(groups, spec, config, CPU, Reference.DropoutSeed, Reference.Adam);
+            using var scope = NewDisposeScope();
+            trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, spec.SeqLength));
+            log.Clear();
+            trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, spec.SeqLength));
+            return log;
+        });
+        return logs[0].GroupBy(l => l).ToDictionary(g => g.Key, g => g.Count());
+    }
+
     /// <summary>Each rank's most bytes under its parameters over three steps of <paramref name="config"/>.</summary>
     private static long[] PeakResidentWeightBytes(ModelSpec spec, RunDescription config)
     {
