@@ -68,10 +68,11 @@ public sealed class ParallelTrainer : IDisposable
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
         (this.groups, parallel, spec, this.device) = (groups, description, model, device);
         dtype = ExecutorSupport.ComputeDtype(description.Precision);
-        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype);
         // ZeRO 2 and 3 keep no main gradients for the GEMMs to add into: autograd's gradients go to reduce buckets.
-        if (Fusions.GradientAccumulation && description.ZeroStage >= 2)
-            Fusions = Fusions with { GradientAccumulation = false, Notes = [.. Fusions.Notes,
+        bool zeroShardsGradients = description.ZeroStage >= 2;
+        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion && !zeroShardsGradients, device, dtype);
+        if (description.GradientAccumulationFusion && zeroShardsGradients)
+            Fusions = Fusions with { Notes = [.. Fusions.Notes,
                 $"gradient-accumulation fusion off under --zero-stage {description.ZeroStage}: there are no main gradients to accumulate into; each micro-batch's gradients are reduce-scattered into the optimizer's shards."] };
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1
