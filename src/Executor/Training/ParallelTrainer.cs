@@ -49,6 +49,8 @@ public sealed class ParallelTrainer : IDisposable
     private readonly ParamGather? paramGather;
     private readonly PartitionedParams? partitioned;
     private readonly PartitionedParamCoordinator? zero3;
+    /// <summary>How the (one) chunk's layers run: ZeRO 3 gathers a group as one unit.</summary>
+    private readonly IReadOnlyList<LayerGroup> layerGroups;
 
     /// <summary>
     /// Builds this rank's part of <paramref name="model"/> (its vocabulary padded for tensor parallelism) under
@@ -90,6 +92,7 @@ public sealed class ParallelTrainer : IDisposable
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
+        layerGroups = RecomputeGroups.Of(chunks[0].Part.NumLayers, parallel.RecomputeOrNone);
         Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: Fusions.GradientAccumulation,
             gradients: parallel.ZeroStage < 2, weights: parallel.ZeroStage < 3);
         if (parallel.PipelineParallel > 1)
@@ -135,10 +138,9 @@ public sealed class ParallelTrainer : IDisposable
         var parts = name.Split('.');
         if (parts[2] != "layers") return parts[2] is "output_layer" ? "output" : "embedding";
         int layer = int.Parse(parts[3]);
-        return $"group {LayerGroups.Single(g => layer >= g.First && layer < g.First + g.Count).First}";
+        return $"group {layerGroups.Single(g => layer >= g.First && layer < g.First + g.Count).First}";
     }
 
-    private IReadOnlyList<LayerGroup> LayerGroups => RecomputeGroups.Of(chunks[0].Part.NumLayers, parallel.RecomputeOrNone);
 
     /// <summary>ZeRO 3's schedule over the one chunk's units (<see cref="GradBucket.OfUnits"/> made them from the output end).</summary>
     private PartitionedParamCoordinator Coordinator(PartitionedParams units, IReadOnlyList<GradBucket> buckets)
@@ -148,7 +150,7 @@ public sealed class ParallelTrainer : IDisposable
             long offset = Buffer.Layout.First(l => named(l.Name)).Offset;
             return buckets.Single(b => offset >= b.Offset && offset < b.Offset + b.Count);
         }
-        var groups = LayerGroups.Select(g => (g.First, UnitOf(n => n.StartsWith($"chunks.0.layers.{g.First}.")))).ToList();
+        var groups = layerGroups.Select(g => (g.First, UnitOf(n => n.StartsWith($"chunks.0.layers.{g.First}.")))).ToList();
         var embedding = UnitOf(n => n == "chunks.0.word_embeddings");
         var output = Buffer.Layout.Any(l => l.Name == "chunks.0.output_layer") ? UnitOf(n => n == "chunks.0.output_layer") : embedding;
         return new PartitionedParamCoordinator(units, embedding, groups, output, chunks[0].Part.NumLayers);

@@ -41,6 +41,13 @@ public class ZeroTests
     [Theory]
     [InlineData(2)]
     [InlineData(3)]
+    public void OverlappedParamGatherMatchesSerial(int zero) =>
+        // ZeRO 2's buckets, ZeRO 3's vectors: all-gathered during the next forward.
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(), Config(zero, dp: 2, overlap: true) with { Overlap = new OverlapSpec(GradientReduce: true, ParamGather: true) });
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
     public void Cp2MatchesSerial(int zero) => ParallelRun.AssertMatchesSerial(Reference.Llama(), Config(zero, dp: 2, cp: 2));
 
     [Theory]
