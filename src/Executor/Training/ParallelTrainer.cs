@@ -141,7 +141,6 @@ public sealed class ParallelTrainer : IDisposable
         return $"group {layerGroups.Single(g => layer >= g.First && layer < g.First + g.Count).First}";
     }
 
-
     /// <summary>ZeRO 3's schedule over the one chunk's units (<see cref="GradBucket.OfUnits"/> made them from the output end).</summary>
     private PartitionedParamCoordinator Coordinator(PartitionedParams units, IReadOnlyList<GradBucket> buckets)
     {
