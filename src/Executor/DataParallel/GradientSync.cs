@@ -17,8 +17,8 @@ namespace Harness.Executor.DataParallel;
 /// stream. What is only final once backward is over (the embeddings) and everything without overlap is launched by
 /// <see cref="Finish"/>, after which the compute stream waits for the communication stream. The calls and their order
 /// are the same either way, so overlapping does not change a single bit of the result.
-/// Under ZeRO 2 and 3 (<c>everyMicroBatch</c>; DeepSpeed's zero/stage_1_and_2.py, reduce_independent_p_g_buckets_and_remove_grads
-/// and average_tensor) this happens after every micro-batch's backward, not once per step: each bucket's gradients are
+/// Under ZeRO 2 and 3 (<c>everyMicroBatch</c>; DeepSpeed's deepspeed/runtime/zero/stage_1_and_2.py at 38327e0,
+/// reduce_independent_p_g_buckets_and_remove_grads and average_tensor) this happens after every micro-batch's backward, not once per step: each bucket's gradients are
 /// copied from the parameters' .grad, which autograd allocated, into a reduce bucket of main-gradient type (float32) of the bucket's padded length
 /// and freed, the bucket is reduce-scattered and this rank's piece is added into the optimizer's gradient shard, so no
 /// gradient of the whole model outlives a micro-batch. With overlap, the markers go into every micro-batch, and at most two

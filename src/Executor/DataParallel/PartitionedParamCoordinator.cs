@@ -3,8 +3,8 @@ using static TorchSharp.torch;
 namespace Harness.Executor.DataParallel;
 
 /// <summary>
-/// When ZeRO 3 gathers and frees each unit's weights (DeepSpeed's zero/partitioned_param_coordinator.py, driven by the module
-/// hooks of zero/parameter_offload.py): in the forward, a unit is fetched before it runs, the next unit is prefetched on the
+/// When ZeRO 3 gathers and frees each unit's weights (DeepSpeed's deepspeed/runtime/zero/partitioned_param_coordinator.py at
+/// 38327e0, fetch_sub_module and release_sub_module, driven by the module hooks of zero/parameter_offload.py): in the forward, a unit is fetched before it runs, the next unit is prefetched on the
 /// communication stream so that its all-gather runs beside this unit's compute, and the previous unit is released; in the
 /// backward, a marker at each unit's input (<see cref="GradReadyMarker"/>, in place of DeepSpeed's post-backward hook) releases
 /// the unit once backward has passed it, fetches the unit before it, whose backward comes next, and prefetches the one before

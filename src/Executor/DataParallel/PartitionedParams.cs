@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Harness.Executor.DataParallel;
 
 /// <summary>
-/// ZeRO 3's partitioned weights (Rajbhandari et al. 2020, P_os+g+p; DeepSpeed's zero/partition_parameters.py): each ZeRO 3
+/// ZeRO 3's partitioned weights (Rajbhandari et al. 2020, P_os+g+p; DeepSpeed's deepspeed/runtime/zero/partition_parameters.py at 38327e0): each ZeRO 3
 /// bucket (<see cref="GradBucket.OfUnits"/>: a layer's weight matrices, the embeddings, the output layer) is a gather unit
 /// whose parameters are views into one flat tensor of the bucket's padded length. Between uses that tensor holds no memory
 /// (<see cref="StorageBytes"/>); a rank keeps only its partition, the r-th 1/d of the bucket in the model's dtype (DeepSpeed's

@@ -4,7 +4,7 @@ namespace Harness.Executor.Native;
 
 /// <summary>
 /// Frees and reallocates the memory under a tensor without touching the tensor, its views or autograd's record of them:
-/// PyTorch FSDP's _free_storage / _alloc_storage (torch/distributed/fsdp/_flat_param.py: tensor.untyped_storage().resize_),
+/// PyTorch FSDP's _free_storage / _alloc_storage (torch/distributed/utils.py: the tensor's storage resized to 0 and back),
 /// which TorchSharp does not bind. Every view of the tensor (the parameters of a ZeRO 3 gather unit) and every tensor
 /// autograd saved from them share the one storage, so freeing it frees the weights for real, and refilling it before
 /// backward gives backward the weights again; libtorch's version counters are not bumped, as nothing was written through a
