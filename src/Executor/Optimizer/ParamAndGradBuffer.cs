@@ -85,10 +85,10 @@ public sealed class ParamAndGradBuffer : IDisposable
                     if (MixedPrecision) paramView.copy_(p);
                     p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
                 }
-                if (!gradients) { } // autograd allocates .grad; the per-micro-batch reduction frees it
-                else if (fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
+                // Without gradient buffers autograd allocates each .grad, and the per-micro-batch reduction frees it.
+                if (gradients && fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
                     layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape));
-                else
+                else if (gradients)
                 {
                     p.grad = Grads.narrow(0, gradOffset, n).view(p.shape);
                     // Adjacent unfused parameters make one range, so a fold is a few kernels, not one per parameter.
