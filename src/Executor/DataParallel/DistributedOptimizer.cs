@@ -15,6 +15,10 @@ namespace Harness.Executor.DataParallel;
 /// weights and moments take 12/d bytes per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16 weights and
 /// float32 gradients; here 8 + 12/d, as the buffer also keeps one micro-batch's bf16 gradients before folding them
 /// into float32). The buffer then holds no full master copy of its own.
+/// The same shards serve ZeRO 2 and 3, so a checkpoint's segments mean the same under every stage: under ZeRO 2 the
+/// gradients arrive every micro-batch and add up in the shard (<see cref="GradientSync"/>, everyMicroBatch); under ZeRO 3
+/// the buckets are the gather units of <see cref="PartitionedParams"/>, whose partitions the step refreshes from the master
+/// weights instead of all-gathering them (the next forward's gathers bring them), and only the vectors are all-gathered.
 /// </summary>
 public sealed class DistributedOptimizer : IOptimizerState, IDisposable
 {
@@ -25,6 +29,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     private readonly Tensor gradShards;
     private readonly long[] pieceOffsets, stateOffsets;
     private readonly bool fused;
+    private readonly PartitionedParams? partitioned;
 
     public AdamSettings Options { get; }
     public long Step { get; set; }
@@ -37,10 +42,11 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     public Tensor ExpAvgSq { get; }
 
     /// <param name="fused">Update each shard with the fused AdamW kernel (the caller checked that the kernels load on this device).</param>
+    /// <param name="partitioned">ZeRO 3: where the weights of <paramref name="buckets"/> live (all gathered while this is built).</param>
     public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, AdamSettings options, GradientNorm norm,
-        bool fused = false)
+        bool fused = false, PartitionedParams? partitioned = null)
     {
-        (this.buffer, this.buckets, this.dataParallel, Options, this.norm) = (buffer, buckets, dataParallel, options, norm);
+        (this.buffer, this.buckets, this.dataParallel, Options, this.norm, this.partitioned) = (buffer, buckets, dataParallel, options, norm, partitioned);
         int d = dataParallel.Size, r = dataParallel.Rank;
         var segments = new List<(long, long)>();
         pieceOffsets = new long[buckets.Count];
@@ -57,7 +63,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
         }
         Segments = segments;
         var device = buffer.Params.device;
-        gradShards = zeros(pieces, dtype: ScalarType.Float32, device: device);
+        gradShards = zeros(pieces, dtype: buffer.MainGrads.dtype, device: device);
         Master = zeros(state, dtype: ScalarType.Float32, device: device);
         ReloadMaster();
         ExpAvg = zeros(state, dtype: ScalarType.Float32, device: device);
@@ -68,15 +74,24 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     /// <summary>Where bucket <paramref name="bucket"/>'s reduce-scatter leaves this rank's averaged piece of it.</summary>
     public Tensor GradShard(GradBucket bucket) => gradShards.narrow(0, pieceOffsets[bucket.Index], bucket.PaddedCount(dataParallel.Size) / dataParallel.Size);
 
-    /// <summary>Takes this rank's shard of the master weights from the model's weights (at start and after loading).</summary>
+    /// <summary>Under ZeRO 2 and 3: clears the gradient shards, into which every micro-batch's reduce-scatter adds.</summary>
+    public void ZeroGradShards()
+    {
+        using var _ = no_grad();
+        gradShards.zero_();
+    }
+
+    /// <summary>Takes this rank's shard of the master weights from the model's weights (at start and after loading; under ZeRO 3
+    /// with every unit gathered).</summary>
     public void ReloadMaster()
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        for (int k = 0; k < buckets.Count; k++)
+        foreach (var b in buckets)
         {
-            var (offset, length) = Segments[k];
-            Master.narrow(0, stateOffsets[k], length).copy_(buffer.Params.narrow(0, offset, length));
+            var (offset, length) = Segments[b.Index];
+            var weights = partitioned?.Weights(b) ?? buffer.Params.narrow(0, b.Offset, b.Count);
+            Master.narrow(0, stateOffsets[b.Index], length).copy_(weights.narrow(0, offset - b.Offset, length));
         }
     }
 
@@ -106,14 +121,34 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
             AdamW.ClipAndUpdate(Master.narrow(0, stateOffsets[k], length), grads[k].Grads, ExpAvg.narrow(0, stateOffsets[k], length),
                 ExpAvgSq.narrow(0, stateOffsets[k], length), null, decayed, total, Options, lr, Step, fused);
         }
-        if (gatherParams) CopyMasterToParams();
+        UpdatePartitions();
+        if (gatherParams) GatherBuckets();
         return total.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Every rank's weights from the owners' pieces of master weights, in the model's dtype: an all-gather per bucket.</summary>
+    /// <summary>Every rank's weights from the owners' pieces of master weights, in the model's dtype: an all-gather per bucket
+    /// (under ZeRO 3, of the vectors; the units' partitions are refreshed and gathered when next used).</summary>
     public void CopyMasterToParams()
     {
-        foreach (var b in buckets)
+        UpdatePartitions();
+        GatherBuckets();
+    }
+
+    /// <summary>The buckets whose updated weights are all-gathered into every rank after a step: all but ZeRO 3's units.</summary>
+    public IReadOnlyList<GradBucket> GatheredBuckets => buckets.Where(b => partitioned?.IsPartitioned(b) != true).ToList();
+
+    /// <summary>ZeRO 3: each unit's partition from this rank's master weights, in the model's dtype.</summary>
+    private void UpdatePartitions()
+    {
+        if (partitioned is null) return;
+        using var scope = NewDisposeScope();
+        foreach (var b in buckets.Where(partitioned.IsPartitioned))
+            partitioned.SetPartition(b, Master.narrow(0, stateOffsets[b.Index], Segments[b.Index].Length));
+    }
+
+    private void GatherBuckets()
+    {
+        foreach (var b in GatheredBuckets)
         {
             var (mine, gathered) = GatherParams(b, ComputeStream.Instance);
             CopyGathered(b, gathered);
@@ -145,7 +180,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     internal void CopyGathered(GradBucket bucket, Tensor gathered)
     {
         using var _ = no_grad();
-        using var into = buffer.Params.narrow(0, bucket.Offset, bucket.Count);
+        using var into = partitioned?.Weights(bucket) ?? buffer.Params.narrow(0, bucket.Offset, bucket.Count);
         using var from = gathered.narrow(0, 0, bucket.Count);
         into.copy_(from);
     }

@@ -30,6 +30,31 @@ public sealed record GradBucket(int Index, long Offset, long Count)
                 buckets.Add(new GradBucket(buckets.Count, offset, end - offset));
                 end = offset;
             }
+        return WithVectors(buffer, buckets);
+    }
+
+    /// <summary>
+    /// ZeRO 3's buckets: one per gather unit (<paramref name="unitOf"/> names a weight matrix's unit: a layer, the embeddings, the
+    /// output layer), so that the weights one all-gather brings, the gradients one reduce-scatter sends and the optimizer's
+    /// shard of them are the same range, walked from the output end as <see cref="Of"/> walks; the vectors (norms and biases)
+    /// form the last bucket, as there, and stay whole on every rank (<see cref="PartitionedParams"/>).
+    /// </summary>
+    public static IReadOnlyList<GradBucket> OfUnits(ParamAndGradBuffer buffer, Func<string, string> unitOf)
+    {
+        var buckets = new List<GradBucket>();
+        var matrices = buffer.Layout.Where(l => l.Offset < buffer.DecayedCount).ToList();
+        long end = buffer.DecayedCount;
+        for (int i = matrices.Count - 1; i >= 0; i--)
+            if (i == 0 || unitOf(matrices[i - 1].Name) != unitOf(matrices[i].Name))
+            {
+                buckets.Add(new GradBucket(buckets.Count, matrices[i].Offset, end - matrices[i].Offset));
+                end = matrices[i].Offset;
+            }
+        return WithVectors(buffer, buckets);
+    }
+
+    private static IReadOnlyList<GradBucket> WithVectors(ParamAndGradBuffer buffer, List<GradBucket> buckets)
+    {
         if (buffer.Count > buffer.DecayedCount) buckets.Add(new GradBucket(buckets.Count, buffer.DecayedCount, buffer.Count - buffer.DecayedCount));
         return buckets;
     }

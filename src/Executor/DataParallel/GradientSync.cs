@@ -17,6 +17,13 @@ namespace Harness.Executor.DataParallel;
 /// stream. What is only final once backward is over (the embeddings) and everything without overlap is launched by
 /// <see cref="Finish"/>, after which the compute stream waits for the communication stream. The calls and their order
 /// are the same either way, so overlapping does not change a single bit of the result.
+/// Under ZeRO 2 and 3 (<c>everyMicroBatch</c>; DeepSpeed's deepspeed/runtime/zero/stage_1_and_2.py at 38327e0,
+/// reduce_independent_p_g_buckets_and_remove_grads and average_tensor) this happens after every micro-batch's backward, not once per step: each bucket's gradients are
+/// copied from the parameters' .grad, which autograd allocated, into a reduce bucket of main-gradient type (float32) of the bucket's padded length
+/// and freed, the bucket is reduce-scattered and this rank's piece is added into the optimizer's gradient shard, so no
+/// gradient of the whole model outlives a micro-batch. With overlap, the markers go into every micro-batch, and at most two
+/// reduce buckets exist at once, one filling while the other is reduced (DeepSpeed's double buffer under overlap_comm): a
+/// bucket's launch first waits for the one before it.
 /// </summary>
 public sealed class GradientSync
 {
@@ -24,21 +31,30 @@ public sealed class GradientSync
     private readonly IReadOnlyList<GradBucket> buckets;
     private readonly ICommunicator dataParallel;
     private readonly DistributedOptimizer? sharded;
-    private readonly Action<GradBucket> beforeReduce;
+    private readonly Action<GradBucket, Tensor> beforeReduce;
     private readonly ICommunicationStream? stream;
+    private readonly bool everyMicroBatch;
     private readonly int[] bucketOf;
     private readonly Dictionary<(int Chunk, int Point), int[]> finalAt;
     private readonly int[] pending;
     private readonly List<Tensor> staging = new();
+    private readonly Queue<(GradBucket Bucket, Tensor Reduced, Tensor Piece)> reducing = new();
     private int launched;
 
     /// <param name="finalAfter">Where backward finishes a parameter's gradient, by its name in the buffer: (model chunk,
     /// marker point), or null for parameters final only once backward is over.</param>
+    /// <param name="beforeReduce">What finalize_model_grads does to a bucket's float32 gradients (given as a flat tensor over
+    /// the bucket) before the data-parallel collective.</param>
     /// <param name="overlapOn">The communication stream to overlap on; null: no overlap.</param>
+    /// <param name="everyMicroBatch">ZeRO 2 and 3: reduce-scatter every micro-batch's gradients into <paramref name="sharded"/>'s
+    /// shards (the buffer keeps no gradients).</param>
     public GradientSync(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, DistributedOptimizer? sharded,
-        Action<GradBucket> beforeReduce, Func<string, (int Chunk, int Point)?> finalAfter, ICommunicationStream? overlapOn)
+        Action<GradBucket, Tensor> beforeReduce, Func<string, (int Chunk, int Point)?> finalAfter, ICommunicationStream? overlapOn,
+        bool everyMicroBatch = false)
     {
         (this.buffer, this.buckets, this.dataParallel, this.sharded, this.beforeReduce, stream) = (buffer, buckets, dataParallel, sharded, beforeReduce, overlapOn);
+        if (everyMicroBatch && sharded is null) throw new ArgumentException("ZeRO 2 and 3 reduce-scatter into the distributed optimizer's shards.");
+        this.everyMicroBatch = everyMicroBatch;
         bucketOf = buffer.Layout.Select(l => buckets.Single(b => l.Offset >= b.Offset && l.Offset < b.Offset + b.Count).Index).ToArray();
         finalAt = buffer.Layout.Select((l, i) => (Point: finalAfter(l.Name), Index: i)).Where(p => p.Point is not null)
             .GroupBy(p => p.Point!.Value, p => p.Index).ToDictionary(g => g.Key, g => g.ToArray());
@@ -46,28 +62,41 @@ public sealed class GradientSync
         Reset();
     }
 
+    /// <summary>Whether the forward of a micro-batch (the step's last or not) is to be marked: the last one's, or every one's
+    /// under ZeRO 2 and 3.</summary>
+    public bool Marks(bool lastMicroBatch) => lastMicroBatch || everyMicroBatch;
+
     /// <summary>
-    /// In the last micro-batch's forward: <paramref name="hidden"/> through a marker that, in backward, releases the
-    /// parameters final at (chunk, point); unchanged without overlap or when nothing is final there.
+    /// In a marked micro-batch's forward (<see cref="Marks"/>): <paramref name="hidden"/> through a marker that, in backward,
+    /// releases the parameters final at (chunk, point); unchanged without overlap or when nothing is final there.
     /// </summary>
     public Tensor Mark(Tensor hidden, int chunk, int point) =>
         stream is not null && finalAt.TryGetValue((chunk, point), out var parameters)
             ? GradReadyMarker.Apply(hidden, () => Release(parameters))
             : hidden;
 
-    /// <summary>After a micro-batch's backward: fold its bf16 gradients into float32, except in buckets already launched.</summary>
+    /// <summary>After a micro-batch's backward: fold its bf16 gradients into float32, except in buckets already launched; under
+    /// ZeRO 2 and 3, reduce-scatter what is left of it and wait for all of it.</summary>
     public void AfterBackward()
     {
-        if (launched == 0) buffer.AccumulateMicroBatch();
+        if (everyMicroBatch) Complete();
+        else if (launched == 0) buffer.AccumulateMicroBatch();
         else
             foreach (var b in buckets.Skip(launched)) buffer.AccumulateRange(b.Offset, b.Count);
     }
 
-    /// <summary>Once the pipeline has run: launches the buckets not launched yet and makes compute wait for all of them.</summary>
+    /// <summary>Once the pipeline has run: launches the buckets not launched yet and makes compute wait for all of them (under
+    /// ZeRO 2 and 3 every micro-batch's backward did).</summary>
     public void Finish()
+    {
+        if (!everyMicroBatch) Complete();
+    }
+
+    private void Complete()
     {
         while (launched < buckets.Count) Launch(buckets[launched++], fold: false);
         stream?.JoinCompute();
+        while (reducing.Count > 0) Accumulate();
         foreach (var t in staging) t.Dispose();
         staging.Clear();
         Reset();
@@ -92,9 +121,14 @@ public sealed class GradientSync
     {
         using var scope = NewDisposeScope(); // mid-backward this may run on libtorch's autograd thread, outside any scope
         using var _ = no_grad();
+        if (everyMicroBatch)
+        {
+            LaunchMicroBatch(bucket);
+            return;
+        }
         if (fold) buffer.AccumulateRange(bucket.Offset, bucket.Count);
-        beforeReduce(bucket);
         var grads = buffer.MainGrads.narrow(0, bucket.Offset, bucket.Count);
+        beforeReduce(bucket, grads);
         Tensor? input = null;
         if (sharded is not null)
         {
@@ -109,6 +143,41 @@ public sealed class GradientSync
             if (input is null) dataParallel.AllReduce(grads, ReduceOp.Avg);
             else dataParallel.ReduceScatter(input, sharded!.GradShard(bucket), ReduceOp.Avg);
         }
+    }
+
+    /// <summary>ZeRO 2 and 3: the bucket's gradients out of the parameters into a reduce bucket, reduce-scattered into a piece that
+    /// is added into the shard once the collective is done (at once without overlap; with overlap when the next bucket
+    /// launches or backward ends).</summary>
+    private void LaunchMicroBatch(GradBucket bucket)
+    {
+        if (stream is not null && reducing.Count > 0)
+        {
+            stream.JoinCompute();
+            Accumulate();
+        }
+        int d = dataParallel.Size;
+        var reduced = zeros(bucket.PaddedCount(d), dtype: buffer.MainGrads.dtype, device: buffer.MainGrads.device).DetachFromDisposeScope();
+        foreach (var (_, p, offset) in buffer.Layout.Where(l => l.Offset >= bucket.Offset && l.Offset < bucket.Offset + bucket.Count))
+        {
+            if (p.grad is not { } grad) continue; // not used by this rank's forward: a zero gradient
+            reduced.narrow(0, offset - bucket.Offset, p.numel()).copy_(grad.reshape(-1));
+            p.grad = null;
+        }
+        beforeReduce(bucket, reduced.narrow(0, 0, bucket.Count));
+        var piece = empty(bucket.PaddedCount(d) / d, dtype: reduced.dtype, device: reduced.device).DetachFromDisposeScope();
+        stream?.WaitForCompute();
+        using (stream?.Enqueue(dataParallel)) dataParallel.ReduceScatter(reduced, piece, ReduceOp.Avg);
+        reducing.Enqueue((bucket, reduced, piece));
+        if (stream is null) Accumulate();
+    }
+
+    /// <summary>The oldest reduce-scatter's piece into the shard (compute joined the stream), and its buffers freed.</summary>
+    private void Accumulate()
+    {
+        var (bucket, reduced, piece) = reducing.Dequeue();
+        using (no_grad()) sharded!.GradShard(bucket).add_(piece);
+        reduced.Dispose();
+        piece.Dispose();
     }
 
     private Tensor Padded(Tensor grads, long padded)

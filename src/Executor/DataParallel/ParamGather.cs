@@ -24,14 +24,15 @@ public sealed class ParamGather : IDisposable
     private readonly Queue<(Tensor Mine, Tensor Gathered)> inFlight = new();
     private int launched, copied;
 
+    /// <param name="buckets">The buckets whose weights are all-gathered after a step (under ZeRO 3 the vectors only).</param>
     /// <param name="firstUse">Where the forward first uses a parameter, by its name in the buffer: (model chunk, the layer
     /// whose input it is, the number of layers for the final norm and output layer); chunks run in order.</param>
     public ParamGather(DistributedOptimizer optimizer, ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets,
         Func<string, (int Chunk, int Point)> firstUse, ICommunicationStream stream)
     {
         (this.optimizer, this.stream) = (optimizer, stream);
-        var needed = buckets.Select(b => buffer.Layout.Where(l => l.Offset >= b.Offset && l.Offset < b.Offset + b.Count)
-            .Min(l => firstUse(l.Name))).ToArray();
+        var needed = buckets.ToDictionary(b => b.Index, b => buffer.Layout.Where(l => l.Offset >= b.Offset && l.Offset < b.Offset + b.Count)
+            .Min(l => firstUse(l.Name)));
         order = buckets.OrderBy(b => needed[b.Index]).ToArray(); // stable: ties keep bucket order
         neededAt = order.Select(b => needed[b.Index]).ToArray();
         launched = copied = order.Length; // nothing pending before the first step

@@ -44,10 +44,16 @@ public sealed class ParamAndGradBuffer : IDisposable
     /// Megatron's distributed optimizer does: then, under mixed precision, <see cref="Master"/> is empty.</param>
     /// <param name="gradientAccumulationFusion">Under mixed precision, let <see cref="IMainGradWeight"/> layers add their
     /// weight gradients into the main gradients themselves (the caller checked that the device supports it).</param>
-    public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype, bool masterWeights = true, bool gradientAccumulationFusion = false)
+    /// <param name="gradients">False under ZeRO 2 and 3, whose gradients are reduce-scattered into the optimizer's shards after
+    /// every micro-batch (DataParallel.GradientSync): no <see cref="Grads"/> nor <see cref="MainGrads"/> is kept; autograd
+    /// allocates each parameter's .grad and the reduction frees it.</param>
+    /// <param name="weights">False under ZeRO 3, whose weights live in gather units (DataParallel.PartitionedParams): the
+    /// parameters keep the storage they were created with and <see cref="Params"/> is empty.</param>
+    public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype, bool masterWeights = true, bool gradientAccumulationFusion = false,
+        bool gradients = true, bool weights = true)
     {
         var masterDtype = MasterDtypeOf(computeDtype);
-        var fusedLayers = gradientAccumulationFusion && computeDtype != masterDtype
+        var fusedLayers = gradientAccumulationFusion && gradients && computeDtype != masterDtype
             ? module.modules().OfType<IMainGradWeight>().ToList()
             : [];
         bool IsFused(Parameter p) => fusedLayers.Any(l => ReferenceEquals(l.Weight, p));
@@ -60,10 +66,10 @@ public sealed class ParamAndGradBuffer : IDisposable
         DecayedCount = ordered.Where(p => p.parameter.dim() >= 2).Sum(p => p.parameter.numel());
         FusedCount = ordered.Where(p => IsFused(p.parameter)).Sum(p => p.parameter.numel());
         MixedPrecision = computeDtype != masterDtype;
-        Master = empty(masterWeights || !MixedPrecision ? Count : 0, dtype: masterDtype, device: device);
-        MainGrads = zeros(Count, dtype: masterDtype, device: device);
-        Params = MixedPrecision ? empty(Count, dtype: computeDtype, device: device) : Master;
-        Grads = MixedPrecision ? zeros(Count - FusedCount, dtype: computeDtype, device: device) : MainGrads;
+        Master = empty((masterWeights || !MixedPrecision) && weights ? Count : 0, dtype: masterDtype, device: device);
+        MainGrads = zeros(gradients ? Count : 0, dtype: masterDtype, device: device);
+        Params = !weights ? empty(0, dtype: computeDtype, device: device) : MixedPrecision ? empty(Count, dtype: computeDtype, device: device) : Master;
+        Grads = MixedPrecision || !gradients ? zeros(gradients ? Count - FusedCount : 0, dtype: computeDtype, device: device) : MainGrads;
         var layout = new List<(string, Parameter, long)>();
         var folded = new List<(long Offset, long Count, long GradOffset)>();
         long offset = 0, gradOffset = 0;
@@ -73,12 +79,16 @@ public sealed class ParamAndGradBuffer : IDisposable
             {
                 long n = p.numel();
                 if (Master.numel() == Count) Master.narrow(0, offset, n).copy_(p.reshape(-1));
-                var paramView = Params.narrow(0, offset, n).view(p.shape);
-                if (MixedPrecision) paramView.copy_(p);
-                p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
-                if (fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
+                if (weights)
+                {
+                    var paramView = Params.narrow(0, offset, n).view(p.shape);
+                    if (MixedPrecision) paramView.copy_(p);
+                    p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
+                }
+                // Without gradient buffers autograd allocates each .grad, and the per-micro-batch reduction frees it.
+                if (gradients && fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
                     layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape));
-                else
+                else if (gradients)
                 {
                     p.grad = Grads.narrow(0, gradOffset, n).view(p.shape);
                     // Adjacent unfused parameters make one range, so a fold is a few kernels, not one per parameter.
@@ -149,11 +159,8 @@ public sealed class ParamAndGradBuffer : IDisposable
 
     public void Dispose()
     {
-        if (MixedPrecision)
-        {
-            Params.Dispose();
-            Grads.Dispose();
-        }
+        if (!ReferenceEquals(Params, Master)) Params.Dispose();
+        if (!ReferenceEquals(Grads, MainGrads)) Grads.Dispose();
         Master.Dispose();
         MainGrads.Dispose();
     }

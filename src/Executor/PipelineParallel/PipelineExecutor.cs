@@ -23,12 +23,13 @@ public static class PipelineExecutor
     /// marks the layers of each chunk's last micro-batch so their gradients are reduced as backward passes them.</param>
     /// <param name="paramGather">With --overlap-param-gather: what each chunk's first micro-batch waits for before each
     /// layer (the weights the last step's all-gathers bring).</param>
+    /// <param name="zero3">Under ZeRO 3 (one chunk): gathers and frees each unit's weights around its forward and backward.</param>
     /// <param name="lossScale">What the last stage's backward starts from, times the loss (Megatron's backward_step applies
     /// the optimizer's loss scale there); the other stages receive gradients scaled by it.</param>
     /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached, unscaled); null elsewhere.</returns>
     public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
         Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
-        GradientSync gradSync, ParamGather? paramGather = null, double lossScale = 1)
+        GradientSync gradSync, ParamGather? paramGather = null, PartitionedParamCoordinator? zero3 = null, double lossScale = 1)
     {
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
         var alive = new Dictionary<(int Micro, int Chunk), (Tensor? Input, Tensor Output)>();
@@ -44,15 +45,17 @@ public static class PipelineExecutor
                     Tensor? input = chunk.Part.PreProcess ? null
                         : p2p!.RecvForward(activationShape, dtype, device).requires_grad_(true);
                     var (tokens, labels) = microBatch(op.MicroBatch);
-                    bool last = op.MicroBatch == microBatches - 1;
+                    bool marked = gradSync.Marks(op.MicroBatch == microBatches - 1);
                     // The first micro-batch waits, layer by layer, for the weights the last step's all-gathers bring.
                     var gather = op.MicroBatch == 0 ? paramGather : null;
                     gather?.WaitFor(op.Chunk, 0);
-                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !last ? null : (h, layer) =>
+                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !marked && zero3 is null ? null : (h, layer) =>
                     {
                         gather?.WaitFor(op.Chunk, layer);
-                        return last ? gradSync.Mark(h, op.Chunk, layer) : h;
+                        if (zero3 is not null) h = zero3.AtLayerInput(h, layer);
+                        return marked ? gradSync.Mark(h, op.Chunk, layer) : h;
                     };
+                    zero3?.BeforeEmbedding();
                     var hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens), atLayerInput);
                     Tensor output;
                     if (chunk.Part.PostProcess)
@@ -79,6 +82,7 @@ public static class PipelineExecutor
                         var grad = p2p!.RecvBackward(activationShape, dtype, device);
                         BackwardFailure.Run(() => autograd.backward([output], [grad]));
                     }
+                    zero3?.AfterBackward();
                     gradSync.AfterBackward();
                     if (input is not null) p2p!.SendBackward(input.grad!);
                     input?.Dispose();

@@ -20,7 +20,6 @@ public static class ExecutorSupport
         var refused = new List<string>();
         var overlap = d.OverlapOrDefault;
         if (d.OffloadRatio > 0) refused.Add("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).");
-        if (d.ZeroStage >= 2) refused.Add($"--zero-stage {d.ZeroStage} is not run by the executor yet; it runs stage 0 and stage 1 (--use-distributed-optimizer).");
         if (!d.GradientsInFp32)
             refused.Add(d.Precision == Precision.Fp16
                 ? "--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +
@@ -114,7 +113,9 @@ public static class ExecutorSupport
             notes.Add("the fused cross-entropy runs over an unsplit vocabulary only; with tensor parallelism the vocabulary-parallel cross-entropy of libtorch's operators runs.");
         if (kernelsRan && d.ContextParallel > 1)
             notes.Add("the fused QKV split with rotary positions does not run under context parallelism (its tokens' positions are not 0..s-1); libtorch's operators run.");
-        if (d.GradientAccumulationFusion && !fusions.GradientAccumulation && d.Precision == Precision.Fp32)
+        if (d.ZeroStage >= 3)
+            notes.Add("ZeRO 3 partitions the weight matrices; the norms and biases stay whole on every rank, as DeepSpeed keeps parameters below stage3_param_persistence_threshold resident.");
+        if (d.GradientAccumulationFusion && !fusions.GradientAccumulation && d.Precision == Precision.Fp32 && d.ZeroStage < 2)
             notes.Add("gradient-accumulation fusion has no bf16 weight gradients to fuse in fp32: autograd adds each micro-batch's fp32 weight gradients to the main gradients.");
         return (asRun, notes);
     }

@@ -23,7 +23,9 @@ namespace Harness.Executor.Training;
 /// distributed optimizer. With a loss scaler (<see cref="Optimizer.GradScaler"/>: fp16, or --loss-scale) the last stage's
 /// backward starts from the scaled loss, and before the step every rank unscales the main gradients it steps and the
 /// ranks agree on whether any overflowed (Megatron's MixedPrecisionOptimizer.prepare_grads); if so, every rank skips
-/// the step. Loss and gradient norm (none when skipped) come back on every rank.
+/// the step. Loss and gradient norm (none when skipped) come back on every rank. ZeRO 2 reduce-scatters every micro-batch's
+/// gradients into the distributed optimizer's shards; ZeRO 3 also partitions the weights (<see cref="PartitionedParams"/>),
+/// gathering each unit around its forward and backward (<see cref="PartitionedParamCoordinator"/>).
 /// </summary>
 public sealed class ParallelTrainer : IDisposable
 {
@@ -45,6 +47,10 @@ public sealed class ParallelTrainer : IDisposable
     private readonly ICommunicationStream? communicationStream;
     private readonly GradientSync gradSync;
     private readonly ParamGather? paramGather;
+    private readonly PartitionedParams? partitioned;
+    private readonly PartitionedParamCoordinator? zero3;
+    /// <summary>How the (one) chunk's layers run: ZeRO 3 gathers a group as one unit.</summary>
+    private readonly IReadOnlyList<LayerGroup> layerGroups;
 
     /// <summary>
     /// Builds this rank's part of <paramref name="model"/> (its vocabulary padded for tensor parallelism) under
@@ -64,7 +70,12 @@ public sealed class ParallelTrainer : IDisposable
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
         (this.groups, parallel, spec, this.device) = (groups, description, model, device);
         dtype = ExecutorSupport.ComputeDtype(description.Precision);
-        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype);
+        // ZeRO 2 and 3 keep no main gradients for the GEMMs to add into: autograd's gradients go to reduce buckets.
+        bool zeroShardsGradients = description.ZeroStage >= 2;
+        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion && !zeroShardsGradients, device, dtype);
+        if (description.GradientAccumulationFusion && zeroShardsGradients)
+            Fusions = Fusions with { Notes = [.. Fusions.Notes,
+                $"gradient-accumulation fusion off under --zero-stage {description.ZeroStage}: there are no main gradients to accumulate into; each micro-batch's gradients are reduce-scattered into the optimizer's shards."] };
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1
             ? new ContextParallelism(groups.Context, parallel.ContextParallelComm, parallel.ContextParallelLevels.AllToAll) : null;
@@ -81,7 +92,9 @@ public sealed class ParallelTrainer : IDisposable
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
-        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: Fusions.GradientAccumulation);
+        layerGroups = RecomputeGroups.Of(chunks[0].Part.NumLayers, parallel.RecomputeOrNone);
+        Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: Fusions.GradientAccumulation,
+            gradients: parallel.ZeroStage < 2, weights: parallel.ZeroStage < 3);
         if (parallel.PipelineParallel > 1)
             p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
         bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;
@@ -90,19 +103,56 @@ public sealed class ParallelTrainer : IDisposable
         if (parallel.DistributedOptimizer) sumOver.Add(groups.DataWithContext);
         gradientNorm = new GradientNorm(excluded, sumOver);
         SyncTiedEmbedding();
-        var buckets = GradBucket.Of(Buffer, DataParallelComm.BucketSize(parallel));
-        if (parallel.DistributedOptimizer)
-            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adam, gradientNorm, Fusions.Kernels);
-        else this.adam = new AdamW(Buffer, adam, Fusions.Kernels);
         GradScaler = GradScaler.For(description, lossScale ?? new LossScaleSettings());
         bool overlapGradReduce = parallel.OverlapOrDefault.GradientReduce, overlapParamGather = parallel.OverlapOrDefault.ParamGather;
-        communicationStream = overlapGradReduce || overlapParamGather ? groups.DataWithContext.CreateCommunicationStream() : null;
-        gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, b =>
+        // ZeRO 3 prefetches each unit's weights on the communication stream whatever the flags.
+        communicationStream = overlapGradReduce || overlapParamGather || parallel.ZeroStage >= 3 ? groups.DataWithContext.CreateCommunicationStream() : null;
+        var buckets = parallel.ZeroStage >= 3 ? GradBucket.OfUnits(Buffer, GatherUnit) : GradBucket.Of(Buffer, ZeroBucketSize(parallel));
+        if (parallel.ZeroStage >= 3) partitioned = new PartitionedParams(Buffer, buckets, groups.DataWithContext, communicationStream!);
+        if (parallel.DistributedOptimizer)
+            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adam, gradientNorm, Fusions.Kernels, partitioned);
+        else this.adam = new AdamW(Buffer, adam, Fusions.Kernels);
+        if (partitioned is not null)
         {
-            FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer, b);
-            FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer, b);
-        }, FinalAfter, overlapGradReduce ? communicationStream : null);
-        if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, buckets, FirstUse, communicationStream!);
+            partitioned.ReleaseAll();
+            partitioned.ResetPeak();
+            zero3 = Coordinator(partitioned, buckets);
+        }
+        gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, (b, grads) =>
+        {
+            FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer, b, grads);
+            FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer, b, grads);
+        }, FinalAfter, overlapGradReduce ? communicationStream : null, everyMicroBatch: parallel.ZeroStage >= 2);
+        if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, distributedOptimizer!.GatheredBuckets, FirstUse, communicationStream!);
+    }
+
+    /// <summary>Elements per gradient bucket: Megatron's bucket size for ZeRO 1 and below, DeepSpeed's reduce_bucket_size for ZeRO 2,
+    /// as the simulator costs them (DataParallelComm, ZeroMicroBatchComm).</summary>
+    private static long ZeroBucketSize(RunDescription d) =>
+        d.ZeroStage >= 2 ? (long)ZeroMicroBatchComm.ReduceBucketSize(d) : DataParallelComm.BucketSize(d);
+
+    /// <summary>ZeRO 3's gather unit of a weight matrix: the embeddings, the output layer, or the layer group (<see cref="RecomputeGroups"/>:
+    /// a group of full recomputation runs as one, in the forward and again in the backward) its layer is in.</summary>
+    private string GatherUnit(string name)
+    {
+        var parts = name.Split('.');
+        if (parts[2] != "layers") return parts[2] is "output_layer" ? "output" : "embedding";
+        int layer = int.Parse(parts[3]);
+        return $"group {layerGroups.Single(g => layer >= g.First && layer < g.First + g.Count).First}";
+    }
+
+    /// <summary>ZeRO 3's schedule over the one chunk's units (<see cref="GradBucket.OfUnits"/> made them from the output end).</summary>
+    private PartitionedParamCoordinator Coordinator(PartitionedParams units, IReadOnlyList<GradBucket> buckets)
+    {
+        GradBucket UnitOf(Func<string, bool> named)
+        {
+            long offset = Buffer.Layout.First(l => named(l.Name)).Offset;
+            return buckets.Single(b => offset >= b.Offset && offset < b.Offset + b.Count);
+        }
+        var groups = layerGroups.Select(g => (g.First, UnitOf(n => n.StartsWith($"chunks.0.layers.{g.First}.")))).ToList();
+        var embedding = UnitOf(n => n == "chunks.0.word_embeddings");
+        var output = Buffer.Layout.Any(l => l.Name == "chunks.0.output_layer") ? UnitOf(n => n == "chunks.0.output_layer") : embedding;
+        return new PartitionedParamCoordinator(units, embedding, groups, output, chunks[0].Part.NumLayers);
     }
 
     /// <summary>The fusions this rank runs: those the description asks for that work on its device.</summary>
@@ -150,20 +200,36 @@ public sealed class ParallelTrainer : IDisposable
     /// </summary>
     public void LoadWeights(Func<string, Parameter, Tensor> source)
     {
-        FinishParamSync(); // a pending all-gather would overwrite what is loaded
+        FinishParamSync(); // a pending all-gather would overwrite what is loaded; ZeRO 3's units are gathered to be set
         using (no_grad())
             foreach (var (name, p) in NamedParameters())
                 p.copy_(source(name, p));
         Buffer.CopyParamsToMaster(0, Buffer.Count);
         distributedOptimizer?.ReloadMaster();
+        if (partitioned is null) return;
+        distributedOptimizer!.CopyMasterToParams(); // the partitions from the loaded weights; the units released
+        partitioned.ResetPeak();
     }
+
+    /// <summary>Under the distributed optimizer (ZeRO 1 to 3), this rank's reduced gradients of the last step (clipped), each with
+    /// the buffer offset it starts at; null with a replicated optimizer, whose gradients are the parameters' own.</summary>
+    public IReadOnlyList<(Tensor Grads, long Offset)>? ShardGradients => distributedOptimizer?.GradShards();
+
+    /// <summary>ZeRO 3: the most bytes this rank's parameters held at once since the weights were set (partitions, gathered
+    /// units, vectors; <see cref="PartitionedParams.PeakResidentBytes"/>); null below stage 3.</summary>
+    public long? PeakResidentWeightBytes => partitioned?.PeakResidentBytes;
 
     /// <summary>
     /// With --overlap-param-gather, the last step's all-gathers of the weights finish in the next forward: this waits for
     /// them, so that the model's weights are the optimizer's (before reading them; Megatron's param sync at the end of
-    /// training). Without, nothing is pending.
+    /// training). Without, nothing is pending. Under ZeRO 3 every unit is gathered (DeepSpeed's GatheredParameters), until
+    /// the next forward frees them.
     /// </summary>
-    public void FinishParamSync() => paramGather?.Finish();
+    public void FinishParamSync()
+    {
+        paramGather?.Finish();
+        partitioned?.GatherAll();
+    }
 
     private static string SerialName(string name, PipelineChunk part)
     {
@@ -183,6 +249,7 @@ public sealed class ParallelTrainer : IDisposable
         dropout?.StartIteration(iteration);
         using var scope = NewDisposeScope();
         Buffer.ZeroGrads();
+        if (parallel.ZeroStage >= 2) distributedOptimizer!.ZeroGradShards();
         int sequence = spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1);
         long[] shape = [parallel.MicroBatch, sequence, spec.HiddenSize];
         // Under context parallelism each rank takes its two chunks of every sequence (causal load balancing).
@@ -191,7 +258,7 @@ public sealed class ParallelTrainer : IDisposable
             var (tokens, labels) = microBatch(i);
             return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
         };
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, GradScaler?.Scale ?? 1)
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1)
             ?? zeros(1, dtype: ScalarType.Float32, device: device);
         gradSync.Finish();
         bool skipped = false;
@@ -258,6 +325,7 @@ public sealed class ParallelTrainer : IDisposable
     {
         communicationStream?.Dispose(); // synchronizes the stream: a gather still in flight is done with its buffers
         paramGather?.Dispose();
+        partitioned?.Dispose();
         adam?.Dispose();
         distributedOptimizer?.Dispose();
         Buffer.Dispose();

@@ -41,7 +41,8 @@ public class Fp16Tests
             return new RankRun([.. losses], [.. norms], [.. scales], trainer.Optimizer.Step, final);
         });
 
-    public static TheoryData<string> Layouts() => new("serial", "dp2", "dp2-distributed-optimizer", "dp2-distributed-optimizer-overlapped", "tp2", "pp2", "cp2");
+    public static TheoryData<string> Layouts() => new("serial", "dp2", "dp2-distributed-optimizer", "dp2-distributed-optimizer-overlapped", "dp2-zero2", "dp2-zero3",
+        "tp2", "pp2", "cp2");
 
     /// <summary>GPT (biases, LayerNorm, a tied embedding, which pipeline stages share); under context parallelism Llama
     /// (rotary positions, which context parallelism needs).</summary>
@@ -53,6 +54,9 @@ public class Fp16Tests
         "dp2-distributed-optimizer" => Config(dp: 2, zero: 1),
         // A skipped step still starts the next forward's all-gathers, of the unchanged master weights.
         "dp2-distributed-optimizer-overlapped" => Config(dp: 2, zero: 1) with { Overlap = new OverlapSpec(GradientReduce: true, ParamGather: true) },
+        // Every micro-batch's scaled gradients reduce-scattered into the shards, unscaled there before the step.
+        "dp2-zero2" => Config(dp: 2, zero: 2) with { Overlap = new OverlapSpec(GradientReduce: true) },
+        "dp2-zero3" => Config(dp: 2, zero: 3),
         "tp2" => Config(tp: 2),
         "pp2" => Config(pp: 2),
         "cp2" => Config(cp: 2),
@@ -143,6 +147,8 @@ public class Fp16Tests
     [InlineData("dp2")]
     [InlineData("tp2")]
     [InlineData("dp2-distributed-optimizer")]
+    [InlineData("dp2-zero2")]
+    [InlineData("dp2-zero3")]
     [InlineData("pp2")]
     [InlineData("cp2")]
     public void ParallelFp16MatchesTheOneRankFp16Run(string layout)

@@ -75,9 +75,30 @@ public class ParallelCheckpointTests
         var (straight, resumed) = StraightAndResumed(dp2, rankFolders: ["mp_rank_00/dp_rank_000", "mp_rank_00/dp_rank_001"]);
         Assert.Equal(straight, resumed);
         // The two shards re-cut into one replicated optimizer (a single-device run), and into four shards (dp 4).
-        foreach (var other in new[] { noDropout, ["--nproc-per-node", "4", "--use-distributed-optimizer", .. noDropout] })
+        AssertResumesElsewhere(dp2, straight, noDropout, ["--nproc-per-node", "4", "--use-distributed-optimizer", .. noDropout]);
+    }
+
+    [Fact]
+    public void Zero3ResumesBitForBitAndUnderOtherStagesAndShardings()
+    {
+        // ZeRO 2 and 3 save the distributed optimizer's shards (the same files), so a checkpoint moves between stages too.
+        string[] noDropout = ["--hidden-dropout", "0", "--attention-dropout", "0"];
+        string[] zero3 = ["--nproc-per-node", "2", "--zero-stage", "3", .. noDropout];
+        var (straight, resumed) = StraightAndResumed(zero3, rankFolders: ["mp_rank_00/dp_rank_000", "mp_rank_00/dp_rank_001"]);
+        Assert.Equal(straight, resumed);
+        AssertResumesElsewhere(zero3, straight, ["--nproc-per-node", "4", "--zero-stage", "2", .. noDropout],
+            ["--nproc-per-node", "2", "--use-distributed-optimizer", .. noDropout]);
+        var (zero1, _) = StraightAndResumed(["--nproc-per-node", "2", "--use-distributed-optimizer", .. noDropout]);
+        AssertResumesElsewhere(["--nproc-per-node", "2", "--use-distributed-optimizer", .. noDropout], zero1, ["--nproc-per-node", "4", "--zero-stage", "3", .. noDropout]);
+    }
+
+    /// <summary>A checkpoint of <paramref name="layout"/>, whose uninterrupted run is <paramref name="straight"/>, resumed under each
+    /// of <paramref name="others"/>: the same losses and gradient norms within 1e-5 (the reduction order changes).</summary>
+    private static void AssertResumesElsewhere(string[] layout, List<(long Iteration, double Loss, double GradNorm)> straight, params string[][] others)
+    {
+        foreach (var other in others)
         {
-            var (_, elsewhere) = StraightAndResumed(dp2, other);
+            var (_, elsewhere) = StraightAndResumed(layout, other);
             for (int i = SavedAt; i < Iterations; i++)
             {
                 Assert.Equal(straight[i].Iteration, elsewhere[i].Iteration);

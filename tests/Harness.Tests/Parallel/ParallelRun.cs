@@ -12,8 +12,9 @@ internal static class ParallelRun
 {
     public const int Steps = 3;
 
-    /// <summary>Every rank's run: losses, the last step's gradients (unless sharded) and final weights by serial name. Dropout
-    /// from the streams of seed 1234, as <see cref="Reference.Serial"/> draws it.</summary>
+    /// <summary>Every rank's run: losses, the last step's gradients and final weights by serial name. Dropout from the streams of
+    /// seed 1234, as <see cref="Reference.Serial"/> draws it. Gradients sharded by the distributed optimizer (ZeRO 1 to 3) are
+    /// this rank's pieces of them, named "name@start" (start: the piece's first element in the parameter).</summary>
     public static Reference.Run[] Train(ModelSpec spec, RunDescription config, Tensor[] batches, Dictionary<string, float[]> initial) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
@@ -28,12 +29,29 @@ internal static class ParallelRun
                 using var scope = NewDisposeScope();
                 losses.Add(trainer.Step(Reference.Lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength), losses.Count).Loss);
             }
-            trainer.FinishParamSync();
             var named = trainer.NamedParameters().ToList();
-            return new Reference.Run([.. losses],
-                config.DistributedOptimizer ? new() : named.ToDictionary(n => n.SerialName, n => n.Parameter.grad!.data<float>().ToArray()),
-                named.ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()), initial);
+            var grads = config.DistributedOptimizer ? ShardPieces(trainer, named) : named.ToDictionary(n => n.SerialName, n => n.Parameter.grad!.data<float>().ToArray());
+            trainer.FinishParamSync();
+            return new Reference.Run([.. losses], grads, named.ToDictionary(n => n.SerialName, n => n.Parameter.data<float>().ToArray()), initial);
         });
+
+    /// <summary>Whether a gradient of <see cref="Train"/>'s is a piece of a parameter's ("name@start"), not the whole.</summary>
+    private static bool IsPiece(string key) => key.Contains('@');
+
+    /// <summary>This rank's reduced gradients as the distributed optimizer holds them, cut at parameter boundaries.</summary>
+    private static Dictionary<string, float[]> ShardPieces(ParallelTrainer trainer, List<(string SerialName, TorchSharp.Modules.Parameter Parameter)> named)
+    {
+        var pieces = new Dictionary<string, float[]>();
+        foreach (var (grads, offset) in trainer.ShardGradients!)
+            foreach (var (_, p, at) in trainer.Buffer.Layout)
+            {
+                long lo = Math.Max(offset, at), hi = Math.Min(offset + grads.numel(), at + p.numel());
+                if (hi <= lo) continue;
+                string serial = named.Single(n => ReferenceEquals(n.Parameter, p)).SerialName;
+                pieces[$"{serial}@{lo - at}"] = grads.narrow(0, lo - offset, hi - lo).data<float>().ToArray();
+            }
+        return pieces;
+    }
 
     /// <summary>Megatron's sampler: micro-batch i of the global batch [g, s + 1] is data-parallel rank d's b rows of it, as tokens and labels.</summary>
     public static Func<int, (Tensor Tokens, Tensor Labels)> MicroBatches(Tensor batch, RunDescription config, int dataRank, int s) => i =>
@@ -56,7 +74,11 @@ internal static class ParallelRun
         for (int r = 0; r < plain.Length; r++)
         {
             Assert.Equal(plain[r].Losses, recomputed[r].Losses);
-            foreach (var (name, g) in plain[r].LastGrads) AssertSame(recomputed[r].LastGrads[name], g, $"{recompute}: rank {r} gradient of {name}");
+            foreach (var (name, g) in plain[r].LastGrads.Where(g => !IsPiece(g.Key))) AssertSame(recomputed[r].LastGrads[name], g, $"{recompute}: rank {r} gradient of {name}");
+            var pieces = plain[r].LastGrads.Keys.Where(IsPiece).Order(StringComparer.Ordinal).ToList();
+            if (pieces.Count > 0)
+                AssertSame(Reference.Concatenated(pieces.Select(k => recomputed[r].LastGrads[k])), Reference.Concatenated(pieces.Select(k => plain[r].LastGrads[k])),
+                    $"{recompute}: rank {r} gradient shard");
             var names = plain[r].Final.Keys.Order().ToList();
             AssertSame(Reference.Concatenated(names.Select(n => recomputed[r].Final[n])), Reference.Concatenated(names.Select(n => plain[r].Final[n])),
                 $"{recompute}: rank {r} final weights");
@@ -84,9 +106,17 @@ internal static class ParallelRun
         {
             int tpRank = layout.Coordinates(r).Tp;
             Reference.AssertClose(ranks[r].Losses, serial.Losses, $"rank {r} losses");
-            foreach (var (name, grad) in ranks[r].LastGrads)
+            foreach (var (name, grad) in ranks[r].LastGrads.Where(g => !IsPiece(g.Key)))
                 Reference.AssertClose(grad, Reference.ShardOf(name, serial.LastGrads[name], spec, tpRank, config.TensorParallel), $"rank {r} gradient of {name}",
                     gradientTolerance);
+            // A sharded optimizer's pieces (some of a few elements) are compared as one vector.
+            var pieces = ranks[r].LastGrads.Where(g => IsPiece(g.Key)).OrderBy(g => g.Key, StringComparer.Ordinal).ToList();
+            if (pieces.Count > 0)
+                Reference.AssertClose(Reference.Concatenated(pieces.Select(g => g.Value)), Reference.Concatenated(pieces.Select(g =>
+                {
+                    var (name, start) = (g.Key[..g.Key.IndexOf('@')], int.Parse(g.Key[(g.Key.IndexOf('@') + 1)..]));
+                    return Reference.ShardOf(name, serial.LastGrads[name], spec, tpRank, config.TensorParallel).AsSpan(start, g.Value.Length).ToArray();
+                })), $"rank {r} gradient shard", gradientTolerance);
             var names = ranks[r].Final.Keys.Order().ToList();
             Reference.AssertClose(Reference.Concatenated(names.Select(n => ranks[r].Final[n])),
                 Reference.Concatenated(names.Select(n => Reference.ShardOf(n, serial.Final[n], spec, tpRank, config.TensorParallel))), $"rank {r} final weights");
