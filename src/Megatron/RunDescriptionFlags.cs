@@ -34,6 +34,10 @@ public static class RunDescriptionFlags
         new("--tensor-model-parallel-size", true, "tensor-parallel size t"),
         new("--pipeline-model-parallel-size", true, "pipeline-parallel size p"),
         new("--num-layers-per-virtual-pipeline-stage", true, "layers per virtual stage (interleaved 1F1B)"),
+        new("--decoder-first-pipeline-num-layers", true, "layers on the first pipeline stage (default: an even split); the middle stages split the rest evenly"),
+        new("--decoder-last-pipeline-num-layers", true, "layers on the last pipeline stage (default: an even split)"),
+        new("--account-for-embedding-in-pipeline-split", false, "count the embedding as a layer in the pipeline split: the first model chunk holds one layer fewer"),
+        new("--account-for-loss-in-pipeline-split", false, "count the loss as a layer in the pipeline split: the last model chunk holds one layer fewer"),
         new("--context-parallel-size", true, "context-parallel size c"),
         new("--cp-comm-type", true, "context-parallel exchange: p2p (ring attention, default), allgather (all_gather), a2a (DeepSpeed-Ulysses) or a2a+p2p"),
         HierarchicalSizes,
@@ -143,6 +147,10 @@ public static class RunDescriptionFlags
             DataParallel = dp, TensorParallel = t, PipelineParallel = p, LayersPerVirtualStage = l, ContextParallel = cp,
             ContextParallelComm = ReadContextParallelComm(cl) ?? d.ContextParallelComm,
             HierarchicalAllToAllSize = ReadHierarchicalSizes(cl, cp),
+            LayersInFirstPipelineStage = cl.Int("--decoder-first-pipeline-num-layers"),
+            LayersInLastPipelineStage = cl.Int("--decoder-last-pipeline-num-layers"),
+            AccountForEmbeddingInPipelineSplit = cl.Switch("--account-for-embedding-in-pipeline-split"),
+            AccountForLossInPipelineSplit = cl.Switch("--account-for-loss-in-pipeline-split"),
             SequenceParallel = cl.Switch("--sequence-parallel"), MicroBatch = b, GlobalBatch = gbs,
             Recompute = ReadRecompute(cl),
             OffloadRatio = alpha ?? kwaiAlpha ?? d.OffloadRatio, ZeroStage = zero,
@@ -329,6 +337,10 @@ public static class RunDescriptionFlags
         Value("--tensor-model-parallel-size", r.TensorParallel);
         Value("--pipeline-model-parallel-size", r.PipelineParallel);
         if (r.LayersPerVirtualStage is int l) Value("--num-layers-per-virtual-pipeline-stage", l);
+        if (r.LayersInFirstPipelineStage is int first) Value("--decoder-first-pipeline-num-layers", first);
+        if (r.LayersInLastPipelineStage is int last) Value("--decoder-last-pipeline-num-layers", last);
+        if (r.AccountForEmbeddingInPipelineSplit) a.Add("--account-for-embedding-in-pipeline-split");
+        if (r.AccountForLossInPipelineSplit) a.Add("--account-for-loss-in-pipeline-split");
         if (r.ContextParallel != d.ContextParallel) Value("--context-parallel-size", r.ContextParallel);
         if (r.SequenceParallel) a.Add("--sequence-parallel");
         Value("--micro-batch-size", r.MicroBatch);

@@ -9,8 +9,8 @@ namespace Harness.Search;
 /// pipeline rank cannot start before micro-batch 1 has gone forward through one model chunk on each of the
 /// p−1 ranks before it, then it does all its own work, and the step cannot end before the last micro-batch's
 /// gradient has gone back through one chunk on each of those p−1 ranks (Narayanan et al. 2021, §2.2: the
-/// bubble is (p−1) chunk passes). So T ≥ [last rank's layer FLOPs + (p−1)·(forward + backward of one chunk on
-/// one micro-batch)] / peak. The output layer is left out (a valid, slightly looser bound); recomputation,
+/// bubble is (p−1) chunk passes). So T ≥ [last rank's layer FLOPs + forward + backward of one chunk of each of the
+/// p−1 other ranks on one micro-batch] / peak (their own lengths with uneven stages). The output layer is left out (a valid, slightly looser bound); recomputation,
 /// communication and efficiency below peak only add, so this bounds every ZeRO stage, recomputation and
 /// offload ratio of the layout.
 /// </summary>
@@ -22,10 +22,14 @@ public static class ComputeBound
         double peak = Math.Max(cluster.Gpu.PeakFp16Flops, cluster.Gpu.PeakBf16Flops);
         // Causal counting: the smaller of the two conventions, so the bound holds for either. Backward is 2x forward.
         double layerFlopsPerToken = 3 * Flops.LayerForwardPerToken(model, AttentionFlopCounting.Causal);
-        // Each pipeline rank holds L/p layers; it sees GBS·s/dp tokens split over tp and cp ranks.
-        double lastRankFlops = layerFlopsPerToken * model.NumLayers * c.GlobalBatch * model.SeqLength / cluster.WorldSize;
+        // The last pipeline rank holds v chunks of its layers (L/p with even stages); it sees GBS·s/dp tokens split over
+        // tp and cp ranks (world = dp·tp·p·cp).
+        int p = c.PipelineParallel;
+        double lastRankLayers = c.LayersOnRank(model, p - 1);
+        double lastRankFlops = layerFlopsPerToken * lastRankLayers * p * c.GlobalBatch * model.SeqLength / cluster.WorldSize;
         double chunkTokens = (double)c.MicroBatch * model.SeqLength / c.ContextParallel;
-        double chunkFlops = layerFlopsPerToken * model.NumLayers / (c.PipelineParallel * c.VirtualStages(model)) * chunkTokens / c.TensorParallel;
-        return (lastRankFlops + (c.PipelineParallel - 1) * chunkFlops) / peak;
+        double fillLayers = 0;
+        for (int r = 0; r < p - 1; r++) fillLayers += c.LayersInChunk(model, r, 0);
+        return (lastRankFlops + layerFlopsPerToken * fillLayers * chunkTokens / c.TensorParallel) / peak;
     }
 }

@@ -26,12 +26,12 @@ public sealed class EstimatorCostModel : ISearchCostModel
     public long StaticMemoryLowerBound(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
         var k = PipelineCosts.Build(model, cluster, config);
-        return (long)Math.Floor(Math.Max(k.First.State.Total, k.Last.State.Total));
+        return (long)Math.Floor(Math.Max(k.Middle.State.Total, Math.Max(k.First.State.Total, k.Last.State.Total)));
     }
 
     /// <summary>
     /// Time: the last pipeline rank cannot start before micro-batch 1 has gone forward through a chunk on each of
-    /// the p−1 ranks before it, then does all its own work (m micro-batches of v chunks plus the output layer),
+    /// the p−1 ranks before it (chunks of their own lengths with uneven stages), then does all its own work (m micro-batches of v chunks plus the output layer),
     /// and the step cannot end before the last micro-batch's gradient has gone back through a chunk on each of
     /// them and the optimizer has stepped: T ≥ m·work(last) + (p−1)·(F + B) + optimizer + weight all-gather
     /// (Narayanan et al. 2021, §2.2: with uniform chunks the schedule's makespan is exactly (m·v + p − 1)·(F + B)).
@@ -43,10 +43,15 @@ public sealed class EstimatorCostModel : ISearchCostModel
     {
         var k = PipelineCosts.Build(model, cluster, config);
         int last = k.P - 1;
-        double pipeline = k.M * k.RankWorkPerMicroBatch(last) + last * (k.ChunkForward + k.ChunkBackward);
+        double fill = 0;
+        for (int r = 0; r < last; r++) fill += k.ChunkOf(r, 0).Forward + k.ChunkOf(r, 0).Backward;
+        double pipeline = k.M * k.RankWorkPerMicroBatch(last) + fill;
         double time = Math.Max(pipeline + k.Last.Optimizer + k.Last.ParameterGather, ComputeBound.StepTimeLowerBound(model, cluster, config));
-        double memory = Math.Max(MemoryBudget.ReservedBytes(k.First.State.Total, k.ChunkActivations + k.BackwardTransient, config),
-            MemoryBudget.ReservedBytes(k.Last.State.Total, k.ChunkActivations + k.BackwardTransient + k.LastBackwardTransient, config));
+        // Each of the first, a middle and the last rank: at its peak a backward runs, over one of its chunks.
+        double memory = 0;
+        foreach (int r in (ReadOnlySpan<int>)[0, Math.Min(1, last), last])
+            memory = Math.Max(memory, MemoryBudget.ReservedBytes(k.Rank(r).State.Total,
+                Math.Min(k.ChunkOf(r, 0).Activations, k.ChunkOf(r, k.V - 1).Activations) + k.BackwardTransient + (r == last ? k.LastBackwardTransient : 0), config));
         return new CostBounds(time, (long)Math.Floor(memory));
     }
 

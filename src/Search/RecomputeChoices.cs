@@ -63,8 +63,8 @@ public static class RecomputeChoices
     /// Every recomputation valid for a layout under the constraints, in the order the search tries them
     /// (none first: it is the fastest, and its time bounds the others). The rules are RunDescription.Validate's:
     /// the SwiGLU-output recompute needs a SwiGLU model; the norm recompute needs sequence parallelism when
-    /// tensor parallelism is on; full uniform num-layers divides a model chunk's layers; full block num-layers
-    /// is at most a chunk's layers.
+    /// tensor parallelism is on; full uniform num-layers divides every model chunk's layers; full block num-layers
+    /// is at most the smallest chunk's layers.
     /// </summary>
     public static IReadOnlyList<RecomputeSpec> Options(ModelSpec model, Layout layout, SearchConstraints c)
     {
@@ -78,13 +78,14 @@ public static class RecomputeChoices
             options.Add(spec);
         }
         if (!Allowed(RecomputeKind.Full)) return options;
-        int chunkLayers = layout.LayersPerModelChunk(model);
+        var chunkSizes = layout.ChunkSizes(model).ToArray();
+        int fewest = chunkSizes.Min();
         foreach (var method in new[] { RecomputeMethod.Uniform, RecomputeMethod.Block })
         {
             if (c.RecomputeMethod is not null && !c.RecomputeMethod.Contains(method)) continue;
-            for (int n = 1; n <= chunkLayers; n++)
+            for (int n = 1; n <= fewest; n++)
             {
-                if (method == RecomputeMethod.Uniform && chunkLayers % n != 0) continue;
+                if (method == RecomputeMethod.Uniform && chunkSizes.Any(size => size % n != 0)) continue;
                 if (c.RecomputeNumLayers is not null && !c.RecomputeNumLayers.Contains(n)) continue;
                 options.Add(new RecomputeSpec(RecomputeGranularity.Full, method, n));
             }

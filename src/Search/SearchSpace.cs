@@ -24,6 +24,15 @@ public sealed record SearchConstraints
     public IReadOnlyList<int>? MicroBatch { get; init; }
     /// <summary>--num-layers-per-virtual-pipeline-stage; 0 stands for "no interleaving".</summary>
     public IReadOnlyList<int>? LayersPerVirtualStage { get; init; }
+    /// <summary>--decoder-first-pipeline-num-layers: only these layers on the first stage, 0 for the flag not given; null:
+    /// the splits <see cref="PipelineSplits"/> chooses.</summary>
+    public IReadOnlyList<int>? LayersInFirstPipelineStage { get; init; }
+    /// <summary>--decoder-last-pipeline-num-layers, likewise for the last stage.</summary>
+    public IReadOnlyList<int>? LayersInLastPipelineStage { get; init; }
+    /// <summary>--account-for-embedding-in-pipeline-split: only splits that count the embedding as a layer.</summary>
+    public bool AccountForEmbeddingInPipelineSplit { get; init; }
+    /// <summary>--account-for-loss-in-pipeline-split: only splits that count the loss as a layer.</summary>
+    public bool AccountForLossInPipelineSplit { get; init; }
     /// <summary>--sequence-parallel on/off.</summary>
     public IReadOnlyList<bool>? SequenceParallel { get; init; }
     /// <summary>--recompute none,selective,full,kwai-norm,kwai-act,kwai,... (see <see cref="RecomputeChoices"/>).</summary>
@@ -72,6 +81,9 @@ public sealed record SearchConstraints
         Positive("--data-parallel-size", DataParallel);
         Positive("--micro-batch-size", MicroBatch);
         Positive("--recompute-num-layers", RecomputeNumLayers);
+        foreach (var (flag, values) in new[] { ("--decoder-first-pipeline-num-layers", LayersInFirstPipelineStage), ("--decoder-last-pipeline-num-layers", LayersInLastPipelineStage) })
+            foreach (var n in values ?? [])
+                if (n < 0) e.Add($"{flag} {n} is negative; use a positive number of layers or 'none'.");
         foreach (var l in LayersPerVirtualStage ?? [])
             if (l < 0) e.Add($"--num-layers-per-virtual-pipeline-stage {l} is negative; use a positive integer or 'none'.");
         if (OffloadRatios is null && (OffloadStep is <= 0 or > 1 || double.IsNaN(OffloadStep)))

@@ -6,7 +6,9 @@ namespace Harness.Search;
 /// Every valid configuration of a <see cref="SearchSpace"/>, generated valid by construction: each rule of
 /// <see cref="RunDescription.Validate"/> is applied at the level of the tree where its values are fixed, so no
 /// invalid subtree is ever walked. Tests prove the set equal to "every combination that Validate accepts".
-/// Tree: layout (dp, tp, pp, cp, cp exchange, interleaving, sp, micro-batch, p) -> ZeRO stage (2 and 3 only where pp = 1) ->
+/// Tree: layout (dp, tp, pp, split of the layers over the stages (<see cref="PipelineSplits"/>), cp, cp exchange,
+/// interleaving (none for uneven stages, only with the ends counted as layers), sp, micro-batch, p) -> ZeRO stage (2 and 3
+/// only where pp = 1) ->
 /// recomputation -> offload ratio.
 /// </summary>
 public sealed class SpaceEnumerator
@@ -52,7 +54,8 @@ public sealed class SpaceEnumerator
             if (C.TensorParallelWithinNode && _space.Cluster.GpusPerNode % tp != 0) continue;
             foreach (int pp in Divisors(world / tp))
             {
-                if (!Allowed(C.PipelineParallel, pp) || m.NumLayers % pp != 0) continue;
+                if (!Allowed(C.PipelineParallel, pp)) continue;
+                foreach (var split in PipelineSplits.Of(m, pp, C.LayersInFirstPipelineStage, C.LayersInLastPipelineStage).Where(CountsAsAsked))
                 foreach (int cp in Divisors(world / (tp * pp)))
                 {
                     if (!Allowed(C.ContextParallel, cp)) continue;
@@ -64,12 +67,12 @@ public sealed class SpaceEnumerator
                         {
                             if (!Allowed(C.MicroBatch, mb)) continue;
                             int microBatches = gbs / (mb * dp);
-                            foreach (int? l in VirtualStageOptions(pp, microBatches))
+                            foreach (int? l in VirtualStageOptions(pp, microBatches, split))
                                 foreach (bool sp in SequenceParallelOptions(tp, cp))
                                     foreach (double p in C.SyncFactors)
                                     {
                                         if (p < 1 && (tp < 2 || sp)) continue; // partial sync needs TP and replaces SP's collectives
-                                        yield return new Layout(dp, tp, pp, cp, l, sp, mb, p, comm, a2a);
+                                        yield return new Layout(dp, tp, pp, cp, l, sp, mb, p, comm, a2a, split);
                                     }
                         }
                 }
@@ -101,12 +104,18 @@ public sealed class SpaceEnumerator
         }
     }
 
-    private IEnumerable<int?> VirtualStageOptions(int pp, int microBatches)
+    /// <summary>Whether a split counts the embedding and the loss as layers where the constraints ask for it.</summary>
+    private bool CountsAsAsked(PipelineSplit split) =>
+        (!C.AccountForEmbeddingInPipelineSplit || split.AccountForEmbedding) && (!C.AccountForLossInPipelineSplit || split.AccountForLoss);
+
+    /// <summary>Layers per virtual stage under a split: none for uneven stages; interleaved only where the embedding or loss
+    /// counts as a layer (<see cref="PipelineSplits"/>); either for the even split.</summary>
+    private IEnumerable<int?> VirtualStageOptions(int pp, int microBatches, PipelineSplit split)
     {
-        if (Allowed(C.LayersPerVirtualStage, 0)) yield return null;
+        if (!split.CountsEnds && Allowed(C.LayersPerVirtualStage, 0)) yield return null;
         // Interleaving: pp >= 2, at least 2 chunks per rank, micro-batches a multiple of pp (Megatron's schedule).
-        if (pp < 2 || microBatches % pp != 0) yield break;
-        int layersPerRank = Model.NumLayers / pp;
+        if (split.Uneven || pp < 2 || microBatches % pp != 0) yield break;
+        int layersPerRank = split.SplitLayers(Model) / pp;
         foreach (int l in Divisors(layersPerRank))
             if (layersPerRank / l >= 2 && Allowed(C.LayersPerVirtualStage, l)) yield return l;
     }

@@ -52,10 +52,11 @@ public static class Estimator
 
         // Breakdown on the critical rank: its busy time by kind, the rest of its pipeline span is bubble.
         int c = critical;
-        double tp = k.M * (k.V * k.ChunkTensorParallel + (c == 0 ? k.FirstExtraTensorParallel : 0) + (c == k.P - 1 ? k.LastExtraTensorParallel : 0));
-        double cp = k.M * k.V * k.ChunkContextParallel;
-        double recompute = k.M * k.V * k.ChunkRecompute;
-        double zero = k.M * (k.V * k.ChunkDataParallel + (c == 0 ? k.FirstExtraDataParallel : 0) + (c == k.P - 1 ? k.LastExtraDataParallel : 0));
+        var chunks = k.RankChunks(c);
+        double tp = k.M * (chunks.TensorParallel + (c == 0 ? k.FirstExtraTensorParallel : 0) + (c == k.P - 1 ? k.LastExtraTensorParallel : 0));
+        double cp = k.M * chunks.ContextParallel;
+        double recompute = k.M * chunks.Recompute;
+        double zero = k.M * (chunks.DataParallel + (c == 0 ? k.FirstExtraDataParallel : 0) + (c == k.P - 1 ? k.LastExtraDataParallel : 0));
         double compute = k.M * k.RankWorkPerMicroBatch(c) - tp - cp - recompute - zero;
         double busy = compute + recompute + tp + cp + zero + run.OffloadStall[c] + run.P2pBusy[c];
         double bubble = Math.Max(0, run.ComputeEnd[c] - busy); // rounding leaves -1e-15 where there is none
@@ -88,13 +89,19 @@ public static class Estimator
     {
         var k = PipelineCosts.Build(model, cluster, config);
         double pipeline = ClosedForm.PipelineTime(k);
-        double dp = Math.Max(ClosedForm.ExposedGradientReduce(k, 0), ClosedForm.ExposedGradientReduce(k, k.P - 1));
-        double after = Math.Max(k.First.Optimizer + k.First.ParameterGather, k.Last.Optimizer + k.Last.ParameterGather);
+        // The ranks that can be slowest or fullest: the first and the last, and where virtual stages differ the first middle
+        // rank (its chunks differ from theirs; of the middle ranks it holds the most micro-batches in flight).
+        double dp = 0, after = 0, memory = 0, reserved = 0;
+        foreach (int r in (ReadOnlySpan<int>)[0, k.Uneven ? Math.Min(1, k.P - 1) : 0, k.P - 1])
+        {
+            var rc = k.Rank(r);
+            double activations = ClosedForm.ActivationPeak(k, r);
+            dp = Math.Max(dp, ClosedForm.ExposedGradientReduce(k, r));
+            after = Math.Max(after, rc.Optimizer + rc.ParameterGather);
+            memory = Math.Max(memory, rc.State.Total + activations);
+            reserved = Math.Max(reserved, MemoryBudget.ReservedBytes(rc.State.Total, activations, config));
+        }
         double step = pipeline + dp + after;
-        double first = ClosedForm.ActivationPeak(k, 0), last = ClosedForm.ActivationPeak(k, k.P - 1);
-        double memory = Math.Max(k.First.State.Total + first, k.Last.State.Total + last);
-        double reserved = Math.Max(MemoryBudget.ReservedBytes(k.First.State.Total, first, config),
-                                   MemoryBudget.ReservedBytes(k.Last.State.Total, last, config));
         double tokens = Tokens(model, config) / step / cluster.WorldSize;
         double mfu = tokens * Flops.ModelFlopsPerToken(model, counting) / cluster.Gpu.PeakFlops(config.Precision);
         return new ScreeningEstimate(step, tokens, mfu, memory, reserved, MemoryBudget.Fits(reserved, cluster.Gpu));
@@ -108,8 +115,8 @@ public static class Estimator
     public static EstimateBounds Bounds(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
         var k = PipelineCosts.Build(model, cluster, config);
-        double compute = k.M * (k.V * k.ChunkCompute);
-        double state = Math.Max(k.First.State.Total, k.Last.State.Total);
+        double compute = k.M * Math.Max(k.RankChunks(Math.Min(1, k.P - 1)).Compute, Math.Max(k.RankChunks(0).Compute, k.RankChunks(k.P - 1).Compute));
+        double state = Math.Max(k.Middle.State.Total, Math.Max(k.First.State.Total, k.Last.State.Total));
         return new EstimateBounds(compute, state);
     }
 

@@ -204,7 +204,7 @@ public class CommunicationTests
         Assert.Equal(Collectives.SendRecv(S / 8, false, A100), PipelineCosts.Build(m, cluster, sliced).P2p, 12);
         Assert.Equal(Collectives.SendRecv(S, false, A100), PipelineCosts.Build(m, cluster, whole).P2p, 12);
         double gather = Collectives.AllGather(S, Topology.TensorGroup(sliced, 8), A100);
-        Assert.Equal(gather, PipelineCosts.Build(m, cluster, sliced).ChunkForward - PipelineCosts.Build(m, cluster, whole).ChunkForward, 9);
+        Assert.Equal(gather, PipelineCosts.Build(m, cluster, sliced).Chunk.Forward - PipelineCosts.Build(m, cluster, whole).Chunk.Forward, 9);
     }
 
     [Fact]
@@ -220,7 +220,7 @@ public class CommunicationTests
         var tp = TensorParallelComm.Layer(m, te, cluster);
         Assert.Equal(2 * Collectives.ReduceScatter(TensorParallelComm.ActivationMessageBytes(m, te),
             Topology.TensorGroup(te, cluster.GpusPerNode), H800), tp.ForwardReduceScatter, 12);
-        double extra = PipelineCosts.Build(m, cluster, kwai).ChunkForward - PipelineCosts.Build(m, cluster, te).ChunkForward;
+        double extra = PipelineCosts.Build(m, cluster, kwai).Chunk.Forward - PipelineCosts.Build(m, cluster, te).Chunk.Forward;
         Assert.Equal(2 * (1 - PipelineCosts.NcclSmShare) * tp.ForwardReduceScatter, extra, 9);
     }
 

@@ -7,7 +7,7 @@ public class PipelineScheduleTests
     /// <summary>Uniform chunks: forward 1 s, backward 2 s, no extras, free p2p, nothing else.</summary>
     private static PipelineCosts Uniform(int p, int v, int m, double forward = 1, double backward = 2) => new()
     {
-        P = p, V = v, M = m, ChunkForward = forward, ChunkBackward = backward, ChunkCompute = forward + backward,
+        P = p, V = v, M = m, Chunk = new(Forward: forward, Backward: backward, Compute: forward + backward),
         P2pOverlapped = true, GradientReduceOverlapped = true,
     };
 
@@ -86,7 +86,8 @@ public class PipelineScheduleTests
     {
         // One stage, two micro-batches (forward 1 s, backward 2 s: compute ends at 6 s), 4 layers; the hidden part slows
         // the backward by NCCL's SM share, which stays below what sticks out here.
-        var k = Uniform(1, 1, 2) with { ChunkGradientReduce = reduce, LayersPerChunk = 4 };
+        var k = Uniform(1, 1, 2);
+        k = k with { Chunk = k.Chunk with { GradientReduce = reduce, Layers = 4 } };
         var result = ScheduleResult.Allocate(1);
         PipelineSimulator.Run(k, result);
         Assert.Equal(finish, result.Finish[0], 12);
@@ -99,12 +100,14 @@ public class PipelineScheduleTests
         // Korthikanti et al. 2022: activations of p micro-batches in flight on the first stage; interleaving
         // multiplies that by 1 + (p−1)/(p·v). One unit of activation per stage-micro-batch.
         int p = 8, v = 6, m = 32;
-        var plain = Uniform(p, 1, m) with { ChunkActivations = 1 };
+        var plain = Uniform(p, 1, m);
+        plain = plain with { Chunk = plain.Chunk with { Activations = 1 } };
         var run = ScheduleResult.Allocate(p);
         PipelineSimulator.Run(plain, run);
         Assert.Equal(p, run.ActivationPeak[0], 12);
 
-        var interleaved = Uniform(p, v, m) with { ChunkActivations = 1.0 / v };
+        var interleaved = Uniform(p, v, m);
+        interleaved = interleaved with { Chunk = interleaved.Chunk with { Activations = 1.0 / v } };
         PipelineSimulator.Run(interleaved, run);
         Assert.Equal(p * (1 + (p - 1.0) / (p * v)), run.ActivationPeak[0], 9);
     }
@@ -113,7 +116,8 @@ public class PipelineScheduleTests
     public void OffloadKeepsWhatEachMicroBatchDidNotOffload()
     {
         int p = 4, m = 8;
-        var k = Uniform(p, 2, m) with { ChunkActivations = 1, OffloadRatio = 0.5, ChunkOffloaded = 0.5, ChunkStranded = 0.125 };
+        var k = Uniform(p, 2, m);
+        k = k with { Chunk = k.Chunk with { Activations = 1, Offloaded = 0.5, Stranded = 0.125 }, OffloadRatio = 0.5 };
         var run = ScheduleResult.Allocate(p);
         PipelineSimulator.Run(k, run);
         int inFlight = ScheduleOrder.Warmup(p, 2, m, 0) + 1;
@@ -130,7 +134,8 @@ public class PipelineScheduleTests
         // warm-up forwards, each waiting for the previous one's offload (1.5 s), then 16 - 10 - 1 = 5 steady-state
         // forward/backward pairs whose offload and reload both fit in the pair's 3 s, then 11 cool-down backwards, each
         // waiting for its reload (0.5 s): 10·1.5 + 11·0.5 = 20.5 s (Megatron-Kwai's schedules.py).
-        var k = Uniform(4, 2, 8) with { ChunkActivations = 1, OffloadRatio = 0.5, ChunkOffloaded = 0.5, OffloadTransfer = 2.5 };
+        var k = Uniform(4, 2, 8);
+        k = k with { Chunk = k.Chunk with { Activations = 1, Offloaded = 0.5, OffloadTransfer = 2.5 }, OffloadRatio = 0.5 };
         var run = ScheduleResult.Allocate(4);
         PipelineSimulator.Run(k, run);
         Assert.Equal(20.5, run.OffloadStall[0], 9);

@@ -60,6 +60,9 @@ public static class EstimateJson
             w.WriteNumber("tensor_parallel", c.TensorParallel);
             w.WriteNumber("pipeline_parallel", c.PipelineParallel);
             w.WriteNumber("virtual_stages", c.VirtualStages(m));
+            w.WriteStartArray("layers_per_stage");
+            foreach (int layers in c.LayersPerStage(m)) w.WriteNumberValue(layers);
+            w.WriteEndArray();
             if (c.LayersPerVirtualStage is int l) w.WriteNumber("layers_per_virtual_stage", l);
             else w.WriteNull("layers_per_virtual_stage");
             w.WriteNumber("context_parallel", c.ContextParallel);

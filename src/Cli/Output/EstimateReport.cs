@@ -17,7 +17,9 @@ public static class EstimateReport
         var console = Terminal.Out;
         console.MarkupLine($"[bold]{Markup.Escape(m.Name)}[/] (L{m.NumLayers} h{m.HiddenSize} a{m.NumAttentionHeads} s{m.SeqLength}) on "
             + $"{cl.WorldSize} x {Markup.Escape(cl.Gpu.Name)} ({cl.GpusPerNode} per node)");
-        console.MarkupLine($"dp {c.DataParallel} tp {c.TensorParallel} pp {c.PipelineParallel} v {c.VirtualStages(m)} cp {c.ContextParallel}{(c.ContextParallel > 1 ? $" ({RunDescriptionFlags.CommTypeName(c.ContextParallelComm)})" : "")}"
+        console.MarkupLine($"dp {c.DataParallel} tp {c.TensorParallel} pp {c.PipelineParallel}"
+            + (c.PipelineStagesDiffer ? $" (layers {string.Join(", ", c.LayersPerStage(m))})" : "")
+            + $" v {c.VirtualStages(m)} cp {c.ContextParallel}{(c.ContextParallel > 1 ? $" ({RunDescriptionFlags.CommTypeName(c.ContextParallelComm)})" : "")}"
             + $" sp {(c.SequenceParallel ? "on" : "off")}, {c.Precision.ToString().ToLowerInvariant()}, micro-batch {c.MicroBatch} x {c.NumMicroBatches}, global batch {c.GlobalBatch}");
         console.WriteLine();
         console.MarkupLine($"step time            [bold]{e.StepTimeSeconds:F3} s[/]");

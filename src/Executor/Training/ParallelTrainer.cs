@@ -88,7 +88,7 @@ public sealed class ParallelTrainer : IDisposable
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
         {
-            var part = PipelineChunk.Of(spec, parallel.PipelineParallel, groups.PipelineRank, v, c);
+            var part = PipelineChunk.Of(spec, parallel, groups.PipelineRank, c);
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());

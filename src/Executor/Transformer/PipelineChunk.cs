@@ -12,16 +12,16 @@ public sealed record PipelineChunk(int FirstLayer, int NumLayers, bool PreProces
     public static PipelineChunk Whole(ModelSpec model) => new(0, model.NumLayers, true, true);
 
     /// <summary>
-    /// Chunk <paramref name="chunk"/> of pipeline rank <paramref name="rank"/> with <paramref name="virtualStages"/>
-    /// chunks per rank: model stage chunk·pp + rank of pp·v equal stages, as Megatron assigns them (the
-    /// interleaved schedule's GPU 0: layers [1, 2] [9, 10] for 16 layers, pp 4, v 2).
+    /// Chunk <paramref name="chunk"/> of pipeline rank <paramref name="rank"/>: its layers as Megatron assigns them
+    /// (<see cref="RunDescription.LayersInChunk"/> and <see cref="RunDescription.FirstLayerOfChunk"/>: the interleaved
+    /// schedule's GPU 0 holds layers [1, 2] [9, 10] for 16 layers, pp 4, v 2; uneven stages give the first and last
+    /// ranks their own counts, and a chunk may hold none beside the embedding or the loss that counts as a layer); the embedding on the first chunk of rank 0, the output layer on the last chunk of the last rank.
+    /// The caller passes a description that <see cref="RunDescription.Validate"/> accepts.
     /// </summary>
-    public static PipelineChunk Of(ModelSpec model, int pipelineSize, int rank, int virtualStages, int chunk)
+    public static PipelineChunk Of(ModelSpec model, RunDescription description, int rank, int chunk)
     {
-        int stages = pipelineSize * virtualStages, stage = chunk * pipelineSize + rank;
-        if (model.NumLayers % stages != 0)
-            throw new ArgumentException($"--num-layers {model.NumLayers} is not divisible by {pipelineSize} pipeline stages x {virtualStages} model chunks.");
-        int perStage = model.NumLayers / stages;
-        return new PipelineChunk(stage * perStage, perStage, stage == 0, stage == stages - 1);
+        int p = description.PipelineParallel, v = description.VirtualStages(model);
+        return new PipelineChunk(description.FirstLayerOfChunk(model, rank, chunk), description.LayersInChunk(model, rank, chunk),
+            rank == 0 && chunk == 0, rank == p - 1 && chunk == v - 1);
     }
 }

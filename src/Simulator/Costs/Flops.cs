@@ -61,7 +61,7 @@ public static class Flops
         var r = c.RecomputeOrNone;
         return r.Granularity switch
         {
-            RecomputeGranularity.Full => RecomputedLayerFraction(m, c) * m.NumLayers * LayerForwardPerToken(m, counting),
+            RecomputeGranularity.Full => RecomputedLayers(m, c) * LayerForwardPerToken(m, counting),
             RecomputeGranularity.Selective => m.NumLayers * AttentionForwardPerToken(m, counting),
             _ => 0,
         };
@@ -72,15 +72,23 @@ public static class Flops
         ModelFlopsPerToken(m, counting) + RecomputeFlopsPerToken(m, c, counting);
 
     /// <summary>
-    /// Fraction of layers that full recomputation recomputes. Uniform recomputes every layer (it keeps only each
-    /// group's input); block recomputes the first num-layers of each model chunk.
+    /// Layers of a model chunk of <paramref name="layersInChunk"/> layers that full recomputation recomputes. Uniform
+    /// recomputes every layer (it keeps only each group's input); block recomputes the first num-layers of the chunk.
     /// </summary>
-    public static double RecomputedLayerFraction(ModelSpec m, RunDescription c)
+    public static int RecomputedLayers(RunDescription c, int layersInChunk)
     {
         var r = c.RecomputeOrNone;
         if (r.Granularity != RecomputeGranularity.Full) return 0;
-        if (r.Method == RecomputeMethod.Uniform) return 1;
-        int layersPerChunk = m.NumLayers / (c.PipelineParallel * c.VirtualStages(m));
-        return Math.Min(1.0, (double)r.NumLayers / layersPerChunk);
+        return r.Method == RecomputeMethod.Uniform ? layersInChunk : Math.Min(r.NumLayers, layersInChunk);
+    }
+
+    /// <summary>Layers of the whole model that full recomputation recomputes: every model chunk's on every pipeline rank.</summary>
+    public static int RecomputedLayers(ModelSpec m, RunDescription c)
+    {
+        int total = 0;
+        for (int rank = 0; rank < c.PipelineParallel; rank++)
+            for (int chunk = 0; chunk < c.VirtualStages(m); chunk++)
+                total += RecomputedLayers(c, c.LayersInChunk(m, rank, chunk));
+        return total;
     }
 }

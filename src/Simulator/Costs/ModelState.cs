@@ -50,7 +50,7 @@ public static class ModelState
     public static double RankParameters(ModelSpec m, RunDescription c, int pipelineRank)
     {
         int p = c.PipelineParallel;
-        double layers = (double)m.NumLayers / p;
+        double layers = c.LayersOnRank(m, pipelineRank);
         double total = layers * LayerParametersPerRank(m, c.TensorParallel);
         if (pipelineRank == 0) total += EmbeddingParametersPerRank(m, c.TensorParallel);
         if (pipelineRank == p - 1) total += OutputParametersPerRank(m, c.TensorParallel, p);
@@ -90,7 +90,7 @@ public static class ModelState
         double buckets = bucketCount * ZeroMicroBatchComm.ReduceBucketSize(c) * e;
         if (c.ZeroStage < 3) return new ModelStateBytes(0, buckets, 0);
         int p = c.PipelineParallel;
-        double layers = Math.Min(2, (double)m.NumLayers / p) * LayerParametersPerRank(m, c.TensorParallel);
+        double layers = Math.Min(2, c.LayersOnRank(m, pipelineRank)) * LayerParametersPerRank(m, c.TensorParallel);
         double ends = Math.Max(pipelineRank == 0 ? EmbeddingParametersPerRank(m, c.TensorParallel) : 0,
                                pipelineRank == p - 1 ? OutputParametersPerRank(m, c.TensorParallel, p) : 0);
         return new ModelStateBytes((layers + ends) * e, buckets, 0);

@@ -9,16 +9,44 @@ namespace Harness.Simulator.Schedule;
 /// </summary>
 public static class ClosedForm
 {
-    /// <summary>Seconds from the first forward to the last backward on the slowest rank.</summary>
+    /// <summary>
+    /// Seconds from the first forward to the last backward on the slowest rank: its m·v chunks' work, plus the fill and
+    /// drain, one chunk pass (F + B, with the embedding or output layer on the first and last ranks) on every other rank.
+    /// With even stages that is the expression above, exact; with uneven stages (ranks' chunks of different lengths) it is
+    /// the flow-shop estimate Σ t_r + (m − 1)·max t_r of 1F1B, which the simulator's tests compare against.
+    /// Offload stalls are the middle chunks' (<see cref="MicroStalls"/>).
+    /// </summary>
     public static double PipelineTime(in PipelineCosts k)
     {
-        double chunk = k.ChunkForward + k.ChunkBackward;
-        double work = k.M * Math.Max(k.RankWorkPerMicroBatch(0), k.RankWorkPerMicroBatch(k.P - 1));
+        int slowest = SlowestRank(k);
+        double work = k.M * k.RankWorkPerMicroBatch(slowest);
         if (k.P == 1) return work + MicroStalls(k, 0);
-        double fill = (k.P - 1) * chunk;
-        double ends = k.FirstForwardExtra + k.FirstBackwardExtra + k.LastForwardExtra + k.LastBackwardExtra
-                      - Math.Max(k.FirstForwardExtra + k.FirstBackwardExtra, k.LastForwardExtra + k.LastBackwardExtra);
-        return work + fill + ends + P2pExposure(k, chunk) + MicroStalls(k, 0);
+        double passes = 0;
+        for (int r = 0; r < k.P; r++)
+            if (r != slowest) passes += ChunkPass(k, r);
+        var chunk = k.ChunkOf(slowest, 0);
+        return work + passes + P2pExposure(k, chunk.Forward + chunk.Backward) + MicroStalls(k, slowest);
+    }
+
+    /// <summary>The rank with the most work per micro-batch: the first or last where the virtual stages are alike (the
+    /// embedding and the output layer), any where they differ.</summary>
+    public static int SlowestRank(in PipelineCosts k)
+    {
+        int slowest = k.P - 1;
+        int step = k.Uneven ? 1 : Math.Max(1, k.P - 1);
+        for (int r = 0; r < k.P; r += step)
+            if (k.RankWorkPerMicroBatch(r) > k.RankWorkPerMicroBatch(slowest)) slowest = r;
+        return slowest;
+    }
+
+    /// <summary>The forward and backward of rank <paramref name="rank"/>'s first model chunk, through which the fill and the
+    /// drain pass, with the first and last stages' extras.</summary>
+    private static double ChunkPass(in PipelineCosts k, int rank)
+    {
+        var chunk = k.ChunkOf(rank, 0);
+        return chunk.Forward + chunk.Backward
+               + (rank == 0 ? k.FirstForwardExtra + k.FirstBackwardExtra : 0)
+               + (rank == k.P - 1 ? k.LastForwardExtra + k.LastBackwardExtra : 0);
     }
 
     /// <summary>
@@ -43,17 +71,18 @@ public static class ClosedForm
     /// there anyway: the simulation finds them absorbed, so the closed form counts none.</summary>
     public static double MicroStalls(in PipelineCosts k, int rank)
     {
+        var chunk = k.Chunk;
         double stalls = 0;
         if (k.OffloadRatio > 0 && k.V == 1)
-            stalls += k.M * (Math.Max(0, k.OffloadTransfer - k.ChunkForward) + Math.Max(0, k.OffloadTransfer - k.ChunkBackward));
+            stalls += k.M * (Math.Max(0, chunk.OffloadTransfer - chunk.Forward) + Math.Max(0, chunk.OffloadTransfer - chunk.Backward));
         else if (k.OffloadRatio > 0)
         {
             // Interleaved (PipelineSimulator): the warm-up's forwards and the cool-down's backwards wait for their copy
             // one by one; in the steady state a forward and a backward share one offload and one reload.
             int warmup = ScheduleOrder.Warmup(k.P, k.V, k.M, rank);
-            stalls += warmup * Math.Max(0, k.OffloadTransfer - k.ChunkForward)
-                      + (warmup + 1) * Math.Max(0, k.OffloadTransfer - k.ChunkBackward)
-                      + (k.M * k.V - warmup - 1) * Math.Max(0, k.OffloadTransfer - k.ChunkForward - k.ChunkBackward);
+            stalls += warmup * Math.Max(0, chunk.OffloadTransfer - chunk.Forward)
+                      + (warmup + 1) * Math.Max(0, chunk.OffloadTransfer - chunk.Backward)
+                      + (k.M * k.V - warmup - 1) * Math.Max(0, chunk.OffloadTransfer - chunk.Forward - chunk.Backward);
         }
         if (k.P > 1 && !(k.P2pOverlapped && k.V > 1))
             stalls += k.M * (2 * k.V - (rank == 0 || rank == k.P - 1 ? 1 : 0)) * k.P2p;
@@ -63,15 +92,17 @@ public static class ClosedForm
     /// <summary>Data-parallel gradient reduction left exposed after the last backward of a rank.</summary>
     public static double ExposedGradientReduce(in PipelineCosts k, int rank)
     {
-        double total = k.V * k.ChunkGradientReduce
+        // The rank's first chunk becomes final last.
+        var chunk = k.ChunkOf(rank, 0);
+        double total = k.RankChunks(rank).GradientReduce
                        + (rank == 0 ? k.FirstExtraGradientReduce : 0) + (rank == k.P - 1 ? k.LastExtraGradientReduce : 0);
         double after = k.Rank(rank).GradientReduceAfter;
         if (!k.GradientReduceOverlapped) return total + after;
         // Chunks become final one after another in the cool-down, p micro-batch backwards apart, and each chunk's
         // buckets during its own final backward: all but the last layer's share can hide.
-        double layers = Math.Max(1, k.LayersPerChunk);
-        double window = (k.V - 1) * k.P * k.ChunkBackward + k.ChunkBackward * (layers - 1) / layers;
-        double lastChunk = k.ChunkGradientReduce + (rank == 0 ? k.FirstExtraGradientReduce : 0);
+        double layers = Math.Max(1, chunk.Layers);
+        double window = (k.V - 1) * k.P * k.Chunk.Backward + chunk.Backward * (layers - 1) / layers;
+        double lastChunk = chunk.GradientReduce + (rank == 0 ? k.FirstExtraGradientReduce : 0);
         double exposed = Math.Max(lastChunk / layers, total - window);
         return Math.Max(exposed, PipelineCosts.NcclSmShare * (total - exposed)) + after;
     }
@@ -82,8 +113,9 @@ public static class ClosedForm
     {
         int inFlight = Math.Min(ScheduleOrder.Warmup(k.P, k.V, k.M, rank) + 1, k.M * k.V);
         bool last = rank == k.P - 1;
-        double freed = k.ChunkOffloaded - k.ChunkStranded;
-        double kept = inFlight * (k.ChunkActivations - freed) + freed;
+        // In flight: chunks of every one of the rank's model chunks, their mean activations each.
+        double freed = k.Chunk.Offloaded - k.Chunk.Stranded;
+        double kept = inFlight * (k.RankChunks(rank).Activations / k.V - freed) + freed;
         if (rank == 0) kept += Math.Min(inFlight, k.M) * k.FirstExtraActivations;
         if (last) kept += k.LastExtraActivations + freed;
         return kept + k.BackwardTransient + (rank == 0 ? k.FirstBackwardTransient : 0) + (last ? k.LastBackwardTransient : 0);

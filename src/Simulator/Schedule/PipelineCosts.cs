@@ -24,17 +24,29 @@ public readonly struct PipelineCosts
     public int V { get; init; }
     public int M { get; init; }
 
-    // Generic chunk (layers only), one micro-batch.
-    public double ChunkForward { get; init; }
-    public double ChunkBackward { get; init; }
-    public double ChunkCompute { get; init; }
-    public double ChunkRecompute { get; init; }
-    public double ChunkTensorParallel { get; init; }
-    public double ChunkContextParallel { get; init; }
-    /// <summary>ZeRO 2 and 3's collectives of a micro-batch (<see cref="ZeroMicroBatchComm"/>) that a chunk's forward and
-    /// backward do not hide, and the compute they slow where they hide; part of <see cref="ChunkForward"/> and
-    /// <see cref="ChunkBackward"/>.</summary>
-    public double ChunkDataParallel { get; init; }
+    /// <summary>A model chunk of the middle virtual stages (of every one where the layers split evenly), layers only.</summary>
+    public ChunkCosts Chunk { get; init; }
+    /// <summary>The first virtual stage's chunk (rank 0's first) where it holds its own number of layers: uneven stages
+    /// (--decoder-first-pipeline-num-layers, one chunk per rank) or the embedding counted as a layer; null: <see cref="Chunk"/>.</summary>
+    public ChunkCosts? FirstStageChunk { get; init; }
+    /// <summary>The last virtual stage's chunk (the last rank's last) where it holds its own number of layers; null: <see cref="Chunk"/>.</summary>
+    public ChunkCosts? LastStageChunk { get; init; }
+
+    /// <summary>Model chunk <paramref name="chunk"/> of pipeline rank <paramref name="rank"/>.</summary>
+    public ChunkCosts ChunkOf(int rank, int chunk) =>
+        rank == 0 && chunk == 0 && FirstStageChunk is { } first ? first
+        : rank == P - 1 && chunk == V - 1 && LastStageChunk is { } last ? last : Chunk;
+
+    /// <summary>All the model chunks of rank <paramref name="rank"/> together.</summary>
+    public ChunkCosts RankChunks(int rank)
+    {
+        var sum = default(ChunkCosts);
+        for (int c = 0; c < V; c++) sum += ChunkOf(rank, c);
+        return sum;
+    }
+
+    /// <summary>Whether virtual stages differ in length (uneven stages, or the embedding or loss counted as a layer).</summary>
+    public bool Uneven => FirstStageChunk is not null || LastStageChunk is not null;
 
     // First chunk (embedding) and last chunk (final norm, output layer, loss) extras, one micro-batch.
     public double FirstForwardExtra { get; init; }
@@ -52,16 +64,10 @@ public readonly struct PipelineCosts
     /// (else the sender waits for it after every op).</summary>
     public bool P2pOverlapped { get; init; }
 
-    /// <summary>Megatron-Kwai alpha and the seconds to copy a chunk's offloaded activations over the host link.</summary>
+    /// <summary>Megatron-Kwai's alpha (the chunks' offload: <see cref="ChunkCosts.Offloaded"/>).</summary>
     public double OffloadRatio { get; init; }
-    public double OffloadTransfer { get; init; }
-    /// <summary>A chunk's activations copied to host memory and freed after its forward (<see cref="Offload.Chunk"/>).</summary>
-    public double ChunkOffloaded { get; init; }
-    /// <summary>What the caching allocator holds beyond a chunk's kept activations while it waits for its backward.</summary>
-    public double ChunkStranded { get; init; }
 
-    // Activation bytes of one micro-batch kept from forward to backward.
-    public double ChunkActivations { get; init; }
+    // Activation bytes of one micro-batch kept from forward to backward, beyond the chunks'.
     public double FirstExtraActivations { get; init; }
     public double LastExtraActivations { get; init; }
     // Temporaries alive only during an op.
@@ -70,14 +76,10 @@ public readonly struct PipelineCosts
     public double LastForwardTransient { get; init; }
     public double LastBackwardTransient { get; init; }
 
-    // Data-parallel gradient reduction of one chunk's parameters.
-    public double ChunkGradientReduce { get; init; }
+    // Data-parallel gradient reduction of the embedding's and the output layer's parameters, beyond the chunks'.
     public double FirstExtraGradientReduce { get; init; }
     public double LastExtraGradientReduce { get; init; }
     public bool GradientReduceOverlapped { get; init; }
-    /// <summary>Transformer layers per model chunk: overlapped gradient reduction proceeds in buckets that become ready
-    /// layer by layer during the chunk's final backward.</summary>
-    public int LayersPerChunk { get; init; }
 
     public RankCosts First { get; init; }
     public RankCosts Middle { get; init; }
@@ -86,10 +88,13 @@ public readonly struct PipelineCosts
     public RankCosts Rank(int r) => r == P - 1 ? Last : r == 0 ? First : Middle;
 
     /// <summary>Work (seconds) one rank's compute stream does per micro-batch, excluding bubbles.</summary>
-    public double RankWorkPerMicroBatch(int r) =>
-        V * (ChunkForward + ChunkBackward)
-        + (r == 0 ? FirstForwardExtra + FirstBackwardExtra : 0)
-        + (r == P - 1 ? LastForwardExtra + LastBackwardExtra : 0);
+    public double RankWorkPerMicroBatch(int r)
+    {
+        var chunks = RankChunks(r);
+        return chunks.Forward + chunks.Backward
+               + (r == 0 ? FirstForwardExtra + FirstBackwardExtra : 0)
+               + (r == P - 1 ? LastForwardExtra + LastBackwardExtra : 0);
+    }
 
     /// <summary>
     /// Chunks whose offloaded activations are on the GPU together under Megatron-Kwai's offload (ATC'24 artifact,
@@ -117,7 +122,6 @@ public readonly struct PipelineCosts
     {
         var gpu = cluster.Gpu;
         int p = c.PipelineParallel, v = c.VirtualStages(m);
-        int layersPerChunk = m.NumLayers / (p * v);
         var overlap = c.OverlapOrDefault;
         var r = c.RecomputeOrNone;
 
@@ -143,8 +147,6 @@ public readonly struct PipelineCosts
             ? (a2aF + Overlapped(ringF, layer.AttentionForward), a2aB + Overlapped(ringB, attentionBackward))
             : (a2aF + ringF, a2aB + ringB);
 
-        // Full recomputation repeats the forward (with its communication) of the recomputed layers.
-        double recomputedLayers = Flops.RecomputedLayerFraction(m, c) * layersPerChunk;
         double layerForward = layer.Forward + tpF + cpFx;
 
         // First chunk: embedding, plus its TP reduction (all-reduce, or reduce-scatter with SP) and CAAT's entry all-reduce.
@@ -173,12 +175,6 @@ public readonly struct PipelineCosts
         double recomputeWorkspace = r.Granularity == RecomputeGranularity.Full
             ? Activations.RecomputeWorkspace(act, r)
             : act.AllTensors - act.Saved;
-        double chunkActivations = layersPerChunk * Activations.PerLayerKept(act, r, layersPerChunk);
-        // Megatron-Kwai's offload runs one chunk ahead and behind the compute stream: at any moment the offloaded
-        // part of further chunks is still (or already again) on the GPU besides the chunk in use.
-        var offload = Offload.Chunk(tensors, c, layersPerChunk, chunkActivations);
-        double offloadWindow = offload.Offloaded * (OffloadWindowChunks - 1);
-
         // Pipeline p2p: Megatron sends b·(s/cp)·h/t per TP rank (scatter-gather, or the SP shard). Without sequence
         // parallelism each TP rank sends only its 1/t slice (Narayanan et al. 2021, section 4.1, scatter/gather) and the
         // receiver all-gathers the full activation over NVLink before it can compute; without scatter/gather every TP rank
@@ -188,42 +184,72 @@ public readonly struct PipelineCosts
         double p2p = p > 1 ? Collectives.SendRecv(c.SequenceParallel || scatterGather ? S / c.TensorParallel : S, p2pSameNode, gpu) : 0;
         double p2pGather = p > 1 && scatterGather ? Collectives.AllGather(S, tpGroup, gpu) : 0;
 
-        double chunkParams = layersPerChunk * ModelState.LayerParametersPerRank(m, c.TensorParallel);
         double embedParams = ModelState.EmbeddingParametersPerRank(m, c.TensorParallel);
         double outParams = ModelState.OutputParametersPerRank(m, c.TensorParallel, p);
         double tiedSync = m.TiedEmbeddings && p > 1
             ? Collectives.SendRecv(4 * (double)m.VocabSize * m.HiddenSize / c.TensorParallel, false, gpu) : 0;
-
-        double chunkForward = layersPerChunk * layerForward + p2pGather;
-        double chunkBackward = layersPerChunk * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputedLayers * layerForward + p2pGather
-                               + ComputeTime.GradientAccumulation(chunkParams, c, gpu);
-        // ZeRO 2 and 3: every micro-batch's collectives beside the chunk's compute; the embedding's and output layer's,
-        // gathered first and reduced last or on their own, are counted exposed.
-        var zero = ZeroMicroBatchComm.Collectives(chunkParams, c, cluster);
-        var zeroExposed = ZeroMicroBatchComm.Exposed(zero, chunkForward, chunkBackward, layersPerChunk,
-            ZeroMicroBatchComm.Buckets(chunkParams, c), overlap.GradientReduce);
-        double zeroForward = zeroExposed.Forward + NcclSmShare * (zero.Forward - zeroExposed.Forward);
-        double zeroBackward = zeroExposed.Backward + NcclSmShare * (zero.Backward - zeroExposed.Backward);
+        // ZeRO 2 and 3: the embedding's and output layer's collectives, gathered first and reduced last or on their own,
+        // are counted exposed.
         var embedZero = ZeroMicroBatchComm.Collectives(embedParams, c, cluster);
         var outZero = ZeroMicroBatchComm.Collectives(outParams, c, cluster);
+
+        ChunkCosts Chunk(int layers, ReadOnlySpan<LayerTensor> tensors)
+        {
+            // Full recomputation repeats the forward (with its communication) of the recomputed layers.
+            int recomputed = Flops.RecomputedLayers(c, layers);
+            // A chunk without layers (the embedding or loss counted as its one layer) keeps none.
+            double activations = layers > 0 ? layers * Activations.PerLayerKept(act, r, layers) : 0;
+            // Megatron-Kwai's offload runs one chunk ahead and behind the compute stream: at any moment the offloaded
+            // part of further chunks is still (or already again) on the GPU besides the chunk in use.
+            var offload = Offload.Chunk(tensors, c, layers, activations);
+            double parameters = layers * ModelState.LayerParametersPerRank(m, c.TensorParallel);
+            double forward = layers * layerForward + p2pGather;
+            double backward = layers * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputed * layerForward + p2pGather
+                              + ComputeTime.GradientAccumulation(parameters, c, gpu);
+            // ZeRO 2 and 3: every micro-batch's collectives beside the chunk's compute.
+            var zero = ZeroMicroBatchComm.Collectives(parameters, c, cluster);
+            var zeroExposed = ZeroMicroBatchComm.Exposed(zero, forward, backward, layers,
+                ZeroMicroBatchComm.Buckets(parameters, c), overlap.GradientReduce);
+            double zeroForward = zeroExposed.Forward + NcclSmShare * (zero.Forward - zeroExposed.Forward);
+            double zeroBackward = zeroExposed.Backward + NcclSmShare * (zero.Backward - zeroExposed.Backward);
+            return new ChunkCosts(
+                Layers: layers,
+                Forward: forward + zeroForward,
+                Backward: backward + zeroBackward,
+                Compute: layers * (layer.Forward + layer.Backward),
+                Recompute: layers * layer.Recompute + recomputed * layer.Forward,
+                TensorParallel: layers * (tpF + tpB) + recomputed * tpF,
+                ContextParallel: layers * (cpFx + cpBx) + recomputed * cpFx,
+                DataParallel: zeroForward + zeroBackward,
+                Activations: activations,
+                Offloaded: offload.Offloaded,
+                Stranded: offload.Stranded,
+                OffloadTransfer: offload.Offloaded / gpu.HostLinkBytesPerSecond,
+                GradientReduce: DataParallelComm.GradientReduce(parameters, c, cluster));
+        }
+
+        // The first and last virtual stages may hold their own number of layers (uneven stages; the embedding or loss
+        // counted as a layer); a middle one is virtual stage 1 where there are three or more.
+        int middleStage = p * v >= 3 ? 1 : 0;
+        int firstLayers = c.LayersInChunk(m, 0, 0), lastLayers = c.LayersInChunk(m, p - 1, v - 1);
+        int middleLayers = c.LayersInChunk(m, middleStage % p, middleStage / p);
+        var middle = Chunk(middleLayers, tensors);
+        ChunkCosts? firstChunk = firstLayers != middleLayers ? Chunk(firstLayers, tensors) : null;
+        ChunkCosts? lastChunk = lastLayers != middleLayers ? Chunk(lastLayers, tensors) : null;
 
         RankCosts Rank(int rank, double after)
         {
             double parameters = ModelState.RankParameters(m, c, rank);
             return new RankCosts(parameters, ModelState.RankBytes(m, c, rank), OptimizerTime.Step(parameters, c, gpu),
-                DataParallelComm.ParameterGather(parameters, c, cluster, v * layersPerChunk * layerForward), after);
+                DataParallelComm.ParameterGather(parameters, c, cluster, c.LayersOnRank(m, rank) * layerForward), after);
         }
 
         return new PipelineCosts
         {
             P = p, V = v, M = c.NumMicroBatches,
-            ChunkForward = chunkForward + zeroForward,
-            ChunkBackward = chunkBackward + zeroBackward,
-            ChunkCompute = layersPerChunk * (layer.Forward + layer.Backward),
-            ChunkRecompute = layersPerChunk * layer.Recompute + recomputedLayers * layer.Forward,
-            ChunkTensorParallel = layersPerChunk * (tpF + tpB) + recomputedLayers * tpF,
-            ChunkContextParallel = layersPerChunk * (cpFx + cpBx) + recomputedLayers * cpFx,
-            ChunkDataParallel = zeroForward + zeroBackward,
+            Chunk = middle,
+            FirstStageChunk = firstChunk,
+            LastStageChunk = lastChunk,
             FirstForwardExtra = embed + embedTp - p2pGather     // the first stage receives nothing forward
                                 + embedZero.Forward,
             FirstBackwardExtra = embed + embedTp + ComputeTime.GradientAccumulation(embedParams, c, gpu) + embedZero.Backward,
@@ -237,13 +263,9 @@ public readonly struct PipelineCosts
             P2p = p2p,
             P2pOverlapped = c.PipelineP2pHidden,
             OffloadRatio = c.OffloadRatio,
-            OffloadTransfer = offload.Offloaded / gpu.HostLinkBytesPerSecond,
-            ChunkOffloaded = offload.Offloaded,
-            ChunkStranded = offload.Stranded,
-            ChunkActivations = chunkActivations,
             FirstExtraActivations = m.Dropout ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
             LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + 4 * logits,               // final norm in/out, fp32 softmax
-            BackwardTransient = recomputeWorkspace + gradientBuffers + offloadWindow,
+            BackwardTransient = recomputeWorkspace + gradientBuffers + middle.Offloaded * (OffloadWindowChunks - 1),
             // Megatron's vocabulary-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py) casts the logits to
             // fp32, turns that copy into the softmax in place and saves it (counted above); beside it, while the loss forms,
             // the bf16 logits.
@@ -254,11 +276,9 @@ public readonly struct PipelineCosts
             // Its backward writes the logits' gradient into the saved softmax in place (prepare_gradient_calculation_operands:
             // grad_input = softmax); the output layer casts it to the parameter dtype (tensor_parallel/layers.py).
             LastBackwardTransient = e * logits,
-            ChunkGradientReduce = DataParallelComm.GradientReduce(chunkParams, c, cluster),
             FirstExtraGradientReduce = DataParallelComm.GradientReduce(embedParams, c, cluster),
             LastExtraGradientReduce = DataParallelComm.GradientReduce(outParams, c, cluster),
             GradientReduceOverlapped = overlap.GradientReduce,
-            LayersPerChunk = layersPerChunk,
             First = Rank(0, tiedSync),
             Middle = Rank(Math.Min(1, p - 1), 0),
             Last = Rank(p - 1, tiedSync),

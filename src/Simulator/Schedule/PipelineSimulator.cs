@@ -5,7 +5,8 @@ namespace Harness.Simulator.Schedule;
 /// pipeline rank (<see cref="ScheduleOrder"/> gives the ops in dependency order). An op starts when its rank is
 /// free and its input has arrived: forward of micro-batch j on virtual stage k needs its forward on k−1 plus a
 /// p2p transfer; backward on k needs the backward on k+1 plus a transfer (on the last stage, its own forward).
-/// Durations differ by stage: the first virtual stage adds the embedding, the last the output layer and loss;
+/// Durations differ by stage: the first virtual stage adds the embedding, the last the output layer and loss, and both
+/// may hold their own number of layers (uneven stages, or the embedding or loss counted as a layer);
 /// Megatron-Kwai's offload stretches an op to its host transfer when that is longer.
 /// Also tracks activation memory per rank (in-flight micro-batches, offload, temporaries) and the data-parallel
 /// gradient reduction of each chunk, which starts when the chunk's last backward ends.
@@ -33,41 +34,10 @@ public static class PipelineSimulator
         var schedule = ScheduleOrder.For(p, v, m);
         var order = schedule.Ops;
 
-        // Per kind of op: duration, p2p delay on its input, bytes kept before / released after, temporaries,
-        // offload stall, and time its rank waits for its own send.
+        // Per kind of op: duration, p2p delay on its input, bytes kept before / released after, temporaries, offload stall,
+        // and time its rank waits for its own send.
         Span<KindCost> kinds = stackalloc KindCost[ScheduleOrder.Kinds];
-        for (int kind = 0; kind < ScheduleOrder.Kinds; kind++)
-        {
-            bool forward = (kind & ScheduleOrder.ForwardBit) != 0;
-            bool first = (kind & ScheduleOrder.FirstBit) != 0, last = (kind & ScheduleOrder.LastBit) != 0;
-            bool blocking = (kind & ScheduleOrder.BlockingBit) != 0;
-            double work = forward
-                ? k.ChunkForward + (first ? k.FirstForwardExtra : 0) + (last ? k.LastForwardExtra : 0)
-                : k.ChunkBackward + (first ? k.FirstBackwardExtra : 0) + (last ? k.LastBackwardExtra : 0);
-            double bytes = k.ChunkActivations + (first ? k.FirstExtraActivations : 0) + (last ? k.LastExtraActivations : 0);
-            // Megatron-Kwai offloads part of a chunk's activations after its forward and reloads it before its
-            // backward, overlapped with compute; the last stage's last chunk is not offloaded.
-            double offload = k.OffloadRatio > 0 && !last
-                ? k.ChunkOffloaded - k.ChunkStranded + (first ? k.OffloadRatio * k.FirstExtraActivations : 0) : 0;
-            // Megatron-Kwai's schedule (ATC'24 artifact, schedules.py) makes the compute stream wait for the copies at
-            // different points by phase: in the warm-up each forward waits for the previous forward's offload, in the
-            // cool-down each backward for the next one's reload; in the interleaved steady state one offload and one
-            // reload (PCIe is full duplex) run from one backward's start to the next's, across a forward and a backward.
-            bool pairs = k.V > 1 && !blocking;
-            double busy = offload <= 0 ? work
-                : !pairs ? Math.Max(work, k.OffloadTransfer)
-                : forward ? work : Math.Max(work, k.OffloadTransfer - k.ChunkForward);
-            bool receives = forward ? !first : !last;
-            bool sends = forward ? !last : !first;
-            kinds[kind] = new KindCost(
-                Duration: busy,
-                InputDelay: receives ? k.P2p : 0,
-                SendWait: sends && (blocking || !k.P2pOverlapped) ? k.P2p : 0,
-                AddBefore: forward ? bytes : offload,
-                RemoveAfter: forward ? offload : bytes,
-                Transient: (forward ? 0 : k.BackwardTransient + (first ? k.FirstBackwardTransient : 0)) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),
-                Stall: busy - work);
-        }
+        for (int kind = 0; kind < ScheduleOrder.Kinds; kind++) kinds[kind] = Cost(k, kind);
 
         var slots = Rent(ref slotScratch, 1 + order.Length);
         slots[0] = 0;
@@ -108,20 +78,56 @@ public static class PipelineSimulator
             for (int chunk = v - 1; chunk >= 0; chunk--)
             {
                 int stage = chunk * p + r;
-                double reduce = k.ChunkGradientReduce
+                var chunkCosts = k.ChunkOf(r, chunk);
+                double reduce = chunkCosts.GradientReduce
                     + (stage == 0 ? k.FirstExtraGradientReduce : 0)
                     + (stage == stages - 1 ? k.LastExtraGradientReduce : 0);
                 total += reduce;
                 if (!k.GradientReduceOverlapped) { stream += reduce; continue; }
                 int bits = (stage == 0 ? ScheduleOrder.FirstBit : 0) | (stage == stages - 1 ? ScheduleOrder.LastBit : 0);
                 double final = slots[schedule.FinalBackwardSlot[stage]];
-                double start = final - kinds[bits].Duration, layers = Math.Max(1, k.LayersPerChunk);
+                double start = final - kinds[bits].Duration, layers = Math.Max(1, chunkCosts.Layers);
                 stream = Math.Max(stream + reduce, Math.Max(start + (final - start) / layers + reduce, final + reduce / layers));
             }
             // What hides behind the backward slows it by NCCL's share of the SMs, as overlapped TP and CP collectives do.
             double hidden = k.GradientReduceOverlapped ? total - Math.Max(0, stream - clock) : 0;
             result.Finish[r] = Math.Max(clock + PipelineCosts.NcclSmShare * hidden, stream) + k.Rank(r).GradientReduceAfter;
         }
+    }
+
+    /// <summary>One kind of op: the first and last virtual stages' chunks may hold their own number of layers.</summary>
+    private static KindCost Cost(in PipelineCosts k, int kind)
+    {
+        bool forward = (kind & ScheduleOrder.ForwardBit) != 0;
+        bool first = (kind & ScheduleOrder.FirstBit) != 0, last = (kind & ScheduleOrder.LastBit) != 0;
+        var chunk = first ? k.FirstStageChunk ?? k.Chunk : last ? k.LastStageChunk ?? k.Chunk : k.Chunk;
+        bool blocking = (kind & ScheduleOrder.BlockingBit) != 0;
+        double work = forward
+            ? chunk.Forward + (first ? k.FirstForwardExtra : 0) + (last ? k.LastForwardExtra : 0)
+            : chunk.Backward + (first ? k.FirstBackwardExtra : 0) + (last ? k.LastBackwardExtra : 0);
+        double bytes = chunk.Activations + (first ? k.FirstExtraActivations : 0) + (last ? k.LastExtraActivations : 0);
+        // Megatron-Kwai offloads part of a chunk's activations after its forward and reloads it before its
+        // backward, overlapped with compute; the last stage's last chunk is not offloaded.
+        double offload = k.OffloadRatio > 0 && !last
+            ? chunk.Offloaded - chunk.Stranded + (first ? k.OffloadRatio * k.FirstExtraActivations : 0) : 0;
+        // Megatron-Kwai's schedule (ATC'24 artifact, schedules.py) makes the compute stream wait for the copies at
+        // different points by phase: in the warm-up each forward waits for the previous forward's offload, in the
+        // cool-down each backward for the next one's reload; in the interleaved steady state one offload and one
+        // reload (PCIe is full duplex) run from one backward's start to the next's, across a forward and a backward.
+        bool pairs = k.V > 1 && !blocking;
+        double busy = offload <= 0 ? work
+            : !pairs ? Math.Max(work, chunk.OffloadTransfer)
+            : forward ? work : Math.Max(work, chunk.OffloadTransfer - chunk.Forward);
+        bool receives = forward ? !first : !last;
+        bool sends = forward ? !last : !first;
+        return new KindCost(
+            Duration: busy,
+            InputDelay: receives ? k.P2p : 0,
+            SendWait: sends && (blocking || !k.P2pOverlapped) ? k.P2p : 0,
+            AddBefore: forward ? bytes : offload,
+            RemoveAfter: forward ? offload : bytes,
+            Transient: (forward ? 0 : k.BackwardTransient + (first ? k.FirstBackwardTransient : 0)) + (last ? (forward ? k.LastForwardTransient : k.LastBackwardTransient) : 0),
+            Stall: busy - work);
     }
 
     private static double[] Rent(ref double[]? buffer, int size)

@@ -139,10 +139,18 @@ public enum ContextParallelCommType
 /// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator models Megatron's kernels either way.</param>
 /// <param name="DdpBucketSize">Megatron's --ddp-bucket-size: elements per data-parallel gradient bucket; null: Megatron's
 /// default, max(40M, 1M x data-parallel size). With ZeRO 2 and 3 it sets DeepSpeed's reduce_bucket_size (default 5e8).</param>
+/// <param name="LayersInFirstPipelineStage">Megatron's --decoder-first-pipeline-num-layers (TransformerConfig's
+/// num_layers_in_first_pipeline_stage): transformer layers on pipeline rank 0; null: an even split
+/// (<see cref="LayersInChunk"/>).</param>
+/// <param name="LayersInLastPipelineStage">Megatron's --decoder-last-pipeline-num-layers: layers on the last pipeline rank.</param>
+/// <param name="AccountForEmbeddingInPipelineSplit">Megatron's --account-for-embedding-in-pipeline-split: the embedding
+/// counts as a layer where the layers are split over the pipeline, so the first model chunk holds one layer fewer.</param>
+/// <param name="AccountForLossInPipelineSplit">Megatron's --account-for-loss-in-pipeline-split: likewise the loss (with the
+/// output layer), so the last model chunk holds one layer fewer.</param>
 /// <param name="MaxSplitSizeMb">PyTorch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: the caching allocator neither splits
 /// cached blocks of at least this size nor serves smaller requests from them; null: PyTorch's default (no limit).
 /// Megatron-Kwai's ATC'24 launch script sets 21.</param>
-public sealed record RunDescription(
+public sealed partial record RunDescription(
     int DataParallel = 1,
     int TensorParallel = 1,
     int PipelineParallel = 1,
@@ -170,7 +178,11 @@ public sealed record RunDescription(
     AdamStates? Adam = null,
     bool ExpandableSegments = false,
     bool PipelineScatterGather = true,
-    int? HierarchicalAllToAllSize = null)
+    int? HierarchicalAllToAllSize = null,
+    int? LayersInFirstPipelineStage = null,
+    int? LayersInLastPipelineStage = null,
+    bool AccountForEmbeddingInPipelineSplit = false,
+    bool AccountForLossInPipelineSplit = false)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
@@ -206,10 +218,6 @@ public sealed record RunDescription(
     /// <summary>Micro-batches each pipeline processes per iteration (m).</summary>
     public int NumMicroBatches => GlobalBatch / (MicroBatch * DataParallel);
 
-    /// <summary>Model chunks per pipeline rank (v); 1 without interleaving.</summary>
-    public int VirtualStages(ModelSpec model) =>
-        LayersPerVirtualStage is int l && l > 0 ? model.NumLayers / (PipelineParallel * l) : 1;
-
     /// <summary>Every reason this config is invalid for the model and world size, in words; empty when valid.</summary>
     public IReadOnlyList<string> Validate(ModelSpec model, int worldSize)
     {
@@ -235,21 +243,7 @@ public sealed record RunDescription(
             e.Add($"--num-query-groups {model.NumQueryGroups} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
         if (model.FfnHiddenSize % TensorParallel != 0)
             e.Add($"--ffn-hidden-size {model.FfnHiddenSize} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
-        if (model.NumLayers % PipelineParallel != 0)
-            e.Add($"--num-layers {model.NumLayers} is not divisible by --pipeline-model-parallel-size {PipelineParallel}.");
-        if (LayersPerVirtualStage is int l)
-        {
-            if (l < 1)
-                e.Add($"--num-layers-per-virtual-pipeline-stage is {l}; it must be at least 1.");
-            else if (model.NumLayers % (PipelineParallel * l) != 0)
-                e.Add($"--num-layers {model.NumLayers} is not divisible by pipeline {PipelineParallel} x layers per virtual stage {l}.");
-            else if (PipelineParallel < 2)
-                e.Add("--num-layers-per-virtual-pipeline-stage needs --pipeline-model-parallel-size of at least 2.");
-            else if (model.NumLayers / (PipelineParallel * l) < 2)
-                e.Add($"--num-layers-per-virtual-pipeline-stage {l} gives one model chunk per pipeline rank; interleaving needs at least 2.");
-            else if (GlobalBatch % (MicroBatch * DataParallel) == 0 && NumMicroBatches % PipelineParallel != 0)
-                e.Add($"the interleaved schedule needs the number of micro-batches ({NumMicroBatches}) to be a multiple of --pipeline-model-parallel-size {PipelineParallel}.");
-        }
+        bool splitValid = ValidatePipelineSplit(model, e);
         if (GlobalBatch % (MicroBatch * DataParallel) != 0)
             e.Add($"--global-batch-size {GlobalBatch} is not divisible by --micro-batch-size {MicroBatch} x data-parallel size {DataParallel}.");
         if (SequenceParallel && TensorParallel < 2)
@@ -307,13 +301,14 @@ public sealed record RunDescription(
         var r = RecomputeOrNone;
         if (r.Granularity == RecomputeGranularity.Full)
         {
-            int layersPerStage = model.NumLayers / Math.Max(1, PipelineParallel * VirtualStagesOrOne(model));
+            // Each distinct chunk size; a stage's share where the split is invalid.
+            var sizes = splitValid ? ChunkSizes(model) : [model.NumLayers / PipelineParallel];
             if (r.NumLayers < 1)
                 e.Add($"--recompute-num-layers is {r.NumLayers}; it must be at least 1.");
-            else if (r.Method == RecomputeMethod.Block && r.NumLayers > layersPerStage)
-                e.Add($"--recompute-num-layers {r.NumLayers} exceeds the {layersPerStage} layers of a pipeline stage's model chunk.");
-            else if (r.Method == RecomputeMethod.Uniform && layersPerStage % r.NumLayers != 0)
-                e.Add($"--recompute-num-layers {r.NumLayers} does not divide the {layersPerStage} layers of a model chunk (uniform method).");
+            else if (r.Method == RecomputeMethod.Block && sizes.Min() is int fewest && r.NumLayers > fewest)
+                e.Add($"--recompute-num-layers {r.NumLayers} exceeds the {fewest} layers of a pipeline stage's model chunk.");
+            else if (r.Method == RecomputeMethod.Uniform && sizes.FirstOrDefault(n => n % r.NumLayers != 0) is int odd and > 0)
+                e.Add($"--recompute-num-layers {r.NumLayers} does not divide the {odd} layers of a model chunk (uniform method).");
         }
         if ((r.NormOutputs || r.MlpActivation) && r.Granularity == RecomputeGranularity.Full)
             e.Add("Megatron-Kwai's norm/activation recompute cannot be combined with full recomputation.");
@@ -323,8 +318,4 @@ public sealed record RunDescription(
             e.Add("--kaimm-recompute-norm needs --sequence-parallel when tensor parallelism is on.");
         return e;
     }
-
-    private int VirtualStagesOrOne(ModelSpec model) =>
-        LayersPerVirtualStage is int l && l > 0 && model.NumLayers % (PipelineParallel * l) == 0
-            ? model.NumLayers / (PipelineParallel * l) : 1;
 }

@@ -17,6 +17,8 @@ public class CodecTests
     public static readonly string[] DescriptionAtoms =
     [
         "--tensor-model-parallel-size 4", "--pipeline-model-parallel-size 4", "--num-layers-per-virtual-pipeline-stage 2",
+        "--pipeline-model-parallel-size 4 --decoder-first-pipeline-num-layers 6", "--decoder-last-pipeline-num-layers 3",
+        "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
         "--context-parallel-size 2", "--sequence-parallel", "--micro-batch-size 2", "--global-batch-size 512",
         "--recompute-granularity selective", "--recompute-granularity full --recompute-method block --recompute-num-layers 2",
         "--kaimm-recompute-norm", "--kaimm-recompute-mlp-activation-func", "--offload-ratio 0.35", "--use-distributed-optimizer",
@@ -181,7 +183,7 @@ public class CodecTests
     [InlineData("--sequence-paralel", "unknown option --sequence-paralel; did you mean --sequence-parallel?")]
     [InlineData("--moe-router-topk 2", "--moe-router-topk is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
     [InlineData("--fp8-format hybrid", "--fp8-format is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
-    [InlineData("--decoder-first-pipeline-num-layers 6", "--decoder-first-pipeline-num-layers is a Megatron-LM flag that changes the estimate")]
+    [InlineData("--pipeline-model-parallel-layout E|t*4|L", "--pipeline-model-parallel-layout is a Megatron-LM flag that changes the estimate")]
     [InlineData("--optimizer sgd", "--optimizer sgd is not modelled yet")]
     [InlineData("--context-parallel-size 4 --hierarchical-context-parallel-sizes 2 3", "--hierarchical-context-parallel-sizes 2 3 is not two positive sizes (all-to-all, ring) whose product is --context-parallel-size 4.")]
     [InlineData("--cp-comm-type ring", "--cp-comm-type 'ring' is not one of p2p, allgather")]

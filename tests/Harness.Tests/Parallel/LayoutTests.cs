@@ -29,6 +29,29 @@ public class LayoutTests
     [Fact]
     public void Pp4OneFOneBMatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Gpt(layers: 4), Config(pp: 4));
 
+    /// <summary>Uneven stages (Megatron's --decoder-first/last-pipeline-num-layers): 6 layers on 4 ranks as 1, 2, 2, 1, on 3 as
+    /// 1, 4, 1 (the middle rank alone takes the rest), and a first stage alone with its own count on 2 ranks (1, 5).</summary>
+    [Fact]
+    public void UnevenStagesMatchSerial()
+    {
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(layers: 6), Config(pp: 4) with { LayersInFirstPipelineStage = 1, LayersInLastPipelineStage = 1 });
+        ParallelRun.AssertMatchesSerial(Reference.Llama(layers: 6), Config(pp: 3) with { LayersInFirstPipelineStage = 1, LayersInLastPipelineStage = 1 });
+        ParallelRun.AssertMatchesSerial(Reference.Llama(layers: 6), Config(pp: 2) with { LayersInFirstPipelineStage = 1 });
+    }
+
+    /// <summary>The embedding and loss counted as layers (--account-for-*-in-pipeline-split): 6 layers on 2 ranks of 2 chunks
+    /// as [0] [3, 4] and [1, 2] [5]; 2 layers on 2 ranks of 2 chunks leave the first chunk the embedding alone and the last
+    /// the loss alone; without interleaving, 6 layers on 4 ranks as 1, 2, 2, 1.</summary>
+    [Fact]
+    public void EmbeddingAndLossCountedAsLayersMatchSerial()
+    {
+        var both = Config(pp: 2, layersPerVirtualStage: 2) with { AccountForEmbeddingInPipelineSplit = true, AccountForLossInPipelineSplit = true };
+        ParallelRun.AssertMatchesSerial(Reference.Llama(layers: 6), both);
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(layers: 2), both with { LayersPerVirtualStage = 1 });
+        ParallelRun.AssertMatchesSerial(Reference.Gpt(layers: 6), Config(pp: 4) with { AccountForEmbeddingInPipelineSplit = true, AccountForLossInPipelineSplit = true });
+        ParallelRun.AssertMatchesSerial(Reference.Llama(layers: 5), Config(pp: 2) with { AccountForLossInPipelineSplit = true });
+    }
+
     [Fact]
     public void Pp2InterleavedMatchesSerial() => ParallelRun.AssertMatchesSerial(Reference.Gpt(layers: 4), Config(pp: 2, layersPerVirtualStage: 1));
 

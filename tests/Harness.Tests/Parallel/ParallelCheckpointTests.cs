@@ -159,4 +159,28 @@ public class ParallelCheckpointTests
         }
         finally { Directory.Delete(root, recursive: true); }
     }
+
+    /// <summary>Uneven stages split the weights too: 3 layers saved as 1 + 2 do not load as 2 + 1.</summary>
+    [Fact]
+    public void ACheckpointOfAnotherUnevenSplitIsOneSentence()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        string[] Layout(int first) => ["--nproc-per-node", "2", "--pipeline-model-parallel-size", "2", "--decoder-first-pipeline-num-layers", $"{first}"];
+        (int Code, string Err) RunThree(string[] layout, params string[] extra)
+        {
+            var (code, _, err) = ConsoleCapture.Run(RunCommand.Run, ["--num-layers", "3", .. Tiny.Skip(2), .. layout, .. extra]);
+            return (code, err.Trim());
+        }
+        try
+        {
+            string ckpt = Path.Combine(root, "ckpt");
+            Assert.Equal((0, ""), RunThree(Layout(1), "--train-iters", "1", "--save", ckpt, "--out", Path.Combine(root, "a")));
+            var (code, err) = RunThree(Layout(2), "--train-iters", "2", "--load", ckpt, "--out", Path.Combine(root, "b"));
+            Assert.Equal(2, code);
+            Assert.Equal($"harness run: The checkpoint in {Path.Combine(ckpt, "iter_0000001")} was saved with tensor 1 x pipeline 2 (layers 1, 2) " +
+                         "and this run is tensor 1 x pipeline 2 (layers 2, 1); load it with the layout it was saved with.", err);
+            Assert.Equal((0, ""), RunThree(Layout(1), "--train-iters", "2", "--load", ckpt, "--out", Path.Combine(root, "c")));
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
 }

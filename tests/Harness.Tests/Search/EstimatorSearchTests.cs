@@ -101,7 +101,7 @@ public class EstimatorSearchTests : IClassFixture<EstimatorSearchTests.Table8>
         Assert.Contains(brute, e => e.Fits && e.Config.ZeroStage == 3);
         var result = new Searcher(EstimatorCostModel.Instance, new SearchOptions { TopK = 5, ParetoMinThroughputFraction = 0 }).Run(space);
         Assert.Equal(brute.Count, result.Counts.Enumerated);
-        Assert.Equal(0, result.Counts.BoundViolations);
+        Assert.True(0 == result.Counts.BoundViolations, string.Join(" | ", result.Counts.ViolationExamples));
         var rank = Comparer<Evaluated>.Create(Evaluated.Rank);
         Assert.Equal(brute.Where(e => e.Fits).Order(rank).Take(5).Select(e => e.Config), result.Top.Select(e => e.Config));
         var fits = brute.Where(e => e.Fits).ToList();

@@ -102,11 +102,37 @@ public class SearchCommandTests : IDisposable
     [Fact]
     public void NoValidFactorizationSaysWhyAndExits2()
     {
-        var (code, _, err) = Run($"--model llama-175b --gpu h800 --gpus 7 --global-batch-size 256 --out {_out}");
+        // 11 GPUs: 96 layers on 11 stages leave no split with the first and last stages within a layer of the middle ones
+        // (k = 9 needs 3 layers fewer at the ends); 256 is not divisible by 11 data-parallel ranks; 96 heads by 11.
+        var (code, _, err) = Run($"--model llama-175b --gpu h800 --gpus 11 --global-batch-size 256 --out {_out}");
         Assert.Equal(2, code);
         Assert.Contains("no valid configuration", err);
-        Assert.Contains("--global-batch-size 256 is not divisible by --micro-batch-size 1 x data-parallel size 7", err);
-        Assert.Contains("--num-layers 96 is not divisible by --pipeline-model-parallel-size 7", err);
+        Assert.Contains("--global-batch-size 256 is not divisible by --micro-batch-size 1 x data-parallel size 11", err);
+        Assert.Contains("--num-layers 96 is not divisible by --pipeline-model-parallel-size 11", err);
+    }
+
+    /// <summary>30 layers do not divide over 4 stages: the search tries the splits with the first and last stages within a
+    /// layer of the middle ones (8, 7, 7, 8 and 7, 8, 8, 7), and, interleaved, the embedding and loss counted as layers (32
+    /// over 4). Without interleaving the lighter ends win; with it, the counted ends in 8 chunks of one layer per rank (a
+    /// smaller bubble). Either way the winner's flags read back into the configuration the search evaluated.</summary>
+    [Theory]
+    [InlineData("--num-layers-per-virtual-pipeline-stage none", "--decoder-first-pipeline-num-layers 7 --decoder-last-pipeline-num-layers 7")]
+    [InlineData("", "--num-layers-per-virtual-pipeline-stage 1 --account-for-embedding-in-pipeline-split --account-for-loss-in-pipeline-split")]
+    public void UnevenStagesWinWhereTheLayersDoNotDivideAndTheWinnerRoundTrips(string constraint, string winner)
+    {
+        var (code, output, err) = Run($"--model llama-7b --num-layers 30 --gpu h800 --gpus 4 --pipeline-model-parallel-size 4 --global-batch-size 16 --bf16 {constraint} --top 1 --json --out {_out}");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        var top = doc.RootElement.GetProperty("top")[0];
+        var config = top.GetProperty("config");
+        Assert.Equal([7, 8, 8, 7], config.GetProperty("layers_per_stage").EnumerateArray().Select(e => e.GetInt32()));
+        string args = config.GetProperty("megatron_args").GetString()!;
+        Assert.Contains(winner, args);
+        var cl = CommandLine.Parse([.. "--model llama-7b --num-layers 30 --gpu h800 --gpus 4".Split(' '), .. args.Split(' ')], SimulationFlags.Flags);
+        var simulated = SimulationFlags.Read(cl)!;
+        Assert.Empty(cl.Errors);
+        var estimate = Harness.Simulator.Estimator.Estimate(simulated.Model, simulated.Cluster, simulated.Config);
+        Assert.Equal(top.GetProperty("tokens_per_s_per_gpu").GetDouble(), estimate.TokensPerSecondPerGpu, 1e-9 * estimate.TokensPerSecondPerGpu);
     }
 
     [Fact]

@@ -23,8 +23,9 @@ internal static class SearchTestSpaces
 
     /// <summary>
     /// Every combination of the configuration's fields that could be valid (world size = dp·tp·pp·cp, every
-    /// interleaving, micro-batch, recomputation, offload ratio, ZeRO stage and p), filtered by
-    /// RunDescription.Validate alone: the definition the enumerator must match.
+    /// interleaving, micro-batch, recomputation, offload ratio, ZeRO stage and p; the even split and the uneven ones the
+    /// search tries, <see cref="SearchedSplit"/>), filtered by RunDescription.Validate alone: the definition the
+    /// enumerator must match.
     /// </summary>
     public static List<RunDescription> ValidByValidate(SearchSpace s)
     {
@@ -45,10 +46,17 @@ internal static class SearchTestSpaces
                 {
                     if (world % (tp * pp * cp) != 0) continue;
                     int dp = world / (tp * pp * cp);
+                    var layers = new int?[] { null }.Concat(Enumerable.Range(1, m.NumLayers).Select(i => (int?)i)).ToArray();
+                    // Splits Megatron accepts without interleaving, or with the ends counted (which need it to be searched).
+                    var splits = (from f in layers from last in layers from e in new[] { false, true } from lo in new[] { false, true }
+                                  select new RunDescription(PipelineParallel: pp, LayersInFirstPipelineStage: f, LayersInLastPipelineStage: last,
+                                      AccountForEmbeddingInPipelineSplit: e, AccountForLossInPipelineSplit: lo))
+                        .Where(split => split.AccountsForEndsInPipelineSplit || split.Validate(m, pp).Count == 0).ToList();
+                    foreach (var split in splits)
                     // Without context parallelism there is no exchange to choose: Megatron's default stands.
                     foreach (var comm in cp == 1 ? [ContextParallelCommType.P2p] : Enum.GetValues<ContextParallelCommType>())
                     foreach (int? a2a in comm == ContextParallelCommType.A2aP2p ? Enumerable.Range(1, cp).Select(i => (int?)i) : [null])
-                    foreach (int? l in new int?[] { null }.Concat(Enumerable.Range(1, m.NumLayers).Select(i => (int?)i)))
+                    foreach (int? l in layers)
                         foreach (bool sp in new[] { false, true })
                             for (int mb = 1; mb <= s.GlobalBatch; mb++)
                                 foreach (var r in recomputes)
@@ -56,11 +64,35 @@ internal static class SearchTestSpaces
                                         for (int zero = 0; zero <= 3; zero++)
                                             foreach (double p in s.Constraints.SyncFactors)
                                             {
-                                                var c = new RunDescription(dp, tp, pp, l, cp, sp, mb, s.GlobalBatch, r, a, zero, p) { ContextParallelComm = comm, HierarchicalAllToAllSize = a2a };
-                                                if (c.Validate(m, world).Count == 0) result.Add(c);
+                                                var c = split with
+                                                {
+                                                    DataParallel = dp, TensorParallel = tp, LayersPerVirtualStage = l, ContextParallel = cp,
+                                                    SequenceParallel = sp, MicroBatch = mb, GlobalBatch = s.GlobalBatch, Recompute = r,
+                                                    OffloadRatio = a, ZeroStage = zero, SyncFactor = p, ContextParallelComm = comm, HierarchicalAllToAllSize = a2a,
+                                                };
+                                                if (SearchedSplit(m, c) && c.Validate(m, world).Count == 0) result.Add(c);
                                             }
                 }
         return result;
+    }
+
+    /// <summary>
+    /// Whether the search tries a split (PipelineSplits), restated for the tiny models, whose embedding and output layer weigh
+    /// less than a layer (one layer of deficit): the even split; the embedding or loss counted as a layer, interleaved; with
+    /// three or more stages, first and last within one layer of the middle stages, each flag given exactly where its stage
+    /// differs from them; with two, the first flag alone and the stages one layer apart.
+    /// </summary>
+    private static bool SearchedSplit(ModelSpec m, RunDescription c)
+    {
+        int p = c.PipelineParallel;
+        if (c.AccountsForEndsInPipelineSplit) return c.LayersPerVirtualStage is not null && !c.UnevenPipeline;
+        if (!c.UnevenPipeline) return true;
+        if (p == 1) return false;
+        int first = c.LayersInChunk(m, 0), last = c.LayersInChunk(m, p - 1);
+        if (p == 2) return c.LayersInLastPipelineStage is null && Math.Abs(first - last) == 1;
+        int middle = c.LayersInChunk(m, 1);
+        return Math.Abs(first - middle) <= 1 && Math.Abs(last - middle) <= 1
+               && (c.LayersInFirstPipelineStage is null) == (first == middle) && (c.LayersInLastPipelineStage is null) == (last == middle);
     }
 
     /// <summary>The K best fitting configs by brute force.</summary>

@@ -86,6 +86,20 @@ public class SpaceEnumeratorTests
     }
 
     [Fact]
+    public void CountedEndsNarrowToInterleavedSplitsThatCountThem()
+    {
+        // 6 layers: with the embedding and the loss counted, 8 split over 2 or 4 stages, interleaved.
+        var all = new SpaceEnumerator(Space(TinyLlama, 12, 6, new SearchConstraints { AccountForLossInPipelineSplit = true, OffloadRatios = [0] })).All().ToList();
+        Assert.NotEmpty(all);
+        Assert.All(all, x =>
+        {
+            Assert.True(x.AccountForEmbeddingInPipelineSplit && x.AccountForLossInPipelineSplit);
+            Assert.NotNull(x.LayersPerVirtualStage);
+            Assert.Contains(x.PipelineParallel, new[] { 2, 4 });
+        });
+    }
+
+    [Fact]
     public void TensorParallelWithinNodeKeepsTpAtMostTheNode()
     {
         var c = new SearchConstraints { TensorParallelWithinNode = true, OffloadRatios = [0] };

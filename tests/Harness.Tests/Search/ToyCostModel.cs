@@ -44,7 +44,8 @@ internal sealed class ToyCostModel : ISearchCostModel
         return (t, mem);
     }
 
-    private static int ChunkLayers(ModelSpec m, RunDescription c) => m.NumLayers / (c.PipelineParallel * c.VirtualStages(m));
+    /// <summary>The smallest model chunk's layers (the block method recomputes at most these).</summary>
+    private static int ChunkLayers(ModelSpec m, RunDescription c) => c.ChunkSizes(m).Min();
 
     private static double Activations(ModelSpec m, ClusterSpec cluster, RunDescription c)
     {

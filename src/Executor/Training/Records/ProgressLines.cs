@@ -12,7 +12,8 @@ public static class ProgressLines
         var d = run.Description;
         var r = d.RecomputeOrNone;
         string layout = $"tp {d.TensorParallel} pp {d.PipelineParallel}" +
-            (d.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "") + $" cp {d.ContextParallel} dp {d.DataParallel}" +
+            (d.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "") +
+            (d.PipelineStagesDiffer ? $" (layers {string.Join(", ", d.LayersPerStage(run.Model))})" : "") + $" cp {d.ContextParallel} dp {d.DataParallel}" +
             (d.SequenceParallel ? " sp" : "") + (d.DistributedOptimizer ? " distributed-optimizer" : "") +
             (d.SyncFactor < 1 ? string.Create(CultureInfo.InvariantCulture, $" p {d.SyncFactor}") : "") +
             (d.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "") + (d.OverlapOrDefault.ParamGather ? " overlap-param-gather" : "") +
