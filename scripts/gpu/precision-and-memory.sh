@@ -38,3 +38,5 @@ for name in sorted(os.listdir(out)):
           f"peak {s.get('PeakMemoryBytes', 0) / 2**30:.2f} GiB, skipped {s.get('SkippedIterations', 0)}, "
           f"loss scale {s.get('FinalLossScale')}, final loss {s.get('FinalLoss')}")
 PY
+# Every run's record in one archive (plots left out), for transfers that keep only a few files.
+tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' $(cd "$out" && ls -d */)
