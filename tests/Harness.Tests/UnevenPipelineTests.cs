@@ -81,13 +81,7 @@ public class UnevenPipelineTests
         {
             var c = new RunDescription(8, 4, 8, l, SequenceParallel: true, GlobalBatch: 256, Recompute: r, ZeroStage: 1, Precision: Precision.Bf16,
                 AccountForEmbeddingInPipelineSplit: true, AccountForLossInPipelineSplit: true);
-            Assert.Empty(Estimator.Validate(m, cluster, c));
-            var full = Estimator.Estimate(m, cluster, c);
-            var fast = Estimator.EstimateClosedForm(m, cluster, c);
-            Assert.InRange(fast.StepTimeSeconds / full.StepTimeSeconds, 0.95, 1.05);
-            Assert.InRange(fast.PeakMemoryBytes / full.PeakMemoryBytes, 0.97, 1.03);
-            var bounds = Estimator.Bounds(m, cluster, c);
-            Assert.True(bounds.MinStepTimeSeconds <= full.StepTimeSeconds && bounds.MinPeakMemoryBytes <= full.PeakMemoryBytes);
+            var full = ClosedFormAndBoundsAgree(m, cluster, c);
             // The first rank holds one layer fewer than a middle one (bf16 weights, 2 bytes each).
             Assert.Equal(full.Stages[1].Memory.Weights * 9 / 10, full.Stages[0].Memory.Weights - 2 * ModelState.EmbeddingParametersPerRank(m, 4), 1);
         }
@@ -199,15 +193,23 @@ public class UnevenPipelineTests
         {
             var c = new RunDescription(256 / (8 * t), t, 8, SequenceParallel: t > 1, GlobalBatch: 256, Recompute: r, ZeroStage: 1,
                 Precision: Precision.Bf16, LayersInFirstPipelineStage: first, LayersInLastPipelineStage: last);
-            Assert.Empty(Estimator.Validate(m, cluster, c));
-            var full = Estimator.Estimate(m, cluster, c);
-            var fast = Estimator.EstimateClosedForm(m, cluster, c);
-            Assert.InRange(fast.StepTimeSeconds / full.StepTimeSeconds, 0.95, 1.05);
-            Assert.InRange(fast.PeakMemoryBytes / full.PeakMemoryBytes, 0.97, 1.03);
-            var bounds = Estimator.Bounds(m, cluster, c);
-            Assert.True(bounds.MinStepTimeSeconds <= full.StepTimeSeconds && bounds.MinPeakMemoryBytes <= full.PeakMemoryBytes);
+            var full = ClosedFormAndBoundsAgree(m, cluster, c);
             compared++;
         }
         Assert.Equal(36, compared);
+    }
+
+    /// <summary>The schedule's estimate of a valid <paramref name="c"/>, checked against the closed form (within 5% in time, 3% in
+    /// memory) and the search's bounds (never above it).</summary>
+    private static StepEstimate ClosedFormAndBoundsAgree(ModelSpec m, ClusterSpec cluster, RunDescription c)
+    {
+        Assert.Empty(Estimator.Validate(m, cluster, c));
+        var full = Estimator.Estimate(m, cluster, c);
+        var fast = Estimator.EstimateClosedForm(m, cluster, c);
+        Assert.InRange(fast.StepTimeSeconds / full.StepTimeSeconds, 0.95, 1.05);
+        Assert.InRange(fast.PeakMemoryBytes / full.PeakMemoryBytes, 0.97, 1.03);
+        var bounds = Estimator.Bounds(m, cluster, c);
+        Assert.True(bounds.MinStepTimeSeconds <= full.StepTimeSeconds && bounds.MinPeakMemoryBytes <= full.PeakMemoryBytes);
+        return full;
     }
 }
