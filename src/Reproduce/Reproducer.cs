@@ -53,7 +53,7 @@ public sealed class Reproducer(StepSimulator simulate)
         var micro = !s.Args.Sets("micro-batch-size") && e.Choose?.MicroBatchSizes is { } list
             ? list : [s.Config.MicroBatch];
         var layers = !s.Args.Sets("num-layers-per-virtual-pipeline-stage") && e.Choose?.LayersPerVirtualStage == "divisors"
-            ? InterleavingChoices(s.Model, s.Config.PipelineParallel) : [s.Config.LayersPerVirtualStage];
+            ? InterleavingChoices(s.Config.LayersInPipelineSplit(s.Model), s.Config.PipelineParallel) : [s.Config.LayersPerVirtualStage];
         foreach (int b in micro)
             foreach (int? l in layers)
             {
@@ -64,12 +64,13 @@ public sealed class Reproducer(StepSimulator simulate)
 
     /// <summary>
     /// Layers per virtual stage for a table run with the interleaved schedule: every divisor of the layers per
-    /// pipeline rank leaving at least two chunks; without pipelining, no interleaving.
+    /// pipeline rank (of the <paramref name="splitLayers"/> the split divides) leaving at least two chunks; without
+    /// pipelining, no interleaving.
     /// </summary>
-    private static IReadOnlyList<int?> InterleavingChoices(ModelSpec m, int p)
+    private static IReadOnlyList<int?> InterleavingChoices(int splitLayers, int p)
     {
         if (p < 2) return [null];
-        int perRank = m.NumLayers / p;
+        int perRank = splitLayers / p;
         return Enumerable.Range(1, perRank / 2).Where(l => perRank % l == 0).Select(l => (int?)l).ToList();
     }
 

@@ -38,6 +38,9 @@ public static class ModelPresets
         Llama("llama-65b", 80, 8192, 22016, 64, 64, seq: 8192),
         Llama("llama-175b", 96, 12288, 32768, 96, 96, seq: 8192),
         Llama("llama2-70b", 80, 8192, 28672, 64, 8, seq: 4096),
+        // Llama 3.1 405B (Llama 3 paper, arXiv 2407.21783, Table 3): 126 layers, h 16384, ffn 53248, 128 heads, 8 KV heads,
+        // vocabulary 128,000 (the released tokenizer's 128,256), RoPE base 500,000.
+        Llama("llama3-405b", 126, 16384, 53248, 128, 8, seq: 8192, vocab: 128256) with { RotaryBase = 500000 },
         // CAAT-Net fork's training scripts (arXiv 2506.19645): 130M, 1B (TinyLlama shape), 7B (Llama-2 7B);
         // Llama-2 tokenizer, V 32000.
         Llama("caat-130m", 12, 768, 2048, 16, 16, seq: 1024, vocab: 32000),

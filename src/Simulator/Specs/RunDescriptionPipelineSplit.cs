@@ -19,13 +19,13 @@ public sealed partial record RunDescription
     public bool PipelineStagesDiffer => UnevenPipeline || AccountsForEndsInPipelineSplit;
 
     /// <summary>What the even split divides: the layers, plus one for the embedding and one for the loss where they count.</summary>
-    private int SplitLayers(ModelSpec model) =>
+    public int LayersInPipelineSplit(ModelSpec model) =>
         model.NumLayers + (AccountForEmbeddingInPipelineSplit ? 1 : 0) + (AccountForLossInPipelineSplit ? 1 : 0);
 
     /// <summary>Model chunks per pipeline rank (v); 1 without interleaving. arguments.py: the layers of a pipeline stage
     /// (the embedding and loss counted where they count) over --num-layers-per-virtual-pipeline-stage.</summary>
     public int VirtualStages(ModelSpec model) =>
-        LayersPerVirtualStage is int l && l > 0 ? SplitLayers(model) / (PipelineParallel * l) : 1;
+        LayersPerVirtualStage is int l && l > 0 ? LayersInPipelineSplit(model) / (PipelineParallel * l) : 1;
 
     /// <summary>
     /// Transformer layers in model chunk <paramref name="chunk"/> of pipeline rank <paramref name="pipelineRank"/>. Uneven
@@ -44,7 +44,7 @@ public sealed partial record RunDescription
             return middleStages > 0 ? middleLayers / middleStages : 0;
         }
         int v = VirtualStages(model);
-        int layers = SplitLayers(model) / (PipelineParallel * v);
+        int layers = LayersInPipelineSplit(model) / (PipelineParallel * v);
         if (AccountForEmbeddingInPipelineSplit && pipelineRank == 0 && chunk == 0) layers--;
         if (AccountForLossInPipelineSplit && pipelineRank == PipelineParallel - 1 && chunk == v - 1) layers--;
         return layers;
@@ -91,7 +91,7 @@ public sealed partial record RunDescription
     /// <summary>The layers as the even split counts them, in words: "--num-layers 30", or with the embedding or loss counted.</summary>
     private string SplitLayersInWords(ModelSpec model) =>
         !AccountsForEndsInPipelineSplit ? $"--num-layers {model.NumLayers}"
-        : $"--num-layers {model.NumLayers} with the {(AccountForEmbeddingInPipelineSplit && AccountForLossInPipelineSplit ? "embedding and loss" : AccountForEmbeddingInPipelineSplit ? "embedding" : "loss")} counted as layers ({SplitLayers(model)})";
+        : $"--num-layers {model.NumLayers} with the {(AccountForEmbeddingInPipelineSplit && AccountForLossInPipelineSplit ? "embedding and loss" : AccountForEmbeddingInPipelineSplit ? "embedding" : "loss")} counted as layers ({LayersInPipelineSplit(model)})";
 
     /// <summary>Megatron's rules for the split, each reason in one sentence; whether the split is valid.</summary>
     private bool ValidatePipelineSplit(ModelSpec model, List<string> e)
@@ -101,11 +101,11 @@ public sealed partial record RunDescription
             e.Add("--account-for-embedding-in-pipeline-split and --account-for-loss-in-pipeline-split cannot be combined with --decoder-first-pipeline-num-layers or --decoder-last-pipeline-num-layers (Megatron's TransformerConfig refuses them together).");
         else if (UnevenPipeline)
             ValidateUnevenStages(model, e);
-        else if (SplitLayers(model) % PipelineParallel != 0)
+        else if (LayersInPipelineSplit(model) % PipelineParallel != 0)
             e.Add($"{SplitLayersInWords(model)} is not divisible by --pipeline-model-parallel-size {PipelineParallel}; give the first or last stage its own number of layers (--decoder-first-pipeline-num-layers, --decoder-last-pipeline-num-layers) to split the rest evenly.");
         if (LayersPerVirtualStage is int l && !UnevenPipeline)
         {
-            int layers = SplitLayers(model);
+            int layers = LayersInPipelineSplit(model);
             if (l < 1)
                 e.Add($"--num-layers-per-virtual-pipeline-stage is {l}; it must be at least 1.");
             else if (layers % (PipelineParallel * l) != 0)
