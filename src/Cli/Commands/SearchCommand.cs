@@ -49,13 +49,15 @@ public static class SearchCommand
         var plots = SearchPlots.Write(input.OutputDirectory, result);
         if (input.Json)
         {
-            Console.WriteLine(SearchJson.Write(result, cl.Ignored));
+            Console.WriteLine(SearchJson.Write(result, cl.Ignored, args));
             return 0;
         }
         SearchReport.PrintTop(result);
         SearchReport.PrintCounts(result);
         Terminal.Out.MarkupLine("Simulate the winner:");
-        Console.WriteLine("  " + SimulateCommandLine(args, best));
+        Console.WriteLine("  " + ConfigurationCommands.Simulate(args, best.Config));
+        Terminal.Out.MarkupLine("Run the winner:");
+        Console.WriteLine("  " + ConfigurationCommands.Run(args, input.Space.Cluster, best.Config));
         Terminal.Out.MarkupLine($"Every evaluated configuration: {Markup.Escape(csv)}; plots: {Markup.Escape(string.Join(", ", plots))}");
         return 0;
     }
@@ -77,22 +79,6 @@ public static class SearchCommand
                 bar.Value = bar.MaxValue;
             });
         return search.GetAwaiter().GetResult();
-    }
-
-    /// <summary>The user's model and cluster flags as written, then the winner's run description as flags.</summary>
-    private static string SimulateCommandLine(string[] args, Evaluated best)
-    {
-        var kept = new List<string> { "harness", "simulate" };
-        var known = ModelAndCluster.ToDictionary(f => f.Name);
-        for (int i = 0; i < args.Length; i++)
-        {
-            string name = args[i].Split('=')[0];
-            if (!known.TryGetValue(name, out var flag)) continue;
-            kept.Add(args[i]);
-            if (flag.TakesValue && !args[i].Contains('=') && i + 1 < args.Length) kept.Add(args[++i]);
-        }
-        kept.AddRange(RunDescriptionFlags.Format(best.Config));
-        return string.Join(' ', kept);
     }
 
     private static void PrintHelp(IEnumerable<Flag> flags)

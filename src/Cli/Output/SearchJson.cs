@@ -9,11 +9,13 @@ namespace Harness.Cli.Output;
 
 /// <summary>
 /// `harness search --json`: the top K, each with the fields of `harness simulate --json` (re-estimated with the
-/// full breakdown) and, in "config", the rest of the configuration and its Megatron arguments; plus the counts.
+/// full breakdown) and, in "config", the rest of the configuration and its Megatron arguments, with the command lines that
+/// simulate and run it; plus the counts.
 /// </summary>
 public static class SearchJson
 {
-    public static string Write(SearchResult r, IReadOnlyList<string> ignored)
+    /// <param name="args">The search's own arguments, for each configuration's simulate and run command lines.</param>
+    public static string Write(SearchResult r, IReadOnlyList<string> ignored, IReadOnlyList<string> args)
     {
         var top = new JsonArray();
         int rank = 0;
@@ -23,6 +25,8 @@ public static class SearchJson
             var node = JsonNode.Parse(EstimateJson.Write(input, Estimator.Estimate(input.Model, input.Cluster, input.Config), ignored))!.AsObject();
             node.Insert(0, "rank", ++rank);
             node["pareto"] = r.ParetoFront.Any(f => f.Config == e.Config);
+            node["simulate_command"] = ConfigurationCommands.Simulate(args, e.Config);
+            node["run_command"] = ConfigurationCommands.Run(args, r.Space.Cluster, e.Config);
             top.Add(node);
         }
         var counts = r.Counts;
