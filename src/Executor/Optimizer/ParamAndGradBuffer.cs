@@ -84,13 +84,18 @@ public sealed class ParamAndGradBuffer : IDisposable
                     var paramView = Params.narrow(0, offset, n).view(p.shape);
                     if (MixedPrecision) paramView.copy_(p);
                     p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
+                    // TorchSharp passes the view's handle to libtorch and holds no reference to it: without this the finalizer
+                    // may free the view while libtorch reads it.
+                    GC.KeepAlive(paramView);
                 }
                 // Without gradient buffers autograd allocates each .grad, and the per-micro-batch reduction frees it.
                 if (gradients && fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
                     layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape));
                 else if (gradients)
                 {
-                    p.grad = Grads.narrow(0, gradOffset, n).view(p.shape);
+                    var gradView = Grads.narrow(0, gradOffset, n).view(p.shape);
+                    p.grad = gradView;
+                    GC.KeepAlive(gradView);
                     // Adjacent unfused parameters make one range, so a fold is a few kernels, not one per parameter.
                     if (folded.Count > 0 && folded[^1].Offset + folded[^1].Count == offset)
                         folded[^1] = folded[^1] with { Count = folded[^1].Count + n };
