@@ -1,0 +1,113 @@
+using Harness.Executor.Distributed;
+using Harness.Executor.Distributed.InProcess;
+using Harness.Executor.Offload;
+using Harness.Executor.Training;
+using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
+using static TorchSharp.torch;
+
+namespace Harness.Tests.Parallel;
+
+/// <summary>
+/// Megatron-Kwai's activation offload (--offload-ratio alpha) on CPU ranks: the interleaved schedule the simulator requires
+/// (p 4, two model chunks per rank), on a Llama whose layer tensors are whole MiBs (s·b·h·4 B = 1 MiB, FC1's output 4 MiB),
+/// so that pack_hook's 1 MiB floor keeps them all and every alpha cuts somewhere. Offload moves bytes and brings the same
+/// bytes back, so the losses, gradients and weights are those without it to the bit; and what each chunk offloads is what
+/// the simulator's <see cref="Offload.Chunk"/> predicts for the same model and description.
+/// </summary>
+public class ActivationOffloadTests
+{
+    private static readonly ModelSpec Spec =
+        new("llama-offload", 8, 256, 4, 4, 512, 64, 512, Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, false, HiddenDropout: 0, AttentionDropout: 0);
+
+    /// <summary>On the CPU the executor runs SwiGLU as libtorch's operators, which keep SiLU's output: Megatron's unfused SwiGLU.</summary>
+    private static readonly RunDescription Interleaved = new(PipelineParallel: 4, LayersPerVirtualStage: 1, MicroBatch: 2, GlobalBatch: 8,
+        Precision: Precision.Fp32, FusedSwiGlu: false);
+
+    private sealed record RankRun(float[] Losses, float[] Grads, float[] Weights, IReadOnlyList<OffloadRecord> Offloaded);
+
+    /// <summary>Two steps of every rank under <see cref="Interleaved"/> at <paramref name="alpha"/>, from the weights the
+    /// trainer draws (the same seed at every alpha); run once per alpha for the tests of this class.</summary>
+    private static RankRun[] Run(double alpha)
+    {
+        lock (Runs)
+        {
+            if (Runs.TryGetValue(alpha, out var done)) return done;
+            var config = Interleaved with { OffloadRatio = alpha };
+            var batches = Reference.Batches(Spec, 2, config.GlobalBatch);
+            return Runs[alpha] = InProcessJob.Run(config.WorldSize, world =>
+            {
+                var layout = RankOrder.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
+                using var groups = ProcessGroups.Create(world, layout);
+                using var trainer = new ParallelTrainer(groups, Spec, config, CPU, Reference.DropoutSeed, Reference.Adam);
+                var losses = new List<float>();
+                foreach (var batch in batches)
+                {
+                    using var scope = NewDisposeScope();
+                    losses.Add(trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, Spec.SeqLength), losses.Count).Loss);
+                }
+                var named = trainer.NamedParameters().OrderBy(n => n.SerialName).ToList();
+                return new RankRun([.. losses], [.. named.SelectMany(n => n.Parameter.grad!.data<float>().ToArray())],
+                    [.. named.SelectMany(n => n.Parameter.data<float>().ToArray())], trainer.Offloaded);
+            });
+        }
+    }
+
+    private static readonly Dictionary<double, RankRun[]> Runs = [];
+
+    [Theory]
+    [InlineData(0.25)]
+    [InlineData(0.5)]
+    [InlineData(0.75)]
+    [InlineData(1.0)]
+    public void LossesGradientsAndWeightsAreThoseWithoutOffloadToTheBit(double alpha)
+    {
+        RankRun[] plain = Run(0), offloaded = Run(alpha);
+        for (int r = 0; r < plain.Length; r++)
+        {
+            Assert.Empty(plain[r].Offloaded);
+            Assert.NotEmpty(offloaded[r].Offloaded);
+            Assert.Equal(plain[r].Losses, offloaded[r].Losses);
+            Assert.True(plain[r].Grads.AsSpan().SequenceEqual(offloaded[r].Grads), $"alpha {alpha}: rank {r}'s gradients are not the same bits");
+            Assert.True(plain[r].Weights.AsSpan().SequenceEqual(offloaded[r].Weights), $"alpha {alpha}: rank {r}'s weights are not the same bits");
+        }
+    }
+
+    /// <summary>
+    /// Every chunk but the model's last (rank 3's second) offloads, for each micro-batch, what <see cref="Offload.Chunk"/> says,
+    /// from the bytes the simulator counts (<see cref="Activations.LayerTensors"/> kept, 1 MiB or more: per layer the two norm
+    /// inputs and outputs, Q, K, V and the context, 1 MiB each, FC1's halves, SiLU's output and the product, 2 MiB each: 16 MiB),
+    /// and leaves the rest resident (the last step's records). Alpha 0 runs no offload.
+    /// </summary>
+    [Fact]
+    public void EachChunkOffloadsWhatTheSimulatorPredicts()
+    {
+        const double MiB = 1 << 20;
+        foreach (double alpha in (double[])[0, 0.25, 0.5, 0.75, 1])
+        {
+            var c = Interleaved with { OffloadRatio = alpha };
+            var all = new LayerTensor[Activations.MaxLayerTensors];
+            var tensors = all.AsSpan(0, Activations.LayerTensors(Spec, c, all));
+            double saved = 0;
+            foreach (var t in tensors) saved += t.Kept && t.Bytes >= Offload.MinTensorBytes ? t.Bytes : 0;
+            Assert.Equal(16 * MiB, saved);
+            var predicted = Offload.Chunk(tensors, c, 1, Activations.Layer(Spec, c, tensors).Saved);
+            Assert.Equal(0, predicted.Stranded); // no max_split_size: PyTorch's default allocator splits blocks to size
+            var runs = Run(alpha);
+            for (int r = 0; r < runs.Length; r++)
+            {
+                var records = runs[r].Offloaded;
+                if (alpha == 0) { Assert.Empty(records); continue; }
+                int chunks = r == c.PipelineParallel - 1 ? 1 : 2;
+                Assert.Equal(chunks * 4, records.Count);
+                Assert.All(records, o =>
+                {
+                    Assert.Equal(saved, o.SavedBytes);
+                    Assert.Equal(predicted.Offloaded, o.OffloadedBytes);
+                    Assert.Equal(saved - predicted.Offloaded, o.ResidentBytes);
+                });
+            }
+            Assert.Equal(alpha == 0 ? 0 : Math.Ceiling(alpha * 16) * MiB, predicted.Offloaded);
+        }
+    }
+}
