@@ -30,7 +30,7 @@ public sealed class ChunkOffload : IDisposable
         public Tensor? Head { get; set; }
     }
 
-    /// <summary>Bytes of the recorded tensors the cut chooses from: those pack_hook keeps (1 MiB or more), each once.</summary>
+    /// <summary>Bytes of the recorded tensors the cut chooses from (those of at least the minimum size), each once.</summary>
     public double SavedBytes { get; }
 
     /// <summary>Bytes of them that went to the host.</summary>
@@ -41,14 +41,15 @@ public sealed class ChunkOffload : IDisposable
 
     /// <summary>Cuts <paramref name="activations"/> at <paramref name="alpha"/> and starts copying the selected heads to the host.
     /// Its tensors outlive the dispose scopes of the forward and backward that make them.</summary>
-    public ChunkOffload(SavedActivations activations, double alpha, IHostLink link)
+    /// <param name="minBytes">Tensors below it stay (pack_hook's 1 MiB; Transformer Engine's offload takes every one).</param>
+    public ChunkOffload(SavedActivations activations, double alpha, IHostLink link, double minBytes = Simulator.Costs.Offload.MinTensorBytes)
     {
         (saved, this.link) = (activations, link);
         var tensors = activations.Tensors;
         var candidates = tensors.Select(t => new SavedTensor(Bytes(t), StorageBytes.Of(t) > Bytes(t))).ToArray();
         var heads = new double[tensors.Count];
-        OffloadedBytes = Simulator.Costs.Offload.Select(candidates, alpha, heads);
-        SavedBytes = candidates.Where(t => t.Bytes >= Simulator.Costs.Offload.MinTensorBytes).Sum(t => t.Bytes);
+        OffloadedBytes = Simulator.Costs.Offload.Select(candidates, alpha, heads, minBytes);
+        SavedBytes = candidates.Where(t => t.Bytes >= minBytes).Sum(t => t.Bytes);
         link.AfterCompute();
         using var _ = no_grad();
         var emptied = new Dictionary<IntPtr, int>();

@@ -29,14 +29,17 @@ public static class PipelineExecutor
     /// the optimizer's loss scale there); the other stages receive gradients scaled by it.</param>
     /// <param name="offload">Megatron-Kwai's activation offload, when on: each chunk's saved activations recorded in its
     /// forward, partly offloaded after it and brought back before its backward; disposed here.</param>
+    /// <param name="layerOffload">Megatron-core's CPU offloading, when on: a new <see cref="LayerOffloader"/> for each forward,
+    /// whose backward brings the layers' activations back; each one's bytes go to <paramref name="offloaded"/>.</param>
     /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached, unscaled); null elsewhere.</returns>
     public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
         Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
         GradientSync gradSync, ParamGather? paramGather = null, PartitionedParamCoordinator? zero3 = null, double lossScale = 1,
-        ActivationOffloader? offload = null)
+        ActivationOffloader? offload = null, Func<LayerOffloader>? layerOffload = null, List<OffloadRecord>? offloaded = null)
     {
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
         var alive = new Dictionary<(int Micro, int Chunk), (Tensor? Input, Tensor Output)>();
+        var layersOffloaded = new Dictionary<(int Micro, int Chunk), LayerOffloader>();
         Tensor? lossSum = null;
         var order = PipelineSchedule.Order(size, rank, chunks.Count, microBatches);
         try
@@ -55,11 +58,14 @@ public static class PipelineExecutor
                     // The first micro-batch waits, layer by layer, for the weights the last step's all-gathers bring.
                     var gather = op.MicroBatch == 0 ? paramGather : null;
                     gather?.WaitFor(op.Chunk, 0);
-                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !marked && zero3 is null ? null : (h, layer) =>
+                    var layers = layerOffload?.Invoke();
+                    if (layers is not null) layersOffloaded[(op.MicroBatch, op.Chunk)] = layers;
+                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !marked && zero3 is null && layers is null ? null : (h, layer) =>
                     {
                         gather?.WaitFor(op.Chunk, layer);
                         if (zero3 is not null) h = zero3.AtLayerInput(h, layer);
-                        return marked ? gradSync.Mark(h, op.Chunk, layer) : h;
+                        h = marked ? gradSync.Mark(h, op.Chunk, layer) : h;
+                        return layers?.AtLayerInput(h, layer) ?? h;
                     };
                     zero3?.BeforeEmbedding();
                     var saved = offload is null ? null : new SavedActivations();
@@ -98,6 +104,11 @@ public static class PipelineExecutor
                     input?.Dispose();
                     output.Dispose();
                     offload?.AfterBackward(op.MicroBatch, op.Chunk);
+                    if (layersOffloaded.Remove((op.MicroBatch, op.Chunk), out var layers))
+                    {
+                        offloaded?.AddRange(layers.Records(op.MicroBatch));
+                        layers.Dispose();
+                    }
                 }
             }
             p2p?.Flush();
@@ -111,6 +122,7 @@ public static class PipelineExecutor
                 output.Dispose();
             }
             offload?.Dispose();
+            foreach (var layers in layersOffloaded.Values) layers.Dispose();
         }
     }
 

@@ -126,7 +126,7 @@ public sealed class ParallelTrainer : IDisposable
             FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer, b, grads);
         }, FinalAfter, overlapGradReduce ? communicationStream : null, everyMicroBatch: parallel.ZeroStage >= 2);
         if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, distributedOptimizer!.GatheredBuckets, FirstUse, communicationStream!);
-        if (parallel.OffloadRatio > 0)
+        if (parallel.OffloadRatio > 0 || parallel.CpuOffloadingLayers > 0)
             hostLink = device.type == TorchSharp.DeviceType.CUDA ? new CudaHostLink(device.index < 0 ? 0 : device.index) : HostMemoryLink.Instance;
     }
 
@@ -159,8 +159,8 @@ public sealed class ParallelTrainer : IDisposable
         return new PartitionedParamCoordinator(units, embedding, groups, output, chunks[0].Part.NumLayers);
     }
 
-    /// <summary>What Megatron-Kwai's activation offload saved and offloaded per chunk and micro-batch in the last step; empty
-    /// without it.</summary>
+    /// <summary>What activation offload saved and offloaded in the last step, per chunk and micro-batch (Megatron-Kwai's), or
+    /// per offloaded layer (in <see cref="OffloadRecord.Chunk"/>) and micro-batch (Megatron-core's CPU offloading); empty without.</summary>
     public IReadOnlyList<OffloadRecord> Offloaded { get; private set; } = [];
 
     /// <summary>The fusions this rank runs: those the description asks for that work on its device.</summary>
@@ -266,10 +266,13 @@ public sealed class ParallelTrainer : IDisposable
             var (tokens, labels) = microBatch(i);
             return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
         };
-        var offload = hostLink is null ? null : new ActivationOffloader(parallel.OffloadRatio, hostLink);
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1, offload)
-            ?? zeros(1, dtype: ScalarType.Float32, device: device);
-        Offloaded = offload?.Records ?? [];
+        var offload = parallel.OffloadRatio > 0 ? new ActivationOffloader(parallel.OffloadRatio, hostLink!) : null;
+        Func<LayerOffloader>? layerOffload = parallel.CpuOffloadingLayers > 0 ? () => new LayerOffloader(spec.NumLayers, parallel.CpuOffloadingLayers, hostLink!) : null;
+        var layerRecords = new List<OffloadRecord>();
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1,
+                       offload, layerOffload, layerRecords)
+                   ?? zeros(1, dtype: ScalarType.Float32, device: device);
+        Offloaded = offload?.Records ?? layerRecords;
         gradSync.Finish();
         bool skipped = false;
         if (GradScaler is { } scaler)

@@ -77,7 +77,11 @@ public static class Offload
     /// it, 0 for one pack_hook leaves out (under 1 MiB); returns their sum. The simulator and the executor's offload both
     /// cut here.
     /// </summary>
-    public static double Select(ReadOnlySpan<SavedTensor> saved, double alpha, Span<double> offloaded)
+    public static double Select(ReadOnlySpan<SavedTensor> saved, double alpha, Span<double> offloaded) =>
+        Select(saved, alpha, offloaded, MinTensorBytes);
+
+    /// <summary>The same cut over the tensors of at least <paramref name="minBytes"/>.</summary>
+    public static double Select(ReadOnlySpan<SavedTensor> saved, double alpha, Span<double> offloaded, double minBytes)
     {
         offloaded.Clear();
         int n = saved.Length, k = 0;
@@ -85,7 +89,7 @@ public static class Offload
         double total = 0;
         for (int i = 0; i < n; i++)
         {
-            if (saved[i].Bytes < MinTensorBytes) continue;
+            if (saved[i].Bytes < minBytes) continue;
             // Stable insertion by (strided, larger first), as Python's sorted.
             int j = k++;
             while (j > 0 && Before(saved[i], saved[order[j - 1]])) { order[j] = order[j - 1]; j--; }

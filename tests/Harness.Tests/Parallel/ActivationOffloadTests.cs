@@ -143,4 +143,37 @@ public class ActivationOffloadTests
             Assert.Equal(alpha == 0 ? 0 : Math.Ceiling(alpha * 16) * MiB, predicted.Offloaded);
         }
     }
+
+    /// <summary>
+    /// Megatron-core's --cpu-offloading-num-layers N on one rank (it refuses pipeline parallelism): the same bits as without,
+    /// and each micro-batch offloads, of each of the first N layers, every tensor the layer recorded: the 16 MiB the simulator
+    /// counts (<see cref="Activations.LayerTensors"/>) less attention's 16 KiB log-sum-exp, which stays inside libtorch.
+    /// Of 4 layers, N 2 gives Transformer Engine's windows at layers 1 and 3, N 3 at 1, 2 and 3.
+    /// </summary>
+    [Theory]
+    [InlineData(2, new[] { 1, 3 })]
+    [InlineData(3, new[] { 1, 2, 3 })]
+    public void CpuOffloadingOfTheFirstLayersKeepsTheBitsAndOffloadsTheirActivations(int layers, int[] windows)
+    {
+        const double MiB = 1 << 20;
+        var spec = Spec with { NumLayers = 4 };
+        Assert.Equal(windows, LayerOffloader.Window(spec.NumLayers, layers));
+        var single = new RunDescription(MicroBatch: 2, GlobalBatch: 4, Precision: Precision.Fp32, FusedSwiGlu: false);
+        var c = single with { CpuOffloadingLayers = layers };
+        var tensors = new LayerTensor[Activations.MaxLayerTensors];
+        int n = Activations.LayerTensors(Spec, c, tensors);
+        double lse = 2.0 * Spec.SeqLength * Spec.NumAttentionHeads * 4;
+        Assert.Equal(16 * MiB + lse, Activations.Layer(Spec, c, tensors.AsSpan(0, n)).Saved);
+        var plain = Assert.Single(Run(spec, single));
+        var offloaded = Assert.Single(Run(spec, c));
+        Assert.Equal(plain.Losses, offloaded.Losses);
+        Assert.True(plain.Grads.AsSpan().SequenceEqual(offloaded.Grads), "gradients are not the same bits");
+        Assert.True(plain.Weights.AsSpan().SequenceEqual(offloaded.Weights), "weights are not the same bits");
+        Assert.Equal(2 * layers, offloaded.Offloaded.Count);
+        Assert.All(offloaded.Offloaded, o =>
+        {
+            Assert.Equal(16 * MiB, o.SavedBytes);
+            Assert.Equal(16 * MiB, o.OffloadedBytes);
+        });
+    }
 }
