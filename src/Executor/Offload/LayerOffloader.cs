@@ -1,4 +1,5 @@
 using Harness.Executor.Autograd;
+using Harness.Simulator.Costs;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Offload;
@@ -10,7 +11,7 @@ namespace Harness.Executor.Offload;
 /// layers' saved activations (<see cref="SavedActivations"/>, all of them: TE's hook takes every activation its modules mark,
 /// whatever its size) go to the host one group at a time: group 0's copy starts once layer 0's forward is done, and group
 /// g's memory is freed, and group g + 1's copy started, once the forward of layer layer_window_map[g] is done
-/// (<see cref="Window"/>: the N copies spread over the L layers' compute). Backward mirrors it: once backward reaches layer
+/// (<see cref="CpuOffloading.Window"/>: the N copies spread over the L layers' compute). Backward mirrors it: once backward reaches layer
 /// layer_window_map[g] group g's reload starts, and a layer's own group is back before its backward runs.
 /// </summary>
 public sealed class LayerOffloader : IDisposable
@@ -27,32 +28,13 @@ public sealed class LayerOffloader : IDisposable
     /// <param name="offloaded">N, less than L.</param>
     public LayerOffloader(int layers, int offloaded, IHostLink link)
     {
-        (window, this.link) = (Window(layers, offloaded), link);
+        (window, this.link) = (Enumerable.Range(0, offloaded).Select(g => CpuOffloading.Window(layers, offloaded, g)).ToArray(), link);
         saved = new SavedActivations?[offloaded];
         groups = new ChunkOffload?[offloaded];
         reloading = new bool[offloaded];
     }
 
     private int Offloaded => groups.Length;
-
-    /// <summary>TE's layer_window_map: for each of <paramref name="groups"/> offloaded layers of <paramref name="layers"/>, the
-    /// layer by whose forward its copy must be done: every L div N layers, the first L mod N windows one layer longer.</summary>
-    public static int[] Window(int layers, int groups)
-    {
-        var map = new int[groups];
-        int constant = 0;
-        for (int i = 0; i < groups; i++)
-        {
-            map[i] = layers / groups * (i + 1) - 1;
-            if (i < layers % groups)
-            {
-                map[i] += i + 1;
-                constant = i + 1;
-            }
-            else map[i] += constant;
-        }
-        return map;
-    }
 
     /// <summary>Per offloaded layer, the bytes it saved and offloaded (all of them).</summary>
     public IEnumerable<OffloadRecord> Records(int microBatch) =>

@@ -157,7 +157,7 @@ public class ActivationOffloadTests
     {
         const double MiB = 1 << 20;
         var spec = Spec with { NumLayers = 4 };
-        Assert.Equal(windows, LayerOffloader.Window(spec.NumLayers, layers));
+        Assert.Equal(windows, Enumerable.Range(0, layers).Select(g => CpuOffloading.Window(spec.NumLayers, layers, g)));
         var single = new RunDescription(MicroBatch: 2, GlobalBatch: 4, Precision: Precision.Fp32, FusedSwiGlu: false);
         var c = single with { CpuOffloadingLayers = layers };
         var tensors = new LayerTensor[Activations.MaxLayerTensors];
