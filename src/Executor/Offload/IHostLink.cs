@@ -24,6 +24,14 @@ public interface IHostLink : IDisposable
     void Fence();
 }
 
+/// <summary>The host link of a device.</summary>
+public static class HostLink
+{
+    /// <summary>A copy stream of its own on a GPU (<see cref="CudaHostLink"/>), plain copies on the CPU.</summary>
+    public static IHostLink For(Device device) =>
+        device.type == TorchSharp.DeviceType.CUDA ? new CudaHostLink(device.index < 0 ? 0 : device.index) : HostMemoryLink.Instance;
+}
+
 /// <summary>The CPU's: copies are made when asked.</summary>
 public sealed class HostMemoryLink : IHostLink
 {

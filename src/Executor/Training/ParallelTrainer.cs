@@ -127,7 +127,7 @@ public sealed class ParallelTrainer : IDisposable
         }, FinalAfter, overlapGradReduce ? communicationStream : null, everyMicroBatch: parallel.ZeroStage >= 2);
         if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, distributedOptimizer!.GatheredBuckets, FirstUse, communicationStream!);
         if (parallel.OffloadRatio > 0 || parallel.CpuOffloadingLayers > 0)
-            hostLink = device.type == TorchSharp.DeviceType.CUDA ? new CudaHostLink(device.index < 0 ? 0 : device.index) : HostMemoryLink.Instance;
+            hostLink = HostLink.For(device);
     }
 
     /// <summary>Elements per gradient bucket: Megatron's bucket size for ZeRO 1 and below, DeepSpeed's reduce_bucket_size for ZeRO 2,
