@@ -80,6 +80,8 @@ public static class RunDescriptionFlags
         ExpandableSegments,
         new("--no-scatter-gather-tensors-in-pipeline", false,
             "every tensor-parallel rank sends the whole activation to the next stage (Megatron-LM 2021-2026's switch; DeepSpeed's pipeline engine)"),
+        new("--cpu-offloading", false, "Megatron-core: offload the first --cpu-offloading-num-layers layers' activations to host memory"),
+        new("--cpu-offloading-num-layers", true, "Megatron-core: layers whose activations go to host memory during forward (turns on --cpu-offloading)"),
         new("--no-async-tensor-model-parallel-allreduce", false,
             "run the column-parallel input-gradient all-reduce on the compute stream (Megatron-LM 2019-2021)"),
         new("--accumulate-allreduce-grads-in-fp32", false,
@@ -212,6 +214,8 @@ public static class RunDescriptionFlags
             PipelineScatterGather = !cl.Switch("--no-scatter-gather-tensors-in-pipeline") && d.PipelineScatterGather,
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
+            // --cpu-offloading alone offloads no layer (Megatron's default num-layers is 0).
+            CpuOffloadingLayers = cl.Int("--cpu-offloading-num-layers") ?? d.CpuOffloadingLayers,
         };
     }
 
@@ -381,6 +385,7 @@ public static class RunDescriptionFlags
         if (r.MaxSplitSizeMb is int mb) Value(MaxSplitSize.Name, mb);
         if (r.ExpandableSegments) a.Add(ExpandableSegments.Name);
         if (!r.PipelineScatterGather) a.Add("--no-scatter-gather-tensors-in-pipeline");
+        if (r.CpuOffloadingLayers != d.CpuOffloadingLayers) { a.Add("--cpu-offloading"); Value("--cpu-offloading-num-layers", r.CpuOffloadingLayers); }
         if (!o.TensorParallelBackwardAsync) a.Add("--no-async-tensor-model-parallel-allreduce");
         if (!r.FusedElementwise) a.AddRange(ElementwiseFusions);
         if (!r.GradientAccumulationFusion) a.Add("--no-gradient-accumulation-fusion");

@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using Harness.Executor.Optimizer;
 using static TorchSharp.torch;

@@ -1,3 +1,4 @@
+using Harness.Executor.Autograd;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.DataParallel;

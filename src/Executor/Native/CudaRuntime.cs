@@ -5,7 +5,8 @@ namespace Harness.Executor.Native;
 /// <summary>
 /// The few CUDA runtime calls TorchSharp does not expose: the current device (NCCL binds a communicator to it),
 /// events, which time each NCCL call on the GPU and tell the watchdog when it finished, and the streams and
-/// cross-stream waits that let communication overlap compute (the NCCL backend's communication stream), and the profiler
+/// cross-stream waits that let communication overlap compute (the NCCL backend's communication stream), the asynchronous
+/// copies of activation offload, and the profiler
 /// range (Megatron's --profile: what Nsight captures with --capture-range=cudaProfilerApi). The runtime is the
 /// one libtorch's CUDA build already loaded (libcudart by soname).
 /// </summary>
@@ -35,6 +36,10 @@ internal static unsafe class CudaRuntime
     public static readonly delegate* unmanaged<IntPtr, int> StreamDestroy = (delegate* unmanaged<IntPtr, int>)Export("cudaStreamDestroy");
     public static readonly delegate* unmanaged<IntPtr*, uint, int> EventCreateWithFlags = (delegate* unmanaged<IntPtr*, uint, int>)Export("cudaEventCreateWithFlags");
     public static readonly delegate* unmanaged<IntPtr, int> StreamSynchronize = (delegate* unmanaged<IntPtr, int>)Export("cudaStreamSynchronize");
+    /// <summary>cudaMemcpyDefault: the direction follows from the pointers (unified addressing).</summary>
+    public const int MemcpyDefault = 4;
+
+    public static readonly delegate* unmanaged<IntPtr, IntPtr, nuint, int, IntPtr, int> MemcpyAsync = (delegate* unmanaged<IntPtr, IntPtr, nuint, int, IntPtr, int>)Export("cudaMemcpyAsync");
     public static readonly delegate* unmanaged<int> ProfilerStart = (delegate* unmanaged<int>)Export("cudaProfilerStart");
     public static readonly delegate* unmanaged<int> ProfilerStop = (delegate* unmanaged<int>)Export("cudaProfilerStop");
     public static readonly delegate* unmanaged<int, IntPtr> GetErrorString = (delegate* unmanaged<int, IntPtr>)Export("cudaGetErrorString");

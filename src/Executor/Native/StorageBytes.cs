@@ -11,7 +11,8 @@ namespace Harness.Executor.Native;
 /// tensor. The storage is reached through libtorch's own resize_bytes_cpu / resize_bytes_cuda
 /// (aten/src/ATen/native/Resize.cpp, cuda/Resize.cpp); the StorageImpl comes from the tensor's TensorImpl, whose first member
 /// after intrusive_ptr_target's reference counts is its Storage (c10/core/TensorImpl.h), and that reading is checked against
-/// TorchSharp's THSStorage_data_ptr before it is trusted.
+/// TorchSharp's THSStorage_data_ptr before it is trusted. Activation offload (Offload/ChunkOffload.cs) empties the storages of
+/// the activations autograd saved the same way.
 /// </summary>
 public static unsafe class StorageBytes
 {
@@ -26,6 +27,20 @@ public static unsafe class StorageBytes
     /// <summary>Bytes the tensor's storage holds now.</summary>
     public static long Of(torch.Tensor t) => (long)((delegate* unmanaged<IntPtr, nuint>)NBytes.Value)(t.Handle);
 
+    /// <summary>The address of the storage the tensor views (its offset 0): which tensors share one.</summary>
+    public static IntPtr Base(torch.Tensor t) => ((delegate* unmanaged<IntPtr, IntPtr>)DataPtr.Value)(t.Handle);
+
+    /// <summary>A tensor of the whole storage of <paramref name="t"/> (its elements from offset 0, flat) with a version counter
+    /// of its own: what is written through it after a <see cref="Resize"/> back bumps no counter autograd checks the saved
+    /// tensors against (libtorch's set_ gives a fresh tensor another's storage).</summary>
+    public static torch.Tensor Handle(torch.Tensor t)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var whole = t.detach().as_strided([Of(t) / t.ElementSize], [1], 0);
+        return torch.empty(0, t.dtype, t.device).set_(whole).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Resizes the tensor's storage to <paramref name="bytes"/>: 0 frees its memory; the tensor's whole size makes it usable
     /// again, with undefined contents. Throws when this libtorch's layout is not the one expected.</summary>
     public static void Resize(torch.Tensor t, long bytes)
@@ -36,9 +51,9 @@ public static unsafe class StorageBytes
         // A StorageImpl starts like a TensorImpl (intrusive_ptr_target), then its DataPtr, whose first member is the data pointer.
         var data = *(IntPtr*)(storageImpl + StorageOffset);
         if (data != ((delegate* unmanaged<IntPtr, IntPtr>)DataPtr.Value)(t.Handle))
-            throw new InvalidOperationException("this libtorch does not lay out TensorImpl as c10/core/TensorImpl.h does; ZeRO 3 cannot free its weights.");
+            throw new InvalidOperationException("this libtorch does not lay out TensorImpl as c10/core/TensorImpl.h does; neither ZeRO 3 nor activation offload can free memory.");
         ((delegate* unmanaged<IntPtr, nuint, void>)resize)(storageImpl, (nuint)bytes);
-        if (Of(t) != bytes) throw new InvalidOperationException($"resizing a storage to {bytes} bytes left {Of(t)}; ZeRO 3 cannot free its weights.");
+        if (Of(t) != bytes) throw new InvalidOperationException($"resizing a storage to {bytes} bytes left {Of(t)}; neither ZeRO 3 nor activation offload can free memory.");
     }
 
     private static IntPtr Bridge(string symbol) => Libtorch("LibTorchSharp", symbol);
@@ -46,6 +61,6 @@ public static unsafe class StorageBytes
     private static IntPtr Libtorch(string library, string symbol)
     {
         var address = TorchRuntime.Export(library, symbol);
-        return address != IntPtr.Zero ? address : throw new InvalidOperationException($"lib{library}.so does not export {symbol}; ZeRO 3 cannot free its weights with this libtorch.");
+        return address != IntPtr.Zero ? address : throw new InvalidOperationException($"lib{library}.so does not export {symbol}; neither ZeRO 3 nor activation offload can free memory with this libtorch.");
     }
 }

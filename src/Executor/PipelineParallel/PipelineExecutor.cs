@@ -1,5 +1,6 @@
 using Harness.Executor.Autograd;
 using Harness.Executor.DataParallel;
+using Harness.Executor.Offload;
 using Harness.Executor.Transformer;
 using static TorchSharp.torch;
 
@@ -26,18 +27,26 @@ public static class PipelineExecutor
     /// <param name="zero3">Under ZeRO 3 (one chunk): gathers and frees each unit's weights around its forward and backward.</param>
     /// <param name="lossScale">What the last stage's backward starts from, times the loss (Megatron's backward_step applies
     /// the optimizer's loss scale there); the other stages receive gradients scaled by it.</param>
+    /// <param name="offload">Megatron-Kwai's activation offload, when on: each chunk's saved activations recorded in its
+    /// forward, partly offloaded after it and brought back before its backward; disposed here.</param>
+    /// <param name="layerOffload">Megatron-core's CPU offloading, when on: a new <see cref="LayerOffloader"/> for each forward,
+    /// whose backward brings the layers' activations back; each one's bytes go to <paramref name="offloaded"/>.</param>
     /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached, unscaled); null elsewhere.</returns>
     public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
         Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
-        GradientSync gradSync, ParamGather? paramGather = null, PartitionedParamCoordinator? zero3 = null, double lossScale = 1)
+        GradientSync gradSync, ParamGather? paramGather = null, PartitionedParamCoordinator? zero3 = null, double lossScale = 1,
+        ActivationOffloader? offload = null, Func<LayerOffloader>? layerOffload = null, List<OffloadRecord>? offloaded = null)
     {
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
         var alive = new Dictionary<(int Micro, int Chunk), (Tensor? Input, Tensor Output)>();
+        var layersOffloaded = new Dictionary<(int Micro, int Chunk), LayerOffloader>();
         Tensor? lossSum = null;
+        var order = PipelineSchedule.Order(size, rank, chunks.Count, microBatches);
         try
         {
-            foreach (var op in PipelineSchedule.Order(size, rank, chunks.Count, microBatches))
+            for (int i = 0; i < order.Count; i++)
             {
+                var op = order[i];
                 var chunk = chunks[op.Chunk];
                 if (op.Forward)
                 {
@@ -49,14 +58,19 @@ public static class PipelineExecutor
                     // The first micro-batch waits, layer by layer, for the weights the last step's all-gathers bring.
                     var gather = op.MicroBatch == 0 ? paramGather : null;
                     gather?.WaitFor(op.Chunk, 0);
-                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !marked && zero3 is null ? null : (h, layer) =>
+                    var layers = layerOffload?.Invoke();
+                    if (layers is not null) layersOffloaded[(op.MicroBatch, op.Chunk)] = layers;
+                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !marked && zero3 is null && layers is null ? null : (h, layer) =>
                     {
                         gather?.WaitFor(op.Chunk, layer);
                         if (zero3 is not null) h = zero3.AtLayerInput(h, layer);
-                        return marked ? gradSync.Mark(h, op.Chunk, layer) : h;
+                        h = marked ? gradSync.Mark(h, op.Chunk, layer) : h;
+                        return layers?.AtLayerInput(h, layer) ?? h;
                     };
                     zero3?.BeforeEmbedding();
-                    var hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens), atLayerInput);
+                    var saved = offload is null ? null : new SavedActivations();
+                    Tensor hidden;
+                    using (saved?.Record()) hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens), atLayerInput);
                     Tensor output;
                     if (chunk.Part.PostProcess)
                     {
@@ -70,12 +84,14 @@ public static class PipelineExecutor
                         p2p!.SendForward(hidden);
                     }
                     alive[(op.MicroBatch, op.Chunk)] = (input?.DetachFromDisposeScope(), output.DetachFromDisposeScope());
+                    if (saved is not null) offload!.AfterForward(op.MicroBatch, op.Chunk, saved, !chunk.Part.PostProcess);
                 }
                 else
                 {
                     using var scope = NewDisposeScope();
                     var (input, output) = alive[(op.MicroBatch, op.Chunk)];
                     alive.Remove((op.MicroBatch, op.Chunk));
+                    offload?.BeforeBackward(op.MicroBatch, op.Chunk, NextBackward(order, i));
                     if (chunk.Part.PostProcess) BackwardFailure.Run(() => (lossScale == 1 ? output : output * lossScale).backward());
                     else
                     {
@@ -87,6 +103,12 @@ public static class PipelineExecutor
                     if (input is not null) p2p!.SendBackward(input.grad!);
                     input?.Dispose();
                     output.Dispose();
+                    offload?.AfterBackward(op.MicroBatch, op.Chunk);
+                    if (layersOffloaded.Remove((op.MicroBatch, op.Chunk), out var layers))
+                    {
+                        offloaded?.AddRange(layers.Records(op.MicroBatch));
+                        layers.Dispose();
+                    }
                 }
             }
             p2p?.Flush();
@@ -99,6 +121,16 @@ public static class PipelineExecutor
                 input?.Dispose();
                 output.Dispose();
             }
+            offload?.Dispose();
+            foreach (var layers in layersOffloaded.Values) layers.Dispose();
         }
+    }
+
+    /// <summary>The micro-batch and chunk of the first backward after operation <paramref name="i"/>; null if none.</summary>
+    private static (int Micro, int Chunk)? NextBackward(IReadOnlyList<PipelineOp> order, int i)
+    {
+        for (int j = i + 1; j < order.Count; j++)
+            if (!order[j].Forward) return (order[j].MicroBatch, order[j].Chunk);
+        return null;
     }
 }

@@ -1,5 +1,6 @@
 using Harness.Executor.Autograd;
 using Harness.Executor.Fused;
+using Harness.Executor.Offload;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -42,8 +43,9 @@ public sealed class RecomputedInputLinear : GuardedSingleTensorFunction<Recomput
         ctx.save_data("input", input);
         ctx.save_data("bias", bias is not null);
         ctx.save_data("main_grad", vars[4] is Tensor mainGrad ? new MainGradient(mainGrad) : false);
-        // The GEMM's input is freed here, when this no-grad pass ends: that is the point.
+        // The GEMM's input is freed here, when this no-grad pass ends: that is the point. Nor does activation offload record it.
         using var scope = NewDisposeScope();
+        using var paused = SavedActivations.Pause();
         return nn.functional.linear(input(source), weight, bias).MoveToOuterDisposeScope();
     }
 

@@ -19,7 +19,6 @@ public static class ExecutorSupport
     {
         var refused = new List<string>();
         var overlap = d.OverlapOrDefault;
-        if (d.OffloadRatio > 0) refused.Add("--offload-ratio is not run by the executor yet (Megatron-Kwai's activation offload).");
         if (!d.GradientsInFp32)
             refused.Add(d.Precision == Precision.Fp16
                 ? "--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +

@@ -1,6 +1,7 @@
 using Harness.Executor.ContextParallel;
 using Harness.Executor.DataParallel;
 using Harness.Executor.Fused;
+using Harness.Executor.Offload;
 using Harness.Executor.Optimizer;
 using Harness.Executor.PipelineParallel;
 using Harness.Executor.TensorParallel;
@@ -51,6 +52,7 @@ public sealed class ParallelTrainer : IDisposable
     private readonly PartitionedParamCoordinator? zero3;
     /// <summary>How the (one) chunk's layers run: ZeRO 3 gathers a group as one unit.</summary>
     private readonly IReadOnlyList<LayerGroup> layerGroups;
+    private readonly IHostLink? hostLink;
 
     /// <summary>
     /// Builds this rank's part of <paramref name="model"/> (its vocabulary padded for tensor parallelism) under
@@ -124,6 +126,8 @@ public sealed class ParallelTrainer : IDisposable
             FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer, b, grads);
         }, FinalAfter, overlapGradReduce ? communicationStream : null, everyMicroBatch: parallel.ZeroStage >= 2);
         if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, distributedOptimizer!.GatheredBuckets, FirstUse, communicationStream!);
+        if (parallel.OffloadRatio > 0 || parallel.CpuOffloadingLayers > 0)
+            hostLink = HostLink.For(device);
     }
 
     /// <summary>Elements per gradient bucket: Megatron's bucket size for ZeRO 1 and below, DeepSpeed's reduce_bucket_size for ZeRO 2,
@@ -154,6 +158,10 @@ public sealed class ParallelTrainer : IDisposable
         var output = Buffer.Layout.Any(l => l.Name == "chunks.0.output_layer") ? UnitOf(n => n == "chunks.0.output_layer") : embedding;
         return new PartitionedParamCoordinator(units, embedding, groups, output, chunks[0].Part.NumLayers);
     }
+
+    /// <summary>What activation offload saved and offloaded in the last step, per chunk and micro-batch (Megatron-Kwai's), or
+    /// per offloaded layer (in <see cref="OffloadRecord.Chunk"/>) and micro-batch (Megatron-core's CPU offloading); empty without.</summary>
+    public IReadOnlyList<OffloadRecord> Offloaded { get; private set; } = [];
 
     /// <summary>The fusions this rank runs: those the description asks for that work on its device.</summary>
     public Fusions Fusions { get; }
@@ -258,8 +266,13 @@ public sealed class ParallelTrainer : IDisposable
             var (tokens, labels) = microBatch(i);
             return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
         };
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1)
-            ?? zeros(1, dtype: ScalarType.Float32, device: device);
+        var offload = parallel.OffloadRatio > 0 ? new ActivationOffloader(parallel.OffloadRatio, hostLink!) : null;
+        Func<LayerOffloader>? layerOffload = parallel.CpuOffloadingLayers > 0 ? () => new LayerOffloader(spec.NumLayers, parallel.CpuOffloadingLayers, hostLink!) : null;
+        var layerRecords = new List<OffloadRecord>();
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1,
+                       offload, layerOffload, layerRecords)
+                   ?? zeros(1, dtype: ScalarType.Float32, device: device);
+        Offloaded = offload?.Records ?? layerRecords;
         gradSync.Finish();
         bool skipped = false;
         if (GradScaler is { } scaler)
@@ -324,6 +337,7 @@ public sealed class ParallelTrainer : IDisposable
     public void Dispose()
     {
         communicationStream?.Dispose(); // synchronizes the stream: a gather still in flight is done with its buffers
+        hostLink?.Dispose();
         paramGather?.Dispose();
         partitioned?.Dispose();
         adam?.Dispose();

@@ -3,6 +3,7 @@ using Harness.Executor.Autograd;
 using Harness.Executor.Data;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
+using Harness.Executor.Offload;
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
 using Harness.Executor.Transformer;
@@ -33,6 +34,7 @@ public sealed class Trainer : ITrainStep
     private readonly long[] hostTokens;
     private readonly Generator initGenerator;
     private readonly DropoutRng? dropout;
+    private readonly IHostLink? hostLink;
     private GradScaler? scaler;
     private long peakMemory;
 
@@ -64,6 +66,7 @@ public sealed class Trainer : ITrainStep
         adam = new AdamW(buffer, settings.AdamOrDefault, Fusions.Kernels);
         scaler = GradScaler.For(description, settings.LossScaleOrDefault);
         hostTokens = new long[description.MicroBatch * (model.SeqLength + 1)];
+        if (description.CpuOffloadingLayers > 0) hostLink = HostLink.For(device);
     }
 
     public ModelSpec Model { get; }
@@ -99,7 +102,9 @@ public sealed class Trainer : ITrainStep
             {
                 using var micro = NewDisposeScope();
                 var (tokens, labels) = NextMicroBatch(b, s);
-                var loss = model.forward(tokens, labels) / steps;
+                // Megatron-core's CPU offloading: the layers' activations leave during forward and come back in backward.
+                using var layers = hostLink is null ? null : new LayerOffloader(Model.NumLayers, description.CpuOffloadingLayers, hostLink);
+                var loss = (layers is null ? model.forward(tokens, labels) : model.Loss(model.Decode(model.Embed(tokens), layers.AtLayerInput), labels)) / steps;
                 var scaled = scaler is null ? loss : loss * scaler.Scale;
                 BackwardFailure.Run(() => scaled.backward());
                 buffer.AccumulateMicroBatch();
@@ -135,6 +140,7 @@ public sealed class Trainer : ITrainStep
     {
         adam.Dispose();
         buffer.Dispose();
+        hostLink?.Dispose();
         initGenerator.Dispose();
         dropout?.Dispose();
         model.Dispose();

@@ -1,4 +1,5 @@
 using Harness.Executor.Autograd;
+using Harness.Executor.Offload;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,7 +33,9 @@ public sealed class CheckpointFunction : GuardedSingleTensorFunction<CheckpointF
         if (vars[1] is DropoutRng rng) ctx.save_data("draws", rng.Draws);
         // The intermediates of this no-grad pass are freed here, not at the end of the caller's scope:
         // keeping them alive until the micro-batch ends would defeat the purpose.
+        // Nor are they what autograd saves, for activation offload to record.
         using var scope = NewDisposeScope();
+        using var paused = SavedActivations.Pause();
         return run(inputs.ToArray()).MoveToOuterDisposeScope();
     }
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Offload;
 using Harness.Executor.Fused;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
@@ -79,7 +80,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
             if (atLayerInput is not null)
                 for (int i = group.First; i < group.First + group.Count; i++) hidden = atLayerInput(hidden, i);
             hidden = group.Recomputed
-                ? CheckpointFunction.Apply(x => Run(group, x[0]), config.Dropout, hidden)
+                ? CheckpointFunction.Apply(x => Run(group, x[0]), config.Dropout, SavedActivations.Save(hidden))
                 : Run(group, hidden);
         }
         if (atLayerInput is not null) hidden = atLayerInput(hidden, layers.Count);

@@ -1,4 +1,5 @@
 using Harness.Executor.Fused;
+using Harness.Executor.Offload;
 using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
@@ -37,14 +38,21 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = linear_fc1.forward(x, recomputedNorm);
-        var y = recomputeActivation ? linear_fc2.forward(h, Activate) : linear_fc2.forward(Activate(h));
+        var y = recomputeActivation ? linear_fc2.forward(SavedActivations.Save(h), Activate) : linear_fc2.forward(SavedActivations.Save(Activate(h)));
         return y.MoveToOuterDisposeScope();
     }
 
     /// <summary>The activation of fc1's output: the fused SwiGLU kernel where it applies (bf16 on a GPU) and is asked for, else
-    /// libtorch's operators, which keep SiLU's output as Megatron's unfused SwiGLU does.</summary>
-    private Tensor Activate(Tensor h) =>
-        !swiglu ? nn.functional.gelu(h)
-        : fused && FusedKernels.Applies(h) ? SwiGluFunction.Apply(h)
-        : ScriptedKernels.SwiGlu(h);
+    /// libtorch's operators, which keep SiLU's output as Megatron's unfused SwiGLU does. While activation offload records
+    /// (<see cref="SavedActivations"/>), what the activation saves of fc1's output and SiLU's output is recorded: the operators
+    /// run one by one then, the scripted chain keeping them out of reach.</summary>
+    private Tensor Activate(Tensor h)
+    {
+        if (!swiglu) return nn.functional.gelu(SavedActivations.Save(h));
+        if (fused && FusedKernels.Applies(h)) return SwiGluFunction.Apply(SavedActivations.Save(h));
+        if (!SavedActivations.Recording) return ScriptedKernels.SwiGlu(h);
+        var halves = h.chunk(2, -1);
+        Tensor gate = SavedActivations.Save(halves[0]), up = SavedActivations.Save(halves[1]);
+        return SavedActivations.Save(nn.functional.silu(gate)) * up;
+    }
 }

@@ -1,5 +1,6 @@
 using Harness.Simulator.Specs;
 using Harness.Executor.Fused;
+using Harness.Executor.Offload;
 using Harness.Executor.TensorParallel;
 using static TorchSharp.torch;
 
@@ -57,10 +58,12 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
             (q, k, v) = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
         }
         else (q, k, v) = SplitRotated(projected, x.device);
+        // Attention saves Q, K and V (views of the projection, Q and K copies once rotated), the projection its input.
+        (q, k, v) = (SavedActivations.Save(q), SavedActivations.Save(k), SavedActivations.Save(v));
         var context = selectiveRecompute
             ? CheckpointFunction.Apply(CoreAttention, dropout, q, k, v)
             : CoreAttention(new[] { q, k, v });
-        var merged = context.transpose(1, 2).reshape(b, s, heads * headDim);
+        var merged = SavedActivations.Save(context.transpose(1, 2).reshape(b, s, heads * headDim));
         return linear_proj.forward(merged).MoveToOuterDisposeScope();
     }
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Offload;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Transformer;
@@ -30,9 +31,11 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var attention = recomputeNorm ? self_attention.forward(x, input_layernorm.forward) : self_attention.forward(input_layernorm.forward(x));
-        var h = x + Drop(attention);
-        var mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(pre_mlp_layernorm.forward(h));
+        // Each norm's input is saved (by the norm, or by the linear that recomputes it), its output by the linear after it.
+        SavedActivations.Save(x);
+        var attention = recomputeNorm ? self_attention.forward(x, input_layernorm.forward) : self_attention.forward(SavedActivations.Save(input_layernorm.forward(x)));
+        var h = SavedActivations.Save(x + Drop(attention));
+        var mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(SavedActivations.Save(pre_mlp_layernorm.forward(h)));
         return (h + Drop(mlpOutput)).MoveToOuterDisposeScope();
     }
 

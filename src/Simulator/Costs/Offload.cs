@@ -9,6 +9,11 @@ namespace Harness.Simulator.Costs;
 /// clone of the tensor the offload boundary splits is larger than the clone.</param>
 public readonly record struct ChunkOffload(double Offloaded, double Stranded);
 
+/// <summary>A tensor autograd saves during a chunk's forward, as offload.py's pack hook sees it, or <paramref name="Count"/>
+/// alike ones (the same tensor of each layer of a chunk).</summary>
+/// <param name="Strided">A view of a larger allocation (not is_contiguous() there: the halves of the SwiGLU FC1 output).</param>
+public readonly record struct SavedTensor(double Bytes, bool Strided, int Count = 1);
+
 /// <summary>
 /// Megatron-Kwai's choice of what to offload for a ratio alpha (ATC'24 artifact, branch atc24ae,
 /// megatron/core/pipeline_parallel/offload.py). record(): a saved-tensors pack hook collects the tensors autograd
@@ -53,30 +58,54 @@ public static class Offload
         if (c.RecomputeOrNone.Granularity == RecomputeGranularity.Full)
             return new ChunkOffload(RoundUp(Math.Ceiling(alpha * chunkBytes), MiB), 0);
 
-        Span<LayerTensor> order = stackalloc LayerTensor[Activations.MaxLayerTensors];
+        // Each entry stands for its copies in every layer of the chunk, adjacent in the sorted order: the layers are alike.
+        Span<SavedTensor> saved = stackalloc SavedTensor[Activations.MaxLayerTensors];
         int k = 0;
-        double total = 0;
         foreach (var t in tensors)
-        {
-            if (!t.Kept || t.Bytes < MinTensorBytes) continue;
-            // Stable insertion by (strided, larger first): the chunk's layers are alike, so each entry stands for its
-            // copies in every layer of the chunk, adjacent in the sorted order.
-            int i = k++;
-            while (i > 0 && Before(t, order[i - 1])) { order[i] = order[i - 1]; i--; }
-            order[i] = t;
-            total += layers * t.Bytes;
-        }
-        double offloaded = RoundUp(Math.Ceiling(alpha * total), MiB);
-        double done = 0;
+            if (t.Kept) saved[k++] = new SavedTensor(t.Bytes, t.Strided, layers);
+        Span<double> heads = stackalloc double[k];
+        double offloaded = Select(saved[..k], alpha, heads);
         for (int j = 0; j < k; j++)
+            if (heads[j] % saved[j].Bytes is > 0 and var head)
+                return new ChunkOffload(offloaded, Stranded(saved[j].Bytes - head, c.MaxSplitSizeMb, tensors));
+        return new ChunkOffload(offloaded, 0);
+    }
+
+    /// <summary>
+    /// offload_prologue's cut over <paramref name="saved"/> (each storage once, in the order autograd saved them): writes
+    /// into <paramref name="offloaded"/> the bytes of each entry that go to the host, its head where the boundary splits
+    /// it, 0 for one pack_hook leaves out (under 1 MiB); returns their sum. The simulator and the executor's offload both
+    /// cut here.
+    /// </summary>
+    public static double Select(ReadOnlySpan<SavedTensor> saved, double alpha, Span<double> offloaded) =>
+        Select(saved, alpha, offloaded, MinTensorBytes);
+
+    /// <summary>The same cut over the tensors of at least <paramref name="minBytes"/>.</summary>
+    public static double Select(ReadOnlySpan<SavedTensor> saved, double alpha, Span<double> offloaded, double minBytes)
+    {
+        offloaded.Clear();
+        int n = saved.Length, k = 0;
+        Span<int> order = n <= 64 ? stackalloc int[n] : new int[n];
+        double total = 0;
+        for (int i = 0; i < n; i++)
         {
-            var t = order[alpha > ReverseAbove ? k - 1 - j : j];
-            double group = layers * t.Bytes;
-            if (done + group <= offloaded) { done += group; continue; }
-            double head = (offloaded - done) % t.Bytes;
-            return new ChunkOffload(offloaded, head > 0 ? Stranded(t.Bytes - head, c.MaxSplitSizeMb, tensors) : 0);
+            if (saved[i].Bytes < minBytes) continue;
+            // Stable insertion by (strided, larger first), as Python's sorted.
+            int j = k++;
+            while (j > 0 && Before(saved[i], saved[order[j - 1]])) { order[j] = order[j - 1]; j--; }
+            order[j] = i;
+            total += saved[i].Count * saved[i].Bytes;
         }
-        return new ChunkOffload(Math.Min(offloaded, total), 0);
+        if (alpha <= 0 || total <= 0) return 0;
+        double size = RoundUp(Math.Ceiling(alpha * total), MiB), begin = 0;
+        for (int j = 0; j < k && begin < size; j++)
+        {
+            int i = order[alpha > ReverseAbove ? k - 1 - j : j];
+            double bytes = saved[i].Count * saved[i].Bytes;
+            offloaded[i] = Math.Min(bytes, size - begin);
+            begin += bytes;
+        }
+        return Math.Min(size, total);
     }
 
     /// <summary>Bytes the caching allocator counts beyond a request of <paramref name="bytes"/>: nothing below
@@ -91,7 +120,7 @@ public static class Offload
         return best < bytes + LargeBuffer ? best - bytes : RoundUp(bytes, RoundLarge) - bytes;
     }
 
-    private static bool Before(LayerTensor a, LayerTensor b) =>
+    private static bool Before(SavedTensor a, SavedTensor b) =>
         a.Strided != b.Strided ? !a.Strided : a.Bytes > b.Bytes;
 
     private static double RoundUp(double bytes, double unit) => Math.Ceiling(bytes / unit) * unit;

@@ -86,7 +86,7 @@ public static class ClosedForm
         }
         if (k.P > 1 && !(k.P2pOverlapped && k.V > 1))
             stalls += k.M * (2 * k.V - (rank == 0 || rank == k.P - 1 ? 1 : 0)) * k.P2p;
-        return stalls;
+        return stalls + k.M * k.V * (k.CpuOffloadForwardStall + k.CpuOffloadBackwardStall);
     }
 
     /// <summary>Data-parallel gradient reduction left exposed after the last backward of a rank.</summary>

@@ -67,6 +67,11 @@ public readonly struct PipelineCosts
     /// <summary>Megatron-Kwai's alpha (the chunks' offload: <see cref="ChunkCosts.Offloaded"/>).</summary>
     public double OffloadRatio { get; init; }
 
+    /// <summary>Megatron-core's CPU offloading: what one micro-batch's forward and backward wait for its copies
+    /// (<see cref="CpuOffloading.Stall"/>); part of neither chunk's forward nor its backward.</summary>
+    public double CpuOffloadForwardStall { get; init; }
+    public double CpuOffloadBackwardStall { get; init; }
+
     // Activation bytes of one micro-batch kept from forward to backward, beyond the chunks'.
     public double FirstExtraActivations { get; init; }
     public double LastExtraActivations { get; init; }
@@ -199,6 +204,8 @@ public readonly struct PipelineCosts
             int recomputed = Flops.RecomputedLayers(c, layers);
             // A chunk without layers (the embedding or loss counted as its one layer) keeps none.
             double activations = layers > 0 ? layers * Activations.PerLayerKept(act, r, layers) : 0;
+            // Megatron-core's CPU offloading (one chunk: p = 1): the first N layers' saved activations leave the GPU.
+            activations -= Math.Min(layers, c.CpuOffloadingLayers) * act.Saved;
             // Megatron-Kwai's offload runs one chunk ahead and behind the compute stream: at any moment the offloaded
             // part of further chunks is still (or already again) on the GPU besides the chunk in use.
             var offload = Offload.Chunk(tensors, c, layers, activations);
@@ -234,6 +241,8 @@ public readonly struct PipelineCosts
         int firstLayers = c.LayersInChunk(m, 0, 0), lastLayers = c.LayersInChunk(m, p - 1, v - 1);
         int middleLayers = c.LayersInChunk(m, middleStage % p, middleStage / p);
         var middle = Chunk(middleLayers, tensors);
+        int cpuLayers = c.CpuOffloadingLayers;
+        double cpuCopy = act.Saved / gpu.HostLinkBytesPerSecond;
         ChunkCosts? firstChunk = firstLayers != middleLayers ? Chunk(firstLayers, tensors) : null;
         ChunkCosts? lastChunk = lastLayers != middleLayers ? Chunk(lastLayers, tensors) : null;
 
@@ -265,7 +274,11 @@ public readonly struct PipelineCosts
             OffloadRatio = c.OffloadRatio,
             FirstExtraActivations = m.Dropout ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
             LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + 4 * logits,               // final norm in/out, fp32 softmax
-            BackwardTransient = recomputeWorkspace + gradientBuffers + middle.Offloaded * (OffloadWindowChunks - 1),
+            // Under CPU offloading one offloaded layer is back at a time ahead of its backward (its reload starts when backward
+            // reaches its window).
+            BackwardTransient = recomputeWorkspace + gradientBuffers + middle.Offloaded * (OffloadWindowChunks - 1) + (cpuLayers > 0 ? act.Saved : 0),
+            CpuOffloadForwardStall = cpuLayers > 0 ? CpuOffloading.Stall(m.NumLayers, cpuLayers, middle.Forward / middle.Layers, cpuCopy) : 0,
+            CpuOffloadBackwardStall = cpuLayers > 0 ? CpuOffloading.Stall(m.NumLayers, cpuLayers, middle.Backward / middle.Layers, cpuCopy) : 0,
             // Megatron's vocabulary-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py) casts the logits to
             // fp32, turns that copy into the softmax in place and saves it (counted above); beside it, while the loss forms,
             // the bf16 logits.

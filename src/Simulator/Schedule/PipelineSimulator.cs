@@ -115,9 +115,10 @@ public static class PipelineSimulator
         // cool-down each backward for the next one's reload; in the interleaved steady state one offload and one
         // reload (PCIe is full duplex) run from one backward's start to the next's, across a forward and a backward.
         bool pairs = k.V > 1 && !blocking;
-        double busy = offload <= 0 ? work
+        double busy = (offload <= 0 ? work
             : !pairs ? Math.Max(work, chunk.OffloadTransfer)
-            : forward ? work : Math.Max(work, chunk.OffloadTransfer - chunk.Forward);
+            : forward ? work : Math.Max(work, chunk.OffloadTransfer - chunk.Forward))
+            + (forward ? k.CpuOffloadForwardStall : k.CpuOffloadBackwardStall);
         bool receives = forward ? !first : !last;
         bool sends = forward ? !last : !first;
         return new KindCost(

@@ -150,6 +150,9 @@ public enum ContextParallelCommType
 /// <param name="MaxSplitSizeMb">PyTorch's PYTORCH_CUDA_ALLOC_CONF max_split_size_mb: the caching allocator neither splits
 /// cached blocks of at least this size nor serves smaller requests from them; null: PyTorch's default (no limit).
 /// Megatron-Kwai's ATC'24 launch script sets 21.</param>
+/// <param name="CpuOffloadingLayers">Megatron-core's --cpu-offloading-num-layers N (which turns on --cpu-offloading): the saved
+/// activations of the first N layers copied to host memory during forward and back during backward (Transformer Engine's
+/// cpu_offload_v1, through megatron/core/transformer/transformer_block.py); 0: off.</param>
 public sealed partial record RunDescription(
     int DataParallel = 1,
     int TensorParallel = 1,
@@ -182,7 +185,8 @@ public sealed partial record RunDescription(
     int? LayersInFirstPipelineStage = null,
     int? LayersInLastPipelineStage = null,
     bool AccountForEmbeddingInPipelineSplit = false,
-    bool AccountForLossInPipelineSplit = false)
+    bool AccountForLossInPipelineSplit = false,
+    int CpuOffloadingLayers = 0)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
@@ -274,6 +278,16 @@ public sealed partial record RunDescription(
                 e.Add("activation offload (Megatron-Kwai) needs the interleaved schedule (--num-layers-per-virtual-pipeline-stage).");
             if (PipelineParallel < 3)
                 e.Add($"activation offload (Megatron-Kwai) needs --pipeline-model-parallel-size of at least 3, not {PipelineParallel}.");
+        }
+        // megatron/core/transformer/transformer_config.py, __post_init__.
+        if (CpuOffloadingLayers < 0 || (CpuOffloadingLayers > 0 && CpuOffloadingLayers >= model.NumLayers))
+            e.Add($"--cpu-offloading-num-layers {CpuOffloadingLayers} must be at least 0 and less than --num-layers {model.NumLayers}.");
+        else if (CpuOffloadingLayers > 0)
+        {
+            if (PipelineParallel > 1) e.Add("--cpu-offloading does not run with pipeline parallelism (Megatron-core refuses it).");
+            if (RecomputeOrNone.Granularity != RecomputeGranularity.None)
+                e.Add("--cpu-offloading does not run with --recompute-granularity (Megatron-core refuses it).");
+            if (OffloadRatio > 0) e.Add("--cpu-offloading and --offload-ratio are two activation offloads; pass one.");
         }
         if (ZeroStage is < 0 or > 3)
             e.Add($"ZeRO stage {ZeroStage} is not one of 0, 1, 2, 3.");

@@ -17,7 +17,7 @@ public class NamespaceLayersTests
     private static readonly string[][] Layers =
     [
         ["Native"],                                   // libtorch, CUDA, NVRTC bindings
-        ["Autograd", "Data", "Distributed"],          // autograd helpers, datasets, communicators and process groups
+        ["Autograd", "Data", "Distributed", "Offload"], // autograd helpers, datasets, communicators and process groups, activation offload
         ["Fused"],                                    // the executor's CUDA kernels and their autograd functions
         ["Optimizer", "TensorParallel", "Transformer", "ContextParallel", "DataParallel", "PipelineParallel"],
         ["Training"],                                 // one loop, checkpoints, records

@@ -132,6 +132,21 @@ public class TrainingTests
         Assert.Contains("--make-vocab-size-divisible-by is 0", TrainingRun.Check(Small, Description, Settings(1) with { MakeVocabSizeDivisibleBy = 0 }, 1).Single());
     }
 
+    /// <summary>Megatron-core's CPU offloading on one device (the single-device trainer): the first layer's activations go to
+    /// host memory and back, and three steps give the same losses and gradient norms to the bit.</summary>
+    [Fact]
+    public void CpuOffloadingOnOneDeviceKeepsTheBits()
+    {
+        var settings = Settings(3) with { MockData = true, DataPath = null };
+        (float, float?)[] Steps(RunDescription d)
+        {
+            using var trainer = new Trainer(Small, d, settings);
+            return [.. Enumerable.Range(0, 3).Select(i => trainer.Step(i, 1e-3, CancellationToken.None)).Select(r => (r.Loss, r.GradNorm))];
+        }
+        Assert.True(Small.NumLayers > 1);
+        Assert.Equal(Steps(Description), Steps(Description with { CpuOffloadingLayers = 1 }));
+    }
+
     [Fact]
     public void EveryRecordedRowIsOnDiskBeforeTheRunEnds()
     {

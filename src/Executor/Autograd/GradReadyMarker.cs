@@ -1,7 +1,6 @@
-using Harness.Executor.Autograd;
 using static TorchSharp.torch;
 
-namespace Harness.Executor.DataParallel;
+namespace Harness.Executor.Autograd;
 
 /// <summary>
 /// Identity in forward; in backward, calls back once the gradient of its input is complete, i.e. once backward has

@@ -1,0 +1,125 @@
+using Harness.Executor.Native;
+using Harness.Simulator.Costs;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Offload;
+
+/// <summary>
+/// Megatron-Kwai's offload of one model chunk's saved activations for one micro-batch (ATC'24 artifact,
+/// megatron/core/pipeline_parallel/offload.py, ActivationGroup): the cut is <see cref="Simulator.Costs.Offload.Select"/>'s, the simulator's.
+/// Kwai's pack hook hands autograd a wrapper whose tensor it drops; here autograd holds the tensors themselves, so the
+/// memory goes by storage instead (<see cref="StorageBytes"/>): every storage a selected tensor views is emptied, each of its
+/// recorded tensors leaving its selected head on the host and its tail as a device copy (remained_not_offloaded; a view that
+/// shares a split storage and is not selected is copied whole, as Kwai clones the other views of a partially offloaded
+/// base), and the reload allocates the storage again and writes every recorded tensor back into its place, the same bits.
+/// What autograd saved of a storage beyond its recorded tensors would not be written back, so the layers record every view
+/// autograd keeps of a storage they record: the QKV projection holds V, and Q and K unless rotary made copies of them.
+/// <see cref="Begin"/> and <see cref="End"/> split each direction where the copies overlap compute.
+/// </summary>
+public sealed class ChunkOffload : IDisposable
+{
+    private readonly IHostLink link;
+    private readonly List<Part> parts = [];
+    private readonly List<Tensor> handles = [];
+    private readonly List<long> bytes = [];
+    private SavedActivations? saved;
+
+    /// <summary>A recorded tensor: its place, its head on the host and its tail on the device while offloaded.</summary>
+    private sealed record Part(int Handle, long[] Shape, long[] Strides, long Offset, Tensor Tail)
+    {
+        public Tensor? Head { get; set; }
+    }
+
+    /// <summary>Bytes of the recorded tensors the cut chooses from (those of at least the minimum size), each once.</summary>
+    public double SavedBytes { get; }
+
+    /// <summary>Bytes of them that went to the host.</summary>
+    public double OffloadedBytes { get; }
+
+    /// <summary>Bytes of them left on the device while offloaded.</summary>
+    public double ResidentBytes => SavedBytes - OffloadedBytes;
+
+    /// <summary>Cuts <paramref name="activations"/> at <paramref name="alpha"/> and starts copying the selected heads to the host.
+    /// Its tensors outlive the dispose scopes of the forward and backward that make them.</summary>
+    /// <param name="minBytes">Tensors below it stay (pack_hook's 1 MiB; Transformer Engine's offload takes every one).</param>
+    public ChunkOffload(SavedActivations activations, double alpha, IHostLink link, double minBytes = Simulator.Costs.Offload.MinTensorBytes)
+    {
+        (saved, this.link) = (activations, link);
+        var tensors = activations.Tensors;
+        var candidates = tensors.Select(t => new SavedTensor(Bytes(t), StorageBytes.Of(t) > Bytes(t))).ToArray();
+        var heads = new double[tensors.Count];
+        OffloadedBytes = Simulator.Costs.Offload.Select(candidates, alpha, heads, minBytes);
+        SavedBytes = candidates.Where(t => t.Bytes >= minBytes).Sum(t => t.Bytes);
+        link.AfterCompute();
+        using var _ = no_grad();
+        var emptied = new Dictionary<IntPtr, int>();
+        for (int i = 0; i < tensors.Count; i++)
+            if (heads[i] > 0) emptied.TryAdd(StorageBytes.Base(tensors[i]), emptied.Count);
+        foreach (var (storage, index) in emptied.OrderBy(e => e.Value))
+        {
+            var first = tensors.First(t => StorageBytes.Base(t) == storage);
+            handles.Add(StorageBytes.Handle(first).DetachFromDisposeScope());
+            bytes.Add(StorageBytes.Of(first));
+        }
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            if (!emptied.TryGetValue(StorageBytes.Base(tensors[i]), out int handle)) continue;
+            var t = tensors[i];
+            using var scope = NewDisposeScope();
+            var flat = t.reshape(-1);
+            long head = (long)(heads[i] / t.ElementSize), n = flat.shape[0];
+            var part = new Part(handle, t.shape, t.stride(), t.storage_offset(), flat.narrow(0, head, n - head).clone().DetachFromDisposeScope());
+            if (head > 0) part.Head = link.ToHost(flat.narrow(0, 0, head).contiguous()).DetachFromDisposeScope();
+            parts.Add(part);
+        }
+    }
+
+    /// <summary>Frees the emptied storages once the copies out of them are done: they stay allocated until then.</summary>
+    public void End()
+    {
+        link.Fence();
+        for (int h = 0; h < handles.Count; h++) StorageBytes.Resize(handles[h], 0);
+        saved?.Dispose();
+        saved = null;
+    }
+
+    /// <summary>Allocates the emptied storages again and starts copying the heads back.</summary>
+    public void BeginReload()
+    {
+        using var _ = no_grad();
+        for (int h = 0; h < handles.Count; h++) StorageBytes.Resize(handles[h], bytes[h]);
+        link.AfterCompute();
+        foreach (var part in parts)
+            if (part.Head is { } host)
+            {
+                part.Head = link.ToDevice(host, handles[part.Handle].device).DetachFromDisposeScope();
+                host.Dispose();
+            }
+    }
+
+    /// <summary>Writes every recorded tensor back into its storage once the copies are done.</summary>
+    public void EndReload()
+    {
+        link.Fence();
+        using var _ = no_grad();
+        foreach (var part in parts)
+        {
+            using var scope = NewDisposeScope();
+            var values = part.Head is { } head ? cat([head, part.Tail]) : part.Tail;
+            handles[part.Handle].as_strided(part.Shape, part.Strides, part.Offset).copy_(values.view(part.Shape));
+        }
+    }
+
+    private static double Bytes(Tensor t) => (double)t.NumberOfElements * t.ElementSize;
+
+    public void Dispose()
+    {
+        saved?.Dispose();
+        foreach (var part in parts)
+        {
+            part.Head?.Dispose();
+            part.Tail.Dispose();
+        }
+        foreach (var h in handles) h.Dispose();
+    }
+}

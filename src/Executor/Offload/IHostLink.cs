@@ -1,0 +1,49 @@
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Offload;
+
+/// <summary>
+/// The copies activation offload makes between the device and host memory. Copies are issued in order and complete by
+/// <see cref="Fence"/>; the compute stream's later work sees them then. On a CPU there is one memory and one stream: each copy
+/// is a separate host tensor, made at once.
+/// </summary>
+public interface IHostLink : IDisposable
+{
+    /// <summary>Makes later copies wait for what the compute stream has issued so far (the tensors they read or fill).</summary>
+    void AfterCompute();
+
+    /// <summary>A host copy of the contiguous device tensor <paramref name="source"/>, complete at the next <see cref="Fence"/>;
+    /// <paramref name="source"/> must stay allocated until then.</summary>
+    Tensor ToHost(Tensor source);
+
+    /// <summary>A device copy of the host tensor <paramref name="source"/> on <paramref name="device"/>, complete at the next
+    /// <see cref="Fence"/>; both must stay allocated until then.</summary>
+    Tensor ToDevice(Tensor source, Device device);
+
+    /// <summary>Makes the compute stream's later work wait for every copy issued so far.</summary>
+    void Fence();
+}
+
+/// <summary>The host link of a device.</summary>
+public static class HostLink
+{
+    /// <summary>A copy stream of its own on a GPU (<see cref="CudaHostLink"/>), plain copies on the CPU.</summary>
+    public static IHostLink For(Device device) =>
+        device.type == TorchSharp.DeviceType.CUDA ? new CudaHostLink(device.index < 0 ? 0 : device.index) : HostMemoryLink.Instance;
+}
+
+/// <summary>The CPU's: copies are made when asked.</summary>
+public sealed class HostMemoryLink : IHostLink
+{
+    public static readonly HostMemoryLink Instance = new();
+
+    public void AfterCompute() { }
+
+    public Tensor ToHost(Tensor source) => source.clone();
+
+    public Tensor ToDevice(Tensor source, Device device) => source.clone();
+
+    public void Fence() { }
+
+    public void Dispose() { }
+}
