@@ -36,7 +36,6 @@ public sealed class ParallelTrainer : IDisposable
     private readonly ScalarType dtype;
     private readonly ShardedTensorParallel tp;
     private readonly ContextParallelism? contextParallel;
-    private readonly Generator initGenerator;
     private readonly DropoutRng? dropout;
     private readonly List<ModelChunk> chunks = new();
     private readonly ChunkList container;
@@ -59,9 +58,9 @@ public sealed class ParallelTrainer : IDisposable
     /// <paramref name="device"/>: <see cref="Fusions"/>); dropout is the model's. Throws ArgumentException with the first
     /// reason it cannot run it.
     /// </summary>
-    /// <param name="seed">Weights are drawn from a generator of this seed plus 100 x the pipeline rank (Megatron's offset), so
-    /// tensor- and data-parallel peers draw the same full weights, independently of libtorch's global generator (in-process
-    /// ranks run concurrently); dropout streams are seeded by it too.</param>
+    /// <param name="seed">Every weight is drawn at full shape from a generator of this seed and the weight's name in the serial
+    /// model (<see cref="WeightInit"/>), so every rank holds exactly its slice of the serial model's weights from that seed,
+    /// independently of libtorch's global generator (in-process ranks run concurrently); dropout streams are seeded by it too.</param>
     /// <param name="lossScale">The loss-scaling settings, which apply by Megatron's rule (<see cref="GradScaler.For"/>).</param>
     public ParallelTrainer(ProcessGroups groups, ModelSpec model, RunDescription description, Device device, int seed, AdamSettings adam,
         LossScaleSettings? lossScale = null)
@@ -79,11 +78,10 @@ public sealed class ParallelTrainer : IDisposable
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1
             ? new ContextParallelism(groups.Context, parallel.ContextParallelComm, parallel.ContextParallelLevels.AllToAll) : null;
-        initGenerator = new Generator((ulong)(seed + 100 * groups.PipelineRank)); // a CPU generator (TransformerConfig)
         // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
         dropout = model.Dropout ? new DropoutRng(seed, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
-        var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
+        var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitSeed: seed, ContextParallel: contextParallel,
             UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
@@ -332,7 +330,6 @@ public sealed class ParallelTrainer : IDisposable
         container.Dispose();
         p2p?.Dispose();
         contextParallel?.Dispose();
-        initGenerator.Dispose();
         dropout?.Dispose();
     }
 }

@@ -31,7 +31,6 @@ public sealed class Trainer : ITrainStep
     private readonly ITokenSource source;
     private readonly GptSampler sampler;
     private readonly long[] hostTokens;
-    private readonly Generator initGenerator;
     private readonly DropoutRng? dropout;
     private GradScaler? scaler;
     private long peakMemory;
@@ -53,12 +52,11 @@ public sealed class Trainer : ITrainStep
         source = settings.MockData ? new MockTokenSource(model.VocabSize, settings.Seed) : new IndexedDataset(settings.DataPath!);
         sampler = new GptSampler(source, model.SeqLength, settings.Seed);
         manual_seed(settings.Seed);
-        initGenerator = new Generator((ulong)settings.Seed);
         var dtype = ExecutorSupport.ComputeDtype(description.Precision);
         Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype);
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
-        this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitGenerator: initGenerator,
+        this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,
             UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
         buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation);
         adam = new AdamW(buffer, settings.AdamOrDefault, Fusions.Kernels);
@@ -135,7 +133,6 @@ public sealed class Trainer : ITrainStep
     {
         adam.Dispose();
         buffer.Dispose();
-        initGenerator.Dispose();
         dropout?.Dispose();
         model.Dispose();
         (source as IDisposable)?.Dispose();

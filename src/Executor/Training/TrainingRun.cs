@@ -3,6 +3,7 @@ using Harness.Executor.Distributed;
 using Harness.Executor.Native;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Optimizer;
+using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
@@ -80,7 +81,8 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
     {
         int? queues = int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : null;
         var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues, Environment.GetEnvironmentVariable(AllocatorConf.Variable));
-        var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters);
+        var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters,
+            VocabPadding.Padded(model.VocabSize, settings.MakeVocabSizeDivisibleBy, 1));
         if (!step.Writer) return TrainingLoop.Run(step, run, recorder: null, log, cancel);
         log(ProgressLines.Start(run));
         foreach (var note in notes) log($"harness run: note: {note}");

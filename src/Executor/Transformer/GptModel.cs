@@ -33,19 +33,19 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         var c = chunk ?? PipelineChunk.Whole(m);
         // The last chunk of a pipeline keeps its own copy of a tied word embedding (Megatron's shared output weight).
         if (c.PreProcess || (c.PostProcess && m.TiedEmbeddings))
-            word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+            word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init(new(WeightRole.WordEmbeddings)));
         if (m.PositionEmbedding == PositionEmbedding.Learned)
         {
-            if (c.PreProcess) position_embeddings = new Parameter(config.Init(new long[] { m.PositionTableRows, m.HiddenSize }));
+            if (c.PreProcess) position_embeddings = new Parameter(config.Init(new(WeightRole.PositionEmbeddings))([m.PositionTableRows, m.HiddenSize]));
         }
         else
             rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device, m.RotaryBase);
-        layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
+        layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(i => new TransformerLayer(config, rotary, c.FirstLayer + i)).ToArray());
         groups = RecomputeGroups.Of(c.NumLayers, config.RecomputeOrNone);
         if (c.PostProcess)
         {
             final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
-            if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+            if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init(new(WeightRole.OutputLayer)));
         }
         RegisterComponents();
     }

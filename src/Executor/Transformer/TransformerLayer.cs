@@ -15,13 +15,14 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     private readonly DropoutRng? dropout;
     private readonly bool recomputeNorm;
 
-    public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(TransformerLayer))
+    /// <param name="layer">The layer's number in the serial model, which names its weights (<see cref="WeightKey"/>).</param>
+    public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary, int layer) : base(nameof(TransformerLayer))
     {
         var m = config.Model;
         input_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
-        self_attention = new SelfAttention(config, rotary);
+        self_attention = new SelfAttention(config, rotary, layer);
         pre_mlp_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
-        mlp = new Mlp(config);
+        mlp = new Mlp(config, layer);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;
         RegisterComponents();

@@ -17,7 +17,7 @@ public class RunValidationTests
         string dir = Path.Combine(Path.GetTempPath(), $"harness-validate-{Guid.NewGuid():N}", "run-a");
         Directory.CreateDirectory(dir);
         var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs)).ToList();
-        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1), records).Write(Path.Combine(dir, "summary.json"));
+        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1, model.VocabSize), records).Write(Path.Combine(dir, "summary.json"));
         return dir;
     }
 

@@ -16,8 +16,11 @@ public class ParallelRunCommandTests
     public void CpuRanksTrainAndRank0RecordsEveryRanksPeakMemoryAndCommunicationTime()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
-        int code = RunCommand.Run([.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2", "--out", dir]);
+        var (code, output, _) = ConsoleCapture.Run(RunCommand.Run,
+            [.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2", "--out", dir]);
         Assert.Equal(0, code);
+        Assert.Contains(", vocabulary padded to 256 rows (the serial model's 128: its losses differ from the serial run's by the extra rows in the softmax);",
+            output.Split('\n')[0]);
         var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
         Assert.Equal(4, lines.Length); // header + 3 iterations
         int communication = Array.IndexOf(lines[0].Split(','), "communication_ms");
@@ -39,6 +42,40 @@ public class ParallelRunCommandTests
         Assert.False(summary.RootElement.TryGetProperty("Parallel", out _));
         Assert.False(description.TryGetProperty("RecomputeOrNone", out _));
         Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>
+    /// The same seed draws the same initial weights in every layout (WeightInit), so a tensor 2 x pipeline 2 x data 2 run from the
+    /// command line trains as the serial run does, to float32 rounding, at every iteration: the vocabulary (128, divisible by
+    /// 64·2) is padded alike in both and dropout is off, so the layout's arithmetic is all that differs.
+    /// </summary>
+    [Fact]
+    public void ATensorPipelineDataParallelRunLosesWhatTheSerialRunLosesAtEveryIteration()
+    {
+        string[] model =
+        [
+            "--num-layers", "4", "--hidden-size", "32", "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
+            "--vocab-size", "128", "--make-vocab-size-divisible-by", "64", "--hidden-dropout", "0", "--attention-dropout", "0", "--mock-data",
+            "--train-iters", "5", "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "1e-3", "--device", "cpu",
+        ];
+        double[] Losses(params string[] layout)
+        {
+            string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+            var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. model, .. layout, "--out", dir]);
+            Assert.True(code == 0, error);
+            Assert.DoesNotContain("vocabulary padded", output);
+            var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
+            int loss = Array.IndexOf(lines[0].Split(','), "loss");
+            Directory.Delete(dir, recursive: true);
+            return lines.Skip(1).Select(l => double.Parse(l.Split(',')[loss], System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        }
+        var serial = Losses();
+        var parallel = Losses("--nproc-per-node", "8", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2");
+        Assert.Equal(5, serial.Length);
+        Assert.Equal(5, parallel.Length);
+        for (int i = 0; i < serial.Length; i++)
+            Assert.True(Math.Abs(parallel[i] - serial[i]) <= 1e-5 * Math.Abs(serial[i]), $"iteration {i + 1}: {parallel[i]} against the serial {serial[i]}");
+        Assert.True(serial[^1] < serial[0], "the serial run does not train");
     }
 
     /// <summary>

@@ -22,7 +22,10 @@ public static class ProgressLines
                 : $" full-recompute {r.Method.ToString().ToLowerInvariant()} {r.NumLayers}") +
             (r.NormOutputs ? " kwai-recompute-norm" : "") + (r.MlpActivation ? " kwai-recompute-mlp-activation" : "");
         return $"harness run: {run.Model.Name} ({run.Parameters:N0} parameters{(d.WorldSize > 1 ? " on rank 0" : "")}) on {run.Devices()}, " +
-               $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}; {run.Runtime}";
+               $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}" +
+               (run.PaddedBeyondSerial
+                   ? $", vocabulary padded to {run.Model.VocabSize} rows (the serial model's {run.SerialVocabSize}: its losses differ from the serial run's by the extra rows in the softmax)"
+                   : "") + $"; {run.Runtime}";
     }
 
     /// <summary>One iteration: loss, gradient norm (none when the step was skipped, as Megatron prints none), rate, time,
