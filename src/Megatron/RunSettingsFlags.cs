@@ -6,7 +6,7 @@ namespace Harness.Megatron;
 /// <summary>
 /// <see cref="RunSettings"/> by Megatron-LM's argument names (the learning-rate schedule, Adam, loss scaling, data, checkpoints, logging,
 /// profiling; megatron/training/arguments.py) and Harness's launch flags (<c>--device</c>, <c>--libtorch</c>, <c>--gpu</c>,
-/// <c>--nproc-per-node</c>, <c>--master-port</c>, <c>--out</c>). Every default is the record's own (<c>new RunSettings()</c>),
+/// <c>--nproc-per-node</c>, <c>--ranks-on-one-device</c>, <c>--master-port</c>, <c>--out</c>). Every default is the record's own (<c>new RunSettings()</c>),
 /// Megatron's where Megatron has one.
 /// </summary>
 public static class RunSettingsFlags
@@ -42,6 +42,7 @@ public static class RunSettingsFlags
         new("--libtorch", true, "folder of libtorch's .so files (default: the bundled CPU build, or python3's PyTorch)"),
         new("--gpu", true, $"GPU preset whose peak gives MFU ({string.Join(", ", GpuPresets.All.Keys)}; default h100-sxm)"),
         new("--nproc-per-node", true, "ranks to run on this node: threads on CPU, one process per GPU on CUDA (default 1)"),
+        new("--ranks-on-one-device", false, "run the --nproc-per-node ranks as threads of one process on one device (GPU 0 on CUDA): memory is their sum, timings are not a cluster's"),
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
         new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
     };
@@ -111,6 +112,7 @@ public static class RunSettingsFlags
             Gpu = gpu,
             NprocPerNode = cl.Int("--nproc-per-node") ?? d.NprocPerNode,
             MasterPort = cl.Int("--master-port") ?? d.MasterPort,
+            RanksOnOneDevice = cl.Switch("--ranks-on-one-device") || d.RanksOnOneDevice,
         };
         return settings;
     }
@@ -182,6 +184,7 @@ public static class RunSettingsFlags
         Text("--gpu", s.Gpu, d.Gpu);
         Long("--nproc-per-node", s.NprocPerNode, d.NprocPerNode);
         if (s.MasterPort is int port) Value("--master-port", port.ToString(CultureInfo.InvariantCulture));
+        if (s.RanksOnOneDevice) a.Add("--ranks-on-one-device");
         return a;
     }
 }

@@ -71,6 +71,9 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// </summary>
 /// <param name="Gpu">The GPU preset whose dense peak gives a GPU run's MFU (and that `validate` simulates on).</param>
 /// <param name="MakeVocabSizeDivisibleBy">Megatron's padding of the embedding and output tables to a multiple of this times t.</param>
+/// <param name="RanksOnOneDevice">All <see cref="NprocPerNode"/> ranks as threads of one process on one device (on CUDA, GPU 0),
+/// exchanging tensors through the in-process backend: every layout runs where one device is all there is, with the memory of
+/// all ranks on it and timings that are not a cluster's.</param>
 public sealed record RunSettings(
     long TrainIters = 150,
     int Seed = 1234,
@@ -90,7 +93,8 @@ public sealed record RunSettings(
     string? Libtorch = null,
     string Gpu = GpuPresets.DefaultName,
     int NprocPerNode = 1,
-    int? MasterPort = null)
+    int? MasterPort = null,
+    bool RanksOnOneDevice = false)
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();
@@ -124,6 +128,7 @@ public sealed record RunSettings(
         if (LogInterval < 1) e.Add($"--log-interval is {LogInterval}; it must be at least 1.");
         if (MakeVocabSizeDivisibleBy < 1) e.Add($"--make-vocab-size-divisible-by is {MakeVocabSizeDivisibleBy}; it must be at least 1.");
         if (NprocPerNode < 1) e.Add($"--nproc-per-node is {NprocPerNode}; it must be at least 1.");
+        else if (RanksOnOneDevice && NprocPerNode < 2) e.Add($"--ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is {NprocPerNode}, give at least 2.");
         if (MasterPort is < 1 or > 65535) e.Add($"--master-port {MasterPort} is not a TCP port (1 to 65535).");
         if (Profile is not null) e.AddRange(Profile.Validate(Device, TrainIters));
         return e;

@@ -79,10 +79,13 @@ public class RunValidationTests
     }
 
     [Fact]
-    public void CpuRunsAndFoldersWithoutASummaryAreOneSentence()
+    public void CpuRunsRunsOfRanksOnOneDeviceAndFoldersWithoutASummaryAreOneSentence()
     {
         var cpu = WriteRun(Caat, CaatRun with { Precision = Precision.Fp32 }, OnH200 with { Device = ExecutionDevice.Cpu }, 2000);
         Assert.Contains("ran on CPU", Assert.Throws<RunValidationException>(() => RunValidation.Of(cpu)).Message);
+        var oneGpu = WriteRun(Caat, CaatRun with { DataParallel = 2, GlobalBatch = 64 }, OnH200 with { NprocPerNode = 2, RanksOnOneDevice = true }, 2000);
+        Assert.EndsWith("ran its 2 ranks on one device (--ranks-on-one-device); its times and memory are not a cluster's, so there is nothing to compare.",
+            Assert.Throws<RunValidationException>(() => RunValidation.Of(oneGpu)).Message);
         var empty = Directory.CreateTempSubdirectory().FullName;
         Assert.Contains("holds no summary.json", Assert.Throws<RunValidationException>(() => RunValidation.Of(empty)).Message);
     }

@@ -79,6 +79,38 @@ public class ParallelRunCommandTests
     }
 
     /// <summary>
+    /// --ranks-on-one-device runs the ranks as threads of one process on one device (on CPU the in-process path every CPU run
+    /// takes, on CUDA the same on GPU 0): the same losses as without it, a first line saying that memory is the sum over ranks
+    /// and times are not a cluster's, and summary.json's settings recording it, for harness validate to refuse.
+    /// </summary>
+    [Fact]
+    public void RanksOnOneDeviceTrainAsThreadsAndTheRecordSaysSo()
+    {
+        string[] layout = [.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--use-distributed-optimizer"];
+        (string FirstLine, string[] Losses, JsonDocument Summary) Run(params string[] extra)
+        {
+            string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+            var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. layout, .. extra, "--out", dir]);
+            Assert.True(code == 0, error);
+            var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
+            int loss = Array.IndexOf(lines[0].Split(','), "loss");
+            var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+            Directory.Delete(dir, recursive: true);
+            return (output.Split('\n')[0], lines.Skip(1).Select(l => l.Split(',')[loss]).ToArray(), summary);
+        }
+        var threads = Run("--ranks-on-one-device");
+        var plain = Run();
+        Assert.Equal(plain.Losses, threads.Losses);
+        Assert.Contains("; all 4 ranks on one device as threads of one process: memory is the sum over ranks, and times are not a cluster's", threads.FirstLine);
+        Assert.DoesNotContain("on one device", plain.FirstLine);
+        Assert.True(threads.Summary.RootElement.GetProperty("Settings").GetProperty("RanksOnOneDevice").GetBoolean());
+        Assert.False(plain.Summary.RootElement.GetProperty("Settings").GetProperty("RanksOnOneDevice").GetBoolean());
+        var (refused, _, sentence) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--ranks-on-one-device"]);
+        Assert.Equal(2, refused);
+        Assert.Equal("harness run: --ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is 1, give at least 2.", sentence.Trim());
+    }
+
+    /// <summary>
     /// fp16 on two CPU ranks with Megatron's default initial scale 2^32, which overflows the tiny model's fp16 gradients at
     /// once (Fp16Tests): each of the three iterations is skipped (no norm), the scale goes 2^32 (hysteresis 2 spends one),
     /// 2^31, 2^30, and the learning rate holds at the schedule's first (linear decay over 3 iterations from 1e-3; Megatron

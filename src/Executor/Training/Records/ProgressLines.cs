@@ -25,6 +25,9 @@ public static class ProgressLines
                $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}" +
                (run.PaddedBeyondSerial
                    ? $", vocabulary padded to {run.Model.VocabSize} rows (the serial model's {run.SerialVocabSize}: its losses differ from the serial run's by the extra rows in the softmax)"
+                   : "") +
+               (run.Settings.RanksOnOneDevice
+                   ? $"; all {d.WorldSize} ranks on one device as threads of one process: memory is the sum over ranks, and times are not a cluster's (no NCCL, no overlap)"
                    : "") + $"; {run.Runtime}";
     }
 
