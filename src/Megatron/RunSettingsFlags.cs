@@ -31,6 +31,9 @@ public static class RunSettingsFlags
         new("--hysteresis", true, "overflowing iterations before the scale halves (default 2)"),
         new("--data-path", true, "prefix of a Megatron .bin/.idx dataset (default: the shipped corpus)"),
         new("--mock-data", false, "synthetic tokens instead of a dataset"),
+        new("--split", true, "training, validation and test weights of the documents, e.g. 969,30,1 (default: all train, no validation)"),
+        new("--eval-interval", true, "iterations between validation losses, and one after the last (default 1000)"),
+        new("--eval-iters", true, "global batches per validation loss (default 100; 0: none)"),
         new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
         new("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
         new("--log-interval", true, "print progress every N iterations (default 100, as Megatron)"),
@@ -47,15 +50,6 @@ public static class RunSettingsFlags
         new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
     };
 
-    /// <summary>Megatron's settings that `harness run` does not apply yet but that a run is expected to honour: refused in
-    /// one sentence each rather than accepted without effect.</summary>
-    public static readonly IReadOnlyDictionary<string, string> NotYetRun = new Dictionary<string, string>
-    {
-        ["--split"] = "--split (train/validation/test split) arrives with the validation loss; remove it for now.",
-        ["--eval-interval"] = "--eval-interval (validation loss) is not run yet; remove it for now.",
-        ["--eval-iters"] = "--eval-iters (validation loss) is not run yet; remove it for now.",
-    };
-
     private static readonly string[] DecayStyles = ["constant", "linear", "cosine", "inverse-square-root"];
 
     /// <summary>The settings the flags give; problems of reading go to <see cref="CommandLine.Errors"/>, those of range come
@@ -65,8 +59,6 @@ public static class RunSettingsFlags
         var d = new RunSettings();
         var dl = d.LearningRateOrDefault;
         var da = d.AdamOrDefault;
-        foreach (var line in cl.Ignored)
-            if (NotYetRun.TryGetValue(line.Split(' ')[0], out var sentence)) cl.Errors.Add(sentence);
         string? style = cl.String("--lr-decay-style");
         if (style is not null && !DecayStyles.Contains(style))
             cl.Errors.Add(style.Equals("WSD", StringComparison.OrdinalIgnoreCase)
@@ -100,6 +92,9 @@ public static class RunSettingsFlags
             LossScale = lossScale,
             DataPath = cl.String("--data-path") ?? d.DataPath,
             MockData = cl.Switch("--mock-data") || d.MockData,
+            Split = ReadSplit(cl),
+            EvalInterval = cl.Int("--eval-interval") ?? d.EvalInterval,
+            EvalIters = cl.Int("--eval-iters") ?? d.EvalIters,
             Save = cl.String("--save") ?? d.Save,
             Load = cl.String("--load") ?? d.Load,
             SaveInterval = cl.Int("--save-interval") ?? d.SaveInterval,
@@ -115,6 +110,14 @@ public static class RunSettingsFlags
             RanksOnOneDevice = cl.Switch("--ranks-on-one-device") || d.RanksOnOneDevice,
         };
         return settings;
+    }
+
+    private static DataSplit? ReadSplit(CommandLine cl)
+    {
+        if (cl.String("--split") is not string text) return null;
+        var split = DataSplit.Parse(text);
+        if (split is null) cl.Errors.Add($"--split '{text}' is not up to three weights (e.g. 969,30,1 or 98/2/0).");
+        return split;
     }
 
     /// <summary>Megatron's --profile with its step range; the step flags alone are an error, as they would do nothing.</summary>
@@ -167,6 +170,9 @@ public static class RunSettingsFlags
         Long("--hysteresis", ls.Hysteresis, dls.Hysteresis);
         Text("--data-path", s.DataPath, d.DataPath);
         if (s.MockData) a.Add("--mock-data");
+        if (s.Split is { } split) Value("--split", split.ToString());
+        Long("--eval-interval", s.EvalInterval, d.EvalInterval);
+        Long("--eval-iters", s.EvalIters, d.EvalIters);
         Text("--save", s.Save, d.Save);
         Text("--load", s.Load, d.Load);
         Long("--save-interval", s.SaveInterval, d.SaveInterval);

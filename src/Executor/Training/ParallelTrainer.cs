@@ -248,15 +248,7 @@ public sealed class ParallelTrainer : IDisposable
         using var scope = NewDisposeScope();
         Buffer.ZeroGrads();
         if (parallel.ZeroStage >= 2) distributedOptimizer!.ZeroGradShards();
-        int sequence = spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1);
-        long[] shape = [parallel.MicroBatch, sequence, spec.HiddenSize];
-        // Under context parallelism each rank takes its two chunks of every sequence (causal load balancing).
-        var local = contextParallel is null ? microBatch : i =>
-        {
-            var (tokens, labels) = microBatch(i);
-            return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
-        };
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1)
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, Local(microBatch), ActivationShape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1)
             ?? zeros(1, dtype: ScalarType.Float32, device: device);
         gradSync.Finish();
         bool skipped = false;
@@ -270,14 +262,55 @@ public sealed class ParallelTrainer : IDisposable
         // A skipped step leaves the weights, the master weights and Adam's state as they were, on every rank alike.
         var norm = skipped ? null
             : distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
-        // Report the loss everywhere: from the last stage, averaged over data (and context) replicas.
-        var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
-        if (parallel.PipelineParallel > 1) groups.Pipeline.Broadcast(reported, parallel.PipelineParallel - 1);
-        if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
+        var reported = Reported(loss);
         // After the loss's all-reduce on the same group, so the two never run on two streams at once.
         paramGather?.Start();
         var host = (norm is null ? reported : cat([reported, norm.reshape(1).to(ScalarType.Float32)])).cpu().data<float>().ToArray();
         return (host[0], norm is null ? null : host[1]);
+    }
+
+    /// <summary>
+    /// The validation loss of one global batch (Megatron's evaluate): the pipeline's forward passes alone over this rank's
+    /// micro-batches, without dropout, with every weight in place (a pending all-gather finished, ZeRO 3's units gathered and
+    /// released again after). Returns the mean loss on every rank.
+    /// </summary>
+    public float Evaluate(Func<int, (Tensor Tokens, Tensor Labels)> microBatch)
+    {
+        FinishParamSync();
+        if (dropout is not null) dropout.Evaluating = true;
+        try
+        {
+            using var scope = NewDisposeScope();
+            var loss = PipelineExecutor.Forward(chunks, p2p, MicroBatches, Local(microBatch), ActivationShape, dtype, device)
+                ?? zeros(1, dtype: ScalarType.Float32, device: device);
+            return Reported(loss).cpu().item<float>();
+        }
+        finally
+        {
+            if (dropout is not null) dropout.Evaluating = false;
+            partitioned?.ReleaseAll();
+        }
+    }
+
+    /// <summary>What travels between stages: [b, s, h] of this rank's sequence block.</summary>
+    private long[] ActivationShape =>
+        [parallel.MicroBatch, spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1), spec.HiddenSize];
+
+    /// <summary>This rank's part of each micro-batch: under context parallelism its two chunks of every sequence (causal load balancing).</summary>
+    private Func<int, (Tensor Tokens, Tensor Labels)> Local(Func<int, (Tensor Tokens, Tensor Labels)> microBatch) =>
+        contextParallel is null ? microBatch : i =>
+        {
+            var (tokens, labels) = microBatch(i);
+            return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
+        };
+
+    /// <summary>The loss on every rank: the last stage's, averaged over data (and context) replicas.</summary>
+    private Tensor Reported(Tensor loss)
+    {
+        var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
+        if (parallel.PipelineParallel > 1) groups.Pipeline.Broadcast(reported, parallel.PipelineParallel - 1);
+        if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
+        return reported;
     }
 
     /// <summary>

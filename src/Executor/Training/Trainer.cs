@@ -28,8 +28,9 @@ public sealed class Trainer : ITrainStep
     private readonly GptModel model;
     private readonly ParamAndGradBuffer buffer;
     private readonly AdamW adam;
-    private readonly ITokenSource source;
+    private readonly SplitData data;
     private readonly GptSampler sampler;
+    private readonly GptSampler? validation;
     private readonly long[] hostTokens;
     private readonly DropoutRng? dropout;
     private GradScaler? scaler;
@@ -49,8 +50,9 @@ public sealed class Trainer : ITrainStep
         bool cuda = settings.Device == ExecutionDevice.Cuda;
         device = cuda ? CUDA : CPU;
         DeviceName = DeviceProbe.Name(cuda, 0);
-        source = settings.MockData ? new MockTokenSource(model.VocabSize, settings.Seed) : new IndexedDataset(settings.DataPath!);
-        sampler = new GptSampler(source, model.SeqLength, settings.Seed);
+        data = SplitData.Open(settings, model.VocabSize, model.SeqLength);
+        sampler = new GptSampler(data.Train, model.SeqLength, settings.Seed);
+        validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength, settings.Seed);
         manual_seed(settings.Seed);
         var dtype = ExecutorSupport.ComputeDtype(description.Precision);
         Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype);
@@ -96,7 +98,7 @@ public sealed class Trainer : ITrainStep
             for (int i = 0; i < steps; i++)
             {
                 using var micro = NewDisposeScope();
-                var (tokens, labels) = NextMicroBatch(b, s);
+                var (tokens, labels) = NextMicroBatch(sampler, b, s);
                 var loss = model.forward(tokens, labels) / steps;
                 var scaled = scaler is null ? loss : loss * scaler.Scale;
                 BackwardFailure.Run(() => scaled.backward());
@@ -121,9 +123,33 @@ public sealed class Trainer : ITrainStep
         return new StepResult(stats[0], skipped ? null : stats[1], enqueued, synced, memory, peakMemory, null, cancel.IsCancellationRequested, scaler?.Scale);
     }
 
-    private (Tensor Tokens, Tensor Labels) NextMicroBatch(int b, int s)
+    public float Validate(long firstSample)
     {
-        sampler.Next(b, hostTokens);
+        int s = Model.SeqLength, b = description.MicroBatch, steps = description.NumMicroBatches;
+        validation!.Position = firstSample;
+        if (dropout is not null) dropout.Evaluating = true;
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var lossSum = zeros(1, dtype: ScalarType.Float32, device: device);
+            for (long i = 0; i < settings.EvalIters * steps; i++)
+            {
+                using var micro = NewDisposeScope();
+                var (tokens, labels) = NextMicroBatch(validation, b, s);
+                lossSum.add_(model.forward(tokens, labels).to(ScalarType.Float32));
+            }
+            return lossSum.cpu().item<float>() / (settings.EvalIters * steps);
+        }
+        finally
+        {
+            if (dropout is not null) dropout.Evaluating = false;
+        }
+    }
+
+    private (Tensor Tokens, Tensor Labels) NextMicroBatch(GptSampler from, int b, int s)
+    {
+        from.Next(b, hostTokens);
         TokenRange.Check(hostTokens, tokenizerVocab);
         var all = tensor(hostTokens, new long[] { b, s + 1 }).to(device);
         return (all[.., ..s], all[.., 1..]);
@@ -135,6 +161,6 @@ public sealed class Trainer : ITrainStep
         buffer.Dispose();
         dropout?.Dispose();
         model.Dispose();
-        (source as IDisposable)?.Dispose();
+        data.Dispose();
     }
 }

@@ -45,15 +45,15 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
 
     /// <summary>
     /// Opens the dataset and reads the checkpoint to load once, before any rank starts, so that a missing or damaged one, a
-    /// dataset shorter than a sample, or a checkpoint of another model or weight split is one sentence rather than the same
+    /// dataset (or a --split share) shorter than a sample, or a checkpoint of another model or weight split is one sentence rather than the same
     /// failure from every rank. Throws FileNotFoundException, InvalidDataException or ArgumentException with it.
     /// </summary>
     public void Prepare()
     {
-        if (!settings.MockData)
+        using (var data = SplitData.Open(settings, model.VocabSize, model.SeqLength))
         {
-            using var data = new IndexedDataset(settings.DataPath!);
-            _ = new GptSampler(data, model.SeqLength, settings.Seed);
+            _ = new GptSampler(data.Train, model.SeqLength, settings.Seed);
+            if (data.Valid is not null) _ = new GptSampler(data.Valid, model.SeqLength, settings.Seed);
         }
         if (settings.Load is not null)
         {

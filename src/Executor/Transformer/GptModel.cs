@@ -62,7 +62,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
                 : position_embeddings[..(int)tokens.shape[1]]);
         // Megatron's embedding dropout, after the sequence-parallel scatter (on this rank's block, from its own stream).
         h = config.TensorParallel.EnterDecoder(h);
-        return config.Dropout is { } rng && config.HiddenDropout > 0 ? DropoutOp.Apply(h, config.HiddenDropout, rng.NextHidden()) : h;
+        return DropoutRng.Rate(config.Dropout, config.HiddenDropout) is > 0 and var p ? DropoutOp.Apply(h, p, config.Dropout!.NextHidden()) : h;
     }
 
     /// <summary>The decoder layers, group by group (<see cref="RecomputeGroups"/>: under full recomputation a group keeps only its

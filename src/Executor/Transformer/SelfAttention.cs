@@ -88,8 +88,11 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     /// dropout(softmax(QKᵀ/√d + causal mask))·V, each key/value group serving its query heads; under context parallelism
     /// over every rank's keys and values, which travel as groups.
     /// </summary>
-    private Tensor CoreAttention(Tensor[] qkv) =>
-        contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2], attentionDropout, dropout)
-        : attentionDropout > 0 && dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, own)
-        : ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], attentionDropout);
+    private Tensor CoreAttention(Tensor[] qkv)
+    {
+        double p = DropoutRng.Rate(dropout, attentionDropout);
+        return contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2], p, dropout)
+            : p > 0 && dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], p, own)
+            : ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], p);
+    }
 }

@@ -38,5 +38,5 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Megatron's bias-dropout-add: dropout on a sublayer's output (its bias included) before the residual add.</summary>
-    private Tensor Drop(Tensor y) => dropout is null || hiddenDropout <= 0 ? y : DropoutOp.Apply(y, hiddenDropout, dropout.NextHidden());
+    private Tensor Drop(Tensor y) => DropoutRng.Rate(dropout, hiddenDropout) is > 0 and var p ? DropoutOp.Apply(y, p, dropout!.NextHidden()) : y;
 }

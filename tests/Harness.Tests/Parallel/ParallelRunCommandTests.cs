@@ -45,37 +45,59 @@ public class ParallelRunCommandTests
     }
 
     /// <summary>
-    /// The same seed draws the same initial weights in every layout (WeightInit), so a tensor 2 x pipeline 2 x data 2 run from the
-    /// command line trains as the serial run does, to float32 rounding, at every iteration: the vocabulary (128, divisible by
+    /// The same seed draws the same initial weights in every layout (WeightInit), so a run from the command line trains as the
+    /// serial run does, to float32 rounding, at every iteration, and its validation losses (forward only: the pipeline's forward
+    /// passes alone, ZeRO 3's units gathered, a pending all-gather finished) agree as well: the vocabulary (128, divisible by
     /// 64·2) is padded alike in both and dropout is off, so the layout's arithmetic is all that differs.
     /// </summary>
-    [Fact]
-    public void ATensorPipelineDataParallelRunLosesWhatTheSerialRunLosesAtEveryIteration()
+    [Theory]
+    [InlineData("--nproc-per-node 8 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2")]
+    [InlineData("--nproc-per-node 4 --pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 1 --use-distributed-optimizer --overlap-param-gather")]
+    [InlineData("--nproc-per-node 4 --tensor-model-parallel-size 2 --sequence-parallel --zero-stage 3")]
+    [InlineData("--nproc-per-node 2 --context-parallel-size 2")]
+    public void AParallelRunLosesWhatTheSerialRunLosesAtEveryIterationAndEveryValidation(string layout)
     {
         string[] model =
         [
             "--num-layers", "4", "--hidden-size", "32", "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
             "--vocab-size", "128", "--make-vocab-size-divisible-by", "64", "--hidden-dropout", "0", "--attention-dropout", "0", "--mock-data",
             "--train-iters", "5", "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "1e-3", "--device", "cpu",
+            "--split", "90,10,0", "--eval-interval", "2", "--eval-iters", "2",
         ];
-        double[] Losses(params string[] layout)
+        var serial = Losses(model);
+        var parallel = Losses([.. model, .. layout.Split(' ')]);
+        Assert.Equal(5, serial.Training.Length);
+        Assert.Equal(serial.Training.Length, parallel.Training.Length);
+        // after iterations 2 and 4 (the interval) and 5 (the last)
+        Assert.Equal([false, true, false, true, true], serial.Validation.Select(v => v is not null));
+        Assert.Equal(serial.Validation.Select(v => v is not null), parallel.Validation.Select(v => v is not null));
+        for (int i = 0; i < serial.Training.Length; i++)
         {
-            string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
-            var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. model, .. layout, "--out", dir]);
-            Assert.True(code == 0, error);
-            Assert.DoesNotContain("vocabulary padded", output);
-            var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
-            int loss = Array.IndexOf(lines[0].Split(','), "loss");
-            Directory.Delete(dir, recursive: true);
-            return lines.Skip(1).Select(l => double.Parse(l.Split(',')[loss], System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+            AssertClose(parallel.Training[i], serial.Training[i], $"iteration {i + 1}");
+            if (serial.Validation[i] is double v) AssertClose(parallel.Validation[i]!.Value, v, $"validation after iteration {i + 1}");
         }
-        var serial = Losses();
-        var parallel = Losses("--nproc-per-node", "8", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2");
-        Assert.Equal(5, serial.Length);
-        Assert.Equal(5, parallel.Length);
-        for (int i = 0; i < serial.Length; i++)
-            Assert.True(Math.Abs(parallel[i] - serial[i]) <= 1e-5 * Math.Abs(serial[i]), $"iteration {i + 1}: {parallel[i]} against the serial {serial[i]}");
-        Assert.True(serial[^1] < serial[0], "the serial run does not train");
+        Assert.True(serial.Training[^1] < serial.Training[0], "the serial run does not train");
+        Assert.NotEqual(serial.Validation[1], serial.Validation[3]); // each evaluation reads the validation samples after the last one's
+
+        static void AssertClose(double actual, double expected, string what) =>
+            Assert.True(Math.Abs(actual - expected) <= 1e-5 * Math.Abs(expected), $"{what}: {actual} against the serial {expected}");
+    }
+
+    /// <summary>metrics.csv's loss and validation_loss columns of a run of <paramref name="args"/> (and its first line says
+    /// nothing of padding beyond the serial model's).</summary>
+    internal static (double[] Training, double?[] Validation) Losses(string[] args)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. args, "--out", dir]);
+        Assert.True(code == 0, error);
+        Assert.DoesNotContain("vocabulary padded", output);
+        var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
+        var header = lines[0].Split(',').ToList();
+        Directory.Delete(dir, recursive: true);
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        var rows = lines.Skip(1).Select(l => l.Split(',')).ToList();
+        return (rows.Select(r => double.Parse(r[header.IndexOf("loss")], c)).ToArray(),
+            rows.Select(r => r[header.IndexOf("validation_loss")] is { Length: > 0 } v ? double.Parse(v, c) : (double?)null).ToArray());
     }
 
     /// <summary>

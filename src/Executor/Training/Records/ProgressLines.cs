@@ -31,6 +31,18 @@ public static class ProgressLines
                    : "") + $"; {run.Runtime}";
     }
 
+    /// <summary>Megatron's evaluate_and_print_results block (megatron/training/training.py): the validation loss and its
+    /// perplexity exp(min(20, loss)), between two rules as long as the line.</summary>
+    public static IEnumerable<string> Validation(long iteration, double loss)
+    {
+        var c = CultureInfo.InvariantCulture;
+        // Python's :.6E writes two exponent digits at least, as this custom format does (.NET's E6 writes three).
+        const string E6 = "0.000000E+00";
+        string line = $" validation loss at iteration {iteration} | lm loss value: {loss.ToString(E6, c)} | lm loss PPL: {Math.Exp(Math.Min(20, loss)).ToString(E6, c)} | ";
+        string rule = new('-', line.Length + 1);
+        return [rule, line, rule];
+    }
+
     /// <summary>One iteration: loss, gradient norm (none when the step was skipped, as Megatron prints none), rate, time,
     /// throughput per GPU (and TFLOP/s with MFU on a GPU), time in communication (parallel runs), peak memory (the maximum
     /// over ranks), the time the rest of the run should take; with a loss scaler, Megatron's "loss scale" and "number of
