@@ -37,6 +37,10 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         if (settings.DataPath is null == !settings.MockData) errors.Add("Give exactly one of --data-path PREFIX and --mock-data.");
         if (settings.Save is not null && File.Exists(settings.Save)) errors.Add($"--save '{settings.Save}' is a file; it must name a checkpoint folder (new or existing).");
         if (description.Precision == Precision.Bf16 && settings.Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
+        // DropoutRng reseeds libtorch's CUDA generator per draw (the flash kernel can draw from no other), and ranks that are
+        // threads on one GPU would share it: one rank's seed could reach another's draw.
+        if (settings.RanksOnOneDevice && settings.Device == ExecutionDevice.Cuda && model.Dropout)
+            errors.Add("--ranks-on-one-device on CUDA runs without dropout: the ranks would share libtorch's one CUDA generator, which each reseeds per mask; pass --hidden-dropout 0 --attention-dropout 0.");
         if (settings.Profile is not null && worldSize > 1)
             errors.Add("--profile opens the profiler range in single-device runs; profile a parallel run's ranks with nsys or ncu from the start instead.");
         if (!GpuPresets.All.ContainsKey(settings.Gpu)) errors.Add($"--gpu '{settings.Gpu}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");

@@ -130,6 +130,10 @@ public class ParallelRunCommandTests
         var (refused, _, sentence) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--ranks-on-one-device"]);
         Assert.Equal(2, refused);
         Assert.Equal("harness run: --ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is 1, give at least 2.", sentence.Trim());
+        // On CUDA the ranks would share libtorch's one CUDA generator, which dropout reseeds per mask: refused before anything starts.
+        var (noDropout, _, why) = ConsoleCapture.Run(RunCommand.Run, [.. layout, "--ranks-on-one-device", "--device", "cuda"]);
+        Assert.Equal(2, noDropout);
+        Assert.Contains("--ranks-on-one-device on CUDA runs without dropout", why);
     }
 
     /// <summary>
