@@ -23,7 +23,7 @@ public class RunValidationTests
 
     private static readonly ModelSpec Caat = ModelPresets.All["caat-1b"];
     private static readonly RunDescription CaatRun = new(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective);
-    private static readonly RunSettings OnH200 = new(MockData: true, Device: ExecutionDevice.Cuda, Gpu: "h200");
+    private static readonly RunSettings OnH200 = new(MockData: true, Device: ExecutionDevice.Cuda, Gpu: "h200", Split: new DataSplit(969, 30, 1), EvalInterval: 50);
 
     [Fact]
     public void TheEstimateIsTheSimulatorsForTheSameDescription()
