@@ -6,7 +6,7 @@ namespace Harness.Megatron;
 /// <summary>
 /// <see cref="RunSettings"/> by Megatron-LM's argument names (the learning-rate schedule, Adam, loss scaling, data, checkpoints, logging,
 /// profiling; megatron/training/arguments.py) and Harness's launch flags (<c>--device</c>, <c>--libtorch</c>, <c>--gpu</c>,
-/// <c>--nproc-per-node</c>, <c>--master-port</c>, <c>--out</c>). Every default is the record's own (<c>new RunSettings()</c>),
+/// <c>--nproc-per-node</c>, <c>--ranks-on-one-device</c>, <c>--master-port</c>, <c>--out</c>). Every default is the record's own (<c>new RunSettings()</c>),
 /// Megatron's where Megatron has one.
 /// </summary>
 public static class RunSettingsFlags
@@ -31,6 +31,9 @@ public static class RunSettingsFlags
         new("--hysteresis", true, "overflowing iterations before the scale halves (default 2)"),
         new("--data-path", true, "prefix of a Megatron .bin/.idx dataset (default: the shipped corpus)"),
         new("--mock-data", false, "synthetic tokens instead of a dataset"),
+        new("--split", true, "training, validation and test weights of the documents, e.g. 969,30,1 (default: all train, no validation)"),
+        new("--eval-interval", true, "iterations between validation losses, and one after the last (default 1000)"),
+        new("--eval-iters", true, "global batches per validation loss (default 100; 0: none)"),
         new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
         new("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
         new("--log-interval", true, "print progress every N iterations (default 100, as Megatron)"),
@@ -42,17 +45,9 @@ public static class RunSettingsFlags
         new("--libtorch", true, "folder of libtorch's .so files (default: the bundled CPU build, or python3's PyTorch)"),
         new("--gpu", true, $"GPU preset whose peak gives MFU ({string.Join(", ", GpuPresets.All.Keys)}; default h100-sxm)"),
         new("--nproc-per-node", true, "ranks to run on this node: threads on CPU, one process per GPU on CUDA (default 1)"),
+        new("--ranks-on-one-device", false, "run the --nproc-per-node ranks as threads of one process on one device (GPU 0 on CUDA): memory is their sum, timings are not a cluster's"),
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
         new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
-    };
-
-    /// <summary>Megatron's settings that `harness run` does not apply yet but that a run is expected to honour: refused in
-    /// one sentence each rather than accepted without effect.</summary>
-    public static readonly IReadOnlyDictionary<string, string> NotYetRun = new Dictionary<string, string>
-    {
-        ["--split"] = "--split (train/validation/test split) arrives with the validation loss; remove it for now.",
-        ["--eval-interval"] = "--eval-interval (validation loss) is not run yet; remove it for now.",
-        ["--eval-iters"] = "--eval-iters (validation loss) is not run yet; remove it for now.",
     };
 
     private static readonly string[] DecayStyles = ["constant", "linear", "cosine", "inverse-square-root"];
@@ -64,8 +59,6 @@ public static class RunSettingsFlags
         var d = new RunSettings();
         var dl = d.LearningRateOrDefault;
         var da = d.AdamOrDefault;
-        foreach (var line in cl.Ignored)
-            if (NotYetRun.TryGetValue(line.Split(' ')[0], out var sentence)) cl.Errors.Add(sentence);
         string? style = cl.String("--lr-decay-style");
         if (style is not null && !DecayStyles.Contains(style))
             cl.Errors.Add(style.Equals("WSD", StringComparison.OrdinalIgnoreCase)
@@ -99,6 +92,9 @@ public static class RunSettingsFlags
             LossScale = lossScale,
             DataPath = cl.String("--data-path") ?? d.DataPath,
             MockData = cl.Switch("--mock-data") || d.MockData,
+            Split = ReadSplit(cl),
+            EvalInterval = cl.Int("--eval-interval") ?? d.EvalInterval,
+            EvalIters = cl.Int("--eval-iters") ?? d.EvalIters,
             Save = cl.String("--save") ?? d.Save,
             Load = cl.String("--load") ?? d.Load,
             SaveInterval = cl.Int("--save-interval") ?? d.SaveInterval,
@@ -111,8 +107,17 @@ public static class RunSettingsFlags
             Gpu = gpu,
             NprocPerNode = cl.Int("--nproc-per-node") ?? d.NprocPerNode,
             MasterPort = cl.Int("--master-port") ?? d.MasterPort,
+            RanksOnOneDevice = cl.Switch("--ranks-on-one-device") || d.RanksOnOneDevice,
         };
         return settings;
+    }
+
+    private static DataSplit? ReadSplit(CommandLine cl)
+    {
+        if (cl.String("--split") is not string text) return null;
+        var split = DataSplit.Parse(text);
+        if (split is null) cl.Errors.Add($"--split '{text}' is not up to three weights (e.g. 969,30,1 or 98/2/0).");
+        return split;
     }
 
     /// <summary>Megatron's --profile with its step range; the step flags alone are an error, as they would do nothing.</summary>
@@ -165,6 +170,9 @@ public static class RunSettingsFlags
         Long("--hysteresis", ls.Hysteresis, dls.Hysteresis);
         Text("--data-path", s.DataPath, d.DataPath);
         if (s.MockData) a.Add("--mock-data");
+        if (s.Split is { } split) Value("--split", split.ToString());
+        Long("--eval-interval", s.EvalInterval, d.EvalInterval);
+        Long("--eval-iters", s.EvalIters, d.EvalIters);
         Text("--save", s.Save, d.Save);
         Text("--load", s.Load, d.Load);
         Long("--save-interval", s.SaveInterval, d.SaveInterval);
@@ -182,6 +190,7 @@ public static class RunSettingsFlags
         Text("--gpu", s.Gpu, d.Gpu);
         Long("--nproc-per-node", s.NprocPerNode, d.NprocPerNode);
         if (s.MasterPort is int port) Value("--master-port", port.ToString(CultureInfo.InvariantCulture));
+        if (s.RanksOnOneDevice) a.Add("--ranks-on-one-device");
         return a;
     }
 }

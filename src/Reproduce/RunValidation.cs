@@ -57,6 +57,8 @@ public sealed record RunValidation(
             var ran = SummaryRun.Of(root);
             if (ran.Device != ExecutionDevice.Cuda)
                 throw new RunValidationException($"{folder} ran on CPU; the simulator models GPUs, so there is nothing to compare.");
+            if (ran.RanksOnOneDevice)
+                throw new RunValidationException($"{folder} ran its {ran.Description.WorldSize} ranks on one device (--ranks-on-one-device); its times and memory are not a cluster's, so there is nothing to compare.");
             var preset = gpu ?? Preset(ran.Gpu, folder);
             int world = ran.Description.WorldSize;
             var estimate = Estimator.Estimate(ran.Model, new ClusterSpec(preset, world, Math.Min(world, preset.GpusPerNode)), ran.Description);
@@ -86,7 +88,7 @@ public sealed record RunValidation(
 }
 
 /// <summary>What a summary says ran: the model, the run description as run, the device kind and the GPU preset named.</summary>
-public sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu)
+public sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu, bool RanksOnOneDevice = false)
 {
     /// <summary>What a summary.json's root says ran: a summary as `harness run` writes it, or one recorded before the run
     /// description (<see cref="LegacyRunSummary"/>).</summary>
@@ -98,6 +100,6 @@ public sealed record SummaryRun(ModelSpec Model, RunDescription Description, Exe
     {
         var settings = root.GetProperty("Settings").Deserialize<RunSettings>(RunValidation.Json)!;
         return new SummaryRun(root.GetProperty("Model").Deserialize<ModelSpec>(RunValidation.Json)!,
-            root.GetProperty("Description").Deserialize<RunDescription>(RunValidation.Json)!, settings.Device, settings.Gpu);
+            root.GetProperty("Description").Deserialize<RunDescription>(RunValidation.Json)!, settings.Device, settings.Gpu, settings.RanksOnOneDevice);
     }
 }

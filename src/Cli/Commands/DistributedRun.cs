@@ -17,6 +17,9 @@ namespace Harness.Cli.Commands;
 /// - `--device cpu --nproc-per-node N`: N ranks as threads of this process (the in-process backend);
 /// - `--device cuda --nproc-per-node N`: this process launches N copies of itself, one per GPU, with torchrun's
 ///   variables, and waits (every rank's errors reach the user);
+/// - `--device cuda --nproc-per-node N --ranks-on-one-device`: N ranks as threads of this process on GPU 0, through the
+///   in-process backend (NCCL refuses two ranks on one GPU; the in-process backend exchanges CUDA tensors as it does CPU
+///   ones, every rank's kernels queued on the device's default stream in the order the exchanges allow);
 /// - started by torchrun, Slurm or the launcher above (RANK/SLURM_PROCID set): one rank over NCCL, the unique id
 ///   shared through MASTER_ADDR:MASTER_PORT.
 /// Every rank runs the executor's one loop (<see cref="TrainingRun.RunRank"/>); rank 0 writes metrics.csv (memory: the
@@ -30,6 +33,7 @@ public static class DistributedRun
         "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--num-layers-per-virtual-pipeline-stage",
         "--context-parallel-size", "--sequence-parallel", "--use-distributed-optimizer", "--zero-stage", "--sync-factor",
         "--cp-comm-type", "--hierarchical-context-parallel-sizes", "--overlap-grad-reduce", "--overlap-param-gather", "--ddp-bucket-size", "--nproc-per-node", "--master-port",
+        "--ranks-on-one-device",
     ];
 
     /// <summary>Whether the command line or the environment asks for more than one rank or a parallel layout.</summary>
@@ -40,15 +44,16 @@ public static class DistributedRun
     /// asks; <paramref name="args"/> are this command's, for the GPU ranks it starts.</summary>
     public static int Run(ModelSpec model, RunDescription description, RunSettings settings, IReadOnlyList<string> args, LaunchEnvironment env)
     {
-        bool cuda = settings.Device == ExecutionDevice.Cuda;
-        if (!cuda && env.IsDistributed) return RunCommand.UserError("--device cpu runs every rank as a thread of one process; start it once, without RANK/SLURM_PROCID.");
+        bool cuda = settings.Device == ExecutionDevice.Cuda, inProcess = !cuda || settings.RanksOnOneDevice;
+        if (inProcess && env.IsDistributed)
+            return RunCommand.UserError($"{(cuda ? "--ranks-on-one-device" : "--device cpu")} runs every rank as a thread of one process; start it once, without RANK/SLURM_PROCID.");
         var job = new TrainingRun(model, description, settings, settings.Out!, Console.WriteLine);
         // The dataset and the checkpoint opened once here: a missing or damaged one is one sentence and exit 2 rather than
         // the same failure from every rank.
         try { job.Prepare(); }
         catch (Exception e) when (e is FileNotFoundException or InvalidDataException or ArgumentException) { return RunCommand.UserError(e.Message); }
 
-        if (cuda && !env.IsDistributed && settings.NprocPerNode > 1)
+        if (!inProcess && !env.IsDistributed && settings.NprocPerNode > 1)
         {
             int port = settings.MasterPort ?? (int.TryParse(Environment.GetEnvironmentVariable("MASTER_PORT"), out int p) ? p : LaunchEnvironment.DefaultPort);
             var (file, prefix) = SelfCommand();
@@ -66,10 +71,11 @@ public static class DistributedRun
         Console.CancelKeyPress += stop;
         try
         {
-            if (!cuda)
+            if (inProcess)
             {
-                set_num_threads(Math.Max(1, Environment.ProcessorCount / world));
-                InProcessJob.Run(world, comm => job.RunRank(comm, CPU, 0, cancel.Token));
+                if (!cuda) set_num_threads(Math.Max(1, Environment.ProcessorCount / world));
+                var device = cuda ? new Device(DeviceType.CUDA, 0) : CPU;
+                InProcessJob.Run(world, comm => job.RunRank(comm, device, 0, cancel.Token));
             }
             else
             {

@@ -133,4 +133,32 @@ public static class PipelineExecutor
             if (!order[j].Forward) return (order[j].MicroBatch, order[j].Chunk);
         return null;
     }
+
+    /// <summary>
+    /// Megatron's forward_only (evaluation): the schedule's forward passes alone, under no_grad, each chunk receiving its input
+    /// from the previous stage and sending its output to the next. The caller holds every weight (ZeRO 3's units gathered).
+    /// </summary>
+    /// <returns>The mean loss over the micro-batches on the rank holding the last stage; null elsewhere.</returns>
+    public static Tensor? Forward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
+        Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device)
+    {
+        int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
+        using var _ = no_grad();
+        Tensor? lossSum = null;
+        foreach (var op in PipelineSchedule.Order(size, rank, chunks.Count, microBatches).Where(o => o.Forward))
+        {
+            using var scope = NewDisposeScope();
+            var chunk = chunks[op.Chunk];
+            var (tokens, labels) = microBatch(op.MicroBatch);
+            var hidden = chunk.Model.Decode(chunk.Part.PreProcess ? chunk.Model.Embed(tokens) : p2p!.RecvForward(activationShape, dtype, device));
+            if (!chunk.Part.PostProcess) p2p!.SendForward(hidden);
+            else
+            {
+                var loss = chunk.Model.Loss(hidden, labels).to(ScalarType.Float32) / microBatches;
+                lossSum = lossSum is null ? loss.DetachFromDisposeScope() : lossSum.add_(loss);
+            }
+        }
+        p2p?.Flush();
+        return lossSum;
+    }
 }

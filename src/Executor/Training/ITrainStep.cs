@@ -35,6 +35,11 @@ public interface ITrainStep : IDisposable
     /// <paramref name="cancel"/> is read after it; the returned <see cref="StepResult.Stop"/> is the same on every rank.</summary>
     StepResult Step(long iteration, double lr, CancellationToken cancel);
 
+    /// <summary>The validation loss (Megatron's evaluate): --eval-iters global batches of the validation share from its sample
+    /// <paramref name="firstSample"/> on, forward only and without dropout, the mean over their micro-batches; the same on every
+    /// rank (collective). Only for runs whose settings validate (<see cref="RunSettings.Validates"/>).</summary>
+    float Validate(long firstSample);
+
     /// <summary>Every rank's peak memory, in rank order (collective); null for a single device.</summary>
     IReadOnlyList<long>? PeakMemoryPerRank();
 }

@@ -25,8 +25,9 @@ public sealed class ParallelRank : ITrainStep
     private readonly Device device;
     private readonly ProcessGroups groups;
     private readonly ParallelTrainer trainer;
-    private readonly ITokenSource source;
+    private readonly SplitData data;
     private readonly GptSampler sampler;
+    private readonly GptSampler? validation;
     private readonly long[] host;
     private long peakMemory;
 
@@ -37,8 +38,9 @@ public sealed class ParallelRank : ITrainStep
         groups = ProcessGroups.Create(world, RankOrder.For(world.Size, description.TensorParallel, description.ContextParallel, description.PipelineParallel));
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, description.TensorParallel);
         trainer = new ParallelTrainer(groups, Model, description, device, settings.Seed, settings.AdamOrDefault, settings.LossScaleOrDefault);
-        source = settings.MockData ? new MockTokenSource(model.VocabSize, settings.Seed) : new IndexedDataset(settings.DataPath!);
-        sampler = new GptSampler(source, model.SeqLength, settings.Seed);
+        data = SplitData.Open(settings, model.VocabSize, model.SeqLength);
+        sampler = new GptSampler(data.Train, model.SeqLength, settings.Seed);
+        validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength, settings.Seed);
         host = new long[description.GlobalBatch * (model.SeqLength + 1)];
         DeviceName = DeviceProbe.Name(device.type == DeviceType.CUDA, localDevice);
     }
@@ -56,16 +58,8 @@ public sealed class ParallelRank : ITrainStep
     public StepResult Step(long iteration, double lr, CancellationToken cancel)
     {
         using var scope = NewDisposeScope();
-        int s = Model.SeqLength, g = description.GlobalBatch, b = description.MicroBatch, dp = description.DataParallel;
         var comm0 = trainer.CommunicationTime;
-        sampler.Next(g, host);
-        TokenRange.Check(host, tokenizerVocab);
-        var batch = tensor(host, [g, s + 1]).to(device);
-        var (loss, norm) = trainer.Step(lr, i =>
-        {
-            var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
-            return (rows[.., ..s], rows[.., 1..]);
-        }, iteration);
+        var (loss, norm) = trainer.Step(lr, NextBatch(sampler), iteration);
         long end = Stopwatch.GetTimestamp();
         double communicationMs = (trainer.CommunicationTime - comm0).TotalMilliseconds;
         long used = DeviceProbe.UsedBytes(device.type == DeviceType.CUDA, localDevice);
@@ -75,6 +69,33 @@ public sealed class ParallelRank : ITrainStep
         var maxima = agreed.cpu().data<double>().ToArray();
         // The step's loss and norm reached the host inside it (its one sync), so it was enqueued and synced by its end.
         return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, maxima[1] > 0, trainer.GradScaler?.Scale);
+    }
+
+    public float Validate(long firstSample)
+    {
+        validation!.Position = firstSample;
+        double sum = 0;
+        for (long i = 0; i < settings.EvalIters; i++)
+        {
+            using var scope = NewDisposeScope();
+            sum += trainer.Evaluate(NextBatch(validation));
+        }
+        return (float)(sum / settings.EvalIters);
+    }
+
+    /// <summary>The next global batch of <paramref name="from"/> (every rank reads the same), as this rank's micro-batch i: its
+    /// data-parallel share.</summary>
+    private Func<int, (Tensor Tokens, Tensor Labels)> NextBatch(GptSampler from)
+    {
+        int s = Model.SeqLength, b = description.MicroBatch, dp = description.DataParallel;
+        from.Next(description.GlobalBatch, host);
+        TokenRange.Check(host, tokenizerVocab);
+        var batch = tensor(host, [description.GlobalBatch, s + 1]).to(device);
+        return i =>
+        {
+            var rows = batch.narrow(0, (i * dp + groups.DataRank) * b, b);
+            return (rows[.., ..s], rows[.., 1..]);
+        };
     }
 
     public IReadOnlyList<long> PeakMemoryPerRank()
@@ -89,6 +110,6 @@ public sealed class ParallelRank : ITrainStep
     {
         trainer.Dispose();
         groups.Dispose();
-        (source as IDisposable)?.Dispose();
+        data.Dispose();
     }
 }

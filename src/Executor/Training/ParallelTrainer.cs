@@ -37,7 +37,6 @@ public sealed class ParallelTrainer : IDisposable
     private readonly ScalarType dtype;
     private readonly ShardedTensorParallel tp;
     private readonly ContextParallelism? contextParallel;
-    private readonly Generator initGenerator;
     private readonly DropoutRng? dropout;
     private readonly List<ModelChunk> chunks = new();
     private readonly ChunkList container;
@@ -61,9 +60,9 @@ public sealed class ParallelTrainer : IDisposable
     /// <paramref name="device"/>: <see cref="Fusions"/>); dropout is the model's. Throws ArgumentException with the first
     /// reason it cannot run it.
     /// </summary>
-    /// <param name="seed">Weights are drawn from a generator of this seed plus 100 x the pipeline rank (Megatron's offset), so
-    /// tensor- and data-parallel peers draw the same full weights, independently of libtorch's global generator (in-process
-    /// ranks run concurrently); dropout streams are seeded by it too.</param>
+    /// <param name="seed">Every weight is drawn at full shape from a generator of this seed and the weight's name in the serial
+    /// model (<see cref="WeightInit"/>), so every rank holds exactly its slice of the serial model's weights from that seed,
+    /// independently of libtorch's global generator (in-process ranks run concurrently); dropout streams are seeded by it too.</param>
     /// <param name="lossScale">The loss-scaling settings, which apply by Megatron's rule (<see cref="GradScaler.For"/>).</param>
     public ParallelTrainer(ProcessGroups groups, ModelSpec model, RunDescription description, Device device, int seed, AdamSettings adam,
         LossScaleSettings? lossScale = null)
@@ -81,11 +80,10 @@ public sealed class ParallelTrainer : IDisposable
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1
             ? new ContextParallelism(groups.Context, parallel.ContextParallelComm, parallel.ContextParallelLevels.AllToAll) : null;
-        initGenerator = new Generator((ulong)(seed + 100 * groups.PipelineRank)); // a CPU generator (TransformerConfig)
         // Fused kernels where they apply per rank: SwiGLU and the QKV rotary on this rank's heads (not under context
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
         dropout = model.Dropout ? new DropoutRng(seed, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
-        var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitGenerator: initGenerator, ContextParallel: contextParallel,
+        var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitSeed: seed, ContextParallel: contextParallel,
             UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
@@ -258,18 +256,10 @@ public sealed class ParallelTrainer : IDisposable
         using var scope = NewDisposeScope();
         Buffer.ZeroGrads();
         if (parallel.ZeroStage >= 2) distributedOptimizer!.ZeroGradShards();
-        int sequence = spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1);
-        long[] shape = [parallel.MicroBatch, sequence, spec.HiddenSize];
-        // Under context parallelism each rank takes its two chunks of every sequence (causal load balancing).
-        var local = contextParallel is null ? microBatch : i =>
-        {
-            var (tokens, labels) = microBatch(i);
-            return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
-        };
         var offload = parallel.OffloadRatio > 0 ? new ActivationOffloader(parallel.OffloadRatio, hostLink!) : null;
         Func<LayerOffloader>? layerOffload = parallel.CpuOffloadingLayers > 0 ? () => new LayerOffloader(spec.NumLayers, parallel.CpuOffloadingLayers, hostLink!) : null;
         var layerRecords = new List<OffloadRecord>();
-        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, local, shape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1,
+        var loss = PipelineExecutor.ForwardBackward(chunks, p2p, MicroBatches, Local(microBatch), ActivationShape, dtype, device, gradSync, paramGather, zero3, GradScaler?.Scale ?? 1,
                        offload, layerOffload, layerRecords)
                    ?? zeros(1, dtype: ScalarType.Float32, device: device);
         Offloaded = offload?.Records ?? layerRecords;
@@ -285,14 +275,55 @@ public sealed class ParallelTrainer : IDisposable
         // A skipped step leaves the weights, the master weights and Adam's state as they were, on every rank alike.
         var norm = skipped ? null
             : distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
-        // Report the loss everywhere: from the last stage, averaged over data (and context) replicas.
-        var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
-        if (parallel.PipelineParallel > 1) groups.Pipeline.Broadcast(reported, parallel.PipelineParallel - 1);
-        if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
+        var reported = Reported(loss);
         // After the loss's all-reduce on the same group, so the two never run on two streams at once.
         paramGather?.Start();
         var host = (norm is null ? reported : cat([reported, norm.reshape(1).to(ScalarType.Float32)])).cpu().data<float>().ToArray();
         return (host[0], norm is null ? null : host[1]);
+    }
+
+    /// <summary>
+    /// The validation loss of one global batch (Megatron's evaluate): the pipeline's forward passes alone over this rank's
+    /// micro-batches, without dropout, with every weight in place (a pending all-gather finished, ZeRO 3's units gathered and
+    /// released again after). Returns the mean loss on every rank.
+    /// </summary>
+    public float Evaluate(Func<int, (Tensor Tokens, Tensor Labels)> microBatch)
+    {
+        FinishParamSync();
+        if (dropout is not null) dropout.Evaluating = true;
+        try
+        {
+            using var scope = NewDisposeScope();
+            var loss = PipelineExecutor.Forward(chunks, p2p, MicroBatches, Local(microBatch), ActivationShape, dtype, device)
+                ?? zeros(1, dtype: ScalarType.Float32, device: device);
+            return Reported(loss).cpu().item<float>();
+        }
+        finally
+        {
+            if (dropout is not null) dropout.Evaluating = false;
+            partitioned?.ReleaseAll();
+        }
+    }
+
+    /// <summary>What travels between stages: [b, s, h] of this rank's sequence block.</summary>
+    private long[] ActivationShape =>
+        [parallel.MicroBatch, spec.SeqLength / parallel.ContextParallel / (parallel.SequenceParallel ? parallel.TensorParallel : 1), spec.HiddenSize];
+
+    /// <summary>This rank's part of each micro-batch: under context parallelism its two chunks of every sequence (causal load balancing).</summary>
+    private Func<int, (Tensor Tokens, Tensor Labels)> Local(Func<int, (Tensor Tokens, Tensor Labels)> microBatch) =>
+        contextParallel is null ? microBatch : i =>
+        {
+            var (tokens, labels) = microBatch(i);
+            return (contextParallel.Slice(tokens), contextParallel.Slice(labels));
+        };
+
+    /// <summary>The loss on every rank: the last stage's, averaged over data (and context) replicas.</summary>
+    private Tensor Reported(Tensor loss)
+    {
+        var reported = loss.reshape(1).to(ScalarType.Float32).contiguous();
+        if (parallel.PipelineParallel > 1) groups.Pipeline.Broadcast(reported, parallel.PipelineParallel - 1);
+        if (groups.DataWithContext.Size > 1) groups.DataWithContext.AllReduce(reported, ReduceOp.Avg);
+        return reported;
     }
 
     /// <summary>
@@ -346,7 +377,6 @@ public sealed class ParallelTrainer : IDisposable
         container.Dispose();
         p2p?.Dispose();
         contextParallel?.Dispose();
-        initGenerator.Dispose();
         dropout?.Dispose();
     }
 }

@@ -29,10 +29,10 @@ public sealed class Trainer : ITrainStep
     private readonly GptModel model;
     private readonly ParamAndGradBuffer buffer;
     private readonly AdamW adam;
-    private readonly ITokenSource source;
+    private readonly SplitData data;
     private readonly GptSampler sampler;
+    private readonly GptSampler? validation;
     private readonly long[] hostTokens;
-    private readonly Generator initGenerator;
     private readonly DropoutRng? dropout;
     private readonly IHostLink? hostLink;
     private GradScaler? scaler;
@@ -52,15 +52,15 @@ public sealed class Trainer : ITrainStep
         bool cuda = settings.Device == ExecutionDevice.Cuda;
         device = cuda ? CUDA : CPU;
         DeviceName = DeviceProbe.Name(cuda, 0);
-        source = settings.MockData ? new MockTokenSource(model.VocabSize, settings.Seed) : new IndexedDataset(settings.DataPath!);
-        sampler = new GptSampler(source, model.SeqLength, settings.Seed);
+        data = SplitData.Open(settings, model.VocabSize, model.SeqLength);
+        sampler = new GptSampler(data.Train, model.SeqLength, settings.Seed);
+        validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength, settings.Seed);
         manual_seed(settings.Seed);
-        initGenerator = new Generator((ulong)settings.Seed);
         var dtype = ExecutorSupport.ComputeDtype(description.Precision);
         Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype);
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
-        this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitGenerator: initGenerator,
+        this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,
             UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
         buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation);
         adam = new AdamW(buffer, settings.AdamOrDefault, Fusions.Kernels);
@@ -101,7 +101,7 @@ public sealed class Trainer : ITrainStep
             for (int i = 0; i < steps; i++)
             {
                 using var micro = NewDisposeScope();
-                var (tokens, labels) = NextMicroBatch(b, s);
+                var (tokens, labels) = NextMicroBatch(sampler, b, s);
                 // Megatron-core's CPU offloading: the layers' activations leave during forward and come back in backward.
                 using var layers = hostLink is null ? null : new LayerOffloader(Model.NumLayers, description.CpuOffloadingLayers, hostLink);
                 var loss = (layers is null ? model.forward(tokens, labels) : model.Loss(model.Decode(model.Embed(tokens), layers.AtLayerInput), labels)) / steps;
@@ -128,9 +128,33 @@ public sealed class Trainer : ITrainStep
         return new StepResult(stats[0], skipped ? null : stats[1], enqueued, synced, memory, peakMemory, null, cancel.IsCancellationRequested, scaler?.Scale);
     }
 
-    private (Tensor Tokens, Tensor Labels) NextMicroBatch(int b, int s)
+    public float Validate(long firstSample)
     {
-        sampler.Next(b, hostTokens);
+        int s = Model.SeqLength, b = description.MicroBatch, steps = description.NumMicroBatches;
+        validation!.Position = firstSample;
+        if (dropout is not null) dropout.Evaluating = true;
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var lossSum = zeros(1, dtype: ScalarType.Float32, device: device);
+            for (long i = 0; i < settings.EvalIters * steps; i++)
+            {
+                using var micro = NewDisposeScope();
+                var (tokens, labels) = NextMicroBatch(validation, b, s);
+                lossSum.add_(model.forward(tokens, labels).to(ScalarType.Float32));
+            }
+            return lossSum.cpu().item<float>() / (settings.EvalIters * steps);
+        }
+        finally
+        {
+            if (dropout is not null) dropout.Evaluating = false;
+        }
+    }
+
+    private (Tensor Tokens, Tensor Labels) NextMicroBatch(GptSampler from, int b, int s)
+    {
+        from.Next(b, hostTokens);
         TokenRange.Check(hostTokens, tokenizerVocab);
         var all = tensor(hostTokens, new long[] { b, s + 1 }).to(device);
         return (all[.., ..s], all[.., 1..]);
@@ -141,9 +165,8 @@ public sealed class Trainer : ITrainStep
         adam.Dispose();
         buffer.Dispose();
         hostLink?.Dispose();
-        initGenerator.Dispose();
         dropout?.Dispose();
         model.Dispose();
-        (source as IDisposable)?.Dispose();
+        data.Dispose();
     }
 }

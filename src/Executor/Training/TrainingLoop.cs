@@ -9,7 +9,7 @@ namespace Harness.Executor.Training;
 /// <summary>
 /// The training loop (Megatron's train()), the same for one device and for every rank of many: resume from --load, then
 /// per iteration the scheduled rate, one step, its record (time, throughput, TFLOP/s and MFU, loss, gradient norm, memory,
-/// the loss scale and the iterations skipped so far),
+/// the loss scale and the iterations skipped so far, the validation loss every --eval-interval and after the last),
 /// a checkpoint every --save-interval and after the last iteration, the CUDA profiler range of --profile; until
 /// --train-iters or cancellation (Ctrl-C), after which what was trained is saved too. Rank 0 records
 /// (<see cref="RunRecorder"/>); when a step fails after some iterations were recorded, their summary and plots are written
@@ -44,10 +44,14 @@ public static class TrainingLoop
                 // The period runs from the previous iteration's end to this one's: host time between steps included.
                 double elapsed = Stopwatch.GetElapsedTime(lastEnd, r.SyncedAt).TotalSeconds;
                 double tflops = flopsPerIteration / elapsed / d.WorldSize / 1e12;
+                // Megatron's evaluate after the step, outside its time: every --eval-interval and after the last iteration, each
+                // evaluation reading the validation samples after the previous one's.
+                double? validation = settings.ValidationDue(iteration)
+                    ? step.Validate((iteration - 1) / settings.EvalInterval * settings.EvalIters * d.GlobalBatch) : null;
                 recorder?.Append(new IterationRecord(iteration, elapsed * 1e3, tokens / elapsed / d.WorldSize, tflops, run.Mfu(tflops), r.Loss, r.GradNorm, lr,
                     r.MemoryUsedBytes, r.MemoryPeakBytes, Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds,
-                    Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs, r.LossScale, skipped));
-                lastEnd = r.SyncedAt;
+                    Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs, r.LossScale, skipped, validation));
+                lastEnd = validation is null ? r.SyncedAt : Stopwatch.GetTimestamp();
                 stopped = r.Stop && iteration < settings.TrainIters;
                 if (settings.CheckpointDue(iteration) || (stopped && settings.Save is not null)) step.Save(settings.Save!, iteration);
             }

@@ -3,6 +3,7 @@ using Harness.Executor.Distributed;
 using Harness.Executor.Native;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Optimizer;
+using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
@@ -36,6 +37,10 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         if (settings.DataPath is null == !settings.MockData) errors.Add("Give exactly one of --data-path PREFIX and --mock-data.");
         if (settings.Save is not null && File.Exists(settings.Save)) errors.Add($"--save '{settings.Save}' is a file; it must name a checkpoint folder (new or existing).");
         if (description.Precision == Precision.Bf16 && settings.Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
+        // DropoutRng reseeds libtorch's CUDA generator per draw (the flash kernel can draw from no other), and ranks that are
+        // threads on one GPU would share it: one rank's seed could reach another's draw.
+        if (settings.RanksOnOneDevice && settings.Device == ExecutionDevice.Cuda && model.Dropout)
+            errors.Add("--ranks-on-one-device on CUDA runs without dropout: the ranks would share libtorch's one CUDA generator, which each reseeds per mask; pass --hidden-dropout 0 --attention-dropout 0.");
         if (settings.Profile is not null && worldSize > 1)
             errors.Add("--profile opens the profiler range in single-device runs; profile a parallel run's ranks with nsys or ncu from the start instead.");
         if (!GpuPresets.All.ContainsKey(settings.Gpu)) errors.Add($"--gpu '{settings.Gpu}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
@@ -44,15 +49,15 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
 
     /// <summary>
     /// Opens the dataset and reads the checkpoint to load once, before any rank starts, so that a missing or damaged one, a
-    /// dataset shorter than a sample, or a checkpoint of another model or weight split is one sentence rather than the same
+    /// dataset (or a --split share) shorter than a sample, or a checkpoint of another model or weight split is one sentence rather than the same
     /// failure from every rank. Throws FileNotFoundException, InvalidDataException or ArgumentException with it.
     /// </summary>
     public void Prepare()
     {
-        if (!settings.MockData)
+        using (var data = SplitData.Open(settings, model.VocabSize, model.SeqLength))
         {
-            using var data = new IndexedDataset(settings.DataPath!);
-            _ = new GptSampler(data, model.SeqLength, settings.Seed);
+            _ = new GptSampler(data.Train, model.SeqLength, settings.Seed);
+            if (data.Valid is not null) _ = new GptSampler(data.Valid, model.SeqLength, settings.Seed);
         }
         if (settings.Load is not null)
         {
@@ -80,7 +85,8 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
     {
         int? queues = int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : null;
         var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues, Environment.GetEnvironmentVariable(AllocatorConf.Variable));
-        var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters);
+        var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters,
+            VocabPadding.Padded(model.VocabSize, settings.MakeVocabSizeDivisibleBy, 1));
         if (!step.Writer) return TrainingLoop.Run(step, run, recorder: null, log, cancel);
         log(ProgressLines.Start(run));
         foreach (var note in notes) log($"harness run: note: {note}");

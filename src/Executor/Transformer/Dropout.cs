@@ -35,6 +35,12 @@ public sealed class DropoutRng : IDisposable
             (replicated, modelParallel) = (new Generator((ulong)replicatedSeed), new Generator((ulong)modelParallelSeed));
     }
 
+    /// <summary>While set, nothing is dropped (Megatron's evaluate runs the model in eval mode): <see cref="Rate"/> is 0.</summary>
+    public bool Evaluating { get; set; }
+
+    /// <summary>The probability a dropout of probability <paramref name="p"/> drops with: none without streams or while evaluating.</summary>
+    public static double Rate(DropoutRng? rng, double p) => rng is null || rng.Evaluating ? 0 : p;
+
     /// <summary>Starts <paramref name="i"/>'s draws (each iteration's masks are its own, whatever ran before).</summary>
     public void StartIteration(long i) => (iteration, replicatedDraws, modelParallelDraws) = (i, 0, 0);
 

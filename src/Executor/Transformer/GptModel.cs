@@ -34,19 +34,19 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         var c = chunk ?? PipelineChunk.Whole(m);
         // The last chunk of a pipeline keeps its own copy of a tied word embedding (Megatron's shared output weight).
         if (c.PreProcess || (c.PostProcess && m.TiedEmbeddings))
-            word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+            word_embeddings = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init(new(WeightRole.WordEmbeddings)));
         if (m.PositionEmbedding == PositionEmbedding.Learned)
         {
-            if (c.PreProcess) position_embeddings = new Parameter(config.Init(new long[] { m.PositionTableRows, m.HiddenSize }));
+            if (c.PreProcess) position_embeddings = new Parameter(config.Init(new(WeightRole.PositionEmbeddings))([m.PositionTableRows, m.HiddenSize]));
         }
         else
             rotary = new RotaryEmbedding(m.HeadDim, m.SeqLength, config.ComputeDtype, config.Device, m.RotaryBase);
-        layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(_ => new TransformerLayer(config, rotary)).ToArray());
+        layers = new ModuleList<TransformerLayer>(Enumerable.Range(0, c.NumLayers).Select(i => new TransformerLayer(config, rotary, c.FirstLayer + i)).ToArray());
         groups = RecomputeGroups.Of(c.NumLayers, config.RecomputeOrNone);
         if (c.PostProcess)
         {
             final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
-            if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init);
+            if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init(new(WeightRole.OutputLayer)));
         }
         RegisterComponents();
     }
@@ -63,7 +63,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
                 : position_embeddings[..(int)tokens.shape[1]]);
         // Megatron's embedding dropout, after the sequence-parallel scatter (on this rank's block, from its own stream).
         h = config.TensorParallel.EnterDecoder(h);
-        return config.Dropout is { } rng && config.HiddenDropout > 0 ? DropoutOp.Apply(h, config.HiddenDropout, rng.NextHidden()) : h;
+        return DropoutRng.Rate(config.Dropout, config.HiddenDropout) is > 0 and var p ? DropoutOp.Apply(h, p, config.Dropout!.NextHidden()) : h;
     }
 
     /// <summary>The decoder layers, group by group (<see cref="RecomputeGroups"/>: under full recomputation a group keeps only its

@@ -17,15 +17,16 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     private readonly LinearLayer linear_fc1, linear_fc2;
     private readonly bool swiglu, fused, recomputeActivation;
 
-    public Mlp(TransformerConfig config) : base(nameof(Mlp))
+    /// <param name="layer">The layer's number in the serial model, which names its weights (<see cref="WeightKey"/>).</param>
+    public Mlp(TransformerConfig config, int layer) : base(nameof(Mlp))
     {
         var m = config.Model;
         var tp = config.TensorParallel;
         swiglu = m.Activation == Activation.SwiGlu;
         fused = config.UseFusedKernels && config.FusedSwiGlu;
         long fc1 = swiglu ? 2L * m.FfnHiddenSize : m.FfnHiddenSize;
-        linear_fc1 = tp.ColumnParallelLinear(m.HiddenSize, fc1, config.Bias, config.Init, stride: swiglu ? 2 : 1);
-        linear_fc2 = tp.RowParallelLinear(m.FfnHiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
+        linear_fc1 = tp.ColumnParallelLinear(m.HiddenSize, fc1, config.Bias, config.Init(new(WeightRole.LinearFc1, layer)), stride: swiglu ? 2 : 1);
+        linear_fc2 = tp.RowParallelLinear(m.FfnHiddenSize, m.HiddenSize, config.Bias, config.OutputInit(new(WeightRole.LinearFc2, layer)));
         recomputeActivation = config.RecomputeOrNone.MlpActivation;
         RegisterComponents();
     }

@@ -24,15 +24,16 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     private readonly double attentionDropout;
     private readonly DropoutRng? dropout;
 
-    public SelfAttention(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(SelfAttention))
+    /// <param name="layer">The layer's number in the serial model, which names its weights (<see cref="WeightKey"/>).</param>
+    public SelfAttention(TransformerConfig config, RotaryEmbedding? rotary, int layer) : base(nameof(SelfAttention))
     {
         var m = config.Model;
         var tp = config.TensorParallel;
         headDim = m.HeadDim;
         headsPerGroup = m.NumAttentionHeads / m.NumQueryGroups;
         localGroups = m.NumQueryGroups / tp.WorldSize;
-        linear_qkv = tp.ColumnParallelLinear(m.HiddenSize, m.QkvWidth, config.Bias, config.Init);
-        linear_proj = tp.RowParallelLinear(m.HiddenSize, m.HiddenSize, config.Bias, config.OutputInit);
+        linear_qkv = tp.ColumnParallelLinear(m.HiddenSize, m.QkvWidth, config.Bias, config.Init(new(WeightRole.LinearQkv, layer)));
+        linear_proj = tp.RowParallelLinear(m.HiddenSize, m.HiddenSize, config.Bias, config.OutputInit(new(WeightRole.LinearProj, layer)));
         this.rotary = rotary;
         contextParallel = config.ContextParallel;
         selectiveRecompute = config.RecomputeOrNone.Granularity == RecomputeGranularity.Selective;
@@ -90,8 +91,11 @@ public sealed class SelfAttention : nn.Module<Tensor, Tensor>
     /// dropout(softmax(QKᵀ/√d + causal mask))·V, each key/value group serving its query heads; under context parallelism
     /// over every rank's keys and values, which travel as groups.
     /// </summary>
-    private Tensor CoreAttention(Tensor[] qkv) =>
-        contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2], attentionDropout, dropout)
-        : attentionDropout > 0 && dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], attentionDropout, own)
-        : ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], attentionDropout);
+    private Tensor CoreAttention(Tensor[] qkv)
+    {
+        double p = DropoutRng.Rate(dropout, attentionDropout);
+        return contextParallel is not null ? contextParallel.Attention(qkv[0], qkv[1], qkv[2], p, dropout)
+            : p > 0 && dropout!.NextModelParallel() is { } own ? AttentionWithDropout.Apply(qkv[0], qkv[1], qkv[2], p, own)
+            : ScriptedKernels.CausalAttention(qkv[0], qkv[1], qkv[2], p);
+    }
 }

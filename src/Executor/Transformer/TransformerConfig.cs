@@ -10,9 +10,9 @@ namespace Harness.Executor.Transformer;
 /// tensor-parallel seam, and the recomputation (Megatron's granularity, method and number of layers). Parameters live in <see cref="ComputeDtype"/> (bf16 for mixed
 /// precision; float64 for gradient checks); weights are drawn in float32 and cast, and the optimizer's float32
 /// master weights start as copies of the bf16 parameters, as in Megatron's Float16OptimizerWithFloat16Params.
-/// Weights come from <see cref="InitGenerator"/> when given (a run's own seeded CPU generator, so concurrent runs in
-/// one process do not share libtorch's global one, and a seed means the same weights on CPU and GPU), else from the
-/// global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
+/// With <see cref="InitSeed"/> every weight is drawn on the CPU from a generator of its own (<see cref="WeightInit"/>: the
+/// same weights in every layout and on every device, and concurrent runs in one process do not share libtorch's global
+/// generator); without, from the global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
 /// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device. <see cref="FusedSwiGlu"/>
 /// (Megatron's --bias-swiglu-fusion) lets the MLP use the fused SwiGLU kernel among them.
 /// <see cref="HiddenDropout"/> (after the attention and MLP outputs, and on the embeddings) draws its masks from
@@ -26,7 +26,7 @@ public sealed record TransformerConfig(
     ITensorParallel TensorParallel,
     RecomputeSpec? Recompute = null,
     double InitStd = 0.02,
-    Generator? InitGenerator = null,
+    long? InitSeed = null,
     IContextParallel? ContextParallel = null,
     bool UseFusedKernels = false,
     bool FusedSwiGlu = true,
@@ -39,18 +39,17 @@ public sealed record TransformerConfig(
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public ScalarType MasterDtype => ParamAndGradBuffer.MasterDtypeOf(ComputeDtype);
 
-    /// <summary>Megatron's init_method_normal: N(0, σ²) with σ = 0.02.</summary>
-    public InitMethod Init => shape => Normal(InitStd, shape);
+    /// <summary>Megatron's init_method_normal for the weight <paramref name="key"/> names: N(0, σ²) with σ = 0.02.</summary>
+    public InitMethod Init(WeightKey key) => shape => Normal(key, InitStd, shape);
 
     /// <summary>Megatron's scaled_init_method_normal for the layers that write into the residual stream: σ/√(2L).</summary>
-    public InitMethod OutputInit => shape => Normal(InitStd / Math.Sqrt(2.0 * Model.NumLayers), shape);
+    public InitMethod OutputInit(WeightKey key) => shape => Normal(key, InitStd / Math.Sqrt(2.0 * Model.NumLayers), shape);
 
-    private Tensor Normal(double std, long[] shape)
+    private Tensor Normal(WeightKey key, double std, long[] shape)
     {
-        // A run's own generator is a CPU one: the same seed gives the same weights on every device.
-        var w = InitGenerator is null
-            ? normal(0, std, shape, dtype: MasterDtype, device: Device)
-            : normal(0, std, shape, dtype: MasterDtype, generator: InitGenerator).to(Device);
+        var w = InitSeed is { } seed
+            ? WeightInit.Normal(seed, key, std, shape, MasterDtype).to(Device)
+            : normal(0, std, shape, dtype: MasterDtype, device: Device);
         return w.dtype == ComputeDtype ? w : w.to(ComputeDtype);
     }
 

@@ -16,13 +16,14 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     private readonly DropoutRng? dropout;
     private readonly bool recomputeNorm;
 
-    public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary) : base(nameof(TransformerLayer))
+    /// <param name="layer">The layer's number in the serial model, which names its weights (<see cref="WeightKey"/>).</param>
+    public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary, int layer) : base(nameof(TransformerLayer))
     {
         var m = config.Model;
         input_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
-        self_attention = new SelfAttention(config, rotary);
+        self_attention = new SelfAttention(config, rotary, layer);
         pre_mlp_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
-        mlp = new Mlp(config);
+        mlp = new Mlp(config, layer);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;
         RegisterComponents();
@@ -40,5 +41,5 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Megatron's bias-dropout-add: dropout on a sublayer's output (its bias included) before the residual add.</summary>
-    private Tensor Drop(Tensor y) => dropout is null || hiddenDropout <= 0 ? y : DropoutOp.Apply(y, hiddenDropout, dropout.NextHidden());
+    private Tensor Drop(Tensor y) => DropoutRng.Rate(dropout, hiddenDropout) is > 0 and var p ? DropoutOp.Apply(y, p, dropout!.NextHidden()) : y;
 }

@@ -71,6 +71,13 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// </summary>
 /// <param name="Gpu">The GPU preset whose dense peak gives a GPU run's MFU (and that `validate` simulates on).</param>
 /// <param name="MakeVocabSizeDivisibleBy">Megatron's padding of the embedding and output tables to a multiple of this times t.</param>
+/// <param name="RanksOnOneDevice">All <see cref="NprocPerNode"/> ranks as threads of one process on one device (on CUDA, GPU 0),
+/// exchanging tensors through the in-process backend: every layout runs where one device is all there is, with the memory of
+/// all ranks on it and timings that are not a cluster's.</param>
+/// <param name="Split">Megatron's --split of the dataset's documents into training, validation and test shares; null: every
+/// document trains and there is no validation set.</param>
+/// <param name="EvalInterval">Megatron's --eval-interval: iterations between validation losses (one more after the last iteration).</param>
+/// <param name="EvalIters">Megatron's --eval-iters: global batches of the validation share each validation loss averages over.</param>
 public sealed record RunSettings(
     long TrainIters = 150,
     int Seed = 1234,
@@ -90,7 +97,11 @@ public sealed record RunSettings(
     string? Libtorch = null,
     string Gpu = GpuPresets.DefaultName,
     int NprocPerNode = 1,
-    int? MasterPort = null)
+    int? MasterPort = null,
+    bool RanksOnOneDevice = false,
+    DataSplit? Split = null,
+    long EvalInterval = 1000,
+    long EvalIters = 100)
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();
@@ -124,10 +135,22 @@ public sealed record RunSettings(
         if (LogInterval < 1) e.Add($"--log-interval is {LogInterval}; it must be at least 1.");
         if (MakeVocabSizeDivisibleBy < 1) e.Add($"--make-vocab-size-divisible-by is {MakeVocabSizeDivisibleBy}; it must be at least 1.");
         if (NprocPerNode < 1) e.Add($"--nproc-per-node is {NprocPerNode}; it must be at least 1.");
+        else if (RanksOnOneDevice && NprocPerNode < 2) e.Add($"--ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is {NprocPerNode}, give at least 2.");
         if (MasterPort is < 1 or > 65535) e.Add($"--master-port {MasterPort} is not a TCP port (1 to 65535).");
         if (Profile is not null) e.AddRange(Profile.Validate(Device, TrainIters));
+        if (Split?.Problem is string split) e.Add(split);
+        if (EvalInterval < 1) e.Add($"--eval-interval is {EvalInterval}; it must be at least 1 iteration.");
+        if (EvalIters < 0) e.Add($"--eval-iters is {EvalIters}; it must be at least 0 (0: no validation loss).");
         return e;
     }
+
+    /// <summary>Whether the run computes validation losses: its split holds validation documents and --eval-iters is not 0
+    /// (Megatron's do_valid).</summary>
+    public bool Validates => Split is { Valid: > 0 } && EvalIters > 0;
+
+    /// <summary>Whether a validation loss follows iteration <paramref name="iterations"/>: every --eval-interval and after the last
+    /// (Megatron's train loop and its evaluation at the end of training).</summary>
+    public bool ValidationDue(long iterations) => Validates && (iterations % EvalInterval == 0 || iterations == TrainIters);
 
     /// <summary>Whether to save a checkpoint once <paramref name="iterations"/> are done: every --save-interval, and after the last.</summary>
     public bool CheckpointDue(long iterations) => Save is not null && (iterations == TrainIters || (SaveInterval > 0 && iterations % SaveInterval == 0));

@@ -68,7 +68,7 @@ public class DropoutTests
         {
             using var rng = new DropoutRng(11, 0, 0, false, CPU);
             using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float64, SerialTensorParallel.Instance, r,
-                InitGenerator: new Generator(4), HiddenDropout: 0.3, AttentionDropout: 0.3, Dropout: rng));
+                InitSeed: 4, HiddenDropout: 0.3, AttentionDropout: 0.3, Dropout: rng));
             rng.StartIteration(0);
             int s = spec.SeqLength;
             model.forward(batch[.., ..s], batch[.., 1..]).backward();

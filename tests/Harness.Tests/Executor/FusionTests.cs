@@ -24,7 +24,7 @@ public class FusionTests
         var spec = ModelTests.Tiny();
         var buffers = new[] { false, true }.Select(fusion =>
         {
-            var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.BFloat16, SerialTensorParallel.Instance, InitGenerator: new Generator(3)));
+            var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.BFloat16, SerialTensorParallel.Instance, InitSeed: 3));
             return (Model: model, Buffer: new ParamAndGradBuffer(model, ScalarType.BFloat16, gradientAccumulationFusion: fusion));
         }).ToArray();
         var (unfused, (model, buffer)) = (buffers[0].Buffer, buffers[1]);
@@ -62,7 +62,7 @@ public class FusionTests
         var spec = ModelTests.Tiny();
         var grads = new[] { false, true }.Select(fusion =>
         {
-            var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.BFloat16, SerialTensorParallel.Instance, InitGenerator: new Generator(3)));
+            var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.BFloat16, SerialTensorParallel.Instance, InitSeed: 3));
             var buffer = new ParamAndGradBuffer(model, ScalarType.BFloat16, gradientAccumulationFusion: fusion);
             using var generator = new Generator(9);
             buffer.ZeroGrads();

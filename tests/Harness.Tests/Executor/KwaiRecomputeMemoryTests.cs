@@ -57,11 +57,7 @@ public class KwaiRecomputeMemoryTests(ITestOutputHelper output)
         {
             ITensorParallel tp = t == 1 ? SerialTensorParallel.Instance : new ShardedTensorParallel(comm, sequenceParallel: true);
             using var rotary = new RotaryEmbedding(Spec.HeadDim, Spec.SeqLength, ScalarType.Float32, CPU);
-            var layers = ds.Select(d =>
-            {
-                using var init = new Generator(1);
-                return new TransformerLayer(new TransformerConfig(Spec, CPU, ScalarType.Float32, tp, d.Recompute, InitGenerator: init), rotary);
-            }).ToList();
+            var layers = ds.Select(d => new TransformerLayer(new TransformerConfig(Spec, CPU, ScalarType.Float32, tp, d.Recompute, InitSeed: 1), rotary, 0)).ToList();
             using var data = new Generator(2);
             using var x = randn([ds[0].MicroBatch, Spec.SeqLength / t, Spec.HiddenSize], generator: data).requires_grad_();
             // Three steps of each first: the scripted kernels compile and the allocator settles.

@@ -17,9 +17,8 @@ public class ModelTests
         bool gradientAccumulationFusion = false)
     {
         TorchRuntime.Initialize();
-        // A generator of the test's own: other tests draw from libtorch's global one concurrently.
-        var model = new GptModel(new TransformerConfig(spec, CPU, dtype, SerialTensorParallel.Instance, recompute,
-            InitGenerator: new Generator((ulong)seed)));
+        // Generators of the test's own (WeightInit): other tests draw from libtorch's global one concurrently.
+        var model = new GptModel(new TransformerConfig(spec, CPU, dtype, SerialTensorParallel.Instance, recompute, InitSeed: seed));
         return (model, new ParamAndGradBuffer(model, dtype, gradientAccumulationFusion: gradientAccumulationFusion));
     }
 

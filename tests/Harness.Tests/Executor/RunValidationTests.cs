@@ -17,13 +17,13 @@ public class RunValidationTests
         string dir = Path.Combine(Path.GetTempPath(), $"harness-validate-{Guid.NewGuid():N}", "run-a");
         Directory.CreateDirectory(dir);
         var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs)).ToList();
-        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1), records).Write(Path.Combine(dir, "summary.json"));
+        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1, model.VocabSize), records).Write(Path.Combine(dir, "summary.json"));
         return dir;
     }
 
     private static readonly ModelSpec Caat = ModelPresets.All["caat-1b"];
     private static readonly RunDescription CaatRun = new(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective);
-    private static readonly RunSettings OnH200 = new(MockData: true, Device: ExecutionDevice.Cuda, Gpu: "h200");
+    private static readonly RunSettings OnH200 = new(MockData: true, Device: ExecutionDevice.Cuda, Gpu: "h200", Split: new DataSplit(969, 30, 1), EvalInterval: 50);
 
     [Fact]
     public void TheEstimateIsTheSimulatorsForTheSameDescription()
@@ -79,10 +79,13 @@ public class RunValidationTests
     }
 
     [Fact]
-    public void CpuRunsAndFoldersWithoutASummaryAreOneSentence()
+    public void CpuRunsRunsOfRanksOnOneDeviceAndFoldersWithoutASummaryAreOneSentence()
     {
         var cpu = WriteRun(Caat, CaatRun with { Precision = Precision.Fp32 }, OnH200 with { Device = ExecutionDevice.Cpu }, 2000);
         Assert.Contains("ran on CPU", Assert.Throws<RunValidationException>(() => RunValidation.Of(cpu)).Message);
+        var oneGpu = WriteRun(Caat, CaatRun with { DataParallel = 2, GlobalBatch = 64 }, OnH200 with { NprocPerNode = 2, RanksOnOneDevice = true }, 2000);
+        Assert.EndsWith("ran its 2 ranks on one device (--ranks-on-one-device); its times and memory are not a cluster's, so there is nothing to compare.",
+            Assert.Throws<RunValidationException>(() => RunValidation.Of(oneGpu)).Message);
         var empty = Directory.CreateTempSubdirectory().FullName;
         Assert.Contains("holds no summary.json", Assert.Throws<RunValidationException>(() => RunValidation.Of(empty)).Message);
     }

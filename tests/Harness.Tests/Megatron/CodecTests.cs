@@ -121,7 +121,7 @@ public class CodecTests
         "--adam-eps 1e-5", "--clip-grad 0.5", "--loss-scale 4096", "--initial-loss-scale 65536", "--min-loss-scale 2",
         "--loss-scale-window 100", "--hysteresis 1", "--data-path /data/x_text_document", "--mock-data", "--save ck", "--load ck",
         "--save-interval 5", "--log-interval 10", "--make-vocab-size-divisible-by 64", "--device cuda --profile --profile-step-start 2 --profile-step-end 4",
-        "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--master-port 29600", "--out runs/x",
+        "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--nproc-per-node 4 --ranks-on-one-device", "--split 969,30,1", "--split 98/2", "--eval-interval 50", "--eval-iters 10", "--master-port 29600", "--out runs/x",
     ];
 
     private static RunSettings Settings(IEnumerable<string> args)
@@ -158,6 +158,12 @@ public class CodecTests
     [InlineData("--hysteresis 0", "--hysteresis is 0; it must be at least 1 iteration.")]
     [InlineData("--lr-decay-style WSD", "--lr-decay-style WSD (warmup-stable-decay) is not run yet")]
     [InlineData("--mock-data --data-path x", "Give one of --data-path PREFIX and --mock-data")]
+    [InlineData("--split none", "--split 'none' is not up to three weights (e.g. 969,30,1 or 98/2/0).")]
+    [InlineData("--split 0,1,0", "--split 0,1,0 leaves no documents to train on; give the first share a positive weight.")]
+    [InlineData("--split 0,0,0", "--split 0,0,0 is not three weights of at least 0 with a positive sum (e.g. 969,30,1).")]
+    [InlineData("--eval-interval 0", "--eval-interval is 0; it must be at least 1 iteration.")]
+    [InlineData("--eval-iters -1", "--eval-iters is -1; it must be at least 0 (0: no validation loss).")]
+    [InlineData("--ranks-on-one-device", "--ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is 1, give at least 2.")]
     public void OutOfRangeSettingsAreOneSentence(string line, string expected)
     {
         var cl = CommandLine.Parse(line.Split(' '), RunSettingsFlags.Flags);

@@ -73,7 +73,9 @@ internal static class ParallelRun
         var recomputed = Train(spec, config with { Recompute = recompute }, batches, initial);
         for (int r = 0; r < plain.Length; r++)
         {
-            Assert.Equal(plain[r].Losses, recomputed[r].Losses);
+            // The first forward is the same either way; later ones start from weights the recomputed gradients moved.
+            Assert.Equal(plain[r].Losses[0], recomputed[r].Losses[0]);
+            AssertSame(recomputed[r].Losses, plain[r].Losses, $"{recompute}: rank {r} losses");
             foreach (var (name, g) in plain[r].LastGrads.Where(g => !IsPiece(g.Key))) AssertSame(recomputed[r].LastGrads[name], g, $"{recompute}: rank {r} gradient of {name}");
             var pieces = plain[r].LastGrads.Keys.Where(IsPiece).Order(StringComparer.Ordinal).ToList();
             if (pieces.Count > 0)

@@ -16,8 +16,11 @@ public class ParallelRunCommandTests
     public void CpuRanksTrainAndRank0RecordsEveryRanksPeakMemoryAndCommunicationTime()
     {
         string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
-        int code = RunCommand.Run([.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2", "--out", dir]);
+        var (code, output, _) = ConsoleCapture.Run(RunCommand.Run,
+            [.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2", "--out", dir]);
         Assert.Equal(0, code);
+        Assert.Contains(", vocabulary padded to 256 rows (the serial model's 128: its losses differ from the serial run's by the extra rows in the softmax);",
+            output.Split('\n')[0]);
         var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
         Assert.Equal(4, lines.Length); // header + 3 iterations
         int communication = Array.IndexOf(lines[0].Split(','), "communication_ms");
@@ -39,6 +42,98 @@ public class ParallelRunCommandTests
         Assert.False(summary.RootElement.TryGetProperty("Parallel", out _));
         Assert.False(description.TryGetProperty("RecomputeOrNone", out _));
         Directory.Delete(dir, recursive: true);
+    }
+
+    /// <summary>
+    /// The same seed draws the same initial weights in every layout (WeightInit), so a run from the command line trains as the
+    /// serial run does, to float32 rounding, at every iteration, and its validation losses (forward only: the pipeline's forward
+    /// passes alone, ZeRO 3's units gathered, a pending all-gather finished) agree as well: the vocabulary (128, divisible by
+    /// 64·2) is padded alike in both and dropout is off, so the layout's arithmetic is all that differs.
+    /// </summary>
+    [Theory]
+    [InlineData("--nproc-per-node 8 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2")]
+    [InlineData("--nproc-per-node 4 --pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 1 --use-distributed-optimizer --overlap-param-gather")]
+    [InlineData("--nproc-per-node 4 --tensor-model-parallel-size 2 --sequence-parallel --zero-stage 3")]
+    [InlineData("--nproc-per-node 2 --context-parallel-size 2")]
+    public void AParallelRunLosesWhatTheSerialRunLosesAtEveryIterationAndEveryValidation(string layout)
+    {
+        string[] model =
+        [
+            "--num-layers", "4", "--hidden-size", "32", "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
+            "--vocab-size", "128", "--make-vocab-size-divisible-by", "64", "--hidden-dropout", "0", "--attention-dropout", "0", "--mock-data",
+            "--train-iters", "5", "--micro-batch-size", "1", "--global-batch-size", "4", "--lr", "1e-3", "--device", "cpu",
+            "--split", "90,10,0", "--eval-interval", "2", "--eval-iters", "2",
+        ];
+        var serial = Losses(model);
+        var parallel = Losses([.. model, .. layout.Split(' ')]);
+        Assert.Equal(5, serial.Training.Length);
+        Assert.Equal(serial.Training.Length, parallel.Training.Length);
+        // after iterations 2 and 4 (the interval) and 5 (the last)
+        Assert.Equal([false, true, false, true, true], serial.Validation.Select(v => v is not null));
+        Assert.Equal(serial.Validation.Select(v => v is not null), parallel.Validation.Select(v => v is not null));
+        for (int i = 0; i < serial.Training.Length; i++)
+        {
+            AssertClose(parallel.Training[i], serial.Training[i], $"iteration {i + 1}");
+            if (serial.Validation[i] is double v) AssertClose(parallel.Validation[i]!.Value, v, $"validation after iteration {i + 1}");
+        }
+        Assert.True(serial.Training[^1] < serial.Training[0], "the serial run does not train");
+        Assert.NotEqual(serial.Validation[1], serial.Validation[3]); // each evaluation reads the validation samples after the last one's
+
+        static void AssertClose(double actual, double expected, string what) =>
+            Assert.True(Math.Abs(actual - expected) <= 1e-5 * Math.Abs(expected), $"{what}: {actual} against the serial {expected}");
+    }
+
+    /// <summary>metrics.csv's loss and validation_loss columns of a run of <paramref name="args"/> (and its first line says
+    /// nothing of padding beyond the serial model's).</summary>
+    internal static (double[] Training, double?[] Validation) Losses(string[] args)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. args, "--out", dir]);
+        Assert.True(code == 0, error);
+        Assert.DoesNotContain("vocabulary padded", output);
+        var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
+        var header = lines[0].Split(',').ToList();
+        Directory.Delete(dir, recursive: true);
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        var rows = lines.Skip(1).Select(l => l.Split(',')).ToList();
+        return (rows.Select(r => double.Parse(r[header.IndexOf("loss")], c)).ToArray(),
+            rows.Select(r => r[header.IndexOf("validation_loss")] is { Length: > 0 } v ? double.Parse(v, c) : (double?)null).ToArray());
+    }
+
+    /// <summary>
+    /// --ranks-on-one-device runs the ranks as threads of one process on one device (on CPU the in-process path every CPU run
+    /// takes, on CUDA the same on GPU 0): the same losses as without it, a first line saying that memory is the sum over ranks
+    /// and times are not a cluster's, and summary.json's settings recording it, for harness validate to refuse.
+    /// </summary>
+    [Fact]
+    public void RanksOnOneDeviceTrainAsThreadsAndTheRecordSaysSo()
+    {
+        string[] layout = [.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--use-distributed-optimizer"];
+        (string FirstLine, string[] Losses, JsonDocument Summary) Run(params string[] extra)
+        {
+            string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+            var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. layout, .. extra, "--out", dir]);
+            Assert.True(code == 0, error);
+            var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
+            int loss = Array.IndexOf(lines[0].Split(','), "loss");
+            var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+            Directory.Delete(dir, recursive: true);
+            return (output.Split('\n')[0], lines.Skip(1).Select(l => l.Split(',')[loss]).ToArray(), summary);
+        }
+        var threads = Run("--ranks-on-one-device");
+        var plain = Run();
+        Assert.Equal(plain.Losses, threads.Losses);
+        Assert.Contains("; all 4 ranks on one device as threads of one process: memory is the sum over ranks, and times are not a cluster's", threads.FirstLine);
+        Assert.DoesNotContain("on one device", plain.FirstLine);
+        Assert.True(threads.Summary.RootElement.GetProperty("Settings").GetProperty("RanksOnOneDevice").GetBoolean());
+        Assert.False(plain.Summary.RootElement.GetProperty("Settings").GetProperty("RanksOnOneDevice").GetBoolean());
+        var (refused, _, sentence) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--ranks-on-one-device"]);
+        Assert.Equal(2, refused);
+        Assert.Equal("harness run: --ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is 1, give at least 2.", sentence.Trim());
+        // On CUDA the ranks would share libtorch's one CUDA generator, which dropout reseeds per mask: refused before anything starts.
+        var (noDropout, _, why) = ConsoleCapture.Run(RunCommand.Run, [.. layout, "--ranks-on-one-device", "--device", "cuda"]);
+        Assert.Equal(2, noDropout);
+        Assert.Contains("--ranks-on-one-device on CUDA runs without dropout", why);
     }
 
     /// <summary>

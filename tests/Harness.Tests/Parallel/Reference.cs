@@ -52,12 +52,11 @@ internal static class Reference
     public static Run Serial(ModelSpec spec, Tensor[] batches, int? microBatch = null)
     {
         double hiddenDropout = spec.HiddenDropout;
-        // Weights from the run's own generator: libtorch's global one is shared with every test running at the same time,
-        // and a draw of theirs between seeding and initializing would start this run from other weights.
-        using var init = new Generator(Seed);
+        // Weights from the run's own generators (WeightInit): libtorch's global one is shared with every test running at the
+        // same time, and a draw of theirs between seeding and initializing would start this run from other weights.
         using var dropout = hiddenDropout > 0 ? new DropoutRng(DropoutSeed, 0, 0, sequenceParallel: false, CPU) : null;
         using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance,
-            InitGenerator: init, HiddenDropout: hiddenDropout, Dropout: dropout));
+            InitSeed: Seed, HiddenDropout: hiddenDropout, Dropout: dropout));
         var initial = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
         using var adam = new AdamW(buffer, Adam);

@@ -10,7 +10,8 @@ namespace Harness.Executor.Training.Records;
 /// time rank 0 spent in communication during the iteration (null for single-device runs).
 /// GradNorm is null when the iteration skipped its optimizer step (its gradients overflowed); LossScale is the loss scaler's
 /// scale after the iteration (null when the run scales no loss), and SkippedIterations counts the run's skipped iterations
-/// up to and including this one (those before a resume too).
+/// up to and including this one (those before a resume too). ValidationLoss is the validation loss computed after the
+/// iteration (every --eval-interval and after the last; null otherwise), outside the iteration's time.
 /// </summary>
 public sealed record IterationRecord(
     long Iteration,
@@ -27,4 +28,5 @@ public sealed record IterationRecord(
     double EnqueueMs,
     double? CommunicationMs = null,
     double? LossScale = null,
-    long SkippedIterations = 0);
+    long SkippedIterations = 0,
+    double? ValidationLoss = null);

@@ -6,7 +6,7 @@ namespace Harness.Executor.Training.Records;
 /// <summary>
 /// metrics.csv: one row per iteration, written and flushed to the file as soon as the iteration ends, so a crash
 /// or Ctrl-C loses no recorded row. A resumed run (--load) appends to the file it finds. Empty fields: no gradient norm
-/// for a skipped iteration, no loss scale for a run that scales none, no communication for a single device.
+/// for a skipped iteration, no loss scale for a run that scales none, no communication for a single device, no validation loss between evaluations.
 /// </summary>
 public sealed class MetricsCsv : IDisposable
 {
@@ -17,7 +17,7 @@ public sealed class MetricsCsv : IDisposable
     {
         "iteration", "elapsed_ms", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "loss", "grad_norm",
         "learning_rate", "memory_used_bytes", "memory_peak_bytes", "host_gap_ms", "enqueue_ms", "communication_ms",
-        "loss_scale", "skipped_iterations",
+        "loss_scale", "skipped_iterations", "validation_loss",
     };
 
     public MetricsCsv(string path, bool append)
@@ -38,6 +38,7 @@ public sealed class MetricsCsv : IDisposable
             r.GradNorm?.ToString("R", c) ?? "", r.LearningRate.ToString("R", c), r.MemoryUsedBytes.ToString(c),
             r.MemoryPeakBytes.ToString(c), r.HostGapMs.ToString("F3", c), r.EnqueueMs.ToString("F3", c),
             r.CommunicationMs?.ToString("F3", c) ?? "", r.LossScale?.ToString("R", c) ?? "", r.SkippedIterations.ToString(c),
+            r.ValidationLoss?.ToString("R", c) ?? "",
         });
     }
 

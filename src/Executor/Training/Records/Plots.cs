@@ -1,21 +1,29 @@
 
 namespace Harness.Executor.Training.Records;
 
-/// <summary>PNG plots of a run (ScottPlot): loss and throughput per iteration.</summary>
+/// <summary>PNG plots of a run (ScottPlot): loss (and the validation loss where it was computed) and throughput per iteration.</summary>
 public static class Plots
 {
     public static void Write(string directory, IReadOnlyList<IterationRecord> records, string title)
     {
         if (records.Count == 0) return;
         double[] x = records.Select(r => (double)r.Iteration).ToArray();
-        Save(Path.Combine(directory, "loss.png"), x, records.Select(r => r.Loss).ToArray(), title, "loss");
+        var validated = records.Where(r => r.ValidationLoss is not null).ToList();
+        Save(Path.Combine(directory, "loss.png"), x, records.Select(r => r.Loss).ToArray(), title, "loss",
+            validated.Count == 0 ? null : (validated.Select(r => (double)r.Iteration).ToArray(), validated.Select(r => r.ValidationLoss!.Value).ToArray()));
         Save(Path.Combine(directory, "throughput.png"), x, records.Select(r => r.TokensPerSecondPerGpu).ToArray(), title, "tokens/s per GPU");
     }
 
-    private static void Save(string path, double[] x, double[] y, string title, string label)
+    private static void Save(string path, double[] x, double[] y, string title, string label, (double[] X, double[] Y)? validation = null)
     {
         var plot = new ScottPlot.Plot();
-        plot.Add.Scatter(x, y);
+        var train = plot.Add.Scatter(x, y);
+        if (validation is var (vx, vy))
+        {
+            train.LegendText = "training";
+            plot.Add.Scatter(vx, vy).LegendText = "validation";
+            plot.ShowLegend();
+        }
         plot.Title(title);
         plot.XLabel("iteration");
         plot.YLabel(label);

@@ -22,7 +22,25 @@ public static class ProgressLines
                 : $" full-recompute {r.Method.ToString().ToLowerInvariant()} {r.NumLayers}") +
             (r.NormOutputs ? " kwai-recompute-norm" : "") + (r.MlpActivation ? " kwai-recompute-mlp-activation" : "");
         return $"harness run: {run.Model.Name} ({run.Parameters:N0} parameters{(d.WorldSize > 1 ? " on rank 0" : "")}) on {run.Devices()}, " +
-               $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}; {run.Runtime}";
+               $"{d.Precision.ToString().ToLowerInvariant()}: {layout}, global batch {d.GlobalBatch} x s {run.Model.SeqLength}" +
+               (run.PaddedBeyondSerial
+                   ? $", vocabulary padded to {run.Model.VocabSize} rows (the serial model's {run.SerialVocabSize}: its losses differ from the serial run's by the extra rows in the softmax)"
+                   : "") +
+               (run.Settings.RanksOnOneDevice
+                   ? $"; all {d.WorldSize} ranks on one device as threads of one process: memory is the sum over ranks, and times are not a cluster's (no NCCL, no overlap)"
+                   : "") + $"; {run.Runtime}";
+    }
+
+    /// <summary>Megatron's evaluate_and_print_results block (megatron/training/training.py): the validation loss and its
+    /// perplexity exp(min(20, loss)), between two rules as long as the line.</summary>
+    public static IEnumerable<string> Validation(long iteration, double loss)
+    {
+        var c = CultureInfo.InvariantCulture;
+        // Python's :.6E writes two exponent digits at least, as this custom format does (.NET's E6 writes three).
+        const string E6 = "0.000000E+00";
+        string line = $" validation loss at iteration {iteration} | lm loss value: {loss.ToString(E6, c)} | lm loss PPL: {Math.Exp(Math.Min(20, loss)).ToString(E6, c)} | ";
+        string rule = new('-', line.Length + 1);
+        return [rule, line, rule];
     }
 
     /// <summary>One iteration: loss, gradient norm (none when the step was skipped, as Megatron prints none), rate, time,

@@ -5,11 +5,17 @@ namespace Harness.Executor.Training.Records;
 /// <summary>
 /// What ran, apart from what it measured: the model as built (its tables padded as Megatron pads them), the
 /// <see cref="RunDescription"/> as run (<see cref="ExecutorSupport.AsRun"/>) with a note per field the executor changed,
-/// the settings, and where: the device, the libtorch that ran it, the parameters of rank 0's part of the model.
+/// the settings, and where: the device, the libtorch that ran it, the parameters of rank 0's part of the model;
+/// <see cref="SerialVocabSize"/>: the rows the serial model's tables get from the same flags (Megatron pads to a multiple of
+/// 128·t, so a tensor-parallel run may hold more).
 /// </summary>
 public sealed record RunRecord(ModelSpec Model, RunDescription Description, RunSettings Settings, IReadOnlyList<string> Notes,
-    string Device, string Runtime, long Parameters)
+    string Device, string Runtime, long Parameters, int SerialVocabSize)
 {
+    /// <summary>Whether the tables hold more rows than the serial model's: the extra padding rows take part in the softmax, so
+    /// the losses differ from the serial run's by more than the layout's arithmetic (the rows both hold start equal: WeightInit).</summary>
+    public bool PaddedBeyondSerial => Model.VocabSize != SerialVocabSize;
+
     /// <summary>MFU of <paramref name="tflopsPerGpu"/> model TFLOP/s against the GPU preset's dense bf16 peak; none on CPU,
     /// which has no such peak.</summary>
     public double? Mfu(double tflopsPerGpu) =>

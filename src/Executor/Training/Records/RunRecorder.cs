@@ -35,6 +35,8 @@ public sealed class RunRecorder : IDisposable
             log(ProgressLines.Iteration(r, run, Remaining(r.Iteration), r.SkippedIterations - skippedAtLastLine));
             skippedAtLastLine = r.SkippedIterations;
         }
+        if (r.ValidationLoss is double validation)
+            foreach (var line in ProgressLines.Validation(r.Iteration, validation)) log(line);
     }
 
     /// <summary>The time the iterations left should take at the median pace of the last ten (the first, with its allocator

@@ -12,7 +12,8 @@ namespace Harness.Executor.Training.Records;
 /// simulator estimate of the same description (`harness validate`). For a parallel run, tokens per second are per GPU of
 /// its world and <see cref="PeakMemoryBytesPerRank"/> holds every rank's peak (<see cref="PeakMemoryBytes"/> is their maximum).
 /// <see cref="SkippedIterations"/> counts the iterations whose optimizer step was skipped on an overflow (those before a
-/// resume too); <see cref="FinalLossScale"/> is the loss scaler's last scale, null when the run scales no loss.
+/// resume too); <see cref="FinalLossScale"/> is the loss scaler's last scale, null when the run scales no loss;
+/// <see cref="FinalValidationLoss"/> the last validation loss (after the last iteration), null when the run computes none.
 /// </summary>
 public sealed record RunSummary(
     ModelSpec Model,
@@ -36,7 +37,8 @@ public sealed record RunSummary(
     IReadOnlyList<long>? PeakMemoryBytesPerRank = null,
     double? MedianCommunicationMs = null,
     long SkippedIterations = 0,
-    double? FinalLossScale = null)
+    double? FinalLossScale = null,
+    double? FinalValidationLoss = null)
 {
     public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null)
     {
@@ -56,7 +58,8 @@ public sealed record RunSummary(
             run.Settings.Device == ExecutionDevice.Cuda ? "NVML device memory used (CUDA context + caching allocator reserve)" : "process working set",
             Median(r => r.HostGapMs), Median(r => r.EnqueueMs), records.Count == 0 ? double.NaN : records[^1].Loss,
             peakPerRank, records.Any(r => r.CommunicationMs is not null) ? Median(r => r.CommunicationMs ?? 0) : null,
-            records.Count == 0 ? 0 : records[^1].SkippedIterations, records.Count == 0 ? null : records[^1].LossScale);
+            records.Count == 0 ? 0 : records[^1].SkippedIterations, records.Count == 0 ? null : records[^1].LossScale,
+            records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss);
     }
 
     public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
