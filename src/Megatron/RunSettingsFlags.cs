@@ -36,6 +36,8 @@ public static class RunSettingsFlags
         new("--eval-iters", true, "global batches per validation loss (default 100; 0: none)"),
         new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
         new("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
+        new("--exit-interval", true, "save (with --save) and exit once the iterations done are a multiple of N"),
+        new("--exit-duration-in-mins", true, "save (with --save) and exit after the first iteration that ends past M minutes"),
         new("--log-interval", true, "print progress every N iterations (default 100, as Megatron)"),
         new("--make-vocab-size-divisible-by", true, "pad the embedding and output tables to a multiple of this times t, as Megatron does (default 128)"),
         new("--profile", false, "open a CUDA profiler range (nsys --capture-range=cudaProfilerApi, ncu --profile-from-start off)"),
@@ -108,6 +110,8 @@ public static class RunSettingsFlags
             NprocPerNode = cl.Int("--nproc-per-node") ?? d.NprocPerNode,
             MasterPort = cl.Int("--master-port") ?? d.MasterPort,
             RanksOnOneDevice = cl.Switch("--ranks-on-one-device") || d.RanksOnOneDevice,
+            ExitInterval = cl.Int("--exit-interval") ?? d.ExitInterval,
+            ExitDurationInMins = cl.Int("--exit-duration-in-mins") ?? d.ExitDurationInMins,
         };
         return settings;
     }
@@ -191,6 +195,8 @@ public static class RunSettingsFlags
         Long("--nproc-per-node", s.NprocPerNode, d.NprocPerNode);
         if (s.MasterPort is int port) Value("--master-port", port.ToString(CultureInfo.InvariantCulture));
         if (s.RanksOnOneDevice) a.Add("--ranks-on-one-device");
+        if (s.ExitInterval is long exit) Value("--exit-interval", exit.ToString(CultureInfo.InvariantCulture));
+        if (s.ExitDurationInMins is int minutes) Value("--exit-duration-in-mins", minutes.ToString(CultureInfo.InvariantCulture));
         return a;
     }
 }

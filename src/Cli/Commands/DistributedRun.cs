@@ -66,22 +66,21 @@ public static class DistributedRun
         try { TorchRuntime.Initialize(settings.Device, settings.Libtorch); }
         catch (NativeLoadException e) { return RunCommand.UserError(e.Message); }
         int world = description.WorldSize;
-        using var cancel = new CancellationTokenSource();
-        ConsoleCancelEventHandler stop = (_, e) => { e.Cancel = true; cancel.Cancel(); };
-        Console.CancelKeyPress += stop;
+        var stop = RunCommand.NewStop(settings);
+        using var signals = new StopSignals(stop);
         try
         {
             if (inProcess)
             {
                 if (!cuda) set_num_threads(Math.Max(1, Environment.ProcessorCount / world));
                 var device = cuda ? new Device(DeviceType.CUDA, 0) : CPU;
-                InProcessJob.Run(world, comm => job.RunRank(comm, device, 0, cancel.Token));
+                InProcessJob.Run(world, comm => job.RunRank(comm, device, 0, stop));
             }
             else
             {
                 var timeout = TimeSpan.FromMinutes(10);
                 using var comm = NcclCommunicator.CreateWorld(env.Rank, env.WorldSize, env.LocalRank, id => TcpRendezvous.Share(env, id, timeout), timeout);
-                job.RunRank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank, cancel.Token);
+                job.RunRank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank, stop);
             }
         }
         catch (InvalidDataException e) { return RunCommand.UserError(e.Message + job.Kept); } // this GPU rank's data or checkpoint files
@@ -107,8 +106,7 @@ public static class DistributedRun
             Console.Error.WriteLine($"harness run: rank {env.Rank}: {e.Message}{job.Kept}");
             return 1;
         }
-        finally { Console.CancelKeyPress -= stop; }
-        return 0;
+        return StopSignals.ExitCode(job.Stopped);
     }
 
     /// <summary>How to start this program again: the apphost itself, or `dotnet harness.dll`.</summary>

@@ -45,20 +45,19 @@ public static class RunCommand
             Environment.SetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS", queues.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (AllocatorConf.For(d) is string allocator) Environment.SetEnvironmentVariable(AllocatorConf.Variable, allocator);
         if (cl.Ignored.Count > 0) Console.WriteLine($"harness run: Megatron-LM settings accepted but not applied by harness run: {string.Join(' ', cl.Ignored)}");
-        return DistributedRun.Requested(cl) ? DistributedRun.Run(m, d, s, args, env) : Train(new TrainingRun(m, d, s, s.Out!, Console.WriteLine), m, d);
+        return DistributedRun.Requested(cl) ? DistributedRun.Run(m, d, s, args, env) : Train(new TrainingRun(m, d, s, s.Out!, Console.WriteLine), m, d, s);
     }
 
     /// <summary>One device, in this process.</summary>
-    private static int Train(TrainingRun job, ModelSpec model, RunDescription description)
+    private static int Train(TrainingRun job, ModelSpec model, RunDescription description, RunSettings settings)
     {
-        using var cancel = new CancellationTokenSource();
-        ConsoleCancelEventHandler stop = (_, e) => { e.Cancel = true; cancel.Cancel(); };
-        Console.CancelKeyPress += stop;
+        var stop = NewStop(settings);
+        using var signals = new StopSignals(stop);
         try
         {
             job.Prepare();
-            job.RunSingleDevice(cancel.Token);
-            return 0;
+            job.RunSingleDevice(stop);
+            return StopSignals.ExitCode(job.Stopped);
         }
         catch (Exception e) when (e is NativeLoadException or FileNotFoundException or ArgumentException) { return UserError(e.Message); }
         catch (InvalidDataException e) { return UserError(e.Message + job.Kept); }
@@ -66,8 +65,12 @@ public static class RunCommand
         {
             return UserError(OutOfMemory.Sentence(model, description, rank: null) + job.Kept);
         }
-        finally { Console.CancelKeyPress -= stop; }
     }
+
+    /// <summary>What stops a run early: the signals, and --exit-duration-in-mins counted from now (Megatron counts from the
+    /// program's start, a few seconds earlier).</summary>
+    internal static RunStop NewStop(RunSettings settings) =>
+        new(settings.ExitDurationInMins is int minutes ? TimeSpan.FromMinutes(minutes) : null);
 
     internal static int UserError(string message)
     {

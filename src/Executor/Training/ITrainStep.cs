@@ -1,4 +1,5 @@
 using Harness.Executor.Fused;
+using Harness.Executor.Training.Records;
 using Harness.Simulator.Specs;
 
 namespace Harness.Executor.Training;
@@ -32,8 +33,8 @@ public interface ITrainStep : IDisposable
     void Save(string root, long iteration);
 
     /// <summary>Iteration <paramref name="iteration"/> (0-based) at rate <paramref name="lr"/>: one host sync at its end.
-    /// <paramref name="cancel"/> is read after it; the returned <see cref="StepResult.Stop"/> is the same on every rank.</summary>
-    StepResult Step(long iteration, double lr, CancellationToken cancel);
+    /// <paramref name="stop"/> is read after it; the returned <see cref="StepResult.Stop"/> is the same on every rank.</summary>
+    StepResult Step(long iteration, double lr, RunStop stop);
 
     /// <summary>The validation loss (Megatron's evaluate): --eval-iters global batches of the validation share from its sample
     /// <paramref name="firstSample"/> on, forward only and without dropout, the mean over their micro-batches; the same on every
@@ -48,9 +49,10 @@ public interface ITrainStep : IDisposable
 /// its work was enqueued and its results reached the host. <see cref="GradNorm"/> is null when the step was skipped (its
 /// gradients overflowed: Megatron reports no norm then); <see cref="LossScale"/> is the loss scaler's scale after the step,
 /// null when the run scales no loss. <see cref="MemoryPeakBytes"/> is the maximum over ranks; <see cref="CommunicationMs"/>
-/// the time this rank spent communicating (null for a single device).</summary>
+/// the time this rank spent communicating (null for a single device); <see cref="Stop"/> the stop due after it, agreed over
+/// the ranks.</summary>
 public readonly record struct StepResult(float Loss, float? GradNorm, long EnqueuedAt, long SyncedAt, long MemoryUsedBytes, long MemoryPeakBytes,
-    double? CommunicationMs, bool Stop, double? LossScale = null)
+    double? CommunicationMs, StopReason Stop, double? LossScale = null)
 {
     /// <summary>Whether the optimizer step was skipped on an overflow.</summary>
     public bool Skipped => GradNorm is null;

@@ -3,6 +3,7 @@ using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
+using Harness.Executor.Training.Records;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using TorchSharp;
@@ -55,7 +56,7 @@ public sealed class ParallelRank : ITrainStep
 
     public void Save(string root, long iteration) => DistributedCheckpoint.Save(root, iteration, settings.Seed, trainer, sampler);
 
-    public StepResult Step(long iteration, double lr, CancellationToken cancel)
+    public StepResult Step(long iteration, double lr, RunStop stop)
     {
         using var scope = NewDisposeScope();
         var comm0 = trainer.CommunicationTime;
@@ -64,11 +65,11 @@ public sealed class ParallelRank : ITrainStep
         double communicationMs = (trainer.CommunicationTime - comm0).TotalMilliseconds;
         long used = DeviceProbe.UsedBytes(device.type == DeviceType.CUDA, localDevice);
         peakMemory = Math.Max(peakMemory, used);
-        var agreed = tensor(new[] { (double)peakMemory, cancel.IsCancellationRequested ? 1 : 0 }, device: device);
+        var agreed = tensor(new[] { (double)peakMemory, (double)stop.Pending }, device: device);
         world.AllReduce(agreed, ReduceOp.Max);
         var maxima = agreed.cpu().data<double>().ToArray();
         // The step's loss and norm reached the host inside it (its one sync), so it was enqueued and synced by its end.
-        return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, maxima[1] > 0, trainer.GradScaler?.Scale);
+        return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, (StopReason)(int)maxima[1], trainer.GradScaler?.Scale);
     }
 
     public float Validate(long firstSample)

@@ -87,7 +87,7 @@ public sealed class Trainer : ITrainStep
     public IReadOnlyList<long>? PeakMemoryPerRank() => null;
 
     /// <summary>One iteration: GlobalBatch / MicroBatch micro-batches, then one optimizer step.</summary>
-    public StepResult Step(long iteration, double lr, CancellationToken cancel)
+    public StepResult Step(long iteration, double lr, RunStop stop)
     {
         int s = Model.SeqLength, b = description.MicroBatch, steps = description.NumMicroBatches;
         dropout?.StartIteration(iteration);
@@ -125,7 +125,7 @@ public sealed class Trainer : ITrainStep
         long synced = Stopwatch.GetTimestamp();
         long memory = DeviceProbe.UsedBytes(settings.Device == ExecutionDevice.Cuda, 0);
         peakMemory = Math.Max(peakMemory, memory);
-        return new StepResult(stats[0], skipped ? null : stats[1], enqueued, synced, memory, peakMemory, null, cancel.IsCancellationRequested, scaler?.Scale);
+        return new StepResult(stats[0], skipped ? null : stats[1], enqueued, synced, memory, peakMemory, null, stop.Pending, scaler?.Scale);
     }
 
     public float Validate(long firstSample)

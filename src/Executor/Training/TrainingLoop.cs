@@ -11,15 +11,18 @@ namespace Harness.Executor.Training;
 /// per iteration the scheduled rate, one step, its record (time, throughput, TFLOP/s and MFU, loss, gradient norm, memory,
 /// the loss scale and the iterations skipped so far, the validation loss every --eval-interval and after the last),
 /// a checkpoint every --save-interval and after the last iteration, the CUDA profiler range of --profile; until
-/// --train-iters or cancellation (Ctrl-C), after which what was trained is saved too. Rank 0 records
+/// --train-iters, a signal (SIGINT, SIGTERM), --exit-duration-in-mins or --exit-interval (<see cref="RunStop"/>), after which
+/// what was trained is saved too. Rank 0 records
 /// (<see cref="RunRecorder"/>); when a step fails after some iterations were recorded, their summary and plots are written
 /// before the failure goes on.
 /// </summary>
 public static class TrainingLoop
 {
     /// <param name="recorder">The writer's records (rank 0); null on the other ranks.</param>
-    /// <returns>The iterations recorded (none on ranks that do not record).</returns>
-    public static IReadOnlyList<IterationRecord> Run(ITrainStep step, RunRecord run, RunRecorder? recorder, Action<string> log, CancellationToken cancel)
+    /// <param name="stop">What asks the run to stop early: a signal, --exit-duration-in-mins.</param>
+    /// <returns>The iterations recorded (none on ranks that do not record) and why the run stopped before --train-iters
+    /// (<see cref="StopReason.None"/> when it did not).</returns>
+    public static (IReadOnlyList<IterationRecord> Rows, StopReason Stop) Run(ITrainStep step, RunRecord run, RunRecorder? recorder, Action<string> log, RunStop stop)
     {
         var settings = run.Settings;
         var d = run.Description;
@@ -27,17 +30,17 @@ public static class TrainingLoop
         long iteration = resumed?.Iteration ?? 0, skipped = resumed?.SkippedIterations ?? 0;
         var schedule = new LearningRateSchedule(settings.LearningRateOrDefault, settings.TrainIters, d.GlobalBatch);
         double tokens = (double)d.GlobalBatch * run.Model.SeqLength, flopsPerIteration = Flops.ModelFlopsPerToken(run.Model) * tokens;
-        bool stopped = false;
+        var stopped = StopReason.None;
         try
         {
             long lastEnd = Stopwatch.GetTimestamp();
-            while (iteration < settings.TrainIters && !stopped)
+            while (iteration < settings.TrainIters && stopped == StopReason.None)
             {
                 if (iteration == settings.Profile?.StepStart) CudaProfiler.Start();
                 long start = Stopwatch.GetTimestamp();
                 // Megatron steps its scheduler only after a successful update (train_step): skipped iterations hold the rate.
                 double lr = schedule.At(iteration - skipped);
-                var r = step.Step(iteration, lr, cancel);
+                var r = step.Step(iteration, lr, stop);
                 iteration++;
                 if (r.Skipped) skipped++;
                 if (iteration == settings.Profile?.StepEnd) CudaProfiler.Stop();
@@ -52,8 +55,11 @@ public static class TrainingLoop
                     r.MemoryUsedBytes, r.MemoryPeakBytes, Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds,
                     Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs, r.LossScale, skipped, validation));
                 lastEnd = validation is null ? r.SyncedAt : Stopwatch.GetTimestamp();
-                stopped = r.Stop && iteration < settings.TrainIters;
-                if (settings.CheckpointDue(iteration) || (stopped && settings.Save is not null)) step.Save(settings.Save!, iteration);
+                // Megatron's checkpoint_and_decide_exit: a signal, the time limit (agreed over the ranks by the step), then
+                // --exit-interval; each saves what was trained once, unless the regular save just did.
+                stopped = iteration >= settings.TrainIters ? StopReason.None
+                    : r.Stop != StopReason.None ? r.Stop : settings.ExitDue(iteration) ? StopReason.ExitInterval : StopReason.None;
+                if (settings.CheckpointDue(iteration) || (stopped != StopReason.None && settings.Save is not null)) step.Save(settings.Save!, iteration);
             }
         }
         catch when (recorder is { Rows.Count: > 0 })
@@ -64,9 +70,9 @@ public static class TrainingLoop
             throw;
         }
         var peaks = step.PeakMemoryPerRank();
-        if (recorder is null) return [];
-        if (stopped) log(ProgressLines.Stopped(iteration, run));
+        if (recorder is null) return ([], stopped);
+        if (stopped != StopReason.None) log(ProgressLines.Stopped(iteration, run, stopped));
         recorder.Finish(peaks);
-        return recorder.Rows;
+        return (recorder.Rows, stopped);
     }
 }

@@ -66,32 +66,44 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         }
     }
 
+    /// <summary>Why the run stopped before --train-iters, once it ran (the same on every rank); <see cref="StopReason.None"/>
+    /// when it did not.</summary>
+    public StopReason Stopped { get; private set; }
+
     /// <summary>Trains on the settings' device; returns the iterations recorded.</summary>
-    public IReadOnlyList<IterationRecord> RunSingleDevice(CancellationToken cancel = default)
+    public IReadOnlyList<IterationRecord> RunSingleDevice(RunStop? stop = null)
     {
         using var step = new Trainer(model, description, settings);
-        return Run(step, cancel);
+        return Run(step, stop ?? new RunStop());
     }
 
     /// <summary>This process's rank of <paramref name="world"/>, on <paramref name="device"/> (CUDA device <paramref name="localDevice"/>
     /// of its node); collective: every rank calls it.</summary>
-    public void RunRank(ICommunicator world, Device device, int localDevice, CancellationToken cancel = default)
+    public void RunRank(ICommunicator world, Device device, int localDevice, RunStop? stop = null)
     {
         using var step = new ParallelRank(world, device, localDevice, model, description, settings);
-        Run(step, cancel);
+        Run(step, stop ?? new RunStop());
     }
 
-    private IReadOnlyList<IterationRecord> Run(ITrainStep step, CancellationToken cancel)
+    private IReadOnlyList<IterationRecord> Run(ITrainStep step, RunStop stop)
     {
         int? queues = int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : null;
         var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues, Environment.GetEnvironmentVariable(AllocatorConf.Variable));
         var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters,
             VocabPadding.Padded(model.VocabSize, settings.MakeVocabSizeDivisibleBy, 1));
-        if (!step.Writer) return TrainingLoop.Run(step, run, recorder: null, log, cancel);
+        if (!step.Writer)
+        {
+            TrainingLoop.Run(step, run, recorder: null, log, stop);
+            return [];
+        }
         log(ProgressLines.Start(run));
         foreach (var note in notes) log($"harness run: note: {note}");
         using var recorder = new RunRecorder(output, run, log);
-        try { return TrainingLoop.Run(step, run, recorder, log, cancel); }
+        try
+        {
+            (var rows, Stopped) = TrainingLoop.Run(step, run, recorder, log, stop);
+            return rows;
+        }
         catch when (recorder.Rows.Count > 0)
         {
             RecordedBeforeFailure = recorder.Rows.Count;

@@ -78,6 +78,9 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// document trains and there is no validation set.</param>
 /// <param name="EvalInterval">Megatron's --eval-interval: iterations between validation losses (one more after the last iteration).</param>
 /// <param name="EvalIters">Megatron's --eval-iters: global batches of the validation share each validation loss averages over.</param>
+/// <param name="ExitInterval">Megatron's --exit-interval: save (with --save) and exit once the iterations done are a multiple of it.</param>
+/// <param name="ExitDurationInMins">Megatron's --exit-duration-in-mins: save (with --save) and exit after the first iteration
+/// that ends more than this many minutes after the run started.</param>
 public sealed record RunSettings(
     long TrainIters = 150,
     int Seed = 1234,
@@ -101,7 +104,9 @@ public sealed record RunSettings(
     bool RanksOnOneDevice = false,
     DataSplit? Split = null,
     long EvalInterval = 1000,
-    long EvalIters = 100)
+    long EvalIters = 100,
+    long? ExitInterval = null,
+    int? ExitDurationInMins = null)
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();
@@ -141,6 +146,8 @@ public sealed record RunSettings(
         if (Split?.Problem is string split) e.Add(split);
         if (EvalInterval < 1) e.Add($"--eval-interval is {EvalInterval}; it must be at least 1 iteration.");
         if (EvalIters < 0) e.Add($"--eval-iters is {EvalIters}; it must be at least 0 (0: no validation loss).");
+        if (ExitInterval is < 1) e.Add($"--exit-interval is {ExitInterval}; it must be at least 1 iteration.");
+        if (ExitDurationInMins is < 1) e.Add($"--exit-duration-in-mins is {ExitDurationInMins}; it must be at least 1 minute.");
         return e;
     }
 
@@ -154,4 +161,8 @@ public sealed record RunSettings(
 
     /// <summary>Whether to save a checkpoint once <paramref name="iterations"/> are done: every --save-interval, and after the last.</summary>
     public bool CheckpointDue(long iterations) => Save is not null && (iterations == TrainIters || (SaveInterval > 0 && iterations % SaveInterval == 0));
+
+    /// <summary>Whether --exit-interval ends the run once <paramref name="iterations"/> are done (Megatron's
+    /// checkpoint_and_decide_exit: iteration % exit_interval == 0), before --train-iters.</summary>
+    public bool ExitDue(long iterations) => ExitInterval is long n && iterations % n == 0 && iterations < TrainIters;
 }

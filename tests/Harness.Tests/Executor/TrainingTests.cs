@@ -22,8 +22,8 @@ public class TrainingTests
 
     private static string NewFolder() => Path.Combine(Path.GetTempPath(), $"harness-train-{Guid.NewGuid():N}");
 
-    private static IReadOnlyList<IterationRecord> Train(RunSettings settings, Action<string>? log = null, CancellationToken cancel = default) =>
-        new TrainingRun(Small, Description, settings, NewFolder(), log ?? (_ => { })).RunSingleDevice(cancel);
+    private static IReadOnlyList<IterationRecord> Train(RunSettings settings, Action<string>? log = null) =>
+        new TrainingRun(Small, Description, settings, NewFolder(), log ?? (_ => { })).RunSingleDevice();
 
     [Fact]
     public void LossFallsOnTheShippedCorpus()
@@ -99,16 +99,17 @@ public class TrainingTests
         // so, its records are written, and resuming from the checkpoint continues with the uninterrupted run's numbers.
         string ckpt = NewFolder(), output = NewFolder();
         var straight = Train(Settings(6));
-        using var cancel = new CancellationTokenSource();
+        var stop = new RunStop();
         var lines = new List<string>();
         var run = new TrainingRun(Small, Description, Settings(6, save: ckpt), output, line =>
         {
             lines.Add(line);
-            if (line.StartsWith("iter      2/")) cancel.Cancel();
+            if (line.StartsWith("iter      2/")) stop.Request(StopReason.Interrupt);
         });
-        var stopped = run.RunSingleDevice(cancel.Token);
+        var stopped = run.RunSingleDevice(stop);
         Assert.Equal(new long[] { 1, 2, 3 }, stopped.Select(r => r.Iteration));
-        Assert.Contains($"harness run: stopped (Ctrl-C) after iteration 3 of 6; saved a checkpoint of it in {ckpt}.", lines);
+        Assert.Equal(StopReason.Interrupt, run.Stopped);
+        Assert.Contains($"harness run: interrupted (SIGINT) after iteration 3 of 6; saved a checkpoint of it in {ckpt} (resume with --load {ckpt}).", lines);
         Assert.Equal("3", File.ReadAllText(Path.Combine(ckpt, "latest_checkpointed_iteration.txt")));
         using (var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json"))))
             Assert.Equal(3, summary.RootElement.GetProperty("Iterations").GetInt64());
@@ -141,7 +142,7 @@ public class TrainingTests
         (float, float?)[] Steps(RunDescription d)
         {
             using var trainer = new Trainer(Small, d, settings);
-            return [.. Enumerable.Range(0, 3).Select(i => trainer.Step(i, 1e-3, CancellationToken.None)).Select(r => (r.Loss, r.GradNorm))];
+            return [.. Enumerable.Range(0, 3).Select(i => trainer.Step(i, 1e-3, new RunStop())).Select(r => (r.Loss, r.GradNorm))];
         }
         Assert.True(Small.NumLayers > 1);
         Assert.Equal(Steps(Description), Steps(Description with { CpuOffloadingLayers = 1 }));

@@ -122,6 +122,8 @@ public class CodecTests
         "--loss-scale-window 100", "--hysteresis 1", "--data-path /data/x_text_document", "--mock-data", "--save ck", "--load ck",
         "--save-interval 5", "--log-interval 10", "--make-vocab-size-divisible-by 64", "--device cuda --profile --profile-step-start 2 --profile-step-end 4",
         "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--nproc-per-node 4 --ranks-on-one-device", "--split 969,30,1", "--split 98/2", "--eval-interval 50", "--eval-iters 10", "--master-port 29600", "--out runs/x",
+        "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--master-port 29600", "--out runs/x",
+        "--exit-interval 50", "--exit-duration-in-mins 230",
     ];
 
     private static RunSettings Settings(IEnumerable<string> args)
@@ -164,6 +166,8 @@ public class CodecTests
     [InlineData("--eval-interval 0", "--eval-interval is 0; it must be at least 1 iteration.")]
     [InlineData("--eval-iters -1", "--eval-iters is -1; it must be at least 0 (0: no validation loss).")]
     [InlineData("--ranks-on-one-device", "--ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is 1, give at least 2.")]
+    [InlineData("--exit-interval 0", "--exit-interval is 0; it must be at least 1 iteration.")]
+    [InlineData("--exit-duration-in-mins -5", "--exit-duration-in-mins is -5; it must be at least 1 minute.")]
     public void OutOfRangeSettingsAreOneSentence(string line, string expected)
     {
         var cl = CommandLine.Parse(line.Split(' '), RunSettingsFlags.Flags);

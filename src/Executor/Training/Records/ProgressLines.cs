@@ -64,10 +64,21 @@ public static class ProgressLines
     public static string Duration(TimeSpan t) =>
         t.TotalHours >= 1 ? $"{(int)t.TotalHours}h{t.Minutes:00}m" : t.TotalMinutes >= 1 ? $"{(int)t.TotalMinutes}m{t.Seconds:00}s" : $"{Math.Ceiling(t.TotalSeconds):0}s";
 
-    /// <summary>A run stopped by cancellation (Ctrl-C) before --train-iters.</summary>
-    public static string Stopped(long iteration, RunRecord run) =>
-        $"harness run: stopped (Ctrl-C) after iteration {iteration} of {run.Settings.TrainIters}" +
-        (run.Settings.Save is null ? "." : $"; saved a checkpoint of it in {run.Settings.Save}.");
+    /// <summary>A run stopped before --train-iters: by a signal (Megatron's --exit-signal-handler), --exit-duration-in-mins or
+    /// --exit-interval (Megatron's checkpoint_and_decide_exit).</summary>
+    public static string Stopped(long iteration, RunRecord run, StopReason reason)
+    {
+        var s = run.Settings;
+        string why = reason switch
+        {
+            StopReason.Interrupt => "interrupted (SIGINT)",
+            StopReason.Terminate => "interrupted (SIGTERM)",
+            StopReason.ExitDuration => $"stopped by --exit-duration-in-mins {s.ExitDurationInMins}",
+            _ => $"stopped by --exit-interval {s.ExitInterval}",
+        };
+        return $"harness run: {why} after iteration {iteration} of {s.TrainIters}" +
+            (s.Save is null ? "." : $"; saved a checkpoint of it in {s.Save} (resume with --load {s.Save}).");
+    }
 
     /// <summary>What a finished (or stopped) run wrote.</summary>
     public static string Wrote(string output, RunRecord run) =>
