@@ -57,11 +57,8 @@ public static class DistributedRun
         {
             int port = settings.MasterPort ?? (int.TryParse(Environment.GetEnvironmentVariable("MASTER_PORT"), out int p) ? p : LaunchEnvironment.DefaultPort);
             var (file, prefix) = SelfCommand();
-            // Ctrl-C reaches the ranks too: they stop together, save and exit, and the launcher waits for them.
-            ConsoleCancelEventHandler wait = (_, e) => e.Cancel = true;
-            Console.CancelKeyPress += wait;
-            try { return WorkerLauncher.Run(settings.NprocPerNode, file, [.. prefix, "run", .. args], port, Console.Out, Console.Error); }
-            finally { Console.CancelKeyPress -= wait; }
+            // Signals reach the ranks (SIGTERM through the launcher): they stop together, save and exit, and the launcher waits.
+            return WorkerLauncher.Run(settings.NprocPerNode, file, [.. prefix, "run", .. args], port, Console.Out, Console.Error);
         }
         try { TorchRuntime.Initialize(settings.Device, settings.Libtorch); }
         catch (NativeLoadException e) { return RunCommand.UserError(e.Message); }

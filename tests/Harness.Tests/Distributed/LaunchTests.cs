@@ -61,4 +61,17 @@ public class LaunchTests
         Assert.Contains("[rank 1] boom on one", stderr.ToString());
         Assert.Contains("harness: rank 1 exited with code 7", stderr.ToString());
     }
+
+    [Fact]
+    public void RanksStoppedBySignalAreNoFailure()
+    {
+        // Every rank exits with SIGTERM's code after saving (rank 1 a moment later): the launcher waits for all and returns it.
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = WorkerLauncher.Run(2, "/bin/sh", ["-c", "if [ $RANK = 1 ]; then sleep 0.3; echo saved; fi; exit 143"], 29779, stdout, stderr,
+            grace: TimeSpan.FromMilliseconds(1));
+        Assert.Equal(143, code);
+        Assert.Contains("[rank 1] saved", stdout.ToString());
+        Assert.DoesNotContain("exited with code", stderr.ToString());
+    }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace Harness.Executor.Distributed.Launch;
 
@@ -7,16 +8,34 @@ namespace Harness.Executor.Distributed.Launch;
 /// (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), one per GPU, forwards their
 /// output line by line (rank 0's standard output as is, everything else prefixed "[rank r]"), and waits.
 /// When a rank fails, the others get a grace period (their NCCL watchdogs abort) and are then killed, so the
-/// job ends with every rank's errors shown and the first failure's exit code.
+/// job ends with every rank's errors shown and the first failure's exit code. A SIGTERM to the launcher (Slurm's,
+/// `timeout`'s) goes on to every rank, and SIGINT (Ctrl-C, which the terminal sends to the ranks as well) leaves the launcher
+/// waiting: the ranks stop together after the same iteration, save, and exit with the signal's code (128 + its number),
+/// which the launcher returns as theirs, not as a failure.
 /// </summary>
 public static class WorkerLauncher
 {
+    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
+
+    private const int SigTerm = 15;
+
+    /// <summary>A rank's exit code after it stopped on SIGINT or SIGTERM.</summary>
+    private static bool StoppedBySignal(int code) => code is 128 + 2 or 128 + SigTerm;
+
     public static int Run(int processes, string fileName, IReadOnlyList<string> arguments, int masterPort,
         TextWriter stdout, TextWriter stderr, TimeSpan? grace = null)
     {
         if (processes < 1) throw new ArgumentOutOfRangeException(nameof(processes), processes, "at least one process.");
         var gate = new object();
         var children = new List<Process>();
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true);
+        using var terminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c =>
+        {
+            c.Cancel = true;
+            lock (gate)
+                foreach (var p in children.Where(p => !p.HasExited)) Kill(p.Id, SigTerm);
+        });
         try
         {
             for (int rank = 0; rank < processes; rank++)
@@ -37,7 +56,7 @@ public static class WorkerLauncher
                 p.Start();
                 p.BeginOutputReadLine();
                 p.BeginErrorReadLine();
-                children.Add(p);
+                lock (gate) children.Add(p);
             }
             return Supervise(children, grace ?? TimeSpan.FromSeconds(30), stderr, gate);
         }
@@ -63,6 +82,12 @@ public static class WorkerLauncher
             int rank = exits.IndexOf((Task)done);
             int code = children[rank].ExitCode;
             if (code == 0) continue;
+            if (StoppedBySignal(code))
+            {
+                // Every rank stops after the same iteration; the first to exit is no failure.
+                foreach (var p in children) p.WaitForExit();
+                return code;
+            }
             // First failure: let the others notice (their watchdogs abort) and then stop them.
             Task.WhenAll(pending).Wait(grace);
             foreach (var p in children.Where(p => !p.HasExited)) p.Kill(entireProcessTree: true);
