@@ -50,6 +50,7 @@ public static class RunSettingsFlags
         new("--ranks-on-one-device", false, "run the --nproc-per-node ranks as threads of one process on one device (GPU 0 on CUDA): memory is their sum, timings are not a cluster's"),
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
         new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
+        new("--overwrite", false, "let a new run replace the metrics.csv in --out and save beside the checkpoints in --save"),
     };
 
     private static readonly string[] DecayStyles = ["constant", "linear", "cosine", "inverse-square-root"];
@@ -112,6 +113,7 @@ public static class RunSettingsFlags
             RanksOnOneDevice = cl.Switch("--ranks-on-one-device") || d.RanksOnOneDevice,
             ExitInterval = cl.Int("--exit-interval") ?? d.ExitInterval,
             ExitDurationInMins = cl.Int("--exit-duration-in-mins") ?? d.ExitDurationInMins,
+            Overwrite = cl.Switch("--overwrite") || d.Overwrite,
         };
         return settings;
     }
@@ -197,6 +199,7 @@ public static class RunSettingsFlags
         if (s.RanksOnOneDevice) a.Add("--ranks-on-one-device");
         if (s.ExitInterval is long exit) Value("--exit-interval", exit.ToString(CultureInfo.InvariantCulture));
         if (s.ExitDurationInMins is int minutes) Value("--exit-duration-in-mins", minutes.ToString(CultureInfo.InvariantCulture));
+        if (s.Overwrite) a.Add("--overwrite");
         return a;
     }
 }

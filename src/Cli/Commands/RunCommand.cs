@@ -32,7 +32,7 @@ public static class RunCommand
         var run = RunArguments.Read(cl, env.IsDistributed ? env.WorldSize : null);
         if (run is var (model, description, settings)) cl.Errors.AddRange(TrainingRun.Check(model, description, settings, description.WorldSize));
 
-        if (cl.Errors.Count == 0 && run is not null && OutputFolder.Create(run.Value.Settings.Out!) is string outError) cl.Errors.Add(outError);
+        if (cl.Errors.Count == 0 && run is not null) cl.Errors.AddRange(RunOutputs.Check(run.Value.Settings));
         if (cl.Errors.Count > 0 || run is null)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness run: {e}");

@@ -46,6 +46,7 @@ public static class ValidateCommand
         if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness validate --help.");
         if (paths.Count == 0) cl.Errors.Add("name at least one run folder (harness run --out DIR), or a folder holding run folders.");
         foreach (var p in paths.Where(p => !Directory.Exists(p))) cl.Errors.Add($"'{p}' is not a folder.");
+        if (cl.String("--csv") is string csvPath && OutputFolder.Writable(csvPath, "--csv") is string csvError) cl.Errors.Add(csvError);
         if (cl.Errors.Count > 0)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness validate: {e}");

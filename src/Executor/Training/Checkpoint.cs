@@ -153,6 +153,9 @@ public static class Checkpoint
     }
 
     /// <summary>The newest checkpoint under root: its folder and metadata. Throws naming what is missing or damaged.</summary>
+    /// <summary>Whether <paramref name="root"/> holds checkpoints written by --save (its tracker file).</summary>
+    public static bool Holds(string root) => File.Exists(Path.Combine(root, Tracker));
+
     public static (string Dir, CheckpointMeta Meta) Latest(string root)
     {
         string tracker = Path.Combine(root, Tracker);

@@ -49,8 +49,9 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
 
     /// <summary>
     /// Opens the dataset and reads the checkpoint to load once, before any rank starts, so that a missing or damaged one, a
-    /// dataset (or a --split share) shorter than a sample, or a checkpoint of another model or weight split is one sentence rather than the same
-    /// failure from every rank. Throws FileNotFoundException, InvalidDataException or ArgumentException with it.
+    /// dataset (or a --split share) shorter than a sample, a checkpoint of another model or weight split, or one with nothing
+    /// left to train is one sentence rather than the same failure from every rank (or a run that trains nothing and says
+    /// nothing). Throws FileNotFoundException, InvalidDataException or ArgumentException with it.
     /// </summary>
     public void Prepare()
     {
@@ -63,6 +64,8 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         {
             var (dir, meta) = Checkpoint.Latest(settings.Load);
             Checkpoint.RequireCompatible(dir, meta, model.Name, CheckpointLayout.Of(description, model));
+            if (meta.Iteration >= settings.TrainIters)
+                throw new ArgumentException($"--load '{settings.Load}' holds iteration {meta.Iteration}, at or past --train-iters {settings.TrainIters}: nothing is left to train; raise --train-iters to train on.");
         }
     }
 

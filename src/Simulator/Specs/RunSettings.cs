@@ -81,6 +81,8 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// <param name="ExitInterval">Megatron's --exit-interval: save (with --save) and exit once the iterations done are a multiple of it.</param>
 /// <param name="ExitDurationInMins">Megatron's --exit-duration-in-mins: save (with --save) and exit after the first iteration
 /// that ends more than this many minutes after the run started.</param>
+/// <param name="Overwrite">Harness's --overwrite: a new run may write into an --out that holds a run's metrics.csv (replacing
+/// it) and a --save that holds checkpoints it does not --load.</param>
 public sealed record RunSettings(
     long TrainIters = 150,
     int Seed = 1234,
@@ -106,7 +108,8 @@ public sealed record RunSettings(
     long EvalInterval = 1000,
     long EvalIters = 100,
     long? ExitInterval = null,
-    int? ExitDurationInMins = null)
+    int? ExitDurationInMins = null,
+    bool Overwrite = false)
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();

@@ -180,4 +180,58 @@ public class RunCommandUserErrorTests
             File.Delete(prefix + ".bin");
         }
     }
+
+    [Fact]
+    public void UnwritableOutputsAreOneSentenceBeforeAnyWork()
+    {
+        string file = Path.GetTempFileName();
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        try
+        {
+            foreach (var (flag, path) in new[] { ("--save", "/proc/harness-ck"), ("--save", Path.Combine(file, "ck")), ("--out", "/proc/harness-out"), ("--out", Path.Combine(file, "out")) })
+            {
+                var (code, error) = Run(flag == "--out" ? ["--out", path] : ["--out", dir, "--save", path]);
+                Assert.Equal(2, code);
+                Assert.StartsWith($"harness run: {flag} '{path}' cannot be used as a folder (", error);
+                Assert.EndsWith("); pass a writable folder.", error);
+                Assert.DoesNotContain("\n", error);
+                Assert.False(File.Exists(Path.Combine(dir, "metrics.csv")), "nothing should run");
+            }
+            var (validateCode, _, validateError) = ConsoleCapture.Run(ValidateCommand.Run, Path.GetTempPath(), "--csv", "/proc/harness-v.csv");
+            Assert.Equal(2, validateCode);
+            Assert.StartsWith("harness validate: --csv '/proc/harness-v.csv' cannot be written (", validateError.Trim());
+            Assert.DoesNotContain("\n", validateError.Trim());
+        }
+        finally
+        {
+            File.Delete(file);
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void ANewRunDoesNotReplaceAnotherRunsRecordsOrCheckpoints()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}"), output = Path.Combine(root, "out"), ckpt = Path.Combine(root, "ckpt");
+        try
+        {
+            Assert.Equal((0, ""), Run("--out", output, "--save", ckpt));
+            Assert.Equal((2, $"harness run: --out '{output}' already holds a run's metrics.csv; pass another --out, --load its checkpoint to continue it, or --overwrite to replace it."),
+                Run("--out", output));
+            Assert.Equal((2, $"harness run: --save '{ckpt}' already holds checkpoints; pass --load {ckpt} to continue from them, another --save, or --overwrite to save beside them."),
+                Run("--out", Path.Combine(root, "other"), "--save", ckpt));
+            // A checkpoint at --train-iters leaves nothing to train.
+            Assert.Equal((2, $"harness run: --load '{ckpt}' holds iteration 1, at or past --train-iters 1: nothing is left to train; raise --train-iters to train on."),
+                Run("--out", output, "--save", ckpt, "--load", ckpt));
+            // Continuing them, or --overwrite, is allowed.
+            string[] longer = [.. Tiny.Select(a => a), "--out", output, "--save", ckpt, "--load", ckpt];
+            longer[Array.IndexOf(longer, "--train-iters") + 1] = "2";
+            Assert.Equal((0, ""), RunExactly(longer));
+            Assert.Equal("2", File.ReadAllText(Path.Combine(ckpt, "latest_checkpointed_iteration.txt")));
+            Assert.Equal((0, ""), Run("--out", output, "--save", ckpt, "--overwrite"));
+            Assert.Equal("1", File.ReadAllText(Path.Combine(ckpt, "latest_checkpointed_iteration.txt")));
+            Assert.Equal(1 + 1, File.ReadAllLines(Path.Combine(output, "metrics.csv")).Length);
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
 }
