@@ -50,6 +50,7 @@ public static class RunSettingsFlags
         new("--ranks-on-one-device", false, "run the --nproc-per-node ranks as threads of one process on one device (GPU 0 on CUDA): memory is their sum, timings are not a cluster's"),
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
         new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
+        new("--no-check-for-nan-in-loss-and-grad", false, "let a run go on past a NaN or Inf loss or gradient norm (default: it stops there)"),
         new("--overwrite", false, "let a new run replace the metrics.csv in --out and save beside the checkpoints in --save"),
     };
 
@@ -114,6 +115,7 @@ public static class RunSettingsFlags
             ExitInterval = cl.Int("--exit-interval") ?? d.ExitInterval,
             ExitDurationInMins = cl.Int("--exit-duration-in-mins") ?? d.ExitDurationInMins,
             Overwrite = cl.Switch("--overwrite") || d.Overwrite,
+            CheckForNanInLossAndGrad = !cl.Switch("--no-check-for-nan-in-loss-and-grad") && d.CheckForNanInLossAndGrad,
         };
         return settings;
     }
@@ -200,6 +202,7 @@ public static class RunSettingsFlags
         if (s.ExitInterval is long exit) Value("--exit-interval", exit.ToString(CultureInfo.InvariantCulture));
         if (s.ExitDurationInMins is int minutes) Value("--exit-duration-in-mins", minutes.ToString(CultureInfo.InvariantCulture));
         if (s.Overwrite) a.Add("--overwrite");
+        if (!s.CheckForNanInLossAndGrad) a.Add("--no-check-for-nan-in-loss-and-grad");
         return a;
     }
 }

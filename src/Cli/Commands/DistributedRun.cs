@@ -80,15 +80,17 @@ public static class DistributedRun
                 job.RunRank(comm, new Device(DeviceType.CUDA, env.LocalRank), env.LocalRank, stop);
             }
         }
-        catch (InvalidDataException e) { return RunCommand.UserError(e.Message + job.Kept); } // this GPU rank's data or checkpoint files
+        // This GPU rank's data or checkpoint files, or a loss every rank found not finite.
+        catch (Exception e) when (e is InvalidDataException or NonFiniteException) { return RunCommand.UserError(e.Message + job.Kept); }
         catch (Exception e) when (OutOfMemory.Is(e))
         {
             // This GPU rank ran out of memory (the launcher stops the others).
             return RunCommand.UserError(OutOfMemory.Sentence(model, description, env.Rank) + job.Kept);
         }
-        catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException))
+        catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException or NonFiniteException))
         {
-            // The data did not fit the model (every rank reads the same batch): one sentence, not one per rank.
+            // The data did not fit the model (every rank reads the same batch), or the loss every rank sees is not finite:
+            // one sentence, not one per rank.
             foreach (var message in e.Failures.Select(f => f.Error.Message).Distinct()) Console.Error.WriteLine($"harness run: {message}{job.Kept}");
             return 2;
         }

@@ -60,7 +60,7 @@ public static class RunCommand
             return StopSignals.ExitCode(job.Stopped);
         }
         catch (Exception e) when (e is NativeLoadException or FileNotFoundException or ArgumentException) { return UserError(e.Message); }
-        catch (InvalidDataException e) { return UserError(e.Message + job.Kept); }
+        catch (Exception e) when (e is InvalidDataException or NonFiniteException) { return UserError(e.Message + job.Kept); }
         catch (Exception e) when (OutOfMemory.Is(e))
         {
             return UserError(OutOfMemory.Sentence(model, description, rank: null) + job.Kept);

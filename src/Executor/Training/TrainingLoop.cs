@@ -10,7 +10,8 @@ namespace Harness.Executor.Training;
 /// The training loop (Megatron's train()), the same for one device and for every rank of many: resume from --load, then
 /// per iteration the scheduled rate, one step, its record (time, throughput, TFLOP/s and MFU, loss, gradient norm, memory,
 /// the loss scale and the iterations skipped so far, the validation loss every --eval-interval and after the last),
-/// a checkpoint every --save-interval and after the last iteration, the CUDA profiler range of --profile; until
+/// Megatron's check for a NaN or Inf loss or gradient norm (<see cref="NanCheck"/>), a checkpoint every --save-interval and
+/// after the last iteration, the CUDA profiler range of --profile; until
 /// --train-iters, a signal (SIGINT, SIGTERM), --exit-duration-in-mins or --exit-interval (<see cref="RunStop"/>), after which
 /// what was trained is saved too. Rank 0 records
 /// (<see cref="RunRecorder"/>); when a step fails after some iterations were recorded, their summary and plots are written
@@ -28,9 +29,11 @@ public static class TrainingLoop
         var d = run.Description;
         var resumed = settings.Load is null ? null : step.Resume(settings.Load);
         long iteration = resumed?.Iteration ?? 0, skipped = resumed?.SkippedIterations ?? 0;
+        recorder?.Begin(iteration);
         var schedule = new LearningRateSchedule(settings.LearningRateOrDefault, settings.TrainIters, d.GlobalBatch);
         double tokens = (double)d.GlobalBatch * run.Model.SeqLength, flopsPerIteration = Flops.ModelFlopsPerToken(run.Model) * tokens;
         var stopped = StopReason.None;
+        long? lastSaved = null;
         try
         {
             long lastEnd = Stopwatch.GetTimestamp();
@@ -59,7 +62,13 @@ public static class TrainingLoop
                 // --exit-interval; each saves what was trained once, unless the regular save just did.
                 stopped = iteration >= settings.TrainIters ? StopReason.None
                     : r.Stop != StopReason.None ? r.Stop : settings.ExitDue(iteration) ? StopReason.ExitInterval : StopReason.None;
-                if (settings.CheckpointDue(iteration) || (stopped != StopReason.None && settings.Save is not null)) step.Save(settings.Save!, iteration);
+                if (settings.CheckForNanInLossAndGrad && NanCheck.Find(r) is string what)
+                    throw new NonFiniteException(NanCheck.Sentence(iteration, what, settings.Save, lastSaved));
+                if (settings.CheckpointDue(iteration) || (stopped != StopReason.None && settings.Save is not null))
+                {
+                    step.Save(settings.Save!, iteration);
+                    lastSaved = iteration;
+                }
             }
         }
         catch when (recorder is { Rows.Count: > 0 })

@@ -83,6 +83,8 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// that ends more than this many minutes after the run started.</param>
 /// <param name="Overwrite">Harness's --overwrite: a new run may write into an --out that holds a run's metrics.csv (replacing
 /// it) and a --save that holds checkpoints it does not --load.</param>
+/// <param name="CheckForNanInLossAndGrad">Megatron's --check-for-nan-in-loss-and-grad (on; --no-check-for-nan-in-loss-and-grad
+/// turns it off): a NaN or Inf loss, or gradient norm without a loss scaler, stops the run.</param>
 public sealed record RunSettings(
     long TrainIters = 150,
     int Seed = 1234,
@@ -109,7 +111,8 @@ public sealed record RunSettings(
     long EvalIters = 100,
     long? ExitInterval = null,
     int? ExitDurationInMins = null,
-    bool Overwrite = false)
+    bool Overwrite = false,
+    bool CheckForNanInLossAndGrad = true)
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();

@@ -118,6 +118,30 @@ public class TrainingTests
     }
 
     [Fact]
+    public void AResumedRunIsOneContinuousMetricsCsvAndOneSummary()
+    {
+        // Checkpoints every 3 iterations; the process dies while iteration 5 is reported (rows 1-5 on disk). Resumed from
+        // iteration 3 into the same --out, rows 4 and 5 are replaced: metrics.csv holds 1..6 once each, with the
+        // uninterrupted run's losses, and summary.json counts all 6.
+        string ckpt = NewFolder(), output = NewFolder();
+        var straight = Train(Settings(6));
+        var crashing = new TrainingRun(Small, Description, Settings(6, save: ckpt) with { SaveInterval = 3 }, output, line =>
+        {
+            if (line.StartsWith("iter      5/")) throw new IOException("the node went away");
+        });
+        Assert.Throws<IOException>(() => crashing.RunSingleDevice());
+        Assert.Equal(1 + 5, File.ReadAllLines(Path.Combine(output, "metrics.csv")).Length);
+        var resumed = new TrainingRun(Small, Description, Settings(6, save: ckpt, load: ckpt) with { SaveInterval = 3 }, output, _ => { }).RunSingleDevice();
+        Assert.Equal(new long[] { 4, 5, 6 }, resumed.Select(r => r.Iteration));
+        var rows = MetricsCsv.Read(Path.Combine(output, "metrics.csv"));
+        Assert.Equal(new long[] { 1, 2, 3, 4, 5, 6 }, rows.Select(r => r.Iteration));
+        Assert.Equal(straight.Select(r => r.Loss), rows.Select(r => r.Loss));
+        using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json")));
+        Assert.Equal(6, summary.RootElement.GetProperty("Iterations").GetInt64());
+        Assert.Equal(straight[^1].Loss, summary.RootElement.GetProperty("FinalLoss").GetDouble());
+    }
+
+    [Fact]
     public void TheTablesArePaddedAsMegatronPadsThem()
     {
         Assert.Equal(50304, VocabPadding.Padded(50257, 128, 1));   // GPT-2's vocabulary
@@ -177,7 +201,7 @@ public class TrainingTests
 
         // Each row is flushed as it is written: a writer never closed, as when the process dies, has left it on disk.
         string path = Path.Combine(NewFolder() + ".csv");
-        var csv = new MetricsCsv(path, append: false);
+        var csv = MetricsCsv.Rewrite(path, []);
         csv.Append(new IterationRecord(1, 10, 100, 0.1, null, 9.5, 1.5, 1e-3, 1 << 20, 1 << 20, 0.1, 5));
         using var reader = new StreamReader(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
         var written = reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);

@@ -5,8 +5,10 @@ namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// metrics.csv: one row per iteration, written and flushed to the file as soon as the iteration ends, so a crash
-/// or Ctrl-C loses no recorded row. A resumed run (--load) appends to the file it finds. Empty fields: no gradient norm
-/// for a skipped iteration, no loss scale for a run that scales none, no communication for a single device, no validation loss between evaluations.
+/// or a signal loses no recorded row. A resumed run (--load) keeps the rows it finds up to its checkpoint's iteration
+/// (<see cref="Read"/>, <see cref="Rewrite"/>) and goes on after them: one run, one continuous file. Empty fields: no
+/// gradient norm for a skipped iteration, no loss scale for a run that scales none, no communication for a single device,
+/// no validation loss between evaluations.
 /// </summary>
 public sealed class MetricsCsv : IDisposable
 {
@@ -20,12 +22,45 @@ public sealed class MetricsCsv : IDisposable
         "loss_scale", "skipped_iterations", "validation_loss",
     };
 
-    public MetricsCsv(string path, bool append)
+    /// <summary>A new metrics.csv at <paramref name="path"/> holding <paramref name="earlier"/> rows; written beside it and
+    /// moved over it, so the file on disk is never left without the rows it held.</summary>
+    public static MetricsCsv Rewrite(string path, IEnumerable<IterationRecord> earlier)
     {
-        bool header = !append || !File.Exists(path) || new FileInfo(path).Length == 0;
+        string next = path + ".next";
+        using (var rewritten = new MetricsCsv(next))
+            foreach (var r in earlier) rewritten.Append(r);
+        File.Move(next, path, overwrite: true);
+        return new MetricsCsv(path, append: true);
+    }
+
+    private MetricsCsv(string path, bool append = false)
+    {
         stream = new StreamWriter(new FileStream(path, append ? FileMode.Append : FileMode.Create, FileAccess.Write, FileShare.Read));
         csv = CsvWriter.Create(stream, new CsvWriterOptions(), leaveOpen: true);
-        if (header) WriteRow(Columns);
+        if (!append) WriteRow(Columns);
+    }
+
+    /// <summary>The rows of the metrics.csv at <paramref name="path"/> (none when there is no file); InvalidDataException when
+    /// it is not one this class wrote.</summary>
+    public static IReadOnlyList<IterationRecord> Read(string path)
+    {
+        if (!File.Exists(path)) return [];
+        var lines = File.ReadAllLines(path);
+        if (lines.Length == 0) return [];
+        if (lines[0] != string.Join(',', Columns)) throw new InvalidDataException($"{path} does not start with the metrics.csv header harness run writes; move it away to resume into this --out.");
+        var c = CultureInfo.InvariantCulture;
+        double? Optional(string f) => f.Length == 0 ? null : double.Parse(f, c);
+        try
+        {
+            return lines.Skip(1).Where(l => l.Length > 0).Select(l => l.Split(',')).Select(f => new IterationRecord(
+                long.Parse(f[0], c), double.Parse(f[1], c), double.Parse(f[2], c), double.Parse(f[3], c), Optional(f[4]), double.Parse(f[5], c),
+                Optional(f[6]), double.Parse(f[7], c), long.Parse(f[8], c), long.Parse(f[9], c), double.Parse(f[10], c), double.Parse(f[11], c),
+                Optional(f[12]), Optional(f[13]), long.Parse(f[14], c), Optional(f[15]))).ToList();
+        }
+        catch (Exception e) when (e is FormatException or IndexOutOfRangeException or OverflowException)
+        {
+            throw new InvalidDataException($"{path} holds a row that is not one harness run writes; move it away to resume into this --out.");
+        }
     }
 
     public void Append(IterationRecord r)

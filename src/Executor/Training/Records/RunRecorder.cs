@@ -1,16 +1,20 @@
 namespace Harness.Executor.Training.Records;
 
 /// <summary>
-/// The one writer of a run's records (rank 0 of a parallel run): metrics.csv row by row as each iteration ends (appended
-/// to when the run resumes with --load), a progress line every --log-interval iterations and after the last, and
-/// summary.json with the loss and throughput plots once the run ends, or fails after recording some iterations.
+/// The one writer of a run's records (rank 0 of a parallel run): metrics.csv row by row as each iteration ends, a progress
+/// line every --log-interval iterations and after the last, and summary.json with the loss and throughput plots once the
+/// run ends, or fails after recording some iterations. A run resumed with --load is one run with the iterations before its
+/// checkpoint: the rows metrics.csv holds up to the checkpoint's iteration stay (those past it, from the attempt that
+/// was interrupted, are replaced), and summary.json and the plots cover them all.
 /// </summary>
 public sealed class RunRecorder : IDisposable
 {
     private readonly string output;
     private readonly RunRecord run;
     private readonly Action<string> log;
-    private readonly MetricsCsv csv;
+    private readonly string path;
+    private MetricsCsv? csv;
+    private IReadOnlyList<IterationRecord> earlier = [];
     private readonly List<IterationRecord> rows = new();
     private long skippedAtLastLine;
 
@@ -18,14 +22,23 @@ public sealed class RunRecorder : IDisposable
     {
         (this.output, this.run, this.log) = (output, run, log);
         Directory.CreateDirectory(output);
-        csv = new MetricsCsv(Path.Combine(output, "metrics.csv"), append: run.Settings.Load is not null);
+        path = Path.Combine(output, "metrics.csv");
     }
 
-    /// <summary>The iterations recorded so far.</summary>
+    /// <summary>Starts metrics.csv after <paramref name="resumedAt"/> iterations (0: a new run): the rows it holds up to them
+    /// stay when the run resumed.</summary>
+    public void Begin(long resumedAt)
+    {
+        earlier = resumedAt > 0 ? MetricsCsv.Read(path).Where(r => r.Iteration <= resumedAt).ToList() : [];
+        csv = MetricsCsv.Rewrite(path, earlier);
+    }
+
+    /// <summary>The iterations this process recorded so far.</summary>
     public IReadOnlyList<IterationRecord> Rows => rows;
 
     public void Append(IterationRecord r)
     {
+        if (csv is null) throw new InvalidOperationException("RunRecorder.Begin comes before the first row.");
         csv.Append(r);
         // Before this process's first row, the count the run resumed with.
         if (rows.Count == 0) skippedAtLastLine = r.SkippedIterations - (r.GradNorm is null ? 1 : 0);
@@ -63,11 +76,13 @@ public sealed class RunRecorder : IDisposable
         if (rows.Count > 0) Write(peakPerRank: null);
     }
 
+    /// <summary>Summary and plots over the whole run: the rows kept from before the resume and this process's.</summary>
     private void Write(IReadOnlyList<long>? peakPerRank)
     {
-        RunSummary.From(run, rows, peakPerRank).Write(Path.Combine(output, "summary.json"));
-        Plots.Write(output, rows, $"{run.Model.Name} on {run.Devices()}");
+        var all = earlier.Concat(rows).ToList();
+        RunSummary.From(run, all, peakPerRank).Write(Path.Combine(output, "summary.json"));
+        Plots.Write(output, all, $"{run.Model.Name} on {run.Devices()}");
     }
 
-    public void Dispose() => csv.Dispose();
+    public void Dispose() => csv?.Dispose();
 }
