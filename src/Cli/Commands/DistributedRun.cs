@@ -85,7 +85,7 @@ public static class DistributedRun
         catch (Exception e) when (OutOfMemory.Is(e))
         {
             // This GPU rank ran out of memory (the launcher stops the others).
-            return RunCommand.UserError(OutOfMemory.Sentence(model, description, env.Rank) + job.Kept);
+            return RunCommand.UserError(OutOfMemory.Sentence(model, description, settings.Device, env.Rank) + job.Kept);
         }
         catch (RankFailuresException e) when (e.Failures.All(f => f.Error is InvalidDataException or NonFiniteException))
         {
@@ -93,6 +93,12 @@ public static class DistributedRun
             // one sentence, not one per rank.
             foreach (var message in e.Failures.Select(f => f.Error.Message).Distinct()) Console.Error.WriteLine($"harness run: {message}{job.Kept}");
             return 2;
+        }
+        catch (RankFailuresException e) when (e.Failures.Any(f => OutOfMemory.Is(f.Error)))
+        {
+            // A CPU rank (a thread of this process) ran out of memory: the first one's sentence, not libtorch's frames.
+            int rank = e.Failures.First(f => OutOfMemory.Is(f.Error)).Rank;
+            return RunCommand.UserError(OutOfMemory.Sentence(model, description, settings.Device, rank) + job.Kept);
         }
         catch (RankFailuresException e)
         {

@@ -63,7 +63,7 @@ public static class RunCommand
         catch (Exception e) when (e is InvalidDataException or NonFiniteException) { return UserError(e.Message + job.Kept); }
         catch (Exception e) when (OutOfMemory.Is(e))
         {
-            return UserError(OutOfMemory.Sentence(model, description, rank: null) + job.Kept);
+            return UserError(OutOfMemory.Sentence(model, description, settings.Device, rank: null) + job.Kept);
         }
     }
 

@@ -1,4 +1,5 @@
 using Harness.Executor.Training;
+using Harness.Executor.Training.Records;
 using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Output;
@@ -16,7 +17,7 @@ public static class RunOutputs
     public static IEnumerable<string> Check(RunSettings s)
     {
         string output = s.Out!;
-        if (File.Exists(Path.Combine(output, "metrics.csv")) && s.Load is null && !s.Overwrite)
+        if (MetricsCsv.HoldsRows(Path.Combine(output, "metrics.csv")) && s.Load is null && !s.Overwrite)
             yield return $"--out '{output}' already holds a run's metrics.csv; pass another --out, --load its checkpoint to continue it, or --overwrite to replace it.";
         else if (OutputFolder.Create(output) is string outError) yield return outError;
         if (s.Save is not string save) yield break;

@@ -40,6 +40,10 @@ public sealed class MetricsCsv : IDisposable
         if (!append) WriteRow(Columns);
     }
 
+    /// <summary>Whether a metrics.csv at <paramref name="path"/> holds a row (a run that failed before its first iteration
+    /// leaves only the header).</summary>
+    public static bool HoldsRows(string path) => File.Exists(path) && File.ReadLines(path).Skip(1).Any(l => l.Length > 0);
+
     /// <summary>The rows of the metrics.csv at <paramref name="path"/> (none when there is no file); InvalidDataException when
     /// it is not one this class wrote.</summary>
     public static IReadOnlyList<IterationRecord> Read(string path)
