@@ -52,4 +52,26 @@ public class PreprocessCommandTests
             File.Delete(blocker);
         }
     }
+
+    [Theory]
+    [InlineData(".txt")]
+    [InlineData(".jsonl")]
+    public void InvalidUtf8AndEmptyInputAreRefusedInOneSentence(string extension)
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-pre-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        try
+        {
+            string bad = Path.Combine(root, "latin1" + extension), empty = Path.Combine(root, "empty" + extension);
+            byte[] cafe = [.. "{\"text\": \"caf"u8, 0xE9, .. "\"}\n"u8]; // 'café' in Latin-1: 0xE9 alone is not UTF-8
+            File.WriteAllBytes(bad, extension == ".jsonl" ? cafe : [.. "caf"u8, 0xE9, (byte)'\n']);
+            File.WriteAllText(empty, "\n\n");
+            string prefix = Path.Combine(root, "out");
+            Assert.Equal((2, $"harness preprocess: --input '{bad}' is not UTF-8 (it holds the bytes 0xE9); convert it to UTF-8 (iconv -t UTF-8) first."),
+                Run("--input", bad, "--output-prefix", prefix));
+            Assert.Equal((2, $"harness preprocess: --input '{empty}' holds no document (it is empty or blank); give a file with text in it."),
+                Run("--input", empty, "--output-prefix", prefix));
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
 }

@@ -231,6 +231,11 @@ public class RunCommandUserErrorTests
             Assert.Equal((0, ""), Run("--out", output, "--save", ckpt, "--overwrite"));
             Assert.Equal("1", File.ReadAllText(Path.Combine(ckpt, "latest_checkpointed_iteration.txt")));
             Assert.Equal(1 + 1, File.ReadAllLines(Path.Combine(output, "metrics.csv")).Length);
+            // A metrics.csv with only its header (a run that failed before its first iteration) holds no run.
+            string failed = Path.Combine(root, "failed");
+            Directory.CreateDirectory(failed);
+            File.WriteAllText(Path.Combine(failed, "metrics.csv"), string.Join(',', Harness.Executor.Training.Records.MetricsCsv.Columns) + "\n");
+            Assert.Equal((0, ""), Run("--out", failed));
         }
         finally { Directory.Delete(root, recursive: true); }
     }
