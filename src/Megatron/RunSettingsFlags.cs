@@ -36,6 +36,9 @@ public static class RunSettingsFlags
         new("--eval-iters", true, "global batches per validation loss (default 100; 0: none)"),
         new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
         new("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
+        // Megatron's switch for what harness run always does (src/Cli/Commands/StopSignals.cs): taken so a Megatron launch
+        // line runs unchanged; no field records it, as it changes nothing.
+        new("--exit-signal-handler", false, "accepted: on SIGINT or SIGTERM harness run always finishes the iteration, saves and exits"),
         new("--exit-interval", true, "save (with --save) and exit once the iterations done are a multiple of N"),
         new("--exit-duration-in-mins", true, "save (with --save) and exit after the first iteration that ends past M minutes"),
         new("--log-interval", true, "print progress every N iterations (default 100, as Megatron)"),

@@ -81,7 +81,7 @@ public static class TrainingLoop
         var peaks = step.PeakMemoryPerRank();
         if (recorder is null) return ([], stopped);
         if (stopped != StopReason.None) log(ProgressLines.Stopped(iteration, run, stopped));
-        recorder.Finish(peaks);
+        recorder.Finish(peaks, stopped);
         return (recorder.Rows, stopped);
     }
 }

@@ -62,7 +62,10 @@ public class StopTests
         Assert.Contains($"harness run: interrupted ({name}) after iteration {saved} of 100000; saved a checkpoint of it in {ckpt} (resume with --load {ckpt}).", lines);
         Assert.Equal(1 + saved, File.ReadAllLines(Path.Combine(output, "metrics.csv")).Length);
         using (var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "summary.json"))))
+        {
             Assert.Equal(saved, summary.RootElement.GetProperty("Iterations").GetInt64());
+            Assert.Equal(name == "SIGTERM" ? "Terminate" : "Interrupt", summary.RootElement.GetProperty("StoppedBy").GetString());
+        }
         Assert.True(File.Exists(Path.Combine(output, "loss.png")) && File.Exists(Path.Combine(output, "throughput.png")));
         Directory.Delete(root, recursive: true);
     }
@@ -71,7 +74,7 @@ public class StopTests
     public void ExitIntervalSavesAndExitsWithZero()
     {
         string root = NewFolder(), ckpt = Path.Combine(root, "ckpt"), output = Path.Combine(root, "out");
-        var (code, stdout, stderr) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--train-iters", "10", "--exit-interval", "4", "--save-interval", "3",
+        var (code, stdout, stderr) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--train-iters", "10", "--exit-interval", "4", "--save-interval", "3", "--exit-signal-handler",
             "--save", ckpt, "--out", output]);
         Assert.True(code == 0, stderr);
         // Megatron's iteration % exit_interval == 0: after iteration 4, with the regular save at 3 kept and 4 saved once.

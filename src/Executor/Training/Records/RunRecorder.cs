@@ -60,12 +60,12 @@ public sealed class RunRecorder : IDisposable
         return TimeSpan.FromMilliseconds(recent[recent.Length / 2] * Math.Max(0, run.Settings.TrainIters - iteration));
     }
 
-    /// <summary>Once the run ended: summary.json (with every rank's peak memory, null for a single device) and the plots,
-    /// and says what it wrote.</summary>
-    public void Finish(IReadOnlyList<long>? peakPerRank)
+    /// <summary>Once the run ended: summary.json (with every rank's peak memory, null for a single device, and why it stopped
+    /// early, if it did) and the plots, and says what it wrote.</summary>
+    public void Finish(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy)
     {
         if (rows.Count == 0) return;
-        Write(peakPerRank);
+        Write(peakPerRank, stoppedBy);
         log(ProgressLines.Wrote(output, run));
     }
 
@@ -73,14 +73,14 @@ public sealed class RunRecorder : IDisposable
     /// unknown then: they may be gone).</summary>
     public void KeepOnFailure()
     {
-        if (rows.Count > 0) Write(peakPerRank: null);
+        if (rows.Count > 0) Write(peakPerRank: null, StopReason.None);
     }
 
     /// <summary>Summary and plots over the whole run: the rows kept from before the resume and this process's.</summary>
-    private void Write(IReadOnlyList<long>? peakPerRank)
+    private void Write(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy)
     {
         var all = earlier.Concat(rows).ToList();
-        RunSummary.From(run, all, peakPerRank).Write(Path.Combine(output, "summary.json"));
+        RunSummary.From(run, all, peakPerRank, stoppedBy).Write(Path.Combine(output, "summary.json"));
         Plots.Write(output, all, $"{run.Model.Name} on {run.Devices()}");
     }
 

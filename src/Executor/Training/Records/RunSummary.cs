@@ -13,7 +13,8 @@ namespace Harness.Executor.Training.Records;
 /// its world and <see cref="PeakMemoryBytesPerRank"/> holds every rank's peak (<see cref="PeakMemoryBytes"/> is their maximum).
 /// <see cref="SkippedIterations"/> counts the iterations whose optimizer step was skipped on an overflow (those before a
 /// resume too); <see cref="FinalLossScale"/> is the loss scaler's last scale, null when the run scales no loss;
-/// <see cref="FinalValidationLoss"/> the last validation loss (after the last iteration), null when the run computes none.
+/// <see cref="FinalValidationLoss"/> the last validation loss (after the last iteration), null when the run computes none;
+/// <see cref="StoppedBy"/> says why a run ended before --train-iters (a signal, --exit-duration-in-mins, --exit-interval).
 /// </summary>
 public sealed record RunSummary(
     ModelSpec Model,
@@ -38,9 +39,10 @@ public sealed record RunSummary(
     double? MedianCommunicationMs = null,
     long SkippedIterations = 0,
     double? FinalLossScale = null,
-    double? FinalValidationLoss = null)
+    double? FinalValidationLoss = null,
+    StopReason StoppedBy = StopReason.None)
 {
-    public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null)
+    public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null, StopReason stoppedBy = StopReason.None)
     {
         int warmup = Math.Min(records.Count - 1, Math.Max(1, records.Count / 10));
         var steady = records.Skip(warmup).ToList();
@@ -59,7 +61,7 @@ public sealed record RunSummary(
             Median(r => r.HostGapMs), Median(r => r.EnqueueMs), records.Count == 0 ? double.NaN : records[^1].Loss,
             peakPerRank, records.Any(r => r.CommunicationMs is not null) ? Median(r => r.CommunicationMs ?? 0) : null,
             records.Count == 0 ? 0 : records[^1].SkippedIterations, records.Count == 0 ? null : records[^1].LossScale,
-            records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss);
+            records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss, stoppedBy);
     }
 
     public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
