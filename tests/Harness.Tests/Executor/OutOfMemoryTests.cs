@@ -22,12 +22,12 @@ public class OutOfMemoryTests
     [InlineData("--device", "cpu", "--nproc-per-node", "2")]
     public async Task ARunUnderAMemoryLimitEndsInOneSentence(params string[] layout)
     {
-        // A 3.5 GB address-space limit (ulimit -v) and a 512 MB managed heap: s 32768 attention scores do not fit.
+        // A 6 GB address-space limit (ulimit -v; the child stays under 1 GB resident) and a 512 MB managed heap: s 32768 attention scores do not fit.
         string output = Path.Combine(Path.GetTempPath(), $"harness-oom-{Guid.NewGuid():N}");
         var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
         string harness = Path.Combine(AppContext.BaseDirectory, "harness");
         psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add($"ulimit -v 3500000; exec \"$0\" \"$@\"");
+        psi.ArgumentList.Add($"ulimit -v 6000000; exec \"$0\" \"$@\"");
         foreach (var a in (string[])[harness, "run", "--model", "tiny-gpt2", "--seq-length", "32768", "--micro-batch-size", "2", "--global-batch-size", "4",
             "--mock-data", "--train-iters", "1", "--out", output, .. layout]) psi.ArgumentList.Add(a);
         psi.Environment["DOTNET_GCHeapHardLimit"] = "0x20000000";
