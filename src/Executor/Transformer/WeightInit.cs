@@ -35,7 +35,9 @@ public static class WeightInit
         for (long b = 0; b < blocks; b++) parts[b] = Draw(Seed(seed, key, b), std, [VocabBlock, .. shape[1..]], dtype);
         using var all = cat(parts);
         foreach (var p in parts) p.Dispose();
-        return all.narrow(0, 0, rows).clone();
+        // Held in a variable until the clone returns: TorchSharp passes a temporary's handle only, and a finalizer could free it mid-call.
+        using var table = all.narrow(0, 0, rows);
+        return table.clone();
     }
 
     private static Tensor Draw(ulong seed, double std, long[] shape, ScalarType dtype)
