@@ -122,7 +122,6 @@ public class CodecTests
         "--loss-scale-window 100", "--hysteresis 1", "--data-path /data/x_text_document", "--mock-data", "--save ck", "--load ck",
         "--save-interval 5", "--log-interval 10", "--make-vocab-size-divisible-by 64", "--device cuda --profile --profile-step-start 2 --profile-step-end 4",
         "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--nproc-per-node 4 --ranks-on-one-device", "--split 969,30,1", "--split 98/2", "--eval-interval 50", "--eval-iters 10", "--master-port 29600", "--out runs/x",
-        "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--master-port 29600", "--out runs/x",
         "--exit-interval 50", "--exit-duration-in-mins 230",
     ];
 
