@@ -15,9 +15,6 @@ public readonly record struct PipelineSplit(
     /// <summary>Whether the embedding or the loss counts as a layer (then with interleaving only, in the search).</summary>
     public bool CountsEnds => AccountForEmbedding || AccountForLoss;
 
-    /// <summary>Layers the even split divides: with the embedding and loss where they count.</summary>
-    public int SplitLayers(ModelSpec model) => model.NumLayers + (AccountForEmbedding ? 1 : 0) + (AccountForLoss ? 1 : 0);
-
     /// <summary>The split on <paramref name="pipelineParallel"/> stages, the rest of the description its default.</summary>
     public RunDescription ToConfig(int pipelineParallel) => Apply(new RunDescription(PipelineParallel: pipelineParallel));
 

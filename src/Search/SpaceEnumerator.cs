@@ -115,7 +115,7 @@ public sealed class SpaceEnumerator
         if (!split.CountsEnds && Allowed(C.LayersPerVirtualStage, 0)) yield return null;
         // Interleaving: pp >= 2, at least 2 chunks per rank, micro-batches a multiple of pp (Megatron's schedule).
         if (split.Uneven || pp < 2 || microBatches % pp != 0) yield break;
-        int layersPerRank = split.SplitLayers(Model) / pp;
+        int layersPerRank = split.ToConfig(pp).LayersInPipelineSplit(Model) / pp;
         foreach (int l in Divisors(layersPerRank))
             if (layersPerRank / l >= 2 && Allowed(C.LayersPerVirtualStage, l)) yield return l;
     }
