@@ -12,8 +12,9 @@ public sealed class RunValidationException(string message) : Exception(message);
 /// A real run beside the simulator's estimate of the same run: does the model of the machine match what the machine did?
 /// Reads the run's summary.json (medians after warm-up; written by `harness run`), takes its model and its run description
 /// as run, and estimates exactly that description on the GPU preset its settings name (or the one given), with today's
-/// constants. Memory compares two different measures: the run records the device memory in use (NVML: CUDA context plus
-/// the caching allocator's reserve), the simulator the allocated peak.
+/// constants. Memory: the caching allocator's peak allocated bytes (torch.cuda.max_memory_allocated, where the run could read
+/// them) beside the simulator's allocated peak, and the device memory in use (NVML: CUDA context plus the allocator's
+/// reserve) beside the simulator's reservation.
 /// </summary>
 public sealed record RunValidation(
     string Run,
@@ -24,8 +25,13 @@ public sealed record RunValidation(
     double MeasuredStepSeconds,
     double? MeasuredMfu,
     long MeasuredMemoryBytes,
-    StepEstimate Estimate)
+    StepEstimate Estimate,
+    long? MeasuredAllocatedPeakBytes = null)
 {
+    /// <summary>Simulated over measured allocated peak, minus one (positive: the simulator expects more memory than the run
+    /// allocated); null when the run could not read its allocator's statistics.</summary>
+    public double? MemoryError => MeasuredAllocatedPeakBytes is long m && m > 0 ? (double)Estimate.PeakMemoryBytes / m - 1 : null;
+
     /// <summary>Simulated over measured throughput, minus one, as `harness reproduce` counts errors: positive when the
     /// simulator expects the run to be faster than it was.</summary>
     public double Error => MeasuredStepSeconds / Estimate.StepTimeSeconds - 1;
@@ -64,7 +70,8 @@ public sealed record RunValidation(
             var estimate = Estimator.Estimate(ran.Model, new ClusterSpec(preset, world, Math.Min(world, preset.GpusPerNode)), ran.Description);
             double? mfu = root.GetProperty("Mfu").ValueKind == JsonValueKind.Number ? root.GetProperty("Mfu").GetDouble() : null;
             return new RunValidation(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), root.GetProperty("Device").GetString() ?? "?",
-                preset.Name, ran.Model, ran.Description, root.GetProperty("MedianStepMs").GetDouble() / 1e3, mfu, root.GetProperty("PeakMemoryBytes").GetInt64(), estimate);
+                preset.Name, ran.Model, ran.Description, root.GetProperty("MedianStepMs").GetDouble() / 1e3, mfu, root.GetProperty("PeakMemoryBytes").GetInt64(), estimate,
+                root.TryGetProperty("PeakAllocatedBytes", out var allocated) && allocated.ValueKind == JsonValueKind.Number ? allocated.GetInt64() : null);
         }
         catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or JsonException or NullReferenceException)
         {

@@ -100,13 +100,16 @@ public static class ValidateCommand
             .AddColumn("run").AddColumn("model, layout").AddColumn("GPU")
             .AddColumn(new TableColumn("step ms run / sim").RightAligned()).AddColumn(new TableColumn("throughput error").RightAligned())
             .AddColumn(new TableColumn("MFU run / sim").RightAligned())
-            .AddColumn(new TableColumn("GiB in use (run) / allocated peak (sim)").RightAligned());
+            .AddColumn(new TableColumn("GiB allocated peak run / sim").RightAligned()).AddColumn(new TableColumn("memory error").RightAligned())
+            .AddColumn(new TableColumn("GiB in use (NVML) / reserved (sim)").RightAligned());
         foreach (var r in rows)
             table.AddRow(Markup.Escape(r.Run), Markup.Escape(Layout(r)), Markup.Escape(r.Gpu),
                 $"{r.MeasuredStepSeconds * 1e3:F0} / {r.Estimate.StepTimeSeconds * 1e3:F0}",
                 r.LaunchBound ? "(launch-bound)" : $"{r.Error:+0.0%;-0.0%}",
                 $"{(r.MeasuredMfu is double m ? m.ToString("P1", CultureInfo.InvariantCulture) : "-")} / {r.Estimate.Mfu:P1}",
-                $"{r.MeasuredMemoryBytes / 1073741824.0:F1} / {r.Estimate.PeakMemoryBytes / 1073741824.0:F1}");
+                $"{(r.MeasuredAllocatedPeakBytes is long a ? (a / 1073741824.0).ToString("F2", CultureInfo.InvariantCulture) : "-")} / {r.Estimate.PeakMemoryBytes / 1073741824.0:F2}",
+                r.MemoryError is double e ? $"{e:+0.0%;-0.0%}" : "-",
+                $"{r.MeasuredMemoryBytes / 1073741824.0:F1} / {r.Estimate.ReservedBytes / 1073741824.0:F1}");
         console.Write(table);
         var compared = rows.Where(r => !r.LaunchBound).ToList();
         if (compared.Count > 0)
@@ -115,6 +118,9 @@ public static class ValidateCommand
             console.MarkupLine($"throughput: mean absolute error [bold]{compared.Average(r => Math.Abs(r.Error)):P1}[/] over {compared.Count} run(s), " +
                                $"worst {worst.Error:+0.0%;-0.0%} ({Markup.Escape(worst.Run)}); positive: the simulator expects more than the run did.");
         }
+        var memory = rows.Where(r => r.MemoryError is not null).ToList();
+        if (memory.Count > 0)
+            console.MarkupLine($"allocated peak: mean absolute error [bold]{memory.Average(r => Math.Abs(r.MemoryError!.Value)):P1}[/] over {memory.Count} run(s); positive: the simulator expects more than the allocator's peak.");
         if (compared.Count < rows.Count)
             console.MarkupLine($"{rows.Count - compared.Count} launch-bound run(s) (under 1% MFU: the host's loop, not the GPU, sets their pace) listed, not averaged.");
     }
@@ -130,15 +136,17 @@ public static class ValidateCommand
     {
         r.Run, r.Device, r.Gpu, Model = r.Model.Name, Layout = Layout(r), r.MeasuredStepSeconds, SimulatedStepSeconds = r.Estimate.StepTimeSeconds,
         r.Error, r.LaunchBound, r.MeasuredMfu, SimulatedMfu = r.Estimate.Mfu, r.MeasuredMemoryBytes, SimulatedPeakMemoryBytes = r.Estimate.PeakMemoryBytes,
+        r.MeasuredAllocatedPeakBytes, r.MemoryError, SimulatedReservedBytes = r.Estimate.ReservedBytes,
     };
 
     private static void WriteCsv(IReadOnlyList<RunValidation> rows, string path)
     {
         var c = CultureInfo.InvariantCulture;
-        var lines = new List<string> { "run,device,gpu,model,layout,measured_step_s,simulated_step_s,throughput_error,launch_bound,measured_mfu,simulated_mfu,measured_memory_bytes,simulated_peak_bytes" };
+        var lines = new List<string> { "run,device,gpu,model,layout,measured_step_s,simulated_step_s,throughput_error,launch_bound,measured_mfu,simulated_mfu,measured_memory_bytes,simulated_peak_bytes,measured_allocated_peak_bytes,memory_error,simulated_reserved_bytes" };
         lines.AddRange(rows.Select(r => string.Join(',', r.Run, $"\"{r.Device}\"", r.Gpu, r.Model.Name, $"\"{Layout(r)}\"",
             r.MeasuredStepSeconds.ToString("R", c), r.Estimate.StepTimeSeconds.ToString("R", c), r.Error.ToString("R", c), r.LaunchBound,
-            r.MeasuredMfu?.ToString("R", c) ?? "", r.Estimate.Mfu.ToString("R", c), r.MeasuredMemoryBytes.ToString(c), r.Estimate.PeakMemoryBytes.ToString(c))));
+            r.MeasuredMfu?.ToString("R", c) ?? "", r.Estimate.Mfu.ToString("R", c), r.MeasuredMemoryBytes.ToString(c), r.Estimate.PeakMemoryBytes.ToString(c),
+            r.MeasuredAllocatedPeakBytes?.ToString(c) ?? "", r.MemoryError?.ToString("R", c) ?? "", r.Estimate.ReservedBytes.ToString(c))));
         File.WriteAllLines(path, lines);
     }
 }

@@ -50,9 +50,10 @@ public interface ITrainStep : IDisposable
 /// gradients overflowed: Megatron reports no norm then); <see cref="LossScale"/> is the loss scaler's scale after the step,
 /// null when the run scales no loss. <see cref="MemoryPeakBytes"/> is the maximum over ranks; <see cref="CommunicationMs"/>
 /// the time this rank spent communicating (null for a single device); <see cref="Stop"/> the stop due after it, agreed over
-/// the ranks.</summary>
+/// the ranks; <see cref="AllocatedPeakBytes"/> the caching allocator's peak allocated bytes so far, the maximum over ranks
+/// (null off a GPU, or where the allocator's statistics cannot be read).</summary>
 public readonly record struct StepResult(float Loss, float? GradNorm, long EnqueuedAt, long SyncedAt, long MemoryUsedBytes, long MemoryPeakBytes,
-    double? CommunicationMs, StopReason Stop, double? LossScale = null)
+    double? CommunicationMs, StopReason Stop, double? LossScale = null, long? AllocatedPeakBytes = null)
 {
     /// <summary>Whether the optimizer step was skipped on an overflow.</summary>
     public bool Skipped => GradNorm is null;

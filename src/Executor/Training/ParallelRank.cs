@@ -63,13 +63,16 @@ public sealed class ParallelRank : ITrainStep
         var (loss, norm) = trainer.Step(lr, NextBatch(sampler), iteration);
         long end = Stopwatch.GetTimestamp();
         double communicationMs = (trainer.CommunicationTime - comm0).TotalMilliseconds;
-        long used = DeviceProbe.UsedBytes(device.type == DeviceType.CUDA, localDevice);
+        bool cuda = device.type == DeviceType.CUDA;
+        long used = DeviceProbe.UsedBytes(cuda, localDevice);
         peakMemory = Math.Max(peakMemory, used);
-        var agreed = tensor(new[] { (double)peakMemory, (double)stop.Pending }, device: device);
+        long allocated = DeviceProbe.AllocatedPeakBytes(cuda, localDevice) ?? -1;
+        var agreed = tensor(new[] { (double)peakMemory, (double)stop.Pending, allocated }, device: device);
         world.AllReduce(agreed, ReduceOp.Max);
         var maxima = agreed.cpu().data<double>().ToArray();
         // The step's loss and norm reached the host inside it (its one sync), so it was enqueued and synced by its end.
-        return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, (StopReason)(int)maxima[1], trainer.GradScaler?.Scale);
+        return new StepResult(loss, norm, end, end, used, (long)maxima[0], communicationMs, (StopReason)(int)maxima[1], trainer.GradScaler?.Scale,
+            maxima[2] < 0 ? null : (long)maxima[2]);
     }
 
     public float Validate(long firstSample)

@@ -123,9 +123,11 @@ public sealed class Trainer : ITrainStep
             stats = reported.cpu().data<float>().ToArray();
         }
         long synced = Stopwatch.GetTimestamp();
-        long memory = DeviceProbe.UsedBytes(settings.Device == ExecutionDevice.Cuda, 0);
+        bool cuda = settings.Device == ExecutionDevice.Cuda;
+        long memory = DeviceProbe.UsedBytes(cuda, 0);
         peakMemory = Math.Max(peakMemory, memory);
-        return new StepResult(stats[0], skipped ? null : stats[1], enqueued, synced, memory, peakMemory, null, stop.Pending, scaler?.Scale);
+        return new StepResult(stats[0], skipped ? null : stats[1], enqueued, synced, memory, peakMemory, null, stop.Pending, scaler?.Scale,
+            DeviceProbe.AllocatedPeakBytes(cuda, 0));
     }
 
     public float Validate(long firstSample)

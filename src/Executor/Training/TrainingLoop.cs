@@ -56,7 +56,7 @@ public static class TrainingLoop
                     ? step.Validate((iteration - 1) / settings.EvalInterval * settings.EvalIters * d.GlobalBatch) : null;
                 recorder?.Append(new IterationRecord(iteration, elapsed * 1e3, tokens / elapsed / d.WorldSize, tflops, run.Mfu(tflops), r.Loss, r.GradNorm, lr,
                     r.MemoryUsedBytes, r.MemoryPeakBytes, Stopwatch.GetElapsedTime(lastEnd, start).TotalMilliseconds,
-                    Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs, r.LossScale, skipped, validation));
+                    Stopwatch.GetElapsedTime(start, r.EnqueuedAt).TotalMilliseconds, r.CommunicationMs, r.LossScale, skipped, validation, r.AllocatedPeakBytes));
                 lastEnd = validation is null ? r.SyncedAt : Stopwatch.GetTimestamp();
                 // Megatron's checkpoint_and_decide_exit: a signal, the time limit (agreed over the ranks by the step), then
                 // --exit-interval; each saves what was trained once, unless the regular save just did.

@@ -1,6 +1,7 @@
 using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Native;
+using Harness.Executor.Native.Allocator;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Transformer;
@@ -92,6 +93,9 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
     {
         int? queues = int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : null;
         var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues, Environment.GetEnvironmentVariable(AllocatorConf.Variable));
+        // Read before the first step, so building the statistics shim (once per installation) falls outside the iterations.
+        if (settings.Device == ExecutionDevice.Cuda && CachingAllocatorStats.Unavailable is string why)
+            notes = [.. notes, $"the caching allocator's statistics could not be read ({why}): memory is NVML's only."];
         var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters,
             VocabPadding.Padded(model.VocabSize, settings.MakeVocabSizeDivisibleBy, 1));
         if (!step.Writer)

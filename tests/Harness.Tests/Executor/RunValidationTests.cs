@@ -12,11 +12,12 @@ namespace Harness.Tests.Executor;
 public class RunValidationTests
 {
     /// <summary>A summary.json as harness run writes it, for a run of (model, description as run, settings) that stepped in <paramref name="stepMs"/>.</summary>
-    private static string WriteRun(ModelSpec model, RunDescription description, RunSettings settings, double stepMs)
+    private static string WriteRun(ModelSpec model, RunDescription description, RunSettings settings, double stepMs, long? allocatedPeak = null)
     {
         string dir = Path.Combine(Path.GetTempPath(), $"harness-validate-{Guid.NewGuid():N}", "run-a");
         Directory.CreateDirectory(dir);
-        var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs)).ToList();
+        var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs,
+            AllocatedPeakBytes: allocatedPeak is long a ? a - 5 + i : null)).ToList();
         RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1, model.VocabSize), records).Write(Path.Combine(dir, "summary.json"));
         return dir;
     }
@@ -37,6 +38,19 @@ public class RunValidationTests
         // Throughput error as reproduce counts it: the simulator's tokens/s over the run's, minus one.
         Assert.Equal(2.0 / expected.StepTimeSeconds - 1, v.Error, 12);
         Assert.False(v.LaunchBound);
+    }
+
+    [Fact]
+    public void MemorySetsTheAllocatorsPeakBesideTheSimulatedAllocatedPeak()
+    {
+        // The summary keeps the largest of the iterations' cumulative peaks; the error is simulated over measured, minus one.
+        var v = RunValidation.Of(WriteRun(Caat, CaatRun, OnH200, 2000, allocatedPeak: 40L << 30));
+        Assert.Equal(40L << 30, v.MeasuredAllocatedPeakBytes);
+        Assert.Equal(60L << 30, v.MeasuredMemoryBytes);
+        Assert.Equal((double)v.Estimate.PeakMemoryBytes / (40L << 30) - 1, v.MemoryError!.Value, 12);
+        var nvmlOnly = RunValidation.Of(WriteRun(Caat, CaatRun, OnH200, 2000));
+        Assert.Null(nvmlOnly.MeasuredAllocatedPeakBytes);
+        Assert.Null(nvmlOnly.MemoryError);
     }
 
     [Fact]

@@ -11,7 +11,9 @@ namespace Harness.Executor.Training.Records;
 /// GradNorm is null when the iteration skipped its optimizer step (its gradients overflowed); LossScale is the loss scaler's
 /// scale after the iteration (null when the run scales no loss), and SkippedIterations counts the run's skipped iterations
 /// up to and including this one (those before a resume too). ValidationLoss is the validation loss computed after the
-/// iteration (every --eval-interval and after the last; null otherwise), outside the iteration's time.
+/// iteration (every --eval-interval and after the last; null otherwise), outside the iteration's time. AllocatedPeakBytes is
+/// the CUDA caching allocator's peak allocated bytes so far (torch.cuda.max_memory_allocated; in parallel runs the maximum over
+/// ranks), null on CPU or where the allocator's statistics cannot be read.
 /// </summary>
 public sealed record IterationRecord(
     long Iteration,
@@ -29,4 +31,5 @@ public sealed record IterationRecord(
     double? CommunicationMs = null,
     double? LossScale = null,
     long SkippedIterations = 0,
-    double? ValidationLoss = null);
+    double? ValidationLoss = null,
+    long? AllocatedPeakBytes = null);

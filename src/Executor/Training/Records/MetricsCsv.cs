@@ -8,7 +8,7 @@ namespace Harness.Executor.Training.Records;
 /// or a signal loses no recorded row. A resumed run (--load) keeps the rows it finds up to its checkpoint's iteration
 /// (<see cref="Read"/>, <see cref="Rewrite"/>) and goes on after them: one run, one continuous file. Empty fields: no
 /// gradient norm for a skipped iteration, no loss scale for a run that scales none, no communication for a single device,
-/// no validation loss between evaluations.
+/// no validation loss between evaluations, no allocated peak off a GPU.
 /// </summary>
 public sealed class MetricsCsv : IDisposable
 {
@@ -19,7 +19,7 @@ public sealed class MetricsCsv : IDisposable
     {
         "iteration", "elapsed_ms", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu", "loss", "grad_norm",
         "learning_rate", "memory_used_bytes", "memory_peak_bytes", "host_gap_ms", "enqueue_ms", "communication_ms",
-        "loss_scale", "skipped_iterations", "validation_loss",
+        "loss_scale", "skipped_iterations", "validation_loss", "allocated_peak_bytes",
     };
 
     /// <summary>A new metrics.csv at <paramref name="path"/> holding <paramref name="earlier"/> rows; written beside it and
@@ -59,7 +59,7 @@ public sealed class MetricsCsv : IDisposable
             return lines.Skip(1).Where(l => l.Length > 0).Select(l => l.Split(',')).Select(f => new IterationRecord(
                 long.Parse(f[0], c), double.Parse(f[1], c), double.Parse(f[2], c), double.Parse(f[3], c), Optional(f[4]), double.Parse(f[5], c),
                 Optional(f[6]), double.Parse(f[7], c), long.Parse(f[8], c), long.Parse(f[9], c), double.Parse(f[10], c), double.Parse(f[11], c),
-                Optional(f[12]), Optional(f[13]), long.Parse(f[14], c), Optional(f[15]))).ToList();
+                Optional(f[12]), Optional(f[13]), long.Parse(f[14], c), Optional(f[15]), f[16].Length == 0 ? null : long.Parse(f[16], c))).ToList();
         }
         catch (Exception e) when (e is FormatException or IndexOutOfRangeException or OverflowException)
         {
@@ -77,7 +77,7 @@ public sealed class MetricsCsv : IDisposable
             r.GradNorm?.ToString("R", c) ?? "", r.LearningRate.ToString("R", c), r.MemoryUsedBytes.ToString(c),
             r.MemoryPeakBytes.ToString(c), r.HostGapMs.ToString("F3", c), r.EnqueueMs.ToString("F3", c),
             r.CommunicationMs?.ToString("F3", c) ?? "", r.LossScale?.ToString("R", c) ?? "", r.SkippedIterations.ToString(c),
-            r.ValidationLoss?.ToString("R", c) ?? "",
+            r.ValidationLoss?.ToString("R", c) ?? "", r.AllocatedPeakBytes?.ToString(c) ?? "",
         });
     }
 

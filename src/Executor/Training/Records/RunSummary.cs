@@ -15,6 +15,8 @@ namespace Harness.Executor.Training.Records;
 /// resume too); <see cref="FinalLossScale"/> is the loss scaler's last scale, null when the run scales no loss;
 /// <see cref="FinalValidationLoss"/> the last validation loss (after the last iteration), null when the run computes none;
 /// <see cref="StoppedBy"/> says why a run ended before --train-iters (a signal, --exit-duration-in-mins, --exit-interval).
+/// <see cref="PeakAllocatedBytes"/> is the CUDA caching allocator's peak allocated bytes over the run, the maximum over ranks
+/// (torch.cuda.max_memory_allocated, what Megatron reports and the simulator predicts); null on CPU or where it cannot be read.
 /// </summary>
 public sealed record RunSummary(
     ModelSpec Model,
@@ -40,7 +42,8 @@ public sealed record RunSummary(
     long SkippedIterations = 0,
     double? FinalLossScale = null,
     double? FinalValidationLoss = null,
-    StopReason StoppedBy = StopReason.None)
+    StopReason StoppedBy = StopReason.None,
+    long? PeakAllocatedBytes = null)
 {
     public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null, StopReason stoppedBy = StopReason.None)
     {
@@ -61,7 +64,8 @@ public sealed record RunSummary(
             Median(r => r.HostGapMs), Median(r => r.EnqueueMs), records.Count == 0 ? double.NaN : records[^1].Loss,
             peakPerRank, records.Any(r => r.CommunicationMs is not null) ? Median(r => r.CommunicationMs ?? 0) : null,
             records.Count == 0 ? 0 : records[^1].SkippedIterations, records.Count == 0 ? null : records[^1].LossScale,
-            records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss, stoppedBy);
+            records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss, stoppedBy,
+            records.Any(r => r.AllocatedPeakBytes is not null) ? records.Max(r => r.AllocatedPeakBytes ?? 0) : null);
     }
 
     public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
