@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One GPU, two measurements of the simulator against this executor (issue "offload, Kwai recomputation, fp16"):
+# 1. Megatron-core's activation offload (--cpu-offloading --cpu-offloading-num-layers N) on a Llama-7B-shaped model cut to
+#    8 layers (s 4096, micro-batch 4, bf16, synthetic tokens): N in 0 2 4 6 7 with no recomputation and with
+#    Megatron-Kwai's recomputation (--kaimm-recompute-norm --kaimm-recompute-mlp-activation-func), and full recomputation
+#    at N 0 (Megatron-core refuses recomputation with --cpu-offloading). Each run records the caching allocator's peak
+#    allocated bytes and its step time; `harness validate` sets the simulator's beside them (offload/validate.csv).
+# 2. `harness validate` of caat-1b (micro-batch 8), gpt2-large (micro-batch 8) and a Llama-7B-shaped 4-layer model (s 4096,
+#    micro-batch 2) on the GPU's preset and on the constants `harness calibrate` measures for each model's shapes.
+# Usage: scripts/gpu/offload-and-validate.sh HARNESS_BINARY OUT_DIR GPU_PRESET   (ITERS: iterations per run, default 12)
+set -uo pipefail
+harness=$1
+out=$2
+gpu=${3:-h100-sxm}
+iters=${ITERS:-12}
+mkdir -p "$out/offload" "$out/models"
+log="$out/offload-and-validate.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
+failed=0
+run() { # folder, then harness run flags
+  local dir=$1; shift
+  echo "== $dir: $*" | tee -a "$log"
+  if ! "$harness" run --device cuda --gpu "$gpu" --bf16 --mock-data --train-iters "$iters" --log-interval 4 --out "$out/$dir" "$@" \
+      >"$out/$dir.log" 2>&1; then
+    failed=$((failed + 1))
+    echo "   FAILED: $(tail -2 "$out/$dir.log")" | tee -a "$log"
+  fi
+}
+llama8=(--model llama-7b --num-layers 8 --seq-length 4096 --micro-batch-size 4 --global-batch-size 4)
+kwai=(--kaimm-recompute-norm --kaimm-recompute-mlp-activation-func)
+for n in 0 2 4 6 7; do
+  offload=()
+  [ "$n" -gt 0 ] && offload=(--cpu-offloading --cpu-offloading-num-layers "$n")
+  run "offload/none-n$n" "${llama8[@]}" "${offload[@]}"
+  run "offload/kwai-n$n" "${llama8[@]}" "${offload[@]}" "${kwai[@]}"
+done
+run offload/full-n0 "${llama8[@]}" --recompute-granularity full --recompute-method uniform --recompute-num-layers 1
+"$harness" validate "$out/offload" --csv "$out/offload/validate.csv" 2>&1 | tee -a "$log"
+
+run models/caat-1b --model caat-1b --micro-batch-size 8 --global-batch-size 8
+run models/gpt2-large --model gpt2-large --micro-batch-size 8 --global-batch-size 8
+run models/llama-7b-4l --model llama-7b --num-layers 4 --seq-length 4096 --micro-batch-size 2 --global-batch-size 2
+"$harness" validate "$out/models" --csv "$out/models/validate-preset.csv" 2>&1 | tee -a "$log"
+for m in caat-1b gpt2-large; do
+  "$harness" calibrate --gpu "$gpu" --model "$m" --micro-batch-size 8 --hold-seconds 5 --out "$out/models/cluster-$m.json" \
+    >"$out/models/calibrate-$m.log" 2>&1 || failed=$((failed + 1))
+done
+"$harness" calibrate --gpu "$gpu" --model llama-7b --seq-length 4096 --micro-batch-size 2 --hold-seconds 5 \
+  --out "$out/models/cluster-llama-7b-4l.json" >"$out/models/calibrate-llama-7b-4l.log" 2>&1 || failed=$((failed + 1))
+for m in caat-1b gpt2-large llama-7b-4l; do
+  [ -s "$out/models/cluster-$m.json" ] && "$harness" validate "$out/models/$m" --cluster "$out/models/cluster-$m.json" \
+    --csv "$out/models/validate-calibrated-$m.csv" 2>&1 | tee -a "$log"
+done
+tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload models 2>/dev/null
+if [ "$failed" -gt 0 ]; then
+  echo "offload-and-validate.sh: $failed step(s) failed; see $log." >&2
+  exit 1
+fi
