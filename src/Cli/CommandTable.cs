@@ -14,6 +14,7 @@ public static class CommandTable
         ("kernel-check", "check the executor's fused CUDA kernels against libtorch on this GPU, and time both", Harness.Cli.Commands.KernelCheckCommand.Run),
         ("calibrate", "measure this GPU's GEMM, attention and memory rates; write its simulator constants", Harness.Cli.Commands.CalibrateCommand.Run),
         ("search", "the fastest configurations that fit, exhaustively over a stated space", Harness.Cli.Commands.SearchCommand.Run),
+        ("compare", "several runs side by side: final losses, the validation difference to the first, loss curves in one plot", Harness.Cli.Commands.CompareCommand.Run),
     };
 
     public static int Dispatch(string[] args)

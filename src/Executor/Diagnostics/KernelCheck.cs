@@ -23,7 +23,8 @@ public sealed record KernelTiming(string Name, double FusedMs, double LibtorchMs
 
 /// <summary>
 /// Checks every fused kernel on a GPU against libtorch's operators computing the same function in float32 (both
-/// vector widths: a shape whose rows are 16-byte multiples and one whose rows are not), and times both at caat-1b's
+/// vector widths: a shape whose rows are 16-byte multiples and one whose rows are not; and a tensor-parallel rank's shard
+/// shapes at t = 8), and times both at caat-1b's
 /// shapes (micro-batch 8, s 2048: 16384 tokens, ffn 5632, vocabulary 32000).
 /// Tolerances: outputs are rounded to bf16 (relative step 2^-8), so an error up to one bf16 step of the value passes.
 /// </summary>
@@ -42,6 +43,12 @@ public static class KernelCheck
         foreach (var headDim in new long[] { 64, 20 })
             foreach (var c in QkvRotary(device, batch: 2, seq: 96, groups: 2, headsPerGroup: 4, headDim)) yield return c;
         yield return WeightGradientAccumulation(device, 4096, 704, 2048);
+        // A tensor-parallel rank's shards at t = 8: SwiGLU over ffn / 8 (caat-130m 2048, Llama-7B 11008), the QKV of its
+        // heads / 8 and groups / 8 (caat-1b: one group of 4 heads, d 64; caat-130m: 2 heads, d 48; Llama-7B: 4 heads, d 128).
+        foreach (var c in SwiGlu(device, 1024, 2048 / 8)) yield return c;
+        foreach (var c in SwiGlu(device, 1024, 11008 / 8)) yield return c;
+        foreach (var (groups, perGroup, headDim) in new[] { (1L, 4L, 64L), (2L, 1L, 48L), (4L, 1L, 128L) })
+            foreach (var c in QkvRotary(device, batch: 2, seq: 96, groups, perGroup, headDim)) yield return c;
     }
 
     /// <summary>
