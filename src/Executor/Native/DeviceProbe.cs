@@ -7,7 +7,7 @@ namespace Harness.Executor.Native;
 /// </summary>
 public static class DeviceProbe
 {
-    public static long? AllocatedPeakBytes(bool cuda, int index) => cuda ? Allocator.CachingAllocatorStats.Read(index)?.AllocatedPeak : null;
+    public static long? AllocatedPeakBytes(bool cuda, int index) => cuda ? CachingAllocatorStats.Read(index)?.AllocatedPeak : null;
 
     public static string Name(bool cuda, int index) =>
         cuda ? Nvml.DeviceName(index) ?? $"CUDA device {index}" : $"CPU ({Environment.ProcessorCount} threads)";

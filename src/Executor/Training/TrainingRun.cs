@@ -1,7 +1,6 @@
 using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Native;
-using Harness.Executor.Native.Allocator;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Transformer;

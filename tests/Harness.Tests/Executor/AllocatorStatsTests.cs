@@ -1,5 +1,4 @@
 using Harness.Executor.Native;
-using Harness.Executor.Native.Allocator;
 using Harness.Executor.Training.Records;
 using Harness.Simulator.Specs;
 

@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 
-namespace Harness.Executor.Native.Allocator;
+namespace Harness.Executor.Native;
 
 /// <summary>One reading of the CUDA caching allocator: what torch.cuda.memory_allocated / max_memory_allocated /
 /// memory_reserved / max_memory_reserved report, and the allocator's retries (a cudaMalloc that failed, the cache freed,
@@ -22,7 +22,7 @@ public readonly record struct AllocatorReading(long Allocated, long AllocatedPea
 /// </summary>
 public static unsafe class CachingAllocatorStats
 {
-    private const string ResourceName = "Harness.Executor.Native.Allocator.allocator_stats.cpp";
+    private const string ResourceName = "Harness.Executor.Native.allocator_stats.cpp";
 
     private sealed record Shim(IntPtr Stats, IntPtr ResetPeaks);
 
