@@ -40,7 +40,7 @@ def wordnet(root):
             count = int(parts[3], 16)
             words = [re.sub(r"\([a-z]+\)$", "", w).replace("_", " ") for w in parts[4:4 + 2 * count:2]]
             groups[int(parts[1])].append(f"{', '.join(words)}: {gloss.strip()}")
-    return [ "\n".join(lines) for _, lines in sorted(groups.items())]
+    return ["\n".join(lines) for _, lines in sorted(groups.items())]
 
 
 def kjv(root):
