@@ -99,7 +99,8 @@ public static class RunDescriptionFlags
             "add each micro-batch's weight gradients to the main gradients in a separate kernel (Megatron-LM before late 2021)"),
         new("--no-bias-swiglu-fusion", false, "SwiGLU as torch.chunk, silu and a product, which keep SiLU's output too (Megatron-LM through 2023)"),
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
-        new("--optimizer", true, "adam (Megatron's default; the only one modelled)"),
+        new("--optimizer", true, "adam (Megatron's default) or sgd (momentum SGD: 8 B of optimizer state per parameter, not Adam's 12)"),
+        new("--sgd-momentum", true, "SGD's momentum factor in [0, 1) (default 0.9); 0 keeps no momentum buffer"),
         new("--transformer-impl", true, "transformer_engine (Megatron's default; the kernels modelled)"),
         new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, cross-entropy and AdamW kernels"),
     };
@@ -182,8 +183,17 @@ public static class RunDescriptionFlags
         int? maxSplit = cl.Int(MaxSplitSize.Name);
         if (cl.Switch("--overlap-p2p-communication") && cl.Switch("--no-overlap-p2p-communication"))
             cl.Errors.Add("--overlap-p2p-communication and --no-overlap-p2p-communication contradict each other.");
-        if (cl.String("--optimizer") is string optimizer && optimizer != "adam")
-            cl.Errors.Add($"--optimizer {optimizer} is not modelled yet (its optimizer states differ from Adam's); use adam.");
+        var optimizer = cl.String("--optimizer") switch
+        {
+            null or "adam" => d.Optimizer,
+            "sgd" => OptimizerType.Sgd,
+            var other => Unmodelled(other),
+        };
+        OptimizerType Unmodelled(string other)
+        {
+            cl.Errors.Add($"--optimizer {other} is not modelled (its optimizer states differ from Adam's and SGD's); use adam or sgd.");
+            return d.Optimizer;
+        }
         if (cl.String("--transformer-impl") is string impl && impl != "transformer_engine")
             cl.Errors.Add($"--transformer-impl {impl} (Megatron's own kernels in place of Transformer Engine's) is not modelled; use transformer_engine.");
 
@@ -205,6 +215,8 @@ public static class RunDescriptionFlags
             FlashAttention = flash,
             GradientsInFp32 = ReadGradientsInFp32(cl, precision),
             Adam = ReadAdamStates(cl),
+            Optimizer = optimizer,
+            SgdMomentum = cl.Double("--sgd-momentum") ?? d.SgdMomentum,
             FusedNorm = !cl.Switch("--no-norm-fusion") && d.FusedNorm,
             FusedSwiGlu = !cl.Switch("--no-bias-swiglu-fusion") && d.FusedSwiGlu,
             FusedElementwise = unfused == 0 && d.FusedElementwise,
@@ -368,6 +380,8 @@ public static class RunDescriptionFlags
         Dtype("--main-params-dtype", adam.MainParams);
         Dtype("--exp-avg-dtype", adam.ExpAvg);
         Dtype("--exp-avg-sq-dtype", adam.ExpAvgSq);
+        if (r.Optimizer == OptimizerType.Sgd) Value("--optimizer", "sgd");
+        if (r.SgdMomentum != d.SgdMomentum) Value("--sgd-momentum", F(r.SgdMomentum));
         if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", CommTypeName(r.ContextParallelComm));
         if (r.HierarchicalAllToAllSize is int a2a)
             a.AddRange([HierarchicalSizes.Name, $"{a2a}", $"{(a2a > 0 ? r.ContextParallel / a2a : 0)}"]);

@@ -21,7 +21,7 @@ public static class RunSettingsFlags
         new("--lr-warmup-iters", true, "linear warm-up iterations (default 0)"),
         new("--lr-warmup-fraction", true, "warm-up as a fraction of the decay iterations (instead of --lr-warmup-iters)"),
         new("--lr-decay-iters", true, "decay length (default --train-iters)"),
-        new("--weight-decay", true, "AdamW decay (default 0.01)"),
+        new("--weight-decay", true, "weight decay (default 0.01): AdamW's decoupled, SGD's L2 in the gradient"),
         new("--adam-beta1", true, "default 0.9"), new("--adam-beta2", true, "default 0.999"), new("--adam-eps", true, "default 1e-8"),
         new("--clip-grad", true, "gradient norm limit (default 1.0; 0 = off)"),
         new("--loss-scale", true, "constant loss scale (default: none; dynamic loss scaling under --fp16)"),

@@ -58,6 +58,26 @@ public class ModelStateTests
         Assert.Equal(28, OptimizerTime.BytesPerParameter(new RunDescription(Precision: Precision.Bf16, GradientsInFp32: false, Adam: new AdamStates(PrecisionAware: true))));
     }
 
+    /// <summary>
+    /// SGD's states by hand: fp32 master weights (4 B, none in fp32 training) and the momentum buffer (4 B, none with momentum
+    /// 0). bf16: 2 B weights + 4 B gradients + 8 B = 14 B; with the distributed optimizer over d 8, 6 + 8/8 = 7 B; without
+    /// momentum 2 + 4 + 4 = 10 B. fp32: 4 + 4 + 4 = 12 B, without momentum 8 B. The step moves its states both ways, the
+    /// gradient twice and writes the weight: bf16 2·8 + 2·4 + 2 = 26 B; fp32 (the weight is the master, among the states)
+    /// 2·(4 + 4) + 2·4 = 24 B.
+    /// </summary>
+    [Fact]
+    public void SgdKeepsMasterWeightsAndOneMomentumBuffer()
+    {
+        var sgd = new RunDescription(Precision: Precision.Bf16, Optimizer: OptimizerType.Sgd);
+        Assert.Equal(14, ModelState.BytesPerParameter(sgd), 12);
+        Assert.Equal(7, ModelState.BytesPerParameter(sgd with { DataParallel = 8, GlobalBatch = 8, ZeroStage = 1 }), 12);
+        Assert.Equal(10, ModelState.BytesPerParameter(sgd with { SgdMomentum = 0 }), 12);
+        Assert.Equal(12, ModelState.BytesPerParameter(sgd with { Precision = Precision.Fp32 }), 12);
+        Assert.Equal(8, ModelState.BytesPerParameter(sgd with { Precision = Precision.Fp32, SgdMomentum = 0 }), 12);
+        Assert.Equal(26, OptimizerTime.BytesPerParameter(sgd));
+        Assert.Equal(24, OptimizerTime.BytesPerParameter(sgd with { Precision = Precision.Fp32 }));
+    }
+
     [Fact]
     public void MoreTensorParallelismMeansFewerWeightBytesPerGpu()
     {

@@ -91,6 +91,44 @@ public class SimulateCommandTests
         Assert.Contains("is a folder; give a JSON file.", Run("--cluster", Path.GetTempPath()).Err);
     }
 
+    /// <summary>
+    /// --optimizer sgd keeps SGD's states: with bf16 weights, fp32 master weights and the momentum buffer, 8 B per parameter
+    /// instead of Adam's 12 (master, two moments), and 4 B without momentum (torch keeps no buffer); weights and gradients
+    /// stay as they are.
+    /// </summary>
+    [Fact]
+    public void SgdShowsItsSmallerOptimizerStates()
+    {
+        JsonElement Memory(params string[] extra)
+        {
+            var (code, output, err) = Run(["--model", "llama-7b", "--gpus", "8", "--bf16", "--json", .. extra]);
+            Assert.True(code == 0, err);
+            return JsonDocument.Parse(output).RootElement.GetProperty("breakdown").GetProperty("memory_bytes").Clone();
+        }
+        double Bytes(JsonElement m, string part) => m.GetProperty(part).GetDouble();
+        var adam = Memory();
+        var sgd = Memory("--optimizer", "sgd");
+        var plain = Memory("--optimizer", "sgd", "--sgd-momentum", "0");
+        Assert.Equal(8.0 / 12, Bytes(sgd, "optimizer") / Bytes(adam, "optimizer"), 6);
+        Assert.Equal(4.0 / 12, Bytes(plain, "optimizer") / Bytes(adam, "optimizer"), 6);
+        Assert.Equal(Bytes(adam, "weights"), Bytes(sgd, "weights"));
+        Assert.Equal(Bytes(adam, "gradients"), Bytes(sgd, "gradients"));
+        Assert.True(Bytes(sgd, "total") < Bytes(adam, "total"));
+    }
+
+    [Theory]
+    [InlineData("--optimizer sgd --sgd-momentum 1", "--sgd-momentum 1 is outside [0, 1).")]
+    [InlineData("--optimizer sgd --sgd-momentum -0.5", "--sgd-momentum -0.5 is outside [0, 1).")]
+    [InlineData("--sgd-momentum 0.5", "--sgd-momentum applies only with --optimizer sgd.")]
+    [InlineData("--optimizer sgd --bf16 --use-precision-aware-optimizer",
+        "--use-precision-aware-optimizer needs --optimizer adam: it keeps Adam's states in Transformer Engine's FusedAdam (Megatron asserts the same).")]
+    public void ABadOptimizerIsOneSentence(string flags, string sentence)
+    {
+        var (code, _, err) = Run(["--model", "llama-7b", "--gpus", "8", .. flags.Split(' ')]);
+        Assert.Equal(2, code);
+        Assert.Equal($"harness simulate: invalid configuration:\n  - {sentence}\n", err.ReplaceLineEndings("\n"));
+    }
+
     [Theory]
     [InlineData("--gpus", "0", "--gpus is 0; it must be at least 1.")]
     [InlineData("--cuda-device-max-connections", "0",

@@ -1,6 +1,5 @@
 using Harness.Executor.Distributed;
 using Harness.Executor.Optimizer;
-using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.DataParallel;
@@ -9,12 +8,12 @@ namespace Harness.Executor.DataParallel;
 /// Megatron's distributed optimizer (ZeRO stage 1; optimizer/distrib_optimizer.py): each of the d data-parallel
 /// ranks owns the r-th 1/d of every <see cref="GradBucket"/> of the flat buffer (the bucket padded to a multiple of
 /// d). The gradients arrive by one reduce-scatter per bucket (<see cref="GradientSync"/>) into this rank's
-/// <see cref="GradShard"/>s, averaged; a step clips by the global norm, runs AdamW on this rank's float32 master
-/// weights and moments only (with fused kernels on a GPU, one <see cref="Fused.FusedKernels.AdamW"/> per bucket's
-/// shard, which writes no bf16 weights), and all-gathers the updated weights of every bucket into every rank's model. Master
-/// weights and moments take 12/d bytes per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16 weights and
-/// float32 gradients; here 8 + 12/d, as the buffer also keeps one micro-batch's bf16 gradients before folding them
-/// into float32). The buffer then holds no full master copy of its own.
+/// <see cref="GradShard"/>s, averaged; a step clips by the global norm, runs the optimizer's <see cref="IUpdateRule"/> on this
+/// rank's float32 master weights and states only (AdamW with fused kernels on a GPU: one <see cref="Fused.FusedKernels.AdamW"/>
+/// per bucket's shard, which writes no bf16 weights), and all-gathers the updated weights of every bucket into every rank's
+/// model. Adam's master weights and moments take 12/d bytes per parameter instead of 12 (REFERENCE.md: 6 + 12/d with bf16
+/// weights and float32 gradients; here 8 + 12/d, as the buffer also keeps one micro-batch's bf16 gradients before folding
+/// them into float32), SGD's master weights and momentum 8/d. The buffer then holds no full master copy of its own.
 /// The same shards serve ZeRO 2 and 3, so a checkpoint's segments mean the same under every stage: under ZeRO 2 the
 /// gradients arrive every micro-batch and add up in the shard (<see cref="GradientSync"/>, everyMicroBatch); under ZeRO 3
 /// the buckets are the gather units of <see cref="PartitionedParams"/>, whose partitions the step refreshes from the master
@@ -28,25 +27,22 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     private readonly IReadOnlyList<GradBucket> buckets;
     private readonly Tensor gradShards;
     private readonly long[] pieceOffsets, stateOffsets;
-    private readonly bool fused;
     private readonly PartitionedParams? partitioned;
 
-    public AdamSettings Options { get; }
+    public IUpdateRule Rule { get; }
     public long Step { get; set; }
 
     /// <summary>The part of each bucket this rank owns, in bucket order: where its state's elements lie in the buffer.</summary>
     public IReadOnlyList<(long Offset, long Length)> Segments { get; }
 
     public Tensor Master { get; }
-    public Tensor ExpAvg { get; }
-    public Tensor ExpAvgSq { get; }
+    public IReadOnlyList<Tensor> States { get; }
 
-    /// <param name="fused">Update each shard with the fused AdamW kernel (the caller checked that the kernels load on this device).</param>
     /// <param name="partitioned">ZeRO 3: where the weights of <paramref name="buckets"/> live (all gathered while this is built).</param>
-    public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, AdamSettings options, GradientNorm norm,
-        bool fused = false, PartitionedParams? partitioned = null)
+    public DistributedOptimizer(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, IUpdateRule rule, GradientNorm norm,
+        PartitionedParams? partitioned = null)
     {
-        (this.buffer, this.buckets, this.dataParallel, Options, this.norm, this.partitioned) = (buffer, buckets, dataParallel, options, norm, partitioned);
+        (this.buffer, this.buckets, this.dataParallel, Rule, this.norm, this.partitioned) = (buffer, buckets, dataParallel, rule, norm, partitioned);
         int d = dataParallel.Size, r = dataParallel.Rank;
         var segments = new List<(long, long)>();
         pieceOffsets = new long[buckets.Count];
@@ -66,9 +62,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
         gradShards = zeros(pieces, dtype: buffer.MainGrads.dtype, device: device);
         Master = zeros(state, dtype: ScalarType.Float32, device: device);
         ReloadMaster();
-        ExpAvg = zeros(state, dtype: ScalarType.Float32, device: device);
-        ExpAvgSq = zeros(state, dtype: ScalarType.Float32, device: device);
-        this.fused = fused && AdamW.Fusable(Master);
+        States = rule.States.Select(_ => zeros(state, dtype: ScalarType.Float32, device: device)).ToList();
     }
 
     /// <summary>Where bucket <paramref name="bucket"/>'s reduce-scatter leaves this rank's averaged piece of it.</summary>
@@ -101,7 +95,7 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
         buckets.Select(b => (gradShards.narrow(0, pieceOffsets[b.Index], Segments[b.Index].Length), Segments[b.Index].Offset)).ToList();
 
     /// <summary>
-    /// Once every bucket was reduce-scattered: clip, AdamW on this rank's shard, all-gather (unless
+    /// Once every bucket was reduce-scattered: clip, update this rank's shard, all-gather (unless
     /// <paramref name="gatherParams"/> is false: <see cref="ParamGather"/> does it during the next forward). Returns the
     /// global gradient norm (device scalar).
     /// </summary>
@@ -118,8 +112,8 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
             if (length == 0) continue;
             long decayed = Math.Clamp(buffer.DecayedCount - offset, 0, length);
             // No bf16 weights to write here: every rank's come back by the all-gather below.
-            AdamW.ClipAndUpdate(Master.narrow(0, stateOffsets[k], length), grads[k].Grads, ExpAvg.narrow(0, stateOffsets[k], length),
-                ExpAvgSq.narrow(0, stateOffsets[k], length), null, decayed, total, Options, lr, Step, fused);
+            long at = stateOffsets[k];
+            Rule.ClipAndUpdate(Master.narrow(0, at, length), grads[k].Grads, States.Select(s => s.narrow(0, at, length)).ToList(), null, decayed, total, lr, Step);
         }
         UpdatePartitions();
         if (gatherParams) GatherBuckets();
@@ -189,7 +183,6 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     {
         gradShards.Dispose();
         Master.Dispose();
-        ExpAvg.Dispose();
-        ExpAvgSq.Dispose();
+        foreach (var s in States) s.Dispose();
     }
 }

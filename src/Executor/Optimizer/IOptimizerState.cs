@@ -3,9 +3,9 @@ using static TorchSharp.torch;
 namespace Harness.Executor.Optimizer;
 
 /// <summary>
-/// What an Adam-type optimizer carries from one step to the next over its part of the flat buffer: all of it for a
-/// replicated optimizer, this rank's piece of every bucket for the distributed optimizer. A checkpoint is these
-/// tensors and the step count; the model's weights follow from them.
+/// What an optimizer carries from one step to the next over its part of the flat buffer: all of it for a replicated
+/// optimizer, this rank's piece of every bucket for the distributed optimizer. A checkpoint is these tensors and the step
+/// count; the model's weights follow from them.
 /// </summary>
 public interface IOptimizerState
 {
@@ -15,8 +15,11 @@ public interface IOptimizerState
     /// <summary>Float32 master weights of the part (Megatron's main params).</summary>
     Tensor Master { get; }
 
-    Tensor ExpAvg { get; }
-    Tensor ExpAvgSq { get; }
+    /// <summary>The update rule, which names the <see cref="States"/>.</summary>
+    IUpdateRule Rule { get; }
+
+    /// <summary>The rule's per-element states over the part, in <see cref="IUpdateRule.States"/>' order (Adam's moments, SGD's momentum buffer).</summary>
+    IReadOnlyList<Tensor> States { get; }
 
     /// <summary>Optimizer steps taken (Adam's bias correction counts them).</summary>
     long Step { get; set; }

@@ -8,19 +8,26 @@ namespace Harness.Executor.Training;
 /// <summary>What a checkpoint records besides the tensors. <see cref="Parameters"/> counts one model replica as the layout holds it.
 /// <see cref="OptimizerStep"/> counts the iterations that stepped: the others were skipped on overflow, so they are
 /// <see cref="SkippedIterations"/>. <see cref="GradScaler"/> is the loss scaler's state (Megatron keeps it in the
-/// optimizer's state dict); null when the run scaled no loss.</summary>
+/// optimizer's state dict); null when the run scaled no loss. <see cref="OptimizerStates"/> names the optimizer's state
+/// tensors saved beside the master weights (<see cref="IUpdateRule.States"/>); null in checkpoints that predate it, which
+/// hold Adam's.</summary>
 public sealed record CheckpointMeta(long Iteration, long OptimizerStep, long DataPosition, int Seed, string Model, long Parameters, string Dtype,
-    CheckpointLayout Layout, GradScaler? GradScaler = null)
+    CheckpointLayout Layout, GradScaler? GradScaler = null, IReadOnlyList<string>? OptimizerStates = null)
 {
+    /// <summary>The states the checkpoint holds: those it names, else Adam's.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<string> SavedStates => OptimizerStates ?? AdamW.StateNames;
+
     [System.Text.Json.Serialization.JsonIgnore]
     public long SkippedIterations => Iteration - OptimizerStep;
 }
 
 /// <summary>
 /// Checkpoints in Megatron's folder layout: SAVE/latest_checkpointed_iteration.txt names the newest SAVE/iter_0000100/,
-/// which holds meta.json (iteration, optimizer step, data position, layout) and one folder per tensor x pipeline rank,
-/// mp_rank_TT[_PPP] (<see cref="CheckpointLayout"/>), with that rank's float32 master weights and both Adam moments
-/// (flat buffers, raw little-endian; segments.json names the ranges of the flat buffer they hold) and its CPU random
+/// which holds meta.json (iteration, optimizer step, data position, layout, the optimizer's state names) and one folder per
+/// tensor x pipeline rank, mp_rank_TT[_PPP] (<see cref="CheckpointLayout"/>), with that rank's float32 master weights and the
+/// optimizer's states, one file each (master.bin; Adam's exp_avg.bin and exp_avg_sq.bin, SGD's momentum_buffer.bin, as torch
+/// names them; flat buffers, raw little-endian; segments.json names the ranges of the flat buffer they hold) and its CPU random
 /// generator. The distributed optimizer's shards lie in dp_rank_DDD/ below it, one per data-parallel rank. The bf16 weights are the master weights cast, so they are not
 /// stored; resuming restores exactly the state an uninterrupted run would have. Single-device runs use it directly
 /// (<see cref="Save"/>, <see cref="Load"/>); parallel runs through DistributedCheckpoint, from the same pieces.
@@ -30,8 +37,10 @@ public static class Checkpoint
     private const string Tracker = "latest_checkpointed_iteration.txt";
     private const string Meta = "meta.json";
     private const string SegmentsFile = "segments.json";
-    private static readonly (string File, Func<IOptimizerState, Tensor> Of)[] OptimizerTensors =
-        [("master.bin", o => o.Master), ("exp_avg.bin", o => o.ExpAvg), ("exp_avg_sq.bin", o => o.ExpAvgSq)];
+
+    /// <summary>The files of an optimizer's tensors: its master weights, then each of its rule's states.</summary>
+    private static IEnumerable<(string File, Tensor Tensor)> OptimizerTensors(IOptimizerState o) =>
+        o.Rule.States.Zip(o.States, (name, t) => (name + ".bin", t)).Prepend(("master.bin", o.Master));
 
     /// <summary>Read chunk of at most this many elements: memory stays bounded and no array nears 2 GB.</summary>
     private const long ChunkElements = 1 << 24;
@@ -39,23 +48,28 @@ public static class Checkpoint
     /// <summary>In-process ranks share libtorch's one CPU generator: its state is read and set under this lock.</summary>
     private static readonly Lock RngLock = new();
 
-    public static string Save(string root, long iteration, int seed, string model, ParamAndGradBuffer buffer, AdamW adam, GradScaler? scaler, GptSampler sampler)
+    public static string Save(string root, long iteration, int seed, string model, ParamAndGradBuffer buffer, ReplicatedOptimizer optimizer, GradScaler? scaler, GptSampler sampler)
     {
         var layout = CheckpointLayout.SingleDevice;
         string rankDir = RankFolder(root, iteration, layout, 0, 0);
-        WriteOptimizer(rankDir, layout, 0, adam);
+        WriteOptimizer(rankDir, layout, 0, optimizer);
         WriteRng(rankDir);
-        return Commit(root, new CheckpointMeta(iteration, adam.Step, sampler.Position, seed, model, buffer.Count, adam.Master.dtype.ToString(), layout, scaler));
+        return Commit(root, MetaOf(iteration, optimizer, sampler, seed, model, buffer.Count, layout, scaler));
     }
 
+    /// <summary>The metadata of a checkpoint of <paramref name="optimizer"/>'s run at <paramref name="iteration"/>.</summary>
+    public static CheckpointMeta MetaOf(long iteration, IOptimizerState optimizer, GptSampler sampler, int seed, string model, long parameters,
+        CheckpointLayout layout, GradScaler? scaler) =>
+        new(iteration, optimizer.Step, sampler.Position, seed, model, parameters, optimizer.Master.dtype.ToString(), layout, scaler, optimizer.Rule.States);
+
     /// <summary>Restores the newest checkpoint under root; returns its metadata. Throws InvalidDataException naming a mismatch.</summary>
-    public static CheckpointMeta Load(string root, string model, ParamAndGradBuffer buffer, AdamW adam, GptSampler sampler)
+    public static CheckpointMeta Load(string root, string model, ParamAndGradBuffer buffer, ReplicatedOptimizer optimizer, GptSampler sampler)
     {
         var (dir, meta) = Latest(root);
-        RequireCompatible(dir, meta, model, CheckpointLayout.SingleDevice, buffer.Count);
+        RequireCompatible(dir, meta, model, CheckpointLayout.SingleDevice, optimizer.Rule, buffer.Count);
         string rankDir = Path.Combine(dir, meta.Layout.RankFolder(0, 0));
-        ReadOptimizer(rankDir, meta, adam);
-        adam.CopyMasterToParams();
+        ReadOptimizer(rankDir, meta, optimizer);
+        optimizer.CopyMasterToParams();
         ReadRng(rankDir);
         sampler.Position = meta.DataPosition;
         return meta;
@@ -70,7 +84,7 @@ public static class Checkpoint
     {
         string dir = Path.Combine(rankDir, layout.ShardFolder(shard));
         Directory.CreateDirectory(dir);
-        foreach (var (file, of) in OptimizerTensors) WriteTensor(Path.Combine(dir, file), of(optimizer));
+        foreach (var (file, tensor) in OptimizerTensors(optimizer)) WriteTensor(Path.Combine(dir, file), tensor);
         File.WriteAllText(Path.Combine(dir, SegmentsFile), JsonSerializer.Serialize(optimizer.Segments.Select(s => new[] { s.Offset, s.Length })));
     }
 
@@ -87,9 +101,8 @@ public static class Checkpoint
             string dir = Path.Combine(rankDir, meta.Layout.ShardFolder(d));
             var saved = SavedSegments(dir);
             long fileElements = saved.Sum(s => s.Length);
-            foreach (var (file, of) in OptimizerTensors)
+            foreach (var (file, into) in OptimizerTensors(optimizer))
             {
-                var into = of(optimizer);
                 long savedAt = 0;
                 foreach (var (savedOffset, savedLength) in saved)
                 {
@@ -174,15 +187,19 @@ public static class Checkpoint
 
     /// <summary>
     /// Throws InvalidDataException unless the checkpoint in <paramref name="dir"/> is of <paramref name="model"/>, its
-    /// weights are split as <paramref name="layout"/> splits them, and one model replica has <paramref name="parameters"/>
-    /// parameters (unchecked when null: before the model is built).
+    /// weights are split as <paramref name="layout"/> splits them, it holds the states <paramref name="rule"/> keeps (unchecked
+    /// when null), and one model replica has <paramref name="parameters"/> parameters (unchecked when null: before the model is built).
     /// </summary>
-    public static void RequireCompatible(string dir, CheckpointMeta meta, string model, CheckpointLayout layout, long? parameters = null)
+    public static void RequireCompatible(string dir, CheckpointMeta meta, string model, CheckpointLayout layout, IUpdateRule? rule = null, long? parameters = null)
     {
         if (meta.Model != model)
             throw new InvalidDataException($"The checkpoint in {dir} is of model {meta.Model}; this run builds {model}.");
         if (!meta.Layout.SplitsWeightsLike(layout))
             throw new InvalidDataException($"The checkpoint in {dir} was saved with {meta.Layout} and this run is {layout}; load it with the layout it was saved with.");
+        // A state the checkpoint lacks has no value to resume from, and one this run does not keep would be dropped: either way
+        // the run would not continue the saved one.
+        if (rule is not null && !meta.SavedStates.SequenceEqual(rule.States))
+            throw new InvalidDataException($"The checkpoint in {dir} holds the optimizer states [{string.Join(", ", meta.SavedStates)}] and this run's {rule.Flags} keeps [{string.Join(", ", rule.States)}]; resume it with the --optimizer it was saved with.");
         if (parameters is not null && meta.Parameters != parameters)
             throw new InvalidDataException($"The checkpoint in {dir} is of model {meta.Model} with {meta.Parameters} parameters; this run builds {model} with {parameters}.");
     }

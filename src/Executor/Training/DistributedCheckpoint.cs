@@ -26,8 +26,7 @@ public static class DistributedCheckpoint
         if (shard == 0) Checkpoint.WriteRng(rankDir);
         groups.World.Barrier();
         if (groups.World.Rank == 0)
-            Checkpoint.Commit(root, new CheckpointMeta(iteration, trainer.Optimizer.Step, sampler.Position, seed, trainer.Model.Name, parameters,
-                trainer.Optimizer.Master.dtype.ToString(), layout, trainer.GradScaler));
+            Checkpoint.Commit(root, Checkpoint.MetaOf(iteration, trainer.Optimizer, sampler, seed, trainer.Model.Name, parameters, layout, trainer.GradScaler));
     }
 
     /// <summary>Restores this rank's part of the newest checkpoint under root; returns its metadata. Throws InvalidDataException naming a mismatch.</summary>
@@ -36,7 +35,7 @@ public static class DistributedCheckpoint
         var groups = trainer.Groups;
         long parameters = ReplicaParameters(trainer);
         var (dir, meta) = Checkpoint.Latest(root);
-        Checkpoint.RequireCompatible(dir, meta, trainer.Model.Name, trainer.CheckpointLayout, parameters);
+        Checkpoint.RequireCompatible(dir, meta, trainer.Model.Name, trainer.CheckpointLayout, trainer.Optimizer.Rule, parameters);
         string rankDir = Path.Combine(dir, meta.Layout.RankFolder(groups.TensorRank, groups.PipelineRank));
         Checkpoint.ReadOptimizer(rankDir, meta, trainer.Optimizer);
         trainer.Optimizer.CopyMasterToParams();

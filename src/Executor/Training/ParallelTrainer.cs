@@ -11,7 +11,6 @@ using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using AdamW = Harness.Executor.Optimizer.AdamW;
 
 namespace Harness.Executor.Training;
 
@@ -20,8 +19,8 @@ namespace Harness.Executor.Training;
 /// model chunks (tensor-parallel shards of its pipeline stages), one flat gradient buffer over them, and per
 /// iteration runs the pipeline schedule over its data-parallel share of the batch, finalizes the gradients bucket by
 /// bucket (tensor-parallel replicated parameters, tied embeddings across stages, data-parallel average; during
-/// backward with --overlap-grad-reduce: <see cref="GradientSync"/>), and steps AdamW (replicated) or the
-/// distributed optimizer. With a loss scaler (<see cref="Optimizer.GradScaler"/>: fp16, or --loss-scale) the last stage's
+/// backward with --overlap-grad-reduce: <see cref="GradientSync"/>), and steps the optimizer (--optimizer adam or sgd), replicated
+/// or distributed. With a loss scaler (<see cref="Optimizer.GradScaler"/>: fp16, or --loss-scale) the last stage's
 /// backward starts from the scaled loss, and before the step every rank unscales the main gradients it steps and the
 /// ranks agree on whether any overflowed (Megatron's MixedPrecisionOptimizer.prepare_grads); if so, every rank skips
 /// the step. Loss and gradient norm (none when skipped) come back on every rank. ZeRO 2 reduce-scatters every micro-batch's
@@ -41,7 +40,7 @@ public sealed class ParallelTrainer : IDisposable
     private readonly List<ModelChunk> chunks = new();
     private readonly ChunkList container;
     private readonly P2PCommunication? p2p;
-    private readonly AdamW? adam;
+    private readonly ReplicatedOptimizer? replicated;
     private readonly DistributedOptimizer? distributedOptimizer;
     private readonly GradientNorm gradientNorm;
     private readonly ICommunicationStream? communicationStream;
@@ -109,9 +108,10 @@ public sealed class ParallelTrainer : IDisposable
         communicationStream = overlapGradReduce || overlapParamGather || parallel.ZeroStage >= 3 ? groups.DataWithContext.CreateCommunicationStream() : null;
         var buckets = parallel.ZeroStage >= 3 ? GradBucket.OfUnits(Buffer, GatherUnit) : GradBucket.Of(Buffer, ZeroBucketSize(parallel));
         if (parallel.ZeroStage >= 3) partitioned = new PartitionedParams(Buffer, buckets, groups.DataWithContext, communicationStream!);
+        var rule = IUpdateRule.For(description, adam, Fusions.Kernels);
         if (parallel.DistributedOptimizer)
-            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, adam, gradientNorm, Fusions.Kernels, partitioned);
-        else this.adam = new AdamW(Buffer, adam, Fusions.Kernels);
+            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, rule, gradientNorm, partitioned);
+        else replicated = new ReplicatedOptimizer(Buffer, rule);
         if (partitioned is not null)
         {
             partitioned.ReleaseAll();
@@ -175,7 +175,7 @@ public sealed class ParallelTrainer : IDisposable
     public ModelSpec Model => spec;
 
     /// <summary>The optimizer's state over this rank's part of the buffer: all of it, or its data-parallel shard.</summary>
-    public IOptimizerState Optimizer => (IOptimizerState?)distributedOptimizer ?? adam!;
+    public IOptimizerState Optimizer => (IOptimizerState?)distributedOptimizer ?? replicated!;
 
     /// <summary>How this run's checkpoints are split into files.</summary>
     public CheckpointLayout CheckpointLayout => CheckpointLayout.Of(parallel, spec);
@@ -272,9 +272,9 @@ public sealed class ParallelTrainer : IDisposable
             skipped = gradientNorm.FoundInf(flag);
             GradScaler = scaler.Update(skipped);
         }
-        // A skipped step leaves the weights, the master weights and Adam's state as they were, on every rank alike.
+        // A skipped step leaves the weights, the master weights and the optimizer's state as they were, on every rank alike.
         var norm = skipped ? null
-            : distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? adam!.ClipAndStep(lr, g => gradientNorm.Compute(g));
+            : distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? replicated!.ClipAndStep(lr, g => gradientNorm.Compute(g));
         var reported = Reported(loss);
         // After the loss's all-reduce on the same group, so the two never run on two streams at once.
         paramGather?.Start();
@@ -371,7 +371,7 @@ public sealed class ParallelTrainer : IDisposable
         hostLink?.Dispose();
         paramGather?.Dispose();
         partitioned?.Dispose();
-        adam?.Dispose();
+        replicated?.Dispose();
         distributedOptimizer?.Dispose();
         Buffer.Dispose();
         container.Dispose();

@@ -16,7 +16,7 @@ namespace Harness.Executor.Training;
 /// Single-device training step, visible top to bottom (nanoGPT's taste, Megatron's pieces): zero the float32 gradients;
 /// for each micro-batch, forward, backward (of the loss times the loss scale, when the run scales it:
 /// <see cref="Optimizer.GradScaler"/>) and fold its gradients in; unscale them and skip the step if any overflowed; clip,
-/// AdamW step at the scheduled rate; one device sync to read loss and gradient norm (two with a loss scaler, whose
+/// optimizer step (--optimizer adam or sgd) at the scheduled rate; one device sync to read loss and gradient norm (two with a loss scaler, whose
 /// overflow check is read first, as Megatron reads it). Each micro-batch runs in its own dispose scope so no temporary outlives it on the
 /// GPU. The model is the serial one (<see cref="SerialTensorParallel"/>), with no communication at all.
 /// </summary>
@@ -28,7 +28,7 @@ public sealed class Trainer : ITrainStep
     private readonly Device device;
     private readonly GptModel model;
     private readonly ParamAndGradBuffer buffer;
-    private readonly AdamW adam;
+    private readonly ReplicatedOptimizer optimizer;
     private readonly SplitData data;
     private readonly GptSampler sampler;
     private readonly GptSampler? validation;
@@ -63,7 +63,7 @@ public sealed class Trainer : ITrainStep
         this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,
             UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
         buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation);
-        adam = new AdamW(buffer, settings.AdamOrDefault, Fusions.Kernels);
+        optimizer = new ReplicatedOptimizer(buffer, IUpdateRule.For(description, settings.AdamOrDefault, Fusions.Kernels));
         scaler = GradScaler.For(description, settings.LossScaleOrDefault);
         hostTokens = new long[description.MicroBatch * (model.SeqLength + 1)];
         if (description.CpuOffloadingLayers > 0) hostLink = HostLink.For(device);
@@ -77,12 +77,12 @@ public sealed class Trainer : ITrainStep
 
     public CheckpointMeta Resume(string root)
     {
-        var meta = Checkpoint.Load(root, Model.Name, buffer, adam, sampler);
+        var meta = Checkpoint.Load(root, Model.Name, buffer, optimizer, sampler);
         if (meta.GradScaler is { } saved) scaler = scaler?.Restore(saved);
         return meta;
     }
 
-    public void Save(string root, long iteration) => Checkpoint.Save(root, iteration, settings.Seed, Model.Name, buffer, adam, scaler, sampler);
+    public void Save(string root, long iteration) => Checkpoint.Save(root, iteration, settings.Seed, Model.Name, buffer, optimizer, scaler, sampler);
 
     public IReadOnlyList<long>? PeakMemoryPerRank() => null;
 
@@ -117,8 +117,8 @@ public sealed class Trainer : ITrainStep
                 skipped = host.item<float>() > 0;
                 scaler = scaler.Update(skipped);
             }
-            // A skipped step has no norm (Megatron computes none) and leaves the weights and Adam's state as they were.
-            var reported = skipped ? lossSum : cat(new[] { lossSum, adam.ClipAndStep(lr).reshape(1).to(ScalarType.Float32) });
+            // A skipped step has no norm (Megatron computes none) and leaves the weights and the optimizer's state as they were.
+            var reported = skipped ? lossSum : cat(new[] { lossSum, optimizer.ClipAndStep(lr).reshape(1).to(ScalarType.Float32) });
             enqueued = Stopwatch.GetTimestamp();
             stats = reported.cpu().data<float>().ToArray();
         }
@@ -164,7 +164,7 @@ public sealed class Trainer : ITrainStep
 
     public void Dispose()
     {
-        adam.Dispose();
+        optimizer.Dispose();
         buffer.Dispose();
         hostLink?.Dispose();
         dropout?.Dispose();

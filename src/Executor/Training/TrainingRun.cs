@@ -49,7 +49,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
 
     /// <summary>
     /// Opens the dataset and reads the checkpoint to load once, before any rank starts, so that a missing or damaged one, a
-    /// dataset (or a --split share) shorter than a sample, a checkpoint of another model or weight split, or one with nothing
+    /// dataset (or a --split share) shorter than a sample, a checkpoint of another model, weight split or optimizer, or one with nothing
     /// left to train is one sentence rather than the same failure from every rank (or a run that trains nothing and says
     /// nothing). Throws FileNotFoundException, InvalidDataException or ArgumentException with it.
     /// </summary>
@@ -63,7 +63,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         if (settings.Load is not null)
         {
             var (dir, meta) = Checkpoint.Latest(settings.Load);
-            Checkpoint.RequireCompatible(dir, meta, model.Name, CheckpointLayout.Of(description, model));
+            Checkpoint.RequireCompatible(dir, meta, model.Name, CheckpointLayout.Of(description, model), IUpdateRule.For(description, settings.AdamOrDefault, fused: false));
             if (meta.Iteration >= settings.TrainIters)
                 throw new ArgumentException($"--load '{settings.Load}' holds iteration {meta.Iteration}, at or past --train-iters {settings.TrainIters}: nothing is left to train; raise --train-iters to train on.");
         }

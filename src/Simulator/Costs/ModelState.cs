@@ -18,7 +18,8 @@ public readonly record struct ModelStateBytes(double Weights, double Gradients, 
 /// data-parallel group (with context parallelism: data x context ranks, which hold the same weights):
 /// 6 + 12/d B. ZeRO 2 also shards the gradients (2 + 16/d B), ZeRO 3 the weights (18/d B), and both hold a working set
 /// beyond their shards (<see cref="ZeroWorkingSet"/>). fp32 training: 4 B weights, 4 B gradients, 8 B for m and v. Megatron's
-/// --grad-reduce-in-bf16 keeps 2 B gradients; its precision-aware optimizer stores the states smaller (<see cref="AdamStates"/>).
+/// --grad-reduce-in-bf16 keeps 2 B gradients; its precision-aware optimizer stores the states smaller (<see cref="AdamStates"/>);
+/// --optimizer sgd keeps 8 B of them, 4 B without momentum (<see cref="OptimizerStates"/>).
 /// </summary>
 public static class ModelState
 {
@@ -62,7 +63,7 @@ public static class ModelState
     {
         double d = c.DataParallel * c.ContextParallel;
         bool fp32 = c.Precision == Precision.Fp32;
-        double weights = fp32 ? 4 : 2, grads = DataParallelComm.GradientBytesPerParameter(c), optimizer = c.AdamOrDefault.BytesPerParameter(c.Precision);
+        double weights = fp32 ? 4 : 2, grads = DataParallelComm.GradientBytesPerParameter(c), optimizer = OptimizerStates.BytesPerParameter(c);
         if (c.ZeroStage >= 1) optimizer /= d;
         if (c.ZeroStage >= 2) grads /= d;
         if (c.ZeroStage >= 3) weights /= d;

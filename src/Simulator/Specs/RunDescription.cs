@@ -79,6 +79,16 @@ public sealed record OverlapSpec(bool TensorParallelComm = false, bool GradientR
     public static OverlapSpec Default { get; } = new();
 }
 
+/// <summary>Megatron's --optimizer: the update rule, which decides the states the optimizer keeps per parameter.</summary>
+public enum OptimizerType
+{
+    /// <summary>Adam with decoupled weight decay (Megatron's default; Transformer Engine's FusedAdam): two moments.</summary>
+    Adam,
+    /// <summary>SGD with heavy-ball momentum and L2 weight decay, as torch.optim.SGD (and Transformer Engine's FusedSGD) runs
+    /// it for Megatron (megatron/core/optimizer/__init__.py): one momentum buffer, none with momentum 0.</summary>
+    Sgd,
+}
+
 /// <summary>Parameter and activation precision (--bf16 / --fp16, or neither: fp32).</summary>
 public enum Precision { Bf16, Fp16, Fp32 }
 
@@ -128,6 +138,8 @@ public enum ContextParallelCommType
 /// rank sends a 1/t slice, the receivers all-gather it over NVLink; false: every rank sends the whole activation, as DeepSpeed's
 /// pipeline engine did.</param>
 /// <param name="Adam">How Adam's master weights and moments are stored (<see cref="AdamStates"/>); null: fp32.</param>
+/// <param name="Optimizer">Megatron's --optimizer.</param>
+/// <param name="SgdMomentum">Megatron's --sgd-momentum (default 0.9), the momentum factor of SGD; 0 keeps no momentum buffer.</param>
 /// <param name="GradientAccumulationFusion">Megatron's --gradient-accumulation-fusion (on unless --no-gradient-accumulation-fusion,
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
 /// gradient and autograd adds it to the accumulated one every micro-batch after the first, as Megatron-LM 2019-2021 did.</param>
@@ -186,7 +198,9 @@ public sealed partial record RunDescription(
     int? LayersInLastPipelineStage = null,
     bool AccountForEmbeddingInPipelineSplit = false,
     bool AccountForLossInPipelineSplit = false,
-    int CpuOffloadingLayers = 0)
+    int CpuOffloadingLayers = 0,
+    OptimizerType Optimizer = OptimizerType.Adam,
+    double SgdMomentum = 0.9)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
@@ -219,6 +233,20 @@ public sealed partial record RunDescription(
         _ => (1, ContextParallel),
     };
 
+    /// <summary>Every reason the optimizer's flags are invalid: Megatron asserts the precision-aware optimizer is Adam's
+    /// (megatron/core/optimizer/optimizer_config.py), and torch.optim.SGD refuses a negative momentum; at 1 or above the
+    /// momentum buffer never forgets a gradient and grows without bound.</summary>
+    private IEnumerable<string> ValidateOptimizer()
+    {
+        var d = new RunDescription();
+        if (Optimizer == OptimizerType.Sgd && AdamOrDefault.PrecisionAware)
+            yield return "--use-precision-aware-optimizer needs --optimizer adam: it keeps Adam's states in Transformer Engine's FusedAdam (Megatron asserts the same).";
+        if (SgdMomentum is not (>= 0 and < 1))
+            yield return $"--sgd-momentum {SgdMomentum} is outside [0, 1).";
+        else if (Optimizer != OptimizerType.Sgd && SgdMomentum != d.SgdMomentum)
+            yield return "--sgd-momentum applies only with --optimizer sgd.";
+    }
+
     /// <summary>Micro-batches each pipeline processes per iteration (m).</summary>
     public int NumMicroBatches => GlobalBatch / (MicroBatch * DataParallel);
 
@@ -238,6 +266,7 @@ public sealed partial record RunDescription(
         Positive("--global-batch-size", GlobalBatch);
         if (e.Count > 0) return e;
         e.AddRange(AdamOrDefault.Validate(Precision));
+        e.AddRange(ValidateOptimizer());
 
         if ((long)DataParallel * TensorParallel * PipelineParallel * ContextParallel != worldSize)
             e.Add($"world size {worldSize} != data {DataParallel} x tensor {TensorParallel} x pipeline {PipelineParallel} x context {ContextParallel} = {WorldSize}.");

@@ -18,7 +18,8 @@ public sealed record LearningRateSettings(
     double? WarmupFraction = null,
     long? DecayIters = null);
 
-/// <summary>Megatron's Adam and clipping flags: --adam-beta1, --adam-beta2, --adam-eps, --weight-decay, --clip-grad.</summary>
+/// <summary>Megatron's Adam and clipping flags: --adam-beta1, --adam-beta2, --adam-eps, --weight-decay, --clip-grad (the last two
+/// apply to --optimizer sgd too).</summary>
 public sealed record AdamSettings(double Beta1 = 0.9, double Beta2 = 0.999, double Epsilon = 1e-8, double WeightDecay = 0.01, double ClipGrad = 1.0);
 
 /// <summary>

@@ -51,6 +51,25 @@ public class ModelTests
 
 public class MixedPrecisionTests
 {
+    /// <summary>--optimizer sgd under bf16: the step updates the float32 master weights (first step: the momentum buffer is the
+    /// gradient, w - lr·g) and the bf16 weights are the master cast, as under Adam.</summary>
+    [Fact]
+    public void SgdStepsTheFloat32MasterAndCastsItToTheBf16Weights()
+    {
+        var (model, buffer) = ModelTests.Build(ModelTests.Tiny(), ScalarType.BFloat16);
+        var tokens = randint(0, 64, new long[] { 2, 16 });
+        model.forward(tokens, tokens).backward();
+        buffer.AccumulateMicroBatch();
+        using var before = buffer.Master.clone();
+        using var grads = buffer.MainGrads.clone();
+        using var sgd = new ReplicatedOptimizer(buffer, new Sgd(new AdamSettings(WeightDecay: 0, ClipGrad: 0), momentum: 0.9));
+        sgd.ClipAndStep(0.5);
+        Assert.True(grads.abs().sum().item<float>() > 0);
+        Assert.True(buffer.Master.equal(before.add(grads, alpha: -0.5)).all().item<bool>());
+        Assert.True(sgd.States[0].equal(grads).all().item<bool>());
+        Assert.True(buffer.Master.to(ScalarType.BFloat16).equal(buffer.Params).all().item<bool>());
+    }
+
     [Fact]
     public void Bf16ParametersFloat32MasterAndGradientAccumulation()
     {
@@ -71,7 +90,7 @@ public class MixedPrecisionTests
         buffer.AccumulateMicroBatch();
         // Float32 accumulation of the two micro-batches' bf16 gradients.
         Assert.True(buffer.MainGrads.equal(first + second).all().item<bool>());
-        using var adam = new AdamW(buffer, new AdamSettings());
+        using var adam = new ReplicatedOptimizer(buffer, new AdamW(new AdamSettings()));
         adam.ClipAndStep(1e-3);
         Assert.True(buffer.Master.to(ScalarType.BFloat16).equal(buffer.Params).all().item<bool>());
     }

@@ -33,6 +33,7 @@ public class CodecTests
         "--bf16 --grad-reduce-in-bf16", "--bf16 --main-grads-dtype bf16 --use-precision-aware-optimizer", "--bf16 --use-precision-aware-optimizer",
         "--fp16 --use-precision-aware-optimizer --main-params-dtype fp16", "--bf16 --use-precision-aware-optimizer --exp-avg-dtype bf16",
         "--bf16 --use-precision-aware-optimizer --exp-avg-sq-dtype fp8", "--cpu-offloading --cpu-offloading-num-layers 2",
+        "--optimizer sgd", "--optimizer sgd --sgd-momentum 0.5", "--optimizer sgd --sgd-momentum 0",
     ];
 
     private static RunDescription Parse(IEnumerable<string> args, int world = World)
@@ -193,7 +194,7 @@ public class CodecTests
     [InlineData("--moe-router-topk 2", "--moe-router-topk is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
     [InlineData("--fp8-format hybrid", "--fp8-format is a Megatron-LM flag that changes the estimate, which Harness does not model; remove it.")]
     [InlineData("--pipeline-model-parallel-layout E|t*4|L", "--pipeline-model-parallel-layout is a Megatron-LM flag that changes the estimate")]
-    [InlineData("--optimizer sgd", "--optimizer sgd is not modelled yet")]
+    [InlineData("--optimizer muon", "--optimizer muon is not modelled (its optimizer states differ from Adam's and SGD's); use adam or sgd.")]
     [InlineData("--context-parallel-size 4 --hierarchical-context-parallel-sizes 2 3", "--hierarchical-context-parallel-sizes 2 3 is not two positive sizes (all-to-all, ring) whose product is --context-parallel-size 4.")]
     [InlineData("--cp-comm-type ring", "--cp-comm-type 'ring' is not one of p2p, allgather")]
     public void MisspelledAndUnmodelledFlagsAreRefused(string line, string expected)

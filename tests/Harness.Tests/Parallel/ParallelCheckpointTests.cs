@@ -36,7 +36,7 @@ public class ParallelCheckpointTests
     /// (<paramref name="resumeLayout"/>, by default the same); returns both runs' metrics (the resumed run's out folder
     /// holds the first part's rows too, appended).</summary>
     private static (List<(long Iteration, double Loss, double GradNorm)> Straight, List<(long Iteration, double Loss, double GradNorm)> Resumed)
-        StraightAndResumed(string[] layout, string[]? resumeLayout = null, string[]? rankFolders = null)
+        StraightAndResumed(string[] layout, string[]? resumeLayout = null, string[]? rankFolders = null, string stateFile = "exp_avg.bin")
     {
         string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
         try
@@ -47,7 +47,7 @@ public class ParallelCheckpointTests
             Assert.Equal($"{SavedAt}", File.ReadAllText(Path.Combine(ckpt, "latest_checkpointed_iteration.txt")));
             string saved = Path.Combine(ckpt, $"iter_{SavedAt:D7}");
             foreach (var folder in rankFolders ?? [])
-                Assert.True(File.Exists(Path.Combine(saved, folder, "exp_avg.bin")), $"no {folder}/exp_avg.bin in {saved}");
+                Assert.True(File.Exists(Path.Combine(saved, folder, stateFile)), $"no {folder}/{stateFile} in {saved}");
             Assert.Equal((0, ""), Run(resumeLayout ?? layout, "--train-iters", $"{Iterations}", "--load", ckpt, "--out", Path.Combine(root, "resumed")));
             return (Metrics(Path.Combine(root, "straight")), Metrics(Path.Combine(root, "resumed")));
         }
@@ -76,6 +76,19 @@ public class ParallelCheckpointTests
         Assert.Equal(straight, resumed);
         // The two shards re-cut into one replicated optimizer (a single-device run), and into four shards (dp 4).
         AssertResumesElsewhere(dp2, straight, noDropout, ["--nproc-per-node", "4", "--use-distributed-optimizer", .. noDropout]);
+    }
+
+    [Fact]
+    public void SgdsMomentumShardsResumeBitForBitAndUnderAnotherSharding()
+    {
+        // --optimizer sgd at SGD's rate: the distributed optimizer's shards of the momentum buffer, resumed by the same layout
+        // and re-cut into one replicated optimizer (a single-device run).
+        string[] sgd = ["--optimizer", "sgd", "--lr", "0.3", "--hidden-dropout", "0", "--attention-dropout", "0"];
+        string[] dp2 = ["--nproc-per-node", "2", "--use-distributed-optimizer", .. sgd];
+        var (straight, resumed) = StraightAndResumed(dp2, rankFolders: ["mp_rank_00/dp_rank_000", "mp_rank_00/dp_rank_001"], stateFile: "momentum_buffer.bin");
+        Assert.Equal(straight, resumed);
+        Assert.Equal(Iterations, straight.Select(r => r.Loss).Distinct().Count());
+        AssertResumesElsewhere(dp2, straight, sgd);
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Executor.Optimizer;
 using Harness.Executor.Training;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Transformer;
@@ -15,7 +16,7 @@ internal static class ParallelRun
     /// <summary>Every rank's run: losses, the last step's gradients and final weights by serial name. Dropout from the streams of
     /// seed 1234, as <see cref="Reference.Serial"/> draws it. Gradients sharded by the distributed optimizer (ZeRO 1 to 3) are
     /// this rank's pieces of them, named "name@start" (start: the piece's first element in the parameter).</summary>
-    public static Reference.Run[] Train(ModelSpec spec, RunDescription config, Tensor[] batches, Dictionary<string, float[]> initial) =>
+    public static Reference.Run[] Train(ModelSpec spec, RunDescription config, Tensor[] batches, Dictionary<string, float[]> initial, double lr = Reference.Lr) =>
         InProcessJob.Run(config.WorldSize, world =>
         {
             var layout = RankOrder.For(world.Size, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
@@ -27,7 +28,7 @@ internal static class ParallelRun
             foreach (var batch in batches)
             {
                 using var scope = NewDisposeScope();
-                losses.Add(trainer.Step(Reference.Lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength), losses.Count).Loss);
+                losses.Add(trainer.Step(lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength), losses.Count).Loss);
             }
             var named = trainer.NamedParameters().ToList();
             var grads = config.DistributedOptimizer ? ShardPieces(trainer, named) : named.ToDictionary(n => n.SerialName, n => n.Parameter.grad!.data<float>().ToArray());
@@ -94,15 +95,16 @@ internal static class ParallelRun
         }
     }
 
-    /// <summary>Trains the layout and the serial model on the same global batches and asserts agreement within 1e-5.</summary>
+    /// <summary>Trains the layout and the serial model on the same global batches, each with the layout's --optimizer, and
+    /// asserts agreement within 1e-5.</summary>
     /// <param name="gradientTolerance">Relative agreement of each gradient tensor; 1e-5 unless a test says why float32's
     /// summation order needs more.</param>
-    public static void AssertMatchesSerial(ModelSpec spec, RunDescription config, double gradientTolerance = 1e-5)
+    public static void AssertMatchesSerial(ModelSpec spec, RunDescription config, double gradientTolerance = 1e-5, double lr = Reference.Lr)
     {
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
         // Without recompute: it must not change the numbers.
-        var serial = Reference.Serial(spec, batches, microBatch: config.MicroBatch);
-        var ranks = Train(spec, config, batches, serial.Initial);
+        var serial = Reference.Serial(spec, batches, config.MicroBatch, IUpdateRule.For(config, Reference.Adam, fused: false), lr);
+        var ranks = Train(spec, config, batches, serial.Initial, lr);
         var layout = RankOrder.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
         for (int r = 0; r < ranks.Length; r++)
         {

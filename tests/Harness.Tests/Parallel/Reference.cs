@@ -10,7 +10,7 @@ namespace Harness.Tests.Parallel;
 
 /// <summary>
 /// The serial run parallel layouts must reproduce, and the comparison: a tiny float32 model trained a few steps
-/// with AdamW on fixed batches; losses per step and every gradient of the last step, by parameter name.
+/// with AdamW (or another update rule) on fixed batches; losses per step and every gradient of the last step, by parameter name.
 /// </summary>
 internal static class Reference
 {
@@ -49,7 +49,8 @@ internal static class Reference
     /// loss divided by their number), as the executor's trainer and Megatron do; the full batch when null.
     /// </summary>
     /// <param name="spec">With its hidden dropout (only) drawn from the streams a trainer seeds with <see cref="DropoutSeed"/>, step by step.</param>
-    public static Run Serial(ModelSpec spec, Tensor[] batches, int? microBatch = null)
+    /// <param name="rule">The optimizer's update rule; null: AdamW with <see cref="Adam"/>.</param>
+    public static Run Serial(ModelSpec spec, Tensor[] batches, int? microBatch = null, IUpdateRule? rule = null, double lr = Lr)
     {
         double hiddenDropout = spec.HiddenDropout;
         // Weights from the run's own generators (WeightInit): libtorch's global one is shared with every test running at the
@@ -59,7 +60,7 @@ internal static class Reference
             InitSeed: Seed, HiddenDropout: hiddenDropout, Dropout: dropout));
         var initial = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
-        using var adam = new AdamW(buffer, Adam);
+        using var optimizer = new ReplicatedOptimizer(buffer, rule ?? new AdamW(Adam));
         var losses = new List<float>();
         Dictionary<string, float[]> grads = new();
         foreach (var batch in batches)
@@ -77,7 +78,7 @@ internal static class Reference
                 loss += part.item<float>();
             }
             losses.Add(loss);
-            adam.ClipAndStep(Lr);
+            optimizer.ClipAndStep(lr);
             grads = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.grad!.data<float>().ToArray());
         }
         var final = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
