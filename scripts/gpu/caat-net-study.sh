@@ -8,7 +8,8 @@
 # The 8 tensor-parallel ranks run as threads on the one GPU (--ranks-on-one-device): the arithmetic of TP 8 on one GPU's
 # kernels, not a cluster's timing. The vocabulary is padded to 51200 in both (TP 8: 128 x 8; TP 1: 1024).
 # Global batch GBS (default 32) x 1024 tokens per iteration (the fork's is 256: scaled to the GPU time at hand),
-# ITERS iterations (default 300), warmup WARMUP (default 30).
+# ITERS iterations (default 300), warmup WARMUP (default 30). JOBS runs at once (default 1; above 1 they share the GPU,
+# so their step times say nothing, while their losses are unchanged).
 # Usage: scripts/gpu/caat-net-study.sh HARNESS_BINARY OUT_DIR DATA_PREFIX [GPU_PRESET]
 set -uo pipefail
 harness=$1
@@ -27,38 +28,25 @@ common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --vocab-size 50257 -
         --lr-warmup-iters "$warmup" --adam-beta1 0.9 --adam-beta2 0.95 --weight-decay 0.1 --clip-grad 1.0
         --use-distributed-optimizer --eval-interval "$eval_interval" --eval-iters 4 --log-interval 25)
 tp8=(--nproc-per-node 8 --ranks-on-one-device --tensor-model-parallel-size 8 --make-vocab-size-divisible-by 128)
-failed=0
+source "$(dirname "$0")/jobs.sh"
 run() { # name, then harness run flags
   local name=$1; shift
   echo "== $name: $*" | tee -a "$log"
-  local start=$SECONDS
-  if ! "$harness" run "${common[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1; then
-    failed=$((failed + 1))
-    echo "   FAILED: $(tail -2 "$out/$name.log")" | tee -a "$log"
-  fi
-  echo "   $((SECONDS - start)) s" | tee -a "$log"
+  started+=("$name")
+  throttle
+  (start=$SECONDS
+   "$harness" run "${common[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1 || echo "   $name FAILED: $(tail -2 "$out/$name.log")" | tee -a "$log"
+   echo "   $name: $((SECONDS - start)) s" | tee -a "$log") &
 }
 run tp1-p1 --seed 1234 --make-vocab-size-divisible-by 1024
 for p in 1 0.5 0.25 0; do
   run "tp8-p$p" --seed 1234 "${tp8[@]}" --sync-factor "$p"
 done
 run tp8-p1-seed2 --seed 4321 "${tp8[@]}" --sync-factor 1
-python3 - "$out" <<'PY' | tee "$out/study.md"
-import json, os, sys
-out = sys.argv[1]
-runs = {n: json.load(open(os.path.join(out, n, "summary.json"))) for n in sorted(os.listdir(out)) if os.path.exists(os.path.join(out, n, "summary.json"))}
-ref = runs.get("tp8-p1", {}).get("FinalValidationLoss")
-seed2 = runs.get("tp8-p1-seed2", {}).get("FinalValidationLoss")
-print("| run | p | final validation loss | vs TP 8, p = 1 | final train loss | iterations | tokens | median step ms |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for n, s in runs.items():
-    d = s["Description"]; v = s.get("FinalValidationLoss")
-    tokens = s["Iterations"] * d["GlobalBatch"] * s["Model"]["SeqLength"]
-    diff = f"{v - ref:+.4f}" if v is not None and ref is not None else ""
-    print(f'| {n} | {d.get("SyncFactor", 1)} | {v if v is None else f"{v:.4f}"} | {diff} | {s["FinalLoss"]:.4f} | {s["Iterations"]} | {tokens:,} | {s["MedianStepMs"]:.0f} |')
-if ref is not None and seed2 is not None:
-    print(f"\nrun-to-run spread at p = 1 (two seeds): {abs(ref - seed2):.4f}")
-PY
+wait
+failed=$(unfinished "$out" "${started[@]}")
+"$harness" compare "$out/tp8-p1" "$out/tp8-p0.5" "$out/tp8-p0.25" "$out/tp8-p0" "$out/tp8-p1-seed2" "$out/tp1-p1" \
+  --plot "$out/losses.png" --csv "$out/compare.csv" --title "caat-130m, TP 8 on one GPU: CAAT-Net's p" 2>&1 | tee -a "$log"
 tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' $(cd "$out" && ls -d */) 2>/dev/null
 if [ "$failed" -gt 0 ]; then
   echo "caat-net-study.sh: $failed run(s) failed; see $log." >&2

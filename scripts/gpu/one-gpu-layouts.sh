@@ -5,7 +5,8 @@
 # The vocabulary is padded to 32768 in every layout (--make-vocab-size-divisible-by 1024: Megatron pads to a multiple of
 # that times t, 32768 for t = 1..8), so every layout trains exactly the serial model's weights (WeightInit).
 # Then `harness kernel-check`, and one-gpu-layouts.py compares every run's losses with the serial run's (equivalence.csv,
-# equivalence.md). Times are not a cluster's: the ranks share one GPU.
+# equivalence.md). Times are not a cluster's: the ranks share one GPU. JOBS runs at once (default 1; above 1 the runs
+# also share the GPU with each other, so their step times say nothing, while their losses are unchanged).
 # Usage: scripts/gpu/one-gpu-layouts.sh HARNESS_BINARY OUT_DIR [GPU_PRESET]
 set -uo pipefail
 harness=$1
@@ -17,18 +18,16 @@ log="$out/layouts.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
 common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --mock-data --seed 1234 --train-iters "$iters" --log-interval 5
         --global-batch-size 16 --micro-batch-size 2 --make-vocab-size-divisible-by 1024)
-failed=0
+source "$(dirname "$0")/jobs.sh"
 run() { # name, nproc, then harness run flags
   local name=$1 nproc=$2; shift 2
   local ranks=()
   [ "$nproc" -gt 1 ] && ranks=(--nproc-per-node "$nproc" --ranks-on-one-device)
   echo "== $name: ${ranks[*]} $*" | tee -a "$log"
-  if ! "$harness" run "${common[@]}" "${ranks[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1; then
-    failed=$((failed + 1))
-    echo "   FAILED: $(grep -v '^\(\[rank [0-9]*\] \)\?iter' "$out/$name.log" | tail -3)" | tee -a "$log"
-  else
-    grep -E "^harness run|note:|Median|median" "$out/$name.log" | head -4 | tee -a "$log"
-  fi
+  started+=("$name")
+  throttle
+  ("$harness" run "${common[@]}" "${ranks[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1 \
+    || echo "   $name FAILED: $(grep -v 'iter ' "$out/$name.log" | tail -3)" | tee -a "$log") &
 }
 run serial 1
 run tp2 2 --tensor-model-parallel-size 2
@@ -45,6 +44,8 @@ run dp2-zero3 2 --zero-stage 3
 run pp4-interleaved-offload0.5 4 --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1 --offload-ratio 0.5
 run tp2-pp2-dp2 8 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --use-distributed-optimizer
 run tp2-p0.5 2 --tensor-model-parallel-size 2 --sync-factor 0.5
+wait
+failed=$(unfinished "$out" "${started[@]}")
 "$harness" kernel-check >"$out/kernel-check.log" 2>&1 || { failed=$((failed + 1)); echo "kernel-check FAILED" | tee -a "$log"; }
 tail -40 "$out/kernel-check.log" | tee -a "$log"
 python3 "$(dirname "$0")/one-gpu-layouts.py" "$out" serial | tee -a "$log"
