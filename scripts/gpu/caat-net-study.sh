@@ -9,7 +9,8 @@
 # kernels, not a cluster's timing. The vocabulary is padded to 51200 in both (TP 8: 128 x 8; TP 1: 1024).
 # Global batch GBS (default 32) x 1024 tokens per iteration (the fork's is 256: scaled to the GPU time at hand),
 # ITERS iterations (default 300), warmup WARMUP (default 30). JOBS runs at once (default 1; above 1 they share the GPU,
-# so their step times say nothing, while their losses are unchanged).
+# so their step times say nothing, while their losses are unchanged). EXTRA: more harness run flags for every run (e.g.
+# --exit-duration-in-mins 4, so a run that cannot finish in the time at hand stops with its records).
 # Usage: scripts/gpu/caat-net-study.sh HARNESS_BINARY OUT_DIR DATA_PREFIX [GPU_PRESET]
 set -uo pipefail
 harness=$1
@@ -26,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --vocab-size 50257 --data-path "$data" --split 98,2,0
         --train-iters "$iters" --global-batch-size "$gbs" --micro-batch-size 16 --lr 6e-4 --min-lr 6e-5 --lr-decay-style cosine
         --lr-warmup-iters "$warmup" --adam-beta1 0.9 --adam-beta2 0.95 --weight-decay 0.1 --clip-grad 1.0
-        --use-distributed-optimizer --eval-interval "$eval_interval" --eval-iters 4 --log-interval 25)
+        --use-distributed-optimizer --eval-interval "$eval_interval" --eval-iters 4 --log-interval 25 ${EXTRA:-})
 tp8=(--nproc-per-node 8 --ranks-on-one-device --tensor-model-parallel-size 8 --make-vocab-size-divisible-by 128)
 source "$(dirname "$0")/jobs.sh"
 run() { # name, then harness run flags
