@@ -64,8 +64,8 @@ public static class RunDescriptionFlags
         new("--bf16", false, "bf16 mixed precision"),
         new("--fp16", false, "fp16 mixed precision"),
         new("--fp32", false, "fp32 training (the default, as in Megatron; the flag only says so)"),
-        new("--attention-backend", true, "flash, fused, unfused, local or auto (default auto: flash or cuDNN's fused attention)"),
-        new("--use-flash-attn", false, "flash attention (older Megatron flag; the default)"),
+        new("--attention-backend", true, "flash (default), fused (cuDNN), unfused, local (Megatron-core's own unfused) or auto (Transformer Engine's choice per GPU)"),
+        new("--use-flash-attn", false, "older Megatron's flag for --attention-backend flash"),
         new("--overlap-grad-reduce", false, "reduce gradient buckets during backward (off by default, as in Megatron)"),
         new("--overlap-param-gather", false, "all-gather each bucket's updated weights during the next forward (with the distributed optimizer)"),
         new("--ddp-bucket-size", true, "elements per data-parallel gradient bucket (default max(40M, 1M x data-parallel size))"),
@@ -174,10 +174,10 @@ public static class RunDescriptionFlags
         if (kwaiOverlap && cl.Switch("--tp-comm-overlap"))
             cl.Errors.Add("--tp-comm-overlap (Transformer Engine) and Megatron-Kwai's --overlap-sp-ag --overlap-sp-rs are different implementations; pass one.");
         int unfused = ElementwiseFusions.Count(cl.Switch);
-        bool flash = ReadFlashAttention(cl, d.FlashAttention);
-        // Under flash attention the masked-softmax kernel never runs, so --no-masked-softmax-fusion alone (common in Llama
-        // launch lines) changes nothing; otherwise the three switches are modelled together.
-        bool softmaxOnly = unfused == 1 && cl.Switch(ElementwiseFusions[0]) && flash;
+        var attention = ReadAttentionBackend(cl) ?? d.AttentionBackend;
+        // Under flash or cuDNN's fused attention the masked-softmax kernel never runs, so --no-masked-softmax-fusion alone
+        // (common in Llama launch lines) changes nothing; otherwise the three switches are modelled together.
+        bool softmaxOnly = unfused == 1 && cl.Switch(ElementwiseFusions[0]) && attention is AttentionBackend.Flash or AttentionBackend.Fused;
         if (unfused is > 0 and < 3 && !softmaxOnly)
             cl.Errors.Add($"the simulator models {string.Join(", ", ElementwiseFusions)} together (Megatron-LM 2019 had none of these fusions); pass all three or none.");
         int? maxSplit = cl.Int(MaxSplitSize.Name);
@@ -212,7 +212,7 @@ public static class RunDescriptionFlags
                 ContextParallelComm = !cl.Switch(ContextParallelNoOverlap.Name) && o.ContextParallelComm,
             },
             Precision = precision,
-            FlashAttention = flash,
+            AttentionBackend = attention,
             GradientsInFp32 = ReadGradientsInFp32(cl, precision),
             Adam = ReadAdamStates(cl),
             Optimizer = optimizer,
@@ -281,19 +281,15 @@ public static class RunDescriptionFlags
             cl.Switch("--kaimm-recompute-norm"), cl.Switch("--kaimm-recompute-mlp-activation-func"));
     }
 
-    /// <summary>Megatron-core's --attention-backend (auto picks flash or cuDNN's fused attention, neither of which keeps the
-    /// s x s scores), or the older --use-flash-attn.</summary>
-    private static bool ReadFlashAttention(CommandLine cl, bool byDefault)
+    /// <summary>Megatron-core's --attention-backend; else Megatron-LM's older --use-flash-attn, flash; null when neither is
+    /// given. With both, --attention-backend decides, as in Megatron-core, which still accepts --use-flash-attn but no longer
+    /// reads it (megatron/training/arguments.py at NVIDIA/Megatron-LM d98e8a6).</summary>
+    private static AttentionBackend? ReadAttentionBackend(CommandLine cl)
     {
-        var backend = cl.Choice("--attention-backend", "flash", "fused", "unfused", "local", "auto");
-        if (backend is "unfused" or "local" && cl.Switch("--use-flash-attn"))
-            cl.Errors.Add($"--use-flash-attn and --attention-backend {backend} contradict each other.");
-        return backend switch
-        {
-            "unfused" or "local" => false,
-            null => byDefault,
-            _ => true,
-        };
+        var backends = Enum.GetValues<AttentionBackend>();
+        var word = cl.Choice("--attention-backend", backends.Select(AttentionKernels.Name).ToArray());
+        if (word is not null) return backends.First(b => AttentionKernels.Name(b) == word);
+        return cl.Switch("--use-flash-attn") ? AttentionBackend.Flash : null;
     }
 
     /// <summary>Megatron's --cp-comm-type: one type for every layer (a list of per-layer types is refused).</summary>
@@ -385,7 +381,7 @@ public static class RunDescriptionFlags
         if (r.ContextParallelComm != d.ContextParallelComm) Value("--cp-comm-type", CommTypeName(r.ContextParallelComm));
         if (r.HierarchicalAllToAllSize is int a2a)
             a.AddRange([HierarchicalSizes.Name, $"{a2a}", $"{(a2a > 0 ? r.ContextParallel / a2a : 0)}"]);
-        if (r.FlashAttention != d.FlashAttention) Value("--attention-backend", r.FlashAttention ? "flash" : "unfused");
+        if (r.AttentionBackend != d.AttentionBackend) Value("--attention-backend", AttentionKernels.Name(r.AttentionBackend));
         var o = r.OverlapOrDefault;
         var od = d.OverlapOrDefault;
         if (o.GradientReduce != od.GradientReduce) a.Add("--overlap-grad-reduce");

@@ -27,6 +27,7 @@ public static class Estimator
         if (cluster.WorldSize < 1) reasons.Add($"the cluster has {cluster.WorldSize} GPUs; it needs at least 1.");
         if (cluster.GpusPerNode < 1) reasons.Add($"--gpus-per-node is {cluster.GpusPerNode}; it must be at least 1.");
         reasons.AddRange(config.Validate(model, cluster.WorldSize));
+        if (AttentionKernels.Unavailable(config, cluster.Gpu) is string attention) reasons.Add(attention);
         return reasons;
     }
 

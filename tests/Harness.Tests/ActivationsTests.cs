@@ -9,7 +9,7 @@ public class ActivationsTests
     // GPT-3 175B shape (Korthikanti's own example): s 2048, h 12288, a 96; b 1, t 8; no flash attention.
     private static readonly ModelSpec Gpt = ModelPresets.All["gpt-145.6b"];
     private const double s = 2048, b = 1, h = 12288, a = 96, t = 8;
-    private static readonly RunDescription NoFlash = new(FlashAttention: false, Precision: Precision.Bf16);
+    private static readonly RunDescription NoFlash = new(AttentionBackend: AttentionBackend.Unfused, Precision: Precision.Bf16);
 
     private static double Bytes(RunDescription c) =>
         Activations.PerLayerKept(Activations.Layer(Gpt, c), c.RecomputeOrNone, 10);
@@ -44,7 +44,7 @@ public class ActivationsTests
     public void FlashAttentionRemovesTheScoreTerms()
     {
         // With flash attention only the fp32 log-sum-exp per head and token remains of the a·s² terms.
-        var c = new RunDescription(TensorParallel: 8, FlashAttention: true, Precision: Precision.Bf16);
+        var c = new RunDescription(TensorParallel: 8, AttentionBackend: AttentionBackend.Flash, Precision: Precision.Bf16);
         Exact(s * b * h * (10 + 24 / t) + 4 * a / t * s * b, Bytes(c));
     }
 

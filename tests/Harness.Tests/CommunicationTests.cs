@@ -215,7 +215,7 @@ public class CommunicationTests
         var m = ModelPresets.All["llama-175b"] with { SeqLength = 8192 };
         var cluster = ClusterSpec.Of(H800, 256);
         var te = new RunDescription(DataParallel: 8, TensorParallel: 4, PipelineParallel: 8, LayersPerVirtualStage: 2,
-            SequenceParallel: true, GlobalBatch: 256, FlashAttention: true, Overlap: new OverlapSpec(TensorParallelComm: true), Precision: Precision.Bf16);
+            SequenceParallel: true, GlobalBatch: 256, AttentionBackend: AttentionBackend.Flash, Overlap: new OverlapSpec(TensorParallelComm: true), Precision: Precision.Bf16);
         var kwai = te with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) };
         var tp = TensorParallelComm.Layer(m, te, cluster);
         Assert.Equal(2 * Collectives.ReduceScatter(TensorParallelComm.ActivationMessageBytes(m, te),

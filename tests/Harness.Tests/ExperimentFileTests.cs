@@ -63,7 +63,7 @@ public class ExperimentFileTests
         Assert.Equal((4, 1, 8, 8, 2), (theirs.Config.TensorParallel, theirs.Config.ContextParallel, theirs.Config.PipelineParallel, theirs.Config.DataParallel, theirs.Config.LayersPerVirtualStage));
         Assert.Equal(0.63, theirs.Config.OffloadRatio);
         Assert.True(theirs.Config.RecomputeOrNone is { NormOutputs: true, MlpActivation: true, Granularity: RecomputeGranularity.None });
-        Assert.True(theirs.Config.SequenceParallel && theirs.Config.DistributedOptimizer && theirs.Config.FlashAttention);
+        Assert.True(theirs.Config.SequenceParallel && theirs.Config.DistributedOptimizer && theirs.Config.AttentionBackend == AttentionBackend.Flash);
         var baseline = RowSetup.Resolve(e, e.Rows.Single(r => r.Method == "their baseline"));
         Assert.Equal((2, 2, 16, 4), (baseline.Config.TensorParallel, baseline.Config.ContextParallel, baseline.Config.PipelineParallel, baseline.Config.DataParallel));
         Assert.Equal(RecomputeGranularity.Full, baseline.Config.RecomputeOrNone.Granularity);

@@ -30,7 +30,7 @@ public class GradientAccumulationTests
         var model = ModelPresets.All["gpt-18.4b"];
         var cluster = ClusterSpec.Of(A100, 64);
         var fused = new RunDescription(DataParallel: 2, TensorParallel: 8, PipelineParallel: 4, GlobalBatch: 64,
-            Precision: Precision.Fp16, GradientsInFp32: false, FlashAttention: false);
+            Precision: Precision.Fp16, GradientsInFp32: false, AttentionBackend: AttentionBackend.Unfused);
         var unfused = fused with { GradientAccumulationFusion = false };
         double slower = Estimator.Estimate(model, cluster, unfused).StepTimeSeconds - Estimator.Estimate(model, cluster, fused).StepTimeSeconds;
         // Every rank adds its layers' gradients after 31 of its 32 backwards; the critical rank at least that much later.

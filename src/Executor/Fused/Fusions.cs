@@ -1,15 +1,17 @@
+using Harness.Simulator.Specs;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Fused;
 
 /// <summary>
-/// Which of the executor's fusions a run (or a rank) uses: <see cref="Kernels"/>, its own CUDA kernels
+/// Which of the executor's fusions a run (or a rank) uses, and the attention kernel it runs: <see cref="Kernels"/>, its own CUDA kernels
 /// (<see cref="FusedKernels"/>: SwiGLU, the QKV split with rotary positions, cross-entropy, AdamW), and
 /// <see cref="GradientAccumulation"/>, Megatron's gradient-accumulation fusion (<see cref="LinearWithGradAccumulation"/>).
 /// </summary>
 /// <param name="Notes">Fusions that were asked for but are off on this device, each with why, in one sentence.</param>
-public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyList<string> Notes)
+/// <param name="Attention">The attention kernel that runs (<see cref="AttentionKernel.Select"/>).</param>
+public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyList<string> Notes, AttentionBackend Attention)
 {
     /// <summary>
     /// The fusions asked for (--no-fused-kernels, --no-gradient-accumulation-fusion turn them off) that work here: on a GPU
@@ -19,7 +21,7 @@ public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyL
     /// to (<see cref="FusedKernels.Applies"/>), so a CPU run computes the same bits with the kernels asked for or not, and
     /// gradient-accumulation fusion has a CPU form (<see cref="WeightGradient"/>, for bf16 CPU ranks in tests).
     /// </summary>
-    public static Fusions Resolve(bool kernels, bool gradientAccumulation, Device device, ScalarType computeDtype)
+    public static Fusions Resolve(bool kernels, bool gradientAccumulation, Device device, ScalarType computeDtype, ModelSpec model, RunDescription description)
     {
         var notes = new List<string>();
         bool cuda = device.type == DeviceType.CUDA; // "cuda" without an index is device 0
@@ -28,7 +30,8 @@ public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyL
         bool useKernels = kernels && !fp16 && (!cuda || Enabled(FusedKernels.Probe(Math.Max(device.index, 0)), "fused kernels", notes));
         bool useAccumulation = computeDtype is ScalarType.BFloat16 or ScalarType.Float16 && gradientAccumulation &&
                                (!cuda || Enabled(WeightGradient.Probe(device, computeDtype), "gradient-accumulation fusion", notes));
-        return new Fusions(useKernels, useAccumulation, notes);
+        var (attention, attentionNotes) = AttentionKernel.Select(model, description, device, computeDtype);
+        return new Fusions(useKernels, useAccumulation, [.. notes, .. attentionNotes], attention);
     }
 
     private static bool Enabled(string? unavailable, string what, List<string> notes)

@@ -30,7 +30,6 @@ public static class ExecutorSupport
             refused.Add(overlap.TensorParallelForwardReduceScatter
                 ? "--tp-comm-overlap is not run by the executor yet."
                 : "--overlap-sp-ag and --overlap-sp-rs (Megatron-Kwai) are not run by the executor yet.");
-        if (!d.FlashAttention) refused.Add("--attention-backend unfused is not run by the executor: its attention is always libtorch's scaled_dot_product_attention (flash or cuDNN's fused kernel on GPUs).");
         if (!d.FusedElementwise) refused.Add("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion are not run by the executor yet.");
         if (!d.FusedNorm) refused.Add("--no-norm-fusion is not run by the executor yet.");
         return refused;
@@ -98,6 +97,7 @@ public static class ExecutorSupport
         var asRun = d with
         {
             Overlap = overlap == d.OverlapOrDefault ? d.Overlap : overlap, FusedKernels = kernelsRan, GradientAccumulationFusion = fusions.GradientAccumulation,
+            AttentionBackend = fusions.Attention,
             // The fused SwiGLU kernel runs on bf16 GPU tensors only (FusedKernels.Applies); elsewhere libtorch's chunk, silu and
             // product run, which keep what Megatron's --no-bias-swiglu-fusion keeps.
             FusedSwiGlu = d.FusedSwiGlu && kernelsRan && d.Precision == Precision.Bf16,

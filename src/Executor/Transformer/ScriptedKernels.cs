@@ -24,6 +24,12 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, p: float):
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float):
     return torch.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=True)
 
+def causal_attention_kernel(q: Tensor, k: Tensor, v: Tensor, p: float):
+    return torch._fused_sdp_choice(q, k, v, None, p, True, enable_gqa=True)
+
+def masked_attention_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, p: float):
+    return torch._fused_sdp_choice(q, k, v, mask, p, False, enable_gqa=True)
+
 def rotary(x: Tensor, cos: Tensor, signed_sin: Tensor, half: int):
     first, second = x.split(half, -1)
     return x * cos + torch.cat([second, first], -1) * signed_sin
@@ -43,7 +49,9 @@ def swiglu(x: Tensor):
     /// finalizes it and libtorch reads freed memory (seen under concurrent in-process ranks: "Expected false to be
     /// true" from c10::Scalar::toLong, ending that rank's step).
     /// </summary>
-    private static Tensor Invoke(string name, Tensor x, params object[] rest)
+    private static Tensor Invoke(string name, Tensor x, params object[] rest) => (Tensor)InvokeAny(name, x, rest);
+
+    private static object InvokeAny(string name, Tensor x, params object[] rest)
     {
         GraphExecutorOptimization.For(x.device_type);
         var scalars = new List<Scalar>();
@@ -54,7 +62,7 @@ def swiglu(x: Tensor):
             scalars.Add(scalar);
             return scalar;
         }
-        try { return (Tensor)Unit.Value.invoke(name, [x, .. rest.Select(Owned)]); }
+        try { return Unit.Value.invoke(name, [x, .. rest.Select(Owned)]); }
         finally { scalars.ForEach(s => s.Dispose()); }
     }
 
@@ -70,6 +78,14 @@ def swiglu(x: Tensor):
     /// <see cref="CausalAttention"/>; k and v may have fewer heads (groups) than q.</summary>
     public static Tensor MaskedAttention(Tensor q, Tensor k, Tensor v, Tensor mask, double dropout = 0) =>
         Invoke("masked_attention", q, k, v, mask, dropout);
+
+    /// <summary>The kernel <see cref="CausalAttention"/> (or, given <paramref name="mask"/>, <see cref="MaskedAttention"/>) runs
+    /// for these inputs under the allowed kernels (<see cref="Native.SdpBackends"/>): libtorch's own choice
+    /// (aten::_fused_sdp_choice, its sdp::SDPBackend: 0 math, 1 flash, 2 memory-efficient, 3 cuDNN). Throws when no allowed
+    /// kernel takes them.</summary>
+    public static long AttentionKernel(Tensor q, Tensor k, Tensor v, double dropout, Tensor? mask = null) => Convert.ToInt64(
+        mask is null ? InvokeAny("causal_attention_kernel", q, k, v, dropout) : InvokeAny("masked_attention_kernel", q, k, v, mask, dropout),
+        System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>
     /// x·cos + rotate(x)·sin±, rotate(x) = [second half | first half] (rotate-half rotary). Written with split and cat

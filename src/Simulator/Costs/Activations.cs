@@ -27,7 +27,8 @@ public readonly record struct LayerTensor(double Bytes, double Storage, bool Kep
 /// rotary, GQA, flash attention). Sharding: tensors inside the tensor-parallel region are split t ways; the
 /// others (norm inputs and outputs, dropout masks on the residual stream) only by sequence parallelism;
 /// context parallelism splits the sequence cp ways. Per-token scalars (norm statistics) are left out, as
-/// Korthikanti does; flash attention's log-sum-exp (a fp32 per head and token) is counted.
+/// Korthikanti does; flash attention's log-sum-exp (a fp32 per head and token) is counted. The attention backend is the
+/// resolved one (<see cref="AttentionKernels.Resolve"/>, which <see cref="Schedule.PipelineCosts.Build"/> applies).
 /// </summary>
 public static class Activations
 {
@@ -69,8 +70,8 @@ public static class Activations
             Add(into, ref n, sharded * e * kv);                   // K
             Add(into, ref n, sharded * e * kv);                   // V
         }
-        if (c.FlashAttention)
-            Add(into, ref n, sharded * 4 * a);                    // flash attention's fp32 log-sum-exp per head
+        if (!AttentionKernels.KeepsScores(c.AttentionBackend))
+            Add(into, ref n, sharded * 4 * a);                    // flash's fp32 log-sum-exp (cuDNN's softmax stats) per head
         else
         {
             // Unfused core attention: softmax output (2·a·s), its dropout mask (a·s) and dropout output (2·a·s)

@@ -4,7 +4,7 @@ namespace Harness.Simulator.Costs;
 
 /// <summary>Seconds one transformer layer computes for one micro-batch on one rank.</summary>
 /// <param name="GemmForward">QKV, output projection and MLP GEMMs, forward.</param>
-/// <param name="AttentionForward">Score and context matmuls (flash attention, or unfused with its softmax).</param>
+/// <param name="AttentionForward">Score and context matmuls (flash or cuDNN's fused attention, or unfused with its softmax).</param>
 /// <param name="ElementwiseForward">Memory-bound work: norms, rotary, activation function, residual adds, kernel gaps.</param>
 /// <param name="Backward">The whole backward pass (GEMM dgrad + wgrad, attention backward, element-wise).</param>
 /// <param name="Recompute">Forward work repeated during backward by selective or Megatron-Kwai recomputation
@@ -28,7 +28,7 @@ public readonly record struct GemmShape(double M, double K, double N)
 /// GEMM efficiency falls when a dimension is small: each dimension d contributes d/(d + d½), d½ the GPU's
 /// <see cref="EfficiencySpec.GemmHalfDim"/> (partly filled tiles and waves). Backward GEMMs are two GEMMs of the
 /// forward's shape (data and weight gradients); FlashAttention's backward does 5 matmuls to the forward's 2
-/// (it recomputes the scores: Dao 2023), i.e. 2.5 times the forward's FLOPs.
+/// (it recomputes the scores: Dao 2023), i.e. 2.5 times the forward's FLOPs; cuDNN's fused attention runs the same algorithm.
 /// </summary>
 public static class ComputeTime
 {
@@ -111,13 +111,16 @@ public static class ComputeTime
         foreach (var g in shapes) gemm += Gemm(g.M, g.K, g.N, gpu, prec);
 
         // Causal attention: this rank's T queries against s keys, half the square on average (with context
-        // parallelism, Megatron's load balancing gives every rank the same half). Flash skips the masked half;
-        // the unfused kernels compute the whole square and run softmax and dropout over it in memory.
+        // parallelism, Megatron's load balancing gives every rank the same half). Flash and cuDNN's fused attention skip the
+        // masked half, each at its own efficiency; the unfused kernels (Transformer Engine's and Megatron's local) compute the
+        // whole square and run softmax and dropout over it in memory.
+        var backend = AttentionKernels.Resolve(c, gpu);
+        bool keepsScores = AttentionKernels.KeepsScores(backend);
         double attention, attentionBackward;
-        if (c.FlashAttention)
+        if (!keepsScores)
         {
             double flops = 2 * T * s * h / t;
-            attention = flops / (gpu.PeakFlops(prec) * gpu.Efficiency.Attention);
+            attention = flops / (gpu.PeakFlops(prec) * AttentionEfficiency(backend, gpu));
             attentionBackward = FlashBackwardRatio * attention;
         }
         else
@@ -153,7 +156,7 @@ public static class ComputeTime
         // Recomputation repeated in backward (full recomputation is handled per layer group by the caller).
         var r = c.RecomputeOrNone;
         double recompute = 0;
-        if (r.Granularity == RecomputeGranularity.Selective && !c.FlashAttention)
+        if (r.Granularity == RecomputeGranularity.Selective && keepsScores)
             recompute += attention;                                                   // the core attention
         if (r.NormOutputs)
             recompute += MemoryBound(T * 2 * norm * h / sp, gpu);                     // both norms again
@@ -161,6 +164,12 @@ public static class ComputeTime
             recompute += MemoryBound(T * (swiglu ? SwiGluBytes(c, e) : 2 * e) * f / t, gpu);  // the activation function
         return new LayerComputeTime(gemm, attention, elementwise, backward, recompute);
     }
+
+    /// <summary>The efficiency of a flash-style kernel: cuDNN's fused attention's own, else FlashAttention-2's. A GPU without
+    /// cuDNN's fused attention is refused before costing (<see cref="AttentionKernels.Unavailable"/>).</summary>
+    private static double AttentionEfficiency(AttentionBackend backend, GpuSpec gpu) => backend == AttentionBackend.Fused
+        ? gpu.Efficiency.FusedAttention ?? throw new InvalidOperationException($"the {gpu.Name} has no cuDNN fused attention to cost.")
+        : gpu.Efficiency.Attention;
 
     /// <summary>Bytes SwiGLU moves per FFN channel and token, forward: fused, one kernel reads gate and up and writes the
     /// product (3 elements); unfused, SiLU reads and writes f, the product reads 2f and writes f (5).</summary>

@@ -126,6 +126,8 @@ public readonly struct PipelineCosts
     public static PipelineCosts Build(ModelSpec m, ClusterSpec cluster, RunDescription c)
     {
         var gpu = cluster.Gpu;
+        // Every cost below sees the attention kernel that runs (auto resolved for this GPU and precision).
+        if (c.AttentionBackend == AttentionBackend.Auto) c = c with { AttentionBackend = AttentionKernels.Resolve(c, gpu) };
         int p = c.PipelineParallel, v = c.VirtualStages(m);
         var overlap = c.OverlapOrDefault;
         var r = c.RecomputeOrNone;
@@ -139,7 +141,7 @@ public readonly struct PipelineCosts
         double tpB = overlap.TensorParallelComm
             ? Overlapped(tp.BackwardBlocking + tp.BackwardAsync, 2 * layer.GemmForward)
             : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);
-        double attentionBackward = layer.AttentionForward * (c.FlashAttention ? ComputeTime.FlashBackwardRatio : 2);
+        double attentionBackward = layer.AttentionForward * (AttentionKernels.KeepsScores(c.AttentionBackend) ? 2 : ComputeTime.FlashBackwardRatio);
         // Context parallelism: the ring's exchange hides behind attention; an all-gather (Transformer Engine's
         // AttnFuncWithCPAndKVAllGather, or Megatron-Kwai's without its GEMM overlap) and Ulysses' all-to-alls are on the
         // critical path; a2a+p2p runs both the all-to-alls and the ring.

@@ -7,17 +7,21 @@ namespace Harness.Simulator.Specs;
 /// </summary>
 /// <param name="Gemm">Sustained fraction of dense peak that large bf16 GEMMs reach inside a training step
 /// (not an isolated matmul: clocks under sustained power load, the other kernels around it).</param>
-/// <param name="Attention">Fraction of dense peak that the fused (flash) attention kernels reach, forward and
-/// backward averaged, counting only the causal half of the score matrix.</param>
+/// <param name="Attention">Fraction of dense peak that FlashAttention-2's kernels (--attention-backend flash) reach, forward
+/// and backward averaged, counting only the causal half of the score matrix.</param>
 /// <param name="Hbm">Fraction of peak HBM bandwidth that memory-bound element-wise kernels (norms, activation
 /// functions, residual adds, rotary, optimizer) reach.</param>
 /// <param name="GemmHalfDim">The matrix dimension at which a GEMM reaches half its large-shape efficiency:
 /// tiles are partly empty and the GPU partly idle when a dimension is small (about one CTA tile).</param>
 /// <param name="KernelOverheadSeconds">Launch and synchronization gap per kernel, which small micro-batches
 /// cannot hide (CUDA launch latency is 3-5 µs; a transformer layer runs ~30 kernels forward).</param>
+/// <param name="FusedAttention">The same for cuDNN's fused attention (--attention-backend fused); null where the GPU has none
+/// (cuDNN's fused attention needs compute capability 8.0: Transformer Engine's get_attention_backend). The unfused backends
+/// have no constant of their own: their matmuls run at the GEMM rate, their softmax at the HBM rate.</param>
 public sealed record EfficiencySpec(
     double Gemm,
     double Attention,
     double Hbm,
     double GemmHalfDim = 128,
-    double KernelOverheadSeconds = 4e-6);
+    double KernelOverheadSeconds = 4e-6,
+    double? FusedAttention = null);

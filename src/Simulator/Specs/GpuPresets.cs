@@ -15,22 +15,29 @@ public static class GpuPresets
     private const long MiB = 1L << 20;
     private const double Gbps = 1e9 / 8;
 
-    // Kernel efficiencies (EfficiencySpec). Volta has no flash attention: Megatron's unfused attention runs
+    // Kernel efficiencies (EfficiencySpec). Volta has no flash attention and no cuDNN fused attention (both need sm80):
+    // Megatron's unfused attention runs
     // its score matmuls at the (lower, head-dim-shaped) GEMM rate plus a memory-bound softmax. cuBLAS fp16 GEMMs
     // reach 95-105 TFLOP/s on a cold V100 (0.75-0.8 of peak); held at load we take 0.70, the same ratio to
     // the cold rate as measured on H100 below.
     private static readonly EfficiencySpec Volta = new(Gemm: 0.70, Attention: 0.30, Hbm: 0.80);
     // Ampere: cuBLAS bf16 GEMMs sustain ~250 of 312 TFLOP/s in training (Narayanan et al. 2021 reach 52% of
     // peak end to end, bubbles and communication included); FlashAttention-2 reaches 50-73% of peak forward
-    // and backward on A100 (Dao 2023, figures 4-5).
-    private static readonly EfficiencySpec Ampere = new(Gemm: 0.80, Attention: 0.60, Hbm: 0.80);
+    // and backward on A100 (Dao 2023, figures 4-5). cuDNN's fused attention runs on sm80 too (Transformer Engine prefers
+    // FlashAttention-2 there); no published A100 comparison of the two was found, so it takes FlashAttention-2's rate until
+    // `harness calibrate` measures it.
+    private static readonly EfficiencySpec Ampere = new(Gemm: 0.80, Attention: 0.60, Hbm: 0.80, FusedAttention: 0.60);
     // Hopper, measured on an H100 SXM 80GB (PyTorch 2.11, CUDA 13, 2026-11-25; the H800 has the same SMs, clocks
     // and HBM): bf16 GEMMs of the reproduced models' shapes (Llama 7B/65B/175B at t 1-4, GPT 1.7B/1T), forward,
     // data- and weight-gradient, on a GPU held at load: 680-710 TFLOP/s for every shape = 0.70 of peak (a cold
     // GPU briefly reaches 0.75-0.80). FlashAttention-2 (PyTorch's flash SDPA kernel), causal, head dim 128, s 8k-12k:
     // forward 311-334 TFLOP/s, backward (2.5x the forward FLOPs) 268-294: 0.29 of peak, forward and backward
     // together. (FlashAttention-2 does not use Hopper's TMA/WGMMA: Shah et al. 2024, FlashAttention-3, fig. 5.)
-    private static readonly EfficiencySpec Hopper = new(Gemm: 0.70, Attention: 0.29, Hbm: 0.80);
+    // cuDNN 9's fused attention on the same H100 SXM5 (Shah et al. 2024, arXiv 2407.08608, head dim 128, s 4k-16k): forward
+    // with the causal mask 518-539 TFLOP/s to FlashAttention-2's 319-335 (fig. 5), backward 499-518 to 310-322 (fig. 6);
+    // forward and backward together (backward counted as 2.5 forwards) 1.61 times FlashAttention-2's rate. Applied to the
+    // rate measured here at load: 0.29 x 1.61 = 0.47.
+    private static readonly EfficiencySpec Hopper = new(Gemm: 0.70, Attention: 0.29, Hbm: 0.80, FusedAttention: 0.47);
     // Gaudi: Intel's published Llama training MFU on Gaudi 2 is ~50-60%; Gaudi 3 lower at launch.
     private static readonly EfficiencySpec Gaudi2 = new(Gemm: 0.70, Attention: 0.40, Hbm: 0.80);
     private static readonly EfficiencySpec Gaudi3 = new(Gemm: 0.60, Attention: 0.35, Hbm: 0.80);
@@ -43,29 +50,29 @@ public static class GpuPresets
         // we take 1000 GB/s); NVSwitch, 6 NVLink2 links x 25 GB/s = 150 GB/s per direction;
         // 8 x 100 Gb/s InfiniBand EDR per 16 GPUs = 6.25 GB/s per GPU; PCIe Gen3 x16 ~ 12 GB/s achievable.
         new GpuSpec("v100-32gb", 130e12, 130e12, 32 * GiB, 1000 * GB,
-            new LinkSpec(150 * GB, 5e-6), new LinkSpec(100 * Gbps * 8 / 16, 10e-6), 12 * GB, 16, Volta),
+            new LinkSpec(150 * GB, 5e-6), new LinkSpec(100 * Gbps * 8 / 16, 10e-6), 12 * GB, 16, Volta, ComputeCapability: 70),
         // NVIDIA A100 SXM4 80GB datasheet: 312 TFLOP/s bf16/fp16 dense, 2039 GB/s HBM2e, NVLink3 600 GB/s
         // bidirectional = 300 GB/s per direction. Selene/DGX A100: 8 GPUs, 8 x HDR 200 Gb/s (25 GB/s per GPU),
         // PCIe Gen4 x16 ~ 25 GB/s achievable.
         new GpuSpec("a100-80gb", 312e12, 312e12, 81920 * MiB, 2039 * GB,
-            new LinkSpec(300 * GB, 4e-6), new LinkSpec(200 * Gbps, 8e-6), 25 * GB, 8, Ampere),
+            new LinkSpec(300 * GB, 4e-6), new LinkSpec(200 * Gbps, 8e-6), 25 * GB, 8, Ampere, ComputeCapability: 80),
         // NVIDIA A800 SXM 80GB: the A100 with NVLink capped at 400 GB/s bidirectional (200 per direction).
         // Megatron-Kwai's cluster: 8 x 100 Gb/s NICs per node (12.5 GB/s per GPU).
         new GpuSpec("a800-80gb", 312e12, 312e12, 81920 * MiB, 2039 * GB,
-            new LinkSpec(200 * GB, 4e-6), new LinkSpec(100 * Gbps, 8e-6), 25 * GB, 8, Ampere),
+            new LinkSpec(200 * GB, 4e-6), new LinkSpec(100 * Gbps, 8e-6), 25 * GB, 8, Ampere, ComputeCapability: 80),
         // NVIDIA H100 SXM5 80GB datasheet: 989 TFLOP/s bf16/fp16 dense, 3.35 TB/s HBM3, NVLink4 900 GB/s
         // bidirectional = 450 per direction; DGX H100: 8 GPUs, one 400 Gb/s ConnectX-7 per GPU (50 GB/s);
         // PCIe Gen5 x16 ~ 55 GB/s achievable. Driver-reported memory 81559 MiB.
         new GpuSpec("h100-sxm", 989e12, 989e12, 81559 * MiB, 3350 * GB,
-            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8, Hopper),
+            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8, Hopper, ComputeCapability: 90),
         // NVIDIA H800 SXM5 80GB: the H100 with NVLink capped at 400 GB/s bidirectional (200 per direction).
         // Megatron-Kwai ATC'24 cluster: 8 per node, 8 x 100 Gb/s NICs per node, PCIe 5.0 x16 per GPU.
         new GpuSpec("h800", 989e12, 989e12, 81559 * MiB, 3350 * GB,
-            new LinkSpec(200 * GB, 3e-6), new LinkSpec(100 * Gbps, 6e-6), 55 * GB, 8, Hopper),
+            new LinkSpec(200 * GB, 3e-6), new LinkSpec(100 * Gbps, 6e-6), 55 * GB, 8, Hopper, ComputeCapability: 90),
         // NVIDIA H200 SXM 141GB datasheet: 989 TFLOP/s bf16 dense, 4.8 TB/s HBM3e, NVLink4 450 GB/s per
         // direction; HGX H200 with one 400 Gb/s NIC per GPU. Driver-reported memory 143771 MiB.
         new GpuSpec("h200", 989e12, 989e12, 143771 * MiB, 4800 * GB,
-            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8, Hopper),
+            new LinkSpec(450 * GB, 3e-6), new LinkSpec(400 * Gbps, 6e-6), 55 * GB, 8, Hopper, ComputeCapability: 90),
         // Intel Gaudi 2 (HL-225H) white paper: 432 TFLOP/s bf16 (MME), 96 GB HBM2e at 2.46 TB/s, 24 x 100 GbE
         // RoCE ports: 21 connect the 8 chips of a node all-to-all (3 ports = 37.5 GB/s to each peer, 262.5 GB/s
         // in all), 3 face the scale-out network (37.5 GB/s); PCIe Gen4 x16.

@@ -14,6 +14,9 @@ public sealed record LinkSpec(double BandwidthBytesPerSecond, double LatencySeco
 /// <param name="HbmBandwidthBytesPerSecond">Peak HBM bandwidth.</param>
 /// <param name="HostLinkBytesPerSecond">Host-device bandwidth per direction (PCIe), for offload.</param>
 /// <param name="Efficiency">How close kernels get to the peaks above in a training step.</param>
+/// <param name="ComputeCapability">An NVIDIA GPU's compute capability as 10·major + minor (70 Volta, 80 Ampere, 90 Hopper),
+/// which decides the kernels Transformer Engine can run and picks (<see cref="AttentionKernels.Resolve"/>); null for other
+/// accelerators.</param>
 public sealed record GpuSpec(
     string Name,
     double PeakBf16Flops,
@@ -24,7 +27,8 @@ public sealed record GpuSpec(
     LinkSpec InterNode,
     double HostLinkBytesPerSecond,
     int GpusPerNode,
-    EfficiencySpec Efficiency)
+    EfficiencySpec Efficiency,
+    int? ComputeCapability = null)
 {
     /// <summary>Dense tensor-core peak for a precision. fp32 training runs on TF32 tensor cores at half the
     /// bf16 rate (A100: 156 vs 312 TFLOP/s; H100 SXM: 494.7 vs 989).</summary>

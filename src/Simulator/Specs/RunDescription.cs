@@ -144,6 +144,8 @@ public enum ContextParallelCommType
 /// since late 2021): the weight-gradient GEMM accumulates into the main gradient in its epilogue; false: it writes a fresh
 /// gradient and autograd adds it to the accumulated one every micro-batch after the first, as Megatron-LM 2019-2021 did.</param>
 /// <param name="ContextParallelComm">Megatron's --cp-comm-type.</param>
+/// <param name="AttentionBackend">Megatron-core's --attention-backend. The default is flash, what Megatron-LM's --use-flash-attn
+/// launch lines (the reproduced runs') ran; Megatron-core's own default is auto (<see cref="AttentionKernels.Resolve"/>).</param>
 /// <param name="HierarchicalAllToAllSize">The first of Megatron's --hierarchical-context-parallel-sizes under --cp-comm-type
 /// a2a+p2p: how many consecutive context-parallel ranks exchange heads by all-to-all (the ring runs over c / it of
 /// them); null for every other exchange.</param>
@@ -180,7 +182,7 @@ public sealed partial record RunDescription(
     double SyncFactor = 1.0,
     OverlapSpec? Overlap = null,
     Precision Precision = Precision.Fp32,
-    bool FlashAttention = true,
+    AttentionBackend AttentionBackend = AttentionBackend.Flash,
     bool GradientsInFp32 = true,
     bool FusedNorm = true,
     bool FusedElementwise = true,

@@ -60,6 +60,8 @@ public static partial class SpecJson
         Positive("gpu.host_link_bytes_per_second", g.HostLinkBytesPerSecond);
         foreach (var (name, value) in new[] { ("gemm", g.Efficiency.Gemm), ("attention", g.Efficiency.Attention), ("hbm", g.Efficiency.Hbm) })
             if (!(value > 0 && value <= 1)) errors.Add($"gpu.efficiency.{name} is {value}; it must be in (0, 1].");
+        if (g.Efficiency.FusedAttention is double fused && !(fused > 0 && fused <= 1))
+            errors.Add($"gpu.efficiency.fused_attention is {fused}; it must be in (0, 1], or null where the GPU has no cuDNN fused attention.");
         if (errors.Count > 0) throw new SpecFileException($"{source}: {string.Join(" ", errors)}");
         return cluster;
     }

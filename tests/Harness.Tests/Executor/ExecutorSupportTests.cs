@@ -40,7 +40,6 @@ public class ExecutorSupportTests
         Assert.StartsWith("--use-precision-aware-optimizer ", Refused(d with { Precision = Precision.Bf16, Adam = new AdamStates(PrecisionAware: true) }));
         Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));
         Assert.StartsWith("--overlap-sp-ag and --overlap-sp-rs ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) }));
-        Assert.StartsWith("--attention-backend unfused ", Refused(d with { FlashAttention = false }));
         Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
         Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
         // The executor's checks include them, beside the description's own.
@@ -71,7 +70,7 @@ public class ExecutorSupportTests
     public void OnCpuTheDescriptionAsRunHasWhatRanAndANotePerChange()
     {
         var d = new RunDescription(TensorParallel: 2, PipelineParallel: 2, ContextParallel: 2, MicroBatch: 1, GlobalBatch: 1, Precision: Precision.Fp32);
-        var (asRun, notes) = ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, new Fusions(Kernels: true, GradientAccumulation: false, []), deviceMaxConnections: null);
+        var (asRun, notes) = ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, new Fusions(Kernels: true, GradientAccumulation: false, [], AttentionBackend.Flash), deviceMaxConnections: null);
         var overlap = asRun.OverlapOrDefault;
         Assert.False(overlap.PipelineP2p);
         Assert.False(overlap.TensorParallelBackwardAsync);
@@ -93,16 +92,16 @@ public class ExecutorSupportTests
         // a2a+p2p's ring is not overlapped, as p2p's.
         var ulysses = new RunDescription(ContextParallel: 2, Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.A2a,
             FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false);
-        var (ulyssesRan, ulyssesNotes) = ExecutorSupport.AsRun(ulysses, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
+        var (ulyssesRan, ulyssesNotes) = ExecutorSupport.AsRun(ulysses, ExecutionDevice.Cpu, new Fusions(false, false, [], AttentionBackend.Flash), null);
         Assert.Equal(ulysses, ulyssesRan);
         Assert.Empty(ulyssesNotes);
         var hierarchical = ulysses with { ContextParallel = 4, ContextParallelComm = ContextParallelCommType.A2aP2p, HierarchicalAllToAllSize = 2 };
-        var (hierarchicalRan, hierarchicalNotes) = ExecutorSupport.AsRun(hierarchical, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
+        var (hierarchicalRan, hierarchicalNotes) = ExecutorSupport.AsRun(hierarchical, ExecutionDevice.Cpu, new Fusions(false, false, [], AttentionBackend.Flash), null);
         Assert.False(hierarchicalRan.OverlapOrDefault.ContextParallelComm);
         Assert.StartsWith("ring attention passes each key/value block before computing on it", Assert.Single(hierarchicalNotes));
         // One rank, nothing asked for that does not run: no note.
         var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false);
-        var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, []), null);
+        var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, [], AttentionBackend.Flash), null);
         Assert.Equal(serial, same);
         Assert.Empty(none);
     }
@@ -113,7 +112,7 @@ public class ExecutorSupportTests
         // Tensor parallelism: Megatron wants one hardware queue; the process has CUDA's default 8 (unset).
         var d = new RunDescription(TensorParallel: 2, ContextParallel: 2, MicroBatch: 1, GlobalBatch: 1);
         var probe = "fused kernels off, libtorch's operators run instead: no NVRTC.";
-        var (asRun, notes) = ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, new Fusions(Kernels: true, GradientAccumulation: true, [probe]), deviceMaxConnections: null);
+        var (asRun, notes) = ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, new Fusions(Kernels: true, GradientAccumulation: true, [probe], AttentionBackend.Flash), deviceMaxConnections: null);
         Assert.Equal(8, asRun.OverlapOrDefault.DeviceMaxConnections);
         Assert.Contains(notes, n => n.StartsWith("CUDA_DEVICE_MAX_CONNECTIONS is 8 in this process (unset: CUDA's default), not the description's 1"));
         Assert.Contains(probe, notes);
@@ -121,7 +120,7 @@ public class ExecutorSupportTests
         Assert.Contains(notes, n => n.StartsWith("the fused QKV split with rotary positions does not run under context parallelism"));
         Assert.True(asRun.FusedKernels && asRun.GradientAccumulationFusion);
         // As the description asks: no note on the queues.
-        var (_, agreeing) = ExecutorSupport.AsRun(d with { ContextParallel = 1 }, ExecutionDevice.Cuda, new Fusions(false, true, []), deviceMaxConnections: 1);
+        var (_, agreeing) = ExecutorSupport.AsRun(d with { ContextParallel = 1 }, ExecutionDevice.Cuda, new Fusions(false, true, [], AttentionBackend.Flash), deviceMaxConnections: 1);
         Assert.DoesNotContain(agreeing, n => n.StartsWith("CUDA_DEVICE_MAX_CONNECTIONS"));
     }
 
@@ -134,7 +133,7 @@ public class ExecutorSupportTests
         Assert.Equal("expandable_segments:True", AllocatorConf.For(d));
         Assert.Equal("max_split_size_mb:21", AllocatorConf.For(new RunDescription(MaxSplitSizeMb: 21)));
         Assert.Null(AllocatorConf.For(new RunDescription()));
-        var none = new Fusions(false, false, []);
+        var none = new Fusions(false, false, [], AttentionBackend.Flash);
         var (same, quiet) = ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, none, null, "expandable_segments:True,garbage_collection_threshold:0.6");
         Assert.True(same.ExpandableSegments);
         Assert.DoesNotContain(quiet, n => n.StartsWith(AllocatorConf.Variable));

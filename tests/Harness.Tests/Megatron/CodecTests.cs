@@ -24,7 +24,7 @@ public class CodecTests
         "--kaimm-recompute-norm", "--kaimm-recompute-mlp-activation-func", "--offload-ratio 0.35", "--use-distributed-optimizer",
         "--zero-stage 3", "--sync-factor 0.5", "--fp16", "--fp16 --accumulate-allreduce-grads-in-fp32", "--bf16",
         "--cp-comm-type allgather", "--cp-comm-type a2a",
-        "--context-parallel-size 4 --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 2 2", "--attention-backend unfused", "--overlap-grad-reduce", "--overlap-param-gather",
+        "--context-parallel-size 4 --cp-comm-type a2a+p2p --hierarchical-context-parallel-sizes 2 2", "--attention-backend unfused", "--attention-backend fused", "--attention-backend local", "--attention-backend auto", "--overlap-grad-reduce", "--overlap-param-gather",
         "--ddp-bucket-size 1000000", "--tp-comm-overlap", "--overlap-sp-ag --overlap-sp-rs", "--no-context-parallel-comm-overlap-gemm",
         "--no-overlap-p2p-communication", "--cuda-device-max-connections 1", "--max-split-size-mb 21",
         "--no-async-tensor-model-parallel-allreduce", "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion",
@@ -232,17 +232,17 @@ public class CodecTests
     public void MegatronDefaultsAreTheRecordsDefaults()
     {
         // Megatron-LM (megatron/training/arguments.py): --overlap-grad-reduce and --overlap-param-gather off, pipeline p2p
-        // overlapped, --cp-comm-type p2p, --attention-backend auto (flash or cuDNN's fused attention), gradient-accumulation
-        // fusion on, dropout 0.1, fp32.
+        // overlapped, --cp-comm-type p2p, gradient-accumulation fusion on, dropout 0.1, fp32. The attention backend is flash,
+        // what the reproduced Megatron-LM launch lines ran (--use-flash-attn); Megatron-core's auto is a choice of its own.
         var d = Parse("");
         Assert.Equal(new RunDescription(DataParallel: World, GlobalBatch: World), d); // Megatron: global batch = micro-batch x data-parallel size
         var o = d.OverlapOrDefault;
         Assert.False(o.GradientReduce || o.ParamGather);
-        Assert.True(o.PipelineP2p && d.FlashAttention && d.GradientAccumulationFusion);
+        Assert.True(o.PipelineP2p && d.AttentionBackend == AttentionBackend.Flash && d.GradientAccumulationFusion);
         Assert.Equal(ContextParallelCommType.P2p, d.ContextParallelComm);
         Assert.Equal(Precision.Fp32, d.Precision);
         // Passing a default's value changes nothing.
-        Assert.Equal(d, Parse("--attention-backend auto --cp-comm-type p2p --use-flash-attn --fp32 --optimizer adam --transformer-impl transformer_engine"));
+        Assert.Equal(d, Parse("--attention-backend flash --cp-comm-type p2p --use-flash-attn --fp32 --optimizer adam --transformer-impl transformer_engine"));
         var s = new RunSettings();
         Assert.Equal((1234, 100, 128, 0.0, LearningRateDecayStyle.Linear), (s.Seed, s.LogInterval, s.MakeVocabSizeDivisibleBy, s.LearningRateOrDefault.MinLr, s.LearningRateOrDefault.DecayStyle));
         Assert.Equal(new AdamSettings(0.9, 0.999, 1e-8, 0.01, 1.0), s.AdamOrDefault);

@@ -28,6 +28,9 @@ public class RunRecordTests
     [InlineData(1, "")]
     [InlineData(1, "--recompute-granularity full --recompute-method block --recompute-num-layers 2 --no-gradient-accumulation-fusion --no-fused-kernels")]
     [InlineData(1, "--recompute-granularity full --recompute-num-layers 2 --micro-batch-size 2 --global-batch-size 4 --attention-backend flash --optimizer adam")]
+    [InlineData(1, "--attention-backend unfused")]
+    [InlineData(1, "--attention-backend fused")]
+    [InlineData(1, "--attention-backend auto")]
     [InlineData(2, "--tensor-model-parallel-size 2 --sequence-parallel --recompute-granularity selective")]
     [InlineData(2, "--tensor-model-parallel-size 2 --sequence-parallel --recompute-granularity selective --kaimm-recompute-norm --swiglu --kaimm-recompute-mlp-activation-func")]
     [InlineData(2, "--tensor-model-parallel-size 2 --sync-factor 0.5")]
@@ -56,7 +59,7 @@ public class RunRecordTests
             using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
             var ran = SummaryRun.Of(summary.RootElement);
             var d = simulated!.Config;
-            var fusions = Fusions.Resolve(d.FusedKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision));
+            var fusions = Fusions.Resolve(d.FusedKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision), simulated.Model, d);
             Assert.Equal(ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, fusions, null).AsRun, ran.Description);
         }
         finally
