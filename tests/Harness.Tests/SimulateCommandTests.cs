@@ -267,6 +267,22 @@ public class SimulateCommandTests
     }
 
     [Fact]
+    public void FusedAttentionOnAGpuWithoutItIsOneSentence()
+    {
+        var (code, _, err) = Run("--model", "gpt-1.7b", "--gpu", "v100-32gb", "--gpus", "8", "--fp16", "--attention-backend", "fused");
+        Assert.Equal(2, code);
+        Assert.Contains("--attention-backend fused: the v100-32gb has no cuDNN fused attention (it needs an NVIDIA GPU of compute capability 8.0 or newer); use flash, unfused, local or auto.", err);
+    }
+
+    [Fact]
+    public void TheReportNamesTheAttentionKernelItCosted()
+    {
+        var (code, output, _) = Run("--model", "llama-7b", "--gpu", "h100-sxm", "--gpus", "8", "--bf16", "--attention-backend", "auto");
+        Assert.Equal(0, code);
+        Assert.Contains("attention auto: fused (cuDNN)", output);
+    }
+
+    [Fact]
     public void SomeButNotAllElementwiseFusionFlagsAreAUserError()
     {
         var (code, _, err) = Run("--model", "gpt2-large", "--gpus", "8", "--no-bias-gelu-fusion");

@@ -5,6 +5,7 @@ using System.Text.Json;
 using Harness.Cli.Arguments;
 using Harness.Simulator;
 using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Output;
 
@@ -67,6 +68,8 @@ public static class EstimateJson
             else w.WriteNull("layers_per_virtual_stage");
             w.WriteNumber("context_parallel", c.ContextParallel);
             w.WriteString("cp_comm_type", RunDescriptionFlags.CommTypeName(c.ContextParallelComm));
+            w.WriteString("attention_backend", AttentionKernels.Name(c.AttentionBackend));
+            w.WriteString("attention_kernel", AttentionKernels.Name(AttentionKernels.Resolve(c, cl.Gpu)));
             w.WriteBoolean("sequence_parallel", c.SequenceParallel);
             w.WriteNumber("micro_batch", c.MicroBatch);
             w.WriteNumber("global_batch", c.GlobalBatch);

@@ -2,6 +2,7 @@ using Harness.Megatron;
 using Harness.Cli.Arguments;
 using Harness.Simulator;
 using Harness.Simulator.Costs;
+using Harness.Simulator.Specs;
 using Spectre.Console;
 
 namespace Harness.Cli.Output;
@@ -21,6 +22,7 @@ public static class EstimateReport
             + (c.PipelineStagesDiffer ? $" (layers {string.Join(", ", c.LayersPerStage(m))})" : "")
             + $" v {c.VirtualStages(m)} cp {c.ContextParallel}{(c.ContextParallel > 1 ? $" ({RunDescriptionFlags.CommTypeName(c.ContextParallelComm)})" : "")}"
             + $" sp {(c.SequenceParallel ? "on" : "off")}, {c.Precision.ToString().ToLowerInvariant()}, micro-batch {c.MicroBatch} x {c.NumMicroBatches}, global batch {c.GlobalBatch}");
+        console.MarkupLine($"attention {Markup.Escape(Attention(c, cl.Gpu))}");
         console.WriteLine();
         console.MarkupLine($"step time            [bold]{e.StepTimeSeconds:F3} s[/]");
         console.MarkupLine($"tokens/s per GPU     [bold]{e.TokensPerSecondPerGpu:F0}[/]");
@@ -48,6 +50,18 @@ public static class EstimateReport
         console.Write(memory);
         if (ignored.Count > 0)
             console.MarkupLine($"Megatron-LM settings accepted (they do not change the estimate): {Markup.Escape(string.Join(" ", ignored))}");
+    }
+
+    /// <summary>The attention kernel costed: the backend asked for, and for auto the one it resolves to on this GPU.</summary>
+    private static string Attention(RunDescription c, GpuSpec gpu)
+    {
+        static string Kernel(AttentionBackend b) => b switch
+        {
+            AttentionBackend.Flash => "flash (FlashAttention-2)",
+            AttentionBackend.Fused => "fused (cuDNN)",
+            _ => $"{AttentionKernels.Name(b)} (score matrix in memory)",
+        };
+        return c.AttentionBackend == AttentionBackend.Auto ? $"auto: {Kernel(AttentionKernels.Resolve(c, gpu))}" : Kernel(c.AttentionBackend);
     }
 
     private static string G(double bytes) => (bytes / GiB).ToString("F2");

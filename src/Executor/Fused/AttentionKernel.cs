@@ -8,9 +8,10 @@ namespace Harness.Executor.Fused;
 
 /// <summary>
 /// --attention-backend as libtorch's scaled_dot_product_attention runs it: the kernels it may choose from are set per
-/// backend (<see cref="SdpBackends"/>), as Megatron sets Transformer Engine's NVTE_*_ATTN switches: flash, FlashAttention-2
-/// only; fused, cuDNN's fused attention only; unfused and local, the math kernel (matmuls, softmax and dropout over the whole
-/// score matrix, which autograd keeps); auto, every kernel in libtorch's own priority order. Which kernel then runs is
+/// backend (<see cref="SdpBackends"/>), as Megatron sets Transformer Engine's NVTE_*_ATTN switches: flash, FlashAttention-2,
+/// and where that cannot take the inputs (fp32, an arbitrary mask) libtorch's memory-efficient kernel, which like it keeps
+/// no score matrix (noted); fused, cuDNN's fused attention only; unfused and local, the math kernel (matmuls, softmax and
+/// dropout over the whole score matrix, which autograd keeps); auto, every kernel in libtorch's own priority order. Which kernel then runs is
 /// libtorch's own answer for this run's attention (<see cref="ScriptedKernels.AttentionKernel"/>), and that is what the
 /// record says ran (<see cref="Select"/>).
 /// </summary>
@@ -33,7 +34,7 @@ public static class AttentionKernel
         var math = asked == AttentionBackend.Local ? AttentionBackend.Local : AttentionBackend.Unfused;
         SdpBackends.Set(asked switch
         {
-            AttentionBackend.Flash => new SdpBackends.Allowed(true, false, false, false),
+            AttentionBackend.Flash => new SdpBackends.Allowed(true, true, false, false),
             AttentionBackend.Fused when cuda => new SdpBackends.Allowed(false, false, false, true),
             AttentionBackend.Auto => SdpBackends.Allowed.All,
             _ => new SdpBackends.Allowed(false, false, true, false),
