@@ -83,9 +83,12 @@ def swiglu(x: Tensor):
     /// for these inputs under the allowed kernels (<see cref="Native.SdpBackends"/>): libtorch's own choice
     /// (aten::_fused_sdp_choice, its sdp::SDPBackend: 0 math, 1 flash, 2 memory-efficient, 3 cuDNN). Throws when no allowed
     /// kernel takes them.</summary>
-    public static long AttentionKernel(Tensor q, Tensor k, Tensor v, double dropout, Tensor? mask = null) => Convert.ToInt64(
-        mask is null ? InvokeAny("causal_attention_kernel", q, k, v, dropout) : InvokeAny("masked_attention_kernel", q, k, v, mask, dropout),
-        System.Globalization.CultureInfo.InvariantCulture);
+    public static long AttentionKernel(Tensor q, Tensor k, Tensor v, double dropout, Tensor? mask = null)
+    {
+        // A TorchScript int comes back as a Scalar.
+        using var kernel = (Scalar)(mask is null ? InvokeAny("causal_attention_kernel", q, k, v, dropout) : InvokeAny("masked_attention_kernel", q, k, v, mask, dropout));
+        return kernel.ToInt64();
+    }
 
     /// <summary>
     /// x·cos + rotate(x)·sin±, rotate(x) = [second half | first half] (rotate-half rotary). Written with split and cat
