@@ -11,8 +11,9 @@ namespace Harness.Cli.Commands;
 
 /// <summary>
 /// `harness calibrate`: measures, on this machine's GPU, the kernel rates the simulator's efficiency constants stand for
-/// (GEMMs at the layer shapes of the models the reproductions and the executor run, causal flash attention, a streaming
-/// element-wise kernel), on a GPU first held at load, prints each measurement beside what the preset's constants
+/// (GEMMs at the layer shapes of the models the reproductions and the executor run, causal attention through each backend's
+/// kernel the GPU has (FlashAttention-2, cuDNN's fused attention, the unfused math kernel), a streaming element-wise kernel),
+/// on a GPU first held at load, prints each measurement beside what the preset's constants
 /// predict, and writes the preset with the measured constants as a cluster file for `simulate --cluster`,
 /// `search --cluster` and `validate --cluster`.
 /// </summary>
@@ -72,7 +73,7 @@ public static class CalibrateCommand
         }
         var gemms = KernelRates.Gemms(device, shapes);
         var attention = layers.Select(l => AttentionShape.Of(l.Model, l.Config)).Distinct()
-            .Select(a => KernelRates.Attention(device, a)).ToList();
+            .SelectMany(a => MeasuredBackends.Select(b => KernelRates.Attention(device, a, b))).OfType<AttentionRate>().ToList();
         var memory = KernelRates.ElementwiseAdd(device, 1L << 29);
         var (toDevice, toHost) = KernelRates.HostLink(device, 1L << 30);
         var calibration = new GpuCalibration(preset, deviceName, cold, held, gemms, attention, memory, toDevice, toHost);
@@ -93,15 +94,31 @@ public static class CalibrateCommand
         Console.WriteLine(Invariant($"GEMMs (bf16; implied = the efficiency constant that gives this time under the shape curve, preset {e.Gemm:F2}):"));
         foreach (var r in c.Gemms)
             Console.WriteLine(Invariant($"  {r.Layer,-20} {r.Pass,-16} {r.Shape.M,6:F0} x {r.Shape.K,6:F0} x {r.Shape.N,6:F0}  {r.Seconds * 1e3,8:F3} ms  {r.FlopsPerSecond / 1e12,5:F0} TFLOP/s  implied {c.GemmEfficiency(r):F3}"));
-        Console.WriteLine(Invariant($"causal flash attention (forward + backward counted as 3.5 x the causal forward; preset {e.Attention:F2}):"));
-        foreach (var a in c.Attention)
-            Console.WriteLine(Invariant($"  b {a.Shape.Batch} x {a.Shape.Heads} heads ({a.Shape.Groups} kv) x {a.Shape.HeadDim} s {a.Shape.SeqLength}: forward {a.ForwardSeconds * 1e3:F3} ms ({a.CausalForwardFlops / a.ForwardSeconds / 1e12:F0} TFLOP/s), backward {a.BackwardSeconds * 1e3:F3} ms  implied {c.AttentionEfficiency(a):F3}"));
+        foreach (var backend in MeasuredBackends)
+        {
+            var rates = c.Attention.Where(a => a.Backend == backend).ToList();
+            string preset = backend switch
+            {
+                AttentionBackend.Flash => Invariant($"preset {e.Attention:F2}"),
+                AttentionBackend.Fused => e.FusedAttention is double f ? Invariant($"preset {f:F2}") : "no preset",
+                _ => "no constant of its own: GEMM and HBM rates",
+            };
+            Console.WriteLine($"causal attention, --attention-backend {AttentionKernels.Name(backend)} (forward + backward counted as 3.5 x the causal forward; {preset}):"
+                + (rates.Count == 0 ? " no such kernel on this GPU for these inputs" : ""));
+            foreach (var a in rates)
+                Console.WriteLine(Invariant($"  b {a.Shape.Batch} x {a.Shape.Heads} heads ({a.Shape.Groups} kv) x {a.Shape.HeadDim} s {a.Shape.SeqLength}: forward {a.ForwardSeconds * 1e3:F3} ms ({a.CausalForwardFlops / a.ForwardSeconds / 1e12:F0} TFLOP/s), backward {a.BackwardSeconds * 1e3:F3} ms  implied {c.AttentionEfficiency(a):F3}"));
+        }
         Console.WriteLine(Invariant($"{c.Memory.Kernel}: {c.Memory.BytesPerSecond / 1e9:F0} GB/s of {c.Preset.HbmBandwidthBytesPerSecond / 1e9:F0} (preset {e.Hbm:F2})"));
         foreach (var link in new[] { c.HostToDevice, c.DeviceToHost }.OfType<MemoryRate>())
             Console.WriteLine(Invariant($"{link.Kernel}: {link.BytesPerSecond / 1e9:F1} GB/s (preset host link {c.Preset.HostLinkBytesPerSecond / 1e9:F0} GB/s)"));
         var m = c.Measured;
-        Console.WriteLine(Invariant($"measured efficiency: gemm {m.Gemm:F3}, attention {m.Attention:F3}, hbm {m.Hbm:F3}, host link {c.HostLinkBytesPerSecond / 1e9:F1} GB/s   (preset {c.Preset.Name}: {e.Gemm:F2}, {e.Attention:F2}, {e.Hbm:F2}, {c.Preset.HostLinkBytesPerSecond / 1e9:F0} GB/s)"));
+        Console.WriteLine(Invariant($"measured efficiency: gemm {m.Gemm:F3}, attention (flash) {m.Attention:F3}, fused attention {Fraction(m.FusedAttention)}, hbm {m.Hbm:F3}, host link {c.HostLinkBytesPerSecond / 1e9:F1} GB/s   (preset {c.Preset.Name}: {e.Gemm:F2}, {e.Attention:F2}, {Fraction(e.FusedAttention)}, {e.Hbm:F2}, {c.Preset.HostLinkBytesPerSecond / 1e9:F0} GB/s); a backend not measured keeps the preset's"));
     }
+
+    /// <summary>The attention backends timed: the two with a constant of their own and the unfused math kernel.</summary>
+    private static readonly AttentionBackend[] MeasuredBackends = [AttentionBackend.Flash, AttentionBackend.Fused, AttentionBackend.Unfused];
+
+    private static string Fraction(double? e) => e is double v ? v.ToString("F3", CultureInfo.InvariantCulture) : "none";
 
     /// <summary>The layers to measure: the one --model names, else <see cref="ReproducedLayers"/>.</summary>
     private static List<(string Label, ModelSpec Model, RunDescription Config)> Layers(CommandLine cl)

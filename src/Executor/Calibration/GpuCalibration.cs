@@ -7,8 +7,11 @@ namespace Harness.Executor.Calibration;
 /// What `harness calibrate` measured on one GPU, and the <see cref="EfficiencySpec"/> it implies: the constants with
 /// which the simulator's own cost model (<see cref="ComputeTime"/>) gives the measured time of each kernel family.
 /// GEMM: the rate that reproduces the total time of all the GEMMs timed, with the simulator's shape curve applied per
-/// shape (Σ flops/(peak·shape) over Σ seconds). Attention: the same for causal flash attention forward and backward,
-/// counted as the simulator counts it (the causal forward's FLOPs times 1 + <see cref="ComputeTime.FlashBackwardRatio"/>).
+/// shape (Σ flops/(peak·shape) over Σ seconds). Attention: the same for causal attention forward and backward, per backend
+/// (flash: <see cref="EfficiencySpec.Attention"/>, cuDNN's fused attention: <see cref="EfficiencySpec.FusedAttention"/>; a
+/// backend not measured keeps the preset's), counted as the simulator counts it (the causal forward's FLOPs times
+/// 1 + <see cref="ComputeTime.FlashBackwardRatio"/>). The unfused kernels have no constant of their own (their matmuls and
+/// softmax are the GEMM and HBM rates); they are timed for the report only.
 /// HBM: bytes moved by a streaming add over the datasheet bandwidth. Host link: pinned copies to and from the device.
 /// </summary>
 public sealed record GpuCalibration(
@@ -33,9 +36,18 @@ public sealed record GpuCalibration(
     public EfficiencySpec Measured => Preset.Efficiency with
     {
         Gemm = Math.Min(1, Gemms.Sum(AtFullEfficiency) / Gemms.Sum(r => r.Seconds)),
-        Attention = Math.Min(1, Attention.Sum(AtFullEfficiency) / Attention.Sum(a => a.ForwardSeconds + a.BackwardSeconds)),
+        Attention = AttentionEfficiency(AttentionBackend.Flash) ?? Preset.Efficiency.Attention,
+        FusedAttention = AttentionEfficiency(AttentionBackend.Fused) ?? Preset.Efficiency.FusedAttention,
         Hbm = Math.Min(1, Memory.BytesPerSecond / Preset.HbmBandwidthBytesPerSecond),
     };
+
+    /// <summary>The efficiency that gives the total measured time of <paramref name="backend"/>'s attentions; null when none
+    /// was measured (the GPU has no such kernel).</summary>
+    public double? AttentionEfficiency(AttentionBackend backend)
+    {
+        var rates = Attention.Where(a => a.Backend == backend).ToList();
+        return rates.Count == 0 ? null : Math.Min(1, rates.Sum(AtFullEfficiency) / rates.Sum(a => a.ForwardSeconds + a.BackwardSeconds));
+    }
 
     /// <summary>Seconds the simulator charges this GEMM at efficiency 1 (its shape curve applied).</summary>
     private double AtFullEfficiency(GemmRate r) => r.Shape.Flops / (Peak * ComputeTime.ShapeFactor(r.Shape, Preset.Efficiency));

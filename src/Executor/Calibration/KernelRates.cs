@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Harness.Executor.Native;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
@@ -26,8 +27,8 @@ public readonly record struct AttentionShape(long Batch, long Heads, long Groups
         Math.Max(1, m.NumQueryGroups / c.TensorParallel), m.SeqLength, m.HeadDim);
 }
 
-/// <summary>Causal flash attention (the executor's scaled_dot_product_attention) timed forward and backward.</summary>
-public sealed record AttentionRate(AttentionShape Shape, double ForwardSeconds, double BackwardSeconds)
+/// <summary>Causal attention through one backend's kernel (the executor's scaled_dot_product_attention) timed forward and backward.</summary>
+public sealed record AttentionRate(AttentionShape Shape, AttentionBackend Backend, double ForwardSeconds, double BackwardSeconds)
 {
     public double CausalForwardFlops => Shape.CausalForwardFlops;
 }
@@ -41,7 +42,7 @@ public sealed record MemoryRate(string Kernel, double Bytes, double Seconds)
 /// <summary>
 /// Times the kernels whose rates the simulator's <see cref="Harness.Simulator.Specs.EfficiencySpec"/> stands for, on
 /// one CUDA device, in bf16: GEMMs of given shapes in the three passes a linear layer runs (forward y = x·Wᵀ, data
-/// gradient dy·W, weight gradient dyᵀ·x, as nn.Linear lays them out), causal flash attention forward and backward,
+/// gradient dy·W, weight gradient dyᵀ·x, as nn.Linear lays them out), causal attention forward and backward per backend,
 /// and a streaming element-wise add. Each rate is the mean over a batch of calls long enough (≥ 0.3 s) that launch
 /// gaps and timer resolution vanish, after warm-up calls, between two device synchronizations.
 /// </summary>
@@ -89,8 +90,11 @@ public static class KernelRates
         shapes.SelectMany(s => Gemm(device, s.Shape).Select(p => new GemmRate(s.Layer, p.Pass, s.Shape, p.Seconds))).ToList();
 
     /// <summary>Causal attention of a [batch, heads, s, head_dim] query over key and value tensors of
-    /// <paramref name="groups"/> heads (grouped-query attention when fewer), forward then backward, as the executor runs it.</summary>
-    public static AttentionRate Attention(Device device, AttentionShape a)
+    /// <paramref name="a"/>'s groups (grouped-query attention when fewer), forward then backward, as the executor runs it,
+    /// through <paramref name="backend"/>'s kernel alone (<see cref="AttentionKernel.Only"/>: FlashAttention-2, cuDNN's fused
+    /// attention, libtorch's math kernel for unfused); null where this device has no such kernel for these inputs. libtorch's
+    /// kernel switches are left allowing every kernel, its default.</summary>
+    public static AttentionRate? Attention(Device device, AttentionShape a, AttentionBackend backend)
     {
         using var scope = NewDisposeScope();
         long[] dims = { a.Batch, a.Heads, a.SeqLength, a.HeadDim }, kvDims = { a.Batch, a.Groups, a.SeqLength, a.HeadDim };
@@ -98,6 +102,22 @@ public static class KernelRates
         var k = randn(kvDims, dtype: ScalarType.BFloat16, device: device).requires_grad_();
         var v = randn(kvDims, dtype: ScalarType.BFloat16, device: device).requires_grad_();
         var dy = randn(dims, dtype: ScalarType.BFloat16, device: device);
+        SdpBackends.Set(AttentionKernel.Only(backend));
+        try
+        {
+            try
+            {
+                if (AttentionKernel.Of(ScriptedKernels.AttentionKernel(q, k, v, 0)) != (AttentionKernels.KeepsScores(backend) ? AttentionBackend.Unfused : backend))
+                    return null;
+            }
+            catch (System.Runtime.InteropServices.ExternalException) { return null; } // no allowed kernel takes these inputs
+            return Time(device, a, backend, q, k, v, dy);
+        }
+        finally { SdpBackends.Set(SdpBackends.Allowed.All); }
+    }
+
+    private static AttentionRate Time(Device device, AttentionShape a, AttentionBackend backend, Tensor q, Tensor k, Tensor v, Tensor dy)
+    {
         double forward = SecondsPerCall(device, () => ScriptedKernels.CausalAttention(q, k, v).Dispose());
         double both = SecondsPerCall(device, () =>
         {
@@ -106,7 +126,7 @@ public static class KernelRates
             foreach (var t in new[] { q, k, v }) t.grad?.Dispose();
             foreach (var t in new[] { q, k, v }) t.grad = null;
         });
-        return new AttentionRate(a, forward, both - forward);
+        return new AttentionRate(a, backend, forward, both - forward);
     }
 
     /// <summary>c = a + b over <paramref name="elements"/> bf16 elements: reads two, writes one.</summary>

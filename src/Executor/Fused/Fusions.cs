@@ -10,7 +10,7 @@ namespace Harness.Executor.Fused;
 /// <see cref="GradientAccumulation"/>, Megatron's gradient-accumulation fusion (<see cref="LinearWithGradAccumulation"/>).
 /// </summary>
 /// <param name="Notes">Fusions that were asked for but are off on this device, each with why, in one sentence.</param>
-/// <param name="Attention">The attention kernel that runs (<see cref="AttentionKernel.Select"/>).</param>
+/// <param name="Attention">The attention kernel that runs (Transformer.AttentionKernel.Select, which the caller passes in).</param>
 public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyList<string> Notes, AttentionBackend Attention)
 {
     /// <summary>
@@ -21,7 +21,8 @@ public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyL
     /// to (<see cref="FusedKernels.Applies"/>), so a CPU run computes the same bits with the kernels asked for or not, and
     /// gradient-accumulation fusion has a CPU form (<see cref="WeightGradient"/>, for bf16 CPU ranks in tests).
     /// </summary>
-    public static Fusions Resolve(bool kernels, bool gradientAccumulation, Device device, ScalarType computeDtype, ModelSpec model, RunDescription description)
+    public static Fusions Resolve(bool kernels, bool gradientAccumulation, Device device, ScalarType computeDtype,
+        (AttentionBackend Ran, IReadOnlyList<string> Notes) attention)
     {
         var notes = new List<string>();
         bool cuda = device.type == DeviceType.CUDA; // "cuda" without an index is device 0
@@ -30,8 +31,7 @@ public sealed record Fusions(bool Kernels, bool GradientAccumulation, IReadOnlyL
         bool useKernels = kernels && !fp16 && (!cuda || Enabled(FusedKernels.Probe(Math.Max(device.index, 0)), "fused kernels", notes));
         bool useAccumulation = computeDtype is ScalarType.BFloat16 or ScalarType.Float16 && gradientAccumulation &&
                                (!cuda || Enabled(WeightGradient.Probe(device, computeDtype), "gradient-accumulation fusion", notes));
-        var (attention, attentionNotes) = AttentionKernel.Select(model, description, device, computeDtype);
-        return new Fusions(useKernels, useAccumulation, [.. notes, .. attentionNotes], attention);
+        return new Fusions(useKernels, useAccumulation, [.. notes, .. attention.Notes], attention.Ran);
     }
 
     private static bool Enabled(string? unavailable, string what, List<string> notes)

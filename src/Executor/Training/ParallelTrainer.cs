@@ -72,7 +72,7 @@ public sealed class ParallelTrainer : IDisposable
         dtype = ExecutorSupport.ComputeDtype(description.Precision);
         // ZeRO 2 and 3 keep no main gradients for the GEMMs to add into: autograd's gradients go to reduce buckets.
         bool zeroShardsGradients = description.ZeroStage >= 2;
-        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion && !zeroShardsGradients, device, dtype, model, description);
+        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion && !zeroShardsGradients, device, dtype, AttentionKernel.Select(model, description, device, dtype));
         if (description.GradientAccumulationFusion && zeroShardsGradients)
             Fusions = Fusions with { Notes = [.. Fusions.Notes,
                 $"gradient-accumulation fusion off under --zero-stage {description.ZeroStage}: there are no main gradients to accumulate into; each micro-batch's gradients are reduce-scattered into the optimizer's shards."] };

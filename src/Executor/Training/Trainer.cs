@@ -57,7 +57,7 @@ public sealed class Trainer : ITrainStep
         validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength, settings.Seed);
         manual_seed(settings.Seed);
         var dtype = ExecutorSupport.ComputeDtype(description.Precision);
-        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype, model, description);
+        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype, AttentionKernel.Select(model, description, device, dtype));
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
         this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using Harness.Executor.Fused;
+using Harness.Executor.Transformer;
 using Harness.Executor.Native;
 using Harness.Executor.Training;
 using Harness.Executor.Training.Records;

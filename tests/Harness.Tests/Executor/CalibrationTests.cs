@@ -31,7 +31,7 @@ public class CalibrationTests
         var shape = new AttentionShape(1, 32, 32, 4096, 128);
         Assert.Equal(2.0 * 32 * 4096 * 4096 * 128, shape.CausalForwardFlops);
         double forward = shape.CausalForwardFlops / (0.3 * peak);
-        var attention = new[] { new AttentionRate(shape, forward, 2.5 * forward) };
+        var attention = new[] { new AttentionRate(shape, AttentionBackend.Flash, forward, 2.5 * forward) };
         var memory = new MemoryRate("add", 2.4e12, 1.0);
         var c = new GpuCalibration(H200, "NVIDIA H200", 7e14, 6.5e14, gemms, attention, memory);
 
@@ -42,6 +42,15 @@ public class CalibrationTests
         Assert.Equal(0.3, c.AttentionEfficiency(attention[0]), 9);
         Assert.Equal(0.3, c.Measured.Attention, 9);
         Assert.Equal(0.5, c.Measured.Hbm, 9);
+        // No cuDNN attention measured: the preset's fused-attention constant stays. Measured, its own rates give it: two
+        // shapes at 0.5 and 0.4 of peak give the time-weighted 1/(t1+t2)·(t1·0.5 + t2·0.4) for equal FLOPs.
+        Assert.Equal(H200.Efficiency.FusedAttention, c.Measured.FusedAttention);
+        var fused = new[] { new AttentionRate(shape, AttentionBackend.Fused, forward * 0.3 / 0.5, 2.5 * forward * 0.3 / 0.5),
+                            new AttentionRate(shape, AttentionBackend.Fused, forward * 0.3 / 0.4, 2.5 * forward * 0.3 / 0.4) };
+        var withCuDnn = c with { Attention = [.. attention, .. fused] };
+        Assert.Equal(2 / (1 / 0.5 + 1 / 0.4), withCuDnn.Measured.FusedAttention!.Value, 9);
+        Assert.Equal(0.3, withCuDnn.Measured.Attention, 9);
+        Assert.Equal(0.5, withCuDnn.AttentionEfficiency(fused[0]), 9);
         // With the calibrated GPU the simulator's GEMM model gives back the measured total.
         var gpu = c.Calibrated;
         Assert.Equal(tBig + tSmall, ComputeTime.Gemm(big.M, big.K, big.N, gpu, Precision.Bf16) + ComputeTime.Gemm(small.M, small.K, small.N, gpu, Precision.Bf16), 12);
@@ -64,9 +73,13 @@ public class CalibrationTests
         // caat-1b's grouped-query attention (32 heads, 8 groups, head dim 64) on one rank of t 4, at s 32.
         var shape = AttentionShape.Of(ModelPresets.All["caat-1b"] with { SeqLength = 32 }, new RunDescription(TensorParallel: 4, MicroBatch: 2, GlobalBatch: 2));
         Assert.Equal(new AttentionShape(2, 8, 2, 32, 64), shape);
-        var attention = KernelRates.Attention(CPU, shape);
-        Assert.True(attention.ForwardSeconds > 0);
+        // libtorch's CPU kernels: its flash kernel and the math one; no cuDNN.
+        var attention = KernelRates.Attention(CPU, shape, AttentionBackend.Flash)!;
+        Assert.True(attention.ForwardSeconds > 0 && attention.Backend == AttentionBackend.Flash);
         Assert.Equal(2.0 * 2 * 8 * 32 * 32 * 64, attention.CausalForwardFlops);
+        Assert.True(KernelRates.Attention(CPU, shape, AttentionBackend.Unfused)!.ForwardSeconds > 0);
+        Assert.Null(KernelRates.Attention(CPU, shape, AttentionBackend.Fused));
+        Assert.Equal(SdpBackends.Allowed.All, SdpBackends.Current);
         var add = KernelRates.ElementwiseAdd(CPU, 1024);
         Assert.Equal(3 * 2 * 1024, add.Bytes);
         var (toDevice, toHost) = KernelRates.HostLink(CPU, 4096);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Harness.Cli.Commands;
+using Harness.Executor.Transformer;
 using Harness.Executor.Fused;
 using Harness.Executor.Training;
 using Harness.Megatron;
@@ -59,7 +60,8 @@ public class RunRecordTests
             using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
             var ran = SummaryRun.Of(summary.RootElement);
             var d = simulated!.Config;
-            var fusions = Fusions.Resolve(d.FusedKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision), simulated.Model, d);
+            var fusions = Fusions.Resolve(d.FusedKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision),
+                AttentionKernel.Select(simulated.Model, d, CPU, ExecutorSupport.ComputeDtype(d.Precision)));
             Assert.Equal(ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, fusions, null).AsRun, ran.Description);
         }
         finally

@@ -1,10 +1,9 @@
 using Harness.Executor.Native;
-using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Harness.Executor.Fused;
+namespace Harness.Executor.Transformer;
 
 /// <summary>
 /// --attention-backend as libtorch's scaled_dot_product_attention runs it: the kernels it may choose from are set per
@@ -20,6 +19,21 @@ public static class AttentionKernel
     /// <summary>libtorch's sdp::SDPBackend numbers (aten/src/ATen/native/transformers/sdp_utils_cpp.h).</summary>
     private const long SdpMath = 0, SdpFlash = 1, SdpMemEfficient = 2, SdpCuDnn = 3;
 
+    /// <summary>The backend whose kernel libtorch's number <paramref name="kernel"/> is (<see cref="ScriptedKernels.AttentionKernel"/>):
+    /// flash, cuDNN's fused attention, the math kernel as unfused; null for the memory-efficient kernel, which Megatron has no
+    /// backend for.</summary>
+    public static AttentionBackend? Of(long kernel) => kernel switch
+    {
+        SdpFlash => AttentionBackend.Flash,
+        SdpCuDnn => AttentionBackend.Fused,
+        SdpMath => AttentionBackend.Unfused,
+        _ => null,
+    };
+
+    /// <summary>Exactly the kernel of <paramref name="backend"/> (unfused and local: the math kernel; auto: all of them).</summary>
+    public static SdpBackends.Allowed Only(AttentionBackend backend) => backend == AttentionBackend.Auto ? SdpBackends.Allowed.All
+        : new(backend == AttentionBackend.Flash, false, AttentionKernels.KeepsScores(backend), backend == AttentionBackend.Fused);
+
     /// <summary>
     /// Sets the kernels <paramref name="d"/>'s backend allows, for the process, and returns the backend that runs this
     /// model's attention on <paramref name="device"/> with a note for each way it differs from the one asked for. Throws
@@ -34,10 +48,9 @@ public static class AttentionKernel
         var math = asked == AttentionBackend.Local ? AttentionBackend.Local : AttentionBackend.Unfused;
         SdpBackends.Set(asked switch
         {
-            AttentionBackend.Flash => new SdpBackends.Allowed(true, true, false, false),
-            AttentionBackend.Fused when cuda => new SdpBackends.Allowed(false, false, false, true),
-            AttentionBackend.Auto => SdpBackends.Allowed.All,
-            _ => new SdpBackends.Allowed(false, false, true, false),
+            AttentionBackend.Flash => Only(asked) with { MemEfficient = true },
+            AttentionBackend.Fused when !cuda => Only(AttentionBackend.Unfused),
+            _ => Only(asked),
         });
         if (asked == AttentionBackend.Fused && !cuda)
             notes.Add("cuDNN's fused attention is a CUDA kernel: on the CPU libtorch's math attention ran (--attention-backend unfused).");
@@ -55,18 +68,16 @@ public static class AttentionKernel
                 notes.Add("on the CPU, attention with dropout runs as the executor's own matmuls, softmax and dropout (each rank's mask from its own generator): recorded as --attention-backend unfused.");
             return (math, notes);
         }
-        long kernel = Probe(m, d, device, dtype, p, asked);
-        switch (kernel)
+        switch (Of(Probe(m, d, device, dtype, p, asked)))
         {
-            case SdpFlash: return (AttentionBackend.Flash, notes);
-            case SdpCuDnn: return (AttentionBackend.Fused, notes);
-            case SdpMemEfficient:
+            case null:
                 notes.Add("libtorch chose its memory-efficient attention kernel, for which Megatron has no backend: recorded as --attention-backend flash, which like it keeps no score matrix.");
                 return (AttentionBackend.Flash, notes);
-            default: // SdpMath
+            case AttentionBackend.Unfused:
                 if (asked == AttentionBackend.Auto)
                     notes.Add($"libtorch's scaled_dot_product_attention chose its math kernel for this run's attention on the {(cuda ? "GPU" : "CPU")}: recorded as --attention-backend unfused.");
                 return (math, notes);
+            case var kernel: return (kernel.Value, notes);
         }
     }
 
