@@ -104,6 +104,8 @@ public static partial class SearchArguments
             Implementation = RunDescriptionFlags.ReadImplementation(cl, new RunDescription()),
         };
         cl.Errors.AddRange(constraints.Validate());
+        // One attention backend for every configuration (auto resolved per GPU and precision as Transformer Engine does).
+        if (AttentionKernels.Unavailable(constraints.Implementation, cluster.Gpu) is string attention) cl.Errors.Add(attention);
         int top = cl.Int("--top") ?? 10;
         if (top < 1) cl.Errors.Add($"--top is {top}; it must be at least 1.");
         int threads = cl.Int("--threads") ?? Environment.ProcessorCount;

@@ -156,6 +156,16 @@ public class SearchCommandTests : IDisposable
         Assert.Contains("--top is 0", err);
     }
 
+    [Fact]
+    public void AnAttentionBackendTheGpuLacksIsRefusedBeforeSearching()
+    {
+        var (input, cl) = Read("--model gpt-1.7b --gpu v100-32gb --gpus 8 --global-batch-size 64 --fp16 --attention-backend fused");
+        Assert.Null(input);
+        Assert.Contains(cl.Errors, e => e.StartsWith("--attention-backend fused: the v100-32gb has no cuDNN fused attention"));
+        // auto resolves per GPU: unfused on a V100, so every configuration is costed with the score matrix in memory.
+        Assert.NotNull(Read("--model gpt-1.7b --gpu v100-32gb --gpus 8 --global-batch-size 64 --fp16 --attention-backend auto").Input);
+    }
+
     private static (SearchInput? Input, CommandLine Cl) Read(string args)
     {
         var flags = ModelFlags.Flags.Concat(ClusterFlags.Flags).Concat(SearchArguments.Flags).ToArray();
