@@ -106,7 +106,8 @@ public static class CalibrateCommand
             Console.WriteLine($"causal attention, --attention-backend {AttentionKernels.Name(backend)} (forward + backward counted as 3.5 x the causal forward; {preset}):"
                 + (rates.Count == 0 ? " no such kernel on this GPU for these inputs" : ""));
             foreach (var a in rates)
-                Console.WriteLine(Invariant($"  b {a.Shape.Batch} x {a.Shape.Heads} heads ({a.Shape.Groups} kv) x {a.Shape.HeadDim} s {a.Shape.SeqLength}: forward {a.ForwardSeconds * 1e3:F3} ms ({a.CausalForwardFlops / a.ForwardSeconds / 1e12:F0} TFLOP/s), backward {a.BackwardSeconds * 1e3:F3} ms  implied {c.AttentionEfficiency(a):F3}"));
+                Console.WriteLine(Invariant($"  b {a.Shape.Batch} x {a.Shape.Heads} heads ({a.Shape.Groups} kv) x {a.Shape.HeadDim} s {a.Shape.SeqLength}: forward {a.ForwardSeconds * 1e3:F3} ms ({a.CausalForwardFlops / a.ForwardSeconds / 1e12:F0} TFLOP/s), backward {a.BackwardSeconds * 1e3:F3} ms")
+                    + (backend == AttentionBackend.Unfused ? "" : Invariant($"  implied {c.AttentionEfficiency(a):F3}")));
         }
         Console.WriteLine(Invariant($"{c.Memory.Kernel}: {c.Memory.BytesPerSecond / 1e9:F0} GB/s of {c.Preset.HbmBandwidthBytesPerSecond / 1e9:F0} (preset {e.Hbm:F2})"));
         foreach (var link in new[] { c.HostToDevice, c.DeviceToHost }.OfType<MemoryRate>())
