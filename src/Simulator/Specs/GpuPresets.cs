@@ -36,7 +36,8 @@ public static class GpuPresets
     // cuDNN 9's fused attention on the same H100 SXM5 (Shah et al. 2024, arXiv 2407.08608, head dim 128, s 4k-16k): forward
     // with the causal mask 518-539 TFLOP/s to FlashAttention-2's 319-335 (fig. 5), backward 499-518 to 310-322 (fig. 6);
     // forward and backward together (backward counted as 2.5 forwards) 1.61 times FlashAttention-2's rate. Applied to the
-    // rate measured here at load: 0.29 x 1.61 = 0.47.
+    // rate measured here at load: 0.29 x 1.61 = 0.47. `harness calibrate` on an H200 (results/calibration/nvidia-h200/reproduced,
+    // PyTorch 2.11, whose default kernel there was cuDNN's) measured 0.46-0.52 at head dim 128.
     private static readonly EfficiencySpec Hopper = new(Gemm: 0.70, Attention: 0.29, Hbm: 0.80, FusedAttention: 0.47);
     // Gaudi: Intel's published Llama training MFU on Gaudi 2 is ~50-60%; Gaudi 3 lower at launch.
     private static readonly EfficiencySpec Gaudi2 = new(Gemm: 0.70, Attention: 0.40, Hbm: 0.80);
