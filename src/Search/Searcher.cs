@@ -4,8 +4,9 @@ using Harness.Simulator.Specs;
 namespace Harness.Search;
 
 /// <summary>
-/// Branch and bound over the space of <see cref="SpaceEnumerator"/>: layouts (screened: the most promising first)
-/// are handed to worker threads; under each layout and ZeRO stage the search evaluates only what could still enter
+/// Branch and bound over the space of <see cref="SpaceEnumerator"/>: layouts are screened on every thread (the ZeRO
+/// stages whose weights alone exceed memory pruned, the rest's step time estimated in closed form) and handed, the most
+/// promising first, to worker threads; under each layout and ZeRO stage the search evaluates only what could still enter
 /// the top K or the Pareto front, using the bounds of <see cref="ISearchCostModel"/>:
 /// <code>
 /// layout x ZeRO stage   weights alone exceed memory?                         -> prune (WeightsExceedMemory)
@@ -25,43 +26,43 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
 {
     private readonly SearchOptions _options = options ?? new SearchOptions();
 
-    private sealed record WorkItem(Layout Layout, double Screened, IReadOnlyList<int> Zero, IReadOnlyList<RecomputeSpec> Recompute,
-        IReadOnlyList<double> Offload);
+    /// <summary>A layout to walk: its screened step time, the ZeRO stages whose weights fit with their static memory, its
+    /// recomputations and offload ratios.</summary>
+    private sealed record WorkItem(int Index, Layout Layout, double Screened, IReadOnlyList<(int Stage, long StaticBytes)> Zero,
+        IReadOnlyList<RecomputeSpec> Recompute, IReadOnlyList<double> Offload);
 
     public SearchResult Run(SearchSpace space, SearchProgress? progress = null)
     {
         var clock = Stopwatch.StartNew();
         var enumerator = new SpaceEnumerator(space);
-        var items = new List<WorkItem>();
-        long enumerated = 0;
-        foreach (var layout in enumerator.Layouts())
-        {
-            var z = enumerator.ZeroOptions(layout);
-            var r = enumerator.RecomputeOptions(layout);
-            var a = enumerator.OffloadOptions(layout);
-            long leaves = (long)z.Count * r.Count * a.Count;
-            if (leaves == 0) continue;
-            enumerated += leaves;
-            // Screen the layout at its most frugal memory (largest ZeRO stage and offload ratio), which is likelier to fit.
-            var probe = layout.ToConfig(space.GlobalBatch, z[^1], RecomputeSpec.None, a[^1], space.Constraints.Implementation);
-            items.Add(new WorkItem(layout, cost.Screen(space.Model, space.Cluster, probe), z, r, a));
-        }
-        // Promising layouts first: a good K-th best and front early prune more later.
-        items.Sort((x, y) => x.Screened.CompareTo(y.Screened));
-        progress ??= new SearchProgress();
-        progress.Total = items.Count;
-
+        var layouts = enumerator.Layouts().ToList();
         var board = new Leaderboard(_options.TopK, _options.ParetoMinThroughputFraction);
         var workers = new Worker[Math.Max(1, _options.Threads)];
+        for (int w = 0; w < workers.Length; w++) workers[w] = new Worker(cost, space, board, _options.KeepEvaluations);
+
+        // Screening, on every thread: the layouts whose weights fit at some ZeRO stage, with their closed-form step times.
+        var screened = new List<WorkItem>[workers.Length];
         int next = -1;
         Parallel.For(0, workers.Length, new ParallelOptions { MaxDegreeOfParallelism = workers.Length }, w =>
         {
-            var worker = workers[w] = new Worker(cost, space, board, _options.KeepEvaluations);
+            var mine = screened[w] = [];
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < layouts.Count)
+                if (workers[w].Screen(enumerator, i, layouts[i]) is { } item) mine.Add(item);
+        });
+        // Promising layouts first: a good K-th best and front early prune more later.
+        var items = screened.SelectMany(list => list).OrderBy(x => x.Screened).ThenBy(x => x.Index).ToList();
+        progress ??= new SearchProgress();
+        progress.Total = items.Count;
+
+        next = -1;
+        Parallel.For(0, workers.Length, new ParallelOptions { MaxDegreeOfParallelism = workers.Length }, w =>
+        {
             int i;
             while ((i = Interlocked.Increment(ref next)) < items.Count)
             {
                 var item = items[i];
-                worker.Layout(item.Layout, item.Zero, item.Recompute, item.Offload);
+                workers[w].Layout(item.Layout, item.Zero, item.Recompute, item.Offload);
                 progress.Step();
             }
         });
@@ -69,12 +70,12 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
 
         var pruned = Enum.GetValues<PruneRule>().ToDictionary(rule => rule, rule => workers.Sum(w => w.Pruned[(int)rule]));
         var counts = new SearchCounts(
-            enumerated,
+            workers.Sum(w => w.Enumerated),
             workers.Sum(w => w.Evaluated),
             pruned,
             workers.Sum(w => w.Violations.Count),
             workers.SelectMany(w => w.Violations).Take(5).ToList(),
-            items.Count,
+            layouts.Count(l => enumerator.LeafCount(l) > 0),
             clock.Elapsed);
         var staticMiss = workers.Select(w => w.SmallestStaticMiss).OfType<StaticMemoryMiss>().MinBy(m => m.StaticBytes);
         return new SearchResult(space, _options, board.Top, board.Front, board.NearMisses, staticMiss,
@@ -88,7 +89,7 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
         private const double Slack = 1e-9;
         private readonly long _limit = space.MemoryLimitBytes;
         public readonly long[] Pruned = new long[Enum.GetValues<PruneRule>().Length];
-        public long Evaluated;
+        public long Enumerated, Evaluated;
         public readonly List<Evaluated> Kept = [];
         public readonly List<string> Violations = [];
         public StaticMemoryMiss? SmallestStaticMiss;
@@ -115,21 +116,44 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
             if (!holds) Violations.Add($"{property}: {PaperNotation.Short(config)}");
         }
 
-        public void Layout(Layout layout, IReadOnlyList<int> zeroStages, IReadOnlyList<RecomputeSpec> recompute, IReadOnlyList<double> offload)
+        /// <summary>The layout's ZeRO stages whose weights, gradients and optimizer states fit (the others pruned), and its
+        /// screened step time at its most frugal memory (largest ZeRO stage and offload ratio, likelier to fit); null when
+        /// it holds no configuration or none of its stages fits.</summary>
+        public WorkItem? Screen(SpaceEnumerator enumerator, int index, Layout layout)
         {
+            var zeroStages = enumerator.ZeroOptions(layout);
+            var recompute = enumerator.RecomputeOptions(layout);
+            var offload = enumerator.OffloadOptions(layout);
             long perZero = (long)recompute.Count * offload.Count;
-            double p = layout.SyncFactor;
+            if (perZero == 0 || zeroStages.Count == 0) return null;
+            Enumerated += zeroStages.Count * perZero;
+            var fitting = new List<(int, long)>(zeroStages.Count);
             foreach (int zero in zeroStages)
             {
                 var probe = layout.ToConfig(space.GlobalBatch, zero, RecomputeSpec.None, offload[0], space.Constraints.Implementation);
                 long staticBytes = cost.StaticMemoryLowerBound(space.Model, space.Cluster, probe);
-                if (staticBytes > _limit)
+                if (staticBytes <= _limit)
                 {
-                    Prune(PruneRule.WeightsExceedMemory, perZero);
-                    if (SmallestStaticMiss is null || staticBytes < SmallestStaticMiss.StaticBytes)
-                        SmallestStaticMiss = new StaticMemoryMiss(probe, staticBytes);
+                    fitting.Add((zero, staticBytes));
                     continue;
                 }
+                Prune(PruneRule.WeightsExceedMemory, perZero);
+                if (SmallestStaticMiss is null || staticBytes < SmallestStaticMiss.StaticBytes)
+                    SmallestStaticMiss = new StaticMemoryMiss(probe, staticBytes);
+            }
+            if (fitting.Count == 0) return null;
+            var frugal = layout.ToConfig(space.GlobalBatch, zeroStages[^1], RecomputeSpec.None, offload[^1], space.Constraints.Implementation);
+            return new WorkItem(index, layout, cost.Screen(space.Model, space.Cluster, frugal), fitting, recompute, offload);
+        }
+
+        public void Layout(Layout layout, IReadOnlyList<(int Stage, long StaticBytes)> zeroStages, IReadOnlyList<RecomputeSpec> recompute,
+            IReadOnlyList<double> offload)
+        {
+            long perZero = (long)recompute.Count * offload.Count;
+            double p = layout.SyncFactor;
+            foreach (var (zero, staticBytes) in zeroStages)
+            {
+                var probe = layout.ToConfig(space.GlobalBatch, zero, RecomputeSpec.None, offload[0], space.Constraints.Implementation);
                 // No recomputation bounds the time of every recomputation.
                 var layoutBounds = cost.Bounds(space.Model, space.Cluster, probe);
                 if (BoundLoses(layoutBounds.StepTimeSeconds, staticBytes, p))

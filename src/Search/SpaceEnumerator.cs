@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Harness.Simulator.Specs;
 
 namespace Harness.Search;
@@ -126,8 +127,14 @@ public sealed class SpaceEnumerator
         if (tp >= 2 && (Model.SeqLength / cp) % tp == 0 && Allowed(C.SequenceParallel, true)) yield return true;
     }
 
-    /// <summary>Valid recomputations of a layout, none first.</summary>
-    public IReadOnlyList<RecomputeSpec> RecomputeOptions(Layout layout) => RecomputeChoices.Options(Model, layout, C);
+    /// <summary>Valid recomputations of a layout, none first. They depend only on whether the norm recompute is blocked
+    /// (tensor parallelism without sequence parallelism) and on the model chunks' sizes (pipeline size, interleaving, split),
+    /// so layouts alike in those share one list.</summary>
+    public IReadOnlyList<RecomputeSpec> RecomputeOptions(Layout layout) =>
+        _recompute.GetOrAdd((layout.TensorParallel > 1 && !layout.SequenceParallel, layout.PipelineParallel, layout.LayersPerVirtualStage, layout.Split),
+            _ => RecomputeChoices.Options(Model, layout, C));
+
+    private readonly ConcurrentDictionary<(bool NormBlocked, int Pipeline, int? LayersPerVirtualStage, PipelineSplit Split), IReadOnlyList<RecomputeSpec>> _recompute = new();
 
     /// <summary>Valid offload ratios of a layout, ascending: the grid where offload is allowed, else only 0 (if searched).</summary>
     public IReadOnlyList<double> OffloadOptions(Layout layout) =>

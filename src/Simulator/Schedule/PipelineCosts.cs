@@ -16,9 +16,10 @@ public readonly record struct RankCosts(
 /// and backward on one micro-batch (with its exposed tensor/context-parallel communication and
 /// recomputation), the extra work of the first chunk (embedding) and the last (output layer and loss), p2p
 /// transfer times, offload transfers, activation bytes and the per-stage state. Built once per configuration
-/// by <see cref="Build"/>; a pure function of (model, cluster, config).
+/// by <see cref="Build"/>; a pure function of (model, cluster, config). Equal costs run the same schedule
+/// (<see cref="PipelineSimulator"/> replays an equal one's outcome).
 /// </summary>
-public readonly struct PipelineCosts
+public readonly record struct PipelineCosts
 {
     public int P { get; init; }
     public int V { get; init; }

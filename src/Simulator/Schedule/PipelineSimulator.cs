@@ -12,11 +12,19 @@ namespace Harness.Simulator.Schedule;
 /// gradient reduction of each chunk, which starts when the chunk's last backward ends.
 /// The loop is branch-free: everything that depends on the op's kind (forward/backward, first/last stage) is
 /// looked up in small per-kind tables. No allocation (beyond a new schedule shape): scratch is per thread.
+/// The outcome is a function of the costs alone, and configurations that differ only where the costs do not (a
+/// recomputation that saves nothing under the layout, the exchange a schedule's inputs do not see) have equal costs: the
+/// outcomes of the thread's recent costs are kept and an equal one's replayed.
 /// </summary>
 public static class PipelineSimulator
 {
     [ThreadStatic] private static double[]? slotScratch;
     [ThreadStatic] private static RankState[]? rankScratch;
+    [ThreadStatic] private static Dictionary<PipelineCosts, ScheduleResult>? recent;
+
+    /// <summary>Outcomes kept per thread: a search visits the configurations of one layout together, and those that share
+    /// costs are among them; a few hundred bytes each.</summary>
+    private const int RecentLimit = 1024;
 
     private readonly record struct KindCost(
         double Duration, double InputDelay, double SendWait, double AddBefore, double RemoveAfter, double Transient, double Stall);
@@ -29,6 +37,19 @@ public static class PipelineSimulator
     }
 
     public static void Run(in PipelineCosts k, ScheduleResult result)
+    {
+        recent ??= new();
+        if (recent.TryGetValue(k, out var known))
+        {
+            known.CopyTo(result);
+            return;
+        }
+        Simulate(k, result);
+        if (recent.Count >= RecentLimit) recent.Clear();
+        recent[k] = result.Copy(k.P);
+    }
+
+    private static void Simulate(in PipelineCosts k, ScheduleResult result)
     {
         int p = k.P, v = k.V, m = k.M, stages = p * v;
         var schedule = ScheduleOrder.For(p, v, m);

@@ -11,4 +11,17 @@ public sealed record ScheduleResult(
 {
     public static ScheduleResult Allocate(int p) =>
         new(new double[p], new double[p], new double[p], new double[p], new double[p]);
+
+    /// <summary>The first <paramref name="p"/> entries, in arrays of their own.</summary>
+    public ScheduleResult Copy(int p) => new(ComputeEnd[..p], Finish[..p], ActivationPeak[..p], OffloadStall[..p], P2pBusy[..p]);
+
+    /// <summary>Writes this outcome over the first entries of <paramref name="target"/>'s arrays.</summary>
+    public void CopyTo(ScheduleResult target)
+    {
+        ComputeEnd.CopyTo(target.ComputeEnd, 0);
+        Finish.CopyTo(target.Finish, 0);
+        ActivationPeak.CopyTo(target.ActivationPeak, 0);
+        OffloadStall.CopyTo(target.OffloadStall, 0);
+        P2pBusy.CopyTo(target.P2pBusy, 0);
+    }
 }
