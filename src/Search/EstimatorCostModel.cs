@@ -36,8 +36,8 @@ public sealed class EstimatorCostModel : ISearchCostModel
     /// them and the optimizer has stepped: T ≥ m·work(last) + (p−1)·(F + B) + optimizer + weight all-gather
     /// (Narayanan et al. 2021, §2.2: with uniform chunks the schedule's makespan is exactly (m·v + p − 1)·(F + B)).
     /// Offload only adds stalls. Also at least the FLOP count at peak (<see cref="ComputeBound"/>).
-    /// Memory: the weights, gradients and optimizer states, and the backward temporaries, which are live at the
-    /// peak whatever the offload ratio, as the allocator reserves them.
+    /// Memory: the weights, gradients and optimizer states, the backward temporaries, which are live at the peak whatever
+    /// the offload ratio, and the activations of the chunks a rank holds at its first backward, as the allocator reserves them.
     /// </summary>
     public CostBounds Bounds(ModelSpec model, ClusterSpec cluster, RunDescription config)
     {
@@ -47,11 +47,21 @@ public sealed class EstimatorCostModel : ISearchCostModel
         for (int r = 0; r < last; r++) fill += k.ChunkOf(r, 0).Forward + k.ChunkOf(r, 0).Backward;
         double pipeline = k.M * k.RankWorkPerMicroBatch(last) + fill;
         double time = Math.Max(pipeline + k.Last.Optimizer + k.Last.ParameterGather, ComputeBound.StepTimeLowerBound(model, cluster, config));
-        // Each of the first, a middle and the last rank: at its peak a backward runs, over one of its chunks.
+        // Each of the first, a middle and the last rank: at its peak a backward runs, over the chunks whose forwards it has
+        // run and not yet gone back through. Without offload those are its warm-up forwards and the one before its first
+        // backward (ScheduleOrder.Warmup; none is freed before its own backward); where larger offload ratios are valid
+        // (RunDescription.Validate: interleaved, p >= 3), which free a forward's activations early, at least the chunk the
+        // backward runs over.
+        bool offloadValid = config.LayersPerVirtualStage is not null && k.P >= 3;
         double memory = 0;
         foreach (int r in (ReadOnlySpan<int>)[0, Math.Min(1, last), last])
+        {
+            int held = config.OffloadRatio == 0 && !offloadValid ? Math.Min(ScheduleOrder.Warmup(k.P, k.V, k.M, r) + 1, k.M * k.V) : 1;
+            double smallest = double.PositiveInfinity;
+            for (int chunk = 0; chunk < k.V; chunk++) smallest = Math.Min(smallest, k.ChunkOf(r, chunk).Activations);
             memory = Math.Max(memory, MemoryBudget.ReservedBytes(k.Rank(r).State.Total,
-                Math.Min(k.ChunkOf(r, 0).Activations, k.ChunkOf(r, k.V - 1).Activations) + k.BackwardTransient + (r == last ? k.LastBackwardTransient : 0), config));
+                held * smallest + k.BackwardTransient + (r == last ? k.LastBackwardTransient : 0), config));
+        }
         return new CostBounds(time, (long)Math.Floor(memory));
     }
 

@@ -74,6 +74,9 @@ public sealed class Leaderboard
                 && (BeyondParetoCutoff(time) || _front.Dominates(time, memory, p));
     }
 
+    /// <summary>Whether a fitting configuration has been offered (then nothing-fits' near misses are moot).</summary>
+    public bool AnyFits => Volatile.Read(ref _bestTime) < double.PositiveInfinity;
+
     public IReadOnlyList<Evaluated> Top { get { lock (_gate) return _top.ToList(); } }
 
     public IReadOnlyList<Evaluated> NearMisses { get { lock (_gate) return _nearMisses.ToList(); } }

@@ -12,6 +12,9 @@ public enum PruneRule
     LayoutTimeBound,
     /// <summary>This recomputation's time and memory bounds (or its evaluation at the least offload) already lose.</summary>
     RecomputeBound,
+    /// <summary>This recomputation's memory bound exceeds the limit at every offload ratio, and something already fits (so the
+    /// configurations closest to fitting, reported only when nothing fits, are not needed).</summary>
+    RecomputeMemoryBound,
     /// <summary>Does not fit: memory at a larger offload ratio already exceeds the limit, and memory only falls as offload grows.</summary>
     OffloadMemoryBound,
     /// <summary>Larger offload ratios are only slower, and already lose.</summary>
@@ -40,7 +43,8 @@ public sealed record SearchCounts(
 /// <summary>The smallest weights-plus-optimizer footprint seen among layouts pruned for it (the why of "nothing fits").</summary>
 public sealed record StaticMemoryMiss(RunDescription Config, long StaticBytes);
 
-/// <summary>The outcome of a search: the top K, the Pareto front, the near misses and the counts.</summary>
+/// <summary>The outcome of a search: the top K, the Pareto front, the near misses (complete when nothing fits: once something
+/// does, subtrees that cannot fit are pruned unevaluated) and the counts.</summary>
 public sealed record SearchResult(
     SearchSpace Space,
     SearchOptions Options,

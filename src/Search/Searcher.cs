@@ -12,6 +12,7 @@ namespace Harness.Search;
 /// layout x ZeRO stage   weights alone exceed memory?                         -> prune (WeightsExceedMemory)
 ///                       time bound with no recomputation loses?              -> prune (LayoutTimeBound)
 ///   recomputation r     time and memory bounds of r lose?                    -> prune (RecomputeBound)
+///                       memory bound of r above the limit, and something fits?          -> prune (RecomputeMemoryBound)
 ///                       evaluate r at the most offload (the memory floor): does not fit? -> prune (OffloadMemoryBound)
 ///                       r's time bound with that floor loses?                -> prune (RecomputeBound)
 ///                       evaluate r at the least offload: loses?              -> prune (RecomputeBound)
@@ -173,6 +174,11 @@ public sealed class Searcher(ISearchCostModel cost, SearchOptions? options = nul
                     if (BoundLoses(floor.StepTimeSeconds, floor.PeakMemoryBytes, p))
                     {
                         Prune(PruneRule.RecomputeBound, offload.Count);
+                        continue;
+                    }
+                    if (floor.PeakMemoryBytes > _limit && board.AnyFits)
+                    {
+                        Prune(PruneRule.RecomputeMemoryBound, offload.Count);
                         continue;
                     }
                     Sweep(layout, zero, r, offload, floor);

@@ -1,4 +1,6 @@
+using Harness.Simulator;
 using Harness.Simulator.Schedule;
+using Harness.Simulator.Specs;
 
 namespace Harness.Tests;
 
@@ -140,5 +142,32 @@ public class PipelineScheduleTests
         PipelineSimulator.Run(k, run);
         Assert.Equal(20.5, run.OffloadStall[0], 9);
         Assert.Equal(20.5, ClosedForm.MicroStalls(k, 0), 9);
+    }
+
+    /// <summary>A configuration whose costs equal one simulated before on the thread (selective recomputation under flash
+    /// attention recomputes nothing) is estimated from the replayed outcome exactly as from a fresh simulation.</summary>
+    [Fact]
+    public void EqualCostsReplayTheSimulatedOutcome()
+    {
+        var model = ModelPresets.All["llama-7b"];
+        var cluster = ClusterSpec.Of(GpuPresets.All["h800"], 16);
+        var none = new RunDescription(2, 2, 4, 2, 1, SequenceParallel: true, MicroBatch: 1, GlobalBatch: 16, Precision: Precision.Bf16);
+        var selective = none with { Recompute = RecomputeSpec.Selective };
+        Assert.Equal(PipelineCosts.Build(model, cluster, none), PipelineCosts.Build(model, cluster, selective));
+        StepEstimate? fresh = null, replayed = null;
+        var first = new Thread(() => fresh = Estimator.Estimate(model, cluster, selective));
+        first.Start();
+        first.Join();
+        var second = new Thread(() =>
+        {
+            Estimator.Estimate(model, cluster, none);
+            replayed = Estimator.Estimate(model, cluster, selective);
+        });
+        second.Start();
+        second.Join();
+        Assert.Equal(fresh!.StepTimeSeconds, replayed!.StepTimeSeconds);
+        Assert.Equal(fresh.ReservedBytes, replayed.ReservedBytes);
+        Assert.Equal(fresh.Time, replayed.Time);
+        Assert.Equal(fresh.Stages.Select(st => st.Memory), replayed.Stages.Select(st => st.Memory));
     }
 }
