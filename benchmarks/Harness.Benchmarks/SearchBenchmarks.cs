@@ -10,25 +10,28 @@ using Harness.Simulator.Specs;
 namespace Harness.Benchmarks;
 
 /// <summary>
-/// `harness search` over the full default space (every layout, interleaving, SP, micro-batch, recomputation,
-/// offload ratio on the 0.05 grid and ZeRO stage; Pareto front within half the best throughput), on every core.
-/// Targets (issue 5): Llama-175B on 256 H800 (s 8192, global batch 256; Megatron-Kwai Table 8) under 2 s, and
-/// Llama2-70B on 1024 H800 (s 4096, global batch 1024: Llama 2's 4M-token batch) under 10 s, on the 2-core
-/// development machine. The Configs/s column is the space's size over the mean time.
+/// `harness search` over the full default space (every layout with every context-parallel exchange and pipeline split,
+/// interleaving, SP, micro-batch, recomputation, offload ratio on the 0.05 grid and ZeRO stage; Pareto front within half
+/// the best throughput) in bf16, on every core, as README's two examples run it. Targets (issue 12): Llama-175B on 256
+/// H800 (s 8192, global batch 256; Megatron-Kwai Table 8) under 2 s, and Llama 3 405B on 16,384 H800 (s 8192, global
+/// batch 2048: the Llama 3 paper's 16M-token batch) under 5 s, on the 2-core development machine. The Configs/s column
+/// is the space's size over the mean time.
 /// </summary>
 [SimpleJob(RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 5)]
 [Config(typeof(Columns))]
 public class SearchBenchmarks
 {
+    private static readonly SearchConstraints Bf16 = new() { Implementation = new RunDescription(Precision: Precision.Bf16) };
+
     public static readonly Dictionary<string, SearchSpace> Spaces = new()
     {
         ["llama-175b/256xh800"] = new(ModelPresets.All["llama-175b"] with { SeqLength = 8192 },
-            ClusterSpec.Of(GpuPresets.All["h800"], 256), 256, new SearchConstraints()),
-        ["llama2-70b/1024xh800"] = new(ModelPresets.All["llama2-70b"] with { SeqLength = 4096 },
-            ClusterSpec.Of(GpuPresets.All["h800"], 1024), 1024, new SearchConstraints()),
+            ClusterSpec.Of(GpuPresets.All["h800"], 256), 256, Bf16),
+        ["llama3-405b/16384xh800"] = new(ModelPresets.All["llama3-405b"] with { SeqLength = 8192 },
+            ClusterSpec.Of(GpuPresets.All["h800"], 16384), 2048, Bf16),
     };
 
-    [Params("llama-175b/256xh800", "llama2-70b/1024xh800")]
+    [Params("llama-175b/256xh800", "llama3-405b/16384xh800")]
     public string Case { get; set; } = "";
 
     [Benchmark]
