@@ -38,8 +38,11 @@ public class StopTests
     public void ASignalToAHarnessRunProcessFinishesTheIterationSavesAndSaysSo(int signal, int expectedCode, string name, params string[] layout)
     {
         string root = NewFolder(), ckpt = Path.Combine(root, "ckpt"), output = Path.Combine(root, "out");
-        var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "harness")) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in (string[])["run", .. Tiny, "--train-iters", "100000", "--save", ckpt, "--out", output, .. layout]) psi.ArgumentList.Add(a);
+        // Through env --default-signal (which execs harness in its own process): a test host started as a background job
+        // ignores SIGINT, its children inherit that, and the runtime keeps an inherited SIGINT ignored, as POSIX asks.
+        var psi = new ProcessStartInfo("env") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in (string[])["--default-signal=INT,TERM", Path.Combine(AppContext.BaseDirectory, "harness"), "run", .. Tiny, "--train-iters", "100000",
+                     "--save", ckpt, "--out", output, .. layout]) psi.ArgumentList.Add(a);
         using var process = Process.Start(psi)!;
         var lines = new ConcurrentQueue<string>();
         var error = new ConcurrentQueue<string>();
