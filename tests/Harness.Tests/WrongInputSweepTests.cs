@@ -92,7 +92,8 @@ public sealed class WrongInputSweepTests : IClassFixture<WrongInputFiles>
         bogus | simulate --attention-backend bogus
         bogus | simulate --cp-comm-type bogus
         3 | simulate --hierarchical-context-parallel-sizes 3
-        sgd | simulate --optimizer sgd
+        adagrad | simulate --optimizer adagrad
+        1 | simulate --optimizer sgd --sgd-momentum 1
         local | simulate --transformer-impl local
         0 | simulate --cuda-device-max-connections 0
         64 | simulate --cuda-device-max-connections 64
