@@ -6,26 +6,21 @@
 # candidate's runs (the simulator beside the measurement, read from the record the candidate wrote).
 # Usage: scripts/gpu/compare-builds.sh BASELINE_HARNESS CANDIDATE_HARNESS OUT_DIR [GPU_PRESET] [ROUNDS]
 # Exits 1 when any run left no summary.
-set -uo pipefail
+set -euo pipefail
 baseline=$1
 candidate=$2
-out=$3
+source "$(dirname "$0")/preamble.sh" "$baseline" "$3" compare.log 40
 gpu=${4:-h100-sxm}
 rounds=${5:-2}
-mkdir -p "$out"
-log="$out/compare.log"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
 # caat-1b (L22 h2048 ffn5632 a32, 8 KV groups, s 2048), bf16, one micro-batch of 8 per step, synthetic tokens.
-step=(run --device cuda --gpu "$gpu" --model caat-1b --bf16 --mock-data --micro-batch-size 8 --global-batch-size 8
-      --train-iters "${ITERS:-40}" --log-interval 20)
+common=(--device cuda --gpu "$gpu" --model caat-1b --bf16 --mock-data --micro-batch-size 8 --global-batch-size 8
+        --train-iters "$iters" --log-interval 20)
 for round in $(seq 1 "$rounds"); do
-  for build in baseline candidate; do
-    bin=$baseline; [ "$build" = candidate ] && bin=$candidate
-    echo "== $build round $round" | tee -a "$log"
-    "$bin" "${step[@]}" --out "$out/$build-$round" 2>&1 | tee -a "$log" | grep -vE '^iter +[0-9]+/' || true
-  done
+  harness=$baseline run "baseline-$round"
+  harness=$candidate run "candidate-$round"
 done
-python3 - "$out" "$rounds" <<'PY'
+status=0
+python3 - "$out" "$rounds" <<'PY' || status=$?
 import json, os, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 rows, missing = [], []
@@ -42,10 +37,9 @@ with open(os.path.join(out, "compare.csv"), "w") as f:
         f.write(f"{b},{r},{ms:.3f},{tok:.1f},{'' if mfu is None else f'{mfu:.4f}'}\n")
         print(f"{b:9} round {r}: {ms:8.1f} ms  {tok:9.0f} tokens/s  MFU {'' if mfu is None else f'{100*mfu:.1f}%'}")
 if missing:
-    print("no summary (the run failed):", ", ".join(missing)); sys.exit(1)
+    sys.exit(f"compare-builds.sh: {len(missing)} run(s) left no summary ({', '.join(missing)}), so the builds are not compared; their output is in {out}/compare.log.")
 med = {b: statistics.median(ms for bb, _, ms, _, _ in rows if bb == b) for b in ("baseline", "candidate")}
 print(f"candidate / baseline median step time: {med['candidate'] / med['baseline']:.3f}")
 PY
-status=$?
-"$candidate" validate "$out"/candidate-* --gpu "$gpu" --csv "$out/validate.csv" 2>&1 | tee -a "$log"
+"$candidate" validate "$out"/candidate-* --gpu "$gpu" --csv "$out/validate.csv" 2>&1 | tee -a "$log" || true
 exit $status

@@ -41,8 +41,7 @@ def main():
             continue  # the units row
         rows.append((r["Kernel Name"], ns))
     if not rows:
-        print("no kernels in", path)
-        return
+        sys.exit(f"kernel-summary.py: {path} holds no kernel times; did the --profile range run?")
     total = sum(ns for _, ns in rows)
     by_class, by_kernel = defaultdict(float), defaultdict(lambda: [0, 0.0])
     for name, ns in rows:

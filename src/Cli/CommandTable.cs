@@ -33,7 +33,10 @@ public static class CommandTable
         }
         foreach (var (name, _, run) in Commands)
             if (name == args[0]) return run(args[1..]);
-        Console.Error.WriteLine($"harness: unknown command '{args[0]}'. Valid commands: {string.Join(", ", Commands.Select(c => c.Name))}.");
+        var names = Commands.Select(c => c.Name).ToList();
+        Console.Error.WriteLine(Harness.Megatron.Spelling.Closest(args[0], names) is string closest
+            ? $"harness: unknown command '{args[0]}'; did you mean {closest}?"
+            : $"harness: unknown command '{args[0]}'; valid: {string.Join(", ", names)}.");
         return 2;
     }
 

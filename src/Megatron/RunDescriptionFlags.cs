@@ -132,11 +132,14 @@ public static class RunDescriptionFlags
         int b = cl.Int("--micro-batch-size") ?? d.MicroBatch;
         int dp = 1;
         long divisor = (long)t * p * cp;
-        if (divisor > 0 && worldSize % divisor == 0) dp = (int)(worldSize / divisor);
-        else if (divisor > 0)
+        // A world size below 1 is the caller's flag's mistake (--gpus, --nproc-per-node), reported there; a data-parallel
+        // size derived from it would only echo it.
+        if (worldSize >= 1 && divisor >= 1 && worldSize % divisor == 0) dp = (int)(worldSize / divisor);
+        else if (worldSize >= 1 && divisor >= 1)
             cl.Errors.Add($"world size {worldSize} is not divisible by tensor {t} x pipeline {p} x context {cp} = {divisor}; choose sizes whose product divides the number of GPUs.");
-        // A micro-batch below 1 is reported as such; the default global batch must not echo it as a second mistake.
-        int gbs = cl.Int("--global-batch-size") ?? Math.Max(b, 1) * dp;
+        // A micro-batch below 1 is reported as such, and one whose default global batch passes int's range by Validate: the
+        // default must echo neither as a second mistake.
+        int gbs = cl.Int("--global-batch-size") ?? (int)Math.Min((long)Math.Max(b, 1) * dp, int.MaxValue);
 
         double? kwaiAlpha = cl.Double("--kaimm-offload-activation-ratio"), alpha = cl.Double("--offload-ratio");
         if (kwaiAlpha is double ka && alpha is double aa && ka != aa)

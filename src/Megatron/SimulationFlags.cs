@@ -20,6 +20,9 @@ public static class SimulationFlags
         var cluster = ClusterFlags.Read(cl);
         if (model is null || cluster is null) return null;
         var config = RunDescriptionFlags.Read(cl, cluster.WorldSize);
+        // Sizes whose product exceeds the GPUs are reported already; checked against the model they would only add echoes of
+        // that one mistake (a tensor size above the world's is also above the heads).
+        if ((long)config.TensorParallel * config.PipelineParallel * config.ContextParallel > cluster.WorldSize) return null;
         // A world size that does not divide is reported already; validate the rest against the layout's own size
         // (unless a size below 1 made it empty: that is reported as the size itself, not as an empty cluster).
         var validateOn = config.WorldSize == cluster.WorldSize || config.WorldSize < 1 ? cluster : cluster with { WorldSize = config.WorldSize };

@@ -32,21 +32,19 @@ public static class ExperimentLoader
     /// </summary>
     public static IReadOnlyList<Experiment> Resolve(string spec, string? directory)
     {
-        if (spec == "all")
-        {
-            if (directory is null)
-                throw new ExperimentException("no experiments folder found here or above; run from the repository or pass --experiments DIR.");
-            if (!Directory.Exists(directory))
-                throw new ExperimentException($"--experiments {directory} is not a folder of experiment files.");
-            return Directory.GetFiles(directory, "*.json").Order(StringComparer.Ordinal).Select(Load).ToList();
-        }
-        if (File.Exists(spec)) return [Load(spec)];
-        if (directory is not null && File.Exists(Path.Combine(directory, spec + ".json")))
-            return [Load(Path.Combine(directory, spec + ".json"))];
-        var known = directory is not null && Directory.Exists(directory)
-            ? Directory.GetFiles(directory, "*.json").Select(f => Path.GetFileNameWithoutExtension(f)).Order(StringComparer.Ordinal).ToList()
-            : [];
-        throw new ExperimentException($"'{spec}' is neither a file nor an experiment name; valid: all, {string.Join(", ", known)}, or a path to a .json file.");
+        if (spec != "all" && File.Exists(spec)) return [Load(spec)];
+        if (directory is null)
+            throw new ExperimentException(spec == "all"
+                ? "no experiments folder found here or above; run from the repository or pass --experiments DIR."
+                : $"'{spec}' is not a file, and no experiments folder was found here or above to name it from; run from the repository or pass --experiments DIR.");
+        if (!Directory.Exists(directory))
+            throw new ExperimentException($"--experiments {directory} is not a folder of experiment files.");
+        var files = Directory.GetFiles(directory, "*.json").Order(StringComparer.Ordinal).ToList();
+        if (files.Count == 0) throw new ExperimentException($"--experiments {directory} holds no experiment files (*.json).");
+        if (spec == "all") return files.Select(Load).ToList();
+        if (File.Exists(Path.Combine(directory, spec + ".json"))) return [Load(Path.Combine(directory, spec + ".json"))];
+        throw new ExperimentException($"'{spec}' is neither a file nor an experiment name; valid: all, " +
+            $"{string.Join(", ", files.Select(f => Path.GetFileNameWithoutExtension(f)))}, or a path to a .json file.");
     }
 
     /// <summary>Reads and checks one experiment file.</summary>
@@ -59,7 +57,7 @@ public static class ExperimentLoader
         }
         catch (JsonException ex)
         {
-            throw new ExperimentException($"{path}{SpecJson.Describe(ex)}");
+            throw new ExperimentException($"{path}{JsonFileProblem.Describe(ex, typeof(Experiment))}");
         }
         if (e is null) throw new ExperimentException($"{path}: the file holds no experiment.");
         Check(e, path);

@@ -57,7 +57,7 @@ public sealed record RunValidation(
         if (!File.Exists(path)) throw new RunValidationException($"{folder} holds no summary.json (a harness run --out folder has one).");
         JsonElement root;
         try { root = JsonDocument.Parse(File.ReadAllText(path)).RootElement; }
-        catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{SpecJson.Describe(e)}"); }
+        catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{JsonFileProblem.Describe(e, typeof(JsonElement))}"); }
         try
         {
             var ran = SummaryRun.Of(root);

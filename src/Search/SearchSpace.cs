@@ -87,14 +87,14 @@ public sealed record SearchConstraints
         foreach (var l in LayersPerVirtualStage ?? [])
             if (l < 0) e.Add($"--num-layers-per-virtual-pipeline-stage {l} is negative; use a positive integer or 'none'.");
         if (OffloadRatios is null && (OffloadStep is <= 0 or > 1 || double.IsNaN(OffloadStep)))
-            e.Add($"--offload-step {OffloadStep} must be in (0, 1].");
+            e.Add($"--offload-step {FlagText.Of(OffloadStep)} must be in (0, 1].");
         foreach (var a in OffloadRatios ?? [])
-            if (a is < 0 or > 1 || double.IsNaN(a)) e.Add($"--offload-ratio {a} is outside [0, 1].");
+            if (a is < 0 or > 1 || double.IsNaN(a)) e.Add($"--offload-ratio {FlagText.Of(a)} is outside [0, 1].");
         foreach (var z in ZeroStage ?? [])
             if (z is < 0 or > 3) e.Add($"--zero-stage {z} is not one of 0, 1, 2, 3.");
         if (SyncFactors.Count == 0) e.Add("--sync-factor needs at least one value.");
         foreach (var p in SyncFactors)
-            if (p is <= 0 or > 1 || double.IsNaN(p)) e.Add($"--sync-factor {p} is outside (0, 1].");
+            if (p is < 0 or > 1 || double.IsNaN(p)) e.Add($"--sync-factor {FlagText.Of(p)} is outside [0, 1].");
         if (MemoryLimitBytes is <= 0) e.Add($"--memory-limit {MemoryLimitBytes} bytes must be positive.");
         return e;
     }

@@ -15,7 +15,7 @@ public static class SpaceDiagnosis
     {
         var c = space.Constraints;
         int world = space.Cluster.WorldSize;
-        IEnumerable<int> Sizes(IReadOnlyList<int>? only) => only ?? Enumerable.Range(1, world).Where(d => world % d == 0);
+        IEnumerable<int> Sizes(IReadOnlyList<int>? only) => only ?? Divisors.Of(world);
         int mb = c.MicroBatch?[0] ?? 1;
         int? l = c.LayersPerVirtualStage is { Count: > 0 } ls && ls[0] > 0 ? ls[0] : null;
         var recompute = c.Recompute is { Count: > 0 } kinds ? RecomputeChoices.Representative(kinds[0]) : RecomputeSpec.None;
@@ -27,13 +27,13 @@ public static class SpaceDiagnosis
             foreach (int pp in Sizes(c.PipelineParallel))
                 foreach (int cp in Sizes(c.ContextParallel))
                 {
-                    int dp = Math.Max(1, world / (tp * pp * cp));
+                    int dp = (int)Math.Max(1, world / ((long)tp * pp * cp));
                     if (c.DataParallel is { Count: > 0 } dps) dp = dps[0];
                     foreach (double p in c.SyncFactors)
                     {
                         var comm = cp > 1 && c.ContextParallelComm is { Count: > 0 } comms ? comms[0] : ContextParallelCommType.P2p;
                         // a2a+p2p's smallest all-to-all level above 1 (Validate names what is wrong with it).
-                        int? a2a = comm == ContextParallelCommType.A2aP2p ? Enumerable.Range(2, Math.Max(0, cp - 2)).FirstOrDefault(d => cp % d == 0, cp) : null;
+                        int? a2a = comm == ContextParallelCommType.A2aP2p ? Divisors.Of(cp).FirstOrDefault(d => d > 1 && d < cp, cp) : null;
                         var config = new Layout(dp, tp, pp, cp, l, sp, mb, p, comm, a2a).ToConfig(space.GlobalBatch, zero, recompute, alpha, space.Constraints.Implementation);
                         var reasons = config.Validate(space.Model, world).ToList();
                         if (c.TensorParallelWithinNode && space.Cluster.GpusPerNode % tp != 0)

@@ -41,30 +41,28 @@ public sealed class SpaceEnumerator
 
     private static bool Allowed<T>(IReadOnlyList<T>? only, T value) => only is null || only.Contains(value);
 
-    private static IEnumerable<int> Divisors(int n) => Enumerable.Range(1, n).Where(d => n % d == 0);
-
     /// <summary>Every valid layout.</summary>
     public IEnumerable<Layout> Layouts()
     {
         var m = Model;
         int world = _space.Cluster.WorldSize, gbs = _space.GlobalBatch;
-        foreach (int tp in Divisors(world))
+        foreach (int tp in Divisors.Of(world))
         {
             if (!Allowed(C.TensorParallel, tp)) continue;
             if (m.NumAttentionHeads % tp != 0 || m.NumQueryGroups % tp != 0 || m.FfnHiddenSize % tp != 0) continue;
             if (C.TensorParallelWithinNode && _space.Cluster.GpusPerNode % tp != 0) continue;
-            foreach (int pp in Divisors(world / tp))
+            foreach (int pp in Divisors.Of(world / tp))
             {
                 if (!Allowed(C.PipelineParallel, pp)) continue;
                 foreach (var split in PipelineSplits.Of(m, pp, C.LayersInFirstPipelineStage, C.LayersInLastPipelineStage).Where(CountsAsAsked))
-                foreach (int cp in Divisors(world / (tp * pp)))
+                foreach (int cp in Divisors.Of(world / (tp * pp)))
                 {
                     if (!Allowed(C.ContextParallel, cp)) continue;
-                    if (cp > 1 && m.SeqLength % (2 * cp) != 0) continue; // causal load balancing: 2·cp chunks
+                    if (cp > 1 && m.SeqLength % (2L * cp) != 0) continue; // causal load balancing: 2·cp chunks
                     int dp = world / (tp * pp * cp);
                     if (!Allowed(C.DataParallel, dp) || gbs % dp != 0) continue;
                     foreach (var (comm, a2a) in ContextParallelCommOptions(tp, cp))
-                        foreach (int mb in Divisors(gbs / dp))
+                        foreach (int mb in Divisors.Of(gbs / dp))
                         {
                             if (!Allowed(C.MicroBatch, mb)) continue;
                             int microBatches = gbs / (mb * dp);
@@ -98,7 +96,7 @@ public sealed class SpaceEnumerator
         {
             if (comm == ContextParallelCommType.A2aP2p)
             {
-                foreach (int a2a in Divisors(cp))
+                foreach (int a2a in Divisors.Of(cp))
                     if (a2a > 1 && a2a < cp && HeadsSplit(a2a)) yield return (comm, a2a);
             }
             else if (comm != ContextParallelCommType.A2a || HeadsSplit(cp)) yield return (comm, null);
@@ -117,7 +115,7 @@ public sealed class SpaceEnumerator
         // Interleaving: pp >= 2, at least 2 chunks per rank, micro-batches a multiple of pp (Megatron's schedule).
         if (split.Uneven || pp < 2 || microBatches % pp != 0) yield break;
         int layersPerRank = split.ToConfig(pp).LayersInPipelineSplit(Model) / pp;
-        foreach (int l in Divisors(layersPerRank))
+        foreach (int l in Divisors.Of(layersPerRank))
             if (layersPerRank / l >= 2 && Allowed(C.LayersPerVirtualStage, l)) yield return l;
     }
 

@@ -1,13 +1,12 @@
 using System.Text.RegularExpressions;
-using Harness.Cli.Commands;
 using Harness.Megatron;
 using Harness.Simulator.Specs;
 
 namespace Harness.Tests;
 
 /// <summary>
-/// The README cannot drift from what the commands do: its table of defaults is checked against the codec, and its worked
-/// example's output against what `harness simulate` prints for the same command.
+/// The README cannot drift from what the commands do: its table of defaults is checked against the codec, every example
+/// that shows a command's output against what the command prints now, and the numbers its sentences quote from them.
 /// </summary>
 [Collection("Console")]
 public partial class ReadmeTests
@@ -75,24 +74,65 @@ public partial class ReadmeTests
         Assert.True(checkedRows > 25, $"only {checkedRows} rows were checked");
     }
 
-    /// <summary>The worked example under Simulate: its command, run, prints every line the README shows.</summary>
-    [Fact]
-    public void TheWorkedExampleIsWhatSimulatePrints()
+    private const string Invocation = "dotnet run --project src/Cli -c Release --";
+
+    /// <summary>Every example in the README that shows a command's output: an indented command block followed by an indented
+    /// block that is not commands, cut where it shows "...". Each command is run and must print every line shown.</summary>
+    private static IEnumerable<(string[] Args, List<string> Shown)> Examples()
     {
         var lines = Readme.Split('\n');
-        int start = Array.FindIndex(lines, l => l.Trim().StartsWith("dotnet run --project src/Cli -c Release -- simulate --model llama-175b", StringComparison.Ordinal));
-        Assert.True(start > 0, "the worked example is missing");
-        var command = new List<string>();
-        int i = start;
-        for (; lines[i].TrimEnd().EndsWith('\\'); i++) command.Add(lines[i].Trim().TrimEnd('\\'));
-        command.Add(lines[i].Trim());
-        var args = string.Join(' ', command).Split(' ', StringSplitOptions.RemoveEmptyEntries).SkipWhile(a => a != "simulate").Skip(1).ToArray();
-        var shown = lines.Skip(i + 1).SkipWhile(string.IsNullOrWhiteSpace).TakeWhile(l => l.Trim() != "...")
-            .Where(l => l.Trim().Length > 0).Select(l => Regex.Replace(l.Trim(), @"\s+", " ")).ToList();
-        Assert.True(shown.Count >= 5, "the worked example shows no output");
-        var (code, output, _) = ConsoleCapture.Run(SimulateCommand.Run, args);
+        for (int i = 0; i < lines.Length; i++)
+        {
+            if (!lines[i].StartsWith("    " + Invocation, StringComparison.Ordinal) || lines[i - 1].StartsWith("    ", StringComparison.Ordinal)) continue;
+            var command = new List<string>();
+            int j = i;
+            for (; lines[j].TrimEnd().EndsWith('\\'); j++) command.Add(lines[j].Trim().TrimEnd('\\'));
+            command.Add(lines[j].Trim());
+            // A block of several commands (one a line) shows no output.
+            if (lines[j + 1].StartsWith("    ", StringComparison.Ordinal) || lines[j + 1].Trim().Length > 0) continue;
+            var shown = lines.Skip(j + 2).TakeWhile(l => l.StartsWith("    ", StringComparison.Ordinal) || l.Trim().Length == 0)
+                .TakeWhile(l => l.Trim() != "...").Where(l => l.Trim().Length > 0).Select(Squeeze).ToList();
+            if (shown.Count == 0 || shown[0].StartsWith(Invocation, StringComparison.Ordinal)) continue;
+            var args = string.Join(' ', command)[Invocation.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            yield return (args, shown);
+        }
+    }
+
+    private static string Squeeze(string line) => Regex.Replace(line.Trim(), @"\s+", " ");
+
+    private static HashSet<string> Printed(string[] args)
+    {
+        var (code, output, _) = ConsoleCapture.Run(Harness.Cli.CommandTable.Dispatch, args);
         Assert.Equal(0, code);
-        var printed = output.Split('\n').Select(l => Regex.Replace(l.Trim(), @"\s+", " ")).ToHashSet();
-        foreach (var line in shown) Assert.Contains(line, printed);
+        return output.Split('\n').Select(Squeeze).ToHashSet();
+    }
+
+    [Fact]
+    public void EveryExampleOutputIsWhatTheCommandPrints()
+    {
+        var examples = Examples().ToList();
+        Assert.Contains(examples, e => e.Args[0] == "simulate" && e.Args.Contains("llama-175b")); // the worked example
+        foreach (var (args, shown) in examples)
+        {
+            Assert.True(shown.Count >= 3, $"'{string.Join(' ', args)}' shows almost no output");
+            var printed = Printed(args);
+            foreach (var line in shown) Assert.True(printed.Contains(line), $"'{string.Join(' ', args)}' no longer prints: {line}");
+        }
+    }
+
+    /// <summary>The worked example's sentence about Megatron-LM's defaults: the same command without its last five flags
+    /// (each with its values) prints the step time and tokens/s the sentence gives.</summary>
+    [Fact]
+    public void TheWorkedExamplesDefaultsSentenceIsWhatSimulatePrints()
+    {
+        var (args, _) = Examples().Single(e => e.Args[0] == "simulate" && e.Args.Contains("llama-175b"));
+        var m = Regex.Match(Readme, @"The same command without its last five flags[^:]*: ([0-9.]+) s, ([0-9]+) tokens/s per GPU\.");
+        Assert.True(m.Success, "the sentence is missing");
+        var kept = args.ToList();
+        for (int flags = 0; flags < 5; flags++)
+            kept.RemoveRange(kept.FindLastIndex(a => a.StartsWith("--", StringComparison.Ordinal)), kept.Count - kept.FindLastIndex(a => a.StartsWith("--", StringComparison.Ordinal)));
+        var printed = Printed([.. kept]);
+        Assert.Contains($"step time {m.Groups[1].Value} s", printed);
+        Assert.Contains($"tokens/s per GPU {m.Groups[2].Value}", printed);
     }
 }

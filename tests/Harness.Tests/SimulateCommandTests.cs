@@ -126,7 +126,7 @@ public class SimulateCommandTests
     {
         var (code, _, err) = Run(["--model", "llama-7b", "--gpus", "8", .. flags.Split(' ')]);
         Assert.Equal(2, code);
-        Assert.Equal($"harness simulate: invalid configuration:\n  - {sentence}\n", err.ReplaceLineEndings("\n"));
+        Assert.Equal($"harness simulate: {sentence}\n", err.ReplaceLineEndings("\n"));
     }
 
     [Theory]
@@ -140,7 +140,7 @@ public class SimulateCommandTests
     {
         var (code, _, err) = Run("--model", "llama-7b", "--gpus", "8", flag, value);
         Assert.Equal(2, code);
-        Assert.Equal($"harness simulate: invalid configuration:\n  - {sentence}\n", err.ReplaceLineEndings("\n"));
+        Assert.Equal($"harness simulate: {sentence}\n", err.ReplaceLineEndings("\n"));
     }
 
     [Fact]

@@ -106,6 +106,11 @@ public static partial class SearchArguments
         cl.Errors.AddRange(constraints.Validate());
         // One attention backend for every configuration (auto resolved per GPU and precision as Transformer Engine does).
         if (AttentionKernels.Unavailable(constraints.Implementation, cluster.Gpu) is string attention) cl.Errors.Add(attention);
+        // Sizes none of which divides the world size leave nothing to search: one sentence, not an empty space's diagnosis.
+        foreach (var (flag, only) in new[] { ("--tensor-model-parallel-size", constraints.TensorParallel), ("--pipeline-model-parallel-size", constraints.PipelineParallel),
+                     ("--context-parallel-size", constraints.ContextParallel), ("--data-parallel-size", constraints.DataParallel) })
+            if (only is { Count: > 0 } && only.All(n => n >= 1 && cluster.WorldSize % n != 0))
+                cl.Errors.Add($"{flag} {string.Join(",", only)}: {(only.Count == 1 ? "it does" : "none of them does")} not divide the {cluster.WorldSize} GPUs.");
         int top = cl.Int("--top") ?? 10;
         if (top < 1) cl.Errors.Add($"--top is {top}; it must be at least 1.");
         int threads = cl.Int("--threads") ?? Environment.ProcessorCount;

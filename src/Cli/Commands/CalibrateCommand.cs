@@ -1,6 +1,7 @@
 using Harness.Megatron;
 using System.Globalization;
 using Harness.Cli.Arguments;
+using Harness.Cli.Output;
 using Harness.Executor.Calibration;
 using Harness.Executor.Native;
 using Harness.Simulator.Costs;
@@ -51,6 +52,8 @@ public static class CalibrateCommand
         if (cl.String("--gpu") is string name && !GpuPresets.All.TryGetValue(name, out named))
             cl.Errors.Add($"--gpu '{name}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
         var layers = Layers(cl);
+        // Checked before the minutes of measuring, whose result would otherwise be lost.
+        if (cl.String("--out") is string outPath && OutputFolder.Writable(outPath, "--out") is string outError) cl.Errors.Add(outError);
         if (cl.Errors.Count > 0) return Fail(cl.Errors);
         try { Console.WriteLine(TorchRuntime.Initialize(ExecutionDevice.Cuda, cl.String("--libtorch"))); }
         catch (NativeLoadException e) { return Fail([e.Message]); }

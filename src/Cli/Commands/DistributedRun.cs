@@ -55,6 +55,7 @@ public static class DistributedRun
 
         if (!inProcess && !env.IsDistributed && settings.NprocPerNode > 1)
         {
+            if (WorkerLauncher.Refusal(settings.NprocPerNode) is string refusal) return RunCommand.UserError(refusal);
             int port = settings.MasterPort ?? (int.TryParse(Environment.GetEnvironmentVariable("MASTER_PORT"), out int p) ? p : LaunchEnvironment.DefaultPort);
             var (file, prefix) = SelfCommand();
             // Signals reach the ranks (SIGTERM through the launcher): they stop together, save and exit, and the launcher waits.

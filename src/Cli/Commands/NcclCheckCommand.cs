@@ -35,9 +35,12 @@ public static class NcclCheckCommand
         int nproc = cl.Int("--nproc-per-node") ?? 1;
         if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness nccl-check --help.");
         if (nproc < 1) cl.Errors.Add($"--nproc-per-node is {nproc}; it must be at least 1.");
+        int bandwidthMib = cl.Int("--bandwidth-mib") ?? 256;
+        if (bandwidthMib < 1) cl.Errors.Add($"--bandwidth-mib is {bandwidthMib}; it must be at least 1.");
         LaunchEnvironment env = LaunchEnvironment.Single;
         try { env = LaunchEnvironment.FromProcess(); }
         catch (ArgumentException e) { cl.Errors.Add(e.Message); }
+        if (cl.Errors.Count == 0 && !env.IsDistributed && nproc > 1 && WorkerLauncher.Refusal(nproc) is string refusal) cl.Errors.Add(refusal);
         if (cl.Errors.Count > 0)
         {
             Console.Error.WriteLine($"harness nccl-check: {cl.Errors[0]}");
@@ -59,7 +62,7 @@ public static class NcclCheckCommand
         using var world = NcclCommunicator.CreateWorld(env.Rank, env.WorldSize, env.LocalRank, id => TcpRendezvous.Share(env, id, timeout), timeout);
         Console.WriteLine($"rank {env.Rank}/{env.WorldSize}: NCCL {NcclCommunicator.Version} on {Nvml.DeviceName(env.LocalRank) ?? device.ToString()}");
         int failures = Checks(world, device).Count(ok => !ok);
-        Bandwidth(world, device, cl.Int("--bandwidth-mib") ?? 256);
+        Bandwidth(world, device, bandwidthMib);
         if (cl.Switch("--watchdog-test") && !WatchdogAborts(env.Rank, env.LocalRank)) failures++;
         Console.WriteLine(failures == 0 ? $"rank {env.Rank}: all checks passed" : $"rank {env.Rank}: {failures} check(s) FAILED");
         return failures == 0 ? 0 : 1;

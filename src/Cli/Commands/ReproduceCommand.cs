@@ -46,7 +46,7 @@ public static class ReproduceCommand
                     return Fail($"unexpected argument '{args[i]}'; give one of NAME, FILE or all.");
             }
         }
-        if (spec is null) return Fail("which tables? give NAME, FILE or all.");
+        if (spec is null) return Fail("name the tables: NAME, FILE or all.");
 
         experimentsDir ??= ExperimentLoader.FindExperimentsDirectory();
         outDir ??= Path.Combine(Path.GetDirectoryName(Path.GetFullPath(experimentsDir ?? "experiments"))!, "results", "reproductions");
@@ -78,7 +78,6 @@ public static class ReproduceCommand
     private static int Fail(string message)
     {
         Console.Error.WriteLine($"harness reproduce: {message}");
-        Console.Error.WriteLine(Usage);
         return 2;
     }
 

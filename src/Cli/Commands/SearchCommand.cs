@@ -21,8 +21,7 @@ public static class SearchCommand
         var input = model is null || cluster is null ? null : SearchArguments.Read(cl, model, cluster);
         if (input is null)
         {
-            Console.Error.WriteLine("harness search: invalid arguments:");
-            foreach (var e in cl.Errors) Console.Error.WriteLine($"  - {e}");
+            foreach (var e in cl.Errors) Console.Error.WriteLine($"harness search: {e}");
             return 2;
         }
         if (OutputFolder.Create(input.OutputDirectory) is string outError)

@@ -41,8 +41,7 @@ public static class SimulateCommand
         var input = SimulationFlags.Read(cl);
         if (input is null)
         {
-            Console.Error.WriteLine("harness simulate: invalid configuration:");
-            foreach (var e in cl.Errors) Console.Error.WriteLine($"  - {e}");
+            foreach (var e in cl.Errors) Console.Error.WriteLine($"harness simulate: {e}");
             return 2;
         }
         if (cl.Switch("--print-model-json") || cl.Switch("--print-cluster-json"))

@@ -53,14 +53,18 @@ public static class ValidateCommand
             return 2;
         }
         var rows = new List<RunValidation>();
+        var skipped = new List<string>();
         foreach (var folder in paths.SelectMany(RunFolders))
         {
             try { rows.Add(RunValidation.Of(folder, gpu)); }
-            catch (RunValidationException e) { Console.Error.WriteLine($"harness validate: skipped: {e.Message}"); }
+            catch (RunValidationException e) { skipped.Add(e.Message); }
         }
+        // Beside compared runs a skipped one is a note; with none compared, why each was skipped is the error.
+        foreach (var reason in skipped) Console.Error.WriteLine($"harness validate: {(rows.Count > 0 ? "skipped: " : "")}{reason}");
         if (rows.Count == 0)
         {
-            Console.Error.WriteLine("harness validate: no GPU run to compare under the folders given.");
+            if (skipped.Count == 0)
+                Console.Error.WriteLine($"harness validate: {string.Join(", ", paths.Select(p => $"'{p}'"))} {(paths.Count == 1 ? "holds" : "hold")} no run folder (a harness run --out folder, with its summary.json).");
             return 2;
         }
         if (cl.String("--csv") is string csv) WriteCsv(rows, csv);
@@ -78,8 +82,11 @@ public static class ValidateCommand
         {
             if (!args[i].StartsWith("--", StringComparison.Ordinal)) { folders.Add(args[i]); continue; }
             options.Add(args[i]);
-            bool takesValue = Flags.Any(f => f.Name == args[i] && f.TakesValue);
-            if (takesValue && i + 1 < args.Length) options.Add(args[++i]);
+            // An unknown option takes the next word as its value, as CommandLine.Parse reads it, so that the word is not
+            // reported again as a missing folder.
+            var flag = Flags.FirstOrDefault(f => f.Name == args[i].Split('=')[0]);
+            bool takesValue = flag?.TakesValue ?? !args[i].Contains('=');
+            if (takesValue && i + 1 < args.Length && (flag is not null || !args[i + 1].StartsWith("--", StringComparison.Ordinal))) options.Add(args[++i]);
         }
         return (folders, options.ToArray());
     }

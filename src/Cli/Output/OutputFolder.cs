@@ -29,6 +29,7 @@ public static class OutputFolder
     /// writing; a file this made is removed again); returns null, or the sentence saying why not.</summary>
     public static string? Writable(string file, string flag)
     {
+        if (Directory.Exists(file)) return $"{flag} '{file}' is a folder; pass a file path.";
         try
         {
             if (Path.GetDirectoryName(Path.GetFullPath(file)) is string folder) Directory.CreateDirectory(folder);

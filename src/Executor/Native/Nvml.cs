@@ -17,6 +17,7 @@ public static class Nvml
     private struct Memory { public ulong Total, Free, Used; }
 
     [DllImport(Library, EntryPoint = "nvmlInit_v2")] private static extern int Init();
+    [DllImport(Library, EntryPoint = "nvmlDeviceGetCount_v2")] private static extern int GetCount(out uint count);
     [DllImport(Library, EntryPoint = "nvmlDeviceGetHandleByIndex_v2")] private static extern int HandleByIndex(uint index, out IntPtr device);
     [DllImport(Library, EntryPoint = "nvmlDeviceGetName")] private static extern int GetName(IntPtr device, byte[] name, uint length);
     [DllImport(Library, EntryPoint = "nvmlDeviceGetMemoryInfo")] private static extern int GetMemory(IntPtr device, out Memory memory);
@@ -27,6 +28,9 @@ public static class Nvml
         catch (DllNotFoundException) { return false; }
         catch (EntryPointNotFoundException) { return false; }
     });
+
+    /// <summary>The node's GPUs as the driver counts them (CUDA_VISIBLE_DEVICES aside), or null without NVML.</summary>
+    public static int? DeviceCount => Ready.Value && GetCount(out uint count) == 0 ? (int)count : null;
 
     /// <summary>The GPU's marketing name (e.g. "NVIDIA H100 80GB HBM3"), or null without NVML.</summary>
     public static string? DeviceName(int index)

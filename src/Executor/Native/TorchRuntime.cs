@@ -47,6 +47,9 @@ public static class TorchRuntime
     {
         lock (Gate)
         {
+            // A process holds one libtorch: a folder named after it is loaded is refused, not silently replaced by it.
+            if (_description is not null && libtorchDir is not null && Path.GetFullPath(libtorchDir) != Path.GetFullPath(LibtorchDirectory!))
+                throw new NativeLoadException($"--libtorch {libtorchDir}: this process already loaded libtorch from {LibtorchDirectory}; start a new process to use another.");
             if (_description is null)
             {
                 libtorchDir ??= Environment.GetEnvironmentVariable(LibtorchVariable) is { Length: > 0 } v ? v : null;

@@ -34,7 +34,8 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         if (errors.Count == 0) errors.AddRange(description.Validate(model, worldSize));
         errors.AddRange(ExecutorSupport.Refusals(description));
         errors.AddRange(settings.Validate());
-        if (settings.DataPath is null == !settings.MockData) errors.Add("Give exactly one of --data-path PREFIX and --mock-data.");
+        // Both given is the settings' own mistake (RunSettings.Validate); neither is the executor's to refuse.
+        if (settings.DataPath is null && !settings.MockData) errors.Add("Give one of --data-path PREFIX and --mock-data.");
         if (settings.Save is not null && File.Exists(settings.Save)) errors.Add($"--save '{settings.Save}' is a file; it must name a checkpoint folder (new or existing).");
         if (description.Precision == Precision.Bf16 && settings.Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
         // DropoutRng reseeds libtorch's CUDA generator per draw (the flash kernel can draw from no other), and ranks that are

@@ -100,14 +100,15 @@ public sealed record ModelSpec(
         Positive("--num-layers", NumLayers);
         Positive("--hidden-size", HiddenSize);
         Positive("--num-attention-heads", NumAttentionHeads);
-        Positive("--num-query-groups", NumQueryGroups);
+        // Without grouped-query attention the groups are the heads: a wrong head count is not reported twice.
+        if (NumQueryGroups != NumAttentionHeads) Positive("--num-query-groups", NumQueryGroups);
         Positive("--ffn-hidden-size", FfnHiddenSize);
         Positive("--vocab-size", VocabSize);
         Positive("--seq-length", SeqLength);
         foreach (var (flag, p) in new[] { ("--hidden-dropout", HiddenDropout), ("--attention-dropout", AttentionDropout) })
-            if (p is < 0 or >= 1 || double.IsNaN(p)) errors.Add($"{flag} is {p}; a dropout probability is in [0, 1).");
-        if (!(NormEpsilon > 0) || double.IsInfinity(NormEpsilon)) errors.Add($"--norm-epsilon is {NormEpsilon}; it must be above 0.");
-        if (!(RotaryBase > 1) || double.IsInfinity(RotaryBase)) errors.Add($"--rotary-base is {RotaryBase}; it must be above 1.");
+            if (p is < 0 or >= 1 || double.IsNaN(p)) errors.Add($"{flag} is {FlagText.Of(p)}; a dropout probability is in [0, 1).");
+        if (!(NormEpsilon > 0) || double.IsInfinity(NormEpsilon)) errors.Add($"--norm-epsilon is {FlagText.Of(NormEpsilon)}; it must be above 0.");
+        if (!(RotaryBase > 1) || double.IsInfinity(RotaryBase)) errors.Add($"--rotary-base is {FlagText.Of(RotaryBase)}; it must be above 1.");
         if (MaxPositionEmbeddings is int rows && rows < SeqLength)
             errors.Add($"--max-position-embeddings {rows} is below --seq-length {SeqLength}; the position table needs a row per position.");
         if (errors.Count > 0) return errors;

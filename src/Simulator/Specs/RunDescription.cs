@@ -270,16 +270,20 @@ public sealed partial record RunDescription(
         e.AddRange(AdamOrDefault.Validate(Precision));
         e.AddRange(ValidateOptimizer());
 
-        if ((long)DataParallel * TensorParallel * PipelineParallel * ContextParallel != worldSize)
-            e.Add($"world size {worldSize} != data {DataParallel} x tensor {TensorParallel} x pipeline {PipelineParallel} x context {ContextParallel} = {WorldSize}.");
+        long ranks = (long)DataParallel * TensorParallel * PipelineParallel * ContextParallel;
+        if (ranks != worldSize)
+            e.Add($"world size {worldSize} != data {DataParallel} x tensor {TensorParallel} x pipeline {PipelineParallel} x context {ContextParallel} = {ranks}.");
         if (model.NumAttentionHeads % TensorParallel != 0)
             e.Add($"--num-attention-heads {model.NumAttentionHeads} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
-        if (model.NumQueryGroups % TensorParallel != 0)
+        // Without grouped-query attention the groups are the heads: their mistake is not reported twice.
+        if (model.NumQueryGroups % TensorParallel != 0 && model.NumQueryGroups != model.NumAttentionHeads)
             e.Add($"--num-query-groups {model.NumQueryGroups} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
         if (model.FfnHiddenSize % TensorParallel != 0)
             e.Add($"--ffn-hidden-size {model.FfnHiddenSize} is not divisible by --tensor-model-parallel-size {TensorParallel}.");
         bool splitValid = ValidatePipelineSplit(model, e);
-        if (GlobalBatch % (MicroBatch * DataParallel) != 0)
+        if ((long)MicroBatch * DataParallel > int.MaxValue)
+            e.Add($"--micro-batch-size {MicroBatch} x data-parallel size {DataParallel} is above {int.MaxValue}, the largest --global-batch-size.");
+        else if (GlobalBatch % (MicroBatch * DataParallel) != 0)
             e.Add($"--global-batch-size {GlobalBatch} is not divisible by --micro-batch-size {MicroBatch} x data-parallel size {DataParallel}.");
         if (SequenceParallel && TensorParallel < 2)
             e.Add("--sequence-parallel needs --tensor-model-parallel-size of at least 2.");
@@ -302,7 +306,7 @@ public sealed partial record RunDescription(
         if (SequenceParallel && (model.SeqLength / ContextParallel) % TensorParallel != 0)
             e.Add($"--seq-length {model.SeqLength} per context rank is not divisible by --tensor-model-parallel-size {TensorParallel} (sequence parallel).");
         if (OffloadRatio is < 0 or > 1 || double.IsNaN(OffloadRatio))
-            e.Add($"offload ratio {OffloadRatio} is outside [0, 1].");
+            e.Add($"offload ratio {FlagText.Of(OffloadRatio)} is outside [0, 1].");
         else if (OffloadRatio > 0)
         {
             if (LayersPerVirtualStage is null)
@@ -338,9 +342,9 @@ public sealed partial record RunDescription(
         if (MaxSplitSizeMb is <= 20)
             e.Add($"--max-split-size-mb {MaxSplitSizeMb} must be above 20 (PyTorch's kLargeBuffer, 20 MiB).");
         if (SyncFactor is < 0 or > 1 || double.IsNaN(SyncFactor))
-            e.Add($"sync factor p {SyncFactor} is outside [0, 1].");
+            e.Add($"sync factor p {FlagText.Of(SyncFactor)} is outside [0, 1].");
         else if (SyncFactor < 1 && TensorParallel < 2)
-            e.Add($"sync factor p {SyncFactor} < 1 needs --tensor-model-parallel-size of at least 2.");
+            e.Add($"sync factor p {FlagText.Of(SyncFactor)} < 1 needs --tensor-model-parallel-size of at least 2.");
         else if (SyncFactor < 1 && SequenceParallel)
             e.Add("partial synchronization (p < 1) replaces the full all-reduce and cannot be combined with --sequence-parallel.");
         var r = RecomputeOrNone;

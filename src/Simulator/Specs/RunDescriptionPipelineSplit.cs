@@ -108,13 +108,13 @@ public sealed partial record RunDescription
             int layers = LayersInPipelineSplit(model);
             if (l < 1)
                 e.Add($"--num-layers-per-virtual-pipeline-stage is {l}; it must be at least 1.");
-            else if (layers % (PipelineParallel * l) != 0)
+            else if (layers % ((long)PipelineParallel * l) != 0)
                 e.Add($"{SplitLayersInWords(model)} is not divisible by pipeline {PipelineParallel} x layers per virtual stage {l}.");
             else if (PipelineParallel < 2)
                 e.Add("--num-layers-per-virtual-pipeline-stage needs --pipeline-model-parallel-size of at least 2.");
             else if (layers / (PipelineParallel * l) < 2)
                 e.Add($"--num-layers-per-virtual-pipeline-stage {l} gives one model chunk per pipeline rank; interleaving needs at least 2.");
-            else if (GlobalBatch % (MicroBatch * DataParallel) == 0 && NumMicroBatches % PipelineParallel != 0)
+            else if ((long)MicroBatch * DataParallel <= int.MaxValue && GlobalBatch % (MicroBatch * DataParallel) == 0 && NumMicroBatches % PipelineParallel != 0)
                 e.Add($"the interleaved schedule needs the number of micro-batches ({NumMicroBatches}) to be a multiple of --pipeline-model-parallel-size {PipelineParallel}.");
         }
         return e.Count == before;

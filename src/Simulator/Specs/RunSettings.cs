@@ -39,10 +39,10 @@ public sealed record LossScaleSettings(
     /// same bounds: a positive scale, 0 &lt; min &lt;= initial, a positive window and hysteresis).</summary>
     public IEnumerable<string> Validate()
     {
-        if (Constant is double c && !(double.IsFinite(c) && c > 0)) yield return $"--loss-scale is {c}; a loss scale is a finite number above 0.";
-        if (!(double.IsFinite(Initial) && Initial > 0)) yield return $"--initial-loss-scale is {Initial}; a loss scale is a finite number above 0.";
-        if (!(double.IsFinite(Min) && Min > 0)) yield return $"--min-loss-scale is {Min}; a loss scale is a finite number above 0.";
-        else if (Min > Initial) yield return $"--min-loss-scale {Min} exceeds --initial-loss-scale {Initial}.";
+        if (Constant is double c && !(double.IsFinite(c) && c > 0)) yield return $"--loss-scale is {FlagText.Of(c)}; a loss scale is a finite number above 0.";
+        if (!(double.IsFinite(Initial) && Initial > 0)) yield return $"--initial-loss-scale is {FlagText.Of(Initial)}; a loss scale is a finite number above 0.";
+        if (!(double.IsFinite(Min) && Min > 0)) yield return $"--min-loss-scale is {FlagText.Of(Min)}; a loss scale is a finite number above 0.";
+        else if (Min > Initial && double.IsFinite(Initial) && Initial > 0) yield return $"--min-loss-scale {FlagText.Of(Min)} exceeds --initial-loss-scale {FlagText.Of(Initial)}.";
         if (Window < 1) yield return $"--loss-scale-window is {Window}; it must be at least 1 iteration.";
         if (Hysteresis < 1) yield return $"--hysteresis is {Hysteresis}; it must be at least 1 iteration.";
     }
@@ -127,20 +127,21 @@ public sealed record RunSettings(
         var a = AdamOrDefault;
         static bool Finite(double x) => double.IsFinite(x);
         if (TrainIters < 1) e.Add($"--train-iters is {TrainIters}; it must be at least 1.");
-        if (!Finite(l.Lr) || l.Lr < 0) e.Add($"--lr is {l.Lr}; a learning rate is a finite number of at least 0.");
-        if (!Finite(l.MinLr) || l.MinLr < 0 || l.MinLr > l.Lr) e.Add($"--min-lr {l.MinLr} must be in [0, --lr {l.Lr}].");
+        if (!Finite(l.Lr) || l.Lr < 0) e.Add($"--lr is {FlagText.Of(l.Lr)}; a learning rate is a finite number of at least 0.");
+        // A min-lr checked against a wrong --lr would only echo that mistake.
+        else if (!Finite(l.MinLr) || l.MinLr < 0 || l.MinLr > l.Lr) e.Add($"--min-lr {FlagText.Of(l.MinLr)} must be in [0, --lr {FlagText.Of(l.Lr)}].");
         if (l.WarmupIters < 0) e.Add($"--lr-warmup-iters is {l.WarmupIters}; it must be at least 0.");
-        if (l.WarmupFraction is double f && (f is < 0 or > 1 || double.IsNaN(f))) e.Add($"--lr-warmup-fraction {f} is outside [0, 1].");
+        if (l.WarmupFraction is double f && (f is < 0 or > 1 || double.IsNaN(f))) e.Add($"--lr-warmup-fraction {FlagText.Of(f)} is outside [0, 1].");
         // Megatron's validate_args: "can only specify one of lr-warmup-fraction and lr-warmup-iters".
         if (l.WarmupFraction is not null && l.WarmupIters != 0) e.Add("pass one of --lr-warmup-fraction and --lr-warmup-iters, not both.");
         long decay = l.DecayIters ?? TrainIters;
         if (l.DecayIters is < 1) e.Add($"--lr-decay-iters is {l.DecayIters}; it must be at least 1.");
-        else if (l.WarmupIters > decay) e.Add($"--lr-warmup-iters {l.WarmupIters} exceeds the {decay} decay iterations (--lr-decay-iters, default --train-iters).");
-        if (a.Beta1 is < 0 or >= 1 || double.IsNaN(a.Beta1)) e.Add($"--adam-beta1 {a.Beta1} is outside [0, 1).");
-        if (a.Beta2 is < 0 or >= 1 || double.IsNaN(a.Beta2)) e.Add($"--adam-beta2 {a.Beta2} is outside [0, 1).");
-        if (!Finite(a.Epsilon) || a.Epsilon <= 0) e.Add($"--adam-eps is {a.Epsilon}; it must be above 0.");
-        if (!Finite(a.WeightDecay) || a.WeightDecay < 0) e.Add($"--weight-decay is {a.WeightDecay}; it must be at least 0.");
-        if (!Finite(a.ClipGrad) || a.ClipGrad < 0) e.Add($"--clip-grad is {a.ClipGrad}; it must be at least 0 (0 = off).");
+        else if (l.WarmupIters > decay && decay >= 1) e.Add($"--lr-warmup-iters {l.WarmupIters} exceeds the {decay} decay iterations (--lr-decay-iters, default --train-iters).");
+        if (a.Beta1 is < 0 or >= 1 || double.IsNaN(a.Beta1)) e.Add($"--adam-beta1 {FlagText.Of(a.Beta1)} is outside [0, 1).");
+        if (a.Beta2 is < 0 or >= 1 || double.IsNaN(a.Beta2)) e.Add($"--adam-beta2 {FlagText.Of(a.Beta2)} is outside [0, 1).");
+        if (!Finite(a.Epsilon) || a.Epsilon <= 0) e.Add($"--adam-eps is {FlagText.Of(a.Epsilon)}; it must be above 0.");
+        if (!Finite(a.WeightDecay) || a.WeightDecay < 0) e.Add($"--weight-decay is {FlagText.Of(a.WeightDecay)}; it must be at least 0.");
+        if (!Finite(a.ClipGrad) || a.ClipGrad < 0) e.Add($"--clip-grad is {FlagText.Of(a.ClipGrad)}; it must be at least 0 (0 = off).");
         e.AddRange(LossScaleOrDefault.Validate());
         if (DataPath is not null && MockData) e.Add("Give one of --data-path PREFIX and --mock-data, not both.");
         if (SaveInterval < 0) e.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using System.Text.Json.Serialization;
 
 namespace Harness.Simulator.Specs;
@@ -13,7 +12,7 @@ public sealed class SpecFileException(string message) : Exception(message);
 /// enum values likewise (<c>swi_glu</c>, <c>rms_norm</c>, <c>rotary</c>). Every constructor parameter is
 /// required and unknown properties are errors, so a typo cannot silently become a default.
 /// </summary>
-public static partial class SpecJson
+public static class SpecJson
 {
     public static JsonSerializerOptions Options { get; } = new()
     {
@@ -72,6 +71,7 @@ public static partial class SpecJson
     private static string ReadFile(string path)
     {
         if (Directory.Exists(path)) throw new SpecFileException($"{path} is a folder; give a JSON file.");
+        if (!File.Exists(path)) throw new SpecFileException($"{path} does not exist; give a JSON file.");
         try { return File.ReadAllText(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -84,42 +84,11 @@ public static partial class SpecJson
         try
         {
             return JsonSerializer.Deserialize<T>(json, Options)
-                   ?? throw new SpecFileException($"{source}: the file holds null, not a {typeof(T).Name} object.");
+                   ?? throw new SpecFileException($"{source}: the file holds null, not an object.");
         }
         catch (JsonException e)
         {
-            throw new SpecFileException($"{source}{Describe(e)}{ValidValues<T>(e.Path)}");
+            throw new SpecFileException($"{source}{JsonFileProblem.Describe(e, typeof(T))}");
         }
     }
-
-    /// <summary>For a value of an enumerated field (a JSON path "$.activation"), the values the field takes.</summary>
-    private static string ValidValues<T>(string? path)
-    {
-        if (path is null || !path.StartsWith("$.", StringComparison.Ordinal)) return "";
-        string name = path[2..];
-        var property = typeof(T).GetProperties().FirstOrDefault(p => JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name) == name);
-        var type = property is null ? null : Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
-        return type is { IsEnum: true }
-            ? $" Valid {name} values: {string.Join(", ", Enum.GetNames(type).Select(JsonNamingPolicy.SnakeCaseLower.ConvertName))}."
-            : "";
-    }
-
-    /// <summary>
-    /// A JSON reader's complaint as a user reads it: " (line N, at $.path): what is wrong", without the reader's
-    /// own position suffix or the .NET namespaces of the target types.
-    /// </summary>
-    public static string Describe(JsonException e)
-    {
-        string message = e.Message;
-        int suffix = message.IndexOf(" Path: ", StringComparison.Ordinal);
-        if (suffix >= 0) message = message[..suffix];
-        message = QualifiedTypeName().Replace(message, "$1");
-        var where = new List<string>();
-        if (e.LineNumber is long line) where.Add($"line {line + 1}");
-        if (e.Path is string path && path != "$") where.Add($"at {path}");
-        return (where.Count > 0 ? $" ({string.Join(", ", where)})" : "") + ": " + message;
-    }
-
-    [GeneratedRegex(@"\bHarness(?:\.\w+)*\.(\w+)")]
-    private static partial Regex QualifiedTypeName();
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Harness.Executor.Native;
 
 namespace Harness.Executor.Distributed.Launch;
 
@@ -22,6 +23,16 @@ public static class WorkerLauncher
 
     /// <summary>A rank's exit code after it stopped on SIGINT or SIGTERM.</summary>
     private static bool StoppedBySignal(int code) => code is 128 + 2 or 128 + SigTerm;
+
+    /// <summary>Why <paramref name="processes"/> ranks, one per GPU, cannot start on this node, or null: more ranks than the
+    /// GPUs the driver counts (CUDA_VISIBLE_DEVICES may leave fewer, which the ranks themselves report), or no driver at all;
+    /// checked before any starts, so that a mistyped count does not start processes by the thousand.</summary>
+    public static string? Refusal(int processes) => Nvml.DeviceCount switch
+    {
+        null => $"--nproc-per-node {processes} starts one process per GPU, and this machine has no NVIDIA driver (libnvidia-ml.so.1).",
+        int gpus when processes > gpus => $"--nproc-per-node {processes} starts one process per GPU, and this node has {gpus}.",
+        _ => null,
+    };
 
     public static int Run(int processes, string fileName, IReadOnlyList<string> arguments, int masterPort,
         TextWriter stdout, TextWriter stderr, TimeSpan? grace = null)

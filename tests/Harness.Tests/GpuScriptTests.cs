@@ -1,0 +1,93 @@
+using System.Diagnostics;
+
+namespace Harness.Tests;
+
+/// <summary>
+/// The GPU scripts' exit codes and last words, on CPU: a stand-in `harness` (a shell script) fails each run as a machine
+/// without CUDA does, or writes a summary.json for the runs named, so the scripts' own logic runs without a GPU.
+/// </summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")] // bash scripts
+public sealed class GpuScriptTests : IDisposable
+{
+    private static readonly string Scripts = Path.GetFullPath(Path.Combine(ExperimentFileTests.ExperimentsDir, "..", "scripts", "gpu"));
+    private static readonly string Summary = Path.GetFullPath(Path.Combine(ExperimentFileTests.ExperimentsDir, "..", "results", "executor", "nvidia-h200", "gpt2-large", "summary.json"));
+    private readonly string dir = Directory.CreateTempSubdirectory("harness-gpu-scripts-").FullName;
+
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    /// <summary>A `harness` whose runs whose --out ends in one of <paramref name="succeeding"/> (a shell pattern) write a
+    /// summary.json; everything else fails in one sentence, exit code 2.</summary>
+    private string StandIn(string succeeding = "")
+    {
+        string path = Path.Combine(dir, "harness");
+        File.WriteAllText(path, $$"""
+            #!/usr/bin/env bash
+            prev=; out=
+            for a; do [ "$prev" = --out ] && out=$a; prev=$a; done
+            case "$out" in {{(succeeding.Length > 0 ? succeeding : "/nothing/")}}) mkdir -p "$out"; cp '{{Summary}}' "$out/summary.json"; exit 0;; esac
+            echo "harness $1: --device cuda needs libtorch with CUDA." >&2
+            exit 2
+            """.Replace("\r", ""));
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return path;
+    }
+
+    private static (int Code, string Out, string Err) Bash(string script, params string[] args)
+    {
+        var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(Scripts, script));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["CAAT_MBS"] = "8";
+        using var p = Process.Start(psi)!;
+        var output = p.StandardOutput.ReadToEndAsync();
+        string error = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output.Result, error);
+    }
+
+    [Fact]
+    public void TheExecutorBenchExitsOneWithOneSentenceWhenEveryRunFailed()
+    {
+        string out_ = Path.Combine(dir, "bench");
+        var (code, output, error) = Bash("run-executor-bench.sh", StandIn(), out_);
+        Assert.Equal(1, code);
+        Assert.Equal($"run-executor-bench.sh: every run failed (smoke-fp32 smoke-bf16 caat-1b-mbs8 caat-1b-mbs8-libtorch-only gpt2-large " +
+                     $"gpt2-large-full host-overhead); no summary.json under {out_}, their output is in {out_}/bench.log.", error.Trim());
+        Assert.Contains("== gpt2-large failed (exit code 2): no summary.json", output);
+        Assert.DoesNotContain("Traceback", output);
+        Assert.Equal(2, File.ReadAllLines(Path.Combine(out_, "results.md")).Length); // the table's header alone
+    }
+
+    [Fact]
+    public void TheExecutorBenchTabulatesTheRunsThatRanAndNamesTheOthers()
+    {
+        string out_ = Path.Combine(dir, "bench");
+        var (code, output, error) = Bash("run-executor-bench.sh", StandIn("*/smoke-fp32|*/gpt2-large-full"), out_);
+        Assert.Equal(0, code);
+        Assert.Equal($"run-executor-bench.sh: 5 run(s) left no summary.json (smoke-bf16 caat-1b-mbs8 caat-1b-mbs8-libtorch-only gpt2-large " +
+                     $"host-overhead); their output is in {out_}/bench.log.", error.Trim());
+        var rows = File.ReadAllLines(Path.Combine(out_, "results.md")).Skip(2).Select(r => r.Split('|')[1].Trim()).ToList();
+        Assert.Equal(["gpt2-large-full", "smoke-fp32"], rows);
+        Assert.Contains("| gpt2-large-full | NVIDIA H200 | 453.0 |", File.ReadAllText(Path.Combine(out_, "results.md")));
+    }
+
+    [Fact]
+    public void AMultiGpuRunOutOfMemoryRunsOnceMoreWithSelectiveRecomputation()
+    {
+        string out_ = Path.Combine(dir, "tp8");
+        var (code, _, error) = Bash("run-tp8-vs-dp8.sh", StandIn("*-selective"), out_);
+        Assert.Equal(0, code);
+        Assert.Equal($"run-tp8-vs-dp8.sh: 4 run(s) left no summary.json (tp8 tp8-sp dp8 dp8-distopt); their output is in {out_}/tp8-dp8.log.", error.Trim());
+        var rows = File.ReadAllLines(Path.Combine(out_, "results.md")).Skip(2).Select(r => r.Split('|')[1].Trim()).ToList();
+        Assert.Equal(["dp8-distopt-selective", "dp8-selective", "tp8-selective", "tp8-sp-selective"], rows);
+    }
+
+    [Fact]
+    public void CalibrateEndsWithTheHarnesssSentenceAndItsExitCodeNoTraceback()
+    {
+        var (code, output, error) = Bash("calibrate.sh", StandIn(), Path.Combine(dir, "calibrate"));
+        Assert.Equal(2, code);
+        Assert.Equal("harness calibrate: --device cuda needs libtorch with CUDA.", output.Trim().Split('\n')[^1]);
+        Assert.DoesNotContain("Traceback", output + error);
+    }
+}
