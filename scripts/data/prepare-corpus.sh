@@ -8,7 +8,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-prefix="$repo/data/prepared/pd_english_text_document"
+prefix="$repo/data/prepared/pd_english_text_document" # preprocess names it OUTPUT-PREFIX_text_document
 # Versions recorded in data/prepared/README.md; apt-get takes the ones its lists hold, and the script prints them.
 packages=(wordnet-base bible-kjv bible-kjv-text sword-text-web sword-comm-mhcc dict-devil jargon-text)
 
@@ -49,5 +49,5 @@ fi
 mkdir -p "$(dirname "$prefix")"
 inputs=()
 for f in "$work/jsonl"/*.jsonl; do inputs+=(--input "$f"); done
-"$harness" preprocess "${inputs[@]}" --output-prefix "$prefix"
+"$harness" preprocess "${inputs[@]}" --output-prefix "${prefix%_text_document}" --json-keys text --append-eod --workers 2
 echo "prepare-corpus: --data-path data/prepared/pd_english_text_document ($(stat -c %s "$prefix.bin") bytes in .bin)"

@@ -4,17 +4,26 @@ using Harness.Megatron;
 namespace Harness.Cli.Commands;
 
 /// <summary>
-/// `harness preprocess --input FILE... --output-prefix PREFIX [--json-keys text]`: Megatron's preprocess_data.py —
-/// documents (JSON lines, or plain text split at blank lines) to a GPT-2-BPE indexed dataset PREFIX.bin/.idx.
+/// `harness preprocess`: Megatron's tools/preprocess_data.py with its flags (`--input --output-prefix --json-keys
+/// --append-eod --tokenizer-type --workers`) — documents (JSON lines, or plain text split at blank lines) to one indexed
+/// dataset per JSON key, PREFIX_KEY_document.bin/.idx, tokenized with GPT-2 BPE (its vocabulary is built in).
 /// </summary>
 public static class PreprocessCommand
 {
-    private static readonly string[] Options = ["--input", "--output-prefix", "--json-keys", "--help"];
+    private static readonly string[] Options =
+        ["--input", "--output-prefix", "--json-keys", "--append-eod", "--tokenizer-type", "--workers", "--help"];
+
+    /// <summary>The tokenizers Megatron's --tokenizer-type names that this preprocess has.</summary>
+    private const string Gpt2Bpe = "GPT2BPETokenizer";
 
     public static int Run(string[] args)
     {
         var inputs = new List<string>();
-        string? prefix = null, key = "text";
+        var keys = new List<string>();
+        var errors = new List<string>();
+        string? prefix = null, tokenizer = Gpt2Bpe;
+        bool appendEod = false;
+        int workers = 1;
         for (int i = 0; i < args.Length; i++)
         {
             string? Next() => i + 1 < args.Length ? args[++i] : null;
@@ -22,9 +31,21 @@ public static class PreprocessCommand
             {
                 case "--input": inputs.Add(Next() ?? ""); break;
                 case "--output-prefix": prefix = Next(); break;
-                case "--json-keys": key = Next(); break;
+                // nargs='+' in Megatron: every value up to the next flag is a key.
+                case "--json-keys":
+                    while (i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal)) keys.Add(args[++i]);
+                    if (keys.Count == 0) errors.Add("--json-keys needs at least one key.");
+                    break;
+                case "--append-eod": appendEod = true; break;
+                case "--tokenizer-type": tokenizer = Next(); break;
+                case "--workers":
+                    string? w = Next();
+                    if (!int.TryParse(w, out workers) || workers < 1 || workers > 1024)
+                        errors.Add($"--workers '{w}' is not a number of workers from 1 to 1024.");
+                    break;
                 case "--help" or "-h":
-                    Console.WriteLine("usage: harness preprocess --input FILE [--input FILE...] --output-prefix PREFIX [--json-keys text]");
+                    Console.WriteLine("usage: harness preprocess --input FILE [--input FILE...] --output-prefix PREFIX [--json-keys text...] [--append-eod]");
+                    Console.WriteLine("                          [--tokenizer-type GPT2BPETokenizer] [--workers N]   -> PREFIX_KEY_document.bin/.idx per key");
                     return 0;
                 default:
                     Console.Error.WriteLine(Spelling.Closest(args[i], Options) is string closest
@@ -33,9 +54,13 @@ public static class PreprocessCommand
                     return 2;
             }
         }
-        if (inputs.Count == 0 || prefix is null || key is null)
+        if (tokenizer != Gpt2Bpe)
+            errors.Add($"--tokenizer-type '{tokenizer}' is not one this preprocess has; valid: {Gpt2Bpe} (GPT-2's byte-level BPE, its vocabulary built in).");
+        if (inputs.Count == 0 || prefix is null)
+            errors.Add("give --input FILE (one or more) and --output-prefix PREFIX.");
+        if (errors.Count > 0)
         {
-            Console.Error.WriteLine("harness preprocess: give --input FILE (one or more) and --output-prefix PREFIX.");
+            Console.Error.WriteLine($"harness preprocess: {errors[0]}");
             return 2;
         }
         if (inputs.FirstOrDefault(f => !File.Exists(f)) is string missing)
@@ -45,10 +70,11 @@ public static class PreprocessCommand
                 : $"harness preprocess: --input '{missing}' does not exist.");
             return 2;
         }
+        if (keys.Count == 0) keys.Add("text");
         try
         {
-            var result = Preprocessor.Run(inputs, prefix, key);
-            Console.WriteLine($"harness preprocess: {result.Documents} documents, {result.Tokens:N0} tokens -> {prefix}.bin/.idx");
+            foreach (var r in Preprocessor.Run(inputs, prefix!, keys, appendEod, workers))
+                Console.WriteLine($"harness preprocess: {r.Documents} documents, {r.Tokens:N0} tokens -> {r.Prefix}.bin/.idx");
             return 0;
         }
         catch (InvalidDataException e)

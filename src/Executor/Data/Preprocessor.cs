@@ -7,35 +7,54 @@ namespace Harness.Executor.Data;
 public sealed record PreprocessResult(string Prefix, int Documents, long Tokens);
 
 /// <summary>
-/// Megatron's tools/preprocess_data.py in C#: documents in, PREFIX.bin/.idx out, each document tokenized with
-/// GPT-2 BPE and followed by &lt;|endoftext|&gt; (--append-eod). Input: JSON lines (one document per line, text under
-/// the key given, "text" by default), or plain text where blank lines separate documents. Each input must be UTF-8 (a byte
-/// that is not is refused, where Python's default decoding in preprocess_data.py fails too, rather than replaced) and hold at
-/// least one document.
+/// Megatron's tools/preprocess_data.py in C#: documents in, an indexed dataset out per JSON key, named as Megatron names it
+/// (PREFIX_KEY_document.bin/.idx), each document tokenized with GPT-2 BPE and, under --append-eod, followed by
+/// &lt;|endoftext|&gt;. Input: JSON lines (one document per line, each key a string field), or plain text where blank lines
+/// separate documents (one dataset, named by the first key). Each input must be UTF-8 (a byte that is not is refused, where
+/// Python's default decoding in preprocess_data.py fails too, rather than replaced) and hold at least one document.
+/// <paramref name="workers"/> documents are tokenized at once (--workers), their order kept.
 /// </summary>
 public static class Preprocessor
 {
-    public static PreprocessResult Run(IEnumerable<string> inputs, string outputPrefix, string jsonKey = "text")
+    /// <summary>Megatron's output name for one key: {prefix}_{key}_document (preprocess_data.py, level "document").</summary>
+    public static string OutputPrefix(string prefix, string key) => $"{prefix}_{key}_document";
+
+    public static IReadOnlyList<PreprocessResult> Run(IReadOnlyList<string> inputs, string outputPrefix, IReadOnlyList<string> jsonKeys, bool appendEod, int workers = 1)
     {
-        var tokenizer = new Gpt2Tokenizer();
-        using var builder = new IndexedDatasetBuilder(outputPrefix, Gpt2Tokenizer.VocabSize);
-        int documents = 0;
-        long tokens = 0;
-        foreach (var input in inputs)
+        var results = new List<PreprocessResult>();
+        foreach (var key in jsonKeys)
         {
-            int before = documents;
-            foreach (var document in Documents(input, jsonKey))
+            string prefix = OutputPrefix(outputPrefix, key);
+            using var tokenizer = new ThreadLocal<Gpt2Tokenizer>(() => new Gpt2Tokenizer());
+            using var builder = new IndexedDatasetBuilder(prefix, Gpt2Tokenizer.VocabSize);
+            int documents = 0;
+            long tokens = 0;
+            foreach (var input in inputs)
             {
-                var ids = tokenizer.Encode(document).Append(Gpt2Tokenizer.EndOfText).ToArray();
-                builder.Add(ids);
-                builder.EndDocument();
-                documents++;
-                tokens += ids.Length;
+                int before = documents;
+                var encoded = Documents(input, key).AsParallel().AsOrdered().WithDegreeOfParallelism(Math.Max(1, workers))
+                    .Select(d => appendEod ? tokenizer.Value!.Encode(d).Append(Gpt2Tokenizer.EndOfText).ToArray() : tokenizer.Value!.Encode(d).ToArray());
+                try
+                {
+                    foreach (var ids in encoded)
+                    {
+                        builder.Add(ids);
+                        builder.EndDocument();
+                        documents++;
+                        tokens += ids.Length;
+                    }
+                }
+                catch (AggregateException e) when (e.InnerExceptions.Count > 0)
+                {
+                    // A malformed line read by one of the workers: its own exception, not PLINQ's wrapper.
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+                }
+                if (documents == before) throw new InvalidDataException($"--input '{input}' holds no document (it is empty or blank); give a file with text in it.");
             }
-            if (documents == before) throw new InvalidDataException($"--input '{input}' holds no document (it is empty or blank); give a file with text in it.");
+            builder.Finish();
+            results.Add(new PreprocessResult(prefix, documents, tokens));
         }
-        builder.Finish();
-        return new PreprocessResult(outputPrefix, documents, tokens);
+        return results;
     }
 
     /// <summary>The documents of one input file; throws <see cref="InvalidDataException"/> on a malformed JSON line.</summary>

@@ -70,8 +70,11 @@ public class DataTests
     {
         string root = AppContext.BaseDirectory;
         while (!File.Exists(Path.Combine(root, "Harness.sln"))) root = Path.GetDirectoryName(root)!;
-        string prefix = TempPrefix();
-        var result = Preprocessor.Run(new[] { Path.Combine(root, "data", "corpus", "factbook.jsonl") }, prefix);
+        string output = TempPrefix();
+        // As data/corpus/README.md makes it: Megatron's --append-eod, one dataset for the "text" key, four workers.
+        var result = Preprocessor.Run([Path.Combine(root, "data", "corpus", "factbook.jsonl")], output, ["text"], appendEod: true, workers: 4).Single();
+        string prefix = output + "_text_document";
+        Assert.Equal(prefix, result.Prefix);
         Assert.Equal(261, result.Documents);
         foreach (var ext in new[] { ".bin", ".idx" })
             Assert.Equal(File.ReadAllBytes(Path.Combine(root, "data", "corpus", "factbook_text_document" + ext)), File.ReadAllBytes(prefix + ext));

@@ -74,4 +74,46 @@ public class PreprocessCommandTests
         }
         finally { Directory.Delete(root, recursive: true); }
     }
+
+    [Fact]
+    public void MegatronsFlagsNameOneDatasetPerKeyAndAppendTheEndOfDocumentOnlyWhenAsked()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-pre-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        try
+        {
+            string input = Path.Combine(root, "docs.jsonl");
+            File.WriteAllLines(input, ["{\"text\": \"Hello world\", \"title\": \"One\"}", "{\"text\": \"Hello\", \"title\": \"Two\"}"]);
+            string prefix = Path.Combine(root, "out");
+            Assert.Equal((0, ""), Run("--input", input, "--output-prefix", prefix, "--json-keys", "text", "title", "--append-eod", "--workers", "2",
+                "--tokenizer-type", "GPT2BPETokenizer"));
+            using (var text = new Harness.Executor.Data.IndexedDataset(prefix + "_text_document"))
+            {
+                // "Hello" = 15496, " world" = 995, then <|endoftext|> = 50256.
+                Assert.Equal(new long[] { 15496, 995, 50256 }, text.Sequence(0).Select(t => (long)t));
+                Assert.Equal(new long[] { 15496, 50256 }, text.Sequence(1).Select(t => (long)t));
+            }
+            using (var title = new Harness.Executor.Data.IndexedDataset(prefix + "_title_document"))
+                Assert.Equal(2, title.Sizes.Length);
+            // Without --append-eod, as Megatron: the documents alone.
+            Assert.Equal((0, ""), Run("--input", input, "--output-prefix", prefix + "-bare"));
+            using var bare = new Harness.Executor.Data.IndexedDataset(prefix + "-bare_text_document");
+            Assert.Equal(new long[] { 15496, 995 }, bare.Sequence(0).Select(t => (long)t));
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
+    [Theory]
+    [InlineData("--tokenizer-type", "HuggingFaceTokenizer", "harness preprocess: --tokenizer-type 'HuggingFaceTokenizer' is not one this preprocess has; valid: GPT2BPETokenizer (GPT-2's byte-level BPE, its vocabulary built in).")]
+    [InlineData("--workers", "0", "harness preprocess: --workers '0' is not a number of workers from 1 to 1024.")]
+    public void AnUnknownTokenizerOrWorkerCountIsOneSentence(string flag, string value, string expected)
+    {
+        string input = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(input, "one document\n");
+            Assert.Equal((2, expected), Run("--input", input, "--output-prefix", Path.Combine(Path.GetTempPath(), "unused"), flag, value));
+        }
+        finally { File.Delete(input); }
+    }
 }
