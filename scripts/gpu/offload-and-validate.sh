@@ -20,7 +20,7 @@ failed=0
 run() { # folder, then harness run flags
   local dir=$1; shift
   echo "== $dir: $*" | tee -a "$log"
-  if ! "$harness" run --device cuda --gpu "$gpu" --bf16 --mock-data --train-iters "$iters" --log-interval 4 --out "$out/$dir" "$@" \
+  if ! "$harness" run --device cuda --gpu "$gpu" --attention-backend auto --bf16 --mock-data --train-iters "$iters" --log-interval 4 --out "$out/$dir" "$@" \
       >"$out/$dir.log" 2>&1; then
     failed=$((failed + 1))
     echo "   FAILED: $(tail -2 "$out/$dir.log")" | tee -a "$log"

@@ -9,7 +9,7 @@
 set -euo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" precision.log 40
 gpu=${3:-h100-sxm}
-common=(--device cuda --gpu "$gpu" --mock-data --train-iters "$iters" --log-interval 10)
+common=(--device cuda --gpu "$gpu" --attention-backend auto --mock-data --train-iters "$iters" --log-interval 10)
 caat=(--model caat-1b --micro-batch-size 8 --global-batch-size 8)
 run caat-1b-bf16 "${caat[@]}" --bf16
 run caat-1b-fp16 "${caat[@]}" --fp16 --accumulate-allreduce-grads-in-fp32

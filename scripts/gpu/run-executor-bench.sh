@@ -8,7 +8,9 @@
 # and OUT_DIR/results.md. Exits 1, with one sentence, when every run failed.
 set -euo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" bench.log
-common=(--device cuda --gpu "${3:-h100-sxm}")
+# Megatron-core's --attention-backend auto: Transformer Engine's choice (cuDNN's fused attention on Hopper), as its
+# recipes run; the record says which kernel ran.
+common=(--device cuda --gpu "${3:-h100-sxm}" --attention-backend auto)
 
 "$harness" kernel-check 2>&1 | tee "$out/kernel-check.log" | tee -a "$log" || echo "== kernel-check failed (exit code ${PIPESTATUS[0]})" | tee -a "$log"
 # 1. Loading and correctness on the GPU: the tiny model on the shipped corpus, fp32 then bf16.
