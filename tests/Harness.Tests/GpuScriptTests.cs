@@ -90,4 +90,38 @@ public sealed class GpuScriptTests : IDisposable
         Assert.Equal("harness calibrate: --device cuda needs libtorch with CUDA.", output.Trim().Split('\n')[^1]);
         Assert.DoesNotContain("Traceback", output + error);
     }
+
+    /// <summary>A run folder as harness run leaves it, for the comparison: metrics.csv's loss column and summary.json's fields.</summary>
+    private void RunFolder(string root, string name, double[] losses, double syncFactor = 1)
+    {
+        string folder = Path.Combine(root, name);
+        Directory.CreateDirectory(folder);
+        File.WriteAllLines(Path.Combine(folder, "metrics.csv"),
+            losses.Select((l, i) => $"{i + 1},{l.ToString(System.Globalization.CultureInfo.InvariantCulture)}").Prepend("iteration,loss"));
+        File.WriteAllText(Path.Combine(folder, "summary.json"),
+            "{\"Device\": \"NVIDIA H200\", \"MedianStepMs\": 12.5, \"PeakAllocatedBytes\": 2147483648, \"Description\": {\"SyncFactor\": " +
+            syncFactor.ToString(System.Globalization.CultureInfo.InvariantCulture) + "}}");
+    }
+
+    [Fact]
+    public void TheLayoutComparisonHoldsEachRunToTheBf16BoundsAndFailsOnAnyOver()
+    {
+        string out_ = Path.Combine(dir, "layouts");
+        RunFolder(out_, "serial", [10.0, 9.0, 8.0]);
+        RunFolder(out_, "tp2", [10.005, 9.01, 8.05]);    // 5e-4 at the first step, 6.25e-3 at most: within 1e-3 and 1e-2
+        RunFolder(out_, "cp2", [10.02, 9.0, 8.0]);       // 2e-3 at the first step: over 1e-3
+        RunFolder(out_, "tp2-p0.5", [10.0, 9.5, 9.0], 0.5); // another function: listed, not held to a bound
+        var psi = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { Path.Combine(Scripts, "one-gpu-layouts.py"), out_, "serial" }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.Equal(1, p.ExitCode);
+        var verdicts = File.ReadAllLines(Path.Combine(out_, "equivalence.csv")).Skip(1)
+            .ToDictionary(l => l.Split(',')[0], l => l.Split(',')[^1]);
+        Assert.Equal("pass", verdicts["tp2"]);
+        Assert.Equal("FAIL", verdicts["cp2"]);
+        Assert.Equal("p < 1: no bound", verdicts["tp2-p0.5"]);
+        Assert.Contains("| tp2 | 3 | 5.00e-04 | 6.25e-03 |", output);
+    }
 }
