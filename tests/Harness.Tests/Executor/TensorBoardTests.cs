@@ -140,4 +140,28 @@ public class TensorBoardTests
         Assert.All(e, x => Assert.InRange(x.WallTime, DateTimeOffset.UtcNow.ToUnixTimeSeconds() - 3600, DateTimeOffset.UtcNow.ToUnixTimeSeconds() + 1));
         Directory.Delete(dir, recursive: true);
     }
+
+    [Fact]
+    public void AResumedRunAddsAFileWithTheIterationsAfterItsCheckpoint()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"harness-tb-{Guid.NewGuid():N}");
+        string events = Path.Combine(dir, "tb"), save = Path.Combine(dir, "ck");
+        string[] common = [.. Tiny, "--out", dir, "--tensorboard-dir", events, "--save", save];
+        var (code, _, error) = ConsoleCapture.Run(RunCommand.Run, [.. common, "--train-iters", "2"]);
+        Assert.True(code == 0, error);
+        (code, _, error) = ConsoleCapture.Run(RunCommand.Run, [.. common, "--train-iters", "4", "--load", save]);
+        Assert.True(code == 0, error);
+        var files = Directory.GetFiles(events).Select(Read).OrderBy(f => f[0].WallTime).ThenBy(f => f.Skip(1).First().Step).ToList();
+        Assert.Equal(2, files.Count);
+        // Each file starts with its version record; the first holds iterations 1-2, the resumed one 3-4 (by iteration, and at
+        // samples 2x those).
+        Assert.All(files, f => Assert.Equal("brain.Event:2", f[0].FileVersion));
+        long[] Steps(List<Event> f) => f.Skip(1).Where(x => x.Values.Any(v => v.Tag == "lm loss")).Select(x => x.Step).ToArray();
+        Assert.Equal([1, 2], Steps(files[0]));
+        Assert.Equal([3, 4], Steps(files[1]));
+        var rows = MetricsCsv.Read(Path.Combine(dir, "metrics.csv"));
+        var losses = files.SelectMany(f => f.Skip(1)).SelectMany(x => x.Values.Where(v => v.Tag == "lm loss").Select(v => (x.Step, v.Value)));
+        Assert.Equal(rows.Select(r => (r.Iteration, (float)r.Loss)), losses);
+        Directory.Delete(dir, recursive: true);
+    }
 }
