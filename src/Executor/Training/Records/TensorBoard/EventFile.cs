@@ -16,8 +16,6 @@ public sealed class EventFile : IDisposable
     private static int opened;
     private readonly FileStream stream;
 
-    public string Path { get; }
-
     /// <summary>A new event file in <paramref name="folder"/>, named as TensorBoard's writer names them
     /// (events.out.tfevents.&lt;seconds&gt;.&lt;host&gt;.&lt;pid&gt;.&lt;n-th file of the process&gt;), so a resumed run's file sits
     /// beside the earlier ones and TensorBoard reads them as one run.</summary>
@@ -25,47 +23,47 @@ public sealed class EventFile : IDisposable
     {
         Directory.CreateDirectory(folder);
         long seconds = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        Path = System.IO.Path.Combine(folder,
-            $"events.out.tfevents.{seconds:D10}.{Environment.MachineName}.{Environment.ProcessId}.{Interlocked.Increment(ref opened) - 1}");
-        stream = new FileStream(Path, FileMode.CreateNew, FileAccess.Write, FileShare.Read);
-        Write(Event(step: 0, o => o.WriteString("brain.Event:2"), fileVersion: true));
+        string name = $"events.out.tfevents.{seconds:D10}.{Environment.MachineName}.{Environment.ProcessId}.{Interlocked.Increment(ref opened) - 1}";
+        stream = new FileStream(Path.Combine(folder, name), FileMode.CreateNew, FileAccess.Write, FileShare.Read);
+        Write(Event(step: 0, field: 3, ByteString.CopyFromUtf8("brain.Event:2")).ToByteArray());
     }
 
     /// <summary>One Event at <paramref name="step"/> whose summary holds <paramref name="scalars"/>.</summary>
     public void Append(long step, IEnumerable<(string Tag, double Value)> scalars)
     {
-        var summary = new MemoryStream();
-        var s = new CodedOutputStream(summary, leaveOpen: true);
-        foreach (var (tag, value) in scalars)
+        var summary = Message(s =>
         {
-            var v = new MemoryStream();
-            using (var o = new CodedOutputStream(v, leaveOpen: true))
+            foreach (var (tag, value) in scalars)
             {
-                o.WriteTag(1, WireFormat.WireType.LengthDelimited);
-                o.WriteString(tag);
-                o.WriteTag(2, WireFormat.WireType.Fixed32);
-                o.WriteFloat((float)value);
+                s.WriteTag(1, WireFormat.WireType.LengthDelimited);
+                s.WriteBytes(Message(v =>
+                {
+                    v.WriteTag(1, WireFormat.WireType.LengthDelimited);
+                    v.WriteString(tag);
+                    v.WriteTag(2, WireFormat.WireType.Fixed32);
+                    v.WriteFloat((float)value);
+                }));
             }
-            s.WriteTag(1, WireFormat.WireType.LengthDelimited);
-            s.WriteBytes(ByteString.CopyFrom(v.ToArray()));
-        }
-        s.Flush();
-        Write(Event(step, o => o.WriteBytes(ByteString.CopyFrom(summary.ToArray())), fileVersion: false));
+        });
+        Write(Event(step, field: 5, summary).ToByteArray());
     }
 
-    private static byte[] Event(long step, Action<CodedOutputStream> payload, bool fileVersion)
+    /// <summary>An Event: its wall time, step and one length-delimited <paramref name="field"/> (file_version or summary).</summary>
+    private static ByteString Event(long step, int field, ByteString payload) => Message(o =>
     {
-        var e = new MemoryStream();
-        using (var o = new CodedOutputStream(e, leaveOpen: true))
-        {
-            o.WriteTag(1, WireFormat.WireType.Fixed64);
-            o.WriteDouble(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
-            o.WriteTag(2, WireFormat.WireType.Varint);
-            o.WriteInt64(step);
-            o.WriteTag(fileVersion ? 3 : 5, WireFormat.WireType.LengthDelimited);
-            payload(o);
-        }
-        return e.ToArray();
+        o.WriteTag(1, WireFormat.WireType.Fixed64);
+        o.WriteDouble(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0);
+        o.WriteTag(2, WireFormat.WireType.Varint);
+        o.WriteInt64(step);
+        o.WriteTag(field, WireFormat.WireType.LengthDelimited);
+        o.WriteBytes(payload);
+    });
+
+    private static ByteString Message(Action<CodedOutputStream> fields)
+    {
+        var bytes = new MemoryStream();
+        using (var o = new CodedOutputStream(bytes, leaveOpen: true)) fields(o);
+        return ByteString.CopyFrom(bytes.ToArray());
     }
 
     private void Write(byte[] data)

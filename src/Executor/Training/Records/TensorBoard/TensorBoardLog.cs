@@ -30,8 +30,6 @@ public sealed class TensorBoardLog : IDisposable
         file = new EventFile(settings.Dir ?? throw new ArgumentException("TensorBoardLog needs --tensorboard-dir.", nameof(settings)));
     }
 
-    public string Path => file.Path;
-
     public void Append(IterationRecord r)
     {
         var (byIteration, bySamples) = Scalars(r, settings, description, first);
@@ -43,7 +41,7 @@ public sealed class TensorBoardLog : IDisposable
 
     /// <summary>The scalars iteration <paramref name="r"/> gives: those at its iteration and those "vs samples";
     /// <paramref name="firstOfProcess"/>: the first iteration this process ran, whose time Megatron leaves out.</summary>
-    public static (List<(string Tag, double Value)> ByIteration, List<(string Tag, double Value)> BySamples) Scalars(
+    private static (List<(string Tag, double Value)> ByIteration, List<(string Tag, double Value)> BySamples) Scalars(
         IterationRecord r, TensorBoardSettings settings, RunDescription description, bool firstOfProcess)
     {
         var (at, vs) = (new List<(string, double)>(), new List<(string, double)>());
