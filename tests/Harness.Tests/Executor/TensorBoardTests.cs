@@ -3,7 +3,6 @@ using System.Globalization;
 using Google.Protobuf;
 using Harness.Cli.Commands;
 using Harness.Executor.Training.Records;
-using Harness.Executor.Training.Records.TensorBoard;
 
 namespace Harness.Tests.Executor;
 

@@ -1,5 +1,3 @@
-using Harness.Executor.Training.Records.TensorBoard;
-
 namespace Harness.Executor.Training.Records;
 
 /// <summary>

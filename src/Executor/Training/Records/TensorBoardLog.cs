@@ -1,6 +1,6 @@
 using Harness.Simulator.Specs;
 
-namespace Harness.Executor.Training.Records.TensorBoard;
+namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// A run's scalars in a TensorBoard event file (--tensorboard-dir), by the names Megatron-LM gives them

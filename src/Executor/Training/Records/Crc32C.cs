@@ -1,4 +1,4 @@
-namespace Harness.Executor.Training.Records.TensorBoard;
+namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// CRC-32C (Castagnoli: reflected polynomial 0x82F63B78, initial value and final XOR 0xFFFFFFFF; RFC 3720 appendix B.4), the

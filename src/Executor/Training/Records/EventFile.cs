@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using Google.Protobuf;
 
-namespace Harness.Executor.Training.Records.TensorBoard;
+namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// A TensorBoard event file: TFRecords (a little-endian uint64 length, the masked CRC-32C of those 8 bytes, the data, the
