@@ -53,6 +53,14 @@ public static class RunSettingsFlags
         new("--ranks-on-one-device", false, "run the --nproc-per-node ranks as threads of one process on one device (GPU 0 on CUDA): memory is their sum, timings are not a cluster's"),
         new("--master-port", true, "rendezvous port when launching GPU ranks (default MASTER_PORT or 29500)"),
         new("--out", true, "folder for metrics.csv, summary.json and plots (default runs/<time>)"),
+        new("--tensorboard-dir", true, "write TensorBoard event files here, with Megatron's scalar names (default: none)"),
+        new("--tensorboard-log-interval", true, "iterations between TensorBoard scalars (default 1)"),
+        new("--log-timers-to-tensorboard", false, "add iteration-time, throughput and the per-iteration times"),
+        new("--log-memory-to-tensorboard", false, "add the memory used and the allocator's peak"),
+        new("--log-validation-ppl-to-tensorboard", false, "add the validation perplexity"),
+        new("--log-world-size-to-tensorboard", false, "add the world size"),
+        new("--no-log-loss-scale-to-tensorboard", false, "leave the loss scale out (default: written)"),
+        new("--disable-log-loss-scale-to-tensorboard", false, "the same, by Megatron's older name"),
         new("--no-check-for-nan-in-loss-and-grad", false, "let a run go on past a NaN or Inf loss or gradient norm (default: it stops there)"),
         new("--overwrite", false, "let a new run replace the metrics.csv in --out and save beside the checkpoints in --save"),
     };
@@ -119,8 +127,19 @@ public static class RunSettingsFlags
             ExitDurationInMins = cl.Int("--exit-duration-in-mins") ?? d.ExitDurationInMins,
             Overwrite = cl.Switch("--overwrite") || d.Overwrite,
             CheckForNanInLossAndGrad = !cl.Switch("--no-check-for-nan-in-loss-and-grad") && d.CheckForNanInLossAndGrad,
+            TensorBoard = ReadTensorBoard(cl),
         };
         return settings;
+    }
+
+    private static TensorBoardSettings ReadTensorBoard(CommandLine cl)
+    {
+        var d = new TensorBoardSettings();
+        return new TensorBoardSettings(cl.String("--tensorboard-dir") ?? d.Dir, cl.Int("--tensorboard-log-interval") ?? d.LogInterval,
+            cl.Switch("--log-timers-to-tensorboard") || d.LogTimers, cl.Switch("--log-memory-to-tensorboard") || d.LogMemory,
+            cl.Switch("--log-validation-ppl-to-tensorboard") || d.LogValidationPpl,
+            d.LogLossScale && !cl.Switch("--no-log-loss-scale-to-tensorboard") && !cl.Switch("--disable-log-loss-scale-to-tensorboard"),
+            cl.Switch("--log-world-size-to-tensorboard") || d.LogWorldSize);
     }
 
     private static DataSplit? ReadSplit(CommandLine cl)
@@ -206,6 +225,15 @@ public static class RunSettingsFlags
         if (s.ExitDurationInMins is int minutes) Value("--exit-duration-in-mins", minutes.ToString(CultureInfo.InvariantCulture));
         if (s.Overwrite) a.Add("--overwrite");
         if (!s.CheckForNanInLossAndGrad) a.Add("--no-check-for-nan-in-loss-and-grad");
+        var t = s.TensorBoardOrDefault;
+        var dt = d.TensorBoardOrDefault;
+        Text("--tensorboard-dir", t.Dir, dt.Dir);
+        Long("--tensorboard-log-interval", t.LogInterval, dt.LogInterval);
+        if (t.LogTimers) a.Add("--log-timers-to-tensorboard");
+        if (t.LogMemory) a.Add("--log-memory-to-tensorboard");
+        if (t.LogValidationPpl) a.Add("--log-validation-ppl-to-tensorboard");
+        if (!t.LogLossScale) a.Add("--no-log-loss-scale-to-tensorboard");
+        if (t.LogWorldSize) a.Add("--log-world-size-to-tensorboard");
         return a;
     }
 }

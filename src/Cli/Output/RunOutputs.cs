@@ -5,7 +5,7 @@ using Harness.Simulator.Specs;
 namespace Harness.Cli.Output;
 
 /// <summary>
-/// Where `harness run` writes, checked before any work: `--out` and `--save` must be writable folders, and a new run must
+/// Where `harness run` writes, checked before any work: `--out`, `--save` and `--tensorboard-dir` must be writable folders, and a new run must
 /// not replace an earlier one's records or checkpoints by accident. An `--out` that holds a run's metrics.csv takes a run
 /// that continues it (`--load`) or `--overwrite`; a `--save` that holds checkpoints takes `--load` of that same folder (the
 /// run continues them) or `--overwrite` (the new run's checkpoints are written beside them and the tracker names the
@@ -20,6 +20,7 @@ public static class RunOutputs
         if (MetricsCsv.HoldsRows(Path.Combine(output, "metrics.csv")) && s.Load is null && !s.Overwrite)
             yield return $"--out '{output}' already holds a run's metrics.csv; pass another --out, --load its checkpoint to continue it, or --overwrite to replace it.";
         else if (OutputFolder.Create(output) is string outError) yield return outError;
+        if (s.TensorBoardOrDefault.Dir is string events && OutputFolder.Create(events, "--tensorboard-dir") is string eventsError) yield return eventsError;
         if (s.Save is not string save) yield break;
         if (Checkpoint.Holds(save) && !s.Overwrite && !(s.Load is string load && SameFolder(load, save)))
             yield return $"--save '{save}' already holds checkpoints; pass --load {save} to continue from them, another --save, or --overwrite to save beside them.";

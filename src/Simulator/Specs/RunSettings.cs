@@ -86,6 +86,7 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// it) and a --save that holds checkpoints it does not --load.</param>
 /// <param name="CheckForNanInLossAndGrad">Megatron's --check-for-nan-in-loss-and-grad (on; --no-check-for-nan-in-loss-and-grad
 /// turns it off): a NaN or Inf loss, or gradient norm without a loss scaler, stops the run.</param>
+/// <param name="TensorBoard">Megatron's TensorBoard flags: where and which scalars the run writes as event files.</param>
 public sealed record RunSettings(
     long TrainIters = 150,
     int Seed = 1234,
@@ -113,11 +114,13 @@ public sealed record RunSettings(
     long? ExitInterval = null,
     int? ExitDurationInMins = null,
     bool Overwrite = false,
-    bool CheckForNanInLossAndGrad = true)
+    bool CheckForNanInLossAndGrad = true,
+    TensorBoardSettings? TensorBoard = null)
 {
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();
     public LossScaleSettings LossScaleOrDefault => LossScale ?? new();
+    public TensorBoardSettings TensorBoardOrDefault => TensorBoard ?? new();
 
     /// <summary>Every reason these settings cannot run, as sentences naming the flag.</summary>
     public IReadOnlyList<string> Validate()
@@ -146,6 +149,7 @@ public sealed record RunSettings(
         if (DataPath is not null && MockData) e.Add("Give one of --data-path PREFIX and --mock-data, not both.");
         if (SaveInterval < 0) e.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (LogInterval < 1) e.Add($"--log-interval is {LogInterval}; it must be at least 1.");
+        if (TensorBoardOrDefault.LogInterval < 1) e.Add($"--tensorboard-log-interval is {TensorBoardOrDefault.LogInterval}; it must be at least 1.");
         if (MakeVocabSizeDivisibleBy < 1) e.Add($"--make-vocab-size-divisible-by is {MakeVocabSizeDivisibleBy}; it must be at least 1.");
         if (NprocPerNode < 1) e.Add($"--nproc-per-node is {NprocPerNode}; it must be at least 1.");
         else if (RanksOnOneDevice && NprocPerNode < 2) e.Add($"--ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is {NprocPerNode}, give at least 2.");

@@ -188,9 +188,10 @@ public class RunCommandUserErrorTests
         string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
         try
         {
-            foreach (var (flag, path) in new[] { ("--save", "/proc/harness-ck"), ("--save", Path.Combine(file, "ck")), ("--out", "/proc/harness-out"), ("--out", Path.Combine(file, "out")) })
+            foreach (var (flag, path) in new[] { ("--save", "/proc/harness-ck"), ("--save", Path.Combine(file, "ck")), ("--out", "/proc/harness-out"), ("--out", Path.Combine(file, "out")),
+                ("--tensorboard-dir", "/proc/harness-tb"), ("--tensorboard-dir", Path.Combine(file, "tb")) })
             {
-                var (code, error) = Run(flag == "--out" ? ["--out", path] : ["--out", dir, "--save", path]);
+                var (code, error) = Run(flag == "--out" ? ["--out", path] : ["--out", dir, flag, path]);
                 Assert.Equal(2, code);
                 Assert.StartsWith($"harness run: {flag} '{path}' cannot be used as a folder (", error);
                 Assert.EndsWith("); pass a writable folder.", error);

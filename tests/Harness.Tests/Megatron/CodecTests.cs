@@ -124,6 +124,9 @@ public class CodecTests
         "--save-interval 5", "--log-interval 10", "--make-vocab-size-divisible-by 64", "--device cuda --profile --profile-step-start 2 --profile-step-end 4",
         "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--nproc-per-node 4 --ranks-on-one-device", "--split 969,30,1", "--split 98/2", "--eval-interval 50", "--eval-iters 10", "--master-port 29600", "--out runs/x",
         "--exit-interval 50", "--exit-duration-in-mins 230",
+        "--tensorboard-dir tb", "--tensorboard-log-interval 10", "--log-timers-to-tensorboard", "--log-memory-to-tensorboard",
+        "--log-validation-ppl-to-tensorboard", "--log-world-size-to-tensorboard", "--no-log-loss-scale-to-tensorboard",
+        "--disable-log-loss-scale-to-tensorboard",
     ];
 
     private static RunSettings Settings(IEnumerable<string> args)
@@ -167,6 +170,7 @@ public class CodecTests
     [InlineData("--eval-iters -1", "--eval-iters is -1; it must be at least 0 (0: no validation loss).")]
     [InlineData("--ranks-on-one-device", "--ranks-on-one-device puts the --nproc-per-node ranks on one device; --nproc-per-node is 1, give at least 2.")]
     [InlineData("--exit-interval 0", "--exit-interval is 0; it must be at least 1 iteration.")]
+    [InlineData("--tensorboard-log-interval 0", "--tensorboard-log-interval is 0; it must be at least 1.")]
     [InlineData("--exit-duration-in-mins -5", "--exit-duration-in-mins is -5; it must be at least 1 minute.")]
     public void OutOfRangeSettingsAreOneSentence(string line, string expected)
     {
@@ -207,15 +211,15 @@ public class CodecTests
     [Fact]
     public void MegatronSettingsAreAcceptedAndFlagsThatShapeTrainingOnlyByEstimates()
     {
-        string[] line = ["--lr", "3e-4", "--tensorboard-dir", "tb", "--use-mcore-models", "--rotary-base", "500000", "--save-interval", "100",
+        string[] line = ["--lr", "3e-4", "--wandb-project", "p", "--use-mcore-models", "--rotary-base", "500000", "--save-interval", "100",
             "--data-path", "0.7", "a_text_document", "0.3", "b_text_document", "--train-samples", "1000", "--init-method-std", "0.006"];
         var estimate = CommandLine.Parse(line, RunDescriptionFlags.Flags, FlagReader.Estimate);
         Assert.Empty(estimate.Errors);
-        Assert.Equal(["--lr 3e-4", "--tensorboard-dir tb", "--use-mcore-models", "--rotary-base 500000", "--save-interval 100",
+        Assert.Equal(["--lr 3e-4", "--wandb-project p", "--use-mcore-models", "--rotary-base 500000", "--save-interval 100",
             "--data-path 0.7 a_text_document 0.3 b_text_document", "--train-samples 1000", "--init-method-std 0.006"], estimate.Ignored);
         // A run applies its own schedule flags (not in this flag list) and refuses those that would shape training unapplied.
         var run = CommandLine.Parse(line, RunDescriptionFlags.Flags, FlagReader.Run);
-        Assert.Equal(["--tensorboard-dir tb", "--use-mcore-models", "--save-interval 100", "--data-path 0.7 a_text_document 0.3 b_text_document"], run.Ignored);
+        Assert.Equal(["--wandb-project p", "--use-mcore-models", "--save-interval 100", "--data-path 0.7 a_text_document 0.3 b_text_document"], run.Ignored);
         Assert.Equal(
         [
             "--lr changes what harness run trains, and harness run does not apply it yet; remove it.",

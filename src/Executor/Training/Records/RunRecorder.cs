@@ -5,7 +5,9 @@ namespace Harness.Executor.Training.Records;
 /// line every --log-interval iterations and after the last, and summary.json with the loss and throughput plots once the
 /// run ends, or fails after recording some iterations. A run resumed with --load is one run with the iterations before its
 /// checkpoint: the rows metrics.csv holds up to the checkpoint's iteration stay (those past it, from the attempt that
-/// was interrupted, are replaced), and summary.json and the plots cover them all.
+/// was interrupted, are replaced), and summary.json and the plots cover them all. With --tensorboard-dir each row's scalars
+/// also go to a TensorBoard event file as the row is written; a resumed run starts a new file in the same folder (TensorBoard
+/// reads a folder's files as one run, and drops the points an interrupted attempt wrote past the step it resumed at).
 /// </summary>
 public sealed class RunRecorder : IDisposable
 {
@@ -14,6 +16,7 @@ public sealed class RunRecorder : IDisposable
     private readonly Action<string> log;
     private readonly string path;
     private MetricsCsv? csv;
+    private TensorBoardLog? tensorBoard;
     private IReadOnlyList<IterationRecord> earlier = [];
     private readonly List<IterationRecord> rows = new();
     private long skippedAtLastLine;
@@ -31,6 +34,7 @@ public sealed class RunRecorder : IDisposable
     {
         earlier = resumedAt > 0 ? MetricsCsv.Read(path).Where(r => r.Iteration <= resumedAt).ToList() : [];
         csv = MetricsCsv.Rewrite(path, earlier);
+        if (run.Settings.TensorBoardOrDefault.Dir is not null) tensorBoard = new TensorBoardLog(run.Settings.TensorBoardOrDefault, run.Description);
     }
 
     /// <summary>The iterations this process recorded so far.</summary>
@@ -40,6 +44,7 @@ public sealed class RunRecorder : IDisposable
     {
         if (csv is null) throw new InvalidOperationException("RunRecorder.Begin comes before the first row.");
         csv.Append(r);
+        tensorBoard?.Append(r);
         // Before this process's first row, the count the run resumed with.
         if (rows.Count == 0) skippedAtLastLine = r.SkippedIterations - (r.GradNorm is null ? 1 : 0);
         rows.Add(r);
@@ -84,5 +89,9 @@ public sealed class RunRecorder : IDisposable
         Plots.Write(output, all, $"{run.Model.Name} on {run.Devices()}");
     }
 
-    public void Dispose() => csv?.Dispose();
+    public void Dispose()
+    {
+        csv?.Dispose();
+        tensorBoard?.Dispose();
+    }
 }
