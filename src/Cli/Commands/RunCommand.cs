@@ -32,6 +32,8 @@ public static class RunCommand
         var run = RunArguments.Read(cl, env.IsDistributed ? env.WorldSize : null);
         if (run is var (model, description, settings)) cl.Errors.AddRange(TrainingRun.Check(model, description, settings, description.WorldSize));
 
+        // Whether --out is this run's to remove again: a run refused after the check below leaves no empty folder behind.
+        bool outExisted = run is not null && Directory.Exists(run.Value.Settings.Out);
         if (cl.Errors.Count == 0 && run is not null) cl.Errors.AddRange(RunOutputs.Check(run.Value.Settings));
         if (cl.Errors.Count > 0 || run is null)
         {
@@ -45,7 +47,9 @@ public static class RunCommand
             Environment.SetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS", queues.ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (AllocatorConf.For(d) is string allocator) Environment.SetEnvironmentVariable(AllocatorConf.Variable, allocator);
         if (cl.Ignored.Count > 0) Console.WriteLine($"harness run: Megatron-LM settings accepted but not applied by harness run: {string.Join(' ', cl.Ignored)}");
-        return DistributedRun.Requested(cl) ? DistributedRun.Run(m, d, s, args, env) : Train(new TrainingRun(m, d, s, s.Out!, Console.WriteLine), m, d, s);
+        int code = DistributedRun.Requested(cl) ? DistributedRun.Run(m, d, s, args, env) : Train(new TrainingRun(m, d, s, s.Out!, Console.WriteLine), m, d, s);
+        if (!outExisted && Directory.Exists(s.Out) && !Directory.EnumerateFileSystemEntries(s.Out!).Any()) Directory.Delete(s.Out!);
+        return code;
     }
 
     /// <summary>One device, in this process.</summary>

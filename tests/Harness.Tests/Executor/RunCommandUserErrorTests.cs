@@ -41,6 +41,32 @@ public class RunCommandUserErrorTests
     }
 
     [Fact]
+    public void ARunRefusedAfterItsOutputCheckLeavesNoEmptyFolderButKeepsTheUsersOwn()
+    {
+        // A --data-path that does not exist is found only when the run starts, after --out was made and checked.
+        string root = Path.Combine(Path.GetTempPath(), $"harness-out-{Guid.NewGuid():N}");
+        string made = Path.Combine(root, "new"), own = Path.Combine(root, "own");
+        Directory.CreateDirectory(own);
+        try
+        {
+            string[] missingData = [.. Tiny.Where(a => a != "--mock-data"), "--data-path", Path.Combine(root, "missing_text_document")];
+            var err = new StringWriter();
+            var old = Console.Error;
+            Console.SetError(err);
+            try
+            {
+                Assert.Equal(2, RunCommand.Run([.. missingData, "--out", made]));
+                Assert.Contains("missing_text_document", err.ToString());
+                Assert.False(Directory.Exists(made));
+                Assert.Equal(2, RunCommand.Run([.. missingData, "--out", own]));
+                Assert.True(Directory.Exists(own));
+            }
+            finally { Console.SetError(old); }
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
+    [Fact]
     public void OutNamingAnExistingFileIsAUserError()
     {
         string file = Path.GetTempFileName();
