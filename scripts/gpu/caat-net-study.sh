@@ -13,17 +13,12 @@
 # --exit-duration-in-mins 4, so a run that cannot finish in the time at hand stops with its records).
 # Usage: scripts/gpu/caat-net-study.sh HARNESS_BINARY OUT_DIR DATA_PREFIX [GPU_PRESET]
 set -uo pipefail
-harness=$1
-out=$2
+source "$(dirname "$0")/preamble.sh" "$1" "$2" study.log 300
 data=$3
 gpu=${4:-h100-sxm}
-iters=${ITERS:-300}
 gbs=${GBS:-32}
 warmup=${WARMUP:-30}
 eval_interval=${EVAL_INTERVAL:-50}
-mkdir -p "$out"
-log="$out/study.log"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
 common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --vocab-size 50257 --data-path "$data" --split 98,2,0
         --train-iters "$iters" --global-batch-size "$gbs" --micro-batch-size 16 --lr 6e-4 --min-lr 6e-5 --lr-decay-style cosine
         --lr-warmup-iters "$warmup" --adam-beta1 0.9 --adam-beta2 0.95 --weight-decay 0.1 --clip-grad 1.0
@@ -45,11 +40,11 @@ for p in 1 0.5 0.25 0; do
 done
 run tp8-p1-seed2 --seed 4321 "${tp8[@]}" --sync-factor 1
 wait
-failed=$(unfinished "$out" "${started[@]}")
+failures=$(unfinished "$out" "${started[@]}")
 "$harness" compare "$out/tp8-p1" "$out/tp8-p0.5" "$out/tp8-p0.25" "$out/tp8-p0" "$out/tp8-p1-seed2" "$out/tp1-p1" \
   --plot "$out/losses.png" --csv "$out/compare.csv" --title "caat-130m, TP 8 on one GPU: CAAT-Net's p" 2>&1 | tee -a "$log"
 tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' $(cd "$out" && ls -d */) 2>/dev/null
-if [ "$failed" -gt 0 ]; then
-  echo "caat-net-study.sh: $failed run(s) failed; see $log." >&2
+if [ "$failures" -gt 0 ]; then
+  echo "caat-net-study.sh: $failures run(s) failed; see $log." >&2
   exit 1
 fi

@@ -9,20 +9,16 @@
 #    micro-batch 2) on the GPU's preset and on the constants `harness calibrate` measures for each model's shapes.
 # Usage: scripts/gpu/offload-and-validate.sh HARNESS_BINARY OUT_DIR GPU_PRESET   (ITERS: iterations per run, default 12)
 set -uo pipefail
-harness=$1
-out=$2
+source "$(dirname "$0")/preamble.sh" "$1" "$2" offload-and-validate.log 12
 gpu=${3:-h100-sxm}
-iters=${ITERS:-12}
 mkdir -p "$out/offload" "$out/models"
-log="$out/offload-and-validate.log"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
-failed=0
+failures=0
 run() { # folder, then harness run flags
   local dir=$1; shift
   echo "== $dir: $*" | tee -a "$log"
   if ! "$harness" run --device cuda --gpu "$gpu" --attention-backend auto --bf16 --mock-data --train-iters "$iters" --log-interval 4 --out "$out/$dir" "$@" \
       >"$out/$dir.log" 2>&1; then
-    failed=$((failed + 1))
+    failures=$((failures + 1))
     echo "   FAILED: $(tail -2 "$out/$dir.log")" | tee -a "$log"
   fi
 }
@@ -43,16 +39,16 @@ run models/llama-7b-4l --model llama-7b --num-layers 4 --seq-length 4096 --micro
 "$harness" validate "$out/models" --csv "$out/models/validate-preset.csv" 2>&1 | tee -a "$log"
 for m in caat-1b gpt2-large; do
   "$harness" calibrate --gpu "$gpu" --model "$m" --micro-batch-size 8 --hold-seconds 5 --out "$out/models/cluster-$m.json" \
-    >"$out/models/calibrate-$m.log" 2>&1 || failed=$((failed + 1))
+    >"$out/models/calibrate-$m.log" 2>&1 || failures=$((failures + 1))
 done
 "$harness" calibrate --gpu "$gpu" --model llama-7b --seq-length 4096 --micro-batch-size 2 --hold-seconds 5 \
-  --out "$out/models/cluster-llama-7b-4l.json" >"$out/models/calibrate-llama-7b-4l.log" 2>&1 || failed=$((failed + 1))
+  --out "$out/models/cluster-llama-7b-4l.json" >"$out/models/calibrate-llama-7b-4l.log" 2>&1 || failures=$((failures + 1))
 for m in caat-1b gpt2-large llama-7b-4l; do
   [ -s "$out/models/cluster-$m.json" ] && "$harness" validate "$out/models/$m" --cluster "$out/models/cluster-$m.json" \
     --csv "$out/models/validate-calibrated-$m.csv" 2>&1 | tee -a "$log"
 done
 tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload models 2>/dev/null
-if [ "$failed" -gt 0 ]; then
-  echo "offload-and-validate.sh: $failed step(s) failed; see $log." >&2
+if [ "$failures" -gt 0 ]; then
+  echo "offload-and-validate.sh: $failures step(s) failed; see $log." >&2
   exit 1
 fi

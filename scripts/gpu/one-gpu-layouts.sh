@@ -9,13 +9,8 @@
 # also share the GPU with each other, so their step times say nothing, while their losses are unchanged).
 # Usage: scripts/gpu/one-gpu-layouts.sh HARNESS_BINARY OUT_DIR [GPU_PRESET]
 set -uo pipefail
-harness=$1
-out=$2
+source "$(dirname "$0")/preamble.sh" "$1" "$2" layouts.log 20
 gpu=${3:-h100-sxm}
-iters=${ITERS:-20}
-mkdir -p "$out"
-log="$out/layouts.log"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
 common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --mock-data --seed 1234 --train-iters "$iters" --log-interval 5
         --global-batch-size 16 --micro-batch-size 2 --make-vocab-size-divisible-by 1024)
 source "$(dirname "$0")/jobs.sh"
@@ -45,12 +40,12 @@ run pp4-interleaved-offload0.5 4 --pipeline-model-parallel-size 4 --num-layers-p
 run tp2-pp2-dp2 8 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --use-distributed-optimizer
 run tp2-p0.5 2 --tensor-model-parallel-size 2 --sync-factor 0.5
 wait
-failed=$(unfinished "$out" "${started[@]}")
-"$harness" kernel-check >"$out/kernel-check.log" 2>&1 || { failed=$((failed + 1)); echo "kernel-check FAILED" | tee -a "$log"; }
+failures=$(unfinished "$out" "${started[@]}")
+"$harness" kernel-check >"$out/kernel-check.log" 2>&1 || { failures=$((failures + 1)); echo "kernel-check FAILED" | tee -a "$log"; }
 tail -40 "$out/kernel-check.log" | tee -a "$log"
 python3 "$(dirname "$0")/one-gpu-layouts.py" "$out" serial | tee -a "$log"
 tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' $(cd "$out" && ls -d */) 2>/dev/null
-if [ "$failed" -gt 0 ]; then
-  echo "one-gpu-layouts.sh: $failed run(s) failed; see $log." >&2
+if [ "$failures" -gt 0 ]; then
+  echo "one-gpu-layouts.sh: $failures run(s) failed; see $log." >&2
   exit 1
 fi
