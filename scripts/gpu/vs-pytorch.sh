@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The executor beside plain PyTorch on one GPU (issue "executor speed"): for caat-1b (micro-batch 8, s 2048), gpt2-large
+# (micro-batch 32, s 1024) and a Llama-7B-shaped model cut to 4 layers (micro-batch 2, s 4096), one micro-batch per
+# optimizer step, bf16 compute with fp32 master weights, no dropout, synthetic tokens: `harness run`, then
+# pytorch-reference.py (the same shape in plain PyTorch, fused AdamW) eager and under torch.compile, one after the other
+# in one lease. Writes OUT_DIR/vs-pytorch.csv (model, system, step ms, tokens/s, peak allocated GiB, device, versions,
+# and tokens/s over torch.compile's), OUT_DIR/vs-pytorch.md, and each harness run's records under OUT_DIR/<model>/.
+# Usage: scripts/gpu/vs-pytorch.sh HARNESS_BINARY OUT_DIR [GPU_PRESET]   (ITERS: timed steps per system, default 20;
+#        MODELS: a subset, e.g. "caat-1b gpt2-large")
+set -uo pipefail
+source "$(dirname "$0")/preamble.sh" "$1" "$2" vs-pytorch.log 20
+gpu=${3:-h100-sxm}
+here=$(dirname "$0")
+common=(--device cuda --gpu "$gpu" --bf16 --mock-data --hidden-dropout 0 --attention-dropout 0 --attention-backend auto
+        --train-iters $((iters + 5)) --log-interval 5)
+declare -A flags=(
+  [caat-1b]="--model caat-1b --micro-batch-size 8 --global-batch-size 8"
+  [gpt2-large]="--model gpt2-large --micro-batch-size 32 --global-batch-size 32"
+  [llama-7b-4l]="--model llama-7b --num-layers 4 --seq-length 4096 --micro-batch-size 2 --global-batch-size 2")
+declare -A micro=([caat-1b]=8 [gpt2-large]=32 [llama-7b-4l]=2)
+rows="$out/rows.csv"
+: >"$rows"
+device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ',' ' ')
+for model in ${MODELS:-caat-1b gpt2-large llama-7b-4l}; do
+  # shellcheck disable=SC2086 # the flags are words
+  run "$model" ${flags[$model]}
+  if [ -s "$out/$model/summary.json" ]; then
+    python3 - "$out/$model/summary.json" "$model" "${micro[$model]}" "$device" >>"$rows" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+seq = s["Config"]["Model"]["SeqLength"]
+print(f'harness,{sys.argv[2]},{sys.argv[3]},{seq},{s["MedianStepMs"]:.2f},{s["TokensPerSecondPerGpu"]:.0f},'
+      f'{(s.get("PeakAllocatedBytes") or 0) / 2**30:.2f},{sys.argv[4]},harness')
+PY
+  fi
+  for mode in eager compile; do
+    echo "== pytorch $mode $model" | tee -a "$log"
+    python3 "$here/pytorch-reference.py" "$model" "${micro[$model]}" "$mode" "$iters" 5 2>>"$log" | tee -a "$log" >>"$rows" \
+      || echo "== pytorch $mode $model failed; its output is in $log" | tee -a "$log"
+  done
+done
+python3 - "$rows" "$out/vs-pytorch.csv" <<'PY' | tee "$out/vs-pytorch.md"
+import csv, sys
+header = ["system", "model", "micro_batch", "seq", "step_ms", "tokens_per_s", "peak_allocated_gib", "device", "version"]
+rows = [dict(zip(header, r)) for r in csv.reader(open(sys.argv[1])) if len(r) == len(header)]
+compiled = {r["model"]: float(r["tokens_per_s"]) for r in rows if r["system"] == "pytorch-compile"}
+with open(sys.argv[2], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(header + ["vs_torch_compile"])
+    for r in rows:
+        ratio = float(r["tokens_per_s"]) / compiled[r["model"]] if r["model"] in compiled else float("nan")
+        w.writerow([r[k] for k in header] + [f"{ratio:.3f}"])
+print("| model | system | step ms | tokens/s | peak allocated GiB | vs torch.compile | device |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for r in rows:
+    ratio = float(r["tokens_per_s"]) / compiled[r["model"]] if r["model"] in compiled else float("nan")
+    print(f'| {r["model"]} (mbs {r["micro_batch"]}, s {r["seq"]}) | {r["system"]} | {r["step_ms"]} | {r["tokens_per_s"]} | '
+          f'{r["peak_allocated_gib"]} | {ratio:.2f}x | {r["device"]} |')
+PY
+finish executor
