@@ -101,11 +101,14 @@ public static class RunDescriptionFlags
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
         new("--optimizer", true, "adam (Megatron's default) or sgd (momentum SGD: 8 B of optimizer state per parameter, not Adam's 12)"),
         new("--sgd-momentum", true, "SGD's momentum factor in [0, 1) (default 0.9); 0 keeps no momentum buffer"),
-        new("--transformer-impl", true, "transformer_engine (Megatron's default; the kernels modelled)"),
+        new("--transformer-impl", true, "transformer_engine (Megatron's default) or harness (this project's executor, whose fused kernels are costed; what a Harness run records)"),
         new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, cross-entropy and AdamW kernels"),
     };
 
     public static IEnumerable<Flag> Flags => LayoutFlags.Concat(ImplementationFlags);
+
+    /// <summary>Megatron's spelling of its default --transformer-impl, and this project's executor's.</summary>
+    private const string TransformerEngineImpl = "transformer_engine", HarnessImpl = "harness";
 
     /// <summary>Megatron's three element-wise fusion switches, which the simulator models together.</summary>
     private static readonly string[] ElementwiseFusions = ["--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"];
@@ -197,8 +200,18 @@ public static class RunDescriptionFlags
             cl.Errors.Add($"--optimizer {other} is not modelled (its optimizer states differ from Adam's and SGD's); use adam or sgd.");
             return d.Optimizer;
         }
-        if (cl.String("--transformer-impl") is string impl && impl != "transformer_engine")
-            cl.Errors.Add($"--transformer-impl {impl} (Megatron's own kernels in place of Transformer Engine's) is not modelled; use transformer_engine.");
+        var implementation = cl.String("--transformer-impl") switch
+        {
+            null => d.Implementation,
+            TransformerEngineImpl => TransformerImpl.TransformerEngine,
+            HarnessImpl => TransformerImpl.Harness,
+            var other => UnmodelledImpl(other),
+        };
+        TransformerImpl UnmodelledImpl(string other)
+        {
+            cl.Errors.Add($"--transformer-impl {other} is not modelled; use {TransformerEngineImpl} (Megatron's default) or {HarnessImpl} (this project's executor).");
+            return d.Implementation;
+        }
 
         var o = d.OverlapOrDefault;
         return layout with
@@ -228,6 +241,7 @@ public static class RunDescriptionFlags
             ExpandableSegments = cl.Switch(ExpandableSegments.Name) || d.ExpandableSegments,
             PipelineScatterGather = !cl.Switch("--no-scatter-gather-tensors-in-pipeline") && d.PipelineScatterGather,
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
+            Implementation = implementation,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
             // --cpu-offloading alone offloads no layer (Megatron's default num-layers is 0).
             CpuOffloadingLayers = cl.Int("--cpu-offloading-num-layers") ?? d.CpuOffloadingLayers,
@@ -405,6 +419,7 @@ public static class RunDescriptionFlags
         if (!r.FusedNorm) a.Add("--no-norm-fusion");
         if (!r.FusedSwiGlu) a.Add("--no-bias-swiglu-fusion");
         if (!r.FusedKernels) a.Add("--no-fused-kernels");
+        if (r.Implementation != d.Implementation) Value("--transformer-impl", r.Implementation == TransformerImpl.Harness ? HarnessImpl : TransformerEngineImpl);
         return a;
     }
 }

@@ -98,9 +98,13 @@ public sealed record RunValidation(
 public sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu, bool RanksOnOneDevice = false)
 {
     /// <summary>What a summary.json's root says ran: a summary as `harness run` writes it, or one recorded before the run
-    /// description (<see cref="LegacyRunSummary"/>).</summary>
-    public static SummaryRun Of(JsonElement root) =>
-        root.TryGetProperty("Config", out var config) ? LegacyRunSummary.Read(root, config) : Read(root);
+    /// description (<see cref="LegacyRunSummary"/>). Every summary is a run of this project's executor, costed with its own
+    /// kernels (<see cref="TransformerImpl.Harness"/>), also where it was recorded before the description named them.</summary>
+    public static SummaryRun Of(JsonElement root)
+    {
+        var run = root.TryGetProperty("Config", out var config) ? LegacyRunSummary.Read(root, config) : Read(root);
+        return run with { Description = run.Description with { Implementation = TransformerImpl.Harness } };
+    }
 
     /// <summary>A summary as `harness run` writes it: its Model, Description (as run) and Settings, each once.</summary>
     private static SummaryRun Read(JsonElement root)

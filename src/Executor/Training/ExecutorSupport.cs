@@ -97,7 +97,7 @@ public static class ExecutorSupport
         var asRun = d with
         {
             Overlap = overlap == d.OverlapOrDefault ? d.Overlap : overlap, FusedKernels = kernelsRan, GradientAccumulationFusion = fusions.GradientAccumulation,
-            AttentionBackend = fusions.Attention,
+            AttentionBackend = fusions.Attention, Implementation = TransformerImpl.Harness,
             // The fused SwiGLU kernel runs on bf16 GPU tensors only (FusedKernels.Applies); elsewhere libtorch's chunk, silu and
             // product run, which keep what Megatron's --no-bias-swiglu-fusion keeps.
             FusedSwiGlu = d.FusedSwiGlu && kernelsRan && d.Precision == Precision.Bf16,

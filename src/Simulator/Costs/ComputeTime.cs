@@ -141,7 +141,7 @@ public static class ComputeTime
             // Llama: 2 norms (fused: read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
             // (read + write), SwiGLU (SwiGluBytes).
             ? (2 * norm * h + 2 * 3 * e * h) / sp
-              + ((m.PositionEmbedding == PositionEmbedding.Rotary ? 2 * e * (h + kv) : 0) + (swiglu ? SwiGluBytes(c, e) * f : 2 * e * f)) / t
+              + ((m.PositionEmbedding == PositionEmbedding.Rotary ? RotaryBytes(c, e, h, kv) : 0) + (swiglu ? SwiGluBytes(c, e) * f : 2 * e * f)) / t
             // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask), fused bias-GeLU.
             : c.FusedElementwise
                 ? (2 * norm * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t
@@ -175,16 +175,31 @@ public static class ComputeTime
     /// product (3 elements); unfused, SiLU reads and writes f, the product reads 2f and writes f (5).</summary>
     private static double SwiGluBytes(RunDescription c, double e) => (c.FusedSwiGlu ? 3 : 5) * e;
 
+    /// <summary>Whether the executor's own fused kernels are what runs (<see cref="TransformerImpl.Harness"/> with its kernels
+    /// on; they take bf16 tensors only, else libtorch's operators run, whose passes are Megatron's here).</summary>
+    private static bool HarnessKernels(RunDescription c) =>
+        c.Implementation == TransformerImpl.Harness && c.FusedKernels && c.Precision == Precision.Bf16;
+
+    /// <summary>Bytes per token the rotary positions move, forward. Transformer Engine's fused rotary kernel reads and writes
+    /// Q and K (h + kv channels). The executor's fused kernel splits the QKV projection's output into Q, K and V and rotates Q and
+    /// K in the same pass: it reads and writes all h + 2·kv channels, and no separate split copy is made. It does not run under
+    /// context parallelism (a rank's token positions are not 0..s-1), where libtorch's operators rotate Q and K.</summary>
+    private static double RotaryBytes(RunDescription c, double e, double h, double kv) =>
+        HarnessKernels(c) && c.ContextParallel == 1 ? 2 * e * (h + 2 * kv) : 2 * e * (h + kv);
+
     /// <summary>Output layer and loss for one micro-batch on the last stage: the logits GEMM (vocabulary split t
-    /// ways), and Megatron's vocabulary-parallel cross-entropy in fp32 (cast, max, exp, sum, divide: ~5 passes
-    /// of 4 B over the logits). Returns (forward, backward) seconds.</summary>
+    /// ways), and the cross-entropy. Megatron's vocabulary-parallel cross-entropy runs in fp32 (cast, max, exp, sum, divide:
+    /// ~5 passes of 4 B over the logits forward, 3 backward). The executor's fused cross-entropy (an unsplit vocabulary only)
+    /// reads the bf16 logits once forward (an online log-sum-exp: Milakov and Gimelshein 2018, arXiv 1805.02867) and once
+    /// backward, writing the bf16 logits' gradient: 2 B and 4 B per logit. Returns (forward, backward) seconds.</summary>
     public static (double Forward, double Backward) OutputLayer(ModelSpec m, RunDescription c, GpuSpec gpu)
     {
         double T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
         double logits = T * m.VocabSize / c.TensorParallel;
         double gemm = Gemm(T, m.HiddenSize, (double)m.VocabSize / c.TensorParallel, gpu, c.Precision);
-        double loss = MemoryBound(logits * 5 * 4, gpu);
-        return (gemm + loss, 2 * gemm + MemoryBound(logits * 3 * 4, gpu));
+        bool fused = HarnessKernels(c) && c.TensorParallel == 1;
+        double loss = MemoryBound(logits * (fused ? 2 : 5 * 4), gpu);
+        return (gemm + loss, 2 * gemm + MemoryBound(logits * (fused ? 2 * 2 : 3 * 4), gpu));
     }
 
     /// <summary>Embedding lookup for one micro-batch on the first stage (write T x h; backward scatters the same).</summary>

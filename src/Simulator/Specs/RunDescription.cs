@@ -150,7 +150,8 @@ public enum ContextParallelCommType
 /// a2a+p2p: how many consecutive context-parallel ranks exchange heads by all-to-all (the ring runs over c / it of
 /// them); null for every other exchange.</param>
 /// <param name="FusedKernels">The executor's own CUDA kernels (SwiGLU, QKV with rotary, cross-entropy, AdamW) in place of
-/// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator models Megatron's kernels either way.</param>
+/// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator costs them under
+/// --transformer-impl harness (<see cref="Implementation"/>), Megatron's kernels otherwise.</param>
 /// <param name="DdpBucketSize">Megatron's --ddp-bucket-size: elements per data-parallel gradient bucket; null: Megatron's
 /// default, max(40M, 1M x data-parallel size). With ZeRO 2 and 3 it sets DeepSpeed's reduce_bucket_size (default 5e8).</param>
 /// <param name="LayersInFirstPipelineStage">Megatron's --decoder-first-pipeline-num-layers (TransformerConfig's
@@ -167,6 +168,8 @@ public enum ContextParallelCommType
 /// <param name="CpuOffloadingLayers">Megatron-core's --cpu-offloading-num-layers N (which turns on --cpu-offloading): the saved
 /// activations of the first N layers copied to host memory during forward and back during backward (Transformer Engine's
 /// cpu_offload_v1, through megatron/core/transformer/transformer_block.py); 0: off.</param>
+/// <param name="Implementation">Megatron's --transformer-impl: whose kernels the costs describe (<see cref="TransformerImpl"/>);
+/// a run of this project's executor records <see cref="TransformerImpl.Harness"/>.</param>
 public sealed partial record RunDescription(
     int DataParallel = 1,
     int TensorParallel = 1,
@@ -202,7 +205,8 @@ public sealed partial record RunDescription(
     bool AccountForLossInPipelineSplit = false,
     int CpuOffloadingLayers = 0,
     OptimizerType Optimizer = OptimizerType.Adam,
-    double SgdMomentum = 0.9)
+    double SgdMomentum = 0.9,
+    TransformerImpl Implementation = TransformerImpl.TransformerEngine)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;

@@ -33,7 +33,7 @@ public class CodecTests
         "--bf16 --grad-reduce-in-bf16", "--bf16 --main-grads-dtype bf16 --use-precision-aware-optimizer", "--bf16 --use-precision-aware-optimizer",
         "--fp16 --use-precision-aware-optimizer --main-params-dtype fp16", "--bf16 --use-precision-aware-optimizer --exp-avg-dtype bf16",
         "--bf16 --use-precision-aware-optimizer --exp-avg-sq-dtype fp8", "--cpu-offloading --cpu-offloading-num-layers 2",
-        "--optimizer sgd", "--optimizer sgd --sgd-momentum 0.5", "--optimizer sgd --sgd-momentum 0",
+        "--optimizer sgd", "--optimizer sgd --sgd-momentum 0.5", "--optimizer sgd --sgd-momentum 0", "--transformer-impl harness",
     ];
 
     private static RunDescription Parse(IEnumerable<string> args, int world = World)
