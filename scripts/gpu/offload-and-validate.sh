@@ -4,7 +4,8 @@
 #    8 layers (s 4096, micro-batch 4, bf16, synthetic tokens): N in 0 2 4 6 7 with no recomputation and with
 #    Megatron-Kwai's recomputation (--kaimm-recompute-norm --kaimm-recompute-mlp-activation-func), and full recomputation
 #    at N 0 (Megatron-core refuses recomputation with --cpu-offloading). Each run records the caching allocator's peak
-#    allocated bytes and its step time; `harness validate` sets the simulator's beside them (offload/validate.csv).
+#    allocated bytes and its step time; `harness validate` sets the simulator's beside them (offload/validate.csv, and
+#    offload/validate.png: measured and simulated memory and step time per run, the modes in turn, N rising).
 # 2. `harness validate` of caat-1b (micro-batch 8), gpt2-large (micro-batch 8) and a Llama-7B-shaped 4-layer model (s 4096,
 #    micro-batch 2) on the GPU's preset and on the constants `harness calibrate` measures for each model's shapes.
 # Usage: scripts/gpu/offload-and-validate.sh HARNESS_BINARY OUT_DIR GPU_PRESET   (ITERS: iterations per run, default 12)
@@ -31,12 +32,13 @@ for n in 0 2 4 6 7; do
   run "offload/kwai-n$n" "${llama8[@]}" "${offload[@]}" "${kwai[@]}"
 done
 run offload/full-n0 "${llama8[@]}" --recompute-granularity full --recompute-method uniform --recompute-num-layers 1
-"$harness" validate "$out/offload" --csv "$out/offload/validate.csv" 2>&1 | tee -a "$log"
+"$harness" validate "$out/offload" --csv "$out/offload/validate.csv" --plot "$out/offload/validate.png" \
+  --title "Llama-7B shape, 8 layers, s 4096, micro-batch 4: offloaded layers per recomputation mode" 2>&1 | tee -a "$log"
 
 run models/caat-1b --model caat-1b --micro-batch-size 8 --global-batch-size 8
 run models/gpt2-large --model gpt2-large --micro-batch-size 8 --global-batch-size 8
 run models/llama-7b-4l --model llama-7b --num-layers 4 --seq-length 4096 --micro-batch-size 2 --global-batch-size 2
-"$harness" validate "$out/models" --csv "$out/models/validate-preset.csv" 2>&1 | tee -a "$log"
+"$harness" validate "$out/models" --csv "$out/models/validate-preset.csv" --plot "$out/models/validate-preset.png" 2>&1 | tee -a "$log"
 for m in caat-1b gpt2-large; do
   "$harness" calibrate --gpu "$gpu" --model "$m" --micro-batch-size 8 --hold-seconds 5 --out "$out/models/cluster-$m.json" \
     >"$out/models/calibrate-$m.log" 2>&1 || failures=$((failures + 1))

@@ -21,6 +21,8 @@ public static class ValidateCommand
         new("--cluster", true, "simulate on this cluster file's GPU instead (harness calibrate --out writes one with measured constants)"),
         new("--csv", true, "also write the comparison to this CSV file"),
         new("--json", false, "print the comparison as JSON"),
+        new("--plot", true, "also draw measured against simulated peak memory and step time per run, in the order given, into this PNG"),
+        new("--title", true, "the plot's title (default: the runs' folders)"),
         new("--help", false, "this help"),
     };
 
@@ -46,7 +48,8 @@ public static class ValidateCommand
         if (cl.Ignored.Count > 0) cl.Errors.Add($"options it does not take: {string.Join(' ', cl.Ignored)}; see harness validate --help.");
         if (paths.Count == 0) cl.Errors.Add("name at least one run folder (harness run --out DIR), or a folder holding run folders.");
         foreach (var p in paths.Where(p => !Directory.Exists(p))) cl.Errors.Add($"'{p}' is not a folder.");
-        if (cl.String("--csv") is string csvPath && OutputFolder.Writable(csvPath, "--csv") is string csvError) cl.Errors.Add(csvError);
+        foreach (var flag in new[] { "--csv", "--plot" })
+            if (cl.String(flag) is string output && OutputFolder.Writable(output, flag) is string outputError) cl.Errors.Add(outputError);
         if (cl.Errors.Count > 0)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness validate: {e}");
@@ -68,6 +71,7 @@ public static class ValidateCommand
             return 2;
         }
         if (cl.String("--csv") is string csv) WriteCsv(rows, csv);
+        if (cl.String("--plot") is string plot) ValidationPlot.Write(rows, plot, cl.String("--title") ?? string.Join(", ", paths));
         if (cl.Switch("--json")) Console.WriteLine(JsonSerializer.Serialize(rows.Select(Flat), new JsonSerializerOptions { WriteIndented = true }));
         else Render(rows);
         return 0;

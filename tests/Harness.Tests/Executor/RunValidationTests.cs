@@ -23,7 +23,8 @@ public class RunValidationTests
     }
 
     private static readonly ModelSpec Caat = ModelPresets.All["caat-1b"];
-    private static readonly RunDescription CaatRun = new(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective);
+    // As a run records it: this executor's kernels (--transformer-impl harness).
+    private static readonly RunDescription CaatRun = new(MicroBatch: 8, GlobalBatch: 64, Recompute: RecomputeSpec.Selective, Implementation: TransformerImpl.Harness);
     private static readonly RunSettings OnH200 = new(MockData: true, Device: ExecutionDevice.Cuda, Gpu: "h200", Split: new DataSplit(969, 30, 1), EvalInterval: 50);
 
     [Fact]
@@ -61,7 +62,7 @@ public class RunValidationTests
         var model = ModelPresets.All["gpt2-large"] with { HiddenDropout = 0, AttentionDropout = 0 };
         var asRun = new RunDescription(DataParallel: 2, TensorParallel: 2, PipelineParallel: 2, LayersPerVirtualStage: 9, MicroBatch: 2, GlobalBatch: 16,
             Recompute: new RecomputeSpec(RecomputeGranularity.Full, RecomputeMethod.Block, 2), ZeroStage: 1,
-            Overlap: new OverlapSpec(PipelineP2p: false, TensorParallelBackwardAsync: false, DeviceMaxConnections: 8));
+            Overlap: new OverlapSpec(PipelineP2p: false, TensorParallelBackwardAsync: false, DeviceMaxConnections: 8), Implementation: TransformerImpl.Harness);
         var v = RunValidation.Of(WriteRun(model, asRun, OnH200, 900));
         var expected = Estimator.Estimate(model, new ClusterSpec(GpuPresets.All["h200"], 8, 8), asRun);
         Assert.Equal(asRun, v.Config);
@@ -113,7 +114,9 @@ public class RunValidationTests
         // A single-device run (its options in "Config": micro-batch 16, global 64, bf16, no recomputation, fused gradient
         // accumulation, no dropout field: trained without dropout) on the h200 preset it named.
         var single = RunValidation.Of(Path.Combine(Results, "executor", "nvidia-h200", "caat-1b-mbs16"));
-        var expected = new RunDescription(MicroBatch: 16, GlobalBatch: 64, Recompute: RecomputeSpec.None, Precision: Precision.Bf16, GradientAccumulationFusion: true);
+        // Every summary is a run of this executor, costed with its kernels (--transformer-impl harness).
+        var expected = new RunDescription(MicroBatch: 16, GlobalBatch: 64, Recompute: RecomputeSpec.None, Precision: Precision.Bf16, GradientAccumulationFusion: true,
+            Implementation: TransformerImpl.Harness);
         Assert.Equal(expected, single.Config);
         Assert.Equal("h200", single.Gpu);
         Assert.False(single.Model.Dropout);
@@ -135,10 +138,15 @@ public class RunValidationTests
     {
         var run = WriteRun(Caat, CaatRun, OnH200, 2000);
         string parent = Path.GetDirectoryName(run)!, csv = Path.Combine(parent, "v.csv");
-        var (code, output, _) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--csv", csv);
+        string plot = Path.Combine(parent, "v.png");
+        var (code, output, _) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--csv", csv, "--plot", plot);
         Assert.Equal(0, code);
         Assert.Contains("run-a", output);
         Assert.Equal(2, File.ReadAllLines(csv).Length);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(plot)[..4]);
+        var (unwritable, _, plotError) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--plot", Path.Combine(csv, "v.png"));
+        Assert.Equal(2, unwritable);
+        Assert.Contains("--plot", plotError);
         Assert.Equal(2, ConsoleCapture.Run(ValidateCommand.Run).Code);
         var (badGpu, _, error) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--gpu", "tpu");
         Assert.Equal(2, badGpu);
