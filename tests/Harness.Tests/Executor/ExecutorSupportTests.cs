@@ -79,7 +79,9 @@ public class ExecutorSupportTests
         Assert.False(asRun.GradientAccumulationFusion);
         Assert.Null(overlap.DeviceMaxConnections); // no GPU queues on CPU
         Assert.False(asRun.PipelineScatterGather);
-        Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false, FusedSwiGlu = false, PipelineScatterGather = false }, asRun); // nothing else changed
+        // Nothing else changed but the implementation, this executor (--transformer-impl harness), which every run records.
+        Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false, FusedSwiGlu = false, PipelineScatterGather = false,
+            Implementation = TransformerImpl.Harness }, asRun);
         Assert.Collection(notes,
             n => Assert.StartsWith("pipeline p2p is not overlapped", n),
             n => Assert.StartsWith("every tensor-parallel rank sends the whole activation to the next pipeline stage", n),
@@ -91,7 +93,7 @@ public class ExecutorSupportTests
         // Ulysses' all-to-alls are on the critical path in Megatron too: the overlap switch is left as asked, with no note;
         // a2a+p2p's ring is not overlapped, as p2p's.
         var ulysses = new RunDescription(ContextParallel: 2, Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.A2a,
-            FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false);
+            FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false, Implementation: TransformerImpl.Harness);
         var (ulyssesRan, ulyssesNotes) = ExecutorSupport.AsRun(ulysses, ExecutionDevice.Cpu, new Fusions(false, false, [], AttentionBackend.Flash), null);
         Assert.Equal(ulysses, ulyssesRan);
         Assert.Empty(ulyssesNotes);
@@ -100,7 +102,7 @@ public class ExecutorSupportTests
         Assert.False(hierarchicalRan.OverlapOrDefault.ContextParallelComm);
         Assert.StartsWith("ring attention passes each key/value block before computing on it", Assert.Single(hierarchicalNotes));
         // One rank, nothing asked for that does not run: no note.
-        var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false);
+        var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false, Implementation: TransformerImpl.Harness);
         var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, [], AttentionBackend.Flash), null);
         Assert.Equal(serial, same);
         Assert.Empty(none);
