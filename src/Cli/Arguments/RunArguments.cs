@@ -56,7 +56,7 @@ public static class RunArguments
         var description = RunDescriptionFlags.Read(cl, launchedWorldSize ?? settings.NprocPerNode);
         settings = settings with
         {
-            DataPath = settings.DataPath ?? (settings.MockData ? null : DefaultRun.DataPath),
+            DataPath = settings.DataPath ?? (settings.MockData || settings.PerSplitData ? null : DataBlend.Single(DefaultRun.DataPath)),
             Out = settings.Out ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
         };
         return cl.Errors.Count > 0 || model is null ? null : (model, description, settings);
