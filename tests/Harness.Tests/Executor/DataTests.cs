@@ -72,7 +72,7 @@ public class DataTests
         while (!File.Exists(Path.Combine(root, "Harness.sln"))) root = Path.GetDirectoryName(root)!;
         string output = TempPrefix();
         // As data/corpus/README.md makes it: Megatron's --append-eod, one dataset for the "text" key, four workers.
-        var result = Preprocessor.Run([Path.Combine(root, "data", "corpus", "factbook.jsonl")], output, ["text"], appendEod: true, workers: 4).Single();
+        var result = Preprocessor.Run([Path.Combine(root, "data", "corpus", "factbook.jsonl")], output, ["text"], appendEod: true, new Gpt2Tokenizer(), workers: 4).Single();
         string prefix = output + "_text_document";
         Assert.Equal(prefix, result.Prefix);
         Assert.Equal(261, result.Documents);
