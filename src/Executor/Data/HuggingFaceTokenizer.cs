@@ -62,10 +62,20 @@ public sealed class HuggingFaceTokenizer : ITextTokenizer
     {
         string file = Directory.Exists(path) ? Path.Combine(path, FileName) : path;
         InvalidDataException Fail(string why) => new($"{file} is not a tokenizer.json Harness reads: {why}.");
+        // A field of the wrong JSON kind, or a template naming a special token it does not list.
+        try { return Read(file, Fail); }
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
+        {
+            throw Fail($"it is malformed ({e.Message.TrimEnd('.')})");
+        }
+    }
+
+    private static HuggingFaceTokenizer Read(string file, Func<string, InvalidDataException> Fail)
+    {
         JsonElement root;
         try { root = JsonDocument.Parse(File.ReadAllText(file)).RootElement; }
         catch (JsonException e) { throw Fail($"it is not JSON ({e.Message})"); }
-        static string? Type(JsonElement e) => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) ? t.GetString() : null;
+        static string? Type(JsonElement e) => e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) ? Str(t) : null;
         JsonElement Get(JsonElement e, string name) => e.ValueKind == JsonValueKind.Object && e.TryGetProperty(name, out var v) ? v : default;
 
         var model = Get(root, "model");
@@ -73,7 +83,7 @@ public sealed class HuggingFaceTokenizer : ITextTokenizer
         if (Get(model, "byte_fallback").ValueKind == JsonValueKind.True)
             throw Fail("its BPE falls back to bytes (a SentencePiece-style tokenizer); use --tokenizer-type GPTSentencePieceTokenizer with its tokenizer.model");
         foreach (var affix in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
-            if (Get(model, affix).GetString() is { Length: > 0 } a) throw Fail($"its BPE has the {affix} '{a}', which byte-level BPE does not use");
+            if (Str(Get(model, affix)) is { Length: > 0 } a) throw Fail($"its BPE has the {affix} '{a}', which byte-level BPE does not use");
         var vocab = new Dictionary<string, int>();
         if (Get(model, "vocab").ValueKind != JsonValueKind.Object) throw Fail("its model has no vocab");
         foreach (var p in Get(model, "vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
@@ -86,10 +96,10 @@ public sealed class HuggingFaceTokenizer : ITextTokenizer
             if (pair.Length != 2) throw Fail($"merge {rank} is not a pair of tokens");
             ranks.TryAdd((pair[0], pair[1]), rank++);
         }
-        int? unknown = Get(model, "unk_token").GetString() is string unk && vocab.TryGetValue(unk, out int u) ? u : null;
+        int? unknown = Str(Get(model, "unk_token")) is string unk && vocab.TryGetValue(unk, out int u) ? u : null;
 
         var added = Get(root, "added_tokens").ValueKind == JsonValueKind.Array
-            ? Get(root, "added_tokens").EnumerateArray().Select(t => (Get(t, "content").GetString()!, Get(t, "id").GetInt32())).ToArray() : [];
+            ? Get(root, "added_tokens").EnumerateArray().Select(t => (Str(Get(t, "content"))!, Get(t, "id").GetInt32())).ToArray() : [];
 
         NormalizationForm? normalization = Type(Get(root, "normalizer")) switch
         {
@@ -116,11 +126,11 @@ public sealed class HuggingFaceTokenizer : ITextTokenizer
                     if (Get(step, "use_regex").ValueKind != JsonValueKind.False) splits.Add(new Regex(Gpt2Pattern, RegexOptions.CultureInvariant));
                     break;
                 case "Split":
-                    if (Get(step, "behavior").GetString() != "Isolated" || Get(step, "invert").ValueKind == JsonValueKind.True)
-                        throw Fail($"its Split pre-tokenizer's behavior is {Get(step, "behavior").GetString()}{(Get(step, "invert").ValueKind == JsonValueKind.True ? " inverted" : "")}; only Isolated is read");
+                    if (Str(Get(step, "behavior")) != "Isolated" || Get(step, "invert").ValueKind == JsonValueKind.True)
+                        throw Fail($"its Split pre-tokenizer's behavior is {Str(Get(step, "behavior"))}{(Get(step, "invert").ValueKind == JsonValueKind.True ? " inverted" : "")}; only Isolated is read");
                     var pattern = Get(step, "pattern");
-                    splits.Add(Get(pattern, "Regex").GetString() is string regex ? new Regex(regex, RegexOptions.CultureInvariant)
-                        : new Regex(Regex.Escape(Get(pattern, "String").GetString() ?? throw Fail("its Split pre-tokenizer has no pattern")), RegexOptions.CultureInvariant));
+                    splits.Add(Str(Get(pattern, "Regex")) is string regex ? new Regex(regex, RegexOptions.CultureInvariant)
+                        : new Regex(Regex.Escape(Str(Get(pattern, "String")) ?? throw Fail("its Split pre-tokenizer has no pattern")), RegexOptions.CultureInvariant));
                     break;
                 default:
                     throw Fail($"its pre-tokenizer {Type(step) ?? "is missing and"} is not byte-level (ByteLevel, or Split then ByteLevel)");
@@ -136,13 +146,15 @@ public sealed class HuggingFaceTokenizer : ITextTokenizer
             try
             {
                 var e = Get(JsonDocument.Parse(File.ReadAllText(config)).RootElement, "eos_token");
-                eos = e.ValueKind == JsonValueKind.String ? e.GetString() : e.ValueKind == JsonValueKind.Object ? Get(e, "content").GetString() : null;
+                eos = e.ValueKind == JsonValueKind.String ? e.GetString() : e.ValueKind == JsonValueKind.Object ? Str(Get(e, "content")) : null;
             }
             catch (JsonException ex) { throw new InvalidDataException($"{config} is not JSON ({ex.Message})."); }
         }
         return new HuggingFaceTokenizer(vocab, ranks, added, [.. splits], addPrefixSpace, Get(model, "ignore_merges").ValueKind == JsonValueKind.True,
             normalization, prefix, suffix, unknown, eos, file);
     }
+
+    private static string? Str(JsonElement e) => e.ValueKind == JsonValueKind.String ? e.GetString() : null;
 
     /// <summary>The ids a post-processor puts before and after a single sequence: TemplateProcessing's "single" template
     /// (processors/template.rs), ByteLevel's none, a Sequence's in turn.</summary>

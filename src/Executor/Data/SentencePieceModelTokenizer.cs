@@ -28,7 +28,7 @@ public sealed class SentencePieceModelTokenizer : ITextTokenizer
             using var stream = File.OpenRead(path);
             return new SentencePieceModelTokenizer(SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false));
         }
-        catch (Exception e) when (e is not IOException and not UnauthorizedAccessException)
+        catch (Exception e) when (e is not FileNotFoundException and not DirectoryNotFoundException and not UnauthorizedAccessException)
         {
             throw new InvalidDataException($"{path} is not a SentencePiece model Harness reads ({e.Message.TrimEnd('.')}).");
         }
