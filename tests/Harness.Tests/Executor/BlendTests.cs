@@ -103,6 +103,44 @@ public class BlendTests
         finally { Directory.Delete(dir, recursive: true); }
     }
 
+    /// <summary>--split cuts every dataset of the blend, and each share blends its datasets' shares: with 1,1 the first two of
+    /// four documents of ten tokens train and the last two validate, in both datasets, at weights 1 and 3 in both shares.</summary>
+    [Fact]
+    public void TheSplitCutsEveryDatasetOfTheBlend()
+    {
+        string dir = Directory.CreateTempSubdirectory("harness-blend-").FullName;
+        try
+        {
+            string Documents(string name, int first)
+            {
+                string prefix = Path.Combine(dir, name);
+                using var builder = new IndexedDatasetBuilder(prefix, 2000);
+                for (int d = 0; d < 4; d++)
+                {
+                    builder.Add(Enumerable.Range(first + 10 * d, 10).ToArray());
+                    builder.EndDocument();
+                }
+                builder.Finish();
+                return prefix;
+            }
+            var (a, b) = (Documents("a", 0), Documents("b", 1000));
+            var settings = new RunSettings(DataPath: new DataBlend([a, b], [1, 3]), Split: new DataSplit(1, 1, 0), TrainIters: 4, EvalInterval: 2, EvalIters: 1);
+            using var data = SplitData.Open(settings, 2000, 4, 2);
+            foreach (var (share, low) in new[] { (data.Train, 0), (data.Valid!, 20) })
+            {
+                var tokens = new long[8 * 5];
+                new GptSampler(share, 4).Next(8, tokens);
+                var firsts = Enumerable.Range(0, 8).Select(i => tokens[i * 5]).ToList();
+                Assert.Equal([1, 0, 1, 1, 0, 1, 1, 1], firsts.Select(t => t < 1000 ? 0 : 1));
+                // Every token comes from the share's documents: [low, low + 20) of each dataset.
+                Assert.All(tokens, t => Assert.InRange(t % 1000, low, low + 19));
+            }
+            // Targets: train 4 · 2 = 8 (planned 2 + 6), valid (4/2 + 1) · 1 · 2 = 6 (planned ceil(1.5) + ceil(4.5) = 2 + 5).
+            Assert.Equal([("train", 8L), ("valid", 7L)], data.Blends.Select(x => (x.Split, x.Samples)));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     private static readonly string[] Tiny =
     [
         "--num-layers", "1", "--hidden-size", "16", "--num-attention-heads", "2", "--seq-length", "4", "--vocab-size", "2000",
