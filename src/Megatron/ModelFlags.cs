@@ -76,7 +76,7 @@ public static class ModelFlags
             else
             {
                 if (vocab is null && cl.Ignored.FirstOrDefault(a => a.StartsWith("--tokenizer-", StringComparison.Ordinal) || a.StartsWith("--vocab-file", StringComparison.Ordinal)) is string tokenizer)
-                    cl.Errors.Add($"{tokenizer.Split(' ')[0]} sets the vocabulary in Megatron, but Harness does not read tokenizer files for its size; add --vocab-size.");
+                    cl.Errors.Add($"{tokenizer.Split(' ')[0]} sets the vocabulary in Megatron; harness simulate does not read tokenizer files for its size (harness run does): add --vocab-size.");
                 var missing = new[] { ("--num-layers", layers), ("--hidden-size", hidden), ("--num-attention-heads", heads), ("--seq-length", seq) }
                     .Where(f => f.Item2 is null).Select(f => f.Item1).ToList();
                 if (missing.Count > 0)

@@ -29,7 +29,10 @@ public static class RunSettingsFlags
         new("--min-loss-scale", true, "dynamic loss scaling's floor (default 1)"),
         new("--loss-scale-window", true, "overflow-free iterations before the scale doubles (default 1000)"),
         new("--hysteresis", true, "overflowing iterations before the scale halves (default 2)"),
-        new("--data-path", true, "prefix of a Megatron .bin/.idx dataset (default: the shipped corpus)"),
+        new("--data-path", true, "prefix of a Megatron .bin/.idx dataset, or weight-prefix pairs W1 PREFIX1 W2 PREFIX2 ... to blend (default: the shipped corpus)", TakesList: true),
+        new("--train-data-path", true, "the training share's own dataset(s), as --data-path takes them (instead of --data-path and --split)", TakesList: true),
+        new("--valid-data-path", true, "the validation share's own dataset(s), with --train-data-path", TakesList: true),
+        new("--test-data-path", true, "the test share's own dataset(s), with --train-data-path (held out, not evaluated)", TakesList: true),
         new("--mock-data", false, "synthetic tokens instead of a dataset"),
         new("--split", true, "training, validation and test weights of the documents, e.g. 969,30,1 (default: all train, no validation)"),
         new("--eval-interval", true, "iterations between validation losses, and one after the last (default 1000)"),
@@ -105,7 +108,10 @@ public static class RunSettingsFlags
             LearningRate = schedule,
             Adam = adam,
             LossScale = lossScale,
-            DataPath = cl.String("--data-path") ?? d.DataPath,
+            DataPath = ReadBlend(cl, "--data-path") ?? d.DataPath,
+            TrainDataPath = ReadBlend(cl, "--train-data-path") ?? d.TrainDataPath,
+            ValidDataPath = ReadBlend(cl, "--valid-data-path") ?? d.ValidDataPath,
+            TestDataPath = ReadBlend(cl, "--test-data-path") ?? d.TestDataPath,
             MockData = cl.Switch("--mock-data") || d.MockData,
             Split = ReadSplit(cl),
             EvalInterval = cl.Int("--eval-interval") ?? d.EvalInterval,
@@ -140,6 +146,15 @@ public static class RunSettingsFlags
             cl.Switch("--log-validation-ppl-to-tensorboard") || d.LogValidationPpl,
             d.LogLossScale && !cl.Switch("--no-log-loss-scale-to-tensorboard") && !cl.Switch("--disable-log-loss-scale-to-tensorboard"),
             cl.Switch("--log-world-size-to-tensorboard") || d.LogWorldSize);
+    }
+
+    /// <summary>A data-path flag's list (its words, as nargs='*' takes them), or null when absent or not a blend (with an error).</summary>
+    private static DataBlend? ReadBlend(CommandLine cl, string flag)
+    {
+        if (cl.String(flag) is not string text) return null;
+        var (blend, problem) = DataBlend.Parse(flag, text.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        if (problem is not null) cl.Errors.Add(problem);
+        return blend;
     }
 
     private static DataSplit? ReadSplit(CommandLine cl)
@@ -198,7 +213,11 @@ public static class RunSettingsFlags
         Double("--min-loss-scale", ls.Min, dls.Min);
         Long("--loss-scale-window", ls.Window, dls.Window);
         Long("--hysteresis", ls.Hysteresis, dls.Hysteresis);
-        Text("--data-path", s.DataPath, d.DataPath);
+        void Blend(string flag, DataBlend? blend) { if (blend is not null) { a.Add(flag); a.AddRange(blend.Words()); } }
+        Blend("--data-path", s.DataPath);
+        Blend("--train-data-path", s.TrainDataPath);
+        Blend("--valid-data-path", s.ValidDataPath);
+        Blend("--test-data-path", s.TestDataPath);
         if (s.MockData) a.Add("--mock-data");
         if (s.Split is { } split) Value("--split", split.ToString());
         Long("--eval-interval", s.EvalInterval, d.EvalInterval);

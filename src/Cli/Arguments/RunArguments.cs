@@ -1,4 +1,5 @@
 using System.Globalization;
+using Harness.Executor.Data;
 using Harness.Executor.Training;
 using Harness.Megatron;
 using Harness.Simulator.Specs;
@@ -25,8 +26,15 @@ public static class RunArguments
         (new("--print-cluster-json", false, ""), "harness simulate --print-cluster-json prints it"),
     ];
 
+    /// <summary>Megatron's tokenizer flags, which set the model's vocabulary size as Megatron sets it from the tokenizer.</summary>
+    private static readonly Flag[] TokenizerFlags =
+    [
+        new("--tokenizer-type", true, $"the tokenizer whose vocabulary sizes the model: {string.Join(", ", TextTokenizers.Types)}"),
+        new("--tokenizer-model", true, "its file: a tokenizer.json (HuggingFaceTokenizer) or a SentencePiece tokenizer.model"),
+    ];
+
     public static IReadOnlyList<Flag> Flags { get; } =
-        [.. ModelFlags.Flags, .. RunDescriptionFlags.Flags, .. RunSettingsFlags.Flags, new Flag("--help", false, "this help"), .. SimulateOnly.Select(s => s.Flag)];
+        [.. ModelFlags.Flags, .. RunDescriptionFlags.Flags, .. RunSettingsFlags.Flags, .. TokenizerFlags, new Flag("--help", false, "this help"), .. SimulateOnly.Select(s => s.Flag)];
 
     /// <summary>The command line with the default run's flags before it when it names no model (later flags win; a warm-up
     /// the user gives replaces the default's, whichever of --lr-warmup-iters and --lr-warmup-fraction it is).</summary>
@@ -52,13 +60,42 @@ public static class RunArguments
             if (cl.String(flag.Name) is not null || cl.Switch(flag.Name))
                 cl.Errors.Add($"{flag.Name} is harness simulate's; {instead}.");
         var model = ModelFlags.Read(cl, DefaultRun.Model.Name);
+        if (model is not null && TokenizerVocabulary(cl) is int vocab)
+        {
+            if (cl.String("--vocab-size") is string given && given != vocab.ToString(CultureInfo.InvariantCulture))
+                cl.Errors.Add($"--vocab-size {given} differs from the tokenizer's {vocab}; Megatron sizes the vocabulary from the tokenizer: drop --vocab-size.");
+            model = model with { VocabSize = vocab };
+        }
         var settings = RunSettingsFlags.Read(cl);
         var description = RunDescriptionFlags.Read(cl, launchedWorldSize ?? settings.NprocPerNode);
         settings = settings with
         {
-            DataPath = settings.DataPath ?? (settings.MockData ? null : DefaultRun.DataPath),
+            DataPath = settings.DataPath ?? (settings.MockData || settings.PerSplitData ? null : DataBlend.Single(DefaultRun.DataPath)),
             Out = settings.Out ?? Path.Combine("runs", DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)),
         };
         return cl.Errors.Count > 0 || model is null ? null : (model, description, settings);
+    }
+
+    /// <summary>The vocabulary size of the tokenizer --tokenizer-type and --tokenizer-model name (Megatron's tokenizer.vocab_size,
+    /// from which it pads the tables); null when neither is given or they build none (with an error).</summary>
+    private static int? TokenizerVocabulary(CommandLine cl)
+    {
+        string? model = cl.String("--tokenizer-model");
+        if (cl.String("--tokenizer-type") is not string type)
+        {
+            if (model is not null) cl.Errors.Add("--tokenizer-model needs --tokenizer-type, which says how to read it.");
+            return null;
+        }
+        if (TextTokenizers.Problem(type, model) is string problem)
+        {
+            cl.Errors.Add(problem);
+            return null;
+        }
+        try { return TextTokenizers.Create(type, model).VocabSize; }
+        catch (InvalidDataException e)
+        {
+            cl.Errors.Add(e.Message);
+            return null;
+        }
     }
 }

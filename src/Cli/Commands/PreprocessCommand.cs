@@ -5,23 +5,20 @@ namespace Harness.Cli.Commands;
 
 /// <summary>
 /// `harness preprocess`: Megatron's tools/preprocess_data.py with its flags (`--input --output-prefix --json-keys
-/// --append-eod --tokenizer-type --workers`) — documents (JSON lines, or plain text split at blank lines) to one indexed
-/// dataset per JSON key, PREFIX_KEY_document.bin/.idx, tokenized with GPT-2 BPE (its vocabulary is built in).
+/// --append-eod --tokenizer-type --tokenizer-model --workers`) — documents (JSON lines, or plain text split at blank lines) to
+/// one indexed dataset per JSON key, PREFIX_KEY_document.bin/.idx, tokenized by the tokenizer <see cref="TextTokenizers"/> builds.
 /// </summary>
 public static class PreprocessCommand
 {
     private static readonly string[] Options =
-        ["--input", "--output-prefix", "--json-keys", "--append-eod", "--tokenizer-type", "--workers", "--help"];
-
-    /// <summary>The tokenizers Megatron's --tokenizer-type names that this preprocess has.</summary>
-    private const string Gpt2Bpe = "GPT2BPETokenizer";
+        ["--input", "--output-prefix", "--json-keys", "--append-eod", "--tokenizer-type", "--tokenizer-model", "--workers", "--help"];
 
     public static int Run(string[] args)
     {
         var inputs = new List<string>();
         var keys = new List<string>();
         var errors = new List<string>();
-        string? prefix = null, tokenizer = Gpt2Bpe;
+        string? prefix = null, tokenizer = TextTokenizers.Gpt2Bpe, model = null;
         bool appendEod = false;
         int workers = 1;
         for (int i = 0; i < args.Length; i++)
@@ -38,6 +35,7 @@ public static class PreprocessCommand
                     break;
                 case "--append-eod": appendEod = true; break;
                 case "--tokenizer-type": tokenizer = Next(); break;
+                case "--tokenizer-model": model = Next(); break;
                 case "--workers":
                     string? w = Next();
                     if (!int.TryParse(w, out workers) || workers < 1 || workers > 1024)
@@ -45,7 +43,8 @@ public static class PreprocessCommand
                     break;
                 case "--help" or "-h":
                     Console.WriteLine("usage: harness preprocess --input FILE [--input FILE...] --output-prefix PREFIX [--json-keys text...] [--append-eod]");
-                    Console.WriteLine("                          [--tokenizer-type GPT2BPETokenizer] [--workers N]   -> PREFIX_KEY_document.bin/.idx per key");
+                    Console.WriteLine($"                          [--tokenizer-type {string.Join('|', TextTokenizers.Types)}]");
+                    Console.WriteLine("                          [--tokenizer-model FILE] [--workers N]   -> PREFIX_KEY_document.bin/.idx per key");
                     return 0;
                 default:
                     Console.Error.WriteLine(Spelling.Closest(args[i], Options) is string closest
@@ -54,8 +53,8 @@ public static class PreprocessCommand
                     return 2;
             }
         }
-        if (tokenizer != Gpt2Bpe)
-            errors.Add($"--tokenizer-type '{tokenizer}' is not one this preprocess has; valid: {Gpt2Bpe} (GPT-2's byte-level BPE, its vocabulary built in).");
+        if (tokenizer is null) errors.Add("--tokenizer-type needs a value.");
+        else if (TextTokenizers.Problem(tokenizer, model) is string problem) errors.Add(problem);
         if (inputs.Count == 0 || prefix is null)
             errors.Add("give --input FILE (one or more) and --output-prefix PREFIX.");
         if (errors.Count > 0)
@@ -73,11 +72,11 @@ public static class PreprocessCommand
         if (keys.Count == 0) keys.Add("text");
         try
         {
-            foreach (var r in Preprocessor.Run(inputs, prefix!, keys, appendEod, workers))
+            foreach (var r in Preprocessor.Run(inputs, prefix!, keys, appendEod, TextTokenizers.Create(tokenizer!, model), workers))
                 Console.WriteLine($"harness preprocess: {r.Documents} documents, {r.Tokens:N0} tokens -> {r.Prefix}.bin/.idx");
             return 0;
         }
-        catch (InvalidDataException e)
+        catch (Exception e) when (e is InvalidDataException or ArgumentException)
         {
             Console.Error.WriteLine($"harness preprocess: {e.Message}");
             return 2;

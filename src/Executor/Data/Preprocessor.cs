@@ -8,8 +8,8 @@ public sealed record PreprocessResult(string Prefix, int Documents, long Tokens)
 
 /// <summary>
 /// Megatron's tools/preprocess_data.py in C#: documents in, an indexed dataset out per JSON key, named as Megatron names it
-/// (PREFIX_KEY_document.bin/.idx), each document tokenized with GPT-2 BPE and, under --append-eod, followed by
-/// &lt;|endoftext|&gt;. Input: JSON lines (one document per line, each key a string field), or plain text where blank lines
+/// (PREFIX_KEY_document.bin/.idx), each document tokenized by the --tokenizer-type's tokenizer (<see cref="TextTokenizers"/>)
+/// and, under --append-eod, followed by its end-of-document id. Input: JSON lines (one document per line, each key a string field), or plain text where blank lines
 /// separate documents (one dataset, named by the first key). Each input must be UTF-8 (a byte that is not is refused, where
 /// Python's default decoding in preprocess_data.py fails too, rather than replaced) and hold at least one document.
 /// <paramref name="workers"/> documents are tokenized at once (--workers), their order kept.
@@ -19,21 +19,23 @@ public static class Preprocessor
     /// <summary>Megatron's output name for one key: {prefix}_{key}_document (preprocess_data.py, level "document").</summary>
     public static string OutputPrefix(string prefix, string key) => $"{prefix}_{key}_document";
 
-    public static IReadOnlyList<PreprocessResult> Run(IReadOnlyList<string> inputs, string outputPrefix, IReadOnlyList<string> jsonKeys, bool appendEod, int workers = 1)
+    /// <param name="tokenizer">Shared by the workers: every tokenizer here only reads its tables once built.</param>
+    public static IReadOnlyList<PreprocessResult> Run(IReadOnlyList<string> inputs, string outputPrefix, IReadOnlyList<string> jsonKeys, bool appendEod,
+        ITextTokenizer tokenizer, int workers = 1)
     {
+        if (appendEod && tokenizer.EndOfDocument is null) throw new ArgumentException("--append-eod needs an end-of-document token, and the tokenizer names none.");
         var results = new List<PreprocessResult>();
         foreach (var key in jsonKeys)
         {
             string prefix = OutputPrefix(outputPrefix, key);
-            using var tokenizer = new ThreadLocal<Gpt2Tokenizer>(() => new Gpt2Tokenizer());
-            using var builder = new IndexedDatasetBuilder(prefix, Gpt2Tokenizer.VocabSize);
+            using var builder = new IndexedDatasetBuilder(prefix, tokenizer.VocabSize);
             int documents = 0;
             long tokens = 0;
             foreach (var input in inputs)
             {
                 int before = documents;
                 var encoded = Documents(input, key).AsParallel().AsOrdered().WithDegreeOfParallelism(Math.Max(1, workers))
-                    .Select(d => appendEod ? tokenizer.Value!.Encode(d).Append(Gpt2Tokenizer.EndOfText).ToArray() : tokenizer.Value!.Encode(d).ToArray());
+                    .Select(d => appendEod ? tokenizer.Encode(d).Append(tokenizer.EndOfDocument!.Value).ToArray() : tokenizer.Encode(d).ToArray());
                 try
                 {
                     foreach (var ids in encoded)

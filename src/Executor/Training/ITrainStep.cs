@@ -1,3 +1,4 @@
+using Harness.Executor.Data;
 using Harness.Executor.Fused;
 using Harness.Executor.Training.Records;
 using Harness.Simulator.Specs;
@@ -21,6 +22,9 @@ public interface ITrainStep : IDisposable
 
     /// <summary>Parameters of this process's part of the model.</summary>
     long Parameters { get; }
+
+    /// <summary>The blends of the data's shares (<see cref="SplitData.Blends"/>).</summary>
+    IReadOnlyList<BlendedSplit> Blends { get; }
 
     /// <summary>Whether this process writes the run's records (rank 0).</summary>
     bool Writer { get; }

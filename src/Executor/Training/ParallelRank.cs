@@ -39,9 +39,9 @@ public sealed class ParallelRank : ITrainStep
         groups = ProcessGroups.Create(world, RankOrder.For(world.Size, description.TensorParallel, description.ContextParallel, description.PipelineParallel));
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, description.TensorParallel);
         trainer = new ParallelTrainer(groups, Model, description, device, settings.Seed, settings.AdamOrDefault, settings.LossScaleOrDefault);
-        data = SplitData.Open(settings, model.VocabSize, model.SeqLength);
-        sampler = new GptSampler(data.Train, model.SeqLength, settings.Seed);
-        validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength, settings.Seed);
+        data = SplitData.Open(settings, model.VocabSize, model.SeqLength, description.GlobalBatch);
+        sampler = new GptSampler(data.Train, model.SeqLength);
+        validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength);
         host = new long[description.GlobalBatch * (model.SeqLength + 1)];
         DeviceName = DeviceProbe.Name(device.type == DeviceType.CUDA, localDevice);
     }
@@ -50,6 +50,7 @@ public sealed class ParallelRank : ITrainStep
     public Fusions Fusions => trainer.Fusions;
     public string DeviceName { get; }
     public long Parameters => trainer.Buffer.Count;
+    public IReadOnlyList<BlendedSplit> Blends => data.Blends;
     public bool Writer => world.Rank == 0;
 
     public CheckpointMeta Resume(string root) => DistributedCheckpoint.Load(root, trainer, sampler);

@@ -52,9 +52,9 @@ public sealed class Trainer : ITrainStep
         bool cuda = settings.Device == ExecutionDevice.Cuda;
         device = cuda ? CUDA : CPU;
         DeviceName = DeviceProbe.Name(cuda, 0);
-        data = SplitData.Open(settings, model.VocabSize, model.SeqLength);
-        sampler = new GptSampler(data.Train, model.SeqLength, settings.Seed);
-        validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength, settings.Seed);
+        data = SplitData.Open(settings, model.VocabSize, model.SeqLength, description.GlobalBatch);
+        sampler = new GptSampler(data.Train, model.SeqLength);
+        validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength);
         manual_seed(settings.Seed);
         var dtype = ExecutorSupport.ComputeDtype(description.Precision);
         Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype, AttentionKernel.Select(model, description, device, dtype));
@@ -73,6 +73,7 @@ public sealed class Trainer : ITrainStep
     public Fusions Fusions { get; }
     public string DeviceName { get; }
     public long Parameters => buffer.Count;
+    public IReadOnlyList<BlendedSplit> Blends => data.Blends;
     public bool Writer => true;
 
     public CheckpointMeta Resume(string root)

@@ -35,7 +35,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         errors.AddRange(ExecutorSupport.Refusals(description));
         errors.AddRange(settings.Validate());
         // Both given is the settings' own mistake (RunSettings.Validate); neither is the executor's to refuse.
-        if (settings.DataPath is null && !settings.MockData) errors.Add("Give one of --data-path PREFIX and --mock-data.");
+        if (settings.DataPath is null && !settings.MockData && !settings.PerSplitData) errors.Add("Give one of --data-path PREFIX, --train-data-path PREFIX and --mock-data.");
         if (settings.Save is not null && File.Exists(settings.Save)) errors.Add($"--save '{settings.Save}' is a file; it must name a checkpoint folder (new or existing).");
         if (description.Precision == Precision.Bf16 && settings.Device == ExecutionDevice.Cpu) errors.Add("--bf16 is for --device cuda; CPU runs train in float32.");
         // DropoutRng reseeds libtorch's CUDA generator per draw (the flash kernel can draw from no other), and ranks that are
@@ -56,11 +56,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
     /// </summary>
     public void Prepare()
     {
-        using (var data = SplitData.Open(settings, model.VocabSize, model.SeqLength))
-        {
-            _ = new GptSampler(data.Train, model.SeqLength, settings.Seed);
-            if (data.Valid is not null) _ = new GptSampler(data.Valid, model.SeqLength, settings.Seed);
-        }
+        SplitData.Open(settings, model.VocabSize, model.SeqLength, description.GlobalBatch).Dispose();
         if (settings.Load is not null)
         {
             var (dir, meta) = Checkpoint.Latest(settings.Load);
@@ -97,7 +93,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         if (settings.Device == ExecutionDevice.Cuda && CachingAllocatorStats.Unavailable is string why)
             notes = [.. notes, $"the caching allocator's statistics could not be read ({why}): memory is NVML's only."];
         var run = new RunRecord(step.Model, asRun, settings, notes, step.DeviceName, TorchRuntime.Initialize(settings.Device, settings.Libtorch), step.Parameters,
-            VocabPadding.Padded(model.VocabSize, settings.MakeVocabSizeDivisibleBy, 1));
+            VocabPadding.Padded(model.VocabSize, settings.MakeVocabSizeDivisibleBy, 1), step.Blends);
         if (!step.Writer)
         {
             TrainingLoop.Run(step, run, recorder: null, log, stop);

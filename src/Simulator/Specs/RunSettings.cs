@@ -75,6 +75,9 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// <param name="RanksOnOneDevice">All <see cref="NprocPerNode"/> ranks as threads of one process on one device (on CUDA, GPU 0),
 /// exchanging tensors through the in-process backend: every layout runs where one device is all there is, with the memory of
 /// all ranks on it and timings that are not a cluster's.</param>
+/// <param name="DataPath">Megatron's --data-path: the datasets, blended by weight, whose documents --split cuts into the shares.</param>
+/// <param name="TrainDataPath">Megatron's --train-data-path: the training share's own datasets (then --valid-data-path and
+/// --test-data-path give the others', each optional), instead of --data-path and --split.</param>
 /// <param name="Split">Megatron's --split of the dataset's documents into training, validation and test shares; null: every
 /// document trains and there is no validation set.</param>
 /// <param name="EvalInterval">Megatron's --eval-interval: iterations between validation losses (one more after the last iteration).</param>
@@ -93,7 +96,7 @@ public sealed record RunSettings(
     LearningRateSettings? LearningRate = null,
     AdamSettings? Adam = null,
     LossScaleSettings? LossScale = null,
-    string? DataPath = null,
+    DataBlend? DataPath = null,
     bool MockData = false,
     string? Save = null,
     string? Load = null,
@@ -115,8 +118,14 @@ public sealed record RunSettings(
     int? ExitDurationInMins = null,
     bool Overwrite = false,
     bool CheckForNanInLossAndGrad = true,
-    TensorBoardSettings? TensorBoard = null)
+    TensorBoardSettings? TensorBoard = null,
+    DataBlend? TrainDataPath = null,
+    DataBlend? ValidDataPath = null,
+    DataBlend? TestDataPath = null)
 {
+    /// <summary>Whether the shares have datasets of their own (Megatron's blend_per_split).</summary>
+    public bool PerSplitData => TrainDataPath is not null || ValidDataPath is not null || TestDataPath is not null;
+
     public LearningRateSettings LearningRateOrDefault => LearningRate ?? new();
     public AdamSettings AdamOrDefault => Adam ?? new();
     public LossScaleSettings LossScaleOrDefault => LossScale ?? new();
@@ -146,7 +155,13 @@ public sealed record RunSettings(
         if (!Finite(a.WeightDecay) || a.WeightDecay < 0) e.Add($"--weight-decay is {FlagText.Of(a.WeightDecay)}; it must be at least 0.");
         if (!Finite(a.ClipGrad) || a.ClipGrad < 0) e.Add($"--clip-grad is {FlagText.Of(a.ClipGrad)}; it must be at least 0 (0 = off).");
         e.AddRange(LossScaleOrDefault.Validate());
+        // Megatron's validate_args: "A single data source must be provided"; BlendedMegatronDatasetConfig: "split and
+        // blend_per_split are incompatible".
         if (DataPath is not null && MockData) e.Add("Give one of --data-path PREFIX and --mock-data, not both.");
+        if (PerSplitData && (DataPath is not null || MockData))
+            e.Add("Give one data source: --data-path, --mock-data, or --train-data-path (with --valid-data-path, --test-data-path).");
+        if (PerSplitData && TrainDataPath is null) e.Add("--valid-data-path and --test-data-path go with --train-data-path, which names the datasets to train on; give it.");
+        if (PerSplitData && Split is not null) e.Add($"--split {Split} cuts --data-path's datasets; --train-data-path, --valid-data-path and --test-data-path name each share's own: remove --split.");
         if (SaveInterval < 0) e.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (LogInterval < 1) e.Add($"--log-interval is {LogInterval}; it must be at least 1.");
         if (TensorBoardOrDefault.LogInterval < 1) e.Add($"--tensorboard-log-interval is {TensorBoardOrDefault.LogInterval}; it must be at least 1.");
@@ -163,9 +178,9 @@ public sealed record RunSettings(
         return e;
     }
 
-    /// <summary>Whether the run computes validation losses: its split holds validation documents and --eval-iters is not 0
-    /// (Megatron's do_valid).</summary>
-    public bool Validates => Split is { Valid: > 0 } && EvalIters > 0;
+    /// <summary>Whether the run computes validation losses: its split holds validation documents, or --valid-data-path names
+    /// datasets, and --eval-iters is not 0 (Megatron's do_valid).</summary>
+    public bool Validates => (Split is { Valid: > 0 } || ValidDataPath is not null) && EvalIters > 0;
 
     /// <summary>Whether a validation loss follows iteration <paramref name="iterations"/>: every --eval-interval and after the last
     /// (Megatron's train loop and its evaluation at the end of training).</summary>

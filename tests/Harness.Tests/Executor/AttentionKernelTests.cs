@@ -68,7 +68,7 @@ public class AttentionKernelTests
             string dir = Path.Combine(Path.GetTempPath(), $"harness-attention-{Guid.NewGuid():N}");
             try
             {
-                var settings = new RunSettings(TrainIters: 3, Seed: 7, DataPath: DefaultRun.DataPath, LogInterval: 1);
+                var settings = new RunSettings(TrainIters: 3, Seed: 7, DataPath: DataBlend.Single(DefaultRun.DataPath), LogInterval: 1);
                 var rows = new TrainingRun(model, new RunDescription(MicroBatch: 2, GlobalBatch: 2, AttentionBackend: backend), settings, dir, _ => { })
                     .RunSingleDevice();
                 using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));

@@ -46,19 +46,20 @@ public class DataSplitTests
     {
         string prefix = Path.Combine(Repository, "data", "corpus", "factbook_text_document");
         using var whole = new IndexedDataset(prefix);
-        var settings = new RunSettings(DataPath: prefix, Split: new DataSplit(969, 30, 1));
-        using var data = SplitData.Open(settings, 50257, 64);
+        var settings = new RunSettings(DataPath: DataBlend.Single(prefix), Split: new DataSplit(969, 30, 1));
+        using var data = SplitData.Open(settings, 50257, 64, 1);
+        ITokenSource train = ((GptDataset)data.Train).Tokens, valid = ((GptDataset)data.Valid!).Tokens;
         long Tokens(int firstDocument, int endDocument) =>
             Enumerable.Range(firstDocument, endDocument - firstDocument).Sum(d => (long)whole.Sizes[(int)whole.DocumentIndices[d]]);
-        Assert.Equal(Tokens(0, 253), data.Train.TokenCount);
-        Assert.Equal(Tokens(253, 261), data.Valid!.TokenCount);
+        Assert.Equal(Tokens(0, 253), train.TokenCount);
+        Assert.Equal(Tokens(253, 261), valid.TokenCount);
         // The validation share starts with document 253's first token.
         Span<long> first = stackalloc long[4];
-        data.Valid.Read(0, first);
+        valid.Read(0, first);
         Assert.Equal(whole.Sequence((int)whole.DocumentIndices[253])[..4], first.ToArray());
         // A share shorter than one sample is one sentence.
-        var tiny = Assert.Throws<ArgumentException>(() => SplitData.Open(settings with { Split = new DataSplit(1000, 1, 0) }, 50257, 64));
-        Assert.StartsWith("--split 1000,1,0 gives the valid share documents [261, 261) of 261: 0 tokens, fewer than one sample", tiny.Message);
+        var tiny = Assert.Throws<ArgumentException>(() => SplitData.Open(settings with { Split = new DataSplit(1000, 1, 0) }, 50257, 64, 1));
+        Assert.StartsWith($"--split 1000,1,0 gives the valid share documents [261, 261) of 261 in {prefix}: 0 tokens, fewer than one sample", tiny.Message);
     }
 
     /// <summary>Evaluation runs without dropout (Megatron's model.eval()): at --lr 0 the weights never move, so a model with

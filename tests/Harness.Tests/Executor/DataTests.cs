@@ -72,7 +72,7 @@ public class DataTests
         while (!File.Exists(Path.Combine(root, "Harness.sln"))) root = Path.GetDirectoryName(root)!;
         string output = TempPrefix();
         // As data/corpus/README.md makes it: Megatron's --append-eod, one dataset for the "text" key, four workers.
-        var result = Preprocessor.Run([Path.Combine(root, "data", "corpus", "factbook.jsonl")], output, ["text"], appendEod: true, workers: 4).Single();
+        var result = Preprocessor.Run([Path.Combine(root, "data", "corpus", "factbook.jsonl")], output, ["text"], appendEod: true, new Gpt2Tokenizer(), workers: 4).Single();
         string prefix = output + "_text_document";
         Assert.Equal(prefix, result.Prefix);
         Assert.Equal(261, result.Documents);
@@ -88,12 +88,12 @@ public class DataTests
     {
         var source = new MockTokenSource(1000, 3);
         var counting = new ArraySource(Enumerable.Range(0, 41).Select(i => (long)i).ToArray());
-        var a = new GptSampler(counting, 4, seed: 5);
+        var a = new GptSampler(new GptDataset(counting, 4, seed: 5), 4);
         var firsts = new List<long>();
         var buffer = new long[5];
         for (int i = 0; i < 10; i++) { a.Next(1, buffer); firsts.Add(buffer[0]); Assert.Equal(buffer[0] + 4, buffer[4]); }
         Assert.Equal(Enumerable.Range(0, 10).Select(i => 4L * i), firsts.OrderBy(x => x));
-        var b = new GptSampler(counting, 4, seed: 5) { Position = 3 };
+        var b = new GptSampler(new GptDataset(counting, 4, seed: 5), 4) { Position = 3 };
         b.Next(1, buffer);
         Assert.Equal(firsts[3], buffer[0]);
         // Mock tokens are a pure function of (seed, position).

@@ -104,7 +104,9 @@ public class PreprocessCommandTests
     }
 
     [Theory]
-    [InlineData("--tokenizer-type", "HuggingFaceTokenizer", "harness preprocess: --tokenizer-type 'HuggingFaceTokenizer' is not one this preprocess has; valid: GPT2BPETokenizer (GPT-2's byte-level BPE, its vocabulary built in).")]
+    [InlineData("--tokenizer-type", "BertWordPieceCase", "harness preprocess: --tokenizer-type 'BertWordPieceCase' is not one Harness has; valid: GPT2BPETokenizer, HuggingFaceTokenizer, GPTSentencePieceTokenizer, Llama2Tokenizer.")]
+    [InlineData("--tokenizer-type", "HuggingFaceTokenizer", "harness preprocess: --tokenizer-type HuggingFaceTokenizer needs --tokenizer-model (a tokenizer.json, or the folder holding it).")]
+    [InlineData("--tokenizer-model", "/nonexistent/tokenizer.model", "harness preprocess: --tokenizer-model is for the tokenizers read from a file; GPT2BPETokenizer's vocabulary is built in.")]
     [InlineData("--workers", "0", "harness preprocess: --workers '0' is not a number of workers from 1 to 1024.")]
     public void AnUnknownTokenizerOrWorkerCountIsOneSentence(string flag, string value, string expected)
     {

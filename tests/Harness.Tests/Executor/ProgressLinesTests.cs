@@ -34,7 +34,7 @@ public class ProgressLinesTests
         try
         {
             var run = new RunRecord(ModelPresets.All["tiny-gpt2"], new RunDescription(), new RunSettings(TrainIters: 100, LogInterval: 10),
-                [], "cpu", "libtorch", 1, 50257);
+                [], "cpu", "libtorch", 1, 50257, []);
             var lines = new List<string>();
             using var recorder = new RunRecorder(dir, run, lines.Add);
             recorder.Begin(0);

@@ -18,7 +18,7 @@ public class RunValidationTests
         Directory.CreateDirectory(dir);
         var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs,
             AllocatedPeakBytes: allocatedPeak is long a ? a - 5 + i : null)).ToList();
-        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1, model.VocabSize), records).Write(Path.Combine(dir, "summary.json"));
+        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1, model.VocabSize, []), records).Write(Path.Combine(dir, "summary.json"));
         return dir;
     }
 

@@ -48,7 +48,7 @@ public class SgdTests
 
     private static RunSettings Settings(long iters, string? save = null, string? load = null) =>
         new(TrainIters: iters, Seed: 7, LearningRate: new LearningRateSettings(0.5, 0.05, LearningRateDecayStyle.Cosine, WarmupIters: 3, DecayIters: 30),
-            DataPath: DefaultRun.DataPath, Save: save, Load: load, LogInterval: 1);
+            DataPath: DataBlend.Single(DefaultRun.DataPath), Save: save, Load: load, LogInterval: 1);
 
     private static string NewFolder() => Path.Combine(Path.GetTempPath(), $"harness-sgd-{Guid.NewGuid():N}");
 

@@ -18,7 +18,7 @@ public class TrainingTests
 
     private static RunSettings Settings(long iters, string? save = null, string? load = null) =>
         new(TrainIters: iters, Seed: 7, LearningRate: new LearningRateSettings(3e-3, 3e-4, LearningRateDecayStyle.Cosine, WarmupIters: 3, DecayIters: 30),
-            DataPath: DefaultRun.DataPath, Save: save, Load: load, LogInterval: 1);
+            DataPath: DataBlend.Single(DefaultRun.DataPath), Save: save, Load: load, LogInterval: 1);
 
     private static string NewFolder() => Path.Combine(Path.GetTempPath(), $"harness-train-{Guid.NewGuid():N}");
 

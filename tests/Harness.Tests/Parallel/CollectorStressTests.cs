@@ -52,7 +52,7 @@ public class CollectorStressTests
         string ckpt = Path.Combine(Path.GetTempPath(), $"harness-stress-{Guid.NewGuid():N}");
         // Four iterations throughout (the sampler's order depends on the iterations asked for); the first run stops at 2.
         RunSettings Settings(long? exitInterval = null, string? save = null, string? load = null) =>
-            new(TrainIters: 4, Seed: 7, DataPath: Harness.Executor.Training.DefaultRun.DataPath, Save: save, Load: load, LogInterval: 1,
+            new(TrainIters: 4, Seed: 7, DataPath: DataBlend.Single(Harness.Executor.Training.DefaultRun.DataPath), Save: save, Load: load, LogInterval: 1,
                 ExitInterval: exitInterval);
         IReadOnlyList<double> Losses(RunSettings settings) =>
             new Harness.Executor.Training.TrainingRun(model, description, settings, Path.Combine(Path.GetTempPath(), $"harness-stress-{Guid.NewGuid():N}"), _ => { })

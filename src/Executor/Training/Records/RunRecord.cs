@@ -1,3 +1,4 @@
+using Harness.Executor.Data;
 using Harness.Simulator.Specs;
 
 namespace Harness.Executor.Training.Records;
@@ -7,10 +8,11 @@ namespace Harness.Executor.Training.Records;
 /// <see cref="RunDescription"/> as run (<see cref="ExecutorSupport.AsRun"/>) with a note per field the executor changed,
 /// the settings, and where: the device, the libtorch that ran it, the parameters of rank 0's part of the model;
 /// <see cref="SerialVocabSize"/>: the rows the serial model's tables get from the same flags (Megatron pads to a multiple of
-/// 128·t, so a tensor-parallel run may hold more).
+/// 128·t, so a tensor-parallel run may hold more); <see cref="Data"/>: the blends of the data's shares, each dataset with its weight
+/// and samples (empty for mock data).
 /// </summary>
 public sealed record RunRecord(ModelSpec Model, RunDescription Description, RunSettings Settings, IReadOnlyList<string> Notes,
-    string Device, string Runtime, long Parameters, int SerialVocabSize)
+    string Device, string Runtime, long Parameters, int SerialVocabSize, IReadOnlyList<BlendedSplit> Data)
 {
     /// <summary>Whether the tables hold more rows than the serial model's: the extra padding rows take part in the softmax, so
     /// the losses differ from the serial run's by more than the layout's arithmetic (the rows both hold start equal: WeightInit).</summary>

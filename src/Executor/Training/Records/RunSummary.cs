@@ -1,3 +1,4 @@
+using Harness.Executor.Data;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
@@ -17,6 +18,7 @@ namespace Harness.Executor.Training.Records;
 /// <see cref="StoppedBy"/> says why a run ended before --train-iters (a signal, --exit-duration-in-mins, --exit-interval).
 /// <see cref="PeakAllocatedBytes"/> is the CUDA caching allocator's peak allocated bytes over the run, the maximum over ranks
 /// (torch.cuda.max_memory_allocated, what Megatron reports and the simulator predicts); null on CPU or where it cannot be read.
+/// <see cref="Data"/> names the datasets each share blended, with their normalized weights and samples.
 /// </summary>
 public sealed record RunSummary(
     ModelSpec Model,
@@ -43,7 +45,8 @@ public sealed record RunSummary(
     double? FinalLossScale = null,
     double? FinalValidationLoss = null,
     StopReason StoppedBy = StopReason.None,
-    long? PeakAllocatedBytes = null)
+    long? PeakAllocatedBytes = null,
+    IReadOnlyList<BlendedSplit>? Data = null)
 {
     public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null, StopReason stoppedBy = StopReason.None)
     {
@@ -65,7 +68,7 @@ public sealed record RunSummary(
             peakPerRank, records.Any(r => r.CommunicationMs is not null) ? Median(r => r.CommunicationMs ?? 0) : null,
             records.Count == 0 ? 0 : records[^1].SkippedIterations, records.Count == 0 ? null : records[^1].LossScale,
             records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss, stoppedBy,
-            records.Any(r => r.AllocatedPeakBytes is not null) ? records.Max(r => r.AllocatedPeakBytes ?? 0) : null);
+            records.Any(r => r.AllocatedPeakBytes is not null) ? records.Max(r => r.AllocatedPeakBytes ?? 0) : null, run.Data);
     }
 
     public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
