@@ -9,7 +9,9 @@ parallelism splits softmax's running sums, pipelining does not change the arithm
 ulps on single elements average out over the 16,384 tokens of the loss, so the first loss agrees within 1e-3. Adam then
 turns small gradient differences into whole-step differences for the weights whose gradients are near zero, so the
 trajectories separate slowly: 1e-2 over 20 iterations. A run with --sync-factor below 1 computes another function (CAAT-Net's
-partial synchronization), so it is listed without a bound.
+partial synchronization), so it is listed without a bound. A run named BASE-offloadA (Megatron-Kwai's --offload-ratio A)
+is also compared with the run BASE of the same layout without offload: offload copies saved activations to the host and
+back, the arithmetic is the same kernels on the same bytes, so the losses must agree bit for bit.
 Usage: one-gpu-layouts.py OUT SERIAL_RUN -> OUT/equivalence.csv, OUT/equivalence.md (printed)"""
 import csv, json, os, sys
 
@@ -41,10 +43,18 @@ for name in sorted(os.listdir(out)):
     ok = bool(rel) and len(common) == len(serial) and rel[0] <= FIRST_BOUND and max(rel) <= ALL_BOUND
     verdict = ("pass" if ok else "FAIL") if exact else "p < 1: no bound"
     failed += exact and not ok
+    base = name.split("-offload")[0] if "-offload" in name else None
+    base_losses = losses(base) if base else None
+    if base_losses is None:
+        same_as_base = ""
+    else:
+        identical = set(base_losses) == set(run) and all(run[i] == base_losses[i] for i in run)
+        same_as_base = f"bit-identical to {base}" if identical else f"DIFFERS from {base}"
+        failed += not identical
     rows.append(dict(run=name, device=s.get("Device"), iterations=len(common), first_rel=rel[0] if rel else float("nan"),
                      max_rel=max(rel) if rel else float("nan"), final_loss=run[common[-1]] if common else float("nan"),
                      serial_final_loss=serial[common[-1]] if common else float("nan"), median_step_ms=s.get("MedianStepMs"),
-                     peak_allocated_gib=(s.get("PeakAllocatedBytes") or 0) / 2**30, verdict=verdict))
+                     peak_allocated_gib=(s.get("PeakAllocatedBytes") or 0) / 2**30, verdict=verdict, offload=same_as_base))
 with open(os.path.join(out, "equivalence.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["run"])
     w.writeheader()
@@ -52,11 +62,11 @@ with open(os.path.join(out, "equivalence.csv"), "w", newline="") as f:
 s0 = json.load(open(os.path.join(out, serial_name, "summary.json")))
 lines = [f"Serial run: {s0.get('Device')}, median step {s0.get('MedianStepMs'):.1f} ms, final loss {serial[max(serial)]:.5f}. "
          f"Bounds: first iteration {FIRST_BOUND:g}, every iteration {ALL_BOUND:g} (relative).", "",
-         "| run | iterations | first-iteration rel. diff | max rel. diff | final loss (serial) | step ms (ranks share the GPU) | peak allocated GiB (all ranks) | verdict |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+         "| run | iterations | first-iteration rel. diff | max rel. diff | final loss (serial) | step ms (ranks share the GPU) | peak allocated GiB (all ranks) | verdict | offload |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 for r in rows:
     lines.append(f"| {r['run']} | {r['iterations']} | {r['first_rel']:.2e} | {r['max_rel']:.2e} | {r['final_loss']:.5f} ({r['serial_final_loss']:.5f}) | "
-                 f"{r['median_step_ms']:.1f} | {r['peak_allocated_gib']:.2f} | {r['verdict']} |")
+                 f"{r['median_step_ms']:.1f} | {r['peak_allocated_gib']:.2f} | {r['verdict']} | {r['offload']} |")
 text = "\n".join(lines)
 open(os.path.join(out, "equivalence.md"), "w").write(text + "\n")
 print(text)

@@ -5,7 +5,7 @@
 # The vocabulary is padded to 32768 in every layout (--make-vocab-size-divisible-by 1024: Megatron pads to a multiple of
 # that times t, 32768 for t = 1..8), so every layout trains exactly the serial model's weights (WeightInit).
 # Then `harness kernel-check`, and one-gpu-layouts.py compares every run's losses with the serial run's (equivalence.csv,
-# equivalence.md). Times are not a cluster's: the ranks share one GPU. JOBS runs at once (default 1; above 1 the runs
+# equivalence.md), and an offloading run's with the same layout's without offload (bit for bit: offload moves bytes only). Times are not a cluster's: the ranks share one GPU. JOBS runs at once (default 1; above 1 the runs
 # also share the GPU with each other, so their step times say nothing, while their losses are unchanged).
 # Usage: scripts/gpu/one-gpu-layouts.sh HARNESS_BINARY OUT_DIR [GPU_PRESET]
 set -uo pipefail
@@ -36,6 +36,7 @@ run cp2-p2p 2 --context-parallel-size 2 --cp-comm-type p2p
 run cp2-a2a 2 --context-parallel-size 2 --cp-comm-type a2a
 run dp2-zero2 2 --zero-stage 2
 run dp2-zero3 2 --zero-stage 3
+run pp4-interleaved 4 --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1
 run pp4-interleaved-offload0.5 4 --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1 --offload-ratio 0.5
 run tp2-pp2-dp2 8 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --use-distributed-optimizer
 run tp2-p0.5 2 --tensor-model-parallel-size 2 --sync-factor 0.5
