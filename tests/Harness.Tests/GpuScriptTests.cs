@@ -111,17 +111,21 @@ public sealed class GpuScriptTests : IDisposable
         RunFolder(out_, "tp2", [10.005, 9.01, 8.05]);    // 5e-4 at the first step, 6.25e-3 at most: within 1e-3 and 1e-2
         RunFolder(out_, "cp2", [10.02, 9.0, 8.0]);       // 2e-3 at the first step: over 1e-3
         RunFolder(out_, "tp2-p0.5", [10.0, 9.5, 9.0], 0.5); // another function: listed, not held to a bound
+        RunFolder(out_, "tp2-offload0.5", [10.005, 9.01, 8.05]);  // the same layout with offload: bit for bit as tp2
+        RunFolder(out_, "cp2-offload0.5", [10.02, 9.0, 8.000001]); // differs from cp2 in the last step
         var psi = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { Path.Combine(Scripts, "one-gpu-layouts.py"), out_, "serial" }) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         string output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
         Assert.Equal(1, p.ExitCode);
-        var verdicts = File.ReadAllLines(Path.Combine(out_, "equivalence.csv")).Skip(1)
-            .ToDictionary(l => l.Split(',')[0], l => l.Split(',')[^1]);
-        Assert.Equal("pass", verdicts["tp2"]);
-        Assert.Equal("FAIL", verdicts["cp2"]);
-        Assert.Equal("p < 1: no bound", verdicts["tp2-p0.5"]);
+        var rows = File.ReadAllLines(Path.Combine(out_, "equivalence.csv")).Skip(1).ToDictionary(l => l.Split(',')[0], l => l.Split(','));
+        Assert.Equal("pass", rows["tp2"][^2]);
+        Assert.Equal("FAIL", rows["cp2"][^2]);
+        Assert.Equal("p < 1: no bound", rows["tp2-p0.5"][^2]);
+        Assert.Equal("", rows["tp2"][^1]);
+        Assert.Equal("bit-identical to tp2", rows["tp2-offload0.5"][^1]);
+        Assert.Equal("DIFFERS from cp2", rows["cp2-offload0.5"][^1]);
         Assert.Contains("| tp2 | 3 | 5.00e-04 | 6.25e-03 |", output);
     }
 }
