@@ -3,6 +3,7 @@ using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
+using Harness.Executor.Training.Interchange;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
@@ -54,6 +55,9 @@ public sealed class ParallelRank : ITrainStep
     public bool Writer => world.Rank == 0;
 
     public CheckpointMeta Resume(string root) => DistributedCheckpoint.Load(root, trainer, sampler);
+
+    public void LoadWeights(IReadOnlyDictionary<string, Tensor> serial) =>
+        trainer.LoadWeights((name, _) => WeightSplit.Of(name, Model).Shard(serial[name], groups.TensorRank, description.TensorParallel));
 
     public void Save(string root, long iteration) => DistributedCheckpoint.Save(root, iteration, settings.Seed, trainer, sampler);
 

@@ -83,6 +83,15 @@ public sealed class Trainer : ITrainStep
         return meta;
     }
 
+    public void LoadWeights(IReadOnlyDictionary<string, Tensor> serial)
+    {
+        // Into the float32 master weights, from which the compute-type weights are cast, so nothing is rounded twice.
+        using (no_grad())
+            foreach (var (name, p, offset) in buffer.Layout)
+                buffer.Master.narrow(0, offset, p.numel()).copy_(serial[name].reshape(-1));
+        buffer.CopyMasterToParams();
+    }
+
     public void Save(string root, long iteration) => Checkpoint.Save(root, iteration, settings.Seed, Model.Name, buffer, optimizer, scaler, sampler);
 
     public IReadOnlyList<long>? PeakMemoryPerRank() => null;
