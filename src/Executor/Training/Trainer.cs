@@ -85,11 +85,13 @@ public sealed class Trainer : ITrainStep
 
     public void LoadWeights(IReadOnlyDictionary<string, Tensor> serial)
     {
-        // Into the float32 master weights, from which the compute-type weights are cast, so nothing is rounded twice.
+        // Into the model's weights, and the float32 master weights from them, as Megatron makes its main params from the model's
+        // (megatron/core/optimizer/optimizer.py, Float16OptimizerWithFloat16Params: param.detach().clone().float(), d98e8a6) and
+        // as every rank of a parallel run loads them (ParallelTrainer.LoadWeights).
         using (no_grad())
-            foreach (var (name, p, offset) in buffer.Layout)
-                buffer.Master.narrow(0, offset, p.numel()).copy_(serial[name].reshape(-1));
-        buffer.CopyMasterToParams();
+            foreach (var (name, p, _) in buffer.Layout)
+                p.copy_(serial[name]);
+        buffer.CopyParamsToMaster(0, buffer.Count);
     }
 
     public void Save(string root, long iteration) => Checkpoint.Save(root, iteration, settings.Seed, Model.Name, buffer, optimizer, scaler, sampler);
