@@ -14,11 +14,13 @@ namespace Harness.Tests.Parallel;
 [Collection("Console")]
 public class HfExportCommandTests
 {
+    /// <summary>A run's flags besides the model's.</summary>
+    private static readonly string[] Batch = ["--mock-data", "--micro-batch-size", "1", "--global-batch-size", "4", "--device", "cpu", "--lr", "3e-3", "--seed", "5"];
+
     private static readonly string[] Gpt =
     [
         "--num-layers", "2", "--hidden-size", "32", "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
-        "--vocab-size", "100", "--mock-data", "--micro-batch-size", "1", "--global-batch-size", "4", "--device", "cpu",
-        "--lr", "3e-3", "--seed", "5", "--hidden-dropout", "0", "--attention-dropout", "0",
+        "--vocab-size", "100", "--hidden-dropout", "0", "--attention-dropout", "0", .. Batch,
     ];
 
     private static readonly string[] Llama =
@@ -158,7 +160,7 @@ public class HfExportCommandTests
 
     /// <summary>A run started from an exported folder (--load-format hf) holds its weights: at learning rate 0 its own checkpoint
     /// exports the same tensors, bit for bit, serial and as TP2 x PP2 (each rank cutting its shards), with the tables padded on
-    /// the way in (the last row repeated) and cut again on the way out.</summary>
+    /// the way in (the last row repeated) and cut again on the way out; and with no model flags at all, config.json gives the model.</summary>
     [Theory]
     [InlineData("gpt")]
     [InlineData("llama")]
@@ -171,9 +173,9 @@ public class HfExportCommandTests
         {
             string exported = Export(root, Train(root, "trained", model, []), model, []);
             var original = Tensors(exported);
-            foreach (var (name, layout) in new[] { ("serial", Array.Empty<string>()), ("tp2pp2", tp2pp2) })
+            foreach (var (name, layout, flags) in new[] { ("serial", Array.Empty<string>(), model), ("tp2pp2", tp2pp2, model), ("inferred", [], [.. Batch, "--seq-length", "8"]) })
             {
-                var again = Tensors(Export(root, Train(root, name, model, layout, "--load", exported, "--load-format", "hf", "--lr", "0"), model, layout));
+                var again = Tensors(Export(root, Train(root, name, flags, layout, "--load", exported, "--load-format", "hf", "--lr", "0"), model, layout));
                 Assert.Equal(original.Keys.Order(), again.Keys.Order());
                 foreach (var (tensor, t) in original) Assert.True(HfInterchangeTests.Same(t, again[tensor]), $"{name}: {tensor}");
             }

@@ -89,6 +89,15 @@ public sealed class Gpt2Layout : HfLayout
         ["torch_dtype"] = "float32",
     };
 
+    public override IEnumerable<string> ModelFlags(JsonObject c)
+    {
+        string hidden = Value(c, "n_embd", "768"), positions = Value(c, "n_positions", "1024");
+        return ["--num-layers", Value(c, "n_layer", "12"), "--hidden-size", hidden, "--num-attention-heads", Value(c, "n_head", "12"),
+            "--ffn-hidden-size", Value(c, "n_inner", int.TryParse(hidden, out int h) ? $"{4 * h}" : hidden), "--vocab-size", Value(c, "vocab_size", "50257"),
+            "--max-position-embeddings", positions, "--seq-length", positions, "--norm-epsilon", Value(c, "layer_norm_epsilon", "1e-05"),
+            "--hidden-dropout", Value(c, "resid_pdrop", "0.1"), "--attention-dropout", Value(c, "attn_pdrop", "0.1")];
+    }
+
     public override IEnumerable<string> Mismatches(JsonObject c, ModelSpec m)
     {
         string?[] all =

@@ -44,6 +44,14 @@ public static class HfCheckpoint
         _ = WeightFiles(dir);
     }
 
+    /// <summary>The model flags of the folder's config.json (<see cref="HfLayout.ModelFlags"/>); null when it has none that reads,
+    /// which <see cref="Check"/> then says in a sentence.</summary>
+    public static IReadOnlyList<string>? ModelFlags(string dir)
+    {
+        try { var (config, layout) = Config(dir); return layout.ModelFlags(config).ToList(); }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException) { return null; }
+    }
+
     /// <summary>The serial model's full float32 weights from the folder, by serial name, the tables padded to <paramref name="padded"/>'s
     /// vocabulary; its tokenizer's is config.json's vocab_size (<see cref="Check"/> matched it to the run's).</summary>
     public static IReadOnlyDictionary<string, Tensor> Read(string dir, ModelSpec padded)

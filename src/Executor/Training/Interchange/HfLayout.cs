@@ -28,6 +28,14 @@ public abstract class HfLayout
     /// <summary>Each field of a config.json that contradicts <paramref name="model"/> (its tokenizer's vocabulary), as a sentence naming it and the run's flag.</summary>
     public abstract IEnumerable<string> Mismatches(JsonObject config, ModelSpec model);
 
+    /// <summary>The Megatron model flags of the model a config.json describes, with HF's defaults for fields it leaves out; a run's
+    /// own flags placed after them override them (and are then checked against the config by <see cref="Mismatches"/>).</summary>
+    public abstract IEnumerable<string> ModelFlags(JsonObject config);
+
+    /// <summary>A config field as flag text, or <paramref name="absent"/> when the config leaves it out (or null).</summary>
+    protected static string Value(JsonObject config, string field, string absent) =>
+        config[field] is JsonValue v && v.GetValueKind() is System.Text.Json.JsonValueKind.Number or System.Text.Json.JsonValueKind.String ? v.ToString() : absent;
+
     public static IReadOnlyList<HfLayout> All { get; } = [new Gpt2Layout(), new LlamaLayout()];
 
     /// <summary>The architecture of a model: GPT-2's (LayerNorm, learned positions, GeLU, tied output, multi-head attention) or

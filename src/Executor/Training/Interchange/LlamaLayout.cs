@@ -81,6 +81,19 @@ public sealed class LlamaLayout : HfLayout
         ["torch_dtype"] = "float32",
     };
 
+    public override IEnumerable<string> ModelFlags(JsonObject c)
+    {
+        string heads = Value(c, "num_attention_heads", "32");
+        IEnumerable<string> flags = ["--num-layers", Value(c, "num_hidden_layers", "32"), "--hidden-size", Value(c, "hidden_size", "4096"),
+            "--ffn-hidden-size", Value(c, "intermediate_size", "11008"), "--num-attention-heads", heads,
+            "--group-query-attention", "--num-query-groups", Value(c, "num_key_value_heads", heads), "--vocab-size", Value(c, "vocab_size", "32000"),
+            "--seq-length", Value(c, "max_position_embeddings", "2048"), "--swiglu", "--normalization", "RMSNorm", "--position-embedding-type", "rope",
+            "--norm-epsilon", Value(c, "rms_norm_eps", "1e-06"), "--rotary-base", Value(c, "rope_theta", "10000"),
+            "--hidden-dropout", "0", "--attention-dropout", Value(c, "attention_dropout", "0")];
+        bool tied = c["tie_word_embeddings"] is JsonValue t && t.TryGetValue<bool>(out var b) && b;
+        return tied ? flags : flags.Append("--untie-embeddings-and-output-weights");
+    }
+
     public override IEnumerable<string> Mismatches(JsonObject c, ModelSpec m)
     {
         const string untie = "--untie-embeddings-and-output-weights";
