@@ -48,10 +48,17 @@ public static class SafeTensors
         for (int i = json.Length; i < padded; i++) file.WriteByte((byte)' ');
         foreach (var (_, t) in tensors)
         {
-            using var cpu = t.cpu().contiguous();
-            file.Write(cpu.bytes);
+            using var flat = t.contiguous().reshape(-1);
+            for (long at = 0; at < flat.numel(); at += ChunkElements)
+            {
+                using var part = flat.narrow(0, at, Math.Min(ChunkElements, flat.numel() - at)).cpu();
+                file.Write(part.bytes);
+            }
         }
     }
+
+    /// <summary>Elements moved between a file and a tensor at once: memory stays bounded and no array nears 2 GB (as <see cref="Checkpoint"/>'s files).</summary>
+    private const long ChunkElements = 1 << 24;
 
     /// <summary>The tensors of a safetensors file, by name in the header's order, on the CPU in their stored dtype, and its metadata.
     /// Throws InvalidDataException naming what is wrong with the file.</summary>
@@ -83,11 +90,18 @@ public static class SafeTensors
             long elementSize = ElementSize(type), expected = shape.Aggregate(1L, (a, d) => a * d) * elementSize;
             if (begin < 0 || end < begin || end > dataLength || end - begin != expected)
                 throw Damaged(path, $"tensor '{name}' has data_offsets [{begin}, {end}], not {expected} bytes inside its {dataLength} bytes of data");
-            var bytes = new byte[end - begin];
-            file.Position = dataStart + begin;
-            file.ReadExactly(bytes);
             var t = empty(shape, dtype: type);
-            t.bytes = bytes;
+            using var flat = t.view(-1);
+            file.Position = dataStart + begin;
+            for (long at = 0; at < flat.numel(); at += ChunkElements)
+            {
+                long n = Math.Min(ChunkElements, flat.numel() - at);
+                var bytes = new byte[n * elementSize];
+                file.ReadExactly(bytes);
+                using var part = empty(n, dtype: type);
+                part.bytes = bytes;
+                flat.narrow(0, at, n).copy_(part);
+            }
             tensors.Add((name, t));
         }
         return (tensors, metadata);
