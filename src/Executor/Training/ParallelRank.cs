@@ -3,7 +3,6 @@ using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
-using Harness.Executor.Training.Interchange;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;

@@ -2,7 +2,7 @@ using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
-namespace Harness.Executor.Training.Interchange;
+namespace Harness.Executor.Training;
 
 /// <summary>How a parameter of the serial model is split over tensor-parallel ranks.</summary>
 public enum SplitKind { Replicated, Rows, Columns }

@@ -4,7 +4,7 @@ using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
-namespace Harness.Executor.Training.Interchange;
+namespace Harness.Executor.Training;
 
 /// <summary>
 /// The serial model's full weights from a checkpoint of any layout (<see cref="Checkpoint"/>, <see cref="DistributedCheckpoint"/>):
