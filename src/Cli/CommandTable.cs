@@ -9,6 +9,7 @@ public static class CommandTable
         ("reproduce", "simulate published tables (experiments/) and compare with their numbers", Harness.Cli.Commands.ReproduceCommand.Run),
         ("validate", "real runs (harness run) beside the simulator's estimate of the same configuration", Harness.Cli.Commands.ValidateCommand.Run),
         ("run", "train on CPU or one GPU (TorchSharp); metrics.csv, summary.json, plots, checkpoints", Harness.Cli.Commands.RunCommand.Run),
+        ("export", "a run's checkpoint (any layout) as a Hugging Face model folder: config.json, model.safetensors", Harness.Cli.Commands.ExportCommand.Run),
         ("preprocess", "text or JSON lines -> Megatron .bin/.idx with GPT-2 BPE", Harness.Cli.Commands.PreprocessCommand.Run),
         ("nccl-check", "check every NCCL call the executor uses on this machine's GPUs, and all-reduce bandwidth", Harness.Cli.Commands.NcclCheckCommand.Run),
         ("kernel-check", "check the executor's fused CUDA kernels against libtorch on this GPU, and time both", Harness.Cli.Commands.KernelCheckCommand.Run),

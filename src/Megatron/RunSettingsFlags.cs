@@ -38,6 +38,7 @@ public static class RunSettingsFlags
         new("--eval-interval", true, "iterations between validation losses, and one after the last (default 1000)"),
         new("--eval-iters", true, "global batches per validation loss (default 100; 0: none)"),
         new("--save", true, "checkpoint folder"), new("--load", true, "resume from this checkpoint folder"),
+        new("--load-format", true, "what --load names: harness (a checkpoint of --save, resumed; default) or hf (a Hugging Face model folder, its weights at iteration 0)"),
         new("--save-interval", true, "iterations between checkpoints (default: only at the end)"),
         // Megatron's switch for what harness run always does (src/Cli/Commands/StopSignals.cs): taken so a Megatron launch
         // line runs unchanged; no field records it, as it changes nothing.
@@ -118,6 +119,7 @@ public static class RunSettingsFlags
             EvalIters = cl.Int("--eval-iters") ?? d.EvalIters,
             Save = cl.String("--save") ?? d.Save,
             Load = cl.String("--load") ?? d.Load,
+            LoadFormat = cl.Choice("--load-format", "harness", "hf") == "hf" ? LoadFormat.Hf : d.LoadFormat,
             SaveInterval = cl.Int("--save-interval") ?? d.SaveInterval,
             LogInterval = cl.Int("--log-interval") ?? d.LogInterval,
             Out = cl.String("--out") ?? d.Out,
@@ -224,6 +226,7 @@ public static class RunSettingsFlags
         Long("--eval-iters", s.EvalIters, d.EvalIters);
         Text("--save", s.Save, d.Save);
         Text("--load", s.Load, d.Load);
+        if (s.LoadFormat != d.LoadFormat) Value("--load-format", s.LoadFormat.ToString().ToLowerInvariant());
         Long("--save-interval", s.SaveInterval, d.SaveInterval);
         Long("--log-interval", s.LogInterval, d.LogInterval);
         Text("--out", s.Out, d.Out);

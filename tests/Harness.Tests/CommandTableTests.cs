@@ -7,7 +7,7 @@ namespace Harness.Tests;
 public class CommandTableTests
 {
     private static readonly string[] Commands =
-        ["simulate", "reproduce", "validate", "run", "preprocess", "nccl-check", "kernel-check", "calibrate", "search"];
+        ["simulate", "reproduce", "validate", "run", "export", "preprocess", "nccl-check", "kernel-check", "calibrate", "search"];
 
     [Theory]
     [InlineData("--version")]
@@ -46,6 +46,7 @@ public class CommandTableTests
     [InlineData("simulate")]
     [InlineData("search")]
     [InlineData("run")]
+    [InlineData("export")]
     [InlineData("validate")]
     [InlineData("reproduce")]
     [InlineData("calibrate")]

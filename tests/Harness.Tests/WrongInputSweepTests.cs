@@ -257,6 +257,14 @@ public sealed class WrongInputSweepTests : IClassFixture<WrongInputFiles>
         bogus | bogus
         simulat | simulat
         --bogus | --bogus
+        {d}/folder | export --load {d}/folder --out {d}/exported
+        --out | export --load {d}/folder
+        --load | export --out {d}/exported
+        /proc/x | export --load {d}/folder --out /proc/x
+        --bogus | export --bogus
+        bogus | run --load {d}/folder --load-format bogus
+        {d}/folder | run --load {d}/folder --load-format hf
+        {d}/file.txt | run --load {d}/file.txt --load-format hf
         -1 | run --lr -1
         -1 | run --min-lr -1
         0.01 | run --lr 0.001 --min-lr 0.01
@@ -373,7 +381,7 @@ public sealed class WrongInputSweepTests : IClassFixture<WrongInputFiles>
     }
 
     private static readonly string[] Commands =
-        ["simulate", "search", "reproduce", "validate", "run", "preprocess", "calibrate", "kernel-check", "nccl-check"];
+        ["simulate", "search", "reproduce", "validate", "run", "export", "preprocess", "calibrate", "kernel-check", "nccl-check"];
 
     [Theory]
     [MemberData(nameof(Cases))]

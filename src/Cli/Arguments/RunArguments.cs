@@ -1,6 +1,7 @@
 using System.Globalization;
 using Harness.Executor.Data;
 using Harness.Executor.Training;
+using Harness.Executor.Training.Interchange;
 using Harness.Megatron;
 using Harness.Simulator.Specs;
 
@@ -48,6 +49,26 @@ public static class RunArguments
         for (int i = 0; i < DefaultRun.Arguments.Count; i += 2)
             if (!(ownWarmup && warmup.Contains(DefaultRun.Arguments[i]))) defaults.AddRange([DefaultRun.Arguments[i], DefaultRun.Arguments[i + 1]]);
         return [.. defaults, .. args];
+    }
+
+    /// <summary>The command line with the model flags of a Hugging Face folder's config.json before it when it loads one
+    /// (`--load DIR --load-format hf`) and names no model flag itself, besides the sequence length and dropout, which the weights
+    /// do not fix: the folder gives the model. A command line that does name the model is checked against the config instead,
+    /// before the run starts.</summary>
+    public static string[] WithHfModel(string[] args)
+    {
+        string[] notInTheWeights = ["--seq-length", "--hidden-dropout", "--attention-dropout"];
+        var modelFlags = ModelFlags.Flags.Select(f => f.Name).Except(notInTheWeights).ToHashSet();
+        if (args.Any(a => modelFlags.Contains(a.Split('=')[0]))) return args;
+        string? Value(string flag)
+        {
+            string? found = null;
+            for (int i = 0; i < args.Length; i++)
+                if (args[i] == flag && i + 1 < args.Length) found = args[i + 1];
+                else if (args[i].StartsWith(flag + "=", StringComparison.Ordinal)) found = args[i][(flag.Length + 1)..];
+            return found;
+        }
+        return Value("--load-format") is "hf" && Value("--load") is string dir && HfCheckpoint.ModelFlags(dir) is { } flags ? [.. flags, .. args] : args;
     }
 
     /// <summary>

@@ -19,7 +19,7 @@ public static class RunCommand
     public static int Run(string[] args)
     {
         var flags = RunArguments.Flags;
-        var cl = CommandLine.Parse(RunArguments.WithDefaults(args), flags, FlagReader.Run);
+        var cl = CommandLine.Parse(RunArguments.WithDefaults(RunArguments.WithHfModel(args)), flags, FlagReader.Run);
         if (cl.Switch("--help"))
         {
             Console.WriteLine("usage: harness run [Megatron-LM model flags] [options]   (no options: a tiny model on the shipped corpus, on CPU)");

@@ -17,7 +17,8 @@ public static class RunOutputs
     public static IEnumerable<string> Check(RunSettings s)
     {
         string output = s.Out!;
-        if (MetricsCsv.HoldsRows(Path.Combine(output, "metrics.csv")) && s.Load is null && !s.Overwrite)
+        // A run from a Hugging Face folder starts at iteration 0: it continues no run's records.
+        if (MetricsCsv.HoldsRows(Path.Combine(output, "metrics.csv")) && (s.Load is null || s.LoadFormat == LoadFormat.Hf) && !s.Overwrite)
             yield return $"--out '{output}' already holds a run's metrics.csv; pass another --out, --load its checkpoint to continue it, or --overwrite to replace it.";
         else if (OutputFolder.Create(output) is string outError) yield return outError;
         if (s.TensorBoardOrDefault.Dir is string events && OutputFolder.Create(events, "--tensorboard-dir") is string eventsError) yield return eventsError;

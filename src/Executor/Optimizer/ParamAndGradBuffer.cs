@@ -58,7 +58,7 @@ public sealed class ParamAndGradBuffer : IDisposable
             : [];
         bool IsFused(Parameter p) => fusedLayers.Any(l => ReferenceEquals(l.Weight, p));
         var named = module.named_parameters().ToList();
-        var ordered = named.Where(p => p.parameter.dim() >= 2).Concat(named.Where(p => p.parameter.dim() < 2)).ToList();
+        var ordered = InBufferOrder(named, p => p.parameter.dim()).ToList();
         if (named.FirstOrDefault(p => p.parameter.dtype != computeDtype) is { name: not null } odd)
             throw new ArgumentException($"parameter {odd.name} is {odd.parameter.dtype}; every parameter must be {computeDtype}.");
         var device = named[0].parameter.device;
@@ -109,6 +109,11 @@ public sealed class ParamAndGradBuffer : IDisposable
         Layout = layout;
         Folded = folded;
     }
+
+    /// <summary>The order parameters take in the buffer: those with two or more dimensions first (the weight-decayed prefix),
+    /// then the rest, each in the module's order. What reads a checkpoint's flat buffer without the model uses it too.</summary>
+    public static IEnumerable<T> InBufferOrder<T>(IReadOnlyList<T> named, Func<T, long> dimensions) =>
+        named.Where(p => dimensions(p) >= 2).Concat(named.Where(p => dimensions(p) < 2));
 
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public static ScalarType MasterDtypeOf(ScalarType computeDtype) =>

@@ -95,29 +95,42 @@ public static class Checkpoint
     /// </summary>
     public static void ReadOptimizer(string rankDir, CheckpointMeta meta, IOptimizerState optimizer)
     {
+        foreach (var (file, into) in OptimizerTensors(optimizer)) ReadFlat(rankDir, meta, file, into, optimizer.Segments);
+        optimizer.Step = meta.OptimizerStep;
+    }
+
+    /// <summary>A rank folder's master weights, the whole of its flat buffer of <paramref name="count"/> elements, whatever the
+    /// shards they were saved in (what an export of the weights reads).</summary>
+    public static Tensor ReadMaster(string rankDir, CheckpointMeta meta, long count, ScalarType dtype)
+    {
+        var master = empty(count, dtype: dtype);
+        ReadFlat(rankDir, meta, "master.bin", master, [(0, count)]);
+        return master;
+    }
+
+    /// <summary>Fills <paramref name="into"/>, which holds the buffer ranges <paramref name="segments"/> concatenated, from the
+    /// shards of <paramref name="file"/> under a rank folder: each saved shard names the ranges it holds, so every range is
+    /// read from the files that hold it.</summary>
+    private static void ReadFlat(string rankDir, CheckpointMeta meta, string file, Tensor into, IReadOnlyList<(long Offset, long Length)> segments)
+    {
         using var _ = no_grad();
         for (int d = 0; d < meta.Layout.OptimizerShards; d++)
         {
             string dir = Path.Combine(rankDir, meta.Layout.ShardFolder(d));
             var saved = SavedSegments(dir);
-            long fileElements = saved.Sum(s => s.Length);
-            foreach (var (file, into) in OptimizerTensors(optimizer))
+            long fileElements = saved.Sum(s => s.Length), savedAt = 0;
+            foreach (var (savedOffset, savedLength) in saved)
             {
-                long savedAt = 0;
-                foreach (var (savedOffset, savedLength) in saved)
+                long at = 0;
+                foreach (var (offset, length) in segments)
                 {
-                    long at = 0;
-                    foreach (var (offset, length) in optimizer.Segments)
-                    {
-                        long from = Math.Max(offset, savedOffset), to = Math.Min(offset + length, savedOffset + savedLength);
-                        if (to > from) ReadTensor(Path.Combine(dir, file), fileElements, savedAt + from - savedOffset, into.narrow(0, at + from - offset, to - from));
-                        at += length;
-                    }
-                    savedAt += savedLength;
+                    long from = Math.Max(offset, savedOffset), to = Math.Min(offset + length, savedOffset + savedLength);
+                    if (to > from) ReadTensor(Path.Combine(dir, file), fileElements, savedAt + from - savedOffset, into.narrow(0, at + from - offset, to - from));
+                    at += length;
                 }
+                savedAt += savedLength;
             }
         }
-        optimizer.Step = meta.OptimizerStep;
     }
 
     private static IReadOnlyList<(long Offset, long Length)> SavedSegments(string dir)

@@ -33,6 +33,10 @@ public interface ITrainStep : IDisposable
     /// optimizer steps taken).</summary>
     CheckpointMeta Resume(string root);
 
+    /// <summary>Sets the model's weights from the serial model's full weights, by serial name (tables padded as <see cref="Model"/>'s),
+    /// each rank taking its part; the optimizer starts fresh (a run started from imported weights, --load-format hf).</summary>
+    void LoadWeights(IReadOnlyDictionary<string, TorchSharp.torch.Tensor> serial);
+
     /// <summary>Saves the state after <paramref name="iteration"/> iterations under <paramref name="root"/> (collective).</summary>
     void Save(string root, long iteration);
 

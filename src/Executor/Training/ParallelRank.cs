@@ -55,6 +55,9 @@ public sealed class ParallelRank : ITrainStep
 
     public CheckpointMeta Resume(string root) => DistributedCheckpoint.Load(root, trainer, sampler);
 
+    public void LoadWeights(IReadOnlyDictionary<string, Tensor> serial) =>
+        trainer.LoadWeights((name, _) => WeightSplit.Of(name, Model).Shard(serial[name], groups.TensorRank, description.TensorParallel));
+
     public void Save(string root, long iteration) => DistributedCheckpoint.Save(root, iteration, settings.Seed, trainer, sampler);
 
     public StepResult Step(long iteration, double lr, RunStop stop)

@@ -83,6 +83,17 @@ public sealed class Trainer : ITrainStep
         return meta;
     }
 
+    public void LoadWeights(IReadOnlyDictionary<string, Tensor> serial)
+    {
+        // Into the model's weights, and the float32 master weights from them, as Megatron makes its main params from the model's
+        // (megatron/core/optimizer/optimizer.py, Float16OptimizerWithFloat16Params: param.detach().clone().float(), d98e8a6) and
+        // as every rank of a parallel run loads them (ParallelTrainer.LoadWeights).
+        using (no_grad())
+            foreach (var (name, p, _) in buffer.Layout)
+                p.copy_(serial[name]);
+        buffer.CopyParamsToMaster(0, buffer.Count);
+    }
+
     public void Save(string root, long iteration) => Checkpoint.Save(root, iteration, settings.Seed, Model.Name, buffer, optimizer, scaler, sampler);
 
     public IReadOnlyList<long>? PeakMemoryPerRank() => null;

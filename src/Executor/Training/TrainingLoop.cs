@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using Harness.Executor.Native;
 using Harness.Executor.Optimizer;
+using Harness.Executor.Training.Interchange;
 using Harness.Executor.Training.Records;
+using Harness.Simulator.Specs;
 using Harness.Simulator.Costs;
 
 namespace Harness.Executor.Training;
@@ -27,7 +29,9 @@ public static class TrainingLoop
     {
         var settings = run.Settings;
         var d = run.Description;
-        var resumed = settings.Load is null ? null : step.Resume(settings.Load);
+        // A Hugging Face folder gives the weights only: the run starts at iteration 0 with a fresh optimizer.
+        if (settings is { Load: string folder, LoadFormat: LoadFormat.Hf }) step.LoadWeights(HfCheckpoint.Read(folder, step.Model));
+        var resumed = settings.Load is null || settings.LoadFormat == LoadFormat.Hf ? null : step.Resume(settings.Load);
         long iteration = resumed?.Iteration ?? 0, skipped = resumed?.SkippedIterations ?? 0;
         recorder?.Begin(iteration);
         var schedule = new LearningRateSchedule(settings.LearningRateOrDefault, settings.TrainIters, d.GlobalBatch);

@@ -1,6 +1,7 @@
 using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Native;
+using Harness.Executor.Training.Interchange;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Transformer;
@@ -57,7 +58,8 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
     public void Prepare()
     {
         SplitData.Open(settings, model.VocabSize, model.SeqLength, description.GlobalBatch).Dispose();
-        if (settings.Load is not null)
+        if (settings is { Load: string folder, LoadFormat: LoadFormat.Hf }) HfCheckpoint.Check(folder, model);
+        else if (settings.Load is not null)
         {
             var (dir, meta) = Checkpoint.Latest(settings.Load);
             Checkpoint.RequireCompatible(dir, meta, model.Name, CheckpointLayout.Of(description, model), IUpdateRule.For(description, settings.AdamOrDefault, fused: false));

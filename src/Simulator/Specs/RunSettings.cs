@@ -3,6 +3,10 @@ namespace Harness.Simulator.Specs;
 /// <summary>Megatron's --lr-decay-style.</summary>
 public enum LearningRateDecayStyle { Constant, Linear, Cosine, InverseSquareRoot }
 
+/// <summary>What --load reads: a checkpoint of this harness (Megatron's folder layout, resumed where it stopped), or a Hugging Face
+/// model folder (config.json and safetensors weights), whose weights start the run at iteration 0.</summary>
+public enum LoadFormat { Harness, Hf }
+
 /// <summary>Where a run executes: threads of this process on CPU, or one process per NVIDIA GPU.</summary>
 public enum ExecutionDevice { Cpu, Cuda }
 
@@ -90,6 +94,7 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// <param name="CheckForNanInLossAndGrad">Megatron's --check-for-nan-in-loss-and-grad (on; --no-check-for-nan-in-loss-and-grad
 /// turns it off): a NaN or Inf loss, or gradient norm without a loss scaler, stops the run.</param>
 /// <param name="TensorBoard">Megatron's TensorBoard flags: where and which scalars the run writes as event files.</param>
+/// <param name="LoadFormat">Harness's --load-format: what --load names.</param>
 public sealed record RunSettings(
     long TrainIters = 150,
     int Seed = 1234,
@@ -121,7 +126,8 @@ public sealed record RunSettings(
     TensorBoardSettings? TensorBoard = null,
     DataBlend? TrainDataPath = null,
     DataBlend? ValidDataPath = null,
-    DataBlend? TestDataPath = null)
+    DataBlend? TestDataPath = null,
+    LoadFormat LoadFormat = LoadFormat.Harness)
 {
     /// <summary>Whether the shares have datasets of their own (Megatron's blend_per_split).</summary>
     public bool PerSplitData => TrainDataPath is not null || ValidDataPath is not null || TestDataPath is not null;
@@ -162,6 +168,7 @@ public sealed record RunSettings(
             e.Add("Give one data source: --data-path, --mock-data, or --train-data-path (with --valid-data-path, --test-data-path).");
         if (PerSplitData && TrainDataPath is null) e.Add("--valid-data-path and --test-data-path go with --train-data-path, which names the datasets to train on; give it.");
         if (PerSplitData && Split is not null) e.Add($"--split {Split} cuts --data-path's datasets; --train-data-path, --valid-data-path and --test-data-path name each share's own: remove --split.");
+        if (LoadFormat == LoadFormat.Hf && Load is null) e.Add("--load-format hf names what --load reads; give --load with a Hugging Face model folder.");
         if (SaveInterval < 0) e.Add($"--save-interval is {SaveInterval}; it must be 0 (only at the end) or positive.");
         if (LogInterval < 1) e.Add($"--log-interval is {LogInterval}; it must be at least 1.");
         if (TensorBoardOrDefault.LogInterval < 1) e.Add($"--tensorboard-log-interval is {TensorBoardOrDefault.LogInterval}; it must be at least 1.");

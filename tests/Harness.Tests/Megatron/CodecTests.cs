@@ -121,7 +121,7 @@ public class CodecTests
         "--lr-warmup-fraction 0.1", "--lr-decay-iters 30", "--weight-decay 0.1", "--adam-beta1 0.8", "--adam-beta2 0.95",
         "--adam-eps 1e-5", "--clip-grad 0.5", "--loss-scale 4096", "--initial-loss-scale 65536", "--min-loss-scale 2",
         "--loss-scale-window 100", "--hysteresis 1", "--data-path /data/x_text_document", "--data-path 0.3 /data/a 0.7 /data/b", "--data-path /data/a /data/b",
-        "--train-data-path 1 /data/a 2 /data/b --valid-data-path /data/c --test-data-path /data/d", "--mock-data", "--save ck", "--load ck",
+        "--train-data-path 1 /data/a 2 /data/b --valid-data-path /data/c --test-data-path /data/d", "--mock-data", "--save ck", "--load ck", "--load ck --load-format hf",
         "--save-interval 5", "--log-interval 10", "--make-vocab-size-divisible-by 64", "--device cuda --profile --profile-step-start 2 --profile-step-end 4",
         "--device cuda", "--libtorch /opt/torch/lib", "--gpu h200", "--nproc-per-node 8", "--nproc-per-node 4 --ranks-on-one-device", "--split 969,30,1", "--split 98/2", "--eval-interval 50", "--eval-iters 10", "--master-port 29600", "--out runs/x",
         "--exit-interval 50", "--exit-duration-in-mins 230",
