@@ -94,17 +94,21 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     public IReadOnlyList<(Tensor Grads, long Offset)> GradShards() =>
         buckets.Select(b => (gradShards.narrow(0, pieceOffsets[b.Index], Segments[b.Index].Length), Segments[b.Index].Offset)).ToList();
 
+    /// <summary>This rank's gradients as its step reads them (<see cref="GradShards"/> in float32:
+    /// <see cref="ParamAndGradBuffer.Float32Grads"/>), made in the caller's dispose scope.</summary>
+    public IReadOnlyList<(Tensor Grads, long Offset)> MainGradShards() =>
+        GradShards().Select(g => (ParamAndGradBuffer.Float32Grads(g.Grads), g.Offset)).ToList();
+
     /// <summary>
-    /// Once every bucket was reduce-scattered: clip, update this rank's shard, all-gather (unless
-    /// <paramref name="gatherParams"/> is false: <see cref="ParamGather"/> does it during the next forward). Returns the
-    /// global gradient norm (device scalar).
+    /// Once every bucket was reduce-scattered: clip <paramref name="grads"/> (<see cref="MainGradShards"/>, which a loss
+    /// scaler unscaled), update this rank's shard, all-gather (unless <paramref name="gatherParams"/> is false:
+    /// <see cref="ParamGather"/> does it during the next forward). Returns the global gradient norm (device scalar).
     /// </summary>
-    public Tensor ClipAndStep(double lr, bool gatherParams = true)
+    public Tensor ClipAndStep(double lr, IReadOnlyList<(Tensor Grads, long Offset)> grads, bool gatherParams = true)
     {
         Step++;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var grads = GradShards();
         var total = norm.Compute(grads);
         for (int k = 0; k < buckets.Count; k++)
         {

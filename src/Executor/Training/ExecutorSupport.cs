@@ -19,11 +19,6 @@ public static class ExecutorSupport
     {
         var refused = new List<string>();
         var overlap = d.OverlapOrDefault;
-        if (!d.GradientsInFp32)
-            refused.Add(d.Precision == Precision.Fp16
-                ? "--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +
-                  "(it keeps and reduces them in fp32); add --accumulate-allreduce-grads-in-fp32."
-                : "reduced-precision main gradients (--grad-reduce-in-bf16, --main-grads-dtype bf16) are not run by the executor: it keeps and reduces them in fp32.");
         if (d.AdamOrDefault.PrecisionAware)
             refused.Add("--use-precision-aware-optimizer is not run by the executor: its Adam keeps fp32 master weights and moments.");
         if (overlap.TensorParallelComm)

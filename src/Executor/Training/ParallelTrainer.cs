@@ -93,7 +93,7 @@ public sealed class ParallelTrainer : IDisposable
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
         layerGroups = RecomputeGroups.Of(chunks[0].Part.NumLayers, parallel.RecomputeOrNone);
         Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: Fusions.GradientAccumulation,
-            gradients: parallel.ZeroStage < 2, weights: parallel.ZeroStage < 3);
+            gradients: parallel.ZeroStage < 2, weights: parallel.ZeroStage < 3, mainGradsInFp32: description.GradientsInFp32);
         if (parallel.PipelineParallel > 1)
             p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
         bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;
@@ -265,16 +265,16 @@ public sealed class ParallelTrainer : IDisposable
         Offloaded = offload?.Records ?? layerRecords;
         gradSync.Finish();
         bool skipped = false;
+        var grads = distributedOptimizer?.MainGradShards() ?? [(ParamAndGradBuffer.Float32Grads(Buffer.MainGrads), 0)];
         if (GradScaler is { } scaler)
         {
-            IEnumerable<Tensor> grads = distributedOptimizer is null ? [Buffer.MainGrads] : distributedOptimizer.GradShards().Select(g => g.Grads);
-            using var flag = MainGradUnscale.UnscaleAndFindInf(grads, scaler.InverseScale, device);
+            using var flag = MainGradUnscale.UnscaleAndFindInf(grads.Select(g => g.Grads), scaler.InverseScale, device);
             skipped = gradientNorm.FoundInf(flag);
             GradScaler = scaler.Update(skipped);
         }
         // A skipped step leaves the weights, the master weights and the optimizer's state as they were, on every rank alike.
         var norm = skipped ? null
-            : distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? replicated!.ClipAndStep(lr, g => gradientNorm.Compute(g));
+            : distributedOptimizer?.ClipAndStep(lr, grads, gatherParams: paramGather is null) ?? replicated!.ClipAndStep(lr, grads[0].Grads, g => gradientNorm.Compute(g));
         var reported = Reported(loss);
         // After the loss's all-reduce on the same group, so the two never run on two streams at once.
         paramGather?.Start();
