@@ -38,9 +38,10 @@ public static class Checkpoint
     private const string Meta = "meta.json";
     private const string SegmentsFile = "segments.json";
 
-    /// <summary>The files of an optimizer's tensors: its master weights, then each of its rule's states.</summary>
-    private static IEnumerable<(string File, Tensor Tensor)> OptimizerTensors(IOptimizerState o) =>
-        o.Rule.States.Zip(o.States, (name, t) => (name + ".bin", t)).Prepend(("master.bin", o.Master));
+    /// <summary>The files of an optimizer's float32 tensors (<paramref name="tensors"/>: its CheckpointTensors): master
+    /// weights, then each of its rule's states.</summary>
+    private static IEnumerable<(string File, Tensor Tensor)> OptimizerTensors(IOptimizerState o, IReadOnlyList<Tensor> tensors) =>
+        o.Rule.States.Zip(tensors.Skip(1), (name, t) => (name + ".bin", t)).Prepend(("master.bin", tensors[0]));
 
     /// <summary>Read chunk of at most this many elements: memory stays bounded and no array nears 2 GB.</summary>
     private const long ChunkElements = 1 << 24;
@@ -60,7 +61,7 @@ public static class Checkpoint
     /// <summary>The metadata of a checkpoint of <paramref name="optimizer"/>'s run at <paramref name="iteration"/>.</summary>
     public static CheckpointMeta MetaOf(long iteration, IOptimizerState optimizer, GptSampler sampler, int seed, string model, long parameters,
         CheckpointLayout layout, GradScaler? scaler) =>
-        new(iteration, optimizer.Step, sampler.Position, seed, model, parameters, optimizer.Master.dtype.ToString(), layout, scaler, optimizer.Rule.States);
+        new(iteration, optimizer.Step, sampler.Position, seed, model, parameters, ScalarType.Float32.ToString(), layout, scaler, optimizer.Rule.States);
 
     /// <summary>Restores the newest checkpoint under root; returns its metadata. Throws InvalidDataException naming a mismatch.</summary>
     public static CheckpointMeta Load(string root, string model, ParamAndGradBuffer buffer, ReplicatedOptimizer optimizer, GptSampler sampler)
@@ -84,7 +85,7 @@ public static class Checkpoint
     {
         string dir = Path.Combine(rankDir, layout.ShardFolder(shard));
         Directory.CreateDirectory(dir);
-        foreach (var (file, tensor) in OptimizerTensors(optimizer)) WriteTensor(Path.Combine(dir, file), tensor);
+        foreach (var (file, tensor) in OptimizerTensors(optimizer, optimizer.CheckpointTensors())) WriteTensor(Path.Combine(dir, file), tensor);
         File.WriteAllText(Path.Combine(dir, SegmentsFile), JsonSerializer.Serialize(optimizer.Segments.Select(s => new[] { s.Offset, s.Length })));
     }
 
@@ -96,12 +97,13 @@ public static class Checkpoint
     public static void ReadOptimizer(string rankDir, CheckpointMeta meta, IOptimizerState optimizer)
     {
         using var _ = no_grad();
+        var tensors = optimizer.CheckpointTensors();
         for (int d = 0; d < meta.Layout.OptimizerShards; d++)
         {
             string dir = Path.Combine(rankDir, meta.Layout.ShardFolder(d));
             var saved = SavedSegments(dir);
             long fileElements = saved.Sum(s => s.Length);
-            foreach (var (file, into) in OptimizerTensors(optimizer))
+            foreach (var (file, into) in OptimizerTensors(optimizer, tensors))
             {
                 long savedAt = 0;
                 foreach (var (savedOffset, savedLength) in saved)
@@ -117,6 +119,7 @@ public static class Checkpoint
                 }
             }
         }
+        optimizer.RestoreCheckpointTensors(tensors);
         optimizer.Step = meta.OptimizerStep;
     }
 

@@ -108,9 +108,11 @@ public sealed class ParallelTrainer : IDisposable
         communicationStream = overlapGradReduce || overlapParamGather || parallel.ZeroStage >= 3 ? groups.DataWithContext.CreateCommunicationStream() : null;
         var buckets = parallel.ZeroStage >= 3 ? GradBucket.OfUnits(Buffer, GatherUnit) : GradBucket.Of(Buffer, ZeroBucketSize(parallel));
         if (parallel.ZeroStage >= 3) partitioned = new PartitionedParams(Buffer, buckets, groups.DataWithContext, communicationStream!);
-        var rule = IUpdateRule.For(description, adam, Fusions.Kernels);
+        var states = description.AdamOrDefault;
+        // The fused AdamW kernel reads float32 gradients and states: the precision-aware optimizer's step runs libtorch's operators.
+        var rule = IUpdateRule.For(description, adam, Fusions.Kernels && !states.PrecisionAware);
         if (parallel.DistributedOptimizer)
-            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, rule, gradientNorm, partitioned);
+            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, rule, gradientNorm, partitioned, states.PrecisionAware ? states : null);
         else replicated = new ReplicatedOptimizer(Buffer, rule);
         if (partitioned is not null)
         {
