@@ -211,34 +211,56 @@ public sealed class DistributedOptimizer : IOptimizerState, IDisposable
     /// <summary>The float32 master weights and states over this rank's part, as a checkpoint holds them: the tensors
     /// themselves, or precision-aware their float32 values (FusedAdam.state_dict() unscales every state to float32; the
     /// remainders are joined with the weights into the float32 master weights they stand for).</summary>
-    public IReadOnlyList<Tensor> CheckpointTensors()
+    /// <remarks>Precision-aware, beside them: each fp16 state's per-element scales ("master.scale", "exp_avg.scale",
+    /// "exp_avg_sq.scale"), and with fp16 master weights this rank's 16-bit weights ("weights"), which they do not determine
+    /// (Megatron's model checkpoint holds those), so that loading restores every stored bit.</remarks>
+    public IReadOnlyList<(string Name, Tensor Tensor)> CheckpointTensors()
     {
-        if (aware is null) return [Master, .. States];
+        string[] names = ["master", .. Rule.States];
+        if (aware is null) return [.. names.Zip([Master, .. States])];
         using var _ = no_grad();
-        var tensors = Enumerable.Range(0, 3).Select(_ => empty(Master.numel(), dtype: ScalarType.Float32, device: Master.device)).ToList();
+        Tensor New() => empty(Master.numel(), dtype: ScalarType.Float32, device: Master.device);
+        var tensors = names.Select(n => (Name: n, Tensor: New())).ToList();
+        var scaled = Enumerable.Range(0, 3).Where(aware.Scaled).ToList();
+        tensors.AddRange(scaled.Select(i => (names[i] + ".scale", New())));
+        if (aware.Scaled(0)) tensors.Add(("weights", New()));
         foreach (var b in buckets)
         {
             long at = stateOffsets[b.Index], length = Segments[b.Index].Length;
             if (length == 0) continue;
             using var scope = NewDisposeScope();
-            tensors[0].narrow(0, at, length).copy_(aware.UnscaledMaster(at, length, ParamPiece(b)));
-            for (int i = 0; i < 2; i++) tensors[i + 1].narrow(0, at, length).copy_(aware.UnscaledMoment(i, at, length));
+            var param = ParamPiece(b);
+            tensors[0].Tensor.narrow(0, at, length).copy_(aware.UnscaledMaster(at, length, param));
+            for (int i = 0; i < 2; i++) tensors[i + 1].Tensor.narrow(0, at, length).copy_(aware.UnscaledMoment(i, at, length));
+            for (int k = 0; k < scaled.Count; k++) tensors[3 + k].Tensor.narrow(0, at, length).copy_(aware.ElementScales(scaled[k], at, length));
+            if (aware.Scaled(0)) tensors[^1].Tensor.narrow(0, at, length).copy_(param);
         }
         return tensors;
     }
 
-    /// <summary>After a checkpoint filled <see cref="CheckpointTensors"/>' tensors: precision-aware, stores them (rescaled,
-    /// as FusedAdam.load_state_dict does) and this rank's pieces of the weights from them.</summary>
-    public void RestoreCheckpointTensors(IReadOnlyList<Tensor> loaded)
+    public IReadOnlySet<string> OptionalCheckpointTensors => new HashSet<string>(["master.scale", "exp_avg.scale", "exp_avg_sq.scale", "weights"]);
+
+    /// <summary>After a checkpoint filled <see cref="CheckpointTensors"/>' tensors: precision-aware, stores them with the saved
+    /// scales where the checkpoint has them (else rescaled, as FusedAdam.load_state_dict does) and this rank's pieces of the
+    /// weights (the saved ones, else from the master weights).</summary>
+    public void RestoreCheckpointTensors(IReadOnlyList<(string Name, Tensor Tensor)> loaded, IReadOnlySet<string> read)
     {
         if (aware is null) return;
         using var _ = no_grad();
+        Tensor? Saved(string name) => read.Contains(name) ? loaded.Single(l => l.Name == name).Tensor : null;
+        var values = loaded.Take(3).Select(l => l.Tensor).ToList();
+        var scales = new[] { "master", "exp_avg", "exp_avg_sq" }.Select(n => Saved(n + ".scale")).ToList();
+        var weights = Saved("weights");
         foreach (var b in buckets)
         {
             long at = stateOffsets[b.Index], length = Segments[b.Index].Length;
             if (length == 0) continue;
             using var scope = NewDisposeScope();
-            StoreAware(b, at, loaded[0].narrow(0, at, length).clone(), loaded.Skip(1).Select(t => t.narrow(0, at, length).clone()).ToList());
+            Tensor Cut(Tensor t) => t.narrow(0, at, length);
+            var param = ParamPiece(b);
+            aware.StoreMaster(at, Cut(values[0]).clone(), param, scales[0] is { } s0 ? Cut(s0) : null, weights is null ? null : Cut(weights));
+            for (int i = 0; i < 2; i++) aware.StoreMoment(i, at, Cut(values[i + 1]).clone(), scales[i + 1] is { } s ? Cut(s) : null);
+            if (partitioned?.IsPartitioned(b) == true) partitioned.Release(b);
         }
     }
 

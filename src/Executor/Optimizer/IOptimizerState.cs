@@ -28,11 +28,16 @@ public interface IOptimizerState
     /// <summary>After the master weights were set (a checkpoint was loaded): the model's weights from them, on every rank.</summary>
     void CopyMasterToParams();
 
-    /// <summary>What a checkpoint holds of the part, float32: the master weights, then the states in <see cref="IUpdateRule.States"/>'
-    /// order. <see cref="Master"/> and <see cref="States"/> themselves, unless they are stored in lower precision
-    /// (DataParallel.DistributedOptimizer under the precision-aware optimizer: float32 copies).</summary>
-    IReadOnlyList<Tensor> CheckpointTensors() => [Master, .. States];
+    /// <summary>What a checkpoint holds of the part, as float32 tensors by file name: "master", then the states by
+    /// <see cref="IUpdateRule.States"/>' names. <see cref="Master"/> and <see cref="States"/> themselves, unless they are stored
+    /// in lower precision (DataParallel.DistributedOptimizer under the precision-aware optimizer: float32 copies, and further
+    /// tensors that restore the stores to the bit, <see cref="OptionalCheckpointTensors"/>).</summary>
+    IReadOnlyList<(string Name, Tensor Tensor)> CheckpointTensors() => [("master", Master), .. Rule.States.Zip(States)];
 
-    /// <summary>After a checkpoint filled <see cref="CheckpointTensors"/>' tensors: store them where they are copies.</summary>
-    void RestoreCheckpointTensors(IReadOnlyList<Tensor> loaded) { }
+    /// <summary>Names among <see cref="CheckpointTensors"/> a checkpoint may lack (one saved by another optimizer).</summary>
+    IReadOnlySet<string> OptionalCheckpointTensors => new HashSet<string>();
+
+    /// <summary>After a checkpoint filled <see cref="CheckpointTensors"/>' tensors (<paramref name="read"/>: the names it had): store
+    /// them where they are copies.</summary>
+    void RestoreCheckpointTensors(IReadOnlyList<(string Name, Tensor Tensor)> loaded, IReadOnlySet<string> read) { }
 }

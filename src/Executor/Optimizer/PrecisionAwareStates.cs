@@ -101,8 +101,10 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
     /// <summary>Float32 values of moment <paramref name="moment"/> (0: exp_avg, 1: exp_avg_sq) over [<paramref name="from"/>, + count).</summary>
     public Tensor UnscaledMoment(int moment, long from, long count) => Unscaled(moment + 1, from, count);
 
-    /// <summary>Stores updated master weights <paramref name="master"/> (float32) and writes the model's weights <paramref name="param"/> from them.</summary>
-    public void StoreMaster(long from, Tensor master, Tensor param)
+    /// <summary>Stores updated master weights <paramref name="master"/> (float32) and writes the model's weights <paramref name="param"/>
+    /// from them. From a checkpoint: <paramref name="savedScales"/> (per element) the scales they were stored with, and
+    /// <paramref name="weights"/> the 16-bit weights, which fp16 master weights do not determine.</summary>
+    public void StoreMaster(long from, Tensor master, Tensor param, Tensor? savedScales = null, Tensor? weights = null)
     {
         using var _ = no_grad();
         if (Master.dtype == ScalarType.Int16)
@@ -110,15 +112,28 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
             Unit.Value.invoke("split", master, param, Master.narrow(0, from, master.numel()));
             return;
         }
-        param.copy_(master);
-        Store(0, from, master.numel(), master);
+        param.copy_(weights ?? master);
+        Store(0, from, master.numel(), master, savedScales);
     }
 
-    /// <summary>Stores moment <paramref name="moment"/>'s updated float32 values.</summary>
-    public void StoreMoment(int moment, long from, Tensor values)
+    /// <summary>Stores moment <paramref name="moment"/>'s updated float32 values (from a checkpoint, with the scales they were stored with).</summary>
+    public void StoreMoment(int moment, long from, Tensor values, Tensor? savedScales = null)
     {
         using var _ = no_grad();
-        Store(moment + 1, from, values.numel(), values);
+        Store(moment + 1, from, values.numel(), values, savedScales);
+    }
+
+    /// <summary>Whether state <paramref name="state"/> (0: master weights, 1: exp_avg, 2: exp_avg_sq) is stored scaled (fp16).</summary>
+    public bool Scaled(int state) => scales[state] is not null;
+
+    /// <summary>The scale of each element's piece over [<paramref name="from"/>, + count) of a scaled state, float32: what a
+    /// checkpoint keeps beside the unscaled values, so that storing them again gives the same bits.</summary>
+    public Tensor ElementScales(int state, long from, long count)
+    {
+        var expanded = empty(count, dtype: ScalarType.Float32, device: Master.device);
+        foreach (var (at, length, piece) in Within(from, count))
+            expanded.narrow(0, at - from, length).copy_(scales[state]![piece].expand(length));
+        return expanded;
     }
 
     private Tensor Stored(int state) => state == 0 ? Master : Moments[state - 1];
@@ -134,8 +149,11 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
         return values;
     }
 
-    /// <summary>_apply_scale: per piece, s = absmax / 32752 and stored = round(x · (1/s)) (1/s taken as 0 where s is 0).</summary>
-    private void Store(int state, long from, long count, Tensor values)
+    /// <summary>_apply_scale: per piece, s = absmax / 32752 and stored = round(x · (1/s)) (1/s taken as 0 where s is 0). A piece
+    /// whose elements all carry one of <paramref name="savedScales"/> (a checkpoint's, cut as this piece is) takes that scale
+    /// instead, so the stored values are those saved, bit for bit; FusedAdam.load_state_dict recomputes it, which can move the
+    /// scale by its last bit.</summary>
+    private void Store(int state, long from, long count, Tensor values, Tensor? savedScales = null)
     {
         using var scope = NewDisposeScope();
         var stored = Stored(state).narrow(0, from, count);
@@ -147,7 +165,9 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
         foreach (var (at, length, piece) in Within(from, count))
         {
             var x = values.narrow(0, at - from, length);
-            var scale = x.abs().max().div(Fp16Range);
+            var saved = savedScales?.narrow(0, at - from, length);
+            bool uniform = saved is not null && saved.min().item<float>() == saved.max().item<float>();
+            var scale = uniform ? saved![0] : x.abs().max().div(Fp16Range);
             var inverse = where(scale > 0, scale.reciprocal(), zeros_like(scale));
             s[piece].copy_(scale);
             stored.narrow(0, at - from, length).copy_(x * inverse);

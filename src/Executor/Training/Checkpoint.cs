@@ -38,10 +38,6 @@ public static class Checkpoint
     private const string Meta = "meta.json";
     private const string SegmentsFile = "segments.json";
 
-    /// <summary>The files of an optimizer's float32 tensors (<paramref name="tensors"/>: its CheckpointTensors): master
-    /// weights, then each of its rule's states.</summary>
-    private static IEnumerable<(string File, Tensor Tensor)> OptimizerTensors(IOptimizerState o, IReadOnlyList<Tensor> tensors) =>
-        o.Rule.States.Zip(tensors.Skip(1), (name, t) => (name + ".bin", t)).Prepend(("master.bin", tensors[0]));
 
     /// <summary>Read chunk of at most this many elements: memory stays bounded and no array nears 2 GB.</summary>
     private const long ChunkElements = 1 << 24;
@@ -85,7 +81,7 @@ public static class Checkpoint
     {
         string dir = Path.Combine(rankDir, layout.ShardFolder(shard));
         Directory.CreateDirectory(dir);
-        foreach (var (file, tensor) in OptimizerTensors(optimizer, optimizer.CheckpointTensors())) WriteTensor(Path.Combine(dir, file), tensor);
+        foreach (var (name, tensor) in optimizer.CheckpointTensors()) WriteTensor(Path.Combine(dir, name + ".bin"), tensor);
         File.WriteAllText(Path.Combine(dir, SegmentsFile), JsonSerializer.Serialize(optimizer.Segments.Select(s => new[] { s.Offset, s.Length })));
     }
 
@@ -98,13 +94,17 @@ public static class Checkpoint
     {
         using var _ = no_grad();
         var tensors = optimizer.CheckpointTensors();
+        var read = new HashSet<string>();
         for (int d = 0; d < meta.Layout.OptimizerShards; d++)
         {
             string dir = Path.Combine(rankDir, meta.Layout.ShardFolder(d));
             var saved = SavedSegments(dir);
             long fileElements = saved.Sum(s => s.Length);
-            foreach (var (file, into) in OptimizerTensors(optimizer, tensors))
+            foreach (var (name, into) in tensors)
             {
+                string file = name + ".bin";
+                if (optimizer.OptionalCheckpointTensors.Contains(name) && !File.Exists(Path.Combine(dir, file))) continue;
+                read.Add(name);
                 long savedAt = 0;
                 foreach (var (savedOffset, savedLength) in saved)
                 {
@@ -119,7 +119,7 @@ public static class Checkpoint
                 }
             }
         }
-        optimizer.RestoreCheckpointTensors(tensors);
+        optimizer.RestoreCheckpointTensors(tensors, read);
         optimizer.Step = meta.OptimizerStep;
     }
 

@@ -98,7 +98,7 @@ public class PrecisionAwareOptimizerTests
             trainer.FinishParamSync();
             var o = trainer.Optimizer;
             using var checkpoint = NewDisposeScope();
-            var master = o.CheckpointTensors()[0].data<float>().ToArray();
+            var master = o.CheckpointTensors()[0].Tensor.data<float>().ToArray();
             var weights = trainer.NamedParameters().SelectMany(n => n.Parameter.to(ScalarType.Float32).data<float>().ToArray()).ToArray();
             // This rank's own pieces of the 16-bit weights, in state order (to compare with its master weights).
             var own = o.Segments.SelectMany(seg => Piece(trainer, seg.Offset, seg.Length)).ToArray();
