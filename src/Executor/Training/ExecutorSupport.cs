@@ -26,8 +26,6 @@ public static class ExecutorSupport
             refused.Add(overlap.TensorParallelForwardReduceScatter
                 ? "--tp-comm-overlap is not run by the executor yet."
                 : "--overlap-sp-ag and --overlap-sp-rs (Megatron-Kwai) are not run by the executor yet.");
-        if (!d.FusedElementwise) refused.Add("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion are not run by the executor yet.");
-        if (!d.FusedNorm) refused.Add("--no-norm-fusion is not run by the executor yet.");
         return refused;
     }
 

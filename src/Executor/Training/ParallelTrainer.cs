@@ -83,7 +83,8 @@ public sealed class ParallelTrainer : IDisposable
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
         dropout = model.Dropout ? new DropoutRng(seed, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
         var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitSeed: seed, ContextParallel: contextParallel,
-            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout);
+            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
+            FusedNorm: description.FusedNorm, FusedElementwise: description.FusedElementwise);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
         {

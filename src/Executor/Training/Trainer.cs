@@ -62,7 +62,8 @@ public sealed class Trainer : ITrainStep
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
         this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,
-            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
+            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
+            FusedNorm: description.FusedNorm, FusedElementwise: description.FusedElementwise));
         buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation, mainGradsInFp32: description.GradientsInFp32);
         optimizer = new ReplicatedOptimizer(buffer, IUpdateRule.For(description, settings.AdamOrDefault, Fusions.Kernels));
         scaler = GradScaler.For(description, settings.LossScaleOrDefault);

@@ -37,14 +37,11 @@ public class ExecutorSupportTests
     {
         string Refused(RunDescription d) => Assert.Single(ExecutorSupport.Refusals(d));
         var d = new RunDescription();
-        Assert.StartsWith("--use-precision-aware-optimizer ", Refused(d with { Precision = Precision.Bf16, Adam = new AdamStates(PrecisionAware: true) }));
         Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));
         Assert.StartsWith("--overlap-sp-ag and --overlap-sp-rs ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) }));
-        Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
-        Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
         // The executor's checks include them, beside the description's own.
-        var errors = TrainingRun.Check(Reference(), d with { FusedNorm = false, Precision = Precision.Fp32 }, new RunSettings(MockData: true), 1);
-        Assert.Contains(errors, e => e.StartsWith("--no-norm-fusion "));
+        var errors = TrainingRun.Check(Reference(), d with { Overlap = new OverlapSpec(TensorParallelComm: true), Precision = Precision.Fp32 }, new RunSettings(MockData: true), 1);
+        Assert.Contains(errors, e => e.StartsWith("--tp-comm-overlap "));
     }
 
     private static ModelSpec Reference() => Parallel.Reference.Gpt();

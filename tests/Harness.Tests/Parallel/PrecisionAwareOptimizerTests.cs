@@ -190,6 +190,65 @@ public class PrecisionAwareOptimizerTests
         }
     }
 
+    /// <summary>
+    /// bf16 weights with float32 master weights as remainders, bf16 first and fp16 second moments, bf16 main gradients, two
+    /// ranks: two steps, the shards written as a checkpoint does (float32 master weights joined from weights and remainders,
+    /// unscaled moments and their scales), read into a fresh trainer, one more step: the loss, norm, weights and every stored
+    /// state (remainders included) are those of three uninterrupted steps, bit for bit.
+    /// </summary>
+    [Fact]
+    public void Bf16RemaindersAndScaledMomentsResumeBitForBit()
+    {
+        var spec = Reference.Gpt();
+        var config = Config(Precision.Bf16, new AdamStates(PrecisionAware: true, ExpAvg: StateDtype.Bf16, ExpAvgSq: StateDtype.Fp16), fp32Grads: false);
+        var batches = Reference.Batches(spec, 3, 8);
+        var initial = Reference.Serial(spec, batches.Take(1).ToArray()).Initial;
+        string root = Path.Combine(Path.GetTempPath(), $"harness-aware-{Guid.NewGuid():N}");
+        try
+        {
+            InProcessJob.Run(2, world =>
+            {
+                using var groups = ProcessGroups.Create(world, RankOrder.For(2, 1, 1, 1));
+                ParallelTrainer New()
+                {
+                    var t = new ParallelTrainer(groups, spec, config, CPU, Reference.DropoutSeed, Reference.Adam);
+                    t.LoadWeights((name, p) => tensor(initial[name]).view(p.shape));
+                    return t;
+                }
+                (float Loss, float? Norm) Step(ParallelTrainer t, int i)
+                {
+                    using var scope = NewDisposeScope();
+                    return t.Step(Reference.Lr, ParallelRun.MicroBatches(batches[i], config, groups.DataRank, spec.SeqLength), i);
+                }
+                float[] Everything(ParallelTrainer t)
+                {
+                    t.FinishParamSync();
+                    var o = t.Optimizer;
+                    return [.. t.NamedParameters().SelectMany(n => n.Parameter.to(ScalarType.Float32).data<float>().ToArray()),
+                        .. new[] { o.Master }.Concat(o.States).SelectMany(x => x.to(ScalarType.Float32).data<float>().ToArray())];
+                }
+                using var straight = New();
+                for (int i = 0; i < 2; i++) Step(straight, i);
+                var expected = Step(straight, 2);
+                string rankDir = Path.Combine(root, straight.CheckpointLayout.RankFolder(0, 0));
+                Checkpoint.WriteOptimizer(rankDir, straight.CheckpointLayout, groups.DataRank, straight.Optimizer);
+                groups.World.Barrier();
+                using var interrupted = New();
+                for (int i = 0; i < 2; i++) Step(interrupted, i);
+                Checkpoint.WriteOptimizer(rankDir, interrupted.CheckpointLayout, groups.DataRank, interrupted.Optimizer);
+                groups.World.Barrier();
+                using var resumed = New();
+                var meta = new CheckpointMeta(2, 2, 0, Reference.Seed, spec.Name, 0, "Float32", resumed.CheckpointLayout, null, AdamW.StateNames);
+                Checkpoint.ReadOptimizer(rankDir, meta, resumed.Optimizer);
+                resumed.Optimizer.CopyMasterToParams();
+                Assert.Equal(expected, Step(resumed, 2));
+                Assert.Equal(Everything(straight), Everything(resumed));
+                return 0;
+            });
+        }
+        finally { Directory.Delete(root, recursive: true); }
+    }
+
     /// <summary>AdamFunctorMasterParamRemainder's bf16 weight of float32 <paramref name="x"/>: the high 16 bits, plus one where
     /// the low 16 bits, as an int16, are negative.</summary>
     private static float TransformerEngineBf16(float x)
