@@ -106,6 +106,8 @@ public static class ExecutorSupport
             notes.Add("the fused cross-entropy runs over an unsplit vocabulary only; with tensor parallelism the vocabulary-parallel cross-entropy of libtorch's operators runs.");
         if (kernelsRan && d.ContextParallel > 1)
             notes.Add("the fused QKV split with rotary positions does not run under context parallelism (its tokens' positions are not 0..s-1); libtorch's operators run.");
+        if (kernelsRan && d.AdamOrDefault.PrecisionAware)
+            notes.Add("the fused AdamW kernel reads float32 states: under --use-precision-aware-optimizer libtorch's operators update Transformer Engine's stored states.");
         if (d.ZeroStage >= 3)
             notes.Add("ZeRO 3 partitions the weight matrices; the norms and biases stay whole on every rank, as DeepSpeed keeps parameters below stage3_param_persistence_threshold resident.");
         if (d.GradientAccumulationFusion && !fusions.GradientAccumulation && d.Precision == Precision.Fp32 && d.ZeroStage < 2)
