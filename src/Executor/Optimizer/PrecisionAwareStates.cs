@@ -20,13 +20,15 @@ namespace Harness.Executor.Optimizer;
 ///   set: rounding half away from zero), and float32 = (weight − [remainder &lt; 0]) · 2^16 + (remainder mod 2^16) restores
 ///   every bit (AdamFunctorMasterParamRemainder).
 /// The model's 16-bit weights are written from the float32 result before the master weights are stored (the kernel writes
-/// them from its registers), so fp16 master weights do not round the weights twice. fp8 moments (uint8 with a per-tensor
-/// scale) are refused by the executor (ExecutorSupport).
+/// them from its registers), so fp16 master weights do not round the weights twice.
+/// - fp8 moments: E4M3 bytes (a Float8Tensor with its own quantizer), per tensor s = absmax / 448, the quantizer's scale
+///   q = 1/s, stored E4M3(x · q) rounded to nearest, read back stored · (1/q) (Float8Tensor's scale_inv). Where s is 0
+///   (an all-zero tensor) q is taken as 0, not FusedAdam's 1/0, which would store 0 · ∞, a NaN.
 /// </summary>
 public sealed class PrecisionAwareStates : IDisposable
 {
-    /// <summary>FusedAdam's dtype_to_range_map for fp16: torch.finfo(torch.float16).max / 2.</summary>
-    private const float Fp16Range = 65504f / 2;
+    /// <summary>FusedAdam's dtype_to_range_map: torch.finfo(torch.float16).max / 2 for fp16, E4M3's largest value for fp8.</summary>
+    private const float Fp16Range = 65504f / 2, Fp8Range = 448;
 
     // TorchScript compiled here can name neither torch.int16 and the like nor Tensor.view(dtype): dtypes are c10's ScalarType
     // codes, passed by keyword to view_copy's dtype overload (a bit-for-bit reinterpretation): 2 int16, 3 int32, 6 float32,
@@ -44,6 +46,18 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
     param.copy_(torch.view_copy(high.to(dtype=2), dtype=15))
     remainder.copy_(rem.to(dtype=2))
 ";
+
+    // 0 uint8, 24 float8_e4m3fn (c10's ScalarType codes, as above).
+    private const string Fp8Source = @"
+def to_e4m3(x: Tensor):
+    return torch.view_copy(x.to(dtype=24), dtype=0)
+
+def from_e4m3(bits: Tensor):
+    return torch.view_copy(bits, dtype=24).to(dtype=6)
+";
+
+    // Units of their own: a libtorch without float8 fails here, not in the remainders.
+    private static readonly Lazy<jit.CompilationUnit> Fp8Unit = new(() => jit.compile(Fp8Source));
 
     private static readonly Lazy<jit.CompilationUnit> Unit = new(() => jit.compile(Source));
 
@@ -67,16 +81,16 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
         Master = zeros(count, dtype: remainders ? ScalarType.Int16 : TypeOf(spec.MainParams), device: device);
         Moments = [zeros(count, dtype: TypeOf(spec.ExpAvg), device: device), zeros(count, dtype: TypeOf(spec.ExpAvgSq), device: device)];
         scales = new[] { Master, Moments[0], Moments[1] }
-            .Select(t => t.dtype == ScalarType.Float16 ? ones(pieces.Count, dtype: ScalarType.Float32, device: device) : null).ToArray();
+            .Select(t => t.dtype is ScalarType.Float16 or ScalarType.Byte ? ones(pieces.Count, dtype: ScalarType.Float32, device: device) : null).ToArray();
     }
 
-    /// <summary>libtorch's type for a state dtype; fp8 is refused before this is built.</summary>
+    /// <summary>libtorch's type for a state dtype as stored (fp8: its E4M3 bytes).</summary>
     public static ScalarType TypeOf(StateDtype d) => d switch
     {
         StateDtype.Fp16 => ScalarType.Float16,
         StateDtype.Bf16 => ScalarType.BFloat16,
-        StateDtype.Fp32 => ScalarType.Float32,
-        _ => throw new ArgumentException($"{d} states are not run by the executor."),
+        StateDtype.Fp8 => ScalarType.Byte,
+        _ => ScalarType.Float32,
     };
 
     /// <summary>Bytes per element of the stored master weights and moments (the simulator's AdamStates.BytesPerParameter).</summary>
@@ -123,7 +137,7 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
         Store(moment + 1, from, values.numel(), values, savedScales);
     }
 
-    /// <summary>Whether state <paramref name="state"/> (0: master weights, 1: exp_avg, 2: exp_avg_sq) is stored scaled (fp16).</summary>
+    /// <summary>Whether state <paramref name="state"/> (0: master weights, 1: exp_avg, 2: exp_avg_sq) is stored scaled (fp16, fp8).</summary>
     public bool Scaled(int state) => scales[state] is not null;
 
     /// <summary>The scale of each element's piece over [<paramref name="from"/>, + count) of a scaled state, float32: what a
@@ -142,10 +156,14 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
     {
         var stored = Stored(state).narrow(0, from, count);
         if (stored.dtype == ScalarType.Float32) return stored; // the state itself: the update writes it in place
-        var values = stored.to(ScalarType.Float32);
+        bool fp8 = stored.dtype == ScalarType.Byte;
+        var values = fp8 ? (Tensor)Fp8Unit.Value.invoke("from_e4m3", stored) : stored.to(ScalarType.Float32);
         if (scales[state] is { } s)
             foreach (var (at, length, piece) in Within(from, count))
-                values.narrow(0, at - from, length).mul_(s[piece]);
+            {
+                using var scope = NewDisposeScope();
+                values.narrow(0, at - from, length).mul_(fp8 ? Inverse(Inverse(s[piece])) : s[piece]);
+            }
         return values;
     }
 
@@ -162,17 +180,21 @@ def split(master: Tensor, param: Tensor, remainder: Tensor):
             stored.copy_(values);
             return;
         }
+        bool fp8 = stored.dtype == ScalarType.Byte;
         foreach (var (at, length, piece) in Within(from, count))
         {
             var x = values.narrow(0, at - from, length);
             var saved = savedScales?.narrow(0, at - from, length);
             bool uniform = saved is not null && saved.min().item<float>() == saved.max().item<float>();
-            var scale = uniform ? saved![0] : x.abs().max().div(Fp16Range);
-            var inverse = where(scale > 0, scale.reciprocal(), zeros_like(scale));
+            var scale = uniform ? saved![0] : x.abs().max().div(fp8 ? Fp8Range : Fp16Range);
             s[piece].copy_(scale);
-            stored.narrow(0, at - from, length).copy_(x * inverse);
+            var scaled = x * Inverse(scale);
+            stored.narrow(0, at - from, length).copy_(fp8 ? (Tensor)Fp8Unit.Value.invoke("to_e4m3", scaled) : scaled);
         }
     }
+
+    /// <summary>1/s in float32, 0 where s is 0 (FusedAdam's rscale; the fp8 quantizer's scale, and its scale_inv from that).</summary>
+    private static Tensor Inverse(Tensor s) => where(s > 0, s.reciprocal(), zeros_like(s));
 
     /// <summary>The pieces that lie in [from, from + count), each cut to it: (start, length, piece index). The optimizer's
     /// buckets begin and end at piece boundaries, so no piece is cut.</summary>

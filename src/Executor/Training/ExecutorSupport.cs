@@ -19,9 +19,6 @@ public static class ExecutorSupport
     {
         var refused = new List<string>();
         var overlap = d.OverlapOrDefault;
-        var adam = d.AdamOrDefault;
-        if (adam.PrecisionAware && (adam.ExpAvg == StateDtype.Fp8 || adam.ExpAvgSq == StateDtype.Fp8))
-            refused.Add("--exp-avg-dtype fp8 and --exp-avg-sq-dtype fp8 (Transformer Engine's scaled fp8 moments) are not run by the executor; fp32, fp16 and bf16 are.");
         if (overlap.TensorParallelComm)
             refused.Add(overlap.TensorParallelForwardReduceScatter
                 ? "--tp-comm-overlap is not run by the executor yet."

@@ -156,13 +156,13 @@ public class ParallelCheckpointTests
     /// <summary>
     /// `harness run --fp16` on two ranks with the distributed optimizer keeps fp16 main gradients (Megatron's default without
     /// --accumulate-allreduce-grads-in-fp32), with or without the precision-aware optimizer's fp16 master weights, fp16
-    /// first moments (both scaled per tensor) and bf16 second moments: the checkpoint holds their float32 values, as
+    /// first moments and fp8 second moments (all scaled per tensor): the checkpoint holds their float32 values, as
     /// FusedAdam.state_dict() gives them, and loading stores them back (rescaled), so the resumed run's losses and norms are
     /// the uninterrupted run's to the bit (bf16 weights, and with them the remainders, run on CPU ranks only in-process:
     /// PrecisionAwareOptimizerTests).
     /// </summary>
     [Theory]
-    [InlineData("--fp16 --initial-loss-scale 1024 --use-precision-aware-optimizer --main-params-dtype fp16 --exp-avg-dtype fp16 --exp-avg-sq-dtype bf16")]
+    [InlineData("--fp16 --initial-loss-scale 1024 --use-precision-aware-optimizer --main-params-dtype fp16 --exp-avg-dtype fp16 --exp-avg-sq-dtype fp8")]
     [InlineData("--fp16 --initial-loss-scale 1024")]
     public void Fp16MainGradientsAndPrecisionAwareStatesResumeBitForBit(string flags)
     {

@@ -72,6 +72,25 @@ public class PrecisionAwareOptimizerTests
         Assert.Equal([8188f * s, 16376f * s, -32752f * s, 32752f * (3f / 32752f)], back.data<float>().ToArray());
     }
 
+    /// <summary>
+    /// By hand, fp8 moments (E4M3, 3 fraction bits): [1e-3, -2e-3, 4e-3] has absmax 4e-3, s = 4e-3 / 448, the quantizer's
+    /// scale 1/s = 112000, so x · 112000 = 112, -224, 448 = 1.75 · 2^6, 2^7, 2^8, stored as the bytes 0x6E, 0xF6, 0x7E (sign,
+    /// exponent 13, 14, 15 biased by 7, fraction 110), read back as those values times 1/112000.
+    /// </summary>
+    [Fact]
+    public void Fp8MomentsAreE4M3BytesScaledPerTensorTo448()
+    {
+        TorchRuntime.Initialize();
+        var spec = new AdamStates(PrecisionAware: true, ExpAvgSq: StateDtype.Fp8);
+        using var states = new PrecisionAwareStates(spec, ScalarType.BFloat16, [(0, 3)], CPU);
+        Assert.Equal(ScalarType.Byte, states.Moments[1].dtype);
+        states.StoreMoment(1, 0, tensor(new[] { 1e-3f, -2e-3f, 4e-3f }));
+        Assert.Equal([(byte)0x6E, (byte)0xF6, (byte)0x7E], states.Moments[1].data<byte>().ToArray());
+        float q = 1f / (4e-3f / 448f), inverse = 1f / q;
+        using var back = states.UnscaledMoment(1, 0, 3);
+        Assert.Equal([112f * inverse, -224f * inverse, 448f * inverse], back.data<float>().ToArray());
+    }
+
     private static RunDescription Config(Precision precision, AdamStates states, int zero = 1, bool fp32Grads = true) =>
         new(DataParallel: 2, MicroBatch: 1, GlobalBatch: 8, ZeroStage: zero, Precision: precision, GradientsInFp32: fp32Grads, Adam: states,
             GradientAccumulationFusion: false);
@@ -151,6 +170,7 @@ public class PrecisionAwareOptimizerTests
         { "bf16", StateDtype.Fp16, StateDtype.Fp16, StateDtype.Fp32, 8 },
         { "fp16", StateDtype.Fp32, StateDtype.Fp16, StateDtype.Bf16, 8 },
         { "fp16", StateDtype.Fp16, StateDtype.Fp32, StateDtype.Fp32, 10 },
+        { "bf16", StateDtype.Fp32, StateDtype.Fp8, StateDtype.Fp8, 4 },
     };
 
     /// <summary>
@@ -158,9 +178,10 @@ public class PrecisionAwareOptimizerTests
     /// their bytes per element the simulator's <see cref="AdamStates.BytesPerParameter"/>; the 16-bit weights every rank
     /// holds are its master weights rounded (bf16 with remainders: the high half plus one where the low half's top bit is
     /// set, computed here from the bits); and against the ordinary distributed optimizer from the same weights, with 16-bit
-    /// main gradients where the layout is bf16's: the losses within 1e-3 and the norms within 2e-2 over three steps (16-bit
-    /// moments and master weights round each state by 2^-8 (bf16) or 2^-11 (fp16) relative per step, Adam's update is lr
-    /// times their ratio, so the weights move by about lr · 2^-8 relative to each update: far below the losses' 1e-3).
+    /// main gradients where the layout is bf16's: the losses within 1e-3 and the norms within 2e-2 over three steps (lower
+    /// precision moments and master weights round each state by 2^-8 (bf16), 2^-11 (fp16) or 2^-4 (fp8 E4M3) relative per
+    /// step; Adam's update is lr = 1e-3 times their ratio, so an update moves by at most lr · 2^-4 = 6e-5 more or less than
+    /// the float32 one: far below the losses' 1e-3; the norms also carry the bf16 main gradients' rounding, 2^-8 per sum).
     /// </summary>
     [Theory]
     [MemberData(nameof(StateLayouts))]
@@ -191,7 +212,7 @@ public class PrecisionAwareOptimizerTests
     }
 
     /// <summary>
-    /// bf16 weights with float32 master weights as remainders, bf16 first and fp16 second moments, bf16 main gradients, two
+    /// bf16 weights with float32 master weights as remainders, fp8 first and fp16 second moments, bf16 main gradients, two
     /// ranks: two steps, the shards written as a checkpoint does (float32 master weights joined from weights and remainders,
     /// unscaled moments and their scales), read into a fresh trainer, one more step: the loss, norm, weights and every stored
     /// state (remainders included) are those of three uninterrupted steps, bit for bit.
@@ -200,7 +221,7 @@ public class PrecisionAwareOptimizerTests
     public void Bf16RemaindersAndScaledMomentsResumeBitForBit()
     {
         var spec = Reference.Gpt();
-        var config = Config(Precision.Bf16, new AdamStates(PrecisionAware: true, ExpAvg: StateDtype.Bf16, ExpAvgSq: StateDtype.Fp16), fp32Grads: false);
+        var config = Config(Precision.Bf16, new AdamStates(PrecisionAware: true, ExpAvg: StateDtype.Fp8, ExpAvgSq: StateDtype.Fp16), fp32Grads: false);
         var batches = Reference.Batches(spec, 3, 8);
         var initial = Reference.Serial(spec, batches.Take(1).ToArray()).Initial;
         string root = Path.Combine(Path.GetTempPath(), $"harness-aware-{Guid.NewGuid():N}");
@@ -264,17 +285,15 @@ public class PrecisionAwareOptimizerTests
         return t.data<float>()[0];
     }
 
-    /// <summary>Megatron refuses the precision-aware optimizer without the distributed optimizer; the executor refuses fp8
-    /// moments, which it does not run, in one sentence.</summary>
+    /// <summary>Megatron refuses the precision-aware optimizer without the distributed optimizer; with it every state dtype runs.</summary>
     [Fact]
-    public void WithoutTheDistributedOptimizerItIsInvalidAndFp8MomentsAreRefused()
+    public void WithoutTheDistributedOptimizerItIsInvalid()
     {
         var d = new RunDescription(Precision: Precision.Bf16, Adam: new AdamStates(PrecisionAware: true));
         Assert.Contains("--use-precision-aware-optimizer needs --use-distributed-optimizer (or a --zero-stage): Megatron raises the same (get_megatron_optimizer).",
             d.Validate(Reference.Gpt(), 1));
         Assert.Empty((d with { ZeroStage = 1 }).Validate(Reference.Gpt(), 1));
         Assert.Empty(ExecutorSupport.Refusals(d with { ZeroStage = 1 }));
-        Assert.Equal(["--exp-avg-dtype fp8 and --exp-avg-sq-dtype fp8 (Transformer Engine's scaled fp8 moments) are not run by the executor; fp32, fp16 and bf16 are."],
-            ExecutorSupport.Refusals(d with { ZeroStage = 1, Adam = new AdamStates(PrecisionAware: true, ExpAvgSq: StateDtype.Fp8) }));
+        Assert.Empty(ExecutorSupport.Refusals(d with { ZeroStage = 1, Adam = new AdamStates(PrecisionAware: true, ExpAvg: StateDtype.Fp8, ExpAvgSq: StateDtype.Fp8) }));
     }
 }
