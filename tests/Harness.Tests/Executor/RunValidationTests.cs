@@ -76,7 +76,7 @@ public class RunValidationTests
     public void PrecisionAndFusionSwitchesAreSimulatedAsRecorded()
     {
         var model = ModelPresets.All["gpt2-large"] with { HiddenDropout = 0, AttentionDropout = 0 };
-        var plain = new RunDescription(DataParallel: 8, MicroBatch: 2, GlobalBatch: 16, ZeroStage: 1, Precision: Precision.Bf16);
+        var plain = new RunDescription(DataParallel: 8, MicroBatch: 2, GlobalBatch: 16, ZeroStage: 1, Precision: Precision.Bf16, Implementation: TransformerImpl.Harness);
         var asRun = plain with { GradientsInFp32 = false, Adam = new AdamStates(PrecisionAware: true, ExpAvg: StateDtype.Bf16), FusedNorm = false, FusedElementwise = false };
         var v = RunValidation.Of(WriteRun(model, asRun, OnH200, 900));
         var cluster = new ClusterSpec(GpuPresets.All["h200"], 8, 8);
