@@ -10,7 +10,10 @@ namespace Harness.Executor.Training;
 /// refusing would refuse Megatron's defaults (pipeline p2p not overlapped, the column-parallel input-gradient all-reduce
 /// on the compute stream, the environment's CUDA_DEVICE_MAX_CONNECTIONS, a fusion that does not apply on this device or
 /// rank), the run's record holds the description as run, with a note per change (<see cref="AsRun"/>), so that
-/// `harness validate` simulates what ran.
+/// `harness validate` simulates what ran. Runs as described, so recorded as given: 16-bit main gradients
+/// (Optimizer.ParamAndGradBuffer), the precision-aware optimizer's states (Optimizer.PrecisionAwareStates), --no-norm-fusion
+/// and --no-bias-gelu-fusion with its two companions (Transformer.Norms, Fused.BiasGeluFunction; the masked softmax and
+/// bias-dropout-add are the same arithmetic fused or not, libtorch's operators here either way).
 /// </summary>
 public static class ExecutorSupport
 {
