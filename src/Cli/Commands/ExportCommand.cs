@@ -52,7 +52,7 @@ public static class ExportCommand
             var padded = VocabPadding.Pad(m, s.MakeVocabSizeDivisibleBy, d.TensorParallel);
             var serial = CheckpointWeights.Read(s.Load!, padded, d);
             var meta = Checkpoint.Latest(s.Load!).Meta;
-            var (layout, tensors) = HfCheckpoint.Write(output!, serial, m, new Dictionary<string, string>
+            var (layout, tensors) = HfCheckpoint.Write(output!, serial, m, d, new Dictionary<string, string>
             {
                 ["harness_model"] = m.Name,
                 ["harness_iteration"] = meta.Iteration.ToString(System.Globalization.CultureInfo.InvariantCulture),

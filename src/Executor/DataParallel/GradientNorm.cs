@@ -30,8 +30,10 @@ public sealed class GradientNorm(IReadOnlyList<(long Offset, long Count)> exclud
     {
         using var scope = NewDisposeScope();
         var squares = zeros(1, dtype: ScalarType.Float32, device: parts[0].Grads.device);
-        foreach (var (grads, offset) in parts)
+        foreach (var (part, offset) in parts)
         {
+            // In float32, as get_grad_norm_fp32's multi_tensor_l2norm squares 16-bit gradients (the precision-aware optimizer's).
+            var grads = part.to(ScalarType.Float32);
             squares.add_(grads.square().sum(type: ScalarType.Float32));
             foreach (var (start, count) in excluded)
             {

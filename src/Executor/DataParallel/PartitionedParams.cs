@@ -74,6 +74,10 @@ public sealed class PartitionedParams : IDisposable
         return unit.Full.narrow(0, 0, bucket.Count);
     }
 
+    /// <summary>This rank's partition of a unit, as it stands (the precision-aware optimizer reads and writes its weights there,
+    /// then releases the unit).</summary>
+    public Tensor Partition(GradBucket bucket) => units[bucket.Index].Partition!;
+
     /// <summary>This rank's partition of a unit from its <paramref name="length"/> master weights (the piece the optimizer owns);
     /// the unit's gathered copy is stale, so it is released.</summary>
     public void SetPartition(GradBucket bucket, Tensor master)

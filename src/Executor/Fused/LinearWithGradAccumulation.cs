@@ -42,14 +42,16 @@ internal sealed record MainGradient(Tensor Tensor);
 
 /// <summary>mainGrad += dyᵀ·x in one GEMM with float32 output (aten::addmm.dtype_out through TorchScript: TorchSharp
 /// does not bind it), for <see cref="LinearWithGradAccumulation"/>. libtorch has that overload on CUDA only; on CPU
-/// (tests) the same float32 product is formed from float32 copies.</summary>
+/// (tests) the same float32 product is formed from float32 copies. 16-bit main gradients (no
+/// --accumulate-allreduce-grads-in-fp32) take one GEMM in their own type, which accumulates in float32 and rounds once
+/// with β = 1, as Megatron's wgrad_gemm_accum_fp16 does.</summary>
 public static class WeightGradient
 {
     private const string Source = @"
 def accumulate(main_grad: Tensor, grad_output: Tensor, input: Tensor):
     g = grad_output.reshape(-1, grad_output.size(-1))
     x = input.reshape(-1, input.size(-1))
-    if main_grad.is_cuda:
+    if main_grad.is_cuda and main_grad.dtype != g.dtype:
         torch.addmm(main_grad, g.t(), x, main_grad.dtype, out=main_grad)
     else:
         main_grad.addmm_(g.t().to(main_grad.dtype), x.to(main_grad.dtype))

@@ -53,6 +53,9 @@ public sealed class AdamW(AdamSettings options, bool fused = false) : IUpdateRul
     /// </summary>
     public static void Update(Tensor w, Tensor g, Tensor m, Tensor v, long decayedCount, AdamSettings o, double lr, long step)
     {
+        // 16-bit gradients (the precision-aware optimizer's main gradients) are read as float32, as FusedAdam's kernel loads them.
+        using var g32 = g.dtype == m.dtype ? null : g.to(m.dtype);
+        g = g32 ?? g;
         double bias1 = 1 - Math.Pow(o.Beta1, step), bias2 = 1 - Math.Pow(o.Beta2, step);
         if (o.WeightDecay > 0 && decayedCount > 0) w.narrow(0, 0, decayedCount).mul_(1 - lr * o.WeightDecay);
         m.lerp_(g, 1 - o.Beta1);

@@ -10,7 +10,12 @@ namespace Harness.Executor.Optimizer;
 /// - <see cref="Params"/>: the model's weights in the compute type (bf16); every parameter is a view into it;
 /// - <see cref="Grads"/>: where autograd accumulates one micro-batch's gradients (each parameter's .grad is a view);
 ///   under gradient-accumulation fusion it holds only the unfused parameters, packed (see <see cref="Folded"/>);
-/// - <see cref="MainGrads"/>: float32 gradients accumulated over the micro-batches of a step;
+/// - <see cref="MainGrads"/>: gradients accumulated over the micro-batches of a step, in Megatron's grad-buffer dtype: float32
+///   with --accumulate-allreduce-grads-in-fp32 (bf16's default), else the compute type (fp16 without that flag,
+///   --grad-reduce-in-bf16, --main-grads-dtype bf16): group_params_for_buffers in distributed/param_and_grad_buffer.py
+///   at NVIDIA/Megatron-LM d98e8a6 makes the buffer float32 when grad_reduce_in_fp32, else the parameter's dtype, and
+///   param.main_grad is a view of it, so each micro-batch's fold rounds to that dtype and the data-parallel collectives
+///   run in it;
 /// - <see cref="Master"/>: float32 master weights the optimizer updates, then casts back into <see cref="Params"/>.
 /// Under float32 (or float64) compute the buffers coincide: Params is Master and Grads is MainGrads.
 /// Weights with two or more dimensions come first, so weight decay (not applied to biases and norm weights, as
@@ -49,8 +54,10 @@ public sealed class ParamAndGradBuffer : IDisposable
     /// allocates each parameter's .grad and the reduction frees it.</param>
     /// <param name="weights">False under ZeRO 3, whose weights live in gather units (DataParallel.PartitionedParams): the
     /// parameters keep the storage they were created with and <see cref="Params"/> is empty.</param>
+    /// <param name="mainGradsInFp32">Megatron's accumulate_allreduce_grads_in_fp32 (RunDescription.GradientsInFp32): false
+    /// keeps <see cref="MainGrads"/> in the compute type.</param>
     public ParamAndGradBuffer(nn.Module module, ScalarType computeDtype, bool masterWeights = true, bool gradientAccumulationFusion = false,
-        bool gradients = true, bool weights = true)
+        bool gradients = true, bool weights = true, bool mainGradsInFp32 = true)
     {
         var masterDtype = MasterDtypeOf(computeDtype);
         var fusedLayers = gradientAccumulationFusion && gradients && computeDtype != masterDtype
@@ -67,7 +74,7 @@ public sealed class ParamAndGradBuffer : IDisposable
         FusedCount = ordered.Where(p => IsFused(p.parameter)).Sum(p => p.parameter.numel());
         MixedPrecision = computeDtype != masterDtype;
         Master = empty((masterWeights || !MixedPrecision) && weights ? Count : 0, dtype: masterDtype, device: device);
-        MainGrads = zeros(gradients ? Count : 0, dtype: masterDtype, device: device);
+        MainGrads = zeros(gradients ? Count : 0, dtype: mainGradsInFp32 ? masterDtype : computeDtype, device: device);
         Params = !weights ? empty(0, dtype: computeDtype, device: device) : MixedPrecision ? empty(Count, dtype: computeDtype, device: device) : Master;
         Grads = MixedPrecision || !gradients ? zeros(gradients ? Count - FusedCount : 0, dtype: computeDtype, device: device) : MainGrads;
         var layout = new List<(string, Parameter, long)>();
@@ -115,12 +122,21 @@ public sealed class ParamAndGradBuffer : IDisposable
     public static IEnumerable<T> InBufferOrder<T>(IReadOnlyList<T> named, Func<T, long> dimensions) =>
         named.Where(p => dimensions(p) >= 2).Concat(named.Where(p => dimensions(p) < 2));
 
+    /// <summary>
+    /// What the optimizer reads of main gradients <paramref name="mainGrads"/>: Megatron's _copy_model_grads_to_main_grads
+    /// (megatron/core/optimizer/optimizer.py and distrib_optimizer.py at d98e8a6) sets main_param.grad = main_grad.float(),
+    /// the float32 gradients themselves, or a float32 copy of 16-bit ones, on which the loss scaler unscales and checks for
+    /// an overflow and the norm and the update run. Dispose it (a float32 result shares the gradients' storage).
+    /// </summary>
+    public static Tensor Float32Grads(Tensor mainGrads) => mainGrads.to(ScalarType.Float32);
+
     /// <summary>Float32 master weights under bf16/fp16 compute; otherwise the compute type itself.</summary>
     public static ScalarType MasterDtypeOf(ScalarType computeDtype) =>
         computeDtype is ScalarType.BFloat16 or ScalarType.Float16 ? ScalarType.Float32 : computeDtype;
 
-    /// <summary>After a micro-batch's backward: fold its bf16 gradients into the float32 accumulator (all but the
-    /// fused layers' weights, whose GEMMs accumulated there already).</summary>
+    /// <summary>After a micro-batch's backward: fold its bf16 gradients into the main gradients (all but the fused layers'
+    /// weights, whose GEMMs accumulated there already), one rounding to the main gradients' dtype per micro-batch, as
+    /// Megatron's grad hook's main_grad.add_(grad) makes it.</summary>
     public void AccumulateMicroBatch() => AccumulateRange(0, Count);
 
     /// <summary>Folds the bf16 gradients in [offset, offset + count) into the float32 accumulator (one bucket's, when its

@@ -32,7 +32,14 @@ public sealed class ReplicatedOptimizer : IOptimizerState, IDisposable
     /// </summary>
     public Tensor ClipAndStep(double lr, Func<Tensor, Tensor>? gradNorm = null)
     {
-        var g = buffer.MainGrads;
+        using var g = ParamAndGradBuffer.Float32Grads(buffer.MainGrads);
+        return ClipAndStep(lr, g, gradNorm);
+    }
+
+    /// <summary>As above, on <paramref name="g"/>, the float32 main gradients (<see cref="ParamAndGradBuffer.Float32Grads"/>)
+    /// the caller unscaled.</summary>
+    public Tensor ClipAndStep(double lr, Tensor g, Func<Tensor, Tensor>? gradNorm = null)
+    {
         Step++;
         using (no_grad())
         {

@@ -38,9 +38,6 @@ public static class Checkpoint
     private const string Meta = "meta.json";
     private const string SegmentsFile = "segments.json";
 
-    /// <summary>The files of an optimizer's tensors: its master weights, then each of its rule's states.</summary>
-    private static IEnumerable<(string File, Tensor Tensor)> OptimizerTensors(IOptimizerState o) =>
-        o.Rule.States.Zip(o.States, (name, t) => (name + ".bin", t)).Prepend(("master.bin", o.Master));
 
     /// <summary>Read chunk of at most this many elements: memory stays bounded and no array nears 2 GB.</summary>
     private const long ChunkElements = 1 << 24;
@@ -60,7 +57,7 @@ public static class Checkpoint
     /// <summary>The metadata of a checkpoint of <paramref name="optimizer"/>'s run at <paramref name="iteration"/>.</summary>
     public static CheckpointMeta MetaOf(long iteration, IOptimizerState optimizer, GptSampler sampler, int seed, string model, long parameters,
         CheckpointLayout layout, GradScaler? scaler) =>
-        new(iteration, optimizer.Step, sampler.Position, seed, model, parameters, optimizer.Master.dtype.ToString(), layout, scaler, optimizer.Rule.States);
+        new(iteration, optimizer.Step, sampler.Position, seed, model, parameters, ScalarType.Float32.ToString(), layout, scaler, optimizer.Rule.States);
 
     /// <summary>Restores the newest checkpoint under root; returns its metadata. Throws InvalidDataException naming a mismatch.</summary>
     public static CheckpointMeta Load(string root, string model, ParamAndGradBuffer buffer, ReplicatedOptimizer optimizer, GptSampler sampler)
@@ -84,7 +81,7 @@ public static class Checkpoint
     {
         string dir = Path.Combine(rankDir, layout.ShardFolder(shard));
         Directory.CreateDirectory(dir);
-        foreach (var (file, tensor) in OptimizerTensors(optimizer)) WriteTensor(Path.Combine(dir, file), tensor);
+        foreach (var (name, tensor) in optimizer.CheckpointTensors()) WriteTensor(Path.Combine(dir, name + ".bin"), tensor);
         File.WriteAllText(Path.Combine(dir, SegmentsFile), JsonSerializer.Serialize(optimizer.Segments.Select(s => new[] { s.Offset, s.Length })));
     }
 
@@ -95,7 +92,17 @@ public static class Checkpoint
     /// </summary>
     public static void ReadOptimizer(string rankDir, CheckpointMeta meta, IOptimizerState optimizer)
     {
-        foreach (var (file, into) in OptimizerTensors(optimizer)) ReadFlat(rankDir, meta, file, into, optimizer.Segments);
+        var tensors = optimizer.CheckpointTensors();
+        var read = new HashSet<string>();
+        foreach (var (name, into) in tensors)
+        {
+            string file = name + ".bin";
+            // A tensor only some optimizers save (a precision-aware store's scales) is read where the checkpoint has it.
+            if (optimizer.OptionalCheckpointTensors.Contains(name) && !File.Exists(Path.Combine(rankDir, meta.Layout.ShardFolder(0), file))) continue;
+            ReadFlat(rankDir, meta, file, into, optimizer.Segments);
+            read.Add(name);
+        }
+        optimizer.RestoreCheckpointTensors(tensors, read);
         optimizer.Step = meta.OptimizerStep;
     }
 

@@ -10,7 +10,10 @@ namespace Harness.Executor.Training;
 /// refusing would refuse Megatron's defaults (pipeline p2p not overlapped, the column-parallel input-gradient all-reduce
 /// on the compute stream, the environment's CUDA_DEVICE_MAX_CONNECTIONS, a fusion that does not apply on this device or
 /// rank), the run's record holds the description as run, with a note per change (<see cref="AsRun"/>), so that
-/// `harness validate` simulates what ran.
+/// `harness validate` simulates what ran. Runs as described, so recorded as given: 16-bit main gradients
+/// (Optimizer.ParamAndGradBuffer), the precision-aware optimizer's states (Optimizer.PrecisionAwareStates), --no-norm-fusion
+/// and --no-bias-gelu-fusion with its two companions (Transformer.Norms, Fused.BiasGeluFunction; the masked softmax and
+/// bias-dropout-add are the same arithmetic fused or not, libtorch's operators here either way).
 /// </summary>
 public static class ExecutorSupport
 {
@@ -19,19 +22,10 @@ public static class ExecutorSupport
     {
         var refused = new List<string>();
         var overlap = d.OverlapOrDefault;
-        if (!d.GradientsInFp32)
-            refused.Add(d.Precision == Precision.Fp16
-                ? "--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +
-                  "(it keeps and reduces them in fp32); add --accumulate-allreduce-grads-in-fp32."
-                : "reduced-precision main gradients (--grad-reduce-in-bf16, --main-grads-dtype bf16) are not run by the executor: it keeps and reduces them in fp32.");
-        if (d.AdamOrDefault.PrecisionAware)
-            refused.Add("--use-precision-aware-optimizer is not run by the executor: its Adam keeps fp32 master weights and moments.");
         if (overlap.TensorParallelComm)
             refused.Add(overlap.TensorParallelForwardReduceScatter
                 ? "--tp-comm-overlap is not run by the executor yet."
                 : "--overlap-sp-ag and --overlap-sp-rs (Megatron-Kwai) are not run by the executor yet.");
-        if (!d.FusedElementwise) refused.Add("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion are not run by the executor yet.");
-        if (!d.FusedNorm) refused.Add("--no-norm-fusion is not run by the executor yet.");
         return refused;
     }
 
@@ -112,6 +106,8 @@ public static class ExecutorSupport
             notes.Add("the fused cross-entropy runs over an unsplit vocabulary only; with tensor parallelism the vocabulary-parallel cross-entropy of libtorch's operators runs.");
         if (kernelsRan && d.ContextParallel > 1)
             notes.Add("the fused QKV split with rotary positions does not run under context parallelism (its tokens' positions are not 0..s-1); libtorch's operators run.");
+        if (kernelsRan && d.AdamOrDefault.PrecisionAware)
+            notes.Add("the fused AdamW kernel reads float32 states: under --use-precision-aware-optimizer libtorch's operators update Transformer Engine's stored states.");
         if (d.ZeroStage >= 3)
             notes.Add("ZeRO 3 partitions the weight matrices; the norms and biases stay whole on every rank, as DeepSpeed keeps parameters below stage3_param_persistence_threshold resident.");
         if (d.GradientAccumulationFusion && !fusions.GradientAccumulation && d.Precision == Precision.Fp32 && d.ZeroStage < 2)

@@ -83,7 +83,8 @@ public sealed class ParallelTrainer : IDisposable
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
         dropout = model.Dropout ? new DropoutRng(seed, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
         var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitSeed: seed, ContextParallel: contextParallel,
-            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout);
+            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
+            FusedNorm: description.FusedNorm, FusedElementwise: description.FusedElementwise);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)
         {
@@ -93,7 +94,7 @@ public sealed class ParallelTrainer : IDisposable
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
         layerGroups = RecomputeGroups.Of(chunks[0].Part.NumLayers, parallel.RecomputeOrNone);
         Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: Fusions.GradientAccumulation,
-            gradients: parallel.ZeroStage < 2, weights: parallel.ZeroStage < 3);
+            gradients: parallel.ZeroStage < 2, weights: parallel.ZeroStage < 3, mainGradsInFp32: description.GradientsInFp32);
         if (parallel.PipelineParallel > 1)
             p2p = new P2PCommunication(groups.Pipeline.Split(0, groups.PipelineRank, "pp-activations")!, groups.Pipeline.Split(0, groups.PipelineRank, "pp-gradients")!);
         bool embeddingCopy = TiedAcrossStages && groups.IsLastStage;
@@ -108,9 +109,11 @@ public sealed class ParallelTrainer : IDisposable
         communicationStream = overlapGradReduce || overlapParamGather || parallel.ZeroStage >= 3 ? groups.DataWithContext.CreateCommunicationStream() : null;
         var buckets = parallel.ZeroStage >= 3 ? GradBucket.OfUnits(Buffer, GatherUnit) : GradBucket.Of(Buffer, ZeroBucketSize(parallel));
         if (parallel.ZeroStage >= 3) partitioned = new PartitionedParams(Buffer, buckets, groups.DataWithContext, communicationStream!);
-        var rule = IUpdateRule.For(description, adam, Fusions.Kernels);
+        var states = description.AdamOrDefault;
+        // The fused AdamW kernel reads float32 gradients and states: the precision-aware optimizer's step runs libtorch's operators.
+        var rule = IUpdateRule.For(description, adam, Fusions.Kernels && !states.PrecisionAware);
         if (parallel.DistributedOptimizer)
-            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, rule, gradientNorm, partitioned);
+            distributedOptimizer = new DistributedOptimizer(Buffer, buckets, groups.DataWithContext, rule, gradientNorm, partitioned, states.PrecisionAware ? states : null);
         else replicated = new ReplicatedOptimizer(Buffer, rule);
         if (partitioned is not null)
         {
@@ -265,16 +268,16 @@ public sealed class ParallelTrainer : IDisposable
         Offloaded = offload?.Records ?? layerRecords;
         gradSync.Finish();
         bool skipped = false;
+        var grads = distributedOptimizer?.MainGradShards() ?? [(ParamAndGradBuffer.Float32Grads(Buffer.MainGrads), 0)];
         if (GradScaler is { } scaler)
         {
-            IEnumerable<Tensor> grads = distributedOptimizer is null ? [Buffer.MainGrads] : distributedOptimizer.GradShards().Select(g => g.Grads);
-            using var flag = MainGradUnscale.UnscaleAndFindInf(grads, scaler.InverseScale, device);
+            using var flag = MainGradUnscale.UnscaleAndFindInf(grads.Select(g => g.Grads), scaler.InverseScale, device);
             skipped = gradientNorm.FoundInf(flag);
             GradScaler = scaler.Update(skipped);
         }
         // A skipped step leaves the weights, the master weights and the optimizer's state as they were, on every rank alike.
         var norm = skipped ? null
-            : distributedOptimizer?.ClipAndStep(lr, gatherParams: paramGather is null) ?? replicated!.ClipAndStep(lr, g => gradientNorm.Compute(g));
+            : distributedOptimizer?.ClipAndStep(lr, grads, gatherParams: paramGather is null) ?? replicated!.ClipAndStep(lr, grads[0].Grads, g => gradientNorm.Compute(g));
         var reported = Reported(loss);
         // After the loss's all-reduce on the same group, so the two never run on two streams at once.
         paramGather?.Start();

@@ -13,7 +13,8 @@ using static TorchSharp.torch;
 namespace Harness.Executor.Training;
 
 /// <summary>
-/// Single-device training step, visible top to bottom (nanoGPT's taste, Megatron's pieces): zero the float32 gradients;
+/// Single-device training step, visible top to bottom (nanoGPT's taste, Megatron's pieces): zero the main gradients (float32,
+/// or 16-bit without --accumulate-allreduce-grads-in-fp32: <see cref="ParamAndGradBuffer"/>);
 /// for each micro-batch, forward, backward (of the loss times the loss scale, when the run scales it:
 /// <see cref="Optimizer.GradScaler"/>) and fold its gradients in; unscale them and skip the step if any overflowed; clip,
 /// optimizer step (--optimizer adam or sgd) at the scheduled rate; one device sync to read loss and gradient norm (two with a loss scaler, whose
@@ -61,8 +62,9 @@ public sealed class Trainer : ITrainStep
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
         this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,
-            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout));
-        buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation);
+            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
+            FusedNorm: description.FusedNorm, FusedElementwise: description.FusedElementwise));
+        buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation, mainGradsInFp32: description.GradientsInFp32);
         optimizer = new ReplicatedOptimizer(buffer, IUpdateRule.For(description, settings.AdamOrDefault, Fusions.Kernels));
         scaler = GradScaler.For(description, settings.LossScaleOrDefault);
         hostTokens = new long[description.MicroBatch * (model.SeqLength + 1)];
@@ -122,15 +124,16 @@ public sealed class Trainer : ITrainStep
                 buffer.AccumulateMicroBatch();
                 lossSum.add_(loss.detach());
             }
+            var grads = ParamAndGradBuffer.Float32Grads(buffer.MainGrads);
             if (scaler is not null)
             {
-                using var flag = MainGradUnscale.UnscaleAndFindInf([buffer.MainGrads], scaler.InverseScale, device);
+                using var flag = MainGradUnscale.UnscaleAndFindInf([grads], scaler.InverseScale, device);
                 using var host = flag.cpu();
                 skipped = host.item<float>() > 0;
                 scaler = scaler.Update(skipped);
             }
             // A skipped step has no norm (Megatron computes none) and leaves the weights and the optimizer's state as they were.
-            var reported = skipped ? lossSum : cat(new[] { lossSum, optimizer.ClipAndStep(lr).reshape(1).to(ScalarType.Float32) });
+            var reported = skipped ? lossSum : cat(new[] { lossSum, optimizer.ClipAndStep(lr, grads).reshape(1).to(ScalarType.Float32) });
             enqueued = Stopwatch.GetTimestamp();
             stats = reported.cpu().data<float>().ToArray();
         }

@@ -58,7 +58,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
     public void Prepare()
     {
         SplitData.Open(settings, model.VocabSize, model.SeqLength, description.GlobalBatch).Dispose();
-        if (settings is { Load: string folder, LoadFormat: LoadFormat.Hf }) HfCheckpoint.Check(folder, model);
+        if (settings is { Load: string folder, LoadFormat: LoadFormat.Hf }) HfCheckpoint.Check(folder, model, description);
         else if (settings.Load is not null)
         {
             var (dir, meta) = Checkpoint.Latest(settings.Load);

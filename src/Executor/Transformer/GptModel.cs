@@ -45,7 +45,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         groups = RecomputeGroups.Of(c.NumLayers, config.RecomputeOrNone);
         if (c.PostProcess)
         {
-            final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
+            final_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device, config.FusedNorm);
             if (!m.TiedEmbeddings) output_layer = tp.VocabParallelWeight(m.VocabSize, m.HiddenSize, config.Init(new(WeightRole.OutputLayer)));
         }
         RegisterComponents();

@@ -7,7 +7,8 @@ using static TorchSharp.torch;
 namespace Harness.Executor.Transformer;
 
 /// <summary>
-/// The MLP (Megatron-core transformer/mlp.py): linear_fc1 (column-parallel) → GeLU, or SwiGLU (Shazeer 2020:
+/// The MLP (Megatron-core transformer/mlp.py): linear_fc1 (column-parallel) → GeLU (with biases and Megatron's
+/// --bias-gelu-fusion, its fused tanh approximation, <see cref="BiasGeluFunction"/>; else F.gelu, erf's), or SwiGLU (Shazeer 2020:
 /// silu(gate)·up, with gate and up as the two halves of fc1's output, stride 2) → linear_fc2 (row-parallel).
 /// Under Megatron-Kwai's --kaimm-recompute-mlp-activation-func the activation runs inside linear_fc2, which keeps fc1's
 /// output rather than the activation's (backward recomputes it).
@@ -15,7 +16,7 @@ namespace Harness.Executor.Transformer;
 public sealed class Mlp : nn.Module<Tensor, Tensor>
 {
     private readonly LinearLayer linear_fc1, linear_fc2;
-    private readonly bool swiglu, fused, recomputeActivation;
+    private readonly bool swiglu, fused, biasGelu, recomputeActivation;
 
     /// <param name="layer">The layer's number in the serial model, which names its weights (<see cref="WeightKey"/>).</param>
     public Mlp(TransformerConfig config, int layer) : base(nameof(Mlp))
@@ -24,6 +25,8 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         var tp = config.TensorParallel;
         swiglu = m.Activation == Activation.SwiGlu;
         fused = config.UseFusedKernels && config.FusedSwiGlu;
+        // Megatron turns bias_gelu_fusion off without biases (arguments.py: not add_bias_linear), so Llama-style GeLU runs F.gelu.
+        biasGelu = !swiglu && config.FusedElementwise && config.Bias;
         long fc1 = swiglu ? 2L * m.FfnHiddenSize : m.FfnHiddenSize;
         linear_fc1 = tp.ColumnParallelLinear(m.HiddenSize, fc1, config.Bias, config.Init(new(WeightRole.LinearFc1, layer)), stride: swiglu ? 2 : 1);
         linear_fc2 = tp.RowParallelLinear(m.FfnHiddenSize, m.HiddenSize, config.Bias, config.OutputInit(new(WeightRole.LinearFc2, layer)));
@@ -49,7 +52,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     /// run one by one then, the scripted chain keeping them out of reach.</summary>
     private Tensor Activate(Tensor h)
     {
-        if (!swiglu) return nn.functional.gelu(SavedActivations.Save(h));
+        if (!swiglu) return biasGelu ? BiasGeluFunction.Apply(SavedActivations.Save(h)) : nn.functional.gelu(SavedActivations.Save(h));
         if (fused && FusedKernels.Applies(h)) return SwiGluFunction.Apply(SavedActivations.Save(h));
         if (!SavedActivations.Recording) return ScriptedKernels.SwiGlu(h);
         var halves = h.chunk(2, -1);

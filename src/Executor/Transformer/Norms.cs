@@ -5,48 +5,77 @@ using static TorchSharp.torch;
 
 namespace Harness.Executor.Transformer;
 
-/// <summary>Megatron's norm choice: LayerNorm (GPT, weight and bias) or RMSNorm (Llama, weight only). Weights stay replicated under tensor parallelism.</summary>
+/// <summary>
+/// Megatron's norm choice: LayerNorm (GPT, weight and bias) or RMSNorm (Llama, weight only). Weights stay replicated under
+/// tensor parallelism. Fused (the default): one libtorch kernel each, as Transformer Engine's and Apex's norms run. Without
+/// norm fusion (--no-norm-fusion): NVIDIA Megatron-LM's legacy RMSNorm (megatron/legacy/model/rms_norm.py at
+/// NVIDIA/Megatron-LM 5c7968a, removed since): the statistics and the normalization in float32 PyTorch operators on
+/// x.float(), the result cast back to the input's type, then multiplied by the weight in that type; LayerNorm alike, with
+/// the biased variance and the bias added after the weight.
+/// </summary>
 public static class Norms
 {
     /// <param name="epsilon">Megatron's --norm-epsilon (<see cref="ModelSpec.NormEpsilon"/>).</param>
-    public static nn.Module<Tensor, Tensor> Create(Normalization kind, long hidden, double epsilon, ScalarType dtype, Device device) => kind switch
+    /// <param name="fused">False: --no-norm-fusion's float32 operators.</param>
+    public static nn.Module<Tensor, Tensor> Create(Normalization kind, long hidden, double epsilon, ScalarType dtype, Device device, bool fused = true) => kind switch
     {
-        Normalization.LayerNorm => new LayerNormalization(hidden, epsilon, dtype, device),
-        _ => new RmsNorm(hidden, epsilon, dtype, device),
+        Normalization.LayerNorm => new LayerNormalization(hidden, epsilon, dtype, device, fused),
+        _ => new RmsNorm(hidden, epsilon, dtype, device, fused),
     };
+
+    /// <summary>x / sqrt(mean(x²) + eps) in float32, cast back to x's type (the legacy RMSNorm's _norm).</summary>
+    internal static Tensor RmsNormalized(Tensor x, double epsilon)
+    {
+        using var scope = NewDisposeScope();
+        var x32 = x.to(ScalarType.Float32);
+        return (x32 * (x32.pow(2).mean([-1], keepdim: true) + epsilon).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>(x − mean) / sqrt(var + eps) in float32 (biased variance, as LayerNorm's), cast back to x's type.</summary>
+    internal static Tensor LayerNormalized(Tensor x, double epsilon)
+    {
+        using var scope = NewDisposeScope();
+        var x32 = x.to(ScalarType.Float32);
+        var centered = x32 - x32.mean([-1], keepdim: true);
+        return (centered * (centered.pow(2).mean([-1], keepdim: true) + epsilon).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+    }
 }
 
-/// <summary>LayerNorm (Ba et al. 2016) through libtorch's fused kernel.</summary>
+/// <summary>LayerNorm (Ba et al. 2016) through libtorch's fused kernel, or --no-norm-fusion's float32 operators (<see cref="Norms"/>).</summary>
 public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight, bias;
     private readonly long[] shape;
     private readonly double epsilon;
+    private readonly bool fused;
 
-    public LayerNormalization(long hidden, double epsilon, ScalarType dtype, Device device) : base(nameof(LayerNormalization))
+    public LayerNormalization(long hidden, double epsilon, ScalarType dtype, Device device, bool fused = true) : base(nameof(LayerNormalization))
     {
-        this.epsilon = epsilon;
+        (this.epsilon, this.fused) = (epsilon, fused);
         shape = new[] { hidden };
         weight = new Parameter(ones(hidden, dtype: dtype, device: device));
         bias = new Parameter(zeros(hidden, dtype: dtype, device: device));
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => nn.functional.layer_norm(x, shape, weight, bias, epsilon);
+    public override Tensor forward(Tensor x) =>
+        fused ? nn.functional.layer_norm(x, shape, weight, bias, epsilon) : Norms.LayerNormalized(x, epsilon) * weight + bias;
 }
 
-/// <summary>RMSNorm (Zhang and Sennrich 2019): y = x / sqrt(mean(x²) + eps) · w, through libtorch's rms_norm (see <see cref="ScriptedKernels"/>).</summary>
+/// <summary>RMSNorm (Zhang and Sennrich 2019): y = x / sqrt(mean(x²) + eps) · w, through libtorch's rms_norm (see
+/// <see cref="ScriptedKernels"/>), or --no-norm-fusion's float32 operators (<see cref="Norms"/>).</summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
     private readonly double epsilon;
+    private readonly bool fused;
 
-    public RmsNorm(long hidden, double epsilon, ScalarType dtype, Device device) : base(nameof(RmsNorm))
+    public RmsNorm(long hidden, double epsilon, ScalarType dtype, Device device, bool fused = true) : base(nameof(RmsNorm))
     {
-        this.epsilon = epsilon;
+        (this.epsilon, this.fused) = (epsilon, fused);
         weight = new Parameter(ones(hidden, dtype: dtype, device: device));
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => ScriptedKernels.RmsNorm(x, weight, epsilon);
+    public override Tensor forward(Tensor x) => fused ? ScriptedKernels.RmsNorm(x, weight, epsilon) : Norms.RmsNormalized(x, epsilon) * weight;
 }

@@ -14,7 +14,9 @@ namespace Harness.Executor.Transformer;
 /// same weights in every layout and on every device, and concurrent runs in one process do not share libtorch's global
 /// generator); without, from the global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
 /// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device. <see cref="FusedSwiGlu"/>
-/// (Megatron's --bias-swiglu-fusion) lets the MLP use the fused SwiGLU kernel among them.
+/// (Megatron's --bias-swiglu-fusion) lets the MLP use the fused SwiGLU kernel among them. <see cref="FusedNorm"/> false
+/// (--no-norm-fusion) runs the norms as float32 operators (<see cref="Norms"/>); <see cref="FusedElementwise"/> false
+/// (--no-bias-gelu-fusion with the other two) runs GeLU as F.gelu, not Megatron's fused tanh bias-GeLU (<see cref="Mlp"/>).
 /// <see cref="HiddenDropout"/> (after the attention and MLP outputs, and on the embeddings) draws its masks from
 /// <see cref="Dropout"/>'s streams, and so does <see cref="AttentionDropout"/> (on the attention probabilities, inside the
 /// flash kernel on a GPU).
@@ -32,7 +34,9 @@ public sealed record TransformerConfig(
     bool FusedSwiGlu = true,
     double HiddenDropout = 0,
     double AttentionDropout = 0,
-    DropoutRng? Dropout = null)
+    DropoutRng? Dropout = null,
+    bool FusedNorm = true,
+    bool FusedElementwise = true)
 {
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
 

@@ -20,9 +20,9 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary, int layer) : base(nameof(TransformerLayer))
     {
         var m = config.Model;
-        input_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
+        input_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device, config.FusedNorm);
         self_attention = new SelfAttention(config, rotary, layer);
-        pre_mlp_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device);
+        pre_mlp_layernorm = Norms.Create(m.Normalization, m.HiddenSize, m.NormEpsilon, config.ComputeDtype, config.Device, config.FusedNorm);
         mlp = new Mlp(config, layer);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;

@@ -240,13 +240,16 @@ public sealed partial record RunDescription(
     };
 
     /// <summary>Every reason the optimizer's flags are invalid: Megatron asserts the precision-aware optimizer is Adam's
-    /// (megatron/core/optimizer/optimizer_config.py), and torch.optim.SGD refuses a negative momentum; at 1 or above the
+    /// (megatron/core/optimizer/optimizer_config.py) and raises ValueError without the distributed optimizer
+    /// (megatron/core/optimizer/__init__.py at d98e8a6), and torch.optim.SGD refuses a negative momentum; at 1 or above the
     /// momentum buffer never forgets a gradient and grows without bound.</summary>
     private IEnumerable<string> ValidateOptimizer()
     {
         var d = new RunDescription();
         if (Optimizer == OptimizerType.Sgd && AdamOrDefault.PrecisionAware)
             yield return "--use-precision-aware-optimizer needs --optimizer adam: it keeps Adam's states in Transformer Engine's FusedAdam (Megatron asserts the same).";
+        else if (AdamOrDefault.PrecisionAware && !DistributedOptimizer)
+            yield return "--use-precision-aware-optimizer needs --use-distributed-optimizer (or a --zero-stage): Megatron raises the same (get_megatron_optimizer).";
         if (SgdMomentum is not (>= 0 and < 1))
             yield return $"--sgd-momentum {SgdMomentum} is outside [0, 1).";
         else if (Optimizer != OptimizerType.Sgd && SgdMomentum != d.SgdMomentum)

@@ -24,6 +24,9 @@ public class ExecutorSupportTests
         Assert.Empty(ExecutorSupport.Refusals(new RunDescription(Recompute: RecomputeSpec.Kwai)));
         // fp16 with fp32 main gradients (the loss scaler is RunSettings', not the description's).
         Assert.Empty(ExecutorSupport.Refusals(new RunDescription(DataParallel: 2, ZeroStage: 1, Precision: Precision.Fp16, GradientsInFp32: true)));
+        // 16-bit main gradients: --fp16 alone (Megatron's default), --grad-reduce-in-bf16 (MainGradDtypeTests).
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(DataParallel: 2, ZeroStage: 1, Precision: Precision.Fp16, GradientsInFp32: false)));
+        Assert.Empty(ExecutorSupport.Refusals(new RunDescription(DataParallel: 2, ZeroStage: 3, Precision: Precision.Bf16, GradientsInFp32: false)));
         Assert.Empty(ExecutorSupport.Refusals(new RunDescription(TensorParallel: 2, SequenceParallel: true, Recompute: RecomputeSpec.Selective with { NormOutputs = true, MlpActivation = true })));
         // Megatron-Kwai's activation offload (ActivationOffloadTests).
         Assert.Empty(ExecutorSupport.Refusals(new RunDescription(PipelineParallel: 4, LayersPerVirtualStage: 1, OffloadRatio: 0.5)));
@@ -34,17 +37,11 @@ public class ExecutorSupportTests
     {
         string Refused(RunDescription d) => Assert.Single(ExecutorSupport.Refusals(d));
         var d = new RunDescription();
-        Assert.Equal("--fp16 without --accumulate-allreduce-grads-in-fp32 keeps and reduces fp16 main gradients, which the executor does not run " +
-                     "(it keeps and reduces them in fp32); add --accumulate-allreduce-grads-in-fp32.", Refused(d with { Precision = Precision.Fp16, GradientsInFp32 = false }));
-        Assert.StartsWith("reduced-precision main gradients (--grad-reduce-in-bf16, ", Refused(d with { Precision = Precision.Bf16, GradientsInFp32 = false }));
-        Assert.StartsWith("--use-precision-aware-optimizer ", Refused(d with { Precision = Precision.Bf16, Adam = new AdamStates(PrecisionAware: true) }));
         Assert.StartsWith("--tp-comm-overlap ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true) }));
         Assert.StartsWith("--overlap-sp-ag and --overlap-sp-rs ", Refused(d with { Overlap = new OverlapSpec(TensorParallelComm: true, TensorParallelForwardReduceScatter: false) }));
-        Assert.StartsWith("--no-masked-softmax-fusion, --no-bias-gelu-fusion and --no-bias-dropout-fusion ", Refused(d with { FusedElementwise = false }));
-        Assert.StartsWith("--no-norm-fusion ", Refused(d with { FusedNorm = false }));
         // The executor's checks include them, beside the description's own.
-        var errors = TrainingRun.Check(Reference(), d with { FusedNorm = false, Precision = Precision.Fp32 }, new RunSettings(MockData: true), 1);
-        Assert.Contains(errors, e => e.StartsWith("--no-norm-fusion "));
+        var errors = TrainingRun.Check(Reference(), d with { Overlap = new OverlapSpec(TensorParallelComm: true), Precision = Precision.Fp32 }, new RunSettings(MockData: true), 1);
+        Assert.Contains(errors, e => e.StartsWith("--tp-comm-overlap "));
     }
 
     private static ModelSpec Reference() => Parallel.Reference.Gpt();

@@ -83,10 +83,11 @@ public class HfInterchangeTests
 
     /// <summary>The serial model of <paramref name="spec"/> with weights large enough that attention is far from uniform (a wrong
     /// head order or rotation shows), and its weights by serial name.</summary>
-    private static (GptModel Model, Dictionary<string, Tensor> Weights) Model(ModelSpec spec)
+    /// <param name="fused">Megatron's element-wise fusions: GPT's bias-GeLU is tanh's approximation with them, erf's without.</param>
+    private static (GptModel Model, Dictionary<string, Tensor> Weights) Model(ModelSpec spec, bool fused = true)
     {
         TorchRuntime.Initialize();
-        var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, InitSeed: 3));
+        var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance, InitSeed: 3, FusedElementwise: fused));
         using var generator = new Generator(11);
         using (no_grad())
             foreach (var (name, p) in model.named_parameters())
@@ -103,15 +104,21 @@ public class HfInterchangeTests
     [Theory]
     [InlineData("llama")]
     [InlineData("gpt2")]
+    [InlineData("gpt2-erf")]
     public void TheExportedTensorsComputeWhatTheModelComputesAsTransformersRunsThem(string type)
     {
         var spec = type == "llama" ? Llama : Gpt;
-        var (model, weights) = Model(spec);
+        bool fused = type != "gpt2-erf";
+        var (model, weights) = Model(spec, fused);
         var tokens = Tokens(spec);
-        var hf = HfLayout.For(spec).Layout!.ToHf(weights, spec).ToDictionary(t => t.Name, t => t.Tensor);
+        var layout = HfLayout.For(spec).Layout!;
+        var hf = layout.ToHf(weights, spec).ToDictionary(t => t.Name, t => t.Tensor);
+        // config.json names the GeLU the model computed, and transformers computes that one.
+        string activation = layout.Config(spec, new RunDescription(FusedElementwise: fused))["activation_function"]?.GetValue<string>() ?? "";
+        if (type != "llama") Assert.Equal(fused ? "gelu_new" : "gelu", activation);
         using var _ = no_grad();
         var ours = model.Decode(model.Embed(tokens));
-        var theirs = type == "llama" ? LlamaHidden(hf, spec, tokens) : Gpt2Hidden(hf, spec, tokens);
+        var theirs = type == "llama" ? LlamaHidden(hf, spec, tokens) : Gpt2Hidden(hf, spec, tokens, activation);
         double scale = ours.abs().max().item<float>();
         Assert.True(scale > 0.5, $"hidden states of size {scale}");
         Assert.True((ours - theirs).abs().max().item<float>() <= 1e-5 * scale, $"max difference {(ours - theirs).abs().max().item<float>()}");
@@ -121,7 +128,7 @@ public class HfInterchangeTests
             (hf["model.layers.0.self_attn.q_proj.weight"], hf["model.layers.0.self_attn.k_proj.weight"]) =
                 (cat([hf["model.layers.0.self_attn.k_proj.weight"], hf["model.layers.0.self_attn.k_proj.weight"]], 0), hf["model.layers.0.self_attn.q_proj.weight"].narrow(0, 0, 16));
         else hf["transformer.h.0.attn.c_attn.weight"] = cat([hf["transformer.h.0.attn.c_attn.weight"].narrow(1, 0, 32).flip(1), hf["transformer.h.0.attn.c_attn.weight"].narrow(1, 32, 64)], 1);
-        var wrong = type == "llama" ? LlamaHidden(hf, spec, tokens) : Gpt2Hidden(hf, spec, tokens);
+        var wrong = type == "llama" ? LlamaHidden(hf, spec, tokens) : Gpt2Hidden(hf, spec, tokens, activation);
         Assert.True((ours - wrong).abs().max().item<float>() > 1e-2 * scale);
     }
 
@@ -165,9 +172,12 @@ public class HfInterchangeTests
     }
 
     /// <summary>GPT2Model's last hidden state (modeling_gpt2.py): Conv1D linears, y = x·W + b with W [in, out]; c_attn's output
-    /// split into Q, K, V of n_embd each, then heads; exact GeLU (activation_function "gelu").</summary>
-    private static Tensor Gpt2Hidden(Dictionary<string, Tensor> w, ModelSpec m, Tensor tokens)
+    /// split into Q, K, V of n_embd each, then heads; GeLU as activation_function names it: "gelu" erf's exact form, "gelu_new"
+    /// tanh's approximation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (activations.py, NewGELUActivation).</summary>
+    private static Tensor Gpt2Hidden(Dictionary<string, Tensor> w, ModelSpec m, Tensor tokens, string activation)
     {
+        Tensor Gelu(Tensor x) => activation == "gelu" ? nn.functional.gelu(x)
+            : 0.5 * x * (1.0 + tanh(Math.Sqrt(2.0 / Math.PI) * (x + 0.044715 * pow(x, 3.0))));
         Tensor Conv1D(Tensor x, string name) => matmul(x, w[name + ".weight"]) + w[name + ".bias"];
         Tensor Ln(Tensor x, string name) => nn.functional.layer_norm(x, [m.HiddenSize], w[name + ".weight"], w[name + ".bias"], m.NormEpsilon);
         long s = tokens.shape[1];
@@ -177,7 +187,7 @@ public class HfInterchangeTests
             string p = $"transformer.h.{i}.";
             var qkv = Conv1D(Ln(h, p + "ln_1"), p + "attn.c_attn").split(m.HiddenSize, -1);
             h = h + Conv1D(Attention(Heads(qkv[0], m.NumAttentionHeads), Heads(qkv[1], m.NumAttentionHeads), Heads(qkv[2], m.NumAttentionHeads)), p + "attn.c_proj");
-            h = h + Conv1D(nn.functional.gelu(Conv1D(Ln(h, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj");
+            h = h + Conv1D(Gelu(Conv1D(Ln(h, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj");
         }
         return Ln(h, "transformer.ln_f");
     }
@@ -194,8 +204,12 @@ public class HfInterchangeTests
         string dir = Path.Combine(Path.GetTempPath(), $"harness-hf-{Guid.NewGuid():N}");
         try
         {
-            HfCheckpoint.Write(dir, [.. weights.Select(kv => (kv.Key, kv.Value))], spec, new Dictionary<string, string>());
-            HfCheckpoint.Check(dir, spec);
+            HfCheckpoint.Write(dir, [.. weights.Select(kv => (kv.Key, kv.Value))], spec, new RunDescription(), new Dictionary<string, string>());
+            HfCheckpoint.Check(dir, spec, new RunDescription());
+            // The other GeLU is one sentence naming the flags that would compute the folder's.
+            if (type == "gpt2")
+                Assert.Contains("this run's --no-bias-gelu-fusion runs erf's",
+                    Assert.Throws<InvalidDataException>(() => HfCheckpoint.Check(dir, spec, new RunDescription(FusedElementwise: false))).Message);
             var read = HfCheckpoint.Read(dir, spec);
             Assert.Equal(weights.Keys.Order(), read.Keys.Order());
             foreach (var (name, t) in weights) Assert.True(Same(t, read[name]), name);
@@ -219,7 +233,7 @@ public class HfInterchangeTests
         string dir = Path.Combine(Path.GetTempPath(), $"harness-hf-{Guid.NewGuid():N}");
         try
         {
-            HfCheckpoint.Write(dir, [.. weights.Select(kv => (kv.Key, kv.Value))], Llama, new Dictionary<string, string>());
+            HfCheckpoint.Write(dir, [.. weights.Select(kv => (kv.Key, kv.Value))], Llama, new RunDescription(), new Dictionary<string, string>());
             var (tensors, _) = SafeTensors.Read(Path.Combine(dir, HfCheckpoint.WeightsFile));
             Assert.Equal([64L, 32L], tensors.Single(t => t.Name == "model.embed_tokens.weight").Tensor.shape);
             Assert.Equal([64L, 32L], tensors.Single(t => t.Name == "lm_head.weight").Tensor.shape);

@@ -70,6 +70,21 @@ public class RunValidationTests
         Assert.NotEqual(expected.StepTimeSeconds, Estimator.Estimate(model, new ClusterSpec(GpuPresets.All["h200"], 8, 8), asRun with { Overlap = null }).StepTimeSeconds);
     }
 
+    /// <summary>16-bit main gradients, the precision-aware optimizer's states and the fusion switches, as a run records them,
+    /// reach the simulator: the estimate is the simulator's for that description, and its memory is not the default's.</summary>
+    [Fact]
+    public void PrecisionAndFusionSwitchesAreSimulatedAsRecorded()
+    {
+        var model = ModelPresets.All["gpt2-large"] with { HiddenDropout = 0, AttentionDropout = 0 };
+        var plain = new RunDescription(DataParallel: 8, MicroBatch: 2, GlobalBatch: 16, ZeroStage: 1, Precision: Precision.Bf16, Implementation: TransformerImpl.Harness);
+        var asRun = plain with { GradientsInFp32 = false, Adam = new AdamStates(PrecisionAware: true, ExpAvg: StateDtype.Bf16), FusedNorm = false, FusedElementwise = false };
+        var v = RunValidation.Of(WriteRun(model, asRun, OnH200, 900));
+        var cluster = new ClusterSpec(GpuPresets.All["h200"], 8, 8);
+        Assert.Equal(asRun, v.Config);
+        Assert.Equal(Estimator.Estimate(model, cluster, asRun).PeakMemoryBytes, v.Estimate.PeakMemoryBytes);
+        Assert.NotEqual(Estimator.Estimate(model, cluster, plain).PeakMemoryBytes, v.Estimate.PeakMemoryBytes);
+    }
+
     [Fact]
     public void AnotherPresetCanBeNamedAndRunsWithoutTheFusionFoldTheirGradients()
     {

@@ -79,7 +79,8 @@ public class HfExportCommandTests
             Assert.Equal(("gpt2", "GPT2LMHeadModel"), (config["model_type"]!.GetValue<string>(), config["architectures"]![0]!.GetValue<string>()));
             Assert.Equal((32, 2, 4, 16, 100, 64), (config["n_embd"]!.GetValue<int>(), config["n_layer"]!.GetValue<int>(), config["n_head"]!.GetValue<int>(),
                 config["n_positions"]!.GetValue<int>(), config["vocab_size"]!.GetValue<int>(), config["n_inner"]!.GetValue<int>()));
-            Assert.Equal((1e-5, "gelu", true, "float32"), (config["layer_norm_epsilon"]!.GetValue<double>(), config["activation_function"]!.GetValue<string>(),
+            // Megatron's fused bias-GeLU (the default) is tanh's approximation: GPT-2's own gelu_new.
+            Assert.Equal((1e-5, "gelu_new", true, "float32"), (config["layer_norm_epsilon"]!.GetValue<double>(), config["activation_function"]!.GetValue<string>(),
                 config["tie_word_embeddings"]!.GetValue<bool>(), config["torch_dtype"]!.GetValue<string>()));
         }
         finally { Directory.Delete(root, recursive: true); }

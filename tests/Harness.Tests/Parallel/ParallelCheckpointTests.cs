@@ -153,6 +153,25 @@ public class ParallelCheckpointTests
         finally { Directory.Delete(root, recursive: true); }
     }
 
+    /// <summary>
+    /// `harness run --fp16` on two ranks with the distributed optimizer keeps fp16 main gradients (Megatron's default without
+    /// --accumulate-allreduce-grads-in-fp32), with or without the precision-aware optimizer's fp16 master weights, fp16
+    /// first moments and fp8 second moments (all scaled per tensor): the checkpoint holds their float32 values, as
+    /// FusedAdam.state_dict() gives them, and loading stores them back (rescaled), so the resumed run's losses and norms are
+    /// the uninterrupted run's to the bit (bf16 weights, and with them the remainders, run on CPU ranks only in-process:
+    /// PrecisionAwareOptimizerTests).
+    /// </summary>
+    [Theory]
+    [InlineData("--fp16 --initial-loss-scale 1024 --use-precision-aware-optimizer --main-params-dtype fp16 --exp-avg-dtype fp16 --exp-avg-sq-dtype fp8")]
+    [InlineData("--fp16 --initial-loss-scale 1024")]
+    public void Fp16MainGradientsAndPrecisionAwareStatesResumeBitForBit(string flags)
+    {
+        string[] layout = ["--nproc-per-node", "2", "--use-distributed-optimizer", "--hidden-dropout", "0", "--attention-dropout", "0", .. flags.Split(' ')];
+        var (straight, resumed) = StraightAndResumed(layout, rankFolders: ["mp_rank_00/dp_rank_000", "mp_rank_00/dp_rank_001"]);
+        Assert.Equal(straight, resumed);
+        Assert.Equal(Iterations, straight.Select(r => r.Loss).Distinct().Count());
+    }
+
     [Fact]
     public void ACheckpointOfAnotherWeightSplitIsOneSentence()
     {

@@ -103,7 +103,7 @@ internal static class ParallelRun
     {
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
         // Without recompute: it must not change the numbers.
-        var serial = Reference.Serial(spec, batches, config.MicroBatch, IUpdateRule.For(config, Reference.Adam, fused: false), lr);
+        var serial = Reference.Serial(spec, batches, config.MicroBatch, IUpdateRule.For(config, Reference.Adam, fused: false), lr, config.FusedNorm, config.FusedElementwise);
         var ranks = Train(spec, config, batches, serial.Initial, lr);
         var layout = RankOrder.For(config.WorldSize, config.TensorParallel, config.ContextParallel, config.PipelineParallel);
         for (int r = 0; r < ranks.Length; r++)

@@ -50,14 +50,17 @@ internal static class Reference
     /// </summary>
     /// <param name="spec">With its hidden dropout (only) drawn from the streams a trainer seeds with <see cref="DropoutSeed"/>, step by step.</param>
     /// <param name="rule">The optimizer's update rule; null: AdamW with <see cref="Adam"/>.</param>
-    public static Run Serial(ModelSpec spec, Tensor[] batches, int? microBatch = null, IUpdateRule? rule = null, double lr = Lr)
+    /// <param name="fusedNorm">False: --no-norm-fusion's float32 norms.</param>
+    /// <param name="fusedElementwise">False: F.gelu in place of Megatron's fused tanh bias-GeLU.</param>
+    public static Run Serial(ModelSpec spec, Tensor[] batches, int? microBatch = null, IUpdateRule? rule = null, double lr = Lr, bool fusedNorm = true,
+        bool fusedElementwise = true)
     {
         double hiddenDropout = spec.HiddenDropout;
         // Weights from the run's own generators (WeightInit): libtorch's global one is shared with every test running at the
         // same time, and a draw of theirs between seeding and initializing would start this run from other weights.
         using var dropout = hiddenDropout > 0 ? new DropoutRng(DropoutSeed, 0, 0, sequenceParallel: false, CPU) : null;
         using var model = new GptModel(new TransformerConfig(spec, CPU, ScalarType.Float32, SerialTensorParallel.Instance,
-            InitSeed: Seed, HiddenDropout: hiddenDropout, Dropout: dropout));
+            InitSeed: Seed, HiddenDropout: hiddenDropout, Dropout: dropout, FusedNorm: fusedNorm, FusedElementwise: fusedElementwise));
         var initial = model.named_parameters().ToDictionary(n => n.name, n => n.parameter.data<float>().ToArray());
         using var buffer = new ParamAndGradBuffer(model, ScalarType.Float32);
         using var optimizer = new ReplicatedOptimizer(buffer, rule ?? new AdamW(Adam));

@@ -69,7 +69,7 @@ public sealed class Gpt2Layout : HfLayout
         yield return ("final_layernorm.bias", Get(hf, "transformer.ln_f.bias", hidden));
     }
 
-    public override JsonObject Config(ModelSpec m) => new()
+    public override JsonObject Config(ModelSpec m, RunDescription run) => new()
     {
         ["architectures"] = new JsonArray("GPT2LMHeadModel"),
         ["model_type"] = ModelType,
@@ -79,8 +79,7 @@ public sealed class Gpt2Layout : HfLayout
         ["n_layer"] = m.NumLayers,
         ["n_head"] = m.NumAttentionHeads,
         ["n_inner"] = m.FfnHiddenSize,
-        // Megatron's GPT runs exact GeLU (torch.nn.functional.gelu), as the executor does; GPT-2's own default is "gelu_new", tanh's approximation.
-        ["activation_function"] = "gelu",
+        ["activation_function"] = Activation(run),
         ["layer_norm_epsilon"] = m.NormEpsilon,
         ["resid_pdrop"] = m.HiddenDropout,
         ["embd_pdrop"] = m.HiddenDropout,
@@ -89,16 +88,29 @@ public sealed class Gpt2Layout : HfLayout
         ["torch_dtype"] = "float32",
     };
 
+    /// <summary>GeLU as the run computes it. Megatron's fused bias-GeLU (megatron/core/fusions/fused_bias_gelu.py, on unless
+    /// --no-bias-gelu-fusion) is tanh's approximation, 0.5·x·(1 + tanh(0.79788456·x·(1 + 0.044715·x²))), which is what GPT-2's
+    /// own "gelu_new" computes; unfused, Megatron runs torch.nn.functional.gelu, erf's exact form, transformers' "gelu".</summary>
+    private static string Activation(RunDescription run) => run.FusedElementwise ? TanhGelu : "gelu";
+
+    private const string TanhGelu = "gelu_new";
+
+    /// <summary>transformers' names of tanh's GeLU approximation (activations.py: NewGELUActivation, PytorchGELUTanh, FastGELUActivation
+    /// compute the same function).</summary>
+    private static readonly string[] TanhGelus = [TanhGelu, "gelu_pytorch_tanh", "gelu_fast"];
+
     public override IEnumerable<string> ModelFlags(JsonObject c)
     {
         string hidden = Value(c, "n_embd", "768"), positions = Value(c, "n_positions", "1024");
-        return ["--num-layers", Value(c, "n_layer", "12"), "--hidden-size", hidden, "--num-attention-heads", Value(c, "n_head", "12"),
+        // Erf's exact GeLU is Megatron's unfused path, whose three switches the simulator takes together.
+        string[] gelu = Value(c, "activation_function", TanhGelu) == "gelu" ? ["--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"] : [];
+        return [.. gelu, "--num-layers", Value(c, "n_layer", "12"), "--hidden-size", hidden, "--num-attention-heads", Value(c, "n_head", "12"),
             "--ffn-hidden-size", Value(c, "n_inner", int.TryParse(hidden, out int h) ? $"{4 * h}" : hidden), "--vocab-size", Value(c, "vocab_size", "50257"),
             "--max-position-embeddings", positions, "--seq-length", positions, "--norm-epsilon", Value(c, "layer_norm_epsilon", "1e-05"),
             "--hidden-dropout", Value(c, "resid_pdrop", "0.1"), "--attention-dropout", Value(c, "attn_pdrop", "0.1")];
     }
 
-    public override IEnumerable<string> Mismatches(JsonObject c, ModelSpec m)
+    public override IEnumerable<string> Mismatches(JsonObject c, ModelSpec m, RunDescription run)
     {
         string?[] all =
         [
@@ -110,9 +122,21 @@ public sealed class Gpt2Layout : HfLayout
             Field(c, "n_positions", m.PositionTableRows, "--max-position-embeddings"),
             Field(c, "vocab_size", m.VocabSize, "--vocab-size"),
             Field(c, "layer_norm_epsilon", m.NormEpsilon, "--norm-epsilon", 1e-5),
-            Text(c, "activation_function", "gelu", "the executor runs exact GeLU (Megatron's), so a model trained with another activation would not compute what it learned", absent: "gelu_new"),
+            GeluMismatch(c, run),
             Flag(c, "tie_word_embeddings", true, true, "GPT-2 here ties its output layer to the word embedding"),
         ];
         return all.OfType<string>();
+    }
+
+    /// <summary>config.json's GeLU against the run's: tanh's approximation runs under Megatron's bias-GeLU fusion, erf's without it.</summary>
+    private static string? GeluMismatch(JsonObject c, RunDescription run)
+    {
+        string value = Value(c, "activation_function", TanhGelu);
+        bool tanh = TanhGelus.Contains(value);
+        if (value != "gelu" && !tanh) return $"config.json's activation_function is {value}; the executor runs GeLU as tanh's approximation ({TanhGelu}, Megatron's fused bias-GeLU) or erf's (gelu, with --no-bias-gelu-fusion).";
+        if (tanh == run.FusedElementwise) return null;
+        return tanh
+            ? $"config.json's activation_function is {value} (tanh's GeLU); this run's --no-bias-gelu-fusion runs erf's: drop the --no-*-fusion flags."
+            : "config.json's activation_function is gelu (erf's GeLU); this run's fused bias-GeLU is tanh's: add --no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion.";
     }
 }

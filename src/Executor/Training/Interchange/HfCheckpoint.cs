@@ -20,27 +20,27 @@ public static class HfCheckpoint
     /// <summary>Writes the folder from the serial model's full weights (tables padded or not) of <paramref name="model"/> (its
     /// tokenizer's vocabulary); returns the architecture and the tensors written.</summary>
     public static (HfLayout Layout, IReadOnlyList<(string Name, Tensor Tensor)> Tensors) Write(string dir, IReadOnlyList<(string Name, Tensor Weight)> serial,
-        ModelSpec model, IReadOnlyDictionary<string, string> metadata)
+        ModelSpec model, RunDescription run, IReadOnlyDictionary<string, string> metadata)
     {
         var (layout, why) = HfLayout.For(model);
         if (layout is null) throw new InvalidDataException($"Model {model.Name} has no Hugging Face architecture here: {why}.");
         var tensors = layout.ToHf(serial.ToDictionary(s => s.Name, s => s.Weight), model).ToList();
         Directory.CreateDirectory(dir);
         SafeTensors.Write(Path.Combine(dir, WeightsFile), tensors, new Dictionary<string, string>(metadata) { ["format"] = "pt" });
-        File.WriteAllText(Path.Combine(dir, ConfigFile), layout.Config(model).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        File.WriteAllText(Path.Combine(dir, ConfigFile), layout.Config(model, run).ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
         return (layout, tensors);
     }
 
     /// <summary>Throws unless <paramref name="dir"/> is a Hugging Face model folder whose config.json describes <paramref name="model"/>
     /// (its tokenizer's vocabulary) in an architecture the executor reads, with weights beside it.</summary>
-    public static void Check(string dir, ModelSpec model)
+    public static void Check(string dir, ModelSpec model, RunDescription run)
     {
         var (config, layout) = Config(dir);
         var (own, why) = HfLayout.For(model);
         if (own is null) throw new InvalidDataException($"--load-format hf: this run's model reads no Hugging Face architecture: {why}.");
         if (own.ModelType != layout.ModelType)
             throw new InvalidDataException($"{Path.Combine(dir, ConfigFile)} has model_type {layout.ModelType}; this run's flags build a {own.ModelType} model.");
-        if (layout.Mismatches(config, model).FirstOrDefault() is string mismatch) throw new InvalidDataException($"--load {dir}: {mismatch}");
+        if (layout.Mismatches(config, model, run).FirstOrDefault() is string mismatch) throw new InvalidDataException($"--load {dir}: {mismatch}");
         _ = WeightFiles(dir);
     }
 

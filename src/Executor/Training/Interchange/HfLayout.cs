@@ -22,11 +22,13 @@ public abstract class HfLayout
     /// tables padded to <paramref name="paddedVocab"/> rows. Throws InvalidDataException naming a tensor that is missing or of the wrong shape.</summary>
     public abstract IEnumerable<(string Name, Tensor Tensor)> FromHf(IReadOnlyDictionary<string, Tensor> hf, ModelSpec model, int paddedVocab);
 
-    /// <summary>config.json for <paramref name="model"/> (its tokenizer's vocabulary).</summary>
-    public abstract JsonObject Config(ModelSpec model);
+    /// <summary>config.json for <paramref name="model"/> (its tokenizer's vocabulary) as <paramref name="run"/> computes it (the
+    /// run's fusions choose GeLU's form).</summary>
+    public abstract JsonObject Config(ModelSpec model, RunDescription run);
 
-    /// <summary>Each field of a config.json that contradicts <paramref name="model"/> (its tokenizer's vocabulary), as a sentence naming it and the run's flag.</summary>
-    public abstract IEnumerable<string> Mismatches(JsonObject config, ModelSpec model);
+    /// <summary>Each field of a config.json that contradicts <paramref name="model"/> (its tokenizer's vocabulary) as
+    /// <paramref name="run"/> computes it, as a sentence naming it and the run's flag.</summary>
+    public abstract IEnumerable<string> Mismatches(JsonObject config, ModelSpec model, RunDescription run);
 
     /// <summary>The Megatron model flags of the model a config.json describes, with HF's defaults for fields it leaves out; a run's
     /// own flags placed after them override them (and are then checked against the config by <see cref="Mismatches"/>).</summary>

@@ -58,7 +58,7 @@ public sealed class LlamaLayout : HfLayout
         if (!m.TiedEmbeddings) yield return ("output_layer", Padded(Get(hf, "lm_head.weight", m.VocabSize, hidden), paddedVocab));
     }
 
-    public override JsonObject Config(ModelSpec m) => new()
+    public override JsonObject Config(ModelSpec m, RunDescription run) => new()
     {
         ["architectures"] = new JsonArray("LlamaForCausalLM"),
         ["model_type"] = ModelType,
@@ -94,7 +94,7 @@ public sealed class LlamaLayout : HfLayout
         return tied ? flags : flags.Append("--untie-embeddings-and-output-weights");
     }
 
-    public override IEnumerable<string> Mismatches(JsonObject c, ModelSpec m)
+    public override IEnumerable<string> Mismatches(JsonObject c, ModelSpec m, RunDescription run)
     {
         const string untie = "--untie-embeddings-and-output-weights";
         string?[] all =
