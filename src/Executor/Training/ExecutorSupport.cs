@@ -12,7 +12,7 @@ namespace Harness.Executor.Training;
 /// rank), the run's record holds the description as run, with a note per change (<see cref="AsRun"/>), so that
 /// `harness validate` simulates what ran. Runs as described, so recorded as given: 16-bit main gradients
 /// (Optimizer.ParamAndGradBuffer), the precision-aware optimizer's states (Optimizer.PrecisionAwareStates), --no-norm-fusion
-/// and --no-bias-gelu-fusion with its two companions (Transformer.Norms, Fused.BiasGeluFunction; the masked softmax and
+/// and --no-bias-gelu-fusion with its two companions (Transformer.Norms, Transformer.Mlp.BiasGelu; the masked softmax and
 /// bias-dropout-add are the same arithmetic fused or not, libtorch's operators here either way).
 /// </summary>
 public static class ExecutorSupport

@@ -8,7 +8,7 @@ namespace Harness.Executor.Transformer;
 
 /// <summary>
 /// The MLP (Megatron-core transformer/mlp.py): linear_fc1 (column-parallel) → GeLU (with biases and Megatron's
-/// --bias-gelu-fusion, its fused tanh approximation, <see cref="BiasGeluFunction"/>; else F.gelu, erf's), or SwiGLU (Shazeer 2020:
+/// --bias-gelu-fusion, its fused tanh approximation, <see cref="BiasGelu"/>; else F.gelu, erf's), or SwiGLU (Shazeer 2020:
 /// silu(gate)·up, with gate and up as the two halves of fc1's output, stride 2) → linear_fc2 (row-parallel).
 /// Under Megatron-Kwai's --kaimm-recompute-mlp-activation-func the activation runs inside linear_fc2, which keeps fc1's
 /// output rather than the activation's (backward recomputes it).
@@ -52,11 +52,21 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     /// run one by one then, the scripted chain keeping them out of reach.</summary>
     private Tensor Activate(Tensor h)
     {
-        if (!swiglu) return biasGelu ? BiasGeluFunction.Apply(SavedActivations.Save(h)) : nn.functional.gelu(SavedActivations.Save(h));
+        if (!swiglu) return biasGelu ? BiasGelu(SavedActivations.Save(h)) : nn.functional.gelu(SavedActivations.Save(h));
         if (fused && FusedKernels.Applies(h)) return SwiGluFunction.Apply(SavedActivations.Save(h));
         if (!SavedActivations.Recording) return ScriptedKernels.SwiGlu(h);
         var halves = h.chunk(2, -1);
         Tensor gate = SavedActivations.Save(halves[0]), up = SavedActivations.Save(halves[1]);
         return SavedActivations.Save(nn.functional.silu(gate)) * up;
     }
+
+    /// <summary>
+    /// Megatron's fused bias-GeLU (megatron/core/fusions/fused_bias_gelu.py at NVIDIA/Megatron-LM d98e8a6), which Megatron-core's
+    /// MLP runs for GeLU with biases unless --no-bias-gelu-fusion: GeLU's tanh approximation x·0.5·(1 + tanh(0.79788456·x·(1 +
+    /// 0.044715·x²))), keeping only its input, with the derivative of that approximation backward. fc1's GEMM has added the
+    /// bias already. libtorch's gelu with approximate='tanh' is that function (its constant √(2/π) = 0.7978845608 agrees with
+    /// Megatron's to 1e-9) in one kernel each way, computing in float32 and rounding once; F.gelu (erf's) is what
+    /// --no-bias-gelu-fusion runs.
+    /// </summary>
+    public static Tensor BiasGelu(Tensor h) => nn.functional.gelu(h, TorchSharp.Modules.GELU.Approximate.tanh);
 }

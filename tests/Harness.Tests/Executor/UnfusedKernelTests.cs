@@ -42,7 +42,7 @@ public class UnfusedKernelTests
     {
         TorchRuntime.Initialize();
         using var x = tensor(new[] { 1f }).requires_grad_();
-        using var y = BiasGeluFunction.Apply(x);
+        using var y = Mlp.BiasGelu(x);
         y.backward();
         Assert.Equal(0.8411920, y.item<float>(), 6);
         Assert.Equal(1.0829641, x.grad!.item<float>(), 5);
