@@ -27,11 +27,15 @@ internal static class LegacyRunSummary
 
     /// <summary>The layout as run: a parallel run recorded its RunDescription; a single-device run is one rank with its
     /// micro-batch, global batch, recomputation and precision. Gradient-accumulation fusion as recorded (runs made before
-    /// it existed folded their gradients).</summary>
+    /// it existed folded their gradients); the executor's fused kernels likewise (runs made before them, or with them off,
+    /// ran libtorch's operators, SwiGLU among them).</summary>
     private static RunDescription Layout(JsonElement root, JsonElement config)
     {
         if (root.TryGetProperty("Parallel", out var parallel) && parallel.ValueKind == JsonValueKind.Object)
-            return parallel.Deserialize<RunDescription>(RunValidation.Json)!;
+        {
+            var recorded = parallel.Deserialize<RunDescription>(RunValidation.Json)!;
+            return parallel.TryGetProperty(nameof(RunDescription.FusedKernels), out _) ? recorded : recorded with { FusedKernels = false, FusedSwiGlu = false };
+        }
         var recompute = config.GetProperty("Recompute").GetString() switch
         {
             "Full" => RecomputeSpec.FullUniform(),
@@ -39,7 +43,10 @@ internal static class LegacyRunSummary
             _ => RecomputeSpec.None,
         };
         bool fused = config.TryGetProperty("GradientAccumulationFusion", out var f) && f.GetBoolean();
+        bool kernels = config.TryGetProperty(nameof(RunDescription.FusedKernels), out var k) && k.GetBoolean();
+        var precision = config.GetProperty("Bf16").GetBoolean() ? Precision.Bf16 : Precision.Fp32;
         return new RunDescription(MicroBatch: config.GetProperty("MicroBatchSize").GetInt32(), GlobalBatch: config.GetProperty("GlobalBatchSize").GetInt32(),
-            Recompute: recompute, Precision: config.GetProperty("Bf16").GetBoolean() ? Precision.Bf16 : Precision.Fp32, GradientAccumulationFusion: fused);
+            Recompute: recompute, Precision: precision, GradientAccumulationFusion: fused, FusedKernels: kernels,
+            FusedSwiGlu: kernels && precision == Precision.Bf16);
     }
 }

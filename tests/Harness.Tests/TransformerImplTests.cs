@@ -1,4 +1,6 @@
+using Harness.Simulator;
 using Harness.Simulator.Costs;
+using Harness.Simulator.Schedule;
 using Harness.Simulator.Specs;
 
 namespace Harness.Tests;
@@ -57,5 +59,18 @@ public class TransformerImplTests
         var cp = Megatron with { ContextParallel = 2 };
         Exact(ComputeTime.Layer(Model, cp, H100).ElementwiseForward,
             ComputeTime.Layer(Model, cp with { Implementation = TransformerImpl.Harness }, H100).ElementwiseForward);
+    }
+
+    [Fact]
+    public void TheFusedCrossEntropyKeepsTheBf16LogitsNotAnFp32Softmax()
+    {
+        var cluster = new ClusterSpec(H100, 1, 1);
+        var megatron = PipelineCosts.Build(Model, cluster, Megatron);
+        var executor = PipelineCosts.Build(Model, cluster, Executor);
+        // Megatron saves the fp32 softmax (4 B per logit) and holds the bf16 logits while the loss forms; the executor keeps the
+        // bf16 logits (2 B) and needs nothing more forward; backward both write a bf16 gradient beside what they kept.
+        Exact(Logits * (4 - 2), megatron.LastExtraActivations - executor.LastExtraActivations);
+        Exact(Logits * 2, megatron.LastForwardTransient - executor.LastForwardTransient);
+        Exact(megatron.LastBackwardTransient, executor.LastBackwardTransient);
     }
 }

@@ -187,6 +187,10 @@ public static class ComputeTime
     private static double RotaryBytes(RunDescription c, double e, double h, double kv) =>
         HarnessKernels(c) && c.ContextParallel == 1 ? 2 * e * (h + 2 * kv) : 2 * e * (h + kv);
 
+    /// <summary>Whether the executor's fused cross-entropy runs: its kernels in bf16 over an unsplit vocabulary. It saves the bf16
+    /// logits and a float per token for backward, where Megatron's saves an fp32 softmax.</summary>
+    public static bool FusedCrossEntropy(RunDescription c) => HarnessKernels(c) && c.TensorParallel == 1;
+
     /// <summary>Output layer and loss for one micro-batch on the last stage: the logits GEMM (vocabulary split t
     /// ways), and the cross-entropy. Megatron's vocabulary-parallel cross-entropy runs in fp32 (cast, max, exp, sum, divide:
     /// ~5 passes of 4 B over the logits forward, 3 backward). The executor's fused cross-entropy (an unsplit vocabulary only)
@@ -197,7 +201,7 @@ public static class ComputeTime
         double T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;
         double logits = T * m.VocabSize / c.TensorParallel;
         double gemm = Gemm(T, m.HiddenSize, (double)m.VocabSize / c.TensorParallel, gpu, c.Precision);
-        bool fused = HarnessKernels(c) && c.TensorParallel == 1;
+        bool fused = FusedCrossEntropy(c);
         double loss = MemoryBound(logits * (fused ? 2 : 5 * 4), gpu);
         return (gemm + loss, 2 * gemm + MemoryBound(logits * (fused ? 2 * 2 : 3 * 4), gpu));
     }

@@ -179,6 +179,7 @@ public readonly record struct PipelineCosts
         double e = Activations.BytesPerElement(c.Precision);
         double sp = c.SequenceParallel ? c.TensorParallel : 1;
         double logits = tokens * m.VocabSize / c.TensorParallel;
+        bool fusedLoss = ComputeTime.FusedCrossEntropy(c);
         double gradientBuffers = tokens * 2.0 * m.FfnHiddenSize / c.TensorParallel * e * 2;
         double recomputeWorkspace = r.Granularity == RecomputeGranularity.Full
             ? Activations.RecomputeWorkspace(act, r)
@@ -276,7 +277,8 @@ public readonly record struct PipelineCosts
             P2pOverlapped = c.PipelineP2pHidden,
             OffloadRatio = c.OffloadRatio,
             FirstExtraActivations = m.Dropout ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
-            LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + 4 * logits,               // final norm in/out, fp32 softmax
+            // Final norm in/out; Megatron's fp32 softmax, or the bf16 logits the executor's fused cross-entropy keeps.
+            LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + (fusedLoss ? e : 4) * logits,
             // Under CPU offloading one offloaded layer is back at a time ahead of its backward (its reload starts when backward
             // reaches its window).
             BackwardTransient = recomputeWorkspace + gradientBuffers + middle.Offloaded * (OffloadWindowChunks - 1) + (cpuLayers > 0 ? act.Saved : 0),
@@ -284,13 +286,14 @@ public readonly record struct PipelineCosts
             CpuOffloadBackwardStall = cpuLayers > 0 ? CpuOffloading.Stall(m.NumLayers, cpuLayers, middle.Backward / middle.Layers, cpuCopy) : 0,
             // Megatron's vocabulary-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py) casts the logits to
             // fp32, turns that copy into the softmax in place and saves it (counted above); beside it, while the loss forms,
-            // the bf16 logits.
-            LastForwardTransient = e * logits,
+            // the bf16 logits. The executor's fused loss reads the logits it keeps and writes a float per token.
+            LastForwardTransient = fusedLoss ? 0 : e * logits,
             // The vocabulary-parallel embedding's backward materializes a dense V/t x h weight gradient in the
             // parameter dtype before it is added to the fp32 main gradient.
             FirstBackwardTransient = e * m.VocabSize * m.HiddenSize / c.TensorParallel,
             // Its backward writes the logits' gradient into the saved softmax in place (prepare_gradient_calculation_operands:
-            // grad_input = softmax); the output layer casts it to the parameter dtype (tensor_parallel/layers.py).
+            // grad_input = softmax); the output layer casts it to the parameter dtype (tensor_parallel/layers.py). The executor's
+            // fused loss writes the bf16 gradient beside the logits it kept: the same bytes.
             LastBackwardTransient = e * logits,
             FirstExtraGradientReduce = DataParallelComm.GradientReduce(embedParams, c, cluster),
             LastExtraGradientReduce = DataParallelComm.GradientReduce(outParams, c, cluster),

@@ -136,6 +136,12 @@ public class RunValidationTests
         Assert.Equal("h200", single.Gpu);
         Assert.False(single.Model.Dropout);
         Assert.Equal(Estimator.Estimate(single.Model, new ClusterSpec(GpuPresets.All["h200"], 1, 1), expected).StepTimeSeconds, single.Estimate.StepTimeSeconds, 12);
+        // A run on libtorch's operators only ("FusedKernels": false) is costed so, and so is one recorded before the kernels
+        // existed (no field): Megatron's cross-entropy passes, unfused SwiGLU.
+        var libtorch = RunValidation.Of(Path.Combine(Results, "executor", "nvidia-h200", "caat-1b-mbs16-libtorch-only"));
+        Assert.Equal((false, false), (libtorch.Config.FusedKernels, libtorch.Config.FusedSwiGlu));
+        var beforeKernels = RunValidation.Of(Path.Combine(Results, "executor", "h100-80gb-hbm3", "caat-1b-mbs8"));
+        Assert.Equal((false, false), (beforeKernels.Config.FusedKernels, beforeKernels.Config.FusedSwiGlu));
         // A parallel run: its layout in "Parallel".
         var parallel = RunValidation.Of(Path.Combine(Results, "parallel", "h100-1rank"));
         Assert.Equal((4, 8), (parallel.Config.MicroBatch, parallel.Config.GlobalBatch));
