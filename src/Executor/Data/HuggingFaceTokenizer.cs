@@ -70,6 +70,14 @@ public sealed class HuggingFaceTokenizer : ITextTokenizer
         }
     }
 
+    /// <summary>A Split pre-tokenizer's regular expression as .NET reads it: the tokenizers library's Oniguruma syntax is read
+    /// where .NET's agrees (possessive quantifiers, for one, it does not); one sentence where it does not.</summary>
+    private static Regex Pattern(string regex, Func<string, InvalidDataException> Fail)
+    {
+        try { return new Regex(regex, RegexOptions.CultureInvariant); }
+        catch (ArgumentException e) { throw Fail($"its Split pattern {regex} is not a regular expression .NET reads ({e.Message.TrimEnd('.')})"); }
+    }
+
     private static HuggingFaceTokenizer Read(string file, Func<string, InvalidDataException> Fail)
     {
         JsonElement root;
@@ -129,7 +137,7 @@ public sealed class HuggingFaceTokenizer : ITextTokenizer
                     if (Str(Get(step, "behavior")) != "Isolated" || Get(step, "invert").ValueKind == JsonValueKind.True)
                         throw Fail($"its Split pre-tokenizer's behavior is {Str(Get(step, "behavior"))}{(Get(step, "invert").ValueKind == JsonValueKind.True ? " inverted" : "")}; only Isolated is read");
                     var pattern = Get(step, "pattern");
-                    splits.Add(Str(Get(pattern, "Regex")) is string regex ? new Regex(regex, RegexOptions.CultureInvariant)
+                    splits.Add(Str(Get(pattern, "Regex")) is string regex ? Pattern(regex, Fail)
                         : new Regex(Regex.Escape(Str(Get(pattern, "String")) ?? throw Fail("its Split pre-tokenizer has no pattern")), RegexOptions.CultureInvariant));
                     break;
                 default:

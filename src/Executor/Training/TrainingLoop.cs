@@ -30,7 +30,10 @@ public static class TrainingLoop
         var settings = run.Settings;
         var d = run.Description;
         // A Hugging Face folder gives the weights only: the run starts at iteration 0 with a fresh optimizer.
-        if (settings is { Load: string folder, LoadFormat: LoadFormat.Hf }) step.LoadWeights(HfCheckpoint.Read(folder, step.Model));
+        // The folder's tensors, their float32 copies and the shards cut from them are freed once copied into the weights.
+        if (settings is { Load: string folder, LoadFormat: LoadFormat.Hf })
+            using (TorchSharp.torch.NewDisposeScope())
+                step.LoadWeights(HfCheckpoint.Read(folder, step.Model));
         var resumed = settings.Load is null || settings.LoadFormat == LoadFormat.Hf ? null : step.Resume(settings.Load);
         long iteration = resumed?.Iteration ?? 0, skipped = resumed?.SkippedIterations ?? 0;
         recorder?.Begin(iteration);

@@ -256,6 +256,10 @@ public class TokenizerTests
             File.WriteAllText(json, """{"model": {"type": "BPE", "byte_fallback": true, "vocab": {}}}""");
             Assert.StartsWith($"harness preprocess: {json} is not a tokenizer.json Harness reads: its BPE falls back to bytes",
                 Preprocess("--input", input, "--output-prefix", Path.Combine(dir, "x"), "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", json).Error);
+            // A Split pattern in the tokenizers library's syntax that .NET's regular expressions do not read (a possessive quantifier).
+            File.WriteAllText(json, """{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "a++"}, "behavior": "Isolated"}, {"type": "ByteLevel", "use_regex": false}]}}""");
+            Assert.StartsWith($"harness preprocess: {json} is not a tokenizer.json Harness reads: its Split pattern a++ is not a regular expression .NET reads",
+                Preprocess("--input", input, "--output-prefix", Path.Combine(dir, "x"), "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", json).Error);
             string notAModel = Path.Combine(dir, "tokenizer.model");
             File.WriteAllText(notAModel, "not a protobuf");
             var (code, error) = Preprocess("--input", input, "--output-prefix", Path.Combine(dir, "x"), "--tokenizer-type", "Llama2Tokenizer", "--tokenizer-model", notAModel);
