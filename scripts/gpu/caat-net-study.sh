@@ -12,9 +12,7 @@
 # runs at once). JOBS runs at once (default 1; above 1 they share the GPU,
 # so their step times say nothing, while their losses are unchanged). EXTRA: more harness run flags for every run (e.g.
 # --exit-duration-in-mins 4, so a run that cannot finish in the time at hand stops with its records).
-# On one GPU the TP 8 runs are refused today (harness run says why: every rank's CUDA backward shares the device's one
-# autograd thread, so tensor parallelism's all-reduce inside backward cannot wait for the other ranks); only the TP 1
-# baseline runs. On 8 GPUs (RANKS= : the ranks on GPUs 0-7 with NCCL) the study runs as written.
+# RANKS= (empty) runs the TP 8 ranks on 8 GPUs with NCCL instead of as threads on one.
 # Usage: scripts/gpu/caat-net-study.sh HARNESS_BINARY OUT_DIR DATA_PREFIX [GPU_PRESET]
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" study.log 300
@@ -27,7 +25,6 @@ common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --vocab-size 50257 -
         --train-iters "$iters" --global-batch-size "$gbs" --micro-batch-size ${MBS:-16} --lr 6e-4 --min-lr 6e-5 --lr-decay-style cosine
         --lr-warmup-iters "$warmup" --adam-beta1 0.9 --adam-beta2 0.95 --weight-decay 0.1 --clip-grad 1.0
         --use-distributed-optimizer --eval-interval "$eval_interval" --eval-iters 4 --log-interval 25 ${EXTRA:-})
-# RANKS= (empty) runs the 8 tensor-parallel ranks on 8 GPUs with NCCL instead of as threads on one.
 tp8=(--nproc-per-node 8 ${RANKS---ranks-on-one-device} --tensor-model-parallel-size 8 --make-vocab-size-divisible-by 128)
 source "$(dirname "$0")/jobs.sh"
 run() { # name, then harness run flags

@@ -7,11 +7,8 @@
 # Then `harness kernel-check`, and one-gpu-layouts.py compares every run's losses with the serial run's (equivalence.csv,
 # equivalence.md), and an offloading run's with the same layout's without offload (bit for bit: offload moves bytes only). Times are not a cluster's: the ranks share one GPU. JOBS runs at once (default 1; above 1 the runs
 # also share the GPU with each other, so their step times say nothing, while their losses are unchanged).
-# On CUDA, harness run refuses the layouts whose collectives run inside autograd's backward (tensor and context parallelism,
-# --overlap-grad-reduce, ZeRO 2/3): libtorch runs every rank's CUDA backward on the device's one autograd thread, so a rank
-# waiting there for the others' collective holds the thread they need (seen on an H100: TP 2 hit the 5-minute timeout).
-# Those runs end at once with that sentence and are listed as failed, until the in-process backend's collectives no longer
-# wait inside backward.
+# Each rank's thread runs its own backward (libtorch's autograd engine otherwise runs every CUDA backward of the device on
+# one worker thread, where TP 2 once waited out the 5-minute collective timeout: harness run's README, "Parallel runs").
 # Usage: scripts/gpu/one-gpu-layouts.sh HARNESS_BINARY OUT_DIR [GPU_PRESET]
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" layouts.log 20

@@ -71,8 +71,16 @@ public static class DistributedRun
             if (inProcess)
             {
                 if (!cuda) set_num_threads(Math.Max(1, Environment.ProcessorCount / world));
+                // Ranks as threads on one GPU each run their own backward (AutogradThreads): tried here first, so that where it
+                // cannot be set the run is one sentence before any rank starts.
+                if (cuda && AutogradThreads.RunBackwardOnThisThread() is string why)
+                    return RunCommand.UserError($"--ranks-on-one-device on CUDA needs each rank to run its own backward, and {why}.");
                 var device = cuda ? new Device(DeviceType.CUDA, 0) : CPU;
-                InProcessJob.Run(world, comm => job.RunRank(comm, device, 0, stop));
+                InProcessJob.Run(world, comm =>
+                {
+                    if (cuda) AutogradThreads.RunBackwardOnThisThread();
+                    job.RunRank(comm, device, 0, stop);
+                });
             }
             else
             {

@@ -43,28 +43,10 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
         // threads on one GPU would share it: one rank's seed could reach another's draw.
         if (settings.RanksOnOneDevice && settings.Device == ExecutionDevice.Cuda && model.Dropout)
             errors.Add("--ranks-on-one-device on CUDA runs without dropout: the ranks would share libtorch's one CUDA generator, which each reseeds per mask; pass --hidden-dropout 0 --attention-dropout 0.");
-        if (settings.RanksOnOneDevice && settings.Device == ExecutionDevice.Cuda && CollectivesInsideBackward(description) is { Count: > 0 } inside)
-            errors.Add($"--ranks-on-one-device on CUDA runs pipeline parallelism and data parallelism without --overlap-grad-reduce, not {string.Join(", ", inside)}: " +
-                "libtorch runs every rank's CUDA backward on the device's one autograd thread, so a rank waiting inside backward for the others' " +
-                "collective holds the thread their backward needs (on an H100, TP 2 waited out the 5-minute collective timeout).");
         if (settings.Profile is not null && worldSize > 1)
             errors.Add("--profile opens the profiler range in single-device runs; profile a parallel run's ranks with nsys or ncu from the start instead.");
         if (!GpuPresets.All.ContainsKey(settings.Gpu)) errors.Add($"--gpu '{settings.Gpu}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
         return errors;
-    }
-
-    /// <summary>The parts of a layout whose collectives run inside autograd's backward (a Function's backward or a gradient
-    /// hook) rather than between backward passes on the rank's own thread: tensor parallelism's input-gradient all-reduce (and
-    /// sequence parallelism's gathers), context parallelism's exchanges in attention's backward, the overlapped gradient
-    /// reduction's bucket hooks, ZeRO 2's per-micro-batch reduce-scatter and ZeRO 3's weight gathers.</summary>
-    private static List<string> CollectivesInsideBackward(RunDescription d)
-    {
-        var inside = new List<string>();
-        if (d.TensorParallel > 1) inside.Add($"tensor parallelism (t {d.TensorParallel})");
-        if (d.ContextParallel > 1) inside.Add($"context parallelism (c {d.ContextParallel})");
-        if (d.DataParallel > 1 && d.OverlapOrDefault.GradientReduce) inside.Add("--overlap-grad-reduce");
-        if (d.ZeroStage >= 2) inside.Add($"ZeRO stage {d.ZeroStage}");
-        return inside;
     }
 
     /// <summary>

@@ -18,6 +18,22 @@ public class AllocatorStatsTests
         Assert.Null(DeviceProbe.AllocatedPeakBytes(cuda: false, 0));
     }
 
+    /// <summary>Without CUDA's libraries the libtorch shim is not built: switching where backward runs is a sentence saying
+    /// why, not an exception; and every C function the executor looks up is one the embedded shim defines.</summary>
+    [Fact]
+    public void TheLibtorchShimDefinesWhatTheExecutorLooksUpAndIsASentenceWithoutCuda()
+    {
+        TorchRuntime.Initialize(ExecutionDevice.Cpu);
+        Assert.Null(LibtorchShim.Export("harness_autograd_multithreading"));
+        Assert.Contains("libc10_cuda.so", AutogradThreads.RunBackwardOnThisThread());
+        using var stream = typeof(LibtorchShim).Assembly.GetManifestResourceStream("Harness.Executor.Native.libtorch_shim.cpp")!;
+        string source = new StreamReader(stream).ReadToEnd();
+        foreach (var function in new[] { "harness_allocator_stats(int device, int64_t* out)", "harness_allocator_reset_peaks(int device)",
+                     "harness_autograd_multithreading(int enabled)" })
+            Assert.Contains($"int {function}", source);
+        Assert.Contains("c10::AutogradState::get_tls_state().set_multithreading_enabled(enabled != 0)", source);
+    }
+
     [Fact]
     public void MetricsCsvKeepsTheAllocatedPeakAndItsAbsence()
     {

@@ -134,14 +134,6 @@ public class ParallelRunCommandTests
         var (noDropout, _, why) = ConsoleCapture.Run(RunCommand.Run, [.. layout, "--ranks-on-one-device", "--device", "cuda"]);
         Assert.Equal(2, noDropout);
         Assert.Contains("--ranks-on-one-device on CUDA runs without dropout", why);
-        // On CUDA every rank's backward runs on the device's one autograd thread: layouts with collectives inside backward are
-        // refused, naming them; pipeline parallelism (p2p between backward passes) is not.
-        string[] noDropoutFlags = ["--hidden-dropout", "0", "--attention-dropout", "0", "--ranks-on-one-device", "--device", "cuda"];
-        var (inside, _, named) = ConsoleCapture.Run(RunCommand.Run, [.. layout, "--context-parallel-size", "2", "--nproc-per-node", "8", .. noDropoutFlags]);
-        Assert.Equal(2, inside);
-        Assert.Contains("--ranks-on-one-device on CUDA runs pipeline parallelism and data parallelism without --overlap-grad-reduce, not tensor parallelism (t 2), context parallelism (c 2):", named);
-        var (_, _, pipeline) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--nproc-per-node", "2", "--pipeline-model-parallel-size", "2", .. noDropoutFlags]);
-        Assert.DoesNotContain("--ranks-on-one-device on CUDA runs pipeline", pipeline);
     }
 
     /// <summary>
