@@ -28,7 +28,7 @@ for model in ${MODELS:-caat-1b gpt2-large llama-7b-4l}; do
     python3 - "$out/$model/summary.json" "$model" "${micro[$model]}" "$device" >>"$rows" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
-seq = s["Config"]["Model"]["SeqLength"]
+seq = s["Model"]["SeqLength"]
 print(f'harness,{sys.argv[2]},{sys.argv[3]},{seq},{s["MedianStepMs"]:.2f},{s["TokensPerSecondPerGpu"]:.0f},'
       f'{(s.get("PeakAllocatedBytes") or 0) / 2**30:.2f},{sys.argv[4]},harness')
 PY

@@ -11,20 +11,22 @@ public sealed class GpuScriptTests : IDisposable
 {
     private static readonly string Scripts = Path.GetFullPath(Path.Combine(ExperimentFileTests.ExperimentsDir, "..", "scripts", "gpu"));
     private static readonly string Summary = Path.GetFullPath(Path.Combine(ExperimentFileTests.ExperimentsDir, "..", "results", "executor", "nvidia-h200", "gpt2-large", "summary.json"));
+    /// <summary>A summary as `harness run` writes it today (Model, Description and Settings at its root).</summary>
+    private static readonly string CurrentSummary = Path.GetFullPath(Path.Combine(ExperimentFileTests.ExperimentsDir, "..", "results", "parallel", "h100-80gb-hbm3-one-gpu", "serial", "summary.json"));
     private readonly string dir = Directory.CreateTempSubdirectory("harness-gpu-scripts-").FullName;
 
     public void Dispose() => Directory.Delete(dir, recursive: true);
 
     /// <summary>A `harness` whose runs whose --out ends in one of <paramref name="succeeding"/> (a shell pattern) write a
     /// summary.json; everything else fails in one sentence, exit code 2.</summary>
-    private string StandIn(string succeeding = "")
+    private string StandIn(string succeeding = "", string? summary = null)
     {
         string path = Path.Combine(dir, "harness");
         File.WriteAllText(path, $$"""
             #!/usr/bin/env bash
             prev=; out=
             for a; do [ "$prev" = --out ] && out=$a; prev=$a; done
-            case "$out" in {{(succeeding.Length > 0 ? succeeding : "/nothing/")}}) mkdir -p "$out"; cp '{{Summary}}' "$out/summary.json"; exit 0;; esac
+            case "$out" in {{(succeeding.Length > 0 ? succeeding : "/nothing/")}}) mkdir -p "$out"; cp '{{summary ?? Summary}}' "$out/summary.json"; exit 0;; esac
             echo "harness $1: --device cuda needs libtorch with CUDA." >&2
             exit 2
             """.Replace("\r", ""));
@@ -32,9 +34,12 @@ public sealed class GpuScriptTests : IDisposable
         return path;
     }
 
-    private static (int Code, string Out, string Err) Bash(string script, params string[] args)
+    private static (int Code, string Out, string Err) Bash(string script, params string[] args) => Bash(script, new Dictionary<string, string>(), args);
+
+    private static (int Code, string Out, string Err) Bash(string script, IReadOnlyDictionary<string, string> env, params string[] args)
     {
         var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var (name, value) in env) psi.Environment[name] = value;
         psi.ArgumentList.Add(Path.Combine(Scripts, script));
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["CAAT_MBS"] = "8";
@@ -43,6 +48,19 @@ public sealed class GpuScriptTests : IDisposable
         string error = p.StandardError.ReadToEnd();
         p.WaitForExit();
         return (p.ExitCode, output.Result, error);
+    }
+
+    /// <summary>vs-pytorch.sh reads the harness run's summary as `harness run` writes it: its row holds the run's sequence
+    /// length, tokens/s and allocator peak (here without PyTorch, whose rows are reported as failed).</summary>
+    [Fact]
+    public void TheSideBySideBenchmarkTabulatesTheHarnessRunFromItsSummary()
+    {
+        string out_ = Path.Combine(dir, "vs");
+        var (code, _, _) = Bash("vs-pytorch.sh", new Dictionary<string, string> { ["MODELS"] = "caat-1b" }, StandIn("*/caat-1b", CurrentSummary), out_, "h100-sxm");
+        Assert.Equal(0, code);
+        var rows = File.ReadAllLines(Path.Combine(out_, "vs-pytorch.csv"));
+        Assert.Equal("system,model,micro_batch,seq,step_ms,tokens_per_s,peak_allocated_gib,device,version,vs_torch_compile", rows[0]);
+        Assert.StartsWith("harness,caat-1b,8,1024,92.68,176782,4.08,", Assert.Single(rows.Skip(1)));
     }
 
     [Fact]
