@@ -13,17 +13,15 @@ gpu=${3:-h100-sxm}
 here=$(dirname "$0")
 common=(--device cuda --gpu "$gpu" --bf16 --mock-data --hidden-dropout 0 --attention-dropout 0 --attention-backend auto
         --train-iters $((iters + 5)) --log-interval 5)
-declare -A flags=(
-  [caat-1b]="--model caat-1b --micro-batch-size 8 --global-batch-size 8"
-  [gpt2-large]="--model gpt2-large --micro-batch-size 32 --global-batch-size 32"
-  [llama-7b-4l]="--model llama-7b --num-layers 4 --seq-length 4096 --micro-batch-size 2 --global-batch-size 2")
+# Each model's shape, and its micro-batch (one per optimizer step), which both systems take.
+declare -A shape=([caat-1b]="--model caat-1b" [gpt2-large]="--model gpt2-large" [llama-7b-4l]="--model llama-7b --num-layers 4 --seq-length 4096")
 declare -A micro=([caat-1b]=8 [gpt2-large]=32 [llama-7b-4l]=2)
 rows="$out/rows.csv"
 : >"$rows"
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ',' ' ')
 for model in ${MODELS:-caat-1b gpt2-large llama-7b-4l}; do
   # shellcheck disable=SC2086 # the flags are words
-  run "$model" ${flags[$model]}
+  run "$model" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}"
   if [ -s "$out/$model/summary.json" ]; then
     python3 - "$out/$model/summary.json" "$model" "${micro[$model]}" "$device" >>"$rows" <<'PY'
 import json, sys
