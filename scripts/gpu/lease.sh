@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every measurement the open issues still ask for, in one GPU lease of SECONDS, most important first, each phase tarred
 # into OUT as it ends (a lease returns a bounded number of files, and a phase cut short by the time still returns its tar):
-#   1. one-gpu-layouts.sh   (every layout against serial on one GPU; JOBS=4, ITERS=10)           ~25% of the time
+#   1. one-gpu-layouts.sh   (every layout against serial on one GPU; JOBS=4, ITERS=LAYOUT_ITERS or 10)           ~25% of the time
 #   2. caat-net-study.sh    (caat-130m TP 8 at p = 1, 0.5, 0.25, 0, seed 2, TP 1, on DATA_PREFIX) ~35%, beside phase 1
 #   3. vs-pytorch.sh        (the executor beside plain PyTorch eager and torch.compile)           ~25%
 #   4. offload-and-validate.sh (the --cpu-offloading sweep and validate of three models)         the rest
 # Phases 1 and 2 share the GPU (their losses do not depend on it); 3 and 4 run alone (their times do).
+# PHASES (default 1234) picks phases, for a lease split in two calls: PHASES=12 gives phases 1 and 2 the whole time.
 # Usage: scripts/gpu/lease.sh HARNESS_BINARY OUT_DIR DATA_PREFIX GPU_PRESET SECONDS
 set -uo pipefail
 harness=$1 out=$2 data=$3 gpu=$4 total=$5
@@ -16,17 +17,25 @@ log="$out/lease.log"
 start=$SECONDS
 left() { echo $((total - (SECONDS - start))); }
 pack() { tar -C "$work" -czf "$out/$1.tgz" --exclude='runs.tgz' "$1" 2>/dev/null; echo "$1 packed at $((SECONDS - start)) s" | tee -a "$log"; }
+phases=${PHASES:-1234}
+has() { [[ $phases == *$1* ]]; }
 # 1 and 2 beside each other.
 share=$(( $(left) * 60 / 100 ))
+[[ $phases == *[34]* ]] || share=$(left)
 mins=$(( (share - 60) / 60 )); [ "$mins" -lt 1 ] && mins=1
-( JOBS=4 ITERS=10 timeout $((share - 20)) bash "$here/one-gpu-layouts.sh" "$harness" "$work/layouts" "$gpu" >"$work/layouts.out" 2>&1
+has 1 && ( JOBS=4 ITERS=${LAYOUT_ITERS:-10} timeout $((share - 20)) bash "$here/one-gpu-layouts.sh" "$harness" "$work/layouts" "$gpu" >"$work/layouts.out" 2>&1
   echo "layouts exit $?" | tee -a "$log"; mv "$work/layouts.out" "$work/layouts/" 2>/dev/null; pack layouts ) &
-( JOBS=3 MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
+has 2 && ( JOBS=3 MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
     timeout $((share - 10)) bash "$here/caat-net-study.sh" "$harness" "$work/caat" "$data" "$gpu" >"$work/caat.out" 2>&1
   echo "caat-net-study exit $?" | tee -a "$log"; mv "$work/caat.out" "$work/caat/" 2>/dev/null; pack caat ) &
 wait
 # 3, then 4, alone.
-timeout $(( $(left) * 50 / 100 )) bash "$here/vs-pytorch.sh" "$harness" "$work/vs-pytorch" "$gpu" >"$work/vs-pytorch.out" 2>&1
-echo "vs-pytorch exit $?" | tee -a "$log"; mv "$work/vs-pytorch.out" "$work/vs-pytorch/" 2>/dev/null; pack vs-pytorch
-ITERS=8 timeout $(( $(left) - 15 )) bash "$here/offload-and-validate.sh" "$harness" "$work/offload" "$gpu" >"$work/offload.out" 2>&1
-echo "offload-and-validate exit $?" | tee -a "$log"; mv "$work/offload.out" "$work/offload/" 2>/dev/null; pack offload
+if has 3; then
+  share=$(( $(left) * 50 / 100 )); has 4 || share=$(( $(left) - 15 ))
+  timeout $share bash "$here/vs-pytorch.sh" "$harness" "$work/vs-pytorch" "$gpu" >"$work/vs-pytorch.out" 2>&1
+  echo "vs-pytorch exit $?" | tee -a "$log"; mv "$work/vs-pytorch.out" "$work/vs-pytorch/" 2>/dev/null; pack vs-pytorch
+fi
+if has 4; then
+  ITERS=8 timeout $(( $(left) - 15 )) bash "$here/offload-and-validate.sh" "$harness" "$work/offload" "$gpu" >"$work/offload.out" 2>&1
+  echo "offload-and-validate exit $?" | tee -a "$log"; mv "$work/offload.out" "$work/offload/" 2>/dev/null; pack offload
+fi
