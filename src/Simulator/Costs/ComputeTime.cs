@@ -7,10 +7,11 @@ namespace Harness.Simulator.Costs;
 /// <param name="AttentionForward">Score and context matmuls (flash or cuDNN's fused attention, or unfused with its softmax).</param>
 /// <param name="ElementwiseForward">Memory-bound work: norms, rotary, activation function, residual adds, kernel gaps.</param>
 /// <param name="Backward">The whole backward pass (GEMM dgrad + wgrad, attention backward, element-wise).</param>
+/// <param name="AttentionBackward">The attention's part of <see cref="Backward"/> (what a context-parallel ring hides behind).</param>
 /// <param name="Recompute">Forward work repeated during backward by selective or Megatron-Kwai recomputation
 /// (full recomputation repeats <see cref="Forward"/> and is applied per layer group by the caller).</param>
 public readonly record struct LayerComputeTime(
-    double GemmForward, double AttentionForward, double ElementwiseForward, double Backward, double Recompute)
+    double GemmForward, double AttentionForward, double ElementwiseForward, double Backward, double AttentionBackward, double Recompute)
 {
     public double Forward => GemmForward + AttentionForward + ElementwiseForward;
     /// <summary>Weight-gradient GEMMs: half of the backward GEMM work, what async TP communication hides behind.</summary>
@@ -120,8 +121,10 @@ public static class ComputeTime
         if (!keepsScores)
         {
             double flops = 2 * T * s * h / t;
-            attention = flops / (gpu.PeakFlops(prec) * AttentionEfficiency(backend, gpu));
-            attentionBackward = FlashBackwardRatio * attention;
+            double kernel = flops / (gpu.PeakFlops(prec) * AttentionEfficiency(backend, gpu));
+            double draws = AttentionDropoutDraws(m, gpu, a / t * T * s / 2);
+            attention = kernel + draws;
+            attentionBackward = FlashBackwardRatio * kernel + draws;
         }
         else
         {
@@ -162,8 +165,15 @@ public static class ComputeTime
             recompute += MemoryBound(T * 2 * norm * h / sp, gpu);                     // both norms again
         if (r.MlpActivation)
             recompute += MemoryBound(T * (swiglu ? SwiGluBytes(c, e) : 2 * e) * f / t, gpu);  // the activation function
-        return new LayerComputeTime(gemm, attention, elementwise, backward, recompute);
+        return new LayerComputeTime(gemm, attention, elementwise, backward, attentionBackward, recompute);
     }
+
+    /// <summary>Seconds a flash-style kernel spends drawing attention dropout over <paramref name="probabilities"/> elements
+    /// (the causal half of the score matrix), once forward; backward regenerates the same mask from the saved Philox seed and
+    /// offset rather than storing it (Dao et al. 2022, FlashAttention, section 3.1 and algorithm 2), so it pays as much again.
+    /// The rate is the GPU's <see cref="EfficiencySpec.DropoutDrawsPerSecond"/>; no dropout, or no rate, costs nothing.</summary>
+    public static double AttentionDropoutDraws(ModelSpec m, GpuSpec gpu, double probabilities) =>
+        m.AttentionDropout > 0 && gpu.Efficiency.DropoutDrawsPerSecond is double rate ? probabilities / rate : 0;
 
     /// <summary>The efficiency of a flash-style kernel: cuDNN's fused attention's own, else FlashAttention-2's. A GPU without
     /// cuDNN's fused attention is refused before costing (<see cref="AttentionKernels.Unavailable"/>).</summary>

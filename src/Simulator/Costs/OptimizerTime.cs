@@ -11,6 +11,11 @@ namespace Harness.Simulator.Costs;
 /// weight (the master weight's high half); in fp32 training the weights are the master. With the distributed optimizer each
 /// rank updates its 1/d shard. SGD's step (Transformer Engine's FusedSGD, one pass as FusedAdam's) moves its own states the same
 /// way (<see cref="OptimizerStates"/>: 8 B with momentum): 2·8 + 2·4 + 2 = 26 B in bf16.
+/// fp16 training scales the loss, so before the step every main gradient is unscaled and checked for inf/NaN in one more
+/// pass that reads and writes it (Megatron-LM megatron/core/optimizer/optimizer.py at d98e8a64,
+/// MixedPrecisionOptimizer._unscale_main_grads_and_check_for_nan: torch._amp_foreach_non_finite_check_and_unscale_ over the
+/// main gradients, whether the scale is dynamic or constant, then a one-float all-reduce of found_inf): 8 B more with fp32
+/// main gradients.
 /// </summary>
 public static class OptimizerTime
 {
@@ -23,7 +28,8 @@ public static class OptimizerTime
         double weightTraffic = p == Precision.Fp32 ? 0 : adam.ParamRemainders(p) ? 2 * weight : weight;
         double grad = DataParallelComm.GradientBytesPerParameter(c);
         double gradTraffic = grad == 4 || adam.PrecisionAware ? 2 * grad : grad + 4 + 2 * 4;
-        return 2 * states + gradTraffic + weightTraffic;
+        double unscale = p == Precision.Fp16 ? 2 * (adam.PrecisionAware ? grad : 4) : 0;
+        return 2 * states + gradTraffic + weightTraffic + unscale;
     }
 
     public static double Step(double parameters, RunDescription c, GpuSpec gpu)

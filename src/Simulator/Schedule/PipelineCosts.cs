@@ -142,7 +142,6 @@ public readonly record struct PipelineCosts
         double tpB = overlap.TensorParallelComm
             ? Overlapped(tp.BackwardBlocking + tp.BackwardAsync, 2 * layer.GemmForward)
             : tp.BackwardBlocking + (overlap.TensorParallelBackwardAsync ? Overlapped(tp.BackwardAsync, layer.WeightGradGemm) : tp.BackwardAsync);
-        double attentionBackward = layer.AttentionForward * (AttentionKernels.KeepsScores(c.AttentionBackend) ? 2 : ComputeTime.FlashBackwardRatio);
         // Context parallelism: the ring's exchange hides behind attention; an all-gather (Transformer Engine's
         // AttnFuncWithCPAndKVAllGather, or Megatron-Kwai's without its GEMM overlap) and Ulysses' all-to-alls are on the
         // critical path; a2a+p2p runs both the all-to-alls and the ring.
@@ -152,7 +151,7 @@ public readonly record struct PipelineCosts
                            || (c.ContextParallelComm == ContextParallelCommType.P2p && !overlap.ContextParallelComm)
             ? ContextParallelComm.Exposed(m, c, cluster)
             : overlap.ContextParallelComm
-            ? (a2aF + Overlapped(ringF, layer.AttentionForward), a2aB + Overlapped(ringB, attentionBackward))
+            ? (a2aF + Overlapped(ringF, layer.AttentionForward), a2aB + Overlapped(ringB, layer.AttentionBackward))
             : (a2aF + ringF, a2aB + ringB);
 
         double layerForward = layer.Forward + tpF + cpFx;

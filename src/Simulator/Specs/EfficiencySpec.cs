@@ -18,10 +18,15 @@ namespace Harness.Simulator.Specs;
 /// <param name="FusedAttention">The same for cuDNN's fused attention (--attention-backend fused); null where the GPU has none
 /// (cuDNN's fused attention needs compute capability 8.0: Transformer Engine's get_attention_backend). The unfused backends
 /// have no constant of their own: their matmuls run at the GEMM rate, their softmax at the HBM rate.</param>
+/// <param name="DropoutDrawsPerSecond">Attention-probability elements per second a flash-style kernel (FlashAttention-2, cuDNN's
+/// fused attention) draws dropout masks for: it generates each kept element's Philox random number on the SMs' integer pipes
+/// inside the kernel, in forward and again in backward, work that does not shrink with the head dimension as the matmuls do;
+/// null where no measurement exists (the draws are then not charged).</param>
 public sealed record EfficiencySpec(
     double Gemm,
     double Attention,
     double Hbm,
     double GemmHalfDim = 128,
     double KernelOverheadSeconds = 4e-6,
-    double? FusedAttention = null);
+    double? FusedAttention = null,
+    double? DropoutDrawsPerSecond = null);

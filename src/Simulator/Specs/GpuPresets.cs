@@ -26,7 +26,11 @@ public static class GpuPresets
     // and backward on A100 (Dao 2023, figures 4-5). cuDNN's fused attention runs on sm80 too (Transformer Engine prefers
     // FlashAttention-2 there); no published A100 comparison of the two was found, so it takes FlashAttention-2's rate until
     // `harness calibrate` measures it.
-    private static readonly EfficiencySpec Ampere = new(Gemm: 0.80, Attention: 0.60, Hbm: 0.80, FusedAttention: 0.60);
+    // Attention dropout drawn inside a flash-style kernel (EfficiencySpec.DropoutDrawsPerSecond): measured on an H200 below;
+    // the A100 has the same 64 INT32 lanes per SM as Hopper (NVIDIA A100 and H100 architecture whitepapers), so the rate
+    // scales by SMs x boost clock: 108 x 1410 MHz against 132 x 1980 MHz.
+    private static readonly EfficiencySpec Ampere = new(Gemm: 0.80, Attention: 0.60, Hbm: 0.80, FusedAttention: 0.60,
+        DropoutDrawsPerSecond: HopperDropoutDrawsPerSecond * (108 * 1410.0) / (132 * 1980.0));
     // Hopper, measured on an H100 SXM 80GB (PyTorch 2.11, CUDA 13, 2026-11-25; the H800 has the same SMs, clocks
     // and HBM): bf16 GEMMs of the reproduced models' shapes (Llama 7B/65B/175B at t 1-4, GPT 1.7B/1T), forward,
     // data- and weight-gradient, on a GPU held at load: 680-710 TFLOP/s for every shape = 0.70 of peak (a cold
@@ -38,7 +42,16 @@ public static class GpuPresets
     // forward and backward together (backward counted as 2.5 forwards) 1.61 times FlashAttention-2's rate. Applied to the
     // rate measured here at load: 0.29 x 1.61 = 0.47. `harness calibrate` on an H200 (results/calibration/nvidia-h200/reproduced,
     // PyTorch 2.11, whose default kernel there was cuDNN's) measured 0.46-0.52 at head dim 128.
-    private static readonly EfficiencySpec Hopper = new(Gemm: 0.70, Attention: 0.29, Hbm: 0.80, FusedAttention: 0.47);
+    // Attention dropout inside the flash kernel, measured on one H200 (results/executor/nvidia-h200-b/dropout, gpt2-large
+    // s 1024 micro-batch 32, PyTorch 2.11's SDPA): 400.4 ms per step with hidden and attention dropout 0.1 against 378.2
+    // without, 22.2 ms. Of it the 73 separate hidden-dropout kernels (one per embedding, two per layer: read 2 B, write 2 B
+    // and a 1-byte mask forward, the same backward, over 32 x 1024 x 1280 elements) stream 30.6 GB at the 4408 GB/s the same
+    // GPU streams an add (results/calibration/nvidia-h200/gpt2-large-b32): 6.9 ms. The other 15.3 ms draw 36 layers x
+    // 32 x 20 heads x 1024^2 / 2 causal probabilities twice (forward, and backward's regeneration): 2.4e10 draws, 1.58e12 per
+    // second, about 6 per SM and clock, the order of a Philox4x32-10 stream on 64 INT32 lanes per SM.
+    private static readonly EfficiencySpec Hopper = new(Gemm: 0.70, Attention: 0.29, Hbm: 0.80, FusedAttention: 0.47,
+        DropoutDrawsPerSecond: HopperDropoutDrawsPerSecond);
+    private const double HopperDropoutDrawsPerSecond = 1.58e12;
     // Gaudi: Intel's published Llama training MFU on Gaudi 2 is ~50-60%; Gaudi 3 lower at launch.
     private static readonly EfficiencySpec Gaudi2 = new(Gemm: 0.70, Attention: 0.40, Hbm: 0.80);
     private static readonly EfficiencySpec Gaudi3 = new(Gemm: 0.60, Attention: 0.35, Hbm: 0.80);
