@@ -10,7 +10,8 @@ namespace Harness.Executor.Calibration;
 /// shape (Σ flops/(peak·shape) over Σ seconds). Attention: the same for causal attention forward and backward, per backend
 /// (flash: <see cref="EfficiencySpec.Attention"/>, cuDNN's fused attention: <see cref="EfficiencySpec.FusedAttention"/>; a
 /// backend not measured keeps the preset's), counted as the simulator counts it (the causal forward's FLOPs times
-/// 1 + <see cref="ComputeTime.FlashBackwardRatio"/>). The unfused kernels have no constant of their own (their matmuls and
+/// 1 + <see cref="ComputeTime.FlashBackwardRatio"/>; cuDNN's at the GPU's rate for its sequence length, its constant stated at
+/// <see cref="ComputeTime.AttentionReferenceKeys"/> keys, <see cref="ComputeTime.KeyLengthFactor"/>). The unfused kernels have no constant of their own (their matmuls and
 /// softmax are the GEMM and HBM rates); they are timed for the report only.
 /// HBM: bytes moved by a streaming add over the datasheet bandwidth. Host link: pinned copies to and from the device.
 /// </summary>
@@ -53,7 +54,8 @@ public sealed record GpuCalibration(
     private double AtFullEfficiency(GemmRate r) => r.Shape.Flops / (Peak * ComputeTime.ShapeFactor(r.Shape, Preset.Efficiency));
 
     /// <summary>Seconds the simulator charges this attention, forward and backward, at efficiency 1.</summary>
-    private double AtFullEfficiency(AttentionRate a) => (1 + ComputeTime.FlashBackwardRatio) * a.CausalForwardFlops / Peak;
+    private double AtFullEfficiency(AttentionRate a) => (1 + ComputeTime.FlashBackwardRatio) * a.CausalForwardFlops
+        / (Peak * ComputeTime.KeyLengthFactor(a.Backend, a.Shape.SeqLength, Preset.Efficiency));
 
     /// <summary>The host link offload streams over: the slower direction of the pinned copies (offload and reload each
     /// move a chunk's activations one way), or the preset's when not measured.</summary>

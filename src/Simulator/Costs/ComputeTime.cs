@@ -121,7 +121,7 @@ public static class ComputeTime
         if (!keepsScores)
         {
             double flops = 2 * T * s * h / t;
-            double kernel = flops / (gpu.PeakFlops(prec) * AttentionEfficiency(backend, gpu));
+            double kernel = flops / (gpu.PeakFlops(prec) * AttentionEfficiency(backend, gpu) * KeyLengthFactor(backend, KeysPerCall(m, c), gpu.Efficiency));
             double draws = AttentionDropoutDraws(m, gpu, a / t * T * s / 2);
             attention = kernel + draws;
             attentionBackward = FlashBackwardRatio * kernel + draws;
@@ -167,6 +167,24 @@ public static class ComputeTime
             recompute += MemoryBound(T * (swiglu ? SwiGluBytes(c, e) : 2 * e) * f / t, gpu);  // the activation function
         return new LayerComputeTime(gemm, attention, elementwise, backward, attentionBackward, recompute);
     }
+
+    /// <summary>The keys per query row at which the presets' cuDNN fused-attention constants were measured (Shah et al. 2024 at
+    /// s 4k-16k, `harness calibrate` on an H200 at 4k-8k).</summary>
+    public const double AttentionReferenceKeys = 8192;
+
+    /// <summary>cuDNN's fused attention's rate at <paramref name="keys"/> keys per query row relative to its rate at
+    /// <see cref="AttentionReferenceKeys"/>: k/(k + k½) over the same at the reference, k½ the GPU's
+    /// <see cref="EfficiencySpec.AttentionHalfKeys"/> (1 where it is 0). FlashAttention-2's constant stays one number: its
+    /// dependence on length was not timed here.</summary>
+    public static double KeyLengthFactor(AttentionBackend backend, double keys, EfficiencySpec e) =>
+        backend != AttentionBackend.Fused || e.AttentionHalfKeys <= 0 ? 1
+        : keys / (keys + e.AttentionHalfKeys) / (AttentionReferenceKeys / (AttentionReferenceKeys + e.AttentionHalfKeys));
+
+    /// <summary>The keys one attention call runs each query row over: the sequence, or under a context-parallel ring the
+    /// 1/R of it each ring step brings (Transformer Engine's AttnFuncWithCPAndKVP2P calls the kernel once per step; the
+    /// all-gather and the all-to-all give each call the whole sequence).</summary>
+    public static double KeysPerCall(ModelSpec m, RunDescription c) =>
+        c.ContextParallelComm == ContextParallelCommType.AllGather ? m.SeqLength : (double)m.SeqLength / c.ContextParallelLevels.Ring;
 
     /// <summary>Seconds a flash-style kernel spends drawing attention dropout over <paramref name="probabilities"/> elements
     /// (the causal half of the score matrix), once forward; backward regenerates the same mask from the saved Philox seed and

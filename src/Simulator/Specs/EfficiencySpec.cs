@@ -22,6 +22,11 @@ namespace Harness.Simulator.Specs;
 /// fused attention) draws dropout masks for: it generates each kept element's Philox random number on the SMs' integer pipes
 /// inside the kernel, in forward and again in backward, work that does not shrink with the head dimension as the matmuls do;
 /// null where no measurement exists (the draws are then not charged).</param>
+/// <param name="AttentionHalfKeys">The keys per query row at which cuDNN's fused attention reaches half its long-sequence rate:
+/// each query tile pays fixed work (loading it, the softmax epilogue, writing the output and its log-sum-exp; in backward the
+/// separate dO·O, dQ-conversion and head-reduction kernels) that only a long row of keys amortizes. <see cref="FusedAttention"/>
+/// is stated at <c>ComputeTime.AttentionReferenceKeys</c> keys; 0 where the GPU's kernel
+/// were not timed at several lengths (no dependence is then charged).</param>
 public sealed record EfficiencySpec(
     double Gemm,
     double Attention,
@@ -29,4 +34,5 @@ public sealed record EfficiencySpec(
     double GemmHalfDim = 128,
     double KernelOverheadSeconds = 4e-6,
     double? FusedAttention = null,
-    double? DropoutDrawsPerSecond = null);
+    double? DropoutDrawsPerSecond = null,
+    double AttentionHalfKeys = 0);

@@ -49,8 +49,15 @@ public static class GpuPresets
     // GPU streams an add (results/calibration/nvidia-h200/gpt2-large-b32): 6.9 ms. The other 15.3 ms draw 36 layers x
     // 32 x 20 heads x 1024^2 / 2 causal probabilities twice (forward, and backward's regeneration): 2.4e10 draws, 1.58e12 per
     // second, about 6 per SM and clock, the order of a Philox4x32-10 stream on 64 INT32 lanes per SM.
+    // cuDNN attention's rate by sequence length (EfficiencySpec.AttentionHalfKeys): `harness calibrate` on one H200
+    // (results/calibration/nvidia-h200/reproduced, head dim 128, held at load; PyTorch 2.11's SDPA ran cuDNN's sm90 flash
+    // kernels there, as the kernel profile results/executor/nvidia-h200/profile-caat-1b-mbs8 names them) timed 8 x 6 heads at
+    // s 2048 at 0.390 of peak and 1 x 24 heads at s 8192 at 0.516: k/(k + k½) gives that 0.755 ratio at k½ = 993, taken as
+    // 1000. The other lengths and head dims timed on that GPU check it: s 4096 predicted 0.903 of the s 8192 rate, measured
+    // 0.88-0.90; gpt2-large (head dim 64, s 1024) and caat-1b (64, s 2048) predicted 0.268 and 0.355 from the preset's
+    // 0.47, measured 0.277 and 0.338-0.344.
     private static readonly EfficiencySpec Hopper = new(Gemm: 0.70, Attention: 0.29, Hbm: 0.80, FusedAttention: 0.47,
-        DropoutDrawsPerSecond: HopperDropoutDrawsPerSecond);
+        DropoutDrawsPerSecond: HopperDropoutDrawsPerSecond, AttentionHalfKeys: 1000);
     private const double HopperDropoutDrawsPerSecond = 1.58e12;
     // Gaudi: Intel's published Llama training MFU on Gaudi 2 is ~50-60%; Gaudi 3 lower at launch.
     private static readonly EfficiencySpec Gaudi2 = new(Gemm: 0.70, Attention: 0.40, Hbm: 0.80);

@@ -43,10 +43,13 @@ public class CalibrationTests
         Assert.Equal(0.3, c.Measured.Attention, 9);
         Assert.Equal(0.5, c.Measured.Hbm, 9);
         // No cuDNN attention measured: the preset's fused-attention constant stays. Measured, its own rates give it: two
-        // shapes at 0.5 and 0.4 of peak give the time-weighted 1/(t1+t2)·(t1·0.5 + t2·0.4) for equal FLOPs.
+        // shapes at 0.5 and 0.4 of peak give the time-weighted 1/(t1+t2)·(t1·0.5 + t2·0.4) for equal FLOPs (at 8192 keys,
+        // the length its constant is stated at).
         Assert.Equal(H200.Efficiency.FusedAttention, c.Measured.FusedAttention);
-        var fused = new[] { new AttentionRate(shape, AttentionBackend.Fused, forward * 0.3 / 0.5, 2.5 * forward * 0.3 / 0.5),
-                            new AttentionRate(shape, AttentionBackend.Fused, forward * 0.3 / 0.4, 2.5 * forward * 0.3 / 0.4) };
+        var reference = new AttentionShape(1, 32, 32, 8192, 128);
+        double referenceForward = reference.CausalForwardFlops / (0.3 * peak);
+        var fused = new[] { new AttentionRate(reference, AttentionBackend.Fused, referenceForward * 0.3 / 0.5, 2.5 * referenceForward * 0.3 / 0.5),
+                            new AttentionRate(reference, AttentionBackend.Fused, referenceForward * 0.3 / 0.4, 2.5 * referenceForward * 0.3 / 0.4) };
         var withCuDnn = c with { Attention = [.. attention, .. fused] };
         Assert.Equal(2 / (1 / 0.5 + 1 / 0.4), withCuDnn.Measured.FusedAttention!.Value, 9);
         Assert.Equal(0.3, withCuDnn.Measured.Attention, 9);

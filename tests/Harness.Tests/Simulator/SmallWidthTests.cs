@@ -1,3 +1,4 @@
+using Harness.Executor.Calibration;
 using Harness.Simulator;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
@@ -5,7 +6,8 @@ using Harness.Simulator.Specs;
 namespace Harness.Tests.Simulator;
 
 /// <summary>What the simulator charges a small-width model (gpt2-large: h 1280, head dim 64, s 1024) by hand: the GEMM
-/// shape curve against the GEMMs timed on an H200, attention dropout drawn inside the flash kernel, and fp16's unscale pass.</summary>
+/// shape curve against the GEMMs timed on an H200, cuDNN attention's rate at short sequences, attention dropout drawn inside
+/// the flash kernel, and fp16's unscale pass.</summary>
 public class SmallWidthTests
 {
     private static readonly ModelSpec Gpt2Large = ModelPresets.All["gpt2-large"];
@@ -28,6 +30,45 @@ public class SmallWidthTests
         double qkv = 2.0 * 32768 * 1280 * 3840 / (989e12 * 0.736 * (32768.0 / 32896) * (1280.0 / 1408) * (3840.0 / 3968));
         Assert.Equal(qkv, ComputeTime.Gemm(32768, 1280, 3840, gpu, Precision.Bf16), qkv * 1e-12);
         Assert.InRange(curve / 5.911e-3, 1.0, 1.03);   // 2.4% slower than measured: the curve is not what makes h 1280 slow
+    }
+
+    [Fact]
+    public void CuDnnAttentionAtAShortSequenceRunsAtItsMeasuredShareOfTheLongSequenceRate()
+    {
+        // k/(k + 1000) against 8192/9192: s 1024 -> 0.5059/0.8912 = 0.568, s 2048 -> 0.757, s 8192 -> 1; FlashAttention-2's
+        // constant has no length dependence (none was timed).
+        var e = H200.Efficiency;
+        Assert.Equal(1024.0 / 2024 / (8192.0 / 9192), ComputeTime.KeyLengthFactor(AttentionBackend.Fused, 1024, e), 12);
+        Assert.Equal(1, ComputeTime.KeyLengthFactor(AttentionBackend.Fused, 8192, e), 12);
+        Assert.Equal(1, ComputeTime.KeyLengthFactor(AttentionBackend.Flash, 1024, e));
+        // gpt2-large's layer on cuDNN: 0.47 x 0.568 = 0.267 of peak, against 0.277 timed on the H200 (gpt2-large-b32).
+        var fused = Micro32 with { AttentionBackend = AttentionBackend.Fused };
+        var noDropout = Gpt2Large with { AttentionDropout = 0 };
+        double flops = 3.5 * 2.0 * 32 * 1024 * 1024 * 1280;
+        var layer = ComputeTime.Layer(noDropout, fused, H200);
+        double rate = flops / (layer.AttentionForward + layer.AttentionBackward) / 989e12;
+        Assert.Equal(0.47 * 1024.0 / 2024 / (8192.0 / 9192), rate, 1e-9);
+        Assert.InRange(rate / 0.277, 0.95, 1.0);
+        // A context-parallel ring gives each kernel call s/c keys; the all-gather gives it the whole sequence.
+        Assert.Equal(512, ComputeTime.KeysPerCall(Gpt2Large, fused with { ContextParallel = 2 }));
+        Assert.Equal(1024, ComputeTime.KeysPerCall(Gpt2Large, fused with { ContextParallel = 2, ContextParallelComm = ContextParallelCommType.AllGather }));
+    }
+
+    [Fact]
+    public void ACalibrationAtAShortSequenceStatesTheConstantAtTheReferenceLength()
+    {
+        // cuDNN timed at s 1024 at 0.277 of peak (forward and backward over 3.5 causal forwards) is 0.277/0.568 = 0.488 at
+        // 8192 keys; the calibrated GPU then gives back the timed seconds at s 1024.
+        var shape = new AttentionShape(32, 20, 20, 1024, 64);
+        double seconds = 3.5 * shape.CausalForwardFlops / (0.277 * 989e12);
+        var rate = new AttentionRate(shape, AttentionBackend.Fused, seconds / 3.5, seconds * 2.5 / 3.5);
+        var calibration = new GpuCalibration(H200, "NVIDIA H200", 7e14, 6.5e14,
+            [new GemmRate("big", "forward", new GemmShape(8192, 8192, 8192), 1.6e-3)], [rate], new MemoryRate("add", 4.4e12, 1));
+        double factor = 1024.0 / 2024 / (8192.0 / 9192);
+        Assert.Equal(0.277 / factor, calibration.Measured.FusedAttention!.Value, 9);
+        var layer = ComputeTime.Layer(Gpt2Large with { AttentionDropout = 0 }, Micro32 with { AttentionBackend = AttentionBackend.Fused },
+            calibration.Calibrated);
+        Assert.Equal(seconds, layer.AttentionForward + layer.AttentionBackward, seconds * 1e-9);
     }
 
     [Fact]
