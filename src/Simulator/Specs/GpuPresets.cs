@@ -53,8 +53,8 @@ public static class GpuPresets
     // (results/calibration/nvidia-h200/reproduced, head dim 128, held at load; PyTorch 2.11's SDPA ran cuDNN's sm90 flash
     // kernels there, as the kernel profile results/executor/nvidia-h200/profile-caat-1b-mbs8 names them) timed 8 x 6 heads at
     // s 2048 at 0.390 of peak and 1 x 24 heads at s 8192 at 0.516: k/(k + k½) gives that 0.755 ratio at k½ = 993, taken as
-    // 1000. The other lengths and head dims timed on that GPU check it: s 4096 predicted 0.903 of the s 8192 rate, measured
-    // 0.88-0.90; gpt2-large (head dim 64, s 1024) and caat-1b (64, s 2048) predicted 0.268 and 0.355 from the preset's
+    // 1000. The other lengths and head dims timed on that GPU check it: s 4096 predicted 0.902 of the s 8192 rate, measured
+    // 0.88-0.90; gpt2-large (head dim 64, s 1024) and caat-1b (64, s 2048) predicted 0.267 and 0.354 from the preset's
     // 0.47, measured 0.277 and 0.338-0.344.
     private static readonly EfficiencySpec Hopper = new(Gemm: 0.70, Attention: 0.29, Hbm: 0.80, FusedAttention: 0.47,
         DropoutDrawsPerSecond: HopperDropoutDrawsPerSecond, AttentionHalfKeys: 1000);
