@@ -73,6 +73,23 @@ public class SpecJsonTests
     }
 
     [Fact]
+    public void AttentionsLengthAndDropoutRatesAreCheckedAndOptional()
+    {
+        var cluster = ClusterSpec.Of(GpuPresets.All["h200"], 8);
+        var e = cluster.Gpu.Efficiency;
+        string json = SpecJson.Write(cluster with { Gpu = cluster.Gpu with { Efficiency = e with { DropoutDrawsPerSecond = 0 } } });
+        Assert.Contains("gpu.efficiency.dropout_draws_per_second is 0", Assert.Throws<SpecFileException>(() => SpecJson.ParseCluster(json, "c.json")).Message);
+        json = SpecJson.Write(cluster with { Gpu = cluster.Gpu with { Efficiency = e with { AttentionHalfKeys = -1 } } });
+        Assert.Contains("gpu.efficiency.attention_half_keys is -1", Assert.Throws<SpecFileException>(() => SpecJson.ParseCluster(json, "c.json")).Message);
+        // A file written before they existed reads as a GPU that charges neither (no measurement of its own).
+        json = SpecJson.Write(cluster).Replace(",\n      \"dropout_draws_per_second\": 1580000000000", "")
+            .Replace(",\n      \"attention_half_keys\": 1000", "");
+        Assert.DoesNotContain("attention_half_keys", json);
+        var old = SpecJson.ParseCluster(json, "old.json").Gpu.Efficiency;
+        Assert.Equal((null, 0.0), (old.DropoutDrawsPerSecond, old.AttentionHalfKeys));
+    }
+
+    [Fact]
     public void ANonPositiveBandwidthIsRejected()
     {
         var cluster = ClusterSpec.Of(GpuPresets.All["h800"], 8);

@@ -61,6 +61,10 @@ public static class SpecJson
             if (!(value > 0 && value <= 1)) errors.Add($"gpu.efficiency.{name} is {value}; it must be in (0, 1].");
         if (g.Efficiency.FusedAttention is double fused && !(fused > 0 && fused <= 1))
             errors.Add($"gpu.efficiency.fused_attention is {fused}; it must be in (0, 1], or null where the GPU has no cuDNN fused attention.");
+        if (g.Efficiency.DropoutDrawsPerSecond is double draws && !(draws > 0))
+            errors.Add($"gpu.efficiency.dropout_draws_per_second is {draws}; it must be positive, or null where it was not measured.");
+        if (!(g.Efficiency.AttentionHalfKeys >= 0))
+            errors.Add($"gpu.efficiency.attention_half_keys is {g.Efficiency.AttentionHalfKeys}; it must be 0 (no dependence on length) or positive.");
         if (errors.Count > 0) throw new SpecFileException($"{source}: {string.Join(" ", errors)}");
         return cluster;
     }
