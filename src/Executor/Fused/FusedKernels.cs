@@ -1,6 +1,6 @@
-using System.Reflection;
 using Harness.Executor.Native;
 using Harness.Executor.Native.Cuda;
+using static Harness.Executor.Fused.KernelModule;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Fused;
@@ -14,25 +14,11 @@ namespace Harness.Executor.Fused;
 /// </summary>
 public static unsafe class FusedKernels
 {
-    private const int Threads = 256;
-    private const uint MaxBlocks = 1u << 16;
-
-    private static readonly CudaModule Module = new("harness_fused", Source());
+    private static readonly KernelModule Module = new("harness_fused", "kernels.cu");
 
     /// <summary>Compiles and loads the kernels on <paramref name="device"/>; null when they are ready, else why not,
     /// in one sentence (no NVRTC, no driver, a compile error).</summary>
-    public static string? Probe(int device)
-    {
-        try
-        {
-            Module.Function(device, "swiglu_forward_v8");
-            return null;
-        }
-        catch (Exception e) when (e is CudaException or DllNotFoundException or EntryPointNotFoundException)
-        {
-            return e.Message;
-        }
-    }
+    public static string? Probe(int device) => Module.Probe(device, "swiglu_forward_v8");
 
     /// <summary>The run-time compiler that built the kernels, and where it was found (after <see cref="Probe"/> succeeded).</summary>
     public static string Compiler => $"NVRTC {Nvrtc.Version} from {Nvrtc.Location}";
@@ -47,7 +33,7 @@ public static unsafe class FusedKernels
         long f = y.shape[^1], rows = y.numel() / f;
         int v = Vector(f, px, py);
         void** args = stackalloc void*[] { &px, &py, &rows, &f };
-        Launch(x, $"swiglu_forward_v{v}", Blocks(rows * f / v), Threads, args);
+        Module.Launch(x, $"swiglu_forward_v{v}", Blocks(rows * f / v), Threads, args);
     }
 
     /// <summary>dx [.., 2f] from dy [.., f] and the forward's input x.</summary>
@@ -57,7 +43,7 @@ public static unsafe class FusedKernels
         long f = dy.shape[^1], rows = dy.numel() / f;
         int v = Vector(f, pdy, px, pdx);
         void** args = stackalloc void*[] { &pdy, &px, &pdx, &rows, &f };
-        Launch(x, $"swiglu_backward_v{v}", Blocks(rows * f / v), Threads, args);
+        Module.Launch(x, $"swiglu_backward_v{v}", Blocks(rows * f / v), Threads, args);
     }
 
     /// <summary>Per-row loss and log-sum-exp (float32 [rows]) of bf16 logits [rows, vocab] against int64 labels [rows].</summary>
@@ -67,7 +53,7 @@ public static unsafe class FusedKernels
         long vocab = logits.shape[^1];
         int v = Vector(vocab, px);
         void** args = stackalloc void*[] { &px, &pl, &ploss, &plse, &vocab };
-        Launch(logits, $"cross_entropy_forward_v{v}", (uint)(logits.numel() / vocab), Threads, args);
+        Module.Launch(logits, $"cross_entropy_forward_v{v}", (uint)(logits.numel() / vocab), Threads, args);
     }
 
     /// <summary>d logits (bf16 [rows, vocab]) from the per-row loss gradient (float32 [rows]).</summary>
@@ -78,7 +64,7 @@ public static unsafe class FusedKernels
         long vocab = logits.shape[^1];
         int v = Vector(vocab, px, pdx);
         void** args = stackalloc void*[] { &px, &pl, &plse, &pd, &pdx, &vocab };
-        Launch(logits, $"cross_entropy_backward_v{v}", (uint)(logits.numel() / vocab), Threads, args);
+        Module.Launch(logits, $"cross_entropy_backward_v{v}", (uint)(logits.numel() / vocab), Threads, args);
     }
 
     /// <summary>A [b, s, n, d] bf16 tensor as the QKV kernel reads it: its address and element strides (the last is 1).</summary>
@@ -101,7 +87,7 @@ public static unsafe class FusedKernels
         // 8-wide when each half of a head starts 16-byte aligned.
         int v8 = Vector(d / 2, px, pc, ps, pq, pk, pv);
         void** args = stackalloc void*[] { &px, &pc, &ps, &pq, &pk, &pv, &tokens, &seq, &groups, &hpg, &d };
-        Launch(q, $"qkv_rotary_forward_v{v8}", Blocks(tokens * groups * (hpg + 2) * d / 2 / v8), Threads, args);
+        Module.Launch(q, $"qkv_rotary_forward_v{v8}", Blocks(tokens * groups * (hpg + 2) * d / 2 / v8), Threads, args);
     }
 
     /// <summary>The projection's gradient [b, s, groups·(hpg + 2)·d] from dq, dk, dv ([b, s, n, d], any strides with a
@@ -114,7 +100,7 @@ public static unsafe class FusedKernels
         bool stridesAligned = new[] { dq, dk, dv }.All(t => t.stride(0) % 8 == 0 && t.stride(1) % 8 == 0 && t.stride(2) % 8 == 0);
         int v8 = stridesAligned ? Vector(d / 2, sq.Data, sk.Data, sv.Data, pc, ps, pdx) : 1;
         void** args = stackalloc void*[] { &sq, &sk, &sv, &pc, &ps, &pdx, &tokens, &seq, &groups, &hpg, &d };
-        Launch(dq, $"qkv_rotary_backward_v{v8}", Blocks(tokens * groups * (hpg + 2) * d / 2 / v8), Threads, args);
+        Module.Launch(dq, $"qkv_rotary_backward_v{v8}", Blocks(tokens * groups * (hpg + 2) * d / 2 / v8), Threads, args);
     }
 
     /// <summary>The scalars of one AdamW step, computed in double on the host as the reference path's scalars are.</summary>
@@ -134,26 +120,6 @@ public static unsafe class FusedKernels
         float clip = s.Clip, decay = s.DecayFactor, b1 = s.OneMinusBeta1, b2 = s.Beta2, ob2 = s.OneMinusBeta2,
             bias2 = s.InverseSqrtBias2, eps = s.Epsilon, step = s.StepSize;
         void** args = stackalloc void*[] { &pw, &pg, &pm, &pv, &pp, &n, &decayed, &pn, &clip, &decay, &b1, &b2, &ob2, &bias2, &eps, &step };
-        Launch(w, "adamw_step", Blocks(n), Threads, args);
-    }
-
-    /// <summary>8-wide (16-byte) accesses when every row starts 16-byte aligned, else one element at a time.</summary>
-    private static int Vector(long rowLength, params IntPtr[] pointers) =>
-        rowLength % 8 == 0 && pointers.All(p => p % 16 == 0) ? 8 : 1;
-
-    private static uint Blocks(long units) => (uint)Math.Clamp((units + Threads - 1) / Threads, 1, MaxBlocks);
-
-    private static void Launch(Tensor on, string kernel, uint blocks, int threads, void** args)
-    {
-        int device = on.device_index;
-        CudaDriver.Launch(Module.Function(device, kernel), blocks, (uint)threads, 0, args, kernel);
-    }
-
-    private static string Source()
-    {
-        using var stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("Harness.Executor.Fused.kernels.cu")
-            ?? throw new InvalidOperationException("the fused kernels' source is not embedded in Harness.Executor.");
-        using var reader = new StreamReader(stream);
-        return reader.ReadToEnd();
+        Module.Launch(w, "adamw_step", Blocks(n), Threads, args);
     }
 }

@@ -1,50 +1,7 @@
 // The executor's fused CUDA kernels, compiled at run time by NVRTC (src/Executor/Native/Cuda) for the GPU at hand.
 // Each replaces a chain of libtorch kernels that would each make a full pass over HBM; all are bandwidth-bound,
 // so the gain is the bytes not moved. bf16 is handled as its bit pattern (no headers needed); arithmetic is float32.
-typedef unsigned short bf16;
-typedef long long i64;
-
-__device__ __forceinline__ float to_float(bf16 h) { return __uint_as_float(((unsigned)h) << 16); }
-
-// Round to nearest even, as c10::BFloat16 does; NaN stays NaN.
-__device__ __forceinline__ bf16 to_bf16(float f)
-{
-    unsigned u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)0x7fc0u;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (bf16)(u >> 16);
-}
-
-// V consecutive bf16 values; V = 8 is one 16-byte access (the caller guarantees the alignment).
-template <int V> __device__ __forceinline__ void load(const bf16* p, float* out)
-{
-    if constexpr (V == 8) {
-        uint4 raw = *reinterpret_cast<const uint4*>(p);
-        const bf16* h = reinterpret_cast<const bf16*>(&raw);
-#pragma unroll
-        for (int i = 0; i < 8; i++) out[i] = to_float(h[i]);
-    } else {
-#pragma unroll
-        for (int i = 0; i < V; i++) out[i] = to_float(p[i]);
-    }
-}
-
-template <int V> __device__ __forceinline__ void store(bf16* p, const float* in)
-{
-    if constexpr (V == 8) {
-        uint4 raw;
-        bf16* h = reinterpret_cast<bf16*>(&raw);
-#pragma unroll
-        for (int i = 0; i < 8; i++) h[i] = to_bf16(in[i]);
-        *reinterpret_cast<uint4*>(p) = raw;
-    } else {
-#pragma unroll
-        for (int i = 0; i < V; i++) p[i] = to_bf16(in[i]);
-    }
-}
-
-__device__ __forceinline__ i64 first_index() { return (i64)blockIdx.x * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ i64 grid_stride() { return (i64)gridDim.x * blockDim.x; }
+// The helpers they share (bf16, vector loads and stores, grid-stride loops) are in bf16.cuh, which precedes this source.
 
 // ---- SwiGLU (Shazeer 2020): x = [gate | up] along the last dimension (f each), y = silu(gate) * up. ----
 
