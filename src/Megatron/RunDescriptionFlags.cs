@@ -103,6 +103,7 @@ public static class RunDescriptionFlags
         new("--sgd-momentum", true, "SGD's momentum factor in [0, 1) (default 0.9); 0 keeps no momentum buffer"),
         new("--transformer-impl", true, "transformer_engine (Megatron's default) or harness (this project's executor, whose fused kernels are costed; what a Harness run records)"),
         new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, cross-entropy and AdamW kernels"),
+        new("--no-fused-gpt-kernels", false, "the executor: libtorch's operators instead of Harness's fused residual add + LayerNorm and embedding + positions kernels (the GPT path's)"),
     };
 
     public static IEnumerable<Flag> Flags => LayoutFlags.Concat(ImplementationFlags);
@@ -241,6 +242,7 @@ public static class RunDescriptionFlags
             ExpandableSegments = cl.Switch(ExpandableSegments.Name) || d.ExpandableSegments,
             PipelineScatterGather = !cl.Switch("--no-scatter-gather-tensors-in-pipeline") && d.PipelineScatterGather,
             FusedKernels = !cl.Switch("--no-fused-kernels") && d.FusedKernels,
+            FusedGptKernels = !cl.Switch("--no-fused-gpt-kernels") && d.FusedGptKernels,
             Implementation = implementation,
             DdpBucketSize = cl.Int("--ddp-bucket-size") ?? d.DdpBucketSize,
             // --cpu-offloading alone offloads no layer (Megatron's default num-layers is 0).
@@ -419,6 +421,7 @@ public static class RunDescriptionFlags
         if (!r.FusedNorm) a.Add("--no-norm-fusion");
         if (!r.FusedSwiGlu) a.Add("--no-bias-swiglu-fusion");
         if (!r.FusedKernels) a.Add("--no-fused-kernels");
+        if (!r.FusedGptKernels) a.Add("--no-fused-gpt-kernels");
         if (r.Implementation != d.Implementation) Value("--transformer-impl", r.Implementation == TransformerImpl.Harness ? HarnessImpl : TransformerEngineImpl);
         return a;
     }

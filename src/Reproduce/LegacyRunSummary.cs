@@ -28,12 +28,13 @@ internal static class LegacyRunSummary
     /// <summary>The layout as run: a parallel run recorded its RunDescription; a single-device run is one rank with its
     /// micro-batch, global batch, recomputation and precision. Gradient-accumulation fusion as recorded (runs made before
     /// it existed folded their gradients); the executor's fused kernels likewise (runs made before them, or with them off,
-    /// ran libtorch's operators, SwiGLU among them).</summary>
+    /// ran libtorch's operators, SwiGLU among them; runs made before the GPT path's kernels ran libtorch's there).</summary>
     private static RunDescription Layout(JsonElement root, JsonElement config)
     {
         if (root.TryGetProperty("Parallel", out var parallel) && parallel.ValueKind == JsonValueKind.Object)
         {
             var recorded = parallel.Deserialize<RunDescription>(RunValidation.Json)!;
+            if (!parallel.TryGetProperty(nameof(RunDescription.FusedGptKernels), out _)) recorded = recorded with { FusedGptKernels = false };
             return parallel.TryGetProperty(nameof(RunDescription.FusedKernels), out _) ? recorded : recorded with { FusedKernels = false, FusedSwiGlu = false };
         }
         var recompute = config.GetProperty("Recompute").GetString() switch
@@ -47,6 +48,6 @@ internal static class LegacyRunSummary
         var precision = config.GetProperty("Bf16").GetBoolean() ? Precision.Bf16 : Precision.Fp32;
         return new RunDescription(MicroBatch: config.GetProperty("MicroBatchSize").GetInt32(), GlobalBatch: config.GetProperty("GlobalBatchSize").GetInt32(),
             Recompute: recompute, Precision: precision, GradientAccumulationFusion: fused, FusedKernels: kernels,
-            FusedSwiGlu: kernels && precision == Precision.Bf16);
+            FusedSwiGlu: kernels && precision == Precision.Bf16, FusedGptKernels: false);
     }
 }

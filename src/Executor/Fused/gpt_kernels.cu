@@ -149,8 +149,8 @@ extern "C" __global__ void layer_norm_weight_grad_final(const float* __restrict_
 // ---- Word embedding gather with the learned position embedding added, one pass. ----
 // ids [tokens] index this rank's rows [vocab_start, vocab_start + vocab_count) of the table (Megatron's
 // VocabParallelEmbedding): an id outside them gives a zero row, which the tensor-parallel all-reduce fills from the rank
-// that holds it. position (null: none) is added at row position_ids[t % seq] (null: t % seq), rounded once, as the
-// unfused bf16 add rounds it.
+// that holds it. position (null: none) is added at row position_ids[t % seq] (the sequence's positions: 0..seq-1, or a
+// context-parallel rank's), rounded once, as the unfused bf16 add rounds it.
 template <int V> __device__ void embedding_forward(const i64* __restrict__ ids, const bf16* __restrict__ word,
                                                    const bf16* __restrict__ position, const i64* __restrict__ position_ids,
                                                    bf16* __restrict__ out, i64 tokens, i64 seq, i64 h, i64 vocab_start,
@@ -166,7 +166,7 @@ template <int V> __device__ void embedding_forward(const i64* __restrict__ ids, 
         }
         if (position != nullptr) {
             float p[V];
-            i64 row = position_ids != nullptr ? position_ids[t % seq] : t % seq;
+            i64 row = position_ids[t % seq];
             load<V>(position + row * h + j, p);
 #pragma unroll
             for (int i = 0; i < V; i++) w[i] += p[i];

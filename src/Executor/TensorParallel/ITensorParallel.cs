@@ -41,6 +41,13 @@ public interface ITensorParallel
     /// <summary>Looks token ids up in a vocab-parallel table; returns full embeddings on every rank.</summary>
     Tensor EmbeddingLookup(Tensor tokens, Tensor weight);
 
+    /// <summary>
+    /// The same lookup through the fused embedding kernel (Fused.EmbeddingFunction: bf16 tables on a GPU), plus
+    /// <paramref name="position"/>'s rows <paramref name="positionIds"/> (the sequence's positions) once, after the
+    /// vocabulary-parallel all-reduce: on one rank inside the kernel, under tensor parallelism by a libtorch add after it.
+    /// </summary>
+    Tensor FusedEmbeddingLookup(Tensor tokens, Tensor weight, Tensor position, Tensor positionIds);
+
     /// <summary>What the embeddings pass through before the first layer (sequence-parallel scatter, CAAT-Net's f; serial: nothing).</summary>
     Tensor EnterDecoder(Tensor embeddings);
 

@@ -25,6 +25,9 @@ public sealed class SerialTensorParallel : ITensorParallel
     public Tensor EmbeddingLookup(Tensor tokens, Tensor weight) =>
         weight.index_select(0, tokens.reshape(-1)).reshape(tokens.shape.Append(weight.shape[1]).ToArray());
 
+    public Tensor FusedEmbeddingLookup(Tensor tokens, Tensor weight, Tensor position, Tensor positionIds) =>
+        EmbeddingFunction.Apply(tokens, weight, 0, position, positionIds);
+
     public Tensor EnterDecoder(Tensor embeddings) => embeddings;
 
     public Tensor Logits(Tensor hidden, Tensor weight) => nn.functional.linear(hidden, weight);

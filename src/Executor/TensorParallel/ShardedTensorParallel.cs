@@ -1,4 +1,5 @@
 using Harness.Executor.Distributed;
+using Harness.Executor.Fused;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -85,6 +86,19 @@ public sealed class ShardedTensorParallel : ITensorParallel
         var rows = weight.index_select(0, local.reshape(-1)).reshape([.. tokens.shape, weight.shape[1]]);
         var partial = rows.masked_fill(outside.unsqueeze(-1), 0);
         return Mappings.ReduceFromTensorParallelRegion(partial, tp).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// On one rank the kernel adds the positions itself; under tensor parallelism it gathers this rank's rows, zero for the
+    /// other ranks' ids as <see cref="EmbeddingLookup"/> masks them (a zero row passes the all-reduce exactly), and the
+    /// positions are added after the all-reduce, as Megatron adds them to the reduced word embeddings.
+    /// </summary>
+    public Tensor FusedEmbeddingLookup(Tensor tokens, Tensor weight, Tensor position, Tensor positionIds)
+    {
+        if (tp.Size == 1) return EmbeddingFunction.Apply(tokens, weight, 0, position, positionIds);
+        using var scope = NewDisposeScope();
+        var words = Mappings.ReduceFromTensorParallelRegion(EmbeddingFunction.Apply(tokens, weight, tp.Rank * weight.shape[0]), tp);
+        return (words + position.index_select(0, positionIds)).MoveToOuterDisposeScope();
     }
 
     /// <summary>

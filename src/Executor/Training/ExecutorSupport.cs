@@ -95,6 +95,8 @@ public static class ExecutorSupport
             // The fused SwiGLU kernel runs on bf16 GPU tensors only (FusedKernels.Applies); elsewhere libtorch's chunk, silu and
             // product run, which keep what Megatron's --no-bias-swiglu-fusion keeps.
             FusedSwiGlu = d.FusedSwiGlu && kernelsRan && d.Precision == Precision.Bf16,
+            // Likewise the GPT path's kernels (GptKernels), where their own module compiled (Fusions.GptKernels).
+            FusedGptKernels = d.FusedGptKernels && kernelsRan && fusions.GptKernels && d.Precision == Precision.Bf16,
             ExpandableSegments = allocator.ExpandableSegments, MaxSplitSizeMb = allocator.MaxSplitSizeMb, PipelineScatterGather = scatterGather,
         };
         notes.AddRange(fusions.Notes);
@@ -102,6 +104,8 @@ public static class ExecutorSupport
             notes.Add("the executor's fused kernels are CUDA kernels; on CPU libtorch's operators run.");
         if (d.FusedSwiGlu && !asRun.FusedSwiGlu)
             notes.Add("SwiGLU ran as libtorch's chunk, silu and product, which keep SiLU's output (--no-bias-swiglu-fusion): the fused SwiGLU kernel runs on bf16 GPU tensors with the executor's fused kernels.");
+        if (asRun.FusedGptKernels && d.RecomputeOrNone.NormOutputs)
+            notes.Add("under --kaimm-recompute-norm the norms run inside the linears after them, so the residual adds and LayerNorms are libtorch's operators; the embedding kernel runs.");
         if (kernelsRan && d.TensorParallel > 1)
             notes.Add("the fused cross-entropy runs over an unsplit vocabulary only; with tensor parallelism the vocabulary-parallel cross-entropy of libtorch's operators runs.");
         if (kernelsRan && d.ContextParallel > 1)

@@ -72,7 +72,8 @@ public sealed class ParallelTrainer : IDisposable
         dtype = ExecutorSupport.ComputeDtype(description.Precision);
         // ZeRO 2 and 3 keep no main gradients for the GEMMs to add into: autograd's gradients go to reduce buckets.
         bool zeroShardsGradients = description.ZeroStage >= 2;
-        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion && !zeroShardsGradients, device, dtype, AttentionKernel.Select(model, description, device, dtype));
+        Fusions = Fusions.Resolve(description.FusedKernels, description.FusedGptKernels, description.GradientAccumulationFusion && !zeroShardsGradients, device, dtype,
+            AttentionKernel.Select(model, description, device, dtype), GptKernels.Serve(model));
         if (description.GradientAccumulationFusion && zeroShardsGradients)
             Fusions = Fusions with { Notes = [.. Fusions.Notes,
                 $"gradient-accumulation fusion off under --zero-stage {description.ZeroStage}: there are no main gradients to accumulate into; each micro-batch's gradients are reduce-scattered into the optimizer's shards."] };
@@ -83,7 +84,7 @@ public sealed class ParallelTrainer : IDisposable
         // parallelism, whose positions are not 0..s-1), the cross-entropy only over an unsplit vocabulary (GptModel.Loss).
         dropout = model.Dropout ? new DropoutRng(seed, groups.TensorRank, groups.PipelineRank, parallel.SequenceParallel, device) : null;
         var config = new TransformerConfig(spec, device, dtype, tp, parallel.Recompute, InitSeed: seed, ContextParallel: contextParallel,
-            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
+            UseFusedKernels: Fusions.Kernels, UseFusedGptKernels: Fusions.GptKernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
             FusedNorm: description.FusedNorm, FusedElementwise: description.FusedElementwise);
         int v = parallel.VirtualStages(spec);
         for (int c = 0; c < v; c++)

@@ -58,11 +58,12 @@ public sealed class Trainer : ITrainStep
         validation = data.Valid is null ? null : new GptSampler(data.Valid, model.SeqLength);
         manual_seed(settings.Seed);
         var dtype = ExecutorSupport.ComputeDtype(description.Precision);
-        Fusions = Fusions.Resolve(description.FusedKernels, description.GradientAccumulationFusion, device, dtype, AttentionKernel.Select(model, description, device, dtype));
+        Fusions = Fusions.Resolve(description.FusedKernels, description.FusedGptKernels, description.GradientAccumulationFusion, device, dtype,
+            AttentionKernel.Select(model, description, device, dtype), GptKernels.Serve(model));
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
         this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,
-            UseFusedKernels: Fusions.Kernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
+            UseFusedKernels: Fusions.Kernels, UseFusedGptKernels: Fusions.GptKernels, FusedSwiGlu: description.FusedSwiGlu, HiddenDropout: model.HiddenDropout, AttentionDropout: model.AttentionDropout, Dropout: dropout,
             FusedNorm: description.FusedNorm, FusedElementwise: description.FusedElementwise));
         buffer = new ParamAndGradBuffer(this.model, dtype, gradientAccumulationFusion: Fusions.GradientAccumulation, mainGradsInFp32: description.GradientsInFp32);
         optimizer = new ReplicatedOptimizer(buffer, IUpdateRule.For(description, settings.AdamOrDefault, Fusions.Kernels));

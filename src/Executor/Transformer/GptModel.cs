@@ -53,16 +53,25 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
 
     public ModelSpec Spec => config.Model;
 
-    /// <summary>Word (plus learned position) embeddings of tokens [b, s].</summary>
+    /// <summary>Word (plus learned position) embeddings of tokens [b, s]; with the GPT path's fused kernels, one kernel
+    /// gathers the words and adds the positions (<see cref="ITensorParallel.FusedEmbeddingLookup"/>).</summary>
     public Tensor Embed(Tensor tokens)
     {
-        var h = config.TensorParallel.EmbeddingLookup(tokens, word_embeddings!);
-        if (position_embeddings is not null)
-            h = h + (config.ContextParallel is { } cp
-                ? position_embeddings.index_select(0, cp.Positions(tokens.shape[1], tokens.device))
-                : position_embeddings[..(int)tokens.shape[1]]);
+        var tp = config.TensorParallel;
+        Tensor h;
+        if (position_embeddings is not null && config.UseFusedGptKernels && FusedKernels.Applies(position_embeddings))
+            h = tp.FusedEmbeddingLookup(tokens, word_embeddings!, position_embeddings,
+                config.ContextParallel?.Positions(tokens.shape[1], tokens.device) ?? arange(tokens.shape[1], dtype: ScalarType.Int64, device: tokens.device));
+        else
+        {
+            h = tp.EmbeddingLookup(tokens, word_embeddings!);
+            if (position_embeddings is not null)
+                h = h + (config.ContextParallel is { } cp
+                    ? position_embeddings.index_select(0, cp.Positions(tokens.shape[1], tokens.device))
+                    : position_embeddings[..(int)tokens.shape[1]]);
+        }
         // Megatron's embedding dropout, after the sequence-parallel scatter (on this rank's block, from its own stream).
-        h = config.TensorParallel.EnterDecoder(h);
+        h = tp.EnterDecoder(h);
         return DropoutRng.Rate(config.Dropout, config.HiddenDropout) is > 0 and var p ? DropoutOp.Apply(h, p, config.Dropout!.NextHidden()) : h;
     }
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Fused;
 using Harness.Simulator.Specs;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -60,6 +61,15 @@ public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) =>
         fused ? nn.functional.layer_norm(x, shape, weight, bias, epsilon) : Norms.LayerNormalized(x, epsilon) * weight + bias;
+
+    /// <summary>(this norm of x + r, x + r): with <paramref name="fusedKernel"/>, one kernel each way where it applies (bf16 on a
+    /// GPU, libtorch's fused norm otherwise asked for: <see cref="AddLayerNormFunction"/>), else libtorch's add and norm.</summary>
+    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r, bool fusedKernel)
+    {
+        if (fusedKernel && fused && FusedKernels.Applies(x)) return AddLayerNormFunction.Apply(x, r, weight, bias, epsilon);
+        var sum = x + r;
+        return (forward(sum), sum);
+    }
 }
 
 /// <summary>RMSNorm (Zhang and Sennrich 2019): y = x / sqrt(mean(x²) + eps) · w, through libtorch's rms_norm (see

@@ -13,7 +13,9 @@ namespace Harness.Executor.Transformer;
 /// With <see cref="InitSeed"/> every weight is drawn on the CPU from a generator of its own (<see cref="WeightInit"/>: the
 /// same weights in every layout and on every device, and concurrent runs in one process do not share libtorch's global
 /// generator); without, from the global generator on the device. <see cref="UseFusedKernels"/> lets the blocks run the executor's own CUDA kernels
-/// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device. <see cref="FusedSwiGlu"/>
+/// (src/Executor/Fused) where they apply; the caller turns it on only once they compiled for the device, and
+/// <see cref="UseFusedGptKernels"/> the GPT path's (Fused.GptKernels: residual add + LayerNorm, embedding + positions), a module
+/// of their own, likewise. <see cref="FusedSwiGlu"/>
 /// (Megatron's --bias-swiglu-fusion) lets the MLP use the fused SwiGLU kernel among them. <see cref="FusedNorm"/> false
 /// (--no-norm-fusion) runs the norms as float32 operators (<see cref="Norms"/>); <see cref="FusedElementwise"/> false
 /// (--no-bias-gelu-fusion with the other two) runs GeLU as F.gelu, not Megatron's fused tanh bias-GeLU (<see cref="Mlp"/>).
@@ -31,6 +33,7 @@ public sealed record TransformerConfig(
     long? InitSeed = null,
     IContextParallel? ContextParallel = null,
     bool UseFusedKernels = false,
+    bool UseFusedGptKernels = false,
     bool FusedSwiGlu = true,
     double HiddenDropout = 0,
     double AttentionDropout = 0,

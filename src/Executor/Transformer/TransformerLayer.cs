@@ -15,6 +15,7 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     private readonly double hiddenDropout;
     private readonly DropoutRng? dropout;
     private readonly bool recomputeNorm;
+    private readonly LayerNormalization? addNorm;
 
     /// <param name="layer">The layer's number in the serial model, which names its weights (<see cref="WeightKey"/>).</param>
     public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary, int layer) : base(nameof(TransformerLayer))
@@ -26,6 +27,8 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         mlp = new Mlp(config, layer);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;
+        // The GPT path's fused residual add + LayerNorm takes the MLP's norm, unless the norm runs inside linear_fc1.
+        if (config.UseFusedGptKernels && !recomputeNorm) addNorm = pre_mlp_layernorm as LayerNormalization;
         RegisterComponents();
     }
 
@@ -35,8 +38,19 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         // Each norm's input is saved (by the norm, or by the linear that recomputes it), its output by the linear after it.
         SavedActivations.Save(x);
         var attention = recomputeNorm ? self_attention.forward(x, input_layernorm.forward) : self_attention.forward(SavedActivations.Save(input_layernorm.forward(x)));
-        var h = SavedActivations.Save(x + Drop(attention));
-        var mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(SavedActivations.Save(pre_mlp_layernorm.forward(h)));
+        Tensor h, mlpOutput;
+        if (addNorm is not null)
+        {
+            // Attention's dropout as before (the same masks), then the residual add and the MLP's norm in one kernel.
+            (var normalized, h) = addNorm.AddForward(x, Drop(attention), fusedKernel: true);
+            SavedActivations.Save(h);
+            mlpOutput = mlp.forward(SavedActivations.Save(normalized));
+        }
+        else
+        {
+            h = SavedActivations.Save(x + Drop(attention));
+            mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(SavedActivations.Save(pre_mlp_layernorm.forward(h)));
+        }
         return (h + Drop(mlpOutput)).MoveToOuterDisposeScope();
     }
 

@@ -170,6 +170,10 @@ public enum ContextParallelCommType
 /// cpu_offload_v1, through megatron/core/transformer/transformer_block.py); 0: off.</param>
 /// <param name="Implementation">Megatron's --transformer-impl: whose kernels the costs describe (<see cref="TransformerImpl"/>);
 /// a run of this project's executor records <see cref="TransformerImpl.Harness"/>.</param>
+/// <param name="FusedGptKernels">The executor's own CUDA kernels for the GPT path (the residual add fused with the LayerNorm
+/// after it, the word embedding with the learned positions added), a module of their own beside <see cref="FusedKernels"/>,
+/// which they need; Harness's --no-fused-gpt-kernels turns them off. A run records whether they ran (false where they did not
+/// compile, leaving the other kernels on); the simulator costs them under --transformer-impl harness.</param>
 public sealed partial record RunDescription(
     int DataParallel = 1,
     int TensorParallel = 1,
@@ -206,7 +210,8 @@ public sealed partial record RunDescription(
     int CpuOffloadingLayers = 0,
     OptimizerType Optimizer = OptimizerType.Adam,
     double SgdMomentum = 0.9,
-    TransformerImpl Implementation = TransformerImpl.TransformerEngine)
+    TransformerImpl Implementation = TransformerImpl.TransformerEngine,
+    bool FusedGptKernels = true)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;

@@ -28,7 +28,7 @@ public class CodecTests
         "--ddp-bucket-size 1000000", "--tp-comm-overlap", "--overlap-sp-ag --overlap-sp-rs", "--no-context-parallel-comm-overlap-gemm",
         "--no-overlap-p2p-communication", "--cuda-device-max-connections 1", "--max-split-size-mb 21",
         "--no-async-tensor-model-parallel-allreduce", "--no-masked-softmax-fusion --no-bias-gelu-fusion --no-bias-dropout-fusion",
-        "--no-gradient-accumulation-fusion", "--no-norm-fusion", "--no-fused-kernels", "--no-bias-swiglu-fusion", "--expandable-segments",
+        "--no-gradient-accumulation-fusion", "--no-norm-fusion", "--no-fused-kernels", "--no-fused-gpt-kernels", "--no-bias-swiglu-fusion", "--expandable-segments",
         "--no-scatter-gather-tensors-in-pipeline",
         "--bf16 --grad-reduce-in-bf16", "--bf16 --main-grads-dtype bf16 --use-precision-aware-optimizer", "--bf16 --use-precision-aware-optimizer",
         "--fp16 --use-precision-aware-optimizer --main-params-dtype fp16", "--bf16 --use-precision-aware-optimizer --exp-avg-dtype bf16",

@@ -60,8 +60,8 @@ public class RunRecordTests
             using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
             var ran = SummaryRun.Of(summary.RootElement);
             var d = simulated!.Config;
-            var fusions = Fusions.Resolve(d.FusedKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision),
-                AttentionKernel.Select(simulated.Model, d, CPU, ExecutorSupport.ComputeDtype(d.Precision)));
+            var fusions = Fusions.Resolve(d.FusedKernels, d.FusedGptKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision),
+                AttentionKernel.Select(simulated.Model, d, CPU, ExecutorSupport.ComputeDtype(d.Precision)), GptKernels.Serve(simulated.Model));
             Assert.Equal(ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, fusions, null).AsRun, ran.Description);
         }
         finally

@@ -1,0 +1,52 @@
+using Harness.Executor.Autograd;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Fused;
+
+/// <summary>
+/// The residual add fused with the LayerNorm after it (Megatron-core's and Transformer Engine's fusion of the residual
+/// with the next norm): y = LayerNorm(x + r)·gamma + beta and s = x + r, the next residual, in one pass over x and r
+/// (<see cref="GptKernels.AddLayerNormForward"/>); the unfused path adds (reads 2, writes 1) and normalizes (reads 1, writes
+/// 1). Backward writes d(x + r), the gradient arriving on s included, in one pass, which autograd hands to x and r alike,
+/// as libtorch's add hands its gradient to both operands; d gamma and d beta follow from a two-stage reduction. Saves s,
+/// and float32 mean and rstd per row, as libtorch's layer_norm saves its input and statistics.
+/// </summary>
+public sealed class AddLayerNormFunction : GuardedMultiTensorFunction<AddLayerNormFunction>
+{
+    public override string Name => nameof(AddLayerNormFunction);
+
+    /// <summary>(y, s) of x, r [.., h] (bf16 on a GPU) and the norm's weight and bias [h].</summary>
+    public static (Tensor Normalized, Tensor Sum) Apply(Tensor x, Tensor r, Tensor gamma, Tensor beta, double epsilon)
+    {
+        var outputs = apply(x, r, gamma, beta, epsilon);
+        return (outputs[0], outputs[1]);
+    }
+
+    protected override List<Tensor> Forward(autograd.AutogradContext ctx, object[] vars)
+    {
+        Tensor x = ((Tensor)vars[0]).contiguous(), r = ((Tensor)vars[1]).contiguous(), gamma = (Tensor)vars[2], beta = (Tensor)vars[3];
+        long rows = x.numel() / x.shape[^1];
+        var s = empty_like(x);
+        var y = empty_like(x);
+        var mean = empty(rows, dtype: ScalarType.Float32, device: x.device);
+        var rstd = empty(rows, dtype: ScalarType.Float32, device: x.device);
+        GptKernels.AddLayerNormForward(x, r, gamma, beta, (double)vars[4], s, y, mean, rstd);
+        ctx.save_for_backward([s, gamma, mean, rstd]);
+        return [y, s];
+    }
+
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    {
+        using var scope = NewDisposeScope();
+        var saved = ctx.get_saved_variables();
+        Tensor s = saved[0], gamma = saved[1], mean = saved[2], rstd = saved[3];
+        Tensor dy = grads[0].contiguous(), ds = grads[1].contiguous();
+        var dsum = empty_like(s);
+        var dgamma = empty_like(gamma);
+        var dbeta = empty_like(gamma);
+        GptKernels.AddLayerNormBackward(dy, ds, s, gamma, mean, rstd, dsum, dgamma, dbeta);
+        dsum.MoveToOuterDisposeScope();
+        return GradientHandOver.Return(grads, dsum, dsum, dgamma.MoveToOuterDisposeScope(), dbeta.MoveToOuterDisposeScope(), null);
+    }
+}
