@@ -25,7 +25,10 @@ public sealed record KernelTiming(string Name, double FusedMs, double LibtorchMs
 /// Checks every fused kernel on a GPU against libtorch's operators computing the same function in float32 (both
 /// vector widths: a shape whose rows are 16-byte multiples and one whose rows are not; and a tensor-parallel rank's shard
 /// shapes at t = 8), and times both at caat-1b's
-/// shapes (micro-batch 8, s 2048: 16384 tokens, ffn 5632, vocabulary 32000).
+/// shapes (micro-batch 8, s 2048: 16384 tokens, ffn 5632, vocabulary 32000). The GPT path's kernels (<see cref="GptKernels"/>,
+/// a module of their own: <see cref="CompareGpt"/>, <see cref="TimeGpt"/>) at gpt2-large's shapes (h 1280, micro-batch 32,
+/// s 1024, its vocabulary padded to 50304) and at a tensor-parallel rank's at t = 2 (sequence parallelism's half of the rows,
+/// half of the vocabulary).
 /// Tolerances: outputs are rounded to bf16 (relative step 2^-8), so an error up to one bf16 step of the value passes.
 /// </summary>
 public static class KernelCheck
@@ -49,6 +52,98 @@ public static class KernelCheck
         foreach (var c in SwiGlu(device, 1024, 11008 / 8)) yield return c;
         foreach (var (groups, perGroup, headDim) in new[] { (1L, 4L, 64L), (2L, 1L, 48L), (4L, 1L, 128L) })
             foreach (var c in QkvRotary(device, batch: 2, seq: 96, groups, perGroup, headDim)) yield return c;
+    }
+
+    /// <summary>The GPT path's kernels against libtorch's operators: the residual add + LayerNorm, the embedding with positions.</summary>
+    public static IEnumerable<KernelComparison> CompareGpt(Device device)
+    {
+        // gpt2-large: 32 x 1024 rows of h 1280; a TP-2 rank under sequence parallelism holds half the rows (the norm is
+        // replicated, the sequence split); rows of 1283 take the one-element-at-a-time kernels.
+        foreach (var (rows, h) in new[] { (32L * 1024, 1280L), (16L * 1024, 1280L), (77L, 1283L) })
+            foreach (var c in AddLayerNorm(device, rows, h)) yield return c;
+        // gpt2-large's table (50304 rows, 1024 positions) at micro-batch 8; a TP-2 rank's half of it, both ranks' starts
+        // (the positions are then added after the all-reduce, outside the kernel); a context-parallel rank's positions (its
+        // two chunks of s / 4: Megatron's load balancing at c = 2); rows of 1283.
+        foreach (var c in Embedding(device, vocab: 50304, h: 1280, batch: 8, seq: 1024, shards: 1, rank: 0, contextParallel: false)) yield return c;
+        foreach (var c in Embedding(device, vocab: 50304, h: 1280, batch: 8, seq: 1024, shards: 1, rank: 0, contextParallel: true)) yield return c;
+        foreach (var rank in new[] { 0, 1 })
+            foreach (var c in Embedding(device, vocab: 50304, h: 1280, batch: 8, seq: 1024, shards: 2, rank, contextParallel: false)) yield return c;
+        foreach (var c in Embedding(device, vocab: 1000, h: 1283, batch: 2, seq: 96, shards: 1, rank: 0, contextParallel: false)) yield return c;
+    }
+
+    /// <summary>
+    /// (LayerNorm(x + r), x + r) from the fused kernel against libtorch's bf16 add (the sum must be the same bits: both round
+    /// the float32 sum once) and libtorch's layer_norm in float32 over that sum, forward and backward; the gradient arriving
+    /// on the sum is added to the norm's input gradient, and x and r must both receive it.
+    /// </summary>
+    private static IEnumerable<KernelComparison> AddLayerNorm(Device device, long rows, long h)
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(23);
+        Tensor Draw(long[] shape, double scale, double shift = 0) =>
+            (randn(shape, generator: generator) * scale + shift).to(ScalarType.BFloat16).to(device);
+        var x = Draw([rows, h], 1).requires_grad_();
+        var r = Draw([rows, h], 0.5, 0.1).requires_grad_();
+        var gamma = Draw([h], 0.2, 1).requires_grad_();
+        var beta = Draw([h], 0.1).requires_grad_();
+        Tensor dy = Draw([rows, h], 1), ds = Draw([rows, h], 0.3);
+        var (y, sum) = AddLayerNormFunction.Apply(x, r, gamma, beta, 1e-5);
+        BackwardFailure.Run(() => autograd.backward(new[] { y, sum }, new[] { dy, ds }));
+
+        var sum0 = (x.detach() + r.detach()).to(ScalarType.Float32).requires_grad_();
+        Tensor gamma32 = gamma.detach().to(ScalarType.Float32).requires_grad_(), beta32 = beta.detach().to(ScalarType.Float32).requires_grad_();
+        var y0 = nn.functional.layer_norm(sum0, new[] { h }, gamma32, beta32, 1e-5);
+        y0.backward(new[] { dy.to(ScalarType.Float32) });
+        var dsum0 = sum0.grad! + ds.to(ScalarType.Float32);
+        string shape = $"[{rows} x {h}]";
+        yield return new($"residual add + layernorm forward: sum {shape} (bit-exact)", AbsoluteError(sum, sum0), 0);
+        // Outputs rounded to bf16 once: within one bf16 step of the largest value.
+        yield return new($"residual add + layernorm forward: normalized {shape}", ScaledError(y, y0), Bf16Step);
+        // The reference rounds nothing; the kernel rounds d(x + r) once and the weight gradients once after float32 sums.
+        yield return new($"residual add + layernorm backward: d(x + r) {shape}", new[] { ScaledError(x.grad!, dsum0), ScaledError(r.grad!, dsum0) }.Max(), Bf16Step);
+        yield return new($"residual add + layernorm backward: d gamma, d beta over {rows} rows", new[] { ScaledError(gamma.grad!, gamma32.grad!), ScaledError(beta.grad!, beta32.grad!) }.Max(), Bf16Step);
+    }
+
+    /// <summary>
+    /// The embedding kernel against libtorch's lookup: on one rank word rows plus position rows (the same bits as libtorch's
+    /// gather and bf16 add, which round the float32 sum once), under tensor parallelism rank <paramref name="rank"/>'s rows of
+    /// the table with the other ranks' ids as zero rows; backward against float32 index-adds and the batch sum.
+    /// </summary>
+    private static IEnumerable<KernelComparison> Embedding(Device device, long vocab, long h, long batch, long seq, int shards, int rank, bool contextParallel)
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(29);
+        long rows = vocab / shards, start = rank * rows;
+        var table = (randn(new[] { vocab, h }, generator: generator) * 0.02).to(ScalarType.BFloat16).to(device);
+        var word = table.narrow(0, start, rows).clone().requires_grad_();
+        var position = (randn(new[] { 2 * seq, h }, generator: generator) * 0.01).to(ScalarType.BFloat16).to(device).requires_grad_();
+        var ids = randint(0, vocab, new[] { batch, seq }, generator: generator).to(device);
+        // A context-parallel rank at c = 2 holds chunks 0 and 3 of four (Megatron's load balancing) of a sequence of 2·seq.
+        var positionIds = (contextParallel
+            ? cat(new[] { arange(seq / 2, dtype: ScalarType.Int64), arange(3 * seq / 2, 2 * seq, dtype: ScalarType.Int64) })
+            : arange(seq, dtype: ScalarType.Int64)).to(device);
+        var dy = (randn(new[] { batch, seq, h }, generator: generator)).to(ScalarType.BFloat16).to(device);
+        bool positions = shards == 1;
+        var output = positions ? EmbeddingFunction.Apply(ids, word, start, position, positionIds) : EmbeddingFunction.Apply(ids, word, start);
+        BackwardFailure.Run(() => output.backward(new[] { dy }));
+
+        var inside = ids.ge(start).logical_and_(ids.lt(start + rows));
+        var local = (ids - start).masked_fill_(inside.logical_not(), 0);
+        var expected = word.detach().index_select(0, local.reshape(-1)).reshape(batch, seq, h).masked_fill(inside.logical_not().unsqueeze(-1), 0);
+        if (positions) expected = expected + position.detach().index_select(0, positionIds);
+        var dy32 = dy.to(ScalarType.Float32).masked_fill(inside.logical_not().unsqueeze(-1), 0).reshape(-1, h);
+        using var one = 1.ToScalar();
+        var dword0 = zeros(new[] { rows, h }, device: device).index_add_(0, local.reshape(-1), dy32, one);
+        string shape = $"[{batch} x {seq}] ids, table [{rows} x {h}]" + (shards > 1 ? $" (rank {rank} of {shards}: rows from {start})" : "") +
+                       (contextParallel ? ", a context-parallel rank's positions" : "");
+        yield return new($"embedding{(positions ? " + positions" : "")} forward {shape} (bit-exact)", AbsoluteError(output, expected), 0);
+        // bf16 gradients against float32 sums: libtorch's index-add accumulates repeated ids in bf16, as the unfused path does.
+        yield return new($"embedding backward: d word {shape}", ScaledError(word.grad!, dword0), 2 * Bf16Step);
+        if (positions)
+        {
+            var dposition0 = zeros(new[] { 2 * seq, h }, device: device).index_add_(0, positionIds, dy.to(ScalarType.Float32).sum(0), one);
+            yield return new($"embedding backward: d position {shape}", ScaledError(position.grad!, dposition0), Bf16Step);
+        }
     }
 
     /// <summary>
@@ -182,6 +277,42 @@ public static class KernelCheck
                     AdamW.Update(w, g, m, v, parameters, o, 1e-4, 3);
                     p.copy_(w);
                 }));
+        }
+    }
+
+    /// <summary>The GPT path's kernels and libtorch's operators at gpt2-large's shapes (micro-batch 32, s 1024, h 1280).</summary>
+    public static IEnumerable<KernelTiming> TimeGpt(Device device)
+    {
+        const long batch = 32, seq = 1024, h = 1280, vocab = 50304;
+        using (var scope = NewDisposeScope())
+        {
+            var x = randn(new[] { batch * seq, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var r = randn(new[] { batch * seq, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var gamma = ones(h, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var beta = zeros(h, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var dy = randn(new[] { batch * seq, h }, dtype: ScalarType.BFloat16, device: device);
+            yield return new($"residual add + layernorm forward + backward [{batch * seq} x {h}] bf16",
+                Median(() => BackwardFailure.Run(() =>
+                {
+                    var (y, sum) = AddLayerNormFunction.Apply(x, r, gamma, beta, 1e-5);
+                    autograd.backward(new[] { y, sum }, new[] { dy, dy });
+                })),
+                Median(() =>
+                {
+                    var sum = x + r;
+                    autograd.backward(new[] { nn.functional.layer_norm(sum, new[] { h }, gamma, beta, 1e-5), sum }, new[] { dy, dy });
+                }));
+        }
+        using (var scope = NewDisposeScope())
+        {
+            var word = randn(new[] { vocab, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var position = randn(new[] { seq, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+            var ids = randint(0, vocab, new[] { batch, seq }, device: device);
+            var positionIds = arange(seq, dtype: ScalarType.Int64, device: device);
+            var dy = randn(new[] { batch, seq, h }, dtype: ScalarType.BFloat16, device: device);
+            yield return new($"embedding + positions forward + backward [{batch} x {seq}] ids, table [{vocab} x {h}] bf16",
+                Median(() => BackwardFailure.Run(() => EmbeddingFunction.Apply(ids, word, 0, position, positionIds).backward(new[] { dy }))),
+                Median(() => (word.index_select(0, ids.reshape(-1)).reshape(batch, seq, h) + position).backward(new[] { dy })));
         }
     }
 

@@ -151,6 +151,7 @@ public static class ComputeTime
                 // Unfused (Megatron 2019): bias add, dropout (+ mask), residual add as three kernels; GeLU's tanh
                 // formula as eight element-wise kernels after the bias add, each reading and writing f.
                 : (2 * norm * h + 2 * (7 * e + 1) * h) / sp + 9 * 2 * e * f / t;
+        perToken -= FusedAddNormSavedBytes(m, c, e) * h / sp;
         double kernelGap = KernelsPerLayerForward * gpu.Efficiency.KernelOverheadSeconds;
         double elementwise = MemoryBound(T * perToken, gpu) + kernelGap;
 
@@ -208,6 +209,20 @@ public static class ComputeTime
     private static bool HarnessKernels(RunDescription c) =>
         c.Implementation == TransformerImpl.Harness && c.FusedKernels && c.Precision == Precision.Bf16;
 
+    /// <summary>Whether the executor's GPT path's kernels run (<see cref="RunDescription.FusedGptKernels"/>, a module beside the
+    /// others, which they need).</summary>
+    private static bool HarnessGptKernels(RunDescription c) => HarnessKernels(c) && c.FusedGptKernels;
+
+    /// <summary>
+    /// Bytes per hidden channel and token, forward, that the executor's residual add fused with the LayerNorm after it saves
+    /// (attention's residual and the MLP's norm; src/Executor/Fused/gpt_kernels.cu): the add reads x and r and writes s
+    /// (3e), the norm reads s and writes y (2e); the fused kernel reads x and r and writes s and y (4e), so s is not read
+    /// back: one element less. It takes LayerNorm through libtorch's fused norm only (not --no-norm-fusion's float32
+    /// operators) and not under --kaimm-recompute-norm, whose norm runs inside the linear after it.
+    /// </summary>
+    private static double FusedAddNormSavedBytes(ModelSpec m, RunDescription c, double e) =>
+        HarnessGptKernels(c) && m.Normalization == Normalization.LayerNorm && c.FusedNorm && !c.RecomputeOrNone.NormOutputs ? e : 0;
+
     /// <summary>Bytes per token the rotary positions move, forward. Transformer Engine's fused rotary kernel reads and writes
     /// Q and K (h + kv channels). The executor's fused kernel splits the QKV projection's output into Q, K and V and rotates Q and
     /// K in the same pass: it reads and writes all h + 2·kv channels, and no separate split copy is made. It does not run under
@@ -234,8 +249,27 @@ public static class ComputeTime
         return (gemm + loss, 2 * gemm + MemoryBound(logits * (fused ? 2 * 2 : 3 * 4), gpu));
     }
 
-    /// <summary>Embedding lookup for one micro-batch on the first stage (write T x h; backward scatters the same).</summary>
-    public static double Embedding(ModelSpec m, RunDescription c, GpuSpec gpu) =>
-        MemoryBound((double)c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
-                    * Activations.BytesPerElement(c.Precision) * 2, gpu);
+    /// <summary>
+    /// Embedding lookup for one micro-batch on the first stage: write T x h, and backward scatters the same (2 elements per
+    /// channel and token). The executor's learned positions (--transformer-impl harness) add what its kernels move besides:
+    /// its fused kernel (<see cref="RunDescription.FusedGptKernels"/>) reads the word row and the position row it writes the
+    /// sum of (2 more); libtorch's gather reads the word row and its add reads the gathered row and the position row and writes
+    /// the sum again (4 more). Under tensor parallelism the positions are added after the all-reduce by libtorch's add (3),
+    /// the kernel gathering the rank's rows with the other ranks' ids as zero rows (reading 1), where libtorch's gather
+    /// (1) is followed by a masked fill of those rows (reading and writing 2).
+    /// </summary>
+    public static double Embedding(ModelSpec m, RunDescription c, GpuSpec gpu)
+    {
+        double elements = 2;
+        if (c.Implementation == TransformerImpl.Harness && m.PositionEmbedding == PositionEmbedding.Learned)
+            elements += (HarnessGptKernels(c), c.TensorParallel > 1) switch
+            {
+                (true, false) => 2,
+                (false, false) => 4,
+                (true, true) => 1 + 3,
+                (false, true) => 1 + 2 + 3,
+            };
+        return MemoryBound((double)c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize
+                           * Activations.BytesPerElement(c.Precision) * elements, gpu);
+    }
 }
