@@ -73,4 +73,46 @@ public class TransformerImplTests
         Exact(Logits * 2, megatron.LastForwardTransient - executor.LastForwardTransient);
         Exact(megatron.LastBackwardTransient, executor.LastBackwardTransient);
     }
+
+    /// <summary>gpt2-large's shape at micro-batch 2 (T = 2048 tokens of h 1280), with and without dropout.</summary>
+    private static readonly ModelSpec Gpt = ModelPresets.All["gpt2-large"] with { NumLayers = 2 };
+
+    [Theory]
+    [InlineData(0.1)]
+    [InlineData(0.0)]
+    public void TheFusedResidualAddAndLayerNormReadTheSumOnceLess(double dropout)
+    {
+        // The add reads x and r and writes s (3 elements), the norm reads s and writes y (2); the fused kernel reads x, r and
+        // writes s, y (4): one bf16 element of h per token less, forward (backward is costed at twice the forward).
+        var m = Gpt with { HiddenDropout = dropout, AttentionDropout = dropout };
+        double unfused = ComputeTime.Layer(m, Executor with { FusedGptKernels = false }, H100).ElementwiseForward;
+        Exact(2048.0 * 2 * 1280 / Hbm, unfused - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
+        // Where it does not run, nothing changes: Megatron's kernels, the executor's kernels off, --no-norm-fusion's float32
+        // norms, --kaimm-recompute-norm's norms inside the linears; under sequence parallelism it saves a t-th per rank.
+        foreach (var off in new[] { Megatron, Executor with { FusedKernels = false }, Executor with { FusedNorm = false },
+                     Executor with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) } })
+            Exact(ComputeTime.Layer(m, off with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(m, off, H100).ElementwiseForward);
+        var sp = Executor with { TensorParallel = 2, SequenceParallel = true };
+        Exact(2048.0 * 2 * 1280 / 2 / Hbm,
+            ComputeTime.Layer(m, sp with { FusedGptKernels = false }, H100).ElementwiseForward - ComputeTime.Layer(m, sp, H100).ElementwiseForward);
+        // A Llama model (RMSNorm) has no LayerNorm for it to fuse.
+        Exact(ComputeTime.Layer(Model, Executor with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(Model, Executor, H100).ElementwiseForward);
+    }
+
+    [Fact]
+    public void TheEmbeddingKernelAddsThePositionsInTheGather()
+    {
+        // Megatron's costing: T·h written forward and scattered backward, 2 elements of 2 B. The executor adds what it moves
+        // besides: its kernel reads the word and position rows (2 more); libtorch's gather reads the word row, its add reads
+        // the gathered and position rows and writes the sum (4 more); under tensor parallelism libtorch's gather (1) and masked
+        // fill (2) before the all-reduce and the add after it (3), the kernel's gather (1) and the same add.
+        double Seconds(double elements) => 2048.0 * 1280 * 2 * elements / Hbm;
+        Exact(Seconds(2), ComputeTime.Embedding(Gpt, Megatron, H100));
+        Exact(Seconds(2 + 2), ComputeTime.Embedding(Gpt, Executor, H100));
+        Exact(Seconds(2 + 4), ComputeTime.Embedding(Gpt, Executor with { FusedGptKernels = false }, H100));
+        Exact(Seconds(2 + 4), ComputeTime.Embedding(Gpt, Executor with { TensorParallel = 2 }, H100));
+        Exact(Seconds(2 + 6), ComputeTime.Embedding(Gpt, Executor with { TensorParallel = 2, FusedGptKernels = false }, H100));
+        // Rotary positions (Llama) are no part of the embedding.
+        Exact(2048.0 * 512 * 2 * 2 / Hbm, ComputeTime.Embedding(Model, Executor, H100));
+    }
 }

@@ -97,11 +97,12 @@ public static class KernelCheck
         var dsum0 = sum0.grad! + ds.to(ScalarType.Float32);
         string shape = $"[{rows} x {h}]";
         yield return new($"residual add + layernorm forward: sum {shape} (bit-exact)", AbsoluteError(sum, sum0), 0);
-        // Outputs rounded to bf16 once: within one bf16 step of the largest value.
-        yield return new($"residual add + layernorm forward: normalized {shape}", ScaledError(y, y0), Bf16Step);
-        // The reference rounds nothing; the kernel rounds d(x + r) once and the weight gradients once after float32 sums.
-        yield return new($"residual add + layernorm backward: d(x + r) {shape}", new[] { ScaledError(x.grad!, dsum0), ScaledError(r.grad!, dsum0) }.Max(), Bf16Step);
-        yield return new($"residual add + layernorm backward: d gamma, d beta over {rows} rows", new[] { ScaledError(gamma.grad!, gamma32.grad!), ScaledError(beta.grad!, beta32.grad!) }.Max(), Bf16Step);
+        // The reference rounds nothing; the kernel rounds y, d(x + r) and the weight gradients once, after float32 arithmetic
+        // (rsqrtf, sums in another order). Rounding to nearest bf16 is within half a step, 2^-8 of a value at the bottom of
+        // its binade: up to 2^-8 of the largest value, so the tolerance is two steps (2^-7), as the QKV kernel's.
+        yield return new($"residual add + layernorm forward: normalized {shape}", ScaledError(y, y0), 2 * Bf16Step);
+        yield return new($"residual add + layernorm backward: d(x + r) {shape}", new[] { ScaledError(x.grad!, dsum0), ScaledError(r.grad!, dsum0) }.Max(), 2 * Bf16Step);
+        yield return new($"residual add + layernorm backward: d gamma, d beta over {rows} rows", new[] { ScaledError(gamma.grad!, gamma32.grad!), ScaledError(beta.grad!, beta32.grad!) }.Max(), 2 * Bf16Step);
     }
 
     /// <summary>
@@ -137,12 +138,13 @@ public static class KernelCheck
         string shape = $"[{batch} x {seq}] ids, table [{rows} x {h}]" + (shards > 1 ? $" (rank {rank} of {shards}: rows from {start})" : "") +
                        (contextParallel ? ", a context-parallel rank's positions" : "");
         yield return new($"embedding{(positions ? " + positions" : "")} forward {shape} (bit-exact)", AbsoluteError(output, expected), 0);
-        // bf16 gradients against float32 sums: libtorch's index-add accumulates repeated ids in bf16, as the unfused path does.
-        yield return new($"embedding backward: d word {shape}", ScaledError(word.grad!, dword0), 2 * Bf16Step);
+        // bf16 gradients against float32 sums: libtorch's index-add accumulates an id's repeats in bf16 (as the unfused path's
+        // does; 8192 ids over 50304 rows repeat a few times), the batch sum rounds once.
+        yield return new($"embedding backward: d word {shape}", ScaledError(word.grad!, dword0), 4 * Bf16Step);
         if (positions)
         {
-            var dposition0 = zeros(new[] { 2 * seq, h }, device: device).index_add_(0, positionIds, dy.to(ScalarType.Float32).sum(0), one);
-            yield return new($"embedding backward: d position {shape}", ScaledError(position.grad!, dposition0), Bf16Step);
+            var dposition0 = zeros(new[] { 2 * seq, h }, device: device).index_add_(0, positionIds, dy.to(ScalarType.Float32).sum(0L), one);
+            yield return new($"embedding backward: d position {shape}", ScaledError(position.grad!, dposition0), 2 * Bf16Step);
         }
     }
 

@@ -32,7 +32,8 @@ public sealed class AddLayerNormFunction : GuardedMultiTensorFunction<AddLayerNo
         var mean = empty(rows, dtype: ScalarType.Float32, device: x.device);
         var rstd = empty(rows, dtype: ScalarType.Float32, device: x.device);
         GptKernels.AddLayerNormForward(x, r, gamma, beta, (double)vars[4], s, y, mean, rstd);
-        ctx.save_for_backward([s, gamma, mean, rstd]);
+        // s through an alias: autograd attaches this function to the output s itself, and a saved output would hold its own node.
+        ctx.save_for_backward([s.detach(), gamma, mean, rstd]);
         return [y, s];
     }
 

@@ -45,21 +45,34 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();
         var wordShape = (long[])ctx.get_data("word");
-        long vocabCount = wordShape[0], h = wordShape[1];
-        var dy = gradOutput.reshape(-1, h);
+        bool positions = saved.Count > 1;
+        var (dword, dposition) = Gradients(saved[0], gradOutput, (long)ctx.get_data("vocabStart"), wordShape[0],
+            positions ? saved[1] : null, positions ? ((long[])ctx.get_data("position"))[0] : 0);
+        dword.MoveToOuterDisposeScope();
+        return positions
+            ? GradientHandOver.Return(gradOutput, null, dword, null, dposition!.MoveToOuterDisposeScope(), null)
+            : GradientHandOver.Return(gradOutput, null, dword, null);
+    }
+
+    /// <summary>
+    /// libtorch's embedding backward for ids [tokens] (int64) and the output gradient dy [.., h]: the gradient of this rank's
+    /// <paramref name="vocabCount"/> rows from <paramref name="vocabStart"/> (an index-add of dy's rows; an id outside them
+    /// adds into a spare row past the table, which is dropped, so dy is not masked first) and, given the positions' rows
+    /// <paramref name="positionIds"/> [s], the gradient of the [<paramref name="positionRows"/>, h] position table: dy summed
+    /// over the batch, added at those rows.
+    /// </summary>
+    public static (Tensor Word, Tensor? Position) Gradients(Tensor ids, Tensor dy, long vocabStart, long vocabCount, Tensor? positionIds, long positionRows)
+    {
+        using var scope = NewDisposeScope();
+        long h = dy.shape[^1];
         using var one = 1.ToScalar();
-        // This rank's rows, and one spare row past them that out-of-shard ids add into.
-        var local = saved[0] - (long)ctx.get_data("vocabStart");
+        var local = ids - vocabStart;
         local.masked_fill_(local.lt(0).logical_or_(local.ge(vocabCount)), vocabCount);
-        var dword = zeros(new[] { vocabCount + 1, h }, dtype: dy.dtype, device: dy.device).index_add_(0, local, dy, one).narrow(0, 0, vocabCount);
-        Tensor? dposition = null;
-        if (saved.Count > 1)
-        {
-            var positionIds = saved[1];
-            var perPosition = gradOutput.reshape(-1, positionIds.numel(), h).sum(0);
-            dposition = zeros((long[])ctx.get_data("position"), dtype: dy.dtype, device: dy.device).index_add_(0, positionIds, perPosition, one)
-                .MoveToOuterDisposeScope();
-        }
-        return GradientHandOver.Return(gradOutput, null, dword.MoveToOuterDisposeScope(), null, dposition, null);
+        var rows = dy.reshape(-1, h);
+        var word = zeros(new[] { vocabCount + 1, h }, dtype: dy.dtype, device: dy.device).index_add_(0, local, rows, one).narrow(0, 0, vocabCount);
+        if (positionIds is null) return (word.MoveToOuterDisposeScope(), null);
+        var perPosition = dy.reshape(-1, positionIds.numel(), h).sum(0L);
+        var position = zeros(new[] { positionRows, h }, dtype: dy.dtype, device: dy.device).index_add_(0, positionIds, perPosition, one);
+        return (word.MoveToOuterDisposeScope(), position.MoveToOuterDisposeScope());
     }
 }

@@ -78,7 +78,7 @@ public class ExecutorSupportTests
         Assert.False(asRun.PipelineScatterGather);
         // Nothing else changed but the implementation, this executor (--transformer-impl harness), which every run records.
         Assert.Equal(d with { Overlap = asRun.Overlap, FusedKernels = false, GradientAccumulationFusion = false, FusedSwiGlu = false, PipelineScatterGather = false,
-            Implementation = TransformerImpl.Harness }, asRun);
+            Implementation = TransformerImpl.Harness, FusedGptKernels = false }, asRun);
         Assert.Collection(notes,
             n => Assert.StartsWith("pipeline p2p is not overlapped", n),
             n => Assert.StartsWith("every tensor-parallel rank sends the whole activation to the next pipeline stage", n),
@@ -90,7 +90,7 @@ public class ExecutorSupportTests
         // Ulysses' all-to-alls are on the critical path in Megatron too: the overlap switch is left as asked, with no note;
         // a2a+p2p's ring is not overlapped, as p2p's.
         var ulysses = new RunDescription(ContextParallel: 2, Precision: Precision.Fp32, ContextParallelComm: ContextParallelCommType.A2a,
-            FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false, Implementation: TransformerImpl.Harness);
+            FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false, Implementation: TransformerImpl.Harness, FusedGptKernels: false);
         var (ulyssesRan, ulyssesNotes) = ExecutorSupport.AsRun(ulysses, ExecutionDevice.Cpu, new Fusions(false, false, [], AttentionBackend.Flash), null);
         Assert.Equal(ulysses, ulyssesRan);
         Assert.Empty(ulyssesNotes);
@@ -99,7 +99,8 @@ public class ExecutorSupportTests
         Assert.False(hierarchicalRan.OverlapOrDefault.ContextParallelComm);
         Assert.StartsWith("ring attention passes each key/value block before computing on it", Assert.Single(hierarchicalNotes));
         // One rank, nothing asked for that does not run: no note.
-        var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false, Implementation: TransformerImpl.Harness);
+        var serial = new RunDescription(Precision: Precision.Fp32, FusedKernels: false, GradientAccumulationFusion: false, FusedSwiGlu: false, Implementation: TransformerImpl.Harness,
+            FusedGptKernels: false);
         var (same, none) = ExecutorSupport.AsRun(serial, ExecutionDevice.Cpu, new Fusions(false, false, [], AttentionBackend.Flash), null);
         Assert.Equal(serial, same);
         Assert.Empty(none);

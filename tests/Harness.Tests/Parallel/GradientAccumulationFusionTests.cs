@@ -70,7 +70,8 @@ public class GradientAccumulationFusionTests
             var serialNames = trainer.NamedParameters().ToDictionary(n => (object)n.Parameter, n => n.SerialName, ReferenceEqualityComparer.Instance);
             return new RankRun([.. losses], [.. norms],
                 buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => firstGrads![l.Name]),
-                buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => Slice(buffer.Params, l.Offset, l.Parameter.numel())), fusions.Kernels);
+                buffer.Layout.ToDictionary(l => serialNames[l.Parameter], l => Slice(buffer.Params, l.Offset, l.Parameter.numel())),
+                fusions.Kernels && fusions.GptKernels);
         });
 
     /// <summary>Fused and unfused runs of the layout agree on every rank within bf16 precision, and the model trains.</summary>
@@ -118,16 +119,19 @@ public class GradientAccumulationFusionTests
         AssertFusionMatchesUnfused(Reference.Llama(), Config(dp: 2, zero: 1, overlap: true));
 
     [Theory]
-    [InlineData(2, 2, 1)]
-    [InlineData(1, 2, 0)]
-    public void FusedKernelsLeaveCpuRanksUnchanged(int tp, int dp, int zero)
+    [InlineData(2, 2, 1, false, false)]
+    [InlineData(1, 2, 0, false, false)]
+    [InlineData(2, 1, 0, true, true)]
+    [InlineData(1, 1, 0, true, false)]
+    public void FusedKernelsLeaveCpuRanksUnchanged(int tp, int dp, int zero, bool gpt, bool sp)
     {
         // The kernels are CUDA-only: asked for on CPU ranks (SwiGLU, QKV rotary, cross-entropy at tp 1, the replicated
-        // and the sharded AdamW), every step still runs libtorch's operators: the same ones in the same order, so every
-        // bit agrees (CPU runs are reproducible: TorchScript's optimizer is off there, GraphExecutorOptimization).
+        // and the sharded AdamW; GPT's residual add + LayerNorm and embedding with positions, also through the vocabulary-
+        // parallel lookup and under sequence parallelism), every step still runs libtorch's operators: the same ones in the
+        // same order, so every bit agrees (CPU runs are reproducible: TorchScript's optimizer is off there, GraphExecutorOptimization).
         TorchRuntime.Initialize();
-        var spec = Reference.Llama();
-        var config = Config(tp: tp, dp: dp, zero: zero) with { Precision = Precision.Fp32 };
+        var spec = gpt ? Reference.Gpt() : Reference.Llama();
+        var config = Config(tp: tp, dp: dp, zero: zero, sp: sp) with { Precision = Precision.Fp32 };
         var batches = Reference.Batches(spec, Steps, config.GlobalBatch);
         var plain = Train(spec, config with { FusedKernels = false }, fused: false, batches);
         var kernels = Train(spec, config with { FusedKernels = true }, fused: true, batches);
