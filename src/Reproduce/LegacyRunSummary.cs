@@ -22,6 +22,11 @@ internal static class LegacyRunSummary
         return new SummaryRun(model, Layout(root, config), device, gpu);
     }
 
+    /// <summary>A recorded description as run: one written before the GPT path's kernels existed (no FusedGptKernels field,
+    /// which reads as its default, on) ran libtorch's operators there.</summary>
+    public static RunDescription WithoutLaterKernels(JsonElement recorded, RunDescription d) =>
+        recorded.TryGetProperty(nameof(RunDescription.FusedGptKernels), out _) ? d : d with { FusedGptKernels = false };
+
     private static double Probability(JsonElement config, string name) =>
         config.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : 0;
 
@@ -34,7 +39,7 @@ internal static class LegacyRunSummary
         if (root.TryGetProperty("Parallel", out var parallel) && parallel.ValueKind == JsonValueKind.Object)
         {
             var recorded = parallel.Deserialize<RunDescription>(RunValidation.Json)!;
-            if (!parallel.TryGetProperty(nameof(RunDescription.FusedGptKernels), out _)) recorded = recorded with { FusedGptKernels = false };
+            recorded = WithoutLaterKernels(parallel, recorded);
             return parallel.TryGetProperty(nameof(RunDescription.FusedKernels), out _) ? recorded : recorded with { FusedKernels = false, FusedSwiGlu = false };
         }
         var recompute = config.GetProperty("Recompute").GetString() switch

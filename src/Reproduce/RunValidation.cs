@@ -110,7 +110,9 @@ public sealed record SummaryRun(ModelSpec Model, RunDescription Description, Exe
     private static SummaryRun Read(JsonElement root)
     {
         var settings = root.GetProperty("Settings").Deserialize<RunSettings>(RunValidation.Json)!;
+        var description = root.GetProperty("Description");
         return new SummaryRun(root.GetProperty("Model").Deserialize<ModelSpec>(RunValidation.Json)!,
-            root.GetProperty("Description").Deserialize<RunDescription>(RunValidation.Json)!, settings.Device, settings.Gpu, settings.RanksOnOneDevice);
+            LegacyRunSummary.WithoutLaterKernels(description, description.Deserialize<RunDescription>(RunValidation.Json)!), settings.Device, settings.Gpu,
+            settings.RanksOnOneDevice);
     }
 }

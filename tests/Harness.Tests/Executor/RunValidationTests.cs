@@ -129,9 +129,10 @@ public class RunValidationTests
         // A single-device run (its options in "Config": micro-batch 16, global 64, bf16, no recomputation, fused gradient
         // accumulation, no dropout field: trained without dropout) on the h200 preset it named.
         var single = RunValidation.Of(Path.Combine(Results, "executor", "nvidia-h200", "caat-1b-mbs16"));
-        // Every summary is a run of this executor, costed with its kernels (--transformer-impl harness).
+        // Every summary is a run of this executor, costed with its kernels (--transformer-impl harness); the GPT path's kernels
+        // came later (libtorch's operators ran there).
         var expected = new RunDescription(MicroBatch: 16, GlobalBatch: 64, Recompute: RecomputeSpec.None, Precision: Precision.Bf16, GradientAccumulationFusion: true,
-            Implementation: TransformerImpl.Harness);
+            Implementation: TransformerImpl.Harness, FusedGptKernels: false);
         Assert.Equal(expected, single.Config);
         Assert.Equal("h200", single.Gpu);
         Assert.False(single.Model.Dropout);
@@ -142,6 +143,10 @@ public class RunValidationTests
         Assert.Equal((false, false), (libtorch.Config.FusedKernels, libtorch.Config.FusedSwiGlu));
         var beforeKernels = RunValidation.Of(Path.Combine(Results, "executor", "h100-80gb-hbm3", "caat-1b-mbs8"));
         Assert.Equal((false, false), (beforeKernels.Config.FusedKernels, beforeKernels.Config.FusedSwiGlu));
+        // A summary as harness run writes it (its Description as run), recorded before the GPT path's kernels: not run there.
+        var gpt = RunValidation.Of(Path.Combine(Results, "executor", "nvidia-h200", "precision-2026-12-06", "gpt2-large-bf16"));
+        Assert.True(gpt.Config.FusedKernels);
+        Assert.False(gpt.Config.FusedGptKernels);
         // A parallel run: its layout in "Parallel".
         var parallel = RunValidation.Of(Path.Combine(Results, "parallel", "h100-1rank"));
         Assert.Equal((4, 8), (parallel.Config.MicroBatch, parallel.Config.GlobalBatch));
