@@ -141,7 +141,9 @@ public class GptKernelsTests
         // Not asked for (--no-fused-gpt-kernels), on a CPU, or in fp32: recorded as not run.
         Assert.False(ExecutorSupport.AsRun(d with { FusedGptKernels = false }, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), null).AsRun.FusedGptKernels);
         Assert.False(ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, new Fusions(true, false, [], AttentionBackend.Flash, true), null).AsRun.FusedGptKernels);
-        Assert.False(ExecutorSupport.AsRun(d with { Precision = Precision.Fp32 }, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), null).AsRun.FusedGptKernels);
+        var (fp32, fp32Notes) = ExecutorSupport.AsRun(d with { Precision = Precision.Fp32 }, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), null);
+        Assert.False(fp32.FusedGptKernels);
+        Assert.Contains(fp32Notes, n => n.StartsWith("the GPT path's fused kernels (residual add + LayerNorm, embedding + positions) are bf16 kernels"));
         // Under --kaimm-recompute-norm the residual adds and norms are libtorch's, and the run says so.
         var kwai = d with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) };
         Assert.Contains(ExecutorSupport.AsRun(kwai, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), 1).Notes,
