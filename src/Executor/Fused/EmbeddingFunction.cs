@@ -65,9 +65,10 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
     {
         using var scope = NewDisposeScope();
         long h = dy.shape[^1];
-        using var one = 1.ToScalar();
-        var local = ids - vocabStart;
-        local.masked_fill_(local.lt(0).logical_or_(local.ge(vocabCount)), vocabCount);
+        // Scalars held until libtorch has read them (a temporary one may be finalized during the call: ScriptedKernels).
+        using Scalar one = 1.ToScalar(), zero = 0.ToScalar(), start = vocabStart.ToScalar(), spare = vocabCount.ToScalar();
+        var local = ids.sub(start);
+        local.masked_fill_(local.lt(zero).logical_or_(local.ge(spare)), spare);
         var rows = dy.reshape(-1, h);
         var word = zeros(new[] { vocabCount + 1, h }, dtype: dy.dtype, device: dy.device).index_add_(0, local, rows, one).narrow(0, 0, vocabCount);
         if (positionIds is null) return (word.MoveToOuterDisposeScope(), null);

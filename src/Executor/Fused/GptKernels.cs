@@ -22,7 +22,7 @@ public static unsafe class GptKernels
     public const long WeightGradientParts = 256;
 
     /// <summary>Whether <paramref name="m"/> has the GPT path these kernels serve: LayerNorm or learned positions.</summary>
-    public static bool Serve(ModelSpec m) => m.Normalization == Normalization.LayerNorm || m.PositionEmbedding == PositionEmbedding.Learned;
+    public static bool Serves(ModelSpec m) => m.Normalization == Normalization.LayerNorm || m.PositionEmbedding == PositionEmbedding.Learned;
 
     /// <summary>Compiles and loads the GPT kernels on <paramref name="device"/>; null when they are ready, else why not.</summary>
     public static string? Probe(int device) => Module.Probe(device, "add_layer_norm_forward_v8");

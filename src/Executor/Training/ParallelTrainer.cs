@@ -73,7 +73,7 @@ public sealed class ParallelTrainer : IDisposable
         // ZeRO 2 and 3 keep no main gradients for the GEMMs to add into: autograd's gradients go to reduce buckets.
         bool zeroShardsGradients = description.ZeroStage >= 2;
         Fusions = Fusions.Resolve(description.FusedKernels, description.FusedGptKernels, description.GradientAccumulationFusion && !zeroShardsGradients, device, dtype,
-            AttentionKernel.Select(model, description, device, dtype), GptKernels.Serve(model));
+            AttentionKernel.Select(model, description, device, dtype), GptKernels.Serves(model));
         if (description.GradientAccumulationFusion && zeroShardsGradients)
             Fusions = Fusions with { Notes = [.. Fusions.Notes,
                 $"gradient-accumulation fusion off under --zero-stage {description.ZeroStage}: there are no main gradients to accumulate into; each micro-batch's gradients are reduce-scattered into the optimizer's shards."] };

@@ -59,7 +59,7 @@ public sealed class Trainer : ITrainStep
         manual_seed(settings.Seed);
         var dtype = ExecutorSupport.ComputeDtype(description.Precision);
         Fusions = Fusions.Resolve(description.FusedKernels, description.FusedGptKernels, description.GradientAccumulationFusion, device, dtype,
-            AttentionKernel.Select(model, description, device, dtype), GptKernels.Serve(model));
+            AttentionKernel.Select(model, description, device, dtype), GptKernels.Serves(model));
         dropout = model.Dropout ? new DropoutRng(settings.Seed, 0, 0, sequenceParallel: false, device) : null;
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, 1);
         this.model = new GptModel(new TransformerConfig(Model, device, dtype, SerialTensorParallel.Instance, description.Recompute, InitSeed: settings.Seed,

@@ -1,4 +1,5 @@
 using Harness.Executor.Offload;
+using TorchSharp;
 using Harness.Executor.Fused;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
@@ -60,8 +61,11 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         var tp = config.TensorParallel;
         Tensor h;
         if (position_embeddings is not null && config.UseFusedGptKernels && FusedKernels.Applies(position_embeddings))
+        {
+            using var length = tokens.shape[1].ToScalar();
             h = tp.FusedEmbeddingLookup(tokens, word_embeddings!, position_embeddings,
-                config.ContextParallel?.Positions(tokens.shape[1], tokens.device) ?? arange(tokens.shape[1], dtype: ScalarType.Int64, device: tokens.device));
+                config.ContextParallel?.Positions(tokens.shape[1], tokens.device) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device));
+        }
         else
         {
             h = tp.EmbeddingLookup(tokens, word_embeddings!);

@@ -62,11 +62,12 @@ public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) =>
         fused ? nn.functional.layer_norm(x, shape, weight, bias, epsilon) : Norms.LayerNormalized(x, epsilon) * weight + bias;
 
-    /// <summary>(this norm of x + r, x + r): with <paramref name="fusedKernel"/>, one kernel each way where it applies (bf16 on a
-    /// GPU, libtorch's fused norm otherwise asked for: <see cref="AddLayerNormFunction"/>), else libtorch's add and norm.</summary>
-    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r, bool fusedKernel)
+    /// <summary>(this norm of x + r, x + r), for a caller with the GPT path's fused kernels: one kernel each way
+    /// (<see cref="AddLayerNormFunction"/>) where it applies, on bf16 GPU tensors where this norm is libtorch's fused one;
+    /// else libtorch's add and this norm (also --no-norm-fusion's float32 operators).</summary>
+    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r)
     {
-        if (fusedKernel && fused && FusedKernels.Applies(x)) return AddLayerNormFunction.Apply(x, r, weight, bias, epsilon);
+        if (fused && FusedKernels.Applies(x)) return AddLayerNormFunction.Apply(x, r, weight, bias, epsilon);
         var sum = x + r;
         return (forward(sum), sum);
     }

@@ -42,7 +42,7 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         if (addNorm is not null)
         {
             // Attention's dropout as before (the same masks), then the residual add and the MLP's norm in one kernel.
-            (var normalized, h) = addNorm.AddForward(x, Drop(attention), fusedKernel: true);
+            (var normalized, h) = addNorm.AddForward(x, Drop(attention));
             SavedActivations.Save(h);
             mlpOutput = mlp.forward(SavedActivations.Save(normalized));
         }

@@ -61,7 +61,7 @@ public class RunRecordTests
             var ran = SummaryRun.Of(summary.RootElement);
             var d = simulated!.Config;
             var fusions = Fusions.Resolve(d.FusedKernels, d.FusedGptKernels, d.GradientAccumulationFusion, CPU, ExecutorSupport.ComputeDtype(d.Precision),
-                AttentionKernel.Select(simulated.Model, d, CPU, ExecutorSupport.ComputeDtype(d.Precision)), GptKernels.Serve(simulated.Model));
+                AttentionKernel.Select(simulated.Model, d, CPU, ExecutorSupport.ComputeDtype(d.Precision)), GptKernels.Serves(simulated.Model));
             Assert.Equal(ExecutorSupport.AsRun(d, ExecutionDevice.Cpu, fusions, null).AsRun, ran.Description);
         }
         finally
