@@ -79,12 +79,13 @@ public sealed class ShardedTensorParallel : ITensorParallel
     /// <summary>Megatron's VocabParallelEmbedding: look up the ids in this rank's rows, zero the others, sum over ranks.</summary>
     public Tensor EmbeddingLookup(Tensor tokens, Tensor weight)
     {
-        long partition = weight.shape[0];
+        long partition = weight.shape[0], start = tp.Rank * partition;
         using var scope = NewDisposeScope();
-        // Scalars held until libtorch has read them (a temporary one may be finalized during the call: ScriptedKernels).
-        using Scalar start = (tp.Rank * partition).ToScalar(), end = (tp.Rank * partition + partition).ToScalar(), zero = 0.ToScalar();
-        var outside = tokens.lt(start).logical_or_(tokens.ge(end));
-        var local = tokens.sub(start).masked_fill_(outside, zero);
+        // Numbers as Scalars held until the calls return: an implicit conversion's temporary Scalar reaches libtorch as a
+        // handle only and can be finalized while the kernel reads it ("Expected false to be true" from c10::Scalar::toLong).
+        using Scalar first = start, end = start + partition, zero = 0;
+        var outside = tokens.lt(first).logical_or_(tokens.ge(end));
+        var local = (tokens - first).masked_fill_(outside, zero);
         var rows = weight.index_select(0, local.reshape(-1)).reshape([.. tokens.shape, weight.shape[1]]);
         var partial = rows.masked_fill(outside.unsqueeze(-1), zero);
         return Mappings.ReduceFromTensorParallelRegion(partial, tp).MoveToOuterDisposeScope();
