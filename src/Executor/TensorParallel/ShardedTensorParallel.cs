@@ -80,10 +80,13 @@ public sealed class ShardedTensorParallel : ITensorParallel
     {
         long partition = weight.shape[0], start = tp.Rank * partition;
         using var scope = NewDisposeScope();
-        var outside = tokens.lt(start).logical_or_(tokens.ge(start + partition));
-        var local = (tokens - start).masked_fill_(outside, 0);
+        // Numbers as Scalars held until the calls return: an implicit conversion's temporary Scalar reaches libtorch as a
+        // handle only and can be finalized while the kernel reads it ("Expected false to be true" from c10::Scalar::toLong).
+        using Scalar first = start, end = start + partition, zero = 0;
+        var outside = tokens.lt(first).logical_or_(tokens.ge(end));
+        var local = (tokens - first).masked_fill_(outside, zero);
         var rows = weight.index_select(0, local.reshape(-1)).reshape([.. tokens.shape, weight.shape[1]]);
-        var partial = rows.masked_fill(outside.unsqueeze(-1), 0);
+        var partial = rows.masked_fill(outside.unsqueeze(-1), zero);
         return Mappings.ReduceFromTensorParallelRegion(partial, tp).MoveToOuterDisposeScope();
     }
 
