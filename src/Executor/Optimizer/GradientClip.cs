@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Optimizer;
@@ -10,7 +11,12 @@ public static class GradientClip
     public static void Clip(Tensor grads, Tensor norm, double clipGrad)
     {
         if (clipGrad <= 0) return;
-        using var coefficient = (clipGrad / (norm + 1e-6)).clamp_max_(1.0);
+        // clipGrad / (norm + 1e-6) as TorchSharp's operators compute it, with the numbers as Scalars held until the calls return
+        // (see WeightInit.Draw: an operator's temporary Scalar was finalized mid-kernel beside a collecting thread).
+        using Scalar limit = clipGrad, epsilon = 1e-6, alpha = 1, one = 1.0;
+        using var total = norm.add(epsilon, alpha);
+        using var inverse = total.reciprocal();
+        using var coefficient = inverse.mul(limit).clamp_max_(one);
         grads.mul_(coefficient);
     }
 }

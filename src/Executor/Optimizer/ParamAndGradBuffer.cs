@@ -84,6 +84,10 @@ public sealed class ParamAndGradBuffer : IDisposable
         {
             foreach (var (name, p) in ordered)
             {
+                // Every view made here is held by this scope until libtorch has returned from the call that reads it:
+                // TorchSharp passes only a temporary's native handle, so an unreferenced view (the narrow under a view, the
+                // target of a copy_ once the JIT inlines copy_) could be finalized, and its at::Tensor freed, mid-call.
+                using var scope = NewDisposeScope();
                 long n = p.numel();
                 if (Master.numel() == Count) Master.narrow(0, offset, n).copy_(p.reshape(-1));
                 if (weights)
@@ -91,18 +95,13 @@ public sealed class ParamAndGradBuffer : IDisposable
                     var paramView = Params.narrow(0, offset, n).view(p.shape);
                     if (MixedPrecision) paramView.copy_(p);
                     p.set_(paramView); // same dtype: the parameter now lives in the flat buffer
-                    // TorchSharp passes the view's handle to libtorch and holds no reference to it: without this the finalizer
-                    // may free the view while libtorch reads it.
-                    GC.KeepAlive(paramView);
                 }
                 // Without gradient buffers autograd allocates each .grad, and the per-micro-batch reduction frees it.
                 if (gradients && fusedLayers.FirstOrDefault(l => ReferenceEquals(l.Weight, p)) is { } layer)
-                    layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape));
+                    layer.AccumulateInto(MainGrads.narrow(0, offset, n).view(p.shape).DetachFromDisposeScope());
                 else if (gradients)
                 {
-                    var gradView = Grads.narrow(0, gradOffset, n).view(p.shape);
-                    p.grad = gradView;
-                    GC.KeepAlive(gradView);
+                    p.grad = Grads.narrow(0, gradOffset, n).view(p.shape);
                     // Adjacent unfused parameters make one range, so a fold is a few kernels, not one per parameter.
                     if (folded.Count > 0 && folded[^1].Offset + folded[^1].Count == offset)
                         folded[^1] = folded[^1] with { Count = folded[^1].Count + n };
@@ -177,6 +176,7 @@ public sealed class ParamAndGradBuffer : IDisposable
     public void CopyParamsToMaster(long offset, long count)
     {
         if (!KeepsSeparateMaster) return;
+        using var scope = NewDisposeScope(); // holds both views until copy_ returns (see the constructor)
         using (no_grad()) Master.narrow(0, offset, count).copy_(Params.narrow(0, offset, count));
     }
 

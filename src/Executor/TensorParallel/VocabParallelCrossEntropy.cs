@@ -1,5 +1,6 @@
 using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.TensorParallel;
@@ -26,9 +27,11 @@ public sealed class VocabParallelCrossEntropy : GuardedSingleTensorFunction<Voca
         var max = z.amax(new long[] { -1 }).contiguous();
         tp.AllReduce(max, ReduceOp.Max);
         z.sub_(max.unsqueeze(-1));
-        var outside = labels.lt(start).logical_or_(labels.ge(start + partition));
-        var local = (labels - start).masked_fill_(outside, 0);
-        var target = z.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill_(outside, 0).contiguous();
+        // Numbers as Scalars held until the calls return (see ShardedTensorParallel.EmbeddingLookup).
+        using Scalar first = start, end = start + partition, zero = 0;
+        var outside = labels.lt(first).logical_or_(labels.ge(end));
+        var local = (labels - first).masked_fill_(outside, zero);
+        var target = z.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill_(outside, zero).contiguous();
         tp.AllReduce(target);
         var exp = z.exp_();
         var sumExp = exp.sum(-1).contiguous();

@@ -213,7 +213,12 @@ public sealed class ParallelTrainer : IDisposable
         FinishParamSync(); // a pending all-gather would overwrite what is loaded; ZeRO 3's units are gathered to be set
         using (no_grad())
             foreach (var (name, p) in NamedParameters())
+            {
+                // What the source makes (a shard, a view) is held here until copy_ returns, then released: passed on as a
+                // bare argument it is the finalizer's as soon as TorchSharp has read its handle (see ParamAndGradBuffer).
+                using var scope = NewDisposeScope();
                 p.copy_(source(name, p));
+            }
         Buffer.CopyParamsToMaster(0, Buffer.Count);
         distributedOptimizer?.ReloadMaster();
         if (partitioned is null) return;

@@ -54,10 +54,13 @@ public sealed record TransformerConfig(
 
     private Tensor Normal(WeightKey key, double std, long[] shape)
     {
+        // The draws and casts are held by this scope until libtorch has returned from the call that reads them: models are
+        // built outside any scope, where a dropped intermediate is freed by the finalizer, possibly mid-call.
+        using var scope = NewDisposeScope();
         var w = InitSeed is { } seed
             ? WeightInit.Normal(seed, key, std, shape, MasterDtype).to(Device)
             : normal(0, std, shape, dtype: MasterDtype, device: Device);
-        return w.dtype == ComputeDtype ? w : w.to(ComputeDtype);
+        return (w.dtype == ComputeDtype ? w : w.to(ComputeDtype)).MoveToOuterDisposeScope();
     }
 
     /// <summary>GPT's linears carry biases (Megatron's add_bias_linear); Llama's do not.</summary>

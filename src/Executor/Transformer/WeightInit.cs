@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Transformer;
@@ -43,7 +44,11 @@ public static class WeightInit
     private static Tensor Draw(ulong seed, double std, long[] shape, ScalarType dtype)
     {
         using var generator = new Generator(seed);
-        return normal(0, std, shape, dtype: dtype, generator: generator);
+        // torch.normal(0, std) as TorchSharp computes it (randn · std + 0 · 1), with the numbers as Scalars held until the calls
+        // return: TorchSharp's own temporary Scalars reach libtorch as handles only, and one finalized mid-kernel made libtorch
+        // read freed memory ("Unknown scalar type" in a run beside a collecting thread).
+        using Scalar scale = std, mean = 0.0, alpha = 1;
+        return randn(shape, dtype: dtype, generator: generator).mul_(scale).add_(mean, alpha);
     }
 
     /// <summary>The generator's seed: SplitMix64 (Steele, Lea and Flood 2014) over the run's seed, the role, the layer and the block,

@@ -73,10 +73,12 @@ internal static class Reference
             buffer.ZeroGrads();
             int s = spec.SeqLength, b = microBatch ?? (int)batch.shape[0], m = (int)batch.shape[0] / b;
             float loss = 0;
+            // Held until the division returns: a temporary Scalar could be finalized while libtorch reads it.
+            using Scalar microBatches = m;
             for (int i = 0; i < m; i++)
             {
                 var rows = batch.narrow(0, i * b, b);
-                var part = model.forward(rows[.., ..s], rows[.., 1..]) / m;
+                var part = model.forward(rows[.., ..s], rows[.., 1..]) / microBatches;
                 part.backward();
                 loss += part.item<float>();
             }
