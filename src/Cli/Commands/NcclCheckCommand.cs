@@ -118,7 +118,7 @@ public static class NcclCheckCommand
         {
             // --overlap-grad-reduce's ordering: 64 MiB written by a kernel on the default stream, all-reduced on the
             // non-blocking stream after an event wait, read by a kernel after the default stream waited in turn.
-            var x = ones(1 << 24, device: device).mul_(r + 1);
+            var x = ones(1 << 24, device: device).Times(r + 1);
             side.WaitForCompute();
             using (side.Enqueue(c)) c.AllReduce(x);
             side.JoinCompute();

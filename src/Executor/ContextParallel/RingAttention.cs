@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using Harness.Executor.Transformer;
@@ -88,7 +89,8 @@ public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
             // With dropout, O = (M ∘ P)·V/(1 − p): V's gradient goes through the dropped probabilities and P's through the
             // mask; D = rowsum(dO ∘ O) is still rowsum(dP ∘ P) (Dao et al. 2022, FlashAttention's backward with dropout).
             dValues.add_(dropout.Apply(p, source).transpose(-2, -1).matmul(dOut).sum(2, keepdim: true)); // the group's heads, summed
-            var dScores = p.mul(dropout.Apply(dOut.matmul(values.transpose(-2, -1)), source).sub_(delta)).mul_(scale);
+            using var scaleScalar = scale.ToScalar();   // held until the call returns (HeldScalars says why)
+            var dScores = p.mul(dropout.Apply(dOut.matmul(values.transpose(-2, -1)), source).sub_(delta)).mul_(scaleScalar);
             dq.add_(dScores.matmul(keys));
             dKeys.add_(dScores.transpose(-2, -1).matmul(q32).sum(2, keepdim: true));
             // The block and its gradients move on; after the last step the gradients reach their owner.
@@ -115,7 +117,8 @@ public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
         double scale = 1 / Math.Sqrt(q.shape[^1]);
         var keyPositions = tensor(ContextParallelism.GlobalPositions(keys.shape[^2] * cp.Group.Size, source, cp.Group.Size), device: q.device);
         var future = keyPositions.unsqueeze(0).gt(queryPositions.unsqueeze(1));
-        return (q.matmul(keys.transpose(-2, -1)).mul_(scale).masked_fill_(future, double.NegativeInfinity), scale);
+        using Scalar scaleScalar = scale.ToScalar(), masked = double.NegativeInfinity.ToScalar(); // held (HeldScalars says why)
+        return (q.matmul(keys.transpose(-2, -1)).mul_(scaleScalar).masked_fill_(future, masked), scale);
     }
 
     /// <summary>Sends <paramref name="block"/> to the next rank and receives the previous rank's.</summary>

@@ -2,6 +2,7 @@ using Harness.Executor.Autograd;
 using System.Diagnostics;
 using Harness.Executor.Optimizer;
 using Harness.Executor.Fused;
+using Harness.Executor.Native;
 using Harness.Executor.Transformer;
 using TorchSharp;
 using Harness.Simulator.Specs;
@@ -81,7 +82,7 @@ public static class KernelCheck
         using var scope = NewDisposeScope();
         using var generator = new Generator(23);
         Tensor Draw(long[] shape, double scale, double shift = 0) =>
-            (randn(shape, generator: generator) * scale + shift).to(ScalarType.BFloat16).to(device);
+            randn(shape, generator: generator).Times(scale).Plus(shift).to(ScalarType.BFloat16).to(device);
         var x = Draw([rows, h], 1).requires_grad_();
         var r = Draw([rows, h], 0.5, 0.1).requires_grad_();
         var gamma = Draw([h], 0.2, 1).requires_grad_();
@@ -115,24 +116,25 @@ public static class KernelCheck
         using var scope = NewDisposeScope();
         using var generator = new Generator(29);
         long rows = vocab / shards, start = rank * rows;
-        var table = (randn(new[] { vocab, h }, generator: generator) * 0.02).to(ScalarType.BFloat16).to(device);
+        var table = randn(new[] { vocab, h }, generator: generator).Times(0.02).to(ScalarType.BFloat16).to(device);
         var word = table.narrow(0, start, rows).clone().requires_grad_();
-        var position = (randn(new[] { 2 * seq, h }, generator: generator) * 0.01).to(ScalarType.BFloat16).to(device).requires_grad_();
+        var position = randn(new[] { 2 * seq, h }, generator: generator).Times(0.01).to(ScalarType.BFloat16).to(device).requires_grad_();
         var ids = randint(0, vocab, new[] { batch, seq }, generator: generator).to(device);
         // A context-parallel rank at c = 2 holds chunks 0 and 3 of four (Megatron's load balancing) of a sequence of 2·seq.
         var positionIds = (contextParallel
-            ? cat(new[] { arange(seq / 2, dtype: ScalarType.Int64), arange(3 * seq / 2, 2 * seq, dtype: ScalarType.Int64) })
-            : arange(seq, dtype: ScalarType.Int64)).to(device);
+            ? cat(new[] { HeldScalars.Positions(0, seq / 2), HeldScalars.Positions(3 * seq / 2, 2 * seq) })
+            : HeldScalars.Positions(0, seq)).to(device);
         var dy = (randn(new[] { batch, seq, h }, generator: generator)).to(ScalarType.BFloat16).to(device);
         bool positions = shards == 1;
         var output = positions ? EmbeddingFunction.Apply(ids, word, start, position, positionIds) : EmbeddingFunction.Apply(ids, word, start);
         BackwardFailure.Run(() => output.backward(new[] { dy }));
 
-        var inside = ids.ge(start).logical_and_(ids.lt(start + rows));
-        var local = (ids - start).masked_fill_(inside.logical_not(), 0);
-        var expected = word.detach().index_select(0, local.reshape(-1)).reshape(batch, seq, h).masked_fill(inside.logical_not().unsqueeze(-1), 0);
+        using Scalar first = start.ToScalar(), end = (start + rows).ToScalar();
+        var inside = ids.ge(first).logical_and_(ids.lt(end));
+        var local = ids.sub(first).FilledWhere(inside.logical_not(), 0);
+        var expected = word.detach().index_select(0, local.reshape(-1)).reshape(batch, seq, h).FilledWhere(inside.logical_not().unsqueeze(-1), 0);
         if (positions) expected = expected + position.detach().index_select(0, positionIds);
-        var dy32 = dy.to(ScalarType.Float32).masked_fill(inside.logical_not().unsqueeze(-1), 0).reshape(-1, h);
+        var dy32 = dy.to(ScalarType.Float32).FilledWhere(inside.logical_not().unsqueeze(-1), 0).reshape(-1, h);
         using var one = 1.ToScalar();
         var dword0 = zeros(new[] { rows, h }, device: device).index_add_(0, local.reshape(-1), dy32, one);
         string shape = $"[{batch} x {seq}] ids, table [{rows} x {h}]" + (shards > 1 ? $" (rank {rank} of {shards}: rows from {start})" : "") +
@@ -195,7 +197,7 @@ public static class KernelCheck
     {
         using var scope = NewDisposeScope();
         using var generator = new Generator(7);
-        var x = (randn(new[] { rows, 2 * f }, generator: generator) * 3).to(ScalarType.BFloat16).to(device).requires_grad_();
+        var x = randn(new[] { rows, 2 * f }, generator: generator).Times(3).to(ScalarType.BFloat16).to(device).requires_grad_();
         var dy = randn(new[] { rows, f }, generator: generator).to(ScalarType.BFloat16).to(device);
         var y = SwiGluFunction.Apply(x);
         BackwardFailure.Run(() => y.backward(new[] { dy }));
@@ -211,7 +213,7 @@ public static class KernelCheck
     {
         using var scope = NewDisposeScope();
         using var generator = new Generator(11);
-        var logits = (randn(new[] { rows, vocab }, generator: generator) * 4).to(ScalarType.BFloat16).to(device).requires_grad_();
+        var logits = randn(new[] { rows, vocab }, generator: generator).Times(4).to(ScalarType.BFloat16).to(device).requires_grad_();
         var labels = randint(0, vocab, new[] { rows }, generator: generator).to(device);
         var dloss = rand(new[] { rows }, generator: generator).to(device);
         var loss = CrossEntropyFunction.Apply(logits, labels);
@@ -229,7 +231,7 @@ public static class KernelCheck
         using var scope = NewDisposeScope();
         using var generator = new Generator(13);
         Tensor Draw(double scale, bool positive = false) =>
-            ((positive ? rand(n, generator: generator) : randn(n, generator: generator)) * scale).to(device);
+            (positive ? rand(n, generator: generator) : randn(n, generator: generator)).Times(scale).to(device);
         var options = new AdamSettings(ClipGrad: 0.5);
         Tensor w = Draw(0.02), g = Draw(1e-3), m = Draw(1e-4), v = Draw(1e-8, positive: true);
         Tensor w2 = w.clone(), m2 = m.clone(), v2 = v.clone(), g2 = g.clone(), param = empty(n, dtype: ScalarType.BFloat16, device: device);
@@ -267,7 +269,7 @@ public static class KernelCheck
         }
         using (var scope = NewDisposeScope())
         {
-            Tensor w = randn(parameters, device: device), g = randn(parameters, device: device) * 1e-3,
+            Tensor w = randn(parameters, device: device), g = randn(parameters, device: device).Times(1e-3),
                 m = zeros(parameters, device: device), v = zeros(parameters, device: device), p = empty(parameters, dtype: ScalarType.BFloat16, device: device);
             var o = new AdamSettings();
             yield return new($"adamw step + bf16 copy ({parameters:N0} parameters)",
@@ -310,7 +312,7 @@ public static class KernelCheck
             var word = randn(new[] { vocab, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
             var position = randn(new[] { seq, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
             var ids = randint(0, vocab, new[] { batch, seq }, device: device);
-            var positionIds = arange(seq, dtype: ScalarType.Int64, device: device);
+            var positionIds = HeldScalars.Positions(0, seq, device);
             var dy = randn(new[] { batch, seq, h }, dtype: ScalarType.BFloat16, device: device);
             yield return new($"embedding + positions forward + backward [{batch} x {seq}] ids, table [{vocab} x {h}] bf16",
                 Median(() => BackwardFailure.Run(() => EmbeddingFunction.Apply(ids, word, 0, position, positionIds).backward(new[] { dy }))),
@@ -346,6 +348,7 @@ public static class KernelCheck
     private static double RelativeError(Tensor actual, Tensor expected)
     {
         var e = expected.to(ScalarType.Float32);
-        return ((actual.to(ScalarType.Float32) - e).abs() / e.abs().clamp_min(1e-3)).max().item<float>();
+        using var floor = 1e-3.ToScalar();   // held until the call returns (HeldScalars says why)
+        return ((actual.to(ScalarType.Float32) - e).abs() / e.abs().clamp_min(floor)).max().item<float>();
     }
 }

@@ -76,7 +76,8 @@ def accumulate(main_grad: Tensor, grad_output: Tensor, input: Tensor):
             var x = randn(new long[] { 64, 32 }, generator: generator).to(dtype).to(device);
             var main = ones(48, 32, device: device);
             Accumulate(main, dy, x);
-            var expected = 1 + dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32));
+            using var one = 1.ToScalar();   // held until the call returns (HeldScalars says why)
+            var expected = dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32)).add_(one);
             double error = (main - expected).abs().max().item<float>();
             return error < 1e-3 ? null : $"aten::addmm.dtype_out gave an error of {error:E2} against a float32 product.";
         }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Executor.Fused;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
@@ -57,10 +58,19 @@ public sealed class AdamW(AdamSettings options, bool fused = false) : IUpdateRul
         using var g32 = g.dtype == m.dtype ? null : g.to(m.dtype);
         g = g32 ?? g;
         double bias1 = 1 - Math.Pow(o.Beta1, step), bias2 = 1 - Math.Pow(o.Beta2, step);
-        if (o.WeightDecay > 0 && decayedCount > 0) w.narrow(0, 0, decayedCount).mul_(1 - lr * o.WeightDecay);
-        m.lerp_(g, 1 - o.Beta1);
-        v.mul_(o.Beta2).addcmul_(g, g, 1 - o.Beta2);
-        using var denominator = v.sqrt().div_(Math.Sqrt(bias2)).add_(o.Epsilon);
-        w.addcdiv_(m, denominator, -lr / bias1);
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar decay = (1 - lr * o.WeightDecay).ToScalar(), beta2 = o.Beta2.ToScalar(),
+            oneMinusBeta2 = (1 - o.Beta2).ToScalar(), correction2 = Math.Sqrt(bias2).ToScalar(), epsilon = o.Epsilon.ToScalar(),
+            step1 = (-lr / bias1).ToScalar();
+        if (o.WeightDecay > 0 && decayedCount > 0)
+        {
+            using var decayed = w.narrow(0, 0, decayedCount);
+            decayed.mul_(decay);
+        }
+        using (var weight = tensor(1 - o.Beta1)) m.lerp_(g, weight);
+        v.mul_(beta2).addcmul_(g, g, oneMinusBeta2);
+        using var denominator = v.sqrt();
+        denominator.div_(correction2).add_(epsilon);
+        w.addcdiv_(m, denominator, step1);
     }
 }

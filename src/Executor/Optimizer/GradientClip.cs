@@ -11,9 +11,8 @@ public static class GradientClip
     public static void Clip(Tensor grads, Tensor norm, double clipGrad)
     {
         if (clipGrad <= 0) return;
-        // clipGrad / (norm + 1e-6) as TorchSharp's operators compute it, with the numbers as Scalars held until the calls return
-        // (see WeightInit.Draw: an operator's temporary Scalar was finalized mid-kernel beside a collecting thread).
-        using Scalar limit = clipGrad, epsilon = 1e-6, alpha = 1, one = 1.0;
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar limit = clipGrad.ToScalar(), epsilon = 1e-6.ToScalar(), alpha = 1.ToScalar(), one = 1.0.ToScalar();
         using var total = norm.add(epsilon, alpha);
         using var inverse = total.reciprocal();
         using var coefficient = inverse.mul(limit).clamp_max_(one);

@@ -30,7 +30,8 @@ def unscale(grads: Tensor, found_inf: Tensor, inv_scale: Tensor):
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var found = zeros(1, dtype: ScalarType.Float32, device: device);
-        using var inverse = full(1, inverseScale, dtype: ScalarType.Float32, device: device);
+        using var inverseScalar = inverseScale.ToScalar();   // held until the call returns (HeldScalars says why)
+        using var inverse = full(1, inverseScalar, dtype: ScalarType.Float32, device: device);
         foreach (var g in grads)
             if (g.numel() > 0) Unit.Value.invoke("unscale", g, found, inverse);
         return found.MoveToOuterDisposeScope();

@@ -186,7 +186,8 @@ def from_e4m3(bits: Tensor):
             var x = values.narrow(0, at - from, length);
             var saved = savedScales?.narrow(0, at - from, length);
             bool uniform = saved is not null && saved.min().item<float>() == saved.max().item<float>();
-            var scale = uniform ? saved![0] : x.abs().max().div(fp8 ? Fp8Range : Fp16Range);
+            using var range = (fp8 ? Fp8Range : Fp16Range).ToScalar();   // held until the call returns (HeldScalars says why)
+            var scale = uniform ? saved![0] : x.abs().max().div(range);
             s[piece].copy_(scale);
             var scaled = x * Inverse(scale);
             stored.narrow(0, at - from, length).copy_(fp8 ? (Tensor)Fp8Unit.Value.invoke("to_e4m3", scaled) : scaled);
@@ -194,7 +195,11 @@ def from_e4m3(bits: Tensor):
     }
 
     /// <summary>1/s in float32, 0 where s is 0 (FusedAdam's rscale; the fp8 quantizer's scale, and its scale_inv from that).</summary>
-    private static Tensor Inverse(Tensor s) => where(s > 0, s.reciprocal(), zeros_like(s));
+    private static Tensor Inverse(Tensor s)
+    {
+        using var zero = 0.ToScalar();   // held until the call returns (HeldScalars says why)
+        return where(s.gt(zero), s.reciprocal(), zeros_like(s));
+    }
 
     /// <summary>The pieces that lie in [from, from + count), each cut to it: (start, length, piece index). The optimizer's
     /// buckets begin and end at piece boundaries, so no piece is cut.</summary>

@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
 
@@ -30,15 +31,22 @@ public sealed class Sgd(AdamSettings options, double momentum) : IUpdateRule
     public static void Update(Tensor w, Tensor g, Tensor? buffer, long decayedCount, double weightDecay, double momentum, double lr)
     {
         bool decays = weightDecay > 0 && decayedCount > 0;
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar decay = weightDecay.ToScalar(), step = (-lr).ToScalar(), beta = momentum.ToScalar();
         using var decayed = decays ? g.clone() : null;
-        decayed?.narrow(0, 0, decayedCount).add_(w.narrow(0, 0, decayedCount), alpha: weightDecay);
+        if (decayed is not null)
+        {
+            using var target = decayed.narrow(0, 0, decayedCount);
+            using var source = w.narrow(0, 0, decayedCount);
+            target.add_(source, alpha: decay);
+        }
         var d = decayed ?? g;
         if (buffer is null)
         {
-            w.add_(d, alpha: -lr);
+            w.add_(d, alpha: step);
             return;
         }
-        buffer.mul_(momentum).add_(d);
-        w.add_(buffer, alpha: -lr);
+        buffer.mul_(beta).add_(d);
+        w.add_(buffer, alpha: step);
     }
 }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Executor.Autograd;
 using Harness.Executor.DataParallel;
 using Harness.Executor.Offload;
@@ -42,6 +43,8 @@ public static class PipelineExecutor
         var layersOffloaded = new Dictionary<(int Micro, int Chunk), LayerOffloader>();
         Tensor? lossSum = null;
         var order = PipelineSchedule.Order(size, rank, chunks.Count, microBatches);
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar perMicroBatch = microBatches.ToScalar(), scaleScalar = lossScale.ToScalar();
         try
         {
             for (int i = 0; i < order.Count; i++)
@@ -74,7 +77,7 @@ public static class PipelineExecutor
                     Tensor output;
                     if (chunk.Part.PostProcess)
                     {
-                        output = chunk.Model.Loss(hidden, labels) / microBatches;
+                        output = chunk.Model.Loss(hidden, labels).div(perMicroBatch);
                         var detached = output.detach();
                         lossSum = lossSum is null ? detached.clone().DetachFromDisposeScope() : lossSum.add_(detached);
                     }
@@ -92,7 +95,7 @@ public static class PipelineExecutor
                     var (input, output) = alive[(op.MicroBatch, op.Chunk)];
                     alive.Remove((op.MicroBatch, op.Chunk));
                     offload?.BeforeBackward(op.MicroBatch, op.Chunk, NextBackward(order, i));
-                    if (chunk.Part.PostProcess) BackwardFailure.Run(() => (lossScale == 1 ? output : output * lossScale).backward());
+                    if (chunk.Part.PostProcess) BackwardFailure.Run(() => (lossScale == 1 ? output : output.mul(scaleScalar)).backward());
                     else
                     {
                         var grad = p2p!.RecvBackward(activationShape, dtype, device);
@@ -145,6 +148,7 @@ public static class PipelineExecutor
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
         using var _ = no_grad();
         Tensor? lossSum = null;
+        using var perMicroBatch = microBatches.ToScalar();   // held until the calls return (HeldScalars says why)
         foreach (var op in PipelineSchedule.Order(size, rank, chunks.Count, microBatches).Where(o => o.Forward))
         {
             using var scope = NewDisposeScope();
@@ -154,7 +158,7 @@ public static class PipelineExecutor
             if (!chunk.Part.PostProcess) p2p!.SendForward(hidden);
             else
             {
-                var loss = chunk.Model.Loss(hidden, labels).to(ScalarType.Float32) / microBatches;
+                var loss = chunk.Model.Loss(hidden, labels).to(ScalarType.Float32).div(perMicroBatch);
                 lossSum = lossSum is null ? loss.DetachFromDisposeScope() : lossSum.add_(loss);
             }
         }

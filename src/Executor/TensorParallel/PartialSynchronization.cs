@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using static TorchSharp.torch;
@@ -52,7 +53,8 @@ public sealed class PartialAllReduce : GuardedSingleTensorFunction<PartialAllRed
             tp.AllReduce(head);
             parts.Add(head.to(x.dtype));
         }
-        if (k < h) parts.Add(x.narrow(-1, k, h - k) * Math.Sqrt(tp.Size));
+        using var rescale = Math.Sqrt(tp.Size).ToScalar();   // held until the call returns (HeldScalars says why)
+        if (k < h) parts.Add(x.narrow(-1, k, h - k).mul(rescale));
         var result = parts.Count == 1 ? parts[0].contiguous() : cat(parts, -1);
         return result.MoveToOuterDisposeScope();
     }

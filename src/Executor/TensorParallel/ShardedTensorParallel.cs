@@ -81,9 +81,8 @@ public sealed class ShardedTensorParallel : ITensorParallel
     {
         long partition = weight.shape[0], start = tp.Rank * partition;
         using var scope = NewDisposeScope();
-        // Numbers as Scalars held until the calls return: an implicit conversion's temporary Scalar reaches libtorch as a
-        // handle only and can be finalized while the kernel reads it ("Expected false to be true" from c10::Scalar::toLong).
-        using Scalar first = start, end = start + partition, zero = 0;
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar first = start.ToScalar(), end = (start + partition).ToScalar(), zero = 0.ToScalar();
         var outside = tokens.lt(first).logical_or_(tokens.ge(end));
         var local = (tokens - first).masked_fill_(outside, zero);
         var rows = weight.index_select(0, local.reshape(-1)).reshape([.. tokens.shape, weight.shape[1]]);

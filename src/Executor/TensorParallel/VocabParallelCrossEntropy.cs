@@ -27,8 +27,8 @@ public sealed class VocabParallelCrossEntropy : GuardedSingleTensorFunction<Voca
         var max = z.amax(new long[] { -1 }).contiguous();
         tp.AllReduce(max, ReduceOp.Max);
         z.sub_(max.unsqueeze(-1));
-        // Numbers as Scalars held until the calls return (see ShardedTensorParallel.EmbeddingLookup).
-        using Scalar first = start, end = start + partition, zero = 0;
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar first = start.ToScalar(), end = (start + partition).ToScalar(), zero = 0.ToScalar();
         var outside = labels.lt(first).logical_or_(labels.ge(end));
         var local = (labels - first).masked_fill_(outside, zero);
         var target = z.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill_(outside, zero).contiguous();

@@ -1,3 +1,4 @@
+using TorchSharp;
 using System.Diagnostics;
 using Harness.Executor.Autograd;
 using Harness.Executor.Data;
@@ -113,14 +114,16 @@ public sealed class Trainer : ITrainStep
         {
             buffer.ZeroGrads();
             var lossSum = zeros(1, dtype: ScalarType.Float32, device: device);
+            // Numbers as Scalars held until the calls return (HeldScalars says why).
+            using Scalar perMicroBatch = steps.ToScalar(), lossScale = (scaler?.Scale ?? 1).ToScalar();
             for (int i = 0; i < steps; i++)
             {
                 using var micro = NewDisposeScope();
                 var (tokens, labels) = NextMicroBatch(sampler, b, s);
                 // Megatron-core's CPU offloading: the layers' activations leave during forward and come back in backward.
                 using var layers = hostLink is null ? null : new LayerOffloader(Model.NumLayers, description.CpuOffloadingLayers, hostLink);
-                var loss = (layers is null ? model.forward(tokens, labels) : model.Loss(model.Decode(model.Embed(tokens), layers.AtLayerInput), labels)) / steps;
-                var scaled = scaler is null ? loss : loss * scaler.Scale;
+                var loss = (layers is null ? model.forward(tokens, labels) : model.Loss(model.Decode(model.Embed(tokens), layers.AtLayerInput), labels)).div(perMicroBatch);
+                var scaled = scaler is null ? loss : loss.mul(lossScale);
                 BackwardFailure.Run(() => scaled.backward());
                 buffer.AccumulateMicroBatch();
                 lossSum.add_(loss.detach());

@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Executor.Data;
 using static TorchSharp.torch;
 
@@ -105,8 +106,10 @@ public static class DropoutOp
     {
         if (p <= 0) return x;
         using var draw = rand(x.shape, dtype: ScalarType.Float32, device: x.device, generator: generator);
-        using var keep = draw.ge(p);
-        return x.mul(keep).mul_(1 / (1 - p));
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar drop = p.ToScalar(), rescale = (1 / (1 - p)).ToScalar();
+        using var keep = draw.ge(drop);
+        return x.mul(keep).mul_(rescale);
     }
 }
 
@@ -124,9 +127,10 @@ public static class AttentionWithDropout
         using var scope = NewDisposeScope();
         long heads = q.shape[1], groups = k.shape[1], d = q.shape[3];
         if (groups != heads) (k, v) = (k.repeat_interleave(heads / groups, dim: 1), v.repeat_interleave(heads / groups, dim: 1));
-        var scores = matmul(q, k.transpose(-2, -1)).mul_(1 / Math.Sqrt(d));
+        using Scalar scale = (1 / Math.Sqrt(d)).ToScalar(), masked = double.NegativeInfinity.ToScalar();
+        var scores = matmul(q, k.transpose(-2, -1)).mul_(scale);
         var hidden = attended is null ? ones(new[] { q.shape[2], k.shape[2] }, dtype: ScalarType.Bool, device: q.device).triu(1) : attended.logical_not();
-        var probabilities = scores.masked_fill(hidden, double.NegativeInfinity).softmax(-1);
+        var probabilities = scores.masked_fill(hidden, masked).softmax(-1);
         return matmul(DropoutOp.Apply(probabilities, p, generator), v).MoveToOuterDisposeScope();
     }
 }

@@ -29,7 +29,8 @@ public static class Norms
     {
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
-        return (x32 * (x32.pow(2).mean([-1], keepdim: true) + epsilon).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+        using Scalar two = 2.ToScalar(), eps = epsilon.ToScalar();
+        return (x32 * x32.pow(two).mean([-1], keepdim: true).add_(eps).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>(x − mean) / sqrt(var + eps) in float32 (biased variance, as LayerNorm's), cast back to x's type.</summary>
@@ -38,7 +39,8 @@ public static class Norms
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
         var centered = x32 - x32.mean([-1], keepdim: true);
-        return (centered * (centered.pow(2).mean([-1], keepdim: true) + epsilon).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+        using Scalar two = 2.ToScalar(), eps = epsilon.ToScalar();
+        return (centered * centered.pow(two).mean([-1], keepdim: true).add_(eps).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
     }
 }
 

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Transformer;
@@ -16,8 +17,11 @@ public sealed class RotaryEmbedding : IDisposable
     {
         half = headDim / 2;
         using var scope = NewDisposeScope();
-        var inverse = pow(theta, arange(0, half, dtype: ScalarType.Float64) * (-2.0 / headDim));
-        var angles = outer(arange(seqLength, dtype: ScalarType.Float64), inverse);     // [s, d/2]
+        // Numbers as Scalars held until the calls return (HeldScalars says why).
+        using Scalar zero = 0.ToScalar(), halfDim = half.ToScalar(), positions = seqLength.ToScalar(),
+            exponent = (-2.0 / headDim).ToScalar();
+        var inverse = tensor(theta).pow(arange(zero, halfDim, dtype: ScalarType.Float64).mul_(exponent));
+        var angles = outer(arange(positions, dtype: ScalarType.Float64), inverse);     // [s, d/2]
         var full = cat(new[] { angles, angles }, -1);                                       // [s, d]
         cos = full.cos().to(dtype, device).MoveToOuterDisposeScope();
         var sin = full.sin();

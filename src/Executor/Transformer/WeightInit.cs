@@ -45,9 +45,8 @@ public static class WeightInit
     {
         using var generator = new Generator(seed);
         // torch.normal(0, std) as TorchSharp computes it (randn · std + 0 · 1), with the numbers as Scalars held until the calls
-        // return: TorchSharp's own temporary Scalars reach libtorch as handles only, and one finalized mid-kernel made libtorch
-        // read freed memory ("Unknown scalar type" in a run beside a collecting thread).
-        using Scalar scale = std, mean = 0.0, alpha = 1;
+        // return (HeldScalars says why).
+        using Scalar scale = std.ToScalar(), mean = 0.0.ToScalar(), alpha = 1.ToScalar();
         return randn(shape, dtype: dtype, generator: generator).mul_(scale).add_(mean, alpha);
     }
 

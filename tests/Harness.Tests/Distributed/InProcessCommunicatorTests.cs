@@ -25,9 +25,9 @@ public class InProcessCommunicatorTests
             var max = Own(c.Rank); c.AllReduce(max, ReduceOp.Max);
             var avg = Own(c.Rank); c.AllReduce(avg, ReduceOp.Avg);
             var gathered = zeros(12); c.AllGather(Own(c.Rank), gathered);
-            var scattered = zeros(3); c.ReduceScatter(arange(12, dtype: ScalarType.Float32) * (c.Rank + 1), scattered);
+            var scattered = zeros(3); c.ReduceScatter(HeldScalars.Positions(0, 12).to(ScalarType.Float32).Times(c.Rank + 1), scattered);
             var bcast = Own(c.Rank); c.Broadcast(bcast, root: 2);
-            var exchanged = zeros(8); c.AllToAll(arange(8, dtype: ScalarType.Float32) + 100 * c.Rank, exchanged);
+            var exchanged = zeros(8); c.AllToAll(HeldScalars.Positions(0, 8).to(ScalarType.Float32).Plus(100 * c.Rank), exchanged);
             return new[] { sum, max, avg, gathered, scattered, bcast, exchanged }.Select(t => t.data<float>().ToArray()).ToArray();
         });
         for (int r = 0; r < 4; r++)
@@ -68,7 +68,7 @@ public class InProcessCommunicatorTests
             var b = Own(c.Rank, ScalarType.BFloat16); c.AllReduce(b);
             var i = tensor(new long[] { c.Rank + 5 }); c.AllReduce(i);
             // Megatron's distributed optimizer gathers in place: the input is this rank's block of the output.
-            var buffer = arange(4, dtype: ScalarType.Float32) + 10 * c.Rank;
+            var buffer = HeldScalars.Positions(0, 4).to(ScalarType.Float32).Plus(10 * c.Rank);
             c.AllGather(buffer.narrow(0, 2 * c.Rank, 2), buffer);
             return (b.to(ScalarType.Float32).data<float>().ToArray(), i.item<long>(), buffer.data<float>().ToArray());
         });

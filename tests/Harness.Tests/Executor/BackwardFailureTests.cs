@@ -20,9 +20,9 @@ public class BackwardFailureTests
     {
         [ThreadStatic] public static bool Broken;
         public override string Name => "doubling";
-        protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars) => (Tensor)vars[0] * 2;
+        protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars) => ((Tensor)vars[0]).Times(2);
         protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad) =>
-            Broken ? throw new InvalidOperationException("backward broke") : [grad * 2];
+            Broken ? throw new InvalidOperationException("backward broke") : [grad.Times(2)];
     }
 
     private static Tensor GradientOfSum(Tensor x)

@@ -122,7 +122,7 @@ public class GradientHandOverTests
             try
             {
             using var keep = ones(3);
-            Tensor incoming = ones(3), returned = ones(3) * 2, passedThrough = ones(3);
+            Tensor incoming = ones(3), returned = ones(3).Times(2), passedThrough = ones(3);
             var first = Harness.Executor.Autograd.GradientHandOver.Return(new[] { incoming, passedThrough }, returned, passedThrough, null);
             Assert.Equal(3, first.Count);
             Assert.Null(first[2]);

@@ -1,3 +1,4 @@
+using TorchSharp;
 using System.Diagnostics;
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
@@ -83,12 +84,13 @@ public class GptKernelsTests
         var word = randn(new[] { rows, h }, generator: generator).requires_grad_();
         var position = randn(new[] { 16L, h }, generator: generator).requires_grad_();
         var ids = randint(0, vocab, new[] { batch, seq }, generator: generator);
-        var positionIds = cat(new[] { arange(4, dtype: ScalarType.Int64), arange(12, 16, dtype: ScalarType.Int64) });
+        var positionIds = cat(new[] { HeldScalars.Positions(0, 4), HeldScalars.Positions(12, 16) });
         var dy = randn(new[] { batch, seq, h }, generator: generator);
 
-        var outside = ids.lt(start).logical_or_(ids.ge(start + rows));
-        var local = (ids - start).masked_fill_(outside, 0);
-        var words = word.index_select(0, local.reshape(-1)).reshape(batch, seq, h).masked_fill(outside.unsqueeze(-1), 0);
+        using Scalar first = start.ToScalar(), end = (start + rows).ToScalar();
+        var outside = ids.lt(first).logical_or_(ids.ge(end));
+        var local = ids.sub(first).FilledWhere(outside, 0);
+        var words = word.index_select(0, local.reshape(-1)).reshape(batch, seq, h).FilledWhere(outside.unsqueeze(-1), 0);
         (words + position.index_select(0, positionIds)).backward(new[] { dy });
 
         var (dword, dposition) = EmbeddingFunction.Gradients(ids.reshape(-1), dy, start, rows, positionIds, 16);

@@ -1,3 +1,4 @@
+using TorchSharp;
 using System.Buffers.Binary;
 using System.Text;
 using Harness.Executor.Native;
@@ -91,7 +92,7 @@ public class HfInterchangeTests
         using var generator = new Generator(11);
         using (no_grad())
             foreach (var (name, p) in model.named_parameters())
-                p.copy_(randn(p.shape, generator: generator) * (p.dim() >= 2 ? 0.3 : 0.1) + (name.Contains("norm") && name.EndsWith("weight") ? 1 : 0));
+                p.copy_(randn(p.shape, generator: generator).Times(p.dim() >= 2 ? 0.3 : 0.1).Plus(name.Contains("norm") && name.EndsWith("weight") ? 1 : 0));
         return (model, model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone()));
     }
 
@@ -136,8 +137,8 @@ public class HfInterchangeTests
     private static Tensor Attention(Tensor q, Tensor k, Tensor v)
     {
         long s = q.shape[2], d = q.shape[3];
-        var scores = matmul(q, k.transpose(2, 3)) / Math.Sqrt(d);
-        scores = scores.masked_fill(ones(s, s, dtype: ScalarType.Bool).triu(1), double.NegativeInfinity);
+        var scores = matmul(q, k.transpose(2, 3)).Over(Math.Sqrt(d));
+        scores = scores.FilledWhere(ones(s, s, dtype: ScalarType.Bool).triu(1), double.NegativeInfinity);
         var context = matmul(softmax(scores, -1), v);
         return context.transpose(1, 2).reshape(q.shape[0], s, q.shape[1] * d);
     }
@@ -148,10 +149,12 @@ public class HfInterchangeTests
     /// 1/θ^(2i/d) on cat(freqs, freqs), repeat_kv (head h reads key group h / (a/g)), o_proj, then SiLU(gate)·up through down_proj.</summary>
     private static Tensor LlamaHidden(Dictionary<string, Tensor> w, ModelSpec m, Tensor tokens)
     {
-        Tensor Rms(Tensor x, string name) => x * rsqrt(x.pow(2).mean([-1], keepdim: true) + m.NormEpsilon) * w[name];
+        Tensor Rms(Tensor x, string name) => x * rsqrt((x * x).mean([-1], keepdim: true).Plus(m.NormEpsilon)) * w[name];
         long s = tokens.shape[1], d = m.HeadDim, rep = m.NumAttentionHeads / m.NumQueryGroups;
-        var inv = 1.0 / pow(m.RotaryBase, arange(0, d, 2, dtype: ScalarType.Float32) / d);
-        var freqs = outer(arange(s, dtype: ScalarType.Float32), inv);
+        using Scalar zero = 0.ToScalar(), end = d.ToScalar(), two = 2.ToScalar();
+        using var @base = tensor(m.RotaryBase);
+        var inv = @base.pow(arange(zero, end, two, dtype: ScalarType.Float32).Over(d)).reciprocal();
+        var freqs = outer(HeldScalars.Positions(0, s).to(ScalarType.Float32), inv);
         var emb = cat([freqs, freqs], -1);
         Tensor cos = emb.cos(), sin = emb.sin();
         Tensor Rotate(Tensor x) => x * cos + cat([-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)], -1) * sin;
@@ -177,7 +180,7 @@ public class HfInterchangeTests
     private static Tensor Gpt2Hidden(Dictionary<string, Tensor> w, ModelSpec m, Tensor tokens, string activation)
     {
         Tensor Gelu(Tensor x) => activation == "gelu" ? nn.functional.gelu(x)
-            : 0.5 * x * (1.0 + tanh(Math.Sqrt(2.0 / Math.PI) * (x + 0.044715 * pow(x, 3.0))));
+            : x.Times(0.5) * tanh((x + (x * x * x).Times(0.044715)).Times(Math.Sqrt(2.0 / Math.PI))).Plus(1.0);
         Tensor Conv1D(Tensor x, string name) => matmul(x, w[name + ".weight"]) + w[name + ".bias"];
         Tensor Ln(Tensor x, string name) => nn.functional.layer_norm(x, [m.HiddenSize], w[name + ".weight"], w[name + ".bias"], m.NormEpsilon);
         long s = tokens.shape[1];

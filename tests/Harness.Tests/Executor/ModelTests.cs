@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Executor.Native;
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
@@ -31,7 +32,11 @@ public class ModelTests
             Assert.Equal(spec.TotalParameters, buffer.Count);
             Assert.Equal(spec.TotalParameters, model.parameters().Sum(p => p.numel()));
             // Writing the flat buffer changes the model's parameters: they share its storage.
-            using (no_grad()) buffer.Params.fill_(0.5f);
+            using (no_grad())
+            {
+                using var half = 0.5f.ToScalar();
+                buffer.Params.fill_(half);
+            }
             Assert.All(model.parameters(), p => Assert.Equal(0.5f, p.mean().item<float>()));
         }
     }
@@ -65,7 +70,8 @@ public class MixedPrecisionTests
         using var sgd = new ReplicatedOptimizer(buffer, new Sgd(new AdamSettings(WeightDecay: 0, ClipGrad: 0), momentum: 0.9));
         sgd.ClipAndStep(0.5);
         Assert.True(grads.abs().sum().item<float>() > 0);
-        Assert.True(buffer.Master.equal(before.add(grads, alpha: -0.5)).all().item<bool>());
+        using var step = (-0.5).ToScalar();
+        Assert.True(buffer.Master.equal(before.add(grads, alpha: step)).all().item<bool>());
         Assert.True(sgd.States[0].equal(grads).all().item<bool>());
         Assert.True(buffer.Master.to(ScalarType.BFloat16).equal(buffer.Params).all().item<bool>());
     }

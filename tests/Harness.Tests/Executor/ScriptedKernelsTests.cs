@@ -16,7 +16,7 @@ public class ScriptedKernelsTests
         using var scope = NewDisposeScope();
         using var g = new Generator(3);
         var x = randn(new long[] { 3, 10, 36 }, generator: g).requires_grad_();
-        var w = randn(new long[] { 36 }, generator: g) + 1;
+        var w = randn(new long[] { 36 }, generator: g).Plus(1);
         var cos = randn(new long[] { 10, 18 }, generator: g);
         var sin = randn(new long[] { 10, 18 }, generator: g);
         var q = ScriptedKernels.RmsNorm(x, w, 1e-5).view(3, 10, 2, 18).transpose(1, 2);

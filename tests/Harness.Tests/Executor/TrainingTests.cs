@@ -1,3 +1,4 @@
+using TorchSharp;
 using System.Globalization;
 using System.Text.Json;
 using Harness.Executor.Optimizer;
@@ -313,12 +314,13 @@ public class RecomputeTests
         using var _ = no_grad();
         var flat = x.reshape(-1);
         const double eps = 1e-6;
+        using var step = eps.ToScalar();
         for (int i = 0; i < flat.shape[0]; i += 7)
         {
             var plus = flat.clone();
-            plus.narrow(0, i, 1).add_(eps);
+            plus.narrow(0, i, 1).add_(step);
             var minus = flat.clone();
-            minus.narrow(0, i, 1).sub_(eps);
+            minus.narrow(0, i, 1).sub_(step);
             double numeric = (F(plus.view(x.shape)).item<double>() - F(minus.view(x.shape)).item<double>()) / (2 * eps);
             Assert.Equal(numeric, analytic[i].item<double>(), 6);
         }

@@ -84,7 +84,7 @@ public class MainGradDtypeTests
             trainer.Step(Reference.Lr, ParallelRun.MicroBatches(batch, config, groups.DataRank, spec.SeqLength));
             Assert.Equal(config.GradientsInFp32 ? ScalarType.Float32 : Dtype(config.Precision), trainer.Buffer.MainGrads.dtype);
             var main = trainer.Buffer.MainGrads.to(ScalarType.Float32);
-            if (config.GradientsInFp32 && trainer.GradScaler is { } scaler) main = main * scaler.Scale;
+            if (config.GradientsInFp32 && trainer.GradScaler is { } scaler) main = main.Times(scaler.Scale);
             return main.data<float>().ToArray();
         }).ToArray();
 
@@ -106,15 +106,15 @@ public class MainGradDtypeTests
         var rows = Reference.Batches(spec, 1, 2)[0];
         Tensor Repeated(params int[] which) => cat(which.Select(i => rows.narrow(0, i, 1)).ToArray());
         var initial = Reference.Serial(spec, [Repeated(0, 0, 0, 1)]).Initial;
-        Tensor G(int row) => tensor(MainGradsAfterOneStep(spec, config with { GradientsInFp32 = true }, Repeated(row, row, row, row), initial).Single()).div(4);
+        Tensor G(int row) => tensor(MainGradsAfterOneStep(spec, config with { GradientsInFp32 = true }, Repeated(row, row, row, row), initial).Single()).Over(4);
         using var gA = G(0);
         using var gB = G(1);
         var sixteen = MainGradsAfterOneStep(spec, config, Repeated(0, 0, 0, 1), initial).Single();
         var dtype = Dtype(precision);
-        using var r3 = (gA * 3).to(dtype);
+        using var r3 = gA.Times(3).to(dtype);
         using var expected = (r3 + gB.to(dtype)).to(ScalarType.Float32);
         Assert.Equal(expected.data<float>().ToArray(), sixteen);
-        using var onceRounded = (gA * 3 + gB).to(dtype).to(ScalarType.Float32);
+        using var onceRounded = (gA.Times(3) + gB).to(dtype).to(ScalarType.Float32);
         Assert.NotEqual(onceRounded.data<float>().ToArray(), sixteen);
     }
 
@@ -140,9 +140,9 @@ public class MainGradDtypeTests
         }).ToList();
         var sum = local[0].clone();
         foreach (var l in local.Skip(1)) sum.add_(l);
-        var expected = sum.div(4).to(ScalarType.Float32).data<float>().ToArray();
+        var expected = sum.Over(4).to(ScalarType.Float32).data<float>().ToArray();
         Assert.All(reduced, r => Assert.Equal(expected, r));
-        var exact = local.Select(l => l.to(ScalarType.Float32)).Aggregate((a, b) => a + b).div(4).to(ScalarType.BFloat16).to(ScalarType.Float32);
+        var exact = local.Select(l => l.to(ScalarType.Float32)).Aggregate((a, b) => a + b).Over(4).to(ScalarType.BFloat16).to(ScalarType.Float32);
         Assert.NotEqual(exact.data<float>().ToArray(), reduced[0]);
     }
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
@@ -14,9 +15,9 @@ public class PartialSyncTests
         Assert.Equal(2, PartialAllReduce.SynchronizedChannels(0.5, 5));
         var results = InProcessJob.Run(2, c =>
         {
-            var x = tensor(new float[] { 1, 2, 3, 4, 5 }).mul_(c.Rank + 1).requires_grad_(true);
+            var x = tensor(new float[] { 1, 2, 3, 4, 5 }).Times(c.Rank + 1).requires_grad_(true);
             var y = PartialAllReduce.Apply(x, c, 2);
-            autograd.backward([y], [tensor(new float[] { 1, 1, 1, 1, 1 }).mul_(10 * (c.Rank + 1))]);
+            autograd.backward([y], [tensor(new float[] { 1, 1, 1, 1, 1 }).Times(10 * (c.Rank + 1))]);
             return (y.data<float>().ToArray(), x.grad!.data<float>().ToArray());
         });
         float r2 = MathF.Sqrt(2);

@@ -73,8 +73,8 @@ internal static class Reference
             buffer.ZeroGrads();
             int s = spec.SeqLength, b = microBatch ?? (int)batch.shape[0], m = (int)batch.shape[0] / b;
             float loss = 0;
-            // Held until the division returns: a temporary Scalar could be finalized while libtorch reads it.
-            using Scalar microBatches = m;
+            // Held until the division returns (HeldScalars says why).
+            using Scalar microBatches = m.ToScalar();
             for (int i = 0; i < m; i++)
             {
                 var rows = batch.narrow(0, i * b, b);

@@ -1,3 +1,4 @@
+using TorchSharp;
 using Harness.Executor.ContextParallel;
 using Harness.Executor.Distributed;
 using Harness.Simulator.Specs;
@@ -53,15 +54,16 @@ public class RingAttentionDropoutTests
             var qGrouped = q2.reshape(b, groups, heads / groups, 2 * chunk, d);
             var blocks = Enumerable.Range(0, cpSize).Select(r => ContextParallelism.GlobalPositions(s, r, cpSize)).ToList();
             var allKeyPos = tensor(blocks.SelectMany(x => x).ToArray());
-            var scores = qGrouped.matmul(k2.index_select(2, allKeyPos).unsqueeze(2).transpose(-2, -1)) / Math.Sqrt(d);
-            scores = scores.masked_fill(allKeyPos.unsqueeze(0).gt(qPos.unsqueeze(1)), double.NegativeInfinity);
+            var scores = qGrouped.matmul(k2.index_select(2, allKeyPos).unsqueeze(2).transpose(-2, -1)).Over(Math.Sqrt(d));
+            scores = scores.FilledWhere(allKeyPos.unsqueeze(0).gt(qPos.unsqueeze(1)), double.NegativeInfinity);
             var probabilities = scores.softmax(-1);
             var dropped = new List<Tensor>();
             for (int r = 0; r < cpSize; r++)
             {
                 var block = probabilities.narrow(-1, r * 2 * chunk, 2 * chunk);
                 var draw = rand(block.shape, dtype: ScalarType.Float32, generator: referenceRng.Seed(key, r + 1));
-                dropped.Add(block.mul(draw.ge(p)).mul(1 / (1 - p)));
+                using var drop = p.ToScalar();
+                dropped.Add(block.mul(draw.ge(drop)).Times(1 / (1 - p)));
             }
             var reference = cat(dropped.ToArray(), -1).matmul(v2.index_select(2, allKeyPos).unsqueeze(2)).reshape(b, heads, 2 * chunk, d);
             reference.backward(new[] { dOut });

@@ -130,7 +130,8 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
                 default: acc.add_(b); break;
             }
         }
-        if (op == ReduceOp.Avg) acc!.div_(Size);
+        using var size = Size.ToScalar();   // held until the call returns (HeldScalars says why)
+        if (op == ReduceOp.Avg) acc!.div_(size);
         return acc!;
     }
 
