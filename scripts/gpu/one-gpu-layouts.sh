@@ -13,6 +13,9 @@
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" layouts.log 20
 gpu=${3:-h100-sxm}
+# A run that has not ended after RUN_TIMEOUT seconds (default 240) is interrupted (it saves what it recorded), so one
+# layout that waits cannot hold a job slot for the whole lease.
+run_timeout=${RUN_TIMEOUT:-240}
 common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --mock-data --seed 1234 --train-iters "$iters" --log-interval 5
         --global-batch-size 16 --micro-batch-size 2 --make-vocab-size-divisible-by 1024)
 source "$(dirname "$0")/jobs.sh"
@@ -23,8 +26,8 @@ run() { # name, nproc, then harness run flags
   echo "== $name: ${ranks[*]} $*" | tee -a "$log"
   started+=("$name")
   throttle
-  ("$harness" run "${common[@]}" "${ranks[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1 \
-    || echo "   $name FAILED: $(grep -v 'iter ' "$out/$name.log" | tail -3)" | tee -a "$log") &
+  (timeout --signal=INT --kill-after=20 "$run_timeout" "$harness" run "${common[@]}" "${ranks[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1 \
+    || echo "   $name FAILED (exit $?): $(grep -v 'iter ' "$out/$name.log" | tail -3)" | tee -a "$log") &
 }
 run serial 1
 run tp2 2 --tensor-model-parallel-size 2
