@@ -121,6 +121,8 @@ public static class Checkpoint
     private static void ReadFlat(string rankDir, CheckpointMeta meta, string file, Tensor into, IReadOnlyList<(long Offset, long Length)> segments)
     {
         using var _ = no_grad();
+        // The views of `into` are the scope's until libtorch returns (a bare temporary can be finalized mid-call).
+        using var scope = NewDisposeScope();
         for (int d = 0; d < meta.Layout.OptimizerShards; d++)
         {
             string dir = Path.Combine(rankDir, meta.Layout.ShardFolder(d));
@@ -232,7 +234,9 @@ public static class Checkpoint
         using var file = File.Create(path);
         for (long offset = 0; offset < t.numel(); offset += ChunkElements)
         {
-            using var part = t.narrow(0, offset, Math.Min(ChunkElements, t.numel() - offset)).cpu().contiguous();
+            // The chunk's view and copies are the scope's until libtorch returns (a bare temporary can be finalized mid-call).
+            using var scope = NewDisposeScope();
+            var part = t.narrow(0, offset, Math.Min(ChunkElements, t.numel() - offset)).cpu().contiguous();
             file.Write(part.bytes);
         }
     }
@@ -252,7 +256,8 @@ public static class Checkpoint
             var bytes = new byte[n * size];
             file.ReadExactly(bytes);
             cpu.bytes = bytes;
-            into.narrow(0, offset, n).copy_(cpu);
+            using var target = into.narrow(0, offset, n);
+            target.copy_(cpu);
         }
     }
 }
