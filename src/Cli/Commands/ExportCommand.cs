@@ -49,6 +49,9 @@ public static class ExportCommand
         try
         {
             TorchRuntime.Initialize(ExecutionDevice.Cpu, s.Libtorch);
+            // The weights and every tensor made from them (the HF layout's transposes and splits) are the scope's until libtorch
+            // returns: a bare temporary outside any scope can be finalized mid-call.
+            using var scope = TorchSharp.torch.NewDisposeScope();
             var padded = VocabPadding.Pad(m, s.MakeVocabSizeDivisibleBy, d.TensorParallel);
             var serial = CheckpointWeights.Read(s.Load!, padded, d);
             var meta = Checkpoint.Latest(s.Load!).Meta;

@@ -38,6 +38,9 @@ public static class CheckpointWeights
         if (!Enum.TryParse<ScalarType>(meta.Dtype, out var dtype))
             throw new InvalidDataException($"The checkpoint in {dir} names its master weights' type '{meta.Dtype}', which is no libtorch type; the checkpoint is damaged.");
         var serial = SerialShapes(padded);
+        // Every view, cast and part is the scope's until libtorch returns (an export runs outside any scope, where a bare
+        // temporary can be finalized mid-call); only the joined weights leave it.
+        using var scope = NewDisposeScope();
         int t = layout.TensorParallel;
         var parts = serial.ToDictionary(s => s.Name, _ => new Tensor?[t]);
         long total = 0;
@@ -64,7 +67,9 @@ public static class CheckpointWeights
         // The parameter count a run records is its ranks' buffers together, so a model read otherwise than it was built disagrees.
         if (total != meta.Parameters)
             throw new InvalidDataException($"The checkpoint in {dir} records {meta.Parameters} parameters and this model under {layout} holds {total}; it was saved by another model.");
-        return serial.Select(s => (s.Name, WeightSplit.Of(s.Name, padded).Join(parts[s.Name].Select(x => x!).ToList()))).ToList();
+        var weights = serial.Select(s => (s.Name, Weight: WeightSplit.Of(s.Name, padded).Join(parts[s.Name].Select(x => x!).ToList()))).ToList();
+        scope.MoveToOuter(weights.Select(w => w.Weight));
+        return weights;
     }
 
     /// <summary>Whether a model chunk holds the serial parameter <paramref name="name"/> (as <see cref="GptModel"/> builds its chunks).</summary>

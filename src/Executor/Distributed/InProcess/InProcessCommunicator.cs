@@ -52,8 +52,10 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
     {
         RequirePeer(peer);
         var sw = Stopwatch.StartNew();
-        // The copy outlives the sender's dispose scope; the receiver disposes it.
-        var copy = tensor.detach().clone().DetachFromDisposeScope();
+        // The copy outlives the sender's dispose scope; the receiver disposes it. The detached alias is held until clone returns
+        // (a bare temporary can be finalized mid-call).
+        using var detached = tensor.detach();
+        var copy = detached.clone().DetachFromDisposeScope();
         group.Channel(Rank, peer).Add(copy);
         Stats.Add(Bytes(tensor), sw.Elapsed);
     }
@@ -77,7 +79,8 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
             if (received.numel() != tensor.numel() || received.dtype != tensor.dtype)
                 throw world.Fail(new CommunicatorException($"{What("recv")} expected {tensor.numel()} elements of {tensor.dtype} from rank {peer}, which sent {received.numel()} of {received.dtype}."));
             using var _ = torch.no_grad();
-            tensor.copy_(received.view(tensor.shape));
+            using var shaped = received.view(tensor.shape); // held until copy_ returns (a bare temporary can be finalized mid-call)
+            tensor.copy_(shaped);
         }
         Stats.Add(Bytes(tensor), sw.Elapsed);
     }

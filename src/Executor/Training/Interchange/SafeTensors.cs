@@ -48,7 +48,9 @@ public static class SafeTensors
         for (int i = json.Length; i < padded; i++) file.WriteByte((byte)' ');
         foreach (var (_, t) in tensors)
         {
-            using var flat = t.contiguous().reshape(-1);
+            // The contiguous copy is the scope's until reshape returns (a bare temporary can be finalized mid-call).
+            using var scope = NewDisposeScope();
+            var flat = t.contiguous().reshape(-1);
             for (long at = 0; at < flat.numel(); at += ChunkElements)
             {
                 using var part = flat.narrow(0, at, Math.Min(ChunkElements, flat.numel() - at)).cpu();
@@ -100,7 +102,8 @@ public static class SafeTensors
                 file.ReadExactly(bytes);
                 using var part = empty(n, dtype: type);
                 part.bytes = bytes;
-                flat.narrow(0, at, n).copy_(part);
+                using var target = flat.narrow(0, at, n); // held until copy_ returns
+                target.copy_(part);
             }
             tensors.Add((name, t));
         }
