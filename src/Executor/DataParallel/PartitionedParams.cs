@@ -49,7 +49,8 @@ public sealed class PartitionedParams : IDisposable
                 p.set_(view);
             }
             long piece = b.PaddedCount(d) / d;
-            var partition = b.Offset >= buffer.DecayedCount ? null : full.narrow(0, r * piece, piece).clone().DetachFromDisposeScope();
+            using var mine = b.Offset >= buffer.DecayedCount ? null : full.narrow(0, r * piece, piece); // held until clone returns
+            var partition = mine?.clone().DetachFromDisposeScope();
             return new Unit(b, full, partition);
         }).ToArray();
         ResetPeak();

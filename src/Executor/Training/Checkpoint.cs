@@ -157,7 +157,11 @@ public static class Checkpoint
         Directory.CreateDirectory(rankDir);
         lock (RngLock)
         {
-            using var rng = get_rng_state();
+            // Our own handle on libtorch's CPU generator, held until libtorch returns: TorchSharp's get_rng_state reads the state
+            // through a temporary one, which the collector could finalize (deleting it) mid-call (a segfault in
+            // at::Generator::get_state under the collector stress test).
+            using var generator = Generator.Default;
+            using var rng = generator.get_state();
             WriteTensor(Path.Combine(rankDir, "rng_state.bin"), rng);
         }
     }
@@ -166,9 +170,10 @@ public static class Checkpoint
     {
         lock (RngLock)
         {
-            using var rng = get_rng_state();
+            using var generator = Generator.Default; // held until libtorch returns (see WriteRng)
+            using var rng = generator.get_state();
             ReadTensor(Path.Combine(rankDir, "rng_state.bin"), rng.numel(), 0, rng);
-            set_rng_state(rng);
+            generator.set_state(rng);
         }
     }
 

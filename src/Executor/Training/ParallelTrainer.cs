@@ -367,7 +367,8 @@ public sealed class ParallelTrainer : IDisposable
         foreach (var (_, p, offset) in Buffer.Layout.Where(l => l.Name.EndsWith("word_embeddings")))
         {
             // The weights themselves: an all-reduce of bf16 zeros and one copy is exact.
-            var flat = Buffer.Params.narrow(0, offset, p.numel());
+            // Held until the all-reduce returns: the trainer is built outside any dispose scope, where a bare view can be finalized mid-call.
+            using var flat = Buffer.Params.narrow(0, offset, p.numel());
             if (groups.IsLastStage && !groups.IsFirstStage) flat.zero_();
             groups.Embedding.AllReduce(flat);
             Buffer.CopyParamsToMaster(offset, p.numel());
