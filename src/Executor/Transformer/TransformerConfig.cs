@@ -1,6 +1,7 @@
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
 using Harness.Simulator.Specs;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Harness.Executor.Transformer;
@@ -57,9 +58,11 @@ public sealed record TransformerConfig(
         // The draws and casts are held by this scope until libtorch has returned from the call that reads them: models are
         // built outside any scope, where a dropped intermediate is freed by the finalizer, possibly mid-call.
         using var scope = NewDisposeScope();
+        using Scalar scale = std.ToScalar();   // held until the call returns (HeldScalars says why)
         var w = InitSeed is { } seed
             ? WeightInit.Normal(seed, key, std, shape, MasterDtype).to(Device)
-            : normal(0, std, shape, dtype: MasterDtype, device: Device);
+            // torch.normal(0, std) as TorchSharp computes it, randn · std (its + 0 changes no value), with the Scalar held.
+            : randn(shape, dtype: MasterDtype, device: Device).mul_(scale);
         return (w.dtype == ComputeDtype ? w : w.to(ComputeDtype)).MoveToOuterDisposeScope();
     }
 
