@@ -57,9 +57,63 @@ public class CollectorStressTests
         IReadOnlyList<double> Losses(RunSettings settings) =>
             new Harness.Executor.Training.TrainingRun(model, description, settings, Path.Combine(Path.GetTempPath(), $"harness-stress-{Guid.NewGuid():N}"), _ => { })
                 .RunSingleDevice().Select(r => r.Loss).ToList();
-        var straight = Losses(Settings());
-        using var collection = new ConstantCollection();
-        Assert.Equal(straight.Take(2), Losses(Settings(exitInterval: 2, save: ckpt)));
-        Assert.Equal(straight.Skip(2), Losses(Settings(load: ckpt)));
+        try
+        {
+            var straight = Losses(Settings());
+            using var collection = new ConstantCollection();
+            Assert.Equal(straight.Take(2), Losses(Settings(exitInterval: 2, save: ckpt)));
+            Assert.Equal(straight.Skip(2), Losses(Settings(load: ckpt)));
+        }
+        finally
+        {
+            if (Directory.Exists(ckpt)) Directory.Delete(ckpt, recursive: true);
+        }
+    }
+
+    /// <summary>A tiny Llama on four CPU ranks, TP 2 x DP 2 with the distributed optimizer, from the command line.</summary>
+    private static readonly string[] Tp2Dp2 =
+    [
+        "--num-layers", "2", "--hidden-size", "32", "--ffn-hidden-size", "48", "--num-attention-heads", "4", "--seq-length", "16",
+        "--vocab-size", "128", "--swiglu", "--normalization", "RMSNorm", "--position-embedding-type", "rope", "--untie-embeddings-and-output-weights",
+        "--mock-data", "--micro-batch-size", "1", "--global-batch-size", "4", "--device", "cpu", "--lr", "3e-3", "--seed", "5",
+        "--hidden-dropout", "0", "--attention-dropout", "0", "--split", "90,10,0", "--eval-interval", "1", "--eval-iters", "1",
+        "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--use-distributed-optimizer", "--train-iters", "3",
+    ];
+
+    /// <summary>The paths a run takes outside the training step, on every rank, under the same collector: a TP2 x DP2
+    /// distributed-optimizer checkpoint saved (--exit-interval) and resumed, the validation loss after every iteration, the
+    /// checkpoint exported to a Hugging Face folder and a run started from that folder. The saved-and-resumed run's losses,
+    /// gradient norms and validation losses are those of the run without the collector and without the interruption.</summary>
+    [Fact]
+    public void Tp2Dp2SavesResumesEvaluatesAndExportsWhileTheCollectorRuns()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"harness-stress-{Guid.NewGuid():N}");
+        static void Succeeds(params string[] args)
+        {
+            var (code, _, err) = ConsoleCapture.Run(Harness.Cli.CommandTable.Dispatch, args);
+            Assert.True(code == 0, err);
+        }
+        IReadOnlyList<(double Loss, double? GradNorm, double? Validation)> Rows(string run) =>
+            [.. Harness.Executor.Training.Records.MetricsCsv.Read(Path.Combine(root, run, "metrics.csv")).Select(r => (r.Loss, r.GradNorm, r.ValidationLoss))];
+        try
+        {
+            string ckpt = Path.Combine(root, "ckpt"), hf = Path.Combine(root, "hf");
+            Succeeds(["run", .. Tp2Dp2, "--out", Path.Combine(root, "straight")]);
+            using (new ConstantCollection())
+            {
+                Succeeds(["run", .. Tp2Dp2, "--exit-interval", "2", "--save", ckpt, "--out", Path.Combine(root, "resumed")]);
+                Succeeds(["run", .. Tp2Dp2, "--load", ckpt, "--save", ckpt, "--out", Path.Combine(root, "resumed")]);
+                Succeeds(["export", .. Tp2Dp2, "--load", ckpt, "--out", hf]);
+                Succeeds(["run", .. Tp2Dp2, "--load-format", "hf", "--load", hf, "--train-iters", "1", "--out", Path.Combine(root, "from-hf")]);
+            }
+            var straight = Rows("straight");
+            Assert.Equal(3, straight.Count(r => r.Validation is not null));
+            Assert.Equal(straight, Rows("resumed"));
+            Assert.Single(Rows("from-hf"));
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+        }
     }
 }
