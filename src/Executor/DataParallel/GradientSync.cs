@@ -176,7 +176,11 @@ public sealed class GradientSync
     private void Accumulate()
     {
         var (bucket, reduced, piece) = reducing.Dequeue();
-        using (no_grad()) sharded!.GradShard(bucket).add_(piece);
+        using (no_grad())
+        {
+            using var shard = sharded!.GradShard(bucket); // held until add_ returns: Finish may run outside any dispose scope
+            shard.add_(piece);
+        }
         reduced.Dispose();
         piece.Dispose();
     }

@@ -25,10 +25,20 @@ public static unsafe class StorageBytes
     private static readonly Lazy<IntPtr> ResizeCuda = new(() => Libtorch("torch_cuda", "_ZN2at6native17resize_bytes_cudaEPN3c1011StorageImplEm"));
 
     /// <summary>Bytes the tensor's storage holds now.</summary>
-    public static long Of(torch.Tensor t) => (long)((delegate* unmanaged<IntPtr, nuint>)NBytes.Value)(t.Handle);
+    public static long Of(torch.Tensor t)
+    {
+        long bytes = (long)((delegate* unmanaged<IntPtr, nuint>)NBytes.Value)(t.Handle);
+        GC.KeepAlive(t); // a caller's bare temporary would otherwise be finalizable once its handle is read
+        return bytes;
+    }
 
     /// <summary>The address of the storage the tensor views (its offset 0): which tensors share one.</summary>
-    public static IntPtr Base(torch.Tensor t) => ((delegate* unmanaged<IntPtr, IntPtr>)DataPtr.Value)(t.Handle);
+    public static IntPtr Base(torch.Tensor t)
+    {
+        var data = ((delegate* unmanaged<IntPtr, IntPtr>)DataPtr.Value)(t.Handle);
+        GC.KeepAlive(t); // as in Of
+        return data;
+    }
 
     /// <summary>A tensor of the whole storage of <paramref name="t"/> (its elements from offset 0, flat) with a version counter
     /// of its own: what is written through it after a <see cref="Resize"/> back bumps no counter autograd checks the saved

@@ -30,6 +30,9 @@ internal static class ParallelRun
                 using var scope = NewDisposeScope();
                 losses.Add(trainer.Step(lr, MicroBatches(batch, config, groups.DataRank, spec.SeqLength), losses.Count).Loss);
             }
+            // The gradients' wrappers and the shards' views are the scope's until libtorch returns (a bare temporary can be
+            // finalized mid-call).
+            using var read = NewDisposeScope();
             var named = trainer.NamedParameters().ToList();
             var grads = config.DistributedOptimizer ? ShardPieces(trainer, named) : named.ToDictionary(n => n.SerialName, n => n.Parameter.grad!.data<float>().ToArray());
             trainer.FinishParamSync();
