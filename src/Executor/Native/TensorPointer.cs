@@ -21,6 +21,8 @@ internal static unsafe class TensorPointer
     public static IntPtr Of(torch.Tensor tensor)
     {
         var data = (delegate* unmanaged<IntPtr, IntPtr>)DataFunction.Value;
-        return data(tensor.Handle);
+        var pointer = data(tensor.Handle);
+        GC.KeepAlive(tensor); // a caller's bare temporary would otherwise be finalizable once its handle is read
+        return pointer;
     }
 }
