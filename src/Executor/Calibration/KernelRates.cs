@@ -135,7 +135,7 @@ public static class KernelRates
         using var scope = NewDisposeScope();
         var a = randn(elements, dtype: ScalarType.BFloat16, device: device);
         var b = randn(elements, dtype: ScalarType.BFloat16, device: device);
-        return new MemoryRate($"bf16 add, {elements:N0} elements", 3.0 * 2 * elements, SecondsPerCall(device, () => (a + b).Dispose()));
+        return new MemoryRate($"bf16 add, {elements:N0} elements", 3.0 * 2 * elements, SecondsPerCall(device, () => a.Plus(b).Dispose()));
     }
 
     /// <summary>Copies of <paramref name="bytes"/> between pinned host memory and the device, each way: the host link

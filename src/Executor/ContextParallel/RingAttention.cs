@@ -3,6 +3,7 @@ using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using Harness.Executor.Transformer;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.ContextParallel;
 
@@ -55,7 +56,7 @@ public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
             else
             {
                 var merged = logaddexp(lse!, blockLse);
-                output = output.mul((lse! - merged).exp().unsqueeze(-1)).add_(blockOut.mul((blockLse - merged).exp().unsqueeze(-1)));
+                output = output.mul((lse! - merged).exp().unsqueeze(-1)).add_(blockOut.mul((blockLse - merged).exp().unsqueeze(-1)), One);
                 lse = merged;
             }
             if (step < group.Size - 1) (keys, values) = (Pass(group, keys), Pass(group, values));
@@ -88,11 +89,11 @@ public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
             var p = (scores - lse.unsqueeze(-1)).exp();                                     // masked entries: exp(-inf) = 0
             // With dropout, O = (M ∘ P)·V/(1 − p): V's gradient goes through the dropped probabilities and P's through the
             // mask; D = rowsum(dO ∘ O) is still rowsum(dP ∘ P) (Dao et al. 2022, FlashAttention's backward with dropout).
-            dValues.add_(dropout.Apply(p, source).transpose(-2, -1).matmul(dOut).sum(2, keepdim: true)); // the group's heads, summed
+            dValues.add_(dropout.Apply(p, source).transpose(-2, -1).matmul(dOut).sum(2, keepdim: true), One); // the group's heads, summed
             using var scaleScalar = scale.ToScalar();   // held until the call returns (HeldScalars says why)
             var dScores = p.mul(dropout.Apply(dOut.matmul(values.transpose(-2, -1)), source).sub_(delta)).mul_(scaleScalar);
-            dq.add_(dScores.matmul(keys));
-            dKeys.add_(dScores.transpose(-2, -1).matmul(q32).sum(2, keepdim: true));
+            dq.add_(dScores.matmul(keys), One);
+            dKeys.add_(dScores.transpose(-2, -1).matmul(q32).sum(2, keepdim: true), One);
             // The block and its gradients move on; after the last step the gradients reach their owner.
             if (step < group.Size - 1) (keys, values) = (Pass(group, keys), Pass(group, values));
             (dKeys, dValues) = (Pass(group, dKeys), Pass(group, dValues));

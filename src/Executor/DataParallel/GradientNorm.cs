@@ -2,6 +2,7 @@ using Harness.Executor.Distributed;
 using Harness.Executor.Optimizer;
 using Harness.Executor.TensorParallel;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.DataParallel;
 
@@ -34,11 +35,11 @@ public sealed class GradientNorm(IReadOnlyList<(long Offset, long Count)> exclud
         {
             // In float32, as get_grad_norm_fp32's multi_tensor_l2norm squares 16-bit gradients (the precision-aware optimizer's).
             var grads = part.to(ScalarType.Float32);
-            squares.add_(grads.square().sum(type: ScalarType.Float32));
+            squares.add_(grads.Squared().sum(type: ScalarType.Float32), One);
             foreach (var (start, count) in excluded)
             {
                 long lo = Math.Max(start, offset), hi = Math.Min(start + count, offset + grads.numel());
-                if (hi > lo) squares.sub_(grads.narrow(0, lo - offset, hi - lo).square().sum(type: ScalarType.Float32));
+                if (hi > lo) squares.sub_(grads.narrow(0, lo - offset, hi - lo).Squared().sum(type: ScalarType.Float32));
             }
         }
         foreach (var group in sumOver)

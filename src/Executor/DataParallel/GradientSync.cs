@@ -2,6 +2,7 @@ using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
 using Harness.Executor.Optimizer;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.DataParallel;
 
@@ -179,7 +180,7 @@ public sealed class GradientSync
         using (no_grad())
         {
             using var shard = sharded!.GradShard(bucket); // held until add_ returns: Finish may run outside any dispose scope
-            shard.add_(piece);
+            shard.add_(piece, One);
         }
         reduced.Dispose();
         piece.Dispose();

@@ -91,11 +91,11 @@ public static class KernelCheck
         var (y, sum) = AddLayerNormFunction.Apply(x, r, gamma, beta, 1e-5);
         BackwardFailure.Run(() => autograd.backward(new[] { y, sum }, new[] { dy, ds }));
 
-        var sum0 = (x.detach() + r.detach()).to(ScalarType.Float32).requires_grad_();
+        var sum0 = x.detach().Plus(r.detach()).to(ScalarType.Float32).requires_grad_();
         Tensor gamma32 = gamma.detach().to(ScalarType.Float32).requires_grad_(), beta32 = beta.detach().to(ScalarType.Float32).requires_grad_();
         var y0 = nn.functional.layer_norm(sum0, new[] { h }, gamma32, beta32, 1e-5);
         y0.backward(new[] { dy.to(ScalarType.Float32) });
-        var dsum0 = sum0.grad! + ds.to(ScalarType.Float32);
+        var dsum0 = sum0.grad!.Plus(ds.to(ScalarType.Float32));
         string shape = $"[{rows} x {h}]";
         yield return new($"residual add + layernorm forward: sum {shape} (bit-exact)", AbsoluteError(sum, sum0), 0);
         // The reference rounds nothing; the kernel rounds y, d(x + r) and the weight gradients once, after float32 arithmetic
@@ -133,7 +133,7 @@ public static class KernelCheck
         var inside = ids.ge(first).logical_and_(ids.lt(end));
         var local = ids.sub(first).FilledWhere(inside.logical_not(), 0);
         var expected = word.detach().index_select(0, local.reshape(-1)).reshape(batch, seq, h).FilledWhere(inside.logical_not().unsqueeze(-1), 0);
-        if (positions) expected = expected + position.detach().index_select(0, positionIds);
+        if (positions) expected = expected.Plus(position.detach().index_select(0, positionIds));
         var dy32 = dy.to(ScalarType.Float32).FilledWhere(inside.logical_not().unsqueeze(-1), 0).reshape(-1, h);
         using var one = 1.ToScalar();
         var dword0 = zeros(new[] { rows, h }, device: device).index_add_(0, local.reshape(-1), dy32, one);
@@ -187,7 +187,7 @@ public static class KernelCheck
         var dy = randn(new[] { tokens, outFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
         var x = randn(new[] { tokens, inFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
         var main = randn(new[] { outFeatures, inFeatures }, generator: generator).to(device);
-        var expected = main + dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32));
+        var expected = main.Plus(dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32)));
         WeightGradient.Accumulate(main, dy, x);
         double error = (main - expected).abs().max().item<float>() / expected.abs().max().item<float>();
         return new($"gradient-accumulation GEMM [{outFeatures} x {tokens}] x [{tokens} x {inFeatures}] into float32", error, 1e-5);
@@ -303,7 +303,7 @@ public static class KernelCheck
                 })),
                 Median(() =>
                 {
-                    var sum = x + r;
+                    var sum = x.Plus(r);
                     autograd.backward(new[] { nn.functional.layer_norm(sum, new[] { h }, gamma, beta, 1e-5), sum }, new[] { dy, dy });
                 }));
         }
@@ -316,7 +316,7 @@ public static class KernelCheck
             var dy = randn(new[] { batch, seq, h }, dtype: ScalarType.BFloat16, device: device);
             yield return new($"embedding + positions forward + backward [{batch} x {seq}] ids, table [{vocab} x {h}] bf16",
                 Median(() => BackwardFailure.Run(() => EmbeddingFunction.Apply(ids, word, 0, position, positionIds).backward(new[] { dy }))),
-                Median(() => (word.index_select(0, ids.reshape(-1)).reshape(batch, seq, h) + position).backward(new[] { dy })));
+                Median(() => word.index_select(0, ids.reshape(-1)).reshape(batch, seq, h).Plus(position).backward(new[] { dy })));
         }
     }
 

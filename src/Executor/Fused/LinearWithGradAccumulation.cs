@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Harness.Executor.Autograd;
 using TorchSharp;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Fused;
 
@@ -77,7 +78,7 @@ def accumulate(main_grad: Tensor, grad_output: Tensor, input: Tensor):
             var main = ones(48, 32, device: device);
             Accumulate(main, dy, x);
             using var one = 1.ToScalar();   // held until the call returns (HeldScalars says why)
-            var expected = dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32)).add_(one);
+            var expected = dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32)).add_(one, One);
             double error = (main - expected).abs().max().item<float>();
             return error < 1e-3 ? null : $"aten::addmm.dtype_out gave an error of {error:E2} against a float32 product.";
         }

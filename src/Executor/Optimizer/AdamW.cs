@@ -2,6 +2,7 @@ using TorchSharp;
 using Harness.Executor.Fused;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Optimizer;
 
@@ -70,7 +71,7 @@ public sealed class AdamW(AdamSettings options, bool fused = false) : IUpdateRul
         using (var weight = tensor(1 - o.Beta1)) m.lerp_(g, weight);
         v.mul_(beta2).addcmul_(g, g, oneMinusBeta2);
         using var denominator = v.sqrt();
-        denominator.div_(correction2).add_(epsilon);
+        denominator.div_(correction2).add_(epsilon, One);
         w.addcdiv_(m, denominator, step1);
     }
 }

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Optimizer;
 
@@ -152,7 +153,7 @@ public sealed class ParamAndGradBuffer : IDisposable
                 if (to <= from) continue;
                 using var grads = Grads.narrow(0, gradStart + from - start, to - from);
                 using var main = MainGrads.narrow(0, from, to - from);
-                main.add_(grads);
+                main.add_(grads, One);
                 grads.zero_();
             }
         }

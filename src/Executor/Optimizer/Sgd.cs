@@ -1,6 +1,7 @@
 using TorchSharp;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Optimizer;
 
@@ -46,7 +47,7 @@ public sealed class Sgd(AdamSettings options, double momentum) : IUpdateRule
             w.add_(d, alpha: step);
             return;
         }
-        buffer.mul_(beta).add_(d);
+        buffer.mul_(beta).add_(d, One);
         w.add_(buffer, alpha: step);
     }
 }

@@ -4,6 +4,7 @@ using Harness.Executor.DataParallel;
 using Harness.Executor.Offload;
 using Harness.Executor.Transformer;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.PipelineParallel;
 
@@ -79,7 +80,7 @@ public static class PipelineExecutor
                     {
                         output = chunk.Model.Loss(hidden, labels).div(perMicroBatch);
                         var detached = output.detach();
-                        lossSum = lossSum is null ? detached.clone().DetachFromDisposeScope() : lossSum.add_(detached);
+                        lossSum = lossSum is null ? detached.clone().DetachFromDisposeScope() : lossSum.add_(detached, One);
                     }
                     else
                     {
@@ -159,7 +160,7 @@ public static class PipelineExecutor
             else
             {
                 var loss = chunk.Model.Loss(hidden, labels).to(ScalarType.Float32).div(perMicroBatch);
-                lossSum = lossSum is null ? loss.DetachFromDisposeScope() : lossSum.add_(loss);
+                lossSum = lossSum is null ? loss.DetachFromDisposeScope() : lossSum.add_(loss, One);
             }
         }
         p2p?.Flush();

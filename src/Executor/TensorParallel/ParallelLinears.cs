@@ -3,6 +3,7 @@ using Harness.Executor.Optimizer;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.TensorParallel;
 
@@ -50,14 +51,14 @@ public sealed class ParallelLinear : LinearLayer
         using var scope = NewDisposeScope();
         var x = inputMap(input);
         var y = outputMap(mainGrad is null ? nn.functional.linear(x, weight) : LinearWithGradAccumulation.Apply(x, weight, mainGrad));
-        return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
+        return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
     }
 
     protected override Tensor OfRecomputed(Tensor source, Func<Tensor, Tensor> input)
     {
         using var scope = NewDisposeScope();
         var y = outputMap(RecomputedInputLinear.Apply(x => inputMap(input(x)), source, weight, mainGrad: mainGrad));
-        return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
+        return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
     }
 }
 

@@ -3,6 +3,7 @@ using Harness.Executor.Optimizer;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.TensorParallel;
 
@@ -62,7 +63,7 @@ public sealed class DenseLinear : LinearLayer
     {
         if (mainGrad is null) return nn.functional.linear(input, weight, bias);
         var y = LinearWithGradAccumulation.Apply(input, weight, mainGrad);
-        return bias is null ? y : y + bias;
+        return bias is null ? y : y.Plus(bias);
     }
 
     /// <summary>As <see cref="forward(Tensor)"/>: the bias inside the GEMM without a main gradient, added after it with one. In a
@@ -73,6 +74,6 @@ public sealed class DenseLinear : LinearLayer
         using var scope = NewDisposeScope();
         if (mainGrad is null) return RecomputedInputLinear.Apply(input, source, weight, bias).MoveToOuterDisposeScope();
         var y = RecomputedInputLinear.Apply(input, source, weight, mainGrad: mainGrad);
-        return (bias is null ? y : y + bias).MoveToOuterDisposeScope();
+        return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
     }
 }

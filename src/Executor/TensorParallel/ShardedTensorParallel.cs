@@ -3,6 +3,7 @@ using Harness.Executor.Fused;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.TensorParallel;
 
@@ -100,7 +101,7 @@ public sealed class ShardedTensorParallel : ITensorParallel
         if (tp.Size == 1) return EmbeddingFunction.Apply(tokens, weight, 0, position, positionIds);
         using var scope = NewDisposeScope();
         var words = Mappings.ReduceFromTensorParallelRegion(EmbeddingFunction.Apply(tokens, weight, tp.Rank * weight.shape[0]), tp);
-        return (words + position.index_select(0, positionIds)).MoveToOuterDisposeScope();
+        return words.Plus(position.index_select(0, positionIds)).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -10,6 +10,7 @@ using Harness.Executor.TensorParallel;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Training;
 
@@ -126,7 +127,7 @@ public sealed class Trainer : ITrainStep
                 var scaled = scaler is null ? loss : loss.mul(lossScale);
                 BackwardFailure.Run(() => scaled.backward());
                 buffer.AccumulateMicroBatch();
-                lossSum.add_(loss.detach());
+                lossSum.add_(loss.detach(), One);
             }
             var grads = ParamAndGradBuffer.Float32Grads(buffer.MainGrads);
             if (scaler is not null)
@@ -163,7 +164,7 @@ public sealed class Trainer : ITrainStep
             {
                 using var micro = NewDisposeScope();
                 var (tokens, labels) = NextMicroBatch(validation, b, s);
-                lossSum.add_(model.forward(tokens, labels).to(ScalarType.Float32));
+                lossSum.add_(model.forward(tokens, labels).to(ScalarType.Float32), One);
             }
             return lossSum.cpu().item<float>() / (settings.EvalIters * steps);
         }

@@ -4,6 +4,7 @@ using Harness.Executor.Fused;
 using Harness.Simulator.Specs;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Transformer;
 
@@ -62,15 +63,14 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         Tensor h;
         if (position_embeddings is not null && config.UseFusedGptKernels && FusedKernels.Applies(position_embeddings))
         {
-            using var length = tokens.shape[1].ToScalar();
             h = tp.FusedEmbeddingLookup(tokens, word_embeddings!, position_embeddings,
-                config.ContextParallel?.Positions(tokens.shape[1], tokens.device) ?? arange(length, dtype: ScalarType.Int64, device: tokens.device));
+                config.ContextParallel?.Positions(tokens.shape[1], tokens.device) ?? Positions(0, tokens.shape[1], tokens.device));
         }
         else
         {
             h = tp.EmbeddingLookup(tokens, word_embeddings!);
             if (position_embeddings is not null)
-                h = h + (config.ContextParallel is { } cp
+                h = h.Plus(config.ContextParallel is { } cp
                     ? position_embeddings.index_select(0, cp.Positions(tokens.shape[1], tokens.device))
                     : position_embeddings[..(int)tokens.shape[1]]);
         }

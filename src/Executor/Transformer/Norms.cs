@@ -3,6 +3,7 @@ using Harness.Simulator.Specs;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Transformer;
 
@@ -30,7 +31,7 @@ public static class Norms
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
         using Scalar two = 2.ToScalar(), eps = epsilon.ToScalar();
-        return (x32 * x32.pow(two).mean([-1], keepdim: true).add_(eps).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+        return (x32 * x32.pow(two).mean([-1], keepdim: true).add_(eps, One).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>(x − mean) / sqrt(var + eps) in float32 (biased variance, as LayerNorm's), cast back to x's type.</summary>
@@ -40,7 +41,7 @@ public static class Norms
         var x32 = x.to(ScalarType.Float32);
         var centered = x32 - x32.mean([-1], keepdim: true);
         using Scalar two = 2.ToScalar(), eps = epsilon.ToScalar();
-        return (centered * centered.pow(two).mean([-1], keepdim: true).add_(eps).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+        return (centered * centered.pow(two).mean([-1], keepdim: true).add_(eps, One).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
     }
 }
 
@@ -62,7 +63,7 @@ public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) =>
-        fused ? nn.functional.layer_norm(x, shape, weight, bias, epsilon) : Norms.LayerNormalized(x, epsilon) * weight + bias;
+        fused ? nn.functional.layer_norm(x, shape, weight, bias, epsilon) : (Norms.LayerNormalized(x, epsilon) * weight).Plus(bias);
 
     /// <summary>(this norm of x + r, x + r), for a caller with the GPT path's fused kernels: one kernel each way
     /// (<see cref="AddLayerNormFunction"/>) where it applies, on bf16 GPU tensors where this norm is libtorch's fused one;
@@ -70,7 +71,7 @@ public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
     public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r)
     {
         if (fused && FusedKernels.Applies(x)) return AddLayerNormFunction.Apply(x, r, weight, bias, epsilon);
-        var sum = x + r;
+        var sum = x.Plus(r);
         return (forward(sum), sum);
     }
 }

@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -20,8 +21,8 @@ public sealed class RotaryEmbedding : IDisposable
         // Numbers as Scalars held until the calls return (HeldScalars says why).
         using Scalar zero = 0.ToScalar(), halfDim = half.ToScalar(), positions = seqLength.ToScalar(),
             exponent = (-2.0 / headDim).ToScalar();
-        var inverse = tensor(theta).pow(arange(zero, halfDim, dtype: ScalarType.Float64).mul_(exponent));
-        var angles = outer(arange(positions, dtype: ScalarType.Float64), inverse);     // [s, d/2]
+        var inverse = tensor(theta).pow(arange(zero, halfDim, HeldScalars.One, dtype: ScalarType.Float64).mul_(exponent));
+        var angles = outer(arange(zero, positions, HeldScalars.One, dtype: ScalarType.Float64), inverse);     // [s, d/2]
         var full = cat(new[] { angles, angles }, -1);                                       // [s, d]
         cos = full.cos().to(dtype, device).MoveToOuterDisposeScope();
         var sin = full.sin();

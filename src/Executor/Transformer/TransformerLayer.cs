@@ -1,5 +1,6 @@
 using Harness.Executor.Offload;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Transformer;
 
@@ -48,10 +49,10 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         }
         else
         {
-            h = SavedActivations.Save(x + Drop(attention));
+            h = SavedActivations.Save(x.Plus(Drop(attention)));
             mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(SavedActivations.Save(pre_mlp_layernorm.forward(h)));
         }
-        return (h + Drop(mlpOutput)).MoveToOuterDisposeScope();
+        return h.Plus(Drop(mlpOutput)).MoveToOuterDisposeScope();
     }
 
     /// <summary>Megatron's bias-dropout-add: dropout on a sublayer's output (its bias included) before the residual add.</summary>

@@ -91,7 +91,7 @@ public class GptKernelsTests
         var outside = ids.lt(first).logical_or_(ids.ge(end));
         var local = ids.sub(first).FilledWhere(outside, 0);
         var words = word.index_select(0, local.reshape(-1)).reshape(batch, seq, h).FilledWhere(outside.unsqueeze(-1), 0);
-        (words + position.index_select(0, positionIds)).backward(new[] { dy });
+        words.Plus(position.index_select(0, positionIds)).backward(new[] { dy });
 
         var (dword, dposition) = EmbeddingFunction.Gradients(ids.reshape(-1), dy, start, rows, positionIds, 16);
         Assert.Equal(new[] { rows, h }, dword.shape);

@@ -157,7 +157,7 @@ public class HfInterchangeTests
         var freqs = outer(HeldScalars.Positions(0, s).to(ScalarType.Float32), inv);
         var emb = cat([freqs, freqs], -1);
         Tensor cos = emb.cos(), sin = emb.sin();
-        Tensor Rotate(Tensor x) => x * cos + cat([-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)], -1) * sin;
+        Tensor Rotate(Tensor x) => (x * cos).Plus(cat([-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)], -1) * sin);
         var h = w["model.embed_tokens.weight"].index_select(0, tokens.reshape(-1)).view(tokens.shape[0], s, -1);
         for (int i = 0; i < m.NumLayers; i++)
         {
@@ -166,10 +166,10 @@ public class HfInterchangeTests
             var q = Rotate(Heads(nn.functional.linear(x, w[p + "self_attn.q_proj.weight"]), m.NumAttentionHeads));
             var k = Rotate(Heads(nn.functional.linear(x, w[p + "self_attn.k_proj.weight"]), m.NumQueryGroups)).repeat_interleave(rep, 1);
             var v = Heads(nn.functional.linear(x, w[p + "self_attn.v_proj.weight"]), m.NumQueryGroups).repeat_interleave(rep, 1);
-            h = h + nn.functional.linear(Attention(q, k, v), w[p + "self_attn.o_proj.weight"]);
+            h = h.Plus(nn.functional.linear(Attention(q, k, v), w[p + "self_attn.o_proj.weight"]));
             var y = Rms(h, p + "post_attention_layernorm.weight");
-            h = h + nn.functional.linear(nn.functional.silu(nn.functional.linear(y, w[p + "mlp.gate_proj.weight"])) * nn.functional.linear(y, w[p + "mlp.up_proj.weight"]),
-                w[p + "mlp.down_proj.weight"]);
+            h = h.Plus(nn.functional.linear(nn.functional.silu(nn.functional.linear(y, w[p + "mlp.gate_proj.weight"])) * nn.functional.linear(y, w[p + "mlp.up_proj.weight"]),
+                w[p + "mlp.down_proj.weight"]));
         }
         return Rms(h, "model.norm.weight");
     }
@@ -180,17 +180,17 @@ public class HfInterchangeTests
     private static Tensor Gpt2Hidden(Dictionary<string, Tensor> w, ModelSpec m, Tensor tokens, string activation)
     {
         Tensor Gelu(Tensor x) => activation == "gelu" ? nn.functional.gelu(x)
-            : x.Times(0.5) * tanh((x + (x * x * x).Times(0.044715)).Times(Math.Sqrt(2.0 / Math.PI))).Plus(1.0);
-        Tensor Conv1D(Tensor x, string name) => matmul(x, w[name + ".weight"]) + w[name + ".bias"];
+            : x.Times(0.5) * tanh(x.Plus((x * x * x).Times(0.044715)).Times(Math.Sqrt(2.0 / Math.PI))).Plus(1.0);
+        Tensor Conv1D(Tensor x, string name) => matmul(x, w[name + ".weight"]).Plus(w[name + ".bias"]);
         Tensor Ln(Tensor x, string name) => nn.functional.layer_norm(x, [m.HiddenSize], w[name + ".weight"], w[name + ".bias"], m.NormEpsilon);
         long s = tokens.shape[1];
-        var h = w["transformer.wte.weight"].index_select(0, tokens.reshape(-1)).view(tokens.shape[0], s, -1) + w["transformer.wpe.weight"].narrow(0, 0, s);
+        var h = w["transformer.wte.weight"].index_select(0, tokens.reshape(-1)).view(tokens.shape[0], s, -1).Plus(w["transformer.wpe.weight"].narrow(0, 0, s));
         for (int i = 0; i < m.NumLayers; i++)
         {
             string p = $"transformer.h.{i}.";
             var qkv = Conv1D(Ln(h, p + "ln_1"), p + "attn.c_attn").split(m.HiddenSize, -1);
-            h = h + Conv1D(Attention(Heads(qkv[0], m.NumAttentionHeads), Heads(qkv[1], m.NumAttentionHeads), Heads(qkv[2], m.NumAttentionHeads)), p + "attn.c_proj");
-            h = h + Conv1D(Gelu(Conv1D(Ln(h, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj");
+            h = h.Plus(Conv1D(Attention(Heads(qkv[0], m.NumAttentionHeads), Heads(qkv[1], m.NumAttentionHeads), Heads(qkv[2], m.NumAttentionHeads)), p + "attn.c_proj"));
+            h = h.Plus(Conv1D(Gelu(Conv1D(Ln(h, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj"));
         }
         return Ln(h, "transformer.ln_f");
     }

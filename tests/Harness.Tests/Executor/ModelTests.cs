@@ -95,7 +95,7 @@ public class MixedPrecisionTests
         var second = buffer.Grads.to(ScalarType.Float32);
         buffer.AccumulateMicroBatch();
         // Float32 accumulation of the two micro-batches' bf16 gradients.
-        Assert.True(buffer.MainGrads.equal(first + second).all().item<bool>());
+        Assert.True(buffer.MainGrads.equal(first.Plus(second)).all().item<bool>());
         using var adam = new ReplicatedOptimizer(buffer, new AdamW(new AdamSettings()));
         adam.ClipAndStep(1e-3);
         Assert.True(buffer.Master.to(ScalarType.BFloat16).equal(buffer.Params).all().item<bool>());

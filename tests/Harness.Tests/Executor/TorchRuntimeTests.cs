@@ -15,7 +15,7 @@ public class TorchRuntimeTests
         // y = sum(x^3 + 2x) at x = [1, 2, 3]: dy/dx = 3x^2 + 2 = [5, 14, 29].
         var x = tensor(new double[] { 1, 2, 3 }, requires_grad: true);
         using var three = 3.ToScalar();
-        var y = (x.pow(three) + x.Times(2)).sum();
+        var y = x.pow(three).Plus(x.Times(2)).sum();
         y.backward();
         Assert.Equal(1 + 2 + 8 + 4 + 27 + 6, y.item<double>());
         Assert.Equal(new double[] { 5, 14, 29 }, x.grad!.data<double>().ToArray());

@@ -7,6 +7,7 @@ using Harness.Executor.Training;
 using Harness.Executor.Transformer;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Tests.Executor;
 
@@ -318,7 +319,7 @@ public class RecomputeTests
         for (int i = 0; i < flat.shape[0]; i += 7)
         {
             var plus = flat.clone();
-            plus.narrow(0, i, 1).add_(step);
+            plus.narrow(0, i, 1).add_(step, One);
             var minus = flat.clone();
             minus.narrow(0, i, 1).sub_(step);
             double numeric = (F(plus.view(x.shape)).item<double>() - F(minus.view(x.shape)).item<double>()) / (2 * eps);

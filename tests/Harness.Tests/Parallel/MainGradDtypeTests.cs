@@ -6,6 +6,7 @@ using Harness.Executor.Training;
 using Harness.Simulator.Specs;
 using TorchSharp;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Tests.Parallel;
 
@@ -112,9 +113,9 @@ public class MainGradDtypeTests
         var sixteen = MainGradsAfterOneStep(spec, config, Repeated(0, 0, 0, 1), initial).Single();
         var dtype = Dtype(precision);
         using var r3 = gA.Times(3).to(dtype);
-        using var expected = (r3 + gB.to(dtype)).to(ScalarType.Float32);
+        using var expected = r3.Plus(gB.to(dtype)).to(ScalarType.Float32);
         Assert.Equal(expected.data<float>().ToArray(), sixteen);
-        using var onceRounded = (gA.Times(3) + gB).to(dtype).to(ScalarType.Float32);
+        using var onceRounded = gA.Times(3).Plus(gB).to(dtype).to(ScalarType.Float32);
         Assert.NotEqual(onceRounded.data<float>().ToArray(), sixteen);
     }
 
@@ -139,10 +140,10 @@ public class MainGradDtypeTests
             return tensor(MainGradsAfterOneStep(spec, Config(Precision.Bf16, microBatches: 2), rows, initial).Single()).to(ScalarType.BFloat16);
         }).ToList();
         var sum = local[0].clone();
-        foreach (var l in local.Skip(1)) sum.add_(l);
+        foreach (var l in local.Skip(1)) sum.add_(l, One);
         var expected = sum.Over(4).to(ScalarType.Float32).data<float>().ToArray();
         Assert.All(reduced, r => Assert.Equal(expected, r));
-        var exact = local.Select(l => l.to(ScalarType.Float32)).Aggregate((a, b) => a + b).Over(4).to(ScalarType.BFloat16).to(ScalarType.Float32);
+        var exact = local.Select(l => l.to(ScalarType.Float32)).Aggregate((a, b) => a.Plus(b)).Over(4).to(ScalarType.BFloat16).to(ScalarType.Float32);
         Assert.NotEqual(exact.data<float>().ToArray(), reduced[0]);
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using TorchSharp;
 using static TorchSharp.torch;
+using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.Distributed.InProcess;
 
@@ -130,7 +131,7 @@ internal sealed class InProcessCommunicator(InProcessWorld world, InProcessGroup
             {
                 case ReduceOp.Max: acc = Swap(acc, torch.maximum(acc, b)); break;
                 case ReduceOp.Min: acc = Swap(acc, torch.minimum(acc, b)); break;
-                default: acc.add_(b); break;
+                default: acc.add_(b, One); break;
             }
         }
         using var size = Size.ToScalar();   // held until the call returns (HeldScalars says why)
