@@ -21,7 +21,7 @@ public class CompareCommandTests
     [Fact]
     public void TheValidationDifferenceIsToTheFirstRunAndThePlotIsWritten()
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-compare-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-compare-{Guid.NewGuid():N}");
         var a = Run(root, "p1", [5, 4, 3.5], 3.25);
         var b = Run(root, "p0.5", [5, 4.1, 3.6], 3.375);
         string plot = Path.Combine(root, "losses.png"), csv = Path.Combine(root, "compare.csv");

@@ -127,7 +127,7 @@ public class ExperimentFileTests
     [Fact]
     public void AMisspeltKnobIsRejectedWithItsName()
     {
-        string path = Path.Combine(Path.GetTempPath(), $"harness-bad-{Guid.NewGuid():N}.json");
+        string path = Path.Combine(TestTemp.Root, $"harness-bad-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, File.ReadAllText(Path.Combine(ExperimentsDir, "kwai-atc24-table8.json"))
             .Replace("\"tensor-model-parallel-size\": 4", "\"tensor-model-paralel-size\": 4"));
         try

@@ -43,7 +43,7 @@ public class ReproduceCommandTests
     [Fact]
     public void WritesACsvAndAPngPerTable()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-repro-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-repro-{Guid.NewGuid():N}");
         try
         {
             var (code, output, _) = ConsoleCapture.Run(ReproduceCommand.Run, "kwai-atc24-table8", "--json", "--experiments", ExperimentFileTests.ExperimentsDir, "--out", dir);

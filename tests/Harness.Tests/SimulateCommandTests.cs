@@ -88,7 +88,7 @@ public class SimulateCommandTests
         Assert.Contains("--gpus 99999999999999 is out of range; it takes an integer up to 2147483647.", Run("--gpus", "99999999999999").Err);
         Assert.Contains("is not divisible by 2 x --context-parallel-size 2147483647",
             Run("--gpus", "2147483647", "--context-parallel-size", "2147483647").Err);
-        Assert.Contains("is a folder; give a JSON file.", Run("--cluster", Path.GetTempPath()).Err);
+        Assert.Contains("is a folder; give a JSON file.", Run("--cluster", TestTemp.Root).Err);
     }
 
     /// <summary>

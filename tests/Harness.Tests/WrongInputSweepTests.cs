@@ -9,7 +9,7 @@ namespace Harness.Tests;
 /// <summary>The files the wrong inputs name: malformed model and cluster files, a folder, a regular file, bad text.</summary>
 public sealed class WrongInputFiles : IDisposable
 {
-    public static readonly string Folder = Path.Combine(Path.GetTempPath(), $"harness-wrong-inputs-{Environment.ProcessId}");
+    public static readonly string Folder = Path.Combine(TestTemp.Root, $"harness-wrong-inputs-{Environment.ProcessId}");
 
     public WrongInputFiles()
     {

@@ -37,7 +37,7 @@ public class AllocatorStatsTests
     [Fact]
     public void MetricsCsvKeepsTheAllocatedPeakAndItsAbsence()
     {
-        string path = Path.Combine(Path.GetTempPath(), $"harness-metrics-{Guid.NewGuid():N}.csv");
+        string path = Path.Combine(TestTemp.Root, $"harness-metrics-{Guid.NewGuid():N}.csv");
         try
         {
             IterationRecord[] rows =

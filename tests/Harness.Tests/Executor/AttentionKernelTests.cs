@@ -65,7 +65,7 @@ public class AttentionKernelTests
     {
         (IReadOnlyList<IterationRecord> Rows, RunDescription Ran, IReadOnlyList<string> Notes) Train(ModelSpec model, AttentionBackend backend)
         {
-            string dir = Path.Combine(Path.GetTempPath(), $"harness-attention-{Guid.NewGuid():N}");
+            string dir = Path.Combine(TestTemp.Root, $"harness-attention-{Guid.NewGuid():N}");
             try
             {
                 var settings = new RunSettings(TrainIters: 3, Seed: 7, DataPath: DataBlend.Single(DefaultRun.DataPath), LogInterval: 1);

@@ -5,7 +5,7 @@ namespace Harness.Tests.Executor;
 
 public class DataTests
 {
-    private static string TempPrefix() => Path.Combine(Path.GetTempPath(), $"harness-data-{Guid.NewGuid():N}", "ds");
+    private static string TempPrefix() => Path.Combine(TestTemp.Root, $"harness-data-{Guid.NewGuid():N}", "ds");
 
     [Fact]
     public void IndexedDatasetRoundTripsAndMatchesMegatronsByteLayout()

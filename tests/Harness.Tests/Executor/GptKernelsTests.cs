@@ -26,7 +26,7 @@ public class GptKernelsTests
             .Select(c => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, c)).FirstOrDefault(File.Exists))
             .FirstOrDefault(c => c is not null);
         Assert.True(compiler is not null, "no C++ compiler (c++, g++ or clang++) on PATH to build the kernels' CPU emulation");
-        string binary = Path.Combine(Path.GetTempPath(), $"gpt-kernels-{Guid.NewGuid():N}");
+        string binary = Path.Combine(TestTemp.Root, $"gpt-kernels-{Guid.NewGuid():N}");
         try
         {
             var (code, output) = Execute(compiler!, "-std=c++20", "-O1", "-pthread", "-w", $"-I{Path.Combine(Repository, "src/Executor/Fused")}",

@@ -35,7 +35,7 @@ public class HfInterchangeTests
         BinaryPrimitives.WriteSingleLittleEndian(data.AsSpan(4), -2f);
         BinaryPrimitives.WriteUInt16LittleEndian(data.AsSpan(8), 0x3F80);  // bf16 1.0
         BinaryPrimitives.WriteUInt16LittleEndian(data.AsSpan(10), 0xC040); // bf16 -3.0
-        string path = Path.Combine(Path.GetTempPath(), $"harness-st-{Guid.NewGuid():N}.safetensors");
+        string path = Path.Combine(TestTemp.Root, $"harness-st-{Guid.NewGuid():N}.safetensors");
         try
         {
             var header = Encoding.UTF8.GetBytes(json);
@@ -204,7 +204,7 @@ public class HfInterchangeTests
         var (model, weights) = Model(spec);
         var tokens = Tokens(spec);
         var labels = tokens.roll(-1, 1);
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-hf-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-hf-{Guid.NewGuid():N}");
         try
         {
             HfCheckpoint.Write(dir, [.. weights.Select(kv => (kv.Key, kv.Value))], spec, new RunDescription(), new Dictionary<string, string>());
@@ -233,7 +233,7 @@ public class HfInterchangeTests
         // The model's tables padded from 64 to 128 rows (Megatron's --make-vocab-size-divisible-by 128).
         var padded = VocabPadding.Pad(Llama, 128, 1);
         var (_, weights) = Model(padded);
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-hf-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-hf-{Guid.NewGuid():N}");
         try
         {
             HfCheckpoint.Write(dir, [.. weights.Select(kv => (kv.Key, kv.Value))], Llama, new RunDescription(), new Dictionary<string, string>());

@@ -35,7 +35,7 @@ public class NanCheckTests
     [InlineData("--nproc-per-node", "2")]
     public void ALoadedCheckpointOfNanWeightsStopsAtItsFirstIterationAndSavesNothing(params string[] layout)
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-nan-{Guid.NewGuid():N}"), ckpt = Path.Combine(root, "ckpt"), output = Path.Combine(root, "out");
+        string root = Path.Combine(TestTemp.Root, $"harness-nan-{Guid.NewGuid():N}"), ckpt = Path.Combine(root, "ckpt"), output = Path.Combine(root, "out");
         try
         {
             var (code, _, error) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, .. layout, "--train-iters", "2", "--save", ckpt, "--out", Path.Combine(root, "first")]);

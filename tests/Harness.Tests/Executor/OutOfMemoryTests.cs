@@ -23,7 +23,7 @@ public class OutOfMemoryTests
     public async Task ARunUnderAMemoryLimitEndsInOneSentence(params string[] layout)
     {
         // A 6 GB address-space limit (ulimit -v; the child stays under 1 GB resident) and a 512 MB managed heap: s 32768 attention scores do not fit.
-        string output = Path.Combine(Path.GetTempPath(), $"harness-oom-{Guid.NewGuid():N}");
+        string output = Path.Combine(TestTemp.Root, $"harness-oom-{Guid.NewGuid():N}");
         var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
         string harness = Path.Combine(AppContext.BaseDirectory, "harness");
         psi.ArgumentList.Add("-c");

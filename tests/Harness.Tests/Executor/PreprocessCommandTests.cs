@@ -18,7 +18,7 @@ public class PreprocessCommandTests
     [Fact]
     public void MissingInputIsNamed()
     {
-        var (code, error) = Run("--input", "/nonexistent/docs.jsonl", "--output-prefix", Path.Combine(Path.GetTempPath(), "unused"));
+        var (code, error) = Run("--input", "/nonexistent/docs.jsonl", "--output-prefix", Path.Combine(TestTemp.Root, "unused"));
         Assert.Equal(2, code);
         Assert.Equal("harness preprocess: --input '/nonexistent/docs.jsonl' does not exist.", error);
     }
@@ -26,7 +26,7 @@ public class PreprocessCommandTests
     [Fact]
     public void AFolderAsInputIsNamedAsAFolder()
     {
-        string folder = Path.GetTempPath();
+        string folder = TestTemp.Root;
         var (code, error) = Run("--input", folder, "--output-prefix", Path.Combine(folder, "unused"));
         Assert.Equal(2, code);
         Assert.Equal($"harness preprocess: --input '{folder}' is a folder; give a file of JSON lines (.jsonl) or plain text.", error);
@@ -58,7 +58,7 @@ public class PreprocessCommandTests
     [InlineData(".jsonl")]
     public void InvalidUtf8AndEmptyInputAreRefusedInOneSentence(string extension)
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-pre-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-pre-{Guid.NewGuid():N}");
         Directory.CreateDirectory(root);
         try
         {
@@ -78,7 +78,7 @@ public class PreprocessCommandTests
     [Fact]
     public void MegatronsFlagsNameOneDatasetPerKeyAndAppendTheEndOfDocumentOnlyWhenAsked()
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-pre-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-pre-{Guid.NewGuid():N}");
         Directory.CreateDirectory(root);
         try
         {
@@ -114,7 +114,7 @@ public class PreprocessCommandTests
         try
         {
             File.WriteAllText(input, "one document\n");
-            Assert.Equal((2, expected), Run("--input", input, "--output-prefix", Path.Combine(Path.GetTempPath(), "unused"), flag, value));
+            Assert.Equal((2, expected), Run("--input", input, "--output-prefix", Path.Combine(TestTemp.Root, "unused"), flag, value));
         }
         finally { File.Delete(input); }
     }

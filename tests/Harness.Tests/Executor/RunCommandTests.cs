@@ -12,7 +12,7 @@ public class RunCommandTests
     [Fact]
     public void RecomputeMethodAndScheduleFlagsReachTheRunAndItsRecord()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}");
         var (code, output, error) = ConsoleCapture.Run(RunCommand.Run,
             "--num-layers", "2", "--hidden-size", "32", "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "64", "--mock-data",
             "--micro-batch-size", "1", "--global-batch-size", "2", "--train-iters", "4", "--lr", "1e-3", "--min-lr", "1e-4", "--lr-decay-style", "linear",
@@ -36,7 +36,7 @@ public class RunCommandTests
     [Fact]
     public void KwaiRecomputeFlagsTrainALlamaStyleModelAndReachItsRecord()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}");
         var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, "--device", "cpu",
             "--num-layers", "2", "--hidden-size", "32", "--ffn-hidden-size", "48", "--num-attention-heads", "4", "--seq-length", "16", "--vocab-size", "64",
             "--swiglu", "--normalization", "RMSNorm", "--position-embedding-type", "rope", "--untie-embeddings-and-output-weights", "--mock-data",

@@ -44,7 +44,7 @@ public class RunCommandUserErrorTests
     public void ARunRefusedAfterItsOutputCheckLeavesNoEmptyFolderButKeepsTheUsersOwn()
     {
         // A --data-path that does not exist is found only when the run starts, after --out was made and checked.
-        string root = Path.Combine(Path.GetTempPath(), $"harness-out-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-out-{Guid.NewGuid():N}");
         string made = Path.Combine(root, "new"), own = Path.Combine(root, "own");
         Directory.CreateDirectory(own);
         try
@@ -85,7 +85,7 @@ public class RunCommandUserErrorTests
     public void SaveNamingAnExistingFileIsAUserError()
     {
         string file = Path.GetTempFileName();
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}");
         try
         {
             var (code, error) = Run("--out", dir, "--save", file);
@@ -99,7 +99,7 @@ public class RunCommandUserErrorTests
     [Fact]
     public void LoadWithADamagedTrackerOrMetaIsAUserError()
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-load-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-load-{Guid.NewGuid():N}");
         string outDir = Path.Combine(root, "out");
         Directory.CreateDirectory(Path.Combine(root, "iter_0000002"));
         try
@@ -122,7 +122,7 @@ public class RunCommandUserErrorTests
     [Fact]
     public void MicroBatchZeroIsOneSentence()
     {
-        var (code, error) = Run("--micro-batch-size", "0", "--out", Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}"));
+        var (code, error) = Run("--micro-batch-size", "0", "--out", Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}"));
         Assert.Equal(2, code);
         Assert.Equal("harness run: --micro-batch-size is 0; it must be at least 1.", error);
     }
@@ -146,14 +146,14 @@ public class RunCommandUserErrorTests
         // The first sample's first id past 64 (which id depends on the sample's length): one sentence naming it.
         const string pattern = @"^harness run: the data holds token id \d{3,5}, outside --vocab-size 64; " +
                                @"use a model whose vocabulary covers the tokenizer's \(50257 for GPT-2 BPE\)\.";
-        string serial = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        string serial = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}");
         var (code, error) = RunExactly(OnCorpus("--out", serial));
         Assert.Equal(2, code);
         Assert.Matches(pattern + "$", error); // no iteration was recorded, so nothing is kept
         Directory.Delete(serial, recursive: true);
 
         // Two data-parallel ranks read the same batch: the same sentence once, not a libtorch index error per rank.
-        string parallel = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        string parallel = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}");
         (code, error) = RunExactly(OnCorpus("--nproc-per-node", "2", "--global-batch-size", "2", "--out", parallel));
         Assert.Equal(2, code);
         Assert.Matches(pattern + "$", error);
@@ -165,7 +165,7 @@ public class RunCommandUserErrorTests
     {
         // Under a 45000-entry vocabulary the corpus's batches are in range for 7 iterations, then one holds id 50256: the
         // job ends with that sentence, and rank 0 has kept the 7 iterations' rows, summary.json and plots.
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}");
         try
         {
             string[] args = [.. OnCorpus("--nproc-per-node", "2", "--global-batch-size", "2", "--out", dir)];
@@ -189,13 +189,13 @@ public class RunCommandUserErrorTests
     [Fact]
     public void ADamagedIndexOnAParallelRunIsOneSentence()
     {
-        string prefix = Path.Combine(Path.GetTempPath(), $"harness-bad-{Guid.NewGuid():N}");
+        string prefix = Path.Combine(TestTemp.Root, $"harness-bad-{Guid.NewGuid():N}");
         File.WriteAllBytes(prefix + ".idx", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
         File.WriteAllBytes(prefix + ".bin", new byte[64]);
         try
         {
             var args = Tiny.Where(a => a != "--mock-data").Concat(["--data-path", prefix, "--nproc-per-node", "2", "--global-batch-size", "2",
-                "--out", Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}")]).ToArray();
+                "--out", Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}")]).ToArray();
             var (code, error) = RunExactly(args);
             Assert.Equal(2, code);
             Assert.Equal($"harness run: {prefix}.idx is not a Megatron indexed dataset index: its first 9 bytes are not MMIDIDX\\0\\0.", error);
@@ -211,7 +211,7 @@ public class RunCommandUserErrorTests
     public void UnwritableOutputsAreOneSentenceBeforeAnyWork()
     {
         string file = Path.GetTempFileName();
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}");
         try
         {
             foreach (var (flag, path) in new[] { ("--save", "/proc/harness-ck"), ("--save", Path.Combine(file, "ck")), ("--out", "/proc/harness-out"), ("--out", Path.Combine(file, "out")),
@@ -224,7 +224,7 @@ public class RunCommandUserErrorTests
                 Assert.DoesNotContain("\n", error);
                 Assert.False(File.Exists(Path.Combine(dir, "metrics.csv")), "nothing should run");
             }
-            var (validateCode, _, validateError) = ConsoleCapture.Run(ValidateCommand.Run, Path.GetTempPath(), "--csv", "/proc/harness-v.csv");
+            var (validateCode, _, validateError) = ConsoleCapture.Run(ValidateCommand.Run, TestTemp.Root, "--csv", "/proc/harness-v.csv");
             Assert.Equal(2, validateCode);
             Assert.StartsWith("harness validate: --csv '/proc/harness-v.csv' cannot be written (", validateError.Trim());
             Assert.DoesNotContain("\n", validateError.Trim());
@@ -239,7 +239,7 @@ public class RunCommandUserErrorTests
     [Fact]
     public void ANewRunDoesNotReplaceAnotherRunsRecordsOrCheckpoints()
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-run-{Guid.NewGuid():N}"), output = Path.Combine(root, "out"), ckpt = Path.Combine(root, "ckpt");
+        string root = Path.Combine(TestTemp.Root, $"harness-run-{Guid.NewGuid():N}"), output = Path.Combine(root, "out"), ckpt = Path.Combine(root, "ckpt");
         try
         {
             Assert.Equal((0, ""), Run("--out", output, "--save", ckpt));

@@ -14,7 +14,7 @@ public class RunValidationTests
     /// <summary>A summary.json as harness run writes it, for a run of (model, description as run, settings) that stepped in <paramref name="stepMs"/>.</summary>
     private static string WriteRun(ModelSpec model, RunDescription description, RunSettings settings, double stepMs, long? allocatedPeak = null)
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-validate-{Guid.NewGuid():N}", "run-a");
+        string dir = Path.Combine(TestTemp.Root, $"harness-validate-{Guid.NewGuid():N}", "run-a");
         Directory.CreateDirectory(dir);
         var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs,
             AllocatedPeakBytes: allocatedPeak is long a ? a - 5 + i : null)).ToList();

@@ -50,7 +50,7 @@ public class SgdTests
         new(TrainIters: iters, Seed: 7, LearningRate: new LearningRateSettings(0.5, 0.05, LearningRateDecayStyle.Cosine, WarmupIters: 3, DecayIters: 30),
             DataPath: DataBlend.Single(DefaultRun.DataPath), Save: save, Load: load, LogInterval: 1);
 
-    private static string NewFolder() => Path.Combine(Path.GetTempPath(), $"harness-sgd-{Guid.NewGuid():N}");
+    private static string NewFolder() => Path.Combine(TestTemp.Root, $"harness-sgd-{Guid.NewGuid():N}");
 
     private static IReadOnlyList<IterationRecord> Train(RunSettings settings, RunDescription? description = null) =>
         new TrainingRun(Small, description ?? Sgd, settings, NewFolder(), _ => { }).RunSingleDevice();

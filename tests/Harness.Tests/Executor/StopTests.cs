@@ -26,7 +26,7 @@ public class StopTests
         "--micro-batch-size", "1", "--global-batch-size", "2", "--log-interval", "1",
     ];
 
-    private static string NewFolder() => Path.Combine(Path.GetTempPath(), $"harness-stop-{Guid.NewGuid():N}");
+    private static string NewFolder() => Path.Combine(TestTemp.Root, $"harness-stop-{Guid.NewGuid():N}");
 
     [DllImport("libc", EntryPoint = "kill")]
     private static extern int Kill(int pid, int signal);

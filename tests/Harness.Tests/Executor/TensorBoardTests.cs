@@ -92,7 +92,7 @@ public class TensorBoardTests
     [Fact]
     public void EveryScalarIsTheMetricsRowsByMegatronsNames()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-tb-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-tb-{Guid.NewGuid():N}");
         string events = Path.Combine(dir, "tb");
         var (code, _, error) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--train-iters", "4", "--out", dir, "--tensorboard-dir", events,
             "--tensorboard-log-interval", "2", "--log-timers-to-tensorboard", "--log-memory-to-tensorboard", "--log-validation-ppl-to-tensorboard",
@@ -143,7 +143,7 @@ public class TensorBoardTests
     [Fact]
     public void AResumedRunAddsAFileWithTheIterationsAfterItsCheckpoint()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-tb-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-tb-{Guid.NewGuid():N}");
         string events = Path.Combine(dir, "tb"), save = Path.Combine(dir, "ck");
         string[] common = [.. Tiny, "--out", dir, "--tensorboard-dir", events, "--save", save];
         var (code, _, error) = ConsoleCapture.Run(RunCommand.Run, [.. common, "--train-iters", "2"]);

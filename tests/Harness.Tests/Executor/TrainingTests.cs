@@ -22,7 +22,7 @@ public class TrainingTests
         new(TrainIters: iters, Seed: 7, LearningRate: new LearningRateSettings(3e-3, 3e-4, LearningRateDecayStyle.Cosine, WarmupIters: 3, DecayIters: 30),
             DataPath: DataBlend.Single(DefaultRun.DataPath), Save: save, Load: load, LogInterval: 1);
 
-    private static string NewFolder() => Path.Combine(Path.GetTempPath(), $"harness-train-{Guid.NewGuid():N}");
+    private static string NewFolder() => Path.Combine(TestTemp.Root, $"harness-train-{Guid.NewGuid():N}");
 
     private static IReadOnlyList<IterationRecord> Train(RunSettings settings, Action<string>? log = null) =>
         new TrainingRun(Small, Description, settings, NewFolder(), log ?? (_ => { })).RunSingleDevice();

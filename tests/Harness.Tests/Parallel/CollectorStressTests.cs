@@ -49,13 +49,13 @@ public class CollectorStressTests
     {
         var model = Harness.Executor.Training.DefaultRun.Model with { SeqLength = 32 };
         var description = new RunDescription(MicroBatch: 4, GlobalBatch: 4, Precision: Precision.Fp32);
-        string ckpt = Path.Combine(Path.GetTempPath(), $"harness-stress-{Guid.NewGuid():N}");
+        string ckpt = Path.Combine(TestTemp.Root, $"harness-stress-{Guid.NewGuid():N}");
         // Four iterations throughout (the sampler's order depends on the iterations asked for); the first run stops at 2.
         RunSettings Settings(long? exitInterval = null, string? save = null, string? load = null) =>
             new(TrainIters: 4, Seed: 7, DataPath: DataBlend.Single(Harness.Executor.Training.DefaultRun.DataPath), Save: save, Load: load, LogInterval: 1,
                 ExitInterval: exitInterval);
         IReadOnlyList<double> Losses(RunSettings settings) =>
-            new Harness.Executor.Training.TrainingRun(model, description, settings, Path.Combine(Path.GetTempPath(), $"harness-stress-{Guid.NewGuid():N}"), _ => { })
+            new Harness.Executor.Training.TrainingRun(model, description, settings, Path.Combine(TestTemp.Root, $"harness-stress-{Guid.NewGuid():N}"), _ => { })
                 .RunSingleDevice().Select(r => r.Loss).ToList();
         try
         {
@@ -87,7 +87,7 @@ public class CollectorStressTests
     [Fact]
     public void Tp2Dp2SavesResumesEvaluatesAndExportsWhileTheCollectorRuns()
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-stress-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-stress-{Guid.NewGuid():N}");
         static void Succeeds(params string[] args)
         {
             var (code, _, err) = ConsoleCapture.Run(Harness.Cli.CommandTable.Dispatch, args);

@@ -35,7 +35,7 @@ public class HfExportCommandTests
         return (code, output, err.Trim());
     }
 
-    private static string Temp() => Path.Combine(Path.GetTempPath(), $"harness-hfx-{Guid.NewGuid():N}");
+    private static string Temp() => Path.Combine(TestTemp.Root, $"harness-hfx-{Guid.NewGuid():N}");
 
     /// <summary>Trains <paramref name="model"/> under <paramref name="layout"/> and saves; returns the checkpoint folder.</summary>
     private static string Train(string root, string name, string[] model, string[] layout, params string[] extra)

@@ -38,7 +38,7 @@ public class ParallelCheckpointTests
     private static (List<(long Iteration, double Loss, double GradNorm)> Straight, List<(long Iteration, double Loss, double GradNorm)> Resumed)
         StraightAndResumed(string[] layout, string[]? resumeLayout = null, string[]? rankFolders = null, string stateFile = "exp_avg.bin")
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-pckpt-{Guid.NewGuid():N}");
         try
         {
             string ckpt = Path.Combine(root, "ckpt");
@@ -132,7 +132,7 @@ public class ParallelCheckpointTests
     {
         string[] layout = ["--nproc-per-node", "2", "--use-distributed-optimizer", "--fp16", "--accumulate-allreduce-grads-in-fp32",
             "--initial-loss-scale", "1024", "--loss-scale-window", "1"];
-        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-pckpt-{Guid.NewGuid():N}");
         try
         {
             string ckpt = Path.Combine(root, "ckpt");
@@ -175,7 +175,7 @@ public class ParallelCheckpointTests
     [Fact]
     public void ACheckpointOfAnotherWeightSplitIsOneSentence()
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-pckpt-{Guid.NewGuid():N}");
         try
         {
             string ckpt = Path.Combine(root, "ckpt");
@@ -196,7 +196,7 @@ public class ParallelCheckpointTests
     [Fact]
     public void ACheckpointOfAnotherUnevenSplitIsOneSentence()
     {
-        string root = Path.Combine(Path.GetTempPath(), $"harness-pckpt-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-pckpt-{Guid.NewGuid():N}");
         string[] Layout(int first) => ["--nproc-per-node", "2", "--pipeline-model-parallel-size", "2", "--decoder-first-pipeline-num-layers", $"{first}"];
         (int Code, string Err) RunThree(string[] layout, params string[] extra)
         {

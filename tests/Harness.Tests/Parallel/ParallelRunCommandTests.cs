@@ -15,7 +15,7 @@ public class ParallelRunCommandTests
     [Fact]
     public void CpuRanksTrainAndRank0RecordsEveryRanksPeakMemoryAndCommunicationTime()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-parallel-{Guid.NewGuid():N}");
         var (code, output, _) = ConsoleCapture.Run(RunCommand.Run,
             [.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2", "--out", dir]);
         Assert.Equal(0, code);
@@ -87,7 +87,7 @@ public class ParallelRunCommandTests
     /// nothing of padding beyond the serial model's).</summary>
     internal static (double[] Training, double?[] Validation) Losses(string[] args)
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-parallel-{Guid.NewGuid():N}");
         var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. args, "--out", dir]);
         Assert.True(code == 0, error);
         Assert.DoesNotContain("vocabulary padded", output);
@@ -111,7 +111,7 @@ public class ParallelRunCommandTests
         string[] layout = [.. Tiny, "--nproc-per-node", "4", "--tensor-model-parallel-size", "2", "--use-distributed-optimizer"];
         (string FirstLine, string[] Losses, JsonDocument Summary) Run(params string[] extra)
         {
-            string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+            string dir = Path.Combine(TestTemp.Root, $"harness-parallel-{Guid.NewGuid():N}");
             var (code, output, error) = ConsoleCapture.Run(RunCommand.Run, [.. layout, .. extra, "--out", dir]);
             Assert.True(code == 0, error);
             var lines = File.ReadAllLines(Path.Combine(dir, "metrics.csv"));
@@ -146,7 +146,7 @@ public class ParallelRunCommandTests
     [Fact]
     public void Fp16RanksSkipOverflowingStepsAndRecordTheLossScaleAndTheSkippedIterations()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-parallel-{Guid.NewGuid():N}");
         var (code, output, error) = ConsoleCapture.Run(RunCommand.Run,
             [.. Tiny, "--nproc-per-node", "2", "--fp16", "--accumulate-allreduce-grads-in-fp32", "--lr", "1e-3", "--min-lr", "0", "--log-interval", "2", "--out", dir]);
         Assert.True(code == 0, error);
@@ -176,7 +176,7 @@ public class ParallelRunCommandTests
     [Fact]
     public void OverlappedGradientReductionRunsFromTheCommandLineAndABucketSizeBelowOneIsAUserError()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-parallel-{Guid.NewGuid():N}");
         var (code, output, _) = ConsoleCapture.Run(RunCommand.Run, [.. Tiny, "--nproc-per-node", "2", "--overlap-grad-reduce", "--ddp-bucket-size", "2000", "--out", dir]);
         Assert.Equal(0, code);
         Assert.Contains("dp 2 overlap-grad-reduce,", output);
@@ -190,7 +190,7 @@ public class ParallelRunCommandTests
     [Fact]
     public void OverlappedParamGatherRunsFromTheCommandLineWithTheDistributedOptimizerOnly()
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-parallel-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-parallel-{Guid.NewGuid():N}");
         var (code, output, _) = ConsoleCapture.Run(RunCommand.Run,
             [.. Tiny, "--nproc-per-node", "2", "--use-distributed-optimizer", "--overlap-param-gather", "--ddp-bucket-size", "2000", "--out", dir]);
         Assert.Equal(0, code);

@@ -16,7 +16,7 @@ public class ParallelStopTests
     public void EveryRankStopsAfterTheSameIterationAndTheRunIsSaved()
     {
         TorchRuntime.Initialize();
-        string root = Path.Combine(Path.GetTempPath(), $"harness-stop-{Guid.NewGuid():N}"), ckpt = Path.Combine(root, "ckpt"), output = Path.Combine(root, "out");
+        string root = Path.Combine(TestTemp.Root, $"harness-stop-{Guid.NewGuid():N}"), ckpt = Path.Combine(root, "ckpt"), output = Path.Combine(root, "out");
         var description = new RunDescription(TensorParallel: 2, PipelineParallel: 2, MicroBatch: 1, GlobalBatch: 2, Precision: Precision.Fp32);
         var settings = new RunSettings(TrainIters: 10, MockData: true, Save: ckpt, LogInterval: 1);
         var stop = new RunStop();

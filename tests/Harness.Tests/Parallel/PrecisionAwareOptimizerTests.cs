@@ -224,7 +224,7 @@ public class PrecisionAwareOptimizerTests
         var config = Config(Precision.Bf16, new AdamStates(PrecisionAware: true, ExpAvg: StateDtype.Fp8, ExpAvgSq: StateDtype.Fp16), fp32Grads: false);
         var batches = Reference.Batches(spec, 3, 8);
         var initial = Reference.Serial(spec, batches.Take(1).ToArray()).Initial;
-        string root = Path.Combine(Path.GetTempPath(), $"harness-aware-{Guid.NewGuid():N}");
+        string root = Path.Combine(TestTemp.Root, $"harness-aware-{Guid.NewGuid():N}");
         try
         {
             InProcessJob.Run(2, world =>

@@ -51,7 +51,7 @@ public class RunRecordTests
         var simulated = SimulationFlags.Read(cl);
         Assert.Empty(cl.Errors);
 
-        string dir = Path.Combine(Path.GetTempPath(), $"harness-record-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestTemp.Root, $"harness-record-{Guid.NewGuid():N}");
         try
         {
             var (code, _, err) = ConsoleCapture.Run(RunCommand.Run,
@@ -77,7 +77,7 @@ public class RunRecordTests
     {
         long Parameters(params string[] extra)
         {
-            string dir = Path.Combine(Path.GetTempPath(), $"harness-record-{Guid.NewGuid():N}");
+            string dir = Path.Combine(TestTemp.Root, $"harness-record-{Guid.NewGuid():N}");
             try
             {
                 var (code, _, err) = ConsoleCapture.Run(RunCommand.Run, [.. Model, .. extra, "--mock-data", "--train-iters", "1", "--out", dir]);
@@ -104,7 +104,7 @@ public class RunRecordTests
             "--untie-embeddings-and-output-weights", "--mock-data", "--train-iters", "4", "--lr", "0.01"];
         (double Loss, ModelSpec Model) Run(params string[] extra)
         {
-            string dir = Path.Combine(Path.GetTempPath(), $"harness-record-{Guid.NewGuid():N}");
+            string dir = Path.Combine(TestTemp.Root, $"harness-record-{Guid.NewGuid():N}");
             try
             {
                 var (code, _, err) = ConsoleCapture.Run(RunCommand.Run, [.. llama, .. extra, "--out", dir]);

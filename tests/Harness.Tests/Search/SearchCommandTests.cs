@@ -12,7 +12,7 @@ namespace Harness.Tests.Search;
 [Collection("Console")]
 public class SearchCommandTests : IDisposable
 {
-    private readonly string _out = Path.Combine(Path.GetTempPath(), "harness-search-test-" + Guid.NewGuid().ToString("N"));
+    private readonly string _out = Path.Combine(TestTemp.Root, "harness-search-test-" + Guid.NewGuid().ToString("N"));
 
     public void Dispose()
     {

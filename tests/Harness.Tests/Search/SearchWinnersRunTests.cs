@@ -11,7 +11,7 @@ namespace Harness.Tests.Search;
 [Collection("Console")]
 public class SearchWinnersRunTests : IDisposable
 {
-    private readonly string _out = Path.Combine(Path.GetTempPath(), "harness-winners-" + Guid.NewGuid().ToString("N"));
+    private readonly string _out = Path.Combine(TestTemp.Root, "harness-winners-" + Guid.NewGuid().ToString("N"));
 
     public void Dispose()
     {
