@@ -59,8 +59,10 @@ public static class KernelCheck
     public static IEnumerable<KernelComparison> CompareGpt(Device device)
     {
         // gpt2-large: 32 x 1024 rows of h 1280; a TP-2 rank under sequence parallelism holds half the rows (the norm is
-        // replicated, the sequence split); rows of 1283 take the one-element-at-a-time kernels.
-        foreach (var (rows, h) in new[] { (32L * 1024, 1280L), (16L * 1024, 1280L), (77L, 1283L) })
+        // replicated, the sequence split); rows of 1283 take the one-element-at-a-time kernels; h 2304 (gpt-1.7b) is longer
+        // than a block's 256 x 8 elements, so its threads loop; h 64 leaves most of one warp idle; 1001 rows leave the
+        // weight-gradient reduction a last part of one row.
+        foreach (var (rows, h) in new[] { (32L * 1024, 1280L), (16L * 1024, 1280L), (77L, 1283L), (4096L, 2304L), (4096L, 64L), (1001L, 1280L) })
             foreach (var c in AddLayerNorm(device, rows, h)) yield return c;
         // gpt2-large's table (50304 rows, 1024 positions) at micro-batch 8; a TP-2 rank's half of it, both ranks' starts
         // (the positions are then added after the all-reduce, outside the kernel); a context-parallel rank's positions (its
@@ -70,6 +72,8 @@ public static class KernelCheck
         foreach (var rank in new[] { 0, 1 })
             foreach (var c in Embedding(device, vocab: 50304, h: 1280, batch: 8, seq: 1024, shards: 2, rank, contextParallel: false)) yield return c;
         foreach (var c in Embedding(device, vocab: 1000, h: 1283, batch: 2, seq: 96, shards: 1, rank: 0, contextParallel: false)) yield return c;
+        // 16 x 1024 tokens of h 1283, one element per thread: 21M, more than the grid's 65536 blocks cover in one pass.
+        foreach (var c in Embedding(device, vocab: 1000, h: 1283, batch: 16, seq: 1024, shards: 1, rank: 0, contextParallel: false)) yield return c;
     }
 
     /// <summary>

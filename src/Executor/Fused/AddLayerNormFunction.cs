@@ -26,7 +26,12 @@ public sealed class AddLayerNormFunction : GuardedMultiTensorFunction<AddLayerNo
     protected override List<Tensor> Forward(autograd.AutogradContext ctx, object[] vars)
     {
         Tensor x = ((Tensor)vars[0]).contiguous(), r = ((Tensor)vars[1]).contiguous(), gamma = (Tensor)vars[2], beta = (Tensor)vars[3];
-        long rows = x.numel() / x.shape[^1];
+        // The kernel reads raw pointers: operands it would read past are refused here, where libtorch's add would raise.
+        long h = x.shape[^1];
+        if (!r.shape.SequenceEqual(x.shape) || gamma.numel() != h || beta.numel() != h || !gamma.is_contiguous() || !beta.is_contiguous() ||
+            new[] { x, r, gamma, beta }.Any(t => t.dtype != ScalarType.BFloat16 || !t.is_cuda))
+            throw new ArgumentException($"The fused residual add + LayerNorm takes bf16 CUDA x and r of one shape and a weight and bias of {h} elements; got x {Describe(x)}, r {Describe(r)}, weight {Describe(gamma)}, bias {Describe(beta)}.");
+        long rows = x.numel() / h;
         var s = empty_like(x);
         var y = empty_like(x);
         var mean = empty(rows, dtype: ScalarType.Float32, device: x.device);
@@ -36,6 +41,8 @@ public sealed class AddLayerNormFunction : GuardedMultiTensorFunction<AddLayerNo
         ctx.save_for_backward([s.detach(), gamma, mean, rstd]);
         return [y, s];
     }
+
+    private static string Describe(Tensor t) => $"[{string.Join(", ", t.shape)}] {t.dtype} on {t.device}";
 
     protected override List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

@@ -9,9 +9,11 @@ namespace Harness.Executor.Fused;
 /// (<see cref="GptKernels.EmbeddingForward"/>): the unfused path gathers (reads and writes h per token) and adds the positions
 /// (reads 2h, writes h). Under tensor parallelism the table is this rank's rows from <c>vocabStart</c>, and an id outside
 /// them gives a zero row (Megatron's VocabParallelEmbedding masks them the same way before its all-reduce); positions are
-/// then added after the all-reduce by the caller, once. Backward is libtorch's embedding backward: the word gradient an
-/// index-add of the output gradient's rows (out-of-shard ids add into a spare row past the table, dropped), the position
-/// gradient the sum over the batch, added at the positions' rows.
+/// then added after the all-reduce by the caller, once. Backward is the unfused path's (index_select's) backward: the word
+/// gradient a bf16 index-add of the output gradient's rows (out-of-shard ids add into a spare row past the table,
+/// dropped), so a repeated id's rows are summed with a rounding per addition, where libtorch's embedding backward (Megatron's
+/// F.embedding) sums them in float32 and rounds once; the position gradient the sum over the batch, added at the
+/// positions' rows.
 /// </summary>
 public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFunction>
 {
@@ -31,6 +33,12 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
         long vocabStart = (long)vars[2];
         Tensor? position = vars.Length > 3 ? ((Tensor)vars[3]).contiguous() : null;
         Tensor? positionIds = vars.Length > 3 ? ((Tensor)vars[4]).to(ScalarType.Int64).contiguous() : null;
+        // The kernel reads raw pointers: tables it would read past are refused here, where libtorch's lookup would raise.
+        if (word.dim() != 2 || word.dtype != ScalarType.BFloat16 || !word.is_cuda || !ids.is_cuda ||
+            (position is not null && (position.dim() != 2 || position.shape[1] != word.shape[1] || position.dtype != word.dtype || !position.is_cuda ||
+                                      positionIds!.numel() != tokens.shape[^1] || !positionIds.is_cuda)))
+            throw new ArgumentException($"The fused embedding takes a bf16 CUDA table [rows, h], and positions [rows, h] of the same h and type with one id per sequence position; got ids [{string.Join(", ", tokens.shape)}], table [{string.Join(", ", word.shape)}] {word.dtype}" +
+                                        (position is null ? "." : $", positions [{string.Join(", ", position.shape)}] {position.dtype}, {positionIds!.numel()} position ids."));
         var output = empty([.. tokens.shape, word.shape[1]], dtype: word.dtype, device: word.device);
         GptKernels.EmbeddingForward(ids, word, position, positionIds, vocabStart, output);
         ctx.save_for_backward(positionIds is null ? [ids] : [ids, positionIds]);
@@ -55,7 +63,7 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
     }
 
     /// <summary>
-    /// libtorch's embedding backward for ids [tokens] (int64) and the output gradient dy [.., h]: the gradient of this rank's
+    /// The lookup's backward for ids [tokens] (int64) and the output gradient dy [.., h]: the gradient of this rank's
     /// <paramref name="vocabCount"/> rows from <paramref name="vocabStart"/> (an index-add of dy's rows; an id outside them
     /// adds into a spare row past the table, which is dropped, so dy is not masked first) and, given the positions' rows
     /// <paramref name="positionIds"/> [s], the gradient of the [<paramref name="positionRows"/>, h] position table: dy summed

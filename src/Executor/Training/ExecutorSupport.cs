@@ -106,6 +106,8 @@ public static class ExecutorSupport
             notes.Add("SwiGLU ran as libtorch's chunk, silu and product, which keep SiLU's output (--no-bias-swiglu-fusion): the fused SwiGLU kernel runs on bf16 GPU tensors with the executor's fused kernels.");
         if (d.FusedGptKernels && kernelsRan && d.Precision != Precision.Bf16)
             notes.Add("the GPT path's fused kernels (residual add + LayerNorm, embedding + positions) are bf16 kernels: libtorch's operators ran them.");
+        if (asRun.FusedGptKernels && !d.FusedNorm)
+            notes.Add("under --no-norm-fusion the residual adds and LayerNorms are libtorch's operators (the legacy float32 norm); the embedding kernel runs.");
         if (asRun.FusedGptKernels && d.RecomputeOrNone.NormOutputs)
             notes.Add("under --kaimm-recompute-norm the norms run inside the linears after them, so the residual adds and LayerNorms are libtorch's operators; the embedding kernel runs.");
         if (kernelsRan && d.TensorParallel > 1)

@@ -16,7 +16,8 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     private readonly double hiddenDropout;
     private readonly DropoutRng? dropout;
     private readonly bool recomputeNorm;
-    private readonly LayerNormalization? addNorm;
+    // A flag, not a second field holding the norm: RegisterComponents would register that field as another submodule.
+    private readonly bool addNorm;
 
     /// <param name="layer">The layer's number in the serial model, which names its weights (<see cref="WeightKey"/>).</param>
     public TransformerLayer(TransformerConfig config, RotaryEmbedding? rotary, int layer) : base(nameof(TransformerLayer))
@@ -29,7 +30,7 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;
         // The GPT path's fused residual add + LayerNorm takes the MLP's norm, unless the norm runs inside linear_fc1.
-        if (config.UseFusedGptKernels && !recomputeNorm) addNorm = pre_mlp_layernorm as LayerNormalization;
+        addNorm = config.UseFusedGptKernels && !recomputeNorm && pre_mlp_layernorm is LayerNormalization;
         RegisterComponents();
     }
 
@@ -40,10 +41,10 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         SavedActivations.Save(x);
         var attention = recomputeNorm ? self_attention.forward(x, input_layernorm.forward) : self_attention.forward(SavedActivations.Save(input_layernorm.forward(x)));
         Tensor h, mlpOutput;
-        if (addNorm is not null)
+        if (addNorm)
         {
             // Attention's dropout as before (the same masks), then the residual add and the MLP's norm in one kernel.
-            (var normalized, h) = addNorm.AddForward(x, Drop(attention));
+            (var normalized, h) = ((LayerNormalization)pre_mlp_layernorm).AddForward(x, Drop(attention));
             SavedActivations.Save(h);
             mlpOutput = mlp.forward(SavedActivations.Save(normalized));
         }

@@ -34,8 +34,8 @@ public class GptKernelsTests
             Assert.True(code == 0, output);
             (code, output) = Execute(binary);
             Assert.True(code == 0, output);
-            // Every kernel was checked: 3 add + LayerNorm shapes of 5 checks, 3 embeddings of 1.
-            Assert.Equal(18, output.Split('\n').Count(l => l.StartsWith("PASS ", StringComparison.Ordinal)));
+            // Every kernel was checked: 6 add + LayerNorm shapes of 5 checks, 6 embeddings of 1.
+            Assert.Equal(36, output.Split('\n').Count(l => l.StartsWith("PASS ", StringComparison.Ordinal)));
             Assert.EndsWith("all passed", output.Trim());
         }
         finally
@@ -150,5 +150,10 @@ public class GptKernelsTests
         var kwai = d with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) };
         Assert.Contains(ExecutorSupport.AsRun(kwai, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), 1).Notes,
             n => n.StartsWith("under --kaimm-recompute-norm the norms run inside the linears"));
+        // Under --no-norm-fusion (the legacy float32 norm) likewise; with the norm fused, neither note.
+        Assert.Contains(ExecutorSupport.AsRun(d with { FusedNorm = false }, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), 1).Notes,
+            n => n.StartsWith("under --no-norm-fusion the residual adds and LayerNorms are libtorch's operators"));
+        Assert.DoesNotContain(ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), 1).Notes,
+            n => n.Contains("the residual adds and LayerNorms are libtorch's operators"));
     }
 }

@@ -81,7 +81,9 @@ static void add_layer_norm(long rows, long h, int v, long rows_per_part)
     check("d gamma, d beta (scaled)", wg_err / wg_max, 2.0 / 256);
 }
 
-static void embedding(long batch, long seq, long h, int v, long vocab_start, long vocab_count, bool positions)
+// max_blocks below the tokens' need makes the grid-stride loop take more than one pass, as the GPU's grid cap (65536
+// blocks) does for large tensors.
+static void embedding(long batch, long seq, long h, int v, long vocab_start, long vocab_count, bool positions, long max_blocks = 1L << 16)
 {
     long tokens = batch * seq, table = 40;
     auto word = draw(vocab_count * h, 0.02), position = draw(2 * seq * h, 0.01);
@@ -90,7 +92,7 @@ static void embedding(long batch, long seq, long h, int v, long vocab_start, lon
     for (auto& i : ids) i = id(rng);
     for (long p = 0; p < seq; p++) pos_ids[p] = (p * 7 + 3) % (2 * seq);
     std::vector<bf16> out(tokens * h, 0xffff);
-    unsigned blocks = (unsigned)std::max(1L, (tokens * h / v + 255) / 256);
+    unsigned blocks = (unsigned)std::min(max_blocks, std::max(1L, (tokens * h / v + 255) / 256));
     launch(blocks, 256, [&] {
         const bf16* pp = positions ? position.data() : nullptr; const i64* pi = positions ? pos_ids.data() : nullptr;
         if (v == 8) embedding_forward_v8(ids.data(), word.data(), pp, pi, out.data(), tokens, seq, h, vocab_start, vocab_count);
@@ -103,7 +105,7 @@ static void embedding(long batch, long seq, long h, int v, long vocab_start, lon
             if (positions) w += host_float(position[pos_ids[t % seq] * h + j]);
             err = std::max(err, (double)std::fabs(host_float(host_bf16(w)) - host_float(out[t * h + j])));
         }
-    printf("-- embedding [%ld x %ld] h %ld v%d rows [%ld, %ld) positions %d\n", batch, seq, h, v, vocab_start, vocab_start + vocab_count, positions);
+    printf("-- embedding [%ld x %ld] h %ld v%d rows [%ld, %ld) positions %d, %u blocks\n", batch, seq, h, v, vocab_start, vocab_start + vocab_count, positions, blocks);
     check("output bit-exact", err, 0);
 }
 
@@ -112,9 +114,15 @@ int main()
     add_layer_norm(6, 1280, 8, 4);
     add_layer_norm(5, 1283, 1, 2);
     add_layer_norm(3, 16, 8, 1);
+    add_layer_norm(3, 2304, 8, 2);    // a row longer than 256 threads x 8: the threads loop
+    add_layer_norm(4, 64, 8, 3);      // one warp, most lanes idle
+    add_layer_norm(7, 20, 1, 3);      // the weight-gradient parts ragged (the last one row)
     embedding(2, 7, 16, 8, 0, 40, true);
     embedding(2, 7, 16, 8, 20, 20, false);
     embedding(3, 5, 5, 1, 10, 15, true);
+    embedding(3, 9, 24, 8, 0, 40, true, 3);     // grid-stride: 3 blocks for more elements than they cover
+    embedding(3, 9, 23, 1, 0, 40, true, 3);
+    embedding(3, 9, 24, 8, 20, 20, false, 3);
     printf(failures ? "%d FAILED\n" : "all passed\n", failures);
     return failures != 0;
 }
