@@ -9,11 +9,9 @@ namespace Harness.Executor.Fused;
 /// (<see cref="GptKernels.EmbeddingForward"/>): the unfused path gathers (reads and writes h per token) and adds the positions
 /// (reads 2h, writes h). Under tensor parallelism the table is this rank's rows from <c>vocabStart</c>, and an id outside
 /// them gives a zero row (Megatron's VocabParallelEmbedding masks them the same way before its all-reduce); positions are
-/// then added after the all-reduce by the caller, once. Backward is the unfused path's (index_select's) backward: the word
-/// gradient a bf16 index-add of the output gradient's rows (out-of-shard ids add into a spare row past the table,
-/// dropped), so a repeated id's rows are summed with a rounding per addition, where libtorch's embedding backward (Megatron's
-/// F.embedding) sums them in float32 and rounds once; the position gradient the sum over the batch, added at the
-/// positions' rows.
+/// then added after the all-reduce by the caller, once. Backward is the unfused lookup's (<see cref="Rows"/>): the word
+/// gradient the output gradient's rows accumulated at their ids (out-of-shard ids add into a spare row past the table,
+/// dropped); the position gradient the sum over the batch, added at the positions' rows.
 /// </summary>
 public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFunction>
 {
@@ -25,6 +23,17 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
     /// <summary>The same plus <paramref name="position"/>'s rows <paramref name="positionIds"/> [s] (the sequence's positions).</summary>
     public static Tensor Apply(Tensor ids, Tensor word, long vocabStart, Tensor position, Tensor positionIds) =>
         apply(ids, word, vocabStart, position, positionIds);
+
+    /// <summary>
+    /// The lookup without the kernel, [.., h] rows of <paramref name="table"/> at <paramref name="ids"/> [..]. On a GPU
+    /// weight[ids], Megatron's deterministic-mode lookup (core/tensor_parallel/layers.py, VocabParallelEmbedding): libtorch's
+    /// indexing backward sorts the ids and sums a repeated id's rows in float32 before one rounding, as F.embedding's
+    /// backward does, in the same order every run, where index_select's backward adds them one at a time in the table's type
+    /// with atomics (nondeterministic, PyTorch's reproducibility notes). On a CPU index_select, whose backward adds them in
+    /// order, where indexing's backward adds with atomics across threads: CPU runs stay the same bits run after run.
+    /// </summary>
+    public static Tensor Rows(Tensor table, Tensor ids) =>
+        table.is_cuda ? table.index([ids]) : table.index_select(0, ids.reshape(-1)).reshape([.. ids.shape, table.shape[1]]);
 
     protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
@@ -64,7 +73,7 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
 
     /// <summary>
     /// The lookup's backward for ids [tokens] (int64) and the output gradient dy [.., h]: the gradient of this rank's
-    /// <paramref name="vocabCount"/> rows from <paramref name="vocabStart"/> (an index-add of dy's rows; an id outside them
+    /// <paramref name="vocabCount"/> rows from <paramref name="vocabStart"/> (dy's rows accumulated at their ids as <see cref="Rows"/>' backward accumulates them; an id outside them
     /// adds into a spare row past the table, which is dropped, so dy is not masked first) and, given the positions' rows
     /// <paramref name="positionIds"/> [s], the gradient of the [<paramref name="positionRows"/>, h] position table: dy summed
     /// over the batch, added at those rows.
@@ -78,7 +87,11 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
         var local = ids.sub(start);
         local.masked_fill_(local.lt(zero).logical_or_(local.ge(spare)), spare);
         var rows = dy.reshape(-1, h);
-        var word = zeros(new[] { vocabCount + 1, h }, dtype: dy.dtype, device: dy.device).index_add_(0, local, rows, one).narrow(0, 0, vocabCount);
+        var word = zeros(new[] { vocabCount + 1, h }, dtype: dy.dtype, device: dy.device);
+        // As the backward of Rows: indexing's on a GPU, index_select's on a CPU.
+        if (dy.is_cuda) word.index_put_(rows, [local], accumulate: true);
+        else word.index_add_(0, local, rows, one);
+        word = word.narrow(0, 0, vocabCount);
         if (positionIds is null) return (word.MoveToOuterDisposeScope(), null);
         var perPosition = dy.reshape(-1, positionIds.numel(), h).sum(0L);
         var position = zeros(new[] { positionRows, h }, dtype: dy.dtype, device: dy.device).index_add_(0, positionIds, perPosition, one);

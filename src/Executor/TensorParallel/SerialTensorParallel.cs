@@ -23,8 +23,7 @@ public sealed class SerialTensorParallel : ITensorParallel
     public Parameter VocabParallelWeight(long vocabSize, long hiddenSize, InitMethod init) =>
         new(init(new[] { vocabSize, hiddenSize }));
 
-    public Tensor EmbeddingLookup(Tensor tokens, Tensor weight) =>
-        weight.index_select(0, tokens.reshape(-1)).reshape(tokens.shape.Append(weight.shape[1]).ToArray());
+    public Tensor EmbeddingLookup(Tensor tokens, Tensor weight) => EmbeddingFunction.Rows(weight, tokens);
 
     public Tensor FusedEmbeddingLookup(Tensor tokens, Tensor weight, Tensor position, Tensor positionIds) =>
         EmbeddingFunction.Apply(tokens, weight, 0, position, positionIds);

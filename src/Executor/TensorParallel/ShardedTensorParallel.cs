@@ -86,7 +86,7 @@ public sealed class ShardedTensorParallel : ITensorParallel
         using Scalar first = start.ToScalar(), end = (start + partition).ToScalar(), zero = 0.ToScalar();
         var outside = tokens.lt(first).logical_or_(tokens.ge(end));
         var local = (tokens - first).masked_fill_(outside, zero);
-        var rows = weight.index_select(0, local.reshape(-1)).reshape([.. tokens.shape, weight.shape[1]]);
+        var rows = EmbeddingFunction.Rows(weight, local);
         var partial = rows.masked_fill(outside.unsqueeze(-1), zero);
         return Mappings.ReduceFromTensorParallelRegion(partial, tp).MoveToOuterDisposeScope();
     }
