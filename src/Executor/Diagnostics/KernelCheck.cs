@@ -139,8 +139,7 @@ public static class KernelCheck
         var expected = word.detach().index_select(0, local.reshape(-1)).reshape(batch, seq, h).FilledWhere(inside.logical_not().unsqueeze(-1), 0);
         if (positions) expected = expected.Plus(position.detach().index_select(0, positionIds));
         var dy32 = dy.to(ScalarType.Float32).FilledWhere(inside.logical_not().unsqueeze(-1), 0).reshape(-1, h);
-        using var one = 1.ToScalar();
-        var dword0 = zeros(new[] { rows, h }, device: device).index_add_(0, local.reshape(-1), dy32, one);
+        var dword0 = zeros(new[] { rows, h }, device: device).index_add_(0, local.reshape(-1), dy32, HeldScalars.One);
         string shape = $"[{batch} x {seq}] ids, table [{rows} x {h}]" + (shards > 1 ? $" (rank {rank} of {shards}: rows from {start})" : "") +
                        (contextParallel ? ", a context-parallel rank's positions" : "");
         yield return new($"embedding{(positions ? " + positions" : "")} forward {shape} (bit-exact)", AbsoluteError(output, expected), 0);
@@ -150,7 +149,7 @@ public static class KernelCheck
         yield return new($"embedding backward: d word {shape}", ScaledError(word.grad!, dword0), 4 * Bf16Step);
         if (positions)
         {
-            var dposition0 = zeros(new[] { 2 * seq, h }, device: device).index_add_(0, positionIds, dy.to(ScalarType.Float32).sum(0L), one);
+            var dposition0 = zeros(new[] { 2 * seq, h }, device: device).index_add_(0, positionIds, dy.to(ScalarType.Float32).sum(0L), HeldScalars.One);
             yield return new($"embedding backward: d position {shape}", ScaledError(position.grad!, dposition0), 2 * Bf16Step);
         }
     }

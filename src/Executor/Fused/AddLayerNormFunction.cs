@@ -29,7 +29,7 @@ public sealed class AddLayerNormFunction : GuardedMultiTensorFunction<AddLayerNo
         // The kernel reads raw pointers: operands it would read past are refused here, where libtorch's add would raise.
         long h = x.shape[^1];
         if (!r.shape.SequenceEqual(x.shape) || gamma.numel() != h || beta.numel() != h || !gamma.is_contiguous() || !beta.is_contiguous() ||
-            new[] { x, r, gamma, beta }.Any(t => t.dtype != ScalarType.BFloat16 || !t.is_cuda))
+            !Bf16OnGpu(x) || !Bf16OnGpu(r) || !Bf16OnGpu(gamma) || !Bf16OnGpu(beta))
             throw new ArgumentException($"The fused residual add + LayerNorm takes bf16 CUDA x and r of one shape and a weight and bias of {h} elements; got x {Describe(x)}, r {Describe(r)}, weight {Describe(gamma)}, bias {Describe(beta)}.");
         long rows = x.numel() / h;
         var s = empty_like(x);
@@ -41,6 +41,8 @@ public sealed class AddLayerNormFunction : GuardedMultiTensorFunction<AddLayerNo
         ctx.save_for_backward([s.detach(), gamma, mean, rstd]);
         return [y, s];
     }
+
+    private static bool Bf16OnGpu(Tensor t) => t.dtype == ScalarType.BFloat16 && t.is_cuda;
 
     private static string Describe(Tensor t) => $"[{string.Join(", ", t.shape)}] {t.dtype} on {t.device}";
 

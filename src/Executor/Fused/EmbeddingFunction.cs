@@ -1,3 +1,4 @@
+using static Harness.Executor.Native.HeldScalars;
 using Harness.Executor.Autograd;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -83,18 +84,18 @@ public sealed class EmbeddingFunction : GuardedSingleTensorFunction<EmbeddingFun
         using var scope = NewDisposeScope();
         long h = dy.shape[^1];
         // Scalars held until libtorch has read them (a temporary one may be finalized during the call: ScriptedKernels).
-        using Scalar one = 1.ToScalar(), zero = 0.ToScalar(), start = vocabStart.ToScalar(), spare = vocabCount.ToScalar();
+        using Scalar zero = 0.ToScalar(), start = vocabStart.ToScalar(), spare = vocabCount.ToScalar();
         var local = ids.sub(start);
         local.masked_fill_(local.lt(zero).logical_or_(local.ge(spare)), spare);
         var rows = dy.reshape(-1, h);
         var word = zeros(new[] { vocabCount + 1, h }, dtype: dy.dtype, device: dy.device);
         // As the backward of Rows: indexing's on a GPU, index_select's on a CPU.
         if (dy.is_cuda) word.index_put_(rows, [local], accumulate: true);
-        else word.index_add_(0, local, rows, one);
+        else word.index_add_(0, local, rows, One);
         word = word.narrow(0, 0, vocabCount);
         if (positionIds is null) return (word.MoveToOuterDisposeScope(), null);
         var perPosition = dy.reshape(-1, positionIds.numel(), h).sum(0L);
-        var position = zeros(new[] { positionRows, h }, dtype: dy.dtype, device: dy.device).index_add_(0, positionIds, perPosition, one);
+        var position = zeros(new[] { positionRows, h }, dtype: dy.dtype, device: dy.device).index_add_(0, positionIds, perPosition, One);
         return (word.MoveToOuterDisposeScope(), position.MoveToOuterDisposeScope());
     }
 }

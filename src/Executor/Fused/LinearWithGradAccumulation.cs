@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using System.Runtime.InteropServices;
 using Harness.Executor.Autograd;
 using TorchSharp;
@@ -77,8 +78,7 @@ def accumulate(main_grad: Tensor, grad_output: Tensor, input: Tensor):
             var x = randn(new long[] { 64, 32 }, generator: generator).to(dtype).to(device);
             var main = ones(48, 32, device: device);
             Accumulate(main, dy, x);
-            using var one = 1.ToScalar();   // held until the call returns (HeldScalars says why)
-            var expected = dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32)).add_(one, One);
+            var expected = dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32)).Plus(1);
             double error = (main - expected).abs().max().item<float>();
             return error < 1e-3 ? null : $"aten::addmm.dtype_out gave an error of {error:E2} against a float32 product.";
         }

@@ -1,3 +1,4 @@
+using static Harness.Executor.Native.HeldScalars;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,8 +13,8 @@ public static class GradientClip
     {
         if (clipGrad <= 0) return;
         // Numbers as Scalars held until the calls return (HeldScalars says why).
-        using Scalar limit = clipGrad.ToScalar(), epsilon = 1e-6.ToScalar(), alpha = 1.ToScalar(), one = 1.0.ToScalar();
-        using var total = norm.add(epsilon, alpha);
+        using Scalar limit = clipGrad.ToScalar(), epsilon = 1e-6.ToScalar(), one = 1.0.ToScalar();
+        using var total = norm.add(epsilon, One);
         using var inverse = total.reciprocal();
         using var coefficient = inverse.mul(limit).clamp_max_(one);
         grads.mul_(coefficient);

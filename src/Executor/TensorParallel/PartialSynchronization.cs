@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using TorchSharp;
 using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
@@ -53,8 +54,7 @@ public sealed class PartialAllReduce : GuardedSingleTensorFunction<PartialAllRed
             tp.AllReduce(head);
             parts.Add(head.to(x.dtype));
         }
-        using var rescale = Math.Sqrt(tp.Size).ToScalar();   // held until the call returns (HeldScalars says why)
-        if (k < h) parts.Add(x.narrow(-1, k, h - k).mul(rescale));
+        if (k < h) parts.Add(x.narrow(-1, k, h - k).Times(Math.Sqrt(tp.Size)));
         var result = parts.Count == 1 ? parts[0].contiguous() : cat(parts, -1);
         return result.MoveToOuterDisposeScope();
     }

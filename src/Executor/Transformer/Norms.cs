@@ -30,8 +30,8 @@ public static class Norms
     {
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
-        using Scalar two = 2.ToScalar(), eps = epsilon.ToScalar();
-        return (x32 * x32.pow(two).mean([-1], keepdim: true).add_(eps, One).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+        using var eps = epsilon.ToScalar();
+        return (x32 * x32.Squared().mean([-1], keepdim: true).add_(eps, One).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
     }
 
     /// <summary>(x − mean) / sqrt(var + eps) in float32 (biased variance, as LayerNorm's), cast back to x's type.</summary>
@@ -40,8 +40,8 @@ public static class Norms
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
         var centered = x32 - x32.mean([-1], keepdim: true);
-        using Scalar two = 2.ToScalar(), eps = epsilon.ToScalar();
-        return (centered * centered.pow(two).mean([-1], keepdim: true).add_(eps, One).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
+        using var eps = epsilon.ToScalar();
+        return (centered * centered.Squared().mean([-1], keepdim: true).add_(eps, One).rsqrt()).to(x.dtype).MoveToOuterDisposeScope();
     }
 }
 

@@ -1,3 +1,4 @@
+using static Harness.Executor.Native.HeldScalars;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -46,8 +47,8 @@ public static class WeightInit
         using var generator = new Generator(seed);
         // torch.normal(0, std) as TorchSharp computes it (randn · std + 0 · 1), with the numbers as Scalars held until the calls
         // return (HeldScalars says why).
-        using Scalar scale = std.ToScalar(), mean = 0.0.ToScalar(), alpha = 1.ToScalar();
-        return randn(shape, dtype: dtype, generator: generator).mul_(scale).add_(mean, alpha);
+        using Scalar scale = std.ToScalar(), mean = 0.0.ToScalar();
+        return randn(shape, dtype: dtype, generator: generator).mul_(scale).add_(mean, One);
     }
 
     /// <summary>The generator's seed: SplitMix64 (Steele, Lea and Flood 2014) over the run's seed, the role, the layer and the block,
