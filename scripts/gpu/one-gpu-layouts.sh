@@ -4,7 +4,7 @@
 # (12 layers, h 768, 16 heads, s 1024; no dropout) in bf16 on synthetic tokens, global batch 16, ITERS steps (default 20).
 # The vocabulary is padded to 32768 in every layout (--make-vocab-size-divisible-by 1024: Megatron pads to a multiple of
 # that times t, 32768 for t = 1..8), so every layout trains exactly the serial model's weights (WeightInit).
-# Then `harness kernel-check`, and one-gpu-layouts.py compares every run's losses with the serial run's (equivalence.csv,
+# `harness kernel-check` runs first; then one-gpu-layouts.py compares every run's losses with the serial run's (equivalence.csv,
 # equivalence.md), and an offloading run's with the same layout's without offload (bit for bit: offload moves bytes only). Times are not a cluster's: the ranks share one GPU. JOBS runs at once (default 1; above 1 the runs
 # also share the GPU with each other, so their step times say nothing, while their losses are unchanged).
 # Each rank's thread runs its own backward (libtorch's autograd engine otherwise runs every CUDA backward of the device on
@@ -29,6 +29,10 @@ run() { # name, nproc, then harness run flags
   (timeout --signal=INT --kill-after=20 "$run_timeout" "$harness" run "${common[@]}" "${ranks[@]}" --out "$out/$name" "$@" >"$out/$name.log" 2>&1 \
     || echo "   $name FAILED (exit $?): $(grep -v 'iter ' "$out/$name.log" | tail -3)" | tee -a "$log") &
 }
+# The fused kernels against libtorch first, alone on the GPU, so a lease cut short still has them.
+kernel_failures=0
+"$harness" kernel-check >"$out/kernel-check.log" 2>&1 || { kernel_failures=1; echo "kernel-check FAILED" | tee -a "$log"; }
+tail -40 "$out/kernel-check.log" | tee -a "$log"
 run serial 1
 run tp2 2 --tensor-model-parallel-size 2
 run tp4 4 --tensor-model-parallel-size 4
@@ -48,9 +52,7 @@ run pp4-interleaved-offload0.5 4 --pipeline-model-parallel-size 4 --num-layers-p
 run tp2-pp2-dp2 8 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --use-distributed-optimizer
 run tp2-p0.5 2 --tensor-model-parallel-size 2 --sync-factor 0.5
 wait
-failures=$(unfinished "$out" "${started[@]}")
-"$harness" kernel-check >"$out/kernel-check.log" 2>&1 || { failures=$((failures + 1)); echo "kernel-check FAILED" | tee -a "$log"; }
-tail -40 "$out/kernel-check.log" | tee -a "$log"
+failures=$((kernel_failures + $(unfinished "$out" "${started[@]}")))
 python3 "$(dirname "$0")/one-gpu-layouts.py" "$out" serial | tee -a "$log"
 tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' $(cd "$out" && ls -d */) 2>/dev/null
 if [ "$failures" -gt 0 ]; then
