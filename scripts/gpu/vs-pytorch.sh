@@ -19,17 +19,38 @@ declare -A micro=([caat-1b]=8 [gpt2-large]=32 [llama-7b-4l]=2)
 rows="$out/rows.csv"
 : >"$rows"
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ',' ' ')
-for model in ${MODELS:-caat-1b gpt2-large llama-7b-4l}; do
-  # shellcheck disable=SC2086 # the flags are words
-  run "$model" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}"
-  if [ -s "$out/$model/summary.json" ]; then
-    python3 - "$out/$model/summary.json" "$model" "${micro[$model]}" "$device" >>"$rows" <<'PY'
+# One CSV row of a harness run's summary: harness_row RUN SYSTEM (the model is RUN without a -suffix).
+harness_row() {
+  local run=$1 system=$2 model=${1%-unfused}
+  [ -s "$out/$run/summary.json" ] || return
+  python3 - "$out/$run/summary.json" "$model" "${micro[$model]}" "$device" "$system" >>"$rows" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 seq = s["Model"]["SeqLength"]
-print(f'harness,{sys.argv[2]},{sys.argv[3]},{seq},{s["MedianStepMs"]:.2f},{s["TokensPerSecondPerGpu"]:.0f},'
+print(f'{sys.argv[5]},{sys.argv[2]},{sys.argv[3]},{seq},{s["MedianStepMs"]:.2f},{s["TokensPerSecondPerGpu"]:.0f},'
       f'{(s.get("PeakAllocatedBytes") or 0) / 2**30:.2f},{sys.argv[4]},harness')
 PY
+}
+# The largest relative difference between two runs' losses, iteration by iteration (bf16: about 1e-2 is noise).
+same_losses() {
+  [ -s "$out/$1/metrics.csv" ] && [ -s "$out/$2/metrics.csv" ] || return
+  python3 - "$out/$1/metrics.csv" "$out/$2/metrics.csv" <<'PY' | tee -a "$log"
+import csv, sys
+a, b = ({int(r["iteration"]): float(r["loss"]) for r in csv.DictReader(open(p)) if r.get("loss")} for p in sys.argv[1:3])
+common = sorted(set(a) & set(b))
+worst = max((abs(a[i] - b[i]) / abs(b[i]), i) for i in common)
+print(f"losses of {sys.argv[1]} vs {sys.argv[2]}: {len(common)} iterations, max relative difference {worst[0]:.2e} at iteration {worst[1]}")
+PY
+}
+for model in ${MODELS:-caat-1b gpt2-large llama-7b-4l}; do
+  # shellcheck disable=SC2086 # the flags are words
+  run "$model" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}"
+  harness_row "$model" harness
+  if [ "$model" = gpt2-large ]; then
+    # What the GPT path's fused kernels buy, and their numerics: the same run on libtorch's operators.
+    run "$model-unfused" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}" --no-fused-gpt-kernels
+    harness_row "$model-unfused" harness-unfused-gpt
+    same_losses "$model" "$model-unfused"
   fi
   for mode in eager compile; do
     echo "== pytorch $mode $model" | tee -a "$log"
