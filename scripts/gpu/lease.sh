@@ -2,7 +2,9 @@
 # Every measurement the open issues still ask for, in one GPU lease of SECONDS, most important first, each phase tarred
 # into OUT as it ends (a lease returns a bounded number of files, and a phase cut short by the time still returns its tar):
 #   1. one-gpu-layouts.sh   (every layout against serial on one GPU; JOBS=4, ITERS=LAYOUT_ITERS or 10)           ~25% of the time
-#   2. caat-net-study.sh    (caat-130m TP 8 at p = 1, 0.5, 0.25, 0, seed 2, TP 1, on DATA_PREFIX) ~35%, beside phase 1
+#   2. caat-net-study.sh    (caat-130m TP 8 at p = 1, 0.5, 0.25, 0, seed 2, TP 1, on DATA_PREFIX) ~35%, beside phase 1;
+#      its six runs at once, each stopped with its records when the time is up, so that all of them reach about the same
+#      iteration (harness compare reads them at the last iteration all of them validated)
 #   3. vs-pytorch.sh        (the executor beside plain PyTorch eager and torch.compile)           ~25%
 #   4. offload-and-validate.sh (the --cpu-offloading sweep and validate of three models)         the rest
 # Phases 1 and 2 share the GPU (their losses do not depend on it); 3 and 4 run alone (their times do).
@@ -25,7 +27,7 @@ share=$(( $(left) * 60 / 100 ))
 mins=$(( (share - 60) / 60 )); [ "$mins" -lt 1 ] && mins=1
 has 1 && ( JOBS=4 ITERS=${LAYOUT_ITERS:-10} timeout $((share - 20)) bash "$here/one-gpu-layouts.sh" "$harness" "$work/layouts" "$gpu" >"$work/layouts.out" 2>&1
   echo "layouts exit $?" | tee -a "$log"; mv "$work/layouts.out" "$work/layouts/" 2>/dev/null; pack layouts ) &
-has 2 && ( JOBS=3 MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
+has 2 && ( JOBS=6 MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
     timeout $((share - 10)) bash "$here/caat-net-study.sh" "$harness" "$work/caat" "$data" "$gpu" >"$work/caat.out" 2>&1
   echo "caat-net-study exit $?" | tee -a "$log"; mv "$work/caat.out" "$work/caat/" 2>/dev/null; pack caat ) &
 wait

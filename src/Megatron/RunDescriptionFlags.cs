@@ -102,7 +102,7 @@ public static class RunDescriptionFlags
         new("--optimizer", true, "adam (Megatron's default) or sgd (momentum SGD: 8 B of optimizer state per parameter, not Adam's 12)"),
         new("--sgd-momentum", true, "SGD's momentum factor in [0, 1) (default 0.9); 0 keeps no momentum buffer"),
         new("--transformer-impl", true, "transformer_engine (Megatron's default) or harness (this project's executor, whose fused kernels are costed; what a Harness run records)"),
-        new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, cross-entropy and AdamW kernels"),
+        new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, residual add + RMSNorm, cross-entropy and AdamW kernels"),
         new("--no-fused-gpt-kernels", false, "the executor: libtorch's operators instead of Harness's fused residual add + LayerNorm and embedding + positions kernels (the GPT path's)"),
     };
 

@@ -8,9 +8,10 @@ using Spectre.Console;
 namespace Harness.Cli.Commands;
 
 /// <summary>
-/// `harness compare RUN...`: several `harness run` folders side by side — the last training loss, the last validation loss
-/// and its difference to the first run's (the question a study of one setting against a baseline asks, e.g. CAAT-Net's
-/// factor p against p = 1), tokens seen, the median step — and their loss curves in one plot.
+/// `harness compare RUN...`: several `harness run` folders side by side — the last training loss, the validation loss at the
+/// last iteration every run evaluated and its difference to the first run's (the question a study of one setting against a
+/// baseline asks, e.g. CAAT-Net's factor p against p = 1; runs cut short by time at different iterations are compared
+/// where all of them were), tokens seen, the median step — and their loss curves in one plot.
 /// </summary>
 public static class CompareCommand
 {
@@ -22,8 +23,9 @@ public static class CompareCommand
         new("--help", false, "this help"),
     };
 
-    /// <summary>One run's row: its final losses and what it trained on.</summary>
-    public sealed record Row(string Run, long Iterations, long Tokens, double FinalLoss, double? FinalValidationLoss, double? ValidationDelta,
+    /// <summary>One run's row: its final training loss, its validation loss at <paramref name="ValidationIteration"/> (the last
+    /// iteration every run that validates has a validation loss for, else its own last), and what it trained on.</summary>
+    public sealed record Row(string Run, long Iterations, long Tokens, double FinalLoss, double? ValidationLoss, long? ValidationIteration, double? ValidationDelta,
         double MedianStepMs, double SyncFactor, string Layout);
 
     public static int Run(string[] args)
@@ -77,6 +79,7 @@ public static class CompareCommand
     /// <summary>The table: the first run is the reference of the validation differences.</summary>
     public static IReadOnlyList<Row> Rows(IReadOnlyList<(string Name, IReadOnlyList<IterationRecord> Records, JsonElement? Summary)> runs)
     {
+        long? common = CommonValidationIteration(runs.Select(r => r.Records));
         double? reference = null;
         var rows = new List<Row>();
         foreach (var (name, records, summary) in runs)
@@ -84,15 +87,25 @@ public static class CompareCommand
             var d = summary?.GetProperty("Description");
             long globalBatch = d?.GetProperty("GlobalBatch").GetInt64() ?? 0;
             long seq = summary?.GetProperty("Model").GetProperty("SeqLength").GetInt64() ?? 0;
-            double? validation = records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss;
-            if (rows.Count == 0) reference = validation;
+            var validated = records.LastOrDefault(r => r.ValidationLoss is not null && (common is null || r.Iteration == common));
+            if (rows.Count == 0) reference = validated?.ValidationLoss;
             var stepMs = records.Select(r => r.ElapsedMs).Order().ToList();
             rows.Add(new Row(name, records.Count == 0 ? 0 : records[^1].Iteration, (records.Count == 0 ? 0 : records[^1].Iteration) * globalBatch * seq,
-                records.Count == 0 ? double.NaN : records[^1].Loss, validation, validation - reference,
+                records.Count == 0 ? double.NaN : records[^1].Loss, validated?.ValidationLoss, validated?.Iteration, validated?.ValidationLoss - reference,
                 stepMs.Count == 0 ? double.NaN : stepMs[stepMs.Count / 2], d is JsonElement e && e.TryGetProperty("SyncFactor", out var p) ? p.GetDouble() : 1,
                 d is JsonElement l ? $"d{l.GetProperty("DataParallel").GetInt32()} t{l.GetProperty("TensorParallel").GetInt32()} p{l.GetProperty("PipelineParallel").GetInt32()} c{l.GetProperty("ContextParallel").GetInt32()}" : "?"));
         }
         return rows;
+    }
+
+    /// <summary>The last iteration at which every run that has validation losses has one; null where they share none (each
+    /// run is then read at its own last).</summary>
+    public static long? CommonValidationIteration(IEnumerable<IReadOnlyList<IterationRecord>> runs)
+    {
+        var sets = runs.Select(r => r.Where(x => x.ValidationLoss is not null).Select(x => x.Iteration).ToHashSet()).Where(s => s.Count > 0).ToList();
+        if (sets.Count == 0) return null;
+        var shared = sets.Skip(1).Aggregate(new HashSet<long>(sets[0]), (acc, s) => { acc.IntersectWith(s); return acc; });
+        return shared.Count == 0 ? null : shared.Max();
     }
 
     private static void Render(IReadOnlyList<Row> rows)
@@ -101,11 +114,12 @@ public static class CompareCommand
         if (Console.IsOutputRedirected) Terminal.Out.Profile.Width = Math.Max(Terminal.Out.Profile.Width, 160);
         var table = new Table().AddColumn("run").AddColumn("layout").AddColumn(new TableColumn("p").RightAligned())
             .AddColumn(new TableColumn("iterations").RightAligned()).AddColumn(new TableColumn("tokens").RightAligned())
-            .AddColumn(new TableColumn("final loss").RightAligned()).AddColumn(new TableColumn("final validation loss").RightAligned())
+            .AddColumn(new TableColumn("final loss").RightAligned()).AddColumn(new TableColumn("validation loss").RightAligned())
+            .AddColumn(new TableColumn("at iteration").RightAligned())
             .AddColumn(new TableColumn($"vs {Markup.Escape(rows[0].Run)}").RightAligned()).AddColumn(new TableColumn("median step ms").RightAligned());
         foreach (var r in rows)
             table.AddRow(Markup.Escape(r.Run), r.Layout, r.SyncFactor.ToString("0.###", c), r.Iterations.ToString(c), r.Tokens.ToString("N0", c),
-                r.FinalLoss.ToString("F4", c), r.FinalValidationLoss?.ToString("F4", c) ?? "-", r.ValidationDelta?.ToString("+0.0000;-0.0000", c) ?? "-",
+                r.FinalLoss.ToString("F4", c), r.ValidationLoss?.ToString("F4", c) ?? "-", r.ValidationIteration?.ToString(c) ?? "-", r.ValidationDelta?.ToString("+0.0000;-0.0000", c) ?? "-",
                 r.MedianStepMs.ToString("F1", c));
         Terminal.Out.Write(table);
     }
@@ -114,8 +128,8 @@ public static class CompareCommand
     {
         var c = CultureInfo.InvariantCulture;
         File.WriteAllLines(path, rows.Select(r => string.Join(',', r.Run, $"\"{r.Layout}\"", r.SyncFactor.ToString("R", c), r.Iterations.ToString(c),
-                r.Tokens.ToString(c), r.FinalLoss.ToString("R", c), r.FinalValidationLoss?.ToString("R", c) ?? "", r.ValidationDelta?.ToString("R", c) ?? "",
+                r.Tokens.ToString(c), r.FinalLoss.ToString("R", c), r.ValidationLoss?.ToString("R", c) ?? "", r.ValidationIteration?.ToString(c) ?? "", r.ValidationDelta?.ToString("R", c) ?? "",
                 r.MedianStepMs.ToString("R", c)))
-            .Prepend("run,layout,sync_factor,iterations,tokens,final_loss,final_validation_loss,validation_delta,median_step_ms"));
+            .Prepend("run,layout,sync_factor,iterations,tokens,final_loss,validation_loss,validation_iteration,validation_delta,median_step_ms"));
     }
 }

@@ -47,6 +47,11 @@ public static class KernelCheck
         foreach (var headDim in new long[] { 64, 20 })
             foreach (var c in QkvRotary(device, batch: 2, seq: 96, groups: 2, headsPerGroup: 4, headDim)) yield return c;
         yield return WeightGradientAccumulation(device, 4096, 704, 2048);
+        // The residual add + RMSNorm at caat-1b's 8 x 2048 rows of h 2048, a TP-8 rank's eighth of the rows under sequence
+        // parallelism, Llama-7B's h 4096, rows of 1283 (one element at a time), h 2304 (longer than a block's 256 x 8
+        // elements: the threads loop), h 64 (most of one warp idle), 1001 rows (a last weight-gradient part of one row).
+        foreach (var (rows, h) in new[] { (16L * 1024, 2048L), (2048L, 2048L), (4096L, 4096L), (77L, 1283L), (4096L, 2304L), (4096L, 64L), (1001L, 2048L) })
+            foreach (var c in AddNorm(device, rows, h, layerNorm: false)) yield return c;
         // A tensor-parallel rank's shards at t = 8: SwiGLU over ffn / 8 (caat-130m 2048, Llama-7B 11008), the QKV of its
         // heads / 8 and groups / 8 (caat-1b: one group of 4 heads, d 64; caat-130m: 2 heads, d 48; Llama-7B: 4 heads, d 128).
         foreach (var c in SwiGlu(device, 1024, 2048 / 8)) yield return c;
@@ -63,7 +68,7 @@ public static class KernelCheck
         // than a block's 256 x 8 elements, so its threads loop; h 64 leaves most of one warp idle; 1001 rows leave the
         // weight-gradient reduction a last part of one row.
         foreach (var (rows, h) in new[] { (32L * 1024, 1280L), (16L * 1024, 1280L), (77L, 1283L), (4096L, 2304L), (4096L, 64L), (1001L, 1280L) })
-            foreach (var c in AddLayerNorm(device, rows, h)) yield return c;
+            foreach (var c in AddNorm(device, rows, h, layerNorm: true)) yield return c;
         // gpt2-large's table (50304 rows, 1024 positions) at micro-batch 8; a TP-2 rank's half of it, both ranks' starts
         // (the positions are then added after the all-reduce, outside the kernel); a context-parallel rank's positions (its
         // two chunks of s / 4: Megatron's load balancing at c = 2); rows of 1283.
@@ -77,11 +82,12 @@ public static class KernelCheck
     }
 
     /// <summary>
-    /// (LayerNorm(x + r), x + r) from the fused kernel against libtorch's bf16 add (the sum must be the same bits: both round
-    /// the float32 sum once) and libtorch's layer_norm in float32 over that sum, forward and backward; the gradient arriving
-    /// on the sum is added to the norm's input gradient, and x and r must both receive it.
+    /// (norm(x + r), x + r) from the fused kernel (LayerNorm with a bias, or RMSNorm without) against libtorch's bf16 add (the
+    /// sum must be the same bits: both round the float32 sum once) and the norm in float32 over that sum (libtorch's
+    /// layer_norm; RMSNorm's x·rsqrt(mean(x²) + eps)·w), forward and backward; the gradient arriving on the sum is added to the
+    /// norm's input gradient, and x and r must both receive it.
     /// </summary>
-    private static IEnumerable<KernelComparison> AddLayerNorm(Device device, long rows, long h)
+    private static IEnumerable<KernelComparison> AddNorm(Device device, long rows, long h, bool layerNorm)
     {
         using var scope = NewDisposeScope();
         using var generator = new Generator(23);
@@ -90,24 +96,26 @@ public static class KernelCheck
         var x = Draw([rows, h], 1).requires_grad_();
         var r = Draw([rows, h], 0.5, 0.1).requires_grad_();
         var gamma = Draw([h], 0.2, 1).requires_grad_();
-        var beta = Draw([h], 0.1).requires_grad_();
+        var beta = layerNorm ? Draw([h], 0.1).requires_grad_() : null;
         Tensor dy = Draw([rows, h], 1), ds = Draw([rows, h], 0.3);
-        var (y, sum) = AddLayerNormFunction.Apply(x, r, gamma, beta, 1e-5);
+        var (y, sum) = AddNormFunction.Apply(x, r, gamma, beta, 1e-5);
         BackwardFailure.Run(() => autograd.backward(new[] { y, sum }, new[] { dy, ds }));
 
         var sum0 = x.detach().Plus(r.detach()).to(ScalarType.Float32).requires_grad_();
-        Tensor gamma32 = gamma.detach().to(ScalarType.Float32).requires_grad_(), beta32 = beta.detach().to(ScalarType.Float32).requires_grad_();
-        var y0 = nn.functional.layer_norm(sum0, new[] { h }, gamma32, beta32, 1e-5);
+        var gamma32 = gamma.detach().to(ScalarType.Float32).requires_grad_();
+        var beta32 = beta?.detach().to(ScalarType.Float32).requires_grad_();
+        var y0 = beta32 is null ? Norms.RmsNormalized(sum0, 1e-5) * gamma32 : nn.functional.layer_norm(sum0, new[] { h }, gamma32, beta32, 1e-5);
         y0.backward(new[] { dy.to(ScalarType.Float32) });
         var dsum0 = sum0.grad!.Plus(ds.to(ScalarType.Float32));
-        string shape = $"[{rows} x {h}]";
-        yield return new($"residual add + layernorm forward: sum {shape} (bit-exact)", AbsoluteError(sum, sum0), 0);
+        string shape = $"[{rows} x {h}]", norm = layerNorm ? "layernorm" : "rmsnorm";
+        yield return new($"residual add + {norm} forward: sum {shape} (bit-exact)", AbsoluteError(sum, sum0), 0);
         // The reference rounds nothing; the kernel rounds y, d(x + r) and the weight gradients once, after float32 arithmetic
         // (rsqrtf, sums in another order). Rounding to nearest bf16 is within half a step, 2^-8 of a value at the bottom of
         // its binade: up to 2^-8 of the largest value, so the tolerance is two steps (2^-7), as the QKV kernel's.
-        yield return new($"residual add + layernorm forward: normalized {shape}", ScaledError(y, y0), 2 * Bf16Step);
-        yield return new($"residual add + layernorm backward: d(x + r) {shape}", new[] { ScaledError(x.grad!, dsum0), ScaledError(r.grad!, dsum0) }.Max(), 2 * Bf16Step);
-        yield return new($"residual add + layernorm backward: d gamma, d beta over {rows} rows", new[] { ScaledError(gamma.grad!, gamma32.grad!), ScaledError(beta.grad!, beta32.grad!) }.Max(), 2 * Bf16Step);
+        yield return new($"residual add + {norm} forward: normalized {shape}", ScaledError(y, y0), 2 * Bf16Step);
+        yield return new($"residual add + {norm} backward: d(x + r) {shape}", new[] { ScaledError(x.grad!, dsum0), ScaledError(r.grad!, dsum0) }.Max(), 2 * Bf16Step);
+        double weightError = beta is null ? ScaledError(gamma.grad!, gamma32.grad!) : Math.Max(ScaledError(gamma.grad!, gamma32.grad!), ScaledError(beta.grad!, beta32!.grad!));
+        yield return new($"residual add + {norm} backward: d gamma{(layerNorm ? ", d beta" : "")} over {rows} rows", weightError, 2 * Bf16Step);
     }
 
     /// <summary>
@@ -263,6 +271,7 @@ public static class KernelCheck
             yield return new($"swiglu forward + backward [{tokens} x {2 * f}] bf16",
                 Median(() => BackwardFailure.Run(() => SwiGluFunction.Apply(x).backward(new[] { dy }))), Median(() => ScriptedKernels.SwiGlu(x).backward(new[] { dy })));
         }
+        foreach (var timing in AddNormTiming(device, tokens, 2048, layerNorm: false)) yield return timing;
         using (var scope = NewDisposeScope())
         {
             var logits = randn(new[] { tokens, vocab }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
@@ -292,25 +301,7 @@ public static class KernelCheck
     public static IEnumerable<KernelTiming> TimeGpt(Device device)
     {
         const long batch = 32, seq = 1024, h = 1280, vocab = 50304;
-        using (var scope = NewDisposeScope())
-        {
-            var x = randn(new[] { batch * seq, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
-            var r = randn(new[] { batch * seq, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
-            var gamma = ones(h, dtype: ScalarType.BFloat16, device: device).requires_grad_();
-            var beta = zeros(h, dtype: ScalarType.BFloat16, device: device).requires_grad_();
-            var dy = randn(new[] { batch * seq, h }, dtype: ScalarType.BFloat16, device: device);
-            yield return new($"residual add + layernorm forward + backward [{batch * seq} x {h}] bf16",
-                Median(() => BackwardFailure.Run(() =>
-                {
-                    var (y, sum) = AddLayerNormFunction.Apply(x, r, gamma, beta, 1e-5);
-                    autograd.backward(new[] { y, sum }, new[] { dy, dy });
-                })),
-                Median(() =>
-                {
-                    var sum = x.Plus(r);
-                    autograd.backward(new[] { nn.functional.layer_norm(sum, new[] { h }, gamma, beta, 1e-5), sum }, new[] { dy, dy });
-                }));
-        }
+        foreach (var timing in AddNormTiming(device, batch * seq, h, layerNorm: true)) yield return timing;
         using (var scope = NewDisposeScope())
         {
             var word = randn(new[] { vocab, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
@@ -322,6 +313,29 @@ public static class KernelCheck
                 Median(() => BackwardFailure.Run(() => EmbeddingFunction.Apply(ids, word, 0, position, positionIds).backward(new[] { dy }))),
                 Median(() => word.index_select(0, ids.reshape(-1)).reshape(batch, seq, h).Plus(position).backward(new[] { dy })));
         }
+    }
+
+    /// <summary>The fused residual add + norm against libtorch's add and norm (LayerNorm, or RMSNorm through aten::rms_norm).</summary>
+    private static IEnumerable<KernelTiming> AddNormTiming(Device device, long rows, long h, bool layerNorm)
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(new[] { rows, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+        var r = randn(new[] { rows, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+        var gamma = ones(h, dtype: ScalarType.BFloat16, device: device).requires_grad_();
+        var beta = layerNorm ? zeros(h, dtype: ScalarType.BFloat16, device: device).requires_grad_() : null;
+        var dy = randn(new[] { rows, h }, dtype: ScalarType.BFloat16, device: device);
+        yield return new($"residual add + {(layerNorm ? "layernorm" : "rmsnorm")} forward + backward [{rows} x {h}] bf16",
+            Median(() => BackwardFailure.Run(() =>
+            {
+                var (y, sum) = AddNormFunction.Apply(x, r, gamma, beta, 1e-5);
+                autograd.backward(new[] { y, sum }, new[] { dy, dy });
+            })),
+            Median(() =>
+            {
+                var sum = x.Plus(r);
+                var y = beta is null ? ScriptedKernels.RmsNorm(sum, gamma, 1e-5) : nn.functional.layer_norm(sum, new[] { h }, gamma, beta, 1e-5);
+                autograd.backward(new[] { y, sum }, new[] { dy, dy });
+            }));
     }
 
     /// <summary>Median wall time of <paramref name="work"/> with the device drained before and after, after warm-up.</summary>

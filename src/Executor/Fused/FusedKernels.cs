@@ -6,15 +6,15 @@ using static TorchSharp.torch;
 namespace Harness.Executor.Fused;
 
 /// <summary>
-/// The executor's own CUDA kernels (kernels.cu, compiled by NVRTC at run time): SwiGLU, cross-entropy over bf16
-/// logits and the AdamW step, each one pass over HBM where libtorch's operators make several. They run on the
-/// legacy default stream, in order with libtorch's kernels. Every entry point takes contiguous CUDA tensors;
+/// The executor's own CUDA kernels (kernels.cu, compiled by NVRTC at run time): SwiGLU, the QKV split with rotary
+/// positions, the residual add fused with RMSNorm (<see cref="AddNormKernels"/>), cross-entropy over bf16 logits and the
+/// AdamW step, each one pass over HBM where libtorch's operators make several. They run on the legacy default stream, in order with libtorch's kernels. Every entry point takes contiguous CUDA tensors;
 /// the callers keep libtorch's operators for everything else (CPU, other dtypes), which is also the reference the
 /// kernels are checked against (`harness kernel-check`).
 /// </summary>
 public static unsafe class FusedKernels
 {
-    private static readonly KernelModule Module = new("harness_fused", "kernels.cu");
+    private static readonly KernelModule Module = new("harness_fused", "add_norm.cuh", "kernels.cu");
 
     /// <summary>Compiles and loads the kernels on <paramref name="device"/>; null when they are ready, else why not,
     /// in one sentence (no NVRTC, no driver, a compile error).</summary>
@@ -45,6 +45,16 @@ public static unsafe class FusedKernels
         void** args = stackalloc void*[] { &pdy, &px, &pdx, &rows, &f };
         Module.Launch(x, $"swiglu_backward_v{v}", Blocks(rows * f / v), Threads, args);
     }
+
+    /// <summary>s = x + r and y = RMSNorm(s)·gamma over the last dimension h, with each row's 1/sqrt(mean(s²) + eps)
+    /// (float32 [rows]).</summary>
+    public static void AddRmsNormForward(Tensor x, Tensor r, Tensor gamma, double epsilon, Tensor s, Tensor y, Tensor rstd) =>
+        AddNormKernels.Forward(Module, x, r, gamma, null, epsilon, s, y, null, rstd);
+
+    /// <summary>d(x + r) (bf16, into <paramref name="dsum"/>) from the gradients of y and of s, and d gamma (bf16 [h]), from
+    /// the forward's s, gamma and statistics.</summary>
+    public static void AddRmsNormBackward(Tensor dy, Tensor ds, Tensor s, Tensor gamma, Tensor rstd, Tensor dsum, Tensor dgamma) =>
+        AddNormKernels.Backward(Module, dy, ds, s, gamma, null, rstd, dsum, dgamma, null);
 
     /// <summary>Per-row loss and log-sum-exp (float32 [rows]) of bf16 logits [rows, vocab] against int64 labels [rows].</summary>
     public static void CrossEntropyForward(Tensor logits, Tensor labels, Tensor loss, Tensor lse)

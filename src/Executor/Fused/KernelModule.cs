@@ -6,16 +6,16 @@ using static TorchSharp.torch;
 namespace Harness.Executor.Fused;
 
 /// <summary>
-/// One module of the executor's own CUDA kernels: bf16.cuh followed by its source (both embedded in Harness.Executor),
+/// One module of the executor's own CUDA kernels: bf16.cuh followed by its sources (all embedded in Harness.Executor),
 /// compiled by NVRTC per device on first use (<see cref="CudaModule"/>), and the launch conventions its entry points share.
 /// Each module is probed on its own, so one that fails to compile leaves the others running.
 /// </summary>
-internal sealed unsafe class KernelModule(string name, string source)
+internal sealed unsafe class KernelModule(string name, params string[] sources)
 {
     public const int Threads = 256;
     private const uint MaxBlocks = 1u << 16;
 
-    private readonly CudaModule module = new(name, Resource("bf16.cuh") + "\n" + Resource(source));
+    private readonly CudaModule module = new(name, string.Join("\n", sources.Prepend("bf16.cuh").Select(Resource)));
 
     /// <summary>Compiles and loads the module on <paramref name="device"/> by looking <paramref name="kernel"/> up; null when
     /// it is ready, else why not, in one sentence (no NVRTC, no driver, a compile error).</summary>

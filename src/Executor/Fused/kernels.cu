@@ -1,7 +1,8 @@
 // The executor's fused CUDA kernels, compiled at run time by NVRTC (src/Executor/Native/Cuda) for the GPU at hand.
 // Each replaces a chain of libtorch kernels that would each make a full pass over HBM; all are bandwidth-bound,
 // so the gain is the bytes not moved. bf16 is handled as its bit pattern (no headers needed); arithmetic is float32.
-// The helpers they share (bf16, vector loads and stores, grid-stride loops) are in bf16.cuh, which precedes this source.
+// The helpers they share (bf16, vector loads and stores, grid-stride loops) are in bf16.cuh, and the residual add fused
+// with a norm in add_norm.cuh; both precede this source.
 
 // ---- SwiGLU (Shazeer 2020): x = [gate | up] along the last dimension (f each), y = silu(gate) * up. ----
 
@@ -43,6 +44,15 @@ extern "C" __global__ void swiglu_forward_v8(const bf16* x, bf16* y, i64 rows, i
 extern "C" __global__ void swiglu_forward_v1(const bf16* x, bf16* y, i64 rows, i64 f) { swiglu_forward<1>(x, y, rows, f); }
 extern "C" __global__ void swiglu_backward_v8(const bf16* dy, const bf16* x, bf16* dx, i64 rows, i64 f) { swiglu_backward<8>(dy, x, dx, rows, f); }
 extern "C" __global__ void swiglu_backward_v1(const bf16* dy, const bf16* x, bf16* dx, i64 rows, i64 f) { swiglu_backward<1>(dy, x, dx, rows, f); }
+
+// ---- The residual add fused with RMSNorm (add_norm.cuh, which precedes this source with bf16.cuh): no mean, no bias. ----
+
+extern "C" __global__ void add_rms_norm_forward_v8(const bf16* x, const bf16* r, const bf16* gamma, bf16* s, bf16* y, float* rstd, i64 h, float eps) { add_norm_forward<8, false>(x, r, gamma, nullptr, s, y, nullptr, rstd, h, eps); }
+extern "C" __global__ void add_rms_norm_forward_v1(const bf16* x, const bf16* r, const bf16* gamma, bf16* s, bf16* y, float* rstd, i64 h, float eps) { add_norm_forward<1, false>(x, r, gamma, nullptr, s, y, nullptr, rstd, h, eps); }
+extern "C" __global__ void add_rms_norm_backward_v8(const bf16* dy, const bf16* ds, const bf16* s, const bf16* gamma, const float* rstd, bf16* dsum, i64 h) { add_norm_backward<8, false>(dy, ds, s, gamma, nullptr, rstd, dsum, h); }
+extern "C" __global__ void add_rms_norm_backward_v1(const bf16* dy, const bf16* ds, const bf16* s, const bf16* gamma, const float* rstd, bf16* dsum, i64 h) { add_norm_backward<1, false>(dy, ds, s, gamma, nullptr, rstd, dsum, h); }
+extern "C" __global__ void rms_norm_weight_grad_partial(const bf16* dy, const bf16* s, const float* rstd, float* partial_gamma, i64 rows, i64 h, i64 rows_per_part, i64 column_blocks) { norm_weight_grad_partial<false>(dy, s, nullptr, rstd, partial_gamma, nullptr, rows, h, rows_per_part, column_blocks); }
+extern "C" __global__ void rms_norm_weight_grad_final(const float* partial_gamma, bf16* dgamma, i64 parts, i64 h) { norm_weight_grad_final<false>(partial_gamma, nullptr, dgamma, nullptr, parts, h); }
 
 // ---- Cross-entropy over bf16 logits [rows, vocab] in float32, one block per row. ----
 // Forward: log-sum-exp in one pass (online softmax: Milakov and Gimelshein 2018), loss = lse - logit[label].

@@ -106,10 +106,11 @@ public static class ExecutorSupport
             notes.Add("SwiGLU ran as libtorch's chunk, silu and product, which keep SiLU's output (--no-bias-swiglu-fusion): the fused SwiGLU kernel runs on bf16 GPU tensors with the executor's fused kernels.");
         if (d.FusedGptKernels && kernelsRan && d.Precision != Precision.Bf16)
             notes.Add("the GPT path's fused kernels (residual add + LayerNorm, embedding + positions) are bf16 kernels: libtorch's operators ran them.");
-        if (asRun.FusedGptKernels && !d.FusedNorm)
-            notes.Add("under --no-norm-fusion the residual adds and LayerNorms are libtorch's operators (the legacy float32 norm); the embedding kernel runs.");
-        if (asRun.FusedGptKernels && d.RecomputeOrNone.NormOutputs)
-            notes.Add("under --kaimm-recompute-norm the norms run inside the linears after them, so the residual adds and LayerNorms are libtorch's operators; the embedding kernel runs.");
+        // The residual add fused with the MLP's norm (LayerNorm's in the GPT path's kernels, RMSNorm's in the Llama path's).
+        if (kernelsRan && !d.FusedNorm)
+            notes.Add("under --no-norm-fusion the residual adds and norms are libtorch's operators (the legacy float32 norm); the other fused kernels run.");
+        if (kernelsRan && d.RecomputeOrNone.NormOutputs)
+            notes.Add("under --kaimm-recompute-norm the norms run inside the linears after them, so the residual adds and norms are libtorch's operators; the other fused kernels run.");
         if (kernelsRan && d.TensorParallel > 1)
             notes.Add("the fused cross-entropy runs over an unsplit vocabulary only; with tensor parallelism the vocabulary-parallel cross-entropy of libtorch's operators runs.");
         if (kernelsRan && d.ContextParallel > 1)

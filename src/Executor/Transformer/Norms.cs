@@ -25,6 +25,14 @@ public static class Norms
         _ => new RmsNorm(hidden, epsilon, dtype, device, fused),
     };
 
+    /// <summary><see cref="IResidualNorm.AddForward"/> for <paramref name="norm"/> with its weight and bias (null: RMSNorm).</summary>
+    internal static (Tensor Normalized, Tensor Sum) AddThenNormalize(nn.Module<Tensor, Tensor> norm, bool fused, Tensor x, Tensor r, Tensor weight, Tensor? bias, double epsilon)
+    {
+        if (fused && FusedKernels.Applies(x)) return AddNormFunction.Apply(x, r, weight, bias, epsilon);
+        var sum = x.Plus(r);
+        return (norm.forward(sum), sum);
+    }
+
     /// <summary>x / sqrt(mean(x²) + eps) in float32, cast back to x's type (the legacy RMSNorm's _norm).</summary>
     internal static Tensor RmsNormalized(Tensor x, double epsilon)
     {
@@ -46,7 +54,7 @@ public static class Norms
 }
 
 /// <summary>LayerNorm (Ba et al. 2016) through libtorch's fused kernel, or --no-norm-fusion's float32 operators (<see cref="Norms"/>).</summary>
-public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
+public sealed class LayerNormalization : nn.Module<Tensor, Tensor>, IResidualNorm
 {
     private readonly Parameter weight, bias;
     private readonly long[] shape;
@@ -65,20 +73,13 @@ public sealed class LayerNormalization : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) =>
         fused ? nn.functional.layer_norm(x, shape, weight, bias, epsilon) : (Norms.LayerNormalized(x, epsilon) * weight).Plus(bias);
 
-    /// <summary>(this norm of x + r, x + r), for a caller with the GPT path's fused kernels: one kernel each way
-    /// (<see cref="AddLayerNormFunction"/>) where it applies, on bf16 GPU tensors where this norm is libtorch's fused one;
-    /// else libtorch's add and this norm (also --no-norm-fusion's float32 operators).</summary>
-    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r)
-    {
-        if (fused && FusedKernels.Applies(x)) return AddLayerNormFunction.Apply(x, r, weight, bias, epsilon);
-        var sum = x.Plus(r);
-        return (forward(sum), sum);
-    }
+    /// <inheritdoc/>
+    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r) => Norms.AddThenNormalize(this, fused, x, r, weight, bias, epsilon);
 }
 
 /// <summary>RMSNorm (Zhang and Sennrich 2019): y = x / sqrt(mean(x²) + eps) · w, through libtorch's rms_norm (see
 /// <see cref="ScriptedKernels"/>), or --no-norm-fusion's float32 operators (<see cref="Norms"/>).</summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+public sealed class RmsNorm : nn.Module<Tensor, Tensor>, IResidualNorm
 {
     private readonly Parameter weight;
     private readonly double epsilon;
@@ -92,4 +93,16 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) => fused ? ScriptedKernels.RmsNorm(x, weight, epsilon) : Norms.RmsNormalized(x, epsilon) * weight;
+
+    /// <inheritdoc/>
+    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r) => Norms.AddThenNormalize(this, fused, x, r, weight, null, epsilon);
+}
+
+/// <summary>A norm that can take the residual add before it (the pre-MLP norm of a decoder layer).</summary>
+public interface IResidualNorm
+{
+    /// <summary>(this norm of x + r, x + r), for a caller with the executor's fused kernels: one kernel each way
+    /// (<see cref="AddNormFunction"/>) where it applies, on bf16 GPU tensors where this norm is libtorch's fused one;
+    /// else libtorch's add and this norm (also --no-norm-fusion's float32 operators).</summary>
+    (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r);
 }

@@ -29,8 +29,9 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         mlp = new Mlp(config, layer);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;
-        // The GPT path's fused residual add + LayerNorm takes the MLP's norm, unless the norm runs inside linear_fc1.
-        addNorm = config.UseFusedGptKernels && !recomputeNorm && pre_mlp_layernorm is LayerNormalization;
+        // The fused residual add + norm takes the MLP's norm, unless the norm runs inside linear_fc1: LayerNorm's from the GPT
+        // path's kernels, RMSNorm's from the Llama path's.
+        addNorm = !recomputeNorm && (pre_mlp_layernorm is LayerNormalization ? config.UseFusedGptKernels : config.UseFusedKernels);
         RegisterComponents();
     }
 
@@ -44,7 +45,7 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         if (addNorm)
         {
             // Attention's dropout as before (the same masks), then the residual add and the MLP's norm in one kernel.
-            (var normalized, h) = ((LayerNormalization)pre_mlp_layernorm).AddForward(x, Drop(attention));
+            (var normalized, h) = ((IResidualNorm)pre_mlp_layernorm).AddForward(x, Drop(attention));
             SavedActivations.Save(h);
             mlpOutput = mlp.forward(SavedActivations.Save(normalized));
         }

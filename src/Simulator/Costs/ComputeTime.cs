@@ -214,14 +214,15 @@ public static class ComputeTime
     private static bool HarnessGptKernels(RunDescription c) => HarnessKernels(c) && c.FusedGptKernels;
 
     /// <summary>
-    /// Bytes per hidden channel and token, forward, that the executor's residual add fused with the LayerNorm after it saves
-    /// (attention's residual and the MLP's norm; src/Executor/Fused/gpt_kernels.cu): the add reads x and r and writes s
-    /// (3e), the norm reads s and writes y (2e); the fused kernel reads x and r and writes s and y (4e), so s is not read
-    /// back: one element less. It takes LayerNorm through libtorch's fused norm only (not --no-norm-fusion's float32
-    /// operators) and not under --kaimm-recompute-norm, whose norm runs inside the linear after it.
+    /// Bytes per hidden channel and token, forward, that the executor's residual add fused with the norm after it saves
+    /// (attention's residual and the MLP's norm; src/Executor/Fused/add_norm.cuh, LayerNorm's in the GPT path's kernels,
+    /// RMSNorm's in the Llama path's): the add reads x and r and writes s (3e), the norm reads s and writes y (2e); the fused
+    /// kernel reads x and r and writes s and y (4e), so s is not read back: one element less. It takes the norm through
+    /// libtorch's fused norm only (not --no-norm-fusion's float32 operators) and not under --kaimm-recompute-norm, whose
+    /// norm runs inside the linear after it.
     /// </summary>
     private static double FusedAddNormSavedBytes(ModelSpec m, RunDescription c, double e) =>
-        HarnessGptKernels(c) && m.Normalization == Normalization.LayerNorm && c.FusedNorm && !c.RecomputeOrNone.NormOutputs ? e : 0;
+        (m.Normalization == Normalization.LayerNorm ? HarnessGptKernels(c) : HarnessKernels(c)) && c.FusedNorm && !c.RecomputeOrNone.NormOutputs ? e : 0;
 
     /// <summary>Bytes per token the rotary positions move, forward. Transformer Engine's fused rotary kernel reads and writes
     /// Q and K (h + kv channels). The executor's fused kernel splits the QKV projection's output into Q, K and V and rotates Q and

@@ -9,7 +9,8 @@ using static TorchSharp.torch;
 namespace Harness.Tests.Executor;
 
 /// <summary>
-/// The GPT path's fused kernels (Fused.GptKernels) without a GPU: the kernels' arithmetic and indexing run on the CPU
+/// The GPT path's fused kernels (Fused.GptKernels) and the residual add + RMSNorm of the Llama path's without a GPU: the
+/// kernels' arithmetic and indexing run on the CPU
 /// (KernelEmulation/: CUDA's threads, barriers and shuffles emulated, built by the machine's C++ compiler), the launch
 /// shapes, the embedding backward's libtorch half, which fusions a run resolves and records, and that a module that does not
 /// load leaves the other kernels on. `harness kernel-check` checks the same kernels on a GPU.
@@ -20,7 +21,7 @@ public class GptKernelsTests
     private static string Repository => Path.GetFullPath(Path.Combine(ExperimentFileTests.ExperimentsDir, ".."));
 
     [Fact]
-    public void TheKernelsComputeLayerNormOfTheSumAndTheEmbeddingsOnTheCpuEmulation()
+    public void TheKernelsComputeTheNormsOfTheSumAndTheEmbeddingsOnTheCpuEmulation()
     {
         string? compiler = new[] { "c++", "g++", "clang++" }
             .Select(c => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, c)).FirstOrDefault(File.Exists))
@@ -30,12 +31,12 @@ public class GptKernelsTests
         try
         {
             var (code, output) = Execute(compiler!, "-std=c++20", "-O1", "-pthread", "-w", $"-I{Path.Combine(Repository, "src/Executor/Fused")}",
-                Path.Combine(Repository, "tests/Harness.Tests/Executor/KernelEmulation/gpt_kernels_test.cpp"), "-o", binary);
+                Path.Combine(Repository, "tests/Harness.Tests/Executor/KernelEmulation/kernels_test.cpp"), "-o", binary);
             Assert.True(code == 0, output);
             (code, output) = Execute(binary);
             Assert.True(code == 0, output);
-            // Every kernel was checked: 6 add + LayerNorm shapes of 5 checks, 6 embeddings of 1.
-            Assert.Equal(36, output.Split('\n').Count(l => l.StartsWith("PASS ", StringComparison.Ordinal)));
+            // Every kernel was checked: 6 add + LayerNorm and 6 add + RMSNorm shapes of 5 checks each, 6 embeddings of 1.
+            Assert.Equal(66, output.Split('\n').Count(l => l.StartsWith("PASS ", StringComparison.Ordinal)));
             Assert.EndsWith("all passed", output.Trim());
         }
         finally
@@ -60,13 +61,13 @@ public class GptKernelsTests
     {
         // gpt2-large's h 1280 in 16-byte accesses: 160 of them, 5 warps; an unaligned row of 1283 one element at a time: 256
         // threads looping; a row of 16: one warp.
-        Assert.Equal(160, GptKernels.RowThreads(1280, 8));
-        Assert.Equal(256, GptKernels.RowThreads(1283, 1));
-        Assert.Equal(32, GptKernels.RowThreads(16, 8));
+        Assert.Equal(160, AddNormKernels.RowThreads(1280, 8));
+        Assert.Equal(256, AddNormKernels.RowThreads(1283, 1));
+        Assert.Equal(32, AddNormKernels.RowThreads(16, 8));
         // 32 x 1024 rows in 256 parts of 128; fewer rows than parts: one row each; 1000 rows: 250 parts of 4.
-        Assert.Equal((128L, 256L), GptKernels.WeightGradientSplit(32 * 1024));
-        Assert.Equal((1L, 77L), GptKernels.WeightGradientSplit(77));
-        Assert.Equal((4L, 250L), GptKernels.WeightGradientSplit(1000));
+        Assert.Equal((128L, 256L), AddNormKernels.WeightGradientSplit(32 * 1024));
+        Assert.Equal((1L, 77L), AddNormKernels.WeightGradientSplit(77));
+        Assert.Equal((4L, 250L), AddNormKernels.WeightGradientSplit(1000));
     }
 
     [Theory]
@@ -152,8 +153,8 @@ public class GptKernelsTests
             n => n.StartsWith("under --kaimm-recompute-norm the norms run inside the linears"));
         // Under --no-norm-fusion (the legacy float32 norm) likewise; with the norm fused, neither note.
         Assert.Contains(ExecutorSupport.AsRun(d with { FusedNorm = false }, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), 1).Notes,
-            n => n.StartsWith("under --no-norm-fusion the residual adds and LayerNorms are libtorch's operators"));
+            n => n.StartsWith("under --no-norm-fusion the residual adds and norms are libtorch's operators"));
         Assert.DoesNotContain(ExecutorSupport.AsRun(d, ExecutionDevice.Cuda, new Fusions(true, true, [], AttentionBackend.Flash, true), 1).Notes,
-            n => n.Contains("the residual adds and LayerNorms are libtorch's operators"));
+            n => n.Contains("the residual adds and norms are libtorch's operators"));
     }
 }

@@ -1,4 +1,4 @@
-// CUDA's execution model on the CPU, enough for gpt_kernels.cu: one std::thread per CUDA thread, blocks one after another
+// CUDA's execution model on the CPU, enough for the kernels' modules (kernels.cu, gpt_kernels.cu): one std::thread per CUDA thread, blocks one after another
 // (so __shared__ can be a static), __syncthreads a barrier of the block, and __shfl_xor_sync through an exchange array
 // between two barriers, which holds because every thread of a block calls it at the same point (block_sum, warp_sum).
 #pragma once
@@ -20,6 +20,7 @@ dim3 blockDim, gridDim;
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 static std::barrier<>* block_barrier;
 static float exchange[1024];

@@ -1,6 +1,7 @@
-// gpt_kernels.cu run on the CPU (cuda_on_cpu.h) against double-precision references: the arithmetic and the indexing of
-// each kernel at the launch shapes GptKernels.cs uses (a row kernel's threads, the weight-gradient parts, both vector
-// widths, a tensor-parallel shard's rows, positions given by ids). Built and run by GptKernelEmulationTests with -I
+// The residual add fused with LayerNorm (gpt_kernels.cu) and with RMSNorm (kernels.cu), and the embedding kernel, run on
+// the CPU (cuda_on_cpu.h) against double-precision references: the arithmetic and the indexing of each kernel at the
+// launch shapes AddNormKernels.cs and GptKernels.cs use (a row kernel's threads, the weight-gradient parts, both vector
+// widths, a tensor-parallel shard's rows, positions given by ids). Built and run by GptKernelsTests with -I
 // src/Executor/Fused; prints PASS/FAIL per check and exits 1 on a failure. Timing and the GPU's memory model are not
 // checked here: `harness kernel-check` runs the same kernels on a GPU.
 #include "cuda_on_cpu.h"
@@ -8,6 +9,8 @@
 #include <cstdio>
 #include <random>
 #include "bf16.cuh"
+#include "add_norm.cuh"
+#include "kernels.cu"
 #include "gpt_kernels.cu"
 
 static std::mt19937 rng(5);
@@ -17,27 +20,39 @@ static std::vector<bf16> draw(size_t n, float scale, float shift = 0) {
     std::normal_distribution<float> d(0, 1); std::vector<bf16> v(n);
     for (auto& x : v) x = host_bf16(d(rng) * scale + shift); return v;
 }
-// GptKernels.RowThreads.
+// AddNormKernels.RowThreads.
 static int row_threads(long h, int v) { long t = (h / v + 31) / 32 * 32; return (int)std::clamp(t, 32L, 256L); }
 static int failures = 0;
 static void check(const char* what, double err, double tol) { printf("%s %s: %.3e (tol %.1e)\n", err <= tol ? "PASS" : "FAIL", what, err, tol); if (err > tol) failures++; }
 
-static void add_layer_norm(long rows, long h, int v, long rows_per_part)
+// LayerNorm (centered) or RMSNorm of x + r, forward and backward, with the weight (and bias) gradients.
+static void add_norm(bool centered, long rows, long h, int v, long rows_per_part)
 {
     auto x = draw(rows * h, 1), r = draw(rows * h, 0.5, 0.1), gamma = draw(h, 0.2, 1), beta = draw(h, 0.1), dy = draw(rows * h, 1), ds = draw(rows * h, 0.3);
     std::vector<bf16> s(rows * h), y(rows * h), dsum(rows * h), dgamma(h), dbeta(h);
     std::vector<float> mean(rows), rstd(rows);
     float eps = 1e-5f;
-    launch(rows, row_threads(h, v), [&] {
-        if (v == 8) add_layer_norm_forward_v8(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps);
-        else add_layer_norm_forward_v1(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps); });
-    launch(rows, row_threads(h, v), [&] {
-        if (v == 8) add_layer_norm_backward_v8(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), h);
-        else add_layer_norm_backward_v1(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), h); });
     long parts = (rows + rows_per_part - 1) / rows_per_part, column_blocks = (h + 255) / 256;
     std::vector<float> pg(parts * h), pb(parts * h);
-    launch(parts * column_blocks, 256, [&] { layer_norm_weight_grad_partial(dy.data(), s.data(), mean.data(), rstd.data(), pg.data(), pb.data(), rows, h, rows_per_part, column_blocks); });
-    launch((h + 255) / 256, 256, [&] { layer_norm_weight_grad_final(pg.data(), pb.data(), dgamma.data(), dbeta.data(), parts, h); });
+    if (centered) {
+        launch(rows, row_threads(h, v), [&] {
+            if (v == 8) add_layer_norm_forward_v8(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps);
+            else add_layer_norm_forward_v1(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps); });
+        launch(rows, row_threads(h, v), [&] {
+            if (v == 8) add_layer_norm_backward_v8(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), h);
+            else add_layer_norm_backward_v1(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), h); });
+        launch(parts * column_blocks, 256, [&] { layer_norm_weight_grad_partial(dy.data(), s.data(), mean.data(), rstd.data(), pg.data(), pb.data(), rows, h, rows_per_part, column_blocks); });
+        launch((h + 255) / 256, 256, [&] { layer_norm_weight_grad_final(pg.data(), pb.data(), dgamma.data(), dbeta.data(), parts, h); });
+    } else {
+        launch(rows, row_threads(h, v), [&] {
+            if (v == 8) add_rms_norm_forward_v8(x.data(), r.data(), gamma.data(), s.data(), y.data(), rstd.data(), h, eps);
+            else add_rms_norm_forward_v1(x.data(), r.data(), gamma.data(), s.data(), y.data(), rstd.data(), h, eps); });
+        launch(rows, row_threads(h, v), [&] {
+            if (v == 8) add_rms_norm_backward_v8(dy.data(), ds.data(), s.data(), gamma.data(), rstd.data(), dsum.data(), h);
+            else add_rms_norm_backward_v1(dy.data(), ds.data(), s.data(), gamma.data(), rstd.data(), dsum.data(), h); });
+        launch(parts * column_blocks, 256, [&] { rms_norm_weight_grad_partial(dy.data(), s.data(), rstd.data(), pg.data(), rows, h, rows_per_part, column_blocks); });
+        launch((h + 255) / 256, 256, [&] { rms_norm_weight_grad_final(pg.data(), dgamma.data(), parts, h); });
+    }
 
     double sum_err = 0, y_err = 0, y_max = 0, dx_err = 0, dx_max = 0, stat_err = 0;
     std::vector<double> g_ref(h), b_ref(h);
@@ -49,18 +64,18 @@ static void add_layer_norm(long rows, long h, int v, long rows_per_part)
             sum_err = std::max(sum_err, (double)std::fabs(host_float(expect) - host_float(s[i * h + j])));
             a[j] = host_float(expect); m += a[j];
         }
-        m /= h;
+        m = centered ? m / h : 0;
         for (long j = 0; j < h; j++) var += (a[j] - m) * (a[j] - m);
         double rs = 1 / std::sqrt(var / h + eps);
-        stat_err = std::max({stat_err, std::fabs(m - mean[i]), std::fabs(rs - rstd[i]) / rs});
+        stat_err = std::max({stat_err, centered ? std::fabs(m - mean[i]) : 0.0, std::fabs(rs - rstd[i]) / rs});
         double mg = 0, mgx = 0;
         for (long j = 0; j < h; j++) {
-            double xh = (a[j] - m) * rs, ref = xh * host_float(gamma[j]) + host_float(beta[j]);
+            double xh = (a[j] - m) * rs, ref = xh * host_float(gamma[j]) + (centered ? host_float(beta[j]) : 0.0);
             y_err = std::max(y_err, std::fabs(ref - host_float(y[i * h + j]))); y_max = std::max(y_max, std::fabs(ref));
             double g = host_float(dy[i * h + j]) * host_float(gamma[j]); mg += g; mgx += g * xh;
             g_ref[j] += host_float(dy[i * h + j]) * xh; b_ref[j] += host_float(dy[i * h + j]);
         }
-        mg /= h; mgx /= h;
+        mg = centered ? mg / h : 0; mgx /= h;
         for (long j = 0; j < h; j++) {
             double xh = (a[j] - m) * rs, g = host_float(dy[i * h + j]) * host_float(gamma[j]);
             double ref = rs * (g - mg - xh * mgx) + host_float(ds[i * h + j]);
@@ -69,16 +84,16 @@ static void add_layer_norm(long rows, long h, int v, long rows_per_part)
     }
     double wg_err = 0, wg_max = 0;
     for (long j = 0; j < h; j++) {
-        wg_err = std::max({wg_err, std::fabs(g_ref[j] - host_float(dgamma[j])), std::fabs(b_ref[j] - host_float(dbeta[j]))});
-        wg_max = std::max({wg_max, std::fabs(g_ref[j]), std::fabs(b_ref[j])});
+        wg_err = std::max({wg_err, std::fabs(g_ref[j] - host_float(dgamma[j])), centered ? std::fabs(b_ref[j] - host_float(dbeta[j])) : 0.0});
+        wg_max = std::max({wg_max, std::fabs(g_ref[j]), centered ? std::fabs(b_ref[j]) : 0.0});
     }
-    printf("-- add+layernorm rows %ld h %ld v%d (%d threads, %ld parts)\n", rows, h, v, row_threads(h, v), parts);
+    printf("-- add+%s rows %ld h %ld v%d (%d threads, %ld parts)\n", centered ? "layernorm" : "rmsnorm", rows, h, v, row_threads(h, v), parts);
     check("sum bit-exact", sum_err, 0);
-    check("mean, rstd", stat_err, 1e-5);
+    check(centered ? "mean, rstd" : "rstd", stat_err, 1e-5);
     // Rounded once to bf16: within 2^-8 of the largest value, plus float32 arithmetic (KernelCheck's tolerance, 2^-7).
     check("normalized (scaled)", y_err / y_max, 2.0 / 256);
     check("d(x + r) (scaled)", dx_err / dx_max, 2.0 / 256);
-    check("d gamma, d beta (scaled)", wg_err / wg_max, 2.0 / 256);
+    check(centered ? "d gamma, d beta (scaled)" : "d gamma (scaled)", wg_err / wg_max, 2.0 / 256);
 }
 
 // max_blocks below the tokens' need makes the grid-stride loop take more than one pass, as the GPU's grid cap (65536
@@ -111,12 +126,14 @@ static void embedding(long batch, long seq, long h, int v, long vocab_start, lon
 
 int main()
 {
-    add_layer_norm(6, 1280, 8, 4);
-    add_layer_norm(5, 1283, 1, 2);
-    add_layer_norm(3, 16, 8, 1);
-    add_layer_norm(3, 2304, 8, 2);    // a row longer than 256 threads x 8: the threads loop
-    add_layer_norm(4, 64, 8, 3);      // one warp, most lanes idle
-    add_layer_norm(7, 20, 1, 3);      // the weight-gradient parts ragged (the last one row)
+    for (bool centered : {true, false}) {
+        add_norm(centered, 6, 1280, 8, 4);
+        add_norm(centered, 5, 1283, 1, 2);
+        add_norm(centered, 3, 16, 8, 1);
+        add_norm(centered, 3, 2304, 8, 2);    // a row longer than 256 threads x 8: the threads loop
+        add_norm(centered, 4, 64, 8, 3);      // one warp, most lanes idle
+        add_norm(centered, 7, 20, 1, 3);      // the weight-gradient parts ragged (the last one row)
+    }
     embedding(2, 7, 16, 8, 0, 40, true);
     embedding(2, 7, 16, 8, 20, 20, false);
     embedding(3, 5, 5, 1, 10, 15, true);

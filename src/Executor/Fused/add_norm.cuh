@@ -1,0 +1,155 @@
+// The residual add fused with the norm after it (Megatron-core's and Transformer Engine's fusion of the residual with
+// the next norm), for both of Megatron's norms: LayerNorm (Ba et al. 2016; Centered: the mean subtracted, a bias added)
+// and RMSNorm (Zhang and Sennrich 2019; neither). Each module that serves a norm (gpt_kernels.cu: LayerNorm, the GPT
+// path; kernels.cu: RMSNorm, the Llama path) declares its entry points over these templates; bf16.cuh precedes this.
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total. `shared` holds 32 floats;
+// the first barrier lets a second call reuse it after every warp has read the first call's partial sums.
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ float block_sum(float v, float* shared)
+{
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < warps ? shared[lane] : 0.0f);
+}
+
+// s = x + r, then LayerNorm y = (s - mean) * rstd * gamma + beta with rstd = 1 / sqrt(biased variance + eps), or RMSNorm
+// y = s * rstd * gamma with rstd = 1 / sqrt(mean(s²) + eps). One block per row of h. The sum is rounded to bf16 before the
+// statistics are taken, as the unfused path normalizes the bf16 sum it stored; y is rounded once, after float32
+// arithmetic. mean (LayerNorm only) and rstd are kept in float32 for backward, as libtorch's norms keep them. The row is
+// read once from HBM: the later passes read back this thread's own writes of s (in cache: a row is a few KB). LayerNorm's
+// variance by two passes (squared deviations from the mean), not E[s²] - mean².
+template <int V, bool Centered> __device__ void add_norm_forward(const bf16* __restrict__ x, const bf16* __restrict__ r,
+                                                                 const bf16* __restrict__ gamma, const bf16* __restrict__ beta,
+                                                                 bf16* s, bf16* __restrict__ y, float* __restrict__ mean_out,
+                                                                 float* __restrict__ rstd_out, i64 h, float eps)
+{
+    __shared__ float shared[32];
+    i64 at = (i64)blockIdx.x * h, step = (i64)blockDim.x * V;
+    float total = 0.0f, squares = 0.0f;
+    for (i64 j = (i64)threadIdx.x * V; j < h; j += step) {
+        float a[V], b[V];
+        load<V>(x + at + j, a);
+        load<V>(r + at + j, b);
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+            a[i] = to_float(to_bf16(a[i] + b[i]));
+            total += a[i];
+            squares += a[i] * a[i];
+        }
+        store<V>(s + at + j, a);
+    }
+    float mean = 0.0f;
+    if constexpr (Centered) {
+        mean = block_sum(total, shared) / (float)h;
+        squares = 0.0f;
+        for (i64 j = (i64)threadIdx.x * V; j < h; j += step) {
+            float a[V];
+            load<V>(s + at + j, a);
+#pragma unroll
+            for (int i = 0; i < V; i++) squares += (a[i] - mean) * (a[i] - mean);
+        }
+    }
+    float rstd = rsqrtf(block_sum(squares, shared) / (float)h + eps);
+    for (i64 j = (i64)threadIdx.x * V; j < h; j += step) {
+        float a[V], g[V], b[V];
+        load<V>(s + at + j, a);
+        load<V>(gamma + j, g);
+        if constexpr (Centered) load<V>(beta + j, b);
+        if constexpr (Centered) {
+#pragma unroll
+            for (int i = 0; i < V; i++) a[i] = (a[i] - mean) * rstd * g[i] + b[i];
+        } else {
+#pragma unroll
+            for (int i = 0; i < V; i++) a[i] = a[i] * rstd * g[i];
+        }
+        store<V>(y + at + j, a);
+    }
+    if (threadIdx.x == 0) {
+        if constexpr (Centered) mean_out[blockIdx.x] = mean;
+        rstd_out[blockIdx.x] = rstd;
+    }
+}
+
+// Backward of both outputs into d(x + r), which is the gradient of x and of r alike, one block per row: with
+// x̂ = (s - mean)·rstd (RMSNorm: mean 0) and g = dy·gamma, ds_total = rstd·(g - mean(g) - x̂·mean(g·x̂)) + ds for LayerNorm
+// and rstd·(g - x̂·mean(g·x̂)) + ds for RMSNorm (libtorch's norm backward for the input, plus the gradient that arrived
+// on s as the next residual), rounded once.
+template <int V, bool Centered> __device__ void add_norm_backward(const bf16* __restrict__ dy, const bf16* __restrict__ ds,
+                                                                  const bf16* __restrict__ s, const bf16* __restrict__ gamma,
+                                                                  const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
+                                                                  bf16* __restrict__ dsum, i64 h)
+{
+    __shared__ float shared[32];
+    i64 at = (i64)blockIdx.x * h, step = (i64)blockDim.x * V;
+    float mean = Centered ? mean_in[blockIdx.x] : 0.0f, rstd = rstd_in[blockIdx.x], sum_g = 0.0f, sum_gx = 0.0f;
+    for (i64 j = (i64)threadIdx.x * V; j < h; j += step) {
+        float d[V], a[V], g[V];
+        load<V>(dy + at + j, d);
+        load<V>(s + at + j, a);
+        load<V>(gamma + j, g);
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+            float gi = d[i] * g[i];
+            sum_g += gi;
+            sum_gx += gi * (a[i] - mean) * rstd;
+        }
+    }
+    float mean_g = Centered ? block_sum(sum_g, shared) / (float)h : 0.0f;
+    float mean_gx = block_sum(sum_gx, shared) / (float)h;
+    for (i64 j = (i64)threadIdx.x * V; j < h; j += step) {
+        float d[V], a[V], g[V], e[V];
+        load<V>(dy + at + j, d);
+        load<V>(s + at + j, a);
+        load<V>(gamma + j, g);
+        load<V>(ds + at + j, e);
+#pragma unroll
+        for (int i = 0; i < V; i++) e[i] += rstd * (d[i] * g[i] - mean_g - (a[i] - mean) * rstd * mean_gx);
+        store<V>(dsum + at + j, e);
+    }
+}
+
+// The weight and bias gradients, d gamma = Σ_rows dy·x̂ and d beta = Σ_rows dy (LayerNorm only), in two stages without
+// atomics (the order of the sums is fixed, so they are reproducible): blocks of `columns` threads, each block one column
+// slab of one part of the rows, write float32 partial sums [parts, h]; the second kernel adds a column's parts and rounds
+// once.
+template <bool Centered> __device__ void norm_weight_grad_partial(const bf16* __restrict__ dy, const bf16* __restrict__ s,
+                                                                  const float* __restrict__ mean, const float* __restrict__ rstd,
+                                                                  float* __restrict__ partial_gamma, float* __restrict__ partial_beta,
+                                                                  i64 rows, i64 h, i64 rows_per_part, i64 column_blocks)
+{
+    i64 part = blockIdx.x / column_blocks, column = (blockIdx.x % column_blocks) * blockDim.x + threadIdx.x;
+    if (column >= h) return;
+    i64 first = part * rows_per_part, last = first + rows_per_part < rows ? first + rows_per_part : rows;
+    float g = 0.0f, b = 0.0f;
+    for (i64 row = first; row < last; row++) {
+        float d = to_float(dy[row * h + column]);
+        g += d * (to_float(s[row * h + column]) - (Centered ? mean[row] : 0.0f)) * rstd[row];
+        b += d;
+    }
+    partial_gamma[part * h + column] = g;
+    if constexpr (Centered) partial_beta[part * h + column] = b;
+}
+
+template <bool Centered> __device__ void norm_weight_grad_final(const float* __restrict__ partial_gamma, const float* __restrict__ partial_beta,
+                                                                bf16* __restrict__ dgamma, bf16* __restrict__ dbeta, i64 parts, i64 h)
+{
+    i64 column = first_index();
+    if (column >= h) return;
+    float g = 0.0f, b = 0.0f;
+    for (i64 part = 0; part < parts; part++) {
+        g += partial_gamma[part * h + column];
+        if constexpr (Centered) b += partial_beta[part * h + column];
+    }
+    dgamma[column] = to_bf16(g);
+    if constexpr (Centered) dbeta[column] = to_bf16(b);
+}
