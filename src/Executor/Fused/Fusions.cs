@@ -6,7 +6,8 @@ namespace Harness.Executor.Fused;
 
 /// <summary>
 /// Which of the executor's fusions a run (or a rank) uses, and the attention kernel it runs: <see cref="Kernels"/>, its own CUDA kernels
-/// (<see cref="FusedKernels"/>: SwiGLU, the QKV split with rotary positions, cross-entropy, AdamW), and
+/// (<see cref="FusedKernels"/>: SwiGLU, the QKV split with rotary positions, the residual add + RMSNorm, cross-entropy,
+/// AdamW), and
 /// <see cref="GradientAccumulation"/>, Megatron's gradient-accumulation fusion (<see cref="LinearWithGradAccumulation"/>), and
 /// <see cref="GptKernels"/>, the GPT path's kernels (<see cref="Fused.GptKernels"/>: the residual add with LayerNorm, the
 /// embedding with learned positions), which need <see cref="Kernels"/> and are compiled and probed on their own.

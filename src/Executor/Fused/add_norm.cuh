@@ -43,15 +43,14 @@ template <int V, bool Centered> __device__ void add_norm_forward(const bf16* __r
 #pragma unroll
         for (int i = 0; i < V; i++) {
             a[i] = to_float(to_bf16(a[i] + b[i]));
-            total += a[i];
-            squares += a[i] * a[i];
+            if constexpr (Centered) total += a[i];
+            else squares += a[i] * a[i];
         }
         store<V>(s + at + j, a);
     }
     float mean = 0.0f;
     if constexpr (Centered) {
         mean = block_sum(total, shared) / (float)h;
-        squares = 0.0f;
         for (i64 j = (i64)threadIdx.x * V; j < h; j += step) {
             float a[V];
             load<V>(s + at + j, a);
@@ -61,11 +60,12 @@ template <int V, bool Centered> __device__ void add_norm_forward(const bf16* __r
     }
     float rstd = rsqrtf(block_sum(squares, shared) / (float)h + eps);
     for (i64 j = (i64)threadIdx.x * V; j < h; j += step) {
-        float a[V], g[V], b[V];
+        float a[V], g[V];
         load<V>(s + at + j, a);
         load<V>(gamma + j, g);
-        if constexpr (Centered) load<V>(beta + j, b);
         if constexpr (Centered) {
+            float b[V];
+            load<V>(beta + j, b);
 #pragma unroll
             for (int i = 0; i < V; i++) a[i] = (a[i] - mean) * rstd * g[i] + b[i];
         } else {

@@ -149,7 +149,8 @@ public enum ContextParallelCommType
 /// <param name="HierarchicalAllToAllSize">The first of Megatron's --hierarchical-context-parallel-sizes under --cp-comm-type
 /// a2a+p2p: how many consecutive context-parallel ranks exchange heads by all-to-all (the ring runs over c / it of
 /// them); null for every other exchange.</param>
-/// <param name="FusedKernels">The executor's own CUDA kernels (SwiGLU, QKV with rotary, cross-entropy, AdamW) in place of
+/// <param name="FusedKernels">The executor's own CUDA kernels (SwiGLU, QKV with rotary, residual add + RMSNorm,
+/// cross-entropy, AdamW) in place of
 /// libtorch's operator chains; Harness's --no-fused-kernels turns them off. The simulator costs them under
 /// --transformer-impl harness (<see cref="Implementation"/>), Megatron's kernels otherwise.</param>
 /// <param name="DdpBucketSize">Megatron's --ddp-bucket-size: elements per data-parallel gradient bucket; null: Megatron's

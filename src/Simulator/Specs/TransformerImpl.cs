@@ -12,8 +12,9 @@ public enum TransformerImpl
     TransformerEngine,
     /// <summary>Harness's executor (--transformer-impl harness): with its fused kernels on a GPU in bf16
     /// (<see cref="RunDescription.FusedKernels"/>), one pass over the bf16 logits for the cross-entropy's forward and one
-    /// for its backward, and the QKV projection split into Q, K and V with the rotary positions applied in one kernel; with
-    /// the GPT path's kernels (<see cref="RunDescription.FusedGptKernels"/>), the residual add fused with the LayerNorm after
-    /// it and the embedding with its learned positions added in the gather.</summary>
+    /// for its backward, the QKV projection split into Q, K and V with the rotary positions applied in one kernel, and
+    /// attention's residual add fused with the RMSNorm after it; with the GPT path's kernels
+    /// (<see cref="RunDescription.FusedGptKernels"/>), the residual add fused with the LayerNorm after it and the embedding
+    /// with its learned positions added in the gather.</summary>
     Harness,
 }
