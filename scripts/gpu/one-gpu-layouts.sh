@@ -33,6 +33,17 @@ run() { # name, nproc, then harness run flags
 kernel_failures=0
 "$harness" kernel-check >"$out/kernel-check.log" 2>&1 || { kernel_failures=1; echo "kernel-check FAILED" | tee -a "$log"; }
 tail -40 "$out/kernel-check.log" | tee -a "$log"
+# The same checks under compute-sanitizer's memcheck where the machine has it (every out-of-bounds or misaligned access
+# of the executor's kernels reported; slow, so beside the layouts and outside their job slots, without the timings, for at
+# most 300 s).
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+if [ -n "$sanitizer" ]; then
+  (timeout 300 "$sanitizer" --tool memcheck --error-exitcode 3 "$harness" kernel-check --no-timing >"$out/kernel-check-memcheck.log" 2>&1
+   echo "kernel-check under memcheck: exit $? (0 clean, 1 a check failed, 3 memcheck errors, 124 out of time)" | tee -a "$log") &
+  disown   # not one of the JOBS slots the layouts share
+else
+  echo "compute-sanitizer not found: kernel-check ran without memcheck" | tee -a "$log"
+fi
 run serial 1
 run tp2 2 --tensor-model-parallel-size 2
 run tp4 4 --tensor-model-parallel-size 4
