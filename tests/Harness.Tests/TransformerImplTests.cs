@@ -51,18 +51,19 @@ public class TransformerImplTests
     public void TheFusedQkvRotaryKernelMovesAllOfQkvOnce()
     {
         // Transformer Engine rotates Q and K: 2·2·(512 + 128) B per token; the executor's kernel reads and writes Q, K and V:
-        // 2·2·(512 + 2·128), 2·2·128 B more per token. Its residual add fused with the MLP's RMSNorm does not read the sum
-        // back: 2·512 B less per token. 2048 tokens.
+        // 2·2·(512 + 2·128), 2·2·128 B more per token. Its residual adds fused with the RMSNorms after them do not read the
+        // sums back: 2·512 B less per token for the MLP's, and for the input norm's of the second of the two layers, half
+        // as much per layer. 2048 tokens.
         double megatron = ComputeTime.Layer(Model, Megatron, H100).ElementwiseForward;
         double executor = ComputeTime.Layer(Model, Executor, H100).ElementwiseForward;
-        Exact(2048 * (2 * 2 * 128 - 2 * 512) / Hbm, executor - megatron);
+        Exact(2048 * (2 * 2 * 128 - 2 * 512 * 1.5) / Hbm, executor - megatron);
         // Under --no-norm-fusion the add and the norm are libtorch's (both paths alike): the rotary difference alone.
         Exact(2048 * 2 * 2 * 128 / Hbm, ComputeTime.Layer(Model, Executor with { FusedNorm = false }, H100).ElementwiseForward
                                          - ComputeTime.Layer(Model, Megatron with { FusedNorm = false }, H100).ElementwiseForward);
         // Under context parallelism the kernel does not run (positions are not 0..s-1): libtorch rotates Q and K as Megatron
-        // does, and the fused add + norm's saving is the difference alone (1024 tokens a rank).
+        // does, and the fused adds' saving is the difference alone (1024 tokens a rank).
         var cp = Megatron with { ContextParallel = 2 };
-        Exact(1024 * 2 * 512 / Hbm, ComputeTime.Layer(Model, cp, H100).ElementwiseForward
+        Exact(1024 * 2 * 512 * 1.5 / Hbm, ComputeTime.Layer(Model, cp, H100).ElementwiseForward
                                      - ComputeTime.Layer(Model, cp with { Implementation = TransformerImpl.Harness }, H100).ElementwiseForward);
     }
 
@@ -88,20 +89,39 @@ public class TransformerImplTests
     public void TheFusedResidualAddAndLayerNormReadTheSumOnceLess(double dropout)
     {
         // The add reads x and r and writes s (3 elements), the norm reads s and writes y (2); the fused kernel reads x, r and
-        // writes s, y (4): one bf16 element of h per token less, forward (backward is costed at twice the forward).
+        // writes s, y (4): one bf16 element of h per token less, forward (backward is costed at twice the forward), for the
+        // MLP's norm of each layer and the input norm of the second of the two: 1.5 per layer.
         var m = Gpt with { HiddenDropout = dropout, AttentionDropout = dropout };
         double unfused = ComputeTime.Layer(m, Executor with { FusedGptKernels = false }, H100).ElementwiseForward;
-        Exact(2048.0 * 2 * 1280 / Hbm, unfused - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
+        Exact(2048.0 * 2 * 1280 * 1.5 / Hbm, unfused - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
         // Where it does not run, nothing changes: Megatron's kernels, the executor's kernels off, --no-norm-fusion's float32
         // norms, --kaimm-recompute-norm's norms inside the linears; under sequence parallelism it saves a t-th per rank.
         foreach (var off in new[] { Megatron, Executor with { FusedKernels = false }, Executor with { FusedNorm = false },
                      Executor with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) } })
             Exact(ComputeTime.Layer(m, off with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(m, off, H100).ElementwiseForward);
         var sp = Executor with { TensorParallel = 2, SequenceParallel = true };
-        Exact(2048.0 * 2 * 1280 / 2 / Hbm,
+        Exact(2048.0 * 2 * 1280 * 1.5 / 2 / Hbm,
             ComputeTime.Layer(m, sp with { FusedGptKernels = false }, H100).ElementwiseForward - ComputeTime.Layer(m, sp, H100).ElementwiseForward);
         // A Llama model (RMSNorm) has no LayerNorm for it to fuse.
         Exact(ComputeTime.Layer(Model, Executor with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(Model, Executor, H100).ElementwiseForward);
+    }
+
+    [Theory]
+    // 24 layers on 4 stages: chunks of 6, the first layer's input summed: 5 of 6 fused; one layer per virtual stage: none.
+    [InlineData(null, RecomputeGranularity.None, RecomputeMethod.Uniform, 1, 5.0 / 6)]
+    [InlineData(1, RecomputeGranularity.None, RecomputeMethod.Uniform, 1, 0.0)]
+    [InlineData(null, RecomputeGranularity.Selective, RecomputeMethod.Uniform, 1, 5.0 / 6)]
+    // Full recomputation, uniform groups of 2: 3 groups of 6 layers, each taking a sum: 3 of 6; groups of 4: 2 groups (4 + 2).
+    [InlineData(null, RecomputeGranularity.Full, RecomputeMethod.Uniform, 2, 3.0 / 6)]
+    [InlineData(null, RecomputeGranularity.Full, RecomputeMethod.Uniform, 4, 4.0 / 6)]
+    // Block, the first 2 layers recomputed alone: layers 0, 1 and 2 take a sum; all 6: none fused.
+    [InlineData(null, RecomputeGranularity.Full, RecomputeMethod.Block, 2, 3.0 / 6)]
+    [InlineData(null, RecomputeGranularity.Full, RecomputeMethod.Block, 6, 0.0)]
+    public void TheInputAddsFuseWhereTheResidualPassesUnsummed(int? layersPerVirtualStage, RecomputeGranularity granularity, RecomputeMethod method, int n, double share)
+    {
+        var m = Model with { NumLayers = 24 };
+        var c = Executor with { PipelineParallel = 4, LayersPerVirtualStage = layersPerVirtualStage, Recompute = new RecomputeSpec(granularity, method, n) };
+        Assert.Equal(share, ComputeTime.FusedInputAddShare(m, c), 12);
     }
 
     [Fact]

@@ -80,31 +80,45 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     }
 
     /// <summary>The decoder layers, group by group (<see cref="RecomputeGroups"/>: under full recomputation a group keeps only its
-    /// input and runs again in backward), and the final norm.</summary>
+    /// input and runs again in backward), and the final norm. Between layers the residual stream passes unsummed (the
+    /// previous layer's residual and its MLP's output, <see cref="TransformerLayer.Forward(Tensor, Tensor?)"/>), so that the
+    /// next input norm, or the final norm, adds it in its own kernel; a recomputed group and a chunk without the final norm
+    /// (a pipeline stage's output) take and give the sum.</summary>
     /// <param name="atLayerInput">Applied to the input of layer i (i = the number of layers: the final norm's input) when
     /// given: where data-parallel gradient sync marks that backward has passed a layer, and where the forward waits for the
     /// layer's gathered weights. A recomputed group's layers are all applied at the group's input, outside the recomputed
     /// function: their weights are waited for before the group runs, and their gradients are final once backward has
-    /// passed the group (the recomputation computes them before the group's input gradient).</param>
+    /// passed the group (the recomputation computes them before the group's input gradient). With the residual unsummed it
+    /// applies to the residual part: layer i's fused add + norm hands both parts their gradient in one backward step, its
+    /// last.</param>
     public Tensor Decode(Tensor hidden, Func<Tensor, int, Tensor>? atLayerInput = null)
     {
+        Tensor? delta = null;
         foreach (var group in groups)
         {
             if (atLayerInput is not null)
                 for (int i = group.First; i < group.First + group.Count; i++) hidden = atLayerInput(hidden, i);
-            hidden = group.Recomputed
-                ? CheckpointFunction.Apply(x => Run(group, x[0]), config.Dropout, SavedActivations.Save(hidden))
-                : Run(group, hidden);
+            if (group.Recomputed)
+            {
+                hidden = CheckpointFunction.Apply(x => Summed(Run(group, x[0], null)), config.Dropout, SavedActivations.Save(Summed((hidden, delta))));
+                delta = null;
+            }
+            else (hidden, delta) = Run(group, hidden, delta);
         }
         if (atLayerInput is not null) hidden = atLayerInput(hidden, layers.Count);
-        return final_layernorm is null ? hidden : final_layernorm.forward(hidden);
+        if (final_layernorm is null) return Summed((hidden, delta));
+        return delta is not null && TransformerLayer.FusesResidualNorms(config)
+            ? ((IResidualNorm)final_layernorm).AddForward(hidden, delta).Normalized
+            : final_layernorm.forward(Summed((hidden, delta)));
     }
 
-    private Tensor Run(LayerGroup group, Tensor hidden)
+    private (Tensor Residual, Tensor? Delta) Run(LayerGroup group, Tensor hidden, Tensor? delta)
     {
-        for (int i = group.First; i < group.First + group.Count; i++) hidden = layers[i].forward(hidden);
-        return hidden;
+        for (int i = group.First; i < group.First + group.Count; i++) (hidden, delta) = layers[i].Forward(hidden, delta);
+        return (hidden, delta);
     }
+
+    private static Tensor Summed((Tensor Residual, Tensor? Delta) stream) => stream.Delta is null ? stream.Residual : stream.Residual.Plus(stream.Delta);
 
     /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s]; on one
     /// tensor-parallel rank with fused kernels, straight from the bf16 logits (<see cref="CrossEntropyFunction"/>).</summary>

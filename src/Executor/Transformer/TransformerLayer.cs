@@ -1,3 +1,4 @@
+using Harness.Simulator.Specs;
 using Harness.Executor.Offload;
 using static TorchSharp.torch;
 using static Harness.Executor.Native.HeldScalars;
@@ -29,18 +30,50 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         mlp = new Mlp(config, layer);
         (hiddenDropout, dropout) = (config.HiddenDropout, config.Dropout);
         recomputeNorm = config.RecomputeOrNone.NormOutputs;
-        // The fused residual add + norm takes the MLP's norm, unless the norm runs inside linear_fc1: LayerNorm's from the GPT
-        // path's kernels, RMSNorm's from the Llama path's.
-        addNorm = !recomputeNorm && (pre_mlp_layernorm is LayerNormalization ? config.UseFusedGptKernels : config.UseFusedKernels);
+        addNorm = FusesResidualNorms(config);
         RegisterComponents();
     }
 
+    /// <summary>
+    /// Whether the residual adds are fused with the norms after them (<see cref="IResidualNorm"/>): LayerNorm's from the GPT
+    /// path's kernels, RMSNorm's from the Llama path's; not under --kaimm-recompute-norm, whose norms run inside the linears
+    /// after them. Each layer's attention residual with its MLP norm, and its MLP residual with the next layer's input norm
+    /// (or the final norm) where the model passes the residual on unsummed (<see cref="Forward(Tensor, Tensor?)"/>).
+    /// </summary>
+    public static bool FusesResidualNorms(TransformerConfig config) =>
+        !config.RecomputeOrNone.NormOutputs && (config.Model.Normalization == Normalization.LayerNorm ? config.UseFusedGptKernels : config.UseFusedKernels);
+
     public override Tensor forward(Tensor x)
+    {
+        var (residual, delta) = Forward(x, null);
+        using (residual)
+        using (delta)
+            return residual.Plus(delta);
+    }
+
+    /// <summary>
+    /// The layer on the residual stream <paramref name="hidden"/> + <paramref name="delta"/> (null: <paramref name="hidden"/>
+    /// alone), its output returned unsummed, as (residual, delta) with output = residual + delta: the add is left to the
+    /// next layer's input norm or the final norm, which fuse it where <see cref="FusesResidualNorms"/> (Megatron-core and
+    /// Transformer Engine fuse the residual with the next norm alike); elsewhere it is libtorch's add, the same operation
+    /// in the same order as a layer that summed its own output.
+    /// </summary>
+    public (Tensor Residual, Tensor Delta) Forward(Tensor hidden, Tensor? delta)
     {
         using var scope = NewDisposeScope();
         // Each norm's input is saved (by the norm, or by the linear that recomputes it), its output by the linear after it.
-        SavedActivations.Save(x);
-        var attention = recomputeNorm ? self_attention.forward(x, input_layernorm.forward) : self_attention.forward(SavedActivations.Save(input_layernorm.forward(x)));
+        Tensor x, attention;
+        if (recomputeNorm)
+        {
+            x = SavedActivations.Save(delta is null ? hidden : hidden.Plus(delta));
+            attention = self_attention.forward(x, input_layernorm.forward);
+        }
+        else
+        {
+            var (normalized, sum) = delta is not null && addNorm ? ((IResidualNorm)input_layernorm).AddForward(hidden, delta) : Normalize(hidden, delta);
+            x = SavedActivations.Save(sum);
+            attention = self_attention.forward(SavedActivations.Save(normalized));
+        }
         Tensor h, mlpOutput;
         if (addNorm)
         {
@@ -54,7 +87,14 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
             h = SavedActivations.Save(x.Plus(Drop(attention)));
             mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(SavedActivations.Save(pre_mlp_layernorm.forward(h)));
         }
-        return h.Plus(Drop(mlpOutput)).MoveToOuterDisposeScope();
+        return (h.MoveToOuterDisposeScope(), Drop(mlpOutput).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>(input norm of the sum, the sum) through libtorch's add and the norm.</summary>
+    private (Tensor Normalized, Tensor Sum) Normalize(Tensor hidden, Tensor? delta)
+    {
+        var sum = delta is null ? hidden : hidden.Plus(delta);
+        return (input_layernorm.forward(sum), sum);
     }
 
     /// <summary>Megatron's bias-dropout-add: dropout on a sublayer's output (its bias included) before the residual add.</summary>

@@ -214,15 +214,37 @@ public static class ComputeTime
     private static bool HarnessGptKernels(RunDescription c) => HarnessKernels(c) && c.FusedGptKernels;
 
     /// <summary>
-    /// Bytes per hidden channel and token, forward, that the executor's residual add fused with the norm after it saves
-    /// (attention's residual and the MLP's norm; src/Executor/Fused/add_norm.cuh, LayerNorm's in the GPT path's kernels,
-    /// RMSNorm's in the Llama path's): the add reads x and r and writes s (3e), the norm reads s and writes y (2e); the fused
-    /// kernel reads x and r and writes s and y (4e), so s is not read back: one element less. It takes the norm through
-    /// libtorch's fused norm only (not --no-norm-fusion's float32 operators) and not under --kaimm-recompute-norm, whose
-    /// norm runs inside the linear after it.
+    /// Bytes per hidden channel and token, forward, that the executor's residual adds fused with the norms after them save
+    /// (src/Executor/Fused/add_norm.cuh, LayerNorm's in the GPT path's kernels, RMSNorm's in the Llama path's): an add reads
+    /// x and r and writes s (3e), the norm reads s and writes y (2e); the fused kernel reads x and r and writes s and y (4e),
+    /// so s is not read back: one element less per fused add. Every layer fuses attention's residual with its MLP's norm,
+    /// and its input add (the previous layer's MLP residual) with its input norm where the residual reaches it unsummed
+    /// (<see cref="FusedInputAddShare"/>). It takes the norms through libtorch's fused norm only (not --no-norm-fusion's
+    /// float32 operators) and not under --kaimm-recompute-norm, whose norms run inside the linears after them.
     /// </summary>
     private static double FusedAddNormSavedBytes(ModelSpec m, RunDescription c, double e) =>
-        (m.Normalization == Normalization.LayerNorm ? HarnessGptKernels(c) : HarnessKernels(c)) && c.FusedNorm && !c.RecomputeOrNone.NormOutputs ? e : 0;
+        (m.Normalization == Normalization.LayerNorm ? HarnessGptKernels(c) : HarnessKernels(c)) && c.FusedNorm && !c.RecomputeOrNone.NormOutputs
+            ? e * (1 + FusedInputAddShare(m, c)) : 0;
+
+    /// <summary>
+    /// The share of a model chunk's layers whose input add the executor fuses with their input norm (GptModel.Decode): the
+    /// residual passes unsummed from layer to layer, except into a chunk's first layer (the previous stage's or the
+    /// embedding's output is one tensor) and into a group that full recomputation checkpoints, whose input is one tensor,
+    /// as is its output (RecomputeGroups: --recompute-method uniform, groups of --recompute-num-layers; block, the first n
+    /// layers alone, so layers 0..n take a sum). A chunk holds --num-layers-per-virtual-pipeline-stage layers, else L / p
+    /// (uneven first and last stages taken as even here). The last layer's add into the final norm, once per model, is left
+    /// out.
+    /// </summary>
+    public static double FusedInputAddShare(ModelSpec m, RunDescription c)
+    {
+        double chunk = c.LayersPerVirtualStage ?? Math.Max(1.0, (double)m.NumLayers / c.PipelineParallel);
+        var r = c.RecomputeOrNone;
+        int n = Math.Max(1, r.NumLayers);
+        double unfused = r.Granularity != RecomputeGranularity.Full ? 1
+            : r.Method == RecomputeMethod.Uniform ? Math.Ceiling(chunk / n)
+            : Math.Min(chunk, n + 1);
+        return Math.Max(0, chunk - unfused) / chunk;
+    }
 
     /// <summary>Bytes per token the rotary positions move, forward. Transformer Engine's fused rotary kernel reads and writes
     /// Q and K (h + kv channels). The executor's fused kernel splits the QKV projection's output into Q, K and V and rotates Q and
