@@ -89,8 +89,12 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     /// layer's gathered weights. A recomputed group's layers are all applied at the group's input, outside the recomputed
     /// function: their weights are waited for before the group runs, and their gradients are final once backward has
     /// passed the group (the recomputation computes them before the group's input gradient). With the residual unsummed it
-    /// applies to the residual part: layer i's fused add + norm hands both parts their gradient in one backward step, its
-    /// last.</param>
+    /// applies to the residual part. Backward reaches it after the whole of layer i: the input add is layer i's first
+    /// operation forward, so its backward is the last. The delta's gradient goes from that add to layer i − 1's MLP without
+    /// passing it; layer i − 1's backward still runs after it, because libtorch's engine takes ready nodes in decreasing
+    /// sequence number (torch/csrc/autograd/engine.cpp, ReadyQueue's CompareNodeTaskTime) and the hook's node is made after
+    /// every node of layer i − 1, as it was when the hook sat on the sum. Callbacks that must run before layer i − 1's
+    /// backward (ZeRO 3's release and fetch, the offload's reload) rely on that order.</param>
     public Tensor Decode(Tensor hidden, Func<Tensor, int, Tensor>? atLayerInput = null)
     {
         Tensor? delta = null;
@@ -107,18 +111,31 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         }
         if (atLayerInput is not null) hidden = atLayerInput(hidden, layers.Count);
         if (final_layernorm is null) return Summed((hidden, delta));
-        return delta is not null && TransformerLayer.FusesResidualNorms(config)
-            ? ((IResidualNorm)final_layernorm).AddForward(hidden, delta).Normalized
-            : final_layernorm.forward(Summed((hidden, delta)));
+        if (delta is not null && TransformerLayer.FusesResidualNorms(config))
+            using (delta)
+                return ((IResidualNorm)final_layernorm).AddForward(hidden, delta).Normalized;
+        return final_layernorm.forward(Summed((hidden, delta)));
     }
 
     private (Tensor Residual, Tensor? Delta) Run(LayerGroup group, Tensor hidden, Tensor? delta)
     {
-        for (int i = group.First; i < group.First + group.Count; i++) (hidden, delta) = layers[i].Forward(hidden, delta);
+        for (int i = group.First; i < group.First + group.Count; i++)
+        {
+            var consumed = delta;
+            (hidden, delta) = layers[i].Forward(hidden, delta);
+            consumed?.Dispose();
+        }
         return (hidden, delta);
     }
 
-    private static Tensor Summed((Tensor Residual, Tensor? Delta) stream) => stream.Delta is null ? stream.Residual : stream.Residual.Plus(stream.Delta);
+    /// <summary>The residual stream's sum; the delta, a layer's MLP output that autograd does not keep (an add saves nothing),
+    /// is released once added, as a layer that summed its own output released it. A residual may be the caller's input
+    /// (a pipeline stage's received activation, whose gradient it reads), so it is left alone.</summary>
+    private static Tensor Summed((Tensor Residual, Tensor? Delta) stream)
+    {
+        if (stream.Delta is null) return stream.Residual;
+        using (stream.Delta) return stream.Residual.Plus(stream.Delta);
+    }
 
     /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s]; on one
     /// tensor-parallel rank with fused kernels, straight from the bf16 logits (<see cref="CrossEntropyFunction"/>).</summary>
