@@ -8,10 +8,20 @@ namespace Harness.Executor.Autograd;
 /// </summary>
 public abstract class GuardedSingleTensorFunction<T> : autograd.SingleTensorFunction<T> where T : GuardedSingleTensorFunction<T>, new()
 {
+    /// <summary>TorchSharp's apply, then the node's copies of the outputs released (<see cref="OutputCache"/>).</summary>
+    protected static new Tensor apply(params object[] vars)
+    {
+        var output = autograd.SingleTensorFunction<T>.apply(vars);
+        OutputCache.Release();
+        return output;
+    }
+
     public sealed override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
     {
         ctx.save_data(ArgumentCount.Key, vars.Length);
-        return Forward(ctx, vars);
+        var output = Forward(ctx, vars);
+        OutputCache.Applying(ctx);
+        return output;
     }
 
     public sealed override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) =>
@@ -24,10 +34,20 @@ public abstract class GuardedSingleTensorFunction<T> : autograd.SingleTensorFunc
 /// <summary>The same for functions with several outputs.</summary>
 public abstract class GuardedMultiTensorFunction<T> : autograd.MultiTensorFunction<T> where T : GuardedMultiTensorFunction<T>, new()
 {
+    /// <summary>TorchSharp's apply, then the node's copies of the outputs released (<see cref="OutputCache"/>).</summary>
+    protected static new List<Tensor> apply(params object[] vars)
+    {
+        var outputs = autograd.MultiTensorFunction<T>.apply(vars);
+        OutputCache.Release();
+        return outputs;
+    }
+
     public sealed override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
         ctx.save_data(ArgumentCount.Key, vars.Length);
-        return Forward(ctx, vars);
+        var outputs = Forward(ctx, vars);
+        OutputCache.Applying(ctx);
+        return outputs;
     }
 
     public sealed override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>

@@ -1,0 +1,53 @@
+using System.Reflection;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Harness.Executor.Autograd;
+
+/// <summary>
+/// TorchSharp 0.107's custom autograd functions keep, in their graph node, an empty_like of every output (Node.SaveOutputsInfo,
+/// src/TorchSharp/AutogradFunction.cs) until the graph is freed, only to make zeros of that shape when an output's gradient
+/// arrives undefined (AutogradContext.MaterializeGrads). That is real memory: a second copy of every output of every
+/// custom function (each linear under gradient-accumulation fusion, SwiGLU, the QKV split, the fused norms, the layer
+/// markers) from forward to backward. PyTorch keeps only the outputs' metadata (VariableInfo in
+/// torch/csrc/autograd/custom_function.h). Here each cached copy is replaced, right after apply, by a one-element tensor
+/// expanded to the output's shape: zeros_like of it is a contiguous zeros tensor of the same shape, dtype and device, so
+/// undefined gradients are still materialized the same, and the copies' storage is returned.
+/// </summary>
+public static class OutputCache
+{
+    private static readonly FieldInfo? NodeField = typeof(autograd.AutogradContext).GetField("_node", BindingFlags.Instance | BindingFlags.NonPublic);
+
+    [ThreadStatic] private static autograd.AutogradContext? applying;
+
+    /// <summary>Notes the context of the function whose forward just returned on this thread: the apply in progress (a
+    /// function applied inside another's forward has returned before the outer forward does).</summary>
+    internal static void Applying(autograd.AutogradContext ctx) => applying = ctx;
+
+    /// <summary>Replaces the output copies of the apply that just returned on this thread; the bytes released.</summary>
+    internal static long Release()
+    {
+        var ctx = applying;
+        applying = null;
+        return ctx is null ? 0 : Release(ctx);
+    }
+
+    /// <summary>Replaces the output copies that <paramref name="ctx"/>'s node holds; the bytes released (0 where they are
+    /// already replaced, the function was not recorded for backward, or TorchSharp keeps no such cache).</summary>
+    public static long Release(autograd.AutogradContext ctx)
+    {
+        var node = NodeField?.GetValue(ctx);
+        if (node?.GetType().GetField("_outputCache", BindingFlags.Instance | BindingFlags.NonPublic)?.GetValue(node) is not List<Tensor> cache) return 0;
+        long released = 0;
+        for (int i = 0; i < cache.Count; i++)
+        {
+            // A stand-in (every stride 0) or a single element is already as small as it gets.
+            if (cache[i] is not Tensor copy || copy.IsInvalid || copy.numel() <= 1 || copy.stride().All(s => s == 0)) continue;
+            released += copy.numel() * copy.ElementSize;
+            using (var one = zeros(1, dtype: copy.dtype, device: copy.device))
+                cache[i] = one.expand(copy.shape);
+            copy.Dispose();
+        }
+        return released;
+    }
+}
