@@ -12,7 +12,10 @@ namespace Harness.Executor.Autograd;
 /// markers) from forward to backward. PyTorch keeps only the outputs' metadata (VariableInfo in
 /// torch/csrc/autograd/custom_function.h). Here each cached copy is replaced, right after apply, by a one-element tensor
 /// expanded to the output's shape: zeros_like of it is a contiguous zeros tensor of the same shape, dtype and device, so
-/// undefined gradients are still materialized the same, and the copies' storage is returned.
+/// undefined gradients are still materialized the same, and the copies' storage is returned. The stand-in is detached from
+/// the dispose scope: TorchSharp's copy belongs to the scope active at apply and is freed at its end, so a function applied
+/// inside a scope that ends before backward (a model's forward) could not materialize an output's missing gradient (the
+/// process aborts in backward); the stand-in lives as long as the node.
 /// </summary>
 public static class OutputCache
 {
@@ -45,7 +48,7 @@ public static class OutputCache
             if (cache[i] is not Tensor copy || copy.IsInvalid || copy.numel() <= 1 || copy.stride().All(s => s == 0)) continue;
             released += copy.numel() * copy.ElementSize;
             using (var one = zeros(1, dtype: copy.dtype, device: copy.device))
-                cache[i] = one.expand(copy.shape);
+                cache[i] = one.expand(copy.shape).DetachFromDisposeScope();
             copy.Dispose();
         }
         return released;

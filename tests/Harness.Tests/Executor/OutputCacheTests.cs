@@ -9,7 +9,8 @@ namespace Harness.Tests.Executor;
 /// <summary>
 /// The executor's custom autograd functions do not keep TorchSharp's copy of every output (OutputCache): TorchSharp's own
 /// apply leaves two 1000 x 1000 float32 copies in the node of a two-output function, the executor's apply none, and an
-/// output whose gradient never arrives still gets zeros of its shape in backward.
+/// output whose gradient never arrives still gets zeros of its shape in backward, also after the dispose scope of the
+/// forward that made it has ended.
 /// </summary>
 [Collection("training")]
 public class OutputCacheTests
@@ -51,5 +52,20 @@ public class OutputCacheTests
         Assert.Equal(2.0f, x.grad!.min().item<float>());
         Assert.Equal(2.0f, x.grad!.max().item<float>());
         Assert.Equal(new long[] { 1000, 1000 }, x.grad!.shape);
+    }
+
+    [Fact]
+    public void AnOutputsMissingGradientIsMaterializedAfterTheScopeOfItsForwardEnded()
+    {
+        // A model's forward runs in a dispose scope that ends before backward; the second output is never used.
+        TorchRuntime.Initialize();
+        using var scope = NewDisposeScope();
+        var x = ones(3, 4).requires_grad_();
+        Tensor loss;
+        using (NewDisposeScope())
+            loss = TwoOutputs.Apply(x)[0].sum().MoveToOuterDisposeScope();
+        loss.backward();
+        Assert.Equal(2.0f, x.grad!.min().item<float>());
+        Assert.Equal(2.0f, x.grad!.max().item<float>());
     }
 }
