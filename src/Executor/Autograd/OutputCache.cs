@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Reflection;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -21,6 +22,13 @@ public static class OutputCache
 {
     private static readonly FieldInfo? NodeField = typeof(autograd.AutogradContext).GetField("_node", BindingFlags.Instance | BindingFlags.NonPublic);
 
+    /// <summary>Each node type's cache field (one generic node type per function), looked up once.</summary>
+    private static readonly ConcurrentDictionary<Type, FieldInfo?> CacheFields = new();
+
+    /// <summary>One zero element per dtype and device, process-lived, that every stand-in expands (a view: no kernel per
+    /// output; zeros_like reads only its shape, dtype and device, and nothing writes it).</summary>
+    private static readonly ConcurrentDictionary<(ScalarType, string), Tensor> Zeros = new();
+
     [ThreadStatic] private static autograd.AutogradContext? applying;
 
     /// <summary>Notes the context of the function whose forward just returned on this thread: the apply in progress (a
@@ -40,15 +48,16 @@ public static class OutputCache
     public static long Release(autograd.AutogradContext ctx)
     {
         var node = NodeField?.GetValue(ctx);
-        if (node?.GetType().GetField("_outputCache", BindingFlags.Instance | BindingFlags.NonPublic)?.GetValue(node) is not List<Tensor> cache) return 0;
+        if (node is null || CacheFields.GetOrAdd(node.GetType(), t => t.GetField("_outputCache", BindingFlags.Instance | BindingFlags.NonPublic))
+                ?.GetValue(node) is not List<Tensor> cache) return 0;
         long released = 0;
         for (int i = 0; i < cache.Count; i++)
         {
             // A stand-in (every stride 0) or a single element is already as small as it gets.
             if (cache[i] is not Tensor copy || copy.IsInvalid || copy.numel() <= 1 || copy.stride().All(s => s == 0)) continue;
             released += copy.numel() * copy.ElementSize;
-            using (var one = zeros(1, dtype: copy.dtype, device: copy.device))
-                cache[i] = one.expand(copy.shape).DetachFromDisposeScope();
+            var zero = Zeros.GetOrAdd((copy.dtype, copy.device.ToString()), _ => zeros(1, dtype: copy.dtype, device: copy.device).DetachFromDisposeScope());
+            cache[i] = zero.expand(copy.shape).DetachFromDisposeScope();
             copy.Dispose();
         }
         return released;

@@ -133,8 +133,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     /// (a pipeline stage's received activation, whose gradient it reads), so it is left alone.</summary>
     private static Tensor Summed((Tensor Residual, Tensor? Delta) stream)
     {
-        if (stream.Delta is null) return stream.Residual;
-        using (stream.Delta) return stream.Residual.Plus(stream.Delta);
+        using (stream.Delta) return TransformerLayer.Sum(stream.Residual, stream.Delta);
     }
 
     /// <summary>Mean next-token cross-entropy (float32) of the decoded hidden states against labels [b, s]; on one

@@ -65,7 +65,7 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         Tensor x, attention;
         if (recomputeNorm)
         {
-            x = SavedActivations.Save(delta is null ? hidden : hidden.Plus(delta));
+            x = SavedActivations.Save(Sum(hidden, delta));
             attention = self_attention.forward(x, input_layernorm.forward);
         }
         else
@@ -93,9 +93,12 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
     /// <summary>(input norm of the sum, the sum) through libtorch's add and the norm.</summary>
     private (Tensor Normalized, Tensor Sum) Normalize(Tensor hidden, Tensor? delta)
     {
-        var sum = delta is null ? hidden : hidden.Plus(delta);
+        var sum = Sum(hidden, delta);
         return (input_layernorm.forward(sum), sum);
     }
+
+    /// <summary>The residual stream <paramref name="hidden"/> + <paramref name="delta"/> as one tensor (libtorch's add).</summary>
+    internal static Tensor Sum(Tensor hidden, Tensor? delta) => delta is null ? hidden : hidden.Plus(delta);
 
     /// <summary>Megatron's bias-dropout-add: dropout on a sublayer's output (its bias included) before the residual add.</summary>
     private Tensor Drop(Tensor y) => DropoutRng.Rate(dropout, hiddenDropout) is > 0 and var p ? DropoutOp.Apply(y, p, dropout!.NextHidden()) : y;
