@@ -5,8 +5,8 @@
 #      interrupted after RUN_TIMEOUT or 150 s: 20 steps of caat-130m take well under a minute, so a layout still running
 #      then waits on something, and must not hold a slot for the rest of the lease)                              ~25% of the time
 #   2. caat-net-study.sh    (caat-130m TP 8 at p = 1, 0.5, 0.25, 0, seed 2, TP 1, on DATA_PREFIX) ~35%, beside phase 1;
-#      its six runs at once, each stopped with its records when the time is up, so that all of them reach about the same
-#      iteration (harness compare reads them at the last iteration all of them validated)
+#      as many of its six runs at once as the GPU's memory holds beside phase 1 (six on an H200, two on an H100), each
+#      stopped with its records when the time is up (harness compare reads them at the last iteration all validated)
 #   3. vs-pytorch.sh        (the executor beside plain PyTorch eager and torch.compile)           ~25%
 #   4. offload-and-validate.sh (the --cpu-offloading sweep and validate of three models)         the rest
 # Phases 1 and 2 share the GPU (their losses do not depend on it); 3 and 4 run alone (their times do).
@@ -27,9 +27,14 @@ has() { [[ $phases == *$1* ]]; }
 share=$(( $(left) * 60 / 100 ))
 [[ $phases == *[34]* ]] || share=$(left)
 mins=$(( (share - 60) / 60 )); [ "$mins" -lt 1 ] && mins=1
+# Phases 1 and 2 share the GPU's memory: the layouts' runs (caat-130m, at most ~7 GiB each, four at once, and kernel-check
+# under memcheck beside them) take ~40 GiB, the study's tensor-parallel runs ~16 GiB each (15 GiB allocated at TP 8,
+# micro-batch 8, on an H100 2026-12-07, where six at once beside the layouts ran out of memory): as many as the rest holds.
+gib=$(( $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1 || echo 81559) / 1024 ))
+study_jobs=$(( (gib - 40) / 16 )); [ "$study_jobs" -lt 1 ] && study_jobs=1; [ "$study_jobs" -gt 6 ] && study_jobs=6
 has 1 && ( JOBS=4 RUN_TIMEOUT=${RUN_TIMEOUT:-150} ITERS=${LAYOUT_ITERS:-10} timeout $((share - 20)) bash "$here/one-gpu-layouts.sh" "$harness" "$work/layouts" "$gpu" >"$work/layouts.out" 2>&1
   echo "layouts exit $?" | tee -a "$log"; mv "$work/layouts.out" "$work/layouts/" 2>/dev/null; pack layouts ) &
-has 2 && ( JOBS=6 MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
+has 2 && ( JOBS=$study_jobs MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
     timeout $((share - 10)) bash "$here/caat-net-study.sh" "$harness" "$work/caat" "$data" "$gpu" >"$work/caat.out" 2>&1
   echo "caat-net-study exit $?" | tee -a "$log"; mv "$work/caat.out" "$work/caat/" 2>/dev/null; pack caat ) &
 wait
