@@ -22,6 +22,10 @@ public sealed class ChunkOffload : IDisposable
     private readonly List<Part> parts = [];
     private readonly List<Tensor> handles = [];
     private readonly List<long> bytes = [];
+    /// <summary>What the copies on the host link read, kept until the copies are fenced: the caching allocators do not see a
+    /// copy on the link's stream, so a tensor freed before its fence could be handed out again and overwritten while the copy
+    /// still reads it (a non-contiguous recorded tensor's flat copy in the forward, the host copy of a head in the reload).</summary>
+    private readonly List<Tensor> inFlight = [];
     private SavedActivations? saved;
 
     /// <summary>A recorded tensor: its place, its head on the host and its tail on the device while offloaded.</summary>
@@ -69,7 +73,12 @@ public sealed class ChunkOffload : IDisposable
             var flat = t.reshape(-1);
             long head = (long)(heads[i] / t.ElementSize), n = flat.shape[0];
             var part = new Part(handle, t.shape, t.stride(), t.storage_offset(), flat.narrow(0, head, n - head).clone().DetachFromDisposeScope());
-            if (head > 0) part.Head = link.ToHost(flat.narrow(0, 0, head).contiguous()).DetachFromDisposeScope();
+            if (head > 0)
+            {
+                var source = flat.narrow(0, 0, head).contiguous().DetachFromDisposeScope();
+                inFlight.Add(source);
+                part.Head = link.ToHost(source).DetachFromDisposeScope();
+            }
             parts.Add(part);
         }
     }
@@ -78,6 +87,7 @@ public sealed class ChunkOffload : IDisposable
     public void End()
     {
         link.Fence();
+        ReleaseInFlight();
         for (int h = 0; h < handles.Count; h++) StorageBytes.Resize(handles[h], 0);
         saved?.Dispose();
         saved = null;
@@ -93,7 +103,7 @@ public sealed class ChunkOffload : IDisposable
             if (part.Head is { } host)
             {
                 part.Head = link.ToDevice(host, handles[part.Handle].device).DetachFromDisposeScope();
-                host.Dispose();
+                inFlight.Add(host);
             }
     }
 
@@ -101,6 +111,7 @@ public sealed class ChunkOffload : IDisposable
     public void EndReload()
     {
         link.Fence();
+        ReleaseInFlight();
         using var _ = no_grad();
         foreach (var part in parts)
         {
@@ -110,10 +121,17 @@ public sealed class ChunkOffload : IDisposable
         }
     }
 
+    private void ReleaseInFlight()
+    {
+        foreach (var t in inFlight) t.Dispose();
+        inFlight.Clear();
+    }
+
     private static double Bytes(Tensor t) => (double)t.NumberOfElements * t.ElementSize;
 
     public void Dispose()
     {
+        ReleaseInFlight();
         saved?.Dispose();
         foreach (var part in parts)
         {

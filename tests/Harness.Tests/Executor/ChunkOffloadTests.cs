@@ -44,6 +44,71 @@ public class ChunkOffloadTests
         return (a.grad!, b.grad!, between);
     }
 
+    /// <summary>
+    /// A host link whose copies happen only at the fence, as a GPU's copy stream runs them some time after they are issued:
+    /// a copy reads its source then, so a source released before the fence is read after its release (here: disposed, so
+    /// the copy throws; on a GPU its memory is handed out again and overwritten, and the reloaded activations are wrong).
+    /// </summary>
+    private sealed class DeferredHostLink : IHostLink
+    {
+        private readonly List<(Tensor Source, Tensor Target)> queued = [];
+
+        public void AfterCompute() { }
+
+        public Tensor ToHost(Tensor source) => Queue(source);
+
+        public Tensor ToDevice(Tensor source, Device device) => Queue(source);
+
+        private Tensor Queue(Tensor source)
+        {
+            var target = empty(source.shape, source.dtype).DetachFromDisposeScope();
+            queued.Add((source, target));
+            return target;
+        }
+
+        public void Fence()
+        {
+            using var _ = no_grad();
+            foreach (var (source, target) in queued) target.copy_(source);
+            queued.Clear();
+        }
+
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public void CopiesThatRunLateReadSourcesKeptUntilTheirFence()
+    {
+        // exp's output is saved by exp and, transposed (a non-contiguous view of it, offloaded through a flat copy), by the product.
+        TorchRuntime.Initialize(ExecutionDevice.Cpu);
+        (Tensor, Tensor) Grads(IHostLink? link)
+        {
+            using var g = new Generator(11);
+            var a = randn([512, 512], generator: g).requires_grad_();
+            var b = randn([512, 512], generator: g).requires_grad_();
+            var saved = new SavedActivations();
+            Tensor y;
+            using (saved.Record())
+            {
+                var e = SavedActivations.Save(a.exp());
+                y = (SavedActivations.Save(e.t()) * b).sum();
+            }
+            if (link is null) saved.Dispose();
+            else
+            {
+                using var offload = new ChunkOffload(saved, 1, link);
+                offload.End();
+                offload.BeginReload();
+                offload.EndReload();
+            }
+            y.backward();
+            return (a.grad!, b.grad!);
+        }
+        var (a0, b0) = Grads(null);
+        var (a1, b1) = Grads(new DeferredHostLink());
+        Assert.True(a0.equal(a1).all().item<bool>() && b0.equal(b1).all().item<bool>());
+    }
+
     [Fact]
     public void SelectedStoragesAreEmptiedAndTheGradientsAreTheSameBits()
     {
