@@ -55,7 +55,20 @@ public static class RunDescriptionFlags
         new("--kaimm-recompute-mlp-activation-func", false, "Megatron-Kwai: recompute the SwiGLU output"),
         new("--kaimm-offload-activation-ratio", true, "Megatron-Kwai: offload ratio alpha"),
         new("--use-distributed-optimizer", false, "Megatron's distributed optimizer (ZeRO stage 1)"),
+        new(ShardingStrategy, true, "with --use-megatron-fsdp: no_shard, optim, optim_grads or optim_grads_params (the default; ZeRO stages 0-3 as Megatron-FSDP runs them)"),
     };
+
+    /// <summary>Megatron-FSDP's sharding strategy, the stage of its sharding (<see cref="MegatronFsdp"/>).</summary>
+    public const string ShardingStrategy = "--data-parallel-sharding-strategy";
+
+    /// <summary>Megatron-FSDP's switch and the flags that apply only with it.</summary>
+    public const string UseMegatronFsdp = "--use-megatron-fsdp";
+
+    private static readonly string[] FsdpOnlyFlags =
+    [
+        ShardingStrategy, "--megatron-fsdp-version", "--fsdp-double-buffer", "--suggested-communication-unit-size",
+        "--megatron-fsdp-main-grads-dtype", "--megatron-fsdp-grad-comm-dtype", "--megatron-fsdp-main-params-dtype",
+    ];
 
     /// <summary>The rest: the implementation a layout runs on (precision, kernels, overlaps, the launch environment); `harness
     /// search` applies them to every configuration.</summary>
@@ -101,6 +114,13 @@ public static class RunDescriptionFlags
         new("--no-norm-fusion", false, "LayerNorm/RMSNorm as unfused fp32 PyTorch ops (Megatron-LM's legacy RMSNorm, early 2024)"),
         new("--optimizer", true, "adam (Megatron's default) or sgd (momentum SGD: 8 B of optimizer state per parameter, not Adam's 12)"),
         new("--sgd-momentum", true, "SGD's momentum factor in [0, 1) (default 0.9); 0 keeps no momentum buffer"),
+        new(UseMegatronFsdp, false, "Megatron-core's own sharded data parallelism (Megatron-FSDP) in place of the distributed optimizer and DeepSpeed's ZeRO stages; its stage is --data-parallel-sharding-strategy"),
+        new("--megatron-fsdp-version", true, "1 (default; every layout) or 2 (optim_grads_params without tensor, pipeline or context parallelism)"),
+        new("--fsdp-double-buffer", false, "Megatron-FSDP: gathered weights and unsharded gradients in two fixed buffers each (no deeper prefetch)"),
+        new("--suggested-communication-unit-size", true, "Megatron-FSDP: elements per communication unit; half of it is the all-gather prefetch window (default max(1e9, 2 x a layer) under optim_grads_params)"),
+        new("--megatron-fsdp-main-grads-dtype", true, "Megatron-FSDP: auto (the parameters' dtype, the default), fp32 or bf16"),
+        new("--megatron-fsdp-grad-comm-dtype", true, "Megatron-FSDP: auto (the main gradients' dtype, the default); another dtype is not modelled"),
+        new("--megatron-fsdp-main-params-dtype", true, "Megatron-FSDP: fp32 (the default); another dtype is not modelled"),
         new("--transformer-impl", true, "transformer_engine (Megatron's default) or harness (this project's executor, whose fused kernels are costed; what a Harness run records)"),
         new("--no-fused-kernels", false, "the executor: libtorch's operators instead of Harness's fused SwiGLU, rotary, residual add + RMSNorm, cross-entropy and AdamW kernels"),
         new("--no-fused-gpt-kernels", false, "the executor: libtorch's operators instead of Harness's fused residual add + LayerNorm and embedding + positions kernels (the GPT path's)"),
@@ -148,8 +168,8 @@ public static class RunDescriptionFlags
         double? kwaiAlpha = cl.Double("--kaimm-offload-activation-ratio"), alpha = cl.Double("--offload-ratio");
         if (kwaiAlpha is double ka && alpha is double aa && ka != aa)
             cl.Errors.Add($"--offload-ratio {aa} and --kaimm-offload-activation-ratio {ka} disagree; pass one.");
-        int zero = cl.Int("--zero-stage") ?? (cl.Switch("--use-distributed-optimizer") ? 1 : d.ZeroStage);
-        if (cl.Switch("--use-distributed-optimizer") && zero < 1)
+        int zero = cl.Switch(UseMegatronFsdp) ? ReadShardingStrategy(cl) : cl.Int("--zero-stage") ?? (cl.Switch("--use-distributed-optimizer") ? 1 : d.ZeroStage);
+        if (cl.Switch("--use-distributed-optimizer") && zero < 1 && !cl.Switch(UseMegatronFsdp))
             cl.Errors.Add($"--use-distributed-optimizer is ZeRO stage 1 and contradicts --zero-stage {zero}.");
 
         return ReadImplementation(cl, d with
@@ -166,6 +186,48 @@ public static class RunDescriptionFlags
             OffloadRatio = alpha ?? kwaiAlpha ?? d.OffloadRatio, ZeroStage = zero,
             SyncFactor = cl.Double("--sync-factor") ?? d.SyncFactor,
         });
+    }
+
+    /// <summary>Megatron-FSDP's --data-parallel-sharding-strategy as its stage (the command line's default optim_grads_params);
+    /// --zero-stage, DeepSpeed's, does not go with it.</summary>
+    private static int ReadShardingStrategy(CommandLine cl)
+    {
+        if (cl.String("--zero-stage") is string z)
+            cl.Errors.Add($"--zero-stage {z} is DeepSpeed's sharding; under {UseMegatronFsdp} pass {ShardingStrategy} ({string.Join(", ", MegatronFsdp.Strategies)}).");
+        return cl.Choice(ShardingStrategy, MegatronFsdp.Strategies) is string s ? Array.IndexOf(MegatronFsdp.Strategies, s) : MegatronFsdp.DefaultStage;
+    }
+
+    /// <summary>Megatron-FSDP's settings (null without --use-megatron-fsdp, where its flags are refused) and whether its main
+    /// gradients are fp32: --megatron-fsdp-main-grads-dtype, auto being the parameters' dtype (param_and_grad_buffer.py,
+    /// _resolve_group_grad_dtype); Megatron-FSDP reads none of the distributed optimizer's gradient flags.</summary>
+    private static (MegatronFsdp? Fsdp, bool GradientsInFp32) ReadFsdp(CommandLine cl, Precision precision)
+    {
+        if (!cl.Switch(UseMegatronFsdp))
+        {
+            foreach (var flag in FsdpOnlyFlags.Where(f => cl.String(f) is not null || cl.Switch(f)))
+                cl.Errors.Add($"{flag} applies only with {UseMegatronFsdp}.");
+            return (null, ReadGradientsInFp32(cl, precision));
+        }
+        foreach (var flag in new[] { "--accumulate-allreduce-grads-in-fp32", "--grad-reduce-in-bf16", "--main-grads-dtype" }.Where(f => cl.String(f) is not null || cl.Switch(f)))
+            cl.Errors.Add($"{flag} is the distributed optimizer's; Megatron-FSDP does not read it: pass --megatron-fsdp-main-grads-dtype (auto, fp32 or bf16).");
+        int version = cl.Int("--megatron-fsdp-version") ?? 1;
+        if (version == 2 && cl.Switch("--use-distributed-optimizer"))
+            cl.Errors.Add("--megatron-fsdp-version 2 is not compatible with --use-distributed-optimizer (Megatron asserts the same).");
+        double? unit = cl.Double("--suggested-communication-unit-size");
+        if (unit is double u && (u < 1 || u != Math.Floor(u) || u > long.MaxValue))
+            cl.Errors.Add($"--suggested-communication-unit-size {u} is not a whole number of elements of at least 1.");
+        string grads = cl.Choice("--megatron-fsdp-main-grads-dtype", "auto", "fp32", "bf16") ?? "auto";
+        if (grads == "bf16" && precision != Precision.Bf16)
+            cl.Errors.Add("--megatron-fsdp-main-grads-dtype bf16 needs --bf16.");
+        bool fp32Grads = grads == "fp32" || precision == Precision.Fp32;
+        string comm = cl.String("--megatron-fsdp-grad-comm-dtype") ?? "auto";
+        if (!comm.Equals("auto", StringComparison.OrdinalIgnoreCase) && !comm.Equals(fp32Grads ? "fp32" : precision == Precision.Fp16 ? "fp16" : "bf16", StringComparison.OrdinalIgnoreCase))
+            cl.Errors.Add($"--megatron-fsdp-grad-comm-dtype {comm} is not modelled: Harness reduces in the main gradients' dtype ({(fp32Grads ? "fp32" : "the parameters'")}); pass auto.");
+        string main = cl.String("--megatron-fsdp-main-params-dtype") ?? "fp32";
+        if (!main.Equals("fp32", StringComparison.OrdinalIgnoreCase))
+            cl.Errors.Add($"--megatron-fsdp-main-params-dtype {main} is not modelled; pass fp32 (the default).");
+        var fsdp = new MegatronFsdp(version, cl.Switch("--fsdp-double-buffer"), unit is double v && v >= 1 && v == Math.Floor(v) && v <= long.MaxValue ? (long)v : null);
+        return (fsdp, fp32Grads);
     }
 
     /// <summary><paramref name="layout"/> on the implementation the <see cref="ImplementationFlags"/> describe.</summary>
@@ -214,6 +276,7 @@ public static class RunDescriptionFlags
             return d.Implementation;
         }
 
+        var fsdp = ReadFsdp(cl, precision);
         var o = d.OverlapOrDefault;
         return layout with
         {
@@ -230,7 +293,8 @@ public static class RunDescriptionFlags
             },
             Precision = precision,
             AttentionBackend = attention,
-            GradientsInFp32 = ReadGradientsInFp32(cl, precision),
+            GradientsInFp32 = fsdp.GradientsInFp32,
+            Fsdp = fsdp.Fsdp,
             Adam = ReadAdamStates(cl),
             Optimizer = optimizer,
             SgdMomentum = cl.Double("--sgd-momentum") ?? d.SgdMomentum,
@@ -383,12 +447,21 @@ public static class RunDescriptionFlags
         if (rc.NormOutputs) a.Add("--kaimm-recompute-norm");
         if (rc.MlpActivation) a.Add("--kaimm-recompute-mlp-activation-func");
         if (r.OffloadRatio != d.OffloadRatio) Value("--offload-ratio", F(r.OffloadRatio));
-        if (r.ZeroStage == 1) a.Add("--use-distributed-optimizer");
+        if (r.Fsdp is { } fsdp)
+        {
+            a.Add(UseMegatronFsdp);
+            Value(ShardingStrategy, MegatronFsdp.StrategyName(r.ZeroStage));
+            if (fsdp.Version != 1) Value("--megatron-fsdp-version", fsdp.Version);
+            if (fsdp.DoubleBuffer) a.Add("--fsdp-double-buffer");
+            if (fsdp.CommunicationUnitSize is long unit) Value("--suggested-communication-unit-size", unit);
+            if (r.GradientsInFp32 && r.Precision != Precision.Fp32) Value("--megatron-fsdp-main-grads-dtype", "fp32");
+        }
+        else if (r.ZeroStage == 1) a.Add("--use-distributed-optimizer");
         else if (r.ZeroStage != d.ZeroStage) Value("--zero-stage", r.ZeroStage);
         if (r.SyncFactor != d.SyncFactor) Value("--sync-factor", F(r.SyncFactor));
         if (r.Precision != d.Precision) a.Add(r.Precision == Precision.Fp16 ? "--fp16" : r.Precision == Precision.Fp32 ? "--fp32" : "--bf16");
-        if (r.Precision == Precision.Fp16 && r.GradientsInFp32) a.Add("--accumulate-allreduce-grads-in-fp32");
-        if (r.Precision == Precision.Bf16 && !r.GradientsInFp32) a.Add("--grad-reduce-in-bf16");
+        if (r.Precision == Precision.Fp16 && r.GradientsInFp32 && r.Fsdp is null) a.Add("--accumulate-allreduce-grads-in-fp32");
+        if (r.Precision == Precision.Bf16 && !r.GradientsInFp32 && r.Fsdp is null) a.Add("--grad-reduce-in-bf16");
         var adam = r.AdamOrDefault;
         if (adam.PrecisionAware) a.Add("--use-precision-aware-optimizer");
         void Dtype(string flag, StateDtype dtype) { if (dtype != StateDtype.Fp32) Value(flag, dtype.ToString().ToLowerInvariant()); }
@@ -401,7 +474,8 @@ public static class RunDescriptionFlags
         if (r.HierarchicalAllToAllSize is int a2a)
             a.AddRange([HierarchicalSizes.Name, $"{a2a}", $"{(a2a > 0 ? r.ContextParallel / a2a : 0)}"]);
         if (r.AttentionBackend != d.AttentionBackend) Value("--attention-backend", AttentionKernels.Name(r.AttentionBackend));
-        var o = r.OverlapOrDefault;
+        // The overlaps as given (Megatron-FSDP's forced ones follow from its strategy, OverlapOrDefault).
+        var o = r.Overlap ?? OverlapSpec.Default;
         var od = d.OverlapOrDefault;
         if (o.GradientReduce != od.GradientReduce) a.Add("--overlap-grad-reduce");
         if (o.ParamGather != od.ParamGather) a.Add("--overlap-param-gather");

@@ -9,7 +9,8 @@ public static class PaperNotation
 {
     private static string F(double x) => x.ToString("0.###", CultureInfo.InvariantCulture);
 
-    /// <summary>The papers' short notation: "d8 t4 c1 p8 l2 mb1 sp kwai a0.63 z1"; a context-parallel exchange other than
+    /// <summary>The papers' short notation: "d8 t4 c1 p8 l2 mb1 sp kwai a0.63 z1" (under Megatron-FSDP "fsdp3", its strategy's
+    /// stage, in place of ZeRO's "z3"); a context-parallel exchange other than
     /// Megatron's default ring follows c as Megatron's --cp-comm-type word ("c4:a2a"; "c8:a2a+p2p(4x2)" with the all-to-all
     /// and ring sizes); uneven stages add "first7 last7" (the layers of the first and last stages), the embedding or loss
     /// counted as a layer "E" or "L" (Megatron's layout letters).</summary>
@@ -24,6 +25,6 @@ public static class PaperNotation
         string sp = c.SequenceParallel ? " sp" : "";
         string a = c.OffloadRatio > 0 ? $" a{F(c.OffloadRatio)}" : "";
         string p = c.SyncFactor < 1 ? $" sync{F(c.SyncFactor)}" : "";
-        return $"d{c.DataParallel} t{c.TensorParallel} c{c.ContextParallel}{comm} p{c.PipelineParallel}{l} mb{c.MicroBatch}{sp} {RecomputeChoices.Label(c.RecomputeOrNone)}{a} z{c.ZeroStage}{p}";
+        return $"d{c.DataParallel} t{c.TensorParallel} c{c.ContextParallel}{comm} p{c.PipelineParallel}{l} mb{c.MicroBatch}{sp} {RecomputeChoices.Label(c.RecomputeOrNone)}{a} {(c.Fsdp is null ? "z" : "fsdp")}{c.ZeroStage}{p}";
     }
 }

@@ -9,7 +9,7 @@ namespace Harness.Search;
 /// invalid subtree is ever walked. Tests prove the set equal to "every combination that Validate accepts".
 /// Tree: layout (dp, tp, pp, split of the layers over the stages (<see cref="PipelineSplits"/>), cp, cp exchange,
 /// interleaving (none for uneven stages, only with the ends counted as layers), sp, micro-batch, p) -> ZeRO stage (2 and 3
-/// only where pp = 1) ->
+/// only where pp = 1, except under Megatron-FSDP version 1) ->
 /// recomputation -> offload ratio.
 /// </summary>
 public sealed class SpaceEnumerator
@@ -23,10 +23,19 @@ public sealed class SpaceEnumerator
         _space = space;
         _offloadGrid = space.Constraints.OffloadGrid();
         // --overlap-param-gather overlaps the distributed optimizer's gather: it leaves only the stages that have one.
+        // Megatron-FSDP version 2 runs only optim_grads_params (stage 3) and without tensor, pipeline and context
+        // parallelism (MegatronFsdp.Validate).
         ZeroStages = (space.Constraints.ZeroStage ?? [0, 1, 2, 3]).Distinct().Order()
-            .Where(z => z >= 1 || !space.Constraints.Implementation.OverlapOrDefault.ParamGather).ToArray();
-        _zeroWithPipeline = ZeroStages.Where(z => z < 2).ToArray();
+            .Where(z => z >= 1 || !space.Constraints.Implementation.OverlapOrDefault.ParamGather)
+            .Where(z => !OnlyUnsplit || z == 3).ToArray();
+        // Megatron-FSDP version 1 shards at every stage with pipelining; DeepSpeed's engine refuses stages 2 and 3 there.
+        _zeroWithPipeline = space.Constraints.Implementation.Fsdp is null ? ZeroStages.Where(z => z < 2).ToArray() : ZeroStages;
+        // Megatron-Kwai's offload is a fork without Megatron-FSDP.
+        if (space.Constraints.Implementation.Fsdp is not null) _offloadGrid = _offloadGrid.Where(a => a == 0).ToArray();
     }
+
+    /// <summary>Megatron-FSDP version 2: no tensor, pipeline or context parallelism.</summary>
+    private bool OnlyUnsplit => _space.Constraints.Implementation.Fsdp is { Version: 2 };
 
     private ModelSpec Model => _space.Model;
     private SearchConstraints C => _space.Constraints;
@@ -35,7 +44,7 @@ public sealed class SpaceEnumerator
     public IReadOnlyList<int> ZeroStages { get; }
 
     /// <summary>The ZeRO stages valid for a layout, ascending: stages 2 and 3 only without pipeline parallelism
-    /// (RunDescription.Validate: DeepSpeed's pipeline engine refuses them).</summary>
+    /// (RunDescription.Validate: DeepSpeed's pipeline engine refuses them), every stage under Megatron-FSDP.</summary>
     public IReadOnlyList<int> ZeroOptions(Layout layout) =>
         layout.PipelineParallel == 1 ? ZeroStages : _zeroWithPipeline;
 
@@ -48,16 +57,16 @@ public sealed class SpaceEnumerator
         int world = _space.Cluster.WorldSize, gbs = _space.GlobalBatch;
         foreach (int tp in Divisors.Of(world))
         {
-            if (!Allowed(C.TensorParallel, tp)) continue;
+            if (!Allowed(C.TensorParallel, tp) || (OnlyUnsplit && tp > 1)) continue;
             if (m.NumAttentionHeads % tp != 0 || m.NumQueryGroups % tp != 0 || m.FfnHiddenSize % tp != 0) continue;
             if (C.TensorParallelWithinNode && _space.Cluster.GpusPerNode % tp != 0) continue;
             foreach (int pp in Divisors.Of(world / tp))
             {
-                if (!Allowed(C.PipelineParallel, pp)) continue;
+                if (!Allowed(C.PipelineParallel, pp) || (OnlyUnsplit && pp > 1)) continue;
                 foreach (var split in PipelineSplits.Of(m, pp, C.LayersInFirstPipelineStage, C.LayersInLastPipelineStage).Where(CountsAsAsked))
                 foreach (int cp in Divisors.Of(world / (tp * pp)))
                 {
-                    if (!Allowed(C.ContextParallel, cp)) continue;
+                    if (!Allowed(C.ContextParallel, cp) || (OnlyUnsplit && cp > 1)) continue;
                     if (cp > 1 && m.SeqLength % (2L * cp) != 0) continue; // causal load balancing: 2·cp chunks
                     int dp = world / (tp * pp * cp);
                     if (!Allowed(C.DataParallel, dp) || gbs % dp != 0) continue;

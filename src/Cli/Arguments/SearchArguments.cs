@@ -48,6 +48,7 @@ public static partial class SearchArguments
         Narrow("--kaimm-recompute-mlp-activation-func", "only Megatron-Kwai's SwiGLU-output recompute"),
         Narrow("--kaimm-offload-activation-ratio", "Megatron-Kwai's name of --offload-ratio (list)"),
         Narrow("--use-distributed-optimizer", "only Megatron's distributed optimizer (ZeRO stage 1)"),
+        Narrow(RunDescriptionFlags.ShardingStrategy, "with --use-megatron-fsdp: only these strategies (list of no_shard, optim, optim_grads, optim_grads_params; default all, with every layout)"),
         Narrow("--sync-factor", "CAAT-Net sync factors p to try (list; default 1)"),
         new("--memory-limit", true, "a config fits when the allocator's reservation at its peak is at most this, e.g. 70GiB (default: the GPU's memory less 2 GiB outside PyTorch)"),
         new("--max-tp-per-node", false, "keep each tensor-parallel group inside one node"),
@@ -97,7 +98,8 @@ public static partial class SearchArguments
             RecomputeNumLayers = Ints(cl, "--recompute-num-layers"),
             OffloadRatios = cl.Switch("--no-offload") ? [0.0] : Doubles(cl, "--offload-ratio") ?? Doubles(cl, "--kaimm-offload-activation-ratio"),
             OffloadStep = cl.Double("--offload-step") ?? 0.05,
-            ZeroStage = cl.Switch("--use-distributed-optimizer") ? [1] : Ints(cl, "--zero-stage"),
+            ZeroStage = cl.Switch(RunDescriptionFlags.UseMegatronFsdp) ? ShardingStrategies(cl)
+                : cl.Switch("--use-distributed-optimizer") ? [1] : Ints(cl, "--zero-stage"),
             SyncFactors = Doubles(cl, "--sync-factor") ?? [1.0],
             MemoryLimitBytes = Bytes(cl, "--memory-limit"),
             TensorParallelWithinNode = cl.Switch("--max-tp-per-node"),
@@ -182,6 +184,15 @@ public static partial class SearchArguments
             else cl.Errors.Add($"{flag} value '{word}' is not valid; expected {valid}, separated by commas.");
         }
         return values;
+    }
+
+    /// <summary>Megatron-FSDP's strategies to search, as their stages (null: all); --zero-stage is DeepSpeed's and does not go with them.</summary>
+    private static IReadOnlyList<int>? ShardingStrategies(CommandLine cl)
+    {
+        if (cl.String("--zero-stage") is string z)
+            cl.Errors.Add($"--zero-stage {z} is DeepSpeed's sharding; under {RunDescriptionFlags.UseMegatronFsdp} narrow with {RunDescriptionFlags.ShardingStrategy}.");
+        return List<int>(cl, RunDescriptionFlags.ShardingStrategy, w => Array.IndexOf(MegatronFsdp.Strategies, w.ToLowerInvariant()) is int i and >= 0 ? i : null,
+            string.Join(", ", MegatronFsdp.Strategies));
     }
 
     private static IReadOnlyList<int>? Ints(CommandLine cl, string flag, bool allowNone = false) =>

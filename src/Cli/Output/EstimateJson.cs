@@ -78,6 +78,9 @@ public static class EstimateJson
             w.WriteString("recompute", RecomputeChoices.Label(c.RecomputeOrNone));
             w.WriteNumber("offload_ratio", c.OffloadRatio);
             w.WriteNumber("zero_stage", c.ZeroStage);
+            // Megatron-FSDP's strategy (the stage's sharding as it runs it), null under DeepSpeed's stages.
+            if (c.Fsdp is null) w.WriteNull("fsdp_strategy");
+            else w.WriteString("fsdp_strategy", MegatronFsdp.StrategyName(c.ZeroStage));
             w.WriteNumber("sync_factor", c.SyncFactor);
             w.WriteString("precision", c.Precision.ToString().ToLowerInvariant());
             w.WriteBoolean("gradients_in_fp32", c.GradientsInFp32);

@@ -1,6 +1,7 @@
 using Harness.Megatron;
 using CsvHelper;
 using Harness.Search;
+using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Output;
 
@@ -22,6 +23,7 @@ public static partial class SearchCsv
         [CsvColumn("recompute")] string Recompute,
         [CsvColumn("offload_ratio")] double OffloadRatio,
         [CsvColumn("zero_stage")] int ZeroStage,
+        [CsvColumn("fsdp_strategy")] string? FsdpStrategy,
         [CsvColumn("sync_factor")] double SyncFactor,
         [CsvColumn("step_time_s")] double StepTimeS,
         [CsvColumn("tokens_per_s_per_gpu")] double TokensPerSPerGpu,
@@ -43,7 +45,7 @@ public static partial class SearchCsv
             var c = e.Config;
             return new Row(c.DataParallel, c.TensorParallel, c.PipelineParallel, c.LayersPerVirtualStage, c.VirtualStages(m),
                 c.ContextParallel, RunDescriptionFlags.CommTypeName(c.ContextParallelComm), c.SequenceParallel, c.MicroBatch, RecomputeChoices.Label(c.RecomputeOrNone), c.OffloadRatio,
-                c.ZeroStage, c.SyncFactor, e.Cost.StepTimeSeconds, e.Cost.TokensPerSecondPerGpu, e.Cost.Mfu,
+                c.ZeroStage, c.Fsdp is null ? null : MegatronFsdp.StrategyName(c.ZeroStage), c.SyncFactor, e.Cost.StepTimeSeconds, e.Cost.TokensPerSecondPerGpu, e.Cost.Mfu,
                 e.Cost.PeakMemoryBytes, e.Fits, top.Contains(c), front.Contains(c), e.Cost.BiggestCost, string.Join(' ', RunDescriptionFlags.Format(c)));
         });
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);

@@ -64,6 +64,9 @@ public sealed class GradientSync
         Reset();
     }
 
+    /// <summary>ZeRO 2 and 3: every micro-batch's gradients are reduced after its backward.</summary>
+    public bool EveryMicroBatch => everyMicroBatch;
+
     /// <summary>Whether the forward of a micro-batch (the step's last or not) is to be marked: the last one's, or every one's
     /// under ZeRO 2 and 3.</summary>
     public bool Marks(bool lastMicroBatch) => lastMicroBatch || everyMicroBatch;

@@ -26,7 +26,7 @@ public static class PipelineExecutor
     /// marks the layers of each chunk's last micro-batch so their gradients are reduced as backward passes them.</param>
     /// <param name="paramGather">With --overlap-param-gather: what each chunk's first micro-batch waits for before each
     /// layer (the weights the last step's all-gathers bring).</param>
-    /// <param name="zero3">Under ZeRO 3 (one chunk): gathers and frees each unit's weights around its forward and backward.</param>
+    /// <param name="zero3">Under ZeRO 3, one per chunk: gathers and frees each unit's weights around its forward and backward.</param>
     /// <param name="lossScale">What the last stage's backward starts from, times the loss (Megatron's backward_step applies
     /// the optimizer's loss scale there); the other stages receive gradients scaled by it.</param>
     /// <param name="offload">Megatron-Kwai's activation offload, when on: each chunk's saved activations recorded in its
@@ -36,7 +36,7 @@ public static class PipelineExecutor
     /// <returns>The mean loss over the micro-batches on the rank holding the last stage (detached, unscaled); null elsewhere.</returns>
     public static Tensor? ForwardBackward(IReadOnlyList<ModelChunk> chunks, P2PCommunication? p2p, int microBatches,
         Func<int, (Tensor Tokens, Tensor Labels)> microBatch, long[] activationShape, ScalarType dtype, Device device,
-        GradientSync gradSync, ParamGather? paramGather = null, PartitionedParamCoordinator? zero3 = null, double lossScale = 1,
+        GradientSync gradSync, ParamGather? paramGather = null, IReadOnlyList<PartitionedParamCoordinator>? zero3 = null, double lossScale = 1,
         ActivationOffloader? offload = null, Func<LayerOffloader>? layerOffload = null, List<OffloadRecord>? offloaded = null)
     {
         int size = p2p?.Size ?? 1, rank = p2p?.Rank ?? 0;
@@ -62,16 +62,17 @@ public static class PipelineExecutor
                     // The first micro-batch waits, layer by layer, for the weights the last step's all-gathers bring.
                     var gather = op.MicroBatch == 0 ? paramGather : null;
                     gather?.WaitFor(op.Chunk, 0);
+                    var units = zero3?[op.Chunk];
                     var layers = layerOffload?.Invoke();
                     if (layers is not null) layersOffloaded[(op.MicroBatch, op.Chunk)] = layers;
-                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !marked && zero3 is null && layers is null ? null : (h, layer) =>
+                    Func<Tensor, int, Tensor>? atLayerInput = gather is null && !marked && units is null && layers is null ? null : (h, layer) =>
                     {
                         gather?.WaitFor(op.Chunk, layer);
-                        if (zero3 is not null) h = zero3.AtLayerInput(h, layer);
+                        if (units is not null) h = units.AtLayerInput(h, layer);
                         h = marked ? gradSync.Mark(h, op.Chunk, layer) : h;
                         return layers?.AtLayerInput(h, layer) ?? h;
                     };
-                    zero3?.BeforeEmbedding();
+                    units?.BeforeEmbedding();
                     var saved = offload is null ? null : new SavedActivations();
                     Tensor hidden;
                     using (saved?.Record()) hidden = chunk.Model.Decode(input ?? chunk.Model.Embed(tokens), atLayerInput);
@@ -96,15 +97,21 @@ public static class PipelineExecutor
                     var (input, output) = alive[(op.MicroBatch, op.Chunk)];
                     alive.Remove((op.MicroBatch, op.Chunk));
                     offload?.BeforeBackward(op.MicroBatch, op.Chunk, NextBackward(order, i));
+                    zero3?[op.Chunk].BeforeBackward();
                     if (chunk.Part.PostProcess) BackwardFailure.Run(() => (lossScale == 1 ? output : output.mul(scaleScalar)).backward());
                     else
                     {
                         var grad = p2p!.RecvBackward(activationShape, dtype, device);
                         BackwardFailure.Run(() => autograd.backward([output], [grad]));
                     }
-                    zero3?.AfterBackward();
-                    gradSync.AfterBackward();
+                    zero3?[op.Chunk].AfterBackward();
+                    // The input's gradient goes to the previous stage before this micro-batch's data-parallel reduction, and
+                    // under ZeRO 2 and 3, which reduce every micro-batch's, out at once rather than with the next receive: the
+                    // last stage's copy of a tied embedding sums its gradients with the first stage's inside that reduction,
+                    // which the first stage reaches only once it has the gradient.
                     if (input is not null) p2p!.SendBackward(input.grad!);
+                    if (gradSync.EveryMicroBatch) p2p?.Flush();
+                    gradSync.AfterBackward();
                     input?.Dispose();
                     output.Dispose();
                     offload?.AfterBackward(op.MicroBatch, op.Chunk);

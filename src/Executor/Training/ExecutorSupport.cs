@@ -117,8 +117,10 @@ public static class ExecutorSupport
             notes.Add("the fused QKV split with rotary positions does not run under context parallelism (its tokens' positions are not 0..s-1); libtorch's operators run.");
         if (kernelsRan && d.AdamOrDefault.PrecisionAware)
             notes.Add("the fused AdamW kernel reads float32 states: under --use-precision-aware-optimizer libtorch's operators update Transformer Engine's stored states.");
-        if (d.ZeroStage >= 3)
+        if (d.ZeroStage >= 3 && d.Fsdp is null)
             notes.Add("ZeRO 3 partitions the weight matrices; the norms and biases stay whole on every rank, as DeepSpeed keeps parameters below stage3_param_persistence_threshold resident.");
+        if (d.ZeroStage >= 3 && d.Fsdp is not null)
+            notes.Add("optim_grads_params runs on the ZeRO 3 machinery: the weight matrices are partitioned and gathered one layer a unit, the embeddings and output layer around their use in each micro-batch (Megatron-FSDP keeps them gathered through the step), and the norms and biases stay whole on every rank (Megatron-FSDP shards them too); the values are the same.");
         if (d.GradientAccumulationFusion && !fusions.GradientAccumulation && d.Precision == Precision.Fp32 && d.ZeroStage < 2)
             notes.Add("gradient-accumulation fusion has no bf16 weight gradients to fuse in fp32: autograd adds each micro-batch's fp32 weight gradients to the main gradients.");
         return (asRun, notes);

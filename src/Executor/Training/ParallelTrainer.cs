@@ -47,9 +47,8 @@ public sealed class ParallelTrainer : IDisposable
     private readonly GradientSync gradSync;
     private readonly ParamGather? paramGather;
     private readonly PartitionedParams? partitioned;
-    private readonly PartitionedParamCoordinator? zero3;
-    /// <summary>How the (one) chunk's layers run: ZeRO 3 gathers a group as one unit.</summary>
-    private readonly IReadOnlyList<LayerGroup> layerGroups;
+    /// <summary>ZeRO 3's schedule of gathers, one per model chunk; null below stage 3.</summary>
+    private readonly IReadOnlyList<PartitionedParamCoordinator>? zero3;
     private readonly IHostLink? hostLink;
 
     /// <summary>
@@ -93,7 +92,6 @@ public sealed class ParallelTrainer : IDisposable
             chunks.Add(new ModelChunk(new GptModel(config, part), part));
         }
         container = new ChunkList(chunks.Select(c => c.Model).ToArray());
-        layerGroups = RecomputeGroups.Of(chunks[0].Part.NumLayers, parallel.RecomputeOrNone);
         Buffer = new ParamAndGradBuffer(container, dtype, masterWeights: !parallel.DistributedOptimizer, gradientAccumulationFusion: Fusions.GradientAccumulation,
             gradients: parallel.ZeroStage < 2, weights: parallel.ZeroStage < 3, mainGradsInFp32: description.GradientsInFp32);
         if (parallel.PipelineParallel > 1)
@@ -108,7 +106,8 @@ public sealed class ParallelTrainer : IDisposable
         bool overlapGradReduce = parallel.OverlapOrDefault.GradientReduce, overlapParamGather = parallel.OverlapOrDefault.ParamGather;
         // ZeRO 3 prefetches each unit's weights on the communication stream whatever the flags.
         communicationStream = overlapGradReduce || overlapParamGather || parallel.ZeroStage >= 3 ? groups.DataWithContext.CreateCommunicationStream() : null;
-        var buckets = parallel.ZeroStage >= 3 ? GradBucket.OfUnits(Buffer, GatherUnit) : GradBucket.Of(Buffer, ZeroBucketSize(parallel));
+        // ZeRO 3's buckets are its gather units; Megatron-FSDP's optim_grads reduce-scatters by the same units (a layer).
+        var buckets = parallel.ZeroStage >= 3 || parallel.ShardsPerLayer ? GradBucket.OfUnits(Buffer, GatherUnit) : GradBucket.Of(Buffer, ZeroBucketSize(parallel));
         if (parallel.ZeroStage >= 3) partitioned = new PartitionedParams(Buffer, buckets, groups.DataWithContext, communicationStream!);
         var states = description.AdamOrDefault;
         // The fused AdamW kernel reads float32 gradients and states: the precision-aware optimizer's step runs libtorch's operators.
@@ -120,7 +119,7 @@ public sealed class ParallelTrainer : IDisposable
         {
             partitioned.ReleaseAll();
             partitioned.ResetPeak();
-            zero3 = Coordinator(partitioned, buckets);
+            zero3 = Enumerable.Range(0, chunks.Count).Select(c => Coordinator(partitioned, buckets, c)).ToArray();
         }
         gradSync = new GradientSync(Buffer, buckets, groups.DataWithContext, distributedOptimizer, (b, grads) =>
         {
@@ -137,28 +136,37 @@ public sealed class ParallelTrainer : IDisposable
     private static long ZeroBucketSize(RunDescription d) =>
         d.ZeroStage >= 2 ? (long)ZeroMicroBatchComm.ReduceBucketSize(d) : DataParallelComm.BucketSize(d);
 
-    /// <summary>ZeRO 3's gather unit of a weight matrix: the embeddings, the output layer, or the layer group (<see cref="RecomputeGroups"/>:
-    /// a group of full recomputation runs as one, in the forward and again in the backward) its layer is in.</summary>
+    /// <summary>How a chunk's layers run: ZeRO 3 gathers a group as one unit (one layer, Megatron-FSDP's unit, unless full
+    /// recomputation groups several).</summary>
+    private IReadOnlyList<LayerGroup> LayerGroups(int chunk) => RecomputeGroups.Of(chunks[chunk].Part.NumLayers, parallel.RecomputeOrNone);
+
+    /// <summary>ZeRO 3's gather unit of a weight matrix ("chunks.c.*"): the chunk's embeddings, its output layer, or the layer
+    /// group (<see cref="RecomputeGroups"/>: a group of full recomputation runs as one, in the forward and again in the backward)
+    /// its layer is in.</summary>
     private string GatherUnit(string name)
     {
         var parts = name.Split('.');
-        if (parts[2] != "layers") return parts[2] is "output_layer" ? "output" : "embedding";
+        string chunk = parts[1];
+        if (parts[2] != "layers") return $"{chunk} {(parts[2] is "output_layer" ? "output" : "embedding")}";
         int layer = int.Parse(parts[3]);
-        return $"group {layerGroups.Single(g => layer >= g.First && layer < g.First + g.Count).First}";
+        return $"{chunk} group {LayerGroups(int.Parse(chunk)).Single(g => layer >= g.First && layer < g.First + g.Count).First}";
     }
 
-    /// <summary>ZeRO 3's schedule over the one chunk's units (<see cref="GradBucket.OfUnits"/> made them from the output end).</summary>
-    private PartitionedParamCoordinator Coordinator(PartitionedParams units, IReadOnlyList<GradBucket> buckets)
+    /// <summary>ZeRO 3's schedule over chunk <paramref name="c"/>'s units (<see cref="GradBucket.OfUnits"/> made them from the
+    /// output end): the embeddings where the chunk embeds, the output layer (or the tied table's copy) where it computes the loss.</summary>
+    private PartitionedParamCoordinator Coordinator(PartitionedParams units, IReadOnlyList<GradBucket> buckets, int c)
     {
-        GradBucket UnitOf(Func<string, bool> named)
+        GradBucket? UnitOf(string name)
         {
-            long offset = Buffer.Layout.First(l => named(l.Name)).Offset;
-            return buckets.Single(b => offset >= b.Offset && offset < b.Offset + b.Count);
+            var entry = Buffer.Layout.FirstOrDefault(l => l.Name == name || l.Name.StartsWith(name + "."));
+            if (entry.Name is null) return null;
+            return buckets.Single(b => entry.Offset >= b.Offset && entry.Offset < b.Offset + b.Count);
         }
-        var groups = layerGroups.Select(g => (g.First, UnitOf(n => n.StartsWith($"chunks.0.layers.{g.First}.")))).ToList();
-        var embedding = UnitOf(n => n == "chunks.0.word_embeddings");
-        var output = Buffer.Layout.Any(l => l.Name == "chunks.0.output_layer") ? UnitOf(n => n == "chunks.0.output_layer") : embedding;
-        return new PartitionedParamCoordinator(units, embedding, groups, output, chunks[0].Part.NumLayers);
+        var part = chunks[c].Part;
+        var groups = LayerGroups(c).Select(g => (g.First, UnitOf($"chunks.{c}.layers.{g.First}")!)).ToList();
+        var embedding = part.PreProcess ? UnitOf($"chunks.{c}.word_embeddings") : null;
+        var output = part.PostProcess ? UnitOf($"chunks.{c}.output_layer") ?? UnitOf($"chunks.{c}.word_embeddings") : null;
+        return new PartitionedParamCoordinator(units, embedding, groups, output, part.NumLayers);
     }
 
     /// <summary>What activation offload saved and offloaded in the last step, per chunk and micro-batch (Megatron-Kwai's), or
@@ -368,7 +376,8 @@ public sealed class ParallelTrainer : IDisposable
         {
             // The weights themselves: an all-reduce of bf16 zeros and one copy is exact.
             // Held until the all-reduce returns: the trainer is built outside any dispose scope, where a bare view can be finalized mid-call.
-            using var flat = Buffer.Params.narrow(0, offset, p.numel());
+            // Under ZeRO 3 the buffer holds no weights: each parameter is still whole here, before its unit is partitioned.
+            using var flat = parallel.ZeroStage >= 3 ? p.detach().reshape(-1) : Buffer.Params.narrow(0, offset, p.numel());
             if (groups.IsLastStage && !groups.IsFirstStage) flat.zero_();
             groups.Embedding.AllReduce(flat);
             Buffer.CopyParamsToMaster(offset, p.numel());

@@ -28,13 +28,15 @@ public static class DataParallelComm
             : Collectives.AllReduce(bytes, g, cluster.Gpu);
     }
 
-    /// <summary>Seconds to all-gather updated weights after the optimizer step (ZeRO 1 and 2).</summary>
+    /// <summary>Seconds to all-gather updated weights after the optimizer step (ZeRO 1 and 2; under Megatron-FSDP version
+    /// 1's optim_grads_params the embeddings, final norm and output layer, which it keeps gathered through the step: the
+    /// caller passes those parameters).</summary>
     /// <param name="forwardSeconds">One micro-batch's forward through this rank's layers: with --overlap-param-gather
     /// (Megatron's param_and_grad_buffer: each bucket's all-gather is launched as the forward reaches the bucket before it)
     /// the step's gather hides behind it, except the first bucket's, which the forward waits for.</param>
     public static double ParameterGather(double parameters, RunDescription c, ClusterSpec cluster, double forwardSeconds)
     {
-        if (c.ZeroStage is < 1 or >= 3) return 0;
+        if (c.ZeroStage < 1 || (c.ZeroStage >= 3 && c.Fsdp is not { GathersEndsEveryMicroBatch: false })) return 0;
         var g = Topology.DataWithContextGroup(c, cluster.GpusPerNode);
         double gather = Collectives.AllGather(parameters * Activations.BytesPerElement(c.Precision), g, cluster.Gpu);
         if (!c.OverlapOrDefault.ParamGather) return gather;

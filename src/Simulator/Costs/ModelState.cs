@@ -52,10 +52,16 @@ public static class ModelState
     {
         int p = c.PipelineParallel;
         double layers = c.LayersOnRank(m, pipelineRank);
-        double total = layers * LayerParametersPerRank(m, c.TensorParallel);
-        if (pipelineRank == 0) total += EmbeddingParametersPerRank(m, c.TensorParallel);
-        if (pipelineRank == p - 1) total += OutputParametersPerRank(m, c.TensorParallel, p);
-        return total;
+        return layers * LayerParametersPerRank(m, c.TensorParallel) + EndParameters(m, c, pipelineRank);
+    }
+
+    /// <summary>Parameters outside the transformer layers on pipeline rank <paramref name="pipelineRank"/>: the embeddings
+    /// on the first, the final norm and output layer on the last.</summary>
+    public static double EndParameters(ModelSpec m, RunDescription c, int pipelineRank)
+    {
+        int p = c.PipelineParallel;
+        return (pipelineRank == 0 ? EmbeddingParametersPerRank(m, c.TensorParallel) : 0)
+               + (pipelineRank == p - 1 ? OutputParametersPerRank(m, c.TensorParallel, p) : 0);
     }
 
     /// <summary>Weights, gradients and optimizer states of <paramref name="parameters"/> parameters.</summary>
@@ -86,6 +92,7 @@ public static class ModelState
     public static ModelStateBytes ZeroWorkingSet(ModelSpec m, RunDescription c, int pipelineRank)
     {
         if (c.ZeroStage < 2) return default;
+        if (c.Fsdp is { } fsdp) return FsdpWorkingSet(m, c, fsdp, pipelineRank);
         double e = Activations.BytesPerElement(c.Precision);
         int bucketCount = c.ZeroStage == 2 && c.OverlapOrDefault.GradientReduce ? 2 : 1;
         double buckets = bucketCount * ZeroMicroBatchComm.ReduceBucketSize(c) * e;
@@ -95,6 +102,27 @@ public static class ModelState
         double ends = Math.Max(pipelineRank == 0 ? EmbeddingParametersPerRank(m, c.TensorParallel) : 0,
                                pipelineRank == p - 1 ? OutputParametersPerRank(m, c.TensorParallel, p) : 0);
         return new ModelStateBytes((layers + ends) * e, buckets, 0);
+    }
+
+    /// <summary>
+    /// What Megatron-FSDP's optim_grads and optim_grads_params hold beyond their shards at the turn from forward to
+    /// backward (param_and_grad_buffer.py): the unsharded gradients of the layers being reduce-scattered
+    /// (<see cref="MegatronFsdp.ReducingLayers"/>, in the main gradients' dtype, each allocated per layer and freed once its
+    /// reduce-scatter is done) and, under optim_grads_params, the gathered layers (<see cref="MegatronFsdp.GatheredLayers"/>,
+    /// within one model chunk: each chunk is wrapped on its own) and the embedding, final norm and output layer whole, which
+    /// version 1 keeps gathered through the step (<see cref="Bytes"/> counted their shard). The embeddings' unsharded
+    /// gradients exist only at the backward's end, after the activations are freed.
+    /// </summary>
+    private static ModelStateBytes FsdpWorkingSet(ModelSpec m, RunDescription c, MegatronFsdp fsdp, int pipelineRank)
+    {
+        double layer = LayerParametersPerRank(m, c.TensorParallel);
+        int chunkLayers = c.LayersPerVirtualStage ?? c.LayersOnRank(m, pipelineRank);
+        double gradients = MegatronFsdp.ReducingLayers(chunkLayers) * layer * DataParallelComm.GradientBytesPerParameter(c);
+        if (c.ZeroStage < 3) return new ModelStateBytes(0, gradients, 0);
+        double e = Activations.BytesPerElement(c.Precision), d = c.DataParallel * c.ContextParallel;
+        double weights = fsdp.GatheredLayers(layer, chunkLayers, c.DdpBucketSize) * layer * e
+                         + EndParameters(m, c, pipelineRank) * e * (1 - 1 / d);
+        return new ModelStateBytes(weights, gradients, 0);
     }
 
     /// <summary>Bytes per parameter: 18 replicated, 6 + 12/d with the distributed optimizer (bf16).</summary>

@@ -16,7 +16,8 @@ public readonly record struct ZeroExposure(double Forward, double Backward);
 
 /// <summary>
 /// ZeRO stages 2 and 3 (Rajbhandari et al. 2020, arXiv 1910.02054) as DeepSpeed runs them, where the data-parallel
-/// collectives come with every micro-batch rather than once per step (at DeepSpeed edaa722):
+/// collectives come with every micro-batch rather than once per step (at DeepSpeed edaa722), and Megatron-FSDP's
+/// optim_grads and optim_grads_params alike, one transformer layer at a time (<see cref="MegatronFsdp"/>):
 /// <list type="bullet">
 /// <item>Stage 2 (deepspeed/runtime/zero/stage_1_and_2.py, partition_grads): each micro-batch's backward copies the
 /// gradients into a reduce bucket of reduce_bucket_size elements (5e8 by default, zero/config.py) and reduces a bucket into
@@ -53,8 +54,10 @@ public static class ZeroMicroBatchComm
     public static double ReduceScatterBytes(double parameters, RunDescription c) =>
         c.ZeroStage >= 2 ? parameters * DataParallelComm.GradientBytesPerParameter(c) : 0;
 
-    /// <summary>Reduce buckets <paramref name="parameters"/> parameters' gradients fill.</summary>
-    public static double Buckets(double parameters, RunDescription c) => Math.Max(1, Math.Ceiling(parameters / ReduceBucketSize(c)));
+    /// <summary>Reduce-scatters <paramref name="parameters"/> parameters' gradients in <paramref name="layers"/> layers come
+    /// in: one per layer under Megatron-FSDP (a layer is its communication unit), else one per reduce bucket they fill.</summary>
+    public static double Buckets(double parameters, int layers, RunDescription c) =>
+        c.ShardsPerLayer ? Math.Max(1, layers) : Math.Max(1, Math.Ceiling(parameters / ReduceBucketSize(c)));
 
     /// <summary>One micro-batch's collectives for <paramref name="parameters"/> parameters of one rank.</summary>
     public static ZeroCollectives Collectives(double parameters, RunDescription c, ClusterSpec cluster)
@@ -63,6 +66,12 @@ public static class ZeroMicroBatchComm
         return new ZeroCollectives(Costs.Collectives.AllGather(GatherBytes(parameters, c), g, cluster.Gpu),
                                    Costs.Collectives.ReduceScatter(ReduceScatterBytes(parameters, c), g, cluster.Gpu));
     }
+
+    /// <summary>One micro-batch's collectives for the embeddings or the final norm and output layer: as for layers, except
+    /// that Megatron-FSDP version 1 gathers these once a step and keeps them (<see cref="MegatronFsdp.GathersEndsEveryMicroBatch"/>;
+    /// <see cref="DataParallelComm.ParameterGather"/> costs that gather).</summary>
+    public static ZeroCollectives EndCollectives(double parameters, RunDescription c, ClusterSpec cluster) =>
+        c.Fsdp is { GathersEndsEveryMicroBatch: false } ? Collectives(parameters, c, cluster) with { Gather = 0 } : Collectives(parameters, c, cluster);
 
     /// <summary>
     /// What of <paramref name="comm"/> sticks out of a forward of <paramref name="forward"/> and a backward of

@@ -198,8 +198,8 @@ public readonly record struct PipelineCosts
             ? Collectives.SendRecv(4 * (double)m.VocabSize * m.HiddenSize / c.TensorParallel, false, gpu) : 0;
         // ZeRO 2 and 3: the embedding's and output layer's collectives, gathered first and reduced last or on their own,
         // are counted exposed.
-        var embedZero = ZeroMicroBatchComm.Collectives(embedParams, c, cluster);
-        var outZero = ZeroMicroBatchComm.Collectives(outParams, c, cluster);
+        var embedZero = ZeroMicroBatchComm.EndCollectives(embedParams, c, cluster);
+        var outZero = ZeroMicroBatchComm.EndCollectives(outParams, c, cluster);
 
         ChunkCosts Chunk(int layers, ReadOnlySpan<LayerTensor> tensors)
         {
@@ -219,7 +219,7 @@ public readonly record struct PipelineCosts
             // ZeRO 2 and 3: every micro-batch's collectives beside the chunk's compute.
             var zero = ZeroMicroBatchComm.Collectives(parameters, c, cluster);
             var zeroExposed = ZeroMicroBatchComm.Exposed(zero, forward, backward, layers,
-                ZeroMicroBatchComm.Buckets(parameters, c), overlap.GradientReduce);
+                ZeroMicroBatchComm.Buckets(parameters, layers, c), overlap.GradientReduce);
             double zeroForward = zeroExposed.Forward + NcclSmShare * (zero.Forward - zeroExposed.Forward);
             double zeroBackward = zeroExposed.Backward + NcclSmShare * (zero.Backward - zeroExposed.Backward);
             return new ChunkCosts(
@@ -252,8 +252,10 @@ public readonly record struct PipelineCosts
         RankCosts Rank(int rank, double after)
         {
             double parameters = ModelState.RankParameters(m, c, rank);
+            // Stage 3 gathers its layers with each micro-batch; what remains for the step's end is Megatron-FSDP's ends.
+            double gathered = c.ZeroStage >= 3 ? ModelState.EndParameters(m, c, rank) : parameters;
             return new RankCosts(parameters, ModelState.RankBytes(m, c, rank), OptimizerTime.Step(parameters, c, gpu),
-                DataParallelComm.ParameterGather(parameters, c, cluster, c.LayersOnRank(m, rank) * layerForward), after);
+                DataParallelComm.ParameterGather(gathered, c, cluster, c.LayersOnRank(m, rank) * layerForward), after);
         }
 
         return new PipelineCosts

@@ -118,7 +118,8 @@ public enum ContextParallelCommType
 /// <param name="LayersPerVirtualStage">Megatron's --num-layers-per-virtual-pipeline-stage; null means no interleaving.</param>
 /// <param name="OffloadRatio">Megatron-Kwai's alpha: fraction of saved activations offloaded to host memory.</param>
 /// <param name="ZeroStage">0: replicated optimizer; 1: optimizer states sharded (Megatron's distributed optimizer);
-/// 2: plus gradients; 3: plus parameters (stages 2 and 3 as DeepSpeed runs them, without pipeline parallelism).</param>
+/// 2: plus gradients; 3: plus parameters (stages 2 and 3 as DeepSpeed runs them, without pipeline parallelism; under
+/// <paramref name="Fsdp"/> the stage of Megatron-FSDP's sharding strategy).</param>
 /// <param name="SyncFactor">CAAT-Net's p: the fraction of hidden channels all-reduced after row-parallel linears.</param>
 /// <param name="FusedElementwise">Megatron's bias-GeLU, bias-dropout-add and scale-mask-softmax fusions (2020 on); false: the
 /// separate PyTorch kernels of Megatron-LM 2019.</param>
@@ -175,6 +176,8 @@ public enum ContextParallelCommType
 /// after it, the word embedding with the learned positions added), a module of their own beside <see cref="FusedKernels"/>,
 /// which they need; Harness's --no-fused-gpt-kernels turns them off. A run records whether they ran (false where they did not
 /// compile, leaving the other kernels on); the simulator costs them under --transformer-impl harness.</param>
+/// <param name="Fsdp">Megatron-core's --use-megatron-fsdp (<see cref="MegatronFsdp"/>), whose sharding strategy is
+/// <paramref name="ZeroStage"/>; null: DeepSpeed's ZeRO stages (Megatron's distributed optimizer at stage 1).</param>
 public sealed partial record RunDescription(
     int DataParallel = 1,
     int TensorParallel = 1,
@@ -212,7 +215,8 @@ public sealed partial record RunDescription(
     OptimizerType Optimizer = OptimizerType.Adam,
     double SgdMomentum = 0.9,
     TransformerImpl Implementation = TransformerImpl.TransformerEngine,
-    bool FusedGptKernels = true)
+    bool FusedGptKernels = true,
+    MegatronFsdp? Fsdp = null)
 {
     // Null stands for the default, so that a description equals another that spells the default out.
     public RecomputeSpec? Recompute { get; init; } = Recompute ?? RecomputeSpec.None;
@@ -222,7 +226,17 @@ public sealed partial record RunDescription(
     public AdamStates AdamOrDefault => Adam ?? AdamStates.Default;
 
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
-    public OverlapSpec OverlapOrDefault => Overlap ?? OverlapSpec.Default;
+    /// <summary>The overlaps that run: as given, except that Megatron-FSDP's wrapper forces the gradient reduce's under
+    /// optim_grads and optim_grads_params and the parameter gather's under optim_grads_params (megatron_fsdp.py, __init__).</summary>
+    public OverlapSpec OverlapOrDefault => Fsdp is null ? Overlap ?? OverlapSpec.Default : (Overlap ?? OverlapSpec.Default) with
+    {
+        GradientReduce = ZeroStage >= 2 || (Overlap ?? OverlapSpec.Default).GradientReduce,
+        ParamGather = ZeroStage >= 3 || (Overlap ?? OverlapSpec.Default).ParamGather,
+    };
+
+    /// <summary>Whether the data-parallel collectives come per transformer layer and micro-batch as Megatron-FSDP runs them
+    /// (optim_grads and optim_grads_params), rather than by DeepSpeed's reduce buckets.</summary>
+    public bool ShardsPerLayer => Fsdp is not null && ZeroStage >= 2;
 
     /// <summary>CUDA_DEVICE_MAX_CONNECTIONS as given, else as Megatron-LM requires it (<see cref="OverlapSpec.DeviceMaxConnections"/>).</summary>
     public int DeviceMaxConnections => OverlapOrDefault.DeviceMaxConnections ?? (TensorParallel > 1 ? 1 : OverlapSpec.CudaDefaultConnections);
@@ -282,6 +296,7 @@ public sealed partial record RunDescription(
         if (e.Count > 0) return e;
         e.AddRange(AdamOrDefault.Validate(Precision));
         e.AddRange(ValidateOptimizer());
+        if (Fsdp is not null) e.AddRange(Fsdp.Validate(this));
 
         long ranks = (long)DataParallel * TensorParallel * PipelineParallel * ContextParallel;
         if (ranks != worldSize)
@@ -343,8 +358,8 @@ public sealed partial record RunDescription(
         // (--use-megatron-fsdp, megatron/core/distributed/fsdp, at Megatron-LM d98e8a6) has no such check in its default
         // version 1 (training/arguments.py), though its optim_grads and optim_grads_params strategies also reduce-scatter
         // after every micro-batch's backward (megatron_fsdp.py, grad_reduce_every_bprop); its version 2 refuses pipeline,
-        // tensor and context parallelism (mcore_fsdp_adapter.py, _validate_config). Its rules are not modelled here.
-        else if (ZeroStage >= 2 && PipelineParallel > 1)
+        // tensor and context parallelism (mcore_fsdp_adapter.py, _validate_config). Its rules: MegatronFsdp.Validate.
+        else if (ZeroStage >= 2 && PipelineParallel > 1 && Fsdp is null)
             e.Add($"ZeRO stage {ZeroStage} cannot run with --pipeline-model-parallel-size {PipelineParallel}: DeepSpeed's pipeline engine refuses stages 2 and 3 (deepspeed/runtime/pipe/engine.py asserts stage < 2) because their per-micro-batch gradient reduce-scatters, and stage 3's weight gathers, would repeat for every micro-batch on every pipeline stage.");
         if (DdpBucketSize is < 1)
             e.Add($"--ddp-bucket-size is {DdpBucketSize}; it must be at least 1 (elements).");

@@ -36,6 +36,15 @@ public class CodecTests
         "--optimizer sgd", "--optimizer sgd --sgd-momentum 0.5", "--optimizer sgd --sgd-momentum 0", "--transformer-impl harness",
     ];
 
+    /// <summary>Megatron-FSDP's atoms, apart: each contradicts several above (--zero-stage, the distributed optimizer's gradient
+    /// flags), which would leave the random combinations few that run.</summary>
+    public static readonly string[] FsdpAtoms =
+    [
+        "--use-megatron-fsdp", "--use-megatron-fsdp --data-parallel-sharding-strategy optim_grads", "--use-megatron-fsdp --megatron-fsdp-version 2",
+        "--use-megatron-fsdp --fsdp-double-buffer", "--use-megatron-fsdp --suggested-communication-unit-size 100000000",
+        "--bf16 --use-megatron-fsdp --megatron-fsdp-main-grads-dtype fp32",
+    ];
+
     private static RunDescription Parse(IEnumerable<string> args, int world = World)
     {
         var cl = CommandLine.Parse(args.ToArray(), RunDescriptionFlags.Flags);
@@ -55,7 +64,7 @@ public class CodecTests
         Assert.Equal(x, Parse(RunDescriptionFlags.Format(x), x.WorldSize));
     }
 
-    public static TheoryData<string> Atoms() => new(DescriptionAtoms);
+    public static TheoryData<string> Atoms() => new(DescriptionAtoms.Concat(FsdpAtoms));
 
     [Fact]
     public void RandomCombinationsFormatBackToThemselves()
@@ -81,14 +90,14 @@ public class CodecTests
     {
         var baseline = Parse("");
         var reached = new HashSet<string>();
-        foreach (var atom in DescriptionAtoms.Append("--tensor-model-parallel-size 2"))
+        foreach (var atom in DescriptionAtoms.Concat(FsdpAtoms).Append("--tensor-model-parallel-size 2"))
             foreach (var name in Differences(baseline, Parse(atom), ""))
                 reached.Add(name);
         var all = Leaves(typeof(RunDescription), "").ToList();
         Assert.Empty(all.Except(reached));
     }
 
-    private static readonly Type[] Records = [typeof(RunDescription), typeof(OverlapSpec), typeof(RecomputeSpec), typeof(AdamStates)];
+    private static readonly Type[] Records = [typeof(RunDescription), typeof(OverlapSpec), typeof(RecomputeSpec), typeof(AdamStates), typeof(MegatronFsdp)];
 
     private static IEnumerable<PropertyInfo> Settable(Type t) =>
         t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite && p.Name != "EqualityContract");
@@ -108,7 +117,7 @@ public class CodecTests
             var type = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;
             if (Records.Contains(type))
             {
-                var d = type == typeof(OverlapSpec) ? OverlapSpec.Default : (object)RecomputeSpec.None;
+                var d = type == typeof(OverlapSpec) ? OverlapSpec.Default : type == typeof(MegatronFsdp) ? new MegatronFsdp() : (object)RecomputeSpec.None;
                 foreach (var n in Differences(x ?? d, y ?? d, prefix + p.Name + ".")) yield return n;
             }
             else if (!Equals(x, y)) yield return prefix + p.Name;

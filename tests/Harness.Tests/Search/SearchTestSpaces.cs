@@ -69,6 +69,8 @@ internal static class SearchTestSpaces
                                                     DataParallel = dp, TensorParallel = tp, LayersPerVirtualStage = l, ContextParallel = cp,
                                                     SequenceParallel = sp, MicroBatch = mb, GlobalBatch = s.GlobalBatch, Recompute = r,
                                                     OffloadRatio = a, ZeroStage = zero, SyncFactor = p, ContextParallelComm = comm, HierarchicalAllToAllSize = a2a,
+                                                    Fsdp = s.Constraints.Implementation.Fsdp,
+                                                    GradientAccumulationFusion = s.Constraints.Implementation.GradientAccumulationFusion,
                                                 };
                                                 if (SearchedSplit(m, c) && c.Validate(m, world).Count == 0) result.Add(c);
                                             }

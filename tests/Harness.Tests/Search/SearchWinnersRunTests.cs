@@ -39,6 +39,7 @@ public class SearchWinnersRunTests : IDisposable
     [InlineData("--tensor-model-parallel-size 2 --context-parallel-size 2 --cp-comm-type p2p,a2a,a2a+p2p")]
     [InlineData("--pipeline-model-parallel-size 2,4")]
     [InlineData("--zero-stage 2,3 --recompute none,kwai,full")]
+    [InlineData("--use-megatron-fsdp --pipeline-model-parallel-size 2 --data-parallel-sharding-strategy optim_grads,optim_grads_params")]
     public void EveryTopConfigurationRunsFromItsPrintedCommand(string constraints)
     {
         var commands = RunCommands(constraints);

@@ -30,6 +30,24 @@ public class SpaceEnumeratorTests
     }
 
     [Fact]
+    public void UnderMegatronFsdpEveryStageRunsWithPipelinesAndVersionTwoOnlyUnsplit()
+    {
+        var v1 = Space(TinyLlama, 12, 6, new SearchConstraints { OffloadStep = 0.5, Implementation = new RunDescription(Fsdp: new MegatronFsdp()) });
+        var enumerated = new SpaceEnumerator(v1).All().ToList();
+        Assert.Equal(ValidByValidate(v1).Select(Key).Order(), enumerated.Select(Key).Order());
+        Assert.Contains(enumerated, c => c.PipelineParallel > 1 && c.ZeroStage == 3);
+        Assert.All(enumerated, c => Assert.Equal(0, c.OffloadRatio));
+        var v2 = Space(TinyGpt, 8, 8, new SearchConstraints
+        {
+            OffloadStep = 0.5, Implementation = new RunDescription(Fsdp: new MegatronFsdp(Version: 2), GradientAccumulationFusion: false),
+        });
+        var unsplit = new SpaceEnumerator(v2).All().ToList();
+        Assert.NotEmpty(unsplit);
+        Assert.Equal(ValidByValidate(v2).Select(Key).Order(), unsplit.Select(Key).Order());
+        Assert.All(unsplit, c => Assert.Equal((1, 1, 1, 3), (c.TensorParallel, c.PipelineParallel, c.ContextParallel, c.ZeroStage)));
+    }
+
+    [Fact]
     public void LeafCountsAddUpToTheEnumeration()
     {
         var space = Space(TinyLlama, 12, 6);

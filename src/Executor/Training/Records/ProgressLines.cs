@@ -7,6 +7,11 @@ namespace Harness.Executor.Training.Records;
 public static class ProgressLines
 {
     /// <summary>What runs: model, device, precision, layout and batch, and the libtorch that runs it.</summary>
+    /// <summary>How the data-parallel ranks shard: Megatron-FSDP's strategy, DeepSpeed's ZeRO 2 or 3, or the distributed optimizer.</summary>
+    private static string Sharding(RunDescription d) =>
+        d.Fsdp is not null ? $" megatron-fsdp {MegatronFsdp.StrategyName(d.ZeroStage)}"
+        : d.ZeroStage >= 2 ? $" zero-{d.ZeroStage}" : d.DistributedOptimizer ? " distributed-optimizer" : "";
+
     public static string Start(RunRecord run)
     {
         var d = run.Description;
@@ -14,7 +19,7 @@ public static class ProgressLines
         string layout = $"tp {d.TensorParallel} pp {d.PipelineParallel}" +
             (d.LayersPerVirtualStage is int l ? $" (interleaved, {l} layers per chunk)" : "") +
             (d.PipelineStagesDiffer ? $" (layers {string.Join(", ", d.LayersPerStage(run.Model))})" : "") + $" cp {d.ContextParallel} dp {d.DataParallel}" +
-            (d.SequenceParallel ? " sp" : "") + (d.DistributedOptimizer ? " distributed-optimizer" : "") +
+            (d.SequenceParallel ? " sp" : "") + Sharding(d) +
             (d.SyncFactor < 1 ? string.Create(CultureInfo.InvariantCulture, $" p {d.SyncFactor}") : "") +
             (d.OverlapOrDefault.GradientReduce ? " overlap-grad-reduce" : "") + (d.OverlapOrDefault.ParamGather ? " overlap-param-gather" : "") +
             (r.Granularity == RecomputeGranularity.None ? ""
