@@ -28,6 +28,8 @@ common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --vocab-size 50257 -
 tp8=(--nproc-per-node 8 ${RANKS---ranks-on-one-device} --tensor-model-parallel-size 8 --make-vocab-size-divisible-by 128)
 source "$(dirname "$0")/jobs.sh"
 run() { # name, then harness run flags
+  # ONLY (names separated by spaces) runs some of the study's runs (the rest of a study a lease cut short).
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $1 "* ]]; then return; fi
   local name=$1; shift
   echo "== $name: $*" | tee -a "$log"
   started+=("$name")

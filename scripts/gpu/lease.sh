@@ -10,7 +10,9 @@
 #   3. vs-pytorch.sh        (the executor beside plain PyTorch eager and torch.compile)           ~25%
 #   4. offload-and-validate.sh (the --cpu-offloading sweep and validate of three models)         the rest
 # Phases 1 and 2 share the GPU (their losses do not depend on it); 3 and 4 run alone (their times do).
+#   0. offload-diagnosis.sh (activation offload against no offload, and layouts alone), when PHASES names it
 # PHASES (default 1234) picks phases, for a lease split in two calls: PHASES=12 gives phases 1 and 2 the whole time.
+# LAYOUTS_ONLY and STUDY_ONLY (run names separated by spaces) narrow phases 1 and 2 to the runs a lease still lacks.
 # Usage: scripts/gpu/lease.sh HARNESS_BINARY OUT_DIR DATA_PREFIX GPU_PRESET SECONDS
 set -uo pipefail
 harness=$1 out=$2 data=$3 gpu=$4 total=$5
@@ -23,6 +25,11 @@ left() { echo $((total - (SECONDS - start))); }
 pack() { tar -C "$work" -czf "$out/$1.tgz" --exclude='runs.tgz' "$1" 2>/dev/null; echo "$1 packed at $((SECONDS - start)) s" | tee -a "$log"; }
 phases=${PHASES:-1234}
 has() { [[ $phases == *$1* ]]; }
+# 0, alone and first: whether activation offload gives the gradients of the run without it (offload-diagnosis.sh).
+if has 0; then
+  timeout $(( $(left) / 3 )) bash "$here/offload-diagnosis.sh" "$harness" "$work/diagnosis" "$gpu" >"$work/diagnosis.out" 2>&1
+  echo "offload-diagnosis exit $?" | tee -a "$log"; mv "$work/diagnosis.out" "$work/diagnosis/" 2>/dev/null; pack diagnosis
+fi
 # 1 and 2 beside each other.
 share=$(( $(left) * 60 / 100 ))
 [[ $phases == *[34]* ]] || share=$(left)
@@ -32,9 +39,9 @@ mins=$(( (share - 60) / 60 )); [ "$mins" -lt 1 ] && mins=1
 # micro-batch 8, on an H100 2026-12-07, where six at once beside the layouts ran out of memory): as many as the rest holds.
 gib=$(( $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1 || echo 81559) / 1024 ))
 study_jobs=$(( (gib - 40) / 16 )); [ "$study_jobs" -lt 1 ] && study_jobs=1; [ "$study_jobs" -gt 6 ] && study_jobs=6
-has 1 && ( JOBS=4 RUN_TIMEOUT=${RUN_TIMEOUT:-150} ITERS=${LAYOUT_ITERS:-10} timeout $((share - 20)) bash "$here/one-gpu-layouts.sh" "$harness" "$work/layouts" "$gpu" >"$work/layouts.out" 2>&1
+has 1 && ( ONLY="${LAYOUTS_ONLY:-}" JOBS=4 RUN_TIMEOUT=${RUN_TIMEOUT:-150} ITERS=${LAYOUT_ITERS:-10} timeout $((share - 20)) bash "$here/one-gpu-layouts.sh" "$harness" "$work/layouts" "$gpu" >"$work/layouts.out" 2>&1
   echo "layouts exit $?" | tee -a "$log"; mv "$work/layouts.out" "$work/layouts/" 2>/dev/null; pack layouts ) &
-has 2 && ( JOBS=$study_jobs MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
+has 2 && ( ONLY="${STUDY_ONLY:-}" JOBS=$study_jobs MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \
     timeout $((share - 10)) bash "$here/caat-net-study.sh" "$harness" "$work/caat" "$data" "$gpu" >"$work/caat.out" 2>&1
   echo "caat-net-study exit $?" | tee -a "$log"; mv "$work/caat.out" "$work/caat/" 2>/dev/null; pack caat ) &
 wait

@@ -21,6 +21,8 @@ common=(--device cuda --gpu "$gpu" --bf16 --model caat-130m --mock-data --seed 1
 source "$(dirname "$0")/jobs.sh"
 run() { # name, nproc, then harness run flags
   local name=$1 nproc=$2; shift 2
+  # ONLY (names separated by spaces) reruns some layouts; serial always runs, as every comparison needs it.
+  if [ -n "${ONLY:-}" ] && [ "$name" != serial ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local ranks=()
   [ "$nproc" -gt 1 ] && ranks=(--nproc-per-node "$nproc" --ranks-on-one-device)
   echo "== $name: ${ranks[*]} $*" | tee -a "$log"
@@ -62,6 +64,10 @@ run pp4-interleaved 4 --pipeline-model-parallel-size 4 --num-layers-per-virtual-
 run pp4-interleaved-offload0.5 4 --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1 --offload-ratio 0.5
 run tp2-pp2-dp2 8 --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --sequence-parallel --use-distributed-optimizer
 run tp2-p0.5 2 --tensor-model-parallel-size 2 --sync-factor 0.5
+run serial-offload-cpu2 1 --cpu-offloading --cpu-offloading-num-layers 2
+run dp2-fsdp-optim-grads 2 --use-megatron-fsdp --data-parallel-sharding-strategy optim_grads
+run dp2-pp2-fsdp 4 --pipeline-model-parallel-size 2 --use-megatron-fsdp
+run dp2-pp2-interleaved-fsdp 4 --pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 3 --use-megatron-fsdp
 wait
 failures=$((kernel_failures + $(unfinished "$out" "${started[@]}")))
 python3 "$(dirname "$0")/one-gpu-layouts.py" "$out" serial | tee -a "$log"
