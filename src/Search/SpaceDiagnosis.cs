@@ -20,7 +20,7 @@ public static class SpaceDiagnosis
         int? l = c.LayersPerVirtualStage is { Count: > 0 } ls && ls[0] > 0 ? ls[0] : null;
         var recompute = c.Recompute is { Count: > 0 } kinds ? RecomputeChoices.Representative(kinds[0]) : RecomputeSpec.None;
         double alpha = c.OffloadGrid()[0];
-        int zero = c.ZeroStage?[0] ?? 0;
+        int zero = c.ZeroStage?[0] ?? (c.Implementation.Fsdp is null ? 0 : MegatronFsdp.DefaultStage);
         bool sp = c.SequenceParallel is { Count: > 0 } sps && sps[0];
         var misses = new List<NearMissConfig>();
         foreach (int tp in Sizes(c.TensorParallel))

@@ -36,9 +36,12 @@ public class MegatronFsdpTests
     [Fact]
     public void OptimGradsHoldsTwoLayersOfUnshardedGradients()
     {
-        // One layer filling in backward, one being reduce-scattered: 2 · 12,847,104 · 2 B; no weights gathered.
+        // One layer filling in backward, one being reduce-scattered: 2 · 12,847,104 · 2 B, and on the last stage (here the
+        // only one) the output layer's, the backward's first, 32,769,024 · 2 B; no weights gathered.
         var set = ModelState.ZeroWorkingSet(Model, Config(2), 0);
-        Assert.Equal(new ModelStateBytes(0, 2 * Layer * 2, 0), set);
+        Assert.Equal(new ModelStateBytes(0, (2 * Layer + Output) * 2, 0), set);
+        var twoStages = Config(2) with { DataParallel = 4, PipelineParallel = 2 };
+        Assert.Equal(2 * Layer * 2, ModelState.ZeroWorkingSet(Model, twoStages, 0).Gradients);
     }
 
     [Fact]
@@ -47,13 +50,14 @@ public class MegatronFsdpTests
         // The prefetch window is half of max(1e9, 2 · a layer) = 5e8 elements: ceil(5e8 / 12,847,104) = 39 layers ahead,
         // so all 4 of the chunk are gathered; the embedding and output layer stay whole, 7/8 of them beyond their shard.
         double ends = (Embedding + Output) * 2 * 7 / 8;
-        Assert.Equal(new ModelStateBytes(4 * Layer * 2 + ends, 2 * Layer * 2, 0), ModelState.ZeroWorkingSet(Model, Config(3), 0));
+        Assert.Equal(40, new MegatronFsdp().GatheredLayers(Layer, 100, null)); // in a chunk of 100 layers: 1 + 39
+        Assert.Equal(new ModelStateBytes(4 * Layer * 2 + ends, (2 * Layer + Output) * 2, 0), ModelState.ZeroWorkingSet(Model, Config(3), 0));
         // The double buffer: two layers. A unit of 2 layers' elements prefetches one layer ahead, also two in all.
         Assert.Equal(2 * Layer * 2 + ends, ModelState.ZeroWorkingSet(Model, Config(3, new MegatronFsdp(DoubleBuffer: true)), 0).Weights, 3);
         Assert.Equal(2 * Layer * 2 + ends,
             ModelState.ZeroWorkingSet(Model, Config(3, new MegatronFsdp(CommunicationUnitSize: 2 * (long)Layer)), 0).Weights, 3);
         var memory = Estimator.Estimate(Model, Node, Config(3)).Memory;
-        Assert.Equal(2 * Rank + 4 * Layer * 2 + ends + 2 * Layer * 2, memory.Weights + memory.Gradients + memory.Optimizer, 0);
+        Assert.Equal(2 * Rank + 4 * Layer * 2 + ends + (2 * Layer + Output) * 2, memory.Weights + memory.Gradients + memory.Optimizer, 0);
     }
 
     [Fact]

@@ -39,6 +39,7 @@ public sealed class GradientSync
     private readonly int[] bucketOf;
     private readonly Dictionary<(int Chunk, int Point), int[]> finalAt;
     private readonly int[] pending;
+    private readonly bool[] deferred;
     private readonly List<Tensor> staging = new();
     private readonly Queue<(GradBucket Bucket, Tensor Reduced, Tensor Piece)> reducing = new();
     private int launched;
@@ -50,9 +51,13 @@ public sealed class GradientSync
     /// <param name="overlapOn">The communication stream to overlap on; null: no overlap.</param>
     /// <param name="everyMicroBatch">ZeRO 2 and 3: reduce-scatter every micro-batch's gradients into <paramref name="sharded"/>'s
     /// shards (the buffer keeps no gradients).</param>
+    /// <param name="oncePerStep">Under <paramref name="everyMicroBatch"/>, the buckets whose gradients are summed with another
+    /// pipeline stage's in <paramref name="beforeReduce"/> (a tied embedding's two copies): they accumulate over the step's
+    /// micro-batches and are reduced once, in <see cref="Finish"/>, as Megatron's finalize_model_grads sums the copies once a
+    /// step; a collective between the first and last stage after every micro-batch would wait on sends the pipeline holds back.</param>
     public GradientSync(ParamAndGradBuffer buffer, IReadOnlyList<GradBucket> buckets, ICommunicator dataParallel, DistributedOptimizer? sharded,
         Action<GradBucket, Tensor> beforeReduce, Func<string, (int Chunk, int Point)?> finalAfter, ICommunicationStream? overlapOn,
-        bool everyMicroBatch = false)
+        bool everyMicroBatch = false, Func<GradBucket, bool>? oncePerStep = null)
     {
         (this.buffer, this.buckets, this.dataParallel, this.sharded, this.beforeReduce, stream) = (buffer, buckets, dataParallel, sharded, beforeReduce, overlapOn);
         if (everyMicroBatch && sharded is null) throw new ArgumentException("ZeRO 2 and 3 reduce-scatter into the distributed optimizer's shards.");
@@ -61,11 +66,9 @@ public sealed class GradientSync
         finalAt = buffer.Layout.Select((l, i) => (Point: finalAfter(l.Name), Index: i)).Where(p => p.Point is not null)
             .GroupBy(p => p.Point!.Value, p => p.Index).ToDictionary(g => g.Key, g => g.ToArray());
         pending = new int[buckets.Count];
+        deferred = buckets.Select(b => everyMicroBatch && oncePerStep is not null && oncePerStep(b)).ToArray();
         Reset();
     }
-
-    /// <summary>ZeRO 2 and 3: every micro-batch's gradients are reduced after its backward.</summary>
-    public bool EveryMicroBatch => everyMicroBatch;
 
     /// <summary>Whether the forward of a micro-batch (the step's last or not) is to be marked: the last one's, or every one's
     /// under ZeRO 2 and 3.</summary>
@@ -91,15 +94,27 @@ public sealed class GradientSync
     }
 
     /// <summary>Once the pipeline has run: launches the buckets not launched yet and makes compute wait for all of them (under
-    /// ZeRO 2 and 3 every micro-batch's backward did).</summary>
+    /// ZeRO 2 and 3 every micro-batch's backward did, except for the buckets reduced once a step).</summary>
     public void Finish()
     {
         if (!everyMicroBatch) Complete();
+        else if (deferred.Any(d => d))
+        {
+            for (int b = 0; b < buckets.Count; b++)
+                if (deferred[b]) Launch(buckets[b], fold: false);
+            Join();
+        }
     }
 
     private void Complete()
     {
-        while (launched < buckets.Count) Launch(buckets[launched++], fold: false);
+        while (launched < buckets.Count) LaunchUnlessDeferred(launched++);
+        Join();
+    }
+
+    /// <summary>Compute waits for the communication stream; the reduced pieces go into the shards and the staging is freed.</summary>
+    private void Join()
+    {
         stream?.JoinCompute();
         while (reducing.Count > 0) Accumulate();
         foreach (var t in staging) t.Dispose();
@@ -118,7 +133,12 @@ public sealed class GradientSync
     private void Release(int[] parameters)
     {
         foreach (int p in parameters) pending[bucketOf[p]]--;
-        while (launched < buckets.Count && pending[launched] == 0) Launch(buckets[launched++], fold: true);
+        while (launched < buckets.Count && pending[launched] == 0) LaunchUnlessDeferred(launched++, fold: true);
+    }
+
+    private void LaunchUnlessDeferred(int bucket, bool fold = false)
+    {
+        if (!deferred[bucket]) Launch(buckets[bucket], fold);
     }
 
     /// <param name="fold">Mid-backward: the last micro-batch's bf16 gradients of the bucket are not folded yet.</param>

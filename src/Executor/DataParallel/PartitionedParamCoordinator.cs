@@ -75,12 +75,11 @@ public sealed class PartitionedParamCoordinator
         });
     }
 
-    /// <summary>Before the chunk's backward: its last unit, which the backward meets first, and the one before it prefetched.</summary>
+    /// <summary>Before the chunk's backward: its last unit, which the backward meets first (still gathered where the chunk's
+    /// forward ran last; the marker at its input prefetches the one before it).</summary>
     public void BeforeBackward()
     {
-        if (order.Length == firstLayerUnit) return;
-        parameters.Fetch(order[^1]);
-        if (order.Length - 2 >= firstLayerUnit) parameters.Prefetch(order[^2]);
+        if (order.Length > firstLayerUnit) parameters.Fetch(order[^1]);
     }
 
     /// <summary>After a micro-batch's backward of the chunk: nothing stays gathered.</summary>

@@ -24,12 +24,13 @@ public sealed class ChunkOffload : IDisposable
     private readonly List<long> bytes = [];
     /// <summary>What the copies on the host link read, kept until the copies are fenced: the caching allocators do not see a
     /// copy on the link's stream, so a tensor freed before its fence could be handed out again and overwritten while the copy
-    /// still reads it (a non-contiguous recorded tensor's flat copy in the forward, the host copy of a head in the reload).</summary>
+    /// still reads it (a non-contiguous recorded tensor's flat copy in the forward, the host copy of a head in the reload,
+    /// which the link itself keeps until its copy has run on the GPU: CudaHostLink).</summary>
     private readonly List<Tensor> inFlight = [];
     private SavedActivations? saved;
 
     /// <summary>A recorded tensor: its place, its head on the host and its tail on the device while offloaded.</summary>
-    private sealed record Part(int Handle, long[] Shape, long[] Strides, long Offset, Tensor Tail)
+    private sealed record Part(int Handle, long[] Shape, long[] Strides, long Offset, Tensor Tail, bool HasHead)
     {
         public Tensor? Head { get; set; }
     }
@@ -54,7 +55,6 @@ public sealed class ChunkOffload : IDisposable
         var heads = new double[tensors.Count];
         OffloadedBytes = Simulator.Costs.Offload.Select(candidates, alpha, heads, minBytes);
         SavedBytes = candidates.Where(t => t.Bytes >= minBytes).Sum(t => t.Bytes);
-        link.AfterCompute();
         using var _ = no_grad();
         var emptied = new Dictionary<IntPtr, int>();
         for (int i = 0; i < tensors.Count; i++)
@@ -72,15 +72,15 @@ public sealed class ChunkOffload : IDisposable
             using var scope = NewDisposeScope();
             var flat = t.reshape(-1);
             long head = (long)(heads[i] / t.ElementSize), n = flat.shape[0];
-            var part = new Part(handle, t.shape, t.stride(), t.storage_offset(), flat.narrow(0, head, n - head).clone().DetachFromDisposeScope());
-            if (head > 0)
-            {
-                var source = flat.narrow(0, 0, head).contiguous().DetachFromDisposeScope();
-                inFlight.Add(source);
-                part.Head = link.ToHost(source).DetachFromDisposeScope();
-            }
+            var part = new Part(handle, t.shape, t.stride(), t.storage_offset(), flat.narrow(0, head, n - head).clone().DetachFromDisposeScope(), head > 0);
+            if (head > 0) inFlight.Add(flat.narrow(0, 0, head).contiguous().DetachFromDisposeScope());
             parts.Add(part);
         }
+        // The copies start once the compute stream has made what they read: a non-contiguous tensor's flat copy is made
+        // just above, on the compute stream, which the link's stream does not follow by itself.
+        link.AfterCompute();
+        int next = 0;
+        foreach (var part in parts.Where(p => p.HasHead)) part.Head = link.ToHost(inFlight[next++]).DetachFromDisposeScope();
     }
 
     /// <summary>Frees the emptied storages once the copies out of them are done: they stay allocated until then.</summary>

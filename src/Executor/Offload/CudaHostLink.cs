@@ -9,16 +9,21 @@ namespace Harness.Executor.Offload;
 /// buffers (ATC'24 artifact, megatron/core/pipeline_parallel/offload.py, get_memcpy_stream, get_cpu_buffer), Transformer
 /// Engine's d2h and h2d streams (cpu_offload_v1.py). <see cref="AfterCompute"/> makes the copy stream wait for the compute
 /// stream, <see cref="Fence"/> the other way. libtorch's caching allocators do not see these copies, so callers keep every
-/// tensor a copy touches until its fence.
+/// device tensor a copy touches until its fence. A fence orders only the GPU's streams, while the host writes page-locked
+/// memory itself when it hands a block out again (pin_memory copies into it): so the link keeps each host buffer a copy to
+/// the device reads until an event recorded after that copy has completed, and only then lets it go back to libtorch's
+/// host allocator.
 /// </summary>
 internal sealed unsafe class CudaHostLink(int device) : IHostLink
 {
     private readonly CudaSideStream side = new(device);
+    private readonly Queue<(IntPtr Done, Tensor Host)> reading = new();
 
     public void AfterCompute() => side.WaitForCompute();
 
     public Tensor ToHost(Tensor source)
     {
+        Retire(wait: false);
         using var pageable = empty(source.shape, source.dtype, CPU);
         var host = pageable.pin_memory();
         Copy(host, source);
@@ -29,7 +34,25 @@ internal sealed unsafe class CudaHostLink(int device) : IHostLink
     {
         var target = empty(source.shape, source.dtype, device);
         Copy(target, source);
+        IntPtr done;
+        CudaRuntime.Check(CudaRuntime.EventCreateWithFlags(&done, CudaRuntime.EventDisableTiming), "cudaEventCreateWithFlags");
+        CudaRuntime.Check(CudaRuntime.EventRecord(done, side.Stream), "cudaEventRecord");
+        reading.Enqueue((done, source.detach().DetachFromDisposeScope())); // the host buffer, whoever else lets it go
         return target;
+    }
+
+    /// <summary>Lets go of the host buffers whose copies to the device are done (all of them, waiting, with <paramref name="wait"/>).</summary>
+    private void Retire(bool wait)
+    {
+        while (reading.Count > 0)
+        {
+            var (done, host) = reading.Peek();
+            if (wait) CudaRuntime.StreamSynchronize(side.Stream);
+            else if (CudaRuntime.EventQuery(done) != 0) return; // cudaErrorNotReady: still copying
+            reading.Dequeue();
+            CudaRuntime.EventDestroy(done);
+            host.Dispose();
+        }
     }
 
     private void Copy(Tensor target, Tensor source)
@@ -41,5 +64,9 @@ internal sealed unsafe class CudaHostLink(int device) : IHostLink
 
     public void Fence() => side.JoinCompute();
 
-    public void Dispose() => side.Dispose();
+    public void Dispose()
+    {
+        Retire(wait: true);
+        side.Dispose();
+    }
 }

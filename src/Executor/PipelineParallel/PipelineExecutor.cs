@@ -105,13 +105,8 @@ public static class PipelineExecutor
                         BackwardFailure.Run(() => autograd.backward([output], [grad]));
                     }
                     zero3?[op.Chunk].AfterBackward();
-                    // The input's gradient goes to the previous stage before this micro-batch's data-parallel reduction, and
-                    // under ZeRO 2 and 3, which reduce every micro-batch's, out at once rather than with the next receive: the
-                    // last stage's copy of a tied embedding sums its gradients with the first stage's inside that reduction,
-                    // which the first stage reaches only once it has the gradient.
-                    if (input is not null) p2p!.SendBackward(input.grad!);
-                    if (gradSync.EveryMicroBatch) p2p?.Flush();
                     gradSync.AfterBackward();
+                    if (input is not null) p2p!.SendBackward(input.grad!);
                     input?.Dispose();
                     output.Dispose();
                     offload?.AfterBackward(op.MicroBatch, op.Chunk);

@@ -75,7 +75,7 @@ public sealed class ParallelTrainer : IDisposable
             AttentionKernel.Select(model, description, device, dtype), GptKernels.Serves(model));
         if (description.GradientAccumulationFusion && zeroShardsGradients)
             Fusions = Fusions with { Notes = [.. Fusions.Notes,
-                $"gradient-accumulation fusion off under --zero-stage {description.ZeroStage}: there are no main gradients to accumulate into; each micro-batch's gradients are reduce-scattered into the optimizer's shards."] };
+                $"gradient-accumulation fusion off under {(description.Fsdp is null ? $"--zero-stage {description.ZeroStage}" : $"--data-parallel-sharding-strategy {MegatronFsdp.StrategyName(description.ZeroStage)}")}: there are no main gradients to accumulate into; each micro-batch's gradients are reduce-scattered into the optimizer's shards."] };
         tp = new ShardedTensorParallel(groups.Tensor, parallel.SequenceParallel, parallel.SyncFactor < 1 ? parallel.SyncFactor : null);
         contextParallel = parallel.ContextParallel > 1
             ? new ContextParallelism(groups.Context, parallel.ContextParallelComm, parallel.ContextParallelLevels.AllToAll) : null;
@@ -125,7 +125,8 @@ public sealed class ParallelTrainer : IDisposable
         {
             FinalizeModelGrads.AllReduceReplicatedGrads(tp, Buffer, b, grads);
             FinalizeModelGrads.AllReduceEmbeddingGrads(TiedAcrossStages ? groups.Embedding : null, Buffer, b, grads);
-        }, FinalAfter, overlapGradReduce ? communicationStream : null, everyMicroBatch: parallel.ZeroStage >= 2);
+        }, FinalAfter, overlapGradReduce ? communicationStream : null, everyMicroBatch: parallel.ZeroStage >= 2,
+            oncePerStep: b => TiedAcrossStages && Buffer.Layout.Any(l => l.Name.EndsWith("word_embeddings") && l.Offset >= b.Offset && l.Offset < b.Offset + b.Count));
         if (overlapParamGather) paramGather = new ParamGather(distributedOptimizer!, Buffer, distributedOptimizer!.GatheredBuckets, FirstUse, communicationStream!);
         if (parallel.OffloadRatio > 0 || parallel.CpuOffloadingLayers > 0)
             hostLink = HostLink.For(device);

@@ -4,7 +4,8 @@ namespace Harness.Simulator.Costs;
 
 /// <summary>
 /// Gradient synchronization over the data-parallel group (data x context ranks: both hold the same weights) once per
-/// step, for <c>parameters</c> parameters of one rank. Gradients travel in fp32 (Megatron's main gradients).
+/// step, for <c>parameters</c> parameters of one rank. Gradients travel in the main gradients' dtype
+/// (<see cref="GradientBytesPerParameter"/>: fp32 unless bf16 or fp16 main gradients, as Megatron-FSDP keeps by default).
 /// Replicated optimizer: one all-reduce after the last micro-batch's backward. Distributed optimizer (ZeRO 1):
 /// reduce-scatter of the gradients, then, after the step, all-gather of the updated bf16 weights. ZeRO 2 and 3
 /// reduce every micro-batch's gradients instead (<see cref="ZeroMicroBatchComm"/>); ZeRO 2 gathers the updated

@@ -19,7 +19,8 @@ public readonly record struct ModelStateBytes(double Weights, double Gradients, 
 /// 6 + 12/d B. ZeRO 2 also shards the gradients (2 + 16/d B), ZeRO 3 the weights (18/d B), and both hold a working set
 /// beyond their shards (<see cref="ZeroWorkingSet"/>). fp32 training: 4 B weights, 4 B gradients, 8 B for m and v. Megatron's
 /// --grad-reduce-in-bf16 keeps 2 B gradients; its precision-aware optimizer stores the states smaller (<see cref="AdamStates"/>);
-/// --optimizer sgd keeps 8 B of them, 4 B without momentum (<see cref="OptimizerStates"/>).
+/// --optimizer sgd keeps 8 B of them, 4 B without momentum (<see cref="OptimizerStates"/>). Megatron-FSDP keeps bf16 main
+/// gradients (16 B replicated) and shards by its strategy's stage, with a working set of its own (<see cref="FsdpWorkingSet"/>).
 /// </summary>
 public static class ModelState
 {
@@ -108,7 +109,7 @@ public static class ModelState
     /// What Megatron-FSDP's optim_grads and optim_grads_params hold beyond their shards at the turn from forward to
     /// backward (param_and_grad_buffer.py): the unsharded gradients of the layers being reduce-scattered
     /// (<see cref="MegatronFsdp.ReducingLayers"/>, in the main gradients' dtype, each allocated per layer and freed once its
-    /// reduce-scatter is done) and, under optim_grads_params, the gathered layers (<see cref="MegatronFsdp.GatheredLayers"/>,
+    /// reduce-scatter is done; on the last stage the output layer's too, the backward's first) and, under optim_grads_params, the gathered layers (<see cref="MegatronFsdp.GatheredLayers"/>,
     /// within one model chunk: each chunk is wrapped on its own) and the embedding, final norm and output layer whole, which
     /// version 1 keeps gathered through the step (<see cref="Bytes"/> counted their shard). The embeddings' unsharded
     /// gradients exist only at the backward's end, after the activations are freed.
@@ -117,7 +118,9 @@ public static class ModelState
     {
         double layer = LayerParametersPerRank(m, c.TensorParallel);
         int chunkLayers = c.LayersPerVirtualStage ?? c.LayersOnRank(m, pipelineRank);
-        double gradients = MegatronFsdp.ReducingLayers(chunkLayers) * layer * DataParallelComm.GradientBytesPerParameter(c);
+        // The output layer's gradient is the backward's first, made at the turn where activations peak.
+        double output = pipelineRank == c.PipelineParallel - 1 ? OutputParametersPerRank(m, c.TensorParallel, c.PipelineParallel) : 0;
+        double gradients = (MegatronFsdp.ReducingLayers(chunkLayers) * layer + output) * DataParallelComm.GradientBytesPerParameter(c);
         if (c.ZeroStage < 3) return new ModelStateBytes(0, gradients, 0);
         double e = Activations.BytesPerElement(c.Precision), d = c.DataParallel * c.ContextParallel;
         double weights = fsdp.GatheredLayers(layer, chunkLayers, c.DdpBucketSize) * layer * e

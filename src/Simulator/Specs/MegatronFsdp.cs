@@ -80,7 +80,7 @@ public sealed record MegatronFsdp(int Version = 1, bool DoubleBuffer = false, lo
         if (run.OffloadRatio > 0)
             yield return "--offload-ratio is Megatron-Kwai's activation offload, a fork without Megatron-FSDP; pass one of --offload-ratio and --use-megatron-fsdp.";
         if (run.AdamOrDefault.PrecisionAware)
-            yield return "--use-precision-aware-optimizer does not apply under --use-megatron-fsdp, which keeps its own fp32 main weights and states (--megatron-fsdp-main-params-dtype).";
+            yield return "--use-precision-aware-optimizer under --use-megatron-fsdp is not modelled (Megatron-FSDP keeps the optimizer's states on its own main-weight buffer); pass one.";
         if (Version != 2) yield break;
         // mcore_fsdp_adapter.py, FullyShardedDataParallelV2._validate_config; arguments.py asserts v2 without the distributed optimizer.
         if (run.ZeroStage != 3)
@@ -89,7 +89,8 @@ public sealed record MegatronFsdp(int Version = 1, bool DoubleBuffer = false, lo
             yield return $"--megatron-fsdp-version 2 refuses tensor, pipeline and context parallelism (t {run.TensorParallel}, p {run.PipelineParallel}, c {run.ContextParallel}); use version 1 or sizes of 1.";
         if (run.GradientAccumulationFusion)
             yield return "--megatron-fsdp-version 2 refuses gradient-accumulation fusion; pass --no-gradient-accumulation-fusion.";
-        if (DoubleBuffer || CommunicationUnitSize is not null)
-            yield return "--megatron-fsdp-version 2 refuses --fsdp-double-buffer and --suggested-communication-unit-size.";
+        // Version 2 reads no double buffer (its two modules at most are its own rule) and refuses a unit size.
+        if (CommunicationUnitSize is not null)
+            yield return "--megatron-fsdp-version 2 refuses --suggested-communication-unit-size.";
     }
 }

@@ -6,12 +6,12 @@ namespace Harness.Executor.Training.Records;
 /// <summary>The lines a run prints, one format whatever the number of ranks (rank 0 prints them).</summary>
 public static class ProgressLines
 {
-    /// <summary>What runs: model, device, precision, layout and batch, and the libtorch that runs it.</summary>
     /// <summary>How the data-parallel ranks shard: Megatron-FSDP's strategy, DeepSpeed's ZeRO 2 or 3, or the distributed optimizer.</summary>
     private static string Sharding(RunDescription d) =>
         d.Fsdp is not null ? $" megatron-fsdp {MegatronFsdp.StrategyName(d.ZeroStage)}"
         : d.ZeroStage >= 2 ? $" zero-{d.ZeroStage}" : d.DistributedOptimizer ? " distributed-optimizer" : "";
 
+    /// <summary>What runs: model, device, precision, layout and batch, and the libtorch that runs it.</summary>
     public static string Start(RunRecord run)
     {
         var d = run.Description;
