@@ -2,28 +2,23 @@ using Harness.Megatron;
 using Harness.Simulator;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
+using static Harness.Tests.ZeroStageTests;
 
 namespace Harness.Tests;
 
 /// <summary>
-/// Megatron-FSDP (--use-megatron-fsdp) by hand, on ZeroStageTests' case: a Llama-style model of 4 layers (a layer 12,847,104
+/// Megatron-FSDP (--use-megatron-fsdp) by hand, on ZeroStageTests' case (its model, node and ring): a Llama-style model of 4 layers (a layer 12,847,104
 /// parameters, the embedding 32,768,000, the output layer with the final norm 32,769,024, the rank 116,925,440) in bf16
 /// on one H800 node, d 8, t 1, p 1, 4 micro-batches; a ring all-gather or reduce-scatter of S bytes over the 8 ranks takes
 /// 7/8·S/160e9 + 7·3e-6 s. Megatron-FSDP keeps its main gradients in the parameters' dtype, 2 B, and reduces them in it.
 /// </summary>
 public class MegatronFsdpTests
 {
-    private static readonly ModelSpec Model = new("fsdp-test", 4, 1024, 8, 8, 2816, 32000, 8192,
-        Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, TiedEmbeddings: false, HiddenDropout: 0, AttentionDropout: 0);
-    private static readonly ClusterSpec Node = ClusterSpec.Of(GpuPresets.All["h800"], 8);
-    private const double Layer = 12_847_104.0, Layers = 4 * Layer, Embedding = 32_768_000.0, Output = 32_769_024.0;
-    private const double Rank = Layers + Embedding + Output;
+    private const double Layer = Layers / 4;
 
     private static RunDescription Config(int stage, MegatronFsdp? fsdp = null) =>
         new(DataParallel: 8, MicroBatch: 1, GlobalBatch: 32, ZeroStage: stage, Precision: Precision.Bf16,
             GradientsInFp32: false, Fsdp: fsdp ?? new MegatronFsdp());
-
-    private static double Ring(double bytes) => 7.0 / 8 * bytes / 160e9 + 7 * 3e-6;
 
     [Theory]
     [InlineData(0, 16.0)]                 // bf16 weights 2 + bf16 main gradients 2 + fp32 main weights, m, v 12

@@ -14,18 +14,18 @@ namespace Harness.Tests;
 /// </summary>
 public class ZeroStageTests
 {
-    private static readonly ModelSpec Model = new("zero-test", 4, 1024, 8, 8, 2816, 32000, 8192,
+    internal static readonly ModelSpec Model = new("zero-test", 4, 1024, 8, 8, 2816, 32000, 8192,
         Activation.SwiGlu, Normalization.RmsNorm, PositionEmbedding.Rotary, TiedEmbeddings: false, HiddenDropout: 0, AttentionDropout: 0);
-    private static readonly ClusterSpec Node = ClusterSpec.Of(GpuPresets.All["h800"], 8);
-    private const double Layers = 4 * 12_847_104.0, Embedding = 32_768_000.0, Output = 32_769_024.0;
-    private const double Rank = Layers + Embedding + Output;
+    internal static readonly ClusterSpec Node = ClusterSpec.Of(GpuPresets.All["h800"], 8);
+    internal const double Layers = 4 * 12_847_104.0, Embedding = 32_768_000.0, Output = 32_769_024.0;
+    internal const double Rank = Layers + Embedding + Output;
 
     private static RunDescription Config(int zero, bool overlap = false, long? bucket = null) =>
         new(DataParallel: 8, MicroBatch: 1, GlobalBatch: 32, ZeroStage: zero, Overlap: new OverlapSpec(GradientReduce: overlap),
             DdpBucketSize: bucket, Precision: Precision.Bf16);
 
     /// <summary>A ring all-gather or reduce-scatter of <paramref name="bytes"/> over the node's 8 ranks.</summary>
-    private static double Ring(double bytes) => 7.0 / 8 * bytes / 160e9 + 7 * 3e-6;
+    internal static double Ring(double bytes) => 7.0 / 8 * bytes / 160e9 + 7 * 3e-6;
 
     [Fact]
     public void TheCaseHasTheParametersDerivedByHand()
