@@ -43,7 +43,7 @@ public sealed class SpaceEnumerator
     /// <summary>The ZeRO stages searched (0 replicated; 1 Megatron's distributed optimizer; 2; 3).</summary>
     public IReadOnlyList<int> ZeroStages { get; }
 
-    /// <summary>The ZeRO stages valid for a layout, ascending: stages 2 and 3 only without pipeline parallelism
+    /// <summary>The ZeRO stages valid for a layout, ascending: DeepSpeed's stages 2 and 3 only without pipeline parallelism
     /// (RunDescription.Validate: DeepSpeed's pipeline engine refuses them), every stage under Megatron-FSDP.</summary>
     public IReadOnlyList<int> ZeroOptions(Layout layout) =>
         layout.PipelineParallel == 1 ? ZeroStages : _zeroWithPipeline;

@@ -104,7 +104,7 @@ public class ValidationTests
     private static string ZeroWithPipeline(int stage, int p) =>
         $"ZeRO stage {stage} cannot run with --pipeline-model-parallel-size {p}: DeepSpeed's pipeline engine refuses stages 2 and 3 "
         + "(deepspeed/runtime/pipe/engine.py asserts stage < 2) because their per-micro-batch gradient reduce-scatters, and stage 3's "
-        + "weight gathers, would repeat for every micro-batch on every pipeline stage.";
+        + "weight gathers, would repeat for every micro-batch on every pipeline stage; Megatron-FSDP (--use-megatron-fsdp) shards with pipelining.";
 
     [Fact]
     public void TheBaseConfigIsValid() => Assert.Empty(Valid.Validate(Llama, 8));

@@ -360,7 +360,7 @@ public sealed partial record RunDescription(
         // after every micro-batch's backward (megatron_fsdp.py, grad_reduce_every_bprop); its version 2 refuses pipeline,
         // tensor and context parallelism (mcore_fsdp_adapter.py, _validate_config). Its rules: MegatronFsdp.Validate.
         else if (ZeroStage >= 2 && PipelineParallel > 1 && Fsdp is null)
-            e.Add($"ZeRO stage {ZeroStage} cannot run with --pipeline-model-parallel-size {PipelineParallel}: DeepSpeed's pipeline engine refuses stages 2 and 3 (deepspeed/runtime/pipe/engine.py asserts stage < 2) because their per-micro-batch gradient reduce-scatters, and stage 3's weight gathers, would repeat for every micro-batch on every pipeline stage.");
+            e.Add($"ZeRO stage {ZeroStage} cannot run with --pipeline-model-parallel-size {PipelineParallel}: DeepSpeed's pipeline engine refuses stages 2 and 3 (deepspeed/runtime/pipe/engine.py asserts stage < 2) because their per-micro-batch gradient reduce-scatters, and stage 3's weight gathers, would repeat for every micro-batch on every pipeline stage; Megatron-FSDP (--use-megatron-fsdp) shards with pipelining.");
         if (DdpBucketSize is < 1)
             e.Add($"--ddp-bucket-size is {DdpBucketSize}; it must be at least 1 (elements).");
         if (OverlapOrDefault.ParamGather && !DistributedOptimizer)
