@@ -16,5 +16,15 @@ if ls "$out/harness" | grep -q '^libtorch_cpu'; then
   echo "bundle.sh: the CPU libtorch slipped into the bundle; it must come from the GPU machine's PyTorch" >&2
   exit 1
 fi
+# The lent GPU machines have no fonts, so plots made there had no text: the bundle carries DejaVu Sans (its license,
+# which permits redistribution, beside it) from this machine's fonts-dejavu-core, and the harness draws with it (PlotFonts).
+fonts=/usr/share/fonts/truetype/dejavu
+if [ -f "$fonts/DejaVuSans.ttf" ]; then
+  mkdir -p "$out/harness/fonts"
+  cp "$fonts/DejaVuSans.ttf" "$fonts/DejaVuSans-Bold.ttf" "$out/harness/fonts/" 2>/dev/null || cp "$fonts/DejaVuSans.ttf" "$out/harness/fonts/"
+  cp /usr/share/doc/fonts-dejavu-core/copyright "$out/harness/fonts/COPYRIGHT" 2>/dev/null || true
+else
+  echo "bundle.sh: no DejaVu Sans in $fonts (Debian's fonts-dejavu-core): plots made with this bundle on a machine without fonts have no text" >&2
+fi
 tar -C "$out" -cJf "$out/harness-linux-x64.tar.xz" harness
 du -sh "$out/harness" "$out/harness-linux-x64.tar.xz"
