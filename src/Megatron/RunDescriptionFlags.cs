@@ -202,20 +202,22 @@ public static class RunDescriptionFlags
     /// _resolve_group_grad_dtype); Megatron-FSDP reads none of the distributed optimizer's gradient flags.</summary>
     private static (MegatronFsdp? Fsdp, bool GradientsInFp32) ReadFsdp(CommandLine cl, Precision precision)
     {
+        bool Given(string flag) => cl.String(flag) is not null || cl.Switch(flag);
         if (!cl.Switch(UseMegatronFsdp))
         {
-            foreach (var flag in FsdpOnlyFlags.Where(f => cl.String(f) is not null || cl.Switch(f)))
+            foreach (var flag in FsdpOnlyFlags.Where(Given))
                 cl.Errors.Add($"{flag} applies only with {UseMegatronFsdp}.");
             return (null, ReadGradientsInFp32(cl, precision));
         }
-        foreach (var flag in new[] { "--accumulate-allreduce-grads-in-fp32", "--grad-reduce-in-bf16", "--main-grads-dtype" }.Where(f => cl.String(f) is not null || cl.Switch(f)))
+        foreach (var flag in new[] { "--accumulate-allreduce-grads-in-fp32", "--grad-reduce-in-bf16", "--main-grads-dtype" }.Where(Given))
             cl.Errors.Add($"{flag} is the distributed optimizer's; Megatron-FSDP does not read it: pass --megatron-fsdp-main-grads-dtype (auto, fp32 or bf16).");
         int version = cl.Int("--megatron-fsdp-version") ?? 1;
         if (version == 2 && cl.Switch("--use-distributed-optimizer"))
             cl.Errors.Add("--megatron-fsdp-version 2 is not compatible with --use-distributed-optimizer (Megatron asserts the same).");
         double? unit = cl.Double("--suggested-communication-unit-size");
-        if (unit is double u && (u < 1 || u != Math.Floor(u) || u > long.MaxValue))
-            cl.Errors.Add($"--suggested-communication-unit-size {u} is not a whole number of elements of at least 1.");
+        long? unitSize = unit is double u && u >= 1 && u == Math.Floor(u) && u <= long.MaxValue ? (long)u : null;
+        if (unit is not null && unitSize is null)
+            cl.Errors.Add($"--suggested-communication-unit-size {unit} is not a whole number of elements of at least 1.");
         string grads = cl.Choice("--megatron-fsdp-main-grads-dtype", "auto", "fp32", "bf16") ?? "auto";
         if (grads == "bf16" && precision != Precision.Bf16)
             cl.Errors.Add("--megatron-fsdp-main-grads-dtype bf16 needs --bf16.");
@@ -226,8 +228,7 @@ public static class RunDescriptionFlags
         string main = cl.String("--megatron-fsdp-main-params-dtype") ?? "fp32";
         if (!main.Equals("fp32", StringComparison.OrdinalIgnoreCase))
             cl.Errors.Add($"--megatron-fsdp-main-params-dtype {main} is not modelled; pass fp32 (the default).");
-        var fsdp = new MegatronFsdp(version, cl.Switch("--fsdp-double-buffer"), unit is double v && v >= 1 && v == Math.Floor(v) && v <= long.MaxValue ? (long)v : null);
-        return (fsdp, fp32Grads);
+        return (new MegatronFsdp(version, cl.Switch("--fsdp-double-buffer"), unitSize), fp32Grads);
     }
 
     /// <summary><paramref name="layout"/> on the implementation the <see cref="ImplementationFlags"/> describe.</summary>

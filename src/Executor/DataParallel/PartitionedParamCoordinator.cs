@@ -25,8 +25,8 @@ public sealed class PartitionedParamCoordinator
     private readonly PartitionedParams parameters;
     private readonly GradBucket[] order;
     private readonly Dictionary<int, int> atPoint;
+    /// <summary>Where the layer groups start in <see cref="order"/>: 1 on the chunk that embeds, else 0.</summary>
     private readonly int firstLayerUnit;
-    private readonly bool embeds;
 
     /// <param name="embedding">The embeddings' unit, on the chunk that embeds; else null.</param>
     /// <param name="groups">Each layer group's first layer (within the chunk) and unit, in order.</param>
@@ -37,8 +37,7 @@ public sealed class PartitionedParamCoordinator
         GradBucket? output, int layers)
     {
         this.parameters = parameters;
-        embeds = embedding is not null;
-        firstLayerUnit = embeds ? 1 : 0;
+        firstLayerUnit = embedding is null ? 0 : 1;
         var units = new List<GradBucket>();
         if (embedding is not null) units.Add(embedding);
         units.AddRange(groups.Select(g => g.Unit));
@@ -52,7 +51,7 @@ public sealed class PartitionedParamCoordinator
     /// <summary>Before the embedding (on the chunk that embeds): its weights, and the first group's prefetched.</summary>
     public void BeforeEmbedding()
     {
-        if (!embeds) return;
+        if (firstLayerUnit == 0) return;
         parameters.Fetch(order[0]);
         if (order.Length > 1) parameters.Prefetch(order[1]);
     }

@@ -30,7 +30,7 @@ public sealed class ChunkOffload : IDisposable
     private SavedActivations? saved;
 
     /// <summary>A recorded tensor: its place, its head on the host and its tail on the device while offloaded.</summary>
-    private sealed record Part(int Handle, long[] Shape, long[] Strides, long Offset, Tensor Tail, bool HasHead)
+    private sealed record Part(int Handle, long[] Shape, long[] Strides, long Offset, Tensor Tail)
     {
         public Tensor? Head { get; set; }
     }
@@ -72,15 +72,20 @@ public sealed class ChunkOffload : IDisposable
             using var scope = NewDisposeScope();
             var flat = t.reshape(-1);
             long head = (long)(heads[i] / t.ElementSize), n = flat.shape[0];
-            var part = new Part(handle, t.shape, t.stride(), t.storage_offset(), flat.narrow(0, head, n - head).clone().DetachFromDisposeScope(), head > 0);
-            if (head > 0) inFlight.Add(flat.narrow(0, 0, head).contiguous().DetachFromDisposeScope());
+            var part = new Part(handle, t.shape, t.stride(), t.storage_offset(), flat.narrow(0, head, n - head).clone().DetachFromDisposeScope());
+            // The head on the device until its copy to the host is issued below.
+            if (head > 0) part.Head = flat.narrow(0, 0, head).contiguous().DetachFromDisposeScope();
             parts.Add(part);
         }
         // The copies start once the compute stream has made what they read: a non-contiguous tensor's flat copy is made
         // just above, on the compute stream, which the link's stream does not follow by itself.
         link.AfterCompute();
-        int next = 0;
-        foreach (var part in parts.Where(p => p.HasHead)) part.Head = link.ToHost(inFlight[next++]).DetachFromDisposeScope();
+        foreach (var part in parts)
+            if (part.Head is { } source)
+            {
+                inFlight.Add(source);
+                part.Head = link.ToHost(source).DetachFromDisposeScope();
+            }
     }
 
     /// <summary>Frees the emptied storages once the copies out of them are done: they stay allocated until then.</summary>

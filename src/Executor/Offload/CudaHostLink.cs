@@ -44,11 +44,11 @@ internal sealed unsafe class CudaHostLink(int device) : IHostLink
     /// <summary>Lets go of the host buffers whose copies to the device are done (all of them, waiting, with <paramref name="wait"/>).</summary>
     private void Retire(bool wait)
     {
+        if (wait) CudaRuntime.StreamSynchronize(side.Stream);
         while (reading.Count > 0)
         {
             var (done, host) = reading.Peek();
-            if (wait) CudaRuntime.StreamSynchronize(side.Stream);
-            else if (CudaRuntime.EventQuery(done) != 0) return; // cudaErrorNotReady: still copying
+            if (!wait && CudaRuntime.EventQuery(done) != 0) return; // cudaErrorNotReady: still copying
             reading.Dequeue();
             CudaRuntime.EventDestroy(done);
             host.Dispose();

@@ -37,7 +37,7 @@ public static class DataParallelComm
     /// the step's gather hides behind it, except the first bucket's, which the forward waits for.</param>
     public static double ParameterGather(double parameters, RunDescription c, ClusterSpec cluster, double forwardSeconds)
     {
-        if (c.ZeroStage < 1 || (c.ZeroStage >= 3 && c.Fsdp is not { GathersEndsEveryMicroBatch: false })) return 0;
+        if (c.ZeroStage < 1 || (c.ZeroStage >= 3 && !c.KeepsEndsGathered)) return 0;
         var g = Topology.DataWithContextGroup(c, cluster.GpusPerNode);
         double gather = Collectives.AllGather(parameters * Activations.BytesPerElement(c.Precision), g, cluster.Gpu);
         if (!c.OverlapOrDefault.ParamGather) return gather;

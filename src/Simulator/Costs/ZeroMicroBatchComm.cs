@@ -71,7 +71,7 @@ public static class ZeroMicroBatchComm
     /// that Megatron-FSDP version 1 gathers these once a step and keeps them (<see cref="MegatronFsdp.GathersEndsEveryMicroBatch"/>;
     /// <see cref="DataParallelComm.ParameterGather"/> costs that gather).</summary>
     public static ZeroCollectives EndCollectives(double parameters, RunDescription c, ClusterSpec cluster) =>
-        c.Fsdp is { GathersEndsEveryMicroBatch: false } ? Collectives(parameters, c, cluster) with { Gather = 0 } : Collectives(parameters, c, cluster);
+        c.KeepsEndsGathered ? Collectives(parameters, c, cluster) with { Gather = 0 } : Collectives(parameters, c, cluster);
 
     /// <summary>
     /// What of <paramref name="comm"/> sticks out of a forward of <paramref name="forward"/> and a backward of

@@ -228,15 +228,17 @@ public sealed partial record RunDescription(
     public RecomputeSpec RecomputeOrNone => Recompute ?? RecomputeSpec.None;
     /// <summary>The overlaps that run: as given, except that Megatron-FSDP's wrapper forces the gradient reduce's under
     /// optim_grads and optim_grads_params and the parameter gather's under optim_grads_params (megatron_fsdp.py, __init__).</summary>
-    public OverlapSpec OverlapOrDefault => Fsdp is null ? Overlap ?? OverlapSpec.Default : (Overlap ?? OverlapSpec.Default) with
-    {
-        GradientReduce = ZeroStage >= 2 || (Overlap ?? OverlapSpec.Default).GradientReduce,
-        ParamGather = ZeroStage >= 3 || (Overlap ?? OverlapSpec.Default).ParamGather,
-    };
+    public OverlapSpec OverlapOrDefault => (Overlap ?? OverlapSpec.Default) is var o && Fsdp is not null
+        ? o with { GradientReduce = ZeroStage >= 2 || o.GradientReduce, ParamGather = ZeroStage >= 3 || o.ParamGather }
+        : o;
 
     /// <summary>Whether the data-parallel collectives come per transformer layer and micro-batch as Megatron-FSDP runs them
     /// (optim_grads and optim_grads_params), rather than by DeepSpeed's reduce buckets.</summary>
     public bool ShardsPerLayer => Fsdp is not null && ZeroStage >= 2;
+
+    /// <summary>Whether the embeddings, final norm and output layer are gathered once a step and kept (Megatron-FSDP version
+    /// 1, <see cref="MegatronFsdp.GathersEndsEveryMicroBatch"/>) rather than around each use.</summary>
+    public bool KeepsEndsGathered => Fsdp is { GathersEndsEveryMicroBatch: false };
 
     /// <summary>CUDA_DEVICE_MAX_CONNECTIONS as given, else as Megatron-LM requires it (<see cref="OverlapSpec.DeviceMaxConnections"/>).</summary>
     public int DeviceMaxConnections => OverlapOrDefault.DeviceMaxConnections ?? (TensorParallel > 1 ? 1 : OverlapSpec.CudaDefaultConnections);
