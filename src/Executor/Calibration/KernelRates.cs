@@ -80,8 +80,8 @@ public static class KernelRates
         return new (string, Action)[]
         {
             ("forward", () => nn.functional.linear(x, w).Dispose()),
-            ("data gradient", () => matmul(dy, w).Dispose()),
-            ("weight gradient", () => matmul(dy.t(), x).Dispose()),
+            ("data gradient", () => MatrixProduct.Of(dy, w).Dispose()),
+            ("weight gradient", () => MatrixProduct.Of(dy.t(), x).Dispose()),
         }.Select(p => (p.Item1, SecondsPerCall(device, p.Item2))).ToList();
     }
 
@@ -110,7 +110,7 @@ public static class KernelRates
                 if (AttentionKernel.Of(ScriptedKernels.AttentionKernel(q, k, v, 0)) != (AttentionKernels.KeepsScores(backend) ? AttentionBackend.Unfused : backend))
                     return null;
             }
-            catch (System.Runtime.InteropServices.ExternalException) { return null; } // no allowed kernel takes these inputs
+            catch (System.Runtime.InteropServices.ExternalException e) when (!AllocationFailure.Is(e)) { return null; } // no allowed kernel takes these inputs
             return Time(device, a, backend, q, k, v, dy);
         }
         finally { SdpBackends.Set(SdpBackends.Allowed.All); }

@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using TorchSharp;
 using Harness.Executor.Autograd;
 using Harness.Executor.Distributed;
@@ -51,7 +52,7 @@ public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
             var blockLse = scores.logsumexp(-1);                                          // [b, g, h/g, sq]
             // Fully masked rows give 0. Dropout acts on the normalized probabilities, so each block's dropped
             // probabilities merge by the same log-sum-exp weights as undropped ones.
-            var blockOut = dropout.Apply(scores.softmax(-1).nan_to_num(0), source).matmul(values);
+            var blockOut = MatrixProduct.Of(dropout.Apply(scores.softmax(-1).nan_to_num(0), source), values);
             if (output is null) (output, lse) = (blockOut, blockLse);                      // own block: every query sees itself
             else
             {
@@ -89,11 +90,11 @@ public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
             var p = (scores - lse.unsqueeze(-1)).exp();                                     // masked entries: exp(-inf) = 0
             // With dropout, O = (M ∘ P)·V/(1 − p): V's gradient goes through the dropped probabilities and P's through the
             // mask; D = rowsum(dO ∘ O) is still rowsum(dP ∘ P) (Dao et al. 2022, FlashAttention's backward with dropout).
-            dValues.add_(dropout.Apply(p, source).transpose(-2, -1).matmul(dOut).sum(2, keepdim: true), One); // the group's heads, summed
+            dValues.add_(MatrixProduct.Of(dropout.Apply(p, source).transpose(-2, -1), dOut).sum(2, keepdim: true), One); // the group's heads, summed
             using var scaleScalar = scale.ToScalar();   // held until the call returns (HeldScalars says why)
-            var dScores = p.mul(dropout.Apply(dOut.matmul(values.transpose(-2, -1)), source).sub_(delta)).mul_(scaleScalar);
-            dq.add_(dScores.matmul(keys), One);
-            dKeys.add_(dScores.transpose(-2, -1).matmul(q32).sum(2, keepdim: true), One);
+            var dScores = p.mul(dropout.Apply(MatrixProduct.Of(dOut, values.transpose(-2, -1)), source).sub_(delta)).mul_(scaleScalar);
+            dq.add_(MatrixProduct.Of(dScores, keys), One);
+            dKeys.add_(MatrixProduct.Of(dScores.transpose(-2, -1), q32).sum(2, keepdim: true), One);
             // The block and its gradients move on; after the last step the gradients reach their owner.
             if (step < group.Size - 1) (keys, values) = (Pass(group, keys), Pass(group, values));
             (dKeys, dValues) = (Pass(group, dKeys), Pass(group, dValues));
@@ -119,7 +120,7 @@ public sealed class RingAttention : GuardedMultiTensorFunction<RingAttention>
         var keyPositions = tensor(ContextParallelism.GlobalPositions(keys.shape[^2] * cp.Group.Size, source, cp.Group.Size), device: q.device);
         var future = keyPositions.unsqueeze(0).gt(queryPositions.unsqueeze(1));
         using Scalar scaleScalar = scale.ToScalar(), masked = double.NegativeInfinity.ToScalar(); // held (HeldScalars says why)
-        return (q.matmul(keys.transpose(-2, -1)).mul_(scaleScalar).masked_fill_(future, masked), scale);
+        return (MatrixProduct.Of(q, keys.transpose(-2, -1)).mul_(scaleScalar).masked_fill_(future, masked), scale);
     }
 
     /// <summary>Sends <paramref name="block"/> to the next rank and receives the previous rank's.</summary>

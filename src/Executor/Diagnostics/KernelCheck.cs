@@ -199,7 +199,7 @@ public static class KernelCheck
         var dy = randn(new[] { tokens, outFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
         var x = randn(new[] { tokens, inFeatures }, generator: generator).to(ScalarType.BFloat16).to(device);
         var main = randn(new[] { outFeatures, inFeatures }, generator: generator).to(device);
-        var expected = main.Plus(dy.to(ScalarType.Float32).t().matmul(x.to(ScalarType.Float32)));
+        var expected = main.Plus(MatrixProduct.Of(dy.to(ScalarType.Float32).t(), x.to(ScalarType.Float32)));
         WeightGradient.Accumulate(main, dy, x);
         double error = (main - expected).abs().max().item<float>() / expected.abs().max().item<float>();
         return new($"gradient-accumulation GEMM [{outFeatures} x {tokens}] x [{tokens} x {inFeatures}] into float32", error, 1e-5);

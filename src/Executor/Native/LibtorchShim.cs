@@ -8,7 +8,7 @@ namespace Harness.Executor.Native;
 
 /// <summary>
 /// The parts of libtorch's C++ API the executor needs and TorchSharp does not bind (the caching allocator's statistics, the
-/// autograd engine's thread-local multithreading switch), which libtorch exports only as C++ (inline functions, classes):
+/// autograd engine's thread-local multithreading switch, a storage resize whose C++ exceptions are caught), which libtorch exports only as C++ (inline functions, classes):
 /// a shim of C functions (libtorch_shim.cpp, embedded) compiled once against the headers of the PyTorch installation the
 /// process loaded libtorch from, with nvcc or a C++ compiler, cached by its source and that installation, and loaded.
 /// Where no compiler or no headers are found, <see cref="Export"/> gives null and <see cref="Unavailable"/> says why.
@@ -65,7 +65,7 @@ public static class LibtorchShim
     /// PyTorch's wheels (nvidia/cuda_runtime/include beside torch).</summary>
     private static IEnumerable<(string Compiler, string[] Args)> Compilers(string include, string lib, string cpp, string output)
     {
-        string[] common = ["-std=c++17", "-O2", "-shared", $"-I{include}", cpp, $"-L{lib}", "-lc10_cuda", "-lc10", "-o", output];
+        string[] common = ["-std=c++17", "-O2", "-shared", $"-I{include}", cpp, $"-L{lib}", "-ltorch_cuda", "-lc10_cuda", "-lc10", "-o", output];
         string? cudaHome = Environment.GetEnvironmentVariable("CUDA_HOME") is { Length: > 0 } h ? h : null;
         var nvccs = new[] { OnPath("nvcc"), cudaHome is null ? null : Path.Combine(cudaHome, "bin", "nvcc"), "/usr/local/cuda/bin/nvcc" };
         foreach (var nvcc in nvccs.Where(File.Exists).Distinct())

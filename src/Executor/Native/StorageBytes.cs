@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using TorchSharp;
 
 namespace Harness.Executor.Native;
@@ -62,7 +63,16 @@ public static unsafe class StorageBytes
         var data = *(IntPtr*)(storageImpl + StorageOffset);
         if (data != ((delegate* unmanaged<IntPtr, IntPtr>)DataPtr.Value)(t.Handle))
             throw new InvalidOperationException("this libtorch does not lay out TensorImpl as c10/core/TensorImpl.h does; neither ZeRO 3 nor activation offload can free memory.");
-        ((delegate* unmanaged<IntPtr, nuint, void>)resize)(storageImpl, (nuint)bytes);
+        if (t.device_type == DeviceType.CUDA && LibtorchShim.Export("harness_resize_storage_cuda") is IntPtr caught)
+        {
+            // Through the shim: an allocation that fails comes back as the exception libtorch's operators raise, which the run
+            // reports as out of memory, where the direct call would end the process in std::terminate.
+            const int capacity = 1024;
+            byte* error = stackalloc byte[capacity];
+            if (((delegate* unmanaged<IntPtr, ulong, byte*, int, int>)caught)(storageImpl, (ulong)bytes, error, capacity) != 0)
+                throw new ExternalException($"resizing a storage to {bytes} bytes: {Marshal.PtrToStringUTF8((IntPtr)error)}");
+        }
+        else ((delegate* unmanaged<IntPtr, nuint, void>)resize)(storageImpl, (nuint)bytes);
         if (Of(t) != bytes) throw new InvalidOperationException($"resizing a storage to {bytes} bytes left {Of(t)}; neither ZeRO 3 nor activation offload can free memory.");
     }
 

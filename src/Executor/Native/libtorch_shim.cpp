@@ -3,10 +3,20 @@
 // that installation's own):
 // - the CUDA caching allocator's statistics, those torch.cuda.memory_stats reports: c10/cuda/CUDACachingAllocator.h's
 //   getDeviceStats, index 0 of each per-pool array being the aggregate over the pools (c10's StatType::AGGREGATE);
-// - torch.autograd.set_multithreading_enabled for the calling thread (c10/core/AutogradState.h).
+// - torch.autograd.set_multithreading_enabled for the calling thread (c10/core/AutogradState.h);
+// - at::native::resize_bytes_cuda behind a catch: the storage resize ZeRO 3 and activation offload refill freed memory
+//   with allocates, and a C++ exception (c10::OutOfMemoryError) must not unwind into the managed caller.
 #include <c10/core/AutogradState.h>
+#include <c10/core/StorageImpl.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <cstdint>
+#include <cstring>
+#include <exception>
+
+namespace at::native {
+// aten/src/ATen/native/cuda/Resize.h (exported by libtorch_cuda; declared here so the shim needs no ATen CUDA headers).
+void resize_bytes_cuda(c10::StorageImpl* storage, size_t size_bytes);
+}
 
 extern "C" {
 
@@ -45,6 +55,23 @@ int harness_autograd_multithreading(int enabled) {
     c10::AutogradState::get_tls_state().set_multithreading_enabled(enabled != 0);
     return 0;
   } catch (...) {
+    return 1;
+  }
+}
+
+// Resizes a CUDA storage to `bytes` (0 frees it). Returns 0, or 1 with the exception's message in `error` (NUL-terminated,
+// at most `capacity` bytes).
+int harness_resize_storage_cuda(void* storage, uint64_t bytes, char* error, int capacity) {
+  try {
+    at::native::resize_bytes_cuda(static_cast<c10::StorageImpl*>(storage), static_cast<size_t>(bytes));
+    return 0;
+  } catch (const std::exception& e) {
+    std::strncpy(error, e.what(), capacity - 1);
+    error[capacity - 1] = '\0';
+    return 1;
+  } catch (...) {
+    std::strncpy(error, "an unknown C++ exception", capacity - 1);
+    error[capacity - 1] = '\0';
     return 1;
   }
 }

@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using Harness.Executor.Autograd;
 using Harness.Executor.Fused;
 using Harness.Executor.Offload;
@@ -57,7 +58,7 @@ public sealed class RecomputedInputLinear : GuardedSingleTensorFunction<Recomput
         var detached = source.detach().requires_grad_(source.requires_grad);
         Tensor x;
         using (enable_grad()) x = ((Func<Tensor, Tensor>)ctx.get_data("input"))(detached);
-        var dx = gradOutput.matmul(weight);
+        var dx = MatrixProduct.Of(gradOutput, weight);
         Tensor? dw = null, db = null;
         using (no_grad())
         {

@@ -96,7 +96,7 @@ public static class AttentionKernel
         var kv = zeros([1, groups, s, hd], dtype, device);
         var mask = c > 1 && !ulysses ? ones([queries, s], ScalarType.Bool, device).tril() : null;
         try { return ScriptedKernels.AttentionKernel(q, kv, kv, p, mask); }
-        catch (Exception e) when (e is System.Runtime.InteropServices.ExternalException or InvalidOperationException)
+        catch (Exception e) when (e is System.Runtime.InteropServices.ExternalException or InvalidOperationException && !AllocationFailure.Is(e))
         {
             string first = e.Message.Split('\n')[0];
             throw new ArgumentException($"--attention-backend {AttentionKernels.Name(asked)}: libtorch has no such kernel for this run's attention on this device ({first}); use auto.");

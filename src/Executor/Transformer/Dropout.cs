@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using TorchSharp;
 using Harness.Executor.Data;
 using static TorchSharp.torch;
@@ -128,9 +129,9 @@ public static class AttentionWithDropout
         long heads = q.shape[1], groups = k.shape[1], d = q.shape[3];
         if (groups != heads) (k, v) = (k.repeat_interleave(heads / groups, dim: 1), v.repeat_interleave(heads / groups, dim: 1));
         using Scalar scale = (1 / Math.Sqrt(d)).ToScalar(), masked = double.NegativeInfinity.ToScalar();
-        var scores = matmul(q, k.transpose(-2, -1)).mul_(scale);
+        var scores = MatrixProduct.Of(q, k.transpose(-2, -1)).mul_(scale);
         var hidden = attended is null ? ones(new[] { q.shape[2], k.shape[2] }, dtype: ScalarType.Bool, device: q.device).triu(1) : attended.logical_not();
         var probabilities = scores.masked_fill(hidden, masked).softmax(-1);
-        return matmul(DropoutOp.Apply(probabilities, p, generator), v).MoveToOuterDisposeScope();
+        return MatrixProduct.Of(DropoutOp.Apply(probabilities, p, generator), v).MoveToOuterDisposeScope();
     }
 }
