@@ -52,6 +52,9 @@ public static class KernelCheck
         // elements: the threads loop), h 64 (most of one warp idle), 1001 rows (a last weight-gradient part of one row).
         foreach (var (rows, h) in new[] { (16L * 1024, 2048L), (2048L, 2048L), (4096L, 4096L), (77L, 1283L), (4096L, 2304L), (4096L, 64L), (1001L, 2048L) })
             foreach (var c in AddNorm(device, rows, h, layerNorm: false)) yield return c;
+        // With the hidden dropout fused (Megatron's bias-dropout-add, p 0.1): caat-1b's rows, one element at a time, looping threads.
+        foreach (var (rows, h) in new[] { (16L * 1024, 2048L), (77L, 1283L), (4096L, 2304L) })
+            foreach (var c in AddNorm(device, rows, h, layerNorm: false, dropout: 0.1)) yield return c;
         // A tensor-parallel rank's shards at t = 8: SwiGLU over ffn / 8 (caat-130m 2048, Llama-7B 11008), the QKV of its
         // heads / 8 and groups / 8 (caat-1b: one group of 4 heads, d 64; caat-130m: 2 heads, d 48; Llama-7B: 4 heads, d 128).
         foreach (var c in SwiGlu(device, 1024, 2048 / 8)) yield return c;
@@ -69,6 +72,9 @@ public static class KernelCheck
         // weight-gradient reduction a last part of one row.
         foreach (var (rows, h) in new[] { (32L * 1024, 1280L), (16L * 1024, 1280L), (77L, 1283L), (4096L, 2304L), (4096L, 64L), (1001L, 1280L) })
             foreach (var c in AddNorm(device, rows, h, layerNorm: true)) yield return c;
+        // With gpt2's hidden dropout (p 0.1) fused: its rows, one element at a time, looping threads.
+        foreach (var (rows, h) in new[] { (32L * 1024, 1280L), (77L, 1283L), (4096L, 2304L) })
+            foreach (var c in AddNorm(device, rows, h, layerNorm: true, dropout: 0.1)) yield return c;
         // gpt2-large's table (50304 rows, 1024 positions) at micro-batch 8; a TP-2 rank's half of it, both ranks' starts
         // (the positions are then added after the all-reduce, outside the kernel); a context-parallel rank's positions (its
         // two chunks of s / 4: Megatron's load balancing at c = 2); rows of 1283.
@@ -85,9 +91,11 @@ public static class KernelCheck
     /// (norm(x + r), x + r) from the fused kernel (LayerNorm with a bias, or RMSNorm without) against libtorch's bf16 add (the
     /// sum must be the same bits: both round the float32 sum once) and the norm in float32 over that sum (libtorch's
     /// layer_norm; RMSNorm's x·rsqrt(mean(x²) + eps)·w), forward and backward; the gradient arriving on the sum is added to the
-    /// norm's input gradient, and x and r must both receive it.
+    /// norm's input gradient, and x and r must both receive it. With <paramref name="dropout"/> the kernel drops r: the
+    /// reference drops it with the mask <see cref="Philox"/> rebuilds from the draw's seed on the host (so the sum's bits
+    /// also say the kernel drew exactly that mask), and r's gradient is d(x + r), rounded, through the same mask.
     /// </summary>
-    private static IEnumerable<KernelComparison> AddNorm(Device device, long rows, long h, bool layerNorm)
+    private static IEnumerable<KernelComparison> AddNorm(Device device, long rows, long h, bool layerNorm, double dropout = 0)
     {
         using var scope = NewDisposeScope();
         using var generator = new Generator(23);
@@ -98,22 +106,26 @@ public static class KernelCheck
         var gamma = Draw([h], 0.2, 1).requires_grad_();
         var beta = layerNorm ? Draw([h], 0.1).requires_grad_() : null;
         Tensor dy = Draw([rows, h], 1), ds = Draw([rows, h], 0.3);
-        var (y, sum) = AddNormFunction.Apply(x, r, gamma, beta, 1e-5);
+        DropoutDraw? drop = dropout > 0 ? new DropoutDraw(dropout, 0x5EED_2026_1207L) : null;
+        var (y, sum) = AddNormFunction.Apply(x, r, gamma, beta, 1e-5, drop);
         BackwardFailure.Run(() => autograd.backward(new[] { y, sum }, new[] { dy, ds }));
 
-        var sum0 = x.detach().Plus(r.detach()).to(ScalarType.Float32).requires_grad_();
+        var factors = drop is { } d ? tensor(Philox.DropoutFactors(rows * h, d), device: device).reshape(rows, h) : null;
+        var dropped = factors is null ? r.detach() : r.detach().to(ScalarType.Float32).mul(factors).to(ScalarType.BFloat16);
+        var sum0 = x.detach().Plus(dropped).to(ScalarType.Float32).requires_grad_();
         var gamma32 = gamma.detach().to(ScalarType.Float32).requires_grad_();
         var beta32 = beta?.detach().to(ScalarType.Float32).requires_grad_();
         var y0 = beta32 is null ? Norms.RmsNormalized(sum0, 1e-5) * gamma32 : nn.functional.layer_norm(sum0, new[] { h }, gamma32, beta32, 1e-5);
         y0.backward(new[] { dy.to(ScalarType.Float32) });
         var dsum0 = sum0.grad!.Plus(ds.to(ScalarType.Float32));
-        string shape = $"[{rows} x {h}]", norm = layerNorm ? "layernorm" : "rmsnorm";
+        var dr0 = factors is null ? dsum0 : dsum0.to(ScalarType.BFloat16).to(ScalarType.Float32).mul(factors);
+        string shape = $"[{rows} x {h}]", norm = (layerNorm ? "layernorm" : "rmsnorm") + (drop is null ? "" : $", dropout {dropout}");
         yield return new($"residual add + {norm} forward: sum {shape} (bit-exact)", AbsoluteError(sum, sum0), 0);
         // The reference rounds nothing; the kernel rounds y, d(x + r) and the weight gradients once, after float32 arithmetic
         // (rsqrtf, sums in another order). Rounding to nearest bf16 is within half a step, 2^-8 of a value at the bottom of
         // its binade: up to 2^-8 of the largest value, so the tolerance is two steps (2^-7), as the QKV kernel's.
         yield return new($"residual add + {norm} forward: normalized {shape}", ScaledError(y, y0), 2 * Bf16Step);
-        yield return new($"residual add + {norm} backward: d(x + r) {shape}", new[] { ScaledError(x.grad!, dsum0), ScaledError(r.grad!, dsum0) }.Max(), 2 * Bf16Step);
+        yield return new($"residual add + {norm} backward: d(x + r) {shape}", new[] { ScaledError(x.grad!, dsum0), ScaledError(r.grad!, dr0) }.Max(), 2 * Bf16Step);
         double weightError = beta is null ? ScaledError(gamma.grad!, gamma32.grad!) : Math.Max(ScaledError(gamma.grad!, gamma32.grad!), ScaledError(beta.grad!, beta32!.grad!));
         yield return new($"residual add + {norm} backward: d gamma{(layerNorm ? ", d beta" : "")} over {rows} rows", weightError, 2 * Bf16Step);
     }
@@ -302,6 +314,7 @@ public static class KernelCheck
     {
         const long batch = 32, seq = 1024, h = 1280, vocab = 50304;
         foreach (var timing in AddNormTiming(device, batch * seq, h, layerNorm: true)) yield return timing;
+        foreach (var timing in AddNormTiming(device, batch * seq, h, layerNorm: true, dropout: 0.1)) yield return timing;
         using (var scope = NewDisposeScope())
         {
             var word = randn(new[] { vocab, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
@@ -315,8 +328,9 @@ public static class KernelCheck
         }
     }
 
-    /// <summary>The fused residual add + norm against libtorch's add and norm (LayerNorm, or RMSNorm through aten::rms_norm).</summary>
-    private static IEnumerable<KernelTiming> AddNormTiming(Device device, long rows, long h, bool layerNorm)
+    /// <summary>The fused residual add + norm against libtorch's add and norm (LayerNorm, or RMSNorm through aten::rms_norm); with
+    /// <paramref name="dropout"/>, the fused bias-dropout-add against libtorch's dropout before the add.</summary>
+    private static IEnumerable<KernelTiming> AddNormTiming(Device device, long rows, long h, bool layerNorm, double dropout = 0)
     {
         using var scope = NewDisposeScope();
         var x = randn(new[] { rows, h }, dtype: ScalarType.BFloat16, device: device).requires_grad_();
@@ -324,15 +338,16 @@ public static class KernelCheck
         var gamma = ones(h, dtype: ScalarType.BFloat16, device: device).requires_grad_();
         var beta = layerNorm ? zeros(h, dtype: ScalarType.BFloat16, device: device).requires_grad_() : null;
         var dy = randn(new[] { rows, h }, dtype: ScalarType.BFloat16, device: device);
-        yield return new($"residual add + {(layerNorm ? "layernorm" : "rmsnorm")} forward + backward [{rows} x {h}] bf16",
+        DropoutDraw? drop = dropout > 0 ? new DropoutDraw(dropout, 7) : null;
+        yield return new($"residual add + {(layerNorm ? "layernorm" : "rmsnorm")}{(drop is null ? "" : $" + dropout {dropout}")} forward + backward [{rows} x {h}] bf16",
             Median(() => BackwardFailure.Run(() =>
             {
-                var (y, sum) = AddNormFunction.Apply(x, r, gamma, beta, 1e-5);
+                var (y, sum) = AddNormFunction.Apply(x, r, gamma, beta, 1e-5, drop);
                 autograd.backward(new[] { y, sum }, new[] { dy, dy });
             })),
             Median(() =>
             {
-                var sum = x.Plus(r);
+                var sum = x.Plus(drop is null ? r : nn.functional.dropout(r, dropout, training: true));
                 var y = beta is null ? ScriptedKernels.RmsNorm(sum, gamma, 1e-5) : nn.functional.layer_norm(sum, new[] { h }, gamma, beta, 1e-5);
                 autograd.backward(new[] { y, sum }, new[] { dy, dy });
             }));

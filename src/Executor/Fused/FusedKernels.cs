@@ -46,15 +46,15 @@ public static unsafe class FusedKernels
         Module.Launch(x, $"swiglu_backward_v{v}", Blocks(rows * f / v), Threads, args);
     }
 
-    /// <summary>s = x + r and y = RMSNorm(s)·gamma over the last dimension h, with each row's 1/sqrt(mean(s²) + eps)
-    /// (float32 [rows]).</summary>
-    public static void AddRmsNormForward(Tensor x, Tensor r, Tensor gamma, double epsilon, Tensor s, Tensor y, Tensor rstd) =>
-        AddNormKernels.Forward(Module, x, r, gamma, null, epsilon, s, y, null, rstd);
+    /// <summary>s = x + r (with <paramref name="drop"/>, x + dropout(r)) and y = RMSNorm(s)·gamma over the last dimension h,
+    /// with each row's 1/sqrt(mean(s²) + eps) (float32 [rows]).</summary>
+    public static void AddRmsNormForward(Tensor x, Tensor r, Tensor gamma, double epsilon, DropoutDraw? drop, Tensor s, Tensor y, Tensor rstd) =>
+        AddNormKernels.Forward(Module, x, r, gamma, null, epsilon, drop, s, y, null, rstd);
 
     /// <summary>d(x + r) (bf16, into <paramref name="dsum"/>) from the gradients of y and of s, and d gamma (bf16 [h]), from
-    /// the forward's s, gamma and statistics.</summary>
-    public static void AddRmsNormBackward(Tensor dy, Tensor ds, Tensor s, Tensor gamma, Tensor rstd, Tensor dsum, Tensor dgamma) =>
-        AddNormKernels.Backward(Module, dy, ds, s, gamma, null, rstd, dsum, dgamma, null);
+    /// the forward's s, gamma and statistics; with the forward's <paramref name="drop"/>, r's gradient into <paramref name="dr"/>.</summary>
+    public static void AddRmsNormBackward(Tensor dy, Tensor ds, Tensor s, Tensor gamma, Tensor rstd, DropoutDraw? drop, Tensor dsum, Tensor? dr, Tensor dgamma) =>
+        AddNormKernels.Backward(Module, dy, ds, s, gamma, null, rstd, drop, dsum, dr, dgamma, null);
 
     /// <summary>Per-row loss and log-sum-exp (float32 [rows]) of bf16 logits [rows, vocab] against int64 labels [rows].</summary>
     public static void CrossEntropyForward(Tensor logits, Tensor labels, Tensor loss, Tensor lse)

@@ -23,15 +23,15 @@ public static unsafe class GptKernels
     /// <summary>Compiles and loads the GPT kernels on <paramref name="device"/>; null when they are ready, else why not.</summary>
     public static string? Probe(int device) => Module.Probe(device, "add_layer_norm_forward_v8");
 
-    /// <summary>s = x + r and y = LayerNorm(s)·gamma + beta over the last dimension h, with each row's mean and
-    /// 1/sqrt(variance + eps) (float32 [rows]).</summary>
-    public static void AddLayerNormForward(Tensor x, Tensor r, Tensor gamma, Tensor beta, double epsilon, Tensor s, Tensor y, Tensor mean, Tensor rstd) =>
-        AddNormKernels.Forward(Module, x, r, gamma, beta, epsilon, s, y, mean, rstd);
+    /// <summary>s = x + r (with <paramref name="drop"/>, x + dropout(r)) and y = LayerNorm(s)·gamma + beta over the last
+    /// dimension h, with each row's mean and 1/sqrt(variance + eps) (float32 [rows]).</summary>
+    public static void AddLayerNormForward(Tensor x, Tensor r, Tensor gamma, Tensor beta, double epsilon, DropoutDraw? drop, Tensor s, Tensor y, Tensor mean, Tensor rstd) =>
+        AddNormKernels.Forward(Module, x, r, gamma, beta, epsilon, drop, s, y, mean, rstd);
 
     /// <summary>d(x + r) (bf16, into <paramref name="dsum"/>) from the gradients of y and of s, and d gamma, d beta (bf16 [h]),
-    /// from the forward's s, gamma and statistics.</summary>
-    public static void AddLayerNormBackward(Tensor dy, Tensor ds, Tensor s, Tensor gamma, Tensor mean, Tensor rstd, Tensor dsum, Tensor dgamma, Tensor dbeta) =>
-        AddNormKernels.Backward(Module, dy, ds, s, gamma, mean, rstd, dsum, dgamma, dbeta);
+    /// from the forward's s, gamma and statistics; with the forward's <paramref name="drop"/>, r's gradient into <paramref name="dr"/>.</summary>
+    public static void AddLayerNormBackward(Tensor dy, Tensor ds, Tensor s, Tensor gamma, Tensor mean, Tensor rstd, DropoutDraw? drop, Tensor dsum, Tensor? dr, Tensor dgamma, Tensor dbeta) =>
+        AddNormKernels.Backward(Module, dy, ds, s, gamma, mean, rstd, drop, dsum, dr, dgamma, dbeta);
 
     /// <summary>
     /// out [tokens, h] = word[ids − vocabStart] (a zero row for an id outside this rank's rows of the table), plus, when

@@ -22,7 +22,43 @@ __device__ __forceinline__ float block_sum(float v, float* shared)
     return warp_sum(lane < warps ? shared[lane] : 0.0f);
 }
 
-// s = x + r, then LayerNorm y = (s - mean) * rstd * gamma + beta with rstd = 1 / sqrt(biased variance + eps), or RMSNorm
+// Philox4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011): a counter-based
+// generator, so whether an element is dropped is a pure function of (seed, element index), and backward regenerates the
+// forward's mask instead of keeping a byte per element. Fused/Philox.cs is the same function on the host (checked against
+// Random123's known-answer vectors), from which kernel-check rebuilds the masks.
+__device__ __forceinline__ uint4 philox4x32_10(uint4 c, unsigned k0, unsigned k1)
+{
+#pragma unroll
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
+        unsigned lo0 = 0xD2511F53u * c.x, hi0 = __umulhi(0xD2511F53u, c.x);
+        unsigned lo1 = 0xCD9E8D57u * c.z, hi1 = __umulhi(0xCD9E8D57u, c.z);
+        c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
+    }
+    return c;
+}
+
+// Dropout's factor for the V elements from element e of the tensor on: `scale` (1 / (1 - p)) where the element is kept,
+// 0 where it is dropped. Element e's uniform is word e mod 4 of the Philox block with counter (e / 4 low, high, 0, 0) and
+// key (seed low, high), as (word >> 8)·2^-24, kept when at least p (libtorch's dropout keeps with probability 1 - p alike).
+template <int V> __device__ __forceinline__ void dropout_factors(i64 e, unsigned long long seed, float p, float scale, float* f)
+{
+    uint4 block = make_uint4(0, 0, 0, 0);
+    i64 current = -1;
+#pragma unroll
+    for (int i = 0; i < V; i++) {
+        i64 n = (e + i) >> 2;
+        if (n != current) {
+            block = philox4x32_10(make_uint4((unsigned)n, (unsigned)((unsigned long long)n >> 32), 0u, 0u), (unsigned)seed, (unsigned)(seed >> 32));
+            current = n;
+        }
+        int lane = (int)((e + i) & 3);
+        unsigned word = lane == 0 ? block.x : lane == 1 ? block.y : lane == 2 ? block.z : block.w;
+        f[i] = (float)(word >> 8) * 5.9604644775390625e-8f >= p ? scale : 0.0f;
+    }
+}
+
+// s = x + dropout(r) (p = 0: x + r), then LayerNorm y = (s - mean) * rstd * gamma + beta with rstd = 1 / sqrt(biased variance + eps), or RMSNorm
 // y = s * rstd * gamma with rstd = 1 / sqrt(mean(s²) + eps). One block per row of h. The sum is rounded to bf16 before the
 // statistics are taken, as the unfused path normalizes the bf16 sum it stored; y is rounded once, after float32
 // arithmetic. mean (LayerNorm only) and rstd are kept in float32 for backward, as libtorch's norms keep them. The row is
@@ -31,7 +67,8 @@ __device__ __forceinline__ float block_sum(float v, float* shared)
 template <int V, bool Centered> __device__ void add_norm_forward(const bf16* __restrict__ x, const bf16* __restrict__ r,
                                                                  const bf16* __restrict__ gamma, const bf16* __restrict__ beta,
                                                                  bf16* s, bf16* __restrict__ y, float* __restrict__ mean_out,
-                                                                 float* __restrict__ rstd_out, i64 h, float eps)
+                                                                 float* __restrict__ rstd_out, i64 h, float eps, float p,
+                                                                 float scale, unsigned long long seed)
 {
     __shared__ float shared[32];
     i64 at = (i64)blockIdx.x * h, step = (i64)blockDim.x * V;
@@ -40,6 +77,13 @@ template <int V, bool Centered> __device__ void add_norm_forward(const bf16* __r
         float a[V], b[V];
         load<V>(x + at + j, a);
         load<V>(r + at + j, b);
+        if (p > 0.0f) {
+            // Megatron's bias-dropout-add: the dropped r rounded to bf16, as libtorch's dropout stores it, then the add.
+            float f[V];
+            dropout_factors<V>(at + j, seed, p, scale, f);
+#pragma unroll
+            for (int i = 0; i < V; i++) b[i] = to_float(to_bf16(b[i] * f[i]));
+        }
 #pragma unroll
         for (int i = 0; i < V; i++) {
             a[i] = to_float(to_bf16(a[i] + b[i]));
@@ -80,14 +124,16 @@ template <int V, bool Centered> __device__ void add_norm_forward(const bf16* __r
     }
 }
 
-// Backward of both outputs into d(x + r), which is the gradient of x and of r alike, one block per row: with
+// Backward of both outputs into d(x + r), which is the gradient of x and, without dropout, of r (with dropout, r's is
+// d(x + r) times the forward's dropout factors, into dr), one block per row: with
 // x̂ = (s - mean)·rstd (RMSNorm: mean 0) and g = dy·gamma, ds_total = rstd·(g - mean(g) - x̂·mean(g·x̂)) + ds for LayerNorm
 // and rstd·(g - x̂·mean(g·x̂)) + ds for RMSNorm (libtorch's norm backward for the input, plus the gradient that arrived
 // on s as the next residual), rounded once.
 template <int V, bool Centered> __device__ void add_norm_backward(const bf16* __restrict__ dy, const bf16* __restrict__ ds,
                                                                   const bf16* __restrict__ s, const bf16* __restrict__ gamma,
                                                                   const float* __restrict__ mean_in, const float* __restrict__ rstd_in,
-                                                                  bf16* __restrict__ dsum, i64 h)
+                                                                  bf16* __restrict__ dsum, bf16* __restrict__ dr, i64 h, float p,
+                                                                  float scale, unsigned long long seed)
 {
     __shared__ float shared[32];
     i64 at = (i64)blockIdx.x * h, step = (i64)blockDim.x * V;
@@ -115,6 +161,14 @@ template <int V, bool Centered> __device__ void add_norm_backward(const bf16* __
 #pragma unroll
         for (int i = 0; i < V; i++) e[i] += rstd * (d[i] * g[i] - mean_g - (a[i] - mean) * rstd * mean_gx);
         store<V>(dsum + at + j, e);
+        if (p > 0.0f) {
+            // r's gradient through dropout: the bf16 d(x + r) times the forward's factors, regenerated.
+            float f[V];
+            dropout_factors<V>(at + j, seed, p, scale, f);
+#pragma unroll
+            for (int i = 0; i < V; i++) e[i] = to_float(to_bf16(e[i])) * f[i];
+            store<V>(dr + at + j, e);
+        }
     }
 }
 

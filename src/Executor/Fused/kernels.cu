@@ -47,10 +47,10 @@ extern "C" __global__ void swiglu_backward_v1(const bf16* dy, const bf16* x, bf1
 
 // ---- The residual add fused with RMSNorm (add_norm.cuh, which precedes this source with bf16.cuh): no mean, no bias. ----
 
-extern "C" __global__ void add_rms_norm_forward_v8(const bf16* x, const bf16* r, const bf16* gamma, bf16* s, bf16* y, float* rstd, i64 h, float eps) { add_norm_forward<8, false>(x, r, gamma, nullptr, s, y, nullptr, rstd, h, eps); }
-extern "C" __global__ void add_rms_norm_forward_v1(const bf16* x, const bf16* r, const bf16* gamma, bf16* s, bf16* y, float* rstd, i64 h, float eps) { add_norm_forward<1, false>(x, r, gamma, nullptr, s, y, nullptr, rstd, h, eps); }
-extern "C" __global__ void add_rms_norm_backward_v8(const bf16* dy, const bf16* ds, const bf16* s, const bf16* gamma, const float* rstd, bf16* dsum, i64 h) { add_norm_backward<8, false>(dy, ds, s, gamma, nullptr, rstd, dsum, h); }
-extern "C" __global__ void add_rms_norm_backward_v1(const bf16* dy, const bf16* ds, const bf16* s, const bf16* gamma, const float* rstd, bf16* dsum, i64 h) { add_norm_backward<1, false>(dy, ds, s, gamma, nullptr, rstd, dsum, h); }
+extern "C" __global__ void add_rms_norm_forward_v8(const bf16* x, const bf16* r, const bf16* gamma, bf16* s, bf16* y, float* rstd, i64 h, float eps, float p, float scale, unsigned long long seed) { add_norm_forward<8, false>(x, r, gamma, nullptr, s, y, nullptr, rstd, h, eps, p, scale, seed); }
+extern "C" __global__ void add_rms_norm_forward_v1(const bf16* x, const bf16* r, const bf16* gamma, bf16* s, bf16* y, float* rstd, i64 h, float eps, float p, float scale, unsigned long long seed) { add_norm_forward<1, false>(x, r, gamma, nullptr, s, y, nullptr, rstd, h, eps, p, scale, seed); }
+extern "C" __global__ void add_rms_norm_backward_v8(const bf16* dy, const bf16* ds, const bf16* s, const bf16* gamma, const float* rstd, bf16* dsum, bf16* dr, i64 h, float p, float scale, unsigned long long seed) { add_norm_backward<8, false>(dy, ds, s, gamma, nullptr, rstd, dsum, dr, h, p, scale, seed); }
+extern "C" __global__ void add_rms_norm_backward_v1(const bf16* dy, const bf16* ds, const bf16* s, const bf16* gamma, const float* rstd, bf16* dsum, bf16* dr, i64 h, float p, float scale, unsigned long long seed) { add_norm_backward<1, false>(dy, ds, s, gamma, nullptr, rstd, dsum, dr, h, p, scale, seed); }
 extern "C" __global__ void rms_norm_weight_grad_partial(const bf16* dy, const bf16* s, const float* rstd, float* partial_gamma, i64 rows, i64 h, i64 rows_per_part, i64 column_blocks) { norm_weight_grad_partial<false>(dy, s, nullptr, rstd, partial_gamma, nullptr, rows, h, rows_per_part, column_blocks); }
 extern "C" __global__ void rms_norm_weight_grad_final(const float* partial_gamma, bf16* dgamma, i64 parts, i64 h) { norm_weight_grad_final<false>(partial_gamma, nullptr, dgamma, nullptr, parts, h); }
 

@@ -1,3 +1,4 @@
+using Harness.Executor.Fused;
 using Harness.Executor.Native;
 using TorchSharp;
 using Harness.Executor.Data;
@@ -47,7 +48,15 @@ public sealed class DropoutRng : IDisposable
     public void StartIteration(long i) => (iteration, replicatedDraws, modelParallelDraws) = (i, 0, 0);
 
     /// <summary>Seeds the generator for the next draw of hidden or embedding dropout and returns it (null: libtorch's CUDA one).</summary>
-    public Generator? NextHidden() => sequenceParallel ? NextModelParallel() : Reseed(replicated, Mix(replicatedSeed, iteration, replicatedDraws++));
+    public Generator? NextHidden() => HiddenGenerator(NextHiddenSeed());
+
+    /// <summary>The seed of the next draw of hidden dropout (the model-parallel stream's key under sequence parallelism), for a
+    /// draw applied later (<see cref="PendingDropout"/>).</summary>
+    public long NextHiddenSeed() => sequenceParallel ? NextModelParallelKey() : Mix(replicatedSeed, iteration, replicatedDraws++);
+
+    /// <summary>Seeds the hidden dropout's generator with <paramref name="seed"/> (<see cref="NextHiddenSeed"/>) and returns it
+    /// (null: libtorch's CUDA one).</summary>
+    public Generator? HiddenGenerator(long seed) => Reseed(sequenceParallel ? modelParallel : replicated, seed);
 
     /// <summary>Seeds the generator for the next draw of attention dropout and returns it (null: libtorch's CUDA one).</summary>
     public Generator? NextModelParallel() => Seed(NextModelParallelKey(), 0);
@@ -83,6 +92,22 @@ public sealed class DropoutRng : IDisposable
         replicated?.Dispose();
         modelParallel?.Dispose();
     }
+}
+
+/// <summary>
+/// A hidden dropout drawn where Megatron draws it (its seed taken from the stream after its sublayer ran) and applied where
+/// the sublayer's output joins the residual stream: inside the fused residual add + norm (Fused.AddNormFunction, which drops
+/// with Philox keyed by the seed), or by libtorch's dropout from the stream's generator seeded with it.
+/// </summary>
+public sealed record PendingDropout(DropoutDraw Draw, DropoutRng Streams)
+{
+    /// <summary>y dropped by libtorch's dropout (a new tensor; y is left alone).</summary>
+    public Tensor Apply(Tensor y) => DropoutOp.Apply(y, Draw.P, Streams.HiddenGenerator(Draw.Seed));
+
+    /// <summary>The next hidden dropout of <paramref name="streams"/> at probability <paramref name="p"/>; null where nothing
+    /// is dropped (no streams, evaluation, p = 0).</summary>
+    public static PendingDropout? Next(DropoutRng? streams, double p) =>
+        DropoutRng.Rate(streams, p) is > 0 and var rate ? new PendingDropout(new DropoutDraw(rate, streams!.NextHiddenSeed()), streams) : null;
 }
 
 /// <summary>

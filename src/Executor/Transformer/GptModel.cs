@@ -81,7 +81,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
 
     /// <summary>The decoder layers, group by group (<see cref="RecomputeGroups"/>: under full recomputation a group keeps only its
     /// input and runs again in backward), and the final norm. Between layers the residual stream passes unsummed (the
-    /// previous layer's residual and its MLP's output, <see cref="TransformerLayer.Forward(Tensor, Tensor?)"/>), so that the
+    /// previous layer's residual and its MLP's output, <see cref="TransformerLayer.Forward(Tensor, ResidualDelta?)"/>), so that the
     /// next input norm, or the final norm, adds it in its own kernel; a recomputed group and a chunk without the final norm
     /// (a pipeline stage's output) take and give the sum.</summary>
     /// <param name="atLayerInput">Applied to the input of layer i (i = the number of layers: the final norm's input) when
@@ -97,7 +97,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     /// backward (ZeRO 3's release and fetch, the offload's reload) rely on that order.</param>
     public Tensor Decode(Tensor hidden, Func<Tensor, int, Tensor>? atLayerInput = null)
     {
-        Tensor? delta = null;
+        ResidualDelta? delta = null;
         foreach (var group in groups)
         {
             if (atLayerInput is not null)
@@ -113,11 +113,11 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         if (final_layernorm is null) return Summed((hidden, delta));
         if (delta is not null && TransformerLayer.FusesResidualNorms(config))
             using (delta)
-                return ((IResidualNorm)final_layernorm).AddForward(hidden, delta).Normalized;
+                return ((IResidualNorm)final_layernorm).AddForward(hidden, delta.Value, delta.Dropout).Normalized;
         return final_layernorm.forward(Summed((hidden, delta)));
     }
 
-    private (Tensor Residual, Tensor? Delta) Run(LayerGroup group, Tensor hidden, Tensor? delta)
+    private (Tensor Residual, ResidualDelta? Delta) Run(LayerGroup group, Tensor hidden, ResidualDelta? delta)
     {
         for (int i = group.First; i < group.First + group.Count; i++)
         {
@@ -131,7 +131,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>The residual stream's sum; the delta, a layer's MLP output that autograd does not keep (an add saves nothing),
     /// is released once added, as a layer that summed its own output released it. A residual may be the caller's input
     /// (a pipeline stage's received activation, whose gradient it reads), so it is left alone.</summary>
-    private static Tensor Summed((Tensor Residual, Tensor? Delta) stream)
+    private static Tensor Summed((Tensor Residual, ResidualDelta? Delta) stream)
     {
         using (stream.Delta) return TransformerLayer.Sum(stream.Residual, stream.Delta);
     }

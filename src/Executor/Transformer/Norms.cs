@@ -26,10 +26,11 @@ public static class Norms
     };
 
     /// <summary><see cref="IResidualNorm.AddForward"/> for <paramref name="norm"/> with its weight and bias (null: RMSNorm).</summary>
-    internal static (Tensor Normalized, Tensor Sum) AddThenNormalize(nn.Module<Tensor, Tensor> norm, bool fused, Tensor x, Tensor r, Tensor weight, Tensor? bias, double epsilon)
+    internal static (Tensor Normalized, Tensor Sum) AddThenNormalize(nn.Module<Tensor, Tensor> norm, bool fused, Tensor x, Tensor r, PendingDropout? drop,
+        Tensor weight, Tensor? bias, double epsilon)
     {
-        if (fused && FusedKernels.Applies(x)) return AddNormFunction.Apply(x, r, weight, bias, epsilon);
-        var sum = x.Plus(r);
+        if (fused && FusedKernels.Applies(x)) return AddNormFunction.Apply(x, r, weight, bias, epsilon, drop?.Draw);
+        var sum = ResidualDelta.Add(x, r, drop);
         return (norm.forward(sum), sum);
     }
 
@@ -74,7 +75,7 @@ public sealed class LayerNormalization : nn.Module<Tensor, Tensor>, IResidualNor
         fused ? nn.functional.layer_norm(x, shape, weight, bias, epsilon) : (Norms.LayerNormalized(x, epsilon) * weight).Plus(bias);
 
     /// <inheritdoc/>
-    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r) => Norms.AddThenNormalize(this, fused, x, r, weight, bias, epsilon);
+    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r, PendingDropout? drop = null) => Norms.AddThenNormalize(this, fused, x, r, drop, weight, bias, epsilon);
 }
 
 /// <summary>RMSNorm (Zhang and Sennrich 2019): y = x / sqrt(mean(x²) + eps) · w, through libtorch's rms_norm (see
@@ -95,14 +96,15 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>, IResidualNorm
     public override Tensor forward(Tensor x) => fused ? ScriptedKernels.RmsNorm(x, weight, epsilon) : Norms.RmsNormalized(x, epsilon) * weight;
 
     /// <inheritdoc/>
-    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r) => Norms.AddThenNormalize(this, fused, x, r, weight, null, epsilon);
+    public (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r, PendingDropout? drop = null) => Norms.AddThenNormalize(this, fused, x, r, drop, weight, null, epsilon);
 }
 
 /// <summary>A norm that can take the residual add before it (the pre-MLP norm of a decoder layer).</summary>
 public interface IResidualNorm
 {
-    /// <summary>(this norm of x + r, x + r), for a caller with the executor's fused kernels: one kernel each way
-    /// (<see cref="AddNormFunction"/>) where it applies, on bf16 GPU tensors where this norm is libtorch's fused one;
-    /// else libtorch's add and this norm (also --no-norm-fusion's float32 operators).</summary>
-    (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r);
+    /// <summary>(this norm of x + r, x + r), r first dropped as <paramref name="drop"/> says (Megatron's bias-dropout-add), for
+    /// a caller with the executor's fused kernels: one kernel each way (<see cref="AddNormFunction"/>) where it applies, on
+    /// bf16 GPU tensors where this norm is libtorch's fused one; else libtorch's dropout, add and this norm (also
+    /// --no-norm-fusion's float32 operators).</summary>
+    (Tensor Normalized, Tensor Sum) AddForward(Tensor x, Tensor r, PendingDropout? drop = null);
 }

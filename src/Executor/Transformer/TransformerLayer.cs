@@ -48,17 +48,18 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         var (residual, delta) = Forward(x, null);
         using (residual)
         using (delta)
-            return residual.Plus(delta);
+            return delta.AddTo(residual);
     }
 
     /// <summary>
     /// The layer on the residual stream <paramref name="hidden"/> + <paramref name="delta"/> (null: <paramref name="hidden"/>
-    /// alone), its output returned unsummed, as (residual, delta) with output = residual + delta: the add is left to the
-    /// next layer's input norm or the final norm, which fuse it where <see cref="FusesResidualNorms"/> (Megatron-core and
-    /// Transformer Engine fuse the residual with the next norm alike); elsewhere it is libtorch's add, the same operation
-    /// in the same order as a layer that summed its own output.
+    /// alone), its output returned unsummed, as (residual, delta) with output = residual + dropout(delta): the add is left to
+    /// the next layer's input norm or the final norm, which fuse it where <see cref="FusesResidualNorms"/> (Megatron-core and
+    /// Transformer Engine fuse the residual with the next norm alike), the hidden dropout with it (Megatron's
+    /// bias-dropout-add); elsewhere it is libtorch's dropout and add, the same operations in the same order as a layer that
+    /// summed its own output. Both hidden dropouts are drawn where Megatron draws them, after their sublayer.
     /// </summary>
-    public (Tensor Residual, Tensor Delta) Forward(Tensor hidden, Tensor? delta)
+    public (Tensor Residual, ResidualDelta Delta) Forward(Tensor hidden, ResidualDelta? delta)
     {
         using var scope = NewDisposeScope();
         // Each norm's input is saved (by the norm, or by the linear that recomputes it), its output by the linear after it.
@@ -70,36 +71,37 @@ public sealed class TransformerLayer : nn.Module<Tensor, Tensor>
         }
         else
         {
-            var (normalized, sum) = delta is not null && addNorm ? ((IResidualNorm)input_layernorm).AddForward(hidden, delta) : Normalize(hidden, delta);
+            var (normalized, sum) = delta is not null && addNorm ? ((IResidualNorm)input_layernorm).AddForward(hidden, delta.Value, delta.Dropout) : Normalize(hidden, delta);
             x = SavedActivations.Save(sum);
             attention = self_attention.forward(SavedActivations.Save(normalized));
         }
         Tensor h, mlpOutput;
         if (addNorm)
         {
-            // Attention's dropout as before (the same masks), then the residual add and the MLP's norm in one kernel.
-            (var normalized, h) = ((IResidualNorm)pre_mlp_layernorm).AddForward(x, Drop(attention));
+            // Attention's dropout, the residual add and the MLP's norm in one kernel.
+            (var normalized, h) = ((IResidualNorm)pre_mlp_layernorm).AddForward(x, attention, NextDropout());
             SavedActivations.Save(h);
             mlpOutput = mlp.forward(SavedActivations.Save(normalized));
         }
         else
         {
-            h = SavedActivations.Save(x.Plus(Drop(attention)));
+            h = SavedActivations.Save(ResidualDelta.Add(x, attention, NextDropout()));
             mlpOutput = recomputeNorm ? mlp.forward(h, pre_mlp_layernorm.forward) : mlp.forward(SavedActivations.Save(pre_mlp_layernorm.forward(h)));
         }
-        return (h.MoveToOuterDisposeScope(), Drop(mlpOutput).MoveToOuterDisposeScope());
+        return (h.MoveToOuterDisposeScope(), new ResidualDelta(mlpOutput.MoveToOuterDisposeScope(), NextDropout()));
     }
 
     /// <summary>(input norm of the sum, the sum) through libtorch's add and the norm.</summary>
-    private (Tensor Normalized, Tensor Sum) Normalize(Tensor hidden, Tensor? delta)
+    private (Tensor Normalized, Tensor Sum) Normalize(Tensor hidden, ResidualDelta? delta)
     {
         var sum = Sum(hidden, delta);
         return (input_layernorm.forward(sum), sum);
     }
 
-    /// <summary>The residual stream <paramref name="hidden"/> + <paramref name="delta"/> as one tensor (libtorch's add).</summary>
-    internal static Tensor Sum(Tensor hidden, Tensor? delta) => delta is null ? hidden : hidden.Plus(delta);
+    /// <summary>The residual stream <paramref name="hidden"/> + <paramref name="delta"/> as one tensor (libtorch's dropout and add).</summary>
+    internal static Tensor Sum(Tensor hidden, ResidualDelta? delta) => delta is null ? hidden : delta.AddTo(hidden);
 
-    /// <summary>Megatron's bias-dropout-add: dropout on a sublayer's output (its bias included) before the residual add.</summary>
-    private Tensor Drop(Tensor y) => DropoutRng.Rate(dropout, hiddenDropout) is > 0 and var p ? DropoutOp.Apply(y, p, dropout!.NextHidden()) : y;
+    /// <summary>Megatron's bias-dropout-add: the hidden dropout of a sublayer's output (its bias included), drawn now and
+    /// applied where the output is added to the residual stream.</summary>
+    private PendingDropout? NextDropout() => PendingDropout.Next(dropout, hiddenDropout);
 }

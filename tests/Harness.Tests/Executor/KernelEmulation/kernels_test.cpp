@@ -1,4 +1,5 @@
-// The residual add fused with LayerNorm (gpt_kernels.cu) and with RMSNorm (kernels.cu), and the embedding kernel, run on
+// The residual add fused with LayerNorm (gpt_kernels.cu) and with RMSNorm (kernels.cu), with and without the dropout of r
+// (Philox, checked against Random123's known answers first), and the embedding kernel, run on
 // the CPU (cuda_on_cpu.h) against double-precision references: the arithmetic and the indexing of each kernel at the
 // launch shapes AddNormKernels.cs and GptKernels.cs use (a row kernel's threads, the weight-gradient parts, both vector
 // widths, a tensor-parallel shard's rows, positions given by ids). Built and run by GptKernelsTests with -I
@@ -25,42 +26,59 @@ static int row_threads(long h, int v) { long t = (h / v + 31) / 32 * 32; return 
 static int failures = 0;
 static void check(const char* what, double err, double tol) { printf("%s %s: %.3e (tol %.1e)\n", err <= tol ? "PASS" : "FAIL", what, err, tol); if (err > tol) failures++; }
 
-// LayerNorm (centered) or RMSNorm of x + r, forward and backward, with the weight (and bias) gradients.
-static void add_norm(bool centered, long rows, long h, int v, long rows_per_part)
+// Element e's dropout factor, from its own Philox block (e / 4) and word (e mod 4), one element at a time: the reference
+// for dropout_factors' vectorized walk over blocks.
+static float factor(long e, unsigned long long seed, float p, float scale)
 {
+    uint4 b = philox4x32_10(make_uint4((unsigned)(e / 4), (unsigned)((unsigned long long)(e / 4) >> 32), 0, 0), (unsigned)seed, (unsigned)(seed >> 32));
+    unsigned words[4] = {b.x, b.y, b.z, b.w};
+    return (double)(words[e % 4] >> 8) / 16777216.0 >= p ? scale : 0.0f;
+}
+
+// LayerNorm (centered) or RMSNorm of x + dropout(r) (p = 0: x + r), forward and backward, with the weight (and bias) gradients.
+static void add_norm(bool centered, long rows, long h, int v, long rows_per_part, float p = 0)
+{
+    const unsigned long long seed = 0xA1B2C3D40F1E2D3Cull;
+    float scale = (float)(1.0 / (1.0 - p));
     auto x = draw(rows * h, 1), r = draw(rows * h, 0.5, 0.1), gamma = draw(h, 0.2, 1), beta = draw(h, 0.1), dy = draw(rows * h, 1), ds = draw(rows * h, 0.3);
-    std::vector<bf16> s(rows * h), y(rows * h), dsum(rows * h), dgamma(h), dbeta(h);
+    std::vector<bf16> s(rows * h), y(rows * h), dsum(rows * h), dr(rows * h), dgamma(h), dbeta(h);
+    bf16* pdr = p > 0 ? dr.data() : nullptr;
     std::vector<float> mean(rows), rstd(rows);
     float eps = 1e-5f;
     long parts = (rows + rows_per_part - 1) / rows_per_part, column_blocks = (h + 255) / 256;
     std::vector<float> pg(parts * h), pb(parts * h);
     if (centered) {
         launch(rows, row_threads(h, v), [&] {
-            if (v == 8) add_layer_norm_forward_v8(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps);
-            else add_layer_norm_forward_v1(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps); });
+            if (v == 8) add_layer_norm_forward_v8(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps, p, scale, seed);
+            else add_layer_norm_forward_v1(x.data(), r.data(), gamma.data(), beta.data(), s.data(), y.data(), mean.data(), rstd.data(), h, eps, p, scale, seed); });
         launch(rows, row_threads(h, v), [&] {
-            if (v == 8) add_layer_norm_backward_v8(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), h);
-            else add_layer_norm_backward_v1(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), h); });
+            if (v == 8) add_layer_norm_backward_v8(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), pdr, h, p, scale, seed);
+            else add_layer_norm_backward_v1(dy.data(), ds.data(), s.data(), gamma.data(), mean.data(), rstd.data(), dsum.data(), pdr, h, p, scale, seed); });
         launch(parts * column_blocks, 256, [&] { layer_norm_weight_grad_partial(dy.data(), s.data(), mean.data(), rstd.data(), pg.data(), pb.data(), rows, h, rows_per_part, column_blocks); });
         launch((h + 255) / 256, 256, [&] { layer_norm_weight_grad_final(pg.data(), pb.data(), dgamma.data(), dbeta.data(), parts, h); });
     } else {
         launch(rows, row_threads(h, v), [&] {
-            if (v == 8) add_rms_norm_forward_v8(x.data(), r.data(), gamma.data(), s.data(), y.data(), rstd.data(), h, eps);
-            else add_rms_norm_forward_v1(x.data(), r.data(), gamma.data(), s.data(), y.data(), rstd.data(), h, eps); });
+            if (v == 8) add_rms_norm_forward_v8(x.data(), r.data(), gamma.data(), s.data(), y.data(), rstd.data(), h, eps, p, scale, seed);
+            else add_rms_norm_forward_v1(x.data(), r.data(), gamma.data(), s.data(), y.data(), rstd.data(), h, eps, p, scale, seed); });
         launch(rows, row_threads(h, v), [&] {
-            if (v == 8) add_rms_norm_backward_v8(dy.data(), ds.data(), s.data(), gamma.data(), rstd.data(), dsum.data(), h);
-            else add_rms_norm_backward_v1(dy.data(), ds.data(), s.data(), gamma.data(), rstd.data(), dsum.data(), h); });
+            if (v == 8) add_rms_norm_backward_v8(dy.data(), ds.data(), s.data(), gamma.data(), rstd.data(), dsum.data(), pdr, h, p, scale, seed);
+            else add_rms_norm_backward_v1(dy.data(), ds.data(), s.data(), gamma.data(), rstd.data(), dsum.data(), pdr, h, p, scale, seed); });
         launch(parts * column_blocks, 256, [&] { rms_norm_weight_grad_partial(dy.data(), s.data(), rstd.data(), pg.data(), rows, h, rows_per_part, column_blocks); });
         launch((h + 255) / 256, 256, [&] { rms_norm_weight_grad_final(pg.data(), dgamma.data(), parts, h); });
     }
 
-    double sum_err = 0, y_err = 0, y_max = 0, dx_err = 0, dx_max = 0, stat_err = 0;
+    double sum_err = 0, y_err = 0, y_max = 0, dx_err = 0, dx_max = 0, stat_err = 0, dr_err = 0;
+    long kept = 0;
     std::vector<double> g_ref(h), b_ref(h);
     for (long i = 0; i < rows; i++) {
         std::vector<double> a(h);
         double m = 0, var = 0;
         for (long j = 0; j < h; j++) {
-            bf16 expect = host_bf16(host_float(x[i * h + j]) + host_float(r[i * h + j]));
+            float f = p > 0 ? factor(i * h + j, seed, p, scale) : 1.0f;
+            kept += f != 0;
+            // The dropped r rounded to bf16, then the add (libtorch's dropout, then its add).
+            bf16 expect = host_bf16(host_float(x[i * h + j]) + host_float(host_bf16(host_float(r[i * h + j]) * f)));
+            if (p > 0) dr_err = std::max(dr_err, (double)std::fabs(host_float(host_bf16(host_float(dsum[i * h + j]) * f)) - host_float(dr[i * h + j])));
             sum_err = std::max(sum_err, (double)std::fabs(host_float(expect) - host_float(s[i * h + j])));
             a[j] = host_float(expect); m += a[j];
         }
@@ -87,8 +105,13 @@ static void add_norm(bool centered, long rows, long h, int v, long rows_per_part
         wg_err = std::max({wg_err, std::fabs(g_ref[j] - host_float(dgamma[j])), centered ? std::fabs(b_ref[j] - host_float(dbeta[j])) : 0.0});
         wg_max = std::max({wg_max, std::fabs(g_ref[j]), centered ? std::fabs(b_ref[j]) : 0.0});
     }
-    printf("-- add+%s rows %ld h %ld v%d (%d threads, %ld parts)\n", centered ? "layernorm" : "rmsnorm", rows, h, v, row_threads(h, v), parts);
+    printf("-- add+%s rows %ld h %ld v%d (%d threads, %ld parts), dropout %g\n", centered ? "layernorm" : "rmsnorm", rows, h, v, row_threads(h, v), parts, p);
     check("sum bit-exact", sum_err, 0);
+    if (p > 0) {
+        check("d r = d(x + r) through the mask, bit-exact", dr_err, 0);
+        // Some dropped and some kept, at these few elements (the rate itself: PhiloxTests over a million).
+        check("the mask drops some and keeps some", kept > 0 && kept < rows * h ? 0 : 1, 0);
+    }
     check(centered ? "mean, rstd" : "rstd", stat_err, 1e-5);
     // Rounded once to bf16: within 2^-8 of the largest value, plus float32 arithmetic (KernelCheck's tolerance, 2^-7).
     check("normalized (scaled)", y_err / y_max, 2.0 / 256);
@@ -126,7 +149,16 @@ static void embedding(long batch, long seq, long h, int v, long vocab_start, lon
 
 int main()
 {
+    // Random123's known-answer vectors for philox4x32-10 (tests/kat_vectors of DEShawResearch/random123).
+    uint4 z = philox4x32_10(make_uint4(0, 0, 0, 0), 0, 0), o = philox4x32_10(make_uint4(~0u, ~0u, ~0u, ~0u), ~0u, ~0u),
+          pi = philox4x32_10(make_uint4(0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u), 0xa4093822u, 0x299f31d0u);
+    check("philox4x32-10 known answers", !(z.x == 0x6627e8d5u && z.y == 0xe169c58du && z.z == 0xbc57ac4cu && z.w == 0x9b00dbd8u &&
+        o.x == 0x408f276du && o.y == 0x41c83b0eu && o.z == 0xa20bc7c6u && o.w == 0x6d5451fdu &&
+        pi.x == 0xd16cfe09u && pi.y == 0x94fdccebu && pi.z == 0x5001e420u && pi.w == 0x24126ea1u), 0);
     for (bool centered : {true, false}) {
+        add_norm(centered, 6, 1280, 8, 4, 0.1f);
+        add_norm(centered, 5, 1283, 1, 2, 0.1f);
+        add_norm(centered, 3, 2304, 8, 2, 0.5f);
         add_norm(centered, 6, 1280, 8, 4);
         add_norm(centered, 5, 1283, 1, 2);
         add_norm(centered, 3, 16, 8, 1);
