@@ -52,6 +52,6 @@ if has 3; then
   echo "vs-pytorch exit $?" | tee -a "$log"; mv "$work/vs-pytorch.out" "$work/vs-pytorch/" 2>/dev/null; pack vs-pytorch
 fi
 if has 4; then
-  ITERS=8 timeout $(( $(left) - 15 )) bash "$here/offload-and-validate.sh" "$harness" "$work/offload" "$gpu" >"$work/offload.out" 2>&1
+  SECONDS_LEFT=$(( $(left) - 45 )) ITERS=8 timeout $(( $(left) - 15 )) bash "$here/offload-and-validate.sh" "$harness" "$work/offload" "$gpu" >"$work/offload.out" 2>&1
   echo "offload-and-validate exit $?" | tee -a "$log"; mv "$work/offload.out" "$work/offload/" 2>/dev/null; pack offload
 fi

@@ -8,14 +8,18 @@
 #    offload/validate.png: measured and simulated memory and step time per run, the modes in turn, N rising).
 # 2. `harness validate` of caat-1b (micro-batch 8), gpt2-large (micro-batch 8) and a Llama-7B-shaped 4-layer model (s 4096,
 #    micro-batch 2) on the GPU's preset and on the constants `harness calibrate` measures for each model's shapes.
+# The sweep runs its extremes first (N 0, 4, 7 per mode, then full recomputation, then N 2 and 6), and a run is started only
+# while SECONDS_LEFT (default: no limit) leaves it 60 s, so a lease cut short still validates the points it has.
 # Usage: scripts/gpu/offload-and-validate.sh HARNESS_BINARY OUT_DIR GPU_PRESET   (ITERS: iterations per run, default 12)
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" offload-and-validate.log 12
 gpu=${3:-h100-sxm}
 mkdir -p "$out/offload" "$out/models"
 failures=0
+deadline=$((SECONDS + ${SECONDS_LEFT:-1000000}))
 run() { # folder, then harness run flags
   local dir=$1; shift
+  if [ $((deadline - SECONDS)) -lt 60 ]; then echo "== $dir: not run, $((deadline - SECONDS)) s left" | tee -a "$log"; return; fi
   echo "== $dir: $*" | tee -a "$log"
   if ! "$harness" run --device cuda --gpu "$gpu" --attention-backend auto --bf16 --mock-data --train-iters "$iters" --log-interval 4 --out "$out/$dir" "$@" \
       >"$out/$dir.log" 2>&1; then
@@ -25,13 +29,15 @@ run() { # folder, then harness run flags
 }
 llama8=(--model llama-7b --num-layers 8 --seq-length 4096 --micro-batch-size 4 --global-batch-size 4)
 kwai=(--kaimm-recompute-norm --kaimm-recompute-mlp-activation-func)
-for n in 0 2 4 6 7; do
-  offload=()
+point() { # N
+  local n=$1 offload=()
   [ "$n" -gt 0 ] && offload=(--cpu-offloading --cpu-offloading-num-layers "$n")
   run "offload/none-n$n" "${llama8[@]}" "${offload[@]}"
   run "offload/kwai-n$n" "${llama8[@]}" "${offload[@]}" "${kwai[@]}"
-done
+}
+for n in 0 4 7; do point "$n"; done
 run offload/full-n0 "${llama8[@]}" --recompute-granularity full --recompute-method uniform --recompute-num-layers 1
+for n in 2 6; do point "$n"; done
 "$harness" validate "$out/offload" --csv "$out/offload/validate.csv" --plot "$out/offload/validate.png" \
   --title "Llama-7B shape, 8 layers, s 4096, micro-batch 4: offloaded layers per recomputation mode" 2>&1 | tee -a "$log"
 
