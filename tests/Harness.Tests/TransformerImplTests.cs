@@ -90,20 +90,39 @@ public class TransformerImplTests
     {
         // The add reads x and r and writes s (3 elements), the norm reads s and writes y (2); the fused kernel reads x, r and
         // writes s, y (4): one bf16 element of h per token less, forward (backward is costed at twice the forward), for the
-        // MLP's norm of each layer and the input norm of the second of the two: 1.5 per layer.
+        // MLP's norm of each layer and the input norm of the second of the two: 1.5 per layer. With hidden dropout the
+        // kernel drops r itself and writes no 1-byte mask: 2 + 1 bytes per element, 1.5 per layer.
         var m = Gpt with { HiddenDropout = dropout, AttentionDropout = dropout };
         double unfused = ComputeTime.Layer(m, Executor with { FusedGptKernels = false }, H100).ElementwiseForward;
-        Exact(2048.0 * 2 * 1280 * 1.5 / Hbm, unfused - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
+        Exact(2048.0 * (2 + (dropout > 0 ? 1 : 0)) * 1280 * 1.5 / Hbm, unfused - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
         // Where it does not run, nothing changes: Megatron's kernels, the executor's kernels off, --no-norm-fusion's float32
         // norms, --kaimm-recompute-norm's norms inside the linears; under sequence parallelism it saves a t-th per rank.
         foreach (var off in new[] { Megatron, Executor with { FusedKernels = false }, Executor with { FusedNorm = false },
                      Executor with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) } })
             Exact(ComputeTime.Layer(m, off with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(m, off, H100).ElementwiseForward);
         var sp = Executor with { TensorParallel = 2, SequenceParallel = true };
-        Exact(2048.0 * 2 * 1280 * 1.5 / 2 / Hbm,
+        Exact(2048.0 * (2 + (dropout > 0 ? 1 : 0)) * 1280 * 1.5 / 2 / Hbm,
             ComputeTime.Layer(m, sp with { FusedGptKernels = false }, H100).ElementwiseForward - ComputeTime.Layer(m, sp, H100).ElementwiseForward);
         // A Llama model (RMSNorm) has no LayerNorm for it to fuse.
         Exact(ComputeTime.Layer(Model, Executor with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(Model, Executor, H100).ElementwiseForward);
+    }
+
+    [Fact]
+    public void TheFusedBiasDropoutAddKeepsNoMask()
+    {
+        // gpt2-large cut to 2 layers, hidden dropout 0.1: Megatron keeps a byte per element of h for each of a layer's two
+        // hidden dropouts (2048 tokens x 1280). The executor's residual add + LayerNorm drops inside the kernel and keeps
+        // none: the attention's in both layers, the MLP's where the next layer's input add fuses (the first layer's, into the
+        // second: a share of 1/2; the last layer's add into the final norm is left out), 1.5 masks per layer.
+        var m = Gpt with { HiddenDropout = 0.1 };
+        double mask = 2048.0 * 1280;
+        Assert.Equal(1.5, ComputeTime.FusedDropoutAdds(m, Executor), 12);
+        Exact(1.5 * mask, Activations.Layer(m, Executor with { FusedGptKernels = false }).Saved - Activations.Layer(m, Executor).Saved);
+        // Without hidden dropout (attention dropout alone) there is no mask either way; Megatron's kernels keep both masks.
+        Assert.Equal(0, ComputeTime.FusedDropoutAdds(m with { HiddenDropout = 0, AttentionDropout = 0.1 }, Executor));
+        Exact(0, Activations.Layer(m with { HiddenDropout = 0, AttentionDropout = 0.1 }, Executor with { FusedGptKernels = false }).Saved
+                 - Activations.Layer(m with { HiddenDropout = 0, AttentionDropout = 0.1 }, Executor).Saved);
+        Exact(2 * mask, Activations.Layer(m, Megatron).Saved - Activations.Layer(m with { HiddenDropout = 0 }, Megatron).Saved);
     }
 
     [Theory]

@@ -77,7 +77,7 @@ public static class Activations
             // Unfused core attention: softmax output (2·a·s), its dropout mask (a·s) and dropout output (2·a·s)
             // per token: Korthikanti's 5·a·s²·b. Selective recomputation drops exactly these.
             Add(into, ref n, sharded * e * a * s, !selective);
-            if (m.Dropout)
+            if (m.AttentionDropout > 0)
             {
                 Add(into, ref n, sharded * a * s, !selective);
                 Add(into, ref n, sharded * e * a * s, !selective);
@@ -85,7 +85,10 @@ public static class Activations
         }
         Add(into, ref n, sharded * e * h);                        // context = output-projection input (also flash's O)
         if (ulysses) Add(into, ref n, sharded * e * h);           // attention's own O, head-sharded
-        if (m.Dropout) Add(into, ref n, residual * h);            // attention dropout mask, 1 byte
+        // The hidden dropout masks, a byte per element, unless the executor drops inside its residual add + norm, which keeps
+        // none (ComputeTime.FusedDropoutAdds: the attention's always, the MLP's in the share of layers whose next add fuses).
+        double fusedDrops = ComputeTime.FusedDropoutAdds(m, c);
+        if (m.HiddenDropout > 0 && fusedDrops == 0) Add(into, ref n, residual * h);      // attention dropout mask, 1 byte
 
         // MLP block.
         Add(into, ref n, residual * e * h);                       // norm 2 input
@@ -113,7 +116,7 @@ public static class Activations
             Add(into, ref n, sharded * e * f);                    // GeLU input (FC1 output)
             Add(into, ref n, sharded * e * f);                    // GeLU output = FC2 input
         }
-        if (m.Dropout) Add(into, ref n, residual * h);            // MLP dropout mask, 1 byte
+        if (m.HiddenDropout > 0 && fusedDrops < 2) Add(into, ref n, residual * h * Math.Min(1, 2 - fusedDrops)); // MLP dropout mask, 1 byte
         return n;
     }
 

@@ -133,7 +133,7 @@ public static class ComputeTime
             double scores = heads * T * s;                                          // score elements
             // Fused scale-mask-softmax (r/w) and dropout (r/w + mask); unfused (Megatron 2019): scale, masked fill
             // (+ mask read), softmax, dropout as separate kernels, each reading and writing the scores.
-            double softmaxBytes = scores * (c.FusedElementwise ? (m.Dropout ? 4 * e + 1 : 2 * e) : (m.Dropout ? 8 * e + 2 : 6 * e + 1));
+            double softmaxBytes = scores * (c.FusedElementwise ? (m.AttentionDropout > 0 ? 4 * e + 1 : 2 * e) : (m.AttentionDropout > 0 ? 8 * e + 2 : 6 * e + 1));
             attention = matmuls + MemoryBound(softmaxBytes, gpu);
             attentionBackward = 2 * matmuls + MemoryBound(2 * softmaxBytes, gpu);
         }
@@ -145,9 +145,10 @@ public static class ComputeTime
             // (read + write), SwiGLU (SwiGluBytes).
             ? (2 * norm * h + 2 * 3 * e * h) / sp
               + ((m.PositionEmbedding == PositionEmbedding.Rotary ? RotaryBytes(c, e, h, kv) : 0) + (swiglu ? SwiGluBytes(c, e) * f : 2 * e * f)) / t
-            // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask), fused bias-GeLU.
+            // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask; the executor's residual add + norm
+            // drops inside its kernel where it fuses, writing no mask: FusedDropoutAdds), fused bias-GeLU.
             : c.FusedElementwise
-                ? (2 * norm * h + 2 * (3 * e + 1) * h) / sp + 2 * e * f / t
+                ? (2 * norm * h + (2 * 3 * e + 2 - FusedDropoutAdds(m, c)) * h) / sp + 2 * e * f / t
                 // Unfused (Megatron 2019): bias add, dropout (+ mask), residual add as three kernels; GeLU's tanh
                 // formula as eight element-wise kernels after the bias add, each reading and writing f.
                 : (2 * norm * h + 2 * (7 * e + 1) * h) / sp + 9 * 2 * e * f / t;
@@ -223,8 +224,22 @@ public static class ComputeTime
     /// float32 operators) and not under --kaimm-recompute-norm, whose norms run inside the linears after them.
     /// </summary>
     private static double FusedAddNormSavedBytes(ModelSpec m, RunDescription c, double e) =>
-        (m.Normalization == Normalization.LayerNorm ? HarnessGptKernels(c) : HarnessKernels(c)) && c.FusedNorm && !c.RecomputeOrNone.NormOutputs
-            ? e * (1 + FusedInputAddShare(m, c)) : 0;
+        FusesResidualNorms(m, c) ? e * (1 + FusedInputAddShare(m, c)) : 0;
+
+    /// <summary>Whether the executor fuses residual adds with the norms after them (<see cref="FusedAddNormSavedBytes"/>):
+    /// its kernels for the model's norm, libtorch's fused norm, and no --kaimm-recompute-norm.</summary>
+    public static bool FusesResidualNorms(ModelSpec m, RunDescription c) =>
+        (m.Normalization == Normalization.LayerNorm ? HarnessGptKernels(c) : HarnessKernels(c)) && c.FusedNorm && !c.RecomputeOrNone.NormOutputs;
+
+    /// <summary>
+    /// How many of a layer's two hidden dropouts (after attention, after the MLP) the executor applies inside its residual add +
+    /// norm (Megatron's bias-dropout-add fused with the next norm; src/Executor/Fused/add_norm.cuh): the attention's always
+    /// where the adds fuse (<see cref="FusesResidualNorms"/>), the MLP's where the next layer's input add fuses
+    /// (<see cref="FusedInputAddShare"/>). Those draw their masks from a counter-based generator in forward and again in
+    /// backward: no mask is written or kept.
+    /// </summary>
+    public static double FusedDropoutAdds(ModelSpec m, RunDescription c) =>
+        m.HiddenDropout > 0 && FusesResidualNorms(m, c) ? 1 + FusedInputAddShare(m, c) : 0;
 
     /// <summary>
     /// The share of a model chunk's layers whose input add the executor fuses with their input norm (GptModel.Decode): the

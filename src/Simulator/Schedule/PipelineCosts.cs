@@ -277,7 +277,7 @@ public readonly record struct PipelineCosts
             P2p = p2p,
             P2pOverlapped = c.PipelineP2pHidden,
             OffloadRatio = c.OffloadRatio,
-            FirstExtraActivations = m.Dropout ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
+            FirstExtraActivations = m.HiddenDropout > 0 ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
             // Final norm in/out; Megatron's fp32 softmax, or the bf16 logits the executor's fused cross-entropy keeps.
             LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + (fusedLoss ? e : 4) * logits,
             // Under CPU offloading one offloaded layer is back at a time ahead of its backward (its reload starts when backward
