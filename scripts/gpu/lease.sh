@@ -38,7 +38,8 @@ mins=$(( (share - 60) / 60 )); [ "$mins" -lt 1 ] && mins=1
 # under memcheck beside them) take ~40 GiB, the study's tensor-parallel runs ~16 GiB each (15 GiB allocated at TP 8,
 # micro-batch 8, on an H100 2026-12-07, where six at once beside the layouts ran out of memory): as many as the rest holds.
 gib=$(( $(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1 || echo 81559) / 1024 ))
-study_jobs=$(( (gib - 40) / 16 )); [ "$study_jobs" -lt 1 ] && study_jobs=1; [ "$study_jobs" -gt 6 ] && study_jobs=6
+beside=40; has 1 || beside=4   # the layouts' share, when they run
+study_jobs=$(( (gib - beside) / 16 )); [ "$study_jobs" -lt 1 ] && study_jobs=1; [ "$study_jobs" -gt 6 ] && study_jobs=6
 has 1 && ( ONLY="${LAYOUTS_ONLY:-}" JOBS=4 RUN_TIMEOUT=${RUN_TIMEOUT:-150} ITERS=${LAYOUT_ITERS:-10} timeout $((share - 20)) bash "$here/one-gpu-layouts.sh" "$harness" "$work/layouts" "$gpu" >"$work/layouts.out" 2>&1
   echo "layouts exit $?" | tee -a "$log"; mv "$work/layouts.out" "$work/layouts/" 2>/dev/null; pack layouts ) &
 has 2 && ( ONLY="${STUDY_ONLY:-}" JOBS=$study_jobs MBS=8 ITERS=150 WARMUP=15 EVAL_INTERVAL=25 EXTRA="--exit-duration-in-mins $mins" \

@@ -20,6 +20,10 @@ public interface IHostLink : IDisposable
     /// <see cref="Fence"/>; both must stay allocated until then.</summary>
     Tensor ToDevice(Tensor source, Device device);
 
+    /// <summary>Copies the host tensor <paramref name="source"/> into the contiguous device tensor <paramref name="target"/> of
+    /// its size, complete at the next <see cref="Fence"/>; both must stay allocated until then.</summary>
+    void ToDeviceInto(Tensor source, Tensor target);
+
     /// <summary>Makes the compute stream's later work wait for every copy issued so far.</summary>
     void Fence();
 }
@@ -42,6 +46,13 @@ public sealed class HostMemoryLink : IHostLink
     public Tensor ToHost(Tensor source) => source.clone();
 
     public Tensor ToDevice(Tensor source, Device device) => source.clone();
+
+    public void ToDeviceInto(Tensor source, Tensor target)
+    {
+        using var _ = no_grad();
+        using var view = source.view(target.shape);
+        target.copy_(view);
+    }
 
     public void Fence() { }
 

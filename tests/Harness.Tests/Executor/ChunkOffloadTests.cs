@@ -59,6 +59,8 @@ public class ChunkOffloadTests
 
         public Tensor ToDevice(Tensor source, Device device) => Queue(source);
 
+        public void ToDeviceInto(Tensor source, Tensor target) => queued.Add((source.view(target.shape), target));
+
         private Tensor Queue(Tensor source)
         {
             var target = empty(source.shape, source.dtype).DetachFromDisposeScope();
@@ -100,6 +102,8 @@ public class ChunkOffloadTests
                 offload.End();
                 offload.BeginReload();
                 offload.EndReload();
+                // Back in place, the storages are autograd's alone: the offload keeps neither them nor its copies.
+                Assert.Equal(0, offload.HeldBytes);
             }
             y.backward();
             return (a.grad!, b.grad!);
