@@ -8,8 +8,9 @@
 #    offload/validate.png: measured and simulated memory and step time per run, the modes in turn, N rising).
 # 2. `harness validate` of caat-1b (micro-batch 8), gpt2-large (micro-batch 8) and a Llama-7B-shaped 4-layer model (s 4096,
 #    micro-batch 2) on the GPU's preset and on the constants `harness calibrate` measures for each model's shapes.
-# The sweep runs its extremes first (N 0, 4, 7 per mode, then full recomputation, then N 2 and 6), and a run is started only
-# while SECONDS_LEFT (default: no limit) leaves it 60 s, so a lease cut short still validates the points it has.
+# The sweep runs its extremes first (N 0, 4, 7 per mode, then full recomputation, then N 2 and 6; OFFLOAD_POINTS names others,
+# "full" for full recomputation; MODELS=0 leaves out part 2), and a run is started only while SECONDS_LEFT (default: no limit) leaves it RUN_SECONDS (default
+# 60), so a lease cut short still validates the points it has.
 # Usage: scripts/gpu/offload-and-validate.sh HARNESS_BINARY OUT_DIR GPU_PRESET   (ITERS: iterations per run, default 12)
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" offload-and-validate.log 12
@@ -19,7 +20,7 @@ failures=0
 deadline=$((SECONDS + ${SECONDS_LEFT:-1000000}))
 run() { # folder, then harness run flags
   local dir=$1; shift
-  if [ $((deadline - SECONDS)) -lt 60 ]; then echo "== $dir: not run, $((deadline - SECONDS)) s left" | tee -a "$log"; return; fi
+  if [ $((deadline - SECONDS)) -lt "${RUN_SECONDS:-60}" ]; then echo "== $dir: not run, $((deadline - SECONDS)) s left" | tee -a "$log"; return; fi
   echo "== $dir: $*" | tee -a "$log"
   if ! "$harness" run --device cuda --gpu "$gpu" --attention-backend auto --bf16 --mock-data --train-iters "$iters" --log-interval 4 --out "$out/$dir" "$@" \
       >"$out/$dir.log" 2>&1; then
@@ -35,12 +36,15 @@ point() { # N
   run "offload/none-n$n" "${llama8[@]}" "${offload[@]}"
   run "offload/kwai-n$n" "${llama8[@]}" "${offload[@]}" "${kwai[@]}"
 }
-for n in 0 4 7; do point "$n"; done
-run offload/full-n0 "${llama8[@]}" --recompute-granularity full --recompute-method uniform --recompute-num-layers 1
-for n in 2 6; do point "$n"; done
+for p in ${OFFLOAD_POINTS:-0 4 7 full 2 6}; do
+  if [ "$p" = full ]; then run offload/full-n0 "${llama8[@]}" --recompute-granularity full --recompute-method uniform --recompute-num-layers 1
+  else point "$p"; fi
+done
 "$harness" validate "$out/offload" --csv "$out/offload/validate.csv" --plot "$out/offload/validate.png" \
   --title "Llama-7B shape, 8 layers, s 4096, micro-batch 4: offloaded layers per recomputation mode" 2>&1 | tee -a "$log"
 
+# MODELS=0: the sweep alone (a lease that checks the offload).
+[ "${MODELS:-1}" = 0 ] && { tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload 2>/dev/null; exit $((failures > 0)); }
 run models/caat-1b --model caat-1b --micro-batch-size 8 --global-batch-size 8
 run models/gpt2-large --model gpt2-large --micro-batch-size 8 --global-batch-size 8
 run models/llama-7b-4l --model llama-7b --num-layers 4 --seq-length 4096 --micro-batch-size 2 --global-batch-size 2
