@@ -26,7 +26,8 @@ public sealed class AddNormFunction : GuardedMultiTensorFunction<AddNormFunction
     /// r dropped as <paramref name="drop"/> says (null: not).</summary>
     public static (Tensor Normalized, Tensor Sum) Apply(Tensor x, Tensor r, Tensor gamma, Tensor? beta, double epsilon, DropoutDraw? drop = null)
     {
-        var outputs = apply(x, r, gamma, beta!, epsilon, drop is { } d ? d.P : 0.0, drop?.Seed ?? 0L);
+        // A p the kernel's float32 reads as 0 drops nothing: no draw, so backward hands r the sum's gradient.
+        var outputs = apply(x, r, gamma, beta!, epsilon, drop is { KernelP: > 0 } d ? d.P : 0.0, drop?.Seed ?? 0L);
         return (outputs[0], outputs[1]);
     }
 

@@ -7,8 +7,10 @@ namespace Harness.Executor.Native;
 /// TorchSharp's THSTensor_matmul (0.107, src/Native/LibTorchSharp/THSTensorMath.cpp) calls at::matmul without its CATCH
 /// macro, so an allocation that fails inside it (c10::OutOfMemoryError) unwinds into managed frames and the process ends in
 /// std::terminate, where every other operator's failure arrives as an exception a run reports in one sentence. The folds are
-/// at::matmul's own (aten/src/ATen/native/LinearAlgebra.cpp): a stack of matrices times one matrix as one mm over the
-/// stacked rows, stacks of matrices as one bmm over their broadcast batch; so the products are the same bits.
+/// at::matmul's (aten/src/ATen/native/LinearAlgebra.cpp): a stack of matrices times one matrix as one mm over the stacked
+/// rows, stacks of matrices as one bmm over their broadcast batch, so the products are matmul's bits where matmul folds the
+/// same way (the test's shapes); for a stack whose strides do not fold, times a matrix that needs no gradient, matmul runs
+/// bmm where this runs mm over a copy: the same sums, possibly in another order.
 /// </summary>
 public static class MatrixProduct
 {

@@ -28,6 +28,7 @@ public sealed class ChunkOffload : IDisposable
     /// which the link itself keeps until its copy has run on the GPU: CudaHostLink).</summary>
     private readonly List<Tensor> inFlight = [];
     private SavedActivations? saved;
+    private bool reloading;
 
     /// <summary>A recorded tensor: its place, its head on the host and its tail on the device while offloaded.</summary>
     private sealed record Part(int Handle, long[] Shape, long[] Strides, long Offset, Tensor Tail)
@@ -103,29 +104,34 @@ public sealed class ChunkOffload : IDisposable
     }
 
     /// <summary>Allocates the emptied storages again and starts copying the heads back: a whole tensor of a contiguous place
-    /// straight into it, a head of anything else into a device buffer that <see cref="EndReload"/> writes from.</summary>
+    /// straight into it, a head of anything else into a device buffer that <see cref="EndReload"/> writes from. Everything a
+    /// copy writes is allocated before the copy stream is told to wait for the compute stream: the caching allocator hands a
+    /// block freed on the compute stream to the next allocation at once, whatever work on that stream still uses it, so a
+    /// target allocated after the wait could be a block another rank thread's kernel, issued after the wait, still reads
+    /// (ranks on one GPU share the compute stream). Called once per offload.</summary>
     public void BeginReload()
     {
+        if (reloading) throw new InvalidOperationException("a chunk's offload is reloaded once; its host buffers may be another's by now.");
+        reloading = true;
         using var _ = no_grad();
         for (int h = 0; h < handles.Count; h++) StorageBytes.Resize(handles[h], bytes[h]);
-        link.AfterCompute();
+        var copies = new List<(Tensor Host, Tensor Target)>();
         foreach (var part in parts)
             if (part.Head is { } host)
             {
                 var place = Place(part);
-                if (part.Tail.numel() == 0 && place.is_contiguous())
-                {
-                    link.ToDeviceInto(host, place);
-                    part.Direct = true;
-                    inFlight.Add(place);
-                }
+                part.Direct = part.Tail.numel() == 0 && place.is_contiguous();
+                if (part.Direct) inFlight.Add(place); // a view of the storage, which the handle keeps
                 else
                 {
                     place.Dispose();
-                    part.Head = link.ToDevice(host, handles[part.Handle].device).DetachFromDisposeScope();
+                    place = part.Head = empty(host.shape, host.dtype, handles[part.Handle].device).DetachFromDisposeScope();
                 }
+                copies.Add((host, place));
                 inFlight.Add(host);
             }
+        link.AfterCompute();
+        foreach (var (host, target) in copies) link.ToDeviceInto(host, target);
     }
 
     /// <summary>Writes every recorded tensor not yet in its place back into its storage once the copies are done, then lets go

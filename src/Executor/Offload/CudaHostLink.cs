@@ -43,13 +43,6 @@ internal sealed unsafe class CudaHostLink(int device) : IHostLink
         return host;
     }
 
-    public Tensor ToDevice(Tensor source, Device device)
-    {
-        var target = empty(source.shape, source.dtype, device);
-        ToDeviceInto(source, target);
-        return target;
-    }
-
     public void ToDeviceInto(Tensor source, Tensor target)
     {
         Copy(target, source);

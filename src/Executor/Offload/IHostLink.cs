@@ -4,8 +4,10 @@ namespace Harness.Executor.Offload;
 
 /// <summary>
 /// The copies activation offload makes between the device and host memory. Copies are issued in order and complete by
-/// <see cref="Fence"/>; the compute stream's later work sees them then. On a CPU there is one memory and one stream: each copy
-/// is a separate host tensor, made at once.
+/// <see cref="Fence"/>; the compute stream's later work sees them then. Every device tensor a copy reads or writes is allocated
+/// before the <see cref="AfterCompute"/> the copy follows: the caching allocator reuses a block freed on the compute stream at
+/// once, so a tensor allocated after that wait may be memory that compute work issued later (another rank thread's, on one
+/// GPU) still uses. On a CPU there is one memory and one stream: each copy is a separate host tensor, made at once.
 /// </summary>
 public interface IHostLink : IDisposable
 {
@@ -15,10 +17,6 @@ public interface IHostLink : IDisposable
     /// <summary>A host copy of the contiguous device tensor <paramref name="source"/>, complete at the next <see cref="Fence"/>;
     /// <paramref name="source"/> must stay allocated until then.</summary>
     Tensor ToHost(Tensor source);
-
-    /// <summary>A device copy of the host tensor <paramref name="source"/> on <paramref name="device"/>, complete at the next
-    /// <see cref="Fence"/>; both must stay allocated until then.</summary>
-    Tensor ToDevice(Tensor source, Device device);
 
     /// <summary>Copies the host tensor <paramref name="source"/> into the contiguous device tensor <paramref name="target"/> of
     /// its size, complete at the next <see cref="Fence"/>; both must stay allocated until then.</summary>
@@ -44,8 +42,6 @@ public sealed class HostMemoryLink : IHostLink
     public void AfterCompute() { }
 
     public Tensor ToHost(Tensor source) => source.clone();
-
-    public Tensor ToDevice(Tensor source, Device device) => source.clone();
 
     public void ToDeviceInto(Tensor source, Tensor target)
     {

@@ -140,7 +140,7 @@ public static class ComputeTime
 
         // Element-wise bytes per token, forward (reads + writes).
         double norm = NormBytesPerElement(c, e);
-        double perToken = m.Normalization == Normalization.RmsNorm || !m.Dropout
+        double perToken = m.Normalization == Normalization.RmsNorm || m.HiddenDropout <= 0
             // Llama: 2 norms (fused: read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
             // (read + write), SwiGLU (SwiGluBytes).
             ? (2 * norm * h + 2 * 3 * e * h) / sp

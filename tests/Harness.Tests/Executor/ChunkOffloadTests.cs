@@ -57,8 +57,6 @@ public class ChunkOffloadTests
 
         public Tensor ToHost(Tensor source) => Queue(source);
 
-        public Tensor ToDevice(Tensor source, Device device) => Queue(source);
-
         public void ToDeviceInto(Tensor source, Tensor target) => queued.Add((source.view(target.shape), target));
 
         private Tensor Queue(Tensor source)
@@ -111,6 +109,20 @@ public class ChunkOffloadTests
         var (a0, b0) = Grads(null);
         var (a1, b1) = Grads(new DeferredHostLink());
         Assert.True(a0.equal(a1).all().item<bool>() && b0.equal(b1).all().item<bool>());
+    }
+
+    [Fact]
+    public void AChunkIsReloadedOnce()
+    {
+        // A second reload would copy host buffers the link may have handed to another chunk's offload since.
+        TorchRuntime.Initialize(ExecutionDevice.Cpu);
+        var a = randn([MiB / 4]).requires_grad_();
+        var saved = new SavedActivations();
+        using (saved.Record()) SavedActivations.Save(a.exp());
+        using var offload = new ChunkOffload(saved, 1, HostMemoryLink.Instance);
+        offload.End();
+        offload.BeginReload();
+        Assert.Throws<InvalidOperationException>(offload.BeginReload);
     }
 
     [Fact]
