@@ -91,7 +91,7 @@ public static class DistributedRun
         }
         // This GPU rank's data or checkpoint files, or a loss every rank found not finite.
         catch (Exception e) when (e is InvalidDataException or NonFiniteException) { return RunCommand.UserError(e.Message + job.Kept); }
-        catch (Exception e) when (OutOfMemory.Is(e))
+        catch (Exception e) when (AllocationFailure.Is(e))
         {
             // This GPU rank ran out of memory (the launcher stops the others).
             return RunCommand.UserError(OutOfMemory.Sentence(model, description, settings.Device, env.Rank) + job.Kept);
@@ -103,10 +103,10 @@ public static class DistributedRun
             foreach (var message in e.Failures.Select(f => f.Error.Message).Distinct()) Console.Error.WriteLine($"harness run: {message}{job.Kept}");
             return 2;
         }
-        catch (RankFailuresException e) when (e.Failures.Any(f => OutOfMemory.Is(f.Error)))
+        catch (RankFailuresException e) when (e.Failures.Any(f => AllocationFailure.Is(f.Error)))
         {
             // A CPU rank (a thread of this process) ran out of memory: the first one's sentence, not libtorch's frames.
-            int rank = e.Failures.First(f => OutOfMemory.Is(f.Error)).Rank;
+            int rank = e.Failures.First(f => AllocationFailure.Is(f.Error)).Rank;
             return RunCommand.UserError(OutOfMemory.Sentence(model, description, settings.Device, rank) + job.Kept);
         }
         catch (RankFailuresException e)

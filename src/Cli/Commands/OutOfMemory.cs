@@ -3,12 +3,10 @@ using Harness.Simulator.Specs;
 
 namespace Harness.Cli.Commands;
 
-/// <summary>A configuration too big for the device (<see cref="AllocationFailure"/>), which `harness run` answers with one
-/// sentence naming what ran out and what would fit, not libtorch's frames.</summary>
+/// <summary>A configuration too big for the device (libtorch's <see cref="AllocationFailure"/>), which `harness run` answers
+/// with one sentence naming what ran out and what would fit, not libtorch's frames.</summary>
 public static class OutOfMemory
 {
-    public static bool Is(Exception e) => AllocationFailure.Is(e);
-
     /// <summary>The one sentence: what did not fit in which memory and what would; <paramref name="rank"/> for a rank of a
     /// parallel run.</summary>
     public static string Sentence(ModelSpec model, RunDescription d, ExecutionDevice device, int? rank) =>

@@ -65,7 +65,7 @@ public static class RunCommand
         }
         catch (Exception e) when (e is NativeLoadException or FileNotFoundException or ArgumentException) { return UserError(e.Message); }
         catch (Exception e) when (e is InvalidDataException or NonFiniteException) { return UserError(e.Message + job.Kept); }
-        catch (Exception e) when (OutOfMemory.Is(e))
+        catch (Exception e) when (AllocationFailure.Is(e))
         {
             return UserError(OutOfMemory.Sentence(model, description, settings.Device, rank: null) + job.Kept);
         }

@@ -33,11 +33,9 @@ public sealed class ChunkOffload : IDisposable
     /// <summary>A recorded tensor: its place, its head on the host and its tail on the device while offloaded.</summary>
     private sealed record Part(int Handle, long[] Shape, long[] Strides, long Offset, Tensor Tail)
     {
+        /// <summary>On the host while offloaded; from the reload on, the device buffer a strided or split tensor's head comes
+        /// back into, or none where the whole tensor comes straight back into its place.</summary>
         public Tensor? Head { get; set; }
-
-        /// <summary>Whether the reload copies the head straight into the tensor's place: the whole tensor went to the host
-        /// and its place is contiguous (every saved tensor but the QKV projection's strided views).</summary>
-        public bool Direct { get; set; }
     }
 
     /// <summary>Bytes of the recorded tensors the cut chooses from (those of at least the minimum size), each once.</summary>
@@ -120,8 +118,12 @@ public sealed class ChunkOffload : IDisposable
             if (part.Head is { } host)
             {
                 var place = Place(part);
-                part.Direct = part.Tail.numel() == 0 && place.is_contiguous();
-                if (part.Direct) inFlight.Add(place); // a view of the storage, which the handle keeps
+                if (part.Tail.numel() == 0 && place.is_contiguous())
+                {
+                    // The whole tensor, straight into its place (every saved tensor but the QKV projection's strided views).
+                    inFlight.Add(place); // a view of the storage, which the handle keeps
+                    part.Head = null;
+                }
                 else
                 {
                     place.Dispose();
@@ -145,7 +147,7 @@ public sealed class ChunkOffload : IDisposable
         using var _ = no_grad();
         foreach (var part in parts)
         {
-            if (!part.Direct)
+            if (part.Head is not null || part.Tail.numel() > 0) // else it came straight back into its place
                 using (var scope = NewDisposeScope())
                 {
                     var values = part.Head is { } head ? (part.Tail.numel() == 0 ? head : cat([head, part.Tail])) : part.Tail;

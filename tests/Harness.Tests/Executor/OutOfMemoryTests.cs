@@ -1,3 +1,4 @@
+using Harness.Executor.Native;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Harness.Cli.Commands;
@@ -11,10 +12,10 @@ public class OutOfMemoryTests
     [Fact]
     public void LibtorchsAllocatorFailuresAreRecognised()
     {
-        Assert.True(OutOfMemory.Is(new ExternalException("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 16777216 bytes. Error code 12 (Cannot allocate memory)")));
-        Assert.True(OutOfMemory.Is(new ExternalException("CUDA out of memory. Tried to allocate 2.00 GiB")));
-        Assert.False(OutOfMemory.Is(new ExternalException("shape '[2, 3]' is invalid for input of size 7")));
-        Assert.False(OutOfMemory.Is(new InvalidOperationException("out of memory")));
+        Assert.True(AllocationFailure.Is(new ExternalException("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 16777216 bytes. Error code 12 (Cannot allocate memory)")));
+        Assert.True(AllocationFailure.Is(new ExternalException("CUDA out of memory. Tried to allocate 2.00 GiB")));
+        Assert.False(AllocationFailure.Is(new ExternalException("shape '[2, 3]' is invalid for input of size 7")));
+        Assert.False(AllocationFailure.Is(new InvalidOperationException("out of memory")));
     }
 
     [Theory]
