@@ -5,7 +5,8 @@
 #    Megatron-Kwai's recomputation (--kaimm-recompute-norm --kaimm-recompute-mlp-activation-func), and full recomputation
 #    at N 0 (Megatron-core refuses recomputation with --cpu-offloading). Each run records the caching allocator's peak
 #    allocated bytes and its step time; `harness validate` sets the simulator's beside them (offload/validate.csv, and
-#    offload/validate.png: measured and simulated memory and step time per run, the modes in turn, N rising).
+#    offload/validate.png: measured and simulated memory and step time per run, the modes in turn, N rising), and again with
+#    the constants `harness calibrate` measures for the sweep's shapes (offload/validate-calibrated.csv).
 # 2. `harness validate` of caat-1b (micro-batch 8), gpt2-large (micro-batch 8) and a Llama-7B-shaped 4-layer model (s 4096,
 #    micro-batch 2) on the GPU's preset and on the constants `harness calibrate` measures for each model's shapes.
 # The sweep runs its extremes first (N 0, 4, 7 per mode, then full recomputation, then N 2 and 6; OFFLOAD_POINTS names others,
@@ -17,7 +18,7 @@ source "$(dirname "$0")/preamble.sh" "$1" "$2" offload-and-validate.log 12
 gpu=${3:-h100-sxm}
 mkdir -p "$out/offload" "$out/models"
 failures=0
-deadline=$((SECONDS + ${SECONDS_LEFT:-1000000}))
+deadline=$((SECONDS + ${SECONDS_LEFT:-1000000} - 40))   # the calibration after the sweep takes ~40 s
 run() { # folder, then harness run flags
   local dir=$1; shift
   if [ $((deadline - SECONDS)) -lt "${RUN_SECONDS:-60}" ]; then echo "== $dir: not run, $((deadline - SECONDS)) s left" | tee -a "$log"; return; fi
@@ -40,8 +41,15 @@ for p in ${OFFLOAD_POINTS:-0 4 7 full 2 6}; do
   if [ "$p" = full ]; then run offload/full-n0 "${llama8[@]}" --recompute-granularity full --recompute-method uniform --recompute-num-layers 1
   else point "$p"; fi
 done
-"$harness" validate "$out/offload" --csv "$out/offload/validate.csv" --plot "$out/offload/validate.png" \
-  --title "Llama-7B shape, 8 layers, s 4096, micro-batch 4: offloaded layers per recomputation mode" 2>&1 | tee -a "$log"
+title="Llama-7B shape, 8 layers, s 4096, micro-batch 4: offloaded layers per recomputation mode"
+"$harness" validate "$out/offload" --csv "$out/offload/validate.csv" --plot "$out/offload/validate.png" --title "$title" 2>&1 | tee -a "$log"
+# The step-time target holds the simulator to this GPU's own constants: calibrate the sweep's shapes (and the pinned
+# host link its copies cross), then validate again with them.
+if "$harness" calibrate --gpu "$gpu" --model llama-7b --seq-length 4096 --micro-batch-size 4 --hold-seconds 5 \
+    --out "$out/offload/cluster.json" >"$out/offload/calibrate.log" 2>&1; then
+  "$harness" validate "$out/offload" --cluster "$out/offload/cluster.json" --csv "$out/offload/validate-calibrated.csv" \
+    --plot "$out/offload/validate-calibrated.png" --title "$title (calibrated)" 2>&1 | tee -a "$log"
+else failures=$((failures + 1)); fi
 
 # MODELS=0: the sweep alone (a lease that checks the offload).
 [ "${MODELS:-1}" = 0 ] && { tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload 2>/dev/null; exit $((failures > 0)); }
