@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A plain PyTorch model of the same shape as a harness preset, trained on synthetic tokens for the side-by-side benchmark
 (scripts/gpu/vs-pytorch.sh): what a researcher would write without Megatron, fp32 parameters under bf16 autocast, fused
-AdamW, PyTorch's scaled_dot_product_attention, one micro-batch per optimizer step, no dropout; eager or torch.compile
+AdamW, PyTorch's scaled_dot_product_attention, one micro-batch per optimizer step, no dropout (a model name ending in
+-dropout, e.g. gpt2-large-dropout, drops each sublayer's output at 0.1 before the residual add, Megatron's hidden dropout,
+which the harness fuses into its add + norm kernel); eager or torch.compile
 (each transformer layer compiled on its own, PyTorch's "regional compilation", so a 22-layer model compiles one layer's
 graph once instead of the whole model).
 Models: llama (RMSNorm, SwiGLU, rotary, grouped-query attention, untied embeddings) and gpt (LayerNorm with bias,
@@ -70,9 +72,9 @@ class Attention(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, family, h, ffn, heads, groups):
+    def __init__(self, family, h, ffn, heads, groups, dropout):
         super().__init__()
-        self.family = family
+        self.family, self.dropout = family, dropout
         norm = (lambda: RMSNorm(h)) if family == "llama" else (lambda: nn.LayerNorm(h))
         self.norm1, self.norm2 = norm(), norm()
         self.attn = Attention(family, h, heads, groups)
@@ -91,17 +93,17 @@ class Layer(nn.Module):
         return self.down(F.gelu(u, approximate="tanh"))
 
     def forward(self, x, cos, sin):
-        x = x + self.attn(self.norm1(x), cos, sin)
-        return x + self.mlp(self.norm2(x))
+        x = x + F.dropout(self.attn(self.norm1(x), cos, sin), self.dropout, self.training)
+        return x + F.dropout(self.mlp(self.norm2(x)), self.dropout, self.training)
 
 
 class Model(nn.Module):
-    def __init__(self, family, layers, h, ffn, heads, groups, seq, vocab, rotary_base):
+    def __init__(self, family, layers, h, ffn, heads, groups, seq, vocab, rotary_base, dropout):
         super().__init__()
         self.family, self.seq, self.d, self.base = family, seq, h // heads, rotary_base
         self.embed = nn.Embedding(vocab, h)
         self.pos = nn.Embedding(seq, h) if family == "gpt" else None
-        self.layers = nn.ModuleList(Layer(family, h, ffn, heads, groups) for _ in range(layers))
+        self.layers = nn.ModuleList(Layer(family, h, ffn, heads, groups, dropout) for _ in range(layers))
         self.norm = RMSNorm(h) if family == "llama" else nn.LayerNorm(h)
         self.head = nn.Linear(h, vocab, bias=False)
         if family == "gpt":
@@ -127,12 +129,13 @@ def main():
     name, micro_batch, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     iters = int(sys.argv[4]) if len(sys.argv) > 4 else 20
     warmup = int(sys.argv[5]) if len(sys.argv) > 5 else 5
-    if name not in MODELS or mode not in ("eager", "compile"):
-        sys.exit(f"pytorch-reference.py: model {name!r} or mode {mode!r} unknown; models: {', '.join(MODELS)}; modes: eager, compile")
-    family, layers, h, ffn, heads, groups, seq, vocab, base = MODELS[name]
+    shape, dropout = (name[: -len("-dropout")], 0.1) if name.endswith("-dropout") else (name, 0.0)
+    if shape not in MODELS or mode not in ("eager", "compile"):
+        sys.exit(f"pytorch-reference.py: model {name!r} or mode {mode!r} unknown; models: {', '.join(MODELS)}, each also with -dropout; modes: eager, compile")
+    family, layers, h, ffn, heads, groups, seq, vocab, base = MODELS[shape]
     torch.manual_seed(1234)
     torch.backends.cuda.matmul.allow_tf32 = True
-    model = Model(family, layers, h, ffn, heads, groups, seq, vocab, base).cuda()
+    model = Model(family, layers, h, ffn, heads, groups, seq, vocab, base, dropout).cuda()
     if mode == "compile":
         for layer in model.layers:
             layer.compile()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The executor beside plain PyTorch on one GPU (issue "executor speed"): for caat-1b (micro-batch 8, s 2048), gpt2-large
-# (micro-batch 32, s 1024) and a Llama-7B-shaped model cut to 4 layers (micro-batch 2, s 4096), one micro-batch per
-# optimizer step, bf16 compute with fp32 master weights, no dropout, synthetic tokens: `harness run`, then
+# (micro-batch 16, s 1024) and a Llama-7B-shaped model cut to 4 layers (micro-batch 2, s 4096), one micro-batch per
+# optimizer step, bf16 compute with fp32 master weights, no dropout, synthetic tokens (and gpt2-large-dropout: gpt2-large
+# with hidden dropout 0.1, which times the fused bias-dropout-add against the unfused path and torch.compile's): `harness run`, then
 # pytorch-reference.py (the same shape in plain PyTorch, fused AdamW) eager and under torch.compile, one after the other
 # in one lease. Writes OUT_DIR/vs-pytorch.csv (model, system, step ms, tokens/s, peak allocated GiB, device, versions,
 # and tokens/s over torch.compile's), OUT_DIR/vs-pytorch.md, and each harness run's records under OUT_DIR/<model>/.
@@ -11,12 +12,14 @@ set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" vs-pytorch.log 20
 gpu=${3:-h100-sxm}
 here=$(dirname "$0")
-common=(--device cuda --gpu "$gpu" --bf16 --mock-data --hidden-dropout 0 --attention-dropout 0 --attention-backend auto
+common=(--device cuda --gpu "$gpu" --bf16 --mock-data --attention-dropout 0 --attention-backend auto
         --train-iters $((iters + 5)) --log-interval 5)
 # Each model's shape, and its micro-batch (one per optimizer step), which both systems take.
-declare -A shape=([caat-1b]="--model caat-1b" [gpt2-large]="--model gpt2-large" [llama-7b-4l]="--model llama-7b --num-layers 4 --seq-length 4096")
+declare -A shape=([caat-1b]="--model caat-1b" [gpt2-large]="--model gpt2-large" [gpt2-large-dropout]="--model gpt2-large"
+                  [llama-7b-4l]="--model llama-7b --num-layers 4 --seq-length 4096")
+declare -A dropout=([gpt2-large-dropout]=0.1)
 # gpt2-large at micro-batch 16: at 32 the PyTorch reference's float32 logits (6.1 GiB a copy) ran out of an H100's 80 GB.
-declare -A micro=([caat-1b]=8 [gpt2-large]=16 [llama-7b-4l]=2)
+declare -A micro=([caat-1b]=8 [gpt2-large]=16 [gpt2-large-dropout]=16 [llama-7b-4l]=2)
 rows="$out/rows.csv"
 : >"$rows"
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ',' ' ')
@@ -45,11 +48,13 @@ PY
 }
 for model in ${MODELS:-caat-1b gpt2-large llama-7b-4l}; do
   # shellcheck disable=SC2086 # the flags are words
-  run "$model" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}"
+  run "$model" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}" \
+    --hidden-dropout "${dropout[$model]:-0}"
   harness_row "$model" harness
-  if [ "$model" = gpt2-large ]; then
+  if [[ $model == gpt2-large* ]]; then
     # What the GPT path's fused kernels buy, and their numerics: the same run on libtorch's operators.
-    run "$model-unfused" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}" --no-fused-gpt-kernels
+    run "$model-unfused" ${shape[$model]} --micro-batch-size "${micro[$model]}" --global-batch-size "${micro[$model]}" \
+      --hidden-dropout "${dropout[$model]:-0}" --no-fused-gpt-kernels
     harness_row "$model-unfused" harness-unfused-gpt
     same_losses "$model" "$model-unfused"
   fi
