@@ -7,7 +7,7 @@
 # in one lease. Writes OUT_DIR/vs-pytorch.csv (model, system, step ms, tokens/s, peak allocated GiB, device, versions,
 # and tokens/s over torch.compile's), OUT_DIR/vs-pytorch.md, and each harness run's records under OUT_DIR/<model>/.
 # Usage: scripts/gpu/vs-pytorch.sh HARNESS_BINARY OUT_DIR [GPU_PRESET]   (ITERS: timed steps per system, default 20;
-#        MODELS: a subset, e.g. "caat-1b gpt2-large")
+#        MODELS: a subset, e.g. "caat-1b gpt2-large"; PYTORCH_MODES: "compile" alone when the lease is short)
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" vs-pytorch.log 20
 gpu=${3:-h100-sxm}
@@ -58,7 +58,7 @@ for model in ${MODELS:-caat-1b gpt2-large llama-7b-4l}; do
     harness_row "$model-unfused" harness-unfused-gpt
     same_losses "$model" "$model-unfused"
   fi
-  for mode in eager compile; do
+  for mode in ${PYTORCH_MODES:-eager compile}; do
     echo "== pytorch $mode $model" | tee -a "$log"
     python3 "$here/pytorch-reference.py" "$model" "${micro[$model]}" "$mode" "$iters" 5 2>>"$log" | tee -a "$log" >>"$rows" \
       || echo "== pytorch $mode $model failed; its output is in $log" | tee -a "$log"
