@@ -7,7 +7,10 @@ namespace Harness.Simulator.Costs;
 /// (brought back before its backward).</param>
 /// <param name="Stranded">Bytes the caching allocator holds beyond what stays on the GPU: the block that serves the
 /// clone of the tensor the offload boundary splits is larger than the clone.</param>
-public readonly record struct ChunkOffload(double Offloaded, double Stranded);
+/// <param name="Recorded">Bytes the cut chose from: what record()'s pack hook keeps of the chunk's saved tensors (those of
+/// 1 MiB or more; under full recomputation the chunk's saved bytes). <paramref name="Recorded"/> less
+/// <paramref name="Offloaded"/> stays on the GPU.</param>
+public readonly record struct ChunkOffload(double Offloaded, double Stranded, double Recorded);
 
 /// <summary>A tensor autograd saves during a chunk's forward, as offload.py's pack hook sees it, or <paramref name="Count"/>
 /// alike ones (the same tensor of each layer of a chunk).</summary>
@@ -56,19 +59,24 @@ public static class Offload
         double alpha = c.OffloadRatio;
         if (alpha <= 0) return default;
         if (c.RecomputeOrNone.Granularity == RecomputeGranularity.Full)
-            return new ChunkOffload(RoundUp(Math.Ceiling(alpha * chunkBytes), MiB), 0);
+            return new ChunkOffload(RoundUp(Math.Ceiling(alpha * chunkBytes), MiB), 0, chunkBytes);
 
         // Each entry stands for its copies in every layer of the chunk, adjacent in the sorted order: the layers are alike.
         Span<SavedTensor> saved = stackalloc SavedTensor[Activations.MaxLayerTensors];
         int k = 0;
+        double recorded = 0;
         foreach (var t in tensors)
-            if (t.Kept) saved[k++] = new SavedTensor(t.Bytes, t.Strided, layers);
+            if (t.Kept)
+            {
+                saved[k++] = new SavedTensor(t.Bytes, t.Strided, layers);
+                if (t.Bytes >= MinTensorBytes) recorded += layers * t.Bytes;
+            }
         Span<double> heads = stackalloc double[k];
         double offloaded = Select(saved[..k], alpha, heads);
         for (int j = 0; j < k; j++)
             if (heads[j] % saved[j].Bytes is > 0 and var head)
-                return new ChunkOffload(offloaded, Stranded(saved[j].Bytes - head, c.MaxSplitSizeMb, tensors));
-        return new ChunkOffload(offloaded, 0);
+                return new ChunkOffload(offloaded, Stranded(saved[j].Bytes - head, c.MaxSplitSizeMb, tensors), recorded);
+        return new ChunkOffload(offloaded, 0, recorded);
     }
 
     /// <summary>

@@ -22,6 +22,7 @@ namespace Harness.Simulator.Schedule;
 /// <param name="Stranded">What the caching allocator holds beyond the kept activations while the chunk waits for its backward.</param>
 /// <param name="OffloadTransfer">Seconds to copy <paramref name="Offloaded"/> over the host link.</param>
 /// <param name="GradientReduce">Data-parallel reduction of the chunk's parameter gradients.</param>
+/// <param name="OffloadRecorded">What Megatron-Kwai's offload chose <paramref name="Offloaded"/> from (<see cref="Costs.ChunkOffload.Recorded"/>).</param>
 public readonly record struct ChunkCosts(
     int Layers = 0,
     double Forward = 0,
@@ -35,11 +36,12 @@ public readonly record struct ChunkCosts(
     double Offloaded = 0,
     double Stranded = 0,
     double OffloadTransfer = 0,
-    double GradientReduce = 0)
+    double GradientReduce = 0,
+    double OffloadRecorded = 0)
 {
     public static ChunkCosts operator +(ChunkCosts a, ChunkCosts b) => new(
         a.Layers + b.Layers, a.Forward + b.Forward, a.Backward + b.Backward, a.Compute + b.Compute, a.Recompute + b.Recompute,
         a.TensorParallel + b.TensorParallel, a.ContextParallel + b.ContextParallel, a.DataParallel + b.DataParallel,
         a.Activations + b.Activations, a.Offloaded + b.Offloaded, a.Stranded + b.Stranded, a.OffloadTransfer + b.OffloadTransfer,
-        a.GradientReduce + b.GradientReduce);
+        a.GradientReduce + b.GradientReduce, a.OffloadRecorded + b.OffloadRecorded);
 }

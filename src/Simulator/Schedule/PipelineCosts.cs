@@ -235,7 +235,8 @@ public readonly record struct PipelineCosts
                 Offloaded: offload.Offloaded,
                 Stranded: offload.Stranded,
                 OffloadTransfer: offload.Offloaded / gpu.HostLinkBytesPerSecond,
-                GradientReduce: DataParallelComm.GradientReduce(parameters, c, cluster));
+                GradientReduce: DataParallelComm.GradientReduce(parameters, c, cluster),
+                OffloadRecorded: offload.Recorded);
         }
 
         // The first and last virtual stages may hold their own number of layers (uneven stages; the embedding or loss
