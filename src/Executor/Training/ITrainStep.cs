@@ -1,5 +1,6 @@
 using Harness.Executor.Data;
 using Harness.Executor.Fused;
+using Harness.Executor.Offload;
 using Harness.Executor.Training.Records;
 using Harness.Simulator.Specs;
 
@@ -51,6 +52,11 @@ public interface ITrainStep : IDisposable
 
     /// <summary>Every rank's peak memory, in rank order (collective); null for a single device.</summary>
     IReadOnlyList<long>? PeakMemoryPerRank();
+
+    /// <summary>Every rank's activation-offload bookkeeping of the last step, in rank order (collective): per chunk and
+    /// micro-batch under Megatron-Kwai's --offload-ratio, per offloaded layer and micro-batch under Megatron-core's
+    /// --cpu-offloading-num-layers; null when the run offloads nothing.</summary>
+    IReadOnlyList<IReadOnlyList<OffloadRecord>>? OffloadedPerRank();
 }
 
 /// <summary>What a step returns to the loop: host values read at its one sync, and the timestamps (Stopwatch ticks) at which

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Harness.Executor.Data;
 using Harness.Executor.Distributed;
 using Harness.Executor.Fused;
+using Harness.Executor.Offload;
 using Harness.Executor.Native;
 using Harness.Executor.Training.Records;
 using Harness.Executor.Transformer;
@@ -113,6 +114,9 @@ public sealed class ParallelRank : ITrainStep
         world.AllGather(tensor(new[] { (double)peakMemory }, device: device), all);
         return all.cpu().data<double>().Select(v => (long)v).ToList();
     }
+
+    public IReadOnlyList<IReadOnlyList<OffloadRecord>>? OffloadedPerRank() =>
+        description.OffloadRatio > 0 || description.CpuOffloadingLayers > 0 ? OffloadGather.All(world, trainer.Offloaded, device) : null;
 
     public void Dispose()
     {

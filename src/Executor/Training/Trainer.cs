@@ -40,6 +40,7 @@ public sealed class Trainer : ITrainStep
     private readonly IHostLink? hostLink;
     private GradScaler? scaler;
     private long peakMemory;
+    private IReadOnlyList<OffloadRecord> offloaded = [];
 
     /// <summary>
     /// Builds <paramref name="model"/> (its tables padded by --make-vocab-size-divisible-by; the data is checked against the
@@ -103,6 +104,8 @@ public sealed class Trainer : ITrainStep
 
     public IReadOnlyList<long>? PeakMemoryPerRank() => null;
 
+    public IReadOnlyList<IReadOnlyList<OffloadRecord>>? OffloadedPerRank() => hostLink is null ? null : [offloaded];
+
     /// <summary>One iteration: GlobalBatch / MicroBatch micro-batches, then one optimizer step.</summary>
     public StepResult Step(long iteration, double lr, RunStop stop)
     {
@@ -111,6 +114,7 @@ public sealed class Trainer : ITrainStep
         float[] stats;
         long enqueued;
         bool skipped = false;
+        var records = new List<OffloadRecord>();
         using (var step = NewDisposeScope())
         {
             buffer.ZeroGrads();
@@ -126,6 +130,7 @@ public sealed class Trainer : ITrainStep
                 var loss = (layers is null ? model.forward(tokens, labels) : model.Loss(model.Decode(model.Embed(tokens), layers.AtLayerInput), labels)).div(perMicroBatch);
                 var scaled = scaler is null ? loss : loss.mul(lossScale);
                 BackwardFailure.Run(() => scaled.backward());
+                if (layers is not null) records.AddRange(layers.Records(i));
                 buffer.AccumulateMicroBatch();
                 lossSum.add_(loss.detach(), One);
             }
@@ -143,6 +148,7 @@ public sealed class Trainer : ITrainStep
             stats = reported.cpu().data<float>().ToArray();
         }
         long synced = Stopwatch.GetTimestamp();
+        offloaded = records;
         bool cuda = settings.Device == ExecutionDevice.Cuda;
         long memory = DeviceProbe.UsedBytes(cuda, 0);
         peakMemory = Math.Max(peakMemory, memory);

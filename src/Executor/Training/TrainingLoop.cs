@@ -86,9 +86,10 @@ public static class TrainingLoop
             throw;
         }
         var peaks = step.PeakMemoryPerRank();
+        var offloaded = step.OffloadedPerRank();
         if (recorder is null) return ([], stopped);
         if (stopped != StopReason.None) log(ProgressLines.Stopped(iteration, run, stopped));
-        recorder.Finish(peaks, stopped);
+        recorder.Finish(peaks, stopped, offloaded);
         return (recorder.Rows, stopped);
     }
 }

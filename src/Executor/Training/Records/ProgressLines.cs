@@ -85,7 +85,8 @@ public static class ProgressLines
             (s.Save is null ? "." : $"; saved a checkpoint of it in {s.Save} (resume with --load {s.Save}).");
     }
 
-    /// <summary>What a finished (or stopped) run wrote.</summary>
-    public static string Wrote(string output, RunRecord run) =>
-        $"harness run: wrote {output}/metrics.csv, summary.json, loss.png, throughput.png" + (run.Settings.Save is null ? "" : $"; checkpoint in {run.Settings.Save}");
+    /// <summary>What a finished (or stopped) run wrote (offload.csv where it offloaded activations).</summary>
+    public static string Wrote(string output, RunRecord run, bool offload) =>
+        $"harness run: wrote {output}/metrics.csv, summary.json, {(offload ? $"{OffloadCsv.FileName}, " : "")}loss.png, throughput.png" +
+        (run.Settings.Save is null ? "" : $"; checkpoint in {run.Settings.Save}");
 }

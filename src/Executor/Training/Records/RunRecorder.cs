@@ -1,9 +1,12 @@
+using Harness.Executor.Offload;
+
 namespace Harness.Executor.Training.Records;
 
 /// <summary>
 /// The one writer of a run's records (rank 0 of a parallel run): metrics.csv row by row as each iteration ends, a progress
 /// line every --log-interval iterations and after the last, and summary.json with the loss and throughput plots once the
-/// run ends, or fails after recording some iterations. A run resumed with --load is one run with the iterations before its
+/// run ends, or fails after recording some iterations; when the run offloads activations, offload.csv with every rank's
+/// bookkeeping of the last step once it ends. A run resumed with --load is one run with the iterations before its
 /// checkpoint: the rows metrics.csv holds up to the checkpoint's iteration stay (those past it, from the attempt that
 /// was interrupted, are replaced), and summary.json and the plots cover them all. With --tensorboard-dir each row's scalars
 /// also go to a TensorBoard event file as the row is written; a resumed run starts a new file in the same folder (TensorBoard
@@ -65,27 +68,32 @@ public sealed class RunRecorder : IDisposable
         return TimeSpan.FromMilliseconds(recent[recent.Length / 2] * Math.Max(0, run.Settings.TrainIters - iteration));
     }
 
-    /// <summary>Once the run ended: summary.json (with every rank's peak memory, null for a single device, and why it stopped
-    /// early, if it did) and the plots, and says what it wrote.</summary>
-    public void Finish(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy)
+    /// <summary>Once the run ended: summary.json (with every rank's peak memory, null for a single device, why it stopped
+    /// early, if it did, and every rank's offload totals) and the plots, offload.csv when <paramref name="offloaded"/> holds
+    /// every rank's offload records, and says what it wrote.</summary>
+    public void Finish(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy, IReadOnlyList<IReadOnlyList<OffloadRecord>>? offloaded)
     {
         if (rows.Count == 0) return;
-        Write(peakPerRank, stoppedBy);
-        log(ProgressLines.Wrote(output, run));
+        // One left by an earlier run into this --out (--overwrite) is not this run's.
+        string offloadCsv = Path.Combine(output, OffloadCsv.FileName);
+        if (offloaded is not null) OffloadCsv.Write(offloadCsv, run.Description, offloaded);
+        else File.Delete(offloadCsv);
+        Write(peakPerRank, stoppedBy, offloaded?.Select(OffloadTotals.Of).ToList());
+        log(ProgressLines.Wrote(output, run, offloaded is not null));
     }
 
     /// <summary>When a step failed: summary.json and the plots of the iterations recorded before it (the other ranks' peaks are
     /// unknown then: they may be gone).</summary>
     public void KeepOnFailure()
     {
-        if (rows.Count > 0) Write(peakPerRank: null, StopReason.None);
+        if (rows.Count > 0) Write(peakPerRank: null, StopReason.None, offloadPerRank: null);
     }
 
     /// <summary>Summary and plots over the whole run: the rows kept from before the resume and this process's.</summary>
-    private void Write(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy)
+    private void Write(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy, IReadOnlyList<OffloadTotals>? offloadPerRank)
     {
         var all = earlier.Concat(rows).ToList();
-        RunSummary.From(run, all, peakPerRank, stoppedBy).Write(Path.Combine(output, "summary.json"));
+        RunSummary.From(run, all, peakPerRank, stoppedBy, offloadPerRank).Write(Path.Combine(output, "summary.json"));
         Plots.Write(output, all, $"{run.Model.Name} on {run.Devices()}");
     }
 

@@ -19,6 +19,8 @@ namespace Harness.Executor.Training.Records;
 /// <see cref="PeakAllocatedBytes"/> is the CUDA caching allocator's peak allocated bytes over the run, the maximum over ranks
 /// (torch.cuda.max_memory_allocated, what Megatron reports and the simulator predicts); null on CPU or where it cannot be read.
 /// <see cref="Data"/> names the datasets each share blended, with their normalized weights and samples.
+/// <see cref="OffloadPerRank"/> sums each rank's activation-offload bookkeeping of the last step (its records are in
+/// offload.csv: <see cref="OffloadCsv"/>); null when the run offloads nothing.
 /// </summary>
 public sealed record RunSummary(
     ModelSpec Model,
@@ -46,9 +48,11 @@ public sealed record RunSummary(
     double? FinalValidationLoss = null,
     StopReason StoppedBy = StopReason.None,
     long? PeakAllocatedBytes = null,
-    IReadOnlyList<BlendedSplit>? Data = null)
+    IReadOnlyList<BlendedSplit>? Data = null,
+    IReadOnlyList<OffloadTotals>? OffloadPerRank = null)
 {
-    public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null, StopReason stoppedBy = StopReason.None)
+    public static RunSummary From(RunRecord run, IReadOnlyList<IterationRecord> records, IReadOnlyList<long>? peakPerRank = null, StopReason stoppedBy = StopReason.None,
+        IReadOnlyList<OffloadTotals>? offloadPerRank = null)
     {
         int warmup = Math.Min(records.Count - 1, Math.Max(1, records.Count / 10));
         var steady = records.Skip(warmup).ToList();
@@ -68,7 +72,7 @@ public sealed record RunSummary(
             peakPerRank, records.Any(r => r.CommunicationMs is not null) ? Median(r => r.CommunicationMs ?? 0) : null,
             records.Count == 0 ? 0 : records[^1].SkippedIterations, records.Count == 0 ? null : records[^1].LossScale,
             records.LastOrDefault(r => r.ValidationLoss is not null)?.ValidationLoss, stoppedBy,
-            records.Any(r => r.AllocatedPeakBytes is not null) ? records.Max(r => r.AllocatedPeakBytes ?? 0) : null, run.Data);
+            records.Any(r => r.AllocatedPeakBytes is not null) ? records.Max(r => r.AllocatedPeakBytes ?? 0) : null, run.Data, offloadPerRank);
     }
 
     public void Write(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, Json));
