@@ -11,7 +11,9 @@ namespace Harness.Cli.Commands;
 
 /// <summary>
 /// `harness validate RUN...`: real runs (harness run --out folders, or folders holding them) beside the simulator's
-/// estimate of the same configuration: step time, MFU and memory, the error per run and the mean absolute error.
+/// estimate of the same configuration: step time, MFU and memory, the error per run and the mean absolute error. With
+/// --offload, each rank's activation offload instead (<see cref="OffloadValidation"/>): bytes, compared to the byte, on CPU
+/// runs too.
 /// </summary>
 public static class ValidateCommand
 {
@@ -23,6 +25,7 @@ public static class ValidateCommand
         new("--json", false, "print the comparison as JSON"),
         new("--plot", true, "also draw measured against simulated peak memory and step time per run, in the order given, into this PNG"),
         new("--title", true, "the plot's title (default: the runs' folders)"),
+        new("--offload", false, "compare each rank's activation offload instead (Megatron-Kwai's --offload-ratio): the bytes the run's last step recorded, offloaded and left resident against the simulator's count, to the byte; CPU runs too"),
         new("--help", false, "this help"),
     };
 
@@ -50,31 +53,46 @@ public static class ValidateCommand
         foreach (var p in paths.Where(p => !Directory.Exists(p))) cl.Errors.Add($"'{p}' is not a folder.");
         foreach (var flag in new[] { "--csv", "--plot" })
             if (cl.String(flag) is string output && OutputFolder.Writable(output, flag) is string outputError) cl.Errors.Add(outputError);
+        bool offload = cl.Switch("--offload");
+        if (offload && cl.String("--plot") is not null) cl.Errors.Add("--plot draws step time and memory; with --offload there is no plot, only the table, --csv and --json.");
         if (cl.Errors.Count > 0)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness validate: {e}");
             return 2;
         }
-        var rows = new List<RunValidation>();
-        var skipped = new List<string>();
-        foreach (var folder in paths.SelectMany(RunFolders))
+        if (offload)
         {
-            try { rows.Add(RunValidation.Of(folder, gpu)); }
-            catch (RunValidationException e) { skipped.Add(e.Message); }
+            if (Compare(paths, folder => OffloadValidation.Of(folder, gpu)) is not { } ranks) return 2;
+            if (cl.String("--csv") is string offloadCsv) OffloadValidationReport.WriteCsv(ranks, offloadCsv);
+            if (cl.Switch("--json")) Console.WriteLine(OffloadValidationReport.Json(ranks));
+            else OffloadValidationReport.Render(ranks);
+            return 0;
         }
-        // Beside compared runs a skipped one is a note; with none compared, why each was skipped is the error.
-        foreach (var reason in skipped) Console.Error.WriteLine($"harness validate: {(rows.Count > 0 ? "skipped: " : "")}{reason}");
-        if (rows.Count == 0)
-        {
-            if (skipped.Count == 0)
-                Console.Error.WriteLine($"harness validate: {string.Join(", ", paths.Select(p => $"'{p}'"))} {(paths.Count == 1 ? "holds" : "hold")} no run folder (a harness run --out folder, with its summary.json).");
-            return 2;
-        }
+        if (Compare<RunValidation>(paths, folder => [RunValidation.Of(folder, gpu)]) is not { } rows) return 2;
         if (cl.String("--csv") is string csv) WriteCsv(rows, csv);
         if (cl.String("--plot") is string plot) ValidationPlot.Write(rows, plot, cl.String("--title") ?? string.Join(", ", paths));
         if (cl.Switch("--json")) Console.WriteLine(JsonSerializer.Serialize(rows.Select(Flat), new JsonSerializerOptions { WriteIndented = true }));
         else Render(rows);
         return 0;
+    }
+
+    /// <summary>The rows <paramref name="of"/> makes of every run folder under <paramref name="paths"/>; null, once it said why on
+    /// standard error, when there are none.</summary>
+    private static List<T>? Compare<T>(IReadOnlyList<string> paths, Func<string, IEnumerable<T>> of)
+    {
+        var rows = new List<T>();
+        var skipped = new List<string>();
+        foreach (var folder in paths.SelectMany(RunFolders))
+        {
+            try { rows.AddRange(of(folder)); }
+            catch (RunValidationException e) { skipped.Add(e.Message); }
+        }
+        // Beside compared runs a skipped one is a note; with none compared, why each was skipped is the error.
+        foreach (var reason in skipped) Console.Error.WriteLine($"harness validate: {(rows.Count > 0 ? "skipped: " : "")}{reason}");
+        if (rows.Count > 0) return rows;
+        if (skipped.Count == 0)
+            Console.Error.WriteLine($"harness validate: {string.Join(", ", paths.Select(p => $"'{p}'"))} {(paths.Count == 1 ? "holds" : "hold")} no run folder (a harness run --out folder, with its summary.json).");
+        return null;
     }
 
     /// <summary>Run folders (the arguments that are neither flags nor a flag's value) apart from the options.</summary>

@@ -3,6 +3,7 @@ using Harness.Executor.Training.Records;
 using Harness.Executor.Training;
 using Harness.Reproduce;
 using Harness.Simulator;
+using Harness.Simulator.Schedule;
 using Harness.Simulator.Specs;
 
 namespace Harness.Tests.Executor;
@@ -12,13 +13,15 @@ namespace Harness.Tests.Executor;
 public class RunValidationTests
 {
     /// <summary>A summary.json as harness run writes it, for a run of (model, description as run, settings) that stepped in <paramref name="stepMs"/>.</summary>
-    private static string WriteRun(ModelSpec model, RunDescription description, RunSettings settings, double stepMs, long? allocatedPeak = null)
+    private static string WriteRun(ModelSpec model, RunDescription description, RunSettings settings, double stepMs, long? allocatedPeak = null,
+        IReadOnlyList<OffloadTotals>? offloadPerRank = null)
     {
         string dir = Path.Combine(TestTemp.Root, $"harness-validate-{Guid.NewGuid():N}", "run-a");
         Directory.CreateDirectory(dir);
         var records = Enumerable.Range(1, 5).Select(i => new IterationRecord(i, stepMs, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, stepMs,
             AllocatedPeakBytes: allocatedPeak is long a ? a - 5 + i : null)).ToList();
-        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1, model.VocabSize, []), records).Write(Path.Combine(dir, "summary.json"));
+        RunSummary.From(new RunRecord(model, description, settings, [], "NVIDIA H200", "test", 1, model.VocabSize, []), records, offloadPerRank: offloadPerRank)
+            .Write(Path.Combine(dir, "summary.json"));
         return dir;
     }
 
@@ -178,5 +181,39 @@ public class RunValidationTests
         Assert.Equal(2, badGpu);
         Assert.Contains("--gpu 'tpu' is not a preset", error);
         Assert.Equal(2, ConsoleCapture.Run(ValidateCommand.Run, Path.Combine(parent, "nowhere")).Code);
+    }
+
+    /// <summary>
+    /// validate --offload: each rank's offload totals as summary.json records them beside the simulator's count of the same
+    /// description, CPU runs included (bytes are not the device's), a rank one byte off said so; a run that offloaded
+    /// without recording them is one sentence; --plot has nothing to draw.
+    /// </summary>
+    [Fact]
+    public void OffloadSetsEachRanksBookkeepingBesideTheSimulatorsCount()
+    {
+        var model = ModelPresets.All["llama-7b"] with { NumLayers = 8, SeqLength = 1024 };
+        var description = new RunDescription(PipelineParallel: 4, LayersPerVirtualStage: 1, MicroBatch: 1, GlobalBatch: 4, OffloadRatio: 0.25,
+            Implementation: TransformerImpl.Harness);
+        var costs = PipelineCosts.Build(model, new ClusterSpec(GpuPresets.All[GpuPresets.DefaultName], 4, 4), description);
+        var totals = Enumerable.Range(0, 4).Select(r => RankOffload.Of(costs, r))
+            .Select((o, r) => new OffloadTotals(o.Records, (long)o.Recorded + (r == 3 ? 1 : 0), (long)o.Offloaded, (long)o.Resident + (r == 3 ? 1 : 0))).ToList();
+        Assert.Equal([8, 8, 8, 4], totals.Select(t => t.Records));
+        Assert.All(totals, t => Assert.True(t.OffloadedBytes > 0 && t.ResidentBytes > 0));
+        var run = WriteRun(model, description, new RunSettings(MockData: true), 2000, offloadPerRank: totals);
+        string parent = Path.GetDirectoryName(run)!, csv = Path.Combine(parent, "offload.csv");
+        var (code, output, _) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--offload", "--csv", csv);
+        Assert.Equal(0, code);
+        Assert.Contains("3 of 4 rank(s) equal to the byte", output);
+        Assert.Contains("no: resident +1 B", output);
+        var rows = File.ReadAllLines(csv);
+        Assert.Equal(5, rows.Length);
+        Assert.Equal([true, true, true, false], rows.Skip(1).Select(r => bool.Parse(r.Split(',')[^1])));
+        var (plotted, _, plotError) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--offload", "--plot", Path.Combine(parent, "o.png"));
+        Assert.Equal(2, plotted);
+        Assert.Contains("with --offload there is no plot", plotError);
+        var unrecorded = WriteRun(model, description, new RunSettings(MockData: true), 2000);
+        var (skipped, _, why) = ConsoleCapture.Run(ValidateCommand.Run, unrecorded, "--offload");
+        Assert.Equal(2, skipped);
+        Assert.Contains("holds no OffloadPerRank", why);
     }
 }
