@@ -1,7 +1,10 @@
+using System.Text.Json;
 using Harness.Executor.Distributed;
 using Harness.Executor.Distributed.InProcess;
 using Harness.Executor.Offload;
 using Harness.Executor.Training;
+using Harness.Executor.Training.Records;
+using Harness.Reproduce;
 using Harness.Simulator.Costs;
 using Harness.Simulator.Specs;
 using static TorchSharp.torch;
@@ -141,6 +144,42 @@ public class ActivationOffloadTests
                 });
             }
             Assert.Equal(alpha == 0 ? 0 : Math.Ceiling(alpha * 16) * MiB, predicted.Offloaded);
+        }
+    }
+
+    /// <summary>
+    /// A run's records hold the bookkeeping: the ranks of a `harness run` (<see cref="TrainingRun"/>, as the command launches
+    /// CPU ranks) at alpha 0.5 write offload.csv, each rank's rows the records its trainer keeps (those of <see cref="Run(double)"/>'s
+    /// last step: the bytes do not depend on the weights), and summary.json's OffloadPerRank their sums, which
+    /// `harness validate --offload` (<see cref="OffloadValidation"/>) finds equal to the simulator's count to the byte.
+    /// </summary>
+    [Fact]
+    public void ARunRecordsItsOffloadBookkeepingWhichIsTheSimulatorsToTheByte()
+    {
+        var config = Interleaved with { OffloadRatio = 0.5 };
+        string dir = Path.Combine(TestTemp.Root, $"harness-offload-{Guid.NewGuid():N}");
+        try
+        {
+            var job = new TrainingRun(Spec, config, new RunSettings(TrainIters: 1, MockData: true, Out: dir, NprocPerNode: config.WorldSize), dir, _ => { });
+            InProcessJob.Run(config.WorldSize, world => job.RunRank(world, CPU, 0));
+            var rows = File.ReadAllLines(Path.Combine(dir, OffloadCsv.FileName));
+            Assert.Equal("rank,micro_batch,chunk,saved_bytes,offloaded_bytes,resident_bytes", rows[0]);
+            var bookkeeping = Run(0.5);
+            Assert.Equal(bookkeeping.SelectMany((r, rank) => r.Offloaded.Select(o =>
+                    FormattableString.Invariant($"{rank},{o.MicroBatch},{o.Chunk},{o.SavedBytes},{o.OffloadedBytes},{o.ResidentBytes}"))), rows.Skip(1));
+            using var summary = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")));
+            var totals = summary.RootElement.GetProperty("OffloadPerRank").EnumerateArray()
+                .Select(t => new OffloadTotals(t.GetProperty("Records").GetInt32(), t.GetProperty("SavedBytes").GetInt64(),
+                    t.GetProperty("OffloadedBytes").GetInt64(), t.GetProperty("ResidentBytes").GetInt64()));
+            Assert.Equal(bookkeeping.Select(r => OffloadTotals.Of(r.Offloaded)), totals);
+            var ranks = OffloadValidation.Of(dir);
+            Assert.Equal(config.WorldSize, ranks.Count);
+            Assert.All(ranks, r => Assert.True(r.Equal, $"rank {r.Rank}: run {r.Measured}, simulator {r.Simulated}"));
+            Assert.Equal(2 * 4 * 8 * Offload.MiB, ranks[0].Simulated.Resident); // two chunks, four micro-batches, 8 of each chunk's 16 MiB
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         }
     }
 
