@@ -22,11 +22,7 @@ public sealed record OffloadValidation(string Run, string Model, RunDescription 
     /// the run named (the bytes are the same on every one).</summary>
     public static IReadOnlyList<OffloadValidation> Of(string folder, GpuSpec? gpu = null)
     {
-        string path = Path.Combine(folder, "summary.json");
-        if (!File.Exists(path)) throw new RunValidationException($"{folder} holds no summary.json (a harness run --out folder has one).");
-        JsonElement root;
-        try { root = JsonDocument.Parse(File.ReadAllText(path)).RootElement; }
-        catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{JsonFileProblem.Describe(e, typeof(JsonElement))}"); }
+        var (path, root) = SummaryRun.File(folder);
         try
         {
             var ran = SummaryRun.Of(root);

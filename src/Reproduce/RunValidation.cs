@@ -53,11 +53,7 @@ public sealed record RunValidation(
     /// replaces the preset the run named.</summary>
     public static RunValidation Of(string folder, GpuSpec? gpu = null)
     {
-        string path = Path.Combine(folder, "summary.json");
-        if (!File.Exists(path)) throw new RunValidationException($"{folder} holds no summary.json (a harness run --out folder has one).");
-        JsonElement root;
-        try { root = JsonDocument.Parse(File.ReadAllText(path)).RootElement; }
-        catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{JsonFileProblem.Describe(e, typeof(JsonElement))}"); }
+        var (path, root) = SummaryRun.File(folder);
         try
         {
             var ran = SummaryRun.Of(root);
@@ -104,6 +100,15 @@ public sealed record SummaryRun(ModelSpec Model, RunDescription Description, Exe
     {
         var run = root.TryGetProperty("Config", out var config) ? LegacyRunSummary.Read(root, config) : Read(root);
         return run with { Description = run.Description with { Implementation = TransformerImpl.Harness } };
+    }
+
+    /// <summary>The path of the summary.json in <paramref name="folder"/> (a harness run --out folder) and its parsed root.</summary>
+    public static (string Path, JsonElement Root) File(string folder)
+    {
+        string path = System.IO.Path.Combine(folder, "summary.json");
+        if (!System.IO.File.Exists(path)) throw new RunValidationException($"{folder} holds no summary.json (a harness run --out folder has one).");
+        try { return (path, JsonDocument.Parse(System.IO.File.ReadAllText(path)).RootElement); }
+        catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{JsonFileProblem.Describe(e, typeof(JsonElement))}"); }
     }
 
     /// <summary>A summary as `harness run` writes it: its Model, Description (as run) and Settings, each once.</summary>
