@@ -4,7 +4,8 @@ namespace Harness.Executor.Autograd;
 
 /// <summary>
 /// The base of the executor's custom autograd functions with one output: forward notes how many arguments it took, and
-/// backward runs under <see cref="BackwardFailure.Guard"/>, so an exception in it fails the step instead of the process.
+/// backward runs under <see cref="BackwardFailure.Guard"/>, so an exception in it fails the step instead of the process,
+/// and then lets go of what forward saved (<see cref="SavedTensors.Release"/>).
 /// </summary>
 public abstract class GuardedSingleTensorFunction<T> : autograd.SingleTensorFunction<T> where T : GuardedSingleTensorFunction<T>, new()
 {
@@ -25,7 +26,7 @@ public abstract class GuardedSingleTensorFunction<T> : autograd.SingleTensorFunc
     }
 
     public sealed override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) =>
-        BackwardFailure.Guard(ArgumentCount.Of(ctx), () => Backward(ctx, grad));
+        SavedTensors.Release(ctx, BackwardFailure.Guard(ArgumentCount.Of(ctx), () => Backward(ctx, grad)));
 
     protected abstract Tensor Forward(autograd.AutogradContext ctx, object[] vars);
     protected abstract List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad);
@@ -51,7 +52,7 @@ public abstract class GuardedMultiTensorFunction<T> : autograd.MultiTensorFuncti
     }
 
     public sealed override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardFailure.Guard(ArgumentCount.Of(ctx), () => Backward(ctx, grads));
+        SavedTensors.Release(ctx, BackwardFailure.Guard(ArgumentCount.Of(ctx), () => Backward(ctx, grads)));
 
     protected abstract List<Tensor> Forward(autograd.AutogradContext ctx, object[] vars);
     protected abstract List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads);
