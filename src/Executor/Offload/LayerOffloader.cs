@@ -70,16 +70,19 @@ public sealed class LayerOffloader : IDisposable
         saved[group] = null;
     }
 
-    /// <summary>Backward is about to enter layer <paramref name="layer"/>: the reloads TE starts there, and the layer's own.</summary>
+    /// <summary>Backward is about to enter layer <paramref name="layer"/>: the layer's own group is waited for, then the reloads
+    /// TE starts there are issued (on_group_commit_backward synchronizes both streams before bulk_reload_group). In the other
+    /// order the wait, a fence on the whole copy stream, would also wait for the reload just issued, and each layer's
+    /// backward would follow the next group's copy instead of running beside it.</summary>
     private void BeforeBackwardOf(int layer)
     {
-        for (int g = Offloaded - 1; g >= 0; g--)
-            if (window[g] == layer) BeginReload(g);
         if (layer < Offloaded)
         {
             BeginReload(layer);
             groups[layer]!.EndReload();
         }
+        for (int g = Offloaded - 1; g >= 0; g--)
+            if (window[g] == layer) BeginReload(g);
     }
 
     private void BeginReload(int group)
