@@ -21,6 +21,7 @@ public sealed class LayerOffloader : IDisposable
     private readonly SavedActivations?[] saved;
     private readonly ChunkOffload?[] groups;
     private readonly bool[] reloading;
+    private readonly bool[] reloaded;
     private IDisposable? recording;
     private int freed;
 
@@ -32,6 +33,7 @@ public sealed class LayerOffloader : IDisposable
         saved = new SavedActivations?[offloaded];
         groups = new ChunkOffload?[offloaded];
         reloading = new bool[offloaded];
+        reloaded = new bool[offloaded];
     }
 
     private int Offloaded => groups.Length;
@@ -70,17 +72,23 @@ public sealed class LayerOffloader : IDisposable
         saved[group] = null;
     }
 
-    /// <summary>Backward is about to enter layer <paramref name="layer"/>: the layer's own group is waited for, then the reloads
-    /// TE starts there are issued (on_group_commit_backward synchronizes both streams before bulk_reload_group). In the other
-    /// order the wait, a fence on the whole copy stream, would also wait for the reload just issued, and each layer's
-    /// backward would follow the next group's copy instead of running beside it.</summary>
+    /// <summary>Backward is about to enter layer <paramref name="layer"/>: at a window's layer, and at layer 0, the reloads
+    /// under way are waited for, then the window's group is reloaded (on_group_commit_backward synchronizes both streams
+    /// before bulk_reload_group, and at group 0 waits for the last). Between those points backward runs beside the copy: a
+    /// layer's own group, reloaded at window[layer] &gt; layer, is back by the wait at window[layer − 1] ≥ layer. A wait is
+    /// a fence on the whole copy stream, so one issued after the window's reload would wait for that copy too.</summary>
     private void BeforeBackwardOf(int layer)
     {
-        if (layer < Offloaded)
-        {
-            BeginReload(layer);
-            groups[layer]!.EndReload();
-        }
+        bool windowLayer = Array.IndexOf(window, layer) >= 0;
+        if (windowLayer || layer == 0)
+            for (int g = Offloaded - 1; g >= 0; g--)
+                if (reloading[g] && !reloaded[g])
+                {
+                    groups[g]!.EndReload();
+                    reloaded[g] = true;
+                }
+        if (layer < Offloaded && !reloaded[layer])
+            throw new InvalidOperationException($"layer {layer}'s offloaded activations are not back before its backward.");
         for (int g = Offloaded - 1; g >= 0; g--)
             if (window[g] == layer) BeginReload(g);
     }

@@ -47,7 +47,7 @@ public class SavedTensorsTests
         var y = Triple.Apply(x);
         var saved = Triple.Saved!;
         int held = References(saved);
-        y.sum().backward();
+        BackwardFailure.Run(() => y.sum().backward());
         Assert.Equal(held - 1, References(saved)); // the node's SavedVariable is gone; y and its graph are not
         Assert.Equal(3f, x.grad!.mean().item<float>(), 6);
         Assert.False(y.IsInvalid);
