@@ -54,7 +54,8 @@ public static class ValidateCommand
         foreach (var flag in new[] { "--csv", "--plot" })
             if (cl.String(flag) is string output && OutputFolder.Writable(output, flag) is string outputError) cl.Errors.Add(outputError);
         bool offload = cl.Switch("--offload");
-        if (offload && cl.String("--plot") is not null) cl.Errors.Add("--plot draws step time and memory; with --offload there is no plot, only the table, --csv and --json.");
+        foreach (var flag in new[] { "--plot", "--title" })
+            if (offload && cl.String(flag) is not null) cl.Errors.Add($"{flag} is the step time and memory plot's; with --offload there is no plot, only the table, --csv and --json.");
         if (cl.Errors.Count > 0)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness validate: {e}");

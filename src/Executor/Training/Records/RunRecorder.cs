@@ -74,10 +74,8 @@ public sealed class RunRecorder : IDisposable
     public void Finish(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy, IReadOnlyList<IReadOnlyList<OffloadRecord>>? offloaded)
     {
         if (rows.Count == 0) return;
-        // One left by an earlier run into this --out (--overwrite) is not this run's.
-        string offloadCsv = Path.Combine(output, OffloadCsv.FileName);
-        if (offloaded is not null) OffloadCsv.Write(offloadCsv, run.Description, offloaded);
-        else File.Delete(offloadCsv);
+        if (offloaded is not null) OffloadCsv.Write(OffloadCsvPath, run.Description, offloaded);
+        else File.Delete(OffloadCsvPath);
         Write(peakPerRank, stoppedBy, offloaded?.Select(OffloadTotals.Of).ToList());
         log(ProgressLines.Wrote(output, run, offloaded is not null));
     }
@@ -86,8 +84,14 @@ public sealed class RunRecorder : IDisposable
     /// unknown then: they may be gone).</summary>
     public void KeepOnFailure()
     {
-        if (rows.Count > 0) Write(peakPerRank: null, StopReason.None, offloadPerRank: null);
+        if (rows.Count == 0) return;
+        File.Delete(OffloadCsvPath);
+        Write(peakPerRank: null, StopReason.None, offloadPerRank: null);
     }
+
+    /// <summary>Where offload.csv goes; one an earlier run left in this --out (--overwrite) is not this run's, so a run that
+    /// writes none deletes it.</summary>
+    private string OffloadCsvPath => Path.Combine(output, OffloadCsv.FileName);
 
     /// <summary>Summary and plots over the whole run: the rows kept from before the resume and this process's.</summary>
     private void Write(IReadOnlyList<long>? peakPerRank, StopReason stoppedBy, IReadOnlyList<OffloadTotals>? offloadPerRank)
