@@ -2,8 +2,8 @@
 """A plain PyTorch model of the same shape as a harness preset, trained on synthetic tokens for the side-by-side benchmark
 (scripts/gpu/vs-pytorch.sh): what a researcher would write without Megatron, fp32 parameters under bf16 autocast, fused
 AdamW, PyTorch's scaled_dot_product_attention, one micro-batch per optimizer step, no dropout (a model name ending in
--dropout, e.g. gpt2-large-dropout, drops each sublayer's output at 0.1 before the residual add, Megatron's hidden dropout,
-which the harness fuses into its add + norm kernel); eager or torch.compile
+-dropout, e.g. gpt2-large-dropout, drops the embedding's output and each sublayer's output at 0.1 before the residual add,
+Megatron's hidden dropout, which the harness fuses into its add + norm kernel); eager or torch.compile
 (each transformer layer compiled on its own, PyTorch's "regional compilation", so a 22-layer model compiles one layer's
 graph once instead of the whole model).
 Models: llama (RMSNorm, SwiGLU, rotary, grouped-query attention, untied embeddings) and gpt (LayerNorm with bias,
@@ -100,7 +100,7 @@ class Layer(nn.Module):
 class Model(nn.Module):
     def __init__(self, family, layers, h, ffn, heads, groups, seq, vocab, rotary_base, dropout):
         super().__init__()
-        self.family, self.seq, self.d, self.base = family, seq, h // heads, rotary_base
+        self.family, self.seq, self.d, self.base, self.dropout = family, seq, h // heads, rotary_base, dropout
         self.embed = nn.Embedding(vocab, h)
         self.pos = nn.Embedding(seq, h) if family == "gpt" else None
         self.layers = nn.ModuleList(Layer(family, h, ffn, heads, groups, dropout) for _ in range(layers))
@@ -119,6 +119,7 @@ class Model(nn.Module):
             x = x + self.pos.weight[: tokens.shape[1]]
         else:
             cos, sin = rotary_tables(tokens.shape[1], self.d, self.base, tokens.device)
+        x = F.dropout(x, self.dropout, self.training)  # Megatron's embedding dropout, at the hidden dropout's rate
         for layer in self.layers:
             x = layer(x, cos, sin)
         logits = self.head(self.norm(x))
