@@ -8,9 +8,9 @@ namespace Harness.Executor.Autograd;
 /// torch/csrc/autograd/engine.cpp; for custom functions CppNode::release_variables in custom_function.h), so a layer's
 /// activations are returned as backward passes it. TorchSharp 0.107's custom functions keep their SavedVariables in the
 /// node's context until the whole graph is freed (src/TorchSharp/AutogradFunction.cs: AutogradContext.Dispose, reached
-/// from the node's deletion only). Every saved activation of every fused kernel and linear then stays on the GPU through
-/// the rest of backward, and an activation offload's reloaded layers with them: an H100 lease, 2026-12-07, measured the
-/// same allocated peak with 4, 6 and 7 of 8 layers offloaded. The executor never retains a graph for a second backward.
+/// from the node's deletion only). Every saved activation of every fused kernel and linear would then stay on the GPU through
+/// the rest of backward, and an activation offload's reloaded layers with them, so offloading more layers would stop
+/// lowering the peak. The executor never retains a graph for a second backward.
 /// </summary>
 public static class SavedTensors
 {
