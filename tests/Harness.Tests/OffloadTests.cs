@@ -33,6 +33,18 @@ public class OffloadTests
         Assert.Equal(Activations.Layer(Llama65b, c).Saved, kept);
     }
 
+    /// <summary>Under full recomputation the cut is alpha of the chunk's saved bytes rounded up to a MiB, never more than the
+    /// chunk holds: 10.5 MiB at alpha 0.5 offloads 6 MiB (5.25 rounded up), at alpha 1 the 10.5 MiB, not 11.</summary>
+    [Fact]
+    public void AFullyRecomputedChunksCutIsRoundedUpToAMiBAndCappedAtTheChunk()
+    {
+        var full = RecomputeSpec.FullUniform();
+        Assert.Equal(6 * MiB, Offload.Chunk([], Config(0.5, full), 2, 10.5 * MiB).Offloaded);
+        var whole = Offload.Chunk([], Config(1, full), 2, 10.5 * MiB);
+        Assert.Equal(10.5 * MiB, whole.Offloaded);
+        Assert.Equal(10.5 * MiB, whole.Recorded);
+    }
+
     [Fact]
     public void OffloadsAlphaOfTheLargeTensorsRoundedUpToAMiB()
     {

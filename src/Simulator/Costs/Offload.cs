@@ -59,7 +59,7 @@ public static class Offload
         double alpha = c.OffloadRatio;
         if (alpha <= 0) return default;
         if (c.RecomputeOrNone.Granularity == RecomputeGranularity.Full)
-            return new ChunkOffload(RoundUp(Math.Ceiling(alpha * chunkBytes), MiB), 0, chunkBytes);
+            return new ChunkOffload(Math.Min(RoundUp(Math.Ceiling(alpha * chunkBytes), MiB), chunkBytes), 0, chunkBytes); // a cut never takes more than the chunk holds, as Select caps it
 
         // Each entry stands for its copies in every layer of the chunk, adjacent in the sorted order: the layers are alike.
         Span<SavedTensor> saved = stackalloc SavedTensor[Activations.MaxLayerTensors];
