@@ -20,43 +20,31 @@ public sealed record OffloadValidation(string Run, string Model, RunDescription 
 
     /// <summary>Every rank of the run in <paramref name="folder"/>, in rank order; <paramref name="gpu"/> replaces the preset
     /// the run named (the bytes are the same on every one).</summary>
-    public static IReadOnlyList<OffloadValidation> Of(string folder, GpuSpec? gpu = null)
+    public static IReadOnlyList<OffloadValidation> Of(string folder, GpuSpec? gpu = null) =>
+        SummaryRun.Compare(folder, "count this run's offload", (root, ran) =>
     {
-        var (path, root) = SummaryRun.File(folder);
-        try
+        var d = ran.Description;
+        if (d.CpuOffloadingLayers > 0)
+            throw new RunValidationException($"{folder} ran Megatron-core's --cpu-offloading-num-layers; --offload compares Megatron-Kwai's --offload-ratio (the layers' bookkeeping is in its offload.csv).");
+        // The executor cuts the embedding's dropout mask together with the first chunk's activations, as Kwai's record()
+        // around the chunk's forward sees it; RankOffload adds alpha of the mask beside the chunk's cut instead.
+        if (ran.Model.HiddenDropout > 0 && d.OffloadRatio > 0)
+            throw new RunValidationException($"{folder} ran with hidden dropout {ran.Model.HiddenDropout}: --offload compares runs with --hidden-dropout 0, where the first chunk's cut holds no embedding dropout mask, which the simulator's count does not yet cut the same way.");
+        int world = d.WorldSize;
+        var measured = Recorded(root, d, world, folder);
+        var preset = gpu ?? (ran.Gpu is string name && GpuPresets.All.TryGetValue(name, out var named) ? named : GpuPresets.All[GpuPresets.DefaultName]);
+        var cluster = new ClusterSpec(preset, world, Math.Min(world, preset.GpusPerNode));
+        var reasons = Estimator.Validate(ran.Model, cluster, d);
+        if (reasons.Count > 0) throw new InvalidConfigException(reasons);
+        var costs = PipelineCosts.Build(ran.Model, cluster, d);
+        var order = RankOrder.Of(d);
+        string run = Path.GetFileName(Path.TrimEndingDirectorySeparator(folder));
+        return Enumerable.Range(0, world).Select(r =>
         {
-            var ran = SummaryRun.Of(root);
-            var d = ran.Description;
-            if (d.CpuOffloadingLayers > 0)
-                throw new RunValidationException($"{folder} ran Megatron-core's --cpu-offloading-num-layers; --offload compares Megatron-Kwai's --offload-ratio (the layers' bookkeeping is in its offload.csv).");
-            // The executor cuts the embedding's dropout mask together with the first chunk's activations, as Kwai's record()
-            // around the chunk's forward sees it; RankOffload adds alpha of the mask beside the chunk's cut instead.
-            if (ran.Model.HiddenDropout > 0 && d.OffloadRatio > 0)
-                throw new RunValidationException($"{folder} ran with hidden dropout {ran.Model.HiddenDropout}: --offload compares runs with --hidden-dropout 0, where the first chunk's cut holds no embedding dropout mask, which the simulator's count does not yet cut the same way.");
-            int world = d.WorldSize;
-            var measured = Recorded(root, d, world, folder);
-            var preset = gpu ?? (ran.Gpu is string name && GpuPresets.All.TryGetValue(name, out var named) ? named : GpuPresets.All[GpuPresets.DefaultName]);
-            var cluster = new ClusterSpec(preset, world, Math.Min(world, preset.GpusPerNode));
-            var reasons = Estimator.Validate(ran.Model, cluster, d);
-            if (reasons.Count > 0) throw new InvalidConfigException(reasons);
-            var costs = PipelineCosts.Build(ran.Model, cluster, d);
-            var order = RankOrder.Of(d);
-            string run = Path.GetFileName(Path.TrimEndingDirectorySeparator(folder));
-            return Enumerable.Range(0, world).Select(r =>
-            {
-                int stage = order.Coordinates(r).Pp;
-                return new OffloadValidation(run, ran.Model.Name, d, r, stage, measured[r], RankOffload.Of(costs, stage));
-            }).ToList();
-        }
-        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or JsonException or NullReferenceException)
-        {
-            throw new RunValidationException($"{path} is not a harness run summary ({e.Message.Split('\n')[0]}).");
-        }
-        catch (InvalidConfigException e)
-        {
-            throw new RunValidationException($"{path}: the simulator cannot count this run's offload: {e.Message}");
-        }
-    }
+            int stage = order.Coordinates(r).Pp;
+            return new OffloadValidation(run, ran.Model.Name, d, r, stage, measured[r], RankOffload.Of(costs, stage));
+        }).ToList();
+    });
 
     /// <summary>Each rank's totals as the run recorded them; none at all where it offloaded nothing (alpha 0).</summary>
     private static IReadOnlyList<RankOffload> Recorded(JsonElement root, RunDescription d, int world, string folder)

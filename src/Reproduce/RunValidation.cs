@@ -51,33 +51,20 @@ public sealed record RunValidation(
 
     /// <summary>Compares the run in <paramref name="folder"/> (its summary.json) with its estimate; <paramref name="gpu"/>
     /// replaces the preset the run named.</summary>
-    public static RunValidation Of(string folder, GpuSpec? gpu = null)
+    public static RunValidation Of(string folder, GpuSpec? gpu = null) => SummaryRun.Compare(folder, "estimate this run", (root, ran) =>
     {
-        var (path, root) = SummaryRun.File(folder);
-        try
-        {
-            var ran = SummaryRun.Of(root);
-            if (ran.Device != ExecutionDevice.Cuda)
-                throw new RunValidationException($"{folder} ran on CPU; the simulator models GPUs, so there is nothing to compare.");
-            if (ran.RanksOnOneDevice)
-                throw new RunValidationException($"{folder} ran its {ran.Description.WorldSize} ranks on one device (--ranks-on-one-device); its times and memory are not a cluster's, so there is nothing to compare.");
-            var preset = gpu ?? Preset(ran.Gpu, folder);
-            int world = ran.Description.WorldSize;
-            var estimate = Estimator.Estimate(ran.Model, new ClusterSpec(preset, world, Math.Min(world, preset.GpusPerNode)), ran.Description);
-            double? mfu = root.GetProperty("Mfu").ValueKind == JsonValueKind.Number ? root.GetProperty("Mfu").GetDouble() : null;
-            return new RunValidation(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), root.GetProperty("Device").GetString() ?? "?",
-                preset.Name, ran.Model, ran.Description, root.GetProperty("MedianStepMs").GetDouble() / 1e3, mfu, root.GetProperty("PeakMemoryBytes").GetInt64(), estimate,
-                root.TryGetProperty("PeakAllocatedBytes", out var allocated) && allocated.ValueKind == JsonValueKind.Number ? allocated.GetInt64() : null);
-        }
-        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or JsonException or NullReferenceException)
-        {
-            throw new RunValidationException($"{path} is not a harness run summary ({e.Message.Split('\n')[0]}).");
-        }
-        catch (InvalidConfigException e)
-        {
-            throw new RunValidationException($"{path}: the simulator cannot estimate this run: {e.Message}");
-        }
-    }
+        if (ran.Device != ExecutionDevice.Cuda)
+            throw new RunValidationException($"{folder} ran on CPU; the simulator models GPUs, so there is nothing to compare.");
+        if (ran.RanksOnOneDevice)
+            throw new RunValidationException($"{folder} ran its {ran.Description.WorldSize} ranks on one device (--ranks-on-one-device); its times and memory are not a cluster's, so there is nothing to compare.");
+        var preset = gpu ?? Preset(ran.Gpu, folder);
+        int world = ran.Description.WorldSize;
+        var estimate = Estimator.Estimate(ran.Model, new ClusterSpec(preset, world, Math.Min(world, preset.GpusPerNode)), ran.Description);
+        double? mfu = root.GetProperty("Mfu").ValueKind == JsonValueKind.Number ? root.GetProperty("Mfu").GetDouble() : null;
+        return new RunValidation(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), root.GetProperty("Device").GetString() ?? "?",
+            preset.Name, ran.Model, ran.Description, root.GetProperty("MedianStepMs").GetDouble() / 1e3, mfu, root.GetProperty("PeakMemoryBytes").GetInt64(), estimate,
+            root.TryGetProperty("PeakAllocatedBytes", out var allocated) && allocated.ValueKind == JsonValueKind.Number ? allocated.GetInt64() : null);
+    });
 
     /// <summary>The GPU preset the run's MFU was counted against, by name, with today's constants.</summary>
     private static GpuSpec Preset(string? name, string folder)
@@ -102,13 +89,28 @@ public sealed record SummaryRun(ModelSpec Model, RunDescription Description, Exe
         return run with { Description = run.Description with { Implementation = TransformerImpl.Harness } };
     }
 
-    /// <summary>The path of the summary.json in <paramref name="folder"/> (a harness run --out folder) and its parsed root.</summary>
-    public static (string Path, JsonElement Root) File(string folder)
+    /// <summary>
+    /// What <paramref name="compare"/> makes of the run in <paramref name="folder"/> (a harness run --out folder): its
+    /// summary.json's root and what it says ran. A summary that is not one, or a run the simulator refuses, is one
+    /// sentence naming the file (<see cref="RunValidationException"/>); <paramref name="simulatorCannot"/> says what the
+    /// simulator could not do.
+    /// </summary>
+    public static T Compare<T>(string folder, string simulatorCannot, Func<JsonElement, SummaryRun, T> compare)
     {
         string path = System.IO.Path.Combine(folder, "summary.json");
         if (!System.IO.File.Exists(path)) throw new RunValidationException($"{folder} holds no summary.json (a harness run --out folder has one).");
-        try { return (path, JsonDocument.Parse(System.IO.File.ReadAllText(path)).RootElement); }
+        JsonElement root;
+        try { root = JsonDocument.Parse(System.IO.File.ReadAllText(path)).RootElement; }
         catch (JsonException e) { throw new RunValidationException($"{path} is not valid JSON{JsonFileProblem.Describe(e, typeof(JsonElement))}"); }
+        try { return compare(root, Of(root)); }
+        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or JsonException or NullReferenceException)
+        {
+            throw new RunValidationException($"{path} is not a harness run summary ({e.Message.Split('\n')[0]}).");
+        }
+        catch (InvalidConfigException e)
+        {
+            throw new RunValidationException($"{path}: the simulator cannot {simulatorCannot}: {e.Message}");
+        }
     }
 
     /// <summary>A summary as `harness run` writes it: its Model, Description (as run) and Settings, each once.</summary>

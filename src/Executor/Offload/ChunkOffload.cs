@@ -57,7 +57,7 @@ public sealed class ChunkOffload : IDisposable
         var candidates = tensors.Select(t => new SavedTensor(Bytes(t), StorageBytes.Of(t) > Bytes(t))).ToArray();
         var heads = new double[tensors.Count];
         OffloadedBytes = Simulator.Costs.Offload.Select(candidates, alpha, heads, minBytes);
-        SavedBytes = candidates.Where(t => t.Bytes >= minBytes).Sum(t => t.Bytes);
+        SavedBytes = Simulator.Costs.Offload.Recordable(candidates, minBytes);
         using var _ = no_grad();
         var emptied = new Dictionary<IntPtr, int>();
         for (int i = 0; i < tensors.Count; i++)

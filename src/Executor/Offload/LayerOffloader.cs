@@ -93,9 +93,9 @@ public sealed class LayerOffloader : IDisposable
             if (window[g] == layer) BeginReload(g);
     }
 
+    /// <summary>Each group's window is its own layer (window[g] rises with g), so each is reloaded once.</summary>
     private void BeginReload(int group)
     {
-        if (reloading[group]) return;
         reloading[group] = true;
         groups[group]!.BeginReload();
     }

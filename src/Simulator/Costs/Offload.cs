@@ -64,13 +64,9 @@ public static class Offload
         // Each entry stands for its copies in every layer of the chunk, adjacent in the sorted order: the layers are alike.
         Span<SavedTensor> saved = stackalloc SavedTensor[Activations.MaxLayerTensors];
         int k = 0;
-        double recorded = 0;
         foreach (var t in tensors)
-            if (t.Kept)
-            {
-                saved[k++] = new SavedTensor(t.Bytes, t.Strided, layers);
-                if (t.Bytes >= MinTensorBytes) recorded += layers * t.Bytes;
-            }
+            if (t.Kept) saved[k++] = new SavedTensor(t.Bytes, t.Strided, layers);
+        double recorded = Recordable(saved[..k]);
         Span<double> heads = stackalloc double[k];
         double offloaded = Select(saved[..k], alpha, heads);
         for (int j = 0; j < k; j++)
@@ -88,13 +84,22 @@ public static class Offload
     public static double Select(ReadOnlySpan<SavedTensor> saved, double alpha, Span<double> offloaded) =>
         Select(saved, alpha, offloaded, MinTensorBytes);
 
+    /// <summary>Bytes the cut chooses from: every copy of each entry of at least <paramref name="minBytes"/> (pack_hook
+    /// keeps the smaller ones on the GPU).</summary>
+    public static double Recordable(ReadOnlySpan<SavedTensor> saved, double minBytes = MinTensorBytes)
+    {
+        double total = 0;
+        foreach (var t in saved)
+            if (t.Bytes >= minBytes) total += t.Count * t.Bytes;
+        return total;
+    }
+
     /// <summary>The same cut over the tensors of at least <paramref name="minBytes"/>.</summary>
     public static double Select(ReadOnlySpan<SavedTensor> saved, double alpha, Span<double> offloaded, double minBytes)
     {
         offloaded.Clear();
         int n = saved.Length, k = 0;
         Span<int> order = n <= 64 ? stackalloc int[n] : new int[n];
-        double total = 0;
         for (int i = 0; i < n; i++)
         {
             if (saved[i].Bytes < minBytes) continue;
@@ -102,8 +107,8 @@ public static class Offload
             int j = k++;
             while (j > 0 && Before(saved[i], saved[order[j - 1]])) { order[j] = order[j - 1]; j--; }
             order[j] = i;
-            total += saved[i].Count * saved[i].Bytes;
         }
+        double total = Recordable(saved, minBytes);
         if (alpha <= 0 || total <= 0) return 0;
         double size = RoundUp(Math.Ceiling(alpha * total), MiB), begin = 0;
         for (int j = 0; j < k && begin < size; j++)
