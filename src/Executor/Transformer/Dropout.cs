@@ -1,5 +1,6 @@
 using Harness.Executor.Fused;
 using Harness.Executor.Native;
+using Harness.Executor.Offload;
 using TorchSharp;
 using Harness.Executor.Data;
 using static TorchSharp.torch;
@@ -102,7 +103,7 @@ public sealed class DropoutRng : IDisposable
 public sealed record PendingDropout(DropoutDraw Draw, DropoutRng Streams)
 {
     /// <summary>y dropped by libtorch's dropout (a new tensor; y is left alone).</summary>
-    public Tensor Apply(Tensor y) => DropoutOp.Apply(y, Draw.P, Streams.HiddenGenerator(Draw.Seed));
+    public Tensor Apply(Tensor y) => DropoutOp.Apply(y, Draw.P, Streams.HiddenGenerator(Draw.Seed), saved: true);
 
     /// <summary>The next hidden dropout of <paramref name="streams"/> at probability <paramref name="p"/>; null where nothing
     /// is dropped (no streams, evaluation, p = 0).</summary>
@@ -117,24 +118,29 @@ public sealed record PendingDropout(DropoutDraw Draw, DropoutRng Streams)
 /// </summary>
 public static class DropoutOp
 {
-    public static Tensor Apply(Tensor x, double p, Generator? generator)
+    /// <param name="saved">Hidden dropout (the embedding's, and the attention's and MLP's outputs'): the mask autograd keeps is
+    /// handed to the model chunk being recorded (<see cref="SavedActivations"/>), as Megatron-Kwai's pack hook sees it. Where
+    /// libtorch's dropout kernel draws (a GPU), its mask stays inside the operator, out of reach.</param>
+    public static Tensor Apply(Tensor x, double p, Generator? generator, bool saved = false)
     {
         if (p <= 0) return x;
         // libtorch's own generator (a GPU, reseeded for this draw by DropoutRng): its fused dropout kernel draws, masks and
         // scales in one pass and keeps a one-byte mask.
-        return generator is null ? nn.functional.dropout(x, p, training: true) : Drawn(x, p, generator);
+        return generator is null ? nn.functional.dropout(x, p, training: true) : Drawn(x, p, generator, saved);
     }
 
     /// <summary>Dropout with the mask drawn as float32 uniforms from <paramref name="generator"/> (null: the device's libtorch
     /// generator): the same seed and shape give the same mask, also for another tensor of that shape (ring attention's
-    /// backward applies its forward's masks to gradients).</summary>
-    public static Tensor Drawn(Tensor x, double p, Generator? generator)
+    /// backward applies its forward's masks to gradients). <paramref name="saved"/>: the one-byte mask, which autograd keeps
+    /// for the product's backward, is recorded with the chunk's saved activations.</summary>
+    public static Tensor Drawn(Tensor x, double p, Generator? generator, bool saved = false)
     {
         if (p <= 0) return x;
         using var draw = rand(x.shape, dtype: ScalarType.Float32, device: x.device, generator: generator);
         // Numbers as Scalars held until the calls return (HeldScalars says why).
         using Scalar drop = p.ToScalar(), rescale = (1 / (1 - p)).ToScalar();
         using var keep = draw.ge(drop);
+        if (saved) SavedActivations.Save(keep);
         return x.mul(keep).mul_(rescale);
     }
 }

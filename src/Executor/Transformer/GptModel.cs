@@ -76,7 +76,7 @@ public sealed class GptModel : nn.Module<Tensor, Tensor, Tensor>
         }
         // Megatron's embedding dropout, after the sequence-parallel scatter (on this rank's block, from its own stream).
         h = tp.EnterDecoder(h);
-        return DropoutRng.Rate(config.Dropout, config.HiddenDropout) is > 0 and var p ? DropoutOp.Apply(h, p, config.Dropout!.NextHidden()) : h;
+        return DropoutRng.Rate(config.Dropout, config.HiddenDropout) is > 0 and var p ? DropoutOp.Apply(h, p, config.Dropout!.NextHidden(), saved: true) : h;
     }
 
     /// <summary>The decoder layers, group by group (<see cref="RecomputeGroups"/>: under full recomputation a group keeps only its

@@ -52,18 +52,24 @@ public static class Offload
     /// <summary>
     /// The offload of one chunk of <paramref name="layers"/> layers, each materializing <paramref name="tensors"/>
     /// (<see cref="Activations.LayerTensors"/>), holding <paramref name="chunkBytes"/> of saved activations. Under full
-    /// recomputation the saved tensors are whole layer inputs, offloaded as alpha of the bytes.
+    /// recomputation the saved tensors are whole layer inputs, offloaded as alpha of the bytes. <paramref name="ahead"/> is a
+    /// tensor the chunk's forward saves before its layers (the embedding's dropout mask in the model's first chunk): record()
+    /// wraps the whole forward step, so it is one more tensor of the same cut, kept on the GPU by pack_hook under 1 MiB.
     /// </summary>
-    public static ChunkOffload Chunk(ReadOnlySpan<LayerTensor> tensors, RunDescription c, int layers, double chunkBytes)
+    public static ChunkOffload Chunk(ReadOnlySpan<LayerTensor> tensors, RunDescription c, int layers, double chunkBytes, double ahead = 0)
     {
         double alpha = c.OffloadRatio;
         if (alpha <= 0) return default;
         if (c.RecomputeOrNone.Granularity == RecomputeGranularity.Full)
-            return new ChunkOffload(Math.Min(RoundUp(Math.Ceiling(alpha * chunkBytes), MiB), chunkBytes), 0, chunkBytes); // a cut never takes more than the chunk holds, as Select caps it
+        {
+            double total = chunkBytes + (ahead >= MinTensorBytes ? ahead : 0);
+            return new ChunkOffload(Math.Min(RoundUp(Math.Ceiling(alpha * total), MiB), total), 0, total); // a cut never takes more than the chunk holds, as Select caps it
+        }
 
         // Each entry stands for its copies in every layer of the chunk, adjacent in the sorted order: the layers are alike.
-        Span<SavedTensor> saved = stackalloc SavedTensor[Activations.MaxLayerTensors];
+        Span<SavedTensor> saved = stackalloc SavedTensor[Activations.MaxLayerTensors + 1];
         int k = 0;
+        if (ahead > 0) saved[k++] = new SavedTensor(ahead, false);
         foreach (var t in tensors)
             if (t.Kept) saved[k++] = new SavedTensor(t.Bytes, t.Strided, layers);
         double recorded = Recordable(saved[..k]);

@@ -27,8 +27,9 @@ public readonly record struct PipelineCosts
 
     /// <summary>A model chunk of the middle virtual stages (of every one where the layers split evenly), layers only.</summary>
     public ChunkCosts Chunk { get; init; }
-    /// <summary>The first virtual stage's chunk (rank 0's first) where it holds its own number of layers: uneven stages
-    /// (--decoder-first-pipeline-num-layers, one chunk per rank) or the embedding counted as a layer; null: <see cref="Chunk"/>.</summary>
+    /// <summary>The first virtual stage's chunk (rank 0's first) where it differs from <see cref="Chunk"/>: it holds its own
+    /// number of layers (uneven stages, --decoder-first-pipeline-num-layers, one chunk per rank, or the embedding counted as
+    /// a layer), or Megatron-Kwai's offload cuts the embedding's dropout mask with its activations; null: <see cref="Chunk"/>.</summary>
     public ChunkCosts? FirstStageChunk { get; init; }
     /// <summary>The last virtual stage's chunk (the last rank's last) where it holds its own number of layers; null: <see cref="Chunk"/>.</summary>
     public ChunkCosts? LastStageChunk { get; init; }
@@ -46,7 +47,8 @@ public readonly record struct PipelineCosts
         return sum;
     }
 
-    /// <summary>Whether virtual stages differ in length (uneven stages, or the embedding or loss counted as a layer).</summary>
+    /// <summary>Whether the first or last virtual stage's chunk differs from the middle ones (<see cref="FirstStageChunk"/>,
+    /// <see cref="LastStageChunk"/>).</summary>
     public bool Uneven => FirstStageChunk is not null || LastStageChunk is not null;
 
     // First chunk (embedding) and last chunk (final norm, output layer, loss) extras, one micro-batch.
@@ -201,7 +203,7 @@ public readonly record struct PipelineCosts
         var embedZero = ZeroMicroBatchComm.EndCollectives(embedParams, c, cluster);
         var outZero = ZeroMicroBatchComm.EndCollectives(outParams, c, cluster);
 
-        ChunkCosts Chunk(int layers, ReadOnlySpan<LayerTensor> tensors)
+        ChunkCosts Chunk(int layers, ReadOnlySpan<LayerTensor> tensors, double ahead = 0)
         {
             // Full recomputation repeats the forward (with its communication) of the recomputed layers.
             int recomputed = Flops.RecomputedLayers(c, layers);
@@ -211,7 +213,7 @@ public readonly record struct PipelineCosts
             activations -= Math.Min(layers, c.CpuOffloadingLayers) * act.Saved;
             // Megatron-Kwai's offload runs one chunk ahead and behind the compute stream: at any moment the offloaded
             // part of further chunks is still (or already again) on the GPU besides the chunk in use.
-            var offload = Offload.Chunk(tensors, c, layers, activations);
+            var offload = Offload.Chunk(tensors, c, layers, activations, ahead);
             double parameters = layers * ModelState.LayerParametersPerRank(m, c.TensorParallel);
             double forward = layers * layerForward + p2pGather;
             double backward = layers * (layer.Backward + layer.Recompute + tpB + cpBx) + recomputed * layerForward + p2pGather
@@ -247,7 +249,10 @@ public readonly record struct PipelineCosts
         var middle = Chunk(middleLayers, tensors);
         int cpuLayers = c.CpuOffloadingLayers;
         double cpuCopy = act.Saved / gpu.HostLinkBytesPerSecond;
-        ChunkCosts? firstChunk = firstLayers != middleLayers ? Chunk(firstLayers, tensors) : null;
+        // The embedding's dropout mask, a byte per element, kept by the first chunk and cut with its activations by Kwai's offload.
+        double embeddingMask = m.HiddenDropout > 0 ? tokens * m.HiddenSize / sp : 0;
+        bool maskCut = c.OffloadRatio > 0 && embeddingMask > 0;
+        ChunkCosts? firstChunk = firstLayers != middleLayers || maskCut ? Chunk(firstLayers, tensors, maskCut ? embeddingMask : 0) : null;
         ChunkCosts? lastChunk = lastLayers != middleLayers ? Chunk(lastLayers, tensors) : null;
 
         RankCosts Rank(int rank, double after)
@@ -278,7 +283,7 @@ public readonly record struct PipelineCosts
             P2p = p2p,
             P2pOverlapped = c.PipelineP2pHidden,
             OffloadRatio = c.OffloadRatio,
-            FirstExtraActivations = m.HiddenDropout > 0 ? tokens * m.HiddenSize / sp : 0,                  // embedding dropout mask
+            FirstExtraActivations = embeddingMask,
             // Final norm in/out; Megatron's fp32 softmax, or the bf16 logits the executor's fused cross-entropy keeps.
             LastExtraActivations = 2 * tokens * m.HiddenSize * e / sp + (fusedLoss ? e : 4) * logits,
             // Under CPU offloading one offloaded layer is back at a time ahead of its backward (its reload starts when backward

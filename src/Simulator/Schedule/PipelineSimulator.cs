@@ -129,8 +129,7 @@ public static class PipelineSimulator
         double bytes = chunk.Activations + (first ? k.FirstExtraActivations : 0) + (last ? k.LastExtraActivations : 0);
         // Megatron-Kwai offloads part of a chunk's activations after its forward and reloads it before its
         // backward, overlapped with compute; the last stage's last chunk is not offloaded.
-        double offload = k.OffloadRatio > 0 && !last
-            ? chunk.Offloaded - chunk.Stranded + (first ? k.OffloadRatio * k.FirstExtraActivations : 0) : 0;
+        double offload = k.OffloadRatio > 0 && !last ? chunk.Offloaded - chunk.Stranded : 0;
         // Megatron-Kwai's schedule (ATC'24 artifact, schedules.py) makes the compute stream wait for the copies at
         // different points by phase: in the warm-up each forward waits for the previous forward's offload, in the
         // cool-down each backward for the next one's reload; in the interleaved steady state one offload and one

@@ -5,8 +5,8 @@ namespace Harness.Simulator.Schedule;
 /// (ATC'24 artifact, branch atc24ae, megatron/core/pipeline_parallel/schedules.py with offload.py): every forward of each
 /// of the rank's model chunks but the model's last (whose backward follows its forward at once), one per micro-batch,
 /// records <see cref="ChunkCosts.OffloadRecorded"/> and offloads <see cref="ChunkCosts.Offloaded"/> of it; the rest
-/// (<see cref="Resident"/>) stays on the GPU until the chunk's backward. The first chunk offloads alpha of the
-/// embedding's dropout mask too, as <see cref="PipelineSimulator"/> frees it. What the caching allocator strands beyond
+/// (<see cref="Resident"/>) stays on the GPU until the chunk's backward. The model's first chunk cuts the embedding's
+/// dropout mask with its activations (<see cref="PipelineCosts.FirstStageChunk"/>). What the caching allocator strands beyond
 /// the resident bytes (<see cref="ChunkCosts.Stranded"/>) is the allocator's, not the offload's, and not counted here.
 /// The executor keeps the same account per chunk and micro-batch (ParallelTrainer.Offloaded; `harness validate --offload`
 /// sets the two side by side).
@@ -28,9 +28,7 @@ public readonly record struct RankOffload(int Records, double Recorded, double O
         {
             if (rank == k.P - 1 && c == k.V - 1) continue;
             var chunk = k.ChunkOf(rank, c);
-            double embedding = rank == 0 && c == 0 ? k.FirstExtraActivations : 0;
-            sum = new RankOffload(sum.Records + k.M, sum.Recorded + k.M * (chunk.OffloadRecorded + embedding),
-                sum.Offloaded + k.M * (chunk.Offloaded + k.OffloadRatio * embedding));
+            sum = new RankOffload(sum.Records + k.M, sum.Recorded + k.M * chunk.OffloadRecorded, sum.Offloaded + k.M * chunk.Offloaded);
         }
         return sum;
     }

@@ -215,5 +215,13 @@ public class RunValidationTests
         var (skipped, _, why) = ConsoleCapture.Run(ValidateCommand.Run, unrecorded, "--offload");
         Assert.Equal(2, skipped);
         Assert.Contains("holds no OffloadPerRank", why);
+        // On a GPU the embedding's dropout mask is libtorch's own: a run with hidden dropout there is one sentence; on CPU
+        // ranks the same run compares.
+        var dropout = model with { HiddenDropout = 0.1 };
+        var onGpu = WriteRun(dropout, description, new RunSettings(MockData: true, Device: ExecutionDevice.Cuda), 2000, offloadPerRank: totals);
+        var (refused, _, reason) = ConsoleCapture.Run(ValidateCommand.Run, onGpu, "--offload");
+        Assert.Equal(2, refused);
+        Assert.Contains("ran on a GPU with hidden dropout 0.1: libtorch's dropout kernel keeps the embedding's mask inside itself", reason);
+        Assert.Equal(0, ConsoleCapture.Run(ValidateCommand.Run, WriteRun(dropout, description, new RunSettings(MockData: true), 2000, offloadPerRank: totals), "--offload").Code);
     }
 }

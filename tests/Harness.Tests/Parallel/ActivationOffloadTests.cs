@@ -184,6 +184,34 @@ public class ActivationOffloadTests
     }
 
     /// <summary>
+    /// With hidden dropout, the model's first chunk also saves the embedding's dropout mask (a byte per element: 1 MiB at
+    /// micro-batch 8), which record() takes into the same cut as the chunk's layers. At alpha 0.75 Kwai's order is reversed,
+    /// smallest first, so the mask is offloaded whole ahead of the layers' tensors. `harness validate --offload` finds every
+    /// rank's bookkeeping the simulator's to the byte, and rank 0 records four masks more than rank 1, whose chunks are alike.
+    /// </summary>
+    [Fact]
+    public void TheEmbeddingsDropoutMaskIsCutWithTheFirstChunkAsTheSimulatorCountsIt()
+    {
+        var spec = Spec with { Name = "llama-offload-dropout", HiddenDropout = 0.1 };
+        var config = Interleaved with { MicroBatch = 8, GlobalBatch = 32, OffloadRatio = 0.75 };
+        string dir = Path.Combine(TestTemp.Root, $"harness-offload-dropout-{Guid.NewGuid():N}");
+        try
+        {
+            var job = new TrainingRun(spec, config, new RunSettings(TrainIters: 1, MockData: true, Out: dir, NprocPerNode: config.WorldSize), dir, _ => { });
+            InProcessJob.Run(config.WorldSize, world => job.RunRank(world, CPU, 0));
+            var ranks = OffloadValidation.Of(dir);
+            Assert.All(ranks, r => Assert.True(r.Equal, $"rank {r.Rank}: run {r.Measured}, simulator {r.Simulated}"));
+            double mask = (double)config.MicroBatch * spec.SeqLength * spec.HiddenSize;
+            Assert.Equal(Offload.MiB, mask);
+            Assert.Equal(4 * mask, ranks[0].Measured.Recorded - ranks[1].Measured.Recorded);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>
     /// Megatron-core's --cpu-offloading-num-layers N on one rank (it refuses pipeline parallelism): the same bits as without,
     /// and each micro-batch offloads, of each of the first N layers, every tensor the layer recorded: the 16 MiB the simulator
     /// counts (<see cref="Activations.LayerTensors"/>) less attention's 16 KiB log-sum-exp, which stays inside libtorch.
