@@ -13,7 +13,8 @@ namespace Harness.Cli.Commands;
 /// `harness validate RUN...`: real runs (harness run --out folders, or folders holding them) beside the simulator's
 /// estimate of the same configuration: step time, MFU and memory, the error per run and the mean absolute error. With
 /// --offload, each rank's activation offload instead (<see cref="OffloadValidation"/>): bytes, compared to the byte, on CPU
-/// runs too.
+/// runs too. With --kernels, a one-GPU run's kernel profile by the kinds of kernel the simulator costs apart
+/// (<see cref="KernelValidation"/>).
 /// </summary>
 public static class ValidateCommand
 {
@@ -26,6 +27,7 @@ public static class ValidateCommand
         new("--plot", true, "also draw measured against simulated peak memory and step time per run, in the order given, into this PNG"),
         new("--title", true, "the plot's title (default: the runs' folders)"),
         new("--offload", false, "compare each rank's activation offload instead (Megatron-Kwai's --offload-ratio): the bytes the run's last step recorded, offloaded and left resident against the simulator's count, to the byte; CPU runs too"),
+        new("--kernels", true, "compare this kernel profile of the run instead (scripts/gpu/profile-kernels.sh's kernels.csv.gz, Nsight Compute over a one-GPU run's --profile range): GEMM, attention, memory-bound and optimizer time per iteration against the simulator's"),
         new("--help", false, "this help"),
     };
 
@@ -54,8 +56,13 @@ public static class ValidateCommand
         foreach (var flag in new[] { "--csv", "--plot" })
             if (cl.String(flag) is string output && OutputFolder.Writable(output, flag) is string outputError) cl.Errors.Add(outputError);
         bool offload = cl.Switch("--offload");
-        foreach (var flag in new[] { "--plot", "--title" })
-            if (offload && cl.String(flag) is not null) cl.Errors.Add($"{flag} is the step time and memory plot's; with --offload there is no plot, only the table, --csv and --json.");
+        string? kernels = cl.String("--kernels");
+        if (offload && kernels is not null) cl.Errors.Add("--offload and --kernels are two comparisons; pass one.");
+        foreach (var (mode, on) in new[] { ("--offload", offload), ("--kernels", kernels is not null) })
+            foreach (var flag in new[] { "--plot", "--title" })
+                if (on && cl.String(flag) is not null) cl.Errors.Add($"{flag} is the step time and memory plot's; with {mode} there is no plot, only the table, --csv and --json.");
+        if (kernels is not null && !File.Exists(kernels)) cl.Errors.Add($"--kernels '{kernels}' is not a file (scripts/gpu/profile-kernels.sh writes kernels.csv.gz).");
+        if (kernels is not null && paths.Count > 1) cl.Errors.Add($"--kernels is the profile of one run; name that run's folder alone, not {paths.Count}.");
         if (cl.Errors.Count > 0)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness validate: {e}");
@@ -67,6 +74,14 @@ public static class ValidateCommand
             if (cl.String("--csv") is string offloadCsv) OffloadValidationReport.WriteCsv(ranks, offloadCsv);
             if (cl.Switch("--json")) Console.WriteLine(OffloadValidationReport.Json(ranks));
             else OffloadValidationReport.Render(ranks);
+            return 0;
+        }
+        if (kernels is not null)
+        {
+            if (Compare<KernelValidation>(paths, folder => [KernelValidation.Of(folder, kernels, gpu)]) is not { } profiled) return 2;
+            if (cl.String("--csv") is string kernelCsv) KernelValidationReport.WriteCsv(profiled, kernelCsv);
+            if (cl.Switch("--json")) Console.WriteLine(KernelValidationReport.Json(profiled));
+            else KernelValidationReport.Render(profiled);
             return 0;
         }
         if (Compare<RunValidation>(paths, folder => [RunValidation.Of(folder, gpu)]) is not { } rows) return 2;
