@@ -9,9 +9,11 @@
 #      stopped with its records when the time is up (harness compare reads them at the last iteration all validated)
 #   3. vs-pytorch.sh        (the executor beside plain PyTorch eager and torch.compile)           ~25%
 #   4. offload-and-validate.sh (the --cpu-offloading sweep and validate of three models)         the rest
+#   5. profile-kernels.sh   (caat-1b and gpt2-large under Nsight Compute, set beside the simulator by kind of kernel:
+#      harness validate --kernels), before 4, at most 150 s each, when PHASES names it
 # Phases 1 and 2 share the GPU (their losses do not depend on it); 3 and 4 run alone (their times do).
 #   0. offload-diagnosis.sh (activation offload against no offload, and layouts alone), when PHASES names it
-# PHASES (default 1234) picks phases, for a lease split in two calls: PHASES=12 gives phases 1 and 2 the whole time.
+# PHASES (default 1234; 5 only when named) picks phases, for a lease split in two calls: PHASES=12 gives phases 1 and 2 the whole time.
 # LAYOUTS_ONLY and STUDY_ONLY (run names separated by spaces) narrow phases 1 and 2 to the runs a lease still lacks.
 # Usage: scripts/gpu/lease.sh HARNESS_BINARY OUT_DIR DATA_PREFIX GPU_PRESET SECONDS
 set -uo pipefail
@@ -51,6 +53,16 @@ if has 3; then
   share=$(( $(left) * 50 / 100 )); has 4 || share=$(( $(left) - 15 ))
   timeout $share bash "$here/vs-pytorch.sh" "$harness" "$work/vs-pytorch" "$gpu" >"$work/vs-pytorch.out" 2>&1
   echo "vs-pytorch exit $?" | tee -a "$log"; mv "$work/vs-pytorch.out" "$work/vs-pytorch/" 2>/dev/null; pack vs-pytorch
+fi
+if has 5; then
+  for model in caat-1b:8 gpt2-large:16; do
+    name=${model%%:*} mbs=${model##*:}
+    timeout 150 bash "$here/profile-kernels.sh" "$harness" "$work/profile/$name" --model "$name" --bf16 --gpu "$gpu" --mock-data \
+      --hidden-dropout 0 --attention-dropout 0 --micro-batch-size "$mbs" --global-batch-size "$mbs" >"$work/profile-$name.out" 2>&1
+    echo "profile-kernels $name exit $?" | tee -a "$log"; mv "$work/profile-$name.out" "$work/profile/$name/" 2>/dev/null
+    rm -rf "$work/profile/$name/run/checkpoints"
+  done
+  pack profile
 fi
 if has 4; then
   SECONDS_LEFT=$(( $(left) - 45 )) ITERS=8 timeout $(( $(left) - 15 )) bash "$here/offload-and-validate.sh" "$harness" "$work/offload" "$gpu" >"$work/offload.out" 2>&1
