@@ -22,14 +22,20 @@ public class TransformerImplTests
 
     private static void Exact(double expected, double actual) => Assert.Equal(expected, actual, Math.Abs(expected) * 1e-9);
 
+    /// <summary>The executor's final norm with the last layer's residual add, its kernels running: 4 bf16 elements of h per
+    /// token forward, 7 backward (the zeros TorchSharp writes for the unused sum's gradient, and the add-norm's 6); 2048
+    /// tokens of h 512.</summary>
+    private static readonly (double Forward, double Backward) FinalNorm = (2048.0 * 512 * 4 * 2 / Hbm, 2048.0 * 512 * 7 * 2 / Hbm);
+
     [Fact]
     public void TheFusedCrossEntropyReadsTheBf16LogitsOnceEachWay()
     {
         var (megatronForward, megatronBackward) = ComputeTime.OutputLayer(Model, Megatron, H100);
         var (forward, backward) = ComputeTime.OutputLayer(Model, Executor, H100);
-        // Megatron: 5 fp32 passes forward, 3 backward (20 and 12 B per logit); the executor's kernel: 2 B forward, 2 + 2 B backward.
-        Exact(Logits * (20 - 2) / Hbm, megatronForward - forward);
-        Exact(Logits * (12 - 4) / Hbm, megatronBackward - backward);
+        // Megatron: 5 fp32 passes forward, 3 backward (20 and 12 B per logit); the executor's kernel: 2 B forward, 2 + 2 B
+        // backward, and its final norm, which Megatron's count leaves out.
+        Exact(Logits * (20 - 2) / Hbm - FinalNorm.Forward, megatronForward - forward);
+        Exact(Logits * (12 - 4) / Hbm - FinalNorm.Backward, megatronBackward - backward);
     }
 
     [Theory]
@@ -44,7 +50,12 @@ public class TransformerImplTests
             "fp32" => Executor with { Precision = Precision.Fp32 },
             _ => Executor with { TensorParallel = 2 },
         };
-        Assert.Equal(ComputeTime.OutputLayer(Model, d with { Implementation = TransformerImpl.TransformerEngine }, H100), ComputeTime.OutputLayer(Model, d, H100));
+        var (megatronForward, megatronBackward) = ComputeTime.OutputLayer(Model, d with { Implementation = TransformerImpl.TransformerEngine }, H100);
+        var (forward, backward) = ComputeTime.OutputLayer(Model, d, H100);
+        // Under tensor parallelism the executor's norms still run: its final norm (on every rank's whole h) is the difference.
+        var norm = where == "tensor parallel" ? FinalNorm : (0, 0);
+        Exact(megatronForward + norm.Item1, forward);
+        Exact(megatronBackward + norm.Item2, backward);
     }
 
     [Fact]
@@ -67,6 +78,29 @@ public class TransformerImplTests
                                      - ComputeTime.Layer(Model, cp with { Implementation = TransformerImpl.Harness }, H100).ElementwiseForward);
     }
 
+    /// <summary>The Llama path's backward, kernel by kernel (h 512, kv 128, f 1024, 2 layers, 2048 tokens, e = 2 B): each
+    /// add-norm's two kernels move 4 + 2 elements of h (the MLP's in both layers, the input norm's in the second, u = 1/2);
+    /// the first layer's summed input, libtorch's RMSNorm backward (3 + 2) and its branch's gradients summed (3); the QKV
+    /// rotary backward as many bytes as forward, 2·(h + 2·kv); the fused SwiGLU backward reads the product's gradient, gate
+    /// and up and writes theirs, 5 of f. Megatron's count stays at twice its forward.</summary>
+    [Fact]
+    public void TheLlamaPathsBackwardIsCountedOneByOne()
+    {
+        double e = 2, h = 512, kv = 128, f = 1024, u = 0.5, gap = 20 * 4e-6;
+        var fused = Executor with { FusedSwiGlu = true };
+        double backward = (6 * e + u * 6 * e + (1 - u) * 8 * e) * h + 2 * e * (h + 2 * kv) + 5 * e * f;
+        Exact(2048 * backward / Hbm + 2 * gap, ComputeTime.Layer(Model, fused, H100).ElementwiseBackward);
+        // libtorch's SwiGLU (5 of f forward) costs twice its forward backward.
+        Exact(2048 * (2 * 5 - 5) * e * f / Hbm, ComputeTime.Layer(Model, fused with { FusedSwiGlu = false }, H100).ElementwiseBackward
+                                               - ComputeTime.Layer(Model, fused, H100).ElementwiseBackward);
+        var megatron = ComputeTime.Layer(Model, Megatron, H100);
+        Exact(2 * (megatron.ElementwiseForward - gap), megatron.ElementwiseBackward - 2 * gap);
+        // Under --kaimm-recompute-norm the norms run inside the linears, after libtorch's adds: 3 + 5 backward for each of the
+        // two, against 1.5 fused add-norms' 6 and half a summed input's 8.
+        Exact(2048 * (2 * 8 - (1.5 * 6 + 0.5 * 8)) * e * h / Hbm, ComputeTime.Layer(Model, fused with { Recompute = RecomputeSpec.Kwai }, H100).ElementwiseBackward
+                                                             - ComputeTime.Layer(Model, fused, H100).ElementwiseBackward);
+    }
+
     [Fact]
     public void TheFusedCrossEntropyKeepsTheBf16LogitsNotAnFp32Softmax()
     {
@@ -83,28 +117,46 @@ public class TransformerImplTests
     /// <summary>gpt2-large's shape at micro-batch 2 (T = 2048 tokens of h 1280), with and without dropout.</summary>
     private static readonly ModelSpec Gpt = ModelPresets.All["gpt2-large"] with { NumLayers = 2 };
 
+    /// <summary>
+    /// The GPT path's memory-bound bytes per token, kernel by kernel, with the executor's kernels (gradient-accumulation
+    /// fusion on, as by default), for gpt2-large's shape cut to 2 layers at micro-batch 2 (T = 2048 tokens; h 1280, f 5120,
+    /// QKV 3840, e = 2 B): each residual add fused with its LayerNorm reads x and r and writes the sum and the output (4 of h)
+    /// and backward moves 4 + 2; the MLP's in both layers, the input norm's in the second (a share u = 1/2). The first
+    /// layer's input arrives summed: libtorch's add (3, and 3 backward for the branch's gradients) and LayerNorm (2, and
+    /// 3 + 2 backward), with hidden dropout a mask kernel on the delta (2 elements and a byte, each way). GeLU: 2 of f forward,
+    /// 3 backward. Each bias added after its GEMM (2 of QKV, f, and twice h) and reduced backward (1 of each). The QKV
+    /// gradient concatenated from Q's, K's and V's (2 of QKV). Under sequence parallelism the norms, adds and the
+    /// row-parallel biases are a t-th, the rest a t-th by tensor parallelism. Without the GPT path's kernels every norm is
+    /// libtorch's after libtorch's add.
+    /// </summary>
     [Theory]
     [InlineData(0.1)]
     [InlineData(0.0)]
-    public void TheFusedResidualAddAndLayerNormReadTheSumOnceLess(double dropout)
+    public void TheGptPathsKernelsAreCountedOneByOne(double dropout)
     {
-        // The add reads x and r and writes s (3 elements), the norm reads s and writes y (2); the fused kernel reads x, r and
-        // writes s, y (4): one bf16 element of h per token less, forward (backward is costed at twice the forward), for the
-        // MLP's norm of each layer and the input norm of the second of the two: 1.5 per layer. With hidden dropout the
-        // kernel drops r itself and writes no 1-byte mask: 2 + 1 bytes per element, 1.5 per layer.
         var m = Gpt with { HiddenDropout = dropout, AttentionDropout = dropout };
-        double unfused = ComputeTime.Layer(m, Executor with { FusedGptKernels = false }, H100).ElementwiseForward;
-        Exact(2048.0 * (2 + (dropout > 0 ? 1 : 0)) * 1280 * 1.5 / Hbm, unfused - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
-        // Where it does not run, nothing changes: Megatron's kernels, the executor's kernels off, --no-norm-fusion's float32
-        // norms, --kaimm-recompute-norm's norms inside the linears; under sequence parallelism it saves a t-th per rank.
-        foreach (var off in new[] { Megatron, Executor with { FusedKernels = false }, Executor with { FusedNorm = false },
-                     Executor with { TensorParallel = 2, SequenceParallel = true, Recompute = new RecomputeSpec(NormOutputs: true) } })
-            Exact(ComputeTime.Layer(m, off with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(m, off, H100).ElementwiseForward);
-        var sp = Executor with { TensorParallel = 2, SequenceParallel = true };
-        Exact(2048.0 * (2 + (dropout > 0 ? 1 : 0)) * 1280 * 1.5 / 2 / Hbm,
-            ComputeTime.Layer(m, sp with { FusedGptKernels = false }, H100).ElementwiseForward - ComputeTime.Layer(m, sp, H100).ElementwiseForward);
-        // A Llama model (RMSNorm) has no LayerNorm for it to fuse.
-        Exact(ComputeTime.Layer(Model, Executor with { FusedGptKernels = false }, H100).ElementwiseForward, ComputeTime.Layer(Model, Executor, H100).ElementwiseForward);
+        double e = 2, h = 1280, f = 5120, qkv = 3840, drop = dropout > 0 ? 2 * e + 1 : 0, gap = 20 * 4e-6;
+        // With the GPT path's kernels 1.5 of a layer's 2 norms fuse their adds; without them (libtorch's LayerNorm) none.
+        foreach (var (kernels, fused) in new[] { (true, 1.5), (false, 0.0) })
+            foreach (int t in (int[])[1, 2])
+            {
+                double sp = t, biases = (qkv + f) / t + 2 * h / sp;
+                double forward = (fused * 4 * e + (2 - fused) * (5 * e + drop)) * h / sp + 2 * e * f / t + 2 * e * biases;
+                double backward = (fused * 6 * e + (2 - fused) * (8 * e + drop)) * h / sp + 3 * e * f / t + 2 * e * qkv / t + e * biases;
+                var layer = ComputeTime.Layer(m, Executor with { TensorParallel = t, SequenceParallel = t > 1, FusedGptKernels = kernels }, H100);
+                Exact(2048 * forward / Hbm + gap, layer.ElementwiseForward);
+                Exact(2048 * backward / Hbm + 2 * gap, layer.ElementwiseBackward);
+            }
+        // Without gradient-accumulation fusion the GEMMs add the biases: none of the 2 elements per output forward.
+        Exact(2048 * 2 * e * ((qkv + f) + 2 * h) / Hbm, ComputeTime.Layer(m, Executor, H100).ElementwiseForward
+                                                          - ComputeTime.Layer(m, Executor with { GradientAccumulationFusion = false }, H100).ElementwiseForward);
+        // Where the executor's kernels or libtorch's fused norms do not run, the count is Megatron's, backward at twice
+        // forward: Megatron's kernels, the executor's kernels off, --no-norm-fusion's float32 norms.
+        foreach (var off in new[] { Megatron, Executor with { FusedKernels = false }, Executor with { FusedNorm = false } })
+        {
+            var layer = ComputeTime.Layer(m, off, H100);
+            Exact(2 * (layer.ElementwiseForward - gap), layer.ElementwiseBackward - 2 * gap);
+        }
     }
 
     [Fact]

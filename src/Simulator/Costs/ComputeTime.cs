@@ -8,10 +8,12 @@ namespace Harness.Simulator.Costs;
 /// <param name="ElementwiseForward">Memory-bound work: norms, rotary, activation function, residual adds, kernel gaps.</param>
 /// <param name="Backward">The whole backward pass (GEMM dgrad + wgrad, attention backward, element-wise).</param>
 /// <param name="AttentionBackward">The attention's part of <see cref="Backward"/> (what a context-parallel ring hides behind).</param>
+/// <param name="ElementwiseBackward">The memory-bound part of <see cref="Backward"/>, its kernel gaps included.</param>
 /// <param name="Recompute">Forward work repeated during backward by selective or Megatron-Kwai recomputation
 /// (full recomputation repeats <see cref="Forward"/> and is applied per layer group by the caller).</param>
 public readonly record struct LayerComputeTime(
-    double GemmForward, double AttentionForward, double ElementwiseForward, double Backward, double AttentionBackward, double Recompute)
+    double GemmForward, double AttentionForward, double ElementwiseForward, double Backward, double AttentionBackward, double Recompute,
+    double ElementwiseBackward)
 {
     public double Forward => GemmForward + AttentionForward + ElementwiseForward;
     /// <summary>Weight-gradient GEMMs: half of the backward GEMM work, what async TP communication hides behind.</summary>
@@ -153,10 +155,13 @@ public static class ComputeTime
                 // formula as eight element-wise kernels after the bias add, each reading and writing f.
                 : (2 * norm * h + 2 * (7 * e + 1) * h) / sp + 9 * 2 * e * f / t;
         perToken -= FusedAddNormSavedBytes(m, c, e) * h / sp;
+        // Backward moves twice the forward's bytes, except where the executor's own kernels are counted one by one.
+        var (forwardBytes, backwardBytes) = HarnessKernels(c) && c.FusedNorm ? HarnessLayerBytes(m, c, e) : (perToken, 2 * perToken);
         double kernelGap = KernelsPerLayerForward * gpu.Efficiency.KernelOverheadSeconds;
-        double elementwise = MemoryBound(T * perToken, gpu) + kernelGap;
+        double elementwise = MemoryBound(T * forwardBytes, gpu) + kernelGap;
+        double elementwiseBackward = MemoryBound(T * backwardBytes, gpu) + 2 * kernelGap;
 
-        double backward = 2 * gemm + attentionBackward + 2 * elementwise;
+        double backward = 2 * gemm + attentionBackward + elementwiseBackward;
 
         // Recomputation repeated in backward (full recomputation is handled per layer group by the caller).
         var r = c.RecomputeOrNone;
@@ -167,7 +172,63 @@ public static class ComputeTime
             recompute += MemoryBound(T * 2 * norm * h / sp, gpu);                     // both norms again
         if (r.MlpActivation)
             recompute += MemoryBound(T * (swiglu ? SwiGluBytes(c, e) : 2 * e) * f / t, gpu);  // the activation function
-        return new LayerComputeTime(gemm, attention, elementwise, backward, attentionBackward, recompute);
+        return new LayerComputeTime(gemm, attention, elementwise, backward, attentionBackward, recompute, elementwiseBackward);
+    }
+
+    /// <summary>
+    /// Bytes per token, forward and backward, that one layer's memory-bound kernels move where this project's executor runs its
+    /// own kernels and libtorch's fused norms, counted kernel by kernel from what each reads and writes (src/Executor/Fused:
+    /// add_norm.cuh, kernels.cu; the layers in src/Executor/Transformer); the float32 row statistics of the norms (4 or 8 B a
+    /// token) are left out.
+    /// - A residual add fused with its norm (<see cref="FusesResidualNorms"/>): forward reads x and r and writes the sum and
+    ///   the output (4 elements of h); backward one kernel reads the output's gradient, the sum and the residual's gradient and
+    ///   writes the sum's (4), and one reads the output's gradient and the sum for the weight's partial sums (2). Every layer's
+    ///   MLP norm fuses; its input norm where the residual arrives unsummed (<see cref="FusedInputAddShare"/>). Elsewhere, and
+    ///   for every norm where they do not fuse (the GPT path without its kernels, --kaimm-recompute-norm), libtorch's add
+    ///   makes the sum (3 forward; backward the residual branch's two gradients are summed, 3) and libtorch's norm runs
+    ///   (forward 2, backward its input gradient 3 and its weight gradient 2), with hidden dropout a mask kernel on the delta (2
+    ///   elements and a byte each way).
+    /// - Llama: the QKV split with rotary (<see cref="RotaryBytes"/>, as many bytes backward, which writes the projection's
+    ///   gradient from attention's); SwiGLU fused, forward reading gate and up and writing the product (3 of f), backward
+    ///   reading the product's gradient, gate and up and writing theirs (5); libtorch's SwiGLU, 5 forward and twice that back.
+    /// - GPT: GeLU's tanh form (libtorch's, one kernel each way: 2 of f forward, 3 backward); each linear's bias, which the
+    ///   GEMM adds unless a float32 main gradient takes the weight's gradient (gradient-accumulation fusion), where a separate
+    ///   add reads and writes the output (2 of its width), and whose gradient a reduction over the tokens reads backward (1);
+    ///   without rotary, Q's, K's and V's gradients concatenated into the projection's (2 of the QKV width).
+    /// </summary>
+    private static (double Forward, double Backward) HarnessLayerBytes(ModelSpec m, RunDescription c, double e)
+    {
+        double t = c.TensorParallel, sp = c.SequenceParallel ? t : 1;
+        double h = m.HiddenSize, f = m.FfnHiddenSize, kv = (double)m.NumQueryGroups * m.HeadDim;
+        // Norms whose add fuses: the MLP's (mlp) and the input's share (input); the others take libtorch's add and norm.
+        double mlp = FusesResidualNorms(m, c) ? 1 : 0, input = mlp * FusedInputAddShare(m, c), summed = 2 - mlp - input;
+        double drop = m.HiddenDropout > 0 ? 2 * e + 1 : 0;
+        double forward = ((mlp + input) * 4 * e + summed * (3 * e + 2 * e + drop)) * h / sp;
+        double backward = ((mlp + input) * 6 * e + summed * (3 * e + 5 * e + drop)) * h / sp;
+        if (m.Activation == Activation.SwiGlu)
+        {
+            forward += SwiGluBytes(c, e) * f / t;
+            backward += (c.FusedSwiGlu ? 5 * e : 2 * SwiGluBytes(c, e)) * f / t;
+        }
+        else
+        {
+            forward += 2 * e * f / t;
+            backward += 3 * e * f / t;
+        }
+        if (m.PositionEmbedding == PositionEmbedding.Rotary)
+        {
+            forward += RotaryBytes(c, e, h, kv) / t;
+            backward += RotaryBytes(c, e, h, kv) / t;
+        }
+        else backward += 2 * e * m.QkvWidth / t;
+        if (m.Normalization == Normalization.LayerNorm) // GPT's linears carry biases (ModelSpec.ParametersPerLayer)
+        {
+            // Outputs of QKV and FC1 (column-parallel) and of the projection and FC2 (row-parallel, after their reduction).
+            double outputs = (m.QkvWidth + f) / t + 2 * h / sp;
+            if (c.GradientAccumulationFusion) forward += 2 * e * outputs;
+            backward += e * outputs;
+        }
+        return (forward, backward);
     }
 
     /// <summary>The keys per query row at which the presets' cuDNN fused-attention constants were measured (Shah et al. 2024 at
@@ -272,8 +333,8 @@ public static class ComputeTime
     /// logits and a float per token for backward, where Megatron's saves an fp32 softmax.</summary>
     public static bool FusedCrossEntropy(RunDescription c) => HarnessKernels(c) && c.TensorParallel == 1;
 
-    /// <summary>Output layer and loss for one micro-batch on the last stage: the logits GEMM (vocabulary split t
-    /// ways), and the cross-entropy. Megatron's vocabulary-parallel cross-entropy runs in fp32 (cast, max, exp, sum, divide:
+    /// <summary>Output layer and loss for one micro-batch on the last stage: the final norm where the executor's kernels run
+    /// it (<see cref="FinalNorm"/>), the logits GEMM (vocabulary split t ways), and the cross-entropy. Megatron's vocabulary-parallel cross-entropy runs in fp32 (cast, max, exp, sum, divide:
     /// ~5 passes of 4 B over the logits forward, 3 backward). The executor's fused cross-entropy (an unsplit vocabulary only)
     /// reads the bf16 logits once forward (an online log-sum-exp: Milakov and Gimelshein 2018, arXiv 1805.02867) and once
     /// backward, writing the bf16 logits' gradient: 2 B and 4 B per logit. Returns (forward, backward) seconds.</summary>
@@ -284,7 +345,22 @@ public static class ComputeTime
         double gemm = Gemm(T, m.HiddenSize, (double)m.VocabSize / c.TensorParallel, gpu, c.Precision);
         bool fused = FusedCrossEntropy(c);
         double loss = MemoryBound(logits * (fused ? 2 : 5 * 4), gpu);
-        return (gemm + loss, 2 * gemm + MemoryBound(logits * (fused ? 2 * 2 : 3 * 4), gpu));
+        var (norm, normBackward) = FinalNorm(m, c, gpu);
+        return (gemm + loss + norm, 2 * gemm + MemoryBound(logits * (fused ? 2 * 2 : 3 * 4), gpu) + normBackward);
+    }
+
+    /// <summary>The final norm with the last layer's residual add, where the executor's layers are counted kernel by kernel
+    /// (<see cref="HarnessLayerBytes"/>): fused (<see cref="FusesResidualNorms"/>), forward the kernel reads x and r and writes
+    /// the sum and the output (4 elements of h), backward TorchSharp fills the gradient of the sum nothing reads with zeros (1)
+    /// and the add-norm's two backward kernels move 6; else libtorch's add and norm, 3 + 2 forward and 3 + 5 backward.
+    /// Elsewhere, as in Megatron's count, it is not charged.</summary>
+    private static (double Forward, double Backward) FinalNorm(ModelSpec m, RunDescription c, GpuSpec gpu)
+    {
+        if (!HarnessKernels(c) || !c.FusedNorm) return (0, 0);
+        double elements = (double)c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize / (c.SequenceParallel ? c.TensorParallel : 1);
+        double e = Activations.BytesPerElement(c.Precision);
+        bool fused = FusesResidualNorms(m, c);
+        return (MemoryBound(elements * (fused ? 4 : 5) * e, gpu), MemoryBound(elements * (fused ? 7 : 8) * e, gpu));
     }
 
     /// <summary>

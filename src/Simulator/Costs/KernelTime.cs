@@ -26,20 +26,19 @@ public readonly record struct KernelTime(double Gemm, double Attention, double E
         if (c.AttentionBackend == AttentionBackend.Auto) c = c with { AttentionBackend = AttentionKernels.Resolve(c, gpu) };
         var layer = ComputeTime.Layer(m, c, gpu);
         double gap = ComputeTime.KernelsPerLayerForward * gpu.Efficiency.KernelOverheadSeconds;
-        double elementwise = layer.ElementwiseForward - gap;
+        double elementwise = layer.ElementwiseForward - gap, elementwiseBackward = layer.ElementwiseBackward - 2 * gap;
         int layers = m.NumLayers, recomputed = Flops.RecomputedLayers(c, layers);
         // Selective recomputation repeats the unfused core attention; Megatron-Kwai's, the norms and the activation function.
         double attentionRecompute = c.RecomputeOrNone.Granularity == RecomputeGranularity.Selective && AttentionKernels.KeepsScores(c.AttentionBackend)
             ? layer.AttentionForward : 0;
-        // The backward runs two GEMMs of each forward shape, the attention's backward, and twice the forward's element-wise bytes
-        // (ComputeTime.Layer).
+        // The backward runs two GEMMs of each forward shape, the attention's backward and its own memory-bound kernels (ComputeTime.Layer).
         double T = (double)c.MicroBatch * m.SeqLength;
         double logits = ComputeTime.Gemm(T, m.HiddenSize, m.VocabSize, gpu, c.Precision);
         var (outputForward, outputBackward) = ComputeTime.OutputLayer(m, c, gpu);
         double parameters = ModelState.RankParameters(m, c, 0);
         double perMicroBatch = layers * 3 * layer.GemmForward + recomputed * layer.GemmForward + 3 * logits;
         double attention = layers * (layer.AttentionForward + layer.AttentionBackward + attentionRecompute) + recomputed * layer.AttentionForward;
-        double memoryBound = layers * (3 * elementwise + layer.Recompute - attentionRecompute) + recomputed * elementwise
+        double memoryBound = layers * (elementwise + elementwiseBackward + layer.Recompute - attentionRecompute) + recomputed * elementwise
                              + outputForward + outputBackward - 3 * logits + 2 * ComputeTime.Embedding(m, c, gpu)
                              + ComputeTime.GradientAccumulation(parameters, c, gpu);
         int microBatches = c.NumMicroBatches;
