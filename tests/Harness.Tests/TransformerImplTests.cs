@@ -147,9 +147,12 @@ public class TransformerImplTests
                 Exact(2048 * forward / Hbm + gap, layer.ElementwiseForward);
                 Exact(2048 * backward / Hbm + 2 * gap, layer.ElementwiseBackward);
             }
-        // Without gradient-accumulation fusion the GEMMs add the biases: none of the 2 elements per output forward.
+        // Without gradient-accumulation fusion a run of one rank adds the biases in its GEMMs: none of the 2 elements per output
+        // forward; ranks (here two data-parallel ones) add them after their GEMMs either way.
         Exact(2048 * 2 * e * ((qkv + f) + 2 * h) / Hbm, ComputeTime.Layer(m, Executor, H100).ElementwiseForward
                                                           - ComputeTime.Layer(m, Executor with { GradientAccumulationFusion = false }, H100).ElementwiseForward);
+        var ranks = Executor with { DataParallel = 2, GlobalBatch = 4 };
+        Exact(ComputeTime.Layer(m, ranks, H100).ElementwiseForward, ComputeTime.Layer(m, ranks with { GradientAccumulationFusion = false }, H100).ElementwiseForward);
         // Where the executor's kernels or libtorch's fused norms do not run, the count is Megatron's, backward at twice
         // forward: Megatron's kernels, the executor's kernels off, --no-norm-fusion's float32 norms.
         foreach (var off in new[] { Megatron, Executor with { FusedKernels = false }, Executor with { FusedNorm = false } })
