@@ -17,15 +17,20 @@ public sealed class LinearWithGradAccumulation : GuardedSingleTensorFunction<Lin
 {
     public override string Name => nameof(LinearWithGradAccumulation);
 
-    /// <summary>x·Wᵀ; backward returns dL/dx and adds dL/dW into <paramref name="mainGrad"/> (float32, W's shape).</summary>
-    public static Tensor Apply(Tensor input, Tensor weight, Tensor mainGrad) => apply(input, weight, mainGrad);
+    /// <summary>x·Wᵀ (+ <paramref name="bias"/>, which the GEMM adds: libtorch's linear runs addmm, whose cuBLAS epilogue adds it
+    /// before the output is written, rather than a separate pass over the output); backward returns dL/dx (and dL/db, the
+    /// output's gradient summed over the tokens) and adds dL/dW into <paramref name="mainGrad"/> (float32, W's shape).</summary>
+    public static Tensor Apply(Tensor input, Tensor weight, Tensor mainGrad, Tensor? bias = null) =>
+        apply(input, weight, mainGrad, (object?)bias ?? false);
 
     protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         Tensor input = (Tensor)vars[0], weight = (Tensor)vars[1];
+        var bias = vars[3] as Tensor;
         ctx.save_for_backward(new List<Tensor> { input, weight });
         ctx.save_data("main_grad", new MainGradient((Tensor)vars[2]));
-        return nn.functional.linear(input, weight);
+        ctx.save_data("bias", bias is not null);
+        return nn.functional.linear(input, weight, bias);
     }
 
     protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor gradOutput)
@@ -34,7 +39,11 @@ public sealed class LinearWithGradAccumulation : GuardedSingleTensorFunction<Lin
         var saved = ctx.get_saved_variables();
         Tensor input = saved[0], weight = saved[1];
         WeightGradient.Accumulate(((MainGradient)ctx.get_data("main_grad")).Tensor, gradOutput, input);
-        return GradientHandOver.Return(gradOutput, MatrixProduct.Of(gradOutput, weight).MoveToOuterDisposeScope(), null, null);
+        Tensor? db = null;
+        if ((bool)ctx.get_data("bias"))
+            using (no_grad()) db = gradOutput.reshape(-1, gradOutput.shape[^1]).sum(dim: 0).MoveToOuterDisposeScope();
+        // No gradient for the weight (its main gradient took it) nor the main gradient.
+        return GradientHandOver.Return(gradOutput, MatrixProduct.Of(gradOutput, weight).MoveToOuterDisposeScope(), null, null, db);
     }
 }
 

@@ -58,21 +58,16 @@ public sealed class DenseLinear : LinearLayer
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor input)
-    {
-        if (mainGrad is null) return nn.functional.linear(input, weight, bias);
-        var y = LinearWithGradAccumulation.Apply(input, weight, mainGrad);
-        return bias is null ? y : y.Plus(bias);
-    }
+    /// <summary>x·Wᵀ + b, the bias added by the GEMM with or without a main gradient (no pass of its own over the output).</summary>
+    public override Tensor forward(Tensor input) =>
+        mainGrad is null ? nn.functional.linear(input, weight, bias) : LinearWithGradAccumulation.Apply(input, weight, mainGrad, bias);
 
-    /// <summary>As <see cref="forward(Tensor)"/>: the bias inside the GEMM without a main gradient, added after it with one. In a
-    /// scope of its own: TorchSharp's custom functions keep an empty tensor of each output's shape (for gradients that never
-    /// come) in the current scope, freed here rather than at the end of the caller's block.</summary>
+    /// <summary>As <see cref="forward(Tensor)"/>. In a scope of its own: TorchSharp's custom functions keep an empty tensor of
+    /// each output's shape (for gradients that never come) in the current scope, freed here rather than at the end of the
+    /// caller's block.</summary>
     protected override Tensor OfRecomputed(Tensor source, Func<Tensor, Tensor> input)
     {
         using var scope = NewDisposeScope();
-        if (mainGrad is null) return RecomputedInputLinear.Apply(input, source, weight, bias).MoveToOuterDisposeScope();
-        var y = RecomputedInputLinear.Apply(input, source, weight, mainGrad: mainGrad);
-        return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
+        return RecomputedInputLinear.Apply(input, source, weight, bias, mainGrad).MoveToOuterDisposeScope();
     }
 }
