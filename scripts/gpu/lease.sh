@@ -34,7 +34,7 @@ if has 0; then
 fi
 # 1 and 2 beside each other.
 share=$(( $(left) * 60 / 100 ))
-[[ $phases == *[34]* ]] || share=$(left)
+[[ $phases == *[345]* ]] || share=$(left)
 mins=$(( (share - 60) / 60 )); [ "$mins" -lt 1 ] && mins=1
 # Phases 1 and 2 share the GPU's memory: the layouts' runs (caat-130m, at most ~7 GiB each, four at once, and kernel-check
 # under memcheck beside them) take ~40 GiB, the study's tensor-parallel runs ~16 GiB each (15 GiB allocated at TP 8,
@@ -50,14 +50,15 @@ has 2 && ( ONLY="${STUDY_ONLY:-}" JOBS=$study_jobs MBS=8 ITERS=150 WARMUP=15 EVA
 wait
 # 3, then 4, alone.
 if has 3; then
-  share=$(( $(left) * 50 / 100 )); has 4 || share=$(( $(left) - 15 ))
+  share=$(( $(left) * 50 / 100 )); has 4 || has 5 || share=$(( $(left) - 15 ))
   timeout $share bash "$here/vs-pytorch.sh" "$harness" "$work/vs-pytorch" "$gpu" >"$work/vs-pytorch.out" 2>&1
   echo "vs-pytorch exit $?" | tee -a "$log"; mv "$work/vs-pytorch.out" "$work/vs-pytorch/" 2>/dev/null; pack vs-pytorch
 fi
 if has 5; then
   for model in caat-1b:8 gpt2-large:16; do
     name=${model%%:*} mbs=${model##*:}
-    timeout 150 bash "$here/profile-kernels.sh" "$harness" "$work/profile/$name" --model "$name" --bf16 --gpu "$gpu" --mock-data \
+    budget=$(( $(left) - 60 )); [ "$budget" -gt 150 ] && budget=150; [ "$budget" -lt 30 ] && break
+    timeout $budget bash "$here/profile-kernels.sh" "$harness" "$work/profile/$name" --model "$name" --bf16 --gpu "$gpu" --mock-data \
       --hidden-dropout 0 --attention-dropout 0 --micro-batch-size "$mbs" --global-batch-size "$mbs" >"$work/profile-$name.out" 2>&1
     echo "profile-kernels $name exit $?" | tee -a "$log"; mv "$work/profile-$name.out" "$work/profile/$name/" 2>/dev/null
     rm -rf "$work/profile/$name/run/checkpoints"

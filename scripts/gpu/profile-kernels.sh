@@ -14,7 +14,7 @@ mkdir -p "$out"
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
 [ -n "$ncu" ] || { echo "profile-kernels.sh: Nsight Compute (ncu) not found" >&2; exit 1; }
 "$ncu" --profile-from-start off --clock-control none --cache-control none --metrics gpu__time_duration.sum \
-  --csv --page raw --log-file "$out/kernels.csv" \
+  --csv --page raw --print-units base --log-file "$out/kernels.csv" \
   "$harness" run --device cuda --train-iters 4 --profile --profile-step-start 2 --profile-step-end 4 --out "$out/run" "$@"
 gzip -9f "$out/kernels.csv"
 "$harness" validate "$out/run" --kernels "$out/kernels.csv.gz" --csv "$out/kernels-validate.csv" | tee "$out/kernels.md"

@@ -61,7 +61,7 @@ public static partial class KernelProfile
                 if (line.StartsWith('"')) lines.Add(line);
         }
         catch (InvalidDataException) { throw new InvalidDataException($"{path} is not a gzip file (a kernels.csv.gz of scripts/gpu/profile-kernels.sh is)."); }
-        using var csv = CsvReader.Create(new StringReader(string.Join('\n', lines)), null, leaveOpen: false);
+        using var csv = CsvReader.Create(new StringReader(string.Join('\n', lines)), new CsvReaderOptions { Separator = ',' }, leaveOpen: false);
         if (!csv.TryGetFieldIndex("Kernel Name", out int nameField) || !csv.TryGetFieldIndex(Metric, out int timeField))
             throw new InvalidDataException($"{path} is not Nsight Compute's raw CSV with kernel names and {Metric} (ncu --csv --page raw --metrics {Metric}).");
         double unit = 0;

@@ -19,6 +19,8 @@ public sealed record KernelValidation(string Run, string Model, RunDescription C
         SummaryRun.Compare(folder, "cost this run's kernels", (root, ran) =>
         {
             var d = ran.Description;
+            if (ran.Device != ExecutionDevice.Cuda)
+                throw new RunValidationException($"{folder} ran on the CPU: --kernels compares a GPU run's kernel profile (scripts/gpu/profile-kernels.sh).");
             if (d.WorldSize != 1)
                 throw new RunValidationException($"{folder} ran on {d.WorldSize} ranks: --kernels compares a one-GPU run's profile, whose kernels are all one rank's.");
             if (!root.TryGetProperty("Settings", out var settings) || !settings.TryGetProperty("Profile", out var range)
@@ -28,7 +30,11 @@ public sealed record KernelValidation(string Run, string Model, RunDescription C
             IReadOnlyList<ProfiledKernel> kernels;
             try { kernels = KernelProfile.Read(profile, iterations); }
             catch (InvalidDataException e) { throw new RunValidationException(e.Message); }
-            var preset = gpu ?? (ran.Gpu is string name && GpuPresets.All.TryGetValue(name, out var named) ? named : GpuPresets.All[GpuPresets.DefaultName]);
+            var preset = gpu ?? RunValidation.Preset(ran.Gpu, folder);
+            // The unfused backends' score and context matmuls are cuBLAS's, their softmax element-wise: the profile cannot tell
+            // them from the layers' GEMMs and memory-bound kernels, where the simulator costs them as attention.
+            if (AttentionKernels.KeepsScores(d.AttentionBackend == AttentionBackend.Auto ? AttentionKernels.Resolve(d, preset) : d.AttentionBackend))
+                throw new RunValidationException($"{folder} ran the unfused attention kernels (--attention-backend {d.AttentionBackend.ToString().ToLowerInvariant()}): --kernels compares runs of flash or cuDNN attention, whose kernels it can tell apart.");
             double Sum(KernelKind kind) => kernels.Where(k => k.Kind == kind).Sum(k => k.SecondsPerIteration);
             var measured = new KernelTime(Sum(KernelKind.Gemm), Sum(KernelKind.Attention), Sum(KernelKind.Elementwise), Sum(KernelKind.Optimizer));
             string run = Path.GetFileName(Path.TrimEndingDirectorySeparator(folder));

@@ -26,10 +26,11 @@ public sealed record OffloadValidation(string Run, string Model, RunDescription 
         var d = ran.Description;
         if (d.CpuOffloadingLayers > 0)
             throw new RunValidationException($"{folder} ran Megatron-core's --cpu-offloading-num-layers; --offload compares Megatron-Kwai's --offload-ratio (the layers' bookkeeping is in its offload.csv).");
-        // Kwai's pack hook records every dropout mask autograd keeps; on a GPU libtorch's dropout kernel keeps the embedding's
-        // inside the operator, where the executor's record cannot reach it.
+        // Kwai's pack hook records every dropout mask autograd keeps; on a GPU libtorch's dropout kernel keeps its masks (the
+        // embedding's, and a layer's wherever the executor's add-norm does not drop inside) within the operator, where the
+        // executor's record cannot reach them.
         if (ran.Device == ExecutionDevice.Cuda && ran.Model.HiddenDropout > 0 && d.OffloadRatio > 0)
-            throw new RunValidationException($"{folder} ran on a GPU with hidden dropout {ran.Model.HiddenDropout}: libtorch's dropout kernel keeps the embedding's mask inside itself, where the offload cannot record it as Megatron-Kwai's pack hook does; --offload compares such runs on CPU ranks, or GPU runs with --hidden-dropout 0.");
+            throw new RunValidationException($"{folder} ran on a GPU with hidden dropout {ran.Model.HiddenDropout}: libtorch's dropout kernel keeps its masks (the embedding's among them) inside itself, where the offload cannot record them as Megatron-Kwai's pack hook does; --offload compares such runs on CPU ranks, or GPU runs with --hidden-dropout 0.");
         int world = d.WorldSize;
         var measured = Recorded(root, d, world, folder);
         var preset = gpu ?? (ran.Gpu is string name && GpuPresets.All.TryGetValue(name, out var named) ? named : GpuPresets.All[GpuPresets.DefaultName]);

@@ -67,7 +67,7 @@ public sealed record RunValidation(
     });
 
     /// <summary>The GPU preset the run's MFU was counted against, by name, with today's constants.</summary>
-    private static GpuSpec Preset(string? name, string folder)
+    internal static GpuSpec Preset(string? name, string folder)
     {
         if (name is null)
             throw new RunValidationException($"{folder}: the run names no GPU preset; pass --gpu ({string.Join(", ", GpuPresets.All.Keys)}).");

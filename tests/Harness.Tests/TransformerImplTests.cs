@@ -101,6 +101,36 @@ public class TransformerImplTests
                                                              - ComputeTime.Layer(Model, fused, H100).ElementwiseBackward);
     }
 
+    /// <summary>The final norm: fused with the last layer's add where the residual reaches it unsummed (4 forward, 7 back);
+    /// libtorch's add and norm under --kaimm-recompute-norm and where uniform full recomputation's last group hands over its
+    /// sum (3 + 2 forward, 3 + 2 backward: the sum feeds the norm alone); hidden dropout adds the fused backward's delta
+    /// gradient (1), or libtorch's mask kernel (2 elements and a byte each way).</summary>
+    [Fact]
+    public void TheFinalNormFusesWhereTheResidualArrivesUnsummed()
+    {
+        double elements = 2048.0 * 512, e = 2;
+        (double, double) Norm(ModelSpec m, RunDescription d)
+        {
+            var (forward, backward) = ComputeTime.OutputLayer(m, d, H100);
+            var (loss, lossBackward) = ComputeTime.OutputLayer(m, d with { FusedNorm = false }, H100);
+            return (forward - loss, backward - lossBackward);
+        }
+        var (f, b) = Norm(Model, Executor);
+        Exact(FinalNorm.Forward, f);
+        Exact(FinalNorm.Backward, b);
+        foreach (var d in new[] { Executor with { Recompute = RecomputeSpec.Kwai }, Executor with { Recompute = RecomputeSpec.FullUniform() } })
+        {
+            (f, b) = Norm(Model, d);
+            Exact(elements * 5 * e / Hbm, f);
+            Exact(elements * 5 * e / Hbm, b);
+        }
+        var dropout = Model with { HiddenDropout = 0.1 };
+        (f, b) = Norm(dropout, Executor);
+        Exact(elements * 8 * e / Hbm, b);
+        (f, b) = Norm(dropout, Executor with { Recompute = RecomputeSpec.Kwai });
+        Exact(elements * (5 * e + 2 * e + 1) / Hbm, f);
+    }
+
     [Fact]
     public void TheFusedCrossEntropyKeepsTheBf16LogitsNotAnFp32Softmax()
     {
@@ -123,7 +153,8 @@ public class TransformerImplTests
     /// QKV 3840, e = 2 B): each residual add fused with its LayerNorm reads x and r and writes the sum and the output (4 of h)
     /// and backward moves 4 + 2; the MLP's in both layers, the input norm's in the second (a share u = 1/2). The first
     /// layer's input arrives summed: libtorch's add (3, and 3 backward for the branch's gradients) and LayerNorm (2, and
-    /// 3 + 2 backward), with hidden dropout a mask kernel on the delta (2 elements and a byte, each way). GeLU: 2 of f forward,
+    /// 3 + 2 backward), with hidden dropout a mask kernel on the delta (2 elements and a byte, each way), where the fused
+    /// kernel's backward writes the delta's gradient apart from the sum's (1 more, add_norm.cuh). GeLU: 2 of f forward,
     /// 3 backward. Each bias added by its GEMM on one rank, after it on tensor-parallel ranks (2 of QKV, f, and twice h), and
     /// reduced backward (1 of each). The QKV gradient concatenated from Q's, K's and V's (2 of QKV). Under sequence
     /// parallelism the norms, adds and the row-parallel biases are a t-th, the rest a t-th by tensor parallelism. Without
@@ -142,7 +173,7 @@ public class TransformerImplTests
             {
                 double sp = t, biases = (qkv + f) / t + 2 * h / sp;
                 double forward = (fused * 4 * e + (2 - fused) * (5 * e + drop)) * h / sp + 2 * e * f / t + (t > 1 ? 2 * e * biases : 0);
-                double backward = (fused * 6 * e + (2 - fused) * (8 * e + drop)) * h / sp + 3 * e * f / t + 2 * e * qkv / t + e * biases;
+                double backward = (fused * (6 * e + (dropout > 0 ? e : 0)) + (2 - fused) * (8 * e + drop)) * h / sp + 3 * e * f / t + 2 * e * qkv / t + e * biases;
                 var layer = ComputeTime.Layer(m, Executor with { TensorParallel = t, SequenceParallel = t > 1, FusedGptKernels = kernels }, H100);
                 Exact(2048 * forward / Hbm + gap, layer.ElementwiseForward);
                 Exact(2048 * backward / Hbm + 2 * gap, layer.ElementwiseBackward);
@@ -150,11 +181,12 @@ public class TransformerImplTests
         // Parallel ranks (here two data-parallel ones) add the biases after their GEMMs: 2 elements per output more forward.
         Exact(2048 * 2 * e * ((qkv + f) + 2 * h) / Hbm, ComputeTime.Layer(m, Executor with { DataParallel = 2, GlobalBatch = 4 }, H100).ElementwiseForward
                                                           - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
-        // Where the executor's kernels or libtorch's fused norms do not run, the count is Megatron's, backward at twice
-        // forward: Megatron's kernels, the executor's kernels off, --no-norm-fusion's float32 norms.
-        foreach (var off in new[] { Megatron, Executor with { FusedKernels = false }, Executor with { FusedNorm = false } })
+        // Where the executor's kernels or libtorch's fused norms do not run, the count is Megatron's (Transformer Engine's),
+        // backward at twice forward: the executor's kernels off, --no-norm-fusion's float32 norms.
+        foreach (var off in new[] { Executor with { FusedKernels = false }, Executor with { FusedNorm = false } })
         {
             var layer = ComputeTime.Layer(m, off, H100);
+            Assert.Equal(ComputeTime.Layer(m, off with { Implementation = TransformerImpl.TransformerEngine }, H100), layer);
             Exact(2 * (layer.ElementwiseForward - gap), layer.ElementwiseBackward - 2 * gap);
         }
     }

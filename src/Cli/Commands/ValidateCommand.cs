@@ -62,7 +62,8 @@ public static class ValidateCommand
             foreach (var flag in new[] { "--plot", "--title" })
                 if (on && cl.String(flag) is not null) cl.Errors.Add($"{flag} is the step time and memory plot's; with {mode} there is no plot, only the table, --csv and --json.");
         if (kernels is not null && !File.Exists(kernels)) cl.Errors.Add($"--kernels '{kernels}' is not a file (scripts/gpu/profile-kernels.sh writes kernels.csv.gz).");
-        if (kernels is not null && paths.Count > 1) cl.Errors.Add($"--kernels is the profile of one run; name that run's folder alone, not {paths.Count}.");
+        if (kernels is not null && paths.Where(Directory.Exists).SelectMany(RunFolders).Count() is > 1 and var runs)
+            cl.Errors.Add($"--kernels is the profile of one run; name that run's folder alone, not {runs} runs.");
         if (cl.Errors.Count > 0)
         {
             foreach (var e in cl.Errors) Console.Error.WriteLine($"harness validate: {e}");

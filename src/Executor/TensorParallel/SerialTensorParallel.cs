@@ -3,7 +3,6 @@ using Harness.Executor.Optimizer;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using static Harness.Executor.Native.HeldScalars;
 
 namespace Harness.Executor.TensorParallel;
 

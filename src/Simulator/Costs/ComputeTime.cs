@@ -187,7 +187,8 @@ public static class ComputeTime
     ///   for every norm where they do not fuse (the GPT path without its kernels, --kaimm-recompute-norm), libtorch's add
     ///   makes the sum (3 forward; backward the residual branch's two gradients are summed, 3) and libtorch's norm runs
     ///   (forward 2, backward its input gradient 3 and its weight gradient 2), with hidden dropout a mask kernel on the delta (2
-    ///   elements and a byte each way).
+    ///   elements and a byte each way); the fused kernel draws the dropout itself, and its backward writes the delta's
+    ///   gradient apart from the sum's (1 more).
     /// - Llama: the QKV split with rotary (<see cref="RotaryBytes"/>, as many bytes backward, which writes the projection's
     ///   gradient from attention's); SwiGLU fused, forward reading gate and up and writing the product (3 of f), backward
     ///   reading the product's gradient, gate and up and writing theirs (5); libtorch's SwiGLU, 5 forward and twice that back.
@@ -203,9 +204,11 @@ public static class ComputeTime
         double h = m.HiddenSize, f = m.FfnHiddenSize, kv = (double)m.NumQueryGroups * m.HeadDim;
         // Norms whose add fuses: the MLP's (mlp) and the input's share (input); the others take libtorch's add and norm.
         double mlp = FusesResidualNorms(m, c) ? 1 : 0, input = mlp * FusedInputAddShare(m, c), summed = 2 - mlp - input;
-        double drop = m.HiddenDropout > 0 ? 2 * e + 1 : 0;
+        // Hidden dropout: libtorch's mask kernel on a delta it adds (2 elements and a byte each way); the fused add-norm draws
+        // inside and keeps no mask, but its backward writes the delta's gradient apart from the sum's (1 more).
+        double drop = m.HiddenDropout > 0 ? 2 * e + 1 : 0, fusedDrop = m.HiddenDropout > 0 ? e : 0;
         double forward = ((mlp + input) * 4 * e + summed * (3 * e + 2 * e + drop)) * h / sp;
-        double backward = ((mlp + input) * 6 * e + summed * (3 * e + 5 * e + drop)) * h / sp;
+        double backward = ((mlp + input) * (6 * e + fusedDrop) + summed * (3 * e + 5 * e + drop)) * h / sp;
         if (m.Activation == Activation.SwiGlu)
         {
             forward += SwiGluBytes(c, e) * f / t;
@@ -352,17 +355,24 @@ public static class ComputeTime
     }
 
     /// <summary>The final norm with the last layer's residual add, where the executor's layers are counted kernel by kernel
-    /// (<see cref="HarnessLayerBytes"/>): fused (<see cref="FusesResidualNorms"/>), forward the kernel reads x and r and writes
-    /// the sum and the output (4 elements of h), backward TorchSharp fills the gradient of the sum nothing reads with zeros (1)
-    /// and the add-norm's two backward kernels move 6; else libtorch's add and norm, 3 + 2 forward and 3 + 5 backward.
-    /// Elsewhere, as in Megatron's count, it is not charged.</summary>
+    /// (<see cref="HarnessLayerBytes"/>). Where the residual reaches it unsummed and the adds fuse (<see cref="FusesResidualNorms"/>),
+    /// forward the kernel reads x and r and writes the sum and the output (4 elements of h), backward TorchSharp fills the
+    /// gradient of the sum nothing reads with zeros (1) and the add-norm's two backward kernels move 6 (with hidden dropout
+    /// the delta's gradient apart, 1 more). Else libtorch's add makes the sum (3, and a mask kernel on the delta with
+    /// dropout: 2 elements and a byte each way), also where uniform full recomputation's last group hands over its sum, and
+    /// libtorch's norm runs (2 forward, 3 + 2 backward); the sum feeds the norm alone, so no gradients are summed. Elsewhere,
+    /// as in Megatron's count, it is not charged.</summary>
     private static (double Forward, double Backward) FinalNorm(ModelSpec m, RunDescription c, GpuSpec gpu)
     {
         if (!HarnessKernels(c) || !c.FusedNorm) return (0, 0);
         double elements = (double)c.MicroBatch * m.SeqLength / c.ContextParallel * m.HiddenSize / (c.SequenceParallel ? c.TensorParallel : 1);
         double e = Activations.BytesPerElement(c.Precision);
-        bool fused = FusesResidualNorms(m, c);
-        return (MemoryBound(elements * (fused ? 4 : 5) * e, gpu), MemoryBound(elements * (fused ? 7 : 8) * e, gpu));
+        var r = c.RecomputeOrNone;
+        bool dropout = m.HiddenDropout > 0;
+        if (FusesResidualNorms(m, c) && !(r.Granularity == RecomputeGranularity.Full && r.Method == RecomputeMethod.Uniform))
+            return (MemoryBound(elements * 4 * e, gpu), MemoryBound(elements * (7 + (dropout ? 1 : 0)) * e, gpu));
+        double drop = dropout ? 2 * e + 1 : 0;
+        return (MemoryBound(elements * (5 * e + drop), gpu), MemoryBound(elements * (5 * e + drop), gpu));
     }
 
     /// <summary>

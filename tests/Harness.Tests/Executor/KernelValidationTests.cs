@@ -58,11 +58,11 @@ public class KernelValidationTests
         return path;
     }
 
-    private static string WriteRun(RunDescription description, ProfileRange? profile)
+    private static string WriteRun(RunDescription description, ProfileRange? profile, ExecutionDevice device = ExecutionDevice.Cuda, string? parent = null)
     {
-        string dir = Path.Combine(TestTemp.Root, $"harness-kernels-{Guid.NewGuid():N}");
+        string dir = Path.Combine(parent ?? TestTemp.Root, $"harness-kernels-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
-        var settings = new RunSettings(MockData: true, Device: ExecutionDevice.Cuda, Gpu: "h100-sxm", Profile: profile, TrainIters: 6);
+        var settings = new RunSettings(MockData: true, Device: device, Gpu: "h100-sxm", Profile: profile, TrainIters: 6);
         var records = Enumerable.Range(1, 6).Select(i => new IterationRecord(i, 400, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, 400)).ToList();
         RunSummary.From(new RunRecord(Gpt2, description, settings, [], "NVIDIA H100 80GB HBM3", "test", 1, Gpt2.VocabSize, []), records)
             .Write(Path.Combine(dir, "summary.json"));
@@ -109,5 +109,17 @@ public class KernelValidationTests
         var (both, _, twice) = ConsoleCapture.Run(ValidateCommand.Run, run, "--kernels", profile, "--offload");
         Assert.Equal(2, both);
         Assert.Contains("--offload and --kernels are two comparisons; pass one.", twice);
+        var (cpu, _, onCpu) = ConsoleCapture.Run(ValidateCommand.Run, WriteRun(TwoMicroBatches, new ProfileRange(2, 4), ExecutionDevice.Cpu), "--kernels", profile);
+        Assert.Equal(2, cpu);
+        Assert.Contains("ran on the CPU: --kernels compares a GPU run's kernel profile", onCpu);
+        var (unfused, _, scores) = ConsoleCapture.Run(ValidateCommand.Run, WriteRun(TwoMicroBatches with { AttentionBackend = AttentionBackend.Unfused }, new ProfileRange(2, 4)), "--kernels", profile);
+        Assert.Equal(2, unfused);
+        Assert.Contains("ran the unfused attention kernels (--attention-backend unfused)", scores);
+        string parent = Path.Combine(TestTemp.Root, $"harness-kernels-two-{Guid.NewGuid():N}");
+        WriteRun(TwoMicroBatches, new ProfileRange(2, 4), parent: parent);
+        WriteRun(TwoMicroBatches, new ProfileRange(2, 4), parent: parent);
+        var (two, _, runs) = ConsoleCapture.Run(ValidateCommand.Run, parent, "--kernels", profile);
+        Assert.Equal(2, two);
+        Assert.Contains("--kernels is the profile of one run; name that run's folder alone, not 2 runs.", runs);
     }
 }
