@@ -155,8 +155,8 @@ public class TransformerImplTests
     /// layer's input arrives summed: libtorch's add (3, and 3 backward for the branch's gradients) and LayerNorm (2, and
     /// 3 + 2 backward), with hidden dropout a mask kernel on the delta (2 elements and a byte, each way), where the fused
     /// kernel's backward writes the delta's gradient apart from the sum's (1 more, add_norm.cuh). GeLU: 2 of f forward,
-    /// 3 backward. Each bias added by its GEMM on one rank, after it on tensor-parallel ranks (2 of QKV, f, and twice h), and
-    /// reduced backward (1 of each). The QKV gradient concatenated from Q's, K's and V's (2 of QKV). Under sequence
+    /// 3 backward. Each bias added by its GEMM, except the row-parallel ones on tensor-parallel ranks, added after their
+    /// reduction (2 of h each), and reduced backward (1 of each output). The QKV gradient concatenated from Q's, K's and V's (2 of QKV). Under sequence
     /// parallelism the norms, adds and the row-parallel biases are a t-th, the rest a t-th by tensor parallelism. Without
     /// the GPT path's kernels every norm is libtorch's after libtorch's add.
     /// </summary>
@@ -172,14 +172,15 @@ public class TransformerImplTests
             foreach (int t in (int[])[1, 2])
             {
                 double sp = t, biases = (qkv + f) / t + 2 * h / sp;
-                double forward = (fused * 4 * e + (2 - fused) * (5 * e + drop)) * h / sp + 2 * e * f / t + (t > 1 ? 2 * e * biases : 0);
+                double forward = (fused * 4 * e + (2 - fused) * (5 * e + drop)) * h / sp + 2 * e * f / t + (t > 1 ? 2 * e * 2 * h / sp : 0);
                 double backward = (fused * (6 * e + (dropout > 0 ? e : 0)) + (2 - fused) * (8 * e + drop)) * h / sp + 3 * e * f / t + 2 * e * qkv / t + e * biases;
                 var layer = ComputeTime.Layer(m, Executor with { TensorParallel = t, SequenceParallel = t > 1, FusedGptKernels = kernels }, H100);
                 Exact(2048 * forward / Hbm + gap, layer.ElementwiseForward);
                 Exact(2048 * backward / Hbm + 2 * gap, layer.ElementwiseBackward);
             }
-        // Parallel ranks (here two data-parallel ones) add the biases after their GEMMs: 2 elements per output more forward.
-        Exact(2048 * 2 * e * ((qkv + f) + 2 * h) / Hbm, ComputeTime.Layer(m, Executor with { DataParallel = 2, GlobalBatch = 4 }, H100).ElementwiseForward
+        // Parallel ranks (here two data-parallel ones) add the row-parallel linears' biases after their reduction: 2 elements
+        // of each of the two outputs of h more forward.
+        Exact(2048 * 2 * e * (2 * h) / Hbm, ComputeTime.Layer(m, Executor with { DataParallel = 2, GlobalBatch = 4 }, H100).ElementwiseForward
                                                           - ComputeTime.Layer(m, Executor, H100).ElementwiseForward);
         // Where the executor's kernels or libtorch's fused norms do not run, the count is Megatron's (Transformer Engine's),
         // backward at twice forward: the executor's kernels off, --no-norm-fusion's float32 norms.

@@ -12,7 +12,7 @@ namespace Harness.Executor.TensorParallel;
 /// rank's shard of W and a zero-initialized bias when asked:
 /// - <see cref="Column"/> (ColumnParallelLinear): W's rows (output features) and the bias split over the group;
 ///   inputMap is f (all-reduce in backward), the sequence-parallel all-gather, or nothing under CAAT-Net's
-///   partial sync; no outputMap.
+///   partial sync; no outputMap, so the GEMM adds the bias shard (addmm's epilogue: no pass of its own over the output).
 /// - <see cref="Row"/> (RowParallelLinear): W's columns (input features) split; each rank's partial product
 ///   goes through outputMap (g's all-reduce, the sequence-parallel reduce-scatter, or CAAT-Net's partial
 ///   all-reduce) and the replicated bias is added after it, once.
@@ -27,14 +27,17 @@ public sealed class ParallelLinear : LinearLayer
 {
     private readonly Parameter weight;
     private readonly Parameter? bias;
-    private readonly Func<Tensor, Tensor> inputMap, outputMap;
+    private readonly Func<Tensor, Tensor> inputMap;
+    private readonly Func<Tensor, Tensor>? outputMap;
     private Tensor? mainGrad;
 
     public override Parameter Weight => weight;
 
     public override void AccumulateInto(Tensor mainGradient) => mainGrad = mainGradient;
 
-    private ParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap, Func<Tensor, Tensor> outputMap) : base(nameof(ParallelLinear))
+    /// <param name="outputMap">The row-parallel reduction, after which the bias is added; null for a column-parallel linear,
+    /// whose GEMM adds its bias shard.</param>
+    private ParallelLinear(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap, Func<Tensor, Tensor>? outputMap) : base(nameof(ParallelLinear))
     {
         weight = new Parameter(weightShard);
         if (bias) this.bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device));
@@ -42,7 +45,7 @@ public sealed class ParallelLinear : LinearLayer
         RegisterComponents();
     }
 
-    public static ParallelLinear Column(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap) => new(weightShard, bias, inputMap, y => y);
+    public static ParallelLinear Column(Tensor weightShard, bool bias, Func<Tensor, Tensor> inputMap) => new(weightShard, bias, inputMap, null);
 
     public static ParallelLinear Row(Tensor weightShard, bool bias, Func<Tensor, Tensor> outputMap) => new(weightShard, bias, x => x, outputMap);
 
@@ -50,6 +53,8 @@ public sealed class ParallelLinear : LinearLayer
     {
         using var scope = NewDisposeScope();
         var x = inputMap(input);
+        if (outputMap is null)
+            return (mainGrad is null ? nn.functional.linear(x, weight, bias) : LinearWithGradAccumulation.Apply(x, weight, mainGrad, bias)).MoveToOuterDisposeScope();
         var y = outputMap(mainGrad is null ? nn.functional.linear(x, weight) : LinearWithGradAccumulation.Apply(x, weight, mainGrad));
         return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
     }
@@ -57,6 +62,7 @@ public sealed class ParallelLinear : LinearLayer
     protected override Tensor OfRecomputed(Tensor source, Func<Tensor, Tensor> input)
     {
         using var scope = NewDisposeScope();
+        if (outputMap is null) return RecomputedInputLinear.Apply(x => inputMap(input(x)), source, weight, bias, mainGrad).MoveToOuterDisposeScope();
         var y = outputMap(RecomputedInputLinear.Apply(x => inputMap(input(x)), source, weight, mainGrad: mainGrad));
         return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
     }

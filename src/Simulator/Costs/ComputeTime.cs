@@ -193,9 +193,9 @@ public static class ComputeTime
     ///   gradient from attention's); SwiGLU fused, forward reading gate and up and writing the product (3 of f), backward
     ///   reading the product's gradient, gate and up and writing theirs (5); libtorch's SwiGLU, 5 forward and twice that back.
     /// - GPT: GeLU's tanh form (libtorch's, one kernel each way: 2 of f forward, 3 backward); each linear's bias, which the
-    ///   GEMM adds in a run of one rank (Fused.LinearWithGradAccumulation included), and a separate add (2 of the output's
-    ///   width) in every parallel rank's linears (the row-parallel ones after their reduction: src/Executor/TensorParallel),
-    ///   and whose gradient a reduction over the tokens reads backward (1);
+    ///   GEMM adds (Fused.LinearWithGradAccumulation included) except on parallel ranks' row-parallel linears, which add it
+    ///   after their reduction (2 of h: src/Executor/TensorParallel/ParallelLinears.cs), and whose gradient a reduction over
+    ///   the tokens reads backward (1 of each output);
     ///   without rotary, Q's, K's and V's gradients concatenated into the projection's (2 of the QKV width).
     /// </summary>
     private static (double Forward, double Backward) HarnessLayerBytes(ModelSpec m, RunDescription c, double e)
@@ -227,10 +227,10 @@ public static class ComputeTime
         else backward += 2 * e * m.QkvWidth / t;
         if (m.Normalization == Normalization.LayerNorm) // GPT's linears carry biases (ModelSpec.ParametersPerLayer)
         {
-            // Outputs of QKV and FC1 (column-parallel) and of the projection and FC2 (row-parallel, after their reduction).
-            // A run of one rank adds the biases in its GEMMs; parallel ranks' linears add them after.
+            // Outputs of QKV and FC1 (column-parallel, whose GEMMs add the bias) and of the projection and FC2 (row-parallel:
+            // on parallel ranks the bias is added after their reduction, in a run of one rank by the GEMM).
             double outputs = (m.QkvWidth + f) / t + 2 * h / sp;
-            if (c.WorldSize > 1) forward += 2 * e * outputs;
+            if (c.WorldSize > 1) forward += 2 * e * 2 * h / sp;
             backward += e * outputs;
         }
         return (forward, backward);
