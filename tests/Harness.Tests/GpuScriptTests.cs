@@ -109,6 +109,55 @@ public sealed class GpuScriptTests : IDisposable
         Assert.DoesNotContain("Traceback", output + error);
     }
 
+    /// <summary>
+    /// profile-kernels.sh wired end to end without a GPU: a stand-in ncu runs the command it wraps and writes Nsight Compute's
+    /// raw CSV (log lines, header, base units, a row per kernel) to its --log-file; a stand-in `harness run` writes the
+    /// summary of a profiled one-GPU run; the real `harness validate --kernels` then reads the gzipped profile and sets it
+    /// beside the simulator into kernels.md and kernels-validate.csv.
+    /// </summary>
+    [Fact]
+    public void TheKernelProfileIsGzippedAndSetBesideTheSimulator()
+    {
+        string summary = Path.Combine(dir, "profiled-summary.json");
+        var model = Harness.Simulator.Specs.ModelPresets.All["caat-130m"];
+        var description = new Harness.Simulator.Specs.RunDescription(MicroBatch: 8, GlobalBatch: 8, Precision: Harness.Simulator.Specs.Precision.Bf16,
+            AttentionBackend: Harness.Simulator.Specs.AttentionBackend.Fused, Implementation: Harness.Simulator.Specs.TransformerImpl.Harness);
+        var settings = new Harness.Simulator.Specs.RunSettings(MockData: true, Device: Harness.Simulator.Specs.ExecutionDevice.Cuda, Gpu: "h100-sxm",
+            Profile: new Harness.Simulator.Specs.ProfileRange(2, 4), TrainIters: 4);
+        Harness.Executor.Training.Records.RunSummary.From(new Harness.Executor.Training.Records.RunRecord(model, description, settings, [], "NVIDIA H100 80GB HBM3", "test", 1, model.VocabSize, []),
+            [new Harness.Executor.Training.Records.IterationRecord(4, 100, 1, 400, 0.4, 10, 1, 1e-4, 60L << 30, 60L << 30, 0.2, 100)]).Write(summary);
+        string harness = Path.Combine(dir, "harness"), bin = Path.Combine(dir, "bin");
+        Directory.CreateDirectory(bin);
+        File.WriteAllText(harness, $$"""
+            #!/usr/bin/env bash
+            [ "$1" = validate ] && exec dotnet '{{Path.Combine(AppContext.BaseDirectory, "harness.dll")}}' "$@"
+            prev=; out=
+            for a; do [ "$prev" = --out ] && out=$a; prev=$a; done
+            mkdir -p "$out"; cp '{{summary}}' "$out/summary.json"
+            """.Replace("\r", ""));
+        File.WriteAllText(Path.Combine(bin, "ncu"), $$"""
+            #!/usr/bin/env bash
+            log=
+            while [ "$1" != '{{harness}}' ]; do [ "$1" = --log-file ] && log=$2; shift; done
+            "$@" || exit $?
+            { echo '==PROF== Connected to process 1 (harness)'; echo '"ID","Kernel Name","gpu__time_duration.sum"'; echo '"","","ns"'
+              echo '"0","nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT","4,000,000"'; echo '"1","adamw_step","2,000,000"'; } > "$log"
+            """.Replace("\r", ""));
+        foreach (var f in new[] { harness, Path.Combine(bin, "ncu") })
+            File.SetUnixFileMode(f, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string out_ = Path.Combine(dir, "profile");
+        var (code, output, error) = Bash("profile-kernels.sh", new Dictionary<string, string> { ["PATH"] = $"{bin}:{Environment.GetEnvironmentVariable("PATH")}" },
+            harness, out_, "--model", "caat-130m", "--bf16");
+        Assert.True(code == 0, error);
+        Assert.True(File.Exists(Path.Combine(out_, "kernels.csv.gz")));
+        Assert.Contains("all kernels", File.ReadAllText(Path.Combine(out_, "kernels.md")));
+        Assert.Contains("all kernels", output);
+        // Two profiled iterations: 4 ms of GEMM and 2 ms of AdamW are 2 and 1 ms per iteration.
+        var rows = File.ReadAllLines(Path.Combine(out_, "kernels-validate.csv"));
+        Assert.StartsWith("\"run\",\"caat-130m\",h100-sxm,2,\"GEMM\",0.002,", rows[1]);
+        Assert.StartsWith("\"run\",\"caat-130m\",h100-sxm,2,\"optimizer\",0.001,", rows[4]);
+    }
+
     /// <summary>A run folder as harness run leaves it, for the comparison: metrics.csv's loss column and summary.json's fields.</summary>
     private void RunFolder(string root, string name, double[] losses, double syncFactor = 1)
     {
