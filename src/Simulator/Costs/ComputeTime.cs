@@ -104,7 +104,7 @@ public static class ComputeTime
         double e = Activations.BytesPerElement(prec);
         double t = c.TensorParallel, sp = c.SequenceParallel ? t : 1;
         double T = (double)c.MicroBatch * m.SeqLength / c.ContextParallel;  // tokens on this rank before SP
-        double h = m.HiddenSize, f = m.FfnHiddenSize, kv = (double)m.NumQueryGroups * m.HeadDim;
+        double h = m.HiddenSize, f = m.FfnHiddenSize;
         double s = m.SeqLength, a = m.NumAttentionHeads;
         bool swiglu = m.Activation == Activation.SwiGlu;
 
@@ -140,23 +140,10 @@ public static class ComputeTime
             attentionBackward = 2 * matmuls + MemoryBound(2 * softmaxBytes, gpu);
         }
 
-        // Element-wise bytes per token, forward (reads + writes).
+        // Element-wise bytes per token, forward and backward: the executor's own kernels one by one where they run, else
+        // Megatron's passes, backward moving twice the forward's bytes.
         double norm = NormBytesPerElement(c, e);
-        double perToken = m.Normalization == Normalization.RmsNorm || m.HiddenDropout <= 0
-            // Llama: 2 norms (fused: read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
-            // (read + write), SwiGLU (SwiGluBytes).
-            ? (2 * norm * h + 2 * 3 * e * h) / sp
-              + ((m.PositionEmbedding == PositionEmbedding.Rotary ? RotaryBytes(c, e, h, kv) : 0) + (swiglu ? SwiGluBytes(c, e) * f : 2 * e * f)) / t
-            // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask; the executor's residual add + norm
-            // drops inside its kernel where it fuses, writing no mask: FusedDropoutAdds), fused bias-GeLU.
-            : c.FusedElementwise
-                ? (2 * norm * h + (2 * 3 * e + 2 - FusedDropoutAdds(m, c)) * h) / sp + 2 * e * f / t
-                // Unfused (Megatron 2019): bias add, dropout (+ mask), residual add as three kernels; GeLU's tanh
-                // formula as eight element-wise kernels after the bias add, each reading and writing f.
-                : (2 * norm * h + 2 * (7 * e + 1) * h) / sp + 9 * 2 * e * f / t;
-        perToken -= FusedAddNormSavedBytes(m, c, e) * h / sp;
-        // Backward moves twice the forward's bytes, except where the executor's own kernels are counted one by one.
-        var (forwardBytes, backwardBytes) = HarnessKernels(c) && c.FusedNorm ? HarnessLayerBytes(m, c, e) : (perToken, 2 * perToken);
+        var (forwardBytes, backwardBytes) = HarnessKernels(c) && c.FusedNorm ? HarnessLayerBytes(m, c, e) : MegatronLayerBytes(m, c, e);
         double kernelGap = KernelsPerLayerForward * gpu.Efficiency.KernelOverheadSeconds;
         double elementwise = MemoryBound(T * forwardBytes, gpu) + kernelGap;
         double elementwiseBackward = MemoryBound(T * backwardBytes, gpu) + 2 * kernelGap;
@@ -173,6 +160,27 @@ public static class ComputeTime
         if (r.MlpActivation)
             recompute += MemoryBound(T * (swiglu ? SwiGluBytes(c, e) : 2 * e) * f / t, gpu);  // the activation function
         return new LayerComputeTime(gemm, attention, elementwise, backward, attentionBackward, recompute, elementwiseBackward);
+    }
+
+    /// <summary>Bytes per token, forward and backward (twice the forward), of one layer's memory-bound passes as Megatron's
+    /// kernels make them (and the executor's where its own kernels or libtorch's fused norms do not run).</summary>
+    private static (double Forward, double Backward) MegatronLayerBytes(ModelSpec m, RunDescription c, double e)
+    {
+        double t = c.TensorParallel, sp = c.SequenceParallel ? t : 1;
+        double h = m.HiddenSize, f = m.FfnHiddenSize, kv = (double)m.NumQueryGroups * m.HeadDim, norm = NormBytesPerElement(c, e);
+        double forward = m.Normalization == Normalization.RmsNorm || m.HiddenDropout <= 0
+            // Llama: 2 norms (fused: read h, write h), 2 residual adds (read 2h, write h), rotary on Q and K
+            // (read + write), SwiGLU (SwiGluBytes).
+            ? (2 * norm * h + 2 * 3 * e * h) / sp
+              + ((m.PositionEmbedding == PositionEmbedding.Rotary ? RotaryBytes(c, e, h, kv) : 0)
+                 + (m.Activation == Activation.SwiGlu ? SwiGluBytes(c, e) * f : 2 * e * f)) / t
+            // GPT: 2 LayerNorms, 2 fused bias-dropout-adds (read 2h, write h and a 1-byte mask), fused bias-GeLU.
+            : c.FusedElementwise
+                ? (2 * norm * h + (2 * 3 * e + 2) * h) / sp + 2 * e * f / t
+                // Unfused (Megatron 2019): bias add, dropout (+ mask), residual add as three kernels; GeLU's tanh
+                // formula as eight element-wise kernels after the bias add, each reading and writing f.
+                : (2 * norm * h + 2 * (7 * e + 1) * h) / sp + 9 * 2 * e * f / t;
+        return (forward, 2 * forward);
     }
 
     /// <summary>
@@ -280,20 +288,10 @@ public static class ComputeTime
     /// others, which they need).</summary>
     private static bool HarnessGptKernels(RunDescription c) => HarnessKernels(c) && c.FusedGptKernels;
 
-    /// <summary>
-    /// Bytes per hidden channel and token, forward, that the executor's residual adds fused with the norms after them save
-    /// (src/Executor/Fused/add_norm.cuh, LayerNorm's in the GPT path's kernels, RMSNorm's in the Llama path's): an add reads
-    /// x and r and writes s (3e), the norm reads s and writes y (2e); the fused kernel reads x and r and writes s and y (4e),
-    /// so s is not read back: one element less per fused add. Every layer fuses attention's residual with its MLP's norm,
-    /// and its input add (the previous layer's MLP residual) with its input norm where the residual reaches it unsummed
-    /// (<see cref="FusedInputAddShare"/>). It takes the norms through libtorch's fused norm only (not --no-norm-fusion's
-    /// float32 operators) and not under --kaimm-recompute-norm, whose norms run inside the linears after them.
-    /// </summary>
-    private static double FusedAddNormSavedBytes(ModelSpec m, RunDescription c, double e) =>
-        FusesResidualNorms(m, c) ? e * (1 + FusedInputAddShare(m, c)) : 0;
-
-    /// <summary>Whether the executor fuses residual adds with the norms after them (<see cref="FusedAddNormSavedBytes"/>):
-    /// its kernels for the model's norm, libtorch's fused norm, and no --kaimm-recompute-norm.</summary>
+    /// <summary>Whether the executor fuses residual adds with the norms after them (src/Executor/Fused/add_norm.cuh: the fused
+    /// kernel reads x and r and writes the sum and the output, so the sum is not read back; <see cref="HarnessLayerBytes"/>):
+    /// its kernels for the model's norm (LayerNorm's in the GPT path's kernels, RMSNorm's in the Llama path's), libtorch's
+    /// fused norm, and no --kaimm-recompute-norm, whose norms run inside the linears after them.</summary>
     public static bool FusesResidualNorms(ModelSpec m, RunDescription c) =>
         (m.Normalization == Normalization.LayerNorm ? HarnessGptKernels(c) : HarnessKernels(c)) && c.FusedNorm && !c.RecomputeOrNone.NormOutputs;
 
