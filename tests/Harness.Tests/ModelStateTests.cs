@@ -59,6 +59,21 @@ public class ModelStateTests
         Assert.Equal(28, OptimizerTime.BytesPerParameter(new RunDescription(Precision: Precision.Bf16, GradientsInFp32: false, Adam: new AdamStates(PrecisionAware: true))));
     }
 
+    /// <summary>The step's time also writes every gradient the rank holds once, zeroing the buffer for the next iteration
+    /// (Megatron's zero_grad_buffer): 1e9 parameters in bf16 with fp32 gradients move 34 + 4 B each; with the distributed
+    /// optimizer over d 8 the step's 34 B are an eighth's, the zeroed 4 B the whole buffer's; under ZeRO 2 both an eighth's.</summary>
+    [Fact]
+    public void TheStepAlsoZeroesTheGradientsTheRankHolds()
+    {
+        var h100 = GpuPresets.All["h100-sxm"];
+        double rate = h100.HbmBandwidthBytesPerSecond * h100.Efficiency.Hbm;
+        var bf16 = new RunDescription(Precision: Precision.Bf16);
+        Assert.Equal(1e9 * (34 + 4) / rate, OptimizerTime.Step(1e9, bf16, h100), 12);
+        var d8 = bf16 with { DataParallel = 8, GlobalBatch = 8, ZeroStage = 1 };
+        Assert.Equal((1e9 / 8 * 34 + 1e9 * 4) / rate, OptimizerTime.Step(1e9, d8, h100), 12);
+        Assert.Equal(1e9 / 8 * (34 + 4) / rate, OptimizerTime.Step(1e9, d8 with { ZeroStage = 2 }, h100), 12);
+    }
+
     /// <summary>
     /// SGD's states by hand: fp32 master weights (4 B, none in fp32 training) and the momentum buffer (4 B, none with momentum
     /// 0). bf16: 2 B weights + 4 B gradients + 8 B = 14 B; with the distributed optimizer over d 8, 6 + 8/8 = 7 B; without

@@ -16,6 +16,9 @@ namespace Harness.Simulator.Costs;
 /// MixedPrecisionOptimizer._unscale_main_grads_and_check_for_nan: torch._amp_foreach_non_finite_check_and_unscale_ over the
 /// main gradients, whether the scale is dynamic or constant, then a one-float all-reduce of found_inf): 8 B more with fp32
 /// main gradients.
+/// Every iteration also starts by zeroing the gradient buffer the backward passes accumulate into (Megatron-LM
+/// megatron/training/training.py train_step: model_chunk.zero_grad_buffer(), a fill of each bucket's grad_data): one write of
+/// every gradient the rank holds (<see cref="ModelState.Bytes"/>: the whole buffer, or its 1/d shard under ZeRO 2 and 3).
 /// </summary>
 public static class OptimizerTime
 {
@@ -35,6 +38,6 @@ public static class OptimizerTime
     public static double Step(double parameters, RunDescription c, GpuSpec gpu)
     {
         double shard = c.ZeroStage >= 1 ? c.DataParallel * c.ContextParallel : 1;
-        return ComputeTime.MemoryBound(parameters / shard * BytesPerParameter(c), gpu);
+        return ComputeTime.MemoryBound(parameters / shard * BytesPerParameter(c) + ModelState.Bytes(parameters, c).Gradients, gpu);
     }
 }
