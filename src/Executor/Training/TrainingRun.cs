@@ -89,8 +89,7 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
 
     private IReadOnlyList<IterationRecord> Run(ITrainStep step, RunStop stop)
     {
-        int? queues = int.TryParse(Environment.GetEnvironmentVariable("CUDA_DEVICE_MAX_CONNECTIONS"), out int q) ? q : null;
-        var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, queues, Environment.GetEnvironmentVariable(AllocatorConf.Variable));
+        var (asRun, notes) = ExecutorSupport.AsRun(description, settings.Device, step.Fusions, CudaVariables.DeviceMaxConnections, CudaVariables.Allocator);
         // Read before the first step, so building the statistics shim (once per installation) falls outside the iterations.
         if (settings.Device == ExecutionDevice.Cuda && CachingAllocatorStats.Unavailable is string why)
             notes = [.. notes, $"the caching allocator's statistics could not be read ({why}): memory is NVML's only."];
