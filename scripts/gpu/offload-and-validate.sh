@@ -7,6 +7,7 @@
 #    allocated bytes and its step time; `harness validate` sets the simulator's beside them (offload/validate.csv, and
 #    offload/validate.png: measured and simulated memory and step time per run, the modes in turn, N rising), and again with
 #    the constants `harness calibrate` measures for the sweep's shapes (offload/validate-calibrated.csv).
+# Then Megatron's --deterministic-mode at N 0 (twice) and N 4: the losses bit for bit (DETERMINISM=0 leaves it out).
 # 2. `harness validate` of caat-1b (micro-batch 8), gpt2-large (micro-batch 8) and a Llama-7B-shaped 4-layer model (s 4096,
 #    micro-batch 2) on the GPU's preset and on the constants `harness calibrate` measures for each model's shapes.
 # The sweep runs its extremes first (N 0, 4, 7 per mode, then full recomputation, then N 2 and 6; OFFLOAD_POINTS names others,
@@ -16,7 +17,7 @@
 set -uo pipefail
 source "$(dirname "$0")/preamble.sh" "$1" "$2" offload-and-validate.log 12
 gpu=${3:-h100-sxm}
-mkdir -p "$out/offload" "$out/models"
+mkdir -p "$out/offload" "$out/models" "$out/determinism"
 failures=0
 deadline=$((SECONDS + ${SECONDS_LEFT:-1000000} - 40))   # the calibration after the sweep takes ~40 s
 run() { # folder, then harness run flags
@@ -51,8 +52,31 @@ if "$harness" calibrate --gpu "$gpu" --model llama-7b --seq-length 4096 --micro-
     --plot "$out/offload/validate-calibrated.png" --title "$title (calibrated)" 2>&1 | tee -a "$log"
 else failures=$((failures + 1)); fi
 
+# Offload never changes numerics: under --deterministic-mode (flash's deterministic backward instead of cuDNN's attention,
+# whose dQ accumulates in a varying order) N 0 twice and N 4 must train the same losses and gradient norms bit for bit
+# (DETERMINISM=0 leaves it out).
+same_numerics() { # folder, folder
+  [ -s "$out/$1/metrics.csv" ] && [ -s "$out/$2/metrics.csv" ] || return
+  python3 - "$out/$1/metrics.csv" "$out/$2/metrics.csv" <<'PY' | tee -a "$log"
+import csv, sys
+a, b = ([(r["iteration"], r["loss"], r["grad_norm"]) for r in csv.DictReader(open(p))] for p in sys.argv[1:3])
+differ = [x[0] for x, y in zip(a, b) if x != y]
+head = f"{sys.argv[1]} vs {sys.argv[2]}: "
+if a == b: print(head + f"{len(a)} iterations, losses and gradient norms bit-identical")
+elif differ: print(head + f"{len(differ)} of {min(len(a), len(b))} iterations differ, the first at iteration {differ[0]}")
+else: print(head + f"{len(a)} against {len(b)} iterations")
+PY
+}
+if [ "${DETERMINISM:-1}" = 1 ]; then
+  run determinism/n0 "${llama8[@]}" --deterministic-mode
+  run determinism/n0-again "${llama8[@]}" --deterministic-mode
+  run determinism/n4 "${llama8[@]}" --deterministic-mode --cpu-offloading --cpu-offloading-num-layers 4
+  same_numerics determinism/n0 determinism/n0-again
+  same_numerics determinism/n0 determinism/n4
+fi
+
 # MODELS=0: the sweep alone (a lease that checks the offload).
-[ "${MODELS:-1}" = 0 ] && { tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload 2>/dev/null; exit $((failures > 0)); }
+[ "${MODELS:-1}" = 0 ] && { tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload determinism 2>/dev/null; exit $((failures > 0)); }
 run models/caat-1b --model caat-1b --micro-batch-size 8 --global-batch-size 8
 run models/gpt2-large --model gpt2-large --micro-batch-size 8 --global-batch-size 8
 run models/llama-7b-4l --model llama-7b --num-layers 4 --seq-length 4096 --micro-batch-size 2 --global-batch-size 2
@@ -67,7 +91,7 @@ for m in caat-1b gpt2-large llama-7b-4l; do
   [ -s "$out/models/cluster-$m.json" ] && "$harness" validate "$out/models/$m" --cluster "$out/models/cluster-$m.json" \
     --csv "$out/models/validate-calibrated-$m.csv" 2>&1 | tee -a "$log"
 done
-tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload models 2>/dev/null
+tar -C "$out" -czf "$out/runs.tgz" --exclude='*.png' offload determinism models 2>/dev/null
 if [ "$failures" -gt 0 ]; then
   echo "offload-and-validate.sh: $failures step(s) failed; see $log." >&2
   exit 1

@@ -66,6 +66,7 @@ public static class RunSettingsFlags
         new("--no-log-loss-scale-to-tensorboard", false, "leave the loss scale out (default: written)"),
         new("--disable-log-loss-scale-to-tensorboard", false, "the same, by Megatron's older name"),
         new("--no-check-for-nan-in-loss-and-grad", false, "let a run go on past a NaN or Inf loss or gradient norm (default: it stops there)"),
+        new("--deterministic-mode", false, "deterministic kernels only (libtorch's deterministic algorithms; attention runs flash's deterministic backward, not cuDNN's): the same losses run after run, somewhat slower"),
         new("--overwrite", false, "let a new run replace the metrics.csv in --out and save beside the checkpoints in --save"),
     };
 
@@ -135,6 +136,7 @@ public static class RunSettingsFlags
             ExitDurationInMins = cl.Int("--exit-duration-in-mins") ?? d.ExitDurationInMins,
             Overwrite = cl.Switch("--overwrite") || d.Overwrite,
             CheckForNanInLossAndGrad = !cl.Switch("--no-check-for-nan-in-loss-and-grad") && d.CheckForNanInLossAndGrad,
+            DeterministicMode = cl.Switch("--deterministic-mode") || d.DeterministicMode,
             TensorBoard = ReadTensorBoard(cl),
         };
         return settings;
@@ -247,6 +249,7 @@ public static class RunSettingsFlags
         if (s.ExitDurationInMins is int minutes) Value("--exit-duration-in-mins", minutes.ToString(CultureInfo.InvariantCulture));
         if (s.Overwrite) a.Add("--overwrite");
         if (!s.CheckForNanInLossAndGrad) a.Add("--no-check-for-nan-in-loss-and-grad");
+        if (s.DeterministicMode) a.Add("--deterministic-mode");
         var t = s.TensorBoardOrDefault;
         var dt = d.TensorBoardOrDefault;
         Text("--tensorboard-dir", t.Dir, dt.Dir);

@@ -63,6 +63,31 @@ public sealed class GpuScriptTests : IDisposable
         Assert.StartsWith("harness,caat-1b,8,1024,92.68,176782,4.08,", Assert.Single(rows.Skip(1)));
     }
 
+    /// <summary>offload-and-validate.sh's numerics check compares the deterministic runs' metrics.csv iteration by iteration:
+    /// a repeat of N 0 the same bits, an N 4 whose third loss differs in its last digit named as differing there.</summary>
+    [Fact]
+    public void TheOffloadSweepComparesItsDeterministicRunsBitForBit()
+    {
+        string harness = Path.Combine(dir, "harness"), out_ = Path.Combine(dir, "offload");
+        File.WriteAllText(harness, """
+            #!/usr/bin/env bash
+            prev=; out=
+            for a; do [ "$prev" = --out ] && out=$a; prev=$a; done
+            case "$out" in */determinism/*)
+              last=9.0; [[ $out == */n4 ]] && last=9.000001
+              mkdir -p "$out"; printf 'iteration,loss,grad_norm\n1,10.5,2.25\n2,9.75,2.0\n3,%s,1.5\n' "$last" >"$out/metrics.csv"; exit 0;;
+            esac
+            echo "harness $1: --device cuda needs libtorch with CUDA." >&2
+            exit 2
+            """.Replace("\r", ""));
+        File.SetUnixFileMode(harness, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var (code, output, _) = Bash("offload-and-validate.sh", new Dictionary<string, string> { ["OFFLOAD_POINTS"] = " ", ["MODELS"] = "0" },
+            harness, out_, "h100-sxm");
+        Assert.Equal(1, code); // the stand-in's calibrate fails
+        Assert.Contains($"{out_}/determinism/n0/metrics.csv vs {out_}/determinism/n0-again/metrics.csv: 3 iterations, losses and gradient norms bit-identical", output);
+        Assert.Contains($"{out_}/determinism/n0/metrics.csv vs {out_}/determinism/n4/metrics.csv: 1 of 3 iterations differ, the first at iteration 3", output);
+    }
+
     [Fact]
     public void TheExecutorBenchExitsOneWithOneSentenceWhenEveryRunFailed()
     {

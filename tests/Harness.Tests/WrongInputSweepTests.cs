@@ -337,6 +337,7 @@ public sealed class WrongInputSweepTests : IClassFixture<WrongInputFiles>
         --profile | run --profile-step-start 3
         --device | run --profile
         --ranks-on-one-device | run --ranks-on-one-device
+        --deterministic-mode | run --deterministic-mode --attention-backend fused
         """;
 
     /// <summary>Search spaces with no valid configuration: one sentence naming the value, then the closest configurations'

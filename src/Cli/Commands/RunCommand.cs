@@ -43,7 +43,7 @@ public static class RunCommand
         var (m, d, s) = run.Value;
         // The launch environment the description names, for this process's CUDA context and the ranks it starts (CUDA reads
         // it when the context is created).
-        CudaVariables.Apply(d);
+        CudaVariables.Apply(d, s);
         if (cl.Ignored.Count > 0) Console.WriteLine($"harness run: Megatron-LM settings accepted but not applied by harness run: {string.Join(' ', cl.Ignored)}");
         int code = DistributedRun.Requested(cl) ? DistributedRun.Run(m, d, s, args, env) : Train(new TrainingRun(m, d, s, s.Out!, Console.WriteLine), m, d, s);
         if (!outExisted && Directory.Exists(s.Out) && !Directory.EnumerateFileSystemEntries(s.Out!).Any()) Directory.Delete(s.Out!);

@@ -2,14 +2,12 @@ namespace Harness.Executor.Native;
 
 /// <summary>
 /// Which kernels libtorch's scaled_dot_product_attention may choose from: the process-wide switches of at::Context
-/// (aten/src/ATen/Context.h: setSDPUseFlash, setSDPUseMemEfficient, setSDPUseMath, setSDPUseCuDNN, read back by
-/// userEnabledFlashSDP and the like), which torch.backends.cuda.enable_flash_sdp and its siblings set and TorchSharp does not
-/// bind. They are member functions of libtorch_cpu, called through their Itanium-mangled exports with the Context that
-/// at::globalContext() returns as the implicit this. Every run sets all four, so none inherits another's.
+/// (<see cref="AtContext"/>: setSDPUseFlash, setSDPUseMemEfficient, setSDPUseMath, setSDPUseCuDNN, read back by
+/// userEnabledFlashSDP and the like), which torch.backends.cuda.enable_flash_sdp and its siblings set. Every run sets all
+/// four, so none inherits another's.
 /// </summary>
 public static unsafe class SdpBackends
 {
-    private static readonly Lazy<IntPtr> Context = new(() => ((delegate* unmanaged<IntPtr>)Libtorch("_ZN2at13globalContextEv"))());
     private static readonly Lazy<IntPtr> UseFlash = new(() => Libtorch("_ZN2at7Context14setSDPUseFlashEb"));
     private static readonly Lazy<IntPtr> UseMemEfficient = new(() => Libtorch("_ZN2at7Context21setSDPUseMemEfficientEb"));
     private static readonly Lazy<IntPtr> UseMath = new(() => Libtorch("_ZN2at7Context13setSDPUseMathEb"));
@@ -38,13 +36,10 @@ public static unsafe class SdpBackends
     public static Allowed Current => new(Read(FlashEnabled.Value), Read(MemEfficientEnabled.Value), Read(MathEnabled.Value), Read(CuDnnEnabled.Value));
 
     // A C++ bool travels as one byte in the low bits of its register (System V AMD64 ABI): byte on both sides.
-    private static void Call(IntPtr setter, bool on) => ((delegate* unmanaged<IntPtr, byte, void>)setter)(Context.Value, on ? (byte)1 : (byte)0);
+    private static void Call(IntPtr setter, bool on) => ((delegate* unmanaged<IntPtr, byte, void>)setter)(AtContext.Instance, on ? (byte)1 : (byte)0);
 
-    private static bool Read(IntPtr getter) => ((delegate* unmanaged<IntPtr, byte>)getter)(Context.Value) != 0;
+    private static bool Read(IntPtr getter) => ((delegate* unmanaged<IntPtr, byte>)getter)(AtContext.Instance) != 0;
 
-    private static IntPtr Libtorch(string symbol)
-    {
-        var address = TorchRuntime.Export("torch_cpu", symbol);
-        return address != IntPtr.Zero ? address : throw new InvalidOperationException($"libtorch_cpu.so does not export {symbol}; the executor cannot choose scaled_dot_product_attention's kernel with this libtorch.");
-    }
+    private static IntPtr Libtorch(string symbol) =>
+        AtContext.Member(symbol, "the executor cannot choose scaled_dot_product_attention's kernel with this libtorch.");
 }

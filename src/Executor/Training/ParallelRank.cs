@@ -39,6 +39,7 @@ public sealed class ParallelRank : ITrainStep
         (this.world, this.device, this.localDevice, this.description, this.settings, tokenizerVocab) = (world, device, localDevice, description, settings, model.VocabSize);
         groups = ProcessGroups.Create(world, RankOrder.For(world.Size, description.TensorParallel, description.ContextParallel, description.PipelineParallel));
         Model = VocabPadding.Pad(model, settings.MakeVocabSizeDivisibleBy, description.TensorParallel);
+        Determinism.Set(settings.DeterministicMode);
         trainer = new ParallelTrainer(groups, Model, description, device, settings.Seed, settings.AdamOrDefault, settings.LossScaleOrDefault);
         data = SplitData.Open(settings, model.VocabSize, model.SeqLength, description.GlobalBatch);
         sampler = new GptSampler(data.Train, model.SeqLength);

@@ -53,6 +53,7 @@ public sealed class Trainer : ITrainStep
         if (errors.Count > 0) throw new ArgumentException(errors[0]);
         (this.description, this.settings, tokenizerVocab) = (description, settings, model.VocabSize);
         TorchRuntime.Initialize(settings.Device, settings.Libtorch);
+        Determinism.Set(settings.DeterministicMode);
         bool cuda = settings.Device == ExecutionDevice.Cuda;
         device = cuda ? CUDA : CPU;
         DeviceName = DeviceProbe.Name(cuda, 0);

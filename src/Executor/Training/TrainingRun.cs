@@ -45,6 +45,9 @@ public sealed class TrainingRun(ModelSpec model, RunDescription description, Run
             errors.Add("--ranks-on-one-device on CUDA runs without dropout: the ranks would share libtorch's one CUDA generator, which each reseeds per mask; pass --hidden-dropout 0 --attention-dropout 0.");
         if (settings.Profile is not null && worldSize > 1)
             errors.Add("--profile opens the profiler range in single-device runs; profile a parallel run's ranks with nsys or ncu from the start instead.");
+        if (settings.DeterministicMode && description.AttentionBackend == AttentionBackend.Fused)
+            errors.Add("--deterministic-mode runs no cuDNN fused attention (libtorch has no deterministic one): use --attention-backend flash or auto, which then runs flash's deterministic backward.");
+        if (CudaVariables.DeterminismRefusal(settings) is string determinism) errors.Add(determinism);
         if (!GpuPresets.All.ContainsKey(settings.Gpu)) errors.Add($"--gpu '{settings.Gpu}' is not a preset; valid: {string.Join(", ", GpuPresets.All.Keys)}.");
         return errors;
     }
