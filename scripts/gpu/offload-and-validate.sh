@@ -55,24 +55,26 @@ else failures=$((failures + 1)); fi
 # Offload never changes numerics: under --deterministic-mode (flash's deterministic backward instead of cuDNN's attention,
 # whose dQ accumulates in a varying order) N 0 twice and N 4 must train the same losses and gradient norms bit for bit
 # (DETERMINISM=0 leaves it out).
-same_numerics() { # folder, folder
-  [ -s "$out/$1/metrics.csv" ] && [ -s "$out/$2/metrics.csv" ] || return
+same_numerics() { # folder, folder: fails where they differ (a run that left no metrics failed on its own)
+  [ -s "$out/$1/metrics.csv" ] && [ -s "$out/$2/metrics.csv" ] || return 0
   python3 - "$out/$1/metrics.csv" "$out/$2/metrics.csv" <<'PY' | tee -a "$log"
 import csv, sys
 a, b = ([(r["iteration"], r["loss"], r["grad_norm"]) for r in csv.DictReader(open(p))] for p in sys.argv[1:3])
 differ = [x[0] for x, y in zip(a, b) if x != y]
 head = f"{sys.argv[1]} vs {sys.argv[2]}: "
-if a == b: print(head + f"{len(a)} iterations, losses and gradient norms bit-identical")
+if not a or not b: print(head + "no iterations recorded")
+elif a == b: print(head + f"{len(a)} iterations, losses and gradient norms bit-identical")
 elif differ: print(head + f"{len(differ)} of {min(len(a), len(b))} iterations differ, the first at iteration {differ[0]}")
 else: print(head + f"{len(a)} against {len(b)} iterations")
+sys.exit(not a or a != b)
 PY
 }
 if [ "${DETERMINISM:-1}" = 1 ]; then
   run determinism/n0 "${llama8[@]}" --deterministic-mode
   run determinism/n0-again "${llama8[@]}" --deterministic-mode
   run determinism/n4 "${llama8[@]}" --deterministic-mode --cpu-offloading --cpu-offloading-num-layers 4
-  same_numerics determinism/n0 determinism/n0-again
-  same_numerics determinism/n0 determinism/n4
+  same_numerics determinism/n0 determinism/n0-again || failures=$((failures + 1))
+  same_numerics determinism/n0 determinism/n4 || failures=$((failures + 1))
 fi
 
 # MODELS=0: the sweep alone (a lease that checks the offload).

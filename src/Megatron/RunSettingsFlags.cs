@@ -66,7 +66,7 @@ public static class RunSettingsFlags
         new("--no-log-loss-scale-to-tensorboard", false, "leave the loss scale out (default: written)"),
         new("--disable-log-loss-scale-to-tensorboard", false, "the same, by Megatron's older name"),
         new("--no-check-for-nan-in-loss-and-grad", false, "let a run go on past a NaN or Inf loss or gradient norm (default: it stops there)"),
-        new("--deterministic-mode", false, "deterministic kernels only (libtorch's deterministic algorithms; attention runs flash's deterministic backward, not cuDNN's): the same losses run after run, somewhat slower"),
+        new("--deterministic-mode", false, "deterministic kernels only (libtorch's deterministic algorithms): the same losses run after run, somewhat slower; attention runs flash's deterministic backward, as libtorch has no deterministic cuDNN attention (Megatron with Transformer Engine keeps cuDNN's)"),
         new("--overwrite", false, "let a new run replace the metrics.csv in --out and save beside the checkpoints in --save"),
     };
 

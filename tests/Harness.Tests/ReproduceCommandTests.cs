@@ -33,11 +33,17 @@ public class ReproduceCommandTests
     public void AHeldOutTableAloneReportsNoEmptyPool()
     {
         // Figure 9 is held out: nothing of it is pooled into the overall throughput, so the overall line says what it has.
-        var (code, output, _) = ConsoleCapture.Run(ReproduceCommand.Run, "kwai-atc24-fig9", "--experiments", ExperimentFileTests.ExperimentsDir);
-        Assert.Equal(0, code);
-        Assert.Contains("overall fit decisions right 41/41; method order right", output);
-        Assert.DoesNotContain("over 0 rows", output);
-        Assert.Contains("held out (generalization, not pooled above): throughput MAPE 1.75 %", output);
+        // Its files go to a folder of the test's own, not the repository's results/reproductions.
+        string dir = Path.Combine(TestTemp.Root, $"harness-repro-{Guid.NewGuid():N}");
+        try
+        {
+            var (code, output, _) = ConsoleCapture.Run(ReproduceCommand.Run, "kwai-atc24-fig9", "--experiments", ExperimentFileTests.ExperimentsDir, "--out", dir);
+            Assert.Equal(0, code);
+            Assert.Contains("overall fit decisions right 41/41; method order right", output);
+            Assert.DoesNotContain("over 0 rows", output);
+            Assert.Contains("held out (generalization, not pooled above): throughput MAPE 1.75 %", output);
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
     }
 
     [Fact]

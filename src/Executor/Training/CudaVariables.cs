@@ -16,8 +16,9 @@ public static class CudaVariables
 {
     public const string MaxConnections = "CUDA_DEVICE_MAX_CONNECTIONS";
 
-    /// <summary>NCCL's algorithm choice: under --deterministic-mode a rank's collectives must not reduce in the switch (NVLS,
-    /// CollNet), whose order varies; Megatron-LM requires it set (Tree, Ring, ...) and Harness sets Ring where it is not.</summary>
+    /// <summary>NCCL's algorithm choice: under --deterministic-mode Megatron-LM requires it set to one that reduces in a fixed
+    /// order (Tree, Ring, CollnetDirect, CollnetChain, or ^NVLS: not the NVSwitch's in-network reduction); Harness sets Ring
+    /// where it is unset.</summary>
     public const string NcclAlgorithm = "NCCL_ALGO";
 
     public static void Apply(RunDescription d, RunSettings s)

@@ -72,8 +72,8 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 
 /// <summary>
 /// What a run needs besides its <see cref="RunDescription"/> that changes neither its cost nor its arithmetic: how long it
-/// trains and at which rates, its data, where it reads and writes, how it is launched and reported (and whether its kernels
-/// must be deterministic, whose cost is in the attention kernel the description records).
+/// trains and at which rates, its data, where it reads and writes, how it is launched and reported, and whether its kernels
+/// must be deterministic (<paramref name="DeterministicMode"/>: a cost the simulator leaves out).
 /// </summary>
 /// <param name="Gpu">The GPU preset whose dense peak gives a GPU run's MFU (and that `validate` simulates on).</param>
 /// <param name="MakeVocabSizeDivisibleBy">Megatron's padding of the embedding and output tables to a multiple of this times t.</param>
@@ -95,8 +95,9 @@ public sealed record ProfileRange(long StepStart = 10, long StepEnd = 12)
 /// <param name="CheckForNanInLossAndGrad">Megatron's --check-for-nan-in-loss-and-grad (on; --no-check-for-nan-in-loss-and-grad
 /// turns it off): a NaN or Inf loss, or gradient norm without a loss scaler, stops the run.</param>
 /// <param name="DeterministicMode">Megatron's --deterministic-mode: deterministic kernels only (PyTorch's
-/// use_deterministic_algorithms), so the same run gives the same losses bit for bit. Its one effect on cost, the attention
-/// kernel (flash, whose deterministic backward libtorch runs, never cuDNN's), is what the run's description records.</param>
+/// use_deterministic_algorithms), so the same run gives the same losses bit for bit. The run's description records the
+/// attention kernel it leaves (flash, never cuDNN's); the rest of what it costs (flash's deterministic backward, libtorch's
+/// NaN fill of every new uninitialized tensor, sort-based index accumulation, NCCL's Ring) the simulator does not model.</param>
 /// <param name="TensorBoard">Megatron's TensorBoard flags: where and which scalars the run writes as event files.</param>
 /// <param name="LoadFormat">Harness's --load-format: what --load names.</param>
 public sealed record RunSettings(
