@@ -50,6 +50,9 @@ if "$harness" calibrate --gpu "$gpu" --model llama-7b --seq-length 4096 --micro-
     --out "$out/offload/cluster.json" >"$out/offload/calibrate.log" 2>&1; then
   "$harness" validate "$out/offload" --cluster "$out/offload/cluster.json" --csv "$out/offload/validate-calibrated.csv" \
     --plot "$out/offload/validate-calibrated.png" --title "$title (calibrated)" 2>&1 | tee -a "$log"
+  # The table the results README gives, against the targets.
+  [ -s "$out/offload/validate-calibrated.csv" ] && python3 "$here/offload-table.py" "$out/offload/validate-calibrated.csv" \
+    "$out/offload/validate.csv" | tee "$out/offload/table.md" | tee -a "$log"
 else failures=$((failures + 1)); fi
 
 # Offload never changes numerics: under --deterministic-mode (flash's deterministic backward instead of cuDNN's attention,

@@ -224,4 +224,26 @@ public sealed class GpuScriptTests : IDisposable
         Assert.Equal("DIFFERS from cp2", rows["cp2-offload0.5"][^1]);
         Assert.Contains("| tp2 | 3 | 5.00e-04 | 6.25e-03 |", output);
     }
+
+    /// <summary>offload-table.py sets each run of the sweep beside its simulation, in the sweep's order, and names the runs
+    /// outside the targets: 332 ms against 330 simulated (+0.6%) and a peak of 50 GiB simulated as 51 (+2.0%) pass; 480
+    /// against 420 (+14.3%) and 49 against 45 GiB (-8.2%) do not.</summary>
+    [Fact]
+    public void TheOffloadTableHoldsEachPointToTheTargets()
+    {
+        const string header = "run,measured_step_s,simulated_step_s,measured_allocated_peak_bytes,simulated_peak_bytes";
+        string calibrated = Path.Combine(dir, "calibrated.csv"), preset = Path.Combine(dir, "preset.csv");
+        long gib = 1L << 30;
+        File.WriteAllLines(calibrated, [header, $"none-n4,0.480,0.420,{49 * gib},{45 * gib}", $"none-n0,0.332,0.330,{50 * gib},{51 * gib}"]);
+        File.WriteAllLines(preset, [header, $"none-n0,0.332,0.350,{50 * gib},{51 * gib}"]);
+        var psi = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { Path.Combine(Scripts, "offload-table.py"), calibrated, preset }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var lines = p.StandardOutput.ReadToEnd().Split('\n');
+        p.WaitForExit();
+        Assert.Equal(0, p.ExitCode);
+        Assert.Equal("| none, N 0 | 332 | 330 | +0.6% | -5.1% | 50.00 | 51.00 | +2.0% |", lines[2]);
+        Assert.Equal("| none, N 4 | 480 | 420 | +14.3% | - | 49.00 | 45.00 | -8.2% |", lines[3]);
+        Assert.Contains("Outside the targets (5% step on calibrated constants, 3% memory): none, N 4 memory -8.2%; none, N 4 step +14.3%.", lines);
+    }
 }
