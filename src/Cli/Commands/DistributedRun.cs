@@ -109,6 +109,12 @@ public static class DistributedRun
             int rank = e.Failures.First(f => AllocationFailure.Is(f.Error)).Rank;
             return RunCommand.UserError(OutOfMemory.Sentence(model, description, settings.Device, rank) + job.Kept);
         }
+        // An operator without a deterministic version under --deterministic-mode, on this GPU rank or on a rank of this process.
+        catch (Exception e) when (NondeterministicOperation.Is(e)) { return RunCommand.UserError(NondeterministicOperation.Sentence(e) + job.Kept); }
+        catch (RankFailuresException e) when (e.Failures.Any(f => NondeterministicOperation.Is(f.Error)))
+        {
+            return RunCommand.UserError(NondeterministicOperation.Sentence(e.Failures.First(f => NondeterministicOperation.Is(f.Error)).Error) + job.Kept);
+        }
         catch (RankFailuresException e)
         {
             foreach (var (rank, error) in e.Failures)

@@ -67,6 +67,7 @@ public static class RunCommand
         {
             return UserError(OutOfMemory.Sentence(model, description, settings.Device, rank: null) + job.Kept);
         }
+        catch (Exception e) when (NondeterministicOperation.Is(e)) { return UserError(NondeterministicOperation.Sentence(e) + job.Kept); }
     }
 
     /// <summary>What stops a run early: the signals, and --exit-duration-in-mins counted from now (Megatron counts from the
