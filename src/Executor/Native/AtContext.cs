@@ -18,6 +18,6 @@ internal static unsafe class AtContext
     public static IntPtr Member(string symbol, string without)
     {
         var address = TorchRuntime.Export("torch_cpu", symbol);
-        return address != IntPtr.Zero ? address : throw new InvalidOperationException($"libtorch_cpu.so does not export {symbol}; {without}");
+        return address != IntPtr.Zero ? address : throw new NativeLoadException($"libtorch_cpu.so does not export {symbol}; {without}");
     }
 }

@@ -81,6 +81,6 @@ public static unsafe class StorageBytes
     private static IntPtr Libtorch(string library, string symbol)
     {
         var address = TorchRuntime.Export(library, symbol);
-        return address != IntPtr.Zero ? address : throw new InvalidOperationException($"lib{library}.so does not export {symbol}; neither ZeRO 3 nor activation offload can free memory with this libtorch.");
+        return address != IntPtr.Zero ? address : throw new NativeLoadException($"lib{library}.so does not export {symbol}; neither ZeRO 3 nor activation offload can free memory with this libtorch.");
     }
 }
