@@ -5,7 +5,8 @@
 # The vocabulary is padded to 32768 in every layout (--make-vocab-size-divisible-by 1024: Megatron pads to a multiple of
 # that times t, 32768 for t = 1..8), so every layout trains exactly the serial model's weights (WeightInit).
 # `harness kernel-check` runs first; then one-gpu-layouts.py compares every run's losses with the serial run's (equivalence.csv,
-# equivalence.md), and an offloading run's with the same layout's without offload (bit for bit: offload moves bytes only). Times are not a cluster's: the ranks share one GPU. JOBS runs at once (default 1; above 1 the runs
+# equivalence.md), and an offloading run's with the same layout's without offload (bit for bit under --deterministic-mode:
+# offload moves bytes only). Times are not a cluster's: the ranks share one GPU. JOBS runs at once (default 1; above 1 the runs
 # also share the GPU with each other, so their step times say nothing, while their losses are unchanged).
 # Each rank's thread runs its own backward (libtorch's autograd engine otherwise runs every CUDA backward of the device on
 # one worker thread, where TP 2 once waited out the 5-minute collective timeout: harness run's README, "Parallel runs").
@@ -68,6 +69,12 @@ run serial-offload-cpu2 1 --cpu-offloading --cpu-offloading-num-layers 2
 run dp2-fsdp-optim-grads 2 --use-megatron-fsdp --data-parallel-sharding-strategy optim_grads
 run dp2-pp2-fsdp 4 --pipeline-model-parallel-size 2 --use-megatron-fsdp
 run dp2-pp2-interleaved-fsdp 4 --pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 3 --use-megatron-fsdp
+# Offload keeps the same bits where the kernels are deterministic (--deterministic-mode: flash's deterministic backward,
+# not cuDNN's attention): Megatron-Kwai's alpha on 4 pipeline ranks and Megatron-core's CPU offloading, each beside its twin.
+run pp4-interleaved-deterministic 4 --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1 --deterministic-mode
+run pp4-interleaved-deterministic-offload0.5 4 --pipeline-model-parallel-size 4 --num-layers-per-virtual-pipeline-stage 1 --offload-ratio 0.5 --deterministic-mode
+run serial-deterministic 1 --deterministic-mode
+run serial-deterministic-offload-cpu2 1 --cpu-offloading --cpu-offloading-num-layers 2 --deterministic-mode
 wait
 failures=$((kernel_failures + $(unfinished "$out" "${started[@]}")))
 python3 "$(dirname "$0")/one-gpu-layouts.py" "$out" serial | tee -a "$log"
