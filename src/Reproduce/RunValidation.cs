@@ -26,7 +26,8 @@ public sealed record RunValidation(
     double? MeasuredMfu,
     long MeasuredMemoryBytes,
     StepEstimate Estimate,
-    long? MeasuredAllocatedPeakBytes = null)
+    long? MeasuredAllocatedPeakBytes = null,
+    bool Deterministic = false)
 {
     /// <summary>Simulated over measured allocated peak, minus one (positive: the simulator expects more memory than the run
     /// allocated); null when the run could not read its allocator's statistics.</summary>
@@ -63,7 +64,8 @@ public sealed record RunValidation(
         double? mfu = root.GetProperty("Mfu").ValueKind == JsonValueKind.Number ? root.GetProperty("Mfu").GetDouble() : null;
         return new RunValidation(Path.GetFileName(Path.TrimEndingDirectorySeparator(folder)), root.GetProperty("Device").GetString() ?? "?",
             preset.Name, ran.Model, ran.Description, root.GetProperty("MedianStepMs").GetDouble() / 1e3, mfu, root.GetProperty("PeakMemoryBytes").GetInt64(), estimate,
-            root.TryGetProperty("PeakAllocatedBytes", out var allocated) && allocated.ValueKind == JsonValueKind.Number ? allocated.GetInt64() : null);
+            root.TryGetProperty("PeakAllocatedBytes", out var allocated) && allocated.ValueKind == JsonValueKind.Number ? allocated.GetInt64() : null,
+            ran.DeterministicMode);
     });
 
     /// <summary>The GPU preset the run's MFU was counted against, by name, with today's constants.</summary>
@@ -77,8 +79,10 @@ public sealed record RunValidation(
     }
 }
 
-/// <summary>What a summary says ran: the model, the run description as run, the device kind and the GPU preset named.</summary>
-public sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu, bool RanksOnOneDevice = false)
+/// <summary>What a summary says ran: the model, the run description as run, the device kind and the GPU preset named, and
+/// whether its ranks shared one device and its kernels had to be deterministic (--deterministic-mode).</summary>
+public sealed record SummaryRun(ModelSpec Model, RunDescription Description, ExecutionDevice Device, string? Gpu, bool RanksOnOneDevice = false,
+    bool DeterministicMode = false)
 {
     /// <summary>What a summary.json's root says ran: a summary as `harness run` writes it, or one recorded before the run
     /// description (<see cref="LegacyRunSummary"/>). Every summary is a run of this project's executor, costed with its own
@@ -120,6 +124,6 @@ public sealed record SummaryRun(ModelSpec Model, RunDescription Description, Exe
         var description = root.GetProperty("Description");
         return new SummaryRun(root.GetProperty("Model").Deserialize<ModelSpec>(RunValidation.Json)!,
             LegacyRunSummary.WithoutLaterKernels(description, description.Deserialize<RunDescription>(RunValidation.Json)!), settings.Device, settings.Gpu,
-            settings.RanksOnOneDevice);
+            settings.RanksOnOneDevice, settings.DeterministicMode);
     }
 }

@@ -169,13 +169,16 @@ public static class ValidateCommand
             console.MarkupLine($"allocated peak: mean absolute error [bold]{memory.Average(r => Math.Abs(r.MemoryError!.Value)):P1}[/] over {memory.Count} run(s); positive: the simulator expects more than the allocator's peak.");
         if (compared.Count < rows.Count)
             console.MarkupLine($"{rows.Count - compared.Count} launch-bound run(s) (under 1% MFU: the host's loop, not the GPU, sets their pace) listed, not averaged.");
+        if (rows.Count(r => r.Deterministic) is int deterministic and > 0)
+            console.MarkupLine($"{deterministic} run(s) ran --deterministic-mode: flash's deterministic backward and libtorch's deterministic algorithms cost time the simulator does not model.");
     }
 
     private static string Layout(RunValidation r)
     {
         var c = r.Config;
         string layout = $"{r.Model.Name} d{c.DataParallel} t{c.TensorParallel} p{c.PipelineParallel} c{c.ContextParallel} b{c.MicroBatch} x{c.NumMicroBatches}";
-        return c.RecomputeOrNone.Granularity == RecomputeGranularity.None ? layout : $"{layout} {c.RecomputeOrNone.Granularity.ToString().ToLowerInvariant()} recompute";
+        if (c.RecomputeOrNone.Granularity != RecomputeGranularity.None) layout += $" {c.RecomputeOrNone.Granularity.ToString().ToLowerInvariant()} recompute";
+        return r.Deterministic ? $"{layout} deterministic" : layout;
     }
 
     private static object Flat(RunValidation r) => new

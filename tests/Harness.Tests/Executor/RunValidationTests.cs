@@ -162,6 +162,22 @@ public class RunValidationTests
         }
     }
 
+    /// <summary>A run of --deterministic-mode is compared as any other, its layout marked, and the output says what of its cost
+    /// the simulator leaves out; a run without it says nothing of the kind.</summary>
+    [Fact]
+    public void ADeterministicRunIsMarkedWithWhatTheSimulatorLeavesOut()
+    {
+        var deterministic = WriteRun(Caat, CaatRun, OnH200 with { DeterministicMode = true }, 2000);
+        var v = RunValidation.Of(deterministic);
+        Assert.True(v.Deterministic);
+        Assert.False(RunValidation.Of(WriteRun(Caat, CaatRun, OnH200, 2000)).Deterministic);
+        string csv = Path.Combine(Path.GetDirectoryName(deterministic)!, "v.csv");
+        var (code, output, _) = ConsoleCapture.Run(ValidateCommand.Run, Path.GetDirectoryName(deterministic)!, "--csv", csv);
+        Assert.Equal(0, code);
+        Assert.Contains("1 run(s) ran --deterministic-mode: flash's deterministic backward and libtorch's deterministic algorithms cost time the simulator does not model.", output);
+        Assert.Contains("\"caat-1b d1 t1 p1 c1 b8 x8 selective recompute deterministic\"", File.ReadAllLines(csv)[1]);
+    }
+
     [Fact]
     public void TheCommandComparesEveryRunUnderAFolderAndRejectsBadInput()
     {
