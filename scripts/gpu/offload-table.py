@@ -5,6 +5,7 @@ step, 3% memory), with the preset's step error beside where its CSV is given. Ro
 Megatron-Kwai's, full; N rising.
 Usage: offload-table.py VALIDATE_CALIBRATED_CSV [VALIDATE_PRESET_CSV] > table.md"""
 import csv
+import os
 import re
 import sys
 
@@ -27,7 +28,7 @@ def label(run):
 
 def main():
     calibrated = rows(sys.argv[1])
-    preset = rows(sys.argv[2]) if len(sys.argv) > 2 else {}
+    preset = rows(sys.argv[2]) if len(sys.argv) > 2 and os.path.exists(sys.argv[2]) else {}
     gib = 2 ** 30
     print("| run | step ms | simulated, calibrated | error | on the preset | allocated peak GiB | simulated | error |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -37,10 +38,10 @@ def main():
         measured, simulated = float(r["measured_step_s"]), float(r["simulated_step_s"])
         step = measured / simulated - 1   # positive: the run was slower than the simulator expected
         on_preset = f"{float(preset[run]['measured_step_s']) / float(preset[run]['simulated_step_s']) - 1:+.1%}" if run in preset else "-"
-        peak = r["measured_allocated_peak_bytes"]
-        if peak:
-            memory = float(r["simulated_peak_bytes"]) / float(peak) - 1
-            peak_text, memory_text = f"{float(peak) / gib:.2f}", f"{memory:+.1%}"
+        peak = float(r["measured_allocated_peak_bytes"] or 0)
+        if peak > 0:
+            memory = float(r["simulated_peak_bytes"]) / peak - 1
+            peak_text, memory_text = f"{peak / gib:.2f}", f"{memory:+.1%}"
             if abs(memory) > 0.03: misses.append(f"{label(run)} memory {memory:+.1%}")
         else:
             peak_text, memory_text = "-", "-"

@@ -55,7 +55,8 @@ for name in sorted(os.listdir(out)):
         same_as_base = ""
     else:
         identical = set(base_losses) == set(run) and all(run[i] == base_losses[i] for i in run)
-        deterministic = deterministic_mode(s) and deterministic_mode(json.load(open(os.path.join(out, base, "summary.json"))))
+        base_summary = os.path.join(out, base, "summary.json")   # absent where the twin was killed before it wrote one
+        deterministic = deterministic_mode(s) and os.path.exists(base_summary) and deterministic_mode(json.load(open(base_summary)))
         same_as_base = (f"bit-identical to {base}" if identical else f"DIFFERS from {base}" if deterministic
                         else f"differs from {base} (kernels not deterministic)")
         failed += deterministic and not identical

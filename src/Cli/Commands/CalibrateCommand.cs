@@ -75,8 +75,14 @@ public static class CalibrateCommand
             shapes.AddRange(gemmShapes.Select(g => (label, g)));
         }
         var gemms = KernelRates.Gemms(device, shapes);
-        var attention = layers.Select(l => AttentionShape.Of(l.Model, l.Config)).Distinct()
-            .SelectMany(a => MeasuredBackends.Select(b => KernelRates.Attention(device, a, b))).OfType<AttentionRate>().ToList();
+        List<AttentionRate> attention;
+        // Choosing an attention kernel sets libtorch's at::Context switches, whose exports an unusual libtorch may lack.
+        try
+        {
+            attention = layers.Select(l => AttentionShape.Of(l.Model, l.Config)).Distinct()
+                .SelectMany(a => MeasuredBackends.Select(b => KernelRates.Attention(device, a, b))).OfType<AttentionRate>().ToList();
+        }
+        catch (NativeLoadException e) { return Fail([e.Message]); }
         var memory = KernelRates.ElementwiseAdd(device, 1L << 29);
         var (toDevice, toHost) = KernelRates.HostLink(device, 1L << 30);
         var calibration = new GpuCalibration(preset, deviceName, cold, held, gemms, attention, memory, toDevice, toHost);

@@ -109,6 +109,13 @@ public static class DistributedRun
             int rank = e.Failures.First(f => AllocationFailure.Is(f.Error)).Rank;
             return RunCommand.UserError(OutOfMemory.Sentence(model, description, settings.Device, rank) + job.Kept);
         }
+        // A libtorch without an export the executor calls (an at::Context switch, storage resizing), on this GPU rank or on a
+        // rank of this process: one sentence.
+        catch (NativeLoadException e) { return RunCommand.UserError(e.Message + job.Kept); }
+        catch (RankFailuresException e) when (e.Failures.Any(f => f.Error is NativeLoadException))
+        {
+            return RunCommand.UserError(e.Failures.First(f => f.Error is NativeLoadException).Error.Message + job.Kept);
+        }
         // An operator without a deterministic version under --deterministic-mode, on this GPU rank or on a rank of this process.
         catch (Exception e) when (NondeterministicOperation.Is(e)) { return RunCommand.UserError(NondeterministicOperation.Sentence(e) + job.Kept); }
         catch (RankFailuresException e) when (e.Failures.Any(f => NondeterministicOperation.Is(f.Error)))

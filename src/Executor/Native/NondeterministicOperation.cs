@@ -18,7 +18,8 @@ public static class NondeterministicOperation
     public static string Sentence(Exception e)
     {
         string message = e.Message;
-        string op = message[..message.IndexOf(Marker, StringComparison.Ordinal)].Split('\n')[^1].Trim();
+        // The operator's name starts its line, after the exception type where TorchScript relays the error ("RuntimeError: ").
+        string op = message[..message.IndexOf(Marker, StringComparison.Ordinal)].Split('\n')[^1].Split(": ")[^1].Trim();
         return $"--deterministic-mode: libtorch has no deterministic {op} on this device, which this run needs; run it without --deterministic-mode.";
     }
 }

@@ -18,6 +18,11 @@ public class NondeterministicOperationTests
         Assert.True(NondeterministicOperation.Is(refusal));
         Assert.Equal("--deterministic-mode: libtorch has no deterministic index_add_cuda_ on this device, which this run needs; run it without --deterministic-mode.",
             NondeterministicOperation.Sentence(refusal));
+        // Relayed by TorchScript's interpreter (the scripted kernels), the operator follows the exception's type.
+        var scripted = new ExternalException("The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript (most recent call last):\n" +
+            "RuntimeError: index_add_cuda_ does not have a deterministic implementation, but you set 'torch.use_deterministic_algorithms(True)'.");
+        Assert.Equal("--deterministic-mode: libtorch has no deterministic index_add_cuda_ on this device, which this run needs; run it without --deterministic-mode.",
+            NondeterministicOperation.Sentence(scripted));
         Assert.False(NondeterministicOperation.Is(new ExternalException("CUDA out of memory. Tried to allocate 2.00 GiB")));
         Assert.False(NondeterministicOperation.Is(new InvalidOperationException("index_add_cuda_ does not have a deterministic implementation")));
     }
