@@ -23,6 +23,11 @@ public sealed class LinearWithGradAccumulation : GuardedSingleTensorFunction<Lin
     public static Tensor Apply(Tensor input, Tensor weight, Tensor mainGrad, Tensor? bias = null) =>
         apply(input, weight, mainGrad, (object?)bias ?? false);
 
+    /// <summary>x·Wᵀ (+ <paramref name="bias"/>, in the GEMM): with <paramref name="mainGrad"/> <see cref="Apply"/>, without it
+    /// libtorch's linear, whose autograd gives W its own gradient.</summary>
+    public static Tensor Of(Tensor input, Tensor weight, Tensor? mainGrad, Tensor? bias = null) =>
+        mainGrad is null ? nn.functional.linear(input, weight, bias) : Apply(input, weight, mainGrad, bias);
+
     protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         Tensor input = (Tensor)vars[0], weight = (Tensor)vars[1];

@@ -52,19 +52,24 @@ public sealed class ParallelLinear : LinearLayer
     public override Tensor forward(Tensor input)
     {
         using var scope = NewDisposeScope();
-        var x = inputMap(input);
-        if (outputMap is null)
-            return (mainGrad is null ? nn.functional.linear(x, weight, bias) : LinearWithGradAccumulation.Apply(x, weight, mainGrad, bias)).MoveToOuterDisposeScope();
-        var y = outputMap(mainGrad is null ? nn.functional.linear(x, weight) : LinearWithGradAccumulation.Apply(x, weight, mainGrad));
-        return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
+        return Reduced(LinearWithGradAccumulation.Of(inputMap(input), weight, mainGrad, GemmBias)).MoveToOuterDisposeScope();
     }
 
     protected override Tensor OfRecomputed(Tensor source, Func<Tensor, Tensor> input)
     {
         using var scope = NewDisposeScope();
-        if (outputMap is null) return RecomputedInputLinear.Apply(x => inputMap(input(x)), source, weight, bias, mainGrad).MoveToOuterDisposeScope();
-        var y = outputMap(RecomputedInputLinear.Apply(x => inputMap(input(x)), source, weight, mainGrad: mainGrad));
-        return (bias is null ? y : y.Plus(bias)).MoveToOuterDisposeScope();
+        return Reduced(RecomputedInputLinear.Apply(x => inputMap(input(x)), source, weight, GemmBias, mainGrad)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The bias the GEMM adds: a column-parallel linear's shard; a row-parallel one adds its bias after the reduction.</summary>
+    private Tensor? GemmBias => outputMap is null ? bias : null;
+
+    /// <summary>A row-parallel GEMM's output through the reduction, then its bias; a column-parallel one's as it is.</summary>
+    private Tensor Reduced(Tensor y)
+    {
+        if (outputMap is null) return y;
+        y = outputMap(y);
+        return bias is null ? y : y.Plus(bias);
     }
 }
 

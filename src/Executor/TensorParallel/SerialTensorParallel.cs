@@ -58,8 +58,7 @@ public sealed class DenseLinear : LinearLayer
     }
 
     /// <summary>x·Wᵀ + b, the bias added by the GEMM with or without a main gradient (no pass of its own over the output).</summary>
-    public override Tensor forward(Tensor input) =>
-        mainGrad is null ? nn.functional.linear(input, weight, bias) : LinearWithGradAccumulation.Apply(input, weight, mainGrad, bias);
+    public override Tensor forward(Tensor input) => LinearWithGradAccumulation.Of(input, weight, mainGrad, bias);
 
     /// <summary>As <see cref="forward(Tensor)"/>. In a scope of its own: TorchSharp's custom functions keep an empty tensor of
     /// each output's shape (for gradients that never come) in the current scope, freed here rather than at the end of the
